@@ -1,0 +1,46 @@
+"""The event envelope: CloudEvents 1.0 attribute names plus gpurelay's routing fields.
+
+Every event on NATS, in an SSE frame and in a webhook body is one :class:`EventEnvelope`. Its
+``data`` is the typed payload of its ``type`` (see :mod:`contracts.events`), stored as JSON.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.ids import ResourceId, TenantId, new_uuid7
+
+
+def utc_now() -> datetime:
+    """Now, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+class EventEnvelope(BaseModel):
+    """One event: who, what, when, and its typed ``data``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(default_factory=new_uuid7, min_length=1, max_length=64, description="UUIDv7; also the Nats-Msg-Id and the webhook-id.")
+    type: str = Field(min_length=1, max_length=64, description="Event type, e.g. job.progress.")
+    source: str = Field(min_length=1, max_length=128, description="Producer, e.g. gateway or worker/pose.")
+    time: datetime = Field(default_factory=utc_now)
+    subject: str | None = Field(default=None, max_length=128, description="The resource the event is about.")
+    tenant: TenantId
+    job_id: ResourceId | None = None
+    kind: str | None = Field(default=None, max_length=32)
+    attempt: int | None = Field(default=None, ge=1, le=1000)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    def to_json_bytes(self) -> bytes:
+        """The envelope as compact JSON bytes, ready to publish."""
+        return self.model_dump_json(exclude_none=True).encode()
+
+    @classmethod
+    def from_json_bytes(cls, raw: bytes | str) -> EventEnvelope:
+        """Parse and validate an envelope from JSON."""
+        return cls.model_validate_json(raw)

@@ -1,0 +1,60 @@
+"""Identifiers that travel inside NATS subjects, KV keys and storage keys.
+
+An id is one subject token: it can never contain ``.``, ``*``, ``>`` or white space, so a
+hostile id cannot widen a subscription or address another tenant's data.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+import uuid_utils
+from pydantic import AfterValidator
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+"""A token: 1-64 characters of ASCII letters, digits, ``_`` and ``-``."""
+
+
+class InvalidIdError(ValueError):
+    """An id that would not be a single safe subject token."""
+
+
+def validate_id(value: str, what: str = "id") -> str:
+    """Return ``value`` when it is a safe token, else raise :class:`InvalidIdError`."""
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+        raise InvalidIdError(
+            f"{what} must be 1-64 characters of letters, digits, '_' or '-' (got {value!r})"
+        )
+    return value
+
+
+def _tenant(value: str) -> str:
+    return validate_id(value, "tenant")
+
+
+def _job(value: str) -> str:
+    return validate_id(value, "job id")
+
+
+def _any(value: str) -> str:
+    return validate_id(value)
+
+
+TenantId = Annotated[str, AfterValidator(_tenant)]
+"""A tenant: the unit of isolation. Every resource belongs to exactly one."""
+JobId = Annotated[str, AfterValidator(_job)]
+"""A job id, ``job_`` plus a UUIDv7 in hex."""
+ResourceId = Annotated[str, AfterValidator(_any)]
+"""Any other id used as a subject token (upload, session, robot, endpoint)."""
+
+
+def new_uuid7() -> str:
+    """A time-ordered UUIDv7 as its canonical string, used for event ids."""
+    return str(uuid_utils.uuid7())
+
+
+def new_id(prefix: str) -> str:
+    """A new time-ordered id such as ``job_0193a1...``: sortable, one subject token."""
+    validate_id(prefix, "prefix")
+    return f"{prefix}_{uuid_utils.uuid7().hex}"

@@ -1,0 +1,127 @@
+"""JetStream stream and KV bucket declarations (v1), as plain data.
+
+:func:`declarations` lists every stream and bucket of a namespace; the services apply them with
+``services.common.nats.apply_declarations``, which is idempotent (applying twice changes
+nothing; a changed declaration updates the stream in place).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.subjects import Namespace
+
+HOUR = 3600.0
+DAY = 24 * HOUR
+
+
+class StreamDecl(BaseModel):
+    """One JetStream stream."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    subjects: tuple[str, ...]
+    storage: Literal["file", "memory"] = "file"
+    max_age_s: float = Field(default=0.0, ge=0, description="0 keeps messages forever.")
+    duplicate_window_s: float = Field(default=120.0, ge=0)
+    max_bytes: int = Field(default=-1, description="-1 is unlimited.")
+    description: str = ""
+
+
+class BucketDecl(BaseModel):
+    """One JetStream key-value bucket."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    history: int = Field(default=1, ge=1, le=64)
+    ttl_s: float = Field(default=0.0, ge=0, description="0 keeps entries forever.")
+    storage: Literal["file", "memory"] = "file"
+    description: str = ""
+
+
+class Declarations(BaseModel):
+    """Every stream and bucket of one namespace."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    streams: tuple[StreamDecl, ...]
+    buckets: tuple[BucketDecl, ...]
+
+    def stream(self, base_name: str, ns: Namespace = Namespace()) -> StreamDecl:
+        """The stream declared as ``base_name`` (e.g. ``JOBS``)."""
+        wanted = ns.stream(base_name)
+        for decl in self.streams:
+            if decl.name == wanted:
+                return decl
+        raise KeyError(base_name)
+
+
+# Stream base names.
+JOBS = "JOBS"
+TELEMETRY = "TELEMETRY"
+FRAMES = "FRAMES"
+DEADLETTER = "DEADLETTER"
+WEBHOOK_DELIVERIES = "WEBHOOK_DELIVERIES"
+
+# Bucket base names.
+KV_JOBS = "jobs"
+KV_IDEMPOTENCY = "idempotency"
+KV_APIKEYS = "apikeys"
+KV_WEBHOOKS = "webhooks"
+KV_SESSIONS = "sessions"
+KV_ROBOTS = "robots"
+
+FRAMES_MAX_BYTES = 2 * 1024**3
+
+
+def declarations(ns: Namespace = Namespace(), frames_max_bytes: int = FRAMES_MAX_BYTES) -> Declarations:
+    """The v1 streams and buckets under ``ns``; no two streams' subjects overlap."""
+    s = ns.subject
+    return Declarations(
+        streams=(
+            StreamDecl(
+                name=ns.stream(JOBS),
+                subjects=(s("jobs.>"), s("uploads.>")),
+                max_age_s=30 * DAY,
+                duplicate_window_s=120.0,
+                description="Every job and upload event: the platform's log of record.",
+            ),
+            StreamDecl(
+                name=ns.stream(TELEMETRY),
+                subjects=(s("robots.>"),),
+                max_age_s=DAY,
+                description="Robots' joint-angle samples.",
+            ),
+            StreamDecl(
+                name=ns.stream(FRAMES),
+                subjects=(s("sessions.*.*.frames"),),
+                max_age_s=HOUR,
+                max_bytes=frames_max_bytes,
+                description="Live session frames.",
+            ),
+            StreamDecl(
+                name=ns.stream(DEADLETTER),
+                subjects=(s("webhooks.*.*.dead"),),
+                max_age_s=14 * DAY,
+                description="Webhook deliveries that exhausted their retries.",
+            ),
+            StreamDecl(
+                name=ns.stream(WEBHOOK_DELIVERIES),
+                subjects=(s("webhooks.*.*.deliver"),),
+                max_age_s=3 * DAY,
+                description="One delivery queue per webhook endpoint.",
+            ),
+        ),
+        buckets=(
+            BucketDecl(name=ns.bucket(KV_JOBS), history=5, description="Job records (the dispatcher's projection)."),
+            BucketDecl(name=ns.bucket(KV_IDEMPOTENCY), ttl_s=DAY, description="Idempotency-Key → job id."),
+            BucketDecl(name=ns.bucket(KV_APIKEYS), description="API key hashes → tenant."),
+            BucketDecl(name=ns.bucket(KV_WEBHOOKS), description="Webhook endpoints."),
+            BucketDecl(name=ns.bucket(KV_SESSIONS), description="Live sessions."),
+            BucketDecl(name=ns.bucket(KV_ROBOTS), description="Latest joint angles per robot."),
+        ),
+    )

@@ -1,0 +1,134 @@
+"""NATS subject builders (v1).
+
+Every subject the platform uses is built here from validated ids. A :class:`Namespace` prefixes
+subjects, stream names and KV bucket names so that several deployments (or tests) can share one
+NATS server without seeing each other's data; the default namespace is empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from contracts.ids import validate_id
+
+JOB_EVENT_NAMES: frozenset[str] = frozenset(
+    {
+        "created",
+        "queued",
+        "dispatched",
+        "started",
+        "progress",
+        "log",
+        "artifact",
+        "heartbeat",
+        "stage",
+        "retrying",
+        "cancel_requested",
+        "succeeded",
+        "failed",
+        "canceled",
+    }
+)
+"""The last token of ``jobs.{tenant}.{job_id}.{event}``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    """A prefix isolating one deployment on a NATS server: ``""`` (none) or a safe token."""
+
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.name:
+            validate_id(self.name, "namespace")
+
+    def subject(self, subject: str) -> str:
+        """``subject`` under this namespace."""
+        return f"{self.name}.{subject}" if self.name else subject
+
+    def stream(self, name: str) -> str:
+        """A stream name under this namespace (stream names cannot hold ``.``)."""
+        return f"{self.name}_{name}" if self.name else name
+
+    def bucket(self, name: str) -> str:
+        """A KV bucket name under this namespace."""
+        return f"{self.name}_{name}" if self.name else name
+
+    def strip(self, subject: str) -> str:
+        """The subject without this namespace's prefix."""
+        prefix = f"{self.name}." if self.name else ""
+        if prefix and subject.startswith(prefix):
+            return subject[len(prefix) :]
+        return subject
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    """Builds every v1 subject, validating each id it is given."""
+
+    ns: Namespace = Namespace()
+
+    # -- jobs ---------------------------------------------------------------------------
+    def job_event(self, tenant: str, job_id: str, event: str) -> str:
+        """``jobs.{tenant}.{job_id}.{event}``: one job event."""
+        if event not in JOB_EVENT_NAMES:
+            raise ValueError(f"unknown job event {event!r}")
+        return self.ns.subject(
+            f"jobs.{validate_id(tenant, 'tenant')}.{validate_id(job_id, 'job id')}.{event}"
+        )
+
+    def job_events(self, tenant: str, job_id: str) -> str:
+        """Filter for every event of one job."""
+        return self.ns.subject(f"jobs.{validate_id(tenant, 'tenant')}.{validate_id(job_id, 'job id')}.*")
+
+    def tenant_jobs(self, tenant: str) -> str:
+        """Filter for every job event of one tenant."""
+        return self.ns.subject(f"jobs.{validate_id(tenant, 'tenant')}.>")
+
+    def all_jobs(self) -> str:
+        """Filter for every job event."""
+        return self.ns.subject("jobs.>")
+
+    # -- uploads ------------------------------------------------------------------------
+    def upload_completed(self, tenant: str, upload_id: str) -> str:
+        """``uploads.{tenant}.{upload_id}.completed``."""
+        return self.ns.subject(
+            f"uploads.{validate_id(tenant, 'tenant')}.{validate_id(upload_id, 'upload id')}.completed"
+        )
+
+    def all_uploads(self) -> str:
+        """Filter for every upload event."""
+        return self.ns.subject("uploads.>")
+
+    # -- sessions -----------------------------------------------------------------------
+    def session_frames(self, tenant: str, session_id: str) -> str:
+        """``sessions.{tenant}.{session_id}.frames``: live frames."""
+        return self.ns.subject(
+            f"sessions.{validate_id(tenant, 'tenant')}.{validate_id(session_id, 'session id')}.frames"
+        )
+
+    def session_control(self, tenant: str, session_id: str) -> str:
+        """``sessions.{tenant}.{session_id}.control``: stop and reset."""
+        return self.ns.subject(
+            f"sessions.{validate_id(tenant, 'tenant')}.{validate_id(session_id, 'session id')}.control"
+        )
+
+    # -- robots -------------------------------------------------------------------------
+    def robot_joints(self, tenant: str, robot_id: str) -> str:
+        """``robots.{tenant}.{robot_id}.joints``: joint-angle samples."""
+        return self.ns.subject(
+            f"robots.{validate_id(tenant, 'tenant')}.{validate_id(robot_id, 'robot id')}.joints"
+        )
+
+    # -- webhooks -----------------------------------------------------------------------
+    def webhook_dead(self, tenant: str, endpoint_id: str) -> str:
+        """``webhooks.{tenant}.{endpoint_id}.dead``: a dead-lettered delivery."""
+        return self.ns.subject(
+            f"webhooks.{validate_id(tenant, 'tenant')}.{validate_id(endpoint_id, 'endpoint id')}.dead"
+        )
+
+    def webhook_deliver(self, tenant: str, endpoint_id: str) -> str:
+        """``webhooks.{tenant}.{endpoint_id}.deliver``: the delivery queue of one endpoint."""
+        return self.ns.subject(
+            f"webhooks.{validate_id(tenant, 'tenant')}.{validate_id(endpoint_id, 'endpoint id')}.deliver"
+        )

@@ -1,0 +1,1 @@
+"""GPU workloads and the Modal app that deploys them."""

@@ -1,0 +1,1 @@
+"""gpurelay services: gateway, dispatcher, notifier, and the code they share (``common``)."""

@@ -1,0 +1,1 @@
+"""Code every service shares: settings, NATS, storage, auth helpers, logging."""

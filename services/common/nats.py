@@ -1,0 +1,126 @@
+"""NATS connection and the one function that applies the stream and KV declarations."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from contracts.streams import BucketDecl, Declarations, StreamDecl, declarations
+from services.common.config import BaseServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+async def connect(settings: BaseServiceSettings, name: str) -> NatsClient:
+    """A NATS connection named after the service, reconnecting forever."""
+    return await nats.connect(
+        settings.nats_url,
+        name=f"gpurelay-{name}",
+        connect_timeout=settings.nats_connect_timeout_s,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        allow_reconnect=True,
+    )
+
+
+def stream_config(decl: StreamDecl) -> StreamConfig:
+    """The nats-py config of a declared stream."""
+    return StreamConfig(
+        name=decl.name,
+        description=decl.description or None,
+        subjects=list(decl.subjects),
+        storage=StorageType.FILE if decl.storage == "file" else StorageType.MEMORY,
+        max_age=decl.max_age_s,
+        duplicate_window=decl.duplicate_window_s,
+        max_bytes=decl.max_bytes,
+    )
+
+
+def bucket_config(decl: BucketDecl) -> KeyValueConfig:
+    """The nats-py config of a declared KV bucket."""
+    return KeyValueConfig(
+        bucket=decl.name,
+        description=decl.description or None,
+        history=decl.history,
+        ttl=decl.ttl_s or None,
+        storage=StorageType.FILE if decl.storage == "file" else StorageType.MEMORY,
+    )
+
+
+@dataclass
+class ApplyReport:
+    """What :func:`apply_declarations` did, by stream or bucket name."""
+
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+
+def _stream_differs(current: StreamConfig, wanted: StreamConfig) -> bool:
+    return (
+        sorted(current.subjects or []) != sorted(wanted.subjects or [])
+        or (current.max_age or 0) != (wanted.max_age or 0)
+        or (current.duplicate_window or 0) != (wanted.duplicate_window or 0)
+        or (current.max_bytes if current.max_bytes is not None else -1) != wanted.max_bytes
+        or (current.description or None) != (wanted.description or None)
+    )
+
+
+async def _apply_stream(js: JetStreamContext, wanted: StreamConfig, report: ApplyReport) -> None:
+    assert wanted.name is not None
+    try:
+        info = await js.stream_info(wanted.name)
+    except NotFoundError:
+        await js.add_stream(wanted)
+        report.created.append(wanted.name)
+        return
+    if _stream_differs(info.config, wanted):
+        await js.update_stream(wanted)
+        report.updated.append(wanted.name)
+    else:
+        report.unchanged.append(wanted.name)
+
+
+async def _apply_bucket(js: JetStreamContext, decl: BucketDecl, report: ApplyReport) -> None:
+    stream_name = f"KV_{decl.name}"
+    try:
+        info = await js.stream_info(stream_name)
+    except NotFoundError:
+        await js.create_key_value(bucket_config(decl))
+        report.created.append(decl.name)
+        return
+    config = info.config
+    wanted_ttl = decl.ttl_s or 0.0
+    if (config.max_msgs_per_subject or 1) != decl.history or (config.max_age or 0.0) != wanted_ttl or (
+        config.description or None
+    ) != (decl.description or None):
+        config.max_msgs_per_subject = decl.history
+        config.max_age = wanted_ttl
+        config.description = decl.description or None
+        await js.update_stream(config)
+        report.updated.append(decl.name)
+    else:
+        report.unchanged.append(decl.name)
+
+
+async def apply_declarations(js: JetStreamContext, decls: Declarations) -> ApplyReport:
+    """Create missing streams and buckets, update changed ones, leave equal ones alone."""
+    report = ApplyReport()
+    for stream in decls.streams:
+        await _apply_stream(js, stream_config(stream), report)
+    for bucket in decls.buckets:
+        await _apply_bucket(js, bucket, report)
+    if report.created or report.updated:
+        log.info("jetstream declarations applied", extra={"created": report.created, "updated": report.updated})
+    return report
+
+
+async def declare_all(js: JetStreamContext, settings: BaseServiceSettings) -> ApplyReport:
+    """Apply the v1 declarations of this deployment's namespace."""
+    return await apply_declarations(js, declarations(settings.ns))
