@@ -25,7 +25,12 @@ class EventEnvelope(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     specversion: Literal["1.0"] = "1.0"
-    id: str = Field(default_factory=new_uuid7, min_length=1, max_length=64, description="UUIDv7; also the Nats-Msg-Id and the webhook-id.")
+    id: str = Field(
+        default_factory=new_uuid7,
+        min_length=1,
+        max_length=64,
+        description="UUIDv7; also the Nats-Msg-Id and the webhook-id.",
+    )
     type: str = Field(min_length=1, max_length=64, description="Event type, e.g. job.progress.")
     source: str = Field(min_length=1, max_length=128, description="Producer, e.g. gateway or worker/pose.")
     time: datetime = Field(default_factory=utc_now)

@@ -10,7 +10,7 @@ import re
 from typing import Annotated
 
 import uuid_utils
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 """A token: 1-64 characters of ASCII letters, digits, ``_`` and ``-``."""
@@ -23,9 +23,7 @@ class InvalidIdError(ValueError):
 def validate_id(value: str, what: str = "id") -> str:
     """Return ``value`` when it is a safe token, else raise :class:`InvalidIdError`."""
     if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
-        raise InvalidIdError(
-            f"{what} must be 1-64 characters of letters, digits, '_' or '-' (got {value!r})"
-        )
+        raise InvalidIdError(f"{what} must be 1-64 characters of letters, digits, '_' or '-' (got {value!r})")
     return value
 
 
@@ -41,11 +39,15 @@ def _any(value: str) -> str:
     return validate_id(value)
 
 
-TenantId = Annotated[str, AfterValidator(_tenant)]
+TenantId = Annotated[
+    str, Field(pattern=ID_PATTERN.pattern, min_length=1, max_length=64), AfterValidator(_tenant)
+]
 """A tenant: the unit of isolation. Every resource belongs to exactly one."""
-JobId = Annotated[str, AfterValidator(_job)]
+JobId = Annotated[str, Field(pattern=ID_PATTERN.pattern, min_length=1, max_length=64), AfterValidator(_job)]
 """A job id, ``job_`` plus a UUIDv7 in hex."""
-ResourceId = Annotated[str, AfterValidator(_any)]
+ResourceId = Annotated[
+    str, Field(pattern=ID_PATTERN.pattern, min_length=1, max_length=64), AfterValidator(_any)
+]
 """Any other id used as a subject token (upload, session, robot, endpoint)."""
 
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.subjects import Namespace
+from contracts.subjects import NO_NAMESPACE, Namespace
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -51,9 +51,9 @@ class Declarations(BaseModel):
     streams: tuple[StreamDecl, ...]
     buckets: tuple[BucketDecl, ...]
 
-    def stream(self, base_name: str, ns: Namespace = Namespace()) -> StreamDecl:
+    def stream(self, base_name: str, ns: Namespace | None = None) -> StreamDecl:
         """The stream declared as ``base_name`` (e.g. ``JOBS``)."""
-        wanted = ns.stream(base_name)
+        wanted = (ns or NO_NAMESPACE).stream(base_name)
         for decl in self.streams:
             if decl.name == wanted:
                 return decl
@@ -78,8 +78,10 @@ KV_ROBOTS = "robots"
 FRAMES_MAX_BYTES = 2 * 1024**3
 
 
-def declarations(ns: Namespace = Namespace(), frames_max_bytes: int = FRAMES_MAX_BYTES) -> Declarations:
+def declarations(
+    ns: Namespace | None = None, frames_max_bytes: int = FRAMES_MAX_BYTES) -> Declarations:
     """The v1 streams and buckets under ``ns``; no two streams' subjects overlap."""
+    ns = ns or NO_NAMESPACE
     s = ns.subject
     return Declarations(
         streams=(
@@ -117,7 +119,9 @@ def declarations(ns: Namespace = Namespace(), frames_max_bytes: int = FRAMES_MAX
             ),
         ),
         buckets=(
-            BucketDecl(name=ns.bucket(KV_JOBS), history=5, description="Job records (the dispatcher's projection)."),
+            BucketDecl(
+                name=ns.bucket(KV_JOBS), history=5, description="Job records (the dispatcher's projection)."
+            ),
             BucketDecl(name=ns.bucket(KV_IDEMPOTENCY), ttl_s=DAY, description="Idempotency-Key → job id."),
             BucketDecl(name=ns.bucket(KV_APIKEYS), description="API key hashes → tenant."),
             BucketDecl(name=ns.bucket(KV_WEBHOOKS), description="Webhook endpoints."),

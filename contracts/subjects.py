@@ -62,11 +62,15 @@ class Namespace:
         return subject
 
 
+NO_NAMESPACE = Namespace()
+"""The empty namespace: the plain v1 subjects."""
+
+
 @dataclass(frozen=True, slots=True)
 class Subjects:
     """Builds every v1 subject, validating each id it is given."""
 
-    ns: Namespace = Namespace()
+    ns: Namespace = NO_NAMESPACE
 
     # -- jobs ---------------------------------------------------------------------------
     def job_event(self, tenant: str, job_id: str, event: str) -> str:

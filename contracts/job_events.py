@@ -1,0 +1,141 @@
+"""Payloads of the job events (``jobs.{tenant}.{job_id}.{event}``), one model per event type.
+
+The envelope carries ``job_id``, ``kind`` and ``attempt``; a payload holds only what is particular
+to its event. See :mod:`contracts.events` for the type → payload table.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.job_record import Artifact, JobError, StageStatus
+from contracts.job_specs import JobSpec
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class JobCreatedPayload(BaseModel):
+    """``job.created``: the gateway accepted a job; ``spec`` is the full, validated spec."""
+
+    model_config = _STRICT
+
+    spec: JobSpec
+    max_attempts: int = Field(default=3, ge=1, le=100)
+
+
+class JobQueuedPayload(BaseModel):
+    """``job.queued``: every input is complete; the job waits for a backend."""
+
+    model_config = _STRICT
+
+
+class JobDispatchedPayload(BaseModel):
+    """``job.dispatched``: a backend accepted the attempt; ``call_id`` is kept for cancel."""
+
+    model_config = _STRICT
+
+    backend: str = Field(min_length=1, max_length=32, description="e.g. local or modal.")
+    function: str = Field(min_length=1, max_length=128)
+    gpu: str | None = Field(default=None, max_length=32)
+    call_id: str | None = Field(default=None, max_length=256)
+
+
+class JobStartedPayload(BaseModel):
+    """``job.started``: a worker began the attempt."""
+
+    model_config = _STRICT
+
+    worker: str = Field(min_length=1, max_length=128)
+    gpu: str | None = Field(default=None, max_length=32)
+
+
+class JobProgressPayload(BaseModel):
+    """``job.progress``: how far the attempt is (monotonic within an attempt)."""
+
+    model_config = _STRICT
+
+    fraction: float = Field(ge=0.0, le=1.0)
+    stage: str | None = Field(default=None, max_length=64)
+    message: str | None = Field(default=None, max_length=1000)
+
+
+class JobLogPayload(BaseModel):
+    """``job.log``: one log line from the worker."""
+
+    model_config = _STRICT
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    message: str = Field(max_length=8000)
+
+
+class JobArtifactPayload(Artifact):
+    """``job.artifact``: a result file was written to storage."""
+
+    def to_artifact(self) -> Artifact:
+        """The same fields as a plain :class:`~contracts.job_record.Artifact`."""
+        return Artifact.model_validate(self.model_dump())
+
+
+class JobHeartbeatPayload(BaseModel):
+    """``job.heartbeat``: the worker is alive."""
+
+    model_config = _STRICT
+
+    worker: str | None = Field(default=None, max_length=128)
+
+
+class JobStagePayload(BaseModel):
+    """``job.stage``: a pipeline stage changed status."""
+
+    model_config = _STRICT
+
+    name: str = Field(min_length=1, max_length=64)
+    index: int = Field(ge=0)
+    count: int = Field(ge=1, le=100)
+    status: StageStatus
+
+
+class JobRetryingPayload(BaseModel):
+    """``job.retrying``: the attempt failed in a retryable way; another follows after ``delay_s``."""
+
+    model_config = _STRICT
+
+    reason: str = Field(min_length=1, max_length=64, description="The error code that caused the retry.")
+    message: str = Field(default="", max_length=4000)
+    next_attempt: int = Field(ge=2, le=100)
+    delay_s: float = Field(default=0.0, ge=0, le=86_400)
+
+
+class JobCancelRequestedPayload(BaseModel):
+    """``job.cancel_requested``: a client asked to cancel."""
+
+    model_config = _STRICT
+
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class JobSucceededPayload(BaseModel):
+    """``job.succeeded``: the result (kind-specific JSON) and every artifact."""
+
+    model_config = _STRICT
+
+    result: dict[str, Any] = Field(default_factory=dict)
+    artifacts: tuple[Artifact, ...] = ()
+
+
+class JobFailedPayload(BaseModel):
+    """``job.failed``: the job ended in error (a timeout is ``error.code == "timeout"``)."""
+
+    model_config = _STRICT
+
+    error: JobError
+
+
+class JobCanceledPayload(BaseModel):
+    """``job.canceled``: the job stopped because it was canceled."""
+
+    model_config = _STRICT
+
+    reason: str | None = Field(default=None, max_length=500)
