@@ -43,6 +43,10 @@ class BaseServiceSettings(BaseSettings):
     storage_bucket: str = "gpurelay"
     storage_prefix: str = ""
     s3_endpoint_url: str | None = None
+    s3_public_endpoint_url: str | None = Field(
+        default=None,
+        description="Endpoint clients reach, used in pre-signed URLs (default: s3_endpoint_url).",
+    )
     s3_region: str = "us-east-1"
     s3_access_key_id: SecretStr | None = None
     s3_secret_access_key: SecretStr | None = None
@@ -131,10 +135,12 @@ class NotifierSettings(BaseServiceSettings):
     port: int = Field(default=8001, ge=0, le=65535)
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     webhook_retry_schedule_s: list[float] = Field(
-        default_factory=lambda: [0, 5, 300, 1800, 7200, 18000, 36000, 36000]
+        default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
     )
     webhook_disable_after_exhausted: int = Field(default=5, ge=1)
-    webhook_allow_hosts: list[str] = Field(default_factory=list, description="Hosts exempt from the SSRF guard (dev/tests).")
+    webhook_allow_hosts: list[str] = Field(
+        default_factory=list, description="Hosts exempt from the SSRF guard (dev/tests)."
+    )
     sse_heartbeat_s: float = Field(default=15.0, gt=0)
     sse_buffer: int = Field(default=256, ge=1)
     sse_send_timeout_s: float = Field(default=10.0, gt=0)
@@ -155,4 +161,4 @@ def load_settings(cls: type[S], data_dir: Path | None = None, **overrides: Any) 
     env_file = dev_env_path(directory)
     if data_dir is not None:
         overrides.setdefault("data_dir", data_dir)
-    return cls(_env_file=env_file if env_file.exists() else None, **overrides)  # type: ignore[call-arg]
+    return cls(_env_file=env_file if env_file.exists() else None, **overrides)

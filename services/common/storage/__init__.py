@@ -1,0 +1,64 @@
+"""Object storage: one async interface, an ``s3`` and a ``local`` backend.
+
+``make_storage(settings)`` picks the backend named by ``settings.storage_backend``; keys are built
+with :func:`upload_key` and :func:`result_key` (with ``settings.storage_prefix``).
+"""
+
+from __future__ import annotations
+
+from services.common.config import BaseServiceSettings
+from services.common.storage.base import (
+    DEFAULT_CHUNK_SIZE,
+    InvalidKeyError,
+    ObjectInfo,
+    ObjectNotFoundError,
+    ObjectTooLargeError,
+    PresignedRequest,
+    PutData,
+    Storage,
+    StorageError,
+    content_disposition,
+    result_key,
+    sanitize_filename,
+    upload_key,
+    validate_key,
+    validate_prefix,
+)
+from services.common.storage.local import LocalStorage
+from services.common.storage.s3 import S3Storage
+from services.common.storage.signing import (
+    SignatureError,
+    SignatureExpiredError,
+    SignatureInvalidError,
+)
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "InvalidKeyError",
+    "LocalStorage",
+    "ObjectInfo",
+    "ObjectNotFoundError",
+    "ObjectTooLargeError",
+    "PresignedRequest",
+    "PutData",
+    "S3Storage",
+    "SignatureError",
+    "SignatureExpiredError",
+    "SignatureInvalidError",
+    "Storage",
+    "StorageError",
+    "content_disposition",
+    "make_storage",
+    "result_key",
+    "sanitize_filename",
+    "upload_key",
+    "validate_key",
+    "validate_prefix",
+]
+
+
+def make_storage(settings: BaseServiceSettings) -> Storage:
+    """The backend named by ``settings.storage_backend``."""
+    if settings.storage_backend == "s3":
+        return S3Storage.from_settings(settings)
+    return LocalStorage.from_settings(settings)

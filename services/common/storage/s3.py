@@ -1,0 +1,334 @@
+"""The S3 backend (aioboto3): AWS S3, Backblaze B2, Cloudflare R2, MinIO.
+
+Signature v4 always; path-style addressing whenever an endpoint URL is set (MinIO, B2, R2 and
+test servers rarely resolve virtual-host bucket names). One client is opened lazily and kept
+until :meth:`S3Storage.aclose`. The bucket is only created by an explicit :meth:`ensure_bucket`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import aioboto3
+from aiobotocore.config import AioConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from services.common.config import BaseServiceSettings
+from services.common.storage.base import (
+    DEFAULT_CHUNK_SIZE,
+    InvalidKeyError,
+    ObjectInfo,
+    ObjectNotFoundError,
+    PresignedRequest,
+    PutData,
+    Storage,
+    StorageError,
+    content_disposition,
+    iter_chunks,
+    validate_content_type,
+    validate_expires,
+    validate_key,
+    validate_prefix,
+)
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef, ObjectIdentifierTypeDef
+
+_MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+MIN_PART_SIZE = 5 * 1024 * 1024
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+@contextlib.contextmanager
+def _errors(what: str, key: str | None = None) -> Iterator[None]:
+    """Map botocore errors to :class:`ObjectNotFoundError` (with ``key``) or :class:`StorageError`."""
+    try:
+        yield
+    except ClientError as exc:
+        if key is not None and _code(exc) in _MISSING:
+            raise ObjectNotFoundError(key) from exc
+        raise StorageError(f"{what} failed: {exc}") from exc
+    except BotoCoreError as exc:
+        raise StorageError(f"{what} failed: {exc}") from exc
+
+
+async def _rechunk(chunks: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
+    """``chunks`` regrouped into pieces of exactly ``size`` bytes, the last one shorter."""
+    buffer = bytearray()
+    async for chunk in chunks:
+        buffer += chunk
+        while len(buffer) >= size:
+            yield bytes(buffer[:size])
+            del buffer[:size]
+    if buffer:
+        yield bytes(buffer)
+
+
+def _etag(raw: str | None) -> str:
+    return (raw or "").strip('"')
+
+
+class S3Storage(Storage):
+    """Objects in one S3 bucket.
+
+    Without keys the default AWS credential chain applies. URLs are signed for
+    ``public_endpoint_url`` when the clients reach the store elsewhere than this service does.
+    ``part_size`` is the multipart chunk (at least 5 MiB); ``session`` lets several stores share
+    one aioboto3 session and the service models it has parsed.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        endpoint_url: str | None = None,
+        public_endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        default_ttl_s: int = 3600,
+        part_size: int = 8 * 1024 * 1024,
+        session: aioboto3.Session | None = None,
+    ) -> None:
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (S3's minimum)")
+        self.bucket = bucket
+        self.endpoint_url = endpoint_url
+        self.public_endpoint_url = public_endpoint_url or endpoint_url
+        self.region = region
+        self.default_ttl_s = validate_expires(default_ttl_s)
+        self.part_size = part_size
+        self._session = session or aioboto3.Session()
+        self._key_id, self._secret = access_key_id, secret_access_key
+        self._config = AioConfig(
+            signature_version="s3v4",
+            s3={"addressing_style": "path" if endpoint_url else "auto"},
+            retries={"max_attempts": 3, "mode": "standard"},
+            # Default CRC checksums (botocore >= 1.36) break many S3-compatible services.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        self._stack = contextlib.AsyncExitStack()
+        self._clients: dict[str | None, S3Client] = {}
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: BaseServiceSettings) -> S3Storage:
+        """A backend for ``settings.storage_bucket`` with the ``s3_*`` settings."""
+        key_id, secret = settings.s3_access_key_id, settings.s3_secret_access_key
+        return cls(
+            settings.storage_bucket,
+            endpoint_url=settings.s3_endpoint_url,
+            # Optional setting: the endpoint clients reach when it differs (e.g. http://minio:9000).
+            public_endpoint_url=settings.s3_public_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=key_id.get_secret_value() if key_id else None,
+            secret_access_key=secret.get_secret_value() if secret else None,
+            default_ttl_s=settings.signed_url_ttl_s,
+        )
+
+    async def client(self, endpoint_url: str | None = None) -> S3Client:
+        """The shared client (for ``endpoint_url``, default the configured one), opened on first use."""
+        endpoint = endpoint_url or self.endpoint_url
+        async with self._lock:
+            if endpoint not in self._clients:
+                factory = self._session.client(
+                    "s3",
+                    endpoint_url=endpoint,
+                    region_name=self.region,
+                    aws_access_key_id=self._key_id,
+                    aws_secret_access_key=self._secret,
+                    config=self._config,
+                )
+                self._clients[endpoint] = await self._stack.enter_async_context(factory)
+            return self._clients[endpoint]
+
+    async def _presigner(self) -> S3Client:
+        return await self.client(self.public_endpoint_url)
+
+    async def aclose(self) -> None:
+        """Close the clients."""
+        self._clients.clear()
+        await self._stack.aclose()
+
+    async def ensure_bucket(self) -> None:
+        """Create the bucket unless it exists."""
+        s3 = await self.client()
+        try:
+            await s3.head_bucket(Bucket=self.bucket)
+            return
+        except ClientError as exc:
+            if _code(exc) not in _MISSING:
+                raise StorageError(f"cannot check bucket {self.bucket!r}: {exc}") from exc
+        kwargs: dict[str, Any] = {"Bucket": self.bucket}
+        if self.region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+        try:
+            await s3.create_bucket(**kwargs)
+        except ClientError as exc:
+            if _code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise StorageError(f"cannot create bucket {self.bucket!r}: {exc}") from exc
+
+    async def ping(self) -> None:
+        """Check that the bucket is reachable with these credentials."""
+        with _errors(f"HEAD bucket {self.bucket!r}"):
+            await (await self.client()).head_bucket(Bucket=self.bucket)
+
+    def _ttl(self, expires_s: int | None) -> int:
+        return validate_expires(self.default_ttl_s if expires_s is None else expires_s)
+
+    async def presign_put(
+        self, key: str, content_type: str, max_size: int, expires_s: int | None = None
+    ) -> PresignedRequest:
+        """A SigV4 PUT signing Content-Type and Content-Length: the body must be exactly ``max_size``."""
+        if max_size < 0:
+            raise ValueError("max_size must be >= 0")
+        ttl = self._ttl(expires_s)
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": validate_key(key)}
+        params |= {"ContentType": validate_content_type(content_type), "ContentLength": max_size}
+        url = await (await self._presigner()).generate_presigned_url(
+            "put_object", Params=params, ExpiresIn=ttl
+        )
+        headers = {"Content-Type": content_type, "Content-Length": str(max_size)}
+        expires_at = datetime.now(UTC) + timedelta(seconds=ttl)
+        return PresignedRequest(method="PUT", url=url, headers=headers, expires_at=expires_at)
+
+    async def presign_get(self, key: str, expires_s: int | None = None, filename: str | None = None) -> str:
+        """A SigV4 GET URL, optionally forcing an attachment file name."""
+        params = {"Bucket": self.bucket, "Key": validate_key(key)}
+        if filename is not None:
+            params["ResponseContentDisposition"] = content_disposition(filename)
+        s3 = await self._presigner()
+        return await s3.generate_presigned_url("get_object", Params=params, ExpiresIn=self._ttl(expires_s))
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        """HEAD the object; ``None`` when missing."""
+        try:
+            with _errors(f"HEAD {key!r}", key):
+                resp = await (await self.client()).head_object(Bucket=self.bucket, Key=validate_key(key))
+        except ObjectNotFoundError:
+            return None
+        return ObjectInfo(
+            key=key,
+            size=resp["ContentLength"],
+            content_type=resp.get("ContentType"),
+            etag=_etag(resp.get("ETag")),
+            last_modified=resp["LastModified"],
+        )
+
+    async def open_read(self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> AsyncIterator[bytes]:
+        """Stream the body in chunks of at most ``chunk_size`` bytes."""
+        with _errors(f"GET {key!r}", key):
+            resp = await (await self.client()).get_object(Bucket=self.bucket, Key=validate_key(key))
+            body = resp["Body"]
+            async with body:  # releases the connection, also on early exit
+                async for chunk in body.iter_chunks(chunk_size):
+                    yield chunk
+
+    async def read_range(self, key: str, start: int, length: int) -> bytes:
+        """A ranged GET; empty when ``start`` is past the end."""
+        if start < 0 or length < 0:
+            raise ValueError("start and length must be >= 0")
+        if length == 0:
+            return b""
+        s3, byte_range = await self.client(), f"bytes={start}-{start + length - 1}"
+        try:
+            with _errors(f"GET {key!r}", key):
+                resp = await s3.get_object(Bucket=self.bucket, Key=validate_key(key), Range=byte_range)
+                body = resp["Body"]
+                async with body:
+                    data: bytes = await body.read()
+        except StorageError as exc:
+            if isinstance(exc.__cause__, ClientError) and _code(exc.__cause__) == "InvalidRange":
+                return b""
+            raise
+        return data[:length]
+
+    async def put(self, key: str, data: PutData, content_type: str) -> ObjectInfo:
+        """Upload in one request, or as a multipart upload once a stream or file exceeds one part."""
+        validate_key(key)
+        validate_content_type(content_type)
+        s3 = await self.client()
+        with _errors(f"PUT {key!r}"):
+            if isinstance(data, bytes | bytearray | memoryview):
+                await s3.put_object(Bucket=self.bucket, Key=key, Body=bytes(data), ContentType=content_type)
+            else:
+                await self._put_stream(s3, key, iter_chunks(data, self.part_size), content_type)
+        info = await self.head(key)
+        if info is None:
+            raise StorageError(f"object missing right after upload: {key}")
+        return info
+
+    async def _put_stream(self, s3: S3Client, key: str, chunks: AsyncIterable[bytes], ctype: str) -> None:
+        pieces = _rechunk(chunks, self.part_size)
+        first, second = await anext(pieces, b""), await anext(pieces, None)
+        if second is None:
+            await s3.put_object(Bucket=self.bucket, Key=key, Body=first, ContentType=ctype)
+            return
+        created = await s3.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=ctype)
+        upload_id = created["UploadId"]
+        parts: builtins.list[CompletedPartTypeDef] = []
+        try:
+            for body in (first, second):
+                parts.append(await self._upload_part(s3, key, upload_id, len(parts) + 1, body))
+            async for body in pieces:
+                parts.append(await self._upload_part(s3, key, upload_id, len(parts) + 1, body))
+            await s3.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except BaseException:
+            with contextlib.suppress(ClientError, BotoCoreError):
+                abort = s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+                await asyncio.shield(abort)
+            raise
+
+    async def _upload_part(
+        self, s3: S3Client, key: str, upload_id: str, number: int, body: bytes
+    ) -> CompletedPartTypeDef:
+        resp = await s3.upload_part(
+            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+        )
+        return {"PartNumber": number, "ETag": resp["ETag"]}
+
+    async def delete(self, key: str) -> None:
+        """Delete the object (no error when missing)."""
+        with _errors(f"DELETE {key!r}"):
+            await (await self.client()).delete_object(Bucket=self.bucket, Key=validate_key(key))
+
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        """ListObjectsV2 pages; listings carry no content type."""
+        paginator = (await self.client()).get_paginator("list_objects_v2")
+        with _errors(f"LIST {prefix!r}"):
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=validate_prefix(prefix)):
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(
+                        key=item["Key"],
+                        size=item["Size"],
+                        content_type=None,
+                        etag=_etag(item.get("ETag")),
+                        last_modified=item["LastModified"],
+                    )
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete everything under a non-empty ``prefix``, 1000 keys per request."""
+        if not validate_prefix(prefix):
+            raise InvalidKeyError("refusing to delete with an empty prefix")
+        s3, count = await self.client(), 0
+        keys = [info.key async for info in self.list(prefix)]
+        for start in range(0, len(keys), 1000):
+            batch: builtins.list[ObjectIdentifierTypeDef] = [{"Key": k} for k in keys[start : start + 1000]]
+            with _errors(f"DELETE under {prefix!r}"):
+                resp = await s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            if errors := resp.get("Errors"):
+                raise StorageError(f"could not delete {len(errors)} objects, e.g. {errors[0]}")
+            count += len(batch)
+        return count

@@ -1,0 +1,230 @@
+"""Storage fixtures: the contract suite runs on every backend.
+
+- ``local``: a :class:`LocalStorage` whose signed URLs are served by a real uvicorn running the
+  gateway app (``create_app``) on a free loopback port, in a background thread;
+- ``s3``: moto's S3 server on a free loopback port, one bucket per test (moto does not verify
+  pre-signed signatures, so tests of signed-header enforcement skip it);
+- ``minio``: a MinIO container via testcontainers, when a Docker engine answers.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aioboto3
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from moto.server import ThreadedMotoServer
+from pydantic import SecretStr
+
+from services.common.config import GatewaySettings
+from services.common.storage import LocalStorage, S3Storage, Storage
+from services.common.storage.s3 import MIN_PART_SIZE
+from services.gateway.app import create_app
+
+SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
+
+
+@dataclass(frozen=True)
+class S3Target:
+    """Where an S3-compatible server listens and how to sign in."""
+
+    endpoint_url: str
+    access_key_id: str
+    secret_access_key: str
+    verifies_signatures: bool
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """A gateway app served over real HTTP."""
+
+    settings: GatewaySettings
+    app: FastAPI
+
+    @property
+    def url(self) -> str:
+        return self.settings.url
+
+
+@contextmanager
+def serve(app: FastAPI, sock: socket.socket, start_timeout_s: float = 10.0) -> Iterator[None]:
+    """Run ``app`` with uvicorn on the bound ``sock`` in a thread until the block ends."""
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout_s
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("uvicorn exited during start-up")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"uvicorn did not start within {start_timeout_s} s")
+            time.sleep(0.005)
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+        assert not thread.is_alive(), "uvicorn did not stop"
+
+
+def bound_socket() -> socket.socket:
+    """A TCP socket bound to a free loopback port (no race between picking and binding)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def gateway_settings(data_dir: Path, url: str, **overrides: object) -> GatewaySettings:
+    """Test settings with local storage under ``data_dir``; NATS points at a closed port."""
+    values: dict[str, object] = {
+        "profile": "test",
+        "data_dir": data_dir,
+        "url": url,
+        "storage_backend": "local",
+        "signing_secret": SecretStr(SIGNING_SECRET),
+        "nats_url": "nats://127.0.0.1:1",
+        "nats_connect_timeout_s": 0.5,
+    }
+    values.update(overrides)
+    return GatewaySettings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[Gateway]:
+    """The gateway app on a free loopback port, storing blobs under this test's tmp dir."""
+    sock = bound_socket()
+    settings = gateway_settings(tmp_path / "data", f"http://127.0.0.1:{sock.getsockname()[1]}")
+    app = create_app(settings)
+    with serve(app, sock):
+        yield Gateway(settings, app)
+
+
+@pytest.fixture
+async def local_storage(gateway: Gateway) -> AsyncIterator[LocalStorage]:
+    """A local backend sharing the served gateway's data dir and secret."""
+    async with LocalStorage.from_settings(gateway.settings) as storage:
+        yield storage
+
+
+@pytest.fixture(scope="session")
+def moto_target() -> Iterator[S3Target]:
+    """moto's S3 server on a free loopback port for the whole session."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield S3Target(f"http://{host}:{port}", "testing", "testing", verifies_signatures=False)
+    finally:
+        server.stop()
+
+
+def _docker_unavailable() -> str | None:
+    """Why no Docker engine answers, or ``None`` when one does."""
+    from testcontainers.core.config import testcontainers_config
+
+    sockets = [Path("/var/run/docker.sock"), Path.home() / ".docker/run/docker.sock"]
+    if runtime_dir := os.environ.get("XDG_RUNTIME_DIR"):
+        sockets.append(Path(runtime_dir) / "docker.sock")
+    configured = os.environ.get("DOCKER_HOST") or testcontainers_config.tc_properties_get_tc_host()
+    if not configured and not any(sock.exists() for sock in sockets):
+        return "DOCKER_HOST is unset and no Docker socket exists"
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:  # noqa: BLE001 - any failure means "no engine"
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def minio_target() -> Iterator[S3Target]:
+    """A MinIO container for the session; skips when no Docker engine answers."""
+    reason = _docker_unavailable()
+    if reason is not None:
+        pytest.skip(f"no Docker engine: {reason}")
+    from testcontainers.community.minio import MinioContainer
+
+    with MinioContainer() as minio:
+        config = minio.get_config()
+        endpoint = f"http://{config['endpoint']}"
+        yield S3Target(endpoint, config["access_key"], config["secret_key"], verifies_signatures=True)
+
+
+_AWS_SESSION = aioboto3.Session()
+"""Shared by every test store, so botocore parses the S3 service model once."""
+
+
+@asynccontextmanager
+async def s3_bucket(target: S3Target) -> AsyncIterator[S3Storage]:
+    """An S3 backend on a fresh bucket, emptied and removed afterwards."""
+    storage = S3Storage(
+        f"gpurelay-test-{uuid.uuid4().hex[:12]}",
+        endpoint_url=target.endpoint_url,
+        access_key_id=target.access_key_id,
+        secret_access_key=target.secret_access_key,
+        part_size=MIN_PART_SIZE,
+        session=_AWS_SESSION,
+    )
+    async with storage:
+        await storage.ensure_bucket()
+        try:
+            yield storage
+        finally:
+            async for info in storage.list():
+                await storage.delete(info.key)
+            await (await storage.client()).delete_bucket(Bucket=storage.bucket)
+
+
+@pytest.fixture
+async def s3_storage(moto_target: S3Target) -> AsyncIterator[S3Storage]:
+    """An S3 backend on moto, one bucket per test."""
+    async with s3_bucket(moto_target) as storage:
+        yield storage
+
+
+@pytest.fixture(params=["local", "s3", pytest.param("minio", marks=pytest.mark.docker)])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The backend under test."""
+    return str(request.param)
+
+
+@pytest.fixture
+def target(backend: str, request: pytest.FixtureRequest) -> Gateway | S3Target:
+    """The served gateway (local) or the S3 server of ``backend``."""
+    name = {"local": "gateway", "s3": "moto_target", "minio": "minio_target"}[backend]
+    value: Gateway | S3Target = request.getfixturevalue(name)
+    return value
+
+
+@pytest.fixture
+def verifies_signatures(target: Gateway | S3Target) -> bool:
+    """Whether the server refuses a request that breaks a pre-signed URL's signed headers."""
+    return isinstance(target, Gateway) or target.verifies_signatures
+
+
+@pytest.fixture
+async def storage(target: Gateway | S3Target) -> AsyncIterator[Storage]:
+    """A fresh, empty store of each backend."""
+    if isinstance(target, Gateway):
+        async with LocalStorage.from_settings(target.settings) as local:
+            yield local
+    else:
+        async with s3_bucket(target) as s3:
+            yield s3
