@@ -1,0 +1,135 @@
+"""Run every benchmark, write ``bench/results.json`` and rewrite ``BENCHMARKS.md``.
+
+A benchmark is any ``bench/*.py`` module (but ``common``, ``run`` and ``__init__``) defining
+``run() -> list[Result]``; it may also define ``NOTES: list[str]`` for the report.
+``make bench`` runs this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import REPEATS, Result, fmt_number, format_table, machine, write_json
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+SKIP = {"__init__", "common", "run"}
+RESULTS_JSON = BENCH_DIR / "results.json"
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+
+
+def discover(only: Iterable[str] = ()) -> list[ModuleType]:
+    """The benchmark modules, by file name; ``only`` keeps the named ones."""
+    wanted = set(only)
+    modules = []
+    for path in sorted(BENCH_DIR.glob("*.py")):
+        if path.stem in SKIP or (wanted and path.stem not in wanted):
+            continue
+        module = importlib.import_module(f"bench.{path.stem}")
+        if callable(getattr(module, "run", None)):
+            modules.append(module)
+    return modules
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _describe(info: dict[str, Any]) -> str:
+    memory = f"{info['memory_gib']} GiB" if info.get("memory_gib") is not None else "unknown memory"
+    cores = f"{info['cores']} usable cores of {info['cpu_count']}"
+    return f"{info['cpu']}, {cores}, {memory}, {info['os']}, {info['arch']}"
+
+
+def render_markdown(
+    results: Sequence[Result], info: dict[str, Any], when: dt.datetime, notes: Sequence[str] = ()
+) -> str:
+    """The text of BENCHMARKS.md."""
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `bench/run.py`; do not edit by hand.",
+        "",
+        f"- Machine: {_describe(info)}",
+        f"- Date: {when.astimezone(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- Python: {info['python']} ({info['implementation']})",
+        "",
+        "| figure | value | unit | baseline | ratio | target | meets target |",
+        "|---|---:|---|---:|---:|---:|---|",
+    ]
+    for r in results:
+        ratio = f"{r.ratio:.2f}x" if r.ratio is not None else "-"
+        target = f"≥ {fmt_number(r.target)}" if r.target is not None else "-"
+        met = {True: "yes", False: "**no**", None: "-"}[r.meets_target]
+        lines.append(
+            f"| {_cell(r.name)} | {fmt_number(r.value)} | {_cell(r.unit)} | {fmt_number(r.baseline)} "
+            f"| {ratio} | {target} | {met} |"
+        )
+    lines += [
+        "",
+        "The baseline is the simpler way of doing the same thing, measured in the same run; "
+        "ratio = value / baseline. The target is the least the design counts on.",
+        "",
+        f"The machine is shared and noisy: every figure is the median of {REPEATS} repeats, "
+        "and figures from different machines or runs are not comparable.",
+        "",
+        "How to reproduce: `make bench` (runs `python bench/run.py`; writes this file and "
+        "`bench/results.json`).",
+    ]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(
+    results: Sequence[Result],
+    json_path: Path = RESULTS_JSON,
+    md_path: Path = BENCHMARKS_MD,
+    info: dict[str, Any] | None = None,
+    when: dt.datetime | None = None,
+    notes: Sequence[str] = (),
+) -> tuple[Path, Path]:
+    """Write the results as JSON and as the markdown report."""
+    write_json(results, json_path)
+    md_path.write_text(render_markdown(results, info or machine(), when or dt.datetime.now(dt.UTC), notes))
+    return json_path, md_path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", default=(), help="module names, e.g. nats_baseline")
+    parser.add_argument("--json", type=Path, default=RESULTS_JSON)
+    parser.add_argument("--markdown", type=Path, default=BENCHMARKS_MD)
+    args = parser.parse_args(argv)
+
+    results: list[Result] = []
+    notes: list[str] = []
+    for module in discover(args.only):
+        print(f"== {module.__name__}", flush=True)
+        start = time.perf_counter()
+        results.extend(module.run())
+        notes.extend(getattr(module, "NOTES", []))
+        print(f"   ({time.perf_counter() - start:.1f}s)", flush=True)
+    if not results:
+        print("no benchmark produced a result", file=sys.stderr)
+        return 1
+    json_path, md_path = write_report(results, args.json, args.markdown, notes=notes)
+    print()
+    print(format_table(results))
+    print(f"\nwrote {json_path} and {md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
