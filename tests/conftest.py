@@ -6,6 +6,7 @@ buckets never meet another test's data on the shared server.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from contracts.streams import Declarations, declarations
 from contracts.subjects import Namespace, Subjects
@@ -79,12 +81,8 @@ async def declared(js: JetStreamContext, decls: Declarations) -> AsyncIterator[D
     await apply_declarations(js, decls)
     yield decls
     for stream in decls.streams:
-        try:
+        with contextlib.suppress(NotFoundError):
             await js.delete_stream(stream.name)
-        except Exception:  # noqa: BLE001 - best-effort clean-up
-            pass
     for bucket in decls.buckets:
-        try:
+        with contextlib.suppress(NotFoundError):
             await js.delete_key_value(bucket.name)
-        except Exception:  # noqa: BLE001 - best-effort clean-up
-            pass

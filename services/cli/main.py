@@ -1,0 +1,110 @@
+"""The ``gpurelay`` command line (typer + rich).
+
+Every command but ``dev`` and ``demo`` reads its settings from ``GPURELAY_*`` variables or from
+``<data dir>/dev.env``, which ``gpurelay dev`` writes once the stack is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.console import Console
+
+from services.cli.dev import DevStack, run_until_signal
+
+app = typer.Typer(
+    name="gpurelay", help="Run GPU jobs on media and robot data, and watch them live.", no_args_is_help=True
+)
+console = Console(stderr=True)
+
+DataDir = Annotated[Path, typer.Option("--data-dir", help="Where the embedded stack keeps its data.")]
+
+
+def _print_ready(env: dict[str, str]) -> None:
+    console.print(
+        f"[bold green]gpurelay dev ready[/]  gateway [cyan]{env['GPURELAY_URL']}[/]"
+        f"  nats [cyan]{env['GPURELAY_NATS_URL']}[/]"
+    )
+    console.print(
+        f"settings written to [cyan]{Path(env['GPURELAY_DATA_DIR']) / 'dev.env'}[/]; Ctrl-C stops everything"
+    )
+
+
+@app.command()
+def dev(
+    data_dir: DataDir = Path(".gpurelay"),
+    port: Annotated[int, typer.Option(help="Gateway port on loopback (0: any free port).")] = 8000,
+    nats_port: Annotated[int, typer.Option(help="NATS port on loopback (0: any free port).")] = 0,
+) -> None:
+    """Run the whole embedded stack in the foreground until Ctrl-C (SIGINT) or SIGTERM."""
+    stack = DevStack(data_dir=data_dir.resolve(), port=port, nats_port=nats_port)
+    asyncio.run(run_until_signal(stack, on_ready=_print_ready))
+    console.print("gpurelay dev stopped")
+
+
+async def _demo(data_dir: Path) -> None:
+    stack = DevStack(data_dir=data_dir, port=0)
+    try:
+        env = await stack.start()
+        _print_ready(env)
+        async with httpx.AsyncClient(base_url=env["GPURELAY_URL"], timeout=10) as client:
+            health = (await client.get("/healthz")).raise_for_status().json()
+            ready = (await client.get("/readyz")).raise_for_status().json()
+        console.print(f"healthz: {health}")
+        console.print(f"readyz:  {ready}")
+    finally:
+        await stack.stop()
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Keep the demo's data here (default: a temp dir).")
+    ] = None,
+) -> None:
+    """Boot the embedded stack, show where it listens and that it is ready, then stop cleanly."""
+    if data_dir is not None:
+        asyncio.run(_demo(data_dir.resolve()))
+    else:
+        with tempfile.TemporaryDirectory(prefix="gpurelay-demo-") as tmp:
+            asyncio.run(_demo(Path(tmp)))
+    console.print("[bold green]demo finished[/]: the embedded stack started, answered and stopped cleanly")
+
+
+@app.command()
+def schema(
+    out: Annotated[
+        Path | None, typer.Option(help="Directory for the JSON Schemas (default: contracts/schema).")
+    ] = None,
+    check: Annotated[bool, typer.Option(help="Only report drift; exit 1 when the files differ.")] = False,
+) -> None:
+    """Export the JSON Schema of every contract (committed under contracts/schema/)."""
+    from contracts.schema_export import SCHEMA_DIR, check_schemas, write_schemas
+
+    target = out or SCHEMA_DIR
+    if check:
+        drift = check_schemas(target)
+        for name in drift:
+            console.print(f"[red]drift[/] {name}")
+        raise typer.Exit(1 if drift else 0)
+    for path in write_schemas(target):
+        console.print(f"wrote {path}")
+
+
+@app.command()
+def version() -> None:
+    """Print the gpurelay and contracts versions."""
+    from importlib.metadata import version as dist_version
+
+    from contracts import CONTRACTS_VERSION
+
+    typer.echo(f"gpurelay {dist_version('gpurelay')} (contracts {CONTRACTS_VERSION})")
+
+
+if __name__ == "__main__":
+    app()

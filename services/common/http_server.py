@@ -1,0 +1,65 @@
+"""Run an ASGI app with uvicorn inside an existing event loop, with our own signal handling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Generator
+from typing import Any
+
+import uvicorn
+
+
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to its owner."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class EmbeddedHttpServer:
+    """An ASGI app on ``host:port``, started and stopped in-loop.
+
+    The socket is bound at construction (port 0 picks a free one), so :attr:`url` is known
+    before the app is built: an app that signs URLs pointing at itself needs it.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
+        self.host = host
+        self.log_level = log_level
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, port))
+        self.port: int = int(self._sock.getsockname()[1])
+        self._server: _QuietServer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://host:port``."""
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self, app: Any, timeout_s: float = 30.0) -> None:
+        """Serve ``app`` in a task; return once its lifespan has started and it accepts requests."""
+        config = uvicorn.Config(app, log_level=self.log_level, lifespan="on", access_log=False)
+        self._server = server = _QuietServer(config)
+        self._task = asyncio.create_task(server.serve(sockets=[self._sock]))
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not server.started:
+            if self._task.done():
+                self._task.result()
+                raise RuntimeError("http server stopped during start-up")
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"http server on {self.url} did not start in {timeout_s}s")
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        """Ask uvicorn to exit (finishing in-flight requests) and wait for it."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._task is not None:
+            await self._task
+            self._task = None
+        self._sock.close()

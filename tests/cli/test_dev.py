@@ -1,0 +1,121 @@
+"""``gpurelay dev`` and ``gpurelay demo`` as a person runs them: real processes, real ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+
+from services.common.config import dev_env_path
+
+READY_LINE = "gpurelay dev ready"
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPURELAY_")}
+    env["COLUMNS"] = "250"
+    return env
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if line)
+
+
+@asynccontextmanager
+async def running_dev(data_dir: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, dict[str, str]]]:
+    """``gpurelay dev`` in a child process; yields once it printed that it is ready."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli.main",
+        "dev",
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=_env(),
+    )
+    assert proc.stdout is not None
+    seen: list[str] = []
+    try:
+        while True:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+            assert line, f"gpurelay dev exited before it was ready: {''.join(seen)}"
+            seen.append(line)
+            if READY_LINE in line:
+                break
+        yield proc, _read_env_file(dev_env_path(data_dir))
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def _port_open(url: str) -> bool:
+    host, port = url.rsplit("/", 1)[-1].rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+async def test_dev_writes_env_serves_and_stops_cleanly(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    async with running_dev(data_dir) as (proc, env):
+        assert env["GPURELAY_URL"].startswith("http://127.0.0.1:")
+        assert env["GPURELAY_NATS_URL"].startswith("nats://127.0.0.1:")
+        async with httpx.AsyncClient(base_url=env["GPURELAY_URL"]) as client:
+            assert (await client.get("/healthz")).status_code == 200
+            assert (await client.get("/readyz")).status_code == 200
+        nc = await nats.connect(env["GPURELAY_NATS_URL"])
+        js = nc.jetstream()
+        ack = await js.publish("jobs.acme.job_1.created", b"{}", headers={"Nats-Msg-Id": "persist-1"})
+        assert ack.stream == "JOBS"
+        await nc.close()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+        assert not _port_open(env["GPURELAY_NATS_URL"]), "nats-server outlived gpurelay dev"
+        assert not _port_open(env["GPURELAY_URL"])
+        assert not dev_env_path(data_dir).exists()
+
+    # Data persists in the data dir across restarts.
+    async with running_dev(data_dir) as (proc, env):
+        nc = await nats.connect(env["GPURELAY_NATS_URL"])
+        info = await nc.jetstream().stream_info("JOBS")
+        assert info.state.messages == 1
+        await nc.close()
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+
+
+@pytest.mark.timeout(90)
+async def test_demo_boots_answers_and_exits(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli.main",
+        "demo",
+        "--data-dir",
+        str(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=_env(),
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert READY_LINE in text
+    assert "demo finished" in text
+    assert "'status': 'ok'" in text
