@@ -10,17 +10,25 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from pydantic import SecretStr
 
-from contracts.streams import Declarations, declarations
+from contracts.streams import KV_APIKEYS, Declarations, declarations
 from contracts.subjects import Namespace, Subjects
+from services.common.apikeys import ApiKeyStore
+from services.common.config import GatewaySettings
 from services.common.embedded_nats import EmbeddedNats
 from services.common.nats import apply_declarations
+from services.gateway.app import create_app
+from tests.support.http import bound_socket, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA = ROOT / ".gpurelay-test"
@@ -86,3 +94,105 @@ async def declared(js: JetStreamContext, decls: Declarations) -> AsyncIterator[D
     for bucket in decls.buckets:
         with contextlib.suppress(NotFoundError):
             await js.delete_key_value(bucket.name)
+
+
+# -- the gateway over real HTTP ------------------------------------------------------------------
+
+SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
+INGEST_SECRET = "test-ingest-secret-0123456789abcdef"
+
+
+def gateway_settings(data_dir: Path, url: str, **overrides: object) -> GatewaySettings:
+    """Test settings: local storage under ``data_dir``, real secrets, this test's NATS namespace."""
+    values: dict[str, object] = {
+        "profile": "test",
+        "data_dir": data_dir,
+        "url": url,
+        "storage_backend": "local",
+        "signing_secret": SecretStr(SIGNING_SECRET),
+        "ingest_token_secret": SecretStr(INGEST_SECRET),
+        "nats_connect_timeout_s": 2.0,
+    }
+    values.update(overrides)
+    return GatewaySettings(**values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """A gateway app served over real HTTP on loopback."""
+
+    settings: GatewaySettings
+    app: FastAPI
+
+    @property
+    def url(self) -> str:
+        """The gateway's base URL."""
+        return self.settings.url
+
+
+@pytest.fixture
+def gateway_overrides() -> dict[str, object]:
+    """Settings a test module overrides for its gateway (override this fixture)."""
+    return {}
+
+
+@pytest.fixture
+def gateway(
+    tmp_path: Path, nats_server: EmbeddedNats, namespace: Namespace, gateway_overrides: dict[str, object]
+) -> Iterator[Gateway]:
+    """The gateway on a free loopback port: this test's namespace, blobs under its tmp dir."""
+    sock = bound_socket()
+    settings = gateway_settings(
+        tmp_path / "data",
+        f"http://127.0.0.1:{sock.getsockname()[1]}",
+        nats_url=nats_server.url,
+        namespace=namespace.name,
+        **gateway_overrides,
+    )
+    app = create_app(settings)
+    with serve(app, sock):
+        yield Gateway(settings, app)
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A tenant with an API key, and an HTTP client that sends it."""
+
+    name: str
+    key: str
+    key_id: str
+    http: httpx.AsyncClient
+
+
+@pytest.fixture
+async def api_keys(gateway: Gateway, js: JetStreamContext, namespace: Namespace) -> ApiKeyStore:
+    """The API key store of the served gateway (the test's own NATS connection)."""
+    return ApiKeyStore(await js.key_value(namespace.bucket(KV_APIKEYS)))
+
+
+async def _tenant(gateway: Gateway, keys: ApiKeyStore, name: str) -> AsyncIterator[Tenant]:
+    record, key = await keys.create(name)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=gateway.url, headers=headers, timeout=30) as http:
+        yield Tenant(name, key, record.key_id, http)
+
+
+@pytest.fixture
+async def acme(gateway: Gateway, api_keys: ApiKeyStore) -> AsyncIterator[Tenant]:
+    """Tenant ``acme`` with a fresh API key."""
+    async for tenant in _tenant(gateway, api_keys, "acme"):
+        yield tenant
+
+
+@pytest.fixture
+async def globex(gateway: Gateway, api_keys: ApiKeyStore) -> AsyncIterator[Tenant]:
+    """Tenant ``globex``, the other tenant of isolation tests."""
+    async for tenant in _tenant(gateway, api_keys, "globex"):
+        yield tenant
+
+
+@pytest.fixture
+async def anonymous(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client with no API key."""
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+        yield http

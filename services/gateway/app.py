@@ -1,4 +1,9 @@
-"""The gateway's FastAPI application: health, readiness and, for local storage, the blob routes."""
+"""The gateway's FastAPI application: the public REST API of ARCHITECTURE.md.
+
+The lifespan connects to NATS, applies the stream and KV declarations (the gateway is their owner;
+applying is idempotent, so replicas may all do it) and binds the buckets into a
+:class:`~services.gateway.state.GatewayState`. Routers live in ``services/gateway/routes``.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,19 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import nats
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from nats.aio.client import Client as NatsClient
 
 from services.common.config import GatewaySettings
+from services.common.nats import connect, declare_all
 from services.common.storage import LocalStorage, Storage, make_storage
-from services.gateway.blobs import blob_router, problem
+from services.gateway.blobs import blob_router
+from services.gateway.errors import install_error_handlers, problem
+from services.gateway.middleware import BodySizeLimitMiddleware
+from services.gateway.routes import ROUTERS
+from services.gateway.state import GatewayState
 
 log = logging.getLogger(__name__)
 
@@ -23,66 +33,30 @@ READY_TIMEOUT_S = 2.0
 """The longest each readiness check may take."""
 
 
-async def _ignore_nats_error(exc: Exception) -> None:
-    log.debug("readiness NATS connection: %s", exc)
+async def _readiness(state: Any) -> Response:
+    """200 when storage and NATS answer, else a 503 problem naming what failed."""
+    checks: dict[str, str] = {}
 
-
-class _Readiness:
-    """Readiness checks. NATS: ``app.state.nats`` when a service set it, else a private connection
-    opened lazily (one connect attempt, short timeout) and re-opened after it drops."""
-
-    def __init__(self, app: FastAPI, settings: GatewaySettings) -> None:
-        self.state = app.state
-        self.settings = settings
-        self.owned: NatsClient | None = None
-        self.lock = asyncio.Lock()
-
-    async def storage(self) -> str:
-        storage: Storage = self.state.storage
+    async def check_storage() -> None:
+        storage: Storage = state.storage
         await asyncio.wait_for(storage.ping(), READY_TIMEOUT_S)
-        return "ok"
 
-    async def nats(self) -> str:
-        shared: NatsClient | None = self.state.nats
-        if shared is not None:
-            if not shared.is_connected:
-                raise ConnectionError("not connected")
-            return "ok"
-        async with self.lock:
-            if self.owned is not None and not self.owned.is_connected:
-                await self.aclose()
-            if self.owned is None:
-                self.owned = await asyncio.wait_for(
-                    nats.connect(
-                        self.settings.nats_url,
-                        name="gpurelay-gateway-readyz",
-                        connect_timeout=min(READY_TIMEOUT_S, self.settings.nats_connect_timeout_s),
-                        allow_reconnect=False,
-                        max_reconnect_attempts=1,  # 0 would retry forever inside nats-py
-                        reconnect_time_wait=0.1,
-                        error_cb=_ignore_nats_error,
-                    ),
-                    READY_TIMEOUT_S,
-                )
-        return "ok"
+    async def check_nats() -> None:
+        nc: NatsClient | None = state.nats
+        if nc is None or not nc.is_connected:
+            raise ConnectionError("not connected")
+        await asyncio.wait_for(nc.flush(), READY_TIMEOUT_S)
 
-    async def check(self) -> Response:
-        checks: dict[str, str] = {}
-        for name, probe in (("storage", self.storage), ("nats", self.nats)):
-            try:
-                checks[name] = await probe()
-            except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
-                checks[name] = f"error: {type(exc).__name__}: {exc}".rstrip(": ")
-        if all(value == "ok" for value in checks.values()):
-            return JSONResponse({"status": "ok", "checks": checks})
-        failed = ", ".join(name for name, value in checks.items() if value != "ok")
-        return problem(503, f"Not ready: {failed}.", checks=checks)
-
-    async def aclose(self) -> None:
-        owned, self.owned = self.owned, None
-        if owned is not None:
-            with contextlib.suppress(Exception):
-                await owned.close()
+    for name, probe in (("storage", check_storage), ("nats", check_nats)):
+        try:
+            await probe()
+            checks[name] = "ok"
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+            checks[name] = f"error: {type(exc).__name__}: {exc}".rstrip(": ")
+    if all(value == "ok" for value in checks.values()):
+        return JSONResponse({"status": "ok", "checks": checks})
+    failed = ", ".join(name for name, value in checks.items() if value != "ok")
+    return problem(503, f"Not ready: {failed}.", checks=checks)
 
 
 def create_app(settings: GatewaySettings, *, storage: Storage | None = None) -> FastAPI:
@@ -90,20 +64,44 @@ def create_app(settings: GatewaySettings, *, storage: Storage | None = None) -> 
     store = storage if storage is not None else make_storage(settings)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        nc = await connect(settings, "gateway")
         try:
+            await declare_all(nc.jetstream(), settings)
+            app.state.nats = nc
+            app.state.gateway = await GatewayState.open(settings, nc, store)
             yield
         finally:
-            await readiness.aclose()
+            app.state.nats = None
+            with contextlib.suppress(Exception):
+                await nc.drain()
             await store.aclose()
 
-    app = FastAPI(title="gpurelay gateway", version="1", lifespan=lifespan)
+    app = FastAPI(
+        title="gpurelay",
+        version="1.0.0",
+        summary="Run GPU jobs on media and robot data, and watch them live.",
+        lifespan=lifespan,
+    )
     app.state.settings = settings
     app.state.storage = store
     app.state.nats = None
-    readiness = _Readiness(app, settings)
+    install_error_handlers(app)
+    app.add_middleware(
+        BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, exempt_prefixes=("/v1/blobs/",)
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "PATCH", "DELETE", "PUT", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+        expose_headers=["Location", "Retry-After"],
+        max_age=600,
+    )
     if isinstance(store, LocalStorage):
         app.include_router(blob_router(store))
+    for router in ROUTERS:
+        app.include_router(router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, Any]:
@@ -113,6 +111,6 @@ def create_app(settings: GatewaySettings, *, storage: Storage | None = None) -> 
     @app.get("/readyz", tags=["health"], response_model=None)
     async def readyz() -> Response:
         """Readiness: storage and NATS reachable (200), else a 503 problem listing the failures."""
-        return await readiness.check()
+        return await _readiness(app.state)
 
     return app

@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from http import HTTPStatus
-from typing import Any, BinaryIO, Literal
+from typing import BinaryIO, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -30,22 +29,7 @@ from services.common.storage import (
     validate_key,
 )
 from services.common.storage.signing import Grant, Op
-
-PROBLEM_JSON = "application/problem+json"
-
-
-def problem(
-    status: int, detail: str, *, title: str | None = None, headers: dict[str, str] | None = None, **extra: Any
-) -> JSONResponse:
-    """An RFC 9457 problem response (``type`` is ``about:blank``, ``title`` the status phrase)."""
-    body = {
-        "type": "about:blank",
-        "title": title or HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-        **extra,
-    }
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+from services.gateway.errors import problem
 
 
 def _authorize(storage: LocalStorage, op: Op, key: str, request: Request) -> Grant | JSONResponse:

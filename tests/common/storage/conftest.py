@@ -10,28 +10,19 @@
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import aioboto3
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from moto.server import ThreadedMotoServer
-from pydantic import SecretStr
 
-from services.common.config import GatewaySettings
 from services.common.storage import LocalStorage, S3Storage, Storage
 from services.common.storage.s3 import MIN_PART_SIZE
-from services.gateway.app import create_app
-
-SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
+from tests.conftest import Gateway
 
 
 @dataclass(frozen=True)
@@ -42,73 +33,6 @@ class S3Target:
     access_key_id: str
     secret_access_key: str
     verifies_signatures: bool
-
-
-@dataclass(frozen=True)
-class Gateway:
-    """A gateway app served over real HTTP."""
-
-    settings: GatewaySettings
-    app: FastAPI
-
-    @property
-    def url(self) -> str:
-        return self.settings.url
-
-
-@contextmanager
-def serve(app: FastAPI, sock: socket.socket, start_timeout_s: float = 10.0) -> Iterator[None]:
-    """Run ``app`` with uvicorn on the bound ``sock`` in a thread until the block ends."""
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + start_timeout_s
-    try:
-        while not server.started:
-            if not thread.is_alive():
-                raise RuntimeError("uvicorn exited during start-up")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"uvicorn did not start within {start_timeout_s} s")
-            time.sleep(0.005)
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-        assert not thread.is_alive(), "uvicorn did not stop"
-
-
-def bound_socket() -> socket.socket:
-    """A TCP socket bound to a free loopback port (no race between picking and binding)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-def gateway_settings(data_dir: Path, url: str, **overrides: object) -> GatewaySettings:
-    """Test settings with local storage under ``data_dir``; NATS points at a closed port."""
-    values: dict[str, object] = {
-        "profile": "test",
-        "data_dir": data_dir,
-        "url": url,
-        "storage_backend": "local",
-        "signing_secret": SecretStr(SIGNING_SECRET),
-        "nats_url": "nats://127.0.0.1:1",
-        "nats_connect_timeout_s": 0.5,
-    }
-    values.update(overrides)
-    return GatewaySettings(**values)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[Gateway]:
-    """The gateway app on a free loopback port, storing blobs under this test's tmp dir."""
-    sock = bound_socket()
-    settings = gateway_settings(tmp_path / "data", f"http://127.0.0.1:{sock.getsockname()[1]}")
-    app = create_app(settings)
-    with serve(app, sock):
-        yield Gateway(settings, app)
 
 
 @pytest.fixture

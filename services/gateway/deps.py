@@ -1,0 +1,43 @@
+"""FastAPI dependencies as ``Annotated`` aliases: the gateway state and the authenticated caller."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from services.common.apikeys import Principal
+from services.gateway.errors import ProblemError
+from services.gateway.state import GatewayState
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer gr_...`.")
+
+
+def get_state(request: Request) -> GatewayState:
+    """The gateway state built in the lifespan."""
+    state: GatewayState = request.app.state.gateway
+    return state
+
+
+StateDep = Annotated[GatewayState, Depends(get_state)]
+
+
+def _unauthorized(detail: str) -> ProblemError:
+    return ProblemError(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def require_principal(
+    state: StateDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The tenant behind a valid ``Authorization: Bearer`` API key; 401 otherwise."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise _unauthorized("An API key is required: send 'Authorization: Bearer <key>'.")
+    principal = await state.keys.verify(credentials.credentials)
+    if principal is None:
+        raise _unauthorized("The API key is invalid or revoked.")
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(require_principal)]

@@ -1,0 +1,82 @@
+"""``application/problem+json`` (RFC 9457) for every error the gateway returns."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger(__name__)
+
+
+def problem(
+    status: int, detail: str, *, title: str | None = None, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    """An RFC 9457 problem response (``type`` is ``about:blank``, ``title`` the status phrase)."""
+    body = {
+        "type": "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    return JSONResponse({**body, **extra}, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+class ProblemError(Exception):
+    """Raise anywhere in a route to answer with a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        title: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.title, self.headers, self.extra = status, detail, title, headers, extra
+
+
+def field_error(loc: tuple[str | int, ...], msg: str, type_: str = "value_error") -> dict[str, Any]:
+    """One entry of a 422 problem's ``errors`` list."""
+    return {"loc": list(loc), "msg": msg, "type": type_}
+
+
+def unprocessable(detail: str, *errors: dict[str, Any]) -> ProblemError:
+    """A 422 naming the fields at fault."""
+    return ProblemError(422, detail, title="Validation failed", errors=list(errors))
+
+
+def _clean_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        field_error(tuple(e.get("loc", ())), str(e.get("msg", "")), str(e.get("type", "")))
+        for e in exc.errors()
+    ]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error as problem+json: ours, FastAPI's validation errors, HTTP errors, the unexpected."""
+
+    @app.exception_handler(ProblemError)
+    async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
+        return problem(exc.status, exc.detail, title=exc.title, headers=exc.headers, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return problem(422, "The request is not valid.", title="Validation failed", errors=_clean_errors(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(500, "An unexpected error occurred; it has been logged.")
