@@ -60,3 +60,13 @@ def new_id(prefix: str) -> str:
     """A new time-ordered id such as ``job_0193a1...``: sortable, one subject token."""
     validate_id(prefix, "prefix")
     return f"{prefix}_{uuid_utils.uuid7().hex}"
+
+
+def tenant_key(tenant: str, resource_id: str) -> str:
+    """A KV key scoped to a tenant, ``{tenant}.{id}``: listing ``{tenant}.>`` sees only its own."""
+    return f"{validate_id(tenant, 'tenant')}.{validate_id(resource_id)}"
+
+
+def tenant_key_filter(tenant: str) -> str:
+    """The KV key filter of every resource of ``tenant``."""
+    return f"{validate_id(tenant, 'tenant')}.>"

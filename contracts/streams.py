@@ -74,12 +74,12 @@ KV_APIKEYS = "apikeys"
 KV_WEBHOOKS = "webhooks"
 KV_SESSIONS = "sessions"
 KV_ROBOTS = "robots"
+KV_UPLOADS = "uploads"
 
 FRAMES_MAX_BYTES = 2 * 1024**3
 
 
-def declarations(
-    ns: Namespace | None = None, frames_max_bytes: int = FRAMES_MAX_BYTES) -> Declarations:
+def declarations(ns: Namespace | None = None, frames_max_bytes: int = FRAMES_MAX_BYTES) -> Declarations:
     """The v1 streams and buckets under ``ns``; no two streams' subjects overlap."""
     ns = ns or NO_NAMESPACE
     s = ns.subject
@@ -127,5 +127,6 @@ def declarations(
             BucketDecl(name=ns.bucket(KV_WEBHOOKS), description="Webhook endpoints."),
             BucketDecl(name=ns.bucket(KV_SESSIONS), description="Live sessions."),
             BucketDecl(name=ns.bucket(KV_ROBOTS), description="Latest joint angles per robot."),
+            BucketDecl(name=ns.bucket(KV_UPLOADS), description="Upload records (pending, completed)."),
         ),
     )

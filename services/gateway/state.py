@@ -27,6 +27,7 @@ class Buckets:
     webhooks: KeyValue
     sessions: KeyValue
     robots: KeyValue
+    uploads: KeyValue
 
 
 @dataclass
@@ -61,6 +62,7 @@ class GatewayState:
             webhooks=await bucket(streams.KV_WEBHOOKS),
             sessions=await bucket(streams.KV_SESSIONS),
             robots=await bucket(streams.KV_ROBOTS),
+            uploads=await bucket(streams.KV_UPLOADS),
         )
         return cls(settings=settings, nc=nc, js=js, kv=kv, storage=storage, keys=ApiKeyStore(kv.apikeys))
 
