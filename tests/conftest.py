@@ -50,9 +50,22 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
 
 
 @pytest.fixture
-def namespace() -> Namespace:
-    """A namespace unique to this test."""
-    return Namespace("t" + uuid.uuid4().hex[:12])
+async def namespace(nats_server: EmbeddedNats) -> AsyncIterator[Namespace]:
+    """A namespace unique to this test; its streams and buckets are deleted afterwards."""
+    import nats
+
+    ns = Namespace("t" + uuid.uuid4().hex[:12])
+    yield ns
+    client = await nats.connect(nats_server.url, connect_timeout=5)
+    try:
+        js = client.jetstream()
+        for info in await js.streams_info():
+            name = info.config.name or ""
+            if name.startswith((f"{ns.name}_", f"KV_{ns.name}_")):
+                with contextlib.suppress(NotFoundError):
+                    await js.delete_stream(name)
+    finally:
+        await client.close()
 
 
 @pytest.fixture
@@ -84,16 +97,10 @@ async def js(nc: NatsClient) -> JetStreamContext:
 
 
 @pytest.fixture
-async def declared(js: JetStreamContext, decls: Declarations) -> AsyncIterator[Declarations]:
-    """This test's streams and buckets, applied; deleted afterwards."""
+async def declared(js: JetStreamContext, decls: Declarations) -> Declarations:
+    """This test's streams and buckets, applied (the namespace fixture deletes them)."""
     await apply_declarations(js, decls)
-    yield decls
-    for stream in decls.streams:
-        with contextlib.suppress(NotFoundError):
-            await js.delete_stream(stream.name)
-    for bucket in decls.buckets:
-        with contextlib.suppress(NotFoundError):
-            await js.delete_key_value(bucket.name)
+    return decls
 
 
 # -- the gateway over real HTTP ------------------------------------------------------------------
@@ -112,6 +119,7 @@ def gateway_settings(data_dir: Path, url: str, **overrides: object) -> GatewaySe
         "signing_secret": SecretStr(SIGNING_SECRET),
         "ingest_token_secret": SecretStr(INGEST_SECRET),
         "nats_connect_timeout_s": 2.0,
+        "frames_max_bytes": 8 * 1024 * 1024,
     }
     values.update(overrides)
     return GatewaySettings(**values)  # type: ignore[arg-type]

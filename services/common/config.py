@@ -38,6 +38,7 @@ class BaseServiceSettings(BaseSettings):
 
     nats_url: str = "nats://127.0.0.1:4222"
     nats_connect_timeout_s: float = Field(default=5.0, gt=0)
+    frames_max_bytes: int = Field(default=2 * 1024**3, gt=0, description="Byte cap of the FRAMES stream.")
 
     storage_backend: Literal["local", "s3"] = "local"
     storage_bucket: str = "gpurelay"

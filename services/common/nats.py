@@ -127,4 +127,4 @@ async def apply_declarations(js: JetStreamContext, decls: Declarations) -> Apply
 
 async def declare_all(js: JetStreamContext, settings: BaseServiceSettings) -> ApplyReport:
     """Apply the v1 declarations of this deployment's namespace."""
-    return await apply_declarations(js, declarations(settings.ns))
+    return await apply_declarations(js, declarations(settings.ns, frames_max_bytes=settings.frames_max_bytes))

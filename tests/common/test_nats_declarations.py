@@ -21,13 +21,13 @@ async def test_applying_twice_leaves_equal_configs(js: JetStreamContext, decls: 
 
 
 async def test_changed_declaration_updates_the_stream(js: JetStreamContext, namespace: Namespace) -> None:
-    await apply_declarations(js, declarations(namespace))
-    jobs = declarations(namespace).stream(JOBS, namespace)
-    changed = declarations(namespace).model_copy(
+    await apply_declarations(js, declarations(namespace, frames_max_bytes=1 << 20))
+    jobs = declarations(namespace, frames_max_bytes=1 << 20).stream(JOBS, namespace)
+    changed = declarations(namespace, frames_max_bytes=1 << 20).model_copy(
         update={
             "streams": tuple(
                 s.model_copy(update={"max_age_s": 7 * 24 * 3600.0}) if s.name == jobs.name else s
-                for s in declarations(namespace).streams
+                for s in declarations(namespace, frames_max_bytes=1 << 20).streams
             )
         }
     )
