@@ -12,9 +12,12 @@ import logging
 import os
 import secrets
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contracts.streams import KV_APIKEYS
+from services.common.apikeys import ApiKeyStore, generate_key
 from services.common.config import GatewaySettings, dev_env_path
 from services.common.embedded_nats import EmbeddedNats
 from services.common.http_server import EmbeddedHttpServer
@@ -23,13 +26,19 @@ from services.common.nats import connect, declare_all
 log = logging.getLogger(__name__)
 
 
-def _dev_secret(data_dir: Path, name: str) -> str:
-    """A random secret kept in the data dir (mode 0600), so signed URLs survive restarts."""
+DEV_TENANT = "dev"
+"""The tenant of the key ``gpurelay dev`` makes."""
+
+
+def _dev_secret(
+    data_dir: Path, name: str, make: Callable[[], str] = lambda: secrets.token_urlsafe(32)
+) -> str:
+    """A random secret kept in the data dir (mode 0600), so keys and signed URLs survive restarts."""
     path = data_dir / "secrets" / name
     if path.exists():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    value = secrets.token_urlsafe(32)
+    value = make()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(value)
@@ -69,9 +78,13 @@ class DevStack:
             signing_secret=_dev_secret(self.data_dir, "signing"),
             ingest_token_secret=_dev_secret(self.data_dir, "ingest"),
         )
+        dev_key = _dev_secret(self.data_dir, "api_key", generate_key)
         nc = await connect(settings, "dev")
         try:
-            await declare_all(nc.jetstream(), settings)
+            js = nc.jetstream()
+            await declare_all(js, settings)
+            keys = ApiKeyStore(await js.key_value(settings.ns.bucket(KV_APIKEYS)))
+            await keys.adopt(DEV_TENANT, dev_key, name="gpurelay dev")
         finally:
             await nc.close()
         from services.gateway.app import create_app
@@ -80,7 +93,7 @@ class DevStack:
         self.gateway = EmbeddedHttpServer(host=self.host, port=self.port)
         settings = settings.model_copy(update={"url": self.gateway.url, "port": self.gateway.port})
         await self.gateway.start(create_app(settings))
-        self.env = {**base, "GPURELAY_URL": self.gateway.url}
+        self.env = {**base, "GPURELAY_URL": self.gateway.url, "GPURELAY_API_KEY": dev_key}
         self._write_env()
         return self.env
 

@@ -16,11 +16,13 @@ import typer
 from rich.console import Console
 
 from services.cli.dev import DevStack, run_until_signal
+from services.cli.keys import keys_app
 
 app = typer.Typer(
     name="gpurelay", help="Run GPU jobs on media and robot data, and watch them live.", no_args_is_help=True
 )
 console = Console(stderr=True)
+app.add_typer(keys_app, name="keys")
 
 DataDir = Annotated[Path, typer.Option("--data-dir", help="Where the embedded stack keeps its data.")]
 
@@ -28,7 +30,7 @@ DataDir = Annotated[Path, typer.Option("--data-dir", help="Where the embedded st
 def _print_ready(env: dict[str, str]) -> None:
     console.print(
         f"[bold green]gpurelay dev ready[/]  gateway [cyan]{env['GPURELAY_URL']}[/]"
-        f"  nats [cyan]{env['GPURELAY_NATS_URL']}[/]"
+        f"  nats [cyan]{env['GPURELAY_NATS_URL']}[/]  dev key [cyan]{env['GPURELAY_API_KEY']}[/]"
     )
     console.print(
         f"settings written to [cyan]{Path(env['GPURELAY_DATA_DIR']) / 'dev.env'}[/]; Ctrl-C stops everything"
@@ -94,6 +96,22 @@ def schema(
         raise typer.Exit(1 if drift else 0)
     for path in write_schemas(target):
         console.print(f"wrote {path}")
+
+
+@app.command()
+def openapi(
+    check: Annotated[
+        bool, typer.Option(help="Only report drift; exit 1 when docs/openapi.json differs.")
+    ] = False,
+) -> None:
+    """Export the gateway's OpenAPI document to docs/openapi.json."""
+    from services.gateway.openapi import OPENAPI_PATH, openapi_drifted, write_openapi
+
+    if check:
+        drifted = openapi_drifted()
+        console.print(f"[red]drift[/] {OPENAPI_PATH}" if drifted else "docs/openapi.json is up to date")
+        raise typer.Exit(1 if drifted else 0)
+    console.print(f"wrote {write_openapi()}")
 
 
 @app.command()

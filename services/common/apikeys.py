@@ -48,6 +48,11 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def generate_key() -> str:
+    """A new plaintext key, ``gr_<16 hex>_<43 base64url>`` (256 random bits)."""
+    return f"gr_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
+
+
 class ApiKeyStore:
     """Create, verify and revoke API keys in a KV bucket."""
 
@@ -56,12 +61,15 @@ class ApiKeyStore:
 
     async def create(self, tenant: str, name: str = "") -> tuple[ApiKeyRecord, str]:
         """A new key for ``tenant``: its record and the plaintext, shown once."""
-        key_id = secrets.token_hex(8)
-        plaintext = f"gr_{key_id}_{secrets.token_urlsafe(32)}"
+        plaintext = generate_key()
         record = ApiKeyRecord(
-            key_id=key_id, tenant=tenant, name=name, sha256=_hash(plaintext), created_at=datetime.now(UTC)
+            key_id=plaintext[3:19],
+            tenant=tenant,
+            name=name,
+            sha256=_hash(plaintext),
+            created_at=datetime.now(UTC),
         )
-        await self.kv.create(key_id, record.model_dump_json().encode())
+        await self.kv.create(record.key_id, record.model_dump_json().encode())
         return record, plaintext
 
     async def adopt(self, tenant: str, plaintext: str, name: str = "") -> ApiKeyRecord:

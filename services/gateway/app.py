@@ -22,7 +22,7 @@ from services.common.config import GatewaySettings
 from services.common.nats import connect, declare_all
 from services.common.storage import LocalStorage, Storage, make_storage
 from services.gateway.blobs import blob_router
-from services.gateway.errors import install_error_handlers, problem
+from services.gateway.errors import install_error_handlers, problem, use_problem_json_in_openapi
 from services.gateway.middleware import BodySizeLimitMiddleware
 from services.gateway.routes import ROUTERS
 from services.gateway.state import GatewayState
@@ -87,6 +87,7 @@ def create_app(settings: GatewaySettings, *, storage: Storage | None = None) -> 
     app.state.storage = store
     app.state.nats = None
     install_error_handlers(app)
+    use_problem_json_in_openapi(app)
     app.add_middleware(
         BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, exempt_prefixes=("/v1/blobs/",)
     )

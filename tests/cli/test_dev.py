@@ -76,6 +76,8 @@ async def test_dev_writes_env_serves_and_stops_cleanly(tmp_path: Path) -> None:
     async with running_dev(data_dir) as (proc, env):
         assert env["GPURELAY_URL"].startswith("http://127.0.0.1:")
         assert env["GPURELAY_NATS_URL"].startswith("nats://127.0.0.1:")
+        assert env["GPURELAY_API_KEY"].startswith("gr_")
+        first_key = env["GPURELAY_API_KEY"]
         async with httpx.AsyncClient(base_url=env["GPURELAY_URL"]) as client:
             assert (await client.get("/healthz")).status_code == 200
             assert (await client.get("/readyz")).status_code == 200
@@ -90,8 +92,9 @@ async def test_dev_writes_env_serves_and_stops_cleanly(tmp_path: Path) -> None:
         assert not _port_open(env["GPURELAY_URL"])
         assert not dev_env_path(data_dir).exists()
 
-    # Data persists in the data dir across restarts.
+    # Data persists in the data dir across restarts, and the dev key stays the same.
     async with running_dev(data_dir) as (proc, env):
+        assert env["GPURELAY_API_KEY"] == first_key
         nc = await nats.connect(env["GPURELAY_NATS_URL"])
         info = await nc.jetstream().stream_info("JOBS")
         assert info.state.messages == 1
