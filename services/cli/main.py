@@ -85,16 +85,17 @@ def schema(
     ] = None,
     check: Annotated[bool, typer.Option(help="Only report drift; exit 1 when the files differ.")] = False,
 ) -> None:
-    """Export the JSON Schema of every contract (committed under contracts/schema/)."""
+    """Export the JSON Schema of every contract (contracts/schema/) and docs/asyncapi.json."""
+    from contracts.asyncapi import asyncapi_drifted, write_asyncapi
     from contracts.schema_export import SCHEMA_DIR, check_schemas, write_schemas
 
     target = out or SCHEMA_DIR
     if check:
-        drift = check_schemas(target)
+        drift = check_schemas(target) + (["docs/asyncapi.json"] if asyncapi_drifted() else [])
         for name in drift:
             console.print(f"[red]drift[/] {name}")
         raise typer.Exit(1 if drift else 0)
-    for path in write_schemas(target):
+    for path in [*write_schemas(target), write_asyncapi()]:
         console.print(f"wrote {path}")
 
 

@@ -1,0 +1,31 @@
+"""The committed AsyncAPI document matches the contracts; regenerate with ``gpurelay schema``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from contracts.asyncapi import ASYNCAPI_PATH, asyncapi_document, asyncapi_drifted, render
+from contracts.events import EventType
+
+
+def test_committed_asyncapi_matches_the_contracts() -> None:
+    assert not asyncapi_drifted(), "docs/asyncapi.json is stale: run `gpurelay schema` and commit it"
+
+
+def test_drift_is_detected(tmp_path: Path) -> None:
+    stale = json.loads(ASYNCAPI_PATH.read_text())
+    stale["components"]["messages"].pop("job_progress")
+    path = tmp_path / "asyncapi.json"
+    path.write_text(render(stale))
+    assert asyncapi_drifted(path)
+
+
+def test_every_published_event_type_has_a_message_on_a_channel() -> None:
+    document = asyncapi_document()
+    on_channels = {ref for ch in document["channels"].values() for ref in ch["messages"]}
+    session_types = {t for t in EventType if t.startswith("session.")}
+    expected = {t.value.replace(".", "_") for t in EventType if t not in session_types}
+    assert expected <= on_channels
+    for name in on_channels:
+        assert name in document["components"]["messages"]
