@@ -87,11 +87,8 @@ def asyncapi_document() -> dict[str, Any]:
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     for channel_id, (address, description, events) in _CHANNELS.items():
-        params = {
-            p.strip("{}"): {"description": "A safe token: [A-Za-z0-9_-]{1,64}."}
-            for p in address.split(".")[1:]
-        }
-        params = {k: v for k, v in params.items() if "{" + k + "}" in address}
+        names = [p.strip("{}") for p in address.split(".") if p.startswith("{")]
+        params: dict[str, Any] = {n: {"description": "A safe token: [A-Za-z0-9_-]{1,64}."} for n in names}
         if "event" in params:
             params["event"] = {"enum": sorted(job_event_name(e) for e in events)}
         channels[channel_id] = {
