@@ -1,8 +1,10 @@
 """Robot telemetry (``robots.{tenant}.{robot_id}.joints``): joint-angle samples.
 
-A :class:`JointSample` is the payload of one ``robot.joints`` event; a :class:`JointBatch` is the
-body of ``POST /v1/robots/{robot_id}/joints`` carrying several. Angles are radians, finite and
-within ±2π; whether the count fits the robot (6 for an SO-100/101 arm) is the gateway's check.
+A :class:`JointSample` is the payload of one ``robot.joints`` event; a :class:`JointBatch` carries
+several of one robot. The HTTP and WebSocket bodies that produce them are in
+:mod:`contracts.api_robots`. Angles are radians, finite and within ±2π (checked by pydantic-core,
+no Python call per angle); whether the count fits the robot (6 for an SO-100/101 arm) is the
+gateway's check.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from contracts.ids import ResourceId
 
@@ -22,13 +24,16 @@ ANGLE_LIMIT = 2 * math.pi
 """Largest absolute angle, in radians."""
 
 
-def _angle(value: float) -> float:
-    if not math.isfinite(value) or abs(value) > ANGLE_LIMIT:
-        raise ValueError(f"joint angle must be finite and within ±2π radians (got {value!r})")
-    return value
-
-
-Angle = Annotated[float, AfterValidator(_angle)]
+Angle = Annotated[
+    float,
+    Field(
+        strict=True,
+        allow_inf_nan=False,
+        ge=-ANGLE_LIMIT,
+        le=ANGLE_LIMIT,
+        description="A joint angle in radians: finite, within ±2π.",
+    ),
+]
 """One joint angle in radians."""
 
 

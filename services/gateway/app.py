@@ -69,8 +69,12 @@ def create_app(settings: GatewaySettings, *, storage: Storage | None = None) -> 
         try:
             await declare_all(nc.jetstream(), settings)
             app.state.nats = nc
-            app.state.gateway = await GatewayState.open(settings, nc, store)
-            yield
+            app.state.gateway = state = await GatewayState.open(settings, nc, store)
+            await state.key_cache.start()
+            try:
+                yield
+            finally:
+                await state.key_cache.stop()
         finally:
             app.state.nats = None
             with contextlib.suppress(Exception):
@@ -88,9 +92,7 @@ def create_app(settings: GatewaySettings, *, storage: Storage | None = None) -> 
     app.state.nats = None
     install_error_handlers(app)
     use_problem_json_in_openapi(app)
-    app.add_middleware(
-        BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, exempt_prefixes=("/v1/blobs/",)
-    )
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, exempt_prefixes=("/v1/blobs/",))
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,

@@ -117,9 +117,7 @@ def blob_router(storage: LocalStorage) -> APIRouter:
         wanted = _byte_range(request.headers.get("range"), info.size)
         if wanted is False:
             handle.close()
-            return problem(
-                416, f"The object has {info.size} bytes.", headers={"Content-Range": f"bytes */{info.size}"}
-            )
+            return problem(416, f"The object has {info.size} bytes.", headers={"Content-Range": f"bytes */{info.size}"})
         start, end = wanted or (0, info.size - 1)
         headers["Content-Length"] = str(end - start + 1)
         if wanted:

@@ -14,7 +14,7 @@ from services.gateway.state import GatewayState
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer gr_...`.")
 
 
-def get_state(request: Request) -> GatewayState:
+async def get_state(request: Request) -> GatewayState:
     """The gateway state built in the lifespan."""
     state: GatewayState = request.app.state.gateway
     return state
@@ -34,7 +34,7 @@ async def require_principal(
     """The tenant behind a valid ``Authorization: Bearer`` API key; 401 otherwise."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise _unauthorized("An API key is required: send 'Authorization: Bearer <key>'.")
-    principal = await state.keys.verify(credentials.credentials)
+    principal = await state.key_cache.verify(credentials.credentials)
     if principal is None:
         raise _unauthorized("The API key is invalid or revoked.")
     return principal

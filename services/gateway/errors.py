@@ -57,10 +57,7 @@ def unprocessable(detail: str, *errors: dict[str, Any]) -> ProblemError:
 
 
 def _clean_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    return [
-        field_error(tuple(e.get("loc", ())), str(e.get("msg", "")), str(e.get("type", "")))
-        for e in exc.errors()
-    ]
+    return [field_error(tuple(e.get("loc", ())), str(e.get("msg", "")), str(e.get("type", ""))) for e in exc.errors()]
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -128,9 +125,7 @@ def use_problem_json_in_openapi(app: FastAPI) -> None:
             for operation in item.values():
                 for status, response in operation.get("responses", {}).items():
                     if status[0] in "45":
-                        response["content"] = {
-                            PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}
-                        }
+                        response["content"] = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
         for unused in ("HTTPValidationError", "ValidationError"):
             components.pop(unused, None)
         app.openapi_schema = schema

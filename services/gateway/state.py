@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
+from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from contracts import streams
@@ -15,6 +17,8 @@ from contracts.subjects import Subjects
 from services.common.apikeys import ApiKeyStore
 from services.common.config import GatewaySettings
 from services.common.storage import Storage
+from services.gateway.errors import ProblemError
+from services.gateway.key_cache import KeyCache
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class GatewayState:
     kv: Buckets
     storage: Storage
     keys: ApiKeyStore
+    key_cache: KeyCache
 
     @property
     def subjects(self) -> Subjects:
@@ -64,8 +69,38 @@ class GatewayState:
             robots=await bucket(streams.KV_ROBOTS),
             uploads=await bucket(streams.KV_UPLOADS),
         )
-        return cls(settings=settings, nc=nc, js=js, kv=kv, storage=storage, keys=ApiKeyStore(kv.apikeys))
+        keys = ApiKeyStore(kv.apikeys)
+        return cls(
+            settings=settings,
+            nc=nc,
+            js=js,
+            kv=kv,
+            storage=storage,
+            keys=keys,
+            key_cache=KeyCache(keys, settings.api_key_cache_s),
+        )
 
     async def publish_event(self, subject: str, event: EventEnvelope) -> PubAck:
         """Publish ``event`` to JetStream, deduplicated by its id (``Nats-Msg-Id``)."""
         return await self.js.publish(subject, event.to_json_bytes(), headers={"Nats-Msg-Id": event.id})
+
+    async def publish_once(self, subject: str, event: EventEnvelope, *, check: bool = True) -> None:
+        """Publish ``event`` unless ``subject`` already holds a message (with ``check``); 503 on failure.
+
+        ``Nats-Msg-Id`` dedups repeats within the stream's window; the check covers any later repeat
+        (a retried request after a crash between the KV write and the publish).
+        """
+        try:
+            if check:
+                try:
+                    await self.js.get_last_msg(self.settings.ns.stream(streams.JOBS), subject)
+                    return
+                except NotFoundError:
+                    pass
+            await self.publish_event(subject, event)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise ProblemError(
+                503,
+                f"The event could not be recorded ({type(exc).__name__}); retry.",
+                headers={"Retry-After": "1"},
+            ) from exc

@@ -4,4 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from services.gateway.routes import ingest, jobs, robots, uploads, webhooks
+
 ROUTERS: list[APIRouter] = []
+ROUTERS += [uploads.router, jobs.router]
+ROUTERS += [webhooks.router, ingest.router]
+ROUTERS.append(robots.router)
