@@ -25,6 +25,7 @@ class StreamDecl(BaseModel):
     name: str
     subjects: tuple[str, ...]
     storage: Literal["file", "memory"] = "file"
+    retention: Literal["limits", "work_queue"] = "limits"
     max_age_s: float = Field(default=0.0, ge=0, description="0 keeps messages forever.")
     duplicate_window_s: float = Field(default=120.0, ge=0)
     max_bytes: int = Field(default=-1, description="-1 is unlimited.")
@@ -66,6 +67,7 @@ TELEMETRY = "TELEMETRY"
 FRAMES = "FRAMES"
 DEADLETTER = "DEADLETTER"
 WEBHOOK_DELIVERIES = "WEBHOOK_DELIVERIES"
+DISPATCH = "DISPATCH"
 
 # Bucket base names.
 KV_JOBS = "jobs"
@@ -75,6 +77,7 @@ KV_WEBHOOKS = "webhooks"
 KV_SESSIONS = "sessions"
 KV_ROBOTS = "robots"
 KV_UPLOADS = "uploads"
+KV_DISPATCHER_WAITS = "dispatcher_waits"
 
 FRAMES_MAX_BYTES = 2 * 1024**3
 
@@ -117,6 +120,12 @@ def declarations(ns: Namespace | None = None, frames_max_bytes: int = FRAMES_MAX
                 max_age_s=3 * DAY,
                 description="One delivery queue per webhook endpoint.",
             ),
+            StreamDecl(
+                name=ns.stream(DISPATCH),
+                subjects=(s("dispatch.>"),),
+                retention="work_queue",
+                description="Dispatch tickets: one per attempt to run, held un-acked while it runs.",
+            ),
         ),
         buckets=(
             BucketDecl(
@@ -128,5 +137,9 @@ def declarations(ns: Namespace | None = None, frames_max_bytes: int = FRAMES_MAX
             BucketDecl(name=ns.bucket(KV_SESSIONS), description="Live sessions."),
             BucketDecl(name=ns.bucket(KV_ROBOTS), description="Latest joint angles per robot."),
             BucketDecl(name=ns.bucket(KV_UPLOADS), description="Upload records (pending, completed)."),
+            BucketDecl(
+                name=ns.bucket(KV_DISPATCHER_WAITS),
+                description="{tenant}.{upload_id}.{job_id}: a job waits on an upload.",
+            ),
         ),
     )

@@ -53,6 +53,13 @@ class BaseServiceSettings(BaseSettings):
     s3_secret_access_key: SecretStr | None = None
 
     signing_secret: SecretStr = SecretStr(PLACEHOLDER_PREFIX + "signing-secret")
+    webhook_allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts, IPs or CIDRs exempt from the webhook SSRF guard (dev and tests only).",
+    )
+    webhook_allow_http: bool = Field(
+        default=False, description="Allow http:// webhook URLs to public hosts (allowlisted ones may always)."
+    )
     signed_url_ttl_s: int = Field(default=3600, gt=0, le=7 * 24 * 3600)
 
     log_level: str = "INFO"
@@ -107,7 +114,28 @@ class GatewaySettings(BaseServiceSettings):
         ]
     )
     allow_url_inputs: bool = False
+    stream_token_ttl_s: int = Field(default=900, gt=0, le=86_400, description="Lifetime of SSE stream tokens.")
+    upload_sha256_max_bytes: int = Field(
+        default=64 * 1024**2, ge=0, description="Uploads up to this size are hashed at complete (0: never)."
+    )
     ingest_token_secret: SecretStr = SecretStr(PLACEHOLDER_PREFIX + "ingest-secret")
+    ingest_max_events: int = Field(default=500, ge=1, le=10_000, description="Events per ingest request.")
+    webhook_max_endpoints: int = Field(default=100, ge=1, description="Webhook endpoints per tenant.")
+
+    robot_joint_count: int = Field(default=6, ge=1, le=32, description="Joints per sample (6: SO-100/101).")
+    robot_max_batch: int = Field(default=1000, ge=1, le=1000, description="Most samples in one POST.")
+    robot_latest_flush_ms: float = Field(
+        default=100.0, ge=0, le=10_000, description="Coalesce KV robots writes (latest wins); 0: no."
+    )
+    robot_confirm_every: int = Field(
+        default=1000, ge=1, le=5000, description="Core-published samples between two awaited JetStream acks."
+    )
+    api_key_cache_s: float = Field(
+        default=60.0, ge=0, le=3600, description="Cache verified API keys (s), kept true by a KV watch; 0: never."
+    )
+    robot_ws_ack_every: int = Field(default=500, ge=1, description="WebSocket: ack after this many messages.")
+    robot_ws_ack_ms: float = Field(default=1000.0, gt=0, description="WebSocket: ack at least every N ms.")
+    robot_ws_auth_timeout_s: float = Field(default=5.0, gt=0, description="WebSocket: wait for auth (s).")
 
     @model_validator(mode="after")
     def _no_wildcard_cors_in_prod(self) -> GatewaySettings:
@@ -119,6 +147,8 @@ class GatewaySettings(BaseServiceSettings):
 class DispatcherSettings(BaseServiceSettings):
     """Job state, routing and backends."""
 
+    host: str = "127.0.0.1"
+    port: int = Field(default=8002, ge=0, le=65535, description="Health endpoint of `gpurelay dispatcher`.")
     route_table: Path = Path("deploy/routes.yaml")
     route_profile: Literal["dev", "prod"] = "dev"
     local_pool_size: int = Field(default=2, ge=1, le=64)
@@ -127,6 +157,13 @@ class DispatcherSettings(BaseServiceSettings):
     artifact_retention_hours: float = Field(default=48.0, gt=0)
     ingest_token_secret: SecretStr = SecretStr(PLACEHOLDER_PREFIX + "ingest-secret")
     modal_environment: str | None = None
+    event_ack_wait_s: float = Field(default=30.0, gt=0, description="Redelivery of an un-acked job event.")
+    ticket_ack_wait_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A held dispatch ticket is re-adopted this long after its holder died.",
+    )
+    retention_sweep_interval_s: float = Field(default=3600.0, gt=0)
 
 
 class NotifierSettings(BaseServiceSettings):
@@ -139,12 +176,19 @@ class NotifierSettings(BaseServiceSettings):
         default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
     )
     webhook_disable_after_exhausted: int = Field(default=5, ge=1)
-    webhook_allow_hosts: list[str] = Field(
-        default_factory=list, description="Hosts exempt from the SSRF guard (dev/tests)."
-    )
     sse_heartbeat_s: float = Field(default=15.0, gt=0)
     sse_buffer: int = Field(default=256, ge=1)
     sse_send_timeout_s: float = Field(default=10.0, gt=0)
+    sse_retry_ms: int = Field(default=3000, ge=0, description="The `retry:` hint sent to SSE clients.")
+    sse_progress_max_per_s: float = Field(
+        default=10.0, ge=0, description="job.progress frames per second per job and client (0: all)."
+    )
+    webhook_retry_jitter: float = Field(default=0.1, ge=0, le=1, description="± fraction of each delay.")
+    webhook_retry_after_max_s: float = Field(default=86_400.0, gt=0, description="Cap on Retry-After.")
+    webhook_ack_wait_s: float = Field(
+        default=60.0, gt=0, description="Redelivery of an unacked delivery after a crash (> timeout)."
+    )
+    webhook_deliveries_ttl_s: float = Field(default=3 * 86_400.0, gt=0, description="Delivery state TTL.")
 
 
 S = TypeVar("S", bound=BaseServiceSettings)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType, StreamConfig
+from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 from contracts.streams import BucketDecl, Declarations, StreamDecl, declarations
@@ -36,6 +36,7 @@ def stream_config(decl: StreamDecl) -> StreamConfig:
         description=decl.description or None,
         subjects=list(decl.subjects),
         storage=StorageType.FILE if decl.storage == "file" else StorageType.MEMORY,
+        retention=RetentionPolicy.WORK_QUEUE if decl.retention == "work_queue" else RetentionPolicy.LIMITS,
         max_age=decl.max_age_s,
         duplicate_window=decl.duplicate_window_s,
         max_bytes=decl.max_bytes,

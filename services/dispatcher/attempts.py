@@ -1,0 +1,238 @@
+"""Running attempts: a dispatch ticket in, a terminal or ``retrying`` event out.
+
+:meth:`Attempts.on_ticket` takes a ticket (one attempt of one job) and holds it, un-acked, while
+the attempt runs; the ticket's ack frees the kind's concurrency slot. Each held attempt has a
+supervisor task that launches the run (every stage in turn for a pipeline) and waits for the first
+of: the run's outcome, a crash (the pool sees it at once), the route's timeout, missed heartbeats,
+a cancel request, or the job ending elsewhere. The record it watches comes from the replica's
+KV watch (:meth:`Attempts.on_record`). A ticket redelivered after a dispatcher died finds its job
+already dispatched and is *adopted*: supervised from the record alone (heartbeats, timeout,
+cancel by call id), never run a second time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from contracts import job_events as je
+from contracts.events import EventType
+from contracts.job_record import Artifact, JobError, JobRecord, JobStatus, StageStatus
+from modal_workers.runtime import RunRequest, StagePlan
+from services.common.config import DispatcherSettings
+from services.dispatcher.backends import Backend, BackendUnavailableError, Launch
+from services.dispatcher.routes import Route
+from services.dispatcher.state import JobEvents, JobStore, Ticket
+from services.dispatcher.supervision import Held, Verdict, wait_for_verdict
+
+log = logging.getLogger(__name__)
+_S = JobStatus
+
+
+class Attempts:
+    """The attempts this replica runs or supervises."""
+
+    def __init__(
+        self,
+        settings: DispatcherSettings,
+        routes: dict[str, Route],
+        backends: dict[str, Backend],
+        store: JobStore,
+        events: JobEvents,
+    ) -> None:
+        self.settings, self.routes, self.backends = settings, routes, backends
+        self.store, self.events = store, events
+        self.held: dict[tuple[str, int], Held] = {}
+        self.silence = settings.heartbeat_interval_s * settings.heartbeat_misses
+
+    # -- tickets ----------------------------------------------------------------------------
+    async def on_ticket(self, body: bytes, msg: Msg) -> None:
+        """Start, adopt or drop one ticket (the subscriber waits here for local capacity)."""
+        ticket = Ticket.model_validate_json(body)
+        if (wait := ticket.not_before - time.time()) > 0:
+            await msg.nak(delay=wait)
+            return
+        record, _ = await self.store.get(ticket.tenant, ticket.job_id)
+        route = self.routes.get(ticket.kind)
+        if record is None or record.terminal or route is None or (ticket.key, ticket.attempt) in self.held:
+            await msg.ack()
+            return
+        starting = (record.status is _S.QUEUED and ticket.attempt == record.attempt) or (
+            record.status is _S.RETRYING and ticket.attempt == record.attempt + 1
+        )
+        adopting = record.status in (_S.DISPATCHED, _S.RUNNING) and ticket.attempt == record.attempt
+        dispatched_at = await self.events.dispatched_at(record, ticket.attempt) if starting else None
+        if dispatched_at is not None:  # the record lags the stream: a replica that died launched it
+            starting, adopting = False, True
+        if not (starting or adopting) or (starting and record.cancel_requested):
+            await msg.ack()  # stale, or the fold cancels it
+            return
+        held = Held(ticket, msg, record, route)
+        if adopting:
+            when = dispatched_at or record.timings.dispatched_at
+            held.began = when.timestamp() if when else time.time()
+        backend = self.backends[route.backend]
+        reservation = None if adopting else await backend.reserve()
+        self.held[ticket.key, ticket.attempt] = held
+        held.task = asyncio.create_task(self._supervise(held, backend, reservation, adopting))
+
+    def on_record(self, record: JobRecord) -> None:
+        """A record changed in KV: wake the attempt that holds it."""
+        key = f"{record.tenant}.{record.id}"
+        for (held_key, _), held in list(self.held.items()):
+            if held_key == key:
+                held.record = record
+                held.changed.set()
+
+    async def refresh(self) -> None:
+        """Tell JetStream every held ticket is still being worked on (call every ack_wait/3)."""
+        for held in list(self.held.values()):
+            with contextlib.suppress(Exception):
+                await held.msg.in_progress()
+
+    async def stop(self) -> None:
+        """Stop supervising (tickets stay un-acked, so another replica adopts the attempts)."""
+        tasks = [h.task for h in self.held.values() if h.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- one attempt ------------------------------------------------------------------------
+    async def _supervise(self, held: Held, backend: Backend, reservation: Any, adopting: bool) -> None:
+        try:
+            if adopting:
+                verdict = await wait_for_verdict(held, None, held.began + held.route.timeout_s, self.silence)
+                await self._conclude(held, verdict, None, backend)
+            else:
+                await self._run_stages(held, backend, reservation)
+            await held.msg.ack()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("attempt supervision failed", extra={"job_id": held.ticket.job_id})
+            with contextlib.suppress(Exception):
+                await held.msg.nak(delay=1.0)
+        finally:
+            self.held.pop((held.ticket.key, held.ticket.attempt), None)
+
+    async def _run_stages(self, held: Held, backend: Backend, reservation: Any) -> None:
+        route, ticket = held.route, held.ticket
+        steps, weights = route.steps(), route.weights()
+        inputs: tuple[Artifact, ...] = ()
+        produced: list[Artifact] = []
+        for index, stage in enumerate(steps):
+            plan = None
+            if route.is_pipeline:
+                offset = sum(weights[:index])
+                plan = StagePlan(
+                    name=stage.name, index=index, count=len(steps), offset=offset, weight=weights[index]
+                )
+            request = RunRequest(
+                tenant=ticket.tenant,
+                job_id=ticket.job_id,
+                kind=ticket.kind,
+                attempt=ticket.attempt,
+                spec=held.record.spec.model_dump(mode="json"),
+                function=stage.local or stage.function,
+                inputs=inputs,
+                stage=plan,
+                heartbeat_interval_s=self.settings.heartbeat_interval_s,
+                storage_prefix=self.settings.storage_prefix,
+            )
+
+            async def announce(
+                call_id: str, gpu: str | None, first: bool = index == 0, fn: str = stage.function
+            ) -> None:
+                if first:
+                    payload = je.JobDispatchedPayload(
+                        backend=backend.name, function=fn, gpu=gpu, call_id=call_id
+                    )
+                    await self._publish(held, EventType.JOB_DISPATCHED, payload, "dispatched")
+
+            try:
+                if index > 0:
+                    reservation = await backend.reserve()
+                launch = await backend.launch(reservation, request, route, stage, announce)
+            except BackendUnavailableError as exc:
+                await self._conclude(
+                    held, Verdict("lost", message=str(exc)), None, backend, "backend_unavailable"
+                )
+                return
+            if plan is not None:
+                await self._stage(held, plan, StageStatus.RUNNING)
+            held.began = time.time() if index == 0 else held.began
+            verdict = await wait_for_verdict(
+                held, launch, time.time() + route.stage_timeout_s(stage), self.silence
+            )
+            outcome = verdict.outcome
+            if plan is None or outcome is None or outcome.status != "succeeded":
+                if plan is not None:
+                    await self._stage(held, plan, StageStatus.FAILED)
+                await self._conclude(held, verdict, launch, backend)
+                return
+            await self._stage(held, plan, StageStatus.SUCCEEDED)
+            inputs = outcome.artifacts
+            produced += outcome.artifacts
+            if index == len(steps) - 1:
+                payload = je.JobSucceededPayload(result=outcome.result, artifacts=tuple(produced))
+                await self._publish(held, EventType.JOB_SUCCEEDED, payload, "succeeded")
+
+    async def _conclude(
+        self, held: Held, verdict: Verdict, launch: Launch | None, backend: Backend, code: str = ""
+    ) -> None:
+        """Turn a verdict into the attempt's last event(s)."""
+        outcome = verdict.outcome
+        if verdict.reason in ("timeout", "silent", "cancel", "ended"):
+            await self._cancel_run(held, launch, backend)
+        if verdict.reason == "cancel":
+            await self._publish(
+                held, EventType.JOB_CANCELED, je.JobCanceledPayload(), "canceled", per_attempt=False
+            )
+        elif verdict.reason == "timeout":
+            await self._retry_or_fail(held, "timeout", verdict.message, held.route.retries.retry_on_timeout)
+        elif verdict.reason in ("silent", "lost"):
+            lost_ok = held.route.retries.retry_on_worker_lost
+            await self._retry_or_fail(held, code or "worker_lost", verdict.message, lost_ok or bool(code))
+        elif outcome is not None and outcome.error is not None and outcome.status == "permanent":
+            await self._publish(
+                held, EventType.JOB_FAILED, je.JobFailedPayload(error=outcome.error), "failed"
+            )
+        elif outcome is not None and outcome.error is not None and outcome.status == "retryable":
+            await self._retry_or_fail(held, outcome.error.code, outcome.error.message, True)
+
+    async def _cancel_run(self, held: Held, launch: Launch | None, backend: Backend) -> None:
+        with contextlib.suppress(Exception):
+            if launch is not None:
+                if not launch.outcome.done():
+                    await launch.cancel()
+                    await asyncio.wait({launch.outcome}, timeout=5)
+            elif held.record.call_id:
+                await backend.cancel_call(held.record.call_id)
+
+    async def _retry_or_fail(self, held: Held, code: str, message: str, retry: bool) -> None:
+        attempt, policy = held.ticket.attempt, held.route.retries
+        if retry and attempt < min(policy.max_attempts, held.record.max_attempts):
+            delay = policy.delay_s(attempt)
+            payload = je.JobRetryingPayload(
+                reason=code, message=message, next_attempt=attempt + 1, delay_s=delay
+            )
+            await self._publish(held, EventType.JOB_RETRYING, payload, "retrying")
+        else:
+            error = JobError(code=code, message=message, retryable=retry)
+            await self._publish(held, EventType.JOB_FAILED, je.JobFailedPayload(error=error), "failed")
+
+    async def _stage(self, held: Held, plan: StagePlan, status: StageStatus) -> None:
+        payload = je.JobStagePayload(name=plan.name, index=plan.index, count=plan.count, status=status)
+        await self._publish(held, EventType.JOB_STAGE, payload, f"stage{plan.index}-{status}")
+
+    async def _publish(
+        self, held: Held, type_: EventType, payload: Any, name: str, per_attempt: bool = True
+    ) -> None:
+        job, attempt = held.ticket.job_id, held.ticket.attempt
+        event_id = f"{job}-a{attempt}-{name}" if per_attempt else f"{job}-{name}"
+        await self.events.publish(held.record, type_, payload, event_id, attempt=attempt)

@@ -1,0 +1,98 @@
+"""The body of one local pool process: a warm worker that runs attempts sent over its pipe.
+
+It starts its own session (so the dispatcher can end the whole process group on cancel), connects
+to NATS once, reports ``ready``, then for each :class:`~modal_workers.runtime.RunRequest` it
+receives imports the workload (``module:function``, cached), runs it through the runtime (events
+straight to NATS) and sends back the :class:`~modal_workers.runtime.Outcome`. It exits when the
+pipe closes (the dispatcher went away) or on ``None``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+from multiprocessing.connection import Connection
+from typing import Any
+
+from contracts.envelope import EventEnvelope
+from contracts.subjects import Namespace, Subjects
+from services.common.config import DispatcherSettings
+
+
+def import_ref(ref: str) -> Any:
+    """The object named by ``module:attribute``."""
+    module, _, attribute = ref.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def worker_main(conn: Connection, settings: DispatcherSettings) -> None:
+    """Serve run requests from ``conn`` until it closes."""
+    os.setsid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the dispatcher's to handle
+    from modal_workers.runtime import Outcome, RunRequest, WorkerRuntime
+    from services.common.storage import make_storage
+
+    runtime = WorkerRuntime(
+        lambda: NatsSink.connect(settings.nats_url, settings.namespace), lambda: make_storage(settings)
+    )
+    cache: dict[str, Any] = {}
+    conn.send({"ready": os.getpid()})
+    try:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                return
+            if message is None:
+                return
+            request = RunRequest.model_validate(message)
+            try:
+                workload = cache.get(request.function) or import_ref(request.function)
+                cache[request.function] = workload
+            except (ImportError, AttributeError) as exc:
+                workload = _missing(request.function, exc)
+            outcome: Outcome = runtime.run(workload, request)
+            try:
+                conn.send(outcome.model_dump(mode="json"))
+            except (BrokenPipeError, OSError):
+                return
+    finally:
+        runtime.close()
+
+
+def _missing(ref: str, exc: Exception) -> Any:
+    from modal_workers.runtime import PermanentError
+
+    def fail(spec: Any, ctx: Any) -> None:
+        raise PermanentError("workload_missing", f"the workload {ref!r} cannot be imported: {exc}")
+
+    return fail
+
+
+class NatsSink:
+    """Events straight to JetStream, deduplicated by ``Nats-Msg-Id``."""
+
+    def __init__(self, nats_url: str, namespace: str = "") -> None:
+        self.nats_url, self.namespace = nats_url, namespace
+        self._nc: Any = None
+
+    @classmethod
+    async def connect(cls, nats_url: str, namespace: str = "") -> NatsSink:
+        """A connected sink."""
+        import nats
+
+        sink = cls(nats_url, namespace)
+        sink._nc = await nats.connect(nats_url, name="gpurelay-worker", max_reconnect_attempts=-1)
+        return sink
+
+    async def send(self, subject_event: str, event: EventEnvelope) -> None:
+        """Publish and wait for the stream's ack."""
+        assert event.job_id is not None
+        subject = Subjects(Namespace(self.namespace)).job_event(event.tenant, event.job_id, subject_event)
+        await self._nc.jetstream().publish(subject, event.to_json_bytes(), headers={"Nats-Msg-Id": event.id})
+
+    async def close(self) -> None:
+        """Flush and close the connection."""
+        if self._nc is not None:
+            await self._nc.drain()

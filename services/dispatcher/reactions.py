@@ -1,0 +1,124 @@
+"""What the dispatcher does when it folds a job event or sees an upload complete.
+
+* ``job.created``: queue the job when every upload input is complete, else note in KV
+  ``dispatcher_waits`` which uploads it waits on (``{tenant}.{upload}.{job}``); the note is written
+  *before* the uploads are read, so an ``upload.completed`` that races the check still finds it.
+* ``upload.completed``: re-check each job waiting on that upload (event-driven, no polling).
+* ``job.queued`` / ``job.retrying``: publish the attempt's dispatch ticket (after the backoff).
+* ``job.cancel_requested`` while no worker runs (created, queued, retrying): ``job.canceled`` now;
+  a running attempt is canceled by the replica that holds it.
+
+Every reaction publishes with a deterministic id and checks the folded record first, so a
+redelivered event repeats nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+from pydantic import ValidationError
+
+from contracts import job_events as je
+from contracts.api_uploads import UploadRecord, UploadStatus
+from contracts.envelope import EventEnvelope
+from contracts.events import EventType, parse_payload_as
+from contracts.ids import tenant_key
+from contracts.job_record import JobError, JobRecord, JobStatus
+from services.dispatcher.routes import Route
+from services.dispatcher.state import JobEvents, JobStore
+
+log = logging.getLogger(__name__)
+_S = JobStatus
+
+
+class Reactions:
+    """Folds job events into KV and reacts to the new state."""
+
+    def __init__(
+        self, store: JobStore, events: JobEvents, uploads: KeyValue, waits: KeyValue, routes: dict[str, Route]
+    ) -> None:
+        self.store, self.events, self.uploads, self.waits, self.routes = store, events, uploads, waits, routes
+
+    async def on_job_event(self, body: bytes) -> JobRecord | None:
+        """Fold one event of the JOBS stream, then react; malformed events are skipped."""
+        try:
+            event = EventEnvelope.from_json_bytes(body)
+        except ValidationError:
+            log.warning("skipping a malformed job event")
+            return None
+        if event.job_id is None:
+            return None
+        record = await self.store.apply(event)
+        if record is not None:
+            await self.react(event, record)
+        return record
+
+    async def react(self, event: EventEnvelope, record: JobRecord) -> None:
+        """The side effects of ``event`` on the folded ``record``."""
+        match event.type:
+            case EventType.JOB_CREATED:
+                await self.release_if_ready(record)
+            case EventType.JOB_QUEUED if record.status is _S.QUEUED and not record.cancel_requested:
+                await self.events.ticket(record, record.attempt)
+            case EventType.JOB_RETRYING if record.status is _S.RETRYING and not record.cancel_requested:
+                delay = parse_payload_as(event, je.JobRetryingPayload).delay_s
+                await self.events.ticket(record, record.attempt + 1, delay)
+            case EventType.JOB_CANCEL_REQUESTED if record.status in (_S.CREATED, _S.QUEUED, _S.RETRYING):
+                payload = je.JobCanceledPayload(reason="canceled before it ran")
+                await self.events.publish(record, EventType.JOB_CANCELED, payload, f"{record.id}-canceled")
+
+    async def release_if_ready(self, record: JobRecord) -> None:
+        """Queue a ``created`` job whose inputs are all complete; else wait for its uploads."""
+        if record.status is not _S.CREATED:
+            return
+        if record.kind not in self.routes:
+            error = JobError(
+                code="unroutable", message=f"no route for kind {record.kind!r} in this deployment"
+            )
+            failed = je.JobFailedPayload(error=error)
+            await self.events.publish(record, EventType.JOB_FAILED, failed, f"{record.id}-a1-failed")
+            return
+        if record.cancel_requested:
+            payload = je.JobCanceledPayload(reason="canceled before it ran")
+            await self.events.publish(record, EventType.JOB_CANCELED, payload, f"{record.id}-canceled")
+            return
+        upload_ids = record.spec.upload_ids()
+        for upload_id in upload_ids:
+            await self.waits.put(f"{record.tenant}.{upload_id}.{record.id}", b"")
+        pending = [u for u in upload_ids if not await self._completed(record.tenant, u)]
+        if pending:
+            log.info("job waits on uploads", extra={"job_id": record.id, "uploads": pending})
+            return
+        await self.events.publish(record, EventType.JOB_QUEUED, je.JobQueuedPayload(), f"{record.id}-queued")
+        for upload_id in upload_ids:
+            await self.waits.delete(f"{record.tenant}.{upload_id}.{record.id}")
+
+    async def _completed(self, tenant: str, upload_id: str) -> bool:
+        try:
+            entry = await self.uploads.get(tenant_key(tenant, upload_id))
+        except KeyNotFoundError:
+            return False
+        if not entry.value:
+            return False
+        return UploadRecord.model_validate_json(entry.value).status is UploadStatus.COMPLETED
+
+    async def on_upload_completed(self, body: bytes) -> None:
+        """Re-check every job that waits on the completed upload."""
+        try:
+            event = EventEnvelope.from_json_bytes(body)
+            upload_id = event.subject or ""
+        except ValidationError:
+            return
+        watcher = await self.waits.watch(f"{event.tenant}.{upload_id}.*", meta_only=True, ignore_deletes=True)
+        job_ids: list[str] = []
+        try:
+            while (entry := await watcher.updates(timeout=5.0)) is not None:  # type: ignore[no-untyped-call]
+                job_ids.append(entry.key.rsplit(".", 1)[1])
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        for job_id in job_ids:
+            record, _ = await self.store.get(event.tenant, job_id)
+            if record is not None:
+                await self.release_if_ready(record)

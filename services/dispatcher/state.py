@@ -1,0 +1,157 @@
+"""The dispatcher's NATS-side state: job records (CAS), event publishing, dispatch tickets.
+
+* :class:`JobStore` folds one event into KV ``jobs`` with compare-and-set on the revision,
+  re-reading and re-applying on a conflict, so concurrent writers never lose an update.
+* :class:`JobEvents` publishes job events with deterministic ids (``Nats-Msg-Id``), so a replay or
+  a restart that publishes the same state change again stores it once.
+* A :class:`Ticket` asks for one attempt of a job to run: one message on ``dispatch.{kind}`` in the
+  dispatcher's own ``DISPATCH`` work-queue stream. Each kind has one durable pull consumer whose
+  ``max_ack_pending`` is the kind's concurrency limit, and a ticket stays un-acked while its attempt
+  runs, so the limit holds across every replica and queued jobs simply wait in the stream.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts import streams
+from contracts.envelope import EventEnvelope
+from contracts.events import EventType, job_event_name, make_event
+from contracts.ids import ResourceId, TenantId, tenant_key
+from contracts.job_record import JobRecord
+from contracts.streams import JOBS
+from contracts.subjects import Namespace, Subjects
+from services.dispatcher.fold import Pricing, apply, no_pricing
+
+DISPATCH_STREAM = streams.DISPATCH
+WAITS_BUCKET = streams.KV_DISPATCHER_WAITS
+CAS_ATTEMPTS = 50
+
+
+class Ticket(BaseModel):
+    """Run ``attempt`` of a job, not before ``not_before`` (Unix seconds)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant: TenantId
+    job_id: ResourceId
+    kind: str
+    attempt: int = Field(ge=1)
+    not_before: float = 0.0
+
+    @property
+    def key(self) -> str:
+        """The job's KV key."""
+        return tenant_key(self.tenant, self.job_id)
+
+
+def dispatch_subject(ns: Namespace, kind: str) -> str:
+    """``dispatch.{kind}``: the tickets of one kind."""
+    return ns.subject(f"dispatch.{kind}")
+
+
+async def declare_dispatch(js: JetStreamContext, ns: Namespace) -> tuple[KeyValue, str]:
+    """The dispatcher's ticket stream and waits bucket (declared with the rest by ``declare_all``)."""
+    return await js.key_value(ns.bucket(WAITS_BUCKET)), ns.stream(DISPATCH_STREAM)
+
+
+class JobStore:
+    """Job records in KV ``jobs``, moved only by :func:`~services.dispatcher.fold.apply`."""
+
+    def __init__(self, kv: KeyValue, pricing: Pricing = no_pricing) -> None:
+        self.kv, self.pricing = kv, pricing
+
+    async def get(self, tenant: str, job_id: str) -> tuple[JobRecord | None, int | None]:
+        """The record and its revision (``None, None`` when there is none)."""
+        try:
+            entry = await self.kv.get(tenant_key(tenant, job_id))
+        except KeyNotFoundError:
+            return None, None
+        if not entry.value:
+            return None, None
+        return JobRecord.model_validate_json(entry.value), entry.revision
+
+    async def apply(self, event: EventEnvelope) -> JobRecord | None:
+        """Fold ``event`` into its job's record with compare-and-set; the record after it."""
+        assert event.job_id is not None
+        for _ in range(CAS_ATTEMPTS):
+            record, revision = await self.get(event.tenant, event.job_id)
+            moved = apply(record, event, self.pricing)
+            if moved is record or moved is None:
+                return record
+            if await self.write(moved, revision):
+                return moved
+        raise RuntimeError(f"job {event.job_id}: too many concurrent updates")
+
+    async def write(self, record: JobRecord, revision: int | None) -> bool:
+        """Write ``record`` if the key is still at ``revision``; ``False`` on a conflict."""
+        key, value = tenant_key(record.tenant, record.id), record.model_dump_json().encode()
+        try:
+            if revision is None:
+                await self.kv.create(key, value)
+            else:
+                await self.kv.update(key, value, last=revision)
+        except KeyWrongLastSequenceError:
+            return False
+        return True
+
+
+class JobEvents:
+    """Publishes the dispatcher's job events with deterministic ids."""
+
+    def __init__(self, js: JetStreamContext, ns: Namespace, source: str = "dispatcher") -> None:
+        self.js, self.ns, self.subjects, self.source = js, ns, Subjects(ns), source
+
+    async def publish(
+        self,
+        record: JobRecord,
+        type_: EventType,
+        payload: BaseModel,
+        event_id: str,
+        attempt: int | None = None,
+    ) -> EventEnvelope:
+        """Publish one event about ``record`` (attempt defaults to the record's)."""
+        event = make_event(
+            type_,
+            payload,
+            tenant=record.tenant,
+            source=self.source,
+            job_id=record.id,
+            kind=record.kind,
+            attempt=attempt or record.attempt,
+            event_id=event_id,
+        )
+        subject = self.subjects.job_event(record.tenant, record.id, job_event_name(type_))
+        await self.js.publish(subject, event.to_json_bytes(), headers={"Nats-Msg-Id": event.id})
+        return event
+
+    async def dispatched_at(self, record: JobRecord, attempt: int) -> datetime | None:
+        """When ``attempt`` of ``record`` was dispatched, read from the stream (not the record)."""
+        subject = self.subjects.job_event(record.tenant, record.id, "dispatched")
+        try:
+            msg = await self.js.get_last_msg(self.ns.stream(JOBS), subject)
+        except NotFoundError:
+            return None
+        event = EventEnvelope.from_json_bytes(msg.data or b"{}")
+        return event.time if event.attempt == attempt else None
+
+    async def ticket(self, record: JobRecord, attempt: int, delay_s: float = 0.0) -> None:
+        """Ask for ``attempt`` of ``record`` to run, after ``delay_s``; stored once per attempt."""
+        ticket = Ticket(
+            tenant=record.tenant,
+            job_id=record.id,
+            kind=record.kind,
+            attempt=attempt,
+            not_before=time.time() + delay_s if delay_s > 0 else 0.0,
+        )
+        await self.js.publish(
+            dispatch_subject(self.ns, record.kind),
+            ticket.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": f"{record.id}-a{attempt}-ticket"},
+        )

@@ -1,0 +1,77 @@
+"""Supervising one held attempt: the record it watches and the wait for how it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from contracts.job_record import JobRecord, JobStatus
+from modal_workers.runtime import Outcome
+from services.dispatcher.backends import Launch
+from services.dispatcher.local_pool import WorkerLostError
+from services.dispatcher.routes import Route
+from services.dispatcher.state import Ticket
+
+
+@dataclass
+class Held:
+    """One attempt this replica holds the ticket of."""
+
+    ticket: Ticket
+    msg: Msg
+    record: JobRecord
+    route: Route
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    began: float = field(default_factory=time.time)
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why a wait ended: ``outcome``, ``lost``, ``timeout``, ``silent``, ``cancel`` or ``ended``."""
+
+    reason: str
+    outcome: Outcome | None = None
+    message: str = ""
+
+
+async def wait_for_verdict(held: Held, launch: Launch | None, timeout_at: float, silence: float) -> Verdict:
+    """Until the first of: an outcome, a lost worker, the timeout, ``silence`` s without a sign of
+    life, a cancel request, or the job ending (or moving to a later attempt) elsewhere."""
+    while True:
+        record = held.record
+        if record.terminal or record.attempt > held.ticket.attempt:
+            own_end = record.attempt == held.ticket.attempt and record.status is not JobStatus.CANCELED
+            if launch is not None and own_end:  # the worker ended it: let it hand back its outcome
+                await asyncio.wait({launch.outcome}, timeout=silence)
+            return Verdict("ended")
+        if record.cancel_requested:
+            return Verdict("cancel")
+        signs = [held.began] + [
+            t.timestamp() for t in (record.heartbeat_at, record.timings.started_at) if t is not None
+        ]
+        silent_at, now = max(signs) + silence, time.time()
+        if now >= timeout_at:
+            return Verdict("timeout", message=f"the attempt ran past its {held.route.timeout_s:g} s timeout")
+        if now >= silent_at:
+            return Verdict("silent", message=f"no heartbeat for {silence:g} s")
+        held.changed.clear()
+        waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(held.changed.wait())}
+        if launch is not None:
+            waiters.add(launch.outcome)
+        done, _ = await asyncio.wait(
+            waiters, timeout=min(timeout_at, silent_at) - now, return_when="FIRST_COMPLETED"
+        )
+        for waiter in waiters - {launch.outcome if launch else None}:
+            waiter.cancel()
+        if launch is not None and launch.outcome in done:
+            try:
+                return Verdict("outcome", outcome=launch.outcome.result())
+            except WorkerLostError as exc:
+                return Verdict("lost", message=str(exc))
+            except Exception as exc:  # noqa: BLE001 - a backend failure is a lost worker
+                return Verdict("lost", message=f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,62 @@
+"""Fixtures of the dispatcher tests: settings, the jobs bucket, an event log, an in-process dispatcher."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from contracts import streams
+from contracts.streams import Declarations
+from contracts.subjects import Namespace
+from services.common.config import DispatcherSettings
+from services.common.embedded_nats import EmbeddedNats
+from services.dispatcher.routes import Route
+from services.dispatcher.service import Dispatcher
+from tests.dispatcher.support import EventLog, dispatcher_settings
+
+
+@pytest.fixture
+def settings(nats_server: EmbeddedNats, namespace: Namespace, tmp_path: Path) -> DispatcherSettings:
+    """Fast dispatcher settings for this test's namespace."""
+    return dispatcher_settings(nats_server.url, namespace, tmp_path / "data")
+
+
+@pytest.fixture
+async def jobs_kv(js: JetStreamContext, declared: Declarations, namespace: Namespace) -> KeyValue:
+    """KV ``jobs`` of this test."""
+    return await js.key_value(namespace.bucket(streams.KV_JOBS))
+
+
+@pytest.fixture
+async def event_log(
+    js: JetStreamContext, declared: Declarations, namespace: Namespace
+) -> AsyncIterator[EventLog]:
+    """Every job event of this test, as it is stored."""
+    log = await EventLog().start(js, namespace)
+    yield log
+    await log.stop()
+
+
+StartDispatcher = Callable[..., Awaitable[Dispatcher]]
+
+
+@pytest.fixture
+async def start_dispatcher(
+    settings: DispatcherSettings, declared: Declarations
+) -> AsyncIterator[StartDispatcher]:
+    """Start in-process dispatchers with given routes (and setting overrides); stopped at the end."""
+    started: list[Dispatcher] = []
+
+    async def start(routes: dict[str, Route], **overrides: object) -> Dispatcher:
+        dispatcher = Dispatcher(settings.model_copy(update=overrides), routes=routes)
+        await dispatcher.start()
+        started.append(dispatcher)
+        return dispatcher
+
+    yield start
+    for dispatcher in started:
+        await dispatcher.stop()

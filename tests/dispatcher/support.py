@@ -1,0 +1,187 @@
+"""Helpers of the dispatcher tests: settings, routes, submitting jobs like the gateway, an event log."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+from pydantic import SecretStr
+
+from contracts import streams
+from contracts.envelope import EventEnvelope, utc_now
+from contracts.events import EventType, make_event
+from contracts.ids import new_id, tenant_key
+from contracts.job_events import JobCancelRequestedPayload, JobCreatedPayload
+from contracts.job_record import JobRecord
+from contracts.job_specs import parse_job_spec
+from contracts.subjects import Namespace, Subjects
+from services.common.config import DispatcherSettings
+from services.dispatcher.routes import RetryPolicy, Route, Stage
+
+INGEST_SECRET = "test-ingest-secret-0123456789abcdef"
+POSE = {"kind": "pose", "inputs": {"video": {"url": "https://example.com/v.mp4"}}}
+NERF = {"kind": "nerf", "inputs": {"images": {"url": "https://example.com/i.zip"}}}
+W = "tests.dispatcher.workloads"
+
+
+def dispatcher_settings(nats_url: str, ns: Namespace, data_dir: Path, **overrides: Any) -> DispatcherSettings:
+    """Fast settings for tests: short heartbeats and ack waits, local storage under ``data_dir``."""
+    values: dict[str, Any] = {
+        "profile": "test",
+        "nats_url": nats_url,
+        "namespace": ns.name,
+        "data_dir": data_dir,
+        "storage_backend": "local",
+        "signing_secret": SecretStr("test-signing-secret-0123456789abcdef"),
+        "ingest_token_secret": SecretStr(INGEST_SECRET),
+        "heartbeat_interval_s": 0.3,
+        "heartbeat_misses": 4,
+        "event_ack_wait_s": 2.0,
+        "ticket_ack_wait_s": 2.0,
+        "local_pool_size": 2,
+        "log_level": "WARNING",
+    }
+    values.update(overrides)
+    return DispatcherSettings(**values)
+
+
+def local_route(function: str, **overrides: Any) -> Route:
+    """A local route running ``tests.dispatcher.workloads:<function>`` with fast retries."""
+    values: dict[str, Any] = {
+        "backend": "local",
+        "function": function,
+        "local": f"{W}:{function}",
+        "timeout_s": 30.0,
+        "retries": RetryPolicy(max_attempts=3, backoff_initial_s=0.05, backoff_max_s=0.2),
+        "concurrency": 8,
+        "price_per_gpu_hour": 3.6,
+    }
+    values.update(overrides)
+    return Route(**values)
+
+
+def pipeline_route() -> Route:
+    """nerf = colmap → train → render with weights 0.2, 0.6, 0.2."""
+    stages = tuple(
+        Stage(name=name, function=f"nerf_{name}", local=f"{W}:{name}", weight=weight)
+        for name, weight in (("colmap", 0.2), ("train", 0.6), ("render", 0.2))
+    )
+    return local_route("colmap", stages=stages, local=None)
+
+
+async def submit(
+    js: JetStreamContext, kv: KeyValue, subjects: Subjects, spec: dict[str, Any], tenant: str = "acme"
+) -> str:
+    """Create a job as the gateway does: KV create of the first record, then ``job.created``."""
+    job_id = new_id("job")
+    record = JobRecord.new(job_id, tenant, parse_job_spec(spec), utc_now())
+    await kv.create(tenant_key(tenant, job_id), record.model_dump_json().encode())
+    event = make_event(
+        EventType.JOB_CREATED,
+        JobCreatedPayload(spec=record.spec, max_attempts=record.max_attempts),
+        tenant=tenant,
+        source="gateway",
+        job_id=job_id,
+        kind=record.kind,
+        event_id=f"created-{job_id}",
+        time=record.created_at,
+    )
+    await js.publish(
+        subjects.job_event(tenant, job_id, "created"),
+        event.to_json_bytes(),
+        headers={"Nats-Msg-Id": event.id},
+    )
+    return job_id
+
+
+async def request_cancel(js: JetStreamContext, subjects: Subjects, job_id: str, tenant: str = "acme") -> None:
+    """Publish ``job.cancel_requested`` as the gateway does."""
+    event = make_event(
+        EventType.JOB_CANCEL_REQUESTED,
+        JobCancelRequestedPayload(),
+        tenant=tenant,
+        source="gateway",
+        job_id=job_id,
+        event_id=f"cancel-{job_id}",
+    )
+    subject = subjects.job_event(tenant, job_id, "cancel_requested")
+    await js.publish(subject, event.to_json_bytes(), headers={"Nats-Msg-Id": event.id})
+
+
+class EventLog:
+    """Every job event of a namespace, in stream order, with waits on conditions (no sleeps)."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, list[EventEnvelope]] = defaultdict(list)
+        self._changed = asyncio.Condition()
+        self._sub: Any = None
+
+    async def start(self, js: JetStreamContext, ns: Namespace) -> EventLog:
+        """Follow ``jobs.>`` of ``ns`` from the start of the JOBS stream."""
+
+        async def on_msg(msg: Any) -> None:
+            event = EventEnvelope.from_json_bytes(msg.data)
+            async with self._changed:
+                self.events[event.job_id or ""].append(event)
+                self._changed.notify_all()
+
+        self._sub = await js.subscribe(
+            ns.subject("jobs.>"), stream=ns.stream(streams.JOBS), cb=on_msg, ordered_consumer=True
+        )
+        return self
+
+    async def stop(self) -> None:
+        """Stop following."""
+        await self._sub.unsubscribe()
+
+    def types(self, job_id: str) -> list[str]:
+        """The event types of one job, in order."""
+        return [e.type for e in self.events[job_id]]
+
+    def first(self, job_id: str, type_: str) -> EventEnvelope | None:
+        """The first event of ``type_`` of one job."""
+        return next((e for e in self.events[job_id] if e.type == type_), None)
+
+    async def wait(self, condition: Callable[[], bool], within_s: float = 20.0) -> None:
+        """Until ``condition()`` holds; TimeoutError after ``within_s`` seconds."""
+        async with asyncio.timeout(within_s):
+            async with self._changed:
+                await self._changed.wait_for(condition)
+
+    def ended(self, job_id: str) -> str | None:
+        """The terminal event type of one job, if any."""
+        terminal = {"job.succeeded", "job.failed", "job.canceled"}
+        return next((t for t in self.types(job_id) if t in terminal), None)
+
+    async def wait_ended(self, job_ids: list[str], within_s: float = 30.0) -> None:
+        """Until every job has a terminal event."""
+        await self.wait(lambda: all(self.ended(j) for j in job_ids), within_s)
+
+
+async def read_record(kv: KeyValue, job_id: str, tenant: str = "acme") -> JobRecord:
+    """The job's record in KV."""
+    entry = await kv.get(tenant_key(tenant, job_id))
+    assert entry.value is not None
+    return JobRecord.model_validate_json(entry.value)
+
+
+async def wait_record(
+    kv: KeyValue, job_id: str, condition: Callable[[JobRecord], bool], within_s: float = 20.0
+) -> JobRecord:
+    """The record once ``condition`` holds (a KV watch: no polling)."""
+    watcher = await kv.watch(tenant_key("acme", job_id))
+    try:
+        async with asyncio.timeout(within_s):
+            async for entry in watcher:
+                if entry is not None and entry.value:
+                    record = JobRecord.model_validate_json(entry.value)
+                    if condition(record):
+                        return record
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    raise AssertionError("watch ended")

@@ -1,0 +1,99 @@
+"""Small workloads for the dispatcher tests, run by the local pool (``tests.dispatcher.workloads:...``).
+
+Tests steer them with the job's attempt number and with ``GPURELAY_TEST_MARKS`` (a directory
+where a workload leaves one file per run, so a test can count runs).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from modal_workers.runtime import PermanentError, WorkerContext
+
+
+def _mark(ctx: WorkerContext) -> None:
+    marks = os.environ.get("GPURELAY_TEST_MARKS")
+    if marks:
+        name = f"{ctx.request.job_id}.a{ctx.attempt}.{uuid.uuid4().hex[:6]}"
+        (Path(marks) / name).write_text(str(os.getpid()))
+
+
+def noop(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
+    """Succeeds at once."""
+    _mark(ctx)
+    return {"ok": True}
+
+
+def quick(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
+    """Reports progress and one artifact, then succeeds."""
+    _mark(ctx)
+    ctx.progress(0.5, "half")
+    ctx.artifact("out.txt", b"hello", "text/plain")
+    time.sleep(0.05)
+    return {"ok": True, "attempt": ctx.attempt}
+
+
+def slow_first(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
+    """Attempt 1 runs (with heartbeats) until killed or timed out; later attempts succeed."""
+    _mark(ctx)
+    ctx.progress(0.1, "started")
+    if ctx.attempt == 1:
+        time.sleep(60)
+    return {"attempt": ctx.attempt}
+
+
+def sleeps(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
+    """Runs for 0.4 s."""
+    _mark(ctx)
+    time.sleep(0.4)
+    return {"ok": True}
+
+
+def forever(spec: Any, ctx: WorkerContext) -> None:
+    """Never ends on its own."""
+    _mark(ctx)
+    time.sleep(600)
+
+
+def bad_input(spec: Any, ctx: WorkerContext) -> None:
+    """Fails permanently."""
+    _mark(ctx)
+    raise PermanentError("bad_video", "the file is not a video")
+
+
+def freeze_first(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
+    """Attempt 1 stops itself (SIGSTOP: alive, silent); later attempts succeed."""
+    _mark(ctx)
+    if ctx.attempt == 1:
+        os.kill(os.getpid(), signal.SIGSTOP)
+    return {"attempt": ctx.attempt}
+
+
+def _stage(ctx: WorkerContext, name: str) -> dict[str, Any]:
+    _mark(ctx)
+    received = [a.name for a in ctx.inputs]
+    for i in range(1, 4):
+        ctx.progress(i / 3, f"{name} {i}/3")
+        time.sleep(0.11)
+    ctx.artifact(f"{name}.txt", ",".join(received).encode(), "text/plain")
+    return {"stage": name, "inputs": received}
+
+
+def colmap(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
+    """Pipeline stage 1."""
+    return _stage(ctx, "colmap")
+
+
+def train(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
+    """Pipeline stage 2."""
+    return _stage(ctx, "train")
+
+
+def render(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
+    """Pipeline stage 3."""
+    return _stage(ctx, "render")
