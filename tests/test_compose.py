@@ -35,7 +35,6 @@ APP_SETTINGS: dict[str, type[BaseServiceSettings]] = {
     "gateway": GatewaySettings,
     "dispatcher": DispatcherSettings,
     "notifier": NotifierSettings,
-    "worker": BaseServiceSettings,
 }
 ONE_SHOT = {"minio-init"}
 LONG_RUNNING = set(SERVICES) - ONE_SHOT

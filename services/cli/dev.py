@@ -30,9 +30,7 @@ DEV_TENANT = "dev"
 """The tenant of the key ``gpurelay dev`` makes."""
 
 
-def _dev_secret(
-    data_dir: Path, name: str, make: Callable[[], str] = lambda: secrets.token_urlsafe(32)
-) -> str:
+def _dev_secret(data_dir: Path, name: str, make: Callable[[], str] = lambda: secrets.token_urlsafe(32)) -> str:
     """A random secret kept in the data dir (mode 0600), so keys and signed URLs survive restarts."""
     path = data_dir / "secrets" / name
     if path.exists():

@@ -49,9 +49,7 @@ def create(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--tenant") from exc
     record, plaintext = _with_store(data_dir, lambda store: store.create(tenant, name))
-    console.print(
-        f"key id [cyan]{record.key_id}[/] for tenant [cyan]{record.tenant}[/]; shown once, store it now:"
-    )
+    console.print(f"key id [cyan]{record.key_id}[/] for tenant [cyan]{record.tenant}[/]; shown once, store it now:")
     typer.echo(plaintext)
 
 
@@ -75,7 +73,5 @@ def list_keys(
     """List keys (ids, tenants, states; never the keys)."""
     table = Table("key id", "tenant", "name", "created", "revoked")
     for r in _with_store(data_dir, lambda store: store.list(tenant)):
-        table.add_row(
-            r.key_id, r.tenant, r.name, r.created_at.isoformat(timespec="seconds"), str(r.revoked_at or "")
-        )
+        table.add_row(r.key_id, r.tenant, r.name, r.created_at.isoformat(timespec="seconds"), str(r.revoked_at or ""))
     Console().print(table)

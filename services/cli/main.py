@@ -17,12 +17,14 @@ from rich.console import Console
 
 from services.cli.dev import DevStack, run_until_signal
 from services.cli.keys import keys_app
+from services.cli.serve import serve_app
 
 app = typer.Typer(
     name="gpurelay", help="Run GPU jobs on media and robot data, and watch them live.", no_args_is_help=True
 )
 console = Console(stderr=True)
 app.add_typer(keys_app, name="keys")
+app.registered_commands += serve_app.registered_commands
 
 DataDir = Annotated[Path, typer.Option("--data-dir", help="Where the embedded stack keeps its data.")]
 
@@ -32,9 +34,7 @@ def _print_ready(env: dict[str, str]) -> None:
         f"[bold green]gpurelay dev ready[/]  gateway [cyan]{env['GPURELAY_URL']}[/]"
         f"  nats [cyan]{env['GPURELAY_NATS_URL']}[/]  dev key [cyan]{env['GPURELAY_API_KEY']}[/]"
     )
-    console.print(
-        f"settings written to [cyan]{Path(env['GPURELAY_DATA_DIR']) / 'dev.env'}[/]; Ctrl-C stops everything"
-    )
+    console.print(f"settings written to [cyan]{Path(env['GPURELAY_DATA_DIR']) / 'dev.env'}[/]; Ctrl-C stops everything")
 
 
 @app.command()
@@ -101,9 +101,7 @@ def schema(
 
 @app.command()
 def openapi(
-    check: Annotated[
-        bool, typer.Option(help="Only report drift; exit 1 when docs/openapi.json differs.")
-    ] = False,
+    check: Annotated[bool, typer.Option(help="Only report drift; exit 1 when docs/openapi.json differs.")] = False,
 ) -> None:
     """Export the gateway's OpenAPI document to docs/openapi.json."""
     from services.gateway.openapi import OPENAPI_PATH, openapi_drifted, write_openapi
