@@ -35,6 +35,7 @@ class BaseServiceSettings(BaseSettings):
 
     url: str = Field(default="http://127.0.0.1:8000", description="The gateway's public base URL.")
     api_key: SecretStr | None = Field(default=None, description="The CLI's API key.")
+    events_url: str | None = Field(default=None, description="Base URL of the SSE routes (default: url).")
 
     nats_url: str = "nats://127.0.0.1:4222"
     nats_connect_timeout_s: float = Field(default=5.0, gt=0)

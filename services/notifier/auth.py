@@ -1,0 +1,74 @@
+"""Who is asking: an API key (``Authorization: Bearer gr_...``) or a job's stream token (``?token=``).
+
+A stream token is minted by the gateway with the deployment's ``signing_secret`` for one job
+(claims ``job`` and ``tenant``, audience ``stream``); it opens that job's event stream only. Anything
+of another tenant, or that does not exist, is a 404 so ids cannot be probed.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from contracts.ids import ID_PATTERN, tenant_key
+from services.common.apikeys import ApiKeyStore
+from services.common.tokens import TokenExpiredError, TokenInvalidError, verify_token
+from services.gateway.errors import ProblemError
+
+
+def unauthorized(detail: str) -> ProblemError:
+    """A 401 problem with the Bearer challenge."""
+    return ProblemError(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def api_key_tenant(request: Request, keys: ApiKeyStore) -> str | None:
+    """The tenant of a valid Bearer key; ``None`` when no Authorization header is sent; 401 if invalid."""
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, credential = header.partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise unauthorized("Send 'Authorization: Bearer <api key>'.")
+    principal = await keys.verify(credential.strip())
+    if principal is None:
+        raise unauthorized("The API key is invalid or revoked.")
+    return principal.tenant
+
+
+async def require_tenant(request: Request, keys: ApiKeyStore, signing_secret: bytes, job_id: str | None) -> str:
+    """The caller's tenant from an API key, or (for a job's stream only) from a stream token."""
+    tenant = await api_key_tenant(request, keys)
+    if tenant is not None:
+        return tenant
+    token = request.query_params.get("token")
+    if not token:
+        raise unauthorized("An API key or a stream token (?token=) is required.")
+    if job_id is None:
+        raise unauthorized("A stream token opens one job's events only; use an API key here.")
+    try:
+        claims = verify_token(signing_secret, token, "stream", job=job_id)
+    except TokenExpiredError:
+        raise unauthorized("The stream token has expired; read the job again for a fresh one.") from None
+    except TokenInvalidError:
+        raise unauthorized("The stream token is not valid for this job.") from None
+    claimed = claims.get("tenant")
+    if not isinstance(claimed, str):
+        raise unauthorized("The stream token names no tenant.")
+    return claimed
+
+
+async def exists(kv: KeyValue, tenant: str, resource_id: str) -> bool:
+    """Whether ``tenant`` has ``resource_id`` in ``kv`` (keys are ``{tenant}.{id}``)."""
+    if not ID_PATTERN.fullmatch(resource_id):
+        return False
+    try:
+        entry = await kv.get(tenant_key(tenant, resource_id))
+    except KeyNotFoundError:
+        return False
+    return bool(entry.value)
+
+
+def not_found(what: str, resource_id: str) -> ProblemError:
+    """The 404 for anything missing or of another tenant."""
+    return ProblemError(404, f"No {what} {resource_id!r}.")

@@ -1,0 +1,155 @@
+"""The fan-out: a durable consumer on JOBS that enqueues one delivery per matching (event, endpoint).
+
+Each event of the JOBS stream (``jobs.>`` and ``uploads.>``) goes to every enabled KV endpoint of its
+tenant whose globs match its type, and to the job's own webhook (``spec.webhook``) when that matches.
+One message per pair is published to ``webhooks.{tenant}.{endpoint_id}.deliver`` with
+``Nats-Msg-Id = "{event_id}:{endpoint_id}"``, so a batch fanned out twice (a crash before the ack)
+is stored once within the stream's duplicate window. Batches are published with ``publish_async``
+and each event is acknowledged once every publish of its batch is stored. A notifier that starts
+while a dead one's batch is still unacknowledged waits one ``ack_wait`` so that batch is fanned out
+again before newer events (JetStream serves due redeliveries first): queue order stays stream order.
+
+The consumer starts at new events (``DeliverPolicy.NEW``) the first time it is created: deploying
+the notifier on an old JOBS stream does not replay 30 days of webhooks. From then on it is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck
+from pydantic import ValidationError
+
+from contracts.envelope import EventEnvelope
+from contracts.job_specs import WebhookTarget
+from services.common.config import NotifierSettings
+from services.notifier.targets import EndpointCache, JobHooks, job_hook_id
+from services.notifier.workers import H_EVENT, H_JOB, H_TYPE, H_URL, Workers
+
+log = logging.getLogger(__name__)
+
+FANOUT_DURABLE = "notifier_fanout"
+BATCH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One (event, endpoint) pair to enqueue."""
+
+    tenant: str
+    endpoint_id: str
+    url: str | None  # only for per-job webhooks; KV endpoints are looked up at delivery time
+
+
+@dataclass
+class FanOut:
+    """Consumes JOBS and fills the per-endpoint delivery queues."""
+
+    settings: NotifierSettings
+    js: JetStreamContext
+    endpoints: EndpointCache
+    job_hooks: JobHooks
+    workers: Workers
+
+    async def subscribe(self) -> JetStreamContext.PullSubscription:
+        """Create (or bind) the durable consumer; events stored from now on are fanned out."""
+        ns = self.settings.ns
+        config = ConsumerConfig(
+            durable_name=FANOUT_DURABLE,
+            description="notifier: JOBS events into the webhook delivery queues",
+            deliver_policy=DeliverPolicy.NEW,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.settings.webhook_ack_wait_s,
+            max_ack_pending=BATCH * 2,
+            filter_subjects=[ns.subject("jobs.>"), ns.subject("uploads.>")],
+        )
+        return await self.js.pull_subscribe("", durable=FANOUT_DURABLE, stream=ns.stream("JOBS"), config=config)
+
+    async def run(self, psub: JetStreamContext.PullSubscription) -> None:
+        """Fan out forever from ``psub`` (cancel to stop)."""
+        info = await psub.consumer_info()
+        if info.num_ack_pending:
+            # A previous notifier died with a batch in flight: let it come back first, so the
+            # queues keep stream order (redeliveries are served before newer messages).
+            await asyncio.sleep(self.settings.webhook_ack_wait_s)
+        while True:
+            try:
+                msgs = await psub.fetch(BATCH, timeout=2.0)
+            except nats.errors.TimeoutError:
+                continue
+            if not msgs:
+                continue
+            try:
+                await self.process(msgs)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("webhook fan-out failed; the batch is retried")
+                await asyncio.sleep(1.0)
+                for msg in msgs:
+                    await msg.nak()
+
+    async def process(self, msgs: list[Msg]) -> None:
+        """Enqueue every delivery of ``msgs``, then acknowledge them all."""
+        await self.endpoints.caught_up()
+        pending: list[Awaitable[PubAck]] = []
+        started: set[tuple[str, str]] = set()
+        for msg in msgs:
+            envelope = self._envelope(msg)
+            if envelope is None:
+                continue
+            body = msg.data
+            for delivery in await self.targets(envelope):
+                headers = {
+                    "Nats-Msg-Id": f"{envelope.id}:{delivery.endpoint_id}",
+                    H_EVENT: envelope.id,
+                    H_TYPE: envelope.type,
+                    H_JOB: envelope.job_id or "",
+                }
+                if delivery.url:
+                    headers[H_URL] = delivery.url
+                subject = self.settings.subjects.webhook_deliver(delivery.tenant, delivery.endpoint_id)
+                pending.append(await self.js.publish_async(subject, body, headers=headers))
+                started.add((delivery.tenant, delivery.endpoint_id))
+        await asyncio.gather(*pending)
+        for tenant, endpoint_id in started:
+            self.workers.ensure(tenant, endpoint_id)
+        for msg in msgs:
+            await msg.ack()
+
+    def _envelope(self, msg: Msg) -> EventEnvelope | None:
+        tokens = self.settings.ns.strip(msg.subject).split(".")
+        try:
+            envelope = EventEnvelope.from_json_bytes(msg.data)
+        except ValidationError:
+            log.warning("skipping an event that is not an envelope", extra={"subject": msg.subject})
+            return None
+        if len(tokens) < 2 or tokens[1] != envelope.tenant:
+            log.warning("skipping an event whose tenant differs from its subject's", extra={"subject": msg.subject})
+            return None
+        return envelope
+
+    async def targets(self, envelope: EventEnvelope) -> list[Delivery]:
+        """The endpoints ``envelope`` goes to."""
+        tenant = envelope.tenant
+        found = [Delivery(tenant, r.id, None) for r in self.endpoints.matching(tenant, envelope.type)]
+        if envelope.job_id is None:
+            return found
+        if envelope.type == "job.created":
+            hook = envelope.data.get("spec", {}).get("webhook")
+            try:
+                target = WebhookTarget.model_validate(hook) if hook else None
+            except ValidationError:
+                target = None
+            self.job_hooks.remember(tenant, envelope.job_id, target)
+        else:
+            target = await self.job_hooks.get(tenant, envelope.job_id)
+        if target is not None and target.matches(envelope.type):
+            found.append(Delivery(tenant, job_hook_id(envelope.job_id), str(target.url)))
+        return found

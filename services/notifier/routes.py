@@ -1,0 +1,150 @@
+"""The notifier's HTTP routes: three SSE streams and the webhook deliveries view."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+from sse_starlette import EventSourceResponse
+
+from contracts.ids import ID_PATTERN
+from services.gateway.errors import problem_responses
+from services.notifier.auth import api_key_tenant, exists, not_found, require_tenant, unauthorized
+from services.notifier.deliveries import DeliveryList
+from services.notifier.stream import Coalescer, Feed, Filters, frames
+from services.notifier.targets import JOB_HOOK_PREFIX
+
+if TYPE_CHECKING:
+    from services.notifier.app import NotifierState
+
+router = APIRouter()
+After = Annotated[int | None, Query(ge=0, description="Resume after this stream sequence (as Last-Event-ID).")]
+SSE_DOC = {"content": {"text/event-stream": {}}, "description": "Server-Sent Events."}
+
+
+def _state(request: Request) -> NotifierState:
+    state: NotifierState = request.app.state.notifier
+    return state
+
+
+def _start_after(request: Request, after: int | None) -> int:
+    """The sequence to resume after: ``Last-Event-ID`` wins over ``?after=``; 0 is the start."""
+    header = request.headers.get("last-event-id", "").strip()
+    if header.isdigit():
+        return int(header)
+    return after or 0
+
+
+def _respond(
+    state: NotifierState,
+    subjects: list[str],
+    after: int,
+    *,
+    close_on_terminal: bool,
+    filters: Filters | None = None,
+) -> EventSourceResponse:
+    s = state.settings
+    feed = Feed(state.nc, state.js, s.ns.stream("JOBS"), subjects, after, s.sse_buffer)
+    stream = frames(
+        feed,
+        Coalescer(s.sse_progress_max_per_s),
+        filters or Filters(),
+        close_on_terminal=close_on_terminal,
+        retry_ms=s.sse_retry_ms,
+    )
+    return EventSourceResponse(
+        stream,
+        ping=s.sse_heartbeat_s,
+        send_timeout=s.sse_send_timeout_s,
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get(
+    "/v1/jobs/{job_id}/events",
+    tags=["events"],
+    response_class=EventSourceResponse,
+    responses={200: SSE_DOC, **problem_responses(401, 404)},
+)
+async def job_events(request: Request, job_id: Annotated[str, Path()], after: After = None) -> EventSourceResponse:
+    """One job's events: replayed from the start (or after ``Last-Event-ID``), then live; ends after
+    the terminal event. Auth: an API key, or the job's stream token as ``?token=``."""
+    state = _state(request)
+    if not ID_PATTERN.fullmatch(job_id):
+        raise not_found("job", job_id)
+    tenant = await require_tenant(request, state.keys, state.signing_secret, job_id)
+    if not await exists(state.jobs, tenant, job_id):
+        raise not_found("job", job_id)
+    subject = state.settings.subjects.job_events(tenant, job_id)
+    return _respond(state, [subject], _start_after(request, after), close_on_terminal=True)
+
+
+@router.get(
+    "/v1/sessions/{session_id}/events",
+    tags=["events"],
+    response_class=EventSourceResponse,
+    responses={200: SSE_DOC, **problem_responses(401, 404)},
+)
+async def session_events(
+    request: Request, session_id: Annotated[str, Path()], after: After = None
+) -> EventSourceResponse:
+    """A live session's events (a session runs as a job of kind splat or vlm with the same id)."""
+    state = _state(request)
+    tenant = await require_tenant(request, state.keys, state.signing_secret, session_id)
+    if not (await exists(state.sessions, tenant, session_id) or await exists(state.jobs, tenant, session_id)):
+        raise not_found("session", session_id)
+    subject = state.settings.subjects.job_events(tenant, session_id)
+    return _respond(state, [subject], _start_after(request, after), close_on_terminal=True)
+
+
+@router.get(
+    "/v1/events",
+    tags=["events"],
+    response_class=EventSourceResponse,
+    responses={200: SSE_DOC, **problem_responses(401)},
+)
+async def tenant_events(
+    request: Request,
+    after: After = None,
+    types: Annotated[list[str] | None, Query(description="Event types or globs, e.g. job.succeeded,job.*")] = None,
+    kinds: Annotated[list[str] | None, Query(description="Job kinds, e.g. pose,nerf")] = None,
+) -> EventSourceResponse:
+    """Every job and upload event of the caller's tenant, filtered, resumable; never ends."""
+    state = _state(request)
+    tenant = await api_key_tenant(request, state.keys)
+    if tenant is None:
+        raise unauthorized("An API key is required: send 'Authorization: Bearer <key>'.")
+    s = state.settings.subjects
+    filters = Filters(types=tuple(_split(types)), kinds=frozenset(_split(kinds)))
+    subjects = [s.tenant_jobs(tenant), state.settings.ns.subject(f"uploads.{tenant}.>")]
+    return _respond(state, subjects, _start_after(request, after), close_on_terminal=False, filters=filters)
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
+
+
+@router.get(
+    "/v1/webhooks/{endpoint_id}/deliveries",
+    tags=["webhooks"],
+    response_model=DeliveryList,
+    responses=problem_responses(401, 404),
+)
+async def deliveries(
+    request: Request,
+    endpoint_id: Annotated[str, Path()],
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> DeliveryList:
+    """The endpoint's latest deliveries: attempts, last status code or error, next attempt.
+
+    A job's own webhook (``spec.webhook``) is listed as endpoint ``jobhook-{job_id}``."""
+    state = _state(request)
+    tenant = await api_key_tenant(request, state.keys)
+    if tenant is None:
+        raise unauthorized("An API key is required: send 'Authorization: Bearer <key>'.")
+    known = await exists(state.webhooks, tenant, endpoint_id)
+    if not known and endpoint_id.startswith(JOB_HOOK_PREFIX):
+        known = await exists(state.jobs, tenant, endpoint_id.removeprefix(JOB_HOOK_PREFIX))
+    if not known:
+        raise not_found("webhook endpoint", endpoint_id)
+    return DeliveryList(data=await state.deliveries.list(tenant, endpoint_id, limit))

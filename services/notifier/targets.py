@@ -1,0 +1,179 @@
+"""Where webhook deliveries go: the KV endpoints of each tenant and the per-job webhook of a spec.
+
+:class:`EndpointCache` mirrors KV ``webhooks`` in memory through a watcher, and can wait until it
+has seen every write made so far (:meth:`EndpointCache.caught_up`), so an endpoint created before
+an event is published never misses that event.
+
+A per-job webhook (``spec.webhook``) has no KV record. Its endpoint id is ``jobhook-{job_id}``
+(:func:`job_hook_id`) and it is signed with a per-tenant secret derived from the deployment's
+``signing_secret`` (:func:`job_webhook_secret`): ``whsec_`` + base64(HMAC-SHA256(signing secret,
+``"gpurelay/job-webhook/" + tenant``)). Gateway and notifier share the signing secret, so the gateway
+can show a tenant its job-webhook secret without storing one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+from pydantic import ValidationError
+
+from contracts.api_webhooks import WebhookRecord
+from contracts.ids import tenant_key
+from contracts.job_record import JobRecord
+from contracts.job_specs import WebhookTarget
+
+log = logging.getLogger(__name__)
+
+JOB_HOOK_PREFIX = "jobhook-"
+"""Endpoint ids of per-job webhooks start with this."""
+
+
+def job_hook_id(job_id: str) -> str:
+    """The endpoint id of ``job_id``'s per-job webhook (one subject token, at most 64 characters)."""
+    endpoint = JOB_HOOK_PREFIX + job_id
+    if len(endpoint) > 64:
+        endpoint = JOB_HOOK_PREFIX + hashlib.sha256(job_id.encode()).hexdigest()[:40]
+    return endpoint
+
+
+def job_webhook_secret(signing_secret: bytes, tenant: str) -> str:
+    """The Standard Webhooks secret that signs ``tenant``'s per-job webhooks."""
+    digest = hmac.new(signing_secret, f"gpurelay/job-webhook/{tenant}".encode(), hashlib.sha256).digest()
+    return "whsec_" + base64.b64encode(digest).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where one delivery goes right now: URL, secrets and whether deliveries may proceed."""
+
+    tenant: str
+    endpoint_id: str
+    url: str
+    secrets: tuple[str, ...]
+    enabled: bool = True
+
+
+class EndpointCache:
+    """KV ``webhooks`` in memory: ``tenant → endpoint id → record``, kept current by a watcher."""
+
+    def __init__(self, kv: KeyValue, js: JetStreamContext, bucket: str) -> None:
+        self.kv, self.js, self.bucket = kv, js, bucket
+        self.records: dict[str, dict[str, WebhookRecord]] = {}
+        self.revision = 0
+        self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Condition()
+        self.listeners: list[Callable[[str, str, WebhookRecord | None, WebhookRecord | None], None]] = []
+        """Called with ``(tenant, endpoint id, old record, new record)`` on every change."""
+
+    async def start(self) -> None:
+        """Start watching; returns once the current values are loaded."""
+        watcher = await self.kv.watchall()
+        loaded = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._watch(watcher, loaded))
+        await asyncio.wait_for(loaded, 30)
+
+    async def stop(self) -> None:
+        """Stop watching."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _watch(self, watcher: KeyValue.KeyWatcher, loaded: asyncio.Future[None]) -> None:
+        try:
+            while True:
+                try:
+                    entry = await watcher.updates(timeout=60)  # type: ignore[no-untyped-call]
+                except nats.errors.TimeoutError:
+                    continue
+                if entry is None:
+                    if not loaded.done():
+                        loaded.set_result(None)
+                    continue
+                self._apply(entry)
+                async with self._changed:
+                    self._changed.notify_all()
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+
+    def _apply(self, entry: KeyValue.Entry) -> None:
+        self.revision = max(self.revision, entry.revision or 0)
+        tenant, _, endpoint_id = entry.key.partition(".")
+        record: WebhookRecord | None = None
+        if entry.operation is None and entry.value:
+            try:
+                record = WebhookRecord.model_validate_json(entry.value)
+            except ValidationError:
+                log.warning("ignoring an invalid webhook record", extra={"key": entry.key})
+        if record is None:
+            old = self.records.get(tenant, {}).pop(endpoint_id, None)
+        else:
+            old = self.records.setdefault(tenant, {}).get(endpoint_id)
+            self.records[tenant][endpoint_id] = record
+        for listener in self.listeners:
+            listener(tenant, endpoint_id, old, record)
+
+    async def caught_up(self, timeout_s: float = 5.0) -> None:
+        """Wait until every KV write made before this call has reached the cache."""
+        info = await self.js.stream_info(f"KV_{self.bucket}")
+        last = info.state.last_seq
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait_for(lambda: self.revision >= last), timeout_s)
+
+    def matching(self, tenant: str, event_type: str) -> list[WebhookRecord]:
+        """The enabled endpoints of ``tenant`` subscribed to ``event_type``."""
+        return [r for r in self.records.get(tenant, {}).values() if r.enabled and r.matches(event_type)]
+
+    def get(self, tenant: str, endpoint_id: str) -> WebhookRecord | None:
+        """One endpoint's record, if it exists."""
+        return self.records.get(tenant, {}).get(endpoint_id)
+
+
+class JobHooks:
+    """The per-job webhook of each job (from ``job.created`` or the KV job record), cached."""
+
+    def __init__(self, jobs: KeyValue, size: int = 10_000) -> None:
+        self.jobs = jobs
+        self.size = size
+        self._cache: OrderedDict[str, WebhookTarget | None] = OrderedDict()
+
+    def remember(self, tenant: str, job_id: str, target: WebhookTarget | None) -> None:
+        """Record ``job_id``'s webhook (from its ``job.created`` event)."""
+        key = tenant_key(tenant, job_id)
+        self._cache[key] = target
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.size:
+            self._cache.popitem(last=False)
+
+    async def get(self, tenant: str, job_id: str) -> WebhookTarget | None:
+        """``job_id``'s webhook, or ``None`` (no webhook, or no such job)."""
+        key = tenant_key(tenant, job_id)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        try:
+            entry = await self.jobs.get(key)
+        except KeyNotFoundError:
+            return None  # not cached: the record may appear later
+        target = None
+        if entry.value:
+            try:
+                target = JobRecord.model_validate_json(entry.value).spec.webhook
+            except ValidationError:
+                log.warning("unreadable job record", extra={"key": key})
+        self.remember(tenant, job_id, target)
+        return target
