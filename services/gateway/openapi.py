@@ -1,4 +1,8 @@
-"""The gateway's OpenAPI document, committed as ``docs/openapi.json`` (a test checks for drift)."""
+"""The public HTTP API's OpenAPI document, committed as ``docs/openapi.json`` (a test checks drift).
+
+One document for the one origin clients see: the gateway's routes plus the notifier's (SSE and
+webhook deliveries), which the reverse proxy (or ``gpurelay dev``) serves beside them.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +17,13 @@ OPENAPI_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 
 
 def openapi_document() -> dict[str, Any]:
-    """The OpenAPI document of the app that :func:`create_app` builds (no server is started)."""
+    """The OpenAPI document of the gateway plus the notifier's routes (no server is started)."""
     from services.gateway.app import create_app
+    from services.notifier.routes import router as notifier_router
 
     with tempfile.TemporaryDirectory(prefix="gpurelay-openapi-") as tmp:
         app = create_app(GatewaySettings(profile="test", data_dir=Path(tmp)))
+        app.include_router(notifier_router)
         document: dict[str, Any] = app.openapi()
     return document
 

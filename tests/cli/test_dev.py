@@ -78,9 +78,15 @@ async def test_dev_writes_env_serves_and_stops_cleanly(tmp_path: Path) -> None:
         assert env["GPURELAY_NATS_URL"].startswith("nats://127.0.0.1:")
         assert env["GPURELAY_API_KEY"].startswith("gr_")
         first_key = env["GPURELAY_API_KEY"]
-        async with httpx.AsyncClient(base_url=env["GPURELAY_URL"]) as client:
+        auth = {"Authorization": f"Bearer {env['GPURELAY_API_KEY']}"}
+        async with httpx.AsyncClient(base_url=env["GPURELAY_URL"], headers=auth) as client:
             assert (await client.get("/healthz")).status_code == 200
             assert (await client.get("/readyz")).status_code == 200
+            # The dev key works, and the notifier answers on the gateway's origin.
+            hook = await client.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/hook"})
+            assert hook.status_code == 201, hook.text
+            deliveries = await client.get(f"/v1/webhooks/{hook.json()['id']}/deliveries")
+            assert deliveries.status_code == 200, deliveries.text
         nc = await nats.connect(env["GPURELAY_NATS_URL"])
         js = nc.jetstream()
         ack = await js.publish("jobs.acme.job_1.created", b"{}", headers={"Nats-Msg-Id": "persist-1"})

@@ -1,7 +1,8 @@
 """schemathesis against the committed OpenAPI, over real HTTP: no 5xx, responses match the schema.
 
 Bounded: a few generated examples per operation, so the suite stays fast. Each operation runs as
-tenant ``acme``; the blob routes (signed URLs, not API keys) are left to their own tests.
+tenant ``acme``. Left to their own suites: the blob routes (signed URLs, not API keys) and the
+notifier's routes in the same document (SSE streams that stay open, webhook deliveries).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tests.conftest import Gateway, Tenant
 
 MAX_EXAMPLES = 6
 SKIPPED_PREFIXES = ("/v1/blobs/",)
+NOTIFIER_PATHS = {"/v1/events", "/v1/jobs/{job_id}/events", "/v1/sessions/{session_id}/events"}
 
 
 @pytest.mark.timeout(240)
@@ -32,7 +34,9 @@ def test_no_server_errors_and_schema_conformance(gateway: Gateway, acme: Tenant)
     tried = 0
     for result in schema.get_all_operations():
         operation = result.ok()  # type: ignore[union-attr]  # an Err raises here, failing the test
-        if operation.path.startswith(SKIPPED_PREFIXES):
+        if operation.path.startswith(SKIPPED_PREFIXES) or operation.path in NOTIFIER_PATHS:
+            continue
+        if operation.path.endswith("/deliveries"):
             continue
         tried += 1
 
@@ -50,4 +54,4 @@ def test_no_server_errors_and_schema_conformance(gateway: Gateway, acme: Tenant)
             )
 
         exercise()
-    assert tried >= 2
+    assert tried >= 15
