@@ -16,14 +16,20 @@ import typer
 from rich.console import Console
 
 from services.cli.dev import DevStack, run_until_signal
+from services.cli.jobs import jobs_app
 from services.cli.keys import keys_app
+from services.cli.replay import replay
 from services.cli.serve import serve_app
+from services.cli.submit import submit
 
 app = typer.Typer(
     name="gpurelay", help="Run GPU jobs on media and robot data, and watch them live.", no_args_is_help=True
 )
 console = Console(stderr=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(jobs_app, name="jobs")
+app.command()(submit)
+app.command()(replay)
 app.registered_commands += serve_app.registered_commands
 
 DataDir = Annotated[Path, typer.Option("--data-dir", help="Where the embedded stack keeps its data.")]

@@ -1,0 +1,243 @@
+"""``gpurelay submit KIND FILE...``: upload, create the job, follow it live, print the result.
+
+Each file goes through a pre-signed PUT (streamed in chunks, with its exact ``Content-Length``, no
+API key sent to storage), is completed, and fills the kind's next input name. With ``--watch`` (the
+default) the job's SSE stream drives a live progress bar, resuming with ``Last-Event-ID`` if it
+drops; after the terminal event the record (status, attempts, timings, cost, result, artifacts
+with download URLs) is read and printed. Exit code: 0 succeeded, 1 failed or canceled, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from pydantic import TypeAdapter, ValidationError
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+
+from contracts.job_specs import BATCH_KINDS, SPEC_MODELS, JobKind
+from services.cli.client import ApiError, Client, cli_settings, follow_events, run
+from services.cli.jobs import show_record
+
+CHUNK = 1024 * 1024
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
+CONTENT_TYPES = {
+    ".mp4": "video/mp4",
+    ".m4v": "video/mp4",
+    ".mov": "video/quicktime",
+    ".webm": "video/webm",
+    ".mkv": "video/x-matroska",
+    ".avi": "video/x-msvideo",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".zip": "application/zip",
+}
+STATUS_TEXT = {"job.queued": "queued", "job.dispatched": "dispatched", "job.started": "running"}
+
+
+def input_names(kind: str) -> tuple[list[str], list[str]]:
+    """The input names of a batch ``kind`` in order, and those that are required."""
+    model = SPEC_MODELS[JobKind(kind)].model_fields["inputs"].annotation
+    fields = getattr(model, "model_fields", {})
+    return list(fields), [name for name, f in fields.items() if f.is_required()]
+
+
+def content_type(path: Path) -> str:
+    """The content type of ``path`` from its suffix; a usage error for an unknown one."""
+    if (found := CONTENT_TYPES.get(path.suffix.lower())) is None:
+        known = ", ".join(sorted(CONTENT_TYPES))
+        raise typer.BadParameter(f"{path.name}: unknown file type (known: {known})", param_hint="FILE")
+    return found
+
+
+def parse_params(kind: str, pairs: list[str]) -> dict[str, Any]:
+    """``k=v`` pairs; a value that parses as JSON is that value (``8`` → 8, ``true`` → True).
+
+    They are checked against the kind's parameter model here, before anything is uploaded.
+    """
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{pair!r} is not k=v", param_hint="--param")
+        try:
+            params[key.strip()] = json.loads(raw)
+        except ValueError:
+            params[key.strip()] = raw
+    model: Any = SPEC_MODELS[JobKind(kind)].model_fields["params"].annotation
+    try:
+        TypeAdapter(model).validate_python(params)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or kind}: {e['msg']}" for e in exc.errors())
+        raise typer.BadParameter(problems, param_hint="--param") from None
+    return params
+
+
+def plan_inputs(kind: str, files: list[Path]) -> dict[str, Path]:
+    """Map files to the kind's input names in order; usage errors for a wrong kind or count."""
+    batch = sorted(k.value for k in BATCH_KINDS)
+    if kind not in batch:
+        raise typer.BadParameter(f"{kind!r} is not a batch kind; choose one of {', '.join(batch)}", param_hint="KIND")
+    names, required = input_names(kind)
+    if len(files) > len(names) or len(files) < len(required):
+        want = " ".join(n if n in required else f"[{n}]" for n in names)
+        raise typer.BadParameter(f"{kind} takes {want} ({len(files)} files given)", param_hint="FILE")
+    for path in files:
+        content_type(path)
+    return dict(zip(names, files, strict=False))
+
+
+async def _chunks(path: Path, progress: Progress, task: TaskID) -> AsyncIterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := await asyncio.to_thread(handle.read, CHUNK):
+            yield chunk
+            progress.advance(task, len(chunk))
+
+
+async def upload(client: Client, storage: httpx.AsyncClient, path: Path, progress: Progress) -> str:
+    """Upload one file through a pre-signed PUT and complete it; returns the upload id."""
+    size = (await asyncio.to_thread(path.stat)).st_size
+    body = {"filename": path.name, "content_type": content_type(path), "size": size}
+    presigned = await client.call("POST", "/v1/uploads", json=body)
+    task = progress.add_task(f"upload {path.name}", total=size)
+    headers = {**presigned.get("headers", {}), "Content-Length": str(size)}
+    response = await storage.request(
+        presigned.get("method", "PUT"), presigned["url"], headers=headers, content=_chunks(path, progress, task)
+    )
+    if response.is_error:
+        raise ApiError.from_response(response)
+    await client.call("POST", f"/v1/uploads/{presigned['id']}/complete")
+    upload_id: str = presigned["id"]
+    return upload_id
+
+
+def _describe(event_type: str, data: dict[str, Any]) -> str | None:
+    """The progress bar's text for an event (``None``: leave it)."""
+    if event_type == "job.progress":
+        parts = [p for p in (data.get("stage"), data.get("message")) if p]
+        return ": ".join(parts) or "running"
+    if event_type == "job.stage":
+        return f"stage {data.get('name')} ({int(data.get('index', 0)) + 1}/{data.get('count')}) {data.get('status')}"
+    if event_type == "job.dispatched":
+        return f"dispatched to {data.get('backend')}" + (f" ({data['gpu']})" if data.get("gpu") else "")
+    return STATUS_TEXT.get(event_type)
+
+
+async def watch(client: Client, job_id: str, console: Console) -> dict[str, Any]:
+    """Follow the job's events with a live progress bar; returns the terminal envelope."""
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn())
+    terminal: dict[str, Any] = {}
+    url = client.events_url(job_id)
+    with Progress(*columns, TimeElapsedColumn(), console=console, transient=False) as progress:
+        task = progress.add_task("waiting for the job", total=1.0)
+        try:
+            async for event in follow_events(client.http, url, client.headers):
+                terminal = event.json()
+                _show(progress, task, event.event, terminal.get("data") or {})
+        except ApiError as exc:
+            exc.detail += f" (events from {url}; GPURELAY_EVENTS_URL sets where the notifier is)"
+            raise
+    return terminal
+
+
+def _show(progress: Progress, task: TaskID, event_type: str, data: dict[str, Any]) -> None:
+    """Reflect one event in the progress bar (or print it above the bar)."""
+    if (text := _describe(event_type, data)) is not None:
+        progress.update(task, description=text)
+    if event_type == "job.progress":
+        progress.update(task, completed=float(data.get("fraction", 0.0)))
+    elif event_type == "job.retrying":
+        progress.update(task, completed=0.0, description=f"retrying (attempt {data.get('next_attempt')})")
+        progress.console.print(f"[yellow]attempt failed[/] {data.get('reason')}: {data.get('message', '')}")
+    elif event_type == "job.artifact":
+        progress.console.print(f"artifact [cyan]{data.get('name')}[/] ({data.get('size', 0)} bytes)")
+    elif event_type == "job.log":
+        progress.console.print(f"[dim]{data.get('level', 'info')}[/] {data.get('message', '')}")
+    elif event_type == "job.succeeded":
+        progress.update(task, completed=1.0, description="[green]succeeded[/]")
+    elif event_type in ("job.failed", "job.canceled"):
+        progress.update(task, description=f"[red]{event_type.removeprefix('job.')}[/]")
+
+
+async def final_record(client: Client, job_id: str, terminal: dict[str, Any], settle_s: float = 3.0) -> dict[str, Any]:
+    """The record once the dispatcher folded the terminal event (what the event says, if it lags)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settle_s
+    while True:
+        job: dict[str, Any] = await client.call("GET", f"/v1/jobs/{job_id}")
+        if job.get("status") in TERMINAL_STATUSES or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    if job.get("status") not in TERMINAL_STATUSES and terminal:
+        data = terminal.get("data") or {}
+        job["status"] = str(terminal.get("type", "")).removeprefix("job.")
+        job["error"] = data.get("error", job.get("error"))
+        job["result"] = data.get("result", job.get("result"))
+        job["artifacts"] = job.get("artifacts") or list(data.get("artifacts", []))
+    return job
+
+
+async def _submit(client: Client, kind: str, inputs: dict[str, Path], params: dict[str, Any], watch_it: bool) -> int:
+    console = Console(stderr=True)
+    refs: dict[str, dict[str, str]] = {}
+    async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, write=None)) as storage:
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console
+        ) as progress:
+            for name, path in inputs.items():
+                refs[name] = {"upload_id": await upload(client, storage, path, progress)}
+    body = {"kind": kind, "inputs": refs, "params": params}
+    job = await client.call("POST", "/v1/jobs", json=body)
+    typer.echo(job["id"])
+    if not watch_it:
+        return 0
+    terminal = await watch(client, job["id"], console)
+    record = await final_record(client, job["id"], terminal)
+    show_record(record)
+    if record.get("status") == "succeeded":
+        return 0
+    error = record.get("error") or {}
+    console.print(f"[bold red]job {record.get('status')}[/] {error.get('code', '')}: {error.get('message', '')}")
+    return 1
+
+
+def submit(
+    kind: Annotated[str, typer.Argument(help="lap_compare, pose or nerf.")],
+    files: Annotated[
+        list[Path], typer.Argument(exists=True, dir_okay=False, readable=True, help="Files, in input order.")
+    ],
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="k=v (JSON values), repeatable.")] = None,
+    watch_it: Annotated[bool, typer.Option("--watch/--no-watch", help="Follow the job until it ends.")] = True,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Read dev.env from this data dir.")] = None,
+) -> None:
+    """Upload FILEs, submit a KIND job on them and (by default) watch it live to the end.
+
+    lap_compare takes VIDEO [REFERENCE], pose VIDEO, nerf IMAGES (a zip). Exit code 0 when the
+    job succeeded, 1 when it failed or was canceled, 2 for bad usage.
+    """
+    inputs = plan_inputs(kind, files)
+    params = parse_params(kind, param or [])
+    settings = cli_settings(data_dir)
+
+    async def go() -> int:
+        async with Client(settings) as client:
+            return await _submit(client, kind, inputs, params, watch_it)
+
+    raise typer.Exit(run(go))

@@ -1,0 +1,88 @@
+"""``gpurelay jobs ls|show|cancel`` against the real gateway over HTTP."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from nats.js import JetStreamContext
+
+from contracts.subjects import Namespace
+from services.common.embedded_nats import EmbeddedNats
+from tests.cli.test_submit import cli_env, invoke, stored
+from tests.conftest import Gateway, Tenant
+
+
+@pytest.fixture
+async def env(gateway: Gateway, acme: Tenant, nats_server: EmbeddedNats, namespace: Namespace) -> dict[str, str]:
+    """The CLI's settings for acme on this test's gateway."""
+    return cli_env(gateway, acme, nats_server.url, namespace)
+
+
+async def make_jobs(acme: Tenant, n: int) -> list[str]:
+    """``n`` pose jobs of acme (on one pending upload), newest first."""
+    body = {"filename": "v.mp4", "content_type": "video/mp4", "size": 10}
+    upload = (await acme.http.post("/v1/uploads", json=body)).json()
+    ids = []
+    for _ in range(n):
+        response = await acme.http.post(
+            "/v1/jobs", json={"kind": "pose", "inputs": {"video": {"upload_id": upload["id"]}}}
+        )
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["id"])
+    return ids[::-1]
+
+
+async def test_ls_follows_the_cursor_and_filters(env: dict[str, str], acme: Tenant) -> None:
+    ids = await make_jobs(acme, 3)
+    every = await invoke(["jobs", "ls", "--limit", "3", "--page-size", "2"], env)
+    assert every.exit_code == 0, every.output
+    rows = [line for line in every.stdout.splitlines() if "job_" in line]
+    assert [next(w for w in row.split() if w.startswith("job_")) for row in rows] == ids
+    assert "3 jobs" in every.stdout
+
+    two = await invoke(["jobs", "ls", "--limit", "2", "--status", "created", "--kind", "pose"], env)
+    assert two.exit_code == 0, two.output
+    assert [i for i in ids if i in two.stdout] == ids[:2]
+    none = await invoke(["jobs", "ls", "--kind", "nerf"], env)
+    assert none.exit_code == 0, none.output
+    assert "job_" not in none.stdout
+    bad = await invoke(["jobs", "ls", "--status", "sleeping"], env)
+    assert bad.exit_code == 2
+
+
+async def test_show_table_json_and_missing(env: dict[str, str], acme: Tenant) -> None:
+    (job_id,) = await make_jobs(acme, 1)
+    table = await invoke(["jobs", "show", job_id], env)
+    assert table.exit_code == 0, table.output
+    assert job_id in table.stdout
+    assert "created" in table.stdout
+    assert "1 of 3" in table.stdout
+    raw = await invoke(["jobs", "show", job_id, "--json"], env)
+    assert raw.exit_code == 0, raw.output
+    record = json.loads(raw.stdout)
+    assert (record["id"], record["kind"], record["status"]) == (job_id, "pose", "created")
+
+    missing = await invoke(["jobs", "show", "job_missing"], env)
+    assert missing.exit_code == 1
+    assert "404" in missing.stderr
+    assert "No job 'job_missing'" in missing.stderr
+
+
+async def test_cancel_publishes_cancel_requested(
+    env: dict[str, str], acme: Tenant, js: JetStreamContext, namespace: Namespace
+) -> None:
+    (job_id,) = await make_jobs(acme, 1)
+    result = await invoke(["jobs", "cancel", job_id], env)
+    assert result.exit_code == 0, result.output
+    assert f"cancel requested for {job_id}" in result.stderr
+    (event,) = await stored(js, namespace, f"jobs.acme.{job_id}.cancel_requested")
+    assert event.job_id == job_id
+    missing = await invoke(["jobs", "cancel", "job_missing"], env)
+    assert missing.exit_code == 1
+
+
+async def test_no_api_key_is_a_usage_error(env: dict[str, str]) -> None:
+    result = await invoke(["jobs", "ls"], {**env, "GPURELAY_API_KEY": ""})
+    assert result.exit_code == 2
+    assert "no API key" in result.stderr
