@@ -32,9 +32,7 @@ class Result:
     target: float | None = None
 
     @classmethod
-    def compare(
-        cls, name: str, value: float, unit: str, baseline: float | None, target: float | None = None
-    ) -> Result:
+    def compare(cls, name: str, value: float, unit: str, baseline: float | None, target: float | None = None) -> Result:
         """A result whose ratio is computed against ``baseline``."""
         ratio = value / baseline if baseline else None
         return cls(name, value, unit, baseline, ratio, target)

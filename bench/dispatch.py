@@ -117,9 +117,7 @@ async def measure() -> list[Result]:
             await nc.subscribe("jobs.*.*.started", cb=on_event)
             await nc.subscribe("jobs.*.*.succeeded", cb=on_event)
             await nc.flush()
-            async with httpx.AsyncClient(
-                base_url=http.url, headers={"Authorization": f"Bearer {key}"}
-            ) as client:
+            async with httpx.AsyncClient(base_url=http.url, headers={"Authorization": f"Bearer {key}"}) as client:
 
                 async def one() -> float:
                     start = time.perf_counter()
@@ -134,9 +132,7 @@ async def measure() -> list[Result]:
                     await one()
                 latencies = [await one() for _ in range(LATENCY_JOBS)]
                 begin = time.perf_counter()
-                responses = await asyncio.gather(
-                    *(client.post("/v1/jobs", json=BODY) for _ in range(BURST_JOBS))
-                )
+                responses = await asyncio.gather(*(client.post("/v1/jobs", json=BODY) for _ in range(BURST_JOBS)))
                 burst.update(r.json()["id"] for r in responses)
                 if not burst <= done.keys():
                     await asyncio.wait_for(burst_done.wait(), TIMEOUT_S)
@@ -160,9 +156,7 @@ async def measure() -> list[Result]:
             "ms",
             baseline,
         ),
-        Result.compare(
-            f"dispatch throughput, {BURST_JOBS} jobs POST → succeeded", throughput, "jobs/s", None
-        ),
+        Result.compare(f"dispatch throughput, {BURST_JOBS} jobs POST → succeeded", throughput, "jobs/s", None),
     ]
 
 

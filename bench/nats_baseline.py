@@ -157,9 +157,7 @@ async def replay_pull(js: JetStreamContext, count: int, batch: int = FETCH_BATCH
         await psub.unsubscribe()
 
 
-async def measure(
-    repeats: int = REPEATS, count: int = MESSAGES, awaited: int = AWAITED_MESSAGES
-) -> list[Result]:
+async def measure(repeats: int = REPEATS, count: int = MESSAGES, awaited: int = AWAITED_MESSAGES) -> list[Result]:
     """Every figure of this benchmark against a fresh server."""
     with tempfile.TemporaryDirectory(prefix="gpurelay-bench-") as tmp, EmbeddedNats(Path(tmp)) as server:
         core = await median_async(lambda: core_pubsub(server.url, count), repeats)

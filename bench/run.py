@@ -84,8 +84,7 @@ def render_markdown(
         f"The machine is shared and noisy: every figure is the median of {REPEATS} repeats, "
         "and figures from different machines or runs are not comparable.",
         "",
-        "How to reproduce: `make bench` (runs `python bench/run.py`; writes this file and "
-        "`bench/results.json`).",
+        "How to reproduce: `make bench` (runs `python bench/run.py`; writes this file and `bench/results.json`).",
     ]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]

@@ -65,9 +65,7 @@ class WebhookCreate(BaseModel):
     model_config = _BODY
 
     url: str = Field(min_length=1, max_length=MAX_URL_LENGTH, description="Where to POST: https://...")
-    events: list[str] = Field(
-        default_factory=lambda: ["job.*"], min_length=1, max_length=32, description=_EVENTS_DOC
-    )
+    events: list[str] = Field(default_factory=lambda: ["job.*"], min_length=1, max_length=32, description=_EVENTS_DOC)
     description: str = Field(default="", max_length=500)
 
     @field_validator("events")

@@ -95,9 +95,7 @@ def asyncapi_document() -> dict[str, Any]:
             "address": address,
             "description": description,
             "parameters": params,
-            "messages": {
-                _message_name(e): {"$ref": f"#/components/messages/{_message_name(e)}"} for e in events
-            },
+            "messages": {_message_name(e): {"$ref": f"#/components/messages/{_message_name(e)}"} for e in events},
         }
         operations[f"publish_{channel_id}"] = {
             "action": "send",

@@ -39,15 +39,11 @@ def _any(value: str) -> str:
     return validate_id(value)
 
 
-TenantId = Annotated[
-    str, Field(pattern=ID_PATTERN.pattern, min_length=1, max_length=64), AfterValidator(_tenant)
-]
+TenantId = Annotated[str, Field(pattern=ID_PATTERN.pattern, min_length=1, max_length=64), AfterValidator(_tenant)]
 """A tenant: the unit of isolation. Every resource belongs to exactly one."""
 JobId = Annotated[str, Field(pattern=ID_PATTERN.pattern, min_length=1, max_length=64), AfterValidator(_job)]
 """A job id, ``job_`` plus a UUIDv7 in hex."""
-ResourceId = Annotated[
-    str, Field(pattern=ID_PATTERN.pattern, min_length=1, max_length=64), AfterValidator(_any)
-]
+ResourceId = Annotated[str, Field(pattern=ID_PATTERN.pattern, min_length=1, max_length=64), AfterValidator(_any)]
 """Any other id used as a subject token (upload, session, robot, endpoint)."""
 
 

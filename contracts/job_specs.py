@@ -116,11 +116,7 @@ class JobInputs(BaseModel):
 
     def refs(self) -> dict[str, InputRef]:
         """The inputs that are set, by name."""
-        return {
-            name: value
-            for name in type(self).model_fields
-            if isinstance(value := getattr(self, name), InputRef)
-        }
+        return {name: value for name in type(self).model_fields if isinstance(value := getattr(self, name), InputRef)}
 
 
 class LapCompareInputs(JobInputs):
@@ -169,7 +165,7 @@ class LapCompareParams(JobParams):
 
     flow_method: Literal["farneback", "dis"] = "farneback"
     downscale_width: int = Field(default=640, ge=64, le=1920, description="Frames are resized to this width.")
-    max_duration_s: float = Field(default=600.0, gt=0, le=3600, description="Longer videos are cut.")
+    max_duration_s: float = Field(default=600.0, gt=0, le=3600, description="Longer videos fail with video_too_long.")
     fps_sample: float | None = Field(default=None, gt=0, le=240, description="None: every frame.")
 
 

@@ -128,9 +128,7 @@ def declarations(ns: Namespace | None = None, frames_max_bytes: int = FRAMES_MAX
             ),
         ),
         buckets=(
-            BucketDecl(
-                name=ns.bucket(KV_JOBS), history=5, description="Job records (the dispatcher's projection)."
-            ),
+            BucketDecl(name=ns.bucket(KV_JOBS), history=5, description="Job records (the dispatcher's projection)."),
             BucketDecl(name=ns.bucket(KV_IDEMPOTENCY), ttl_s=DAY, description="Idempotency-Key → job id."),
             BucketDecl(name=ns.bucket(KV_APIKEYS), description="API key hashes → tenant."),
             BucketDecl(name=ns.bucket(KV_WEBHOOKS), description="Webhook endpoints."),

@@ -77,9 +77,7 @@ class Subjects:
         """``jobs.{tenant}.{job_id}.{event}``: one job event."""
         if event not in JOB_EVENT_NAMES:
             raise ValueError(f"unknown job event {event!r}")
-        return self.ns.subject(
-            f"jobs.{validate_id(tenant, 'tenant')}.{validate_id(job_id, 'job id')}.{event}"
-        )
+        return self.ns.subject(f"jobs.{validate_id(tenant, 'tenant')}.{validate_id(job_id, 'job id')}.{event}")
 
     def job_events(self, tenant: str, job_id: str) -> str:
         """Filter for every event of one job."""
@@ -120,9 +118,7 @@ class Subjects:
     # -- robots -------------------------------------------------------------------------
     def robot_joints(self, tenant: str, robot_id: str) -> str:
         """``robots.{tenant}.{robot_id}.joints``: joint-angle samples."""
-        return self.ns.subject(
-            f"robots.{validate_id(tenant, 'tenant')}.{validate_id(robot_id, 'robot id')}.joints"
-        )
+        return self.ns.subject(f"robots.{validate_id(tenant, 'tenant')}.{validate_id(robot_id, 'robot id')}.joints")
 
     # -- webhooks -----------------------------------------------------------------------
     def webhook_dead(self, tenant: str, endpoint_id: str) -> str:

@@ -1,12 +1,19 @@
 """The Modal app: every routed GPU function, its GPU list and timeout read from the route table.
 
-Deploy with ``modal deploy modal_workers/app.py``. GPU preference lists and timeouts come from
-``deploy/routes.yaml`` (profile ``GPURELAY_MODAL_PROFILE``, default ``prod``), the same table the
-dispatcher routes by, so a GPU choice is written once. Images are pinned; storage credentials come
-from the Modal secret ``gpurelay-storage``; heavy libraries are imported inside the functions, so
-this module imports without torch or network. Each function runs one
-:class:`~modal_workers.runtime.RunRequest` through the runtime, posting its events to the
-gateway's ingest route with the job-scoped token, and returns the run's outcome.
+Deploy with ``modal deploy modal_workers/app.py`` (see docs/deploy-modal.md). GPU preference lists
+and timeouts come from ``deploy/routes.yaml`` (profile ``GPURELAY_MODAL_PROFILE``, default
+``prod``), the same table the dispatcher routes by, so a GPU choice is written once. Images are
+``debian_slim`` plus each workload's packages, pinned to the versions the project is tested with;
+storage credentials come from the Modal secret ``gpurelay-storage`` (``GPURELAY_S3_ACCESS_KEY_ID``,
+``GPURELAY_S3_SECRET_ACCESS_KEY``); heavy libraries are imported inside the functions, so this
+module imports without torch, OpenCV or a network.
+
+Each function runs one :class:`~modal_workers.runtime.RunRequest` through the runtime, posting
+its events to the gateway's ingest route with the job-scoped token
+(:class:`~modal_workers.runtime_io.IngestSink`), and returns the run's outcome as JSON. The
+session classes load their model once per container in ``@modal.enter`` (the workload module's
+optional ``warm()`` hook); batch functions keep what they load in module-level caches, which a
+container also keeps between inputs.
 """
 
 from __future__ import annotations
@@ -16,30 +23,39 @@ from typing import Any
 
 import modal
 
-from contracts.envelope import EventEnvelope
 from services.dispatcher.routes import DEFAULT_ROUTES, Route, load_route_table
 
 APP_NAME = "gpurelay"
 PROFILE = os.environ.get("GPURELAY_MODAL_PROFILE", "prod")
 ROUTES: dict[str, Route] = {str(k): r for k, r in load_route_table(DEFAULT_ROUTES).profile(PROFILE).items()}
 
-BASE_PACKAGES = (
-    "pydantic==2.11.7",
-    "pyyaml==6.0.2",
+BASE_PACKAGES = (  # what contracts/, services/common and the runtime import (versions as in the venv)
+    "pydantic==2.14.3",
+    "pydantic-settings==2.16.3",
+    "pyyaml==6.0.3",
     "httpx==0.28.1",
-    "aioboto3==15.0.0",
-    "uuid-utils==0.11.0",
+    "aioboto3==15.5.0",
+    "uuid-utils==1.2.0",
+    "rich==15.0.0",
 )
+VIDEO_PACKAGES = ("opencv-python-headless==5.0.0.93", "numpy==2.4.6")
+TORCH_PACKAGES = ("torch==2.14.1", "torchvision==0.29.1", "ultralytics==8.4.190")
+
 base_image = (
-    modal.Image.debian_slim(python_version="3.11")
-    .pip_install(*BASE_PACKAGES)
-    .add_local_file(str(DEFAULT_ROUTES), "/root/deploy/routes.yaml", copy=True)
-    .add_local_python_source("contracts", "services", "modal_workers", copy=True)
+    modal.Image.debian_slim(python_version="3.11").pip_install(*BASE_PACKAGES).env({"GPURELAY_MODAL_PROFILE": PROFILE})
 )
-video_image = base_image.apt_install("ffmpeg").pip_install(
-    "opencv-python-headless==4.10.0.84", "numpy==2.1.3"
-)
-torch_image = video_image.pip_install("torch==2.5.1", "ultralytics==8.3.40")
+video_image = base_image.apt_install("ffmpeg").pip_install(*VIDEO_PACKAGES)
+torch_image = video_image.pip_install(*TORCH_PACKAGES)
+
+
+def _with_source(image: modal.Image) -> modal.Image:
+    """``image`` plus the route table and the project's packages (added last: code changes are cheap)."""
+    return image.add_local_file(str(DEFAULT_ROUTES), "/root/deploy/routes.yaml").add_local_python_source(
+        "contracts", "services", "modal_workers"
+    )
+
+
+video_image, torch_image = _with_source(video_image), _with_source(torch_image)
 storage_secret = modal.Secret.from_name("gpurelay-storage")
 app = modal.App(APP_NAME)
 
@@ -60,54 +76,57 @@ def options(kind: str, function: str) -> dict[str, Any]:
 def run_request(
     workload: str, request: dict[str, Any], ingest: dict[str, str], storage: dict[str, Any]
 ) -> dict[str, Any]:
-    """Run ``workload`` (module:function) for ``request`` in this container; the outcome as JSON."""
+    """Run ``workload`` (module:function) for ``request`` in this container; the outcome as JSON.
+
+    ``storage`` holds the dispatcher's storage settings (no credentials: those come from the
+    ``gpurelay-storage`` secret's environment variables, read by the settings class).
+    """
     from modal_workers.runtime import RunRequest, WorkerRuntime
+    from modal_workers.runtime_io import IngestSink
     from services.common.config import BaseServiceSettings
     from services.common.storage import make_storage
     from services.dispatcher.local_worker import import_ref
 
     settings = BaseServiceSettings(
-        profile="dev",
         storage_backend=storage.get("backend", "s3"),
         storage_bucket=storage.get("bucket", "gpurelay"),
         storage_prefix=storage.get("prefix", ""),
         s3_endpoint_url=storage.get("endpoint_url"),
         s3_region=storage.get("region", "us-east-1"),
     )
-    runtime = WorkerRuntime(
-        lambda: IngestSink.create(ingest["url"], ingest["token"]), lambda: make_storage(settings)
-    )
+    runtime = WorkerRuntime(lambda: IngestSink.create(ingest["url"], ingest["token"]), lambda: make_storage(settings))
     try:
-        outcome = runtime.run(import_ref(workload), RunRequest.model_validate(request))
+        try:
+            function = import_ref(workload)
+        except (ImportError, AttributeError) as exc:
+            function = _missing(workload, exc)
+        outcome = runtime.run(function, RunRequest.model_validate(request))
     finally:
         runtime.close()
     return outcome.model_dump(mode="json")
 
 
-class IngestSink:
-    """Events to the gateway's ingest route with the job-scoped token (workers off the NATS network)."""
+def _missing(ref: str, exc: Exception) -> Any:
+    """A workload that fails permanently because ``ref`` cannot be imported."""
+    from modal_workers.runtime import PermanentError
 
-    def __init__(self, url: str, token: str) -> None:
-        import httpx
+    def fail(spec: Any, ctx: Any) -> None:
+        raise PermanentError("workload_missing", f"the workload {ref!r} cannot be imported: {exc}")
 
-        self.url = url
-        self._http = httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    return fail
 
-    @classmethod
-    async def create(cls, url: str, token: str) -> IngestSink:
-        """A sink posting to ``url``."""
-        return cls(url, token)
 
-    async def send(self, subject_event: str, event: EventEnvelope) -> None:
-        """POST one event; the gateway publishes it with ``Nats-Msg-Id`` = its id."""
-        response = await self._http.post(
-            self.url, json={"events": [event.model_dump(mode="json", exclude_none=True)]}
-        )
-        response.raise_for_status()
+def warm(workload: str) -> None:
+    """Call the workload module's ``warm()`` (load models once per container), if it has one."""
+    import importlib
 
-    async def close(self) -> None:
-        """Close the HTTP client."""
-        await self._http.aclose()
+    try:
+        module = importlib.import_module(workload.partition(":")[0])
+    except ImportError:
+        return  # the run reports workload_missing
+    hook = getattr(module, "warm", None)
+    if callable(hook):
+        hook()
 
 
 @app.function(image=video_image, secrets=[storage_secret], **options("lap_compare", "lap_compare"))
@@ -118,7 +137,7 @@ def lap_compare(request: dict[str, Any], ingest: dict[str, str], storage: dict[s
 
 @app.function(image=torch_image, secrets=[storage_secret], **options("pose", "pose"))
 def pose(request: dict[str, Any], ingest: dict[str, str], storage: dict[str, Any]) -> dict[str, Any]:
-    """YOLO pose on a sports video."""
+    """YOLO pose on a sports video (the model is cached per container by the workload)."""
     return run_request("modal_workers.pose:run", request, ingest, storage)
 
 
@@ -144,17 +163,31 @@ def nerf_render(request: dict[str, Any], ingest: dict[str, str], storage: dict[s
 class SplatSession:
     """A live Gaussian-splat session (state kept in the container)."""
 
+    workload = "modal_workers.splat:run"
+
+    @modal.enter()
+    def load(self) -> None:
+        """Once per container: the workload's ``warm()`` hook."""
+        warm(self.workload)
+
     @modal.method()
     def run(self, request: dict[str, Any], ingest: dict[str, str], storage: dict[str, Any]) -> dict[str, Any]:
         """Train from streamed frames until stopped."""
-        return run_request("modal_workers.splat:run", request, ingest, storage)
+        return run_request(self.workload, request, ingest, storage)
 
 
 @app.cls(image=torch_image, secrets=[storage_secret], **options("vlm", "run"))
 class VlmSession:
     """A stateful VLM session; the model is loaded once per container."""
 
+    workload = "modal_workers.vlm:run"
+
+    @modal.enter()
+    def load(self) -> None:
+        """Once per container: the workload's ``warm()`` hook (loads the VLM)."""
+        warm(self.workload)
+
     @modal.method()
     def run(self, request: dict[str, Any], ingest: dict[str, str], storage: dict[str, Any]) -> dict[str, Any]:
         """Chunked inference on streamed frames until stopped."""
-        return run_request("modal_workers.vlm:run", request, ingest, storage)
+        return run_request(self.workload, request, ingest, storage)

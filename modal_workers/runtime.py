@@ -1,41 +1,73 @@
-"""The worker runtime (minimal): runs a workload and turns what it reports into job events.
+"""The worker runtime: runs a workload and turns what it reports into job events.
 
-A workload is a function ``(spec, ctx) -> result``: ``spec`` is the job's validated spec, ``ctx``
-a :class:`WorkerContext` through which it reports progress, log lines and artifacts; it returns
-its result as a JSON-able dict (or ``None``). :class:`WorkerRuntime` wraps it with ``job.started``,
-a periodic ``job.heartbeat``, and ``job.succeeded`` or ``job.failed``, and classifies errors: a
-:class:`PermanentError` (bad input: a code and a message a user can act on) fails the job at once;
-anything else is retryable, and the dispatcher decides whether another attempt follows.
+A workload is a function ``(spec, ctx)``: ``spec`` is the job's validated spec, ``ctx`` a
+:class:`WorkerContext`. It reports through ``ctx`` (``progress``, ``log``, ``artifact``) or by
+*yielding* :class:`Progress`, :class:`Log`, :class:`ArtifactOut` and :class:`Result` items (a
+generator workload), and returns its result as a JSON-able dict (or ``None``). Its inputs come
+from ``ctx.input_path(name)`` (downloaded on first use into ``ctx.work_dir``, removed after the
+run); ``ctx.check_cancelled()`` raises :class:`CancelledError` once the job's cancel was seen.
 
-Events go to an :class:`EventSink` (NATS directly in the local pool) from an event loop in a
-background thread, one at a time and in order; terminal events are sent before :meth:`run`
-returns. Ids of once-only events are deterministic (``{job}-a{n}-started``), so a resend is
-stored once. In a pipeline stage the runtime scales progress into the stage's share, prefixes
-artifact names with the stage's name and leaves ``job.succeeded`` to the dispatcher.
+:class:`WorkerRuntime` wraps it: ``job.started``, a ``job.heartbeat`` every
+``request.heartbeat_interval_s``, then ``job.succeeded`` or ``job.failed``. Progress is throttled
+to at most ten events a second (the first, the 100 % one and the last reported always go).
+Errors are classified: :class:`PermanentError` (bad input: a code and a message a user can act
+on) fails the job at once; anything else is retryable, and the dispatcher decides whether another
+attempt follows. Events go to an :class:`EventSink` from an event loop in a background thread, one
+at a time and in order; once-only events have deterministic ids (``{job}-a{n}-started``), every
+resend keeps its id, so the log stores it once. In a pipeline stage progress is scaled into the
+stage's share, artifact names get the stage's prefix and ``job.succeeded`` is the dispatcher's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import shutil
+import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Awaitable, Callable
-from concurrent.futures import Future
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from contracts import job_events as je
 from contracts.envelope import EventEnvelope
-from contracts.events import EventType, job_event_name, make_event
 from contracts.job_record import Artifact, JobError
-from contracts.job_specs import JobSpec, parse_job_spec
-from services.common.storage import Storage, result_key
+from contracts.job_specs import parse_job_spec
+from modal_workers import runtime_io
+from modal_workers.runtime_context import (
+    PROGRESS_MIN_INTERVAL_S,
+    ArtifactOut,
+    CancelledError,
+    Log,
+    Progress,
+    Result,
+    WorkerContext,
+    drive,
+    guess_content_type,
+)
 
-Workload = Callable[[Any, "WorkerContext"], dict[str, Any] | None]
-PROGRESS_MIN_INTERVAL_S = 0.1
-"""At most ten progress events a second per job (the first and the last always go)."""
+__all__ = [
+    "PROGRESS_MIN_INTERVAL_S",
+    "ArtifactOut",
+    "CancelledError",
+    "EventSink",
+    "Log",
+    "Outcome",
+    "PermanentError",
+    "Progress",
+    "Result",
+    "RunRequest",
+    "StagePlan",
+    "WorkerContext",
+    "WorkerRuntime",
+    "guess_content_type",
+]
+
+log = logging.getLogger(__name__)
+Workload = Callable[[Any, WorkerContext], "dict[str, Any] | Iterator[Any] | None"]
 
 
 class PermanentError(Exception):
@@ -93,155 +125,128 @@ class EventSink(Protocol):
         """Store ``event`` (``subject_event`` is the last subject token, e.g. ``progress``)."""
 
 
-class WorkerContext:
-    """What a workload sees: its inputs, and ways to report progress, log lines and artifacts."""
-
-    def __init__(self, runtime: WorkerRuntime, request: RunRequest, spec: JobSpec) -> None:
-        self._runtime, self.request, self.spec = runtime, request, spec
-        self._last_progress = 0.0
-
-    @property
-    def attempt(self) -> int:
-        """The attempt number (1 for the first)."""
-        return self.request.attempt
-
-    @property
-    def inputs(self) -> tuple[Artifact, ...]:
-        """The previous stage's artifacts (empty outside pipelines)."""
-        return self.request.inputs
-
-    def progress(self, fraction: float, message: str | None = None) -> None:
-        """Report how far this run is (0..1); throttled, monotonic per attempt."""
-        now = time.monotonic()
-        if fraction < 1.0 and now - self._last_progress < PROGRESS_MIN_INTERVAL_S:
-            return
-        self._last_progress = now
-        stage = self.request.stage
-        overall = fraction if stage is None else stage.offset + stage.weight * fraction
-        payload = je.JobProgressPayload(
-            fraction=min(1.0, max(0.0, overall)), stage=stage.name if stage else None, message=message
-        )
-        self._runtime.emit(self.request, EventType.JOB_PROGRESS, payload)
-
-    def log(self, message: str, level: Literal["debug", "info", "warning", "error"] = "info") -> None:
-        """Send one log line as ``job.log``."""
-        self._runtime.emit(self.request, EventType.JOB_LOG, je.JobLogPayload(level=level, message=message))
-
-    def artifact(self, name: str, data: bytes, content_type: str = "application/octet-stream") -> Artifact:
-        """Store ``data`` under the job's results and report it as ``job.artifact``."""
-        return self._runtime.store_artifact(self.request, name, data, content_type)
-
-
 class WorkerRuntime:
-    """Runs workloads in the calling thread, events from a loop in a background thread."""
+    """Runs workloads in the calling thread; events and storage I/O on a loop in a background thread.
+
+    ``max_input_bytes`` caps each downloaded input and ``input_timeout_s`` its download time;
+    ``cancel_grace_s`` is how long a run that stopped on a cancel waits for the dispatcher to end
+    it (it kills the process group, or cancels the Modal call, and publishes ``job.canceled``)
+    before it reports back as retryable.
+    """
 
     def __init__(
-        self, sink_factory: Callable[[], Awaitable[EventSink]], storage: Callable[[], Storage] | None = None
+        self,
+        sink_factory: Callable[[], Awaitable[EventSink]],
+        storage: Callable[[], Any] | None = None,
+        *,
+        max_input_bytes: int = runtime_io.DEFAULT_MAX_INPUT_BYTES,
+        input_timeout_s: float = 900.0,
+        cancel_grace_s: float = 30.0,
     ) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="worker-events", daemon=True)
+        self.max_input_bytes, self.input_timeout_s = max_input_bytes, input_timeout_s
+        self.cancel_grace_s = cancel_grace_s
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="worker-events", daemon=True)
         self._thread.start()
-        self._sink: EventSink = self._call(sink_factory())
-        self._storage = self._call(self._make_storage(storage)) if storage else None
+        self.sink: EventSink = self.call(sink_factory())
+        self.storage = self.call(_made(storage)) if storage else None
         self._lock = asyncio.Lock()
 
-    @staticmethod
-    async def _make_storage(factory: Callable[[], Storage]) -> Storage:
-        return factory()
-
-    def _call(self, coro: Awaitable[Any], timeout: float | None = 60.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(_as_coro(coro), self._loop).result(timeout)
+    def call(self, coro: Awaitable[Any], timeout: float | None = 60.0) -> Any:
+        """Run ``coro`` on the runtime's loop and wait for its value (``timeout`` seconds at most)."""
+        return asyncio.run_coroutine_threadsafe(runtime_io.as_coro(coro), self.loop).result(timeout)
 
     async def _send(self, subject_event: str, event: EventEnvelope) -> None:
         async with self._lock:  # one at a time, in order
             for delay in (0.05, 0.2, 1.0, None):
                 try:
-                    await self._sink.send(subject_event, event)
+                    await self.sink.send(subject_event, event)
                     return
                 except Exception:
                     if delay is None:
+                        log.exception("event %s (%s) could not be sent", event.id, event.type)
                         raise
                     await asyncio.sleep(delay)
 
-    def emit(
-        self, request: RunRequest, type_: EventType, payload: BaseModel, event_id: str | None = None
-    ) -> Future[None]:
-        """Queue one event of ``request``'s attempt; the future completes once it is stored."""
-        event = make_event(
-            type_,
-            payload,
-            tenant=request.tenant,
-            source=f"worker/{request.kind}",
-            job_id=request.job_id,
-            kind=request.kind,
-            attempt=request.attempt,
-            event_id=event_id,
-        )
-        return asyncio.run_coroutine_threadsafe(self._send(job_event_name(type_), event), self._loop)
-
-    def store_artifact(self, request: RunRequest, name: str, data: bytes, content_type: str) -> Artifact:
-        """Put ``data`` in storage and emit ``job.artifact`` (names get a stage prefix in pipelines)."""
-        if request.stage is not None and request.stage.count > 1:
-            name = f"{request.stage.name}/{name}"
-        key = result_key(request.storage_prefix, request.tenant, request.job_id, name)
-        if self._storage is not None:
-            self._call(self._storage.put(key, data, content_type))
-        artifact = Artifact(name=name, key=key, content_type=content_type, size=len(data))
-        payload = je.JobArtifactPayload.model_validate(artifact.model_dump())
-        self.emit(request, EventType.JOB_ARTIFACT, payload, f"{request.job_id}-a{request.attempt}-art-{name}")
-        return artifact
-
-    def _heartbeats(self, request: RunRequest, stop: threading.Event) -> None:
-        while not stop.wait(request.heartbeat_interval_s):
-            self.emit(request, EventType.JOB_HEARTBEAT, je.JobHeartbeatPayload(worker=request.worker))
+    def send(self, subject_event: str, event: EventEnvelope) -> Any:
+        """Queue ``event`` for the sink; the returned future completes once it is stored."""
+        return asyncio.run_coroutine_threadsafe(self._send(subject_event, event), self.loop)
 
     def run(self, workload: Workload, request: RunRequest) -> Outcome:
         """Run ``workload`` for ``request`` with started/heartbeat/terminal events; never raises."""
-        prefix = f"{request.job_id}-a{request.attempt}"
-        started_id = prefix + (f"-s{request.stage.index}" if request.stage else "") + "-started"
-        started = je.JobStartedPayload(worker=request.worker)
-        self.emit(request, EventType.JOB_STARTED, started, started_id).result(30)
+        work_dir = Path(tempfile.mkdtemp(prefix=f"gpurelay-{request.job_id}-"))
+        ctx = WorkerContext(self, request, work_dir)
         stop = threading.Event()
-        beat = threading.Thread(target=self._heartbeats, args=(request, stop), daemon=True)
-        beat.start()
-        artifacts: list[Artifact] = []
+        beat = threading.Thread(target=ctx.heartbeats, args=(stop,), name="worker-heartbeat", daemon=True)
+        watch = None
         try:
-            spec = parse_job_spec(request.spec)
-            ctx = WorkerContext(self, request, spec)
-            original = ctx.artifact
-
-            def recording(name: str, data: bytes, content_type: str = "application/octet-stream") -> Artifact:
-                artifacts.append(art := original(name, data, content_type))
-                return art
-
-            ctx.artifact = recording  # type: ignore[method-assign]
-            result = workload(spec, ctx) or {}
-            outcome = Outcome(status="succeeded", result=result, artifacts=tuple(artifacts))
-        except PermanentError as exc:
-            outcome = Outcome(status="permanent", error=JobError(code=exc.code, message=exc.message))
-        except Exception as exc:  # noqa: BLE001 - anything but PermanentError is retryable
-            message = "".join(traceback.format_exception_only(exc)).strip()[:4000]
+            _settle(ctx.started())
+            watch = self._watch(ctx)
+            beat.start()
+            try:
+                ctx.spec = spec = parse_job_spec(request.spec)
+                result = drive(workload, spec, ctx)
+                ctx.flush_progress()
+                outcome = Outcome(status="succeeded", result=result, artifacts=tuple(ctx.artifacts))
+            except (PermanentError, runtime_io.InputError) as exc:
+                outcome = Outcome(status="permanent", error=JobError(code=exc.code, message=exc.message))
+            except ValidationError as exc:  # the spec itself is wrong: no attempt can fix it
+                error = JobError(code="invalid_spec", message=str(exc)[:4000])
+                outcome = Outcome(status="permanent", error=error)
+            except CancelledError:
+                time.sleep(self.cancel_grace_s)  # the dispatcher ends the run meanwhile
+                error = JobError(code="canceled", message="the job was canceled", retryable=True)
+                outcome = Outcome(status="retryable", error=error)
+            except Exception as exc:  # noqa: BLE001 - anything but PermanentError is retryable
+                message = "".join(traceback.format_exception_only(exc)).strip()[:4000]
+                error = JobError(code="worker_error", message=message, retryable=True)
+                outcome = Outcome(status="retryable", error=error)
+            finally:
+                stop.set()
+            _settle(ctx.finished(outcome))
+        except Exception:  # the sink is down: the outcome still goes back
+            log.exception("job %s: events could not be delivered", request.job_id)
             outcome = Outcome(
-                status="retryable", error=JobError(code="worker_error", message=message, retryable=True)
+                status="retryable",
+                error=JobError(code="events_undeliverable", message="events could not be sent", retryable=True),
             )
         finally:
             stop.set()
-        if outcome.status == "succeeded" and request.stage is None:
-            payload = je.JobSucceededPayload(result=outcome.result, artifacts=outcome.artifacts)
-            self.emit(request, EventType.JOB_SUCCEEDED, payload, f"{prefix}-succeeded").result(30)
-        elif outcome.status == "permanent" and outcome.error is not None:
-            failed = je.JobFailedPayload(error=outcome.error)
-            self.emit(request, EventType.JOB_FAILED, failed, f"{prefix}-failed").result(30)
+            if watch is not None:
+                self._unwatch(watch)
+            shutil.rmtree(work_dir, ignore_errors=True)
         return outcome
 
+    def _watch(self, ctx: WorkerContext) -> Any:
+        req = ctx.request
+        try:
+            return self.call(runtime_io.watch_cancel(self.sink, req.tenant, req.job_id, ctx.cancel_event.set), 10)
+        except Exception:  # the cancel watch is best effort
+            log.warning("job %s: no cancel watch", req.job_id, exc_info=True)
+            return None
+
+    def _unwatch(self, subscription: Any) -> None:
+        try:
+            self.call(subscription.unsubscribe(), 5)
+        except Exception:  # the connection may be gone already
+            log.debug("cancel watch unsubscribe failed", exc_info=True)
+
     def close(self) -> None:
-        """Stop the event loop thread (pending events are sent first)."""
-        close = getattr(self._sink, "close", None)
-        if close is not None:
-            self._call(close(), timeout=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        """Close the sink and storage, then stop the event loop thread."""
+        for closer in (getattr(self.sink, "close", None), getattr(self.storage, "aclose", None)):
+            if closer is not None:
+                try:
+                    self.call(closer(), timeout=10)
+                except Exception:  # closing is best effort
+                    log.debug("close failed", exc_info=True)
+        self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
 
 
-async def _as_coro(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
+def _settle(future: Any, timeout: float = 60.0) -> None:
+    if future is not None:
+        future.result(timeout)
+
+
+async def _made(factory: Callable[[], Any]) -> Any:
+    return factory()

@@ -237,9 +237,7 @@ def test_cluster_nats_confs() -> None:
     assert names == {"nats-1", "nats-2", "nats-3"}
 
 
-@pytest.mark.parametrize(
-    "path", ["nats.conf", "cluster/nats-1.conf", "cluster/nats-2.conf", "cluster/nats-3.conf"]
-)
+@pytest.mark.parametrize("path", ["nats.conf", "cluster/nats-1.conf", "cluster/nats-2.conf", "cluster/nats-3.conf"])
 def test_nats_server_accepts_config(path: str) -> None:
     try:
         binary = find_nats_server()

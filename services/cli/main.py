@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
-import httpx
 import typer
 from rich.console import Console
 
@@ -55,16 +54,27 @@ def dev(
     console.print("gpurelay dev stopped")
 
 
-async def _demo(data_dir: Path) -> None:
+async def _demo(data_dir: Path) -> int:
+    """The main job end to end: two synthetic laps → lap_compare on the embedded stack → results."""
+    from services.cli.client import Client
+    from services.cli.demo_media import write_lap_video
+    from services.cli.submit import submit_files
+    from services.common.config import BaseServiceSettings
+
     stack = DevStack(data_dir=data_dir, port=0)
     try:
         env = await stack.start()
         _print_ready(env)
-        async with httpx.AsyncClient(base_url=env["GPURELAY_URL"], timeout=10) as client:
-            health = (await client.get("/healthz")).raise_for_status().json()
-            ready = (await client.get("/readyz")).raise_for_status().json()
-        console.print(f"healthz: {health}")
-        console.print(f"readyz:  {ready}")
+        media = data_dir / "demo-media"
+        media.mkdir(parents=True, exist_ok=True)
+        lap = await asyncio.to_thread(write_lap_video, media / "lap.mp4", 3.0)
+        reference = await asyncio.to_thread(write_lap_video, media / "reference.mp4", 3.5, wobble=0.02)
+        console.print(f"made two synthetic laps under [cyan]{media}[/]; submitting a lap_compare job")
+        settings = BaseServiceSettings(
+            url=env["GPURELAY_URL"], api_key=env["GPURELAY_API_KEY"], nats_url=env["GPURELAY_NATS_URL"]
+        )
+        async with Client(settings) as client:
+            return await submit_files(client, "lap_compare", {"video": lap, "reference": reference}, {}, True)
     finally:
         await stack.stop()
 
@@ -75,13 +85,15 @@ def demo(
         Path | None, typer.Option("--data-dir", help="Keep the demo's data here (default: a temp dir).")
     ] = None,
 ) -> None:
-    """Boot the embedded stack, show where it listens and that it is ready, then stop cleanly."""
+    """Run the main job end to end on the embedded stack: upload two laps, compare them, show results."""
     if data_dir is not None:
-        asyncio.run(_demo(data_dir.resolve()))
+        code = asyncio.run(_demo(data_dir.resolve()))
     else:
         with tempfile.TemporaryDirectory(prefix="gpurelay-demo-") as tmp:
-            asyncio.run(_demo(Path(tmp)))
-    console.print("[bold green]demo finished[/]: the embedded stack started, answered and stopped cleanly")
+            code = asyncio.run(_demo(Path(tmp)))
+    if code == 0:
+        console.print("[bold green]demo finished[/]: lap_compare ran end to end and the stack stopped cleanly")
+    raise typer.Exit(code)
 
 
 @app.command()

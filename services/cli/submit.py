@@ -194,7 +194,9 @@ async def final_record(client: Client, job_id: str, terminal: dict[str, Any], se
     return job
 
 
-async def _submit(client: Client, kind: str, inputs: dict[str, Path], params: dict[str, Any], watch_it: bool) -> int:
+async def submit_files(
+    client: Client, kind: str, inputs: dict[str, Path], params: dict[str, Any], watch_it: bool
+) -> int:
     console = Console(stderr=True)
     refs: dict[str, dict[str, str]] = {}
     async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, write=None)) as storage:
@@ -238,6 +240,6 @@ def submit(
 
     async def go() -> int:
         async with Client(settings) as client:
-            return await _submit(client, kind, inputs, params, watch_it)
+            return await submit_files(client, kind, inputs, params, watch_it)
 
     raise typer.Exit(run(go))

@@ -89,9 +89,7 @@ class EmbeddedNats:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise NatsServerError(
-                    f"nats-server exited with {self._process.returncode}: {self.log_tail()}"
-                )
+                raise NatsServerError(f"nats-server exited with {self._process.returncode}: {self.log_tail()}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2) as sock:
                     if sock.recv(4).startswith(b"INFO"):

@@ -88,9 +88,7 @@ def redact(value: Any, key: str | None = None) -> Any:
 
 
 @contextmanager
-def log_context(
-    tenant: str | None = None, job_id: str | None = None, event_id: str | None = None
-) -> Iterator[None]:
+def log_context(tenant: str | None = None, job_id: str | None = None, event_id: str | None = None) -> Iterator[None]:
     """Add the given fields to every record logged inside the block (and tasks started there)."""
     given = {"tenant": tenant, "job_id": job_id, "event_id": event_id}
     tokens = [(_VARS[name], _VARS[name].set(value)) for name, value in given.items() if value is not None]

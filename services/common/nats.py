@@ -120,9 +120,7 @@ async def apply_declarations(js: JetStreamContext, decls: Declarations) -> Apply
     for bucket in decls.buckets:
         await _apply_bucket(js, bucket, report)
     if report.created or report.updated:
-        log.info(
-            "jetstream declarations applied", extra={"created": report.created, "updated": report.updated}
-        )
+        log.info("jetstream declarations applied", extra={"created": report.created, "updated": report.updated})
     return report
 
 

@@ -301,9 +301,7 @@ class GuardedTransport(PinnedTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Check, pin, send; raises :class:`SsrfError` for a refused URL."""
-        target = await check_url(
-            str(request.url), self._allow, allow_http=self._allow_http, resolver=self._resolver
-        )
+        target = await check_url(str(request.url), self._allow, allow_http=self._allow_http, resolver=self._resolver)
         self._pins[(target.host, target.port)] = target.addresses
         return await super().handle_async_request(request)
 

@@ -43,9 +43,7 @@ def _mac(secret: bytes, body: str) -> bytes:
     return hmac.new(secret, f"{_VERSION}.{body}".encode(), hashlib.sha256).digest()
 
 
-def mint_token(
-    secret: bytes, aud: Audience, ttl_s: float, *, now: float | None = None, **claims: str | int
-) -> str:
+def mint_token(secret: bytes, aud: Audience, ttl_s: float, *, now: float | None = None, **claims: str | int) -> str:
     """A token for ``aud`` carrying ``claims``, valid for ``ttl_s`` seconds."""
     issued = time.time() if now is None else now
     payload = {"aud": aud, "exp": int(issued + ttl_s), **claims}

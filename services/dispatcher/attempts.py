@@ -129,9 +129,7 @@ class Attempts:
             plan = None
             if route.is_pipeline:
                 offset = sum(weights[:index])
-                plan = StagePlan(
-                    name=stage.name, index=index, count=len(steps), offset=offset, weight=weights[index]
-                )
+                plan = StagePlan(name=stage.name, index=index, count=len(steps), offset=offset, weight=weights[index])
             request = RunRequest(
                 tenant=ticket.tenant,
                 job_id=ticket.job_id,
@@ -149,9 +147,7 @@ class Attempts:
                 call_id: str, gpu: str | None, first: bool = index == 0, fn: str = stage.function
             ) -> None:
                 if first:
-                    payload = je.JobDispatchedPayload(
-                        backend=backend.name, function=fn, gpu=gpu, call_id=call_id
-                    )
+                    payload = je.JobDispatchedPayload(backend=backend.name, function=fn, gpu=gpu, call_id=call_id)
                     await self._publish(held, EventType.JOB_DISPATCHED, payload, "dispatched")
 
             try:
@@ -159,16 +155,12 @@ class Attempts:
                     reservation = await backend.reserve()
                 launch = await backend.launch(reservation, request, route, stage, announce)
             except BackendUnavailableError as exc:
-                await self._conclude(
-                    held, Verdict("lost", message=str(exc)), None, backend, "backend_unavailable"
-                )
+                await self._conclude(held, Verdict("lost", message=str(exc)), None, backend, "backend_unavailable")
                 return
             if plan is not None:
                 await self._stage(held, plan, StageStatus.RUNNING)
             held.began = time.time() if index == 0 else held.began
-            verdict = await wait_for_verdict(
-                held, launch, time.time() + route.stage_timeout_s(stage), self.silence
-            )
+            verdict = await wait_for_verdict(held, launch, time.time() + route.stage_timeout_s(stage), self.silence)
             outcome = verdict.outcome
             if plan is None or outcome is None or outcome.status != "succeeded":
                 if plan is not None:
@@ -190,18 +182,14 @@ class Attempts:
         if verdict.reason in ("timeout", "silent", "cancel", "ended"):
             await self._cancel_run(held, launch, backend)
         if verdict.reason == "cancel":
-            await self._publish(
-                held, EventType.JOB_CANCELED, je.JobCanceledPayload(), "canceled", per_attempt=False
-            )
+            await self._publish(held, EventType.JOB_CANCELED, je.JobCanceledPayload(), "canceled", per_attempt=False)
         elif verdict.reason == "timeout":
             await self._retry_or_fail(held, "timeout", verdict.message, held.route.retries.retry_on_timeout)
         elif verdict.reason in ("silent", "lost"):
             lost_ok = held.route.retries.retry_on_worker_lost
             await self._retry_or_fail(held, code or "worker_lost", verdict.message, lost_ok or bool(code))
         elif outcome is not None and outcome.error is not None and outcome.status == "permanent":
-            await self._publish(
-                held, EventType.JOB_FAILED, je.JobFailedPayload(error=outcome.error), "failed"
-            )
+            await self._publish(held, EventType.JOB_FAILED, je.JobFailedPayload(error=outcome.error), "failed")
         elif outcome is not None and outcome.error is not None and outcome.status == "retryable":
             await self._retry_or_fail(held, outcome.error.code, outcome.error.message, True)
 
@@ -218,9 +206,7 @@ class Attempts:
         attempt, policy = held.ticket.attempt, held.route.retries
         if retry and attempt < min(policy.max_attempts, held.record.max_attempts):
             delay = policy.delay_s(attempt)
-            payload = je.JobRetryingPayload(
-                reason=code, message=message, next_attempt=attempt + 1, delay_s=delay
-            )
+            payload = je.JobRetryingPayload(reason=code, message=message, next_attempt=attempt + 1, delay_s=delay)
             await self._publish(held, EventType.JOB_RETRYING, payload, "retrying")
         else:
             error = JobError(code=code, message=message, retryable=retry)
@@ -230,9 +216,7 @@ class Attempts:
         payload = je.JobStagePayload(name=plan.name, index=plan.index, count=plan.count, status=status)
         await self._publish(held, EventType.JOB_STAGE, payload, f"stage{plan.index}-{status}")
 
-    async def _publish(
-        self, held: Held, type_: EventType, payload: Any, name: str, per_attempt: bool = True
-    ) -> None:
+    async def _publish(self, held: Held, type_: EventType, payload: Any, name: str, per_attempt: bool = True) -> None:
         job, attempt = held.ticket.job_id, held.ticket.attempt
         event_id = f"{job}-a{attempt}-{name}" if per_attempt else f"{job}-{name}"
         await self.events.publish(held.record, type_, payload, event_id, attempt=attempt)

@@ -77,9 +77,7 @@ def _end(record: JobRecord, target: JobStatus, at: datetime, pricing: Pricing, *
     return record.transition(target, at, cost=_attempt_cost(record, at, pricing), **kw)  # type: ignore[arg-type]
 
 
-def _apply_payload(
-    record: JobRecord, event: EventEnvelope, payload: BaseModel, pricing: Pricing
-) -> JobRecord:
+def _apply_payload(record: JobRecord, event: EventEnvelope, payload: BaseModel, pricing: Pricing) -> JobRecord:
     at, attempt = event.time, event.attempt or record.attempt
     current = attempt == record.attempt
     match payload:
@@ -100,17 +98,13 @@ def _apply_payload(
             return record.with_progress(attempt, payload.fraction, payload.stage, payload.message, at)
         case je.JobArtifactPayload():
             moved = record.with_artifact(attempt, payload.to_artifact(), at)
-            return (
-                moved if moved is record else moved.model_copy(update={"artifacts": _sorted(moved.artifacts)})
-            )
+            return moved if moved is record else moved.model_copy(update={"artifacts": _sorted(moved.artifacts)})
         case je.JobHeartbeatPayload():
             if record.heartbeat_at is not None and at <= record.heartbeat_at:
                 return record
             return record.with_heartbeat(attempt, at)
         case je.JobStagePayload():
-            state = StageState(
-                name=payload.name, index=payload.index, count=payload.count, status=payload.status
-            )
+            state = StageState(name=payload.name, index=payload.index, count=payload.count, status=payload.status)
             return record.with_stage(attempt, state, at)
         case je.JobCancelRequestedPayload():
             return record.with_cancel_requested(at)

@@ -74,9 +74,7 @@ class Reactions:
         if record.status is not _S.CREATED:
             return
         if record.kind not in self.routes:
-            error = JobError(
-                code="unroutable", message=f"no route for kind {record.kind!r} in this deployment"
-            )
+            error = JobError(code="unroutable", message=f"no route for kind {record.kind!r} in this deployment")
             failed = je.JobFailedPayload(error=error)
             await self.events.publish(record, EventType.JOB_FAILED, failed, f"{record.id}-a1-failed")
             return

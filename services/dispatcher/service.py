@@ -109,9 +109,7 @@ class Dispatcher:
             stream=jobs_stream,
             durable="dispatcher-jobs",
             pull_sub=PullSub(batch_size=1, timeout=5.0),
-            config=ConsumerConfig(
-                max_ack_pending=1, ack_wait=s.event_ack_wait_s, deliver_policy=DeliverPolicy.ALL
-            ),
+            config=ConsumerConfig(max_ack_pending=1, ack_wait=s.event_ack_wait_s, deliver_policy=DeliverPolicy.ALL),
             ack_policy=AckPolicy.NACK_ON_ERROR,
         )
         async def on_job_event(msg: NatsMessage) -> None:

@@ -63,9 +63,7 @@ async def wait_for_verdict(held: Held, launch: Launch | None, timeout_at: float,
         waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(held.changed.wait())}
         if launch is not None:
             waiters.add(launch.outcome)
-        done, _ = await asyncio.wait(
-            waiters, timeout=min(timeout_at, silent_at) - now, return_when="FIRST_COMPLETED"
-        )
+        done, _ = await asyncio.wait(waiters, timeout=min(timeout_at, silent_at) - now, return_when="FIRST_COMPLETED")
         for waiter in waiters - {launch.outcome if launch else None}:
             waiter.cancel()
         if launch is not None and launch.outcome in done:

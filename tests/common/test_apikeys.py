@@ -13,9 +13,7 @@ async def _store(js: JetStreamContext, namespace: Namespace) -> ApiKeyStore:
     return ApiKeyStore(await js.key_value(namespace.bucket(KV_APIKEYS)))
 
 
-async def test_create_verify_revoke(
-    js: JetStreamContext, declared: Declarations, namespace: Namespace
-) -> None:
+async def test_create_verify_revoke(js: JetStreamContext, declared: Declarations, namespace: Namespace) -> None:
     store = await _store(js, namespace)
     record, key = await store.create("acme", name="ci")
     principal = await store.verify(key)

@@ -37,16 +37,12 @@ async def test_changed_declaration_updates_the_stream(js: JetStreamContext, name
     assert info.config.max_age == 7 * 24 * 3600.0
 
 
-async def test_kv_ttl_change_updates_bucket(
-    js: JetStreamContext, decls: Declarations, namespace: Namespace
-) -> None:
+async def test_kv_ttl_change_updates_bucket(js: JetStreamContext, decls: Declarations, namespace: Namespace) -> None:
     await apply_declarations(js, decls)
     name = namespace.bucket(KV_IDEMPOTENCY)
     changed = decls.model_copy(
         update={
-            "buckets": tuple(
-                b.model_copy(update={"ttl_s": 3600.0}) if b.name == name else b for b in decls.buckets
-            )
+            "buckets": tuple(b.model_copy(update={"ttl_s": 3600.0}) if b.name == name else b for b in decls.buckets)
         }
     )
     report = await apply_declarations(js, changed)

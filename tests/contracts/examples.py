@@ -52,16 +52,12 @@ def spec(kind: str = "pose") -> JobSpec:
     return parse_job_spec(SPEC_BODIES[kind])
 
 
-ARTIFACT = Artifact(
-    name="overlay.mp4", key="results/acme/job_1/overlay.mp4", content_type="video/mp4", size=10
-)
+ARTIFACT = Artifact(name="overlay.mp4", key="results/acme/job_1/overlay.mp4", content_type="video/mp4", size=10)
 
 EXAMPLES: dict[EventType, BaseModel] = {
     EventType.JOB_CREATED: JobCreatedPayload(spec=spec("lap_compare")),
     EventType.JOB_QUEUED: JobQueuedPayload(),
-    EventType.JOB_DISPATCHED: JobDispatchedPayload(
-        backend="modal", function="pose", gpu="T4", call_id="fc-1"
-    ),
+    EventType.JOB_DISPATCHED: JobDispatchedPayload(backend="modal", function="pose", gpu="T4", call_id="fc-1"),
     EventType.JOB_STARTED: JobStartedPayload(worker="modal/pose-1", gpu="T4"),
     EventType.JOB_PROGRESS: JobProgressPayload(fraction=0.42, stage="inference", message="frame 420/1000"),
     EventType.JOB_LOG: JobLogPayload(level="warning", message="low light"),
@@ -76,12 +72,8 @@ EXAMPLES: dict[EventType, BaseModel] = {
     EventType.JOB_STAGE: JobStagePayload(name="train", index=1, count=3, status=StageStatus.RUNNING),
     EventType.JOB_RETRYING: JobRetryingPayload(reason="worker_lost", next_attempt=2, delay_s=5.0),
     EventType.JOB_CANCEL_REQUESTED: JobCancelRequestedPayload(reason="user"),
-    EventType.JOB_SUCCEEDED: JobSucceededPayload(
-        result={"frames": 1000, "laps": [1.5, 2.5]}, artifacts=(ARTIFACT,)
-    ),
-    EventType.JOB_FAILED: JobFailedPayload(
-        error=JobError(code="timeout", message="ran past 600 s", retryable=False)
-    ),
+    EventType.JOB_SUCCEEDED: JobSucceededPayload(result={"frames": 1000, "laps": [1.5, 2.5]}, artifacts=(ARTIFACT,)),
+    EventType.JOB_FAILED: JobFailedPayload(error=JobError(code="timeout", message="ran past 600 s", retryable=False)),
     EventType.JOB_CANCELED: JobCanceledPayload(reason="user"),
     EventType.UPLOAD_COMPLETED: UploadCompletedPayload(
         upload_id="upl_1",
@@ -91,9 +83,7 @@ EXAMPLES: dict[EventType, BaseModel] = {
         size=1_000_000,
         sha256=SHA,
     ),
-    EventType.ROBOT_JOINTS: JointSample(
-        robot_id="so101-a", joint_angles=[0.0, 1.2, -3.1, 0.5, 6.2, -6.28], ts=T0
-    ),
+    EventType.ROBOT_JOINTS: JointSample(robot_id="so101-a", joint_angles=[0.0, 1.2, -3.1, 0.5, 6.2, -6.28], ts=T0),
     EventType.WEBHOOK_DEAD_LETTERED: WebhookDeadLetteredPayload(
         endpoint_id="wh_1",
         event_id="0193a1b2-0000-7000-8000-000000000000",

@@ -143,9 +143,7 @@ def test_input_ref_is_exactly_one_https_or_upload(ref: dict[str, Any]) -> None:
 
 def test_input_ref_serialises_without_nulls() -> None:
     assert InputRef(upload_id="u1").model_dump(mode="json") == {"upload_id": "u1"}
-    assert InputRef.model_validate({"url": "https://x.io/a"}).model_dump(mode="json") == {
-        "url": "https://x.io/a"
-    }
+    assert InputRef.model_validate({"url": "https://x.io/a"}).model_dump(mode="json") == {"url": "https://x.io/a"}
 
 
 @pytest.mark.parametrize(

@@ -32,9 +32,7 @@ async def jobs_kv(js: JetStreamContext, declared: Declarations, namespace: Names
 
 
 @pytest.fixture
-async def event_log(
-    js: JetStreamContext, declared: Declarations, namespace: Namespace
-) -> AsyncIterator[EventLog]:
+async def event_log(js: JetStreamContext, declared: Declarations, namespace: Namespace) -> AsyncIterator[EventLog]:
     """Every job event of this test, as it is stored."""
     log = await EventLog().start(js, namespace)
     yield log
@@ -45,9 +43,7 @@ StartDispatcher = Callable[..., Awaitable[Dispatcher]]
 
 
 @pytest.fixture
-async def start_dispatcher(
-    settings: DispatcherSettings, declared: Declarations
-) -> AsyncIterator[StartDispatcher]:
+async def start_dispatcher(settings: DispatcherSettings, declared: Declarations) -> AsyncIterator[StartDispatcher]:
     """Start in-process dispatchers with given routes (and setting overrides); stopped at the end."""
     started: list[Dispatcher] = []
 

@@ -36,9 +36,7 @@ async def test_a_3_stage_pipeline_passes_artifacts_on_with_monotonic_progress(
     assert record.result == {"stage": "render", "inputs": ["train/train.txt"]}
     storage = dispatcher.storage
     assert isinstance(storage, LocalStorage)
-    assert (
-        await storage.read_all(record.artifacts[2].key) == b"colmap/colmap.txt"
-    )  # train got colmap's output
+    assert await storage.read_all(record.artifacts[2].key) == b"colmap/colmap.txt"  # train got colmap's output
     assert [(s.name, s.status) for s in record.stages] == [
         (n, StageStatus.SUCCEEDED) for n in ("colmap", "train", "render")
     ]
@@ -73,9 +71,7 @@ async def test_a_job_waits_for_its_upload_and_url_inputs_need_none(
         created_at=now,
     )
     await uploads.create(tenant_key("acme", "upl_1"), upload.model_dump_json().encode())
-    waiting = await submit(
-        js, jobs_kv, subjects, {"kind": "pose", "inputs": {"video": {"upload_id": "upl_1"}}}
-    )
+    waiting = await submit(js, jobs_kv, subjects, {"kind": "pose", "inputs": {"video": {"upload_id": "upl_1"}}})
     by_url = await submit(js, jobs_kv, subjects, POSE)
     await wait_record(jobs_kv, by_url, lambda r: r.terminal)
     await event_log.wait(lambda: "job.created" in event_log.types(waiting))

@@ -142,9 +142,7 @@ _PAYLOADS: dict[EventType, Any] = {
     E.JOB_FAILED: lambda a: je.JobFailedPayload(error=JobError(code="boom")),
     E.JOB_CANCELED: lambda a: je.JobCanceledPayload(),
 }
-steps = st.lists(
-    st.tuples(st.sampled_from(sorted(_PAYLOADS)), st.integers(1, 3), st.integers(0, 9)), max_size=25
-)
+steps = st.lists(st.tuples(st.sampled_from(sorted(_PAYLOADS)), st.integers(1, 3), st.integers(0, 9)), max_size=25)
 
 
 def build(items: list[tuple[EventType, int, int]]) -> list[EventEnvelope]:

@@ -53,9 +53,7 @@ def test_backoff_is_exponential_capped_and_jittered() -> None:
     assert len({round(d, 6) for d in delays}) == 5
 
 
-async def test_retention_deletes_results_and_marks_artifacts_expired(
-    jobs_kv: KeyValue, tmp_path: Path
-) -> None:
+async def test_retention_deletes_results_and_marks_artifacts_expired(jobs_kv: KeyValue, tmp_path: Path) -> None:
     from contracts.subjects import Namespace
 
     settings = dispatcher_settings("nats://unused", Namespace(), tmp_path)

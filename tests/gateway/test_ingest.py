@@ -42,14 +42,10 @@ def event(
     tenant: str = "acme",
 ) -> EventEnvelope:
     payload = payload or JobProgressPayload(fraction=0.5, stage="inference")
-    return make_event(
-        type_, payload, tenant=tenant, source="worker/pose", job_id=job, kind="pose", attempt=attempt
-    )
+    return make_event(type_, payload, tenant=tenant, source="worker/pose", job_id=job, kind="pose", attempt=attempt)
 
 
-async def post(
-    http: httpx.AsyncClient, body: Any, bearer: str | None = None, job: str = JOB
-) -> httpx.Response:
+async def post(http: httpx.AsyncClient, body: Any, bearer: str | None = None, job: str = JOB) -> httpx.Response:
     if isinstance(body, EventEnvelope):
         body = body.model_dump(mode="json", exclude_none=True)
     elif isinstance(body, list):
@@ -98,9 +94,7 @@ async def test_a_batch_is_published_in_order(
     response = await post(anonymous, batch, token())
     assert response.json() == {"accepted": len(batch), "duplicates": 0}
     stream = namespace.stream(JOBS)
-    ids = [
-        EventEnvelope.from_json_bytes((await js.get_msg(stream, seq)).data or b"").id for seq in range(1, 10)
-    ]
+    ids = [EventEnvelope.from_json_bytes((await js.get_msg(stream, seq)).data or b"").id for seq in range(1, 10)]
     assert ids == [e.id for e in batch]
 
 

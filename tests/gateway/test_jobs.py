@@ -128,9 +128,7 @@ async def test_idempotency_key(
     assert other.json()["errors"][0]["loc"] == ["header", "Idempotency-Key"]
     assert len((await acme.http.get("/v1/jobs")).json()["items"]) == 1
     assert [e.type for e in await stored(js, namespace, subjects.tenant_jobs("acme"))] == ["job.created"]
-    assert (
-        await submit(globex, body, "order-1")
-    ).status_code == 422  # keys are per tenant; its upload is not
+    assert (await submit(globex, body, "order-1")).status_code == 422  # keys are per tenant; its upload is not
     assert (await submit(acme, body, "x" * 256)).status_code == 422
 
 

@@ -6,6 +6,7 @@ acme's ids and must learn nothing (404, the same answer as for an id that never 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,18 +59,12 @@ AUTHENTICATED = [
 
 @pytest.fixture
 async def ids(acme: Tenant) -> Ids:
-    upload = await acme.http.post(
-        "/v1/uploads", json={"filename": "lap.mp4", "content_type": "video/mp4", "size": 64}
-    )
+    upload = await acme.http.post("/v1/uploads", json={"filename": "lap.mp4", "content_type": "video/mp4", "size": 64})
     assert upload.status_code == 201, upload.text
     upload_id = upload.json()["id"]
-    job = await acme.http.post(
-        "/v1/jobs", json={"kind": "pose", "inputs": {"video": {"upload_id": upload_id}}}
-    )
+    job = await acme.http.post("/v1/jobs", json={"kind": "pose", "inputs": {"video": {"upload_id": upload_id}}})
     assert job.status_code == 201, job.text
-    hook = await acme.http.post(
-        "/v1/webhooks", json={"url": "https://93.184.216.34/hook", "events": ["job.*"]}
-    )
+    hook = await acme.http.post("/v1/webhooks", json={"url": "https://93.184.216.34/hook", "events": ["job.*"]})
     assert hook.status_code == 201, hook.text
     joints = await acme.http.post("/v1/robots/arm1/joints", json=SAMPLE)
     assert joints.status_code == 202, joints.text
@@ -106,6 +101,11 @@ async def test_no_key_or_a_revoked_key_is_401_everywhere(
             assert response.status_code == 401, (route, headers, response.text)
             assert response.headers["www-authenticate"] == "Bearer"
     assert await api_keys.revoke(acme.key_id)
+    # Revocation reaches each replica's key cache through a KV watch: milliseconds, not at once.
+    deadline = asyncio.get_running_loop().time() + 5
+    while (await acme.http.get("/v1/jobs")).status_code != 401:
+        assert asyncio.get_running_loop().time() < deadline, "the revocation never took effect"
+        await asyncio.sleep(0.01)
     for route in AUTHENTICATED:
         response = await _call(acme.http, route, ids)
         assert response.status_code == 401, (route, response.text)

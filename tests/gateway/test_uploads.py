@@ -63,18 +63,14 @@ async def stored(js: JetStreamContext, ns: Namespace, subject: str) -> list[Even
 
 
 async def presign(t: Tenant, size: int, content_type: str = "video/mp4", name: str = "lap.mp4") -> Any:
-    response = await t.http.post(
-        "/v1/uploads", json={"filename": name, "content_type": content_type, "size": size}
-    )
+    response = await t.http.post("/v1/uploads", json={"filename": name, "content_type": content_type, "size": size})
     assert response.status_code == 201, response.text
     return response.json()
 
 
 async def put(signed: dict[str, Any], data: bytes) -> None:
     async with httpx.AsyncClient(timeout=30) as http:
-        response = await http.request(
-            signed["method"], signed["url"], headers=signed["headers"], content=data
-        )
+        response = await http.request(signed["method"], signed["url"], headers=signed["headers"], content=data)
     assert response.status_code in (200, 201), response.text
 
 

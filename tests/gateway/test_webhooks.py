@@ -56,9 +56,7 @@ async def test_crud_round_trip(acme: Tenant, js: JetStreamContext, namespace: Na
     off = await acme.http.patch(f"/v1/webhooks/{endpoint_id}", json={"enabled": False})
     assert off.status_code == 200
     assert (off.json()["enabled"], off.json()["disabled_reason"]) == (False, "disabled through the API")
-    on = (
-        await acme.http.patch(f"/v1/webhooks/{endpoint_id}", json={"enabled": True, "events": ["*"]})
-    ).json()
+    on = (await acme.http.patch(f"/v1/webhooks/{endpoint_id}", json={"enabled": True, "events": ["*"]})).json()
     assert (on["enabled"], on["disabled_reason"], on["events"]) == (True, None, ["*"])
     assert on["updated_at"] > created["updated_at"]
     assert (await acme.http.patch(f"/v1/webhooks/{endpoint_id}", json={})).status_code == 422
@@ -69,9 +67,7 @@ async def test_crud_round_trip(acme: Tenant, js: JetStreamContext, namespace: Na
     assert (await acme.http.get("/v1/webhooks")).json() == {"data": []}
 
 
-async def test_the_secret_is_shown_once_and_signs(
-    acme: Tenant, js: JetStreamContext, namespace: Namespace
-) -> None:
+async def test_the_secret_is_shown_once_and_signs(acme: Tenant, js: JetStreamContext, namespace: Namespace) -> None:
     created = await create(acme)
     secret = created["secret"]
     assert secret.startswith("whsec_")
@@ -121,9 +117,7 @@ async def test_a_name_resolving_to_loopback_is_named_in_the_reason(acme: Tenant)
 
 async def test_patch_checks_a_new_url(acme: Tenant, js: JetStreamContext, namespace: Namespace) -> None:
     created = await create(acme)
-    assert_url_refused(
-        await acme.http.patch(f"/v1/webhooks/{created['id']}", json={"url": "http://10.0.0.1/"})
-    )
+    assert_url_refused(await acme.http.patch(f"/v1/webhooks/{created['id']}", json={"url": "http://10.0.0.1/"}))
     assert (await stored(js, namespace, "acme", created["id"])).url == PUBLIC_URL
     moved = await acme.http.patch(f"/v1/webhooks/{created['id']}", json={"url": "https://8.8.8.8/in"})
     assert moved.json()["url"] == "https://8.8.8.8/in"

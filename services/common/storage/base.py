@@ -153,8 +153,7 @@ def result_key(prefix: str, tenant: str, job_id: str, artifact: str) -> str:
     if not parts:
         raise InvalidKeyError(f"empty artifact name: {artifact!r}")
     return validate_key(
-        f"{_prefix(prefix)}results/{_segment(tenant, 'tenant')}/{_segment(job_id, 'job id')}/"
-        + "/".join(parts)
+        f"{_prefix(prefix)}results/{_segment(tenant, 'tenant')}/{_segment(job_id, 'job id')}/" + "/".join(parts)
     )
 
 

@@ -70,9 +70,7 @@ class LocalStorage(Storage):
         self.clock = clock
 
     @classmethod
-    def from_settings(
-        cls, settings: BaseServiceSettings, *, clock: Callable[[], float] = time.time
-    ) -> LocalStorage:
+    def from_settings(cls, settings: BaseServiceSettings, *, clock: Callable[[], float] = time.time) -> LocalStorage:
         """A backend under ``settings.local_storage_dir`` signing URLs for ``settings.url``."""
         return cls(
             settings.local_storage_dir,

@@ -195,9 +195,7 @@ class S3Storage(Storage):
         ttl = self._ttl(expires_s)
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": validate_key(key)}
         params |= {"ContentType": validate_content_type(content_type), "ContentLength": max_size}
-        url = await (await self._presigner()).generate_presigned_url(
-            "put_object", Params=params, ExpiresIn=ttl
-        )
+        url = await (await self._presigner()).generate_presigned_url("put_object", Params=params, ExpiresIn=ttl)
         headers = {"Content-Type": content_type, "Content-Length": str(max_size)}
         expires_at = datetime.now(UTC) + timedelta(seconds=ttl)
         return PresignedRequest(method="PUT", url=url, headers=headers, expires_at=expires_at)
@@ -294,9 +292,7 @@ class S3Storage(Storage):
     async def _upload_part(
         self, s3: S3Client, key: str, upload_id: str, number: int, body: bytes
     ) -> CompletedPartTypeDef:
-        resp = await s3.upload_part(
-            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
-        )
+        resp = await s3.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body)
         return {"PartNumber": number, "ETag": resp["ETag"]}
 
     async def delete(self, key: str) -> None:

@@ -116,9 +116,7 @@ async def test_expired_urls_are_refused(gateway: Gateway, http: httpx.AsyncClien
     assert await past.head("t/u/b.txt") is None
 
 
-async def test_over_size_put_is_refused_without_leftovers(
-    local_storage: LocalStorage, http: httpx.AsyncClient
-) -> None:
+async def test_over_size_put_is_refused_without_leftovers(local_storage: LocalStorage, http: httpx.AsyncClient) -> None:
     await local_storage.put("t/u/keep.bin", b"original", "application/octet-stream")
     put = await local_storage.presign_put("t/u/keep.bin", "application/octet-stream", 1000)
 

@@ -291,9 +291,7 @@ async def test_s3_urls_are_signed_for_the_public_endpoint() -> None:
 def test_key_layout() -> None:
     assert upload_key("", "acme", "u1", "clip.mp4") == "uploads/acme/u1/clip.mp4"
     assert upload_key("dev/", "acme", "u1", "../../etc/passwd") == "dev/uploads/acme/u1/passwd"
-    assert upload_key("dev", "acme", "u1", "C:\\Users\\me\\Lap 1 (best).MOV") == (
-        "dev/uploads/acme/u1/Lap_1_best.MOV"
-    )
+    assert upload_key("dev", "acme", "u1", "C:\\Users\\me\\Lap 1 (best).MOV") == ("dev/uploads/acme/u1/Lap_1_best.MOV")
     assert result_key("", "acme", "j1", "frames/0001.png") == "results/acme/j1/frames/0001.png"
     assert result_key("p/", "acme", "j1", "../overlay.mp4") == "p/results/acme/j1/overlay.mp4"
     for bad in ("", "a/b", "..", "."):

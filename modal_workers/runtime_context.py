@@ -1,0 +1,260 @@
+"""What a workload sees: :class:`WorkerContext`, the stable API every workload is written against.
+
+=============================================  =====================================================
+``ctx.progress(fraction, message=None)``       report 0..1; throttled to ≤ 10/s, monotonic; the
+                                               first, 100 % and the last reported always go
+``ctx.log(message, level="info")``             one ``job.log`` line
+``ctx.artifact(name, data, content_type=None)``  store bytes or a local file (``Path``) under
+                                               ``results/{tenant}/{job_id}/{name}`` with its
+                                               content type (guessed from the name if omitted),
+                                               size and sha256; emits ``job.artifact``
+``ctx.input_path(name)``                       the job input ``name`` (``video``, ...) as a local
+                                               file, downloaded on first use
+``ctx.work_dir``                               a temporary folder for outputs, removed after the run
+``ctx.cancelled`` / ``ctx.check_cancelled()``  whether the job's cancel was seen / raise
+                                               :class:`CancelledError` if so
+``ctx.spec`` · ``ctx.request`` · ``ctx.attempt`` · ``ctx.inputs``  the spec, the run request, the
+                                               attempt number, the previous stage's artifacts
+=============================================  =====================================================
+
+Every method may be called from any thread of the workload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import mimetypes
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel
+
+from contracts import job_events as je
+from contracts.events import EventType, job_event_name, make_event
+from contracts.job_record import Artifact
+from contracts.job_specs import InputRef
+from modal_workers import runtime_io
+from services.common.storage import result_key
+
+if TYPE_CHECKING:
+    from modal_workers.runtime import Outcome, RunRequest, WorkerRuntime
+
+PROGRESS_MIN_INTERVAL_S = 0.1
+"""At most ten progress events a second per job (the first and the last always go)."""
+
+
+class CancelledError(Exception):
+    """Raised by :meth:`WorkerContext.check_cancelled` once the job's cancel was requested."""
+
+
+def guess_content_type(name: str) -> str:
+    """The media type of an artifact name (``application/octet-stream`` when unknown)."""
+    if name.endswith(".json"):
+        return "application/json"
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A yielded progress report (``fraction`` in 0..1)."""
+
+    fraction: float
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class Log:
+    """A yielded log line."""
+
+    message: str
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@dataclass(frozen=True)
+class ArtifactOut:
+    """A yielded artifact: bytes or a local file, stored under the job's results."""
+
+    name: str
+    data: bytes | Path
+    content_type: str | None = None
+
+
+@dataclass(frozen=True)
+class Result:
+    """A yielded result (the last one wins; a generator's return value also counts)."""
+
+    value: dict[str, Any] = field(default_factory=dict)
+
+
+class WorkerContext:
+    """One run's view of the runtime: inputs, reports, artifacts, cancellation."""
+
+    def __init__(self, runtime: WorkerRuntime, request: RunRequest, work_dir: Path) -> None:
+        self._runtime, self.request, self.work_dir = runtime, request, work_dir
+        self.spec: Any = None
+        self.cancel_event = threading.Event()
+        self.artifacts: list[Artifact] = []
+        self._lock = threading.Lock()
+        self._last_sent = float("-inf")
+        self._sent_fraction = -1.0
+        self._pending: tuple[float, str | None] | None = None
+        self._inputs: dict[str, Path] = {}
+        self._prefix = f"{request.job_id}-a{request.attempt}"
+
+    @property
+    def attempt(self) -> int:
+        """The attempt number (1 for the first)."""
+        return self.request.attempt
+
+    @property
+    def inputs(self) -> tuple[Artifact, ...]:
+        """The previous stage's artifacts (empty outside pipelines)."""
+        return self.request.inputs
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the job's cancel was requested (seen on NATS, or :meth:`cancel` was called)."""
+        return self.cancel_event.is_set()
+
+    def cancel(self) -> None:
+        """Mark the run cancelled (the runtime's cancel watch calls this)."""
+        self.cancel_event.set()
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`CancelledError` if the job's cancel was requested; call it between steps."""
+        if self.cancel_event.is_set():
+            raise CancelledError(f"job {self.request.job_id} was canceled")
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report how far this run is (0..1); throttled to ten a second, monotonic per attempt."""
+        with self._lock:
+            now = time.monotonic()
+            if fraction < 1.0 and now - self._last_sent < PROGRESS_MIN_INTERVAL_S:
+                self._pending = (fraction, message)  # sent by flush_progress if nothing follows
+                return
+            self._send_progress(fraction, message, now)
+
+    def flush_progress(self) -> None:
+        """Send the last throttled progress report, if any (the runtime calls it at the end)."""
+        with self._lock:
+            if self._pending is not None:
+                self._send_progress(*self._pending, time.monotonic())
+
+    def _send_progress(self, fraction: float, message: str | None, now: float) -> None:
+        self._pending, self._last_sent = None, now
+        stage = self.request.stage
+        overall = fraction if stage is None else stage.offset + stage.weight * fraction
+        overall = max(self._sent_fraction, min(1.0, max(0.0, overall)))
+        self._sent_fraction = overall
+        payload = je.JobProgressPayload(
+            fraction=overall, stage=stage.name if stage else None, message=message and message[:1000]
+        )
+        self.emit(EventType.JOB_PROGRESS, payload)
+
+    def log(self, message: str, level: Literal["debug", "info", "warning", "error"] = "info") -> None:
+        """Send one log line as ``job.log``."""
+        self.emit(EventType.JOB_LOG, je.JobLogPayload(level=level, message=message[:8000]))
+
+    def artifact(self, name: str, data: bytes | Path | str, content_type: str | None = None) -> Artifact:
+        """Store ``data`` (bytes, or a local file's path) as artifact ``name``; report ``job.artifact``."""
+        self.flush_progress()  # a throttled report goes before the artifact, keeping the order
+        req = self.request
+        if req.stage is not None and req.stage.count > 1:
+            name = f"{req.stage.name}/{name}"
+        content_type = content_type or guess_content_type(name)
+        key = result_key(req.storage_prefix, req.tenant, req.job_id, name)
+        body: bytes | Path = Path(data) if isinstance(data, str) else data
+        if isinstance(body, Path):
+            size, sha256 = runtime_io.file_digest(body)
+        else:
+            size, sha256 = len(body), hashlib.sha256(body).hexdigest()
+        if self._runtime.storage is not None:
+            self._runtime.call(self._runtime.storage.put(key, body, content_type), timeout=3600)
+        artifact = Artifact(name=name, key=key, content_type=content_type, size=size, sha256=sha256)
+        payload = je.JobArtifactPayload.model_validate(artifact.model_dump())
+        self.emit(EventType.JOB_ARTIFACT, payload, f"{self._prefix}-art-{name}")
+        self.artifacts.append(artifact)
+        return artifact
+
+    def input_path(self, name: str) -> Path:
+        """Job input ``name`` as a local file (downloaded once, size- and time-bounded)."""
+        if name in self._inputs:
+            return self._inputs[name]
+        refs: dict[str, InputRef] = self.spec.inputs.refs() if self.spec is not None else {}
+        if name not in refs:
+            raise runtime_io.InputError("input_missing", f"the job has no input {name!r}.")
+        rt, req = self._runtime, self.request
+        coro = runtime_io.download_input(
+            rt.storage, req.storage_prefix, req.tenant, refs[name], self.work_dir, name,
+            max_bytes=rt.max_input_bytes,
+        )  # fmt: skip
+        try:
+            path: Path = rt.call(coro, timeout=rt.input_timeout_s)
+        except TimeoutError as exc:
+            raise runtime_io.InputError("input_timeout", f"input {name!r} took too long to download.") from exc
+        self._inputs[name] = path
+        return path
+
+    # -- used by the runtime ----------------------------------------------------------------------
+    def emit(self, type_: EventType, payload: BaseModel, event_id: str | None = None) -> Any:
+        """Queue one event of this attempt; a future that completes once it is stored."""
+        req = self.request
+        event = make_event(
+            type_, payload, tenant=req.tenant, source=f"worker/{req.kind}", job_id=req.job_id,
+            kind=req.kind, attempt=req.attempt, event_id=event_id,
+        )  # fmt: skip
+        return self._runtime.send(job_event_name(type_), event)
+
+    def started(self) -> Any:
+        """Emit ``job.started`` (one id per attempt and stage)."""
+        stage = self.request.stage
+        event_id = self._prefix + (f"-s{stage.index}" if stage else "") + "-started"
+        return self.emit(EventType.JOB_STARTED, je.JobStartedPayload(worker=self.request.worker), event_id)
+
+    def heartbeats(self, stop: threading.Event) -> None:
+        """Emit ``job.heartbeat`` every ``heartbeat_interval_s`` until ``stop`` is set."""
+        while not stop.wait(self.request.heartbeat_interval_s):
+            self.emit(EventType.JOB_HEARTBEAT, je.JobHeartbeatPayload(worker=self.request.worker))
+
+    def finished(self, outcome: Outcome) -> Any:
+        """Emit the terminal event the worker owns (none for stages and retryable errors)."""
+        if outcome.status == "succeeded" and self.request.stage is None:
+            payload: BaseModel = je.JobSucceededPayload(result=outcome.result, artifacts=outcome.artifacts)
+            return self.emit(EventType.JOB_SUCCEEDED, payload, f"{self._prefix}-succeeded")
+        if outcome.status == "permanent" and outcome.error is not None:
+            payload = je.JobFailedPayload(error=outcome.error)
+            return self.emit(EventType.JOB_FAILED, payload, f"{self._prefix}-failed")
+        return None
+
+
+def drive(workload: Callable[..., Any], spec: Any, ctx: WorkerContext) -> dict[str, Any]:
+    """Call the workload; for a generator, act on each yielded report. The result dict."""
+    value = workload(spec, ctx)
+    if inspect.isgenerator(value) or isinstance(value, Iterator):
+        return _consume(value, ctx)
+    return dict(value or {})
+
+
+def _consume(items: Iterator[Any], ctx: WorkerContext) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    while True:
+        try:
+            item = next(items)
+        except StopIteration as stop:
+            return dict(stop.value) if isinstance(stop.value, dict) else result
+        ctx.check_cancelled()
+        if isinstance(item, Progress):
+            ctx.progress(item.fraction, item.message)
+        elif isinstance(item, Log):
+            ctx.log(item.message, item.level)
+        elif isinstance(item, ArtifactOut):
+            ctx.artifact(item.name, item.data, item.content_type)
+        elif isinstance(item, Result):
+            result = dict(item.value)
+        else:
+            raise TypeError(f"a workload may yield Progress, Log, ArtifactOut or Result, not {item!r}")
