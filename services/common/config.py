@@ -63,11 +63,17 @@ class BaseServiceSettings(BaseSettings):
     )
     signed_url_ttl_s: int = Field(default=3600, gt=0, le=7 * 24 * 3600)
 
+    cors_origins: list[str] = Field(
+        default_factory=lambda: ["http://localhost:3000"], description="Browser origins allowed (no '*' outside dev)."
+    )
+
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
 
     @model_validator(mode="after")
     def _no_placeholder_secrets_in_prod(self) -> BaseServiceSettings:
+        if self.profile != "dev" and "*" in self.cors_origins:
+            raise ValueError("GPURELAY_CORS_ORIGINS may not contain '*' outside the dev profile")
         if self.profile in ("dev", "test"):
             return self
         for name, value in self:
@@ -99,7 +105,6 @@ class GatewaySettings(BaseServiceSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    cors_origins: list[str] = Field(default_factory=lambda: ["http://localhost:3000"])
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
     max_body_bytes: int = Field(default=1024**2, gt=0)
     allowed_content_types: list[str] = Field(
@@ -137,12 +142,6 @@ class GatewaySettings(BaseServiceSettings):
     robot_ws_ack_every: int = Field(default=500, ge=1, description="WebSocket: ack after this many messages.")
     robot_ws_ack_ms: float = Field(default=1000.0, gt=0, description="WebSocket: ack at least every N ms.")
     robot_ws_auth_timeout_s: float = Field(default=5.0, gt=0, description="WebSocket: wait for auth (s).")
-
-    @model_validator(mode="after")
-    def _no_wildcard_cors_in_prod(self) -> GatewaySettings:
-        if self.profile != "dev" and "*" in self.cors_origins:
-            raise ValueError("GPURELAY_CORS_ORIGINS may not contain '*' outside the dev profile")
-        return self
 
 
 class DispatcherSettings(BaseServiceSettings):

@@ -1,27 +1,51 @@
-"""``python -m services.dispatcher``: one dispatcher replica until SIGINT or SIGTERM."""
+"""``python -m services.dispatcher`` (also ``gpurelay dispatcher``): one replica until SIGINT/SIGTERM.
+
+Beside the dispatcher it serves ``GET /healthz`` on ``GPURELAY_HOST:GPURELAY_PORT`` (default
+127.0.0.1:8002): 200 while NATS is connected, else 503 — what compose's health check calls.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from services.common.config import DispatcherSettings, load_settings
+from services.common.http_server import EmbeddedHttpServer
 from services.common.logging import setup_logging
 from services.dispatcher.service import Dispatcher
 
 
+def health_app(dispatcher: Dispatcher) -> Any:
+    """``/healthz`` of a running dispatcher."""
+
+    async def healthz(_: Request) -> JSONResponse:
+        ok = dispatcher.nc is not None and dispatcher.nc.is_connected
+        return JSONResponse({"status": "ok" if ok else "nats disconnected"}, status_code=200 if ok else 503)
+
+    return Starlette(routes=[Route("/healthz", healthz)])
+
+
 async def serve(settings: DispatcherSettings) -> None:
-    """Run a :class:`Dispatcher` until a stop signal."""
+    """Run a :class:`Dispatcher` and its health endpoint until a stop signal."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     dispatcher = Dispatcher(settings)
     await dispatcher.start()
+    health = EmbeddedHttpServer(settings.host, settings.port)
+    await health.start(health_app(dispatcher))
     print("dispatcher ready", flush=True)
     try:
         await stop.wait()
     finally:
+        await health.stop()
         await dispatcher.stop()
 
 

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from nats.aio.client import Client as NatsClient
 
@@ -23,7 +22,7 @@ from services.common.nats import connect, declare_all
 from services.common.storage import LocalStorage, Storage, make_storage
 from services.gateway.blobs import blob_router
 from services.gateway.errors import install_error_handlers, problem, use_problem_json_in_openapi
-from services.gateway.middleware import BodySizeLimitMiddleware
+from services.gateway.middleware import BodySizeLimitMiddleware, install_cors
 from services.gateway.routes import ROUTERS
 from services.gateway.state import GatewayState
 
@@ -93,14 +92,7 @@ def create_app(settings: GatewaySettings, *, storage: Storage | None = None) -> 
     install_error_handlers(app)
     use_problem_json_in_openapi(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, exempt_prefixes=("/v1/blobs/",))
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.cors_origins,
-        allow_methods=["GET", "POST", "PATCH", "DELETE", "PUT", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
-        expose_headers=["Location", "Retry-After"],
-        max_age=600,
-    )
+    install_cors(app, settings.cors_origins)
     if isinstance(store, LocalStorage):
         app.include_router(blob_router(store))
     for router in ROUTERS:

@@ -1,10 +1,13 @@
-"""Request body size limit (pure ASGI, so streaming routes are not buffered)."""
+"""Request body size limit (pure ASGI, so streaming routes are not buffered) and the CORS allowlist."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -79,3 +82,15 @@ class BodySizeLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def install_cors(app: FastAPI, origins: list[str]) -> None:
+    """The CORS allowlist from settings (``*`` is refused outside dev by the settings themselves)."""
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=origins,
+        allow_methods=["GET", "POST", "PATCH", "DELETE", "PUT", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+        expose_headers=["Location", "Retry-After"],
+        max_age=600,
+    )

@@ -27,6 +27,7 @@ from services.common.apikeys import ApiKeyStore
 from services.common.config import NotifierSettings
 from services.common.nats import connect, declare_all
 from services.gateway.errors import install_error_handlers, problem
+from services.gateway.middleware import install_cors
 from services.notifier.deliveries import DeliveryStore, open_bucket
 from services.notifier.fanout import FanOut
 from services.notifier.routes import router
@@ -143,6 +144,7 @@ def create_app(settings: NotifierSettings) -> FastAPI:
     app.state.settings = settings
     app.state.notifier = None
     install_error_handlers(app)
+    install_cors(app, settings.cors_origins)
     app.include_router(router)
 
     @app.get("/healthz", tags=["health"])

@@ -88,6 +88,7 @@ async def replicas(settings: DispatcherSettings, tmp_path: Path) -> AsyncIterato
             GPURELAY_EVENT_ACK_WAIT_S="1.5",
             GPURELAY_TICKET_ACK_WAIT_S="1.5",
             GPURELAY_LOCAL_POOL_SIZE="2",
+            GPURELAY_PORT="0",  # the health endpoint: any free port (two replicas run at once)
             GPURELAY_LOG_LEVEL="WARNING",
             GPURELAY_TEST_MARKS=str(marks),
             PYTHONPATH=str(ROOT),
