@@ -48,6 +48,18 @@ def _dev_secret(data_dir: Path, name: str, make: Callable[[], str] = lambda: sec
     return value
 
 
+def print_ready(env: dict[str, str]) -> None:
+    """Tell the person at the terminal where the stack listens and which key to use."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    console.print(
+        f"[bold green]gpurelay dev ready[/]  gateway [cyan]{env['GPURELAY_URL']}[/]"
+        f"  nats [cyan]{env['GPURELAY_NATS_URL']}[/]  dev key [cyan]{env['GPURELAY_API_KEY']}[/]"
+    )
+    console.print(f"settings written to [cyan]{Path(env['GPURELAY_DATA_DIR']) / 'dev.env'}[/]; Ctrl-C stops everything")
+
+
 @dataclass
 class DevStack:
     """The embedded stack: start, report where it listens, stop everything it started."""

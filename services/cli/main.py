@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from services.cli.dev import DevStack, run_until_signal
+from services.cli.dev import DevStack, print_ready, run_until_signal
 from services.cli.jobs import jobs_app
 from services.cli.keys import keys_app
 from services.cli.replay import replay
@@ -34,14 +34,6 @@ app.registered_commands += serve_app.registered_commands
 DataDir = Annotated[Path, typer.Option("--data-dir", help="Where the embedded stack keeps its data.")]
 
 
-def _print_ready(env: dict[str, str]) -> None:
-    console.print(
-        f"[bold green]gpurelay dev ready[/]  gateway [cyan]{env['GPURELAY_URL']}[/]"
-        f"  nats [cyan]{env['GPURELAY_NATS_URL']}[/]  dev key [cyan]{env['GPURELAY_API_KEY']}[/]"
-    )
-    console.print(f"settings written to [cyan]{Path(env['GPURELAY_DATA_DIR']) / 'dev.env'}[/]; Ctrl-C stops everything")
-
-
 @app.command()
 def dev(
     data_dir: DataDir = Path(".gpurelay"),
@@ -50,47 +42,30 @@ def dev(
 ) -> None:
     """Run the whole embedded stack in the foreground until Ctrl-C (SIGINT) or SIGTERM."""
     stack = DevStack(data_dir=data_dir.resolve(), port=port, nats_port=nats_port)
-    asyncio.run(run_until_signal(stack, on_ready=_print_ready))
+    asyncio.run(run_until_signal(stack, on_ready=print_ready))
     console.print("gpurelay dev stopped")
-
-
-async def _demo(data_dir: Path) -> int:
-    """The main job end to end: two synthetic laps → lap_compare on the embedded stack → results."""
-    from services.cli.client import Client
-    from services.cli.demo_media import write_lap_video
-    from services.cli.submit import submit_files
-    from services.common.config import BaseServiceSettings
-
-    stack = DevStack(data_dir=data_dir, port=0)
-    try:
-        env = await stack.start()
-        _print_ready(env)
-        media = data_dir / "demo-media"
-        media.mkdir(parents=True, exist_ok=True)
-        lap = await asyncio.to_thread(write_lap_video, media / "lap.mp4", 3.0)
-        reference = await asyncio.to_thread(write_lap_video, media / "reference.mp4", 3.5, wobble=0.02)
-        console.print(f"made two synthetic laps under [cyan]{media}[/]; submitting a lap_compare job")
-        settings = BaseServiceSettings(
-            url=env["GPURELAY_URL"], api_key=env["GPURELAY_API_KEY"], nats_url=env["GPURELAY_NATS_URL"]
-        )
-        async with Client(settings) as client:
-            return await submit_files(client, "lap_compare", {"video": lap, "reference": reference}, {}, True)
-    finally:
-        await stack.stop()
 
 
 @app.command()
 def demo(
+    video: Annotated[
+        Path | None, typer.Argument(exists=True, dir_okay=False, help="A lap video (default: synthetic).")
+    ] = None,
+    reference: Annotated[
+        Path | None, typer.Argument(exists=True, dir_okay=False, help="A second lap to compare with.")
+    ] = None,
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Keep the demo's data here (default: a temp dir).")
     ] = None,
 ) -> None:
-    """Run the main job end to end on the embedded stack: upload two laps, compare them, show results."""
+    """Run lap_compare end to end on the embedded stack, with a verifying webhook receiver, then stop."""
+    from services.cli.demo import run_demo
+
     if data_dir is not None:
-        code = asyncio.run(_demo(data_dir.resolve()))
+        code = asyncio.run(run_demo(data_dir.resolve(), video, reference))
     else:
         with tempfile.TemporaryDirectory(prefix="gpurelay-demo-") as tmp:
-            code = asyncio.run(_demo(Path(tmp)))
+            code = asyncio.run(run_demo(Path(tmp), video, reference))
     if code == 0:
         console.print("[bold green]demo finished[/]: lap_compare ran end to end and the stack stopped cleanly")
     raise typer.Exit(code)

@@ -109,8 +109,21 @@ async def test_dev_writes_env_serves_and_stops_cleanly(tmp_path: Path) -> None:
         assert await asyncio.wait_for(proc.wait(), 20) == 0
 
 
+def _processes() -> dict[int, str]:
+    """Every process's id and command line (Linux /proc)."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+    return found
+
+
 @pytest.mark.timeout(180)
 async def test_demo_runs_lap_compare_end_to_end(tmp_path: Path) -> None:
+    before = set(_processes())
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -131,4 +144,12 @@ async def test_demo_runs_lap_compare_end_to_end(tmp_path: Path) -> None:
     for artifact in ("overlay.mp4", "metrics.json", "manifest.json"):
         assert any(f"/{artifact}?" in line for line in links), artifact
     assert "lap_time_delta_s" in text
+    # The local webhook receiver got the job's events, every signature valid.
+    assert "webhook deliveries received" in text
+    assert "job.succeeded" in text.split("webhook deliveries received", 1)[1]
+    assert "INVALID" not in text
+    # Nothing is left behind: no dev.env, and no process the demo started still runs.
     assert not dev_env_path(tmp_path).exists(), "the demo's stack did not stop cleanly"
+    left = {pid: cmd for pid, cmd in _processes().items() if pid not in before and pid != proc.pid}
+    leftovers = {pid: cmd for pid, cmd in left.items() if "nats-server" in cmd or "multiprocessing" in cmd}
+    assert leftovers == {}
