@@ -1,4 +1,4 @@
-"""Worker benchmarks: pose frames/s through the platform against a naive per-frame ultralytics loop.
+"""Worker benchmarks: pose and lap_compare frames/s through the platform against naive loops.
 
 Both sides decode the same synthetic clip and run the same model (``yolo26n-pose.yaml``, random
 weights: speed does not depend on what is found) at the same ``imgsz``, on CUDA when present:
@@ -9,6 +9,12 @@ weights: speed does not depend on what is found) at the same ``imgsz``, on CUDA 
 * ``pose job``: the whole job through :class:`~modal_workers.runtime.WorkerRuntime` (events to a
   null sink, artifacts to local storage): inference plus shuttle, court, drawing and encoding of
   ``processed.mp4`` and the artifacts, against the same naive loop (no target: it does more work).
+
+lap_compare (:func:`lap_results`): the whole job through the runtime (download, probe, decode
+overlapped in the reader thread, downscale, Farnebäck flow and metrics, overlay drawn and encoded
+in the writer thread, the three artifacts stored) against a plain OpenCV loop doing the same
+per-frame computation one step after another (``cv2.VideoCapture`` → resize → gray → Farnebäck →
+metrics → overlay drawn → ``VideoWriter``), with no artifacts. Target ratio ≥ 0.9.
 """
 
 from __future__ import annotations
@@ -27,10 +33,17 @@ IMGSZ = int(os.environ.get("BENCH_POSE_IMGSZ", "320"))
 BATCH = int(os.environ.get("BENCH_POSE_BATCH", "16"))
 MODEL = "yolo26n-pose.yaml"
 REPEATS = 3
+LAP_FRAMES = int(os.environ.get("BENCH_LAP_FRAMES", "48"))
+LAP_SOURCE = (1280, 720)
+LAP_WIDTH = int(os.environ.get("BENCH_LAP_WIDTH", "640"))
+LAP_RATIO = 0.9
 NOTES = [
     "pose: yolo26n-pose built from its yaml (random weights; throughput does not depend on detections), "
     f"{FRAMES} frames of {WIDTH}x{HEIGHT}, imgsz {IMGSZ}, batch {BATCH}; on this machine's CPU unless a GPU "
-    "is present. The pipeline figure's target is its baseline (ratio ≥ 1.0)."
+    "is present. The pipeline figure's target is its baseline (ratio ≥ 1.0).",
+    f"lap_compare: {LAP_FRAMES} frames of a synthetic {LAP_SOURCE[0]}x{LAP_SOURCE[1]} lap (mp4v), downscaled "
+    f"to width {LAP_WIDTH}, Farnebäck; the job (all artifacts stored) against a sequential OpenCV loop doing "
+    f"the same per-frame work; target ratio ≥ {LAP_RATIO}.",
 ]
 
 
@@ -83,9 +96,8 @@ async def _null_sink() -> _NullSink:
     return _NullSink()
 
 
-def job(path: Path, folder: Path) -> float:
-    """Frames/s of a whole pose job through the worker runtime."""
-    from modal_workers.pose import run as pose_run
+def through_runtime(path: Path, folder: Path, kind: str, params: dict[str, Any], workload: Any) -> tuple[Any, float]:
+    """Run one ``kind`` job on ``path`` through the worker runtime; its outcome and wall time."""
     from modal_workers.runtime import RunRequest, WorkerRuntime
     from services.common.storage import LocalStorage, upload_key
 
@@ -93,17 +105,24 @@ def job(path: Path, folder: Path) -> float:
     runtime = WorkerRuntime(_null_sink, lambda: storage)
     try:
         runtime.call(storage.put(upload_key("", "bench", "upbench", path.name), path.read_bytes(), "video/mp4"))
-        spec = {"kind": "pose", "inputs": {"video": {"upload_id": "upbench"}},
-                "params": {"imgsz": IMGSZ, "batch_size": BATCH}}  # fmt: skip
-        request = RunRequest(tenant="bench", job_id="jbench", kind="pose", attempt=1, spec=spec,
-                             function="modal_workers.pose:run")  # fmt: skip
+        spec = {"kind": kind, "inputs": {"video": {"upload_id": "upbench"}}, "params": params}
+        request = RunRequest(tenant="bench", job_id="jbench", kind=kind, attempt=1, spec=spec,
+                             function=f"modal_workers.{kind}:run")  # fmt: skip
         start = time.perf_counter()
-        outcome = runtime.run(pose_run, request)
+        outcome = runtime.run(workload, request)
         elapsed = time.perf_counter() - start
     finally:
         runtime.close()
     if outcome.status != "succeeded":
-        raise RuntimeError(f"the pose job failed: {outcome.error}")
+        raise RuntimeError(f"the {kind} job failed: {outcome.error}")
+    return outcome, elapsed
+
+
+def job(path: Path, folder: Path) -> float:
+    """Frames/s of a whole pose job through the worker runtime."""
+    from modal_workers.pose import run as pose_run
+
+    outcome, elapsed = through_runtime(path, folder, "pose", {"imgsz": IMGSZ, "batch_size": BATCH}, pose_run)
     return rate(int(outcome.result["processedFrames"]), elapsed)
 
 
@@ -132,9 +151,78 @@ def pose_results() -> list[Result]:
     ]
 
 
+def lap_clip(path: Path) -> Path:
+    """A synthetic lap: a smooth texture scrolling 4 px per frame with a car drawn on it (mp4v, 24 fps)."""
+    import cv2
+    import numpy as np
+
+    width, height = LAP_SOURCE
+    noise = np.random.default_rng(3).integers(0, 255, (height // 8 + 1, width // 8 + 1), dtype=np.uint8)
+    smooth = cv2.GaussianBlur(cv2.resize(noise, (width, height), interpolation=cv2.INTER_CUBIC), (5, 5), 1.0)
+    base = cv2.cvtColor(smooth, cv2.COLOR_GRAY2BGR)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 24.0, (width, height))
+    for k in range(LAP_FRAMES):
+        frame = np.roll(base, 4 * k, axis=1)
+        x = 100 + 8 * k % (width - 200)
+        cv2.rectangle(frame, (x, height // 2 - 20), (x + 60, height // 2 + 20), (30, 30, 230), -1)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def lap_naive(path: Path, out: Path) -> float:
+    """Frames/s of the plain OpenCV loop: read, downscale, gray, Farnebäck, metrics, draw, encode."""
+    import cv2
+
+    from modal_workers.lap_compare_flow import FlowEngine, draw_overlay, frame_metrics
+    from modal_workers.video import scaled_size
+
+    engine, previous, count = FlowEngine("farneback"), None, 0
+    start = time.perf_counter()
+    cap = cv2.VideoCapture(str(path))
+    fps = float(cap.get(cv2.CAP_PROP_FPS))
+    size = scaled_size(int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), LAP_WIDTH)
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
+    while (read := cap.read())[0]:
+        image = cv2.resize(read[1], size, interpolation=cv2.INTER_AREA)
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        flow = engine(previous, gray) if previous is not None else None
+        frame_metrics(flow, fps)
+        writer.write(draw_overlay(image, flow))
+        previous, count = gray, count + 1
+    cap.release()
+    writer.release()
+    return rate(count, time.perf_counter() - start)
+
+
+def lap_job(path: Path, folder: Path) -> float:
+    """Frames/s of a whole lap_compare job through the worker runtime."""
+    from modal_workers.lap_compare import run as lap_run
+
+    outcome, elapsed = through_runtime(path, folder, "lap_compare", {"downscale_width": LAP_WIDTH}, lap_run)
+    return rate(int(outcome.result["frames"]), elapsed)
+
+
+def lap_results() -> list[Result]:
+    """lap_compare figures (CPU: OpenCV's Farnebäck)."""
+    import modal_workers.lap_compare  # noqa: F401 - imported before any clock starts
+
+    with tempfile.TemporaryDirectory(prefix="gpurelay-bench-lap-") as tmp:
+        folder = Path(tmp)
+        path = lap_clip(folder / "lap.mp4")
+        lap_naive(path, folder / "naive.mp4")  # warm-up: codecs, OpenCV's thread pool
+        base, ours = [], []
+        for _ in range(REPEATS):
+            base.append(lap_naive(path, folder / "naive.mp4"))
+            ours.append(lap_job(path, folder))
+    baseline = median(base)
+    name = f"lap_compare job fps ({LAP_WIDTH} px wide, Farnebäck)"
+    return [Result.compare(name, median(ours), "frames/s", baseline, LAP_RATIO * baseline)]
+
+
 def run() -> list[Result]:
     """Every worker figure."""
-    return pose_results()
+    return pose_results() + lap_results()
 
 
 if __name__ == "__main__":

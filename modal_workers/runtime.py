@@ -241,6 +241,8 @@ class WorkerRuntime:
                     log.debug("close failed", exc_info=True)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self.loop.close()
 
 
 def _settle(future: Any, timeout: float = 60.0) -> None:

@@ -1,0 +1,1 @@
+"""End-to-end tests through the real embedded stack (``DevStack``): every component, real HTTP."""
