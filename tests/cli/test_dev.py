@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -109,13 +110,14 @@ async def test_dev_writes_env_serves_and_stops_cleanly(tmp_path: Path) -> None:
         assert await asyncio.wait_for(proc.wait(), 20) == 0
 
 
-def _processes() -> dict[int, str]:
-    """Every process's id and command line (Linux /proc)."""
-    found: dict[int, str] = {}
+def _processes_marked(marker: str) -> list[int]:
+    """Ids of live processes whose environment holds ``marker`` (inherited by every child)."""
+    found: list[int] = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                if marker.encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
             except OSError:
                 continue
     return found
@@ -123,7 +125,8 @@ def _processes() -> dict[int, str]:
 
 @pytest.mark.timeout(180)
 async def test_demo_runs_lap_compare_end_to_end(tmp_path: Path) -> None:
-    before = set(_processes())
+    marker = f"GPURELAY_TEST_DEMO_MARK={uuid.uuid4().hex}"
+    name, _, value = marker.partition("=")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -133,7 +136,7 @@ async def test_demo_runs_lap_compare_end_to_end(tmp_path: Path) -> None:
         str(tmp_path),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env=_env(),
+        env={**_env(), name: value},
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 170)
     text = out.decode()
@@ -150,6 +153,4 @@ async def test_demo_runs_lap_compare_end_to_end(tmp_path: Path) -> None:
     assert "INVALID" not in text
     # Nothing is left behind: no dev.env, and no process the demo started still runs.
     assert not dev_env_path(tmp_path).exists(), "the demo's stack did not stop cleanly"
-    left = {pid: cmd for pid, cmd in _processes().items() if pid not in before and pid != proc.pid}
-    leftovers = {pid: cmd for pid, cmd in left.items() if "nats-server" in cmd or "multiprocessing" in cmd}
-    assert leftovers == {}
+    assert _processes_marked(marker) == [], "processes the demo started are still running"
