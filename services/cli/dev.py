@@ -75,7 +75,17 @@ class DevStack:
     env: dict[str, str] = field(default_factory=dict)
 
     async def start(self) -> dict[str, str]:
-        """Start every component, then write ``dev.env``; return what it holds."""
+        """Start every component, then write ``dev.env``; return what it holds.
+
+        If any part fails to start, what did start is stopped before the error propagates.
+        """
+        try:
+            return await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> dict[str, str]:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.nats = EmbeddedNats(self.data_dir / "nats", port=self.nats_port, host=self.host)
         await asyncio.to_thread(self.nats.start)

@@ -154,3 +154,21 @@ async def test_demo_runs_lap_compare_end_to_end(tmp_path: Path) -> None:
     # Nothing is left behind: no dev.env, and no process the demo started still runs.
     assert not dev_env_path(tmp_path).exists(), "the demo's stack did not stop cleanly"
     assert _processes_marked(marker) == [], "processes the demo started are still running"
+
+
+async def test_a_failed_start_stops_what_did_start(tmp_path: Path) -> None:
+    from services.cli.dev import DevStack
+    from services.common.embedded_nats import free_port
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    nats_port = free_port()
+    stack = DevStack(data_dir=tmp_path, port=taken.getsockname()[1], nats_port=nats_port)
+    try:
+        with pytest.raises(OSError, match="in use"):
+            await stack.start()
+    finally:
+        taken.close()
+    assert stack.nats is None
+    assert not _port_open(f"nats://127.0.0.1:{nats_port}"), "nats-server outlived a failed start"
