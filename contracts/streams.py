@@ -29,6 +29,7 @@ class StreamDecl(BaseModel):
     max_age_s: float = Field(default=0.0, ge=0, description="0 keeps messages forever.")
     duplicate_window_s: float = Field(default=120.0, ge=0)
     max_bytes: int = Field(default=-1, description="-1 is unlimited.")
+    max_consumers: int = Field(default=-1, description="-1 is the server's default (1,000 on nats-server 2.15).")
     description: str = ""
 
 
@@ -80,6 +81,8 @@ KV_UPLOADS = "uploads"
 KV_DISPATCHER_WAITS = "dispatcher_waits"
 
 FRAMES_MAX_BYTES = 2 * 1024**3
+JOBS_MAX_CONSUMERS = 20_000
+"""Each SSE connection holds one ephemeral consumer on JOBS; the server's default allows 1,000."""
 
 
 def declarations(ns: Namespace | None = None, frames_max_bytes: int = FRAMES_MAX_BYTES) -> Declarations:
@@ -93,6 +96,7 @@ def declarations(ns: Namespace | None = None, frames_max_bytes: int = FRAMES_MAX
                 subjects=(s("jobs.>"), s("uploads.>")),
                 max_age_s=30 * DAY,
                 duplicate_window_s=120.0,
+                max_consumers=JOBS_MAX_CONSUMERS,
                 description="Every job and upload event: the platform's log of record.",
             ),
             StreamDecl(

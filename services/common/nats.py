@@ -40,6 +40,7 @@ def stream_config(decl: StreamDecl) -> StreamConfig:
         max_age=decl.max_age_s,
         duplicate_window=decl.duplicate_window_s,
         max_bytes=decl.max_bytes,
+        max_consumers=decl.max_consumers,
     )
 
 
