@@ -81,7 +81,13 @@ class FanOut:
         while True:
             try:
                 msgs = await psub.fetch(BATCH, timeout=2.0)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a broken pull must not end the fan-out for good
+                log.exception("webhook fan-out fetch failed; retrying")
+                await asyncio.sleep(0.5)
                 continue
             if not msgs:
                 continue

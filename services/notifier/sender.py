@@ -8,22 +8,17 @@ the ``standardwebhooks`` library). Redirects are not followed (a 3xx is a failur
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
-import importlib.util
-import sys
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import httpx
 from standardwebhooks import Webhook
 
-from services.common.ssrf import GuardedTransport, SsrfError
-
-if importlib.util.find_spec("sniffio") is None:
-    # httpcore tries ``import sniffio`` on every request; without it each try searches sys.path
-    # (~0.3 ms). A None entry makes that import fail at once. (Better: depend on sniffio.)
-    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
+from services.common.ssrf import SsrfError
+from services.notifier.http1 import Http1Client, ProtocolError
 
 USER_AGENT = "gpurelay-webhooks/1"
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -49,10 +44,16 @@ class AttemptResult:
         return f"HTTP {self.status}"
 
 
+@functools.lru_cache(maxsize=1024)
+def _webhook(secret: str) -> Webhook:
+    """The signer of one secret (decoding the secret once)."""
+    return Webhook(secret)
+
+
 def sign_headers(secrets: Sequence[str], event_id: str, body: bytes, now: datetime) -> dict[str, str]:
     """The three Standard Webhooks headers for ``body``, signed with every secret."""
     text = body.decode()
-    signatures = " ".join(Webhook(secret).sign(event_id, now, text) for secret in secrets)
+    signatures = " ".join(_webhook(secret).sign(event_id, now, text) for secret in secrets)
     return {
         "webhook-id": event_id,
         "webhook-timestamp": str(int(now.timestamp())),
@@ -77,14 +78,14 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
 
 
 class Sender:
-    """Sends attempts over one guarded HTTP client (connection pool shared by every endpoint)."""
+    """Sends attempts with :class:`Http1Client` (keep-alive connections to SSRF-checked addresses)."""
 
     def __init__(self, allow_hosts: Sequence[str], *, allow_http: bool, timeout_s: float) -> None:
-        transport = GuardedTransport(allow_hosts, allow_http=allow_http)
-        self.client = httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False, timeout=timeout_s)
+        self.client = Http1Client(tuple(allow_hosts), allow_http, MAX_RESPONSE_BYTES)
+        self.timeout_s = timeout_s
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the idle connections."""
         await self.client.aclose()
 
     async def send(self, url: str, secrets: Sequence[str], event_id: str, body: bytes) -> AttemptResult:
@@ -96,20 +97,15 @@ class Sender:
             **sign_headers(secrets, event_id, body, now),
         }
         try:
-            async with self.client.stream("POST", url, content=body, headers=headers) as response:
-                status = response.status_code
-                read = 0
-                async for chunk in response.aiter_raw():  # drained, so the connection is reused
-                    read += len(chunk)
-                    if read > MAX_RESPONSE_BYTES:
-                        break
-                retry_after = None
-                if status in (429, 503):
-                    retry_after = parse_retry_after(response.headers.get("retry-after"), now)
-                return AttemptResult(status=status, retry_after_s=retry_after)
+            async with asyncio.timeout(self.timeout_s):
+                response = await self.client.post(url, body, headers)
         except SsrfError as exc:
             return AttemptResult(status=None, error=f"refused by the SSRF guard: {exc.reason}")
-        except httpx.TimeoutException:
+        except TimeoutError:
             return AttemptResult(status=None, error="timed out")
-        except httpx.HTTPError as exc:
+        except (OSError, ProtocolError, asyncio.IncompleteReadError, ValueError) as exc:
             return AttemptResult(status=None, error=f"{type(exc).__name__}: {exc}"[:500])
+        retry_after = None
+        if response.status in (429, 503):
+            retry_after = parse_retry_after(response.headers.get("retry-after"), now)
+        return AttemptResult(status=response.status, retry_after_s=retry_after)

@@ -119,7 +119,7 @@ class Workers:
                 self.kicked.discard(key)
                 try:
                     msgs = await psub.fetch(1, timeout=FETCH_WAIT_S)
-                except nats.errors.TimeoutError:
+                except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
                     if asyncio.get_running_loop().time() - idle_since > IDLE_EXIT_S:
                         info = await psub.consumer_info()
                         if not info.num_pending and not info.num_ack_pending and key not in self.kicked:

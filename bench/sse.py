@@ -1,0 +1,236 @@
+"""SSE benchmark: publish→client latency and events/s for 1, 100 and 1,000 clients; RSS per connection.
+
+The notifier runs as its own process (``python -m services.notifier``, see ``bench/webhooks.py``), so
+the load generator does not share its GIL. Clients are raw asyncio HTTP/1.1 streaming readers (a
+minimal SSE parser, not httpx), each on its own job's stream ``GET /v1/jobs/{id}/events``. A
+publisher puts ``job.log`` events into JOBS at a fixed aggregate rate of 1,000 events/s, spread over
+the clients' jobs (1 client: 1,000/s on one job; 100 clients: 10/s each; 1,000 clients: 1/s each),
+so "1,000 events/s across 100 clients" reads as 1,000 events/s delivered in total. Each event's
+message carries its publish time (``time.perf_counter``, the same clock in this process), and
+latency = receipt − publish. The baseline is a raw nats-py core subscriber on the same subjects in
+the same run. RSS per connection = (notifier VmRSS with 1,000 connected clients − VmRSS before) / 1,000.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import REPEATS, Result, median
+from bench.webhooks import TENANT, NotifierProcess, add_jobs, event_body
+from contracts.ids import new_id
+from contracts.streams import KV_APIKEYS, declarations
+from contracts.subjects import Namespace, Subjects
+from services.common.apikeys import ApiKeyStore
+from services.common.embedded_nats import EmbeddedNats
+from services.common.nats import apply_declarations
+
+RATE = 1000  # events/s, aggregate
+SECONDS = 3.0
+CLIENTS = (1, 100, 1000)
+STAMP = re.compile(rb'"message":"t=([0-9.]+)"')
+NOTES = [
+    "sse: the notifier runs in its own process; the clients (raw asyncio readers), the publisher and the "
+    "nats-py baseline subscriber share the bench process; nats-server is a third; all on the same shared, "
+    f"noisy cores. Each client follows its own job; events are published at {RATE:,}/s in total, spread over "
+    f"the clients' jobs, for {SECONDS:.0f} s: p50/p99 are over every received event, the median of {REPEATS} "
+    "rounds for 1 and 100 clients, one round for 1,000.",
+    "sse: latency targets are upper bounds (p99 ≤ 50 ms at 1,000 events/s across 100 clients; notifier RSS "
+    "≤ 300 MB with 1,000 connections): the table's 'meets target' column only handles lower bounds, so "
+    "these figures carry the bound in their name instead.",
+]
+
+
+class Client:
+    """One SSE connection read with asyncio streams; records the latency of every ``data:`` line."""
+
+    last_receipt = 0.0  # perf_counter of the latest event any client received
+
+    def __init__(self, url: str, path: str, key: str, latencies: list[float]) -> None:
+        self.url, self.path, self.key, self.latencies = url, path, key, latencies
+        self.connected = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def alive(self) -> bool:
+        """Whether the stream is still open (the notifier did not end it)."""
+        return self.task is not None and not self.task.done()
+
+    def start(self) -> None:
+        """Connect and read in the background."""
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        host, port = self.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port), limit=1 << 20)
+        try:
+            request = (
+                f"GET {self.path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {self.key}\r\n"
+                "Accept: text/event-stream\r\n\r\n"
+            )
+            writer.write(request.encode())
+            status = await reader.readline()
+            if b" 200 " not in status:
+                raise RuntimeError(f"SSE answered {status!r}")
+            while await reader.readline() not in (b"\r\n", b""):
+                pass
+            self.connected.set()
+            while line := await reader.readline():
+                if b"data:" in line and (match := STAMP.search(line)):
+                    Client.last_receipt = now = time.perf_counter()
+                    self.latencies.append(now - float(match.group(1)))
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        """Cancel the reader."""
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values``, in ms."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000 if ordered else float("nan")
+
+
+async def publish(nc: NatsClient, subjects: Subjects, jobs: list[str], seconds: float) -> int:
+    """Publish ``job.log`` events at ``RATE``/s round-robin over ``jobs``; how many were published."""
+    tick = 0.01
+    per_tick = max(1, int(RATE * tick))
+    start, sent = time.perf_counter(), 0
+    while (now := time.perf_counter()) - start < seconds:
+        for _ in range(per_tick):
+            job_id = jobs[sent % len(jobs)]
+            event_id, body = event_body(job_id, f"t={time.perf_counter():.6f}")
+            await nc.publish(subjects.job_event(TENANT, job_id, "log"), body, headers={"Nats-Msg-Id": event_id})
+            sent += 1
+        await nc.flush()
+        await asyncio.sleep(max(0.0, start + sent / RATE - time.perf_counter()))
+        del now
+    return sent
+
+
+async def one_round(
+    nc: NatsClient,
+    subjects: Subjects,
+    clients: list[Client],
+    jobs: list[str],
+    latencies: list[float],
+    base: list[float],
+) -> tuple[float, float, float, float, float]:
+    """p50, p99 (ms), delivered events/s, and the baseline subscriber's p50, p99 (ms)."""
+    latencies.clear()
+    base.clear()
+    start = time.perf_counter()
+    sent = await publish(nc, subjects, jobs, SECONDS)
+    n = len(jobs)
+    expected = sum(sent // n + (1 if i < sent % n else 0) for i, c in enumerate(clients) if c.alive)
+    deadline = time.perf_counter() + 10
+    while len(latencies) < expected and time.perf_counter() < deadline:  # noqa: ASYNC110 - polling a plain list
+        await asyncio.sleep(0.05)
+    elapsed = Client.last_receipt - start
+    return (
+        percentile(latencies, 0.5),
+        percentile(latencies, 0.99),
+        len(latencies) / elapsed,
+        *(
+            percentile(base, 0.5),
+            percentile(base, 0.99),
+        ),
+    )
+
+
+async def measure() -> list[Result]:
+    """Every SSE figure."""
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="gpurelay-bench-") as tmp, EmbeddedNats(Path(tmp)) as server:
+        ns = Namespace("b" + uuid.uuid4().hex[:10])
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await apply_declarations(js, declarations(ns))
+        _, key = await ApiKeyStore(await js.key_value(ns.bucket(KV_APIKEYS))).create(TENANT)
+        jobs = [new_id("job") for _ in range(sum(CLIENTS))]
+        await add_jobs(js, ns, jobs)
+        subjects = Subjects(ns)
+        base: list[float] = []
+
+        async def on_msg(msg: Msg) -> None:
+            if match := STAMP.search(msg.data):
+                base.append(time.perf_counter() - float(match.group(1)))
+
+        await nc.subscribe(ns.subject(f"jobs.{TENANT}.*.log"), cb=on_msg)
+        secret = "bench-signing-secret-0123456789"
+        async with NotifierProcess(server.url, ns.name, Path(tmp), signing_secret=secret) as n:
+            await asyncio.sleep(1.0)
+            rss_before = n.rss_bytes()
+            latencies: list[float] = []
+            for index, count in enumerate(CLIENTS):
+                # each configuration has its own jobs: a new client does not replay earlier rounds' events
+                mine = jobs[sum(CLIENTS[:index]) : sum(CLIENTS[: index + 1])]
+                clients = [Client(n.url, f"/v1/jobs/{job}/events", key, latencies) for job in mine]
+                for i, client in enumerate(clients):
+                    client.start()
+                    if i % 50 == 49:
+                        await asyncio.sleep(0.01)
+                await asyncio.wait_for(asyncio.gather(*(c.connected.wait() for c in clients)), 60)
+                await asyncio.sleep(0.5 + count / 500)  # let every feed start
+                if count == max(CLIENTS):
+                    rss_after = n.rss_bytes()
+                    held = sum(c.alive for c in clients)
+                rounds = [await one_round(nc, subjects, clients, mine, latencies, base)]
+                if count < max(CLIENTS):
+                    rounds += [
+                        await one_round(nc, subjects, clients, mine, latencies, base) for _ in range(REPEATS - 1)
+                    ]
+                p50, p99, per_s, b50, b99 = (median(r[i] for r in rounds) for i in range(5))
+                label = f"{count:,} client{'s' if count > 1 else ''}, {RATE:,} events/s in total"
+                results += [
+                    Result.compare(f"SSE publish→client p50, {label}", p50, "ms", b50),
+                    Result.compare(f"SSE publish→client p99, {label} (target ≤ 50 ms)", p99, "ms", b99),
+                    Result.compare(f"SSE events/s delivered, {label}", per_s, "events/s", None),
+                ]
+                await asyncio.gather(*(c.stop() for c in clients))
+                await asyncio.sleep(1.0)
+            per_conn = (rss_after - rss_before) / max(CLIENTS)
+        await nc.close()
+    results += [
+        Result.compare(
+            f"SSE connections held of {max(CLIENTS):,} (nats-server 2.15: ≤ 1,000 consumers/stream)",
+            held,
+            "connections",
+            None,
+            float(max(CLIENTS)),
+        ),
+        Result.compare("SSE RSS per connection (notifier process, 1,000 clients)", per_conn / 1024, "KiB", None),
+        Result.compare(
+            "SSE notifier RSS with 1,000 connections (target ≤ 300 MB)", rss_after / 1e6, "MB", rss_before / 1e6
+        ),
+    ]
+    return results
+
+
+def run() -> list[Result]:
+    """Run the SSE benchmark."""
+    return asyncio.run(measure())
+
+
+if __name__ == "__main__":
+    from bench.common import format_table
+
+    print(format_table(run()))
