@@ -211,7 +211,7 @@ async def measure() -> list[Result]:
         await nc.close()
     results += [
         Result.compare(
-            f"SSE connections held of {max(CLIENTS):,} (nats-server 2.15: ≤ 1,000 consumers/stream)",
+            f"SSE connections held of {max(CLIENTS):,} (one JOBS consumer each)",
             held,
             "connections",
             None,
