@@ -14,11 +14,12 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict
 
 from contracts.ids import TenantId
+from services.common.kv import kv_entries
 
 KEY_PATTERN = re.compile(r"^gr_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 
@@ -124,9 +125,5 @@ class ApiKeyStore:
 
     async def list(self, tenant: str | None = None) -> list[ApiKeyRecord]:
         """Every key's record, optionally of one tenant."""
-        try:
-            keys = await self.kv.keys()
-        except NoKeysError:
-            return []
-        records = [r for r in [await self.get(k) for k in keys] if r is not None]
+        records = [ApiKeyRecord.model_validate_json(item.value) for item in await kv_entries(self.kv) if item.value]
         return [r for r in records if tenant is None or r.tenant == tenant]

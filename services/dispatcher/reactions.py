@@ -26,6 +26,7 @@ from contracts.envelope import EventEnvelope
 from contracts.events import EventType, parse_payload_as
 from contracts.ids import tenant_key
 from contracts.job_record import JobError, JobRecord, JobStatus
+from services.common.kv import kv_entries
 from services.dispatcher.routes import Route
 from services.dispatcher.state import JobEvents, JobStore
 
@@ -109,13 +110,8 @@ class Reactions:
             upload_id = event.subject or ""
         except ValidationError:
             return
-        watcher = await self.waits.watch(f"{event.tenant}.{upload_id}.*", meta_only=True, ignore_deletes=True)
-        job_ids: list[str] = []
-        try:
-            while (entry := await watcher.updates(timeout=5.0)) is not None:  # type: ignore[no-untyped-call]
-                job_ids.append(entry.key.rsplit(".", 1)[1])
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+        waiting = await kv_entries(self.waits, f"{event.tenant}.{upload_id}.*", meta_only=True)
+        job_ids = [item.key.rsplit(".", 1)[1] for item in waiting]
         for job_id in job_ids:
             record, _ = await self.store.get(event.tenant, job_id)
             if record is not None:

@@ -14,11 +14,11 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from nats.js.errors import NoKeysError
 from nats.js.kv import KeyValue
 
 from contracts.envelope import utc_now
 from contracts.job_record import JobRecord
+from services.common.kv import kv_entries
 from services.common.storage import Storage
 from services.dispatcher.state import JobStore
 
@@ -57,10 +57,7 @@ class Retention:
 
     async def sweep(self) -> list[str]:
         """Expire every job that is due; the ids of those expired in this sweep."""
-        try:
-            keys = await self.kv.keys()
-        except NoKeysError:
-            return []
+        keys = [item.key for item in await kv_entries(self.kv, meta_only=True)]
         now, expired = self.clock(), []
         for key in keys:
             tenant, _, job_id = key.partition(".")

@@ -10,11 +10,9 @@ here is.
 
 from __future__ import annotations
 
-import contextlib
 from datetime import datetime
 from typing import Literal
 
-import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
@@ -22,6 +20,7 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.subjects import Namespace
+from services.common.kv import kv_entries
 
 BUCKET = "webhook_deliveries"
 DeliveryStatus = Literal["pending", "retrying", "delivered", "dead_lettered"]
@@ -82,21 +81,8 @@ class DeliveryStore:
 
     async def list(self, tenant: str, endpoint_id: str, limit: int = 100) -> list[DeliveryState]:
         """The endpoint's latest ``limit`` deliveries, newest first (event ids are UUIDv7)."""
-        found: list[DeliveryState] = []
-        watcher = await self.kv.watch(f"{tenant}.{endpoint_id}.d.>", ignore_deletes=True)
-        try:
-            while True:
-                try:
-                    entry = await watcher.updates(timeout=5.0)  # type: ignore[no-untyped-call]
-                except nats.errors.TimeoutError:
-                    break
-                if entry is None:
-                    break
-                if entry.value:
-                    found.append(DeliveryState.model_validate_json(entry.value))
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
+        items = await kv_entries(self.kv, f"{tenant}.{endpoint_id}.d.>")
+        found = [DeliveryState.model_validate_json(item.value) for item in items if item.value]
         found.sort(key=lambda s: s.event_id, reverse=True)
         return found[:limit]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -35,6 +35,7 @@ from contracts.ids import ID_PATTERN, new_id, tenant_key, tenant_key_filter
 from contracts.job_events import JobCancelRequestedPayload, JobCreatedPayload
 from contracts.job_record import JobRecord, JobStatus
 from contracts.job_specs import JobKind, JobSpec
+from services.common.kv import kv_entries
 from services.common.tokens import mint_token
 from services.gateway.deps import PrincipalDep, StateDep
 from services.gateway.errors import ProblemError, field_error, problem_responses, unprocessable
@@ -74,16 +75,8 @@ async def _load(state: GatewayState, tenant: str, job_id: str) -> JobRecord:
 
 async def _job_ids(state: GatewayState, tenant: str) -> list[str]:
     """Every job id of ``tenant``, newest first (ids are UUIDv7, so they sort by time)."""
-    watcher: Any = await state.kv.jobs.watch(
-        tenant_key_filter(tenant), meta_only=True, ignore_deletes=True, inactive_threshold=5.0
-    )
-    ids = []
-    try:
-        while (entry := await watcher.updates(timeout=10.0)) is not None:
-            ids.append(entry.key.partition(".")[2])
-    finally:
-        await watcher.stop()
-    return sorted(ids, reverse=True)
+    items = await kv_entries(state.kv.jobs, tenant_key_filter(tenant), meta_only=True)
+    return sorted((item.key.partition(".")[2] for item in items), reverse=True)
 
 
 async def job_out(state: GatewayState, record: JobRecord) -> JobOut:

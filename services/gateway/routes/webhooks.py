@@ -28,6 +28,7 @@ from contracts.api_webhooks import (
     new_webhook_secret,
 )
 from contracts.ids import ID_PATTERN, InvalidIdError, new_id, tenant_key, tenant_key_filter
+from services.common.kv import kv_entries
 from services.common.ssrf import SsrfError, check_url
 from services.gateway.deps import PrincipalDep, StateDep
 from services.gateway.errors import ProblemError, field_error, problem_responses, unprocessable
@@ -91,16 +92,9 @@ async def _mutate(
 
 async def _records(kv: KeyValue, tenant: str) -> list[WebhookRecord]:
     """Every endpoint of ``tenant``, oldest first (ids are time-ordered)."""
-    watcher = await kv.watch(tenant_key_filter(tenant), ignore_deletes=True)
-    records: list[WebhookRecord] = []
-    try:
-        async for entry in watcher:
-            if entry is None:
-                break
-            if entry.value:
-                records.append(WebhookRecord.model_validate_json(entry.value))
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
+    records = [
+        WebhookRecord.model_validate_json(item.value) for item in await kv_entries(kv, tenant_key_filter(tenant))
+    ]
     return sorted((r for r in records if r.tenant == tenant), key=lambda r: r.id)
 
 
