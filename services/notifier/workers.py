@@ -1,9 +1,13 @@
 """Delivery workers: one per endpoint, each consuming its queue ``webhooks.{tenant}.{endpoint}.deliver``.
 
-Each queue has a durable pull consumer with ``max_ack_pending=1``: the endpoint receives its events in
-stream order, one at a time, and a delivery waiting for a retry (a NAK with a delay) holds back the
-endpoint's later deliveries, never another endpoint's. The attempt count is the message's delivery
-count and the wait is its redelivery delay, so a restarted notifier resumes every pending retry.
+Each queue has a durable pull consumer with ``max_ack_pending=MAX_ACK_PENDING``; the worker keeps
+per-job lanes (:class:`Lanes`): a message is attempted only when no older message of its job (by stream
+sequence) is unfinished, so one endpoint receives one job's events in stream order, and a delivery
+waiting for a retry (a NAK with a delay) holds back only that job's later deliveries (kept unacked in
+memory, with ``in_progress`` heartbeats), never other jobs' or another endpoint's. The attempt count is
+the message's delivery count and the wait is its redelivery delay, so a restarted notifier resumes every
+pending retry; a (re)started worker first learns which jobs may have unfinished messages it has not
+seen (the consumer's ack-pending range, read from the stream) and holds those jobs until it has.
 
 Workers start on demand (:meth:`Workers.ensure`, called by the fan-out after it enqueues), for every
 existing consumer at start-up, and when an endpoint is enabled; a worker exits after a quiet minute
@@ -16,13 +20,14 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from contracts.envelope import utc_now
@@ -38,6 +43,83 @@ H_EVENT, H_TYPE, H_JOB, H_URL = "Gpurelay-Event-Id", "Gpurelay-Event-Type", "Gpu
 FETCH_WAIT_S = 5.0
 IDLE_EXIT_S = 60.0
 JOB_HOOK_INACTIVE_S = 2 * 86_400.0
+MAX_ACK_PENDING = 256
+FETCH_BATCH = 64
+STARTUP_SCAN_MAX = 10_000
+
+
+def lane_key(headers: dict[str, str]) -> str:
+    """The order lane of a delivery: its job, or the event itself when it has no job (no order needed)."""
+    job = headers.get(H_JOB)
+    return f"job:{job}" if job else f"event:{headers.get(H_EVENT, '')}"
+
+
+@dataclass
+class Lanes:
+    """Per-job order within one endpoint queue, for one worker run.
+
+    ``unfinished`` holds the stream sequences this run received and has not acked or terminated
+    (attempting, held, or NAKed for a retry); ``held`` the messages waiting in memory behind an older
+    one of their job. At start-up the consumer may have unacked messages this run has never seen
+    (a crash, a NAKed retry): ``suspect`` lists, per lane, the sequences in the consumer's ack-pending
+    range (``(ack floor, delivered]``, read from the stream); any of them not yet received blocks later
+    messages of its lane until ``unseen`` (the consumer's ack-pending count at start minus the ones
+    received since) is zero, or the consumer's ack-pending count shows every unacked message is known.
+    ``strict`` (the range was too long to read) blocks every lane that way.
+    """
+
+    unfinished: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    held: dict[int, Msg] = field(default_factory=dict)
+    lane_of: dict[int, str] = field(default_factory=dict)
+    suspect: dict[str, list[int]] = field(default_factory=dict)
+    seen_old: set[int] = field(default_factory=set)
+    delivered_floor: int = 0
+    unseen: int = 0
+    strict: bool = False
+
+    @property
+    def outstanding(self) -> int:
+        """Messages this run holds unacked."""
+        return sum(len(v) for v in self.unfinished.values())
+
+    def admit(self, msg: Msg) -> None:
+        """A fetched message (new or redelivered) joins its lane and waits in ``held``."""
+        seq = msg.metadata.sequence.stream
+        lane = lane_key(msg.headers or {})
+        if self.unseen and seq <= self.delivered_floor and seq not in self.seen_old:
+            self.seen_old.add(seq)
+            self.unseen -= 1
+        self.unfinished[lane].add(seq)
+        self.lane_of[seq] = lane
+        self.held[seq] = msg
+
+    def ready(self, seq: int) -> bool:
+        """Whether the held message ``seq`` may be attempted now."""
+        lane = self.lane_of[seq]
+        if seq != min(self.unfinished[lane]):
+            return False
+        if self.unseen:
+            if self.strict:
+                return False
+            for old in self.suspect.get(lane, ()):
+                if old < seq and old not in self.seen_old:
+                    return False
+        return True
+
+    def finish(self, seq: int) -> None:
+        """Acked or terminated: the lane moves on."""
+        lane = self.lane_of.pop(seq, None)
+        if lane is None:
+            return
+        seqs = self.unfinished[lane]
+        seqs.discard(seq)
+        if not seqs:
+            del self.unfinished[lane]
+
+    def all_known(self, num_ack_pending: int) -> None:
+        """The consumer's ack-pending count is no more than what this run tracks: nothing unseen is left."""
+        if self.unseen and num_ack_pending <= self.outstanding:
+            self.unseen = 0
 
 
 def consumer_name(tenant: str, endpoint_id: str) -> str:
@@ -99,15 +181,24 @@ class Workers:
             filter_subject=subject,
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
-            max_ack_pending=1,
+            max_ack_pending=MAX_ACK_PENDING,
             max_deliver=-1,
             ack_wait=self.settings.webhook_ack_wait_s,
             inactive_threshold=JOB_HOOK_INACTIVE_S if job_hook else None,
         )
         try:
             psub = await self.js.pull_subscribe(subject, durable=config.durable_name, stream=self.stream, config=config)
+            info = await psub.consumer_info()
+            if info.config.max_ack_pending != MAX_ACK_PENDING:  # made before per-job lanes: still in order
+                try:
+                    await self.js.add_consumer(self.stream, config)  # an update of the durable
+                except (nats.js.errors.Error, nats.errors.Error):
+                    log.warning("could not raise max_ack_pending", extra={"tenant": tenant, "endpoint": endpoint_id})
+            lanes = await self._start_lanes(subject, info)
             exhausted = await self.store.get_exhausted(tenant, endpoint_id)
-            idle_since = asyncio.get_running_loop().time()
+            loop = asyncio.get_running_loop()
+            idle_since = beat_at = loop.time()
+            beat_every = max(0.2, self.settings.webhook_ack_wait_s / 3)
             while True:
                 if not job_hook:
                     record = self.endpoints.get(tenant, endpoint_id)
@@ -117,16 +208,41 @@ class Workers:
                     if not record.enabled:
                         return
                 self.kicked.discard(key)
+                batch = max(1, min(FETCH_BATCH, MAX_ACK_PENDING - lanes.outstanding))
+                wait_s = min(FETCH_WAIT_S, beat_every) if lanes.held else FETCH_WAIT_S
                 try:
-                    msgs = await psub.fetch(1, timeout=FETCH_WAIT_S)
+                    msgs = await psub.fetch(batch, timeout=wait_s)
                 except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
-                    if asyncio.get_running_loop().time() - idle_since > IDLE_EXIT_S:
-                        info = await psub.consumer_info()
-                        if not info.num_pending and not info.num_ack_pending and key not in self.kicked:
-                            return
-                    continue
-                exhausted = await self._handle(tenant, endpoint_id, msgs[0], exhausted)
-                idle_since = asyncio.get_running_loop().time()
+                    msgs = []
+                for msg in msgs:
+                    lanes.admit(msg)
+                if lanes.unseen and lanes.held:
+                    pending = (await psub.consumer_info()).num_ack_pending
+                    if pending is not None:
+                        lanes.all_known(pending)
+                progress = True
+                while progress:  # attempt every held message whose lane is free, oldest first
+                    progress = False
+                    for seq in sorted(lanes.held):
+                        if seq not in lanes.held or not lanes.ready(seq):
+                            continue
+                        if loop.time() - beat_at >= beat_every:
+                            await self._beat(lanes)
+                            beat_at = loop.time()
+                        msg = lanes.held.pop(seq)
+                        exhausted, finished = await self._handle(tenant, endpoint_id, msg, exhausted)
+                        if finished:
+                            lanes.finish(seq)
+                        progress = True
+                if loop.time() - beat_at >= beat_every:
+                    await self._beat(lanes)
+                    beat_at = loop.time()
+                if msgs:
+                    idle_since = loop.time()
+                elif loop.time() - idle_since > IDLE_EXIT_S and not lanes.held:
+                    info = await psub.consumer_info()
+                    if not info.num_pending and not info.num_ack_pending and key not in self.kicked:
+                        return
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -139,6 +255,36 @@ class Workers:
                 if key in self.kicked:  # work arrived while stopping: start again
                     self.ensure(tenant, endpoint_id)
 
+    async def _start_lanes(self, subject: str, info: ConsumerInfo) -> Lanes:
+        """Lanes for a (re)started worker: which lanes may have unacked messages it has not seen."""
+        lanes = Lanes()
+        if not info.num_ack_pending:
+            return lanes
+        lanes.unseen = info.num_ack_pending
+        lanes.delivered_floor = info.delivered.stream_seq if info.delivered and info.delivered.stream_seq else 0
+        seq = (info.ack_floor.stream_seq if info.ack_floor and info.ack_floor.stream_seq else 0) + 1
+        scanned = 0
+        while seq <= lanes.delivered_floor:
+            if scanned >= STARTUP_SCAN_MAX:
+                lanes.strict = True
+                break
+            try:
+                raw = await self.js.get_msg(self.stream, seq=seq, subject=subject, next=True)
+            except NotFoundError:
+                break
+            if raw.seq is None or raw.seq > lanes.delivered_floor:
+                break
+            lanes.suspect.setdefault(lane_key(raw.headers or {}), []).append(raw.seq)
+            seq, scanned = raw.seq + 1, scanned + 1
+        return lanes
+
+    @staticmethod
+    async def _beat(lanes: Lanes) -> None:
+        """Keep held messages from being redelivered while they wait in memory."""
+        for msg in list(lanes.held.values()):
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
     async def _forget(self, tenant: str, endpoint_id: str, subject: str) -> None:
         """The endpoint was deleted: drop its queue and consumer."""
         with contextlib.suppress(NotFoundError):
@@ -146,8 +292,11 @@ class Workers:
         with contextlib.suppress(NotFoundError):
             await self.js.delete_consumer(self.stream, consumer_name(tenant, endpoint_id))
 
-    async def _handle(self, tenant: str, endpoint_id: str, msg: Msg, exhausted: int) -> int:
-        """Attempt one delivery; ack, retry later, or dead-letter it. Returns the exhaustion count."""
+    async def _handle(self, tenant: str, endpoint_id: str, msg: Msg, exhausted: int) -> tuple[int, bool]:
+        """Attempt one delivery; ack, retry later, or dead-letter it.
+
+        Returns the exhaustion count and whether the message is finished (acked or terminated).
+        """
         headers = msg.headers or {}
         event_id, event_type, job_id = headers[H_EVENT], headers[H_TYPE], headers.get(H_JOB) or None
         attempt, now = msg.metadata.num_delivered or 1, utc_now()
@@ -158,7 +307,7 @@ class Workers:
             record = self.endpoints.get(tenant, endpoint_id)
             if record is None or not record.enabled:
                 await msg.nak()  # the loop stops; the delivery waits for the endpoint
-                return exhausted
+                return exhausted, False
             url, secrets = record.url, record.signing_secrets(now)
         result = await self.sender.send(url, secrets, event_id, msg.data)
         state = DeliveryState(
@@ -214,7 +363,7 @@ class Workers:
             state.status = "retrying"
             state.next_attempt_at = now + timedelta(seconds=delay)
         self._record(tenant, endpoint_id, state)
-        return exhausted
+        return exhausted, state.status != "retrying"
 
     def _record(self, tenant: str, endpoint_id: str, state: DeliveryState) -> None:
         """Write the delivery's state in the background (a view: it must not slow deliveries)."""

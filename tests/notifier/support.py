@@ -43,9 +43,11 @@ class Captured:
 
 @dataclass
 class Receiver:
-    """A webhook receiver: records every request; answers from ``script`` (then ``default``)."""
+    """A webhook receiver: records every request; answers from ``decide`` (when it returns a status),
+    else from ``script`` (then ``default``)."""
 
     default: int = 200
+    decide: Callable[[Captured], int | None] | None = None
     script: list[int | tuple[int, dict[str, str]]] = field(default_factory=list)
     received: list[Captured] = field(default_factory=list)
     seen: dict[str, set[str]] = field(default_factory=dict)
@@ -66,7 +68,9 @@ class Receiver:
             captured = Captured(path, headers, body)
             self.received.append(captured)
             self.seen.setdefault(path, set()).add(headers.get("webhook-id", ""))
-            answer = self.script.pop(0) if self.script else self.default
+            answer: int | tuple[int, dict[str, str]] | None = self.decide(captured) if self.decide else None
+            if answer is None:
+                answer = self.script.pop(0) if self.script else self.default
         return answer if isinstance(answer, tuple) else (answer, {})
 
     def on(self, path: str) -> list[Captured]:

@@ -19,6 +19,7 @@ from services.notifier.targets import job_hook_id, job_webhook_secret
 from tests.conftest import SIGNING_SECRET
 from tests.notifier.conftest import Notifier
 from tests.notifier.support import (
+    Captured,
     Receiver,
     create_endpoint,
     create_job,
@@ -95,6 +96,48 @@ async def test_retries_keep_the_webhook_id_and_stop_after_success(
         missing = await http.get(f"/v1/webhooks/{endpoint.id}/deliveries", headers={"Authorization": f"Bearer {other}"})
         assert missing.status_code == 404
         assert missing.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("notifier_overrides", [{"webhook_retry_schedule_s": [0.0] + [0.2] * 40}])
+async def test_a_retrying_job_holds_back_only_its_own_later_events(
+    receiver: tuple[Receiver, str],
+    js: JetStreamContext,
+    subjects: Subjects,
+    jobs_kv: KeyValue,
+    webhooks_kv: KeyValue,
+) -> None:
+    rx, base = receiver
+    await create_endpoint(webhooks_kv, "acme", f"{base}/lanes")
+    job_a, job_b = await create_job(jobs_kv, "acme"), await create_job(jobs_kv, "acme")
+    types = (EventType.JOB_LOG, EventType.JOB_PROGRESS, EventType.JOB_SUCCEEDED)
+    a_events = [job_event("acme", job_a, t) for t in types]
+    b_events = [job_event("acme", job_b, t) for t in types]
+    b_ids = {e.id for e in b_events}
+
+    def decide(captured: Captured) -> int | None:
+        # A's first event fails until every B event has arrived, then succeeds.
+        if captured.webhook_id == a_events[0].id and not b_ids <= set(rx.seen.get("/lanes", ())):
+            return 500
+        return None
+
+    rx.decide = decide
+    for event in a_events:
+        await publish(js, subjects, event)
+    await wait_for(lambda: a_events[0].id in rx.ids("/lanes"), what="A's first attempt")
+    for event in b_events:
+        await publish(js, subjects, event)
+    await wait_for(lambda: a_events[-1].id in rx.ids("/lanes"), what="A's last event")
+
+    ids = rx.ids("/lanes")
+    a_ids = [e.id for e in a_events]
+    first_a1_success = max(i for i, x in enumerate(ids) if x == a_ids[0])
+    assert ids.count(a_ids[0]) >= 2  # A's first event was retried
+    assert all(x == a_ids[0] for x in ids[:first_a1_success] if x in a_ids)  # nothing of A passed it
+    # B's events all arrived while A was retrying, in their order
+    assert [x for x in ids[:first_a1_success] if x in b_ids] == [e.id for e in b_events]
+    # then A's events in order, each once more after A1's success, with stable webhook ids
+    assert [x for x in ids[first_a1_success:] if x in a_ids] == a_ids
+    assert sorted(ids) == sorted([a_ids[0]] * ids.count(a_ids[0]) + a_ids[1:] + [e.id for e in b_events])
 
 
 async def test_retry_state_is_visible_while_retrying(
