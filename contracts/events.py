@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from contracts import job_events as je
 from contracts.envelope import EventEnvelope, utc_now
 from contracts.ids import new_uuid7
+from contracts.job_record import JobRecord
 from contracts.robot_events import JointSample
 from contracts.session_events import SessionSnapshotPayload, SessionStartedPayload, SessionStoppedPayload
 from contracts.upload_events import UploadCompletedPayload
@@ -168,3 +169,20 @@ def parse_payload_as(envelope: EventEnvelope, model: type[_P]) -> _P:
     if expected is not model:
         raise TypeError(f"{envelope.type} carries {expected.__name__}, not {model.__name__}")
     return model.model_validate(envelope.data)
+
+
+def job_created_event(record: JobRecord, source: str = "gateway") -> EventEnvelope:
+    """The ``job.created`` event of a job's first record, with the deterministic id ``created-{job_id}``.
+
+    The id is derived from the job, so a retried publish is stored once.
+    """
+    return make_event(
+        EventType.JOB_CREATED,
+        je.JobCreatedPayload(spec=record.spec, max_attempts=record.max_attempts),
+        tenant=record.tenant,
+        source=source,
+        job_id=record.id,
+        kind=record.kind,
+        event_id=f"created-{record.id}",
+        time=record.created_at,
+    )

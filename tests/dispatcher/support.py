@@ -14,9 +14,9 @@ from pydantic import SecretStr
 
 from contracts import streams
 from contracts.envelope import EventEnvelope, utc_now
-from contracts.events import EventType, make_event
+from contracts.events import EventType, job_created_event, make_event
 from contracts.ids import new_id, tenant_key
-from contracts.job_events import JobCancelRequestedPayload, JobCreatedPayload
+from contracts.job_events import JobCancelRequestedPayload
 from contracts.job_record import JobRecord
 from contracts.job_specs import parse_job_spec
 from contracts.subjects import Namespace, Subjects
@@ -81,16 +81,7 @@ async def submit(
     job_id = new_id("job")
     record = JobRecord.new(job_id, tenant, parse_job_spec(spec), utc_now())
     await kv.create(tenant_key(tenant, job_id), record.model_dump_json().encode())
-    event = make_event(
-        EventType.JOB_CREATED,
-        JobCreatedPayload(spec=record.spec, max_attempts=record.max_attempts),
-        tenant=tenant,
-        source="gateway",
-        job_id=job_id,
-        kind=record.kind,
-        event_id=f"created-{job_id}",
-        time=record.created_at,
-    )
+    event = job_created_event(record)
     await js.publish(
         subjects.job_event(tenant, job_id, "created"),
         event.to_json_bytes(),

@@ -30,9 +30,9 @@ from contracts.api_jobs import (
     encode_cursor,
 )
 from contracts.envelope import utc_now
-from contracts.events import EventType, make_event
+from contracts.events import EventType, job_created_event, make_event
 from contracts.ids import ID_PATTERN, new_id, tenant_key, tenant_key_filter
-from contracts.job_events import JobCancelRequestedPayload, JobCreatedPayload
+from contracts.job_events import JobCancelRequestedPayload
 from contracts.job_record import JobRecord, JobStatus
 from contracts.job_specs import JobKind, JobSpec
 from services.common.kv import kv_entries
@@ -120,16 +120,7 @@ async def _create(state: GatewayState, tenant: str, job_id: str, spec: JobSpec, 
         await state.kv.jobs.create(tenant_key(tenant, job_id), record.model_dump_json().encode())
     except KeyWrongLastSequenceError:
         record, replay = await _load(state, tenant, job_id), True
-    event = make_event(
-        EventType.JOB_CREATED,
-        JobCreatedPayload(spec=record.spec, max_attempts=record.max_attempts),
-        tenant=tenant,
-        source="gateway",
-        job_id=job_id,
-        kind=record.kind,
-        event_id=f"created-{job_id}",
-        time=record.created_at,
-    )
+    event = job_created_event(record)
     await state.publish_once(state.subjects.job_event(tenant, job_id, "created"), event, check=replay)
     return record
 
