@@ -189,7 +189,9 @@ class Attempts:
             lost_ok = held.route.retries.retry_on_worker_lost
             await self._retry_or_fail(held, code or "worker_lost", verdict.message, lost_ok or bool(code))
         elif outcome is not None and outcome.error is not None and outcome.status == "permanent":
-            await self._publish(held, EventType.JOB_FAILED, je.JobFailedPayload(error=outcome.error), "failed")
+            reported = await self.events.last(held.record, "failed")  # the worker's own (its id is not ours)
+            if reported is None or reported.attempt != held.ticket.attempt:
+                await self._publish(held, EventType.JOB_FAILED, je.JobFailedPayload(error=outcome.error), "failed")
         elif outcome is not None and outcome.error is not None and outcome.status == "retryable":
             await self._retry_or_fail(held, outcome.error.code, outcome.error.message, True)
 
