@@ -1,15 +1,16 @@
 """The event envelope: CloudEvents 1.0 attribute names plus gpurelay's routing fields.
 
 Every event on NATS, in an SSE frame and in a webhook body is one :class:`EventEnvelope`. Its
-``data`` is the typed payload of its ``type`` (see :mod:`contracts.events`), stored as JSON.
+``data`` is the typed payload of its ``type`` (see :mod:`contracts.events`), stored as JSON. Its
+``time`` is an instant (:data:`UtcDatetime`).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from contracts.ids import ResourceId, TenantId, new_uuid7
 
@@ -17,6 +18,19 @@ from contracts.ids import ResourceId, TenantId, new_uuid7
 def utc_now() -> datetime:
     """Now, timezone-aware in UTC."""
     return datetime.now(UTC)
+
+
+def _in_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+"""An instant: a time with a timezone (a time without one is refused), kept in UTC.
+
+A naive time is refused rather than read as UTC: nothing says which zone its producer meant, and a
+guess would shift an event by hours (its order, heartbeats, GPU time and cost). An aware time in
+any offset is exact, so it is kept as the same instant in UTC.
+"""
 
 
 class EventEnvelope(BaseModel):
@@ -33,7 +47,9 @@ class EventEnvelope(BaseModel):
     )
     type: str = Field(min_length=1, max_length=64, description="Event type, e.g. job.progress.")
     source: str = Field(min_length=1, max_length=128, description="Producer, e.g. gateway or worker/pose.")
-    time: datetime = Field(default_factory=utc_now)
+    time: UtcDatetime = Field(
+        default_factory=utc_now, description="When it happened: with a timezone (none is refused), kept in UTC."
+    )
     subject: str | None = Field(default=None, max_length=128, description="The resource the event is about.")
     tenant: TenantId
     job_id: ResourceId | None = None

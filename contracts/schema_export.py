@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
+from contracts.dead_letters import DeadLetter
 from contracts.envelope import EventEnvelope
 from contracts.events import PAYLOADS
 from contracts.job_record import JobRecord
@@ -37,6 +38,7 @@ def schema_sources() -> dict[str, Schemable]:
         "stream_decl.json": StreamDecl,
         "bucket_decl.json": BucketDecl,
         "declarations.json": Declarations,
+        "dead_letter.json": DeadLetter,
     }
     for kind, spec in SPEC_MODELS.items():
         sources[f"spec.{kind.value}.json"] = spec

@@ -114,9 +114,9 @@ def declarations(ns: Namespace | None = None, frames_max_bytes: int = FRAMES_MAX
             ),
             StreamDecl(
                 name=ns.stream(DEADLETTER),
-                subjects=(s("webhooks.*.*.dead"),),
+                subjects=(s("webhooks.*.*.dead"), s("deadletter.>")),
                 max_age_s=14 * DAY,
-                description="Webhook deliveries that exhausted their retries.",
+                description="Webhook deliveries that exhausted their retries; messages a consumer gave up on.",
             ),
             StreamDecl(
                 name=ns.stream(WEBHOOK_DELIVERIES),

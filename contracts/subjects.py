@@ -132,3 +132,8 @@ class Subjects:
         return self.ns.subject(
             f"webhooks.{validate_id(tenant, 'tenant')}.{validate_id(endpoint_id, 'endpoint id')}.deliver"
         )
+
+    # -- dead letters -------------------------------------------------------------------
+    def dead_letter(self, service: str, consumer: str) -> str:
+        """``deadletter.{service}.{consumer}``: messages a consumer gave up on (stream DEADLETTER)."""
+        return self.ns.subject(f"deadletter.{validate_id(service, 'service')}.{validate_id(consumer, 'consumer')}")

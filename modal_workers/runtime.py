@@ -13,9 +13,11 @@ to at most ten events a second (the first, the 100 % one and the last reported a
 Errors are classified: :class:`PermanentError` (bad input: a code and a message a user can act
 on) fails the job at once; anything else is retryable, and the dispatcher decides whether another
 attempt follows. Events go to an :class:`EventSink` from an event loop in a background thread, one
-at a time and in order; once-only events have deterministic ids (``{job}-a{n}-started``), every
-resend keeps its id, so the log stores it once. In a pipeline stage progress is scaled into the
-stage's share, artifact names get the stage's prefix and ``job.succeeded`` is the dispatcher's.
+at a time and in order; every id is in the attempt's worker namespace (``w-{job}-a{n}-...``,
+:mod:`contracts.event_ids`, required by the ingest route), once-only events have deterministic ids
+(``w-{job}-a{n}-started``) and every resend keeps its id, so the log stores it once. In a pipeline
+stage progress is scaled into the stage's share, artifact names get the stage's prefix and
+``job.succeeded`` is the dispatcher's.
 """
 
 from __future__ import annotations

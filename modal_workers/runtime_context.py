@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel
 
 from contracts import job_events as je
+from contracts.event_ids import worker_event_id
 from contracts.events import EventType, job_event_name, make_event
 from contracts.job_record import Artifact
 from contracts.job_specs import InputRef
@@ -104,7 +105,6 @@ class WorkerContext:
         self._sent_fraction = -1.0
         self._pending: tuple[float, str | None] | None = None
         self._inputs: dict[str, Path] = {}
-        self._prefix = f"{request.job_id}-a{request.attempt}"
 
     @property
     def attempt(self) -> int:
@@ -177,7 +177,7 @@ class WorkerContext:
             self._runtime.call(self._runtime.storage.put(key, body, content_type), timeout=3600)
         artifact = Artifact(name=name, key=key, content_type=content_type, size=size, sha256=sha256)
         payload = je.JobArtifactPayload.model_validate(artifact.model_dump())
-        self.emit(EventType.JOB_ARTIFACT, payload, f"{self._prefix}-art-{name}")
+        self.emit(EventType.JOB_ARTIFACT, payload, f"art-{name}")
         self.artifacts.append(artifact)
         return artifact
 
@@ -201,20 +201,24 @@ class WorkerContext:
         return path
 
     # -- used by the runtime ----------------------------------------------------------------------
-    def emit(self, type_: EventType, payload: BaseModel, event_id: str | None = None) -> Any:
-        """Queue one event of this attempt; a future that completes once it is stored."""
+    def emit(self, type_: EventType, payload: BaseModel, name: str | None = None) -> Any:
+        """Queue one event of this attempt; a future that completes once it is stored.
+
+        Its id is in the attempt's worker namespace (:func:`~contracts.event_ids.worker_event_id`):
+        derived from ``name`` (deterministic, so a resend is stored once), else random.
+        """
         req = self.request
         event = make_event(
             type_, payload, tenant=req.tenant, source=f"worker/{req.kind}", job_id=req.job_id,
-            kind=req.kind, attempt=req.attempt, event_id=event_id,
+            kind=req.kind, attempt=req.attempt, event_id=worker_event_id(req.job_id, req.attempt, name),
         )  # fmt: skip
         return self._runtime.send(job_event_name(type_), event)
 
     def started(self) -> Any:
         """Emit ``job.started`` (one id per attempt and stage)."""
         stage = self.request.stage
-        event_id = self._prefix + (f"-s{stage.index}" if stage else "") + "-started"
-        return self.emit(EventType.JOB_STARTED, je.JobStartedPayload(worker=self.request.worker), event_id)
+        name = (f"s{stage.index}-" if stage else "") + "started"
+        return self.emit(EventType.JOB_STARTED, je.JobStartedPayload(worker=self.request.worker), name)
 
     def heartbeats(self, stop: threading.Event) -> None:
         """Emit ``job.heartbeat`` every ``heartbeat_interval_s`` until ``stop`` is set."""
@@ -225,10 +229,10 @@ class WorkerContext:
         """Emit the terminal event the worker owns (none for stages and retryable errors)."""
         if outcome.status == "succeeded" and self.request.stage is None:
             payload: BaseModel = je.JobSucceededPayload(result=outcome.result, artifacts=outcome.artifacts)
-            return self.emit(EventType.JOB_SUCCEEDED, payload, f"{self._prefix}-succeeded")
+            return self.emit(EventType.JOB_SUCCEEDED, payload, "succeeded")
         if outcome.status == "permanent" and outcome.error is not None:
             payload = je.JobFailedPayload(error=outcome.error)
-            return self.emit(EventType.JOB_FAILED, payload, f"{self._prefix}-failed")
+            return self.emit(EventType.JOB_FAILED, payload, "failed")
         return None
 
 

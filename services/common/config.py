@@ -164,6 +164,20 @@ class DispatcherSettings(BaseServiceSettings):
         description="A held dispatch ticket is re-adopted this long after its holder died.",
     )
     retention_sweep_interval_s: float = Field(default=3600.0, gt=0)
+    event_max_deliver: int = Field(
+        default=5, ge=1, le=1000, description="Deliveries of a job or upload event before it is dead-lettered."
+    )
+    event_retry_delay_s: float = Field(
+        default=0.2, gt=0, description="Redelivery delay after a failed event (doubled each time, up to its ack wait)."
+    )
+    ticket_max_deliver: int = Field(
+        default=20, ge=2, le=1000, description="Deliveries of a dispatch ticket (adoptions too) before dead letter."
+    )
+    ticket_retry_delay_s: float = Field(default=1.0, gt=0, description="Redelivery delay after a failed ticket.")
+    created_republish_after_s: float = Field(
+        default=60.0, gt=0, description="A record still `created` this long with no job.created gets it published."
+    )
+    created_sweep_interval_s: float = Field(default=15.0, gt=0, description="How often such records are looked for.")
 
 
 class NotifierSettings(BaseServiceSettings):

@@ -1,7 +1,9 @@
 """``python -m services.dispatcher`` (also ``gpurelay dispatcher``): one replica until SIGINT/SIGTERM.
 
 Beside the dispatcher it serves ``GET /healthz`` on ``GPURELAY_HOST:GPURELAY_PORT`` (default
-127.0.0.1:8002): 200 while NATS is connected, else 503 — what compose's health check calls.
+127.0.0.1:8002): 200 while NATS is connected, else 503 — what compose's health check calls. Its JSON
+also carries the operators' counters (:meth:`Dispatcher.metrics`): ``dead_lettered`` and
+``handler_errors`` per consumer since start, and ``created_republished``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ def health_app(dispatcher: Dispatcher) -> Any:
 
     async def healthz(_: Request) -> JSONResponse:
         ok = dispatcher.nc is not None and dispatcher.nc.is_connected
-        return JSONResponse({"status": "ok" if ok else "nats disconnected"}, status_code=200 if ok else 503)
+        body = {"status": "ok" if ok else "nats disconnected", **dispatcher.metrics()}
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     return Starlette(routes=[Route("/healthz", healthz)])
 

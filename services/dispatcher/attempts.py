@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from nats.aio.msg import Msg
+from pydantic import ValidationError
 
 from contracts import job_events as je
 from contracts.events import EventType
@@ -26,6 +27,7 @@ from contracts.job_record import Artifact, JobError, JobRecord, JobStatus, Stage
 from modal_workers.runtime import RunRequest, StagePlan
 from services.common.config import DispatcherSettings
 from services.dispatcher.backends import Backend, BackendUnavailableError, Launch
+from services.dispatcher.consumers import PoisonMessage
 from services.dispatcher.routes import Route
 from services.dispatcher.state import JobEvents, JobStore, Ticket
 from services.dispatcher.supervision import Held, Verdict, wait_for_verdict
@@ -53,7 +55,10 @@ class Attempts:
     # -- tickets ----------------------------------------------------------------------------
     async def on_ticket(self, body: bytes, msg: Msg) -> None:
         """Start, adopt or drop one ticket (the subscriber waits here for local capacity)."""
-        ticket = Ticket.model_validate_json(body)
+        try:
+            ticket = Ticket.model_validate_json(body)
+        except ValidationError as exc:
+            raise PoisonMessage(f"not a valid dispatch ticket: {exc}") from exc
         if (wait := ticket.not_before - time.time()) > 0:
             await msg.nak(delay=wait)
             return
@@ -189,7 +194,9 @@ class Attempts:
             lost_ok = held.route.retries.retry_on_worker_lost
             await self._retry_or_fail(held, code or "worker_lost", verdict.message, lost_ok or bool(code))
         elif outcome is not None and outcome.error is not None and outcome.status == "permanent":
-            await self._publish(held, EventType.JOB_FAILED, je.JobFailedPayload(error=outcome.error), "failed")
+            reported = await self.events.last(held.record, "failed")  # the worker's own (its id is not ours)
+            if reported is None or reported.attempt != held.ticket.attempt:
+                await self._publish(held, EventType.JOB_FAILED, je.JobFailedPayload(error=outcome.error), "failed")
         elif outcome is not None and outcome.error is not None and outcome.status == "retryable":
             await self._retry_or_fail(held, outcome.error.code, outcome.error.message, True)
 

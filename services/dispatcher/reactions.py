@@ -9,7 +9,8 @@
   a running attempt is canceled by the replica that holds it.
 
 Every reaction publishes with a deterministic id and checks the folded record first, so a
-redelivered event repeats nothing.
+redelivered event repeats nothing. Bytes that are not an event raise
+:class:`~services.dispatcher.consumers.PoisonMessage`: the consumer dead-letters them at once.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from contracts.events import EventType, parse_payload_as
 from contracts.ids import tenant_key
 from contracts.job_record import JobError, JobRecord, JobStatus
 from services.common.kv import kv_entries
+from services.dispatcher.consumers import PoisonMessage
 from services.dispatcher.routes import Route
 from services.dispatcher.state import JobEvents, JobStore
 
@@ -43,12 +45,8 @@ class Reactions:
         self.store, self.events, self.uploads, self.waits, self.routes = store, events, uploads, waits, routes
 
     async def on_job_event(self, body: bytes) -> JobRecord | None:
-        """Fold one event of the JOBS stream, then react; malformed events are skipped."""
-        try:
-            event = EventEnvelope.from_json_bytes(body)
-        except ValidationError:
-            log.warning("skipping a malformed job event")
-            return None
+        """Fold one event of the JOBS stream, then react; :class:`PoisonMessage` for bytes that are no event."""
+        event = _envelope(body)
         if event.job_id is None:
             return None
         record = await self.store.apply(event)
@@ -105,14 +103,19 @@ class Reactions:
 
     async def on_upload_completed(self, body: bytes) -> None:
         """Re-check every job that waits on the completed upload."""
-        try:
-            event = EventEnvelope.from_json_bytes(body)
-            upload_id = event.subject or ""
-        except ValidationError:
-            return
+        event = _envelope(body)
+        upload_id = event.subject or ""
         waiting = await kv_entries(self.waits, f"{event.tenant}.{upload_id}.*", meta_only=True)
         job_ids = [item.key.rsplit(".", 1)[1] for item in waiting]
         for job_id in job_ids:
             record, _ = await self.store.get(event.tenant, job_id)
             if record is not None:
                 await self.release_if_ready(record)
+
+
+def _envelope(body: bytes) -> EventEnvelope:
+    """The envelope in ``body``; :class:`PoisonMessage` (dead-lettered at once) when it is none."""
+    try:
+        return EventEnvelope.from_json_bytes(body)
+    except ValidationError as exc:
+        raise PoisonMessage(f"not a valid event envelope: {exc}") from exc

@@ -15,21 +15,15 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from nats.js.kv import KeyValue
+from pydantic import ValidationError
 
 from contracts.envelope import utc_now
 from contracts.job_record import JobRecord
 from services.common.kv import kv_entries
-from services.common.storage import Storage
+from services.common.storage import Storage, results_prefix
 from services.dispatcher.state import JobStore
 
 log = logging.getLogger(__name__)
-
-
-def results_prefix(storage_prefix: str, tenant: str, job_id: str) -> str:
-    """``{prefix}results/{tenant}/{job_id}/``: everything a job produced."""
-    if storage_prefix and not storage_prefix.endswith("/"):
-        storage_prefix += "/"
-    return f"{storage_prefix}results/{tenant}/{job_id}/"
 
 
 def is_due(record: JobRecord, now: datetime, retention: timedelta) -> bool:
@@ -61,8 +55,11 @@ class Retention:
         now, expired = self.clock(), []
         for key in keys:
             tenant, _, job_id = key.partition(".")
-            if await self._expire(tenant, job_id, now):
-                expired.append(job_id)
+            try:
+                if await self._expire(tenant, job_id, now):
+                    expired.append(job_id)
+            except ValidationError:  # one unreadable record does not stop the sweep
+                log.error("KV jobs %s does not hold a job record; not swept", key)
         return expired
 
     async def _expire(self, tenant: str, job_id: str, now: datetime) -> bool:

@@ -5,15 +5,19 @@ Subscribers (every one a durable pull consumer shared by all replicas, with an e
 * ``dispatcher-jobs`` on ``jobs.>`` (JOBS): folds each event into KV ``jobs`` and reacts
   (:mod:`services.dispatcher.reactions`). ``max_ack_pending=1``: one event in flight across every
   replica, so records are folded in stream order and KV equals :func:`~services.dispatcher.fold.fold`
-  of the stream. ``NACK_ON_ERROR``: a failed fold is redelivered.
+  of the stream.
 * ``dispatcher-uploads`` on ``uploads.>`` (JOBS): releases jobs waiting on the upload.
-  ``NACK_ON_ERROR``.
 * ``dispatch-{kind}`` on ``dispatch.{kind}`` (DISPATCH), one per routed kind, ``max_ack_pending`` =
   the route's concurrency: :class:`~services.dispatcher.attempts.Attempts` holds each ticket
-  until its attempt ends. ``MANUAL`` ack: the ack *is* the release of the concurrency slot.
+  until its attempt ends: the ack *is* the release of the concurrency slot.
 
-Besides: a KV watch on ``jobs`` that wakes held attempts, a task that keeps held tickets alive,
-and the retention sweep.
+Every handler runs through :class:`~services.dispatcher.consumers.ConsumerGuard` (``MANUAL`` ack
+policy): a failure is logged and redelivered at most ``event_max_deliver`` (``ticket_max_deliver``)
+times, then dead-lettered, so a poison message never wedges a consumer.
+
+Besides: a KV watch on ``jobs`` that wakes held attempts and feeds the
+:class:`~services.dispatcher.sweeper.CreatedSweeper`, a task that keeps held tickets alive, the
+retention sweep and the sweep for jobs whose ``job.created`` was never published.
 """
 
 from __future__ import annotations
@@ -21,14 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from faststream import AckPolicy
-from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
-from faststream.nats.annotations import NatsMessage
+from faststream.nats import JStream, NatsBroker
 from nats.aio.client import Client as NatsClient
-from nats.js.api import DeliverPolicy
+from pydantic import ValidationError
 
 from contracts import streams
 from contracts.job_record import JobRecord
@@ -37,13 +40,16 @@ from services.common.nats import connect, declare_all
 from services.common.storage import Storage, make_storage
 from services.dispatcher.attempts import Attempts
 from services.dispatcher.backends import Backend, LocalBackend, UnroutedBackend
+from services.dispatcher.consumers import ConsumerGuard
 from services.dispatcher.fold import route_pricing
 from services.dispatcher.local_pool import LocalPool
 from services.dispatcher.modal_backend import ModalBackend, ModalClient
 from services.dispatcher.reactions import Reactions
 from services.dispatcher.retention import Retention
 from services.dispatcher.routes import DEFAULT_ROUTES, Route, load_route_table
-from services.dispatcher.state import DISPATCH_STREAM, JobEvents, JobStore, declare_dispatch, dispatch_subject
+from services.dispatcher.state import DISPATCH_STREAM, JobEvents, JobStore, declare_dispatch
+from services.dispatcher.subscribers import bound_and_watch, make_broker, subscribe_events, subscribe_tickets
+from services.dispatcher.sweeper import CreatedSweeper
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +81,9 @@ class Dispatcher:
         self.broker: NatsBroker | None = None
         self.attempts: Attempts | None = None
         self.retention: Retention | None = None
+        self.sweeper: CreatedSweeper | None = None
+        self.guard: ConsumerGuard | None = None
+        self._advisories: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -99,66 +108,38 @@ class Dispatcher:
         reactions = Reactions(store, events, uploads_kv, waits, self.routes)
         self.storage = self.storage or make_storage(s)
         self.retention = Retention(jobs_kv, store, self.storage, s.artifact_retention_hours, s.storage_prefix)
-        self.broker = broker = NatsBroker(
-            s.nats_url, connect_timeout=int(max(1, s.nats_connect_timeout_s)), logger=None
-        )
-        jobs_stream = JStream(ns.stream(streams.JOBS), declare=False)
-
-        @broker.subscriber(
-            ns.subject("jobs.>"),
-            stream=jobs_stream,
-            durable="dispatcher-jobs",
-            pull_sub=PullSub(batch_size=1, timeout=5.0),
-            config=ConsumerConfig(max_ack_pending=1, ack_wait=s.event_ack_wait_s, deliver_policy=DeliverPolicy.ALL),
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-        )
-        async def on_job_event(msg: NatsMessage) -> None:
-            await reactions.on_job_event(msg.body)
-
-        @broker.subscriber(
-            ns.subject("uploads.>"),
-            stream=jobs_stream,
-            durable="dispatcher-uploads",
-            pull_sub=PullSub(batch_size=1, timeout=5.0),
-            config=ConsumerConfig(ack_wait=s.event_ack_wait_s, deliver_policy=DeliverPolicy.ALL),
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-        )
-        async def on_upload(msg: NatsMessage) -> None:
-            await reactions.on_upload_completed(msg.body)
-
-        for kind, route in self.routes.items():
-            self._ticket_subscriber(broker, JStream(dispatch_stream, declare=False), kind, route.concurrency)
+        self.sweeper = CreatedSweeper(store, events, s.created_republish_after_s)
+        self.guard = guard = ConsumerGuard(js, s.subjects)
+        self.broker = broker = make_broker(s)
+        jobs_stream, tickets = JStream(ns.stream(streams.JOBS), declare=False), JStream(dispatch_stream, declare=False)
+        consumers = [
+            subscribe_events(broker, guard, s, jobs_stream, ns.subject("jobs.>"), "dispatcher-jobs",
+                             reactions.on_job_event, max_ack_pending=1),
+            subscribe_events(broker, guard, s, jobs_stream, ns.subject("uploads.>"), "dispatcher-uploads",
+                             reactions.on_upload_completed),
+            *(subscribe_tickets(broker, guard, s, tickets, kind, route.concurrency, self.attempts.on_ticket)
+              for kind, route in self.routes.items()),
+        ]  # fmt: skip
         await broker.start()
+        self._advisories = await bound_and_watch(nc, guard, consumers)
         self._tasks = [
             asyncio.create_task(self._watch_records(jobs_kv)),
             asyncio.create_task(self._keep_tickets()),
-            asyncio.create_task(self._sweep_retention()),
+            asyncio.create_task(self._every(s.retention_sweep_interval_s, self.retention.sweep, first=True)),
+            asyncio.create_task(self._every(s.created_sweep_interval_s, self.sweep_created)),
         ]
         log.info("dispatcher started", extra={"kinds": sorted(self.routes)})
 
-    def _ticket_subscriber(self, broker: NatsBroker, stream: JStream, kind: str, limit: int) -> None:
-        attempts = self.attempts
-        assert attempts is not None
-
-        @broker.subscriber(
-            dispatch_subject(self.settings.ns, kind),
-            stream=stream,
-            durable=f"dispatch-{kind}",
-            pull_sub=PullSub(batch_size=1, timeout=5.0),
-            config=ConsumerConfig(max_ack_pending=limit, ack_wait=self.settings.ticket_ack_wait_s),
-            ack_policy=AckPolicy.MANUAL,
-        )
-        async def on_ticket(msg: NatsMessage) -> None:
-            await attempts.on_ticket(msg.body, msg.raw_message)
-
     async def _watch_records(self, kv: Any) -> None:
         assert self.attempts is not None
+        assert self.sweeper is not None
         while True:
             try:
                 watcher = await kv.watchall(ignore_deletes=True)
                 async for entry in watcher:
-                    if entry is not None and entry.value:
-                        self.attempts.on_record(JobRecord.model_validate_json(entry.value))
+                    if entry is not None and entry.value and (record := _record(entry.key, entry.value)):
+                        self.attempts.on_record(record)
+                        self.sweeper.on_record(record)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -171,18 +152,35 @@ class Dispatcher:
             await asyncio.sleep(self.settings.ticket_ack_wait_s / 3)
             await self.attempts.refresh()
 
-    async def _sweep_retention(self) -> None:
-        assert self.retention is not None
+    async def _every(self, interval_s: float, sweep: Callable[[], Awaitable[object]], first: bool = False) -> None:
+        """Run ``sweep`` every ``interval_s`` (at once too when ``first``); a failed sweep is logged."""
+        if not first:
+            await asyncio.sleep(interval_s)
         while True:
-            with contextlib.suppress(Exception):
-                await self.retention.sweep()
-            await asyncio.sleep(self.settings.retention_sweep_interval_s)
+            try:
+                await sweep()
+            except Exception:
+                log.exception("%s failed; the next one runs in %g s", getattr(sweep, "__qualname__", sweep), interval_s)
+            await asyncio.sleep(interval_s)
+
+    async def sweep_created(self) -> list[str]:
+        """Publish the missing ``job.created`` of records stuck in ``created``; their job ids."""
+        assert self.sweeper is not None
+        return await self.sweeper.sweep()
+
+    def metrics(self) -> dict[str, Any]:
+        """Counters for operators (served on ``/healthz``): dead letters, handler errors, republished jobs."""
+        counters: dict[str, Any] = self.guard.metrics() if self.guard else {"dead_lettered": {}, "handler_errors": {}}
+        return counters | {"created_republished": self.sweeper.republished if self.sweeper else 0}
 
     async def stop(self) -> None:
         """Stop consuming, stop supervising (held tickets are adopted elsewhere), stop the pool."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for subscription in self._advisories:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
         if self.broker is not None:
             with contextlib.suppress(Exception):
                 await self.broker.stop()
@@ -201,3 +199,12 @@ class Dispatcher:
     def dispatch_stream(self) -> str:
         """The name of the ticket stream."""
         return self.settings.ns.stream(DISPATCH_STREAM)
+
+
+def _record(key: str, value: bytes) -> JobRecord | None:
+    """The record in a KV ``jobs`` entry; ``None`` (logged) for one that is not a record."""
+    try:
+        return JobRecord.model_validate_json(value)
+    except ValidationError:
+        log.error("KV jobs %s does not hold a job record; ignoring it", key)
+        return None

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts import streams
 from contracts.envelope import EventEnvelope
-from contracts.events import EventType, job_event_name, make_event
+from contracts.events import EventType, job_created_event, job_event_name, make_event
 from contracts.ids import ResourceId, TenantId, tenant_key
 from contracts.job_record import JobRecord
 from contracts.streams import JOBS
@@ -131,15 +131,26 @@ class JobEvents:
         await self.js.publish(subject, event.to_json_bytes(), headers={"Nats-Msg-Id": event.id})
         return event
 
-    async def dispatched_at(self, record: JobRecord, attempt: int) -> datetime | None:
-        """When ``attempt`` of ``record`` was dispatched, read from the stream (not the record)."""
-        subject = self.subjects.job_event(record.tenant, record.id, "dispatched")
+    async def publish_created(self, record: JobRecord) -> bool:
+        """Publish the job's ``job.created`` (id ``created-{job_id}``); ``False`` when already stored."""
+        event = job_created_event(record, source=self.source)
+        subject = self.subjects.job_event(record.tenant, record.id, "created")
+        ack = await self.js.publish(subject, event.to_json_bytes(), headers={"Nats-Msg-Id": event.id})
+        return not ack.duplicate
+
+    async def last(self, record: JobRecord, name: str) -> EventEnvelope | None:
+        """The job's latest ``job.{name}`` event in the stream (not the record), if any."""
+        subject = self.subjects.job_event(record.tenant, record.id, name)
         try:
             msg = await self.js.get_last_msg(self.ns.stream(JOBS), subject)
         except NotFoundError:
             return None
-        event = EventEnvelope.from_json_bytes(msg.data or b"{}")
-        return event.time if event.attempt == attempt else None
+        return EventEnvelope.from_json_bytes(msg.data or b"{}")
+
+    async def dispatched_at(self, record: JobRecord, attempt: int) -> datetime | None:
+        """When ``attempt`` of ``record`` was dispatched, read from the stream (not the record)."""
+        event = await self.last(record, "dispatched")
+        return event.time if event is not None and event.attempt == attempt else None
 
     async def ticket(self, record: JobRecord, attempt: int, delay_s: float = 0.0) -> None:
         """Ask for ``attempt`` of ``record`` to run, after ``delay_s``; stored once per attempt."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 
@@ -9,6 +10,7 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from contracts.event_ids import worker_event_id
 from contracts.job_record import JobStatus
 from contracts.subjects import Subjects
 from services.dispatcher.routes import RetryPolicy
@@ -21,6 +23,15 @@ S = JobStatus
 def worker_pid(log: EventLog, job_id: str, attempt: int = 1) -> int:
     started = next(e for e in log.events[job_id] if e.type == "job.started" and e.attempt == attempt)
     return int(started.data["worker"].removeprefix("local-"))
+
+
+async def tickets_done(js: JetStreamContext, stream: str, within_s: float = 20.0) -> None:
+    """Until every ticket was acked (the work-queue stream is empty)."""
+    for _ in range(int(within_s / 0.05)):
+        if (await js.stream_info(stream)).state.messages == 0:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"tickets still held after {within_s} s")
 
 
 def gone(pid: int) -> bool:
@@ -81,7 +92,7 @@ async def test_a_permanent_error_fails_at_once_with_the_workers_code(
     subjects: Subjects,
     event_log: EventLog,
 ) -> None:
-    await start_dispatcher({"pose": local_route("bad_input")})
+    dispatcher = await start_dispatcher({"pose": local_route("bad_input")})
     job = await submit(js, jobs_kv, subjects, POSE)
     record = await wait_record(jobs_kv, job, lambda r: r.terminal)
     assert record.status is S.FAILED
@@ -92,6 +103,9 @@ async def test_a_permanent_error_fails_at_once_with_the_workers_code(
         "the file is not a video",
     )
     assert "job.retrying" not in event_log.types(job)
+    await tickets_done(js, dispatcher.dispatch_stream)  # the dispatcher concluded the attempt
+    failed = [e.id for e in event_log.events[job] if e.type == "job.failed"]
+    assert failed == [worker_event_id(job, 1, "failed")]  # the worker's, not a second one
 
 
 async def test_timeout_fails_with_code_timeout_or_retries_as_configured(

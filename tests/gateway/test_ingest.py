@@ -11,6 +11,7 @@ from nats.js import JetStreamContext
 from pydantic import BaseModel
 
 from contracts.envelope import EventEnvelope
+from contracts.event_ids import worker_event_id
 from contracts.events import EventType, make_event
 from contracts.job_events import (
     JobHeartbeatPayload,
@@ -42,7 +43,10 @@ def event(
     tenant: str = "acme",
 ) -> EventEnvelope:
     payload = payload or JobProgressPayload(fraction=0.5, stage="inference")
-    return make_event(type_, payload, tenant=tenant, source="worker/pose", job_id=job, kind="pose", attempt=attempt)
+    return make_event(
+        type_, payload, tenant=tenant, source="worker/pose", job_id=job, kind="pose", attempt=attempt,
+        event_id=worker_event_id(job, attempt),
+    )  # fmt: skip
 
 
 async def post(http: httpx.AsyncClient, body: Any, bearer: str | None = None, job: str = JOB) -> httpx.Response:

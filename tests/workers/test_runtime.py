@@ -12,9 +12,10 @@ import httpx
 import numpy as np
 import pytest
 
+from contracts.event_ids import is_worker_event_id, worker_event_id
 from contracts.job_specs import InputRef
 from modal_workers import lap_compare
-from modal_workers.runtime import ArtifactOut, Log, PermanentError, Progress, Result, WorkerContext
+from modal_workers.runtime import ArtifactOut, Log, PermanentError, Progress, Result, StagePlan, WorkerContext
 from modal_workers.runtime_io import InputError, download_input
 from tests.workers.lap_support import (
     closing,
@@ -85,6 +86,28 @@ def test_a_generator_workload_reports_by_yielding(tmp_path: Path) -> None:
     artifact = sink.events[3].data
     assert (artifact["name"], artifact["content_type"], artifact["size"]) == ("notes.txt", "text/plain", 10)
     assert sink.events[-1].data["artifacts"][0]["sha256"] == artifact["sha256"]
+
+
+def test_every_event_id_is_in_the_attempts_worker_namespace(tmp_path: Path) -> None:
+    def long_names(spec: Any, ctx: WorkerContext) -> Iterator[Any]:
+        yield from yielding(spec, ctx)
+        yield ArtifactOut("a-rather-long-artifact-name-" + "x" * 200 + ".json", b"{}")
+
+    runtime, sink = memory_runtime(tmp_path)
+    first, stage = lap_request({"video": "upl_x"}, attempt=7), StagePlan(name="train", index=1, count=3)
+    staged = lap_request({"video": "upl_x"}, attempt=2, stage=stage)
+    with closing(runtime):
+        assert runtime.run(long_names, first).status == "succeeded"
+        assert runtime.run(lambda spec, ctx: None, staged).status == "succeeded"
+        assert runtime.run(lambda spec, ctx: None, first).status == "succeeded"  # a resend of the same attempt
+    ids = [e.id for e in sink.events]
+    for event in sink.events:
+        request = first if event.attempt == 7 else staged
+        assert is_worker_event_id(event.id, request.job_id, request.attempt), event.id
+    assert ids.count(worker_event_id(first.job_id, 7, "started")) == 2  # stored once: same id
+    assert ids.count(worker_event_id(first.job_id, 7, "succeeded")) == 2
+    assert worker_event_id(staged.job_id, 2, "s1-started") in ids
+    assert len(set(ids)) == len(ids) - 2
 
 
 def test_errors_are_classified(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from nats.js import JetStreamContext
 
+from contracts.event_ids import worker_event_id
 from contracts.events import EventType, make_event
 from contracts.ids import new_id
 from contracts.job_events import JobLogPayload
@@ -55,7 +56,7 @@ async def test_the_ingest_sink_retries_and_a_resent_event_is_stored_once(
     sink = _sink(gateway, job_id, transport=flaky)
     event = make_event(
         EventType.JOB_LOG, JobLogPayload(message="hello"), tenant=TENANT, source="worker/lap_compare",
-        job_id=job_id, kind="lap_compare", attempt=1,
+        job_id=job_id, kind="lap_compare", attempt=1, event_id=worker_event_id(job_id, 1),
     )  # fmt: skip
     try:
         await sink.send("log", event)  # two 503s, then stored
@@ -69,9 +70,10 @@ async def test_the_ingest_sink_retries_and_a_resent_event_is_stored_once(
 
 async def test_a_refused_event_is_not_retried(gateway: Gateway) -> None:
     sink = _sink(gateway, new_id("job"))
+    other_job = new_id("job")
     other = make_event(
-        EventType.JOB_LOG, JobLogPayload(message="x"), tenant=TENANT, source="worker/x", job_id=new_id("job"),
-        attempt=1,
+        EventType.JOB_LOG, JobLogPayload(message="x"), tenant=TENANT, source="worker/x", job_id=other_job,
+        attempt=1, event_id=worker_event_id(other_job, 1),
     )  # fmt: skip
     started = time.monotonic()
     try:

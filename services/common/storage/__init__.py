@@ -1,7 +1,8 @@
 """Object storage: one async interface, an ``s3`` and a ``local`` backend.
 
 ``make_storage(settings)`` picks the backend named by ``settings.storage_backend``; keys are built
-with :func:`upload_key` and :func:`result_key` (with ``settings.storage_prefix``).
+with :func:`upload_key` and :func:`result_key` (with ``settings.storage_prefix``); :func:`check_result_key`
+is the one check that a key lies under its job's results.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from services.common.storage.base import (
     PutData,
     Storage,
     StorageError,
+    check_result_key,
     content_disposition,
     result_key,
+    results_prefix,
     sanitize_filename,
     upload_key,
     validate_key,
@@ -47,9 +50,11 @@ __all__ = [
     "SignatureInvalidError",
     "Storage",
     "StorageError",
+    "check_result_key",
     "content_disposition",
     "make_storage",
     "result_key",
+    "results_prefix",
     "sanitize_filename",
     "upload_key",
     "validate_key",

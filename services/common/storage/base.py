@@ -146,6 +146,31 @@ def upload_key(prefix: str, tenant: str, upload_id: str, filename: str) -> str:
     )
 
 
+def results_prefix(prefix: str, tenant: str, job_id: str) -> str:
+    """``{prefix}results/{tenant}/{job_id}/``: everything a job produced."""
+    return f"{_prefix(prefix)}results/{_segment(tenant, 'tenant')}/{_segment(job_id, 'job id')}/"
+
+
+_RESULT_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+"""A segment under a job's results: what :func:`result_key` makes (no ``.``/``..``, no ``%``)."""
+
+
+def check_result_key(prefix: str, tenant: str, job_id: str, key: str) -> str:
+    """``key`` if it names an object under the job's :func:`results_prefix`, else :class:`InvalidKeyError`.
+
+    The one rule for where a job's artifacts may be: the ingest route refuses other keys, and the
+    gateway signs download URLs only for keys that pass. Below the prefix every segment must be
+    what :func:`result_key` writes, so ``..``, empty segments, backslashes and percent-encoded
+    forms are refused rather than interpreted.
+    """
+    base = results_prefix(prefix, tenant, job_id)
+    validate_key(key)
+    rest = key[len(base) :] if key.startswith(base) else ""
+    if not rest or not all(_RESULT_SEGMENT.fullmatch(segment) for segment in rest.split("/")):
+        raise InvalidKeyError(f"key {key!r} is not under the results of job {job_id!r} ({base!r})")
+    return key
+
+
 def result_key(prefix: str, tenant: str, job_id: str, artifact: str) -> str:
     """``{prefix}results/{tenant}/{job_id}/{artifact}``; ``artifact`` may hold ``/`` sub-folders."""
     segments = artifact.replace("\\", "/").split("/")

@@ -3,10 +3,14 @@
 Auth is a job-scoped ingest token (:mod:`services.common.ingest_tokens`, minted by the dispatcher
 for one attempt of one job), not an API key. The whole request is checked before anything is
 published: the token's job must be the path's (else 403), every event's tenant, job id and attempt
-must be the token's (else 403), its type one a worker may emit and its data valid for that type
-(else 422). Accepted events go to ``jobs.{tenant}.{job_id}.{event}`` with ``Nats-Msg-Id`` = event
-id, all published at once and acknowledged together, so a resent event is stored once (within the
-JOBS duplicate window) and counted in ``duplicates``.
+must be the token's (else 403); else 422 for: a time without a timezone (the envelope refuses it),
+an id outside the attempt's worker namespace ``w-{job}-a{attempt}-...``
+(:mod:`contracts.event_ids`: platform ids such as ``cancel-{job}`` cannot be pre-empted), a type a
+worker may not emit, data invalid for its type, an artifact key outside the job's results
+(:func:`~services.common.storage.check_result_key`). Accepted events go to
+``jobs.{tenant}.{job_id}.{event}`` with ``Nats-Msg-Id`` = event id, all published at once and
+acknowledged together, so a resent event is stored once (within the JOBS duplicate window) and
+counted in ``duplicates``.
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ from nats.errors import Error as NatsError
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from contracts.envelope import EventEnvelope
+from contracts.event_ids import is_worker_event_id, worker_event_prefix
 from contracts.events import EventType, job_event_name, parse_payload
 from contracts.ids import ID_PATTERN
+from contracts.job_events import JobArtifactPayload, JobSucceededPayload
 from services.common.ingest_tokens import IngestClaims, verify_ingest_token
+from services.common.storage import InvalidKeyError, check_result_key, results_prefix
 from services.common.tokens import TokenExpiredError, TokenInvalidError
 from services.gateway.deps import StateDep
 from services.gateway.errors import ProblemError, field_error, problem_responses, unprocessable
@@ -98,8 +105,8 @@ async def ingest_claims(
 Located = list[tuple[tuple[str | int, ...], EventEnvelope]]
 
 
-def _check(events: Located, claims: IngestClaims) -> None:
-    """403 for an event outside the token's scope; 422 for a type or payload a worker may not send."""
+def _check(events: Located, claims: IngestClaims, storage_prefix: str) -> None:
+    """403 for an event outside the token's scope; 422 for an id, type, payload or artifact a worker may not send."""
     scope = (("tenant", claims.tenant), ("job_id", claims.job_id), ("attempt", claims.attempt))
     for loc, event in events:
         for name, want in scope:
@@ -111,16 +118,41 @@ def _check(events: Located, claims: IngestClaims) -> None:
                 )
     errors: list[dict[str, Any]] = []
     for loc, event in events:
+        if not is_worker_event_id(event.id, claims.job_id, claims.attempt):
+            prefix = worker_event_prefix(claims.job_id, claims.attempt)
+            errors.append(field_error((*loc, "id"), f"a worker event id is {prefix}<letters, digits, _ or ->"))
         if event.type not in WORKER_EVENT_TYPES:
             allowed = ", ".join(sorted(WORKER_EVENT_TYPES))
             errors.append(field_error((*loc, "type"), f"workers may send only {allowed}"))
             continue
         try:
-            parse_payload(event)
+            payload = parse_payload(event)
         except ValidationError as exc:
             errors += [field_error((*loc, "data", *e["loc"]), e["msg"], e["type"]) for e in exc.errors()]
+            continue
+        errors += _foreign_artifacts((*loc, "data"), payload, claims, storage_prefix)
     if errors:
         raise unprocessable("Some events may not be ingested.", *errors)
+
+
+def _foreign_artifacts(
+    loc: tuple[str | int, ...], payload: BaseModel, claims: IngestClaims, storage_prefix: str
+) -> list[dict[str, Any]]:
+    """422 errors for each artifact key outside the job's results (``{prefix}results/{tenant}/{job}/``)."""
+    if isinstance(payload, JobArtifactPayload):
+        located = [((*loc, "key"), payload.key)]
+    elif isinstance(payload, JobSucceededPayload):
+        located = [((*loc, "artifacts", i, "key"), a.key) for i, a in enumerate(payload.artifacts)]
+    else:
+        return []
+    errors = []
+    for at, key in located:
+        try:
+            check_result_key(storage_prefix, claims.tenant, claims.job_id, key)
+        except InvalidKeyError:
+            where = results_prefix(storage_prefix, claims.tenant, claims.job_id)
+            errors.append(field_error(at, f"an artifact of this job is stored under {where!r}"))
+    return errors
 
 
 @router.post(
@@ -139,8 +171,10 @@ async def ingest_events(
 
     Auth: ``Authorization: Bearer <ingest token>`` (not an API key). 401: no, bad or expired token;
     403: the token is for another job, or an event names another tenant, job or attempt; 422: a
-    type workers may not send (created, queued, dispatched, retrying, cancel_*, canceled), invalid
-    data, or more than ``ingest_max_events`` events. Nothing is published unless every event passes.
+    time without a timezone, an id not of the form ``w-{job_id}-a{attempt}-{suffix}``, a type
+    workers may not send (created, queued, dispatched, retrying, cancel_*, canceled), invalid data,
+    an artifact key outside ``{storage prefix}results/{tenant}/{job_id}/``, or more than
+    ``ingest_max_events`` events. Nothing is published unless every event passes.
     """
     if job_id != claims.job_id:
         raise ProblemError(403, f"The ingest token is for job {claims.job_id!r}, not {job_id!r}.")
@@ -150,7 +184,7 @@ async def ingest_events(
         located = [(("body",), body)]
     if len(located) > (limit := state.settings.ingest_max_events):
         raise unprocessable("Too many events.", field_error(("body", "events"), f"at most {limit} per request"))
-    _check(located, claims)
+    _check(located, claims, state.settings.storage_prefix)
     events = [event for _, event in located]
     subjects = state.subjects
     futures: list[asyncio.Future[Any]] = []

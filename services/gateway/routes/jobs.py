@@ -13,6 +13,7 @@ creates the job and the other answers it. A replay also finishes a creation that
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 from typing import Annotated
 
@@ -36,11 +37,13 @@ from contracts.job_events import JobCancelRequestedPayload
 from contracts.job_record import JobRecord, JobStatus
 from contracts.job_specs import JobKind, JobSpec
 from services.common.kv import kv_entries
+from services.common.storage import InvalidKeyError, check_result_key
 from services.common.tokens import mint_token
 from services.gateway.deps import PrincipalDep, StateDep
 from services.gateway.errors import ProblemError, field_error, problem_responses, unprocessable
 from services.gateway.state import GatewayState
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobIdPath = Annotated[str, Path(description="A job id, e.g. job_0193...")]
 IdempotencyKey = Annotated[
@@ -80,14 +83,19 @@ async def _job_ids(state: GatewayState, tenant: str) -> list[str]:
 
 
 async def job_out(state: GatewayState, record: JobRecord) -> JobOut:
-    """The client's view: fresh download URLs for live artifacts, and the job's URLs."""
+    """The client's view: download URLs for live artifacts under the job's own results, the job's URLs."""
     settings, ttl = state.settings, state.settings.signed_url_ttl_s
     expires_at = utc_now() + timedelta(seconds=ttl)
     artifacts = []
-    for a in record.artifacts:
-        if not a.expired:
-            url = await state.storage.presign_get(a.key, ttl, filename=a.name.rpartition("/")[2])
-            artifacts.append(a.model_copy(update={"url": url, "expires_at": expires_at}))
+    for a in (a for a in record.artifacts if not a.expired):
+        try:
+            check_result_key(settings.storage_prefix, record.tenant, record.id, a.key)
+        except InvalidKeyError:
+            log.warning("job %s: artifact %r is outside the job's results: no URL", record.id, a.name)
+            artifacts.append(a)
+            continue
+        url = await state.storage.presign_get(a.key, ttl, filename=a.name.rpartition("/")[2])
+        artifacts.append(a.model_copy(update={"url": url, "expires_at": expires_at}))
     secret = settings.signing_secret.get_secret_value().encode()
     token = mint_token(secret, "stream", settings.stream_token_ttl_s, job=record.id, tenant=record.tenant)
     base = f"{settings.url}/v1/jobs/{record.id}"

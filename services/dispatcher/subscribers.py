@@ -1,0 +1,110 @@
+"""The dispatcher's FastStream subscribers: durable pull consumers whose handlers run guarded.
+
+Every consumer is created with an explicit ``max_deliver`` and a ``MANUAL`` ack policy: the
+:class:`~services.dispatcher.consumers.ConsumerGuard` acks, naks with a delay, or dead-letters
+(:mod:`services.dispatcher.consumers`). :func:`bound_and_watch` then brings consumers made before
+the setting existed to the same ``max_deliver`` and subscribes to their ``MAX_DELIVERIES``
+advisories.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
+from faststream.nats.annotations import NatsMessage
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
+
+from services.common.config import DispatcherSettings
+from services.dispatcher.consumers import ConsumerGuard, Redelivery, bound_redeliveries
+from services.dispatcher.state import dispatch_subject
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    """One durable consumer and its redelivery policy."""
+
+    stream: str
+    durable: str
+    policy: Redelivery
+
+
+def make_broker(settings: DispatcherSettings) -> NatsBroker:
+    """A broker that logs through ``services.dispatcher.broker`` (its errors at ERROR, messages at DEBUG)."""
+    return NatsBroker(
+        settings.nats_url,
+        connect_timeout=int(max(1, settings.nats_connect_timeout_s)),
+        logger=logging.getLogger("services.dispatcher.broker"),
+        log_level=logging.DEBUG,
+    )
+
+
+def subscribe_events(
+    broker: NatsBroker,
+    guard: ConsumerGuard,
+    settings: DispatcherSettings,
+    stream: JStream,
+    subject: str,
+    durable: str,
+    handler: Callable[[bytes], Awaitable[object]],
+    max_ack_pending: int | None = None,
+) -> Consumer:
+    """A consumer of events from the stream's start, acked once ``handler`` folded one."""
+    s = settings
+    policy = Redelivery(s.event_max_deliver, s.event_retry_delay_s, s.event_ack_wait_s, s.event_ack_wait_s)
+    config = ConsumerConfig(
+        max_ack_pending=max_ack_pending,
+        ack_wait=s.event_ack_wait_s,
+        max_deliver=policy.max_deliver,
+        deliver_policy=DeliverPolicy.ALL,
+    )
+
+    @broker.subscriber(
+        subject, stream=stream, durable=durable, pull_sub=PullSub(batch_size=1, timeout=5.0), config=config,
+        ack_policy=AckPolicy.MANUAL,
+    )  # fmt: skip
+    async def on_event(msg: NatsMessage) -> None:
+        raw = msg.raw_message
+        await guard.run(durable, raw, lambda: handler(raw.data), policy, ack=True)
+
+    return Consumer(stream.name, durable, policy)
+
+
+def subscribe_tickets(
+    broker: NatsBroker,
+    guard: ConsumerGuard,
+    settings: DispatcherSettings,
+    stream: JStream,
+    kind: str,
+    limit: int,
+    handler: Callable[[bytes, Msg], Awaitable[object]],
+) -> Consumer:
+    """The ticket consumer of ``kind``: ``max_ack_pending`` = ``limit``; ``handler`` holds and acks tickets."""
+    s, durable = settings, f"dispatch-{kind}"
+    policy = Redelivery(s.ticket_max_deliver, s.ticket_retry_delay_s, s.ticket_ack_wait_s)
+    config = ConsumerConfig(max_ack_pending=limit, ack_wait=s.ticket_ack_wait_s, max_deliver=policy.max_deliver)
+
+    @broker.subscriber(
+        dispatch_subject(s.ns, kind), stream=stream, durable=durable, pull_sub=PullSub(batch_size=1, timeout=5.0),
+        config=config, ack_policy=AckPolicy.MANUAL,
+    )  # fmt: skip
+    async def on_ticket(msg: NatsMessage) -> None:
+        raw = msg.raw_message
+        await guard.run(durable, raw, lambda: handler(raw.data, raw), policy, ack=False)
+
+    return Consumer(stream.name, durable, policy)
+
+
+async def bound_and_watch(nc: NatsClient, guard: ConsumerGuard, consumers: list[Consumer]) -> list[Any]:
+    """Apply each consumer's ``max_deliver`` (older consumers lack it) and watch its advisories."""
+    js, subscriptions = nc.jetstream(), []
+    for consumer in consumers:
+        await bound_redeliveries(js, consumer.stream, consumer.durable, consumer.policy.max_deliver)
+        subscriptions.append(await guard.watch_max_deliveries(nc, consumer.stream, consumer.durable))
+    return subscriptions
