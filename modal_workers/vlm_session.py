@@ -19,8 +19,8 @@ chunk's close to its answer (time waiting for the model included); alert records
 ``{chunk, first_seq, last_seq, pattern, message, match}``. The model is anything with
 ``generate(images, messages, max_new_tokens, temperature) -> (text, tokens)`` and
 ``count_tokens(text)`` (:class:`~modal_workers.vlm_model.VlmModel`). Frames are decoded (PIL)
-only when sampled; one that is not an image, or larger than :data:`MAX_FRAME_PIXELS`, is
-skipped and counted in ``frames_invalid``.
+only when sampled; one that is not a JPEG or PNG image, or larger than :data:`MAX_FRAME_PIXELS`,
+is skipped and counted in ``frames_invalid``.
 """
 
 from __future__ import annotations
@@ -59,15 +59,23 @@ class ChunkOutcome:
 
 
 def decode_frame(data: bytes) -> Any | None:
-    """``data`` (JPEG, PNG, ...) as an RGB PIL image, or ``None`` if it is not one or too large."""
-    from PIL import Image, UnidentifiedImageError
+    """``data`` (JPEG or PNG) as an RGB PIL image, or ``None`` if it is neither, is broken or is too large.
 
+    The format's own decoder is called, not ``PIL.Image.open``: ultralytics patches that process-wide
+    to install a plugin when a file is not recognised, and no other decoder is exposed to clients.
+    """
+    from PIL import JpegImagePlugin, PngImagePlugin
+
+    decoders = {b"\xff\xd8\xff": JpegImagePlugin.JpegImageFile, b"\x89PNG\r\n\x1a\n": PngImagePlugin.PngImageFile}
+    decoder = next((cls for magic, cls in decoders.items() if data.startswith(magic)), None)
+    if decoder is None:
+        return None
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with decoder(io.BytesIO(data)) as image:
             if image.width * image.height > MAX_FRAME_PIXELS:
                 return None
             return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+    except (OSError, SyntaxError, ValueError):  # a broken header raises SyntaxError, a truncated body OSError
         return None
 
 

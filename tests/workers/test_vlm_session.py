@@ -237,3 +237,16 @@ def test_an_answer_in_flight_during_a_reset_is_not_remembered(tiny_vlm: VlmModel
     (outcome,) = run_chunks(s, 1)
     assert outcome.result["tokens"] == 4  # the result is still reported
     assert list(s.conversation.turns) == []
+
+
+def test_frames_are_decoded_without_the_global_image_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ultralytics patches ``PIL.Image.open`` process-wide (on an unknown file it tries to install a plugin)."""
+
+    def patched_open(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("PIL.Image.open was called")
+
+    monkeypatch.setattr(Image, "open", patched_open)
+    png = io.BytesIO()
+    Image.new("RGB", (20, 10), (1, 2, 3)).save(png, format="PNG")
+    decoded = [decode_frame(data) for data in (jpeg(7), png.getvalue(), b"not an image", jpeg(8)[:30], b"")]
+    assert [None if image is None else image.size for image in decoded] == [(48, 32), (20, 10), None, None, None]
