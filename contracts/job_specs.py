@@ -51,6 +51,8 @@ _STRICT = ConfigDict(extra="forbid", frozen=True)
 # A relative path of safe segments: no leading '/', no '..', no backslash, no white space.
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$")
 _EVENT_GLOB = re.compile(r"^[a-z_*]+(\.[a-z_*]+)*$")
+ALERT_PATTERN_MAX = 256
+"""Longest alert pattern accepted (a bound on what a regular expression search can cost)."""
 
 
 def _safe_relative_path(value: str, what: str) -> str:
@@ -211,20 +213,55 @@ class SplatParams(JobParams):
     max_session_s: float = Field(default=3600.0, gt=0, le=86_400)
 
 
-class VlmParams(JobParams):
-    """Chunked inference on a stateful vision-language model session."""
+class VlmAlert(JobParams):
+    """Raise an alert when a chunk's answer matches ``pattern`` (a regular expression)."""
 
-    model: str = Field(default="google/gemma-3-4b-it", min_length=1, max_length=128)
+    pattern: str = Field(min_length=1, max_length=ALERT_PATTERN_MAX, description="Searched for in each answer.")
+    message: str | None = Field(default=None, max_length=500, description="The alert's text; default: the pattern.")
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"pattern is not a valid regular expression: {exc}") from None
+        return value
+
+
+class VlmParams(JobParams):
+    """Chunked inference on a stateful vision-language model session.
+
+    Frames are grouped into chunks (closed at ``chunk_frames`` frames or ``chunk_seconds``,
+    whichever comes first); each chunk's answer joins the conversation, which keeps the last
+    ``context_tokens`` tokens of earlier turns as context for the next chunk.
+    """
+
+    model: str | None = Field(
+        default=None, min_length=1, max_length=128, description="A model the deployment allows; None: its default."
+    )
     prompt: str = Field(default="Describe what happens in these frames.", min_length=1, max_length=4000)
-    chunk_size: int = Field(default=8, ge=1, le=64, description="Frames per inference call.")
+    system_prompt: str | None = Field(default=None, min_length=1, max_length=4000)
+    chunk_frames: int = Field(default=8, ge=1, le=64, description="A chunk closes after this many frames.")
+    chunk_seconds: float = Field(
+        default=2.0, gt=0, le=60, description="A chunk also closes this many seconds after its first frame."
+    )
+    max_images_per_chunk: int = Field(
+        default=4, ge=1, le=16, description="Frames of a chunk shown to the model (evenly spaced, first and last kept)."
+    )
     max_new_tokens: int = Field(default=256, ge=1, le=4096)
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0: greedy decoding.")
+    context_tokens: int = Field(
+        default=2048, ge=0, le=32_768, description="Token budget of earlier turns kept as context (oldest dropped)."
+    )
+    alert: VlmAlert | None = None
+    idle_timeout_s: float = Field(default=300.0, gt=0, le=3600, description="The session ends after this long idle.")
     max_session_s: float = Field(default=3600.0, gt=0, le=86_400)
 
     @field_validator("model")
     @classmethod
-    def _model_name(cls, value: str) -> str:
-        return _safe_relative_path(value, "model")
+    def _model_name(cls, value: str | None) -> str | None:
+        return None if value is None else _safe_relative_path(value, "model")
 
 
 # -- specs ----------------------------------------------------------------------------------------

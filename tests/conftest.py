@@ -38,6 +38,8 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_CONFIG_DIR", str(TEST_DATA / "yolo"))
 os.environ.setdefault("XDG_CONFIG_HOME", str(TEST_DATA / "xdg-config"))
 os.environ.setdefault("XDG_CACHE_HOME", str(TEST_DATA / "xdg-cache"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HOME", str(TEST_DATA / "hf"))
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from contracts.job_specs import (
     LapCompareSpec,
     PoseParams,
     PoseSpec,
+    VlmParams,
     WebhookTarget,
     parse_job_spec,
 )
@@ -110,11 +111,35 @@ def test_params_of_another_kind_are_rejected() -> None:
         ("vlm", {"prompt": "x" * 4001}),
         ("vlm", {"max_new_tokens": 0}),
         ("vlm", {"model": "../gemma"}),
+        ("vlm", {"model": "/models/gemma"}),
+        ("vlm", {"model": ""}),
+        ("vlm", {"chunk_frames": 0}),
+        ("vlm", {"chunk_frames": 65}),
+        ("vlm", {"chunk_seconds": 0}),
+        ("vlm", {"max_images_per_chunk": 17}),
+        ("vlm", {"context_tokens": -1}),
+        ("vlm", {"idle_timeout_s": 0}),
+        ("vlm", {"temperature": 2.5}),
+        ("vlm", {"system_prompt": "x" * 4001}),
+        ("vlm", {"alert": {"pattern": ""}}),
+        ("vlm", {"alert": {"pattern": "(unclosed"}}),
+        ("vlm", {"alert": {"pattern": "a" * 257}}),
+        ("vlm", {"alert": {"pattern": "a", "message": "m" * 501}}),
+        ("vlm", {"alert": {"pattern": "a", "severity": "high"}}),
+        ("vlm", {"chunk_size": 8}),
     ],
 )
 def test_param_bounds(kind: str, params: dict[str, Any]) -> None:
     errors = _errors(_body(kind, params=params))
     assert errors[0]["loc"][:2] == (kind, "params")
+
+
+def test_vlm_params_defaults_and_alert() -> None:
+    params = VlmParams()
+    assert (params.model, params.chunk_frames, params.idle_timeout_s, params.alert) == (None, 8, 300.0, None)
+    alert = VlmParams.model_validate({"model": "google/gemma-3-4b-it", "alert": {"pattern": "(?i)fell"}}).alert
+    assert alert is not None
+    assert (alert.pattern, alert.message) == ("(?i)fell", None)
 
 
 @pytest.mark.parametrize("model", ["yolo26n-pose.pt", "models/custom_v2.pt", "x.onnx", "a/b/c.engine"])
