@@ -173,7 +173,41 @@ class Workers:
         await asyncio.gather(*self.writes, return_exceptions=True)
 
     async def _run(self, tenant: str, endpoint_id: str) -> None:
-        key, job_hook = (tenant, endpoint_id), endpoint_id.startswith(JOB_HOOK_PREFIX)
+        key = (tenant, endpoint_id)
+        try:
+            if not await self._stopped(tenant, endpoint_id):
+                await self._serve(tenant, endpoint_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("webhook worker failed", extra={"tenant": tenant, "endpoint": endpoint_id})
+            await asyncio.sleep(1.0)
+            self.kicked.add(key)
+        finally:
+            if self.running.get(key) is asyncio.current_task():
+                del self.running[key]
+                if key in self.kicked:  # work arrived while stopping: start again
+                    self.ensure(tenant, endpoint_id)
+
+    async def _stopped(self, tenant: str, endpoint_id: str) -> bool:
+        """Whether the endpoint is deleted (its queue is dropped) or disabled (its queue waits): no worker then.
+
+        Every kick so far is settled by this answer, so only a later one (new work, a re-enable)
+        starts a worker again; the queue is dropped without creating its consumer.
+        """
+        if endpoint_id.startswith(JOB_HOOK_PREFIX):
+            return False
+        record = self.endpoints.get(tenant, endpoint_id)
+        if record is not None and record.enabled:
+            return False
+        self.kicked.discard((tenant, endpoint_id))
+        if record is None:
+            await self._forget(tenant, endpoint_id)
+        return True
+
+    async def _serve(self, tenant: str, endpoint_id: str) -> None:
+        """Deliver the endpoint's queue until it is quiet, disabled or deleted."""
+        job_hook = endpoint_id.startswith(JOB_HOOK_PREFIX)
         subject = self.settings.subjects.webhook_deliver(tenant, endpoint_id)
         config = ConsumerConfig(
             durable_name=consumer_name(tenant, endpoint_id),
@@ -186,74 +220,70 @@ class Workers:
             ack_wait=self.settings.webhook_ack_wait_s,
             inactive_threshold=JOB_HOOK_INACTIVE_S if job_hook else None,
         )
+        psub = await self.js.pull_subscribe(subject, durable=config.durable_name, stream=self.stream, config=config)
         try:
-            psub = await self.js.pull_subscribe(subject, durable=config.durable_name, stream=self.stream, config=config)
-            info = await psub.consumer_info()
-            if info.config.max_ack_pending != MAX_ACK_PENDING:  # made before per-job lanes: still in order
-                try:
-                    await self.js.add_consumer(self.stream, config)  # an update of the durable
-                except (nats.js.errors.Error, nats.errors.Error):
-                    log.warning("could not raise max_ack_pending", extra={"tenant": tenant, "endpoint": endpoint_id})
-            lanes = await self._start_lanes(subject, info)
-            exhausted = await self.store.get_exhausted(tenant, endpoint_id)
-            loop = asyncio.get_running_loop()
-            idle_since = beat_at = loop.time()
-            beat_every = max(0.2, self.settings.webhook_ack_wait_s / 3)
-            while True:
-                if not job_hook:
-                    record = self.endpoints.get(tenant, endpoint_id)
-                    if record is None:
-                        await self._forget(tenant, endpoint_id, subject)
-                        return
-                    if not record.enabled:
-                        return
-                self.kicked.discard(key)
-                batch = max(1, min(FETCH_BATCH, MAX_ACK_PENDING - lanes.outstanding))
-                wait_s = min(FETCH_WAIT_S, beat_every) if lanes.held else FETCH_WAIT_S
-                try:
-                    msgs = await psub.fetch(batch, timeout=wait_s)
-                except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
-                    msgs = []
-                for msg in msgs:
-                    lanes.admit(msg)
-                if lanes.unseen and lanes.held:
-                    pending = (await psub.consumer_info()).num_ack_pending
-                    if pending is not None:
-                        lanes.all_known(pending)
-                progress = True
-                while progress:  # attempt every held message whose lane is free, oldest first
-                    progress = False
-                    for seq in sorted(lanes.held):
-                        if seq not in lanes.held or not lanes.ready(seq):
-                            continue
-                        if loop.time() - beat_at >= beat_every:
-                            await self._beat(lanes)
-                            beat_at = loop.time()
-                        msg = lanes.held.pop(seq)
-                        exhausted, finished = await self._handle(tenant, endpoint_id, msg, exhausted)
-                        if finished:
-                            lanes.finish(seq)
-                        progress = True
-                if loop.time() - beat_at >= beat_every:
-                    await self._beat(lanes)
-                    beat_at = loop.time()
-                if msgs:
-                    idle_since = loop.time()
-                elif loop.time() - idle_since > IDLE_EXIT_S and not lanes.held:
-                    info = await psub.consumer_info()
-                    if not info.num_pending and not info.num_ack_pending and key not in self.kicked:
-                        return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("webhook worker failed", extra={"tenant": tenant, "endpoint": endpoint_id})
-            await asyncio.sleep(1.0)
-            self.kicked.add(key)
+            await self._deliver(tenant, endpoint_id, subject, psub, config)
         finally:
-            if self.running.get(key) is asyncio.current_task():
-                del self.running[key]
-                if key in self.kicked:  # work arrived while stopping: start again
-                    self.ensure(tenant, endpoint_id)
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()  # each run has its own subscription
+
+    async def _deliver(
+        self,
+        tenant: str,
+        endpoint_id: str,
+        subject: str,
+        psub: JetStreamContext.PullSubscription,
+        config: ConsumerConfig,
+    ) -> None:
+        key = (tenant, endpoint_id)
+        info = await psub.consumer_info()
+        if info.config.max_ack_pending != MAX_ACK_PENDING:  # made before per-job lanes: still in order
+            try:
+                await self.js.add_consumer(self.stream, config)  # an update of the durable
+            except (nats.js.errors.Error, nats.errors.Error):
+                log.warning("could not raise max_ack_pending", extra={"tenant": tenant, "endpoint": endpoint_id})
+        lanes = await self._start_lanes(subject, info)
+        exhausted = await self.store.get_exhausted(tenant, endpoint_id)
+        loop = asyncio.get_running_loop()
+        idle_since = beat_at = loop.time()
+        beat_every = max(0.2, self.settings.webhook_ack_wait_s / 3)
+        while not await self._stopped(tenant, endpoint_id):
+            self.kicked.discard(key)
+            batch = max(1, min(FETCH_BATCH, MAX_ACK_PENDING - lanes.outstanding))
+            wait_s = min(FETCH_WAIT_S, beat_every) if lanes.held else FETCH_WAIT_S
+            try:
+                msgs = await psub.fetch(batch, timeout=wait_s)
+            except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
+                msgs = []
+            for msg in msgs:
+                lanes.admit(msg)
+            if lanes.unseen and lanes.held:
+                pending = (await psub.consumer_info()).num_ack_pending
+                if pending is not None:
+                    lanes.all_known(pending)
+            progress = True
+            while progress:  # attempt every held message whose lane is free, oldest first
+                progress = False
+                for seq in sorted(lanes.held):
+                    if seq not in lanes.held or not lanes.ready(seq):
+                        continue
+                    if loop.time() - beat_at >= beat_every:
+                        await self._beat(lanes)
+                        beat_at = loop.time()
+                    msg = lanes.held.pop(seq)
+                    exhausted, finished = await self._handle(tenant, endpoint_id, msg, exhausted)
+                    if finished:
+                        lanes.finish(seq)
+                    progress = True
+            if loop.time() - beat_at >= beat_every:
+                await self._beat(lanes)
+                beat_at = loop.time()
+            if msgs:
+                idle_since = loop.time()
+            elif loop.time() - idle_since > IDLE_EXIT_S and not lanes.held:
+                info = await psub.consumer_info()
+                if not info.num_pending and not info.num_ack_pending and key not in self.kicked:
+                    return
 
     async def _start_lanes(self, subject: str, info: ConsumerInfo) -> Lanes:
         """Lanes for a (re)started worker: which lanes may have unacked messages it has not seen."""
@@ -285,10 +315,10 @@ class Workers:
             with contextlib.suppress(Exception):
                 await msg.in_progress()
 
-    async def _forget(self, tenant: str, endpoint_id: str, subject: str) -> None:
+    async def _forget(self, tenant: str, endpoint_id: str) -> None:
         """The endpoint was deleted: drop its queue and consumer."""
         with contextlib.suppress(NotFoundError):
-            await self.js.purge_stream(self.stream, subject=subject)
+            await self.js.purge_stream(self.stream, subject=self.settings.subjects.webhook_deliver(tenant, endpoint_id))
         with contextlib.suppress(NotFoundError):
             await self.js.delete_consumer(self.stream, consumer_name(tenant, endpoint_id))
 
