@@ -189,6 +189,12 @@ class NotifierSettings(BaseServiceSettings):
         default=60.0, gt=0, description="Redelivery of an unacked delivery after a crash (> timeout)."
     )
     webhook_deliveries_ttl_s: float = Field(default=3 * 86_400.0, gt=0, description="Delivery state TTL.")
+    webhook_pool_idle_s: float = Field(
+        default=30.0, gt=0, description="Idle keep-alive connections to webhook receivers are closed after (s)."
+    )
+    webhook_pool_max_idle: int = Field(
+        default=256, ge=0, description="Idle keep-alive connections kept in all (least recently used closed first)."
+    )
 
 
 S = TypeVar("S", bound=BaseServiceSettings)

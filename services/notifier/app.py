@@ -76,6 +76,8 @@ async def open_state(settings: NotifierSettings, nc: NatsClient) -> NotifierStat
         settings.webhook_allow_hosts,
         allow_http=settings.webhook_allow_http,
         timeout_s=settings.webhook_timeout_s,
+        pool_idle_s=settings.webhook_pool_idle_s,
+        pool_max_idle=settings.webhook_pool_max_idle,
     )
     return NotifierState(
         settings=settings,
