@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query, Request
 from sse_starlette import EventSourceResponse
 
 from contracts.ids import ID_PATTERN
-from services.gateway.errors import problem_responses
+from services.gateway.errors import field_error, problem_responses, unprocessable
 from services.notifier.auth import api_key_tenant, exists, not_found, require_tenant, unauthorized
 from services.notifier.deliveries import DeliveryList
 from services.notifier.stream import Coalescer, Feed, Filters, frames
@@ -18,7 +18,16 @@ if TYPE_CHECKING:
     from services.notifier.app import NotifierState
 
 router = APIRouter()
-After = Annotated[int | None, Query(ge=0, description="Resume after this stream sequence (as Last-Event-ID).")]
+MAX_RESUME_SEQ = 2**64 - 2
+"""The largest sequence to resume after: JetStream sequences are uint64 and a stream resumes at ``after + 1``."""
+After = Annotated[
+    str | None,
+    Query(
+        description=f"Resume after this stream sequence (as Last-Event-ID): ASCII digits, 0 to {MAX_RESUME_SEQ}.",
+        examples=["42"],
+        json_schema_extra={"pattern": "^[0-9]{1,20}$"},  # documented; checked (with the bound) by _sequence
+    ),
+]
 SSE_DOC = {"content": {"text/event-stream": {}}, "description": "Server-Sent Events."}
 
 
@@ -27,12 +36,22 @@ def _state(request: Request) -> NotifierState:
     return state
 
 
-def _start_after(request: Request, after: int | None) -> int:
-    """The sequence to resume after: ``Last-Event-ID`` wins over ``?after=``; 0 is the start."""
+def _start_after(request: Request, after: str | None) -> int:
+    """The sequence to resume after: ``Last-Event-ID`` wins over ``?after=``; 0 is the start.
+
+    Both are checked here, before any stream starts: a bad one is a 422."""
     header = request.headers.get("last-event-id", "").strip()
-    if header.isdigit():
-        return int(header)
-    return after or 0
+    query = _sequence(after, ("query", "after")) if after is not None else 0
+    return _sequence(header, ("header", "last-event-id")) if header else query
+
+
+def _sequence(text: str, where: tuple[str, str]) -> int:
+    """A stream sequence written as ASCII digits, at most :data:`MAX_RESUME_SEQ`."""
+    value = text.strip()
+    if value.isascii() and value.isdigit() and len(value) <= 20 and int(value) <= MAX_RESUME_SEQ:
+        return int(value)
+    message = f"A stream sequence: ASCII digits, 0 to {MAX_RESUME_SEQ}."
+    raise unprocessable(f"{where[1]} is not a stream sequence.", field_error(where, message))
 
 
 def _respond(
