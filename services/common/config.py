@@ -180,6 +180,9 @@ class NotifierSettings(BaseServiceSettings):
     sse_buffer: int = Field(default=256, ge=1)
     sse_send_timeout_s: float = Field(default=10.0, gt=0)
     sse_retry_ms: int = Field(default=3000, ge=0, description="The `retry:` hint sent to SSE clients.")
+    sse_max_streams_per_tenant: int = Field(
+        default=100, ge=1, description="Concurrent SSE streams per tenant in one notifier (more: 429)."
+    )
     sse_progress_max_per_s: float = Field(
         default=10.0, ge=0, description="job.progress frames per second per job and client (0: all)."
     )
