@@ -40,6 +40,12 @@ class BaseServiceSettings(BaseSettings):
     nats_url: str = "nats://127.0.0.1:4222"
     nats_connect_timeout_s: float = Field(default=5.0, gt=0)
     frames_max_bytes: int = Field(default=2 * 1024**3, gt=0, description="Byte cap of the FRAMES stream.")
+    webhook_queue_max_msgs: int = Field(
+        default=100_000, ge=1, description="Deliveries waiting per webhook endpoint; more are dead-lettered."
+    )
+    webhook_queue_max_bytes: int = Field(
+        default=2 * 1024**3, gt=0, description="Bytes waiting in all webhook delivery queues; more are dead-lettered."
+    )
 
     storage_backend: Literal["local", "s3"] = "local"
     storage_bucket: str = "gpurelay"

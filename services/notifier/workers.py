@@ -34,15 +34,16 @@ from contracts.envelope import utc_now
 from services.common.config import NotifierSettings
 from services.notifier.actions import disable_endpoint, next_delay, publish_dead_letter
 from services.notifier.deliveries import DeliveryState, DeliveryStore
-from services.notifier.sender import Sender
-from services.notifier.targets import JOB_HOOK_PREFIX, EndpointCache, job_webhook_secret
+from services.notifier.sender import AttemptResult, Sender
+from services.notifier.targets import JOB_HOOK_PREFIX, EndpointCache, is_job_hook_queue, job_webhook_secret
 
 log = logging.getLogger(__name__)
 
 H_EVENT, H_TYPE, H_JOB, H_URL = "Gpurelay-Event-Id", "Gpurelay-Event-Type", "Gpurelay-Job", "Gpurelay-Url"
+H_ENDPOINT = "Gpurelay-Endpoint"  # a job webhook's endpoint id (jobhook-...) in the shared job-hook queue
 FETCH_WAIT_S = 5.0
 IDLE_EXIT_S = 60.0
-JOB_HOOK_INACTIVE_S = 2 * 86_400.0
+JOB_HOOK_INACTIVE_S = 2 * 86_400.0  # only the per-job queues made before the shared job-hook queue
 MAX_ACK_PENDING = 256
 FETCH_BATCH = 64
 STARTUP_SCAN_MAX = 10_000
@@ -195,7 +196,7 @@ class Workers:
         Every kick so far is settled by this answer, so only a later one (new work, a re-enable)
         starts a worker again; the queue is dropped without creating its consumer.
         """
-        if endpoint_id.startswith(JOB_HOOK_PREFIX):
+        if is_job_hook_queue(endpoint_id):
             return False
         record = self.endpoints.get(tenant, endpoint_id)
         if record is not None and record.enabled:
@@ -207,7 +208,7 @@ class Workers:
 
     async def _serve(self, tenant: str, endpoint_id: str) -> None:
         """Deliver the endpoint's queue until it is quiet, disabled or deleted."""
-        job_hook = endpoint_id.startswith(JOB_HOOK_PREFIX)
+        legacy_job_hook = endpoint_id.startswith(JOB_HOOK_PREFIX)  # one job's queue, made by an older notifier
         subject = self.settings.subjects.webhook_deliver(tenant, endpoint_id)
         config = ConsumerConfig(
             durable_name=consumer_name(tenant, endpoint_id),
@@ -218,7 +219,7 @@ class Workers:
             max_ack_pending=MAX_ACK_PENDING,
             max_deliver=-1,
             ack_wait=self.settings.webhook_ack_wait_s,
-            inactive_threshold=JOB_HOOK_INACTIVE_S if job_hook else None,
+            inactive_threshold=JOB_HOOK_INACTIVE_S if legacy_job_hook else None,
         )
         psub = await self.js.pull_subscribe(subject, durable=config.durable_name, stream=self.stream, config=config)
         try:
@@ -322,23 +323,24 @@ class Workers:
         with contextlib.suppress(NotFoundError):
             await self.js.delete_consumer(self.stream, consumer_name(tenant, endpoint_id))
 
-    async def _handle(self, tenant: str, endpoint_id: str, msg: Msg, exhausted: int) -> tuple[int, bool]:
+    async def _handle(self, tenant: str, queue: str, msg: Msg, exhausted: int) -> tuple[int, bool]:
         """Attempt one delivery; ack, retry later, or dead-letter it.
 
         Returns the exhaustion count and whether the message is finished (acked or terminated).
         """
         headers = msg.headers or {}
         event_id, event_type, job_id = headers[H_EVENT], headers[H_TYPE], headers.get(H_JOB) or None
-        attempt, now = msg.metadata.num_delivered or 1, utc_now()
-        if endpoint_id.startswith(JOB_HOOK_PREFIX):
+        endpoint_id, now = headers.get(H_ENDPOINT) or queue, utc_now()
+        if is_job_hook_queue(queue):
             url = headers[H_URL]
             secrets: list[str] = [job_webhook_secret(self.settings.signing_secret.get_secret_value().encode(), tenant)]
         else:
-            record = self.endpoints.get(tenant, endpoint_id)
+            record = self.endpoints.get(tenant, queue)
             if record is None or not record.enabled:
-                await msg.nak()  # the loop stops; the delivery waits for the endpoint
+                await msg.nak()  # no attempt: the loop stops; the delivery waits for the endpoint
                 return exhausted, False
             url, secrets = record.url, record.signing_secrets(now)
+        attempt = await self.store.attempt_number(tenant, endpoint_id, event_id, msg.metadata.num_delivered or 1)
         result = await self.sender.send(url, secrets, event_id, msg.data)
         state = DeliveryState(
             event_id=event_id,
@@ -362,38 +364,52 @@ class Workers:
             state.status = "delivered"
             if exhausted:
                 exhausted = 0
-                await self.store.set_exhausted(tenant, endpoint_id, 0)
+                await self.store.set_exhausted(tenant, queue, 0)
         elif result.status == 410 or delay is None:
-            await publish_dead_letter(
-                self.js,
-                s.subjects,
-                tenant=tenant,
-                endpoint_id=endpoint_id,
-                event_id=event_id,
-                event_type=event_type,
-                job_id=job_id,
-                attempts=attempt,
-                result=result,
-            )
-            await msg.term()
-            state.status = "dead_lettered"
-            reason = None
-            if result.status == 410:
-                reason = "the endpoint answered 410 Gone"
-            else:
-                exhausted += 1
-                await self.store.set_exhausted(tenant, endpoint_id, exhausted)
-                if exhausted >= s.webhook_disable_after_exhausted:
-                    reason = f"{exhausted} deliveries in a row exhausted their retries"
-            if reason and not endpoint_id.startswith(JOB_HOOK_PREFIX):
-                await disable_endpoint(self.endpoints.kv, tenant, endpoint_id, reason)
-                await self.endpoints.caught_up()
+            exhausted = await self._dead_letter(tenant, queue, msg, state, result, exhausted)
         else:
+            state.status, state.next_attempt_at = "retrying", now + timedelta(seconds=delay)
+            try:  # stored before the NAK: the redelivery reads its attempt count from it
+                await self.store.put(tenant, endpoint_id, state)
+            except Exception:  # noqa: BLE001 - a lost state means one more attempt, never a lost delivery
+                log.warning("could not store a retry state", extra={"tenant": tenant, "endpoint": endpoint_id})
             await msg.nak(delay=delay)
-            state.status = "retrying"
-            state.next_attempt_at = now + timedelta(seconds=delay)
+            return exhausted, False
         self._record(tenant, endpoint_id, state)
-        return exhausted, state.status != "retrying"
+        return exhausted, True
+
+    async def _dead_letter(
+        self, tenant: str, queue: str, msg: Msg, state: DeliveryState, result: AttemptResult, exhausted: int
+    ) -> int:
+        """Terminate the delivery with a dead letter; count (and maybe disable) a KV endpoint's exhaustion."""
+        endpoint_id = (msg.headers or {}).get(H_ENDPOINT) or queue
+        await publish_dead_letter(
+            self.js,
+            self.settings.subjects,
+            tenant=tenant,
+            endpoint_id=endpoint_id,
+            event_id=state.event_id,
+            event_type=state.event_type,
+            job_id=state.job_id,
+            attempts=state.attempts,
+            result=result,
+        )
+        await msg.term()
+        state.status = "dead_lettered"
+        if is_job_hook_queue(queue):
+            return exhausted  # a job's webhook is never disabled
+        reason = None
+        if result.status == 410:
+            reason = "the endpoint answered 410 Gone"
+        else:
+            exhausted += 1
+            await self.store.set_exhausted(tenant, queue, exhausted)
+            if exhausted >= self.settings.webhook_disable_after_exhausted:
+                reason = f"{exhausted} deliveries in a row exhausted their retries"
+        if reason:
+            await disable_endpoint(self.endpoints.kv, tenant, queue, reason)
+            await self.endpoints.caught_up()
+        return exhausted
 
     def _record(self, tenant: str, endpoint_id: str, state: DeliveryState) -> None:
         """Write the delivery's state in the background (a view: it must not slow deliveries)."""
