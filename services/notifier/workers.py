@@ -1,17 +1,20 @@
-"""Delivery workers: one per endpoint, each consuming its queue ``webhooks.{tenant}.{endpoint}.deliver``.
+"""Delivery workers: one per endpoint, each consuming its queue ``webhooks.{tenant}.{endpoint}.deliver``
+(and one per tenant for its job webhooks' shared queue ``webhooks.{tenant}.jobhooks.deliver``).
 
 Each queue has a durable pull consumer with ``max_ack_pending=MAX_ACK_PENDING``; the worker keeps
 per-job lanes (:class:`Lanes`): a message is attempted only when no older message of its job (by stream
 sequence) is unfinished, so one endpoint receives one job's events in stream order, and a delivery
 waiting for a retry (a NAK with a delay) holds back only that job's later deliveries (kept unacked in
-memory, with ``in_progress`` heartbeats), never other jobs' or another endpoint's. The attempt count is
-the message's delivery count and the wait is its redelivery delay, so a restarted notifier resumes every
-pending retry; a (re)started worker first learns which jobs may have unfinished messages it has not
+memory, with ``in_progress`` heartbeats), never other jobs' or another endpoint's. The wait is the
+message's redelivery delay and its attempt count is in its delivery state (stored before the NAK; not
+the delivery count, which also counts deliveries that were no attempt), so a restarted notifier resumes
+every pending retry; a (re)started worker first learns which jobs may have unfinished messages it has not
 seen (the consumer's ack-pending range, read from the stream) and holds those jobs until it has.
 
 Workers start on demand (:meth:`Workers.ensure`, called by the fan-out after it enqueues), for every
 existing consumer at start-up, and when an endpoint is enabled; a worker exits after a quiet minute
-with nothing pending, when its endpoint is disabled (the queue waits), or deleted (queue purged).
+with nothing pending, when its endpoint is disabled (the queue waits), or deleted (queue purged): a
+kick that finds the endpoint so is settled, so such a worker is not started again until a later kick.
 """
 
 from __future__ import annotations
