@@ -29,6 +29,13 @@ class StreamDecl(BaseModel):
     max_age_s: float = Field(default=0.0, ge=0, description="0 keeps messages forever.")
     duplicate_window_s: float = Field(default=120.0, ge=0)
     max_bytes: int = Field(default=-1, description="-1 is unlimited.")
+    max_msgs_per_subject: int = Field(default=-1, description="-1 is unlimited.")
+    discard: Literal["old", "new"] = Field(
+        default="old", description="At a limit: drop the oldest messages, or refuse new ones."
+    )
+    discard_new_per_subject: bool = Field(
+        default=False, description="With discard new: refuse only on the subject at max_msgs_per_subject."
+    )
     max_consumers: int = Field(default=-1, description="-1 is the server's default (1,000 on nats-server 2.15).")
     description: str = ""
 
@@ -81,12 +88,28 @@ KV_UPLOADS = "uploads"
 KV_DISPATCHER_WAITS = "dispatcher_waits"
 
 FRAMES_MAX_BYTES = 2 * 1024**3
+WEBHOOK_QUEUE_MAX_MSGS = 100_000
+"""Deliveries waiting in one endpoint's queue (``webhooks.{tenant}.{endpoint}.deliver``); more are refused."""
+WEBHOOK_QUEUE_MAX_BYTES = 2 * 1024**3
+"""Bytes waiting in every delivery queue together; more are refused."""
 JOBS_MAX_CONSUMERS = 20_000
 """Each SSE connection holds one ephemeral consumer on JOBS; the server's default allows 1,000."""
 
 
-def declarations(ns: Namespace | None = None, frames_max_bytes: int = FRAMES_MAX_BYTES) -> Declarations:
-    """The v1 streams and buckets under ``ns``; no two streams' subjects overlap."""
+def declarations(
+    ns: Namespace | None = None,
+    frames_max_bytes: int = FRAMES_MAX_BYTES,
+    webhook_queue_max_msgs: int = WEBHOOK_QUEUE_MAX_MSGS,
+    webhook_queue_max_bytes: int = WEBHOOK_QUEUE_MAX_BYTES,
+) -> Declarations:
+    """The v1 streams and buckets under ``ns``; no two streams' subjects overlap.
+
+    WEBHOOK_DELIVERIES is a work queue without an age limit: a delivery leaves it only when it is
+    delivered or dead-lettered (its retries, and the older deliveries of its job before it, may take
+    days; a disabled endpoint's queue waits). It is bounded by count per endpoint queue and by bytes
+    in all, refusing new deliveries at either limit (the notifier dead-letters a refused one) rather
+    than dropping waiting ones.
+    """
     ns = ns or NO_NAMESPACE
     s = ns.subject
     return Declarations(
@@ -121,8 +144,12 @@ def declarations(ns: Namespace | None = None, frames_max_bytes: int = FRAMES_MAX
             StreamDecl(
                 name=ns.stream(WEBHOOK_DELIVERIES),
                 subjects=(s("webhooks.*.*.deliver"),),
-                max_age_s=3 * DAY,
-                description="One delivery queue per webhook endpoint.",
+                retention="work_queue",
+                max_bytes=webhook_queue_max_bytes,
+                max_msgs_per_subject=webhook_queue_max_msgs,
+                discard="new",
+                discard_new_per_subject=True,
+                description="Webhook delivery queues; a delivery stays until delivered or dead-lettered.",
             ),
             StreamDecl(
                 name=ns.stream(DISPATCH),

@@ -8,13 +8,14 @@ from contracts.ids import ResourceId
 
 
 class WebhookDeadLetteredPayload(BaseModel):
-    """A delivery that exhausted its retries; ``event_id`` names the envelope to replay."""
+    """A delivery that exhausted its retries, or that its endpoint's full queue refused (``attempts`` 0);
+    ``event_id`` names the envelope to replay."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     endpoint_id: ResourceId
     event_id: str = Field(min_length=1, max_length=64)
     event_type: str = Field(min_length=1, max_length=64)
-    attempts: int = Field(ge=1)
+    attempts: int = Field(ge=0, description="0: refused before any attempt (the endpoint's queue was full).")
     last_status: int | None = Field(default=None, ge=100, le=599, description="None: no HTTP response.")
     last_error: str | None = Field(default=None, max_length=2000)

@@ -40,6 +40,12 @@ class BaseServiceSettings(BaseSettings):
     nats_url: str = "nats://127.0.0.1:4222"
     nats_connect_timeout_s: float = Field(default=5.0, gt=0)
     frames_max_bytes: int = Field(default=2 * 1024**3, gt=0, description="Byte cap of the FRAMES stream.")
+    webhook_queue_max_msgs: int = Field(
+        default=100_000, ge=1, description="Deliveries waiting per webhook endpoint; more are dead-lettered."
+    )
+    webhook_queue_max_bytes: int = Field(
+        default=2 * 1024**3, gt=0, description="Bytes waiting in all webhook delivery queues; more are dead-lettered."
+    )
 
     storage_backend: Literal["local", "s3"] = "local"
     storage_bucket: str = "gpurelay"
@@ -194,6 +200,9 @@ class NotifierSettings(BaseServiceSettings):
     sse_buffer: int = Field(default=256, ge=1)
     sse_send_timeout_s: float = Field(default=10.0, gt=0)
     sse_retry_ms: int = Field(default=3000, ge=0, description="The `retry:` hint sent to SSE clients.")
+    sse_max_streams_per_tenant: int = Field(
+        default=100, ge=1, description="Concurrent SSE streams per tenant in one notifier (more: 429)."
+    )
     sse_progress_max_per_s: float = Field(
         default=10.0, ge=0, description="job.progress frames per second per job and client (0: all)."
     )
@@ -203,6 +212,12 @@ class NotifierSettings(BaseServiceSettings):
         default=60.0, gt=0, description="Redelivery of an unacked delivery after a crash (> timeout)."
     )
     webhook_deliveries_ttl_s: float = Field(default=3 * 86_400.0, gt=0, description="Delivery state TTL.")
+    webhook_pool_idle_s: float = Field(
+        default=30.0, gt=0, description="Idle keep-alive connections to webhook receivers are closed after (s)."
+    )
+    webhook_pool_max_idle: int = Field(
+        default=256, ge=0, description="Idle keep-alive connections kept in all (least recently used closed first)."
+    )
 
 
 S = TypeVar("S", bound=BaseServiceSettings)

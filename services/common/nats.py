@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 from contracts.streams import BucketDecl, Declarations, StreamDecl, declarations
@@ -40,6 +40,9 @@ def stream_config(decl: StreamDecl) -> StreamConfig:
         max_age=decl.max_age_s,
         duplicate_window=decl.duplicate_window_s,
         max_bytes=decl.max_bytes,
+        max_msgs_per_subject=decl.max_msgs_per_subject,
+        discard=DiscardPolicy.NEW if decl.discard == "new" else DiscardPolicy.OLD,
+        discard_new_per_subject=decl.discard_new_per_subject,
         max_consumers=decl.max_consumers,
     )
 
@@ -62,6 +65,8 @@ class ApplyReport:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    """Streams left as they are: their retention differs from the declaration (JetStream cannot change it)."""
 
 
 def _stream_differs(current: StreamConfig, wanted: StreamConfig) -> bool:
@@ -70,8 +75,15 @@ def _stream_differs(current: StreamConfig, wanted: StreamConfig) -> bool:
         or (current.max_age or 0) != (wanted.max_age or 0)
         or (current.duplicate_window or 0) != (wanted.duplicate_window or 0)
         or (current.max_bytes if current.max_bytes is not None else -1) != wanted.max_bytes
+        or _or(current.max_msgs_per_subject, -1) != _or(wanted.max_msgs_per_subject, -1)
+        or _or(current.discard, DiscardPolicy.OLD) != _or(wanted.discard, DiscardPolicy.OLD)
+        or bool(current.discard_new_per_subject) != bool(wanted.discard_new_per_subject)
         or (current.description or None) != (wanted.description or None)
     )
+
+
+def _or(value: object, default: object) -> object:
+    return default if value is None else value
 
 
 async def _apply_stream(js: JetStreamContext, wanted: StreamConfig, report: ApplyReport) -> None:
@@ -82,7 +94,16 @@ async def _apply_stream(js: JetStreamContext, wanted: StreamConfig, report: Appl
         await js.add_stream(wanted)
         report.created.append(wanted.name)
         return
-    if _stream_differs(info.config, wanted):
+    if _or(info.config.retention, RetentionPolicy.LIMITS) != wanted.retention:
+        log.error(
+            "stream %s has retention %s but %s is declared; JetStream cannot change it in place, so the stream "
+            "is kept as it is (see docs/operations.md to migrate it)",
+            wanted.name,
+            info.config.retention,
+            wanted.retention,
+        )
+        report.kept.append(wanted.name)
+    elif _stream_differs(info.config, wanted):
         await js.update_stream(wanted)
         report.updated.append(wanted.name)
     else:
@@ -127,4 +148,10 @@ async def apply_declarations(js: JetStreamContext, decls: Declarations) -> Apply
 
 async def declare_all(js: JetStreamContext, settings: BaseServiceSettings) -> ApplyReport:
     """Apply the v1 declarations of this deployment's namespace."""
-    return await apply_declarations(js, declarations(settings.ns, frames_max_bytes=settings.frames_max_bytes))
+    decls = declarations(
+        settings.ns,
+        frames_max_bytes=settings.frames_max_bytes,
+        webhook_queue_max_msgs=settings.webhook_queue_max_msgs,
+        webhook_queue_max_bytes=settings.webhook_queue_max_bytes,
+    )
+    return await apply_declarations(js, decls)

@@ -54,7 +54,7 @@ async def publish_dead_letter(
         endpoint_id=endpoint_id,
         event_id=event_id,
         event_type=event_type,
-        attempts=max(1, attempts),
+        attempts=max(0, attempts),
         last_status=result.status if result.status and 100 <= result.status <= 599 else None,
         last_error=result.describe()[:2000],
     )

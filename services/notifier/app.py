@@ -30,7 +30,7 @@ from services.gateway.errors import install_error_handlers, problem
 from services.gateway.middleware import install_cors
 from services.notifier.deliveries import DeliveryStore, open_bucket
 from services.notifier.fanout import FanOut
-from services.notifier.routes import router
+from services.notifier.routes import StreamSlots, router, stream_slots
 from services.notifier.sender import Sender
 from services.notifier.targets import EndpointCache, JobHooks
 from services.notifier.workers import Workers
@@ -53,6 +53,7 @@ class NotifierState:
     endpoints: EndpointCache
     workers: Workers
     sender: Sender
+    streams: StreamSlots
 
     @property
     def signing_secret(self) -> bytes:
@@ -76,6 +77,8 @@ async def open_state(settings: NotifierSettings, nc: NatsClient) -> NotifierStat
         settings.webhook_allow_hosts,
         allow_http=settings.webhook_allow_http,
         timeout_s=settings.webhook_timeout_s,
+        pool_idle_s=settings.webhook_pool_idle_s,
+        pool_max_idle=settings.webhook_pool_max_idle,
     )
     return NotifierState(
         settings=settings,
@@ -89,6 +92,7 @@ async def open_state(settings: NotifierSettings, nc: NatsClient) -> NotifierStat
         endpoints=endpoints,
         workers=Workers(settings, js, endpoints, store, sender),
         sender=sender,
+        streams=stream_slots(settings.sse_max_streams_per_tenant, settings.sse_retry_ms),
     )
 
 

@@ -3,13 +3,16 @@
 Keys: ``{tenant}.{endpoint_id}.d.{event_id}`` holds one :class:`DeliveryState` (attempts, last
 status code or error, next attempt); ``{tenant}.{endpoint_id}.exhausted`` counts the endpoint's
 deliveries that exhausted their retries since its last success (auto-disable). This bucket is a
-view for ``GET /v1/webhooks/{id}/deliveries``: the retry state itself is the message in the
-endpoint's JetStream queue (its delivery count and redelivery delay), so nothing is lost if a write
-here is.
+view for ``GET /v1/webhooks/{id}/deliveries``, and where a redelivered message finds how many
+attempts it has had: a retrying state is stored before its NAK. JetStream's delivery count is not
+the attempt count (a delivery held in a lane when a worker stopped, or NAKed while its endpoint was
+disabled, was no attempt). The retry wait itself is the message's redelivery delay in its queue; a
+state lost or expired only means more attempts, never a lost delivery.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Literal
 
@@ -22,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from contracts.subjects import Namespace
 from services.common.kv import kv_entries
 
+log = logging.getLogger(__name__)
 BUCKET = "webhook_deliveries"
 DeliveryStatus = Literal["pending", "retrying", "delivered", "dead_lettered"]
 
@@ -78,6 +82,26 @@ class DeliveryStore:
     async def put(self, tenant: str, endpoint_id: str, state: DeliveryState) -> None:
         """Store one delivery's state."""
         await self.kv.put(self.key(tenant, endpoint_id, state.event_id), state.model_dump_json().encode())
+
+    async def get(self, tenant: str, endpoint_id: str, event_id: str) -> DeliveryState | None:
+        """One delivery's state, if recorded (and not expired)."""
+        try:
+            entry = await self.kv.get(self.key(tenant, endpoint_id, event_id))
+        except KeyNotFoundError:
+            return None
+        return DeliveryState.model_validate_json(entry.value) if entry.value else None
+
+    async def attempt_number(self, tenant: str, endpoint_id: str, event_id: str, num_delivered: int) -> int:
+        """The number of the attempt about to be made: 1 on a message's first delivery, else one more
+        than the attempts recorded (JetStream's delivery count also counts deliveries that were no attempt)."""
+        if num_delivered <= 1:
+            return 1
+        try:
+            state = await self.get(tenant, endpoint_id, event_id)
+        except Exception:  # noqa: BLE001 - the view is unreadable: fall back to the delivery count (bounded)
+            log.warning("could not read a delivery state", extra={"endpoint": endpoint_id, "event": event_id})
+            return num_delivered
+        return (state.attempts if state else 0) + 1
 
     async def list(self, tenant: str, endpoint_id: str, limit: int = 100) -> list[DeliveryState]:
         """The endpoint's latest ``limit`` deliveries, newest first (event ids are UUIDv7)."""

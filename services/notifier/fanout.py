@@ -2,10 +2,14 @@
 
 Each event of the JOBS stream (``jobs.>`` and ``uploads.>``) goes to every enabled KV endpoint of its
 tenant whose globs match its type, and to the job's own webhook (``spec.webhook``) when that matches.
-One message per pair is published to ``webhooks.{tenant}.{endpoint_id}.deliver`` with
+One message per pair is published to ``webhooks.{tenant}.{endpoint_id}.deliver`` (a job's webhook:
+to the tenant's shared ``webhooks.{tenant}.jobhooks.deliver``, its endpoint id in a header) with
 ``Nats-Msg-Id = "{event_id}:{endpoint_id}"``, so a batch fanned out twice (a crash before the ack)
-is stored once within the stream's duplicate window. Batches are published with ``publish_async``
-and each event is acknowledged once every publish of its batch is stored. A notifier that starts
+is stored once within the stream's duplicate window. A batch's publishes are sent together (in
+order) and each event is acknowledged once every publish of its batch is answered. A queue at its
+limit (``webhook_queue_max_msgs`` per endpoint, ``webhook_queue_max_bytes`` in all) refuses the new
+delivery: it is dead-lettered at once (attempts 0), and the queue keeps what it holds. nats-py's
+``publish_async`` is not used: an error answer (such as that refusal) never completes its future. A notifier that starts
 while a dead one's batch is still unacknowledged waits one ``ack_wait`` so that batch is fanned out
 again before newer events (JetStream serves due redeliveries first): queue order stays stream order.
 
@@ -17,25 +21,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
 from dataclasses import dataclass
 
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import APIError
 from pydantic import ValidationError
 
-from contracts.envelope import EventEnvelope
+from contracts.envelope import EventEnvelope, utc_now
 from contracts.job_specs import WebhookTarget
 from services.common.config import NotifierSettings
-from services.notifier.targets import EndpointCache, JobHooks, job_hook_id
-from services.notifier.workers import H_EVENT, H_JOB, H_TYPE, H_URL, Workers
+from services.notifier.actions import publish_dead_letter
+from services.notifier.deliveries import DeliveryState
+from services.notifier.sender import AttemptResult
+from services.notifier.targets import JOB_HOOKS_QUEUE, EndpointCache, JobHooks, job_hook_id
+from services.notifier.workers import H_ENDPOINT, H_EVENT, H_JOB, H_TYPE, H_URL, Workers
 
 log = logging.getLogger(__name__)
 
 FANOUT_DURABLE = "notifier_fanout"
 BATCH = 256
+QUEUE_FULL_CODE = 10077  # JetStream's "store failed": a limit of the stream (discard new) refused the message
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +53,11 @@ class Delivery:
     tenant: str
     endpoint_id: str
     url: str | None  # only for per-job webhooks; KV endpoints are looked up at delivery time
+
+    @property
+    def queue(self) -> str:
+        """The endpoint token of its queue's subject: the endpoint, or the tenant's shared job-hook queue."""
+        return self.endpoint_id if self.url is None else JOB_HOOKS_QUEUE
 
 
 @dataclass
@@ -104,13 +117,11 @@ class FanOut:
     async def process(self, msgs: list[Msg]) -> None:
         """Enqueue every delivery of ``msgs``, then acknowledge them all."""
         await self.endpoints.caught_up()
-        pending: list[Awaitable[PubAck]] = []
-        started: set[tuple[str, str]] = set()
+        sends: list[tuple[Delivery, EventEnvelope, asyncio.Task[object]]] = []
         for msg in msgs:
             envelope = self._envelope(msg)
             if envelope is None:
                 continue
-            body = msg.data
             for delivery in await self.targets(envelope):
                 headers = {
                     "Nats-Msg-Id": f"{envelope.id}:{delivery.endpoint_id}",
@@ -119,15 +130,52 @@ class FanOut:
                     H_JOB: envelope.job_id or "",
                 }
                 if delivery.url:
-                    headers[H_URL] = delivery.url
-                subject = self.settings.subjects.webhook_deliver(delivery.tenant, delivery.endpoint_id)
-                pending.append(await self.js.publish_async(subject, body, headers=headers))
-                started.add((delivery.tenant, delivery.endpoint_id))
-        await asyncio.gather(*pending)
-        for tenant, endpoint_id in started:
-            self.workers.ensure(tenant, endpoint_id)
+                    headers[H_URL], headers[H_ENDPOINT] = delivery.url, delivery.endpoint_id
+                subject = self.settings.subjects.webhook_deliver(delivery.tenant, delivery.queue)
+                # tasks start in creation order, each writing its publish before it first waits
+                sends.append(
+                    (delivery, envelope, asyncio.ensure_future(self.js.publish(subject, msg.data, headers=headers)))
+                )
+        if sends:
+            await asyncio.wait([task for _, _, task in sends])
+        started: set[tuple[str, str]] = set()
+        for delivery, envelope, task in sends:
+            error = task.exception()
+            if error is None:
+                started.add((delivery.tenant, delivery.queue))
+            elif isinstance(error, APIError) and error.err_code == QUEUE_FULL_CODE:
+                await self._refused(delivery, envelope, error)
+            else:
+                raise error  # the batch is fanned out again (duplicates are dropped by Nats-Msg-Id)
+        for tenant, queue in started:
+            self.workers.ensure(tenant, queue)
         for msg in msgs:
             await msg.ack()
+
+    async def _refused(self, delivery: Delivery, envelope: EventEnvelope, error: APIError) -> None:
+        """The queue is at a limit: dead-letter the delivery now (no attempt was made)."""
+        reason = f"refused: the delivery queue is full ({error.description})"
+        await publish_dead_letter(
+            self.js,
+            self.settings.subjects,
+            tenant=delivery.tenant,
+            endpoint_id=delivery.endpoint_id,
+            event_id=envelope.id,
+            event_type=envelope.type,
+            job_id=envelope.job_id,
+            attempts=0,
+            result=AttemptResult(status=None, error=reason),
+        )
+        state = DeliveryState(
+            event_id=envelope.id,
+            event_type=envelope.type,
+            job_id=envelope.job_id,
+            status="dead_lettered",
+            last_error=reason,
+            last_attempt_at=utc_now(),
+        )
+        await self.workers.store.put(delivery.tenant, delivery.endpoint_id, state)
+        log.warning("webhook queue full: delivery dead-lettered", extra={"endpoint": delivery.endpoint_id})
 
     def _envelope(self, msg: Msg) -> EventEnvelope | None:
         tokens = self.settings.ns.strip(msg.subject).split(".")

@@ -8,42 +8,43 @@ a connection to one of the addresses checked: an idle keep-alive connection whos
 them, or a new one opened to them (never to a name, so no DNS rebinding). TLS uses
 the host name for SNI and certificate checks. Redirects are never followed; at most
 ``max_body`` bytes of a response body are read (a longer body closes the connection).
+
+Interim responses (``100 Continue``, ``103 Early Hints``, any 1xx but 101) are skipped to the final
+one; ``101 Switching Protocols`` is refused. A connection goes back to the pool
+(:class:`~services.notifier.pool.IdlePool`: capped, idle ones expire) only after a response read
+exactly to its end; anything else (an error, a timeout, a body too long or of unknown length,
+conflicting lengths, a malformed chunk) closes it. A request is sent again on a fresh connection only
+when a reused one failed before any byte of a response came back.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import httpx
 
 from services.common.ssrf import ResolvedTarget, check_url
+from services.notifier.pool import Conn, IdlePool, Origin
 
 MAX_HEADER_LINES = 100
 MAX_LINE = 16 * 1024
+MAX_INTERIM = 16
 MAX_IDLE_PER_ORIGIN = 4
 CHECK_TTL_S = 5.0  # how long a passed SSRF check of a URL is reused (like a DNS cache; refusals are not kept)
 MAX_CHECKED = 4096
+HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
 class ProtocolError(Exception):
     """The peer did not speak HTTP/1.1 as expected."""
 
 
-@dataclass(slots=True)
-class _Conn:
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    address: str
-    used: bool = False
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.writer.close()
+class StaleConnection(ProtocolError):
+    """The connection failed before any byte of a response: the request may be sent again elsewhere."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,28 +63,30 @@ class Http1Client:
     allow_http: bool = False
     max_body: int = 64 * 1024
     ssl_context: ssl.SSLContext = field(default_factory=ssl.create_default_context)
-    _idle: dict[tuple[str, str, int], list[_Conn]] = field(default_factory=dict)
+    pool_idle_s: float = 30.0
+    pool_max_idle: int = 256
+    _pool: IdlePool = field(init=False)
     _checked: dict[str, tuple[float, ResolvedTarget, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._pool = IdlePool(idle_s=self.pool_idle_s, total=self.pool_max_idle, per_origin=MAX_IDLE_PER_ORIGIN)
 
     async def aclose(self) -> None:
         """Close every idle connection."""
-        for conns in self._idle.values():
-            for conn in conns:
-                conn.close()
-        self._idle.clear()
+        self._pool.close_all()
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
         """POST ``body``; raises :class:`~services.common.ssrf.SsrfError`, ``OSError``, ``ProtocolError``."""
         target, start_line = await self._check(url)
         head = self._head(start_line, body, headers)
-        key = (target.scheme, target.host, target.port)
-        conn = self._take_idle(key, target.addresses)
+        origin = (target.scheme, target.host, target.port)
+        conn = self._pool.take(origin, target.addresses)
         if conn is not None:
             try:
-                return await self._exchange(key, conn, head, body)
-            except (OSError, ProtocolError, asyncio.IncompleteReadError):
-                pass  # a stale keep-alive connection (closed by _exchange): try once more on a fresh one
-        return await self._exchange(key, await self._connect(target), head, body)
+                return await self._exchange(origin, conn, head, body)
+            except StaleConnection:
+                pass  # closed by the peer while idle: once more on a fresh connection
+        return await self._exchange(origin, await self._connect(target), head, body)
 
     async def _check(self, url: str) -> tuple[ResolvedTarget, str]:
         """The URL's checked target and request start (``POST path`` and ``host``), reused for a few seconds."""
@@ -103,17 +106,7 @@ class Http1Client:
         self._checked[url] = (now + CHECK_TTL_S, target, start_line)
         return target, start_line
 
-    def _take_idle(self, key: tuple[str, str, int], addresses: Iterable[str]) -> _Conn | None:
-        conns = self._idle.get(key)
-        allowed = set(addresses)
-        while conns:
-            conn = conns.pop()
-            if conn.address in allowed and not conn.reader.at_eof() and not conn.writer.is_closing():
-                return conn
-            conn.close()
-        return None
-
-    async def _connect(self, target: ResolvedTarget) -> _Conn:
+    async def _connect(self, target: ResolvedTarget) -> Conn:
         error: OSError = OSError(f"{target.host}: no address to connect to")
         for address in target.addresses:
             try:
@@ -126,7 +119,7 @@ class Http1Client:
             except OSError as exc:
                 error = exc
                 continue
-            return _Conn(reader, writer, address)
+            return Conn(reader, writer, address)
         raise error
 
     @staticmethod
@@ -138,68 +131,74 @@ class Http1Client:
             lines.append(f"{name}: {value}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
-    async def _exchange(self, key: tuple[str, str, int], conn: _Conn, head: bytes, body: bytes) -> Response:
-        """One request and response on ``conn``; the connection is pooled again or closed, even on errors."""
+    async def _exchange(self, origin: Origin, conn: Conn, head: bytes, body: bytes) -> Response:
+        """One request and response on ``conn``; pooled again only if it ended cleanly, else closed."""
         try:
-            return await self._roundtrip(key, conn, head, body)
+            response, reusable = await self._roundtrip(conn, head, body)
         except BaseException:  # a timeout (cancellation) or a broken peer: the connection is not reusable
             conn.close()
             raise
+        if reusable and conn.usable():
+            self._pool.put(origin, conn)
+        else:
+            conn.close()
+        return response
 
-    async def _roundtrip(self, key: tuple[str, str, int], conn: _Conn, head: bytes, body: bytes) -> Response:
-        conn.writer.write(head + body)
-        await conn.writer.drain()
-        status_line = await conn.reader.readline()
-        if not status_line:
-            raise ProtocolError("the connection closed before a response")
-        parts = status_line.split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise ProtocolError(f"not an HTTP/1.x status line: {status_line[:100]!r}")
-        status = int(parts[1])
+    async def _roundtrip(self, conn: Conn, head: bytes, body: bytes) -> tuple[Response, bool]:
+        """The final response and whether the connection is at a clean end of it."""
+        try:
+            conn.writer.write(head + body)
+            await conn.writer.drain()
+            line = await conn.reader.readline()
+        except OSError as exc:
+            raise StaleConnection(f"{type(exc).__name__}: {exc}") from exc
+        if not line:
+            raise StaleConnection("the connection closed before a response")
+        for _ in range(MAX_INTERIM + 1):
+            version, status = _status_line(line)
+            headers = await self._headers(conn)
+            if status >= 200:
+                return Response(status, headers), await self._drain(conn, status, headers, version)
+            if status == 101:
+                raise ProtocolError("101 Switching Protocols is not an answer to a webhook")
+            line = await conn.reader.readline()  # an interim 1xx: the final response follows
+            if not line:
+                raise ProtocolError("the connection closed after an interim response")
+        raise ProtocolError("too many interim responses")
+
+    @staticmethod
+    async def _headers(conn: Conn) -> dict[str, str]:
+        """Header fields up to the blank line; repeated ones joined, conflicting lengths refused."""
         headers: dict[str, str] = {}
         for _ in range(MAX_HEADER_LINES):
             line = await conn.reader.readline()
             if line in (b"\r\n", b"\n"):
-                break
+                return headers
             if not line or len(line) > MAX_LINE:
                 raise ProtocolError("bad response headers")
             name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        else:
-            raise ProtocolError("too many response headers")
-        reusable = await self._drain(conn, status, headers, parts[0])
-        if reusable:
-            conns = self._idle.setdefault(key, [])
-            if len(conns) < MAX_IDLE_PER_ORIGIN:
-                conns.append(conn)
-                return Response(status, headers)
-        conn.close()
-        return Response(status, headers)
+            name, value = name.strip().lower(), value.strip()
+            if name in headers and name == "content-length" and headers[name] != value:
+                raise ProtocolError("conflicting content-length headers")
+            headers[name] = f"{headers[name]}, {value}" if name in headers and name != "content-length" else value
+        raise ProtocolError("too many response headers")
 
-    async def _drain(self, conn: _Conn, status: int, headers: Mapping[str, str], version: bytes) -> bool:
+    async def _drain(self, conn: Conn, status: int, headers: Mapping[str, str], version: bytes) -> bool:
         """Read (and drop) the body; whether the connection may be reused."""
-        keep = headers.get("connection", "").lower() != "close" and version == b"HTTP/1.1"
-        if status in (204, 304) or 100 <= status < 200:
+        keep = version == b"HTTP/1.1" and "close" not in headers.get("connection", "").lower()
+        if status in (204, 304):
             return keep
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            read = 0
-            while True:
-                size_line = await conn.reader.readline()
-                try:
-                    size = int(size_line.split(b";", 1)[0].strip() or b"x", 16)
-                except ValueError:
-                    raise ProtocolError("bad chunk size") from None
-                if size == 0:
-                    while (await conn.reader.readline()) not in (b"\r\n", b"\n", b""):
-                        pass
-                    return keep
-                read += size
-                if read > self.max_body:
-                    return False
-                await conn.reader.readexactly(size + 2)
+        coding = headers.get("transfer-encoding")
+        if coding is not None:
+            if "content-length" in headers:
+                keep = False  # both framings: read it as chunked, then never trust the connection again
+            if coding.lower().rsplit(",", 1)[-1].strip() != "chunked":
+                await conn.reader.read(self.max_body)  # the body runs to the end of the connection
+                return False
+            return await self._drain_chunked(conn) and keep
         length = headers.get("content-length")
         if length is not None:
-            if not length.isdigit():
+            if not (length.isascii() and length.isdigit()) or len(length) > 18:
                 raise ProtocolError("bad content-length")
             size = int(length)
             if size > self.max_body:
@@ -208,3 +207,34 @@ class Http1Client:
             return keep
         await conn.reader.read(self.max_body)  # the body runs to the end of the connection
         return False
+
+    async def _drain_chunked(self, conn: Conn) -> bool:
+        """Read a chunked body and its trailers; ``False`` when it was too long (the rest is unread)."""
+        read = 0
+        while True:
+            token = (await conn.reader.readline()).split(b";", 1)[0].strip()
+            if not token or len(token) > 16 or not HEX.issuperset(token):
+                raise ProtocolError("bad chunk size")
+            size = int(token, 16)
+            if size == 0:
+                break
+            read += size
+            if read > self.max_body:
+                return False
+            if (await conn.reader.readexactly(size + 2))[-2:] != b"\r\n":
+                raise ProtocolError("bad chunk end")
+        for _ in range(MAX_HEADER_LINES):  # trailers, up to the blank line
+            line = await conn.reader.readline()
+            if line in (b"\r\n", b"\n"):
+                return True
+            if not line:
+                return False
+        raise ProtocolError("too many trailer lines")
+
+
+def _status_line(line: bytes) -> tuple[bytes, int]:
+    """The version and the three-digit status of a status line."""
+    parts = line.split(None, 2)
+    if len(parts) < 2 or parts[0] not in (b"HTTP/1.0", b"HTTP/1.1") or len(parts[1]) != 3 or not parts[1].isdigit():
+        raise ProtocolError(f"not an HTTP/1.x status line: {line[:100]!r}")
+    return parts[0], int(parts[1])

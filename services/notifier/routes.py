@@ -1,14 +1,22 @@
-"""The notifier's HTTP routes: three SSE streams and the webhook deliveries view."""
+"""The notifier's HTTP routes: three SSE streams and the webhook deliveries view.
+
+Concurrent streams are capped per tenant (:class:`StreamSlots`, ``sse_max_streams_per_tenant``, in
+each notifier process): one over the cap is a 429 before any consumer is made, and a slot comes
+back when its response ends, whether the stream ended, the client went away or it failed.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from sse_starlette import EventSourceResponse
+from starlette.types import Receive, Scope, Send
 
 from contracts.ids import ID_PATTERN
-from services.gateway.errors import problem_responses
+from services.gateway.errors import ProblemError, field_error, problem_responses, unprocessable
 from services.notifier.auth import api_key_tenant, exists, not_found, require_tenant, unauthorized
 from services.notifier.deliveries import DeliveryList
 from services.notifier.stream import Coalescer, Feed, Filters, frames
@@ -18,8 +26,68 @@ if TYPE_CHECKING:
     from services.notifier.app import NotifierState
 
 router = APIRouter()
-After = Annotated[int | None, Query(ge=0, description="Resume after this stream sequence (as Last-Event-ID).")]
+MAX_RESUME_SEQ = 2**64 - 2
+"""The largest sequence to resume after: JetStream sequences are uint64 and a stream resumes at ``after + 1``."""
+After = Annotated[
+    str | None,
+    Query(
+        description=f"Resume after this stream sequence (as Last-Event-ID): ASCII digits, 0 to {MAX_RESUME_SEQ}.",
+        examples=["42"],
+        json_schema_extra={"pattern": "^[0-9]{1,20}$"},  # documented; checked (with the bound) by _sequence
+    ),
+]
 SSE_DOC = {"content": {"text/event-stream": {}}, "description": "Server-Sent Events."}
+
+
+class StreamSlots:
+    """Open SSE streams per tenant, at most ``limit`` each."""
+
+    def __init__(self, limit: int, retry_after_s: int) -> None:
+        self.limit, self.retry_after_s = limit, retry_after_s
+        self.open: dict[str, int] = {}
+
+    def acquire(self, tenant: str) -> Callable[[], None]:
+        """Take one of ``tenant``'s slots (a 429 when none is left); returns its (idempotent) release."""
+        taken = self.open.get(tenant, 0)
+        if taken >= self.limit:
+            raise ProblemError(
+                429,
+                f"At most {self.limit} event streams may be open at once per tenant; close one or retry later.",
+                headers={"Retry-After": str(self.retry_after_s)},
+            )
+        self.open[tenant] = taken + 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                left = self.open[tenant] - 1
+                if left:
+                    self.open[tenant] = left
+                else:
+                    del self.open[tenant]
+
+        return release
+
+
+class SlotEventSource(EventSourceResponse):
+    """An SSE response that gives its stream slot back when it ends, however it ends."""
+
+    def __init__(self, *args: Any, release: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
+
+
+def stream_slots(limit: int, retry_ms: int) -> StreamSlots:
+    """The slots of one notifier; a refused client is told to retry after its SSE ``retry:`` hint."""
+    return StreamSlots(limit, max(1, math.ceil(retry_ms / 1000)))
 
 
 def _state(request: Request) -> NotifierState:
@@ -27,16 +95,27 @@ def _state(request: Request) -> NotifierState:
     return state
 
 
-def _start_after(request: Request, after: int | None) -> int:
-    """The sequence to resume after: ``Last-Event-ID`` wins over ``?after=``; 0 is the start."""
+def _start_after(request: Request, after: str | None) -> int:
+    """The sequence to resume after: ``Last-Event-ID`` wins over ``?after=``; 0 is the start.
+
+    Both are checked here, before any stream starts: a bad one is a 422."""
     header = request.headers.get("last-event-id", "").strip()
-    if header.isdigit():
-        return int(header)
-    return after or 0
+    query = _sequence(after, ("query", "after")) if after is not None else 0
+    return _sequence(header, ("header", "last-event-id")) if header else query
+
+
+def _sequence(text: str, where: tuple[str, str]) -> int:
+    """A stream sequence written as ASCII digits, at most :data:`MAX_RESUME_SEQ`."""
+    value = text.strip()
+    if value.isascii() and value.isdigit() and len(value) <= 20 and int(value) <= MAX_RESUME_SEQ:
+        return int(value)
+    message = f"A stream sequence: ASCII digits, 0 to {MAX_RESUME_SEQ}."
+    raise unprocessable(f"{where[1]} is not a stream sequence.", field_error(where, message))
 
 
 def _respond(
     state: NotifierState,
+    tenant: str,
     subjects: list[str],
     after: int,
     *,
@@ -44,6 +123,7 @@ def _respond(
     filters: Filters | None = None,
 ) -> EventSourceResponse:
     s = state.settings
+    release = state.streams.acquire(tenant)  # last before the response: nothing can fail in between
     feed = Feed(state.nc, state.js, s.ns.stream("JOBS"), subjects, after, s.sse_buffer)
     stream = frames(
         feed,
@@ -52,11 +132,12 @@ def _respond(
         close_on_terminal=close_on_terminal,
         retry_ms=s.sse_retry_ms,
     )
-    return EventSourceResponse(
+    return SlotEventSource(
         stream,
         ping=s.sse_heartbeat_s,
         send_timeout=s.sse_send_timeout_s,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        release=release,
     )
 
 
@@ -64,7 +145,7 @@ def _respond(
     "/v1/jobs/{job_id}/events",
     tags=["events"],
     response_class=EventSourceResponse,
-    responses={200: SSE_DOC, **problem_responses(401, 404)},
+    responses={200: SSE_DOC, **problem_responses(401, 404, 429)},
 )
 async def job_events(request: Request, job_id: Annotated[str, Path()], after: After = None) -> EventSourceResponse:
     """One job's events: replayed from the start (or after ``Last-Event-ID``), then live; ends after
@@ -76,14 +157,14 @@ async def job_events(request: Request, job_id: Annotated[str, Path()], after: Af
     if not await exists(state.jobs, tenant, job_id):
         raise not_found("job", job_id)
     subject = state.settings.subjects.job_events(tenant, job_id)
-    return _respond(state, [subject], _start_after(request, after), close_on_terminal=True)
+    return _respond(state, tenant, [subject], _start_after(request, after), close_on_terminal=True)
 
 
 @router.get(
     "/v1/sessions/{session_id}/events",
     tags=["events"],
     response_class=EventSourceResponse,
-    responses={200: SSE_DOC, **problem_responses(401, 404)},
+    responses={200: SSE_DOC, **problem_responses(401, 404, 429)},
 )
 async def session_events(
     request: Request, session_id: Annotated[str, Path()], after: After = None
@@ -94,14 +175,14 @@ async def session_events(
     if not (await exists(state.sessions, tenant, session_id) or await exists(state.jobs, tenant, session_id)):
         raise not_found("session", session_id)
     subject = state.settings.subjects.job_events(tenant, session_id)
-    return _respond(state, [subject], _start_after(request, after), close_on_terminal=True)
+    return _respond(state, tenant, [subject], _start_after(request, after), close_on_terminal=True)
 
 
 @router.get(
     "/v1/events",
     tags=["events"],
     response_class=EventSourceResponse,
-    responses={200: SSE_DOC, **problem_responses(401)},
+    responses={200: SSE_DOC, **problem_responses(401, 429)},
 )
 async def tenant_events(
     request: Request,
@@ -117,7 +198,7 @@ async def tenant_events(
     s = state.settings.subjects
     filters = Filters(types=tuple(_split(types)), kinds=frozenset(_split(kinds)))
     subjects = [s.tenant_jobs(tenant), state.settings.ns.subject(f"uploads.{tenant}.>")]
-    return _respond(state, subjects, _start_after(request, after), close_on_terminal=False, filters=filters)
+    return _respond(state, tenant, subjects, _start_after(request, after), close_on_terminal=False, filters=filters)
 
 
 def _split(values: list[str] | None) -> list[str]:

@@ -80,8 +80,18 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
 class Sender:
     """Sends attempts with :class:`Http1Client` (keep-alive connections to SSRF-checked addresses)."""
 
-    def __init__(self, allow_hosts: Sequence[str], *, allow_http: bool, timeout_s: float) -> None:
-        self.client = Http1Client(tuple(allow_hosts), allow_http, MAX_RESPONSE_BYTES)
+    def __init__(
+        self,
+        allow_hosts: Sequence[str],
+        *,
+        allow_http: bool,
+        timeout_s: float,
+        pool_idle_s: float = 30.0,
+        pool_max_idle: int = 256,
+    ) -> None:
+        self.client = Http1Client(
+            tuple(allow_hosts), allow_http, MAX_RESPONSE_BYTES, pool_idle_s=pool_idle_s, pool_max_idle=pool_max_idle
+        )
         self.timeout_s = timeout_s
 
     async def aclose(self) -> None:

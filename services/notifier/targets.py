@@ -5,10 +5,11 @@ has seen every write made so far (:meth:`EndpointCache.caught_up`), so an endpoi
 an event is published never misses that event.
 
 A per-job webhook (``spec.webhook``) has no KV record. Its endpoint id is ``jobhook-{job_id}``
-(:func:`job_hook_id`) and it is signed with a per-tenant secret derived from the deployment's
-``signing_secret`` (:func:`job_webhook_secret`): ``whsec_`` + base64(HMAC-SHA256(signing secret,
-``"gpurelay/job-webhook/" + tenant``)). Gateway and notifier share the signing secret, so the gateway
-can show a tenant its job-webhook secret without storing one.
+(:func:`job_hook_id`); its deliveries go to the tenant's shared job-hook queue
+(:data:`JOB_HOOKS_QUEUE`, the per-job endpoint id in a header), and it is signed with a per-tenant
+secret derived from the deployment's ``signing_secret`` (:func:`job_webhook_secret`): ``whsec_`` +
+base64(HMAC-SHA256(signing secret, ``"gpurelay/job-webhook/" + tenant``)). Gateway and notifier share
+the signing secret, so the gateway can show a tenant its job-webhook secret without storing one.
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ log = logging.getLogger(__name__)
 
 JOB_HOOK_PREFIX = "jobhook-"
 """Endpoint ids of per-job webhooks start with this."""
+JOB_HOOKS_QUEUE = "jobhooks"
+"""The queue (``webhooks.{tenant}.jobhooks.deliver``) of all of a tenant's per-job webhook deliveries."""
+
+
+def is_job_hook_queue(queue: str) -> bool:
+    """Whether ``queue`` (the endpoint token of a delivery subject) holds per-job webhook deliveries:
+    the shared queue, or one per job as notifiers before the shared queue made them."""
+    return queue == JOB_HOOKS_QUEUE or queue.startswith(JOB_HOOK_PREFIX)
 
 
 def job_hook_id(job_id: str) -> str:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
@@ -196,3 +199,30 @@ async def serve_fast(receiver: Receiver) -> tuple[asyncio.Server, str]:
     server = await loop.create_server(lambda: _FastHttp(receiver), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     return server, f"http://127.0.0.1:{port}"
+
+
+@dataclass
+class ApiAudit:
+    """The JetStream API requests the server reports (its ``api_audit`` advisories), by request subject."""
+
+    subjects: list[str] = field(default_factory=list)
+
+    @classmethod
+    async def start(cls, nc: NatsClient) -> ApiAudit:
+        """Record every API request from now on (flushed, so nothing after this call is missed)."""
+        audit = cls()
+
+        async def on_advisory(msg: Msg) -> None:
+            audit.subjects.append(str(json.loads(msg.data).get("subject", "")))
+
+        await nc.subscribe("$JS.EVENT.ADVISORY.API", cb=on_advisory)
+        await nc.flush()
+        return audit
+
+    def naming(self, consumer: str) -> list[str]:
+        """The requests whose subject names ``consumer`` (info, create, delete, ...)."""
+        return [s for s in self.subjects if consumer in s.split(".")]
+
+    def creations(self, consumer: str) -> list[str]:
+        """The requests that created (or updated) ``consumer``."""
+        return [s for s in self.naming(consumer) if ".CREATE." in s]
