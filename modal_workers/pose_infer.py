@@ -1,10 +1,11 @@
 """YOLO pose inference for the pose workload: the model, batched prediction and person tracking.
 
 The model is loaded once per process (a container on Modal, a worker process in the local pool)
-and kept. Weights are resolved in this order: ``GPURELAY_POSE_MODEL`` when the job did not name a
-model (a deployment's default; tests point it at ``yolo26n-pose.yaml``, which builds random
-weights from a fixed seed), else the job's ``params.model``, looked up in ``GPURELAY_MODEL_DIR``
-(default ``/models``, where the Modal image bakes its ``.pt`` files) and then as given.
+and kept. The weights are the job's ``params.model``; when that is ``None`` (the job named none),
+the deployment's default ``GPURELAY_POSE_MODEL`` (tests point it at ``yolo26n-pose.yaml``, which
+builds random weights from a fixed seed), else :data:`DEFAULT_MODEL`. The name is looked up in
+``GPURELAY_MODEL_DIR`` (default ``/models``, where the Modal image bakes its ``.pt`` files) and
+then used as given.
 
 Batching and tracking: frames go through the network ``batch_size`` at a time (one forward pass),
 and each frame's detections are then fed in order to ultralytics' ``BYTETracker``, which is
@@ -28,6 +29,8 @@ import numpy as np
 from modal_workers.runtime import PermanentError
 
 SEED = 0
+DEFAULT_MODEL = "yolo26n-pose.pt"
+"""The weights of a job that names none, when the deployment sets no ``GPURELAY_POSE_MODEL``."""
 """Seed of the random weights built from a ``.yaml`` model (tests, benchmarks)."""
 
 
@@ -49,11 +52,9 @@ class Detections:
 
 def resolve_model(params: Any) -> str:
     """The weights to load for a job's ``PoseParams`` (see the module docstring)."""
-    default = os.environ.get("GPURELAY_POSE_MODEL")
-    if default and "model" not in params.model_fields_set:
-        return default
-    baked = Path(os.environ.get("GPURELAY_MODEL_DIR", "/models")) / params.model
-    return str(baked) if baked.is_file() else str(params.model)
+    name = str(params.model or os.environ.get("GPURELAY_POSE_MODEL") or DEFAULT_MODEL)
+    baked = Path(os.environ.get("GPURELAY_MODEL_DIR", "/models")) / name
+    return str(baked) if baked.is_file() else name
 
 
 def device() -> str:

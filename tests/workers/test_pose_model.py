@@ -13,12 +13,13 @@ import cv2
 import numpy as np
 import pytest
 
-from contracts.job_specs import PoseParams
+from contracts.job_specs import PoseParams, PoseSpec, parse_job_spec
 from modal_workers.pose import batched
 from modal_workers.pose_infer import Detections, PersonTracker, load_model, predict, resolve_model
 from modal_workers.pose_synth import signal_preserving, write_video
 
 YAML = "yolo26n-pose.yaml"
+POSE_BODY = {"kind": "pose", "inputs": {"video": {"upload_id": "up1"}}}
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +76,12 @@ def test_weights_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     monkeypatch.setenv("GPURELAY_POSE_MODEL", YAML)
     assert resolve_model(PoseParams()) == YAML  # the setting when the job names no model
     assert resolve_model(PoseParams(model="custom-pose.pt")) == str(tmp_path / "custom-pose.pt")
+    # A spec travels as JSON with every field written out (job record, RunRequest): still unnamed.
+    forwarded = PoseSpec.model_validate_json(parse_job_spec(POSE_BODY).model_dump_json())
+    assert isinstance(forwarded, PoseSpec)
+    assert resolve_model(forwarded.params) == YAML
+    monkeypatch.setenv("GPURELAY_POSE_MODEL", "custom-pose.pt")  # a default name is looked up like a job's
+    assert resolve_model(forwarded.params) == str(tmp_path / "custom-pose.pt")
 
 
 def _person(x: float, y: float, score: float) -> tuple[np.ndarray, float, np.ndarray]:
