@@ -49,6 +49,15 @@ class Detections:
         """The detections at ``index``."""
         return Detections(self.boxes[index], self.scores[index], self.keypoints[index])
 
+    def canonical(self) -> Detections:
+        """Most confident first, equal scores ordered by box (x1, y1, x2, y2): an order set by the values.
+
+        The model's top-k leaves the order of equal scores to the kernel, which can differ with
+        the batch size or the CPU; ranks (the ids when tracking is off) and the tracker's input
+        must not.
+        """
+        return self.take(np.lexsort((*self.boxes.T[::-1], -self.scores)))
+
 
 def resolve_model(params: Any) -> str:
     """The weights to load for a job's ``PoseParams`` (see the module docstring)."""
@@ -82,7 +91,10 @@ def load_model(weights: str) -> Any:
 
 
 def predict(model: Any, frames: list[np.ndarray], *, imgsz: int, conf: float, iou: float) -> list[Detections]:
-    """One forward pass over ``frames`` (a batch); each frame's people in original pixel coordinates."""
+    """One forward pass over ``frames`` (a batch); each frame's people in original pixel coordinates.
+
+    Each frame's detections come in :meth:`Detections.canonical` order.
+    """
     dev = device()
     results = model.predict(
         frames,
@@ -100,7 +112,7 @@ def predict(model: Any, frames: list[np.ndarray], *, imgsz: int, conf: float, io
         keypoints = kpts.data.float().cpu().numpy() if kpts is not None else np.zeros((len(boxes), 0, 3))
         if keypoints.shape[-1] == 2:  # a model without keypoint confidences
             keypoints = np.concatenate([keypoints, np.ones((*keypoints.shape[:2], 1))], axis=-1)
-        out.append(Detections(boxes[:, :4].astype(np.float32), boxes[:, 4].astype(np.float32), keypoints))
+        out.append(Detections(boxes[:, :4].astype(np.float32), boxes[:, 4].astype(np.float32), keypoints).canonical())
     return out
 
 
