@@ -87,9 +87,11 @@ async def test_a_pose_job_that_names_no_model_runs_the_deployment_default(
     """
     monkeypatch.setenv("GPURELAY_POSE_MODEL", "yolo26n-pose.yaml")
     monkeypatch.setenv("GPURELAY_MODEL_DIR", str(tmp_path / "no-baked-models"))
+    # Heartbeats a loaded machine keeps up with while the worker imports torch (the tests' 1.2 s may not).
     settings = dispatcher_settings(
-        nats_server.url, namespace, gateway.settings.data_dir, url=gateway.url, local_pool_size=1
-    )
+        nats_server.url, namespace, gateway.settings.data_dir, url=gateway.url, local_pool_size=1,
+        heartbeat_interval_s=1.0, heartbeat_misses=10,
+    )  # fmt: skip
     route = local_route("pose", local="modal_workers.pose:run", timeout_s=80.0, retries=RetryPolicy(max_attempts=1))
     dispatcher = Dispatcher(settings, routes={"pose": route})
     await dispatcher.start()
