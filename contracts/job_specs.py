@@ -174,7 +174,13 @@ class LapCompareParams(JobParams):
 class PoseParams(JobParams):
     """YOLO pose estimation (and tracking) on a video."""
 
-    model: str = Field(default="yolo26n-pose.pt", min_length=1, max_length=128)
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="Weights file (.pt, .onnx, .engine). null: the deployment's default "
+        "(GPURELAY_POSE_MODEL on the workers, else yolo26n-pose.pt).",
+    )
     batch_size: int = Field(default=8, ge=1, le=64)
     conf: float = Field(default=0.25, ge=0.0, le=1.0)
     iou: float = Field(default=0.7, ge=0.0, le=1.0)
@@ -184,7 +190,9 @@ class PoseParams(JobParams):
 
     @field_validator("model")
     @classmethod
-    def _model_path(cls, value: str) -> str:
+    def _model_path(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         _safe_relative_path(value, "model")
         if not value.endswith((".pt", ".onnx", ".engine")):
             raise ValueError("model must end with .pt, .onnx or .engine")

@@ -1,10 +1,11 @@
 """YOLO pose inference for the pose workload: the model, batched prediction and person tracking.
 
 The model is loaded once per process (a container on Modal, a worker process in the local pool)
-and kept. Weights are resolved in this order: ``GPURELAY_POSE_MODEL`` when the job did not name a
-model (a deployment's default; tests point it at ``yolo26n-pose.yaml``, which builds random
-weights from a fixed seed), else the job's ``params.model``, looked up in ``GPURELAY_MODEL_DIR``
-(default ``/models``, where the Modal image bakes its ``.pt`` files) and then as given.
+and kept. The weights are the job's ``params.model``; when that is ``None`` (the job named none),
+the deployment's default ``GPURELAY_POSE_MODEL`` (tests point it at ``yolo26n-pose.yaml``, which
+builds random weights from a fixed seed), else :data:`DEFAULT_MODEL`. The name is looked up in
+``GPURELAY_MODEL_DIR`` (default ``/models``, where the Modal image bakes its ``.pt`` files) and
+then used as given.
 
 Batching and tracking: frames go through the network ``batch_size`` at a time (one forward pass),
 and each frame's detections are then fed in order to ultralytics' ``BYTETracker``, which is
@@ -28,6 +29,8 @@ import numpy as np
 from modal_workers.runtime import PermanentError
 
 SEED = 0
+DEFAULT_MODEL = "yolo26n-pose.pt"
+"""The weights of a job that names none, when the deployment sets no ``GPURELAY_POSE_MODEL``."""
 """Seed of the random weights built from a ``.yaml`` model (tests, benchmarks)."""
 
 
@@ -46,14 +49,21 @@ class Detections:
         """The detections at ``index``."""
         return Detections(self.boxes[index], self.scores[index], self.keypoints[index])
 
+    def canonical(self) -> Detections:
+        """Most confident first, equal scores ordered by box (x1, y1, x2, y2): an order set by the values.
+
+        The model's top-k leaves the order of equal scores to the kernel, which can differ with
+        the batch size or the CPU; ranks (the ids when tracking is off) and the tracker's input
+        must not.
+        """
+        return self.take(np.lexsort((*self.boxes.T[::-1], -self.scores)))
+
 
 def resolve_model(params: Any) -> str:
     """The weights to load for a job's ``PoseParams`` (see the module docstring)."""
-    default = os.environ.get("GPURELAY_POSE_MODEL")
-    if default and "model" not in params.model_fields_set:
-        return default
-    baked = Path(os.environ.get("GPURELAY_MODEL_DIR", "/models")) / params.model
-    return str(baked) if baked.is_file() else str(params.model)
+    name = str(params.model or os.environ.get("GPURELAY_POSE_MODEL") or DEFAULT_MODEL)
+    baked = Path(os.environ.get("GPURELAY_MODEL_DIR", "/models")) / name
+    return str(baked) if baked.is_file() else name
 
 
 def device() -> str:
@@ -81,7 +91,10 @@ def load_model(weights: str) -> Any:
 
 
 def predict(model: Any, frames: list[np.ndarray], *, imgsz: int, conf: float, iou: float) -> list[Detections]:
-    """One forward pass over ``frames`` (a batch); each frame's people in original pixel coordinates."""
+    """One forward pass over ``frames`` (a batch); each frame's people in original pixel coordinates.
+
+    Each frame's detections come in :meth:`Detections.canonical` order.
+    """
     dev = device()
     results = model.predict(
         frames,
@@ -99,7 +112,7 @@ def predict(model: Any, frames: list[np.ndarray], *, imgsz: int, conf: float, io
         keypoints = kpts.data.float().cpu().numpy() if kpts is not None else np.zeros((len(boxes), 0, 3))
         if keypoints.shape[-1] == 2:  # a model without keypoint confidences
             keypoints = np.concatenate([keypoints, np.ones((*keypoints.shape[:2], 1))], axis=-1)
-        out.append(Detections(boxes[:, :4].astype(np.float32), boxes[:, 4].astype(np.float32), keypoints))
+        out.append(Detections(boxes[:, :4].astype(np.float32), boxes[:, 4].astype(np.float32), keypoints).canonical())
     return out
 
 

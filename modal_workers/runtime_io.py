@@ -102,7 +102,9 @@ async def watch_cancel(sink: Any, tenant: str, job_id: str, on_cancel: Callable[
     async def on_msg(msg: Any) -> None:
         on_cancel()
 
-    return await nc.subscribe(subject, cb=on_msg)
+    subscription = await nc.subscribe(subject, cb=on_msg)
+    await nc.flush()  # subscribe only queues SUB: a cancel published before the server has it would be missed
+    return subscription
 
 
 async def resolve_input(storage: Storage, prefix: str, tenant: str, ref: InputRef) -> tuple[str, str]:

@@ -2,18 +2,23 @@
 
 Boots the dev stack in a data dir, starts a local webhook receiver that verifies every delivery's
 Standard Webhooks signature, registers it, uploads two laps (synthetic unless files are given),
-runs ``lap_compare`` with live progress, prints the result and the artifact URLs, waits for the
-webhook deliveries of the job and prints them.
+runs ``lap_compare`` with live progress, prints the result, downloads the job's artifacts into
+``<output>/<job id>/`` (checked against their size and sha256, with the record as ``job.json``:
+they outlive the stack, whose download links end with it), waits for the webhook deliveries of
+the job and prints them. With ``serve`` the stack then keeps running until Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from rich.console import Console
 from rich.table import Table
 from standardwebhooks import Webhook
@@ -25,7 +30,7 @@ from starlette.routing import Route
 from services.cli.client import Client
 from services.cli.demo_media import write_lap_video
 from services.cli.dev import DevStack, print_ready
-from services.cli.submit import submit_files
+from services.cli.submit import exit_code, submit_and_watch
 from services.common.config import BaseServiceSettings
 from services.common.http_server import EmbeddedHttpServer
 
@@ -70,7 +75,69 @@ def _deliveries_table(receiver: WebhookReceiver) -> Table:
     return table
 
 
-async def run_demo(data_dir: Path, video: Path | None, reference: Path | None) -> int:
+def _artifact_path(root: Path, name: str) -> Path:
+    """Where artifact ``name`` goes under ``root`` (its folders made); a name that leaves ``root`` is refused."""
+    root = root.resolve()
+    path = (root / name).resolve()
+    if not path.is_relative_to(root):
+        raise ValueError(f"artifact name {name!r} leaves {root}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+async def _download(http: httpx.AsyncClient, url: str, path: Path) -> tuple[int, str]:
+    """Stream ``url`` into ``path``; its size and sha256."""
+    digest, size = hashlib.sha256(), 0
+    async with http.stream("GET", url) as response:
+        response.raise_for_status()
+        handle = await asyncio.to_thread(path.open, "wb")
+        try:
+            async for chunk in response.aiter_bytes():
+                digest.update(chunk)
+                size += len(chunk)
+                await asyncio.to_thread(handle.write, chunk)
+        finally:
+            await asyncio.to_thread(handle.close)
+    return size, digest.hexdigest()
+
+
+async def save_artifacts(record: dict[str, Any], folder: Path) -> list[Path]:
+    """Download each artifact of ``record`` into ``folder``, checked against its record; write ``job.json``."""
+    saved = []
+    async with httpx.AsyncClient(timeout=httpx.Timeout(60.0)) as http:
+        for artifact in record.get("artifacts") or []:
+            path = await asyncio.to_thread(_artifact_path, folder, artifact["name"])
+            size, sha256 = await _download(http, artifact["url"], path)
+            if size != artifact["size"] or artifact.get("sha256") not in (None, sha256):
+                raise ValueError(f"{artifact['name']}: the download does not match its record (size, sha256)")
+            saved.append(path)
+    job_json = await asyncio.to_thread(_artifact_path, folder, "job.json")
+    await asyncio.to_thread(job_json.write_text, json.dumps(record, indent=2))
+    return saved
+
+
+def _print_saved(job_id: str, saved: list[Path]) -> None:
+    if saved:
+        console.print(f"artifacts of {job_id} saved (sizes and sha256 checked), with the job record as job.json:")
+    for path in saved:
+        console.print(f"  {path}", soft_wrap=True, highlight=False, markup=False)
+
+
+async def _until_signal() -> None:
+    """Return on SIGINT (Ctrl-C) or SIGTERM."""
+    loop, stop = asyncio.get_running_loop(), asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def run_demo(
+    data_dir: Path, video: Path | None, reference: Path | None, output: Path, serve: bool = False
+) -> int:
     """The demo; returns the exit code (0 when the job succeeded and every delivery verified)."""
     stack = DevStack(data_dir=data_dir, port=0)
     receiver = WebhookReceiver()
@@ -95,7 +162,9 @@ async def run_demo(data_dir: Path, video: Path | None, reference: Path | None) -
             receiver.secret = hook["secret"]
             console.print(f"webhook receiver on [cyan]{hook_server.url}/hook[/] (signatures checked)")
             inputs = {"video": video, **({"reference": reference} if reference else {})}
-            code = await submit_files(client, "lap_compare", inputs, {}, True)
+            record = await submit_and_watch(client, "lap_compare", inputs, {}, True) or {}
+        code = exit_code(record)
+        saved = await save_artifacts(record, output / record["id"]) if record.get("artifacts") else []
         try:
             await asyncio.wait_for(receiver.done.wait(), WEBHOOK_WAIT_S)
         except TimeoutError:
@@ -104,6 +173,12 @@ async def run_demo(data_dir: Path, video: Path | None, reference: Path | None) -
         console.print(_deliveries_table(receiver))
         if not all(verified for _, _, verified in receiver.received):
             code = code or 1
+        _print_saved(str(record.get("id")), saved)
+        if serve:
+            console.print(f"the stack keeps serving on [cyan]{env['GPURELAY_URL']}[/] (--serve); Ctrl-C stops the demo")
+            await _until_signal()
+        elif saved:
+            console.print("the download links above end with the stack, which stops now (--serve keeps it running)")
         return code
     finally:
         await hook_server.stop()

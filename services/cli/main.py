@@ -32,6 +32,9 @@ app.command()(replay)
 app.registered_commands += serve_app.registered_commands
 
 DataDir = Annotated[Path, typer.Option("--data-dir", help="Where the embedded stack keeps its data.")]
+DemoOutput = Annotated[Path, typer.Option("--output", help="Save the job's artifacts in OUTPUT/<job id>/.")]
+DEMO_OUTPUT = Path("gpurelay-demo-output")
+"""Where ``gpurelay demo`` saves artifacts by default (in the working directory; git-ignored)."""
 
 
 @app.command()
@@ -57,15 +60,20 @@ def demo(
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Keep the demo's data here (default: a temp dir).")
     ] = None,
+    output: DemoOutput = DEMO_OUTPUT,
+    serve: Annotated[bool, typer.Option("--serve", help="Keep the stack running after the demo until Ctrl-C.")] = False,
 ) -> None:
-    """Run lap_compare end to end on the embedded stack, with a verifying webhook receiver, then stop."""
+    """Run lap_compare end to end on the embedded stack, with a verifying webhook receiver, then stop.
+
+    The job's artifacts (overlay.mp4, metrics.json, manifest.json) are saved under OUTPUT.
+    """
     from services.cli.demo import run_demo
 
     if data_dir is not None:
-        code = asyncio.run(run_demo(data_dir.resolve(), video, reference))
+        code = asyncio.run(run_demo(data_dir.resolve(), video, reference, output.resolve(), serve))
     else:
         with tempfile.TemporaryDirectory(prefix="gpurelay-demo-") as tmp:
-            code = asyncio.run(run_demo(Path(tmp), video, reference))
+            code = asyncio.run(run_demo(Path(tmp), video, reference, output.resolve(), serve))
     if code == 0:
         console.print("[bold green]demo finished[/]: lap_compare ran end to end and the stack stopped cleanly")
     raise typer.Exit(code)

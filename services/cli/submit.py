@@ -197,6 +197,15 @@ async def final_record(client: Client, job_id: str, terminal: dict[str, Any], se
 async def submit_files(
     client: Client, kind: str, inputs: dict[str, Path], params: dict[str, Any], watch_it: bool
 ) -> int:
+    """Upload, submit and (``watch_it``) follow a job; the exit code (0 succeeded or not watched, else 1)."""
+    record = await submit_and_watch(client, kind, inputs, params, watch_it)
+    return 0 if record is None else exit_code(record)
+
+
+async def submit_and_watch(
+    client: Client, kind: str, inputs: dict[str, Path], params: dict[str, Any], watch_it: bool
+) -> dict[str, Any] | None:
+    """Upload ``inputs``, submit the job, print its id; with ``watch_it`` follow it and return its final record."""
     console = Console(stderr=True)
     refs: dict[str, dict[str, str]] = {}
     async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, write=None)) as storage:
@@ -209,14 +218,21 @@ async def submit_files(
     job = await client.call("POST", "/v1/jobs", json=body)
     typer.echo(job["id"])
     if not watch_it:
-        return 0
+        return None
     terminal = await watch(client, job["id"], console)
     record = await final_record(client, job["id"], terminal)
     show_record(record)
+    return record
+
+
+def exit_code(record: dict[str, Any]) -> int:
+    """0 for a job that succeeded; else 1, after saying why on stderr."""
     if record.get("status") == "succeeded":
         return 0
     error = record.get("error") or {}
-    console.print(f"[bold red]job {record.get('status')}[/] {error.get('code', '')}: {error.get('message', '')}")
+    Console(stderr=True).print(
+        f"[bold red]job {record.get('status')}[/] {error.get('code', '')}: {error.get('message', '')}"
+    )
     return 1
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 import signal
 import socket
@@ -11,14 +13,17 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats
 import pytest
 
-from services.common.config import dev_env_path
+from services.common.config import BaseServiceSettings, dev_env_path
+from tests.workers.lap_support import frame_count
 
 READY_LINE = "gpurelay dev ready"
+SERVING_LINE = "Ctrl-C stops the demo"
 
 
 def _env() -> dict[str, str]:
@@ -123,37 +128,91 @@ def _processes_marked(marker: str) -> list[int]:
     return found
 
 
+async def _demo(data_dir: Path, output: Path, *args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
+    """``gpurelay demo`` in a child process, its stdout and stderr on one pipe."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli.main", "demo", "--data-dir", str(data_dir), "--output", str(output), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+    )  # fmt: skip
+
+
+def _check_saved_artifacts(text: str, output: Path, data_dir: Path) -> dict[str, Any]:
+    """The job's artifacts lie in ``output/<job id>/``, named in ``text``, equal to what the worker stored."""
+    folders = list(output.iterdir())
+    assert len(folders) == 1, folders
+    assert folders[0].name.startswith("job_"), folders
+    job = json.loads((folders[0] / "job.json").read_text())
+    assert job["id"] == folders[0].name
+    assert job["status"] == "succeeded"
+    records = {a["name"]: a for a in job["artifacts"]}
+    assert sorted(records) == ["manifest.json", "metrics.json", "overlay.mp4"]
+    blobs = BaseServiceSettings(data_dir=data_dir).local_storage_dir / "objects"
+    for name, record in records.items():
+        path = folders[0] / name
+        assert str(path) in text, f"the demo does not name {path}"
+        data = path.read_bytes()
+        assert len(data) == record["size"]
+        assert hashlib.sha256(data).hexdigest() == record["sha256"]
+        assert (blobs / record["key"]).read_bytes() == data
+    assert frame_count(folders[0] / "overlay.mp4") > 10
+    metrics = json.loads((folders[0] / "metrics.json").read_text())
+    assert metrics["units"].startswith("processed pixels")
+    return job
+
+
 @pytest.mark.timeout(180)
 async def test_demo_runs_lap_compare_end_to_end(tmp_path: Path) -> None:
     marker = f"GPURELAY_TEST_DEMO_MARK={uuid.uuid4().hex}"
     name, _, value = marker.partition("=")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.cli.main",
-        "demo",
-        "--data-dir",
-        str(tmp_path),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**_env(), name: value},
-    )
+    data_dir, output = tmp_path / "data", tmp_path / "out"
+    proc = await _demo(data_dir, output, env={**_env(), name: value})
     out, _ = await asyncio.wait_for(proc.communicate(), 170)
     text = out.decode()
     assert proc.returncode == 0, text
     assert READY_LINE in text
     assert "demo finished" in text
-    links = [line for line in text.splitlines() if "/v1/blobs/results/dev/job_" in line]
-    for artifact in ("overlay.mp4", "metrics.json", "manifest.json"):
-        assert any(f"/{artifact}?" in line for line in links), artifact
     assert "lap_time_delta_s" in text
+    # The artifacts outlive the stack: saved under the output folder, checked against their records.
+    _check_saved_artifacts(text, output, data_dir)
+    assert "links above end with the stack" in text
     # The local webhook receiver got the job's events, every signature valid.
     assert "webhook deliveries received" in text
     assert "job.succeeded" in text.split("webhook deliveries received", 1)[1]
     assert "INVALID" not in text
     # Nothing is left behind: no dev.env, and no process the demo started still runs.
-    assert not dev_env_path(tmp_path).exists(), "the demo's stack did not stop cleanly"
+    assert not dev_env_path(data_dir).exists(), "the demo's stack did not stop cleanly"
     assert _processes_marked(marker) == [], "processes the demo started are still running"
+
+
+@pytest.mark.timeout(180)
+async def test_demo_serve_keeps_the_stack_until_ctrl_c(tmp_path: Path) -> None:
+    data_dir, output = tmp_path / "data", tmp_path / "out"
+    proc = await _demo(data_dir, output, "--serve", env=_env())
+    assert proc.stdout is not None
+    seen: list[str] = []
+    try:
+        while SERVING_LINE not in (seen[-1] if seen else ""):
+            line = (await asyncio.wait_for(proc.stdout.readline(), 150)).decode()
+            assert line, f"the demo exited instead of serving: {''.join(seen)}"
+            seen.append(line)
+        job = _check_saved_artifacts("".join(seen), output, data_dir)
+        env = _read_env_file(dev_env_path(data_dir))
+        auth = {"Authorization": f"Bearer {env['GPURELAY_API_KEY']}"}
+        async with httpx.AsyncClient(base_url=env["GPURELAY_URL"], headers=auth) as client:
+            served = (await client.get(f"/v1/jobs/{job['id']}")).json()
+            overlay = next(a for a in served["artifacts"] if a["name"] == "overlay.mp4")
+            download = await client.get(overlay["url"])
+        assert download.status_code == 200
+        assert hashlib.sha256(download.content).hexdigest() == overlay["sha256"]
+        proc.send_signal(signal.SIGINT)
+        rest, _ = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, "".join(seen) + rest.decode()
+        assert not _port_open(env["GPURELAY_URL"])
+        assert not dev_env_path(data_dir).exists()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 async def test_a_failed_start_stops_what_did_start(tmp_path: Path) -> None:

@@ -57,7 +57,8 @@ def test_defaults_fill_params() -> None:
     spec = parse_job_spec({"kind": "pose", "inputs": {"video": {"upload_id": "u1"}}})
     assert isinstance(spec, PoseSpec)
     assert spec.params == PoseParams()
-    assert spec.params.model == "yolo26n-pose.pt"
+    assert spec.params.model is None  # the deployment's default weights, chosen by the worker
+    assert PoseParams.model_validate_json(spec.params.model_dump_json()).model is None  # stays unnamed
     assert spec.params.batch_size == 8
     assert spec.webhook is None
 

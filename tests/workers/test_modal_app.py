@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import re
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -24,19 +27,84 @@ def test_the_app_imports_without_torch_or_opencv() -> None:
     assert done.stdout.split() == ["none", "7"]
 
 
+PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(\[[A-Za-z0-9,._-]+\])?==(?P<version>[0-9][A-Za-z0-9.+!_-]*)$")
+
+
+def installed_version(name: str) -> str | None:
+    """The version of ``name`` in this venv, ``None`` when it is not installed."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def pin_problems(pins: list[str], installed: Callable[[str], str | None] = installed_version) -> list[str]:
+    """What is wrong with an image's pip packages: each must be ``name==version`` as installed here.
+
+    ``make`` installs every image package into the venv (the ``ml`` extra included), so a package
+    missing here is a misspelt or dropped name, not one to skip.
+    """
+    problems = []
+    for pin in pins:
+        if (match := PIN.fullmatch(pin)) is None:
+            problems.append(f"{pin!r} is not pinned with ==")
+        elif (have := installed(match["name"])) is None:
+            problems.append(f"{match['name']} is pinned to {match['version']} but not installed in the venv")
+        elif have != match["version"]:
+            problems.append(f"{match['name']}: the image pins {match['version']}, the venv has {have}")
+    return problems
+
+
+def image_pins(source: str, names: dict[str, object]) -> tuple[list[str], list[str]]:
+    """Every package passed to ``pip_install`` in ``source`` (literals, or ``*NAME`` of a tuple in ``names``).
+
+    Returns the packages and the arguments that could not be read (each one a problem).
+    """
+    pins: list[str] = []
+    unreadable: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "pip_install":
+            for arg in node.args:
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    pins.append(arg.value)
+                elif (
+                    isinstance(arg, ast.Starred)
+                    and isinstance(arg.value, ast.Name)
+                    and isinstance(value := names.get(arg.value.id), tuple)
+                ):
+                    pins.extend(str(v) for v in value)
+                else:
+                    unreadable.append(ast.unparse(arg))
+    return pins, unreadable
+
+
 def test_images_pin_the_versions_the_project_is_tested_with() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from modal_workers import app as modal_app
-    pins = [*modal_app.BASE_PACKAGES, *modal_app.VIDEO_PACKAGES, *modal_app.TORCH_PACKAGES]
-    for pin in pins:
-        name, _, pinned = pin.partition("==")
-        assert pinned, f"{pin} is not pinned"
-        try:
-            installed = version(name)
-        except PackageNotFoundError:
-            installed = pinned  # not installed here (e.g. the ml extra): nothing to compare
-        assert installed == pinned, f"{name}: image pins {pinned}, the venv has {installed}"
+    pins, unreadable = image_pins((ROOT / "modal_workers" / "app.py").read_text(), vars(modal_app))
+    assert unreadable == []
+    assert set(pins) >= {*modal_app.BASE_PACKAGES, *modal_app.VIDEO_PACKAGES, *modal_app.TORCH_PACKAGES}
+    assert {"torch", "ultralytics", "opencv-python-headless", "pydantic"} <= {PIN.sub(r"\g<name>", p) for p in pins}
+    assert pin_problems(pins) == []
+
+
+def test_the_pin_check_fails_on_unpinned_missing_and_drifted_packages() -> None:
+    problems = pin_problems(
+        ["torch", "numpy>=1.26", "surely-not-installed-pkg==1.0", "pydantic==0.0.1", "rich==15.0.0"],
+        installed=lambda name: {"torch": "2.14.1", "numpy": "2.4.6", "pydantic": "2.14.3", "rich": "15.0.0"}.get(name),
+    )
+    assert problems == [
+        "'torch' is not pinned with ==",
+        "'numpy>=1.26' is not pinned with ==",
+        "surely-not-installed-pkg is pinned to 1.0 but not installed in the venv",
+        "pydantic: the image pins 0.0.1, the venv has 2.14.3",
+    ]
+    assert pin_problems(["surely-not-installed-pkg==1.0"]) != []  # the real lookup too
+    source = 'img = base.pip_install("requests").pip_install(*EXTRA, *PINNED, get_more())'
+    pins, unreadable = image_pins(source, {"PINNED": ("rich==15.0.0",), "EXTRA": "not a tuple"})
+    assert sorted(pins) == ["requests", "rich==15.0.0"]
+    assert sorted(unreadable) == ["*EXTRA", "get_more()"]
 
 
 def test_functions_use_the_storage_secret_and_sessions_warm_up_once_per_container() -> None:

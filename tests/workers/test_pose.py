@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
 import pytest
 from nats.js import JetStreamContext
 
@@ -27,6 +26,7 @@ from modal_workers.runtime import Outcome, RunRequest, WorkerRuntime
 from services.common.embedded_nats import EmbeddedNats
 from services.common.storage import LocalStorage, upload_key
 from services.dispatcher.local_worker import NatsSink
+from tests.workers.pose_support import CONF, assert_same_people, frames_of, match_people
 
 RESULT_KEYS = {"duration", "fps", "totalFrames", "processedFrames", "videoWidth", "videoHeight", "players",
                "shuttle", "courtDetection"}  # fmt: skip
@@ -157,29 +157,32 @@ async def test_pose_job_succeeds_with_the_tracker_shape(
     assert manifest["model"]["weights"] == "yolo26n-pose.yaml"
 
 
-async def test_batch_sizes_1_and_8_give_identical_job_keypoints(
+async def test_batch_sizes_1_and_8_give_the_same_people_in_every_frame(
     nats_server: EmbeddedNats, namespace: Namespace, js: JetStreamContext, declared: object,
     storage: LocalStorage, video: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    """Whole jobs: a model whose output depends on the image, every candidate kept (conf 0)."""
+    """Whole jobs: a model whose output depends on the image, 100 candidate people per frame.
+
+    Each frame's people are compared as a set, matched by box and keypoints: near-equal scores
+    may rank differently with the batch size or the CPU (see tests/workers/pose_support.py).
+    """
     model = signal_preserving(pose_infer.load_model.__wrapped__("yolo26n-pose.yaml"))
     monkeypatch.setattr(pose_infer, "load_model", lambda weights: model)
-    players = []
+    runs = []
     for job_id, batch in (("jposeb1", 1), ("jposeb8", 8)):
         ran = await run_pose(nats_server, namespace, js, storage, video, job_id=job_id,
-                             batch_size=batch, conf=0.0, track=False)  # fmt: skip
+                             batch_size=batch, conf=CONF, track=False)  # fmt: skip
         assert ran.outcome.status == "succeeded", ran.outcome.error
-        players.append(ran.json("results.json")["players"])
-    one, eight = players
-    assert one.keys() == eight.keys()
-    assert len(one) > 10
-    for pid in one:
-        assert [f["frame"] for f in one[pid]["frames"]] == list(range(24))
-        a = np.array([f["keypoints"] for f in one[pid]["frames"]])
-        b = np.array([f["keypoints"] for f in eight[pid]["frames"]])
-        np.testing.assert_allclose(a, b, atol=0.011, rtol=0)  # results.json rounds to 0.01
-    first = np.array([f["keypoints"] for f in one["0"]["frames"]])
-    assert np.abs(first - first[0]).max() > 1.0  # keypoints change over the clip: the check can fail
+        runs.append(frames_of(ran.json("results.json")["players"]))
+    one, eight = runs
+    assert list(one) == list(eight) == list(range(24))
+    atol = 0.011  # results.json rounds to 0.01
+    for frame in one:
+        assert len(one[frame]) > 10
+        assert_same_people(one[frame], eight[frame], atol, where=f"frame {frame}")
+    # The comparison tells frames apart: each frame has people that the next one does not.
+    for frame in range(23):
+        assert match_people(one[frame], one[frame + 1], atol)[2] > 0, f"frames {frame} and {frame + 1} look alike"
 
 
 async def test_progress_arrives_during_inference(
