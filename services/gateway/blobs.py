@@ -9,9 +9,8 @@ bytes than the signed maximum, and leaves no object behind when refused. Errors 
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
-from typing import BinaryIO, Literal
+from typing import BinaryIO
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -30,6 +29,7 @@ from services.common.storage import (
 )
 from services.common.storage.signing import Grant, Op
 from services.gateway.errors import problem
+from services.gateway.headers import byte_range, decimal
 
 
 def _authorize(storage: LocalStorage, op: Op, key: str, request: Request) -> Grant | JSONResponse:
@@ -56,20 +56,6 @@ async def _stream_file(handle: BinaryIO, start: int, length: int) -> AsyncIterat
         handle.close()
 
 
-def _byte_range(header: str | None, size: int) -> tuple[int, int] | Literal[False] | None:
-    """``(start, end)`` inclusive for one ``bytes=`` range, ``None`` to send it all, ``False`` if
-    unsatisfiable. Several ranges or an unparsable header fall back to the whole object."""
-    match = re.fullmatch(r"bytes=(\d*)-(\d*)", (header or "").strip())
-    if match is None or match.groups() == ("", ""):
-        return None
-    first, last = match.groups()
-    if first == "":
-        start, end = max(size - int(last), 0), size - 1
-    else:
-        start, end = int(first), min(int(last), size - 1) if last else size - 1
-    return (start, end) if start <= end and start < size else False
-
-
 def blob_router(storage: LocalStorage) -> APIRouter:
     """The signed blob routes serving ``storage``."""
     router = APIRouter(tags=["blobs"])
@@ -86,8 +72,8 @@ def blob_router(storage: LocalStorage) -> APIRouter:
                 f"Content-Type must be {grant.content_type!r} as signed, got {content_type!r}.",
                 title="Content-Type mismatch",
             )
-        declared = request.headers.get("content-length")
-        if grant.max_size is not None and declared and declared.isdigit() and int(declared) > grant.max_size:
+        declared = decimal(request.headers.get("content-length"))
+        if grant.max_size is not None and declared is not None and declared > grant.max_size:
             return problem(413, f"The body may not exceed {grant.max_size} bytes.")
         try:
             info = await storage.write(key, request.stream(), content_type, max_size=grant.max_size)
@@ -114,7 +100,7 @@ def blob_router(storage: LocalStorage) -> APIRouter:
         }
         if grant.filename is not None:
             headers["Content-Disposition"] = content_disposition(grant.filename)
-        wanted = _byte_range(request.headers.get("range"), info.size)
+        wanted = byte_range(request.headers.get("range"), info.size)
         if wanted is False:
             handle.close()
             return problem(416, f"The object has {info.size} bytes.", headers={"Content-Range": f"bytes */{info.size}"})
