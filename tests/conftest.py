@@ -158,7 +158,7 @@ def gateway(
         **gateway_overrides,
     )
     app = create_app(settings)
-    with serve(app, sock):
+    with serve(app, sock, ws_max_size=settings.ws_max_message_bytes):
         yield Gateway(settings, app)
 
 

@@ -117,7 +117,7 @@ class DevStack:
         from services.gateway.app import create_app
 
         # The gateway must know its own URL before it signs anything: bind first, then build.
-        self.gateway = EmbeddedHttpServer(host=self.host, port=self.port)
+        self.gateway = EmbeddedHttpServer(host=self.host, port=self.port, ws_max_size=settings.ws_max_message_bytes)
         settings = settings.model_copy(update={"url": self.gateway.url, "port": self.gateway.port})
         shared["url"] = self.gateway.url
         self.dispatcher = Dispatcher(DispatcherSettings(**shared))

@@ -22,6 +22,8 @@ PLACEHOLDER_PREFIX = "dev-insecure-"
 """Every default secret starts with this; such a value is refused outside dev and test."""
 
 Profile = Literal["dev", "test", "prod"]
+WS_MAX_MESSAGE_BYTES = 16 * 1024
+"""Default WebSocket message cap: a joint sample or a first auth message is under 1 KiB."""
 
 
 class BaseServiceSettings(BaseSettings):
@@ -62,6 +64,13 @@ class BaseServiceSettings(BaseSettings):
         default=False, description="Allow http:// webhook URLs to public hosts (allowlisted ones may always)."
     )
     signed_url_ttl_s: int = Field(default=3600, gt=0, le=7 * 24 * 3600)
+
+    ws_max_message_bytes: int = Field(
+        default=WS_MAX_MESSAGE_BYTES,
+        ge=1024,
+        le=16 * 1024**2,
+        description="Largest WebSocket message a server reads; a larger frame closes the socket (1009) unread.",
+    )
 
     cors_origins: list[str] = Field(
         default_factory=lambda: ["http://localhost:3000"], description="Browser origins allowed (no '*' outside dev)."
@@ -141,7 +150,9 @@ class GatewaySettings(BaseServiceSettings):
     )
     robot_ws_ack_every: int = Field(default=500, ge=1, description="WebSocket: ack after this many messages.")
     robot_ws_ack_ms: float = Field(default=1000.0, gt=0, description="WebSocket: ack at least every N ms.")
-    robot_ws_auth_timeout_s: float = Field(default=5.0, gt=0, description="WebSocket: wait for auth (s).")
+    robot_ws_auth_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="WebSocket: an API key must arrive within this (s), else 1008."
+    )
 
 
 class DispatcherSettings(BaseServiceSettings):
