@@ -81,12 +81,23 @@ KV_UPLOADS = "uploads"
 KV_DISPATCHER_WAITS = "dispatcher_waits"
 
 FRAMES_MAX_BYTES = 2 * 1024**3
+TELEMETRY_MAX_BYTES = 4 * 1024**3
+ROBOTS_TTL_S = DAY
 JOBS_MAX_CONSUMERS = 20_000
 """Each SSE connection holds one ephemeral consumer on JOBS; the server's default allows 1,000."""
 
 
-def declarations(ns: Namespace | None = None, frames_max_bytes: int = FRAMES_MAX_BYTES) -> Declarations:
-    """The v1 streams and buckets under ``ns``; no two streams' subjects overlap."""
+def declarations(
+    ns: Namespace | None = None,
+    frames_max_bytes: int = FRAMES_MAX_BYTES,
+    telemetry_max_bytes: int = TELEMETRY_MAX_BYTES,
+    robots_ttl_s: float = ROBOTS_TTL_S,
+) -> Declarations:
+    """The v1 streams and buckets under ``ns``; no two streams' subjects overlap.
+
+    TELEMETRY keeps at most ``telemetry_max_bytes`` (the oldest samples go first) and KV ``robots``
+    forgets a robot ``robots_ttl_s`` after its latest sample.
+    """
     ns = ns or NO_NAMESPACE
     s = ns.subject
     return Declarations(
@@ -103,6 +114,7 @@ def declarations(ns: Namespace | None = None, frames_max_bytes: int = FRAMES_MAX
                 name=ns.stream(TELEMETRY),
                 subjects=(s("robots.>"),),
                 max_age_s=DAY,
+                max_bytes=telemetry_max_bytes,
                 description="Robots' joint-angle samples.",
             ),
             StreamDecl(
@@ -137,7 +149,7 @@ def declarations(ns: Namespace | None = None, frames_max_bytes: int = FRAMES_MAX
             BucketDecl(name=ns.bucket(KV_APIKEYS), description="API key hashes → tenant."),
             BucketDecl(name=ns.bucket(KV_WEBHOOKS), description="Webhook endpoints."),
             BucketDecl(name=ns.bucket(KV_SESSIONS), description="Live sessions."),
-            BucketDecl(name=ns.bucket(KV_ROBOTS), description="Latest joint angles per robot."),
+            BucketDecl(name=ns.bucket(KV_ROBOTS), ttl_s=robots_ttl_s, description="Latest joint angles per robot."),
             BucketDecl(name=ns.bucket(KV_UPLOADS), description="Upload records (pending, completed)."),
             BucketDecl(
                 name=ns.bucket(KV_DISPATCHER_WAITS),

@@ -76,8 +76,8 @@ def subjects(namespace: Namespace) -> Subjects:
 
 @pytest.fixture
 def decls(namespace: Namespace) -> Declarations:
-    """This test's stream and bucket declarations (small frame cap)."""
-    return declarations(namespace, frames_max_bytes=64 * 1024 * 1024)
+    """This test's stream and bucket declarations (small frame and telemetry caps)."""
+    return declarations(namespace, frames_max_bytes=64 * 1024 * 1024, telemetry_max_bytes=64 * 1024 * 1024)
 
 
 @pytest.fixture
@@ -120,6 +120,7 @@ def gateway_settings(data_dir: Path, url: str, **overrides: object) -> GatewaySe
         "ingest_token_secret": SecretStr(INGEST_SECRET),
         "nats_connect_timeout_s": 2.0,
         "frames_max_bytes": 8 * 1024 * 1024,
+        "telemetry_max_bytes": 64 * 1024 * 1024,
     }
     values.update(overrides)
     return GatewaySettings(**values)  # type: ignore[arg-type]

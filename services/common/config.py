@@ -42,6 +42,12 @@ class BaseServiceSettings(BaseSettings):
     nats_url: str = "nats://127.0.0.1:4222"
     nats_connect_timeout_s: float = Field(default=5.0, gt=0)
     frames_max_bytes: int = Field(default=2 * 1024**3, gt=0, description="Byte cap of the FRAMES stream.")
+    telemetry_max_bytes: int = Field(
+        default=4 * 1024**3, gt=0, description="Byte cap of the TELEMETRY stream (the oldest samples go first)."
+    )
+    robot_latest_ttl_s: float = Field(
+        default=86_400.0, ge=1, description="KV robots forgets a robot this long after its latest sample."
+    )
 
     storage_backend: Literal["local", "s3"] = "local"
     storage_bucket: str = "gpurelay"
@@ -141,6 +147,16 @@ class GatewaySettings(BaseServiceSettings):
     robot_max_batch: int = Field(default=1000, ge=1, le=1000, description="Most samples in one POST.")
     robot_latest_flush_ms: float = Field(
         default=100.0, ge=0, le=10_000, description="Coalesce KV robots writes (latest wins); 0: no."
+    )
+    robot_latest_max_pending: int = Field(
+        default=10_000, ge=1, description="Unwritten latest samples held; beyond, the oldest is written at once."
+    )
+    robot_max_per_tenant: int = Field(
+        default=1000, ge=1, description="Distinct robots per tenant (429 beyond); a silent robot leaves with its TTL."
+    )
+    robot_admit_cache_max: int = Field(default=100_000, ge=1, description="Robots remembered as admitted.")
+    robot_admit_cache_s: float = Field(
+        default=60.0, gt=0, le=3600, description="How long an admitted robot skips the per-tenant count (s)."
     )
     robot_confirm_every: int = Field(
         default=1000, ge=1, le=5000, description="Core-published samples between two awaited JetStream acks."

@@ -3,9 +3,10 @@
 Auth: ``Authorization: Bearer <key>``, or (browsers cannot set WebSocket headers) a first message
 ``{"auth": "<key>"}`` within ``robot_ws_auth_timeout_s``. Keys are not taken in the URL, where
 access logs and proxies would keep them. The socket is accepted first so that a refusal can carry
-its code: 4401 unauthorized, 1008 policy (no key in time, a bad robot id, a binary message), 1009
-a message over ``ws_max_message_bytes`` (the server refuses such a frame before reading it; the
-route checks too, whatever server runs it), 1011 NATS down. Invalid samples are answered with a
+its code: 4401 unauthorized, 4429 a new robot of a tenant at ``robot_max_per_tenant``, 1008 policy
+(no key in time, a bad robot id, a binary message), 1009 a message over ``ws_max_message_bytes``
+(the server refuses such a frame before reading it; the route checks too, whatever server runs
+it), 1011 NATS down. Invalid samples are answered with a
 :class:`~contracts.api_robots.JointsWsError` naming the field, and the socket stays open.
 
 Acks (:class:`~contracts.api_robots.JointsWsAck`, running totals) go out after every
@@ -41,11 +42,13 @@ from services.gateway.robot_ingest import (
     count_errors,
     receipt_time,
 )
+from services.gateway.robot_registry import RobotLimitError
 
 log = logging.getLogger(__name__)
 WS_UNAUTHORIZED = 4401
 WS_POLICY = 1008
 WS_TOO_BIG = 1009
+WS_TOO_MANY_ROBOTS = 4429
 
 
 class _NoKeyInTimeError(Exception):
@@ -192,6 +195,11 @@ async def joints_ws(websocket: WebSocket, robot_id: str) -> None:
             return
         if not ID_PATTERN.fullmatch(robot_id):
             await websocket.close(WS_POLICY, "robot_id must be 1-64 letters, digits, '_' or '-'.")
+            return
+        try:
+            await telemetry.admit(principal.tenant, robot_id)
+        except RobotLimitError as exc:
+            await websocket.close(WS_TOO_MANY_ROBOTS, str(exc)[:120])  # a close reason is at most 123 bytes
             return
         stream = _JointStream(websocket, telemetry, principal.tenant, robot_id)
         try:
