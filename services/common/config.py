@@ -136,6 +136,12 @@ class GatewaySettings(BaseServiceSettings):
     )
     allow_url_inputs: bool = False
     stream_token_ttl_s: int = Field(default=900, gt=0, le=86_400, description="Lifetime of SSE stream tokens.")
+    upload_url_ttl_s: int = Field(
+        default=300, ge=1, le=86_400, description="A pre-signed upload PUT lives this long, plus the sending time."
+    )
+    upload_url_min_bytes_per_s: int = Field(
+        default=1024**2, ge=1, description="Slowest upload rate granted time in the PUT's lifetime (bytes/s)."
+    )
     upload_sha256_max_bytes: int = Field(
         default=64 * 1024**2, ge=0, description="Uploads up to this size are hashed at complete (0: never)."
     )

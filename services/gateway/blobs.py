@@ -2,7 +2,9 @@
 
 Both need a URL signed by :class:`~services.common.storage.LocalStorage`. A PUT streams the body to
 a temporary file (never all in memory), refuses another Content-Type than the signed one and more
-bytes than the signed maximum, and leaves no object behind when refused. Errors are
+bytes than the signed maximum, and leaves no object behind when refused. A PUT to a sealed object
+(its upload completed, :mod:`~services.common.storage.seals`) is refused with 409 before its body
+is read, and again at the rename should the seal come while the body streams. Errors are
 ``application/problem+json`` (RFC 9457).
 """
 
@@ -20,11 +22,13 @@ from services.common.storage import (
     InvalidKeyError,
     LocalStorage,
     ObjectNotFoundError,
+    ObjectSealedError,
     ObjectTooLargeError,
     SignatureError,
     SignatureExpiredError,
     StorageError,
     content_disposition,
+    is_sealed,
     validate_key,
 )
 from services.common.storage.signing import Grant, Op
@@ -56,6 +60,10 @@ async def _stream_file(handle: BinaryIO, start: int, length: int) -> AsyncIterat
         handle.close()
 
 
+def _sealed() -> JSONResponse:
+    return problem(409, "The upload is completed: its object can no longer be replaced.", title="Upload completed")
+
+
 def blob_router(storage: LocalStorage) -> APIRouter:
     """The signed blob routes serving ``storage``."""
     router = APIRouter(tags=["blobs"])
@@ -75,10 +83,14 @@ def blob_router(storage: LocalStorage) -> APIRouter:
         declared = decimal(request.headers.get("content-length"))
         if grant.max_size is not None and declared is not None and declared > grant.max_size:
             return problem(413, f"The body may not exceed {grant.max_size} bytes.")
+        if await is_sealed(storage, key):
+            return _sealed()
         try:
             info = await storage.write(key, request.stream(), content_type, max_size=grant.max_size)
         except ObjectTooLargeError:
             return problem(413, f"The body may not exceed {grant.max_size} bytes.")
+        except ObjectSealedError:
+            return _sealed()
         except StorageError as exc:
             return problem(409, str(exc), title="Key conflict")
         return Response(status_code=201, headers={"ETag": f'"{info.etag}"'})

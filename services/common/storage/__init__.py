@@ -10,8 +10,10 @@ from services.common.config import BaseServiceSettings
 from services.common.storage.base import (
     DEFAULT_CHUNK_SIZE,
     InvalidKeyError,
+    ObjectChangedError,
     ObjectInfo,
     ObjectNotFoundError,
+    ObjectSealedError,
     ObjectTooLargeError,
     PresignedRequest,
     PutData,
@@ -26,6 +28,7 @@ from services.common.storage.base import (
 )
 from services.common.storage.local import LocalStorage
 from services.common.storage.s3 import S3Storage
+from services.common.storage.seals import check_sealed, is_sealed, seal, seal_key, unseal
 from services.common.storage.signing import (
     SignatureError,
     SignatureExpiredError,
@@ -36,8 +39,10 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "InvalidKeyError",
     "LocalStorage",
+    "ObjectChangedError",
     "ObjectInfo",
     "ObjectNotFoundError",
+    "ObjectSealedError",
     "ObjectTooLargeError",
     "PresignedRequest",
     "PutData",
@@ -47,10 +52,15 @@ __all__ = [
     "SignatureInvalidError",
     "Storage",
     "StorageError",
+    "check_sealed",
     "content_disposition",
+    "is_sealed",
     "make_storage",
     "result_key",
     "sanitize_filename",
+    "seal",
+    "seal_key",
+    "unseal",
     "upload_key",
     "validate_key",
     "validate_prefix",
