@@ -185,6 +185,11 @@ class DispatcherSettings(BaseServiceSettings):
     route_table: Path = Path("deploy/routes.yaml")
     route_profile: Literal["dev", "prod"] = "dev"
     local_pool_size: int = Field(default=2, ge=1, le=64)
+    local_workers_die_with_dispatcher: bool = Field(
+        default=False,
+        description="Pool workers end when the dispatcher dies (gpurelay dev, whose NATS dies with it); "
+        "else a busy worker finishes its attempt and reports straight to NATS.",
+    )
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
     heartbeat_misses: int = Field(default=3, ge=1)
     artifact_retention_hours: float = Field(default=48.0, gt=0)
