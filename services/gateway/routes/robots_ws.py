@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 
+import nats.errors
 from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
@@ -179,27 +180,37 @@ async def _ws_principal(ws: WebSocket, telemetry: Telemetry) -> Principal | None
     return await telemetry.principal(key)
 
 
+async def _admitted(ws: WebSocket, telemetry: Telemetry, robot_id: str) -> Principal | None:
+    """The caller, authenticated, its robot id valid and admitted; else ``None``, the socket closed with why."""
+    try:
+        principal = await _ws_principal(ws, telemetry)
+    except _NoKeyInTimeError:
+        await ws.close(WS_POLICY, f"No auth message within {telemetry.settings.robot_ws_auth_timeout_s:g} s.")
+        return None
+    if principal is None:
+        await ws.close(WS_UNAUTHORIZED, "A valid API key is required.")
+        return None
+    if not ID_PATTERN.fullmatch(robot_id):
+        await ws.close(WS_POLICY, "robot_id must be 1-64 letters, digits, '_' or '-'.")
+        return None
+    try:
+        await telemetry.admit(principal.tenant, robot_id)
+    except RobotLimitError as exc:
+        await ws.close(WS_TOO_MANY_ROBOTS, str(exc)[:120])  # a close reason is at most 123 bytes
+        return None
+    except (nats.errors.Error, TimeoutError):
+        await ws.close(1011, "NATS did not answer; retry.")
+        return None
+    return principal
+
+
 async def joints_ws(websocket: WebSocket, robot_id: str) -> None:
     """Stream joint angles: one JSON sample per text message; acks and errors come back."""
     await websocket.accept()
     try:
         telemetry: Telemetry = websocket.app.state.robot_telemetry
-        try:
-            principal = await _ws_principal(websocket, telemetry)
-        except _NoKeyInTimeError:
-            deadline = telemetry.settings.robot_ws_auth_timeout_s
-            await websocket.close(WS_POLICY, f"No auth message within {deadline:g} s.")
-            return
+        principal = await _admitted(websocket, telemetry, robot_id)
         if principal is None:
-            await websocket.close(WS_UNAUTHORIZED, "A valid API key is required.")
-            return
-        if not ID_PATTERN.fullmatch(robot_id):
-            await websocket.close(WS_POLICY, "robot_id must be 1-64 letters, digits, '_' or '-'.")
-            return
-        try:
-            await telemetry.admit(principal.tenant, robot_id)
-        except RobotLimitError as exc:
-            await websocket.close(WS_TOO_MANY_ROBOTS, str(exc)[:120])  # a close reason is at most 123 bytes
             return
         stream = _JointStream(websocket, telemetry, principal.tenant, robot_id)
         try:
