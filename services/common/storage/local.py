@@ -47,7 +47,7 @@ from services.common.storage.base import (
     validate_key,
     validate_prefix,
 )
-from services.common.storage.seals import SEALS_SUFFIX, seal_key
+from services.common.storage.seals import seal_key_of
 
 _WRITE_BUFFER = 1024 * 1024
 
@@ -231,7 +231,7 @@ class LocalStorage(Storage):
         """
         validate_content_type(content_type)
         dest, meta = self.object_path(key), self._meta_path(key)
-        sealed = self.object_path(seal_key(key))
+        sealed = self.object_path(seal) if (seal := seal_key_of(key)) else None
         tmp = self.tmp / f"{uuid.uuid4().hex}.part"
         handle = await asyncio.to_thread(tmp.open, "xb")
         try:
@@ -264,14 +264,14 @@ class LocalStorage(Storage):
         os.fsync(handle.fileno())
         handle.close()
 
-    def _commit(self, tmp: Path, dest: Path, meta: Path, record: dict[str, str], sealed: Path) -> None:
+    def _commit(self, tmp: Path, dest: Path, meta: Path, record: dict[str, str], sealed: Path | None) -> None:
         meta_tmp = self.tmp / f"{uuid.uuid4().hex}.json"
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             meta.parent.mkdir(parents=True, exist_ok=True)
             meta_tmp.write_text(json.dumps(record))
             with self._commits:
-                if sealed.is_file():
+                if sealed is not None and sealed.is_file():
                     raise ObjectSealedError(f"the object is sealed (its upload completed): {dest.name}")
                 os.replace(meta_tmp, meta)
                 os.replace(tmp, dest)
@@ -292,8 +292,8 @@ class LocalStorage(Storage):
             return
         self._meta_path(key).unlink(missing_ok=True)
         self._prune(path)
-        if not key.rpartition("/")[0].endswith(SEALS_SUFFIX):
-            self._delete(seal_key(key))  # a seal goes with its object
+        if (seal := seal_key_of(key)) is not None:
+            self._delete(seal)  # a seal goes with its object
 
     def _prune(self, path: Path) -> None:
         """Remove the folders of ``path`` left empty, up to the objects tree."""

@@ -36,7 +36,7 @@ from services.common.storage.base import (
     validate_key,
     validate_prefix,
 )
-from services.common.storage.seals import SEALS_SUFFIX, seal_key
+from services.common.storage.seals import seal_key_of
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -316,8 +316,8 @@ class S3Storage(Storage):
         """Delete the object (no error when missing) and its seal, if any."""
         with _errors(f"DELETE {key!r}"):
             await (await self.client()).delete_object(Bucket=self.bucket, Key=validate_key(key))
-            if not key.rpartition("/")[0].endswith(SEALS_SUFFIX):
-                await (await self.client()).delete_object(Bucket=self.bucket, Key=seal_key(key))
+            if (seal := seal_key_of(key)) is not None:
+                await (await self.client()).delete_object(Bucket=self.bucket, Key=seal)
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         """ListObjectsV2 pages; listings carry no content type."""

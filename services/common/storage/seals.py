@@ -19,15 +19,36 @@ from __future__ import annotations
 
 import json
 
-from services.common.storage.base import ObjectChangedError, ObjectInfo, ObjectNotFoundError, Storage, validate_key
+from services.common.storage.base import (
+    InvalidKeyError,
+    ObjectChangedError,
+    ObjectInfo,
+    ObjectNotFoundError,
+    Storage,
+    validate_key,
+)
 
 SEALS_SUFFIX = ".seals"
 
 
 def seal_key(key: str) -> str:
-    """Where the seal of ``key`` is kept: ``{folder}.seals/{name}.json``, beside the object's folder."""
+    """Where the seal of ``key`` is kept: ``{folder}.seals/{name}.json``, beside the object's folder.
+
+    :class:`~services.common.storage.base.InvalidKeyError` when that key would be too long (such
+    an object cannot be sealed).
+    """
     folder, slash, name = validate_key(key).rpartition("/")
-    return f"{folder}{SEALS_SUFFIX}/{name}.json" if slash else f"{SEALS_SUFFIX}/{name}.json"
+    return validate_key(f"{folder}{SEALS_SUFFIX}/{name}.json" if slash else f"{SEALS_SUFFIX}/{name}.json")
+
+
+def seal_key_of(key: str) -> str | None:
+    """The key of ``key``'s seal; ``None`` for a seal itself, or an object too long a key to have one."""
+    if key.rpartition("/")[0].endswith(SEALS_SUFFIX):
+        return None
+    try:
+        return seal_key(key)
+    except InvalidKeyError:
+        return None
 
 
 async def seal(storage: Storage, key: str) -> ObjectInfo:

@@ -82,3 +82,12 @@ async def test_a_seal_lives_outside_the_uploads_listing_and_goes_with_the_object
         await seal(storage, KEY)
     with pytest.raises(ObjectNotFoundError):
         await check_sealed(storage, KEY)
+
+
+async def test_a_key_too_long_to_have_a_seal_still_writes_and_deletes(storage: Storage) -> None:
+    key = "r/" + "/".join(["k" * 200] * 4 + ["k" * 210])  # 1,016 bytes: a seal key would pass 1,024
+    assert len(key) == 1016
+    await storage.put(key, b"x", "text/plain")
+    assert await storage.read_all(key) == b"x"
+    await storage.delete(key)
+    assert await storage.head(key) is None
