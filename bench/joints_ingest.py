@@ -44,7 +44,7 @@ from contracts.api_robots import JointEventEncoder, JointSampleIn, utc_iso
 from contracts.streams import KV_APIKEYS, TELEMETRY
 from contracts.subjects import Namespace, Subjects
 from services.common.apikeys import ApiKeyStore
-from services.common.config import GatewaySettings
+from services.common.config import WS_MAX_MESSAGE_BYTES, GatewaySettings
 from services.common.embedded_nats import EmbeddedNats, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -254,7 +254,8 @@ async def _gateway(nats_url: str, data_dir: Path) -> AsyncIterator[int]:
         "GPURELAY_LOG_LEVEL": "WARNING",
     }
     command = [sys.executable, "-m", "uvicorn", "--factory", FACTORY, "--host=127.0.0.1", f"--port={port}"]
-    command += ["--workers=1", "--no-access-log", "--log-level=warning", *_SERVER]
+    command += ["--workers=1", "--no-access-log", "--log-level=warning", f"--ws-max-size={WS_MAX_MESSAGE_BYTES}"]
+    command += _SERVER
     process = await asyncio.create_subprocess_exec(*command, cwd=ROOT, env=env)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2) as http:

@@ -18,15 +18,25 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import uuid_utils
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from contracts.ids import validate_id
 from contracts.robot_events import MAX_BATCH, MAX_JOINTS, Angle
 
 JointAngles = Annotated[list[Angle], Field(min_length=1, max_length=MAX_JOINTS)]
 """A sample's angles in radians, one per joint, in joint order."""
+
+
+def _in_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; a time whose UTC form falls outside years 1-9999 is invalid, not an overflow."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time in UTC must fall within years 1 to 9999") from None
+
+
 Ts = Annotated[
-    AwareDatetime | None,
+    Annotated[AwareDatetime, AfterValidator(_in_utc)] | None,
     Field(description="When the angles were read: RFC 3339 with an offset, or Unix seconds (default: now)."),
 ]
 Seq = Annotated[int | None, Field(ge=0, le=2**63 - 1, description="The robot's own sample counter, if any.")]

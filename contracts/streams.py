@@ -92,6 +92,8 @@ WEBHOOK_QUEUE_MAX_MSGS = 100_000
 """Deliveries waiting in one endpoint's queue (``webhooks.{tenant}.{endpoint}.deliver``); more are refused."""
 WEBHOOK_QUEUE_MAX_BYTES = 2 * 1024**3
 """Bytes waiting in every delivery queue together; more are refused."""
+TELEMETRY_MAX_BYTES = 4 * 1024**3
+ROBOTS_TTL_S = DAY
 JOBS_MAX_CONSUMERS = 20_000
 """Each SSE connection holds one ephemeral consumer on JOBS; the server's default allows 1,000."""
 
@@ -101,6 +103,8 @@ def declarations(
     frames_max_bytes: int = FRAMES_MAX_BYTES,
     webhook_queue_max_msgs: int = WEBHOOK_QUEUE_MAX_MSGS,
     webhook_queue_max_bytes: int = WEBHOOK_QUEUE_MAX_BYTES,
+    telemetry_max_bytes: int = TELEMETRY_MAX_BYTES,
+    robots_ttl_s: float = ROBOTS_TTL_S,
 ) -> Declarations:
     """The v1 streams and buckets under ``ns``; no two streams' subjects overlap.
 
@@ -108,7 +112,8 @@ def declarations(
     delivered or dead-lettered (its retries, and the older deliveries of its job before it, may take
     days; a disabled endpoint's queue waits). It is bounded by count per endpoint queue and by bytes
     in all, refusing new deliveries at either limit (the notifier dead-letters a refused one) rather
-    than dropping waiting ones.
+    than dropping waiting ones. TELEMETRY keeps at most ``telemetry_max_bytes`` (the oldest samples
+    go first) and KV ``robots`` forgets a robot ``robots_ttl_s`` after its latest sample.
     """
     ns = ns or NO_NAMESPACE
     s = ns.subject
@@ -126,6 +131,7 @@ def declarations(
                 name=ns.stream(TELEMETRY),
                 subjects=(s("robots.>"),),
                 max_age_s=DAY,
+                max_bytes=telemetry_max_bytes,
                 description="Robots' joint-angle samples.",
             ),
             StreamDecl(
@@ -164,7 +170,7 @@ def declarations(
             BucketDecl(name=ns.bucket(KV_APIKEYS), description="API key hashes → tenant."),
             BucketDecl(name=ns.bucket(KV_WEBHOOKS), description="Webhook endpoints."),
             BucketDecl(name=ns.bucket(KV_SESSIONS), description="Live sessions."),
-            BucketDecl(name=ns.bucket(KV_ROBOTS), description="Latest joint angles per robot."),
+            BucketDecl(name=ns.bucket(KV_ROBOTS), ttl_s=robots_ttl_s, description="Latest joint angles per robot."),
             BucketDecl(name=ns.bucket(KV_UPLOADS), description="Upload records (pending, completed)."),
             BucketDecl(
                 name=ns.bucket(KV_DISPATCHER_WAITS),

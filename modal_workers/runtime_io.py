@@ -9,7 +9,8 @@
   when the sink has a NATS connection (the local pool's ``NatsSink``), so a workload can stop early.
 * :func:`resolve_input` / :func:`download_input` turn ``{"upload_id": ...}`` (the one object under
   ``{prefix}uploads/{tenant}/{upload_id}/``) or ``{"url": "https://..."}`` into a local file,
-  bounded in size and time.
+  bounded in size and time. An upload is read pinned to its seal (``input_changed`` when the file
+  was replaced after its upload completed, see :mod:`services.common.storage.seals`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from contracts.envelope import EventEnvelope
 from contracts.job_specs import InputRef
 from contracts.subjects import Namespace, Subjects
-from services.common.storage import Storage, StorageError
+from services.common.storage import ObjectChangedError, Storage, StorageError, check_sealed
 from services.common.storage.base import sanitize_filename
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -134,8 +135,12 @@ async def download_input(
             raise RuntimeError("the runtime has no storage to read uploads from")
         key, filename = await resolve_input(storage, prefix, tenant, ref)
         path = folder / f"{name}-{filename}"
+        changed = InputError("input_changed", f"upload {ref.upload_id} was replaced after it was completed.")
         try:
-            await _write(path, storage.open_read(key), max_bytes)
+            sealed = await check_sealed(storage, key)  # the file verified at completion, still
+            await _write(path, storage.open_read(key, if_match=sealed.etag), max_bytes)
+        except ObjectChangedError:
+            raise changed from None
         except StorageError as exc:
             raise InputError("input_not_found", f"upload {ref.upload_id} cannot be read: {exc}") from exc
         return path

@@ -78,8 +78,8 @@ def subjects(namespace: Namespace) -> Subjects:
 
 @pytest.fixture
 def decls(namespace: Namespace) -> Declarations:
-    """This test's stream and bucket declarations (small frame cap)."""
-    return declarations(namespace, frames_max_bytes=64 * 1024 * 1024)
+    """This test's stream and bucket declarations (small frame and telemetry caps)."""
+    return declarations(namespace, frames_max_bytes=64 * 1024 * 1024, telemetry_max_bytes=64 * 1024 * 1024)
 
 
 @pytest.fixture
@@ -122,6 +122,7 @@ def gateway_settings(data_dir: Path, url: str, **overrides: object) -> GatewaySe
         "ingest_token_secret": SecretStr(INGEST_SECRET),
         "nats_connect_timeout_s": 2.0,
         "frames_max_bytes": 8 * 1024 * 1024,
+        "telemetry_max_bytes": 64 * 1024 * 1024,
     }
     values.update(overrides)
     return GatewaySettings(**values)  # type: ignore[arg-type]
@@ -160,7 +161,7 @@ def gateway(
         **gateway_overrides,
     )
     app = create_app(settings)
-    with serve(app, sock):
+    with serve(app, sock, ws_max_size=settings.ws_max_message_bytes):
         yield Gateway(settings, app)
 
 

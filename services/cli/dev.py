@@ -4,6 +4,10 @@ One process, one event loop: nats-server (a child process from the ``nats-server
 JetStream stored in the data dir), the stream and KV declarations, the dispatcher with its local
 worker pool (child processes), the notifier, and the gateway on loopback with the ``local`` storage
 backend; the notifier's routes are mounted on the gateway's origin, as the proxy does in production.
+
+The data dir is locked (``flock`` on ``<data dir>/.lock``) for the life of the stack: a second
+stack on it refuses with :class:`DataDirInUseError` before touching anything. Every child dies with
+the process (:mod:`services.common.processes`), also when it is killed with SIGKILL.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from services.common.config import DispatcherSettings, GatewaySettings, Notifier
 from services.common.embedded_nats import EmbeddedNats
 from services.common.http_server import EmbeddedHttpServer
 from services.common.nats import connect, declare_all
+from services.common.processes import DirectoryInUseError, DirectoryLock
 from services.dispatcher.service import Dispatcher
 from services.notifier.app import create_app as create_notifier_app
 
@@ -33,6 +38,10 @@ log = logging.getLogger(__name__)
 
 DEV_TENANT = "dev"
 """The tenant of the key ``gpurelay dev`` makes."""
+
+
+class DataDirInUseError(RuntimeError):
+    """Another ``gpurelay dev`` (or ``demo``) runs on this data dir."""
 
 
 def _dev_secret(data_dir: Path, name: str, make: Callable[[], str] = lambda: secrets.token_urlsafe(32)) -> str:
@@ -73,6 +82,7 @@ class DevStack:
     dispatcher: Dispatcher | None = None
     _notifier_lifespan: AbstractAsyncContextManager[Any] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    _lock: DirectoryLock | None = None
 
     async def start(self) -> dict[str, str]:
         """Start every component, then write ``dev.env``; return what it holds.
@@ -86,9 +96,17 @@ class DevStack:
             raise
 
     async def _start(self) -> dict[str, str]:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = DirectoryLock(self.data_dir)
+        try:
+            self._lock.acquire()
+        except DirectoryInUseError as exc:
+            self._lock = None
+            raise DataDirInUseError(
+                f"{exc}: another gpurelay dev runs on this data dir; stop it, or pass another --data-dir"
+            ) from None
         self.nats = EmbeddedNats(self.data_dir / "nats", port=self.nats_port, host=self.host)
-        await asyncio.to_thread(self.nats.start)
+        self.nats.launch()  # from the loop's thread, which lives as long as we do: the server dies with us
+        await asyncio.to_thread(self.nats.wait_ready)
         base = {
             "GPURELAY_PROFILE": "dev",
             "GPURELAY_DATA_DIR": str(self.data_dir),
@@ -117,10 +135,11 @@ class DevStack:
         from services.gateway.app import create_app
 
         # The gateway must know its own URL before it signs anything: bind first, then build.
-        self.gateway = EmbeddedHttpServer(host=self.host, port=self.port)
+        self.gateway = EmbeddedHttpServer(host=self.host, port=self.port, ws_max_size=settings.ws_max_message_bytes)
         settings = settings.model_copy(update={"url": self.gateway.url, "port": self.gateway.port})
         shared["url"] = self.gateway.url
-        self.dispatcher = Dispatcher(DispatcherSettings(**shared))
+        # Its workers die with us: the NATS they report to does too.
+        self.dispatcher = Dispatcher(DispatcherSettings(**shared, local_workers_die_with_dispatcher=True))
         await self.dispatcher.start()
         # One origin, as the reverse proxy gives in production: the notifier's routes (SSE,
         # webhook deliveries) answer wherever the gateway has no route of its own.
@@ -141,7 +160,9 @@ class DevStack:
         tmp.replace(path)
 
     async def stop(self) -> None:
-        """Stop what was started, newest first; remove ``dev.env`` (the stack is gone)."""
+        """Stop what was started, newest first; remove ``dev.env`` (the stack is gone); unlock."""
+        if self._lock is None:  # never started, or refused: the data dir is not ours
+            return
         dev_env_path(self.data_dir).unlink(missing_ok=True)
         if self.gateway is not None:
             await self.gateway.stop()
@@ -155,6 +176,8 @@ class DevStack:
         if self.nats is not None:
             await asyncio.to_thread(self.nats.stop)
             self.nats = None
+        self._lock.release()
+        self._lock = None
 
 
 async def run_until_signal(stack: DevStack, on_ready: object = None) -> None:

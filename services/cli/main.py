@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from services.cli.dev import DevStack, print_ready, run_until_signal
+from services.cli.dev import DataDirInUseError, DevStack, print_ready, run_until_signal
 from services.cli.jobs import jobs_app
 from services.cli.keys import keys_app
 from services.cli.replay import replay
@@ -45,7 +45,11 @@ def dev(
 ) -> None:
     """Run the whole embedded stack in the foreground until Ctrl-C (SIGINT) or SIGTERM."""
     stack = DevStack(data_dir=data_dir.resolve(), port=port, nats_port=nats_port)
-    asyncio.run(run_until_signal(stack, on_ready=print_ready))
+    try:
+        asyncio.run(run_until_signal(stack, on_ready=print_ready))
+    except DataDirInUseError as exc:
+        console.print(f"[red]gpurelay dev refused[/]: {exc}")
+        raise typer.Exit(1) from None
     console.print("gpurelay dev stopped")
 
 
@@ -70,7 +74,11 @@ def demo(
     from services.cli.demo import run_demo
 
     if data_dir is not None:
-        code = asyncio.run(run_demo(data_dir.resolve(), video, reference, output.resolve(), serve))
+        try:
+            code = asyncio.run(run_demo(data_dir.resolve(), video, reference, output.resolve(), serve))
+        except DataDirInUseError as exc:
+            console.print(f"[red]gpurelay demo refused[/]: {exc}")
+            raise typer.Exit(1) from None
     else:
         with tempfile.TemporaryDirectory(prefix="gpurelay-demo-") as tmp:
             code = asyncio.run(run_demo(Path(tmp), video, reference, output.resolve(), serve))

@@ -6,19 +6,13 @@ SIGINT or SIGTERM.
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
-import uvicorn
 
 from services.common.config import GatewaySettings, NotifierSettings, load_settings
+from services.common.http_server import serve_forever
 from services.common.logging import setup_logging
 
 serve_app = typer.Typer(add_completion=False)
-
-
-def _run_asgi(app: Any, host: str, port: int) -> None:
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
 
 
 @serve_app.command()
@@ -28,7 +22,7 @@ def gateway() -> None:
 
     settings = load_settings(GatewaySettings)
     setup_logging(settings, service="gateway")
-    _run_asgi(create_app(settings), settings.host, settings.port)
+    serve_forever(create_app(settings), settings.host, settings.port, settings.ws_max_message_bytes)
 
 
 @serve_app.command()
@@ -38,7 +32,7 @@ def notifier() -> None:
 
     settings = load_settings(NotifierSettings)
     setup_logging(settings, service="notifier")
-    _run_asgi(create_app(settings), settings.host, settings.port)
+    serve_forever(create_app(settings), settings.host, settings.port, settings.ws_max_message_bytes)
 
 
 @serve_app.command()

@@ -22,6 +22,8 @@ PLACEHOLDER_PREFIX = "dev-insecure-"
 """Every default secret starts with this; such a value is refused outside dev and test."""
 
 Profile = Literal["dev", "test", "prod"]
+WS_MAX_MESSAGE_BYTES = 16 * 1024
+"""Default WebSocket message cap: a joint sample or a first auth message is under 1 KiB."""
 
 
 class BaseServiceSettings(BaseSettings):
@@ -46,6 +48,12 @@ class BaseServiceSettings(BaseSettings):
     webhook_queue_max_bytes: int = Field(
         default=2 * 1024**3, gt=0, description="Bytes waiting in all webhook delivery queues; more are dead-lettered."
     )
+    telemetry_max_bytes: int = Field(
+        default=4 * 1024**3, gt=0, description="Byte cap of the TELEMETRY stream (the oldest samples go first)."
+    )
+    robot_latest_ttl_s: float = Field(
+        default=86_400.0, ge=1, description="KV robots forgets a robot this long after its latest sample."
+    )
 
     storage_backend: Literal["local", "s3"] = "local"
     storage_bucket: str = "gpurelay"
@@ -68,6 +76,13 @@ class BaseServiceSettings(BaseSettings):
         default=False, description="Allow http:// webhook URLs to public hosts (allowlisted ones may always)."
     )
     signed_url_ttl_s: int = Field(default=3600, gt=0, le=7 * 24 * 3600)
+
+    ws_max_message_bytes: int = Field(
+        default=WS_MAX_MESSAGE_BYTES,
+        ge=1024,
+        le=16 * 1024**2,
+        description="Largest WebSocket message a server reads; a larger frame closes the socket (1009) unread.",
+    )
 
     cors_origins: list[str] = Field(
         default_factory=lambda: ["http://localhost:3000"], description="Browser origins allowed (no '*' outside dev)."
@@ -127,6 +142,12 @@ class GatewaySettings(BaseServiceSettings):
     )
     allow_url_inputs: bool = False
     stream_token_ttl_s: int = Field(default=900, gt=0, le=86_400, description="Lifetime of SSE stream tokens.")
+    upload_url_ttl_s: int = Field(
+        default=300, ge=1, le=86_400, description="A pre-signed upload PUT lives this long, plus the sending time."
+    )
+    upload_url_min_bytes_per_s: int = Field(
+        default=1024**2, ge=1, description="Slowest upload rate granted time in the PUT's lifetime (bytes/s)."
+    )
     upload_sha256_max_bytes: int = Field(
         default=64 * 1024**2, ge=0, description="Uploads up to this size are hashed at complete (0: never)."
     )
@@ -139,6 +160,16 @@ class GatewaySettings(BaseServiceSettings):
     robot_latest_flush_ms: float = Field(
         default=100.0, ge=0, le=10_000, description="Coalesce KV robots writes (latest wins); 0: no."
     )
+    robot_latest_max_pending: int = Field(
+        default=10_000, ge=1, description="Unwritten latest samples held; beyond, the oldest is written at once."
+    )
+    robot_max_per_tenant: int = Field(
+        default=1000, ge=1, description="Distinct robots per tenant (429 beyond); a silent robot leaves with its TTL."
+    )
+    robot_admit_cache_max: int = Field(default=100_000, ge=1, description="Robots remembered as admitted.")
+    robot_admit_cache_s: float = Field(
+        default=60.0, gt=0, le=3600, description="How long an admitted robot skips the per-tenant count (s)."
+    )
     robot_confirm_every: int = Field(
         default=1000, ge=1, le=5000, description="Core-published samples between two awaited JetStream acks."
     )
@@ -147,7 +178,9 @@ class GatewaySettings(BaseServiceSettings):
     )
     robot_ws_ack_every: int = Field(default=500, ge=1, description="WebSocket: ack after this many messages.")
     robot_ws_ack_ms: float = Field(default=1000.0, gt=0, description="WebSocket: ack at least every N ms.")
-    robot_ws_auth_timeout_s: float = Field(default=5.0, gt=0, description="WebSocket: wait for auth (s).")
+    robot_ws_auth_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="WebSocket: an API key must arrive within this (s), else 1008."
+    )
 
 
 class DispatcherSettings(BaseServiceSettings):
@@ -158,6 +191,11 @@ class DispatcherSettings(BaseServiceSettings):
     route_table: Path = Path("deploy/routes.yaml")
     route_profile: Literal["dev", "prod"] = "dev"
     local_pool_size: int = Field(default=2, ge=1, le=64)
+    local_workers_die_with_dispatcher: bool = Field(
+        default=False,
+        description="Pool workers end when the dispatcher dies (gpurelay dev, whose NATS dies with it); "
+        "else a busy worker finishes its attempt and reports straight to NATS.",
+    )
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
     heartbeat_misses: int = Field(default=3, ge=1)
     artifact_retention_hours: float = Field(default=48.0, gt=0)

@@ -3,11 +3,20 @@
 Used by ``gpurelay dev`` and by the tests: JetStream on a data directory, on a given or free
 port; :meth:`EmbeddedNats.start` returns once the server accepts connections and
 :meth:`EmbeddedNats.stop` ends exactly the process it started.
+
+The server dies with the process that started it (SIGTERM, which nats-server answers with a clean
+shutdown; see :mod:`services.common.processes`), and its pid is kept in ``nats-server.pid`` in the
+store. Two servers on one JetStream store corrupt it, so before starting, a server that pidfile
+names and that still runs on this very store (an older run's orphan, e.g. where there is no
+parent-death signal) is stopped, and only then is a new one started.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +24,12 @@ import sysconfig
 import time
 from pathlib import Path
 from types import TracebackType
+
+from services.common.processes import PidFile, preexec_die_with_parent, wait_exited
+
+log = logging.getLogger(__name__)
+STALE_STOP_S = 10.0
+"""How long a stale server gets to shut down after SIGTERM before SIGKILL."""
 
 
 class NatsServerError(RuntimeError):
@@ -57,6 +72,8 @@ class EmbeddedNats:
         self.max_payload = max_payload
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path = self.store_dir / "nats-server.log"
+        self.config_path = self.store_dir / "nats-server.conf"
+        self.pidfile = PidFile(self.store_dir / "nats-server.pid")
 
     @property
     def url(self) -> str:
@@ -69,27 +86,44 @@ class EmbeddedNats:
         return self._process.pid if self._process else None
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedNats:
-        """Start the server and wait until it accepts TCP connections."""
+        """Start the server and wait until it accepts TCP connections.
+
+        The server dies with the thread that calls this; an event loop starts it with
+        :meth:`launch` and waits with :meth:`wait_ready` in a worker thread.
+        """
+        self.launch()
+        return self.wait_ready(timeout_s)
+
+    def launch(self) -> None:
+        """Start the server process (after stopping a stale one on this store); do not wait for it."""
         if self._process is not None:
-            return self
+            return
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        config = self.store_dir / "nats-server.conf"
-        config.write_text(
+        self._stop_stale()
+        self.config_path.write_text(
             f"max_payload: {self.max_payload}\n"
             f"jetstream {{ store_dir: {str(self.store_dir / 'jetstream')!r} }}\n".replace("'", '"')
         )
-        log = self._log_path.open("ab")
+        log_file = self._log_path.open("ab")
         self._process = subprocess.Popen(
-            [str(find_nats_server()), "-a", self.host, "-p", str(self.port), "-c", str(config)],
-            stdout=log,
+            [str(find_nats_server()), "-a", self.host, "-p", str(self.port), "-c", str(self.config_path)],
+            stdout=log_file,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True,  # Ctrl-C in a terminal is for our process to handle, not the server
+            preexec_fn=preexec_die_with_parent(signal.SIGTERM),  # only prctl and getppid run there
         )
-        log.close()
+        log_file.close()
+        self.pidfile.write(self._process.pid)
+
+    def wait_ready(self, timeout_s: float = 10.0) -> EmbeddedNats:
+        """Wait until the launched server accepts TCP connections (stop it and raise if it does not)."""
+        assert self._process is not None, "launch() first"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise NatsServerError(f"nats-server exited with {self._process.returncode}: {self.log_tail()}")
+                code = self._process.returncode
+                self.stop()
+                raise NatsServerError(f"nats-server exited with {code}: {self.log_tail()}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2) as sock:
                     if sock.recv(4).startswith(b"INFO"):
@@ -99,17 +133,34 @@ class EmbeddedNats:
         self.stop()
         raise NatsServerError(f"nats-server did not accept connections in {timeout_s}s: {self.log_tail()}")
 
+    def _stop_stale(self) -> None:
+        """End a server the pidfile names that still runs on this store; refuse if it will not end."""
+        pid = self.pidfile.running("nats-server", str(self.config_path))
+        if pid is None or pid == self.pid:
+            return
+        log.warning("stopping nats-server %d, left running on %s by an earlier run", pid, self.store_dir)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return
+            if wait_exited(pid, STALE_STOP_S):
+                return
+        raise NatsServerError(f"nats-server {pid} still runs on {self.store_dir} and could not be stopped")
+
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the server we started: SIGTERM (lame-duck free shutdown), then SIGKILL."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        process.terminate()
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout_s)
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout_s)
+        self.pidfile.remove()
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of the server's log, for error messages."""

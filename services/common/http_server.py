@@ -1,4 +1,10 @@
-"""Run an ASGI app with uvicorn inside an existing event loop, with our own signal handling."""
+"""Run an ASGI app with uvicorn: every gpurelay server is configured by :func:`server_config`.
+
+:func:`server_config` caps WebSocket messages (uvicorn's own default, 16 MiB, lets every socket
+hold that much before the app sees a byte, authenticated or not) and turns off what we do not use.
+:class:`EmbeddedHttpServer` runs an app inside an existing event loop with our own signal handling
+(``gpurelay dev``); :func:`serve_forever` runs one in the foreground (``gpurelay gateway``...).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,27 @@ from collections.abc import Generator
 from typing import Any
 
 import uvicorn
+
+from services.common.config import WS_MAX_MESSAGE_BYTES
+
+
+def server_options(ws_max_size: int = WS_MAX_MESSAGE_BYTES, log_level: str = "warning") -> dict[str, Any]:
+    """uvicorn's options for every server: lifespan on, no access log, WebSocket messages capped.
+
+    A frame over ``ws_max_size`` bytes is refused from its header, the socket closed with 1009,
+    before its payload is read.
+    """
+    return {"lifespan": "on", "access_log": False, "log_level": log_level, "ws_max_size": ws_max_size}
+
+
+def server_config(app: Any, ws_max_size: int = WS_MAX_MESSAGE_BYTES, log_level: str = "warning") -> uvicorn.Config:
+    """A uvicorn config for ``app`` with :func:`server_options` (sockets are passed to ``serve``)."""
+    return uvicorn.Config(app, **server_options(ws_max_size, log_level))
+
+
+def serve_forever(app: Any, host: str, port: int, ws_max_size: int = WS_MAX_MESSAGE_BYTES) -> None:
+    """Serve ``app`` on ``host:port`` in the foreground until SIGINT or SIGTERM."""
+    uvicorn.run(app, host=host, port=port, **server_options(ws_max_size))
 
 
 class _QuietServer(uvicorn.Server):
@@ -26,9 +53,16 @@ class EmbeddedHttpServer:
     before the app is built: an app that signs URLs pointing at itself needs it.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_level: str = "warning",
+        ws_max_size: int = WS_MAX_MESSAGE_BYTES,
+    ) -> None:
         self.host = host
         self.log_level = log_level
+        self.ws_max_size = ws_max_size
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
@@ -43,7 +77,7 @@ class EmbeddedHttpServer:
 
     async def start(self, app: Any, timeout_s: float = 30.0) -> None:
         """Serve ``app`` in a task; return once its lifespan has started and it accepts requests."""
-        config = uvicorn.Config(app, log_level=self.log_level, lifespan="on", access_log=False)
+        config = server_config(app, self.ws_max_size, self.log_level)
         self._server = server = _QuietServer(config)
         self._task = asyncio.create_task(server.serve(sockets=[self._sock]))
         deadline = asyncio.get_running_loop().time() + timeout_s

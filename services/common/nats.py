@@ -128,6 +128,8 @@ async def _apply_bucket(js: JetStreamContext, decl: BucketDecl, report: ApplyRep
         config.max_msgs_per_subject = decl.history
         config.max_age = wanted_ttl
         config.description = decl.description or None
+        if wanted_ttl and (config.duplicate_window or 0.0) > wanted_ttl:
+            config.duplicate_window = wanted_ttl  # the server refuses a window longer than the TTL
         await js.update_stream(config)
         report.updated.append(decl.name)
     else:
@@ -148,10 +150,16 @@ async def apply_declarations(js: JetStreamContext, decls: Declarations) -> Apply
 
 async def declare_all(js: JetStreamContext, settings: BaseServiceSettings) -> ApplyReport:
     """Apply the v1 declarations of this deployment's namespace."""
-    decls = declarations(
+    return await apply_declarations(js, declarations_of(settings))
+
+
+def declarations_of(settings: BaseServiceSettings) -> Declarations:
+    """The v1 declarations of this deployment: its namespace and its stream and bucket limits."""
+    return declarations(
         settings.ns,
         frames_max_bytes=settings.frames_max_bytes,
         webhook_queue_max_msgs=settings.webhook_queue_max_msgs,
         webhook_queue_max_bytes=settings.webhook_queue_max_bytes,
+        telemetry_max_bytes=settings.telemetry_max_bytes,
+        robots_ttl_s=settings.robot_latest_ttl_s,
     )
-    return await apply_declarations(js, decls)

@@ -8,7 +8,9 @@ idle process, :meth:`LocalPool.run`\\ s a request on it, and gets its outcome ba
 A crash is seen at once: :meth:`LocalPool.run` waits on the pipe *and* the process sentinel with
 the event loop's readers, so a non-zero exit or a SIGKILL raises :class:`WorkerLostError` as soon
 as the kernel reports it (no polling). :meth:`LocalPool.kill` ends the process group; every dead
-process is replaced in the background.
+process is replaced in the background. With ``local_workers_die_with_dispatcher`` (``gpurelay
+dev``) the processes die with this one however it ends; otherwise a busy one finishes its attempt
+and reports straight to NATS, and an idle one exits when its pipe closes.
 """
 
 from __future__ import annotations
@@ -72,8 +74,11 @@ class LocalPool:
 
     async def _spawn(self) -> None:
         parent, child = self._ctx.Pipe()
-        process = self._ctx.Process(target=worker_main, args=(child, self.settings), daemon=False)
-        await asyncio.to_thread(process.start)
+        parent_pid = os.getpid() if self.settings.local_workers_die_with_dispatcher else None
+        process = self._ctx.Process(target=worker_main, args=(child, self.settings, parent_pid), daemon=False)
+        # From the loop's thread, not a worker thread: the parent-death signal follows the thread
+        # that started the child, and this one lives as long as the process.
+        process.start()
         child.close()
         proc = PoolProcess(process, parent)
         self._all.add(proc)

@@ -4,7 +4,10 @@ It starts its own session (so the dispatcher can end the whole process group on 
 to NATS once, reports ``ready``, then for each :class:`~modal_workers.runtime.RunRequest` it
 receives imports the workload (``module:function``, cached), runs it through the runtime (events
 straight to NATS) and sends back the :class:`~modal_workers.runtime.Outcome`. It exits when the
-pipe closes (the dispatcher went away) or on ``None``.
+pipe closes (the dispatcher went away) or on ``None``. Given the dispatcher's pid
+(``local_workers_die_with_dispatcher``), it also ends, busy or not, when the dispatcher dies: the
+kernel sends it SIGTERM then (Linux), on which it ends its whole process group, so whatever the
+workload started goes too.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 from contracts.envelope import EventEnvelope
 from contracts.subjects import Namespace, Subjects
 from services.common.config import DispatcherSettings
+from services.common.processes import die_with_parent
 
 
 def import_ref(ref: str) -> Any:
@@ -26,10 +30,18 @@ def import_ref(ref: str) -> Any:
     return getattr(importlib.import_module(module), attribute)
 
 
-def worker_main(conn: Connection, settings: DispatcherSettings) -> None:
-    """Serve run requests from ``conn`` until it closes."""
+def _end_group(signum: int, frame: object) -> None:
+    """SIGTERM (the dispatcher died): SIGKILL this worker's process group, itself included."""
+    os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+def worker_main(conn: Connection, settings: DispatcherSettings, parent_pid: int | None = None) -> None:
+    """Serve run requests from ``conn`` until it closes or the process ``parent_pid`` dies."""
     os.setsid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the dispatcher's to handle
+    if parent_pid is not None:
+        signal.signal(signal.SIGTERM, _end_group)
+        die_with_parent(parent_pid, signal.SIGTERM)
     from modal_workers.runtime import Outcome, RunRequest, WorkerRuntime
     from services.common.storage import make_storage
 

@@ -2,16 +2,17 @@
 
 Both need a URL signed by :class:`~services.common.storage.LocalStorage`. A PUT streams the body to
 a temporary file (never all in memory), refuses another Content-Type than the signed one and more
-bytes than the signed maximum, and leaves no object behind when refused. Errors are
+bytes than the signed maximum, and leaves no object behind when refused. A PUT to a sealed object
+(its upload completed, :mod:`~services.common.storage.seals`) is refused with 409 before its body
+is read, and again at the rename should the seal come while the body streams. Errors are
 ``application/problem+json`` (RFC 9457).
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
-from typing import BinaryIO, Literal
+from typing import BinaryIO
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -21,15 +22,18 @@ from services.common.storage import (
     InvalidKeyError,
     LocalStorage,
     ObjectNotFoundError,
+    ObjectSealedError,
     ObjectTooLargeError,
     SignatureError,
     SignatureExpiredError,
     StorageError,
     content_disposition,
+    is_sealed,
     validate_key,
 )
 from services.common.storage.signing import Grant, Op
 from services.gateway.errors import problem
+from services.gateway.headers import byte_range, decimal
 
 
 def _authorize(storage: LocalStorage, op: Op, key: str, request: Request) -> Grant | JSONResponse:
@@ -56,18 +60,8 @@ async def _stream_file(handle: BinaryIO, start: int, length: int) -> AsyncIterat
         handle.close()
 
 
-def _byte_range(header: str | None, size: int) -> tuple[int, int] | Literal[False] | None:
-    """``(start, end)`` inclusive for one ``bytes=`` range, ``None`` to send it all, ``False`` if
-    unsatisfiable. Several ranges or an unparsable header fall back to the whole object."""
-    match = re.fullmatch(r"bytes=(\d*)-(\d*)", (header or "").strip())
-    if match is None or match.groups() == ("", ""):
-        return None
-    first, last = match.groups()
-    if first == "":
-        start, end = max(size - int(last), 0), size - 1
-    else:
-        start, end = int(first), min(int(last), size - 1) if last else size - 1
-    return (start, end) if start <= end and start < size else False
+def _sealed() -> JSONResponse:
+    return problem(409, "The upload is completed: its object can no longer be replaced.", title="Upload completed")
 
 
 def blob_router(storage: LocalStorage) -> APIRouter:
@@ -86,13 +80,17 @@ def blob_router(storage: LocalStorage) -> APIRouter:
                 f"Content-Type must be {grant.content_type!r} as signed, got {content_type!r}.",
                 title="Content-Type mismatch",
             )
-        declared = request.headers.get("content-length")
-        if grant.max_size is not None and declared and declared.isdigit() and int(declared) > grant.max_size:
+        declared = decimal(request.headers.get("content-length"))
+        if grant.max_size is not None and declared is not None and declared > grant.max_size:
             return problem(413, f"The body may not exceed {grant.max_size} bytes.")
+        if await is_sealed(storage, key):
+            return _sealed()
         try:
             info = await storage.write(key, request.stream(), content_type, max_size=grant.max_size)
         except ObjectTooLargeError:
             return problem(413, f"The body may not exceed {grant.max_size} bytes.")
+        except ObjectSealedError:
+            return _sealed()
         except StorageError as exc:
             return problem(409, str(exc), title="Key conflict")
         return Response(status_code=201, headers={"ETag": f'"{info.etag}"'})
@@ -114,7 +112,7 @@ def blob_router(storage: LocalStorage) -> APIRouter:
         }
         if grant.filename is not None:
             headers["Content-Disposition"] = content_disposition(grant.filename)
-        wanted = _byte_range(request.headers.get("range"), info.size)
+        wanted = byte_range(request.headers.get("range"), info.size)
         if wanted is False:
             handle.close()
             return problem(416, f"The object has {info.size} bytes.", headers={"Content-Range": f"bytes */{info.size}"})

@@ -13,7 +13,10 @@ sample would cost the server more than telemetry gains; consumers that care use 
 The latest sample of each robot is kept in memory and written to KV ``robots`` (key
 ``{tenant}.{robot_id}``) by a background task every ``robot_latest_flush_ms``, latest wins;
 ``GET .../latest`` reads the unwritten entry first, so a GET after a POST on the same replica sees
-it, and KV otherwise (at most one flush interval behind on another replica).
+it, and KV otherwise (at most one flush interval behind on another replica). At most
+``robot_latest_max_pending`` samples wait unwritten: a new robot's sample beyond that has the
+oldest one written out at once. A tenant's distinct robots are capped by a
+:class:`~services.gateway.robot_registry.RobotRegistry` before anything is published.
 
 API keys are verified through a :class:`~services.gateway.key_cache.KeyCache`: a KV read per
 request would be about half the CPU of a single-sample POST.
@@ -34,6 +37,7 @@ from nats.js.errors import KeyNotFoundError
 from contracts.api_robots import JointSampleIn, utc_iso
 from services.common.apikeys import Principal
 from services.gateway.errors import field_error
+from services.gateway.robot_registry import RobotRegistry
 from services.gateway.state import GatewayState
 
 log = logging.getLogger(__name__)
@@ -73,9 +77,17 @@ class Telemetry:
         self.state = state
         self.settings = state.settings
         self.flush_s = state.settings.robot_latest_flush_ms / 1000
+        self.max_pending = state.settings.robot_latest_max_pending
         self.unconfirmed = 0
         self.pending: dict[str, bytes] = {}
         self._flusher: asyncio.Task[None] | None = None
+        settings = state.settings
+        self.robots = RobotRegistry(
+            state.kv.robots,
+            settings.robot_max_per_tenant,
+            settings.robot_admit_cache_max,
+            settings.robot_admit_cache_s,
+        )
 
     async def start(self) -> None:
         """Start the writer of the latest samples (unless writing through)."""
@@ -93,6 +105,10 @@ class Telemetry:
     async def principal(self, key: str) -> Principal | None:
         """The principal of API key ``key`` (cached), ``None`` for an invalid or revoked one."""
         return await self.state.key_cache.verify(key)
+
+    async def admit(self, tenant: str, robot_id: str) -> None:
+        """Return if the robot may publish; :class:`~services.gateway.robot_registry.RobotLimitError` if not."""
+        await self.robots.admit(tenant, robot_id)
 
     async def publish(self, subject: str, payloads: Sequence[bytes], *, confirm: bool) -> None:
         """Publish ``payloads`` in order; with ``confirm`` (or when due) await one ack for all of them."""
@@ -118,11 +134,23 @@ class Telemetry:
             raise TelemetryUnavailableError(f"{type(exc).__name__}: {exc}") from exc
 
     async def remember(self, key: str, data: bytes) -> None:
-        """Make ``data`` the latest sample of ``key``: written by the flusher, or now when writing through."""
-        if self.flush_s > 0:
-            self.pending[key] = data
-        else:
+        """Make ``data`` the latest sample of ``key``: written by the flusher, or now when writing through.
+
+        A new key when ``max_pending`` samples wait already has the oldest of them written out first.
+        """
+        if self.flush_s <= 0:
             await self.state.kv.robots.put(key, data)
+            return
+        evicted = None
+        if key not in self.pending and len(self.pending) >= self.max_pending:
+            evicted = next(iter(self.pending))
+            evicted_data = self.pending.pop(evicted)
+        self.pending[key] = data  # before any await, so that the bound holds across concurrent calls
+        if evicted is not None:
+            try:
+                await self.state.kv.robots.put(evicted, evicted_data)
+            except (nats.errors.Error, TimeoutError) as exc:
+                log.warning("latest joint angles of %s dropped, the map being full: %r", evicted, exc)
 
     async def latest(self, key: str) -> bytes | None:
         """The latest sample of ``key``: the one not yet written, else KV's."""

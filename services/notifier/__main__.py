@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import uvicorn
-
 from services.common.config import NotifierSettings, load_settings
+from services.common.http_server import serve_forever
 from services.common.logging import setup_logging
 from services.notifier.app import create_app
 
@@ -13,14 +12,7 @@ def main() -> None:
     """Run the notifier until interrupted (SIGINT/SIGTERM stop it gracefully)."""
     settings = load_settings(NotifierSettings)
     setup_logging(settings, service="notifier")
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-    )
+    serve_forever(create_app(settings), settings.host, settings.port, settings.ws_max_message_bytes)
 
 
 if __name__ == "__main__":

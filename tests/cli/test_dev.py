@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -64,8 +65,10 @@ async def running_dev(data_dir: Path) -> AsyncIterator[tuple[asyncio.subprocess.
         yield proc, _read_env_file(dev_env_path(data_dir))
     finally:
         if proc.returncode is None:
+            children = list(_children_of(proc.pid))
             proc.kill()
             await proc.wait()
+            _kill_leftovers(children)  # whatever a failed test left running
 
 
 def _port_open(url: str) -> bool:
@@ -231,3 +234,150 @@ async def test_a_failed_start_stops_what_did_start(tmp_path: Path) -> None:
         taken.close()
     assert stack.nats is None
     assert not _port_open(f"nats://127.0.0.1:{nats_port}"), "nats-server outlived a failed start"
+
+
+def _children_of(pid: int) -> dict[int, str]:
+    """The live children of ``pid``: their ids and command lines."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid and fields[0] != "Z":
+                    found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and has not exited (a zombie has)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+async def _wait_gone(pids: list[int], timeout_s: float) -> list[int]:
+    """Poll until every pid in ``pids`` has exited; those still running at the deadline."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while (left := [pid for pid in pids if _running(pid)]) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110 - another process's exit: nothing to await
+        await asyncio.sleep(0.05)
+    return left
+
+
+def _kill_leftovers(pids: list[int]) -> None:
+    """SIGKILL the processes this test recorded that still run (so a failure leaks nothing)."""
+    for pid in pids:
+        if _running(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+async def _publish(url: str, count: int, start: int = 0) -> list[int]:
+    """Publish ``count`` job events to JOBS, each acked; their stream sequences."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        return [
+            (await js.publish(f"jobs.acme.job_{i}.created", b"{}", headers={"Nats-Msg-Id": f"m-{i}"})).seq
+            for i in range(start, start + count)
+        ]
+    finally:
+        await nc.close()
+
+
+@pytest.mark.timeout(180)
+async def test_sigkill_of_dev_takes_its_children_along_and_a_restart_keeps_the_data(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    recorded: list[int] = []
+    try:
+        async with running_dev(data_dir) as (proc, env):
+            children = _children_of(proc.pid)
+            recorded = list(children)
+            assert any("nats-server" in cmd for cmd in children.values()), children
+            assert sum("spawn_main" in cmd for cmd in children.values()) >= 2, children  # the pool
+            assert await _publish(env["GPURELAY_NATS_URL"], 50) == list(range(1, 51))
+            proc.send_signal(signal.SIGKILL)
+            # wait() also waits for its stdout to close, which the pool workers hold until they die
+            assert await asyncio.wait_for(proc.wait(), 30) == -signal.SIGKILL
+            left = await _wait_gone(recorded, timeout_s=20)
+            assert left == [], f"outlived gpurelay dev: { {pid: children[pid] for pid in left} }"
+
+        async with running_dev(data_dir) as (proc, env):
+            assert env["GPURELAY_API_KEY"].startswith("gr_")
+            recorded += list(_children_of(proc.pid))
+            nc = await nats.connect(env["GPURELAY_NATS_URL"])
+            info = await nc.jetstream().stream_info("JOBS")
+            await nc.close()
+            assert (info.state.messages, info.state.last_seq) == (50, 50)
+            assert await _publish(env["GPURELAY_NATS_URL"], 1, start=50) == [51]
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 20) == 0
+    finally:
+        _kill_leftovers(recorded)
+
+
+async def _second_dev(data_dir: Path) -> tuple[int | None, str]:
+    """Run another ``gpurelay dev`` on ``data_dir``: its exit code (``None`` if it came up) and output."""
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "services.cli.main", "dev", "--data-dir", str(data_dir), "--port", "0"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=_env(),
+    )
+    assert proc.stdout is not None
+    seen: list[str] = []
+    async with asyncio.timeout(60):
+        while line := (await proc.stdout.readline()).decode():
+            seen.append(line)
+            if READY_LINE in line:  # it should not have come up: stop it cleanly
+                proc.send_signal(signal.SIGTERM)
+                await proc.wait()
+                return None, "".join(seen)
+        return await proc.wait(), "".join(seen)
+
+
+async def test_a_second_dev_on_a_data_dir_in_use_refuses(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    async with running_dev(data_dir) as (proc, env):
+        nats_before = [pid for pid, cmd in _children_of(proc.pid).items() if "nats-server" in cmd]
+        code, output = await _second_dev(data_dir)
+        assert code is not None, f"a second gpurelay dev came up on the same data dir:\n{output}"
+        assert code != 0
+        assert "in use" in output
+        assert str(proc.pid) in output
+        assert "Traceback" not in output
+        # The first one is untouched: its dev.env, its nats-server, its gateway.
+        assert _read_env_file(dev_env_path(data_dir)) == env
+        assert [pid for pid, cmd in _children_of(proc.pid).items() if "nats-server" in cmd] == nats_before
+        async with httpx.AsyncClient(base_url=env["GPURELAY_URL"]) as client:
+            assert (await client.get("/readyz")).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+
+
+async def test_a_stale_nats_server_on_the_store_is_stopped_not_joined(tmp_path: Path) -> None:
+    """A nats-server left running by an older run on the same store is ended before a new one starts."""
+    from services.common.embedded_nats import EmbeddedNats
+
+    data_dir = tmp_path / "data"
+    stale = EmbeddedNats(data_dir / "nats").start()
+    try:
+        nc = await nats.connect(stale.url)
+        js = nc.jetstream()
+        await js.add_stream(name="KEPT", subjects=["kept.>"])
+        for i in range(3):
+            await js.publish(f"kept.{i}", b"x")
+        await nc.close()
+        async with running_dev(data_dir) as (proc, env):
+            assert stale._process is not None
+            assert stale._process.poll() is not None, "a second nats-server joined the running one's store"
+            nc = await nats.connect(env["GPURELAY_NATS_URL"])
+            assert (await nc.jetstream().stream_info("KEPT")).state.messages == 3
+            await nc.close()
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 20) == 0
+    finally:
+        stale.stop()

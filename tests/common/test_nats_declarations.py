@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nats.js import JetStreamContext
 
-from contracts.streams import JOBS, KV_IDEMPOTENCY, Declarations, declarations
+from contracts.streams import JOBS, KV_IDEMPOTENCY, KV_ROBOTS, Declarations, declarations
 from contracts.subjects import Namespace
 from services.common.nats import apply_declarations
 
@@ -62,3 +62,17 @@ async def test_one_msg_id_stores_one_message(
     assert second.seq == first.seq
     info = await js.stream_info(declared.stream(JOBS, namespace).name)
     assert info.state.messages == 1
+
+
+async def test_a_kv_ttl_shorter_than_the_duplicate_window_applies(
+    js: JetStreamContext, decls: Declarations, namespace: Namespace
+) -> None:
+    """A bucket made with a long TTL has a 2-minute duplicate window; a 1 s TTL must still apply."""
+    await apply_declarations(js, decls)
+    name = namespace.bucket(KV_ROBOTS)
+    shorter = declarations(namespace, frames_max_bytes=1 << 20, telemetry_max_bytes=1 << 20, robots_ttl_s=1.0)
+    report = await apply_declarations(js, shorter)
+    assert name in report.updated
+    config = (await js.stream_info(f"KV_{name}")).config
+    assert config.max_age == 1.0
+    assert (config.duplicate_window or 0) <= 1.0

@@ -97,3 +97,14 @@ def train(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
 def render(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
     """Pipeline stage 3."""
     return _stage(ctx, "render")
+
+
+def spawns_and_sleeps(spec: Any, ctx: WorkerContext) -> None:
+    """Starts a child of its own (``sleep 600``), writes ``{job}.pids`` (its pid and the child's), sleeps."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "600"])
+    marks = Path(os.environ["GPURELAY_TEST_MARKS"])
+    (marks / f"{ctx.request.job_id}.pids.tmp").write_text(f"{os.getpid()} {child.pid}")
+    (marks / f"{ctx.request.job_id}.pids.tmp").replace(marks / f"{ctx.request.job_id}.pids")
+    time.sleep(600)

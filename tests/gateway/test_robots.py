@@ -7,6 +7,7 @@ was sent; invalid samples are refused with the field named and publish nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -81,9 +82,9 @@ def ws_url(gateway: Gateway, robot_id: str = ROBOT) -> str:
     return gateway.url.replace("http://", "ws://") + f"/v1/robots/{robot_id}/joints/ws"
 
 
-def ws_connect(gateway: Gateway, key: str | None, robot_id: str = ROBOT) -> connect:
+def ws_connect(gateway: Gateway, key: str | None, robot_id: str = ROBOT, **options: Any) -> connect:
     headers = {"Authorization": f"Bearer {key}"} if key else None
-    return connect(ws_url(gateway, robot_id), additional_headers=headers, proxy=None, compression=None)
+    return connect(ws_url(gateway, robot_id), additional_headers=headers, proxy=None, compression=None, **options)
 
 
 async def receive_all(ws: ClientConnection) -> tuple[list[dict[str, Any]], int | None]:
@@ -273,7 +274,7 @@ async def test_websocket_acks_on_time_when_idle(gateway: Gateway, acme: Tenant) 
     assert ack == {"type": "ack", "accepted": 1, "rejected": 0}
 
 
-@pytest.mark.parametrize("how", ["no key", "bad header", "bad first message"])
+@pytest.mark.parametrize("how", ["bad header", "bad first message"])
 async def test_websocket_unauthorized_closes_4401(gateway: Gateway, how: str) -> None:
     key = "gr_0123456789abcdef_" + "x" * 43 if how == "bad header" else None
     async with ws_connect(gateway, key) as ws:
@@ -281,6 +282,48 @@ async def test_websocket_unauthorized_closes_4401(gateway: Gateway, how: str) ->
             await ws.send('{"auth": "nope"}')
         _, code = await receive_all(ws)
     assert code == 4401
+
+
+async def test_websocket_without_auth_in_time_closes_1008(gateway: Gateway) -> None:
+    loop = asyncio.get_running_loop()
+    async with ws_connect(gateway, None) as ws:
+        opened = loop.time()
+        _, code = await receive_all(ws)
+        waited = loop.time() - opened
+    assert code == 1008
+    assert "auth" in (ws.close_reason or "")
+    assert gateway.settings.robot_ws_auth_timeout_s * 0.9 <= waited < 5
+
+
+@pytest.mark.parametrize("authenticated", [False, True], ids=["before auth", "after auth"])
+async def test_websocket_message_over_the_size_limit_closes_1009(
+    gateway: Gateway, acme: Tenant, js: JetStreamContext, namespace: Namespace, authenticated: bool
+) -> None:
+    """The server refuses the frame from its header: no message over the limit is ever held in memory."""
+    limit = gateway.settings.ws_max_message_bytes
+    async with ws_connect(gateway, acme.key if authenticated else None, max_size=None) as ws:
+        if authenticated:
+            await ws.send(json.dumps({"joint_angles": [0.0] * 6}))
+        with contextlib.suppress(ConnectionClosed):  # the server may close while the frame is still sent
+            await ws.send(json.dumps({"auth": acme.key, "pad": "x" * (4 * 1024 * 1024)}))
+        messages, code = await receive_all(ws)
+    assert code == 1009
+    assert all(m["type"] == "ack" for m in messages)
+    assert limit <= 64 * 1024
+    if authenticated:  # the sample before the oversized message was published
+        await wait_for_count(js, namespace, 1)
+    else:
+        assert await stream_count(js, namespace) == 0
+
+
+async def test_websocket_message_just_over_the_limit_closes_1009_even_behind_another_server(
+    gateway: Gateway, acme: Tenant
+) -> None:
+    """The route checks the size itself too, for a server configured with a larger limit."""
+    async with ws_connect(gateway, acme.key) as ws:
+        await ws.send("x" * (gateway.settings.ws_max_message_bytes + 1))
+        _, code = await receive_all(ws)
+    assert code == 1009
 
 
 async def test_websocket_policy_closes_1008(gateway: Gateway, acme: Tenant) -> None:
@@ -355,15 +398,15 @@ async def test_write_through_latest_and_frequent_confirmations(
     await wait_for_count(js, namespace, 12)
 
 
-async def test_websocket_refuses_an_oversized_message(gateway: Gateway, acme: Tenant) -> None:
+async def test_websocket_accepts_a_message_up_to_the_limit(gateway: Gateway, acme: Tenant) -> None:
+    """A message of exactly the limit is read (and, not being a sample, answered with an error)."""
     async with ws_connect(gateway, acme.key) as ws:
-        await ws.send("x" * 20_000)
+        await ws.send("x" * gateway.settings.ws_max_message_bytes)
         error = json.loads(await ws.recv())
         await ws.send(json.dumps({"joint_angles": [0.0] * 6}))
         await ws.send('{"type": "close"}')
         messages, code = await receive_all(ws)
     assert error["type"] == "error"
     assert error["index"] == 0
-    assert "may not exceed" in error["detail"]
     assert messages[-1] == {"type": "ack", "accepted": 1, "rejected": 1}
     assert code == 1000

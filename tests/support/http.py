@@ -11,11 +11,16 @@ from typing import Any
 
 import uvicorn
 
+from services.common.config import WS_MAX_MESSAGE_BYTES
+from services.common.http_server import server_config
+
 
 @contextmanager
-def serve(app: Any, sock: socket.socket, start_timeout_s: float = 20.0) -> Iterator[None]:
-    """Run ``app`` with uvicorn on the bound ``sock`` in a thread until the block ends."""
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False))
+def serve(
+    app: Any, sock: socket.socket, start_timeout_s: float = 20.0, ws_max_size: int = WS_MAX_MESSAGE_BYTES
+) -> Iterator[None]:
+    """Run ``app`` with uvicorn, configured as the services run it, on the bound ``sock`` in a thread."""
+    server = uvicorn.Server(server_config(app, ws_max_size))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + start_timeout_s

@@ -11,8 +11,10 @@ from services.common.config import BaseServiceSettings
 from services.common.storage.base import (
     DEFAULT_CHUNK_SIZE,
     InvalidKeyError,
+    ObjectChangedError,
     ObjectInfo,
     ObjectNotFoundError,
+    ObjectSealedError,
     ObjectTooLargeError,
     PresignedRequest,
     PutData,
@@ -29,6 +31,7 @@ from services.common.storage.base import (
 )
 from services.common.storage.local import LocalStorage
 from services.common.storage.s3 import S3Storage
+from services.common.storage.seals import check_sealed, is_sealed, seal, seal_key, unseal
 from services.common.storage.signing import (
     SignatureError,
     SignatureExpiredError,
@@ -39,8 +42,10 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "InvalidKeyError",
     "LocalStorage",
+    "ObjectChangedError",
     "ObjectInfo",
     "ObjectNotFoundError",
+    "ObjectSealedError",
     "ObjectTooLargeError",
     "PresignedRequest",
     "PutData",
@@ -51,11 +56,16 @@ __all__ = [
     "Storage",
     "StorageError",
     "check_result_key",
+    "check_sealed",
     "content_disposition",
+    "is_sealed",
     "make_storage",
     "result_key",
     "results_prefix",
     "sanitize_filename",
+    "seal",
+    "seal_key",
+    "unseal",
     "upload_key",
     "validate_key",
     "validate_prefix",

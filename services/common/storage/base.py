@@ -47,6 +47,14 @@ class ObjectTooLargeError(StorageError):
     """A body is larger than the size the upload was signed for."""
 
 
+class ObjectChangedError(StorageError):
+    """The object is not the version expected (another ETag than sealed or asked for)."""
+
+
+class ObjectSealedError(StorageError):
+    """The object is sealed (its upload completed): it may not be replaced."""
+
+
 @dataclass(frozen=True)
 class PresignedRequest:
     """An HTTP request a client may make without credentials: send ``headers`` verbatim."""
@@ -224,12 +232,20 @@ class Storage(ABC):
         """The object's metadata, or ``None`` if it does not exist."""
 
     @abstractmethod
-    def open_read(self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> AsyncIterator[bytes]:
-        """Stream the object in chunks; raises :class:`ObjectNotFoundError` on first iteration."""
+    def open_read(
+        self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE, *, if_match: str | None = None
+    ) -> AsyncIterator[bytes]:
+        """Stream the object in chunks; raises :class:`ObjectNotFoundError` on first iteration.
+
+        With ``if_match``, :class:`ObjectChangedError` unless the object's ETag is that one.
+        """
 
     @abstractmethod
-    async def read_range(self, key: str, start: int, length: int) -> bytes:
-        """Up to ``length`` bytes from offset ``start`` (empty past the end), e.g. magic bytes."""
+    async def read_range(self, key: str, start: int, length: int, *, if_match: str | None = None) -> bytes:
+        """Up to ``length`` bytes from offset ``start`` (empty past the end), e.g. magic bytes.
+
+        With ``if_match``, :class:`ObjectChangedError` unless the object's ETag is that one.
+        """
 
     @abstractmethod
     async def put(self, key: str, data: PutData, content_type: str) -> ObjectInfo:

@@ -4,7 +4,9 @@ Layout under the root: ``objects/{key}`` (the bytes), ``meta/{h[:2]}/{h}.json`` 
 SHA-256 of the key (content type, etag) and ``tmp/`` (uploads in progress, renamed into place when
 complete, so a reader never sees a partial object). Object paths are resolved, symlinks included,
 and must stay under ``objects/``. A key cannot be both an object and a "folder" of other objects
-here (S3 allows it); such a put fails with :class:`StorageError`.
+here (S3 allows it); such a put fails with :class:`StorageError`. A sealed key
+(:mod:`~services.common.storage.seals`) is never replaced: the check and the rename that would
+replace it hold one lock, so a seal and a write cannot cross.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
@@ -29,8 +32,10 @@ from services.common.storage import signing
 from services.common.storage.base import (
     DEFAULT_CHUNK_SIZE,
     InvalidKeyError,
+    ObjectChangedError,
     ObjectInfo,
     ObjectNotFoundError,
+    ObjectSealedError,
     ObjectTooLargeError,
     PresignedRequest,
     PutData,
@@ -42,6 +47,7 @@ from services.common.storage.base import (
     validate_key,
     validate_prefix,
 )
+from services.common.storage.seals import seal_key_of
 
 _WRITE_BUFFER = 1024 * 1024
 
@@ -68,6 +74,7 @@ class LocalStorage(Storage):
         self._secret = secret.get_secret_value().encode() if isinstance(secret, SecretStr) else secret
         self.default_ttl_s = validate_expires(default_ttl_s)
         self.clock = clock
+        self._commits = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: BaseServiceSettings, *, clock: Callable[[], float] = time.time) -> LocalStorage:
@@ -159,20 +166,29 @@ class LocalStorage(Storage):
         """An open handle and the metadata of that very file (immune to a concurrent replace)."""
         return await asyncio.to_thread(self._open, key)
 
-    async def open_read(self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> AsyncIterator[bytes]:
+    async def _open_matching(self, key: str, if_match: str | None) -> BinaryIO:
+        handle, info = await self.open_file(key)
+        if if_match is not None and info.etag != if_match:
+            handle.close()
+            raise ObjectChangedError(key)
+        return handle
+
+    async def open_read(
+        self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE, *, if_match: str | None = None
+    ) -> AsyncIterator[bytes]:
         """Stream the file in chunks of at most ``chunk_size`` bytes."""
-        handle, _ = await self.open_file(key)
+        handle = await self._open_matching(key, if_match)
         try:
             while chunk := await asyncio.to_thread(handle.read, chunk_size):
                 yield chunk
         finally:
             handle.close()
 
-    async def read_range(self, key: str, start: int, length: int) -> bytes:
+    async def read_range(self, key: str, start: int, length: int, *, if_match: str | None = None) -> bytes:
         """Up to ``length`` bytes from ``start``."""
         if start < 0 or length < 0:
             raise ValueError("start and length must be >= 0")
-        handle, _ = await self.open_file(key)
+        handle = await self._open_matching(key, if_match)
         try:
             await asyncio.to_thread(handle.seek, start)
             return await asyncio.to_thread(handle.read, length)
@@ -209,11 +225,13 @@ class LocalStorage(Storage):
     ) -> ObjectInfo:
         """Stream ``chunks`` to a temporary file, then rename it into place.
 
-        Raises :class:`ObjectTooLargeError` as soon as more than ``max_size`` bytes arrive; the
-        temporary file is removed and any existing object is left untouched.
+        Raises :class:`ObjectTooLargeError` as soon as more than ``max_size`` bytes arrive, and
+        :class:`ObjectSealedError` when ``key`` is sealed; the temporary file is removed and any
+        existing object is left untouched.
         """
         validate_content_type(content_type)
         dest, meta = self.object_path(key), self._meta_path(key)
+        sealed = self.object_path(seal) if (seal := seal_key_of(key)) else None
         tmp = self.tmp / f"{uuid.uuid4().hex}.part"
         handle = await asyncio.to_thread(tmp.open, "xb")
         try:
@@ -229,7 +247,7 @@ class LocalStorage(Storage):
                     buffer.clear()
             await asyncio.to_thread(self._finish, handle, bytes(buffer))
             record = {"content_type": content_type, "etag": md5.hexdigest()}
-            await asyncio.to_thread(self._commit, tmp, dest, meta, record)
+            await asyncio.to_thread(self._commit, tmp, dest, meta, record, sealed)
         except BaseException:
             handle.close()
             tmp.unlink(missing_ok=True)
@@ -246,14 +264,17 @@ class LocalStorage(Storage):
         os.fsync(handle.fileno())
         handle.close()
 
-    def _commit(self, tmp: Path, dest: Path, meta: Path, record: dict[str, str]) -> None:
+    def _commit(self, tmp: Path, dest: Path, meta: Path, record: dict[str, str], sealed: Path | None) -> None:
         meta_tmp = self.tmp / f"{uuid.uuid4().hex}.json"
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             meta.parent.mkdir(parents=True, exist_ok=True)
             meta_tmp.write_text(json.dumps(record))
-            os.replace(meta_tmp, meta)
-            os.replace(tmp, dest)
+            with self._commits:
+                if sealed is not None and sealed.is_file():
+                    raise ObjectSealedError(f"the object is sealed (its upload completed): {dest.name}")
+                os.replace(meta_tmp, meta)
+                os.replace(tmp, dest)
         except (NotADirectoryError, IsADirectoryError, FileExistsError) as exc:
             raise StorageError(f"key conflicts with an existing object or folder: {dest}") from exc
         finally:
@@ -270,6 +291,12 @@ class LocalStorage(Storage):
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return
         self._meta_path(key).unlink(missing_ok=True)
+        self._prune(path)
+        if (seal := seal_key_of(key)) is not None:
+            self._delete(seal)  # a seal goes with its object
+
+    def _prune(self, path: Path) -> None:
+        """Remove the folders of ``path`` left empty, up to the objects tree."""
         for parent in path.parents:
             if parent == self.objects or not parent.is_relative_to(self.objects):
                 break

@@ -22,6 +22,7 @@ from services.common.config import BaseServiceSettings
 from services.common.storage.base import (
     DEFAULT_CHUNK_SIZE,
     InvalidKeyError,
+    ObjectChangedError,
     ObjectInfo,
     ObjectNotFoundError,
     PresignedRequest,
@@ -35,6 +36,7 @@ from services.common.storage.base import (
     validate_key,
     validate_prefix,
 )
+from services.common.storage.seals import seal_key_of
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -56,6 +58,8 @@ def _errors(what: str, key: str | None = None) -> Iterator[None]:
     except ClientError as exc:
         if key is not None and _code(exc) in _MISSING:
             raise ObjectNotFoundError(key) from exc
+        if key is not None and _code(exc) in ("PreconditionFailed", "412"):
+            raise ObjectChangedError(key) from exc
         raise StorageError(f"{what} failed: {exc}") from exc
     except BotoCoreError as exc:
         raise StorageError(f"{what} failed: {exc}") from exc
@@ -75,6 +79,14 @@ async def _rechunk(chunks: AsyncIterable[bytes], size: int) -> AsyncIterator[byt
 
 def _etag(raw: str | None) -> str:
     return (raw or "").strip('"')
+
+
+def _get_params(bucket: str, key: str, if_match: str | None) -> dict[str, Any]:
+    """GetObject's parameters, with If-Match (a quoted ETag) when ``if_match`` is given."""
+    params: dict[str, Any] = {"Bucket": bucket, "Key": validate_key(key)}
+    if if_match is not None:
+        params["IfMatch"] = f'"{if_match}"'
+    return params
 
 
 class S3Storage(Storage):
@@ -223,25 +235,30 @@ class S3Storage(Storage):
             last_modified=resp["LastModified"],
         )
 
-    async def open_read(self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> AsyncIterator[bytes]:
-        """Stream the body in chunks of at most ``chunk_size`` bytes."""
+    async def open_read(
+        self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE, *, if_match: str | None = None
+    ) -> AsyncIterator[bytes]:
+        """Stream the body in chunks of at most ``chunk_size`` bytes (``if_match``: S3's If-Match)."""
         with _errors(f"GET {key!r}", key):
-            resp = await (await self.client()).get_object(Bucket=self.bucket, Key=validate_key(key))
+            s3, params = await self.client(), _get_params(self.bucket, key, if_match)
+            resp = await s3.get_object(**params)
             body = resp["Body"]
             async with body:  # releases the connection, also on early exit
                 async for chunk in body.iter_chunks(chunk_size):
                     yield chunk
 
-    async def read_range(self, key: str, start: int, length: int) -> bytes:
-        """A ranged GET; empty when ``start`` is past the end."""
+    async def read_range(self, key: str, start: int, length: int, *, if_match: str | None = None) -> bytes:
+        """A ranged GET; empty when ``start`` is past the end (``if_match``: S3's If-Match)."""
         if start < 0 or length < 0:
             raise ValueError("start and length must be >= 0")
         if length == 0:
+            if if_match is not None and (info := await self.head(key)) is not None and info.etag != if_match:
+                raise ObjectChangedError(key)
             return b""
-        s3, byte_range = await self.client(), f"bytes={start}-{start + length - 1}"
+        s3, params = await self.client(), _get_params(self.bucket, key, if_match)
         try:
             with _errors(f"GET {key!r}", key):
-                resp = await s3.get_object(Bucket=self.bucket, Key=validate_key(key), Range=byte_range)
+                resp = await s3.get_object(**params, Range=f"bytes={start}-{start + length - 1}")
                 body = resp["Body"]
                 async with body:
                     data: bytes = await body.read()
@@ -296,9 +313,11 @@ class S3Storage(Storage):
         return {"PartNumber": number, "ETag": resp["ETag"]}
 
     async def delete(self, key: str) -> None:
-        """Delete the object (no error when missing)."""
+        """Delete the object (no error when missing) and its seal, if any."""
         with _errors(f"DELETE {key!r}"):
             await (await self.client()).delete_object(Bucket=self.bucket, Key=validate_key(key))
+            if (seal := seal_key_of(key)) is not None:
+                await (await self.client()).delete_object(Bucket=self.bucket, Key=seal)
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         """ListObjectsV2 pages; listings carry no content type."""

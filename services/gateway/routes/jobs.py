@@ -41,6 +41,7 @@ from services.common.storage import InvalidKeyError, check_result_key
 from services.common.tokens import mint_token
 from services.gateway.deps import PrincipalDep, StateDep
 from services.gateway.errors import ProblemError, field_error, problem_responses, unprocessable
+from services.gateway.routes.uploads import upload_input_problem
 from services.gateway.state import GatewayState
 
 log = logging.getLogger(__name__)
@@ -105,18 +106,15 @@ async def job_out(state: GatewayState, record: JobRecord) -> JobOut:
 
 
 async def _check_inputs(state: GatewayState, tenant: str, spec: JobSpec) -> None:
-    """422 naming each input that is a URL (unless allowed) or an upload this tenant does not have."""
+    """422 naming each input that is a URL (unless allowed), an upload this tenant does not have, or a
+    completed upload whose file is no longer the one verified at completion."""
     errors = []
     for name, ref in spec.inputs.refs().items():
         if ref.url is not None and not state.settings.allow_url_inputs:
             msg = "url inputs are disabled here; upload the file and pass {'upload_id': ...}"
             errors.append(field_error(("body", "inputs", name, "url"), msg))
-        if ref.upload_id is not None:
-            try:
-                await state.kv.uploads.get(tenant_key(tenant, ref.upload_id))
-            except KeyNotFoundError:
-                msg = f"no upload {ref.upload_id!r}; create it with POST /v1/uploads"
-                errors.append(field_error(("body", "inputs", name, "upload_id"), msg))
+        if ref.upload_id is not None and (problem := await upload_input_problem(state, tenant, ref.upload_id)):
+            errors.append(field_error(("body", "inputs", name, "upload_id"), problem))
     if errors:
         raise unprocessable("The job's inputs are not valid.", *errors)
 

@@ -34,6 +34,7 @@ from services.gateway.robot_ingest import (
     count_errors,
     receipt_time,
 )
+from services.gateway.robot_registry import RobotLimitError
 from services.gateway.routes.robots_ws import joints_ws
 
 
@@ -121,20 +122,31 @@ async def _body(request: Request) -> JointsPost:
         raise unprocessable("The request is not valid.", *errors[:MAX_FIELD_ERRORS]) from None
 
 
+async def _admit(telemetry: Telemetry, tenant: str, robot_id: str) -> None:
+    """Nothing when the robot may publish; 429 when it would be one robot too many, 503 when NATS is down."""
+    try:
+        await telemetry.admit(tenant, robot_id)
+    except RobotLimitError as exc:
+        raise ProblemError(429, str(exc), title="Too many robots") from None
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise unavailable(exc) from exc
+
+
 @router.post(
     "/{robot_id}/joints",
     status_code=202,
     response_model=JointsAccepted,
     summary="Publish joint angles: one sample or a batch",
     response_description="How many samples were published to the robot's telemetry.",
-    responses=problem_responses(401, 413, 422, 503),
+    responses=problem_responses(401, 413, 422, 429, 503),
     openapi_extra={"requestBody": _BODY_DOC, "security": [{"HTTPBearer": []}]},
 )
 async def post_joints(robot_id: RobotIdPath, request: Request) -> Response:
     """Angles in radians, finite, within ±2π, ``robot_joint_count`` per sample; ``ts`` defaults to now.
 
     A batch is published in order and answered once JetStream has stored it; a single sample is
-    handed to NATS without waiting for its ack.
+    handed to NATS without waiting for its ack. 429 for a new robot of a tenant that has
+    ``robot_max_per_tenant`` robots already (a robot silent for ``robot_latest_ttl_s`` is forgotten).
     """
     telemetry = telemetry_of(request)
     principal = await _principal(request, telemetry)
@@ -152,6 +164,7 @@ async def post_joints(robot_id: RobotIdPath, request: Request) -> Response:
     errors = count_errors(samples, settings.robot_joint_count, prefix, indexed=batch)
     if errors:
         raise unprocessable("Some samples have the wrong number of joint angles.", *errors)
+    await _admit(telemetry, principal.tenant, robot_id)
     encoder = JointEventEncoder(principal.tenant, robot_id)
     received = receipt_time()
     data = b""

@@ -1,9 +1,12 @@
 """``WS /v1/robots/{robot_id}/joints/ws``: one JSON sample per text message, periodic acks.
 
 Auth: ``Authorization: Bearer <key>``, or (browsers cannot set WebSocket headers) a first message
-``{"auth": "<key>"}``. Keys are not taken in the URL, where access logs and proxies would keep
-them. The socket is accepted first so that a refusal can carry its code: 4401 unauthorized, 1008
-policy (a bad robot id, a binary message), 1011 NATS down. Invalid samples are answered with a
+``{"auth": "<key>"}`` within ``robot_ws_auth_timeout_s``. Keys are not taken in the URL, where
+access logs and proxies would keep them. The socket is accepted first so that a refusal can carry
+its code: 4401 unauthorized, 4429 a new robot of a tenant at ``robot_max_per_tenant``, 1008 policy
+(no key in time, a bad robot id, a binary message), 1009 a message over ``ws_max_message_bytes``
+(the server refuses such a frame before reading it; the route checks too, whatever server runs
+it), 1011 NATS down. Invalid samples are answered with a
 :class:`~contracts.api_robots.JointsWsError` naming the field, and the socket stays open.
 
 Acks (:class:`~contracts.api_robots.JointsWsAck`, running totals) go out after every
@@ -18,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 
+import nats.errors
 from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
@@ -39,12 +43,17 @@ from services.gateway.robot_ingest import (
     count_errors,
     receipt_time,
 )
+from services.gateway.robot_registry import RobotLimitError
 
 log = logging.getLogger(__name__)
 WS_UNAUTHORIZED = 4401
 WS_POLICY = 1008
-MAX_MESSAGE_CHARS = 16_384
-"""A sample is well under 1 KiB; longer messages are refused unread."""
+WS_TOO_BIG = 1009
+WS_TOO_MANY_ROBOTS = 4429
+
+
+class _NoKeyInTimeError(Exception):
+    """No first ``{"auth": key}`` message arrived within the deadline."""
 
 
 class _JointStream:
@@ -58,6 +67,7 @@ class _JointStream:
         self.key = tenant_key(tenant, robot_id)
         self.joint_count = settings.robot_joint_count
         self.ack_every, self.ack_s = settings.robot_ws_ack_every, settings.robot_ws_ack_ms / 1000
+        self.max_chars = settings.ws_max_message_bytes
         self.accepted = self.rejected = 0
         self.acked = (0, 0)
         self.clock = asyncio.get_running_loop().time
@@ -76,6 +86,9 @@ class _JointStream:
                 if text is None:
                     await self.ws.close(WS_POLICY, "Send one JSON sample per text message.")
                     return
+                if len(text) > self.max_chars:
+                    await self.ws.close(WS_TOO_BIG, f"A message may not exceed {self.max_chars} bytes.")
+                    return
                 if not await self._handle(text):
                     return
         finally:
@@ -85,9 +98,6 @@ class _JointStream:
 
     async def _handle(self, text: str) -> bool:
         index = self.accepted + self.rejected
-        if len(text) > MAX_MESSAGE_CHARS:
-            await self._reject(index, f"A message may not exceed {MAX_MESSAGE_CHARS} characters.", [])
-            return True
         try:
             sample = JointSampleIn.model_validate_json(text)
         except ValidationError as exc:
@@ -149,17 +159,49 @@ def _is_close(text: str) -> bool:
 
 
 async def _ws_principal(ws: WebSocket, telemetry: Telemetry) -> Principal | None:
-    """The caller of an accepted WebSocket: ``Authorization: Bearer`` or a first ``{"auth": key}``."""
+    """The caller of an accepted WebSocket: ``Authorization: Bearer`` or a first ``{"auth": key}``.
+
+    Raises :class:`_NoKeyInTimeError` when no first message arrives within the deadline.
+    """
     header = ws.headers.get("authorization")
     if header is not None:
         scheme, _, key = header.partition(" ")
         return await telemetry.principal(key.strip()) if scheme.lower() == "bearer" else None
     try:
         text = await asyncio.wait_for(ws.receive_text(), telemetry.settings.robot_ws_auth_timeout_s)
+    except TimeoutError:
+        raise _NoKeyInTimeError from None
+    except KeyError:  # a binary message
+        return None
+    try:
         key = JointsWsAuth.model_validate_json(text).auth
-    except (TimeoutError, ValidationError, KeyError):
+    except ValidationError:
         return None
     return await telemetry.principal(key)
+
+
+async def _admitted(ws: WebSocket, telemetry: Telemetry, robot_id: str) -> Principal | None:
+    """The caller, authenticated, its robot id valid and admitted; else ``None``, the socket closed with why."""
+    try:
+        principal = await _ws_principal(ws, telemetry)
+    except _NoKeyInTimeError:
+        await ws.close(WS_POLICY, f"No auth message within {telemetry.settings.robot_ws_auth_timeout_s:g} s.")
+        return None
+    if principal is None:
+        await ws.close(WS_UNAUTHORIZED, "A valid API key is required.")
+        return None
+    if not ID_PATTERN.fullmatch(robot_id):
+        await ws.close(WS_POLICY, "robot_id must be 1-64 letters, digits, '_' or '-'.")
+        return None
+    try:
+        await telemetry.admit(principal.tenant, robot_id)
+    except RobotLimitError as exc:
+        await ws.close(WS_TOO_MANY_ROBOTS, str(exc)[:120])  # a close reason is at most 123 bytes
+        return None
+    except (nats.errors.Error, TimeoutError):
+        await ws.close(1011, "NATS did not answer; retry.")
+        return None
+    return principal
 
 
 async def joints_ws(websocket: WebSocket, robot_id: str) -> None:
@@ -167,12 +209,8 @@ async def joints_ws(websocket: WebSocket, robot_id: str) -> None:
     await websocket.accept()
     try:
         telemetry: Telemetry = websocket.app.state.robot_telemetry
-        principal = await _ws_principal(websocket, telemetry)
+        principal = await _admitted(websocket, telemetry, robot_id)
         if principal is None:
-            await websocket.close(WS_UNAUTHORIZED, "A valid API key is required.")
-            return
-        if not ID_PATTERN.fullmatch(robot_id):
-            await websocket.close(WS_POLICY, "robot_id must be 1-64 letters, digits, '_' or '-'.")
             return
         stream = _JointStream(websocket, telemetry, principal.tenant, robot_id)
         try:

@@ -1,17 +1,23 @@
 """``/v1/uploads``: pre-signed uploads straight to storage, verified before anything is published.
 
-``POST /v1/uploads`` records a pending upload in KV ``uploads`` and returns a pre-signed PUT.
-``POST /v1/uploads/{id}/complete`` checks the object (it exists, its size is the declared one, its
-magic bytes fit the declared type), marks the record completed with compare-and-set and publishes
-``upload.completed`` with the event id ``upload-completed-{id}``. The record is the source of
-truth: completing a completed upload answers the same record and only publishes when the event is
-missing from the stream (a crash between the KV write and the publish), so the event exists once.
+``POST /v1/uploads`` records a pending upload in KV ``uploads`` and returns a pre-signed PUT that
+lives ``upload_url_ttl_s`` plus the time to send the declared size at ``upload_url_min_bytes_per_s``.
+``POST /v1/uploads/{id}/complete`` seals the object (:mod:`~services.common.storage.seals`), checks
+it (it exists, its size is the declared one, its magic bytes fit the declared type, all read
+pinned to the sealed ETag), marks the record completed with compare-and-set and publishes
+``upload.completed`` with the event id ``upload-completed-{id}``. A refused object is unsealed, so
+the client may send it again; a completed one stays sealed: the local backend refuses a later PUT,
+and on S3, where a URL cannot be revoked, its users compare it with the seal before using it. The
+record is the source of truth: completing a completed upload answers the same record and only
+publishes when the event is missing from the stream (a crash between the KV write and the
+publish), so the event exists once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -24,7 +30,17 @@ from contracts.envelope import EventEnvelope
 from contracts.events import EventType, make_event
 from contracts.ids import ID_PATTERN, new_id, tenant_key
 from contracts.upload_events import UploadCompletedPayload
-from services.common.storage import upload_key
+from services.common.config import GatewaySettings
+from services.common.storage import (
+    ObjectChangedError,
+    ObjectInfo,
+    ObjectNotFoundError,
+    check_sealed,
+    seal,
+    unseal,
+    upload_key,
+)
+from services.common.storage.base import MAX_EXPIRES_S
 from services.gateway import magic
 from services.gateway.deps import PrincipalDep, StateDep
 from services.gateway.errors import ProblemError, field_error, problem_responses, unprocessable
@@ -65,31 +81,57 @@ def _completed_event(record: UploadRecord) -> EventEnvelope:
     )
 
 
-async def _sha256(state: GatewayState, key: str) -> str:
+def upload_url_ttl_s(settings: GatewaySettings, size: int) -> int:
+    """How long the PUT of ``size`` bytes is signed for: a few minutes plus the time to send them."""
+    return min(MAX_EXPIRES_S, settings.upload_url_ttl_s + math.ceil(size / settings.upload_url_min_bytes_per_s))
+
+
+async def _sha256(state: GatewayState, key: str, etag: str) -> str:
     digest = hashlib.sha256()
-    async for chunk in state.storage.open_read(key):
+    async for chunk in state.storage.open_read(key, if_match=etag):
         await asyncio.to_thread(digest.update, chunk)
     return digest.hexdigest()
 
 
 async def _verify(state: GatewayState, record: UploadRecord) -> str | None:
-    """Check the stored object against the declaration; its SHA-256 when small enough to hash."""
-    info = await state.storage.head(record.key)
-    if info is None:
-        raise ProblemError(409, "No bytes have been uploaded yet: PUT the file to the pre-signed URL, then complete.")
+    """Seal the stored object and check it against the declaration; its SHA-256 when small enough.
+
+    A refused object is unsealed (those refusals depend on the bytes alone, so concurrent
+    completes of one upload all refuse or all accept).
+    """
+    try:
+        info = await seal(state.storage, record.key)
+    except ObjectNotFoundError:
+        raise ProblemError(
+            409, "No bytes have been uploaded yet: PUT the file to the pre-signed URL, then complete."
+        ) from None
+    try:
+        return await _check(state, record, info)
+    except ObjectChangedError:
+        await unseal(state.storage, record.key)
+        raise ProblemError(409, "The file changed while it was being verified; complete again.") from None
+    except ProblemError:
+        await unseal(state.storage, record.key)
+        raise
+
+
+async def _check(state: GatewayState, record: UploadRecord, info: ObjectInfo) -> str | None:
+    """Size and magic bytes of the object ``info`` describes (reads pinned to its ETag); its SHA-256."""
     if info.size != record.size:
         raise unprocessable(
             "The stored object does not have the declared size.",
             field_error(("size",), f"declared {record.size} bytes, storage holds {info.size}"),
         )
-    head = await state.storage.read_range(record.key, 0, magic.HEAD_BYTES)
+    head = await state.storage.read_range(record.key, 0, magic.HEAD_BYTES, if_match=info.etag)
     if not magic.matches(record.content_type, head):
         seen = magic.sniff(head) or "an unrecognised format"
         raise unprocessable(
             "The file's content does not match its declared type.",
             field_error(("content_type",), f"declared {record.content_type}, the bytes look like {seen}"),
         )
-    return await _sha256(state, record.key) if info.size <= state.settings.upload_sha256_max_bytes else None
+    if info.size > state.settings.upload_sha256_max_bytes:
+        return None
+    return await _sha256(state, record.key, info.etag)
 
 
 @router.post(
@@ -125,7 +167,7 @@ async def create_upload(
         created_at=datetime.now(UTC),
     )
     await state.kv.uploads.create(tenant_key(principal.tenant, upload_id), record.model_dump_json().encode())
-    signed = await state.storage.presign_put(key, content_type, body.size, settings.signed_url_ttl_s)
+    signed = await state.storage.presign_put(key, content_type, body.size, upload_url_ttl_s(settings, body.size))
     response.headers["Location"] = f"{settings.url}/v1/uploads/{upload_id}"
     return PresignedUpload(
         id=upload_id,
@@ -142,7 +184,11 @@ async def create_upload(
     responses=problem_responses(401, 404, 409, 422, 503),
 )
 async def complete_upload(upload_id: UploadIdPath, state: StateDep, principal: PrincipalDep) -> UploadOut:
-    """Check size and magic bytes; idempotent: completing twice answers the same record."""
+    """Check size and magic bytes; idempotent: completing twice answers the same record.
+
+    Once completed, the file can no longer be replaced (409 on the local backend's PUT; on S3 a job
+    whose input changed after completion is refused or fails with ``input_changed``).
+    """
     record, revision = await _entry(state.kv.uploads, principal.tenant, upload_id)
     subject = state.subjects.upload_completed(principal.tenant, record.id)
     if record.status is UploadStatus.COMPLETED:
@@ -171,3 +217,21 @@ async def get_upload(upload_id: UploadIdPath, state: StateDep, principal: Princi
     """The upload's status, name, type and size."""
     record, _ = await _entry(state.kv.uploads, principal.tenant, upload_id)
     return record.to_out()
+
+
+async def upload_input_problem(state: GatewayState, tenant: str, upload_id: str) -> str | None:
+    """What is wrong with upload ``upload_id`` as a job input, if anything (pending ones are fine)."""
+    try:
+        entry = await state.kv.uploads.get(tenant_key(tenant, upload_id))
+    except KeyNotFoundError:
+        return f"no upload {upload_id!r}; create it with POST /v1/uploads"
+    record = UploadRecord.model_validate_json(entry.value or b"")
+    if record.status is not UploadStatus.COMPLETED:
+        return None
+    try:
+        await check_sealed(state.storage, record.key)
+    except ObjectChangedError:
+        return f"upload {upload_id!r} was replaced after it was completed; upload the file again"
+    except ObjectNotFoundError:
+        return f"upload {upload_id!r} has no file in storage any more; upload it again"
+    return None

@@ -1,0 +1,134 @@
+"""A completed upload keeps describing its file, on the local backend and on S3 (moto), end to end:
+presign over HTTP, PUT to the URL, complete, then try to replace the file with the same URL.
+
+Locally the PUT is refused. On S3 the URL cannot be revoked: it is short-lived, and the job that
+would use the replaced file is refused by the gateway, or fails with ``input_changed`` in the worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from contracts.job_specs import InputRef
+from contracts.streams import KV_APIKEYS
+from contracts.subjects import Namespace
+from modal_workers.runtime_io import InputError, download_input
+from services.common.apikeys import ApiKeyStore
+from services.common.embedded_nats import EmbeddedNats
+from services.common.storage import LocalStorage, S3Storage, Storage
+from services.gateway.app import create_app
+from tests.common.storage.conftest import S3Target
+from tests.conftest import gateway_settings
+from tests.support.http import bound_socket, serve
+
+ORIGINAL = b"\x00\x00\x00\x18ftypmp42" + b"original" * 64
+REPLACED = b"\x00\x00\x00\x18ftypmp42" + b"replaced" * 64
+
+
+@dataclass(frozen=True)
+class UploadApi:
+    """A gateway over one storage backend, and tenant acme's client."""
+
+    backend: str
+    http: httpx.AsyncClient
+    storage: Storage
+
+
+@pytest.fixture(params=["local", "s3"])
+async def api(
+    request: pytest.FixtureRequest, tmp_path: Path, nats_server: EmbeddedNats, namespace: Namespace, js: Any
+) -> AsyncIterator[UploadApi]:
+    """The gateway with local storage, or with S3 storage on moto (URLs live 120 s + 1 ms per byte)."""
+    sock = bound_socket()
+    options: dict[str, Any] = {"upload_url_ttl_s": 120, "upload_url_min_bytes_per_s": 1000}
+    if request.param == "s3":
+        target: S3Target = request.getfixturevalue("moto_target")
+        options |= {
+            "storage_backend": "s3",
+            "storage_bucket": f"gpurelay-test-{namespace.name}",
+            "s3_endpoint_url": target.endpoint_url,
+            "s3_access_key_id": target.access_key_id,
+            "s3_secret_access_key": target.secret_access_key,
+        }
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    settings = gateway_settings(tmp_path, url, nats_url=nats_server.url, namespace=namespace.name, **options)
+    storage: Storage = LocalStorage.from_settings(settings)
+    if request.param == "s3":
+        storage = S3Storage.from_settings(settings)
+        await storage.ensure_bucket()
+    with serve(create_app(settings), sock):
+        _, key = await ApiKeyStore(await js.key_value(namespace.bucket(KV_APIKEYS))).create("acme")
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}) as http:
+            yield UploadApi(request.param, http, storage)
+    await storage.aclose()
+
+
+async def send(signed: dict[str, Any], data: bytes) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=30) as http:
+        return await http.request(signed["method"], signed["url"], headers=signed["headers"], content=data)
+
+
+async def test_a_completed_upload_cannot_be_replaced_unnoticed(api: UploadApi, tmp_path: Path) -> None:
+    created = await api.http.post(
+        "/v1/uploads", json={"filename": "lap.mp4", "content_type": "video/mp4", "size": len(ORIGINAL)}
+    )
+    signed = created.json()
+    assert (await send(signed, ORIGINAL)).status_code in (200, 201)
+    done = await api.http.post(f"/v1/uploads/{signed['id']}/complete")
+    assert done.status_code == 200, done.text
+    assert done.json()["sha256"] == hashlib.sha256(ORIGINAL).hexdigest()
+
+    again = await send(signed, REPLACED)  # the same URL, still within its lifetime
+    job = await api.http.post("/v1/jobs", json={"kind": "pose", "inputs": {"video": {"upload_id": signed["id"]}}})
+    ref = InputRef(upload_id=signed["id"])
+    if api.backend == "local":
+        assert again.status_code == 409, again.text
+        assert again.headers["content-type"] == "application/problem+json"
+        assert job.status_code == 201, job.text
+        path = await download_input(api.storage, "", "acme", ref, tmp_path, "video")
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == done.json()["sha256"]
+    else:
+        assert again.status_code == 200  # S3 cannot revoke a pre-signed URL ...
+        assert job.status_code == 422, job.text  # ... the gateway refuses the changed input ...
+        [error] = job.json()["errors"]
+        assert error["loc"] == ["body", "inputs", "video", "upload_id"]
+        assert "replaced" in error["msg"]
+        with pytest.raises(InputError) as failed:  # ... and so does a worker given it anyway
+            await download_input(api.storage, "", "acme", ref, tmp_path, "video")
+        assert failed.value.code == "input_changed"
+
+
+async def test_a_refused_upload_may_be_sent_again(api: UploadApi) -> None:
+    body = {"filename": "lap.mp4", "content_type": "video/mp4", "size": len(ORIGINAL)}
+    signed = (await api.http.post("/v1/uploads", json=body)).json()
+    assert (await send(signed, b"\x89PNG\r\n\x1a\n" + ORIGINAL[8:])).status_code in (200, 201)
+    refused = await api.http.post(f"/v1/uploads/{signed['id']}/complete")
+    assert refused.status_code == 422, refused.text
+    assert (await send(signed, ORIGINAL)).status_code in (200, 201)
+    done = await api.http.post(f"/v1/uploads/{signed['id']}/complete")
+    assert done.status_code == 200, done.text
+    assert done.json()["sha256"] == hashlib.sha256(ORIGINAL).hexdigest()
+
+
+async def test_an_upload_url_lives_minutes_sized_to_the_file(api: UploadApi) -> None:
+    body = {"filename": "lap.mp4", "content_type": "video/mp4", "size": 5000}
+    before = time.time()
+    signed = (await api.http.post("/v1/uploads", json=body)).json()
+    expected = 120 + 5  # upload_url_ttl_s + 5000 bytes at 1000 bytes/s
+    lifetime = datetime.fromisoformat(signed["expires_at"]).timestamp() - before
+    assert expected - 2 <= lifetime <= expected + 2
+    query = parse_qs(urlsplit(signed["url"]).query)
+    if api.backend == "s3":
+        assert query["X-Amz-Expires"] == [str(expected)]
+    else:
+        assert expected - 2 <= int(query["exp"][0]) - before <= expected + 2
