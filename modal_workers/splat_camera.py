@@ -148,7 +148,7 @@ class CameraRig:
             raise PermanentError("invalid_urdf", f"joint(s) {', '.join(unnamed)} are not in the joint order")
         return cls(chain, transform(xyz, rpy), tuple(joint_names))
 
-    def camera_to_world(self, joint_angles: Sequence[float]) -> np.ndarray:
+    def camera_to_world(self, joint_angles: Sequence[float] | np.ndarray) -> np.ndarray:
         """The camera→world pose for one joint-angle sample (``joint_names`` order)."""
         if len(joint_angles) != len(self.joint_names):
             raise PermanentError(
@@ -160,7 +160,7 @@ class CameraRig:
 
 def resolve_pose(
     pose: Sequence[Sequence[float]] | np.ndarray | None,
-    joint_angles: Sequence[float] | None,
+    joint_angles: Sequence[float] | np.ndarray | None,
     rig: CameraRig | None,
 ) -> np.ndarray | None:
     """A frame's camera→world pose: ``pose`` if sent, else FK of ``joint_angles``, else ``None``."""

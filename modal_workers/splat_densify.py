@@ -60,6 +60,12 @@ class GradStats:
         self.grad = torch.zeros(count, device=self.grad.device)
         self.seen = torch.zeros(count, device=self.seen.device)
 
+    def extend(self, count: int) -> None:
+        """Grow to ``count`` Gaussians (appended ones start at zero)."""
+        extra = count - len(self.grad)
+        self.grad = torch.cat([self.grad, torch.zeros(extra, device=self.grad.device)])
+        self.seen = torch.cat([self.seen, torch.zeros(extra, device=self.seen.device)])
+
     def add(self, means2d: Tensor, visible: Tensor, width: int, height: int, views: int = 1) -> None:
         """Add one render's gradient (``means2d.grad``, pixels) as NDC units; ``views`` renders shared the loss."""
         if means2d.grad is None:

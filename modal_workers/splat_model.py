@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -161,17 +161,27 @@ def frustum_init(
     far: float,
     sh_degree: int,
     generator: torch.Generator,
+    pixels: Tensor | None = None,
 ) -> Gaussians:
-    """``count`` Gaussians in ``camera``'s frustum coloured by ``image`` (H × W × 3 uint8)."""
+    """``count`` Gaussians in ``camera``'s frustum coloured by ``image`` (H × W × 3 uint8).
+
+    ``pixels``: flat indices (``y * W + x``) of the pixels to seed from (default: all of them).
+    """
     k, (height, width) = camera.intrinsics, image.shape[:2]
-    u = torch.rand(count, generator=generator) * width
-    v = torch.rand(count, generator=generator) * height
+    area = width * height if pixels is None else len(pixels)
+    if pixels is None:
+        u = torch.rand(count, generator=generator) * width
+        v = torch.rand(count, generator=generator) * height
+    else:
+        chosen = pixels[torch.randint(len(pixels), (count,), generator=generator)]
+        u = (chosen % width).float() + torch.rand(count, generator=generator)
+        v = torch.div(chosen, width, rounding_mode="floor").float() + torch.rand(count, generator=generator)
     depth = near + torch.rand(count, generator=generator) * (far - near)
     rays = torch.stack([(u - k.cx) / k.fx, (v - k.cy) / k.fy, torch.ones(count)], dim=1)
     pose = torch.as_tensor(camera.cam_to_world, dtype=torch.float32)
     means = (rays * depth[:, None]) @ pose[:3, :3].T + pose[:3, 3]
-    pixels = torch.as_tensor(image, dtype=torch.float32)[v.long().clamp(max=height - 1), u.long().clamp(max=width - 1)]
-    spacing = 0.5 * math.sqrt(width * height / count)  # half the pixels between neighbouring samples
+    colours = torch.as_tensor(image, dtype=torch.float32)[v.long().clamp(max=height - 1), u.long().clamp(max=width - 1)]
+    spacing = 0.5 * math.sqrt(area / count)  # half the pixels between neighbouring samples
     scale = (spacing * depth / k.fx).clamp(min=1e-6)
     rest = (sh_degree + 1) ** 2 - 1
     return Gaussians(
@@ -179,16 +189,6 @@ def frustum_init(
         log_scales=scale.log()[:, None].repeat(1, 3),
         quats=torch.tensor([1.0, 0.0, 0.0, 0.0]).repeat(count, 1),
         opacity_logits=torch.full((count,), math.log(INIT_OPACITY / (1 - INIT_OPACITY))),
-        sh_dc=rgb_to_sh_dc(pixels / 255.0),
+        sh_dc=rgb_to_sh_dc(colours / 255.0),
         sh_rest=torch.zeros(count, rest, 3),
     )
-
-
-def with_sh_degree(gaussians: Gaussians, sh_degree: int) -> Gaussians:
-    """The same Gaussians with ``sh_rest`` cut or zero-padded to ``sh_degree``."""
-    rest = (sh_degree + 1) ** 2 - 1
-    have = gaussians.sh_rest
-    if have.shape[1] >= rest:
-        return replace(gaussians, sh_rest=have[:, :rest])
-    pad = torch.zeros(have.shape[0], rest - have.shape[1], 3, dtype=have.dtype, device=have.device)
-    return replace(gaussians, sh_rest=torch.cat([have, pad], dim=1))

@@ -6,11 +6,13 @@ The session glue calls :meth:`SplatTrainer.add_frame` for each posed frame (H ×
 :meth:`SplatTrainer.render` for previews and :meth:`SplatTrainer.reset` to start over.
 
 * Initialisation: each of the first ``init_frames`` frames seeds ``init_per_frame`` Gaussians in its
-  frustum (:func:`~modal_workers.splat_model.frustum_init`); until then ``step`` does nothing.
+  frustum (:func:`~modal_workers.splat_model.frustum_init`); until then ``step`` does nothing. Each
+  later frame seeds up to ``grow_per_frame`` more where the current model misses it by more than
+  ``grow_error`` (mean absolute error per pixel), so regions the camera reaches later get Gaussians.
 * Frame memory: at most ``max_frames`` frames are kept, a uniform sample of all frames received
   (reservoir sampling), plus the newest one, so a long session neither forgets its first views nor
   grows without bound.
-* A step renders the newest frame and ``views_per_step - 1`` random kept frames, takes the mean L1
+* A step renders the newest frame (highest ``seq``) and ``views_per_step - 1`` random kept frames, takes the mean L1
   loss, and makes one Adam step; every ``densify_every`` steps from ``densify_from`` on it densifies
   and prunes (:mod:`modal_workers.splat_densify`), never past ``max_gaussians``.
 * Rendering goes through :func:`~modal_workers.splat_raster.rasterize`: gsplat on CUDA, pure torch
@@ -19,10 +21,10 @@ The session glue calls :meth:`SplatTrainer.add_frame` for each posed frame (H ×
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 import random
-from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,6 +52,8 @@ class SplatConfig:
     views_per_step: int = 2
     densify_from: int = 100
     densify_every: int = 100
+    grow_per_frame: int = 200
+    grow_error: float = 0.1
     psnr_views: int = 3
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
     backend: Backend = "auto"
@@ -83,6 +87,7 @@ class SplatStats:
 @dataclass
 class _Frame:
     index: int
+    seq: int
     image: torch.Tensor  # (H, W, 3) uint8 on the training device
     camera: Camera
     viewmat: torch.Tensor
@@ -108,7 +113,7 @@ class SplatTrainer:
         self._generator = torch.Generator().manual_seed(self.config.seed)
         self._random = random.Random(self.config.seed)
         self._kept: list[_Frame] = []
-        self._latest: deque[_Frame] = deque(maxlen=self.config.psnr_views)
+        self._latest: list[_Frame] = []  # the newest frames by seq, oldest first
         self._seeds: list[Gaussians] = []
         self.model: GaussianModel | None = None
         self._stats = GradStats(0, self.device)
@@ -116,25 +121,33 @@ class SplatTrainer:
         self.last_loss: float | None = None
         self.last_densify: DensifyReport | None = None
 
-    def add_frame(self, image: np.ndarray, camera: Camera) -> int:
-        """Take one posed RGB frame (H × W × 3 uint8 matching the camera's size); its index."""
+    def add_frame(self, image: np.ndarray, camera: Camera, seq: int | None = None) -> int:
+        """Take one posed RGB frame (H × W × 3 uint8 matching the camera's size); its arrival index.
+
+        ``seq`` orders frames by capture (default: arrival): a worker that is behind may add the
+        newest frame first, and steps still favour the frame with the highest ``seq``.
+        """
         k = camera.intrinsics
         if image.dtype != np.uint8 or image.shape != (k.height, k.width, 3):
             expected = f"a {k.height}x{k.width}x3 uint8 image"
             raise PermanentError("invalid_frame", f"expected {expected}, got {image.shape} {image.dtype}")
         pixels = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
-        frame = self._posed(self.frames_received, pixels, camera)
+        index = self.frames_received
+        frame = self._posed(index, index if seq is None else seq, pixels, camera)
         self.frames_received += 1
-        self._latest.append(frame)
+        bisect.insort(self._latest, frame, key=lambda f: f.seq)
+        del self._latest[: -self.config.psnr_views]
         self._remember(frame)
         if self.model is None:
             self._seed(frame, image)
-        return frame.index
+        else:
+            self._grow(self.model, frame, image)
+        return index
 
-    def _posed(self, index: int, image: torch.Tensor, camera: Camera) -> _Frame:
+    def _posed(self, index: int, seq: int, image: torch.Tensor, camera: Camera) -> _Frame:
         """A frame with its camera's view matrix and intrinsics as tensors on the training device."""
         as_tensor = functools.partial(torch.as_tensor, dtype=torch.float32, device=self.device)
-        return _Frame(index, image, camera, as_tensor(camera.viewmat), as_tensor(camera.intrinsics.matrix()))
+        return _Frame(index, seq, image, camera, as_tensor(camera.viewmat), as_tensor(camera.intrinsics.matrix()))
 
     def _remember(self, frame: _Frame) -> None:
         """Reservoir sampling: the kept frames stay a uniform sample of all frames received."""
@@ -161,6 +174,21 @@ class SplatTrainer:
         self.model = GaussianModel(initial, c.lrs, extent=0.5 * (c.far - c.near))
         self._stats = GradStats(self.model.count, self.device)
         self._seeds = []
+
+    def _grow(self, model: GaussianModel, frame: _Frame, image: np.ndarray) -> None:
+        """Seed up to ``grow_per_frame`` Gaussians where the model misses this frame by ``grow_error``."""
+        c = self.config
+        room = min(c.grow_per_frame, c.max_gaussians - model.count)
+        if room <= 0:
+            return
+        with torch.no_grad():
+            error = (self._render(model.gaussians, frame).image - frame.image.float() / 255.0).abs().mean(-1)
+        missed = (error.flatten() > c.grow_error).nonzero().squeeze(1).cpu()
+        if len(missed):
+            count = min(room, len(missed))
+            new = frustum_init(frame.camera, image, count, c.near, c.far, c.sh_degree, self._generator, missed)
+            model.append(new.map(lambda t: t.to(self.device)))
+            self._stats.extend(model.count)
 
     def _render(self, g: Gaussians, frame: _Frame) -> RenderOutput:
         k = frame.camera.intrinsics
@@ -216,7 +244,7 @@ class SplatTrainer:
         if self.model is None:
             return np.broadcast_to(self.background.cpu().numpy(), (k.height, k.width, 3)).astype(np.float32)
         with torch.no_grad():
-            image = self._render(self.model.gaussians, self._posed(-1, torch.empty(0), camera)).image
+            image = self._render(self.model.gaussians, self._posed(-1, -1, torch.empty(0), camera)).image
         return image.clamp(0.0, 1.0).cpu().numpy()
 
     def psnr(self) -> float | None:

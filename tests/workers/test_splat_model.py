@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
 
 from modal_workers.splat_camera import Camera, Intrinsics, look_at
 from modal_workers.splat_densify import SPLIT_SHRINK, DensifyConfig, GradStats, densify_and_prune
-from modal_workers.splat_model import SH_C0, GaussianModel, Gaussians, LearningRates, frustum_init, with_sh_degree
+from modal_workers.splat_model import SH_C0, GaussianModel, Gaussians, LearningRates, frustum_init
 
 
 def test_frustum_init_places_coloured_gaussians_inside_the_view() -> None:
@@ -129,12 +127,3 @@ def test_densify_never_exceeds_the_budget_and_prefers_large_gradients() -> None:
     stats.grad = torch.full((5,), 1e-3)
     full = densify_and_prune(model, stats, DensifyConfig(prune_opacity=0.0, prune_max_scale=10.0), 5, torch.Generator())
     assert (full.cloned, full.split, full.pruned, full.count) == (0, 0, 0, 5)
-
-
-def test_sh_degree_can_be_cut_or_padded() -> None:
-    g = small_model(4).gaussians.map(lambda t: t.detach())
-    assert with_sh_degree(g, 0).sh_rest.shape == (4, 0, 3)
-    padded = with_sh_degree(g, 3)
-    assert padded.sh_rest.shape == (4, 15, 3)
-    assert padded.sh_degree == 3
-    assert math.isclose(float(padded.sh_rest.abs().sum()), 0.0)

@@ -15,6 +15,7 @@ import torch
 
 from modal_workers.runtime import PermanentError
 from modal_workers.splat_camera import Camera, Intrinsics
+from modal_workers.splat_model import SH_C0
 from modal_workers.splat_ply import read_ply
 from modal_workers.splat_synth import arm_angles, render_frame, scene_gaussians, synthetic_rig
 from modal_workers.splat_train import SplatConfig, SplatTrainer, psnr
@@ -80,6 +81,40 @@ def test_frame_memory_is_bounded_and_keeps_early_frames() -> None:
     assert trainer._latest[-1].used  # every step trains on the newest frame
     trainer.reset()
     assert trainer.stats() == trainer.stats().__class__(0, 0, 0, 0, 0, None, None)
+
+
+def test_steps_favour_the_newest_frame_by_seq_whatever_the_arrival_order() -> None:
+    trainer = SplatTrainer(SplatConfig(init_frames=1, init_per_frame=20, psnr_views=2, near=0.1, far=0.4))
+    image, cam = frames(1, size=16)[0]
+    for seq in (5, 9, 3, 7):
+        trainer.add_frame(image, cam, seq=seq)
+    assert [f.seq for f in trainer._latest] == [7, 9]
+    trainer.step(1)
+    used = {f.seq for f in trainer._kept if f.used}
+    assert 9 in used
+    assert len(used) == 2
+
+
+@pytest.mark.parametrize("grow", [0, 40])
+def test_new_frames_seed_gaussians_where_the_model_misses(grow: int) -> None:
+    trainer = SplatTrainer(SplatConfig(init_frames=1, init_per_frame=100, grow_per_frame=grow, near=0.1, far=0.4))
+    cam = frames(1, size=32)[0][1]
+    dark = np.zeros((32, 32, 3), np.uint8)
+    trainer.add_frame(dark, cam)  # a dark view: the initial Gaussians are dark and explain it
+    trainer.add_frame(dark, cam)
+    assert trainer.stats().gaussians == 100
+    changed = dark.copy()
+    changed[24:30, 20:28] = 255  # something white comes into view
+    trainer.add_frame(changed, cam)
+    g = trainer.gaussians()
+    assert g.count == 100 + grow
+    if not grow:
+        return
+    local = (g.means[100:].double() - torch.as_tensor(cam.position)) @ torch.as_tensor(cam.cam_to_world[:3, :3])
+    k = cam.intrinsics
+    u, v = k.fx * local[:, 0] / local[:, 2] + k.cx, k.fy * local[:, 1] / local[:, 2] + k.cy
+    assert bool(((u >= 20) & (u <= 28) & (v >= 24) & (v <= 30)).all())
+    torch.testing.assert_close(g.sh_dc[100:] * SH_C0 + 0.5, torch.ones(grow, 3))
 
 
 def test_config_is_validated() -> None:
