@@ -248,14 +248,14 @@ class SplatTrainer:
         return image.clamp(0.0, 1.0).cpu().numpy()
 
     def psnr(self) -> float | None:
-        """Mean PSNR (dB) of the current model on the newest ``psnr_views`` frames."""
+        """PSNR (dB) of the current model on the newest ``psnr_views`` frames (of their mean squared error)."""
         if self.model is None or not self._latest:
             return None
-        values = []
+        errors = []
         for frame in self._latest:
             truth = frame.image.float().cpu().numpy() / 255.0
-            values.append(psnr(self.render(frame.camera), truth))
-        return float(np.mean(values))
+            errors.append(float(np.mean((self.render(frame.camera) - truth) ** 2)))
+        return mse_to_psnr(float(np.mean(errors)))
 
     def stats(self) -> SplatStats:
         """Where training stands (renders the newest views for the PSNR estimate)."""
@@ -282,5 +282,9 @@ class SplatTrainer:
 
 def psnr(image: np.ndarray, truth: np.ndarray) -> float:
     """PSNR in dB of two images in [0, 1] (capped at 100 for identical images)."""
-    mse = float(np.mean((np.asarray(image, np.float64) - np.asarray(truth, np.float64)) ** 2))
+    return mse_to_psnr(float(np.mean((np.asarray(image, np.float64) - np.asarray(truth, np.float64)) ** 2)))
+
+
+def mse_to_psnr(mse: float) -> float:
+    """PSNR in dB of a mean squared error of values in [0, 1] (100 for no error)."""
     return 100.0 if mse <= 1e-10 else -10.0 * math.log10(mse)

@@ -6,6 +6,7 @@ shipped arm along a smooth joint trajectory, posed by forward kinematics of the 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 
@@ -15,6 +16,7 @@ import torch
 
 from modal_workers.runtime import PermanentError
 from modal_workers.splat_camera import Camera, Intrinsics
+from modal_workers.splat_densify import DensifyConfig
 from modal_workers.splat_model import SH_C0
 from modal_workers.splat_ply import read_ply
 from modal_workers.splat_synth import arm_angles, render_frame, scene_gaussians, synthetic_rig
@@ -115,6 +117,25 @@ def test_new_frames_seed_gaussians_where_the_model_misses(grow: int) -> None:
     u, v = k.fx * local[:, 0] / local[:, 2] + k.cx, k.fy * local[:, 1] / local[:, 2] + k.cy
     assert bool(((u >= 20) & (u <= 28) & (v >= 24) & (v <= 30)).all())
     torch.testing.assert_close(g.sh_dc[100:] * SH_C0 + 0.5, torch.ones(grow, 3))
+
+
+def test_a_session_whose_gaussians_are_all_pruned_keeps_going() -> None:
+    prune_all = DensifyConfig(prune_opacity=1.0)
+    config = SplatConfig(init_frames=1, init_per_frame=30, near=0.1, far=0.4, grow_per_frame=0, densify_from=2,
+                         densify_every=2, densify=prune_all)  # fmt: skip
+    trainer = SplatTrainer(config)
+    cam = frames(1, size=16)[0][1]
+    trainer.add_frame(np.zeros((16, 16, 3), np.uint8), cam)
+    trainer.step(4)
+    assert trainer.stats().gaussians == 0
+    assert trainer.last_loss == 0.0  # nothing left, over a black background: black
+    trainer.add_frame(np.full((16, 16, 3), 200, np.uint8), cam)
+    trainer.step(2)
+    stats = trainer.stats()
+    assert (stats.steps, stats.gaussians) == (6, 0)
+    # The PSNR of the two newest views' pooled error (not the mean of a perfect and a poor PSNR).
+    assert stats.psnr == pytest.approx(-10 * math.log10(np.mean([0.0, (200 / 255) ** 2])), abs=1e-4)
+    assert read_ply(trainer.to_ply()).count == 0
 
 
 def test_config_is_validated() -> None:
