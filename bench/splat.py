@@ -50,7 +50,7 @@ def trainer(backend: Backend) -> SplatTrainer:
     """A trainer fed :data:`FRAMES` synthetic frames, holding exactly :data:`GAUSSIANS` Gaussians."""
     from modal_workers.splat_camera import Camera, Intrinsics
     from modal_workers.splat_synth import arm_angles, render_frame, scene_gaussians, synthetic_rig
-    from modal_workers.splat_train import SplatConfig
+    from modal_workers.splat_train import SplatConfig, SplatTrainer
 
     scene, rig, k = scene_gaussians(), synthetic_rig(), Intrinsics.from_fov(SIZE, SIZE, 60.0)
     init_frames = 4

@@ -9,11 +9,10 @@ The session glue calls :meth:`SplatTrainer.add_frame` for each posed frame (H ×
   frustum (:func:`~modal_workers.splat_model.frustum_init`); until then ``step`` does nothing. Each
   later frame seeds up to ``grow_per_frame`` more where the current model misses it by more than
   ``grow_error`` (mean absolute error per pixel), so regions the camera reaches later get Gaussians.
-* Frame memory: at most ``max_frames`` frames are kept, a uniform sample of all frames received
-  (reservoir sampling), plus the newest one, so a long session neither forgets its first views nor
-  grows without bound.
-* A step renders the newest frame (highest ``seq``) and ``views_per_step - 1`` random kept frames, takes the mean L1
-  loss, and makes one Adam step; every ``densify_every`` steps from ``densify_from`` on it densifies
+* Frame memory (:class:`~modal_workers.splat_frames.FrameMemory`): at most ``max_frames`` frames
+  are kept, a uniform sample of all frames received, plus the newest ones by ``seq``.
+* A step renders the newest frame (highest ``seq``) and ``views_per_step - 1`` random kept frames,
+  takes the mean L1 loss, and makes one Adam step; every ``densify_every`` steps from ``densify_from`` on it densifies
   and prunes (:mod:`modal_workers.splat_densify`), never past ``max_gaussians``.
 * Rendering goes through :func:`~modal_workers.splat_raster.rasterize`: gsplat on CUDA, pure torch
   elsewhere. ``device="auto"`` picks CUDA when available.
@@ -21,8 +20,6 @@ The session glue calls :meth:`SplatTrainer.add_frame` for each posed frame (H ×
 
 from __future__ import annotations
 
-import bisect
-import functools
 import math
 import random
 from dataclasses import dataclass, field
@@ -33,6 +30,7 @@ import torch
 from modal_workers.runtime import PermanentError
 from modal_workers.splat_camera import Camera
 from modal_workers.splat_densify import DensifyConfig, DensifyReport, GradStats, densify_and_prune
+from modal_workers.splat_frames import FrameMemory, PosedFrame
 from modal_workers.splat_model import GaussianModel, Gaussians, LearningRates, frustum_init
 from modal_workers.splat_ply import to_ply_bytes
 from modal_workers.splat_raster import Backend, RenderOutput, rasterize
@@ -84,19 +82,11 @@ class SplatStats:
     psnr: float | None
 
 
-@dataclass
-class _Frame:
-    index: int
-    seq: int
-    image: torch.Tensor  # (H, W, 3) uint8 on the training device
-    camera: Camera
-    viewmat: torch.Tensor
-    K: torch.Tensor
-    used: bool = False
-
-
 def _device(name: str) -> torch.device:
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
+    """``auto``: CUDA when available, else the CPU; anything else as named."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 class SplatTrainer:
@@ -111,9 +101,7 @@ class SplatTrainer:
     def reset(self) -> None:
         """Forget every frame and Gaussian."""
         self._generator = torch.Generator().manual_seed(self.config.seed)
-        self._random = random.Random(self.config.seed)
-        self._kept: list[_Frame] = []
-        self._latest: list[_Frame] = []  # the newest frames by seq, oldest first
+        self.frames = FrameMemory(self.config.max_frames, self.config.psnr_views, random.Random(self.config.seed))
         self._seeds: list[Gaussians] = []
         self.model: GaussianModel | None = None
         self._stats = GradStats(0, self.device)
@@ -133,32 +121,16 @@ class SplatTrainer:
             raise PermanentError("invalid_frame", f"expected {expected}, got {image.shape} {image.dtype}")
         pixels = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
         index = self.frames_received
-        frame = self._posed(index, index if seq is None else seq, pixels, camera)
+        frame = PosedFrame.make(index, index if seq is None else seq, pixels, camera, self.device)
         self.frames_received += 1
-        bisect.insort(self._latest, frame, key=lambda f: f.seq)
-        del self._latest[: -self.config.psnr_views]
-        self._remember(frame)
+        self.frames.add(frame)
         if self.model is None:
             self._seed(frame, image)
         else:
             self._grow(self.model, frame, image)
         return index
 
-    def _posed(self, index: int, seq: int, image: torch.Tensor, camera: Camera) -> _Frame:
-        """A frame with its camera's view matrix and intrinsics as tensors on the training device."""
-        as_tensor = functools.partial(torch.as_tensor, dtype=torch.float32, device=self.device)
-        return _Frame(index, seq, image, camera, as_tensor(camera.viewmat), as_tensor(camera.intrinsics.matrix()))
-
-    def _remember(self, frame: _Frame) -> None:
-        """Reservoir sampling: the kept frames stay a uniform sample of all frames received."""
-        if len(self._kept) < self.config.max_frames:
-            self._kept.append(frame)
-            return
-        slot = self._random.randrange(self.frames_received)
-        if slot < self.config.max_frames:
-            self._kept[slot] = frame
-
-    def _seed(self, frame: _Frame, image: np.ndarray) -> None:
+    def _seed(self, frame: PosedFrame, image: np.ndarray) -> None:
         c = self.config
         self._seeds.append(
             frustum_init(frame.camera, image, c.init_per_frame, c.near, c.far, c.sh_degree, self._generator)
@@ -175,7 +147,7 @@ class SplatTrainer:
         self._stats = GradStats(self.model.count, self.device)
         self._seeds = []
 
-    def _grow(self, model: GaussianModel, frame: _Frame, image: np.ndarray) -> None:
+    def _grow(self, model: GaussianModel, frame: PosedFrame, image: np.ndarray) -> None:
         """Seed up to ``grow_per_frame`` Gaussians where the model misses this frame by ``grow_error``."""
         c = self.config
         room = min(c.grow_per_frame, c.max_gaussians - model.count)
@@ -190,7 +162,7 @@ class SplatTrainer:
             model.append(new.map(lambda t: t.to(self.device)))
             self._stats.extend(model.count)
 
-    def _render(self, g: Gaussians, frame: _Frame) -> RenderOutput:
+    def _render(self, g: Gaussians, frame: PosedFrame) -> RenderOutput:
         k = frame.camera.intrinsics
         return rasterize(
             g,
@@ -203,12 +175,6 @@ class SplatTrainer:
             backend=self.config.backend,
         )
 
-    def _views(self) -> list[_Frame]:
-        newest = self._latest[-1]
-        others = [f for f in self._kept if f is not newest]
-        extra = self._random.sample(others, min(len(others), self.config.views_per_step - 1))
-        return [newest, *extra]
-
     def step(self, n: int = 1) -> float | None:
         """Up to ``n`` training steps (none before initialisation); the last step's loss."""
         for _ in range(n):
@@ -218,7 +184,7 @@ class SplatTrainer:
         return self.last_loss
 
     def _step(self, model: GaussianModel) -> None:
-        views = self._views()
+        views = self.frames.views(self.config.views_per_step)
         renders, total = [], torch.zeros((), device=self.device)
         for frame in views:
             out = self._render(model.gaussians, frame)
@@ -244,15 +210,16 @@ class SplatTrainer:
         if self.model is None:
             return np.broadcast_to(self.background.cpu().numpy(), (k.height, k.width, 3)).astype(np.float32)
         with torch.no_grad():
-            image = self._render(self.model.gaussians, self._posed(-1, -1, torch.empty(0), camera)).image
+            view = PosedFrame.make(-1, -1, torch.empty(0), camera, self.device)
+            image = self._render(self.model.gaussians, view).image
         return image.clamp(0.0, 1.0).cpu().numpy()
 
     def psnr(self) -> float | None:
         """PSNR (dB) of the current model on the newest ``psnr_views`` frames (of their mean squared error)."""
-        if self.model is None or not self._latest:
+        if self.model is None or not self.frames.latest:
             return None
         errors = []
-        for frame in self._latest:
+        for frame in self.frames.latest:
             truth = frame.image.float().cpu().numpy() / 255.0
             errors.append(float(np.mean((self.render(frame.camera) - truth) ** 2)))
         return mse_to_psnr(float(np.mean(errors)))
@@ -262,7 +229,7 @@ class SplatTrainer:
         return SplatStats(
             self.frames_received,
             self.frames_used,
-            len(self._kept),
+            len(self.frames.kept),
             self.model.count if self.model else 0,
             self.steps,
             self.last_loss,

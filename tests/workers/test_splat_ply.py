@@ -15,7 +15,7 @@ from modal_workers.runtime import PermanentError
 from modal_workers.splat_model import Gaussians
 from modal_workers.splat_ply import ply_properties, read_ply, to_ply_bytes, write_ply
 from modal_workers.splat_raster import rasterize
-from tests.workers.test_splat_raster import camera, random_gaussians
+from tests.workers.splat_support import camera, random_gaussians
 
 
 def test_header_is_the_3dgs_layout() -> None:

@@ -75,12 +75,12 @@ def test_frame_memory_is_bounded_and_keeps_early_frames() -> None:
     image, cam = frames(1, size=16)[0]
     for _ in range(60):
         trainer.add_frame(image, cam)
-    kept = sorted(f.index for f in trainer._kept)
+    kept = sorted(f.index for f in trainer.frames.kept)
     assert len(kept) == 6
     assert trainer.stats().frames_kept == 6
     assert kept[0] < 30  # a uniform sample of the session, not just its tail
     trainer.step(1)
-    assert trainer._latest[-1].used  # every step trains on the newest frame
+    assert trainer.frames.newest.used  # every step trains on the newest frame
     trainer.reset()
     assert trainer.stats() == trainer.stats().__class__(0, 0, 0, 0, 0, None, None)
 
@@ -90,9 +90,9 @@ def test_steps_favour_the_newest_frame_by_seq_whatever_the_arrival_order() -> No
     image, cam = frames(1, size=16)[0]
     for seq in (5, 9, 3, 7):
         trainer.add_frame(image, cam, seq=seq)
-    assert [f.seq for f in trainer._latest] == [7, 9]
+    assert [f.seq for f in trainer.frames.latest] == [7, 9]
     trainer.step(1)
-    used = {f.seq for f in trainer._kept if f.used}
+    used = {f.seq for f in trainer.frames.kept if f.used}
     assert 9 in used
     assert len(used) == 2
 
