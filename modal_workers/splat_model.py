@@ -10,9 +10,11 @@ API:
   (learning rate) per parameter (:class:`LearningRates`); :meth:`GaussianModel.append` and
   :meth:`GaussianModel.keep` grow and shrink every parameter *and* its Adam moments together
   (new Gaussians start with zero moments), which is what densification and pruning need.
-* :func:`frustum_init`: ``count`` Gaussians in one camera's view frustum: random pixels, random depths
-  uniform in [near, far], colours from those pixels, isotropic scales of about the pixel spacing at
-  their depth, opacity 0.1. torch is imported at module level: only the workload imports this.
+* :func:`frustum_init`: ``count`` Gaussians in one camera's view frustum: random pixels (all, or
+  the given ones), random depths uniform in [near, far], colours from those pixels, isotropic
+  scales of half the spacing between samples at their depth, opacity 0.1, higher SH terms zero.
+
+torch is imported at module level: only the workload imports this module.
 """
 
 from __future__ import annotations
