@@ -16,11 +16,11 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from contracts import job_events as je
+from contracts import session_events as se
 from contracts.envelope import EventEnvelope, utc_now
 from contracts.ids import new_uuid7
 from contracts.job_record import JobRecord
 from contracts.robot_events import JointSample
-from contracts.session_events import SessionSnapshotPayload, SessionStartedPayload, SessionStoppedPayload
 from contracts.upload_events import UploadCompletedPayload
 from contracts.webhook_events import WebhookDeadLetteredPayload
 
@@ -47,9 +47,10 @@ class EventType(StrEnum):
     UPLOAD_COMPLETED = "upload.completed"
     ROBOT_JOINTS = "robot.joints"
     WEBHOOK_DEAD_LETTERED = "webhook.dead_lettered"
-    SESSION_STARTED = "session.started"
+    SESSION_STOP_REQUESTED = "session.stop_requested"
     SESSION_SNAPSHOT = "session.snapshot"
-    SESSION_STOPPED = "session.stopped"
+    SESSION_RESULT = "session.result"
+    SESSION_ALERT = "session.alert"
 
 
 _E = EventType
@@ -71,13 +72,16 @@ PAYLOADS: dict[EventType, type[BaseModel]] = {
     _E.UPLOAD_COMPLETED: UploadCompletedPayload,
     _E.ROBOT_JOINTS: JointSample,
     _E.WEBHOOK_DEAD_LETTERED: WebhookDeadLetteredPayload,
-    _E.SESSION_STARTED: SessionStartedPayload,
-    _E.SESSION_SNAPSHOT: SessionSnapshotPayload,
-    _E.SESSION_STOPPED: SessionStoppedPayload,
+    _E.SESSION_STOP_REQUESTED: se.SessionStopRequestedPayload,
+    _E.SESSION_SNAPSHOT: se.SessionSnapshotPayload,
+    _E.SESSION_RESULT: se.SessionResultPayload,
+    _E.SESSION_ALERT: se.SessionAlertPayload,
 }
 """The payload model of each event type."""
 
-JOB_EVENT_TYPES: frozenset[EventType] = frozenset(t for t in EventType if t.startswith("job."))
+SESSION_EVENT_TYPES: frozenset[EventType] = frozenset(t for t in EventType if t.startswith("session."))
+"""Live-session events; a session is a job, so they travel on its job subjects too."""
+JOB_EVENT_TYPES: frozenset[EventType] = frozenset(t for t in EventType if t.startswith("job.")) | SESSION_EVENT_TYPES
 """The types published on ``jobs.{tenant}.{job_id}.{event}``."""
 TERMINAL_JOB_EVENTS: frozenset[EventType] = frozenset({_E.JOB_SUCCEEDED, _E.JOB_FAILED, _E.JOB_CANCELED})
 """Job events after which a job's stream ends."""
@@ -87,7 +91,6 @@ _SUBJECT_FIELD: dict[str, str] = {
     "upload.": "upload_id",
     "robot.": "robot_id",
     "webhook.": "endpoint_id",
-    "session.": "session_id",
 }
 
 
@@ -104,11 +107,12 @@ def event_type(value: str) -> EventType:
 
 
 def job_event_name(type_: EventType | str) -> str:
-    """The subject token of a job event type: ``job.progress`` → ``progress``."""
+    """The subject token of a job (or session) event type: ``job.progress`` → ``progress``,
+    ``session.snapshot`` → ``snapshot``."""
     t = event_type(type_)
     if t not in JOB_EVENT_TYPES:
         raise ValueError(f"{t} is not a job event")
-    return t.removeprefix("job.")
+    return t.partition(".")[2]
 
 
 def make_event(

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.job_record import Artifact, JobError, StageStatus
+from contracts.job_record import Artifact, JobError, Metrics, StageStatus
 from contracts.job_specs import JobSpec
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -52,13 +52,15 @@ class JobStartedPayload(BaseModel):
 
 
 class JobProgressPayload(BaseModel):
-    """``job.progress``: how far the attempt is (monotonic within an attempt)."""
+    """``job.progress``: how far the attempt is (monotonic within an attempt), with the workload's
+    latest figures in ``metrics`` (a live session's frames, counts, loss, ...)."""
 
     model_config = _STRICT
 
     fraction: float = Field(ge=0.0, le=1.0)
     stage: str | None = Field(default=None, max_length=64)
     message: str | None = Field(default=None, max_length=1000)
+    metrics: Metrics | None = None
 
 
 class JobLogPayload(BaseModel):

@@ -15,12 +15,13 @@ expired (:meth:`JobRecord.with_artifacts_expired`).
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contracts.envelope import utc_now
 from contracts.ids import JobId, TenantId
@@ -114,14 +115,37 @@ class Artifact(BaseModel):
         return value
 
 
+MAX_METRICS = 32
+"""Most figures one progress report carries."""
+_METRIC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+def _bounded_metrics(value: dict[str, Any]) -> dict[str, Any]:
+    if len(value) > MAX_METRICS:
+        raise ValueError(f"at most {MAX_METRICS} metrics")
+    for name, item in value.items():
+        if not _METRIC_NAME.fullmatch(name):
+            raise ValueError(f"metric name {name!r} must be lower_snake_case, at most 64 characters")
+        if isinstance(item, str) and len(item) > 256:
+            raise ValueError(f"metric {name!r} is longer than 256 characters")
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"metric {name!r} must be finite")
+    return value
+
+
+Metrics = Annotated[dict[str, bool | int | float | str], AfterValidator(_bounded_metrics)]
+"""A workload's latest figures: at most 32 named numbers, flags or short strings."""
+
+
 class JobProgress(BaseModel):
-    """How far the current attempt is."""
+    """How far the current attempt is, and the workload's latest figures."""
 
     model_config = _STRICT
 
     fraction: float = Field(default=0.0, ge=0.0, le=1.0)
     stage: str | None = Field(default=None, max_length=64)
     message: str | None = Field(default=None, max_length=1000)
+    metrics: Metrics = Field(default_factory=dict)
 
 
 class JobTimings(BaseModel):
@@ -173,6 +197,32 @@ class StageState(BaseModel):
         return self
 
 
+class SessionState(StrEnum):
+    """Where a live session is: ``starting`` until its worker runs, ``live``, ``stopping`` once a stop
+    was asked for; then the job's terminal status."""
+
+    STARTING = "starting"
+    LIVE = "live"
+    STOPPING = "stopping"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class SessionInfo(BaseModel):
+    """What a live session's record adds to a job's: its stop request and latest live outputs."""
+
+    model_config = _STRICT
+
+    robot_id: str | None = Field(default=None, max_length=64, description="The robot whose joint angles it sees.")
+    stop_requested: bool = False
+    snapshot: Artifact | None = Field(default=None, description="The latest live output (e.g. the PLY).")
+    snapshot_seq: int = Field(default=0, ge=0, description="The last frame the latest snapshot includes.")
+    last_result_chunk: int = Field(default=0, ge=0)
+    last_result_seq: int = Field(default=0, ge=0)
+    last_alert_chunk: int = Field(default=0, ge=0)
+
+
 _ENTERED: dict[JobStatus, str] = {
     _S.QUEUED: "queued_at",
     _S.DISPATCHED: "dispatched_at",
@@ -207,6 +257,7 @@ class JobRecord(BaseModel):
     backend: str | None = Field(default=None, max_length=32)
     call_id: str | None = Field(default=None, max_length=256, description="Backend call id, for cancel.")
     heartbeat_at: AwareDatetime | None = None
+    session: SessionInfo | None = Field(default=None, description="Set for live sessions (splat, vlm).")
     created_at: AwareDatetime
     updated_at: AwareDatetime
 
@@ -220,7 +271,8 @@ class JobRecord(BaseModel):
 
     @classmethod
     def new(cls, job_id: str, tenant: str, spec: JobSpec, at: datetime, max_attempts: int = 3) -> JobRecord:
-        """A fresh ``created`` record for ``spec``."""
+        """A fresh ``created`` record for ``spec`` (with its :class:`SessionInfo` for a session kind)."""
+        session = SessionInfo(robot_id=getattr(spec, "robot_id", None)) if spec.is_session else None
         return cls(
             id=job_id,
             tenant=tenant,
@@ -228,9 +280,21 @@ class JobRecord(BaseModel):
             spec=spec,
             max_attempts=max_attempts,
             timings=JobTimings(created_at=at),
+            session=session,
             created_at=at,
             updated_at=at,
         )
+
+    @property
+    def session_state(self) -> SessionState | None:
+        """A session's state (``None`` for batch jobs)."""
+        if self.session is None:
+            return None
+        if self.terminal:
+            return SessionState(self.status.value)
+        if self.status is not _S.RUNNING:
+            return SessionState.STARTING
+        return SessionState.STOPPING if self.session.stop_requested else SessionState.LIVE
 
     @property
     def terminal(self) -> bool:
@@ -288,13 +352,16 @@ class JobRecord(BaseModel):
         stage: str | None = None,
         message: str | None = None,
         at: datetime | None = None,
+        metrics: dict[str, Any] | None = None,
     ) -> JobRecord:
         """Progress of ``attempt``; ignored (same record back) when it is from another attempt,
         lower than the current fraction, the record is terminal, or the job is not dispatched
         or running."""
         if not self._accepts(attempt) or self.status not in (_S.DISPATCHED, _S.RUNNING):
             return self
-        progress = JobProgress(fraction=fraction, stage=stage or self.progress.stage, message=message)
+        progress = JobProgress(
+            fraction=fraction, stage=stage or self.progress.stage, message=message, metrics=metrics or {}
+        )
         if progress.fraction < self.progress.fraction:
             return self
         return self._evolve(at, progress=progress, stage=progress.stage)
@@ -327,10 +394,21 @@ class JobRecord(BaseModel):
             return self
         return self._evolve(at, cancel_requested=True)
 
+    def with_session(self, at: datetime | None = None, **changes: Any) -> JobRecord:
+        """A live session's info changed (``stop_requested``, ``snapshot``, ...); unchanged when the
+        record is terminal or no session."""
+        if self.session is None or self.terminal:
+            return self
+        return self._evolve(at, session=self.session.model_copy(update=changes))
+
     def with_artifacts_expired(self, names: set[str] | None = None, at: datetime | None = None) -> JobRecord:
         """Retention: flag artifacts (all, or those in ``names``) expired; allowed on terminal records."""
         artifacts = tuple(
             a.model_copy(update={"expired": True, "url": None}) if names is None or a.name in names else a
             for a in self.artifacts
         )
-        return self._evolve(at, artifacts=artifacts)
+        changes: dict[str, Any] = {"artifacts": artifacts}
+        if self.session is not None and self.session.snapshot is not None and names is None:
+            expired = self.session.snapshot.model_copy(update={"expired": True, "url": None})
+            changes["session"] = self.session.model_copy(update={"snapshot": expired})
+        return self._evolve(at, **changes)

@@ -27,6 +27,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from contracts.ids import ResourceId
+from contracts.job_params import JobParams, LapCompareParams, NerfParams, PoseParams
+from contracts.session_params import SplatParams, VlmParams
 
 
 class JobKind(StrEnum):
@@ -48,17 +50,7 @@ PIPELINE_KINDS: frozenset[JobKind] = frozenset({JobKind.NERF})
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
-# A relative path of safe segments: no leading '/', no '..', no backslash, no white space.
-_SAFE_PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$")
 _EVENT_GLOB = re.compile(r"^[a-z_*]+(\.[a-z_*]+)*$")
-ALERT_PATTERN_MAX = 256
-"""Longest alert pattern accepted (a bound on what a regular expression search can cost)."""
-
-
-def _safe_relative_path(value: str, what: str) -> str:
-    if not _SAFE_PATH.fullmatch(value):  # each segment starts with [A-Za-z0-9_], so no '..'
-        raise ValueError(f"{what} must be a relative path of letters, digits and _ - . / (got {value!r})")
-    return value
 
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -155,123 +147,6 @@ class VlmInputs(JobInputs):
     kind_name: ClassVar[str] = "vlm"
 
 
-# -- params ---------------------------------------------------------------------------------------
-class JobParams(BaseModel):
-    """Base of the per-kind parameter models."""
-
-    model_config = _STRICT
-
-
-class LapCompareParams(JobParams):
-    """Dense optical flow on one or two lap videos."""
-
-    flow_method: Literal["farneback", "dis"] = "farneback"
-    downscale_width: int = Field(default=640, ge=64, le=1920, description="Frames are resized to this width.")
-    max_duration_s: float = Field(default=600.0, gt=0, le=3600, description="Longer videos fail with video_too_long.")
-    fps_sample: float | None = Field(default=None, gt=0, le=240, description="None: every frame.")
-
-
-class PoseParams(JobParams):
-    """YOLO pose estimation (and tracking) on a video."""
-
-    model: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=128,
-        description="Weights file (.pt, .onnx, .engine). null: the deployment's default "
-        "(GPURELAY_POSE_MODEL on the workers, else yolo26n-pose.pt).",
-    )
-    batch_size: int = Field(default=8, ge=1, le=64)
-    conf: float = Field(default=0.25, ge=0.0, le=1.0)
-    iou: float = Field(default=0.7, ge=0.0, le=1.0)
-    imgsz: int = Field(default=640, ge=64, le=1920, multiple_of=32)
-    track: bool = True
-    vid_stride: int = Field(default=1, ge=1, le=30)
-
-    @field_validator("model")
-    @classmethod
-    def _model_path(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        _safe_relative_path(value, "model")
-        if not value.endswith((".pt", ".onnx", ".engine")):
-            raise ValueError("model must end with .pt, .onnx or .engine")
-        return value
-
-
-class NerfParams(JobParams):
-    """COLMAP → NeRF training → a turntable render of ``render_frames`` frames."""
-
-    iterations: int = Field(default=30_000, ge=100, le=200_000)
-    render_frames: int = Field(default=120, ge=1, le=720)
-    resolution: int = Field(default=800, ge=64, le=4096, description="Square render size in pixels.")
-    transparent: bool = True
-    batch_size: int = Field(default=24, ge=1, le=720, description="Frames rendered per batch.")
-    matcher: Literal["exhaustive", "sequential"] = "exhaustive"
-
-
-class SplatParams(JobParams):
-    """Live Gaussian-splat training from streamed frames and joint angles."""
-
-    chunk_every_n_frames: int = Field(default=30, ge=1, le=10_000)
-    max_gaussians: int = Field(default=500_000, ge=1_000, le=10_000_000)
-    iterations_per_frame: int = Field(default=50, ge=1, le=1_000)
-    sh_degree: int = Field(default=3, ge=0, le=3)
-    robot_id: ResourceId | None = Field(default=None, description="The robot whose joint angles to use.")
-    max_session_s: float = Field(default=3600.0, gt=0, le=86_400)
-
-
-class VlmAlert(JobParams):
-    """Raise an alert when a chunk's answer matches ``pattern`` (a regular expression)."""
-
-    pattern: str = Field(min_length=1, max_length=ALERT_PATTERN_MAX, description="Searched for in each answer.")
-    message: str | None = Field(default=None, max_length=500, description="The alert's text; default: the pattern.")
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"pattern is not a valid regular expression: {exc}") from None
-        return value
-
-
-class VlmParams(JobParams):
-    """Chunked inference on a stateful vision-language model session.
-
-    Frames are grouped into chunks (closed at ``chunk_frames`` frames or ``chunk_seconds``,
-    whichever comes first); each chunk's answer joins the conversation, which keeps the last
-    ``context_tokens`` tokens of earlier turns as context for the next chunk.
-    """
-
-    model: str | None = Field(
-        default=None, min_length=1, max_length=128, description="A model the deployment allows; None: its default."
-    )
-    prompt: str = Field(default="Describe what happens in these frames.", min_length=1, max_length=4000)
-    system_prompt: str | None = Field(default=None, min_length=1, max_length=4000)
-    chunk_frames: int = Field(default=8, ge=1, le=64, description="A chunk closes after this many frames.")
-    chunk_seconds: float = Field(
-        default=2.0, gt=0, le=60, description="A chunk also closes this many seconds after its first frame."
-    )
-    max_images_per_chunk: int = Field(
-        default=4, ge=1, le=16, description="Frames of a chunk shown to the model (evenly spaced, first and last kept)."
-    )
-    max_new_tokens: int = Field(default=256, ge=1, le=4096)
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0: greedy decoding.")
-    context_tokens: int = Field(
-        default=2048, ge=0, le=32_768, description="Token budget of earlier turns kept as context (oldest dropped)."
-    )
-    alert: VlmAlert | None = None
-    idle_timeout_s: float = Field(default=300.0, gt=0, le=3600, description="The session ends after this long idle.")
-    max_session_s: float = Field(default=3600.0, gt=0, le=86_400)
-
-    @field_validator("model")
-    @classmethod
-    def _model_name(cls, value: str | None) -> str | None:
-        return None if value is None else _safe_relative_path(value, "model")
-
-
 # -- specs ----------------------------------------------------------------------------------------
 class WebhookTarget(BaseModel):
     """A per-job webhook: where to POST, and which event types (globs such as ``job.*``)."""
@@ -343,7 +218,14 @@ class NerfSpec(JobSpecBase):
     params: NerfParams = Field(default_factory=NerfParams)
 
 
-class SplatSpec(JobSpecBase):
+class SessionSpecBase(JobSpecBase):
+    """A live session: ``robot_id`` is the robot whose joint angles it sees (the gateway binds a
+    session that names none to a robot of its own, with the session's id)."""
+
+    robot_id: ResourceId | None = None
+
+
+class SplatSpec(SessionSpecBase):
     """A live Gaussian-splat session."""
 
     kind: Literal["splat"] = "splat"
@@ -351,7 +233,7 @@ class SplatSpec(JobSpecBase):
     params: SplatParams = Field(default_factory=SplatParams)
 
 
-class VlmSpec(JobSpecBase):
+class VlmSpec(SessionSpecBase):
     """A live VLM session."""
 
     kind: Literal["vlm"] = "vlm"

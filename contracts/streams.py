@@ -136,10 +136,10 @@ def declarations(
             ),
             StreamDecl(
                 name=ns.stream(FRAMES),
-                subjects=(s("sessions.*.*.frames"),),
+                subjects=(s("sessions.*.*.frames"), s("sessions.*.*.control")),
                 max_age_s=HOUR,
                 max_bytes=frames_max_bytes,
-                description="Live session frames.",
+                description="Live session frames and their control (stop, reset), in one order per session.",
             ),
             StreamDecl(
                 name=ns.stream(DEADLETTER),

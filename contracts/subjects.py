@@ -27,9 +27,13 @@ JOB_EVENT_NAMES: frozenset[str] = frozenset(
         "succeeded",
         "failed",
         "canceled",
+        "stop_requested",
+        "snapshot",
+        "result",
+        "alert",
     }
 )
-"""The last token of ``jobs.{tenant}.{job_id}.{event}``."""
+"""The last token of ``jobs.{tenant}.{job_id}.{event}`` (job events, then a session's own)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from datetime import datetime
 from pydantic import BaseModel, ValidationError
 
 from contracts import job_events as je
+from contracts import session_events as se
 from contracts.envelope import EventEnvelope
 from contracts.events import parse_payload
 from contracts.job_record import (
@@ -95,7 +96,7 @@ def _apply_payload(record: JobRecord, event: EventEnvelope, payload: BaseModel, 
                 return moved.transition(_S.RUNNING, at)
             return moved
         case je.JobProgressPayload():
-            return record.with_progress(attempt, payload.fraction, payload.stage, payload.message, at)
+            return record.with_progress(attempt, payload.fraction, payload.stage, payload.message, at, payload.metrics)
         case je.JobArtifactPayload():
             moved = record.with_artifact(attempt, payload.to_artifact(), at)
             return moved if moved is record else moved.model_copy(update={"artifacts": _sorted(moved.artifacts)})
@@ -120,6 +121,23 @@ def _apply_payload(record: JobRecord, event: EventEnvelope, payload: BaseModel, 
         case je.JobCanceledPayload():
             error = JobError(code="canceled", message=payload.reason or "canceled on request")
             return _end(record, _S.CANCELED, at, pricing, error=error)
+    return _apply_session(record, payload, at, current)
+
+
+def _apply_session(record: JobRecord, payload: BaseModel, at: datetime, current: bool) -> JobRecord:
+    """A live session's own events; each keeps the latest (so a repeat changes nothing)."""
+    info = record.session
+    if info is None:
+        return record
+    match payload:
+        case se.SessionStopRequestedPayload():
+            return record if info.stop_requested else record.with_session(at, stop_requested=True)
+        case se.SessionSnapshotPayload() if current and payload.seq >= info.snapshot_seq:
+            return record.with_session(at, snapshot=payload.artifact, snapshot_seq=payload.seq)
+        case se.SessionResultPayload() if current and payload.chunk > info.last_result_chunk:
+            return record.with_session(at, last_result_chunk=payload.chunk, last_result_seq=payload.last_seq)
+        case se.SessionAlertPayload() if current and payload.chunk > info.last_alert_chunk:
+            return record.with_session(at, last_alert_chunk=payload.chunk)
     return record
 
 
@@ -129,7 +147,7 @@ def apply(record: JobRecord | None, event: EventEnvelope, pricing: Pricing = no_
     ``job.created`` makes the first record; any other event before it is ignored (``None``
     stays ``None``). Events of another attempt, illegal moves and malformed payloads are ignored.
     """
-    if not event.type.startswith("job."):
+    if not event.type.startswith(("job.", "session.")):
         return record
     try:
         payload = parse_payload(event)

@@ -26,7 +26,7 @@ from contracts.job_events import (
 from contracts.job_record import Artifact, JobError, StageStatus
 from contracts.job_specs import JobSpec, parse_job_spec
 from contracts.robot_events import JointSample
-from contracts.session_events import SessionSnapshotPayload, SessionStartedPayload, SessionStoppedPayload
+from contracts import session_events as se
 from contracts.upload_events import UploadCompletedPayload
 from contracts.webhook_events import WebhookDeadLetteredPayload
 
@@ -42,7 +42,7 @@ SPEC_BODIES: dict[str, dict[str, object]] = {
     },
     "pose": {"kind": "pose", "inputs": {"video": {"upload_id": "upl_2"}}, "params": {"batch_size": 16}},
     "nerf": {"kind": "nerf", "inputs": {"images": {"upload_id": "upl_3"}}, "params": {"render_frames": 36}},
-    "splat": {"kind": "splat", "params": {"robot_id": "so101-a"}},
+    "splat": {"kind": "splat", "robot_id": "so101-a", "params": {"chunk_every": 25}},
     "vlm": {"kind": "vlm", "inputs": {}, "params": {"prompt": "What is the robot doing?"}},
 }
 
@@ -92,13 +92,15 @@ EXAMPLES: dict[EventType, BaseModel] = {
         last_status=503,
         last_error="Service Unavailable",
     ),
-    EventType.SESSION_STARTED: SessionStartedPayload(session_id="ses_1", kind="splat", worker="modal/splat"),
-    EventType.SESSION_SNAPSHOT: SessionSnapshotPayload(
-        session_id="ses_1",
-        artifact=ARTIFACT.model_copy(update={"name": "live.ply"}),
-        frames=300,
-        chunk_index=9,
+    EventType.SESSION_STOP_REQUESTED: se.SessionStopRequestedPayload(reason="the client asked"),
+    EventType.SESSION_SNAPSHOT: se.SessionSnapshotPayload(
+        artifact=ARTIFACT.model_copy(update={"name": "snapshots/live-000300.ply"}), seq=300, frames=298
     ),
-    EventType.SESSION_STOPPED: SessionStoppedPayload(session_id="ses_1", reason="requested", frames=300),
+    EventType.SESSION_RESULT: se.SessionResultPayload(
+        chunk=3, first_seq=17, last_seq=24, text="a person walks in", tokens=5, latency_ms=180.0
+    ),
+    EventType.SESSION_ALERT: se.SessionAlertPayload(
+        chunk=3, first_seq=17, last_seq=24, pattern="person", message="someone is here", text="a person walks in"
+    ),
 }
 """One valid payload per event type: adding a type without an example fails the tests."""

@@ -86,7 +86,7 @@ def test_make_event_defaults() -> None:
     env = _event(EventType.JOB_PROGRESS)
     assert env.subject == "job_1"
     assert env.kind == "pose"
-    assert env.data == {"fraction": 0.42, "stage": "inference", "message": "frame 420/1000"}
+    assert env.data == {"fraction": 0.42, "stage": "inference", "message": "frame 420/1000", "metrics": None}
     upload = _event(EventType.UPLOAD_COMPLETED)
     assert upload.subject == "upl_1"
     assert upload.job_id is None

@@ -28,6 +28,7 @@ from contracts.event_ids import is_worker_event_id, worker_event_prefix
 from contracts.events import EventType, job_event_name, parse_payload
 from contracts.ids import ID_PATTERN
 from contracts.job_events import JobArtifactPayload, JobSucceededPayload
+from contracts.session_events import SessionSnapshotPayload
 from services.common.ingest_tokens import IngestClaims, verify_ingest_token
 from services.common.storage import InvalidKeyError, check_result_key, results_prefix
 from services.common.tokens import TokenExpiredError, TokenInvalidError
@@ -47,6 +48,9 @@ WORKER_EVENT_TYPES: frozenset[EventType] = frozenset(
         EventType.JOB_STAGE,
         EventType.JOB_SUCCEEDED,
         EventType.JOB_FAILED,
+        EventType.SESSION_SNAPSHOT,
+        EventType.SESSION_RESULT,
+        EventType.SESSION_ALERT,
     }
 )
 """What a worker may report; the lifecycle events (created, queued, ...) are the platform's own."""
@@ -143,6 +147,8 @@ def _foreign_artifacts(
         located = [((*loc, "key"), payload.key)]
     elif isinstance(payload, JobSucceededPayload):
         located = [((*loc, "artifacts", i, "key"), a.key) for i, a in enumerate(payload.artifacts)]
+    elif isinstance(payload, SessionSnapshotPayload):
+        located = [((*loc, "artifact", "key"), payload.artifact.key)]
     else:
         return []
     errors = []

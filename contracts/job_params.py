@@ -1,0 +1,78 @@
+"""Parameters of the batch kinds (lap_compare, pose, nerf) and the base every params model shares.
+
+Every model forbids unknown fields and bounds every number, so a spec that validates is a spec a
+worker can run.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+# A relative path of safe segments: no leading '/', no '..', no backslash, no white space.
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$")
+
+
+def safe_relative_path(value: str, what: str) -> str:
+    """``value`` when it is a relative path of safe segments (no ``..``, no leading ``/``), else ValueError."""
+    if not _SAFE_PATH.fullmatch(value):  # each segment starts with [A-Za-z0-9_], so no '..'
+        raise ValueError(f"{what} must be a relative path of letters, digits and _ - . / (got {value!r})")
+    return value
+
+
+class JobParams(BaseModel):
+    """Base of the per-kind parameter models."""
+
+    model_config = _STRICT
+
+
+class LapCompareParams(JobParams):
+    """Dense optical flow on one or two lap videos."""
+
+    flow_method: Literal["farneback", "dis"] = "farneback"
+    downscale_width: int = Field(default=640, ge=64, le=1920, description="Frames are resized to this width.")
+    max_duration_s: float = Field(default=600.0, gt=0, le=3600, description="Longer videos fail with video_too_long.")
+    fps_sample: float | None = Field(default=None, gt=0, le=240, description="None: every frame.")
+
+
+class PoseParams(JobParams):
+    """YOLO pose estimation (and tracking) on a video."""
+
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="Weights file (.pt, .onnx, .engine). null: the deployment's default "
+        "(GPURELAY_POSE_MODEL on the workers, else yolo26n-pose.pt).",
+    )
+    batch_size: int = Field(default=8, ge=1, le=64)
+    conf: float = Field(default=0.25, ge=0.0, le=1.0)
+    iou: float = Field(default=0.7, ge=0.0, le=1.0)
+    imgsz: int = Field(default=640, ge=64, le=1920, multiple_of=32)
+    track: bool = True
+    vid_stride: int = Field(default=1, ge=1, le=30)
+
+    @field_validator("model")
+    @classmethod
+    def _model_path(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        safe_relative_path(value, "model")
+        if not value.endswith((".pt", ".onnx", ".engine")):
+            raise ValueError("model must end with .pt, .onnx or .engine")
+        return value
+
+
+class NerfParams(JobParams):
+    """COLMAP → NeRF training → a turntable render of ``render_frames`` frames."""
+
+    iterations: int = Field(default=30_000, ge=100, le=200_000)
+    render_frames: int = Field(default=120, ge=1, le=720)
+    resolution: int = Field(default=800, ge=64, le=4096, description="Square render size in pixels.")
+    transparent: bool = True
+    batch_size: int = Field(default=24, ge=1, le=720, description="Frames rendered per batch.")
+    matcher: Literal["exhaustive", "sequential"] = "exhaustive"
