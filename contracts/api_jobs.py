@@ -57,7 +57,8 @@ def _relocated(error: ErrorDetails, kind: object) -> InitErrorDetails:
     return {"type": PydanticCustomError(error["type"], msg), "loc": loc, "input": error["input"]}
 
 
-def _field_locations(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+def field_locations(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """A wrap validator of spec unions: errors located at body fields (the union tag dropped)."""
     try:
         return handler(value)
     except ValidationError as exc:
@@ -69,7 +70,7 @@ def _field_locations(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
 JobCreate = Annotated[
     LapCompareSpec | PoseSpec | NerfSpec | SplatSpec | VlmSpec,
     Discriminator("kind"),
-    WrapValidator(_field_locations),
+    WrapValidator(field_locations),
 ]
 """``{kind, inputs, params, webhook?}``: a job spec, its errors located at body fields."""
 

@@ -168,6 +168,19 @@ class JobCost(BaseModel):
     gpu_seconds: float = Field(default=0.0, ge=0)
     gpu: str | None = Field(default=None, max_length=32)
     estimated_usd: float = Field(default=0.0, ge=0)
+    usd_per_gpu_hour: float = Field(default=0.0, ge=0, description="The price of the current attempt's GPU.")
+
+    def so_far(self, running_since: datetime | None, now: datetime) -> JobCost:
+        """This cost with a still running attempt's time (from ``running_since`` to ``now``) added."""
+        if running_since is None:
+            return self
+        seconds = max(0.0, (now - running_since).total_seconds())
+        return self.model_copy(
+            update={
+                "gpu_seconds": round(self.gpu_seconds + seconds, 6),
+                "estimated_usd": round(self.estimated_usd + seconds * self.usd_per_gpu_hour / 3600.0, 9),
+            }
+        )
 
 
 class StageStatus(StrEnum):
@@ -214,7 +227,11 @@ class SessionInfo(BaseModel):
 
     model_config = _STRICT
 
-    robot_id: str | None = Field(default=None, max_length=64, description="The robot whose joint angles it sees.")
+    robot_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The robot whose joint angles it sees: the spec's, else one of its own named by the session id.",
+    )
     stop_requested: bool = False
     snapshot: Artifact | None = Field(default=None, description="The latest live output (e.g. the PLY).")
     snapshot_seq: int = Field(default=0, ge=0, description="The last frame the latest snapshot includes.")
@@ -271,8 +288,9 @@ class JobRecord(BaseModel):
 
     @classmethod
     def new(cls, job_id: str, tenant: str, spec: JobSpec, at: datetime, max_attempts: int = 3) -> JobRecord:
-        """A fresh ``created`` record for ``spec`` (with its :class:`SessionInfo` for a session kind)."""
-        session = SessionInfo(robot_id=getattr(spec, "robot_id", None)) if spec.is_session else None
+        """A fresh ``created`` record for ``spec``; a session kind's gets its :class:`SessionInfo`, bound
+        to the spec's robot, or to a robot of its own with the session's id."""
+        session = SessionInfo(robot_id=getattr(spec, "robot_id", None) or job_id) if spec.is_session else None
         return cls(
             id=job_id,
             tenant=tenant,

@@ -181,6 +181,25 @@ class GatewaySettings(BaseServiceSettings):
     robot_ws_auth_timeout_s: float = Field(
         default=5.0, gt=0, le=60, description="WebSocket: an API key must arrive within this (s), else 1008."
     )
+    session_frame_max_bytes: int = Field(
+        default=8 * 1024**2, ge=1024, le=64 * 1024**2, description="Largest frame a session takes (HTTP and WebSocket)."
+    )
+    session_max_frames_per_s: float = Field(default=60.0, gt=0, le=1000, description="Frames a second per session.")
+    session_cache_max: int = Field(
+        default=10_000, ge=1, description="Sessions whose counters, rate buckets and records a gateway keeps."
+    )
+    session_record_cache_s: float = Field(
+        default=1.0, ge=0, le=60, description="How long a session's record is reused before it is read again."
+    )
+    session_feed_buffer: int = Field(
+        default=16, ge=1, le=1024, description="Frames the feed socket holds for a worker that falls behind."
+    )
+    session_compat_ttl_s: float = Field(
+        default=48 * 3600.0, gt=0, description="The seed routes' capability URL outlives its session by this."
+    )
+    session_stop_wait_s: float = Field(
+        default=30.0, ge=0, le=600, description="The seed's /stop-training waits this long for the final outputs."
+    )
 
 
 class DispatcherSettings(BaseServiceSettings):

@@ -10,22 +10,48 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 from collections.abc import Generator
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from services.common.config import WS_MAX_MESSAGE_BYTES
+
+
+class PathSizedWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol (it reads one message at a time) with a limit per path.
+
+    The app lists ``(path regex, max bytes)`` pairs in ``app.state.ws_message_limits``; a socket whose
+    path matches one gets that limit, every other socket the server's ``ws_max_size``. The limit is
+    set at the handshake, before any message can arrive.
+    """
+
+    def handle_connect(self, event: Any) -> None:
+        state = getattr(self.config.app, "state", None)
+        route = str(event.path).partition("?")[0]
+        for pattern, limit in getattr(state, "ws_message_limits", ()):
+            if re.fullmatch(pattern, route):
+                self.conn.max_message_size = limit
+                break
+        super().handle_connect(event)
 
 
 def server_options(ws_max_size: int = WS_MAX_MESSAGE_BYTES, log_level: str = "warning") -> dict[str, Any]:
     """uvicorn's options for every server: lifespan on, no access log, WebSocket messages capped.
 
-    A frame over ``ws_max_size`` bytes is refused from its header, the socket closed with 1009,
-    before its payload is read.
+    A frame over ``ws_max_size`` bytes (or its path's limit, see :class:`PathSizedWebSocketProtocol`)
+    is refused from its header, the socket closed with 1009, before its payload is read.
     """
-    return {"lifespan": "on", "access_log": False, "log_level": log_level, "ws_max_size": ws_max_size}
+    return {
+        "lifespan": "on",
+        "access_log": False,
+        "log_level": log_level,
+        "ws_max_size": ws_max_size,
+        "ws": PathSizedWebSocketProtocol,
+    }
 
 
 def server_config(app: Any, ws_max_size: int = WS_MAX_MESSAGE_BYTES, log_level: str = "warning") -> uvicorn.Config:

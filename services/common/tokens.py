@@ -15,7 +15,7 @@ import json
 import time
 from typing import Any, Literal
 
-Audience = Literal["stream", "ingest"]
+Audience = Literal["stream", "ingest", "compat"]
 _VERSION = "v1"
 
 

@@ -88,7 +88,8 @@ def _apply_payload(record: JobRecord, event: EventEnvelope, payload: BaseModel, 
             moved = _start_attempt(record, attempt, at)
             if moved is record:
                 return record
-            cost = moved.cost.model_copy(update={"gpu": payload.gpu})
+            price = pricing(record.kind, payload.gpu)
+            cost = moved.cost.model_copy(update={"gpu": payload.gpu, "usd_per_gpu_hour": price})
             return moved.with_dispatch(payload.backend, payload.call_id, at).model_copy(update={"cost": cost})
         case je.JobStartedPayload():
             moved = _start_attempt(record, attempt, at)

@@ -87,11 +87,18 @@ def create_app(settings: GatewaySettings, *, storage: Storage | None = None) -> 
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.ws_message_limits = ((r"/v1/sessions/[^/]+/stream", settings.session_frame_max_bytes + 1024),)
     app.state.storage = store
     app.state.nats = None
     install_error_handlers(app)
     use_problem_json_in_openapi(app)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, exempt_prefixes=("/v1/blobs/",))
+    frames = settings.session_frame_max_bytes + 64 * 1024  # a multipart frame's envelope
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        exempt_prefixes=("/v1/blobs/",),
+        larger=((r"/v1/sessions/[^/]+/frames", frames), (r"/compat/so100/[^/]+/upload-frame", frames)),
+    )
     install_cors(app, settings.cors_origins)
     if isinstance(store, LocalStorage):
         app.include_router(blob_router(store))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -25,21 +26,35 @@ class BodyTooLargeError(Exception):
 class BodySizeLimitMiddleware:
     """413 for a body over ``max_bytes``, by Content-Length or while it streams.
 
-    Paths under ``exempt_prefixes`` (the signed blob uploads, limited by their own signature) pass.
+    Paths under ``exempt_prefixes`` (the signed blob uploads, limited by their own signature) pass;
+    paths matching a ``larger`` pattern (session frames) have that pattern's limit.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, exempt_prefixes: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        exempt_prefixes: tuple[str, ...] = (),
+        larger: tuple[tuple[str, int], ...] = (),
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.exempt_prefixes = exempt_prefixes
+        self.larger = tuple((re.compile(pattern), limit) for pattern, limit in larger)
+
+    def limit_for(self, path: str) -> int:
+        """The body limit of ``path``."""
+        return next((limit for pattern, limit in self.larger if pattern.fullmatch(path)), self.max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or str(scope.get("path", "")).startswith(self.exempt_prefixes):
+        path = str(scope.get("path", ""))
+        if scope["type"] != "http" or path.startswith(self.exempt_prefixes):
             await self.app(scope, receive, send)
             return
+        max_bytes = self.limit_for(path)
         for name, value in scope.get("headers", []):
-            if name == b"content-length" and (decimal(value) or 0) > self.max_bytes:
-                await self._reject(send)
+            if name == b"content-length" and (decimal(value) or 0) > max_bytes:
+                await self._reject(send, max_bytes)
                 return
         received = 0
         started = False
@@ -49,7 +64,7 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     raise BodyTooLargeError
             return message
 
@@ -62,15 +77,15 @@ class BodySizeLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLargeError:
             if not started:
-                await self._reject(send)
+                await self._reject(send, max_bytes)
 
-    async def _reject(self, send: Send) -> None:
+    async def _reject(self, send: Send, max_bytes: int) -> None:
         body = json.dumps(
             {
                 "type": "about:blank",
                 "title": "Content Too Large",
                 "status": 413,
-                "detail": f"The request body may not exceed {self.max_bytes} bytes.",
+                "detail": f"The request body may not exceed {max_bytes} bytes.",
             }
         ).encode()
         await send(

@@ -131,10 +131,11 @@ async def _create(state: GatewayState, tenant: str, job_id: str, spec: JobSpec, 
     return record
 
 
-async def _claim(state: GatewayState, tenant: str, key: str, spec: JobSpec) -> tuple[str, bool]:
-    """The job id for ``key`` and whether this request claimed it; 422 when reused for another body."""
+async def _claim(state: GatewayState, tenant: str, key: str, spec: JobSpec, job_id: str) -> tuple[str, bool]:
+    """The job id for ``key`` (``job_id`` if this request claims it) and whether this request claimed it;
+    422 when reused for another body."""
     kv_key = IdempotencyClaim.kv_key(tenant, key)
-    claim = IdempotencyClaim(job_id=new_id("job"), body_sha256=IdempotencyClaim.digest(spec))
+    claim = IdempotencyClaim(job_id=job_id, body_sha256=IdempotencyClaim.digest(spec))
     for _ in range(3):
         try:
             await state.kv.idempotency.create(kv_key, claim.model_dump_json().encode())
@@ -152,6 +153,19 @@ async def _claim(state: GatewayState, tenant: str, key: str, spec: JobSpec) -> t
             )
         return existing.job_id, False
     raise ProblemError(409, "The Idempotency-Key is contended; retry.")
+
+
+async def submit_job(
+    state: GatewayState, tenant: str, spec: JobSpec, idempotency_key: str | None, *, job_id: str | None = None
+) -> tuple[JobRecord, bool]:
+    """Check the inputs, claim the ``Idempotency-Key``, write the first record and publish
+    ``job.created``; the record and whether this request created it (else it answers a replay)."""
+    await _check_inputs(state, tenant, spec)
+    claimed = True
+    job_id = job_id or new_id("job")
+    if idempotency_key is not None:
+        job_id, claimed = await _claim(state, tenant, idempotency_key, spec, job_id)
+    return await _create(state, tenant, job_id, spec, replay=not claimed), claimed
 
 
 @router.post(
@@ -172,12 +186,12 @@ async def create_job(
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
     """Validate the spec and its inputs, record the job and publish ``job.created``."""
-    tenant = principal.tenant
-    await _check_inputs(state, tenant, spec)
-    job_id, claimed = new_id("job"), True
-    if idempotency_key is not None:
-        job_id, claimed = await _claim(state, tenant, idempotency_key, spec)
-    record = await _create(state, tenant, job_id, spec, replay=not claimed)
+    if spec.is_session:
+        raise unprocessable(
+            f"{spec.kind} runs as a live session: start it with POST /v1/sessions.",
+            field_error(("body", "kind"), "a session kind; use POST /v1/sessions"),
+        )
+    record, claimed = await submit_job(state, principal.tenant, spec, idempotency_key)
     response.status_code = 201 if claimed else 200
     out = await job_out(state, record)
     response.headers["Location"] = out.urls.self

@@ -21,7 +21,7 @@ from fastapi import APIRouter, FastAPI, Path, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import ValidationError
 
-from contracts.api_robots import JointEventEncoder, JointsAccepted, JointsPost
+from contracts.api_robots import JointEventEncoder, JointsAccepted, JointSampleIn, JointsPost
 from contracts.ids import ID_PATTERN, tenant_key
 from contracts.robot_events import JointSample
 from services.common.apikeys import Principal
@@ -164,21 +164,32 @@ async def post_joints(robot_id: RobotIdPath, request: Request) -> Response:
     errors = count_errors(samples, settings.robot_joint_count, prefix, indexed=batch)
     if errors:
         raise unprocessable("Some samples have the wrong number of joint angles.", *errors)
-    await _admit(telemetry, principal.tenant, robot_id)
-    encoder = JointEventEncoder(principal.tenant, robot_id)
+    accepted = await publish_samples(telemetry, principal.tenant, robot_id, samples, confirm=batch)
+    return Response(f'{{"accepted":{accepted}}}', status_code=202, media_type="application/json")
+
+
+async def publish_samples(
+    telemetry: Telemetry, tenant: str, robot_id: str, samples: list[JointSampleIn], *, confirm: bool
+) -> int:
+    """Admit the robot, publish ``samples`` (checked) in order and remember the last; how many went.
+
+    429 for a robot too many, 503 when NATS does not answer.
+    """
+    await _admit(telemetry, tenant, robot_id)
+    encoder = JointEventEncoder(tenant, robot_id)
     received = receipt_time()
     data = b""
     payloads = []
     for sample in samples:
         data = encoder.data(sample, received)
         payloads.append(encoder.envelope(data, received))
-    subject = telemetry.state.subjects.robot_joints(principal.tenant, robot_id)
+    subject = telemetry.state.subjects.robot_joints(tenant, robot_id)
     try:
-        await telemetry.publish(subject, payloads, confirm=batch)
-        await telemetry.remember(tenant_key(principal.tenant, robot_id), data)
+        await telemetry.publish(subject, payloads, confirm=confirm)
+        await telemetry.remember(tenant_key(tenant, robot_id), data)
     except (TelemetryUnavailableError, nats.errors.Error, TimeoutError) as exc:
         raise unavailable(exc) from exc
-    return Response(f'{{"accepted":{len(payloads)}}}', status_code=202, media_type="application/json")
+    return len(payloads)
 
 
 @router.get(

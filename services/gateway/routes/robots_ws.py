@@ -29,7 +29,6 @@ from contracts.api_robots import (
     FieldError,
     JointEventEncoder,
     JointSampleIn,
-    JointsWsAuth,
     JointsWsControl,
     JointsWsError,
 )
@@ -44,16 +43,10 @@ from services.gateway.robot_ingest import (
     receipt_time,
 )
 from services.gateway.robot_registry import RobotLimitError
+from services.gateway.ws_auth import WS_POLICY, WS_TOO_BIG, WS_UNAUTHORIZED, NoCredentialInTimeError, ws_credential
 
 log = logging.getLogger(__name__)
-WS_UNAUTHORIZED = 4401
-WS_POLICY = 1008
-WS_TOO_BIG = 1009
 WS_TOO_MANY_ROBOTS = 4429
-
-
-class _NoKeyInTimeError(Exception):
-    """No first ``{"auth": key}`` message arrived within the deadline."""
 
 
 class _JointStream:
@@ -161,30 +154,17 @@ def _is_close(text: str) -> bool:
 async def _ws_principal(ws: WebSocket, telemetry: Telemetry) -> Principal | None:
     """The caller of an accepted WebSocket: ``Authorization: Bearer`` or a first ``{"auth": key}``.
 
-    Raises :class:`_NoKeyInTimeError` when no first message arrives within the deadline.
+    Raises :class:`NoCredentialInTimeError` when no first message arrives within the deadline.
     """
-    header = ws.headers.get("authorization")
-    if header is not None:
-        scheme, _, key = header.partition(" ")
-        return await telemetry.principal(key.strip()) if scheme.lower() == "bearer" else None
-    try:
-        text = await asyncio.wait_for(ws.receive_text(), telemetry.settings.robot_ws_auth_timeout_s)
-    except TimeoutError:
-        raise _NoKeyInTimeError from None
-    except KeyError:  # a binary message
-        return None
-    try:
-        key = JointsWsAuth.model_validate_json(text).auth
-    except ValidationError:
-        return None
-    return await telemetry.principal(key)
+    key = await ws_credential(ws, telemetry.settings.robot_ws_auth_timeout_s)
+    return None if key is None else await telemetry.principal(key)
 
 
 async def _admitted(ws: WebSocket, telemetry: Telemetry, robot_id: str) -> Principal | None:
     """The caller, authenticated, its robot id valid and admitted; else ``None``, the socket closed with why."""
     try:
         principal = await _ws_principal(ws, telemetry)
-    except _NoKeyInTimeError:
+    except NoCredentialInTimeError:
         await ws.close(WS_POLICY, f"No auth message within {telemetry.settings.robot_ws_auth_timeout_s:g} s.")
         return None
     if principal is None:

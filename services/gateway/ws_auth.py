@@ -1,0 +1,45 @@
+"""Who is on a WebSocket: an ``Authorization`` header, or (browsers cannot set one) a first text message
+``{"auth": "<credential>"}`` within a deadline. Credentials never go in URLs, where logs keep them.
+
+:func:`ws_credential` returns the credential; the route decides what it may be (an API key; for a
+session's socket also its stream token; for a worker's feed its ingest token).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from fastapi import WebSocket
+
+WS_POLICY = 1008
+WS_TOO_BIG = 1009
+WS_UNAUTHORIZED = 4401
+WS_NOT_FOUND = 4404
+
+
+class NoCredentialInTimeError(Exception):
+    """No first ``{"auth": ...}`` message arrived within the deadline."""
+
+
+async def ws_credential(ws: WebSocket, timeout_s: float) -> str | None:
+    """The bearer credential of an accepted socket, or ``None`` when what came is not one.
+
+    Raises :class:`NoCredentialInTimeError` when no first message arrives within ``timeout_s``.
+    """
+    header = ws.headers.get("authorization")
+    if header is not None:
+        scheme, _, credential = header.partition(" ")
+        return credential.strip() or None if scheme.lower() == "bearer" else None
+    try:
+        text = await asyncio.wait_for(ws.receive_text(), timeout_s)
+    except TimeoutError:
+        raise NoCredentialInTimeError from None
+    except KeyError:  # a binary message
+        return None
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return None
+    found = message.get("auth") if isinstance(message, dict) else None
+    return found if isinstance(found, str) and 0 < len(found) <= 4096 else None

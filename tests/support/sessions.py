@@ -1,0 +1,82 @@
+"""Helpers of the live-session tests: frames made with OpenCV, socket URLs, the FRAMES stream read back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import cv2
+import numpy as np
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from contracts.streams import FRAMES
+from contracts.subjects import Namespace
+
+
+def jpeg(seed: int = 0, size: tuple[int, int] = (64, 48)) -> bytes:
+    """A small JPEG frame whose content depends on ``seed``."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    ok, encoded = cv2.imencode(".jpg", image)
+    assert ok
+    return encoded.tobytes()
+
+
+def png(seed: int = 0, size: tuple[int, int] = (64, 48)) -> bytes:
+    """A small PNG frame."""
+    rng = np.random.default_rng(seed)
+    ok, encoded = cv2.imencode(".png", rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    assert ok
+    return encoded.tobytes()
+
+
+def ws_url(http_url: str) -> str:
+    """``http://…`` → ``ws://…``."""
+    return "ws" + http_url.removeprefix("http")
+
+
+def open_socket(url: str, key: str | None = None, **options: Any) -> connect:
+    """A WebSocket connection (no proxy, no compression), with a Bearer header when ``key`` is given."""
+    headers = {"Authorization": f"Bearer {key}"} if key else None
+    return connect(url, additional_headers=headers, proxy=None, compression=None, **options)
+
+
+async def next_json(ws: ClientConnection, timeout_s: float = 15.0, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The next JSON message of ``ws`` whose ``type`` is not in ``skip`` (bounded wait)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            message = json.loads(await ws.recv())
+            if message.get("type") not in skip:
+                return dict(message)
+
+
+async def until_closed(ws: ClientConnection, timeout_s: float = 15.0) -> tuple[list[dict[str, Any]], int | None]:
+    """Every message until the server closes, and the close code."""
+    messages: list[dict[str, Any]] = []
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for raw in ws:
+                messages.append(json.loads(raw))
+    except ConnectionClosed:
+        pass
+    return messages, ws.close_code
+
+
+async def frames_stored(js: JetStreamContext, ns: Namespace, tenant: str, session_id: str, count: int) -> list[Any]:
+    """The session's first ``count`` messages in FRAMES (frames and control), in order; fails if fewer come."""
+    subject = ns.subject(f"sessions.{tenant}.{session_id}.*")
+    sub = await js.subscribe(subject, stream=ns.stream(FRAMES), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    try:
+        return [await sub.next_msg(timeout=10) for _ in range(count)]
+    finally:
+        await sub.unsubscribe()
+
+
+async def frames_count(js: JetStreamContext, ns: Namespace, tenant: str, session_id: str) -> int:
+    """How many messages the session has in FRAMES."""
+    info = await js.stream_info(ns.stream(FRAMES), subjects_filter=ns.subject(f"sessions.{tenant}.{session_id}.*"))
+    return sum((info.state.subjects or {}).values())
