@@ -20,6 +20,9 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 from services.common.config import WS_MAX_MESSAGE_BYTES
 
+GRACEFUL_SHUTDOWN_S = 5.0
+"""On shutdown, connections still open after this are closed (long-lived sockets and SSE streams)."""
+
 
 class PathSizedWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol (it reads one message at a time) with a limit per path.
@@ -51,6 +54,7 @@ def server_options(ws_max_size: int = WS_MAX_MESSAGE_BYTES, log_level: str = "wa
         "log_level": log_level,
         "ws_max_size": ws_max_size,
         "ws": PathSizedWebSocketProtocol,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
     }
 
 

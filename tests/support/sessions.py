@@ -10,11 +10,13 @@ import cv2
 import numpy as np
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
+from pydantic import BaseModel
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from contracts.events import EventType, job_event_name, make_event
 from contracts.streams import FRAMES
-from contracts.subjects import Namespace
+from contracts.subjects import Namespace, Subjects
 
 
 def jpeg(seed: int = 0, size: tuple[int, int] = (64, 48)) -> bytes:
@@ -80,3 +82,13 @@ async def frames_count(js: JetStreamContext, ns: Namespace, tenant: str, session
     """How many messages the session has in FRAMES."""
     info = await js.stream_info(ns.stream(FRAMES), subjects_filter=ns.subject(f"sessions.{tenant}.{session_id}.*"))
     return sum((info.state.subjects or {}).values())
+
+
+async def publish_event(
+    js: JetStreamContext, subjects: Subjects, tenant: str, job_id: str, type_: EventType, payload: BaseModel
+) -> int:
+    """Publish a job (or session) event as the platform does; its stream sequence."""
+    event = make_event(type_, payload, tenant=tenant, source="test", job_id=job_id, kind="splat", attempt=1)
+    subject = subjects.job_event(tenant, job_id, job_event_name(type_))
+    ack = await js.publish(subject, event.to_json_bytes(), headers={"Nats-Msg-Id": event.id})
+    return int(ack.seq)
