@@ -27,7 +27,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from contracts.job_specs import LapCompareParams, LapCompareSpec
+from contracts.job_params import LapCompareParams
+from contracts.job_specs import LapCompareSpec
 from modal_workers.lap_compare_align import align
 from modal_workers.lap_compare_flow import FlowEngine, OverlayWriter, frame_metrics, summarize
 from modal_workers.runtime import PermanentError, WorkerContext

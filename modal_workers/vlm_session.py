@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from contracts.job_specs import VlmParams
+from contracts.session_params import VlmParams
 from modal_workers.vlm_chunker import Chunk, Chunker, Frame
 from modal_workers.vlm_state import AlertRule, Conversation
 

@@ -99,9 +99,7 @@ class NatsSessionFeed:
         """Subscribe; items start arriving at ``on_item``."""
         subjects = Subjects(self.ns)
         frames = subjects.session_frames(self.tenant, self.session_id).rpartition(".")[0] + ".*"
-        self._subs.append(
-            await self._ordered(frames, streams.FRAMES, self._on_frames, self._frames_config())
-        )
+        self._subs.append(await self._ordered(frames, streams.FRAMES, self._on_frames, self._frames_config()))
         if self.robot_id is not None:
             joints = subjects.robot_joints(self.tenant, self.robot_id)
             self._subs.append(await self._ordered(joints, streams.TELEMETRY, self._on_joints, self._joints_config()))

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
+from contracts import session_events as se
 from contracts.events import EventType
 from contracts.job_events import (
     JobArtifactPayload,
@@ -26,7 +27,6 @@ from contracts.job_events import (
 from contracts.job_record import Artifact, JobError, StageStatus
 from contracts.job_specs import JobSpec, parse_job_spec
 from contracts.robot_events import JointSample
-from contracts import session_events as se
 from contracts.upload_events import UploadCompletedPayload
 from contracts.webhook_events import WebhookDeadLetteredPayload
 

@@ -76,6 +76,7 @@ async def test_streams_per_tenant_are_capped_and_slots_come_back(
     job_id = await create_job(jobs_kv, "acme")
     assert (await acme.start("tenant", "/v1/events")).status_code == 200
     assert (await acme.start("job", f"/v1/jobs/{job_id}/events")).status_code == 200
+
     async def both_consumers() -> bool:
         return await _sse_consumers(js, namespace) == 2
 

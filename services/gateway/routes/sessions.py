@@ -130,8 +130,11 @@ async def reset_session(
     "/{session_id}/ply",
     summary="The latest PLY snapshot",
     response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}}, 304: {"description": "Not modified"},
-               **problem_responses(401, 404, 410)},
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        304: {"description": "Not modified"},
+        **problem_responses(401, 404, 410),
+    },
 )
 async def get_ply(
     session_id: SessionIdPath,
@@ -143,8 +146,6 @@ async def get_ply(
     """The latest snapshot's bytes with an ``ETag`` (its sha256); 304 when unchanged; 404 before the first."""
     record = await intake_of(request).record(principal.tenant, session_id, fresh=True)
     return await snapshot_response(state, record, if_none_match)
-
-
 
 
 router.add_api_websocket_route("/{session_id}/stream", session_stream, name="session_stream")
