@@ -17,13 +17,13 @@
 
 A workload's loop: ``poll`` → stop? return the result (the session succeeds) · reset? clear the model ·
 frames? train on them, ``status`` and now and then ``snapshot``. Idle and length limits come from the
-session's params; a cancel closes the input, so ``poll`` answers ``stop="canceled"`` at once.
+session's params; once the job's cancel is seen, ``poll`` raises the context's ``CancelledError``.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,6 +35,8 @@ from contracts.job_record import Artifact
 from contracts.session_params import SessionParams
 from modal_workers.session_input import SessionBatch, SessionInput
 
+CANCEL_CHECK_S = 0.25
+"""How often a waiting :meth:`LiveSession.poll` looks at the job's cancel."""
 SNAPSHOT_SLOTS = 2
 """Snapshot objects kept per session: the newest and the one before it."""
 
@@ -51,35 +53,39 @@ class SessionHost(Protocol):
     def progress(self, fraction: float, message: str | None = None, metrics: dict[str, Any] | None = None) -> None:
         """Report progress (throttled)."""
 
+    def check_cancelled(self) -> None:
+        """Raise once the job's cancel was seen."""
+
 
 class LiveSession:
     """One run of a live session: its bounded input and its outputs (snapshots, results, alerts)."""
 
-    def __init__(
-        self,
-        host: SessionHost,
-        params: SessionParams,
-        *,
-        expects_joints: bool,
-        clock: Callable[[], float] | None = None,
-    ) -> None:
+    def __init__(self, host: SessionHost, params: SessionParams, *, expects_joints: bool) -> None:
         self.host, self.params = host, params
-        options: dict[str, Any] = {} if clock is None else {"clock": clock}
         self.input = SessionInput(
             buffer=params.frame_buffer,
             joint_tolerance_s=params.joint_tolerance_ms / 1000,
             idle_timeout_s=params.idle_timeout_s,
             max_session_s=params.max_session_s,
             expects_joints=expects_joints,
-            **options,
         )
         self._lock = threading.Lock()
         self._fraction = 0.0
         self.snapshots = self.results = 0
 
     def poll(self, timeout: float = 0.5) -> SessionBatch:
-        """Ready frames, a reset or a stop (waits up to ``timeout`` seconds for one)."""
-        return self.input.poll(timeout)
+        """Ready frames, a reset or a stop (waits up to ``timeout`` seconds for one).
+
+        Raises the context's ``CancelledError`` once the job's cancel was seen (checked at least
+        every :data:`CANCEL_CHECK_S`), so a canceled session never reports success.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            self.host.check_cancelled()
+            left = deadline - time.monotonic()
+            batch = self.input.poll(max(0.0, min(CANCEL_CHECK_S, left)))
+            if batch.frames or batch.reset or batch.stop or left <= CANCEL_CHECK_S:
+                return batch
 
     def status(self, fraction: float | None = None, message: str | None = None, **metrics: Any) -> None:
         """Progress (``fraction`` defaults to the last one) with ``metrics`` and the input's counts."""
@@ -131,6 +137,3 @@ class LiveSession:
         )
         self.host.emit(EventType.SESSION_ALERT, payload, f"alert-{chunk}")
 
-    def cancel(self) -> None:
-        """End the input now (the job's cancel was seen): the next poll answers ``stop="canceled"``."""
-        self.input.close("canceled")
