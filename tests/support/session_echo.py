@@ -3,12 +3,14 @@
 It echoes what it received: every frame's seq and matched joints as a ``session.result``, a JSON
 snapshot every ``GPURELAY_TEST_SNAPSHOT_EVERY`` frames (default 2), its counts as progress metrics,
 and on stop a result with every seq it processed since the last reset. A reset clears its counts.
+With ``GPURELAY_TEST_MARKS`` set it leaves ``{session id}.{pid}`` there, so a test can kill it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 from modal_workers.live_session import LiveSession
@@ -17,7 +19,10 @@ from modal_workers.live_session import LiveSession
 def run(spec: Any, ctx: Any) -> dict[str, Any]:
     """Echo frames until the session stops."""
     session: LiveSession = ctx.session
+    if marks := os.environ.get("GPURELAY_TEST_MARKS"):
+        (Path(marks) / f"{ctx.request.job_id}.{os.getpid()}").write_text(str(os.getpid()))
     every = int(os.environ.get("GPURELAY_TEST_SNAPSHOT_EVERY", "2"))
+    session.status(0.0, "ready", echoed=0, resets=0)  # after the mark: a test seeing it may kill us
     seqs: list[int] = []
     joints: list[list[float] | None] = []
     resets = 0
