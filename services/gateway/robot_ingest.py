@@ -36,7 +36,7 @@ from nats.js.errors import KeyNotFoundError
 
 from contracts.api_robots import JointSampleIn, utc_iso
 from services.common.apikeys import Principal
-from services.gateway.errors import field_error
+from services.common.http.problem import field_error
 from services.gateway.robot_registry import RobotRegistry
 from services.gateway.state import GatewayState
 

@@ -16,8 +16,8 @@ from contracts.envelope import EventEnvelope
 from contracts.subjects import Subjects
 from services.common.apikeys import ApiKeyStore
 from services.common.config import GatewaySettings
+from services.common.http.problem import ProblemError
 from services.common.storage import Storage
-from services.gateway.errors import ProblemError
 from services.gateway.key_cache import KeyCache
 
 

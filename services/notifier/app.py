@@ -13,10 +13,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -25,9 +23,10 @@ from contracts import streams
 from contracts.api_webhooks import WebhookRecord
 from services.common.apikeys import ApiKeyStore
 from services.common.config import NotifierSettings
+from services.common.http.cors import install_cors
+from services.common.http.health import install_health, nats_probe
+from services.common.http.problem import install_error_handlers
 from services.common.nats import connect, declare_all
-from services.gateway.errors import install_error_handlers, problem
-from services.gateway.middleware import install_cors
 from services.notifier.deliveries import DeliveryStore, open_bucket
 from services.notifier.fanout import FanOut
 from services.notifier.routes import StreamSlots, router, stream_slots
@@ -151,21 +150,11 @@ def create_app(settings: NotifierSettings) -> FastAPI:
     install_cors(app, settings.cors_origins)
     app.include_router(router)
 
-    @app.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, Any]:
-        """Liveness: the process answers."""
-        return {"status": "ok"}
-
-    @app.get("/readyz", tags=["health"], response_model=None)
-    async def readyz() -> Response:
-        """Readiness: NATS reachable."""
-        state: NotifierState | None = app.state.notifier
-        try:
-            if state is None or not state.nc.is_connected:
-                raise ConnectionError("not connected")
-            await asyncio.wait_for(state.nc.flush(), 2.0)
-        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
-            return problem(503, f"Not ready: nats ({type(exc).__name__}).")
-        return JSONResponse({"status": "ok", "checks": {"nats": "ok"}})
-
+    install_health(app, {"nats": nats_probe(lambda: _connection(app))}, readiness_doc="Readiness: NATS reachable.")
     return app
+
+
+def _connection(app: FastAPI) -> NatsClient | None:
+    """The running notifier's NATS connection, if it has one."""
+    state: NotifierState | None = app.state.notifier
+    return None if state is None else state.nc

@@ -13,13 +13,9 @@ from nats.js.kv import KeyValue
 
 from contracts.ids import ID_PATTERN, tenant_key
 from services.common.apikeys import ApiKeyStore
+from services.common.http.auth import unauthorized
+from services.common.http.problem import ProblemError
 from services.common.tokens import TokenExpiredError, TokenInvalidError, verify_token
-from services.gateway.errors import ProblemError
-
-
-def unauthorized(detail: str) -> ProblemError:
-    """A 401 problem with the Bearer challenge."""
-    return ProblemError(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 async def api_key_tenant(request: Request, keys: ApiKeyStore) -> str | None:

@@ -16,8 +16,9 @@ from sse_starlette import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
 from contracts.ids import ID_PATTERN
-from services.gateway.errors import ProblemError, field_error, problem_responses, unprocessable
-from services.notifier.auth import api_key_tenant, exists, not_found, require_tenant, unauthorized
+from services.common.http.auth import unauthorized
+from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
+from services.notifier.auth import api_key_tenant, exists, not_found, require_tenant
 from services.notifier.deliveries import DeliveryList
 from services.notifier.stream import Coalescer, Feed, Filters, frames
 from services.notifier.targets import JOB_HOOK_PREFIX
