@@ -19,7 +19,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from services.gateway.openapi import OPENAPI_PATH
+from services.cli.openapi import OPENAPI_PATH
 from tests.conftest import Gateway, Tenant
 
 MAX_EXAMPLES = 6
