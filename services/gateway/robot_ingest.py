@@ -18,7 +18,7 @@ it, and KV otherwise (at most one flush interval behind on another replica). At 
 oldest one written out at once. A tenant's distinct robots are capped by a
 :class:`~services.gateway.robot_registry.RobotRegistry` before anything is published.
 
-API keys are verified through a :class:`~services.gateway.key_cache.KeyCache`: a KV read per
+API keys are verified through a :class:`~services.common.key_cache.KeyCache`: a KV read per
 request would be about half the CPU of a single-sample POST.
 """
 

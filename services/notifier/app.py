@@ -26,6 +26,7 @@ from services.common.config import NotifierSettings
 from services.common.http.cors import install_cors
 from services.common.http.health import install_health, nats_probe
 from services.common.http.problem import install_error_handlers
+from services.common.key_cache import KeyCache
 from services.common.nats import connect, declare_all
 from services.notifier.deliveries import DeliveryStore, open_bucket
 from services.notifier.fanout import FanOut
@@ -44,7 +45,7 @@ class NotifierState:
     settings: NotifierSettings
     nc: NatsClient
     js: JetStreamContext
-    keys: ApiKeyStore
+    key_cache: KeyCache
     jobs: KeyValue
     sessions: KeyValue
     webhooks: KeyValue
@@ -83,7 +84,9 @@ async def open_state(settings: NotifierSettings, nc: NatsClient) -> NotifierStat
         settings=settings,
         nc=nc,
         js=js,
-        keys=ApiKeyStore(await bucket(streams.KV_APIKEYS)),
+        key_cache=KeyCache(
+            ApiKeyStore(await bucket(streams.KV_APIKEYS)), settings.api_key_cache_s, settings.api_key_cache_max_entries
+        ),
         jobs=await bucket(streams.KV_JOBS),
         sessions=await bucket(streams.KV_SESSIONS),
         webhooks=webhooks,
@@ -110,6 +113,7 @@ async def running(settings: NotifierSettings) -> AsyncIterator[NotifierState]:
                 workers.ensure(tenant, endpoint_id)  # resume a re-enabled queue, or drop a deleted one
 
         state.endpoints.listeners.append(on_change)
+        await state.key_cache.start()
         await state.endpoints.start()
         await workers.resume_all()
         fanout = FanOut(settings, state.js, state.endpoints, JobHooks(state.jobs), workers)
@@ -123,6 +127,7 @@ async def running(settings: NotifierSettings) -> AsyncIterator[NotifierState]:
         if state is not None:
             await state.workers.stop()
             await state.endpoints.stop()
+            await state.key_cache.stop()
             await state.sender.aclose()
         with contextlib.suppress(Exception):
             await nc.flush(timeout=2)

@@ -154,7 +154,7 @@ async def job_events(request: Request, job_id: Annotated[str, Path()], after: Af
     state = _state(request)
     if not ID_PATTERN.fullmatch(job_id):
         raise not_found("job", job_id)
-    tenant = await require_tenant(request, state.keys, state.signing_secret, job_id)
+    tenant = await require_tenant(request, state.key_cache, state.signing_secret, job_id)
     if not await exists(state.jobs, tenant, job_id):
         raise not_found("job", job_id)
     subject = state.settings.subjects.job_events(tenant, job_id)
@@ -172,7 +172,7 @@ async def session_events(
 ) -> EventSourceResponse:
     """A live session's events (a session runs as a job of kind splat or vlm with the same id)."""
     state = _state(request)
-    tenant = await require_tenant(request, state.keys, state.signing_secret, session_id)
+    tenant = await require_tenant(request, state.key_cache, state.signing_secret, session_id)
     if not (await exists(state.sessions, tenant, session_id) or await exists(state.jobs, tenant, session_id)):
         raise not_found("session", session_id)
     subject = state.settings.subjects.job_events(tenant, session_id)
@@ -193,7 +193,7 @@ async def tenant_events(
 ) -> EventSourceResponse:
     """Every job and upload event of the caller's tenant, filtered, resumable; never ends."""
     state = _state(request)
-    tenant = await api_key_tenant(request, state.keys)
+    tenant = await api_key_tenant(request, state.key_cache)
     if tenant is None:
         raise unauthorized("An API key is required: send 'Authorization: Bearer <key>'.")
     s = state.settings.subjects
@@ -221,7 +221,7 @@ async def deliveries(
 
     A job's own webhook (``spec.webhook``) is listed as endpoint ``jobhook-{job_id}``."""
     state = _state(request)
-    tenant = await api_key_tenant(request, state.keys)
+    tenant = await api_key_tenant(request, state.key_cache)
     if tenant is None:
         raise unauthorized("An API key is required: send 'Authorization: Bearer <key>'.")
     known = await exists(state.webhooks, tenant, endpoint_id)
