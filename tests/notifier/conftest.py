@@ -69,7 +69,7 @@ def notifier(
     declared: Declarations,
     notifier_overrides: dict[str, object],
 ) -> Iterator[Notifier]:
-    """The notifier on a free port, with its webhook fan-out and workers running."""
+    """The notifier on a free port, with its webhook fan-out and deliveries running."""
     sock = bound_socket()
     settings = notifier_settings(nats_server.url, namespace, tmp_path / "data", **notifier_overrides)
     app = create_app(settings)

@@ -1,5 +1,5 @@
 """Per-job order survives a restart: a retry NAKed by one notifier still holds back its job's later events
-in the next one, while other jobs' events flow (the worker reads the consumer's ack-pending range at start).
+in the next one, while other jobs' events flow (the delivery reads the consumer's ack-pending range at start).
 
 The notifier is served here (not by the ``notifier`` fixture) so that it can be stopped and started again.
 """
