@@ -27,7 +27,7 @@ from contracts.streams import KV_ROBOTS, TELEMETRY
 from contracts.subjects import Namespace, Subjects
 from services.common.apikeys import ApiKeyStore, Principal
 from services.common.key_cache import KeyCache
-from tests.conftest import Gateway, Tenant
+from tests.support.gateway import Gateway, Tenant
 
 COUNT = 10_000
 BATCH = 1000

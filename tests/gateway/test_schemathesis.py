@@ -20,7 +20,7 @@ from schemathesis.checks import (
 )
 
 from services.cli.openapi import OPENAPI_PATH
-from tests.conftest import Gateway, Tenant
+from tests.support.gateway import Gateway, Tenant
 
 MAX_EXAMPLES = 6
 SKIPPED_PREFIXES = ("/v1/blobs/",)

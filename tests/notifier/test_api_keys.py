@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 
 from services.common.apikeys import ApiKeyStore
-from tests.notifier.conftest import Notifier
-from tests.notifier.support import wait_for
+from tests.support.events import wait_for
+from tests.support.notifier import Notifier
 
 
 async def test_a_cached_key_is_read_from_kv_once_and_a_revoked_one_stops_working(

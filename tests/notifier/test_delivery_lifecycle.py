@@ -24,18 +24,11 @@ from services.common.embedded_nats import EmbeddedNats
 from services.notifier.app import create_app
 from services.notifier.delivery import consumer_name
 from services.notifier.state import NotifierState
-from tests.notifier.conftest import Notifier, notifier_settings
-from tests.notifier.support import (
-    ApiAudit,
-    Receiver,
-    create_endpoint,
-    create_job,
-    job_event,
-    publish,
-    read_endpoint,
-    wait_for,
-)
+from tests.support.events import create_endpoint, create_job, job_event, publish, read_endpoint, wait_for
 from tests.support.http import bound_socket, serve
+from tests.support.nats import ApiAudit
+from tests.support.notifier import Notifier, notifier_settings
+from tests.support.receivers import Receiver
 
 
 async def _deliver_through(js: JetStreamContext, subjects: Subjects, rx: Receiver, job_id: str, path: str) -> None:

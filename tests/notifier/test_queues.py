@@ -20,18 +20,9 @@ from contracts.webhook_events import WebhookDeadLetteredPayload
 from services.common.apikeys import ApiKeyStore
 from services.notifier.delivery import consumer_name
 from services.notifier.targets import job_hook_id
-from tests.notifier.conftest import Notifier
-from tests.notifier.support import (
-    Captured,
-    Receiver,
-    create_endpoint,
-    create_job,
-    job_event,
-    job_spec,
-    publish,
-    read_endpoint,
-    wait_for,
-)
+from tests.support.events import create_endpoint, create_job, job_event, job_spec, publish, read_endpoint, wait_for
+from tests.support.notifier import Notifier
+from tests.support.receivers import Captured, Receiver
 
 pytestmark = pytest.mark.usefixtures("notifier")
 SEQUENCE = (EventType.JOB_LOG, EventType.JOB_PROGRESS, EventType.JOB_SUCCEEDED)
