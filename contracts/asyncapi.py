@@ -6,7 +6,6 @@ anything the code does not do; a test fails when the committed file drifts.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from pydantic import BaseModel
 from contracts import CONTRACTS_VERSION
 from contracts.envelope import EventEnvelope
 from contracts.events import PAYLOADS, EventType, job_event_name
+from contracts.generated import GeneratedFile
 
 ASYNCAPI_PATH = Path(__file__).resolve().parents[1] / "docs" / "asyncapi.json"
 
@@ -117,18 +117,5 @@ def asyncapi_document() -> dict[str, Any]:
     }
 
 
-def render(document: dict[str, Any]) -> str:
-    """Stable text: sorted keys, two-space indent, a final newline."""
-    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def write_asyncapi(path: Path = ASYNCAPI_PATH) -> Path:
-    """Write the document to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(asyncapi_document()))
-    return path
-
-
-def asyncapi_drifted(path: Path = ASYNCAPI_PATH) -> bool:
-    """Whether the committed document differs from the contracts'."""
-    return not path.exists() or path.read_text() != render(asyncapi_document())
+ASYNCAPI = GeneratedFile(ASYNCAPI_PATH, asyncapi_document)
+"""``docs/asyncapi.json``: ``gpurelay schema`` writes it, a test checks its drift."""

@@ -6,8 +6,8 @@ committed files no longer match the models (the test suite runs the same check).
 
 from __future__ import annotations
 
-import json
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from pydantic import BaseModel, TypeAdapter
 from contracts.dead_letters import DeadLetter
 from contracts.envelope import EventEnvelope
 from contracts.events import PAYLOADS
+from contracts.generated import GeneratedFile
 from contracts.job_record import JobRecord
 from contracts.job_specs import SPEC_MODELS, JobSpecAdapter, WebhookTarget
 from contracts.robot_events import JointBatch
@@ -63,38 +64,30 @@ def all_schemas() -> dict[str, dict[str, Any]]:
     return schemas
 
 
-def render(schema: dict[str, Any]) -> str:
-    """The committed text of one schema: pretty, sorted keys, newline-terminated."""
-    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+def schema_files(out_dir: Path = SCHEMA_DIR) -> list[GeneratedFile]:
+    """One generated file per schema, under ``out_dir``, sorted by name."""
+    return [GeneratedFile(out_dir / name, partial(dict, schema)) for name, schema in sorted(all_schemas().items())]
+
+
+def _stale(out_dir: Path, files: list[GeneratedFile]) -> list[Path]:
+    """The ``.json`` files in ``out_dir`` that no schema generates."""
+    names = {file.path.name for file in files}
+    return sorted(path for path in out_dir.glob("*.json") if path.name not in names) if out_dir.is_dir() else []
 
 
 def write_schemas(out_dir: Path = SCHEMA_DIR) -> list[Path]:
     """Write every schema to ``out_dir`` (deleting stale ``.json`` files); returns the paths written."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    schemas = all_schemas()
-    for stale in sorted(out_dir.glob("*.json")):
-        if stale.name not in schemas:
-            stale.unlink()
-    written: list[Path] = []
-    for name, schema in sorted(schemas.items()):
-        path = out_dir / name
-        text = render(schema)
-        if not path.exists() or path.read_text(encoding="utf-8") != text:
-            path.write_text(text, encoding="utf-8")
-        written.append(path)
-    return written
+    files = schema_files(out_dir)
+    for stale in _stale(out_dir, files):
+        stale.unlink()
+    return [file.write() for file in files]
 
 
 def check_schemas(out_dir: Path = SCHEMA_DIR) -> list[str]:
     """Names of the schema files in ``out_dir`` that differ, are missing or are stale ([] = in sync)."""
-    schemas = all_schemas()
-    drift = [
-        name
-        for name, schema in schemas.items()
-        if not (out_dir / name).is_file() or (out_dir / name).read_text(encoding="utf-8") != render(schema)
-    ]
-    if out_dir.is_dir():
-        drift += [path.name for path in out_dir.glob("*.json") if path.name not in schemas]
+    files = schema_files(out_dir)
+    drift = [file.path.name for file in files if file.drifted()] + [path.name for path in _stale(out_dir, files)]
     return sorted(drift)
 
 

@@ -10,24 +10,21 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
-from pydantic import SecretStr
 
 from contracts.streams import KV_APIKEYS, Declarations, declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.apikeys import ApiKeyStore
-from services.common.config import GatewaySettings
 from services.common.embedded_nats import EmbeddedNats
 from services.common.nats import apply_declarations
 from services.gateway.app import create_app
+from tests.support.gateway import Gateway, Tenant, gateway_settings
 from tests.support.http import bound_socket, serve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,39 +104,6 @@ async def declared(js: JetStreamContext, decls: Declarations) -> Declarations:
 
 # -- the gateway over real HTTP ------------------------------------------------------------------
 
-SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
-INGEST_SECRET = "test-ingest-secret-0123456789abcdef"
-
-
-def gateway_settings(data_dir: Path, url: str, **overrides: object) -> GatewaySettings:
-    """Test settings: local storage under ``data_dir``, real secrets, this test's NATS namespace."""
-    values: dict[str, object] = {
-        "profile": "test",
-        "data_dir": data_dir,
-        "url": url,
-        "storage_backend": "local",
-        "signing_secret": SecretStr(SIGNING_SECRET),
-        "ingest_token_secret": SecretStr(INGEST_SECRET),
-        "nats_connect_timeout_s": 2.0,
-        "frames_max_bytes": 8 * 1024 * 1024,
-        "telemetry_max_bytes": 64 * 1024 * 1024,
-    }
-    values.update(overrides)
-    return GatewaySettings(**values)  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class Gateway:
-    """A gateway app served over real HTTP on loopback."""
-
-    settings: GatewaySettings
-    app: FastAPI
-
-    @property
-    def url(self) -> str:
-        """The gateway's base URL."""
-        return self.settings.url
-
 
 @pytest.fixture
 def gateway_overrides() -> dict[str, object]:
@@ -163,16 +127,6 @@ def gateway(
     app = create_app(settings)
     with serve(app, sock, ws_max_size=settings.ws_max_message_bytes):
         yield Gateway(settings, app)
-
-
-@dataclass(frozen=True)
-class Tenant:
-    """A tenant with an API key, and an HTTP client that sends it."""
-
-    name: str
-    key: str
-    key_id: str
-    http: httpx.AsyncClient
 
 
 @pytest.fixture

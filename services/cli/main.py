@@ -97,16 +97,16 @@ def schema(
     check: Annotated[bool, typer.Option(help="Only report drift; exit 1 when the files differ.")] = False,
 ) -> None:
     """Export the JSON Schema of every contract (contracts/schema/) and docs/asyncapi.json."""
-    from contracts.asyncapi import asyncapi_drifted, write_asyncapi
+    from contracts.asyncapi import ASYNCAPI
     from contracts.schema_export import SCHEMA_DIR, check_schemas, write_schemas
 
     target = out or SCHEMA_DIR
     if check:
-        drift = check_schemas(target) + (["docs/asyncapi.json"] if asyncapi_drifted() else [])
+        drift = check_schemas(target) + (["docs/asyncapi.json"] if ASYNCAPI.drifted() else [])
         for name in drift:
             console.print(f"[red]drift[/] {name}")
         raise typer.Exit(1 if drift else 0)
-    for path in [*write_schemas(target), write_asyncapi()]:
+    for path in [*write_schemas(target), ASYNCAPI.write()]:
         console.print(f"wrote {path}")
 
 
@@ -114,14 +114,14 @@ def schema(
 def openapi(
     check: Annotated[bool, typer.Option(help="Only report drift; exit 1 when docs/openapi.json differs.")] = False,
 ) -> None:
-    """Export the gateway's OpenAPI document to docs/openapi.json."""
-    from services.gateway.openapi import OPENAPI_PATH, openapi_drifted, write_openapi
+    """Export the OpenAPI document of the gateway and the notifier's routes to docs/openapi.json."""
+    from services.cli.openapi import OPENAPI
 
     if check:
-        drifted = openapi_drifted()
-        console.print(f"[red]drift[/] {OPENAPI_PATH}" if drifted else "docs/openapi.json is up to date")
+        drifted = OPENAPI.drifted()
+        console.print(f"[red]drift[/] {OPENAPI.path}" if drifted else "docs/openapi.json is up to date")
         raise typer.Exit(1 if drifted else 0)
-    console.print(f"wrote {write_openapi()}")
+    console.print(f"wrote {OPENAPI.write()}")
 
 
 @app.command()

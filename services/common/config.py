@@ -121,7 +121,18 @@ class BaseServiceSettings(BaseSettings):
         return self.data_dir / "blobs"
 
 
-class GatewaySettings(BaseServiceSettings):
+class ApiKeySettings(BaseServiceSettings):
+    """Settings of the services that verify API keys (gateway, notifier): the key cache."""
+
+    api_key_cache_s: float = Field(
+        default=60.0, ge=0, le=3600, description="Cache verified API keys (s), kept true by a KV watch; 0: never."
+    )
+    api_key_cache_max_entries: int = Field(
+        default=10_000, ge=1, le=1_000_000, description="Verified API keys cached at most (more: the cache restarts)."
+    )
+
+
+class GatewaySettings(ApiKeySettings):
     """The public REST API."""
 
     host: str = "127.0.0.1"
@@ -172,9 +183,6 @@ class GatewaySettings(BaseServiceSettings):
     )
     robot_confirm_every: int = Field(
         default=1000, ge=1, le=5000, description="Core-published samples between two awaited JetStream acks."
-    )
-    api_key_cache_s: float = Field(
-        default=60.0, ge=0, le=3600, description="Cache verified API keys (s), kept true by a KV watch; 0: never."
     )
     robot_ws_ack_every: int = Field(default=500, ge=1, description="WebSocket: ack after this many messages.")
     robot_ws_ack_ms: float = Field(default=1000.0, gt=0, description="WebSocket: ack at least every N ms.")
@@ -243,7 +251,7 @@ class DispatcherSettings(BaseServiceSettings):
     created_sweep_interval_s: float = Field(default=15.0, gt=0, description="How often such records are looked for.")
 
 
-class NotifierSettings(BaseServiceSettings):
+class NotifierSettings(ApiKeySettings):
     """SSE and webhooks."""
 
     host: str = "127.0.0.1"

@@ -7,55 +7,34 @@ applying is idempotent, so replicas may all do it) and binds the buckets into a
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
-from nats.aio.client import Client as NatsClient
 
 from services.common.config import GatewaySettings
+from services.common.http.cors import install_cors
+from services.common.http.health import Probe, install_health, nats_probe
+from services.common.http.problem import install_error_handlers, use_problem_json_in_openapi
 from services.common.nats import connect, declare_all
 from services.common.storage import LocalStorage, Storage, make_storage
 from services.gateway.blobs import blob_router
-from services.gateway.errors import install_error_handlers, problem, use_problem_json_in_openapi
-from services.gateway.middleware import BodySizeLimitMiddleware, install_cors
+from services.gateway.middleware import BodySizeLimitMiddleware
 from services.gateway.routes import ROUTERS
 from services.gateway.state import GatewayState
 
 log = logging.getLogger(__name__)
-
-READY_TIMEOUT_S = 2.0
-"""The longest each readiness check may take."""
+READINESS_DOC = "Readiness: storage and NATS reachable (200), else a 503 problem listing the failures."
 
 
-async def _readiness(state: Any) -> Response:
-    """200 when storage and NATS answer, else a 503 problem naming what failed."""
-    checks: dict[str, str] = {}
+def _probes(app: FastAPI, store: Storage) -> dict[str, Probe]:
+    """The readiness checks: storage answers a ping, NATS a flush."""
 
     async def check_storage() -> None:
-        storage: Storage = state.storage
-        await asyncio.wait_for(storage.ping(), READY_TIMEOUT_S)
+        await store.ping()
 
-    async def check_nats() -> None:
-        nc: NatsClient | None = state.nats
-        if nc is None or not nc.is_connected:
-            raise ConnectionError("not connected")
-        await asyncio.wait_for(nc.flush(), READY_TIMEOUT_S)
-
-    for name, probe in (("storage", check_storage), ("nats", check_nats)):
-        try:
-            await probe()
-            checks[name] = "ok"
-        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
-            checks[name] = f"error: {type(exc).__name__}: {exc}".rstrip(": ")
-    if all(value == "ok" for value in checks.values()):
-        return JSONResponse({"status": "ok", "checks": checks})
-    failed = ", ".join(name for name, value in checks.items() if value != "ok")
-    return problem(503, f"Not ready: {failed}.", checks=checks)
+    return {"storage": check_storage, "nats": nats_probe(lambda: app.state.nats)}
 
 
 def create_app(settings: GatewaySettings, *, storage: Storage | None = None) -> FastAPI:
@@ -105,14 +84,5 @@ def create_app(settings: GatewaySettings, *, storage: Storage | None = None) -> 
     for router in ROUTERS:
         app.include_router(router)
 
-    @app.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, Any]:
-        """Liveness: the process answers."""
-        return {"status": "ok"}
-
-    @app.get("/readyz", tags=["health"], response_model=None)
-    async def readyz() -> Response:
-        """Readiness: storage and NATS reachable (200), else a 503 problem listing the failures."""
-        return await _readiness(app.state)
-
+    install_health(app, _probes(app, store), readiness_doc=READINESS_DOC)
     return app

@@ -17,6 +17,7 @@ from typing import BinaryIO
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from services.common.http.problem import problem
 from services.common.storage import (
     DEFAULT_CHUNK_SIZE,
     InvalidKeyError,
@@ -32,7 +33,6 @@ from services.common.storage import (
     validate_key,
 )
 from services.common.storage.signing import Grant, Op
-from services.gateway.errors import problem
 from services.gateway.headers import byte_range, decimal
 
 

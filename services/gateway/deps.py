@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.common.apikeys import Principal
-from services.gateway.errors import ProblemError
+from services.common.http.auth import unauthorized
 from services.gateway.state import GatewayState
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer gr_...`.")
@@ -23,20 +23,16 @@ async def get_state(request: Request) -> GatewayState:
 StateDep = Annotated[GatewayState, Depends(get_state)]
 
 
-def _unauthorized(detail: str) -> ProblemError:
-    return ProblemError(401, detail, headers={"WWW-Authenticate": "Bearer"})
-
-
 async def require_principal(
     state: StateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """The tenant behind a valid ``Authorization: Bearer`` API key; 401 otherwise."""
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise _unauthorized("An API key is required: send 'Authorization: Bearer <key>'.")
+        raise unauthorized("An API key is required: send 'Authorization: Bearer <key>'.")
     principal = await state.key_cache.verify(credentials.credentials)
     if principal is None:
-        raise _unauthorized("The API key is invalid or revoked.")
+        raise unauthorized("The API key is invalid or revoked.")
     return principal
 
 

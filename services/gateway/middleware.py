@@ -1,15 +1,12 @@
-"""Request body size limit (pure ASGI, so streaming routes are not buffered) and the CORS allowlist."""
+"""Request body size limit (pure ASGI, so streaming routes are not buffered)."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
-
+from services.common.http.problem import problem
 from services.gateway.headers import decimal
 
 Scope = MutableMapping[str, Any]
@@ -54,7 +51,7 @@ class BodySizeLimitMiddleware:
         max_bytes = self.limit_for(path)
         for name, value in scope.get("headers", []):
             if name == b"content-length" and (decimal(value) or 0) > max_bytes:
-                await self._reject(send, max_bytes)
+                await self._reject(scope, receive, send, max_bytes)
                 return
         received = 0
         started = False
@@ -77,37 +74,8 @@ class BodySizeLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLargeError:
             if not started:
-                await self._reject(send, max_bytes)
+                await self._reject(scope, receive, send, max_bytes)
 
-    async def _reject(self, send: Send, max_bytes: int) -> None:
-        body = json.dumps(
-            {
-                "type": "about:blank",
-                "title": "Content Too Large",
-                "status": 413,
-                "detail": f"The request body may not exceed {max_bytes} bytes.",
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-
-def install_cors(app: FastAPI, origins: list[str]) -> None:
-    """The CORS allowlist from settings (``*`` is refused outside dev by the settings themselves)."""
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=origins,
-        allow_methods=["GET", "POST", "PATCH", "DELETE", "PUT", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
-        expose_headers=["Location", "Retry-After"],
-        max_age=600,
-    )
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
+        detail = f"The request body may not exceed {max_bytes} bytes."
+        await problem(413, detail, title="Content Too Large")(scope, receive, send)

@@ -18,7 +18,7 @@ it, and KV otherwise (at most one flush interval behind on another replica). At 
 oldest one written out at once. A tenant's distinct robots are capped by a
 :class:`~services.gateway.robot_registry.RobotRegistry` before anything is published.
 
-API keys are verified through a :class:`~services.gateway.key_cache.KeyCache`: a KV read per
+API keys are verified through a :class:`~services.common.key_cache.KeyCache`: a KV read per
 request would be about half the CPU of a single-sample POST.
 """
 
@@ -36,7 +36,7 @@ from nats.js.errors import KeyNotFoundError
 
 from contracts.api_robots import JointSampleIn, utc_iso
 from services.common.apikeys import Principal
-from services.gateway.errors import field_error
+from services.common.http.problem import field_error
 from services.gateway.robot_registry import RobotRegistry
 from services.gateway.state import GatewayState
 

@@ -10,8 +10,8 @@ from fastapi.responses import StreamingResponse
 
 from contracts.job_record import JobRecord
 from contracts.session_feed import IMAGE_TYPES
+from services.common.http.problem import ProblemError, field_error, unprocessable
 from services.common.storage import ObjectNotFoundError
-from services.gateway.errors import ProblemError, field_error, unprocessable
 from services.gateway.session_intake import SessionIntake
 from services.gateway.state import GatewayState
 

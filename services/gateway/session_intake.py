@@ -32,7 +32,7 @@ from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
 from contracts.session_events import SessionStopRequestedPayload
 from contracts.session_feed import H_POSE, H_SEQ, H_TS, ControlMessage, frame_msg_id
-from services.gateway.errors import ProblemError
+from services.common.http.problem import ProblemError
 from services.gateway.state import GatewayState
 
 PUBLISH_TIMEOUT_S = 5.0

@@ -16,9 +16,9 @@ from contracts.envelope import EventEnvelope
 from contracts.subjects import Subjects
 from services.common.apikeys import ApiKeyStore
 from services.common.config import GatewaySettings
+from services.common.http.problem import ProblemError
+from services.common.key_cache import KeyCache
 from services.common.storage import Storage
-from services.gateway.errors import ProblemError
-from services.gateway.key_cache import KeyCache
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class GatewayState:
             kv=kv,
             storage=storage,
             keys=keys,
-            key_cache=KeyCache(keys, settings.api_key_cache_s),
+            key_cache=KeyCache(keys, settings.api_key_cache_s, settings.api_key_cache_max_entries),
         )
 
     async def publish_event(self, subject: str, event: EventEnvelope) -> PubAck:

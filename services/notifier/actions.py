@@ -1,4 +1,4 @@
-"""What a delivery worker does besides sending: dead-letter a delivery, disable an endpoint, back off."""
+"""What an endpoint delivery does besides sending: dead-letter a delivery, disable an endpoint, back off."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
-"""The notifier's FastAPI application: SSE routes plus the webhook fan-out and delivery workers.
+"""The notifier's FastAPI application: SSE routes plus the webhook fan-out and endpoint deliveries.
 
-The lifespan connects to NATS, applies the declarations (idempotent), binds the buckets, declares
-its own ``webhook_deliveries`` bucket, loads the webhook endpoints, resumes every delivery queue
-that has pending work, and starts the fan-out. Stopping cancels them; unacknowledged deliveries are
+The lifespan connects to NATS, builds the :class:`~services.notifier.state.NotifierState` (the
+declarations applied, the buckets bound, its own ``webhook_deliveries`` bucket declared), loads the
+webhook endpoints and API keys, resumes every delivery queue that has pending work, and starts the
+fan-out. Stopping cancels them; unacknowledged deliveries are
 redelivered to the next notifier (at-least-once, the same ``webhook-id``).
 """
 
@@ -12,88 +13,22 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
 from nats.aio.client import Client as NatsClient
-from nats.js import JetStreamContext
-from nats.js.kv import KeyValue
 
-from contracts import streams
 from contracts.api_webhooks import WebhookRecord
-from services.common.apikeys import ApiKeyStore
 from services.common.config import NotifierSettings
-from services.common.nats import connect, declare_all
-from services.gateway.errors import install_error_handlers, problem
-from services.gateway.middleware import install_cors
-from services.notifier.deliveries import DeliveryStore, open_bucket
+from services.common.http.cors import install_cors
+from services.common.http.health import install_health, nats_probe
+from services.common.http.problem import install_error_handlers
+from services.common.nats import connect
 from services.notifier.fanout import FanOut
-from services.notifier.routes import StreamSlots, router, stream_slots
-from services.notifier.sender import Sender
-from services.notifier.targets import EndpointCache, JobHooks
-from services.notifier.workers import Workers
+from services.notifier.routes import router
+from services.notifier.state import NotifierState, open_state
+from services.notifier.targets import JobHooks
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class NotifierState:
-    """Everything the routes and the webhook machinery share in one notifier process."""
-
-    settings: NotifierSettings
-    nc: NatsClient
-    js: JetStreamContext
-    keys: ApiKeyStore
-    jobs: KeyValue
-    sessions: KeyValue
-    webhooks: KeyValue
-    deliveries: DeliveryStore
-    endpoints: EndpointCache
-    workers: Workers
-    sender: Sender
-    streams: StreamSlots
-
-    @property
-    def signing_secret(self) -> bytes:
-        """The secret stream tokens are signed with."""
-        return self.settings.signing_secret.get_secret_value().encode()
-
-
-async def open_state(settings: NotifierSettings, nc: NatsClient) -> NotifierState:
-    """Bind buckets and build the webhook components (nothing started yet)."""
-    js = nc.jetstream()
-    ns = settings.ns
-    await declare_all(js, settings)
-
-    async def bucket(name: str) -> KeyValue:
-        return await js.key_value(ns.bucket(name))
-
-    webhooks = await bucket(streams.KV_WEBHOOKS)
-    store = DeliveryStore(await open_bucket(js, ns, settings.webhook_deliveries_ttl_s))
-    endpoints = EndpointCache(webhooks, js, ns.bucket(streams.KV_WEBHOOKS))
-    sender = Sender(
-        settings.webhook_allow_hosts,
-        allow_http=settings.webhook_allow_http,
-        timeout_s=settings.webhook_timeout_s,
-        pool_idle_s=settings.webhook_pool_idle_s,
-        pool_max_idle=settings.webhook_pool_max_idle,
-    )
-    return NotifierState(
-        settings=settings,
-        nc=nc,
-        js=js,
-        keys=ApiKeyStore(await bucket(streams.KV_APIKEYS)),
-        jobs=await bucket(streams.KV_JOBS),
-        sessions=await bucket(streams.KV_SESSIONS),
-        webhooks=webhooks,
-        deliveries=store,
-        endpoints=endpoints,
-        workers=Workers(settings, js, endpoints, store, sender),
-        sender=sender,
-        streams=stream_slots(settings.sse_max_streams_per_tenant, settings.sse_retry_ms),
-    )
 
 
 @contextlib.asynccontextmanager
@@ -104,16 +39,17 @@ async def running(settings: NotifierSettings) -> AsyncIterator[NotifierState]:
     state: NotifierState | None = None
     try:
         state = await open_state(settings, nc)
-        workers = state.workers
+        delivery = state.delivery
 
         def on_change(tenant: str, endpoint_id: str, old: WebhookRecord | None, new: WebhookRecord | None) -> None:
             if (new is None and old is not None) or (new and new.enabled and old is not None and not old.enabled):
-                workers.ensure(tenant, endpoint_id)  # resume a re-enabled queue, or drop a deleted one
+                delivery.ensure(tenant, endpoint_id)  # resume a re-enabled queue, or drop a deleted one
 
         state.endpoints.listeners.append(on_change)
+        await state.key_cache.start()
         await state.endpoints.start()
-        await workers.resume_all()
-        fanout = FanOut(settings, state.js, state.endpoints, JobHooks(state.jobs), workers)
+        await delivery.resume_all()
+        fanout = FanOut(settings, state.js, state.endpoints, JobHooks(state.jobs), delivery)
         fanout_task = asyncio.create_task(fanout.run(await fanout.subscribe()), name="webhook-fanout")
         yield state
     finally:
@@ -122,8 +58,9 @@ async def running(settings: NotifierSettings) -> AsyncIterator[NotifierState]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await fanout_task
         if state is not None:
-            await state.workers.stop()
+            await state.delivery.stop()
             await state.endpoints.stop()
+            await state.key_cache.stop()
             await state.sender.aclose()
         with contextlib.suppress(Exception):
             await nc.flush(timeout=2)
@@ -151,21 +88,11 @@ def create_app(settings: NotifierSettings) -> FastAPI:
     install_cors(app, settings.cors_origins)
     app.include_router(router)
 
-    @app.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, Any]:
-        """Liveness: the process answers."""
-        return {"status": "ok"}
-
-    @app.get("/readyz", tags=["health"], response_model=None)
-    async def readyz() -> Response:
-        """Readiness: NATS reachable."""
-        state: NotifierState | None = app.state.notifier
-        try:
-            if state is None or not state.nc.is_connected:
-                raise ConnectionError("not connected")
-            await asyncio.wait_for(state.nc.flush(), 2.0)
-        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
-            return problem(503, f"Not ready: nats ({type(exc).__name__}).")
-        return JSONResponse({"status": "ok", "checks": {"nats": "ok"}})
-
+    install_health(app, {"nats": nats_probe(lambda: _connection(app))}, readiness_doc="Readiness: NATS reachable.")
     return app
+
+
+def _connection(app: FastAPI) -> NatsClient | None:
+    """The running notifier's NATS connection, if it has one."""
+    state: NotifierState | None = app.state.notifier
+    return None if state is None else state.nc

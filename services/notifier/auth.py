@@ -12,17 +12,13 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from contracts.ids import ID_PATTERN, tenant_key
-from services.common.apikeys import ApiKeyStore
+from services.common.http.auth import unauthorized
+from services.common.http.problem import ProblemError
+from services.common.key_cache import KeyCache
 from services.common.tokens import TokenExpiredError, TokenInvalidError, verify_token
-from services.gateway.errors import ProblemError
 
 
-def unauthorized(detail: str) -> ProblemError:
-    """A 401 problem with the Bearer challenge."""
-    return ProblemError(401, detail, headers={"WWW-Authenticate": "Bearer"})
-
-
-async def api_key_tenant(request: Request, keys: ApiKeyStore) -> str | None:
+async def api_key_tenant(request: Request, keys: KeyCache) -> str | None:
     """The tenant of a valid Bearer key; ``None`` when no Authorization header is sent; 401 if invalid."""
     header = request.headers.get("authorization")
     if header is None:
@@ -36,7 +32,7 @@ async def api_key_tenant(request: Request, keys: ApiKeyStore) -> str | None:
     return principal.tenant
 
 
-async def require_tenant(request: Request, keys: ApiKeyStore, signing_secret: bytes, job_id: str | None) -> str:
+async def require_tenant(request: Request, keys: KeyCache, signing_secret: bytes, job_id: str | None) -> str:
     """The caller's tenant from an API key, or (for a job's stream only) from a stream token."""
     tenant = await api_key_tenant(request, keys)
     if tenant is not None:

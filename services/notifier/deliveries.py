@@ -5,7 +5,7 @@ status code or error, next attempt); ``{tenant}.{endpoint_id}.exhausted`` counts
 deliveries that exhausted their retries since its last success (auto-disable). This bucket is a
 view for ``GET /v1/webhooks/{id}/deliveries``, and where a redelivered message finds how many
 attempts it has had: a retrying state is stored before its NAK. JetStream's delivery count is not
-the attempt count (a delivery held in a lane when a worker stopped, or NAKed while its endpoint was
+the attempt count (a delivery held in a lane when its delivery stopped, or NAKed while its endpoint was
 disabled, was no attempt). The retry wait itself is the message's redelivery delay in its queue; a
 state lost or expired only means more attempts, never a lost delivery.
 """

@@ -35,9 +35,10 @@ from contracts.job_specs import WebhookTarget
 from services.common.config import NotifierSettings
 from services.notifier.actions import publish_dead_letter
 from services.notifier.deliveries import DeliveryState
+from services.notifier.delivery_loops import DeliveryLoops
+from services.notifier.headers import H_ENDPOINT, H_EVENT, H_JOB, H_TYPE, H_URL
 from services.notifier.sender import AttemptResult
 from services.notifier.targets import JOB_HOOKS_QUEUE, EndpointCache, JobHooks, job_hook_id
-from services.notifier.workers import H_ENDPOINT, H_EVENT, H_JOB, H_TYPE, H_URL, Workers
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class FanOut:
     js: JetStreamContext
     endpoints: EndpointCache
     job_hooks: JobHooks
-    workers: Workers
+    delivery: DeliveryLoops
 
     async def subscribe(self) -> JetStreamContext.PullSubscription:
         """Create (or bind) the durable consumer; events stored from now on are fanned out."""
@@ -148,7 +149,7 @@ class FanOut:
             else:
                 raise error  # the batch is fanned out again (duplicates are dropped by Nats-Msg-Id)
         for tenant, queue in started:
-            self.workers.ensure(tenant, queue)
+            self.delivery.ensure(tenant, queue)
         for msg in msgs:
             await msg.ack()
 
@@ -174,7 +175,7 @@ class FanOut:
             last_error=reason,
             last_attempt_at=utc_now(),
         )
-        await self.workers.store.put(delivery.tenant, delivery.endpoint_id, state)
+        await self.delivery.store.put(delivery.tenant, delivery.endpoint_id, state)
         log.warning("webhook queue full: delivery dead-lettered", extra={"endpoint": delivery.endpoint_id})
 
     def _envelope(self, msg: Msg) -> EventEnvelope | None:

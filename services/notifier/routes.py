@@ -1,29 +1,27 @@
 """The notifier's HTTP routes: three SSE streams and the webhook deliveries view.
 
-Concurrent streams are capped per tenant (:class:`StreamSlots`, ``sse_max_streams_per_tenant``, in
-each notifier process): one over the cap is a 429 before any consumer is made, and a slot comes
-back when its response ends, whether the stream ended, the client went away or it failed.
+Concurrent streams are capped per tenant (:class:`~services.notifier.slots.StreamSlots`): one over
+the cap is a 429 before any consumer is made. The app state comes in as ``StateDep``
+(:mod:`services.notifier.deps`).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 from sse_starlette import EventSourceResponse
-from starlette.types import Receive, Scope, Send
 
 from contracts.ids import ID_PATTERN
-from services.gateway.errors import ProblemError, field_error, problem_responses, unprocessable
-from services.notifier.auth import api_key_tenant, exists, not_found, require_tenant, unauthorized
+from services.common.http.auth import unauthorized
+from services.common.http.problem import field_error, problem_responses, unprocessable
+from services.notifier.auth import api_key_tenant, exists, not_found, require_tenant
 from services.notifier.deliveries import DeliveryList
+from services.notifier.deps import StateDep
+from services.notifier.slots import SlotEventSource
+from services.notifier.state import NotifierState
 from services.notifier.stream import Coalescer, Feed, Filters, frames
 from services.notifier.targets import JOB_HOOK_PREFIX
-
-if TYPE_CHECKING:
-    from services.notifier.app import NotifierState
 
 router = APIRouter()
 MAX_RESUME_SEQ = 2**64 - 2
@@ -37,62 +35,6 @@ After = Annotated[
     ),
 ]
 SSE_DOC = {"content": {"text/event-stream": {}}, "description": "Server-Sent Events."}
-
-
-class StreamSlots:
-    """Open SSE streams per tenant, at most ``limit`` each."""
-
-    def __init__(self, limit: int, retry_after_s: int) -> None:
-        self.limit, self.retry_after_s = limit, retry_after_s
-        self.open: dict[str, int] = {}
-
-    def acquire(self, tenant: str) -> Callable[[], None]:
-        """Take one of ``tenant``'s slots (a 429 when none is left); returns its (idempotent) release."""
-        taken = self.open.get(tenant, 0)
-        if taken >= self.limit:
-            raise ProblemError(
-                429,
-                f"At most {self.limit} event streams may be open at once per tenant; close one or retry later.",
-                headers={"Retry-After": str(self.retry_after_s)},
-            )
-        self.open[tenant] = taken + 1
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                left = self.open[tenant] - 1
-                if left:
-                    self.open[tenant] = left
-                else:
-                    del self.open[tenant]
-
-        return release
-
-
-class SlotEventSource(EventSourceResponse):
-    """An SSE response that gives its stream slot back when it ends, however it ends."""
-
-    def __init__(self, *args: Any, release: Callable[[], None], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.release = release
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self.release()
-
-
-def stream_slots(limit: int, retry_ms: int) -> StreamSlots:
-    """The slots of one notifier; a refused client is told to retry after its SSE ``retry:`` hint."""
-    return StreamSlots(limit, max(1, math.ceil(retry_ms / 1000)))
-
-
-def _state(request: Request) -> NotifierState:
-    state: NotifierState = request.app.state.notifier
-    return state
 
 
 def _start_after(request: Request, after: str | None) -> int:
@@ -147,13 +89,14 @@ def _respond(
     response_class=EventSourceResponse,
     responses={200: SSE_DOC, **problem_responses(401, 404, 429)},
 )
-async def job_events(request: Request, job_id: Annotated[str, Path()], after: After = None) -> EventSourceResponse:
+async def job_events(
+    request: Request, state: StateDep, job_id: Annotated[str, Path()], after: After = None
+) -> EventSourceResponse:
     """One job's events: replayed from the start (or after ``Last-Event-ID``), then live; ends after
     the terminal event. Auth: an API key, or the job's stream token as ``?token=``."""
-    state = _state(request)
     if not ID_PATTERN.fullmatch(job_id):
         raise not_found("job", job_id)
-    tenant = await require_tenant(request, state.keys, state.signing_secret, job_id)
+    tenant = await require_tenant(request, state.key_cache, state.signing_secret, job_id)
     if not await exists(state.jobs, tenant, job_id):
         raise not_found("job", job_id)
     subject = state.settings.subjects.job_events(tenant, job_id)
@@ -167,11 +110,10 @@ async def job_events(request: Request, job_id: Annotated[str, Path()], after: Af
     responses={200: SSE_DOC, **problem_responses(401, 404, 429)},
 )
 async def session_events(
-    request: Request, session_id: Annotated[str, Path()], after: After = None
+    request: Request, state: StateDep, session_id: Annotated[str, Path()], after: After = None
 ) -> EventSourceResponse:
     """A live session's events (a session runs as a job of kind splat or vlm with the same id)."""
-    state = _state(request)
-    tenant = await require_tenant(request, state.keys, state.signing_secret, session_id)
+    tenant = await require_tenant(request, state.key_cache, state.signing_secret, session_id)
     if not (await exists(state.sessions, tenant, session_id) or await exists(state.jobs, tenant, session_id)):
         raise not_found("session", session_id)
     subject = state.settings.subjects.job_events(tenant, session_id)
@@ -186,13 +128,13 @@ async def session_events(
 )
 async def tenant_events(
     request: Request,
+    state: StateDep,
     after: After = None,
     types: Annotated[list[str] | None, Query(description="Event types or globs, e.g. job.succeeded,job.*")] = None,
     kinds: Annotated[list[str] | None, Query(description="Job kinds, e.g. pose,nerf")] = None,
 ) -> EventSourceResponse:
     """Every job and upload event of the caller's tenant, filtered, resumable; never ends."""
-    state = _state(request)
-    tenant = await api_key_tenant(request, state.keys)
+    tenant = await api_key_tenant(request, state.key_cache)
     if tenant is None:
         raise unauthorized("An API key is required: send 'Authorization: Bearer <key>'.")
     s = state.settings.subjects
@@ -213,14 +155,14 @@ def _split(values: list[str] | None) -> list[str]:
 )
 async def deliveries(
     request: Request,
+    state: StateDep,
     endpoint_id: Annotated[str, Path()],
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> DeliveryList:
     """The endpoint's latest deliveries: attempts, last status code or error, next attempt.
 
     A job's own webhook (``spec.webhook``) is listed as endpoint ``jobhook-{job_id}``."""
-    state = _state(request)
-    tenant = await api_key_tenant(request, state.keys)
+    tenant = await api_key_tenant(request, state.key_cache)
     if tenant is None:
         raise unauthorized("An API key is required: send 'Authorization: Bearer <key>'.")
     known = await exists(state.webhooks, tenant, endpoint_id)

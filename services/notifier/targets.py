@@ -1,6 +1,6 @@
 """Where webhook deliveries go: the KV endpoints of each tenant and the per-job webhook of a spec.
 
-:class:`EndpointCache` mirrors KV ``webhooks`` in memory through a watcher, and can wait until it
+:class:`EndpointCache` mirrors KV ``webhooks`` in memory through a watcher (:class:`KvWatch`), and can wait until it
 has seen every write made so far (:meth:`EndpointCache.caught_up`), so an endpoint created before
 an event is published never misses that event.
 
@@ -14,9 +14,7 @@ the signing secret, so the gateway can show a tenant its job-webhook secret with
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -24,7 +22,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import nats.errors
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
@@ -34,11 +31,14 @@ from contracts.api_webhooks import WebhookRecord
 from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
 from contracts.job_specs import WebhookTarget
+from services.common.kv_watch import KvWatch
 
 log = logging.getLogger(__name__)
 
 JOB_HOOK_PREFIX = "jobhook-"
 """Endpoint ids of per-job webhooks start with this."""
+SNAPSHOT_TIMEOUT_S = 30.0
+"""How long :meth:`EndpointCache.start` waits for the current endpoints."""
 JOB_HOOKS_QUEUE = "jobhooks"
 """The queue (``webhooks.{tenant}.jobhooks.deliver``) of all of a tenant's per-job webhook deliveries."""
 
@@ -75,51 +75,24 @@ class Endpoint:
 
 
 class EndpointCache:
-    """KV ``webhooks`` in memory: ``tenant → endpoint id → record``, kept current by a watcher."""
+    """KV ``webhooks`` in memory: ``tenant → endpoint id → record``, kept current by a :class:`KvWatch`."""
 
     def __init__(self, kv: KeyValue, js: JetStreamContext, bucket: str) -> None:
         self.kv, self.js, self.bucket = kv, js, bucket
         self.records: dict[str, dict[str, WebhookRecord]] = {}
-        self.revision = 0
-        self._task: asyncio.Task[None] | None = None
-        self._changed = asyncio.Condition()
+        self._watch = KvWatch(kv, self._apply, name="webhook-endpoints-watcher")
         self.listeners: list[Callable[[str, str, WebhookRecord | None, WebhookRecord | None], None]] = []
         """Called with ``(tenant, endpoint id, old record, new record)`` on every change."""
 
     async def start(self) -> None:
         """Start watching; returns once the current values are loaded."""
-        watcher = await self.kv.watchall()
-        loaded = asyncio.get_running_loop().create_future()
-        self._task = asyncio.create_task(self._watch(watcher, loaded))
-        await asyncio.wait_for(loaded, 30)
+        await self._watch.start(SNAPSHOT_TIMEOUT_S)
 
     async def stop(self) -> None:
         """Stop watching."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._watch.stop()
 
-    async def _watch(self, watcher: KeyValue.KeyWatcher, loaded: asyncio.Future[None]) -> None:
-        try:
-            while True:
-                try:
-                    entry = await watcher.updates(timeout=60)  # type: ignore[no-untyped-call]
-                except nats.errors.TimeoutError:
-                    continue
-                if entry is None:
-                    if not loaded.done():
-                        loaded.set_result(None)
-                    continue
-                self._apply(entry)
-                async with self._changed:
-                    self._changed.notify_all()
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
-
-    def _apply(self, entry: KeyValue.Entry) -> None:
-        self.revision = max(self.revision, entry.revision or 0)
+    def _apply(self, entry: KeyValue.Entry, _initial: bool) -> None:
         tenant, _, endpoint_id = entry.key.partition(".")
         record: WebhookRecord | None = None
         if entry.operation is None and entry.value:
@@ -137,11 +110,7 @@ class EndpointCache:
 
     async def caught_up(self, timeout_s: float = 5.0) -> None:
         """Wait until every KV write made before this call has reached the cache."""
-        info = await self.js.stream_info(f"KV_{self.bucket}")
-        last = info.state.last_seq
-        async with self._changed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait_for(lambda: self.revision >= last), timeout_s)
+        await self._watch.caught_up(self.js, self.bucket, timeout_s)
 
     def matching(self, tenant: str, event_type: str) -> list[WebhookRecord]:
         """The enabled endpoints of ``tenant`` subscribed to ``event_type``."""

@@ -10,7 +10,7 @@ from nats.js import JetStreamContext
 from contracts.subjects import Namespace
 from services.common.embedded_nats import EmbeddedNats
 from tests.cli.test_submit import cli_env, invoke, stored
-from tests.conftest import Gateway, Tenant
+from tests.support.gateway import Gateway, Tenant
 
 
 @pytest.fixture

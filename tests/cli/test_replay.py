@@ -20,7 +20,7 @@ from services.cli.main import app
 from services.cli.replay import consumer_config, parse_since, replay_stream
 from services.common.config import BaseServiceSettings
 from services.common.embedded_nats import EmbeddedNats
-from tests.notifier.support import job_event, publish, wait_for
+from tests.support.events import job_event, publish, wait_for
 
 
 @pytest.fixture

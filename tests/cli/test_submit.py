@@ -45,10 +45,10 @@ from services.cli.client import ApiError, follow_events
 from services.cli.main import app
 from services.common.embedded_nats import EmbeddedNats
 from services.notifier.app import create_app as create_notifier
-from tests.conftest import Gateway, Tenant
-from tests.notifier.conftest import notifier_settings
-from tests.notifier.support import publish
+from tests.support.events import publish
+from tests.support.gateway import Gateway, Tenant
 from tests.support.http import bound_socket, serve
+from tests.support.notifier import notifier_settings
 
 
 def cli_env(gateway: Gateway, tenant: Tenant, nats_url: str, namespace: Namespace, **extra: str) -> dict[str, str]:

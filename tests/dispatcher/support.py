@@ -22,8 +22,8 @@ from contracts.job_specs import parse_job_spec
 from contracts.subjects import Namespace, Subjects
 from services.common.config import DispatcherSettings
 from services.dispatcher.routes import RetryPolicy, Route, Stage
+from tests.support.secrets import INGEST_SECRET, SIGNING_SECRET
 
-INGEST_SECRET = "test-ingest-secret-0123456789abcdef"
 POSE = {"kind": "pose", "inputs": {"video": {"url": "https://example.com/v.mp4"}}}
 NERF = {"kind": "nerf", "inputs": {"images": {"url": "https://example.com/i.zip"}}}
 W = "tests.dispatcher.workloads"
@@ -37,7 +37,7 @@ def dispatcher_settings(nats_url: str, ns: Namespace, data_dir: Path, **override
         "namespace": ns.name,
         "data_dir": data_dir,
         "storage_backend": "local",
-        "signing_secret": SecretStr("test-signing-secret-0123456789abcdef"),
+        "signing_secret": SecretStr(SIGNING_SECRET),
         "ingest_token_secret": SecretStr(INGEST_SECRET),
         "heartbeat_interval_s": 0.3,
         "heartbeat_misses": 4,

@@ -12,8 +12,8 @@ from contracts.job_record import Artifact, JobRecord, JobStatus
 from contracts.job_specs import parse_job_spec
 from contracts.subjects import Namespace
 from services.common.storage import InvalidKeyError, check_result_key, result_key
-from tests.conftest import Tenant
 from tests.gateway.test_jobs import write_record
+from tests.support.gateway import Tenant
 
 SPEC = parse_job_spec({"kind": "pose", "inputs": {"video": {"upload_id": "upl_1"}}})
 

@@ -16,7 +16,7 @@ from contracts.streams import TELEMETRY
 from contracts.subjects import Namespace
 from services.common.storage import LocalStorage
 from services.gateway.headers import TOO_LARGE, decimal
-from tests.conftest import Gateway, Tenant
+from tests.support.gateway import Gateway, Tenant
 
 ROBOT = "arm-1"
 HUGE = "9" * 5000

@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.common.config import GatewaySettings, NotifierSettings
-from tests.conftest import Gateway, Tenant
+from tests.support.gateway import Gateway, Tenant
 
 
 async def test_cors_allows_only_listed_origins(gateway: Gateway, anonymous: httpx.AsyncClient) -> None:

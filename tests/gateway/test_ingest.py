@@ -25,7 +25,7 @@ from contracts.job_events import (
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.ingest_tokens import mint_ingest_token
-from tests.conftest import INGEST_SECRET
+from tests.support.secrets import INGEST_SECRET
 
 JOB = "job_0001"
 

@@ -19,8 +19,8 @@ from contracts.streams import KV_IDEMPOTENCY, KV_JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.storage import Storage, result_key
 from services.common.tokens import verify_token
-from tests.conftest import SIGNING_SECRET, Gateway, Tenant
-from tests.gateway.test_uploads import presign, stored
+from tests.support.gateway import Gateway, Tenant, presign, stored
+from tests.support.secrets import SIGNING_SECRET
 
 PROBLEM = "application/problem+json"
 

@@ -21,7 +21,7 @@ from contracts.streams import KV_ROBOTS, TELEMETRY, Declarations
 from contracts.subjects import Namespace
 from services.gateway.robot_ingest import Telemetry
 from services.gateway.robot_registry import RobotRegistry
-from tests.conftest import Gateway, Tenant
+from tests.support.gateway import Gateway, Tenant
 
 SAMPLE = {"joint_angles": [0.0] * 6}
 

@@ -23,8 +23,8 @@ from contracts.robot_events import JointSample
 from contracts.streams import KV_ROBOTS, TELEMETRY
 from contracts.subjects import Namespace, Subjects
 from services.common.apikeys import ApiKeyStore, Principal
-from services.gateway.key_cache import KeyCache
-from tests.conftest import Gateway, Tenant
+from services.common.key_cache import KeyCache
+from tests.support.gateway import Gateway, Tenant
 from tests.support.robots import read_samples
 
 COUNT = 10_000

@@ -19,8 +19,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from services.gateway.openapi import OPENAPI_PATH
-from tests.conftest import Gateway, Tenant
+from services.cli.openapi import OPENAPI_PATH
+from tests.support.gateway import Gateway, Tenant
 
 MAX_EXAMPLES = 6
 SKIPPED_PREFIXES = ("/v1/blobs/",)

@@ -12,7 +12,7 @@ from contracts.events import EventType
 from contracts.job_events import JobHeartbeatPayload, JobProgressPayload, JobSucceededPayload
 from contracts.session_feed import H_TS
 from contracts.subjects import Namespace, Subjects
-from tests.conftest import Gateway, Tenant
+from tests.support.gateway import Gateway, Tenant
 from tests.support.sessions import frames_stored, jpeg, next_json, open_socket, publish_event, until_closed
 
 MAX_FRAME = 64 * 1024

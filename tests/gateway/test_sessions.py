@@ -18,7 +18,7 @@ from contracts.envelope import EventEnvelope
 from contracts.session_feed import H_POSE, H_SEQ, H_TS
 from contracts.streams import JOBS
 from contracts.subjects import Namespace
-from tests.conftest import Gateway, Tenant
+from tests.support.gateway import Gateway, Tenant
 from tests.support.sessions import frames_count, frames_stored, jpeg, png
 
 IDENTITY = [float(i == j) for i in range(4) for j in range(4)]

@@ -14,7 +14,7 @@ from contracts.api_webhooks import WebhookRecord
 from contracts.ids import tenant_key
 from contracts.streams import KV_WEBHOOKS
 from contracts.subjects import Namespace
-from tests.conftest import Tenant
+from tests.support.gateway import Tenant
 
 PUBLIC_URL = "https://1.1.1.1/hooks"
 

@@ -3,56 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
-from pydantic import SecretStr
 
 from contracts.streams import KV_APIKEYS, KV_JOBS, KV_WEBHOOKS, Declarations
 from contracts.subjects import Namespace
 from services.common.apikeys import ApiKeyStore
-from services.common.config import NotifierSettings
 from services.common.embedded_nats import EmbeddedNats
 from services.notifier.app import create_app
-from tests.conftest import SIGNING_SECRET
-from tests.notifier.support import Receiver
 from tests.support.http import bound_socket, serve
-
-
-def notifier_settings(nats_url: str, namespace: Namespace, data_dir: Path, **overrides: object) -> NotifierSettings:
-    """Fast test settings: loopback allowed, a short retry schedule without jitter."""
-    values: dict[str, object] = {
-        "profile": "test",
-        "data_dir": data_dir,
-        "nats_url": nats_url,
-        "namespace": namespace.name,
-        "signing_secret": SecretStr(SIGNING_SECRET),
-        "nats_connect_timeout_s": 2.0,
-        "webhook_allow_hosts": ["127.0.0.1"],
-        "webhook_retry_schedule_s": [0.0, 0.2, 0.2, 0.2],
-        "webhook_retry_jitter": 0.0,
-        "webhook_timeout_s": 2.0,
-        "webhook_ack_wait_s": 3.0,
-        "sse_heartbeat_s": 1.0,
-        "sse_send_timeout_s": 2.0,
-        "sse_progress_max_per_s": 0.0,
-    }
-    values.update(overrides)
-    return NotifierSettings(**values)  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class Notifier:
-    """The notifier app served on loopback."""
-
-    settings: NotifierSettings
-    app: FastAPI
-    url: str
+from tests.support.notifier import Notifier, notifier_settings
+from tests.support.receivers import Receiver
 
 
 @pytest.fixture
@@ -69,7 +34,7 @@ def notifier(
     declared: Declarations,
     notifier_overrides: dict[str, object],
 ) -> Iterator[Notifier]:
-    """The notifier on a free port, with its webhook fan-out and workers running."""
+    """The notifier on a free port, with its webhook fan-out and deliveries running."""
     sock = bound_socket()
     settings = notifier_settings(nats_server.url, namespace, tmp_path / "data", **notifier_overrides)
     app = create_app(settings)

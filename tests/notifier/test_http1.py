@@ -11,7 +11,7 @@ import pytest
 from services.common.ssrf import SsrfError
 from services.notifier.http1 import Http1Client, ProtocolError
 from services.notifier.sender import Sender
-from tests.notifier.support import wait_for
+from tests.support.events import wait_for
 
 ANSWERS = {
     "/ok": b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",

@@ -26,8 +26,10 @@ from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.embedded_nats import EmbeddedNats
 from services.notifier.fanout import FANOUT_DURABLE
-from tests.conftest import ROOT, SIGNING_SECRET
-from tests.notifier.support import Receiver, create_endpoint, job_event, serve_fast, wait_for
+from tests.conftest import ROOT
+from tests.support.events import create_endpoint, job_event, wait_for
+from tests.support.receivers import Receiver, serve_fast
+from tests.support.secrets import SIGNING_SECRET
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(200)]
 JOBS_N, PER_JOB = 50, 100

@@ -1,5 +1,5 @@
 """Per-job order survives a restart: a retry NAKed by one notifier still holds back its job's later events
-in the next one, while other jobs' events flow (the worker reads the consumer's ack-pending range at start).
+in the next one, while other jobs' events flow (the delivery reads the consumer's ack-pending range at start).
 
 The notifier is served here (not by the ``notifier`` fixture) so that it can be stopped and started again.
 """
@@ -17,9 +17,10 @@ from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.embedded_nats import EmbeddedNats
 from services.notifier.app import create_app
-from tests.notifier.conftest import notifier_settings
-from tests.notifier.support import Captured, Receiver, create_endpoint, create_job, job_event, publish, wait_for
+from tests.support.events import create_endpoint, create_job, job_event, publish, wait_for
 from tests.support.http import bound_socket, serve
+from tests.support.notifier import notifier_settings
+from tests.support.receivers import Captured, Receiver
 
 
 async def test_a_retry_pending_across_a_restart_still_holds_back_only_its_job(

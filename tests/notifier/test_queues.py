@@ -18,20 +18,11 @@ from contracts.streams import WEBHOOK_DELIVERIES
 from contracts.subjects import Namespace, Subjects
 from contracts.webhook_events import WebhookDeadLetteredPayload
 from services.common.apikeys import ApiKeyStore
+from services.notifier.delivery import consumer_name
 from services.notifier.targets import job_hook_id
-from services.notifier.workers import consumer_name
-from tests.notifier.conftest import Notifier
-from tests.notifier.support import (
-    Captured,
-    Receiver,
-    create_endpoint,
-    create_job,
-    job_event,
-    job_spec,
-    publish,
-    read_endpoint,
-    wait_for,
-)
+from tests.support.events import create_endpoint, create_job, job_event, job_spec, publish, read_endpoint, wait_for
+from tests.support.notifier import Notifier
+from tests.support.receivers import Captured, Receiver
 
 pytestmark = pytest.mark.usefixtures("notifier")
 SEQUENCE = (EventType.JOB_LOG, EventType.JOB_PROGRESS, EventType.JOB_SUCCEEDED)
@@ -147,7 +138,7 @@ async def test_deliveries_held_while_the_endpoint_is_disabled_keep_their_attempt
     await publish(js, subjects, second)
     stream, name = namespace.stream(WEBHOOK_DELIVERIES), consumer_name("acme", endpoint.id)
 
-    async def both_fetched() -> bool:  # the first is retrying, the second held behind it in the worker
+    async def both_fetched() -> bool:  # the first is retrying, the second held behind it in its lane
         if first.id not in rx.ids("/held"):
             return False
         info = await js.consumer_info(stream, name)
@@ -157,8 +148,8 @@ async def test_deliveries_held_while_the_endpoint_is_disabled_keep_their_attempt
     record = await read_endpoint(webhooks_kv, "acme", endpoint.id)
     key = tenant_key("acme", endpoint.id)
     await webhooks_kv.put(key, record.model_copy(update={"enabled": False}).model_dump_json().encode())
-    workers = notifier.app.state.notifier.workers
-    await wait_for(lambda: ("acme", endpoint.id) not in workers.running, what="the worker stopped while disabled")
+    delivery = notifier.app.state.notifier.delivery
+    await wait_for(lambda: ("acme", endpoint.id) not in delivery.running, what="the delivery stopped while disabled")
     first_ok = True
     await webhooks_kv.put(key, record.model_dump_json().encode())
 

@@ -17,10 +17,10 @@ from contracts.subjects import Namespace, Subjects
 from services.common.apikeys import ApiKeyStore
 from services.common.tokens import mint_token
 from services.notifier.fanout import FANOUT_DURABLE
-from tests.conftest import SIGNING_SECRET
-from tests.notifier.conftest import Notifier
 from tests.notifier.sse_client import SseReader
-from tests.notifier.support import create_job, job_event, publish, wait_for
+from tests.support.events import create_job, job_event, publish, wait_for
+from tests.support.notifier import Notifier
+from tests.support.secrets import SIGNING_SECRET
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import pytest
 from nats.js.kv import KeyValue
 
 from services.common.apikeys import ApiKeyStore
-from tests.notifier.conftest import Notifier
 from tests.notifier.sse_client import SseReader
-from tests.notifier.support import create_job
+from tests.support.events import create_job
+from tests.support.notifier import Notifier
 
 UINT64_MAX = 2**64 - 1
 BAD = {

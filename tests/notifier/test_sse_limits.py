@@ -15,9 +15,9 @@ from contracts.events import EventType
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.apikeys import ApiKeyStore
-from tests.notifier.conftest import Notifier
 from tests.notifier.sse_client import SseReader
-from tests.notifier.support import create_job, job_event, publish, wait_for
+from tests.support.events import create_job, job_event, publish, wait_for
+from tests.support.notifier import Notifier
 
 pytestmark = pytest.mark.parametrize("notifier_overrides", [{"sse_max_streams_per_tenant": 2}])
 

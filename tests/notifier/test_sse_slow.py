@@ -16,9 +16,9 @@ from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.apikeys import ApiKeyStore
 from services.notifier.fanout import FANOUT_DURABLE
-from tests.notifier.conftest import Notifier
 from tests.notifier.sse_client import SseReader, parse_sse
-from tests.notifier.support import create_job, job_event, wait_for
+from tests.support.events import create_job, job_event, wait_for
+from tests.support.notifier import Notifier
 
 pytestmark = pytest.mark.parametrize("notifier_overrides", [{"sse_buffer": 16, "sse_send_timeout_s": 1.0}])
 EVENTS = 800

@@ -16,20 +16,11 @@ from contracts.subjects import Subjects
 from contracts.webhook_events import WebhookDeadLetteredPayload
 from services.common.apikeys import ApiKeyStore
 from services.notifier.targets import job_hook_id, job_webhook_secret
-from tests.conftest import SIGNING_SECRET
-from tests.notifier.conftest import Notifier
-from tests.notifier.support import (
-    Captured,
-    Receiver,
-    create_endpoint,
-    create_job,
-    job_event,
-    job_spec,
-    publish,
-    read_endpoint,
-    wait_for,
-)
+from tests.support.events import create_endpoint, create_job, job_event, job_spec, publish, read_endpoint, wait_for
 from tests.support.http import bound_socket
+from tests.support.notifier import Notifier
+from tests.support.receivers import Captured, Receiver
+from tests.support.secrets import SIGNING_SECRET
 
 pytestmark = pytest.mark.usefixtures("notifier")
 

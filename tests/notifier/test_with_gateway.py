@@ -10,9 +10,10 @@ from standardwebhooks import Webhook
 
 from contracts.events import EventType
 from contracts.subjects import Subjects
-from tests.conftest import Tenant
-from tests.notifier.conftest import Notifier
-from tests.notifier.support import Receiver, create_job, job_event, publish, wait_for
+from tests.support.events import create_job, job_event, publish, wait_for
+from tests.support.gateway import Tenant
+from tests.support.notifier import Notifier
+from tests.support.receivers import Receiver
 
 
 @pytest.fixture

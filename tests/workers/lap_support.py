@@ -24,9 +24,11 @@ from contracts.ids import new_id
 from modal_workers.runtime import RunRequest, WorkerRuntime
 from services.common.storage import LocalStorage, upload_key
 from services.dispatcher.local_worker import NatsSink
+from tests.support.secrets import SIGNING_SECRET as SECRET
 
 TENANT = "acme"
-SIGNING_SECRET = SecretStr("test-signing-secret-0123456789abcdef")
+SIGNING_SECRET = SecretStr(SECRET)
+"""The test signing secret as a setting."""
 
 
 def texture(height: int, width: int, seed: int = 0) -> np.ndarray[Any, Any]:

@@ -16,9 +16,8 @@ from modal_workers.pose_synth import write_video
 from services.common.embedded_nats import EmbeddedNats
 from services.dispatcher.routes import RetryPolicy
 from services.dispatcher.service import Dispatcher
-from tests.conftest import Gateway, Tenant
 from tests.dispatcher.support import dispatcher_settings, local_route, wait_record
-from tests.gateway.test_uploads import uploaded
+from tests.support.gateway import Gateway, Tenant, uploaded
 from tests.workers.lap_support import frame_count, scrolling_video
 
 pytestmark = pytest.mark.timeout(150)

@@ -16,7 +16,8 @@ from contracts.session_feed import FeedFrame
 from modal_workers.session_feeds import GatewayFeed, feed_url
 from modal_workers.session_input import SessionBatch, SessionInput
 from services.common.ingest_tokens import mint_ingest_token
-from tests.conftest import INGEST_SECRET, Gateway, Tenant
+from tests.support.gateway import Gateway, Tenant
+from tests.support.secrets import INGEST_SECRET
 from tests.support.sessions import jpeg
 
 JPEG = {"Content-Type": "image/jpeg"}

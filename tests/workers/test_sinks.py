@@ -21,9 +21,9 @@ from modal_workers.runtime import WorkerContext, WorkerRuntime
 from modal_workers.runtime_io import IngestSink
 from services.common.embedded_nats import EmbeddedNats
 from services.common.ingest_tokens import mint_ingest_token
-from tests.conftest import INGEST_SECRET, Gateway
 from tests.dispatcher.support import request_cancel
-from tests.gateway.test_uploads import stored
+from tests.support.gateway import Gateway, stored
+from tests.support.secrets import INGEST_SECRET
 from tests.workers.lap_support import TENANT, closing, lap_request, local_storage, nats_runtime
 
 pytestmark = pytest.mark.timeout(60)

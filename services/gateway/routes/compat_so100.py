@@ -30,8 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from contracts.api_robots import JointAngles, JointSampleIn
 from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
+from services.common.http.problem import ProblemError, field_error, unprocessable
 from services.common.tokens import TokenExpiredError, TokenInvalidError, verify_token
-from services.gateway.errors import ProblemError, field_error, unprocessable
 from services.gateway.routes.robots import publish_samples, telemetry_of
 from services.gateway.session_http import intake_of, read_frame, snapshot_response
 from services.gateway.session_intake import SessionIntake

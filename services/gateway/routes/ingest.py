@@ -29,11 +29,12 @@ from contracts.events import EventType, job_event_name, parse_payload
 from contracts.ids import ID_PATTERN
 from contracts.job_events import JobArtifactPayload, JobSucceededPayload
 from contracts.session_events import SessionSnapshotPayload
+from services.common.http.auth import forbidden, unauthorized
+from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
 from services.common.ingest_tokens import IngestClaims, verify_ingest_token
 from services.common.storage import InvalidKeyError, check_result_key, results_prefix
 from services.common.tokens import TokenExpiredError, TokenInvalidError
 from services.gateway.deps import StateDep
-from services.gateway.errors import ProblemError, field_error, problem_responses, unprocessable
 
 router = APIRouter(prefix="/v1/internal", tags=["internal"])
 PUBLISH_TIMEOUT_S = 10.0
@@ -87,23 +88,19 @@ IngestBody = Annotated[
 _bearer = HTTPBearer(auto_error=False, description="A job-scoped ingest token minted by the dispatcher.")
 
 
-def _unauthorized(detail: str) -> ProblemError:
-    return ProblemError(401, detail, headers={"WWW-Authenticate": "Bearer"})
-
-
 async def ingest_claims(
     state: StateDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> IngestClaims:
     """The claims of a valid ``Authorization: Bearer <ingest token>``; 401 otherwise."""
     if credentials is None:
-        raise _unauthorized("An ingest token is required: send 'Authorization: Bearer <token>'.")
+        raise unauthorized("An ingest token is required: send 'Authorization: Bearer <token>'.")
     secret = state.settings.ingest_token_secret.get_secret_value().encode()
     try:
         return verify_ingest_token(secret, credentials.credentials)
     except TokenExpiredError:
-        raise _unauthorized("The ingest token has expired.") from None
+        raise unauthorized("The ingest token has expired.") from None
     except TokenInvalidError:
-        raise _unauthorized("The ingest token is invalid.") from None
+        raise unauthorized("The ingest token is invalid.") from None
 
 
 Located = list[tuple[tuple[str | int, ...], EventEnvelope]]
@@ -183,7 +180,7 @@ async def ingest_events(
     ``ingest_max_events`` events. Nothing is published unless every event passes.
     """
     if job_id != claims.job_id:
-        raise ProblemError(403, f"The ingest token is for job {claims.job_id!r}, not {job_id!r}.")
+        raise forbidden(f"The ingest token is for job {claims.job_id!r}, not {job_id!r}.")
     if isinstance(body, IngestBatch):
         located: Located = [(("body", "events", i), event) for i, event in enumerate(body.events)]
     else:

@@ -36,11 +36,11 @@ from contracts.ids import ID_PATTERN, new_id, tenant_key, tenant_key_filter
 from contracts.job_events import JobCancelRequestedPayload
 from contracts.job_record import JobRecord, JobStatus
 from contracts.job_specs import JobKind, JobSpec
+from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
 from services.common.kv import kv_entries
 from services.common.storage import InvalidKeyError, check_result_key
 from services.common.tokens import mint_token
 from services.gateway.deps import PrincipalDep, StateDep
-from services.gateway.errors import ProblemError, field_error, problem_responses, unprocessable
 from services.gateway.routes.uploads import upload_input_problem
 from services.gateway.state import GatewayState
 

@@ -25,8 +25,8 @@ from contracts.api_robots import JointEventEncoder, JointsAccepted, JointSampleI
 from contracts.ids import ID_PATTERN, tenant_key
 from contracts.robot_events import JointSample
 from services.common.apikeys import Principal
+from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
 from services.gateway.deps import PrincipalDep, require_principal
-from services.gateway.errors import ProblemError, field_error, problem_responses, unprocessable
 from services.gateway.robot_ingest import (
     MAX_FIELD_ERRORS,
     Telemetry,

@@ -34,7 +34,7 @@ from contracts.api_robots import (
 )
 from contracts.ids import ID_PATTERN, tenant_key
 from services.common.apikeys import Principal
-from services.gateway.errors import field_error
+from services.common.http.problem import field_error
 from services.gateway.robot_ingest import (
     MAX_FIELD_ERRORS,
     Telemetry,

@@ -20,10 +20,10 @@ from collections import deque
 from fastapi import WebSocket, WebSocketDisconnect
 
 from contracts.session_feed import FeedControl, FeedFrame, FeedJoints, encode_frame
+from services.common.http.problem import ProblemError
 from services.common.ingest_tokens import verify_ingest_token
 from services.common.session_feed import FeedItem, FeedStart, NatsSessionFeed
 from services.common.tokens import TokenExpiredError, TokenInvalidError
-from services.gateway.errors import ProblemError
 from services.gateway.session_intake import SessionIntake
 from services.gateway.ws_auth import WS_NOT_FOUND, WS_POLICY, WS_UNAUTHORIZED, NoCredentialInTimeError, ws_credential
 

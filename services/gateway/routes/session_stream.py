@@ -31,8 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from contracts.events import TERMINAL_JOB_EVENTS
 from contracts.job_record import JobRecord
 from contracts.streams import JOBS
+from services.common.http.problem import ProblemError
 from services.common.tokens import TokenExpiredError, TokenInvalidError, verify_token
-from services.gateway.errors import ProblemError
 from services.gateway.session_http import image_type
 from services.gateway.session_intake import SessionIntake
 from services.gateway.ws_auth import WS_NOT_FOUND, WS_POLICY, WS_UNAUTHORIZED, NoCredentialInTimeError, ws_credential

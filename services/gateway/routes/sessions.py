@@ -15,8 +15,8 @@ from typing import Annotated
 from fastapi import APIRouter, FastAPI, Header, Path, Query, Request, Response
 
 from contracts.api_sessions import FrameAccepted, SessionCreate, SessionOut
+from services.common.http.problem import problem_responses
 from services.gateway.deps import PrincipalDep, StateDep
-from services.gateway.errors import problem_responses
 from services.gateway.routes.jobs import IdempotencyKey, submit_job
 from services.gateway.routes.session_feed import session_feed
 from services.gateway.routes.session_stream import session_stream

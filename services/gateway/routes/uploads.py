@@ -31,6 +31,7 @@ from contracts.events import EventType, make_event
 from contracts.ids import ID_PATTERN, new_id, tenant_key
 from contracts.upload_events import UploadCompletedPayload
 from services.common.config import GatewaySettings
+from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
 from services.common.storage import (
     ObjectChangedError,
     ObjectInfo,
@@ -43,7 +44,6 @@ from services.common.storage import (
 from services.common.storage.base import MAX_EXPIRES_S
 from services.gateway import magic
 from services.gateway.deps import PrincipalDep, StateDep
-from services.gateway.errors import ProblemError, field_error, problem_responses, unprocessable
 from services.gateway.state import GatewayState
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])

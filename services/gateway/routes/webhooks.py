@@ -28,10 +28,10 @@ from contracts.api_webhooks import (
     new_webhook_secret,
 )
 from contracts.ids import ID_PATTERN, InvalidIdError, new_id, tenant_key, tenant_key_filter
+from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
 from services.common.kv import kv_entries
 from services.common.ssrf import SsrfError, check_url
 from services.gateway.deps import PrincipalDep, StateDep
-from services.gateway.errors import ProblemError, field_error, problem_responses, unprocessable
 from services.gateway.state import GatewayState
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])

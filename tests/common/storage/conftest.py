@@ -22,7 +22,7 @@ from moto.server import ThreadedMotoServer
 
 from services.common.storage import LocalStorage, S3Storage, Storage
 from services.common.storage.s3 import MIN_PART_SIZE
-from tests.conftest import Gateway
+from tests.support.gateway import Gateway
 
 
 @dataclass(frozen=True)

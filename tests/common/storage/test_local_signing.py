@@ -20,7 +20,8 @@ from services.common.storage.signing import (
     verify,
 )
 from services.gateway.app import create_app
-from tests.conftest import SIGNING_SECRET, Gateway, gateway_settings
+from tests.support.gateway import Gateway, gateway_settings
+from tests.support.secrets import SIGNING_SECRET
 
 SECRET = SIGNING_SECRET.encode()
 

@@ -28,7 +28,7 @@ from services.common.embedded_nats import EmbeddedNats
 from services.common.storage import LocalStorage, S3Storage, Storage
 from services.gateway.app import create_app
 from tests.common.storage.conftest import S3Target
-from tests.conftest import gateway_settings
+from tests.support.gateway import gateway_settings
 from tests.support.http import bound_socket, serve
 
 ORIGINAL = b"\x00\x00\x00\x18ftypmp42" + b"original" * 64

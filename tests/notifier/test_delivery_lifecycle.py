@@ -1,7 +1,7 @@
-"""A deleted or disabled endpoint's delivery worker stops for good: no consumer churn, no busy loop.
+"""A deleted or disabled endpoint's delivery stops for good: no consumer churn, no busy loop.
 
 The windows are measured in events: after the change, further events are delivered end to end to
-another endpoint (each a fan-out batch plus a worker cycle) while the server's API audit advisories
+another endpoint (each a fan-out batch plus a delivery cycle) while the server's API audit advisories
 record every JetStream request that names the stopped endpoint's consumer.
 """
 
@@ -21,20 +21,14 @@ from contracts.ids import tenant_key
 from contracts.streams import WEBHOOK_DELIVERIES, Declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.embedded_nats import EmbeddedNats
-from services.notifier.app import NotifierState, create_app
-from services.notifier.workers import consumer_name
-from tests.notifier.conftest import Notifier, notifier_settings
-from tests.notifier.support import (
-    ApiAudit,
-    Receiver,
-    create_endpoint,
-    create_job,
-    job_event,
-    publish,
-    read_endpoint,
-    wait_for,
-)
+from services.notifier.app import create_app
+from services.notifier.delivery import consumer_name
+from services.notifier.state import NotifierState
+from tests.support.events import create_endpoint, create_job, job_event, publish, read_endpoint, wait_for
 from tests.support.http import bound_socket, serve
+from tests.support.nats import ApiAudit
+from tests.support.notifier import Notifier, notifier_settings
+from tests.support.receivers import Receiver
 
 
 async def _deliver_through(js: JetStreamContext, subjects: Subjects, rx: Receiver, job_id: str, path: str) -> None:
@@ -49,12 +43,12 @@ def _received(rx: Receiver, path: str, event_id: str) -> bool:
     return event_id in rx.ids(path)
 
 
-def _workers(app: FastAPI) -> NotifierState:
+def _state(app: FastAPI) -> NotifierState:
     state: NotifierState = app.state.notifier
     return state
 
 
-async def test_a_deleted_endpoints_worker_stops_and_its_consumer_is_not_recreated(
+async def test_a_deleted_endpoints_delivery_stops_and_its_consumer_is_not_recreated(
     notifier: Notifier,
     receiver: tuple[Receiver, str],
     nc: NatsClient,
@@ -86,13 +80,13 @@ async def test_a_deleted_endpoints_worker_stops_and_its_consumer_is_not_recreate
     await _deliver_through(js, subjects, rx, job_id, "/kept")
     await nc.flush()
     assert audit.creations(name) == []  # never recreated after the delete
-    # nor looked at again (the advisory of the delete itself may arrive late): no worker loops
+    # nor looked at again (the advisory of the delete itself may arrive late): no delivery loops
     assert [s for s in audit.naming(name) if ".DELETE." not in s] == []
-    assert ("acme", doomed.id) not in _workers(notifier.app).workers.running
+    assert ("acme", doomed.id) not in _state(notifier.app).delivery.running
     assert await consumer_gone()
 
 
-async def test_a_disabled_endpoint_gets_no_worker_after_a_restart(
+async def test_a_disabled_endpoint_gets_no_delivery_after_a_restart(
     tmp_path: Path,
     nats_server: EmbeddedNats,
     namespace: Namespace,
@@ -123,7 +117,7 @@ async def test_a_disabled_endpoint_gets_no_worker_after_a_restart(
     with serve(app, bound_socket()):  # resumes every queue that has a consumer, the disabled one too
         await _deliver_through(js, subjects, rx, job_id, "/live")
         await nc.flush()
-        assert ("acme", paused.id) not in _workers(app).workers.running
+        assert ("acme", paused.id) not in _state(app).delivery.running
     assert audit.creations(name) == []
     assert len(audit.naming(name)) <= 1
     assert len(rx.on("/paused")) == 1  # nothing more while disabled

@@ -5,21 +5,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from services.gateway.openapi import OPENAPI_PATH, openapi_document, openapi_drifted, render
+from contracts.generated import render_json
+from services.cli.openapi import OPENAPI, OPENAPI_PATH, openapi_document
 
 
 def test_committed_openapi_matches_the_app() -> None:
-    assert not openapi_drifted(), "docs/openapi.json is stale: run `gpurelay openapi` and commit it"
+    assert not OPENAPI.drifted(), "docs/openapi.json is stale: run `gpurelay openapi` and commit it"
 
 
 def test_drift_is_detected(tmp_path: Path) -> None:
     stale = json.loads(OPENAPI_PATH.read_text())
     stale["paths"].pop(next(iter(stale["paths"])))
     path = tmp_path / "openapi.json"
-    path.write_text(render(stale))
-    assert openapi_drifted(path)
-    path.write_text(render(openapi_document()))
-    assert not openapi_drifted(path)
+    path.write_text(render_json(stale))
+    assert OPENAPI.at(path).drifted()
+    path.write_text(render_json(openapi_document()))
+    assert not OPENAPI.at(path).drifted()
 
 
 def test_every_error_response_is_problem_json() -> None:

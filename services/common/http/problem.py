@@ -1,4 +1,8 @@
-"""``application/problem+json`` (RFC 9457) for every error the gateway returns."""
+"""``application/problem+json`` (RFC 9457): the one owner of error responses of every gpurelay app.
+
+The gateway and the notifier install :func:`install_error_handlers`; routes raise :class:`ProblemError`
+(or answer :func:`problem`); :func:`use_problem_json_in_openapi` documents it.
+"""
 
 from __future__ import annotations
 

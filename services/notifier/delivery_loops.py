@@ -1,0 +1,91 @@
+"""Starts, tracks and stops the webhook deliveries: one :class:`EndpointDelivery` per queue at a time.
+
+A delivery starts on demand (:meth:`DeliveryLoops.ensure`, called by the fan-out after it enqueues),
+for every existing consumer at start-up, and when an endpoint is enabled; it exits after a quiet
+minute with nothing pending, when its endpoint is disabled (the queue waits), or deleted (queue
+purged): a kick that finds the endpoint so is settled, so its delivery is not started again until a
+later kick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from nats.js import JetStreamContext
+
+from services.common.config import NotifierSettings
+from services.notifier.attempts import DeliveryContext
+from services.notifier.deliveries import DeliveryStore
+from services.notifier.delivery import EndpointDelivery
+from services.notifier.sender import Sender
+from services.notifier.targets import EndpointCache
+
+log = logging.getLogger(__name__)
+RESTART_PAUSE_S = 1.0
+"""The pause before a delivery that failed is started again."""
+
+
+class DeliveryLoops:
+    """The running endpoint deliveries of one notifier, by ``(tenant, endpoint id)``."""
+
+    def __init__(
+        self,
+        settings: NotifierSettings,
+        js: JetStreamContext,
+        endpoints: EndpointCache,
+        store: DeliveryStore,
+        sender: Sender,
+    ) -> None:
+        self.ctx = DeliveryContext(settings, js, endpoints, store, sender)
+        self.running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.closing = False
+
+    @property
+    def store(self) -> DeliveryStore:
+        """The delivery states (KV ``webhook_deliveries``)."""
+        return self.ctx.store
+
+    def ensure(self, tenant: str, endpoint_id: str) -> None:
+        """Make sure a delivery serves the endpoint's queue (new messages may be waiting)."""
+        key = (tenant, endpoint_id)
+        self.ctx.kicked.add(key)
+        if key not in self.running and not self.closing:
+            self.running[key] = asyncio.create_task(self._run(tenant, endpoint_id), name=f"webhook:{key}")
+
+    async def resume_all(self) -> None:
+        """Start a delivery for every endpoint queue that has a consumer (pending work survives restarts)."""
+        prefix = self.ctx.settings.ns.subject("webhooks.")
+        for info in await self.ctx.js.consumers_info(self.ctx.stream):
+            subject = info.config.filter_subject or ""
+            if not (info.config.durable_name or "").startswith("whd_") or not subject.startswith(prefix):
+                continue
+            tenant, endpoint_id, _ = subject[len(prefix) :].split(".")
+            self.ensure(tenant, endpoint_id)
+
+    async def stop(self) -> None:
+        """Cancel every delivery (unacked deliveries are redelivered later)."""
+        self.closing = True
+        tasks = list(self.running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self.ctx.writes, return_exceptions=True)
+
+    async def _run(self, tenant: str, endpoint_id: str) -> None:
+        key = (tenant, endpoint_id)
+        delivery = EndpointDelivery(self.ctx, tenant, endpoint_id)
+        try:
+            if not await delivery.stopped():
+                await delivery.serve()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("webhook delivery failed", extra={"tenant": tenant, "endpoint": endpoint_id})
+            await asyncio.sleep(RESTART_PAUSE_S)
+            self.ctx.kicked.add(key)
+        finally:
+            if self.running.get(key) is asyncio.current_task():
+                del self.running[key]
+                if key in self.ctx.kicked:  # work arrived while stopping: start again
+                    self.ensure(tenant, endpoint_id)

@@ -1,0 +1,139 @@
+"""Per-job order lanes within one endpoint's delivery queue.
+
+A message is attempted only when no older message of its job (by stream sequence) is unfinished,
+so one endpoint receives one job's events in stream order, and a delivery waiting for a retry holds
+back only that job's later deliveries, never other jobs'. A (re)started delivery first learns which
+jobs may have unfinished messages it has not seen (:func:`start_lanes`: the consumer's ack-pending
+range, read from the stream) and holds those jobs until it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo
+from nats.js.errors import NotFoundError
+
+from services.notifier.headers import H_EVENT, H_JOB
+
+STARTUP_SCAN_MAX = 10_000
+"""The longest ack-pending range read at start; a longer one holds every lane (``strict``)."""
+
+
+def lane_key(headers: dict[str, str]) -> str:
+    """The order lane of a delivery: its job, or the event itself when it has no job (no order needed)."""
+    job = headers.get(H_JOB)
+    return f"job:{job}" if job else f"event:{headers.get(H_EVENT, '')}"
+
+
+@dataclass
+class Lanes:
+    """Per-job order within one endpoint queue, for one delivery run.
+
+    ``unfinished`` holds the stream sequences this run received and has not acked or terminated
+    (attempting, held, or NAKed for a retry); ``held`` the messages waiting in memory behind an older
+    one of their job. At start-up the consumer may have unacked messages this run has never seen
+    (a crash, a NAKed retry): ``suspect`` lists, per lane, the sequences in the consumer's ack-pending
+    range (``(ack floor, delivered]``, read from the stream); any of them not yet received blocks later
+    messages of its lane until ``unseen`` (the consumer's ack-pending count at start minus the ones
+    received since) is zero, or the consumer's ack-pending count shows every unacked message is known.
+    ``strict`` (the range was too long to read) blocks every lane that way.
+    """
+
+    unfinished: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    held: dict[int, Msg] = field(default_factory=dict)
+    lane_of: dict[int, str] = field(default_factory=dict)
+    suspect: dict[str, list[int]] = field(default_factory=dict)
+    seen_old: set[int] = field(default_factory=set)
+    delivered_floor: int = 0
+    unseen: int = 0
+    strict: bool = False
+
+    @property
+    def outstanding(self) -> int:
+        """Messages this run holds unacked."""
+        return sum(len(v) for v in self.unfinished.values())
+
+    def admit(self, msg: Msg) -> None:
+        """A fetched message (new or redelivered) joins its lane and waits in ``held``."""
+        seq = msg.metadata.sequence.stream
+        lane = lane_key(msg.headers or {})
+        if self.unseen and seq <= self.delivered_floor and seq not in self.seen_old:
+            self.seen_old.add(seq)
+            self.unseen -= 1
+        self.unfinished[lane].add(seq)
+        self.lane_of[seq] = lane
+        self.held[seq] = msg
+
+    def ready(self, seq: int) -> bool:
+        """Whether the held message ``seq`` may be attempted now."""
+        lane = self.lane_of[seq]
+        if seq != min(self.unfinished[lane]):
+            return False
+        if self.unseen:
+            if self.strict:
+                return False
+            for old in self.suspect.get(lane, ()):
+                if old < seq and old not in self.seen_old:
+                    return False
+        return True
+
+    def finish(self, seq: int) -> None:
+        """Acked or terminated: the lane moves on."""
+        lane = self.lane_of.pop(seq, None)
+        if lane is None:
+            return
+        seqs = self.unfinished[lane]
+        seqs.discard(seq)
+        if not seqs:
+            del self.unfinished[lane]
+
+    def all_known(self, num_ack_pending: int) -> None:
+        """The consumer's ack-pending count is no more than what this run tracks: nothing unseen is left."""
+        if self.unseen and num_ack_pending <= self.outstanding:
+            self.unseen = 0
+
+
+async def start_lanes(js: JetStreamContext, stream: str, subject: str, info: ConsumerInfo) -> Lanes:
+    """Lanes for a (re)started delivery: which lanes may have unacked messages it has not seen."""
+    lanes = Lanes()
+    if not info.num_ack_pending:
+        return lanes
+    lanes.unseen = info.num_ack_pending
+    lanes.delivered_floor = info.delivered.stream_seq if info.delivered and info.delivered.stream_seq else 0
+    seq = (info.ack_floor.stream_seq if info.ack_floor and info.ack_floor.stream_seq else 0) + 1
+    scanned = 0
+    while seq <= lanes.delivered_floor:
+        if scanned >= STARTUP_SCAN_MAX:
+            lanes.strict = True
+            break
+        try:
+            raw = await js.get_msg(stream, seq=seq, subject=subject, next=True)
+        except NotFoundError:
+            break
+        if raw.seq is None or raw.seq > lanes.delivered_floor:
+            break
+        lanes.suspect.setdefault(lane_key(raw.headers or {}), []).append(raw.seq)
+        seq, scanned = raw.seq + 1, scanned + 1
+    return lanes
+
+
+class Heartbeat:
+    """Keeps held messages from being redelivered while they wait in memory (``in_progress``)."""
+
+    def __init__(self, lanes: Lanes, every_s: float, now: float) -> None:
+        self.lanes, self.every_s, self.last = lanes, every_s, now
+
+    async def maybe(self, now: float) -> None:
+        """Beat if ``every_s`` has passed since the last beat."""
+        if now - self.last < self.every_s:
+            return
+        for msg in list(self.lanes.held.values()):
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+        self.last = asyncio.get_running_loop().time()

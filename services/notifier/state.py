@@ -1,0 +1,80 @@
+"""Everything the notifier's routes and webhook machinery share, built once in the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from contracts import streams
+from services.common.apikeys import ApiKeyStore
+from services.common.config import NotifierSettings
+from services.common.key_cache import KeyCache
+from services.common.nats import declare_all
+from services.notifier.deliveries import DeliveryStore, open_bucket
+from services.notifier.delivery_loops import DeliveryLoops
+from services.notifier.sender import Sender
+from services.notifier.slots import StreamSlots, stream_slots
+from services.notifier.targets import EndpointCache
+
+
+@dataclass
+class NotifierState:
+    """Everything the routes and the webhook machinery share in one notifier process."""
+
+    settings: NotifierSettings
+    nc: NatsClient
+    js: JetStreamContext
+    key_cache: KeyCache
+    jobs: KeyValue
+    sessions: KeyValue
+    webhooks: KeyValue
+    deliveries: DeliveryStore
+    endpoints: EndpointCache
+    delivery: DeliveryLoops
+    sender: Sender
+    streams: StreamSlots
+
+    @property
+    def signing_secret(self) -> bytes:
+        """The secret stream tokens are signed with."""
+        return self.settings.signing_secret.get_secret_value().encode()
+
+
+async def open_state(settings: NotifierSettings, nc: NatsClient) -> NotifierState:
+    """Bind buckets and build the webhook components (nothing started yet)."""
+    js = nc.jetstream()
+    ns = settings.ns
+    await declare_all(js, settings)
+
+    async def bucket(name: str) -> KeyValue:
+        return await js.key_value(ns.bucket(name))
+
+    webhooks = await bucket(streams.KV_WEBHOOKS)
+    store = DeliveryStore(await open_bucket(js, ns, settings.webhook_deliveries_ttl_s))
+    endpoints = EndpointCache(webhooks, js, ns.bucket(streams.KV_WEBHOOKS))
+    sender = Sender(
+        settings.webhook_allow_hosts,
+        allow_http=settings.webhook_allow_http,
+        timeout_s=settings.webhook_timeout_s,
+        pool_idle_s=settings.webhook_pool_idle_s,
+        pool_max_idle=settings.webhook_pool_max_idle,
+    )
+    return NotifierState(
+        settings=settings,
+        nc=nc,
+        js=js,
+        key_cache=KeyCache(
+            ApiKeyStore(await bucket(streams.KV_APIKEYS)), settings.api_key_cache_s, settings.api_key_cache_max_entries
+        ),
+        jobs=await bucket(streams.KV_JOBS),
+        sessions=await bucket(streams.KV_SESSIONS),
+        webhooks=webhooks,
+        deliveries=store,
+        endpoints=endpoints,
+        delivery=DeliveryLoops(settings, js, endpoints, store, sender),
+        sender=sender,
+        streams=stream_slots(settings.sse_max_streams_per_tenant, settings.sse_retry_ms),
+    )

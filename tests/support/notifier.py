@@ -1,0 +1,44 @@
+"""The notifier in tests: its settings (loopback receivers, a fast retry schedule) and its served app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+from pydantic import SecretStr
+
+from contracts.subjects import Namespace
+from services.common.config import NotifierSettings
+from tests.support.secrets import SIGNING_SECRET
+
+
+def notifier_settings(nats_url: str, namespace: Namespace, data_dir: Path, **overrides: object) -> NotifierSettings:
+    """Fast test settings: loopback allowed, a short retry schedule without jitter."""
+    values: dict[str, object] = {
+        "profile": "test",
+        "data_dir": data_dir,
+        "nats_url": nats_url,
+        "namespace": namespace.name,
+        "signing_secret": SecretStr(SIGNING_SECRET),
+        "nats_connect_timeout_s": 2.0,
+        "webhook_allow_hosts": ["127.0.0.1"],
+        "webhook_retry_schedule_s": [0.0, 0.2, 0.2, 0.2],
+        "webhook_retry_jitter": 0.0,
+        "webhook_timeout_s": 2.0,
+        "webhook_ack_wait_s": 3.0,
+        "sse_heartbeat_s": 1.0,
+        "sse_send_timeout_s": 2.0,
+        "sse_progress_max_per_s": 0.0,
+    }
+    values.update(overrides)
+    return NotifierSettings(**values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Notifier:
+    """The notifier app served on loopback."""
+
+    settings: NotifierSettings
+    app: FastAPI
+    url: str
