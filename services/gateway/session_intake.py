@@ -28,7 +28,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from contracts.api_sessions import FrameAccepted, SessionEntry
 from contracts.envelope import utc_now
 from contracts.events import EventType, make_event
-from contracts.ids import tenant_key
+from contracts.ids import InvalidIdError, tenant_key
 from contracts.job_record import JobRecord
 from contracts.session_events import SessionStopRequestedPayload
 from contracts.session_feed import H_POSE, H_SEQ, H_TS, ControlMessage, frame_msg_id
@@ -98,8 +98,12 @@ class SessionIntake:
         self._stopped: Lru[bool] = Lru(size)
 
     async def record(self, tenant: str, session_id: str, *, fresh: bool = False) -> JobRecord:
-        """The tenant's session record (cached briefly unless ``fresh``); 404 for anything else."""
-        key = tenant_key(tenant, session_id)
+        """The tenant's session record (cached briefly unless ``fresh``); 404 for anything else (a
+        malformed id included: no session can have it)."""
+        try:
+            key = tenant_key(tenant, session_id)
+        except InvalidIdError:
+            raise ProblemError(404, "No such session.") from None
         cached = None if fresh else self._records.get(key)
         if cached is not None and time.monotonic() - cached[1] < self.settings.session_record_cache_s:
             return cached[0]

@@ -30,13 +30,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from contracts.api_robots import JointAngles, JointSampleIn
 from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
-from services.common.http.problem import ProblemError, field_error, unprocessable
+from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
 from services.common.tokens import TokenExpiredError, TokenInvalidError, verify_token
 from services.gateway.routes.robots import publish_samples, telemetry_of
 from services.gateway.session_http import intake_of, read_frame, snapshot_response
 from services.gateway.session_intake import SessionIntake
 
-router = APIRouter(prefix="/compat/so100/{token}", tags=["compat"])
+router = APIRouter(prefix="/compat/so100/{token}", tags=["compat"], responses=problem_responses(404, 503))
 Token = Annotated[str, Path(max_length=1024, description="The session's capability token (urls.compat).")]
 
 
@@ -88,7 +88,7 @@ def _figures(record: JobRecord) -> dict[str, Any]:
     }
 
 
-@router.post("/upload-frame", summary="Seed: upload one frame")
+@router.post("/upload-frame", summary="Seed: upload one frame", responses=problem_responses(409, 413, 422, 429))
 async def upload_frame(token: Token, request: Request) -> dict[str, Any]:
     """A frame (multipart ``file``) → ``{success, frame_count, chunks_uploaded}``."""
     intake, record = await _session(request, token)
@@ -99,7 +99,7 @@ async def upload_frame(token: Token, request: Request) -> dict[str, Any]:
     return {"success": True, "frame_count": accepted.frame_count, "chunks_uploaded": chunks}
 
 
-@router.post("/update-joint-angles", summary="Seed: the robot's joint angles")
+@router.post("/update-joint-angles", summary="Seed: the robot's joint angles", responses=problem_responses(409, 422))
 async def update_joint_angles(token: Token, request: Request) -> dict[str, Any]:
     """``{"joint_angles": [radians]}`` → ``{success, joint_angles}``; they go to the session's robot."""
     _, record = await _session(request, token)
@@ -126,7 +126,12 @@ async def status(token: Token, request: Request) -> dict[str, Any]:
     return {"frame_count": await intake.frames_received(record), **_figures(record)}
 
 
-@router.get("/get-ply", summary="Seed: the live PLY", response_class=Response)
+@router.get(
+    "/get-ply",
+    summary="Seed: the live PLY",
+    response_class=Response,
+    responses={**problem_responses(410), 304: {"description": "Unchanged since If-None-Match."}},
+)
 async def get_ply(token: Token, request: Request) -> Response:
     """The latest PLY snapshot's bytes."""
     intake, record = await _session(request, token)
@@ -164,7 +169,7 @@ async def _settled(intake: SessionIntake, record: JobRecord, timeout_s: float) -
     return record
 
 
-@router.post("/reset", summary="Seed: reset")
+@router.post("/reset", summary="Seed: reset", responses=problem_responses(409))
 async def reset(token: Token, request: Request) -> dict[str, Any]:
     """Clear the model and counters → ``{success}``."""
     intake, record = await _session(request, token)
