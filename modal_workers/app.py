@@ -8,7 +8,7 @@ storage credentials come from the Modal secret ``gpurelay-storage`` (``GPURELAY_
 ``GPURELAY_S3_SECRET_ACCESS_KEY``); heavy libraries are imported inside the functions, so this
 module imports without torch, OpenCV or a network.
 
-Each function runs one :class:`~modal_workers.runtime.RunRequest` through the runtime, posting
+Each function runs one :class:`~contracts.runs.RunRequest` through the runtime, posting
 its events to the gateway's ingest route with the job-scoped token
 (:class:`~modal_workers.runtime_io.IngestSink`), and returns the run's outcome as JSON. The
 session classes load their model once per container in ``@modal.enter`` (the workload module's
@@ -23,7 +23,7 @@ from typing import Any
 
 import modal
 
-from services.dispatcher.routes import DEFAULT_ROUTES, Route, load_route_table
+from contracts.route_table import DEFAULT_ROUTES, Route, load_route_table
 
 APP_NAME = "gpurelay"
 PROFILE = os.environ.get("GPURELAY_MODAL_PROFILE", "prod")
@@ -81,7 +81,8 @@ def run_request(
     ``storage`` holds the dispatcher's storage settings (no credentials: those come from the
     ``gpurelay-storage`` secret's environment variables, read by the settings class).
     """
-    from modal_workers.runtime import RunRequest, WorkerRuntime
+    from contracts.runs import RunRequest
+    from modal_workers.runtime import WorkerRuntime
     from modal_workers.runtime_io import IngestSink
     from services.common.config import BaseServiceSettings
     from services.common.storage import make_storage

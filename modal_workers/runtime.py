@@ -31,13 +31,14 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from contracts.envelope import EventEnvelope
-from contracts.job_record import Artifact, JobError
+from contracts.job_record import JobError
 from contracts.job_specs import parse_job_spec
+from contracts.runs import Outcome, RunRequest
 from modal_workers import runtime_io
 from modal_workers.runtime_context import (
     PROGRESS_MIN_INTERVAL_S,
@@ -57,12 +58,9 @@ __all__ = [
     "CancelledError",
     "EventSink",
     "Log",
-    "Outcome",
     "PermanentError",
     "Progress",
     "Result",
-    "RunRequest",
-    "StagePlan",
     "WorkerContext",
     "WorkerRuntime",
     "guess_content_type",
@@ -79,45 +77,6 @@ class PermanentError(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
-
-
-class StagePlan(BaseModel):
-    """Which pipeline stage a run is, and its share of the overall progress."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    index: int
-    count: int
-    offset: float = 0.0
-    weight: float = 1.0
-
-
-class RunRequest(BaseModel):
-    """One attempt (or one stage of it) to run."""
-
-    model_config = ConfigDict(frozen=True)
-
-    tenant: str
-    job_id: str
-    kind: str
-    attempt: int
-    spec: dict[str, Any]
-    function: str = Field(description="module:function (local) or the Modal function name.")
-    inputs: tuple[Artifact, ...] = Field(default=(), description="The previous stage's artifacts.")
-    stage: StagePlan | None = None
-    worker: str = "worker"
-    heartbeat_interval_s: float = 10.0
-    storage_prefix: str = ""
-
-
-class Outcome(BaseModel):
-    """How a run ended, reported back to the dispatcher."""
-
-    status: Literal["succeeded", "permanent", "retryable"]
-    result: dict[str, Any] = Field(default_factory=dict)
-    artifacts: tuple[Artifact, ...] = ()
-    error: JobError | None = None
 
 
 class EventSink(Protocol):

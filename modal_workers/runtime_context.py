@@ -43,7 +43,8 @@ from modal_workers import runtime_io
 from services.common.storage import result_key
 
 if TYPE_CHECKING:
-    from modal_workers.runtime import Outcome, RunRequest, WorkerRuntime
+    from contracts.runs import Outcome, RunRequest
+    from modal_workers.runtime import WorkerRuntime
 
 PROGRESS_MIN_INTERVAL_S = 0.1
 """At most ten progress events a second per job (the first and the last always go)."""

@@ -24,11 +24,11 @@ from pydantic import ValidationError
 from contracts import job_events as je
 from contracts.events import EventType
 from contracts.job_record import Artifact, JobError, JobRecord, JobStatus, StageStatus
-from modal_workers.runtime import RunRequest, StagePlan
+from contracts.route_table import Route
+from contracts.runs import RunRequest, StagePlan
 from services.common.config import DispatcherSettings
 from services.dispatcher.backends import Backend, BackendUnavailableError, Launch
 from services.dispatcher.consumers import PoisonMessage
-from services.dispatcher.routes import Route
 from services.dispatcher.state import JobEvents, JobStore, Ticket
 from services.dispatcher.supervision import Held, Verdict, wait_for_verdict
 

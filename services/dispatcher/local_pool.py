@@ -26,7 +26,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from modal_workers.runtime import Outcome, RunRequest
+from contracts.runs import Outcome, RunRequest
 from services.common.config import DispatcherSettings
 from services.dispatcher.local_worker import worker_main
 

@@ -1,9 +1,9 @@
 """The body of one local pool process: a warm worker that runs attempts sent over its pipe.
 
 It starts its own session (so the dispatcher can end the whole process group on cancel), connects
-to NATS once, reports ``ready``, then for each :class:`~modal_workers.runtime.RunRequest` it
+to NATS once, reports ``ready``, then for each :class:`~contracts.runs.RunRequest` it
 receives imports the workload (``module:function``, cached), runs it through the runtime (events
-straight to NATS) and sends back the :class:`~modal_workers.runtime.Outcome`. It exits when the
+straight to NATS) and sends back the :class:`~contracts.runs.Outcome`. It exits when the
 pipe closes (the dispatcher went away) or on ``None``. Given the dispatcher's pid
 (``local_workers_die_with_dispatcher``), it also ends, busy or not, when the dispatcher dies: the
 kernel sends it SIGTERM then (Linux), on which it ends its whole process group, so whatever the
@@ -42,7 +42,8 @@ def worker_main(conn: Connection, settings: DispatcherSettings, parent_pid: int 
     if parent_pid is not None:
         signal.signal(signal.SIGTERM, _end_group)
         die_with_parent(parent_pid, signal.SIGTERM)
-    from modal_workers.runtime import Outcome, RunRequest, WorkerRuntime
+    from contracts.runs import Outcome, RunRequest
+    from modal_workers.runtime import WorkerRuntime
     from services.common.storage import make_storage
 
     runtime = WorkerRuntime(

@@ -27,9 +27,9 @@ from contracts.envelope import EventEnvelope
 from contracts.events import EventType, parse_payload_as
 from contracts.ids import tenant_key
 from contracts.job_record import JobError, JobRecord, JobStatus
+from contracts.route_table import Route
 from services.common.kv import kv_entries
 from services.dispatcher.consumers import PoisonMessage
-from services.dispatcher.routes import Route
 from services.dispatcher.state import JobEvents, JobStore
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,9 @@ from contracts.ids import new_id, tenant_key
 from contracts.job_events import JobCancelRequestedPayload
 from contracts.job_record import JobRecord
 from contracts.job_specs import parse_job_spec
+from contracts.route_table import RetryPolicy, Route, Stage
 from contracts.subjects import Namespace, Subjects
 from services.common.config import DispatcherSettings
-from services.dispatcher.routes import RetryPolicy, Route, Stage
 
 INGEST_SECRET = "test-ingest-secret-0123456789abcdef"
 POSE = {"kind": "pose", "inputs": {"video": {"url": "https://example.com/v.mp4"}}}

@@ -12,12 +12,12 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from contracts.job_record import JobStatus
+from contracts.route_table import DEFAULT_ROUTES, Route, load_route_table
+from contracts.runs import Outcome, RunRequest
 from contracts.subjects import Namespace, Subjects
-from modal_workers.runtime import Outcome, RunRequest
 from services.common.config import DispatcherSettings
 from services.common.ingest_tokens import verify_ingest_token
 from services.dispatcher.modal_backend import ModalBackend
-from services.dispatcher.routes import DEFAULT_ROUTES, Route, load_route_table
 from services.dispatcher.service import Dispatcher
 from tests.dispatcher.support import INGEST_SECRET, POSE, dispatcher_settings, submit, wait_record
 

@@ -21,7 +21,8 @@ from pydantic import SecretStr
 
 from contracts.envelope import EventEnvelope
 from contracts.ids import new_id
-from modal_workers.runtime import RunRequest, WorkerRuntime
+from contracts.runs import RunRequest
+from modal_workers.runtime import WorkerRuntime
 from services.common.storage import LocalStorage, upload_key
 from services.dispatcher.local_worker import NatsSink
 
