@@ -23,6 +23,7 @@ stage progress is scaled into the stage's share, artifact names get the stage's 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import shutil
 import tempfile
@@ -31,7 +32,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -39,7 +40,7 @@ from contracts.envelope import EventEnvelope
 from contracts.job_record import JobError
 from contracts.job_specs import parse_job_spec
 from contracts.runs import Outcome, RunRequest
-from modal_workers import runtime_io
+from modal_workers import runtime_io, runtime_sinks
 from modal_workers.runtime_context import (
     PROGRESS_MIN_INTERVAL_S,
     ArtifactOut,
@@ -51,6 +52,7 @@ from modal_workers.runtime_context import (
     drive,
     guess_content_type,
 )
+from modal_workers.runtime_sinks import EventSink
 
 __all__ = [
     "PROGRESS_MIN_INTERVAL_S",
@@ -64,6 +66,8 @@ __all__ = [
     "WorkerContext",
     "WorkerRuntime",
     "guess_content_type",
+    "import_ref",
+    "load_workload",
 ]
 
 log = logging.getLogger(__name__)
@@ -79,11 +83,36 @@ class PermanentError(Exception):
         self.message = message
 
 
-class EventSink(Protocol):
-    """Where events go (NATS, or the gateway's ingest route)."""
+def import_ref(ref: str) -> Any:
+    """The object named by ``module:attribute``."""
+    module, _, attribute = ref.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
-    async def send(self, subject_event: str, event: EventEnvelope) -> None:
-        """Store ``event`` (``subject_event`` is the last subject token, e.g. ``progress``)."""
+
+def load_workload(ref: str, cache: dict[str, Workload] | None = None) -> Workload:
+    """The workload ``ref`` (``module:function``, kept in ``cache``), or one that fails permanently.
+
+    A workload that cannot be imported is not a crash of the worker: its run fails the job with
+    ``workload_missing``, which no other attempt can fix.
+    """
+    if cache is not None and ref in cache:
+        return cache[ref]
+    try:
+        workload: Workload = import_ref(ref)
+    except (ImportError, AttributeError) as exc:
+        return _missing(ref, exc)
+    if cache is not None:
+        cache[ref] = workload
+    return workload
+
+
+def _missing(ref: str, exc: Exception) -> Workload:
+    message = f"the workload {ref!r} cannot be imported: {exc}"
+
+    def fail(spec: Any, ctx: WorkerContext) -> None:
+        raise PermanentError("workload_missing", message)
+
+    return fail
 
 
 class WorkerRuntime:
@@ -181,7 +210,7 @@ class WorkerRuntime:
     def _watch(self, ctx: WorkerContext) -> Any:
         req = ctx.request
         try:
-            return self.call(runtime_io.watch_cancel(self.sink, req.tenant, req.job_id, ctx.cancel_event.set), 10)
+            return self.call(runtime_sinks.watch_cancel(self.sink, req.tenant, req.job_id, ctx.cancel_event.set), 10)
         except Exception:  # the cancel watch is best effort
             log.warning("job %s: no cancel watch", req.job_id, exc_info=True)
             return None

@@ -23,8 +23,8 @@ from contracts.envelope import EventEnvelope
 from contracts.ids import new_id
 from contracts.runs import RunRequest
 from modal_workers.runtime import WorkerRuntime
+from modal_workers.runtime_sinks import NatsSink
 from services.common.storage import LocalStorage, upload_key
-from services.dispatcher.local_worker import NatsSink
 
 TENANT = "acme"
 SIGNING_SECRET = SecretStr("test-signing-secret-0123456789abcdef")

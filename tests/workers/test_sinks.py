@@ -18,7 +18,7 @@ from contracts.job_events import JobLogPayload
 from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
 from modal_workers.runtime import WorkerContext, WorkerRuntime
-from modal_workers.runtime_io import IngestSink
+from modal_workers.runtime_sinks import IngestSink
 from services.common.embedded_nats import EmbeddedNats
 from services.common.ingest_tokens import mint_ingest_token
 from tests.conftest import INGEST_SECRET, Gateway
