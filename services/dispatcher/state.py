@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts import streams
 from contracts.envelope import EventEnvelope
+from contracts.event_ids import ticket_msg_id
 from contracts.events import EventType, job_created_event, job_event_name, make_event
 from contracts.ids import ResourceId, TenantId, tenant_key
 from contracts.job_record import JobRecord
@@ -164,5 +165,5 @@ class JobEvents:
         await self.js.publish(
             dispatch_subject(self.ns, record.kind),
             ticket.model_dump_json().encode(),
-            headers={"Nats-Msg-Id": f"{record.id}-a{attempt}-ticket"},
+            headers={"Nats-Msg-Id": ticket_msg_id(record.id, attempt)},
         )

@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from contracts import streams
 from contracts.envelope import EventEnvelope, utc_now
+from contracts.event_ids import cancel_requested_event_id
 from contracts.events import EventType, job_created_event, make_event
 from contracts.ids import new_id, tenant_key
 from contracts.job_events import JobCancelRequestedPayload
@@ -98,7 +99,7 @@ async def request_cancel(js: JetStreamContext, subjects: Subjects, job_id: str, 
         tenant=tenant,
         source="gateway",
         job_id=job_id,
-        event_id=f"cancel-{job_id}",
+        event_id=cancel_requested_event_id(job_id),
     )
     subject = subjects.job_event(tenant, job_id, "cancel_requested")
     await js.publish(subject, event.to_json_bytes(), headers={"Nats-Msg-Id": event.id})
