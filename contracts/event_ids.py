@@ -15,6 +15,8 @@ first attempt (:func:`failed_event_id`).
 * dispatcher: ``{job}-{name}`` once per job (:func:`job_event_id`: ``queued``, ``canceled``),
   ``{job}-a{n}-{name}`` once per attempt (:func:`attempt_event_id`: ``dispatched``, ``retrying``,
   ``failed``, ``succeeded``, ``stage{i}-{status}``, and the dispatch ticket's ``ticket``);
+* notifier: ``{event}:{endpoint}`` per webhook delivery (:func:`delivery_msg_id`) and
+  ``dead:{event}:{endpoint}`` per dead letter (:func:`dead_letter_msg_id`);
 * workers: ``w-{job}-a{n}-{suffix}`` (:func:`worker_event_id`).
 
 The platform's ids never start with ``w-``; every id a worker may use is
@@ -109,6 +111,16 @@ def stage_event_name(index: int, status: str) -> str:
 def ticket_msg_id(job_id: str, attempt: int) -> str:
     """The ``Nats-Msg-Id`` of the dispatch ticket of ``attempt`` (stored once per attempt)."""
     return attempt_event_id(job_id, attempt, "ticket")
+
+
+def delivery_msg_id(event_id: str, endpoint_id: str) -> str:
+    """``{event}:{endpoint}``: the ``Nats-Msg-Id`` of one webhook delivery of an event (fanned out once)."""
+    return f"{event_id}:{endpoint_id}"
+
+
+def dead_letter_msg_id(event_id: str, endpoint_id: str) -> str:
+    """``dead:{event}:{endpoint}``: the ``Nats-Msg-Id`` of a delivery's ``webhook.dead_lettered`` (one per delivery)."""
+    return f"dead:{event_id}:{endpoint_id}"
 
 
 def worker_event_prefix(job_id: str, attempt: int) -> str:

@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from contracts.envelope import EventEnvelope
 from contracts.subjects import Namespace, Subjects
+from services.common.publish import publish_event
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -69,7 +70,7 @@ class NatsSink:
         """Publish and wait for the stream's ack."""
         assert event.job_id is not None
         subject = self.subjects.job_event(event.tenant, event.job_id, subject_event)
-        await self._nc.jetstream().publish(subject, event.to_json_bytes(), headers={"Nats-Msg-Id": event.id})
+        await publish_event(self._nc.jetstream(), subject, event)
 
     async def watch_cancel(self, tenant: str, job_id: str, on_cancel: Callable[[], None]) -> Any:
         """Call ``on_cancel`` when the job's ``job.cancel_requested`` is published; the subscription."""

@@ -28,6 +28,7 @@ from contracts.ids import ResourceId, TenantId, tenant_key
 from contracts.job_record import JobRecord
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
+from services.common.publish import publish_event
 from services.dispatcher.fold import Pricing, apply, no_pricing
 
 DISPATCH_STREAM = streams.DISPATCH
@@ -129,14 +130,14 @@ class JobEvents:
             event_id=event_id,
         )
         subject = self.subjects.job_event(record.tenant, record.id, job_event_name(type_))
-        await self.js.publish(subject, event.to_json_bytes(), headers={"Nats-Msg-Id": event.id})
+        await publish_event(self.js, subject, event)
         return event
 
     async def publish_created(self, record: JobRecord) -> bool:
         """Publish the job's ``job.created`` (id ``created-{job_id}``); ``False`` when already stored."""
         event = job_created_event(record, source=self.source)
         subject = self.subjects.job_event(record.tenant, record.id, "created")
-        ack = await self.js.publish(subject, event.to_json_bytes(), headers={"Nats-Msg-Id": event.id})
+        ack = await publish_event(self.js, subject, event)
         return not ack.duplicate
 
     async def last(self, record: JobRecord, name: str) -> EventEnvelope | None:

@@ -42,6 +42,8 @@ PLATFORM_IDS = {
     ids.attempt_event_id(JOB, 2, "dispatched"): f"{JOB}-a2-dispatched",
     ids.attempt_event_id(JOB, 1, ids.stage_event_name(0, "running")): f"{JOB}-a1-stage0-running",
     ids.ticket_msg_id(JOB, 3): f"{JOB}-a3-ticket",
+    ids.delivery_msg_id("evt_1", "wh_1"): "evt_1:wh_1",
+    ids.dead_letter_msg_id("evt_1", "wh_1"): "dead:evt_1:wh_1",
 }
 """Each builder's id and the format already stored in streams: a changed format would store an event twice."""
 

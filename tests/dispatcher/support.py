@@ -23,6 +23,7 @@ from contracts.job_specs import parse_job_spec
 from contracts.route_table import RetryPolicy, Route, Stage
 from contracts.subjects import Namespace, Subjects
 from services.common.config import DispatcherSettings
+from services.common.publish import publish_event
 
 INGEST_SECRET = "test-ingest-secret-0123456789abcdef"
 POSE = {"kind": "pose", "inputs": {"video": {"url": "https://example.com/v.mp4"}}}
@@ -83,11 +84,7 @@ async def submit(
     record = JobRecord.new(job_id, tenant, parse_job_spec(spec), utc_now())
     await kv.create(tenant_key(tenant, job_id), record.model_dump_json().encode())
     event = job_created_event(record)
-    await js.publish(
-        subjects.job_event(tenant, job_id, "created"),
-        event.to_json_bytes(),
-        headers={"Nats-Msg-Id": event.id},
-    )
+    await publish_event(js, subjects.job_event(tenant, job_id, "created"), event)
     return job_id
 
 
@@ -102,7 +99,7 @@ async def request_cancel(js: JetStreamContext, subjects: Subjects, job_id: str, 
         event_id=cancel_requested_event_id(job_id),
     )
     subject = subjects.job_event(tenant, job_id, "cancel_requested")
-    await js.publish(subject, event.to_json_bytes(), headers={"Nats-Msg-Id": event.id})
+    await publish_event(js, subject, event)
 
 
 class EventLog:
