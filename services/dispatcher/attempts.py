@@ -30,7 +30,7 @@ from contracts.runs import RunRequest, StagePlan
 from services.common.config import DispatcherSettings
 from services.dispatcher.backends import Backend, BackendUnavailableError, Launch
 from services.dispatcher.consumers import PoisonMessage
-from services.dispatcher.state import JobEvents, JobStore, Ticket
+from services.dispatcher.store import JobEvents, JobStore, Ticket
 from services.dispatcher.supervision import Held, Verdict, wait_for_verdict
 
 log = logging.getLogger(__name__)

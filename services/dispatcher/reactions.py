@@ -31,7 +31,7 @@ from contracts.job_record import JobError, JobRecord, JobStatus
 from contracts.route_table import Route
 from services.common.kv import kv_entries
 from services.dispatcher.consumers import PoisonMessage
-from services.dispatcher.state import JobEvents, JobStore
+from services.dispatcher.store import JobEvents, JobStore
 
 log = logging.getLogger(__name__)
 _S = JobStatus

@@ -47,7 +47,7 @@ from services.dispatcher.local_pool import LocalPool
 from services.dispatcher.modal_backend import ModalBackend, ModalClient
 from services.dispatcher.reactions import Reactions
 from services.dispatcher.retention import Retention
-from services.dispatcher.state import DISPATCH_STREAM, JobEvents, JobStore, declare_dispatch
+from services.dispatcher.store import DISPATCH_STREAM, JobEvents, JobStore, declare_dispatch
 from services.dispatcher.subscribers import bound_and_watch, make_broker, subscribe_events, subscribe_tickets
 from services.dispatcher.sweeper import CreatedSweeper
 

@@ -14,7 +14,7 @@ from contracts.route_table import Route
 from contracts.runs import Outcome
 from services.dispatcher.backends import Launch
 from services.dispatcher.local_pool import WorkerLostError
-from services.dispatcher.state import Ticket
+from services.dispatcher.store import Ticket
 
 
 @dataclass

@@ -16,7 +16,7 @@ from contracts.job_specs import parse_job_spec
 from contracts.route_table import DEFAULT_ROUTES, RetryPolicy, load_route_table, parse_route_table
 from services.common.storage import LocalStorage, result_key
 from services.dispatcher.retention import Retention
-from services.dispatcher.state import JobStore
+from services.dispatcher.store import JobStore
 from tests.dispatcher.support import POSE, dispatcher_settings
 
 

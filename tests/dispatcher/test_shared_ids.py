@@ -8,7 +8,7 @@ from nats.js.kv import KeyValue
 from contracts import streams
 from contracts.event_ids import created_event_id
 from contracts.subjects import Namespace, Subjects
-from services.dispatcher.state import JobEvents
+from services.dispatcher.store import JobEvents
 from tests.conftest import Tenant
 from tests.dispatcher.support import read_record
 from tests.gateway.test_uploads import presign

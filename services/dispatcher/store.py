@@ -1,4 +1,4 @@
-"""The dispatcher's NATS-side state: job records (CAS), event publishing, dispatch tickets.
+"""The dispatcher's store on NATS: job records (CAS), event publishing, dispatch tickets.
 
 * :class:`JobStore` folds one event into KV ``jobs`` with compare-and-set on the revision,
   re-reading and re-applying on a conflict, so concurrent writers never lose an update.
