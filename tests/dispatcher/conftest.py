@@ -16,7 +16,7 @@ from contracts.subjects import Namespace
 from services.common.config import DispatcherSettings
 from services.common.embedded_nats import EmbeddedNats
 from services.dispatcher.service import Dispatcher
-from tests.dispatcher.support import EventLog, dispatcher_settings
+from tests.support.dispatcher import EventLog, dispatcher_settings
 
 
 @pytest.fixture

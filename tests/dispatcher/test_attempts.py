@@ -15,7 +15,7 @@ from contracts.job_record import JobStatus
 from contracts.route_table import RetryPolicy
 from contracts.subjects import Subjects
 from tests.dispatcher.conftest import StartDispatcher
-from tests.dispatcher.support import POSE, EventLog, local_route, request_cancel, submit, wait_record
+from tests.support.dispatcher import POSE, EventLog, local_route, request_cancel, submit, wait_record
 
 S = JobStatus
 

@@ -17,7 +17,7 @@ from contracts.subjects import Namespace, Subjects
 from services.dispatcher.store import JobEvents, JobStore
 from services.dispatcher.sweeper import CreatedSweeper
 from tests.dispatcher.conftest import StartDispatcher
-from tests.dispatcher.support import POSE, EventLog, local_route, read_record, submit, wait_record
+from tests.support.dispatcher import POSE, EventLog, local_route, read_record, submit, wait_record
 
 S = JobStatus
 

@@ -27,7 +27,7 @@ from services.dispatcher.consumers import ConsumerGuard
 from services.dispatcher.service import Dispatcher
 from services.dispatcher.store import dispatch_subject
 from tests.dispatcher.conftest import StartDispatcher
-from tests.dispatcher.support import POSE, EventLog, local_route, submit, wait_record
+from tests.support.dispatcher import POSE, EventLog, local_route, submit, wait_record
 
 S = JobStatus
 WAITS_ON_AN_UPLOAD = {"kind": "pose", "inputs": {"video": {"upload_id": "upl_never"}}}

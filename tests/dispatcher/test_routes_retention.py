@@ -17,7 +17,7 @@ from contracts.route_table import DEFAULT_ROUTES, RetryPolicy, load_route_table,
 from services.common.storage import LocalStorage, result_key
 from services.dispatcher.retention import Retention
 from services.dispatcher.store import JobStore
-from tests.dispatcher.support import POSE, dispatcher_settings
+from tests.support.dispatcher import POSE, dispatcher_settings
 
 
 def test_the_deployed_table_validates_and_nerf_is_a_weighted_pipeline() -> None:

@@ -10,8 +10,8 @@ from contracts.event_ids import created_event_id
 from contracts.subjects import Namespace, Subjects
 from services.dispatcher.store import JobEvents
 from tests.conftest import Tenant
-from tests.dispatcher.support import read_record
-from tests.gateway.test_uploads import presign
+from tests.support.dispatcher import read_record
+from tests.support.uploads import presign
 
 
 async def test_the_sweepers_job_created_is_the_gateways_and_is_dropped(

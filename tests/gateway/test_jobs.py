@@ -20,7 +20,7 @@ from contracts.subjects import Namespace, Subjects
 from services.common.storage import Storage, result_key
 from services.common.tokens import verify_token
 from tests.conftest import SIGNING_SECRET, Gateway, Tenant
-from tests.gateway.test_uploads import presign, stored
+from tests.support.uploads import presign, stored
 
 PROBLEM = "application/problem+json"
 

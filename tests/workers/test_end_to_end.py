@@ -17,9 +17,9 @@ from modal_workers.pose_synth import write_video
 from services.common.embedded_nats import EmbeddedNats
 from services.dispatcher.service import Dispatcher
 from tests.conftest import Gateway, Tenant
-from tests.dispatcher.support import dispatcher_settings, local_route, wait_record
-from tests.gateway.test_uploads import uploaded
-from tests.workers.lap_support import frame_count, scrolling_video
+from tests.support.dispatcher import dispatcher_settings, local_route, wait_record
+from tests.support.lap import frame_count, scrolling_video
+from tests.support.uploads import uploaded
 
 pytestmark = pytest.mark.timeout(150)
 

@@ -18,7 +18,7 @@ from contracts.runs import StagePlan
 from modal_workers import lap_compare
 from modal_workers.runtime import ArtifactOut, Log, PermanentError, Progress, Result, WorkerContext
 from modal_workers.runtime_io import InputError, download_input
-from tests.workers.lap_support import (
+from tests.support.lap import (
     closing,
     lap_request,
     memory_runtime,

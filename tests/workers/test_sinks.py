@@ -22,9 +22,9 @@ from modal_workers.runtime_sinks import IngestSink
 from services.common.embedded_nats import EmbeddedNats
 from services.common.ingest_tokens import mint_ingest_token
 from tests.conftest import INGEST_SECRET, Gateway
-from tests.dispatcher.support import request_cancel
-from tests.gateway.test_uploads import stored
-from tests.workers.lap_support import TENANT, closing, lap_request, local_storage, nats_runtime
+from tests.support.dispatcher import request_cancel
+from tests.support.lap import TENANT, closing, lap_request, local_storage, nats_runtime
+from tests.support.uploads import stored
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,4 +1,4 @@
-"""Helpers of the worker tests: synthetic lap videos drawn by OpenCV, runtimes with real sinks.
+"""Synthetic lap videos drawn by OpenCV and runtimes with real sinks (worker, CLI and end-to-end tests).
 
 :func:`scrolling_video` draws a smooth random texture shifted right by ``positions[k]`` pixels in
 frame ``k`` (sub-pixel, wrapping), so the dense flow of every frame is known: the step between

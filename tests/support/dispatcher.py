@@ -1,4 +1,4 @@
-"""Helpers of the dispatcher tests: settings, routes, submitting jobs like the gateway, an event log."""
+"""Dispatcher test helpers (worker tests use them too): settings, routes, jobs as the gateway submits them."""
 
 from __future__ import annotations
 
