@@ -1,6 +1,8 @@
 """The worker runtime: runs a workload and turns what it reports into job events.
 
-A workload is a function ``(spec, ctx)``: ``spec`` is the job's validated spec, ``ctx`` a
+A workload is a function ``(spec, ctx)``, named ``module:function`` in a
+:class:`~contracts.runs.RunRequest` (:func:`load_workload`; one that cannot be imported fails the
+job with ``workload_missing``): ``spec`` is the job's validated spec, ``ctx`` a
 :class:`WorkerContext`. It reports through ``ctx`` (``progress``, ``log``, ``artifact``) or by
 *yielding* :class:`Progress`, :class:`Log`, :class:`ArtifactOut` and :class:`Result` items (a
 generator workload), and returns its result as a JSON-able dict (or ``None``). Its inputs come
@@ -12,7 +14,8 @@ run); ``ctx.check_cancelled()`` raises :class:`CancelledError` once the job's ca
 to at most ten events a second (the first, the 100 % one and the last reported always go).
 Errors are classified: :class:`PermanentError` (bad input: a code and a message a user can act
 on) fails the job at once; anything else is retryable, and the dispatcher decides whether another
-attempt follows. Events go to an :class:`EventSink` from an event loop in a background thread, one
+attempt follows (the :class:`~contracts.runs.Outcome`). Events go to an
+:class:`~modal_workers.runtime_sinks.EventSink` from an event loop in a background thread, one
 at a time and in order; every id is in the attempt's worker namespace (``w-{job}-a{n}-...``,
 :mod:`contracts.event_ids`, required by the ingest route), once-only events have deterministic ids
 (``w-{job}-a{n}-started``) and every resend keeps its id, so the log stores it once. In a pipeline
