@@ -25,12 +25,12 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Result, format_table, rate
+from contracts.route_table import RetryPolicy, Route
 from contracts.streams import KV_APIKEYS
 from services.common.apikeys import ApiKeyStore
 from services.common.config import DispatcherSettings, GatewaySettings
 from services.common.embedded_nats import EmbeddedNats
 from services.common.http_server import EmbeddedHttpServer
-from services.dispatcher.routes import RetryPolicy, Route
 from services.dispatcher.service import Dispatcher
 from services.gateway.app import create_app
 

@@ -98,7 +98,8 @@ async def _null_sink() -> _NullSink:
 
 def through_runtime(path: Path, folder: Path, kind: str, params: dict[str, Any], workload: Any) -> tuple[Any, float]:
     """Run one ``kind`` job on ``path`` through the worker runtime; its outcome and wall time."""
-    from modal_workers.runtime import RunRequest, WorkerRuntime
+    from contracts.runs import RunRequest
+    from modal_workers.runtime import WorkerRuntime
     from services.common.storage import LocalStorage, upload_key
 
     storage = LocalStorage(folder / "blobs", "http://127.0.0.1:1", b"bench-secret-0123456789abcdef0123")

@@ -1,12 +1,28 @@
-"""Event ids of workers: a namespace of their own, scoped to one attempt of one job.
+"""Every event id the platform makes: one builder per format, and the workers' own namespace.
 
 JetStream de-duplicates by ``Nats-Msg-Id`` (the envelope id) across the whole JOBS stream, so an id
-is a claim: whoever stores it first wins, and a later event with the same id is dropped. The
-platform's ids (``created-{job}``, ``cancel-{job}``, ``{job}-queued``, ``{job}-a{n}-failed``, ...)
-never start with ``w-``; every id a worker may use is ``w-{job}-a{attempt}-{suffix}``
-(:func:`worker_event_id`), and the gateway's ingest route refuses any other
-(:func:`is_worker_event_id`). So a worker can neither pre-empt a platform event nor another job's
-or attempt's worker events.
+is a claim: whoever stores it first wins, and a later event with the same id is dropped. A logical
+event that two services (or two paths of one) may publish gets one deterministic id from one
+builder here, so both publish the same id and the log keeps it once: ``job.created`` from the
+gateway and from the dispatcher's sweeper (:func:`created_event_id`), ``job.canceled`` before a run
+and during one (:func:`canceled_event_id`), ``job.failed`` of an unroutable job and of a failed
+first attempt (:func:`failed_event_id`).
+
+* gateway: ``created-{job}`` (:func:`created_event_id`, also the sweeper's), ``cancel-{job}``
+  (:func:`cancel_requested_event_id`), ``stop-{session}`` (:func:`stop_requested_event_id`, also
+  the stop control message's ``Nats-Msg-Id``), ``reset-{session}-{nonce}`` (:func:`reset_msg_id`),
+  ``upload-completed-{upload}`` (:func:`upload_completed_event_id`);
+* dispatcher: ``{job}-{name}`` once per job (:func:`job_event_id`: ``queued``, ``canceled``),
+  ``{job}-a{n}-{name}`` once per attempt (:func:`attempt_event_id`: ``dispatched``, ``retrying``,
+  ``failed``, ``succeeded``, ``stage{i}-{status}``, and the dispatch ticket's ``ticket``);
+* notifier: ``{event}:{endpoint}`` per webhook delivery (:func:`delivery_msg_id`) and
+  ``dead:{event}:{endpoint}`` per dead letter (:func:`dead_letter_msg_id`);
+* workers: ``w-{job}-a{n}-{suffix}`` (:func:`worker_event_id`).
+
+The platform's ids never start with ``w-``; every id a worker may use is
+``w-{job}-a{attempt}-{suffix}`` (:func:`worker_event_id`), and the gateway's ingest route refuses
+any other (:func:`is_worker_event_id`). So a worker can neither pre-empt a platform event nor
+another job's or attempt's worker events.
 
 A suffix is a name (``started``, ``succeeded``, ``art-{artifact}``: deterministic, so a resend is
 stored once) or random (progress, logs, heartbeats). Every id fits the envelope's 64 characters and
@@ -33,6 +49,78 @@ _RANDOM_HEX = 16
 
 def _digest(text: str, length: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def created_event_id(job_id: str) -> str:
+    """``created-{job}``: the job's ``job.created`` (the gateway's, or the sweeper's late copy)."""
+    return f"created-{job_id}"
+
+
+def cancel_requested_event_id(job_id: str) -> str:
+    """``cancel-{job}``: the job's one ``job.cancel_requested`` (a repeated cancel is stored once)."""
+    return f"cancel-{job_id}"
+
+
+def stop_requested_event_id(session_id: str) -> str:
+    """``stop-{session}``: a session's ``session.stop_requested``, also its stop control message's id."""
+    return f"stop-{session_id}"
+
+
+def reset_msg_id(session_id: str, nonce: int) -> str:
+    """``reset-{session}-{nonce}``: one reset control message (each reset is a new one)."""
+    return f"reset-{session_id}-{nonce}"
+
+
+def upload_completed_event_id(upload_id: str) -> str:
+    """``upload-completed-{upload}``: the upload's one ``upload.completed``."""
+    return f"upload-completed-{upload_id}"
+
+
+def job_event_id(job_id: str, name: str) -> str:
+    """``{job}-{name}``: a dispatcher event that happens once per job (``queued``, ``canceled``)."""
+    return f"{job_id}-{name}"
+
+
+def attempt_event_id(job_id: str, attempt: int, name: str) -> str:
+    """``{job}-a{attempt}-{name}``: a dispatcher event that happens once per attempt."""
+    if attempt < 1:
+        raise ValueError("attempt starts at 1")
+    return f"{job_id}-a{attempt}-{name}"
+
+
+def queued_event_id(job_id: str) -> str:
+    """The job's ``job.queued``."""
+    return job_event_id(job_id, "queued")
+
+
+def canceled_event_id(job_id: str) -> str:
+    """The job's ``job.canceled``: the same whether it ends before or during a run."""
+    return job_event_id(job_id, "canceled")
+
+
+def failed_event_id(job_id: str, attempt: int) -> str:
+    """The dispatcher's ``job.failed`` of ``attempt`` (an unroutable job fails at attempt 1)."""
+    return attempt_event_id(job_id, attempt, "failed")
+
+
+def stage_event_name(index: int, status: str) -> str:
+    """``stage{index}-{status}``: the name of a ``job.stage`` event within its attempt."""
+    return f"stage{index}-{status}"
+
+
+def ticket_msg_id(job_id: str, attempt: int) -> str:
+    """The ``Nats-Msg-Id`` of the dispatch ticket of ``attempt`` (stored once per attempt)."""
+    return attempt_event_id(job_id, attempt, "ticket")
+
+
+def delivery_msg_id(event_id: str, endpoint_id: str) -> str:
+    """``{event}:{endpoint}``: the ``Nats-Msg-Id`` of one webhook delivery of an event (fanned out once)."""
+    return f"{event_id}:{endpoint_id}"
+
+
+def dead_letter_msg_id(event_id: str, endpoint_id: str) -> str:
+    """``dead:{event}:{endpoint}``: the ``Nats-Msg-Id`` of a delivery's ``webhook.dead_lettered`` (one per delivery)."""
+    return f"dead:{event_id}:{endpoint_id}"
 
 
 def worker_event_prefix(job_id: str, attempt: int) -> str:

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from contracts import job_events as je
 from contracts import session_events as se
 from contracts.envelope import EventEnvelope, utc_now
+from contracts.event_ids import created_event_id
 from contracts.ids import new_uuid7
 from contracts.job_record import JobRecord
 from contracts.robot_events import JointSample
@@ -187,6 +188,6 @@ def job_created_event(record: JobRecord, source: str = "gateway") -> EventEnvelo
         source=source,
         job_id=record.id,
         kind=record.kind,
-        event_id=f"created-{record.id}",
+        event_id=created_event_id(record.id),
         time=record.created_at,
     )

@@ -8,9 +8,9 @@ storage credentials come from the Modal secret ``gpurelay-storage`` (``GPURELAY_
 ``GPURELAY_S3_SECRET_ACCESS_KEY``); heavy libraries are imported inside the functions, so this
 module imports without torch, OpenCV or a network.
 
-Each function runs one :class:`~modal_workers.runtime.RunRequest` through the runtime, posting
+Each function runs one :class:`~contracts.runs.RunRequest` through the runtime, posting
 its events to the gateway's ingest route with the job-scoped token
-(:class:`~modal_workers.runtime_io.IngestSink`), and returns the run's outcome as JSON. The
+(:class:`~modal_workers.runtime_sinks.IngestSink`), and returns the run's outcome as JSON. The
 session classes load their model once per container in ``@modal.enter`` (the workload module's
 optional ``warm()`` hook); batch functions keep what they load in module-level caches, which a
 container also keeps between inputs.
@@ -23,7 +23,7 @@ from typing import Any
 
 import modal
 
-from services.dispatcher.routes import DEFAULT_ROUTES, Route, load_route_table
+from contracts.route_table import DEFAULT_ROUTES, Route, load_route_table
 
 APP_NAME = "gpurelay"
 PROFILE = os.environ.get("GPURELAY_MODAL_PROFILE", "prod")
@@ -81,11 +81,11 @@ def run_request(
     ``storage`` holds the dispatcher's storage settings (no credentials: those come from the
     ``gpurelay-storage`` secret's environment variables, read by the settings class).
     """
-    from modal_workers.runtime import RunRequest, WorkerRuntime
-    from modal_workers.runtime_io import IngestSink
+    from contracts.runs import RunRequest
+    from modal_workers.runtime import WorkerRuntime, load_workload
+    from modal_workers.runtime_sinks import IngestSink
     from services.common.config import BaseServiceSettings
     from services.common.storage import make_storage
-    from services.dispatcher.local_worker import import_ref
 
     settings = BaseServiceSettings(
         storage_backend=storage.get("backend", "s3"),
@@ -96,24 +96,10 @@ def run_request(
     )
     runtime = WorkerRuntime(lambda: IngestSink.create(ingest["url"], ingest["token"]), lambda: make_storage(settings))
     try:
-        try:
-            function = import_ref(workload)
-        except (ImportError, AttributeError) as exc:
-            function = _missing(workload, exc)
-        outcome = runtime.run(function, RunRequest.model_validate(request))
+        outcome = runtime.run(load_workload(workload), RunRequest.model_validate(request))
     finally:
         runtime.close()
     return outcome.model_dump(mode="json")
-
-
-def _missing(ref: str, exc: Exception) -> Any:
-    """A workload that fails permanently because ``ref`` cannot be imported."""
-    from modal_workers.runtime import PermanentError
-
-    def fail(spec: Any, ctx: Any) -> None:
-        raise PermanentError("workload_missing", f"the workload {ref!r} cannot be imported: {exc}")
-
-    return fail
 
 
 def warm(workload: str) -> None:

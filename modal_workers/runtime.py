@@ -1,6 +1,8 @@
 """The worker runtime: runs a workload and turns what it reports into job events.
 
-A workload is a function ``(spec, ctx)``: ``spec`` is the job's validated spec, ``ctx`` a
+A workload is a function ``(spec, ctx)``, named ``module:function`` in a
+:class:`~contracts.runs.RunRequest` (:func:`load_workload`; one that cannot be imported fails the
+job with ``workload_missing``): ``spec`` is the job's validated spec, ``ctx`` a
 :class:`WorkerContext`. It reports through ``ctx`` (``progress``, ``log``, ``artifact``) or by
 *yielding* :class:`Progress`, :class:`Log`, :class:`ArtifactOut` and :class:`Result` items (a
 generator workload), and returns its result as a JSON-able dict (or ``None``). Its inputs come
@@ -12,7 +14,8 @@ run); ``ctx.check_cancelled()`` raises :class:`CancelledError` once the job's ca
 to at most ten events a second (the first, the 100 % one and the last reported always go).
 Errors are classified: :class:`PermanentError` (bad input: a code and a message a user can act
 on) fails the job at once; anything else is retryable, and the dispatcher decides whether another
-attempt follows. Events go to an :class:`EventSink` from an event loop in a background thread, one
+attempt follows (the :class:`~contracts.runs.Outcome`). Events go to an
+:class:`~modal_workers.runtime_sinks.EventSink` from an event loop in a background thread, one
 at a time and in order; every id is in the attempt's worker namespace (``w-{job}-a{n}-...``,
 :mod:`contracts.event_ids`, required by the ingest route), once-only events have deterministic ids
 (``w-{job}-a{n}-started``) and every resend keeps its id, so the log stores it once. In a pipeline
@@ -23,6 +26,7 @@ stage progress is scaled into the stage's share, artifact names get the stage's 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import shutil
 import tempfile
@@ -31,14 +35,15 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from contracts.envelope import EventEnvelope
-from contracts.job_record import Artifact, JobError
+from contracts.job_record import JobError
 from contracts.job_specs import parse_job_spec
-from modal_workers import runtime_io
+from contracts.runs import Outcome, RunRequest
+from modal_workers import runtime_io, runtime_sinks
 from modal_workers.runtime_context import (
     PROGRESS_MIN_INTERVAL_S,
     ArtifactOut,
@@ -50,6 +55,7 @@ from modal_workers.runtime_context import (
     drive,
     guess_content_type,
 )
+from modal_workers.runtime_sinks import EventSink
 
 __all__ = [
     "PROGRESS_MIN_INTERVAL_S",
@@ -57,15 +63,14 @@ __all__ = [
     "CancelledError",
     "EventSink",
     "Log",
-    "Outcome",
     "PermanentError",
     "Progress",
     "Result",
-    "RunRequest",
-    "StagePlan",
     "WorkerContext",
     "WorkerRuntime",
     "guess_content_type",
+    "import_ref",
+    "load_workload",
 ]
 
 log = logging.getLogger(__name__)
@@ -81,50 +86,36 @@ class PermanentError(Exception):
         self.message = message
 
 
-class StagePlan(BaseModel):
-    """Which pipeline stage a run is, and its share of the overall progress."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    index: int
-    count: int
-    offset: float = 0.0
-    weight: float = 1.0
+def import_ref(ref: str) -> Any:
+    """The object named by ``module:attribute``."""
+    module, _, attribute = ref.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
-class RunRequest(BaseModel):
-    """One attempt (or one stage of it) to run."""
+def load_workload(ref: str, cache: dict[str, Workload] | None = None) -> Workload:
+    """The workload ``ref`` (``module:function``, kept in ``cache``), or one that fails permanently.
 
-    model_config = ConfigDict(frozen=True)
-
-    tenant: str
-    job_id: str
-    kind: str
-    attempt: int
-    spec: dict[str, Any]
-    function: str = Field(description="module:function (local) or the Modal function name.")
-    inputs: tuple[Artifact, ...] = Field(default=(), description="The previous stage's artifacts.")
-    stage: StagePlan | None = None
-    worker: str = "worker"
-    heartbeat_interval_s: float = 10.0
-    storage_prefix: str = ""
-
-
-class Outcome(BaseModel):
-    """How a run ended, reported back to the dispatcher."""
-
-    status: Literal["succeeded", "permanent", "retryable"]
-    result: dict[str, Any] = Field(default_factory=dict)
-    artifacts: tuple[Artifact, ...] = ()
-    error: JobError | None = None
+    A workload that cannot be imported is not a crash of the worker: its run fails the job with
+    ``workload_missing``, which no other attempt can fix.
+    """
+    if cache is not None and ref in cache:
+        return cache[ref]
+    try:
+        workload: Workload = import_ref(ref)
+    except (ImportError, AttributeError) as exc:
+        return _missing(ref, exc)
+    if cache is not None:
+        cache[ref] = workload
+    return workload
 
 
-class EventSink(Protocol):
-    """Where events go (NATS, or the gateway's ingest route)."""
+def _missing(ref: str, exc: Exception) -> Workload:
+    message = f"the workload {ref!r} cannot be imported: {exc}"
 
-    async def send(self, subject_event: str, event: EventEnvelope) -> None:
-        """Store ``event`` (``subject_event`` is the last subject token, e.g. ``progress``)."""
+    def fail(spec: Any, ctx: WorkerContext) -> None:
+        raise PermanentError("workload_missing", message)
+
+    return fail
 
 
 class WorkerRuntime:
@@ -222,7 +213,7 @@ class WorkerRuntime:
     def _watch(self, ctx: WorkerContext) -> Any:
         req = ctx.request
         try:
-            return self.call(runtime_io.watch_cancel(self.sink, req.tenant, req.job_id, ctx.cancel_event.set), 10)
+            return self.call(runtime_sinks.watch_cancel(self.sink, req.tenant, req.job_id, ctx.cancel_event.set), 10)
         except Exception:  # the cancel watch is best effort
             log.warning("job %s: no cancel watch", req.job_id, exc_info=True)
             return None

@@ -27,26 +27,39 @@ import inspect
 import mimetypes
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
 from contracts import job_events as je
+from contracts.envelope import EventEnvelope
 from contracts.event_ids import worker_event_id
 from contracts.events import EventType, job_event_name, make_event
 from contracts.job_record import Artifact
 from contracts.job_specs import InputRef
+from contracts.runs import Outcome, RunRequest
 from modal_workers import runtime_io
 from services.common.storage import result_key
 
-if TYPE_CHECKING:
-    from modal_workers.runtime import Outcome, RunRequest, WorkerRuntime
-
 PROGRESS_MIN_INTERVAL_S = 0.1
 """At most ten progress events a second per job (the first and the last always go)."""
+
+
+class RunHost(Protocol):
+    """What a context needs of the runtime that runs it (:class:`~modal_workers.runtime.WorkerRuntime`)."""
+
+    storage: Any
+    max_input_bytes: int
+    input_timeout_s: float
+
+    def call(self, coro: Awaitable[Any], timeout: float | None = 60.0) -> Any:
+        """Run ``coro`` on the runtime's loop and wait for its value."""
+
+    def send(self, subject_event: str, event: EventEnvelope) -> Any:
+        """Queue ``event`` for the sink; a future that completes once it is stored."""
 
 
 class CancelledError(Exception):
@@ -95,7 +108,7 @@ class Result:
 class WorkerContext:
     """One run's view of the runtime: inputs, reports, artifacts, cancellation."""
 
-    def __init__(self, runtime: WorkerRuntime, request: RunRequest, work_dir: Path) -> None:
+    def __init__(self, runtime: RunHost, request: RunRequest, work_dir: Path) -> None:
         self._runtime, self.request, self.work_dir = runtime, request, work_dir
         self.spec: Any = None
         self.cancel_event = threading.Event()

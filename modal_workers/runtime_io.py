@@ -1,12 +1,5 @@
-"""The runtime's I/O: the HTTP event sink, the cancel watch, input downloads and file digests.
+"""The runtime's I/O: input downloads and file digests (the event sinks: :mod:`modal_workers.runtime_sinks`).
 
-* :class:`IngestSink` posts events to the gateway's ingest route
-  (``POST /v1/internal/jobs/{id}/events``) with the job-scoped token, retrying transient failures
-  (connection errors, 408, 429, 5xx) with exponential backoff. Each event keeps its id across
-  resends and the gateway publishes it with ``Nats-Msg-Id`` = that id, so a resent event is
-  stored once. 4xx answers other than 408/429 are not retried (the event or token is wrong).
-* :func:`watch_cancel` subscribes (core NATS, no consumer) to ``jobs.{tenant}.{job}.cancel_requested``
-  when the sink has a NATS connection (the local pool's ``NatsSink``), so a workload can stop early.
 * :func:`resolve_input` / :func:`download_input` turn ``{"upload_id": ...}`` (the one object under
   ``{prefix}uploads/{tenant}/{upload_id}/``) or ``{"url": "https://..."}`` into a local file,
   bounded in size and time. An upload is read pinned to its seal (``input_changed`` when the file
@@ -17,18 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from contracts.envelope import EventEnvelope
 from contracts.job_specs import InputRef
-from contracts.subjects import Namespace, Subjects
 from services.common.storage import ObjectChangedError, Storage, StorageError, check_sealed
 from services.common.storage.base import sanitize_filename
 
-RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 DEFAULT_MAX_INPUT_BYTES = 4 * 1024**3
 
 
@@ -38,74 +27,6 @@ class InputError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.code, self.message = code, message
-
-
-class IngestSink:
-    """Events to the gateway's ingest route with a job-scoped token, retried with backoff."""
-
-    def __init__(
-        self,
-        url: str,
-        token: str,
-        *,
-        attempts: int = 8,
-        backoff_s: float = 0.2,
-        backoff_max_s: float = 5.0,
-        transport: Any = None,
-    ) -> None:
-        import httpx
-
-        self.url, self.attempts, self.backoff_s, self.backoff_max_s = url, attempts, backoff_s, backoff_max_s
-        headers = {"Authorization": f"Bearer {token}"}
-        self._http = httpx.AsyncClient(headers=headers, timeout=30, transport=transport)
-
-    @classmethod
-    async def create(cls, url: str, token: str, **options: Any) -> IngestSink:
-        """A sink posting to ``url`` (the factory the runtime calls on its loop)."""
-        return cls(url, token, **options)
-
-    async def send(self, subject_event: str, event: EventEnvelope) -> None:
-        """POST one event until the gateway accepts it (202); raises after the last attempt."""
-        import httpx
-
-        body = {"events": [event.model_dump(mode="json", exclude_none=True)]}
-        for attempt in range(1, self.attempts + 1):
-            try:
-                response = await self._http.post(self.url, json=body)
-            except httpx.TransportError:
-                if attempt == self.attempts:
-                    raise
-            else:
-                if response.status_code < 400:
-                    return
-                if response.status_code not in RETRY_STATUSES or attempt == self.attempts:
-                    response.raise_for_status()
-            delay = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-
-    async def close(self) -> None:
-        """Close the HTTP client."""
-        await self._http.aclose()
-
-
-async def watch_cancel(sink: Any, tenant: str, job_id: str, on_cancel: Callable[[], None]) -> Any:
-    """Call ``on_cancel`` when ``job.cancel_requested`` of the job is published; the subscription.
-
-    Works with any sink holding a NATS client (``nc`` or ``_nc``) and a ``namespace``; returns
-    ``None`` (nothing to watch) for other sinks, e.g. :class:`IngestSink` on Modal, where
-    ``FunctionCall.cancel()`` stops the container instead.
-    """
-    nc = getattr(sink, "nc", None) or getattr(sink, "_nc", None)
-    if nc is None:
-        return None
-    subject = Subjects(Namespace(getattr(sink, "namespace", ""))).job_event(tenant, job_id, "cancel_requested")
-
-    async def on_msg(msg: Any) -> None:
-        on_cancel()
-
-    subscription = await nc.subscribe(subject, cb=on_msg)
-    await nc.flush()  # subscribe only queues SUB: a cancel published before the server has it would be missed
-    return subscription
 
 
 async def resolve_input(storage: Storage, prefix: str, tenant: str, ref: InputRef) -> tuple[str, str]:

@@ -22,14 +22,15 @@ from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from contracts import job_events as je
+from contracts.event_ids import attempt_event_id, canceled_event_id, stage_event_name
 from contracts.events import EventType
 from contracts.job_record import Artifact, JobError, JobRecord, JobStatus, StageStatus
-from modal_workers.runtime import RunRequest, StagePlan
+from contracts.route_table import Route
+from contracts.runs import RunRequest, StagePlan
 from services.common.config import DispatcherSettings
 from services.dispatcher.backends import Backend, BackendUnavailableError, Launch
 from services.dispatcher.consumers import PoisonMessage
-from services.dispatcher.routes import Route
-from services.dispatcher.state import JobEvents, JobStore, Ticket
+from services.dispatcher.store import JobEvents, JobStore, Ticket
 from services.dispatcher.supervision import Held, Verdict, wait_for_verdict
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,10 @@ class Attempts:
         if verdict.reason in ("timeout", "silent", "cancel", "ended"):
             await self._cancel_run(held, launch, backend)
         if verdict.reason == "cancel":
-            await self._publish(held, EventType.JOB_CANCELED, je.JobCanceledPayload(), "canceled", per_attempt=False)
+            canceled = canceled_event_id(held.ticket.job_id)  # once per job, as when canceled before a run
+            await self.events.publish(
+                held.record, EventType.JOB_CANCELED, je.JobCanceledPayload(), canceled, held.ticket.attempt
+            )
         elif verdict.reason == "timeout":
             await self._retry_or_fail(held, "timeout", verdict.message, held.route.retries.retry_on_timeout)
         elif verdict.reason in ("silent", "lost"):
@@ -221,9 +225,9 @@ class Attempts:
 
     async def _stage(self, held: Held, plan: StagePlan, status: StageStatus) -> None:
         payload = je.JobStagePayload(name=plan.name, index=plan.index, count=plan.count, status=status)
-        await self._publish(held, EventType.JOB_STAGE, payload, f"stage{plan.index}-{status}")
+        await self._publish(held, EventType.JOB_STAGE, payload, stage_event_name(plan.index, status))
 
-    async def _publish(self, held: Held, type_: EventType, payload: Any, name: str, per_attempt: bool = True) -> None:
+    async def _publish(self, held: Held, type_: EventType, payload: Any, name: str) -> None:
+        """Publish the attempt's ``name`` event (:func:`~contracts.event_ids.attempt_event_id`)."""
         job, attempt = held.ticket.job_id, held.ticket.attempt
-        event_id = f"{job}-a{attempt}-{name}" if per_attempt else f"{job}-{name}"
-        await self.events.publish(held.record, type_, payload, event_id, attempt=attempt)
+        await self.events.publish(held.record, type_, payload, attempt_event_id(job, attempt, name), attempt=attempt)

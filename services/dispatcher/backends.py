@@ -1,9 +1,9 @@
 """Backends run one attempt (or one pipeline stage) of a job somewhere.
 
 A backend :meth:`~Backend.reserve`\\ s capacity (the local pool waits for an idle process; Modal
-needs none), :meth:`~Backend.launch`\\ es a :class:`~modal_workers.runtime.RunRequest` and answers
+needs none), :meth:`~Backend.launch`\\ es a :class:`~contracts.runs.RunRequest` and answers
 a :class:`Launch`: the call id (kept in the record for cancel), a task that completes with the
-run's :class:`~modal_workers.runtime.Outcome` (or raises when the worker is lost), and a way to
+run's :class:`~contracts.runs.Outcome` (or raises when the worker is lost), and a way to
 cancel it. ``announce`` is called with the call id once it is known and before the worker can
 emit anything, so ``job.dispatched`` precedes the worker's own events in the stream.
 """
@@ -17,9 +17,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from modal_workers.runtime import Outcome, RunRequest
+from contracts.route_table import Route, Stage
+from contracts.runs import Outcome, RunRequest
 from services.dispatcher.local_pool import LocalPool, PoolProcess, kill_group
-from services.dispatcher.routes import Route, Stage
 
 Announce = Callable[[str, str | None], Awaitable[None]]
 """``announce(call_id, gpu)``: publish ``job.dispatched`` for the run."""

@@ -1,7 +1,7 @@
 """The local backend's pool of warm worker processes.
 
 ``size`` processes are started ahead of time (``spawn``: no inherited event loop or sockets), each
-connected to NATS and waiting on its pipe (see :mod:`services.dispatcher.local_worker`), so an
+connected to NATS and waiting on its pipe (see :mod:`modal_workers.local_host`), so an
 attempt starts without an interpreter start-up. The dispatcher :meth:`LocalPool.acquire`\\ s an
 idle process, :meth:`LocalPool.run`\\ s a request on it, and gets its outcome back over the pipe.
 
@@ -26,9 +26,9 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from modal_workers.runtime import Outcome, RunRequest
+from contracts.runs import Outcome, RunRequest
+from modal_workers.local_host import worker_main
 from services.common.config import DispatcherSettings
-from services.dispatcher.local_worker import worker_main
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 60.0

@@ -6,7 +6,7 @@
 :class:`SdkModalClient` makes those calls (imported lazily; Modal cannot be reached from tests),
 and a recording fake stands in for it in the tests.
 
-The worker gets the :class:`~modal_workers.runtime.RunRequest`, its job-scoped ingest token (it
+The worker gets the :class:`~contracts.runs.RunRequest`, its job-scoped ingest token (it
 posts its events to the gateway's ingest route) and the storage settings (credentials come from a
 Modal secret, never from here).
 """
@@ -16,11 +16,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
-from modal_workers.runtime import Outcome, RunRequest
+from contracts.route_table import Route, Stage
+from contracts.runs import Outcome, RunRequest
 from services.common.config import DispatcherSettings
 from services.common.ingest_tokens import mint_ingest_token
 from services.dispatcher.backends import Announce, BackendUnavailableError, Launch, observed
-from services.dispatcher.routes import Route, Stage
 
 RESULT_POLL_S = 55.0
 

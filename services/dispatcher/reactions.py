@@ -24,13 +24,14 @@ from pydantic import ValidationError
 from contracts import job_events as je
 from contracts.api_uploads import UploadRecord, UploadStatus
 from contracts.envelope import EventEnvelope
+from contracts.event_ids import canceled_event_id, failed_event_id, queued_event_id
 from contracts.events import EventType, parse_payload_as
 from contracts.ids import tenant_key
 from contracts.job_record import JobError, JobRecord, JobStatus
+from contracts.route_table import Route
 from services.common.kv import kv_entries
 from services.dispatcher.consumers import PoisonMessage
-from services.dispatcher.routes import Route
-from services.dispatcher.state import JobEvents, JobStore
+from services.dispatcher.store import JobEvents, JobStore
 
 log = logging.getLogger(__name__)
 _S = JobStatus
@@ -66,7 +67,7 @@ class Reactions:
                 await self.events.ticket(record, record.attempt + 1, delay)
             case EventType.JOB_CANCEL_REQUESTED if record.status in (_S.CREATED, _S.QUEUED, _S.RETRYING):
                 payload = je.JobCanceledPayload(reason="canceled before it ran")
-                await self.events.publish(record, EventType.JOB_CANCELED, payload, f"{record.id}-canceled")
+                await self.events.publish(record, EventType.JOB_CANCELED, payload, canceled_event_id(record.id))
 
     async def release_if_ready(self, record: JobRecord) -> None:
         """Queue a ``created`` job whose inputs are all complete; else wait for its uploads."""
@@ -75,11 +76,11 @@ class Reactions:
         if record.kind not in self.routes:
             error = JobError(code="unroutable", message=f"no route for kind {record.kind!r} in this deployment")
             failed = je.JobFailedPayload(error=error)
-            await self.events.publish(record, EventType.JOB_FAILED, failed, f"{record.id}-a1-failed")
+            await self.events.publish(record, EventType.JOB_FAILED, failed, failed_event_id(record.id, 1))
             return
         if record.cancel_requested:
             payload = je.JobCanceledPayload(reason="canceled before it ran")
-            await self.events.publish(record, EventType.JOB_CANCELED, payload, f"{record.id}-canceled")
+            await self.events.publish(record, EventType.JOB_CANCELED, payload, canceled_event_id(record.id))
             return
         upload_ids = record.spec.upload_ids()
         for upload_id in upload_ids:
@@ -88,7 +89,7 @@ class Reactions:
         if pending:
             log.info("job waits on uploads", extra={"job_id": record.id, "uploads": pending})
             return
-        await self.events.publish(record, EventType.JOB_QUEUED, je.JobQueuedPayload(), f"{record.id}-queued")
+        await self.events.publish(record, EventType.JOB_QUEUED, je.JobQueuedPayload(), queued_event_id(record.id))
         for upload_id in upload_ids:
             await self.waits.delete(f"{record.tenant}.{upload_id}.{record.id}")
 

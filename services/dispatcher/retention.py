@@ -21,7 +21,7 @@ from contracts.envelope import utc_now
 from contracts.job_record import JobRecord
 from services.common.kv import kv_entries
 from services.common.storage import Storage, results_prefix
-from services.dispatcher.state import JobStore
+from services.dispatcher.store import JobStore
 
 log = logging.getLogger(__name__)
 

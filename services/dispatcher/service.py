@@ -35,6 +35,7 @@ from pydantic import ValidationError
 
 from contracts import streams
 from contracts.job_record import JobRecord
+from contracts.route_table import DEFAULT_ROUTES, Route, load_route_table
 from services.common.config import DispatcherSettings
 from services.common.nats import connect, declare_all
 from services.common.storage import Storage, make_storage
@@ -46,8 +47,7 @@ from services.dispatcher.local_pool import LocalPool
 from services.dispatcher.modal_backend import ModalBackend, ModalClient
 from services.dispatcher.reactions import Reactions
 from services.dispatcher.retention import Retention
-from services.dispatcher.routes import DEFAULT_ROUTES, Route, load_route_table
-from services.dispatcher.state import DISPATCH_STREAM, JobEvents, JobStore, declare_dispatch
+from services.dispatcher.store import DISPATCH_STREAM, JobEvents, JobStore, declare_dispatch
 from services.dispatcher.subscribers import bound_and_watch, make_broker, subscribe_events, subscribe_tickets
 from services.dispatcher.sweeper import CreatedSweeper
 

@@ -23,7 +23,7 @@ from nats.js.api import DeliverPolicy
 
 from services.common.config import DispatcherSettings
 from services.dispatcher.consumers import ConsumerGuard, Redelivery, bound_redeliveries
-from services.dispatcher.state import dispatch_subject
+from services.dispatcher.store import dispatch_subject
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,11 +10,11 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from contracts.job_record import JobRecord, JobStatus
-from modal_workers.runtime import Outcome
+from contracts.route_table import Route
+from contracts.runs import Outcome
 from services.dispatcher.backends import Launch
 from services.dispatcher.local_pool import WorkerLostError
-from services.dispatcher.routes import Route
-from services.dispatcher.state import Ticket
+from services.dispatcher.store import Ticket
 
 
 @dataclass

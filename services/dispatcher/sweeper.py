@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from contracts.envelope import utc_now
 from contracts.ids import tenant_key
 from contracts.job_record import JobRecord, JobStatus
-from services.dispatcher.state import JobEvents, JobStore
+from services.dispatcher.store import JobEvents, JobStore
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from contracts.api_sessions import FrameAccepted, SessionEntry
 from contracts.envelope import utc_now
+from contracts.event_ids import reset_msg_id, stop_requested_event_id
 from contracts.events import EventType, make_event
 from contracts.ids import InvalidIdError, tenant_key
 from contracts.job_record import JobRecord
@@ -194,7 +195,7 @@ class SessionIntake:
             raise gone(record)
         message = ControlMessage(action="stop" if action == "stop" else "reset", reason="requested by the client")
         subject = self.state.subjects.session_control(record.tenant, record.id)
-        msg_id = f"stop-{record.id}" if action == "stop" else f"reset-{record.id}-{time.time_ns()}"
+        msg_id = stop_requested_event_id(record.id) if action == "stop" else reset_msg_id(record.id, time.time_ns())
         await self._publish(subject, message.model_dump_json().encode(), {"Nats-Msg-Id": msg_id})
         if action == "stop":
             event = make_event(
@@ -204,7 +205,7 @@ class SessionIntake:
                 source="gateway",
                 job_id=record.id,
                 kind=record.kind,
-                event_id=f"stop-{record.id}",
+                event_id=stop_requested_event_id(record.id),
             )
             subject = self.state.subjects.job_event(record.tenant, record.id, "stop_requested")
             await self.state.publish_once(subject, event)

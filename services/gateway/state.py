@@ -18,6 +18,7 @@ from services.common.apikeys import ApiKeyStore
 from services.common.config import GatewaySettings
 from services.common.http.problem import ProblemError
 from services.common.key_cache import KeyCache
+from services.common.publish import publish_event
 from services.common.storage import Storage
 
 
@@ -82,7 +83,7 @@ class GatewayState:
 
     async def publish_event(self, subject: str, event: EventEnvelope) -> PubAck:
         """Publish ``event`` to JetStream, deduplicated by its id (``Nats-Msg-Id``)."""
-        return await self.js.publish(subject, event.to_json_bytes(), headers={"Nats-Msg-Id": event.id})
+        return await publish_event(self.js, subject, event)
 
     async def publish_once(self, subject: str, event: EventEnvelope, *, check: bool = True) -> None:
         """Publish ``event`` unless ``subject`` already holds a message (with ``check``); 503 on failure.

@@ -12,10 +12,12 @@ from nats.js.kv import KeyValue
 
 from contracts.api_webhooks import WebhookRecord
 from contracts.envelope import utc_now
+from contracts.event_ids import dead_letter_msg_id
 from contracts.events import EventType, make_event
 from contracts.ids import tenant_key
 from contracts.subjects import Subjects
 from contracts.webhook_events import WebhookDeadLetteredPayload
+from services.common.publish import publish_event
 from services.notifier.sender import AttemptResult
 
 log = logging.getLogger(__name__)
@@ -59,11 +61,8 @@ async def publish_dead_letter(
         last_error=result.describe()[:2000],
     )
     envelope = make_event(EventType.WEBHOOK_DEAD_LETTERED, payload, tenant=tenant, source="notifier", job_id=job_id)
-    await js.publish(
-        subjects.webhook_dead(tenant, endpoint_id),
-        envelope.to_json_bytes(),
-        headers={"Nats-Msg-Id": f"dead:{event_id}:{endpoint_id}"},
-    )
+    msg_id = dead_letter_msg_id(event_id, endpoint_id)
+    await publish_event(js, subjects.webhook_dead(tenant, endpoint_id), envelope, msg_id=msg_id)
 
 
 async def disable_endpoint(kv: KeyValue, tenant: str, endpoint_id: str, reason: str) -> bool:

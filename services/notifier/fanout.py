@@ -31,6 +31,7 @@ from nats.js.errors import APIError
 from pydantic import ValidationError
 
 from contracts.envelope import EventEnvelope, utc_now
+from contracts.event_ids import delivery_msg_id
 from contracts.job_specs import WebhookTarget
 from services.common.config import NotifierSettings
 from services.notifier.actions import publish_dead_letter
@@ -125,7 +126,7 @@ class FanOut:
                 continue
             for delivery in await self.targets(envelope):
                 headers = {
-                    "Nats-Msg-Id": f"{envelope.id}:{delivery.endpoint_id}",
+                    "Nats-Msg-Id": delivery_msg_id(envelope.id, delivery.endpoint_id),
                     H_EVENT: envelope.id,
                     H_TYPE: envelope.type,
                     H_JOB: envelope.job_id or "",

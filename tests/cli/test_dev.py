@@ -21,7 +21,7 @@ import nats
 import pytest
 
 from services.common.config import BaseServiceSettings, dev_env_path
-from tests.workers.lap_support import frame_count
+from tests.support.lap import frame_count
 
 READY_LINE = "gpurelay dev ready"
 SERVING_LINE = "Ctrl-C stops the demo"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from contracts import event_ids as ids
 from contracts.envelope import EventEnvelope
 from contracts.event_ids import is_worker_event_id, worker_event_id, worker_event_prefix
 from contracts.ids import new_id, new_uuid7
@@ -29,11 +30,42 @@ def test_named_ids_are_deterministic_and_random_ones_are_not() -> None:
     assert worker_event_id(JOB, 1) != worker_event_id(JOB, 1)
 
 
+PLATFORM_IDS = {
+    ids.created_event_id(JOB): f"created-{JOB}",
+    ids.cancel_requested_event_id(JOB): f"cancel-{JOB}",
+    ids.stop_requested_event_id(JOB): f"stop-{JOB}",
+    ids.reset_msg_id(JOB, 7): f"reset-{JOB}-7",
+    ids.upload_completed_event_id(JOB): f"upload-completed-{JOB}",
+    ids.queued_event_id(JOB): f"{JOB}-queued",
+    ids.canceled_event_id(JOB): f"{JOB}-canceled",
+    ids.failed_event_id(JOB, 1): f"{JOB}-a1-failed",
+    ids.attempt_event_id(JOB, 2, "dispatched"): f"{JOB}-a2-dispatched",
+    ids.attempt_event_id(JOB, 1, ids.stage_event_name(0, "running")): f"{JOB}-a1-stage0-running",
+    ids.ticket_msg_id(JOB, 3): f"{JOB}-a3-ticket",
+    ids.delivery_msg_id("evt_1", "wh_1"): "evt_1:wh_1",
+    ids.dead_letter_msg_id("evt_1", "wh_1"): "dead:evt_1:wh_1",
+}
+"""Each builder's id and the format already stored in streams: a changed format would store an event twice."""
+
+
+@pytest.mark.parametrize(("built", "stored"), PLATFORM_IDS.items())
+def test_platform_ids_keep_the_format_already_in_the_log(built: str, stored: str) -> None:
+    assert built == stored
+    assert EventEnvelope(id=built, type="job.log", source="t", tenant="acme").id == built
+
+
+def test_a_once_per_job_or_attempt_event_has_one_id_whoever_publishes_it() -> None:
+    assert ids.canceled_event_id(JOB) == ids.job_event_id(JOB, "canceled")
+    assert ids.failed_event_id(JOB, 1) == ids.attempt_event_id(JOB, 1, "failed")  # unroutable = attempt 1 failed
+    assert ids.failed_event_id(JOB, 1) != ids.failed_event_id(JOB, 2)
+    with pytest.raises(ValueError, match="attempt"):
+        ids.attempt_event_id(JOB, 0, "failed")
+
+
 @pytest.mark.parametrize(
     "platform_id",
-    [f"created-{JOB}", f"cancel-{JOB}", f"{JOB}-queued", f"{JOB}-a1-failed", f"{JOB}-a1-dispatched", f"{JOB}-canceled",
-     f"upload-completed-{JOB}", new_uuid7(), f"w-{JOB}-a1", f"w-{JOB}-a1-", f"w-{JOB}-a1-x.y", f"w-{JOB}-a1-x\r\ny"],
-)  # fmt: skip
+    [*PLATFORM_IDS, new_uuid7(), f"w-{JOB}-a1", f"w-{JOB}-a1-", f"w-{JOB}-a1-x.y", f"w-{JOB}-a1-x\r\ny"],
+)
 def test_platform_ids_and_malformed_ones_are_never_worker_ids(platform_id: str) -> None:
     assert not is_worker_event_id(platform_id, JOB, 1)
 

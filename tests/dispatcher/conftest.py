@@ -10,13 +10,13 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from contracts import streams
+from contracts.route_table import Route
 from contracts.streams import Declarations
 from contracts.subjects import Namespace
 from services.common.config import DispatcherSettings
 from services.common.embedded_nats import EmbeddedNats
-from services.dispatcher.routes import Route
 from services.dispatcher.service import Dispatcher
-from tests.dispatcher.support import EventLog, dispatcher_settings
+from tests.support.dispatcher import EventLog, dispatcher_settings
 
 
 @pytest.fixture

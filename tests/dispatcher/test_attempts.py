@@ -12,10 +12,10 @@ from nats.js.kv import KeyValue
 
 from contracts.event_ids import worker_event_id
 from contracts.job_record import JobStatus
+from contracts.route_table import RetryPolicy
 from contracts.subjects import Subjects
-from services.dispatcher.routes import RetryPolicy
 from tests.dispatcher.conftest import StartDispatcher
-from tests.dispatcher.support import POSE, EventLog, local_route, request_cancel, submit, wait_record
+from tests.support.dispatcher import POSE, EventLog, local_route, request_cancel, submit, wait_record
 
 S = JobStatus
 

@@ -16,7 +16,7 @@ from contracts.subjects import Namespace, Subjects
 from contracts.upload_events import UploadCompletedPayload
 from services.common.storage import LocalStorage
 from tests.dispatcher.conftest import StartDispatcher
-from tests.dispatcher.support import NERF, POSE, EventLog, local_route, pipeline_route, submit, wait_record
+from tests.support.dispatcher import NERF, POSE, EventLog, local_route, pipeline_route, submit, wait_record
 
 S = JobStatus
 

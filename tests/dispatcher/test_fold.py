@@ -15,7 +15,7 @@ from contracts.events import EventType, make_event
 from contracts.job_record import Artifact, JobError, JobStatus, StageStatus
 from contracts.job_specs import parse_job_spec
 from services.dispatcher.fold import apply, fold, route_pricing
-from tests.dispatcher.support import POSE
+from tests.support.dispatcher import POSE
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 S, E = JobStatus, EventType

@@ -12,14 +12,14 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from contracts.job_record import JobStatus
+from contracts.route_table import DEFAULT_ROUTES, Route, load_route_table
+from contracts.runs import Outcome, RunRequest
 from contracts.subjects import Namespace, Subjects
-from modal_workers.runtime import Outcome, RunRequest
 from services.common.config import DispatcherSettings
 from services.common.ingest_tokens import verify_ingest_token
 from services.dispatcher.modal_backend import ModalBackend
-from services.dispatcher.routes import DEFAULT_ROUTES, Route, load_route_table
 from services.dispatcher.service import Dispatcher
-from tests.dispatcher.support import INGEST_SECRET, POSE, dispatcher_settings, submit, wait_record
+from tests.support.dispatcher import INGEST_SECRET, POSE, dispatcher_settings, submit, wait_record
 
 
 class FakeModal:
@@ -111,7 +111,7 @@ async def test_a_modal_job_is_dispatched_canceled_through_function_call_cancel(
     jobs_kv: KeyValue,
     subjects: Subjects,
 ) -> None:
-    from tests.dispatcher.support import request_cancel
+    from tests.support.dispatcher import request_cancel
 
     fake = FakeModal()
     dispatcher = Dispatcher(settings, routes={"pose": modal_route()}, modal_client=fake)

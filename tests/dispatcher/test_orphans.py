@@ -14,10 +14,10 @@ from contracts.ids import new_id, tenant_key
 from contracts.job_record import JobRecord, JobStatus
 from contracts.job_specs import parse_job_spec
 from contracts.subjects import Namespace, Subjects
-from services.dispatcher.state import JobEvents, JobStore
+from services.dispatcher.store import JobEvents, JobStore
 from services.dispatcher.sweeper import CreatedSweeper
 from tests.dispatcher.conftest import StartDispatcher
-from tests.dispatcher.support import POSE, EventLog, local_route, read_record, submit, wait_record
+from tests.support.dispatcher import POSE, EventLog, local_route, read_record, submit, wait_record
 
 S = JobStatus
 

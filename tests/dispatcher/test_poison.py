@@ -25,9 +25,9 @@ from contracts.subjects import Namespace, Subjects
 from services.dispatcher.__main__ import health_app
 from services.dispatcher.consumers import ConsumerGuard
 from services.dispatcher.service import Dispatcher
-from services.dispatcher.state import dispatch_subject
+from services.dispatcher.store import dispatch_subject
 from tests.dispatcher.conftest import StartDispatcher
-from tests.dispatcher.support import POSE, EventLog, local_route, submit, wait_record
+from tests.support.dispatcher import POSE, EventLog, local_route, submit, wait_record
 
 S = JobStatus
 WAITS_ON_AN_UPLOAD = {"kind": "pose", "inputs": {"video": {"upload_id": "upl_never"}}}

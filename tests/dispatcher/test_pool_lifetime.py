@@ -17,7 +17,7 @@ from nats.js.kv import KeyValue
 from contracts.subjects import Subjects
 from services.common.config import DispatcherSettings
 from services.common.processes import is_running
-from tests.dispatcher.support import POSE, W, submit
+from tests.support.dispatcher import POSE, W, submit
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUTES = f"""

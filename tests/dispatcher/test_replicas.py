@@ -20,7 +20,7 @@ from contracts.job_record import JobStatus
 from contracts.subjects import Namespace, Subjects
 from services.common.config import DispatcherSettings
 from services.dispatcher.fold import fold, route_pricing
-from tests.dispatcher.support import POSE, EventLog, W, read_record, submit
+from tests.support.dispatcher import POSE, EventLog, W, read_record, submit
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUTES = """

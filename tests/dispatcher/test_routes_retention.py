@@ -13,11 +13,11 @@ from pydantic import ValidationError
 from contracts.envelope import utc_now
 from contracts.job_record import Artifact, JobRecord, JobStatus
 from contracts.job_specs import parse_job_spec
+from contracts.route_table import DEFAULT_ROUTES, RetryPolicy, load_route_table, parse_route_table
 from services.common.storage import LocalStorage, result_key
 from services.dispatcher.retention import Retention
-from services.dispatcher.routes import DEFAULT_ROUTES, RetryPolicy, load_route_table, parse_route_table
-from services.dispatcher.state import JobStore
-from tests.dispatcher.support import POSE, dispatcher_settings
+from services.dispatcher.store import JobStore
+from tests.support.dispatcher import POSE, dispatcher_settings
 
 
 def test_the_deployed_table_validates_and_nerf_is_a_weighted_pipeline() -> None:

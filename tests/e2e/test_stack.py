@@ -19,7 +19,7 @@ import pytest
 from services.cli.client import SseEvent
 from services.cli.dev import DevStack
 from tests.e2e.support import auth, download, events, lap_job, receiver, settled
-from tests.workers.lap_support import frame_count, scrolling_video
+from tests.support.lap import frame_count, scrolling_video
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -11,14 +11,14 @@ from nats.js import JetStreamContext
 
 from contracts import streams
 from contracts.job_record import JobStatus
+from contracts.route_table import RetryPolicy
 from contracts.subjects import Namespace
 from modal_workers.pose_synth import write_video
 from services.common.embedded_nats import EmbeddedNats
-from services.dispatcher.routes import RetryPolicy
 from services.dispatcher.service import Dispatcher
-from tests.dispatcher.support import dispatcher_settings, local_route, wait_record
+from tests.support.dispatcher import dispatcher_settings, local_route, wait_record
 from tests.support.gateway import Gateway, Tenant, uploaded
-from tests.workers.lap_support import frame_count, scrolling_video
+from tests.support.lap import frame_count, scrolling_video
 
 pytestmark = pytest.mark.timeout(150)
 

@@ -17,8 +17,8 @@ from modal_workers import lap_compare
 from modal_workers.runtime import WorkerRuntime
 from modal_workers.video import sampled_count
 from services.common.embedded_nats import EmbeddedNats
-from tests.dispatcher.support import EventLog
-from tests.workers.lap_support import (
+from tests.support.dispatcher import EventLog
+from tests.support.lap import (
     frame_count,
     grouped,
     lap_positions,

@@ -18,14 +18,15 @@ import pytest
 from nats.js import JetStreamContext
 
 from contracts.envelope import EventEnvelope
+from contracts.runs import Outcome, RunRequest
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from modal_workers import pose_infer
 from modal_workers.pose_synth import signal_preserving, write_video
-from modal_workers.runtime import Outcome, RunRequest, WorkerRuntime
+from modal_workers.runtime import WorkerRuntime
+from modal_workers.runtime_sinks import NatsSink
 from services.common.embedded_nats import EmbeddedNats
 from services.common.storage import LocalStorage, upload_key
-from services.dispatcher.local_worker import NatsSink
 from tests.workers.pose_support import CONF, assert_same_people, frames_of, match_people
 
 RESULT_KEYS = {"duration", "fps", "totalFrames", "processedFrames", "videoWidth", "videoHeight", "players",

@@ -14,10 +14,11 @@ import pytest
 
 from contracts.event_ids import is_worker_event_id, worker_event_id
 from contracts.job_specs import InputRef
+from contracts.runs import StagePlan
 from modal_workers import lap_compare
-from modal_workers.runtime import ArtifactOut, Log, PermanentError, Progress, Result, StagePlan, WorkerContext
+from modal_workers.runtime import ArtifactOut, Log, PermanentError, Progress, Result, WorkerContext
 from modal_workers.runtime_io import InputError, download_input
-from tests.workers.lap_support import (
+from tests.support.lap import (
     closing,
     lap_request,
     memory_runtime,

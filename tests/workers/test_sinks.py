@@ -18,13 +18,13 @@ from contracts.job_events import JobLogPayload
 from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
 from modal_workers.runtime import WorkerContext, WorkerRuntime
-from modal_workers.runtime_io import IngestSink
+from modal_workers.runtime_sinks import IngestSink
 from services.common.embedded_nats import EmbeddedNats
 from services.common.ingest_tokens import mint_ingest_token
-from tests.dispatcher.support import request_cancel
+from tests.support.dispatcher import request_cancel
 from tests.support.gateway import Gateway, stored
+from tests.support.lap import TENANT, closing, lap_request, local_storage, nats_runtime
 from tests.support.secrets import INGEST_SECRET
-from tests.workers.lap_support import TENANT, closing, lap_request, local_storage, nats_runtime
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,7 +11,7 @@ import pytest
 from modal_workers import video
 from modal_workers.runtime import PermanentError
 from modal_workers.video import FrameReader, VideoInfo, sampled_count, scaled_size
-from tests.workers.lap_support import frame_count, scrolling_video
+from tests.support.lap import frame_count, scrolling_video
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -32,6 +32,7 @@ from contracts.session_events import SessionSnapshotPayload
 from services.common.http.auth import forbidden, unauthorized
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
 from services.common.ingest_tokens import IngestClaims, verify_ingest_token
+from services.common.publish import publish_event_async
 from services.common.storage import InvalidKeyError, check_result_key, results_prefix
 from services.common.tokens import TokenExpiredError, TokenInvalidError
 from services.gateway.deps import StateDep
@@ -194,9 +195,7 @@ async def ingest_events(
     try:
         for event in events:
             subject = subjects.job_event(claims.tenant, claims.job_id, job_event_name(event.type))
-            futures.append(
-                await state.js.publish_async(subject, event.to_json_bytes(), headers={"Nats-Msg-Id": event.id})
-            )
+            futures.append(await publish_event_async(state.js, subject, event))
         acks = await asyncio.wait_for(asyncio.gather(*futures), PUBLISH_TIMEOUT_S)
     except (NatsError, TimeoutError) as exc:
         for future in futures:

@@ -31,6 +31,7 @@ from contracts.api_jobs import (
     encode_cursor,
 )
 from contracts.envelope import utc_now
+from contracts.event_ids import cancel_requested_event_id
 from contracts.events import EventType, job_created_event, make_event
 from contracts.ids import ID_PATTERN, new_id, tenant_key, tenant_key_filter
 from contracts.job_events import JobCancelRequestedPayload
@@ -260,7 +261,7 @@ async def cancel_job(job_id: JobIdPath, state: StateDep, principal: PrincipalDep
         source="gateway",
         job_id=record.id,
         kind=record.kind,
-        event_id=f"cancel-{record.id}",
+        event_id=cancel_requested_event_id(record.id),
     )
     await state.publish_once(state.subjects.job_event(principal.tenant, record.id, "cancel_requested"), event)
     return await job_out(state, record)

@@ -27,6 +27,7 @@ from nats.js.kv import KeyValue
 
 from contracts.api_uploads import PresignedUpload, UploadCreate, UploadOut, UploadRecord, UploadStatus
 from contracts.envelope import EventEnvelope
+from contracts.event_ids import upload_completed_event_id
 from contracts.events import EventType, make_event
 from contracts.ids import ID_PATTERN, new_id, tenant_key
 from contracts.upload_events import UploadCompletedPayload
@@ -76,7 +77,7 @@ def _completed_event(record: UploadRecord) -> EventEnvelope:
         payload,
         tenant=record.tenant,
         source="gateway",
-        event_id=f"upload-completed-{record.id}",
+        event_id=upload_completed_event_id(record.id),
         time=record.completed_at,
     )
 

@@ -1,4 +1,4 @@
-"""Helpers of the worker tests: synthetic lap videos drawn by OpenCV, runtimes with real sinks.
+"""Synthetic lap videos drawn by OpenCV and runtimes with real sinks (worker, CLI and end-to-end tests).
 
 :func:`scrolling_video` draws a smooth random texture shifted right by ``positions[k]`` pixels in
 frame ``k`` (sub-pixel, wrapping), so the dense flow of every frame is known: the step between
@@ -21,9 +21,10 @@ from pydantic import SecretStr
 
 from contracts.envelope import EventEnvelope
 from contracts.ids import new_id
-from modal_workers.runtime import RunRequest, WorkerRuntime
+from contracts.runs import RunRequest
+from modal_workers.runtime import WorkerRuntime
+from modal_workers.runtime_sinks import NatsSink
 from services.common.storage import LocalStorage, upload_key
-from services.dispatcher.local_worker import NatsSink
 from tests.support.secrets import SIGNING_SECRET as SECRET
 
 TENANT = "acme"

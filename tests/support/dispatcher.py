@@ -1,4 +1,4 @@
-"""Helpers of the dispatcher tests: settings, routes, submitting jobs like the gateway, an event log."""
+"""Dispatcher test helpers (worker tests use them too): settings, routes, jobs as the gateway submits them."""
 
 from __future__ import annotations
 
@@ -14,14 +14,16 @@ from pydantic import SecretStr
 
 from contracts import streams
 from contracts.envelope import EventEnvelope, utc_now
+from contracts.event_ids import cancel_requested_event_id
 from contracts.events import EventType, job_created_event, make_event
 from contracts.ids import new_id, tenant_key
 from contracts.job_events import JobCancelRequestedPayload
 from contracts.job_record import JobRecord
 from contracts.job_specs import parse_job_spec
+from contracts.route_table import RetryPolicy, Route, Stage
 from contracts.subjects import Namespace, Subjects
 from services.common.config import DispatcherSettings
-from services.dispatcher.routes import RetryPolicy, Route, Stage
+from services.common.publish import publish_event
 from tests.support.secrets import INGEST_SECRET, SIGNING_SECRET
 
 POSE = {"kind": "pose", "inputs": {"video": {"url": "https://example.com/v.mp4"}}}
@@ -82,11 +84,7 @@ async def submit(
     record = JobRecord.new(job_id, tenant, parse_job_spec(spec), utc_now())
     await kv.create(tenant_key(tenant, job_id), record.model_dump_json().encode())
     event = job_created_event(record)
-    await js.publish(
-        subjects.job_event(tenant, job_id, "created"),
-        event.to_json_bytes(),
-        headers={"Nats-Msg-Id": event.id},
-    )
+    await publish_event(js, subjects.job_event(tenant, job_id, "created"), event)
     return job_id
 
 
@@ -98,10 +96,10 @@ async def request_cancel(js: JetStreamContext, subjects: Subjects, job_id: str, 
         tenant=tenant,
         source="gateway",
         job_id=job_id,
-        event_id=f"cancel-{job_id}",
+        event_id=cancel_requested_event_id(job_id),
     )
     subject = subjects.job_event(tenant, job_id, "cancel_requested")
-    await js.publish(subject, event.to_json_bytes(), headers={"Nats-Msg-Id": event.id})
+    await publish_event(js, subject, event)
 
 
 class EventLog:

@@ -1,4 +1,4 @@
-"""The dispatcher's NATS-side state: job records (CAS), event publishing, dispatch tickets.
+"""The dispatcher's store on NATS: job records (CAS), event publishing, dispatch tickets.
 
 * :class:`JobStore` folds one event into KV ``jobs`` with compare-and-set on the revision,
   re-reading and re-applying on a conflict, so concurrent writers never lose an update.
@@ -22,11 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts import streams
 from contracts.envelope import EventEnvelope
+from contracts.event_ids import ticket_msg_id
 from contracts.events import EventType, job_created_event, job_event_name, make_event
 from contracts.ids import ResourceId, TenantId, tenant_key
 from contracts.job_record import JobRecord
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
+from services.common.publish import publish_event
 from services.dispatcher.fold import Pricing, apply, no_pricing
 
 DISPATCH_STREAM = streams.DISPATCH
@@ -128,14 +130,14 @@ class JobEvents:
             event_id=event_id,
         )
         subject = self.subjects.job_event(record.tenant, record.id, job_event_name(type_))
-        await self.js.publish(subject, event.to_json_bytes(), headers={"Nats-Msg-Id": event.id})
+        await publish_event(self.js, subject, event)
         return event
 
     async def publish_created(self, record: JobRecord) -> bool:
         """Publish the job's ``job.created`` (id ``created-{job_id}``); ``False`` when already stored."""
         event = job_created_event(record, source=self.source)
         subject = self.subjects.job_event(record.tenant, record.id, "created")
-        ack = await self.js.publish(subject, event.to_json_bytes(), headers={"Nats-Msg-Id": event.id})
+        ack = await publish_event(self.js, subject, event)
         return not ack.duplicate
 
     async def last(self, record: JobRecord, name: str) -> EventEnvelope | None:
@@ -164,5 +166,5 @@ class JobEvents:
         await self.js.publish(
             dispatch_subject(self.ns, record.kind),
             ticket.model_dump_json().encode(),
-            headers={"Nats-Msg-Id": f"{record.id}-a{attempt}-ticket"},
+            headers={"Nats-Msg-Id": ticket_msg_id(record.id, attempt)},
         )

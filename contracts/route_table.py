@@ -21,7 +21,7 @@ from contracts.job_specs import JobKind
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 _LOCAL_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _GPU = re.compile(r"^[A-Z0-9][A-Z0-9-]*(:[1-8])?$")
-DEFAULT_ROUTES = Path(__file__).resolve().parents[2] / "deploy" / "routes.yaml"
+DEFAULT_ROUTES = Path(__file__).resolve().parents[1] / "deploy" / "routes.yaml"
 
 
 class RetryPolicy(BaseModel):

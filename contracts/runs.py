@@ -1,0 +1,54 @@
+"""The dispatcher ↔ worker wire: what one run is (:class:`RunRequest`) and how it ended (:class:`Outcome`).
+
+The dispatcher sends a :class:`RunRequest` to a backend (over the local pool's pipe, or as the
+argument of a Modal call); the worker runtime runs it and answers an :class:`Outcome` as JSON. A
+pipeline stage carries its :class:`StagePlan`: its place among the stages and its share of the
+overall progress. Both ends import these from here, so neither depends on the other.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.job_record import Artifact, JobError
+
+
+class StagePlan(BaseModel):
+    """Which pipeline stage a run is, and its share of the overall progress."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    index: int
+    count: int
+    offset: float = 0.0
+    weight: float = 1.0
+
+
+class RunRequest(BaseModel):
+    """One attempt (or one stage of it) to run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tenant: str
+    job_id: str
+    kind: str
+    attempt: int
+    spec: dict[str, Any]
+    function: str = Field(description="module:function (local) or the Modal function name.")
+    inputs: tuple[Artifact, ...] = Field(default=(), description="The previous stage's artifacts.")
+    stage: StagePlan | None = None
+    worker: str = "worker"
+    heartbeat_interval_s: float = 10.0
+    storage_prefix: str = ""
+
+
+class Outcome(BaseModel):
+    """How a run ended, reported back to the dispatcher."""
+
+    status: Literal["succeeded", "permanent", "retryable"]
+    result: dict[str, Any] = Field(default_factory=dict)
+    artifacts: tuple[Artifact, ...] = ()
+    error: JobError | None = None
