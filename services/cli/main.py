@@ -19,6 +19,7 @@ from services.cli.jobs import jobs_app
 from services.cli.keys import keys_app
 from services.cli.replay import replay
 from services.cli.serve import serve_app
+from services.cli.sessions import sessions_app
 from services.cli.submit import submit
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app = typer.Typer(
 console = Console(stderr=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(sessions_app, name="session")
 app.command()(submit)
 app.command()(replay)
 app.registered_commands += serve_app.registered_commands

@@ -28,6 +28,8 @@ from services.cli.dev import DEV_TENANT
 from tests.support.http import bound_socket, serve
 
 TIMEOUT = httpx.Timeout(30.0)
+SessionStack = tuple[dict[str, str], httpx.AsyncClient]
+"""The stack's dev.env values and an API client with its dev key."""
 
 
 @dataclass

@@ -12,15 +12,12 @@ import json
 from typing import Any
 
 import pytest
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from contracts.api_robots import JointsWsAck
-from contracts.envelope import EventEnvelope
-from contracts.events import parse_payload_as
 from contracts.ids import tenant_key
 from contracts.robot_events import JointSample
 from contracts.streams import KV_ROBOTS, TELEMETRY
@@ -28,6 +25,7 @@ from contracts.subjects import Namespace, Subjects
 from services.common.apikeys import ApiKeyStore, Principal
 from services.gateway.key_cache import KeyCache
 from tests.conftest import Gateway, Tenant
+from tests.support.robots import read_samples
 
 COUNT = 10_000
 BATCH = 1000
@@ -56,26 +54,6 @@ async def wait_for_count(js: JetStreamContext, ns: Namespace, count: int, timeou
         while (have := await stream_count(js, ns)) < count:  # noqa: ASYNC110 - server state, no event
             await asyncio.sleep(0.05)
     assert have == count
-
-
-async def read_samples(js: JetStreamContext, ns: Namespace, subject: str, count: int) -> list[JointSample]:
-    """The samples on ``subject``, oldest first, read with an ordered consumer; envelopes checked."""
-    envelopes: list[EventEnvelope] = []
-    done = asyncio.Event()
-
-    async def on_msg(msg: Msg) -> None:
-        envelopes.append(EventEnvelope.from_json_bytes(msg.data))
-        if len(envelopes) >= count:
-            done.set()
-
-    sub = await js.subscribe(subject, stream=ns.stream(TELEMETRY), cb=on_msg, ordered_consumer=True)
-    try:
-        async with asyncio.timeout(20):
-            await done.wait()
-    finally:
-        await sub.unsubscribe()
-    assert all(e.type == "robot.joints" and e.source == "gateway" for e in envelopes)
-    return [parse_payload_as(e, JointSample) for e in envelopes]
 
 
 def ws_url(gateway: Gateway, robot_id: str = ROBOT) -> str:
