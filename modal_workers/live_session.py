@@ -136,4 +136,3 @@ class LiveSession:
             chunk=chunk, first_seq=first_seq, last_seq=last_seq, pattern=pattern, message=message, text=text
         )
         self.host.emit(EventType.SESSION_ALERT, payload, f"alert-{chunk}")
-

@@ -32,7 +32,8 @@ async def test_start_prints_the_urls_and_show_reads_the_session(env: dict[str, s
     result = await invoke(["session", "start", "splat", "--robot", "arm-7", "-p", "chunk_every=10"], env)
     assert result.exit_code == 0, result.output
     session_id = result.stdout.split()[0]
-    assert "/compat/so100/" in result.stdout and f"/v1/sessions/{session_id}/stream" in result.stdout
+    assert "/compat/so100/" in result.stdout
+    assert f"/v1/sessions/{session_id}/stream" in result.stdout
     session = (await acme.http.get(f"/v1/sessions/{session_id}")).json()
     assert (session["robot_id"], session["spec"]["params"]["chunk_every"]) == ("arm-7", 10)
     shown = await invoke(["session", "show", session_id], env)
@@ -43,7 +44,8 @@ async def test_start_prints_the_urls_and_show_reads_the_session(env: dict[str, s
 async def test_bad_params_are_the_gateways_422(env: dict[str, str]) -> None:
     result = await invoke(["session", "start", "splat", "-p", "chunk_every=-3"], env)
     assert result.exit_code == 1
-    assert "422" in result.output and "chunk_every" in result.output
+    assert "422" in result.output
+    assert "chunk_every" in result.output
 
 
 async def test_frames_from_a_directory_arrive_in_name_order(
@@ -72,7 +74,8 @@ async def test_a_videos_frames_are_sent_as_jpeg_and_stop_ends_intake(
     kinds = [m.subject.rsplit(".", 1)[1] for m in stored]
     assert kinds == ["frames"] * 5 + ["control"]
     first = cv2.imdecode(np.frombuffer(stored[0].data, np.uint8), cv2.IMREAD_COLOR)
-    assert first is not None and first.shape == (48, 64, 3)
+    assert first is not None
+    assert first.shape == (48, 64, 3)
     refused = await acme.http.post(
         f"/v1/sessions/{session_id}/frames", content=jpeg(9), headers={"Content-Type": "image/jpeg"}
     )
