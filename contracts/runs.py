@@ -8,6 +8,7 @@ overall progress. Both ends import these from here, so neither depends on the ot
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -43,6 +44,9 @@ class RunRequest(BaseModel):
     worker: str = "worker"
     heartbeat_interval_s: float = 10.0
     storage_prefix: str = ""
+    created_at: datetime | None = Field(
+        default=None, description="When the job was created: a live session reads its robot's joints from then."
+    )
 
 
 class Outcome(BaseModel):

@@ -56,6 +56,7 @@ from modal_workers.runtime_context import (
     guess_content_type,
 )
 from modal_workers.runtime_sinks import EventSink
+from modal_workers.session_run import live_session
 
 __all__ = [
     "PROGRESS_MIN_INTERVAL_S",
@@ -178,7 +179,8 @@ class WorkerRuntime:
             beat.start()
             try:
                 ctx.spec = spec = parse_job_spec(request.spec)
-                result = drive(workload, spec, ctx)
+                with live_session(self, ctx):
+                    result = drive(workload, spec, ctx)
                 ctx.flush_progress()
                 outcome = Outcome(status="succeeded", result=result, artifacts=tuple(ctx.artifacts))
             except (PermanentError, runtime_io.InputError) as exc:

@@ -1,13 +1,15 @@
 """What a workload sees: :class:`WorkerContext`, the stable API every workload is written against.
 
 =============================================  =====================================================
-``ctx.progress(fraction, message=None)``       report 0..1; throttled to ≤ 10/s, monotonic; the
-                                               first, 100 % and the last reported always go
+``ctx.progress(fraction, message=None,``       report 0..1 (and the workload's figures);
+``metrics=None)``                              throttled to ≤ 10/s, monotonic; the first, 100 %
+                                               and the last reported always go
 ``ctx.log(message, level="info")``             one ``job.log`` line
 ``ctx.artifact(name, data, content_type=None)``  store bytes or a local file (``Path``) under
                                                ``results/{tenant}/{job_id}/{name}`` with its
                                                content type (guessed from the name if omitted),
                                                size and sha256; emits ``job.artifact``
+``ctx.store(name, data, content_type=None)``   the same, without the event
 ``ctx.input_path(name)``                       the job input ``name`` (``video``, ...) as a local
                                                file, downloaded on first use
 ``ctx.work_dir``                               a temporary folder for outputs, removed after the run
@@ -15,6 +17,8 @@
                                                :class:`CancelledError` if so
 ``ctx.spec`` · ``ctx.request`` · ``ctx.attempt`` · ``ctx.inputs``  the spec, the run request, the
                                                attempt number, the previous stage's artifacts
+``ctx.session``                                a live session's input and outputs
+                                               (:mod:`modal_workers.live_session`), else ``None``
 =============================================  =====================================================
 
 Every method may be called from any thread of the workload.
@@ -116,7 +120,9 @@ class WorkerContext:
         self._lock = threading.Lock()
         self._last_sent = float("-inf")
         self._sent_fraction = -1.0
-        self._pending: tuple[float, str | None] | None = None
+        self._pending: tuple[float, str | None, dict[str, Any] | None] | None = None
+        self.session: Any = None
+        """A live session's :class:`~modal_workers.live_session.LiveSession` during its run (else ``None``)."""
         self._inputs: dict[str, Path] = {}
 
     @property
@@ -143,14 +149,15 @@ class WorkerContext:
         if self.cancel_event.is_set():
             raise CancelledError(f"job {self.request.job_id} was canceled")
 
-    def progress(self, fraction: float, message: str | None = None) -> None:
-        """Report how far this run is (0..1); throttled to ten a second, monotonic per attempt."""
+    def progress(self, fraction: float, message: str | None = None, metrics: dict[str, Any] | None = None) -> None:
+        """Report how far this run is (0..1) and, optionally, the workload's figures (``metrics``, at
+        most 32 JSON scalars); throttled to ten a second, monotonic per attempt."""
         with self._lock:
             now = time.monotonic()
             if fraction < 1.0 and now - self._last_sent < PROGRESS_MIN_INTERVAL_S:
-                self._pending = (fraction, message)  # sent by flush_progress if nothing follows
+                self._pending = (fraction, message, metrics)  # sent by flush_progress if nothing follows
                 return
-            self._send_progress(fraction, message, now)
+            self._send_progress(fraction, message, metrics, now)
 
     def flush_progress(self) -> None:
         """Send the last throttled progress report, if any (the runtime calls it at the end)."""
@@ -158,14 +165,14 @@ class WorkerContext:
             if self._pending is not None:
                 self._send_progress(*self._pending, time.monotonic())
 
-    def _send_progress(self, fraction: float, message: str | None, now: float) -> None:
+    def _send_progress(self, fraction: float, message: str | None, metrics: dict[str, Any] | None, now: float) -> None:
         self._pending, self._last_sent = None, now
         stage = self.request.stage
         overall = fraction if stage is None else stage.offset + stage.weight * fraction
         overall = max(self._sent_fraction, min(1.0, max(0.0, overall)))
         self._sent_fraction = overall
         payload = je.JobProgressPayload(
-            fraction=overall, stage=stage.name if stage else None, message=message and message[:1000]
+            fraction=overall, stage=stage.name if stage else None, message=message and message[:1000], metrics=metrics
         )
         self.emit(EventType.JOB_PROGRESS, payload)
 
@@ -179,6 +186,16 @@ class WorkerContext:
         req = self.request
         if req.stage is not None and req.stage.count > 1:
             name = f"{req.stage.name}/{name}"
+        artifact = self.store(name, data, content_type)
+        payload = je.JobArtifactPayload.model_validate(artifact.model_dump())
+        self.emit(EventType.JOB_ARTIFACT, payload, f"art-{name}")
+        self.artifacts.append(artifact)
+        return artifact
+
+    def store(self, name: str, data: bytes | Path | str, content_type: str | None = None) -> Artifact:
+        """Store ``data`` under ``results/{tenant}/{job_id}/{name}`` with its type, size and sha256; no event
+        (a live session's snapshots announce themselves with their own)."""
+        req = self.request
         content_type = content_type or guess_content_type(name)
         key = result_key(req.storage_prefix, req.tenant, req.job_id, name)
         body: bytes | Path = Path(data) if isinstance(data, str) else data
@@ -188,11 +205,7 @@ class WorkerContext:
             size, sha256 = len(body), hashlib.sha256(body).hexdigest()
         if self._runtime.storage is not None:
             self._runtime.call(self._runtime.storage.put(key, body, content_type), timeout=3600)
-        artifact = Artifact(name=name, key=key, content_type=content_type, size=size, sha256=sha256)
-        payload = je.JobArtifactPayload.model_validate(artifact.model_dump())
-        self.emit(EventType.JOB_ARTIFACT, payload, f"art-{name}")
-        self.artifacts.append(artifact)
-        return artifact
+        return Artifact(name=name, key=key, content_type=content_type, size=size, sha256=sha256)
 
     def input_path(self, name: str) -> Path:
         """Job input ``name`` as a local file (downloaded once, size- and time-bounded)."""

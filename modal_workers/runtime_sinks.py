@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from contracts.envelope import EventEnvelope
+from contracts.runs import RunRequest
 from contracts.subjects import Namespace, Subjects
 from services.common.publish import publish_event
 
@@ -40,6 +41,18 @@ class CancelWatcher(Protocol):
 
     async def watch_cancel(self, tenant: str, job_id: str, on_cancel: Callable[[], None]) -> Any:
         """Call ``on_cancel`` on the job's ``job.cancel_requested``; a subscription to ``unsubscribe()``."""
+
+
+class SessionFeed(Protocol):
+    """A running session feed (:class:`~services.common.session_feed.NatsSessionFeed` or
+    :class:`~modal_workers.session_feeds.GatewayFeed`)."""
+
+    async def stop(self) -> None:
+        """Stop reading."""
+
+
+OnFeedItem = Callable[[Any, bytes | None], None]
+"""Takes each feed item (frame, joints or control) with a frame's bytes, in order, on the loop."""
 
 
 async def watch_cancel(sink: EventSink, tenant: str, job_id: str, on_cancel: Callable[[], None]) -> Any:
@@ -83,6 +96,19 @@ class NatsSink:
         await self._nc.flush()  # subscribe only queues SUB: a cancel published before the server has it is missed
         return subscription
 
+    async def open_session_feed(
+        self, request: RunRequest, robot_id: str, on_item: OnFeedItem, positions: Callable[[], tuple[int, int]]
+    ) -> SessionFeed:
+        """The session's frames and control (FRAMES) and its robot's joints (TELEMETRY), read straight
+        from JetStream (``positions`` is not needed: ordered consumers resume by themselves)."""
+        from services.common.session_feed import FeedStart, NatsSessionFeed
+
+        start = FeedStart(joints_since=request.created_at)
+        ns = self.subjects.ns
+        feed = NatsSessionFeed(self._nc.jetstream(), ns, request.tenant, request.job_id, robot_id, on_item, start)
+        await feed.start()
+        return feed
+
     async def close(self) -> None:
         """Flush and close the connection."""
         if self._nc is not None:
@@ -105,6 +131,7 @@ class IngestSink:
         import httpx
 
         self.url, self.attempts, self.backoff_s, self.backoff_max_s = url, attempts, backoff_s, backoff_max_s
+        self._token = token
         headers = {"Authorization": f"Bearer {token}"}
         self._http = httpx.AsyncClient(headers=headers, timeout=30, transport=transport)
 
@@ -131,6 +158,17 @@ class IngestSink:
                     response.raise_for_status()
             delay = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+
+    async def open_session_feed(
+        self, request: RunRequest, robot_id: str, on_item: OnFeedItem, positions: Callable[[], tuple[int, int]]
+    ) -> SessionFeed:
+        """The session's feed over the gateway's feed socket (the gateway knows the robot and the start);
+        a reconnect resumes after ``positions()`` (the last frame and joint stream sequences seen)."""
+        from modal_workers.session_feeds import GatewayFeed, feed_url
+
+        feed = GatewayFeed(feed_url(self.url, request.job_id), self._token, on_item, positions)
+        await feed.start()
+        return feed
 
     async def close(self) -> None:
         """Close the HTTP client."""

@@ -147,6 +147,7 @@ class Attempts:
                 stage=plan,
                 heartbeat_interval_s=self.settings.heartbeat_interval_s,
                 storage_prefix=self.settings.storage_prefix,
+                created_at=held.record.created_at,
             )
 
             async def announce(

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +33,28 @@ async def start(api: httpx.AsyncClient, kind: str = "splat", **body: Any) -> dic
     return session
 
 
-async def until_event(ws: Any, wanted: str, seen: list[dict[str, Any]], timeout_s: float = 30.0) -> dict[str, Any]:
-    """The next socket event of type ``wanted``; every event on the way goes to ``seen``."""
-    async with asyncio.timeout(timeout_s):
+async def read_until(ws: Any, seen: list[dict[str, Any]], done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """Read the socket until a message satisfies ``done`` (bounded); every event on the way goes to ``seen``."""
+    async with asyncio.timeout(30):
         while True:
-            message = await next_json(ws, timeout_s, skip=("ack", "control"))
+            message = await next_json(ws, 30, skip=("control",))
             if message["type"] == "event":
                 seen.append(message["event"])
-                if message["event"]["type"] == wanted:
-                    return dict(message["event"])
+            if done(message):
+                return message
+
+
+async def until_event(ws: Any, wanted: str, seen: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first event of type ``wanted`` in ``seen`` or, else, from the socket."""
+    for event in seen:
+        if event["type"] == wanted:
+            return event
+    message = await read_until(ws, seen, lambda m: m["type"] == "event" and m["event"]["type"] == wanted)
+    return dict(message["event"])
+
+
+def of_type(seen: list[dict[str, Any]], wanted: str) -> list[dict[str, Any]]:
+    return [e["data"] for e in seen if e["type"] == wanted]
 
 
 async def test_frames_joints_results_snapshots_reset_and_stop(
@@ -58,12 +72,11 @@ async def test_frames_joints_results_snapshots_reset_and_stop(
             assert (await api.post("/v1/robots/arm-e2e/joints", json=joints)).status_code == 202
             await ws.send(json.dumps({"type": "frame", "ts": t0 + i + 0.02}))
             await ws.send(jpeg(i))
-            ack = await next_json(ws, skip=("event",))
+            ack = await read_until(ws, seen, lambda m: m["type"] in ("ack", "error"))
             assert (ack["type"], ack["seq"]) == ("ack", i + 1)
-        fourth = await until_event(ws, "session.snapshot", seen)
-        while [e["data"]["chunk"] for e in seen if e["type"] == "session.result"] != [1, 2, 3, 4]:
-            await until_event(ws, "session.result", seen)
-        results = [e["data"] for e in seen if e["type"] == "session.result"]
+        await read_until(ws, seen, lambda _: len(of_type(seen, "session.result")) == 4)
+        results = of_type(seen, "session.result")
+        assert [r["chunk"] for r in results] == [1, 2, 3, 4]
         assert [r["first_seq"] for r in results] == [1, 2, 3, 4]
         assert [r["data"]["joints"] for r in results] == [[0.1 * (i + 1)] * 6 for i in range(4)]
 
@@ -72,7 +85,8 @@ async def test_frames_joints_results_snapshots_reset_and_stop(
         assert json.loads(ply.content)["seqs"][-1] >= 2
         again = await api.get(f"/v1/sessions/{sid}/ply", headers={"If-None-Match": ply.headers["etag"]})
         assert again.status_code in (200, 304)  # 200 only if a newer snapshot came between
-        assert fourth["data"]["seq"] in (2, 4)
+        await read_until(ws, seen, lambda _: len(of_type(seen, "session.snapshot")) == 2)
+        assert [snap["seq"] for snap in of_type(seen, "session.snapshot")] == [2, 4]
 
         await ws.send(json.dumps({"type": "reset"}))
         await ws.send(jpeg(9))
