@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-from fastapi import Request, Response
+from fastapi import Request, Response, WebSocket
 from fastapi.responses import StreamingResponse
 
 from contracts.job_record import JobRecord
@@ -14,6 +14,10 @@ from services.common.http.problem import ProblemError, field_error, unprocessabl
 from services.common.storage import ObjectNotFoundError
 from services.gateway.session_intake import SessionIntake
 from services.gateway.state import GatewayState
+from services.gateway.ws_auth import WS_NOT_FOUND, WS_POLICY, NoCredentialInTimeError, ws_credential
+
+TenantOf = Callable[[str | None], Awaitable[str | None]]
+"""A credential's tenant, or ``None`` once it has closed the socket saying why."""
 
 
 def intake_of(request: Request) -> SessionIntake:
@@ -95,3 +99,29 @@ async def snapshot_response(state: GatewayState, record: JobRecord, if_none_matc
 
     headers["Content-Length"] = str(snapshot.size)
     return StreamingResponse(body(), media_type=snapshot.content_type, headers=headers)
+
+
+async def socket_session(
+    ws: WebSocket, intake: SessionIntake, session_id: str, tenant_of: TenantOf
+) -> JobRecord | None:
+    """Accept a session's socket, authenticate it and read the session's record (afresh).
+
+    The credential must come within ``robot_ws_auth_timeout_s`` (else 1008); ``tenant_of`` decides
+    what it may be. ``None`` once the socket is closed with why (a session of another tenant, or none:
+    4404).
+    """
+    await ws.accept()
+    timeout_s = intake.settings.robot_ws_auth_timeout_s
+    try:
+        credential = await ws_credential(ws, timeout_s)
+    except NoCredentialInTimeError:
+        await ws.close(WS_POLICY, f"No auth message within {timeout_s:g} s.")
+        return None
+    tenant = await tenant_of(credential)
+    if tenant is None:
+        return None
+    try:
+        return await intake.record(tenant, session_id, fresh=True)
+    except ProblemError:
+        await ws.close(WS_NOT_FOUND, "No such session.")
+        return None

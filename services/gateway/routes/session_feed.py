@@ -20,12 +20,12 @@ from collections import deque
 from fastapi import WebSocket, WebSocketDisconnect
 
 from contracts.session_feed import FeedControl, FeedFrame, FeedJoints, encode_frame
-from services.common.http.problem import ProblemError
 from services.common.ingest_tokens import verify_ingest_token
 from services.common.session_feed import FeedItem, FeedStart, NatsSessionFeed
 from services.common.tokens import TokenExpiredError, TokenInvalidError
+from services.gateway.session_http import TenantOf, socket_session
 from services.gateway.session_intake import SessionIntake
-from services.gateway.ws_auth import WS_NOT_FOUND, WS_POLICY, WS_UNAUTHORIZED, NoCredentialInTimeError, ws_credential
+from services.gateway.ws_auth import WS_UNAUTHORIZED
 
 log = logging.getLogger(__name__)
 JOINTS_HELD = 4096
@@ -83,42 +83,35 @@ def _sequence(ws: WebSocket, name: str) -> int:
     return int(value) if value.isascii() and value.isdigit() and len(value) <= 18 else 0
 
 
-async def _claims_tenant(ws: WebSocket, intake: SessionIntake, session_id: str) -> str | None:
-    """The tenant of a valid ingest token for this session; ``None`` after closing with why."""
-    settings = intake.settings
-    try:
-        token = await ws_credential(ws, settings.robot_ws_auth_timeout_s)
-    except NoCredentialInTimeError:
-        await ws.close(WS_POLICY, "No auth message in time.")
-        return None
-    try:
-        claims = verify_ingest_token(settings.ingest_token_secret.get_secret_value().encode(), token or "")
-    except (TokenInvalidError, TokenExpiredError):
-        claims = None
-    if claims is None or claims.job_id != session_id:
-        await ws.close(WS_UNAUTHORIZED, "A valid ingest token of this session is required.")
-        return None
-    return claims.tenant
+def _ingest_tenant(ws: WebSocket, intake: SessionIntake, session_id: str) -> TenantOf:
+    """A credential's tenant if it is a valid ingest token of this session (else close 4401)."""
+    secret = intake.settings.ingest_token_secret.get_secret_value().encode()
+
+    async def tenant_of(token: str | None) -> str | None:
+        try:
+            claims = verify_ingest_token(secret, token or "")
+        except (TokenInvalidError, TokenExpiredError):
+            claims = None
+        if claims is None or claims.job_id != session_id:
+            await ws.close(WS_UNAUTHORIZED, "A valid ingest token of this session is required.")
+            return None
+        return claims.tenant
+
+    return tenant_of
 
 
 async def session_feed(websocket: WebSocket, session_id: str) -> None:
     """Relay one session's feed to its remote worker until it disconnects."""
-    await websocket.accept()
     intake: SessionIntake = websocket.app.state.session_intake
     try:
-        tenant = await _claims_tenant(websocket, intake, session_id)
-        if tenant is None:
-            return
-        try:
-            record = await intake.record(tenant, session_id, fresh=True)
-        except ProblemError:
-            await websocket.close(WS_NOT_FOUND, "No such session.")
+        record = await socket_session(websocket, intake, session_id, _ingest_tenant(websocket, intake, session_id))
+        if record is None:
             return
         relay = Relay(intake.settings.session_feed_buffer)
         start = FeedStart(_sequence(websocket, "after_frames"), _sequence(websocket, "after_joints"), record.created_at)
         robot = record.session.robot_id if record.session else None
         state = intake.state
-        feed = NatsSessionFeed(state.js, state.settings.ns, tenant, session_id, robot, relay.put, start)
+        feed = NatsSessionFeed(state.js, state.settings.ns, record.tenant, session_id, robot, relay.put, start)
         await feed.start()
         sender = asyncio.create_task(_send(websocket, relay))
         try:

@@ -33,9 +33,9 @@ from contracts.job_record import JobRecord
 from contracts.streams import JOBS
 from services.common.http.problem import ProblemError
 from services.common.tokens import TokenExpiredError, TokenInvalidError, verify_token
-from services.gateway.session_http import image_type
+from services.gateway.session_http import TenantOf, image_type, socket_session
 from services.gateway.session_intake import SessionIntake
-from services.gateway.ws_auth import WS_NOT_FOUND, WS_POLICY, WS_UNAUTHORIZED, NoCredentialInTimeError, ws_credential
+from services.gateway.ws_auth import WS_UNAUTHORIZED
 
 log = logging.getLogger(__name__)
 ERROR_CODES = {404: "not_found", 409: "session_ended", 413: "frame_too_large", 422: "invalid", 429: "rate_limited"}
@@ -141,25 +141,23 @@ class _Socket:
             await sub.unsubscribe()
 
 
-async def _tenant(ws: WebSocket, intake: SessionIntake, session_id: str) -> str | None:
-    """The caller's tenant (API key, or the session's stream token); ``None`` after closing with why."""
-    settings = intake.settings
-    try:
-        credential = await ws_credential(ws, settings.robot_ws_auth_timeout_s)
-    except NoCredentialInTimeError:
-        await ws.close(WS_POLICY, f"No auth message within {settings.robot_ws_auth_timeout_s:g} s.")
-        return None
-    principal = await intake.state.key_cache.verify(credential) if credential else None
-    if principal is not None:
-        return principal.tenant
-    try:
-        secret = settings.signing_secret.get_secret_value().encode()
-        claims = verify_token(secret, credential or "", "stream", job=session_id)
-    except (TokenInvalidError, TokenExpiredError):
-        await ws.close(WS_UNAUTHORIZED, "A valid API key or the session's stream token is required.")
-        return None
-    tenant = claims.get("tenant")
-    return tenant if isinstance(tenant, str) else None
+def _caller_tenant(ws: WebSocket, intake: SessionIntake, session_id: str) -> TenantOf:
+    """A credential's tenant: an API key, or the session's stream token (else close 4401)."""
+
+    async def tenant_of(credential: str | None) -> str | None:
+        principal = await intake.state.key_cache.verify(credential) if credential else None
+        if principal is not None:
+            return principal.tenant
+        try:
+            secret = intake.settings.signing_secret.get_secret_value().encode()
+            claims = verify_token(secret, credential or "", "stream", job=session_id)
+        except (TokenInvalidError, TokenExpiredError):
+            await ws.close(WS_UNAUTHORIZED, "A valid API key or the session's stream token is required.")
+            return None
+        tenant = claims.get("tenant")
+        return tenant if isinstance(tenant, str) else None
+
+    return tenant_of
 
 
 def _closed_on_failure(task: asyncio.Task[None], ws: WebSocket) -> None:
@@ -177,16 +175,10 @@ async def _close_quietly(ws: WebSocket, code: int, reason: str) -> None:
 
 async def session_stream(websocket: WebSocket, session_id: str) -> None:
     """A live session's bidirectional stream (see the module docstring)."""
-    await websocket.accept()
     intake: SessionIntake = websocket.app.state.session_intake
     try:
-        tenant = await _tenant(websocket, intake, session_id)
-        if tenant is None:
-            return
-        try:
-            record = await intake.record(tenant, session_id, fresh=True)
-        except ProblemError:
-            await websocket.close(WS_NOT_FOUND, "No such session.")
+        record = await socket_session(websocket, intake, session_id, _caller_tenant(websocket, intake, session_id))
+        if record is None:
             return
         after = websocket.query_params.get("after", "0")
         socket = _Socket(websocket, intake, record)
