@@ -44,18 +44,9 @@ from contracts.job_record import JobError
 from contracts.job_specs import parse_job_spec
 from contracts.runs import Outcome, RunRequest
 from modal_workers import runtime_io, runtime_sinks
-from modal_workers.runtime_context import (
-    PROGRESS_MIN_INTERVAL_S,
-    ArtifactOut,
-    CancelledError,
-    Log,
-    Progress,
-    Result,
-    WorkerContext,
-    drive,
-    guess_content_type,
-)
+from modal_workers.runtime_context import PROGRESS_MIN_INTERVAL_S, CancelledError, WorkerContext, guess_content_type
 from modal_workers.runtime_sinks import EventSink
+from modal_workers.runtime_yields import ArtifactOut, Log, Progress, Result, drive
 from modal_workers.session_run import live_session
 
 __all__ = [

@@ -27,12 +27,10 @@ Every method may be called from any thread of the workload.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import mimetypes
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -75,38 +73,6 @@ def guess_content_type(name: str) -> str:
     if name.endswith(".json"):
         return "application/json"
     return mimetypes.guess_type(name)[0] or "application/octet-stream"
-
-
-@dataclass(frozen=True)
-class Progress:
-    """A yielded progress report (``fraction`` in 0..1)."""
-
-    fraction: float
-    message: str | None = None
-
-
-@dataclass(frozen=True)
-class Log:
-    """A yielded log line."""
-
-    message: str
-    level: Literal["debug", "info", "warning", "error"] = "info"
-
-
-@dataclass(frozen=True)
-class ArtifactOut:
-    """A yielded artifact: bytes or a local file, stored under the job's results."""
-
-    name: str
-    data: bytes | Path
-    content_type: str | None = None
-
-
-@dataclass(frozen=True)
-class Result:
-    """A yielded result (the last one wins; a generator's return value also counts)."""
-
-    value: dict[str, Any] = field(default_factory=dict)
 
 
 class WorkerContext:
@@ -260,31 +226,3 @@ class WorkerContext:
             payload = je.JobFailedPayload(error=outcome.error)
             return self.emit(EventType.JOB_FAILED, payload, "failed")
         return None
-
-
-def drive(workload: Callable[..., Any], spec: Any, ctx: WorkerContext) -> dict[str, Any]:
-    """Call the workload; for a generator, act on each yielded report. The result dict."""
-    value = workload(spec, ctx)
-    if inspect.isgenerator(value) or isinstance(value, Iterator):
-        return _consume(value, ctx)
-    return dict(value or {})
-
-
-def _consume(items: Iterator[Any], ctx: WorkerContext) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    while True:
-        try:
-            item = next(items)
-        except StopIteration as stop:
-            return dict(stop.value) if isinstance(stop.value, dict) else result
-        ctx.check_cancelled()
-        if isinstance(item, Progress):
-            ctx.progress(item.fraction, item.message)
-        elif isinstance(item, Log):
-            ctx.log(item.message, item.level)
-        elif isinstance(item, ArtifactOut):
-            ctx.artifact(item.name, item.data, item.content_type)
-        elif isinstance(item, Result):
-            result = dict(item.value)
-        else:
-            raise TypeError(f"a workload may yield Progress, Log, ArtifactOut or Result, not {item!r}")
