@@ -41,7 +41,8 @@ if __package__ in (None, ""):
 
 from bench.common import REPEATS, Result, format_table, median
 from bench.session_worker import WorkerProcess, gateway, rss_mb
-from contracts.session_feed import H_SEQ, H_TS, frame_msg_id
+from contracts.event_ids import frame_msg_id
+from contracts.session_feed import H_SEQ, H_TS
 from contracts.streams import KV_APIKEYS
 from contracts.subjects import Namespace, Subjects
 from services.common.apikeys import ApiKeyStore

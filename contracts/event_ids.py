@@ -71,6 +71,11 @@ def reset_msg_id(session_id: str, nonce: int) -> str:
     return f"reset-{session_id}-{nonce}"
 
 
+def frame_msg_id(session_id: str, seq: int) -> str:
+    """``frame-{session}-{seq}``: the ``Nats-Msg-Id`` of a session's frame ``seq`` (stored once)."""
+    return f"frame-{session_id}-{seq}"
+
+
 def upload_completed_event_id(upload_id: str) -> str:
     """``upload-completed-{upload}``: the upload's one ``upload.completed``."""
     return f"upload-completed-{upload_id}"

@@ -2,7 +2,7 @@
 
 On NATS a frame is one message on ``sessions.{tenant}.{id}.frames`` (FRAMES stream): the image
 bytes as the body, its description in headers (:data:`H_SEQ`, :data:`H_TS`, ``Content-Type``,
-optional :data:`H_POSE`), ``Nats-Msg-Id`` = :func:`frame_msg_id`. Stop and reset are JSON bodies
+optional :data:`H_POSE`), ``Nats-Msg-Id`` = :func:`contracts.event_ids.frame_msg_id`. Stop and reset are JSON bodies
 (:class:`ControlMessage`) on ``sessions.{tenant}.{id}.control`` in the same stream, so a worker sees
 them in order with the frames. Joint samples are the robot's ``robot.joints`` envelopes (TELEMETRY).
 
@@ -36,11 +36,6 @@ IMAGE_TYPES = ("image/jpeg", "image/png")
 
 Pose = list[float]
 """A 4 × 4 camera→world matrix, row-major (16 finite numbers)."""
-
-
-def frame_msg_id(session_id: str, seq: int) -> str:
-    """The ``Nats-Msg-Id`` of frame ``seq``, so a retried publish is stored once."""
-    return f"frame-{session_id}-{seq}"
 
 
 class ControlMessage(BaseModel):

@@ -27,12 +27,12 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from contracts.api_sessions import FrameAccepted, SessionEntry
 from contracts.envelope import utc_now
-from contracts.event_ids import reset_msg_id, stop_requested_event_id
+from contracts.event_ids import frame_msg_id, reset_msg_id, stop_requested_event_id
 from contracts.events import EventType, make_event
 from contracts.ids import InvalidIdError, tenant_key
 from contracts.job_record import JobRecord
 from contracts.session_events import SessionStopRequestedPayload
-from contracts.session_feed import H_POSE, H_SEQ, H_TS, ControlMessage, frame_msg_id
+from contracts.session_feed import H_POSE, H_SEQ, H_TS, ControlMessage
 from services.common.http.problem import ProblemError
 from services.gateway.state import GatewayState
 
