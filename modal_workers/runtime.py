@@ -11,7 +11,8 @@ run); ``ctx.check_cancelled()`` raises :class:`CancelledError` once the job's ca
 
 :class:`WorkerRuntime` wraps it: ``job.started``, a ``job.heartbeat`` every
 ``request.heartbeat_interval_s``, then ``job.succeeded`` or ``job.failed``. Progress is throttled
-to at most ten events a second (the first, the 100 % one and the last reported always go).
+to at most ten events a second (the first, the 100 % one and the last reported always go; one held
+back goes out once the interval has passed, even when nothing follows it).
 Errors are classified: :class:`PermanentError` (bad input: a code and a message a user can act
 on) fails the job at once; anything else is retryable, and the dispatcher decides whether another
 attempt follows (the :class:`~contracts.runs.Outcome`). Events go to an
@@ -161,8 +162,7 @@ class WorkerRuntime:
         """Run ``workload`` for ``request`` with started/heartbeat/terminal events; never raises."""
         work_dir = Path(tempfile.mkdtemp(prefix=f"gpurelay-{request.job_id}-"))
         ctx = WorkerContext(self, request, work_dir)
-        stop = threading.Event()
-        beat = threading.Thread(target=ctx.heartbeats, args=(stop,), name="worker-heartbeat", daemon=True)
+        beat = threading.Thread(target=ctx.heartbeats, name="worker-heartbeat", daemon=True)
         watch = None
         try:
             _settle(ctx.started())
@@ -188,7 +188,7 @@ class WorkerRuntime:
                 error = JobError(code="worker_error", message=message, retryable=True)
                 outcome = Outcome(status="retryable", error=error)
             finally:
-                stop.set()
+                ctx.end_heartbeats()
             _settle(ctx.finished(outcome))
         except Exception:  # the sink is down: the outcome still goes back
             log.exception("job %s: events could not be delivered", request.job_id)
@@ -197,7 +197,7 @@ class WorkerRuntime:
                 error=JobError(code="events_undeliverable", message="events could not be sent", retryable=True),
             )
         finally:
-            stop.set()
+            ctx.end_heartbeats()
             if watch is not None:
                 self._unwatch(watch)
             shutil.rmtree(work_dir, ignore_errors=True)

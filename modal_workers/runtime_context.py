@@ -47,7 +47,8 @@ from modal_workers import runtime_io
 from services.common.storage import result_key
 
 PROGRESS_MIN_INTERVAL_S = 0.1
-"""At most ten progress events a second per job (the first and the last always go)."""
+"""At most ten progress events a second per job (the first and the last always go; a report held back
+goes out once the interval has passed, also when nothing follows it)."""
 
 
 class RunHost(Protocol):
@@ -87,6 +88,8 @@ class WorkerContext:
         self._last_sent = float("-inf")
         self._sent_fraction = -1.0
         self._pending: tuple[float, str | None, dict[str, Any] | None] | None = None
+        self._tick = threading.Condition(self._lock)  # wakes the heartbeat thread for a held report
+        self._ticking = True
         self.session: Any = None
         """A live session's :class:`~modal_workers.live_session.LiveSession` during its run (else ``None``)."""
         self._inputs: dict[str, Path] = {}
@@ -117,11 +120,14 @@ class WorkerContext:
 
     def progress(self, fraction: float, message: str | None = None, metrics: dict[str, Any] | None = None) -> None:
         """Report how far this run is (0..1) and, optionally, the workload's figures (``metrics``, at
-        most 32 JSON scalars); throttled to ten a second, monotonic per attempt."""
+        most 32 JSON scalars); throttled to ten a second, monotonic per attempt. A report the throttle
+        holds back is sent by the heartbeat thread once the interval has passed, unless a newer one
+        replaced it: the latest figures of a live session never wait for its next report."""
         with self._lock:
             now = time.monotonic()
             if fraction < 1.0 and now - self._last_sent < PROGRESS_MIN_INTERVAL_S:
-                self._pending = (fraction, message, metrics)  # sent by flush_progress if nothing follows
+                self._pending = (fraction, message, metrics)
+                self._tick.notify()
                 return
             self._send_progress(fraction, message, metrics, now)
 
@@ -212,10 +218,27 @@ class WorkerContext:
         name = (f"s{stage.index}-" if stage else "") + "started"
         return self.emit(EventType.JOB_STARTED, je.JobStartedPayload(worker=self.request.worker), name)
 
-    def heartbeats(self, stop: threading.Event) -> None:
-        """Emit ``job.heartbeat`` every ``heartbeat_interval_s`` until ``stop`` is set."""
-        while not stop.wait(self.request.heartbeat_interval_s):
-            self.emit(EventType.JOB_HEARTBEAT, je.JobHeartbeatPayload(worker=self.request.worker))
+    def heartbeats(self) -> None:
+        """Until :meth:`end_heartbeats`: emit ``job.heartbeat`` every ``heartbeat_interval_s``, and send a
+        progress report the throttle held back as soon as the throttle allows (the run's ticker thread)."""
+        interval = self.request.heartbeat_interval_s
+        next_beat = time.monotonic() + interval
+        with self._lock:
+            while self._ticking:
+                now = time.monotonic()
+                if self._pending is not None and now - self._last_sent >= PROGRESS_MIN_INTERVAL_S:
+                    self._send_progress(*self._pending, now)
+                if now >= next_beat:
+                    self.emit(EventType.JOB_HEARTBEAT, je.JobHeartbeatPayload(worker=self.request.worker))
+                    next_beat = now + interval
+                due = next_beat if self._pending is None else min(next_beat, self._last_sent + PROGRESS_MIN_INTERVAL_S)
+                self._tick.wait(max(0.0, due - time.monotonic()))
+
+    def end_heartbeats(self) -> None:
+        """Stop :meth:`heartbeats` (at once; idempotent)."""
+        with self._lock:
+            self._ticking = False
+            self._tick.notify_all()
 
     def finished(self, outcome: Outcome) -> Any:
         """Emit the terminal event the worker owns (none for stages and retryable errors)."""

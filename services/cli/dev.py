@@ -30,6 +30,7 @@ from services.common.embedded_nats import EmbeddedNats
 from services.common.http_server import EmbeddedHttpServer
 from services.common.nats import connect, declare_all
 from services.common.processes import DirectoryInUseError, DirectoryLock
+from services.dispatcher.modal_backend import ModalClient
 from services.dispatcher.service import Dispatcher
 from services.notifier.app import create_app as create_notifier_app
 
@@ -77,6 +78,8 @@ class DevStack:
     port: int = 8000
     nats_port: int = 0
     host: str = "127.0.0.1"
+    modal_client: ModalClient | None = None
+    """What the dispatcher calls Modal with (``None``: the SDK); routes of backend ``modal`` use it."""
     nats: EmbeddedNats | None = None
     gateway: EmbeddedHttpServer | None = None
     dispatcher: Dispatcher | None = None
@@ -139,7 +142,9 @@ class DevStack:
         settings = settings.model_copy(update={"url": self.gateway.url, "port": self.gateway.port})
         shared["url"] = self.gateway.url
         # Its workers die with us: the NATS they report to does too.
-        self.dispatcher = Dispatcher(DispatcherSettings(**shared, local_workers_die_with_dispatcher=True))
+        self.dispatcher = Dispatcher(
+            DispatcherSettings(**shared, local_workers_die_with_dispatcher=True), modal_client=self.modal_client
+        )
         await self.dispatcher.start()
         # One origin, as the reverse proxy gives in production: the notifier's routes (SSE,
         # webhook deliveries) answer wherever the gateway has no route of its own.

@@ -10,8 +10,9 @@ import pytest
 
 from services.cli.dev import DevStack
 from tests.e2e.support import auth
+from tests.support.modal_processes import ProcessModal
 
-ROUTES = """
+LOCAL_ROUTES = """
 profiles:
   dev:
     splat: &echo
@@ -24,18 +25,57 @@ profiles:
     vlm: *echo
   prod: {}
 """
+MODAL_ROUTES = """
+profiles:
+  dev:
+    splat:
+      backend: modal
+      app: gpurelay
+      cls: SplatSession
+      function: run
+      timeout_s: 120
+      retries: {max_attempts: 1}
+      concurrency: 2
+    vlm:
+      backend: modal
+      app: gpurelay
+      cls: VlmSession
+      function: run
+      timeout_s: 120
+      retries: {max_attempts: 1}
+      concurrency: 2
+  prod: {}
+"""
+ECHO = "tests.support.session_echo:run"
+
+
+@pytest.fixture(params=["local-pool", "gateway-feed"])
+def session_path(request: pytest.FixtureRequest) -> str:
+    """Where a session's worker runs: the local pool (its feed from NATS), or a Modal-like child process
+    (:class:`~tests.support.modal_processes.ProcessModal`) that talks only HTTP/WS to the gateway."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def process_modal(tmp_path: Path) -> AsyncIterator[ProcessModal]:
+    """Modal's calls as child processes running the echo workload for both session classes."""
+    modal = ProcessModal(tmp_path / "modal", tmp_path / "data", {"SplatSession": ECHO, "VlmSession": ECHO})
+    try:
+        yield modal
+    finally:
+        await modal.close()
 
 
 @pytest.fixture
 async def session_stack(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    session_path: str, process_modal: ProcessModal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[dict[str, str], httpx.AsyncClient]]:
-    """The embedded stack with the echo workload on the session kinds' routes."""
+    """The embedded stack with the echo workload on the session kinds' routes, on ``session_path``."""
     routes = tmp_path / "routes.yaml"
-    routes.write_text(ROUTES)
+    routes.write_text(LOCAL_ROUTES if session_path == "local-pool" else MODAL_ROUTES)
     monkeypatch.setenv("GPURELAY_ROUTE_TABLE", str(routes))
     monkeypatch.setenv("GPURELAY_TEST_MARKS", str(tmp_path))
-    dev = DevStack(data_dir=tmp_path / "data", port=0)
+    dev = DevStack(data_dir=tmp_path / "data", port=0, modal_client=process_modal)
     try:
         env = await dev.start()
         async with httpx.AsyncClient(base_url=env["GPURELAY_URL"], headers=auth(env), timeout=30) as api:

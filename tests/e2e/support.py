@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +128,13 @@ async def events(api: httpx.AsyncClient, env: dict[str, str], job_id: str, timeo
 
 async def settled(env: dict[str, str], job_id: str, timeout_s: float = 30.0) -> JobRecord:
     """The job's record once the dispatcher folded its terminal event (a KV watch, no polling)."""
+    return await record_when(env, job_id, lambda record: record.terminal, timeout_s)
+
+
+async def record_when(
+    env: dict[str, str], job_id: str, done: Callable[[JobRecord], bool], timeout_s: float = 30.0
+) -> JobRecord:
+    """The job's record once ``done(record)`` holds (a KV watch of the stack's record, no polling)."""
     nc = await nats.connect(env["GPURELAY_NATS_URL"])
     try:
         kv = await nc.jetstream().key_value(Namespace("").bucket(KV_JOBS))
@@ -137,13 +144,13 @@ async def settled(env: dict[str, str], job_id: str, timeout_s: float = 30.0) -> 
                 async for entry in watcher:
                     if entry is not None and entry.value:
                         record = JobRecord.model_validate_json(entry.value)
-                        if record.terminal:
+                        if done(record):
                             return record
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
     finally:
         await nc.close()
-    raise AssertionError(f"the watch of {job_id} ended before the job did")
+    raise AssertionError(f"the watch of {job_id} ended before the record got there")
 
 
 async def download(artifact: dict[str, Any]) -> bytes:

@@ -1,9 +1,16 @@
-"""Live sessions through the whole embedded stack, on the local pool, with the echo workload.
+"""Live sessions through the whole embedded stack with the echo workload, on both worker paths.
 
 Frames over the session socket are acked and reach the worker in order with their joint samples;
 its results, snapshots and the terminal event come back on the same socket and on SSE; the live
 snapshot downloads with an ETag; reset clears, stop succeeds with the result, idle stops by itself,
 cancel kills the worker, and a killed worker fails the session with ``worker_lost``.
+
+Every test runs twice (``session_path``): on the local pool (the worker reads FRAMES and TELEMETRY
+from NATS) and on the gateway-feed path, where the route is a Modal class and the dispatcher's real
+Modal backend spawns through :class:`~tests.support.modal_processes.ProcessModal`: a child process
+running :func:`modal_workers.app.run_request` with no NATS URL, which posts its events to the ingest
+route and reads its input from ``WS /v1/internal/sessions/{id}/feed``. Only Modal's control plane is
+faked (spawn; get: the process's outcome, or an error when it died; cancel: kill).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import httpx
 import pytest
 
 from tests.e2e.support import SessionStack, events, settled
+from tests.support.modal_processes import ProcessModal
 from tests.support.sessions import jpeg, next_json, open_socket
 
 pytestmark = pytest.mark.timeout(120)
@@ -58,7 +66,7 @@ def of_type(seen: list[dict[str, Any]], wanted: str) -> list[dict[str, Any]]:
 
 
 async def test_frames_joints_results_snapshots_reset_and_stop(
-    session_stack: SessionStack,
+    session_stack: SessionStack, session_path: str, process_modal: ProcessModal
 ) -> None:
     env, api = session_stack
     session = await start(api, robot_id="arm-e2e", params={"joint_tolerance_ms": 500})
@@ -97,6 +105,7 @@ async def test_frames_joints_results_snapshots_reset_and_stop(
     assert done["data"]["result"]["stopped"] == "requested"
     record = await settled(env, sid)
     assert record.status == "succeeded"
+    assert_ran_on(session_path, record.backend, env, process_modal)
     shown = (await api.get(f"/v1/sessions/{sid}")).json()
     assert (shown["state"], shown["frames_received"], shown["frames_processed"]) == ("succeeded", 5, 5)
     sse = [e.event for e in await events(api, env, sid)]
@@ -114,6 +123,16 @@ async def test_an_idle_session_stops_by_itself(session_stack: SessionStack) -> N
     assert record.result is not None
     assert record.result["stopped"] == "idle"
     assert record.result["seqs"] == [1]
+
+
+def assert_ran_on(session_path: str, backend: str | None, env: dict[str, str], modal: ProcessModal) -> None:
+    """The session ran where ``session_path`` says; a Modal-like worker without any NATS URL."""
+    if session_path == "local-pool":
+        assert (backend, modal.calls) == ("local", {})
+        return
+    (call,) = modal.calls.values()
+    assert backend == "modal"
+    assert not [value for value in call.env.values() if env["GPURELAY_NATS_URL"] in value]
 
 
 def worker_pid(marks: Path, session_id: str) -> int:

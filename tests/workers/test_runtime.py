@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,15 +13,18 @@ import httpx
 import numpy as np
 import pytest
 
+from contracts.envelope import EventEnvelope
 from contracts.event_ids import is_worker_event_id, worker_event_id
 from contracts.job_specs import InputRef
 from contracts.runs import StagePlan
 from modal_workers import lap_compare
-from modal_workers.runtime import ArtifactOut, Log, PermanentError, Progress, Result, WorkerContext
+from modal_workers.runtime import ArtifactOut, Log, PermanentError, Progress, Result, WorkerContext, WorkerRuntime
 from modal_workers.runtime_io import InputError, download_input
 from tests.support.lap import (
+    MemorySink,
     closing,
     lap_request,
+    local_storage,
     memory_runtime,
     scrolling_video,
     texture,
@@ -55,6 +59,38 @@ def test_progress_is_throttled_to_ten_a_second_and_the_last_report_is_sent(tmp_p
     assert fractions == sorted(fractions)
     assert sink.types()[0] == "job.started"
     assert sink.types()[-1] == "job.succeeded"
+
+
+class SignallingSink(MemorySink):
+    """A memory sink that sets ``arrived`` once a progress report with message ``wanted`` is stored."""
+
+    def __init__(self, wanted: str) -> None:
+        super().__init__()
+        self.wanted, self.arrived = wanted, threading.Event()
+
+    async def send(self, subject_event: str, event: EventEnvelope) -> None:
+        await super().send(subject_event, event)
+        if event.type == "job.progress" and event.data.get("message") == self.wanted:
+            self.arrived.set()
+
+
+def test_a_held_progress_report_goes_out_when_the_throttle_allows_even_if_nothing_follows(tmp_path: Path) -> None:
+    """A live session reports in bursts: the last report of a burst must not wait for the next burst."""
+    sink = SignallingSink("second")
+
+    def bursty(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
+        ctx.progress(0.1, "first")
+        ctx.progress(0.2, "second")  # within the throttle's interval: held back
+        return {"sent_while_running": sink.arrived.wait(2.0)}
+
+    async def made() -> SignallingSink:
+        return sink
+
+    runtime = WorkerRuntime(made, lambda: local_storage(tmp_path))
+    with closing(runtime):
+        outcome = runtime.run(bursty, lap_request({"video": "upl_x"}))
+    assert outcome.result == {"sent_while_running": True}
+    assert [e.data["message"] for e in sink.events if e.type == "job.progress"] == ["first", "second"]
 
 
 def test_heartbeats_appear_while_a_slow_workload_runs(tmp_path: Path) -> None:

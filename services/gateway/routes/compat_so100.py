@@ -15,7 +15,8 @@ allowlist setting, as for every route.
 - ``POST /reset`` → ``{success}``; ``GET /health`` → ``{status, trainer_ready}``
 
 After the session ends the read routes keep answering (until the token or the results expire) and
-the write routes answer 409 ``{success: false, error}``; every error carries ``success: false`` and
+the write routes answer 409 ``{success: false, error}`` (``/stop-training`` of a session that
+succeeded repeats its answer, as a repeated stop); every error carries ``success: false`` and
 ``error`` beside the problem+json fields.
 """
 
@@ -29,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.api_robots import JointAngles, JointSampleIn
 from contracts.ids import tenant_key
-from contracts.job_record import JobRecord
+from contracts.job_record import JobRecord, JobStatus
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
 from services.common.tokens import TokenExpiredError, TokenInvalidError, verify_token
 from services.gateway.routes.robots import publish_samples, telemetry_of
@@ -141,10 +142,15 @@ async def get_ply(token: Token, request: Request) -> Response:
         raise CompatFailure(exc.status, exc.detail) from None
 
 
-@router.post("/stop-training", summary="Seed: stop")
+@router.post("/stop-training", summary="Seed: stop", responses=problem_responses(409))
 async def stop_training(token: Token, request: Request) -> dict[str, Any]:
-    """Stop, wait (bounded) for the final chunks → ``{success, chunks, complete}``."""
+    """Stop, wait (bounded) for the final chunks → ``{success, chunks, complete}``.
+
+    A stop of a session that already finished (stopped, or idle) repeats its answer; one that
+    failed or was canceled answers 409 ``{success: false, error}``."""
     intake, record = await _session(request, token)
+    if record.terminal and record.status != JobStatus.SUCCEEDED:
+        raise CompatFailure(409, f"The session has ended ({record.status}).")
     if not record.terminal:
         if record.session is not None and not record.session.stop_requested:
             await intake.control(record, "stop")
