@@ -23,7 +23,9 @@ from tests.support.notifier import Notifier, notifier_settings
 from tests.support.receivers import Receiver
 
 
-async def queue_copy(js: JetStreamContext, subjects: Subjects, endpoint_id: str, event: EventEnvelope, seq: int) -> None:
+async def queue_copy(
+    js: JetStreamContext, subjects: Subjects, endpoint_id: str, event: EventEnvelope, seq: int
+) -> None:
     """Queue a replayed copy of JOBS message ``seq`` (``event``) for the endpoint, as a replay does."""
     delivery = QueuedDelivery(
         "acme", endpoint_id, event.id, event.type, event.job_id, source_seq=seq, replay_of=replay_of("JOBS", seq)
