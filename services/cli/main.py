@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from services.cli.dev import DataDirInUseError, DevStack, print_ready, run_until_signal
+from services.cli.dlq import dlq_app
 from services.cli.jobs import jobs_app
 from services.cli.keys import keys_app
 from services.cli.replay import replay
@@ -29,6 +30,7 @@ console = Console(stderr=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(sessions_app, name="session")
+app.add_typer(dlq_app, name="dlq")
 app.command()(submit)
 app.command()(replay)
 app.registered_commands += serve_app.registered_commands
