@@ -18,7 +18,7 @@ from services.cli.dev import DataDirInUseError, DevStack, print_ready, run_until
 from services.cli.dlq import dlq_app
 from services.cli.jobs import jobs_app
 from services.cli.keys import keys_app
-from services.cli.replay import replay
+from services.cli.replay_cmd import replay
 from services.cli.serve import serve_app
 from services.cli.sessions import sessions_app
 from services.cli.submit import submit
