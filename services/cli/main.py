@@ -21,6 +21,7 @@ from services.cli.keys import keys_app
 from services.cli.replay_cmd import replay
 from services.cli.serve import serve_app
 from services.cli.sessions import sessions_app
+from services.cli.status_cmd import status
 from services.cli.submit import submit
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ app.add_typer(sessions_app, name="session")
 app.add_typer(dlq_app, name="dlq")
 app.command()(submit)
 app.command()(replay)
+app.command()(status)
 app.registered_commands += serve_app.registered_commands
 
 DataDir = Annotated[Path, typer.Option("--data-dir", help="Where the embedded stack keeps its data.")]
