@@ -17,7 +17,7 @@ from rich.table import Table
 
 from contracts.api_dead_letters import PAGE_MAX
 from services.cli.client import Client, cli_settings, run
-from services.cli.jobs import _time
+from services.cli.jobs import short_time
 
 dlq_app = typer.Typer(help="A webhook endpoint's dead letters: list, show, redrive.", no_args_is_help=True)
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Read dev.env from this data dir.")]
@@ -60,7 +60,7 @@ def list_dead_letters(
         last = str(d["last_status"]) if d.get("last_status") else (d.get("last_error") or "")
         table.add_row(
             str(d["id"]), d["event_id"], d["event_type"], d.get("job_id") or "", str(d["attempts"]),
-            last[:40], _time(d.get("dead_lettered_at")),
+            last[:40], short_time(d.get("dead_lettered_at")),
         )  # fmt: skip
     Console().print(table)
 

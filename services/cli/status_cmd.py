@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.cli.client import cli_settings
-from services.cli.jobs import _size
+from services.cli.jobs import human_size
 from services.cli.status import collect
 from services.common.nats import connect
 
@@ -37,7 +37,7 @@ def tables(report: dict[str, Any]) -> list[Table]:
     streams = Table("stream", "messages", "bytes", "oldest", "consumers", title="streams")
     for s in report["streams"]:
         streams.add_row(
-            s["stream"], str(s["messages"]), _size(s["bytes"]), _age(s["oldest_age_s"]), str(s["consumers"])
+            s["stream"], str(s["messages"]), human_size(s["bytes"]), _age(s["oldest_age_s"]), str(s["consumers"])
         )
     consumers = Table("stream", "consumer", "pending (lag)", "ack pending", "redelivered", title="consumers")
     for c in report["consumers"]:
@@ -47,7 +47,7 @@ def tables(report: dict[str, Any]) -> list[Table]:
                           _n(c["num_ack_pending"]), _n(c["num_redelivered"]))  # fmt: skip
     kv = Table("bucket", "keys", "bytes", title="KV buckets")
     for b in report["kv"]:
-        kv.add_row(b["bucket"], str(b["keys"]), _size(b["bytes"]))
+        kv.add_row(b["bucket"], str(b["keys"]), human_size(b["bytes"]))
     dispatch = Table("kind", "tickets", "running", "waiting", title="dispatch (per kind)")
     for d in report["dispatch"]:
         kind = d["kind"] if d["consumer"] else f"{d['kind']} [red](no dispatcher)[/]"

@@ -45,6 +45,11 @@ QUEUE_FULL_CODE = 10077
 """JetStream's "store failed": a limit of the stream (discard new) refused the message."""
 
 
+def queue_of(endpoint_id: str) -> str:
+    """The endpoint token of an endpoint's queue subject: itself, or for a job webhook the tenant's shared queue."""
+    return JOB_HOOKS_QUEUE if endpoint_id.startswith(JOB_HOOK_PREFIX) else endpoint_id
+
+
 @dataclass(frozen=True, slots=True)
 class QueuedDelivery:
     """One event for one endpoint, as its queue message says it."""
@@ -61,8 +66,8 @@ class QueuedDelivery:
 
     @property
     def queue(self) -> str:
-        """The endpoint token of its queue's subject: the endpoint, or the tenant's shared job-hook queue."""
-        return JOB_HOOKS_QUEUE if self.endpoint_id.startswith(JOB_HOOK_PREFIX) else self.endpoint_id
+        """The endpoint token of its queue's subject (:func:`queue_of`)."""
+        return queue_of(self.endpoint_id)
 
     def headers(self) -> dict[str, str]:
         """The queue message's headers (``Nats-Msg-Id`` is added by whoever publishes)."""

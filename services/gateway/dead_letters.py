@@ -31,7 +31,7 @@ from contracts.events import EventType, job_event_name
 from contracts.streams import DEADLETTER, JOBS
 from contracts.subjects import Subjects
 from contracts.webhook_events import WebhookDeadLetteredPayload
-from services.common.webhook_queue import QueuedDelivery, enqueue, is_queue_full, kick
+from services.common.webhook_queue import QueuedDelivery, enqueue, is_queue_full, kick, queue_of
 
 JOB_SCAN_MAX = 10_000
 """The most events of one job and type read while looking for a dead letter's event without ``source_seq``."""
@@ -146,8 +146,7 @@ class DeadLetters:
             else:
                 refused.append(RedriveRefusal(id=item.id, reason=reason))
         if redriven:
-            queue = QueuedDelivery(target.tenant, target.endpoint_id, "", "").queue
-            await kick(self.nc, self.subjects, target.tenant, queue)
+            await kick(self.nc, self.subjects, target.tenant, queue_of(target.endpoint_id))
         return RedriveResult(
             redriven=redriven,
             not_found=not_found,
