@@ -16,7 +16,12 @@ first attempt (:func:`failed_event_id`).
   ``{job}-a{n}-{name}`` once per attempt (:func:`attempt_event_id`: ``dispatched``, ``retrying``,
   ``failed``, ``succeeded``, ``stage{i}-{status}``, and the dispatch ticket's ``ticket``);
 * notifier: ``{event}:{endpoint}`` per webhook delivery (:func:`delivery_msg_id`) and
-  ``dead:{event}:{endpoint}`` per dead letter (:func:`dead_letter_msg_id`);
+  ``dead:{event}:{endpoint}`` per dead letter (:func:`dead_letter_msg_id`; a replayed or redriven
+  delivery's adds where it came from, ``dead:{event}:{endpoint}:{stream}:{seq}``);
+* operators: ``replay:{stream}:{seq}:{target}`` per replayed message and target
+  (:func:`replay_msg_id`) and ``redrive:{seq}:{endpoint}`` per redriven dead letter
+  (:func:`redrive_msg_id`), so a replay or a redrive repeated within the duplicate window is stored
+  once; the copy carries ``Gpurelay-Replay-Of: {stream}:{seq}`` (:func:`replay_of`);
 * workers: ``w-{job}-a{n}-{suffix}`` (:func:`worker_event_id`).
 
 The platform's ids never start with ``w-``; every id a worker may use is
@@ -123,9 +128,35 @@ def delivery_msg_id(event_id: str, endpoint_id: str) -> str:
     return f"{event_id}:{endpoint_id}"
 
 
-def dead_letter_msg_id(event_id: str, endpoint_id: str) -> str:
-    """``dead:{event}:{endpoint}``: the ``Nats-Msg-Id`` of a delivery's ``webhook.dead_lettered`` (one per delivery)."""
-    return f"dead:{event_id}:{endpoint_id}"
+def dead_letter_msg_id(event_id: str, endpoint_id: str, replay: str | None = None) -> str:
+    """``dead:{event}:{endpoint}``: the ``Nats-Msg-Id`` of a delivery's ``webhook.dead_lettered`` (one per delivery).
+
+    A replayed or redriven delivery (``replay``: its :func:`replay_of`) is a delivery of its own:
+    ``dead:{event}:{endpoint}:{replay}``, so dying again within the duplicate window is not dropped.
+    """
+    return f"dead:{event_id}:{endpoint_id}" + (f":{replay}" if replay else "")
+
+
+def replay_of(stream: str, seq: int) -> str:
+    """``{stream}:{seq}``: the ``Gpurelay-Replay-Of`` value of a copy of message ``seq`` of ``stream``
+    (the stream's name without the namespace)."""
+    if seq < 1:
+        raise ValueError("a stream sequence starts at 1")
+    return f"{stream}:{seq}"
+
+
+def replay_msg_id(stream: str, seq: int, target: str) -> str:
+    """``replay:{stream}:{seq}:{target}``: a replayed message's ``Nats-Msg-Id`` at ``target`` (a subject or
+    an endpoint id; digested unless it is a short token), so replaying it again within the window stores it once."""
+    token = target if len(target) <= MAX_EVENT_ID and _TOKEN.fullmatch(target) else _digest(target, 32)
+    return f"replay:{replay_of(stream, seq)}:{token}"
+
+
+def redrive_msg_id(dead_seq: int, endpoint_id: str) -> str:
+    """``redrive:{seq}:{endpoint}``: the queued copy of dead letter ``dead_seq`` (DEADLETTER sequence)."""
+    if dead_seq < 1:
+        raise ValueError("a stream sequence starts at 1")
+    return f"redrive:{dead_seq}:{endpoint_id}"
 
 
 def worker_event_prefix(job_id: str, attempt: int) -> str:

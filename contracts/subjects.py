@@ -137,6 +137,16 @@ class Subjects:
             f"webhooks.{validate_id(tenant, 'tenant')}.{validate_id(endpoint_id, 'endpoint id')}.deliver"
         )
 
+    def webhook_kick(self, tenant: str, endpoint_id: str) -> str:
+        """``webhooks.{tenant}.{endpoint_id}.kick``: core NATS (no stream), "work waits in this queue"."""
+        return self.ns.subject(
+            f"webhooks.{validate_id(tenant, 'tenant')}.{validate_id(endpoint_id, 'endpoint id')}.kick"
+        )
+
+    def all_webhook_kicks(self) -> str:
+        """Filter for every queue's kick."""
+        return self.ns.subject("webhooks.*.*.kick")
+
     # -- dead letters -------------------------------------------------------------------
     def dead_letter(self, service: str, consumer: str) -> str:
         """``deadletter.{service}.{consumer}``: messages a consumer gave up on (stream DEADLETTER)."""

@@ -19,3 +19,6 @@ class WebhookDeadLetteredPayload(BaseModel):
     attempts: int = Field(ge=0, description="0: refused before any attempt (the endpoint's queue was full).")
     last_status: int | None = Field(default=None, ge=100, le=599, description="None: no HTTP response.")
     last_error: str | None = Field(default=None, max_length=2000)
+    source_seq: int | None = Field(
+        default=None, ge=1, description="The event's JOBS stream sequence (its body, for a redrive); None: unknown."
+    )

@@ -20,7 +20,7 @@ DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Read dev.env f
 STATUS_STYLE = {"succeeded": "green", "failed": "red", "canceled": "yellow", "running": "cyan"}
 
 
-def _time(value: str | None) -> str:
+def short_time(value: str | None) -> str:
     """An ISO time as ``YYYY-MM-DD HH:MM:SS`` (empty when unset)."""
     if not value:
         return ""
@@ -38,7 +38,7 @@ def _seconds(start: str | None, end: str | None) -> str:
     return f"{delta.total_seconds():.1f} s"
 
 
-def _size(n: int) -> str:
+def human_size(n: int) -> str:
     """A byte count for people: 512 B, 1.5 MiB."""
     size = float(n)
     for unit in ("B", "KiB", "MiB"):
@@ -71,7 +71,7 @@ def record_table(job: dict[str, Any]) -> Table:
     table.add_row("progress", f"{100 * float(progress.get('fraction', 0.0)):.0f} %  {progress.get('stage') or ''}")
     for name in ("created_at", "queued_at", "dispatched_at", "started_at", "finished_at"):
         if timings.get(name):
-            table.add_row(name.removesuffix("_at"), _time(timings[name]))
+            table.add_row(name.removesuffix("_at"), short_time(timings[name]))
     if took := _seconds(timings.get("started_at"), timings.get("finished_at")):
         table.add_row("run time", took)
     if cost.get("gpu_seconds"):
@@ -91,8 +91,8 @@ def artifacts_table(job: dict[str, Any]) -> Table | None:
         return None
     table = Table("artifact", "type", "size", "link expires", title="artifacts")
     for a in artifacts:
-        expires = "expired" if a.get("expired") else _time(a.get("expires_at"))
-        table.add_row(str(a.get("name")), str(a.get("content_type", "")), _size(int(a.get("size", 0))), expires)
+        expires = "expired" if a.get("expired") else short_time(a.get("expires_at"))
+        table.add_row(str(a.get("name")), str(a.get("content_type", "")), human_size(int(a.get("size", 0))), expires)
     return table
 
 
@@ -140,8 +140,8 @@ def list_jobs(
             job["kind"],
             _status(job["status"]),
             f"{100 * fraction:.0f} %",
-            _time(job.get("created_at")),
-            _time(job.get("updated_at")),
+            short_time(job.get("created_at")),
+            short_time(job.get("updated_at")),
         )
     Console().print(table)
 

@@ -15,11 +15,13 @@ import typer
 from rich.console import Console
 
 from services.cli.dev import DataDirInUseError, DevStack, print_ready, run_until_signal
+from services.cli.dlq import dlq_app
 from services.cli.jobs import jobs_app
 from services.cli.keys import keys_app
-from services.cli.replay import replay
+from services.cli.replay_cmd import replay
 from services.cli.serve import serve_app
 from services.cli.sessions import sessions_app
+from services.cli.status_cmd import status
 from services.cli.submit import submit
 
 app = typer.Typer(
@@ -29,8 +31,10 @@ console = Console(stderr=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(sessions_app, name="session")
+app.add_typer(dlq_app, name="dlq")
 app.command()(submit)
 app.command()(replay)
+app.command()(status)
 app.registered_commands += serve_app.registered_commands
 
 DataDir = Annotated[Path, typer.Option("--data-dir", help="Where the embedded stack keeps its data.")]

@@ -8,11 +8,17 @@ id for a message that is one of several per envelope (a dead letter per endpoint
 
 :func:`publish_event` waits for the stream's ack; :func:`publish_event_async` returns the ack's
 future at once (``publish_async``), for a batch whose acks are gathered together.
+
+:func:`republish` stores again bytes a stream already holds (an operator's replay, a dead letter's
+redrive, a webhook delivery): once per ``msg_id`` (:func:`contracts.event_ids.replay_msg_id`,
+:func:`~contracts.event_ids.redrive_msg_id`), marked with ``Gpurelay-Replay-Of: {stream}:{seq}``
+(:data:`REPLAY_OF`) when it is a copy, so consumers can tell a copy and dedupe it.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
@@ -20,6 +26,11 @@ from nats.js.api import PubAck
 from contracts.envelope import EventEnvelope
 
 MSG_ID = "Nats-Msg-Id"
+REPLAY_OF = "Gpurelay-Replay-Of"
+"""The header of a replayed or redriven copy: ``{stream}:{seq}`` of the original
+(:func:`contracts.event_ids.replay_of`)."""
+_NOT_COPIED = ("Nats-", "Gpurelay-Dead-")
+"""Headers of a stored message that a copy must not carry (JetStream's own, a dead letter's metadata)."""
 
 
 def dedup_headers(event: EventEnvelope, msg_id: str | None = None) -> dict[str, str]:
@@ -37,3 +48,15 @@ async def publish_event(
 async def publish_event_async(js: JetStreamContext, subject: str, event: EventEnvelope) -> asyncio.Future[PubAck]:
     """Publish ``event`` on ``subject`` once (by its id) without waiting: the future of its ack."""
     return await js.publish_async(subject, event.to_json_bytes(), headers=dedup_headers(event))
+
+
+def copied_headers(original: Mapping[str, str] | None) -> dict[str, str]:
+    """The headers of a stored message worth keeping on a copy (not ``Nats-*``, not ``Gpurelay-Dead-*``)."""
+    return {k: v for k, v in (original or {}).items() if not k.startswith(_NOT_COPIED)}
+
+
+async def republish(
+    js: JetStreamContext, subject: str, data: bytes, *, msg_id: str, headers: Mapping[str, str] | None = None
+) -> PubAck:
+    """Publish ``data`` on ``subject`` once by ``msg_id`` (with ``headers``) and wait for the stream's ack."""
+    return await js.publish(subject, data, headers={**(headers or {}), MSG_ID: msg_id})

@@ -3,7 +3,8 @@
 Beside the dispatcher it serves ``GET /healthz`` on ``GPURELAY_HOST:GPURELAY_PORT`` (default
 127.0.0.1:8002): 200 while NATS is connected, else 503 — what compose's health check calls. Its JSON
 also carries the operators' counters (:meth:`Dispatcher.metrics`): ``dead_lettered`` and
-``handler_errors`` per consumer since start, and ``created_republished``.
+``handler_errors`` per consumer since start, ``created_republished``, and ``local_pool`` (``size``,
+``started``, ``idle``, ``busy``; null without a local pool), which ``gpurelay status`` shows.
 """
 
 from __future__ import annotations

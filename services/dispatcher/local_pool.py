@@ -185,6 +185,11 @@ class LocalPool:
                 await asyncio.to_thread(proc.process.join, 3)
             self._discard(proc)
 
+    def occupancy(self) -> dict[str, int]:
+        """How many processes the pool should have (``size``), has started, and of those are idle or busy."""
+        started, idle = len(self._all), self._idle.qsize()
+        return {"size": self.size, "started": started, "idle": idle, "busy": max(0, started - idle)}
+
     @property
     def pids(self) -> list[int]:
         """The pids of the live pool processes."""

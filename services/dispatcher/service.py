@@ -169,9 +169,11 @@ class Dispatcher:
         return await self.sweeper.sweep()
 
     def metrics(self) -> dict[str, Any]:
-        """Counters for operators (served on ``/healthz``): dead letters, handler errors, republished jobs."""
+        """Counters for operators (served on ``/healthz``): dead letters, handler errors, republished jobs,
+        and the local pool's occupancy (``None`` without a local pool)."""
         counters: dict[str, Any] = self.guard.metrics() if self.guard else {"dead_lettered": {}, "handler_errors": {}}
-        return counters | {"created_republished": self.sweeper.republished if self.sweeper else 0}
+        pool = self.pool.occupancy() if self.pool else None
+        return counters | {"created_republished": self.sweeper.republished if self.sweeper else 0, "local_pool": pool}
 
     async def stop(self) -> None:
         """Stop consuming, stop supervising (held tickets are adopted elsewhere), stop the pool."""

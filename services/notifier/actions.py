@@ -50,8 +50,14 @@ async def publish_dead_letter(
     job_id: str | None,
     attempts: int,
     result: AttemptResult,
+    source_seq: int | None = None,
+    replay: str | None = None,
 ) -> None:
-    """Publish ``webhook.dead_lettered`` on ``webhooks.{tenant}.{endpoint_id}.dead`` (once per delivery)."""
+    """Publish ``webhook.dead_lettered`` on ``webhooks.{tenant}.{endpoint_id}.dead`` (once per delivery).
+
+    ``source_seq`` is the event's JOBS sequence (a redrive reads the body there); ``replay`` the
+    ``Gpurelay-Replay-Of`` of a replayed or redriven delivery, a delivery with a dead letter of its own.
+    """
     payload = WebhookDeadLetteredPayload(
         endpoint_id=endpoint_id,
         event_id=event_id,
@@ -59,9 +65,10 @@ async def publish_dead_letter(
         attempts=max(0, attempts),
         last_status=result.status if result.status and 100 <= result.status <= 599 else None,
         last_error=result.describe()[:2000],
+        source_seq=source_seq,
     )
     envelope = make_event(EventType.WEBHOOK_DEAD_LETTERED, payload, tenant=tenant, source="notifier", job_id=job_id)
-    msg_id = dead_letter_msg_id(event_id, endpoint_id)
+    msg_id = dead_letter_msg_id(event_id, endpoint_id, replay)
     await publish_event(js, subjects.webhook_dead(tenant, endpoint_id), envelope, msg_id=msg_id)
 
 

@@ -2,8 +2,8 @@
 
 The lifespan connects to NATS, builds the :class:`~services.notifier.state.NotifierState` (the
 declarations applied, the buckets bound, its own ``webhook_deliveries`` bucket declared), loads the
-webhook endpoints and API keys, resumes every delivery queue that has pending work, and starts the
-fan-out. Stopping cancels them; unacknowledged deliveries are
+webhook endpoints and API keys, listens for kicks (work that someone else queued), resumes every
+delivery queue that has pending work, and starts the fan-out. Stopping cancels them; unacknowledged deliveries are
 redelivered to the next notifier (at-least-once, the same ``webhook-id``).
 """
 
@@ -48,6 +48,7 @@ async def running(settings: NotifierSettings) -> AsyncIterator[NotifierState]:
         state.endpoints.listeners.append(on_change)
         await state.key_cache.start()
         await state.endpoints.start()
+        await delivery.listen_for_kicks(nc)
         await delivery.resume_all()
         fanout = FanOut(settings, state.js, state.endpoints, JobHooks(state.jobs), delivery)
         fanout_task = asyncio.create_task(fanout.run(await fanout.subscribe()), name="webhook-fanout")

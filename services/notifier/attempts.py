@@ -12,9 +12,9 @@ from nats.js import JetStreamContext
 
 from contracts.envelope import utc_now
 from services.common.config import NotifierSettings
+from services.common.webhook_queue import H_ENDPOINT, H_EVENT, H_JOB, H_REPLAY_OF, H_TYPE, H_URL, source_seq
 from services.notifier.actions import disable_endpoint, next_delay, publish_dead_letter
 from services.notifier.deliveries import DeliveryState, DeliveryStore
-from services.notifier.headers import H_ENDPOINT, H_EVENT, H_JOB, H_TYPE, H_URL
 from services.notifier.sender import AttemptResult, Sender
 from services.notifier.targets import EndpointCache, is_job_hook_queue, job_webhook_secret
 
@@ -101,7 +101,8 @@ async def _dead_letter(
     ctx: DeliveryContext, tenant: str, queue: str, msg: Msg, state: DeliveryState, result: AttemptResult, exhausted: int
 ) -> int:
     """Terminate the delivery with a dead letter; count (and maybe disable) a KV endpoint's exhaustion."""
-    endpoint_id = (msg.headers or {}).get(H_ENDPOINT) or queue
+    headers = msg.headers or {}
+    endpoint_id = headers.get(H_ENDPOINT) or queue
     await publish_dead_letter(
         ctx.js,
         ctx.settings.subjects,
@@ -112,6 +113,8 @@ async def _dead_letter(
         job_id=state.job_id,
         attempts=state.attempts,
         result=result,
+        source_seq=source_seq(headers),
+        replay=headers.get(H_REPLAY_OF),
     )
     await msg.term()
     state.status = "dead_lettered"

@@ -23,9 +23,10 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from services.common.webhook_queue import JOB_HOOK_PREFIX
 from services.notifier.attempts import DeliveryContext, attempt
 from services.notifier.lanes import Heartbeat, Lanes, start_lanes
-from services.notifier.targets import JOB_HOOK_PREFIX, is_job_hook_queue
+from services.notifier.targets import is_job_hook_queue
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """Starts, tracks and stops the webhook deliveries: one :class:`EndpointDelivery` per queue at a time.
 
-A delivery starts on demand (:meth:`DeliveryLoops.ensure`, called by the fan-out after it enqueues),
-for every existing consumer at start-up, and when an endpoint is enabled; it exits after a quiet
+A delivery starts on demand (:meth:`DeliveryLoops.ensure`, called by the fan-out after it enqueues,
+and on a kick ``webhooks.{tenant}.{queue}.kick`` from whoever else enqueued: a replay, a redrive),
+for every queue with a consumer or waiting messages at start-up, and when an endpoint is enabled; it exits after a quiet
 minute with nothing pending, when its endpoint is disabled (the queue waits), or deleted (queue
 purged): a kick that finds the endpoint so is settled, so its delivery is not started again until a
 later kick.
@@ -10,8 +11,12 @@ later kick.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from typing import Any
 
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from services.common.config import NotifierSettings
@@ -40,6 +45,8 @@ class DeliveryLoops:
         self.ctx = DeliveryContext(settings, js, endpoints, store, sender)
         self.running: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.closing = False
+        self._kicks: Any = None
+        self._kicked: set[asyncio.Task[None]] = set()
 
     @property
     def store(self) -> DeliveryStore:
@@ -54,19 +61,47 @@ class DeliveryLoops:
             self.running[key] = asyncio.create_task(self._run(tenant, endpoint_id), name=f"webhook:{key}")
 
     async def resume_all(self) -> None:
-        """Start a delivery for every endpoint queue that has a consumer (pending work survives restarts)."""
+        """Start a delivery for every endpoint queue that has a consumer or waiting messages (pending work
+        survives restarts; a replay or redrive may have filled a queue no delivery ever served)."""
         prefix = self.ctx.settings.ns.subject("webhooks.")
-        for info in await self.ctx.js.consumers_info(self.ctx.stream):
-            subject = info.config.filter_subject or ""
-            if not (info.config.durable_name or "").startswith("whd_") or not subject.startswith(prefix):
-                continue
-            tenant, endpoint_id, _ = subject[len(prefix) :].split(".")
-            self.ensure(tenant, endpoint_id)
+        subjects = [info.config.filter_subject or "" for info in await self.ctx.js.consumers_info(self.ctx.stream)
+                    if (info.config.durable_name or "").startswith("whd_")]  # fmt: skip
+        waiting = await self.ctx.js.stream_info(self.ctx.stream, subjects_filter=prefix + "*.*.deliver")
+        subjects += list((waiting.state.subjects or {}).keys())
+        for subject in subjects:
+            if subject.startswith(prefix):
+                tenant, endpoint_id, _ = subject[len(prefix) :].split(".")
+                self.ensure(tenant, endpoint_id)
+
+    async def listen_for_kicks(self, nc: NatsClient) -> None:
+        """Start the queue named by every kick (``webhooks.{tenant}.{queue}.kick``), once the endpoints
+        cache has seen every write made before it (a delivery that finds no endpoint drops its queue)."""
+        prefix = self.ctx.settings.ns.subject("webhooks.")
+
+        async def on_kick(msg: Msg) -> None:
+            tokens = msg.subject.removeprefix(prefix).split(".")
+            if len(tokens) == 3 and not self.closing:
+                task = asyncio.create_task(self._kicked_queue(tokens[0], tokens[1]))
+                self._kicked.add(task)
+                task.add_done_callback(self._kicked.discard)
+
+        self._kicks = await nc.subscribe(self.ctx.settings.subjects.all_webhook_kicks(), cb=on_kick)
+
+    async def _kicked_queue(self, tenant: str, queue: str) -> None:
+        try:
+            await self.ctx.endpoints.caught_up()
+        except Exception:  # noqa: BLE001 - the queue waits for the next kick or start-up (never dropped unseen)
+            log.warning("endpoints not caught up; a kick is ignored", extra={"tenant": tenant, "endpoint": queue})
+            return
+        self.ensure(tenant, queue)
 
     async def stop(self) -> None:
         """Cancel every delivery (unacked deliveries are redelivered later)."""
         self.closing = True
-        tasks = list(self.running.values())
+        if self._kicks is not None:
+            with contextlib.suppress(Exception):
+                await self._kicks.unsubscribe()
+        tasks = [*self.running.values(), *self._kicked]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

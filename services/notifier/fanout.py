@@ -34,18 +34,17 @@ from contracts.envelope import EventEnvelope, utc_now
 from contracts.event_ids import delivery_msg_id
 from contracts.job_specs import WebhookTarget
 from services.common.config import NotifierSettings
+from services.common.webhook_queue import QueuedDelivery, enqueue, is_queue_full
 from services.notifier.actions import publish_dead_letter
 from services.notifier.deliveries import DeliveryState
 from services.notifier.delivery_loops import DeliveryLoops
-from services.notifier.headers import H_ENDPOINT, H_EVENT, H_JOB, H_TYPE, H_URL
 from services.notifier.sender import AttemptResult
-from services.notifier.targets import JOB_HOOKS_QUEUE, EndpointCache, JobHooks, job_hook_id
+from services.notifier.targets import EndpointCache, JobHooks, job_hook_id
 
 log = logging.getLogger(__name__)
 
 FANOUT_DURABLE = "notifier_fanout"
 BATCH = 256
-QUEUE_FULL_CODE = 10077  # JetStream's "store failed": a limit of the stream (discard new) refused the message
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +54,6 @@ class Delivery:
     tenant: str
     endpoint_id: str
     url: str | None  # only for per-job webhooks; KV endpoints are looked up at delivery time
-
-    @property
-    def queue(self) -> str:
-        """The endpoint token of its queue's subject: the endpoint, or the tenant's shared job-hook queue."""
-        return self.endpoint_id if self.url is None else JOB_HOOKS_QUEUE
 
 
 @dataclass
@@ -119,25 +113,25 @@ class FanOut:
     async def process(self, msgs: list[Msg]) -> None:
         """Enqueue every delivery of ``msgs``, then acknowledge them all."""
         await self.endpoints.caught_up()
-        sends: list[tuple[Delivery, EventEnvelope, asyncio.Task[object]]] = []
+        sends: list[tuple[QueuedDelivery, EventEnvelope, asyncio.Task[object]]] = []
         for msg in msgs:
             envelope = self._envelope(msg)
             if envelope is None:
                 continue
-            for delivery in await self.targets(envelope):
-                headers = {
-                    "Nats-Msg-Id": delivery_msg_id(envelope.id, delivery.endpoint_id),
-                    H_EVENT: envelope.id,
-                    H_TYPE: envelope.type,
-                    H_JOB: envelope.job_id or "",
-                }
-                if delivery.url:
-                    headers[H_URL], headers[H_ENDPOINT] = delivery.url, delivery.endpoint_id
-                subject = self.settings.subjects.webhook_deliver(delivery.tenant, delivery.queue)
-                # tasks start in creation order, each writing its publish before it first waits
-                sends.append(
-                    (delivery, envelope, asyncio.ensure_future(self.js.publish(subject, msg.data, headers=headers)))
+            for target in await self.targets(envelope):
+                delivery = QueuedDelivery(
+                    tenant=target.tenant,
+                    endpoint_id=target.endpoint_id,
+                    event_id=envelope.id,
+                    event_type=envelope.type,
+                    job_id=envelope.job_id,
+                    url=target.url,
+                    source_seq=msg.metadata.sequence.stream,
                 )
+                msg_id = delivery_msg_id(envelope.id, delivery.endpoint_id)
+                # tasks start in creation order, each writing its publish before it first waits
+                send = asyncio.ensure_future(enqueue(self.js, self.settings.subjects, delivery, msg.data, msg_id))
+                sends.append((delivery, envelope, send))
         if sends:
             await asyncio.wait([task for _, _, task in sends])
         started: set[tuple[str, str]] = set()
@@ -145,7 +139,8 @@ class FanOut:
             error = task.exception()
             if error is None:
                 started.add((delivery.tenant, delivery.queue))
-            elif isinstance(error, APIError) and error.err_code == QUEUE_FULL_CODE:
+            elif is_queue_full(error):
+                assert isinstance(error, APIError)
                 await self._refused(delivery, envelope, error)
             else:
                 raise error  # the batch is fanned out again (duplicates are dropped by Nats-Msg-Id)
@@ -154,7 +149,7 @@ class FanOut:
         for msg in msgs:
             await msg.ack()
 
-    async def _refused(self, delivery: Delivery, envelope: EventEnvelope, error: APIError) -> None:
+    async def _refused(self, delivery: QueuedDelivery, envelope: EventEnvelope, error: APIError) -> None:
         """The queue is at a limit: dead-letter the delivery now (no attempt was made)."""
         reason = f"refused: the delivery queue is full ({error.description})"
         await publish_dead_letter(
@@ -167,6 +162,7 @@ class FanOut:
             job_id=envelope.job_id,
             attempts=0,
             result=AttemptResult(status=None, error=reason),
+            source_seq=delivery.source_seq,
         )
         state = DeliveryState(
             event_id=envelope.id,

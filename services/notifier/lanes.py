@@ -19,7 +19,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
 from nats.js.errors import NotFoundError
 
-from services.notifier.headers import H_EVENT, H_JOB
+from services.common.webhook_queue import H_EVENT, H_JOB
 
 STARTUP_SCAN_MAX = 10_000
 """The longest ack-pending range read at start; a longer one holds every lane (``strict``)."""

@@ -15,13 +15,13 @@ from sse_starlette import EventSourceResponse
 from contracts.ids import ID_PATTERN
 from services.common.http.auth import unauthorized
 from services.common.http.problem import field_error, problem_responses, unprocessable
+from services.common.webhook_queue import JOB_HOOK_PREFIX
 from services.notifier.auth import api_key_tenant, exists, not_found, require_tenant
 from services.notifier.deliveries import DeliveryList
 from services.notifier.deps import StateDep
 from services.notifier.slots import SlotEventSource
 from services.notifier.state import NotifierState
 from services.notifier.stream import Coalescer, Feed, Filters, frames
-from services.notifier.targets import JOB_HOOK_PREFIX
 
 router = APIRouter()
 MAX_RESUME_SEQ = 2**64 - 2

@@ -32,15 +32,12 @@ from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
 from contracts.job_specs import WebhookTarget
 from services.common.kv_watch import KvWatch
+from services.common.webhook_queue import JOB_HOOK_PREFIX, JOB_HOOKS_QUEUE
 
 log = logging.getLogger(__name__)
 
-JOB_HOOK_PREFIX = "jobhook-"
-"""Endpoint ids of per-job webhooks start with this."""
 SNAPSHOT_TIMEOUT_S = 30.0
 """How long :meth:`EndpointCache.start` waits for the current endpoints."""
-JOB_HOOKS_QUEUE = "jobhooks"
-"""The queue (``webhooks.{tenant}.jobhooks.deliver``) of all of a tenant's per-job webhook deliveries."""
 
 
 def is_job_hook_queue(queue: str) -> bool:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
@@ -18,7 +19,9 @@ from contracts.ids import new_id, tenant_key
 from contracts.job_events import JobCreatedPayload, JobLogPayload, JobProgressPayload, JobSucceededPayload
 from contracts.job_record import JobRecord
 from contracts.job_specs import JobSpec, parse_job_spec
+from contracts.streams import DEADLETTER
 from contracts.subjects import Subjects
+from contracts.webhook_events import WebhookDeadLetteredPayload
 
 
 async def wait_for(
@@ -95,3 +98,20 @@ async def publish(js: JetStreamContext, subjects: Subjects, event: EventEnvelope
     subject = subjects.job_event(event.tenant, event.job_id, job_event_name(event.type))
     ack = await js.publish(subject, event.to_json_bytes(), headers={"Nats-Msg-Id": event.id})
     return int(ack.seq)
+
+
+async def webhook_dead_letters(
+    js: JetStreamContext, subjects: Subjects, tenant: str, endpoint_id: str
+) -> list[tuple[WebhookDeadLetteredPayload, dict[str, str]]]:
+    """Every ``webhook.dead_lettered`` of the endpoint in DEADLETTER, in order, with its headers."""
+    stream, subject = subjects.ns.stream(DEADLETTER), subjects.webhook_dead(tenant, endpoint_id)
+    found: list[tuple[WebhookDeadLetteredPayload, dict[str, str]]] = []
+    seq = 1
+    while True:
+        try:
+            msg = await js.get_msg(stream, seq=seq, subject=subject, next=True)
+        except NotFoundError:
+            return found
+        envelope = EventEnvelope.from_json_bytes(msg.data or b"")
+        found.append((WebhookDeadLetteredPayload.model_validate(envelope.data), dict(msg.headers or {})))
+        seq = (msg.seq or seq) + 1

@@ -62,7 +62,8 @@ def _not_found(endpoint_id: str) -> ProblemError:
     return ProblemError(404, f"No webhook endpoint {endpoint_id!r}.")
 
 
-async def _load(kv: KeyValue, tenant: str, endpoint_id: str) -> tuple[WebhookRecord, int]:
+async def load_endpoint(kv: KeyValue, tenant: str, endpoint_id: str) -> tuple[WebhookRecord, int]:
+    """The tenant's endpoint record and its revision; 404 for anything else."""
     try:
         entry = await kv.get(_key(tenant, endpoint_id))
     except KeyNotFoundError:
@@ -80,7 +81,7 @@ async def _mutate(
 ) -> WebhookRecord:
     """Apply ``change`` with compare-and-set, retrying on a concurrent write; 409 when it keeps losing."""
     for _ in range(CAS_ATTEMPTS):
-        record, revision = await _load(kv, tenant, endpoint_id)
+        record, revision = await load_endpoint(kv, tenant, endpoint_id)
         updated = change(record).model_copy(update={"updated_at": datetime.now(UTC)})
         try:
             await kv.update(_key(tenant, endpoint_id), updated.model_dump_json().encode(), last=revision)
@@ -142,7 +143,7 @@ async def list_webhooks(principal: PrincipalDep, state: StateDep) -> WebhookList
 @router.get("/{endpoint_id}", summary="Get a webhook endpoint", responses=problem_responses(401, 404, 422))
 async def get_webhook(endpoint_id: EndpointId, principal: PrincipalDep, state: StateDep) -> WebhookEndpoint:
     """One endpoint, without its secret; another tenant's id is a 404."""
-    record, _ = await _load(state.kv.webhooks, principal.tenant, endpoint_id)
+    record, _ = await load_endpoint(state.kv.webhooks, principal.tenant, endpoint_id)
     return record.public()
 
 
@@ -172,7 +173,7 @@ async def update_webhook(
 )
 async def delete_webhook(endpoint_id: EndpointId, principal: PrincipalDep, state: StateDep) -> Response:
     """Remove the endpoint; no further deliveries are made to it."""
-    await _load(state.kv.webhooks, principal.tenant, endpoint_id)
+    await load_endpoint(state.kv.webhooks, principal.tenant, endpoint_id)
     await state.kv.webhooks.delete(_key(principal.tenant, endpoint_id))
     return Response(status_code=204)
 
