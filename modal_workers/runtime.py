@@ -11,7 +11,8 @@ run); ``ctx.check_cancelled()`` raises :class:`CancelledError` once the job's ca
 
 :class:`WorkerRuntime` wraps it: ``job.started``, a ``job.heartbeat`` every
 ``request.heartbeat_interval_s``, then ``job.succeeded`` or ``job.failed``. Progress is throttled
-to at most ten events a second (the first, the 100 % one and the last reported always go).
+to at most ten events a second (the first, the 100 % one and the last reported always go: a
+throttled report when its interval ends; none after the terminal event).
 Errors are classified: :class:`PermanentError` (bad input: a code and a message a user can act
 on) fails the job at once; anything else is retryable, and the dispatcher decides whether another
 attempt follows (the :class:`~contracts.runs.Outcome`). Events go to an
@@ -45,7 +46,6 @@ from contracts.job_specs import parse_job_spec
 from contracts.runs import Outcome, RunRequest
 from modal_workers import runtime_io, runtime_sinks
 from modal_workers.runtime_context import (
-    PROGRESS_MIN_INTERVAL_S,
     ArtifactOut,
     CancelledError,
     Log,
@@ -55,6 +55,7 @@ from modal_workers.runtime_context import (
     drive,
     guess_content_type,
 )
+from modal_workers.runtime_progress import PROGRESS_MIN_INTERVAL_S
 from modal_workers.runtime_sinks import EventSink
 from modal_workers.session_run import live_session
 
@@ -198,6 +199,7 @@ class WorkerRuntime:
                 outcome = Outcome(status="retryable", error=error)
             finally:
                 stop.set()
+                ctx.stop_progress()
             _settle(ctx.finished(outcome))
         except Exception:  # the sink is down: the outcome still goes back
             log.exception("job %s: events could not be delivered", request.job_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,15 +13,18 @@ import httpx
 import numpy as np
 import pytest
 
+from contracts.envelope import EventEnvelope
 from contracts.event_ids import is_worker_event_id, worker_event_id
 from contracts.job_specs import InputRef
 from contracts.runs import StagePlan
 from modal_workers import lap_compare
-from modal_workers.runtime import ArtifactOut, Log, PermanentError, Progress, Result, WorkerContext
+from modal_workers.runtime import ArtifactOut, Log, PermanentError, Progress, Result, WorkerContext, WorkerRuntime
 from modal_workers.runtime_io import InputError, download_input
 from tests.support.lap import (
+    MemorySink,
     closing,
     lap_request,
+    local_storage,
     memory_runtime,
     scrolling_video,
     texture,
@@ -55,6 +59,53 @@ def test_progress_is_throttled_to_ten_a_second_and_the_last_report_is_sent(tmp_p
     assert fractions == sorted(fractions)
     assert sink.types()[0] == "job.started"
     assert sink.types()[-1] == "job.succeeded"
+
+
+class WaitableSink(MemorySink):
+    """A memory sink a workload can wait on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = threading.Condition()
+
+    async def send(self, subject_event: str, event: EventEnvelope) -> None:
+        with self.changed:
+            self.events.append(event)
+            self.changed.notify_all()
+
+    def messages(self) -> list[str | None]:
+        return [e.data.get("message") for e in self.events if e.type == "job.progress"]
+
+
+def test_a_throttled_report_goes_out_soon_even_if_nothing_follows(tmp_path: Path) -> None:
+    runtime = WorkerRuntime(WaitableSink.create, lambda: local_storage(tmp_path))
+    sink = runtime.sink
+    assert isinstance(sink, WaitableSink)
+
+    def report_then_idle(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
+        ctx.progress(0.1, "first")
+        ctx.progress(0.2, "second")  # throttled: the first went a moment ago
+        with sink.changed:  # a live session idles here: its latest report must not wait for the end
+            seen = sink.changed.wait_for(lambda: "second" in sink.messages(), 5.0)
+        return {"seen_while_running": seen}
+
+    with closing(runtime):
+        outcome = runtime.run(report_then_idle, lap_request({"video": "upl_x"}))
+    assert outcome.result == {"seen_while_running": True}
+    assert sink.messages() == ["first", "second"]
+
+
+def test_a_throttled_report_never_follows_the_terminal_event(tmp_path: Path) -> None:
+    def report_then_fail(spec: Any, ctx: WorkerContext) -> None:
+        ctx.progress(0.1, "first")
+        ctx.progress(0.2, "second")
+        raise PermanentError("bad_input", "no")
+
+    runtime, sink = memory_runtime(tmp_path)
+    with closing(runtime):
+        outcome = runtime.run(report_then_fail, lap_request({"video": "upl_x"}))
+    assert outcome.status == "permanent"
+    assert sink.types()[-1] == "job.failed"
 
 
 def test_heartbeats_appear_while_a_slow_workload_runs(tmp_path: Path) -> None:
