@@ -104,7 +104,7 @@ async def test_chunks_by_count_and_time_state_reset_results_on_socket_and_sse_al
     refused = await api.post("/v1/sessions", json={"kind": "vlm", "params": {"model": "org/not-allowed"}})
     assert refused.status_code == 422
     assert refused.json()["errors"][0]["loc"] == ["body", "params", "model"]
-    params = {"chunk_frames": 3, "chunk_seconds": 1.5, "max_images_per_chunk": 2, "max_new_tokens": 8}
+    params = {"chunk_frames": 3, "chunk_seconds": 2.0, "max_images_per_chunk": 2, "max_new_tokens": 8}
     alert = {"pattern": "[a-z]", "message": "letters seen"}
     with receiver(asyncio.get_running_loop()) as hook:
         registered = await api.post("/v1/webhooks", json={"url": hook.url, "events": ["session.alert"]})
@@ -120,7 +120,7 @@ async def test_chunks_by_count_and_time_state_reset_results_on_socket_and_sse_al
             await sock.frames(4)  # alone: by time
             await sock.until(lambda: len(sock.acks) == 4)
             assert span(await sock.result(2)) == (4, 4)
-            assert sock.at("session.result")[1] - sock.acks[3][1] >= 1.0  # chunk_seconds after its frame
+            assert sock.at("session.result")[1] - sock.acks[3][1] >= 1.5  # chunk_seconds after its frame
             await sock.frames(5, 6, 7)
             assert span(await sock.result(3)) == (5, 7)
             await ws.send(json.dumps({"type": "reset"}))
@@ -190,7 +190,6 @@ async def test_a_slow_model_makes_frames_coalesce_while_acks_stay_immediate_and_
     assert [seq for seq, _ in sock.acks] == list(range(1, 21))
     assert results_seen_then == 0  # every frame was acked while the model was still on chunk 1
     results = sock.of("session.result")
-    assert span(results[0]) == (1, 2)
     coalesced = [r for r in results if r["data"]["coalesced"]]
     assert coalesced, results
     assert all(r["data"]["covered"] <= 4 for r in results)  # the newest 2 × chunk_frames kept
