@@ -11,8 +11,8 @@ run); ``ctx.check_cancelled()`` raises :class:`CancelledError` once the job's ca
 
 :class:`WorkerRuntime` wraps it: ``job.started``, a ``job.heartbeat`` every
 ``request.heartbeat_interval_s``, then ``job.succeeded`` or ``job.failed``. Progress is throttled
-to at most ten events a second (the first, the 100 % one and the last reported always go; one held
-back goes out once the interval has passed, even when nothing follows it).
+to at most ten events a second (the first, the 100 % one and the last reported always go: a
+throttled report when its interval ends; none after the terminal event).
 Errors are classified: :class:`PermanentError` (bad input: a code and a message a user can act
 on) fails the job at once; anything else is retryable, and the dispatcher decides whether another
 attempt follows (the :class:`~contracts.runs.Outcome`). Events go to an
@@ -45,7 +45,8 @@ from contracts.job_record import JobError
 from contracts.job_specs import parse_job_spec
 from contracts.runs import Outcome, RunRequest
 from modal_workers import runtime_io, runtime_sinks
-from modal_workers.runtime_context import PROGRESS_MIN_INTERVAL_S, CancelledError, WorkerContext, guess_content_type
+from modal_workers.runtime_context import CancelledError, WorkerContext, guess_content_type
+from modal_workers.runtime_progress import PROGRESS_MIN_INTERVAL_S
 from modal_workers.runtime_sinks import EventSink
 from modal_workers.runtime_yields import ArtifactOut, Log, Progress, Result, drive
 from modal_workers.session_run import live_session
@@ -162,7 +163,8 @@ class WorkerRuntime:
         """Run ``workload`` for ``request`` with started/heartbeat/terminal events; never raises."""
         work_dir = Path(tempfile.mkdtemp(prefix=f"gpurelay-{request.job_id}-"))
         ctx = WorkerContext(self, request, work_dir)
-        beat = threading.Thread(target=ctx.heartbeats, name="worker-heartbeat", daemon=True)
+        stop = threading.Event()
+        beat = threading.Thread(target=ctx.heartbeats, args=(stop,), name="worker-heartbeat", daemon=True)
         watch = None
         try:
             _settle(ctx.started())
@@ -188,7 +190,8 @@ class WorkerRuntime:
                 error = JobError(code="worker_error", message=message, retryable=True)
                 outcome = Outcome(status="retryable", error=error)
             finally:
-                ctx.end_heartbeats()
+                stop.set()
+                ctx.stop_progress()
             _settle(ctx.finished(outcome))
         except Exception:  # the sink is down: the outcome still goes back
             log.exception("job %s: events could not be delivered", request.job_id)
@@ -197,7 +200,7 @@ class WorkerRuntime:
                 error=JobError(code="events_undeliverable", message="events could not be sent", retryable=True),
             )
         finally:
-            ctx.end_heartbeats()
+            stop.set()
             if watch is not None:
                 self._unwatch(watch)
             shutil.rmtree(work_dir, ignore_errors=True)

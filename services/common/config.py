@@ -13,9 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.session_params import VLM_DEFAULT_MODEL
 from contracts.subjects import Namespace, Subjects
 
 PLACEHOLDER_PREFIX = "dev-insecure-"
@@ -208,6 +209,22 @@ class GatewaySettings(ApiKeySettings):
     session_stop_wait_s: float = Field(
         default=30.0, ge=0, le=600, description="The seed's /stop-training waits this long for the final outputs."
     )
+    vlm_model: str = Field(
+        default=VLM_DEFAULT_MODEL,
+        description="The VLM a vlm session runs when it names none (a hub id or a local directory); "
+        "set the workers' GPURELAY_VLM_MODEL to the same.",
+    )
+    vlm_models: list[str] = Field(
+        default_factory=list,
+        description="Other models a vlm session may name (a JSON list); others are refused with 422. "
+        "Set the workers' GPURELAY_VLM_MODELS to the same.",
+    )
+
+    @field_validator("vlm_model", mode="before")
+    @classmethod
+    def _default_vlm_model(cls, value: object) -> object:
+        """Read as the workers read it: surrounding blanks ignored, an empty value is the default."""
+        return (value.strip() or VLM_DEFAULT_MODEL) if isinstance(value, str) else value
 
 
 class DispatcherSettings(BaseServiceSettings):

@@ -82,3 +82,46 @@ async def session_stack(
             yield env, api
     finally:
         await dev.stop()
+
+
+VLM_ROUTES = """
+profiles:
+  dev:
+    vlm:
+      backend: local
+      local: modal_workers.vlm:run
+      function: vlm
+      timeout_s: 120
+      retries: {max_attempts: 1}
+      concurrency: 2
+  prod: {}
+"""
+
+
+@pytest.fixture
+async def vlm_stack(
+    request: pytest.FixtureRequest, tiny_gemma_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[dict[str, str], httpx.AsyncClient]]:
+    """The embedded stack running the real vlm workload, the tiny Gemma 3 as the deployment's default.
+
+    Parametrize it indirectly with ``{"delay_s": N}`` to slow every generation by N seconds (the
+    workload's test hook ``GPURELAY_VLM_TEST_DELAY_S``).
+    """
+    options: dict[str, float] = getattr(request, "param", {})
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(VLM_ROUTES)
+    monkeypatch.setenv("GPURELAY_ROUTE_TABLE", str(routes))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("GPURELAY_VLM_MODEL", str(tiny_gemma_dir))
+    monkeypatch.setenv("GPURELAY_VLM_MODELS", '["org/also-allowed"]')
+    if "delay_s" in options:
+        monkeypatch.setenv("GPURELAY_VLM_TEST_DELAY_S", str(options["delay_s"]))
+    else:
+        monkeypatch.delenv("GPURELAY_VLM_TEST_DELAY_S", raising=False)
+    dev = DevStack(data_dir=tmp_path / "data", port=0)
+    try:
+        env = await dev.start()
+        async with httpx.AsyncClient(base_url=env["GPURELAY_URL"], headers=auth(env), timeout=30) as api:
+            yield env, api
+    finally:
+        await dev.stop()
