@@ -57,6 +57,17 @@ def _dev_secret(data_dir: Path, name: str, make: Callable[[], str] = lambda: sec
     return value
 
 
+DEV_WORKER_ENV = {"GPURELAY_SPLAT_URDF": "synthetic_arm.urdf"}
+"""What the dev stack's workers default to: splat sessions pose frames with the shipped synthetic arm
+(its ``camera_link``), so the seed's clients, which send no robot description, get poses."""
+
+
+def dev_worker_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """:data:`DEV_WORKER_ENV` less what the environment already sets (the operator's choice wins)."""
+    current = os.environ if environ is None else environ
+    return {key: value for key, value in DEV_WORKER_ENV.items() if key not in current}
+
+
 def print_ready(env: dict[str, str]) -> None:
     """Tell the person at the terminal where the stack listens and which key to use."""
     from rich.console import Console
@@ -139,7 +150,9 @@ class DevStack:
         settings = settings.model_copy(update={"url": self.gateway.url, "port": self.gateway.port})
         shared["url"] = self.gateway.url
         # Its workers die with us: the NATS they report to does too.
-        self.dispatcher = Dispatcher(DispatcherSettings(**shared, local_workers_die_with_dispatcher=True))
+        self.dispatcher = Dispatcher(
+            DispatcherSettings(**shared, local_workers_die_with_dispatcher=True, local_worker_env=dev_worker_env())
+        )
         await self.dispatcher.start()
         # One origin, as the reverse proxy gives in production: the notifier's routes (SSE,
         # webhook deliveries) answer wherever the gateway has no route of its own.
