@@ -26,14 +26,26 @@ profiles:
 """
 
 
-@pytest.fixture
-async def session_stack(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+SPLAT_ROUTES = """
+profiles:
+  dev:
+    splat:
+      backend: local
+      local: modal_workers.splat:run
+      function: splat
+      timeout_s: 300
+      retries: {max_attempts: 1}
+      concurrency: 1
+  prod: {}
+"""
+
+
+async def _stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, routes: str
 ) -> AsyncIterator[tuple[dict[str, str], httpx.AsyncClient]]:
-    """The embedded stack with the echo workload on the session kinds' routes."""
-    routes = tmp_path / "routes.yaml"
-    routes.write_text(ROUTES)
-    monkeypatch.setenv("GPURELAY_ROUTE_TABLE", str(routes))
+    table = tmp_path / "routes.yaml"
+    table.write_text(routes)
+    monkeypatch.setenv("GPURELAY_ROUTE_TABLE", str(table))
     monkeypatch.setenv("GPURELAY_TEST_MARKS", str(tmp_path))
     dev = DevStack(data_dir=tmp_path / "data", port=0)
     try:
@@ -42,3 +54,22 @@ async def session_stack(
             yield env, api
     finally:
         await dev.stop()
+
+
+@pytest.fixture
+async def session_stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[dict[str, str], httpx.AsyncClient]]:
+    """The embedded stack with the echo workload on the session kinds' routes."""
+    async for stack in _stack(tmp_path, monkeypatch, ROUTES):
+        yield stack
+
+
+@pytest.fixture
+async def splat_stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[dict[str, str], httpx.AsyncClient]]:
+    """The embedded stack with the real splat workload; ``gpurelay dev``'s defaults (the synthetic arm)."""
+    monkeypatch.delenv("GPURELAY_SPLAT_URDF", raising=False)
+    async for stack in _stack(tmp_path, monkeypatch, SPLAT_ROUTES):
+        yield stack

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,8 +126,10 @@ async def events(api: httpx.AsyncClient, env: dict[str, str], job_id: str, timeo
         return [event async for event in follow_events(api, url, auth(env))]
 
 
-async def settled(env: dict[str, str], job_id: str, timeout_s: float = 30.0) -> JobRecord:
-    """The job's record once the dispatcher folded its terminal event (a KV watch, no polling)."""
+async def record_until(
+    env: dict[str, str], job_id: str, done: Callable[[JobRecord], bool], timeout_s: float = 30.0
+) -> JobRecord:
+    """The job's record once ``done(record)`` holds (a KV watch of what the dispatcher folded, no polling)."""
     nc = await nats.connect(env["GPURELAY_NATS_URL"])
     try:
         kv = await nc.jetstream().key_value(Namespace("").bucket(KV_JOBS))
@@ -137,13 +139,18 @@ async def settled(env: dict[str, str], job_id: str, timeout_s: float = 30.0) -> 
                 async for entry in watcher:
                     if entry is not None and entry.value:
                         record = JobRecord.model_validate_json(entry.value)
-                        if record.terminal:
+                        if done(record):
                             return record
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
     finally:
         await nc.close()
-    raise AssertionError(f"the watch of {job_id} ended before the job did")
+    raise AssertionError(f"the watch of {job_id} ended before the condition held")
+
+
+async def settled(env: dict[str, str], job_id: str, timeout_s: float = 30.0) -> JobRecord:
+    """The job's record once the dispatcher folded its terminal event."""
+    return await record_until(env, job_id, lambda record: record.terminal, timeout_s)
 
 
 async def download(artifact: dict[str, Any]) -> bytes:
