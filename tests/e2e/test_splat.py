@@ -73,20 +73,25 @@ async def test_the_seed_routes_get_chunks_a_live_ply_reset_and_stop(splat_stack:
     shots = [(encode(render_frame(scene, camera(t, 40)), ".jpg"), arm_angles(t)) for t in times]
     async with httpx.AsyncClient(base_url=session["urls"]["compat"], timeout=30) as seed:
 
-        async def send(i: int) -> dict[str, Any]:
+        async def send(i: int, with_joints: bool = True) -> dict[str, Any]:
             jpeg, angles = shots[i]
-            joints = await seed.post("/update-joint-angles", json={"joint_angles": angles.tolist()})
-            assert joints.json() == {"success": True, "joint_angles": angles.tolist()}
+            if with_joints:
+                joints = await seed.post("/update-joint-angles", json={"joint_angles": angles.tolist()})
+                assert joints.json() == {"success": True, "joint_angles": angles.tolist()}
             frame = await seed.post("/upload-frame", files={"file": ("frame.jpg", jpeg, "image/jpeg")})
             assert frame.status_code == 200, frame.text
             body: dict[str, Any] = frame.json()
             return body
 
-        for i in range(120):
+        assert (await send(0, with_joints=False))["frame_count"] == 1  # before the arm sends anything: no pose
+        unposed = await record_until(env, sid, metric("frames_without_pose", lambda n: n == 1))
+        assert unposed.progress.message is not None
+        assert "frame 1 has no pose and no joint sample" in unposed.progress.message
+        for i in range(1, 120):
             assert (await send(i))["frame_count"] == i + 1
         await record_until(env, sid, metric("frame_count", lambda n: n == 120), timeout_s=60)
         shown = await record_until(env, sid, metric("chunks", lambda n: n == 2))
-        assert shown.progress.metrics["frames_without_pose"] == 0  # the dev defaults posed every frame
+        assert shown.progress.metrics["frames_without_pose"] == 1  # the dev defaults posed every other frame
         status = (await seed.get("/status")).json()
         assert (status["frame_count"], status["chunks_uploaded"]) == (120, 2)
         assert status["gaussian_count"] > 0
