@@ -3,7 +3,8 @@
 Deploy with ``modal deploy modal_workers/app.py`` (see docs/deploy-modal.md). GPU preference lists
 and timeouts come from ``deploy/routes.yaml`` (profile ``GPURELAY_MODAL_PROFILE``, default
 ``prod``), the same table the dispatcher routes by, so a GPU choice is written once. Images are
-``debian_slim`` plus each workload's packages, pinned to the versions the project is tested with;
+``debian_slim`` plus each workload's packages, pinned to the versions the project is tested with
+(splat: a CUDA devel image, so gsplat's kernels are compiled when the image is built);
 storage credentials come from the Modal secret ``gpurelay-storage`` (``GPURELAY_S3_ACCESS_KEY_ID``,
 ``GPURELAY_S3_SECRET_ACCESS_KEY``); heavy libraries are imported inside the functions, so this
 module imports without torch, OpenCV or a network.
@@ -40,12 +41,27 @@ BASE_PACKAGES = (  # what contracts/, services/common and the runtime import (ve
 )
 VIDEO_PACKAGES = ("opencv-python-headless==5.0.0.93", "numpy==2.4.6")
 TORCH_PACKAGES = ("torch==2.14.1", "torchvision==0.29.1", "ultralytics==8.4.190")
+SPLAT_PACKAGES = ("torch==2.14.1", "plyfile==1.1.5", *VIDEO_PACKAGES)
+GSPLAT_PACKAGES = ("gsplat==1.5.3",)
+CUDA_DEVEL_IMAGE = "nvidia/cuda:13.0.0-devel-ubuntu22.04"
+"""The CUDA toolkit gsplat's kernels are compiled with at image build (torch 2.14.1's wheels are CUDA 13.0)."""
+GSPLAT_ARCHS = "8.6;8.9"
+"""Compute capabilities the kernels are built for: the splat route's GPUs (A10G 8.6, L40S 8.9)."""
 
 base_image = (
     modal.Image.debian_slim(python_version="3.11").pip_install(*BASE_PACKAGES).env({"GPURELAY_MODAL_PROFILE": PROFILE})
 )
 video_image = base_image.apt_install("ffmpeg").pip_install(*VIDEO_PACKAGES)
 torch_image = video_image.pip_install(*TORCH_PACKAGES)
+# gsplat from its source distribution with the CUDA toolkit present: setup.py compiles the kernels into
+# gsplat/csrc.so here, at image build, so a session never JIT-compiles them (the workload checks).
+splat_image = (
+    modal.Image.from_registry(CUDA_DEVEL_IMAGE, add_python="3.11")
+    .pip_install(*BASE_PACKAGES)
+    .pip_install(*SPLAT_PACKAGES)
+    .env({"GPURELAY_MODAL_PROFILE": PROFILE, "TORCH_CUDA_ARCH_LIST": GSPLAT_ARCHS, "MAX_JOBS": "8"})
+    .pip_install(*GSPLAT_PACKAGES, extra_options="--no-build-isolation --no-binary gsplat")
+)
 
 
 def _with_source(image: modal.Image) -> modal.Image:
@@ -55,7 +71,7 @@ def _with_source(image: modal.Image) -> modal.Image:
     )
 
 
-video_image, torch_image = _with_source(video_image), _with_source(torch_image)
+video_image, torch_image, splat_image = _with_source(video_image), _with_source(torch_image), _with_source(splat_image)
 storage_secret = modal.Secret.from_name("gpurelay-storage")
 app = modal.App(APP_NAME)
 
@@ -145,7 +161,7 @@ def nerf_render(request: dict[str, Any], ingest: dict[str, str], storage: dict[s
     return run_request("modal_workers.nerf:render", request, ingest, storage)
 
 
-@app.cls(image=torch_image, secrets=[storage_secret], **options("splat", "run"))
+@app.cls(image=splat_image, secrets=[storage_secret], **options("splat", "run"))
 class SplatSession:
     """A live Gaussian-splat session (state kept in the container)."""
 
