@@ -59,11 +59,13 @@ def backend(on_cuda: bool) -> Backend:
 
 
 def trainer_config(params: SplatParams, settings: SplatSettings, on_cuda: bool) -> SplatConfig:
-    """The trainer's settings for one session (SH degree 0 on CPU and 3 on CUDA unless the params say)."""
+    """The trainer's settings for one session: SH degree 0 on the CPU and 3 on CUDA unless the params say;
+    on the CPU at most ``cpu_max_gaussians``; half the budget seeded by the first frames."""
     sh_degree = params.sh_degree if params.sh_degree is not None else (3 if on_cuda else 0)
-    per_frame = max(1, min(MAX_INIT_PER_FRAME, params.max_gaussians // (2 * INIT_FRAMES)))
+    budget = params.max_gaussians if on_cuda else min(params.max_gaussians, settings.cpu_max_gaussians)
+    per_frame = max(1, min(MAX_INIT_PER_FRAME, budget // (2 * INIT_FRAMES)))
     return SplatConfig(
-        sh_degree=sh_degree, max_gaussians=params.max_gaussians, init_frames=INIT_FRAMES, init_per_frame=per_frame,
+        sh_degree=sh_degree, max_gaussians=budget, init_frames=INIT_FRAMES, init_per_frame=per_frame,
         near=settings.near_m, far=settings.far_m, backend=backend(on_cuda), device="cuda" if on_cuda else "cpu",
     )  # fmt: skip
 

@@ -321,6 +321,13 @@ class SplatSettings(BaseSettings):
         description="torch threads of a session on the CPU (on a small shared machine "
         "more threads mostly wait for each other).",
     )
+    cpu_max_gaussians: int = Field(
+        default=4000,
+        ge=100,
+        le=10_000_000,
+        description="On the CPU a session keeps at most this many Gaussians "
+        "(or its max_gaussians if lower): the pure-torch rasterizer's cost grows with them.",
+    )
     max_image_side: int | None = Field(
         default=None, ge=16, le=8192, description="Frames are shrunk to this longest side (None: 160 CPU, 1024 CUDA)."
     )
