@@ -38,6 +38,8 @@ from modal_workers.splat_train import SplatStats, SplatTrainer
 PLY_TYPE = "application/octet-stream"
 STATUS_EVERY_S = 0.5
 """Progress goes out at most this often (and only when something changed)."""
+PSNR_EVERY_S = 2.0
+"""The PSNR estimate (renders of the newest views) is refreshed at most this often."""
 
 
 class SplatSession:
@@ -54,7 +56,8 @@ class SplatSession:
         self.snapshots = self.status_files = 0
         self.snapshot_now = False
         self._start_counters()
-        self.last_snapshot = self.last_status = float("-inf")
+        self.last_snapshot = self.last_status = self.last_psnr_at = float("-inf")
+        self.psnr: float | None = None
 
     def _start_counters(self) -> None:
         self.chunked = 0  # frames since the reset that the chunks written since then cover
@@ -127,7 +130,10 @@ class SplatSession:
         """Report progress with the session's figures now."""
         self.last_status, self.dirty = self.clock() if now is None else now, False
         fraction = min(1.0, self.frame_count / (2 * self.params.chunk_every))
-        stats = self.trainer.stats()
+        fresh = self.last_status - self.last_psnr_at >= PSNR_EVERY_S
+        stats = self.trainer.stats(psnr=fresh)
+        if fresh:
+            self.psnr, self.last_psnr_at = stats.psnr, self.last_status
         line = f"{self.frame_count} frames, {stats.frames_used} used, {stats.gaussians} Gaussians, {stats.steps} steps"
         message = line if self.why is None else f"{line}; skipped: {self.why}"
         self.live.status(fraction, message, **self.metrics(stats))
@@ -142,8 +148,8 @@ class SplatSession:
         }  # fmt: skip
         if stats.loss is not None:
             figures["loss"] = round(stats.loss, 6)
-        if stats.psnr is not None:
-            figures["psnr"] = round(stats.psnr, 3)
+        if self.psnr is not None:
+            figures["psnr"] = round(self.psnr, 3)
         return figures
 
     def _write_chunk(self, covered: int) -> None:
@@ -157,7 +163,7 @@ class SplatSession:
 
     def status_document(self, complete: bool) -> dict[str, Any]:
         """What ``status.json`` holds (the seed's R2 ``status.json``, plus the training figures)."""
-        stats = self.trainer.stats()
+        stats = self.trainer.stats(psnr=False)
         return {
             "chunks": list(self.chunks), "complete": complete, "frame_count": self.frame_count,
             "frames_used": stats.frames_used, "frames_without_pose": self.without_pose,
@@ -178,6 +184,7 @@ class SplatSession:
     def reset(self) -> None:
         """Clear the model and the counters; the chunk numbering goes on."""
         self.trainer.reset()
+        self.psnr, self.last_psnr_at = None, float("-inf")
         self.resets += 1
         self.reset_seq = self.last_seq
         self._start_counters()
@@ -189,11 +196,12 @@ class SplatSession:
             self._write_chunk(self.frame_count)
         self._snapshot(self.clock())
         self._write_status_file(complete=True)
-        self.status()
-        stats = self.trainer.stats()
+        self.last_psnr_at = float("-inf")
+        self.status()  # with a fresh PSNR
+        stats = self.trainer.stats(psnr=False)
         return {
             "frame_count": self.frame_count, "gaussian_count": stats.gaussians, "chunks": list(self.chunks),
-            "psnr": None if stats.psnr is None else round(stats.psnr, 3), "frames_used": stats.frames_used,
+            "psnr": None if self.psnr is None else round(self.psnr, 3), "frames_used": stats.frames_used,
             "frames_without_pose": self.without_pose, "frames_invalid": self.invalid, "steps": stats.steps,
             "resets": self.resets, "stopped": stopped,
         }  # fmt: skip
