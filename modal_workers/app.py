@@ -7,6 +7,7 @@ and timeouts come from ``deploy/routes.yaml`` (profile ``GPURELAY_MODAL_PROFILE`
 (the vlm image also bakes the deployment's VLMs, :func:`vlm_hub_models`, into its Hugging Face
 cache at build time with the ``HF_TOKEN`` of the Modal secret ``GPURELAY_VLM_HF_SECRET``, default
 ``huggingface``, and loads them offline);
+(splat: a CUDA devel image, so gsplat's kernels are compiled when the image is built);
 storage credentials come from the Modal secret ``gpurelay-storage`` (``GPURELAY_S3_ACCESS_KEY_ID``,
 ``GPURELAY_S3_SECRET_ACCESS_KEY``); heavy libraries are imported inside the functions, so this
 module imports without torch, OpenCV or a network.
@@ -98,12 +99,28 @@ def _vlm_image(base: modal.Image) -> modal.Image:
     )
 
 
+SPLAT_PACKAGES = ("torch==2.14.1", "plyfile==1.1.5", *VIDEO_PACKAGES)
+GSPLAT_PACKAGES = ("gsplat==1.5.3",)
+CUDA_DEVEL_IMAGE = "nvidia/cuda:13.0.0-devel-ubuntu22.04"
+"""The CUDA toolkit gsplat's kernels are compiled with at image build (torch 2.14.1's wheels are CUDA 13.0)."""
+GSPLAT_ARCHS = "8.6;8.9"
+"""Compute capabilities the kernels are built for: the splat route's GPUs (A10G 8.6, L40S 8.9)."""
+
 base_image = (
     modal.Image.debian_slim(python_version="3.11").pip_install(*BASE_PACKAGES).env({"GPURELAY_MODAL_PROFILE": PROFILE})
 )
 video_image = base_image.apt_install("ffmpeg").pip_install(*VIDEO_PACKAGES)
 torch_image = video_image.pip_install(*TORCH_PACKAGES)
 vlm_image = _vlm_image(base_image)
+# gsplat from its source distribution with the CUDA toolkit present: setup.py compiles the kernels into
+# gsplat/csrc.so here, at image build, so a session never JIT-compiles them (the workload checks).
+splat_image = (
+    modal.Image.from_registry(CUDA_DEVEL_IMAGE, add_python="3.11")
+    .pip_install(*BASE_PACKAGES)
+    .pip_install(*SPLAT_PACKAGES)
+    .env({"GPURELAY_MODAL_PROFILE": PROFILE, "TORCH_CUDA_ARCH_LIST": GSPLAT_ARCHS, "MAX_JOBS": "8"})
+    .pip_install(*GSPLAT_PACKAGES, extra_options="--no-build-isolation --no-binary gsplat")
+)
 
 
 def _with_source(image: modal.Image) -> modal.Image:
@@ -113,7 +130,8 @@ def _with_source(image: modal.Image) -> modal.Image:
     )
 
 
-video_image, torch_image, vlm_image = _with_source(video_image), _with_source(torch_image), _with_source(vlm_image)
+video_image, torch_image = _with_source(video_image), _with_source(torch_image)
+vlm_image, splat_image = _with_source(vlm_image), _with_source(splat_image)
 storage_secret = modal.Secret.from_name("gpurelay-storage")
 app = modal.App(APP_NAME)
 
@@ -203,7 +221,7 @@ def nerf_render(request: dict[str, Any], ingest: dict[str, str], storage: dict[s
     return run_request("modal_workers.nerf:render", request, ingest, storage)
 
 
-@app.cls(image=torch_image, secrets=[storage_secret], **options("splat", "run"))
+@app.cls(image=splat_image, secrets=[storage_secret], **options("splat", "run"))
 class SplatSession:
     """A live Gaussian-splat session (state kept in the container)."""
 

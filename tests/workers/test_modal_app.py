@@ -85,8 +85,10 @@ def test_images_pin_the_versions_the_project_is_tested_with() -> None:
         from modal_workers import app as modal_app
     pins, unreadable = image_pins((ROOT / "modal_workers" / "app.py").read_text(), vars(modal_app))
     assert unreadable == []
-    assert set(pins) >= {*modal_app.BASE_PACKAGES, *modal_app.VIDEO_PACKAGES, *modal_app.TORCH_PACKAGES}
-    assert {"torch", "ultralytics", "opencv-python-headless", "pydantic"} <= {PIN.sub(r"\g<name>", p) for p in pins}
+    images = (modal_app.BASE_PACKAGES, modal_app.VIDEO_PACKAGES, modal_app.TORCH_PACKAGES, modal_app.SPLAT_PACKAGES)
+    assert set(pins) >= {*(pin for image in images for pin in image), *modal_app.GSPLAT_PACKAGES}
+    names = {PIN.sub(r"\g<name>", p) for p in pins}
+    assert {"torch", "ultralytics", "opencv-python-headless", "pydantic", "gsplat", "plyfile"} <= names
     assert pin_problems(pins) == []
 
 
