@@ -70,4 +70,6 @@ def install_metrics(app: FastAPI, settings: BaseServiceSettings, service: str) -
         return
     metrics.register(service)
     app.add_middleware(HttpMetricsMiddleware)
-    app.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
+    app.add_api_route(
+        "/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False, response_class=Response, tags=["ops"]
+    )
