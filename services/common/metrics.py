@@ -117,7 +117,7 @@ _registered: set[int] = set()
 
 Sampler = Callable[[], Awaitable[None]]
 """Refreshes some gauges from their source (a NATS consumer's info, the pool)."""
-_samplers: list[Sampler] = []
+_samplers: list[tuple[Sampler, asyncio.AbstractEventLoop]] = []
 _last_sample = float("-inf")
 
 
@@ -130,14 +130,29 @@ def register(service: str) -> None:
 
 
 def add_sampler(sampler: Sampler) -> Callable[[], None]:
-    """Run ``sampler`` before each exposition; returns its removal."""
-    _samplers.append(sampler)
+    """Run ``sampler`` before each exposition, on the running loop (its NATS connection's); returns its removal."""
+    entry = (sampler, asyncio.get_running_loop())
+    _samplers.append(entry)
 
     def remove() -> None:
-        if sampler in _samplers:
-            _samplers.remove(sampler)
+        if entry in _samplers:
+            _samplers.remove(entry)
 
     return remove
+
+
+async def _on_its_loop(sampler: Sampler, loop: asyncio.AbstractEventLoop) -> None:
+    """Run ``sampler`` on ``loop`` (a server in another thread may scrape: tests, embedding)."""
+    if loop is asyncio.get_running_loop():
+        await sampler()
+    elif loop.is_closed():
+        raise RuntimeError("the sampler's event loop is closed")
+    else:
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_as_coroutine(sampler), loop))
+
+
+async def _as_coroutine(sampler: Sampler) -> None:
+    await sampler()
 
 
 async def sample() -> None:
@@ -148,7 +163,8 @@ async def sample() -> None:
         return
     _last_sample = now
     results = await asyncio.gather(
-        *(asyncio.wait_for(sampler(), SAMPLE_TIMEOUT_S) for sampler in list(_samplers)), return_exceptions=True
+        *(asyncio.wait_for(_on_its_loop(*entry), SAMPLE_TIMEOUT_S) for entry in list(_samplers)),
+        return_exceptions=True,
     )
     for result in results:
         if isinstance(result, BaseException):
