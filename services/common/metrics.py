@@ -131,8 +131,10 @@ def register(service: str) -> None:
 
 def add_sampler(sampler: Sampler) -> Callable[[], None]:
     """Run ``sampler`` before each exposition, on the running loop (its NATS connection's); returns its removal."""
+    global _last_sample
     entry = (sampler, asyncio.get_running_loop())
     _samplers.append(entry)
+    _last_sample = float("-inf")  # the next scrape samples it
 
     def remove() -> None:
         if entry in _samplers:
