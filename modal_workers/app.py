@@ -48,6 +48,10 @@ BASE_PACKAGES = (  # what contracts/, services/common and the runtime import (ve
     "rich==15.0.0",
     "nats-py==2.16.0",  # services.common.publish (the runtime's sinks)
     "websockets==17.4",  # a session's feed from the gateway
+    "prometheus-client==0.26.0",
+    "opentelemetry-api==1.45.2",
+    "opentelemetry-sdk==1.45.2",
+    "opentelemetry-exporter-otlp-proto-http==1.45.2",
 )
 VIDEO_PACKAGES = ("opencv-python-headless==5.0.0.93", "numpy==2.4.6")
 TORCH_PACKAGES = ("torch==2.14.1", "torchvision==0.29.1", "ultralytics==8.4.190")
@@ -160,6 +164,7 @@ def run_request(
     from contracts.runs import RunRequest
     from modal_workers.runtime import WorkerRuntime, load_workload
     from modal_workers.runtime_sinks import IngestSink
+    from services.common import tracing
     from services.common.config import BaseServiceSettings
     from services.common.storage import make_storage
 
@@ -170,11 +175,14 @@ def run_request(
         s3_endpoint_url=storage.get("endpoint_url"),
         s3_region=storage.get("region", "us-east-1"),
     )
+    if not tracing.enabled():
+        tracing.setup_tracing(settings, "worker")  # GPURELAY_OTLP_ENDPOINT from the container's secret, if any
     runtime = WorkerRuntime(lambda: IngestSink.create(ingest["url"], ingest["token"]), lambda: make_storage(settings))
     try:
         outcome = runtime.run(load_workload(workload), RunRequest.model_validate(request))
     finally:
         runtime.close()
+        tracing.flush()
     return outcome.model_dump(mode="json")
 
 

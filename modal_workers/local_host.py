@@ -8,7 +8,8 @@ session (so the dispatcher can end the whole process group on cancel), adds the 
 workload (``module:function``, cached), runs it through the runtime (events straight to NATS with
 :class:`~modal_workers.runtime_sinks.NatsSink`) and sends back the
 :class:`~contracts.runs.Outcome`. It exits when the pipe closes (the dispatcher went away) or on
-``None``. Given the dispatcher's pid (``local_workers_die_with_dispatcher``), it also ends, busy or
+``None``. With an OTLP endpoint configured it exports its spans (each run's, in the job's trace),
+flushed after every run. Given the dispatcher's pid (``local_workers_die_with_dispatcher``), it also ends, busy or
 not, when the dispatcher dies: the kernel sends it SIGTERM then (Linux), on which it ends its whole
 process group, so whatever the workload started goes too.
 """
@@ -40,8 +41,10 @@ def worker_main(conn: Connection, settings: DispatcherSettings, parent_pid: int 
     from contracts.runs import RunRequest
     from modal_workers.runtime import WorkerRuntime, load_workload
     from modal_workers.runtime_sinks import NatsSink
+    from services.common import tracing
     from services.common.storage import make_storage
 
+    tracing.setup_tracing(settings, "worker")
     runtime = WorkerRuntime(
         lambda: NatsSink.connect(settings.nats_url, settings.namespace), lambda: make_storage(settings)
     )
@@ -57,6 +60,7 @@ def worker_main(conn: Connection, settings: DispatcherSettings, parent_pid: int 
                 return
             request = RunRequest.model_validate(message)
             outcome = runtime.run(load_workload(request.function, cache), request)
+            tracing.flush()
             try:
                 conn.send(outcome.model_dump(mode="json"))
             except (BrokenPipeError, OSError):

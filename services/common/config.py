@@ -92,6 +92,18 @@ class BaseServiceSettings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
 
+    metrics_enabled: bool = Field(
+        default=True, description="Serve GET /metrics (Prometheus text, no API key): keep it off the public proxy."
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP base URL traces are exported to (…/v1/traces); unset: OTEL_EXPORTER_OTLP_ENDPOINT, "
+        "else no tracing.",
+    )
+    trace_sample_ratio: float = Field(
+        default=1.0, ge=0, le=1, description="Share of new traces kept (a child follows its parent's choice)."
+    )
+
     @model_validator(mode="after")
     def _no_placeholder_secrets_in_prod(self) -> BaseServiceSettings:
         if self.profile != "dev" and "*" in self.cors_origins:
@@ -304,6 +316,9 @@ class NotifierSettings(ApiKeySettings):
     )
     webhook_pool_max_idle: int = Field(
         default=256, ge=0, description="Idle keep-alive connections kept in all (least recently used closed first)."
+    )
+    metrics_max_endpoints: int = Field(
+        default=50, ge=0, le=1000, description="Webhook endpoints with their own metrics label; later ones: 'other'."
     )
 
 

@@ -10,6 +10,9 @@ client's consumer is deleted at once (and would expire on its own after 30 s).
 :class:`Coalescer` keeps at most ``sse_progress_max_per_s`` ``job.progress`` frames per second per
 job, always the latest; every other event passes, and a held progress is sent before the next
 event of its job, so frames of one job stay in order.
+
+Each frame sent is counted (``gpurelay_events_consumed_total{consumer="sse"}``) and, while tracing
+is on, is a span in its event's trace linked to the connection's request span.
 """
 
 from __future__ import annotations
@@ -27,14 +30,20 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry.trace import SpanKind
 from sse_starlette import ServerSentEvent
 
 from contracts.events import TERMINAL_JOB_EVENTS
+from services.common import tracing
+from services.common.metric_labels import event_type_label
+from services.common.metrics import EVENTS_CONSUMED
 
 log = logging.getLogger(__name__)
 PROGRESS = "job.progress"
 INACTIVE_S = 30.0
 PULL_EXPIRES_S = 30.0
+SSE = "sse"
+"""The ``consumer`` label of frames sent on SSE streams."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +55,8 @@ class Item:
     job_id: str | None
     kind: str | None
     data: str
+    trace: dict[str, str] | None = None
+    """The event's trace context headers, kept only while tracing is on."""
 
 
 class Feed:
@@ -121,6 +132,7 @@ class Feed:
                 job_id=envelope.get("job_id"),
                 kind=envelope.get("kind"),
                 data=msg.data.decode(),
+                trace=tracing.trace_headers(msg.headers) if tracing.enabled() else None,
             )
         except (ValueError, AttributeError):
             log.warning("skipping an unreadable event", extra={"subject": msg.subject})
@@ -219,6 +231,14 @@ async def frames(
                 # Last-Event-ID never moves backwards.
                 event_id = str(ready.seq) if ready.seq > newest else None
                 newest = max(newest, ready.seq)
+                EVENTS_CONSUMED.labels(SSE, event_type_label(ready.type)).inc()
+                sent = (
+                    tracing.start_span(f"sse {ready.type}", ready.trace, kind=SpanKind.PRODUCER)
+                    if ready.trace
+                    else None
+                )
                 yield ServerSentEvent(data=ready.data, event=ready.type, id=event_id)
+                if sent is not None:
+                    sent.end()  # the frame was handed to the client's connection
                 if close_on_terminal and ready.type in TERMINAL_JOB_EVENTS:
                     return
