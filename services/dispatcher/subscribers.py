@@ -22,6 +22,7 @@ from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
 from services.common.config import DispatcherSettings
+from services.common.nats import connection_options
 from services.dispatcher.consumers import ConsumerGuard, Redelivery, bound_redeliveries
 from services.dispatcher.store import dispatch_subject
 
@@ -36,13 +37,12 @@ class Consumer:
 
 
 def make_broker(settings: DispatcherSettings) -> NatsBroker:
-    """A broker that logs through ``services.dispatcher.broker`` (its errors at ERROR, messages at DEBUG)."""
-    return NatsBroker(
-        settings.nats_url,
-        connect_timeout=int(max(1, settings.nats_connect_timeout_s)),
-        logger=logging.getLogger("services.dispatcher.broker"),
-        log_level=logging.DEBUG,
-    )
+    """A broker that connects as every service does (:func:`~services.common.nats.connection_options`:
+    every server, reconnecting forever) and logs through ``services.dispatcher.broker`` (its errors at
+    ERROR, messages at DEBUG)."""
+    options = connection_options(settings, "dispatcher-broker")
+    options["connect_timeout"] = int(max(1, settings.nats_connect_timeout_s))
+    return NatsBroker(logger=logging.getLogger("services.dispatcher.broker"), log_level=logging.DEBUG, **options)
 
 
 def subscribe_events(
