@@ -280,6 +280,12 @@ class NotifierSettings(ApiKeySettings):
     sse_buffer: int = Field(default=256, ge=1)
     sse_send_timeout_s: float = Field(default=10.0, gt=0)
     sse_retry_ms: int = Field(default=3000, ge=0, description="The `retry:` hint sent to SSE clients.")
+    sse_pull_heartbeat_s: float = Field(
+        default=5.0,
+        ge=0.1,
+        le=10.0,
+        description="Idle heartbeat of an SSE stream's pulls; two missed: its consumer is made anew (NATS restarted).",
+    )
     sse_max_streams_per_tenant: int = Field(
         default=100, ge=1, description="Concurrent SSE streams per tenant in one notifier (more: 429)."
     )
