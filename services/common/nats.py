@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nats
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
@@ -18,6 +20,18 @@ from services.common.config import BaseServiceSettings
 log = logging.getLogger(__name__)
 
 
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    TimeoutError,  # nats-py's request timeouts too: a request lost with a connection, or unanswered
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.StaleConnectionError,
+    nats.errors.NoServersError,
+    nats.js.errors.NoStreamResponseError,  # no stream leader answers: a cluster electing one
+    nats.js.errors.ServiceUnavailableError,  # JetStream not ready yet (503)
+)
+"""Errors that say NATS is away for now (a server restarting, a cluster electing a stream leader), not that
+the request is wrong: worth retrying, and a 503 to an HTTP client."""
 RECONNECT_WAIT_S = 0.5
 """The pause between two reconnect attempts to the same server."""
 PING_INTERVAL_S = 10.0
