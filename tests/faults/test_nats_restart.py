@@ -1,7 +1,7 @@
 """nats-server SIGKILLed and restarted mid-job (file store, same port and store): nothing is lost.
 
 The gateway, the dispatcher and the notifier run as their own processes and are never restarted:
-they reconnect by themselves, and their consumers and KV watchers carry on. Three jobs are held
+they reconnect by themselves, and their consumers and KV watchers carry on. Two jobs are held
 mid-run, logging a step every 100 ms, so events are being published while the server is down; SSE
 readers follow each job, and a verifying webhook receiver takes every event. After the restart a
 new endpoint (the notifier's KV watch of endpoints) and a new job (every consumer) must work too.
@@ -23,7 +23,7 @@ from tests.support.fault_stack import FaultStack, connect_test_client
 from tests.support.receivers import Receiver, serve_fast
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
-JOBS = 3
+JOBS = 2
 STEPS_WHILE_DOWN = 5
 
 
@@ -37,7 +37,7 @@ def nats_store(tmp_path: Path) -> EmbeddedNats:
 async def stack(tmp_path: Path, nats_store: EmbeddedNats) -> AsyncIterator[tuple[FaultStack, NatsClient]]:
     """The three services as processes on ``nats_store``; ``pose`` jobs are held until released."""
     nats_store.start()
-    stack = FaultStack(tmp_path / "stack", nats_store.url, workload="held")
+    stack = FaultStack(tmp_path / "stack", nats_store.url, workload="held", concurrency=2)
     nc = await connect_test_client(nats_store.url)
     try:
         await stack.start(nc)

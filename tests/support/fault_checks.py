@@ -14,12 +14,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import json
 import re
+import time
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.js.errors import KeyNotFoundError
@@ -31,11 +33,14 @@ from contracts.job_record import JobRecord
 from contracts.streams import JOBS, KV_JOBS
 from services.cli.replay import consumer_config, read_range
 from services.common.config import BaseServiceSettings
+from services.common.nats import UNAVAILABLE
 from services.dispatcher.fold import Pricing, fold
 from tests.support.events import wait_for
 from tests.support.fault_clients import SseReader
 from tests.support.receivers import Receiver
 
+T = TypeVar("T")
+READ_RETRY_S = 30.0
 LIFECYCLE = ("job.created", "job.queued", "job.dispatched", "job.started", "job.succeeded")
 STEP = re.compile(r"step (\d+)")
 
@@ -48,8 +53,24 @@ class Stored:
     event: EventEnvelope
 
 
+async def retrying(read: Callable[[], Awaitable[T]], timeout_s: float = READ_RETRY_S) -> T:
+    """``read()``, again while NATS is away (a cluster electing a leader), for at most ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return await read()
+        except UNAVAILABLE:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
 async def stored_events(nc: NatsClient, settings: BaseServiceSettings, job_ids: list[str]) -> dict[str, list[Stored]]:
-    """The events of ``job_ids`` in JOBS, per job, in stream order."""
+    """The events of ``job_ids`` in JOBS, per job, in stream order (read again while NATS is away)."""
+    return await retrying(lambda: _stored_events(nc, settings, job_ids))
+
+
+async def _stored_events(nc: NatsClient, settings: BaseServiceSettings, job_ids: list[str]) -> dict[str, list[Stored]]:
     wanted = set(job_ids)
     found: dict[str, list[Stored]] = {job_id: [] for job_id in job_ids}
     async for msg in read_range(nc, settings, JOBS, "jobs.>", consumer_config(None, None)):
@@ -90,7 +111,8 @@ async def kv_problems(nc: NatsClient, settings: BaseServiceSettings, events: dic
     for job_id, stored in events.items():
         folded = fold((s.event for s in stored), pricing)
         try:
-            entry = await kv.get(tenant_key(stored[0].event.tenant if stored else "acme", job_id))
+            key = tenant_key(stored[0].event.tenant if stored else "acme", job_id)
+            entry = await retrying(functools.partial(kv.get, key))
         except KeyNotFoundError:
             problems.append(f"{job_id}: no KV record")
             continue
@@ -101,21 +123,27 @@ async def kv_problems(nc: NatsClient, settings: BaseServiceSettings, events: dic
 
 
 async def wait_terminal(nc: NatsClient, settings: BaseServiceSettings, job_ids: list[str], timeout_s: float) -> None:
-    """Wait until every job's KV record is terminal (a watch of KV ``jobs``, no polling)."""
-    kv = await nc.jetstream().key_value(settings.ns.bucket(KV_JOBS))
+    """Wait until every job's KV record is terminal (a watch of KV ``jobs``, no polling; watched anew
+    while NATS is away)."""
     left = set(job_ids)
-    watcher = await kv.watchall()
     try:
         async with asyncio.timeout(timeout_s):
-            async for entry in watcher:
-                if entry is not None and entry.value:
-                    record = JobRecord.model_validate_json(entry.value)
-                    if record.terminal:
-                        left.discard(record.id)
-                if not left:
-                    return
+            await retrying(lambda: _watch_terminal(nc, settings, left), timeout_s)
     except TimeoutError:
         raise AssertionError(f"{len(left)} jobs not terminal in KV after {timeout_s}s: {sorted(left)[:5]}") from None
+
+
+async def _watch_terminal(nc: NatsClient, settings: BaseServiceSettings, left: set[str]) -> None:
+    kv = await nc.jetstream().key_value(settings.ns.bucket(KV_JOBS))
+    watcher = await kv.watchall()
+    try:
+        async for entry in watcher:
+            if entry is not None and entry.value:
+                record = JobRecord.model_validate_json(entry.value)
+                if record.terminal:
+                    left.discard(record.id)
+            if not left:
+                return
     finally:
         await watcher.stop()  # type: ignore[no-untyped-call]
 
@@ -212,8 +240,8 @@ async def settle(
 ) -> Audit:
     """Wait (at most ``timeout_s``) until the jobs are terminal, the readers done and every webhook in,
     then :func:`audit` (which tells what is still missing, if the wait ran out)."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout_s):
+    try:
+        async with asyncio.timeout(timeout_s) as budget:
             await wait_terminal(nc, settings, job_ids, timeout_s)
             await asyncio.gather(*(reader.task for reader in readers), return_exceptions=True)
             events = await stored_events(nc, settings, job_ids)
@@ -223,9 +251,12 @@ async def settle(
                 return all(expected <= _webhook_ids(r, path, events.keys()).keys() for path, r in receivers.items())
 
             await wait_for(complete, timeout_s, "every webhook", every_s=0.05)
+    except TimeoutError:
+        if not budget.expired():
+            raise
     return await audit(nc, settings, job_ids, pricing, receivers, readers)
 
 
 def _webhook_ids(receiver: Receiver, path: str, jobs: Collection[str]) -> Counter[str]:
-    """The webhook ids ``path`` received for events of ``jobs``, with how often each came."""
-    return Counter(c.webhook_id for c in receiver.on(path) if _job_of(c.body) in jobs)
+    """The webhook ids ``path`` accepted (answered 2xx) for events of ``jobs``, with how often each came."""
+    return Counter(c.webhook_id for c in receiver.accepted_on(path) if _job_of(c.body) in jobs)

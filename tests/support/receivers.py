@@ -50,6 +50,8 @@ class Receiver:
     """The ``whsec_`` secret of the endpoint at each path: a request on such a path is verified."""
     invalid: list[Captured] = field(default_factory=list)
     """Requests whose signature did not verify (answered 401, never counted as received)."""
+    accepted: list[Captured] = field(default_factory=list)
+    """Requests answered 2xx: deliveries the notifier takes as done."""
 
     def app(self) -> Starlette:
         """The Starlette app that answers on any path."""
@@ -73,7 +75,10 @@ class Receiver:
             answer: int | tuple[int, dict[str, str]] | None = self.decide(captured) if self.decide else None
             if answer is None:
                 answer = self.script.pop(0) if self.script else self.default
-        return answer if isinstance(answer, tuple) else (answer, {})
+            status, answer_headers = answer if isinstance(answer, tuple) else (answer, {})
+            if 200 <= status < 300:
+                self.accepted.append(captured)
+        return status, answer_headers
 
     def verified(self, captured: Captured) -> bool:
         """Whether ``captured`` carries a valid signature (always, on a path without a secret)."""
@@ -90,6 +95,11 @@ class Receiver:
         """Requests on ``path`` beyond the first of their webhook id (at-least-once redeliveries)."""
         with self.lock:
             return sum(1 for c in self.received if c.path == path) - len(self.seen.get(path, ()))
+
+    def accepted_on(self, path: str) -> list[Captured]:
+        """The requests on ``path`` answered 2xx (a refused one is attempted again)."""
+        with self.lock:
+            return [c for c in self.accepted if c.path == path]
 
     def on(self, path: str) -> list[Captured]:
         """The requests received on ``path``."""
