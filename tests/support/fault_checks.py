@@ -17,67 +17,26 @@ import asyncio
 import functools
 import json
 import re
-import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.js.errors import KeyNotFoundError
 
-from contracts.envelope import EventEnvelope
 from contracts.events import TERMINAL_JOB_EVENTS
 from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
-from contracts.streams import JOBS, KV_JOBS
-from services.cli.replay import consumer_config, read_range
+from contracts.streams import KV_JOBS
 from services.common.config import BaseServiceSettings
-from services.common.nats import UNAVAILABLE
 from services.dispatcher.fold import Pricing, fold
 from tests.support.events import wait_for
 from tests.support.fault_clients import SseReader
+from tests.support.fault_reads import Stored, retrying, stored_events, wait_terminal
 from tests.support.receivers import Receiver
 
-T = TypeVar("T")
-READ_RETRY_S = 30.0
 LIFECYCLE = ("job.created", "job.queued", "job.dispatched", "job.started", "job.succeeded")
 STEP = re.compile(r"step (\d+)")
-
-
-@dataclass(frozen=True)
-class Stored:
-    """One event as JOBS holds it: its stream sequence and envelope."""
-
-    seq: int
-    event: EventEnvelope
-
-
-async def retrying(read: Callable[[], Awaitable[T]], timeout_s: float = READ_RETRY_S) -> T:
-    """``read()``, again while NATS is away (a cluster electing a leader), for at most ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return await read()
-        except UNAVAILABLE:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
-
-
-async def stored_events(nc: NatsClient, settings: BaseServiceSettings, job_ids: list[str]) -> dict[str, list[Stored]]:
-    """The events of ``job_ids`` in JOBS, per job, in stream order (read again while NATS is away)."""
-    return await retrying(lambda: _stored_events(nc, settings, job_ids))
-
-
-async def _stored_events(nc: NatsClient, settings: BaseServiceSettings, job_ids: list[str]) -> dict[str, list[Stored]]:
-    wanted = set(job_ids)
-    found: dict[str, list[Stored]] = {job_id: [] for job_id in job_ids}
-    async for msg in read_range(nc, settings, JOBS, "jobs.>", consumer_config(None, None)):
-        event = EventEnvelope.from_json_bytes(msg.data)
-        if event.job_id in wanted:
-            found[event.job_id].append(Stored(msg.metadata.sequence.stream, event))
-    return found
 
 
 def lifecycle_problems(job_id: str, events: list[Stored]) -> list[str]:
@@ -103,11 +62,12 @@ def lifecycle_problems(job_id: str, events: list[Stored]) -> list[str]:
     return []
 
 
-async def kv_problems(nc: NatsClient, settings: BaseServiceSettings, events: dict[str, list[Stored]],
-                      pricing: Pricing) -> list[str]:  # fmt: skip
-    """Jobs whose KV record differs from the fold of their events (or is missing)."""
+async def kv_records(nc: NatsClient, settings: BaseServiceSettings, events: dict[str, list[Stored]],
+                     pricing: Pricing) -> tuple[list[str], int]:  # fmt: skip
+    """Jobs whose KV record differs from the fold of their events (or is missing), and how many records
+    are terminal."""
     kv = await nc.jetstream().key_value(settings.ns.bucket(KV_JOBS))
-    problems = []
+    problems, terminal = [], 0
     for job_id, stored in events.items():
         folded = fold((s.event for s in stored), pricing)
         try:
@@ -117,35 +77,10 @@ async def kv_problems(nc: NatsClient, settings: BaseServiceSettings, events: dic
             problems.append(f"{job_id}: no KV record")
             continue
         live = JobRecord.model_validate_json(entry.value or b"{}")
+        terminal += live.terminal
         if folded is None or live != folded:
             problems.append(f"{job_id}: KV record != fold(stream): {live.status} vs {folded and folded.status}")
-    return problems
-
-
-async def wait_terminal(nc: NatsClient, settings: BaseServiceSettings, job_ids: list[str], timeout_s: float) -> None:
-    """Wait until every job's KV record is terminal (a watch of KV ``jobs``, no polling; watched anew
-    while NATS is away)."""
-    left = set(job_ids)
-    try:
-        async with asyncio.timeout(timeout_s):
-            await retrying(lambda: _watch_terminal(nc, settings, left), timeout_s)
-    except TimeoutError:
-        raise AssertionError(f"{len(left)} jobs not terminal in KV after {timeout_s}s: {sorted(left)[:5]}") from None
-
-
-async def _watch_terminal(nc: NatsClient, settings: BaseServiceSettings, left: set[str]) -> None:
-    kv = await nc.jetstream().key_value(settings.ns.bucket(KV_JOBS))
-    watcher = await kv.watchall()
-    try:
-        async for entry in watcher:
-            if entry is not None and entry.value:
-                record = JobRecord.model_validate_json(entry.value)
-                if record.terminal:
-                    left.discard(record.id)
-            if not left:
-                return
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
+    return problems, terminal
 
 
 def _job_of(body: bytes) -> str | None:
@@ -178,6 +113,8 @@ class Audit:
     """The figures of one fault run, and every violation found."""
 
     jobs: int = 0
+    terminal: int = 0
+    """Jobs whose KV record is terminal."""
     events: int = 0
     webhooks_expected: int = 0
     webhooks_received: int = 0
@@ -211,7 +148,8 @@ async def audit(
     result = Audit(jobs=len(job_ids), events=sum(len(v) for v in events.values()), sse_readers=len(readers))
     for job_id, stored in events.items():
         result.found += lifecycle_problems(job_id, stored)
-    result.found += await kv_problems(nc, settings, events, pricing)
+    problems, result.terminal = await kv_records(nc, settings, events, pricing)
+    result.found += problems
     expected = {s.event.id for stored in events.values() for s in stored}
     for path, receiver in receivers.items():
         ids = _webhook_ids(receiver, path, events.keys())

@@ -65,14 +65,14 @@ class SseReader:
         self.headers = {"Authorization": f"Bearer {key}"}
         self.events: list[SseEvent] = []
         self.connections = 0
-        """How many times the stream was opened (1 + the resumptions)."""
+        """How many times the stream was opened (answered 200): 1 + the resumptions."""
         self.task = asyncio.create_task(self._read(), name=f"sse:{job_id}")
 
     async def _read(self) -> None:
-        async def opened(request: httpx.Request) -> None:
-            self.connections += 1
+        async def opened(response: httpx.Response) -> None:
+            self.connections += response.status_code == 200
 
-        async with httpx.AsyncClient(timeout=10.0, event_hooks={"request": [opened]}) as http:
+        async with httpx.AsyncClient(timeout=10.0, event_hooks={"response": [opened]}) as http:
             async for event in follow_events(http, self.url, self.headers, max_retries=600, retry_s=0.2):
                 self.events.append(event)
 
