@@ -24,10 +24,11 @@ if __package__ in (None, ""):
 from bench.common import Result, format_table
 from tests.support.soak import SoakPlan, SoakReport, run_soak
 
-PLAN = SoakPlan(jobs=100, duration_s=120.0, restarts=3, seed=17)
+PLAN = SoakPlan(jobs=100, duration_s=120.0, restarts=3, seed=17, steps=20)
 NOTES = [
     f"soak: {PLAN.jobs} jobs over {PLAN.duration_s:.0f} s, the gateway, the dispatcher and the notifier each "
-    f"SIGKILLed and restarted {PLAN.restarts} times at random points (seed {PLAN.seed}); one run, on a file-store "
+    f"SIGKILLed and restarted {PLAN.restarts} times at random points (seed {PLAN.seed}); each job logs {PLAN.steps} "
+    "steps 100 ms apart, so about two run at any time; one run, on a file-store "
     "nats-server, every process on the same shared cores. Losses and jobs not terminal are upper bounds (target "
     "0), so the table's target column only holds the jobs that must all end. Duplicates are deliveries sent again "
     "with the same webhook-id after a crash lost their ack: at least once, deduplicated by receivers.",
@@ -41,6 +42,7 @@ def results(report: SoakReport) -> list[Result]:
         Result("soak: jobs terminal (all must end)", audit.terminal, "jobs", target=float(report.plan.jobs)),
         Result("soak: events in JOBS", audit.events, "events"),
         Result("soak: service restarts (SIGKILL)", report.total_restarts, "restarts"),
+        Result("soak: attempts retried (their run died with a dispatcher)", audit.retried, "attempts"),
         Result("soak: webhooks delivered (distinct webhook-id)", audit.webhooks_received, "webhooks"),
         Result("soak: webhook duplicates by webhook-id (at least once)", audit.webhook_duplicates, "deliveries"),
         Result("soak: SSE resumptions with Last-Event-ID", report.sse_resumptions, "streams"),

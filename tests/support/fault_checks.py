@@ -116,6 +116,8 @@ class Audit:
     terminal: int = 0
     """Jobs whose KV record is terminal."""
     events: int = 0
+    retried: int = 0
+    """Attempts that ended in ``job.retrying`` (a crash took the run with it) and were tried again."""
     webhooks_expected: int = 0
     webhooks_received: int = 0
     webhook_duplicates: int = 0
@@ -146,6 +148,7 @@ async def audit(
     URL path; each gets every event of the jobs) and the SSE readers."""
     events = await stored_events(nc, settings, job_ids)
     result = Audit(jobs=len(job_ids), events=sum(len(v) for v in events.values()), sse_readers=len(readers))
+    result.retried = sum(s.event.type == "job.retrying" for stored in events.values() for s in stored)
     for job_id, stored in events.items():
         result.found += lifecycle_problems(job_id, stored)
     problems, result.terminal = await kv_records(nc, settings, events, pricing)

@@ -35,12 +35,13 @@ def _running(ctx: WorkerContext) -> None:
 
 
 def short(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
-    """Logs ``SHORT_STEPS`` steps, ``STEP_S`` apart, then succeeds."""
+    """Logs ``GPURELAY_TEST_STEPS`` steps (default ``SHORT_STEPS``), ``STEP_S`` apart, then succeeds."""
     _running(ctx)
-    for step in range(1, SHORT_STEPS + 1):
+    steps = int(os.environ.get("GPURELAY_TEST_STEPS", SHORT_STEPS))
+    for step in range(1, steps + 1):
         ctx.log(f"step {step}")
         time.sleep(STEP_S)
-    return {"steps": SHORT_STEPS}
+    return {"steps": steps}
 
 
 def held(spec: Any, ctx: WorkerContext) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 and restarted at random points; then nothing may be missing.
 
 :func:`run_soak` runs one :class:`SoakPlan` on a fresh nats-server (file store) and a
-:class:`~tests.support.fault_stack.FaultStack` whose ``pose`` jobs log five steps. A job is submitted
+:class:`~tests.support.fault_stack.FaultStack` whose ``pose`` jobs log ``steps`` steps. A job is submitted
 every ``duration_s / jobs`` seconds (each with an ``Idempotency-Key``, retried while the gateway is
 down) and followed by an SSE reader (resuming with ``Last-Event-ID`` while the notifier is down); a
 verifying receiver takes the webhooks. The restarts are drawn from a seeded RNG, so a run can be
@@ -38,6 +38,9 @@ class SoakPlan:
     restarts: int
     seed: int = 17
     concurrency: int = 4
+    steps: int = 10
+    """Steps each job logs, 100 ms apart: with a job every ``duration_s / jobs`` seconds, about
+    ``steps / 10 * jobs / duration_s`` run at once, so a crash finds jobs, streams and deliveries under way."""
 
     def schedule(self, services: list[str]) -> list[tuple[float, str]]:
         """When (seconds from the start) each service is killed and restarted, in order."""
@@ -66,7 +69,9 @@ class SoakReport:
 async def run_soak(root: Path, plan: SoakPlan) -> SoakReport:
     """Run ``plan`` under ``root`` (nats-server and the three services, all stopped by their pids)."""
     server = EmbeddedNats(root / "nats").start()
-    stack = FaultStack(root / "stack", server.url, workload="short", concurrency=plan.concurrency)
+    stack = FaultStack(
+        root / "stack", server.url, workload="short", concurrency=plan.concurrency, test_steps=plan.steps
+    )
     nc = await connect_test_client(server.url)
     receiver = Receiver()
     http_server, base = await serve_fast(receiver)
