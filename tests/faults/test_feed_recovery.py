@@ -9,28 +9,28 @@ client sees every event once, in order, and never has to reconnect.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
 import pytest
+from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
 from services.common.embedded_nats import EmbeddedNats
+from services.common.publish import MSG_ID, until_stored
 from services.notifier.feed import Feed
 from tests.support.fault_stack import connect_test_client
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
 
 
-async def _publish(js: object, count: int) -> list[int]:
+async def _publish(js: JetStreamContext, count: int) -> list[int]:
+    """``count`` events, each published until stored (the server may be coming back), once by its id."""
     seqs = []
     for _ in range(count):
-        async with asyncio.timeout(20):
-            while True:
-                try:
-                    seqs.append((await js.publish("s.a", b'{"type": "job.log"}', timeout=1.0)).seq)  # type: ignore[attr-defined]
-                    break
-                except Exception:  # noqa: BLE001 - the server is coming back
-                    await asyncio.sleep(0.05)
+        headers = {MSG_ID: uuid.uuid4().hex}
+        ack = await until_stored(lambda h=headers: js.publish("s.a", b'{"type": "job.log"}', headers=h), "s.a")
+        seqs.append(ack.seq)
     return seqs
 
 
@@ -57,6 +57,7 @@ async def test_feed_resumes_after_nats_restart(tmp_path: Path) -> None:
             after = await _publish(js, 20)  # more than the feed's buffer: it keeps pulling
             assert await _read(feed, 20) == after
             assert not feed.gone
+            assert feed.recoveries == 1  # one new consumer, made by the feed itself
     finally:
         await nc.close()
         server.stop()
