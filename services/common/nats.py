@@ -28,10 +28,21 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
     nats.errors.StaleConnectionError,
     nats.errors.NoServersError,
     nats.js.errors.NoStreamResponseError,  # no stream leader answers: a cluster electing one
-    nats.js.errors.ServiceUnavailableError,  # JetStream not ready yet (503)
 )
 """Errors that say NATS is away for now (a server restarting, a cluster electing a stream leader), not that
-the request is wrong: worth retrying, and a 503 to an HTTP client."""
+the request is wrong: worth retrying (:func:`is_unavailable`), and a 503 to an HTTP client."""
+JETSTREAM_UNAVAILABLE_CODE = 10008
+"""JetStream's "system temporarily unavailable" (a 503 while a cluster elects its meta leader); its other
+503s are refusals, such as a stream at its per-subject limit, that no retry cures."""
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says NATS or JetStream is away for a moment (:data:`UNAVAILABLE`)."""
+    if isinstance(exc, nats.js.errors.ServiceUnavailableError):
+        return exc.err_code == JETSTREAM_UNAVAILABLE_CODE
+    return isinstance(exc, UNAVAILABLE)
+
+
 RECONNECT_WAIT_S = 0.5
 """The pause between two reconnect attempts to the same server."""
 PING_INTERVAL_S = 10.0

@@ -10,7 +10,7 @@ id for a message that is one of several per envelope (a dead letter per endpoint
 future at once (``publish_async``), for a batch whose acks are gathered together.
 
 Because a repeat is stored once, :func:`publish_event` and :func:`republish` ride out NATS being
-away for a moment (:data:`~services.common.nats.UNAVAILABLE`: a server restarting, a cluster
+away for a moment (:func:`~services.common.nats.is_unavailable`: a server restarting, a cluster
 electing a stream leader, a request lost with its connection): they publish again, the same
 ``Nats-Msg-Id``, until the stream acks or :data:`RETRY_FOR_S` has passed, then raise.
 
@@ -31,7 +31,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from contracts.envelope import EventEnvelope
-from services.common.nats import UNAVAILABLE
+from services.common.nats import is_unavailable
 
 log = logging.getLogger(__name__)
 RETRY_FOR_S = 20.0
@@ -91,8 +91,8 @@ async def until_stored(
     while True:
         try:
             return await publish()
-        except UNAVAILABLE as exc:
-            if time.monotonic() + delay > deadline:
+        except Exception as exc:
+            if not is_unavailable(exc) or time.monotonic() + delay > deadline:
                 raise
             log.info("publish to %s retried: NATS unavailable (%s)", subject, type(exc).__name__)
             await asyncio.sleep(delay)

@@ -4,7 +4,7 @@
   dispatched, started, every step its workload logged, succeeded), and its KV record equals the
   dispatcher's fold of those events;
 * every webhook arrived (each event's ``webhook-id`` at the receiver, signatures valid), duplicates
-  counted by id;
+  counted by id, and a duplicate carries the same body (a receiver may dedupe by ``webhook-id``);
 * every SSE reader got the job's events in stream order, with no gap, resuming with Last-Event-ID
   across whatever broke (:class:`SseReader`).
 
@@ -162,6 +162,7 @@ async def audit(
         result.webhook_duplicates += sum(ids.values()) - len(ids)
         if unexpected := ids.keys() - expected:
             result.found.append(f"{path}: {len(unexpected)} webhooks of the jobs with no stored event")
+        result.found += _dedupable(receiver, path, events.keys())
     result.invalid_signatures = sum(len(r.invalid) for r in {id(r): r for r in receivers.values()}.values())
     for reader in readers:
         result.found += sse_problems(reader, events[reader.job_id])
@@ -196,6 +197,15 @@ async def settle(
         if not budget.expired():
             raise
     return await audit(nc, settings, job_ids, pricing, receivers, readers)
+
+
+def _dedupable(receiver: Receiver, path: str, jobs: Collection[str]) -> list[str]:
+    """Webhook ids delivered more than once with different bodies: a receiver deduping by id would lose one."""
+    bodies: dict[str, set[bytes]] = {}
+    for c in receiver.accepted_on(path):
+        if _job_of(c.body) in jobs:
+            bodies.setdefault(c.webhook_id, set()).add(c.body)
+    return [f"{path}: webhook-id {wid} came with {len(b)} different bodies" for wid, b in bodies.items() if len(b) > 1]
 
 
 def _webhook_ids(receiver: Receiver, path: str, jobs: Collection[str]) -> Counter[str]:

@@ -1,7 +1,7 @@
 """Reading what the fault suite checks, while NATS may still be away (a cluster electing a leader).
 
 :func:`stored_events` reads a set of jobs' events from JOBS, :func:`wait_terminal` watches KV ``jobs``
-until they end; both start again from scratch on :data:`~services.common.nats.UNAVAILABLE`.
+until they end; both start again from scratch while :func:`~services.common.nats.is_unavailable`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from contracts.job_record import JobRecord
 from contracts.streams import JOBS, KV_JOBS
 from services.cli.replay import consumer_config, read_range
 from services.common.config import BaseServiceSettings
-from services.common.nats import UNAVAILABLE
+from services.common.nats import is_unavailable
 
 T = TypeVar("T")
 READ_RETRY_S = 30.0
@@ -40,8 +40,8 @@ async def retrying(read: Callable[[], Awaitable[T]], timeout_s: float = READ_RET
     while True:
         try:
             return await read()
-        except UNAVAILABLE:
-            if time.monotonic() > deadline:
+        except Exception as exc:
+            if not is_unavailable(exc) or time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)
 

@@ -12,6 +12,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import nats.js.errors
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -87,10 +88,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
         log.warning("NATS unavailable on %s %s: %r", request.method, request.url.path, exc)
-        detail = "The event log is unavailable for a moment (NATS reconnecting or electing a leader); retry."
+        detail = "The event log cannot answer right now (NATS reconnecting or electing a leader); retry."
         return problem(503, detail, headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
 
-    for unavailable in UNAVAILABLE:
+    for unavailable in (*UNAVAILABLE, nats.js.errors.ServiceUnavailableError):  # JetStream's 503s too
         app.add_exception_handler(unavailable, _unavailable)
 
     @app.exception_handler(Exception)
