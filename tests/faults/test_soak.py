@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
 
 
 async def test_short_soak_loses_nothing(tmp_path: Path) -> None:
-    report = await run_soak(tmp_path, SoakPlan(jobs=20, duration_s=15.0, restarts=1))
+    report = await run_soak(tmp_path, SoakPlan(jobs=20, duration_s=12.0, restarts=1))
     print(report)
     assert report.restarts == {"gateway": 1, "dispatcher": 1, "notifier": 1}
     assert report.audit.problems() == []
