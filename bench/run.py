@@ -12,6 +12,7 @@ import datetime as dt
 import importlib
 import sys
 import time
+import traceback
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -114,10 +115,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results: list[Result] = []
     notes: list[str] = []
+    failed: list[str] = []
     for module in discover(args.only):
         print(f"== {module.__name__}", flush=True)
         start = time.perf_counter()
-        results.extend(module.run())
+        try:
+            results.extend(module.run())
+        except Exception as exc:  # noqa: BLE001 (one broken benchmark must not lose the others' figures)
+            traceback.print_exc()
+            failed.append(module.__name__)
+            notes.append(f"{module.__name__} FAILED in this run ({type(exc).__name__}: {exc}); no figures from it.")
+            continue
         notes.extend(getattr(module, "NOTES", []))
         print(f"   ({time.perf_counter() - start:.1f}s)", flush=True)
     if not results:
@@ -127,7 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(format_table(results))
     print(f"\nwrote {json_path} and {md_path}")
-    return 0
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -176,7 +176,11 @@ async def measure() -> list[Result]:
 
         await nc.subscribe(ns.subject(f"jobs.{TENANT}.*.log"), cb=on_msg)
         secret = "bench-signing-secret-0123456789"
-        async with NotifierProcess(server.url, ns.name, Path(tmp), signing_secret=secret) as n:
+        # one tenant holds every client: its stream cap (100 by default) is raised to the largest round
+        streams = str(max(CLIENTS))
+        async with NotifierProcess(
+            server.url, ns.name, Path(tmp), signing_secret=secret, sse_max_streams_per_tenant=streams
+        ) as n:
             await asyncio.sleep(1.0)
             rss_before = n.rss_bytes()
             latencies: list[float] = []

@@ -47,6 +47,11 @@ class RunRequest(BaseModel):
     created_at: datetime | None = Field(
         default=None, description="When the job was created: a live session reads its robot's joints from then."
     )
+    trace: dict[str, str] = Field(
+        default_factory=dict,
+        description="W3C trace context of the attempt (traceparent, tracestate): the worker's span joins the "
+        "job's trace and its events carry it on (NATS headers, or the ingest route's HTTP headers).",
+    )
 
 
 class Outcome(BaseModel):

@@ -12,6 +12,7 @@ send no camera or robot description.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from pydantic import Field, field_validator, model_validator
 
@@ -19,6 +20,9 @@ from contracts.job_params import JobParams, safe_relative_path
 
 ALERT_PATTERN_MAX = 256
 """Longest alert pattern accepted (a bound on what a regular expression search can cost)."""
+VLM_DEFAULT_MODEL = "google/gemma-3-4b-it"
+"""The VLM a deployment runs when ``GPURELAY_VLM_MODEL`` is not set."""
+_PATH_MARKERS = ("..", "\\", "~", "\x00")
 
 
 class SessionParams(JobParams):
@@ -133,3 +137,21 @@ class VlmParams(SessionParams):
     @classmethod
     def _model_name(cls, value: str | None) -> str | None:
         return None if value is None else safe_relative_path(value, "model")
+
+
+def vlm_model_refusal(requested: str | None, default: str, allowed: Sequence[str] = ()) -> str | None:
+    """Why a vlm session may not run ``requested`` here (``None``: it may; ``None`` requested is the default).
+
+    The deployment's ``default`` is always allowed, other names only if listed in ``allowed``; a name
+    shaped like a server path (absolute, ``..``, ``~``, a backslash) never is, listed or not. The
+    reason names the allowed models but never a local directory (the default may be one). The
+    gateway answers 422 with it at creation, the worker fails the session with it.
+    """
+    if requested is None or requested == default:
+        return None
+    if requested.startswith("/") or any(marker in requested for marker in _PATH_MARKERS):
+        return f"the model {requested!r} is not a model name"
+    if requested not in allowed:
+        names = ", ".join(repr(name) for name in (default, *allowed) if not name.startswith("/"))
+        return f"the model {requested!r} is not allowed here; allowed: {names}"
+    return None

@@ -3,7 +3,11 @@
 Deploy with ``modal deploy modal_workers/app.py`` (see docs/deploy-modal.md). GPU preference lists
 and timeouts come from ``deploy/routes.yaml`` (profile ``GPURELAY_MODAL_PROFILE``, default
 ``prod``), the same table the dispatcher routes by, so a GPU choice is written once. Images are
-``debian_slim`` plus each workload's packages, pinned to the versions the project is tested with;
+``debian_slim`` plus each workload's packages, pinned to the versions the project is tested with
+(the vlm image also bakes the deployment's VLMs, :func:`vlm_hub_models`, into its Hugging Face
+cache at build time with the ``HF_TOKEN`` of the Modal secret ``GPURELAY_VLM_HF_SECRET``, default
+``huggingface``, and loads them offline);
+(splat: a CUDA devel image, so gsplat's kernels are compiled when the image is built);
 storage credentials come from the Modal secret ``gpurelay-storage`` (``GPURELAY_S3_ACCESS_KEY_ID``,
 ``GPURELAY_S3_SECRET_ACCESS_KEY``); heavy libraries are imported inside the functions, so this
 module imports without torch, OpenCV or a network.
@@ -18,12 +22,17 @@ container also keeps between inputs.
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shlex
+from collections.abc import Mapping
 from typing import Any
 
 import modal
 
 from contracts.route_table import DEFAULT_ROUTES, Route, load_route_table
+from contracts.session_params import VLM_DEFAULT_MODEL
 
 APP_NAME = "gpurelay"
 PROFILE = os.environ.get("GPURELAY_MODAL_PROFILE", "prod")
@@ -37,15 +46,85 @@ BASE_PACKAGES = (  # what contracts/, services/common and the runtime import (ve
     "aioboto3==15.5.0",
     "uuid-utils==1.2.0",
     "rich==15.0.0",
+    "nats-py==2.16.0",  # services.common.publish (the runtime's sinks)
+    "websockets==17.4",  # a session's feed from the gateway
+    "prometheus-client==0.26.0",
+    "opentelemetry-api==1.45.2",
+    "opentelemetry-sdk==1.45.2",
+    "opentelemetry-exporter-otlp-proto-http==1.45.2",
 )
 VIDEO_PACKAGES = ("opencv-python-headless==5.0.0.93", "numpy==2.4.6")
 TORCH_PACKAGES = ("torch==2.14.1", "torchvision==0.29.1", "ultralytics==8.4.190")
+VLM_PACKAGES = (  # the vlm workload: transformers' Gemma 3 on torch, PIL decoding, regex alerts
+    "torch==2.14.1",
+    "torchvision==0.29.1",
+    "transformers==5.23.0",
+    "tokenizers==0.23.3",
+    "safetensors==0.8.0",
+    "huggingface-hub==2.4.0",
+    "pillow==13.0.0",
+    "regex==2026.11.15",
+    "numpy==2.4.6",
+)
+VLM_HF_HOME = "/models/hf"
+"""Where the vlm image keeps the models it bakes (the Hugging Face cache, read offline at run time)."""
+HF_SECRET = os.environ.get("GPURELAY_VLM_HF_SECRET", "huggingface")
+"""The Modal secret holding ``HF_TOKEN``, used only while the vlm image downloads its models."""
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def vlm_hub_models(environ: Mapping[str, str] = os.environ) -> tuple[str, ...]:
+    """The hub models the vlm image bakes: the default (``GPURELAY_VLM_MODEL``) and the allowed ones
+    (``GPURELAY_VLM_MODELS``, a JSON list) as set when deploying. A local directory is not baked (mount
+    it yourself); a malformed list is a deploy error."""
+    default = environ.get("GPURELAY_VLM_MODEL", "").strip() or VLM_DEFAULT_MODEL
+    allowed = json.loads(environ.get("GPURELAY_VLM_MODELS", "").strip() or "[]")
+    if not isinstance(allowed, list) or not all(isinstance(name, str) for name in allowed):
+        raise ValueError("GPURELAY_VLM_MODELS must be a JSON list of model names")
+    names = [name for name in (default, *allowed) if _HUB_ID.fullmatch(name) and ".." not in name]
+    return tuple(dict.fromkeys(names))
+
+
+def _vlm_image(base: modal.Image) -> modal.Image:
+    """``base`` plus the vlm packages and the baked models, loaded offline with the deployment's settings."""
+    models = vlm_hub_models()
+    bake = "import sys; from huggingface_hub import snapshot_download; [snapshot_download(m) for m in sys.argv[1:]]"
+    command = " ".join(["python", "-c", shlex.quote(bake), *(shlex.quote(m) for m in models)])
+    runtime_env = {
+        "HF_HUB_OFFLINE": "1",
+        "GPURELAY_VLM_MODEL": os.environ.get("GPURELAY_VLM_MODEL", "").strip() or VLM_DEFAULT_MODEL,
+        "GPURELAY_VLM_MODELS": os.environ.get("GPURELAY_VLM_MODELS", "").strip() or "[]",
+    }
+    return (
+        base.pip_install(*VLM_PACKAGES)
+        .env({"HF_HOME": VLM_HF_HOME})
+        .run_commands(command, secrets=[modal.Secret.from_name(HF_SECRET)])
+        .env(runtime_env)
+    )
+
+
+SPLAT_PACKAGES = ("torch==2.14.1", "plyfile==1.1.5", *VIDEO_PACKAGES)
+GSPLAT_PACKAGES = ("gsplat==1.5.3",)
+CUDA_DEVEL_IMAGE = "nvidia/cuda:13.0.0-devel-ubuntu22.04"
+"""The CUDA toolkit gsplat's kernels are compiled with at image build (torch 2.14.1's wheels are CUDA 13.0)."""
+GSPLAT_ARCHS = "8.6;8.9"
+"""Compute capabilities the kernels are built for: the splat route's GPUs (A10G 8.6, L40S 8.9)."""
 
 base_image = (
     modal.Image.debian_slim(python_version="3.11").pip_install(*BASE_PACKAGES).env({"GPURELAY_MODAL_PROFILE": PROFILE})
 )
 video_image = base_image.apt_install("ffmpeg").pip_install(*VIDEO_PACKAGES)
 torch_image = video_image.pip_install(*TORCH_PACKAGES)
+vlm_image = _vlm_image(base_image)
+# gsplat from its source distribution with the CUDA toolkit present: setup.py compiles the kernels into
+# gsplat/csrc.so here, at image build, so a session never JIT-compiles them (the workload checks).
+splat_image = (
+    modal.Image.from_registry(CUDA_DEVEL_IMAGE, add_python="3.11")
+    .pip_install(*BASE_PACKAGES)
+    .pip_install(*SPLAT_PACKAGES)
+    .env({"GPURELAY_MODAL_PROFILE": PROFILE, "TORCH_CUDA_ARCH_LIST": GSPLAT_ARCHS, "MAX_JOBS": "8"})
+    .pip_install(*GSPLAT_PACKAGES, extra_options="--no-build-isolation --no-binary gsplat")
+)
 
 
 def _with_source(image: modal.Image) -> modal.Image:
@@ -56,6 +135,7 @@ def _with_source(image: modal.Image) -> modal.Image:
 
 
 video_image, torch_image = _with_source(video_image), _with_source(torch_image)
+vlm_image, splat_image = _with_source(vlm_image), _with_source(splat_image)
 storage_secret = modal.Secret.from_name("gpurelay-storage")
 app = modal.App(APP_NAME)
 
@@ -84,6 +164,7 @@ def run_request(
     from contracts.runs import RunRequest
     from modal_workers.runtime import WorkerRuntime, load_workload
     from modal_workers.runtime_sinks import IngestSink
+    from services.common import tracing
     from services.common.config import BaseServiceSettings
     from services.common.storage import make_storage
 
@@ -94,11 +175,14 @@ def run_request(
         s3_endpoint_url=storage.get("endpoint_url"),
         s3_region=storage.get("region", "us-east-1"),
     )
+    if not tracing.enabled():
+        tracing.setup_tracing(settings, "worker")  # GPURELAY_OTLP_ENDPOINT from the container's secret, if any
     runtime = WorkerRuntime(lambda: IngestSink.create(ingest["url"], ingest["token"]), lambda: make_storage(settings))
     try:
         outcome = runtime.run(load_workload(workload), RunRequest.model_validate(request))
     finally:
         runtime.close()
+        tracing.flush()
     return outcome.model_dump(mode="json")
 
 
@@ -145,7 +229,7 @@ def nerf_render(request: dict[str, Any], ingest: dict[str, str], storage: dict[s
     return run_request("modal_workers.nerf:render", request, ingest, storage)
 
 
-@app.cls(image=torch_image, secrets=[storage_secret], **options("splat", "run"))
+@app.cls(image=splat_image, secrets=[storage_secret], **options("splat", "run"))
 class SplatSession:
     """A live Gaussian-splat session (state kept in the container)."""
 
@@ -162,7 +246,7 @@ class SplatSession:
         return run_request(self.workload, request, ingest, storage)
 
 
-@app.cls(image=torch_image, secrets=[storage_secret], **options("vlm", "run"))
+@app.cls(image=vlm_image, secrets=[storage_secret], **options("vlm", "run"))
 class VlmSession:
     """A stateful VLM session; the model is loaded once per container."""
 

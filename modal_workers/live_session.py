@@ -5,7 +5,8 @@
                                                      ready frames (each with its matched joint sample),
                                                      a reset, or why the session stops
 ``ctx.session.status(fraction, message, **metrics)``  progress with the workload's figures merged with
-                                                     the input's counts (``frames_received`` …); the
+                                                     the input's counts (``frames_received`` …; its own
+                                                     ``frames_dropped`` adds to the input's); the
                                                      session's status route shows the latest
 ``ctx.session.snapshot(data, seq=..., name=...)``     store a live output (e.g. the latest PLY) and emit
                                                      ``session.snapshot``; two slots alternate, so the
@@ -88,12 +89,17 @@ class LiveSession:
                 return batch
 
     def status(self, fraction: float | None = None, message: str | None = None, **metrics: Any) -> None:
-        """Progress (``fraction`` defaults to the last one) with ``metrics`` and the input's counts."""
+        """Progress (``fraction`` defaults to the last one) with ``metrics`` and the input's counts.
+
+        A workload's own ``frames_dropped`` (frames it took but skipped, e.g. merged away when it fell
+        behind) adds to the input's, so the session's ``frames_dropped`` counts both.
+        """
         with self._lock:
             if fraction is not None:
                 self._fraction = max(0.0, min(1.0, fraction))
-            figures = {**metrics, **self.input.stats()}
-            self.host.progress(self._fraction, message, figures)
+            counts = self.input.stats()
+            counts["frames_dropped"] += int(metrics.pop("frames_dropped", 0) or 0)
+            self.host.progress(self._fraction, message, {**metrics, **counts})
 
     def snapshot(
         self, data: bytes | Path, *, seq: int, name: str = "snapshot.ply", content_type: str | None = None

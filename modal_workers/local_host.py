@@ -2,12 +2,14 @@
 
 The dispatcher's :class:`~services.dispatcher.local_pool.LocalPool` starts :func:`worker_main` in
 each of its processes (the one place the dispatcher imports the workers' code). It starts its own
-session (so the dispatcher can end the whole process group on cancel), connects to NATS once,
-reports ``ready``, then for each :class:`~contracts.runs.RunRequest` it receives loads the
+session (so the dispatcher can end the whole process group on cancel), adds the settings'
+``local_worker_env`` to its environment, connects to NATS once, reports ``ready``, then for each
+:class:`~contracts.runs.RunRequest` it receives loads the
 workload (``module:function``, cached), runs it through the runtime (events straight to NATS with
 :class:`~modal_workers.runtime_sinks.NatsSink`) and sends back the
 :class:`~contracts.runs.Outcome`. It exits when the pipe closes (the dispatcher went away) or on
-``None``. Given the dispatcher's pid (``local_workers_die_with_dispatcher``), it also ends, busy or
+``None``. With an OTLP endpoint configured it exports its spans (each run's, in the job's trace),
+flushed after every run. Given the dispatcher's pid (``local_workers_die_with_dispatcher``), it also ends, busy or
 not, when the dispatcher dies: the kernel sends it SIGTERM then (Linux), on which it ends its whole
 process group, so whatever the workload started goes too.
 """
@@ -35,11 +37,14 @@ def worker_main(conn: Connection, settings: DispatcherSettings, parent_pid: int 
     if parent_pid is not None:
         signal.signal(signal.SIGTERM, _end_group)
         die_with_parent(parent_pid, signal.SIGTERM)
+    os.environ.update(settings.local_worker_env)  # before any workload reads its settings
     from contracts.runs import RunRequest
     from modal_workers.runtime import WorkerRuntime, load_workload
     from modal_workers.runtime_sinks import NatsSink
+    from services.common import tracing
     from services.common.storage import make_storage
 
+    tracing.setup_tracing(settings, "worker")
     runtime = WorkerRuntime(
         lambda: NatsSink.connect(settings.nats_url, settings.namespace), lambda: make_storage(settings)
     )
@@ -55,6 +60,7 @@ def worker_main(conn: Connection, settings: DispatcherSettings, parent_pid: int 
                 return
             request = RunRequest.model_validate(message)
             outcome = runtime.run(load_workload(request.function, cache), request)
+            tracing.flush()
             try:
                 conn.send(outcome.model_dump(mode="json"))
             except (BrokenPipeError, OSError):

@@ -11,8 +11,8 @@ run); ``ctx.check_cancelled()`` raises :class:`CancelledError` once the job's ca
 
 :class:`WorkerRuntime` wraps it: ``job.started``, a ``job.heartbeat`` every
 ``request.heartbeat_interval_s``, then ``job.succeeded`` or ``job.failed``. Progress is throttled
-to at most ten events a second (the first, the 100 % one and the last reported always go; one held
-back goes out once the interval has passed, even when nothing follows it).
+to at most ten events a second (the first, the 100 % one and the last reported always go: a
+throttled report when its interval ends; none after the terminal event).
 Errors are classified: :class:`PermanentError` (bad input: a code and a message a user can act
 on) fails the job at once; anything else is retryable, and the dispatcher decides whether another
 attempt follows (the :class:`~contracts.runs.Outcome`). Events go to an
@@ -38,6 +38,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
 from pydantic import ValidationError
 
 from contracts.envelope import EventEnvelope
@@ -45,10 +47,12 @@ from contracts.job_record import JobError
 from contracts.job_specs import parse_job_spec
 from contracts.runs import Outcome, RunRequest
 from modal_workers import runtime_io, runtime_sinks
-from modal_workers.runtime_context import PROGRESS_MIN_INTERVAL_S, CancelledError, WorkerContext, guess_content_type
+from modal_workers.runtime_context import CancelledError, WorkerContext, guess_content_type
+from modal_workers.runtime_progress import PROGRESS_MIN_INTERVAL_S
 from modal_workers.runtime_sinks import EventSink
 from modal_workers.runtime_yields import ArtifactOut, Log, Progress, Result, drive
 from modal_workers.session_run import live_session
+from services.common import tracing
 
 __all__ = [
     "PROGRESS_MIN_INTERVAL_S",
@@ -137,32 +141,49 @@ class WorkerRuntime:
         self.sink: EventSink = self.call(sink_factory())
         self.storage = self.call(_made(storage)) if storage else None
         self._lock = asyncio.Lock()
+        self._trace: Context | None = None
 
     def call(self, coro: Awaitable[Any], timeout: float | None = 60.0) -> Any:
         """Run ``coro`` on the runtime's loop and wait for its value (``timeout`` seconds at most)."""
         return asyncio.run_coroutine_threadsafe(runtime_io.as_coro(coro), self.loop).result(timeout)
 
-    async def _send(self, subject_event: str, event: EventEnvelope) -> None:
-        async with self._lock:  # one at a time, in order
-            for delay in (0.05, 0.2, 1.0, None):
-                try:
-                    await self.sink.send(subject_event, event)
-                    return
-                except Exception:
-                    if delay is None:
-                        log.exception("event %s (%s) could not be sent", event.id, event.type)
-                        raise
-                    await asyncio.sleep(delay)
+    async def _send(self, subject_event: str, event: EventEnvelope, trace: Context | None = None) -> None:
+        token = otel_context.attach(trace) if trace is not None else None  # the sink publishes in the run's span
+        try:
+            async with self._lock:  # one at a time, in order
+                for delay in (0.05, 0.2, 1.0, None):
+                    try:
+                        await self.sink.send(subject_event, event)
+                        return
+                    except Exception:
+                        if delay is None:
+                            log.exception("event %s (%s) could not be sent", event.id, event.type)
+                            raise
+                        await asyncio.sleep(delay)
+        finally:
+            if token is not None:
+                otel_context.detach(token)
 
     def send(self, subject_event: str, event: EventEnvelope) -> Any:
         """Queue ``event`` for the sink; the returned future completes once it is stored."""
-        return asyncio.run_coroutine_threadsafe(self._send(subject_event, event), self.loop)
+        return asyncio.run_coroutine_threadsafe(self._send(subject_event, event, self._trace), self.loop)
 
     def run(self, workload: Workload, request: RunRequest) -> Outcome:
-        """Run ``workload`` for ``request`` with started/heartbeat/terminal events; never raises."""
+        """Run ``workload`` for ``request`` in a span of the job's trace (``request.trace``): every event
+        it sends, from any thread, carries that span's context; never raises."""
+        attributes = {"job.id": request.job_id, "job.kind": request.kind, "job.attempt": request.attempt}
+        with tracing.span(f"run {request.kind}", tracing.extract(request.trace), attributes=attributes):
+            self._trace = otel_context.get_current()
+            try:
+                return self._run(workload, request)
+            finally:
+                self._trace = None
+
+    def _run(self, workload: Workload, request: RunRequest) -> Outcome:
         work_dir = Path(tempfile.mkdtemp(prefix=f"gpurelay-{request.job_id}-"))
         ctx = WorkerContext(self, request, work_dir)
-        beat = threading.Thread(target=ctx.heartbeats, name="worker-heartbeat", daemon=True)
+        stop = threading.Event()
+        beat = threading.Thread(target=ctx.heartbeats, args=(stop,), name="worker-heartbeat", daemon=True)
         watch = None
         try:
             _settle(ctx.started())
@@ -188,7 +209,8 @@ class WorkerRuntime:
                 error = JobError(code="worker_error", message=message, retryable=True)
                 outcome = Outcome(status="retryable", error=error)
             finally:
-                ctx.end_heartbeats()
+                stop.set()
+                ctx.stop_progress()
             _settle(ctx.finished(outcome))
         except Exception:  # the sink is down: the outcome still goes back
             log.exception("job %s: events could not be delivered", request.job_id)
@@ -197,7 +219,7 @@ class WorkerRuntime:
                 error=JobError(code="events_undeliverable", message="events could not be sent", retryable=True),
             )
         finally:
-            ctx.end_heartbeats()
+            stop.set()
             if watch is not None:
                 self._unwatch(watch)
             shutil.rmtree(work_dir, ignore_errors=True)

@@ -3,7 +3,8 @@
 =============================================  =====================================================
 ``ctx.progress(fraction, message=None,``       report 0..1 (and the workload's figures);
 ``metrics=None)``                              throttled to ≤ 10/s, monotonic; the first, 100 %
-                                               and the last reported always go
+                                               and the last reported always go (a throttled
+                                               report at the end of its interval)
 ``ctx.log(message, level="info")``             one ``job.log`` line
 ``ctx.artifact(name, data, content_type=None)``  store bytes or a local file (``Path``) under
                                                ``results/{tenant}/{job_id}/{name}`` with its
@@ -29,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import threading
-import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -44,11 +44,8 @@ from contracts.job_record import Artifact
 from contracts.job_specs import InputRef
 from contracts.runs import Outcome, RunRequest
 from modal_workers import runtime_io
+from modal_workers.runtime_progress import PROGRESS_MIN_INTERVAL_S, ProgressThrottle
 from services.common.storage import result_key
-
-PROGRESS_MIN_INTERVAL_S = 0.1
-"""At most ten progress events a second per job (the first and the last always go; a report held back
-goes out once the interval has passed, also when nothing follows it)."""
 
 
 class RunHost(Protocol):
@@ -84,12 +81,8 @@ class WorkerContext:
         self.spec: Any = None
         self.cancel_event = threading.Event()
         self.artifacts: list[Artifact] = []
-        self._lock = threading.Lock()
-        self._last_sent = float("-inf")
         self._sent_fraction = -1.0
-        self._pending: tuple[float, str | None, dict[str, Any] | None] | None = None
-        self._tick = threading.Condition(self._lock)  # wakes the heartbeat thread for a held report
-        self._ticking = True
+        self._progress = ProgressThrottle(self._send_progress, PROGRESS_MIN_INTERVAL_S)
         self.session: Any = None
         """A live session's :class:`~modal_workers.live_session.LiveSession` during its run (else ``None``)."""
         self._inputs: dict[str, Path] = {}
@@ -120,25 +113,19 @@ class WorkerContext:
 
     def progress(self, fraction: float, message: str | None = None, metrics: dict[str, Any] | None = None) -> None:
         """Report how far this run is (0..1) and, optionally, the workload's figures (``metrics``, at
-        most 32 JSON scalars); throttled to ten a second, monotonic per attempt. A report the throttle
-        holds back is sent by the heartbeat thread once the interval has passed, unless a newer one
-        replaced it: the latest figures of a live session never wait for its next report."""
-        with self._lock:
-            now = time.monotonic()
-            if fraction < 1.0 and now - self._last_sent < PROGRESS_MIN_INTERVAL_S:
-                self._pending = (fraction, message, metrics)
-                self._tick.notify()
-                return
-            self._send_progress(fraction, message, metrics, now)
+        most 32 JSON scalars); throttled to ten a second (the latest report goes when its interval
+        ends), monotonic per attempt."""
+        self._progress.report(fraction, message, metrics)
 
     def flush_progress(self) -> None:
         """Send the last throttled progress report, if any (the runtime calls it at the end)."""
-        with self._lock:
-            if self._pending is not None:
-                self._send_progress(*self._pending, time.monotonic())
+        self._progress.flush()
 
-    def _send_progress(self, fraction: float, message: str | None, metrics: dict[str, Any] | None, now: float) -> None:
-        self._pending, self._last_sent = None, now
+    def stop_progress(self) -> None:
+        """Send no report from now on; the runtime calls it before the terminal event."""
+        self._progress.stop()
+
+    def _send_progress(self, fraction: float, message: str | None, metrics: dict[str, Any] | None) -> None:
         stage = self.request.stage
         overall = fraction if stage is None else stage.offset + stage.weight * fraction
         overall = max(self._sent_fraction, min(1.0, max(0.0, overall)))
@@ -218,27 +205,10 @@ class WorkerContext:
         name = (f"s{stage.index}-" if stage else "") + "started"
         return self.emit(EventType.JOB_STARTED, je.JobStartedPayload(worker=self.request.worker), name)
 
-    def heartbeats(self) -> None:
-        """Until :meth:`end_heartbeats`: emit ``job.heartbeat`` every ``heartbeat_interval_s``, and send a
-        progress report the throttle held back as soon as the throttle allows (the run's ticker thread)."""
-        interval = self.request.heartbeat_interval_s
-        next_beat = time.monotonic() + interval
-        with self._lock:
-            while self._ticking:
-                now = time.monotonic()
-                if self._pending is not None and now - self._last_sent >= PROGRESS_MIN_INTERVAL_S:
-                    self._send_progress(*self._pending, now)
-                if now >= next_beat:
-                    self.emit(EventType.JOB_HEARTBEAT, je.JobHeartbeatPayload(worker=self.request.worker))
-                    next_beat = now + interval
-                due = next_beat if self._pending is None else min(next_beat, self._last_sent + PROGRESS_MIN_INTERVAL_S)
-                self._tick.wait(max(0.0, due - time.monotonic()))
-
-    def end_heartbeats(self) -> None:
-        """Stop :meth:`heartbeats` (at once; idempotent)."""
-        with self._lock:
-            self._ticking = False
-            self._tick.notify_all()
+    def heartbeats(self, stop: threading.Event) -> None:
+        """Emit ``job.heartbeat`` every ``heartbeat_interval_s`` until ``stop`` is set."""
+        while not stop.wait(self.request.heartbeat_interval_s):
+            self.emit(EventType.JOB_HEARTBEAT, je.JobHeartbeatPayload(worker=self.request.worker))
 
     def finished(self, outcome: Outcome) -> Any:
         """Emit the terminal event the worker owns (none for stages and retryable errors)."""

@@ -9,7 +9,9 @@
   (``POST /v1/internal/jobs/{id}/events``) with the job-scoped token, retrying transient failures
   (connection errors, 408, 429, 5xx) with exponential backoff. Each event keeps its id across
   resends and the gateway publishes it with ``Nats-Msg-Id`` = that id, so a resent event is
-  stored once. 4xx answers other than 408/429 are not retried (the event or token is wrong). It
+  stored once. 4xx answers other than 408/429 are not retried (the event or token is wrong). Each
+  request carries the run's ``traceparent``, so the gateway's span (and what it publishes) stays
+  in the job's trace. It
   has no cancel watch: on Modal, ``FunctionCall.cancel()`` stops the container instead.
 """
 
@@ -23,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 from contracts.envelope import EventEnvelope
 from contracts.runs import RunRequest
 from contracts.subjects import Namespace, Subjects
+from services.common import tracing
 from services.common.config import nats_servers
 from services.common.nats import RECONNECT_WAIT_S
 from services.common.publish import publish_event
@@ -154,7 +157,7 @@ class IngestSink:
         body = {"events": [event.model_dump(mode="json", exclude_none=True)]}
         for attempt in range(1, self.attempts + 1):
             try:
-                response = await self._http.post(self.url, json=body)
+                response = await self._http.post(self.url, json=body, headers=tracing.inject({}))
             except httpx.TransportError:
                 if attempt == self.attempts:
                     raise

@@ -224,8 +224,8 @@ class SplatTrainer:
             errors.append(float(np.mean((self.render(frame.camera) - truth) ** 2)))
         return mse_to_psnr(float(np.mean(errors)))
 
-    def stats(self) -> SplatStats:
-        """Where training stands (renders the newest views for the PSNR estimate)."""
+    def stats(self, psnr: bool = True) -> SplatStats:
+        """Where training stands (``psnr``: render the newest views for the PSNR estimate, else ``None``)."""
         return SplatStats(
             self.frames_received,
             self.frames_used,
@@ -233,7 +233,7 @@ class SplatTrainer:
             self.model.count if self.model else 0,
             self.steps,
             self.last_loss,
-            self.psnr(),
+            self.psnr() if psnr else None,
         )
 
     def gaussians(self) -> Gaussians:

@@ -29,12 +29,12 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from contracts.session_params import VLM_DEFAULT_MODEL, vlm_model_refusal
 from modal_workers.runtime import PermanentError
 
-DEFAULT_MODEL = "google/gemma-3-4b-it"
+DEFAULT_MODEL = VLM_DEFAULT_MODEL
 """The model used when ``GPURELAY_VLM_MODEL`` is not set."""
 MODEL_ENV, ALLOWED_ENV = "GPURELAY_VLM_MODEL", "GPURELAY_VLM_MODELS"
-_PATH_MARKERS = ("..", "\\", "~", "\x00")
 Message = Mapping[str, Any]
 
 
@@ -52,15 +52,11 @@ def model_settings(environ: Mapping[str, str] = os.environ) -> tuple[str, tuple[
 
 
 def resolve_model(requested: str | None, default: str, allowed: Sequence[str] = ()) -> str:
-    """The model to load for a job that asked for ``requested`` (``None``: ``default``)."""
-    if requested is None or requested == default:
-        return default
-    if requested.startswith("/") or any(marker in requested for marker in _PATH_MARKERS):
-        raise PermanentError("model_not_allowed", f"the model {requested!r} is not a model name")
-    if requested not in allowed:
-        names = ", ".join(repr(name) for name in (default, *allowed) if not name.startswith("/"))
-        raise PermanentError("model_not_allowed", f"the model {requested!r} is not allowed here; allowed: {names}")
-    return requested
+    """The model to load for a job that asked for ``requested`` (``None``: ``default``); the rule is
+    :func:`contracts.session_params.vlm_model_refusal`, the gateway's too."""
+    if (refusal := vlm_model_refusal(requested, default, allowed)) is not None:
+        raise PermanentError("model_not_allowed", refusal)
+    return default if requested is None else requested
 
 
 def device() -> str:

@@ -52,10 +52,12 @@ class ChatModel(Protocol):
 
 @dataclass(frozen=True)
 class ChunkOutcome:
-    """What one chunk produced: its result record and, if the alert matched, the alert record."""
+    """What one chunk produced: its result record, the alert record if the alert matched, and how
+    many earlier turns its prompt carried (the conversation's state at the time)."""
 
     result: dict[str, Any]
     alert: dict[str, Any] | None = None
+    context_turns: int = 0
 
 
 def decode_frame(data: bytes) -> Any | None:
@@ -129,6 +131,7 @@ class VlmSession:
         text_in = user_text(chunk, self.params.prompt)
         with self._lock:
             messages, epoch = self.conversation.messages(text_in, len(images)), self._epoch
+            turns = len(self.conversation.turns)
         answer, tokens = self.model.generate(images, messages, self.params.max_new_tokens, self.params.temperature)
         with self._lock:
             if epoch == self._epoch:
@@ -136,7 +139,7 @@ class VlmSession:
         span = {"chunk": chunk.index, "first_seq": chunk.first_seq, "last_seq": chunk.last_seq}
         latency_ms = round((self.clock() - chunk.closed_at) * 1000, 3)
         result = {**span, "text": answer, "tokens": tokens, "latency_ms": latency_ms}
-        return ChunkOutcome(result, self._alert(answer, span))
+        return ChunkOutcome(result, self._alert(answer, span), turns)
 
     def stats(self) -> dict[str, int]:
         """Counters for the session's summary."""

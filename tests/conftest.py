@@ -17,9 +17,13 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from contracts.streams import KV_APIKEYS, Declarations, declarations
 from contracts.subjects import Namespace, Subjects
+from services.common import tracing
 from services.common.apikeys import ApiKeyStore
 from services.common.embedded_nats import EmbeddedNats
 from services.common.nats import apply_declarations
@@ -37,6 +41,14 @@ os.environ.setdefault("XDG_CONFIG_HOME", str(TEST_DATA / "xdg-config"))
 os.environ.setdefault("XDG_CACHE_HOME", str(TEST_DATA / "xdg-cache"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HOME", str(TEST_DATA / "hf"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Gemma 3 saved like a hub checkpoint (see tests/support/tiny_gemma.py), once per run."""
+    from tests.support.tiny_gemma import build_tiny_gemma
+
+    return build_tiny_gemma(tmp_path_factory.mktemp("tiny-gemma"))
 
 
 @pytest.fixture(scope="session")
@@ -100,6 +112,22 @@ async def declared(js: JetStreamContext, decls: Declarations) -> Declarations:
     """This test's streams and buckets, applied (the namespace fixture deletes them)."""
     await apply_declarations(js, decls)
     return decls
+
+
+@pytest.fixture
+def span_exporter() -> Iterator[InMemorySpanExporter]:
+    """Tracing on in this process for the test: every span ended is kept in memory (off again after).
+
+    Apps read the provider when they are made: a fixture that makes one must come after this one."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider)
+    try:
+        yield exporter
+    finally:
+        tracing.install(None)
+        provider.shutdown()
 
 
 # -- the gateway over real HTTP ------------------------------------------------------------------

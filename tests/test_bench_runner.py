@@ -105,3 +105,23 @@ def test_helpers() -> None:
     table = format_table(RESULTS)
     assert len(table.splitlines()) == len(RESULTS) + 1
     assert "6.00x" in table
+
+
+def test_a_failing_benchmark_keeps_the_others_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    import bench.run as runner
+
+    def broken() -> list[Result]:
+        raise RuntimeError("SSE answered 429")
+
+    good = types.ModuleType("bench.good")
+    good.run = lambda: RESULTS[:1]  # type: ignore[attr-defined]
+    bad = types.ModuleType("bench.bad")
+    bad.run = broken  # type: ignore[attr-defined]
+    monkeypatch.setattr(runner, "discover", lambda only=(): [bad, good])
+    monkeypatch.setattr(runner, "machine", lambda: INFO)
+    out_json, out_md = tmp_path / "r.json", tmp_path / "B.md"
+    assert runner.main(["--json", str(out_json), "--markdown", str(out_md)]) == 1
+    assert [row["name"] for row in json.loads(out_json.read_text())] == ["core pub/sub"]
+    assert "bench.bad FAILED in this run (RuntimeError: SSE answered 429)" in out_md.read_text()

@@ -1,4 +1,5 @@
-"""docker-compose.yml and deploy/: services, health checks, start order, and settings valid in prod.
+"""docker-compose.yml and deploy/: services, health checks, start order, settings valid in prod, and the
+optional observability profile (Prometheus scraping every service, a Grafana dashboard of every metric).
 
 Docker is not needed: the compose file is parsed with PyYAML, ``${VAR...}`` is interpolated here
 the way compose does it, and each service's environment is fed to its settings class.
@@ -6,6 +7,7 @@ the way compose does it, and each service's environment is fed to its settings c
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -17,6 +19,7 @@ import pytest
 import yaml
 from pydantic import SecretStr, ValidationError
 
+from services.common import metrics
 from services.common.config import (
     PLACEHOLDER_PREFIX,
     BaseServiceSettings,
@@ -268,3 +271,66 @@ def test_dockerfile() -> None:
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users
     assert users[-1].split(":")[0] not in ("root", "0")
+
+
+# -- the observability profile -----------------------------------------------------------------
+
+OBSERVABILITY = {"prometheus", "grafana"}
+PROMETHEUS = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+DASHBOARD = json.loads((DEPLOY / "grafana" / "dashboards" / "gpurelay.json").read_text())
+
+
+def test_prometheus_and_grafana_are_an_optional_profile_on_loopback() -> None:
+    assert set(SERVICES) >= OBSERVABILITY
+    for name, service in SERVICES.items():
+        assert service.get("profiles", []) == (["observability"] if name in OBSERVABILITY else []), name
+    for name in OBSERVABILITY:
+        assert all(str(port).startswith("127.0.0.1:") for port in SERVICES[name]["ports"]), name
+    assert "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in SERVICES["prometheus"]["volumes"]
+    grafana = SERVICES["grafana"]["volumes"]
+    assert "./deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in grafana
+    assert "./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro" in grafana
+    for name in OBSERVABILITY:
+        for volume in SERVICES[name]["volumes"]:
+            source = volume.split(":")[0]
+            assert (ROOT / source).exists() if source.startswith("./") else source in COMPOSE["volumes"], volume
+
+
+def test_prometheus_scrapes_every_service_on_its_port() -> None:
+    jobs = {job["job_name"]: job for job in PROMETHEUS["scrape_configs"]}
+    assert set(jobs) == set(APP_SETTINGS)
+    for service, job in jobs.items():
+        assert job.get("metrics_path", "/metrics") == "/metrics"
+        assert job["static_configs"] == [{"targets": [f"{service}:{environment(service)['GPURELAY_PORT']}"]}]
+
+
+def exposed_names() -> dict[str, set[str]]:
+    """Each metric family of :mod:`services.common.metrics` and the sample names Prometheus sees."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    families: dict[str, set[str]] = {}
+    for collectors in metrics.SERVICE_METRICS.values():
+        for collector in collectors:
+            for family in collector.describe():
+                families[family.name] = {family.name + suffix for suffix in suffixes[family.type]}
+    return families
+
+
+def test_the_dashboard_shows_every_metric_and_only_metrics_that_exist() -> None:
+    panels = [p for p in DASHBOARD["panels"] if p["type"] != "row"]
+    exprs = [target["expr"] for panel in panels for target in panel["targets"]]
+    used = {name for expr in exprs for name in re.findall(r"\bgpurelay_[a-z_]+", expr)}
+    families = exposed_names()
+    known = set().union(*families.values())
+    assert used <= known, used - known
+    assert [name for name, samples in families.items() if not samples & used] == []
+    datasource = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    uid = datasource["datasources"][0]["uid"]
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+    assert {panel["datasource"]["uid"] for panel in panels} == {uid}
+
+
+def test_the_proxy_never_serves_metrics() -> None:
+    caddy = (DEPLOY / "Caddyfile").read_text()
+    blocked = re.search(r"@metrics path /metrics[^\n]*\n\s*handle @metrics \{\s*respond 404\s*\}", caddy)
+    assert blocked, "the Caddyfile must answer 404 for /metrics"
+    assert blocked.start() < caddy.index("reverse_proxy gateway:8000")

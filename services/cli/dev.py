@@ -58,6 +58,17 @@ def _dev_secret(data_dir: Path, name: str, make: Callable[[], str] = lambda: sec
     return value
 
 
+DEV_WORKER_ENV = {"GPURELAY_SPLAT_URDF": "synthetic_arm.urdf"}
+"""What the dev stack's workers default to: splat sessions pose frames with the shipped synthetic arm
+(its ``camera_link``), so the seed's clients, which send no robot description, get poses."""
+
+
+def dev_worker_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """:data:`DEV_WORKER_ENV` less what the environment already sets (the operator's choice wins)."""
+    current = os.environ if environ is None else environ
+    return {key: value for key, value in DEV_WORKER_ENV.items() if key not in current}
+
+
 def print_ready(env: dict[str, str]) -> None:
     """Tell the person at the terminal where the stack listens and which key to use."""
     from rich.console import Console
@@ -143,7 +154,8 @@ class DevStack:
         shared["url"] = self.gateway.url
         # Its workers die with us: the NATS they report to does too.
         self.dispatcher = Dispatcher(
-            DispatcherSettings(**shared, local_workers_die_with_dispatcher=True), modal_client=self.modal_client
+            DispatcherSettings(**shared, local_workers_die_with_dispatcher=True, local_worker_env=dev_worker_env()),
+            modal_client=self.modal_client,
         )
         await self.dispatcher.start()
         # One origin, as the reverse proxy gives in production: the notifier's routes (SSE,

@@ -23,6 +23,8 @@ from services.cli.serve import serve_app
 from services.cli.sessions import sessions_app
 from services.cli.status_cmd import status
 from services.cli.submit import submit
+from services.common.config import BaseServiceSettings
+from services.common.tracing import setup_tracing
 
 app = typer.Typer(
     name="gpurelay", help="Run GPU jobs on media and robot data, and watch them live.", no_args_is_help=True
@@ -51,6 +53,7 @@ def dev(
 ) -> None:
     """Run the whole embedded stack in the foreground until Ctrl-C (SIGINT) or SIGTERM."""
     stack = DevStack(data_dir=data_dir.resolve(), port=port, nats_port=nats_port)
+    setup_tracing(BaseServiceSettings(), "dev")  # GPURELAY_OTLP_ENDPOINT: one process, one service name
     try:
         asyncio.run(run_until_signal(stack, on_ready=print_ready))
     except DataDirInUseError as exc:

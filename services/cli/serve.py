@@ -1,7 +1,7 @@
 """``gpurelay gateway|dispatcher|notifier``: one service in the foreground (what compose runs).
 
-Each reads its settings from ``GPURELAY_*`` (or ``<data dir>/dev.env``) and stops cleanly on
-SIGINT or SIGTERM.
+Each reads its settings from ``GPURELAY_*`` (or ``<data dir>/dev.env``), exports traces when an
+OTLP endpoint is configured, and stops cleanly on SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import typer
 from services.common.config import GatewaySettings, NotifierSettings, load_settings
 from services.common.http_server import serve_forever
 from services.common.logging import setup_logging
+from services.common.tracing import setup_tracing
 
 serve_app = typer.Typer(add_completion=False)
 
@@ -25,6 +26,7 @@ def gateway() -> None:
 
     settings = load_settings(GatewaySettings)
     setup_logging(settings, service="gateway")
+    setup_tracing(settings, "gateway")
     serve_forever(create_app(settings), settings.host, settings.port, settings.ws_max_message_bytes)
 
 
@@ -35,6 +37,7 @@ def notifier() -> None:
 
     settings = load_settings(NotifierSettings)
     setup_logging(settings, service="notifier")
+    setup_tracing(settings, "notifier")
     serve_forever(create_app(settings), settings.host, settings.port, settings.ws_max_message_bytes)
 
 

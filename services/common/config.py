@@ -13,9 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.session_params import VLM_DEFAULT_MODEL
 from contracts.subjects import Namespace, Subjects
 
 PLACEHOLDER_PREFIX = "dev-insecure-"
@@ -100,6 +101,18 @@ class BaseServiceSettings(BaseSettings):
 
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
+
+    metrics_enabled: bool = Field(
+        default=True, description="Serve GET /metrics (Prometheus text, no API key): keep it off the public proxy."
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP base URL traces are exported to (…/v1/traces); unset: OTEL_EXPORTER_OTLP_ENDPOINT, "
+        "else no tracing.",
+    )
+    trace_sample_ratio: float = Field(
+        default=1.0, ge=0, le=1, description="Share of new traces kept (a child follows its parent's choice)."
+    )
 
     @model_validator(mode="after")
     def _no_placeholder_secrets_in_prod(self) -> BaseServiceSettings:
@@ -223,6 +236,22 @@ class GatewaySettings(ApiKeySettings):
     session_stop_wait_s: float = Field(
         default=30.0, ge=0, le=600, description="The seed's /stop-training waits this long for the final outputs."
     )
+    vlm_model: str = Field(
+        default=VLM_DEFAULT_MODEL,
+        description="The VLM a vlm session runs when it names none (a hub id or a local directory); "
+        "set the workers' GPURELAY_VLM_MODEL to the same.",
+    )
+    vlm_models: list[str] = Field(
+        default_factory=list,
+        description="Other models a vlm session may name (a JSON list); others are refused with 422. "
+        "Set the workers' GPURELAY_VLM_MODELS to the same.",
+    )
+
+    @field_validator("vlm_model", mode="before")
+    @classmethod
+    def _default_vlm_model(cls, value: object) -> object:
+        """Read as the workers read it: surrounding blanks ignored, an empty value is the default."""
+        return (value.strip() or VLM_DEFAULT_MODEL) if isinstance(value, str) else value
 
 
 class DispatcherSettings(BaseServiceSettings):
@@ -237,6 +266,11 @@ class DispatcherSettings(BaseServiceSettings):
         default=False,
         description="Pool workers end when the dispatcher dies (gpurelay dev, whose NATS dies with it); "
         "else a busy worker finishes its attempt and reports straight to NATS.",
+    )
+    local_worker_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment the local pool's workers get on top of the dispatcher's "
+        "(gpurelay dev: the synthetic arm's URDF for splat sessions).",
     )
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
     heartbeat_misses: int = Field(default=3, ge=1)
@@ -304,6 +338,60 @@ class NotifierSettings(ApiKeySettings):
     webhook_pool_max_idle: int = Field(
         default=256, ge=0, description="Idle keep-alive connections kept in all (least recently used closed first)."
     )
+    metrics_max_endpoints: int = Field(
+        default=50, ge=0, le=1000, description="Webhook endpoints with their own metrics label; later ones: 'other'."
+    )
+
+
+class SplatSettings(BaseSettings):
+    """The splat workload's deployment defaults (``GPURELAY_SPLAT_*``), read by its worker process.
+
+    The seed's clients send no robot description, camera mount or intrinsics: a session's params
+    override each of these, else they come from here. ``urdf`` names a file under ``robots_dir``
+    (default: the URDFs shipped in ``modal_workers/assets``) or is an absolute path the operator
+    chose; ``None`` means no forward kinematics (only frames sent with a pose are used).
+    ``gpurelay dev`` sets ``GPURELAY_SPLAT_URDF=synthetic_arm.urdf`` for its workers.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="GPURELAY_SPLAT_", extra="ignore", frozen=True)
+
+    urdf: str | None = Field(default=None, description="The robot's URDF (a name under robots_dir, or a path).")
+    robots_dir: Path | None = Field(default=None, description="Where session params may pick a URDF by name.")
+    camera_link: str = Field(default="camera_link", min_length=1, description="The link the camera is on.")
+    camera_xyz: tuple[float, float, float] = Field(default=(0.0, 0.0, 0.0), description="Camera→link offset (m).")
+    camera_rpy: tuple[float, float, float] = Field(default=(0.0, 0.0, 0.0), description="Camera→link rpy (rad).")
+    hfov_deg: float = Field(default=60.0, gt=0, lt=180, description="Horizontal field of view, unless fx/fy are set.")
+    fx: float | None = Field(default=None, gt=0, description="Focal length in pixels at the frames' resolution.")
+    fy: float | None = Field(default=None, gt=0)
+    cx: float | None = Field(default=None, ge=0, description="Principal point (default: the image centre).")
+    cy: float | None = Field(default=None, ge=0)
+    near_m: float = Field(default=0.05, gt=0, description="Nearest scene depth seen by the camera (new Gaussians).")
+    far_m: float = Field(default=2.0, gt=0, description="Farthest scene depth seen by the camera.")
+    cpu_threads: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="torch threads of a session on the CPU (on a small shared machine "
+        "more threads mostly wait for each other).",
+    )
+    cpu_max_gaussians: int = Field(
+        default=4000,
+        ge=100,
+        le=10_000_000,
+        description="On the CPU a session keeps at most this many Gaussians "
+        "(or its max_gaussians if lower): the pure-torch rasterizer's cost grows with them.",
+    )
+    max_image_side: int | None = Field(
+        default=None, ge=16, le=8192, description="Frames are shrunk to this longest side (None: 160 CPU, 1024 CUDA)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SplatSettings:
+        if (self.fx is None) != (self.fy is None):
+            raise ValueError("set both GPURELAY_SPLAT_FX and GPURELAY_SPLAT_FY, or neither")
+        if self.near_m >= self.far_m:
+            raise ValueError("GPURELAY_SPLAT_NEAR_M must be below GPURELAY_SPLAT_FAR_M")
+        return self
 
 
 S = TypeVar("S", bound=BaseServiceSettings)

@@ -18,6 +18,10 @@ electing a stream leader, a request lost with its connection): they publish agai
 redrive, a webhook delivery): once per ``msg_id`` (:func:`contracts.event_ids.replay_msg_id`,
 :func:`~contracts.event_ids.redrive_msg_id`), marked with ``Gpurelay-Replay-Of: {stream}:{seq}``
 (:data:`REPLAY_OF`) when it is a copy, so consumers can tell a copy and dedupe it.
+
+Every envelope published here carries the W3C trace context of the code that published it
+(``traceparent``: :func:`services.common.tracing.inject`; nothing while no span is current), so its
+consumers continue the job's trace, and is counted by type (``gpurelay_events_published_total``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from contracts.envelope import EventEnvelope
+from services.common import tracing
+from services.common.metric_labels import event_type_label
+from services.common.metrics import EVENTS_PUBLISHED
 from services.common.nats import is_unavailable
 
 log = logging.getLogger(__name__)
@@ -52,17 +59,25 @@ def dedup_headers(event: EventEnvelope, msg_id: str | None = None) -> dict[str, 
     return {MSG_ID: msg_id or event.id}
 
 
+def event_headers(event: EventEnvelope, msg_id: str | None = None) -> dict[str, str]:
+    """The headers of a publish of ``event``: :func:`dedup_headers` and the current trace context; counted."""
+    EVENTS_PUBLISHED.labels(event_type_label(event.type)).inc()
+    headers = dedup_headers(event, msg_id)
+    tracing.inject(headers)
+    return headers
+
+
 async def publish_event(
     js: JetStreamContext, subject: str, event: EventEnvelope, *, msg_id: str | None = None
 ) -> PubAck:
     """Publish ``event`` on ``subject`` once (by its id) and wait for the stream's ack (retried while NATS is away)."""
-    body, headers = event.to_json_bytes(), dedup_headers(event, msg_id)
+    body, headers = event.to_json_bytes(), event_headers(event, msg_id)
     return await until_stored(lambda: js.publish(subject, body, headers=headers), subject)
 
 
 async def publish_event_async(js: JetStreamContext, subject: str, event: EventEnvelope) -> asyncio.Future[PubAck]:
     """Publish ``event`` on ``subject`` once (by its id) without waiting: the future of its ack."""
-    return await js.publish_async(subject, event.to_json_bytes(), headers=dedup_headers(event))
+    return await js.publish_async(subject, event.to_json_bytes(), headers=event_headers(event))
 
 
 def copied_headers(original: Mapping[str, str] | None) -> dict[str, str]:

@@ -15,6 +15,7 @@ is down finds the waiting queue when it starts).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from nats.aio.client import Client as NatsClient
@@ -63,6 +64,8 @@ class QueuedDelivery:
     """Only for a per-job webhook (``jobhook-...``); a KV endpoint is looked up at delivery time."""
     source_seq: int | None = None
     replay_of: str | None = None
+    trace: Mapping[str, str] | None = None
+    """The event's trace context headers (``traceparent``): its delivery attempts join its trace."""
 
     @property
     def queue(self) -> str:
@@ -71,7 +74,7 @@ class QueuedDelivery:
 
     def headers(self) -> dict[str, str]:
         """The queue message's headers (``Nats-Msg-Id`` is added by whoever publishes)."""
-        headers = {H_EVENT: self.event_id, H_TYPE: self.event_type, H_JOB: self.job_id or ""}
+        headers = {**(self.trace or {}), H_EVENT: self.event_id, H_TYPE: self.event_type, H_JOB: self.job_id or ""}
         if self.url:
             headers[H_URL], headers[H_ENDPOINT] = self.url, self.endpoint_id
         if self.source_seq is not None:

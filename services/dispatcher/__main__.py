@@ -5,6 +5,7 @@ Beside the dispatcher it serves ``GET /healthz`` on ``GPURELAY_HOST:GPURELAY_POR
 also carries the operators' counters (:meth:`Dispatcher.metrics`): ``dead_lettered`` and
 ``handler_errors`` per consumer since start, ``created_republished``, and ``local_pool`` (``size``,
 ``started``, ``idle``, ``busy``; null without a local pool), which ``gpurelay status`` shows.
+``GET /metrics`` on the same port serves its Prometheus metrics (:mod:`services.common.metrics`).
 """
 
 from __future__ import annotations
@@ -19,20 +20,25 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from services.common.config import DispatcherSettings, load_settings
+from services.common.http.metrics import metrics_endpoint
 from services.common.http_server import EmbeddedHttpServer
 from services.common.logging import setup_logging
+from services.common.tracing import setup_tracing
 from services.dispatcher.service import Dispatcher
 
 
 def health_app(dispatcher: Dispatcher) -> Any:
-    """``/healthz`` of a running dispatcher."""
+    """``/healthz`` of a running dispatcher, and ``/metrics`` unless ``GPURELAY_METRICS_ENABLED=false``."""
 
     async def healthz(_: Request) -> JSONResponse:
         ok = dispatcher.nc is not None and dispatcher.nc.is_connected
         body = {"status": "ok" if ok else "nats disconnected", **dispatcher.metrics()}
         return JSONResponse(body, status_code=200 if ok else 503)
 
-    return Starlette(routes=[Route("/healthz", healthz)])
+    routes = [Route("/healthz", healthz)]
+    if dispatcher.settings.metrics_enabled:
+        routes.append(Route("/metrics", metrics_endpoint))
+    return Starlette(routes=routes)
 
 
 async def serve(settings: DispatcherSettings) -> None:
@@ -57,6 +63,7 @@ def main() -> None:
     """Entry point."""
     settings = load_settings(DispatcherSettings)
     setup_logging(settings, service="dispatcher")
+    setup_tracing(settings, "dispatcher")
     asyncio.run(serve(settings))
 
 

@@ -8,6 +8,9 @@ a cancel request, or the job ending elsewhere. The record it watches comes from 
 KV watch (:meth:`Attempts.on_record`). A ticket redelivered after a dispatcher died finds its job
 already dispatched and is *adopted*: supervised from the record alone (heartbeats, timeout,
 cancel by call id), never run a second time.
+
+Each attempt is a span in the job's trace (the ticket's headers carry it), handed on to the worker in
+``RunRequest.trace``; its queue wait and run time are observed (:mod:`services.dispatcher.observe`).
 """
 
 from __future__ import annotations
@@ -27,14 +30,18 @@ from contracts.events import EventType
 from contracts.job_record import Artifact, JobError, JobRecord, JobStatus, StageStatus
 from contracts.route_table import Route
 from contracts.runs import RunRequest, StagePlan
+from services.common import tracing
 from services.common.config import DispatcherSettings
 from services.dispatcher.backends import Backend, BackendUnavailableError, Launch
 from services.dispatcher.consumers import PoisonMessage
+from services.dispatcher.observe import observe_attempt, observe_launch
 from services.dispatcher.store import JobEvents, JobStore, Ticket
 from services.dispatcher.supervision import Held, Verdict, wait_for_verdict
 
 log = logging.getLogger(__name__)
 _S = JobStatus
+ENDINGS = frozenset({EventType.JOB_SUCCEEDED, EventType.JOB_FAILED, EventType.JOB_RETRYING})
+"""The events that end an attempt of ours (its outcome in ``gpurelay_job_run_seconds``)."""
 
 
 class Attempts:
@@ -84,6 +91,8 @@ class Attempts:
             held.began = when.timestamp() if when else time.time()
         backend = self.backends[route.backend]
         reservation = None if adopting else await backend.reserve()
+        if not adopting:
+            observe_launch(ticket, msg)
         self.held[ticket.key, ticket.attempt] = held
         held.task = asyncio.create_task(self._supervise(held, backend, reservation, adopting))
 
@@ -110,12 +119,16 @@ class Attempts:
 
     # -- one attempt ------------------------------------------------------------------------
     async def _supervise(self, held: Held, backend: Backend, reservation: Any, adopting: bool) -> None:
+        ticket = held.ticket
+        attributes = {"job.id": ticket.job_id, "job.kind": ticket.kind, "job.attempt": ticket.attempt}
         try:
-            if adopting:
-                verdict = await wait_for_verdict(held, None, held.began + held.route.timeout_s, self.silence)
-                await self._conclude(held, verdict, None, backend)
-            else:
-                await self._run_stages(held, backend, reservation)
+            with tracing.span(f"attempt {ticket.kind}", attributes={**attributes, "adopted": adopting}):
+                if adopting:
+                    verdict = await wait_for_verdict(held, None, held.began + held.route.timeout_s, self.silence)
+                    await self._conclude(held, verdict, None, backend)
+                else:
+                    await self._run_stages(held, backend, reservation)
+            observe_attempt(ticket.kind, held.outcome, held.began)
             await held.msg.ack()
         except asyncio.CancelledError:
             raise
@@ -148,6 +161,7 @@ class Attempts:
                 heartbeat_interval_s=self.settings.heartbeat_interval_s,
                 storage_prefix=self.settings.storage_prefix,
                 created_at=held.record.created_at,
+                trace=tracing.inject({}),
             )
 
             async def announce(
@@ -186,9 +200,12 @@ class Attempts:
     ) -> None:
         """Turn a verdict into the attempt's last event(s)."""
         outcome = verdict.outcome
+        if outcome is not None and outcome.status == "succeeded":
+            held.outcome = "succeeded"  # the worker published job.succeeded
         if verdict.reason in ("timeout", "silent", "cancel", "ended"):
             await self._cancel_run(held, launch, backend)
         if verdict.reason == "cancel":
+            held.outcome = "canceled"
             canceled = canceled_event_id(held.ticket.job_id)  # once per job, as when canceled before a run
             await self.events.publish(
                 held.record, EventType.JOB_CANCELED, je.JobCanceledPayload(), canceled, held.ticket.attempt
@@ -199,6 +216,7 @@ class Attempts:
             lost_ok = held.route.retries.retry_on_worker_lost
             await self._retry_or_fail(held, code or "worker_lost", verdict.message, lost_ok or bool(code))
         elif outcome is not None and outcome.error is not None and outcome.status == "permanent":
+            held.outcome = "failed"
             reported = await self.events.last(held.record, "failed")  # the worker's own (its id is not ours)
             if reported is None or reported.attempt != held.ticket.attempt:
                 await self._publish(held, EventType.JOB_FAILED, je.JobFailedPayload(error=outcome.error), "failed")
@@ -231,4 +249,6 @@ class Attempts:
     async def _publish(self, held: Held, type_: EventType, payload: Any, name: str) -> None:
         """Publish the attempt's ``name`` event (:func:`~contracts.event_ids.attempt_event_id`)."""
         job, attempt = held.ticket.job_id, held.ticket.attempt
+        if type_ in ENDINGS:
+            held.outcome = name
         await self.events.publish(held.record, type_, payload, attempt_event_id(job, attempt, name), attempt=attempt)

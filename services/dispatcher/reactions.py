@@ -8,6 +8,10 @@
 * ``job.cancel_requested`` while no worker runs (created, queued, retrying): ``job.canceled`` now;
   a running attempt is canceled by the replica that holds it.
 
+A job released by its upload goes on in its own trace (that of the request that created it, read
+from its ``job.created``), linked to the upload's. An event that moved a record is counted
+(:func:`~services.dispatcher.observe.observe_folded`).
+
 Every reaction publishes with a deterministic id and checks the folded record first, so a
 redelivered event repeats nothing. Bytes that are not an event raise
 :class:`~services.dispatcher.consumers.PoisonMessage`: the consumer dead-letters them at once.
@@ -29,8 +33,10 @@ from contracts.events import EventType, parse_payload_as
 from contracts.ids import tenant_key
 from contracts.job_record import JobError, JobRecord, JobStatus
 from contracts.route_table import Route
+from services.common import tracing
 from services.common.kv import kv_entries
 from services.dispatcher.consumers import PoisonMessage
+from services.dispatcher.observe import observe_folded
 from services.dispatcher.store import JobEvents, JobStore
 
 log = logging.getLogger(__name__)
@@ -50,8 +56,10 @@ class Reactions:
         event = _envelope(body)
         if event.job_id is None:
             return None
-        record = await self.store.apply(event)
+        record, moved = await self.store.apply(event)
         if record is not None:
+            if moved:
+                observe_folded(record)
             await self.react(event, record)
         return record
 
@@ -111,7 +119,10 @@ class Reactions:
         for job_id in job_ids:
             record, _ = await self.store.get(event.tenant, job_id)
             if record is not None:
-                await self.release_if_ready(record)
+                # The job's own trace goes on (the request that created it), linked to this upload's.
+                parent = tracing.extract(await self.events.created_trace(record))
+                with tracing.span("release job", parent, links=tracing.current_links(), attributes={"job.id": job_id}):
+                    await self.release_if_ready(record)
 
 
 def _envelope(body: bytes) -> EventEnvelope:

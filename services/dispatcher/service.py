@@ -15,6 +15,10 @@ Every handler runs through :class:`~services.dispatcher.consumers.ConsumerGuard`
 policy): a failure is logged and redelivered at most ``event_max_deliver`` (``ticket_max_deliver``)
 times, then dead-lettered, so a poison message never wedges a consumer.
 
+Metrics (:mod:`services.dispatcher.observe`): its consumers' lag and the pool are sampled on each
+scrape of ``/metrics`` (served by ``gpurelay dispatcher`` beside ``/healthz``, or by the gateway's
+origin under ``gpurelay dev``).
+
 Besides: a KV watch on ``jobs`` that wakes held attempts and feeds the
 :class:`~services.dispatcher.sweeper.CreatedSweeper`, a task that keeps held tickets alive, the
 retention sweep and the sweep for jobs whose ``job.created`` was never published.
@@ -36,6 +40,7 @@ from pydantic import ValidationError
 from contracts import streams
 from contracts.job_record import JobRecord
 from contracts.route_table import DEFAULT_ROUTES, Route, load_route_table
+from services.common import metrics
 from services.common.config import DispatcherSettings
 from services.common.nats import connect, declare_all
 from services.common.storage import Storage, make_storage
@@ -45,6 +50,7 @@ from services.dispatcher.consumers import ConsumerGuard
 from services.dispatcher.fold import route_pricing
 from services.dispatcher.local_pool import LocalPool
 from services.dispatcher.modal_backend import ModalBackend, ModalClient
+from services.dispatcher.observe import start_sampling
 from services.dispatcher.reactions import Reactions
 from services.dispatcher.retention import Retention
 from services.dispatcher.store import DISPATCH_STREAM, JobEvents, JobStore, declare_dispatch
@@ -84,6 +90,7 @@ class Dispatcher:
         self.sweeper: CreatedSweeper | None = None
         self.guard: ConsumerGuard | None = None
         self._advisories: list[Any] = []
+        self._stop_sampling: Callable[[], None] = lambda: None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -122,6 +129,9 @@ class Dispatcher:
         ]  # fmt: skip
         await broker.start()
         self._advisories = await bound_and_watch(nc, guard, consumers)
+        if s.metrics_enabled:
+            metrics.register("dispatcher")
+            self._stop_sampling = start_sampling(js, [(c.stream, c.durable) for c in consumers], self.pool)
         self._tasks = [
             asyncio.create_task(self._watch_records(jobs_kv)),
             asyncio.create_task(self._keep_tickets()),
@@ -177,6 +187,7 @@ class Dispatcher:
 
     async def stop(self) -> None:
         """Stop consuming, stop supervising (held tickets are adopted elsewhere), stop the pool."""
+        self._stop_sampling()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -28,6 +28,7 @@ from contracts.ids import ResourceId, TenantId, tenant_key
 from contracts.job_record import JobRecord
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
+from services.common import tracing
 from services.common.publish import publish_event
 from services.dispatcher.fold import Pricing, apply, no_pricing
 
@@ -79,16 +80,17 @@ class JobStore:
             return None, None
         return JobRecord.model_validate_json(entry.value), entry.revision
 
-    async def apply(self, event: EventEnvelope) -> JobRecord | None:
-        """Fold ``event`` into its job's record with compare-and-set; the record after it."""
+    async def apply(self, event: EventEnvelope) -> tuple[JobRecord | None, bool]:
+        """Fold ``event`` into its job's record with compare-and-set; the record after it, and whether
+        the event moved it (a redelivered or stale one does not)."""
         assert event.job_id is not None
         for _ in range(CAS_ATTEMPTS):
             record, revision = await self.get(event.tenant, event.job_id)
             moved = apply(record, event, self.pricing)
             if moved is record or moved is None:
-                return record
+                return record, False
             if await self.write(moved, revision):
-                return moved
+                return moved, True
         raise RuntimeError(f"job {event.job_id}: too many concurrent updates")
 
     async def write(self, record: JobRecord, revision: int | None) -> bool:
@@ -149,6 +151,15 @@ class JobEvents:
             return None
         return EventEnvelope.from_json_bytes(msg.data or b"{}")
 
+    async def created_trace(self, record: JobRecord) -> dict[str, str]:
+        """The trace context ``job.created`` was published with (the request that made the job)."""
+        subject = self.subjects.job_event(record.tenant, record.id, "created")
+        try:
+            msg = await self.js.get_last_msg(self.ns.stream(JOBS), subject)
+        except NotFoundError:
+            return {}
+        return tracing.trace_headers(msg.headers)
+
     async def dispatched_at(self, record: JobRecord, attempt: int) -> datetime | None:
         """When ``attempt`` of ``record`` was dispatched, read from the stream (not the record)."""
         event = await self.last(record, "dispatched")
@@ -166,5 +177,5 @@ class JobEvents:
         await self.js.publish(
             dispatch_subject(self.ns, record.kind),
             ticket.model_dump_json().encode(),
-            headers={"Nats-Msg-Id": ticket_msg_id(record.id, attempt)},
+            headers=tracing.inject({"Nats-Msg-Id": ticket_msg_id(record.id, attempt)}),  # the attempt joins the trace
         )

@@ -2,7 +2,8 @@
 
 Every consumer is created with an explicit ``max_deliver`` and a ``MANUAL`` ack policy: the
 :class:`~services.dispatcher.consumers.ConsumerGuard` acks, naks with a delay, or dead-letters
-(:mod:`services.dispatcher.consumers`). :func:`bound_and_watch` then brings consumers made before
+(:mod:`services.dispatcher.consumers`). Each message is counted (``gpurelay_events_consumed_total``)
+and handled in a consumer span in the trace its headers carry. :func:`bound_and_watch` then brings consumers made before
 the setting existed to the same ``max_deliver`` and subscribes to their ``MAX_DELIVERIES``
 advisories.
 """
@@ -22,9 +23,15 @@ from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
 from services.common.config import DispatcherSettings
+from services.common.metric_labels import subject_event_label
+from services.common.metrics import EVENTS_CONSUMED
 from services.common.nats import connection_options
+from services.common.tracing import consumer_span
 from services.dispatcher.consumers import ConsumerGuard, Redelivery, bound_redeliveries
 from services.dispatcher.store import dispatch_subject
+
+TICKET = "dispatch.ticket"
+"""The ``type`` label of a dispatch ticket consumed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +78,10 @@ def subscribe_events(
     )  # fmt: skip
     async def on_event(msg: NatsMessage) -> None:
         raw = msg.raw_message
-        await guard.run(durable, raw, lambda: handler(raw.data), policy, ack=True)
+        event_type = subject_event_label(raw.subject)
+        EVENTS_CONSUMED.labels(durable, event_type).inc()
+        with consumer_span(f"{durable} {event_type}", raw.headers, **_attributes(raw, durable)):
+            await guard.run(durable, raw, lambda: handler(raw.data), policy, ack=True)
 
     return Consumer(stream.name, durable, policy)
 
@@ -96,9 +106,16 @@ def subscribe_tickets(
     )  # fmt: skip
     async def on_ticket(msg: NatsMessage) -> None:
         raw = msg.raw_message
-        await guard.run(durable, raw, lambda: handler(raw.data, raw), policy, ack=False)
+        EVENTS_CONSUMED.labels(durable, TICKET).inc()
+        with consumer_span(f"{durable} ticket", raw.headers, **_attributes(raw, durable)):
+            await guard.run(durable, raw, lambda: handler(raw.data, raw), policy, ack=False)
 
     return Consumer(stream.name, durable, policy)
+
+
+def _attributes(raw: Msg, durable: str) -> dict[str, str]:
+    """A consumer span's messaging attributes."""
+    return {"messaging.destination.name": raw.subject, "messaging.consumer.group.name": durable}
 
 
 async def bound_and_watch(nc: NatsClient, guard: ConsumerGuard, consumers: list[Consumer]) -> list[Any]:

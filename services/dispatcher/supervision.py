@@ -28,6 +28,9 @@ class Held:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     began: float = field(default_factory=time.time)
     task: asyncio.Task[None] | None = None
+    outcome: str = "ended"
+    """How the attempt ended (``gpurelay_job_run_seconds``): succeeded, failed, retrying, canceled, or
+    ended (elsewhere: nothing of ours published)."""
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,11 @@ from fastapi import FastAPI
 from services.common.config import GatewaySettings
 from services.common.http.cors import install_cors
 from services.common.http.health import Probe, install_health, nats_probe
+from services.common.http.metrics import install_metrics
 from services.common.http.problem import install_error_handlers, use_problem_json_in_openapi
 from services.common.nats import connect, declare_all
 from services.common.storage import LocalStorage, Storage, make_storage
+from services.common.tracing import fastapi_telemetry
 from services.gateway.blobs import blob_router
 from services.gateway.middleware import BodySizeLimitMiddleware
 from services.gateway.routes import ROUTERS
@@ -64,6 +66,7 @@ def create_app(settings: GatewaySettings, *, storage: Storage | None = None) -> 
         version="1.0.0",
         summary="Run GPU jobs on media and robot data, and watch them live.",
         lifespan=lifespan,
+        telemetry=fastapi_telemetry(),
     )
     app.state.settings = settings
     app.state.ws_message_limits = ((r"/v1/sessions/[^/]+/stream", settings.session_frame_max_bytes + 1024),)
@@ -79,6 +82,7 @@ def create_app(settings: GatewaySettings, *, storage: Storage | None = None) -> 
         larger=((r"/v1/sessions/[^/]+/frames", frames), (r"/compat/so100/[^/]+/upload-frame", frames)),
     )
     install_cors(app, settings.cors_origins)
+    install_metrics(app, settings, "gateway")
     if isinstance(store, LocalStorage):
         app.include_router(blob_router(store))
     for router in ROUTERS:

@@ -37,10 +37,12 @@ from nats.js.errors import KeyNotFoundError
 from contracts.api_robots import JointSampleIn, utc_iso
 from services.common.apikeys import Principal
 from services.common.http.problem import field_error
+from services.common.metrics import EVENTS_PUBLISHED
 from services.gateway.robot_registry import RobotRegistry
 from services.gateway.state import GatewayState
 
 log = logging.getLogger(__name__)
+JOINTS_PUBLISHED = EVENTS_PUBLISHED.labels("robot.joints")
 CONFIRM_TIMEOUT_S = 5.0
 """How long an awaited JetStream ack may take before the request fails with 503."""
 MAX_FIELD_ERRORS = 100
@@ -115,6 +117,7 @@ class Telemetry:
         nc = self.state.nc
         last = len(payloads) - 1
         self.unconfirmed += len(payloads)
+        JOINTS_PUBLISHED.inc(len(payloads))
         try:
             for index in range(last):
                 await nc.publish(subject, payloads[index])

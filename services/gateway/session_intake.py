@@ -34,6 +34,7 @@ from contracts.job_record import JobRecord
 from contracts.session_events import SessionStopRequestedPayload
 from contracts.session_feed import H_POSE, H_SEQ, H_TS, ControlMessage
 from services.common.http.problem import ProblemError
+from services.common.metrics import SESSION_FRAMES
 from services.gateway.state import GatewayState
 
 PUBLISH_TIMEOUT_S = 5.0
@@ -125,6 +126,7 @@ class SessionIntake:
         if self._stopped.get(key):
             record = record.with_session(stop_requested=True)
         if record.terminal or (record.session is not None and record.session.stop_requested):
+            SESSION_FRAMES.labels("ended").inc()
             raise gone(record)
         self._check_rate(key)
         lock = self._locks.get(key) or self._locks.put(key, asyncio.Lock())
@@ -140,6 +142,7 @@ class SessionIntake:
                 headers[H_POSE] = json.dumps(pose)
             subject = self.state.subjects.session_frames(record.tenant, record.id)
             await self._publish(subject, data, headers)
+        SESSION_FRAMES.labels("accepted").inc()
         return FrameAccepted(seq=seq, frame_count=seq)
 
     def _check_rate(self, key: str) -> None:
@@ -147,6 +150,7 @@ class SessionIntake:
         bucket = self._buckets.get(key) or self._buckets.put(key, TokenBucket(rate, rate, now))
         wait = bucket.take(now)
         if wait:
+            SESSION_FRAMES.labels("rate_limited").inc()
             retry = str(max(1, round(wait + 0.5)))
             raise ProblemError(429, f"At most {rate:g} frames a second per session.", headers={"Retry-After": retry})
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 from nats.aio.client import Client as NatsClient
@@ -21,9 +21,12 @@ from contracts.api_webhooks import WebhookRecord
 from services.common.config import NotifierSettings
 from services.common.http.cors import install_cors
 from services.common.http.health import install_health, nats_probe
+from services.common.http.metrics import install_metrics
 from services.common.http.problem import install_error_handlers
 from services.common.nats import connect
-from services.notifier.fanout import FanOut
+from services.common.tracing import fastapi_telemetry
+from services.notifier.fanout import FANOUT_DURABLE, FanOut
+from services.notifier.observe import start_sampling
 from services.notifier.routes import router
 from services.notifier.state import NotifierState, open_state
 from services.notifier.targets import JobHooks
@@ -36,6 +39,7 @@ async def running(settings: NotifierSettings) -> AsyncIterator[NotifierState]:
     """A connected notifier with its webhook machinery running, stopped on exit."""
     nc = await connect(settings, "notifier")
     fanout_task: asyncio.Task[None] | None = None
+    stop_sampling: Callable[[], None] | None = None
     state: NotifierState | None = None
     try:
         state = await open_state(settings, nc)
@@ -52,8 +56,12 @@ async def running(settings: NotifierSettings) -> AsyncIterator[NotifierState]:
         await delivery.resume_all()
         fanout = FanOut(settings, state.js, state.endpoints, JobHooks(state.jobs), delivery)
         fanout_task = asyncio.create_task(fanout.run(await fanout.subscribe()), name="webhook-fanout")
+        if settings.metrics_enabled:
+            stop_sampling = start_sampling(state.js, settings, FANOUT_DURABLE)
         yield state
     finally:
+        if stop_sampling is not None:
+            stop_sampling()
         if fanout_task is not None:
             fanout_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -82,11 +90,17 @@ def create_app(settings: NotifierSettings) -> FastAPI:
             finally:
                 app.state.notifier = None
 
-    app = FastAPI(title="gpurelay notifier", version="1.0.0", lifespan=lifespan)
+    app = FastAPI(
+        title="gpurelay notifier",
+        version="1.0.0",
+        lifespan=lifespan,
+        telemetry=fastapi_telemetry(),
+    )
     app.state.settings = settings
     app.state.notifier = None
     install_error_handlers(app)
     install_cors(app, settings.cors_origins)
+    install_metrics(app, settings, "notifier")
     app.include_router(router)
 
     install_health(app, {"nats": nats_probe(lambda: _connection(app))}, readiness_doc="Readiness: NATS reachable.")

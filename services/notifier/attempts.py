@@ -1,4 +1,7 @@
-"""One delivery attempt of a queued webhook message: send it, then ack, retry later or dead-letter it."""
+"""One delivery attempt of a queued webhook message: send it, then ack, retry later or dead-letter it.
+
+Each attempt and each delivery that ends is counted by endpoint (:mod:`services.notifier.observe`).
+"""
 
 from __future__ import annotations
 
@@ -12,10 +15,13 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from contracts.envelope import utc_now
+from services.common import tracing
 from services.common.config import NotifierSettings
+from services.common.metric_labels import EndpointLabels
 from services.common.webhook_queue import H_ENDPOINT, H_EVENT, H_JOB, H_REPLAY_OF, H_TYPE, H_URL, source_seq
 from services.notifier.actions import disable_endpoint, next_delay, publish_dead_letter
 from services.notifier.deliveries import DeliveryState, DeliveryStore
+from services.notifier.observe import DEAD_LETTERED, observe_attempt, observe_ended
 from services.notifier.sender import AttemptResult, Sender
 from services.notifier.targets import EndpointCache, is_job_hook_queue, job_webhook_secret
 
@@ -35,6 +41,15 @@ class DeliveryContext:
     """Queues with work announced since their delivery last looked (a kick)."""
     writes: set[asyncio.Task[None]] = field(default_factory=set)
     """Delivery-state writes under way in the background."""
+    labels: EndpointLabels = field(init=False)
+    """The ``endpoint`` label of the webhook metrics (the first ``metrics_max_endpoints`` endpoints)."""
+
+    def __post_init__(self) -> None:
+        self.labels = EndpointLabels(self.settings.metrics_max_endpoints)
+
+    def label(self, tenant: str, queue: str, endpoint_id: str) -> str:
+        """The metrics label of ``tenant``'s endpoint ``endpoint_id`` read from ``queue``."""
+        return self.labels(tenant, endpoint_id, job_hook=is_job_hook_queue(queue))
 
     @property
     def stream(self) -> str:
@@ -61,6 +76,8 @@ async def attempt(ctx: DeliveryContext, tenant: str, queue: str, msg: Msg, exhau
         url, secrets = record.url, record.signing_secrets(now)
     attempt = await ctx.store.attempt_number(tenant, endpoint_id, event_id, msg.metadata.num_delivered or 1)
     result = await ctx.sender.send(url, secrets, event_id, msg.data)
+    observe_attempt(ctx.label(tenant, queue, endpoint_id), msg, result)
+    tracing.annotate(**{"http.response.status_code": result.status or 0, "webhook.attempt": attempt})
     state = DeliveryState(
         event_id=event_id,
         event_type=event_type,
@@ -119,6 +136,7 @@ async def _dead_letter(
     )
     await msg.term()
     state.status = "dead_lettered"
+    observe_ended(ctx.label(tenant, queue, endpoint_id), DEAD_LETTERED)
     if is_job_hook_queue(queue):
         return exhausted  # a job's webhook is never disabled
     reason = None

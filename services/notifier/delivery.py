@@ -23,7 +23,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from services.common.webhook_queue import JOB_HOOK_PREFIX
+from services.common import tracing
+from services.common.webhook_queue import H_ENDPOINT, H_TYPE, JOB_HOOK_PREFIX
 from services.notifier.attempts import DeliveryContext, attempt
 from services.notifier.lanes import Heartbeat, Lanes, start_lanes
 from services.notifier.targets import is_job_hook_queue
@@ -139,8 +140,14 @@ class EndpointDelivery:
                 progress = True
 
     async def _handle(self, msg: Msg) -> bool:
-        """Attempt one message; whether it is finished (acked or terminated)."""
-        self.exhausted, finished = await attempt(self.ctx, self.tenant, self.endpoint_id, msg, self.exhausted)
+        """Attempt one message (a span in its event's trace); whether it is finished (acked or terminated)."""
+        headers = msg.headers or {}
+        attributes = {
+            "webhook.endpoint": headers.get(H_ENDPOINT) or self.endpoint_id,
+            "event.type": headers.get(H_TYPE, ""),
+        }
+        with tracing.consumer_span("webhook deliver", headers, **attributes):
+            self.exhausted, finished = await attempt(self.ctx, self.tenant, self.endpoint_id, msg, self.exhausted)
         return finished
 
     async def _forget(self) -> None:

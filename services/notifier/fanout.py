@@ -5,7 +5,8 @@ tenant whose globs match its type, and to the job's own webhook (``spec.webhook`
 One message per pair is published to ``webhooks.{tenant}.{endpoint_id}.deliver`` (a job's webhook:
 to the tenant's shared ``webhooks.{tenant}.jobhooks.deliver``, its endpoint id in a header) with
 ``Nats-Msg-Id = "{event_id}:{endpoint_id}"``, so a batch fanned out twice (a crash before the ack)
-is stored once within the stream's duplicate window. A batch's publishes are sent together (in
+is stored once within the stream's duplicate window; it keeps the event's trace context
+(``traceparent``), so its delivery attempts are spans of the event's trace. A batch's publishes are sent together (in
 order) and each event is acknowledged once every publish of its batch is answered. A queue at its
 limit (``webhook_queue_max_msgs`` per endpoint, ``webhook_queue_max_bytes`` in all) refuses the new
 delivery: it is dead-lettered at once (attempts 0), and the queue keeps what it holds. nats-py's
@@ -33,11 +34,14 @@ from pydantic import ValidationError
 from contracts.envelope import EventEnvelope, utc_now
 from contracts.event_ids import delivery_msg_id
 from contracts.job_specs import WebhookTarget
+from services.common import metrics, tracing
 from services.common.config import NotifierSettings
+from services.common.metric_labels import event_type_label
 from services.common.webhook_queue import QueuedDelivery, enqueue, is_queue_full
 from services.notifier.actions import publish_dead_letter
 from services.notifier.deliveries import DeliveryState
 from services.notifier.delivery_loops import DeliveryLoops
+from services.notifier.observe import REFUSED, observe_ended
 from services.notifier.sender import AttemptResult
 from services.notifier.targets import EndpointCache, JobHooks, job_hook_id
 
@@ -123,6 +127,7 @@ class FanOut:
         sends: list[tuple[QueuedDelivery, EventEnvelope, asyncio.Task[object]]] = []
         for msg in msgs:
             envelope = self._envelope(msg)
+            metrics.EVENTS_CONSUMED.labels(FANOUT_DURABLE, event_type_label(envelope.type if envelope else None)).inc()
             if envelope is None:
                 continue
             for target in await self.targets(envelope):
@@ -134,6 +139,7 @@ class FanOut:
                     job_id=envelope.job_id,
                     url=target.url,
                     source_seq=msg.metadata.sequence.stream,
+                    trace=tracing.trace_headers(msg.headers),
                 )
                 msg_id = delivery_msg_id(envelope.id, delivery.endpoint_id)
                 # tasks start in creation order, each writing its publish before it first waits
@@ -180,6 +186,8 @@ class FanOut:
             last_attempt_at=utc_now(),
         )
         await self.delivery.store.put(delivery.tenant, delivery.endpoint_id, state)
+        label = self.delivery.ctx.label(delivery.tenant, delivery.queue, delivery.endpoint_id)
+        observe_ended(label, REFUSED)
         log.warning("webhook queue full: delivery dead-lettered", extra={"endpoint": delivery.endpoint_id})
 
     def _envelope(self, msg: Msg) -> EventEnvelope | None:

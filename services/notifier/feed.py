@@ -24,6 +24,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from services.common import tracing
+
 log = logging.getLogger(__name__)
 INACTIVE_S = 30.0
 PULL_EXPIRES_S = 30.0
@@ -45,6 +47,8 @@ class Item:
     job_id: str | None
     kind: str | None
     data: str
+    trace: dict[str, str] | None = None
+    """The event's trace context headers, kept only while tracing is on."""
 
 
 class Feed:
@@ -184,6 +188,7 @@ class Feed:
                 job_id=envelope.get("job_id"),
                 kind=envelope.get("kind"),
                 data=msg.data.decode(),
+                trace=tracing.trace_headers(msg.headers) if tracing.enabled() else None,
             )
         except (ValueError, AttributeError):
             log.warning("skipping an unreadable event", extra={"subject": msg.subject})

@@ -14,6 +14,7 @@ from sse_starlette import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
 from services.common.http.problem import ProblemError
+from services.common.metrics import SSE_CONNECTIONS
 
 
 class StreamSlots:
@@ -49,16 +50,19 @@ class StreamSlots:
 
 
 class SlotEventSource(EventSourceResponse):
-    """An SSE response that gives its stream slot back when it ends, however it ends."""
+    """An SSE response that gives its stream slot back when it ends, however it ends; it is counted in
+    ``gpurelay_sse_connections`` while it runs."""
 
     def __init__(self, *args: Any, release: Callable[[], None], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.release = release
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        SSE_CONNECTIONS.inc()
         try:
             await super().__call__(scope, receive, send)
         finally:
+            SSE_CONNECTIONS.dec()
             self.release()
 
 

@@ -4,6 +4,9 @@ A :class:`~services.notifier.feed.Feed` reads a connection's events from JOBS (b
 surviving the loss of its consumer). :class:`Coalescer` keeps at most ``sse_progress_max_per_s``
 ``job.progress`` frames per second per job, always the latest; every other event passes, and a held
 progress is sent before the next event of its job, so frames of one job stay in order.
+
+Each frame sent is counted (``gpurelay_events_consumed_total{consumer="sse"}``) and, while tracing
+is on, is a span in its event's trace linked to the connection's request span.
 """
 
 from __future__ import annotations
@@ -13,12 +16,18 @@ import fnmatch
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from opentelemetry.trace import SpanKind
 from sse_starlette import ServerSentEvent
 
 from contracts.events import TERMINAL_JOB_EVENTS
+from services.common import tracing
+from services.common.metric_labels import event_type_label
+from services.common.metrics import EVENTS_CONSUMED
 from services.notifier.feed import Feed, Item
 
 PROGRESS = "job.progress"
+SSE = "sse"
+"""The ``consumer`` label of frames sent on SSE streams."""
 
 
 @dataclass
@@ -90,6 +99,14 @@ async def frames(
                 # Last-Event-ID never moves backwards.
                 event_id = str(ready.seq) if ready.seq > newest else None
                 newest = max(newest, ready.seq)
+                EVENTS_CONSUMED.labels(SSE, event_type_label(ready.type)).inc()
+                sent = (
+                    tracing.start_span(f"sse {ready.type}", ready.trace, kind=SpanKind.PRODUCER)
+                    if ready.trace
+                    else None
+                )
                 yield ServerSentEvent(data=ready.data, event=ready.type, id=event_id)
+                if sent is not None:
+                    sent.end()  # the frame was handed to the client's connection
                 if close_on_terminal and ready.type in TERMINAL_JOB_EVENTS:
                     return

@@ -66,19 +66,86 @@ async def process_modal(tmp_path: Path) -> AsyncIterator[ProcessModal]:
         await modal.close()
 
 
-@pytest.fixture
-async def session_stack(
-    session_path: str, process_modal: ProcessModal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+SPLAT_ROUTES = """
+profiles:
+  dev:
+    splat:
+      backend: local
+      local: modal_workers.splat:run
+      function: splat
+      timeout_s: 300
+      retries: {max_attempts: 1}
+      concurrency: 1
+  prod: {}
+"""
+
+
+async def _stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, routes: str, modal_client: ProcessModal | None = None
 ) -> AsyncIterator[tuple[dict[str, str], httpx.AsyncClient]]:
-    """The embedded stack with the echo workload on the session kinds' routes, on ``session_path``."""
-    routes = tmp_path / "routes.yaml"
-    routes.write_text(LOCAL_ROUTES if session_path == "local-pool" else MODAL_ROUTES)
-    monkeypatch.setenv("GPURELAY_ROUTE_TABLE", str(routes))
+    table = tmp_path / "routes.yaml"
+    table.write_text(routes)
+    monkeypatch.setenv("GPURELAY_ROUTE_TABLE", str(table))
     monkeypatch.setenv("GPURELAY_TEST_MARKS", str(tmp_path))
-    dev = DevStack(data_dir=tmp_path / "data", port=0, modal_client=process_modal)
+    dev = DevStack(data_dir=tmp_path / "data", port=0, modal_client=modal_client)
     try:
         env = await dev.start()
         async with httpx.AsyncClient(base_url=env["GPURELAY_URL"], headers=auth(env), timeout=30) as api:
             yield env, api
     finally:
         await dev.stop()
+
+
+@pytest.fixture
+async def session_stack(
+    session_path: str, process_modal: ProcessModal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[dict[str, str], httpx.AsyncClient]]:
+    """The embedded stack with the echo workload on the session kinds' routes, on ``session_path``."""
+    routes = LOCAL_ROUTES if session_path == "local-pool" else MODAL_ROUTES
+    async for stack in _stack(tmp_path, monkeypatch, routes, process_modal):
+        yield stack
+
+
+@pytest.fixture
+async def splat_stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[dict[str, str], httpx.AsyncClient]]:
+    """The embedded stack with the real splat workload; ``gpurelay dev``'s defaults (the synthetic arm)."""
+    monkeypatch.delenv("GPURELAY_SPLAT_URDF", raising=False)
+    async for stack in _stack(tmp_path, monkeypatch, SPLAT_ROUTES):
+        yield stack
+
+
+VLM_ROUTES = """
+profiles:
+  dev:
+    vlm:
+      backend: local
+      local: modal_workers.vlm:run
+      function: vlm
+      timeout_s: 120
+      retries: {max_attempts: 1}
+      concurrency: 2
+  prod: {}
+"""
+
+
+@pytest.fixture
+async def vlm_stack(
+    request: pytest.FixtureRequest, tiny_gemma_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[dict[str, str], httpx.AsyncClient]]:
+    """The embedded stack running the real vlm workload, the tiny Gemma 3 as the deployment's default.
+
+    Parametrize it indirectly with ``{"delay_s": N}`` to slow every generation by N seconds (the
+    workload's test hook ``GPURELAY_VLM_TEST_DELAY_S``).
+    """
+    options: dict[str, float] = getattr(request, "param", {})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("GPURELAY_VLM_MODEL", str(tiny_gemma_dir))
+    monkeypatch.setenv("GPURELAY_VLM_MODELS", '["org/also-allowed"]')
+    if "delay_s" in options:
+        monkeypatch.setenv("GPURELAY_VLM_TEST_DELAY_S", str(options["delay_s"]))
+    else:
+        monkeypatch.delenv("GPURELAY_VLM_TEST_DELAY_S", raising=False)
+    async for stack in _stack(tmp_path, monkeypatch, VLM_ROUTES):
+        yield stack

@@ -73,6 +73,13 @@ class Receiver:
                 self.deliveries.append(await self._arrived.get())
         return self.of(job_id)
 
+    async def until_count(self, job_id: str, event_type: str, count: int, timeout_s: float = 30.0) -> list[Delivery]:
+        """Wait (bounded) until ``count`` deliveries of ``job_id``'s ``event_type`` arrived; those, in order."""
+        async with asyncio.timeout(timeout_s):
+            while len(wanted := [d for d in self.of(job_id) if d.envelope.get("type") == event_type]) < count:
+                self.deliveries.append(await self._arrived.get())
+        return wanted
+
     def of(self, job_id: str) -> list[Delivery]:
         """The deliveries of ``job_id`` so far, in arrival order."""
         return [d for d in self.deliveries if d.envelope.get("job_id") == job_id]

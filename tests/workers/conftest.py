@@ -1,4 +1,4 @@
-"""Fixtures of the worker tests: the tiny Gemma 3 checkpoint and the adapter loaded from it."""
+"""Fixtures of the worker tests: the tiny Gemma 3 loaded through the adapter (its checkpoint: tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,6 @@ import pytest
 
 if TYPE_CHECKING:
     from modal_workers.vlm_model import VlmModel
-
-
-@pytest.fixture(scope="session")
-def tiny_gemma_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Gemma 3 saved like a hub checkpoint (see tests/support/tiny_gemma.py)."""
-    from tests.support.tiny_gemma import build_tiny_gemma
-
-    return build_tiny_gemma(tmp_path_factory.mktemp("tiny-gemma"))
 
 
 @pytest.fixture(scope="session")

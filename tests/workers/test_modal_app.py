@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 import subprocess
 import sys
@@ -84,8 +85,10 @@ def test_images_pin_the_versions_the_project_is_tested_with() -> None:
         from modal_workers import app as modal_app
     pins, unreadable = image_pins((ROOT / "modal_workers" / "app.py").read_text(), vars(modal_app))
     assert unreadable == []
-    assert set(pins) >= {*modal_app.BASE_PACKAGES, *modal_app.VIDEO_PACKAGES, *modal_app.TORCH_PACKAGES}
-    assert {"torch", "ultralytics", "opencv-python-headless", "pydantic"} <= {PIN.sub(r"\g<name>", p) for p in pins}
+    images = (modal_app.BASE_PACKAGES, modal_app.VIDEO_PACKAGES, modal_app.TORCH_PACKAGES, modal_app.SPLAT_PACKAGES)
+    assert set(pins) >= {*(pin for image in images for pin in image), *modal_app.GSPLAT_PACKAGES}
+    names = {PIN.sub(r"\g<name>", p) for p in pins}
+    assert {"torch", "ultralytics", "opencv-python-headless", "pydantic", "gsplat", "plyfile"} <= names
     assert pin_problems(pins) == []
 
 
@@ -133,3 +136,68 @@ def test_warm_calls_the_workload_modules_hook_and_tolerates_a_missing_module(
     modal_app.warm("tests.workers.test_modal_app:run")
     modal_app.warm("modal_workers.does_not_exist:run")
     assert calls == ["warm"]
+
+
+RUNTIME_MODULES = (
+    "modal_workers.runtime",
+    "modal_workers.session_feeds",
+    "modal_workers.live_session",
+    "modal_workers.vlm",
+)
+
+
+def _name(requirement: str) -> str:
+    """A distribution's normalised name from a requirement or pin (``Foo_bar[x]>=1`` → ``foo-bar``)."""
+    match = re.match(r"[A-Za-z0-9._-]+", requirement)
+    assert match is not None, requirement
+    return re.sub(r"[-_.]+", "-", match.group(0)).lower()
+
+
+def installed_closure(pins: tuple[str, ...]) -> set[str]:
+    """The pinned distributions and everything they require, transitively (as installed here)."""
+    from importlib.metadata import requires
+
+    seen: set[str] = set()
+    todo = [_name(pin) for pin in pins]
+    while todo:
+        if (name := todo.pop()) in seen:
+            continue
+        seen.add(name)
+        try:
+            todo += [_name(r) for r in requires(name) or []]
+        except PackageNotFoundError:
+            continue
+    return seen
+
+
+def test_the_base_image_holds_every_distribution_the_runtime_imports() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from modal_workers import app as modal_app
+    code = (
+        "import importlib, json, sys\n"
+        f"for m in {RUNTIME_MODULES!r}: importlib.import_module(m)\n"
+        "from importlib.metadata import packages_distributions as pd\n"
+        "top = {m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names)\n"
+        "print(json.dumps(sorted({d for t in top for d in pd().get(t, [])})))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    imported = {_name(d) for d in json.loads(done.stdout)} - {"gpurelay"}  # the project's own code is added
+    assert "nats-py" in imported  # the check sees the runtime's third-party imports
+    assert imported - installed_closure(modal_app.BASE_PACKAGES) == set()
+
+
+def test_the_vlm_image_pins_transformers_and_bakes_the_deployments_hub_models() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from modal_workers import app as modal_app
+    assert {"transformers==5.23.0", "torch==2.14.1", "pillow==13.0.0", "regex==2026.11.15"} <= set(
+        modal_app.VLM_PACKAGES
+    )
+    assert modal_app.vlm_hub_models({}) == ("google/gemma-3-4b-it",)
+    env = {"GPURELAY_VLM_MODEL": "/srv/models/x", "GPURELAY_VLM_MODELS": '["org/a", "../b", "org/a", "org/c"]'}
+    assert modal_app.vlm_hub_models(env) == ("org/a", "org/c")  # no directory, no path, no repeat
+    with pytest.raises(ValueError, match="GPURELAY_VLM_MODELS"):
+        modal_app.vlm_hub_models({"GPURELAY_VLM_MODELS": '{"a": 1}'})
+    assert modal_app.HF_SECRET == "huggingface"

@@ -61,36 +61,51 @@ def test_progress_is_throttled_to_ten_a_second_and_the_last_report_is_sent(tmp_p
     assert sink.types()[-1] == "job.succeeded"
 
 
-class SignallingSink(MemorySink):
-    """A memory sink that sets ``arrived`` once a progress report with message ``wanted`` is stored."""
+class WaitableSink(MemorySink):
+    """A memory sink a workload can wait on."""
 
-    def __init__(self, wanted: str) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.wanted, self.arrived = wanted, threading.Event()
+        self.changed = threading.Condition()
 
     async def send(self, subject_event: str, event: EventEnvelope) -> None:
-        await super().send(subject_event, event)
-        if event.type == "job.progress" and event.data.get("message") == self.wanted:
-            self.arrived.set()
+        with self.changed:
+            self.events.append(event)
+            self.changed.notify_all()
+
+    def messages(self) -> list[str | None]:
+        return [e.data.get("message") for e in self.events if e.type == "job.progress"]
 
 
-def test_a_held_progress_report_goes_out_when_the_throttle_allows_even_if_nothing_follows(tmp_path: Path) -> None:
-    """A live session reports in bursts: the last report of a burst must not wait for the next burst."""
-    sink = SignallingSink("second")
+def test_a_throttled_report_goes_out_soon_even_if_nothing_follows(tmp_path: Path) -> None:
+    runtime = WorkerRuntime(WaitableSink.create, lambda: local_storage(tmp_path))
+    sink = runtime.sink
+    assert isinstance(sink, WaitableSink)
 
-    def bursty(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
+    def report_then_idle(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
         ctx.progress(0.1, "first")
-        ctx.progress(0.2, "second")  # within the throttle's interval: held back
-        return {"sent_while_running": sink.arrived.wait(2.0)}
+        ctx.progress(0.2, "second")  # throttled: the first went a moment ago
+        with sink.changed:  # a live session idles here: its latest report must not wait for the end
+            seen = sink.changed.wait_for(lambda: "second" in sink.messages(), 5.0)
+        return {"seen_while_running": seen}
 
-    async def made() -> SignallingSink:
-        return sink
-
-    runtime = WorkerRuntime(made, lambda: local_storage(tmp_path))
     with closing(runtime):
-        outcome = runtime.run(bursty, lap_request({"video": "upl_x"}))
-    assert outcome.result == {"sent_while_running": True}
-    assert [e.data["message"] for e in sink.events if e.type == "job.progress"] == ["first", "second"]
+        outcome = runtime.run(report_then_idle, lap_request({"video": "upl_x"}))
+    assert outcome.result == {"seen_while_running": True}
+    assert sink.messages() == ["first", "second"]
+
+
+def test_a_throttled_report_never_follows_the_terminal_event(tmp_path: Path) -> None:
+    def report_then_fail(spec: Any, ctx: WorkerContext) -> None:
+        ctx.progress(0.1, "first")
+        ctx.progress(0.2, "second")
+        raise PermanentError("bad_input", "no")
+
+    runtime, sink = memory_runtime(tmp_path)
+    with closing(runtime):
+        outcome = runtime.run(report_then_fail, lap_request({"video": "upl_x"}))
+    assert outcome.status == "permanent"
+    assert sink.types()[-1] == "job.failed"
 
 
 def test_heartbeats_appear_while_a_slow_workload_runs(tmp_path: Path) -> None:

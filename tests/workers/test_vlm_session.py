@@ -80,7 +80,8 @@ def test_results_have_the_documented_shape(tiny_vlm: VlmModel) -> None:
 
 def test_state_is_carried_across_chunks_and_cleared_by_reset(tiny_vlm: VlmModel) -> None:
     s = session(tiny_vlm, system_prompt="You watch a robot.")
-    first, second, _ = run_chunks(s, 3)
+    first, second, third = run_chunks(s, 3)
+    assert [o.context_turns for o in (first, second, third)] == [0, 1, 2]
     prompt = tiny_vlm.last_prompt  # chunk 2's prompt
     assert prompt.startswith("<bos><start_of_turn>system\nYou watch a robot.<end_of_turn>")
     assert turn("[chunk 0, frames 0-3]", first.result["text"]) in prompt
@@ -88,7 +89,8 @@ def test_state_is_carried_across_chunks_and_cleared_by_reset(tiny_vlm: VlmModel)
     assert prompt.index("[chunk 0,") < prompt.index("[chunk 1,") < prompt.index("[chunk 2,")
     s.reset()
     assert len(s.conversation.turns) == 0
-    run_chunks(s, 1, start=12)
+    (after_reset,) = run_chunks(s, 1, start=12)
+    assert after_reset.context_turns == 0
     prompt = tiny_vlm.last_prompt
     assert "[chunk 3, frames 12-15]" in prompt
     assert "[chunk 0," not in prompt

@@ -8,7 +8,8 @@ allowlist setting, as for every route.
 - ``POST /upload-frame`` (multipart ``file``) → ``{success, frame_count, chunks_uploaded}``
 - ``POST /update-joint-angles`` ``{"joint_angles": [6 radians]}`` → ``{success, joint_angles}`` (the
   session's robot)
-- ``GET /status`` → ``{frame_count, gaussian_count, chunks_uploaded, progress}``
+- ``GET /status`` → ``{frame_count, gaussian_count, chunks_uploaded, progress}`` (the worker's progress
+  metrics ``gaussians`` and ``chunks``; frames counted since its last reset, ``reset_seq``)
 - ``GET /get-ply`` → the latest PLY
 - ``POST /stop-training`` → ``{success, chunks, complete}`` (waits up to ``session_stop_wait_s`` for
   the final chunks; ``complete`` says whether they came)
@@ -80,6 +81,13 @@ def _chunks(record: JobRecord) -> list[str]:
     return sorted(a.name for a in record.artifacts if a.name.startswith("chunks/"))
 
 
+def _frame_count(frames: int, record: JobRecord) -> int:
+    """Frames since the worker's last reset (it reports the seq it reset at as ``reset_seq``): the seed's
+    reset clears the count."""
+    reset_seq = record.progress.metrics.get("reset_seq", 0)
+    return max(0, frames - reset_seq) if isinstance(reset_seq, int) else frames
+
+
 def _figures(record: JobRecord) -> dict[str, Any]:
     metrics = record.progress.metrics
     return {
@@ -97,7 +105,7 @@ async def upload_frame(token: Token, request: Request) -> dict[str, Any]:
     data, content_type = await read_frame(request, intake.state)
     accepted = await intake.accept_frame(record, data, content_type, None, None)
     chunks = _figures(record)["chunks_uploaded"]
-    return {"success": True, "frame_count": accepted.frame_count, "chunks_uploaded": chunks}
+    return {"success": True, "frame_count": _frame_count(accepted.frame_count, record), "chunks_uploaded": chunks}
 
 
 @router.post("/update-joint-angles", summary="Seed: the robot's joint angles", responses=problem_responses(409, 422))
@@ -124,7 +132,7 @@ async def update_joint_angles(token: Token, request: Request) -> dict[str, Any]:
 async def status(token: Token, request: Request) -> dict[str, Any]:
     """``{frame_count, gaussian_count, chunks_uploaded, progress}``."""
     intake, record = await _session(request, token)
-    return {"frame_count": await intake.frames_received(record), **_figures(record)}
+    return {"frame_count": _frame_count(await intake.frames_received(record), record), **_figures(record)}
 
 
 @router.get(

@@ -39,6 +39,7 @@ from contracts.job_record import JobRecord, JobStatus
 from contracts.job_specs import JobKind, JobSpec
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
 from services.common.kv import kv_entries
+from services.common.metrics import JOBS_CREATED
 from services.common.storage import InvalidKeyError, check_result_key
 from services.common.tokens import mint_token
 from services.gateway.deps import PrincipalDep, StateDep
@@ -125,6 +126,7 @@ async def _create(state: GatewayState, tenant: str, job_id: str, spec: JobSpec, 
     record = JobRecord.new(job_id, tenant, spec, utc_now())
     try:
         await state.kv.jobs.create(tenant_key(tenant, job_id), record.model_dump_json().encode())
+        JOBS_CREATED.labels(record.kind).inc()
     except KeyWrongLastSequenceError:
         record, replay = await _load(state, tenant, job_id), True
     event = job_created_event(record)

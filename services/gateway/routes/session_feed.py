@@ -21,6 +21,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 from contracts.session_feed import FeedControl, FeedFrame, FeedJoints, encode_frame
 from services.common.ingest_tokens import verify_ingest_token
+from services.common.metrics import SESSION_FEED_DROPPED
 from services.common.session_feed import FeedItem, FeedStart, NatsSessionFeed
 from services.common.tokens import TokenExpiredError, TokenInvalidError
 from services.gateway.session_http import TenantOf, socket_session
@@ -59,6 +60,7 @@ class Relay:
             if isinstance(item, kind):
                 del self.items[index]
                 self.dropped += 1
+                SESSION_FEED_DROPPED.labels("frame" if kind is FeedFrame else "joints").inc()
                 if kind is FeedFrame:
                     self.frames -= 1
                 else:

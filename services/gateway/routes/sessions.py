@@ -15,7 +15,10 @@ from typing import Annotated
 from fastapi import APIRouter, FastAPI, Header, Path, Query, Request, Response
 
 from contracts.api_sessions import FrameAccepted, SessionCreate, SessionOut
-from services.common.http.problem import problem_responses
+from contracts.job_specs import SplatSpec, VlmSpec
+from contracts.session_params import vlm_model_refusal
+from services.common.config import GatewaySettings
+from services.common.http.problem import field_error, problem_responses, unprocessable
 from services.gateway.deps import PrincipalDep, StateDep
 from services.gateway.routes.jobs import IdempotencyKey, submit_job
 from services.gateway.routes.session_feed import session_feed
@@ -64,12 +67,25 @@ async def create_session(
     idempotency_key: IdempotencyKey = None,
 ) -> SessionOut:
     """Record the session (a job of a session kind) and publish ``job.created``; the dispatcher starts
-    its worker. Without ``robot_id`` the session gets a robot of its own, named by its id."""
+    its worker. Without ``robot_id`` the session gets a robot of its own, named by its id. A vlm
+    session may name only a model the deployment allows (422 otherwise)."""
+    _check_model(state.settings, spec)
     record, claimed = await submit_job(state, principal.tenant, spec, idempotency_key)
     response.status_code = 201 if claimed else 200
     out = await session_out(state, intake_of(request), record)
     response.headers["Location"] = out.urls.self
     return out
+
+
+def _check_model(settings: GatewaySettings, spec: SplatSpec | VlmSpec) -> None:
+    """422 on ``params.model`` when a vlm session names a model this deployment does not allow
+    (``vlm_model`` and ``vlm_models``, the settings its workers hold too)."""
+    if isinstance(spec, VlmSpec):
+        refusal = vlm_model_refusal(spec.params.model, settings.vlm_model, settings.vlm_models)
+        if refusal is not None:
+            raise unprocessable(
+                "The session's model is not allowed here.", field_error(("body", "params", "model"), refusal)
+            )
 
 
 @router.get("/{session_id}", summary="Read a session", responses=problem_responses(401, 404))
