@@ -37,6 +37,7 @@ class StreamDecl(BaseModel):
         default=False, description="With discard new: refuse only on the subject at max_msgs_per_subject."
     )
     max_consumers: int = Field(default=-1, description="-1 is the server's default (1,000 on nats-server 2.15).")
+    replicas: int = Field(default=1, ge=1, le=5, description="Copies kept on a cluster's nodes (1 on a single server).")
     description: str = ""
 
 
@@ -49,6 +50,7 @@ class BucketDecl(BaseModel):
     history: int = Field(default=1, ge=1, le=64)
     ttl_s: float = Field(default=0.0, ge=0, description="0 keeps entries forever.")
     storage: Literal["file", "memory"] = "file"
+    replicas: int = Field(default=1, ge=1, le=5, description="Copies kept on a cluster's nodes (1 on a single server).")
     description: str = ""
 
 
@@ -105,6 +107,7 @@ def declarations(
     webhook_queue_max_bytes: int = WEBHOOK_QUEUE_MAX_BYTES,
     telemetry_max_bytes: int = TELEMETRY_MAX_BYTES,
     robots_ttl_s: float = ROBOTS_TTL_S,
+    replicas: int = 1,
 ) -> Declarations:
     """The v1 streams and buckets under ``ns``; no two streams' subjects overlap.
 
@@ -113,11 +116,12 @@ def declarations(
     days; a disabled endpoint's queue waits). It is bounded by count per endpoint queue and by bytes
     in all, refusing new deliveries at either limit (the notifier dead-letters a refused one) rather
     than dropping waiting ones. TELEMETRY keeps at most ``telemetry_max_bytes`` (the oldest samples
-    go first) and KV ``robots`` forgets a robot ``robots_ttl_s`` after its latest sample.
+    go first) and KV ``robots`` forgets a robot ``robots_ttl_s`` after its latest sample. Every stream
+    and bucket keeps ``replicas`` copies (3 on a 3-node cluster, so one node may fail).
     """
     ns = ns or NO_NAMESPACE
     s = ns.subject
-    return Declarations(
+    decls = Declarations(
         streams=(
             StreamDecl(
                 name=ns.stream(JOBS),
@@ -177,4 +181,10 @@ def declarations(
                 description="{tenant}.{upload_id}.{job_id}: a job waits on an upload.",
             ),
         ),
+    )
+    if replicas == 1:
+        return decls
+    return Declarations(
+        streams=tuple(StreamDecl.model_validate(d.model_dump() | {"replicas": replicas}) for d in decls.streams),
+        buckets=tuple(BucketDecl.model_validate(d.model_dump() | {"replicas": replicas}) for d in decls.buckets),
     )

@@ -26,6 +26,8 @@ from contracts.envelope import EventEnvelope
 from contracts.runs import RunRequest
 from contracts.subjects import Namespace, Subjects
 from services.common import tracing
+from services.common.config import nats_servers
+from services.common.nats import RECONNECT_WAIT_S
 from services.common.publish import publish_event
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -79,7 +81,12 @@ class NatsSink:
         import nats
 
         sink = cls(nats_url, namespace)
-        sink._nc = await nats.connect(nats_url, name="gpurelay-worker", max_reconnect_attempts=-1)
+        sink._nc = await nats.connect(
+            nats_servers(nats_url),
+            name="gpurelay-worker",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=RECONNECT_WAIT_S,
+        )
         return sink
 
     async def send(self, subject_event: str, event: EventEnvelope) -> None:

@@ -103,6 +103,10 @@ class SseEvent:
         return value if isinstance(value, dict) else {}
 
 
+RETRIED_STATUSES = frozenset({429, 502, 503, 504})
+"""Answers that mean "not now": an event stream is asked for again after a pause."""
+
+
 @dataclass
 class _Parser:
     """The SSE line protocol (WHATWG): fields until a blank line; ``:`` starts a comment."""
@@ -146,9 +150,10 @@ async def follow_events(
 ) -> AsyncIterator[SseEvent]:
     """Every event of a job's stream until its terminal event, resuming with ``Last-Event-ID``.
 
-    A dropped connection (or a stream that ends before the terminal event) is reopened after
-    ``retry_s`` (or the server's ``retry:`` hint, capped at 5 s); ``max_retries`` failures in a row
-    with no event in between raise the last error.
+    A dropped connection, a stream that ends before the terminal event, or an answer that says
+    "not now" (429, 502, 503, 504: a notifier restarting, NATS away for a moment) is retried after
+    ``retry_s`` (or the server's ``retry:`` hint or ``Retry-After``, capped at 5 s); ``max_retries``
+    failures in a row with no event in between raise the last error. Other errors raise at once.
     """
     failures = 0
     while True:
@@ -156,19 +161,23 @@ async def follow_events(
         sent = {**headers, "Accept": "text/event-stream"}
         if last_event_id is not None:
             sent["Last-Event-ID"] = last_event_id
+        wait_s = retry_s
         try:
             async with http.stream("GET", url, headers=sent, timeout=httpx.Timeout(30.0, read=None)) as response:
                 if response.is_error:
                     await response.aread()
-                    raise ApiError.from_response(response)
-                async for line in response.aiter_lines():
-                    event = parser.feed(line.rstrip("\r"))
-                    if event is None:
-                        continue
-                    failures, last_event_id = 0, parser.id
-                    yield event
-                    if event.event in TERMINAL_EVENTS:
-                        return
+                    if response.status_code not in RETRIED_STATUSES or failures >= max_retries:
+                        raise ApiError.from_response(response)
+                    wait_s = _retry_after(response, retry_s)
+                else:
+                    async for line in response.aiter_lines():
+                        event = parser.feed(line.rstrip("\r"))
+                        if event is None:
+                            continue
+                        failures, last_event_id = 0, parser.id
+                        yield event
+                        if event.event in TERMINAL_EVENTS:
+                            return
         except (httpx.TransportError, httpx.StreamError) as exc:
             failures += 1
             if failures > max_retries:
@@ -178,7 +187,13 @@ async def follow_events(
             if failures > max_retries:
                 raise ApiError(0, "stream ended", f"{url} closed {max_retries} times before the job ended")
         last_event_id = parser.id
-        await asyncio.sleep(min(parser.retry_ms / 1000, 5.0) if parser.retry_ms is not None else retry_s)
+        await asyncio.sleep(min(parser.retry_ms / 1000, 5.0) if parser.retry_ms is not None else wait_s)
+
+
+def _retry_after(response: httpx.Response, default_s: float) -> float:
+    """The answer's ``Retry-After`` in seconds (capped at 5), else ``default_s``."""
+    value = response.headers.get("Retry-After", "")
+    return min(float(value), 5.0) if value.isdigit() else default_s
 
 
 def run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -109,9 +109,14 @@ async def fresh_bucket(nc: NatsClient, settings: BaseServiceSettings, records: d
     js, name = nc.jetstream(), settings.ns.bucket(REBUILD_BUCKET)
     with contextlib.suppress(BucketNotFoundError, NotFoundError):
         await js.delete_key_value(name)
-    kv = await js.create_key_value(
-        KeyValueConfig(bucket=name, history=1, storage=StorageType.FILE, description="gpurelay replay --rebuild jobs")
+    config = KeyValueConfig(
+        bucket=name,
+        history=1,
+        storage=StorageType.FILE,
+        description="gpurelay replay --rebuild jobs",
+        replicas=settings.nats_replicas,
     )
+    kv = await js.create_key_value(config)
     items = list(records.items())
     for start in range(0, len(items), WRITE_BATCH):
         batch = items[start : start + WRITE_BATCH]

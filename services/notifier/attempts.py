@@ -6,6 +6,7 @@ Each attempt and each delivery that ends is counted by endpoint (:mod:`services.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -148,7 +149,8 @@ async def _dead_letter(
             reason = f"{exhausted} deliveries in a row exhausted their retries"
     if reason:
         await disable_endpoint(ctx.endpoints.kv, tenant, queue, reason)
-        await ctx.endpoints.caught_up()
+        with contextlib.suppress(TimeoutError):  # the cache sees it later; the queue waits meanwhile
+            await ctx.endpoints.caught_up()
     return exhausted
 
 

@@ -52,8 +52,8 @@ class DeliveryList(BaseModel):
     data: list[DeliveryState]
 
 
-async def open_bucket(js: JetStreamContext, ns: Namespace, ttl_s: float) -> KeyValue:
-    """Bind the bucket, creating it on first use."""
+async def open_bucket(js: JetStreamContext, ns: Namespace, ttl_s: float, replicas: int = 1) -> KeyValue:
+    """Bind the bucket, creating it on first use (``replicas`` copies on a cluster)."""
     name = ns.bucket(BUCKET)
     try:
         return await js.key_value(name)
@@ -64,6 +64,7 @@ async def open_bucket(js: JetStreamContext, ns: Namespace, ttl_s: float) -> KeyV
             history=1,
             ttl=ttl_s,
             storage=StorageType.FILE,
+            replicas=replicas,
         )
         return await js.create_key_value(config)
 

@@ -29,6 +29,8 @@ from services.notifier.targets import EndpointCache
 log = logging.getLogger(__name__)
 RESTART_PAUSE_S = 1.0
 """The pause before a delivery that failed is started again."""
+KICK_CATCH_UP_TRIES = 3
+"""Waits for the endpoints cache (5 s each) before a kick is given up (never acted on a stale cache)."""
 
 
 class DeliveryLoops:
@@ -88,12 +90,15 @@ class DeliveryLoops:
         self._kicks = await nc.subscribe(self.ctx.settings.subjects.all_webhook_kicks(), cb=on_kick)
 
     async def _kicked_queue(self, tenant: str, queue: str) -> None:
-        try:
-            await self.ctx.endpoints.caught_up()
-        except Exception:  # noqa: BLE001 - the queue waits for the next kick or start-up (never dropped unseen)
-            log.warning("endpoints not caught up; a kick is ignored", extra={"tenant": tenant, "endpoint": queue})
+        for _ in range(KICK_CATCH_UP_TRIES):  # a watch lost with a restarted server is made anew meanwhile
+            try:
+                await self.ctx.endpoints.caught_up()
+            except Exception as exc:  # noqa: BLE001 - retried; at last the queue waits for the next kick or start-up
+                log.debug("endpoints not caught up for a kick: %r", exc)
+                continue
+            self.ensure(tenant, queue)
             return
-        self.ensure(tenant, queue)
+        log.warning("endpoints not caught up; a kick is ignored", extra={"tenant": tenant, "endpoint": queue})
 
     async def stop(self) -> None:
         """Cancel every delivery (unacked deliveries are redelivered later)."""

@@ -115,8 +115,15 @@ class FanOut:
                     await msg.nak()
 
     async def process(self, msgs: list[Msg]) -> None:
-        """Enqueue every delivery of ``msgs``, then acknowledge them all."""
-        await self.endpoints.caught_up()
+        """Enqueue every delivery of ``msgs``, then acknowledge them all (or, while the endpoints cache has
+        not seen every KV write, nak them all: an endpoint made before an event gets that event)."""
+        try:
+            await self.endpoints.caught_up()
+        except TimeoutError:  # the cache missed writes (e.g. NATS restarted) and watches anew
+            log.warning("webhook fan-out waits for the endpoints cache; the batch is retried")
+            for msg in msgs:
+                await msg.nak()
+            return
         sends: list[tuple[QueuedDelivery, EventEnvelope, asyncio.Task[object]]] = []
         for msg in msgs:
             envelope = self._envelope(msg)

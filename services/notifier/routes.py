@@ -19,9 +19,10 @@ from services.common.webhook_queue import JOB_HOOK_PREFIX
 from services.notifier.auth import api_key_tenant, exists, not_found, require_tenant
 from services.notifier.deliveries import DeliveryList
 from services.notifier.deps import StateDep
+from services.notifier.feed import Feed
 from services.notifier.slots import SlotEventSource
 from services.notifier.state import NotifierState
-from services.notifier.stream import Coalescer, Feed, Filters, frames
+from services.notifier.stream import Coalescer, Filters, frames
 
 router = APIRouter()
 MAX_RESUME_SEQ = 2**64 - 2
@@ -66,7 +67,7 @@ def _respond(
 ) -> EventSourceResponse:
     s = state.settings
     release = state.streams.acquire(tenant)  # last before the response: nothing can fail in between
-    feed = Feed(state.nc, state.js, s.ns.stream("JOBS"), subjects, after, s.sse_buffer)
+    feed = Feed(state.nc, state.js, s.ns.stream("JOBS"), subjects, after, s.sse_buffer, s.sse_pull_heartbeat_s)
     stream = frames(
         feed,
         Coalescer(s.sse_progress_max_per_s),

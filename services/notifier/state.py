@@ -53,7 +53,7 @@ async def open_state(settings: NotifierSettings, nc: NatsClient) -> NotifierStat
         return await js.key_value(ns.bucket(name))
 
     webhooks = await bucket(streams.KV_WEBHOOKS)
-    store = DeliveryStore(await open_bucket(js, ns, settings.webhook_deliveries_ttl_s))
+    store = DeliveryStore(await open_bucket(js, ns, settings.webhook_deliveries_ttl_s, settings.nats_replicas))
     endpoints = EndpointCache(webhooks, js, ns.bucket(streams.KV_WEBHOOKS))
     sender = Sender(
         settings.webhook_allow_hosts,

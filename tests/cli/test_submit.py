@@ -298,3 +298,21 @@ async def test_follow_events_resumes_with_last_event_id() -> None:
     assert events[1].json()["data"] == {"fraction": 0.5}
     assert seen[:3] == [None, "2", "3"]
     assert refused.value.status == 401
+
+
+async def test_follow_events_waits_out_a_503() -> None:
+    calls: list[int] = []
+
+    async def events(request: Request) -> Response:
+        calls.append(1)
+        if len(calls) == 1:  # the notifier's NATS is away for a moment
+            return JSONResponse({"status": 503}, status_code=503, headers={"Retry-After": "0"})
+        return Response(_frame(1, "job.succeeded", 1.0), media_type="text/event-stream")
+
+    sock = bound_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1/jobs/job_1/events"
+    with serve(Starlette(routes=[Route("/v1/jobs/{job_id}/events", events)]), sock):
+        async with httpx.AsyncClient() as http:
+            got = [e async for e in follow_events(http, url, {}, retry_s=0.01)]
+    assert [(e.id, e.event) for e in got] == [("1", "job.succeeded")]
+    assert len(calls) == 2

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from nats.js import JetStreamContext
+from nats.js.errors import APIError
 
 from contracts.streams import JOBS, KV_IDEMPOTENCY, KV_ROBOTS, Declarations, declarations
 from contracts.subjects import Namespace
-from services.common.nats import apply_declarations
+from services.common.config import BaseServiceSettings
+from services.common.nats import apply_declarations, bucket_config, declarations_of, stream_config
 
 
 async def test_applying_twice_leaves_equal_configs(js: JetStreamContext, decls: Declarations) -> None:
@@ -76,3 +79,17 @@ async def test_a_kv_ttl_shorter_than_the_duplicate_window_applies(
     config = (await js.stream_info(f"KV_{name}")).config
     assert config.max_age == 1.0
     assert (config.duplicate_window or 0) <= 1.0
+
+
+def test_replicas_reach_every_stream_and_bucket(namespace: Namespace) -> None:
+    settings = BaseServiceSettings(profile="test", namespace=namespace.name, nats_replicas=3)
+    decls = declarations_of(settings)
+    assert {s.replicas for s in decls.streams} | {b.replicas for b in decls.buckets} == {3}
+    assert {stream_config(s).num_replicas for s in decls.streams} == {3}
+    assert {bucket_config(b).replicas for b in decls.buckets} == {3}
+    assert {s.replicas for s in declarations(namespace).streams} == {1}  # a single server's default
+
+
+async def test_a_single_server_refuses_three_replicas(js: JetStreamContext, namespace: Namespace) -> None:
+    with pytest.raises(APIError, match="replicas"):
+        await apply_declarations(js, declarations(namespace, replicas=3))

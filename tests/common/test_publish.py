@@ -12,6 +12,7 @@ from contracts.events import EventType, make_event
 from contracts.job_events import JobLogPayload
 from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
+from services.common.nats import apply_declarations
 from services.common.publish import MSG_ID, publish_event, publish_event_async
 
 
@@ -41,3 +42,20 @@ async def test_an_explicit_msg_id_dedups_one_copy_per_id(
     subject, event = subjects.job_event("acme", "job_1", "log"), _log("e-2")
     acks = [await publish_event(js, subject, event, msg_id=f"copy:{n % 2}") for n in range(4)]
     assert [bool(ack.duplicate) for ack in acks] == [False, False, True, True]
+
+
+async def test_a_publish_waits_for_its_stream_to_answer(
+    js: JetStreamContext, decls: Declarations, namespace: Namespace, subjects: Subjects
+) -> None:
+    """No stream answers (NATS restarting, a cluster electing the stream's leader): the publish waits."""
+    subject, event = subjects.job_event("acme", "job_1", "log"), _log("e-3")
+
+    async def declare_later() -> None:
+        await asyncio.sleep(0.3)  # the outage being simulated
+        await apply_declarations(js, decls)
+
+    later = asyncio.create_task(declare_later())
+    ack = await publish_event(js, subject, event)
+    await later
+    assert ack.stream == namespace.stream(streams.JOBS)
+    assert (await js.get_last_msg(namespace.stream(streams.JOBS), subject)).data == event.to_json_bytes()

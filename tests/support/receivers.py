@@ -1,4 +1,11 @@
-"""Webhook receivers on loopback: a scriptable Starlette app and a bare asyncio one for benchmarks."""
+"""Webhook receivers on loopback: a scriptable Starlette app and a bare asyncio one for benchmarks.
+
+Given an endpoint's secret (``secrets``, by URL path), a :class:`Receiver` verifies the Standard
+Webhooks signature of each request on that path, as a real receiver must: a request that fails is
+kept in ``invalid`` and answered 401.
+Deliveries are at least once, so a receiver dedupes by ``webhook-id``: :meth:`Receiver.unique` and
+:meth:`Receiver.duplicates` count by id.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from standardwebhooks import Webhook, WebhookVerificationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -38,6 +46,12 @@ class Receiver:
     received: list[Captured] = field(default_factory=list)
     seen: dict[str, set[str]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    secrets: dict[str, str] = field(default_factory=dict)
+    """The ``whsec_`` secret of the endpoint at each path: a request on such a path is verified."""
+    invalid: list[Captured] = field(default_factory=list)
+    """Requests whose signature did not verify (answered 401, never counted as received)."""
+    accepted: list[Captured] = field(default_factory=list)
+    """Requests answered 2xx: deliveries the notifier takes as done."""
 
     def app(self) -> Starlette:
         """The Starlette app that answers on any path."""
@@ -50,14 +64,42 @@ class Receiver:
 
     def record(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str]]:
         """Keep one request; the status and headers to answer with."""
+        captured = Captured(path, headers, body)
+        if not self.verified(captured):
+            with self.lock:
+                self.invalid.append(captured)
+            return 401, {}
         with self.lock:
-            captured = Captured(path, headers, body)
             self.received.append(captured)
             self.seen.setdefault(path, set()).add(headers.get("webhook-id", ""))
             answer: int | tuple[int, dict[str, str]] | None = self.decide(captured) if self.decide else None
             if answer is None:
                 answer = self.script.pop(0) if self.script else self.default
-        return answer if isinstance(answer, tuple) else (answer, {})
+            status, answer_headers = answer if isinstance(answer, tuple) else (answer, {})
+            if 200 <= status < 300:
+                self.accepted.append(captured)
+        return status, answer_headers
+
+    def verified(self, captured: Captured) -> bool:
+        """Whether ``captured`` carries a valid signature (always, on a path without a secret)."""
+        secret = self.secrets.get(captured.path)
+        if secret is None:
+            return True
+        try:
+            Webhook(secret).verify(captured.body, captured.headers)
+        except WebhookVerificationError:
+            return False
+        return True
+
+    def duplicates(self, path: str) -> int:
+        """Requests on ``path`` beyond the first of their webhook id (at-least-once redeliveries)."""
+        with self.lock:
+            return sum(1 for c in self.received if c.path == path) - len(self.seen.get(path, ()))
+
+    def accepted_on(self, path: str) -> list[Captured]:
+        """The requests on ``path`` answered 2xx (a refused one is attempted again)."""
+        with self.lock:
+            return [c for c in self.accepted if c.path == path]
 
     def on(self, path: str) -> list[Captured]:
         """The requests received on ``path``."""

@@ -1,7 +1,9 @@
 """``application/problem+json`` (RFC 9457): the one owner of error responses of every gpurelay app.
 
 The gateway and the notifier install :func:`install_error_handlers`; routes raise :class:`ProblemError`
-(or answer :func:`problem`); :func:`use_problem_json_in_openapi` documents it.
+(or answer :func:`problem`); :func:`use_problem_json_in_openapi` documents it. A NATS error that
+says the event log is away for a moment (:data:`~services.common.nats.UNAVAILABLE`) is a 503 with
+``Retry-After``, never a 500: clients retry it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import nats.js.errors
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -17,7 +20,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.common.nats import UNAVAILABLE
+
 PROBLEM_JSON = "application/problem+json"
+UNAVAILABLE_RETRY_AFTER_S = 1
+"""The ``Retry-After`` of a 503 while NATS is away."""
 log = logging.getLogger(__name__)
 
 
@@ -78,6 +85,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("NATS unavailable on %s %s: %r", request.method, request.url.path, exc)
+        detail = "The event log cannot answer right now (NATS reconnecting or electing a leader); retry."
+        return problem(503, detail, headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
+
+    for unavailable in (*UNAVAILABLE, nats.js.errors.ServiceUnavailableError):  # JetStream's 503s too
+        app.add_exception_handler(unavailable, _unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -1,0 +1,45 @@
+"""NATS away for a moment is a 503 problem with Retry-After, never a 500: clients retry it; publishers
+retry only what a retry can cure."""
+
+from __future__ import annotations
+
+import httpx
+import nats.errors
+import nats.js.errors
+import pytest
+from fastapi import FastAPI
+
+from services.common.http.problem import PROBLEM_JSON, install_error_handlers
+from services.common.nats import JETSTREAM_UNAVAILABLE_CODE, is_unavailable
+from services.common.webhook_queue import QUEUE_FULL_CODE
+
+
+@pytest.mark.parametrize(
+    "error",
+    [nats.errors.TimeoutError(), nats.errors.NoRespondersError(), nats.js.errors.NoStreamResponseError()],
+    ids=["timeout", "no-responders", "no-stream-response"],
+)
+async def test_nats_unavailable_is_a_503(error: Exception) -> None:
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/read")
+    async def read() -> None:
+        raise error
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        response = await http.get("/read")
+    assert response.status_code == 503
+    assert response.headers["content-type"].startswith(PROBLEM_JSON)
+    assert response.headers["Retry-After"] == "1"
+    assert response.json()["status"] == 503
+
+
+def test_only_jetstreams_temporary_503_is_unavailable() -> None:
+    electing = nats.js.errors.ServiceUnavailableError(code=503, err_code=JETSTREAM_UNAVAILABLE_CODE)
+    full = nats.js.errors.ServiceUnavailableError(code=503, err_code=QUEUE_FULL_CODE)  # a refusal: final
+    assert is_unavailable(electing)
+    assert not is_unavailable(full)
+    assert is_unavailable(nats.js.errors.NoStreamResponseError())
+    assert not is_unavailable(nats.js.errors.BadRequestError(code=400))
