@@ -34,10 +34,14 @@ async def api_key_tenant(request: Request, keys: KeyCache) -> str | None:
     return principal.tenant
 
 
-def _token_tenant(secret: bytes, token: str, expired: str, invalid: str, **expected: str) -> str:
-    """The tenant a valid stream token with ``expected`` claims names; 401 with ``expired`` or ``invalid``."""
+def _token_tenant(secret: bytes, token: str, expired: str, invalid: str, *, job: str | None = None) -> str:
+    """The tenant a valid stream token names: of ``job``, or (no job) a feed token (``scope: tenant``);
+    401 with ``expired`` or ``invalid``."""
     try:
-        claims = verify_token(secret, token, "stream", **expected)
+        if job is not None:
+            claims = verify_token(secret, token, "stream", job=job)
+        else:
+            claims = verify_token(secret, token, "stream", scope="tenant")
     except TokenExpiredError:
         raise unauthorized(expired) from None
     except TokenInvalidError:
@@ -71,7 +75,7 @@ async def feed_tenant(request: Request, keys: KeyCache, signing_secret: bytes) -
     if not token:
         raise unauthorized("An API key is required: send 'Authorization: Bearer <key>'.")
     expired = "The feed token has expired; load the page again for a fresh one."
-    return _token_tenant(signing_secret, token, expired, "The token does not open this tenant's feed.", scope="tenant")
+    return _token_tenant(signing_secret, token, expired, "The token does not open this tenant's feed.")
 
 
 async def exists(kv: KeyValue, tenant: str, resource_id: str) -> bool:

@@ -21,6 +21,7 @@ from services.gateway.dashboard.forms import input_fields, job_kinds, param_fiel
 from services.gateway.dashboard.pages import ViewerDep
 from services.gateway.dashboard.render import error_page, page
 from services.gateway.dashboard.results import results_view
+from services.gateway.dashboard.settle import record_when
 from services.gateway.deps import StateDep
 from services.gateway.routes.jobs import get_job, list_jobs
 from services.gateway.state import GatewayState
@@ -121,8 +122,13 @@ async def job_page(request: Request, state: StateDep, viewer: ViewerDep, job_id:
 
 
 @router.get("/jobs/{job_id}/panel")
-async def job_panel(request: Request, state: StateDep, viewer: ViewerDep, job_id: str) -> HTMLResponse:
-    """The job's details, artifacts and results alone (refreshed when the job ends)."""
+async def job_panel(
+    request: Request, state: StateDep, viewer: ViewerDep, job_id: str, settle: bool = False
+) -> HTMLResponse:
+    """The job's details, artifacts and results alone; with ``settle``, once the record is terminal
+    (the page asks when SSE brought the terminal event, which the record folds a moment later)."""
+    if settle:
+        await record_when(state, viewer.tenant, job_id, lambda record: record.terminal)
     job = await _job(request, state, viewer, job_id)
     if isinstance(job, HTMLResponse):
         return job

@@ -40,7 +40,7 @@ function note(type, envelope) {
 }
 
 async function refreshPanel() {
-  await window.htmx.ajax("GET", `/jobs/${root.dataset.job}/panel`, { target: "#panel", swap: "innerHTML" });
+  await window.htmx.ajax("GET", `/jobs/${root.dataset.job}/panel?settle=true`, { target: "#panel", swap: "innerHTML" });
 }
 
 function onEvent(type, raw) {

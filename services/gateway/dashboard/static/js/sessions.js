@@ -53,18 +53,27 @@ async function onMessage(message) {
   if (message.type !== "event") return;
   const envelope = message.event, data = envelope.data || {};
   logLine(`${envelope.type}${data.message ? " — " + data.message : ""}`);
+  if (["job.started", "job.progress"].includes(envelope.type) && $("s-state").textContent === "starting") $("s-state").textContent = "live";
   if (envelope.type === "job.progress" && data.metrics) {
     const m = data.metrics;
     $("s-metrics").textContent = ["gaussians", "frames_used", "frames_without_pose", "psnr", "results"].filter((k) => k in m).map((k) => `${k} ${m[k]}`).join(" · ");
   }
-  if (envelope.type === "session.snapshot") { snapshots += 1; $("s-snapshots").textContent = snapshots; await showSnapshot(); }
+  if (envelope.type === "session.snapshot") { snapshots += 1; $("s-snapshots").textContent = snapshots; await showSnapshot(data.artifact); }
   if (envelope.type === "session.result") $("vlm-results").append(el("li", {}, `#${data.chunk} (frames ${data.first_seq}–${data.last_seq}): ${data.text}`));
   if (["job.succeeded", "job.failed", "job.canceled"].includes(envelope.type)) { $("s-state").textContent = envelope.type.slice(4); stopFrames(); }
 }
 
-async function showSnapshot() {
-  if (!view || !session.urls.ply) return;
-  const r = await fetch(session.urls.ply, { headers: { authorization: "Bearer " + currentToken() } });
+let showing = false;
+
+// The announced snapshot, once the session's record holds it (the dashboard's read waits for that).
+async function showSnapshot(artifact) {
+  if (!view || !artifact || !artifact.sha256 || showing) return;
+  showing = true;
+  try { await load(artifact.sha256); } finally { showing = false; }
+}
+
+async function load(sha256) {
+  const r = await fetch(`/sessions/${session.id}/snapshot?sha256=${sha256}`, { credentials: "same-origin" });
   if (!r.ok) { $("splat-note").textContent = `No snapshot yet (${r.status}).`; return; }
   const bytes = new Uint8Array(await r.arrayBuffer());
   const count = await view.show(bytes);

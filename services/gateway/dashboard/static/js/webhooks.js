@@ -41,7 +41,7 @@ async function showDetail(id) {
   if (!rows.children.length) rows.append(el("tr", {}, el("td", { colspan: "6" }, d.ok ? "No deliveries yet." : "Deliveries are not available here.")));
   const dead = document.getElementById("wh-dead");
   const l = await api(`/v1/webhooks/${id}/dead-letters?limit=50`);
-  dead.replaceChildren(...(l.ok ? l.body.items : []).map((x) => el("tr", {},
+  dead.replaceChildren(...(l.ok ? l.body.data : []).map((x) => el("tr", {},
     el("td", {}, x.id), el("td", {}, x.event_type), el("td", {}, x.attempts), el("td", {}, x.last_error ?? x.last_status ?? "–"),
     el("td", {}, when(x.dead_lettered_at)))));
   if (!dead.children.length) dead.append(el("tr", {}, el("td", { colspan: "5" }, "No dead letters.")));
