@@ -90,7 +90,13 @@ def test_a_lap_is_uploaded_submitted_watched_live_and_shown_as_charts_and_video(
     shot(b, "jobs-empty", "Jobs", "Sign out")
     page.goto("/jobs/new")
     page.set_input_files("#in-video", str(videos["lap"]))
-    shot(b, "new-job", "New job", "Downscale Width", "Upload and submit")
+    page.fill("#p-downscale_width", "10")
+    page.click("#submit-job")  # the API refuses the params: its message lands next to the field
+    page.wait_for_selector("[data-loc='params.downscale_width']:not(:empty)")
+    assert "64" in page.inner_text("[data-loc='params.downscale_width']")  # "greater than or equal to 64"
+    assert page.is_visible("#form-problem")
+    shot(b, "new-job-refused", "New job", "Downscale Width", "64")
+    page.fill("#p-downscale_width", "640")
     page.click("#submit-job")
     page.wait_for_url("**/jobs/job_*")
     uploads = recorded(b, "up-video")
@@ -121,7 +127,7 @@ def test_a_lap_is_uploaded_submitted_watched_live_and_shown_as_charts_and_video(
     assert page.inner_text("[data-fact=status]") == "succeeded"  # the panel shows the settled record
     assert "manifest.json" in page.inner_text("#artifacts")
     shot(b, "job-lap-succeeded", "succeeded", "Speed profile", "overlay.mp4", "metrics.json")
-    b.expect_no_errors()
+    b.expect_no_errors("status of 422")  # the refused params (Chromium logs every 4xx fetch)
 
 
 VIDEO_STATE = """async (selector) => {
@@ -140,11 +146,12 @@ VIDEO_STATE = """async (selector) => {
 def test_a_running_job_is_canceled_from_its_page(
     browsing: Browsing, stack: ThreadedStack, videos: dict[str, Path]
 ) -> None:
-    with api(stack) as client:
-        job_id = submitted_lap(client, videos["long"])
     b, page = browsing, browsing.page
     sign_in(b, stack.env["GPURELAY_API_KEY"])
-    page.goto(f"/jobs/{job_id}")
+    with api(stack) as client:
+        job_id = submitted_lap(client, videos["long"])
+    page.wait_for_selector(f"tr[data-job='{job_id}']")  # the list follows the tenant's feed: no reload
+    page.click(f"a[href='/jobs/{job_id}']")
     page.wait_for_function("document.getElementById('job-status').textContent === 'running'", timeout=60_000)
     page.click("#cancel")
     page.wait_for_function("document.getElementById('job-status').textContent === 'canceled'", timeout=60_000)
@@ -175,6 +182,24 @@ def test_a_webhook_endpoint_is_created_and_its_secret_shown_once(browsing: Brows
     with api(stack) as client:
         listed = client.get(f"/v1/webhooks/{endpoint}").json()
     assert "secret" not in listed
+    b.expect_no_errors()
+
+
+def test_a_robots_joints_show_live_with_a_sparkline_each(browsing: Browsing, stack: ThreadedStack) -> None:
+    with api(stack) as client:
+        sent = client.post("/v1/robots/arm-1/joints", json={"joint_angles": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]})
+        assert sent.status_code < 300, sent.text
+        b, page = browsing, browsing.page
+        sign_in(b, stack.env["GPURELAY_API_KEY"])
+        page.goto("/robots")
+        page.wait_for_function(
+            "document.getElementById('joint-2') && document.getElementById('joint-2').textContent === '0.300 rad'"
+        )
+        assert page.locator("#joints .joint canvas").count() >= 6
+        again = client.post("/v1/robots/arm-1/joints", json={"joint_angles": [0.1, 0.2, 0.9, 0.4, 0.5, 0.6]})
+        assert again.status_code < 300, again.text
+    page.wait_for_function("document.getElementById('joint-2').textContent === '0.900 rad'")  # live
+    shot(b, "robots", "shoulder_pan", "elbow_flex", "0.900 rad")
     b.expect_no_errors()
 
 

@@ -3,6 +3,7 @@ HTML (labels on every control), tenancy (another tenant's job is the 404 page), 
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 import httpx
@@ -112,6 +113,9 @@ async def test_the_jobs_list_shows_this_tenants_jobs_filtered_with_a_live_feed(
     assert mine in listing.text
     assert theirs not in listing.text
     assert 'sse-connect="/v1/events?token=' in listing.text
+    after = re.search(r"&after=(\d+)\"", listing.text)
+    assert after is not None
+    assert int(after.group(1)) >= 2  # the feed starts after both jobs' events: opening never replays history
     assert unlabelled_controls(listing.text) == []
     assert listing.headers["cache-control"] == "no-store"
     assert mine not in (await signed_in.get("/jobs?kind=pose")).text

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import nats.errors
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
+from contracts import streams
 from contracts.api_jobs import JobOut
 from contracts.job_record import JobStatus
 from contracts.job_specs import JobKind
@@ -57,6 +59,16 @@ async def _jobs(
     return {"jobs": listing.items, "next_cursor": listing.next_cursor, "status": chosen_status, "kind": chosen_kind}
 
 
+async def _feed_start(state: GatewayState) -> int:
+    """The JOBS stream's last sequence: the list's feed starts after it (what the page shows is newer
+    than anything before), so opening the list never replays the tenant's history."""
+    try:
+        info = await state.js.stream_info(state.settings.ns.stream(streams.JOBS))
+    except (nats.errors.Error, TimeoutError):
+        return 0  # the feed then replays; the list still renders
+    return int(info.state.last_seq or 0)
+
+
 @router.get("/jobs")
 async def jobs_page(
     request: Request,
@@ -75,6 +87,7 @@ async def jobs_page(
         statuses=[s.value for s in JobStatus],
         kinds=[k.value for k in JobKind],
         live_types=LIVE_TYPES,
+        feed_after=await _feed_start(state),
         **listing,
     )
 
