@@ -78,7 +78,12 @@ def chromium(stack: ThreadedStack) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     home = TEST_DATA / "browser-home"
-    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / "config"), "XDG_CACHE_HOME": str(home / "c")}
+    env: dict[str, str | float | bool] = {
+        **os.environ,
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_CACHE_HOME": str(home / "cache"),
+    }
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM), args=["--use-angle=swiftshader", "--enable-unsafe-swiftshader"], env=env

@@ -59,6 +59,7 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     webm = write_video(folder / "walk.webm", (np.roll(scene, 4 * k, axis=1) for k in range(60)), 12.0, "VP80")
     return {
         "lap": scrolling_video(folder / "lap.mp4", [3.0 * k for k in range(96)], size=(640, 360)),
+        "reference": scrolling_video(folder / "reference.mp4", [2.5 * k for k in range(72)], size=(320, 180)),
         "long": scrolling_video(folder / "long.mp4", [2.0 * k for k in range(900)], size=(640, 360)),
         "webm": webm,
     }
@@ -90,6 +91,7 @@ def test_a_lap_is_uploaded_submitted_watched_live_and_shown_as_charts_and_video(
     shot(b, "jobs-empty", "Jobs", "Sign out")
     page.goto("/jobs/new")
     page.set_input_files("#in-video", str(videos["lap"]))
+    page.set_input_files("#in-reference", str(videos["reference"]))
     page.fill("#p-downscale_width", "10")
     page.click("#submit-job")  # the API refuses the params: its message lands next to the field
     page.wait_for_selector("[data-loc='params.downscale_width']:not(:empty)")
@@ -117,6 +119,8 @@ def test_a_lap_is_uploaded_submitted_watched_live_and_shown_as_charts_and_video(
         " return n; }"
     )
     assert painted > 500  # the speed line and axes are drawn
+    page.wait_for_selector("#delta-chart[data-points] canvas")  # with a reference: the per-segment deltas
+    assert int(page.get_attribute("#delta-chart", "data-points") or 0) >= 5
     assert "overlay.mp4" in page.inner_text("#artifacts")
     video = page.evaluate(VIDEO_STATE, "video[data-video='overlay.mp4']")
     assert video["status"] == 200
@@ -126,7 +130,7 @@ def test_a_lap_is_uploaded_submitted_watched_live_and_shown_as_charts_and_video(
         assert "cannot decode" in page.inner_text("#results figcaption")
     assert page.inner_text("[data-fact=status]") == "succeeded"  # the panel shows the settled record
     assert "manifest.json" in page.inner_text("#artifacts")
-    shot(b, "job-lap-succeeded", "succeeded", "Speed profile", "overlay.mp4", "metrics.json")
+    shot(b, "job-lap-succeeded", "succeeded", "Speed profile", "Per-segment delta", "overlay.mp4", "metrics.json")
     b.expect_no_errors("status of 422")  # the refused params (Chromium logs every 4xx fetch)
 
 
