@@ -169,9 +169,20 @@ def test_a_webhook_endpoint_is_created_and_its_secret_shown_once(browsing: Brows
     b, page = browsing, browsing.page
     sign_in(b, stack.env["GPURELAY_API_KEY"])
     page.goto("/webhooks")
-    page.fill("#wh-url", "http://127.0.0.1:9/hooks/gpurelay")
-    page.fill("#wh-events", "job.succeeded, job.failed")
-    page.click("#new-webhook button[type=submit]")
+    reached = []  # with the keyboard only: Tab from the top to the form, fill it, send it
+    while len(reached) < 40 and (not reached or reached[-1] != "wh-url"):
+        page.keyboard.press("Tab")
+        reached.append(page.evaluate("document.activeElement.id || document.activeElement.textContent.trim()"))
+    assert reached[0] == "Skip to content"
+    assert {"Jobs", "New job", "Sessions", "Webhooks", "Robots", "Sign out", "wh-url"} <= set(reached)
+    page.keyboard.type("http://127.0.0.1:9/hooks/gpurelay")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Control+A")
+    page.keyboard.type("job.succeeded, job.failed")
+    for _ in range(2):  # the description, then the button
+        page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Add endpoint"
+    page.keyboard.press("Enter")
     page.wait_for_selector("#wh-secret:not([hidden])")
     secret = page.inner_text("#wh-secret-value")
     assert secret.startswith("whsec_")
