@@ -60,7 +60,7 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "lap": scrolling_video(folder / "lap.mp4", [3.0 * k for k in range(96)], size=(640, 360)),
         "reference": scrolling_video(folder / "reference.mp4", [2.5 * k for k in range(72)], size=(320, 180)),
-        "long": scrolling_video(folder / "long.mp4", [2.0 * k for k in range(900)], size=(640, 360)),
+        "long": scrolling_video(folder / "long.mp4", [2.0 * k for k in range(400)], size=(640, 360)),
         "webm": webm,
     }
 
