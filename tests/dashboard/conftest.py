@@ -16,10 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.support.dashboard import ThreadedStack
 
-TEST_DATA = Path(__file__).resolve().parents[2] / ".gpurelay-test"
+ROOT = Path(__file__).resolve().parents[2]
+TEST_DATA = ROOT / ".gpurelay-test"
+ECHO_ROUTE = {
+    "backend": "local",
+    "local": "tests.support.session_echo:run",
+    "function": "vlm",
+    "timeout_s": 120,
+    "retries": {"max_attempts": 1},
+    "concurrency": 1,
+}
+"""The vlm route of the module's stack: the session echo workload answers each frame (no model)."""
 CHROMIUM = Path(os.environ.get("GPURELAY_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = TEST_DATA / "screenshots"
 RECORD_PROGRESS = """(() => {
@@ -64,12 +75,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedStack]:
         if os.environ.get("GPURELAY_REQUIRE_BROWSER") == "1":  # CI (.ci/run): the browser tests must run
             pytest.fail(reason)
         pytest.skip(reason)
-    running = ThreadedStack(tmp_path_factory.mktemp("dashboard") / "data")
-    try:
-        running.start()
-        yield running
-    finally:
-        running.stop()
+    folder = tmp_path_factory.mktemp("dashboard")
+    table = yaml.safe_load((ROOT / "deploy" / "routes.yaml").read_text())
+    table["profiles"]["dev"]["vlm"] = ECHO_ROUTE  # VLM answers without a model: the echo workload's
+    (folder / "routes.yaml").write_text(yaml.safe_dump(table))
+    running = ThreadedStack(folder / "data")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GPURELAY_ROUTE_TABLE", str(folder / "routes.yaml"))
+        try:
+            running.start()
+            yield running
+        finally:
+            running.stop()
 
 
 @pytest.fixture(scope="module")

@@ -169,7 +169,7 @@ def test_a_webhook_endpoint_is_created_and_its_secret_shown_once(browsing: Brows
     b, page = browsing, browsing.page
     sign_in(b, stack.env["GPURELAY_API_KEY"])
     page.goto("/webhooks")
-    reached = []  # with the keyboard only: Tab from the top to the form, fill it, send it
+    reached: list[str] = []  # with the keyboard only: Tab from the top to the form, fill it, send it
     while len(reached) < 40 and (not reached or reached[-1] != "wh-url"):
         page.keyboard.press("Tab")
         reached.append(page.evaluate("document.activeElement.id || document.activeElement.textContent.trim()"))
@@ -266,6 +266,26 @@ def test_a_splat_session_from_a_video_file_paints_its_3d_view(
     page.wait_for_function(f"({PAINTED})('#splat-canvas') > 200", timeout=30_000)
     assert int(page.inner_text("#splat-note").split()[0]) > 0  # "N Gaussians"
     shot(b, "session-splat", "Gaussians", "3D view")
+    page.click("#s-stop")
+    page.wait_for_function("document.getElementById('s-state').textContent === 'succeeded'", timeout=60_000)
+    b.expect_no_errors()
+
+
+def test_a_vlm_sessions_answers_show_as_they_come(
+    browsing: Browsing, stack: ThreadedStack, videos: dict[str, Path]
+) -> None:
+    b, page = browsing, browsing.page
+    sign_in(b, stack.env["GPURELAY_API_KEY"])
+    page.goto("/sessions")
+    page.select_option("#s-kind", "vlm")
+    page.fill("#s-params", "{}")
+    page.click("#start-session button[type=submit]")
+    page.wait_for_selector("#s-results:not([hidden])")
+    assert page.is_hidden("#s-splat")
+    page.set_input_files("#s-video", str(videos["webm"]))
+    page.wait_for_selector("#vlm-results li")  # the echo workload answers each frame
+    assert "frame 1" in page.inner_text("#vlm-results")
+    shot(b, "session-vlm", "Results", "frame 1")
     page.click("#s-stop")
     page.wait_for_function("document.getElementById('s-state').textContent === 'succeeded'", timeout=60_000)
     b.expect_no_errors()
