@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import cv2
 import httpx
@@ -249,17 +250,23 @@ def test_another_tenants_job_is_a_404_page_at_phone_width(phone: Browsing, stack
     b.expect_no_errors("status of 404")
 
 
+def start_session(b: Browsing, stack: ThreadedStack, kind: str, params: dict[str, Any], video: Path) -> None:
+    """Sign in, start a ``kind`` session from the sessions page and feed it ``video``'s frames."""
+    sign_in(b, stack.env["GPURELAY_API_KEY"])
+    b.page.goto("/sessions")
+    b.page.select_option("#s-kind", kind)
+    b.page.fill("#s-params", json.dumps(params))
+    b.page.click("#start-session button[type=submit]")
+    b.page.wait_for_selector("#session:not([hidden])")
+    b.page.set_input_files("#s-video", str(video))
+
+
 def test_a_splat_session_from_a_video_file_paints_its_3d_view(
     browsing: Browsing, stack: ThreadedStack, videos: dict[str, Path]
 ) -> None:
     b, page = browsing, browsing.page
-    sign_in(b, stack.env["GPURELAY_API_KEY"])
-    page.goto("/sessions")
     params = {"snapshot_every_s": 0.5, "steps_per_frame": 2, "max_gaussians": 2000, "idle_timeout_s": 60}
-    page.fill("#s-params", json.dumps(params))
-    page.click("#start-session button[type=submit]")
-    page.wait_for_selector("#session:not([hidden])")
-    page.set_input_files("#s-video", str(videos["webm"]))
+    start_session(b, stack, "splat", params, videos["webm"])
     page.wait_for_selector("#splat-canvas[data-snapshots]", timeout=90_000)
     assert int(page.inner_text("#s-acked")) > 0
     # Spark sorts the new splats in a worker before it draws them: wait for the painted canvas.
@@ -275,14 +282,9 @@ def test_a_vlm_sessions_answers_show_as_they_come(
     browsing: Browsing, stack: ThreadedStack, videos: dict[str, Path]
 ) -> None:
     b, page = browsing, browsing.page
-    sign_in(b, stack.env["GPURELAY_API_KEY"])
-    page.goto("/sessions")
-    page.select_option("#s-kind", "vlm")
-    page.fill("#s-params", "{}")
-    page.click("#start-session button[type=submit]")
-    page.wait_for_selector("#s-results:not([hidden])")
+    start_session(b, stack, "vlm", {}, videos["webm"])
+    assert page.is_visible("#s-results")
     assert page.is_hidden("#s-splat")
-    page.set_input_files("#s-video", str(videos["webm"]))
     page.wait_for_selector("#vlm-results li")  # the echo workload answers each frame
     assert "frame 1" in page.inner_text("#vlm-results")
     shot(b, "session-vlm", "Results", "frame 1")
