@@ -89,7 +89,7 @@ def test_a_lap_is_uploaded_submitted_watched_live_and_shown_as_charts_and_video(
 ) -> None:
     b, page = browsing, browsing.page
     sign_in(b, stack.env["GPURELAY_API_KEY"])
-    shot(b, "jobs-empty", "Jobs", "Sign out")
+    shot(b, "jobs", "Jobs", "Sign out")
     page.goto("/jobs/new")
     page.set_input_files("#in-video", str(videos["lap"]))
     page.set_input_files("#in-reference", str(videos["reference"]))
