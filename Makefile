@@ -9,7 +9,9 @@ export YOLO_CONFIG_DIR := $(CURDIR)/.gpurelay-test/yolo
 export XDG_CONFIG_HOME := $(CURDIR)/.gpurelay-test/xdg-config
 export XDG_CACHE_HOME := $(CURDIR)/.gpurelay-test/xdg-cache
 
-.PHONY: venv test lint typecheck pytest demo bench schema clean
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: venv test lint typecheck pytest browser demo bench schema clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,7 +27,21 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy contracts services modal_workers bench
 
-pytest: venv
+# The dashboard's browser tests drive Debian's chromium through Playwright (never `playwright
+# install`): installed here when it is missing and we are root; elsewhere those tests skip, saying so.
+browser:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+	      || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
+	      || echo "could not install chromium: the browser tests will skip"; \
+	  else \
+	    echo "$(CHROMIUM) is missing and this is not root: the browser tests will skip"; \
+	  fi; \
+	fi
+
+pytest: venv browser
 	$(VENV)/bin/pytest
 
 test: lint typecheck pytest

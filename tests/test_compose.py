@@ -262,6 +262,11 @@ def test_proxy_gives_one_origin() -> None:
     assert re.search(r"reverse_proxy notifier:8001 \{\s*flush_interval -1", caddy)
     assert "reverse_proxy minio:9000" in caddy
     assert caddy.count("{") == caddy.count("}")
+    notifier = re.search(r"@events path_regexp events (\S+)", caddy)
+    assert notifier is not None
+    for path in ("/v1/events", "/v1/jobs/j1/events", "/v1/sessions/s1/events", "/v1/webhooks/whe_1/deliveries"):
+        assert re.fullmatch(notifier.group(1).strip("^$"), path), f"{path} must reach the notifier"
+    assert not re.fullmatch(notifier.group(1).strip("^$"), "/v1/webhooks/whe_1")
 
 
 def test_dockerfile() -> None:

@@ -181,6 +181,12 @@ class GatewaySettings(ApiKeySettings):
     )
     allow_url_inputs: bool = False
     stream_token_ttl_s: int = Field(default=900, gt=0, le=86_400, description="Lifetime of SSE stream tokens.")
+    dashboard_session_ttl_s: int = Field(
+        default=8 * 3600, ge=60, le=30 * 86_400, description="The dashboard's sign-in cookie lives this long (s)."
+    )
+    dashboard_token_ttl_s: int = Field(
+        default=900, ge=30, le=86_400, description="Lifetime of the short API token a dashboard page holds (s)."
+    )
     upload_url_ttl_s: int = Field(
         default=300, ge=1, le=86_400, description="A pre-signed upload PUT lives this long, plus the sending time."
     )

@@ -6,6 +6,11 @@ plaintext key is kept), and drops it as soon as the key's KV entry changes: a re
 with ``revoked_at``) or a deletion reaches every replica through one watcher (:class:`KvWatch`) in
 milliseconds. The TTL only bounds how long a missed change could last; ``max_entries`` bounds its
 memory. Should the watcher fail to start or stop, nothing more is cached.
+
+With a ``token_secret`` it also takes the dashboard's short-lived tenant tokens
+(:func:`dashboard_token`, audience ``dashboard``): a token names the API key it was minted for, and
+holds only while that key is unrevoked; tokens are never cached (their key's KV entry is read each
+time), so a revocation ends them at once.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from nats.js.kv import KeyValue
 
 from services.common.apikeys import ApiKeyStore, Principal
 from services.common.kv_watch import KvWatch
+from services.common.tokens import TokenError, mint_token, verify_token
 
 log = logging.getLogger(__name__)
 SNAPSHOT_TIMEOUT_S = 5.0
@@ -27,8 +33,12 @@ SNAPSHOT_TIMEOUT_S = 5.0
 class KeyCache:
     """Principals of recently verified API keys, invalidated by changes to their KV entries."""
 
-    def __init__(self, store: ApiKeyStore, ttl_s: float, max_entries: int = 10_000) -> None:
+    def __init__(
+        self, store: ApiKeyStore, ttl_s: float, max_entries: int = 10_000, *, token_secret: bytes | None = None
+    ) -> None:
         self.store = store
+        self.token_secret = token_secret
+        """The secret dashboard tokens are signed with; ``None``: API keys only."""
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         """Past this many cached keys (or remembered changes) the cache starts afresh."""
@@ -61,6 +71,8 @@ class KeyCache:
 
     async def verify(self, key: str) -> Principal | None:
         """The principal of ``key``, cached or from :meth:`ApiKeyStore.verify`; ``None`` if invalid."""
+        if self.token_secret is not None and key.startswith("v1."):
+            return await self._token_principal(self.token_secret, key)
         digest = hashlib.sha256(key.encode()).digest()
         started = time.monotonic()
         hit = self._entries.get(digest)
@@ -74,6 +86,21 @@ class KeyCache:
             self._entries[digest] = (principal, started + self.ttl_s)
         return principal
 
+    async def _token_principal(self, secret: bytes, token: str) -> Principal | None:
+        """The principal of a valid dashboard token whose API key is still unrevoked, of its tenant."""
+        try:
+            claims = verify_token(secret, token, "dashboard")
+        except TokenError:
+            return None
+        key_id, tenant = claims.get("key_id"), claims.get("tenant")
+        if not isinstance(key_id, str) or not isinstance(tenant, str):
+            return None
+        self.kv_reads += 1
+        record = await self.store.get(key_id)
+        if record is None or record.revoked_at is not None or record.tenant != tenant:
+            return None
+        return Principal(tenant=tenant, key_id=key_id)
+
     def invalidate(self, key_id: str) -> None:
         """Forget every cached key of ``key_id`` and any verification of it already under way."""
         if len(self._changed) >= self.max_entries:
@@ -85,3 +112,8 @@ class KeyCache:
     def _on_entry(self, entry: KeyValue.Entry, initial: bool) -> None:
         if not initial:  # the snapshot only says which keys exist: changes come after it
             self.invalidate(entry.key)
+
+
+def dashboard_token(secret: bytes, principal: Principal, ttl_s: float) -> str:
+    """A short-lived bearer token for ``principal``'s tenant, accepted by a :class:`KeyCache` with ``secret``."""
+    return mint_token(secret, "dashboard", ttl_s, tenant=principal.tenant, key_id=principal.key_id)

@@ -22,6 +22,7 @@ from services.common.nats import connect, declare_all
 from services.common.storage import LocalStorage, Storage, make_storage
 from services.common.tracing import fastapi_telemetry
 from services.gateway.blobs import blob_router
+from services.gateway.dashboard import install_dashboard
 from services.gateway.middleware import BodySizeLimitMiddleware
 from services.gateway.routes import ROUTERS
 from services.gateway.state import GatewayState
@@ -89,4 +90,5 @@ def create_app(settings: GatewaySettings, *, storage: Storage | None = None) -> 
         app.include_router(router)
 
     install_health(app, _probes(app, store), readiness_doc=READINESS_DOC)
+    install_dashboard(app)  # the web UI at /: pages, static files (the API at /v1 stays bearer-only)
     return app

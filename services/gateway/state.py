@@ -78,7 +78,12 @@ class GatewayState:
             kv=kv,
             storage=storage,
             keys=keys,
-            key_cache=KeyCache(keys, settings.api_key_cache_s, settings.api_key_cache_max_entries),
+            key_cache=KeyCache(
+                keys,
+                settings.api_key_cache_s,
+                settings.api_key_cache_max_entries,
+                token_secret=settings.signing_secret.get_secret_value().encode(),
+            ),
         )
 
     async def publish_event(self, subject: str, event: EventEnvelope) -> PubAck:

@@ -2,7 +2,9 @@
 
 A stream token is minted by the gateway with the deployment's ``signing_secret`` for one job
 (claims ``job`` and ``tenant``, audience ``stream``); it opens that job's event stream only. Anything
-of another tenant, or that does not exist, is a 404 so ids cannot be probed.
+of another tenant, or that does not exist, is a 404 so ids cannot be probed. The tenant's feed
+(``/v1/events``) also takes a feed token: a stream token with claims ``tenant`` and ``scope: tenant``
+(the dashboard's pages hold one), which opens nothing else.
 """
 
 from __future__ import annotations
@@ -32,6 +34,24 @@ async def api_key_tenant(request: Request, keys: KeyCache) -> str | None:
     return principal.tenant
 
 
+def _token_tenant(secret: bytes, token: str, expired: str, invalid: str, *, job: str | None = None) -> str:
+    """The tenant a valid stream token names: of ``job``, or (no job) a feed token (``scope: tenant``);
+    401 with ``expired`` or ``invalid``."""
+    try:
+        if job is not None:
+            claims = verify_token(secret, token, "stream", job=job)
+        else:
+            claims = verify_token(secret, token, "stream", scope="tenant")
+    except TokenExpiredError:
+        raise unauthorized(expired) from None
+    except TokenInvalidError:
+        raise unauthorized(invalid) from None
+    claimed = claims.get("tenant")
+    if not isinstance(claimed, str):
+        raise unauthorized("The stream token names no tenant.")
+    return claimed
+
+
 async def require_tenant(request: Request, keys: KeyCache, signing_secret: bytes, job_id: str | None) -> str:
     """The caller's tenant from an API key, or (for a job's stream only) from a stream token."""
     tenant = await api_key_tenant(request, keys)
@@ -42,16 +62,20 @@ async def require_tenant(request: Request, keys: KeyCache, signing_secret: bytes
         raise unauthorized("An API key or a stream token (?token=) is required.")
     if job_id is None:
         raise unauthorized("A stream token opens one job's events only; use an API key here.")
-    try:
-        claims = verify_token(signing_secret, token, "stream", job=job_id)
-    except TokenExpiredError:
-        raise unauthorized("The stream token has expired; read the job again for a fresh one.") from None
-    except TokenInvalidError:
-        raise unauthorized("The stream token is not valid for this job.") from None
-    claimed = claims.get("tenant")
-    if not isinstance(claimed, str):
-        raise unauthorized("The stream token names no tenant.")
-    return claimed
+    expired = "The stream token has expired; read the job again for a fresh one."
+    return _token_tenant(signing_secret, token, expired, "The stream token is not valid for this job.", job=job_id)
+
+
+async def feed_tenant(request: Request, keys: KeyCache, signing_secret: bytes) -> str:
+    """The caller's tenant for its whole feed: an API key, or a feed token as ``?token=``."""
+    tenant = await api_key_tenant(request, keys)
+    if tenant is not None:
+        return tenant
+    token = request.query_params.get("token")
+    if not token:
+        raise unauthorized("An API key is required: send 'Authorization: Bearer <key>'.")
+    expired = "The feed token has expired; load the page again for a fresh one."
+    return _token_tenant(signing_secret, token, expired, "The token does not open this tenant's feed.")
 
 
 async def exists(kv: KeyValue, tenant: str, resource_id: str) -> bool:

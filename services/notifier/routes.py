@@ -16,7 +16,7 @@ from contracts.ids import ID_PATTERN
 from services.common.http.auth import unauthorized
 from services.common.http.problem import field_error, problem_responses, unprocessable
 from services.common.webhook_queue import JOB_HOOK_PREFIX
-from services.notifier.auth import api_key_tenant, exists, not_found, require_tenant
+from services.notifier.auth import api_key_tenant, exists, feed_tenant, not_found, require_tenant
 from services.notifier.deliveries import DeliveryList
 from services.notifier.deps import StateDep
 from services.notifier.feed import Feed
@@ -134,10 +134,9 @@ async def tenant_events(
     types: Annotated[list[str] | None, Query(description="Event types or globs, e.g. job.succeeded,job.*")] = None,
     kinds: Annotated[list[str] | None, Query(description="Job kinds, e.g. pose,nerf")] = None,
 ) -> EventSourceResponse:
-    """Every job and upload event of the caller's tenant, filtered, resumable; never ends."""
-    tenant = await api_key_tenant(request, state.key_cache)
-    if tenant is None:
-        raise unauthorized("An API key is required: send 'Authorization: Bearer <key>'.")
+    """Every job and upload event of the caller's tenant, filtered, resumable; never ends.
+    Auth: an API key, or a feed token as ``?token=`` (a dashboard page's)."""
+    tenant = await feed_tenant(request, state.key_cache, state.signing_secret)
     s = state.settings.subjects
     filters = Filters(types=tuple(_split(types)), kinds=frozenset(_split(kinds)))
     subjects = [s.tenant_jobs(tenant), state.settings.ns.subject(f"uploads.{tenant}.>")]

@@ -67,7 +67,10 @@ async def open_state(settings: NotifierSettings, nc: NatsClient) -> NotifierStat
         nc=nc,
         js=js,
         key_cache=KeyCache(
-            ApiKeyStore(await bucket(streams.KV_APIKEYS)), settings.api_key_cache_s, settings.api_key_cache_max_entries
+            ApiKeyStore(await bucket(streams.KV_APIKEYS)),
+            settings.api_key_cache_s,
+            settings.api_key_cache_max_entries,
+            token_secret=settings.signing_secret.get_secret_value().encode(),
         ),
         jobs=await bucket(streams.KV_JOBS),
         sessions=await bucket(streams.KV_SESSIONS),

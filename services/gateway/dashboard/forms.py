@@ -1,0 +1,118 @@
+"""The new-job form, generated from a kind's JSON Schema: one control per parameter, with its default.
+
+Scalars (string, integer, number, boolean, enum; each possibly nullable) get inputs of their type
+with the schema's bounds; anything else (objects, arrays) a JSON text area. The browser sends what
+is filled in to ``POST /v1/jobs`` and shows the API's problem+json messages next to the fields.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from contracts.job_specs import SPEC_MODELS, JobKind
+
+ACCEPT = {"video": "video/*", "reference": "video/*", "images": "application/zip,.zip"}
+
+
+@dataclass(frozen=True)
+class ParamField:
+    """One parameter's control."""
+
+    name: str
+    label: str
+    control: str
+    """``text``, ``integer``, ``number``, ``checkbox``, ``select`` or ``json``."""
+    default: Any = None
+    description: str = ""
+    nullable: bool = False
+    options: list[str] = field(default_factory=list)
+    bounds: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def value(self) -> str:
+        """The default as the control shows it."""
+        if self.default is None:
+            return ""
+        if self.control == "json":
+            return json.dumps(self.default)
+        return str(self.default)
+
+
+@dataclass(frozen=True)
+class InputField:
+    """A file input of the kind (an upload)."""
+
+    name: str
+    required: bool
+    accept: str
+
+
+def job_kinds() -> list[str]:
+    """The kinds submitted as jobs (sessions start on the sessions page)."""
+    return [kind.value for kind, model in SPEC_MODELS.items() if model.model_fields["kind"].default not in _SESSIONS]
+
+
+_SESSIONS = {"splat", "vlm"}
+
+
+def _scalar(schema: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The non-null branch of a nullable ``anyOf`` and whether null is allowed."""
+    branches = schema.get("anyOf")
+    if isinstance(branches, list):
+        others = [b for b in branches if b.get("type") != "null"]
+        if len(others) == 1:
+            return {**schema, **others[0]}, len(others) < len(branches)
+    return schema, False
+
+
+def _control(schema: dict[str, Any]) -> str:
+    if "enum" in schema:
+        return "select"
+    return {"string": "text", "integer": "integer", "number": "number", "boolean": "checkbox"}.get(
+        str(schema.get("type")), "json"
+    )
+
+
+def _bounds(schema: dict[str, Any], control: str) -> dict[str, Any]:
+    bounds: dict[str, Any] = {}
+    for key, attr in (("minimum", "min"), ("maximum", "max"), ("exclusiveMinimum", "min"), ("maxLength", "maxlength")):
+        if key in schema:
+            bounds[attr] = schema[key]
+    if control == "integer":
+        bounds["step"] = schema.get("multipleOf", 1)
+    elif control == "number":
+        bounds["step"] = "any"
+    return bounds
+
+
+def param_fields(kind: str) -> list[ParamField]:
+    """The controls of ``kind``'s params, in the schema's order."""
+    model = SPEC_MODELS[JobKind(kind)].model_fields["params"].annotation
+    schema = model.model_json_schema() if model is not None and hasattr(model, "model_json_schema") else {}
+    fields = []
+    for name, raw in schema.get("properties", {}).items():
+        prop, nullable = _scalar(raw)
+        control = _control(prop)
+        fields.append(
+            ParamField(
+                name=name,
+                label=str(raw.get("title") or name),
+                control=control,
+                default=raw.get("default"),
+                description=str(raw.get("description") or ""),
+                nullable=nullable,
+                options=[str(v) for v in prop.get("enum", [])],
+                bounds=_bounds(prop, control),
+            )
+        )
+    return fields
+
+
+def input_fields(kind: str) -> list[InputField]:
+    """The file inputs of ``kind`` (required ones first, as the schema orders them)."""
+    model = SPEC_MODELS[JobKind(kind)].model_fields["inputs"].annotation
+    schema = model.model_json_schema() if model is not None and hasattr(model, "model_json_schema") else {}
+    required = set(schema.get("required", []))
+    return [InputField(n, n in required, ACCEPT.get(n, "*/*")) for n in schema.get("properties", {})]

@@ -1,0 +1,74 @@
+"""The webhooks, robots and sessions pages.
+
+Their lists are read in-process (the API's own functions); creating, deleting, sending frames and
+watching live run in the browser against the API with the page's short-lived token.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from contracts.ids import tenant_key_filter
+from contracts.job_record import JobRecord
+from services.common.http.problem import ProblemError
+from services.common.kv import kv_entries
+from services.gateway.dashboard.pages import ViewerDep
+from services.gateway.dashboard.render import page
+from services.gateway.dashboard.settle import record_when
+from services.gateway.deps import StateDep
+from services.gateway.routes.webhooks import list_webhooks
+from services.gateway.session_http import snapshot_response
+
+router = APIRouter()
+MAX_ROBOTS = 50
+
+
+@router.get("/webhooks")
+async def webhooks_page(request: Request, state: StateDep, viewer: ViewerDep) -> HTMLResponse:
+    """The tenant's endpoints; create (secret shown once), delete, deliveries and dead letters."""
+    endpoints = (await list_webhooks(viewer.principal, state)).data
+    return page(request, "webhooks.html", viewer, endpoints=endpoints)
+
+
+@router.get("/webhooks/list")
+async def webhooks_list(request: Request, state: StateDep, viewer: ViewerDep) -> HTMLResponse:
+    """The endpoints' table alone (refreshed after a change)."""
+    endpoints = (await list_webhooks(viewer.principal, state)).data
+    return page(request, "webhook_rows.html", viewer, endpoints=endpoints)
+
+
+@router.get("/robots")
+async def robots_page(request: Request, state: StateDep, viewer: ViewerDep) -> HTMLResponse:
+    """The tenant's robots (those with joint angles); the chosen one's latest joints, live."""
+    entries = await kv_entries(state.kv.robots, tenant_key_filter(viewer.tenant), meta_only=True)
+    robots = sorted({e.key.partition(".")[2] for e in entries})[:MAX_ROBOTS]
+    return page(request, "robots.html", viewer, robots=robots)
+
+
+@router.get("/sessions")
+async def sessions_page(request: Request, viewer: ViewerDep) -> HTMLResponse:
+    """Start a splat or vlm session, feed it frames, watch its results and its 3D view."""
+    return page(request, "sessions.html", viewer)
+
+
+@router.get("/sessions/{session_id}/snapshot")
+async def session_snapshot(
+    state: StateDep,
+    viewer: ViewerDep,
+    session_id: str,
+    sha256: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")],
+) -> Response:
+    """The snapshot a ``session.snapshot`` event announced (its ``sha256``), once the session's record
+    holds it (or a newer one); as ``GET /v1/sessions/{id}/ply`` answers, 404 for another tenant's."""
+
+    def announced(record: JobRecord) -> bool:
+        snapshot = record.session.snapshot if record.session is not None else None
+        return snapshot is not None and (snapshot.sha256 == sha256 or record.terminal)
+
+    record = await record_when(state, viewer.tenant, session_id, announced)
+    if record is None:
+        raise ProblemError(404, f"No snapshot {sha256[:12]}… of session {session_id!r}.")
+    return await snapshot_response(state, record, None)

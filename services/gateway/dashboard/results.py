@@ -1,0 +1,72 @@
+"""What a finished job's page shows as pictures, per kind, from its result and artifacts.
+
+- lap_compare: the overlay video, the speed profile (``metrics.json`` frames) and, with a
+  reference lap, the per-segment deltas (``metrics.json`` alignment), drawn by ``results.js``.
+- pose: the processed video, a court minimap with each player's trail (``results.json``) and a
+  per-player table of distance and speed (the job's result).
+- nerf and anything else: every video and image artifact, shown as such.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from contracts.api_jobs import JobOut
+
+
+@dataclass(frozen=True)
+class ResultsView:
+    """The pictures of one job's results."""
+
+    kind: str
+    videos: list[dict[str, str]] = field(default_factory=list)
+    images: list[dict[str, str]] = field(default_factory=list)
+    data_url: str | None = None
+    """The JSON artifact the page's charts are drawn from (metrics.json, results.json)."""
+    players: list[dict[str, Any]] = field(default_factory=list)
+    unit: str = "px"
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to show (yet)."""
+        return not (self.videos or self.images or self.data_url or self.players)
+
+
+def _urls(job: JobOut) -> dict[str, tuple[str, str]]:
+    return {a.name: (a.url, a.content_type) for a in job.artifacts if a.url}
+
+
+def _players(result: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for key, player in sorted((result.get("players") or {}).items(), key=lambda item: str(item[0])):
+        stats = player.get("analytics") or {}
+        rows.append(
+            {
+                "id": player.get("id", key),
+                "frames": player.get("frameCount", 0),
+                "distance": stats.get("distance", 0.0),
+                "average": stats.get("averageSpeed", 0.0),
+                "max": stats.get("maxSpeed", 0.0),
+                "speed_unit": stats.get("speedUnit", ""),
+            }
+        )
+    return rows
+
+
+def results_view(job: JobOut) -> ResultsView:
+    """The pictures of ``job``'s results (empty until it has artifacts)."""
+    urls = _urls(job)
+    media = [{"name": n, "url": u, "type": t} for n, (u, t) in urls.items()]
+    videos = [m for m in media if m["type"].startswith("video/")]
+    images = [m for m in media if m["type"].startswith("image/")]
+    kind = job.kind.value
+    if kind == "lap_compare":
+        data = urls.get("metrics.json")
+        return ResultsView(kind, videos=videos, data_url=data[0] if data else None)
+    if kind == "pose":
+        data = urls.get("results.json")
+        result = job.result or {}
+        unit = str((result.get("analytics") or {}).get("unit", "px"))
+        return ResultsView(kind, videos=videos, data_url=data[0] if data else None, players=_players(result), unit=unit)
+    return ResultsView(kind, videos=videos, images=images)

@@ -1,0 +1,40 @@
+"""Waiting, bounded, for a job's record to catch up with an event the page already saw.
+
+A page learns of a job's end or a session's snapshot from the event stream; the record that the
+gateway serves from is the dispatcher's fold of that event, a moment later. Rather than answer from
+the stale record (a 404 snapshot, a "running" job that has ended), the dashboard's reads wait for it
+with a KV watch, at most :data:`SETTLE_S` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from contracts.ids import ID_PATTERN, tenant_key
+from contracts.job_record import JobRecord
+from services.gateway.state import GatewayState
+
+SETTLE_S = 5.0
+"""The longest a page's read waits for the record to fold an event it has seen."""
+
+
+async def record_when(
+    state: GatewayState, tenant: str, job_id: str, done: Callable[[JobRecord], bool], timeout_s: float = SETTLE_S
+) -> JobRecord | None:
+    """The job's record once ``done(record)`` holds; ``None`` after ``timeout_s`` or for no such job."""
+    if not ID_PATTERN.fullmatch(job_id):
+        return None
+    watcher = await state.kv.jobs.watch(tenant_key(tenant, job_id))
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                async for entry in watcher:
+                    if entry is not None and entry.value:
+                        record = JobRecord.model_validate_json(entry.value)
+                        if done(record):
+                            return record
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    return None

@@ -1,0 +1,88 @@
+// One job, live: its SSE stream (urls.events, a stream token) moves the progress bar, the stage, the
+// ETA and the event log; the terminal event reloads the details panel (artifacts, results).
+import { api, el } from "/static/js/api.js";
+import { drawResults } from "/static/js/results.js";
+
+const root = document.getElementById("job");
+const bar = document.getElementById("job-progress");
+const percent = document.getElementById("job-percent");
+const statusEl = document.getElementById("job-status");
+const stage = document.getElementById("job-stage");
+const message = document.getElementById("job-message");
+const eta = document.getElementById("job-eta");
+const log = document.getElementById("event-log");
+const cancel = document.getElementById("cancel");
+const TERMINAL = { "job.succeeded": "succeeded", "job.failed": "failed", "job.canceled": "canceled" };
+const STATUS = { "job.queued": "queued", "job.dispatched": "dispatched", "job.started": "running", "job.retrying": "retrying" };
+let startedAt = root.dataset.started ? Date.parse(root.dataset.started) : null;
+let source = null;
+
+function setStatus(status) {
+  statusEl.textContent = status;
+  statusEl.className = `status s-${status}`;
+}
+
+function setFraction(fraction) {
+  bar.value = fraction;
+  percent.textContent = `${Math.round(fraction * 100)} %`;
+  if (startedAt && fraction > 0.02 && fraction < 1) {
+    const left = ((Date.now() - startedAt) / fraction) * (1 - fraction);
+    eta.textContent = `${Math.max(1, Math.round(left / 1000))} s`;
+  } else if (fraction >= 1) eta.textContent = "done";
+}
+
+function note(type, envelope) {
+  const data = envelope.data || {};
+  const text = data.message || (data.error && `${data.error.code}: ${data.error.message || ""}`) || data.name || "";
+  const when = (envelope.time || "").replace("T", " ").slice(0, 19);
+  log.append(el("li", { "data-type": type }, `${when} ${type}${text ? " — " + text : ""}`));
+  log.scrollTop = log.scrollHeight;
+}
+
+async function refreshPanel() {
+  await window.htmx.ajax("GET", `/jobs/${root.dataset.job}/panel?settle=true`, { target: "#panel", swap: "innerHTML" });
+}
+
+function onEvent(type, raw) {
+  let envelope;
+  try { envelope = JSON.parse(raw); } catch { return; }
+  note(type, envelope);
+  const data = envelope.data || {};
+  if (type === "job.started") { startedAt = Date.parse(envelope.time) || Date.now(); }
+  if (STATUS[type]) setStatus(STATUS[type]);
+  if (type === "job.progress") {
+    setStatus("running");
+    if (typeof data.fraction === "number") setFraction(data.fraction);
+    if (data.stage) stage.textContent = data.stage;
+    if (data.message) message.textContent = data.message;
+  }
+  if (type === "job.stage" && data.name) stage.textContent = data.name;
+  if (TERMINAL[type]) {
+    setStatus(TERMINAL[type]);
+    if (type === "job.succeeded") setFraction(1);
+    cancel.hidden = true;
+    root.dataset.terminal = "true";
+    source.close();
+    refreshPanel();
+  }
+}
+
+const TYPES = ["job.created", "job.queued", "job.dispatched", "job.started", "job.progress", "job.log", "job.artifact",
+  "job.stage", "job.retrying", "job.cancel_requested", "job.succeeded", "job.failed", "job.canceled"];
+
+function follow() {
+  source = new EventSource(root.dataset.events);
+  for (const type of TYPES) source.addEventListener(type, (e) => onEvent(type, e.data));
+  source.onerror = () => { if (root.dataset.terminal === "true") source.close(); };
+}
+
+cancel.addEventListener("click", async () => {
+  cancel.disabled = true;
+  const r = await api(root.dataset.cancel, { method: "POST" });
+  document.getElementById("cancel-note").textContent = r.ok ? "Cancellation requested." : (r.body && r.body.detail) || "Refused.";
+  if (!r.ok) cancel.disabled = false;
+});
+
+document.body.addEventListener("htmx:afterSwap", (e) => { if (e.target.id === "panel") drawResults(); });
+follow();
+drawResults();
