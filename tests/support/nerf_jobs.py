@@ -10,8 +10,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from contracts.job_record import Artifact
 from contracts.route_table import DEFAULT_ROUTES, RetryPolicy, Route, load_route_table
+from contracts.runs import RunRequest, StagePlan
 from tests.support.gateway import Tenant, uploaded
+from tests.support.lap import TENANT
 
 
 def tiny_png(seed: int, size: int = 16) -> bytes:
@@ -68,3 +71,31 @@ async def submit_nerf(tenant: Tenant, zip_bytes: bytes, params: dict[str, Any] |
     created = await tenant.http.post("/v1/jobs", json=body)
     assert created.status_code in (200, 201, 202), created.text
     return str(created.json()["id"])
+
+
+STAGES = ("check", "colmap", "train", "render")
+
+
+def stage_request(
+    stage: str, job_id: str, upload_id: str, params: dict[str, Any], inputs: tuple[Artifact, ...] = (), attempt: int = 1
+) -> RunRequest:
+    """The run request of one nerf stage, as the dispatcher sends it (its place among the four stages)."""
+    index = STAGES.index(stage)
+    spec = {"kind": "nerf", "inputs": {"images": {"upload_id": upload_id}}, "params": params}
+    plan = StagePlan(name=stage, index=index, count=len(STAGES), offset=index / len(STAGES), weight=1 / len(STAGES))
+    return RunRequest(
+        tenant=TENANT, job_id=job_id, kind="nerf", attempt=attempt, spec=spec, function=f"modal_workers.nerf:{stage}",
+        inputs=inputs, stage=plan, heartbeat_interval_s=5.0,
+    )  # fmt: skip
+
+
+def umeyama(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """The similarity ``(s, R, t)`` that best maps ``source`` points onto ``target`` (least squares)."""
+    mu_s, mu_t = source.mean(0), target.mean(0)
+    a, b = source - mu_s, target - mu_t
+    u, d, vt = np.linalg.svd(b.T @ a / len(source))
+    sign = np.eye(3)
+    sign[2, 2] = np.sign(np.linalg.det(u @ vt))
+    rotation = u @ sign @ vt
+    scale = float(np.trace(np.diag(d) @ sign) / (a**2).sum(1).mean())
+    return scale, rotation, mu_t - scale * rotation @ mu_s

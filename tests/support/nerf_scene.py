@@ -113,16 +113,23 @@ def _draw_box(canvas: np.ndarray, index: int, view: View, k: np.ndarray) -> None
         extent = (high - low)[[u_axis, v_axis]] * TEXELS_PER_UNIT
         origin = np.array([(37 * face) % 64, (53 * face) % 64], np.float64)
         texel = origin + np.array([[0, 0], [extent[0], 0], extent, [0, extent[1]]])
-        h = cv2.getPerspectiveTransform(texel.astype(np.float32), image.astype(np.float32))
+        x0, y0 = np.floor(image.min(axis=0)).astype(int).clip(0, (width, height))
+        x1, y1 = np.ceil(image.max(axis=0) + 1).astype(int).clip(0, (width, height))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64)  # warp into the face's box only
+        h = shift @ cv2.getPerspectiveTransform(texel.astype(np.float32), image.astype(np.float32))
         light = 0.55 + 0.45 * max(0.0, float(normal @ LIGHT / np.linalg.norm(LIGHT)))
-        colour = cv2.warpPerspective(TEXTURES[index], h, (width, height), flags=cv2.INTER_LINEAR)
+        size = (int(x1 - x0), int(y1 - y0))
+        colour = cv2.warpPerspective(TEXTURES[index], h, size, flags=cv2.INTER_LINEAR).astype(np.float32)
         mask = np.zeros(TEXTURES[index].shape[:2], np.float32)
-        x0, y0 = int(origin[0]), int(origin[1])
-        mask[y0 : y0 + int(extent[1]), x0 : x0 + int(extent[0])] = 1.0
-        cover = cv2.warpPerspective(mask, h, (width, height), flags=cv2.INTER_LINEAR)[..., None]
-        canvas *= 1.0 - cover
-        canvas[..., :3] += colour.astype(np.float32) * light * cover
-        canvas[..., 3:] += 255.0 * cover
+        u0, v0 = int(origin[0]), int(origin[1])
+        mask[v0 : v0 + int(extent[1]), u0 : u0 + int(extent[0])] = 1.0
+        cover = cv2.warpPerspective(mask, h, size, flags=cv2.INTER_LINEAR)[..., None]
+        box = canvas[y0:y1, x0:x1]
+        box *= 1.0 - cover
+        box[..., :3] += colour * light * cover
+        box[..., 3:] += 255.0 * cover
 
 
 def render_view(view: View, width: int = WIDTH, height: int = HEIGHT, samples: int = 2) -> np.ndarray:
