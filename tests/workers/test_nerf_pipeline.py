@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 import zipfile
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from contracts.ids import new_id
 from contracts.runs import Outcome
 from modal_workers.runtime import WorkerRuntime, load_workload
 from tests.support.lap import MemorySink, frame_count, local_storage, upload
-from tests.support.nerf_jobs import stage_request, umeyama
+from tests.support.nerf_jobs import archive, stage_request, tiny_png, umeyama
 from tests.support.nerf_scene import View, ring_cameras, scene_zip
 
 pytestmark = pytest.mark.timeout(300)
@@ -177,3 +178,14 @@ def test_render_delivers_zips_of_rgba_pngs_transparent_around_an_opaque_centre(r
     assert zip_1 < kinds.index(("job.progress", "zip 1 of 2")) < kinds.index(("job.artifact", "render/frames_0002.zip"))
     (rendered.root / "preview.mp4").write_bytes(rendered.read("render", "preview.mp4"))
     assert frame_count(rendered.root / "preview.mp4") == 6
+
+
+def test_photos_colmap_cannot_register_fail_the_job_with_sfm_failed_and_the_count(scene: Scene) -> None:
+    noise = scene.root / "noise.zip"
+    noise.write_bytes(archive({f"n{i}.png": tiny_png(i, 96) for i in range(8)}))
+    request = stage_request("colmap", new_id("job"), upload(scene.runtime, noise), {})
+    outcome = scene.runtime.run(load_workload(request.function), request)
+    assert outcome.status == "permanent"
+    assert outcome.error is not None
+    assert outcome.error.code == "sfm_failed"
+    assert re.fullmatch(r"COLMAP registered [0-3] of 8 photos; at least half are needed", outcome.error.message)
