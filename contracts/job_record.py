@@ -385,8 +385,15 @@ class JobRecord(BaseModel):
         return self._evolve(at, progress=progress, stage=progress.stage)
 
     def with_stage(self, attempt: int, state: StageState, at: datetime | None = None) -> JobRecord:
-        """Record one pipeline stage's state (replacing the stage with the same index)."""
-        if not self._accepts(attempt):
+        """Record one pipeline stage's state (replacing the stage with the same index). A ``failed`` that
+        closes a running stage is kept after the end too: a worker's own ``job.failed`` precedes it."""
+        closing = (
+            self.terminal
+            and attempt == self.attempt
+            and state.status is StageStatus.FAILED
+            and any(s.index == state.index and s.status is StageStatus.RUNNING for s in self.stages)
+        )
+        if not (self._accepts(attempt) or closing):
             return self
         stages = sorted([*(s for s in self.stages if s.index != state.index), state], key=lambda s: s.index)
         return self._evolve(at, stages=tuple(stages), stage=state.name)

@@ -4,7 +4,9 @@
 the masked-out background is one plain colour), shrunk to a long side of at most ``sfm_max_side``.
 :func:`reconstruct` extracts SIFT (at most ``sift_max_features`` a photo; on the GPU where pycolmap
 was built with CUDA), matches every pair up to ``exhaustive_max_images`` photos and sequential
-neighbours above, maps incrementally and keeps the model with the most registered images.
+neighbours above, maps incrementally (seeded; while the largest model misses photos, again with the next seed, up to
+``sfm_mapping_trials`` times: RANSAC's luck can split a model) and keeps the model with the most
+registered images.
 :func:`transforms` writes nerfstudio's ``transforms.json``: per frame its photo (``images/<name in
 the archive>``), intrinsics at the photo's full size and camera-to-world matrix in the OpenGL
 convention (x right, y up, z back), plus ``gpurelay_scene``: a centre and radius of the sparse points
@@ -78,11 +80,19 @@ def reconstruct(
         pairing = pycolmap.SequentialPairingOptions()
         pairing.overlap = 20
         pycolmap.match_sequential(database, pairing_options=pairing)
-    progress(0.75, "incremental mapping")
-    models = pycolmap.incremental_mapping(database, images, work / "sparse")
-    if not models:
-        return None
-    return max(models.values(), key=lambda model: model.num_reg_images())
+    best: Any = None
+    for trial in range(settings.sfm_mapping_trials):  # a model that stops short may be completed by another seed
+        progress(0.75 + 0.2 * trial / settings.sfm_mapping_trials, f"incremental mapping, trial {trial + 1}")
+        options = pycolmap.IncrementalPipelineOptions()
+        options.random_seed = trial
+        (work / f"sparse-{trial}").mkdir(parents=True, exist_ok=True)
+        models = pycolmap.incremental_mapping(database, images, work / f"sparse-{trial}", options)
+        for model in models.values():
+            if best is None or model.num_reg_images() > best.num_reg_images():
+                best = model
+        if best is not None and best.num_reg_images() == len(names):
+            break
+    return best
 
 
 def intrinsics(camera: Any, scale: float) -> dict[str, float]:

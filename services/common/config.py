@@ -414,6 +414,9 @@ class NerfSettings(BaseSettings):
         default=100, ge=2, le=10_000, description="Up to this many photos every pair is matched; above, sequentially."
     )
     sift_max_features: int = Field(default=8192, ge=256, le=65_536, description="SIFT features kept per photo.")
+    sfm_mapping_trials: int = Field(
+        default=3, ge=1, le=20, description="Incremental mapping runs (new seed each) while photos stay unregistered."
+    )
     checkpoint_every: int = Field(default=1000, ge=1, description="Training iterations between checkpoints.")
     cpu_threads: int = Field(default=2, ge=1, le=256, description="torch threads when training on the CPU.")
 
