@@ -50,15 +50,20 @@ async def test_a_nerf_job_runs_through_the_platform_and_a_killed_training_resume
 ) -> None:
     env = {"GPURELAY_NERF_CHECKPOINT_EVERY": "10", "GPURELAY_NERF_CPU_THREADS": "1"}
     settings = dispatcher_settings(
-        nats_server.url, namespace, gateway.settings.data_dir, url=gateway.url, local_pool_size=1, local_worker_env=env
-    )
+        nats_server.url, namespace, gateway.settings.data_dir, url=gateway.url, local_pool_size=1,
+        local_worker_env=env, heartbeat_interval_s=1.0, heartbeat_misses=10,
+    )  # fmt: skip  # heartbeats as tolerant as a loaded machine needs: only the SIGKILL may lose the worker
     retries = RetryPolicy(max_attempts=2, backoff_initial_s=0.05, backoff_max_s=0.1)
     dispatcher = Dispatcher(settings, routes={"nerf": nerf_route(retries=retries)})
     log = await EventLog().start(js, namespace)
     await dispatcher.start()
     try:
         job = await submit_nerf(acme, scene_zip(nerf_views[1]), PARAMS)
-        await log.wait(lambda: any(m.startswith("checkpoint at") for m in _logs(log.events[job], 1)), within_s=200)
+        checkpointed = lambda: any(m.startswith("checkpoint at") for m in _logs(log.events[job], 1))  # noqa: E731
+        await log.wait(lambda: checkpointed() or log.ended(job) is not None, within_s=200)
+        assert checkpointed(), [
+            (e.type, e.attempt, e.data) for e in log.events[job] if e.type in ("job.log", "job.failed")
+        ]
         started = [e for e in log.events[job] if e.type == "job.started" and e.attempt == 1]
         os.kill(int(started[-1].data["worker"].removeprefix("local-")), signal.SIGKILL)  # the train stage's worker
         kv = await js.key_value(namespace.bucket(streams.KV_JOBS))
