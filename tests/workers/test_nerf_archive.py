@@ -72,8 +72,9 @@ async def test_bad_archives_fail_fast_through_the_dispatcher_and_no_gpu_stage_is
 ) -> None:
     env = {"GPURELAY_NERF_MAX_ARCHIVE_BYTES": str(2 * 1024 * 1024)}
     settings = dispatcher_settings(
-        nats_server.url, namespace, gateway.settings.data_dir, url=gateway.url, local_worker_env=env
-    )
+        nats_server.url, namespace, gateway.settings.data_dir, url=gateway.url, local_worker_env=env,
+        heartbeat_interval_s=1.0, heartbeat_misses=10,
+    )  # fmt: skip  # heartbeats as tolerant as a loaded machine needs
     dispatcher = Dispatcher(settings, routes={"nerf": nerf_route()})
     log = await EventLog().start(js, namespace)
     await dispatcher.start()
