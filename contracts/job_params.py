@@ -68,11 +68,28 @@ class PoseParams(JobParams):
 
 
 class NerfParams(JobParams):
-    """COLMAP → NeRF training → a turntable render of ``render_frames`` frames."""
+    """COLMAP poses → NeRF training → a turntable of ``frames`` transparent PNGs in zips of ``batch_size``."""
 
-    iterations: int = Field(default=30_000, ge=100, le=200_000)
-    render_frames: int = Field(default=120, ge=1, le=720)
-    resolution: int = Field(default=800, ge=64, le=4096, description="Square render size in pixels.")
-    transparent: bool = True
-    batch_size: int = Field(default=24, ge=1, le=720, description="Frames rendered per batch.")
-    matcher: Literal["exhaustive", "sequential"] = "exhaustive"
+    iterations: int = Field(default=15_000, ge=1, le=200_000, description="Training steps (a batch of rays each).")
+    frames: int = Field(default=1440, ge=1, le=7200, description="Turntable frames rendered.")
+    batch_size: int = Field(default=120, ge=1, le=7200, description="Frames per delivered zip.")
+    downscale: int = Field(
+        default=2, ge=1, le=16, description="Training images are shrunk by this factor (SfM is not: sfm_max_side)."
+    )
+    sfm_max_side: int = Field(
+        default=1600, ge=160, le=8192, description="SfM runs on the photos shrunk to this longest side at most."
+    )
+    render_width: int = Field(default=800, ge=16, le=4096)
+    render_height: int = Field(default=800, ge=16, le=4096)
+    background: tuple[int, int, int] | None = Field(
+        default=None,
+        description="RGB (0-255) of a plain background to mask out of photos without alpha; "
+        "None: estimated from the photos' borders.",
+    )
+
+    @field_validator("background")
+    @classmethod
+    def _rgb(cls, value: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+        if value is not None and not all(0 <= channel <= 255 for channel in value):
+            raise ValueError("background channels must be within 0..255")
+        return value

@@ -385,8 +385,16 @@ class JobRecord(BaseModel):
         return self._evolve(at, progress=progress, stage=progress.stage)
 
     def with_stage(self, attempt: int, state: StageState, at: datetime | None = None) -> JobRecord:
-        """Record one pipeline stage's state (replacing the stage with the same index)."""
-        if not self._accepts(attempt):
+        """Record one pipeline stage's state (replacing the stage with the same index). The ``failed`` of a
+        stage not ended yet is kept after the job's end too: a worker's own ``job.failed`` comes before
+        it (and may come before the stage's ``running``, when the stage fails the moment it starts)."""
+        closing = (
+            self.terminal
+            and attempt == self.attempt
+            and state.status is StageStatus.FAILED
+            and all(s.status is StageStatus.RUNNING for s in self.stages if s.index == state.index)
+        )
+        if not (self._accepts(attempt) or closing):
             return self
         stages = sorted([*(s for s in self.stages if s.index != state.index), state], key=lambda s: s.index)
         return self._evolve(at, stages=tuple(stages), stage=state.name)

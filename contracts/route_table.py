@@ -55,6 +55,7 @@ class Stage(BaseModel):
     gpus: tuple[str, ...] | None = None
     timeout_s: float | None = Field(default=None, gt=0)
     weight: float = Field(default=1.0, gt=0)
+    price_per_gpu_hour: float | None = Field(default=None, ge=0, description="None: the route's price.")
 
 
 class Route(BaseModel):
@@ -107,6 +108,19 @@ class Route(BaseModel):
     def stage_timeout_s(self, stage: Stage) -> float:
         """The timeout of ``stage`` (its own, else the route's)."""
         return stage.timeout_s if stage.timeout_s is not None else self.timeout_s
+
+    def stage_report(self, stage: Stage, seconds: float) -> dict[str, float | str | None]:
+        """What a pipeline's result says of one stage that ran ``seconds``: its GPU (the first of its
+        list), GPU-seconds (none for a stage that says ``gpus: []``, a CPU stage) and cost."""
+        gpus = self.stage_gpus(stage)
+        gpu_seconds = 0.0 if stage.gpus == () else seconds
+        price = self.price_per_gpu_hour if stage.price_per_gpu_hour is None else stage.price_per_gpu_hour
+        return {
+            "gpu": gpus[0] if gpus else None,
+            "seconds": round(seconds, 3),
+            "gpu_seconds": round(gpu_seconds, 3),
+            "cost_usd": round(gpu_seconds * price / 3600.0, 6),
+        }
 
     def weights(self) -> tuple[float, ...]:
         """Each stage's share of the overall progress, summing to 1."""

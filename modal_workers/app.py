@@ -55,6 +55,7 @@ BASE_PACKAGES = (  # what contracts/, services/common and the runtime import (ve
 )
 VIDEO_PACKAGES = ("opencv-python-headless==5.0.0.93", "numpy==2.4.6")
 TORCH_PACKAGES = ("torch==2.14.1", "torchvision==0.29.1", "ultralytics==8.4.190")
+COLMAP_PACKAGES = ("pycolmap==4.2.1",)  # the PyPI wheel has no CUDA: SIFT on the CPU unless a CUDA build is swapped in
 VLM_PACKAGES = (  # the vlm workload: transformers' Gemma 3 on torch, PIL decoding, regex alerts
     "torch==2.14.1",
     "torchvision==0.29.1",
@@ -134,7 +135,9 @@ def _with_source(image: modal.Image) -> modal.Image:
     )
 
 
+colmap_image = video_image.pip_install(*COLMAP_PACKAGES)
 video_image, torch_image = _with_source(video_image), _with_source(torch_image)
+colmap_image = _with_source(colmap_image)
 vlm_image, splat_image = _with_source(vlm_image), _with_source(splat_image)
 storage_secret = modal.Secret.from_name("gpurelay-storage")
 app = modal.App(APP_NAME)
@@ -211,21 +214,27 @@ def pose(request: dict[str, Any], ingest: dict[str, str], storage: dict[str, Any
     return run_request("modal_workers.pose:run", request, ingest, storage)
 
 
-@app.function(image=video_image, secrets=[storage_secret], **options("nerf", "nerf_colmap"))
+@app.function(image=video_image, secrets=[storage_secret], **options("nerf", "nerf_check"))
+def nerf_check(request: dict[str, Any], ingest: dict[str, str], storage: dict[str, Any]) -> dict[str, Any]:
+    """NeRF stage 1 (CPU): the photo archive checked before any GPU stage."""
+    return run_request("modal_workers.nerf:check", request, ingest, storage)
+
+
+@app.function(image=colmap_image, secrets=[storage_secret], **options("nerf", "nerf_colmap"))
 def nerf_colmap(request: dict[str, Any], ingest: dict[str, str], storage: dict[str, Any]) -> dict[str, Any]:
-    """NeRF stage 1: camera poses with COLMAP."""
+    """NeRF stage 2: camera poses with COLMAP."""
     return run_request("modal_workers.nerf:colmap", request, ingest, storage)
 
 
 @app.function(image=torch_image, secrets=[storage_secret], **options("nerf", "nerf_train"))
 def nerf_train(request: dict[str, Any], ingest: dict[str, str], storage: dict[str, Any]) -> dict[str, Any]:
-    """NeRF stage 2: training."""
+    """NeRF stage 3: training (checkpointed; a retry resumes)."""
     return run_request("modal_workers.nerf:train", request, ingest, storage)
 
 
 @app.function(image=torch_image, secrets=[storage_secret], **options("nerf", "nerf_render"))
 def nerf_render(request: dict[str, Any], ingest: dict[str, str], storage: dict[str, Any]) -> dict[str, Any]:
-    """NeRF stage 3: turntable render."""
+    """NeRF stage 4: turntable render."""
     return run_request("modal_workers.nerf:render", request, ingest, storage)
 
 

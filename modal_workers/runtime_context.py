@@ -13,6 +13,10 @@
 ``ctx.store(name, data, content_type=None)``   the same, without the event
 ``ctx.input_path(name)``                       the job input ``name`` (``video``, ...) as a local
                                                file, downloaded on first use
+``ctx.stage_input(name)``                      a previous stage's artifact ``name`` (``colmap/x.json``)
+                                               as a local file, downloaded on first use
+``ctx.load_stored(name)``                      the bytes this job stored as ``name`` (any attempt,
+                                               e.g. a checkpoint), or ``None``
 ``ctx.work_dir``                               a temporary folder for outputs, removed after the run
 ``ctx.cancelled`` / ``ctx.check_cancelled()``  whether the job's cancel was seen / raise
                                                :class:`CancelledError` if so
@@ -184,6 +188,27 @@ class WorkerContext:
             raise runtime_io.InputError("input_timeout", f"input {name!r} took too long to download.") from exc
         self._inputs[name] = path
         return path
+
+    def stage_input(self, name: str) -> Path:
+        """The previous stage's artifact ``name`` (in :attr:`inputs`) as a local file, downloaded once."""
+        if name in self._inputs:
+            return self._inputs[name]
+        found = next((a for a in self.inputs if a.name == name), None)
+        if found is None or self._runtime.storage is None:
+            raise runtime_io.InputError("input_missing", f"the previous stage left no artifact {name!r}.")
+        target = self.work_dir / "stage-inputs" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        coro = runtime_io.download_key(self._runtime.storage, found.key, target, self._runtime.max_input_bytes)
+        self._inputs[name] = path = self._runtime.call(coro, timeout=self._runtime.input_timeout_s)
+        return path  # type: ignore[no-any-return]
+
+    def load_stored(self, name: str) -> bytes | None:
+        """What this job stored as ``name`` (:meth:`store`, any attempt), or ``None`` if nothing."""
+        req = self.request
+        if self._runtime.storage is None:
+            return None
+        key = result_key(req.storage_prefix, req.tenant, req.job_id, name)
+        return self._runtime.call(runtime_io.read_if_present(self._runtime.storage, key), timeout=600)  # type: ignore[no-any-return]
 
     # -- used by the runtime ----------------------------------------------------------------------
     def emit(self, type_: EventType, payload: BaseModel, name: str | None = None) -> Any:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.job_specs import InputRef
-from services.common.storage import ObjectChangedError, Storage, StorageError, check_sealed
+from services.common.storage import ObjectChangedError, ObjectNotFoundError, Storage, StorageError, check_sealed
 from services.common.storage.base import sanitize_filename
 
 DEFAULT_MAX_INPUT_BYTES = 4 * 1024**3
@@ -89,6 +89,20 @@ async def _write(path: Path, chunks: Any, max_bytes: int) -> None:
             if size > max_bytes:
                 raise InputError("input_too_large", f"the input is larger than {max_bytes} bytes.")
             await asyncio.to_thread(handle.write, chunk)
+
+
+async def download_key(storage: Storage, key: str, path: Path, max_bytes: int) -> Path:
+    """Fetch the object ``key`` (a job's own result) into ``path``, size-capped."""
+    await _write(path, storage.open_read(key), max_bytes)
+    return path
+
+
+async def read_if_present(storage: Storage, key: str) -> bytes | None:
+    """The object ``key`` in memory, or ``None`` when there is none."""
+    try:
+        return await storage.read_all(key)
+    except ObjectNotFoundError:
+        return None
 
 
 def file_digest(path: Path) -> tuple[int, str]:

@@ -144,6 +144,8 @@ class Attempts:
         steps, weights = route.steps(), route.weights()
         inputs: tuple[Artifact, ...] = ()
         produced: list[Artifact] = []
+        result: dict[str, Any] = {}
+        reports: dict[str, Any] = {}
         for index, stage in enumerate(steps):
             plan = None
             if route.is_pipeline:
@@ -180,8 +182,9 @@ class Attempts:
                 return
             if plan is not None:
                 await self._stage(held, plan, StageStatus.RUNNING)
-            held.began = time.time() if index == 0 else held.began
-            verdict = await wait_for_verdict(held, launch, time.time() + route.stage_timeout_s(stage), self.silence)
+            stage_began = time.time()
+            held.began = stage_began if index == 0 else held.began
+            verdict = await wait_for_verdict(held, launch, stage_began + route.stage_timeout_s(stage), self.silence)
             outcome = verdict.outcome
             if plan is None or outcome is None or outcome.status != "succeeded":
                 if plan is not None:
@@ -191,8 +194,10 @@ class Attempts:
             await self._stage(held, plan, StageStatus.SUCCEEDED)
             inputs = outcome.artifacts
             produced += outcome.artifacts
+            result.update(outcome.result)  # a pipeline's result: every stage's, the later winning
+            reports[stage.name] = route.stage_report(stage, time.time() - stage_began)
             if index == len(steps) - 1:
-                payload = je.JobSucceededPayload(result=outcome.result, artifacts=tuple(produced))
+                payload = je.JobSucceededPayload(result={**result, "stages": reports}, artifacts=tuple(produced))
                 await self._publish(held, EventType.JOB_SUCCEEDED, payload, "succeeded")
 
     async def _conclude(

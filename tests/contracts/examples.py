@@ -41,7 +41,7 @@ SPEC_BODIES: dict[str, dict[str, object]] = {
         "webhook": {"url": "https://hooks.example.com/in", "events": ["job.succeeded", "job.failed"]},
     },
     "pose": {"kind": "pose", "inputs": {"video": {"upload_id": "upl_2"}}, "params": {"batch_size": 16}},
-    "nerf": {"kind": "nerf", "inputs": {"images": {"upload_id": "upl_3"}}, "params": {"render_frames": 36}},
+    "nerf": {"kind": "nerf", "inputs": {"images": {"upload_id": "upl_3"}}, "params": {"frames": 36}},
     "splat": {"kind": "splat", "robot_id": "so101-a", "params": {"chunk_every": 25}},
     "vlm": {"kind": "vlm", "inputs": {}, "params": {"prompt": "What is the robot doing?"}},
 }

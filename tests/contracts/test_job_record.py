@@ -156,6 +156,13 @@ def test_side_records() -> None:
     expired = done.with_artifacts_expired()
     assert all(a.expired for a in expired.artifacts)
     assert expired.status is S.CANCELED
+    closed = done.with_stage(1, StageState(name="train", index=1, count=3, status=StageStatus.FAILED))
+    assert [s.status for s in closed.stages] == [StageStatus.SUCCEEDED, StageStatus.FAILED]  # the worker failed first
+    assert closed.with_stage(1, StageState(name="colmap", index=0, count=3, status=StageStatus.FAILED)) is closed
+    assert closed.with_stage(1, StageState(name="render", index=2, count=3, status=StageStatus.RUNNING)) is closed
+    failed_at_once = walk(S.QUEUED, S.DISPATCHED).transition(S.FAILED, T0)  # the worker's job.failed came first
+    check = StageState(name="check", index=0, count=3, status=StageStatus.FAILED)
+    assert failed_at_once.with_stage(1, check).stages == (check,)
 
 
 def test_record_validation() -> None:

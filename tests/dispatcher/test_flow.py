@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
@@ -33,7 +34,11 @@ async def test_a_3_stage_pipeline_passes_artifacts_on_with_monotonic_progress(
     record = await wait_record(jobs_kv, job, lambda r: r.terminal)
     assert record.status is S.SUCCEEDED
     assert [a.name for a in record.artifacts] == ["colmap/colmap.txt", "render/render.txt", "train/train.txt"]
-    assert record.result == {"stage": "render", "inputs": ["train/train.txt"]}
+    reports = record.result.pop("stages")
+    assert record.result == {"stage": "render", "inputs": ["train/train.txt"]}  # every stage's, the last winning
+    assert list(reports) == ["colmap", "train", "render"]
+    assert all(s["seconds"] >= 0.3 and s["gpu_seconds"] == s["seconds"] for s in reports.values())
+    assert all(s["cost_usd"] == pytest.approx(s["gpu_seconds"] / 1000, abs=1e-5) for s in reports.values())
     storage = dispatcher.storage
     assert isinstance(storage, LocalStorage)
     assert await storage.read_all(record.artifacts[2].key) == b"colmap/colmap.txt"  # train got colmap's output

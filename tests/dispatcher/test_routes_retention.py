@@ -24,9 +24,15 @@ def test_the_deployed_table_validates_and_nerf_is_a_weighted_pipeline() -> None:
     table = load_route_table(DEFAULT_ROUTES)
     for profile in ("dev", "prod"):
         nerf = table.route(profile, "nerf")
-        assert [s.name for s in nerf.steps()] == ["colmap", "train", "render"]
+        assert [s.name for s in nerf.steps()] == ["check", "colmap", "train", "render"]
         assert sum(nerf.weights()) == pytest.approx(1.0)
-    assert table.route("prod", "nerf").stage_gpus(table.route("prod", "nerf").stages[1]) == ("A10G", "A100")
+        assert nerf.stage_gpus(nerf.stages[0]) == ()  # the archive check runs on a CPU
+    prod = table.route("prod", "nerf")
+    assert prod.stage_gpus(prod.stages[2]) == ("A10G", "A100")
+    check = prod.stage_report(prod.stages[0], 10.0)
+    assert (check["gpu"], check["gpu_seconds"], check["cost_usd"]) == (None, 0.0, 0.0)
+    train = prod.stage_report(prod.stages[2], 3600.0)
+    assert (train["gpu"], train["gpu_seconds"], train["cost_usd"]) == ("A10G", 3600.0, 1.10)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import pytest
 
 if TYPE_CHECKING:
     from modal_workers.vlm_model import VlmModel
+    from tests.support.nerf_scene import View
 
 
 @pytest.fixture(scope="session")
@@ -17,3 +18,11 @@ def tiny_vlm(tiny_gemma_dir: Path) -> VlmModel:
     from modal_workers.vlm_model import VlmModel
 
     return VlmModel.load(str(tiny_gemma_dir))
+
+
+@pytest.fixture(scope="session")
+def nerf_views() -> tuple[list[View], list[bytes]]:
+    """The synthetic NeRF scene's 16 ring cameras and their RGBA PNGs, rendered once per test session."""
+    from tests.support.nerf_scene import scene_views
+
+    return scene_views()

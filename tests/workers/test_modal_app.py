@@ -25,7 +25,7 @@ def test_the_app_imports_without_torch_or_opencv() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["none", "7"]
+    assert done.stdout.split() == ["none", "8"]  # nerf: check, colmap, train and render
 
 
 PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(\[[A-Za-z0-9,._-]+\])?==(?P<version>[0-9][A-Za-z0-9.+!_-]*)$")
@@ -119,6 +119,7 @@ def test_functions_use_the_storage_secret_and_sessions_warm_up_once_per_containe
         secrets = getattr(modal_app, name)._spec_.secrets
         assert [repr(s) for s in secrets] == ["modal.Secret.from_name('gpurelay-storage')"]
     assert modal_app.OPTIONS["lap_compare"] == {"gpu": ["T4", "A10G"], "timeout": 900}
+    assert modal_app.OPTIONS["nerf_check"] == {"gpu": None, "timeout": 600}  # the archive check: no GPU
     for cls in (modal_app.SplatSession, modal_app.VlmSession):
         user_cls: type = getattr(cls, "_get_user_cls")()  # noqa: B009 - Modal's private accessor
         assert "load" in user_cls.__dict__
