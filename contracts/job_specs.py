@@ -178,6 +178,9 @@ class JobSpecBase(BaseModel):
     inputs: JobInputs
     params: JobParams
     webhook: WebhookTarget | None = None
+    priority: int = Field(
+        default=5, ge=0, le=9, description="Order within the tenant's queue of the kind: 9 first, 0 last (with ageing)."
+    )
 
     @property
     def job_kind(self) -> JobKind:

@@ -88,6 +88,8 @@ KV_SESSIONS = "sessions"
 KV_ROBOTS = "robots"
 KV_UPLOADS = "uploads"
 KV_DISPATCHER_WAITS = "dispatcher_waits"
+KV_DISPATCH_QUEUE = "dispatch_queue"
+KV_DISPATCH_FAIR = "dispatch_fair"
 
 FRAMES_MAX_BYTES = 2 * 1024**3
 WEBHOOK_QUEUE_MAX_MSGS = 100_000
@@ -180,6 +182,11 @@ def declarations(
                 name=ns.bucket(KV_DISPATCHER_WAITS),
                 description="{tenant}.{upload_id}.{job_id}: a job waits on an upload.",
             ),
+            BucketDecl(
+                name=ns.bucket(KV_DISPATCH_QUEUE),
+                description="{kind}.{tenant}.{job_id}.{attempt}: an attempt waiting for (or holding) a slot.",
+            ),
+            BucketDecl(name=ns.bucket(KV_DISPATCH_FAIR), description="{kind}: the kind's fair-share clock."),
         ),
     )
     if replicas == 1:

@@ -298,6 +298,14 @@ class DispatcherSettings(BaseServiceSettings):
         default=60.0, gt=0, description="A record still `created` this long with no job.created gets it published."
     )
     created_sweep_interval_s: float = Field(default=15.0, gt=0, description="How often such records are looked for.")
+    tenant_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="Fair-share weight per tenant (JSON, e.g. {\"acme\": 3}); a kind's slots are shared by weight.",
+    )
+    tenant_weight_default: float = Field(default=1.0, gt=0, description="The weight of a tenant not in tenant_weights.")
+    priority_ageing_s: float = Field(
+        default=60.0, ge=0, description="A queued job gains one priority level per this many seconds waited (ageing)."
+    )
 
 
 class NotifierSettings(ApiKeySettings):

@@ -4,9 +4,10 @@
   ``dispatcher_waits`` which uploads it waits on (``{tenant}.{upload}.{job}``); the note is written
   *before* the uploads are read, so an ``upload.completed`` that races the check still finds it.
 * ``upload.completed``: re-check each job waiting on that upload (event-driven, no polling).
-* ``job.queued`` / ``job.retrying``: publish the attempt's dispatch ticket (after the backoff).
-* ``job.cancel_requested`` while no worker runs (created, queued, retrying): ``job.canceled`` now;
-  a running attempt is canceled by the replica that holds it.
+* ``job.queued`` / ``job.retrying``: put the attempt in its kind's queue index (due after the
+  backoff) and publish its dispatch ticket (:mod:`services.dispatcher.scheduler`).
+* ``job.cancel_requested`` while no worker runs (created, queued, retrying): ``job.canceled`` now,
+  and its queue entry dropped; a running attempt is canceled by the replica that holds it.
 
 A job released by its upload goes on in its own trace (that of the request that created it, read
 from its ``job.created``), linked to the upload's. An event that moved a record is counted
@@ -37,6 +38,7 @@ from services.common import tracing
 from services.common.kv import kv_entries
 from services.dispatcher.consumers import PoisonMessage
 from services.dispatcher.observe import observe_folded
+from services.dispatcher.queue import QueueIndex, entry_key, new_entry
 from services.dispatcher.store import JobEvents, JobStore
 
 log = logging.getLogger(__name__)
@@ -47,9 +49,16 @@ class Reactions:
     """Folds job events into KV and reacts to the new state."""
 
     def __init__(
-        self, store: JobStore, events: JobEvents, uploads: KeyValue, waits: KeyValue, routes: dict[str, Route]
+        self,
+        store: JobStore,
+        events: JobEvents,
+        uploads: KeyValue,
+        waits: KeyValue,
+        routes: dict[str, Route],
+        queue: QueueIndex,
     ) -> None:
         self.store, self.events, self.uploads, self.waits, self.routes = store, events, uploads, waits, routes
+        self.queue = queue
 
     async def on_job_event(self, body: bytes) -> JobRecord | None:
         """Fold one event of the JOBS stream, then react; :class:`PoisonMessage` for bytes that are no event."""
@@ -69,13 +78,20 @@ class Reactions:
             case EventType.JOB_CREATED:
                 await self.release_if_ready(record)
             case EventType.JOB_QUEUED if record.status is _S.QUEUED and not record.cancel_requested:
-                await self.events.ticket(record, record.attempt)
+                await self.enqueue(record, record.attempt)
             case EventType.JOB_RETRYING if record.status is _S.RETRYING and not record.cancel_requested:
                 delay = parse_payload_as(event, je.JobRetryingPayload).delay_s
-                await self.events.ticket(record, record.attempt + 1, delay)
+                await self.enqueue(record, record.attempt + 1, delay)
             case EventType.JOB_CANCEL_REQUESTED if record.status in (_S.CREATED, _S.QUEUED, _S.RETRYING):
                 payload = je.JobCanceledPayload(reason="canceled before it ran")
                 await self.events.publish(record, EventType.JOB_CANCELED, payload, canceled_event_id(record.id))
+                attempt = record.attempt + (record.status is _S.RETRYING)
+                await self.queue.remove(entry_key(str(record.kind), record.tenant, record.id, attempt))
+
+    async def enqueue(self, record: JobRecord, attempt: int, delay_s: float = 0.0) -> None:
+        """Queue ``attempt`` of ``record`` (due after ``delay_s``), then publish its ticket."""
+        await self.queue.enqueue(new_entry(record, attempt, delay_s))
+        await self.events.ticket(record, attempt, delay_s)
 
     async def release_if_ready(self, record: JobRecord) -> None:
         """Queue a ``created`` job whose inputs are all complete; else wait for its uploads."""

@@ -51,8 +51,10 @@ from services.dispatcher.fold import route_pricing
 from services.dispatcher.local_pool import LocalPool
 from services.dispatcher.modal_backend import ModalBackend, ModalClient
 from services.dispatcher.observe import start_sampling
+from services.dispatcher.queue import QueueIndex
 from services.dispatcher.reactions import Reactions
 from services.dispatcher.retention import Retention
+from services.dispatcher.scheduler import Scheduler
 from services.dispatcher.store import DISPATCH_STREAM, JobEvents, JobStore, declare_dispatch
 from services.dispatcher.subscribers import bound_and_watch, make_broker, subscribe_events, subscribe_tickets
 from services.dispatcher.sweeper import CreatedSweeper
@@ -77,11 +79,14 @@ class Dispatcher:
         routes: dict[str, Route] | None = None,
         storage: Storage | None = None,
         modal_client: ModalClient | None = None,
+        backends: dict[str, Backend] | None = None,
     ) -> None:
         self.settings = settings
         self.routes = routes if routes is not None else load_routes(settings)
         self.storage = storage
         self.modal_client = modal_client
+        self.extra_backends = backends or {}
+        self.queue: QueueIndex | None = None
         self.pool: LocalPool | None = None
         self.nc: NatsClient | None = None
         self.broker: NatsBroker | None = None
@@ -105,14 +110,18 @@ class Dispatcher:
         prices = {kind: route.price_per_gpu_hour for kind, route in self.routes.items()}
         store, events = JobStore(jobs_kv, route_pricing(prices)), JobEvents(js, ns)
         backends: dict[str, Backend] = {"local": UnroutedBackend("local"), "modal": UnroutedBackend("modal")}
-        if any(r.backend == "local" for r in self.routes.values()):
+        if any(r.backend == "local" for r in self.routes.values()) and "local" not in self.extra_backends:
             self.pool = LocalPool(s)
             await self.pool.start()
             backends["local"] = LocalBackend(self.pool)
         if any(r.backend == "modal" for r in self.routes.values()):
             backends["modal"] = ModalBackend(s, self.modal_client)
-        self.attempts = Attempts(s, self.routes, backends, store, events)
-        reactions = Reactions(store, events, uploads_kv, waits, self.routes)
+        backends |= self.extra_backends
+        self.queue = queue = QueueIndex(await js.key_value(ns.bucket(streams.KV_DISPATCH_QUEUE)))
+        fair_kv = await js.key_value(ns.bucket(streams.KV_DISPATCH_FAIR))
+        scheduler = Scheduler(queue, fair_kv, s.tenant_weights, s.tenant_weight_default, s.priority_ageing_s)
+        self.attempts = Attempts(s, self.routes, backends, store, events, scheduler)
+        reactions = Reactions(store, events, uploads_kv, waits, self.routes, queue)
         self.storage = self.storage or make_storage(s)
         self.retention = Retention(jobs_kv, store, self.storage, s.artifact_retention_hours, s.storage_prefix)
         self.sweeper = CreatedSweeper(store, events, s.created_republish_after_s)
@@ -133,6 +142,7 @@ class Dispatcher:
             metrics.register("dispatcher")
             self._stop_sampling = start_sampling(js, [(c.stream, c.durable) for c in consumers], self.pool)
         self._tasks = [
+            asyncio.create_task(queue.follow()),
             asyncio.create_task(self._watch_records(jobs_kv)),
             asyncio.create_task(self._keep_tickets()),
             asyncio.create_task(self._every(s.retention_sweep_interval_s, self.retention.sweep, first=True)),

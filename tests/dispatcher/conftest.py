@@ -15,6 +15,7 @@ from contracts.streams import Declarations
 from contracts.subjects import Namespace
 from services.common.config import DispatcherSettings
 from services.common.embedded_nats import EmbeddedNats
+from services.dispatcher.backends import Backend
 from services.dispatcher.service import Dispatcher
 from tests.support.dispatcher import EventLog, dispatcher_settings
 
@@ -44,11 +45,13 @@ StartDispatcher = Callable[..., Awaitable[Dispatcher]]
 
 @pytest.fixture
 async def start_dispatcher(settings: DispatcherSettings, declared: Declarations) -> AsyncIterator[StartDispatcher]:
-    """Start in-process dispatchers with given routes (and setting overrides); stopped at the end."""
+    """Start in-process dispatchers with given routes (and backends, setting overrides); stopped at the end."""
     started: list[Dispatcher] = []
 
-    async def start(routes: dict[str, Route], **overrides: object) -> Dispatcher:
-        dispatcher = Dispatcher(settings.model_copy(update=overrides), routes=routes)
+    async def start(
+        routes: dict[str, Route], backends: dict[str, Backend] | None = None, **overrides: object
+    ) -> Dispatcher:
+        dispatcher = Dispatcher(settings.model_copy(update=overrides), routes=routes, backends=backends)
         await dispatcher.start()
         started.append(dispatcher)
         return dispatcher
