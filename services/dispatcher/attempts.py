@@ -72,12 +72,12 @@ class Attempts:
             token = Ticket.model_validate_json(body)
         except ValidationError as exc:
             raise PoisonMessage(f"not a valid dispatch ticket: {exc}") from exc
-        if (wait := token.not_before - time.time()) > 0:
-            await msg.nak(delay=wait)
+        if token.not_before > time.time():  # a backoff: the top-up brings a ticket when it is due
+            await msg.ack()
             return
         decision = await self.scheduler.take(token.kind, msg.metadata.sequence.stream)
         if decision.entry is None:
-            await (msg.nak(delay=decision.wait_s) if decision.wait_s > 0 else msg.ack())
+            await msg.ack()
             return
         ticket = decision.entry.ticket()
         if (ticket.key, ticket.attempt) in self.held:
@@ -91,6 +91,8 @@ class Attempts:
         starting = (record.status is _S.QUEUED and ticket.attempt == record.attempt) or (
             record.status is _S.RETRYING and ticket.attempt == record.attempt + 1
         )
+        if record.status is _S.CREATED and ticket.attempt == 1:  # queued; the record lags the stream
+            starting = await self.events.last(record, "queued") is not None
         adopting = record.status in (_S.DISPATCHED, _S.RUNNING) and ticket.attempt == record.attempt
         dispatched_at = await self.events.dispatched_at(record, ticket.attempt) if starting else None
         if dispatched_at is not None:  # the record lags the stream: a replica that died launched it
@@ -148,6 +150,7 @@ class Attempts:
                 else:
                     await self._run_stages(held, backend, reservation)
             observe_attempt(ticket.kind, held.outcome, held.began)
+            await self.scheduler.finished(held.claim.entry, time.time() - held.began, held.outcome == "succeeded")
             await self._drop(held.claim, held.msg)
         except asyncio.CancelledError:
             raise

@@ -63,6 +63,11 @@ def tenant_queue(candidates: Iterable[Candidate], ageing_s: float) -> list[Candi
     return sorted(candidates, key=lambda c: c.order(ageing_s))
 
 
+def pick_oldest(by_tenant: Mapping[str, Iterable[Candidate]]) -> Candidate | None:
+    """The longest-waiting candidate of any tenant: first come, first served (``scheduling_policy=fifo``)."""
+    return min((c for cs in by_tenant.values() for c in cs), key=lambda c: (c.enqueued_at, c.key), default=None)
+
+
 def pick(
     by_tenant: Mapping[str, Iterable[Candidate]],
     state: FairState,

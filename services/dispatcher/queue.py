@@ -15,7 +15,6 @@ that finds nothing in the mirror re-reads its kind from KV before it gives up.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -26,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.job_record import JobRecord
 from services.common.kv import kv_entries
-from services.dispatcher.fair import DEFAULT_PRIORITY
+from services.dispatcher.fair import DEFAULT_PRIORITY, Candidate
 from services.dispatcher.store import Ticket
 
 log = logging.getLogger(__name__)
@@ -45,11 +44,17 @@ class QueueEntry(BaseModel):
     enqueued_at: float
     not_before: float = 0.0
     claimed_by: int | None = Field(default=None, description="The stream sequence of the token holding it.")
+    input_bytes: int | None = Field(default=None, ge=0, description="The inputs' size, when known (uploads).")
+    concurrency_key: str | None = None
 
     @property
     def key(self) -> str:
         """Its KV key."""
         return entry_key(self.kind, self.tenant, self.job_id, self.attempt)
+
+    def candidate(self) -> Candidate:
+        """As the fair-share pick sees it (``extra``: the entry)."""
+        return Candidate(self.key, self.tenant, self.priority, self.enqueued_at, self)
 
     def ticket(self) -> Ticket:
         """The attempt to run."""
@@ -61,9 +66,11 @@ def entry_key(kind: str, tenant: str, job_id: str, attempt: int) -> str:
     return f"{kind}.{tenant}.{job_id}.{attempt}"
 
 
-def new_entry(record: JobRecord, attempt: int, delay_s: float = 0.0) -> QueueEntry:
+def new_entry(record: JobRecord, attempt: int, delay_s: float = 0.0, input_bytes: int | None = None) -> QueueEntry:
     """The entry of ``attempt`` of ``record``; a retry keeps the job's first queue time."""
     queued = record.timings.queued_at or record.created_at
+    due = record.spec.due_at(record.created_at) if attempt == 1 else None
+    not_before = max(time.time() + delay_s if delay_s > 0 else 0.0, due.timestamp() if due else 0.0)
     return QueueEntry(
         tenant=record.tenant,
         job_id=record.id,
@@ -71,7 +78,9 @@ def new_entry(record: JobRecord, attempt: int, delay_s: float = 0.0) -> QueueEnt
         attempt=attempt,
         priority=getattr(record.spec, "priority", DEFAULT_PRIORITY),
         enqueued_at=queued.timestamp(),
-        not_before=time.time() + delay_s if delay_s > 0 else 0.0,
+        not_before=not_before,
+        input_bytes=input_bytes,
+        concurrency_key=getattr(record.spec, "concurrency_key", None),
     )
 
 
@@ -83,10 +92,14 @@ class QueueIndex:
         self.by_kind: dict[str, dict[str, tuple[QueueEntry, int]]] = defaultdict(dict)
         self.changed = asyncio.Event()
 
-    async def enqueue(self, entry: QueueEntry) -> None:
-        """Create ``entry`` (left as it is when it exists: a redelivered reaction)."""
-        with contextlib.suppress(KeyWrongLastSequenceError):
-            await self.kv.create(entry.key, entry.model_dump_json().encode())
+    async def enqueue(self, entry: QueueEntry) -> bool:
+        """Create ``entry``; ``False`` (and left as it is) when it exists: a redelivered reaction."""
+        try:
+            revision = await self.kv.create(entry.key, entry.model_dump_json().encode())
+        except KeyWrongLastSequenceError:
+            return False
+        self._remember(entry, revision)
+        return True
 
     async def remove(self, entry_or_key: QueueEntry | str, revision: int | None = None) -> bool:
         """Delete an entry (only at ``revision`` when given); ``False`` when it moved on."""
@@ -112,6 +125,10 @@ class QueueIndex:
     def entries(self, kind: str) -> list[tuple[QueueEntry, int]]:
         """The mirror's entries of ``kind``."""
         return list(self.by_kind.get(kind, {}).values())
+
+    def running(self) -> list[QueueEntry]:
+        """Every claimed entry (attempts holding a slot), all kinds."""
+        return [e for entries in self.by_kind.values() for e, _ in entries.values() if e.claimed_by is not None]
 
     def held_by(self, kind: str, seq: int) -> tuple[QueueEntry, int] | None:
         """The entry token ``seq`` claimed, if any."""

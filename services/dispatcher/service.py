@@ -43,6 +43,7 @@ from contracts.route_table import DEFAULT_ROUTES, Route, load_route_table
 from services.common import metrics
 from services.common.config import DispatcherSettings
 from services.common.nats import connect, declare_all
+from services.common.quotas import QuotaBook
 from services.common.storage import Storage, make_storage
 from services.dispatcher.attempts import Attempts
 from services.dispatcher.backends import Backend, LocalBackend, UnroutedBackend
@@ -51,6 +52,7 @@ from services.dispatcher.fold import route_pricing
 from services.dispatcher.local_pool import LocalPool
 from services.dispatcher.modal_backend import ModalBackend, ModalClient
 from services.dispatcher.observe import start_sampling
+from services.dispatcher.positions import Positions, RunTimes
 from services.dispatcher.queue import QueueIndex
 from services.dispatcher.reactions import Reactions
 from services.dispatcher.retention import Retention
@@ -87,6 +89,8 @@ class Dispatcher:
         self.modal_client = modal_client
         self.extra_backends = backends or {}
         self.queue: QueueIndex | None = None
+        self.positions: Positions | None = None
+        self._top_up: Callable[[], Awaitable[object]] = _nothing
         self.pool: LocalPool | None = None
         self.nc: NatsClient | None = None
         self.broker: NatsBroker | None = None
@@ -119,9 +123,24 @@ class Dispatcher:
         backends |= self.extra_backends
         self.queue = queue = QueueIndex(await js.key_value(ns.bucket(streams.KV_DISPATCH_QUEUE)))
         fair_kv = await js.key_value(ns.bucket(streams.KV_DISPATCH_FAIR))
-        scheduler = Scheduler(queue, fair_kv, s.tenant_weights, s.tenant_weight_default, s.priority_ageing_s)
+        runtimes = RunTimes(await js.key_value(ns.bucket(streams.KV_DISPATCH_RUNTIMES)), s.eta_window)
+        quotas = QuotaBook(
+            await js.key_value(ns.bucket(streams.KV_QUOTAS)), await js.key_value(ns.bucket(streams.KV_TENANT_USAGE)),
+            s.quota_defaults, s.quota_cache_s,
+        )  # fmt: skip
+        scheduler = Scheduler(
+            queue, fair_kv, s.tenant_weights, s.tenant_weight_default, s.priority_ageing_s, quotas, runtimes,
+            s.scheduling_policy,
+        )  # fmt: skip
+        concurrency = {kind: route.concurrency for kind, route in self.routes.items()}
+        self.positions = positions = Positions(
+            js, ns, queue, runtimes, concurrency, scheduler.weight, s.priority_ageing_s, s.queue_position_top,
+            s.queue_position_interval_s,
+        )  # fmt: skip
+        scheduler.on_start = positions.moved
         self.attempts = Attempts(s, self.routes, backends, store, events, scheduler)
-        reactions = Reactions(store, events, uploads_kv, waits, self.routes, queue)
+        self._top_up = lambda: scheduler.top_up(js, dispatch_stream, list(self.routes), events)
+        reactions = Reactions(store, events, uploads_kv, waits, self.routes, queue, positions)
         self.storage = self.storage or make_storage(s)
         self.retention = Retention(jobs_kv, store, self.storage, s.artifact_retention_hours, s.storage_prefix)
         self.sweeper = CreatedSweeper(store, events, s.created_republish_after_s)
@@ -147,6 +166,7 @@ class Dispatcher:
             asyncio.create_task(self._keep_tickets()),
             asyncio.create_task(self._every(s.retention_sweep_interval_s, self.retention.sweep, first=True)),
             asyncio.create_task(self._every(s.created_sweep_interval_s, self.sweep_created)),
+            asyncio.create_task(self._every(s.queue_sweep_interval_s, self._top_up)),
         ]
         log.info("dispatcher started", extra={"kinds": sorted(self.routes)})
 
@@ -209,6 +229,8 @@ class Dispatcher:
                 await self.broker.stop()
         if self.attempts is not None:
             await self.attempts.stop()
+        if self.positions is not None:
+            await self.positions.stop()
         if self.pool is not None:
             await self.pool.stop()
         if self.nc is not None:
@@ -231,3 +253,7 @@ def _record(key: str, value: bytes) -> JobRecord | None:
     except ValidationError:
         log.error("KV jobs %s does not hold a job record; ignoring it", key)
         return None
+
+
+async def _nothing() -> None:
+    """Before start: nothing to top up."""

@@ -12,12 +12,13 @@ from nats.js.kv import KeyValue
 from contracts import streams
 from contracts.route_table import Route
 from contracts.streams import Declarations
-from contracts.subjects import Namespace
+from contracts.subjects import Namespace, Subjects
 from services.common.config import DispatcherSettings
 from services.common.embedded_nats import EmbeddedNats
 from services.dispatcher.backends import Backend
 from services.dispatcher.service import Dispatcher
 from tests.support.dispatcher import EventLog, dispatcher_settings
+from tests.support.scheduling import InstantBackend
 
 
 @pytest.fixture
@@ -38,6 +39,15 @@ async def event_log(js: JetStreamContext, declared: Declarations, namespace: Nam
     log = await EventLog().start(js, namespace)
     yield log
     await log.stop()
+
+
+@pytest.fixture
+async def instant(js: JetStreamContext, subjects: Subjects) -> AsyncIterator[InstantBackend]:
+    """A backend that ends each run after 0.01 s (a test may change ``run_s``), its gate shut until
+    the test opens it."""
+    backend = InstantBackend(js, subjects, run_s=0.01)
+    yield backend
+    await backend.close()
 
 
 StartDispatcher = Callable[..., Awaitable[Dispatcher]]

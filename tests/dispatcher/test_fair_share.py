@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -13,14 +11,6 @@ from services.dispatcher.fair import Candidate, FairState, pick, tenant_queue
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, local_route, submit
 from tests.support.scheduling import InstantBackend, count_dispatched, entries_queued, start_order
-
-
-@pytest.fixture
-async def instant(js: JetStreamContext, subjects: Subjects) -> AsyncIterator[InstantBackend]:
-    """A backend that ends each run at once, gated until the test opens it."""
-    backend = InstantBackend(js, subjects, run_s=0.01)
-    yield backend
-    await backend.close()
 
 
 async def submit_many(
@@ -68,7 +58,7 @@ async def test_weights_3_to_1_give_starts_3_to_1_over_400_jobs(
     dispatcher = await start_dispatcher(
         {"pose": local_route("noop", concurrency=2)}, backends={"local": instant}, tenant_weights=weights
     )
-    tenants = ["heavy", "heavy", "light"] * 170  # arriving 2:1
+    tenants = ["heavy", "heavy", "light"] * 160  # arriving 2:1; both still queued at the 400th start
     jobs = await submit_many(js, jobs_kv, subjects, tenants)
     owner = dict(zip(jobs, tenants, strict=True))
     await entries_queued(dispatcher, "pose", len(jobs))
