@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import nats
 from nats.js import JetStreamContext
 
-from bench.common import Result
+from bench.common import Result, format_table
 from contracts import streams
 from contracts.envelope import utc_now
 from contracts.event_ids import worker_event_id
@@ -32,6 +33,7 @@ from contracts.route_table import RetryPolicy, Route, Stage
 from contracts.runs import Outcome, RunRequest
 from contracts.subjects import Namespace, Subjects
 from services.common.config import DispatcherSettings
+from services.common.embedded_nats import EmbeddedNats
 from services.common.publish import publish_event
 from services.dispatcher.backends import Announce, Launch
 from services.dispatcher.service import Dispatcher
@@ -100,7 +102,10 @@ async def one_policy(url: str, data_dir: Path, policy: str) -> tuple[float, list
     nc = await nats.connect(url)
     js, subjects = nc.jetstream(), Subjects(ns)
     backend = GatedBackend(js, subjects)
-    route = Route(backend="local", function="pose", concurrency=CONCURRENCY, retries=RetryPolicy(max_attempts=1))
+    route = Route(
+        backend="local", function="pose", local="bench.dispatch:noop", concurrency=CONCURRENCY,
+        retries=RetryPolicy(max_attempts=1),
+    )  # fmt: skip
     dispatcher = Dispatcher(settings, routes={"pose": route}, backends={"local": backend})
     await dispatcher.start()
     total, succeeded = TENANTS * JOBS_PER_TENANT, asyncio.Event()
@@ -147,3 +152,12 @@ async def measure_scheduling(url: str, data_dir: Path) -> list[Result]:
         Result.compare(f"scheduling decision p99, fair share ({queued}; baseline: FIFO)", p99[0], "ms", p99[1]),
         Result.compare(f"scheduled jobs/s, fair share ({queued}; baseline: FIFO)", fair_rate, "jobs/s", fifo_rate),
     ]  # fmt: skip
+
+
+async def _alone() -> list[Result]:
+    with tempfile.TemporaryDirectory(prefix="gpurelay-bench-") as tmp, EmbeddedNats(Path(tmp) / "nats") as server:
+        return await measure_scheduling(server.url, Path(tmp))
+
+
+if __name__ == "__main__":  # this part alone (bench/dispatch.py runs it with the rest)
+    print(format_table(asyncio.run(_alone())))
