@@ -5,6 +5,7 @@ a warm local pool whose ``pose`` route runs a no-op workload. Measures, one job 
 from sending the POST to receiving the job's ``job.started`` (a core subscription on
 ``jobs.*.*.started``), then the throughput of a burst of jobs from submission to ``job.succeeded``.
 The baseline is the raw JetStream publish → consume round trip on the same server in the same run.
+Then scheduling with 100 tenants queued, fair share against FIFO (:mod:`bench.dispatch_share`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Result, format_table, rate
+from bench.dispatch_share import measure_scheduling
 from contracts.route_table import RetryPolicy, Route
 from contracts.streams import KV_APIKEYS
 from services.common.apikeys import ApiKeyStore
@@ -138,6 +140,7 @@ async def measure() -> list[Result]:
                     await asyncio.wait_for(burst_done.wait(), TIMEOUT_S)
                 throughput = rate(BURST_JOBS, max(done[j] for j in burst) - begin)
             baseline = await jetstream_round_trip(server.url)
+            sharing = await measure_scheduling(server.url, Path(tmp) / "sharing")
         finally:
             await nc.close()
             await dispatcher.stop()
@@ -157,6 +160,7 @@ async def measure() -> list[Result]:
             baseline,
         ),
         Result.compare(f"dispatch throughput, {BURST_JOBS} jobs POST → succeeded", throughput, "jobs/s", None),
+        *sharing,
     ]
 
 

@@ -27,7 +27,16 @@ from pydantic import (
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from contracts.ids import ID_PATTERN, JobId
-from contracts.job_record import Artifact, JobCost, JobError, JobProgress, JobStatus, JobTimings, StageState
+from contracts.job_record import (
+    Artifact,
+    JobCost,
+    JobError,
+    JobProgress,
+    JobStatus,
+    JobTimings,
+    QueuePlace,
+    StageState,
+)
 from contracts.job_specs import (
     SPEC_MODELS,
     JobKind,
@@ -105,6 +114,7 @@ class JobOut(BaseModel):
     timings: JobTimings
     cost: JobCost
     cancel_requested: bool = False
+    queue: QueuePlace | None = Field(default=None, description="While queued: its position and ETA.")
     created_at: datetime
     updated_at: datetime
     urls: JobUrls

@@ -33,6 +33,7 @@ class EventType(StrEnum):
 
     JOB_CREATED = "job.created"
     JOB_QUEUED = "job.queued"
+    JOB_POSITION = "job.position"
     JOB_DISPATCHED = "job.dispatched"
     JOB_STARTED = "job.started"
     JOB_PROGRESS = "job.progress"
@@ -58,6 +59,7 @@ _E = EventType
 PAYLOADS: dict[EventType, type[BaseModel]] = {
     _E.JOB_CREATED: je.JobCreatedPayload,
     _E.JOB_QUEUED: je.JobQueuedPayload,
+    _E.JOB_POSITION: je.JobPositionPayload,
     _E.JOB_DISPATCHED: je.JobDispatchedPayload,
     _E.JOB_STARTED: je.JobStartedPayload,
     _E.JOB_PROGRESS: je.JobProgressPayload,

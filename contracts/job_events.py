@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from contracts.job_record import Artifact, JobError, Metrics, StageStatus
 from contracts.job_specs import JobSpec
@@ -29,6 +29,17 @@ class JobQueuedPayload(BaseModel):
     """``job.queued``: every input is complete; the job waits for a backend."""
 
     model_config = _STRICT
+
+
+class JobPositionPayload(BaseModel):
+    """``job.position``: where a queued job stands in its tenant's queue of the kind, and its ETA
+    (from the kind's observed run times); sent when it is queued and as it moves up."""
+
+    model_config = _STRICT
+
+    position: int = Field(ge=1, description="1 = the next of this tenant's jobs of this kind to start.")
+    eta_s: float | None = Field(default=None, ge=0, description="Seconds until it should start.")
+    eta_at: AwareDatetime | None = Field(default=None, description="When it should start.")
 
 
 class JobDispatchedPayload(BaseModel):

@@ -193,6 +193,16 @@ class StageStatus(StrEnum):
     SKIPPED = "skipped"
 
 
+class QueuePlace(BaseModel):
+    """Where a queued job stands: its place in its tenant's queue of the kind, and when it should start."""
+
+    model_config = _STRICT
+
+    position: int = Field(ge=1, description="1 = the next of this tenant's jobs of this kind to start.")
+    eta_s: float | None = Field(default=None, ge=0, description="Seconds until it should start, when it was said.")
+    eta_at: AwareDatetime | None = Field(default=None, description="When it should start.")
+
+
 class StageState(BaseModel):
     """One stage of a pipeline job (e.g. nerf: colmap, train, render)."""
 
@@ -275,6 +285,7 @@ class JobRecord(BaseModel):
     call_id: str | None = Field(default=None, max_length=256, description="Backend call id, for cancel.")
     heartbeat_at: AwareDatetime | None = None
     session: SessionInfo | None = Field(default=None, description="Set for live sessions (splat, vlm).")
+    queue: QueuePlace | None = Field(default=None, description="While queued: its position and ETA.")
     created_at: AwareDatetime
     updated_at: AwareDatetime
 

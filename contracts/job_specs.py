@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -148,6 +150,10 @@ class VlmInputs(JobInputs):
 
 
 # -- specs ----------------------------------------------------------------------------------------
+MAX_DELAY_S = 7 * 24 * 3600.0
+"""The longest ``delay_s`` a spec may ask for (a week)."""
+
+
 class WebhookTarget(BaseModel):
     """A per-job webhook: where to POST, and which event types (globs such as ``job.*``)."""
 
@@ -178,6 +184,29 @@ class JobSpecBase(BaseModel):
     inputs: JobInputs
     params: JobParams
     webhook: WebhookTarget | None = None
+    priority: int = Field(
+        default=5, ge=0, le=9, description="Order within the tenant's queue of the kind: 9 first, 0 last (with ageing)."
+    )
+    run_at: AwareDatetime | None = Field(default=None, description="Do not start before this time.")
+    delay_s: float | None = Field(
+        default=None, ge=0, le=MAX_DELAY_S, description="Do not start until this long after the job was created."
+    )
+    concurrency_key: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="A tenant's jobs with one key run at most concurrency_key_limit at once (e.g. per end user).",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _one_delay(self) -> Self:
+        if self.run_at is not None and self.delay_s is not None:
+            raise ValueError("give run_at or delay_s, not both")
+        return self
+
+    def due_at(self, created_at: datetime) -> datetime | None:
+        """When a job created at ``created_at`` may start (``None``: at once)."""
+        if self.run_at is not None:
+            return self.run_at
+        return created_at + timedelta(seconds=self.delay_s) if self.delay_s else None
 
     @property
     def job_kind(self) -> JobKind:

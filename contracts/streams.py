@@ -88,6 +88,11 @@ KV_SESSIONS = "sessions"
 KV_ROBOTS = "robots"
 KV_UPLOADS = "uploads"
 KV_DISPATCHER_WAITS = "dispatcher_waits"
+KV_DISPATCH_QUEUE = "dispatch_queue"
+KV_DISPATCH_FAIR = "dispatch_fair"
+KV_DISPATCH_RUNTIMES = "dispatch_runtimes"
+KV_QUOTAS = "quotas"
+KV_TENANT_USAGE = "tenant_usage"
 
 FRAMES_MAX_BYTES = 2 * 1024**3
 WEBHOOK_QUEUE_MAX_MSGS = 100_000
@@ -179,6 +184,16 @@ def declarations(
             BucketDecl(
                 name=ns.bucket(KV_DISPATCHER_WAITS),
                 description="{tenant}.{upload_id}.{job_id}: a job waits on an upload.",
+            ),
+            BucketDecl(
+                name=ns.bucket(KV_DISPATCH_QUEUE),
+                description="{kind}.{tenant}.{job_id}.{attempt}: an attempt waiting for (or holding) a slot.",
+            ),
+            BucketDecl(name=ns.bucket(KV_DISPATCH_FAIR), description="{kind}: the kind's fair-share clock."),
+            BucketDecl(name=ns.bucket(KV_DISPATCH_RUNTIMES), description="{kind}: recent run times, for ETAs."),
+            BucketDecl(name=ns.bucket(KV_QUOTAS), description="{tenant}: its quotas over the deployment's defaults."),
+            BucketDecl(
+                name=ns.bucket(KV_TENANT_USAGE), ttl_s=2 * DAY, description="{tenant}.{YYYYMMDD}: GPU-seconds used."
             ),
         ),
     )

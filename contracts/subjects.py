@@ -15,6 +15,7 @@ JOB_EVENT_NAMES: frozenset[str] = frozenset(
     {
         "created",
         "queued",
+        "position",
         "dispatched",
         "started",
         "progress",

@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.quotas import TenantQuota
 from contracts.session_params import VLM_DEFAULT_MODEL
 from contracts.subjects import Namespace, Subjects
 
@@ -102,6 +103,20 @@ class BaseServiceSettings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
 
+    quota_max_running_per_kind: int | None = Field(
+        default=None, ge=1, description="Default per tenant: attempts of one kind running at once (unset: no limit)."
+    )
+    quota_max_queued: int | None = Field(
+        default=None, ge=0, description="Default per tenant: jobs waiting for a slot; beyond it submit answers 429."
+    )
+    quota_gpu_seconds_per_day: float | None = Field(
+        default=None, ge=0, description="Default per tenant: GPU-seconds per UTC day; a job beyond it is refused."
+    )
+    concurrency_key_limit: int = Field(
+        default=1, ge=1, description="Default per tenant: attempts running at once per spec concurrency_key."
+    )
+    quota_cache_s: float = Field(default=1.0, ge=0, description="A change in KV quotas applies within this long.")
+
     metrics_enabled: bool = Field(
         default=True, description="Serve GET /metrics (Prometheus text, no API key): keep it off the public proxy."
     )
@@ -127,6 +142,16 @@ class BaseServiceSettings(BaseSettings):
                     f"set a real secret for profile {self.profile!r}"
                 )
         return self
+
+    @property
+    def quota_defaults(self) -> TenantQuota:
+        """The deployment's default tenant quota (KV ``quotas`` overrides it per tenant)."""
+        return TenantQuota(
+            max_running_per_kind=self.quota_max_running_per_kind,
+            max_queued=self.quota_max_queued,
+            gpu_seconds_per_day=self.quota_gpu_seconds_per_day,
+            concurrency_key_limit=self.concurrency_key_limit,
+        )
 
     @property
     def ns(self) -> Namespace:
@@ -304,6 +329,29 @@ class DispatcherSettings(BaseServiceSettings):
         default=60.0, gt=0, description="A record still `created` this long with no job.created gets it published."
     )
     created_sweep_interval_s: float = Field(default=15.0, gt=0, description="How often such records are looked for.")
+    tenant_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="Fair-share weight per tenant (JSON, e.g. {\"acme\": 3}); a kind's slots are shared by weight.",
+    )
+    scheduling_policy: Literal["fair", "fifo"] = Field(
+        default="fair", description="fair: weighted fair share, then priority; fifo: oldest queued first (a baseline)."
+    )
+    queue_sweep_interval_s: float = Field(
+        default=0.5, gt=0, description="How often a replica gives due queued jobs that lack a dispatch ticket one."
+    )
+    tenant_weight_default: float = Field(default=1.0, gt=0, description="The weight of a tenant not in tenant_weights.")
+    queue_position_top: int = Field(
+        default=10, ge=0, le=1000,
+        description="job.position is sent when a job is queued, and each time it moves up while among the first N "
+        "of its tenant's queue of the kind (0: only when queued).",
+    )  # fmt: skip
+    queue_position_interval_s: float = Field(
+        default=1.0, ge=0, description="Queue positions of one tenant's kind are updated at most this often."
+    )
+    eta_window: int = Field(default=50, ge=1, le=1000, description="Run times kept per kind and input size (ETA).")
+    priority_ageing_s: float = Field(
+        default=60.0, ge=0, description="A queued job gains one priority level per this many seconds waited (ageing)."
+    )
 
 
 class NotifierSettings(ApiKeySettings):

@@ -1,7 +1,9 @@
 """Running attempts: a dispatch ticket in, a terminal or ``retrying`` event out.
 
-:meth:`Attempts.on_ticket` takes a ticket (one attempt of one job) and holds it, un-acked, while
-the attempt runs; the ticket's ack frees the kind's concurrency slot. Each held attempt has a
+:meth:`Attempts.on_ticket` takes a ticket (a slot of its kind), asks the
+:class:`~services.dispatcher.scheduler.Scheduler` which queued attempt fills it (fair share across
+tenants, priority within one), and holds the ticket, un-acked, while that attempt runs; the
+attempt's queue entry is dropped and the ticket acked when it ends, which frees the slot. Each held attempt has a
 supervisor task that launches the run (every stage in turn for a pipeline) and waits for the first
 of: the run's outcome, a crash (the pool sees it at once), the route's timeout, missed heartbeats,
 a cancel request, or the job ending elsewhere. The record it watches comes from the replica's
@@ -35,6 +37,7 @@ from services.common.config import DispatcherSettings
 from services.dispatcher.backends import Backend, BackendUnavailableError, Launch
 from services.dispatcher.consumers import PoisonMessage
 from services.dispatcher.observe import observe_attempt, observe_launch
+from services.dispatcher.scheduler import Decision, Scheduler
 from services.dispatcher.store import JobEvents, JobStore, Ticket
 from services.dispatcher.supervision import Held, Verdict, wait_for_verdict
 
@@ -54,38 +57,50 @@ class Attempts:
         backends: dict[str, Backend],
         store: JobStore,
         events: JobEvents,
+        scheduler: Scheduler,
     ) -> None:
         self.settings, self.routes, self.backends = settings, routes, backends
-        self.store, self.events = store, events
+        self.store, self.events, self.scheduler = store, events, scheduler
         self.held: dict[tuple[str, int], Held] = {}
         self.silence = settings.heartbeat_interval_s * settings.heartbeat_misses
 
     # -- tickets ----------------------------------------------------------------------------
     async def on_ticket(self, body: bytes, msg: Msg) -> None:
-        """Start, adopt or drop one ticket (the subscriber waits here for local capacity)."""
+        """Fill the slot a ticket holds: start, adopt or drop the attempt the scheduler gives it (the
+        subscriber waits here for local capacity)."""
         try:
-            ticket = Ticket.model_validate_json(body)
+            token = Ticket.model_validate_json(body)
         except ValidationError as exc:
             raise PoisonMessage(f"not a valid dispatch ticket: {exc}") from exc
-        if (wait := ticket.not_before - time.time()) > 0:
-            await msg.nak(delay=wait)
+        if token.not_before > time.time():  # a backoff: the top-up brings a ticket when it is due
+            await msg.ack()
+            return
+        decision = await self.scheduler.take(token.kind, msg.metadata.sequence.stream)
+        if decision.entry is None:
+            await msg.ack()
+            return
+        ticket = decision.entry.ticket()
+        if (ticket.key, ticket.attempt) in self.held:
+            await msg.ack()
             return
         record, _ = await self.store.get(ticket.tenant, ticket.job_id)
         route = self.routes.get(ticket.kind)
-        if record is None or record.terminal or route is None or (ticket.key, ticket.attempt) in self.held:
-            await msg.ack()
+        if record is None or record.terminal or route is None:
+            await self._drop(decision, msg)
             return
         starting = (record.status is _S.QUEUED and ticket.attempt == record.attempt) or (
             record.status is _S.RETRYING and ticket.attempt == record.attempt + 1
         )
+        if record.status is _S.CREATED and ticket.attempt == 1:  # queued; the record lags the stream
+            starting = await self.events.last(record, "queued") is not None
         adopting = record.status in (_S.DISPATCHED, _S.RUNNING) and ticket.attempt == record.attempt
         dispatched_at = await self.events.dispatched_at(record, ticket.attempt) if starting else None
         if dispatched_at is not None:  # the record lags the stream: a replica that died launched it
             starting, adopting = False, True
         if not (starting or adopting) or (starting and record.cancel_requested):
-            await msg.ack()  # stale, or the fold cancels it
+            await self._drop(decision, msg)  # stale, or the fold cancels it
             return
-        held = Held(ticket, msg, record, route)
+        held = Held(ticket, msg, record, route, claim=decision)
         if adopting:
             when = dispatched_at or record.timings.dispatched_at
             held.began = when.timestamp() if when else time.time()
@@ -95,6 +110,12 @@ class Attempts:
             observe_launch(ticket, msg)
         self.held[ticket.key, ticket.attempt] = held
         held.task = asyncio.create_task(self._supervise(held, backend, reservation, adopting))
+
+    async def _drop(self, decision: Decision, msg: Msg) -> None:
+        """Nothing to run for this claim: drop its entry, free the slot."""
+        if decision.entry is not None:
+            await self.scheduler.release(decision.entry, decision.revision)
+        await msg.ack()
 
     def on_record(self, record: JobRecord) -> None:
         """A record changed in KV: wake the attempt that holds it."""
@@ -129,7 +150,8 @@ class Attempts:
                 else:
                     await self._run_stages(held, backend, reservation)
             observe_attempt(ticket.kind, held.outcome, held.began)
-            await held.msg.ack()
+            await self.scheduler.finished(held.claim.entry, time.time() - held.began, held.outcome == "succeeded")
+            await self._drop(held.claim, held.msg)
         except asyncio.CancelledError:
             raise
         except Exception:

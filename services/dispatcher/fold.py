@@ -26,6 +26,7 @@ from contracts.job_record import (
     JobError,
     JobRecord,
     JobStatus,
+    QueuePlace,
     StageState,
     can_transition,
 )
@@ -72,6 +73,13 @@ def _start_attempt(record: JobRecord, attempt: int, at: datetime) -> JobRecord:
     return record
 
 
+def _waiting(record: JobRecord, attempt: int) -> bool:
+    """Whether ``attempt`` of ``record`` waits in its kind's queue (``queued``, or ``retrying`` to it)."""
+    return (record.status is _S.QUEUED and attempt == record.attempt) or (
+        record.status is _S.RETRYING and attempt == record.attempt + 1
+    )
+
+
 def _end(record: JobRecord, target: JobStatus, at: datetime, pricing: Pricing, **kw: object) -> JobRecord:
     if not can_transition(record.status, target):
         return record
@@ -90,7 +98,11 @@ def _apply_payload(record: JobRecord, event: EventEnvelope, payload: BaseModel, 
                 return record
             price = pricing(record.kind, payload.gpu)
             cost = moved.cost.model_copy(update={"gpu": payload.gpu, "usd_per_gpu_hour": price})
-            return moved.with_dispatch(payload.backend, payload.call_id, at).model_copy(update={"cost": cost})
+            dispatched = moved.with_dispatch(payload.backend, payload.call_id, at)
+            return dispatched.model_copy(update={"cost": cost, "queue": None})
+        case je.JobPositionPayload() if _waiting(record, attempt):
+            place = QueuePlace(position=payload.position, eta_s=payload.eta_s, eta_at=payload.eta_at)
+            return record.model_copy(update={"queue": place, "updated_at": max(record.updated_at, at)})
         case je.JobStartedPayload():
             moved = _start_attempt(record, attempt, at)
             if moved.status is _S.DISPATCHED and attempt == moved.attempt:

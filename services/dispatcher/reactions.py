@@ -4,9 +4,12 @@
   ``dispatcher_waits`` which uploads it waits on (``{tenant}.{upload}.{job}``); the note is written
   *before* the uploads are read, so an ``upload.completed`` that races the check still finds it.
 * ``upload.completed``: re-check each job waiting on that upload (event-driven, no polling).
-* ``job.queued`` / ``job.retrying``: publish the attempt's dispatch ticket (after the backoff).
-* ``job.cancel_requested`` while no worker runs (created, queued, retrying): ``job.canceled`` now;
-  a running attempt is canceled by the replica that holds it.
+* releasing a job (``job.queued``) and ``job.retrying``: put the attempt in its kind's queue index
+  (due after the backoff) and publish its dispatch ticket (:mod:`services.dispatcher.scheduler`).
+  A released job is queued at once, before its ``job.queued`` is folded: a ticket that finds its
+  record still ``created`` checks the stream for ``job.queued``.
+* ``job.cancel_requested`` while no worker runs (created, queued, retrying): ``job.canceled`` now,
+  and its queue entry dropped; a running attempt is canceled by the replica that holds it.
 
 A job released by its upload goes on in its own trace (that of the request that created it, read
 from its ``job.created``), linked to the upload's. An event that moved a record is counted
@@ -37,6 +40,8 @@ from services.common import tracing
 from services.common.kv import kv_entries
 from services.dispatcher.consumers import PoisonMessage
 from services.dispatcher.observe import observe_folded
+from services.dispatcher.positions import Positions
+from services.dispatcher.queue import QueueIndex, entry_key, new_entry
 from services.dispatcher.store import JobEvents, JobStore
 
 log = logging.getLogger(__name__)
@@ -47,9 +52,17 @@ class Reactions:
     """Folds job events into KV and reacts to the new state."""
 
     def __init__(
-        self, store: JobStore, events: JobEvents, uploads: KeyValue, waits: KeyValue, routes: dict[str, Route]
+        self,
+        store: JobStore,
+        events: JobEvents,
+        uploads: KeyValue,
+        waits: KeyValue,
+        routes: dict[str, Route],
+        queue: QueueIndex,
+        positions: Positions,
     ) -> None:
         self.store, self.events, self.uploads, self.waits, self.routes = store, events, uploads, waits, routes
+        self.queue, self.positions = queue, positions
 
     async def on_job_event(self, body: bytes) -> JobRecord | None:
         """Fold one event of the JOBS stream, then react; :class:`PoisonMessage` for bytes that are no event."""
@@ -68,14 +81,34 @@ class Reactions:
         match event.type:
             case EventType.JOB_CREATED:
                 await self.release_if_ready(record)
-            case EventType.JOB_QUEUED if record.status is _S.QUEUED and not record.cancel_requested:
-                await self.events.ticket(record, record.attempt)
             case EventType.JOB_RETRYING if record.status is _S.RETRYING and not record.cancel_requested:
                 delay = parse_payload_as(event, je.JobRetryingPayload).delay_s
-                await self.events.ticket(record, record.attempt + 1, delay)
+                await self.enqueue(record, record.attempt + 1, delay)
             case EventType.JOB_CANCEL_REQUESTED if record.status in (_S.CREATED, _S.QUEUED, _S.RETRYING):
                 payload = je.JobCanceledPayload(reason="canceled before it ran")
                 await self.events.publish(record, EventType.JOB_CANCELED, payload, canceled_event_id(record.id))
+                attempt = record.attempt + (record.status is _S.RETRYING)
+                await self.queue.remove(entry_key(str(record.kind), record.tenant, record.id, attempt))
+
+    async def enqueue(self, record: JobRecord, attempt: int, delay_s: float = 0.0) -> None:
+        """Queue ``attempt`` of ``record`` (due after ``delay_s``), say where it stands, publish its ticket."""
+        entry = new_entry(record, attempt, delay_s, await self._input_bytes(record))
+        if await self.queue.enqueue(entry):
+            await self.positions.queued(entry)
+        await self.events.ticket(record, attempt, delay_s)
+
+    async def _input_bytes(self, record: JobRecord) -> int | None:
+        """The size of the job's uploaded inputs (``None`` without uploads: the ETA's size class)."""
+        sizes = [await self._upload_size(record.tenant, u) for u in record.spec.upload_ids()]
+        known = [s for s in sizes if s is not None]
+        return sum(known) if known else None
+
+    async def _upload_size(self, tenant: str, upload_id: str) -> int | None:
+        try:
+            entry = await self.uploads.get(tenant_key(tenant, upload_id))
+        except KeyNotFoundError:
+            return None
+        return UploadRecord.model_validate_json(entry.value).size if entry.value else None
 
     async def release_if_ready(self, record: JobRecord) -> None:
         """Queue a ``created`` job whose inputs are all complete; else wait for its uploads."""
@@ -98,6 +131,7 @@ class Reactions:
             log.info("job waits on uploads", extra={"job_id": record.id, "uploads": pending})
             return
         await self.events.publish(record, EventType.JOB_QUEUED, je.JobQueuedPayload(), queued_event_id(record.id))
+        await self.enqueue(record, record.attempt)  # now, not when job.queued is folded: one fold lag less
         for upload_id in upload_ids:
             await self.waits.delete(f"{record.tenant}.{upload_id}.{record.id}")
 

@@ -43,6 +43,7 @@ from contracts.route_table import DEFAULT_ROUTES, Route, load_route_table
 from services.common import metrics
 from services.common.config import DispatcherSettings
 from services.common.nats import connect, declare_all
+from services.common.quotas import QuotaBook
 from services.common.storage import Storage, make_storage
 from services.dispatcher.attempts import Attempts
 from services.dispatcher.backends import Backend, LocalBackend, UnroutedBackend
@@ -51,8 +52,11 @@ from services.dispatcher.fold import route_pricing
 from services.dispatcher.local_pool import LocalPool
 from services.dispatcher.modal_backend import ModalBackend, ModalClient
 from services.dispatcher.observe import start_sampling
+from services.dispatcher.positions import Positions, RunTimes
+from services.dispatcher.queue import QueueIndex
 from services.dispatcher.reactions import Reactions
 from services.dispatcher.retention import Retention
+from services.dispatcher.scheduler import Scheduler
 from services.dispatcher.store import DISPATCH_STREAM, JobEvents, JobStore, declare_dispatch
 from services.dispatcher.subscribers import bound_and_watch, make_broker, subscribe_events, subscribe_tickets
 from services.dispatcher.sweeper import CreatedSweeper
@@ -77,11 +81,16 @@ class Dispatcher:
         routes: dict[str, Route] | None = None,
         storage: Storage | None = None,
         modal_client: ModalClient | None = None,
+        backends: dict[str, Backend] | None = None,
     ) -> None:
         self.settings = settings
         self.routes = routes if routes is not None else load_routes(settings)
         self.storage = storage
         self.modal_client = modal_client
+        self.extra_backends = backends or {}
+        self.queue: QueueIndex | None = None
+        self.positions: Positions | None = None
+        self._top_up: Callable[[], Awaitable[object]] = _nothing
         self.pool: LocalPool | None = None
         self.nc: NatsClient | None = None
         self.broker: NatsBroker | None = None
@@ -105,14 +114,33 @@ class Dispatcher:
         prices = {kind: route.price_per_gpu_hour for kind, route in self.routes.items()}
         store, events = JobStore(jobs_kv, route_pricing(prices)), JobEvents(js, ns)
         backends: dict[str, Backend] = {"local": UnroutedBackend("local"), "modal": UnroutedBackend("modal")}
-        if any(r.backend == "local" for r in self.routes.values()):
+        if any(r.backend == "local" for r in self.routes.values()) and "local" not in self.extra_backends:
             self.pool = LocalPool(s)
             await self.pool.start()
             backends["local"] = LocalBackend(self.pool)
         if any(r.backend == "modal" for r in self.routes.values()):
             backends["modal"] = ModalBackend(s, self.modal_client)
-        self.attempts = Attempts(s, self.routes, backends, store, events)
-        reactions = Reactions(store, events, uploads_kv, waits, self.routes)
+        backends |= self.extra_backends
+        self.queue = queue = QueueIndex(await js.key_value(ns.bucket(streams.KV_DISPATCH_QUEUE)))
+        fair_kv = await js.key_value(ns.bucket(streams.KV_DISPATCH_FAIR))
+        runtimes = RunTimes(await js.key_value(ns.bucket(streams.KV_DISPATCH_RUNTIMES)), s.eta_window)
+        quotas = QuotaBook(
+            await js.key_value(ns.bucket(streams.KV_QUOTAS)), await js.key_value(ns.bucket(streams.KV_TENANT_USAGE)),
+            s.quota_defaults, s.quota_cache_s,
+        )  # fmt: skip
+        scheduler = Scheduler(
+            queue, fair_kv, s.tenant_weights, s.tenant_weight_default, s.priority_ageing_s, quotas, runtimes,
+            s.scheduling_policy,
+        )  # fmt: skip
+        concurrency = {kind: route.concurrency for kind, route in self.routes.items()}
+        self.positions = positions = Positions(
+            js, ns, queue, runtimes, concurrency, scheduler.weight, s.priority_ageing_s, s.queue_position_top,
+            s.queue_position_interval_s,
+        )  # fmt: skip
+        scheduler.on_start = positions.moved
+        self.attempts = Attempts(s, self.routes, backends, store, events, scheduler)
+        self._top_up = lambda: scheduler.top_up(js, dispatch_stream, list(self.routes), events)
+        reactions = Reactions(store, events, uploads_kv, waits, self.routes, queue, positions)
         self.storage = self.storage or make_storage(s)
         self.retention = Retention(jobs_kv, store, self.storage, s.artifact_retention_hours, s.storage_prefix)
         self.sweeper = CreatedSweeper(store, events, s.created_republish_after_s)
@@ -133,10 +161,12 @@ class Dispatcher:
             metrics.register("dispatcher")
             self._stop_sampling = start_sampling(js, [(c.stream, c.durable) for c in consumers], self.pool)
         self._tasks = [
+            asyncio.create_task(queue.follow()),
             asyncio.create_task(self._watch_records(jobs_kv)),
             asyncio.create_task(self._keep_tickets()),
             asyncio.create_task(self._every(s.retention_sweep_interval_s, self.retention.sweep, first=True)),
             asyncio.create_task(self._every(s.created_sweep_interval_s, self.sweep_created)),
+            asyncio.create_task(self._every(s.queue_sweep_interval_s, self._top_up)),
         ]
         log.info("dispatcher started", extra={"kinds": sorted(self.routes)})
 
@@ -199,6 +229,8 @@ class Dispatcher:
                 await self.broker.stop()
         if self.attempts is not None:
             await self.attempts.stop()
+        if self.positions is not None:
+            await self.positions.stop()
         if self.pool is not None:
             await self.pool.stop()
         if self.nc is not None:
@@ -221,3 +253,7 @@ def _record(key: str, value: bytes) -> JobRecord | None:
     except ValidationError:
         log.error("KV jobs %s does not hold a job record; ignoring it", key)
         return None
+
+
+async def _nothing() -> None:
+    """Before start: nothing to top up."""

@@ -165,6 +165,12 @@ class JobEvents:
         event = await self.last(record, "dispatched")
         return event.time if event is not None and event.attempt == attempt else None
 
+    async def top_up(self, ticket: Ticket, count: int) -> None:
+        """``count`` more tickets of ``ticket``'s kind (slot tokens: which job they run is the scheduler's)."""
+        subject = dispatch_subject(self.ns, ticket.kind)
+        for _ in range(count):
+            await self.js.publish(subject, ticket.model_dump_json().encode())
+
     async def ticket(self, record: JobRecord, attempt: int, delay_s: float = 0.0) -> None:
         """Ask for ``attempt`` of ``record`` to run, after ``delay_s``; stored once per attempt."""
         ticket = Ticket(

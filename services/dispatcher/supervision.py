@@ -28,6 +28,8 @@ class Held:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     began: float = field(default_factory=time.time)
     task: asyncio.Task[None] | None = None
+    claim: Any = None
+    """The scheduler's :class:`~services.dispatcher.scheduler.Decision` (its queue entry, dropped at the end)."""
     outcome: str = "ended"
     """How the attempt ended (``gpurelay_job_run_seconds``): succeeded, failed, retrying, canceled, or
     ended (elsewhere: nothing of ours published)."""

@@ -20,6 +20,7 @@ from services.common.http.problem import ProblemError
 from services.common.key_cache import KeyCache
 from services.common.publish import publish_event
 from services.common.storage import Storage
+from services.gateway.admission import Admission
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class GatewayState:
     storage: Storage
     keys: ApiKeyStore
     key_cache: KeyCache
+    admission: Admission | None = None
+    """Quota checks at submit (:mod:`services.gateway.admission`)."""
 
     @property
     def subjects(self) -> Subjects:
@@ -84,6 +87,7 @@ class GatewayState:
                 settings.api_key_cache_max_entries,
                 token_secret=settings.signing_secret.get_secret_value().encode(),
             ),
+            admission=await Admission.open(js, ns, settings.quota_defaults, settings.quota_cache_s),
         )
 
     async def publish_event(self, subject: str, event: EventEnvelope) -> PubAck:

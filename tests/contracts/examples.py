@@ -17,6 +17,7 @@ from contracts.job_events import (
     JobFailedPayload,
     JobHeartbeatPayload,
     JobLogPayload,
+    JobPositionPayload,
     JobProgressPayload,
     JobQueuedPayload,
     JobRetryingPayload,
@@ -57,6 +58,7 @@ ARTIFACT = Artifact(name="overlay.mp4", key="results/acme/job_1/overlay.mp4", co
 EXAMPLES: dict[EventType, BaseModel] = {
     EventType.JOB_CREATED: JobCreatedPayload(spec=spec("lap_compare")),
     EventType.JOB_QUEUED: JobQueuedPayload(),
+    EventType.JOB_POSITION: JobPositionPayload(position=3, eta_s=40.0),
     EventType.JOB_DISPATCHED: JobDispatchedPayload(backend="modal", function="pose", gpu="T4", call_id="fc-1"),
     EventType.JOB_STARTED: JobStartedPayload(worker="modal/pose-1", gpu="T4"),
     EventType.JOB_PROGRESS: JobProgressPayload(fraction=0.42, stage="inference", message="frame 420/1000"),

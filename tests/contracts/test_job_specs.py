@@ -195,8 +195,14 @@ def test_input_names_checked_with_clear_messages(kind: str, inputs: dict[str, An
 
 
 def test_unknown_top_level_field_rejected() -> None:
-    errors = _errors(_body("pose", priority=5))
+    errors = _errors(_body("pose", urgency=5))
     assert errors[0]["type"] == "extra_forbidden"
+
+
+def test_priority_is_0_to_9_default_5() -> None:
+    assert parse_job_spec(_body("pose")).priority == 5
+    assert parse_job_spec(_body("pose", priority=9)).priority == 9
+    assert _errors(_body("pose", priority=10))[0]["loc"] == ("pose", "priority")
 
 
 def test_webhook_target() -> None:

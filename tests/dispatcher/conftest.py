@@ -12,11 +12,13 @@ from nats.js.kv import KeyValue
 from contracts import streams
 from contracts.route_table import Route
 from contracts.streams import Declarations
-from contracts.subjects import Namespace
+from contracts.subjects import Namespace, Subjects
 from services.common.config import DispatcherSettings
 from services.common.embedded_nats import EmbeddedNats
+from services.dispatcher.backends import Backend
 from services.dispatcher.service import Dispatcher
 from tests.support.dispatcher import EventLog, dispatcher_settings
+from tests.support.scheduling import InstantBackend
 
 
 @pytest.fixture
@@ -39,16 +41,27 @@ async def event_log(js: JetStreamContext, declared: Declarations, namespace: Nam
     await log.stop()
 
 
+@pytest.fixture
+async def instant(js: JetStreamContext, subjects: Subjects) -> AsyncIterator[InstantBackend]:
+    """A backend that ends each run after 0.01 s (a test may change ``run_s``), its gate shut until
+    the test opens it."""
+    backend = InstantBackend(js, subjects, run_s=0.01)
+    yield backend
+    await backend.close()
+
+
 StartDispatcher = Callable[..., Awaitable[Dispatcher]]
 
 
 @pytest.fixture
 async def start_dispatcher(settings: DispatcherSettings, declared: Declarations) -> AsyncIterator[StartDispatcher]:
-    """Start in-process dispatchers with given routes (and setting overrides); stopped at the end."""
+    """Start in-process dispatchers with given routes (and backends, setting overrides); stopped at the end."""
     started: list[Dispatcher] = []
 
-    async def start(routes: dict[str, Route], **overrides: object) -> Dispatcher:
-        dispatcher = Dispatcher(settings.model_copy(update=overrides), routes=routes)
+    async def start(
+        routes: dict[str, Route], backends: dict[str, Backend] | None = None, **overrides: object
+    ) -> Dispatcher:
+        dispatcher = Dispatcher(settings.model_copy(update=overrides), routes=routes, backends=backends)
         await dispatcher.start()
         started.append(dispatcher)
         return dispatcher

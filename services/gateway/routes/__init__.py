@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.gateway.routes import compat_so100, dead_letters, ingest, jobs, robots, sessions, uploads, webhooks
+from services.gateway.routes import (
+    compat_so100,
+    dead_letters,
+    ingest,
+    jobs,
+    jobs_batch,
+    robots,
+    sessions,
+    uploads,
+    webhooks,
+)
 
 ROUTERS: list[APIRouter] = []
-ROUTERS += [uploads.router, jobs.router]
+ROUTERS += [uploads.router, jobs_batch.router, jobs.router]
 ROUTERS += [webhooks.router, dead_letters.router, ingest.router]
 ROUTERS.append(robots.router)
 ROUTERS += [sessions.router, sessions.internal_router, compat_so100.router]

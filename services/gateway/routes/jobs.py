@@ -164,6 +164,8 @@ async def submit_job(
     """Check the inputs, claim the ``Idempotency-Key``, write the first record and publish
     ``job.created``; the record and whether this request created it (else it answers a replay)."""
     await _check_inputs(state, tenant, spec)
+    if state.admission is not None:
+        await state.admission.check(tenant, spec)
     claimed = True
     job_id = job_id or new_id("job")
     if idempotency_key is not None:
@@ -177,7 +179,7 @@ async def submit_job(
     summary="Submit a job",
     response_description="The new job (201), or the job this Idempotency-Key already created (200).",
     responses={
-        **problem_responses(401, 409, 422, 503),
+        **problem_responses(401, 409, 422, 429, 503),
         200: {"model": JobOut, "description": "Replay of an Idempotency-Key"},
     },
 )

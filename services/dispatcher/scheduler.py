@@ -1,0 +1,198 @@
+"""One decision per slot: which queued attempt a dispatch ticket (a slot token) runs.
+
+A kind's tickets are delivered by its durable consumer (``max_ack_pending`` = the kind's
+concurrency), so holding one *is* holding a slot, across every replica, kept by the server. The
+ticket's own job does not decide what runs: :meth:`Scheduler.take` picks the attempt that fills the
+slot by fair share (:mod:`services.dispatcher.fair`) among the kind's unclaimed, due entries of the
+queue index (:mod:`services.dispatcher.queue`) and claims it by compare-and-set, so two replicas
+never claim one attempt. Every attempt has its own ticket; a ticket that finds nothing due to claim
+(its job was taken by another ticket, is not due yet, or waits on a quota) is acked at once, never
+nak'ed (a nak'ed message keeps its slot until redelivered), and :meth:`Scheduler.top_up` gives
+each due entry that lacks a ticket one, every ``queue_sweep_interval_s``.
+
+A redelivered ticket (its holder died, or nak'ed) finds the entry it claimed (``claimed_by`` = its
+stream sequence) and runs or adopts that attempt, as before. The SFQ clock of each kind is one
+KV ``dispatch_fair`` key, moved by compare-and-set after each claim.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import cast
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from services.common.quotas import QuotaBook
+from services.dispatcher.fair import Candidate, FairState, pick, pick_oldest
+from services.dispatcher.positions import RunTimes, size_class
+from services.dispatcher.queue import QueueEntry, QueueIndex
+from services.dispatcher.store import CAS_ATTEMPTS, JobEvents
+
+log = logging.getLogger(__name__)
+
+
+def _key_full(candidate: Candidate, per_key: Counter[tuple[str, str]], limit: int) -> bool:
+    """Whether ``candidate``'s concurrency key already runs ``limit`` attempts."""
+    key = cast(tuple[QueueEntry, int], candidate.extra)[0].concurrency_key
+    return key is not None and per_key[candidate.tenant, key] >= limit
+CLAIM_ATTEMPTS = 20
+DECISIONS_KEPT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a ticket does: run ``entry`` (claimed at ``revision``), or nothing (it is acked)."""
+
+    entry: QueueEntry | None = None
+    revision: int = 0
+
+
+class Scheduler:
+    """Fills free slots from the queue index by weighted fair share and priority with ageing."""
+
+    def __init__(
+        self,
+        queue: QueueIndex,
+        fair_kv: KeyValue,
+        weights: Mapping[str, float],
+        default_weight: float,
+        ageing_s: float,
+        quotas: QuotaBook,
+        runtimes: RunTimes,
+        policy: str = "fair",
+    ) -> None:
+        self.queue, self.fair_kv, self.quotas = queue, fair_kv, quotas
+        self.runtimes, self.policy = runtimes, policy
+        self.decision_ms: deque[float] = deque(maxlen=DECISIONS_KEPT)
+        """How long each claiming decision took (ticket in → attempt claimed), the latest ones."""
+        self.weights, self.default_weight, self.ageing_s = weights, default_weight, ageing_s
+        self.on_start: Callable[[str, str], None] = lambda kind, tenant: None
+        """Called after each claim with the kind and tenant (queue positions move)."""
+
+    def weight(self, tenant: str) -> float:
+        """The tenant's share weight."""
+        return float(self.weights.get(tenant, self.default_weight))
+
+    async def take(self, kind: str, seq: int) -> Decision:
+        """The attempt token ``seq`` of ``kind`` runs: the one it claimed before, else a fair pick."""
+        held = self.queue.held_by(kind, seq)
+        if held is not None:
+            return Decision(held[0], held[1])
+        began = time.perf_counter()
+        decision = await self._decide(kind, seq)
+        if decision.entry is not None:
+            self.decision_ms.append((time.perf_counter() - began) * 1000)
+        return decision
+
+    async def _decide(self, kind: str, seq: int) -> Decision:
+        for round_ in range(CLAIM_ATTEMPTS):
+            if round_ == 0 and not self._waiting(kind):
+                await self.queue.reload_kind(kind)  # the mirror may lag the bucket
+                if (held := self.queue.held_by(kind, seq)) is not None:
+                    return Decision(held[0], held[1])
+            state, revision = await self._state(kind)
+            allowed, weights = await self._within_quotas(kind, self._due(kind))
+            chosen = pick_oldest(allowed) if self.policy == "fifo" else pick(allowed, state, weights, self.ageing_s)
+            if chosen is None:
+                return Decision()
+            entry, entry_revision = cast(tuple[QueueEntry, int], chosen.extra)
+            claimed = await self.queue.claim(entry, entry_revision, seq)
+            if claimed is not None:
+                await self._charge(kind, entry.tenant, state, revision)
+                self.on_start(kind, entry.tenant)
+                return Decision(*claimed)
+        return Decision()  # lost every race: the top-up gives the entries another ticket
+
+    async def finished(self, entry: QueueEntry | None, seconds: float, succeeded: bool) -> None:
+        """An attempt held ``seconds`` of GPU: count it to its tenant's day; a success's run time feeds the ETA."""
+        if entry is None:
+            return
+        await self.quotas.add_gpu_seconds(entry.tenant, seconds)
+        if succeeded:
+            await self.runtimes.observe(entry.kind, size_class(entry.input_bytes), seconds)
+
+    async def release(self, entry: QueueEntry, revision: int) -> None:
+        """The attempt ended (or was stale): drop its entry (only the one this token claimed)."""
+        await self.queue.remove(entry.key, revision)
+
+    def _waiting(self, kind: str) -> bool:
+        return any(e.claimed_by is None for e, _ in self.queue.entries(kind))
+
+    async def shortfall(self, kind: str, undelivered: int, unacked: int) -> int:
+        """How many tickets ``kind`` lacks: its due entries no quota holds back, less the tickets not
+        yet delivered and those delivered but holding no claim (never below 0)."""
+        allowed, _ = await self._within_quotas(kind, self._due(kind))
+        waiting = sum(len(candidates) for candidates in allowed.values())
+        claimed = sum(1 for entry, _ in self.queue.entries(kind) if entry.claimed_by is not None)
+        return max(0, waiting - undelivered - max(0, unacked - claimed))
+
+    async def top_up(self, js: JetStreamContext, stream: str, kinds: Iterable[str], events: JobEvents) -> int:
+        """Publish the tickets each kind lacks (:meth:`shortfall`); how many. Every replica runs it
+        every ``queue_sweep_interval_s``: a spare ticket is harmless, a missing one would strand a job."""
+        published = 0
+        for kind in kinds:
+            info = await js.consumer_info(stream, f"dispatch-{kind}")
+            missing = await self.shortfall(kind, info.num_pending or 0, info.num_ack_pending or 0)
+            due = self._due(kind)
+            if missing and due:
+                sample = cast(tuple[QueueEntry, int], next(iter(due.values()))[0].extra)[0]
+                await events.top_up(sample.ticket(), missing)
+                published += missing
+        return published
+
+    def _due(self, kind: str) -> dict[str, list[Candidate]]:
+        """The unclaimed entries that may start now, by tenant."""
+        now, due = time.time(), defaultdict[str, list[Candidate]](list)
+        for entry, revision in self.queue.entries(kind):
+            if entry.claimed_by is not None or entry.not_before > now:
+                continue
+            extra = (entry, revision)
+            due[entry.tenant].append(Candidate(entry.key, entry.tenant, entry.priority, entry.enqueued_at, extra))
+        return dict(due)
+
+    async def _within_quotas(
+        self, kind: str, due: dict[str, list[Candidate]]
+    ) -> tuple[dict[str, list[Candidate]], dict[str, float]]:
+        """The due candidates no quota holds back (running per kind, per concurrency key), and the
+        tenants' weights (KV ``quotas`` over ``tenant_weights``)."""
+        running = self.queue.running()
+        per_kind = Counter(e.tenant for e in running if e.kind == kind)
+        per_key = Counter((e.tenant, e.concurrency_key) for e in running if e.concurrency_key is not None)
+        allowed, weights = {}, {}
+        for tenant, candidates in due.items():
+            quota = await self.quotas.quota(tenant)
+            weights[tenant] = quota.weight or self.weight(tenant)
+            if quota.max_running_per_kind is not None and per_kind[tenant] >= quota.max_running_per_kind:
+                continue
+            limit = quota.concurrency_key_limit or 1
+            kept = [c for c in candidates if not _key_full(c, per_key, limit)]
+            if kept:
+                allowed[tenant] = kept
+        return allowed, weights
+
+    async def _state(self, kind: str) -> tuple[FairState, int | None]:
+        try:
+            got = await self.fair_kv.get(kind)
+        except KeyNotFoundError:
+            return FairState(), None
+        return FairState.model_validate_json(got.value or b"{}"), got.revision
+
+    async def _charge(self, kind: str, tenant: str, state: FairState, revision: int | None) -> None:
+        """Advance the kind's SFQ clock by one start of ``tenant`` (re-read and re-applied on a conflict)."""
+        for _ in range(CAS_ATTEMPTS):
+            value = state.charged(tenant, self.weight(tenant)).model_dump_json().encode()
+            try:
+                if revision is None:
+                    await self.fair_kv.create(kind, value)
+                else:
+                    await self.fair_kv.update(kind, value, last=revision)
+                return
+            except KeyWrongLastSequenceError:
+                state, revision = await self._state(kind)
+        log.warning("fair-share clock of %s not advanced: too many concurrent updates", kind)

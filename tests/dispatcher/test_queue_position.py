@@ -1,0 +1,102 @@
+"""Acceptance: queued jobs carry their position in their tenant's queue and an ETA from observed run times."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from contracts import streams
+from contracts.subjects import Namespace, Subjects
+from services.common.apikeys import ApiKeyStore
+from services.common.embedded_nats import EmbeddedNats
+from services.notifier.app import create_app
+from tests.dispatcher.conftest import StartDispatcher
+from tests.support.dispatcher import POSE, EventLog, local_route, submit, wait_record
+from tests.support.http import bound_socket, serve
+from tests.support.notifier import notifier_settings
+from tests.support.scheduling import InstantBackend, entries_queued
+
+
+@pytest.fixture
+def notifier_url(nats_server: EmbeddedNats, namespace: Namespace, tmp_path: Path) -> Iterator[str]:
+    """The notifier (its SSE route) served on loopback."""
+    sock = bound_socket()
+    with serve(create_app(notifier_settings(nats_server.url, namespace, tmp_path / "notifier")), sock):
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+async def test_the_eta_after_20_runs_is_within_half_of_the_actual_wait(
+    start_dispatcher: StartDispatcher,
+    instant: InstantBackend,
+    js: JetStreamContext,
+    jobs_kv: KeyValue,
+    subjects: Subjects,
+    event_log: EventLog,
+) -> None:
+    instant.run_s = 0.2  # fixed-duration runs
+    instant.gate.set()
+    await start_dispatcher({"pose": local_route("noop", concurrency=2)}, backends={"local": instant})
+    warmup = [await submit(js, jobs_kv, subjects, POSE) for _ in range(20)]
+    await event_log.wait_ended(warmup, 30)
+    jobs = [await submit(js, jobs_kv, subjects, POSE) for _ in range(10)]
+    await event_log.wait_ended(jobs, 30)
+    checked = []
+    for job in jobs:
+        said, dispatched = event_log.first(job, "job.position"), event_log.first(job, "job.dispatched")
+        assert said is not None
+        assert dispatched is not None
+        eta, waited = said.data["eta_s"], (dispatched.time - said.time).total_seconds()
+        assert eta is not None  # 20 runs observed
+        if waited >= 0.4:  # two runs or more: shorter waits are within the noise of one start
+            checked.append((round(eta, 2), round(waited, 2)))
+            assert abs(eta - waited) <= 0.5 * waited, checked
+    assert len(checked) >= 4, checked
+
+
+async def test_a_waiting_jobs_position_only_goes_down_on_sse_and_its_record_carries_it(
+    start_dispatcher: StartDispatcher,
+    instant: InstantBackend,
+    js: JetStreamContext,
+    jobs_kv: KeyValue,
+    subjects: Subjects,
+    namespace: Namespace,
+    notifier_url: str,
+) -> None:
+    instant.run_s = 0.05
+    dispatcher = await start_dispatcher(
+        {"pose": local_route("noop", concurrency=1)}, backends={"local": instant}, queue_position_interval_s=0.1
+    )
+    jobs = [await submit(js, jobs_kv, subjects, POSE) for _ in range(7)]
+    await entries_queued(dispatcher, "pose", len(jobs))
+    last = jobs[-1]
+    record = await wait_record(jobs_kv, last, lambda r: r.queue is not None)
+    assert record.queue is not None
+    assert record.queue.position == 6
+    _, key = await ApiKeyStore(await js.key_value(namespace.bucket(streams.KV_APIKEYS))).create("acme")
+    positions: list[int] = []
+    headers = {"Authorization": f"Bearer {key}"}
+    async with (
+        httpx.AsyncClient(base_url=notifier_url, headers=headers, timeout=30) as http,
+        http.stream("GET", f"/v1/jobs/{last}/events") as response,
+    ):
+        assert response.status_code == 200
+        instant.gate.set()
+        async for line in response.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            event = json.loads(line.removeprefix("data:"))
+            if event["type"] == "job.position":
+                positions.append(event["data"]["position"])
+            if event["type"] == "job.dispatched":
+                break
+    assert positions[0] == 6  # as queued
+    assert len(positions) >= 3  # moved up as the jobs ahead started (updates coalesce)
+    assert positions == sorted(set(positions), reverse=True)  # strictly down
+    dispatched = await wait_record(jobs_kv, last, lambda r: r.status != "queued")
+    assert dispatched.queue is None

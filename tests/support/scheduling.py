@@ -1,0 +1,96 @@
+"""Scheduling test helpers: a backend that finishes runs at once (behind a gate), start order from events."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from nats.js import JetStreamContext
+
+from contracts.event_ids import worker_event_id
+from contracts.events import EventType, make_event
+from contracts.job_events import JobSucceededPayload
+from contracts.route_table import Route, Stage
+from contracts.runs import Outcome, RunRequest
+from contracts.subjects import Subjects
+from services.common.publish import publish_event
+from services.dispatcher.backends import Announce, Launch
+from services.dispatcher.service import Dispatcher
+from tests.support.dispatcher import EventLog
+
+
+class InstantBackend:
+    """Stands in for the local pool: each run publishes the worker's ``job.succeeded`` after ``run_s``.
+
+    ``gate`` holds every reservation until it is set, so a test can queue a backlog first.
+    """
+
+    name = "local"
+
+    def __init__(self, js: JetStreamContext, subjects: Subjects, run_s: float = 0.0) -> None:
+        self.js, self.subjects, self.run_s = js, subjects, run_s
+        self.gate = asyncio.Event()
+        self.tasks: set[asyncio.Task[Outcome]] = set()
+
+    async def reserve(self) -> None:
+        """Wait for the gate."""
+        await self.gate.wait()
+
+    def release(self, reservation: Any) -> None:
+        """Nothing to give back."""
+
+    async def launch(
+        self, reservation: Any, request: RunRequest, route: Route, stage: Stage, announce: Announce
+    ) -> Launch:
+        """Announce, then succeed after ``run_s`` as a worker would."""
+        call_id = f"instant:{request.job_id}:{request.attempt}"
+        await announce(call_id, None)
+        task = asyncio.create_task(self._run(request))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+        async def cancel() -> None:
+            task.cancel()
+
+        return Launch(call_id, task, cancel)
+
+    async def _run(self, request: RunRequest) -> Outcome:
+        if self.run_s > 0:
+            await asyncio.sleep(self.run_s)
+        event = make_event(
+            EventType.JOB_SUCCEEDED, JobSucceededPayload(result={}), tenant=request.tenant, source="worker",
+            job_id=request.job_id, kind=request.kind, attempt=request.attempt,
+            event_id=worker_event_id(request.job_id, request.attempt, "succeeded"),
+        )  # fmt: skip
+        await publish_event(self.js, self.subjects.job_event(request.tenant, request.job_id, "succeeded"), event)
+        return Outcome(status="succeeded")
+
+    async def cancel_call(self, call_id: str) -> None:
+        """Nothing to cancel."""
+
+    async def close(self) -> None:
+        """Cancel the runs still going."""
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def start_order(log: EventLog, jobs: list[str]) -> list[str]:
+    """The jobs that were dispatched, in the order of their ``job.dispatched`` times."""
+    dispatched = [(event.time, job) for job in jobs if (event := log.first(job, "job.dispatched")) is not None]
+    return [job for _, job in sorted(dispatched)]
+
+
+def count_dispatched(log: EventLog, jobs: list[str]) -> int:
+    """How many of ``jobs`` were dispatched."""
+    return sum(1 for job in jobs if log.first(job, "job.dispatched") is not None)
+
+
+async def entries_queued(dispatcher: Dispatcher, kind: str, count: int, within_s: float = 30.0) -> None:
+    """Until the dispatcher's queue index mirrors ``count`` entries of ``kind`` (its KV watch)."""
+    queue = dispatcher.queue
+    assert queue is not None
+    async with asyncio.timeout(within_s):
+        while len(queue.entries(kind)) < count:
+            queue.changed.clear()
+            await queue.changed.wait()
