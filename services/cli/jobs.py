@@ -58,6 +58,23 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, 21st."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def queue_place_text(place: dict[str, Any]) -> str:
+    """A queued job's place as a person reads it: ``3rd in line, about 40 s``."""
+    text = f"{ordinal(int(place.get('position', 1)))} in line"
+    eta = place.get("eta_s")
+    if eta is None:
+        return text
+    eta = float(eta)
+    about = f"{eta:.0f} s" if eta < 90 else f"{eta / 60:.0f} min" if eta < 5400 else f"{eta / 3600:.1f} h"
+    return f"{text}, about {about}"
+
+
 def record_table(job: dict[str, Any]) -> Table:
     """A job record as a two-column table: status, attempts, timings, cost, error, result summary."""
     table = Table(show_header=False)
@@ -69,6 +86,8 @@ def record_table(job: dict[str, Any]) -> Table:
     table.add_row("kind", str(job.get("kind", "")))
     table.add_row("attempts", f"{job.get('attempt', 1)} of {job.get('max_attempts', 1)}")
     table.add_row("progress", f"{100 * float(progress.get('fraction', 0.0)):.0f} %  {progress.get('stage') or ''}")
+    if job.get("queue"):
+        table.add_row("queue", queue_place_text(job["queue"]))
     for name in ("created_at", "queued_at", "dispatched_at", "started_at", "finished_at"):
         if timings.get(name):
             table.add_row(name.removesuffix("_at"), short_time(timings[name]))

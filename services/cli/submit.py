@@ -33,7 +33,7 @@ from rich.progress import (
 
 from contracts.job_specs import BATCH_KINDS, SPEC_MODELS, JobKind
 from services.cli.client import ApiError, Client, cli_settings, follow_events, run
-from services.cli.jobs import show_record
+from services.cli.jobs import queue_place_text, show_record
 
 CHUNK = 1024 * 1024
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
@@ -135,6 +135,8 @@ def _describe(event_type: str, data: dict[str, Any]) -> str | None:
         return ": ".join(parts) or "running"
     if event_type == "job.stage":
         return f"stage {data.get('name')} ({int(data.get('index', 0)) + 1}/{data.get('count')}) {data.get('status')}"
+    if event_type == "job.position":
+        return f"queued: {queue_place_text(data)}"
     if event_type == "job.dispatched":
         return f"dispatched to {data.get('backend')}" + (f" ({data['gpu']})" if data.get("gpu") else "")
     return STATUS_TEXT.get(event_type)
