@@ -51,6 +51,8 @@ async def running(settings: NotifierSettings) -> AsyncIterator[NotifierState]:
 
         state.endpoints.listeners.append(on_change)
         await state.key_cache.start()
+        if state.hub is not None:
+            await state.hub.start()
         await state.endpoints.start()
         await delivery.listen_for_kicks(nc)
         await delivery.resume_all()
@@ -67,6 +69,8 @@ async def running(settings: NotifierSettings) -> AsyncIterator[NotifierState]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await fanout_task
         if state is not None:
+            if state.hub is not None:
+                await state.hub.stop()
             await state.delivery.stop()
             await state.endpoints.stop()
             await state.key_cache.stop()

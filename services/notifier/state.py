@@ -15,6 +15,7 @@ from services.common.key_cache import KeyCache
 from services.common.nats import declare_all
 from services.notifier.deliveries import DeliveryStore, open_bucket
 from services.notifier.delivery_loops import DeliveryLoops
+from services.notifier.hub import Hub
 from services.notifier.sender import Sender
 from services.notifier.slots import StreamSlots, stream_slots
 from services.notifier.targets import EndpointCache
@@ -36,6 +37,8 @@ class NotifierState:
     delivery: DeliveryLoops
     sender: Sender
     streams: StreamSlots
+    hub: Hub | None = None
+    """The shared live SSE subscription (``sse_fanout="shared"``); started by the lifespan."""
 
     @property
     def signing_secret(self) -> bytes:
@@ -77,4 +80,11 @@ async def open_state(settings: NotifierSettings, nc: NatsClient) -> NotifierStat
         delivery=DeliveryLoops(settings, js, endpoints, store, sender),
         sender=sender,
         streams=stream_slots(settings.sse_max_streams_per_tenant, settings.sse_retry_ms),
+        hub=_hub(settings, nc, js) if settings.sse_fanout == "shared" else None,
     )
+
+
+def _hub(settings: NotifierSettings, nc: NatsClient, js: JetStreamContext) -> Hub:
+    ns = settings.ns
+    prefix = ns.subject("")
+    return Hub(nc, js, ns.stream(streams.JOBS), prefix, settings.sse_hub_buffer, settings.sse_pull_heartbeat_s)
