@@ -49,6 +49,7 @@ MODES = ("shared", "per_connection")
 P99_TARGET_MS = {1: 50, 100: 50, 1000: 50, 10_000: 100}
 RSS_TARGET_MB = {1000: 300, 10_000: 1000}
 SECRET = "bench-signing-secret-0123456789"
+CONNECT_TRIES = 10
 STAMP = re.compile(rb'"message":"t=([0-9.]+)"')
 NOTES = [
     "sse: the notifier runs in its own process; the clients (raw asyncio readers), the publisher and the "
@@ -67,6 +68,7 @@ class Client:
     """One SSE connection read with asyncio streams; records the latency of every ``data:`` line."""
 
     last_receipt = 0.0  # perf_counter of the latest event any client received
+    retries = 0  # stream starts refused (503 while the notifier is busy) and tried again
 
     def __init__(self, url: str, path: str, key: str, latencies: list[float]) -> None:
         self.url, self.path, self.key, self.latencies = url, path, key, latencies
@@ -84,16 +86,22 @@ class Client:
 
     async def _read(self) -> None:
         host, port = self.url.removeprefix("http://").split(":")
-        reader, writer = await asyncio.open_connection(host, int(port), limit=1 << 20)
-        try:
+        for attempt in range(CONNECT_TRIES):  # a busy notifier answers 503: retry, as EventSource does
+            reader, writer = await asyncio.open_connection(host, int(port), limit=1 << 20)
             request = (
                 f"GET {self.path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {self.key}\r\n"
                 "Accept: text/event-stream\r\n\r\n"
             )
             writer.write(request.encode())
             status = await reader.readline()
-            if b" 200 " not in status:
+            if b" 200 " in status:
+                break
+            writer.close()
+            Client.retries += 1
+            if attempt == CONNECT_TRIES - 1:
                 raise RuntimeError(f"SSE answered {status!r}")
+            await asyncio.sleep(0.5 * (attempt + 1))
+        try:
             while await reader.readline() not in (b"\r\n", b""):
                 pass
             self.connected.set()

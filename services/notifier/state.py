@@ -15,6 +15,7 @@ from services.common.key_cache import KeyCache
 from services.common.nats import declare_all
 from services.notifier.deliveries import DeliveryStore, open_bucket
 from services.notifier.delivery_loops import DeliveryLoops
+from services.notifier.http1 import MAX_IDLE_PER_ORIGIN
 from services.notifier.hub import Hub
 from services.notifier.sender import Sender
 from services.notifier.slots import StreamSlots, stream_slots
@@ -64,6 +65,7 @@ async def open_state(settings: NotifierSettings, nc: NatsClient) -> NotifierStat
         timeout_s=settings.webhook_timeout_s,
         pool_idle_s=settings.webhook_pool_idle_s,
         pool_max_idle=settings.webhook_pool_max_idle,
+        pool_per_origin=max(MAX_IDLE_PER_ORIGIN, settings.webhook_endpoint_concurrency),  # one per attempt in flight
     )
     return NotifierState(
         settings=settings,
