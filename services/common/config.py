@@ -298,6 +298,12 @@ class DispatcherSettings(BaseServiceSettings):
         default=60.0, gt=0, description="A record still `created` this long with no job.created gets it published."
     )
     created_sweep_interval_s: float = Field(default=15.0, gt=0, description="How often such records are looked for.")
+    fold_partitions: int = Field(
+        default=8,
+        ge=0,
+        le=64,
+        description="Partitions of the fold by job (parallel, each job in order); 0: one serial fold consumer.",
+    )
 
 
 class NotifierSettings(ApiKeySettings):

@@ -2,10 +2,12 @@
 
 Subscribers (every one a durable pull consumer shared by all replicas, with an explicit ack policy):
 
-* ``dispatcher-jobs`` on ``jobs.>`` (JOBS): folds each event into KV ``jobs`` and reacts
-  (:mod:`services.dispatcher.reactions`). ``max_ack_pending=1``: one event in flight across every
-  replica, so records are folded in stream order and KV equals :func:`~services.dispatcher.fold.fold`
-  of the stream.
+* ``dispatcher-fold-{p}`` on ``fold.{p}.>`` (``JOBS_FOLD``), one per partition of the job events by
+  job id (:mod:`services.dispatcher.partitions`): folds each event into KV ``jobs`` and reacts
+  (:mod:`services.dispatcher.reactions`). ``max_ack_pending=1``: one event in flight per partition
+  across every replica, so each job's record is folded in stream order by one writer and KV equals
+  :func:`~services.dispatcher.fold.fold` of the stream, while partitions fold in parallel.
+  ``fold_partitions=0``: the serial ``dispatcher-jobs`` on ``jobs.>`` (JOBS) instead.
 * ``dispatcher-uploads`` on ``uploads.>`` (JOBS): releases jobs waiting on the upload.
 * ``dispatch-{kind}`` on ``dispatch.{kind}`` (DISPATCH), one per routed kind, ``max_ack_pending`` =
   the route's concurrency: :class:`~services.dispatcher.attempts.Attempts` holds each ticket
@@ -51,10 +53,17 @@ from services.dispatcher.fold import route_pricing
 from services.dispatcher.local_pool import LocalPool
 from services.dispatcher.modal_backend import ModalBackend, ModalClient
 from services.dispatcher.observe import start_sampling
+from services.dispatcher.partitions import SERIAL_DURABLE, declare_fold_stream, fold_durable, partition_subject
 from services.dispatcher.reactions import Reactions
 from services.dispatcher.retention import Retention
 from services.dispatcher.store import DISPATCH_STREAM, JobEvents, JobStore, declare_dispatch
-from services.dispatcher.subscribers import bound_and_watch, make_broker, subscribe_events, subscribe_tickets
+from services.dispatcher.subscribers import (
+    Consumer,
+    bound_and_watch,
+    make_broker,
+    subscribe_events,
+    subscribe_tickets,
+)
 from services.dispatcher.sweeper import CreatedSweeper
 
 log = logging.getLogger(__name__)
@@ -120,8 +129,7 @@ class Dispatcher:
         self.broker = broker = make_broker(s)
         jobs_stream, tickets = JStream(ns.stream(streams.JOBS), declare=False), JStream(dispatch_stream, declare=False)
         consumers = [
-            subscribe_events(broker, guard, s, jobs_stream, ns.subject("jobs.>"), "dispatcher-jobs",
-                             reactions.on_job_event, max_ack_pending=1),
+            *await self._fold_consumers(js, broker, guard, reactions),
             subscribe_events(broker, guard, s, jobs_stream, ns.subject("uploads.>"), "dispatcher-uploads",
                              reactions.on_upload_completed),
             *(subscribe_tickets(broker, guard, s, tickets, kind, route.concurrency, self.attempts.on_ticket)
@@ -139,6 +147,21 @@ class Dispatcher:
             asyncio.create_task(self._every(s.created_sweep_interval_s, self.sweep_created)),
         ]
         log.info("dispatcher started", extra={"kinds": sorted(self.routes)})
+
+    async def _fold_consumers(
+        self, js: Any, broker: NatsBroker, guard: ConsumerGuard, reactions: Reactions
+    ) -> list[Consumer]:
+        """The fold's consumers: one per partition of ``JOBS_FOLD`` (:mod:`~services.dispatcher.partitions`),
+        or the serial ``dispatcher-jobs`` on JOBS when ``fold_partitions`` is 0; ``max_ack_pending=1`` each."""
+        s, ns, fold = self.settings, self.settings.ns, reactions.on_job_event
+        if not s.fold_partitions:
+            jobs = JStream(ns.stream(streams.JOBS), declare=False)
+            return [subscribe_events(broker, guard, s, jobs, ns.subject("jobs.>"), SERIAL_DURABLE, fold, 1)]
+        stream = JStream(await declare_fold_stream(js, ns, s.fold_partitions, s.nats_replicas), declare=False)
+        return [
+            subscribe_events(broker, guard, s, stream, partition_subject(ns, p), fold_durable(p), fold, 1)
+            for p in range(s.fold_partitions)
+        ]
 
     async def _watch_records(self, kv: Any) -> None:
         assert self.attempts is not None
