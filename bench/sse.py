@@ -86,17 +86,22 @@ class Client:
 
     async def _read(self) -> None:
         host, port = self.url.removeprefix("http://").split(":")
-        for attempt in range(CONNECT_TRIES):  # a busy notifier answers 503: retry, as EventSource does
-            reader, writer = await asyncio.open_connection(host, int(port), limit=1 << 20)
-            request = (
-                f"GET {self.path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {self.key}\r\n"
-                "Accept: text/event-stream\r\n\r\n"
-            )
-            writer.write(request.encode())
-            status = await reader.readline()
-            if b" 200 " in status:
-                break
-            writer.close()
+        request = (
+            f"GET {self.path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {self.key}\r\n"
+            "Accept: text/event-stream\r\n\r\n"
+        )
+        for attempt in range(CONNECT_TRIES):  # a busy notifier refuses or answers 503: retry, as EventSource does
+            status = b""
+            try:
+                reader, writer = await asyncio.open_connection(host, int(port), limit=1 << 20)
+                writer.write(request.encode())
+                status = await reader.readline()
+            except OSError:
+                pass
+            else:
+                if b" 200 " in status:
+                    break
+                writer.close()
             Client.retries += 1
             if attempt == CONNECT_TRIES - 1:
                 raise RuntimeError(f"SSE answered {status!r}")
@@ -181,7 +186,7 @@ async def _connect(js: JetStreamContext, stream: str, clients: list[Client], mod
     for i, client in enumerate(clients):
         client.start()
         if i % 100 == 99:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.1)
     await asyncio.wait_for(asyncio.gather(*(c.connected.wait() for c in clients)), 300)
     if mode == "per_connection":  # each stream makes its consumer after its first frame
         deadline = time.perf_counter() + 300

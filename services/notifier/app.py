@@ -57,7 +57,9 @@ async def running(settings: NotifierSettings) -> AsyncIterator[NotifierState]:
         await delivery.listen_for_kicks(nc)
         await delivery.resume_all()
         fanout = FanOut(settings, state.js, state.endpoints, JobHooks(state.jobs), delivery)
-        fanout_task = asyncio.create_task(fanout.run(await fanout.subscribe()), name="webhook-fanout")
+        psub = await fanout.subscribe()
+        run = state.leases.run("fanout", lambda: fanout.run(psub))  # one replica at a time fans out
+        fanout_task = asyncio.create_task(run, name="webhook-fanout")
         if settings.metrics_enabled:
             stop_sampling = start_sampling(state.js, settings, FANOUT_DURABLE)
         yield state

@@ -31,6 +31,7 @@ def notifier_settings(nats_url: str, namespace: Namespace, data_dir: Path, **ove
         "webhook_retry_jitter": 0.0,
         "webhook_timeout_s": 2.0,
         "webhook_ack_wait_s": 3.0,
+        "webhook_lease_ttl_s": 1.5,
         "sse_heartbeat_s": 1.0,
         "sse_send_timeout_s": 2.0,
         "sse_progress_max_per_s": 0.0,
