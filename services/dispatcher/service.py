@@ -50,20 +50,14 @@ from services.dispatcher.attempts import Attempts
 from services.dispatcher.backends import Backend, LocalBackend, UnroutedBackend
 from services.dispatcher.consumers import ConsumerGuard
 from services.dispatcher.fold import route_pricing
+from services.dispatcher.fold_consumer import fold_consumers
 from services.dispatcher.local_pool import LocalPool
 from services.dispatcher.modal_backend import ModalBackend, ModalClient
 from services.dispatcher.observe import start_sampling
-from services.dispatcher.partitions import SERIAL_DURABLE, declare_fold_stream, fold_durable, partition_subject
 from services.dispatcher.reactions import Reactions
 from services.dispatcher.retention import Retention
 from services.dispatcher.store import DISPATCH_STREAM, JobEvents, JobStore, declare_dispatch
-from services.dispatcher.subscribers import (
-    Consumer,
-    bound_and_watch,
-    make_broker,
-    subscribe_events,
-    subscribe_tickets,
-)
+from services.dispatcher.subscribers import bound_and_watch, make_broker, subscribe_events, subscribe_tickets
 from services.dispatcher.sweeper import CreatedSweeper
 
 log = logging.getLogger(__name__)
@@ -128,14 +122,16 @@ class Dispatcher:
         self.guard = guard = ConsumerGuard(js, s.subjects)
         self.broker = broker = make_broker(s)
         jobs_stream, tickets = JStream(ns.stream(streams.JOBS), declare=False), JStream(dispatch_stream, declare=False)
+        folds = await fold_consumers(js, s, guard, reactions.on_job_event)
         consumers = [
-            *await self._fold_consumers(js, broker, guard, reactions),
+            *(fold.consumer for fold in folds),
             subscribe_events(broker, guard, s, jobs_stream, ns.subject("uploads.>"), "dispatcher-uploads",
                              reactions.on_upload_completed),
             *(subscribe_tickets(broker, guard, s, tickets, kind, route.concurrency, self.attempts.on_ticket)
               for kind, route in self.routes.items()),
         ]  # fmt: skip
         await broker.start()
+        pulls = [(fold, await fold.subscribe()) for fold in folds]
         self._advisories = await bound_and_watch(nc, guard, consumers)
         if s.metrics_enabled:
             metrics.register("dispatcher")
@@ -145,23 +141,9 @@ class Dispatcher:
             asyncio.create_task(self._keep_tickets()),
             asyncio.create_task(self._every(s.retention_sweep_interval_s, self.retention.sweep, first=True)),
             asyncio.create_task(self._every(s.created_sweep_interval_s, self.sweep_created)),
+            *(asyncio.create_task(fold.run(psub), name=fold.durable) for fold, psub in pulls),
         ]
         log.info("dispatcher started", extra={"kinds": sorted(self.routes)})
-
-    async def _fold_consumers(
-        self, js: Any, broker: NatsBroker, guard: ConsumerGuard, reactions: Reactions
-    ) -> list[Consumer]:
-        """The fold's consumers: one per partition of ``JOBS_FOLD`` (:mod:`~services.dispatcher.partitions`),
-        or the serial ``dispatcher-jobs`` on JOBS when ``fold_partitions`` is 0; ``max_ack_pending=1`` each."""
-        s, ns, fold = self.settings, self.settings.ns, reactions.on_job_event
-        if not s.fold_partitions:
-            jobs = JStream(ns.stream(streams.JOBS), declare=False)
-            return [subscribe_events(broker, guard, s, jobs, ns.subject("jobs.>"), SERIAL_DURABLE, fold, 1)]
-        stream = JStream(await declare_fold_stream(js, ns, s.fold_partitions, s.nats_replicas), declare=False)
-        return [
-            subscribe_events(broker, guard, s, stream, partition_subject(ns, p), fold_durable(p), fold, 1)
-            for p in range(s.fold_partitions)
-        ]
 
     async def _watch_records(self, kv: Any) -> None:
         assert self.attempts is not None
