@@ -12,6 +12,7 @@ hop per decode) was more than half of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ from services.dispatcher.partitions import SERIAL_DURABLE, declare_fold_stream, 
 from services.dispatcher.subscribers import Consumer
 
 log = logging.getLogger(__name__)
-FETCH_WAIT_S = 5.0
+FETCH_WAIT_S = 1.0
+"""A pull's wait: also how long a stop may wait for it (nats-py's fetch can hold a cancel until then)."""
 FOLD_LABEL = "dispatcher-fold"
 """The ``consumer`` label and span name prefix of every partition's fold (the partitions share them)."""
 Fold = Callable[[bytes], Awaitable[object]]
@@ -80,21 +82,27 @@ class FoldConsumer:
 
     async def run(self, psub: JetStreamContext.PullSubscription) -> None:
         """Fold forever (cancel to stop: an event being folded is redelivered, folding it again is harmless)."""
-        while True:
-            try:
-                msgs = await psub.fetch(1, timeout=FETCH_WAIT_S)
-            except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
-                if _cancelling():  # nats-py's fetch can turn our cancellation into its timeout
-                    raise asyncio.CancelledError from None
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a broken pull must not end the fold for good
-                log.exception("%s: fetch failed; retrying", self.durable)
-                await asyncio.sleep(0.5)
-                continue
-            for msg in msgs:
-                await self.handle(msg)
+        try:
+            while True:
+                for msg in await self._fetch(psub):
+                    await self.handle(msg)
+        finally:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()  # else the connection's drain waits for it
+
+    async def _fetch(self, psub: JetStreamContext.PullSubscription) -> list[Msg]:
+        try:
+            return await psub.fetch(1, timeout=FETCH_WAIT_S)
+        except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
+            if _cancelling():  # nats-py's fetch can turn a cancel into its timeout (hence a short wait)
+                raise asyncio.CancelledError from None
+            return []
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a broken pull must not end the fold for good
+            log.exception("%s: fetch failed; retrying", self.durable)
+            await asyncio.sleep(0.5)
+            return []
 
     @property
     def label(self) -> str:
