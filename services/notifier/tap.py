@@ -109,14 +109,17 @@ class Tap:
                 self.armed, self.pending = False, []  # re-armed when the catch-up finds the end
 
     async def get(self, timeout_s: float | None) -> Item | None:
-        """The next event, or ``None`` after ``timeout_s`` (at most a second: check :attr:`gone`)."""
-        wait = 1.0 if timeout_s is None else min(timeout_s, 1.0)
+        """The next event, or ``None`` after ``timeout_s`` (``None``: until one comes).
+
+        A live tap waits without a timer: with 10,000 connections, a wake-up per second each would be
+        10,000 timers a second; :attr:`gone` is only set while catching up, inside this call."""
         while not self.queue and not self.live and not self.gone:
             await self._catch_up()
-        if not self.queue:
+        if not self.queue and not self.gone:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                async with asyncio.timeout(timeout_s):
+                    await self._wake.wait()
         return self.queue.popleft() if self.queue else None
 
     async def _catch_up(self) -> None:
