@@ -2,9 +2,10 @@
 
 The notifier runs as its own process (``python -m services.notifier``, settings from the
 environment) against an :class:`EmbeddedNats`, so it does not share a GIL with the load generator.
-The receiver is a minimal asyncio HTTP/1.1 server in this process that answers every POST with 200.
-The baseline is the same receiver driven by a plain ``httpx.AsyncClient`` posting one request at a
-time over one keep-alive connection (the notifier's order: one delivery in flight per endpoint).
+The receiver is a minimal asyncio HTTP/1.1 server in this process that answers every POST with 200,
+at once or (the slow endpoint) 50 ms later. The fast figures' baseline is the same receiver driven by
+a plain ``httpx.AsyncClient`` posting one request at a time over one keep-alive connection; the slow
+endpoint's is the notifier sending one delivery at a time (``webhook_endpoint_concurrency=1``).
 
 :class:`NotifierProcess` is shared with ``bench/sse.py``.
 """
@@ -44,14 +45,23 @@ from services.common.nats import apply_declarations
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = 1000
 JOBS = 20
+SLOW_S = 0.05
+SLOW_EVENTS = 2000
+SLOW_JOBS = 100
+SLOW_SERIAL_EVENTS = 100
+OK = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
 TENANT = "acme"
 NOTES = [
     "webhooks: the notifier runs in its own process (uvicorn, `python -m services.notifier`); the receiver "
     "(a raw asyncio HTTP/1.1 server answering 200) and the publisher share the bench process; nats-server is "
     "a third process, all on the same cores. The machine is shared and noisy: each figure is the median of "
     f"{REPEATS} rounds of {EVENTS:,} events per endpoint.",
-    "webhooks: deliveries keep strict per-endpoint order (one in flight per endpoint); baseline = one httpx "
-    "client posting to the same receiver one request at a time over one keep-alive connection.",
+    "webhooks: deliveries keep per-job order, up to webhook_endpoint_concurrency (32) jobs in flight per "
+    "endpoint; the fast figures' baseline = one httpx client posting to the same receiver one request at a "
+    "time over one keep-alive connection.",
+    f"webhooks: the slow receiver answers each request {SLOW_S * 1000:.0f} ms after it arrives; {SLOW_EVENTS:,} "
+    f"events over {SLOW_JOBS} jobs per round. Its baseline is the same notifier sending one at a time "
+    f"(webhook_endpoint_concurrency=1, the previous design; {SLOW_SERIAL_EVENTS} events per round).",
 ]
 
 
@@ -134,6 +144,8 @@ class Sink(asyncio.Protocol):
     count = 0
     target = 0
     done: asyncio.Event | None = None
+    delay_s = 0.0
+    """How long each answer takes (a slow receiver); 0: at once."""
 
     def __init__(self) -> None:
         self.buffer = b""
@@ -157,7 +169,10 @@ class Sink(asyncio.Protocol):
             if Sink.count >= Sink.target and Sink.done is not None:
                 Sink.done.set()
             assert self.transport is not None
-            self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            if Sink.delay_s:
+                asyncio.get_running_loop().call_later(Sink.delay_s, self.transport.write, OK)
+            else:
+                self.transport.write(OK)
 
 
 def event_body(job_id: str, message: str = "bench") -> tuple[str, bytes]:
@@ -190,34 +205,36 @@ async def add_endpoints(js: JetStreamContext, ns: Namespace, base: str, count: i
         await kv.put(tenant_key(TENANT, rid), record.model_dump_json().encode())
 
 
-async def one_round(js: JetStreamContext, subjects: Subjects, endpoints: int) -> float:
-    """Publish ``EVENTS`` events; deliveries per second until the receiver got them all."""
-    Sink.count, Sink.target, Sink.done = 0, EVENTS * endpoints, asyncio.Event()
+async def one_round(js: JetStreamContext, subjects: Subjects, endpoints: int, events: int, jobs: int) -> float:
+    """Publish ``events`` events over ``jobs`` jobs; deliveries per second until the receiver got them all."""
+    Sink.count, Sink.target, Sink.done = 0, events * endpoints, asyncio.Event()
     start = time.perf_counter()
     futures = []
-    for i in range(EVENTS):
-        job_id = f"job_{i % JOBS}"
+    for i in range(events):
+        job_id = f"job_{i % jobs}"
         event_id, body = event_body(job_id)
         subject = subjects.job_event(TENANT, job_id, "log")
         futures.append(await js.publish_async(subject, body, headers={"Nats-Msg-Id": event_id}))
     await asyncio.gather(*futures)
-    await asyncio.wait_for(Sink.done.wait(), 45)
-    return EVENTS * endpoints / (time.perf_counter() - start)
+    await asyncio.wait_for(Sink.done.wait(), 90)
+    return events * endpoints / (time.perf_counter() - start)
 
 
-async def deliveries(nats_url: str, tmp: Path, endpoints: int, base: str) -> float:
+async def deliveries(
+    nats_url: str, tmp: Path, endpoints: int, base: str, events: int = EVENTS, jobs: int = JOBS, **settings: str
+) -> float:
     """Median deliveries/s over ``REPEATS`` rounds to ``endpoints`` endpoints (one notifier process)."""
     ns = Namespace("b" + uuid.uuid4().hex[:10])
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     await apply_declarations(js, declarations(ns))
-    await add_jobs(js, ns, [f"job_{i}" for i in range(JOBS)])
+    await add_jobs(js, ns, [f"job_{i}" for i in range(jobs)])
     await add_endpoints(js, ns, base, endpoints)
     rates = []
-    async with NotifierProcess(nats_url, ns.name, tmp, webhook_allow_hosts='["127.0.0.1"]'):
-        await one_round(js, Subjects(ns), endpoints)  # warm-up: workers and connections start
+    async with NotifierProcess(nats_url, ns.name, tmp, webhook_allow_hosts='["127.0.0.1"]', **settings):
+        await one_round(js, Subjects(ns), endpoints, min(events, 200), jobs)  # warm-up: connections start
         for _ in range(REPEATS):
-            rates.append(await one_round(js, Subjects(ns), endpoints))
+            rates.append(await one_round(js, Subjects(ns), endpoints, events, jobs))
     await nc.close()
     return median(rates)
 
@@ -249,11 +266,21 @@ async def measure() -> list[Result]:
         with tempfile.TemporaryDirectory(prefix="gpurelay-bench-") as tmp, EmbeddedNats(Path(tmp)) as nats_server:
             one = await deliveries(nats_server.url, Path(tmp), 1, base)
             four = await deliveries(nats_server.url, Path(tmp), 4, base)
+            Sink.delay_s = SLOW_S
+            try:
+                slow = await deliveries(nats_server.url, Path(tmp), 1, base, SLOW_EVENTS, SLOW_JOBS)
+                serial = await deliveries(
+                    nats_server.url, Path(tmp), 1, base, SLOW_SERIAL_EVENTS, SLOW_JOBS, webhook_endpoint_concurrency="1"
+                )
+            finally:
+                Sink.delay_s = 0.0
     finally:
         server.close()
+    slow_name = f"webhook deliveries/s, 1 endpoint answering in {SLOW_S * 1000:.0f} ms, {SLOW_JOBS} jobs"
     return [
-        Result.compare("webhook deliveries/s, 1 endpoint (notifier process)", one, "deliveries/s", baseline, 1000.0),
-        Result.compare("webhook deliveries/s, 4 endpoints (notifier process)", four, "deliveries/s", baseline, 1000.0),
+        Result.compare("webhook deliveries/s, 1 endpoint (notifier process)", one, "deliveries/s", baseline, 2000.0),
+        Result.compare("webhook deliveries/s, 4 endpoints (notifier process)", four, "deliveries/s", baseline, 2000.0),
+        Result.compare(slow_name, slow, "deliveries/s", serial, 500.0),
     ]
 
 

@@ -352,6 +352,12 @@ class DispatcherSettings(BaseServiceSettings):
     priority_ageing_s: float = Field(
         default=60.0, ge=0, description="A queued job gains one priority level per this many seconds waited (ageing)."
     )
+    fold_partitions: int = Field(
+        default=8,
+        ge=0,
+        le=64,
+        description="Partitions of the fold by job (parallel, each job in order); 0: one serial fold consumer.",
+    )
 
 
 class NotifierSettings(ApiKeySettings):
@@ -394,6 +400,25 @@ class NotifierSettings(ApiKeySettings):
     )
     metrics_max_endpoints: int = Field(
         default=50, ge=0, le=1000, description="Webhook endpoints with their own metrics label; later ones: 'other'."
+    )
+    sse_fanout: Literal["shared", "per_connection"] = Field(
+        default="shared",
+        description="SSE live tail: one JOBS consumer per process fanned out in memory (shared), or one per stream.",
+    )
+    sse_hub_buffer: int = Field(
+        default=4096, ge=16, description="Events the shared SSE subscription reads ahead of its fan-out."
+    )
+    webhook_endpoint_concurrency: int = Field(
+        default=32, ge=1, le=256, description="Webhook attempts in flight per endpoint queue (one per job at a time)."
+    )
+    webhook_endpoint_rate_per_s: float = Field(
+        default=0.0, ge=0, description="Webhook attempts per second per endpoint queue (0: no limit)."
+    )
+    webhook_lease_ttl_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Replicas: the fan-out and each delivery queue run in one notifier at a time, under a lease "
+        "renewed every third of this; a dead holder's work moves to another replica after it.",
     )
 
 

@@ -2,10 +2,12 @@
 
 Subscribers (every one a durable pull consumer shared by all replicas, with an explicit ack policy):
 
-* ``dispatcher-jobs`` on ``jobs.>`` (JOBS): folds each event into KV ``jobs`` and reacts
-  (:mod:`services.dispatcher.reactions`). ``max_ack_pending=1``: one event in flight across every
-  replica, so records are folded in stream order and KV equals :func:`~services.dispatcher.fold.fold`
-  of the stream.
+* ``dispatcher-fold-{p}`` on ``fold.{p}.>`` (``JOBS_FOLD``), one per partition of the job events by
+  job id (:mod:`services.dispatcher.partitions`): folds each event into KV ``jobs`` and reacts
+  (:mod:`services.dispatcher.reactions`). ``max_ack_pending=1``: one event in flight per partition
+  across every replica, so each job's record is folded in stream order by one writer and KV equals
+  :func:`~services.dispatcher.fold.fold` of the stream, while partitions fold in parallel.
+  ``fold_partitions=0``: the serial ``dispatcher-jobs`` on ``jobs.>`` (JOBS) instead.
 * ``dispatcher-uploads`` on ``uploads.>`` (JOBS): releases jobs waiting on the upload.
 * ``dispatch-{kind}`` on ``dispatch.{kind}`` (DISPATCH), one per routed kind, ``max_ack_pending`` =
   the route's concurrency: :class:`~services.dispatcher.attempts.Attempts` holds each ticket
@@ -49,6 +51,7 @@ from services.dispatcher.attempts import Attempts
 from services.dispatcher.backends import Backend, LocalBackend, UnroutedBackend
 from services.dispatcher.consumers import ConsumerGuard
 from services.dispatcher.fold import route_pricing
+from services.dispatcher.fold_consumer import fold_consumers
 from services.dispatcher.local_pool import LocalPool
 from services.dispatcher.modal_backend import ModalBackend, ModalClient
 from services.dispatcher.observe import start_sampling
@@ -147,15 +150,16 @@ class Dispatcher:
         self.guard = guard = ConsumerGuard(js, s.subjects)
         self.broker = broker = make_broker(s)
         jobs_stream, tickets = JStream(ns.stream(streams.JOBS), declare=False), JStream(dispatch_stream, declare=False)
+        folds = await fold_consumers(js, s, guard, reactions.on_job_event)
         consumers = [
-            subscribe_events(broker, guard, s, jobs_stream, ns.subject("jobs.>"), "dispatcher-jobs",
-                             reactions.on_job_event, max_ack_pending=1),
+            *(fold.consumer for fold in folds),
             subscribe_events(broker, guard, s, jobs_stream, ns.subject("uploads.>"), "dispatcher-uploads",
                              reactions.on_upload_completed),
             *(subscribe_tickets(broker, guard, s, tickets, kind, route.concurrency, self.attempts.on_ticket)
               for kind, route in self.routes.items()),
         ]  # fmt: skip
         await broker.start()
+        pulls = [(fold, await fold.subscribe()) for fold in folds]
         self._advisories = await bound_and_watch(nc, guard, consumers)
         if s.metrics_enabled:
             metrics.register("dispatcher")
@@ -167,6 +171,7 @@ class Dispatcher:
             asyncio.create_task(self._every(s.retention_sweep_interval_s, self.retention.sweep, first=True)),
             asyncio.create_task(self._every(s.created_sweep_interval_s, self.sweep_created)),
             asyncio.create_task(self._every(s.queue_sweep_interval_s, self._top_up)),
+            *(asyncio.create_task(fold.run(psub), name=fold.durable) for fold, psub in pulls),
         ]
         log.info("dispatcher started", extra={"kinds": sorted(self.routes)})
 

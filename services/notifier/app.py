@@ -51,11 +51,15 @@ async def running(settings: NotifierSettings) -> AsyncIterator[NotifierState]:
 
         state.endpoints.listeners.append(on_change)
         await state.key_cache.start()
+        if state.hub is not None:
+            await state.hub.start()
         await state.endpoints.start()
         await delivery.listen_for_kicks(nc)
         await delivery.resume_all()
         fanout = FanOut(settings, state.js, state.endpoints, JobHooks(state.jobs), delivery)
-        fanout_task = asyncio.create_task(fanout.run(await fanout.subscribe()), name="webhook-fanout")
+        psub = await fanout.subscribe()
+        run = state.leases.run("fanout", lambda: fanout.run(psub))  # one replica at a time fans out
+        fanout_task = asyncio.create_task(run, name="webhook-fanout")
         if settings.metrics_enabled:
             stop_sampling = start_sampling(state.js, settings, FANOUT_DURABLE)
         yield state
@@ -67,6 +71,8 @@ async def running(settings: NotifierSettings) -> AsyncIterator[NotifierState]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await fanout_task
         if state is not None:
+            if state.hub is not None:
+                await state.hub.stop()
             await state.delivery.stop()
             await state.endpoints.stop()
             await state.key_cache.stop()

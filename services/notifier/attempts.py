@@ -57,11 +57,16 @@ class DeliveryContext:
         return self.settings.ns.stream("WEBHOOK_DELIVERIES")
 
 
-async def attempt(ctx: DeliveryContext, tenant: str, queue: str, msg: Msg, exhausted: int) -> tuple[int, bool]:
-    """Attempt one delivery; ack, retry later, or dead-letter it.
+@dataclass
+class Exhaustion:
+    """An endpoint's deliveries that exhausted their retries since its last success (shared by its
+    concurrent attempts; stored in KV ``webhook_deliveries`` at each change)."""
 
-    Returns the exhaustion count and whether the message is finished (acked or terminated).
-    """
+    count: int = 0
+
+
+async def attempt(ctx: DeliveryContext, tenant: str, queue: str, msg: Msg, exhausted: Exhaustion) -> bool:
+    """Attempt one delivery; ack, retry later, or dead-letter it; whether it is finished (acked or terminated)."""
     headers = msg.headers or {}
     event_id, event_type, job_id = headers[H_EVENT], headers[H_TYPE], headers.get(H_JOB) or None
     endpoint_id, now = headers.get(H_ENDPOINT) or queue, utc_now()
@@ -72,7 +77,7 @@ async def attempt(ctx: DeliveryContext, tenant: str, queue: str, msg: Msg, exhau
         record = ctx.endpoints.get(tenant, queue)
         if record is None or not record.enabled:
             await msg.nak()  # no attempt: the loop stops; the delivery waits for the endpoint
-            return exhausted, False
+            return False
         url, secrets = record.url, record.signing_secrets(now)
     attempt = await ctx.store.attempt_number(tenant, endpoint_id, event_id, msg.metadata.num_delivered or 1)
     result = await ctx.sender.send(url, secrets, event_id, msg.data)
@@ -98,11 +103,11 @@ async def attempt(ctx: DeliveryContext, tenant: str, queue: str, msg: Msg, exhau
     if result.delivered:
         await msg.ack()
         state.status = "delivered"
-        if exhausted:
-            exhausted = 0
+        if exhausted.count:
+            exhausted.count = 0
             await ctx.store.set_exhausted(tenant, queue, 0)
     elif result.status == 410 or delay is None:
-        exhausted = await _dead_letter(ctx, tenant, queue, msg, state, result, exhausted)
+        await _dead_letter(ctx, tenant, queue, msg, state, result, exhausted)
     else:
         state.status, state.next_attempt_at = "retrying", now + timedelta(seconds=delay)
         try:  # stored before the NAK: the redelivery reads its attempt count from it
@@ -110,14 +115,20 @@ async def attempt(ctx: DeliveryContext, tenant: str, queue: str, msg: Msg, exhau
         except Exception:  # noqa: BLE001 - a lost state means one more attempt, never a lost delivery
             log.warning("could not store a retry state", extra={"tenant": tenant, "endpoint": endpoint_id})
         await msg.nak(delay=delay)
-        return exhausted, False
+        return False
     _record(ctx, tenant, endpoint_id, state)
-    return exhausted, True
+    return True
 
 
 async def _dead_letter(
-    ctx: DeliveryContext, tenant: str, queue: str, msg: Msg, state: DeliveryState, result: AttemptResult, exhausted: int
-) -> int:
+    ctx: DeliveryContext,
+    tenant: str,
+    queue: str,
+    msg: Msg,
+    state: DeliveryState,
+    result: AttemptResult,
+    exhausted: Exhaustion,
+) -> None:
     """Terminate the delivery with a dead letter; count (and maybe disable) a KV endpoint's exhaustion."""
     headers = msg.headers or {}
     endpoint_id = headers.get(H_ENDPOINT) or queue
@@ -138,20 +149,19 @@ async def _dead_letter(
     state.status = "dead_lettered"
     observe_ended(ctx.label(tenant, queue, endpoint_id), DEAD_LETTERED)
     if is_job_hook_queue(queue):
-        return exhausted  # a job's webhook is never disabled
+        return  # a job's webhook is never disabled
     reason = None
     if result.status == 410:
         reason = "the endpoint answered 410 Gone"
     else:
-        exhausted += 1
-        await ctx.store.set_exhausted(tenant, queue, exhausted)
-        if exhausted >= ctx.settings.webhook_disable_after_exhausted:
-            reason = f"{exhausted} deliveries in a row exhausted their retries"
+        exhausted.count += 1
+        await ctx.store.set_exhausted(tenant, queue, exhausted.count)
+        if exhausted.count >= ctx.settings.webhook_disable_after_exhausted:
+            reason = f"{exhausted.count} deliveries in a row exhausted their retries"
     if reason:
         await disable_endpoint(ctx.endpoints.kv, tenant, queue, reason)
         with contextlib.suppress(TimeoutError):  # the cache sees it later; the queue waits meanwhile
             await ctx.endpoints.caught_up()
-    return exhausted
 
 
 def _record(ctx: DeliveryContext, tenant: str, endpoint_id: str, state: DeliveryState) -> None:

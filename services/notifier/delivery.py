@@ -25,7 +25,8 @@ from nats.js.errors import NotFoundError
 
 from services.common import tracing
 from services.common.webhook_queue import H_ENDPOINT, H_TYPE, JOB_HOOK_PREFIX
-from services.notifier.attempts import DeliveryContext, attempt
+from services.notifier.attempts import DeliveryContext, Exhaustion, attempt
+from services.notifier.flight import Flight
 from services.notifier.lanes import Heartbeat, Lanes, start_lanes
 from services.notifier.targets import is_job_hook_queue
 
@@ -50,7 +51,7 @@ class EndpointDelivery:
         self.ctx, self.tenant, self.endpoint_id = ctx, tenant, endpoint_id
         self.key = (tenant, endpoint_id)
         self.subject = ctx.settings.subjects.webhook_deliver(tenant, endpoint_id)
-        self.exhausted = 0
+        self.exhausted = Exhaustion()
 
     async def stopped(self) -> bool:
         """Whether the endpoint is deleted (its queue is dropped) or disabled (its queue waits).
@@ -92,52 +93,54 @@ class EndpointDelivery:
                 except (nats.js.errors.Error, nats.errors.Error):
                     log.warning("could not raise max_ack_pending", extra={"tenant": self.tenant})
             lanes = await start_lanes(js, stream, self.subject, info)
-            self.exhausted = await self.ctx.store.get_exhausted(self.tenant, self.endpoint_id)
+            self.exhausted.count = await self.ctx.store.get_exhausted(self.tenant, self.endpoint_id)
             await self._loop(psub, lanes)
         finally:
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()  # each run has its own subscription
 
     async def _loop(self, psub: JetStreamContext.PullSubscription, lanes: Lanes) -> None:
+        """Fetch in the background and start every ready message, up to the endpoint's concurrency and pace."""
         loop = asyncio.get_running_loop()
         idle_since = loop.time()
         beat = Heartbeat(lanes, max(0.2, self.ctx.settings.webhook_ack_wait_s / 3), loop.time())
-        while not await self.stopped():
-            self.ctx.kicked.discard(self.key)
-            batch = max(1, min(FETCH_BATCH, MAX_ACK_PENDING - lanes.outstanding))
-            wait_s = min(FETCH_WAIT_S, beat.every_s) if lanes.held else FETCH_WAIT_S
-            try:
-                msgs = await psub.fetch(batch, timeout=wait_s)
-            except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
-                msgs = []
-            for msg in msgs:
-                lanes.admit(msg)
-            if lanes.unseen and lanes.held:
-                pending = (await psub.consumer_info()).num_ack_pending
-                if pending is not None:
-                    lanes.all_known(pending)
-            await self._attempt_ready(lanes, beat)
-            await beat.maybe(loop.time())
-            if msgs:
-                idle_since = loop.time()
-            elif loop.time() - idle_since > IDLE_EXIT_S and not lanes.held:
-                info = await psub.consumer_info()
-                if not info.num_pending and not info.num_ack_pending and self.key not in self.ctx.kicked:
-                    return
-
-    async def _attempt_ready(self, lanes: Lanes, beat: Heartbeat) -> None:
-        """Attempt every held message whose lane is free, oldest first, until none is."""
-        loop = asyncio.get_running_loop()
-        progress = True
-        while progress:
-            progress = False
-            for seq in sorted(lanes.held):
-                if seq not in lanes.held or not lanes.ready(seq):
-                    continue
+        flight = Flight(self.ctx.settings.webhook_endpoint_concurrency, self.ctx.settings.webhook_endpoint_rate_per_s)
+        fetch: asyncio.Task[list[Msg]] | None = None
+        try:
+            while not await self.stopped():
+                self.ctx.kicked.discard(self.key)
+                if fetch is None and lanes.outstanding < MAX_ACK_PENDING:
+                    batch = max(1, min(FETCH_BATCH, MAX_ACK_PENDING - lanes.outstanding))
+                    fetch = asyncio.create_task(_fetch(psub, batch))
+                waits = [t for t in (fetch, *flight.tasks) if t is not None]
+                timeout = min(FETCH_WAIT_S, beat.every_s) if lanes.held else FETCH_WAIT_S
+                if (pace := flight.pace_s(loop.time(), lanes)) is not None:
+                    timeout = min(timeout, pace)
+                done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                flight.settle(done, lanes)
+                if fetch is not None and fetch in done:
+                    msgs, fetch = fetch.result(), None
+                    for msg in msgs:
+                        lanes.admit(msg)
+                    if msgs:
+                        idle_since = loop.time()
+                        if lanes.unseen and lanes.held:
+                            pending = (await psub.consumer_info()).num_ack_pending
+                            if pending is not None:
+                                lanes.all_known(pending)
+                flight.start_ready(lanes, loop.time(), self._handle)
                 await beat.maybe(loop.time())
-                if await self._handle(lanes.held.pop(seq)):
-                    lanes.finish(seq)
-                progress = True
+                if loop.time() - idle_since > IDLE_EXIT_S and not lanes.held and not flight.tasks:
+                    info = await psub.consumer_info()
+                    if not info.num_pending and not info.num_ack_pending and self.key not in self.ctx.kicked:
+                        return
+        except BaseException:
+            flight.cancel()
+            raise
+        finally:
+            if fetch is not None:
+                fetch.cancel()
+            await flight.close()
 
     async def _handle(self, msg: Msg) -> bool:
         """Attempt one message (a span in its event's trace); whether it is finished (acked or terminated)."""
@@ -147,8 +150,7 @@ class EndpointDelivery:
             "event.type": headers.get(H_TYPE, ""),
         }
         with tracing.consumer_span("webhook deliver", headers, **attributes):
-            self.exhausted, finished = await attempt(self.ctx, self.tenant, self.endpoint_id, msg, self.exhausted)
-        return finished
+            return await attempt(self.ctx, self.tenant, self.endpoint_id, msg, self.exhausted)
 
     async def _forget(self) -> None:
         """The endpoint was deleted: drop its queue and consumer."""
@@ -156,3 +158,11 @@ class EndpointDelivery:
             await self.ctx.js.purge_stream(self.ctx.stream, subject=self.subject)
         with contextlib.suppress(NotFoundError):
             await self.ctx.js.delete_consumer(self.ctx.stream, consumer_name(self.tenant, self.endpoint_id))
+
+
+async def _fetch(psub: JetStreamContext.PullSubscription, batch: int) -> list[Msg]:
+    """Up to ``batch`` messages, none after :data:`FETCH_WAIT_S`."""
+    try:
+        return await psub.fetch(batch, timeout=FETCH_WAIT_S)
+    except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
+        return []

@@ -22,7 +22,8 @@ from nats.js import JetStreamContext
 from services.common.config import NotifierSettings
 from services.notifier.attempts import DeliveryContext
 from services.notifier.deliveries import DeliveryStore
-from services.notifier.delivery import EndpointDelivery
+from services.notifier.delivery import EndpointDelivery, consumer_name
+from services.notifier.leases import Leases
 from services.notifier.sender import Sender
 from services.notifier.targets import EndpointCache
 
@@ -43,8 +44,10 @@ class DeliveryLoops:
         endpoints: EndpointCache,
         store: DeliveryStore,
         sender: Sender,
+        leases: Leases | None = None,
     ) -> None:
         self.ctx = DeliveryContext(settings, js, endpoints, store, sender)
+        self.leases = leases
         self.running: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.closing = False
         self._kicks: Any = None
@@ -117,7 +120,10 @@ class DeliveryLoops:
         delivery = EndpointDelivery(self.ctx, tenant, endpoint_id)
         try:
             if not await delivery.stopped():
-                await delivery.serve()
+                if self.leases is None:
+                    await delivery.serve()
+                else:  # one replica at a time serves a queue
+                    await self.leases.run(f"delivery.{consumer_name(tenant, endpoint_id)}", delivery.serve)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -49,6 +49,25 @@ class Item:
     data: str
     trace: dict[str, str] | None = None
     """The event's trace context headers, kept only while tracing is on."""
+    subject: str = ""
+
+
+def read_item(seq: int, subject: str, data: bytes, headers: dict[str, str] | None) -> Item | None:
+    """The :class:`Item` of one stored message; ``None`` (logged) when its bytes are not an envelope."""
+    try:
+        envelope = json.loads(data)
+        return Item(
+            seq=seq,
+            type=str(envelope.get("type", "")),
+            job_id=envelope.get("job_id"),
+            kind=envelope.get("kind"),
+            data=data.decode(),
+            trace=tracing.trace_headers(headers) if tracing.enabled() else None,
+            subject=subject,
+        )
+    except (ValueError, AttributeError):
+        log.warning("skipping an unreadable event", extra={"subject": subject})
+        return None
 
 
 class Feed:
@@ -75,8 +94,10 @@ class Feed:
         after: int,
         size: int,
         heartbeat_s: float = PULL_HEARTBEAT_S,
+        description: str | None = None,
     ) -> None:
         self.nc, self.js, self.stream, self.subjects = nc, js, stream, subjects
+        self.description = description
         self.last_seq = after
         """The last stream sequence read (queued); a new consumer starts after it."""
         self.heartbeat_s = heartbeat_s
@@ -100,7 +121,11 @@ class Feed:
 
     def _config(self) -> ConsumerConfig:
         config = ConsumerConfig(
-            ack_policy=AckPolicy.NONE, mem_storage=True, inactive_threshold=INACTIVE_S, num_replicas=1
+            ack_policy=AckPolicy.NONE,
+            mem_storage=True,
+            inactive_threshold=INACTIVE_S,
+            num_replicas=1,
+            description=self.description,
         )
         if len(self.subjects) > 1:
             config.filter_subjects = list(self.subjects)
@@ -180,20 +205,9 @@ class Feed:
         if self._outstanding <= 0:
             self._done.set()
         self.last_seq = seq
-        try:
-            envelope = json.loads(msg.data)
-            item = Item(
-                seq=seq,
-                type=str(envelope.get("type", "")),
-                job_id=envelope.get("job_id"),
-                kind=envelope.get("kind"),
-                data=msg.data.decode(),
-                trace=tracing.trace_headers(msg.headers) if tracing.enabled() else None,
-            )
-        except (ValueError, AttributeError):
-            log.warning("skipping an unreadable event", extra={"subject": msg.subject})
-            return
-        self.queue.put_nowait(item)  # never full: we asked for at most the room there was
+        item = read_item(seq, msg.subject, msg.data, msg.headers)
+        if item is not None:
+            self.queue.put_nowait(item)  # never full: we asked for at most the room there was
 
     async def get(self, timeout_s: float | None) -> Item | None:
         """The next event, or ``None`` after ``timeout_s`` (at most a second: check :attr:`gone`)."""

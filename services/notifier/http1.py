@@ -65,11 +65,12 @@ class Http1Client:
     ssl_context: ssl.SSLContext = field(default_factory=ssl.create_default_context)
     pool_idle_s: float = 30.0
     pool_max_idle: int = 256
+    pool_per_origin: int = MAX_IDLE_PER_ORIGIN
     _pool: IdlePool = field(init=False)
     _checked: dict[str, tuple[float, ResolvedTarget, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._pool = IdlePool(idle_s=self.pool_idle_s, total=self.pool_max_idle, per_origin=MAX_IDLE_PER_ORIGIN)
+        self._pool = IdlePool(idle_s=self.pool_idle_s, total=self.pool_max_idle, per_origin=self.pool_per_origin)
 
     async def aclose(self) -> None:
         """Close every idle connection."""

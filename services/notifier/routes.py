@@ -20,9 +20,11 @@ from services.notifier.auth import api_key_tenant, exists, feed_tenant, not_foun
 from services.notifier.deliveries import DeliveryList
 from services.notifier.deps import StateDep
 from services.notifier.feed import Feed
+from services.notifier.hub import Key, job_key, tenant_key
 from services.notifier.slots import SlotEventSource
 from services.notifier.state import NotifierState
 from services.notifier.stream import Coalescer, Filters, frames
+from services.notifier.tap import Tap
 
 router = APIRouter()
 MAX_RESUME_SEQ = 2**64 - 2
@@ -58,7 +60,7 @@ def _sequence(text: str, where: tuple[str, str]) -> int:
 
 def _respond(
     state: NotifierState,
-    tenant: str,
+    key: Key,
     subjects: list[str],
     after: int,
     *,
@@ -66,8 +68,12 @@ def _respond(
     filters: Filters | None = None,
 ) -> EventSourceResponse:
     s = state.settings
-    release = state.streams.acquire(tenant)  # last before the response: nothing can fail in between
-    feed = Feed(state.nc, state.js, s.ns.stream("JOBS"), subjects, after, s.sse_buffer, s.sse_pull_heartbeat_s)
+    release = state.streams.acquire(key[1])  # last before the response: nothing can fail in between
+    feed: Feed | Tap
+    if state.hub is not None:
+        feed = Tap(state.hub, key, subjects, after, s.sse_buffer)
+    else:
+        feed = Feed(state.nc, state.js, s.ns.stream("JOBS"), subjects, after, s.sse_buffer, s.sse_pull_heartbeat_s)
     stream = frames(
         feed,
         Coalescer(s.sse_progress_max_per_s),
@@ -101,7 +107,7 @@ async def job_events(
     if not await exists(state.jobs, tenant, job_id):
         raise not_found("job", job_id)
     subject = state.settings.subjects.job_events(tenant, job_id)
-    return _respond(state, tenant, [subject], _start_after(request, after), close_on_terminal=True)
+    return _respond(state, job_key(tenant, job_id), [subject], _start_after(request, after), close_on_terminal=True)
 
 
 @router.get(
@@ -118,7 +124,8 @@ async def session_events(
     if not (await exists(state.sessions, tenant, session_id) or await exists(state.jobs, tenant, session_id)):
         raise not_found("session", session_id)
     subject = state.settings.subjects.job_events(tenant, session_id)
-    return _respond(state, tenant, [subject], _start_after(request, after), close_on_terminal=True)
+    key = job_key(tenant, session_id)
+    return _respond(state, key, [subject], _start_after(request, after), close_on_terminal=True)
 
 
 @router.get(
@@ -140,7 +147,8 @@ async def tenant_events(
     s = state.settings.subjects
     filters = Filters(types=tuple(_split(types)), kinds=frozenset(_split(kinds)))
     subjects = [s.tenant_jobs(tenant), state.settings.ns.subject(f"uploads.{tenant}.>")]
-    return _respond(state, tenant, subjects, _start_after(request, after), close_on_terminal=False, filters=filters)
+    start = _start_after(request, after)
+    return _respond(state, tenant_key(tenant), subjects, start, close_on_terminal=False, filters=filters)
 
 
 def _split(values: list[str] | None) -> list[str]:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from standardwebhooks import Webhook
 
 from services.common.ssrf import SsrfError
-from services.notifier.http1 import Http1Client, ProtocolError
+from services.notifier.http1 import MAX_IDLE_PER_ORIGIN, Http1Client, ProtocolError
 
 USER_AGENT = "gpurelay-webhooks/1"
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -88,9 +88,15 @@ class Sender:
         timeout_s: float,
         pool_idle_s: float = 30.0,
         pool_max_idle: int = 256,
+        pool_per_origin: int = MAX_IDLE_PER_ORIGIN,
     ) -> None:
         self.client = Http1Client(
-            tuple(allow_hosts), allow_http, MAX_RESPONSE_BYTES, pool_idle_s=pool_idle_s, pool_max_idle=pool_max_idle
+            tuple(allow_hosts),
+            allow_http,
+            MAX_RESPONSE_BYTES,
+            pool_idle_s=pool_idle_s,
+            pool_max_idle=pool_max_idle,
+            pool_per_origin=pool_per_origin,
         )
         self.timeout_s = timeout_s
 

@@ -15,6 +15,9 @@ from services.common.key_cache import KeyCache
 from services.common.nats import declare_all
 from services.notifier.deliveries import DeliveryStore, open_bucket
 from services.notifier.delivery_loops import DeliveryLoops
+from services.notifier.http1 import MAX_IDLE_PER_ORIGIN
+from services.notifier.hub import Hub
+from services.notifier.leases import Leases, open_leases
 from services.notifier.sender import Sender
 from services.notifier.slots import StreamSlots, stream_slots
 from services.notifier.targets import EndpointCache
@@ -36,6 +39,10 @@ class NotifierState:
     delivery: DeliveryLoops
     sender: Sender
     streams: StreamSlots
+    leases: Leases
+    """Who runs the fan-out and each delivery queue among the replicas."""
+    hub: Hub | None = None
+    """The shared live SSE subscription (``sse_fanout="shared"``); started by the lifespan."""
 
     @property
     def signing_secret(self) -> bytes:
@@ -53,6 +60,7 @@ async def open_state(settings: NotifierSettings, nc: NatsClient) -> NotifierStat
         return await js.key_value(ns.bucket(name))
 
     webhooks = await bucket(streams.KV_WEBHOOKS)
+    leases = await open_leases(js, ns, settings.webhook_lease_ttl_s, settings.nats_replicas)
     store = DeliveryStore(await open_bucket(js, ns, settings.webhook_deliveries_ttl_s, settings.nats_replicas))
     endpoints = EndpointCache(webhooks, js, ns.bucket(streams.KV_WEBHOOKS))
     sender = Sender(
@@ -61,6 +69,7 @@ async def open_state(settings: NotifierSettings, nc: NatsClient) -> NotifierStat
         timeout_s=settings.webhook_timeout_s,
         pool_idle_s=settings.webhook_pool_idle_s,
         pool_max_idle=settings.webhook_pool_max_idle,
+        pool_per_origin=max(MAX_IDLE_PER_ORIGIN, settings.webhook_endpoint_concurrency),  # one per attempt in flight
     )
     return NotifierState(
         settings=settings,
@@ -77,7 +86,15 @@ async def open_state(settings: NotifierSettings, nc: NatsClient) -> NotifierStat
         webhooks=webhooks,
         deliveries=store,
         endpoints=endpoints,
-        delivery=DeliveryLoops(settings, js, endpoints, store, sender),
+        delivery=DeliveryLoops(settings, js, endpoints, store, sender, leases),
         sender=sender,
         streams=stream_slots(settings.sse_max_streams_per_tenant, settings.sse_retry_ms),
+        leases=leases,
+        hub=_hub(settings, nc, js) if settings.sse_fanout == "shared" else None,
     )
+
+
+def _hub(settings: NotifierSettings, nc: NatsClient, js: JetStreamContext) -> Hub:
+    ns = settings.ns
+    prefix = ns.subject("")
+    return Hub(nc, js, ns.stream(streams.JOBS), prefix, settings.sse_hub_buffer, settings.sse_pull_heartbeat_s)

@@ -1,7 +1,9 @@
-"""Server-Sent Events from JetStream: progress coalescing, filters, the frames of a :class:`Feed`.
+"""Server-Sent Events from JetStream: progress coalescing, filters, the frames of a feed.
 
-A :class:`~services.notifier.feed.Feed` reads a connection's events from JOBS (bounded, credit-based,
-surviving the loss of its consumer). :class:`Coalescer` keeps at most ``sse_progress_max_per_s``
+A connection's events come from a :class:`~services.notifier.tap.Tap` on the process's shared live
+subscription (``sse_fanout="shared"``, the default) or from a :class:`~services.notifier.feed.Feed`,
+a consumer of its own (``"per_connection"``): both bounded, credit-based, without gap or repeat.
+:class:`Coalescer` keeps at most ``sse_progress_max_per_s``
 ``job.progress`` frames per second per job, always the latest; every other event passes, and a held
 progress is sent before the next event of its job, so frames of one job stay in order.
 
@@ -24,6 +26,7 @@ from services.common import tracing
 from services.common.metric_labels import event_type_label
 from services.common.metrics import EVENTS_CONSUMED
 from services.notifier.feed import Feed, Item
+from services.notifier.tap import Tap
 
 PROGRESS = "job.progress"
 SSE = "sse"
@@ -81,7 +84,7 @@ class Filters:
 
 
 async def frames(
-    feed: Feed, coalescer: Coalescer, filters: Filters, *, close_on_terminal: bool, retry_ms: int
+    feed: Feed | Tap, coalescer: Coalescer, filters: Filters, *, close_on_terminal: bool, retry_ms: int
 ) -> AsyncIterator[ServerSentEvent]:
     """The SSE frames of ``feed``: ``id`` = stream sequence, ``event`` = type, ``data`` = envelope."""
     loop = asyncio.get_running_loop()

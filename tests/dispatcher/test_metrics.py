@@ -24,7 +24,8 @@ DISPATCHER_FAMILIES = {
 async def test_the_dispatchers_metrics_parse_sample_its_consumers_and_pool_and_count_a_job(
     start_dispatcher: StartDispatcher, js: JetStreamContext, jobs_kv: KeyValue, subjects: Subjects, event_log: EventLog
 ) -> None:
-    dispatcher = await start_dispatcher({"pose": local_route("quick", price_per_gpu_hour=36.0)})
+    route = local_route("quick", price_per_gpu_hour=36.0)
+    dispatcher = await start_dispatcher({"pose": route}, fold_partitions=0)  # the serial fold's consumer on JOBS
     sock = bound_socket()
     with serve(health_app(dispatcher), sock):
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=10) as http:

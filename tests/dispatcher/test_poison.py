@@ -24,6 +24,7 @@ from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
 from services.dispatcher.__main__ import health_app
 from services.dispatcher.consumers import ConsumerGuard
+from services.dispatcher.partitions import FOLD_STREAM, fold_durable
 from services.dispatcher.service import Dispatcher
 from services.dispatcher.store import dispatch_subject
 from tests.dispatcher.conftest import StartDispatcher
@@ -59,7 +60,7 @@ async def test_an_event_with_a_naive_time_is_dead_lettered_at_once_and_the_fold_
     namespace: Namespace,
     event_log: EventLog,
 ) -> None:
-    dispatcher = await start_dispatcher({"pose": local_route("noop")})
+    dispatcher = await start_dispatcher({"pose": local_route("noop")}, fold_partitions=0)  # dead letters name JOBS
     waiting = await submit(js, jobs_kv, subjects, WAITS_ON_AN_UPLOAD, tenant="evil")
     await event_log.wait(lambda: "job.created" in event_log.types(waiting))
     cancel = make_event(
@@ -85,7 +86,9 @@ async def test_a_poison_event_is_dead_lettered_after_max_deliver_and_other_tenan
     namespace: Namespace,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    dispatcher = await start_dispatcher({"pose": local_route("noop")}, event_max_deliver=3, event_retry_delay_s=0.05)
+    dispatcher = await start_dispatcher(
+        {"pose": local_route("noop")}, event_max_deliver=3, event_retry_delay_s=0.05, fold_partitions=0
+    )
     broken = new_id("job")
     await jobs_kv.put(tenant_key("evil", broken), b'{"not": "a job record"}')  # every fold of it raises
     cancel = make_event(
@@ -132,7 +135,9 @@ async def test_every_consumer_has_bounded_redeliveries(
 ) -> None:
     dispatcher = await start_dispatcher({"pose": local_route("noop")}, event_max_deliver=4, ticket_max_deliver=9)
     jobs, dispatch = namespace.stream(streams.JOBS), dispatcher.dispatch_stream
-    for stream, durable, limit in ((jobs, "dispatcher-jobs", 4), (jobs, "dispatcher-uploads", 4)):
+    folds = [(namespace.stream(FOLD_STREAM), fold_durable(p), 4) for p in range(dispatcher.settings.fold_partitions)]
+    assert folds  # the partitioned fold is the default
+    for stream, durable, limit in (*folds, (jobs, "dispatcher-uploads", 4)):
         assert (await js.consumer_info(stream, durable)).config.max_deliver == limit
     assert (await js.consumer_info(dispatch, "dispatch-pose")).config.max_deliver == 9
 

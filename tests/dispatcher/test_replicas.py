@@ -15,11 +15,11 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from contracts import streams
 from contracts.job_record import JobStatus
 from contracts.subjects import Namespace, Subjects
 from services.common.config import DispatcherSettings
 from services.dispatcher.fold import fold, route_pricing
+from services.dispatcher.partitions import fold_settled
 from tests.support.dispatcher import POSE, EventLog, W, read_record, submit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,9 +108,8 @@ def runs(marks: Path) -> Counter[str]:
 
 
 async def settled(js: JetStreamContext, ns: Namespace) -> bool:
-    """Whether the fold consumer has nothing pending."""
-    info = await js.consumer_info(ns.stream(streams.JOBS), "dispatcher-jobs")
-    return bool(info.num_pending == 0 and info.num_ack_pending == 0)
+    """Whether the fold (partitioned, the replicas' default) has folded everything."""
+    return await fold_settled(js, ns, DispatcherSettings.model_fields["fold_partitions"].default)
 
 
 async def assert_kv_is_the_fold(

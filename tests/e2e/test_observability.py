@@ -120,12 +120,12 @@ async def test_metrics_move_as_a_job_runs_through_the_stack(tmp_path: Path, monk
     assert moved(before, after, http, method="GET", route="/v1/jobs/{job_id}/events", status="200") == 1
     assert moved(before, after, http, method="POST", route="/v1/uploads/{upload_id}/complete", status="200") == 1
     assert moved(before, after, "gpurelay_events_published_total", type="job.created") == 1
-    assert moved(before, after, "gpurelay_events_consumed_total", consumer="dispatcher-jobs", type="job.succeeded") == 1
+    assert moved(before, after, "gpurelay_events_consumed_total", consumer="dispatcher-fold", type="job.succeeded") == 1
     assert moved(before, after, "gpurelay_events_consumed_total", consumer="sse", type="job.succeeded") == 1
     assert moved(before, after, "gpurelay_webhook_attempts_total", endpoint=endpoint, result="2xx") >= len(delivered)
     assert after.value("gpurelay_local_pool_processes", state="size") == 2
     consumers = {labels["consumer"] for labels in after.labels("gpurelay_consumer_pending_messages")}
-    assert {"dispatcher-jobs", "dispatcher-uploads", f"dispatch-{KIND}", "notifier_fanout"} <= consumers
+    assert {"dispatcher-fold-0", "dispatcher-uploads", f"dispatch-{KIND}", "notifier_fanout"} <= consumers
     assert not [value for value in after.label_values() if job_id in value], "a label holds the job id"
 
 
@@ -165,9 +165,9 @@ async def test_one_job_is_one_trace_across_gateway_dispatcher_worker_and_notifie
     attempt = spans_named(spans, trace_id, f"attempt {KIND}")
     assert len(attempt) == 1
     assert run.parent_id == span_id(attempt[0]), "the worker's run is not a child of the dispatcher's attempt"
-    for name in ("dispatcher-jobs job.created", "dispatcher-jobs job.queued", f"dispatch-{KIND} ticket"):
+    for name in ("dispatcher-fold job.created", "dispatcher-fold job.queued", f"dispatch-{KIND} ticket"):
         assert spans_named(spans, trace_id, name), f"no {name!r} span in the job's trace"
-    started = spans_named(spans, trace_id, "dispatcher-jobs job.started")
+    started = spans_named(spans, trace_id, "dispatcher-fold job.started")
     assert started
     assert started[0].parent is not None
     assert f"{started[0].parent.span_id:016x}" == run.span_id, "the worker's event did not carry its span"

@@ -12,14 +12,12 @@ from nats.js.kv import KeyValue
 
 from contracts.events import EventType, make_event
 from contracts.job_events import JobLogPayload, JobProgressPayload
-from contracts.streams import JOBS
-from contracts.subjects import Namespace, Subjects
+from contracts.subjects import Subjects
 from services.common.apikeys import ApiKeyStore
 from services.common.tokens import mint_token
-from services.notifier.fanout import FANOUT_DURABLE
 from tests.notifier.sse_client import SseReader
 from tests.support.events import create_job, job_event, publish, wait_for
-from tests.support.notifier import Notifier
+from tests.support.notifier import Notifier, sse_streams
 from tests.support.secrets import SIGNING_SECRET
 
 
@@ -36,17 +34,12 @@ async def _publish_logs(js: JetStreamContext, subjects: Subjects, job_id: str, n
     return [await publish(js, subjects, job_event("acme", job_id, EventType.JOB_LOG)) for _ in range(n)]
 
 
-async def _no_sse_consumer(js: JetStreamContext, namespace: Namespace) -> bool:
-    infos = await js.consumers_info(namespace.stream(JOBS))
-    return all(info.name == FANOUT_DURABLE for info in infos)
-
-
 async def test_replay_then_live_then_close_after_terminal(
     acme_http: httpx.AsyncClient,
+    notifier: Notifier,
     js: JetStreamContext,
     subjects: Subjects,
     jobs_kv: KeyValue,
-    namespace: Namespace,
 ) -> None:
     job_id = await create_job(jobs_kv, "acme")
     other = await create_job(jobs_kv, "acme")
@@ -74,7 +67,11 @@ async def test_replay_then_live_then_close_after_terminal(
         await publish(js, subjects, job_event("acme", job_id, EventType.JOB_SUCCEEDED))
         assert (await reader.take(1))[0].event == "job.succeeded"
         assert await reader.next() is None  # the stream closes after the terminal event
-    await wait_for(lambda: _no_sse_consumer(js, namespace), what="the consumer freed")
+
+    async def freed() -> bool:
+        return await sse_streams(notifier, js) == 0
+
+    await wait_for(freed, what="the stream's consumer or tap freed")
 
 
 async def test_resume_with_last_event_id_has_no_gap_and_no_duplicate(

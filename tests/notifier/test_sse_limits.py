@@ -12,12 +12,11 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from contracts.events import EventType
-from contracts.streams import JOBS
-from contracts.subjects import Namespace, Subjects
+from contracts.subjects import Subjects
 from services.common.apikeys import ApiKeyStore
 from tests.notifier.sse_client import SseReader
 from tests.support.events import create_job, job_event, publish, wait_for
-from tests.support.notifier import Notifier
+from tests.support.notifier import Notifier, sse_streams
 
 pytestmark = pytest.mark.parametrize("notifier_overrides", [{"sse_max_streams_per_tenant": 2}])
 
@@ -65,12 +64,8 @@ async def clients(notifier: Notifier, keys: ApiKeyStore) -> AsyncIterator[dict[s
         yield out
 
 
-async def _sse_consumers(js: JetStreamContext, namespace: Namespace) -> int:
-    return sum(1 for info in await js.consumers_info(namespace.stream(JOBS)) if not info.config.durable_name)
-
-
 async def test_streams_per_tenant_are_capped_and_slots_come_back(
-    clients: dict[str, Streams], js: JetStreamContext, subjects: Subjects, namespace: Namespace, jobs_kv: KeyValue
+    clients: dict[str, Streams], notifier: Notifier, js: JetStreamContext, subjects: Subjects, jobs_kv: KeyValue
 ) -> None:
     acme, globex = clients["acme"], clients["globex"]
     job_id = await create_job(jobs_kv, "acme")
@@ -78,7 +73,7 @@ async def test_streams_per_tenant_are_capped_and_slots_come_back(
     assert (await acme.start("job", f"/v1/jobs/{job_id}/events")).status_code == 200
 
     async def both_consumers() -> bool:
-        return await _sse_consumers(js, namespace) == 2
+        return await sse_streams(notifier, js) == 2
 
     await wait_for(both_consumers, what="both streams' consumers")
     consumers = 2
@@ -88,7 +83,7 @@ async def test_streams_per_tenant_are_capped_and_slots_come_back(
     assert refused.headers["content-type"] == "application/problem+json"
     assert int(refused.headers["retry-after"]) >= 1
     assert refused.json()["status"] == 429
-    assert await _sse_consumers(js, namespace) == consumers  # refused before any consumer was made
+    assert await sse_streams(notifier, js) == consumers  # refused before any consumer was made
     assert (await globex.start("other tenant", "/v1/events")).status_code == 200
 
     await acme.close("tenant")  # a client that goes away frees its slot

@@ -12,20 +12,21 @@ from nats.js.kv import KeyValue
 
 from contracts.events import EventType, job_event_name
 from contracts.job_events import JobLogPayload
-from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.apikeys import ApiKeyStore
-from services.notifier.fanout import FANOUT_DURABLE
 from tests.notifier.sse_client import SseReader, parse_sse
 from tests.support.events import create_job, job_event, wait_for
-from tests.support.notifier import Notifier
+from tests.support.notifier import Notifier, sse_streams
 
-pytestmark = pytest.mark.parametrize("notifier_overrides", [{"sse_buffer": 16, "sse_send_timeout_s": 1.0}])
+pytestmark = pytest.mark.parametrize(
+    "notifier_overrides",
+    [
+        {"sse_buffer": 16, "sse_send_timeout_s": 1.0, "sse_fanout": "shared"},
+        {"sse_buffer": 16, "sse_send_timeout_s": 1.0, "sse_fanout": "per_connection"},
+    ],
+    ids=["shared", "per_connection"],
+)
 EVENTS = 800
-
-
-async def _sse_consumers(js: JetStreamContext, namespace: Namespace) -> int:
-    return sum(1 for i in await js.consumers_info(namespace.stream(JOBS)) if i.name != FANOUT_DURABLE)
 
 
 async def test_a_stalled_client_is_cut_and_resumes_with_last_event_id(
@@ -45,7 +46,7 @@ async def test_a_stalled_client_is_cut_and_resumes_with_last_event_id(
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
     request = f"GET /v1/jobs/{job_id}/events HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n"
     await asyncio.get_running_loop().sock_sendall(sock, request.encode())
-    await wait_for(lambda: _sse_consumers(js, namespace), what="the stream's consumer")
+    await wait_for(lambda: sse_streams(notifier, js), what="the stream's consumer or tap")
 
     seqs: list[int] = []
     futures = []
@@ -58,7 +59,10 @@ async def test_a_stalled_client_is_cut_and_resumes_with_last_event_id(
     seqs = [int(ack.seq) for ack in await asyncio.gather(*futures)]
 
     # The client reads nothing: the server cuts it and frees its consumer instead of buffering.
-    await wait_for(lambda: _no_consumers(js, namespace), timeout_s=20, what="the stalled client cut")
+    async def cut() -> bool:
+        return await sse_streams(notifier, js) == 0
+
+    await wait_for(cut, timeout_s=20, what="the stalled client cut")
     received = await _read_until_closed(sock)
     text = received.split(b"\r\n\r\n", 1)[1].decode(errors="replace")
     complete = text[: text.rfind("\r\n\r\n") + 4] if "\r\n\r\n" in text else ""
@@ -75,10 +79,6 @@ async def test_a_stalled_client_is_cut_and_resumes_with_last_event_id(
         while (frame := await reader.next()) is not None:
             got.append(int(frame.id or 0))
     assert got == seqs  # every event exactly once, in order
-
-
-async def _no_consumers(js: JetStreamContext, namespace: Namespace) -> bool:
-    return await _sse_consumers(js, namespace) == 0
 
 
 async def _read_until_closed(sock: socket.socket) -> bytes:

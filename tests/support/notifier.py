@@ -6,10 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI
+from nats.js import JetStreamContext
 from pydantic import SecretStr
 
+from contracts.streams import JOBS
 from contracts.subjects import Namespace
 from services.common.config import NotifierSettings
+from services.notifier.hub import HUB_DESCRIPTION
+from services.notifier.state import NotifierState
 from tests.support.secrets import SIGNING_SECRET
 
 
@@ -27,6 +31,7 @@ def notifier_settings(nats_url: str, namespace: Namespace, data_dir: Path, **ove
         "webhook_retry_jitter": 0.0,
         "webhook_timeout_s": 2.0,
         "webhook_ack_wait_s": 3.0,
+        "webhook_lease_ttl_s": 1.5,
         "sse_heartbeat_s": 1.0,
         "sse_send_timeout_s": 2.0,
         "sse_progress_max_per_s": 0.0,
@@ -42,3 +47,13 @@ class Notifier:
     settings: NotifierSettings
     app: FastAPI
     url: str
+
+
+async def sse_streams(notifier: Notifier, js: JetStreamContext) -> int:
+    """The SSE streams the notifier serves: a consumer on JOBS each (``sse_fanout="per_connection"``)
+    or a tap each on its shared subscription (``"shared"``, whose one consumer is not counted)."""
+    state: NotifierState | None = notifier.app.state.notifier
+    if state is not None and state.hub is not None:
+        return state.hub.connections
+    infos = await js.consumers_info(notifier.settings.ns.stream(JOBS))
+    return sum(1 for info in infos if not info.config.durable_name and info.config.description != HUB_DESCRIPTION)

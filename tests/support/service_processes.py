@@ -68,6 +68,7 @@ def service_env(nats_url: str, data_dir: Path, route_table: Path, **settings: ob
         "webhook_retry_jitter": 0.0,
         "webhook_timeout_s": 1.0,
         "webhook_ack_wait_s": 2.0,
+        "webhook_lease_ttl_s": 1.5,
         "sse_retry_ms": 200,
         "sse_pull_heartbeat_s": 0.5,
         "sse_progress_max_per_s": 0,

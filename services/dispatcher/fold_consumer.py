@@ -1,0 +1,136 @@
+"""The fold's consumers as plain pull loops: one per partition (or the serial ``dispatcher-jobs``).
+
+Each is a durable pull consumer with ``max_ack_pending=1`` (one event in flight across every replica)
+whose handler runs guarded like every dispatcher consumer (:class:`~services.dispatcher.consumers.ConsumerGuard`:
+ack on success, nak with a delay, dead letter after ``event_max_deliver``), counted and traced as
+:func:`~services.dispatcher.subscribers.subscribe_events` does. The fold reads nats-py's pull
+subscription directly rather than through FastStream: with one event in flight per partition the
+per-message overhead is the fold's ceiling, and FastStream's (dependency injection, a worker-thread
+hop per decode) was more than half of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from contracts import streams
+from services.common.config import DispatcherSettings
+from services.common.metric_labels import subject_event_label
+from services.common.metrics import EVENTS_CONSUMED
+from services.common.tracing import consumer_span
+from services.dispatcher.consumers import ConsumerGuard, Redelivery
+from services.dispatcher.partitions import SERIAL_DURABLE, declare_fold_stream, fold_durable, partition_subject
+from services.dispatcher.subscribers import Consumer
+
+log = logging.getLogger(__name__)
+FETCH_WAIT_S = 1.0
+"""A pull's wait: also how long a stop may wait for it (nats-py's fetch can hold a cancel until then)."""
+FOLD_LABEL = "dispatcher-fold"
+"""The ``consumer`` label and span name prefix of every partition's fold (the partitions share them)."""
+Fold = Callable[[bytes], Awaitable[object]]
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+@dataclass
+class FoldConsumer:
+    """One fold consumer: ``durable`` on ``subject`` of ``stream``, folding with ``handler``."""
+
+    js: JetStreamContext
+    settings: DispatcherSettings
+    guard: ConsumerGuard
+    stream: str
+    subject: str
+    durable: str
+    handler: Fold
+
+    @property
+    def policy(self) -> Redelivery:
+        """Its redelivery policy (that of every event consumer)."""
+        s = self.settings
+        return Redelivery(s.event_max_deliver, s.event_retry_delay_s, s.event_ack_wait_s, s.event_ack_wait_s)
+
+    @property
+    def consumer(self) -> Consumer:
+        """What :func:`~services.dispatcher.subscribers.bound_and_watch` and the metrics need."""
+        return Consumer(self.stream, self.durable, self.policy)
+
+    async def subscribe(self) -> JetStreamContext.PullSubscription:
+        """Create (or bind) the durable consumer."""
+        config = ConsumerConfig(
+            durable_name=self.durable,
+            filter_subject=self.subject,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.settings.event_ack_wait_s,
+            max_deliver=self.policy.max_deliver,
+            max_ack_pending=1,
+        )
+        return await self.js.pull_subscribe(self.subject, durable=self.durable, stream=self.stream, config=config)
+
+    async def run(self, psub: JetStreamContext.PullSubscription) -> None:
+        """Fold forever (cancel to stop: an event being folded is redelivered, folding it again is harmless)."""
+        try:
+            while True:
+                for msg in await self._fetch(psub):
+                    await self.handle(msg)
+        finally:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()  # else the connection's drain waits for it
+
+    async def _fetch(self, psub: JetStreamContext.PullSubscription) -> list[Msg]:
+        try:
+            return await psub.fetch(1, timeout=FETCH_WAIT_S)
+        except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
+            if _cancelling():  # nats-py's fetch can turn a cancel into its timeout (hence a short wait)
+                raise asyncio.CancelledError from None
+            return []
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a broken pull must not end the fold for good
+            log.exception("%s: fetch failed; retrying", self.durable)
+            await asyncio.sleep(0.5)
+            return []
+
+    @property
+    def label(self) -> str:
+        """Its name in metrics and spans: ``dispatcher-fold`` for every partition, else its durable's."""
+        return FOLD_LABEL if self.durable.startswith(FOLD_LABEL) else self.durable
+
+    async def handle(self, msg: Msg) -> None:
+        """Fold one event, guarded, counted and traced."""
+        event_type = subject_event_label(msg.subject)
+        EVENTS_CONSUMED.labels(self.label, event_type).inc()
+        attributes = {"messaging.destination.name": msg.subject, "messaging.consumer.group.name": self.durable}
+        with consumer_span(f"{self.label} {event_type}", msg.headers, **attributes):
+            await self.guard.run(self.durable, msg, lambda: self.handler(msg.data), self.policy, ack=True)
+
+
+async def fold_consumers(
+    js: JetStreamContext,
+    settings: DispatcherSettings,
+    guard: ConsumerGuard,
+    handler: Fold,
+) -> list[FoldConsumer]:
+    """One per partition of ``JOBS_FOLD`` (declared here: :mod:`~services.dispatcher.partitions`), or the
+    serial ``dispatcher-jobs`` on JOBS' ``jobs.>`` when ``fold_partitions`` is 0."""
+    s, ns = settings, settings.ns
+    if not s.fold_partitions:
+        return [FoldConsumer(js, s, guard, ns.stream(streams.JOBS), ns.subject("jobs.>"), SERIAL_DURABLE, handler)]
+    stream = await declare_fold_stream(js, ns, s.fold_partitions, s.nats_replicas)
+    return [
+        FoldConsumer(js, s, guard, stream, partition_subject(ns, p), fold_durable(p), handler)
+        for p in range(s.fold_partitions)
+    ]
