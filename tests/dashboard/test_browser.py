@@ -153,7 +153,7 @@ VIDEO_STATE = """async (selector) => {
     video.preload = "auto";
     video.load();
   });
-  const r = await fetch(video.currentSrc);
+  const r = await fetch(video.currentSrc, { cache: "no-store" });  // not the media cache's partial copy
   const error = video.error ? video.error.code : null;
   const state = { readyState: video.readyState, duration: video.duration, error, src: video.currentSrc };
   return { status: r.status, type: r.headers.get("content-type"), ready, ...state };
