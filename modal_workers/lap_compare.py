@@ -8,7 +8,9 @@ at ``params.fps_sample``; flow is Farnebäck or DIS (``params.flow_method``); th
 drawn and encoded in a writer thread (:class:`~modal_workers.lap_compare_flow.OverlayWriter`).
 
 Artifacts, in this order: ``overlay.mp4`` (the analysed lap with its flow drawn over it, one
-frame per processed frame, ``mp4v``), ``metrics.json`` (per-frame metrics, see
+frame per processed frame, ``mp4v``), ``overlay.webm`` (the same video as a VP8 preview browsers
+play, downscaled and subsampled; not written when ``GPURELAY_VIDEO_WEBM=0``, see
+:mod:`modal_workers.video_out`), ``metrics.json`` (per-frame metrics, see
 :mod:`modal_workers.lap_compare_flow`, and with a reference the DTW alignment of
 :mod:`modal_workers.lap_compare_align`), ``manifest.json`` (artifacts with size and sha256,
 parameters, versions, timings). The result summarises frames, fps, duration, mean speed and,
@@ -33,6 +35,7 @@ from modal_workers.lap_compare_align import align
 from modal_workers.lap_compare_flow import FlowEngine, OverlayWriter, frame_metrics, summarize
 from modal_workers.runtime import PermanentError, WorkerContext
 from modal_workers.video import FrameReader, VideoInfo, probe, sampled_count
+from modal_workers.video_out import WEBM_TYPE, Preview, Renditions, preview_settings
 
 VERSION = "1.0"
 OVERLAY_FOURCC = "mp4v"
@@ -53,9 +56,12 @@ def run(spec: LapCompareSpec, ctx: WorkerContext) -> dict[str, Any]:
     laps: dict[str, dict[str, Any]] = {}
     done = 0
     overlay = ctx.work_dir / "overlay.mp4"
+    bounds = preview_settings()
+    preview = ctx.work_dir / "overlay.webm" if bounds else None
     for name in names:
         t0 = time.perf_counter()
-        laps[name] = analyse(infos[name], params, ctx, overlay if name == "video" else None, done, total)
+        videos = (overlay, preview, bounds) if name == "video" else (None, None, None)
+        laps[name] = analyse(infos[name], params, ctx, videos[0], done, total, videos[1], videos[2])
         done += laps[name]["summary"]["frames"]
         timings[f"flow_{name}_s"] = time.perf_counter() - t0
     metrics: dict[str, Any] = {"version": VERSION, "units": "processed pixels; speed in px/s", **laps}
@@ -67,7 +73,10 @@ def run(spec: LapCompareSpec, ctx: WorkerContext) -> dict[str, Any]:
     metrics_path = ctx.work_dir / "metrics.json"
     metrics_path.write_text(json.dumps(metrics, separators=(",", ":")))
     t0 = time.perf_counter()
-    stored = [ctx.artifact("overlay.mp4", overlay, "video/mp4"), ctx.artifact("metrics.json", metrics_path)]
+    stored = [ctx.artifact("overlay.mp4", overlay, "video/mp4")]
+    if preview is not None:
+        stored.append(ctx.artifact("overlay.webm", preview, WEBM_TYPE))
+    stored.append(ctx.artifact("metrics.json", metrics_path))
     timings["upload_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
     result = _result(laps, metrics.get("alignment"), params)
@@ -91,15 +100,27 @@ def run(spec: LapCompareSpec, ctx: WorkerContext) -> dict[str, Any]:
 
 
 def analyse(
-    info: VideoInfo, params: LapCompareParams, ctx: WorkerContext, overlay: Path | None, done: int, total: int
+    info: VideoInfo,
+    params: LapCompareParams,
+    ctx: WorkerContext,
+    overlay: Path | None,
+    done: int,
+    total: int,
+    webm: Path | None = None,
+    bounds: Preview | None = None,
 ) -> dict[str, Any]:
-    """Per-frame flow metrics of one lap (and its overlay video when ``overlay`` is a path)."""
+    """Per-frame flow metrics of one lap (and its overlay video when ``overlay`` is a path, with a
+    WebM preview of it within ``bounds`` when ``webm`` is one too)."""
     engine = FlowEngine(params.flow_method)
     frames: list[dict[str, Any]] = []
     width, fps_sample, limit = params.downscale_width, params.fps_sample, params.max_duration_s
     previous = None
     with FrameReader(info, width=width, sample_fps=fps_sample, max_duration_s=limit) as reader:
-        writer = OverlayWriter(overlay, reader.fps, reader.size, OVERLAY_FOURCC) if overlay else None
+        writer = (
+            OverlayWriter(Renditions(overlay, reader.fps, reader.size, OVERLAY_FOURCC, webm, bounds))
+            if overlay
+            else None
+        )
         try:
             for frame in reader:
                 ctx.check_cancelled()

@@ -16,11 +16,12 @@ from __future__ import annotations
 import math
 import queue
 import threading
-from pathlib import Path
 from typing import Any, Literal
 
 import cv2
 import numpy as np
+
+from modal_workers.video_out import Renditions
 
 MOVING_PX = 0.5
 """Flow shorter than this (px/frame) counts as still (noise, static background)."""
@@ -107,12 +108,13 @@ def summarize(frames: list[dict[str, float]], fps: float) -> dict[str, float]:
 
 
 class OverlayWriter:
-    """Draws and encodes overlay frames in a thread fed by a bounded queue, overlapping the flow."""
+    """Draws and encodes overlay frames in a thread fed by a bounded queue, overlapping the flow.
 
-    def __init__(self, path: Path, fps: float, size: tuple[int, int], fourcc: str = "mp4v") -> None:
-        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), fps, size)
-        if not self._writer.isOpened():
-            raise RuntimeError(f"cannot write {path.name} with codec {fourcc}")
+    Each frame goes to each of ``videos`` (the main file and its WebM preview, if any).
+    """
+
+    def __init__(self, videos: Renditions) -> None:
+        self._writer = videos
         self.frames = 0
         self._queue: queue.Queue[tuple[Array, Array | None] | None] = queue.Queue(4)
         self._error: Exception | None = None

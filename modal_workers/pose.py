@@ -6,7 +6,9 @@ present), then feeds each frame in order to ByteTrack (player ids), the shuttle 
 it is found, court detection; :class:`~modal_workers.pose_video.FrameWriter` draws and encodes the
 processed video behind another bounded queue. Progress is reported after every batch.
 
-Artifacts: ``processed.mp4`` (skeletons, ids, shuttle trail, court lines), ``results.json`` (the
+Artifacts: ``processed.mp4`` (skeletons, ids, shuttle trail, court lines), ``processed.webm``
+(the same video as a VP8 preview browsers play, downscaled and subsampled; not
+written when ``GPURELAY_VIDEO_WEBM=0``, see :mod:`modal_workers.video_out`), ``results.json`` (the
 Badminton tracker's shape: ``duration``, ``fps``, ``totalFrames``, ``processedFrames``,
 ``videoWidth``, ``videoHeight``, ``players``, ``shuttle``, ``courtDetection``, plus ``analytics``)
 and ``manifest.json``. The job result is ``results.json`` without the per-frame lists, so the
@@ -53,6 +55,7 @@ def run(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
     from modal_workers.pose_results import Collector, summary
     from modal_workers.pose_video import FrameWriter
     from modal_workers.video import FrameReader, probe, sampled_count
+    from modal_workers.video_out import WEBM_TYPE, preview_settings
 
     params = spec.params
     timings: dict[str, float] = {}
@@ -73,7 +76,9 @@ def run(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
     with FrameReader(info, sample_fps=sample_fps, max_duration_s=max_duration_s()) as reader:
         width, height = reader.size
         collector = Collector(width, height, info.fps, track=params.track)
-        writer = FrameWriter(out_path, reader.fps, (width, height), draw)
+        bounds = preview_settings()
+        preview = ctx.work_dir / "processed.webm" if bounds else None
+        writer = FrameWriter(out_path, reader.fps, (width, height), draw, preview, bounds)
         try:
             for batch in batched(reader, params.batch_size):
                 ctx.check_cancelled()
@@ -98,6 +103,8 @@ def run(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
     result = collector.result(total_frames, info.fps)
     ctx.progress(0.95, "uploading artifacts")
     ctx.artifact("processed.mp4", out_path, "video/mp4")
+    if writer.webm is not None:
+        ctx.artifact("processed.webm", writer.webm, WEBM_TYPE)
     ctx.artifact("results.json", json.dumps(result, separators=(",", ":")).encode(), "application/json")
     timings["total_s"] = time.perf_counter() - started
     manifest = {
@@ -105,6 +112,7 @@ def run(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
         "version": VERSION,
         "artifacts": {
             "processed.mp4": {"frames": writer.written, "fps": reader.fps, "width": width, "height": height},
+            **_preview(writer),
             "results.json": {"schema": "badminton-tracker"},
         },
         "params": params.model_dump(mode="json"),
@@ -117,6 +125,14 @@ def run(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
     ctx.artifact("manifest.json", json.dumps(manifest, indent=2).encode(), "application/json")
     ctx.progress(1.0, "done")
     return summary(result)
+
+
+def _preview(writer: Any) -> dict[str, Any]:
+    """The manifest's entry for the WebM preview (none when it was not written)."""
+    if writer.webm is None or writer.webm_size is None:
+        return {}
+    w, h = writer.webm_size
+    return {"processed.webm": {"fps": writer.webm_fps, "width": w, "height": h, "codec": "vp8"}}
 
 
 def _versions() -> dict[str, str]:

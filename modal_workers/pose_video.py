@@ -14,8 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
+
+from modal_workers.video_out import Preview, Renditions
 
 _DONE = object()
 
@@ -24,18 +25,24 @@ class FrameWriter:
     """Draw and encode frames in a thread: ``submit(frame, overlay)`` queues one, ``close()`` finishes.
 
     ``draw(frame, overlay)`` runs in the writer thread. Frames are written as MPEG-4 by OpenCV;
-    when ``ffmpeg`` is on the path the file is then re-encoded as H.264 with ``+faststart`` so
-    browsers play it.
+    when ``ffmpeg`` is on the path the file is then re-encoded as H.264 with ``+faststart``. With a
+    ``webm`` path the same drawn frames also go to a VP8 preview within ``preview``'s bounds, which
+    every browser plays (:class:`~modal_workers.video_out.Renditions`).
     """
 
     def __init__(
-        self, path: Path, fps: float, size: tuple[int, int], draw: Callable[[np.ndarray, Any], np.ndarray]
+        self,
+        path: Path,
+        fps: float,
+        size: tuple[int, int],
+        draw: Callable[[np.ndarray, Any], np.ndarray],
+        webm: Path | None = None,
+        preview: Preview | None = None,
     ) -> None:
         self.path, self.draw, self.written = path, draw, 0
         self._raw = path.with_suffix(".raw.mp4")
-        self._writer = cv2.VideoWriter(str(self._raw), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
-        if not self._writer.isOpened():
-            raise RuntimeError("cannot open an MPEG-4 video writer")
+        self._writer = Renditions(self._raw, fps, size, "mp4v", webm, preview)
+        self.webm, self.webm_size, self.webm_fps = self._writer.webm, self._writer.webm_size, self._writer.webm_fps
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=32)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="pose-encode", daemon=True)
@@ -60,8 +67,7 @@ class FrameWriter:
         self._error = self._error or RuntimeError("aborted")
         self._queue.put(_DONE)
         self._thread.join()
-        self._writer.release()
-        self._raw.unlink(missing_ok=True)
+        self._writer.abort()
 
     def close(self) -> Path:
         """Flush, finish the file (H.264 when ffmpeg is present) and return its path."""

@@ -78,7 +78,7 @@ def demo(
 ) -> None:
     """Run lap_compare end to end on the embedded stack, with a verifying webhook receiver, then stop.
 
-    The job's artifacts (overlay.mp4, metrics.json, manifest.json) are saved under OUTPUT.
+    The job's artifacts (overlay.mp4, overlay.webm, metrics.json, manifest.json) are saved under OUTPUT.
     """
     from services.cli.demo import run_demo
 

@@ -148,7 +148,7 @@ def _check_saved_artifacts(text: str, output: Path, data_dir: Path) -> dict[str,
     assert job["id"] == folders[0].name
     assert job["status"] == "succeeded"
     records = {a["name"]: a for a in job["artifacts"]}
-    assert sorted(records) == ["manifest.json", "metrics.json", "overlay.mp4"]
+    assert sorted(records) == ["manifest.json", "metrics.json", "overlay.mp4", "overlay.webm"]
     blobs = BaseServiceSettings(data_dir=data_dir).local_storage_dir / "objects"
     for name, record in records.items():
         path = folders[0] / name

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import cv2
 import httpx
@@ -123,12 +124,16 @@ def test_a_lap_is_uploaded_submitted_watched_live_and_shown_as_charts_and_video(
     page.wait_for_selector("#delta-chart[data-points] canvas")  # with a reference: the per-segment deltas
     assert int(page.get_attribute("#delta-chart", "data-points") or 0) >= 5
     assert "overlay.mp4" in page.inner_text("#artifacts")
-    video = page.evaluate(VIDEO_STATE, "video[data-video='overlay.mp4']")
-    assert video["status"] == 200
-    assert video["type"] == "video/mp4"
-    if video["ready"] != "playable":  # the workload's mp4v overlay: no browser decodes MPEG-4 Part 2
-        assert video["ready"] == "error 4"
-        assert "cannot decode" in page.inner_text("#results figcaption")
+    video = page.evaluate(VIDEO_STATE, "video[data-video='overlay.mp4']")  # the WebM rendition plays
+    assert video["ready"] == "playing", video
+    assert video["readyState"] >= 2, video
+    assert video["duration"] > 0, video
+    assert video["error"] is None, video
+    assert urlsplit(video["src"]).path.endswith("/overlay.webm"), video
+    assert (video["status"], video["type"]) == (200, "video/webm"), video
+    assert "cannot decode" not in page.inner_text("#results figcaption")
+    download = page.get_attribute("#results a[data-download='overlay.mp4']", "href") or ""
+    assert urlsplit(download).path.endswith("/overlay.mp4")  # the mp4 stays, as a download
     assert page.inner_text("[data-fact=status]") == "succeeded"  # the panel shows the settled record
     assert "manifest.json" in page.inner_text("#artifacts")
     shot(b, "job-lap-succeeded", "succeeded", "Speed profile", "Per-segment delta", "overlay.mp4", "metrics.json")
@@ -137,14 +142,21 @@ def test_a_lap_is_uploaded_submitted_watched_live_and_shown_as_charts_and_video(
 
 VIDEO_STATE = """async (selector) => {
   const video = document.querySelector(selector);
-  const r = await fetch(video.currentSrc || video.src);
+  const sources = video.querySelectorAll("source");
   const ready = await new Promise((res) => {
-    if (video.readyState >= 2) return res("playable");
-    video.addEventListener("loadeddata", () => res("playable"), { once: true });
+    setTimeout(() => res("timed out"), 20000);
+    const play = () => { video.muted = true; video.play().then(() => res("playing"), (e) => res("play: " + e)); };
+    if (video.readyState >= 2) return play();
+    video.addEventListener("canplay", play, { once: true });
     video.addEventListener("error", () => res("error " + video.error.code), { once: true });
+    if (sources.length) sources[sources.length - 1].addEventListener("error", () => res("no source"), { once: true });
+    video.preload = "auto";
     video.load();
   });
-  return { status: r.status, type: r.headers.get("content-type"), ready };
+  const r = await fetch(video.currentSrc, { cache: "no-store" });  // not the media cache's partial copy
+  const error = video.error ? video.error.code : null;
+  const state = { readyState: video.readyState, duration: video.duration, error, src: video.currentSrc };
+  return { status: r.status, type: r.headers.get("content-type"), ready, ...state };
 }"""
 
 

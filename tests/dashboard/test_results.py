@@ -35,9 +35,21 @@ def job(kind: str, artifacts: list[tuple[str, str]], result: dict[str, object] |
 
 
 def test_lap_compare_shows_its_overlay_and_charts_from_metrics() -> None:
-    view = results_view(job("lap_compare", [("overlay.mp4", "video/mp4"), ("metrics.json", "application/json")]))
-    assert [v["name"] for v in view.videos] == ["overlay.mp4"]
+    arts = [("overlay.mp4", "video/mp4"), ("overlay.webm", "video/webm"), ("metrics.json", "application/json")]
+    view = results_view(job("lap_compare", arts))
+    assert [v["name"] for v in view.videos] == ["overlay.mp4"]  # one player for the two renditions
+    assert [s["type"] for s in view.videos[0]["sources"]] == ["video/webm", "video/mp4"]  # the playable one first
+    assert view.videos[0]["download"] == {"name": "overlay.mp4", "url": "https://s/overlay.mp4"}
     assert view.data_url == "https://s/metrics.json"
+
+
+def test_a_video_without_renditions_is_one_source_and_no_extra_link() -> None:
+    arts = [("render.mp4", "video/mp4"), ("orbit.webm", "video/webm")]
+    view = results_view(job("pose", arts))
+    assert [(v["name"], [s["name"] for s in v["sources"]], v["download"]) for v in view.videos] == [
+        ("render.mp4", ["render.mp4"], None),
+        ("orbit.webm", ["orbit.webm"], None),
+    ]
 
 
 def test_pose_shows_its_video_minimap_source_and_a_row_per_player() -> None:
@@ -46,9 +58,10 @@ def test_pose_shows_its_video_minimap_source_and_a_row_per_player() -> None:
         "analytics": {"unit": "m"},
         "players": {"2": {"id": 2, "frameCount": 40, "analytics": analytics}, "1": {"id": 1, "frameCount": 9}},
     }
-    arts = [("processed.mp4", "video/mp4"), ("results.json", "application/json")]
+    arts = [("processed.mp4", "video/mp4"), ("results.json", "application/json"), ("processed.webm", "video/webm")]
     view = results_view(job("pose", arts, result))
     assert [v["name"] for v in view.videos] == ["processed.mp4"]
+    assert [s["name"] for s in view.videos[0]["sources"]] == ["processed.webm", "processed.mp4"]
     assert view.data_url == "https://s/results.json"
     assert view.unit == "m"
     assert [(p["id"], p["frames"], p["distance"], p["max"]) for p in view.players] == [

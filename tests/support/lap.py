@@ -172,6 +172,15 @@ def frame_count(path: Path) -> int:
     return count
 
 
+def video_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of the first frame OpenCV decodes from ``path``."""
+    cap = cv2.VideoCapture(str(path))
+    ok, image = cap.read()
+    cap.release()
+    assert ok, path
+    return image.shape[1], image.shape[0]
+
+
 def grouped(events: list[EventEnvelope]) -> dict[str, list[EventEnvelope]]:
     """Events by type."""
     out: dict[str, list[EventEnvelope]] = defaultdict(list)

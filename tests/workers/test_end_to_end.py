@@ -57,7 +57,7 @@ async def test_an_uploaded_lap_is_analysed_by_the_local_pool_and_its_artifacts_d
     job = (await acme.http.get(f"/v1/jobs/{job_id}")).json()
     assert job["result"]["frames"] == 36
     artifacts = {a["name"]: a for a in job["artifacts"]}
-    assert sorted(artifacts) == ["manifest.json", "metrics.json", "overlay.mp4"]
+    assert sorted(artifacts) == ["manifest.json", "metrics.json", "overlay.mp4", "overlay.webm"]
     async with httpx.AsyncClient(timeout=30) as http:
         for artifact in artifacts.values():
             response = await http.get(artifact["url"])

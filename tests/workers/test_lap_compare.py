@@ -16,6 +16,7 @@ from contracts.subjects import Namespace
 from modal_workers import lap_compare
 from modal_workers.runtime import WorkerRuntime
 from modal_workers.video import sampled_count
+from modal_workers.video_out import WEBM_ENV, WEBM_FPS_ENV, WEBM_WIDTH_ENV
 from services.common.embedded_nats import EmbeddedNats
 from tests.support.dispatcher import EventLog
 from tests.support.lap import (
@@ -29,6 +30,7 @@ from tests.support.lap import (
     scrolling_video,
     square_video,
     upload,
+    video_size,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -71,12 +73,13 @@ async def test_one_lap_events_artifacts_and_metrics(
     await log.wait(lambda: log.ended(request.job_id) is not None)
     types = [t for t in log.types(request.job_id) if t not in ("job.log", "job.heartbeat")]
     progress = types.count("job.progress")
-    assert types == ["job.started", *["job.progress"] * progress, *["job.artifact"] * 3, "job.succeeded"]
+    assert types == ["job.started", *["job.progress"] * progress, *["job.artifact"] * 4, "job.succeeded"]
     assert progress >= 2  # the first and the last always go; a fast job has few in between
     artifacts = grouped(log.events[request.job_id])["job.artifact"]
-    assert [a.data["name"] for a in artifacts] == ["overlay.mp4", "metrics.json", "manifest.json"]
+    assert [a.data["name"] for a in artifacts] == ["overlay.mp4", "overlay.webm", "metrics.json", "manifest.json"]
     assert runtime.storage is not None
-    for event, content_type in zip(artifacts, ["video/mp4", "application/json", "application/json"], strict=True):
+    types = ["video/mp4", "video/webm", "application/json", "application/json"]
+    for event, content_type in zip(artifacts, types, strict=True):
         info = runtime.call(runtime.storage.head(event.data["key"]))
         assert info is not None
         assert info.size == event.data["size"] > 0
@@ -87,23 +90,51 @@ async def test_one_lap_events_artifacts_and_metrics(
     overlay = tmp_path / "overlay.mp4"
     overlay.write_bytes(runtime.call(runtime.storage.read_all(artifacts[0].data["key"])))
     assert frame_count(overlay) == expected == outcome.result["frames"]
-    metrics = _metrics(runtime, artifacts[1].data["key"])
+    preview = tmp_path / "overlay.webm"  # the same video, VP8, for browsers: every 2nd frame at 24 fps
+    preview.write_bytes(runtime.call(runtime.storage.read_all(artifacts[1].data["key"])))
+    assert preview.read_bytes()[:4] == b"\x1a\x45\xdf\xa3"  # EBML: a Matroska/WebM file
+    every = 2 if fps_sample is None else 1  # at most 12 frames/s (GPURELAY_VIDEO_WEBM_FPS)
+    assert frame_count(preview) == len(range(0, expected, every))
+    assert video_size(preview) == (160, 120)  # scrolling_video's size, under the 320 px bound
+    metrics = _metrics(runtime, artifacts[2].data["key"])
     frames = metrics["video"]["frames"][1:]
     direction = float(np.median([f["direction_rad"] for f in frames]))
     magnitude = float(np.median([f["mean_magnitude"] for f in frames]))
     assert abs(direction) < math.radians(5)
     assert abs(magnitude - step) <= 0.15 * step, magnitude
-    manifest = _metrics(runtime, artifacts[2].data["key"])
-    assert [a["name"] for a in manifest["artifacts"]] == ["overlay.mp4", "metrics.json"]
+    manifest = _metrics(runtime, artifacts[3].data["key"])
+    assert [a["name"] for a in manifest["artifacts"]] == ["overlay.mp4", "overlay.webm", "metrics.json"]
     assert manifest["parameters"]["flow_method"] == method
     assert {"opencv", "numpy"} <= set(manifest["versions"])
+
+
+async def test_the_webm_preview_is_downscaled_and_can_be_turned_off(
+    runtime: WorkerRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    video = scrolling_video(tmp_path / "lap.mp4", [4.0 * k for k in range(12)], size=(320, 240))
+    monkeypatch.setenv(WEBM_WIDTH_ENV, "160")
+    monkeypatch.setenv(WEBM_FPS_ENV, "0")  # every frame
+    outcome = await run_in_thread(runtime, lap_compare.run, lap_request({"video": upload(runtime, video)}))
+    assert outcome.status == "succeeded", outcome.error
+    preview = tmp_path / "preview.webm"
+    preview.write_bytes(runtime.call(runtime.storage.read_all(_key(outcome, "overlay.webm"))))
+    assert video_size(preview) == (160, 120)
+    assert frame_count(preview) == 12
+    monkeypatch.setenv(WEBM_ENV, "0")
+    outcome = await run_in_thread(runtime, lap_compare.run, lap_request({"video": upload(runtime, video)}))
+    assert outcome.status == "succeeded", outcome.error
+    assert [a.name for a in outcome.artifacts] == ["overlay.mp4", "metrics.json", "manifest.json"]
+
+
+def _key(outcome: Any, name: str) -> str:
+    return str(next(a.key for a in outcome.artifacts if a.name == name))
 
 
 async def test_a_square_moving_right_has_direction_zero(runtime: WorkerRuntime, tmp_path: Path) -> None:
     request = lap_request({"video": upload(runtime, square_video(tmp_path / "sq.mp4", step=2))})
     outcome = await run_in_thread(runtime, lap_compare.run, request)
     assert outcome.status == "succeeded", outcome.error
-    metrics = _metrics(runtime, outcome.artifacts[1].key)
+    metrics = _metrics(runtime, _key(outcome, "metrics.json"))
     moving = [f for f in metrics["video"]["frames"] if f["moving_fraction"] > 0]
     assert len(moving) >= 40
     assert abs(float(np.median([f["direction_rad"] for f in moving]))) < math.radians(5)
@@ -121,7 +152,7 @@ async def test_a_faster_lap_has_a_negative_delta_against_a_slower_reference(
     outcome = await run_in_thread(runtime, lap_compare.run, lap_request({"video": video, "reference": reference}))
     assert outcome.status == "succeeded", outcome.error
     assert outcome.result["lap_time_delta_s"] == pytest.approx((48 - 64) / 24, abs=1e-3)
-    alignment = _metrics(runtime, outcome.artifacts[1].key)["alignment"]
+    alignment = _metrics(runtime, _key(outcome, "metrics.json"))["alignment"]
     segments = alignment["segments"]
     assert len(segments) == 10
     assert all(s["delta_s"] <= 0.05 for s in segments)
@@ -138,6 +169,6 @@ async def test_two_laps_with_a_known_offset_align_within_two_frames(runtime: Wor
     reference = upload(runtime, scrolling_video(tmp_path / "ref.mp4", positions))
     outcome = await run_in_thread(runtime, lap_compare.run, lap_request({"video": video, "reference": reference}))
     assert outcome.status == "succeeded", outcome.error
-    alignment = _metrics(runtime, outcome.artifacts[1].key)["alignment"]
+    alignment = _metrics(runtime, _key(outcome, "metrics.json"))["alignment"]
     assert abs(alignment["median_offset_frames"] - 6) <= 2
     assert outcome.result["lap_time_delta_s"] == pytest.approx(6 / 24, abs=1e-3)

@@ -125,7 +125,8 @@ async def test_pose_job_succeeds_with_the_tracker_shape(
     assert ran.outcome.status == "succeeded", ran.outcome.error
     assert ran.types()[0] == "job.started"
     assert ran.types()[-1] == "job.succeeded"
-    assert {a.name for a in ran.outcome.artifacts} == {"processed.mp4", "results.json", "manifest.json"}
+    names = [a.name for a in ran.outcome.artifacts]
+    assert names == ["processed.mp4", "processed.webm", "results.json", "manifest.json"]
 
     result = ran.json("results.json")
     assert set(result) >= RESULT_KEYS
@@ -153,8 +154,11 @@ async def test_pose_job_succeeds_with_the_tracker_shape(
     assert set(summary) >= RESULT_KEYS
     assert summary["processedFrames"] == 24
     assert _frames(ran.files["processed.mp4"]) == 24
+    assert _frames(ran.files["processed.webm"]) == 8  # the browser's preview, VP8: every 3rd frame (≤ 12/s)
+    assert ran.files["processed.webm"].read_bytes()[:4] == b"\x1a\x45\xdf\xa3"  # EBML (WebM)
     manifest = ran.json("manifest.json")
     assert manifest["frames"]["processed"] == 24
+    assert manifest["artifacts"]["processed.webm"] == {"fps": 25 / 3, "width": 320, "height": 240, "codec": "vp8"}
     assert manifest["model"]["weights"] == "yolo26n-pose.yaml"
 
 

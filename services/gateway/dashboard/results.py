@@ -5,6 +5,10 @@
 - pose: the processed video, a court minimap with each player's trail (``results.json``) and a
   per-player table of distance and speed (the job's result).
 - nerf and anything else: every video and image artifact, shown as such.
+
+Video artifacts that differ only by extension are renditions of one video (``overlay.mp4`` and
+``overlay.webm``): one player whose ``<source>`` list offers the WebM first (every browser plays
+VP8; none plays the workloads' ``mp4v``), and a download link to the other file.
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ from typing import Any
 
 from contracts.api_jobs import JobOut
 
+WEBM = "video/webm"
+
 
 @dataclass(frozen=True)
 class ResultsView:
     """The pictures of one job's results."""
 
     kind: str
-    videos: list[dict[str, str]] = field(default_factory=list)
+    videos: list[dict[str, Any]] = field(default_factory=list)
+    """One per video: ``name``, ``sources`` (``url``, ``type``; WebM first), ``download`` (or ``None``)."""
     images: list[dict[str, str]] = field(default_factory=list)
     data_url: str | None = None
     """The JSON artifact the page's charts are drawn from (metrics.json, results.json)."""
@@ -54,11 +61,27 @@ def _players(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _videos(media: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """The video artifacts grouped into renditions of one video (same name but the extension)."""
+    groups: dict[str, list[dict[str, str]]] = {}
+    for m in media:
+        if m["type"].startswith("video/"):
+            groups.setdefault(m["name"].rpartition(".")[0] or m["name"], []).append(m)
+    videos = []
+    for files in groups.values():
+        sources = sorted(files, key=lambda m: m["type"] != WEBM)  # stable: the WebM first
+        others = [m for m in files if m["type"] != WEBM]
+        main = others[0] if others else sources[0]
+        download = {"name": main["name"], "url": main["url"]} if others and len(files) > 1 else None
+        videos.append({"name": main["name"], "sources": sources, "download": download})
+    return videos
+
+
 def results_view(job: JobOut) -> ResultsView:
     """The pictures of ``job``'s results (empty until it has artifacts)."""
     urls = _urls(job)
     media = [{"name": n, "url": u, "type": t} for n, (u, t) in urls.items()]
-    videos = [m for m in media if m["type"].startswith("video/")]
+    videos = _videos(media)
     images = [m for m in media if m["type"].startswith("image/")]
     kind = job.kind.value
     if kind == "lap_compare":

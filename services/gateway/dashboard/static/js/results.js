@@ -65,10 +65,13 @@ async function poseMinimap(box) {
 
 function watchVideos(box) {
   for (const video of box.querySelectorAll("video")) {
-    video.addEventListener("error", () => {
+    const cannot = () => {
       const note = video.parentElement.querySelector(".video-note");
       if (note) note.textContent = "(this browser cannot decode the video's codec: download it from the artifacts)";
-    });
+    };
+    video.addEventListener("error", cannot);  // a decode error once a source was chosen
+    const sources = video.querySelectorAll("source");  // each failing source gets its own error event
+    if (sources.length) sources[sources.length - 1].addEventListener("error", cannot);
   }
 }
 
