@@ -9,7 +9,8 @@ Four stages of one pipeline (``deploy/routes.yaml``), each its own function on i
 * :func:`train`: an instant-NGP-style NeRF (:mod:`modal_workers.nerf_train`), checkpointed to
   storage so a retried attempt resumes; artifact ``model.pt``;
 * :func:`render`: the turntable (:mod:`modal_workers.nerf_turntable`): ``frames_0001.zip``, … of RGBA
-  PNGs as each fills, and ``preview.mp4``.
+  PNGs as each fills, ``preview.mp4`` and, from the same frames, ``preview.webm``
+  (:mod:`modal_workers.video_out`).
 
 Every stage reads the job's ``images`` input itself (the archive is small next to what a stage
 does with it) and the previous stage's artifacts with ``ctx.stage_input``. Limits and tuning are
@@ -146,13 +147,14 @@ def train(spec: NerfSpec, ctx: WorkerContext) -> dict[str, Any]:
 
 def render(spec: NerfSpec, ctx: WorkerContext) -> dict[str, Any]:
     """Stage 4: ``frames`` RGBA PNGs around the scene in zips of ``batch_size``, each announced as soon as
-    it is full (progress per zip), and ``preview.mp4``."""
+    it is full (progress per zip), ``preview.mp4`` and ``preview.webm`` (the VP8 rendition browsers play)."""
     import torch
 
     from modal_workers.nerf_data import view_rays
     from modal_workers.nerf_model import FieldConfig, NerfField
     from modal_workers.nerf_train import render_chunked
     from modal_workers.nerf_turntable import FrameZips, Preview, orbit_pose, png, straight_rgba
+    from modal_workers.video_out import WEBM_TYPE, preview_settings
 
     params = spec.params
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -168,7 +170,9 @@ def render(spec: NerfSpec, ctx: WorkerContext) -> dict[str, Any]:
         ctx.progress(0.97 * number / zips, f"zip {number} of {zips}", {"zips": number, "frames": batcher.count})
 
     batcher = FrameZips(ctx.work_dir / "frames", params.batch_size, deliver)
-    preview = Preview(ctx.work_dir / "preview.mp4", width, height, params.frames)
+    bounds = preview_settings()
+    webm = ctx.work_dir / "preview.webm" if bounds else None
+    preview = Preview(ctx.work_dir / "preview.mp4", width, height, params.frames, webm, bounds)
     started = time.perf_counter()
     for index in range(params.frames):
         ctx.check_cancelled()
@@ -183,6 +187,8 @@ def render(spec: NerfSpec, ctx: WorkerContext) -> dict[str, Any]:
     batcher.close()
     seconds = time.perf_counter() - started
     ctx.artifact("preview.mp4", preview.close(), "video/mp4")
+    if preview.webm is not None:
+        ctx.artifact("preview.webm", preview.webm, WEBM_TYPE)
     return {
         "frames_rendered": params.frames, "zips": zips, "render_seconds": round(seconds, 3),
         "frames_per_s": round(params.frames / seconds, 3) if seconds > 0 else None,

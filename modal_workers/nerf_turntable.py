@@ -6,7 +6,8 @@ horizontal field of view at the render width. A frame's alpha is the NeRF's accu
 its colour is un-premultiplied, so a PNG composites correctly over anything. :class:`FrameZips`
 packs frames into ``frames_0001.zip``, … of ``batch_size`` frames (stored, not deflated: PNGs are
 compressed already) and hands each over the moment it is full; :class:`Preview` writes every few
-frames over white into a small ``preview.mp4``.
+frames over white into a small ``preview.mp4`` and, in the same pass, ``preview.webm``
+(:class:`modal_workers.video_out.Renditions`: VP8, which browsers play).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from modal_workers.video_out import Preview as Bounds
+from modal_workers.video_out import Renditions
 
 PREVIEW_FRAMES = 120
 PREVIEW_MAX_SIDE = 320
@@ -86,16 +90,22 @@ class FrameZips:
 
 
 class Preview:
-    """Every ``every``-th frame over white into an mp4 of at most :data:`PREVIEW_MAX_SIDE` pixels a side."""
+    """Every ``every``-th frame over white into an mp4 of at most :data:`PREVIEW_MAX_SIDE` pixels a side
+    and, when ``webm`` is a path, a VP8 WebM of the same frames within ``bounds``."""
 
-    def __init__(self, path: Path, width: int, height: int, frames: int) -> None:
+    def __init__(
+        self, path: Path, width: int, height: int, frames: int, webm: Path | None = None, bounds: Bounds | None = None
+    ) -> None:
         scale = min(1.0, PREVIEW_MAX_SIDE / max(width, height))
         self.size = (max(2, round(width * scale) // 2 * 2), max(2, round(height * scale) // 2 * 2))
         self.every = max(1, frames // PREVIEW_FRAMES)
         self.path = path
-        self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), PREVIEW_FPS, self.size)
-        if not self.writer.isOpened():
-            raise RuntimeError("the preview video cannot be written")
+        self.writer = Renditions(path, PREVIEW_FPS, self.size, "mp4v", webm, bounds)
+
+    @property
+    def webm(self) -> Path | None:
+        """The WebM rendition's path (``None`` when not written)."""
+        return self.writer.webm
 
     def add(self, index: int, rgba: np.ndarray) -> None:
         """Write frame ``index`` if it is one of the preview's."""

@@ -14,6 +14,7 @@ from rich.table import Table
 from contracts.job_record import JobStatus
 from contracts.job_specs import JobKind
 from services.cli.client import Client, cli_settings, run
+from services.common.queue_place import queue_place_text
 
 jobs_app = typer.Typer(help="List, show and cancel jobs.", no_args_is_help=True)
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Read dev.env from this data dir.")]
@@ -56,23 +57,6 @@ def _status(status: str) -> str:
 def _short(value: Any, limit: int = 80) -> str:
     text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def ordinal(n: int) -> str:
-    """1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, 21st."""
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
-
-
-def queue_place_text(place: dict[str, Any]) -> str:
-    """A queued job's place as a person reads it: ``3rd in line, about 40 s``."""
-    text = f"{ordinal(int(place.get('position', 1)))} in line"
-    eta = place.get("eta_s")
-    if eta is None:
-        return text
-    eta = float(eta)
-    about = f"{eta:.0f} s" if eta < 90 else f"{eta / 60:.0f} min" if eta < 5400 else f"{eta / 3600:.1f} h"
-    return f"{text}, about {about}"
 
 
 def record_table(job: dict[str, Any]) -> Table:

@@ -33,7 +33,8 @@ from rich.progress import (
 
 from contracts.job_specs import BATCH_KINDS, SPEC_MODELS, JobKind
 from services.cli.client import ApiError, Client, cli_settings, follow_events, run
-from services.cli.jobs import queue_place_text, show_record
+from services.cli.jobs import show_record
+from services.common.queue_place import queue_place_text
 
 CHUNK = 1024 * 1024
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})

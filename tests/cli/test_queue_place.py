@@ -7,8 +7,9 @@ import io
 import pytest
 from rich.console import Console
 
-from services.cli.jobs import ordinal, queue_place_text, record_table
+from services.cli.jobs import record_table
 from services.cli.submit import _describe
+from services.common.queue_place import ordinal, queue_place_text
 
 
 @pytest.mark.parametrize(

@@ -7,12 +7,15 @@ from datetime import UTC, datetime
 from contracts.api_jobs import JobOut, JobUrls
 from contracts.job_record import Artifact, JobCost, JobProgress, JobStatus, JobTimings
 from contracts.job_specs import parse_job_spec
+from services.gateway.dashboard.render import TEMPLATES
 from services.gateway.dashboard.results import results_view
 
 
-def job(kind: str, artifacts: list[tuple[str, str]], result: dict[str, object] | None = None) -> JobOut:
+def job(
+    kind: str, artifacts: list[tuple[str, str]], result: dict[str, object] | None = None, **spec_fields: object
+) -> JobOut:
     now = datetime.now(UTC)
-    spec = parse_job_spec({"kind": kind, "inputs": {"video": {"upload_id": "upl_1"}}})
+    spec = parse_job_spec({"kind": kind, "inputs": {"video": {"upload_id": "upl_1"}}, **spec_fields})
     return JobOut(
         id="job_1",
         kind=spec.kind,
@@ -72,3 +75,53 @@ def test_pose_shows_its_video_minimap_source_and_a_row_per_player() -> None:
 
 def test_a_job_without_artifacts_shows_nothing_yet() -> None:
     assert results_view(job("pose", [])).empty
+
+
+NERF_RESULT = {  # a nerf job's result as the dispatcher folds its four stages' results
+    "registered_images": 16, "psnr": 24.318, "psnr_initial": 9.1, "iterations": 40, "frames_rendered": 5, "zips": 3,
+    "stages": {
+        "check": {"gpu": None, "seconds": 0.412, "gpu_seconds": 0.0, "cost_usd": 0.0},
+        "colmap": {"gpu": "T4", "seconds": 3.5, "gpu_seconds": 3.5, "cost_usd": 0.000583},
+        "train": {"gpu": "A10G", "seconds": 61.25, "gpu_seconds": 61.25, "cost_usd": 0.018715},
+        "render": {"gpu": "T4", "seconds": 7.0, "gpu_seconds": 7.0, "cost_usd": 0.001167},
+    },
+}  # fmt: skip
+NERF_ARTIFACTS = [
+    ("colmap/transforms.json", "application/json"), ("colmap/sparse.zip", "application/zip"),
+    ("train/model.pt", "application/octet-stream"), ("render/frames_0001.zip", "application/zip"),
+    ("render/frames_0002.zip", "application/zip"), ("render/frames_0003.zip", "application/zip"),
+    ("render/preview.mp4", "video/mp4"), ("render/preview.webm", "video/webm"),
+]  # fmt: skip
+
+
+def nerf_job() -> JobOut:
+    inputs = {"images": {"upload_id": "upl_1"}}
+    return job("nerf", NERF_ARTIFACTS, NERF_RESULT, inputs=inputs, params={"frames": 5, "batch_size": 2})
+
+
+def test_nerf_shows_the_turntable_the_frame_batches_with_counts_and_a_row_per_stage() -> None:
+    view = results_view(nerf_job())
+    assert [(v["name"], [s["name"] for s in v["sources"]]) for v in view.videos] == [
+        ("render/preview.mp4", ["render/preview.webm", "render/preview.mp4"])
+    ]
+    assert [(b["name"], b["frames"]) for b in view.batches] == [
+        ("render/frames_0001.zip", 2), ("render/frames_0002.zip", 2), ("render/frames_0003.zip", 1),
+    ]  # fmt: skip
+    assert view.facts == {"registered_images": 16, "psnr": 24.318, "frames_rendered": 5}
+    assert [(s["name"], s["gpu"], s["gpu_seconds"]) for s in view.stages] == [
+        ("check", None, 0.0), ("colmap", "T4", 3.5), ("train", "A10G", 61.25), ("render", "T4", 7.0),
+    ]  # fmt: skip
+
+
+def test_the_nerf_job_panel_html_plays_the_webm_and_lists_batches_facts_and_stages() -> None:
+    record = nerf_job()
+    html = TEMPLATES.get_template("job_panel.html").render(job=record, view=results_view(record))
+    sources = '<source src="https://s/render/preview.webm" type="video/webm" data-name="render/preview.webm">'
+    assert sources + '<source src="https://s/render/preview.mp4" type="video/mp4"' in html
+    batch = '<a href="https://s/render/frames_0003.zip" download="frames_0003.zip" data-batch="render/frames_0003.zip">'
+    assert batch + "render/frames_0003.zip</a></td><td>1</td>" in html
+    assert '<dd data-fact="registered_images">16</dd>' in html
+    assert '<dd data-fact="psnr">24.32 dB</dd>' in html
+    train = '<tr data-stage="train"><td>train</td><td>A10G</td><td>61.2</td><td>61.2</td><td>$0.0187</td></tr>'
+    assert train in html
+    assert '<tr data-stage="check"><td>check</td><td>CPU</td><td>0.4</td><td>0.0</td><td>$0.0000</td></tr>' in html

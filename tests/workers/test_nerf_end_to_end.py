@@ -92,7 +92,7 @@ async def test_a_nerf_job_runs_through_the_platform_and_a_killed_training_resume
     artifacts = {a["name"]: a for a in job_view["artifacts"]}
     assert sorted(artifacts) == [
         "colmap/sparse.zip", "colmap/transforms.json", "render/frames_0001.zip", "render/frames_0002.zip",
-        "render/preview.mp4", "train/model.pt",
+        "render/preview.mp4", "render/preview.webm", "train/model.pt",
     ]  # fmt: skip
     async with httpx.AsyncClient(timeout=30) as http:
         frames = (await http.get(artifacts["render/frames_0002.zip"]["url"])).content

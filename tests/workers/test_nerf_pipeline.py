@@ -160,7 +160,7 @@ def test_render_delivers_zips_of_rgba_pngs_transparent_around_an_opaque_centre(r
     assert outcome.status == "succeeded", outcome.error
     assert (outcome.result["frames_rendered"], outcome.result["zips"]) == (6, 2)
     names = [a.name for a in outcome.artifacts]
-    assert names == ["render/frames_0001.zip", "render/frames_0002.zip", "render/preview.mp4"]
+    assert names == ["render/frames_0001.zip", "render/frames_0002.zip", "render/preview.mp4", "render/preview.webm"]
     first, second = (
         _frames(rendered.read("render", "frames_0001.zip")),
         _frames(rendered.read("render", "frames_0002.zip")),
@@ -178,6 +178,8 @@ def test_render_delivers_zips_of_rgba_pngs_transparent_around_an_opaque_centre(r
     assert zip_1 < kinds.index(("job.progress", "zip 1 of 2")) < kinds.index(("job.artifact", "render/frames_0002.zip"))
     (rendered.root / "preview.mp4").write_bytes(rendered.read("render", "preview.mp4"))
     assert frame_count(rendered.root / "preview.mp4") == 6
+    (rendered.root / "preview.webm").write_bytes(rendered.read("render", "preview.webm"))
+    assert frame_count(rendered.root / "preview.webm") == 3  # the same frames at 12 fps of the preview's 24
 
 
 def test_photos_colmap_cannot_register_fail_the_job_with_sfm_failed_and_the_count(scene: Scene) -> None:

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
+from services.common.queue_place import queue_place_text
 from services.gateway.dashboard.auth import Viewer
 
 HERE = Path(__file__).resolve().parent
@@ -30,6 +31,7 @@ def _json_attr(value: Any) -> Markup:
 
 
 TEMPLATES.env.filters["tojson_safe"] = _json_attr
+TEMPLATES.env.filters["queue_place"] = lambda place: queue_place_text(place.model_dump())
 
 
 def page(request: Request, name: str, viewer: Viewer | None, *, status_code: int = 200, **context: Any) -> HTMLResponse:

@@ -4,7 +4,9 @@
   reference lap, the per-segment deltas (``metrics.json`` alignment), drawn by ``results.js``.
 - pose: the processed video, a court minimap with each player's trail (``results.json``) and a
   per-player table of distance and speed (the job's result).
-- nerf and anything else: every video and image artifact, shown as such.
+- nerf: the turntable preview, the frame batches (``render/frames_0001.zip``, …) with their frame
+  counts, registered images, PSNR and a row per pipeline stage (seconds, GPU-seconds, cost).
+- anything else: every video and image artifact, shown as such.
 
 Video artifacts that differ only by extension are renditions of one video (``overlay.mp4`` and
 ``overlay.webm``): one player whose ``<source>`` list offers the WebM first (every browser plays
@@ -33,11 +35,17 @@ class ResultsView:
     """The JSON artifact the page's charts are drawn from (metrics.json, results.json)."""
     players: list[dict[str, Any]] = field(default_factory=list)
     unit: str = "px"
+    batches: list[dict[str, Any]] = field(default_factory=list)
+    """nerf: one per zip of frames: ``name``, ``url`` and ``frames`` (its frame count)."""
+    facts: dict[str, Any] = field(default_factory=dict)
+    """nerf: ``registered_images``, ``psnr``, ``frames_rendered`` (those the result has)."""
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    """A pipeline's stages: ``name``, ``gpu``, ``seconds``, ``gpu_seconds``, ``cost_usd``."""
 
     @property
     def empty(self) -> bool:
         """Nothing to show (yet)."""
-        return not (self.videos or self.images or self.data_url or self.players)
+        return not (self.videos or self.images or self.data_url or self.players or self.batches or self.stages)
 
 
 def _urls(job: JobOut) -> dict[str, tuple[str, str]]:
@@ -59,6 +67,24 @@ def _players(result: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _batches(job: JobOut, urls: dict[str, tuple[str, str]]) -> list[dict[str, Any]]:
+    """The zips of frames in order, each with its frame count (every zip is full but the last)."""
+    size = int(getattr(job.spec.params, "batch_size", 0) or 0)
+    total = (job.result or {}).get("frames_rendered")
+    names = sorted(n for n in urls if n.rpartition("/")[2].startswith("frames_") and n.endswith(".zip"))
+    rows = []
+    for number, name in enumerate(names, start=1):
+        frames = min(size, int(total) - (number - 1) * size) if size and total is not None else None
+        rows.append({"name": name, "url": urls[name][0], "frames": frames})
+    return rows
+
+
+def _stages(result: dict[str, Any]) -> list[dict[str, Any]]:
+    stages = result.get("stages") or {}
+    keys = ("gpu", "seconds", "gpu_seconds", "cost_usd")
+    return [{"name": name, **{k: (report or {}).get(k) for k in keys}} for name, report in stages.items()]
 
 
 def _videos(media: list[dict[str, str]]) -> list[dict[str, Any]]:
@@ -92,4 +118,10 @@ def results_view(job: JobOut) -> ResultsView:
         result = job.result or {}
         unit = str((result.get("analytics") or {}).get("unit", "px"))
         return ResultsView(kind, videos=videos, data_url=data[0] if data else None, players=_players(result), unit=unit)
-    return ResultsView(kind, videos=videos, images=images)
+    if kind == "nerf":
+        result = job.result or {}
+        facts: dict[str, Any] = {k: result[k] for k in ("registered_images", "psnr", "frames_rendered") if k in result}
+        return ResultsView(
+            kind, videos=videos, images=images, batches=_batches(job, urls), facts=facts, stages=_stages(result)
+        )
+    return ResultsView(kind, videos=videos, images=images, stages=_stages(job.result or {}))

@@ -12,6 +12,7 @@ const message = document.getElementById("job-message");
 const eta = document.getElementById("job-eta");
 const log = document.getElementById("event-log");
 const cancel = document.getElementById("cancel");
+const queue = document.getElementById("job-queue");
 const TERMINAL = { "job.succeeded": "succeeded", "job.failed": "failed", "job.canceled": "canceled" };
 const STATUS = { "job.queued": "queued", "job.dispatched": "dispatched", "job.started": "running", "job.retrying": "retrying" };
 let startedAt = root.dataset.started ? Date.parse(root.dataset.started) : null;
@@ -29,6 +30,20 @@ function setFraction(fraction) {
     const left = ((Date.now() - startedAt) / fraction) * (1 - fraction);
     eta.textContent = `${Math.max(1, Math.round(left / 1000))} s`;
   } else if (fraction >= 1) eta.textContent = "done";
+}
+
+// The wording of services/common/queue_place.py (queue_place_text), which renders it server-side.
+function ordinal(n) {
+  const suffix = n % 100 >= 10 && n % 100 <= 20 ? "th" : { 1: "st", 2: "nd", 3: "rd" }[n % 10] || "th";
+  return `${n}${suffix}`;
+}
+
+function queuePlaceText(place) {
+  const text = `${ordinal(Number(place.position ?? 1))} in line`;
+  if (place.eta_s === null || place.eta_s === undefined) return text;
+  const s = Number(place.eta_s);
+  const about = s < 90 ? `${s.toFixed(0)} s` : s < 5400 ? `${(s / 60).toFixed(0)} min` : `${(s / 3600).toFixed(1)} h`;
+  return `${text}, about ${about}`;
 }
 
 function note(type, envelope) {
@@ -50,6 +65,10 @@ function onEvent(type, raw) {
   const data = envelope.data || {};
   if (type === "job.started") { startedAt = Date.parse(envelope.time) || Date.now(); }
   if (STATUS[type]) setStatus(STATUS[type]);
+  if (type === "job.position" && typeof data.position === "number") {
+    queue.textContent = queuePlaceText(data);
+    queue.hidden = false;
+  } else if (type !== "job.queued" && type !== "job.created" && type !== "job.log") queue.hidden = true;
   if (type === "job.progress") {
     setStatus("running");
     if (typeof data.fraction === "number") setFraction(data.fraction);
@@ -67,7 +86,7 @@ function onEvent(type, raw) {
   }
 }
 
-const TYPES = ["job.created", "job.queued", "job.dispatched", "job.started", "job.progress", "job.log", "job.artifact",
+const TYPES = ["job.created", "job.queued", "job.position", "job.dispatched", "job.started", "job.progress", "job.log", "job.artifact",
   "job.stage", "job.retrying", "job.cancel_requested", "job.succeeded", "job.failed", "job.canceled"];
 
 function follow() {
