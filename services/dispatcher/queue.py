@@ -67,8 +67,10 @@ def entry_key(kind: str, tenant: str, job_id: str, attempt: int) -> str:
 
 
 def new_entry(record: JobRecord, attempt: int, delay_s: float = 0.0, input_bytes: int | None = None) -> QueueEntry:
-    """The entry of ``attempt`` of ``record``; a retry keeps the job's first queue time."""
-    queued = record.timings.queued_at or record.created_at
+    """The entry of ``attempt`` of ``record``, ordered by the job's submission (``created_at``, the
+    gateway's clock): the fold runs in partitions, so jobs submitted together are queued in any
+    order, and a retry keeps its place."""
+    queued = record.created_at
     due = record.spec.due_at(record.created_at) if attempt == 1 else None
     not_before = max(time.time() + delay_s if delay_s > 0 else 0.0, due.timestamp() if due else 0.0)
     return QueueEntry(
