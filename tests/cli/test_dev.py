@@ -55,6 +55,7 @@ async def running_dev(data_dir: Path) -> AsyncIterator[tuple[asyncio.subprocess.
     )
     assert proc.stdout is not None
     seen: list[str] = []
+    drain: asyncio.Task[None] | None = None
     try:
         while True:
             line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
@@ -62,13 +63,24 @@ async def running_dev(data_dir: Path) -> AsyncIterator[tuple[asyncio.subprocess.
             seen.append(line)
             if READY_LINE in line:
                 break
+        # Keep reading what it logs: a full pipe would stall it, and a StreamReader past its
+        # high-water mark stops reading, so wait() would never see the pipe close.
+        drain = asyncio.create_task(_drain(proc.stdout))
         yield proc, _read_env_file(dev_env_path(data_dir))
     finally:
         if proc.returncode is None:
             children = list(_children_of(proc.pid))
             proc.kill()
+            _kill_leftovers(children)  # whatever a failed test left running (they hold its stdout)
             await proc.wait()
-            _kill_leftovers(children)  # whatever a failed test left running
+        if drain is not None:
+            drain.cancel()
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    """Read ``stream`` to its end, dropping what it says."""
+    while await stream.read(1 << 16):
+        pass
 
 
 def _port_open(url: str) -> bool:
