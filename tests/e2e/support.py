@@ -19,12 +19,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
 from contracts.streams import KV_JOBS
 from contracts.subjects import Namespace
 from services.cli.client import SseEvent, follow_events
 from services.cli.dev import DEV_TENANT
+from services.common.record_watch import latest_record
 from tests.support.http import bound_socket, serve
 
 TIMEOUT = httpx.Timeout(30.0)
@@ -145,19 +145,12 @@ async def record_when(
     nc = await nats.connect(env["GPURELAY_NATS_URL"])
     try:
         kv = await nc.jetstream().key_value(Namespace("").bucket(KV_JOBS))
-        watcher = await kv.watch(tenant_key(DEV_TENANT, job_id))
-        try:
-            async with asyncio.timeout(timeout_s):
-                async for entry in watcher:
-                    if entry is not None and entry.value:
-                        record = JobRecord.model_validate_json(entry.value)
-                        if done(record):
-                            return record
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+        record = await latest_record(kv, DEV_TENANT, job_id, done, timeout_s)
     finally:
         await nc.close()
-    raise AssertionError(f"the watch of {job_id} ended before the record got there")
+    assert record is not None, f"no record of {job_id} within {timeout_s} s"
+    assert done(record), f"{job_id} never got there within {timeout_s} s: {record.status}"
+    return record
 
 
 async def download(artifact: dict[str, Any]) -> bytes:

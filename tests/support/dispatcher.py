@@ -24,6 +24,7 @@ from contracts.route_table import RetryPolicy, Route, Stage
 from contracts.subjects import Namespace, Subjects
 from services.common.config import DispatcherSettings
 from services.common.publish import publish_event
+from services.common.record_watch import latest_record
 from tests.support.secrets import INGEST_SECRET, SIGNING_SECRET
 
 POSE = {"kind": "pose", "inputs": {"video": {"url": "https://example.com/v.mp4"}}}
@@ -163,14 +164,7 @@ async def wait_record(
     kv: KeyValue, job_id: str, condition: Callable[[JobRecord], bool], within_s: float = 20.0
 ) -> JobRecord:
     """The record once ``condition`` holds (a KV watch: no polling)."""
-    watcher = await kv.watch(tenant_key("acme", job_id))
-    try:
-        async with asyncio.timeout(within_s):
-            async for entry in watcher:
-                if entry is not None and entry.value:
-                    record = JobRecord.model_validate_json(entry.value)
-                    if condition(record):
-                        return record
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    raise AssertionError("watch ended")
+    record = await latest_record(kv, "acme", job_id, condition, within_s)
+    assert record is not None, f"no record of {job_id} within {within_s} s"
+    assert condition(record), f"{job_id} never got there within {within_s} s: {record.status}"
+    return record

@@ -8,12 +8,11 @@ with a KV watch, at most :data:`SETTLE_S` seconds.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable
 
-from contracts.ids import ID_PATTERN, tenant_key
+from contracts.ids import ID_PATTERN
 from contracts.job_record import JobRecord
+from services.common.record_watch import latest_record
 from services.gateway.state import GatewayState
 
 SETTLE_S = 5.0
@@ -26,15 +25,5 @@ async def record_when(
     """The job's record once ``done(record)`` holds; ``None`` after ``timeout_s`` or for no such job."""
     if not ID_PATTERN.fullmatch(job_id):
         return None
-    watcher = await state.kv.jobs.watch(tenant_key(tenant, job_id))
-    try:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                async for entry in watcher:
-                    if entry is not None and entry.value:
-                        record = JobRecord.model_validate_json(entry.value)
-                        if done(record):
-                            return record
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    return None
+    record = await latest_record(state.kv.jobs, tenant, job_id, done, timeout_s)
+    return record if record is not None and done(record) else None

@@ -23,16 +23,15 @@ succeeded repeats its answer, as a repeated stop); every error carries ``success
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.api_robots import JointAngles, JointSampleIn
-from contracts.ids import tenant_key
 from contracts.job_record import JobRecord, JobStatus
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
+from services.common.record_watch import latest_record
 from services.common.tokens import TokenExpiredError, TokenInvalidError, verify_token
 from services.gateway.routes.robots import publish_samples, telemetry_of
 from services.gateway.session_http import intake_of, read_frame, snapshot_response
@@ -168,19 +167,8 @@ async def stop_training(token: Token, request: Request) -> dict[str, Any]:
 
 async def _settled(intake: SessionIntake, record: JobRecord, timeout_s: float) -> JobRecord:
     """The record once terminal (a KV watch), or as it is after ``timeout_s``."""
-    watcher = await intake.state.kv.jobs.watch(tenant_key(record.tenant, record.id))
-    try:
-        async with asyncio.timeout(timeout_s):
-            async for entry in watcher:
-                if entry is not None and entry.value:
-                    record = JobRecord.model_validate_json(entry.value)
-                    if record.terminal:
-                        return record
-    except TimeoutError:
-        pass
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    return record
+    settled = await latest_record(intake.state.kv.jobs, record.tenant, record.id, lambda r: r.terminal, timeout_s)
+    return settled or record
 
 
 @router.post("/reset", summary="Seed: reset", responses=problem_responses(409))
