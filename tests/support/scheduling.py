@@ -86,11 +86,18 @@ def count_dispatched(log: EventLog, jobs: list[str]) -> int:
     return sum(1 for job in jobs if log.first(job, "job.dispatched") is not None)
 
 
-async def entries_queued(dispatcher: Dispatcher, kind: str, count: int, within_s: float = 30.0) -> None:
-    """Until the dispatcher's queue index mirrors ``count`` entries of ``kind`` (its KV watch)."""
+async def entries_queued(
+    dispatcher: Dispatcher, kind: str, count: int, within_s: float = 30.0, claimed: int = 0
+) -> None:
+    """Until the dispatcher's queue index mirrors ``count`` entries of ``kind``, ``claimed`` of them held
+    by a running attempt (its KV watch)."""
     queue = dispatcher.queue
     assert queue is not None
+
+    def held() -> int:
+        return sum(1 for entry, _ in queue.entries(kind) if entry.claimed_by is not None)
+
     async with asyncio.timeout(within_s):
-        while len(queue.entries(kind)) < count:
+        while len(queue.entries(kind)) < count or held() < claimed:
             queue.changed.clear()
             await queue.changed.wait()
