@@ -104,6 +104,8 @@ async def test_metrics_move_as_a_job_runs_through_the_stack(tmp_path: Path, monk
                 lambda s: (
                     s.value("gpurelay_sse_connections") == before.value("gpurelay_sse_connections")
                     and moved(before, s, "gpurelay_webhook_deliveries_total", endpoint=endpoint) >= len(delivered)
+                    # the attempt ends when the dispatcher's own KV watch sees the record this test saw
+                    and moved(before, s, "gpurelay_job_run_seconds_count", kind=KIND, outcome="succeeded") >= 1
                 ),
             )
 
