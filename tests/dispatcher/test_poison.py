@@ -24,11 +24,12 @@ from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
 from services.dispatcher.__main__ import health_app
 from services.dispatcher.consumers import ConsumerGuard
-from services.dispatcher.partitions import FOLD_STREAM, fold_durable
+from services.dispatcher.partitions import FOLD_STREAM, fold_durable, fold_settled
 from services.dispatcher.service import Dispatcher
 from services.dispatcher.store import dispatch_subject
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, local_route, submit, wait_record
+from tests.support.events import wait_for
 
 S = JobStatus
 WAITS_ON_AN_UPLOAD = {"kind": "pose", "inputs": {"video": {"upload_id": "upl_never"}}}
@@ -167,3 +168,39 @@ async def test_a_message_the_server_stops_redelivering_is_dead_lettered_from_its
     assert (letter.sequence, letter.deliveries, letter.data) == (ack.seq, 2, b"never handled")
     assert "never acknowledged" in letter.error
     assert guard.metrics()["dead_lettered"] == {"probe": 1}
+
+
+async def test_in_a_partition_a_poison_event_is_retried_in_place_then_dead_lettered_and_the_fold_goes_on(
+    start_dispatcher: StartDispatcher,
+    js: JetStreamContext,
+    jobs_kv: KeyValue,
+    subjects: Subjects,
+    namespace: Namespace,
+) -> None:
+    """The batched fold (the default) keeps the serial fold's rules: max_deliver tries, then the dead letter."""
+    dispatcher = await start_dispatcher({"pose": local_route("noop")}, event_max_deliver=3, event_retry_delay_s=0.05)
+    assert dispatcher.settings.fold_partitions > 0
+    broken = new_id("job")
+    await jobs_kv.put(tenant_key("evil", broken), b'{"not": "a job record"}')  # every fold of it raises
+    cancel = make_event(
+        EventType.JOB_CANCEL_REQUESTED, JobCancelRequestedPayload(), tenant="evil", source="gateway", job_id=broken
+    )
+    await js.publish(subjects.job_event("evil", broken, "cancel_requested"), cancel.to_json_bytes())
+    jobs = [await submit(js, jobs_kv, subjects, POSE) for _ in range(3)]
+    for job in jobs:
+        assert (await wait_record(jobs_kv, job, lambda r: r.terminal)).status is S.SUCCEEDED
+    sub = await js.subscribe(namespace.subject("deadletter.dispatcher.*"), stream=namespace.stream(streams.DEADLETTER))
+    try:
+        letter = DeadLetter.from_message(await sub.next_msg(timeout=30))
+    finally:
+        await sub.unsubscribe()
+    consumer = letter.consumer
+    assert consumer in [fold_durable(p) for p in range(dispatcher.settings.fold_partitions)]
+    health = await healthz(dispatcher)
+    assert (health["dead_lettered"], health["handler_errors"]) == ({consumer: 1}, {consumer: 3})
+    assert (letter.stream, letter.deliveries) == (namespace.stream(FOLD_STREAM), 3)
+    assert letter.subject.endswith(f".evil.{broken}.cancel_requested")
+    assert letter.data == cancel.to_json_bytes()
+    assert "ValidationError" in letter.error
+    partitions = dispatcher.settings.fold_partitions
+    await wait_for(lambda: fold_settled(js, namespace, partitions), timeout_s=30, what="the fold acked it")
