@@ -82,7 +82,13 @@ class BatchFold:
                 continue
             run = runs.setdefault((event.tenant, event.job_id), _JobRun(event.tenant, event.job_id))
             run.events.append((msg, event))
-        await asyncio.gather(*(self._fold_run(run, deadline) for run in runs.values()))
+        # Every job's run ends before a failure is raised: the batch is then given back, and no run of
+        # it may still be writing while its events are folded again.
+        folds = (self._fold_run(run, deadline) for run in runs.values())
+        results = await asyncio.gather(*folds, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def _fold_run(self, run: _JobRun, deadline: float) -> None:
         for msg, event in run.events:
