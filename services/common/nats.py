@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,14 @@ from contracts.streams import BucketDecl, Declarations, StreamDecl, declarations
 from services.common.config import BaseServiceSettings
 
 log = logging.getLogger(__name__)
+
+
+def cancel_requested() -> bool:
+    """Whether the running task was asked to stop: nats-py's ``fetch`` and ``next_msg`` can turn a
+    cancel into their timeout (or, on a closed connection, into an error), so a pull loop that goes on
+    after those must check this, or it swallows the cancel and its ``stop()`` hangs."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 UNAVAILABLE: tuple[type[Exception], ...] = (

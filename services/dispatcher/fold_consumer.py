@@ -35,6 +35,7 @@ from contracts import streams
 from services.common.config import DispatcherSettings
 from services.common.metric_labels import subject_event_label
 from services.common.metrics import EVENTS_CONSUMED
+from services.common.nats import cancel_requested
 from services.common.tracing import consumer_span
 from services.dispatcher.consumers import ConsumerGuard, Redelivery
 from services.dispatcher.fold_batch import BatchFold
@@ -51,11 +52,6 @@ STOP_GRACE_S = 5.0
 FOLD_LABEL = "dispatcher-fold"
 """The ``consumer`` label and span name prefix of every partition's fold (the partitions share them)."""
 Fold = Callable[[bytes], Awaitable[object]]
-
-
-def _cancelling() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 class _FoldDurable:
@@ -119,7 +115,7 @@ class FoldConsumer(_FoldDurable):
         try:
             return await psub.fetch(1, timeout=FETCH_WAIT_S)
         except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
-            if _cancelling():  # nats-py's fetch can turn a cancel into its timeout (hence a short wait)
+            if cancel_requested():  # nats-py's fetch can turn a cancel into its timeout (hence a short wait)
                 raise asyncio.CancelledError from None
             return []
         except asyncio.CancelledError:
@@ -182,7 +178,7 @@ class PartitionFold(_FoldDurable):
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # a broken pull must not end the fold for good
-                    if _cancelling():  # nats-py turns a cancel on a closed connection into an error
+                    if cancel_requested():  # nats-py turns a cancel on a closed connection into an error
                         raise asyncio.CancelledError from None
                     if self.nc.is_closed:
                         return

@@ -37,6 +37,7 @@ from contracts.job_specs import WebhookTarget
 from services.common import metrics, tracing
 from services.common.config import NotifierSettings
 from services.common.metric_labels import event_type_label
+from services.common.nats import cancel_requested
 from services.common.webhook_queue import QueuedDelivery, enqueue, is_queue_full
 from services.notifier.actions import publish_dead_letter
 from services.notifier.deliveries import DeliveryState
@@ -94,11 +95,13 @@ class FanOut:
         while True:
             try:
                 msgs = await psub.fetch(BATCH, timeout=2.0)
-            except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
-                continue
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a broken pull must not end the fan-out for good
+            except Exception as exc:  # a timeout, or a broken pull: neither ends the fan-out for good
+                if cancel_requested():  # a cancel that nats-py turned into its timeout
+                    raise asyncio.CancelledError from None
+                if isinstance(exc, (nats.errors.TimeoutError, TimeoutError)):  # nats-py raises either
+                    continue
                 log.exception("webhook fan-out fetch failed; retrying")
                 await asyncio.sleep(0.5)
                 continue
