@@ -47,6 +47,8 @@ from services.dispatcher.subscribers import Consumer
 log = logging.getLogger(__name__)
 FETCH_WAIT_S = 1.0
 """A pull's wait: also how long a stop may wait for it (nats-py's fetch can hold a cancel until then)."""
+PIN_MARGIN_S = 2.0
+"""The pin outlasts the ack wait by this much (a dead holder's events are due before the pin moves)."""
 STOP_GRACE_S = 5.0
 """How long a stop lets a partition finish the batch in hand (fold, ack, unpin)."""
 FOLD_LABEL = "dispatcher-fold"
@@ -160,7 +162,8 @@ class PartitionFold(_FoldDurable):
         s = self.settings
         pinned = PinnedConsumer(
             self.stream, self.durable, partition_subject(s.ns, self.partition), ack_wait_s=s.event_ack_wait_s,
-            max_deliver=s.event_max_deliver, max_ack_pending=s.fold_batch, pin_timeout_s=s.event_ack_wait_s + 2.0,
+            max_deliver=s.event_max_deliver, max_ack_pending=s.fold_batch,
+            pin_timeout_s=s.event_ack_wait_s + PIN_MARGIN_S,
         )  # fmt: skip
         await pinned.ensure(self.nc)
         self._puller = PinnedPull(self.nc, pinned)
@@ -199,16 +202,24 @@ class PartitionFold(_FoldDurable):
             await puller.close()
 
     async def _complete(self, folder: BatchFold, puller: PinnedPull, msgs: list[Msg]) -> None:
-        """Fold ``msgs`` and ack them, then unpin; on failure nak them all, so the next pull (still
-        pinned here) gets them again before anything newer."""
-        deadline = time.monotonic() + 0.8 * self.settings.event_ack_wait_s
+        """Fold ``msgs`` and ack them, then unpin. Folding is cut off at 80 % of the ack wait (before
+        anyone else could be given these events); on any failure the batch is nak'ed so the next pull
+        (still pinned here) gets it again before anything newer, and when the server's answer to the
+        acks or naks is unknown this replica stops pulling for the pin's timeout: by then the events
+        are due for redelivery, and redeliveries come before newer events, whoever pulls."""
+        ack_wait = self.settings.event_ack_wait_s
+        deadline = time.monotonic() + 0.8 * ack_wait
         try:
-            await folder.fold(msgs, deadline)
+            async with asyncio.timeout_at(asyncio.get_running_loop().time() + 0.8 * ack_wait):
+                await folder.fold(msgs, deadline)
             await self._settle(msgs, b"+ACK")
         except Exception:
             log.exception("%s: a batch of %d events is given back to be redelivered", self.durable, len(msgs))
-            with contextlib.suppress(Exception):
+            try:
                 await self._settle(msgs, b"-NAK")
+            except Exception:  # noqa: BLE001 - unknown: wait until they are due for redelivery anyway
+                log.warning("%s: the server did not confirm the nak; pulling again in %g s", self.durable, ack_wait)
+                await asyncio.sleep(ack_wait + PIN_MARGIN_S)
             return
         await puller.unpin()
 
@@ -218,7 +229,7 @@ class PartitionFold(_FoldDurable):
         *first, last = msgs
         for msg in first:
             await self.nc.publish(msg.reply, verb)
-        await self.nc.request(last.reply, verb, timeout=5.0)
+        await self.nc.request(last.reply, verb, timeout=min(5.0, 0.1 * self.settings.event_ack_wait_s + 0.5))
 
 
 async def fold_consumers(
