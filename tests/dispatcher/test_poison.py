@@ -35,9 +35,10 @@ S = JobStatus
 WAITS_ON_AN_UPLOAD = {"kind": "pose", "inputs": {"video": {"upload_id": "upl_never"}}}
 
 
-async def dead_letters(js: JetStreamContext, ns: Namespace, consumer: str, count: int) -> list[DeadLetter]:
-    """The first ``count`` dead letters of ``consumer`` (waits for them)."""
-    sub = await js.subscribe(Subjects(ns).dead_letter("dispatcher", consumer), stream=ns.stream(streams.DEADLETTER))
+async def dead_letters(js: JetStreamContext, ns: Namespace, consumer: str | None, count: int) -> list[DeadLetter]:
+    """The first ``count`` dead letters of ``consumer`` (``None``: of any dispatcher consumer; waits for them)."""
+    subject = Subjects(ns).dead_letter("dispatcher", consumer) if consumer else ns.subject("deadletter.dispatcher.*")
+    sub = await js.subscribe(subject, stream=ns.stream(streams.DEADLETTER))
     try:
         return [DeadLetter.from_message(await sub.next_msg(timeout=30)) for _ in range(count)]
     finally:
@@ -170,14 +171,14 @@ async def test_a_message_the_server_stops_redelivering_is_dead_lettered_from_its
     assert guard.metrics()["dead_lettered"] == {"probe": 1}
 
 
-async def test_in_a_partition_a_poison_event_is_retried_in_place_then_dead_lettered_and_the_fold_goes_on(
+async def test_in_a_partition_a_poison_event_is_dead_lettered_after_max_deliver_and_the_fold_goes_on(
     start_dispatcher: StartDispatcher,
     js: JetStreamContext,
     jobs_kv: KeyValue,
     subjects: Subjects,
     namespace: Namespace,
 ) -> None:
-    """The batched fold (the default) keeps the serial fold's rules: max_deliver tries, then the dead letter."""
+    """The partitioned fold (the default) keeps the serial fold's rules: max_deliver tries, then the dead letter."""
     dispatcher = await start_dispatcher({"pose": local_route("noop")}, event_max_deliver=3, event_retry_delay_s=0.05)
     assert dispatcher.settings.fold_partitions > 0
     broken = new_id("job")
@@ -189,11 +190,7 @@ async def test_in_a_partition_a_poison_event_is_retried_in_place_then_dead_lette
     jobs = [await submit(js, jobs_kv, subjects, POSE) for _ in range(3)]
     for job in jobs:
         assert (await wait_record(jobs_kv, job, lambda r: r.terminal)).status is S.SUCCEEDED
-    sub = await js.subscribe(namespace.subject("deadletter.dispatcher.*"), stream=namespace.stream(streams.DEADLETTER))
-    try:
-        letter = DeadLetter.from_message(await sub.next_msg(timeout=30))
-    finally:
-        await sub.unsubscribe()
+    [letter] = await dead_letters(js, namespace, None, 1)  # which partition the job hashes to is the server's
     consumer = letter.consumer
     assert consumer in [fold_durable(p) for p in range(dispatcher.settings.fold_partitions)]
     health = await healthz(dispatcher)
