@@ -53,9 +53,11 @@ NOTES = [
     "dispatch: targets p50 ≤ 50 ms and p99 ≤ 200 ms from POST /v1/jobs to job.started (no-op worker, "
     "warm pool of 2 processes); lower is better, so the table's target column is left empty.",
     f"dispatch (fold): 2 `python -m services.dispatcher` processes per design, each on a fresh nats-server and "
-    f"namespace in the same run: {FOLD_PARTITIONS} fold partitions (the default) against the serial fold "
-    f"(fold_partitions=0). Events folded/s: {FOLD_EVENTS:,} job.heartbeat events over {FOLD_JOBS} jobs waiting on "
-    f"an upload, each a KV compare-and-set write, from the first publish until the fold consumed them all, "
+    f"namespace in the same run: {FOLD_PARTITIONS} fold partitions (the default: each pinned to one replica at a "
+    f"time, batches of up to fold_batch = 256 events, one KV write per job and batch) against the serial fold "
+    f"(fold_partitions=0: one event in flight, one KV compare-and-set write per event). Events folded/s: "
+    f"{FOLD_EVENTS:,} job.heartbeat events over {FOLD_JOBS} jobs waiting on an upload, each of which moves its "
+    f"job's record, from the first publish until the fold consumed them all, "
     f"median of {FOLD_ROUNDS}. job.created → job.started: {OFFERED_JOBS} jobs offered at {OFFERED_PER_S:.0f}/s "
     "(KV create + job.created, as the gateway does) to a no-op local route, pools of 2; target p50 ≤ 10 ms.",
 ]

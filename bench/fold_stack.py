@@ -5,7 +5,8 @@ Two ``python -m services.dispatcher`` processes on one namespace, partitioned fo
 
 * **events folded/s**: jobs that wait on an upload that never comes (their record stays ``created``),
   then a burst of ``job.heartbeat`` events with increasing times over them, each of which moves its
-  job's record (one KV compare-and-set write per event); from the first publish until the fold has
+  job's record (the serial fold writes KV once per event, the batched one once per job and batch);
+  from the first publish until the fold has
   consumed everything (:func:`~services.dispatcher.partitions.fold_settled`).
 * **job.created → job.started**: jobs offered at a fixed rate (KV create + ``job.created``, as the
   gateway does) to a no-op local route; the time from publishing ``job.created`` to receiving the

@@ -4,10 +4,11 @@ Stream ``JOBS_FOLD`` (the dispatcher's own, declared here at start) sources ``jo
 JOBS with a subject transform into ``fold.{partition}.{tenant}.{job}.{event}``, where
 ``partition = {{partition(N, tenant, job)}}``: a hash of the tenant and job id, computed by the
 server. Every event of a job lands in the same partition, in JOBS order. Each partition has one
-durable pull consumer ``dispatcher-fold-{p}`` with ``max_ack_pending=1``, shared by every replica:
-one event in flight per partition, so each partition is the single writer of its jobs' records and
-folds them in stream order (KV equals :func:`~services.dispatcher.fold.fold` of the stream), while
-the N partitions fold in parallel, across replicas. The stream is a work queue: a folded (acked)
+durable pull consumer ``dispatcher-fold-{p}``, pinned to one replica at a time
+(:mod:`~services.dispatcher.fold_consumer`): the holder folds a batch, acks it and lets go, so each
+partition has a single writer of its jobs' records folding them in stream order (KV equals
+:func:`~services.dispatcher.fold.fold` of the stream), while the N partitions fold in parallel,
+across replicas. The stream is a work queue: a folded (acked)
 event leaves it, so it holds only the fold's backlog.
 
 ``fold_partitions = 0`` keeps the serial fold: one consumer ``dispatcher-jobs`` on JOBS.

@@ -46,6 +46,8 @@ from services.dispatcher.store import JobEvents, JobStore
 
 log = logging.getLogger(__name__)
 _S = JobStatus
+REACTS_TO = frozenset({EventType.JOB_CREATED, EventType.JOB_RETRYING, EventType.JOB_CANCEL_REQUESTED})
+"""The event types :meth:`Reactions.react` acts on (the batched fold writes the record before each)."""
 
 
 class Reactions:
@@ -66,7 +68,7 @@ class Reactions:
 
     async def on_job_event(self, body: bytes) -> JobRecord | None:
         """Fold one event of the JOBS stream, then react; :class:`PoisonMessage` for bytes that are no event."""
-        event = _envelope(body)
+        event = parse_envelope(body)
         if event.job_id is None:
             return None
         record, moved = await self.store.apply(event)
@@ -77,7 +79,7 @@ class Reactions:
         return record
 
     async def react(self, event: EventEnvelope, record: JobRecord) -> None:
-        """The side effects of ``event`` on the folded ``record``."""
+        """The side effects of ``event`` on the folded ``record`` (only types in :data:`REACTS_TO` have any)."""
         match event.type:
             case EventType.JOB_CREATED:
                 await self.release_if_ready(record)
@@ -146,7 +148,7 @@ class Reactions:
 
     async def on_upload_completed(self, body: bytes) -> None:
         """Re-check every job that waits on the completed upload."""
-        event = _envelope(body)
+        event = parse_envelope(body)
         upload_id = event.subject or ""
         waiting = await kv_entries(self.waits, f"{event.tenant}.{upload_id}.*", meta_only=True)
         job_ids = [item.key.rsplit(".", 1)[1] for item in waiting]
@@ -159,7 +161,7 @@ class Reactions:
                     await self.release_if_ready(record)
 
 
-def _envelope(body: bytes) -> EventEnvelope:
+def parse_envelope(body: bytes) -> EventEnvelope:
     """The envelope in ``body``; :class:`PoisonMessage` (dead-lettered at once) when it is none."""
     try:
         return EventEnvelope.from_json_bytes(body)

@@ -4,10 +4,12 @@ Subscribers (every one a durable pull consumer shared by all replicas, with an e
 
 * ``dispatcher-fold-{p}`` on ``fold.{p}.>`` (``JOBS_FOLD``), one per partition of the job events by
   job id (:mod:`services.dispatcher.partitions`): folds each event into KV ``jobs`` and reacts
-  (:mod:`services.dispatcher.reactions`). ``max_ack_pending=1``: one event in flight per partition
-  across every replica, so each job's record is folded in stream order by one writer and KV equals
+  (:mod:`services.dispatcher.reactions`). Each partition is pinned to one replica at a time, which
+  folds a batch of up to ``fold_batch`` events (:mod:`services.dispatcher.fold_consumer`), so each
+  job's record is folded in stream order by one writer and KV equals
   :func:`~services.dispatcher.fold.fold` of the stream, while partitions fold in parallel.
-  ``fold_partitions=0``: the serial ``dispatcher-jobs`` on ``jobs.>`` (JOBS) instead.
+  ``fold_partitions=0``: the serial ``dispatcher-jobs`` on ``jobs.>`` (JOBS) instead, one event
+  in flight (``max_ack_pending=1``).
 * ``dispatcher-uploads`` on ``uploads.>`` (JOBS): releases jobs waiting on the upload.
 * ``dispatch-{kind}`` on ``dispatch.{kind}`` (DISPATCH), one per routed kind, ``max_ack_pending`` =
   the route's concurrency: :class:`~services.dispatcher.attempts.Attempts` holds each ticket
@@ -150,7 +152,7 @@ class Dispatcher:
         self.guard = guard = ConsumerGuard(js, s.subjects)
         self.broker = broker = make_broker(s)
         jobs_stream, tickets = JStream(ns.stream(streams.JOBS), declare=False), JStream(dispatch_stream, declare=False)
-        folds = await fold_consumers(js, s, guard, reactions.on_job_event)
+        folds = await fold_consumers(nc, s, guard, reactions)
         consumers = [
             *(fold.consumer for fold in folds),
             subscribe_events(broker, guard, s, jobs_stream, ns.subject("uploads.>"), "dispatcher-uploads",
@@ -159,7 +161,8 @@ class Dispatcher:
               for kind, route in self.routes.items()),
         ]  # fmt: skip
         await broker.start()
-        pulls = [(fold, await fold.subscribe()) for fold in folds]
+        for fold in folds:
+            await fold.start()
         self._advisories = await bound_and_watch(nc, guard, consumers)
         if s.metrics_enabled:
             metrics.register("dispatcher")
@@ -171,7 +174,7 @@ class Dispatcher:
             asyncio.create_task(self._every(s.retention_sweep_interval_s, self.retention.sweep, first=True)),
             asyncio.create_task(self._every(s.created_sweep_interval_s, self.sweep_created)),
             asyncio.create_task(self._every(s.queue_sweep_interval_s, self._top_up)),
-            *(asyncio.create_task(fold.run(psub), name=fold.durable) for fold, psub in pulls),
+            *(asyncio.create_task(fold.run(), name=fold.durable) for fold in folds),
         ]
         log.info("dispatcher started", extra={"kinds": sorted(self.routes)})
 

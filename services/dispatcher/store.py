@@ -95,15 +95,18 @@ class JobStore:
 
     async def write(self, record: JobRecord, revision: int | None) -> bool:
         """Write ``record`` if the key is still at ``revision``; ``False`` on a conflict."""
+        return await self.put(record, revision) is not None
+
+    async def put(self, record: JobRecord, revision: int | None) -> int | None:
+        """Write ``record`` if the key is still at ``revision`` (``None``: no record yet); its new
+        revision, or ``None`` on a conflict."""
         key, value = tenant_key(record.tenant, record.id), record.model_dump_json().encode()
         try:
             if revision is None:
-                await self.kv.create(key, value)
-            else:
-                await self.kv.update(key, value, last=revision)
+                return int(await self.kv.create(key, value))
+            return int(await self.kv.update(key, value, last=revision))
         except KeyWrongLastSequenceError:
-            return False
-        return True
+            return None
 
 
 class JobEvents:

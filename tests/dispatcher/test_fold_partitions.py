@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import random
+from datetime import UTC, datetime, timedelta
 
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from contracts.events import EventType
-from contracts.job_events import JobProgressPayload
+from contracts.ids import tenant_key
+from contracts.job_events import JobHeartbeatPayload, JobProgressPayload
+from contracts.job_record import JobRecord
 from contracts.subjects import Namespace, Subjects
 from services.dispatcher.fold import fold, route_pricing
 from services.dispatcher.partitions import FOLD_STREAM, fold_durable, fold_settled
 from tests.dispatcher.conftest import StartDispatcher
-from tests.support.dispatcher import POSE, EventLog, local_route, read_record, request_cancel, submit
+from tests.support.dispatcher import POSE, EventLog, local_route, read_record, request_cancel, submit, wait_record
 from tests.support.events import job_event, publish, wait_for
 
 PARTITIONS = 4
+BURST = 300
+WAITS_ON_AN_UPLOAD = {"kind": "pose", "inputs": {"video": {"upload_id": "upl_never"}}}
 
 
 async def test_random_interleavings_fold_in_parallel_and_kv_is_the_fold(
@@ -53,3 +58,39 @@ async def test_random_interleavings_fold_in_parallel_and_kv_is_the_fold(
     stream = namespace.stream(FOLD_STREAM)
     folded = [(await js.consumer_info(stream, fold_durable(p))).delivered.stream_seq for p in range(PARTITIONS)]
     assert sum(1 for seq in folded if seq) >= 2  # the jobs spread over the partitions
+
+
+async def test_a_burst_of_one_jobs_events_folds_in_a_few_writes_and_kv_is_the_fold(
+    start_dispatcher: StartDispatcher,
+    js: JetStreamContext,
+    jobs_kv: KeyValue,
+    subjects: Subjects,
+    namespace: Namespace,
+    event_log: EventLog,
+) -> None:
+    """300 events already waiting when the fold starts: batches, so far fewer KV writes than events."""
+    job = await submit(js, jobs_kv, subjects, WAITS_ON_AN_UPLOAD)  # stays `created`: only the burst moves it
+    at = datetime.now(UTC)
+    for n in range(BURST):
+        beat = job_event("acme", job, EventType.JOB_HEARTBEAT, JobHeartbeatPayload())
+        await publish(js, subjects, beat.model_copy(update={"time": at + timedelta(milliseconds=n)}))
+    writes: list[JobRecord] = []
+    watcher = await jobs_kv.watch(tenant_key("acme", job), include_history=False)
+
+    async def count_writes() -> None:
+        async for entry in watcher:
+            if entry is not None and entry.value:
+                writes.append(JobRecord.model_validate_json(entry.value))
+
+    counting = asyncio.create_task(count_writes())
+    try:
+        await start_dispatcher({"pose": local_route("noop")}, fold_partitions=PARTITIONS, fold_batch=64)
+        last = at + timedelta(milliseconds=BURST - 1)
+        await wait_record(jobs_kv, job, lambda r: r.heartbeat_at == last)
+        await wait_for(lambda: fold_settled(js, namespace, PARTITIONS), timeout_s=30, what="the fold settled")
+    finally:
+        counting.cancel()
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    assert await read_record(jobs_kv, job) == fold(event_log.events[job])
+    folded = [record for record in writes if record.heartbeat_at is not None]
+    assert 1 <= len(folded) <= 2 * BURST // 64 + 4, f"{len(folded)} writes for {BURST} events in batches of 64"

@@ -1,0 +1,189 @@
+"""Folding one partition's batch: each job's events in stream order, one KV write per job and batch.
+
+A batch (:mod:`~services.dispatcher.fold_consumer`) holds up to ``fold_batch`` events of one
+partition, read while this replica holds the partition's pin, so no one else folds its jobs. The
+events are grouped by job; the jobs fold concurrently, each one's events in order over its record
+read once. The record is written (compare-and-set on its revision) before every event that has a
+reaction (:data:`~services.dispatcher.reactions.REACTS_TO`, which then sees its record in KV as the
+serial fold left it) and once at the end, so a burst of progress or heartbeats costs one write.
+
+Failures keep the serial fold's rules, retried in place rather than redelivered (a redelivery
+could come after later events of the same job): an event whose fold or reaction raises is tried
+again, from the record re-read, up to ``event_max_deliver`` times with the growing delay, then
+dead-lettered, and its job goes on with the next. Errors of the infrastructure (NATS down, a
+timeout) are retried until the batch's deadline; past it the batch is given up and redelivered
+whole (folding an event again in order changes nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from nats.aio.msg import Msg
+
+from contracts.dead_letters import DeadLetter
+from contracts.envelope import EventEnvelope
+from contracts.job_record import JobRecord
+from services.common.metric_labels import subject_event_label
+from services.common.metrics import EVENTS_CONSUMED
+from services.common.tracing import consumer_span
+from services.dispatcher.consumers import TRANSIENT, ConsumerGuard, PoisonMessage, Redelivery, describe
+from services.dispatcher.fold import apply
+from services.dispatcher.observe import observe_folded
+from services.dispatcher.reactions import REACTS_TO, Reactions, parse_envelope
+from services.dispatcher.store import CAS_ATTEMPTS, JobStore
+
+log = logging.getLogger(__name__)
+
+
+class BatchExpired(Exception):
+    """The batch ran past its deadline on errors of the infrastructure: redeliver it whole."""
+
+
+@dataclass
+class _JobRun:
+    """One job's events of the batch, and its record as folded so far."""
+
+    tenant: str
+    job_id: str
+    events: list[tuple[Msg, EventEnvelope]] = field(default_factory=list)
+    record: JobRecord | None = None
+    revision: int | None = None
+    loaded: bool = False
+    unwritten: list[EventEnvelope] = field(default_factory=list)
+
+
+class BatchFold:
+    """Folds batches of one partition consumer (``durable``) with ``reactions``."""
+
+    def __init__(
+        self, reactions: Reactions, guard: ConsumerGuard, policy: Redelivery, durable: str, label: str
+    ) -> None:
+        self.reactions, self.guard, self.policy = reactions, guard, policy
+        self.store: JobStore = reactions.store
+        self.durable, self.label = durable, label
+
+    async def fold(self, msgs: list[Msg], deadline: float) -> None:
+        """Fold every event of ``msgs`` (dead-lettering those that cannot be); :class:`BatchExpired`
+        when errors of the infrastructure outlast ``deadline`` (``time.monotonic()``)."""
+        runs: dict[tuple[str, str], _JobRun] = {}
+        for msg in msgs:
+            EVENTS_CONSUMED.labels(self.label, subject_event_label(msg.subject)).inc()
+            try:
+                event = parse_envelope(msg.data)
+            except PoisonMessage as exc:
+                await self._give_up(msg, exc, 1)
+                continue
+            if event.job_id is None:
+                continue
+            run = runs.setdefault((event.tenant, event.job_id), _JobRun(event.tenant, event.job_id))
+            run.events.append((msg, event))
+        # Every job's run ends before a failure is raised: the batch is then given back, and no run of
+        # it may still be writing while its events are folded again.
+        folds = (self._fold_run(run, deadline) for run in runs.values())
+        results = await asyncio.gather(*folds, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _fold_run(self, run: _JobRun, deadline: float) -> None:
+        for msg, event in run.events:
+            await self._step(run, msg, event, deadline)
+        await self._retrying(run, deadline, lambda: self._flush(run))
+
+    async def _step(self, run: _JobRun, msg: Msg, event: EventEnvelope, deadline: float) -> None:
+        """Fold one event (and react), retried in place; dead-lettered after ``max_deliver`` tries."""
+        attributes = {"messaging.destination.name": msg.subject, "messaging.consumer.group.name": self.durable}
+        with consumer_span(f"{self.label} {subject_event_label(msg.subject)}", msg.headers, **attributes):
+            tries = 0
+            while True:
+                tries += 1
+                try:
+                    await self._retrying(run, deadline, lambda: self._fold_event(run, event))
+                    return
+                except BatchExpired:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - logged, retried or dead-lettered
+                    run.loaded = False  # re-read the record (and re-apply what is not written) next try
+                    if tries >= self.policy.max_deliver:
+                        run.unwritten = [e for e in run.unwritten if e is not event]
+                        await self._give_up(msg, exc, tries)
+                        return
+                    self._log_failure(msg, exc, tries, give_up=False)
+                    await asyncio.sleep(self.policy.delay_s(tries))
+
+    async def _retrying(self, run: _JobRun, deadline: float, step: Callable[[], Awaitable[None]]) -> None:
+        """Run ``step`` again while it fails on the infrastructure, until ``deadline``."""
+        delay = self.policy.retry_delay_s
+        while True:
+            try:
+                await step()
+                return
+            except TRANSIENT as exc:
+                if time.monotonic() + delay > deadline:
+                    raise BatchExpired(f"job {run.job_id}: {describe(exc)}") from exc
+                log.warning("%s: transient error on job %s, retried: %s", self.durable, run.job_id, describe(exc))
+                run.loaded = False
+                await asyncio.sleep(delay)
+                delay = min(self.policy.retry_delay_max_s, delay * 2)
+
+    async def _fold_event(self, run: _JobRun, event: EventEnvelope) -> None:
+        if not run.loaded:
+            await self._load(run)
+        moved = apply(run.record, event, self.store.pricing)
+        if moved is not None and moved is not run.record:
+            run.record = moved
+            run.unwritten.append(event)
+            observe_folded(moved)
+        if event.type in REACTS_TO and run.record is not None:
+            await self._flush(run)
+            await self.reactions.react(event, run.record)
+
+    async def _load(self, run: _JobRun) -> None:
+        """Read the record and re-apply the run's events not yet written."""
+        run.record, run.revision = await self.store.get(run.tenant, run.job_id)
+        for event in run.unwritten:
+            run.record = apply(run.record, event, self.store.pricing)
+        run.loaded = True
+
+    async def _flush(self, run: _JobRun) -> None:
+        """Write the record if events moved it (compare-and-set; on a conflict re-read and re-apply)."""
+        for _ in range(CAS_ATTEMPTS):
+            if not run.unwritten:
+                return
+            if not run.loaded:
+                await self._load(run)
+            if run.record is None:
+                run.unwritten = []
+                return
+            revision = await self.store.put(run.record, run.revision)
+            if revision is not None:
+                run.revision, run.unwritten = revision, []
+                return
+            run.loaded = False
+        raise RuntimeError(f"job {run.job_id}: too many concurrent updates")
+
+    async def _give_up(self, msg: Msg, exc: Exception, tries: int) -> None:
+        """Dead-letter ``msg`` after ``tries`` (the batch's ack then covers it)."""
+        self._log_failure(msg, exc, tries, give_up=True)
+        meta = msg.metadata
+        letter = DeadLetter(
+            service=self.guard.service, consumer=self.durable, stream=meta.stream, subject=msg.subject,
+            sequence=meta.sequence.stream, deliveries=tries, error=describe(exc), data=msg.data,
+        )  # fmt: skip
+        if not await self.guard.dead_letter(letter):
+            raise BatchExpired(f"{msg.subject}: could not be dead-lettered")
+
+    def _log_failure(self, msg: Msg, exc: Exception, tries: int, give_up: bool) -> None:
+        self.guard.handler_errors[self.durable] += 1
+        log.error(
+            "%s: handling %s (stream sequence %s) failed on delivery %d of %d; %s",
+            self.durable, msg.subject, msg.metadata.sequence.stream, tries, self.policy.max_deliver,
+            "dead-lettering it" if give_up else "it will be retried",
+            exc_info=exc,
+            extra={"consumer": self.durable, "subject": msg.subject, "delivery": tries},
+        )  # fmt: skip
