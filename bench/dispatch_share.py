@@ -103,7 +103,7 @@ async def one_policy(url: str, data_dir: Path, policy: str) -> tuple[float, list
     js, subjects = nc.jetstream(), Subjects(ns)
     backend = GatedBackend(js, subjects)
     route = Route(
-        backend="local", function="pose", local="bench.dispatch:noop", concurrency=CONCURRENCY,
+        backend="local", function="pose", local="bench.noop_workload:noop", concurrency=CONCURRENCY,
         retries=RetryPolicy(max_attempts=1),
     )  # fmt: skip
     dispatcher = Dispatcher(settings, routes={"pose": route}, backends={"local": backend})

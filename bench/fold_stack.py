@@ -22,13 +22,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import nats
 from nats.aio.client import Client as NatsClient
+from nats.js.kv import KeyValue
 
 from contracts.envelope import utc_now
 from contracts.events import EventType, job_created_event, make_event
@@ -40,27 +41,33 @@ from contracts.streams import KV_JOBS, declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.nats import apply_declarations
 from services.common.publish import publish_event
-from services.dispatcher.partitions import fold_settled
+from services.dispatcher.partitions import declare_fold_stream, fold_pending, fold_settled
 
 ROOT = Path(__file__).resolve().parent.parent
 TENANT = "bench"
 ROUTES = """
 profiles:
   dev:
-    pose: {backend: local, function: pose, local: "bench.dispatch:noop", timeout_s: 30, concurrency: 64}
+    pose: {backend: local, function: pose, local: "bench.noop_workload:noop", timeout_s: 30, concurrency: 64}
 """
 WAITING = {"kind": "pose", "inputs": {"video": {"upload_id": "upl_never"}}}
 RUNS = {"kind": "pose", "inputs": {"video": {"url": "https://example.com/v.mp4"}}}
+Prepare = Callable[[NatsClient, Namespace], Awaitable[None]]
+_JOBS_KV: dict[str, KeyValue] = {}
+"""KV ``jobs`` by namespace, looked up once (as the gateway does)."""
 
 
 @contextlib.asynccontextmanager
 async def dispatchers(
-    url: str, tmp: Path, partitions: int, count: int = 2
+    url: str, tmp: Path, partitions: int, count: int = 2, prepare: Prepare | None = None
 ) -> AsyncIterator[tuple[NatsClient, Namespace]]:
-    """``count`` dispatcher processes on a fresh namespace with ``partitions`` fold partitions."""
+    """``count`` dispatcher processes on a fresh namespace with ``partitions`` fold partitions
+    (``prepare`` runs on the declared namespace before they start)."""
     ns = Namespace("b" + uuid.uuid4().hex[:10])
     nc = await nats.connect(url)
     await apply_declarations(nc.jetstream(), declarations(ns))
+    if prepare is not None:
+        await prepare(nc, ns)
     table = tmp / "routes.yaml"
     table.write_text(ROUTES)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPURELAY_")}
@@ -98,7 +105,7 @@ async def create(nc: NatsClient, ns: Namespace, body: dict[str, Any]) -> tuple[s
     """A job created as the gateway does; its id and when its ``job.created`` was published."""
     js, job_id = nc.jetstream(), new_id("job")
     record = JobRecord.new(job_id, TENANT, parse_job_spec(body), utc_now())
-    kv = await js.key_value(ns.bucket(KV_JOBS))
+    kv = _JOBS_KV.get(ns.name) or _JOBS_KV.setdefault(ns.name, await js.key_value(ns.bucket(KV_JOBS)))
     await kv.create(tenant_key(TENANT, job_id), record.model_dump_json().encode())
     sent = time.perf_counter()
     await publish_event(js, Subjects(ns).job_event(TENANT, job_id, "created"), job_created_event(record))
@@ -106,16 +113,51 @@ async def create(nc: NatsClient, ns: Namespace, body: dict[str, Any]) -> tuple[s
 
 
 async def fold_rate(nc: NatsClient, ns: Namespace, partitions: int, jobs: int, events: int) -> float:
-    """Events folded per second: ``events`` heartbeats over ``jobs`` waiting jobs, each a KV write."""
-    js, subjects = nc.jetstream(), Subjects(ns)
+    """Events folded per second while they are published: ``events`` heartbeats over ``jobs`` waiting
+    jobs, from the first publish until the fold has consumed everything (bounded by the publisher)."""
     ids = [(await create(nc, ns, WAITING))[0] for _ in range(jobs)]
     await _settle(nc, ns, partitions)
-    at = datetime.now(UTC)
     start = time.perf_counter()
+    await publish_heartbeats(nc, ns, ids, events)
+    await _settle(nc, ns, partitions)
+    return events / (time.perf_counter() - start)
+
+
+async def drain_rate(url: str, tmp: Path, partitions: int, jobs: int, events: int) -> float:
+    """Events folded/s from a backlog: ``jobs`` waiting jobs and ``events`` heartbeats over them are
+    stored before 2 dispatcher processes start; the rate at which the backlog falls from 90 % to 10 %
+    of it, as the server counts what is left to fold (sampled every 10 ms)."""
+    samples: list[tuple[float, int]] = []
+    sampler: list[asyncio.Task[None]] = []
+
+    async def prepare(nc: NatsClient, ns: Namespace) -> None:
+        if partitions:
+            await declare_fold_stream(nc.jetstream(), ns, partitions)
+        await publish_heartbeats(nc, ns, [(await create(nc, ns, WAITING))[0] for _ in range(jobs)], events)
+        sampler.append(asyncio.create_task(_sample(nc, ns, partitions, samples)))
+
+    async with dispatchers(url, tmp, partitions, prepare=prepare) as (nc, ns):
+        await _settle(nc, ns, partitions)
+        await sampler[0]
+    total = samples[0][1]
+    high = next((t, left) for t, left in samples if left <= 0.9 * total)
+    low = next((t, left) for t, left in samples if left <= 0.1 * total)
+    return (high[1] - low[1]) / (low[0] - high[0])
+
+
+async def _sample(nc: NatsClient, ns: Namespace, partitions: int, samples: list[tuple[float, int]]) -> None:
+    while not samples or samples[-1][1] > 0:
+        samples.append((time.perf_counter(), await fold_pending(nc.jetstream(), ns, partitions)))
+        await asyncio.sleep(0.01)
+
+
+async def publish_heartbeats(nc: NatsClient, ns: Namespace, ids: list[str], events: int) -> None:
+    """``events`` heartbeats with increasing times over the jobs ``ids`` (each moves its record)."""
+    js, subjects, at = nc.jetstream(), Subjects(ns), datetime.now(UTC)
     for i in range(0, events, 500):
         acks = []
         for n in range(i, min(events, i + 500)):
-            job_id = ids[n % jobs]
+            job_id = ids[n % len(ids)]
             event = make_event(
                 EventType.JOB_HEARTBEAT, JobHeartbeatPayload(), tenant=TENANT, source="bench", job_id=job_id,
                 kind="pose", attempt=1, time=at + timedelta(milliseconds=n),
@@ -123,8 +165,6 @@ async def fold_rate(nc: NatsClient, ns: Namespace, partitions: int, jobs: int, e
             subject = subjects.job_event(TENANT, job_id, "heartbeat")
             acks.append(await js.publish_async(subject, event.to_json_bytes(), headers={"Nats-Msg-Id": event.id}))
         await asyncio.gather(*acks)
-    await _settle(nc, ns, partitions)
-    return events / (time.perf_counter() - start)
 
 
 async def _settle(nc: NatsClient, ns: Namespace, partitions: int, within_s: float = 300.0) -> None:

@@ -364,6 +364,18 @@ class DispatcherSettings(BaseServiceSettings):
         le=10_000,
         description="Events a replica folds per batch of one partition (its consumer's max_ack_pending).",
     )
+    fold_pin_hold_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="How long a replica keeps a fold partition before it lets another take it (0: after each batch).",
+    )
+    fold_record_cache: int = Field(
+        default=1_000,
+        ge=0,
+        le=100_000,
+        description="Job records a replica keeps per fold partition while it holds the partition (0: none).",
+    )
 
 
 class NotifierSettings(ApiKeySettings):

@@ -20,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
@@ -28,9 +30,9 @@ from nats.aio.msg import Msg
 from contracts.dead_letters import DeadLetter
 from contracts.envelope import EventEnvelope
 from contracts.job_record import JobRecord
+from services.common import tracing
 from services.common.metric_labels import subject_event_label
 from services.common.metrics import EVENTS_CONSUMED
-from services.common.tracing import consumer_span
 from services.dispatcher.consumers import TRANSIENT, ConsumerGuard, PoisonMessage, Redelivery, describe
 from services.dispatcher.fold import apply
 from services.dispatcher.observe import observe_folded
@@ -42,6 +44,42 @@ log = logging.getLogger(__name__)
 
 class BatchExpired(Exception):
     """The batch ran past its deadline on errors of the infrastructure: redeliver it whole."""
+
+
+class RecordCache:
+    """The job records one partition's holder has read or written under one pin, with their revisions:
+    the latest ``size`` (least recently used out first). Only the pin holder writes its jobs, so
+    while the pin id lasts they are what KV holds; :meth:`reset` when it changes."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.pin: str | None = None
+        self._records: OrderedDict[tuple[str, str], tuple[JobRecord, int]] = OrderedDict()
+
+    def reset(self, pin: str | None) -> None:
+        """Forget every record; keep records under ``pin`` from now on (``None``: keep none)."""
+        self.pin = pin
+        self._records.clear()
+
+    def get(self, tenant: str, job_id: str) -> tuple[JobRecord, int] | None:
+        """The record of a job and its revision, if kept."""
+        found = self._records.get((tenant, job_id))
+        if found is not None:
+            self._records.move_to_end((tenant, job_id))
+        return found
+
+    def keep(self, record: JobRecord | None, revision: int | None) -> None:
+        """Keep ``record`` at ``revision`` (nothing without a pin, a record or a revision)."""
+        if self.size <= 0 or self.pin is None or record is None or revision is None:
+            return
+        self._records[record.tenant, record.id] = (record, revision)
+        self._records.move_to_end((record.tenant, record.id))
+        while len(self._records) > self.size:
+            self._records.popitem(last=False)
+
+    def drop(self, tenant: str, job_id: str) -> None:
+        """Forget one job's record (it is read from KV next time)."""
+        self._records.pop((tenant, job_id), None)
 
 
 @dataclass
@@ -61,9 +99,16 @@ class BatchFold:
     """Folds batches of one partition consumer (``durable``) with ``reactions``."""
 
     def __init__(
-        self, reactions: Reactions, guard: ConsumerGuard, policy: Redelivery, durable: str, label: str
+        self,
+        reactions: Reactions,
+        guard: ConsumerGuard,
+        policy: Redelivery,
+        durable: str,
+        label: str,
+        cache: RecordCache | None = None,
     ) -> None:
         self.reactions, self.guard, self.policy = reactions, guard, policy
+        self.cache = cache or RecordCache(0)
         self.store: JobStore = reactions.store
         self.durable, self.label = durable, label
 
@@ -97,8 +142,7 @@ class BatchFold:
 
     async def _step(self, run: _JobRun, msg: Msg, event: EventEnvelope, deadline: float) -> None:
         """Fold one event (and react), retried in place; dead-lettered after ``max_deliver`` tries."""
-        attributes = {"messaging.destination.name": msg.subject, "messaging.consumer.group.name": self.durable}
-        with consumer_span(f"{self.label} {subject_event_label(msg.subject)}", msg.headers, **attributes):
+        with self._span(msg, event):
             tries = 0
             while True:
                 tries += 1
@@ -108,13 +152,21 @@ class BatchFold:
                 except BatchExpired:
                     raise
                 except Exception as exc:  # noqa: BLE001 - logged, retried or dead-lettered
-                    run.loaded = False  # re-read the record (and re-apply what is not written) next try
+                    self._stale(run)  # re-read the record (and re-apply what is not written) next try
                     if tries >= self.policy.max_deliver:
                         run.unwritten = [e for e in run.unwritten if e is not event]
                         await self._give_up(msg, exc, tries)
                         return
                     self._log_failure(msg, exc, tries, give_up=False)
                     await asyncio.sleep(self.policy.delay_s(tries))
+
+    def _span(self, msg: Msg, event: EventEnvelope) -> AbstractContextManager[object]:
+        """The event's consumer span; none when no span is recorded here and the event has no
+        reaction (nothing is published under it, so its context would go nowhere)."""
+        if not tracing.enabled() and event.type not in REACTS_TO:
+            return nullcontext()
+        attributes = {"messaging.destination.name": msg.subject, "messaging.consumer.group.name": self.durable}
+        return tracing.consumer_span(f"{self.label} {subject_event_label(msg.subject)}", msg.headers, **attributes)
 
     async def _retrying(self, run: _JobRun, deadline: float, step: Callable[[], Awaitable[None]]) -> None:
         """Run ``step`` again while it fails on the infrastructure, until ``deadline``."""
@@ -127,7 +179,7 @@ class BatchFold:
                 if time.monotonic() + delay > deadline:
                     raise BatchExpired(f"job {run.job_id}: {describe(exc)}") from exc
                 log.warning("%s: transient error on job %s, retried: %s", self.durable, run.job_id, describe(exc))
-                run.loaded = False
+                self._stale(run)
                 await asyncio.sleep(delay)
                 delay = min(self.policy.retry_delay_max_s, delay * 2)
 
@@ -143,9 +195,19 @@ class BatchFold:
             await self._flush(run)
             await self.reactions.react(event, run.record)
 
+    def _stale(self, run: _JobRun) -> None:
+        """The run's record may not be KV's: read it again before the next step."""
+        run.loaded = False
+        self.cache.drop(run.tenant, run.job_id)
+
     async def _load(self, run: _JobRun) -> None:
-        """Read the record and re-apply the run's events not yet written."""
-        run.record, run.revision = await self.store.get(run.tenant, run.job_id)
+        """The record (kept, else read) with the run's events not yet written re-applied."""
+        kept = self.cache.get(run.tenant, run.job_id)
+        if kept is not None:
+            run.record, run.revision = kept
+        else:
+            run.record, run.revision = await self.store.get(run.tenant, run.job_id)
+            self.cache.keep(run.record, run.revision)
         for event in run.unwritten:
             run.record = apply(run.record, event, self.store.pricing)
         run.loaded = True
@@ -163,8 +225,9 @@ class BatchFold:
             revision = await self.store.put(run.record, run.revision)
             if revision is not None:
                 run.revision, run.unwritten = revision, []
+                self.cache.keep(run.record, revision)
                 return
-            run.loaded = False
+            self._stale(run)
         raise RuntimeError(f"job {run.job_id}: too many concurrent updates")
 
     async def _give_up(self, msg: Msg, exc: Exception, tries: int) -> None:

@@ -100,3 +100,15 @@ async def fold_settled(js: JetStreamContext, ns: Namespace, partitions: int) -> 
     stream = await js.stream_info(ns.stream(FOLD_STREAM))
     lag = sum(source.lag or 0 for source in stream.sources or [])
     return stream.state.messages == 0 and lag == 0
+
+
+async def fold_pending(js: JetStreamContext, ns: Namespace, partitions: int) -> int:
+    """How many events stored in JOBS the fold has yet to fold (benchmarks): unacknowledged ones."""
+    if partitions == 0:
+        try:
+            info = await js.consumer_info(ns.stream(streams.JOBS), SERIAL_DURABLE)
+        except NotFoundError:  # not made yet: everything is left
+            return int((await js.stream_info(ns.stream(streams.JOBS))).state.messages)
+        return int((info.num_pending or 0) + (info.num_ack_pending or 0))
+    stream = await js.stream_info(ns.stream(FOLD_STREAM))
+    return int(stream.state.messages + sum(source.lag or 0 for source in stream.sources or []))

@@ -33,6 +33,11 @@ class PinnedPullError(RuntimeError):
     """The JetStream API refused a request (its code and description)."""
 
 
+class ConsumerUnavailable(PinnedPullError):
+    """A pull had no responder: the consumer is gone (deleted, its stream re-made) or JetStream is
+    away; the caller backs off and makes the consumer again."""
+
+
 @dataclass(frozen=True, slots=True)
 class PinnedConsumer:
     """A durable pull consumer (explicit acks) whose one priority group is pinned to one client at a time.
@@ -164,7 +169,14 @@ class PinnedPull:
                         continue
                     if status == "423":  # the pin went to another client (this one stopped pulling)
                         self._pin = None
+                    elif status == "503" and not msgs:  # no consumer answers: gone, or JetStream away
+                        raise ConsumerUnavailable(f"{self.consumer.durable}: no responders (503)")
                     elif status not in ("404", "408", "409"):
                         log.warning("%s: a pull ended with %s %s", self.consumer.durable, status, headers)
                     break
         return msgs
+
+    @property
+    def pin(self) -> str | None:
+        """The pin id this client holds, as the last message said (``None``: not pinned)."""
+        return self._pin

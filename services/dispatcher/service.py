@@ -53,7 +53,7 @@ from services.dispatcher.attempts import Attempts
 from services.dispatcher.backends import Backend, LocalBackend, UnroutedBackend
 from services.dispatcher.consumers import ConsumerGuard
 from services.dispatcher.fold import route_pricing
-from services.dispatcher.fold_consumer import fold_consumers
+from services.dispatcher.fold_partition import fold_consumers
 from services.dispatcher.local_pool import LocalPool
 from services.dispatcher.modal_backend import ModalBackend, ModalClient
 from services.dispatcher.observe import start_sampling

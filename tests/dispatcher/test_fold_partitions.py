@@ -6,6 +6,7 @@ import asyncio
 import random
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
@@ -25,6 +26,7 @@ BURST = 300
 WAITS_ON_AN_UPLOAD = {"kind": "pose", "inputs": {"video": {"upload_id": "upl_never"}}}
 
 
+@pytest.mark.parametrize("pin_hold_s", [0.02, 1.0], ids=["partitions-change-hands-often", "default-hold"])
 async def test_random_interleavings_fold_in_parallel_and_kv_is_the_fold(
     start_dispatcher: StartDispatcher,
     js: JetStreamContext,
@@ -32,10 +34,13 @@ async def test_random_interleavings_fold_in_parallel_and_kv_is_the_fold(
     subjects: Subjects,
     namespace: Namespace,
     event_log: EventLog,
+    pin_hold_s: float,
 ) -> None:
+    """Each partition's holder keeps the records it wrote while it holds the pin: with pins changing
+    hands every few batches, a replica that gets one back must not fold on what it kept before."""
     routes = {"pose": local_route("noop", concurrency=16)}
     for _ in range(2):  # two replicas share every partition's consumer
-        await start_dispatcher(routes, fold_partitions=PARTITIONS)
+        await start_dispatcher(routes, fold_partitions=PARTITIONS, fold_pin_hold_s=pin_hold_s)
     rng = random.Random(18)
     jobs = list(await asyncio.gather(*(submit(js, jobs_kv, subjects, POSE) for _ in range(40))))
 
@@ -94,3 +99,26 @@ async def test_a_burst_of_one_jobs_events_folds_in_a_few_writes_and_kv_is_the_fo
     assert await read_record(jobs_kv, job) == fold(event_log.events[job])
     folded = [record for record in writes if record.heartbeat_at is not None]
     assert 1 <= len(folded) <= 2 * BURST // 64 + 4, f"{len(folded)} writes for {BURST} events in batches of 64"
+
+
+async def test_a_replica_that_stops_gives_its_partitions_back_at_once(
+    start_dispatcher: StartDispatcher,
+    js: JetStreamContext,
+    jobs_kv: KeyValue,
+    subjects: Subjects,
+    namespace: Namespace,
+) -> None:
+    """A stopped holder unpins: the other replica folds its partitions at once, not after the pin's
+    timeout (the ack wait + 2 s, here 22 s)."""
+    overrides = {"fold_partitions": PARTITIONS, "event_ack_wait_s": 20.0, "fold_pin_hold_s": 60.0}
+    first = await start_dispatcher({"pose": local_route("noop")}, **overrides)
+    jobs = [await submit(js, jobs_kv, subjects, WAITS_ON_AN_UPLOAD) for _ in range(12)]
+    await wait_for(lambda: fold_settled(js, namespace, PARTITIONS), timeout_s=30, what="the first replica folded")
+    await start_dispatcher({"pose": local_route("noop")}, **overrides)
+    await first.stop()
+    at = datetime.now(UTC)
+    for job in jobs:
+        beat = job_event("acme", job, EventType.JOB_HEARTBEAT, JobHeartbeatPayload())
+        await publish(js, subjects, beat.model_copy(update={"time": at}))
+    for job in jobs:
+        await wait_record(jobs_kv, job, lambda r: r.heartbeat_at == at, within_s=10)
