@@ -26,6 +26,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
+from prometheus_client import Counter
 
 from contracts.dead_letters import DeadLetter
 from contracts.envelope import EventEnvelope
@@ -109,6 +110,7 @@ class BatchFold:
     ) -> None:
         self.reactions, self.guard, self.policy = reactions, guard, policy
         self.cache = cache or RecordCache(0)
+        self._counters: dict[str, Counter] = {}
         self.store: JobStore = reactions.store
         self.durable, self.label = durable, label
 
@@ -117,7 +119,7 @@ class BatchFold:
         when errors of the infrastructure outlast ``deadline`` (``time.monotonic()``)."""
         runs: dict[tuple[str, str], _JobRun] = {}
         for msg in msgs:
-            EVENTS_CONSUMED.labels(self.label, subject_event_label(msg.subject)).inc()
+            self._consumed(subject_event_label(msg.subject)).inc()
             try:
                 event = parse_envelope(msg.data)
             except PoisonMessage as exc:
@@ -134,6 +136,13 @@ class BatchFold:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+
+    def _consumed(self, event_type: str) -> Counter:
+        """The consumed-events counter of ``event_type`` (its labelled child, made once)."""
+        child = self._counters.get(event_type)
+        if child is None:
+            child = self._counters[event_type] = EVENTS_CONSUMED.labels(self.label, event_type)
+        return child
 
     async def _fold_run(self, run: _JobRun, deadline: float) -> None:
         for msg, event in run.events:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 from dataclasses import dataclass
@@ -27,6 +28,10 @@ API = "$JS.API"
 GROUP = "fold"
 PIN_HEADER = "Nats-Pin-Id"
 NANOS = 1_000_000_000
+REST_WAIT_S = 0.01
+REQUESTS_PENDING = ("408", "Requests Pending")
+"""The status of a ``no_wait`` pull refused because other pulls wait on the consumer."""
+"""How long the pull for the rest of a batch waits for more (the server sends what it has at once)."""
 
 
 class PinnedPullError(RuntimeError):
@@ -96,24 +101,28 @@ async def _api(nc: NatsClient, verb: str, body: dict[str, Any] | None, missing_o
 class PinnedPull:
     """Pulls batches of :class:`PinnedConsumer`'s messages for this client, pinned while it holds them.
 
-    Every request answers on one inbox subscription kept open while the puller lives, so a message
-    that comes after its request gave up waiting is not lost in flight: it opens the next batch (the
-    server delivers in stream order, so it still precedes anything pulled later).
+    Every request has its own reply subject under one inbox subscription kept open while the puller
+    lives, so a message that comes after its request gave up waiting is not lost in flight: it opens
+    the next batch (the server delivers in stream order, so it still precedes anything pulled later).
     """
 
     def __init__(self, nc: NatsClient, consumer: PinnedConsumer) -> None:
         self.nc, self.consumer = nc, consumer
         self._next = f"{API}.CONSUMER.MSG.NEXT.{consumer.stream}.{consumer.durable}"
         self._inbox = nc.new_inbox()
+        self._requests = itertools.count()
+        self.pulls = 0
+        """Pull requests sent so far."""
         self._sub: Subscription | None = None
         self._pin: str | None = None
+        self._ended_by: tuple[str, str] | None = None
         # The server hands out at most max_ack_pending messages, plus one status per request.
         self._received: asyncio.Queue[Msg] = asyncio.Queue(maxsize=2 * consumer.max_ack_pending + 64)
 
     async def start(self) -> None:
         """Open the inbox."""
         if self._sub is None:
-            self._sub = await self.nc.subscribe(self._inbox, cb=self._on_msg)
+            self._sub = await self.nc.subscribe(f"{self._inbox}.*", cb=self._on_msg)
 
     async def _on_msg(self, msg: Msg) -> None:
         try:
@@ -129,15 +138,22 @@ class PinnedPull:
                 await sub.unsubscribe()
 
     async def batch(self, size: int, wait_s: float) -> list[Msg]:
-        """Up to ``size`` messages: what is there now, else the first to come within ``wait_s`` and
-        what follows it at once. Empty when another client holds the pin or nothing came."""
-        msgs = await self._request({"batch": size, "no_wait": True}, size, wait_s)
-        if msgs:
+        """Up to ``size`` messages: what is there now, else what comes first within ``wait_s``.
+
+        One request (``no_wait`` with ``expires``: the server waits for the first message, sends what
+        it has then and ends the request) unless another client's pull waits on the consumer, as the
+        other replicas' do: then the server refuses ``no_wait`` at once (408 Requests Pending), and
+        this waits for the first message in line with them, then pulls the rest with a
+        :data:`REST_WAIT_S` expiry (the server sends what it has, then ends the request). Empty when
+        another client holds the pin or nothing came."""
+        wait = int(wait_s * NANOS)
+        msgs = await self._request({"batch": size, "no_wait": True, "expires": wait}, size, wait_s)
+        if msgs or self._ended_by != REQUESTS_PENDING:
             return msgs
-        first = await self._request({"batch": 1, "expires": int(wait_s * NANOS)}, 1, wait_s)
+        first = await self._request({"batch": 1, "expires": wait}, 1, wait_s)
         if not first or size == 1:
             return first
-        return first + await self._request({"batch": size - 1, "no_wait": True}, size - 1, wait_s)
+        return first + await self._request({"batch": size - 1, "expires": int(REST_WAIT_S * NANOS)}, size - 1, wait_s)
 
     async def unpin(self) -> bool:
         """Let the next pull of any client (this one too) take the pin; whether the server did."""
@@ -155,8 +171,12 @@ class PinnedPull:
         came or a status ended a request."""
         assert self._sub is not None, "start() first"
         body = {**request, "group": GROUP, **({"id": self._pin} if self._pin else {})}
-        await self.nc.publish(self._next, json.dumps(body).encode(), reply=self._inbox)
+        self.pulls += 1
+        reply = f"{self._inbox}.{next(self._requests)}"  # its own, so a late status of an earlier
+        # request (one given up on here) cannot end this one; an earlier request's late messages count
+        await self.nc.publish(self._next, json.dumps(body).encode(), reply=reply)
         msgs: list[Msg] = []
+        self._ended_by = None
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait_s + 2.0):
                 while len(msgs) < size:
@@ -167,6 +187,9 @@ class PinnedPull:
                         self._pin = headers.get(PIN_HEADER) or self._pin
                         msgs.append(msg)
                         continue
+                    if msg.subject != reply:
+                        continue
+                    self._ended_by = (status, headers.get("Description", ""))
                     if status == "423":  # the pin went to another client (this one stopped pulling)
                         self._pin = None
                     elif status == "503" and not msgs:  # no consumer answers: gone, or JetStream away
