@@ -91,10 +91,13 @@ class Attempts:
         starting = (record.status is _S.QUEUED and ticket.attempt == record.attempt) or (
             record.status is _S.RETRYING and ticket.attempt == record.attempt + 1
         )
+        # A fresh claim needs no look at the stream: its entry exists, so job.queued was published
+        # before it (the reactions queue a job after that), and no token has launched it.
         if record.status is _S.CREATED and ticket.attempt == 1:  # queued; the record lags the stream
-            starting = await self.events.last(record, "queued") is not None
+            starting = decision.fresh or await self.events.last(record, "queued") is not None
         adopting = record.status in (_S.DISPATCHED, _S.RUNNING) and ticket.attempt == record.attempt
-        dispatched_at = await self.events.dispatched_at(record, ticket.attempt) if starting else None
+        launched = starting and not decision.fresh
+        dispatched_at = await self.events.dispatched_at(record, ticket.attempt) if launched else None
         if dispatched_at is not None:  # the record lags the stream: a replica that died launched it
             starting, adopting = False, True
         if not (starting or adopting) or (starting and record.cancel_requested):

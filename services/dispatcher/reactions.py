@@ -6,8 +6,9 @@
 * ``upload.completed``: re-check each job waiting on that upload (event-driven, no polling).
 * releasing a job (``job.queued``) and ``job.retrying``: put the attempt in its kind's queue index
   (due after the backoff) and publish its dispatch ticket (:mod:`services.dispatcher.scheduler`).
-  A released job is queued at once, before its ``job.queued`` is folded: a ticket that finds its
-  record still ``created`` checks the stream for ``job.queued``.
+  A released job is queued at once, before its ``job.queued`` is folded: a ticket that claims its
+  entry just now knows it was queued (the entry is made after ``job.queued``); a redelivered one
+  that finds the record still ``created`` checks the stream for ``job.queued``.
 * ``job.cancel_requested`` while no worker runs (created, queued, retrying): ``job.canceled`` now,
   and its queue entry dropped; a running attempt is canceled by the replica that holds it.
 

@@ -51,6 +51,8 @@ class Decision:
 
     entry: QueueEntry | None = None
     revision: int = 0
+    fresh: bool = False
+    """Claimed just now: the entry was unclaimed, so no token has launched this attempt before."""
 
 
 class Scheduler:
@@ -106,7 +108,7 @@ class Scheduler:
             if claimed is not None:
                 await self._charge(kind, entry.tenant, state, revision)
                 self.on_start(kind, entry.tenant)
-                return Decision(*claimed)
+                return Decision(*claimed, fresh=True)
         return Decision()  # lost every race: the top-up gives the entries another ticket
 
     async def finished(self, entry: QueueEntry | None, seconds: float, succeeded: bool) -> None:
