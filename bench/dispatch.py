@@ -47,7 +47,7 @@ FOLD_PARTITIONS = 8
 FOLD_JOBS = 200
 FOLD_EVENTS = 20_000
 SERIAL_FOLD_EVENTS = 3_000
-FOLD_ROUNDS = 3
+FOLD_ROUNDS = 5
 OFFERED_PER_S = 100.0
 OFFERED_JOBS = 500
 NOTES = [
@@ -56,7 +56,7 @@ NOTES = [
     f"dispatch (fold): 2 `python -m services.dispatcher` processes per design, each on a fresh nats-server and "
     f"namespace in the same run: {FOLD_PARTITIONS} fold partitions (the default: each pinned to one replica at a "
     f"time, which keeps it for fold_pin_hold_s = 1 s and the records it wrote meanwhile, batches of up to "
-    f"fold_batch = 256 events, one KV write per job and batch) against the serial fold (fold_partitions=0: one "
+    f"fold_batch = 512 events, one KV write per job and batch) against the serial fold (fold_partitions=0: one "
     f"event in flight, one KV compare-and-set write per event). Events folded/s from a backlog: {FOLD_JOBS} jobs "
     f"waiting on an upload and {FOLD_EVENTS:,} job.heartbeat events over them ({SERIAL_FOLD_EVENTS:,} for the "
     f"serial fold), each of which moves its job's record, stored before the dispatchers start; the rate at which "

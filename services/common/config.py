@@ -359,7 +359,7 @@ class DispatcherSettings(BaseServiceSettings):
         description="Partitions of the fold by job (parallel, each job in order); 0: one serial fold consumer.",
     )
     fold_batch: int = Field(
-        default=256,
+        default=512,
         ge=1,
         le=10_000,
         description="Events a replica folds per batch of one partition (its consumer's max_ack_pending).",
