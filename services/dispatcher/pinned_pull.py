@@ -29,9 +29,9 @@ GROUP = "fold"
 PIN_HEADER = "Nats-Pin-Id"
 NANOS = 1_000_000_000
 REST_WAIT_S = 0.01
+"""How long the pull for the rest of a batch waits for more (the server sends what it has at once)."""
 REQUESTS_PENDING = ("408", "Requests Pending")
 """The status of a ``no_wait`` pull refused because other pulls wait on the consumer."""
-"""How long the pull for the rest of a batch waits for more (the server sends what it has at once)."""
 
 
 class PinnedPullError(RuntimeError):
