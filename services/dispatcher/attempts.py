@@ -39,7 +39,7 @@ from services.dispatcher.consumers import PoisonMessage
 from services.dispatcher.observe import observe_attempt, observe_launch
 from services.dispatcher.scheduler import Decision, Scheduler
 from services.dispatcher.store import JobEvents, JobStore, Ticket
-from services.dispatcher.supervision import Held, Verdict, wait_for_verdict
+from services.dispatcher.supervision import Held, Verdict, ended_as, wait_for_verdict
 
 log = logging.getLogger(__name__)
 _S = JobStatus
@@ -232,6 +232,8 @@ class Attempts:
         outcome = verdict.outcome
         if outcome is not None and outcome.status == "succeeded":
             held.outcome = "succeeded"  # the worker published job.succeeded
+        if verdict.reason == "ended":
+            held.outcome = ended_as(held)  # the record came before the worker's outcome
         if verdict.reason in ("timeout", "silent", "cancel", "ended"):
             await self._cancel_run(held, launch, backend)
         if verdict.reason == "cancel":

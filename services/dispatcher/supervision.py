@@ -78,3 +78,13 @@ async def wait_for_verdict(held: Held, launch: Launch | None, timeout_at: float,
                 return Verdict("lost", message=str(exc))
             except Exception as exc:  # noqa: BLE001 - a backend failure is a lost worker
                 return Verdict("lost", message=f"{type(exc).__name__}: {exc}")
+
+
+
+def ended_as(held: Held) -> str:
+    """How an attempt whose record ended before its outcome came back is counted: ``succeeded`` or
+    ``failed`` when the record ended in this attempt (its worker said so), else ``ended``."""
+    record = held.record
+    if record.attempt != held.ticket.attempt:
+        return "ended"
+    return {JobStatus.SUCCEEDED: "succeeded", JobStatus.FAILED: "failed"}.get(record.status, "ended")
