@@ -80,7 +80,6 @@ async def wait_for_verdict(held: Held, launch: Launch | None, timeout_at: float,
                 return Verdict("lost", message=f"{type(exc).__name__}: {exc}")
 
 
-
 def ended_as(held: Held) -> str:
     """How an attempt whose record ended before its outcome came back is counted: ``succeeded`` or
     ``failed`` when the record ended in this attempt (its worker said so), else ``ended``."""
