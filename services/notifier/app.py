@@ -32,6 +32,8 @@ from services.notifier.state import NotifierState, open_state
 from services.notifier.targets import JobHooks
 
 log = logging.getLogger(__name__)
+FANOUT_RESTART_PAUSE_S = 1.0
+"""The pause before a failed (or ended) fan-out starts again."""
 
 
 @contextlib.asynccontextmanager
@@ -57,9 +59,8 @@ async def running(settings: NotifierSettings) -> AsyncIterator[NotifierState]:
         await delivery.listen_for_kicks(nc)
         await delivery.resume_all()
         fanout = FanOut(settings, state.js, state.endpoints, JobHooks(state.jobs), delivery)
-        psub = await fanout.subscribe()
-        run = state.leases.run("fanout", lambda: fanout.run(psub))  # one replica at a time fans out
-        fanout_task = asyncio.create_task(run, name="webhook-fanout")
+        await fanout.declare()
+        fanout_task = asyncio.create_task(fan_out_forever(state, fanout), name="webhook-fanout")
         if settings.metrics_enabled:
             stop_sampling = start_sampling(state.js, settings, FANOUT_DURABLE)
         yield state
@@ -111,6 +112,19 @@ def create_app(settings: NotifierSettings) -> FastAPI:
 
     install_health(app, {"nats": nats_probe(lambda: _connection(app))}, readiness_doc="Readiness: NATS reachable.")
     return app
+
+
+async def fan_out_forever(state: NotifierState, fanout: FanOut) -> None:
+    """Fan out under the ``fanout`` lease (one replica at a time), for as long as the notifier runs: a
+    fan-out that fails is logged and started again after :data:`FANOUT_RESTART_PAUSE_S`."""
+    while True:
+        try:
+            await state.leases.run("fanout", fanout.run)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("webhook fan-out failed; it starts again in %g s", FANOUT_RESTART_PAUSE_S)
+        await asyncio.sleep(FANOUT_RESTART_PAUSE_S)
 
 
 def _connection(app: FastAPI) -> NatsClient | None:

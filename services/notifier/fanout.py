@@ -16,13 +16,18 @@ again before newer events (JetStream serves due redeliveries first): queue order
 
 The consumer starts at new events (``DeliverPolicy.NEW``) the first time it is created: deploying
 the notifier on an old JOBS stream does not replay 30 days of webhooks. From then on it is durable.
+Each time the fan-out starts (its lease taken) it binds the consumer anew, and a pull answered 503 (the
+consumer gone, or JetStream away) binds it again after a pause: a consumer deleted under it is made
+again, from new events (what was stored while it was gone is not fanned out; replay covers that).
+:func:`~services.notifier.app.fan_out_forever` starts a fan-out that failed again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -50,6 +55,8 @@ log = logging.getLogger(__name__)
 
 FANOUT_DURABLE = "notifier_fanout"
 BATCH = 256
+RETRY_PAUSE_S = 1.0
+"""The pause before binding the consumer again, or reading it again, after JetStream could not answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +77,7 @@ class FanOut:
     endpoints: EndpointCache
     job_hooks: JobHooks
     delivery: DeliveryLoops
+    _psub: JetStreamContext.PullSubscription | None = field(default=None, init=False)
 
     async def subscribe(self) -> JetStreamContext.PullSubscription:
         """Create (or bind) the durable consumer; events stored from now on are fanned out."""
@@ -85,25 +93,33 @@ class FanOut:
         )
         return await self.js.pull_subscribe("", durable=FANOUT_DURABLE, stream=ns.stream("JOBS"), config=config)
 
-    async def run(self, psub: JetStreamContext.PullSubscription) -> None:
-        """Fan out forever from ``psub`` (cancel to stop)."""
-        info = await psub.consumer_info()
-        if info.num_ack_pending:
-            # A previous notifier died with a batch in flight: let it come back first, so the
-            # queues keep stream order (redeliveries are served before newer messages).
-            await asyncio.sleep(self.settings.webhook_ack_wait_s)
+    async def run(self) -> None:
+        """Fan out forever (cancel to stop): bind the consumer (made again if it is gone), then fetch."""
+        try:
+            await self._after_inflight(await self._bind())
+            await self._fetch_forever()
+        finally:
+            await self._unbind()
+
+    async def declare(self) -> None:
+        """Make the durable consumer now (at start-up: events stored from then on are fanned out)."""
+        psub = await self.subscribe()
+        await psub.unsubscribe()
+
+    async def _fetch_forever(self) -> None:
         while True:
             try:
-                msgs = await psub.fetch(BATCH, timeout=2.0)
+                msgs = await self._bound().fetch(BATCH, timeout=2.0)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # a timeout, or a broken pull: neither ends the fan-out for good
+            except (nats.errors.Error, TimeoutError) as exc:  # a timeout, or a broken pull: neither ends it
                 if cancel_requested():  # a cancel that nats-py turned into its timeout
                     raise asyncio.CancelledError from None
                 if isinstance(exc, (nats.errors.TimeoutError, TimeoutError)):  # nats-py raises either
                     continue
-                log.exception("webhook fan-out fetch failed; retrying")
-                await asyncio.sleep(0.5)
+                log.warning("webhook fan-out fetch failed (%r); binding its consumer again", exc)
+                await asyncio.sleep(RETRY_PAUSE_S)
+                await self._bind()  # a 503: the consumer is gone, or JetStream is away
                 continue
             if not msgs:
                 continue
@@ -116,6 +132,45 @@ class FanOut:
                 await asyncio.sleep(1.0)
                 for msg in msgs:
                     await msg.nak()
+
+    async def _bind(self) -> JetStreamContext.PullSubscription:
+        """:meth:`subscribe` in place of the last binding, tried again every :data:`RETRY_PAUSE_S` while
+        JetStream cannot answer."""
+        await self._unbind()
+        while True:
+            try:
+                self._psub = await self.subscribe()
+                return self._psub
+            except (nats.errors.Error, TimeoutError) as exc:
+                if cancel_requested():
+                    raise asyncio.CancelledError from None
+                log.warning("webhook fan-out cannot bind its consumer yet: %r", exc)
+                await asyncio.sleep(RETRY_PAUSE_S)
+
+    def _bound(self) -> JetStreamContext.PullSubscription:
+        assert self._psub is not None, "bound by run()"
+        return self._psub
+
+    async def _unbind(self) -> None:
+        psub, self._psub = self._psub, None
+        if psub is not None:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+
+    async def _after_inflight(self, psub: JetStreamContext.PullSubscription) -> None:
+        """If a previous holder died with a batch in flight, wait one ack wait so that batch comes back
+        first (redeliveries are served before newer messages) and the queues keep stream order."""
+        while True:
+            try:
+                info = await psub.consumer_info()
+                break
+            except (nats.errors.Error, TimeoutError) as exc:
+                if cancel_requested():
+                    raise asyncio.CancelledError from None
+                log.warning("webhook fan-out cannot read its consumer yet: %r", exc)
+                await asyncio.sleep(RETRY_PAUSE_S)
+        if info.num_ack_pending:
+            await asyncio.sleep(self.settings.webhook_ack_wait_s)
 
     async def process(self, msgs: list[Msg]) -> None:
         """Enqueue every delivery of ``msgs``, then acknowledge them all (or, while the endpoints cache has

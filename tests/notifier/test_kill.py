@@ -18,16 +18,14 @@ from pathlib import Path
 
 import pytest
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from contracts.events import EventType, job_event_name
-from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.embedded_nats import EmbeddedNats
-from services.notifier.fanout import FANOUT_DURABLE
 from tests.conftest import ROOT
 from tests.support.events import create_endpoint, job_event, wait_for
+from tests.support.notifier import fanout_consumer_exists
 from tests.support.receivers import Receiver, serve_fast
 from tests.support.secrets import SIGNING_SECRET
 
@@ -86,14 +84,6 @@ def notifier_process(tmp_path: Path, nats_server: EmbeddedNats, namespace: Names
     process.stop()
 
 
-async def _fanout_ready(js: JetStreamContext, namespace: Namespace) -> bool:
-    try:
-        await js.consumer_info(namespace.stream(JOBS), FANOUT_DURABLE)
-    except NotFoundError:
-        return False
-    return True
-
-
 async def test_sigkill_during_5000_events_loses_none(
     notifier_process: NotifierProcess,
     js: JetStreamContext,
@@ -106,7 +96,7 @@ async def test_sigkill_during_5000_events_loses_none(
     for path in PATHS:
         await create_endpoint(webhooks_kv, "acme", f"{base}{path}")
     notifier_process.start()
-    await wait_for(lambda: _fanout_ready(js, namespace), timeout_s=30, what="the notifier started")
+    await wait_for(lambda: fanout_consumer_exists(js, namespace), timeout_s=30, what="the notifier started")
 
     order: dict[str, tuple[str, int]] = {}
     futures = []

@@ -7,11 +7,13 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from pydantic import SecretStr
 
 from contracts.streams import JOBS
 from contracts.subjects import Namespace
 from services.common.config import NotifierSettings
+from services.notifier.fanout import FANOUT_DURABLE
 from services.notifier.hub import HUB_DESCRIPTION
 from services.notifier.state import NotifierState
 from tests.support.secrets import SIGNING_SECRET
@@ -57,3 +59,12 @@ async def sse_streams(notifier: Notifier, js: JetStreamContext) -> int:
         return state.hub.connections
     infos = await js.consumers_info(notifier.settings.ns.stream(JOBS))
     return sum(1 for info in infos if not info.config.durable_name and info.config.description != HUB_DESCRIPTION)
+
+
+async def fanout_consumer_exists(js: JetStreamContext, namespace: Namespace) -> bool:
+    """Whether the notifier's webhook fan-out consumer exists (made at start-up, or made again)."""
+    try:
+        await js.consumer_info(namespace.stream(JOBS), FANOUT_DURABLE)
+    except NotFoundError:
+        return False
+    return True
