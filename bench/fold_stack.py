@@ -59,10 +59,10 @@ _JOBS_KV: dict[str, KeyValue] = {}
 
 @contextlib.asynccontextmanager
 async def dispatchers(
-    url: str, tmp: Path, partitions: int, count: int = 2, prepare: Prepare | None = None
+    url: str, tmp: Path, partitions: int, count: int = 2, prepare: Prepare | None = None, pids: list[int] | None = None
 ) -> AsyncIterator[tuple[NatsClient, Namespace]]:
     """``count`` dispatcher processes on a fresh namespace with ``partitions`` fold partitions
-    (``prepare`` runs on the declared namespace before they start)."""
+    (``prepare`` runs on the declared namespace before they start; their pids go to ``pids``)."""
     ns = Namespace("b" + uuid.uuid4().hex[:10])
     nc = await nats.connect(url)
     await apply_declarations(nc.jetstream(), declarations(ns))
@@ -83,6 +83,8 @@ async def dispatchers(
         )
         for _ in range(count)
     ]
+    if pids is not None:
+        pids.extend(process.pid for process in processes)
     try:
         for process in processes:
             assert process.stdout is not None
@@ -193,3 +195,25 @@ async def created_to_started(nc: NatsClient, ns: Namespace, per_s: float, jobs: 
     await asyncio.wait_for(done.wait(), 120)
     await sub.unsubscribe()
     return [(started[j] - sent[j]) * 1000 for j in sent]
+
+
+def cpu_seconds(roots: list[int]) -> float:
+    """CPU seconds (user + system) used so far by the processes ``roots`` and their live descendants
+    (Linux ``/proc``: a dispatcher's pool processes are its children)."""
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    counted, total = set[int](), 0.0
+    frontier = [pid for pid in roots if pid in stats]
+    while frontier:
+        pid = frontier.pop()
+        if pid in counted:
+            continue
+        counted.add(pid)
+        total += stats[pid][1]
+        frontier += [child for child, (parent, _) in stats.items() if parent == pid]
+    return total

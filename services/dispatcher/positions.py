@@ -21,7 +21,7 @@ import asyncio
 import logging
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from nats.js import JetStreamContext
@@ -131,12 +131,13 @@ class Positions:
         ordered = tenant_queue((e.candidate() for e in entries), self.ageing_s)
         return [c.extra for c in ordered]  # type: ignore[misc]
 
-    async def queued(self, entry: QueueEntry) -> None:
-        """Announce a newly queued attempt's position."""
+    async def queued(self, entry: QueueEntry, then: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Announce a newly queued attempt's position; ``then`` (its ticket's publish) is sent right
+        behind it on the same connection, and both answers are awaited together (one round trip)."""
         line = self.waiting(entry.kind, entry.tenant)
         keys = [e.key for e in line]
         position = keys.index(entry.key) + 1 if entry.key in keys else len(line) + 1
-        await self._announce(entry, position)
+        await self._announce(entry, position, then)
 
     def moved(self, kind: str, tenant: str) -> None:
         """One of ``tenant``'s jobs of ``kind`` started: update the first ones' positions (in the
@@ -176,9 +177,13 @@ class Positions:
         slots = max(1, self.concurrency.get(entry.kind, 1)) * share
         return round(max(position * median / slots, entry.not_before - time.time(), 0.0), 3)
 
-    async def _announce(self, entry: QueueEntry, position: int) -> None:
+    async def _announce(
+        self, entry: QueueEntry, position: int, then: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         last = self.published.get(entry.key)
         if last is not None and position >= last:
+            if then is not None:
+                await then()
             return
         self.published[entry.key] = position
         eta = await self.eta_s(entry, position)
@@ -189,4 +194,9 @@ class Positions:
             kind=entry.kind, attempt=entry.attempt,
             event_id=attempt_event_id(entry.job_id, entry.attempt, f"pos{position}"),
         )  # fmt: skip
-        await publish_event(self.js, self.subjects.job_event(entry.tenant, entry.job_id, "position"), event)
+        announced = publish_event(self.js, self.subjects.job_event(entry.tenant, entry.job_id, "position"), event)
+        if then is None:
+            await announced
+            return
+        # tasks start in creation order, each writing its publish before it first waits
+        await asyncio.gather(asyncio.ensure_future(announced), asyncio.ensure_future(then()))

@@ -23,6 +23,7 @@ redelivered event repeats nothing. Bytes that are not an event raise
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from nats.js.errors import KeyNotFoundError
@@ -96,9 +97,11 @@ class Reactions:
     async def enqueue(self, record: JobRecord, attempt: int, delay_s: float = 0.0) -> None:
         """Queue ``attempt`` of ``record`` (due after ``delay_s``), say where it stands, publish its ticket."""
         entry = new_entry(record, attempt, delay_s, await self._input_bytes(record))
+        ticket = functools.partial(self.events.ticket, record, attempt, delay_s)
         if await self.queue.enqueue(entry):
-            await self.positions.queued(entry)
-        await self.events.ticket(record, attempt, delay_s)
+            await self.positions.queued(entry, then=ticket)  # the position first, the ticket behind it
+        else:
+            await ticket()
 
     async def _input_bytes(self, record: JobRecord) -> int | None:
         """The size of the job's uploaded inputs (``None`` without uploads: the ETA's size class)."""

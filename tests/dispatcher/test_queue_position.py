@@ -110,3 +110,21 @@ async def test_a_waiting_jobs_position_only_goes_down_on_sse_and_its_record_carr
     assert positions == sorted(set(positions), reverse=True)  # strictly down
     dispatched = await wait_record(jobs_kv, last, lambda r: r.status != "queued")
     assert dispatched.queue is None
+
+
+async def test_every_queued_job_is_told_its_place_before_it_is_dispatched(
+    start_dispatcher: StartDispatcher,
+    instant: InstantBackend,
+    js: JetStreamContext,
+    jobs_kv: KeyValue,
+    subjects: Subjects,
+    event_log: EventLog,
+) -> None:
+    instant.gate.set()  # every job starts at once: its ticket is published right behind its position
+    await start_dispatcher({"pose": local_route("noop", concurrency=4)}, backends={"local": instant})
+    jobs = [await submit(js, jobs_kv, subjects, POSE) for _ in range(20)]
+    await event_log.wait_ended(jobs, 30)
+    for job in jobs:
+        types = event_log.types(job)
+        assert types[:3] == ["job.created", "job.queued", "job.position"], types
+        assert types.index("job.position") < types.index("job.dispatched"), types
