@@ -56,7 +56,9 @@ async def test_max_queued_answers_429_with_retry_after_and_a_kv_change_applies_a
 ) -> None:
     dispatcher, _ = held_dispatcher
     await book.set("acme", TenantQuota(max_queued=2))
-    for _ in range(3):  # one holds the slot, two wait
+    assert (await acme.http.post("/v1/jobs", json=POSE)).status_code == 201
+    await entries_queued(dispatcher, "pose", 1, claimed=1)  # it holds the slot (unclaimed, it would count)
+    for _ in range(2):  # two wait
         assert (await acme.http.post("/v1/jobs", json=POSE)).status_code == 201
     await entries_queued(dispatcher, "pose", 3, claimed=1)  # waiting = unclaimed: the held one is not
     refused = await acme.http.post("/v1/jobs", json=POSE)
