@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind
@@ -92,9 +93,12 @@ def enabled() -> bool:
     return _provider is not None
 
 
+_NO_OP_TRACER = trace.NoOpTracer()
+
+
 def tracer() -> trace.Tracer:
     """The tracer of this process (the no-op one while tracing is off)."""
-    return (_provider or trace.NoOpTracerProvider()).get_tracer(TRACER_NAME)
+    return _provider.get_tracer(TRACER_NAME) if _provider is not None else _NO_OP_TRACER
 
 
 def flush(timeout_s: float = 5.0) -> None:
@@ -159,7 +163,15 @@ def span(
 
 @contextmanager
 def consumer_span(name: str, headers: Mapping[str, str] | None, **attributes: Any) -> Iterator[Span]:
-    """A current consumer span ``name`` in the trace of a message with ``headers``."""
+    """A current consumer span ``name`` in the trace of a message with ``headers``. While tracing is off
+    and the message carries no trace context, nothing: there is no span, and no context to pass on."""
+    if _provider is None and (not headers or "traceparent" not in headers):
+        token = otel_context.attach(Context())  # as the no-op span would: no context inside
+        try:
+            yield trace.INVALID_SPAN
+        finally:
+            otel_context.detach(token)
+        return
     attributes.setdefault("messaging.system", "nats")
     with span(name, extract(headers), kind=SpanKind.CONSUMER, attributes=attributes) as current:
         yield current

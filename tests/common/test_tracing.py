@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from nats.js import JetStreamContext
+from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -78,3 +79,26 @@ def test_the_endpoint_comes_from_our_setting_or_the_standard_variables(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert tracing.configured_endpoint(BaseServiceSettings(_env_file=None)) == expected
+
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.mark.parametrize("outer", [None, TRACEPARENT])
+def test_off_a_consumer_span_passes_on_the_messages_context_and_only_that(outer: str | None) -> None:
+    assert not tracing.enabled()
+    around = tracing.extract({"traceparent": outer} if outer else None)
+    token = otel_context.attach(around)  # whatever context the consumer runs in
+    try:
+        with tracing.consumer_span("bare", {"webhook-id": "e1"}) as bare:
+            inside_bare = tracing.inject({})
+        with tracing.consumer_span("carried", {"traceparent": TRACEPARENT}) as carried:
+            inside_carried = tracing.inject({})
+        after = tracing.inject({})
+    finally:
+        otel_context.detach(token)
+    assert not bare.is_recording()
+    assert inside_bare == {}, "a message without a trace context is no part of the surrounding one"
+    assert not carried.is_recording()
+    assert inside_carried["traceparent"].split("-")[1] == TRACEPARENT.split("-")[1], "passed on through"
+    assert ("traceparent" in after) == (outer is not None), "the surrounding context is back"
