@@ -8,6 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
@@ -15,6 +17,7 @@ from contracts import streams
 from contracts.subjects import Namespace, Subjects
 from services.common.apikeys import ApiKeyStore
 from services.common.embedded_nats import EmbeddedNats
+from services.dispatcher.store import dispatch_subject
 from services.notifier.app import create_app
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, local_route, submit, wait_record
@@ -112,19 +115,32 @@ async def test_a_waiting_jobs_position_only_goes_down_on_sse_and_its_record_carr
     assert dispatched.queue is None
 
 
-async def test_every_queued_job_is_told_its_place_before_it_is_dispatched(
+async def test_every_queued_job_is_told_its_place_before_its_ticket_goes_out(
     start_dispatcher: StartDispatcher,
     instant: InstantBackend,
+    nc: NatsClient,
     js: JetStreamContext,
     jobs_kv: KeyValue,
+    namespace: Namespace,
     subjects: Subjects,
     event_log: EventLog,
 ) -> None:
-    instant.gate.set()  # every job starts at once: its ticket is published right behind its position
+    sent: list[tuple[str, str]] = []  # (job, "position" | "ticket") as the dispatcher's connection sent them
+
+    async def on_msg(msg: Msg) -> None:
+        if msg.subject.endswith(".position"):
+            sent.append((msg.subject.split(".")[-2], "position"))
+        elif msg.subject == dispatch_subject(namespace, "pose"):
+            sent.append((json.loads(msg.data)["job_id"], "ticket"))
+
+    tap = await nc.subscribe(namespace.subject(">"), cb=on_msg)
+    instant.gate.set()  # every job starts at once
     await start_dispatcher({"pose": local_route("noop", concurrency=4)}, backends={"local": instant})
     jobs = [await submit(js, jobs_kv, subjects, POSE) for _ in range(20)]
     await event_log.wait_ended(jobs, 30)
+    await tap.unsubscribe()
     for job in jobs:
+        assert [what for who, what in sent if who == job][:2] == ["position", "ticket"], sent
         types = event_log.types(job)
         assert types[:3] == ["job.created", "job.queued", "job.position"], types
         assert types.index("job.position") < types.index("job.dispatched"), types
