@@ -27,7 +27,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -57,6 +59,7 @@ FANOUT_DURABLE = "notifier_fanout"
 BATCH = 256
 RETRY_PAUSE_S = 1.0
 """The pause before binding the consumer again, or reading it again, after JetStream could not answer."""
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +80,6 @@ class FanOut:
     endpoints: EndpointCache
     job_hooks: JobHooks
     delivery: DeliveryLoops
-    _psub: JetStreamContext.PullSubscription | None = field(default=None, init=False)
 
     async def subscribe(self) -> JetStreamContext.PullSubscription:
         """Create (or bind) the durable consumer; events stored from now on are fanned out."""
@@ -94,33 +96,40 @@ class FanOut:
         return await self.js.pull_subscribe("", durable=FANOUT_DURABLE, stream=ns.stream("JOBS"), config=config)
 
     async def run(self) -> None:
-        """Fan out forever (cancel to stop): bind the consumer (made again if it is gone), then fetch."""
+        """Fan out forever (cancel to stop): bind the consumer (made again if it is gone), then fetch;
+        a pull that breaks (a 503: the consumer gone, or JetStream away) binds it again."""
+        psub = await self._answered("bind its consumer", self.subscribe)
         try:
-            await self._after_inflight(await self._bind())
-            await self._fetch_forever()
+            await self._after_inflight(psub)
+            while True:
+                broken = await self._fetch_until_broken(psub)
+                log.warning("webhook fan-out fetch failed (%r); binding its consumer again", broken)
+                await asyncio.sleep(RETRY_PAUSE_S)
+                with contextlib.suppress(Exception):
+                    await psub.unsubscribe()
+                psub = await self._answered("bind its consumer", self.subscribe)
         finally:
-            await self._unbind()
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
 
     async def declare(self) -> None:
         """Make the durable consumer now (at start-up: events stored from then on are fanned out)."""
         psub = await self.subscribe()
         await psub.unsubscribe()
 
-    async def _fetch_forever(self) -> None:
+    async def _fetch_until_broken(self, psub: JetStreamContext.PullSubscription) -> Exception:
+        """Fetch and fan out batches until a pull fails otherwise than by timing out; that error."""
         while True:
             try:
-                msgs = await self._bound().fetch(BATCH, timeout=2.0)
+                msgs = await psub.fetch(BATCH, timeout=2.0)
             except asyncio.CancelledError:
                 raise
-            except (nats.errors.Error, TimeoutError) as exc:  # a timeout, or a broken pull: neither ends it
+            except (nats.errors.Error, TimeoutError) as exc:
                 if cancel_requested():  # a cancel that nats-py turned into its timeout
                     raise asyncio.CancelledError from None
                 if isinstance(exc, (nats.errors.TimeoutError, TimeoutError)):  # nats-py raises either
                     continue
-                log.warning("webhook fan-out fetch failed (%r); binding its consumer again", exc)
-                await asyncio.sleep(RETRY_PAUSE_S)
-                await self._bind()  # a 503: the consumer is gone, or JetStream is away
-                continue
+                return exc
             if not msgs:
                 continue
             try:
@@ -133,42 +142,21 @@ class FanOut:
                 for msg in msgs:
                     await msg.nak()
 
-    async def _bind(self) -> JetStreamContext.PullSubscription:
-        """:meth:`subscribe` in place of the last binding, tried again every :data:`RETRY_PAUSE_S` while
-        JetStream cannot answer."""
-        await self._unbind()
+    async def _answered(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        """``call()``, tried again every :data:`RETRY_PAUSE_S` while JetStream cannot answer."""
         while True:
             try:
-                self._psub = await self.subscribe()
-                return self._psub
+                return await call()
             except (nats.errors.Error, TimeoutError) as exc:
                 if cancel_requested():
                     raise asyncio.CancelledError from None
-                log.warning("webhook fan-out cannot bind its consumer yet: %r", exc)
+                log.warning("webhook fan-out cannot %s yet: %r", what, exc)
                 await asyncio.sleep(RETRY_PAUSE_S)
-
-    def _bound(self) -> JetStreamContext.PullSubscription:
-        assert self._psub is not None, "bound by run()"
-        return self._psub
-
-    async def _unbind(self) -> None:
-        psub, self._psub = self._psub, None
-        if psub is not None:
-            with contextlib.suppress(Exception):
-                await psub.unsubscribe()
 
     async def _after_inflight(self, psub: JetStreamContext.PullSubscription) -> None:
         """If a previous holder died with a batch in flight, wait one ack wait so that batch comes back
         first (redeliveries are served before newer messages) and the queues keep stream order."""
-        while True:
-            try:
-                info = await psub.consumer_info()
-                break
-            except (nats.errors.Error, TimeoutError) as exc:
-                if cancel_requested():
-                    raise asyncio.CancelledError from None
-                log.warning("webhook fan-out cannot read its consumer yet: %r", exc)
-                await asyncio.sleep(RETRY_PAUSE_S)
+        info = await self._answered("read its consumer", psub.consumer_info)
         if info.num_ack_pending:
             await asyncio.sleep(self.settings.webhook_ack_wait_s)
 
