@@ -52,7 +52,7 @@ from modal_workers.runtime_progress import PROGRESS_MIN_INTERVAL_S
 from modal_workers.runtime_sinks import EventSink
 from modal_workers.runtime_yields import ArtifactOut, Log, Progress, Result, drive
 from modal_workers.session_run import live_session
-from services.common import tracing
+from services.common import event_loop, tracing
 
 __all__ = [
     "PROGRESS_MIN_INTERVAL_S",
@@ -135,7 +135,7 @@ class WorkerRuntime:
     ) -> None:
         self.max_input_bytes, self.input_timeout_s = max_input_bytes, input_timeout_s
         self.cancel_grace_s = cancel_grace_s
-        self.loop = asyncio.new_event_loop()
+        self.loop = event_loop.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="worker-events", daemon=True)
         self._thread.start()
         self.sink: EventSink = self.call(sink_factory())

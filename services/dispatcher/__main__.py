@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from services.common import event_loop
 from services.common.config import DispatcherSettings, load_settings
 from services.common.http.metrics import metrics_endpoint
 from services.common.http_server import EmbeddedHttpServer
@@ -28,11 +29,16 @@ from services.dispatcher.service import Dispatcher
 
 
 def health_app(dispatcher: Dispatcher) -> Any:
-    """``/healthz`` of a running dispatcher, and ``/metrics`` unless ``GPURELAY_METRICS_ENABLED=false``."""
+    """``/healthz`` of a running dispatcher (with the kind of event loop it runs on), and
+    ``/metrics`` unless ``GPURELAY_METRICS_ENABLED=false``."""
 
     async def healthz(_: Request) -> JSONResponse:
         ok = dispatcher.nc is not None and dispatcher.nc.is_connected
-        body = {"status": "ok" if ok else "nats disconnected", **dispatcher.metrics()}
+        body = {
+            "status": "ok" if ok else "nats disconnected",
+            "event_loop": event_loop.running_kind(),
+            **dispatcher.metrics(),
+        }
         return JSONResponse(body, status_code=200 if ok else 503)
 
     routes = [Route("/healthz", healthz)]
@@ -64,7 +70,7 @@ def main() -> None:
     settings = load_settings(DispatcherSettings)
     setup_logging(settings, service="dispatcher")
     setup_tracing(settings, "dispatcher")
-    asyncio.run(serve(settings))
+    event_loop.run(serve(settings))
 
 
 if __name__ == "__main__":

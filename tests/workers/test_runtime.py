@@ -12,6 +12,7 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+import uvloop
 
 from contracts.envelope import EventEnvelope
 from contracts.event_ids import is_worker_event_id, worker_event_id
@@ -259,3 +260,18 @@ async def test_a_url_input_is_downloaded_with_a_size_cap(tmp_path: Path) -> None
     with pytest.raises(InputError) as missing:
         await download_input(None, "", "acme", gone, tmp_path, "video", url_client=client)
     assert missing.value.code == "input_unavailable"
+
+
+def test_the_runtimes_event_thread_runs_uvloop(tmp_path: Path) -> None:
+    runtime, sink = memory_runtime(tmp_path)
+    with closing(runtime):
+        outcome = runtime.run(chatty_once, lap_request({"video": "upl_x"}))
+        assert isinstance(runtime.loop, uvloop.Loop)
+    assert outcome.status == "succeeded"
+    assert sink.types() == ["job.started", "job.progress", "job.succeeded"]
+
+
+def chatty_once(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
+    """One progress report."""
+    ctx.progress(0.5, "half")
+    return {}
