@@ -331,7 +331,7 @@ class DispatcherSettings(BaseServiceSettings):
     created_sweep_interval_s: float = Field(default=15.0, gt=0, description="How often such records are looked for.")
     tenant_weights: dict[str, float] = Field(
         default_factory=dict,
-        description="Fair-share weight per tenant (JSON, e.g. {\"acme\": 3}); a kind's slots are shared by weight.",
+        description='Fair-share weight per tenant (JSON, e.g. {"acme": 3}); a kind\'s slots are shared by weight.',
     )
     scheduling_policy: Literal["fair", "fifo"] = Field(
         default="fair", description="fair: weighted fair share, then priority; fifo: oldest queued first (a baseline)."
@@ -347,6 +347,12 @@ class DispatcherSettings(BaseServiceSettings):
     )  # fmt: skip
     queue_position_interval_s: float = Field(
         default=1.0, ge=0, description="Queue positions of one tenant's kind are updated at most this often."
+    )
+    tally_flush_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often a replica writes the GPU-seconds (daily quota) and run times (ETA) of ended attempts.",
     )
     eta_window: int = Field(default=50, ge=1, le=1000, description="Run times kept per kind and input size (ETA).")
     priority_ageing_s: float = Field(

@@ -47,7 +47,11 @@ class QuotaBook:
 
     async def add_gpu_seconds(self, tenant: str, seconds: float) -> None:
         """Count ``seconds`` to today's usage (compare-and-set)."""
-        key = usage_key(tenant)
+        await self.add_usage(usage_key(tenant), seconds)
+
+    async def add_usage(self, key: str, seconds: float) -> None:
+        """Count ``seconds`` to the usage under ``key`` (:func:`~contracts.quotas.usage_key`: a tenant's
+        day), by compare-and-set."""
         for _ in range(CAS_ATTEMPTS):
             usage, revision = await self._usage(key)
             value = TenantUsage(gpu_seconds=round(usage.gpu_seconds + max(0.0, seconds), 3)).model_dump_json().encode()

@@ -153,7 +153,7 @@ class Attempts:
                 else:
                     await self._run_stages(held, backend, reservation)
             observe_attempt(ticket.kind, held.outcome, held.began)
-            await self.scheduler.finished(held.claim.entry, time.time() - held.began, held.outcome == "succeeded")
+            self.scheduler.finished(held.claim.entry, time.time() - held.began, held.outcome == "succeeded")
             await self._drop(held.claim, held.msg)
         except asyncio.CancelledError:
             raise

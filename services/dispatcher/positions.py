@@ -68,12 +68,13 @@ class RunTimes:
         self.kv, self.window = kv, window
         self._cache: dict[str, tuple[float, RunTimesDoc]] = {}
 
-    async def observe(self, kind: str, size: str, seconds: float) -> None:
-        """Add one successful run's time (compare-and-set, re-applied on a conflict)."""
+    async def observe(self, kind: str, runs: list[tuple[str, float]]) -> None:
+        """Add successful runs' times, each ``(size class, seconds)`` (compare-and-set, re-applied on a conflict)."""
         for _ in range(CAS_ATTEMPTS):
             doc, revision = await self._read(kind)
-            for key in {size, ALL_SIZES}:
-                doc.by_size[key] = [*doc.by_size.get(key, []), round(seconds, 3)][-self.window :]
+            for size, seconds in runs:
+                for key in {size, ALL_SIZES}:
+                    doc.by_size[key] = [*doc.by_size.get(key, []), round(seconds, 3)][-self.window :]
             value = doc.model_dump_json().encode()
             try:
                 if revision is None:

@@ -187,5 +187,3 @@ class QueueIndex:
     def _forget(self, key: str) -> None:
         self.by_kind.get(key.split(".", 1)[0], {}).pop(key, None)
         self.changed.set()
-
-

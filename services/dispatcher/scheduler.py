@@ -12,7 +12,8 @@ each due entry that lacks a ticket one, every ``queue_sweep_interval_s``.
 
 A redelivered ticket (its holder died, or nak'ed) finds the entry it claimed (``claimed_by`` = its
 stream sequence) and runs or adopts that attempt, as before. The SFQ clock of each kind is one
-KV ``dispatch_fair`` key, moved by compare-and-set after each claim.
+KV ``dispatch_fair`` key, read from this replica's watched view of it and moved by compare-and-set
+after each claim (:mod:`services.dispatcher.fair_clock`).
 """
 
 from __future__ import annotations
@@ -25,14 +26,13 @@ from dataclasses import dataclass
 from typing import cast
 
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
 
 from services.common.quotas import QuotaBook
-from services.dispatcher.fair import Candidate, FairState, pick, pick_oldest
-from services.dispatcher.positions import RunTimes, size_class
+from services.dispatcher.fair import Candidate, pick, pick_oldest
+from services.dispatcher.fair_clock import FairClocks
 from services.dispatcher.queue import QueueEntry, QueueIndex
-from services.dispatcher.store import CAS_ATTEMPTS, JobEvents
+from services.dispatcher.store import JobEvents
+from services.dispatcher.tallies import Tallies
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ def _key_full(candidate: Candidate, per_key: Counter[tuple[str, str]], limit: in
     """Whether ``candidate``'s concurrency key already runs ``limit`` attempts."""
     key = cast(tuple[QueueEntry, int], candidate.extra)[0].concurrency_key
     return key is not None and per_key[candidate.tenant, key] >= limit
+
+
 CLAIM_ATTEMPTS = 20
 DECISIONS_KEPT = 10_000
 
@@ -61,16 +63,16 @@ class Scheduler:
     def __init__(
         self,
         queue: QueueIndex,
-        fair_kv: KeyValue,
+        clocks: FairClocks,
         weights: Mapping[str, float],
         default_weight: float,
         ageing_s: float,
         quotas: QuotaBook,
-        runtimes: RunTimes,
+        tallies: Tallies,
         policy: str = "fair",
     ) -> None:
-        self.queue, self.fair_kv, self.quotas = queue, fair_kv, quotas
-        self.runtimes, self.policy = runtimes, policy
+        self.queue, self.clocks, self.quotas = queue, clocks, quotas
+        self.tallies, self.policy = tallies, policy
         self.decision_ms: deque[float] = deque(maxlen=DECISIONS_KEPT)
         """How long each claiming decision took (ticket in → attempt claimed), the latest ones."""
         self.weights, self.default_weight, self.ageing_s = weights, default_weight, ageing_s
@@ -98,7 +100,7 @@ class Scheduler:
                 await self.queue.reload_kind(kind)  # the mirror may lag the bucket
                 if (held := self.queue.held_by(kind, seq)) is not None:
                     return Decision(held[0], held[1])
-            state, revision = await self._state(kind)
+            state, revision = await self.clocks.state(kind)
             allowed, weights = await self._within_quotas(kind, self._due(kind))
             chosen = pick_oldest(allowed) if self.policy == "fifo" else pick(allowed, state, weights, self.ageing_s)
             if chosen is None:
@@ -106,18 +108,16 @@ class Scheduler:
             entry, entry_revision = cast(tuple[QueueEntry, int], chosen.extra)
             claimed = await self.queue.claim(entry, entry_revision, seq)
             if claimed is not None:
-                await self._charge(kind, entry.tenant, state, revision)
+                await self.clocks.charge(kind, entry.tenant, self.weight(entry.tenant), state, revision)
                 self.on_start(kind, entry.tenant)
                 return Decision(*claimed, fresh=True)
         return Decision()  # lost every race: the top-up gives the entries another ticket
 
-    async def finished(self, entry: QueueEntry | None, seconds: float, succeeded: bool) -> None:
-        """An attempt held ``seconds`` of GPU: count it to its tenant's day; a success's run time feeds the ETA."""
-        if entry is None:
-            return
-        await self.quotas.add_gpu_seconds(entry.tenant, seconds)
-        if succeeded:
-            await self.runtimes.observe(entry.kind, size_class(entry.input_bytes), seconds)
+    def finished(self, entry: QueueEntry | None, seconds: float, succeeded: bool) -> None:
+        """An attempt held ``seconds`` of GPU: count it to its tenant's day; a success's run time feeds
+        the ETA (both written with the replica's next :meth:`~services.dispatcher.tallies.Tallies.flush`)."""
+        if entry is not None:
+            self.tallies.add(entry, seconds, succeeded)
 
     async def release(self, entry: QueueEntry, revision: int) -> None:
         """The attempt ended (or was stale): drop its entry (only the one this token claimed)."""
@@ -177,24 +177,3 @@ class Scheduler:
             if kept:
                 allowed[tenant] = kept
         return allowed, weights
-
-    async def _state(self, kind: str) -> tuple[FairState, int | None]:
-        try:
-            got = await self.fair_kv.get(kind)
-        except KeyNotFoundError:
-            return FairState(), None
-        return FairState.model_validate_json(got.value or b"{}"), got.revision
-
-    async def _charge(self, kind: str, tenant: str, state: FairState, revision: int | None) -> None:
-        """Advance the kind's SFQ clock by one start of ``tenant`` (re-read and re-applied on a conflict)."""
-        for _ in range(CAS_ATTEMPTS):
-            value = state.charged(tenant, self.weight(tenant)).model_dump_json().encode()
-            try:
-                if revision is None:
-                    await self.fair_kv.create(kind, value)
-                else:
-                    await self.fair_kv.update(kind, value, last=revision)
-                return
-            except KeyWrongLastSequenceError:
-                state, revision = await self._state(kind)
-        log.warning("fair-share clock of %s not advanced: too many concurrent updates", kind)

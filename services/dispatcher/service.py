@@ -52,6 +52,7 @@ from services.common.storage import Storage, make_storage
 from services.dispatcher.attempts import Attempts
 from services.dispatcher.backends import Backend, LocalBackend, UnroutedBackend
 from services.dispatcher.consumers import ConsumerGuard
+from services.dispatcher.fair_clock import FairClocks
 from services.dispatcher.fold import route_pricing
 from services.dispatcher.fold_partition import fold_consumers
 from services.dispatcher.local_pool import LocalPool
@@ -65,6 +66,7 @@ from services.dispatcher.scheduler import Scheduler
 from services.dispatcher.store import DISPATCH_STREAM, JobEvents, JobStore, declare_dispatch
 from services.dispatcher.subscribers import bound_and_watch, make_broker, subscribe_events, subscribe_tickets
 from services.dispatcher.sweeper import CreatedSweeper
+from services.dispatcher.tallies import Tallies
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,8 @@ class Dispatcher:
         self.extra_backends = backends or {}
         self.queue: QueueIndex | None = None
         self.positions: Positions | None = None
+        self.clocks: FairClocks | None = None
+        self.tallies: Tallies | None = None
         self._top_up: Callable[[], Awaitable[object]] = _nothing
         self.pool: LocalPool | None = None
         self.nc: NatsClient | None = None
@@ -127,14 +131,16 @@ class Dispatcher:
             backends["modal"] = ModalBackend(s, self.modal_client)
         backends |= self.extra_backends
         self.queue = queue = QueueIndex(await js.key_value(ns.bucket(streams.KV_DISPATCH_QUEUE)))
-        fair_kv = await js.key_value(ns.bucket(streams.KV_DISPATCH_FAIR))
+        self.clocks = clocks = FairClocks(await js.key_value(ns.bucket(streams.KV_DISPATCH_FAIR)))
+        await clocks.start()
         runtimes = RunTimes(await js.key_value(ns.bucket(streams.KV_DISPATCH_RUNTIMES)), s.eta_window)
         quotas = QuotaBook(
             await js.key_value(ns.bucket(streams.KV_QUOTAS)), await js.key_value(ns.bucket(streams.KV_TENANT_USAGE)),
             s.quota_defaults, s.quota_cache_s,
         )  # fmt: skip
+        self.tallies = tallies = Tallies(quotas, runtimes)
         scheduler = Scheduler(
-            queue, fair_kv, s.tenant_weights, s.tenant_weight_default, s.priority_ageing_s, quotas, runtimes,
+            queue, clocks, s.tenant_weights, s.tenant_weight_default, s.priority_ageing_s, quotas, tallies,
             s.scheduling_policy,
         )  # fmt: skip
         concurrency = {kind: route.concurrency for kind, route in self.routes.items()}
@@ -174,6 +180,7 @@ class Dispatcher:
             asyncio.create_task(self._every(s.retention_sweep_interval_s, self.retention.sweep, first=True)),
             asyncio.create_task(self._every(s.created_sweep_interval_s, self.sweep_created)),
             asyncio.create_task(self._every(s.queue_sweep_interval_s, self._top_up)),
+            asyncio.create_task(self._every(s.tally_flush_interval_s, self.tallies.flush)),
             *(asyncio.create_task(fold.run(), name=fold.durable) for fold in folds),
         ]
         log.info("dispatcher started", extra={"kinds": sorted(self.routes)})
@@ -237,8 +244,13 @@ class Dispatcher:
                 await self.broker.stop()
         if self.attempts is not None:
             await self.attempts.stop()
+        if self.tallies is not None:
+            with contextlib.suppress(Exception):
+                await self.tallies.flush()
         if self.positions is not None:
             await self.positions.stop()
+        if self.clocks is not None:
+            await self.clocks.stop()
         if self.pool is not None:
             await self.pool.stop()
         if self.nc is not None:
