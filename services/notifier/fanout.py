@@ -18,7 +18,10 @@ The consumer starts at new events (``DeliverPolicy.NEW``) the first time it is c
 the notifier on an old JOBS stream does not replay 30 days of webhooks. From then on it is durable.
 Each time the fan-out starts (its lease taken) it binds the consumer anew, and a pull answered 503 (the
 consumer gone, or JetStream away) binds it again after a pause: a consumer deleted under it is made
-again, from new events (what was stored while it was gone is not fanned out; replay covers that).
+again, starting right after the last event this notifier acknowledged, so what was stored while it
+was gone is fanned out too (a batch in flight when it went is fanned out again: its duplicates are
+dropped by ``Nats-Msg-Id``). Only a notifier that never acknowledged anything makes it from new
+events; ``gpurelay replay --to-webhook`` covers that.
 :func:`~services.notifier.app.fan_out_forever` starts a fan-out that failed again.
 """
 
@@ -28,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import nats.errors
@@ -80,14 +83,19 @@ class FanOut:
     endpoints: EndpointCache
     job_hooks: JobHooks
     delivery: DeliveryLoops
+    acked_through: int = field(default=0, init=False)
+    """The last JOBS sequence this fan-out acknowledged (0: none yet)."""
 
     async def subscribe(self) -> JetStreamContext.PullSubscription:
-        """Create (or bind) the durable consumer; events stored from now on are fanned out."""
+        """Bind the durable consumer, or create it: from right after :attr:`acked_through`, or (none
+        acknowledged yet) from the events stored from now on."""
         ns = self.settings.ns
+        start = self.acked_through + 1 if self.acked_through else None
         config = ConsumerConfig(
             durable_name=FANOUT_DURABLE,
             description="notifier: JOBS events into the webhook delivery queues",
-            deliver_policy=DeliverPolicy.NEW,
+            deliver_policy=DeliverPolicy.NEW if start is None else DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.settings.webhook_ack_wait_s,
             max_ack_pending=BATCH * 2,
@@ -207,6 +215,7 @@ class FanOut:
             self.delivery.ensure(tenant, queue)
         for msg in msgs:
             await msg.ack()
+        self.acked_through = max(self.acked_through, *(msg.metadata.sequence.stream for msg in msgs))
 
     async def _refused(self, delivery: QueuedDelivery, envelope: EventEnvelope, error: APIError) -> None:
         """The queue is at a limit: dead-letter the delivery now (no attempt was made)."""

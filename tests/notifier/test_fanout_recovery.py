@@ -1,6 +1,7 @@
 """The webhook fan-out outlives what JetStream does to it: its consumer deleted under it, its lease lost
-and taken back while the consumer is gone. Each time it binds a consumer again and the next events reach
-the endpoint (a real server, the notifier served over HTTP, a real receiver)."""
+and taken back while the consumer is gone. Each time it binds a consumer again, starting right after the
+last event it acknowledged: an event stored while the consumer was gone and the next events reach the
+endpoint (a real server, the notifier served over HTTP, a real receiver)."""
 
 from __future__ import annotations
 
@@ -53,24 +54,38 @@ async def consumer_gone(js: JetStreamContext, namespace: Namespace) -> None:
     await js.delete_consumer(namespace.stream(JOBS), FANOUT_DURABLE)
 
 
-async def test_a_deleted_fanout_consumer_is_made_again_and_later_events_are_delivered(
-    deliver: Deliver, js: JetStreamContext, namespace: Namespace
-) -> None:
-    await consumer_gone(js, namespace)
+async def stored_while_gone(js: JetStreamContext, subjects: Subjects, jobs_kv: KeyValue, namespace: Namespace) -> str:
+    """Publish an event of a new job while the fan-out has no consumer; its id."""
+    event = job_event("acme", await create_job(jobs_kv, "acme"), EventType.JOB_SUCCEEDED)
+    await publish(js, subjects, event)
+    assert not await fanout_consumer_exists(js, namespace), "made again before the event was stored"
+    return event.id
+
+
+async def test_a_deleted_fanout_consumer_is_made_again_and_what_was_stored_meanwhile_is_delivered(
+    deliver: Deliver, receiver: tuple[Receiver, str], js: JetStreamContext, subjects: Subjects, jobs_kv: KeyValue,
+    namespace: Namespace,
+) -> None:  # fmt: skip
+    await consumer_gone(js, namespace)  # the fan-out binds again a second after its pull fails
+    missed = await stored_while_gone(js, subjects, jobs_kv, namespace)
     await wait_for(lambda: fanout_consumer_exists(js, namespace), 20, "the fan-out's consumer made again")
+    await wait_for(lambda: missed in receiver[0].ids("/hook"), 20, "the event stored while it was gone")
     await deliver("an event after the consumer came back")
 
 
 async def test_a_fanout_whose_lease_was_lost_while_its_consumer_went_starts_again_when_it_holds_it(
-    deliver: Deliver, js: JetStreamContext, namespace: Namespace
-) -> None:
+    deliver: Deliver, receiver: tuple[Receiver, str], js: JetStreamContext, subjects: Subjects, jobs_kv: KeyValue,
+    namespace: Namespace,
+) -> None:  # fmt: skip
     leases = await js.key_value(namespace.bucket(BUCKET))
     held = await leases.get("fanout")
     assert held.revision is not None
 
     taken = await leases.update("fanout", b"another replica", last=held.revision)  # the holder's next renew fails
     await consumer_gone(js, namespace)
+    missed = await stored_while_gone(js, subjects, jobs_kv, namespace)
     await leases.delete("fanout", last=taken)  # the other replica lets go: the notifier takes the lease back
     await wait_for(lambda: fanout_consumer_exists(js, namespace), 20, "the fan-out's consumer made again")
+    await wait_for(lambda: missed in receiver[0].ids("/hook"), 20, "the event stored while it was gone")
     await deliver("an event after the lease came back")
     assert (await leases.get("fanout")).value == held.value, "the notifier holds the fan-out lease again"
