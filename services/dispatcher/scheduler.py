@@ -18,7 +18,6 @@ after each claim (:mod:`services.dispatcher.fair_clock`).
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping
@@ -33,8 +32,6 @@ from services.dispatcher.fair_clock import FairClocks
 from services.dispatcher.queue import QueueEntry, QueueIndex
 from services.dispatcher.store import JobEvents
 from services.dispatcher.tallies import Tallies
-
-log = logging.getLogger(__name__)
 
 
 def _key_full(candidate: Candidate, per_key: Counter[tuple[str, str]], limit: int) -> bool:

@@ -11,7 +11,7 @@ What that costs: the quota and the ETA see an attempt up to one interval later, 
 is killed (not stopped: :meth:`Tallies.flush` runs on stop) loses at most one interval of its own
 attempts' usage, so the daily quota undercounts by that much. The jobs' own cost, folded from the
 stream into their records, loses nothing. What waits is bounded: one number per tenant-day and at
-most ``eta_window`` run times per kind and input size.
+most twice ``eta_window`` run times per kind (more than any size class keeps).
 """
 
 from __future__ import annotations
