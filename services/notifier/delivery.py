@@ -70,7 +70,10 @@ class EndpointDelivery:
         return True
 
     async def serve(self) -> None:
-        """Bind the queue's consumer (made or updated) and deliver until done."""
+        """Bind the queue's consumer (made or updated) and deliver until done; nothing when the endpoint
+        is deleted or disabled (checked each time: the lease may have been lost and taken again since)."""
+        if await self.stopped():
+            return
         legacy_job_hook = self.endpoint_id.startswith(JOB_HOOK_PREFIX)  # one job's queue, by an older notifier
         config = ConsumerConfig(
             durable_name=consumer_name(self.tenant, self.endpoint_id),

@@ -82,7 +82,9 @@ async def test_a_deleted_endpoints_delivery_stops_and_its_consumer_is_not_recrea
     assert audit.creations(name) == []  # never recreated after the delete
     # nor looked at again (the advisory of the delete itself may arrive late): no delivery loops
     assert [s for s in audit.naming(name) if ".DELETE." not in s] == []
-    assert ("acme", doomed.id) not in _state(notifier.app).delivery.running
+    running = _state(notifier.app).delivery.running  # its delivery ends (its lease handed back first)
+    await wait_for(lambda: ("acme", doomed.id) not in running, what="the deleted endpoint's delivery ended")
+    assert audit.creations(name) == []
     assert await consumer_gone()
 
 
