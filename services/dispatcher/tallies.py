@@ -34,8 +34,6 @@ class Tallies:
         self.quotas, self.runtimes = quotas, runtimes
         self._usage: defaultdict[str, float] = defaultdict(float)
         self._runs: defaultdict[str, list[tuple[str, float]]] = defaultdict(list)
-        self.flushes = 0
-        """Flushes that wrote something."""
 
     def add(self, entry: QueueEntry, seconds: float, succeeded: bool) -> None:
         """An attempt of ``entry`` held ``seconds`` of GPU (a success's run time feeds the ETA too)."""
@@ -54,8 +52,6 @@ class Tallies:
         """Write what was added since the last flush. What could not be written, or whose write was
         cancelled (a stop), is kept for the next (a cancelled write that landed counts twice: the
         quota errs on the safe side)."""
-        if self.pending:
-            self.flushes += 1
         for key in list(self._usage):
             seconds = self._usage.pop(key)
             try:
