@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
 from pathlib import Path
 
 import httpx
@@ -14,9 +12,8 @@ import pytest
 import uvloop
 
 from services.common import event_loop
-from services.common.embedded_nats import EmbeddedNats, free_port
-
-ROOT = Path(__file__).resolve().parents[2]
+from services.common.embedded_nats import EmbeddedNats
+from tests.support.service_processes import ServiceProcess, service_env
 
 
 async def _kind() -> tuple[str, type[asyncio.AbstractEventLoop]]:
@@ -48,33 +45,30 @@ def test_an_unknown_setting_says_so_and_uses_uvloop(
     assert "'trio'" in caplog.text
 
 
-async def _healthz_loop(env: dict[str, str]) -> str:
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.dispatcher", cwd=ROOT, env={**env, "GPURELAY_PORT": str(port)},
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+ROUTES = """
+profiles:
+  dev:
+    pose: {backend: local, function: pose, local: "bench.noop_workload:noop", timeout_s: 30, concurrency: 1}
+"""
+
+
+async def _healthz_loop(dispatcher: ServiceProcess) -> str:
+    """The ``event_loop`` a started ``gpurelay dispatcher`` reports on ``/healthz``."""
+    await dispatcher.start()
     try:
-        assert process.stdout is not None
-        async with asyncio.timeout(60):
-            assert (await process.stdout.readline()).strip() == b"dispatcher ready"
-        async with httpx.AsyncClient(timeout=10) as http:
-            body = (await http.get(f"http://127.0.0.1:{port}/healthz")).json()
-        return str(body["event_loop"])
+        async with httpx.AsyncClient(base_url=dispatcher.url, timeout=10) as http:
+            return str((await http.get("/healthz")).json()["event_loop"])
     finally:
-        process.terminate()
-        await process.wait()
+        dispatcher.stop()
 
 
 @pytest.mark.timeout(120)
 async def test_the_dispatcher_process_runs_on_uvloop_unless_told_otherwise(
     nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GPURELAY_")}
-    env.update(
-        GPURELAY_PROFILE="test", GPURELAY_NATS_URL=nats_server.url, GPURELAY_NAMESPACE="loopkind",
-        GPURELAY_DATA_DIR=str(tmp_path), GPURELAY_LOCAL_POOL_SIZE="1", GPURELAY_LOG_LEVEL="WARNING",
-        GPURELAY_HOST="127.0.0.1", PYTHONPATH=str(ROOT),
-    )  # fmt: skip
-    assert await _healthz_loop(env) == "uvloop"
-    assert await _healthz_loop({**env, event_loop.ENV: "asyncio"}) == "asyncio"
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(ROUTES)
+    env = service_env(nats_server.url, tmp_path / "data", routes, namespace="loopkind", local_pool_size=1)
+    assert await _healthz_loop(ServiceProcess("dispatcher", env, tmp_path / "uvloop.log")) == "uvloop"
+    asyncio_env = {**env, event_loop.ENV: "asyncio"}
+    assert await _healthz_loop(ServiceProcess("dispatcher", asyncio_env, tmp_path / "asyncio.log")) == "asyncio"

@@ -3,7 +3,6 @@ concurrency keys; the GPU-seconds each attempt used are counted to its tenant's 
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 
 from nats.js import JetStreamContext
@@ -15,6 +14,7 @@ from contracts.subjects import Namespace, Subjects
 from services.common.quotas import QuotaBook
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, local_route, submit
+from tests.support.events import wait_for
 from tests.support.scheduling import InstantBackend
 
 
@@ -54,6 +54,9 @@ async def test_running_caps_per_tenant_from_kv_and_per_concurrency_key_hold(
     assert most_at_once(event_log, capped) == 1
     assert most_at_once(event_log, user1) == 1  # concurrency_key_limit defaults to 1
     assert most_at_once(event_log, free) > 1
-    async with asyncio.timeout(10):  # written by the replica's next tally flush (every second)
-        while await book.gpu_seconds_today("capped") < 4 * 0.2:  # noqa: ASYNC110 - polling KV
-            await asyncio.sleep(0.1)
+    # written by the replica's next tally flush (every second)
+    await wait_for(lambda: _at_least(book, "capped", 4 * 0.2), 10, "the capped tenant's GPU-seconds written")
+
+
+async def _at_least(book: QuotaBook, tenant: str, seconds: float) -> bool:
+    return await book.gpu_seconds_today(tenant) >= seconds

@@ -5,7 +5,6 @@ that stops writes what it has."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
@@ -22,6 +21,7 @@ from services.dispatcher.queue import QueueEntry
 from services.dispatcher.tallies import Tallies
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, local_route, submit
+from tests.support.events import wait_for
 from tests.support.scheduling import InstantBackend
 
 WINDOW = 5
@@ -39,9 +39,12 @@ async def buckets(js: JetStreamContext, declared: Declarations, namespace: Names
     return usage, await js.key_value(namespace.bucket(streams.KV_DISPATCH_RUNTIMES))
 
 
+async def _book(js: JetStreamContext, namespace: Namespace, usage: KeyValue) -> QuotaBook:
+    return QuotaBook(await js.key_value(namespace.bucket(streams.KV_QUOTAS)), usage, TenantQuota())
+
+
 async def _tallies(js: JetStreamContext, namespace: Namespace, buckets: tuple[KeyValue, KeyValue]) -> Tallies:
-    quotas = await js.key_value(namespace.bucket(streams.KV_QUOTAS))
-    return Tallies(QuotaBook(quotas, buckets[0], TenantQuota()), RunTimes(buckets[1], WINDOW))
+    return Tallies(await _book(js, namespace, buckets[0]), RunTimes(buckets[1], WINDOW))
 
 
 async def test_a_flush_writes_each_tenant_day_and_each_kind_once_with_every_attempt_in_it(
@@ -97,6 +100,7 @@ async def test_a_dispatcher_that_stops_writes_its_tallies(
     jobs_kv: KeyValue,
     subjects: Subjects,
     event_log: EventLog,
+    namespace: Namespace,
     buckets: tuple[KeyValue, KeyValue],
 ) -> None:
     instant.run_s = 0.2
@@ -105,19 +109,10 @@ async def test_a_dispatcher_that_stops_writes_its_tallies(
     dispatcher = await start_dispatcher({"pose": route}, backends={"local": instant}, tally_flush_interval_s=60.0)
     jobs = [await submit(js, jobs_kv, subjects, POSE, tenant="stopping") for _ in range(3)]
     await event_log.wait_ended(jobs, 30)
-    assert dispatcher.attempts is not None
-    async with asyncio.timeout(10):  # each attempt ends (and is tallied) just after its terminal event
-        while dispatcher.attempts.held:  # noqa: ASYNC110 - the supervisors end on their own
-            await asyncio.sleep(0.02)
-    usage, _ = buckets
-    assert await _gpu_seconds(usage, "stopping") == 0.0, "nothing written before the interval"
+    attempts = dispatcher.attempts
+    assert attempts is not None  # each attempt ends (and is tallied) just after its terminal event
+    await wait_for(lambda: not attempts.held, 10, "every attempt tallied")
+    book = await _book(js, namespace, buckets[0])
+    assert await book.gpu_seconds_today("stopping") == 0.0, "nothing written before the interval"
     await dispatcher.stop()
-    assert await _gpu_seconds(usage, "stopping") >= 3 * 0.2
-
-
-async def _gpu_seconds(usage: KeyValue, tenant: str) -> float:
-    try:
-        got = await usage.get(usage_key(tenant))
-    except Exception:  # noqa: BLE001 - not written yet
-        return 0.0
-    return TenantUsage.model_validate_json(got.value or b"").gpu_seconds
+    assert await book.gpu_seconds_today("stopping") >= 3 * 0.2
