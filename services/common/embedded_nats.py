@@ -9,6 +9,12 @@ shutdown; see :mod:`services.common.processes`), and its pid is kept in ``nats-s
 store. Two servers on one JetStream store corrupt it, so before starting, a server that pidfile
 names and that still runs on this very store (an older run's orphan, e.g. where there is no
 parent-death signal) is stopped, and only then is a new one started.
+
+The server shares its machine with the services, so its Go scheduler gets ``GOMAXPROCS`` =
+:func:`default_gomaxprocs` (half the usable cores, at least one; a ``GOMAXPROCS`` in the
+environment wins): with Go's default of every core, each of the many small messages a job costs
+wakes an idle scheduler thread that spins looking for work, which on a 2-core machine costs the
+Python services a third of the CPU they need (BENCHMARKS.md, "nats-server GOMAXPROCS").
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from services.common.processes import PidFile, preexec_die_with_parent, wait_exited
+from services.common.processes import PidFile, preexec_die_with_parent, usable_cores, wait_exited
 
 log = logging.getLogger(__name__)
 STALE_STOP_S = 10.0
@@ -65,6 +71,15 @@ class ClusterConfig:
         return f"cluster {{\n  name: {self.name}\n  listen: {host}:{self.port}\n  routes: [\n{routes}  ]\n}}\n"
 
 
+def default_gomaxprocs() -> int:
+    """The embedded server's ``GOMAXPROCS``: the environment's when set, else half the usable cores
+    (at least one)."""
+    explicit = os.environ.get("GOMAXPROCS", "")
+    if explicit.isdigit() and int(explicit) > 0:
+        return int(explicit)
+    return max(1, usable_cores() // 2)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -83,8 +98,11 @@ class EmbeddedNats:
         max_payload: int = 8 * 1024 * 1024,
         server_name: str | None = None,
         cluster: ClusterConfig | None = None,
+        gomaxprocs: int | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
+        self.gomaxprocs = gomaxprocs or default_gomaxprocs()
+        """The server's ``GOMAXPROCS`` (the cores its Go scheduler runs on at once)."""
         self.host = host
         self.port = port or free_port(host)
         self.max_payload = max_payload
@@ -127,6 +145,7 @@ class EmbeddedNats:
             [str(find_nats_server()), "-a", self.host, "-p", str(self.port), "-c", str(self.config_path)],
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            env={**os.environ, "GOMAXPROCS": str(self.gomaxprocs)},
             start_new_session=True,  # Ctrl-C in a terminal is for our process to handle, not the server
             preexec_fn=preexec_die_with_parent(signal.SIGTERM),  # only prctl and getppid run there
         )

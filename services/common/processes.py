@@ -59,6 +59,14 @@ def preexec_die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None]:
     return preexec
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def is_running(pid: int) -> bool:
     """Whether process ``pid`` exists and has not exited (a zombie has exited)."""
     try:
