@@ -7,10 +7,15 @@ The view is a hint, never trusted for a write: a compare-and-set on a revision t
 latest fails, and :meth:`FairClocks.charge` reads KV and applies the start again, as a concurrent
 claim of another replica always made it do. A watch that is lost (a restarted server) leaves the
 view behind; the writes correct it, one failed compare-and-set each.
+
+A claim does not wait for its start to be written: :meth:`FairClocks.charge_soon` writes it in the
+background, after this replica's earlier starts of the kind and on the latest clock it knows (as a
+lost compare-and-set does anyway), so a decision made meanwhile sees the clock up to a start behind.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from nats.js import JetStreamContext
@@ -24,6 +29,8 @@ from services.dispatcher.store import CAS_ATTEMPTS
 
 log = logging.getLogger(__name__)
 SNAPSHOT_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 5.0
+"""How long a stop waits for the starts still being written."""
 
 
 class FairClocks:
@@ -35,14 +42,25 @@ class FairClocks:
         self._watch = KvWatch(kv, self._on_entry, name="dispatch-fair-watcher")
         self.reads = 0
         """Clocks read from KV (not in the view, or a compare-and-set that lost)."""
+        self._charging: dict[str, asyncio.Task[None]] = {}
+        """Each kind's latest start being written in the background (each waits for the one before)."""
 
     async def start(self) -> None:
         """Watch the bucket (its current clocks first)."""
         await self._watch.start(SNAPSHOT_TIMEOUT_S)
 
     async def stop(self) -> None:
-        """Stop watching."""
+        """Let the starts still being written finish (for up to :data:`STOP_TIMEOUT_S`), stop watching."""
+        await self.settled(STOP_TIMEOUT_S)
+        for task in self._charging.values():
+            task.cancel()
         await self._watch.stop()
+
+    async def settled(self, timeout_s: float) -> None:
+        """Wait (up to ``timeout_s``) until every start :meth:`charge_soon` was given is written."""
+        pending = set(self._charging.values())
+        if pending:
+            await asyncio.wait(pending, timeout=timeout_s)
 
     async def caught_up(self, js: JetStreamContext, bucket: str, timeout_s: float = 5.0) -> None:
         """Wait until every start written to ``bucket`` (the watched one) so far is in the view."""
@@ -70,6 +88,25 @@ class FairClocks:
             self._learn(kind, charged, written)
             return
         log.warning("fair-share clock of %s not advanced: too many concurrent updates", kind)
+
+    def charge_soon(self, kind: str, tenant: str, weight: float) -> None:
+        """Advance ``kind``'s clock by one start of ``tenant`` in the background: after this replica's
+        earlier starts of the kind, on the latest clock it knows (failures are logged)."""
+        task = asyncio.create_task(self._charge_after(self._charging.get(kind), kind, tenant, weight))
+        self._charging[kind] = task
+        task.add_done_callback(lambda done: self._written(kind, done))
+
+    def _written(self, kind: str, task: asyncio.Task[None]) -> None:
+        if self._charging.get(kind) is task:  # the kind's latest: nothing of it is being written
+            del self._charging[kind]
+
+    async def _charge_after(self, before: asyncio.Task[None] | None, kind: str, tenant: str, weight: float) -> None:
+        if before is not None:
+            await asyncio.wait({before})
+        try:
+            await self.charge(kind, tenant, weight, *(await self.state(kind)))
+        except Exception:  # the clock lags one start; the next write corrects it
+            log.warning("fair-share clock of %s not advanced for a start of %s", kind, tenant, exc_info=True)
 
     async def _read(self, kind: str) -> tuple[FairState, int | None]:
         self.reads += 1

@@ -8,8 +8,9 @@ entry is claimed by exactly one token, across replicas. The holder deletes the e
 attempt ends, before it acks the token.
 
 Each replica mirrors the bucket in memory through a KV watch (:class:`QueueIndex`), so a decision
-reads no KV but the entry it claims; a mirror that lags is corrected by the failed CAS, and a token
-that finds nothing in the mirror re-reads its kind from KV before it gives up.
+reads no KV but the entry it claims; a claim that fails (the entry was claimed or dropped by another
+token) leaves the mirror to the watch, and a token that finds nothing in the mirror re-reads its kind
+from KV before it gives up.
 """
 
 from __future__ import annotations
@@ -118,8 +119,7 @@ class QueueIndex:
         claimed = entry.model_copy(update={"claimed_by": seq})
         try:
             new_revision = await self.kv.update(entry.key, claimed.model_dump_json().encode(), last=revision)
-        except KeyWrongLastSequenceError:
-            await self.reload(entry.key)
+        except KeyWrongLastSequenceError:  # claimed or dropped by another: the watch brings it
             return None
         self._remember(claimed, new_revision)
         return claimed, new_revision

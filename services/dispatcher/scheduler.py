@@ -13,7 +13,11 @@ each due entry that lacks a ticket one, every ``queue_sweep_interval_s``.
 A redelivered ticket (its holder died, or nak'ed) finds the entry it claimed (``claimed_by`` = its
 stream sequence) and runs or adopts that attempt, as before. The SFQ clock of each kind is one
 KV ``dispatch_fair`` key, read from this replica's watched view of it and moved by compare-and-set
-after each claim (:mod:`services.dispatcher.fair_clock`).
+after each claim, in the background (:mod:`services.dispatcher.fair_clock`).
+
+Two replicas holding a ticket each at once both pick the same head and race for it; the one that
+loses picks again at once, without that entry (whoever changed it claimed or dropped it; the watch
+brings its new state), rather than reading it from KV first.
 """
 
 from __future__ import annotations
@@ -92,22 +96,24 @@ class Scheduler:
         return decision
 
     async def _decide(self, kind: str, seq: int) -> Decision:
+        lost: set[str] = set()
         for round_ in range(CLAIM_ATTEMPTS):
             if round_ == 0 and not self._waiting(kind):
                 await self.queue.reload_kind(kind)  # the mirror may lag the bucket
                 if (held := self.queue.held_by(kind, seq)) is not None:
                     return Decision(held[0], held[1])
-            state, revision = await self.clocks.state(kind)
-            allowed, weights = await self._within_quotas(kind, self._due(kind))
+            state, _ = await self.clocks.state(kind)
+            allowed, weights = await self._within_quotas(kind, self._due(kind, lost))
             chosen = pick_oldest(allowed) if self.policy == "fifo" else pick(allowed, state, weights, self.ageing_s)
             if chosen is None:
                 return Decision()
             entry, entry_revision = cast(tuple[QueueEntry, int], chosen.extra)
             claimed = await self.queue.claim(entry, entry_revision, seq)
             if claimed is not None:
-                await self.clocks.charge(kind, entry.tenant, self.weight(entry.tenant), state, revision)
+                self.clocks.charge_soon(kind, entry.tenant, weights.get(entry.tenant) or self.weight(entry.tenant))
                 self.on_start(kind, entry.tenant)
                 return Decision(*claimed, fresh=True)
+            lost.add(entry.key)
         return Decision()  # lost every race: the top-up gives the entries another ticket
 
     def finished(self, entry: QueueEntry | None, seconds: float, succeeded: bool) -> None:
@@ -145,11 +151,11 @@ class Scheduler:
                 published += missing
         return published
 
-    def _due(self, kind: str) -> dict[str, list[Candidate]]:
-        """The unclaimed entries that may start now, by tenant."""
+    def _due(self, kind: str, excluding: set[str] | frozenset[str] = frozenset()) -> dict[str, list[Candidate]]:
+        """The unclaimed entries that may start now (but those ``excluding``), by tenant."""
         now, due = time.time(), defaultdict[str, list[Candidate]](list)
         for entry, revision in self.queue.entries(kind):
-            if entry.claimed_by is not None or entry.not_before > now:
+            if entry.claimed_by is not None or entry.not_before > now or entry.key in excluding:
                 continue
             extra = (entry, revision)
             due[entry.tenant].append(Candidate(entry.key, entry.tenant, entry.priority, entry.enqueued_at, extra))

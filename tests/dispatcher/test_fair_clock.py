@@ -61,3 +61,32 @@ async def test_a_start_made_from_a_view_that_fell_behind_is_applied_on_the_lates
     assert one.reads == reads + 1, "the lost compare-and-set read the clock again"
     stored = FairState.model_validate_json((await fair_kv.get("pose")).value or b"")
     assert stored == FairState(v=0.0, finish={"beta": 0.5, "acme": 1.0}), "both starts are on the clock"
+
+
+async def test_starts_written_in_the_background_land_in_order_each_on_the_clock_before_it(
+    replicas: tuple[FairClocks, FairClocks], fair_kv: KeyValue
+) -> None:
+    one, _ = replicas
+    tenants = ["acme", "beta", "acme", "acme", "beta"]
+    for tenant in tenants:
+        one.charge_soon("pose", tenant, 1.0)  # not awaited: each waits for the one before
+    await one.settled(5.0)
+    expected = FairState()
+    for tenant in tenants:
+        expected = expected.charged(tenant, 1.0)
+    stored = await fair_kv.get("pose")
+    assert FairState.model_validate_json(stored.value or b"") == expected
+    assert await one.state("pose") == (expected, stored.revision)
+    assert one.reads == 1, "only the first start read the clock (none was known yet)"
+
+
+async def test_a_background_start_is_applied_after_another_replicas_start_that_came_first(
+    replicas: tuple[FairClocks, FairClocks], fair_kv: KeyValue
+) -> None:
+    one, two = replicas
+    await one.state("pose")  # one's view: no start yet
+    await two.charge("pose", "beta", 2.0, *(await two.state("pose")))
+    one.charge_soon("pose", "acme", 1.0)  # from a view that fell behind: read again and applied
+    await one.settled(5.0)
+    stored = FairState.model_validate_json((await fair_kv.get("pose")).value or b"")
+    assert stored == FairState().charged("beta", 2.0).charged("acme", 1.0)
