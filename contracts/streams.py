@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.subjects import NO_NAMESPACE, Namespace
+from contracts.subjects import JOB_RECORDS, NO_NAMESPACE, Namespace
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -51,6 +51,12 @@ class BucketDecl(BaseModel):
     ttl_s: float = Field(default=0.0, ge=0, description="0 keeps entries forever.")
     storage: Literal["file", "memory"] = "file"
     replicas: int = Field(default=1, ge=1, le=5, description="Copies kept on a cluster's nodes (1 on a single server).")
+    republish: str | None = Field(
+        default=None,
+        description="Subject prefix on which the server publishes every stored entry again, once stored and in "
+        "order (``{prefix}.{key}``, with its stream sequence): a core subscription follows one key without a "
+        "consumer.",
+    )
     description: str = ""
 
 
@@ -174,7 +180,12 @@ def declarations(
             ),
         ),
         buckets=(
-            BucketDecl(name=ns.bucket(KV_JOBS), history=5, description="Job records (the dispatcher's projection)."),
+            BucketDecl(
+                name=ns.bucket(KV_JOBS),
+                history=5,
+                republish=s(JOB_RECORDS),
+                description="Job records (the dispatcher's projection).",
+            ),
             BucketDecl(name=ns.bucket(KV_IDEMPOTENCY), ttl_s=DAY, description="Idempotency-Key → job id."),
             BucketDecl(name=ns.bucket(KV_APIKEYS), description="API key hashes → tenant."),
             BucketDecl(name=ns.bucket(KV_WEBHOOKS), description="Webhook endpoints."),

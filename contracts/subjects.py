@@ -35,6 +35,8 @@ JOB_EVENT_NAMES: frozenset[str] = frozenset(
     }
 )
 """The last token of ``jobs.{tenant}.{job_id}.{event}`` (job events, then a session's own)."""
+JOB_RECORDS = "records"
+"""KV ``jobs`` republishes each stored record on ``records.{tenant}.{job_id}`` (a bucket's ``republish``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,10 @@ class Subjects:
     def all_jobs(self) -> str:
         """Filter for every job event."""
         return self.ns.subject("jobs.>")
+
+    def job_record(self, tenant: str, job_id: str) -> str:
+        """``records.{tenant}.{job_id}``: each revision of the job's record, once KV ``jobs`` stored it."""
+        return self.ns.subject(f"{JOB_RECORDS}.{validate_id(tenant, 'tenant')}.{validate_id(job_id, 'job id')}")
 
     # -- uploads ------------------------------------------------------------------------
     def upload_completed(self, tenant: str, upload_id: str) -> str:

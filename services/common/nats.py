@@ -12,7 +12,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, KeyValueConfig, RePublish, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 from contracts.streams import BucketDecl, Declarations, StreamDecl, declarations
@@ -120,7 +120,19 @@ def bucket_config(decl: BucketDecl) -> KeyValueConfig:
         ttl=decl.ttl_s or None,
         storage=StorageType.FILE if decl.storage == "file" else StorageType.MEMORY,
         replicas=decl.replicas,
+        republish=_republish(decl),
     )
+
+
+def _republish(decl: BucketDecl) -> RePublish | None:
+    """Every stored entry of the bucket published again on ``{decl.republish}.{key}`` (none without it)."""
+    return RePublish(src=f"$KV.{decl.name}.>", dest=f"{decl.republish}.>") if decl.republish else None
+
+
+def _same_republish(current: RePublish | None, wanted: RePublish | None) -> bool:
+    if current is None or wanted is None:
+        return current is wanted
+    return (current.src, current.dest, bool(current.headers_only)) == (wanted.src, wanted.dest, False)
 
 
 @dataclass
@@ -191,11 +203,13 @@ async def _apply_bucket(js: JetStreamContext, decl: BucketDecl, report: ApplyRep
         or (config.max_age or 0.0) != wanted_ttl
         or (config.description or None) != (decl.description or None)
         or (config.num_replicas or 1) != decl.replicas
+        or not _same_republish(config.republish, _republish(decl))
     ):
         config.max_msgs_per_subject = decl.history
         config.max_age = wanted_ttl
         config.description = decl.description or None
         config.num_replicas = decl.replicas
+        config.republish = _republish(decl)
         if wanted_ttl and (config.duplicate_window or 0.0) > wanted_ttl:
             config.duplicate_window = wanted_ttl  # the server refuses a window longer than the TTL
         await js.update_stream(config)

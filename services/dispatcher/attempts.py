@@ -6,8 +6,9 @@ tenants, priority within one), and holds the ticket, un-acked, while that attemp
 attempt's queue entry is dropped and the ticket acked when it ends, which frees the slot. Each held attempt has a
 supervisor task that launches the run (every stage in turn for a pipeline) and waits for the first
 of: the run's outcome, a crash (the pool sees it at once), the route's timeout, missed heartbeats,
-a cancel request, or the job ending elsewhere. The record it watches comes from the replica's
-KV watch (:meth:`Attempts.on_record`). A ticket redelivered after a dispatcher died finds its job
+a cancel request, or the job ending elsewhere. The record it watches is followed as KV stores it
+(:mod:`services.dispatcher.held_records`: a subscription to the job's republished revisions, made
+before the record is read). A ticket redelivered after a dispatcher died finds its job
 already dispatched and is *adopted*: supervised from the record alone (heartbeats, timeout,
 cancel by call id), never run a second time.
 
@@ -36,6 +37,7 @@ from services.common import tracing
 from services.common.config import DispatcherSettings
 from services.dispatcher.backends import Backend, BackendUnavailableError, Launch
 from services.dispatcher.consumers import PoisonMessage
+from services.dispatcher.held_records import Follower, HeldRecords
 from services.dispatcher.observe import observe_attempt, observe_launch
 from services.dispatcher.scheduler import Decision, Scheduler
 from services.dispatcher.store import JobEvents, JobStore, Ticket
@@ -58,9 +60,10 @@ class Attempts:
         store: JobStore,
         events: JobEvents,
         scheduler: Scheduler,
+        records: HeldRecords,
     ) -> None:
         self.settings, self.routes, self.backends = settings, routes, backends
-        self.store, self.events, self.scheduler = store, events, scheduler
+        self.store, self.events, self.scheduler, self.records = store, events, scheduler, records
         self.held: dict[tuple[str, int], Held] = {}
         self.silence = settings.heartbeat_interval_s * settings.heartbeat_misses
 
@@ -75,19 +78,39 @@ class Attempts:
         if token.not_before > time.time():  # a backoff: the top-up brings a ticket when it is due
             await msg.ack()
             return
-        decision = await self.scheduler.take(token.kind, msg.metadata.sequence.stream)
-        if decision.entry is None:
-            await msg.ack()
-            return
-        ticket = decision.entry.ticket()
-        if (ticket.key, ticket.attempt) in self.held:
-            await msg.ack()
-            return
-        record, _ = await self.store.get(ticket.tenant, ticket.job_id)
+        # Most tickets claim their own attempt: its record is followed, and read, while the claim is made.
+        follower = await self.records.follow(token.tenant, token.job_id)
+        reading = asyncio.ensure_future(self.records.read(follower))
+        try:
+            decision = await self.scheduler.take(token.kind, msg.metadata.sequence.stream)
+            ticket = decision.entry.ticket() if decision.entry is not None else None
+            if ticket is not None and (ticket.tenant, ticket.job_id) != (token.tenant, token.job_id):
+                _discard(reading)
+                await self.records.stop(follower)
+                follower = await self.records.follow(ticket.tenant, ticket.job_id)
+                reading = asyncio.ensure_future(self.records.read(follower))
+            if ticket is None or (ticket.key, ticket.attempt) in self.held:
+                await msg.ack()
+            elif not await self._fill(ticket, decision, msg, follower, *(await reading)):
+                await self._drop(decision, msg)
+        finally:
+            _discard(reading)
+            if not any(held.follower is follower for held in self.held.values()):
+                await self.records.stop(follower)
+
+    async def _fill(
+        self,
+        ticket: Ticket,
+        decision: Decision,
+        msg: Msg,
+        follower: Follower,
+        record: JobRecord | None,
+        revision: int | None,
+    ) -> bool:
+        """Start or adopt the claimed attempt (held from now on); ``False`` when there is nothing to run."""
         route = self.routes.get(ticket.kind)
         if record is None or record.terminal or route is None:
-            await self._drop(decision, msg)
-            return
+            return False
         starting = (record.status is _S.QUEUED and ticket.attempt == record.attempt) or (
             record.status is _S.RETRYING and ticket.attempt == record.attempt + 1
         )
@@ -101,9 +124,9 @@ class Attempts:
         if dispatched_at is not None:  # the record lags the stream: a replica that died launched it
             starting, adopting = False, True
         if not (starting or adopting) or (starting and record.cancel_requested):
-            await self._drop(decision, msg)  # stale, or the fold cancels it
-            return
-        held = Held(ticket, msg, record, route, claim=decision)
+            return False  # stale, or the fold cancels it
+        held = Held(ticket, msg, record, route, revision=revision or 0, claim=decision, follower=follower)
+        follower.hand_to(held.offer)  # a newer revision than the one read, and every later one
         if adopting:
             when = dispatched_at or record.timings.dispatched_at
             held.began = when.timestamp() if when else time.time()
@@ -113,6 +136,7 @@ class Attempts:
             observe_launch(ticket, msg)
         self.held[ticket.key, ticket.attempt] = held
         held.task = asyncio.create_task(self._supervise(held, backend, reservation, adopting))
+        return True
 
     async def _drop(self, decision: Decision, msg: Msg) -> None:
         """Nothing to run for this claim: drop its entry, free the slot."""
@@ -120,19 +144,13 @@ class Attempts:
             await self.scheduler.release(decision.entry, decision.revision)
         await msg.ack()
 
-    def on_record(self, record: JobRecord) -> None:
-        """A record changed in KV: wake the attempt that holds it."""
-        key = f"{record.tenant}.{record.id}"
-        for (held_key, _), held in list(self.held.items()):
-            if held_key == key:
-                held.record = record
-                held.changed.set()
-
     async def refresh(self) -> None:
-        """Tell JetStream every held ticket is still being worked on (call every ack_wait/3)."""
+        """Tell JetStream every held ticket is still being worked on (call every ack_wait/3), and read
+        the held records again after a reconnect (:meth:`HeldRecords.refresh`)."""
         for held in list(self.held.values()):
             with contextlib.suppress(Exception):
                 await held.msg.in_progress()
+        await self.records.refresh()
 
     async def stop(self) -> None:
         """Stop supervising (tickets stay un-acked, so another replica adopts the attempts)."""
@@ -163,6 +181,8 @@ class Attempts:
                 await held.msg.nak(delay=1.0)
         finally:
             self.held.pop((held.ticket.key, held.ticket.attempt), None)
+            if held.follower is not None:
+                await self.records.stop(held.follower)
 
     async def _run_stages(self, held: Held, backend: Backend, reservation: Any) -> None:
         route, ticket = held.route, held.ticket
@@ -284,3 +304,9 @@ class Attempts:
         if type_ in ENDINGS:
             held.outcome = name
         await self.events.publish(held.record, type_, payload, attempt_event_id(job, attempt, name), attempt=attempt)
+
+
+def _discard(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task``, whose result is not wanted (an error it already had is not reported)."""
+    task.cancel()
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())

@@ -23,9 +23,10 @@ Metrics (:mod:`services.dispatcher.observe`): its consumers' lag and the pool ar
 scrape of ``/metrics`` (served by ``gpurelay dispatcher`` beside ``/healthz``, or by the gateway's
 origin under ``gpurelay dev``).
 
-Besides: a KV watch on ``jobs`` that wakes held attempts and feeds the
-:class:`~services.dispatcher.sweeper.CreatedSweeper`, a task that keeps held tickets alive, the
-retention sweep and the sweep for jobs whose ``job.created`` was never published.
+Besides: a task that keeps held tickets alive (and reads held records again after a reconnect:
+held attempts follow their jobs' records as KV stores them, :mod:`services.dispatcher.held_records`),
+the retention sweep and the sweep for jobs whose ``job.created`` was never published (it reads what
+KV ``jobs`` stored since the last one: :class:`~services.dispatcher.sweeper.CreatedSweeper`).
 """
 
 from __future__ import annotations
@@ -39,10 +40,8 @@ from typing import Any
 
 from faststream.nats import JStream, NatsBroker
 from nats.aio.client import Client as NatsClient
-from pydantic import ValidationError
 
 from contracts import streams
-from contracts.job_record import JobRecord
 from contracts.route_table import DEFAULT_ROUTES, Route, load_route_table
 from services.common import metrics
 from services.common.config import DispatcherSettings
@@ -55,6 +54,7 @@ from services.dispatcher.consumers import ConsumerGuard
 from services.dispatcher.fair_clock import FairClocks
 from services.dispatcher.fold import route_pricing
 from services.dispatcher.fold_partition import fold_consumers
+from services.dispatcher.held_records import HeldRecords
 from services.dispatcher.local_pool import LocalPool
 from services.dispatcher.modal_backend import ModalBackend, ModalClient
 from services.dispatcher.observe import start_sampling
@@ -149,7 +149,8 @@ class Dispatcher:
             s.queue_position_interval_s,
         )  # fmt: skip
         scheduler.on_start = positions.moved
-        self.attempts = Attempts(s, self.routes, backends, store, events, scheduler)
+        records = HeldRecords(nc, s.subjects, store)
+        self.attempts = Attempts(s, self.routes, backends, store, events, scheduler, records)
         self._top_up = lambda: scheduler.top_up(js, dispatch_stream, list(self.routes), events)
         reactions = Reactions(store, events, uploads_kv, waits, self.routes, queue, positions)
         self.storage = self.storage or make_storage(s)
@@ -175,7 +176,6 @@ class Dispatcher:
             self._stop_sampling = start_sampling(js, [(c.stream, c.durable) for c in consumers], self.pool)
         self._tasks = [
             asyncio.create_task(queue.follow()),
-            asyncio.create_task(self._watch_records(jobs_kv)),
             asyncio.create_task(self._keep_tickets()),
             asyncio.create_task(self._every(s.retention_sweep_interval_s, self.retention.sweep, first=True)),
             asyncio.create_task(self._every(s.created_sweep_interval_s, self.sweep_created)),
@@ -184,22 +184,6 @@ class Dispatcher:
             *(asyncio.create_task(fold.run(), name=fold.durable) for fold in folds),
         ]
         log.info("dispatcher started", extra={"kinds": sorted(self.routes)})
-
-    async def _watch_records(self, kv: Any) -> None:
-        assert self.attempts is not None
-        assert self.sweeper is not None
-        while True:
-            try:
-                watcher = await kv.watchall(ignore_deletes=True)
-                async for entry in watcher:
-                    if entry is not None and entry.value and (record := _record(entry.key, entry.value)):
-                        self.attempts.on_record(record)
-                        self.sweeper.on_record(record)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("jobs KV watch failed; restarting it")
-                await asyncio.sleep(1.0)
 
     async def _keep_tickets(self) -> None:
         assert self.attempts is not None
@@ -264,15 +248,6 @@ class Dispatcher:
     def dispatch_stream(self) -> str:
         """The name of the ticket stream."""
         return self.settings.ns.stream(DISPATCH_STREAM)
-
-
-def _record(key: str, value: bytes) -> JobRecord | None:
-    """The record in a KV ``jobs`` entry; ``None`` (logged) for one that is not a record."""
-    try:
-        return JobRecord.model_validate_json(value)
-    except ValidationError:
-        log.error("KV jobs %s does not hold a job record; ignoring it", key)
-        return None
 
 
 async def _nothing() -> None:

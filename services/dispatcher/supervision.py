@@ -13,6 +13,7 @@ from contracts.job_record import JobRecord, JobStatus
 from contracts.route_table import Route
 from contracts.runs import Outcome
 from services.dispatcher.backends import Launch
+from services.dispatcher.held_records import Follower
 from services.dispatcher.local_pool import WorkerLostError
 from services.dispatcher.store import Ticket
 
@@ -25,6 +26,8 @@ class Held:
     msg: Msg
     record: JobRecord
     route: Route
+    revision: int = 0
+    """The KV revision of ``record`` (a newer one replaces it: :meth:`offer`)."""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     began: float = field(default_factory=time.time)
     task: asyncio.Task[None] | None = None
@@ -33,6 +36,14 @@ class Held:
     outcome: str = "ended"
     """How the attempt ended (``gpurelay_job_run_seconds``): succeeded, failed, retrying, canceled, or
     ended (elsewhere: nothing of ours published)."""
+    follower: Follower | None = None
+    """What follows the job's record in KV for this attempt (:mod:`services.dispatcher.held_records`)."""
+
+    def offer(self, record: JobRecord, revision: int) -> None:
+        """A revision of the job's record: kept, and the attempt woken, when newer than the one held."""
+        if revision > self.revision:
+            self.record, self.revision = record, revision
+            self.changed.set()
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
-from contracts.streams import JOBS, KV_IDEMPOTENCY, KV_ROBOTS, Declarations, declarations
+from contracts.streams import JOBS, KV_IDEMPOTENCY, KV_JOBS, KV_ROBOTS, Declarations, declarations
 from contracts.subjects import Namespace
 from services.common.config import BaseServiceSettings
 from services.common.nats import apply_declarations, bucket_config, declarations_of, stream_config
@@ -51,6 +51,25 @@ async def test_kv_ttl_change_updates_bucket(js: JetStreamContext, decls: Declara
     report = await apply_declarations(js, changed)
     assert report.updated == [name]
     assert (await js.stream_info(f"KV_{name}")).config.max_age == 3600.0
+
+
+async def test_the_jobs_bucket_republishes_what_it_stores_and_an_older_bucket_is_brought_to_it(
+    js: JetStreamContext, decls: Declarations, namespace: Namespace
+) -> None:
+    name = namespace.bucket(KV_JOBS)
+    without = decls.model_copy(
+        update={
+            "buckets": tuple(b.model_copy(update={"republish": None}) if b.name == name else b for b in decls.buckets)
+        }
+    )
+    await apply_declarations(js, without)  # a bucket made before the setting existed
+    assert (await js.stream_info(f"KV_{name}")).config.republish is None
+    report = await apply_declarations(js, decls)
+    assert report.updated == [name]
+    republish = (await js.stream_info(f"KV_{name}")).config.republish
+    assert republish is not None
+    assert (republish.src, republish.dest) == (f"$KV.{name}.>", namespace.subject("records.>"))
+    assert (await apply_declarations(js, decls)).updated == []
 
 
 async def test_one_msg_id_stores_one_message(

@@ -78,3 +78,25 @@ async def test_a_record_is_due_only_after_the_setting(
     msg = await js.get_last_msg(namespace.stream(streams.JOBS), subject)
     assert msg.headers is not None
     assert msg.headers["Nats-Msg-Id"] == f"created-{record.id}"
+
+
+async def test_a_scan_learns_created_records_from_what_kv_stored_and_reads_each_write_once(
+    js: JetStreamContext, jobs_kv: KeyValue, namespace: Namespace
+) -> None:
+    spec = parse_job_spec(POSE)
+    waiting, moved = (JobRecord.new(new_id("job"), "acme", spec, utc_now()) for _ in range(2))
+    revisions = {}
+    for record in (waiting, moved):
+        revisions[record.id] = await jobs_kv.create(tenant_key("acme", record.id), record.model_dump_json().encode())
+    sweeper = CreatedSweeper(JobStore(jobs_kv), JobEvents(js, namespace), 60.0)
+    assert await sweeper.scan() == 2
+    assert set(sweeper.candidates) == {tenant_key("acme", waiting.id), tenant_key("acme", moved.id)}
+
+    queued = moved.model_copy(update={"status": S.QUEUED})
+    await jobs_kv.update(tenant_key("acme", moved.id), queued.model_dump_json().encode(), last=revisions[moved.id])
+    assert await sweeper.scan() == 1, "only what was stored since the last scan"
+    assert set(sweeper.candidates) == {tenant_key("acme", waiting.id)}, "a record that moved on is forgotten"
+    tenant, job_id, since = sweeper.candidates[tenant_key("acme", waiting.id)]
+    assert (tenant, job_id) == ("acme", waiting.id)
+    assert abs((since - waiting.created_at).total_seconds()) < 5, "due from when it was stored"
+    assert await sweeper.scan() == 0
