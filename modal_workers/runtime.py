@@ -10,7 +10,8 @@ from ``ctx.input_path(name)`` (downloaded on first use into ``ctx.work_dir``, re
 run); ``ctx.check_cancelled()`` raises :class:`CancelledError` once the job's cancel was seen.
 
 :class:`WorkerRuntime` wraps it: ``job.started``, a ``job.heartbeat`` every
-``request.heartbeat_interval_s``, then ``job.succeeded`` or ``job.failed``. Progress is throttled
+``request.heartbeat_interval_s`` (a timer on the runtime's loop), then ``job.succeeded`` or
+``job.failed``. Progress is throttled
 to at most ten events a second (the first, the 100 % one and the last reported always go: a
 throttled report when its interval ends; none after the terminal event).
 Errors are classified: :class:`PermanentError` (bad input: a code and a message a user can act
@@ -29,13 +30,10 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import shutil
-import tempfile
 import threading
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -180,36 +178,15 @@ class WorkerRuntime:
                 self._trace = None
 
     def _run(self, workload: Workload, request: RunRequest) -> Outcome:
-        work_dir = Path(tempfile.mkdtemp(prefix=f"gpurelay-{request.job_id}-"))
-        ctx = WorkerContext(self, request, work_dir)
-        stop = threading.Event()
-        beat = threading.Thread(target=ctx.heartbeats, args=(stop,), name="worker-heartbeat", daemon=True)
-        watch = None
+        ctx = WorkerContext(self, request)
+        watch = beat = None
         try:
-            _settle(ctx.started())
-            watch = self._watch(ctx)
-            beat.start()
+            watch = self.call(self._begin(ctx))
+            beat = asyncio.run_coroutine_threadsafe(self._heartbeats(ctx), self.loop)
             try:
-                ctx.spec = spec = parse_job_spec(request.spec)
-                with live_session(self, ctx):
-                    result = drive(workload, spec, ctx)
-                ctx.flush_progress()
-                outcome = Outcome(status="succeeded", result=result, artifacts=tuple(ctx.artifacts))
-            except (PermanentError, runtime_io.InputError) as exc:
-                outcome = Outcome(status="permanent", error=JobError(code=exc.code, message=exc.message))
-            except ValidationError as exc:  # the spec itself is wrong: no attempt can fix it
-                error = JobError(code="invalid_spec", message=str(exc)[:4000])
-                outcome = Outcome(status="permanent", error=error)
-            except CancelledError:
-                time.sleep(self.cancel_grace_s)  # the dispatcher ends the run meanwhile
-                error = JobError(code="canceled", message="the job was canceled", retryable=True)
-                outcome = Outcome(status="retryable", error=error)
-            except Exception as exc:  # noqa: BLE001 - anything but PermanentError is retryable
-                message = "".join(traceback.format_exception_only(exc)).strip()[:4000]
-                error = JobError(code="worker_error", message=message, retryable=True)
-                outcome = Outcome(status="retryable", error=error)
+                outcome = self._outcome(workload, ctx)
             finally:
-                stop.set()
+                beat.cancel()
                 ctx.stop_progress()
             _settle(ctx.finished(outcome))
         except Exception:  # the sink is down: the outcome still goes back
@@ -219,25 +196,56 @@ class WorkerRuntime:
                 error=JobError(code="events_undeliverable", message="events could not be sent", retryable=True),
             )
         finally:
-            stop.set()
+            if beat is not None:
+                beat.cancel()
             if watch is not None:
                 self._unwatch(watch)
-            shutil.rmtree(work_dir, ignore_errors=True)
+            ctx.remove_work_dir()
         return outcome
 
-    def _watch(self, ctx: WorkerContext) -> Any:
+    def _outcome(self, workload: Workload, ctx: WorkerContext) -> Outcome:
+        """Run the workload and classify how it ended."""
+        try:
+            ctx.spec = spec = parse_job_spec(ctx.request.spec)
+            with live_session(self, ctx):
+                result = drive(workload, spec, ctx)
+            ctx.flush_progress()
+            return Outcome(status="succeeded", result=result, artifacts=tuple(ctx.artifacts))
+        except (PermanentError, runtime_io.InputError) as exc:
+            return Outcome(status="permanent", error=JobError(code=exc.code, message=exc.message))
+        except ValidationError as exc:  # the spec itself is wrong: no attempt can fix it
+            return Outcome(status="permanent", error=JobError(code="invalid_spec", message=str(exc)[:4000]))
+        except CancelledError:
+            time.sleep(self.cancel_grace_s)  # the dispatcher ends the run meanwhile
+            error = JobError(code="canceled", message="the job was canceled", retryable=True)
+            return Outcome(status="retryable", error=error)
+        except Exception as exc:  # noqa: BLE001 - anything but PermanentError is retryable
+            message = "".join(traceback.format_exception_only(exc)).strip()[:4000]
+            return Outcome(status="retryable", error=JobError(code="worker_error", message=message, retryable=True))
+
+    async def _begin(self, ctx: WorkerContext) -> Any:
+        """Watch the job's cancel, then send ``job.started`` and wait until it is stored: the sink
+        handles its messages in order, so its ack also means the watch is in force. The watch (best
+        effort: ``None`` without one)."""
         req = ctx.request
         try:
-            return self.call(runtime_sinks.watch_cancel(self.sink, req.tenant, req.job_id, ctx.cancel_event.set), 10)
+            watch = await runtime_sinks.watch_cancel(self.sink, req.tenant, req.job_id, ctx.cancel_event.set)
         except Exception:  # the cancel watch is best effort
             log.warning("job %s: no cancel watch", req.job_id, exc_info=True)
-            return None
+            watch = None
+        await asyncio.wrap_future(ctx.started())
+        return watch
+
+    async def _heartbeats(self, ctx: WorkerContext) -> None:
+        """``job.heartbeat`` every ``heartbeat_interval_s`` until cancelled (on the runtime's loop)."""
+        while True:
+            await asyncio.sleep(ctx.request.heartbeat_interval_s)
+            ctx.heartbeat()
 
     def _unwatch(self, subscription: Any) -> None:
-        try:
-            self.call(subscription.unsubscribe(), 5)
-        except Exception:  # the connection may be gone already
-            log.debug("cancel watch unsubscribe failed", exc_info=True)
+        """End the cancel watch (on the loop, not waited for: the connection may be gone already)."""
+        done = asyncio.run_coroutine_threadsafe(subscription.unsubscribe(), self.loop)
+        done.add_done_callback(lambda ended: ended.cancelled() or ended.exception())
 
     def close(self) -> None:
         """Close the sink and storage, then stop the event loop thread."""

@@ -17,7 +17,8 @@
                                                as a local file, downloaded on first use
 ``ctx.load_stored(name)``                      the bytes this job stored as ``name`` (any attempt,
                                                e.g. a checkpoint), or ``None``
-``ctx.work_dir``                               a temporary folder for outputs, removed after the run
+``ctx.work_dir``                               a temporary folder for outputs (made on first use),
+                                               removed after the run
 ``ctx.cancelled`` / ``ctx.check_cancelled()``  whether the job's cancel was seen / raise
                                                :class:`CancelledError` if so
 ``ctx.spec`` · ``ctx.request`` · ``ctx.attempt`` · ``ctx.inputs``  the spec, the run request, the
@@ -33,6 +34,8 @@ from __future__ import annotations
 
 import hashlib
 import mimetypes
+import shutil
+import tempfile
 import threading
 from collections.abc import Awaitable
 from pathlib import Path
@@ -80,8 +83,10 @@ def guess_content_type(name: str) -> str:
 class WorkerContext:
     """One run's view of the runtime: inputs, reports, artifacts, cancellation."""
 
-    def __init__(self, runtime: RunHost, request: RunRequest, work_dir: Path) -> None:
-        self._runtime, self.request, self.work_dir = runtime, request, work_dir
+    def __init__(self, runtime: RunHost, request: RunRequest) -> None:
+        self._runtime, self.request = runtime, request
+        self._work_dir: Path | None = None
+        self._work_dir_lock = threading.Lock()
         self.spec: Any = None
         self.cancel_event = threading.Event()
         self.artifacts: list[Artifact] = []
@@ -90,6 +95,21 @@ class WorkerContext:
         self.session: Any = None
         """A live session's :class:`~modal_workers.live_session.LiveSession` during its run (else ``None``)."""
         self._inputs: dict[str, Path] = {}
+
+    @property
+    def work_dir(self) -> Path:
+        """This run's temporary folder, made on first use (a run that needs none makes none)."""
+        with self._work_dir_lock:
+            if self._work_dir is None:
+                self._work_dir = Path(tempfile.mkdtemp(prefix=f"gpurelay-{self.request.job_id}-"))
+            return self._work_dir
+
+    def remove_work_dir(self) -> None:
+        """Remove the temporary folder, if the run made one (the runtime calls it after the run)."""
+        with self._work_dir_lock:
+            made, self._work_dir = self._work_dir, None
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
 
     @property
     def attempt(self) -> int:
@@ -230,10 +250,9 @@ class WorkerContext:
         name = (f"s{stage.index}-" if stage else "") + "started"
         return self.emit(EventType.JOB_STARTED, je.JobStartedPayload(worker=self.request.worker), name)
 
-    def heartbeats(self, stop: threading.Event) -> None:
-        """Emit ``job.heartbeat`` every ``heartbeat_interval_s`` until ``stop`` is set."""
-        while not stop.wait(self.request.heartbeat_interval_s):
-            self.emit(EventType.JOB_HEARTBEAT, je.JobHeartbeatPayload(worker=self.request.worker))
+    def heartbeat(self) -> Any:
+        """Emit one ``job.heartbeat`` (the runtime does every ``heartbeat_interval_s``)."""
+        return self.emit(EventType.JOB_HEARTBEAT, je.JobHeartbeatPayload(worker=self.request.worker))
 
     def finished(self, outcome: Outcome) -> Any:
         """Emit the terminal event the worker owns (none for stages and retryable errors)."""

@@ -45,7 +45,8 @@ class CancelWatcher(Protocol):
     """A sink that can see a job's cancel request as it is published."""
 
     async def watch_cancel(self, tenant: str, job_id: str, on_cancel: Callable[[], None]) -> Any:
-        """Call ``on_cancel`` on the job's ``job.cancel_requested``; a subscription to ``unsubscribe()``."""
+        """Call ``on_cancel`` on the job's ``job.cancel_requested``; a subscription to ``unsubscribe()``
+        (in force once the sink's next event is stored: the runtime sends ``job.started`` right after)."""
 
 
 class SessionFeed(Protocol):
@@ -96,15 +97,15 @@ class NatsSink:
         await publish_event(self._nc.jetstream(), subject, event)
 
     async def watch_cancel(self, tenant: str, job_id: str, on_cancel: Callable[[], None]) -> Any:
-        """Call ``on_cancel`` when the job's ``job.cancel_requested`` is published; the subscription."""
+        """Call ``on_cancel`` when the job's ``job.cancel_requested`` is published; the subscription.
+        Subscribing only queues the SUB: the watch is in force once the next event :meth:`send`
+        sends is stored (the server handles a connection's messages in order)."""
 
         async def on_msg(msg: Any) -> None:
             on_cancel()
 
         subject = self.subjects.job_event(tenant, job_id, "cancel_requested")
-        subscription = await self._nc.subscribe(subject, cb=on_msg)
-        await self._nc.flush()  # subscribe only queues SUB: a cancel published before the server has it is missed
-        return subscription
+        return await self._nc.subscribe(subject, cb=on_msg)
 
     async def open_session_feed(
         self, request: RunRequest, robot_id: str, on_item: OnFeedItem, positions: Callable[[], tuple[int, int]]

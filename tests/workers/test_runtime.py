@@ -121,6 +121,38 @@ def test_heartbeats_appear_while_a_slow_workload_runs(tmp_path: Path) -> None:
     assert sink.types().index("job.heartbeat") > sink.types().index("job.started")
 
 
+def test_heartbeats_stop_with_the_run(tmp_path: Path) -> None:
+    runtime, sink = memory_runtime(tmp_path)
+    with closing(runtime):
+        runtime.run(lambda spec, ctx: time.sleep(0.35), lap_request({"video": "upl_x"}, heartbeat_interval_s=0.1))
+        beats = sink.types().count("job.heartbeat")
+        time.sleep(0.3)  # three intervals after the run: a timer left behind would have beaten by now
+        assert sink.types().count("job.heartbeat") == beats
+    assert sink.types()[-1] == "job.succeeded"
+
+
+def test_a_work_dir_is_made_on_first_use_and_removed_after_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr("tempfile.tempdir", None)  # TMPDIR is read again
+    used: list[Path] = []
+
+    def writes(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
+        (ctx.work_dir / "out.txt").write_text("x")
+        used.append(ctx.work_dir)
+        return {"same": ctx.work_dir == used[0]}
+
+    runtime, _ = memory_runtime(tmp_path)
+    with closing(runtime):
+        assert runtime.run(lambda spec, ctx: {}, lap_request({"video": "upl_x"})).status == "succeeded"
+        assert list((tmp_path / "tmp").iterdir()) == [], "a run that needs no folder makes none"
+        assert runtime.run(writes, lap_request({"video": "upl_x"})).result == {"same": True}
+    assert used[0].parent == tmp_path / "tmp"
+    assert not used[0].exists(), "removed after the run"
+
+
 def yielding(spec: Any, ctx: WorkerContext) -> Iterator[Any]:
     """Reports by yielding."""
     yield Progress(0.5, "half")
