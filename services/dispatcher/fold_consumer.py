@@ -14,13 +14,10 @@ of it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -28,14 +25,12 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from services.common.config import DispatcherSettings
 from services.common.metric_labels import subject_event_label
 from services.common.metrics import EVENTS_CONSUMED
-from services.common.nats import cancel_requested
 from services.common.tracing import consumer_span
 from services.dispatcher.consumers import ConsumerGuard, Redelivery
+from services.dispatcher.pull_loop import pull_one_at_a_time
 from services.dispatcher.subscribers import Consumer
 
 log = logging.getLogger(__name__)
-FETCH_WAIT_S = 1.0
-"""A pull's wait: also how long a stop may wait for it (nats-py's fetch can hold a cancel until then)."""
 FOLD_LABEL = "dispatcher-fold"
 """The ``consumer`` label and span name prefix of every partition's fold (the partitions share them)."""
 Fold = Callable[[bytes], Awaitable[object]]
@@ -88,29 +83,8 @@ class FoldConsumer(FoldDurable):
 
     async def run(self) -> None:
         """Fold forever (cancel to stop: an event being folded is redelivered, folding it again is harmless)."""
-        psub = self._psub
-        assert psub is not None, "start() first"
-        try:
-            while True:
-                for msg in await self._fetch(psub):
-                    await self.handle(msg)
-        finally:
-            with contextlib.suppress(Exception):
-                await psub.unsubscribe()  # else the connection's drain waits for it
-
-    async def _fetch(self, psub: JetStreamContext.PullSubscription) -> list[Msg]:
-        try:
-            return await psub.fetch(1, timeout=FETCH_WAIT_S)
-        except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
-            if cancel_requested():  # nats-py's fetch can turn a cancel into its timeout (hence a short wait)
-                raise asyncio.CancelledError from None
-            return []
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a broken pull must not end the fold for good
-            log.exception("%s: fetch failed; retrying", self.durable)
-            await asyncio.sleep(0.5)
-            return []
+        assert self._psub is not None, "start() first"
+        await pull_one_at_a_time(self._psub, self.durable, self.handle)
 
     @property
     def label(self) -> str:

@@ -30,9 +30,10 @@ from services.common.config import DispatcherSettings
 from services.common.nats import cancel_requested
 from services.dispatcher.consumers import ConsumerGuard
 from services.dispatcher.fold_batch import BatchFold, RecordCache
-from services.dispatcher.fold_consumer import FETCH_WAIT_S, FOLD_LABEL, FoldConsumer, FoldDurable
+from services.dispatcher.fold_consumer import FOLD_LABEL, FoldConsumer, FoldDurable
 from services.dispatcher.partitions import SERIAL_DURABLE, declare_fold_stream, fold_durable, partition_subject
 from services.dispatcher.pinned_pull import ConsumerUnavailable, PinnedConsumer, PinnedPull
+from services.dispatcher.pull_loop import FETCH_WAIT_S
 from services.dispatcher.reactions import Reactions
 
 log = logging.getLogger(__name__)

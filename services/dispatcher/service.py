@@ -1,6 +1,7 @@
-"""The dispatcher service: FastStream subscribers on JetStream wired to the fold, tickets and backends.
+"""The dispatcher service: consumers on JetStream wired to the fold, tickets and backends.
 
-Subscribers (every one a durable pull consumer shared by all replicas, with an explicit ack policy):
+Consumers (every one a durable pull consumer shared by all replicas, with an explicit ack policy; the
+hot ones, the fold's and the tickets', are nats-py pull loops, the uploads' a FastStream subscriber):
 
 * ``dispatcher-fold-{p}`` on ``fold.{p}.>`` (``JOBS_FOLD``), one per partition of the job events by
   job id (:mod:`services.dispatcher.partitions`): folds each event into KV ``jobs`` and reacts
@@ -12,8 +13,9 @@ Subscribers (every one a durable pull consumer shared by all replicas, with an e
   in flight (``max_ack_pending=1``).
 * ``dispatcher-uploads`` on ``uploads.>`` (JOBS): releases jobs waiting on the upload.
 * ``dispatch-{kind}`` on ``dispatch.{kind}`` (DISPATCH), one per routed kind, ``max_ack_pending`` =
-  the route's concurrency: :class:`~services.dispatcher.attempts.Attempts` holds each ticket
-  until its attempt ends: the ack *is* the release of the concurrency slot.
+  the route's concurrency (:mod:`services.dispatcher.ticket_consumer`):
+  :class:`~services.dispatcher.attempts.Attempts` holds each ticket until its attempt ends: the ack
+  *is* the release of the concurrency slot.
 
 Every handler runs through :class:`~services.dispatcher.consumers.ConsumerGuard` (``MANUAL`` ack
 policy): a failure is logged and redelivered at most ``event_max_deliver`` (``ticket_max_deliver``)
@@ -64,9 +66,10 @@ from services.dispatcher.reactions import Reactions
 from services.dispatcher.retention import Retention
 from services.dispatcher.scheduler import Scheduler
 from services.dispatcher.store import DISPATCH_STREAM, JobEvents, JobStore, declare_dispatch
-from services.dispatcher.subscribers import bound_and_watch, make_broker, subscribe_events, subscribe_tickets
+from services.dispatcher.subscribers import bound_and_watch, make_broker, subscribe_events
 from services.dispatcher.sweeper import CreatedSweeper
 from services.dispatcher.tallies import Tallies
+from services.dispatcher.ticket_consumer import TicketConsumer
 
 log = logging.getLogger(__name__)
 
@@ -158,18 +161,21 @@ class Dispatcher:
         self.sweeper = CreatedSweeper(store, events, s.created_republish_after_s)
         self.guard = guard = ConsumerGuard(js, s.subjects)
         self.broker = broker = make_broker(s)
-        jobs_stream, tickets = JStream(ns.stream(streams.JOBS), declare=False), JStream(dispatch_stream, declare=False)
+        jobs_stream = JStream(ns.stream(streams.JOBS), declare=False)
         folds = await fold_consumers(nc, s, guard, reactions)
+        takers = [TicketConsumer(js, s, guard, dispatch_stream, kind, route.concurrency, self.attempts.on_ticket)
+                  for kind, route in self.routes.items()]  # fmt: skip
         consumers = [
             *(fold.consumer for fold in folds),
             subscribe_events(broker, guard, s, jobs_stream, ns.subject("uploads.>"), "dispatcher-uploads",
                              reactions.on_upload_completed),
-            *(subscribe_tickets(broker, guard, s, tickets, kind, route.concurrency, self.attempts.on_ticket)
-              for kind, route in self.routes.items()),
+            *(taker.consumer for taker in takers),
         ]  # fmt: skip
         await broker.start()
         for fold in folds:
             await fold.start()
+        for taker in takers:
+            await taker.start()
         self._advisories = await bound_and_watch(nc, guard, consumers)
         if s.metrics_enabled:
             metrics.register("dispatcher")
@@ -182,6 +188,7 @@ class Dispatcher:
             asyncio.create_task(self._every(s.queue_sweep_interval_s, self._top_up)),
             asyncio.create_task(self._every(s.tally_flush_interval_s, self.tallies.flush)),
             *(asyncio.create_task(fold.run(), name=fold.durable) for fold in folds),
+            *(asyncio.create_task(taker.run(), name=taker.durable) for taker in takers),
         ]
         log.info("dispatcher started", extra={"kinds": sorted(self.routes)})
 

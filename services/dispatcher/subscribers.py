@@ -28,10 +28,9 @@ from services.common.metrics import EVENTS_CONSUMED
 from services.common.nats import connection_options
 from services.common.tracing import consumer_span
 from services.dispatcher.consumers import ConsumerGuard, Redelivery, bound_redeliveries
-from services.dispatcher.store import dispatch_subject
 
 TICKET = "dispatch.ticket"
-"""The ``type`` label of a dispatch ticket consumed."""
+"""The ``type`` label of a dispatch ticket consumed (:mod:`services.dispatcher.ticket_consumer`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,33 +81,6 @@ def subscribe_events(
         EVENTS_CONSUMED.labels(durable, event_type).inc()
         with consumer_span(f"{durable} {event_type}", raw.headers, **_attributes(raw, durable)):
             await guard.run(durable, raw, lambda: handler(raw.data), policy, ack=True)
-
-    return Consumer(stream.name, durable, policy)
-
-
-def subscribe_tickets(
-    broker: NatsBroker,
-    guard: ConsumerGuard,
-    settings: DispatcherSettings,
-    stream: JStream,
-    kind: str,
-    limit: int,
-    handler: Callable[[bytes, Msg], Awaitable[object]],
-) -> Consumer:
-    """The ticket consumer of ``kind``: ``max_ack_pending`` = ``limit``; ``handler`` holds and acks tickets."""
-    s, durable = settings, f"dispatch-{kind}"
-    policy = Redelivery(s.ticket_max_deliver, s.ticket_retry_delay_s, s.ticket_ack_wait_s)
-    config = ConsumerConfig(max_ack_pending=limit, ack_wait=s.ticket_ack_wait_s, max_deliver=policy.max_deliver)
-
-    @broker.subscriber(
-        dispatch_subject(s.ns, kind), stream=stream, durable=durable, pull_sub=PullSub(batch_size=1, timeout=5.0),
-        config=config, ack_policy=AckPolicy.MANUAL,
-    )  # fmt: skip
-    async def on_ticket(msg: NatsMessage) -> None:
-        raw = msg.raw_message
-        EVENTS_CONSUMED.labels(durable, TICKET).inc()
-        with consumer_span(f"{durable} ticket", raw.headers, **_attributes(raw, durable)):
-            await guard.run(durable, raw, lambda: handler(raw.data, raw), policy, ack=False)
 
     return Consumer(stream.name, durable, policy)
 
