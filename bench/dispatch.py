@@ -33,8 +33,9 @@ from contracts.route_table import RetryPolicy, Route
 from contracts.streams import KV_APIKEYS
 from services.common.apikeys import ApiKeyStore
 from services.common.config import DispatcherSettings, GatewaySettings
-from services.common.embedded_nats import EmbeddedNats
+from services.common.embedded_nats import EmbeddedNats, default_gomaxprocs
 from services.common.http_server import EmbeddedHttpServer
+from services.common.processes import usable_cores
 from services.dispatcher.service import Dispatcher
 from services.gateway.app import create_app
 
@@ -72,7 +73,8 @@ NOTES = [
     f"The same at {LOW_PER_S:.0f} jobs/s ({LOW_JOBS} jobs). CPU per job: what the {OFFERED_PER_S:.0f} jobs/s run "
     "cost, from its first job to a second after its last, in every process that carries it (nats-server, the 2 "
     f"dispatchers and their pools, and this load generator); {CORES} cores divided by that is the most jobs/s "
-    "this machine could carry at that cost per job.",
+    "this machine could carry at that cost per job. The GOMAXPROCS rows: the partitioned run's figures against "
+    "the same run (published fold, then the offered load) on a nats-server left at Go's default of every core.",
 ]
 
 
@@ -208,6 +210,11 @@ async def measure_fold() -> list[Result]:
                 p50[partitions], cpu_ms[partitions] = await _offered(nc, ns, roots, OFFERED_PER_S, OFFERED_JOBS)
                 low[partitions], _ = await _offered(nc, ns, roots, LOW_PER_S, LOW_JOBS)
     label = f"2 dispatcher processes, {FOLD_PARTITIONS} partitions (baseline: the serial fold)"
+    go_default_p50, go_default_cpu = await _offered_with_gomaxprocs(usable_cores())
+    go_label = (
+        f"at {OFFERED_PER_S:.0f} jobs/s offered, 2 dispatcher processes, {FOLD_PARTITIONS} partitions, embedded "
+        f"nats-server GOMAXPROCS={default_gomaxprocs()} (baseline: GOMAXPROCS={usable_cores()}, Go's default)"
+    )
     return [
         Result.compare(
             f"fold: events folded/s from a backlog, {label}", drained[FOLD_PARTITIONS], "events/s", drained[0], 10_000.0
@@ -219,11 +226,13 @@ async def measure_fold() -> list[Result]:
             live[0],
         ),
         Result.compare(
-            f"dispatch p50 job.created → job.started at {OFFERED_PER_S:.0f} jobs/s offered, {label}",
+            f"dispatch p50 job.created → job.started at {OFFERED_PER_S:.0f} jobs/s offered, {label}, target ≤ 10 ms",
             p50[FOLD_PARTITIONS],
             "ms",
             p50[0],
         ),
+        Result.compare(f"dispatch p50 created → started {go_label}", p50[FOLD_PARTITIONS], "ms", go_default_p50),
+        Result.compare(f"dispatch CPU per job, {go_label}", cpu_ms[FOLD_PARTITIONS], "ms", go_default_cpu),
         Result.compare(
             f"dispatch p50 job.created → job.started at {LOW_PER_S:.0f} jobs/s offered, {label}",
             low[FOLD_PARTITIONS],
@@ -243,6 +252,19 @@ async def measure_fold() -> list[Result]:
             CORES * 1000 / cpu_ms[0],
         ),
     ]
+
+
+async def _offered_with_gomaxprocs(gomaxprocs: int) -> tuple[float, float]:
+    """p50 and CPU per job at the offered load as :func:`measure_fold` takes them (after the same
+    published fold), on a nats-server with ``gomaxprocs``."""
+    with (
+        tempfile.TemporaryDirectory(prefix="gpurelay-bench-") as tmp,
+        EmbeddedNats(Path(tmp) / "nats", gomaxprocs=gomaxprocs) as server,
+    ):
+        pids: list[int] = []
+        async with dispatchers(server.url, Path(tmp), FOLD_PARTITIONS, pids=pids) as (nc, ns):
+            await fold_rate(nc, ns, FOLD_PARTITIONS, FOLD_JOBS, FOLD_EVENTS)
+            return await _offered(nc, ns, [*pids, server.pid or 0], OFFERED_PER_S, OFFERED_JOBS)
 
 
 async def _offered(nc: Any, ns: Any, roots: list[int], per_s: float, jobs: int) -> tuple[float, float]:

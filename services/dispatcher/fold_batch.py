@@ -118,7 +118,8 @@ class BatchFold:
         """Fold every event of ``msgs`` (dead-lettering those that cannot be); :class:`BatchExpired`
         when errors of the infrastructure outlast ``deadline`` (``time.monotonic()``)."""
         runs: dict[tuple[str, str], _JobRun] = {}
-        for msg in msgs:
+        # Redeliveries (a holder died, or its acks went unconfirmed) come in no particular order.
+        for msg in sorted(msgs, key=lambda m: m.metadata.sequence.stream):
             self._consumed(subject_event_label(msg.subject)).inc()
             try:
                 event = parse_envelope(msg.data)

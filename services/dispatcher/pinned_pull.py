@@ -2,8 +2,9 @@
 
 nats-server (2.11+) pins a consumer's priority group to the first client that pulls from it: only
 that client's pulls get messages until it unpins or stops pulling for ``priority_timeout``; the
-others' pulls wait (or get 404 at once with ``no_wait``). That makes a batch safe to fold: no other
-replica can fetch a later event of the same partition while this one folds the batch. nats-py
+others' pulls wait. That makes a batch safe to fold: no other replica can fetch a later event of
+the same partition while this one folds the batch. :class:`PinnedPull` keeps one request open, so
+events stream to the holder as they are stored. nats-py
 (2.16) has no priority groups, so the consumer is made and pulled with the JetStream API's own
 JSON requests here (``CONSUMER.CREATE``, ``CONSUMER.MSG.NEXT`` with ``group`` and ``id``,
 ``CONSUMER.UNPIN``); the messages are nats-py's own :class:`~nats.aio.msg.Msg` (ack as usual).
@@ -16,6 +17,7 @@ import contextlib
 import itertools
 import json
 import logging
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,10 +30,8 @@ API = "$JS.API"
 GROUP = "fold"
 PIN_HEADER = "Nats-Pin-Id"
 NANOS = 1_000_000_000
-REST_WAIT_S = 0.01
-"""How long the pull for the rest of a batch waits for more (the server sends what it has at once)."""
-REQUESTS_PENDING = ("408", "Requests Pending")
-"""The status of a ``no_wait`` pull refused because other pulls wait on the consumer."""
+STATUS_GRACE_S = 5.0
+"""How long after its expiry a request's status may still come before it is presumed gone."""
 
 
 class PinnedPullError(RuntimeError):
@@ -99,11 +99,15 @@ async def _api(nc: NatsClient, verb: str, body: dict[str, Any] | None, missing_o
 
 
 class PinnedPull:
-    """Pulls batches of :class:`PinnedConsumer`'s messages for this client, pinned while it holds them.
+    """Keeps one pull request open on :class:`PinnedConsumer` for this client: while it holds the pin,
+    messages stream in as they are stored (no request per batch), and :meth:`batch` hands out what came.
 
-    Every request has its own reply subject under one inbox subscription kept open while the puller
-    lives, so a message that comes after its request gave up waiting is not lost in flight: it opens
-    the next batch (the server delivers in stream order, so it still precedes anything pulled later).
+    Each request has its own reply subject under one inbox subscription kept open while the puller
+    lives, so a late status of an earlier request cannot end a later one. A request ends with a
+    status (its expiry: 408; the pin taken by another client: 423) or, silently, once it delivered
+    its ``batch``; the next is sent when one is wanted. To let go of the pin the caller stops asking
+    for more (``batch(..., more=False)``) until nothing is in flight (:attr:`idle`), then unpins: no
+    message of this client's can come after that.
     """
 
     def __init__(self, nc: NatsClient, consumer: PinnedConsumer) -> None:
@@ -115,7 +119,11 @@ class PinnedPull:
         """Pull requests sent so far."""
         self._sub: Subscription | None = None
         self._pin: str | None = None
-        self._ended_by: tuple[str, str] | None = None
+        self._open: _Request | None = None
+        self._ready: deque[Msg] = deque()
+        self._uncertain: int | None = None
+        """The reconnect count when a request was presumed gone without its status: until a reconnect
+        (or the pin moving on) it may still deliver."""
         # The server hands out at most max_ack_pending messages, plus one status per request.
         self._received: asyncio.Queue[Msg] = asyncio.Queue(maxsize=2 * consumer.max_ack_pending + 64)
 
@@ -137,26 +145,56 @@ class PinnedPull:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def batch(self, size: int, wait_s: float) -> list[Msg]:
-        """Up to ``size`` messages: what is there now, else what comes first within ``wait_s``.
+    @property
+    def idle(self) -> bool:
+        """No request is open and nothing delivered waits: safe to unpin (nothing more can come)."""
+        uncertain = self._uncertain is not None and self._uncertain == self._reconnects()
+        return self._open is None and not self._ready and not uncertain
 
-        One request (``no_wait`` with ``expires``: the server waits for the first message, sends what
-        it has then and ends the request) unless another client's pull waits on the consumer, as the
-        other replicas' do: then the server refuses ``no_wait`` at once (408 Requests Pending), and
-        this waits for the first message in line with them, then pulls the rest with a
-        :data:`REST_WAIT_S` expiry (the server sends what it has, then ends the request). Empty when
-        another client holds the pin or nothing came."""
-        wait = int(wait_s * NANOS)
-        msgs = await self._request({"batch": size, "no_wait": True, "expires": wait}, size, wait_s)
-        if msgs or self._ended_by != REQUESTS_PENDING:
-            return msgs
-        first = await self._request({"batch": 1, "expires": wait}, 1, wait_s)
-        if not first or size == 1:
-            return first
-        return first + await self._request({"batch": size - 1, "expires": int(REST_WAIT_S * NANOS)}, size - 1, wait_s)
+    async def batch(self, size: int, wait_s: float, more: bool = True) -> list[Msg]:
+        """Up to ``size`` messages delivered so far; when none has come, the first to come within
+        ``wait_s`` (with what came along), a request lasting ``wait_s`` sent when none is open
+        (``more=False``: none sent, so the open one runs out: :attr:`idle` once it ended). Empty when
+        another client holds the pin, or nothing came."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + wait_s
+        while not self._ready:
+            if self._open is None:
+                if not more:
+                    return []
+                await self._request(size, wait_s)
+            assert self._open is not None
+            now = loop.time()
+            left = min(give_up, self._open.presumed_gone_at) - now
+            if left <= 0:
+                self._give_up_waiting(now)
+                return []
+            with contextlib.suppress(TimeoutError):
+                self._take(await asyncio.wait_for(self._received.get(), left))
+        while not self._received.empty() and len(self._ready) < size:  # what came along with it
+            self._take(self._received.get_nowait())
+        return [self._ready.popleft() for _ in range(min(size, len(self._ready)))]
+
+    async def drain(self, timeout_s: float) -> list[Msg]:
+        """Everything delivered but not handed out, and whatever the open request still delivers until
+        it ends (at most ``timeout_s``): what a batch given back must be given back with, so nothing
+        newer is folded before it comes again."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._open is not None and loop.time() < deadline:
+            with contextlib.suppress(TimeoutError):
+                self._take(await asyncio.wait_for(self._received.get(), deadline - loop.time()))
+        if self._open is not None:
+            self._give_up_waiting(loop.time(), force=True)
+        drained = list(self._ready)
+        self._ready.clear()
+        return drained
 
     async def unpin(self) -> bool:
-        """Let the next pull of any client (this one too) take the pin; whether the server did."""
+        """Let the next pull of any client (this one too) take the pin; whether the server did.
+        Only when :attr:`idle`: a request still open could deliver after the pin moved on."""
+        if not self.idle:
+            return False
         verb = f"CONSUMER.UNPIN.{self.consumer.stream}.{self.consumer.durable}"
         try:
             await _api(self.nc, verb, {"group": GROUP})
@@ -166,40 +204,69 @@ class PinnedPull:
         self._pin = None
         return True
 
-    async def _request(self, request: dict[str, Any], size: int, wait_s: float) -> list[Msg]:
-        """Send one pull request (with the pin id this client holds, if any); messages until ``size``
-        came or a status ended a request."""
+    async def _request(self, size: int, expires_s: float) -> None:
+        """Open a pull request for ``size`` messages lasting ``expires_s`` (with this client's pin id)."""
         assert self._sub is not None, "start() first"
-        body = {**request, "group": GROUP, **({"id": self._pin} if self._pin else {})}
+        reply = f"{self._inbox}.{next(self._requests)}"
+        body = {
+            "batch": size,
+            "expires": int(expires_s * NANOS),
+            "group": GROUP,
+            **({"id": self._pin} if self._pin else {}),
+        }
         self.pulls += 1
-        reply = f"{self._inbox}.{next(self._requests)}"  # its own, so a late status of an earlier
-        # request (one given up on here) cannot end this one; an earlier request's late messages count
+        loop = asyncio.get_running_loop()
+        self._open = _Request(reply, size, loop.time() + expires_s + STATUS_GRACE_S, self._reconnects())
         await self.nc.publish(self._next, json.dumps(body).encode(), reply=reply)
-        msgs: list[Msg] = []
-        self._ended_by = None
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait_s + 2.0):
-                while len(msgs) < size:
-                    msg = await self._received.get()
-                    headers = msg.headers or {}
-                    status = headers.get("Status")
-                    if status is None:
-                        self._pin = headers.get(PIN_HEADER) or self._pin
-                        msgs.append(msg)
-                        continue
-                    if msg.subject != reply:
-                        continue
-                    self._ended_by = (status, headers.get("Description", ""))
-                    if status == "423":  # the pin went to another client (this one stopped pulling)
-                        self._pin = None
-                    elif status == "503" and not msgs:  # no consumer answers: gone, or JetStream away
-                        raise ConsumerUnavailable(f"{self.consumer.durable}: no responders (503)")
-                    elif status not in ("404", "408", "409"):
-                        log.warning("%s: a pull ended with %s %s", self.consumer.durable, status, headers)
-                    break
-        return msgs
+
+    def _take(self, msg: Msg) -> None:
+        """One message from the inbox: a delivery (counted to the open request) or a request's status."""
+        headers = msg.headers or {}
+        status = headers.get("Status")
+        if status is None:
+            self._pin = headers.get(PIN_HEADER) or self._pin
+            self._ready.append(msg)
+            if self._open is not None:
+                self._open.left -= 1
+                if self._open.left <= 0:  # it delivered its batch: it ends without a status
+                    self._open = None
+            return
+        if self._open is None or msg.subject != self._open.reply:
+            return  # an earlier request's, given up on
+        self._open = None
+        if status == "423":  # the pin went to another client (this one stopped pulling)
+            self._pin, self._uncertain = None, None
+        elif status == "503":  # no consumer answers: gone, or JetStream away
+            raise ConsumerUnavailable(f"{self.consumer.durable}: no responders (503)")
+        elif status not in ("404", "408", "409"):
+            log.warning("%s: a pull ended with %s %s", self.consumer.durable, status, headers)
+
+    def _give_up_waiting(self, now: float, force: bool = False) -> None:
+        """Forget the open request once its status is overdue (or ``force``): gone with a reconnect
+        (the server dropped it with the old connection), else presumed gone but :attr:`uncertain`."""
+        request = self._open
+        if request is None or (now < request.presumed_gone_at and not force):
+            return
+        if self._reconnects() == request.reconnects:
+            log.warning("%s: a pull's end never came; the pin is kept until it times out", self.consumer.durable)
+            self._uncertain = request.reconnects
+        self._open = None
+
+    def _reconnects(self) -> int:
+        return int(self.nc.stats.get("reconnects", 0))
 
     @property
     def pin(self) -> str | None:
         """The pin id this client holds, as the last message said (``None``: not pinned)."""
         return self._pin
+
+
+@dataclass(slots=True)
+class _Request:
+    """The open pull request: its reply subject, how many messages it may still deliver, when its
+    status is overdue, and the connection's reconnect count when it was sent."""
+
+    reply: str
+    left: int
+    presumed_gone_at: float
+    reconnects: int

@@ -6,17 +6,35 @@ import asyncio
 import random
 from datetime import UTC, datetime, timedelta
 
+import nats
 import pytest
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from contracts.events import EventType
 from contracts.ids import tenant_key
-from contracts.job_events import JobHeartbeatPayload, JobProgressPayload
+from contracts.job_events import (
+    JobDispatchedPayload,
+    JobHeartbeatPayload,
+    JobProgressPayload,
+    JobQueuedPayload,
+    JobStartedPayload,
+)
 from contracts.job_record import JobRecord
 from contracts.subjects import Namespace, Subjects
+from services.common.config import DispatcherSettings
+from services.common.embedded_nats import EmbeddedNats
 from services.dispatcher.fold import fold, route_pricing
-from services.dispatcher.partitions import FOLD_STREAM, fold_durable, fold_settled
+from services.dispatcher.fold_partition import PIN_MARGIN_S
+from services.dispatcher.partitions import (
+    FOLD_STREAM,
+    declare_fold_stream,
+    fold_durable,
+    fold_settled,
+    partition_subject,
+)
+from services.dispatcher.pinned_pull import PinnedConsumer, PinnedPull
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, local_route, read_record, request_cancel, submit, wait_record
 from tests.support.events import job_event, publish, wait_for
@@ -122,3 +140,65 @@ async def test_a_replica_that_stops_gives_its_partitions_back_at_once(
         await publish(js, subjects, beat.model_copy(update={"time": at}))
     for job in jobs:
         await wait_record(jobs_kv, job, lambda r: r.heartbeat_at == at, within_s=10)
+
+
+@pytest.mark.parametrize("reads", ["whole", "one-at-a-time"])
+async def test_redeliveries_out_of_stream_order_are_folded_in_stream_order(
+    reads: str,
+    monkeypatch: pytest.MonkeyPatch,
+    start_dispatcher: StartDispatcher,
+    settings: DispatcherSettings,
+    nats_server: EmbeddedNats,
+    js: JetStreamContext,
+    jobs_kv: KeyValue,
+    subjects: Subjects,
+    namespace: Namespace,
+    event_log: EventLog,
+) -> None:
+    """The server does not redeliver in stream order: a holder that dies with its pull open has the
+    events stored afterwards queued for redelivery at once (nobody took them), ahead of its own,
+    redelivered after the ack wait. Here a holder gives its events back newest first, which queues
+    them so, then dies: the next holder must still fold each job's events in stream order (queued,
+    dispatched, started: out of order, dispatched and started would be ignored and KV would not be
+    the fold). ``one-at-a-time``: the redeliveries reach the new holder in separate reads (as a
+    burst split over TCP segments can), so it must gather every unacknowledged one before folding."""
+    stream = await declare_fold_stream(js, namespace, 1)
+    consumer = PinnedConsumer(
+        stream, fold_durable(0), partition_subject(namespace, 0), ack_wait_s=1.0,
+        max_deliver=settings.event_max_deliver, max_ack_pending=settings.fold_batch, pin_timeout_s=1.0 + PIN_MARGIN_S,
+    )  # fmt: skip
+    jobs = [await submit(js, jobs_kv, subjects, WAITS_ON_AN_UPLOAD) for _ in range(6)]
+    for job in jobs:
+        dispatched = JobDispatchedPayload(backend="local", function="pose", call_id=f"c-{job}")
+        for type_, payload in (
+            (EventType.JOB_QUEUED, JobQueuedPayload()),
+            (EventType.JOB_DISPATCHED, dispatched),
+            (EventType.JOB_STARTED, JobStartedPayload(worker="w")),
+        ):
+            await publish(js, subjects, job_event("acme", job, type_, payload))
+    dying = await nats.connect(nats_server.url)
+    await consumer.ensure(dying)
+    holder = PinnedPull(dying, consumer)
+    await holder.start()
+    held: list[Msg] = []
+    while len(held) < 4 * len(jobs):  # one request for exactly these: none is open after them
+        held += await holder.batch(4 * len(jobs), 5.0)
+    assert holder.idle
+    for msg in reversed(held):  # the redelivery queue now holds them newest first
+        await msg.nak()
+    await dying.flush()
+    await dying.close()
+
+    if reads == "one-at-a-time":
+        whole = PinnedPull.batch
+
+        async def one(self: PinnedPull, size: int, wait_s: float, more: bool = True) -> list[Msg]:
+            return await whole(self, 1, wait_s, more)
+
+        monkeypatch.setattr(PinnedPull, "batch", one)
+    await start_dispatcher({"pose": local_route("noop")}, fold_partitions=1, event_ack_wait_s=1.0)
+    await wait_for(lambda: fold_settled(js, namespace, 1), timeout_s=20, what="the fold settled")
+    for job in jobs:
+        record = await read_record(jobs_kv, job)
+        assert record == fold(event_log.events[job], route_pricing({"pose": 3.6}))
+        assert record.call_id == f"c-{job}"

@@ -68,19 +68,26 @@ async def test_an_idle_holder_waits_in_its_pull_while_another_client_waits_too(
             await waiting
 
 
-async def test_the_holder_gets_a_backlog_in_one_batch_while_another_client_waits(
+async def test_the_holder_gets_a_backlog_in_order_on_one_open_request_while_another_client_waits(
     pullers: tuple[JetStreamContext, str, PinnedPull, PinnedPull],
 ) -> None:
-    """With messages there and another client's pull waiting, the server refuses no_wait pulls (408
-    Requests Pending): the holder must still get the whole backlog, in order, in one batch."""
+    """With messages there and another client's pull waiting, the holder gets the whole backlog, in
+    order, streamed on the one request it keeps open (not a request per batch)."""
     js, subject, holder, other = pullers
     waiting = asyncio.create_task(pull_forever(other))
     try:
         await asyncio.sleep(0.2)
         for n in range(50):
             await js.publish(subject, str(n).encode())
-        msgs = await holder.batch(256, 1.0)
+        before, msgs = holder.pulls, []
+        while len(msgs) < 50:
+            got = await holder.batch(256, 1.0)
+            assert got, f"the backlog stopped after {len(msgs)}"
+            msgs += got
+            for msg in got:
+                await msg.ack()
         assert [m.data for m in msgs] == [str(n).encode() for n in range(50)]
+        assert holder.pulls - before <= 1, "one open request carried them"
         assert other.pin is None  # only the holder was given any
     finally:
         waiting.cancel()
