@@ -11,7 +11,6 @@ Then scheduling with 100 tenants queued, fair share against FIFO (:mod:`bench.di
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
@@ -27,15 +26,14 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Result, format_table, rate
+from bench.dispatch_fold import FOLD_NOTES, measure_fold
 from bench.dispatch_share import measure_scheduling
-from bench.fold_stack import cpu_seconds, created_to_started, dispatchers, drain_rate, fold_rate
 from contracts.route_table import RetryPolicy, Route
 from contracts.streams import KV_APIKEYS
 from services.common.apikeys import ApiKeyStore
 from services.common.config import DispatcherSettings, GatewaySettings
-from services.common.embedded_nats import EmbeddedNats, default_gomaxprocs
+from services.common.embedded_nats import EmbeddedNats
 from services.common.http_server import EmbeddedHttpServer
-from services.common.processes import usable_cores
 from services.dispatcher.service import Dispatcher
 from services.gateway.app import create_app
 
@@ -45,36 +43,10 @@ WARMUP_JOBS = 5
 TIMEOUT_S = 60.0
 SECRET = "bench-secret-0123456789abcdef0123456789"
 BODY = {"kind": "pose", "inputs": {"video": {"url": "https://example.com/v.mp4"}}}
-FOLD_PARTITIONS = 8
-FOLD_JOBS = 200
-FOLD_EVENTS = 20_000
-SERIAL_FOLD_EVENTS = 3_000
-FOLD_ROUNDS = 5
-OFFERED_PER_S = 100.0
-OFFERED_JOBS = 500
-LOW_PER_S = 30.0
-LOW_JOBS = 300
-CORES = os.cpu_count() or 1
 NOTES = [
     "dispatch: targets p50 ≤ 50 ms and p99 ≤ 200 ms from POST /v1/jobs to job.started (no-op worker, "
     "warm pool of 2 processes); lower is better, so the table's target column is left empty.",
-    f"dispatch (fold): 2 `python -m services.dispatcher` processes per design, each on a fresh nats-server and "
-    f"namespace in the same run: {FOLD_PARTITIONS} fold partitions (the default: each pinned to one replica at a "
-    f"time, which keeps it for fold_pin_hold_s = 1 s and the records it wrote meanwhile, batches of up to "
-    f"fold_batch = 512 events, one KV write per job and batch) against the serial fold (fold_partitions=0: one "
-    f"event in flight, one KV compare-and-set write per event). Events folded/s from a backlog: {FOLD_JOBS} jobs "
-    f"waiting on an upload and {FOLD_EVENTS:,} job.heartbeat events over them ({SERIAL_FOLD_EVENTS:,} for the "
-    f"serial fold), each of which moves its job's record, stored before the dispatchers start; the rate at which "
-    f"what is left to fold (as the server counts it) falls from 90 % to 10 %, median of {FOLD_ROUNDS} fresh runs. "
-    f"While published: the same events published by one process (publish_async, 500 at a time) while the fold "
-    f"runs, first publish to all folded, one run (bounded by that publisher on this machine). "
-    f"job.created → job.started: {OFFERED_JOBS} jobs offered at {OFFERED_PER_S:.0f}/s "
-    "(KV create + job.created, as the gateway does) to a no-op local route, pools of 2; target p50 ≤ 10 ms. "
-    f"The same at {LOW_PER_S:.0f} jobs/s ({LOW_JOBS} jobs). CPU per job: what the {OFFERED_PER_S:.0f} jobs/s run "
-    "cost, from its first job to a second after its last, in every process that carries it (nats-server, the 2 "
-    f"dispatchers and their pools, and this load generator); {CORES} cores divided by that is the most jobs/s "
-    "this machine could carry at that cost per job. The GOMAXPROCS rows: the partitioned run's figures against "
-    "the same run (published fold, then the offered load) on a nats-server left at Go's default of every core.",
+    *FOLD_NOTES,
 ]
 
 
@@ -187,94 +159,6 @@ async def measure() -> list[Result]:
         Result.compare(f"dispatch throughput, {BURST_JOBS} jobs POST → succeeded", throughput, "jobs/s", None),
         *sharing,
     ]
-
-
-async def measure_fold() -> list[Result]:
-    """The fold's figures with 2 dispatcher processes: partitioned (the default) against serial."""
-    drained: dict[int, float] = {}
-    live: dict[int, float] = {}
-    p50: dict[int, float] = {}
-    low: dict[int, float] = {}
-    cpu_ms: dict[int, float] = {}
-    for partitions, events in ((FOLD_PARTITIONS, FOLD_EVENTS), (0, SERIAL_FOLD_EVENTS)):
-        rounds = []
-        for _ in range(FOLD_ROUNDS):
-            with tempfile.TemporaryDirectory(prefix="gpurelay-bench-") as tmp, EmbeddedNats(Path(tmp) / "nats") as nats:
-                rounds.append(await drain_rate(nats.url, Path(tmp), partitions, FOLD_JOBS, events))
-        drained[partitions] = statistics.median(rounds)
-        with tempfile.TemporaryDirectory(prefix="gpurelay-bench-") as tmp, EmbeddedNats(Path(tmp) / "nats") as server:
-            pids: list[int] = []
-            async with dispatchers(server.url, Path(tmp), partitions, pids=pids) as (nc, ns):
-                live[partitions] = await fold_rate(nc, ns, partitions, FOLD_JOBS, events)
-                roots = [*pids, server.pid or 0]
-                p50[partitions], cpu_ms[partitions] = await _offered(nc, ns, roots, OFFERED_PER_S, OFFERED_JOBS)
-                low[partitions], _ = await _offered(nc, ns, roots, LOW_PER_S, LOW_JOBS)
-    label = f"2 dispatcher processes, {FOLD_PARTITIONS} partitions (baseline: the serial fold)"
-    go_default_p50, go_default_cpu = await _offered_with_gomaxprocs(usable_cores())
-    go_label = (
-        f"at {OFFERED_PER_S:.0f} jobs/s offered, 2 dispatcher processes, {FOLD_PARTITIONS} partitions, embedded "
-        f"nats-server GOMAXPROCS={default_gomaxprocs()} (baseline: GOMAXPROCS={usable_cores()}, Go's default)"
-    )
-    return [
-        Result.compare(
-            f"fold: events folded/s from a backlog, {label}", drained[FOLD_PARTITIONS], "events/s", drained[0], 10_000.0
-        ),
-        Result.compare(
-            f"fold: events folded/s while published (one publisher), {label}",
-            live[FOLD_PARTITIONS],
-            "events/s",
-            live[0],
-        ),
-        Result.compare(
-            f"dispatch p50 job.created → job.started at {OFFERED_PER_S:.0f} jobs/s offered, {label}, target ≤ 10 ms",
-            p50[FOLD_PARTITIONS],
-            "ms",
-            p50[0],
-        ),
-        Result.compare(f"dispatch p50 created → started {go_label}", p50[FOLD_PARTITIONS], "ms", go_default_p50),
-        Result.compare(f"dispatch CPU per job, {go_label}", cpu_ms[FOLD_PARTITIONS], "ms", go_default_cpu),
-        Result.compare(
-            f"dispatch p50 job.created → job.started at {LOW_PER_S:.0f} jobs/s offered, {label}",
-            low[FOLD_PARTITIONS],
-            "ms",
-            low[0],
-        ),
-        Result.compare(
-            f"dispatch CPU per job, every process, at {OFFERED_PER_S:.0f} jobs/s, {label}",
-            cpu_ms[FOLD_PARTITIONS],
-            "ms",
-            cpu_ms[0],
-        ),
-        Result.compare(
-            f"dispatch jobs/s this machine's {CORES} cores can carry (cores / CPU per job), {label}",
-            CORES * 1000 / cpu_ms[FOLD_PARTITIONS],
-            "jobs/s",
-            CORES * 1000 / cpu_ms[0],
-        ),
-    ]
-
-
-async def _offered_with_gomaxprocs(gomaxprocs: int) -> tuple[float, float]:
-    """p50 and CPU per job at the offered load as :func:`measure_fold` takes them (after the same
-    published fold), on a nats-server with ``gomaxprocs``."""
-    with (
-        tempfile.TemporaryDirectory(prefix="gpurelay-bench-") as tmp,
-        EmbeddedNats(Path(tmp) / "nats", gomaxprocs=gomaxprocs) as server,
-    ):
-        pids: list[int] = []
-        async with dispatchers(server.url, Path(tmp), FOLD_PARTITIONS, pids=pids) as (nc, ns):
-            await fold_rate(nc, ns, FOLD_PARTITIONS, FOLD_JOBS, FOLD_EVENTS)
-            return await _offered(nc, ns, [*pids, server.pid or 0], OFFERED_PER_S, OFFERED_JOBS)
-
-
-async def _offered(nc: Any, ns: Any, roots: list[int], per_s: float, jobs: int) -> tuple[float, float]:
-    """p50 job.created → job.started of ``jobs`` jobs offered at ``per_s``, and the CPU ms per job of
-    ``roots`` (with their children) and this process meanwhile."""
-    cpu_before, own_before = cpu_seconds(roots), time.process_time()
-    latencies = await created_to_started(nc, ns, per_s, jobs)
-    await asyncio.sleep(1.0)  # the last jobs' ends (their KV writes) are part of their cost
-    spent = cpu_seconds(roots) - cpu_before + time.process_time() - own_before
-    return statistics.median(latencies), spent * 1000 / jobs
 
 
 def run() -> list[Result]:
