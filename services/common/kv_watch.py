@@ -24,6 +24,8 @@ import nats.errors
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from services.common.nats import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 UPDATE_WAIT_S = 60.0
@@ -58,9 +60,7 @@ class KvWatch:
     async def stop(self) -> None:
         """Stop watching."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
 
     async def caught_up(self, js: JetStreamContext, bucket: str, timeout_s: float = 5.0) -> None:
         """Wait (at most ``timeout_s``) until every write made to ``bucket`` (the watched one) was seen.

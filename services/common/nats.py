@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,25 @@ def cancel_requested() -> bool:
     after those must check this, or it swallows the cancel and its ``stop()`` hangs."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+CANCEL_AGAIN_S = 15.0
+"""How long :func:`cancel_and_wait` gives a cancelled task before it cancels it again: longer than any
+task's own stop grace (a fold partition finishes its batch for up to 5 s, then lets its pin go for up
+to 5 s), so a second cancel never cuts a graceful stop short; it only ends a task that lost the first."""
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Future[Any]], again_s: float = CANCEL_AGAIN_S) -> None:
+    """Cancel ``tasks`` and wait until every one has ended, cancelling again each ``again_s`` those
+    still running: a cancel that lands while a nats-py request's reply arrives is swallowed (3.11's
+    ``wait_for`` returns the reply instead), and a task that goes on after it would never end."""
+    tasks = list(tasks)
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=again_s)
+    await asyncio.gather(*tasks, return_exceptions=True)  # their outcomes retrieved: none left unlogged
 
 
 UNAVAILABLE: tuple[type[Exception], ...] = (

@@ -35,6 +35,7 @@ from contracts.route_table import Route
 from contracts.runs import RunRequest, StagePlan
 from services.common import tracing
 from services.common.config import DispatcherSettings
+from services.common.nats import cancel_and_wait
 from services.dispatcher.backends import Backend, BackendUnavailableError, Launch
 from services.dispatcher.consumers import PoisonMessage
 from services.dispatcher.held_records import Follower, HeldRecords
@@ -154,10 +155,7 @@ class Attempts:
 
     async def stop(self) -> None:
         """Stop supervising (tickets stay un-acked, so another replica adopts the attempts)."""
-        tasks = [h.task for h in self.held.values() if h.task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait([h.task for h in self.held.values() if h.task is not None])
 
     # -- one attempt ------------------------------------------------------------------------
     async def _supervise(self, held: Held, backend: Backend, reservation: Any, adopting: bool) -> None:

@@ -33,6 +33,7 @@ from contracts.event_ids import attempt_event_id
 from contracts.events import EventType, make_event
 from contracts.job_events import JobPositionPayload
 from contracts.subjects import Namespace, Subjects
+from services.common.nats import cancel_and_wait
 from services.common.publish import publish_event
 from services.dispatcher.fair import tenant_queue
 from services.dispatcher.queue import QueueEntry, QueueIndex
@@ -151,10 +152,7 @@ class Positions:
 
     async def stop(self) -> None:
         """Cancel the updates in flight."""
-        tasks = list(self._pending.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._pending.values()))
 
     async def _update(self, kind: str, tenant: str) -> None:
         await asyncio.sleep(self.interval_s)  # the starts meanwhile join this update

@@ -47,7 +47,7 @@ from contracts import streams
 from contracts.route_table import DEFAULT_ROUTES, Route, load_route_table
 from services.common import metrics
 from services.common.config import DispatcherSettings
-from services.common.nats import connect, declare_all
+from services.common.nats import cancel_and_wait, connect, declare_all
 from services.common.quotas import QuotaBook
 from services.common.storage import Storage, make_storage
 from services.dispatcher.attempts import Attempts
@@ -224,9 +224,7 @@ class Dispatcher:
     async def stop(self) -> None:
         """Stop consuming, stop supervising (held tickets are adopted elsewhere), stop the pool."""
         self._stop_sampling()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         for subscription in self._advisories:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()

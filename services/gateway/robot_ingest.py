@@ -25,7 +25,6 @@ request would be about half the CPU of a single-sample POST.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -38,6 +37,7 @@ from contracts.api_robots import JointSampleIn, utc_iso
 from services.common.apikeys import Principal
 from services.common.http.problem import field_error
 from services.common.metrics import EVENTS_PUBLISHED
+from services.common.nats import cancel_and_wait
 from services.gateway.robot_registry import RobotRegistry
 from services.gateway.state import GatewayState
 
@@ -99,9 +99,7 @@ class Telemetry:
     async def stop(self) -> None:
         """Stop the writer and write what is still pending."""
         if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+            await cancel_and_wait([self._flusher])
         await self.flush()
 
     async def principal(self, key: str) -> Principal | None:

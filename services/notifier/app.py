@@ -23,7 +23,7 @@ from services.common.http.cors import install_cors
 from services.common.http.health import install_health, nats_probe
 from services.common.http.metrics import install_metrics
 from services.common.http.problem import install_error_handlers
-from services.common.nats import connect
+from services.common.nats import cancel_and_wait, connect
 from services.common.tracing import fastapi_telemetry
 from services.notifier.fanout import FANOUT_DURABLE, FanOut
 from services.notifier.observe import start_sampling
@@ -68,9 +68,7 @@ async def running(settings: NotifierSettings) -> AsyncIterator[NotifierState]:
         if stop_sampling is not None:
             stop_sampling()
         if fanout_task is not None:
-            fanout_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await fanout_task
+            await cancel_and_wait([fanout_task])
         if state is not None:
             if state.hub is not None:
                 await state.hub.stop()

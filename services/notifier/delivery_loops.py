@@ -20,6 +20,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from services.common.config import NotifierSettings
+from services.common.nats import cancel_and_wait
 from services.notifier.attempts import DeliveryContext
 from services.notifier.deliveries import DeliveryStore
 from services.notifier.delivery import EndpointDelivery, consumer_name
@@ -109,10 +110,7 @@ class DeliveryLoops:
         if self._kicks is not None:
             with contextlib.suppress(Exception):
                 await self._kicks.unsubscribe()
-        tasks = [*self.running.values(), *self._kicked]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait([*self.running.values(), *self._kicked])
         await asyncio.gather(*self.ctx.writes, return_exceptions=True)
 
     async def _run(self, tenant: str, endpoint_id: str) -> None:

@@ -25,6 +25,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from services.common import tracing
+from services.common.nats import cancel_and_wait
 
 log = logging.getLogger(__name__)
 INACTIVE_S = 30.0
@@ -221,9 +222,7 @@ class Feed:
 
     async def __aexit__(self, *_: object) -> None:
         if self._pump is not None:
-            self._pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pump
+            await cancel_and_wait([self._pump])
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()

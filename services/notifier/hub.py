@@ -12,7 +12,6 @@ over the live tail by sequence.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import defaultdict
 from typing import Protocol
@@ -20,6 +19,7 @@ from typing import Protocol
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
+from services.common.nats import cancel_and_wait
 from services.notifier.feed import RETRY_S, Feed, Item
 
 log = logging.getLogger(__name__)
@@ -68,9 +68,7 @@ class Hub:
     async def stop(self) -> None:
         """Stop reading."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
 
     def add(self, key: Key, tap: Subscriber) -> None:
         """Offer ``key``'s events to ``tap`` from now on."""

@@ -25,6 +25,7 @@ from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from contracts.subjects import Namespace
+from services.common.nats import cancel_and_wait, cancel_requested
 
 log = logging.getLogger(__name__)
 BUCKET = "notifier_leases"
@@ -71,9 +72,7 @@ class Leases:
 
     @staticmethod
     async def _stop(*tasks: asyncio.Future[Any]) -> None:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
 
     async def _acquire(self, name: str) -> int:
         while True:
@@ -95,6 +94,8 @@ class Leases:
                 return revision
             except (nats.errors.Error, TimeoutError) as exc:
                 log.warning("lease %s not renewed: %r", name, exc)
+            if cancel_requested():  # stopped while the reply came: nats-py's request kept the reply
+                raise asyncio.CancelledError
 
     async def _release(self, name: str) -> None:
         with contextlib.suppress(Exception):

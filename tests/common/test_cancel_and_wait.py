@@ -1,0 +1,35 @@
+"""``cancel_and_wait`` ends a task that swallowed a cancel (as nats-py's requests may on 3.11)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.common.nats import cancel_and_wait
+
+
+async def test_a_task_that_swallows_a_cancel_is_cancelled_again_until_it_ends() -> None:
+    swallowed = asyncio.Event()
+
+    async def renewing() -> None:
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:  # the cancel lost (a reply won the race): go on
+                if swallowed.is_set():
+                    raise
+                swallowed.set()
+
+    task = asyncio.create_task(renewing())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(cancel_and_wait([task], again_s=0.05), timeout=2.0)
+    assert swallowed.is_set() and task.cancelled()
+
+
+async def test_ended_tasks_and_their_errors_are_collected_not_raised() -> None:
+    async def failing() -> None:
+        raise RuntimeError("boom")
+
+    failed, done = asyncio.create_task(failing()), asyncio.create_task(asyncio.sleep(0))
+    await asyncio.sleep(0.01)
+    await cancel_and_wait([failed, done])
+    assert isinstance(failed.exception(), RuntimeError) and done.done()
