@@ -94,6 +94,9 @@ class QueueIndex:
         self.kv = kv
         self.by_kind: dict[str, dict[str, tuple[QueueEntry, int]]] = defaultdict(dict)
         self.changed = asyncio.Event()
+        self._rereads: dict[str, list[dict[str, float]]] = defaultdict(list)
+        """Per kind, one map per re-read under way: the keys deleted meanwhile, at which revision
+        (``inf``: not known)."""
 
     async def enqueue(self, entry: QueueEntry) -> bool:
         """Create ``entry``; ``False`` (and left as it is) when it exists: a redelivered reaction."""
@@ -146,11 +149,25 @@ class QueueIndex:
         self._take(key, got.value, got.revision)
 
     async def reload_kind(self, kind: str) -> None:
-        """Re-read every entry of ``kind`` into the mirror (it may lag the bucket)."""
-        items = await kv_entries(self.kv, f"{kind}.>")
-        self.by_kind[kind] = {}
+        """Re-read every entry of ``kind`` into the mirror (it may lag the bucket). What the mirror
+        learned while the listing was read (the watch, this replica's own writes) stays: an entry the
+        listing lacks is forgotten only when it was written before the listing began (it was deleted),
+        and a listed entry deleted meanwhile is not brought back."""
+        before = (await self.kv.status()).stream_info.state.last_seq
+        deleted: dict[str, float] = {}
+        self._rereads[kind].append(deleted)
+        try:
+            items = await kv_entries(self.kv, f"{kind}.>")
+        finally:
+            self._rereads[kind].remove(deleted)
+        listed = {item.key for item in items}
+        mirror = self.by_kind[kind]
+        for key in [key for key, (_, revision) in mirror.items() if key not in listed and revision <= before]:
+            del mirror[key]
         for item in items:
-            self._take(item.key, item.value, item.revision)
+            if (item.revision or 0) > deleted.get(item.key, -1):
+                self._take(item.key, item.value, item.revision)
+        self.changed.set()
 
     async def follow(self) -> None:
         """Keep the mirror up to date (a KV watch; restarted after an error)."""
@@ -161,7 +178,7 @@ class QueueIndex:
                     if update is None:
                         continue
                     if update.operation in (KV_DEL, KV_PURGE) or not update.value:
-                        self._forget(update.key)
+                        self._forget(update.key, update.revision)
                     else:
                         self._take(update.key, update.value, update.revision or 0)
             except asyncio.CancelledError:
@@ -184,6 +201,13 @@ class QueueIndex:
         self.by_kind[entry.kind][entry.key] = (entry, revision)
         self.changed.set()
 
-    def _forget(self, key: str) -> None:
-        self.by_kind.get(key.split(".", 1)[0], {}).pop(key, None)
+    def _forget(self, key: str, revision: int | None = None) -> None:
+        """Drop ``key`` from the mirror (a delete at ``revision``: not an entry made again after it)."""
+        kind = key.split(".", 1)[0]
+        entries = self.by_kind.get(kind, {})
+        current = entries.get(key)
+        if current is not None and (revision is None or current[1] <= revision):
+            del entries[key]
+        for deleted in self._rereads.get(kind, ()):
+            deleted[key] = max(deleted.get(key, -1), float("inf") if revision is None else revision)
         self.changed.set()

@@ -1,11 +1,13 @@
-"""Two replicas' tickets racing for one queue entry (:mod:`services.dispatcher.scheduler`), on real KV
-buckets: the ticket that loses the compare-and-set claims the next entry in line at once, reading
-nothing from KV (the watch brings the winner's claim), and each entry is claimed by one ticket."""
+"""Races on the queue index (:mod:`services.dispatcher.queue`, :mod:`services.dispatcher.scheduler`), on
+real KV buckets: the ticket that loses a compare-and-set claims the next entry in line at once,
+reading nothing from KV (the watch brings the winner's claim), and each entry is claimed by one
+ticket; a kind re-read from KV keeps what the mirror learned meanwhile."""
 
 from __future__ import annotations
 
 import time
 
+import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
@@ -14,6 +16,7 @@ from contracts.quotas import TenantQuota
 from contracts.streams import Declarations
 from contracts.subjects import Namespace
 from services.common.quotas import QuotaBook
+from services.dispatcher import queue as queue_module
 from services.dispatcher.fair_clock import FairClocks
 from services.dispatcher.positions import RunTimes
 from services.dispatcher.queue import QueueEntry, QueueIndex
@@ -77,3 +80,51 @@ async def test_the_ticket_that_loses_a_claim_takes_the_next_entry_without_readin
         await clocks.settled(5.0)
     finally:
         await clocks.stop()
+
+
+async def test_an_entry_written_while_a_kind_is_reread_stays_in_the_mirror(
+    js: JetStreamContext, declared: Declarations, namespace: Namespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ticket that finds its mirror empty re-reads the kind from KV; an entry this replica queues (or
+    its watch brings) meanwhile, after the listing was taken, must not be wiped with the listing: no
+    ticket would ever claim it (the top-up only sees the mirror)."""
+    bucket = await js.key_value(namespace.bucket(streams.KV_DISPATCH_QUEUE))
+    index = QueueIndex(bucket)
+    now = time.time()
+    old, gone, late = _entry("job_old", now - 3), _entry("job_gone", now - 2), _entry("job_late", now - 1)
+    for entry in (old, gone):
+        assert await index.enqueue(entry)
+    await bucket.delete(gone.key)  # deleted behind the mirror's back (its watch is not running here)
+    listing = queue_module.kv_entries
+
+    async def listed_then_queued(*args: object, **kwargs: object) -> object:
+        items = await listing(*args, **kwargs)  # type: ignore[arg-type]
+        assert await index.enqueue(late)  # written after the listing was taken
+        return items
+
+    monkeypatch.setattr(queue_module, "kv_entries", listed_then_queued)
+    await index.reload_kind("pose")
+    assert set(index.by_kind["pose"]) == {old.key, late.key}, "the late entry stays, the deleted one goes"
+
+
+async def test_an_entry_deleted_while_a_kind_is_reread_is_not_brought_back(
+    js: JetStreamContext, declared: Declarations, namespace: Namespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listing may hold an entry whose delete the mirror learns before the listing is in: brought
+    back, it would be a phantom no claim can take, and the top-up would hand it tickets for ever."""
+    bucket = await js.key_value(namespace.bucket(streams.KV_DISPATCH_QUEUE))
+    index = QueueIndex(bucket)
+    now = time.time()
+    kept, done = _entry("job_kept", now - 2), _entry("job_done", now - 1)
+    for entry in (kept, done):
+        assert await index.enqueue(entry)
+    listing = queue_module.kv_entries
+
+    async def listed_then_removed(*args: object, **kwargs: object) -> object:
+        items = await listing(*args, **kwargs)  # type: ignore[arg-type]
+        assert await index.remove(done.key)  # its attempt ended after the listing was taken
+        return items
+
+    monkeypatch.setattr(queue_module, "kv_entries", listed_then_removed)
+    await index.reload_kind("pose")
+    assert set(index.by_kind["pose"]) == {kept.key}, "the removed entry stays gone"
