@@ -22,7 +22,8 @@ async def test_a_task_that_swallows_a_cancel_is_cancelled_again_until_it_ends() 
     task = asyncio.create_task(renewing())
     await asyncio.sleep(0)
     await asyncio.wait_for(cancel_and_wait([task], again_s=0.05), timeout=2.0)
-    assert swallowed.is_set() and task.cancelled()
+    assert swallowed.is_set()
+    assert task.cancelled()
 
 
 async def test_ended_tasks_and_their_errors_are_collected_not_raised() -> None:
@@ -32,4 +33,5 @@ async def test_ended_tasks_and_their_errors_are_collected_not_raised() -> None:
     failed, done = asyncio.create_task(failing()), asyncio.create_task(asyncio.sleep(0))
     await asyncio.sleep(0.01)
     await cancel_and_wait([failed, done])
-    assert isinstance(failed.exception(), RuntimeError) and done.done()
+    assert isinstance(failed.exception(), RuntimeError)
+    assert done.done()
