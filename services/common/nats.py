@@ -46,7 +46,9 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Future[Any]], again_s: float =
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=again_s)
-    await asyncio.gather(*tasks, return_exceptions=True)  # their outcomes retrieved: none left unlogged
+    for task, outcome in zip(tasks, await asyncio.gather(*tasks, return_exceptions=True), strict=True):
+        if isinstance(outcome, Exception):  # a stop does not raise what a task died of: it says so
+            log.warning("task %s had ended with %r", getattr(task, "get_name", lambda: "?")(), outcome)
 
 
 UNAVAILABLE: tuple[type[Exception], ...] = (

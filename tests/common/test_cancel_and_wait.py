@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
 
 from services.common.nats import cancel_and_wait
 
@@ -26,12 +29,17 @@ async def test_a_task_that_swallows_a_cancel_is_cancelled_again_until_it_ends() 
     assert task.cancelled()
 
 
-async def test_ended_tasks_and_their_errors_are_collected_not_raised() -> None:
+async def test_ended_tasks_and_their_errors_are_collected_and_logged_not_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async def failing() -> None:
         raise RuntimeError("boom")
 
-    failed, done = asyncio.create_task(failing()), asyncio.create_task(asyncio.sleep(0))
+    failed = asyncio.create_task(failing(), name="doomed")
+    done = asyncio.create_task(asyncio.sleep(0))
     await asyncio.sleep(0.01)
-    await cancel_and_wait([failed, done])
+    with caplog.at_level(logging.WARNING, logger="services.common.nats"):
+        await cancel_and_wait([failed, done])
     assert isinstance(failed.exception(), RuntimeError)
     assert done.done()
+    assert [r.getMessage() for r in caplog.records] == ["task doomed had ended with RuntimeError('boom')"]
