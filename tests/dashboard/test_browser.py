@@ -169,6 +169,8 @@ def test_a_running_job_is_canceled_from_its_page(
         job_id = submitted_lap(client, videos["long"])
     page.wait_for_selector(f"tr[data-job='{job_id}']")  # the list follows the tenant's feed: no reload
     page.click(f"a[href='/jobs/{job_id}']")
+    page.wait_for_url(f"**/jobs/{job_id}")  # the predicate below must not run on the list page
+    page.wait_for_selector("#job-status")
     page.wait_for_function("document.getElementById('job-status').textContent === 'running'", timeout=60_000)
     page.click("#cancel")
     page.wait_for_function("document.getElementById('job-status').textContent === 'canceled'", timeout=60_000)
