@@ -44,9 +44,9 @@ PIN_MARGIN_S = 2.0
 STOP_GRACE_S = 5.0
 """How long a stop lets a partition finish the batch in hand (fold, ack)."""
 UNAVAILABLE_BACKOFF_S = 1.0
+"""How long a partition waits after a pull found no consumer, before it makes the consumer again."""
 LEFTOVERS_WAIT_S = 2.0
 """How long a new holder waits for the unacknowledged events a previous holder left."""
-"""How long a partition waits after a pull found no consumer, before it makes the consumer again."""
 
 
 @dataclass

@@ -243,7 +243,8 @@ class PinnedPull:
 
     def _give_up_waiting(self, now: float, force: bool = False) -> None:
         """Forget the open request once its status is overdue (or ``force``): gone with a reconnect
-        (the server dropped it with the old connection), else presumed gone but :attr:`uncertain`."""
+        (the server dropped it with the old connection), else presumed gone but uncertain (not
+        :attr:`idle` until a reconnect or the pin moving on)."""
         request = self._open
         if request is None or (now < request.presumed_gone_at and not force):
             return
