@@ -64,6 +64,11 @@ class Redelivery:
         return float(min(self.retry_delay_max_s, self.retry_delay_s * 2.0 ** max(0, delivery - 1)))
 
 
+def span_attributes(msg: Msg, durable: str) -> dict[str, str]:
+    """A consumer span's messaging attributes: the message's subject and the consumer that took it."""
+    return {"messaging.destination.name": msg.subject, "messaging.consumer.group.name": durable}
+
+
 def describe(exc: BaseException) -> str:
     """``Type: message`` on one line."""
     return one_line(f"{type(exc).__name__}: {exc}")

@@ -34,7 +34,7 @@ from contracts.job_record import JobRecord
 from services.common import tracing
 from services.common.metric_labels import subject_event_label
 from services.common.metrics import EVENTS_CONSUMED
-from services.dispatcher.consumers import TRANSIENT, ConsumerGuard, PoisonMessage, Redelivery, describe
+from services.dispatcher.consumers import TRANSIENT, ConsumerGuard, PoisonMessage, Redelivery, describe, span_attributes
 from services.dispatcher.fold import apply
 from services.dispatcher.observe import observe_folded
 from services.dispatcher.reactions import REACTS_TO, Reactions, parse_envelope
@@ -175,7 +175,7 @@ class BatchFold:
         reaction (nothing is published under it, so its context would go nowhere)."""
         if not tracing.enabled() and event.type not in REACTS_TO:
             return nullcontext()
-        attributes = {"messaging.destination.name": msg.subject, "messaging.consumer.group.name": self.durable}
+        attributes = span_attributes(msg, self.durable)
         return tracing.consumer_span(f"{self.label} {subject_event_label(msg.subject)}", msg.headers, **attributes)
 
     async def _retrying(self, run: _JobRun, deadline: float, step: Callable[[], Awaitable[None]]) -> None:

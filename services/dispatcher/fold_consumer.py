@@ -26,7 +26,7 @@ from services.common.config import DispatcherSettings
 from services.common.metric_labels import subject_event_label
 from services.common.metrics import EVENTS_CONSUMED
 from services.common.tracing import consumer_span
-from services.dispatcher.consumers import ConsumerGuard, Redelivery
+from services.dispatcher.consumers import ConsumerGuard, Redelivery, span_attributes
 from services.dispatcher.pull_loop import pull_one_at_a_time
 from services.dispatcher.subscribers import Consumer
 
@@ -95,6 +95,6 @@ class FoldConsumer(FoldDurable):
         """Fold one event, guarded, counted and traced."""
         event_type = subject_event_label(msg.subject)
         EVENTS_CONSUMED.labels(self.label, event_type).inc()
-        attributes = {"messaging.destination.name": msg.subject, "messaging.consumer.group.name": self.durable}
+        attributes = span_attributes(msg, self.durable)
         with consumer_span(f"{self.label} {event_type}", msg.headers, **attributes):
             await self.guard.run(self.durable, msg, lambda: self.handler(msg.data), self.policy, ack=True)

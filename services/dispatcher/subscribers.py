@@ -19,7 +19,6 @@ from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
 from services.common.config import DispatcherSettings
@@ -27,7 +26,7 @@ from services.common.metric_labels import subject_event_label
 from services.common.metrics import EVENTS_CONSUMED
 from services.common.nats import connection_options
 from services.common.tracing import consumer_span
-from services.dispatcher.consumers import ConsumerGuard, Redelivery, bound_redeliveries
+from services.dispatcher.consumers import ConsumerGuard, Redelivery, bound_redeliveries, span_attributes
 
 TICKET = "dispatch.ticket"
 """The ``type`` label of a dispatch ticket consumed (:mod:`services.dispatcher.ticket_consumer`)."""
@@ -79,15 +78,10 @@ def subscribe_events(
         raw = msg.raw_message
         event_type = subject_event_label(raw.subject)
         EVENTS_CONSUMED.labels(durable, event_type).inc()
-        with consumer_span(f"{durable} {event_type}", raw.headers, **_attributes(raw, durable)):
+        with consumer_span(f"{durable} {event_type}", raw.headers, **span_attributes(raw, durable)):
             await guard.run(durable, raw, lambda: handler(raw.data), policy, ack=True)
 
     return Consumer(stream.name, durable, policy)
-
-
-def _attributes(raw: Msg, durable: str) -> dict[str, str]:
-    """A consumer span's messaging attributes."""
-    return {"messaging.destination.name": raw.subject, "messaging.consumer.group.name": durable}
 
 
 async def bound_and_watch(nc: NatsClient, guard: ConsumerGuard, consumers: list[Consumer]) -> list[Any]:

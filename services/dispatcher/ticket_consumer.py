@@ -27,7 +27,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from services.common.config import DispatcherSettings
 from services.common.metrics import EVENTS_CONSUMED
 from services.common.tracing import consumer_span
-from services.dispatcher.consumers import ConsumerGuard, Redelivery
+from services.dispatcher.consumers import ConsumerGuard, Redelivery, span_attributes
 from services.dispatcher.pull_loop import pull_one_at_a_time
 from services.dispatcher.store import dispatch_subject
 from services.dispatcher.subscribers import TICKET, Consumer
@@ -82,6 +82,6 @@ class TicketConsumer:
     async def handle(self, msg: Msg) -> None:
         """Place one ticket, guarded, counted and traced (the holder acks it, not this)."""
         EVENTS_CONSUMED.labels(self.durable, TICKET).inc()
-        attributes = {"messaging.destination.name": msg.subject, "messaging.consumer.group.name": self.durable}
+        attributes = span_attributes(msg, self.durable)
         with consumer_span(f"{self.durable} ticket", msg.headers, **attributes):
             await self.guard.run(self.durable, msg, lambda: self.handler(msg.data, msg), self.policy, ack=False)
