@@ -179,7 +179,7 @@ class WorkerRuntime:
 
     def _run(self, workload: Workload, request: RunRequest) -> Outcome:
         ctx = WorkerContext(self, request)
-        watch = beat = None
+        watch = None
         try:
             watch = self.call(self._begin(ctx))
             beat = asyncio.run_coroutine_threadsafe(self._heartbeats(ctx), self.loop)
@@ -196,8 +196,6 @@ class WorkerRuntime:
                 error=JobError(code="events_undeliverable", message="events could not be sent", retryable=True),
             )
         finally:
-            if beat is not None:
-                beat.cancel()
             if watch is not None:
                 self._unwatch(watch)
             ctx.remove_work_dir()
@@ -244,8 +242,7 @@ class WorkerRuntime:
 
     def _unwatch(self, subscription: Any) -> None:
         """End the cancel watch (on the loop, not waited for: the connection may be gone already)."""
-        done = asyncio.run_coroutine_threadsafe(subscription.unsubscribe(), self.loop)
-        done.add_done_callback(lambda ended: ended.cancelled() or ended.exception())
+        asyncio.run_coroutine_threadsafe(subscription.unsubscribe(), self.loop)
 
     def close(self) -> None:
         """Close the sink and storage, then stop the event loop thread."""
