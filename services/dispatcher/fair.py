@@ -55,7 +55,12 @@ class Candidate:
 
     def order(self, ageing_s: float) -> tuple[float, float]:
         """Its place in its tenant's queue (smaller first)."""
-        return (self.enqueued_at - self.priority * ageing_s, self.enqueued_at)
+        return ageing_order(self.enqueued_at, self.priority, ageing_s)
+
+
+def ageing_order(enqueued_at: float, priority: int, ageing_s: float) -> tuple[float, float]:
+    """A job's place in its tenant's queue (smaller first): linear ageing, then submission time."""
+    return (enqueued_at - priority * ageing_s, enqueued_at)
 
 
 def tenant_queue(candidates: Iterable[Candidate], ageing_s: float) -> list[Candidate]:

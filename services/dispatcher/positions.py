@@ -1,7 +1,7 @@
 """Queue position and ETA of waiting jobs: ``job.position`` events, folded into the record's ``queue``.
 
 A job's *position* is its place in its tenant's queue of its kind (the order the scheduler would
-start them: :func:`~services.dispatcher.fair.tenant_queue`). Its *ETA* comes from the kind's
+start them: the index's line, :mod:`~services.dispatcher.queue_lines`). Its *ETA* comes from the kind's
 observed run times (:class:`RunTimes`, a moving median by kind and input size): the tenant's jobs
 start at ``concurrency × share / median`` per second, where ``share`` is its weight over the
 weights of the tenants with queued work, so position ``p`` starts in about
@@ -18,6 +18,7 @@ priority job arriving ahead holds it instead), each with the id ``{job}-a{n}-pos
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import statistics
 import time
@@ -35,7 +36,6 @@ from contracts.job_events import JobPositionPayload
 from contracts.subjects import Namespace, Subjects
 from services.common.nats import cancel_and_wait
 from services.common.publish import publish_event
-from services.dispatcher.fair import tenant_queue
 from services.dispatcher.queue import QueueEntry, QueueIndex
 from services.dispatcher.store import CAS_ATTEMPTS
 
@@ -117,28 +117,25 @@ class Positions:
         runtimes: RunTimes,
         concurrency: dict[str, int],
         weight: Callable[[str], float],
-        ageing_s: float,
         top: int,
         interval_s: float,
     ) -> None:
         self.js, self.subjects, self.queue, self.runtimes = js, Subjects(ns), queue, runtimes
-        self.concurrency, self.weight, self.ageing_s, self.top = concurrency, weight, ageing_s, top
+        self.concurrency, self.weight, self.top = concurrency, weight, top
         self.interval_s = interval_s
         self.published: dict[str, int] = {}
         self._pending: dict[tuple[str, str], asyncio.Task[None]] = {}
 
-    def waiting(self, kind: str, tenant: str) -> list[QueueEntry]:
-        """``tenant``'s unclaimed entries of ``kind`` in the order they would start."""
-        entries = [e for e, _ in self.queue.entries(kind) if e.tenant == tenant and e.claimed_by is None]
-        ordered = tenant_queue((e.candidate() for e in entries), self.ageing_s)
-        return [c.extra for c in ordered]  # type: ignore[misc]
+    def waiting(self, kind: str, tenant: str, first: int | None = None) -> list[QueueEntry]:
+        """``tenant``'s unclaimed entries of ``kind`` in the order they would start (the ``first`` ones)."""
+        return list(itertools.islice(self.queue.lines.line(kind, tenant), first))
 
     async def queued(self, entry: QueueEntry, then: Callable[[], Awaitable[None]] | None = None) -> None:
         """Announce a newly queued attempt's position; ``then`` (its ticket's publish) is sent right
         behind it on the same connection, and both answers are awaited together (one round trip)."""
-        line = self.waiting(entry.kind, entry.tenant)
-        keys = [e.key for e in line]
-        position = keys.index(entry.key) + 1 if entry.key in keys else len(line) + 1
+        position = self.queue.lines.position(entry.key)
+        if position is None:  # claimed already: it would start now
+            position = self.queue.lines.length(entry.kind, entry.tenant) + 1
         await self._announce(entry, position, then)
 
     def moved(self, kind: str, tenant: str) -> None:
@@ -158,12 +155,11 @@ class Positions:
         await asyncio.sleep(self.interval_s)  # the starts meanwhile join this update
         self._pending.pop((kind, tenant), None)
         try:
-            for index, entry in enumerate(self.waiting(kind, tenant)[: self.top]):
+            for index, entry in enumerate(self.waiting(kind, tenant, self.top)):
                 await self._announce(entry, index + 1)
         except Exception:
             log.exception("queue positions of %s/%s not published", kind, tenant)
-        live = {e.key for _, entries in self.queue.by_kind.items() for e, _ in entries.values()}
-        for key in [k for k in self.published if k not in live]:
+        for key in [k for k in self.published if self.queue.revision(k) is None]:
             del self.published[key]
 
     async def eta_s(self, entry: QueueEntry, position: int) -> float | None:
@@ -171,7 +167,7 @@ class Positions:
         median = await self.runtimes.median(entry.kind, size_class(entry.input_bytes))
         if median is None:
             return None
-        tenants = {e.tenant for e, _ in self.queue.entries(entry.kind) if e.claimed_by is None} | {entry.tenant}
+        tenants = {*self.queue.lines.tenants(entry.kind), entry.tenant}
         share = self.weight(entry.tenant) / sum(self.weight(t) for t in tenants)
         slots = max(1, self.concurrency.get(entry.kind, 1)) * share
         return round(max(position * median / slots, entry.not_before - time.time(), 0.0), 3)

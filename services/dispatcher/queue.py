@@ -10,7 +10,9 @@ attempt ends, before it acks the token.
 Each replica mirrors the bucket in memory through a KV watch (:class:`QueueIndex`), so a decision
 reads no KV but the entry it claims; a claim that fails (the entry was claimed or dropped by another
 token) leaves the mirror to the watch, and a token that finds nothing in the mirror re-reads its kind
-from KV before it gives up.
+from KV before it gives up. The mirror keeps each tenant's unclaimed entries in start order
+(:mod:`~services.dispatcher.queue_lines`) and the claimed ones apart, so a decision or a queue
+position costs no scan of the whole queue.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from contracts.job_record import JobRecord
 from services.common.kv import kv_entries
 from services.dispatcher.fair import DEFAULT_PRIORITY, Candidate
+from services.dispatcher.queue_lines import Order, WaitingLines, start_order
 from services.dispatcher.store import Ticket
 
 log = logging.getLogger(__name__)
@@ -90,9 +93,13 @@ def new_entry(record: JobRecord, attempt: int, delay_s: float = 0.0, input_bytes
 class QueueIndex:
     """KV ``dispatch_queue`` and this replica's mirror of it, by kind."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, order: Order | None = None) -> None:
         self.kv = kv
         self.by_kind: dict[str, dict[str, tuple[QueueEntry, int]]] = defaultdict(dict)
+        self.lines: WaitingLines[QueueEntry] = WaitingLines(order or start_order())
+        """The unclaimed entries, by kind and tenant, in start order."""
+        self._claimed: dict[str, dict[str, QueueEntry]] = defaultdict(dict)
+        """The claimed entries, by kind and key."""
         self.changed = asyncio.Event()
         self._rereads: dict[str, list[dict[str, float]]] = defaultdict(list)
         """Per kind, one map per re-read under way: the keys deleted meanwhile, at which revision
@@ -131,13 +138,19 @@ class QueueIndex:
         """The mirror's entries of ``kind``."""
         return list(self.by_kind.get(kind, {}).values())
 
+    def revision(self, key: str) -> int | None:
+        """The mirror's revision of ``key``; ``None`` when it holds no such entry."""
+        found = self.by_kind.get(key.split(".", 1)[0], {}).get(key)
+        return None if found is None else found[1]
+
     def running(self) -> list[QueueEntry]:
         """Every claimed entry (attempts holding a slot), all kinds."""
-        return [e for entries in self.by_kind.values() for e, _ in entries.values() if e.claimed_by is not None]
+        return [e for claimed in self._claimed.values() for e in claimed.values()]
 
     def held_by(self, kind: str, seq: int) -> tuple[QueueEntry, int] | None:
         """The entry token ``seq`` claimed, if any."""
-        return next(((e, r) for e, r in self.entries(kind) if e.claimed_by == seq), None)
+        entry = next((e for e in self._claimed.get(kind, {}).values() if e.claimed_by == seq), None)
+        return None if entry is None else self.by_kind[kind][entry.key]
 
     async def reload(self, key: str) -> None:
         """Re-read one key into the mirror."""
@@ -163,7 +176,7 @@ class QueueIndex:
         listed = {item.key for item in items}
         mirror = self.by_kind[kind]
         for key in [key for key, (_, revision) in mirror.items() if key not in listed and revision <= before]:
-            del mirror[key]
+            self._delete(kind, key)
         for item in items:
             if (item.revision or 0) > deleted.get(item.key, -1):
                 self._take(item.key, item.value, item.revision)
@@ -199,7 +212,17 @@ class QueueIndex:
 
     def _remember(self, entry: QueueEntry, revision: int) -> None:
         self.by_kind[entry.kind][entry.key] = (entry, revision)
+        self.lines.place(entry)
+        if entry.claimed_by is None:
+            self._claimed[entry.kind].pop(entry.key, None)
+        else:
+            self._claimed[entry.kind][entry.key] = entry
         self.changed.set()
+
+    def _delete(self, kind: str, key: str) -> None:
+        del self.by_kind[kind][key]
+        self.lines.drop(key)
+        self._claimed[kind].pop(key, None)
 
     def _forget(self, key: str, revision: int | None = None) -> None:
         """Drop ``key`` from the mirror (a delete at ``revision``: not an entry made again after it)."""
@@ -207,7 +230,7 @@ class QueueIndex:
         entries = self.by_kind.get(kind, {})
         current = entries.get(key)
         if current is not None and (revision is None or current[1] <= revision):
-            del entries[key]
+            self._delete(kind, key)
         for deleted in self._rereads.get(kind, ()):
             deleted[key] = max(deleted.get(key, -1), float("inf") if revision is None else revision)
         self.changed.set()

@@ -18,6 +18,11 @@ after each claim, in the background (:mod:`services.dispatcher.fair_clock`).
 Two replicas holding a ticket each at once both pick the same head and race for it; the one that
 loses picks again at once, without that entry (whoever changed it claimed or dropped it; the watch
 brings its new state), rather than reading it from KV first.
+
+A decision reads only the head of each tenant's line (the first entry that is due, not lost in a
+race and not held back by a concurrency key): the index keeps the lines sorted
+(:mod:`~services.dispatcher.queue_lines`), so its cost grows with the tenants waiting, not with the
+entries queued (only entries not yet due, a backoff or a ``due_at``, are stepped over).
 """
 
 from __future__ import annotations
@@ -103,7 +108,7 @@ class Scheduler:
                 if (held := self.queue.held_by(kind, seq)) is not None:
                     return Decision(held[0], held[1])
             state, _ = await self.clocks.state(kind)
-            allowed, weights = await self._within_quotas(kind, self._due(kind, lost))
+            allowed, weights = await self._heads(kind, lost)
             chosen = pick_oldest(allowed) if self.policy == "fifo" else pick(allowed, state, weights, self.ageing_s)
             if chosen is None:
                 return Decision()
@@ -127,7 +132,7 @@ class Scheduler:
         await self.queue.remove(entry.key, revision)
 
     def _waiting(self, kind: str) -> bool:
-        return any(e.claimed_by is None for e, _ in self.queue.entries(kind))
+        return bool(self.queue.lines.tenants(kind))
 
     async def shortfall(self, kind: str, undelivered: int, unacked: int) -> int:
         """How many tickets ``kind`` lacks: its due entries no quota holds back, less the tickets not
@@ -151,32 +156,62 @@ class Scheduler:
                 published += missing
         return published
 
-    def _due(self, kind: str, excluding: set[str] | frozenset[str] = frozenset()) -> dict[str, list[Candidate]]:
-        """The unclaimed entries that may start now (but those ``excluding``), by tenant."""
+    def _due(self, kind: str) -> dict[str, list[Candidate]]:
+        """The unclaimed entries that may start now, by tenant (the top-up counts them)."""
         now, due = time.time(), defaultdict[str, list[Candidate]](list)
         for entry, revision in self.queue.entries(kind):
-            if entry.claimed_by is not None or entry.not_before > now or entry.key in excluding:
+            if entry.claimed_by is not None or entry.not_before > now:
                 continue
             extra = (entry, revision)
             due[entry.tenant].append(Candidate(entry.key, entry.tenant, entry.priority, entry.enqueued_at, extra))
         return dict(due)
+
+    async def _heads(self, kind: str, excluding: set[str]) -> tuple[dict[str, list[Candidate]], dict[str, float]]:
+        """Each tenant's first entry of ``kind`` that may start now (due, not ``excluding``, within its
+        quotas) and the tenants' weights: what :meth:`_within_quotas` keeps of :meth:`_due`, but only the
+        head of each tenant's line, the one :func:`~services.dispatcher.fair.pick` would take."""
+        now, (per_kind, per_key) = time.time(), self._running_counts(kind)
+        allowed, weights = {}, {}
+        for tenant in self.queue.lines.tenants(kind):
+            weights[tenant], limit = await self._quota(tenant, per_kind)
+            if limit is None:
+                continue
+            for entry in self.queue.lines.line(kind, tenant):
+                if entry.not_before > now or entry.key in excluding:
+                    continue
+                revision = self.queue.revision(entry.key) or 0
+                candidate = Candidate(entry.key, tenant, entry.priority, entry.enqueued_at, (entry, revision))
+                if not _key_full(candidate, per_key, limit):
+                    allowed[tenant] = [candidate]
+                    break
+        return allowed, weights
 
     async def _within_quotas(
         self, kind: str, due: dict[str, list[Candidate]]
     ) -> tuple[dict[str, list[Candidate]], dict[str, float]]:
         """The due candidates no quota holds back (running per kind, per concurrency key), and the
         tenants' weights (KV ``quotas`` over ``tenant_weights``)."""
-        running = self.queue.running()
-        per_kind = Counter(e.tenant for e in running if e.kind == kind)
-        per_key = Counter((e.tenant, e.concurrency_key) for e in running if e.concurrency_key is not None)
+        per_kind, per_key = self._running_counts(kind)
         allowed, weights = {}, {}
         for tenant, candidates in due.items():
-            quota = await self.quotas.quota(tenant)
-            weights[tenant] = quota.weight or self.weight(tenant)
-            if quota.max_running_per_kind is not None and per_kind[tenant] >= quota.max_running_per_kind:
-                continue
-            limit = quota.concurrency_key_limit or 1
-            kept = [c for c in candidates if not _key_full(c, per_key, limit)]
+            weights[tenant], limit = await self._quota(tenant, per_kind)
+            kept = [c for c in candidates if not _key_full(c, per_key, limit)] if limit is not None else []
             if kept:
                 allowed[tenant] = kept
         return allowed, weights
+
+    def _running_counts(self, kind: str) -> tuple[Counter[str], Counter[tuple[str, str]]]:
+        """The attempts running now: of ``kind`` per tenant, and per tenant and concurrency key."""
+        running = self.queue.running()
+        per_kind = Counter(e.tenant for e in running if e.kind == kind)
+        per_key = Counter((e.tenant, e.concurrency_key) for e in running if e.concurrency_key is not None)
+        return per_kind, per_key
+
+    async def _quota(self, tenant: str, per_kind: Counter[str]) -> tuple[float, int | None]:
+        """``tenant``'s weight (KV ``quotas`` over ``tenant_weights``) and its concurrency key limit;
+        ``None`` for the limit when its running attempts of the kind are at its quota."""
+        quota = await self.quotas.quota(tenant)
+        weight = quota.weight or self.weight(tenant)
+        if quota.max_running_per_kind is not None and per_kind[tenant] >= quota.max_running_per_kind:
+            return weight, None
+        return weight, quota.concurrency_key_limit or 1

@@ -62,6 +62,7 @@ from services.dispatcher.modal_backend import ModalBackend, ModalClient
 from services.dispatcher.observe import start_sampling
 from services.dispatcher.positions import Positions, RunTimes
 from services.dispatcher.queue import QueueIndex
+from services.dispatcher.queue_lines import start_order
 from services.dispatcher.reactions import Reactions
 from services.dispatcher.retention import Retention
 from services.dispatcher.scheduler import Scheduler
@@ -133,7 +134,8 @@ class Dispatcher:
         if any(r.backend == "modal" for r in self.routes.values()):
             backends["modal"] = ModalBackend(s, self.modal_client)
         backends |= self.extra_backends
-        self.queue = queue = QueueIndex(await js.key_value(ns.bucket(streams.KV_DISPATCH_QUEUE)))
+        order = start_order(s.scheduling_policy, s.priority_ageing_s)
+        self.queue = queue = QueueIndex(await js.key_value(ns.bucket(streams.KV_DISPATCH_QUEUE)), order)
         self.clocks = clocks = FairClocks(await js.key_value(ns.bucket(streams.KV_DISPATCH_FAIR)))
         await clocks.start()
         runtimes = RunTimes(await js.key_value(ns.bucket(streams.KV_DISPATCH_RUNTIMES)), s.eta_window)
@@ -148,8 +150,7 @@ class Dispatcher:
         )  # fmt: skip
         concurrency = {kind: route.concurrency for kind, route in self.routes.items()}
         self.positions = positions = Positions(
-            js, ns, queue, runtimes, concurrency, scheduler.weight, s.priority_ageing_s, s.queue_position_top,
-            s.queue_position_interval_s,
+            js, ns, queue, runtimes, concurrency, scheduler.weight, s.queue_position_top, s.queue_position_interval_s,
         )  # fmt: skip
         scheduler.on_start = positions.moved
         records = HeldRecords(nc, s.subjects, store)
