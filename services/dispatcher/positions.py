@@ -134,7 +134,7 @@ class Positions:
         """Announce a newly queued attempt's position; ``then`` (its ticket's publish) is sent right
         behind it on the same connection, and both answers are awaited together (one round trip)."""
         position = self.queue.lines.position(entry.key)
-        if position is None:  # claimed already: it would start now
+        if position is None:  # in no line (the watch brought a claim or a delete meanwhile): counted last
             position = self.queue.lines.length(entry.kind, entry.tenant) + 1
         await self._announce(entry, position, then)
 
