@@ -134,12 +134,12 @@ class Scheduler:
     def _waiting(self, kind: str) -> bool:
         return bool(self.queue.lines.tenants(kind))
 
-    async def shortfall(self, kind: str, undelivered: int, unacked: int) -> int:
-        """How many tickets ``kind`` lacks: its due entries no quota holds back, less the tickets not
-        yet delivered and those delivered but holding no claim (never below 0)."""
-        allowed, _ = await self._within_quotas(kind, self._due(kind))
+    async def shortfall(self, kind: str, due: dict[str, list[Candidate]], undelivered: int, unacked: int) -> int:
+        """How many tickets ``kind`` lacks: its ``due`` entries (:meth:`_due`) no quota holds back, less
+        the tickets not yet delivered and those delivered but holding no claim (never below 0)."""
+        allowed, _ = await self._within_quotas(kind, due)
         waiting = sum(len(candidates) for candidates in allowed.values())
-        claimed = sum(1 for entry, _ in self.queue.entries(kind) if entry.claimed_by is not None)
+        claimed = sum(1 for entry in self.queue.running() if entry.kind == kind)
         return max(0, waiting - undelivered - max(0, unacked - claimed))
 
     async def top_up(self, js: JetStreamContext, stream: str, kinds: Iterable[str], events: JobEvents) -> int:
@@ -148,8 +148,8 @@ class Scheduler:
         published = 0
         for kind in kinds:
             info = await js.consumer_info(stream, f"dispatch-{kind}")
-            missing = await self.shortfall(kind, info.num_pending or 0, info.num_ack_pending or 0)
             due = self._due(kind)
+            missing = await self.shortfall(kind, due, info.num_pending or 0, info.num_ack_pending or 0)
             if missing and due:
                 sample = cast(tuple[QueueEntry, int], next(iter(due.values()))[0].extra)[0]
                 await events.top_up(sample.ticket(), missing)
