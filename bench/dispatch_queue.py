@@ -8,7 +8,7 @@ decision is what a ticket computes before its claim: the heads of the tenants' l
 (:meth:`~services.dispatcher.scheduler.Scheduler._heads`) then the fair pick, against every due
 entry gathered and filtered (``_due`` + ``_within_quotas``, the code before the lines) then the
 same pick. A position is a newly queued job's place in its tenant's line: a bisection, against
-sorting the tenant's entries (:func:`~services.dispatcher.fair.tenant_queue`). The mirror's write
+sorting the tenant's entries by :meth:`~services.dispatcher.fair.Candidate.order`. The mirror's write
 of one entry (each watch update) is timed too: with the lines kept, against the mirror's dict alone.
 """
 
@@ -32,11 +32,11 @@ from contracts.subjects import Namespace
 from services.common.embedded_nats import EmbeddedNats
 from services.common.nats import apply_declarations
 from services.common.quotas import QuotaBook
-from services.dispatcher.fair import FairState, pick, tenant_queue
+from services.dispatcher.fair import FairState, pick
 from services.dispatcher.fair_clock import FairClocks
 from services.dispatcher.positions import RunTimes
 from services.dispatcher.queue import QueueEntry, QueueIndex
-from services.dispatcher.queue_lines import start_order
+from services.dispatcher.queue_lines import line_order
 from services.dispatcher.scheduler import Scheduler
 from services.dispatcher.tallies import Tallies
 
@@ -90,7 +90,7 @@ async def measure() -> list[Result]:
         )  # fmt: skip
         tallies = Tallies(quotas, RunTimes(await js.key_value(ns.bucket(streams.KV_DISPATCH_RUNTIMES)), 5))
         clocks = FairClocks(await js.key_value(ns.bucket(streams.KV_DISPATCH_FAIR)))
-        index = QueueIndex(None, start_order("fair", AGEING_S))  # type: ignore[arg-type]  # the mirror alone
+        index = QueueIndex(None, line_order("fair", AGEING_S))  # type: ignore[arg-type]  # the mirror alone
         scheduler = Scheduler(index, clocks, {}, 1.0, AGEING_S, quotas, tallies)
         entries = _entries(random.Random(5), time.time())
         for revision, entry in enumerate(entries, 1):
@@ -112,7 +112,7 @@ async def measure() -> list[Result]:
 
         async def by_sort() -> object:
             waiting = [e.candidate() for e, _ in index.entries("pose") if e.tenant == last.tenant and not e.claimed_by]
-            return [c.key for c in tenant_queue(waiting, AGEING_S)].index(last.key) + 1
+            return [c.key for c in sorted(waiting, key=lambda c: c.order(AGEING_S))].index(last.key) + 1
 
         if await by_heads() != await by_scan() or await by_bisection() != await by_sort():
             raise RuntimeError("the lines disagree with the scan they replace: the figures would compare nothing")

@@ -63,11 +63,6 @@ def ageing_order(enqueued_at: float, priority: int, ageing_s: float) -> tuple[fl
     return (enqueued_at - priority * ageing_s, enqueued_at)
 
 
-def tenant_queue(candidates: Iterable[Candidate], ageing_s: float) -> list[Candidate]:
-    """One tenant's candidates in the order they would start."""
-    return sorted(candidates, key=lambda c: c.order(ageing_s))
-
-
 def pick_oldest(by_tenant: Mapping[str, Iterable[Candidate]]) -> Candidate | None:
     """The longest-waiting candidate of any tenant: first come, first served (``scheduling_policy=fifo``)."""
     return min((c for cs in by_tenant.values() for c in cs), key=lambda c: (c.enqueued_at, c.key), default=None)

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from contracts.job_record import JobRecord
 from services.common.kv import kv_entries
 from services.dispatcher.fair import DEFAULT_PRIORITY, Candidate
-from services.dispatcher.queue_lines import Order, WaitingLines, start_order
+from services.dispatcher.queue_lines import Order, WaitingLines, line_order
 from services.dispatcher.store import Ticket
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class QueueIndex:
     def __init__(self, kv: KeyValue, order: Order | None = None) -> None:
         self.kv = kv
         self.by_kind: dict[str, dict[str, tuple[QueueEntry, int]]] = defaultdict(dict)
-        self.lines: WaitingLines[QueueEntry] = WaitingLines(order or start_order())
+        self.lines: WaitingLines[QueueEntry] = WaitingLines(order or line_order())
         """The unclaimed entries, by kind and tenant, in start order."""
         self._claimed: dict[str, dict[str, QueueEntry]] = defaultdict(dict)
         """The claimed entries, by kind and key."""

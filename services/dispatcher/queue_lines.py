@@ -2,7 +2,7 @@
 
 A decision (:mod:`~services.dispatcher.scheduler`) needs the head of each tenant's line of a kind,
 and a job's queue position (:mod:`~services.dispatcher.positions`) its place in its line: the
-tenant's unclaimed entries in the order they would start (:func:`start_order`). Sorting the
+tenant's unclaimed entries in the order they would start (:func:`line_order`). Sorting the
 kind's entries for each was about 20 ms of CPU per decision with 10,000 queued; kept sorted
 (``sortedcontainers``), a decision reads a few heads and a position is a bisection.
 """
@@ -39,7 +39,7 @@ Order = Callable[[Lined], tuple[float, float]]
 Entry = TypeVar("Entry", bound=Lined)
 
 
-def start_order(policy: str = "fair", ageing_s: float = 60.0) -> Order:
+def line_order(policy: str = "fair", ageing_s: float = 60.0) -> Order:
     """The line's order: submission time less ``priority × ageing_s`` (fair share: linear ageing,
     :func:`~services.dispatcher.fair.ageing_order`), or submission time alone (``fifo``)."""
     if policy == "fifo":

@@ -62,7 +62,7 @@ from services.dispatcher.modal_backend import ModalBackend, ModalClient
 from services.dispatcher.observe import start_sampling
 from services.dispatcher.positions import Positions, RunTimes
 from services.dispatcher.queue import QueueIndex
-from services.dispatcher.queue_lines import start_order
+from services.dispatcher.queue_lines import line_order
 from services.dispatcher.reactions import Reactions
 from services.dispatcher.retention import Retention
 from services.dispatcher.scheduler import Scheduler
@@ -134,7 +134,7 @@ class Dispatcher:
         if any(r.backend == "modal" for r in self.routes.values()):
             backends["modal"] = ModalBackend(s, self.modal_client)
         backends |= self.extra_backends
-        order = start_order(s.scheduling_policy, s.priority_ageing_s)
+        order = line_order(s.scheduling_policy, s.priority_ageing_s)
         self.queue = queue = QueueIndex(await js.key_value(ns.bucket(streams.KV_DISPATCH_QUEUE)), order)
         self.clocks = clocks = FairClocks(await js.key_value(ns.bucket(streams.KV_DISPATCH_FAIR)))
         await clocks.start()

@@ -7,7 +7,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from contracts.subjects import Subjects
-from services.dispatcher.fair import Candidate, FairState, pick, tenant_queue
+from services.dispatcher.fair import Candidate, FairState, pick
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, local_route, submit
 from tests.support.scheduling import InstantBackend, count_dispatched, entries_queued, start_order
@@ -94,8 +94,9 @@ async def test_priority_orders_a_tenants_jobs(
 def test_ageing_lets_an_old_low_priority_job_overtake_and_weights_share_starts() -> None:
     old_low = Candidate("a", "acme", priority=0, enqueued_at=1000.0)
     new_high = Candidate("b", "acme", priority=9, enqueued_at=1100.0)
-    assert tenant_queue([old_low, new_high], ageing_s=1.0)[0] is old_low  # 100 s waited longer: 100 levels > 9
-    assert tenant_queue([old_low, new_high], ageing_s=20.0)[0] is new_high  # 100 s: 5 levels < 9
+    one_tenant = {"acme": [old_low, new_high]}
+    assert pick(one_tenant, FairState(), {}, ageing_s=1.0) is old_low  # 100 s waited longer: 100 levels > 9
+    assert pick(one_tenant, FairState(), {}, ageing_s=20.0) is new_high  # 100 s: 5 levels < 9
     state, starts = FairState(), {"x": 0, "y": 0}
     queues = {t: [Candidate(t, t, 5, 0.0)] for t in starts}
     for _ in range(400):

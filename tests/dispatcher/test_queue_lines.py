@@ -19,7 +19,7 @@ from services.dispatcher.fair import FairState, pick, pick_oldest
 from services.dispatcher.fair_clock import FairClocks
 from services.dispatcher.positions import RunTimes
 from services.dispatcher.queue import QueueEntry, QueueIndex
-from services.dispatcher.queue_lines import start_order
+from services.dispatcher.queue_lines import line_order
 from services.dispatcher.scheduler import Scheduler
 from services.dispatcher.tallies import Tallies
 
@@ -51,7 +51,7 @@ def _mutate(index: QueueIndex, rng: random.Random, n: int, now: float) -> None:
 
 @pytest.mark.parametrize("policy", ["fair", "fifo"])
 def test_every_line_is_its_tenants_unclaimed_entries_in_start_order(policy: str) -> None:
-    order, rng, now = start_order(policy, 60.0), random.Random(7), time.time()
+    order, rng, now = line_order(policy, 60.0), random.Random(7), time.time()
     index = QueueIndex(None, order)  # type: ignore[arg-type]  # the mirror alone: no KV is touched
     for n in range(1, 3000):
         _mutate(index, rng, n, now)
@@ -84,7 +84,7 @@ async def test_a_decision_from_the_heads_picks_what_a_scan_of_every_entry_picks(
     await quotas.set("initech", TenantQuota(concurrency_key_limit=2))
     tallies = Tallies(quotas, RunTimes(await js.key_value(namespace.bucket(streams.KV_DISPATCH_RUNTIMES)), 5))
     clocks = FairClocks(await js.key_value(namespace.bucket(streams.KV_DISPATCH_FAIR)))
-    index = QueueIndex(None, start_order(policy, 60.0))  # type: ignore[arg-type]
+    index = QueueIndex(None, line_order(policy, 60.0))  # type: ignore[arg-type]
     scheduler = Scheduler(index, clocks, {"acme": 1.0}, 1.0, 60.0, quotas, tallies, policy)
     rng, now, decisions = random.Random(11), time.time(), set[str]()
     for n in range(1, 1500):
