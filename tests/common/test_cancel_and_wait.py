@@ -11,9 +11,10 @@ from services.common.nats import cancel_and_wait
 
 
 async def test_a_task_that_swallows_a_cancel_is_cancelled_again_until_it_ends() -> None:
-    swallowed = asyncio.Event()
+    swallowed, started = asyncio.Event(), asyncio.Event()
 
     async def renewing() -> None:
+        started.set()
         while True:
             try:
                 await asyncio.sleep(10)
@@ -23,7 +24,7 @@ async def test_a_task_that_swallows_a_cancel_is_cancelled_again_until_it_ends() 
                 swallowed.set()
 
     task = asyncio.create_task(renewing())
-    await asyncio.sleep(0)
+    await started.wait()
     await asyncio.wait_for(cancel_and_wait([task], again_s=0.05), timeout=2.0)
     assert swallowed.is_set()
     assert task.cancelled()
