@@ -121,9 +121,9 @@ class PinnedPull:
         self._pin: str | None = None
         self._open: _Request | None = None
         self._ready: deque[Msg] = deque()
-        self._uncertain: int | None = None
-        """The reconnect count when a request was presumed gone without its status: until a reconnect
-        (or the pin moving on) it may still deliver."""
+        self._uncertain: _Request | None = None
+        """A request presumed gone without its status: it may still deliver until its late status
+        comes, a reconnect, the pin moving on, or its ``unsure_until`` passes."""
         # The server hands out at most max_ack_pending messages, plus one status per request.
         self._received: asyncio.Queue[Msg] = asyncio.Queue(maxsize=2 * consumer.max_ack_pending + 64)
 
@@ -148,8 +148,20 @@ class PinnedPull:
     @property
     def idle(self) -> bool:
         """No request is open and nothing delivered waits: safe to unpin (nothing more can come)."""
-        uncertain = self._uncertain is not None and self._uncertain == self._reconnects()
-        return self._open is None and not self._ready and not uncertain
+        return self._open is None and not self._ready and not self._unsure()
+
+    def _unsure(self) -> bool:
+        """Whether a request given up on may still deliver. Resolved by its late status
+        (:meth:`_take`), a reconnect (the server dropped it with the old connection), or time: by
+        ``unsure_until`` the server has expired it by its own clock (a paused server or process
+        included) and the pin's timeout has passed."""
+        request = self._uncertain
+        if request is None:
+            return False
+        if self._reconnects() != request.reconnects or asyncio.get_running_loop().time() >= request.unsure_until:
+            self._uncertain = None
+            return False
+        return True
 
     async def batch(self, size: int, wait_s: float, more: bool = True) -> list[Msg]:
         """Up to ``size`` messages delivered so far; when none has come, the first to come within
@@ -159,9 +171,11 @@ class PinnedPull:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + wait_s
         while not self._ready:
-            if self._open is None:
-                if not more:
+            if self._open is None and not more:
+                if not await self._await_late_status(give_up):
                     return []
+                continue
+            if self._open is None:
                 await self._request(size, wait_s)
             assert self._open is not None
             now = loop.time()
@@ -174,6 +188,22 @@ class PinnedPull:
         while not self._received.empty() and len(self._ready) < size:  # what came along with it
             self._take(self._received.get_nowait())
         return [self._ready.popleft() for _ in range(min(size, len(self._ready)))]
+
+    async def _await_late_status(self, give_up: float) -> bool:
+        """With no request open but one given up on still unsure: wait (until ``give_up``) for what
+        the inbox brings, its late status above all; whether anything came. Never returns at once
+        while unsure, so a caller waiting for :attr:`idle` cannot spin."""
+        if not self._unsure():
+            return False
+        assert self._uncertain is not None
+        left = min(give_up, self._uncertain.unsure_until) - asyncio.get_running_loop().time()
+        if left <= 0:
+            return False
+        try:
+            self._take(await asyncio.wait_for(self._received.get(), left))
+        except TimeoutError:
+            return False
+        return True
 
     async def drain(self, timeout_s: float) -> list[Msg]:
         """Everything delivered but not handed out, and whatever the open request still delivers until
@@ -231,6 +261,11 @@ class PinnedPull:
                 if self._open.left <= 0:  # it delivered its batch: it ends without a status
                     self._open = None
             return
+        if self._uncertain is not None and msg.subject == self._uncertain.reply:
+            self._uncertain = None  # the late status of a request given up on: it has ended
+            if status == "423":
+                self._pin = None
+            return
         if self._open is None or msg.subject != self._open.reply:
             return  # an earlier request's, given up on
         self._open = None
@@ -249,8 +284,10 @@ class PinnedPull:
         if request is None or (now < request.presumed_gone_at and not force):
             return
         if self._reconnects() == request.reconnects:
-            log.warning("%s: a pull's end never came; the pin is kept until it times out", self.consumer.durable)
-            self._uncertain = request.reconnects
+            request.unsure_until = now + self.consumer.pin_timeout_s
+            log.warning("%s: a pull's end is overdue; the pin is kept until its status comes or for %g s",
+                        self.consumer.durable, self.consumer.pin_timeout_s)  # fmt: skip
+            self._uncertain = request
         self._open = None
 
     def _reconnects(self) -> int:
@@ -264,10 +301,12 @@ class PinnedPull:
 
 @dataclass(slots=True)
 class _Request:
-    """The open pull request: its reply subject, how many messages it may still deliver, when its
-    status is overdue, and the connection's reconnect count when it was sent."""
+    """A pull request: its reply subject, how many messages it may still deliver, when its status is
+    overdue, and the connection's reconnect count when it was sent."""
 
     reply: str
     left: int
     presumed_gone_at: float
     reconnects: int
+    unsure_until: float = 0.0
+    """Once given up on without its status: when it is taken for gone whatever comes."""
