@@ -38,6 +38,7 @@ from services.common.apikeys import Principal
 from services.common.http.problem import field_error
 from services.common.metrics import EVENTS_PUBLISHED
 from services.common.nats import cancel_and_wait
+from services.common.round_trip import round_trip
 from services.gateway.robot_registry import RobotRegistry
 from services.gateway.state import GatewayState
 
@@ -129,10 +130,8 @@ class Telemetry:
 
     async def confirm(self) -> None:
         """Wait until the NATS server has read everything published so far (a PING/PONG)."""
-        try:
-            await self.state.nc.flush(timeout=int(CONFIRM_TIMEOUT_S))
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise TelemetryUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+        if not await round_trip(self.state.nc, CONFIRM_TIMEOUT_S):
+            raise TelemetryUnavailableError(f"NATS did not answer within {CONFIRM_TIMEOUT_S:g} s")
 
     async def remember(self, key: str, data: bytes) -> None:
         """Make ``data`` the latest sample of ``key``: written by the flusher, or now when writing through.

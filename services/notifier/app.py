@@ -24,6 +24,7 @@ from services.common.http.health import install_health, nats_probe
 from services.common.http.metrics import install_metrics
 from services.common.http.problem import install_error_handlers
 from services.common.nats import cancel_and_wait, connect
+from services.common.round_trip import round_trip
 from services.common.tracing import fastapi_telemetry
 from services.notifier.fanout import FANOUT_DURABLE, FanOut
 from services.notifier.observe import start_sampling
@@ -76,8 +77,7 @@ async def running(settings: NotifierSettings) -> AsyncIterator[NotifierState]:
             await state.endpoints.stop()
             await state.key_cache.stop()
             await state.sender.aclose()
-        with contextlib.suppress(Exception):
-            await nc.flush(timeout=2)
+        await round_trip(nc, 2.0)
         with contextlib.suppress(Exception):
             await nc.close()
 

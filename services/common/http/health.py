@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from nats.aio.client import Client as NatsClient
 
 from services.common.http.problem import problem
+from services.common.round_trip import round_trip
 
 READY_TIMEOUT_S = 2.0
 """The longest each readiness check may take."""
@@ -31,7 +32,8 @@ def nats_probe(connection: Callable[[], NatsClient | None]) -> Probe:
         nc = connection()
         if nc is None or not nc.is_connected:
             raise ConnectionError("not connected")
-        await nc.flush()
+        if not await round_trip(nc, READY_TIMEOUT_S):
+            raise TimeoutError("no answer from NATS")
 
     return check_nats
 
