@@ -38,6 +38,7 @@ from services.common.config import DispatcherSettings
 from services.common.nats import cancel_and_wait
 from services.dispatcher.backends import Backend, BackendUnavailableError, Launch
 from services.dispatcher.consumers import PoisonMessage
+from services.dispatcher.hearing import Hearing
 from services.dispatcher.held_records import Follower, HeldRecords
 from services.dispatcher.observe import observe_attempt, observe_launch
 from services.dispatcher.scheduler import Decision, Scheduler
@@ -62,11 +63,14 @@ class Attempts:
         events: JobEvents,
         scheduler: Scheduler,
         records: HeldRecords,
+        hearing: Hearing | None = None,
     ) -> None:
         self.settings, self.routes, self.backends = settings, routes, backends
         self.store, self.events, self.scheduler, self.records = store, events, scheduler, records
         self.held: dict[tuple[str, int], Held] = {}
         self.silence = settings.heartbeat_interval_s * settings.heartbeat_misses
+        self.hearing = hearing
+        """What a silence is confirmed against before it is called (``None``: the record alone)."""
 
     # -- tickets ----------------------------------------------------------------------------
     async def on_ticket(self, body: bytes, msg: Msg) -> None:
@@ -164,7 +168,8 @@ class Attempts:
         try:
             with tracing.span(f"attempt {ticket.kind}", attributes={**attributes, "adopted": adopting}):
                 if adopting:
-                    verdict = await wait_for_verdict(held, None, held.began + held.route.timeout_s, self.silence)
+                    timeout_at = held.began + held.route.timeout_s
+                    verdict = await wait_for_verdict(held, None, timeout_at, self.silence, self.hearing)
                     await self._conclude(held, verdict, None, backend)
                 else:
                     await self._run_stages(held, backend, reservation)
@@ -227,7 +232,8 @@ class Attempts:
                 await self._stage(held, plan, StageStatus.RUNNING)
             stage_began = time.time()
             held.began = stage_began if index == 0 else held.began
-            verdict = await wait_for_verdict(held, launch, stage_began + route.stage_timeout_s(stage), self.silence)
+            timeout_at = stage_began + route.stage_timeout_s(stage)
+            verdict = await wait_for_verdict(held, launch, timeout_at, self.silence, self.hearing)
             outcome = verdict.outcome
             if plan is None or outcome is None or outcome.status != "succeeded":
                 if plan is not None:

@@ -56,6 +56,7 @@ from services.dispatcher.consumers import ConsumerGuard
 from services.dispatcher.fair_clock import FairClocks
 from services.dispatcher.fold import route_pricing
 from services.dispatcher.fold_partition import fold_consumers
+from services.dispatcher.hearing import Hearing
 from services.dispatcher.held_records import HeldRecords
 from services.dispatcher.local_pool import LocalPool
 from services.dispatcher.modal_backend import ModalBackend, ModalClient
@@ -154,7 +155,8 @@ class Dispatcher:
         )  # fmt: skip
         scheduler.on_start = positions.moved
         records = HeldRecords(nc, s.subjects, store)
-        self.attempts = Attempts(s, self.routes, backends, store, events, scheduler, records)
+        hearing = Hearing(nc, s.subjects)
+        self.attempts = Attempts(s, self.routes, backends, store, events, scheduler, records, hearing)
         self._top_up = lambda: scheduler.top_up(js, dispatch_stream, list(self.routes), events)
         reactions = Reactions(store, events, uploads_kv, waits, self.routes, queue, positions)
         self.storage = self.storage or make_storage(s)
@@ -183,6 +185,7 @@ class Dispatcher:
             self._stop_sampling = start_sampling(js, [(c.stream, c.durable) for c in consumers], self.pool)
         self._tasks = [
             asyncio.create_task(queue.follow()),
+            asyncio.create_task(hearing.link.run(), name="link-watch"),
             asyncio.create_task(self._keep_tickets()),
             asyncio.create_task(self._every(s.retention_sweep_interval_s, self.retention.sweep, first=True)),
             asyncio.create_task(self._every(s.created_sweep_interval_s, self.sweep_created)),

@@ -13,6 +13,7 @@ from contracts.job_record import JobRecord, JobStatus
 from contracts.route_table import Route
 from contracts.runs import Outcome
 from services.dispatcher.backends import Launch
+from services.dispatcher.hearing import Hearing
 from services.dispatcher.held_records import Follower
 from services.dispatcher.local_pool import WorkerLostError
 from services.dispatcher.store import Ticket
@@ -30,6 +31,8 @@ class Held:
     """The KV revision of ``record`` (a newer one replaces it: :meth:`offer`)."""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     began: float = field(default_factory=time.time)
+    heard_at: float = 0.0
+    """The latest sign of life found outside the record (:meth:`~services.dispatcher.hearing.Hearing.last_sign`)."""
     task: asyncio.Task[None] | None = None
     claim: Any = None
     """The scheduler's :class:`~services.dispatcher.scheduler.Decision` (its queue entry, dropped at the end)."""
@@ -55,9 +58,14 @@ class Verdict:
     message: str = ""
 
 
-async def wait_for_verdict(held: Held, launch: Launch | None, timeout_at: float, silence: float) -> Verdict:
+async def wait_for_verdict(
+    held: Held, launch: Launch | None, timeout_at: float, silence: float, hearing: Hearing | None = None
+) -> Verdict:
     """Until the first of: an outcome, a lost worker, the timeout, ``silence`` s without a sign of
-    life, a cancel request, or the job ending (or moving to a later attempt) elsewhere."""
+    life, a cancel request, or the job ending (or moving to a later attempt) elsewhere. With
+    ``hearing``, a silence is confirmed against the link and the log before it is called
+    (:mod:`~services.dispatcher.hearing`)."""
+    confirmed = False
     while True:
         record = held.record
         if record.terminal or record.attempt > held.ticket.attempt:
@@ -67,14 +75,20 @@ async def wait_for_verdict(held: Held, launch: Launch | None, timeout_at: float,
             return Verdict("ended")
         if record.cancel_requested:
             return Verdict("cancel")
-        signs = [held.began] + [
+        signs = [held.began, held.heard_at] + [
             t.timestamp() for t in (record.heartbeat_at, record.timings.started_at) if t is not None
         ]
         silent_at, now = max(signs) + silence, time.time()
         if now >= timeout_at:
             return Verdict("timeout", message=f"the attempt ran past its {held.route.timeout_s:g} s timeout")
         if now >= silent_at:
-            return Verdict("silent", message=f"no heartbeat for {silence:g} s")
+            if hearing is None or confirmed:
+                return Verdict("silent", message=f"no heartbeat for {silence:g} s")
+            ticket = held.ticket
+            held.heard_at = max(held.heard_at, await hearing.last_sign(ticket.tenant, ticket.job_id, ticket.attempt))
+            confirmed = True
+            continue
+        confirmed = False
         held.changed.clear()
         waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(held.changed.wait())}
         if launch is not None:
