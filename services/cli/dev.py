@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 
 DEV_TENANT = "dev"
+STOP_GRACE_S = 15.0
+"""How long a SIGINT or SIGTERM lets the stack stop cleanly; past it the process exits at once (its
+children die with it) rather than hang on a part that will not stop."""
 """The tenant of the key ``gpurelay dev`` makes."""
 
 
@@ -209,6 +212,10 @@ async def run_until_signal(stack: DevStack, on_ready: object = None) -> None:
             on_ready(env)
         await stop.wait()
     finally:
-        await stack.stop()
+        try:
+            await asyncio.wait_for(stack.stop(), STOP_GRACE_S)
+        except TimeoutError:
+            log.error("gpurelay dev did not stop within %g s; exiting now", STOP_GRACE_S)
+            os._exit(1)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
-import os
 import signal
 import socket
 import sys
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,66 +17,18 @@ import nats
 import pytest
 
 from services.common.config import BaseServiceSettings, dev_env_path
+from tests.support.dev_process import (
+    READY_LINE,
+    children_of,
+    dev_env,
+    kill_leftovers,
+    read_env_file,
+    running_dev,
+    wait_gone,
+)
 from tests.support.lap import frame_count
 
-READY_LINE = "gpurelay dev ready"
 SERVING_LINE = "Ctrl-C stops the demo"
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GPURELAY_")}
-    env["COLUMNS"] = "250"
-    return env
-
-
-def _read_env_file(path: Path) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in path.read_text().splitlines() if line)
-
-
-@asynccontextmanager
-async def running_dev(data_dir: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, dict[str, str]]]:
-    """``gpurelay dev`` in a child process; yields once it printed that it is ready."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.cli.main",
-        "dev",
-        "--data-dir",
-        str(data_dir),
-        "--port",
-        "0",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=_env(),
-    )
-    assert proc.stdout is not None
-    seen: list[str] = []
-    drain: asyncio.Task[None] | None = None
-    try:
-        while True:
-            line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-            assert line, f"gpurelay dev exited before it was ready: {''.join(seen)}"
-            seen.append(line)
-            if READY_LINE in line:
-                break
-        # Keep reading what it logs: a full pipe would stall it, and a StreamReader past its
-        # high-water mark stops reading, so wait() would never see the pipe close.
-        drain = asyncio.create_task(_drain(proc.stdout))
-        yield proc, _read_env_file(dev_env_path(data_dir))
-    finally:
-        if proc.returncode is None:
-            children = list(_children_of(proc.pid))
-            proc.kill()
-            _kill_leftovers(children)  # whatever a failed test left running (they hold its stdout)
-            await proc.wait()
-        if drain is not None:
-            drain.cancel()
-
-
-async def _drain(stream: asyncio.StreamReader) -> None:
-    """Read ``stream`` to its end, dropping what it says."""
-    while await stream.read(1 << 16):
-        pass
 
 
 def _port_open(url: str) -> bool:
@@ -180,7 +128,7 @@ async def test_demo_runs_lap_compare_end_to_end(tmp_path: Path) -> None:
     marker = f"GPURELAY_TEST_DEMO_MARK={uuid.uuid4().hex}"
     name, _, value = marker.partition("=")
     data_dir, output = tmp_path / "data", tmp_path / "out"
-    proc = await _demo(data_dir, output, env={**_env(), name: value})
+    proc = await _demo(data_dir, output, env={**dev_env(), name: value})
     out, _ = await asyncio.wait_for(proc.communicate(), 170)
     text = out.decode()
     assert proc.returncode == 0, text
@@ -202,7 +150,7 @@ async def test_demo_runs_lap_compare_end_to_end(tmp_path: Path) -> None:
 @pytest.mark.timeout(180)
 async def test_demo_serve_keeps_the_stack_until_ctrl_c(tmp_path: Path) -> None:
     data_dir, output = tmp_path / "data", tmp_path / "out"
-    proc = await _demo(data_dir, output, "--serve", env=_env())
+    proc = await _demo(data_dir, output, "--serve", env=dev_env())
     assert proc.stdout is not None
     seen: list[str] = []
     try:
@@ -211,7 +159,7 @@ async def test_demo_serve_keeps_the_stack_until_ctrl_c(tmp_path: Path) -> None:
             assert line, f"the demo exited instead of serving: {''.join(seen)}"
             seen.append(line)
         job = _check_saved_artifacts("".join(seen), output, data_dir)
-        env = _read_env_file(dev_env_path(data_dir))
+        env = read_env_file(dev_env_path(data_dir))
         auth = {"Authorization": f"Bearer {env['GPURELAY_API_KEY']}"}
         async with httpx.AsyncClient(base_url=env["GPURELAY_URL"], headers=auth) as client:
             served = (await client.get(f"/v1/jobs/{job['id']}")).json()
@@ -248,45 +196,6 @@ async def test_a_failed_start_stops_what_did_start(tmp_path: Path) -> None:
     assert not _port_open(f"nats://127.0.0.1:{nats_port}"), "nats-server outlived a failed start"
 
 
-def _children_of(pid: int) -> dict[int, str]:
-    """The live children of ``pid``: their ids and command lines."""
-    found: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[1]) == pid and fields[0] != "Z":
-                    found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except (OSError, IndexError, ValueError):
-                continue
-    return found
-
-
-def _running(pid: int) -> bool:
-    """Whether ``pid`` exists and has not exited (a zombie has)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-async def _wait_gone(pids: list[int], timeout_s: float) -> list[int]:
-    """Poll until every pid in ``pids`` has exited; those still running at the deadline."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while (left := [pid for pid in pids if _running(pid)]) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110 - another process's exit: nothing to await
-        await asyncio.sleep(0.05)
-    return left
-
-
-def _kill_leftovers(pids: list[int]) -> None:
-    """SIGKILL the processes this test recorded that still run (so a failure leaks nothing)."""
-    for pid in pids:
-        if _running(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
 async def _publish(url: str, count: int, start: int = 0) -> list[int]:
     """Publish ``count`` job events to JOBS, each acked; their stream sequences."""
     nc = await nats.connect(url)
@@ -306,7 +215,7 @@ async def test_sigkill_of_dev_takes_its_children_along_and_a_restart_keeps_the_d
     recorded: list[int] = []
     try:
         async with running_dev(data_dir) as (proc, env):
-            children = _children_of(proc.pid)
+            children = children_of(proc.pid)
             recorded = list(children)
             assert any("nats-server" in cmd for cmd in children.values()), children
             assert sum("spawn_main" in cmd for cmd in children.values()) >= 2, children  # the pool
@@ -314,12 +223,12 @@ async def test_sigkill_of_dev_takes_its_children_along_and_a_restart_keeps_the_d
             proc.send_signal(signal.SIGKILL)
             # wait() also waits for its stdout to close, which the pool workers hold until they die
             assert await asyncio.wait_for(proc.wait(), 30) == -signal.SIGKILL
-            left = await _wait_gone(recorded, timeout_s=20)
+            left = await wait_gone(recorded, timeout_s=20)
             assert left == [], f"outlived gpurelay dev: { {pid: children[pid] for pid in left} }"
 
         async with running_dev(data_dir) as (proc, env):
             assert env["GPURELAY_API_KEY"].startswith("gr_")
-            recorded += list(_children_of(proc.pid))
+            recorded += list(children_of(proc.pid))
             nc = await nats.connect(env["GPURELAY_NATS_URL"])
             info = await nc.jetstream().stream_info("JOBS")
             await nc.close()
@@ -328,7 +237,7 @@ async def test_sigkill_of_dev_takes_its_children_along_and_a_restart_keeps_the_d
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(proc.wait(), 20) == 0
     finally:
-        _kill_leftovers(recorded)
+        kill_leftovers(recorded)
 
 
 async def _second_dev(data_dir: Path) -> tuple[int | None, str]:
@@ -337,7 +246,7 @@ async def _second_dev(data_dir: Path) -> tuple[int | None, str]:
         *(sys.executable, "-m", "services.cli.main", "dev", "--data-dir", str(data_dir), "--port", "0"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env=_env(),
+        env=dev_env(),
     )
     assert proc.stdout is not None
     seen: list[str] = []
@@ -354,7 +263,7 @@ async def _second_dev(data_dir: Path) -> tuple[int | None, str]:
 async def test_a_second_dev_on_a_data_dir_in_use_refuses(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     async with running_dev(data_dir) as (proc, env):
-        nats_before = [pid for pid, cmd in _children_of(proc.pid).items() if "nats-server" in cmd]
+        nats_before = [pid for pid, cmd in children_of(proc.pid).items() if "nats-server" in cmd]
         code, output = await _second_dev(data_dir)
         assert code is not None, f"a second gpurelay dev came up on the same data dir:\n{output}"
         assert code != 0
@@ -362,8 +271,8 @@ async def test_a_second_dev_on_a_data_dir_in_use_refuses(tmp_path: Path) -> None
         assert str(proc.pid) in output
         assert "Traceback" not in output
         # The first one is untouched: its dev.env, its nats-server, its gateway.
-        assert _read_env_file(dev_env_path(data_dir)) == env
-        assert [pid for pid, cmd in _children_of(proc.pid).items() if "nats-server" in cmd] == nats_before
+        assert read_env_file(dev_env_path(data_dir)) == env
+        assert [pid for pid, cmd in children_of(proc.pid).items() if "nats-server" in cmd] == nats_before
         async with httpx.AsyncClient(base_url=env["GPURELAY_URL"]) as client:
             assert (await client.get("/readyz")).status_code == 200
         proc.send_signal(signal.SIGTERM)
@@ -393,3 +302,37 @@ async def test_a_stale_nats_server_on_the_store_is_stopped_not_joined(tmp_path: 
             assert await asyncio.wait_for(proc.wait(), 20) == 0
     finally:
         stale.stop()
+
+
+HANGING_STOP = """
+import asyncio, sys
+from services.cli import dev
+dev.STOP_GRACE_S = 0.5
+
+class HangingStack:
+    async def start(self):
+        print("started", flush=True)
+        return {}
+
+    async def stop(self):
+        await asyncio.sleep(3600)
+
+asyncio.run(dev.run_until_signal(HangingStack()))
+"""
+
+
+async def test_a_stop_that_hangs_is_cut_off_at_the_grace(tmp_path: Path) -> None:
+    """A part that will not stop does not keep ``gpurelay dev`` alive past its stop grace."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HANGING_STOP, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env=dev_env(),
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        assert b"started" in await asyncio.wait_for(proc.stdout.readline(), 30)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 1
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

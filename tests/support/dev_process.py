@@ -1,0 +1,111 @@
+"""``gpurelay dev`` in a child process, for the tests that start, pause, kill and stop it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from services.common.config import dev_env_path
+
+READY_LINE = "gpurelay dev ready"
+
+
+def dev_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPURELAY_")}
+    env["COLUMNS"] = "250"
+    return env
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if line)
+
+
+@asynccontextmanager
+async def running_dev(data_dir: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, dict[str, str]]]:
+    """``gpurelay dev`` in a child process; yields once it printed that it is ready."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli.main",
+        "dev",
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=dev_env(),
+    )
+    assert proc.stdout is not None
+    seen: list[str] = []
+    reader: asyncio.Task[None] | None = None
+    try:
+        while True:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+            assert line, f"gpurelay dev exited before it was ready: {''.join(seen)}"
+            seen.append(line)
+            if READY_LINE in line:
+                break
+        # Keep reading what it logs: a full pipe would stall it, and a StreamReader past its
+        # high-water mark stops reading, so wait() would never see the pipe close.
+        reader = asyncio.create_task(drain(proc.stdout))
+        yield proc, read_env_file(dev_env_path(data_dir))
+    finally:
+        if proc.returncode is None:
+            children = list(children_of(proc.pid))
+            proc.kill()
+            kill_leftovers(children)  # whatever a failed test left running (they hold its stdout)
+            await proc.wait()
+        if reader is not None:
+            reader.cancel()
+
+
+async def drain(stream: asyncio.StreamReader) -> None:
+    """Read ``stream`` to its end, dropping what it says."""
+    while await stream.read(1 << 16):
+        pass
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """The live children of ``pid``: their ids and command lines."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid and fields[0] != "Z":
+                    found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` exists and has not exited (a zombie has)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+async def wait_gone(pids: list[int], timeout_s: float) -> list[int]:
+    """Poll until every pid in ``pids`` has exited; those still running at the deadline."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while (left := [pid for pid in pids if running(pid)]) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110 - another process's exit: nothing to await
+        await asyncio.sleep(0.05)
+    return left
+
+
+def kill_leftovers(pids: list[int]) -> None:
+    """SIGKILL the processes this test recorded that still run (so a failure leaks nothing)."""
+    for pid in pids:
+        if running(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
