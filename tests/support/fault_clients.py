@@ -80,3 +80,20 @@ class SseReader:
     def seqs(self) -> list[int]:
         """The ``id`` (stream sequence) of every event read, in the order read."""
         return [int(e.id) for e in self.events if e.id is not None]
+
+
+async def start_session(stack: FaultStack, key: str) -> str:
+    """Start a ``vlm`` session (the echo workload in the fault stack); its id."""
+    session = await call("POST", f"{stack.gateway.url}/v1/sessions", key, {"kind": "vlm", "params": {}})
+    return str(session["id"])
+
+
+async def send_frame(stack: FaultStack, key: str, session_id: str, data: bytes) -> int:
+    """POST one JPEG frame to a session (sent once: a retried frame would be a second frame); its seq."""
+    async with httpx.AsyncClient(timeout=10.0) as http:
+        response = await http.post(
+            f"{stack.gateway.url}/v1/sessions/{session_id}/frames", content=data,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "image/jpeg"},
+        )  # fmt: skip
+    assert response.status_code == 202, response.text
+    return int(response.json()["seq"])

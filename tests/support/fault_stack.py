@@ -34,6 +34,13 @@ profiles:
       retries: {{max_attempts: 6, backoff_initial_s: 0.1, backoff_max_s: 0.5}}
       concurrency: {concurrency}
       price_per_gpu_hour: {price}
+    vlm:
+      backend: local
+      local: tests.support.session_echo:run
+      function: vlm
+      timeout_s: 300
+      retries: {{max_attempts: 1}}
+      concurrency: {sessions}
   prod: {{}}
 """
 
@@ -46,18 +53,22 @@ async def connect_test_client(nats_url: str) -> NatsClient:
 
 
 class FaultStack:
-    """The three services as processes under ``root``; ``pose`` runs ``fault_workloads:{workload}``."""
+    """The three services as processes under ``root``; ``pose`` runs ``fault_workloads:{workload}``,
+    ``vlm`` sessions the echo workload (:mod:`tests.support.session_echo`) in ``sessions`` more pool
+    processes (none: they share the jobs' processes)."""
 
     def __init__(
-        self, root: Path, nats_url: str, workload: str = "short", concurrency: int = 4, **settings: object
+        self, root: Path, nats_url: str, workload: str = "short", concurrency: int = 4, sessions: int = 0,
+        **settings: object,
     ) -> None:
         self.root, self.nats_url = root, nats_url
         self.marks, logs = root / "marks", root / "logs"
         for directory in (self.marks, logs, root / "data"):
             directory.mkdir(parents=True, exist_ok=True)
         routes = root / "routes.yaml"
-        routes.write_text(ROUTES.format(workload=workload, concurrency=concurrency, price=PRICE_PER_GPU_HOUR))
-        settings = {"test_marks": str(self.marks), "local_pool_size": concurrency, **settings}
+        routes.write_text(ROUTES.format(workload=workload, concurrency=concurrency, sessions=max(1, sessions),
+                                        price=PRICE_PER_GPU_HOUR))  # fmt: skip
+        settings = {"test_marks": str(self.marks), "local_pool_size": concurrency + sessions, **settings}
         env = service_env(nats_url, root / "data", routes, **settings)
         self.replicas = int(env.get("GPURELAY_NATS_REPLICAS", "1"))
         self.gateway = ServiceProcess("gateway", env, logs / "gateway.log")
