@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import Request, Response, WebSocket
 from fastapi.responses import StreamingResponse
 
+from contracts.base import load_json
 from contracts.job_record import JobRecord
 from contracts.session_feed import IMAGE_TYPES
 from services.common.http.problem import ProblemError, field_error, unprocessable
@@ -65,7 +65,7 @@ def pose_header(value: str | None) -> list[float] | None:
     if value is None:
         return None
     try:
-        pose = json.loads(value)
+        pose = load_json(value)
         valid = isinstance(pose, list) and len(pose) == 16 and all(isinstance(v, int | float) for v in pose)
     except ValueError:
         valid = False

@@ -26,8 +26,9 @@ from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
+from contracts.api_sessions import FrameMeta
 from contracts.events import TERMINAL_JOB_EVENTS
 from contracts.job_record import JobRecord
 from contracts.streams import JOBS
@@ -39,16 +40,6 @@ from services.gateway.ws_auth import WS_UNAUTHORIZED
 
 log = logging.getLogger(__name__)
 ERROR_CODES = {404: "not_found", 409: "session_ended", 413: "frame_too_large", 422: "invalid", 429: "rate_limited"}
-
-
-class FrameMeta(BaseModel):
-    """``{"type": "frame", "ts"?, "pose"?}``: describes the next binary frame."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: str = Field(pattern="^frame$")
-    ts: float | None = Field(default=None, ge=0, le=1e11)
-    pose: list[float] | None = Field(default=None, min_length=16, max_length=16)
 
 
 class _Socket:

@@ -38,7 +38,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"], lifespan=_lifespan)
 SessionIdPath = Annotated[str, Path(description="A session id (a job id), e.g. job_0193...")]
-CaptureTime = Annotated[float | None, Query(ge=0, le=1e11, description="Capture time, UNIX seconds (default: now).")]
+CaptureTime = Annotated[
+    float | None, Query(ge=0, le=1e11, allow_inf_nan=False, description="Capture time, UNIX seconds (default: now).")
+]
 PoseHeader = Annotated[str | None, Header(alias="Gpurelay-Pose", description="16 numbers: a 4x4 camera→world pose.")]
 FRAME_DOC = {
     "content": {
