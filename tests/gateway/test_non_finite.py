@@ -1,6 +1,11 @@
-"""NaN and Infinity never get in: over real HTTP and a real nats-server, a session whose params hold a
-non-finite number is a 422 naming the field (it used to be a 201, then every read of it a 500); a
-batch's free-form spec, a worker's event and a frame's pose too."""
+"""NaN and Infinity never get in, and a stored record that no longer validates wedges no reader.
+
+Over real HTTP, a real WebSocket and a real nats-server: a session whose params hold a non-finite
+number is a 422 naming the field (it used to be a 201, then every read of it a 500); a worker's
+event or a frame's pose too. A record written straight into KV ``jobs`` that does not validate is a
+409 ``invalid_record`` on every read and write of it (the API, the dashboard), lists leave it out,
+and the session's socket closes 4409.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +16,21 @@ import httpx
 import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
+from websockets.exceptions import ConnectionClosed
 
 from contracts.event_ids import worker_event_id
 from contracts.events import EventType, make_event
+from contracts.ids import tenant_key
 from contracts.session_events import SessionResultPayload
 from contracts.streams import JOBS, KV_JOBS
 from contracts.subjects import Namespace
 from services.common.ingest_tokens import mint_ingest_token
 from services.common.kv import kv_entries
 from tests.gateway.test_bad_input import assert_problem
+from tests.support.dashboard import sign_in
 from tests.support.gateway import Gateway, Tenant
 from tests.support.secrets import INGEST_SECRET
-from tests.support.sessions import jpeg
+from tests.support.sessions import jpeg, open_socket, until_closed
 
 LITERALS = ["NaN", "Infinity", "-Infinity", "1e400"]
 JSON = {"Content-Type": "application/json"}
@@ -83,3 +91,59 @@ async def test_a_frame_pose_with_a_non_finite_number_is_a_422(acme: Tenant, lite
     headers = {"Content-Type": "image/jpeg", "Gpurelay-Pose": pose}
     refused = await acme.http.post(f"/v1/sessions/{session['id']}/frames", content=jpeg(1), headers=headers)
     assert assert_problem(refused, 422)["errors"][0]["loc"] == ["header", "Gpurelay-Pose"]
+
+
+async def corrupt(kv: KeyValue, tenant: str, job_id: str) -> None:
+    """Write ``null`` where the record's camera offset was (what a NaN became when it was stored)."""
+    key = tenant_key(tenant, job_id)
+    record = json.loads((await kv.get(key)).value or b"")
+    record["spec"]["params"]["camera_mount"]["xyz"][2] = None
+    await kv.put(key, json.dumps(record).encode())
+
+
+def assert_invalid_record(response: httpx.Response) -> None:
+    assert assert_problem(response, 409)["code"] == "invalid_record"
+
+
+async def test_a_record_that_no_longer_validates_is_a_409_on_every_read_and_write_and_lists_skip_it(
+    acme: Tenant, jobs_kv: KeyValue, gateway: Gateway
+) -> None:
+    body = {"kind": "splat", "params": {"camera_mount": {"xyz": [0, 0, 1]}}}
+    broken = (await acme.http.post("/v1/sessions", json=body)).json()["id"]
+    fine = (await acme.http.post("/v1/sessions", json={"kind": "vlm"})).json()["id"]
+    await corrupt(jobs_kv, "acme", broken)
+    for read in (
+        acme.http.get(f"/v1/jobs/{broken}"),
+        acme.http.get(f"/v1/sessions/{broken}"),
+        acme.http.get(f"/v1/sessions/{broken}/ply"),
+        acme.http.post(f"/v1/jobs/{broken}/cancel"),
+        acme.http.post(f"/v1/sessions/{broken}/stop"),
+        acme.http.post(f"/v1/sessions/{broken}/frames", content=jpeg(1), headers={"Content-Type": "image/jpeg"}),
+    ):
+        assert_invalid_record(await read)
+    listed = await acme.http.get("/v1/jobs")
+    assert listed.status_code == 200
+    assert [job["id"] for job in listed.json()["items"]] == [fine]
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as browser:
+        assert (await sign_in(browser, acme.key)).status_code == 303
+        page = await browser.get(f"/jobs/{broken}")
+        assert (page.status_code, "text/html" in page.headers["content-type"]) == (409, True)
+        assert "Invalid record" in page.text
+        listing = await browser.get("/jobs")
+        assert listing.status_code == 200
+        assert fine in listing.text
+        assert broken not in listing.text
+
+
+async def test_the_socket_of_a_session_whose_record_no_longer_validates_closes_4409(
+    acme: Tenant, jobs_kv: KeyValue
+) -> None:
+    body = {"kind": "splat", "params": {"camera_mount": {"xyz": [0, 0, 1]}}}
+    session = (await acme.http.post("/v1/sessions", json=body)).json()
+    await corrupt(jobs_kv, "acme", session["id"])
+    async with open_socket(session["urls"]["stream"], acme.key) as ws:
+        try:
+            _, code = await until_closed(ws)
+        except ConnectionClosed:
+            code = ws.close_code
+    assert code == 4409

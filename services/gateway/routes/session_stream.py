@@ -2,7 +2,7 @@
 
 Auth: ``Authorization: Bearer <api key>`` or a first text message ``{"auth": "<api key or the
 session's stream token>"}`` within ``robot_ws_auth_timeout_s`` (else 1008); a bad credential closes
-4401, a session of another tenant (or none) 4404.
+4401, a session of another tenant (or none) 4404, one whose stored record does not validate 4409.
 
 In: a binary message is one JPEG or PNG frame; a text ``{"type": "frame", "ts": <unix s>, "pose":
 [16 numbers]?}`` just before it describes it. ``{"type": "stop"}`` and ``{"type": "reset"}`` control
@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from contracts.api_sessions import FrameMeta
 from contracts.events import TERMINAL_JOB_EVENTS
 from contracts.job_record import JobRecord
+from contracts.record_repair import INVALID_RECORD, UnreadableRecordError
 from contracts.streams import JOBS
 from services.common.http.problem import ProblemError
 from services.common.tokens import TokenExpiredError, TokenInvalidError, verify_token
@@ -70,6 +71,8 @@ class _Socket:
                     await self._text(message.get("text") or "")
             except ProblemError as exc:
                 await self.error(ERROR_CODES.get(exc.status, "unavailable"), exc.detail)
+            except UnreadableRecordError:
+                await self.error(INVALID_RECORD, "The session's stored record is not valid.")
 
     async def _frame(self, data: bytes) -> None:
         meta, self.meta = self.meta, None

@@ -90,7 +90,7 @@ def _check_model(settings: GatewaySettings, spec: SplatSpec | VlmSpec) -> None:
             )
 
 
-@router.get("/{session_id}", summary="Read a session", responses=problem_responses(401, 404))
+@router.get("/{session_id}", summary="Read a session", responses=problem_responses(401, 404, 409))
 async def get_session(
     session_id: SessionIdPath, request: Request, state: StateDep, principal: PrincipalDep
 ) -> SessionOut:
@@ -151,7 +151,7 @@ async def reset_session(
     responses={
         200: {"content": {"application/octet-stream": {}}},
         304: {"description": "Not modified"},
-        **problem_responses(401, 404, 410),
+        **problem_responses(401, 404, 409, 410),
     },
 )
 async def get_ply(
