@@ -10,7 +10,9 @@ the session. Out: ``{"type": "ack", "seq", "ts"}`` for each frame as soon as it 
 inference), ``{"type": "control", "action"}`` for each control, ``{"type": "event", "seq",
 "event"}`` for each of the session's events (progress, snapshots, results, the terminal event; not
 heartbeats; ``seq`` is the JOBS stream sequence, ``?after=SEQ`` resumes after it), and ``{"type":
-"error", "code", "message"}`` for a bad message, after which the socket stays open. A message over
+"error", "code", "message"}`` for a bad message, after which the socket stays open. A text message
+is one JSON object of at most ``ws_max_message_bytes`` characters, plain JSON (no ``NaN`` or
+``Infinity``, nesting bounded: :mod:`services.gateway.ws_text`). A message over
 ``session_frame_max_bytes`` closes it with 1009 (the server refuses it before reading it); the
 socket closes with 1000 after the terminal event.
 """
@@ -38,6 +40,7 @@ from services.common.tokens import TokenExpiredError, TokenInvalidError, verify_
 from services.gateway.session_http import TenantOf, image_type, socket_session
 from services.gateway.session_intake import SessionIntake
 from services.gateway.ws_auth import WS_UNAUTHORIZED
+from services.gateway.ws_text import BadMessageError, json_object
 
 log = logging.getLogger(__name__)
 ERROR_CODES = {404: "not_found", 409: "session_ended", 413: "frame_too_large", 422: "invalid", 429: "rate_limited"}
@@ -87,11 +90,11 @@ class _Socket:
 
     async def _text(self, text: str) -> None:
         try:
-            message = json.loads(text)
-        except ValueError:
-            await self.error("invalid", "A text message must be JSON.")
+            message = json_object(text, self.intake.settings.ws_max_message_bytes)
+        except BadMessageError as exc:
+            await self.error("invalid", str(exc))
             return
-        kind = message.get("type") if isinstance(message, dict) else None
+        kind = message.get("type")
         if kind in ("stop", "reset"):
             record = await self.intake.record(self.record.tenant, self.record.id, fresh=True)
             await self.intake.control(record, kind)
