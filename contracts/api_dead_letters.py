@@ -9,9 +9,10 @@ removes the dead letter; a redriven delivery that fails again gets a new dead le
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from contracts.base import Contract, JsonObject
 
 PAGE_DEFAULT = 50
 PAGE_MAX = 200
@@ -21,7 +22,7 @@ REDRIVE_MAX = 500
 _BODY = ConfigDict(extra="forbid")
 
 
-class DeadLetterItem(BaseModel):
+class DeadLetterItem(Contract):
     """One delivery that exhausted its retries (or that a full queue refused)."""
 
     model_config = _BODY
@@ -41,12 +42,12 @@ class DeadLetterItem(BaseModel):
 class DeadLetterDetail(DeadLetterItem):
     """One dead letter with the event it would deliver again."""
 
-    event: dict[str, Any] | None = Field(
+    event: JsonObject | None = Field(
         default=None, description="The original event envelope; None when JOBS no longer holds it."
     )
 
 
-class DeadLetterPage(BaseModel):
+class DeadLetterPage(Contract):
     """Dead letters oldest first; pass ``next_after`` as ``?after=`` for the next page."""
 
     model_config = _BODY
@@ -55,7 +56,7 @@ class DeadLetterPage(BaseModel):
     next_after: int | None = Field(default=None, description="None: this is the last page.")
 
 
-class RedriveRequest(BaseModel):
+class RedriveRequest(Contract):
     """Which dead letters to deliver again: ``ids``, or ``all`` (at most ``REDRIVE_MAX`` per request)."""
 
     model_config = _BODY
@@ -72,7 +73,7 @@ class RedriveRequest(BaseModel):
         return self
 
 
-class RedriveRefusal(BaseModel):
+class RedriveRefusal(Contract):
     """A dead letter that stays where it is, and why."""
 
     model_config = _BODY
@@ -81,7 +82,7 @@ class RedriveRefusal(BaseModel):
     reason: str
 
 
-class RedriveResult(BaseModel):
+class RedriveResult(Contract):
     """What a redrive did."""
 
     model_config = _BODY

@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Discriminator,
     Field,
@@ -26,6 +25,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
+from contracts.base import Contract, JsonObject
 from contracts.ids import ID_PATTERN, JobId
 from contracts.job_record import (
     Artifact,
@@ -84,7 +84,7 @@ JobCreate = Annotated[
 """``{kind, inputs, params, webhook?}``: a job spec, its errors located at body fields."""
 
 
-class JobUrls(BaseModel):
+class JobUrls(Contract):
     """Where to follow a job: the record, its live events (SSE, with a stream token), cancel."""
 
     model_config = _BODY
@@ -94,7 +94,7 @@ class JobUrls(BaseModel):
     cancel: str = Field(description="POST to request cancellation.")
 
 
-class JobOut(BaseModel):
+class JobOut(Contract):
     """A job as clients see it; artifacts carry fresh pre-signed download URLs."""
 
     model_config = _BODY
@@ -108,7 +108,7 @@ class JobOut(BaseModel):
     progress: JobProgress
     stage: str | None = None
     stages: tuple[StageState, ...] = ()
-    result: dict[str, Any] | None = None
+    result: JsonObject | None = None
     artifacts: tuple[Artifact, ...] = ()
     error: JobError | None = None
     timings: JobTimings
@@ -120,7 +120,7 @@ class JobOut(BaseModel):
     urls: JobUrls
 
 
-class JobList(BaseModel):
+class JobList(Contract):
     """One page of jobs, newest first; pass ``next_cursor`` as ``cursor`` for the next page."""
 
     model_config = _BODY
@@ -129,7 +129,7 @@ class JobList(BaseModel):
     next_cursor: str | None = Field(default=None, description="None on the last page.")
 
 
-class IdempotencyClaim(BaseModel):
+class IdempotencyClaim(Contract):
     """The KV ``idempotency`` value: the job an ``Idempotency-Key`` created and its body's digest."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import uuid_utils
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, TypeAdapter, model_validator
 
+from contracts.base import Contract
 from contracts.ids import validate_id
 from contracts.robot_events import MAX_BATCH, MAX_JOINTS, Angle
 
@@ -42,7 +43,7 @@ Ts = Annotated[
 Seq = Annotated[int | None, Field(ge=0, le=2**63 - 1, description="The robot's own sample counter, if any.")]
 
 
-class JointSampleIn(BaseModel):
+class JointSampleIn(Contract):
     """One sample as a client sends it (the robot is named by the path)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -52,7 +53,7 @@ class JointSampleIn(BaseModel):
     seq: Seq = None
 
 
-class JointsPost(BaseModel):
+class JointsPost(Contract):
     """``POST /v1/robots/{robot_id}/joints``: one sample, or a batch in ``samples`` (oldest first)."""
 
     model_config = ConfigDict(
@@ -81,13 +82,13 @@ class JointsPost(BaseModel):
         return [JointSampleIn.model_construct(joint_angles=self.joint_angles, ts=self.ts, seq=self.seq)]
 
 
-class JointsAccepted(BaseModel):
+class JointsAccepted(Contract):
     """The answer to a POST: how many samples were published."""
 
     accepted: int = Field(ge=0)
 
 
-class FieldError(BaseModel):
+class FieldError(Contract):
     """One field at fault: where (``loc``), what (``msg``) and the kind of error (``type``)."""
 
     loc: list[str | int]
@@ -95,7 +96,7 @@ class FieldError(BaseModel):
     type: str
 
 
-class JointsWsAck(BaseModel):
+class JointsWsAck(Contract):
     """WebSocket → client, periodically and on close: running totals of the connection."""
 
     type: Literal["ack"] = "ack"
@@ -103,7 +104,7 @@ class JointsWsAck(BaseModel):
     rejected: int = Field(ge=0, description="Messages refused so far.")
 
 
-class JointsWsError(BaseModel):
+class JointsWsError(Contract):
     """WebSocket → client: message ``index`` (0-based) was refused; the socket stays open."""
 
     type: Literal["error"] = "error"
@@ -112,7 +113,7 @@ class JointsWsError(BaseModel):
     errors: list[FieldError] = Field(default_factory=list)
 
 
-class JointsWsAuth(BaseModel):
+class JointsWsAuth(Contract):
     """Client → WebSocket, first message when no ``Authorization`` header could be sent: the API key."""
 
     model_config = ConfigDict(extra="forbid")
@@ -120,7 +121,7 @@ class JointsWsAuth(BaseModel):
     auth: str = Field(min_length=1, max_length=256)
 
 
-class JointsWsControl(BaseModel):
+class JointsWsControl(Contract):
     """Client → WebSocket: ``close`` asks for a final ack, after which the server closes (1000)."""
 
     model_config = ConfigDict(extra="forbid")

@@ -1,4 +1,5 @@
-"""Live-session API bodies (``/v1/sessions``) and the gateway's per-session KV entry.
+"""Live-session API bodies (``/v1/sessions``), the session socket's frame description, and the gateway's
+per-session KV entry.
 
 A session is a job of a session kind (splat, vlm): it has a job id, a job record, and everything
 jobs have (routing, cost, cancel, retention, SSE, webhooks). :data:`SessionCreate` is the session
@@ -8,11 +9,12 @@ specs' union, ``{kind, params, robot_id?, webhook?}``, its errors located at bod
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, WrapValidator
+from pydantic import ConfigDict, Discriminator, Field, WrapValidator
 
 from contracts.api_jobs import field_locations
+from contracts.base import Contract, JsonObject
 from contracts.ids import JobId, ResourceId, TenantId
 from contracts.job_record import Artifact, JobCost, JobError, JobStatus, SessionState
 from contracts.job_specs import JobKind, SplatSpec, VlmSpec
@@ -23,7 +25,7 @@ SessionCreate = Annotated[SplatSpec | VlmSpec, Discriminator("kind"), WrapValida
 """``{kind, params, robot_id?, webhook?}``: a splat or vlm session's spec."""
 
 
-class SessionUrls(BaseModel):
+class SessionUrls(Contract):
     """Where to reach a session."""
 
     model_config = _BODY
@@ -41,7 +43,7 @@ class SessionUrls(BaseModel):
     )
 
 
-class SessionOut(BaseModel):
+class SessionOut(Contract):
     """A session as clients see it."""
 
     model_config = _BODY
@@ -54,9 +56,9 @@ class SessionOut(BaseModel):
     frames_received: int = Field(ge=0, description="Frames accepted by the gateway (the last seq).")
     frames_processed: int = Field(ge=0, description="Frames the worker took (its latest report).")
     frames_dropped: int = Field(ge=0, description="Frames the worker skipped to keep up (its latest report).")
-    metrics: dict[str, Any] = Field(default_factory=dict, description="The worker's latest figures.")
+    metrics: JsonObject = Field(default_factory=dict, description="The worker's latest figures.")
     snapshot: Artifact | None = Field(default=None, description="The latest live output, with a download URL.")
-    result: dict[str, Any] | None = None
+    result: JsonObject | None = None
     error: JobError | None = None
     cost: JobCost = Field(description="GPU time and price so far (a running session counts up to now).")
     spec: SplatSpec | VlmSpec
@@ -65,7 +67,7 @@ class SessionOut(BaseModel):
     urls: SessionUrls
 
 
-class FrameAccepted(BaseModel):
+class FrameAccepted(Contract):
     """A frame was accepted: its ``seq`` (from 1) and the session's frame count."""
 
     model_config = _BODY
@@ -74,7 +76,19 @@ class FrameAccepted(BaseModel):
     frame_count: int = Field(ge=1)
 
 
-class SessionEntry(BaseModel):
+class FrameMeta(Contract):
+    """Session socket, client → server: ``{"type": "frame", "ts"?, "pose"?}`` describes the next binary frame."""
+
+    model_config = _BODY
+
+    type: str = Field(pattern="^frame$")
+    ts: float | None = Field(default=None, ge=0, le=1e11, description="Capture time, UNIX seconds.")
+    pose: list[float] | None = Field(
+        default=None, min_length=16, max_length=16, description="Camera→world, 4 × 4 row-major."
+    )
+
+
+class SessionEntry(Contract):
     """KV ``sessions`` (``{tenant}.{id}``): what the gateway keeps per session — the frame counter."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -11,8 +11,9 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, ConfigDict, Field, field_validator
 
+from contracts.base import Contract
 from contracts.ids import ResourceId, TenantId
 from contracts.upload_events import validate_filename
 
@@ -27,7 +28,7 @@ class UploadStatus(StrEnum):
     COMPLETED = "completed"
 
 
-class UploadCreate(BaseModel):
+class UploadCreate(Contract):
     """Declare a file to upload: its name, media type and exact size in bytes."""
 
     model_config = _BODY
@@ -42,7 +43,7 @@ class UploadCreate(BaseModel):
         return validate_filename(value)
 
 
-class PresignedUpload(BaseModel):
+class PresignedUpload(Contract):
     """Where to send the bytes: make this request with ``headers`` verbatim before ``expires_at``."""
 
     model_config = _BODY
@@ -54,7 +55,7 @@ class PresignedUpload(BaseModel):
     expires_at: datetime
 
 
-class UploadOut(BaseModel):
+class UploadOut(Contract):
     """An upload as clients see it."""
 
     model_config = _BODY
@@ -69,7 +70,7 @@ class UploadOut(BaseModel):
     sha256: str | None = Field(default=None, description="Hex SHA-256 of the bytes, when computed.")
 
 
-class UploadRecord(BaseModel):
+class UploadRecord(Contract):
     """The KV ``uploads`` value: written pending at presign, completed (compare-and-set) once verified."""
 
     model_config = _RECORD

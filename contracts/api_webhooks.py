@@ -19,8 +19,9 @@ import re
 import secrets
 from datetime import datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, ConfigDict, Field, field_validator, model_validator
 
+from contracts.base import Contract, JsonValue
 from contracts.events import EventType
 from contracts.ids import ResourceId, TenantId
 
@@ -59,7 +60,7 @@ def matches_events(globs: list[str] | tuple[str, ...], event_type: str) -> bool:
 _EVENTS_DOC = "Event types or globs, e.g. ['job.*'] or ['job.succeeded', 'job.failed']."
 
 
-class WebhookCreate(BaseModel):
+class WebhookCreate(Contract):
     """Subscribe a URL to the tenant's events."""
 
     model_config = _BODY
@@ -74,7 +75,7 @@ class WebhookCreate(BaseModel):
         return validate_event_globs(value)
 
 
-class WebhookUpdate(BaseModel):
+class WebhookUpdate(Contract):
     """Change an endpoint; fields left out stay as they are. A new URL is checked again."""
 
     model_config = _BODY
@@ -99,7 +100,7 @@ class WebhookUpdate(BaseModel):
         return self
 
 
-class SecretRotation(BaseModel):
+class SecretRotation(Contract):
     """How long the previous secret keeps signing deliveries after a rotation (0: stop at once)."""
 
     model_config = _BODY
@@ -107,7 +108,7 @@ class SecretRotation(BaseModel):
     grace_period_s: int = Field(default=DEFAULT_GRACE_S, ge=0, le=MAX_GRACE_S)
 
 
-class WebhookEndpoint(BaseModel):
+class WebhookEndpoint(Contract):
     """An endpoint as clients see it: never its secret."""
 
     model_config = _BODY
@@ -131,7 +132,7 @@ class WebhookEndpointWithSecret(WebhookEndpoint):
     secret: str = Field(description="The Standard Webhooks signing secret, whsec_... Store it now.")
 
 
-class WebhookList(BaseModel):
+class WebhookList(Contract):
     """The tenant's endpoints, oldest first."""
 
     model_config = _BODY
@@ -139,10 +140,11 @@ class WebhookList(BaseModel):
     data: list[WebhookEndpoint]
 
 
-class WebhookRecord(BaseModel):
+class WebhookRecord(Contract):
     """KV ``webhooks`` ``{tenant}.{id}``. Unknown fields are kept, so a newer writer loses nothing."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, JsonValue] = Field(init=False)
 
     id: ResourceId
     tenant: TenantId

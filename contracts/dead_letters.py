@@ -14,8 +14,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, ConfigDict, Field
 
+from contracts.base import Contract
 from contracts.envelope import utc_now
 from contracts.ids import ResourceId
 
@@ -30,7 +31,7 @@ def one_line(text: str, limit: int = ERROR_MAX) -> str:
     return _CONTROL.sub(" ", text).strip()[:limit]
 
 
-class DeadLetter(BaseModel):
+class DeadLetter(Contract):
     """One message a consumer gave up on: where it came from, why, and its bytes."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -8,10 +8,11 @@ Every event on NATS, in an SSE frame and in a webhook body is one :class:`EventE
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field
 
+from contracts.base import Contract, JsonObject
 from contracts.ids import ResourceId, TenantId, new_uuid7
 
 
@@ -33,7 +34,7 @@ any offset is exact, so it is kept as the same instant in UTC.
 """
 
 
-class EventEnvelope(BaseModel):
+class EventEnvelope(Contract):
     """One event: who, what, when, and its typed ``data``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -55,7 +56,7 @@ class EventEnvelope(BaseModel):
     job_id: ResourceId | None = None
     kind: str | None = Field(default=None, max_length=32)
     attempt: int | None = Field(default=None, ge=1, le=1000)
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: JsonObject = Field(default_factory=dict)
 
     def to_json_bytes(self) -> bytes:
         """The envelope as compact JSON bytes, ready to publish."""

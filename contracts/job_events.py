@@ -6,17 +6,18 @@ to its event. See :mod:`contracts.events` for the type → payload table.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, ConfigDict, Field
 
+from contracts.base import Contract, JsonObject
 from contracts.job_record import Artifact, JobError, Metrics, StageStatus
 from contracts.job_specs import JobSpec
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
-class JobCreatedPayload(BaseModel):
+class JobCreatedPayload(Contract):
     """``job.created``: the gateway accepted a job; ``spec`` is the full, validated spec."""
 
     model_config = _STRICT
@@ -25,13 +26,13 @@ class JobCreatedPayload(BaseModel):
     max_attempts: int = Field(default=3, ge=1, le=100)
 
 
-class JobQueuedPayload(BaseModel):
+class JobQueuedPayload(Contract):
     """``job.queued``: every input is complete; the job waits for a backend."""
 
     model_config = _STRICT
 
 
-class JobPositionPayload(BaseModel):
+class JobPositionPayload(Contract):
     """``job.position``: where a queued job stands in its tenant's queue of the kind, and its ETA
     (from the kind's observed run times); sent when it is queued and as it moves up."""
 
@@ -42,7 +43,7 @@ class JobPositionPayload(BaseModel):
     eta_at: AwareDatetime | None = Field(default=None, description="When it should start.")
 
 
-class JobDispatchedPayload(BaseModel):
+class JobDispatchedPayload(Contract):
     """``job.dispatched``: a backend accepted the attempt; ``call_id`` is kept for cancel."""
 
     model_config = _STRICT
@@ -53,7 +54,7 @@ class JobDispatchedPayload(BaseModel):
     call_id: str | None = Field(default=None, max_length=256)
 
 
-class JobStartedPayload(BaseModel):
+class JobStartedPayload(Contract):
     """``job.started``: a worker began the attempt."""
 
     model_config = _STRICT
@@ -62,7 +63,7 @@ class JobStartedPayload(BaseModel):
     gpu: str | None = Field(default=None, max_length=32)
 
 
-class JobProgressPayload(BaseModel):
+class JobProgressPayload(Contract):
     """``job.progress``: how far the attempt is (monotonic within an attempt), with the workload's
     latest figures in ``metrics`` (a live session's frames, counts, loss, ...)."""
 
@@ -74,7 +75,7 @@ class JobProgressPayload(BaseModel):
     metrics: Metrics | None = None
 
 
-class JobLogPayload(BaseModel):
+class JobLogPayload(Contract):
     """``job.log``: one log line from the worker."""
 
     model_config = _STRICT
@@ -91,7 +92,7 @@ class JobArtifactPayload(Artifact):
         return Artifact.model_validate(self.model_dump())
 
 
-class JobHeartbeatPayload(BaseModel):
+class JobHeartbeatPayload(Contract):
     """``job.heartbeat``: the worker is alive."""
 
     model_config = _STRICT
@@ -99,7 +100,7 @@ class JobHeartbeatPayload(BaseModel):
     worker: str | None = Field(default=None, max_length=128)
 
 
-class JobStagePayload(BaseModel):
+class JobStagePayload(Contract):
     """``job.stage``: a pipeline stage changed status."""
 
     model_config = _STRICT
@@ -110,7 +111,7 @@ class JobStagePayload(BaseModel):
     status: StageStatus
 
 
-class JobRetryingPayload(BaseModel):
+class JobRetryingPayload(Contract):
     """``job.retrying``: the attempt failed in a retryable way; another follows after ``delay_s``."""
 
     model_config = _STRICT
@@ -121,7 +122,7 @@ class JobRetryingPayload(BaseModel):
     delay_s: float = Field(default=0.0, ge=0, le=86_400)
 
 
-class JobCancelRequestedPayload(BaseModel):
+class JobCancelRequestedPayload(Contract):
     """``job.cancel_requested``: a client asked to cancel."""
 
     model_config = _STRICT
@@ -129,16 +130,16 @@ class JobCancelRequestedPayload(BaseModel):
     reason: str | None = Field(default=None, max_length=500)
 
 
-class JobSucceededPayload(BaseModel):
+class JobSucceededPayload(Contract):
     """``job.succeeded``: the result (kind-specific JSON) and every artifact."""
 
     model_config = _STRICT
 
-    result: dict[str, Any] = Field(default_factory=dict)
+    result: JsonObject = Field(default_factory=dict)
     artifacts: tuple[Artifact, ...] = ()
 
 
-class JobFailedPayload(BaseModel):
+class JobFailedPayload(Contract):
     """``job.failed``: the job ended in error (a timeout is ``error.code == "timeout"``)."""
 
     model_config = _STRICT
@@ -146,7 +147,7 @@ class JobFailedPayload(BaseModel):
     error: JobError
 
 
-class JobCanceledPayload(BaseModel):
+class JobCanceledPayload(Contract):
     """``job.canceled``: the job stopped because it was canceled."""
 
     model_config = _STRICT

@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
+
+from contracts.base import Contract
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -24,7 +26,7 @@ def safe_relative_path(value: str, what: str) -> str:
     return value
 
 
-class JobParams(BaseModel):
+class JobParams(Contract):
     """Base of the per-kind parameter models."""
 
     model_config = _STRICT

@@ -15,14 +15,14 @@ expired (:meth:`JobRecord.with_artifacts_expired`).
 
 from __future__ import annotations
 
-import math
 import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, field_validator, model_validator
 
+from contracts.base import Contract, JsonObject
 from contracts.envelope import utc_now
 from contracts.ids import JobId, TenantId
 from contracts.job_specs import JobKind, JobSpec
@@ -82,7 +82,7 @@ def check_transition(current: JobStatus, target: JobStatus) -> None:
         raise IllegalTransitionError(current, target, "terminal" if current in TERMINAL else "")
 
 
-class JobError(BaseModel):
+class JobError(Contract):
     """Why a job (or an attempt) failed. ``code`` is machine-readable, e.g. ``timeout``."""
 
     model_config = _STRICT
@@ -90,10 +90,10 @@ class JobError(BaseModel):
     code: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.]*$")
     message: str = Field(default="", max_length=4000)
     retryable: bool = False
-    details: dict[str, Any] = Field(default_factory=dict)
+    details: JsonObject = Field(default_factory=dict)
 
 
-class Artifact(BaseModel):
+class Artifact(Contract):
     """One result file in storage; ``url`` is a download URL added when the record is read."""
 
     model_config = _STRICT
@@ -128,16 +128,14 @@ def _bounded_metrics(value: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"metric name {name!r} must be lower_snake_case, at most 64 characters")
         if isinstance(item, str) and len(item) > 256:
             raise ValueError(f"metric {name!r} is longer than 256 characters")
-        if isinstance(item, float) and not math.isfinite(item):
-            raise ValueError(f"metric {name!r} must be finite")
     return value
 
 
 Metrics = Annotated[dict[str, bool | int | float | str], AfterValidator(_bounded_metrics)]
-"""A workload's latest figures: at most 32 named numbers, flags or short strings."""
+"""A workload's latest figures: at most 32 named (finite) numbers, flags or short strings."""
 
 
-class JobProgress(BaseModel):
+class JobProgress(Contract):
     """How far the current attempt is, and the workload's latest figures."""
 
     model_config = _STRICT
@@ -148,7 +146,7 @@ class JobProgress(BaseModel):
     metrics: Metrics = Field(default_factory=dict)
 
 
-class JobTimings(BaseModel):
+class JobTimings(Contract):
     """When the job entered each status (dispatched_at and started_at: the latest attempt)."""
 
     model_config = _STRICT
@@ -160,7 +158,7 @@ class JobTimings(BaseModel):
     finished_at: AwareDatetime | None = None
 
 
-class JobCost(BaseModel):
+class JobCost(Contract):
     """GPU time used, summed over attempts, and its estimated price."""
 
     model_config = _STRICT
@@ -193,7 +191,7 @@ class StageStatus(StrEnum):
     SKIPPED = "skipped"
 
 
-class QueuePlace(BaseModel):
+class QueuePlace(Contract):
     """Where a queued job stands: its place in its tenant's queue of the kind, and when it should start."""
 
     model_config = _STRICT
@@ -203,7 +201,7 @@ class QueuePlace(BaseModel):
     eta_at: AwareDatetime | None = Field(default=None, description="When it should start.")
 
 
-class StageState(BaseModel):
+class StageState(Contract):
     """One stage of a pipeline job (e.g. nerf: colmap, train, render)."""
 
     model_config = _STRICT
@@ -232,7 +230,7 @@ class SessionState(StrEnum):
     CANCELED = "canceled"
 
 
-class SessionInfo(BaseModel):
+class SessionInfo(Contract):
     """What a live session's record adds to a job's: its stop request and latest live outputs."""
 
     model_config = _STRICT
@@ -260,7 +258,7 @@ _ENTERED: dict[JobStatus, str] = {
 }
 
 
-class JobRecord(BaseModel):
+class JobRecord(Contract):
     """A job's state: the dispatcher's projection of its events, stored in the ``jobs`` KV bucket."""
 
     model_config = _STRICT
@@ -275,7 +273,7 @@ class JobRecord(BaseModel):
     progress: JobProgress = Field(default_factory=JobProgress)
     stage: str | None = Field(default=None, max_length=64)
     stages: tuple[StageState, ...] = ()
-    result: dict[str, Any] | None = None
+    result: JsonObject | None = None
     artifacts: tuple[Artifact, ...] = ()
     error: JobError | None = None
     timings: JobTimings = Field(default_factory=JobTimings)

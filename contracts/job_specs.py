@@ -16,7 +16,6 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     AwareDatetime,
-    BaseModel,
     ConfigDict,
     Field,
     HttpUrl,
@@ -28,6 +27,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from contracts.base import Contract
 from contracts.ids import ResourceId
 from contracts.job_params import JobParams, LapCompareParams, NerfParams, PoseParams
 from contracts.session_params import SplatParams, VlmParams
@@ -56,7 +56,7 @@ _EVENT_GLOB = re.compile(r"^[a-z_*]+(\.[a-z_*]+)*$")
 
 
 # -- inputs ---------------------------------------------------------------------------------------
-class InputRef(BaseModel):
+class InputRef(Contract):
     """One job input: exactly one of ``{"upload_id": ...}`` or ``{"url": "https://..."}``."""
 
     model_config = _STRICT
@@ -83,7 +83,7 @@ class InputRef(BaseModel):
         return {key: value for key, value in data.items() if value is not None}
 
 
-class JobInputs(BaseModel):
+class JobInputs(Contract):
     """Base of the per-kind input maps: rejects unknown and missing names with a clear message."""
 
     model_config = _STRICT
@@ -154,7 +154,7 @@ MAX_DELAY_S = 7 * 24 * 3600.0
 """The longest ``delay_s`` a spec may ask for (a week)."""
 
 
-class WebhookTarget(BaseModel):
+class WebhookTarget(Contract):
     """A per-job webhook: where to POST, and which event types (globs such as ``job.*``)."""
 
     model_config = _STRICT
@@ -175,7 +175,7 @@ class WebhookTarget(BaseModel):
         return any(fnmatch.fnmatchcase(event_type, glob) for glob in self.events)
 
 
-class JobSpecBase(BaseModel):
+class JobSpecBase(Contract):
     """Fields every spec has; the concrete specs narrow ``kind``, ``inputs`` and ``params``."""
 
     model_config = _STRICT

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from contracts.base import Contract
 
 
-class TenantQuota(BaseModel):
+class TenantQuota(Contract):
     """A tenant's limits; ``None`` = the deployment's default (and there, unlimited)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -32,7 +34,7 @@ class TenantQuota(BaseModel):
         return TenantQuota.model_validate(defaults.model_dump() | self.model_dump(exclude_none=True))
 
 
-class TenantUsage(BaseModel):
+class TenantUsage(Contract):
     """What a tenant used in one UTC day."""
 
     model_config = ConfigDict(extra="forbid")

@@ -2,9 +2,9 @@
 
 A :class:`JointSample` is the payload of one ``robot.joints`` event; a :class:`JointBatch` carries
 several of one robot. The HTTP and WebSocket bodies that produce them are in
-:mod:`contracts.api_robots`. Angles are radians, finite and within ±2π (checked by pydantic-core,
-no Python call per angle); whether the count fits the robot (6 for an SO-100/101 arm) is the
-gateway's check.
+:mod:`contracts.api_robots`. Angles are radians, finite (as every contract's numbers:
+:mod:`contracts.base`) and within ±2π (checked by pydantic-core, no Python call per angle);
+whether the count fits the robot (6 for an SO-100/101 arm) is the gateway's check.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, ConfigDict, Field, model_validator
 
+from contracts.base import Contract
 from contracts.ids import ResourceId
 
 MAX_JOINTS = 32
@@ -28,7 +29,6 @@ Angle = Annotated[
     float,
     Field(
         strict=True,
-        allow_inf_nan=False,
         ge=-ANGLE_LIMIT,
         le=ANGLE_LIMIT,
         description="A joint angle in radians: finite, within ±2π.",
@@ -37,7 +37,7 @@ Angle = Annotated[
 """One joint angle in radians."""
 
 
-class JointSample(BaseModel):
+class JointSample(Contract):
     """``robot.joints``: one robot's joint angles at ``ts``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -48,7 +48,7 @@ class JointSample(BaseModel):
     seq: int | None = Field(default=None, ge=0, description="The robot's own sample counter, if any.")
 
 
-class JointBatch(BaseModel):
+class JointBatch(Contract):
     """Several samples of one robot, oldest first."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from contracts.base import Contract
 from contracts.job_specs import JobKind
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -24,7 +25,7 @@ _GPU = re.compile(r"^[A-Z0-9][A-Z0-9-]*(:[1-8])?$")
 DEFAULT_ROUTES = Path(__file__).resolve().parents[1] / "deploy" / "routes.yaml"
 
 
-class RetryPolicy(BaseModel):
+class RetryPolicy(Contract):
     """How often and how soon a failed attempt is tried again."""
 
     model_config = _STRICT
@@ -44,7 +45,7 @@ class RetryPolicy(BaseModel):
         return max(0.0, base * (1.0 + spread))
 
 
-class Stage(BaseModel):
+class Stage(Contract):
     """One stage of a pipeline kind: its own function, GPUs, timeout and share of the progress."""
 
     model_config = _STRICT
@@ -58,7 +59,7 @@ class Stage(BaseModel):
     price_per_gpu_hour: float | None = Field(default=None, ge=0, description="None: the route's price.")
 
 
-class Route(BaseModel):
+class Route(Contract):
     """Where and how one kind runs."""
 
     model_config = _STRICT
@@ -128,7 +129,7 @@ class Route(BaseModel):
         return tuple(s.weight / total for s in self.steps())
 
 
-class RouteTable(BaseModel):
+class RouteTable(Contract):
     """Every profile's routes; :meth:`profile` gives one profile's kind → route map."""
 
     model_config = _STRICT

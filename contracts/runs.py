@@ -9,14 +9,15 @@ overall progress. Both ends import these from here, so neither depends on the ot
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from contracts.base import Contract, JsonObject
 from contracts.job_record import Artifact, JobError
 
 
-class StagePlan(BaseModel):
+class StagePlan(Contract):
     """Which pipeline stage a run is, and its share of the overall progress."""
 
     model_config = ConfigDict(frozen=True)
@@ -28,7 +29,7 @@ class StagePlan(BaseModel):
     weight: float = 1.0
 
 
-class RunRequest(BaseModel):
+class RunRequest(Contract):
     """One attempt (or one stage of it) to run."""
 
     model_config = ConfigDict(frozen=True)
@@ -37,7 +38,7 @@ class RunRequest(BaseModel):
     job_id: str
     kind: str
     attempt: int
-    spec: dict[str, Any]
+    spec: JsonObject
     function: str = Field(description="module:function (local) or the Modal function name.")
     inputs: tuple[Artifact, ...] = Field(default=(), description="The previous stage's artifacts.")
     stage: StagePlan | None = None
@@ -54,10 +55,10 @@ class RunRequest(BaseModel):
     )
 
 
-class Outcome(BaseModel):
+class Outcome(Contract):
     """How a run ended, reported back to the dispatcher."""
 
     status: Literal["succeeded", "permanent", "retryable"]
-    result: dict[str, Any] = Field(default_factory=dict)
+    result: JsonObject = Field(default_factory=dict)
     artifacts: tuple[Artifact, ...] = ()
     error: JobError | None = None

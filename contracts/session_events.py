@@ -13,10 +13,9 @@ numbers start at 1 per session and are the numbering acks, results and status us
 
 from __future__ import annotations
 
-from typing import Any
+from pydantic import ConfigDict, Field, model_validator
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
+from contracts.base import Contract, JsonObject
 from contracts.job_record import Artifact
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -24,7 +23,7 @@ MAX_RESULT_TEXT = 16_000
 """Longest text one result or alert carries."""
 
 
-class SessionStopRequestedPayload(BaseModel):
+class SessionStopRequestedPayload(Contract):
     """``session.stop_requested``: finish the session (final outputs, then ``job.succeeded``)."""
 
     model_config = _STRICT
@@ -32,7 +31,7 @@ class SessionStopRequestedPayload(BaseModel):
     reason: str | None = Field(default=None, max_length=500)
 
 
-class SessionSnapshotPayload(BaseModel):
+class SessionSnapshotPayload(Contract):
     """``session.snapshot``: a live output was written; it covers the frames up to ``seq``."""
 
     model_config = _STRICT
@@ -42,7 +41,7 @@ class SessionSnapshotPayload(BaseModel):
     frames: int = Field(default=0, ge=0, description="Frames the session's worker has used so far.")
 
 
-class SessionResultPayload(BaseModel):
+class SessionResultPayload(Contract):
     """``session.result``: one result over frames ``first_seq..last_seq`` (e.g. a chunk's answer)."""
 
     model_config = _STRICT
@@ -53,7 +52,7 @@ class SessionResultPayload(BaseModel):
     text: str | None = Field(default=None, max_length=MAX_RESULT_TEXT)
     tokens: int | None = Field(default=None, ge=0)
     latency_ms: float | None = Field(default=None, ge=0)
-    data: dict[str, Any] = Field(default_factory=dict, description="Workload-specific fields.")
+    data: JsonObject = Field(default_factory=dict, description="Workload-specific fields.")
 
     @model_validator(mode="after")
     def _range(self) -> SessionResultPayload:
@@ -62,7 +61,7 @@ class SessionResultPayload(BaseModel):
         return self
 
 
-class SessionAlertPayload(BaseModel):
+class SessionAlertPayload(Contract):
     """``session.alert``: result ``chunk`` matched the session's alert ``pattern``."""
 
     model_config = _STRICT

@@ -19,7 +19,9 @@ import json
 import struct
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import ConfigDict, Field, TypeAdapter
+
+from contracts.base import Contract
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -38,7 +40,7 @@ Pose = list[float]
 """A 4 × 4 camera→world matrix, row-major (16 finite numbers)."""
 
 
-class ControlMessage(BaseModel):
+class ControlMessage(Contract):
     """A stop or reset asked of a session (the body of a ``.control`` message)."""
 
     model_config = _STRICT
@@ -47,7 +49,7 @@ class ControlMessage(BaseModel):
     reason: str | None = Field(default=None, max_length=500)
 
 
-class FeedFrame(BaseModel):
+class FeedFrame(Contract):
     """One frame's description (its bytes follow it on the feed socket)."""
 
     model_config = _STRICT
@@ -60,7 +62,7 @@ class FeedFrame(BaseModel):
     stream_seq: int = Field(ge=0, description="The message's FRAMES stream sequence.")
 
 
-class FeedJoints(BaseModel):
+class FeedJoints(Contract):
     """One joint-angle sample of the session's robot."""
 
     model_config = _STRICT
@@ -71,7 +73,7 @@ class FeedJoints(BaseModel):
     stream_seq: int = Field(ge=0, description="The sample's TELEMETRY stream sequence.")
 
 
-class FeedControl(BaseModel):
+class FeedControl(Contract):
     """A stop or reset, in order with the frames."""
 
     model_config = _STRICT

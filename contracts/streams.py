@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from contracts.base import Contract
 from contracts.subjects import JOB_RECORDS, NO_NAMESPACE, Namespace
 
 HOUR = 3600.0
 DAY = 24 * HOUR
 
 
-class StreamDecl(BaseModel):
+class StreamDecl(Contract):
     """One JetStream stream."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -41,7 +42,7 @@ class StreamDecl(BaseModel):
     description: str = ""
 
 
-class BucketDecl(BaseModel):
+class BucketDecl(Contract):
     """One JetStream key-value bucket."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -60,7 +61,7 @@ class BucketDecl(BaseModel):
     description: str = ""
 
 
-class Declarations(BaseModel):
+class Declarations(Contract):
     """Every stream and bucket of one namespace."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
+from contracts.base import Contract
 from contracts.ids import ResourceId
 
 _BAD_FILENAME = re.compile(r"[/\\\x00-\x1f\x7f]")
@@ -18,7 +19,7 @@ def validate_filename(value: str) -> str:
     return value
 
 
-class UploadCompletedPayload(BaseModel):
+class UploadCompletedPayload(Contract):
     """``upload.completed``: the gateway verified the object in storage (size, magic bytes)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from contracts.base import Contract
 from contracts.ids import ResourceId
 
 
-class WebhookDeadLetteredPayload(BaseModel):
+class WebhookDeadLetteredPayload(Contract):
     """A delivery that exhausted its retries, or that its endpoint's full queue refused (``attempts`` 0);
     ``event_id`` names the envelope to replay."""
 

@@ -208,7 +208,6 @@ class WorkerRuntime:
             with live_session(self, ctx):
                 result = drive(workload, spec, ctx)
             ctx.flush_progress()
-            return Outcome(status="succeeded", result=result, artifacts=tuple(ctx.artifacts))
         except (PermanentError, runtime_io.InputError) as exc:
             return Outcome(status="permanent", error=JobError(code=exc.code, message=exc.message))
         except ValidationError as exc:  # the spec itself is wrong: no attempt can fix it
@@ -220,6 +219,10 @@ class WorkerRuntime:
         except Exception as exc:  # noqa: BLE001 - anything but PermanentError is retryable
             message = "".join(traceback.format_exception_only(exc)).strip()[:4000]
             return Outcome(status="retryable", error=JobError(code="worker_error", message=message, retryable=True))
+        try:
+            return Outcome(status="succeeded", result=result, artifacts=tuple(ctx.artifacts))
+        except ValidationError as exc:  # e.g. a NaN: JSON has none, and no contract takes one
+            return Outcome(status="permanent", error=JobError(code="invalid_result", message=str(exc)[:4000]))
 
     async def _begin(self, ctx: WorkerContext) -> Any:
         """Watch the job's cancel, then send ``job.started`` and wait until it is stored: the sink

@@ -30,6 +30,9 @@ class PathSizedWebSocketProtocol(WebSocketsSansIOProtocol):
     The app lists ``(path regex, max bytes)`` pairs in ``app.state.ws_message_limits``; a socket whose
     path matches one gets that limit, every other socket the server's ``ws_max_size``. The limit is
     set at the handshake, before any message can arrive.
+
+    A text message that is not UTF-8 closes its socket with 1007, as uvicorn does, but logged as the
+    client's error it is (one line at INFO), not as the server's (uvicorn logs a traceback at ERROR).
     """
 
     def handle_connect(self, event: Any) -> None:
@@ -40,6 +43,18 @@ class PathSizedWebSocketProtocol(WebSocketsSansIOProtocol):
                 self.conn.max_message_size = limit
                 break
         super().handle_connect(event)
+
+    def send_receive_event_to_app(self) -> None:
+        if self.curr_msg_data_type == "text" and not self.close_sent:
+            try:
+                b"".join(self.frames).decode()
+            except UnicodeDecodeError:
+                self.frames = []
+                self.logger.info("closed a WebSocket whose text message was not UTF-8 (1007)")
+                self.conn.send_close(1007, "Text messages must be UTF-8.")
+                self.handle_parser_exception()
+                return
+        super().send_receive_event_to_app()
 
 
 def server_options(ws_max_size: int = WS_MAX_MESSAGE_BYTES, log_level: str = "warning") -> dict[str, Any]:

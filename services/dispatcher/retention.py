@@ -15,10 +15,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from nats.js.kv import KeyValue
-from pydantic import ValidationError
 
 from contracts.envelope import utc_now
 from contracts.job_record import JobRecord
+from contracts.record_repair import UnreadableRecordError
 from services.common.kv import kv_entries
 from services.common.storage import Storage, results_prefix
 from services.dispatcher.store import JobStore
@@ -58,7 +58,7 @@ class Retention:
             try:
                 if await self._expire(tenant, job_id, now):
                     expired.append(job_id)
-            except ValidationError:  # one unreadable record does not stop the sweep
+            except UnreadableRecordError:  # one unreadable record does not stop the sweep
                 log.error("KV jobs %s does not hold a job record; not swept", key)
         return expired
 

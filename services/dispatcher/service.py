@@ -126,7 +126,8 @@ class Dispatcher:
         jobs_kv = await js.key_value(ns.bucket(streams.KV_JOBS))
         uploads_kv = await js.key_value(ns.bucket(streams.KV_UPLOADS))
         prices = {kind: route.price_per_gpu_hour for kind, route in self.routes.items()}
-        store, events = JobStore(jobs_kv, route_pricing(prices)), JobEvents(js, ns)
+        events = JobEvents(js, ns)
+        store = JobStore(jobs_kv, route_pricing(prices), events)
         backends: dict[str, Backend] = {"local": UnroutedBackend("local"), "modal": UnroutedBackend("modal")}
         if any(r.backend == "local" for r in self.routes.values()) and "local" not in self.extra_backends:
             self.pool = LocalPool(s)

@@ -1,7 +1,8 @@
 """The dispatcher's store on NATS: job records (CAS), event publishing, dispatch tickets.
 
 * :class:`JobStore` folds one event into KV ``jobs`` with compare-and-set on the revision,
-  re-reading and re-applying on a conflict, so concurrent writers never lose an update.
+  re-reading and re-applying on a conflict, so concurrent writers never lose an update. A record
+  that no longer validates is failed (``invalid_record``) where it is read, so nothing wedges on it.
 * :class:`JobEvents` publishes job events with deterministic ids (``Nats-Msg-Id``), so a replay or
   a restart that publishes the same state change again stores it once.
 * A :class:`Ticket` asks for one attempt of a job to run: one message on ``dispatch.{kind}`` in the
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime
 
@@ -21,17 +23,20 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts import streams
-from contracts.envelope import EventEnvelope
-from contracts.event_ids import ticket_msg_id
+from contracts.envelope import EventEnvelope, utc_now
+from contracts.event_ids import failed_event_id, ticket_msg_id
 from contracts.events import EventType, job_created_event, job_event_name, make_event
 from contracts.ids import ResourceId, TenantId, tenant_key
+from contracts.job_events import JobFailedPayload
 from contracts.job_record import JobRecord
+from contracts.record_repair import INVALID_RECORD, UnreadableRecordError, failed_in_place_of, read_record
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common import tracing
 from services.common.publish import publish_event
 from services.dispatcher.fold import Pricing, apply, no_pricing
 
+log = logging.getLogger(__name__)
 DISPATCH_STREAM = streams.DISPATCH
 WAITS_BUCKET = streams.KV_DISPATCHER_WAITS
 CAS_ATTEMPTS = 50
@@ -65,20 +70,46 @@ async def declare_dispatch(js: JetStreamContext, ns: Namespace) -> tuple[KeyValu
 
 
 class JobStore:
-    """Job records in KV ``jobs``, moved only by :func:`~services.dispatcher.fold.apply`."""
+    """Job records in KV ``jobs``, moved only by :func:`~services.dispatcher.fold.apply`, and replaced
+    by a failed one when what KV holds no longer validates (``events`` publishes its ``job.failed``)."""
 
-    def __init__(self, kv: KeyValue, pricing: Pricing = no_pricing) -> None:
-        self.kv, self.pricing = kv, pricing
+    def __init__(self, kv: KeyValue, pricing: Pricing = no_pricing, events: JobEvents | None = None) -> None:
+        self.kv, self.pricing, self.events = kv, pricing, events
 
     async def get(self, tenant: str, job_id: str) -> tuple[JobRecord | None, int | None]:
-        """The record and its revision (``None, None`` when there is none)."""
-        try:
-            entry = await self.kv.get(tenant_key(tenant, job_id))
-        except KeyNotFoundError:
-            return None, None
-        if not entry.value:
-            return None, None
-        return JobRecord.model_validate_json(entry.value), entry.revision
+        """The record and its revision (``None, None`` when there is none).
+
+        A record that no longer validates is replaced first by the failed record
+        :func:`~contracts.record_repair.failed_in_place_of` makes of it (its ``job.failed`` published
+        before it is written), so no reader wedges on it; when none can be made,
+        :class:`~contracts.record_repair.UnreadableRecordError` (a fold retries, then dead-letters).
+        """
+        key = tenant_key(tenant, job_id)
+        for _ in range(CAS_ATTEMPTS):
+            try:
+                entry = await self.kv.get(key)
+            except KeyNotFoundError:
+                return None, None
+            if not entry.value:
+                return None, None
+            try:
+                return read_record(entry.value), entry.revision
+            except UnreadableRecordError as exc:
+                failed = failed_in_place_of(entry.value, tenant, job_id, utc_now())
+                if failed is None:
+                    raise
+                log.error("job %s: its stored record is not valid (%s); failing it", job_id, exc)
+                revision = await self._replace(failed, entry.revision)
+                if revision is not None:
+                    return failed, revision
+        raise RuntimeError(f"job {job_id}: too many concurrent updates")
+
+    async def _replace(self, failed: JobRecord, revision: int | None) -> int | None:
+        """Publish ``failed``'s ``job.failed`` (when it was failed here), then write it over ``revision``."""
+        if failed.error is not None and failed.error.code == INVALID_RECORD and self.events is not None:
+            event_id = failed_event_id(failed.id, failed.attempt)
+            await self.events.publish(failed, EventType.JOB_FAILED, JobFailedPayload(error=failed.error), event_id)
+        return await self.put(failed, revision)
 
     async def apply(self, event: EventEnvelope) -> tuple[JobRecord | None, bool]:
         """Fold ``event`` into its job's record with compare-and-set; the record after it, and whether

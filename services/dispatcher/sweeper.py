@@ -30,6 +30,7 @@ from nats.js.kv import KV_OP
 from contracts.envelope import utc_now
 from contracts.ids import tenant_key
 from contracts.job_record import JobRecord, JobStatus
+from contracts.record_repair import UnreadableRecordError
 from services.dispatcher.store import JobEvents, JobStore
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,11 @@ class CreatedSweeper:
         for key, (tenant, job_id, created_at) in list(self.candidates.items()):
             if now - created_at < self.after:
                 continue
-            record, _ = await self.store.get(tenant, job_id)
+            try:
+                record, _ = await self.store.get(tenant, job_id)
+            except UnreadableRecordError as exc:  # not a job that can be created: nothing to publish
+                log.error("job %s: %s; no job.created published", job_id, exc, extra={"job_id": job_id})
+                record = None
             if record is None or record.status is not JobStatus.CREATED:
                 self.candidates.pop(key, None)
                 continue

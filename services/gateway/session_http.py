@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import Request, Response, WebSocket
 from fastapi.responses import StreamingResponse
 
+from contracts.base import load_json
 from contracts.job_record import JobRecord
+from contracts.record_repair import UnreadableRecordError
 from contracts.session_feed import IMAGE_TYPES
 from services.common.http.problem import ProblemError, field_error, unprocessable
 from services.common.storage import ObjectNotFoundError
 from services.gateway.session_intake import SessionIntake
 from services.gateway.state import GatewayState
-from services.gateway.ws_auth import WS_NOT_FOUND, WS_POLICY, NoCredentialInTimeError, ws_credential
+from services.gateway.ws_auth import (
+    WS_INVALID_RECORD,
+    WS_NOT_FOUND,
+    WS_POLICY,
+    NoCredentialInTimeError,
+    ws_credential,
+)
 
 TenantOf = Callable[[str | None], Awaitable[str | None]]
 """A credential's tenant, or ``None`` once it has closed the socket saying why."""
@@ -65,7 +72,7 @@ def pose_header(value: str | None) -> list[float] | None:
     if value is None:
         return None
     try:
-        pose = json.loads(value)
+        pose = load_json(value)
         valid = isinstance(pose, list) and len(pose) == 16 and all(isinstance(v, int | float) for v in pose)
     except ValueError:
         valid = False
@@ -108,7 +115,7 @@ async def socket_session(
 
     The credential must come within ``robot_ws_auth_timeout_s`` (else 1008); ``tenant_of`` decides
     what it may be. ``None`` once the socket is closed with why (a session of another tenant, or none:
-    4404).
+    4404; a record that does not validate: 4409).
     """
     await ws.accept()
     timeout_s = intake.settings.robot_ws_auth_timeout_s
@@ -124,4 +131,6 @@ async def socket_session(
         return await intake.record(tenant, session_id, fresh=True)
     except ProblemError:
         await ws.close(WS_NOT_FOUND, "No such session.")
-        return None
+    except UnreadableRecordError:
+        await ws.close(WS_INVALID_RECORD, "The session's stored record is not valid.")
+    return None

@@ -31,6 +31,7 @@ from contracts.event_ids import frame_msg_id, reset_msg_id, stop_requested_event
 from contracts.events import EventType, make_event
 from contracts.ids import InvalidIdError, tenant_key
 from contracts.job_record import JobRecord
+from contracts.record_repair import read_record
 from contracts.session_events import SessionStopRequestedPayload
 from contracts.session_feed import H_POSE, H_SEQ, H_TS, ControlMessage
 from services.common.http.problem import ProblemError
@@ -101,7 +102,9 @@ class SessionIntake:
 
     async def record(self, tenant: str, session_id: str, *, fresh: bool = False) -> JobRecord:
         """The tenant's session record (cached briefly unless ``fresh``); 404 for anything else (a
-        malformed id included: no session can have it)."""
+        malformed id included: no session can have it);
+        :class:`~contracts.record_repair.UnreadableRecordError` (409) for a
+        record that does not validate."""
         try:
             key = tenant_key(tenant, session_id)
         except InvalidIdError:
@@ -113,7 +116,7 @@ class SessionIntake:
             entry = await self.state.kv.jobs.get(key)
         except KeyNotFoundError:
             entry = None
-        record = JobRecord.model_validate_json(entry.value) if entry is not None and entry.value else None
+        record = read_record(entry.value) if entry is not None and entry.value else None
         if record is None or record.session is None:
             raise ProblemError(404, f"No session {session_id!r}.")
         return self._records.put(key, (record, time.monotonic()))[0]

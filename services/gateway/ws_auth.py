@@ -8,14 +8,19 @@ session's socket also its stream token; for a worker's feed its ingest token).
 from __future__ import annotations
 
 import asyncio
-import json
 
-from fastapi import WebSocket
+from fastapi import WebSocket, WebSocketDisconnect
+
+from services.gateway.ws_text import BadMessageError, json_object
 
 WS_POLICY = 1008
 WS_TOO_BIG = 1009
 WS_UNAUTHORIZED = 4401
 WS_NOT_FOUND = 4404
+WS_INVALID_RECORD = 4409
+AUTH_MAX_CHARS = 4096
+"""The longest credential a first message may carry."""
+AUTH_MESSAGE_MAX_CHARS = 2 * AUTH_MAX_CHARS
 
 
 class NoCredentialInTimeError(Exception):
@@ -23,7 +28,8 @@ class NoCredentialInTimeError(Exception):
 
 
 async def ws_credential(ws: WebSocket, timeout_s: float) -> str | None:
-    """The bearer credential of an accepted socket, or ``None`` when what came is not one.
+    """The bearer credential of an accepted socket, or ``None`` when what came is not one (a first message
+    that is not a JSON object with a string ``auth``: binary, not JSON, too long, nested too deep).
 
     Raises :class:`NoCredentialInTimeError` when no first message arrives within ``timeout_s``.
     """
@@ -32,14 +38,13 @@ async def ws_credential(ws: WebSocket, timeout_s: float) -> str | None:
         scheme, _, credential = header.partition(" ")
         return credential.strip() or None if scheme.lower() == "bearer" else None
     try:
-        text = await asyncio.wait_for(ws.receive_text(), timeout_s)
+        message = await asyncio.wait_for(ws.receive(), timeout_s)
     except TimeoutError:
         raise NoCredentialInTimeError from None
-    except KeyError:  # a binary message
-        return None
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
     try:
-        message = json.loads(text)
-    except ValueError:
+        found = json_object(message.get("text"), AUTH_MESSAGE_MAX_CHARS).get("auth")
+    except BadMessageError:
         return None
-    found = message.get("auth") if isinstance(message, dict) else None
-    return found if isinstance(found, str) and 0 < len(found) <= 4096 else None
+    return found if isinstance(found, str) and 0 < len(found) <= AUTH_MAX_CHARS else None

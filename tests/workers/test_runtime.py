@@ -227,6 +227,21 @@ def test_errors_are_classified(tmp_path: Path) -> None:
     assert sink.types().count("job.failed") == 2  # a retryable error is the dispatcher's to conclude
 
 
+@pytest.mark.parametrize("number", [float("nan"), float("inf")])
+def test_a_result_with_a_non_finite_number_fails_as_invalid_result(tmp_path: Path, number: float) -> None:
+    def diverged(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
+        return {"laps": [{"loss": number}]}
+
+    runtime, sink = memory_runtime(tmp_path)
+    with closing(runtime):
+        outcome = runtime.run(diverged, lap_request({"video": "upl_x"}))
+    assert outcome.status == "permanent"
+    assert outcome.error is not None
+    assert outcome.error.code == "invalid_result"
+    assert "laps[0].loss" in outcome.error.message
+    assert sink.types()[-1] == "job.failed"
+
+
 def test_a_cancelled_run_stops_at_its_next_check(tmp_path: Path) -> None:
     def loop(spec: Any, ctx: WorkerContext) -> None:
         ctx.cancel()  # what the cancel watch does when job.cancel_requested arrives

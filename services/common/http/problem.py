@@ -3,7 +3,8 @@
 The gateway and the notifier install :func:`install_error_handlers`; routes raise :class:`ProblemError`
 (or answer :func:`problem`); :func:`use_problem_json_in_openapi` documents it. A NATS error that
 says the event log is away for a moment (:data:`~services.common.nats.UNAVAILABLE`) is a 503 with
-``Retry-After``, never a 500: clients retry it.
+``Retry-After``, never a 500: clients retry it. A job record that no longer validates
+(:class:`~contracts.record_repair.UnreadableRecordError`) is a 409 with ``code: invalid_record``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from contracts.record_repair import INVALID_RECORD, UnreadableRecordError
 from services.common.nats import UNAVAILABLE
 
 PROBLEM_JSON = "application/problem+json"
@@ -93,6 +95,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for unavailable in (*UNAVAILABLE, nats.js.errors.ServiceUnavailableError):  # JetStream's 503s too
         app.add_exception_handler(unavailable, _unavailable)
+
+    @app.exception_handler(UnreadableRecordError)
+    async def _unreadable(request: Request, exc: UnreadableRecordError) -> JSONResponse:
+        log.warning("unreadable job record on %s %s: %s", request.method, request.url.path, exc)
+        detail = "The job's stored record is not valid and cannot be read."
+        return problem(409, detail, title="Invalid record", code=INVALID_RECORD)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -17,6 +17,7 @@ from contracts import streams
 from contracts.api_jobs import JobOut
 from contracts.job_record import JobStatus
 from contracts.job_specs import JobKind
+from contracts.record_repair import UnreadableRecordError
 from services.common.http.problem import ProblemError
 from services.gateway.dashboard.auth import Viewer
 from services.gateway.dashboard.forms import input_fields, job_kinds, param_fields
@@ -119,6 +120,8 @@ async def new_job_page(
 async def _job(request: Request, state: StateDep, viewer: ViewerDep, job_id: str) -> JobOut | HTMLResponse:
     try:
         return await get_job(job_id, state, viewer.principal)
+    except UnreadableRecordError:
+        return error_page(request, viewer, 409, "Invalid record", f"The stored record of job {job_id!r} is not valid.")
     except ProblemError as exc:
         if exc.status != 404:
             raise

@@ -29,6 +29,7 @@ from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.api_robots import JointAngles, JointSampleIn
+from contracts.base import Contract
 from contracts.job_record import JobRecord, JobStatus
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
 from services.common.record_watch import latest_record
@@ -41,7 +42,7 @@ router = APIRouter(prefix="/compat/so100/{token}", tags=["compat"], responses=pr
 Token = Annotated[str, Path(max_length=1024, description="The session's capability token (urls.compat).")]
 
 
-class JointAnglesBody(BaseModel):
+class JointAnglesBody(Contract):
     """The seed's ``{"joint_angles": [...]}``, in radians."""
 
     model_config = ConfigDict(extra="ignore")

@@ -37,6 +37,7 @@ from contracts.ids import ID_PATTERN, new_id, tenant_key, tenant_key_filter
 from contracts.job_events import JobCancelRequestedPayload
 from contracts.job_record import JobRecord, JobStatus
 from contracts.job_specs import JobKind, JobSpec
+from contracts.record_repair import UnreadableRecordError, read_record
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
 from services.common.kv import kv_entries
 from services.common.metrics import JOBS_CREATED
@@ -62,14 +63,24 @@ IdempotencyKey = Annotated[
 
 
 async def _get(state: GatewayState, tenant: str, job_id: str) -> JobRecord | None:
-    """This tenant's job record, or ``None``."""
+    """This tenant's job record, or ``None``; :class:`UnreadableRecordError` (409) for one that does not
+    validate."""
     if not ID_PATTERN.fullmatch(job_id):
         return None
     try:
         entry = await state.kv.jobs.get(tenant_key(tenant, job_id))
     except KeyNotFoundError:
         return None
-    return JobRecord.model_validate_json(entry.value) if entry.value else None
+    return read_record(entry.value) if entry.value else None
+
+
+async def _listed(state: GatewayState, tenant: str, job_id: str) -> JobRecord | None:
+    """This tenant's job record for a list: one that does not validate is left out, and logged."""
+    try:
+        return await _get(state, tenant, job_id)
+    except UnreadableRecordError as exc:
+        log.warning("job %s is left out of the list: %s", job_id, exc, extra={"job_id": job_id})
+        return None
 
 
 async def _load(state: GatewayState, tenant: str, job_id: str) -> JobRecord:
@@ -203,7 +214,7 @@ async def create_job(
     return out
 
 
-@router.get("/{job_id}", summary="Read a job", responses=problem_responses(401, 404, 422))
+@router.get("/{job_id}", summary="Read a job", responses=problem_responses(401, 404, 409, 422))
 async def get_job(job_id: JobIdPath, state: StateDep, principal: PrincipalDep) -> JobOut:
     """Status, progress, result, artifacts with fresh download URLs, error, timings and cost."""
     return await job_out(state, await _load(state, principal.tenant, job_id))
@@ -220,7 +231,7 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
 ) -> JobList:
-    """This tenant's jobs, newest first, filtered, one page at a time."""
+    """This tenant's jobs, newest first, filtered, one page at a time (a job whose record is not valid: left out)."""
     ids = await _job_ids(state, principal.tenant)
     if cursor is not None:
         if (last := decode_cursor(cursor)) is None:
@@ -230,7 +241,7 @@ async def list_jobs(
     batch = max(limit, 16)
     for start in range(0, len(ids), batch):
         chunk = ids[start : start + batch]
-        records = await asyncio.gather(*(_get(state, principal.tenant, job_id) for job_id in chunk))
+        records = await asyncio.gather(*(_listed(state, principal.tenant, job_id) for job_id in chunk))
         page += [
             r
             for r in records

@@ -7,7 +7,7 @@ worker uses) and relays it: frames as binary messages, joints and control as tex
 (:mod:`contracts.session_feed`). ``?after_frames=`` / ``?after_joints=`` (stream sequences) resume a
 reconnecting worker after what it saw. The relay holds at most ``session_feed_buffer`` frames for a
 worker that falls behind (the oldest is dropped: the worker counts the gap in ``seq``) and at most
-:data:`JOINTS_HELD` joint samples. Messages from the worker are not expected and are ignored.
+:data:`JOINTS_HELD` joint samples. The socket takes no messages from the worker: one closes it (1008).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from services.common.session_feed import FeedItem, FeedStart, NatsSessionFeed
 from services.common.tokens import TokenExpiredError, TokenInvalidError
 from services.gateway.session_http import TenantOf, socket_session
 from services.gateway.session_intake import SessionIntake
-from services.gateway.ws_auth import WS_UNAUTHORIZED
+from services.gateway.ws_auth import WS_POLICY, WS_UNAUTHORIZED
 
 log = logging.getLogger(__name__)
 JOINTS_HELD = 4096
@@ -117,8 +117,8 @@ async def session_feed(websocket: WebSocket, session_id: str) -> None:
         await feed.start()
         sender = asyncio.create_task(_send(websocket, relay))
         try:
-            while (await websocket.receive())["type"] != "websocket.disconnect":
-                pass
+            if (await websocket.receive())["type"] != "websocket.disconnect":
+                await websocket.close(WS_POLICY, "This socket takes no messages.")
         finally:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -2,7 +2,7 @@
 
 Auth: ``Authorization: Bearer <api key>`` or a first text message ``{"auth": "<api key or the
 session's stream token>"}`` within ``robot_ws_auth_timeout_s`` (else 1008); a bad credential closes
-4401, a session of another tenant (or none) 4404.
+4401, a session of another tenant (or none) 4404, one whose stored record does not validate 4409.
 
 In: a binary message is one JPEG or PNG frame; a text ``{"type": "frame", "ts": <unix s>, "pose":
 [16 numbers]?}`` just before it describes it. ``{"type": "stop"}`` and ``{"type": "reset"}`` control
@@ -10,7 +10,9 @@ the session. Out: ``{"type": "ack", "seq", "ts"}`` for each frame as soon as it 
 inference), ``{"type": "control", "action"}`` for each control, ``{"type": "event", "seq",
 "event"}`` for each of the session's events (progress, snapshots, results, the terminal event; not
 heartbeats; ``seq`` is the JOBS stream sequence, ``?after=SEQ`` resumes after it), and ``{"type":
-"error", "code", "message"}`` for a bad message, after which the socket stays open. A message over
+"error", "code", "message"}`` for a bad message, after which the socket stays open. A text message
+is one JSON object of at most ``ws_max_message_bytes`` characters, plain JSON (no ``NaN`` or
+``Infinity``, nesting bounded: :mod:`services.gateway.ws_text`). A message over
 ``session_frame_max_bytes`` closes it with 1009 (the server refuses it before reading it); the
 socket closes with 1000 after the terminal event.
 """
@@ -26,29 +28,22 @@ from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
+from contracts.api_sessions import FrameMeta
 from contracts.events import TERMINAL_JOB_EVENTS
 from contracts.job_record import JobRecord
+from contracts.record_repair import INVALID_RECORD, UnreadableRecordError
 from contracts.streams import JOBS
 from services.common.http.problem import ProblemError
 from services.common.tokens import TokenExpiredError, TokenInvalidError, verify_token
 from services.gateway.session_http import TenantOf, image_type, socket_session
 from services.gateway.session_intake import SessionIntake
 from services.gateway.ws_auth import WS_UNAUTHORIZED
+from services.gateway.ws_text import BadMessageError, json_object
 
 log = logging.getLogger(__name__)
 ERROR_CODES = {404: "not_found", 409: "session_ended", 413: "frame_too_large", 422: "invalid", 429: "rate_limited"}
-
-
-class FrameMeta(BaseModel):
-    """``{"type": "frame", "ts"?, "pose"?}``: describes the next binary frame."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: str = Field(pattern="^frame$")
-    ts: float | None = Field(default=None, ge=0, le=1e11)
-    pose: list[float] | None = Field(default=None, min_length=16, max_length=16)
 
 
 class _Socket:
@@ -79,6 +74,8 @@ class _Socket:
                     await self._text(message.get("text") or "")
             except ProblemError as exc:
                 await self.error(ERROR_CODES.get(exc.status, "unavailable"), exc.detail)
+            except UnreadableRecordError:
+                await self.error(INVALID_RECORD, "The session's stored record is not valid.")
 
     async def _frame(self, data: bytes) -> None:
         meta, self.meta = self.meta, None
@@ -93,11 +90,11 @@ class _Socket:
 
     async def _text(self, text: str) -> None:
         try:
-            message = json.loads(text)
-        except ValueError:
-            await self.error("invalid", "A text message must be JSON.")
+            message = json_object(text, self.intake.settings.ws_max_message_bytes)
+        except BadMessageError as exc:
+            await self.error("invalid", str(exc))
             return
-        kind = message.get("type") if isinstance(message, dict) else None
+        kind = message.get("type")
         if kind in ("stop", "reset"):
             record = await self.intake.record(self.record.tenant, self.record.id, fresh=True)
             await self.intake.control(record, kind)

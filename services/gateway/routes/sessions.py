@@ -38,7 +38,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"], lifespan=_lifespan)
 SessionIdPath = Annotated[str, Path(description="A session id (a job id), e.g. job_0193...")]
-CaptureTime = Annotated[float | None, Query(ge=0, le=1e11, description="Capture time, UNIX seconds (default: now).")]
+CaptureTime = Annotated[
+    float | None, Query(ge=0, le=1e11, allow_inf_nan=False, description="Capture time, UNIX seconds (default: now).")
+]
 PoseHeader = Annotated[str | None, Header(alias="Gpurelay-Pose", description="16 numbers: a 4x4 camera→world pose.")]
 FRAME_DOC = {
     "content": {
@@ -88,7 +90,7 @@ def _check_model(settings: GatewaySettings, spec: SplatSpec | VlmSpec) -> None:
             )
 
 
-@router.get("/{session_id}", summary="Read a session", responses=problem_responses(401, 404))
+@router.get("/{session_id}", summary="Read a session", responses=problem_responses(401, 404, 409))
 async def get_session(
     session_id: SessionIdPath, request: Request, state: StateDep, principal: PrincipalDep
 ) -> SessionOut:
@@ -149,7 +151,7 @@ async def reset_session(
     responses={
         200: {"content": {"application/octet-stream": {}}},
         304: {"description": "Not modified"},
-        **problem_responses(401, 404, 410),
+        **problem_responses(401, 404, 409, 410),
     },
 )
 async def get_ply(
