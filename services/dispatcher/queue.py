@@ -22,7 +22,7 @@ import logging
 import time
 from collections import defaultdict
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,6 +33,8 @@ from services.dispatcher.queue_lines import Order, WaitingLines, line_order
 from services.dispatcher.store import Ticket
 
 log = logging.getLogger(__name__)
+WRONG_LAST_SEQUENCE = 10071
+"""JetStream's error code for a write whose expected last sequence no longer holds."""
 
 
 class QueueEntry(BaseModel):
@@ -120,6 +122,10 @@ class QueueIndex:
         try:
             await self.kv.delete(key, last=revision)
         except KeyWrongLastSequenceError:
+            return False
+        except BadRequestError as exc:  # nats-py's delete reports a lost compare-and-set as a bare 400
+            if exc.err_code != WRONG_LAST_SEQUENCE:
+                raise
             return False
         self._forget(key)
         return True

@@ -128,3 +128,19 @@ async def test_an_entry_deleted_while_a_kind_is_reread_is_not_brought_back(
     monkeypatch.setattr(queue_module, "kv_entries", listed_then_removed)
     await index.reload_kind("pose")
     assert set(index.by_kind["pose"]) == {kept.key}, "the removed entry stays gone"
+
+
+async def test_removing_an_entry_that_moved_on_answers_false(
+    js: JetStreamContext, declared: Declarations, namespace: Namespace
+) -> None:
+    """Two replicas may both drop one attempt's entry (one supervised it after the other ran it): the
+    second delete meets a changed revision, which is no error."""
+    bucket = await js.key_value(namespace.bucket(streams.KV_DISPATCH_QUEUE))
+    index = QueueIndex(bucket)
+    entry = _entry("job_twice", time.time())
+    assert await index.enqueue(entry)
+    revision = index.by_kind["pose"][entry.key][1]
+    claimed = await index.claim(entry, revision, seq=7)
+    assert claimed is not None
+    assert await index.remove(entry, revision) is False  # at the old revision: it moved on
+    assert await index.remove(entry, claimed[1]) is True
