@@ -36,7 +36,7 @@ from contracts.runs import RunRequest, StagePlan
 from services.common import tracing
 from services.common.config import DispatcherSettings
 from services.common.nats import cancel_and_wait
-from services.dispatcher.backends import Backend, BackendUnavailableError, Launch
+from services.dispatcher.backends import Backend, BackendUnavailableError, Launch, LaunchedElsewhereError
 from services.dispatcher.consumers import PoisonMessage
 from services.dispatcher.hearing import Hearing
 from services.dispatcher.held_records import Follower, HeldRecords
@@ -219,7 +219,8 @@ class Attempts:
             ) -> None:
                 if first:
                     payload = je.JobDispatchedPayload(backend=backend.name, function=fn, gpu=gpu, call_id=call_id)
-                    await self._publish(held, EventType.JOB_DISPATCHED, payload, "dispatched")
+                    if not await self.events.publish_dispatched(held.record, payload, ticket.attempt):
+                        raise LaunchedElsewhereError(f"{ticket.job_id} attempt {ticket.attempt}")
 
             try:
                 if index > 0:
@@ -227,6 +228,13 @@ class Attempts:
                 launch = await backend.launch(reservation, request, route, stage, announce)
             except BackendUnavailableError as exc:
                 await self._conclude(held, Verdict("lost", message=str(exc)), None, backend, "backend_unavailable")
+                return
+            except LaunchedElsewhereError:  # another replica launched this attempt first: watch, never run it twice
+                log.warning("attempt launched by another replica; supervised from its record",
+                            extra={"job_id": ticket.job_id, "attempt": ticket.attempt})  # fmt: skip
+                timeout_at = held.began + route.timeout_s
+                await self._conclude(held, await wait_for_verdict(held, None, timeout_at, self.silence, self.hearing),
+                                     None, backend)  # fmt: skip
                 return
             if plan is not None:
                 await self._stage(held, plan, StageStatus.RUNNING)

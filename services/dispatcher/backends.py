@@ -29,6 +29,10 @@ class BackendUnavailableError(Exception):
     """The backend could not take the run (a retryable failure)."""
 
 
+class LaunchedElsewhereError(Exception):
+    """``announce`` found the attempt launched by another replica first: this launch must not run."""
+
+
 @dataclass
 class Launch:
     """A run in progress."""

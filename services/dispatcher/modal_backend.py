@@ -14,6 +14,7 @@ Modal secret, never from here).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, Protocol
 
 from contracts.route_table import Route, Stage
@@ -123,7 +124,12 @@ class ModalBackend:
         except Exception as exc:
             raise BackendUnavailableError(f"modal spawn failed: {exc}") from exc
         gpus = route.stage_gpus(stage)
-        await announce(call_id, gpus[0] if gpus else None)
+        try:
+            await announce(call_id, gpus[0] if gpus else None)
+        except BaseException:  # not announced (another replica launched the attempt first): stop the call
+            with contextlib.suppress(Exception):
+                await self.client.cancel(call_id)
+            raise
 
         async def follow() -> Outcome:
             while True:

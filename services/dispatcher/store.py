@@ -24,10 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts import streams
 from contracts.envelope import EventEnvelope, utc_now
-from contracts.event_ids import failed_event_id, ticket_msg_id
+from contracts.event_ids import attempt_event_id, failed_event_id, ticket_msg_id
 from contracts.events import EventType, job_created_event, job_event_name, make_event
 from contracts.ids import ResourceId, TenantId, tenant_key
-from contracts.job_events import JobFailedPayload
+from contracts.job_events import JobDispatchedPayload, JobFailedPayload
 from contracts.job_record import JobRecord
 from contracts.record_repair import INVALID_RECORD, UnreadableRecordError, failed_in_place_of, read_record
 from contracts.streams import JOBS
@@ -168,6 +168,20 @@ class JobEvents:
         subject = self.subjects.job_event(record.tenant, record.id, job_event_name(type_))
         await publish_event(self.js, subject, event)
         return event
+
+    async def publish_dispatched(self, record: JobRecord, payload: JobDispatchedPayload, attempt: int) -> bool:
+        """Publish ``attempt``'s ``job.dispatched``; whether this launch is the one stored. Its id is the
+        attempt's, so a second launch of the same attempt (a ticket redelivered while its first holder
+        stalled between claim and launch) is a duplicate, and the stored copy names the other call."""
+        event = make_event(
+            EventType.JOB_DISPATCHED, payload, tenant=record.tenant, source=self.source, job_id=record.id,
+            kind=record.kind, attempt=attempt, event_id=attempt_event_id(record.id, attempt, "dispatched"),
+        )  # fmt: skip
+        ack = await publish_event(self.js, self.subjects.job_event(record.tenant, record.id, "dispatched"), event)
+        if not ack.duplicate:
+            return True
+        stored = EventEnvelope.from_json_bytes((await self.js.get_msg(self.ns.stream(JOBS), ack.seq)).data or b"{}")
+        return bool(stored.data.get("call_id") == payload.call_id)  # ours: a retried publish of this launch
 
     async def publish_created(self, record: JobRecord) -> bool:
         """Publish the job's ``job.created`` (id ``created-{job_id}``); ``False`` when already stored."""

@@ -27,13 +27,20 @@ class InstantBackend:
 
     name = "local"
 
-    def __init__(self, js: JetStreamContext, subjects: Subjects, run_s: float = 0.0) -> None:
-        self.js, self.subjects, self.run_s = js, subjects, run_s
+    def __init__(self, js: JetStreamContext, subjects: Subjects, run_s: float = 0.0, tag: str = "") -> None:
+        self.js, self.subjects, self.run_s, self.tag = js, subjects, run_s, tag
         self.gate = asyncio.Event()
         self.tasks: set[asyncio.Task[Outcome]] = set()
+        self.reserving = 0
+        """Reservations asked for so far (a test can wait until one waits at the gate)."""
+        self.runs: list[tuple[str, int]] = []
+        """(job id, attempt) of every run this backend started."""
+        self.announced = 0
+        """Launches whose announcement has come back (stored, or refused as another's)."""
 
     async def reserve(self) -> None:
         """Wait for the gate."""
+        self.reserving += 1
         await self.gate.wait()
 
     def release(self, reservation: Any) -> None:
@@ -43,8 +50,12 @@ class InstantBackend:
         self, reservation: Any, request: RunRequest, route: Route, stage: Stage, announce: Announce
     ) -> Launch:
         """Announce, then succeed after ``run_s`` as a worker would."""
-        call_id = f"instant:{request.job_id}:{request.attempt}"
-        await announce(call_id, None)
+        call_id = f"instant{self.tag}:{request.job_id}:{request.attempt}"
+        try:
+            await announce(call_id, None)
+        finally:
+            self.announced += 1
+        self.runs.append((request.job_id, request.attempt))
         task = asyncio.create_task(self._run(request))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
