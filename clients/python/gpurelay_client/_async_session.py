@@ -30,6 +30,9 @@ class AsyncSession:
     (an open session holds a GPU) unless it was stopped or ended, then closes the socket.
     """
 
+    _ws: ClientConnection
+    """The socket (set by :meth:`open`, replaced on a reconnection)."""
+
     def __init__(self, client: AsyncClient, info: SessionOut, after: int | None = None) -> None:
         """Use :meth:`open` (a socket is opened with ``await``)."""
         self._client, self.info, self.id = client, info, info.id
