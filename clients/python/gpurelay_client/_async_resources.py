@@ -21,7 +21,7 @@ from gpurelay_client._models import (
     WebhookEndpointWithSecret,
     WebhookList,
 )
-from gpurelay_client._session_protocol import Frame, encode_frame
+from gpurelay_client._session_protocol import FROM_THE_START, Frame, encode_frame
 from gpurelay_client._sync_resources import SessionRef, session_id
 from gpurelay_client._tokens import CreatedToken
 from gpurelay_client._uploads import sniff
@@ -45,10 +45,10 @@ class AsyncSessions:
         webhook: Mapping[str, Any] | str | None = None,
         idempotency_key: str | None = None,
     ) -> AsyncSession:
-        """Start a session and open its socket (events from then on)."""
+        """Start a session and open its socket, with every event of the session from its first."""
         retries = self._retries
         info = await self._client._run(_sessions.start_flow(kind, params, robot_id, webhook, idempotency_key, retries))
-        return await AsyncSession.open(self._client, info)
+        return await AsyncSession.open(self._client, info, FROM_THE_START)
 
     async def connect(self, session: SessionRef, *, after: int | None = None) -> AsyncSession:
         """Open the socket of a running session (events after stream sequence ``after``, else new ones)."""

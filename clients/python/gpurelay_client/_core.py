@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 from pydantic import BaseModel
@@ -158,25 +158,25 @@ def call(request: Request, model: type[M], max_retries: int) -> Flow[M]:
     return model.model_validate_json(reply.content)
 
 
+def step(flow: Flow[T], value: Any) -> tuple[Op | None, T | None]:
+    """Advance ``flow`` with ``value``: its next operation, or ``None`` and its result when it ended."""
+    try:
+        return flow.send(value), None
+    except StopIteration as stop:
+        return None, stop.value
+
+
 def run_sync(flow: Flow[T], do: Callable[[Op], Any]) -> T:
     """Run ``flow`` to its end, each operation through ``do`` (the blocking driver's one place)."""
-    value: Any = None
-    while True:
-        try:
-            op = flow.send(value)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        value = do(op)
+    op, result = step(flow, None)
+    while op is not None:
+        op, result = step(flow, do(op))
+    return cast(T, result)  # a flow may return None itself
 
 
 async def run_async(flow: Flow[T], do: Callable[[Op], Awaitable[Any]]) -> T:
     """Run ``flow`` to its end, each operation awaited through ``do`` (the asyncio driver's one place)."""
-    value: Any = None
-    while True:
-        try:
-            op = flow.send(value)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        value = await do(op)
+    op, result = step(flow, None)
+    while op is not None:
+        op, result = step(flow, await do(op))
+    return cast(T, result)  # a flow may return None itself

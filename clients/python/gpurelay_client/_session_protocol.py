@@ -23,6 +23,12 @@ Frame = bytes | bytearray | memoryview | Any
 """JPEG or PNG bytes, or an image array (H x W x 3 BGR uint8, as OpenCV reads it)."""
 
 
+FROM_THE_START = 1
+"""``?after=`` of a new session's socket: its events from the first (only the JOBS stream's very first
+message could be passed over), where no ``after`` gives only those published once the server has
+subscribed, so a result answered before that would be missed."""
+
+
 @dataclass(frozen=True)
 class FrameAck:
     """The server stored frame ``seq`` (numbered from 1 per session), captured at ``ts`` (Unix seconds)."""

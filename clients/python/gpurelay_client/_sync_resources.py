@@ -19,7 +19,7 @@ from gpurelay_client._models import (
     WebhookEndpointWithSecret,
     WebhookList,
 )
-from gpurelay_client._session_protocol import Frame, encode_frame
+from gpurelay_client._session_protocol import FROM_THE_START, Frame, encode_frame
 from gpurelay_client._sync_publisher import JointPublisher
 from gpurelay_client._sync_session import Session
 from gpurelay_client._tokens import CreatedToken
@@ -52,10 +52,10 @@ class Sessions:
         webhook: Mapping[str, Any] | str | None = None,
         idempotency_key: str | None = None,
     ) -> Session:
-        """Start a session and open its socket (events from then on)."""
+        """Start a session and open its socket, with every event of the session from its first."""
         retries = self._retries
         info = self._client._run(_sessions.start_flow(kind, params, robot_id, webhook, idempotency_key, retries))
-        return Session(self._client, info)
+        return Session(self._client, info, FROM_THE_START)
 
     def connect(self, session: SessionRef, *, after: int | None = None) -> Session:
         """Open the socket of a running session (events after stream sequence ``after``, else new ones)."""
