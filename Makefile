@@ -13,10 +13,10 @@ CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: venv test lint typecheck pytest browser demo bench schema clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,ml]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,ml]' -e ./clients/python
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -26,6 +26,7 @@ lint: venv
 
 typecheck: venv
 	$(VENV)/bin/mypy contracts services modal_workers bench
+	$(VENV)/bin/mypy --strict clients/python
 
 # The dashboard's browser tests drive Debian's chromium through Playwright (never `playwright
 # install`): installed here when it is missing and we are root; elsewhere those tests skip, saying so.

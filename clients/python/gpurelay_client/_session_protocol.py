@@ -1,0 +1,127 @@
+"""The session socket's protocol (``WS /v1/sessions/{id}/stream``), free of I/O, for both clients.
+
+The server answers each frame with one ``ack`` (or one ``error``) and each stop or reset with one
+``control`` (or ``error``), in order; ``event`` messages interleave. :class:`SessionProtocol` pairs
+replies with what was sent and keeps the events for ``events()``. Frames are JPEG or PNG bytes; a
+numpy image is encoded to JPEG with OpenCV when it is installed (neither is a dependency).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gpurelay_client._errors import GpurelayError, SessionError
+from gpurelay_client._events import Event, parse_event
+from gpurelay_client._models import SessionResultPayload
+
+Frame = bytes | bytearray | memoryview | Any
+"""JPEG or PNG bytes, or an image array (H x W x 3 BGR uint8, as OpenCV reads it)."""
+
+
+FROM_THE_START = 1
+"""``?after=`` of a new session's socket: its events from the first (only the JOBS stream's very first
+message could be passed over), where no ``after`` gives only those published once the server has
+subscribed, so a result answered before that would be missed."""
+
+
+@dataclass(frozen=True)
+class FrameAck:
+    """The server stored frame ``seq`` (numbered from 1 per session), captured at ``ts`` (Unix seconds)."""
+
+    seq: int
+    ts: float
+
+
+def encode_frame(frame: Frame, quality: int = 90) -> bytes:
+    """``frame`` as bytes: image bytes as they are, an array as JPEG through OpenCV (if installed)."""
+    if isinstance(frame, bytes | bytearray | memoryview):
+        return bytes(frame)
+    if not hasattr(frame, "__array_interface__"):
+        raise TypeError(f"a frame is JPEG/PNG bytes or an image array, not {type(frame).__name__}")
+    try:
+        import cv2  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        raise GpurelayError("encoding an image array needs OpenCV (pip install opencv-python-headless)") from None
+    ok, encoded = cv2.imencode(".jpg", frame, [int(cv2.IMWRITE_JPEG_QUALITY), quality])
+    if not ok:
+        raise GpurelayError("OpenCV could not encode the frame as JPEG")
+    return bytes(encoded.tobytes())
+
+
+def frame_meta(ts: float | None, pose: Sequence[float] | None) -> str | None:
+    """The ``{"type": "frame"}`` message that describes the next frame, when there is something to say."""
+    if ts is None and pose is None:
+        return None
+    message: dict[str, Any] = {"type": "frame"}
+    if ts is not None:
+        if not math.isfinite(ts) or ts < 0:
+            raise ValueError("ts must be a finite Unix time in seconds")
+        message["ts"] = float(ts)
+    if pose is not None:
+        values = [float(v) for v in pose]
+        if len(values) != 16 or not all(math.isfinite(v) for v in values):
+            raise ValueError("pose must be 16 finite numbers: a 4x4 camera-to-world matrix, row-major")
+        message["pose"] = values
+    return json.dumps(message)
+
+
+class SessionProtocol:
+    """Pairs the socket's replies with the requests sent, in order; keeps events until read."""
+
+    def __init__(self, after: int | None = None) -> None:
+        self.pending: deque[str] = deque()
+        self.events: deque[Event] = deque()
+        self.last_seq = after
+        self.ended = False
+
+    def expect(self, kind: str) -> None:
+        """A message was sent that the server answers with ``kind`` (``ack`` or ``control``)."""
+        self.pending.append(kind)
+
+    def receive(self, text: str | bytes) -> dict[str, Any] | None:
+        """One message from the server; the reply it is, when it answers the oldest request."""
+        message = json.loads(text)
+        kind = message.get("type")
+        if kind == "event":
+            event = parse_event(str(message["seq"]), None, message["event"])
+            self.events.append(event)
+            self.last_seq = int(message["seq"])
+            self.ended = self.ended or event.terminal
+            return None
+        if kind in ("ack", "control", "error") and self.pending:
+            self.pending.popleft()
+            return dict(message)
+        if kind == "error":  # nothing was waiting for it: a problem the session reports
+            raise SessionError(str(message.get("code")), str(message.get("message")))
+        return None
+
+    @staticmethod
+    def ack(reply: dict[str, Any]) -> FrameAck:
+        """A frame's reply as its :class:`FrameAck`, or the :class:`SessionError` it was."""
+        if reply.get("type") != "ack":
+            raise SessionError(str(reply.get("code")), str(reply.get("message")))
+        return FrameAck(int(reply["seq"]), float(reply["ts"]))
+
+    @staticmethod
+    def stopped_by_close(action: str, code: int | None, protocol: SessionProtocol) -> bool:
+        """Whether a socket that closed instead of answering a stop means the stop happened: the
+        session ended (its terminal event came, or the server closed normally after it)."""
+        return action == "stop" and (protocol.ended or code == 1000)
+
+    @staticmethod
+    def control(reply: dict[str, Any]) -> None:
+        """A stop's or reset's reply; the :class:`SessionError` when it was refused."""
+        if reply.get("type") != "control":
+            raise SessionError(str(reply.get("code")), str(reply.get("message")))
+
+
+def result_of(event: Event) -> SessionResultPayload | None:
+    """The ``session.result`` an event carries, if it is one."""
+    if event.type == "session.result" and isinstance(event.data, SessionResultPayload):
+        return event.data
+    return None

@@ -1,0 +1,163 @@
+"""A live session over its WebSocket, blocking (``_async_session`` is the twin)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from gpurelay_client import _sessions
+from gpurelay_client._core import backoff_s, segment
+from gpurelay_client._errors import APITimeoutError, GpurelayError, SessionClosed, SessionError
+from gpurelay_client._events import Event
+from gpurelay_client._models import SessionOut, SessionResultPayload
+from gpurelay_client._session_protocol import Frame, FrameAck, SessionProtocol, encode_frame, frame_meta, result_of
+
+if TYPE_CHECKING:
+    from gpurelay_client._client import Client
+
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+"""The largest message read from the server (an event with a big result)."""
+
+
+def closed(exc: ConnectionClosed) -> SessionClosed:
+    """A closed socket as the client's error, with the server's close code and reason."""
+    frame = exc.rcvd
+    return SessionClosed(frame.code if frame else None, frame.reason if frame else "")
+
+
+class Session:
+    """A live session (``splat``, ``vlm``): frames in, acks, events and results out, on one socket.
+
+    ``with client.sessions.start("vlm", params) as session:`` stops the session on leaving the block
+    (an open session holds a GPU) unless it was stopped or ended, then closes the socket.
+    """
+
+    def __init__(self, client: Client, info: SessionOut, after: int | None = None) -> None:
+        self._client, self.info, self.id = client, info, info.id
+        self._protocol = SessionProtocol(after)
+        self._stopped = False
+        self._retries = client.options.max_retries
+        self._socket = contextlib.ExitStack()
+        self._ws = self._connect()
+
+    def _connect(self) -> ClientConnection:
+        self._socket.close()
+        after = self._protocol.last_seq
+        url = self._client.options.ws_url(
+            f"/v1/sessions/{segment(self.id)}/stream", {"after": str(after)} if after else None
+        )
+        connection = connect(
+            url,
+            additional_headers=self._client.options.ws_headers(),
+            open_timeout=self._client.options.timeout,
+            max_size=MAX_MESSAGE_BYTES,
+        )
+        return self._socket.enter_context(connection)
+
+    def _send(self, *messages: str | bytes) -> None:
+        try:
+            for message in messages:
+                self._ws.send(message)
+        except ConnectionClosed as exc:
+            raise closed(exc) from None
+
+    def _reply(self) -> dict[str, Any]:
+        """Read until the answer to the oldest request (events are kept for :meth:`events`)."""
+        while True:
+            try:
+                raw = self._ws.recv(timeout=self._client.options.timeout)
+            except ConnectionClosed as exc:
+                raise closed(exc) from None
+            except TimeoutError:
+                raise APITimeoutError(f"session {self.id}: no answer in {self._client.options.timeout} s") from None
+            if (reply := self._protocol.receive(raw)) is not None:
+                return reply
+
+    def send_frame(self, frame: Frame, *, ts: float | None = None, pose: Sequence[float] | None = None) -> FrameAck:
+        """Send one frame (JPEG/PNG bytes, or an image array encoded to JPEG if OpenCV is installed),
+        with its capture time and camera pose if known; the server's ack (``seq``) once it is stored."""
+        data, meta = encode_frame(frame), frame_meta(ts, pose)
+        self._send(*([meta] if meta else []), data)
+        self._protocol.expect("ack")
+        return SessionProtocol.ack(self._reply())
+
+    def _control(self, action: str) -> None:
+        self._send(json.dumps({"type": action}))
+        self._protocol.expect("control")
+        try:
+            SessionProtocol.control(self._reply())
+        except SessionClosed as exc:
+            if not SessionProtocol.stopped_by_close(action, exc.code, self._protocol):
+                raise
+
+    def stop(self) -> None:
+        """Ask the worker to finish (final outputs); the session then succeeds. Events go on until it ends."""
+        self._control("stop")
+        self._stopped = True
+
+    def reset(self) -> None:
+        """Clear the worker's model and counters; the session goes on."""
+        self._control("reset")
+
+    def events(self) -> Iterator[Event]:
+        """The session's events (progress, results, snapshots, alerts) until its terminal event; a
+        dropped socket is opened again after the last event seen."""
+        failures = 0
+        while True:
+            while self._protocol.events:
+                yield self._protocol.events.popleft()
+            if self._protocol.ended:
+                return
+            try:
+                raw = self._ws.recv()
+            except ConnectionClosed as exc:
+                if self._protocol.ended:
+                    continue
+                failures += 1
+                code = exc.rcvd.code if exc.rcvd else None
+                if (code is not None and code >= 4000) or failures > self._client.options.stream_max_reconnects:
+                    raise closed(exc) from None
+                time.sleep(backoff_s(failures - 1))
+                self._protocol.pending.clear()
+                self._ws = self._connect()
+                continue
+            self._protocol.receive(raw)
+            failures = 0
+
+    def results(self) -> Iterator[SessionResultPayload]:
+        """The ``session.result`` payloads among :meth:`events`."""
+        for event in self.events():
+            if (result := result_of(event)) is not None:
+                yield result
+
+    def refresh(self) -> SessionOut:
+        """The session's record now (``GET /v1/sessions/{id}``), kept as :attr:`info`."""
+        self.info = self._client._run(_sessions.get_flow(self.id, self._retries))
+        return self.info
+
+    def close(self) -> None:
+        """Close the socket (the session goes on until stopped, idle or canceled)."""
+        self._socket.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        try:
+            if not self._stopped and not self._protocol.ended:
+                try:
+                    self.stop()
+                except SessionClosed:  # the socket is gone: stop over HTTP
+                    with contextlib.suppress(GpurelayError):  # 409: it ended meanwhile
+                        self._client._run(_sessions.control_flow(self.id, "stop", self._retries))
+                except SessionError:  # refused: it ended meanwhile
+                    pass
+        finally:
+            self.close()
