@@ -1,0 +1,374 @@
+/**
+ * Live sessions (`splat`, `vlm`): start one, then a socket (`WS urls.stream`) carries frames in,
+ * each acked as soon as the gateway stored it, and the session's events out (progress, results,
+ * snapshots, alerts, its end). The socket authenticates with its first message, the session's own
+ * stream token (a browser cannot set headers on a WebSocket). A dropped socket is opened again with
+ * `?after=<last event seq>`, so no event is missed; frames in flight at the drop reject.
+ */
+import { SessionError } from "./errors.js";
+import { TERMINAL_EVENT_TYPES, type JobEvent } from "./events.js";
+import type { Transport } from "./http.js";
+import { delay, randomKey, withQuery, type WebSocketConstructor } from "./runtime.js";
+import type { components } from "./schema.js";
+import { settle } from "./settle.js";
+
+export type Session = components["schemas"]["SessionOut"];
+export type SessionKind = "splat" | "vlm";
+export type SplatParams = components["schemas"]["SplatParams"];
+export type VlmParams = components["schemas"]["VlmParams"];
+
+export type StartSession = (
+  | { kind: "splat"; params?: Partial<SplatParams> }
+  | { kind: "vlm"; params?: Partial<VlmParams> }
+) & {
+  /** The robot whose joint angles the session sees (default: one of its own, named by its id). */
+  robotId?: string;
+  webhook?: components["schemas"]["WebhookTarget"];
+  idempotencyKey?: string;
+};
+
+/** A frame's acknowledgement: its `seq` (from 1) and capture time. */
+export interface Ack {
+  seq: number;
+  ts: number;
+}
+
+export interface FrameOptions {
+  /** Capture time, UNIX seconds. */
+  ts?: number;
+  /** 4 × 4 camera-to-world, row-major (16 numbers): a splat session's pose for this frame. */
+  pose?: number[];
+}
+
+export interface SessionEvents {
+  ack: Ack;
+  /** Every event of the session. */
+  event: JobEvent;
+  progress: JobEvent;
+  result: JobEvent;
+  snapshot: JobEvent;
+  alert: JobEvent;
+  control: { action: "stop" | "reset" };
+  /** An error of the socket that no pending call took (those reject instead). */
+  error: SessionError;
+  /** The terminal event (job.succeeded, job.failed or job.canceled); the socket then closes. */
+  end: JobEvent;
+  /** The socket closed for good (ended, closed by you, or refused). */
+  close: { code: number; reason: string };
+}
+
+type Listener<K extends keyof SessionEvents> = (value: SessionEvents[K]) => void;
+type Pending = { kind: "frame" | "control"; resolve: (value: never) => void; reject: (error: Error) => void };
+
+const ROUTED: Record<string, keyof SessionEvents> = {
+  "job.progress": "progress",
+  "session.result": "result",
+  "session.snapshot": "snapshot",
+  "session.alert": "alert",
+};
+/** Close codes after which opening the socket again cannot help. */
+const REFUSED = new Set([1008, 4401, 4404, 4409]);
+const BACKOFF_MS = [250, 500, 1000, 2000, 5000];
+const SOCKET_OPEN = 1;
+
+export interface SessionOptions {
+  /** Drops in a row before giving up. Default 10. */
+  maxReconnects?: number;
+}
+
+export class LiveSession {
+  readonly id: string;
+  readonly kind: string;
+  private ws: WebSocket | undefined;
+  private ready: Promise<void>;
+  private chain: Promise<unknown> = Promise.resolve();
+  private readonly pending: Pending[] = [];
+  private readonly listeners = new Map<keyof SessionEvents, Set<Listener<keyof SessionEvents>>>();
+  private lastSeq = 0;
+  private closing = false;
+  private drops = 0;
+  private endEvent: JobEvent | undefined;
+  private readonly ended: Promise<JobEvent>;
+  private settleEnd!: { resolve: (e: JobEvent) => void; reject: (e: Error) => void };
+
+  constructor(
+    private record: Session,
+    private readonly http: Transport,
+    private readonly WS: WebSocketConstructor,
+    private readonly options: SessionOptions & { after?: number } = {},
+  ) {
+    this.id = record.id;
+    this.kind = record.kind;
+    this.lastSeq = options.after ?? 0;
+    this.ended = new Promise((resolve, reject) => (this.settleEnd = { resolve, reject }));
+    this.ended.catch(() => undefined); // read by finished(); not an unhandled rejection otherwise
+    this.ready = this.connect();
+    this.ready.catch(() => undefined);
+  }
+
+  /** The record as last read (at creation, or by {@link refresh}). */
+  get session(): Session {
+    return this.record;
+  }
+
+  /** Resolves once the socket is open (it is opened by `sessions.start`). */
+  opened(): Promise<void> {
+    return this.ready;
+  }
+
+  on<K extends keyof SessionEvents>(type: K, listener: Listener<K>): () => void {
+    const set = this.listeners.get(type) ?? new Set();
+    set.add(listener as Listener<keyof SessionEvents>);
+    this.listeners.set(type, set);
+    return () => set.delete(listener as Listener<keyof SessionEvents>);
+  }
+
+  /** Send one JPEG or PNG frame; resolves with its ack (before any inference), rejects with a {@link SessionError}. */
+  sendFrame(frame: Blob | ArrayBuffer | ArrayBufferView, options: FrameOptions = {}): Promise<Ack> {
+    let meta: ReturnType<typeof frameMeta>;
+    try {
+      meta = frameMeta(options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const sent = this.enqueue(async (ws) => {
+      const bytes = frame instanceof Blob ? await frame.arrayBuffer() : frame;
+      const ack = this.expect<Ack>("frame");
+      if (meta) ws.send(JSON.stringify(meta));
+      ws.send(bytes as ArrayBuffer);
+      return { ack };
+    });
+    return sent.then((s) => s.ack);
+  }
+
+  /** Finish: the worker writes its final outputs and the session succeeds ({@link finished} gives the record). */
+  stop(): Promise<void> {
+    return this.control("stop");
+  }
+
+  /** Clear the worker's model and counters; the session goes on. */
+  reset(): Promise<void> {
+    return this.control("reset");
+  }
+
+  /** Cancel: the worker is stopped with no final outputs; the session ends `canceled`. */
+  async cancel(): Promise<void> {
+    await this.http.request("POST", this.record.urls.cancel);
+  }
+
+  /** Read the session's record again. */
+  async refresh(): Promise<Session> {
+    this.record = await this.http.request<Session>("GET", this.record.urls.self);
+    return this.record;
+  }
+
+  /** The record once the session has ended (after its terminal event). */
+  async finished(options: { signal?: AbortSignal } = {}): Promise<Session> {
+    if (!this.endEvent) await this.ended;
+    this.record = await settle(() => this.http.request<Session>("GET", this.record.urls.self, options), options.signal);
+    return this.record;
+  }
+
+  /** Close the socket (the session goes on until it is stopped, or idle for `params.idle_timeout_s`). */
+  close(): void {
+    this.closing = true;
+    this.ws?.close(1000);
+    this.failPending(new SessionError("closed", "the socket was closed"));
+  }
+
+  private control(action: "stop" | "reset"): Promise<void> {
+    if (this.closing || this.endEvent) {
+      return this.http.request<unknown>("POST", this.record.urls[action]).then(() => undefined);
+    }
+    const sent = this.enqueue(async (ws) => {
+      const done = this.expect<void>("control");
+      ws.send(JSON.stringify({ type: action }));
+      return { done };
+    });
+    return sent.then((s) => s.done);
+  }
+
+  /** Run `send` after the sends before it, on an open socket (waiting for a reconnect if need be). */
+  private enqueue<T>(send: (ws: WebSocket) => Promise<T>): Promise<T> {
+    const run = this.chain.then(async () => {
+      await this.ready;
+      const ws = this.ws;
+      if (!ws || ws.readyState !== SOCKET_OPEN || this.closing) throw new SessionError("closed", "the socket is closed");
+      return send(ws);
+    });
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  private expect<T>(kind: Pending["kind"]): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.pending.push({ kind, resolve: resolve as (value: never) => void, reject });
+    });
+  }
+
+  private emit<K extends keyof SessionEvents>(type: K, value: SessionEvents[K]): void {
+    for (const listener of [...(this.listeners.get(type) ?? [])]) (listener as Listener<K>)(value);
+  }
+
+  private async connect(): Promise<void> {
+    for (;;) {
+      try {
+        await this.open();
+        this.drops = 0;
+        return;
+      } catch (error) {
+        if (this.closing || this.endEvent || !(error instanceof SessionError) || error.code === "refused") throw error;
+        this.drops += 1;
+        if (this.drops > (this.options.maxReconnects ?? 10)) throw error;
+        await delay(BACKOFF_MS[Math.min(this.drops - 1, BACKOFF_MS.length - 1)]!);
+      }
+    }
+  }
+
+  /** Open one socket and authenticate it; rejects when it closes before it opened. */
+  private async open(): Promise<void> {
+    if (this.drops > 0) await this.refresh(); // a fresh stream token
+    const token = new URL(this.record.urls.events).searchParams.get("token") ?? (await this.http.credential());
+    const ws = new this.WS(withQuery(this.record.urls.stream, { after: this.lastSeq || undefined }));
+    ws.binaryType = "arraybuffer";
+    this.ws = ws;
+    let opened = false;
+    await new Promise<void>((resolve, reject) => {
+      ws.onopen = () => {
+        opened = true;
+        ws.send(JSON.stringify({ auth: token }));
+        resolve();
+      };
+      ws.onmessage = (message: MessageEvent) => this.onMessage(message.data);
+      ws.onerror = () => undefined; // a close follows, with its code
+      ws.onclose = (e: CloseEvent) => {
+        const refused = REFUSED.has(e.code);
+        reject(new SessionError(refused ? "refused" : "disconnected", `the socket closed (${e.code}) ${e.reason}`.trim()));
+        if (opened && this.ws === ws) this.onClose(e.code, e.reason, refused);
+      };
+    });
+  }
+
+  private onClose(code: number, reason: string, refused: boolean): void {
+    this.ws = undefined;
+    const why = code === 1009 ? "frame_too_large" : "disconnected";
+    this.failPending(new SessionError(why, `the socket closed (${code}) ${reason}`.trim()));
+    if (this.closing || this.endEvent || refused) {
+      if (!this.endEvent) this.settleEnd.reject(new SessionError(refused ? "refused" : "closed", `the socket closed (${code})`));
+      this.emit("close", { code, reason });
+      return;
+    }
+    this.drops += 1;
+    this.ready = delay(BACKOFF_MS[Math.min(this.drops - 1, BACKOFF_MS.length - 1)]!).then(() => this.connect());
+    this.ready.catch((error: Error) => {
+      this.settleEnd.reject(error);
+      this.emit("close", { code, reason });
+    });
+  }
+
+  private failPending(error: SessionError): void {
+    for (const p of this.pending.splice(0)) p.reject(error);
+  }
+
+  private onMessage(data: unknown): void {
+    if (typeof data !== "string") return;
+    let message: { type?: string; [key: string]: unknown };
+    try {
+      message = JSON.parse(data) as typeof message;
+    } catch {
+      return;
+    }
+    if (message.type === "ack" || message.type === "control") {
+      const head = this.pending.shift();
+      if (message.type === "ack") {
+        const ack = { seq: Number(message.seq), ts: Number(message.ts) };
+        head?.resolve(ack as never);
+        this.emit("ack", ack);
+      } else {
+        head?.resolve(undefined as never);
+        this.emit("control", { action: message.action as "stop" | "reset" });
+      }
+    } else if (message.type === "error") {
+      const error = new SessionError(String(message.code), String(message.message));
+      const head = this.pending.shift();
+      if (head) head.reject(error);
+      else this.emit("error", error);
+    } else if (message.type === "event") {
+      this.onEvent(Number(message.seq), message.event as JobEvent["envelope"]);
+    }
+  }
+
+  private onEvent(seq: number, envelope: JobEvent["envelope"]): void {
+    if (seq <= this.lastSeq) return;
+    this.lastSeq = seq;
+    const event: JobEvent = { seq, type: envelope.type, data: envelope.data ?? {}, envelope };
+    this.emit("event", event);
+    const routed = ROUTED[envelope.type];
+    if (routed) this.emit(routed, event as never);
+    if (TERMINAL_EVENT_TYPES.has(envelope.type)) {
+      this.endEvent = event;
+      this.settleEnd.resolve(event);
+      this.emit("end", event);
+    }
+  }
+}
+
+export class Sessions {
+  constructor(
+    private readonly http: Transport,
+    private readonly WS: WebSocketConstructor | undefined,
+  ) {}
+
+  /** Create a session (its record and URLs) without opening its socket. */
+  create(start: StartSession, options: { signal?: AbortSignal } = {}): Promise<Session> {
+    const { robotId, idempotencyKey, webhook, ...spec } = start;
+    const body = { ...spec, params: spec.params ?? {}, robot_id: robotId, webhook };
+    return this.http.request<Session>("POST", "/v1/sessions", {
+      json: body,
+      headers: { "idempotency-key": idempotencyKey ?? randomKey() },
+      signal: options.signal,
+    });
+  }
+
+  /** Create a session and open its socket: frames in, acks and events out. */
+  async start(start: StartSession, options: SessionOptions = {}): Promise<LiveSession> {
+    const socket = this.socket();
+    return this.attach(await this.create(start), socket, options);
+  }
+
+  /** Open the socket of an existing session (after a page reload, say); `after`: the last event seq seen. */
+  async connect(id: string, options: SessionOptions & { after?: number } = {}): Promise<LiveSession> {
+    const socket = this.socket();
+    return this.attach(await this.get(id), socket, options);
+  }
+
+  get(id: string, options: { signal?: AbortSignal } = {}): Promise<Session> {
+    return this.http.request<Session>("GET", `/v1/sessions/${encodeURIComponent(id)}`, options);
+  }
+
+  private socket(): WebSocketConstructor {
+    if (!this.WS) {
+      throw new TypeError("No WebSocket here: pass one in createClient({WebSocket}) (Node 20: the 'ws' package).");
+    }
+    return this.WS;
+  }
+
+  private async attach(record: Session, WS: WebSocketConstructor, options: SessionOptions & { after?: number }): Promise<LiveSession> {
+    const live = new LiveSession(record, this.http, WS, options);
+    await live.opened();
+    return live;
+  }
+}
+
+function frameMeta(options: FrameOptions): { type: "frame"; ts?: number; pose?: number[] } | undefined {
+  const { ts, pose } = options;
+  if (ts === undefined && pose === undefined) return undefined;
+  if (ts !== undefined && !(Number.isFinite(ts) && ts >= 0 && ts <= 1e11)) {
+    throw new TypeError("ts: a capture time in UNIX seconds (0 to 1e11).");
+  }
+  if (pose !== undefined && !(pose.length === 16 && pose.every((v) => Number.isFinite(v)))) {
+    throw new TypeError("pose: 16 finite numbers (a 4 × 4 camera-to-world matrix, row-major).");
+  }
+  return { type: "frame", ...(ts === undefined ? {} : { ts }), ...(pose === undefined ? {} : { pose }) };
+}
+
