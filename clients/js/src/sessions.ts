@@ -53,12 +53,16 @@ export interface SessionEvents {
   error: SessionError;
   /** The terminal event (job.succeeded, job.failed or job.canceled); the socket then closes. */
   end: JobEvent;
+  /** The socket dropped; it is being opened again (calls made meanwhile wait for it). */
+  disconnect: { code: number; reason: string };
+  /** The socket is open again, resuming after the last event seen. */
+  reconnect: { after: number };
   /** The socket closed for good (ended, closed by you, or refused). */
   close: { code: number; reason: string };
 }
 
 type Listener<K extends keyof SessionEvents> = (value: SessionEvents[K]) => void;
-type Pending = { kind: "frame" | "control"; resolve: (value: never) => void; reject: (error: Error) => void };
+type Pending = { kind: "frame" | "stop" | "reset"; resolve: (value: never) => void; reject: (error: Error) => void };
 
 const ROUTED: Record<string, keyof SessionEvents> = {
   "job.progress": "progress",
@@ -181,7 +185,7 @@ export class LiveSession {
       return this.http.request<unknown>("POST", this.record.urls[action]).then(() => undefined);
     }
     const sent = this.enqueue(async (ws) => {
-      const done = this.expect<void>("control");
+      const done = this.expect<void>(action);
       ws.send(JSON.stringify({ type: action }));
       return { done };
     });
@@ -260,6 +264,8 @@ export class LiveSession {
     }
     this.drops += 1;
     this.ready = delay(BACKOFF_MS[Math.min(this.drops - 1, BACKOFF_MS.length - 1)]!).then(() => this.connect());
+    this.ready.then(() => this.emit("reconnect", { after: this.lastSeq }));
+    this.emit("disconnect", { code, reason });
     this.ready.catch((error: Error) => {
       this.settleEnd.reject(error);
       this.emit("close", { code, reason });
@@ -307,6 +313,9 @@ export class LiveSession {
     if (routed) this.emit(routed, event as never);
     if (TERMINAL_EVENT_TYPES.has(envelope.type)) {
       this.endEvent = event;
+      // A stop is done once the session has ended, even when its reply lost the race to the end.
+      for (const p of this.pending.filter((p) => p.kind === "stop")) p.resolve(undefined as never);
+      this.pending.splice(0, this.pending.length, ...this.pending.filter((p) => p.kind !== "stop"));
       this.settleEnd.resolve(event);
       this.emit("end", event);
     }
