@@ -48,7 +48,11 @@ export class Transport {
   async credential(refresh = false): Promise<string> {
     const credential = this.options.credential;
     if (typeof credential === "string") return credential;
-    if (refresh || this.cached === undefined) this.cached = Promise.resolve(credential());
+    if (refresh || this.cached === undefined) {
+      const asked = Promise.resolve().then(credential);
+      asked.catch(() => (this.cached = undefined)); // a failed ask is asked again next time
+      this.cached = asked;
+    }
     return this.cached;
   }
 

@@ -6,15 +6,8 @@ export type { Credential, RequestOptions } from "./http.js";
 export type { CreateJob, Job, JobKind, JobList, JobSpec, JobStatus, ListJobs, WaitOptions } from "./jobs.js";
 export type { EventSourceConstructor, WebSocketConstructor, XMLHttpRequestConstructor } from "./runtime.js";
 export type { components, paths } from "./schema.js";
-export {
-  LiveSession,
-  type Ack,
-  type FrameOptions,
-  type Session,
-  type SessionEvents,
-  type SessionKind,
-  type SessionOptions,
-  type StartSession,
-} from "./sessions.js";
+export { LiveSession } from "./live_session.js";
+export type { Ack, FrameOptions, SessionEvents, SessionOptions } from "./socket_messages.js";
+export type { Session, SessionKind, SplatParams, StartSession, VlmParams } from "./sessions.js";
 export { BrowserKeyError, type CreateToken, type Token } from "./tokens.js";
 export type { PresignedUpload, Upload, UploadBody, UploadOptions, UploadProgress } from "./uploads.js";
