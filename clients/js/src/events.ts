@@ -7,10 +7,10 @@
  * nothing is missed or repeated; it stops at the terminal event.
  */
 import { GpurelayError, type Problem } from "./errors.js";
-import { withQuery, type EventSourceConstructor } from "./runtime.js";
+import { withQuery, type EventSourceConstructor, type Sent } from "./runtime.js";
 import type { components } from "./schema.js";
 
-export type EventEnvelope = components["schemas"]["EventEnvelope"];
+export type EventEnvelope = Sent<components["schemas"]["EventEnvelope"]>;
 
 /** Every type a job's stream carries: the `job.*` and `session.*` events (docs/asyncapi.json). */
 export const JOB_EVENT_TYPES = [

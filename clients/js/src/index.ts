@@ -4,7 +4,7 @@ export { GpurelayError, SessionError, type FieldProblem, type Problem } from "./
 export { JOB_EVENT_TYPES, TERMINAL_EVENT_TYPES, type EventEnvelope, type JobEvent, type SubscribeOptions } from "./events.js";
 export type { Credential, RequestOptions } from "./http.js";
 export type { CreateJob, Job, JobKind, JobList, JobSpec, JobStatus, ListJobs, WaitOptions } from "./jobs.js";
-export type { EventSourceConstructor, WebSocketConstructor, XMLHttpRequestConstructor } from "./runtime.js";
+export type { EventSourceConstructor, Sent, WebSocketConstructor, XMLHttpRequestConstructor } from "./runtime.js";
 export type { components, paths } from "./schema.js";
 export { LiveSession } from "./live_session.js";
 export type { Ack, FrameOptions, SessionEvents, SessionOptions } from "./socket_messages.js";

@@ -1,12 +1,12 @@
 /** Jobs: submit (idempotent), read, list, cancel, follow live, wait for the end. */
 import { follow, type JobEvent, type SubscribeOptions } from "./events.js";
 import type { Transport } from "./http.js";
-import { anySignal, randomKey, type EventSourceConstructor } from "./runtime.js";
+import { anySignal, randomKey, type EventSourceConstructor, type Sent } from "./runtime.js";
 import type { components, paths } from "./schema.js";
 import { settle } from "./settle.js";
 
-export type Job = components["schemas"]["JobOut"];
-export type JobList = components["schemas"]["JobList"];
+export type Job = Sent<components["schemas"]["JobOut"]>;
+export type JobList = Sent<components["schemas"]["JobList"]>;
 export type JobKind = components["schemas"]["JobKind"];
 export type JobStatus = components["schemas"]["JobStatus"];
 /** What `POST /v1/jobs` takes: `{kind, inputs, params, webhook?, priority?, delay_s?, run_at?, ...}`. */

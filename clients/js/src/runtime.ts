@@ -80,3 +80,13 @@ export function anySignal(signals: AbortSignal[]): AbortSignal {
   }
   return controller.signal;
 }
+
+/**
+ * A record as the gateway sends it: every field is there (it writes defaults and nulls), so what the
+ * generated types mark optional for requests (a field with a default) is required in an answer.
+ */
+export type Sent<T> = T extends readonly unknown[]
+  ? { [K in keyof T]: Sent<T[K]> }
+  : T extends object
+    ? { [K in keyof T]-?: Sent<T[K]> }
+    : T;

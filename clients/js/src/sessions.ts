@@ -5,10 +5,10 @@
 import type { Transport } from "./http.js";
 import { LiveSession } from "./live_session.js";
 import type { SessionOptions } from "./socket_messages.js";
-import { randomKey, type WebSocketConstructor } from "./runtime.js";
+import { randomKey, type Sent, type WebSocketConstructor } from "./runtime.js";
 import type { components } from "./schema.js";
 
-export type Session = components["schemas"]["SessionOut"];
+export type Session = Sent<components["schemas"]["SessionOut"]>;
 export type SessionKind = "splat" | "vlm";
 export type SplatParams = components["schemas"]["SplatParams"];
 export type VlmParams = components["schemas"]["VlmParams"];

@@ -5,11 +5,11 @@
  */
 import { GpurelayError } from "./errors.js";
 import type { Transport } from "./http.js";
-import type { XMLHttpRequestConstructor } from "./runtime.js";
+import type { Sent, XMLHttpRequestConstructor } from "./runtime.js";
 import type { components } from "./schema.js";
 
-export type Upload = components["schemas"]["UploadOut"];
-export type PresignedUpload = components["schemas"]["PresignedUpload"];
+export type Upload = Sent<components["schemas"]["UploadOut"]>;
+export type PresignedUpload = Sent<components["schemas"]["PresignedUpload"]>;
 
 export interface UploadProgress {
   /** Bytes sent so far. */
