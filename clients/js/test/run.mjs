@@ -90,6 +90,7 @@ try {
       GPURELAY_TEST_MARKS: marks,
       GPURELAY_TEST_ORIGIN: site.origin,
       GPURELAY_TEST_REPO: repo,
+      GPURELAY_TEST_RUNNER_PID: String(process.pid),
     },
   });
   code = await new Promise((resolveCode) => tests.once("exit", (c, s) => resolveCode(c ?? (s ? 1 : 0))));

@@ -18,6 +18,16 @@ export const stack = {
   repo: must("GPURELAY_TEST_REPO"),
 };
 
+// A test file outlives nothing: should the runner (which owns the stack) die, it exits too.
+const runner = Number(must("GPURELAY_TEST_RUNNER_PID"));
+setInterval(() => {
+  try {
+    process.kill(runner, 0);
+  } catch {
+    process.exit(1);
+  }
+}, 1000).unref();
+
 function must(name) {
   const value = process.env[name];
   if (!value) throw new Error(`${name} is not set: run the tests with \`npm test\` (test/run.mjs starts the stack)`);
