@@ -11,7 +11,7 @@ export XDG_CACHE_HOME := $(CURDIR)/.gpurelay-test/xdg-cache
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: venv test lint typecheck pytest browser demo bench schema clean
+.PHONY: venv test lint typecheck pytest browser client-js demo bench schema clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -45,7 +45,20 @@ browser:
 pytest: venv browser
 	$(VENV)/bin/pytest
 
-test: lint typecheck pytest
+# The TypeScript client (clients/js): installed from its lockfile, built, its API types checked against
+# docs/openapi.json, and its tests run against a `gpurelay dev` they start (Chromium's tests as above).
+JS       := clients/js
+JS_STAMP := $(JS)/node_modules/.installed
+
+$(JS_STAMP): $(JS)/package-lock.json $(JS)/package.json
+	@command -v npm >/dev/null || { echo "npm (Node.js 20 or newer) is needed for clients/js"; exit 1; }
+	cd $(JS) && npm ci --no-audit --no-fund
+	touch $(JS_STAMP)
+
+client-js: venv browser $(JS_STAMP)
+	cd $(JS) && npm run build && npm run check:types && npm test
+
+test: lint typecheck pytest client-js
 
 demo: venv
 	$(VENV)/bin/gpurelay demo
@@ -57,4 +70,4 @@ schema: venv
 	$(VENV)/bin/gpurelay schema
 
 clean:
-	rm -rf .gpurelay-test .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .gpurelay-test .pytest_cache .mypy_cache .ruff_cache $(JS)/dist $(JS)/node_modules

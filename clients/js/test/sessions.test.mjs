@@ -1,0 +1,133 @@
+// Live sessions over the socket against the real stack, the session kinds routed to the echo
+// workload (tests.support.session_echo): a result per frame, a snapshot every 2 frames, a result
+// with every seq on stop.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import WebSocket from "ws";
+import { SessionError } from "../dist/index.js";
+import { mediaBlob, nodeClient, signal, stack, startProxy, throughProxy } from "./support/helpers.mjs";
+
+const client = nodeClient();
+const frame = (k) => readFileSync(join(stack.media, `frame-${k}.jpg`));
+
+/** Resolves with the first `n` values of session event `type`. */
+function collect(session, type, n) {
+  const got = [];
+  const done = signal();
+  session.on(type, (value) => {
+    got.push(value);
+    if (got.length === n) done.resolve(got);
+  });
+  return done.promise;
+}
+
+describe("sessions", () => {
+  test("frames are acked in order, results and snapshots come back, stop ends it with its result", async () => {
+    const session = await client.sessions.start({ kind: "vlm", params: { prompt: "what moves?" } });
+    assert.equal(session.kind, "vlm");
+    const results = collect(session, "result", 3);
+    const snapshot = collect(session, "snapshot", 1);
+    const ended = collect(session, "end", 1);
+    const closed = collect(session, "close", 1);
+    const acks = await Promise.all([
+      session.sendFrame(mediaBlob("frame-1.jpg", "image/jpeg")),
+      session.sendFrame(frame(2).buffer.slice(frame(2).byteOffset, frame(2).byteOffset + frame(2).byteLength)),
+      session.sendFrame(new Uint8Array(frame(3)), { ts: 1_700_000_000.5 }),
+    ]);
+    assert.deepEqual(acks.map((a) => a.seq), [1, 2, 3]);
+    assert.equal(acks[2].ts, 1_700_000_000.5);
+    assert.deepEqual((await results).map((r) => r.data.first_seq), [1, 2, 3]);
+    assert.deepEqual((await results).map((r) => r.data.text), ["frame 1", "frame 2", "frame 3"]);
+    assert.equal((await snapshot)[0].type, "session.snapshot");
+    await session.stop();
+    const [end] = await ended;
+    assert.equal(end.type, "job.succeeded");
+    assert.equal((await closed)[0].code, 1000);
+    const record = await session.finished();
+    assert.equal(record.status, "succeeded");
+    assert.deepEqual(record.result.seqs, [1, 2, 3]);
+    assert.equal(record.frames_received, 3);
+  });
+
+  test("reset goes over the socket and the worker starts afresh; cancel ends it canceled", async () => {
+    const session = await client.sessions.start({ kind: "splat", params: {} });
+    const controls = collect(session, "control", 1);
+    await session.sendFrame(frame(1));
+    await session.sendFrame(frame(2));
+    const resetSeen = new Promise((resolve) => session.on("progress", (e) => e.data.message === "reset" && resolve(e)));
+    await session.reset();
+    assert.deepEqual(await controls, [{ action: "reset" }]);
+    await resetSeen;
+    await session.sendFrame(frame(3));
+    const ended = collect(session, "end", 1);
+    await session.cancel();
+    assert.equal((await ended)[0].type, "job.canceled");
+    assert.equal((await session.finished()).status, "canceled");
+  });
+
+  test("a bad frame rejects with the gateway's error code; the socket stays usable", async () => {
+    const session = await client.sessions.start({ kind: "vlm" });
+    const bad = await session.sendFrame(new TextEncoder().encode("not an image")).catch((e) => e);
+    assert.ok(bad instanceof SessionError, String(bad));
+    assert.equal(bad.code, "invalid");
+    assert.equal((await session.sendFrame(frame(1))).seq, 1);
+    await assert.rejects(session.sendFrame(frame(2), { pose: [1, 2, 3] }), TypeError);
+    await assert.rejects(session.sendFrame(frame(2), { ts: Number.NaN }), TypeError);
+    await session.stop();
+    assert.equal((await session.finished()).status, "succeeded");
+  });
+
+  test("a dropped socket is opened again with ?after=: no event missed or repeated", async () => {
+    const proxy = await startProxy(stack.url);
+    const proxied = throughProxy(WebSocket, proxy);
+    const viaProxy = nodeClient({ WebSocket: proxied.Impl });
+    const session = await viaProxy.sessions.start({ kind: "vlm" });
+    const events = [];
+    session.on("event", (e) => events.push(e));
+    const first = collect(session, "result", 1);
+    const results = collect(session, "result", 2);
+    assert.equal((await session.sendFrame(frame(1))).seq, 1);
+    await first;
+    const lastBefore = events.at(-1).seq;
+    const down = collect(session, "disconnect", 1);
+    const up = collect(session, "reconnect", 1);
+    proxy.drop();
+    await down;
+    // Sent while the socket is down: it waits for the reconnect, then goes.
+    assert.equal((await session.sendFrame(frame(2))).seq, 2);
+    assert.deepEqual(await up, [{ after: lastBefore }]);
+    assert.equal(proxied.urls.length, 2);
+    assert.equal(Number(new URL(proxied.urls[1]).searchParams.get("after")), lastBefore);
+    assert.deepEqual((await results).map((r) => r.data.first_seq), [1, 2]);
+    await session.stop();
+    const record = await session.finished();
+    assert.deepEqual(record.result.seqs, [1, 2]);
+    const seqs = events.map((e) => e.seq);
+    assert.deepEqual(seqs, [...new Set(seqs)].sort((a, b) => a - b), "stream order, no event twice");
+    assert.equal(events.filter((e) => e.type === "session.result").length, 2);
+    await proxy.close();
+  });
+
+  test("connect() opens the socket of an existing session; with after: it replays what followed", async () => {
+    const created = await client.sessions.create({ kind: "vlm" });
+    assert.equal(created.state, "starting");
+    const live = await client.sessions.connect(created.id);
+    const seen = [];
+    live.on("event", (e) => seen.push(e));
+    const result = collect(live, "result", 1);
+    await live.sendFrame(frame(1));
+    const [first] = await result;
+    await live.stop();
+    await live.finished();
+    // A second socket, after the session ended: everything after `first`, the terminal event last, then it closes.
+    const replay = await client.sessions.connect(created.id, { after: first.seq });
+    const replayed = [];
+    replay.on("event", (e) => replayed.push(e));
+    const closed = await new Promise((resolve) => replay.on("close", resolve));
+    assert.equal(closed.code, 1000);
+    assert.deepEqual(replayed.map((e) => e.seq), seen.filter((e) => e.seq > first.seq).map((e) => e.seq));
+    assert.equal(replayed.at(-1).type, "job.succeeded");
+  });
+});
