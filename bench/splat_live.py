@@ -1,7 +1,7 @@
 """Live splat: the time from a frame's arrival at the worker to its first influence on a live PLY snapshot.
 
 The real ``splat`` workload (:func:`modal_workers.splat.run`) runs in a thread of this process on a
-real :class:`~modal_workers.live_session.LiveSession`; a feeder thread hands its input what the
+real :class:`~modal_workers.runtime.live_session.LiveSession`; a feeder thread hands its input what the
 session feed would (a joint sample, then a :data:`SIZE` × :data:`SIZE` PNG frame of the synthetic arm's
 wrist camera over a scene of known Gaussians) at :data:`FPS` frames/s for :data:`SECONDS` s, posed by
 forward kinematics (the synthetic arm, as ``gpurelay dev`` sets). Storage and events stay in memory
@@ -47,7 +47,7 @@ class BenchHost:
     """What the workload uses of a worker context, in memory; snapshot events are timed."""
 
     def __init__(self, params: Any) -> None:
-        from modal_workers.live_session import LiveSession
+        from modal_workers.runtime.live_session import LiveSession
 
         self.session = LiveSession(self, params, expects_joints=True)
         self.snapshots: list[tuple[float, int]] = []

@@ -6,7 +6,7 @@ weights: speed does not depend on what is found) at the same ``imgsz``, on CUDA 
 * ``pose pipeline``: the workload's inference path: frames decoded ahead by the reader thread,
   ``batch_size`` frames per forward pass, each frame then fed to ByteTrack, against the naive loop
   (``cv2.VideoCapture`` → ``model.predict(frame)`` → ByteTrack, one frame at a time). Target ratio ≥ 1.
-* ``pose job``: the whole job through :class:`~modal_workers.runtime.WorkerRuntime` (events to a
+* ``pose job``: the whole job through :class:`~modal_workers.runtime.worker_runtime.WorkerRuntime` (events to a
   null sink, artifacts to local storage): inference plus shuttle, court, drawing and encoding of
   ``processed.mp4`` and the artifacts, against the same naive loop (no target: it does more work).
 
@@ -100,7 +100,7 @@ async def _null_sink() -> _NullSink:
 def through_runtime(path: Path, folder: Path, kind: str, params: dict[str, Any], workload: Any) -> tuple[Any, float]:
     """Run one ``kind`` job on ``path`` through the worker runtime; its outcome and wall time."""
     from contracts.runs import RunRequest
-    from modal_workers.runtime import WorkerRuntime
+    from modal_workers.runtime.worker_runtime import WorkerRuntime
     from services.common.storage import LocalStorage, upload_key
 
     storage = LocalStorage(folder / "blobs", "http://127.0.0.1:1", b"bench-secret-0123456789abcdef0123")

@@ -14,7 +14,7 @@ module imports without torch, OpenCV or a network.
 
 Each function runs one :class:`~contracts.runs.RunRequest` through the runtime, posting
 its events to the gateway's ingest route with the job-scoped token
-(:class:`~modal_workers.runtime_sinks.IngestSink`), and returns the run's outcome as JSON. The
+(:class:`~modal_workers.runtime.sinks.IngestSink`), and returns the run's outcome as JSON. The
 session classes load their model once per container in ``@modal.enter`` (the workload module's
 optional ``warm()`` hook); batch functions keep what they load in module-level caches, which a
 container also keeps between inputs.
@@ -165,8 +165,8 @@ def run_request(
     ``gpurelay-storage`` secret's environment variables, read by the settings class).
     """
     from contracts.runs import RunRequest
-    from modal_workers.runtime import WorkerRuntime, load_workload
-    from modal_workers.runtime_sinks import IngestSink
+    from modal_workers.runtime.sinks import IngestSink
+    from modal_workers.runtime.worker_runtime import WorkerRuntime, load_workload
     from services.common import tracing
     from services.common.config import BaseServiceSettings
     from services.common.storage import make_storage

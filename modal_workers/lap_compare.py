@@ -33,7 +33,7 @@ from contracts.job_params import LapCompareParams
 from contracts.job_specs import LapCompareSpec
 from modal_workers.lap_compare_align import align
 from modal_workers.lap_compare_flow import FlowEngine, OverlayWriter, frame_metrics, summarize
-from modal_workers.runtime import PermanentError, WorkerContext
+from modal_workers.runtime.worker_runtime import PermanentError, WorkerContext
 from modal_workers.video import FrameReader, VideoInfo, probe, sampled_count
 from modal_workers.video_out import WEBM_TYPE, Preview, Renditions, preview_settings
 

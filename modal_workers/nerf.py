@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from contracts.job_specs import NerfSpec
 from modal_workers import nerf_sfm
 from modal_workers.nerf_archive import Photo, unpack_photos
-from modal_workers.runtime import PermanentError, WorkerContext
+from modal_workers.runtime.worker_runtime import PermanentError, WorkerContext
 from services.common.config import NerfSettings
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The nerf job's photo archive: checked and unpacked safely, before any GPU stage runs.
 
-:func:`unpack_photos` refuses, with a :class:`~modal_workers.runtime.PermanentError` whose message
+:func:`unpack_photos` refuses, with a :class:`~modal_workers.runtime.worker_runtime.PermanentError` whose message
 names the file:
 
 * ``invalid_archive``: not a zip, an encrypted entry, an absolute name or one with ``..``, a
@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from modal_workers.runtime import PermanentError
+from modal_workers.runtime.worker_runtime import PermanentError
 from services.common.config import NerfSettings
 
 JPEG, PNG = b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"

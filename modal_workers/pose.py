@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Any, TypeVar
 
-from modal_workers.runtime import WorkerContext
+from modal_workers.runtime.worker_runtime import WorkerContext
 
 T = TypeVar("T")
 VERSION = "1"

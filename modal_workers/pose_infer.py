@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from modal_workers.runtime import PermanentError
+from modal_workers.runtime.worker_runtime import PermanentError
 
 SEED = 0
 DEFAULT_MODEL = "yolo26n-pose.pt"

@@ -1,6 +1,6 @@
 """The ``splat`` workload: live Gaussian splatting from a session's frames and the robot's joint angles.
 
-``run(spec, ctx)`` serves one session (``ctx.session``, :mod:`modal_workers.live_session`) until it
+``run(spec, ctx)`` serves one session (``ctx.session``, :mod:`modal_workers.runtime.live_session`) until it
 stops: each poll's frames are posed (:mod:`modal_workers.splat_inputs`: explicit pose, else forward
 kinematics of the matched joint sample, else counted in ``frames_without_pose``) and trained on
 incrementally (:class:`~modal_workers.splat_train.SplatTrainer`); between polls the session owes
@@ -26,8 +26,8 @@ from pydantic import ValidationError
 
 from contracts.job_specs import SplatSpec
 from contracts.session_params import SplatParams
-from modal_workers.live_session import LiveSession
-from modal_workers.runtime import PermanentError
+from modal_workers.runtime.live_session import LiveSession
+from modal_workers.runtime.worker_runtime import PermanentError
 from modal_workers.splat_inputs import frame_source
 from modal_workers.splat_raster import Backend
 from modal_workers.splat_session import SplatSession

@@ -15,7 +15,7 @@ API:
   ``joint_names`` order, SO-101's by default) to the camera pose by forward kinematics.
 * :func:`resolve_pose` (explicit pose, joint sample, rig): the explicit 4 × 4 pose sent with a frame
   wins, else the joint sample through the rig, else ``None`` (the caller counts
-  ``frames_without_pose``). Malformed input raises :class:`~modal_workers.runtime.PermanentError`
+  ``frames_without_pose``). Malformed input raises :class:`~modal_workers.runtime.worker_runtime.PermanentError`
   (``invalid_pose``, ``invalid_joints``, ``invalid_camera``).
 """
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modal_workers.runtime import PermanentError
+from modal_workers.runtime.worker_runtime import PermanentError
 from modal_workers.splat_kinematics import SO101_JOINTS, KinematicChain, parse_urdf, transform
 
 ORTHONORMAL_TOL = 1e-4

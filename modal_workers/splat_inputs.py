@@ -7,7 +7,7 @@ setting): the URDF (a name under ``robots_dir``, by default the URDFs shipped in
 intrinsics, the largest image side trained on. A URDF that cannot be read, or a link it lacks, fails
 the session at once (``invalid_urdf``): every frame would go unposed.
 
-:meth:`FrameSource.prepare` turns one :class:`~modal_workers.session_input.SessionFrame` into a
+:meth:`FrameSource.prepare` turns one :class:`~modal_workers.runtime.session_input.SessionFrame` into a
 :class:`Posed` image (RGB uint8, downscaled to ``max_side`` with the intrinsics scaled alike) or a
 :class:`Skipped` with the reason a person can act on. Pose order: the explicit 4 × 4 pose sent with
 the frame, else forward kinematics of its matched joint sample, else none (``no_pose``). A frame that
@@ -25,8 +25,8 @@ from typing import Literal
 import numpy as np
 
 from contracts.session_params import CameraIntrinsics, SplatParams
-from modal_workers.runtime import PermanentError
-from modal_workers.session_input import SessionFrame
+from modal_workers.runtime.session_input import SessionFrame
+from modal_workers.runtime.worker_runtime import PermanentError
 from modal_workers.splat_camera import Camera, CameraRig, Intrinsics, resolve_pose
 from services.common.config import SplatSettings
 

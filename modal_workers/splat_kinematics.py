@@ -5,7 +5,7 @@ API:
 * :func:`parse_urdf` (text) / :func:`load_urdf` (path) → :class:`Urdf`: every joint by name, each a
   :class:`Joint` (type ``revolute``, ``continuous``, ``prismatic`` or ``fixed``, its origin as a 4 × 4
   parent→joint transform from ``xyz``/``rpy``, its unit ``axis``). Other joint types, a missing
-  parent/child, a zero axis or malformed numbers raise :class:`~modal_workers.runtime.PermanentError`
+  parent/child, a zero axis or malformed numbers raise :class:`~modal_workers.runtime.worker_runtime.PermanentError`
   ``invalid_urdf``.
 * :meth:`Urdf.chain` (tip link, base link default the root) → :class:`KinematicChain`, the joints from
   the base down to the tip; :meth:`KinematicChain.forward` (joint positions by name) → the 4 × 4
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modal_workers.runtime import PermanentError
+from modal_workers.runtime.worker_runtime import PermanentError
 
 SO101_JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
 """The SO-100/101 joint order of a joint-angle sample (LeRobot's order)."""

@@ -11,7 +11,7 @@ higher-order coefficients, then green's, then blue's), K = (degree + 1)².
 API: :func:`ply_properties` (degree → property names), :func:`to_ply_bytes` / :func:`write_ply`
 (:class:`~modal_workers.splat_model.Gaussians` → file), :func:`read_ply` (bytes or path →
 ``Gaussians`` on the CPU, float32; the SH degree follows from the number of ``f_rest`` properties).
-A file that is not such a PLY raises :class:`~modal_workers.runtime.PermanentError` ``invalid_ply``.
+A file that is not such a PLY raises :class:`~modal_workers.runtime.worker_runtime.PermanentError` ``invalid_ply``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from plyfile import PlyData, PlyElement, PlyParseError
 
-from modal_workers.runtime import PermanentError
+from modal_workers.runtime.worker_runtime import PermanentError
 from modal_workers.splat_model import Gaussians
 
 

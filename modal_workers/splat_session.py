@@ -31,7 +31,7 @@ from typing import Any
 from contracts.events import EventType
 from contracts.job_events import JobArtifactPayload
 from contracts.session_params import SplatParams
-from modal_workers.session_input import SessionFrame
+from modal_workers.runtime.session_input import SessionFrame
 from modal_workers.splat_inputs import FrameSource, Skipped
 from modal_workers.splat_train import SplatStats, SplatTrainer
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from modal_workers.runtime import PermanentError
+from modal_workers.runtime.worker_runtime import PermanentError
 from modal_workers.splat_camera import Camera
 from modal_workers.splat_densify import DensifyConfig, DensifyReport, GradStats, densify_and_prune
 from modal_workers.splat_frames import FrameMemory, PosedFrame

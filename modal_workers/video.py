@@ -1,7 +1,7 @@
 """Video input for workloads: probing with clear errors, and decoding overlapped with compute.
 
 :func:`probe` opens a file (in a thread, time-bounded) and raises
-:class:`~modal_workers.runtime.PermanentError` with a code a user can act on:
+:class:`~modal_workers.runtime.worker_runtime.PermanentError` with a code a user can act on:
 
 * ``invalid_video``: not a video OpenCV can open (or decoding stalls);
 * ``empty_video``: no frames (an empty file, or a container without frames);
@@ -28,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from modal_workers.runtime import PermanentError
+from modal_workers.runtime.worker_runtime import PermanentError
 
 PROBE_TIMEOUT_S = 30.0
 FRAME_TIMEOUT_S = 30.0

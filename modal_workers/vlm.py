@@ -31,8 +31,8 @@ from typing import Any
 
 from contracts.job_specs import VlmSpec
 from contracts.session_events import MAX_RESULT_TEXT
-from modal_workers.live_session import LiveSession
-from modal_workers.runtime import PermanentError, WorkerContext
+from modal_workers.runtime.live_session import LiveSession
+from modal_workers.runtime.worker_runtime import PermanentError, WorkerContext
 from modal_workers.vlm_chunker import Chunk
 from modal_workers.vlm_model import load_model, model_settings, resolve_model
 from modal_workers.vlm_runner import ChunkRunner, ModelSlot, slow_model_delay_s

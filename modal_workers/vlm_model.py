@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from contracts.session_params import VLM_DEFAULT_MODEL, vlm_model_refusal
-from modal_workers.runtime import PermanentError
+from modal_workers.runtime.worker_runtime import PermanentError
 
 DEFAULT_MODEL = VLM_DEFAULT_MODEL
 """The model used when ``GPURELAY_VLM_MODEL`` is not set."""

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from modal_workers.runtime import PermanentError
+from modal_workers.runtime.worker_runtime import PermanentError
 
 ALERT_TEXT_MAX = 8_000
 """Characters of an answer an alert pattern is searched in."""

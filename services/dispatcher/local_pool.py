@@ -1,7 +1,7 @@
 """The local backend's pool of warm worker processes.
 
 ``size`` processes are started ahead of time (``spawn``: no inherited event loop or sockets), each
-connected to NATS and waiting on its pipe (see :mod:`modal_workers.local_host`), so an
+connected to NATS and waiting on its pipe (see :mod:`modal_workers.runtime.local_host`), so an
 attempt starts without an interpreter start-up. The dispatcher :meth:`LocalPool.acquire`\\ s an
 idle process, :meth:`LocalPool.run`\\ s a request on it, and gets its outcome back over the pipe.
 
@@ -27,7 +27,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from contracts.runs import Outcome, RunRequest
-from modal_workers.local_host import worker_main
+from modal_workers.runtime.local_host import worker_main
 from services.common.config import DispatcherSettings
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""A Modal worker's trace through the ingest route: :class:`~modal_workers.runtime_sinks.IngestSink`
+"""A Modal worker's trace through the ingest route: :class:`~modal_workers.runtime.sinks.IngestSink`
 sends the run's ``traceparent``; the gateway's request span is its child and the event it stores
 carries the gateway's span, so the job's trace goes on through NATS."""
 
@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
-from modal_workers.runtime_sinks import IngestSink
+from modal_workers.runtime.sinks import IngestSink
 from services.common import tracing
 from tests.gateway.test_ingest import JOB, event, token
 from tests.support.gateway import Gateway

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from modal_workers.runtime import PermanentError, WorkerContext
+from modal_workers.runtime.worker_runtime import PermanentError, WorkerContext
 
 STEP_S = 0.1
 SHORT_STEPS = 5

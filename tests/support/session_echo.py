@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from modal_workers.live_session import LiveSession
+from modal_workers.runtime.live_session import LiveSession
 
 
 def run(spec: Any, ctx: Any) -> dict[str, Any]:

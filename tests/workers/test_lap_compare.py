@@ -14,7 +14,7 @@ from nats.js import JetStreamContext
 from contracts.streams import Declarations
 from contracts.subjects import Namespace
 from modal_workers import lap_compare
-from modal_workers.runtime import WorkerRuntime
+from modal_workers.runtime.worker_runtime import WorkerRuntime
 from modal_workers.video import sampled_count
 from modal_workers.video_out import WEBM_ENV, WEBM_FPS_ENV, WEBM_WIDTH_ENV
 from services.common.embedded_nats import EmbeddedNats

@@ -23,8 +23,8 @@ from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from modal_workers import pose_infer
 from modal_workers.pose_synth import signal_preserving, write_video
-from modal_workers.runtime import WorkerRuntime
-from modal_workers.runtime_sinks import NatsSink
+from modal_workers.runtime.sinks import NatsSink
+from modal_workers.runtime.worker_runtime import WorkerRuntime
 from services.common.embedded_nats import EmbeddedNats
 from services.common.storage import LocalStorage, upload_key
 from tests.workers.pose_support import CONF, assert_same_people, frames_of, match_people

@@ -163,7 +163,7 @@ def test_collector_builds_players_in_the_tracker_shape() -> None:
 
 
 def test_missing_weights_fail_permanently(tmp_path: Path) -> None:
-    from modal_workers.runtime import PermanentError
+    from modal_workers.runtime.worker_runtime import PermanentError
 
     with pytest.raises(PermanentError) as caught:
         load_model.__wrapped__(str(tmp_path / "missing-pose.pt"))

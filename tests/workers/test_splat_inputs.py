@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from contracts.session_params import SplatParams
-from modal_workers.runtime import PermanentError
-from modal_workers.session_input import SessionFrame
+from modal_workers.runtime.session_input import SessionFrame
+from modal_workers.runtime.worker_runtime import PermanentError
 from modal_workers.splat_camera import CameraRig, Intrinsics, look_at
 from modal_workers.splat_inputs import Posed, Skipped, frame_source, intrinsics_for, urdf_path
 from modal_workers.splat_kinematics import synthetic_arm_urdf

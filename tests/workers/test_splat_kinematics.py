@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from modal_workers.runtime import PermanentError
+from modal_workers.runtime.worker_runtime import PermanentError
 from modal_workers.splat_camera import CameraRig, Intrinsics, check_pose, look_at, resolve_pose, rigid_inverse
 from modal_workers.splat_kinematics import (
     SO101_JOINTS,

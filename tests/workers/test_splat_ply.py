@@ -11,7 +11,7 @@ import pytest
 import torch
 from plyfile import PlyData, PlyElement
 
-from modal_workers.runtime import PermanentError
+from modal_workers.runtime.worker_runtime import PermanentError
 from modal_workers.splat_model import Gaussians
 from modal_workers.splat_ply import ply_properties, read_ply, to_ply_bytes, write_ply
 from modal_workers.splat_raster import rasterize

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from modal_workers.runtime import PermanentError
+from modal_workers.runtime.worker_runtime import PermanentError
 from modal_workers.splat_camera import Camera, Intrinsics
 from modal_workers.splat_densify import DensifyConfig
 from modal_workers.splat_model import SH_C0

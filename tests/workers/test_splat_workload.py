@@ -13,7 +13,7 @@ import pytest
 
 from contracts.session_params import SplatParams
 from modal_workers import splat
-from modal_workers.runtime import PermanentError
+from modal_workers.runtime.worker_runtime import PermanentError
 from services.common.config import SplatSettings
 
 ROOT = Path(__file__).resolve().parents[2]

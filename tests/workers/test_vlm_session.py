@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from contracts.job_specs import VlmParams
-from modal_workers.runtime import PermanentError
+from modal_workers.runtime.worker_runtime import PermanentError
 from modal_workers.vlm_chunker import Chunk
 from modal_workers.vlm_model import VlmModel
 from modal_workers.vlm_session import MAX_FRAME_PIXELS, ChunkOutcome, VlmSession, decode_frame

@@ -22,7 +22,7 @@ import pytest
 from contracts.job_specs import InputRef
 from contracts.streams import KV_APIKEYS
 from contracts.subjects import Namespace
-from modal_workers.runtime_io import InputError, download_input
+from modal_workers.runtime.inputs import InputError, download_input
 from services.common.apikeys import ApiKeyStore
 from services.common.embedded_nats import EmbeddedNats
 from services.common.storage import LocalStorage, S3Storage, Storage

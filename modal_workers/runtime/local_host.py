@@ -6,7 +6,7 @@ session (so the dispatcher can end the whole process group on cancel), adds the 
 ``local_worker_env`` to its environment, connects to NATS once, reports ``ready``, then for each
 :class:`~contracts.runs.RunRequest` it receives loads the
 workload (``module:function``, cached), runs it through the runtime (events straight to NATS with
-:class:`~modal_workers.runtime_sinks.NatsSink`) and sends back the
+:class:`~modal_workers.runtime.sinks.NatsSink`) and sends back the
 :class:`~contracts.runs.Outcome`. It exits when the pipe closes (the dispatcher went away) or on
 ``None``. With an OTLP endpoint configured it exports its spans (each run's, in the job's trace),
 flushed after every run. Given the dispatcher's pid (``local_workers_die_with_dispatcher``), it also ends, busy or
@@ -39,8 +39,8 @@ def worker_main(conn: Connection, settings: DispatcherSettings, parent_pid: int 
         die_with_parent(parent_pid, signal.SIGTERM)
     os.environ.update(settings.local_worker_env)  # before any workload reads its settings
     from contracts.runs import RunRequest
-    from modal_workers.runtime import WorkerRuntime, load_workload
-    from modal_workers.runtime_sinks import NatsSink
+    from modal_workers.runtime.sinks import NatsSink
+    from modal_workers.runtime.worker_runtime import WorkerRuntime, load_workload
     from services.common import tracing
     from services.common.storage import make_storage
 

@@ -17,7 +17,7 @@ throttled report when its interval ends; none after the terminal event).
 Errors are classified: :class:`PermanentError` (bad input: a code and a message a user can act
 on) fails the job at once; anything else is retryable, and the dispatcher decides whether another
 attempt follows (the :class:`~contracts.runs.Outcome`). Events go to an
-:class:`~modal_workers.runtime_sinks.EventSink` from an event loop in a background thread, one
+:class:`~modal_workers.runtime.sinks.EventSink` from an event loop in a background thread, one
 at a time and in order; every id is in the attempt's worker namespace (``w-{job}-a{n}-...``,
 :mod:`contracts.event_ids`, required by the ingest route), once-only events have deterministic ids
 (``w-{job}-a{n}-started``) and every resend keeps its id, so the log stores it once. In a pipeline
@@ -44,12 +44,13 @@ from contracts.envelope import EventEnvelope
 from contracts.job_record import JobError
 from contracts.job_specs import parse_job_spec
 from contracts.runs import Outcome, RunRequest
-from modal_workers import runtime_io, runtime_sinks
-from modal_workers.runtime_context import CancelledError, WorkerContext, guess_content_type
-from modal_workers.runtime_progress import PROGRESS_MIN_INTERVAL_S
-from modal_workers.runtime_sinks import EventSink
-from modal_workers.runtime_yields import ArtifactOut, Log, Progress, Result, drive
-from modal_workers.session_run import live_session
+from modal_workers.runtime import inputs as runtime_io
+from modal_workers.runtime import sinks as runtime_sinks
+from modal_workers.runtime.context import CancelledError, WorkerContext, guess_content_type
+from modal_workers.runtime.progress import PROGRESS_MIN_INTERVAL_S
+from modal_workers.runtime.session_run import live_session
+from modal_workers.runtime.sinks import EventSink
+from modal_workers.runtime.yields import ArtifactOut, Log, Progress, Result, drive
 from services.common import event_loop, tracing
 
 __all__ = [

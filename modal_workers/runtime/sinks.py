@@ -51,7 +51,7 @@ class CancelWatcher(Protocol):
 
 class SessionFeed(Protocol):
     """A running session feed (:class:`~services.common.session_feed.NatsSessionFeed` or
-    :class:`~modal_workers.session_feeds.GatewayFeed`)."""
+    :class:`~modal_workers.runtime.session_feeds.GatewayFeed`)."""
 
     async def stop(self) -> None:
         """Stop reading."""
@@ -175,7 +175,7 @@ class IngestSink:
     ) -> SessionFeed:
         """The session's feed over the gateway's feed socket (the gateway knows the robot and the start);
         a reconnect resumes after ``positions()`` (the last frame and joint stream sequences seen)."""
-        from modal_workers.session_feeds import GatewayFeed, feed_url
+        from modal_workers.runtime.session_feeds import GatewayFeed, feed_url
 
         feed = GatewayFeed(feed_url(self.url, request.job_id), self._token, on_item, positions)
         await feed.start()

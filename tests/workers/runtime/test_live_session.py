@@ -6,7 +6,7 @@ from typing import Any
 
 from contracts.session_feed import FeedFrame
 from contracts.session_params import VlmParams
-from modal_workers.live_session import LiveSession
+from modal_workers.runtime.live_session import LiveSession
 
 
 class Host:

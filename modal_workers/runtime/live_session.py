@@ -1,7 +1,7 @@
 """``ctx.session``: what a live-session workload (splat, vlm) sees beside the usual :class:`WorkerContext`.
 
 ===================================================  ==================================================
-``ctx.session.poll(timeout)``                        a :class:`~modal_workers.session_input.SessionBatch`:
+``ctx.session.poll(timeout)``                        a :class:`~modal_workers.runtime.session_input.SessionBatch`:
                                                      ready frames (each with its matched joint sample),
                                                      a reset, or why the session stops
 ``ctx.session.status(fraction, message, **metrics)``  progress with the workload's figures merged with
@@ -34,7 +34,7 @@ from contracts import session_events as se
 from contracts.events import EventType
 from contracts.job_record import Artifact
 from contracts.session_params import SessionParams
-from modal_workers.session_input import SessionBatch, SessionInput
+from modal_workers.runtime.session_input import SessionBatch, SessionInput
 
 CANCEL_CHECK_S = 0.25
 """How often a waiting :meth:`LiveSession.poll` looks at the job's cancel."""

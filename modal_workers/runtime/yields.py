@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from modal_workers.runtime_context import WorkerContext
+from modal_workers.runtime.context import WorkerContext
 
 
 @dataclass(frozen=True)

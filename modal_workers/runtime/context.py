@@ -24,7 +24,7 @@
 ``ctx.spec`` · ``ctx.request`` · ``ctx.attempt`` · ``ctx.inputs``  the spec, the run request, the
                                                attempt number, the previous stage's artifacts
 ``ctx.session``                                a live session's input and outputs
-                                               (:mod:`modal_workers.live_session`), else ``None``
+                                               (:mod:`modal_workers.runtime.live_session`), else ``None``
 =============================================  =====================================================
 
 Every method may be called from any thread of the workload.
@@ -50,13 +50,14 @@ from contracts.events import EventType, job_event_name, make_event
 from contracts.job_record import Artifact
 from contracts.job_specs import InputRef
 from contracts.runs import Outcome, RunRequest
-from modal_workers import runtime_io
-from modal_workers.runtime_progress import PROGRESS_MIN_INTERVAL_S, ProgressThrottle
+from modal_workers.runtime import inputs as runtime_io
+from modal_workers.runtime.progress import PROGRESS_MIN_INTERVAL_S, ProgressThrottle
 from services.common.storage import result_key
 
 
 class RunHost(Protocol):
-    """What a context needs of the runtime that runs it (:class:`~modal_workers.runtime.WorkerRuntime`)."""
+    """What a context needs of the runtime that runs it
+    (:class:`~modal_workers.runtime.worker_runtime.WorkerRuntime`)."""
 
     storage: Any
     max_input_bytes: int
@@ -93,7 +94,7 @@ class WorkerContext:
         self._sent_fraction = -1.0
         self._progress = ProgressThrottle(self._send_progress, PROGRESS_MIN_INTERVAL_S)
         self.session: Any = None
-        """A live session's :class:`~modal_workers.live_session.LiveSession` during its run (else ``None``)."""
+        """A live session's :class:`~modal_workers.runtime.live_session.LiveSession` during its run (else ``None``)."""
         self._inputs: dict[str, Path] = {}
 
     @property

@@ -20,8 +20,16 @@ from contracts.event_ids import is_worker_event_id, worker_event_id
 from contracts.job_specs import InputRef
 from contracts.runs import StagePlan
 from modal_workers import lap_compare
-from modal_workers.runtime import ArtifactOut, Log, PermanentError, Progress, Result, WorkerContext, WorkerRuntime
-from modal_workers.runtime_io import InputError, download_input
+from modal_workers.runtime.inputs import InputError, download_input
+from modal_workers.runtime.worker_runtime import (
+    ArtifactOut,
+    Log,
+    PermanentError,
+    Progress,
+    Result,
+    WorkerContext,
+    WorkerRuntime,
+)
 from tests.support.lap import (
     MemorySink,
     closing,

@@ -1,4 +1,4 @@
-"""The runtime's I/O: input downloads and file digests (the event sinks: :mod:`modal_workers.runtime_sinks`).
+"""The runtime's I/O: input downloads and file digests (the event sinks: :mod:`modal_workers.runtime.sinks`).
 
 * :func:`resolve_input` / :func:`download_input` turn ``{"upload_id": ...}`` (the one object under
   ``{prefix}uploads/{tenant}/{upload_id}/``) or ``{"url": "https://..."}`` into a local file,

@@ -17,8 +17,8 @@ from contracts.ids import new_id
 from contracts.job_events import JobLogPayload
 from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
-from modal_workers.runtime import WorkerContext, WorkerRuntime
-from modal_workers.runtime_sinks import IngestSink
+from modal_workers.runtime.sinks import IngestSink
+from modal_workers.runtime.worker_runtime import WorkerContext, WorkerRuntime
 from services.common.embedded_nats import EmbeddedNats
 from services.common.ingest_tokens import mint_ingest_token
 from tests.support.dispatcher import request_cancel

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from contracts.session_feed import FeedControl, FeedFrame, FeedJoints
-from modal_workers.session_input import SessionInput
+from modal_workers.runtime.session_input import SessionInput
 
 
 class Clock:

@@ -1,6 +1,6 @@
 """The runtime's part in a live session: ``ctx.session`` and its feed, for the length of one run.
 
-:func:`live_session` gives a session spec's run a :class:`~modal_workers.live_session.LiveSession`
+:func:`live_session` gives a session spec's run a :class:`~modal_workers.runtime.live_session.LiveSession`
 whose input is fed by the run's event sink (``sink.open_session_feed``): the local pool's NATS sink
 reads FRAMES and TELEMETRY itself, the ingest sink of a Modal worker opens the gateway's feed socket.
 Both hand the same items in the same order. The feed stops when the run ends, however it ends.
@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from contracts.job_specs import SplatSpec, VlmSpec
-from modal_workers.live_session import LiveSession
+from modal_workers.runtime.live_session import LiveSession
 
 FEED_START_TIMEOUT_S = 15.0
 
