@@ -73,9 +73,9 @@ def naive(model: Any, path: Path) -> float:
 
 def pipeline(model: Any, path: Path) -> float:
     """Frames/s of the workload's inference path: overlapped decode, batched predict, tracking."""
+    from modal_workers.media.video import FrameReader, probe
     from modal_workers.pose import batched
     from modal_workers.pose_infer import PersonTracker, predict
-    from modal_workers.video import FrameReader, probe
 
     tracker, count = PersonTracker(), 0
     start = time.perf_counter()
@@ -177,7 +177,7 @@ def lap_naive(path: Path, out: Path) -> float:
     import cv2
 
     from modal_workers.lap_compare_flow import FlowEngine, draw_overlay, frame_metrics
-    from modal_workers.video import scaled_size
+    from modal_workers.media.video import scaled_size
 
     engine, previous, count = FlowEngine("farneback"), None, 0
     start = time.perf_counter()

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from modal_workers.video_out import Renditions
+from modal_workers.media.video_out import Renditions
 
 MOVING_PX = 0.5
 """Flow shorter than this (px/frame) counts as still (noise, static background)."""

@@ -10,7 +10,7 @@ Four stages of one pipeline (``deploy/routes.yaml``), each its own function on i
   storage so a retried attempt resumes; artifact ``model.pt``;
 * :func:`render`: the turntable (:mod:`modal_workers.nerf_turntable`): ``frames_0001.zip``, … of RGBA
   PNGs as each fills, ``preview.mp4`` and, from the same frames, ``preview.webm``
-  (:mod:`modal_workers.video_out`).
+  (:mod:`modal_workers.media.video_out`).
 
 Every stage reads the job's ``images`` input itself (the archive is small next to what a stage
 does with it) and the previous stage's artifacts with ``ctx.stage_input``. Limits and tuning are
@@ -150,11 +150,11 @@ def render(spec: NerfSpec, ctx: WorkerContext) -> dict[str, Any]:
     it is full (progress per zip), ``preview.mp4`` and ``preview.webm`` (the VP8 rendition browsers play)."""
     import torch
 
+    from modal_workers.media.video_out import WEBM_TYPE, preview_settings
     from modal_workers.nerf_data import view_rays
     from modal_workers.nerf_model import FieldConfig, NerfField
     from modal_workers.nerf_train import render_chunked
     from modal_workers.nerf_turntable import FrameZips, Preview, orbit_pose, png, straight_rgba
-    from modal_workers.video_out import WEBM_TYPE, preview_settings
 
     params = spec.params
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

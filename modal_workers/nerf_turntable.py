@@ -7,7 +7,7 @@ its colour is un-premultiplied, so a PNG composites correctly over anything. :cl
 packs frames into ``frames_0001.zip``, … of ``batch_size`` frames (stored, not deflated: PNGs are
 compressed already) and hands each over the moment it is full; :class:`Preview` writes every few
 frames over white into a small ``preview.mp4`` and, in the same pass, ``preview.webm``
-(:class:`modal_workers.video_out.Renditions`: VP8, which browsers play).
+(:class:`modal_workers.media.video_out.Renditions`: VP8, which browsers play).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from modal_workers.video_out import Preview as Bounds
-from modal_workers.video_out import Renditions
+from modal_workers.media.video_out import Preview as Bounds
+from modal_workers.media.video_out import Renditions
 
 PREVIEW_FRAMES = 120
 PREVIEW_MAX_SIDE = 320

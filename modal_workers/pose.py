@@ -1,6 +1,6 @@
 """The ``pose`` workload: YOLO pose on a sports video (the Badminton tracker's GPU job).
 
-Pipeline, three threads: :class:`~modal_workers.video.FrameReader` decodes ahead into a bounded
+Pipeline, three threads: :class:`~modal_workers.media.video.FrameReader` decodes ahead into a bounded
 queue; this thread runs the model on ``params.batch_size`` frames per forward pass (CUDA when
 present), then feeds each frame in order to ByteTrack (player ids), the shuttle tracker and, until
 it is found, court detection; :class:`~modal_workers.pose_video.FrameWriter` draws and encodes the
@@ -8,7 +8,7 @@ processed video behind another bounded queue. Progress is reported after every b
 
 Artifacts: ``processed.mp4`` (skeletons, ids, shuttle trail, court lines), ``processed.webm``
 (the same video as a VP8 preview browsers play, downscaled and subsampled; not
-written when ``GPURELAY_VIDEO_WEBM=0``, see :mod:`modal_workers.video_out`), ``results.json`` (the
+written when ``GPURELAY_VIDEO_WEBM=0``, see :mod:`modal_workers.media.video_out`), ``results.json`` (the
 Badminton tracker's shape: ``duration``, ``fps``, ``totalFrames``, ``processedFrames``,
 ``videoWidth``, ``videoHeight``, ``players``, ``shuttle``, ``courtDetection``, plus ``analytics``)
 and ``manifest.json``. The job result is ``results.json`` without the per-frame lists, so the
@@ -51,11 +51,11 @@ def max_duration_s() -> float:
 def run(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
     """Run a ``PoseSpec`` job: inference, tracking, shuttle, court, analytics, artifacts."""
     from modal_workers import pose_infer
+    from modal_workers.media.video import FrameReader, probe, sampled_count
+    from modal_workers.media.video_out import WEBM_TYPE, preview_settings
     from modal_workers.pose_render import draw
     from modal_workers.pose_results import Collector, summary
     from modal_workers.pose_video import FrameWriter
-    from modal_workers.video import FrameReader, probe, sampled_count
-    from modal_workers.video_out import WEBM_TYPE, preview_settings
 
     params = spec.params
     timings: dict[str, float] = {}

@@ -1,6 +1,6 @@
 """Video output for the pose workload: drawing and encoding in a thread behind a bounded queue.
 
-Decoding is :mod:`modal_workers.video`'s reader thread; with this writer thread, both ends of the
+Decoding is :mod:`modal_workers.media.video`'s reader thread; with this writer thread, both ends of the
 video overlap with inference, which runs in the workload's own thread.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from modal_workers.video_out import Preview, Renditions
+from modal_workers.media.video_out import Preview, Renditions
 
 _DONE = object()
 
@@ -27,7 +27,7 @@ class FrameWriter:
     ``draw(frame, overlay)`` runs in the writer thread. Frames are written as MPEG-4 by OpenCV;
     when ``ffmpeg`` is on the path the file is then re-encoded as H.264 with ``+faststart``. With a
     ``webm`` path the same drawn frames also go to a VP8 preview within ``preview``'s bounds, which
-    every browser plays (:class:`~modal_workers.video_out.Renditions`).
+    every browser plays (:class:`~modal_workers.media.video_out.Renditions`).
     """
 
     def __init__(

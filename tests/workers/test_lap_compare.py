@@ -14,9 +14,9 @@ from nats.js import JetStreamContext
 from contracts.streams import Declarations
 from contracts.subjects import Namespace
 from modal_workers import lap_compare
+from modal_workers.media.video import sampled_count
+from modal_workers.media.video_out import WEBM_ENV, WEBM_FPS_ENV, WEBM_WIDTH_ENV
 from modal_workers.runtime.worker_runtime import WorkerRuntime
-from modal_workers.video import sampled_count
-from modal_workers.video_out import WEBM_ENV, WEBM_FPS_ENV, WEBM_WIDTH_ENV
 from services.common.embedded_nats import EmbeddedNats
 from tests.support.dispatcher import EventLog
 from tests.support.lap import (

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modal_workers.video_out import Preview, Renditions, preview_settings
+from modal_workers.media.video_out import Preview, Renditions, preview_settings
 from tests.support.lap import frame_count, video_size
 
 

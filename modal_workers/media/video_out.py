@@ -29,7 +29,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from modal_workers.video import scaled_size
+from modal_workers.media.video import scaled_size
 
 WEBM_FOURCC = "VP80"
 WEBM_TYPE = "video/webm"

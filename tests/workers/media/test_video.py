@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from modal_workers import video
+from modal_workers.media import video
+from modal_workers.media.video import FrameReader, VideoInfo, sampled_count, scaled_size
 from modal_workers.runtime.worker_runtime import PermanentError
-from modal_workers.video import FrameReader, VideoInfo, sampled_count, scaled_size
 from tests.support.lap import frame_count, scrolling_video
 
 pytestmark = pytest.mark.timeout(30)
