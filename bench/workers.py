@@ -176,7 +176,7 @@ def lap_naive(path: Path, out: Path) -> float:
     """Frames/s of the plain OpenCV loop: read, downscale, gray, Farnebäck, metrics, draw, encode."""
     import cv2
 
-    from modal_workers.lap_compare_flow import FlowEngine, draw_overlay, frame_metrics
+    from modal_workers.lap_compare.flow import FlowEngine, draw_overlay, frame_metrics
     from modal_workers.media.video import scaled_size
 
     engine, previous, count = FlowEngine("farneback"), None, 0
@@ -199,7 +199,7 @@ def lap_naive(path: Path, out: Path) -> float:
 
 def lap_job(path: Path, folder: Path) -> float:
     """Frames/s of a whole lap_compare job through the worker runtime."""
-    from modal_workers.lap_compare import run as lap_run
+    from modal_workers.lap_compare.workload import run as lap_run
 
     outcome, elapsed = through_runtime(path, folder, "lap_compare", {"downscale_width": LAP_WIDTH}, lap_run)
     return rate(int(outcome.result["frames"]), elapsed)
@@ -207,7 +207,7 @@ def lap_job(path: Path, folder: Path) -> float:
 
 def lap_results() -> list[Result]:
     """lap_compare figures (CPU: OpenCV's Farnebäck)."""
-    import modal_workers.lap_compare  # noqa: F401 - imported before any clock starts
+    import modal_workers.lap_compare.workload  # noqa: F401 - imported before any clock starts
 
     with tempfile.TemporaryDirectory(prefix="gpurelay-bench-lap-") as tmp:
         folder = Path(tmp)

@@ -5,14 +5,14 @@ Inputs ``video`` (the lap to analyse) and optional ``reference`` (a second lap).
 ``video_too_long``), decoded in a reader thread overlapped with the flow computation
 (:class:`~modal_workers.media.video.FrameReader`), downscaled to ``params.downscale_width`` and sampled
 at ``params.fps_sample``; flow is Farnebäck or DIS (``params.flow_method``); the overlay is
-drawn and encoded in a writer thread (:class:`~modal_workers.lap_compare_flow.OverlayWriter`).
+drawn and encoded in a writer thread (:class:`~modal_workers.lap_compare.flow.OverlayWriter`).
 
 Artifacts, in this order: ``overlay.mp4`` (the analysed lap with its flow drawn over it, one
 frame per processed frame, ``mp4v``), ``overlay.webm`` (the same video as a VP8 preview browsers
 play, downscaled and subsampled; not written when ``GPURELAY_VIDEO_WEBM=0``, see
 :mod:`modal_workers.media.video_out`), ``metrics.json`` (per-frame metrics, see
-:mod:`modal_workers.lap_compare_flow`, and with a reference the DTW alignment of
-:mod:`modal_workers.lap_compare_align`), ``manifest.json`` (artifacts with size and sha256,
+:mod:`modal_workers.lap_compare.flow`, and with a reference the DTW alignment of
+:mod:`modal_workers.lap_compare.align`), ``manifest.json`` (artifacts with size and sha256,
 parameters, versions, timings). The result summarises frames, fps, duration, mean speed and,
 with two laps, the lap time delta (negative: the analysed lap is faster).
 """
@@ -31,8 +31,8 @@ import numpy as np
 
 from contracts.job_params import LapCompareParams
 from contracts.job_specs import LapCompareSpec
-from modal_workers.lap_compare_align import align
-from modal_workers.lap_compare_flow import FlowEngine, OverlayWriter, frame_metrics, summarize
+from modal_workers.lap_compare.align import align
+from modal_workers.lap_compare.flow import FlowEngine, OverlayWriter, frame_metrics, summarize
 from modal_workers.media.video import FrameReader, VideoInfo, probe, sampled_count
 from modal_workers.media.video_out import WEBM_TYPE, Preview, Renditions, preview_settings
 from modal_workers.runtime.worker_runtime import PermanentError, WorkerContext

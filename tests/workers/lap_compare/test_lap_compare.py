@@ -13,7 +13,7 @@ from nats.js import JetStreamContext
 
 from contracts.streams import Declarations
 from contracts.subjects import Namespace
-from modal_workers import lap_compare
+from modal_workers.lap_compare import workload as lap_compare
 from modal_workers.media.video import sampled_count
 from modal_workers.media.video_out import WEBM_ENV, WEBM_FPS_ENV, WEBM_WIDTH_ENV
 from modal_workers.runtime.worker_runtime import WorkerRuntime
