@@ -59,7 +59,7 @@ def naive(model: Any, path: Path) -> float:
     """Frames/s of the per-frame loop: read, predict one frame, track."""
     import cv2
 
-    from modal_workers.pose_infer import PersonTracker, predict
+    from modal_workers.pose.infer import PersonTracker, predict
 
     tracker, count = PersonTracker(), 0
     start = time.perf_counter()
@@ -74,8 +74,8 @@ def naive(model: Any, path: Path) -> float:
 def pipeline(model: Any, path: Path) -> float:
     """Frames/s of the workload's inference path: overlapped decode, batched predict, tracking."""
     from modal_workers.media.video import FrameReader, probe
-    from modal_workers.pose import batched
-    from modal_workers.pose_infer import PersonTracker, predict
+    from modal_workers.pose.infer import PersonTracker, predict
+    from modal_workers.pose.workload import batched
 
     tracker, count = PersonTracker(), 0
     start = time.perf_counter()
@@ -122,7 +122,7 @@ def through_runtime(path: Path, folder: Path, kind: str, params: dict[str, Any],
 
 def job(path: Path, folder: Path) -> float:
     """Frames/s of a whole pose job through the worker runtime."""
-    from modal_workers.pose import run as pose_run
+    from modal_workers.pose.workload import run as pose_run
 
     outcome, elapsed = through_runtime(path, folder, "pose", {"imgsz": IMGSZ, "batch_size": BATCH}, pose_run)
     return rate(int(outcome.result["processedFrames"]), elapsed)
@@ -131,8 +131,8 @@ def job(path: Path, folder: Path) -> float:
 def pose_results() -> list[Result]:
     """Pose figures (on CUDA when present, else CPU)."""
     _env()
-    from modal_workers.pose_infer import device, load_model
-    from modal_workers.pose_synth import write_video
+    from modal_workers.pose.infer import device, load_model
+    from modal_workers.pose.synth import write_video
 
     where = "CUDA" if device().startswith("cuda") else "CPU"
     with tempfile.TemporaryDirectory(prefix="gpurelay-bench-pose-") as tmp:

@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from modal_workers.pose_court import COURT_LENGTH_M, COURT_WIDTH_M
+from modal_workers.pose.court import COURT_LENGTH_M, COURT_WIDTH_M
 
 # Painted lines in court metres: ((x1, y1), (x2, y2)); y = 0 is the far baseline.
 COURT_LINES_M: tuple[tuple[tuple[float, float], tuple[float, float]], ...] = (

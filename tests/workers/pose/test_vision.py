@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modal_workers.pose_analytics import player_analytics
-from modal_workers.pose_court import COURT_CORNERS_M, detect_court, to_court
-from modal_workers.pose_shuttle import ShuttleTracker
-from modal_workers.pose_synth import COURT_LINES_M, court_image, draw_dot, project, shuttle_path
+from modal_workers.pose.analytics import player_analytics
+from modal_workers.pose.court import COURT_CORNERS_M, detect_court, to_court
+from modal_workers.pose.shuttle import ShuttleTracker
+from modal_workers.pose.synth import COURT_LINES_M, court_image, draw_dot, project, shuttle_path
 
 
 def _line_error(found: list[dict[str, float]], ends: np.ndarray) -> float:

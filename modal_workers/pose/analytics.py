@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from modal_workers.pose_court import COURT_LENGTH_M, to_court
+from modal_workers.pose.court import COURT_LENGTH_M, to_court
 
 ANKLES = (15, 16)
 """COCO keypoint indices of the left and right ankle."""

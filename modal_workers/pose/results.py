@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from modal_workers.pose_analytics import player_analytics
-from modal_workers.pose_court import detect_court
-from modal_workers.pose_infer import Detections, PersonTracker, untracked_ids
-from modal_workers.pose_render import Overlay
-from modal_workers.pose_shuttle import ShuttleTracker, shuttle_entries
+from modal_workers.pose.analytics import player_analytics
+from modal_workers.pose.court import detect_court
+from modal_workers.pose.infer import Detections, PersonTracker, untracked_ids
+from modal_workers.pose.render import Overlay
+from modal_workers.pose.shuttle import ShuttleTracker, shuttle_entries
 
 TRAIL = 12
 """Shuttle positions drawn behind the current one."""

@@ -21,13 +21,13 @@ from contracts.envelope import EventEnvelope
 from contracts.runs import Outcome, RunRequest
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
-from modal_workers import pose_infer
-from modal_workers.pose_synth import signal_preserving, write_video
+from modal_workers.pose import infer as pose_infer
+from modal_workers.pose.synth import signal_preserving, write_video
 from modal_workers.runtime.sinks import NatsSink
 from modal_workers.runtime.worker_runtime import WorkerRuntime
 from services.common.embedded_nats import EmbeddedNats
 from services.common.storage import LocalStorage, upload_key
-from tests.workers.pose_support import CONF, assert_same_people, frames_of, match_people
+from tests.workers.pose.support import CONF, assert_same_people, frames_of, match_people
 
 RESULT_KEYS = {"duration", "fps", "totalFrames", "processedFrames", "videoWidth", "videoHeight", "players",
                "shuttle", "courtDetection"}  # fmt: skip
@@ -80,7 +80,7 @@ async def run_pose(
     def work() -> Outcome:
         runtime = WorkerRuntime(lambda: NatsSink.connect(nats_server.url, ns.name), lambda: storage)
         try:
-            from modal_workers.pose import run
+            from modal_workers.pose.workload import run
 
             return runtime.run(run, request)
         finally:
@@ -169,7 +169,7 @@ async def test_batch_sizes_1_and_8_give_the_same_people_in_every_frame(
     """Whole jobs: a model whose output depends on the image, 100 candidate people per frame.
 
     Each frame's people are compared as a set, matched by box and keypoints: near-equal scores
-    may rank differently with the batch size or the CPU (see tests/workers/pose_support.py).
+    may rank differently with the batch size or the CPU (see tests/workers/pose/support.py).
     """
     model = signal_preserving(pose_infer.load_model.__wrapped__("yolo26n-pose.yaml"))
     monkeypatch.setattr(pose_infer, "load_model", lambda weights: model)

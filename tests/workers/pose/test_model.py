@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from contracts.job_specs import PoseParams, PoseSpec, parse_job_spec
-from modal_workers.pose import batched
-from modal_workers.pose_infer import Detections, PersonTracker, load_model, predict, resolve_model
-from modal_workers.pose_synth import signal_preserving, write_video
-from tests.workers.pose_support import CONF, MARGIN, assert_same_people, match_people, people
+from modal_workers.pose.infer import Detections, PersonTracker, load_model, predict, resolve_model
+from modal_workers.pose.synth import signal_preserving, write_video
+from modal_workers.pose.workload import batched
+from tests.workers.pose.support import CONF, MARGIN, assert_same_people, match_people, people
 
 YAML = "yolo26n-pose.yaml"
 POSE_BODY = {"kind": "pose", "inputs": {"video": {"upload_id": "up1"}}}
@@ -138,8 +138,8 @@ def test_tracker_keeps_each_player_id() -> None:
 
 
 def test_collector_builds_players_in_the_tracker_shape() -> None:
-    from modal_workers.pose_results import Collector, summary
-    from modal_workers.pose_synth import court_image
+    from modal_workers.pose.results import Collector, summary
+    from modal_workers.pose.synth import court_image
 
     image, _ = court_image(320, 240)
     collector = Collector(320, 240, fps=10.0)

@@ -3,7 +3,7 @@
 Pipeline, three threads: :class:`~modal_workers.media.video.FrameReader` decodes ahead into a bounded
 queue; this thread runs the model on ``params.batch_size`` frames per forward pass (CUDA when
 present), then feeds each frame in order to ByteTrack (player ids), the shuttle tracker and, until
-it is found, court detection; :class:`~modal_workers.pose_video.FrameWriter` draws and encodes the
+it is found, court detection; :class:`~modal_workers.pose.video.FrameWriter` draws and encodes the
 processed video behind another bounded queue. Progress is reported after every batch.
 
 Artifacts: ``processed.mp4`` (skeletons, ids, shuttle trail, court lines), ``processed.webm``
@@ -50,12 +50,12 @@ def max_duration_s() -> float:
 
 def run(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
     """Run a ``PoseSpec`` job: inference, tracking, shuttle, court, analytics, artifacts."""
-    from modal_workers import pose_infer
     from modal_workers.media.video import FrameReader, probe, sampled_count
     from modal_workers.media.video_out import WEBM_TYPE, preview_settings
-    from modal_workers.pose_render import draw
-    from modal_workers.pose_results import Collector, summary
-    from modal_workers.pose_video import FrameWriter
+    from modal_workers.pose import infer as pose_infer
+    from modal_workers.pose.render import draw
+    from modal_workers.pose.results import Collector, summary
+    from modal_workers.pose.video import FrameWriter
 
     params = spec.params
     timings: dict[str, float] = {}
