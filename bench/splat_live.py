@@ -1,6 +1,6 @@
 """Live splat: the time from a frame's arrival at the worker to its first influence on a live PLY snapshot.
 
-The real ``splat`` workload (:func:`modal_workers.splat.run`) runs in a thread of this process on a
+The real ``splat`` workload (:func:`modal_workers.splat.workload.run`) runs in a thread of this process on a
 real :class:`~modal_workers.runtime.live_session.LiveSession`; a feeder thread hands its input what the
 session feed would (a joint sample, then a :data:`SIZE` × :data:`SIZE` PNG frame of the synthetic arm's
 wrist camera over a scene of known Gaussians) at :data:`FPS` frames/s for :data:`SECONDS` s, posed by
@@ -81,9 +81,9 @@ def shots(count: int) -> list[tuple[list[float], bytes]]:
     """``count`` (joint sample, PNG frame) pairs along the synthetic arm's trajectory, 1 / FPS apart."""
     import cv2
 
-    from modal_workers.splat_camera import Camera, CameraRig, Intrinsics
-    from modal_workers.splat_kinematics import synthetic_arm_urdf
-    from modal_workers.splat_synth import arm_angles, render_frame, scene_gaussians
+    from modal_workers.splat.camera import Camera, CameraRig, Intrinsics
+    from modal_workers.splat.kinematics import synthetic_arm_urdf
+    from modal_workers.splat.synth import arm_angles, render_frame, scene_gaussians
 
     rig, scene = CameraRig.from_urdf(synthetic_arm_urdf(), "camera_link"), scene_gaussians()
     k = Intrinsics.from_fov(SIZE, SIZE, 60.0)
@@ -124,7 +124,7 @@ def run() -> list[Result]:
     import numpy as np
 
     from contracts.job_specs import SplatSpec
-    from modal_workers import splat
+    from modal_workers.splat import workload as splat
 
     spec = SplatSpec.model_validate({"kind": "splat", "params": {"snapshot_every_s": SNAPSHOT_EVERY_S}})
     host, arrivals = BenchHost(spec.params), dict[int, float]()

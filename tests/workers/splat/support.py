@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from modal_workers.splat_camera import look_at, rigid_inverse
-from modal_workers.splat_model import Gaussians
+from modal_workers.splat.camera import look_at, rigid_inverse
+from modal_workers.splat.model import Gaussians
 
 
 def random_gaussians(count: int, seed: int = 0, sh_degree: int = 0, centre: float = 2.0) -> Gaussians:

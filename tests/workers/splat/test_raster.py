@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from modal_workers.splat_model import Gaussians, rgb_to_sh_dc
-from modal_workers.splat_raster import EPS2D, covariances, project, rasterize, sh_colors
-from tests.workers.splat_support import camera, random_gaussians
+from modal_workers.splat.model import Gaussians, rgb_to_sh_dc
+from modal_workers.splat.raster import EPS2D, covariances, project, rasterize, sh_colors
+from tests.workers.splat.support import camera, random_gaussians
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_projection_matches_gsplats_torch_reference() -> None:
@@ -158,8 +158,8 @@ def test_sh_colours_match_gsplats_reference(degree: int) -> None:
 
 def test_cpu_rendering_never_imports_gsplat_and_gsplat_needs_cuda() -> None:
     code = (
-        "import sys, torch; from modal_workers.splat_model import Gaussians; "
-        "from modal_workers.splat_raster import rasterize; "
+        "import sys, torch; from modal_workers.splat.model import Gaussians; "
+        "from modal_workers.splat.raster import rasterize; "
         "g = Gaussians(torch.tensor([[0., 0., 2.]]), torch.full((1, 3), -3.), torch.tensor([[1., 0, 0, 0]]), "
         "torch.zeros(1), torch.zeros(1, 3), torch.zeros(1, 0, 3)); "
         "out = rasterize(g, torch.eye(4), torch.tensor([[20., 0, 8.5], [0, 20., 8.5], [0, 0, 1]]), 16, 16); "

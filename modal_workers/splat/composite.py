@@ -1,6 +1,6 @@
-"""Alpha compositing of projected Gaussians in pure torch (the CPU path of :mod:`modal_workers.splat_raster`).
+"""Alpha compositing of projected Gaussians in pure torch (the CPU path of :mod:`modal_workers.splat.raster`).
 
-Both functions take a :class:`Projection` (from :func:`~modal_workers.splat_raster.project`), per
+Both functions take a :class:`Projection` (from :func:`~modal_workers.splat.raster.project`), per
 Gaussian opacities and colours, and return the image (H, W, 3) and accumulated alpha (H, W),
 differentiable by autograd. They follow gsplat: pixel centres at +0.5, ``α = min(0.999, o · exp(-σ))``
 with ``σ = ½ dᵀ Σ⁻¹ d``, contributions with α < 1/255 skipped, front to back by camera depth, then

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from modal_workers.runtime.worker_runtime import PermanentError
-from modal_workers.splat_kinematics import SO101_JOINTS, KinematicChain, parse_urdf, transform
+from modal_workers.splat.kinematics import SO101_JOINTS, KinematicChain, parse_urdf, transform
 
 ORTHONORMAL_TOL = 1e-4
 """How far an explicit pose's rotation may be from orthonormal (float32 senders round)."""

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from modal_workers.runtime.worker_runtime import PermanentError
-from modal_workers.splat_camera import Camera, Intrinsics
-from modal_workers.splat_densify import DensifyConfig
-from modal_workers.splat_model import SH_C0
-from modal_workers.splat_ply import read_ply
-from modal_workers.splat_synth import arm_angles, render_frame, scene_gaussians, synthetic_rig
-from modal_workers.splat_train import SplatConfig, SplatTrainer, psnr
+from modal_workers.splat.camera import Camera, Intrinsics
+from modal_workers.splat.densify import DensifyConfig
+from modal_workers.splat.model import SH_C0
+from modal_workers.splat.ply import read_ply
+from modal_workers.splat.synth import arm_angles, render_frame, scene_gaussians, synthetic_rig
+from modal_workers.splat.train import SplatConfig, SplatTrainer, psnr
 
 INTRINSICS = Intrinsics.from_fov(64, 64, 60.0)
 FRAME_DT_S = 0.1

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from modal_workers.splat_camera import Camera, Intrinsics, look_at
-from modal_workers.splat_densify import SPLIT_SHRINK, DensifyConfig, GradStats, densify_and_prune
-from modal_workers.splat_model import SH_C0, GaussianModel, Gaussians, LearningRates, frustum_init
+from modal_workers.splat.camera import Camera, Intrinsics, look_at
+from modal_workers.splat.densify import SPLIT_SHRINK, DensifyConfig, GradStats, densify_and_prune
+from modal_workers.splat.model import SH_C0, GaussianModel, Gaussians, LearningRates, frustum_init
 
 
 def test_frustum_init_places_coloured_gaussians_inside_the_view() -> None:

@@ -1,20 +1,20 @@
 """Incremental Gaussian-splat training from posed frames as they arrive: :class:`SplatTrainer`.
 
 The session glue calls :meth:`SplatTrainer.add_frame` for each posed frame (H × W × 3 uint8 RGB and a
-:class:`~modal_workers.splat_camera.Camera`), :meth:`SplatTrainer.step` in a loop between frames,
+:class:`~modal_workers.splat.camera.Camera`), :meth:`SplatTrainer.step` in a loop between frames,
 :meth:`SplatTrainer.stats` for progress, :meth:`SplatTrainer.to_ply` for the live PLY and chunks,
 :meth:`SplatTrainer.render` for previews and :meth:`SplatTrainer.reset` to start over.
 
 * Initialisation: each of the first ``init_frames`` frames seeds ``init_per_frame`` Gaussians in its
-  frustum (:func:`~modal_workers.splat_model.frustum_init`); until then ``step`` does nothing. Each
+  frustum (:func:`~modal_workers.splat.model.frustum_init`); until then ``step`` does nothing. Each
   later frame seeds up to ``grow_per_frame`` more where the current model misses it by more than
   ``grow_error`` (mean absolute error per pixel), so regions the camera reaches later get Gaussians.
-* Frame memory (:class:`~modal_workers.splat_frames.FrameMemory`): at most ``max_frames`` frames
+* Frame memory (:class:`~modal_workers.splat.frames.FrameMemory`): at most ``max_frames`` frames
   are kept, a uniform sample of all frames received, plus the newest ones by ``seq``.
 * A step renders the newest frame (highest ``seq``) and ``views_per_step - 1`` random kept frames,
   takes the mean L1 loss, and makes one Adam step; every ``densify_every`` steps from ``densify_from`` on it densifies
-  and prunes (:mod:`modal_workers.splat_densify`), never past ``max_gaussians``.
-* Rendering goes through :func:`~modal_workers.splat_raster.rasterize`: gsplat on CUDA, pure torch
+  and prunes (:mod:`modal_workers.splat.densify`), never past ``max_gaussians``.
+* Rendering goes through :func:`~modal_workers.splat.raster.rasterize`: gsplat on CUDA, pure torch
   elsewhere. ``device="auto"`` picks CUDA when available.
 """
 
@@ -28,12 +28,12 @@ import numpy as np
 import torch
 
 from modal_workers.runtime.worker_runtime import PermanentError
-from modal_workers.splat_camera import Camera
-from modal_workers.splat_densify import DensifyConfig, DensifyReport, GradStats, densify_and_prune
-from modal_workers.splat_frames import FrameMemory, PosedFrame
-from modal_workers.splat_model import GaussianModel, Gaussians, LearningRates, frustum_init
-from modal_workers.splat_ply import to_ply_bytes
-from modal_workers.splat_raster import Backend, RenderOutput, rasterize
+from modal_workers.splat.camera import Camera
+from modal_workers.splat.densify import DensifyConfig, DensifyReport, GradStats, densify_and_prune
+from modal_workers.splat.frames import FrameMemory, PosedFrame
+from modal_workers.splat.model import GaussianModel, Gaussians, LearningRates, frustum_init
+from modal_workers.splat.ply import to_ply_bytes
+from modal_workers.splat.raster import Backend, RenderOutput, rasterize
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from modal_workers.runtime.worker_runtime import PermanentError
-from modal_workers.splat_camera import CameraRig, Intrinsics, check_pose, look_at, resolve_pose, rigid_inverse
-from modal_workers.splat_kinematics import (
+from modal_workers.splat.camera import CameraRig, Intrinsics, check_pose, look_at, resolve_pose, rigid_inverse
+from modal_workers.splat.kinematics import (
     SO101_JOINTS,
     matrix_to_rpy,
     parse_urdf,

@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from modal_workers.splat_model import GaussianModel, Gaussians
-from modal_workers.splat_raster import covariances
+from modal_workers.splat.model import GaussianModel, Gaussians
+from modal_workers.splat.raster import covariances
 
 SPLIT_SHRINK = 1.6
 """A split Gaussian's two children have its scales divided by this (as in 3DGS)."""

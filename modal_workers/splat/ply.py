@@ -9,7 +9,7 @@ are zero; ``f_rest`` is channel-major as the reference implementation writes it 
 higher-order coefficients, then green's, then blue's), K = (degree + 1)².
 
 API: :func:`ply_properties` (degree → property names), :func:`to_ply_bytes` / :func:`write_ply`
-(:class:`~modal_workers.splat_model.Gaussians` → file), :func:`read_ply` (bytes or path →
+(:class:`~modal_workers.splat.model.Gaussians` → file), :func:`read_ply` (bytes or path →
 ``Gaussians`` on the CPU, float32; the SH degree follows from the number of ``f_rest`` properties).
 A file that is not such a PLY raises :class:`~modal_workers.runtime.worker_runtime.PermanentError` ``invalid_ply``.
 """
@@ -26,7 +26,7 @@ import torch
 from plyfile import PlyData, PlyElement, PlyParseError
 
 from modal_workers.runtime.worker_runtime import PermanentError
-from modal_workers.splat_model import Gaussians
+from modal_workers.splat.model import Gaussians
 
 
 def ply_properties(sh_degree: int) -> list[str]:

@@ -1,8 +1,8 @@
 """One live splat session's state between polls: frames taken, steps owed, chunks, snapshots, status.
 
-The ``splat`` workload (:mod:`modal_workers.splat`) owns one :class:`SplatSession` per run and calls,
+The ``splat`` workload (:mod:`modal_workers.splat.workload`) owns one :class:`SplatSession` per run and calls,
 after each poll of ``ctx.session``: :meth:`~SplatSession.take` (the frames: posed by
-:class:`~modal_workers.splat_inputs.FrameSource`, added to the trainer, each used frame owing
+:class:`~modal_workers.splat.inputs.FrameSource`, added to the trainer, each used frame owing
 ``steps_per_frame`` steps, at most ``steps_per_frame × frame_buffer`` owed), :meth:`~SplatSession.train`
 (owed steps until a time slice ends, so polls stay frequent), :meth:`~SplatSession.tick` (the live PLY
 every ``snapshot_every_s`` once a step changed the model; progress at most every
@@ -32,8 +32,8 @@ from contracts.events import EventType
 from contracts.job_events import JobArtifactPayload
 from contracts.session_params import SplatParams
 from modal_workers.runtime.session_input import SessionFrame
-from modal_workers.splat_inputs import FrameSource, Skipped
-from modal_workers.splat_train import SplatStats, SplatTrainer
+from modal_workers.splat.inputs import FrameSource, Skipped
+from modal_workers.splat.train import SplatStats, SplatTrainer
 
 PLY_TYPE = "application/octet-stream"
 STATUS_EVERY_S = 0.5

@@ -1,12 +1,12 @@
 """The ``splat`` workload: live Gaussian splatting from a session's frames and the robot's joint angles.
 
 ``run(spec, ctx)`` serves one session (``ctx.session``, :mod:`modal_workers.runtime.live_session`) until it
-stops: each poll's frames are posed (:mod:`modal_workers.splat_inputs`: explicit pose, else forward
+stops: each poll's frames are posed (:mod:`modal_workers.splat.inputs`: explicit pose, else forward
 kinematics of the matched joint sample, else counted in ``frames_without_pose``) and trained on
-incrementally (:class:`~modal_workers.splat_train.SplatTrainer`); between polls the session owes
+incrementally (:class:`~modal_workers.splat.train.SplatTrainer`); between polls the session owes
 ``steps_per_frame`` steps per used frame, run in slices of :data:`TRAIN_SLICE_S` so control and new
 frames are never kept waiting long. Outputs, chunks, counters and the result are
-:class:`~modal_workers.splat_session.SplatSession`'s.
+:class:`~modal_workers.splat.session.SplatSession`'s.
 
 Deployment defaults (URDF, camera link and mount, intrinsics, scene depth, image size) are
 :class:`~services.common.config.SplatSettings` (``GPURELAY_SPLAT_*``). On CUDA the rasterizer is
@@ -28,10 +28,10 @@ from contracts.job_specs import SplatSpec
 from contracts.session_params import SplatParams
 from modal_workers.runtime.live_session import LiveSession
 from modal_workers.runtime.worker_runtime import PermanentError
-from modal_workers.splat_inputs import frame_source
-from modal_workers.splat_raster import Backend
-from modal_workers.splat_session import SplatSession
-from modal_workers.splat_train import SplatConfig, SplatTrainer
+from modal_workers.splat.inputs import frame_source
+from modal_workers.splat.raster import Backend
+from modal_workers.splat.session import SplatSession
+from modal_workers.splat.train import SplatConfig, SplatTrainer
 from services.common.config import SplatSettings
 
 log = logging.getLogger(__name__)

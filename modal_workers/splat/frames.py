@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from modal_workers.splat_camera import Camera
+from modal_workers.splat.camera import Camera
 
 
 @dataclass

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from modal_workers.splat_camera import Camera, CameraRig, Intrinsics, look_at
-from modal_workers.splat_kinematics import matrix_to_rpy, synthetic_arm_urdf
-from modal_workers.splat_model import Gaussians, rgb_to_sh_dc
-from modal_workers.splat_raster import rasterize
+from modal_workers.splat.camera import Camera, CameraRig, Intrinsics, look_at
+from modal_workers.splat.kinematics import matrix_to_rpy, synthetic_arm_urdf
+from modal_workers.splat.model import Gaussians, rgb_to_sh_dc
+from modal_workers.splat.raster import rasterize
 
 CAMERA_LINK = "gripper_link"
 REFERENCE_ANGLES = (0.0, 0.3, 1.2, 0.6, 0.0, 0.0)

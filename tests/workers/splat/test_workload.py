@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from contracts.session_params import SplatParams
-from modal_workers import splat
 from modal_workers.runtime.worker_runtime import PermanentError
+from modal_workers.splat import workload as splat
 from services.common.config import SplatSettings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_cpu_sessions_are_bounded_and_cuda_sessions_take_the_params() -> None:
@@ -40,7 +40,10 @@ def test_gsplat_only_with_cuda_and_prebuilt_kernels_and_never_imported_to_find_o
     assert splat.backend(on_cuda=False) == "tiles"
     assert splat.gsplat_prebuilt() is False  # the venv's gsplat is the JIT wheel: no kernels built ahead
     assert splat.backend(on_cuda=True) == "tiles"
-    code = "import sys; from modal_workers import splat; splat.gsplat_prebuilt(); print('gsplat' in sys.modules)"
+    code = (
+        "import sys; from modal_workers.splat import workload; workload.gsplat_prebuilt(); "
+        "print('gsplat' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stdout.strip()) == (0, "False"), done.stderr
 

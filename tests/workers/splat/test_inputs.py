@@ -12,10 +12,10 @@ import pytest
 from contracts.session_params import SplatParams
 from modal_workers.runtime.session_input import SessionFrame
 from modal_workers.runtime.worker_runtime import PermanentError
-from modal_workers.splat_camera import CameraRig, Intrinsics, look_at
-from modal_workers.splat_inputs import Posed, Skipped, frame_source, intrinsics_for, urdf_path
-from modal_workers.splat_kinematics import synthetic_arm_urdf
-from modal_workers.splat_synth import arm_angles, synthetic_rig
+from modal_workers.splat.camera import CameraRig, Intrinsics, look_at
+from modal_workers.splat.inputs import Posed, Skipped, frame_source, intrinsics_for, urdf_path
+from modal_workers.splat.kinematics import synthetic_arm_urdf
+from modal_workers.splat.synth import arm_angles, synthetic_rig
 from services.cli.dev import dev_worker_env
 from services.common.config import SplatSettings
 

@@ -12,10 +12,10 @@ import torch
 from plyfile import PlyData, PlyElement
 
 from modal_workers.runtime.worker_runtime import PermanentError
-from modal_workers.splat_model import Gaussians
-from modal_workers.splat_ply import ply_properties, read_ply, to_ply_bytes, write_ply
-from modal_workers.splat_raster import rasterize
-from tests.workers.splat_support import camera, random_gaussians
+from modal_workers.splat.model import Gaussians
+from modal_workers.splat.ply import ply_properties, read_ply, to_ply_bytes, write_ply
+from modal_workers.splat.raster import rasterize
+from tests.workers.splat.support import camera, random_gaussians
 
 
 def test_header_is_the_3dgs_layout() -> None:

@@ -27,7 +27,7 @@ import numpy as np
 from contracts.session_params import CameraIntrinsics, SplatParams
 from modal_workers.runtime.session_input import SessionFrame
 from modal_workers.runtime.worker_runtime import PermanentError
-from modal_workers.splat_camera import Camera, CameraRig, Intrinsics, resolve_pose
+from modal_workers.splat.camera import Camera, CameraRig, Intrinsics, resolve_pose
 from services.common.config import SplatSettings
 
 CPU_MAX_SIDE, CUDA_MAX_SIDE = 160, 1024

@@ -2,7 +2,7 @@
 
 API:
 
-* :func:`rasterize` (:class:`~modal_workers.splat_model.Gaussians`, world→camera ``viewmat`` 4 × 4,
+* :func:`rasterize` (:class:`~modal_workers.splat.model.Gaussians`, world→camera ``viewmat`` 4 × 4,
   ``K`` 3 × 3, width, height) → :class:`RenderOutput`: ``image`` (H, W, 3), ``alpha`` (H, W),
   ``means2d`` (the projected centres; after ``backward()`` its ``.grad`` is the view-space gradient
   that densification accumulates) and ``visible`` (N,). ``backend``: ``"tiles"`` (pure torch,
@@ -10,7 +10,7 @@ API:
   pixel against every visible Gaussian with σ from the pixel offsets: the simple reference),
   ``"gsplat"`` (``gsplat.rasterization``), or ``"auto"``: gsplat when the tensors are on CUDA, else
   tiles. gsplat is imported and called only when ``torch.cuda.is_available()``: without CUDA it
-  would try to JIT-compile its kernels. Compositing is :mod:`modal_workers.splat_composite`.
+  would try to JIT-compile its kernels. Compositing is :mod:`modal_workers.splat.composite`.
 * :func:`project`: the EWA projection, written to match gsplat's ``_fully_fused_projection``
   (pinhole, ``eps2d`` added to the 2D covariance, radius 3.33 σ): means2d, cov2d, conics, depths, radii.
 * :func:`sh_colors`: view-dependent colours, SH degree 0-3 (3DGS / gsplat basis), + 0.5, clamped at 0.
@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from modal_workers.splat_composite import Projection, composite_dense, composite_tiles
-from modal_workers.splat_model import Gaussians
+from modal_workers.splat.composite import Projection, composite_dense, composite_tiles
+from modal_workers.splat.model import Gaussians
 
 Backend = Literal["auto", "tiles", "dense", "gsplat"]
 EPS2D = 0.3

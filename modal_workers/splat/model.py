@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from modal_workers.splat_camera import Camera
+from modal_workers.splat.camera import Camera
 
 SH_C0 = 0.28209479177387814
 """The degree-0 SH basis constant: colour = SH_C0 * dc + 0.5."""
