@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from modal_workers.vlm_model import VlmModel
+    from modal_workers.vlm.model import VlmModel
     from tests.support.nerf_scene import View
 
 
 @pytest.fixture(scope="session")
 def tiny_vlm(tiny_gemma_dir: Path) -> VlmModel:
     """The tiny model loaded through the adapter, once per test session (offline)."""
-    from modal_workers.vlm_model import VlmModel
+    from modal_workers.vlm.model import VlmModel
 
     return VlmModel.load(str(tiny_gemma_dir))
 

@@ -143,7 +143,7 @@ RUNTIME_MODULES = (
     "modal_workers.runtime.worker_runtime",
     "modal_workers.runtime.session_feeds",
     "modal_workers.runtime.live_session",
-    "modal_workers.vlm",
+    "modal_workers.vlm.workload",
 )
 
 

@@ -1,7 +1,7 @@
 """The VLM workload's model thread: it loads the model, then runs a session's chunks one at a time.
 
 The workload's own thread keeps polling the session and handing frames to the
-:class:`~modal_workers.vlm_session.VlmSession` (acks never wait on the model: they are the
+:class:`~modal_workers.vlm.session.VlmSession` (acks never wait on the model: they are the
 gateway's), while :class:`ChunkRunner` takes each closed chunk, runs the model on it and hands the
 outcome to a callback. It closes windows by time too: when no chunk is ready it sleeps until the
 open window's deadline (or a wake-up), so a chunk closes on time even without new frames.
@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from modal_workers.vlm_chunker import Chunk
-from modal_workers.vlm_session import ChatModel, ChunkOutcome, VlmSession
+from modal_workers.vlm.chunker import Chunk
+from modal_workers.vlm.session import ChatModel, ChunkOutcome, VlmSession
 
 TEST_DELAY_ENV = "GPURELAY_VLM_TEST_DELAY_S"
 TEST_DELAY_MAX_S = 30.0

@@ -21,10 +21,10 @@ from contracts.envelope import EventEnvelope
 from contracts.ids import new_id
 from contracts.runs import Outcome, RunRequest
 from contracts.session_feed import FeedControl, FeedFrame
-from modal_workers import vlm
 from modal_workers.runtime.worker_runtime import WorkerRuntime, load_workload
-from modal_workers.vlm_model import load_model
-from modal_workers.vlm_runner import TEST_DELAY_MAX_S, slow_model_delay_s
+from modal_workers.vlm import workload as vlm
+from modal_workers.vlm.model import load_model
+from modal_workers.vlm.runner import TEST_DELAY_MAX_S, slow_model_delay_s
 from tests.support.lap import MemorySink, local_storage
 from tests.support.sessions import jpeg
 

@@ -6,10 +6,10 @@
    creation (422) when its settings hold the same lists, so this is the worker's own check, for a
    gateway configured otherwise. The model loads once per process (``load_model``; on Modal
    :func:`warm` does it in ``@modal.enter``), in the model thread
-   (:class:`~modal_workers.vlm_runner.ChunkRunner`), so frames are taken while it loads; the
+   (:class:`~modal_workers.vlm.runner.ChunkRunner`), so frames are taken while it loads; the
    progress message ``ready`` says it is loaded.
 2. **Frames.** This thread polls ``ctx.session`` and hands each frame to the
-   :class:`~modal_workers.vlm_session.VlmSession` at once: chunks close at ``chunk_frames`` frames
+   :class:`~modal_workers.vlm.session.VlmSession` at once: chunks close at ``chunk_frames`` frames
    or ``chunk_seconds`` seconds; when the model falls behind, closed chunks coalesce (newest frames
    kept, the rest counted in ``frames_dropped``, at most ``3 × chunk_frames`` frames held). A reset
    clears the conversation; a stop, the idle timeout or the length limit ends the loop.
@@ -33,10 +33,10 @@ from contracts.job_specs import VlmSpec
 from contracts.session_events import MAX_RESULT_TEXT
 from modal_workers.runtime.live_session import LiveSession
 from modal_workers.runtime.worker_runtime import PermanentError, WorkerContext
-from modal_workers.vlm_chunker import Chunk
-from modal_workers.vlm_model import load_model, model_settings, resolve_model
-from modal_workers.vlm_runner import ChunkRunner, ModelSlot, slow_model_delay_s
-from modal_workers.vlm_session import ChunkOutcome, VlmSession
+from modal_workers.vlm.chunker import Chunk
+from modal_workers.vlm.model import load_model, model_settings, resolve_model
+from modal_workers.vlm.runner import ChunkRunner, ModelSlot, slow_model_delay_s
+from modal_workers.vlm.session import ChunkOutcome, VlmSession
 
 log = logging.getLogger(__name__)
 POLL_S = 0.25

@@ -12,13 +12,13 @@ loop's thread while chunks run in a worker thread (one chunk at a time)::
     session.reset()                                  # forget the conversation (any thread, any time)
     session.finish()                                 # at the end: close the open window, then next_chunk()
 
-Chunking is :class:`~modal_workers.vlm_chunker.Chunker`'s (count or time, sampling, coalescing
-when behind); the conversation and alerts are :mod:`modal_workers.vlm_state`'s. Results are
+Chunking is :class:`~modal_workers.vlm.chunker.Chunker`'s (count or time, sampling, coalescing
+when behind); the conversation and alerts are :mod:`modal_workers.vlm.state`'s. Results are
 ``{chunk, first_seq, last_seq, text, tokens, latency_ms}`` where ``latency_ms`` runs from the
 chunk's close to its answer (time waiting for the model included); alert records are
 ``{chunk, first_seq, last_seq, pattern, message, match}``. The model is anything with
 ``generate(images, messages, max_new_tokens, temperature) -> (text, tokens)`` and
-``count_tokens(text)`` (:class:`~modal_workers.vlm_model.VlmModel`). Frames are decoded (PIL)
+``count_tokens(text)`` (:class:`~modal_workers.vlm.model.VlmModel`). Frames are decoded (PIL)
 only when sampled; one that is not a JPEG or PNG image, or larger than :data:`MAX_FRAME_PIXELS`,
 is skipped and counted in ``frames_invalid``.
 """
@@ -33,15 +33,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from contracts.session_params import VlmParams
-from modal_workers.vlm_chunker import Chunk, Chunker, Frame
-from modal_workers.vlm_state import AlertRule, Conversation
+from modal_workers.vlm.chunker import Chunk, Chunker, Frame
+from modal_workers.vlm.state import AlertRule, Conversation
 
 MAX_FRAME_PIXELS = 4096 * 4096
 """Largest frame decoded (width × height); a larger one is skipped."""
 
 
 class ChatModel(Protocol):
-    """What the session needs of a model (:class:`~modal_workers.vlm_model.VlmModel` is one)."""
+    """What the session needs of a model (:class:`~modal_workers.vlm.model.VlmModel` is one)."""
 
     def generate(
         self, images: Sequence[Any], messages: Sequence[Any], max_new_tokens: int, temperature: float

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modal_workers.vlm_chunker import Chunk, Chunker, Frame, sample_evenly
+from modal_workers.vlm.chunker import Chunk, Chunker, Frame, sample_evenly
 
 
 class Clock:

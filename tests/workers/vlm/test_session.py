@@ -10,10 +10,10 @@ from PIL import Image
 
 from contracts.job_specs import VlmParams
 from modal_workers.runtime.worker_runtime import PermanentError
-from modal_workers.vlm_chunker import Chunk
-from modal_workers.vlm_model import VlmModel
-from modal_workers.vlm_session import MAX_FRAME_PIXELS, ChunkOutcome, VlmSession, decode_frame
-from modal_workers.vlm_state import AlertRule, Conversation
+from modal_workers.vlm.chunker import Chunk
+from modal_workers.vlm.model import VlmModel
+from modal_workers.vlm.session import MAX_FRAME_PIXELS, ChunkOutcome, VlmSession, decode_frame
+from modal_workers.vlm.state import AlertRule, Conversation
 
 pytestmark = pytest.mark.timeout(120)
 

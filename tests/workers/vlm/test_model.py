@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from modal_workers.runtime.worker_runtime import PermanentError
-from modal_workers.vlm_model import DEFAULT_MODEL, VlmModel, load_model, model_settings, resolve_model
+from modal_workers.vlm.model import DEFAULT_MODEL, VlmModel, load_model, model_settings, resolve_model
 from tests.support.tiny_gemma import SPECIAL_TOKENS
 
 pytestmark = pytest.mark.timeout(120)
