@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from modal_workers.nerf_archive import Photo, read_rgba
+from modal_workers.nerf.archive import Photo, read_rgba
 
 MARGIN = 1.6
 """The scene box's half size in sparse-point radii (the points' 5th–95th percentiles miss the edges)."""

@@ -11,7 +11,7 @@ from nats.js import JetStreamContext
 from contracts import streams
 from contracts.job_record import JobRecord, JobStatus, StageStatus
 from contracts.subjects import Namespace
-from modal_workers.nerf_archive import image_size, unpack_photos
+from modal_workers.nerf.archive import image_size, unpack_photos
 from modal_workers.runtime.worker_runtime import PermanentError
 from services.common.config import NerfSettings
 from services.common.embedded_nats import EmbeddedNats

@@ -2,13 +2,13 @@
 
 Four stages of one pipeline (``deploy/routes.yaml``), each its own function on its own machine:
 
-* :func:`check` (CPU): the archive checked and unpacked (:mod:`modal_workers.nerf_archive`); a bad
+* :func:`check` (CPU): the archive checked and unpacked (:mod:`modal_workers.nerf.archive`); a bad
   one fails the job here, before any GPU stage is dispatched;
-* :func:`colmap`: SfM with pycolmap (:mod:`modal_workers.nerf_sfm`); artifacts ``transforms.json``
+* :func:`colmap`: SfM with pycolmap (:mod:`modal_workers.nerf.sfm`); artifacts ``transforms.json``
   (nerfstudio's format) and ``sparse.zip`` (the COLMAP model);
-* :func:`train`: an instant-NGP-style NeRF (:mod:`modal_workers.nerf_train`), checkpointed to
+* :func:`train`: an instant-NGP-style NeRF (:mod:`modal_workers.nerf.train`), checkpointed to
   storage so a retried attempt resumes; artifact ``model.pt``;
-* :func:`render`: the turntable (:mod:`modal_workers.nerf_turntable`): ``frames_0001.zip``, … of RGBA
+* :func:`render`: the turntable (:mod:`modal_workers.nerf.turntable`): ``frames_0001.zip``, … of RGBA
   PNGs as each fills, ``preview.mp4`` and, from the same frames, ``preview.webm``
   (:mod:`modal_workers.media.video_out`).
 
@@ -30,8 +30,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from contracts.job_specs import NerfSpec
-from modal_workers import nerf_sfm
-from modal_workers.nerf_archive import Photo, unpack_photos
+from modal_workers.nerf import sfm as nerf_sfm
+from modal_workers.nerf.archive import Photo, unpack_photos
 from modal_workers.runtime.worker_runtime import PermanentError, WorkerContext
 from services.common.config import NerfSettings
 
@@ -102,9 +102,9 @@ def train(spec: NerfSpec, ctx: WorkerContext) -> dict[str, Any]:
     a retried attempt resumes from; held-out PSNR in progress and result; artifact ``model.pt``."""
     import torch
 
-    from modal_workers.nerf_data import load_views, turntable_rig
-    from modal_workers.nerf_model import FieldConfig
-    from modal_workers.nerf_train import Trainer
+    from modal_workers.nerf.data import load_views, turntable_rig
+    from modal_workers.nerf.model import FieldConfig
+    from modal_workers.nerf.train import Trainer
 
     settings, params = load_settings(), spec.params
     on_cuda = torch.cuda.is_available()
@@ -151,10 +151,10 @@ def render(spec: NerfSpec, ctx: WorkerContext) -> dict[str, Any]:
     import torch
 
     from modal_workers.media.video_out import WEBM_TYPE, preview_settings
-    from modal_workers.nerf_data import view_rays
-    from modal_workers.nerf_model import FieldConfig, NerfField
-    from modal_workers.nerf_train import render_chunked
-    from modal_workers.nerf_turntable import FrameZips, Preview, orbit_pose, png, straight_rgba
+    from modal_workers.nerf.data import view_rays
+    from modal_workers.nerf.model import FieldConfig, NerfField
+    from modal_workers.nerf.train import render_chunked
+    from modal_workers.nerf.turntable import FrameZips, Preview, orbit_pose, png, straight_rgba
 
     params = spec.params
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from modal_workers.nerf_archive import Photo, read_rgba
+from modal_workers.nerf.archive import Photo, read_rgba
 from services.common.config import NerfSettings
 
 CAMERA_MODEL = "SIMPLE_RADIAL"

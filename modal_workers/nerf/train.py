@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from modal_workers.nerf_data import PosedView, split, view_rays
-from modal_workers.nerf_model import FieldConfig, NerfField, render_rays
+from modal_workers.nerf.data import PosedView, split, view_rays
+from modal_workers.nerf.model import FieldConfig, NerfField, render_rays
 
 CHUNK = 8192
 PSNR_PIXELS = 4096
@@ -46,7 +46,7 @@ def render_chunked(field: NerfField, origins: torch.Tensor, dirs: torch.Tensor) 
 
 
 class Trainer:
-    """One NeRF being trained on ``views`` (every :data:`~modal_workers.nerf_data.HOLD_OUT_EVERY`-th held out)."""
+    """One NeRF being trained on ``views`` (every :data:`~modal_workers.nerf.data.HOLD_OUT_EVERY`-th held out)."""
 
     def __init__(self, views: list[PosedView], config: FieldConfig, device: torch.device, rays: int) -> None:
         self.training, self.held_out = split(views)
