@@ -35,7 +35,7 @@ from contracts.subjects import Namespace, Subjects
 from services.common.config import DispatcherSettings
 from services.common.embedded_nats import EmbeddedNats
 from services.common.publish import publish_event
-from services.dispatcher.backends import Announce, Launch
+from services.dispatcher.running.backends import Announce, Launch
 from services.dispatcher.service import Dispatcher
 
 TENANTS = 100

@@ -7,7 +7,7 @@ Two ``python -m services.dispatcher`` processes on one namespace, partitioned fo
   then a burst of ``job.heartbeat`` events with increasing times over them, each of which moves its
   job's record (the serial fold writes KV once per event, the batched one once per job and batch);
   from the first publish until the fold has
-  consumed everything (:func:`~services.dispatcher.partitions.fold_settled`).
+  consumed everything (:func:`~services.dispatcher.fold.partitions.fold_settled`).
 * **job.created → job.started**: jobs offered at a fixed rate (KV create + ``job.created``, as the
   gateway does) to a no-op local route; the time from publishing ``job.created`` to receiving the
   job's ``job.started``.
@@ -41,7 +41,7 @@ from contracts.streams import KV_JOBS, declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.nats import apply_declarations
 from services.common.publish import publish_event
-from services.dispatcher.partitions import declare_fold_stream, fold_pending, fold_settled
+from services.dispatcher.fold.partitions import declare_fold_stream, fold_pending, fold_settled
 
 ROOT = Path(__file__).resolve().parent.parent
 TENANT = "bench"

@@ -1,6 +1,6 @@
 """The body of one local pool process: a warm worker that runs attempts sent over its pipe.
 
-The dispatcher's :class:`~services.dispatcher.local_pool.LocalPool` starts :func:`worker_main` in
+The dispatcher's :class:`~services.dispatcher.running.local_pool.LocalPool` starts :func:`worker_main` in
 each of its processes (the one place the dispatcher imports the workers' code). It starts its own
 session (so the dispatcher can end the whole process group on cancel), adds the settings'
 ``local_worker_env`` to its environment, connects to NATS once, reports ``ready``, then for each

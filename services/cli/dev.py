@@ -30,7 +30,7 @@ from services.common.embedded_nats import EmbeddedNats
 from services.common.http_server import EmbeddedHttpServer
 from services.common.nats import connect, declare_all
 from services.common.processes import DirectoryInUseError, DirectoryLock
-from services.dispatcher.modal_backend import ModalClient
+from services.dispatcher.running.modal_backend import ModalClient
 from services.dispatcher.service import Dispatcher
 from services.notifier.app import create_app as create_notifier_app
 

@@ -1,6 +1,6 @@
 """``gpurelay replay --rebuild jobs``: KV ``jobs`` folded afresh from JOBS, compared with the live one.
 
-The dispatcher's own fold (:func:`services.dispatcher.fold.apply`, priced from the route table as
+The dispatcher's own fold (:func:`services.dispatcher.fold.records.apply`, priced from the route table as
 the dispatcher prices it) runs over ``jobs.>`` (or ``--subject``) up to the last message stored when
 the rebuild began, into memory and then into a fresh bucket ``jobs_rebuild`` (replaced on every run).
 Each record is compared with the live bucket: the same, different (which fields), missing from the
@@ -35,7 +35,7 @@ from services.cli.replay import consumer_config, read_range
 from services.cli.replay_progress import replay_progress
 from services.common.config import BaseServiceSettings
 from services.common.kv import kv_entries
-from services.dispatcher.fold import Pricing, apply, route_pricing
+from services.dispatcher.fold.records import Pricing, apply, route_pricing
 
 REBUILD_BUCKET = "jobs_rebuild"
 APPLY_ATTEMPTS = 10

@@ -18,7 +18,7 @@ from nats.js import JetStreamContext
 
 from contracts.job_record import JobRecord
 from services.common import metrics
-from services.dispatcher.local_pool import LocalPool
+from services.dispatcher.running.local_pool import LocalPool
 from services.dispatcher.store import Ticket
 
 

@@ -34,7 +34,7 @@ from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common import tracing
 from services.common.publish import publish_event
-from services.dispatcher.fold import Pricing, apply, no_pricing
+from services.dispatcher.fold.records import Pricing, apply, no_pricing
 
 log = logging.getLogger(__name__)
 DISPATCH_STREAM = streams.DISPATCH
@@ -70,7 +70,7 @@ async def declare_dispatch(js: JetStreamContext, ns: Namespace) -> tuple[KeyValu
 
 
 class JobStore:
-    """Job records in KV ``jobs``, moved only by :func:`~services.dispatcher.fold.apply`, and replaced
+    """Job records in KV ``jobs``, moved only by :func:`~services.dispatcher.fold.records.apply`, and replaced
     by a failed one when what KV holds no longer validates (``events`` publishes its ``job.failed``)."""
 
     def __init__(self, kv: KeyValue, pricing: Pricing = no_pricing, events: JobEvents | None = None) -> None:

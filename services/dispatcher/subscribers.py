@@ -29,7 +29,7 @@ from services.common.tracing import consumer_span
 from services.dispatcher.consumers import ConsumerGuard, Redelivery, bound_redeliveries, span_attributes
 
 TICKET = "dispatch.ticket"
-"""The ``type`` label of a dispatch ticket consumed (:mod:`services.dispatcher.ticket_consumer`)."""
+"""The ``type`` label of a dispatch ticket consumed (:mod:`services.dispatcher.running.tickets`)."""
 
 
 @dataclass(frozen=True, slots=True)

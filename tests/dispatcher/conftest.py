@@ -15,7 +15,7 @@ from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.config import DispatcherSettings
 from services.common.embedded_nats import EmbeddedNats
-from services.dispatcher.backends import Backend
+from services.dispatcher.running.backends import Backend
 from services.dispatcher.service import Dispatcher
 from tests.support.dispatcher import EventLog, dispatcher_settings
 from tests.support.scheduling import InstantBackend

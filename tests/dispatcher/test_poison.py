@@ -24,7 +24,7 @@ from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
 from services.dispatcher.__main__ import health_app
 from services.dispatcher.consumers import ConsumerGuard
-from services.dispatcher.partitions import FOLD_STREAM, fold_durable, fold_settled
+from services.dispatcher.fold.partitions import FOLD_STREAM, fold_durable, fold_settled
 from services.dispatcher.service import Dispatcher
 from services.dispatcher.store import dispatch_subject
 from tests.dispatcher.conftest import StartDispatcher

@@ -18,8 +18,8 @@ from nats.js.kv import KeyValue
 from contracts.job_record import JobStatus
 from contracts.subjects import Namespace, Subjects
 from services.common.config import DispatcherSettings
-from services.dispatcher.fold import fold, route_pricing
-from services.dispatcher.partitions import fold_settled
+from services.dispatcher.fold.partitions import fold_settled
+from services.dispatcher.fold.records import fold, route_pricing
 from tests.support.dispatcher import POSE, EventLog, W, read_record, submit
 
 ROOT = Path(__file__).resolve().parents[2]

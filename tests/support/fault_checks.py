@@ -29,7 +29,7 @@ from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
 from contracts.streams import KV_JOBS
 from services.common.config import BaseServiceSettings
-from services.dispatcher.fold import Pricing, fold
+from services.dispatcher.fold.records import Pricing, fold
 from tests.support.events import wait_for
 from tests.support.fault_clients import SseReader
 from tests.support.fault_reads import Stored, retrying, stored_events, wait_terminal

@@ -19,7 +19,7 @@ from contracts.streams import KV_APIKEYS
 from services.common.apikeys import ApiKeyStore
 from services.common.config import BaseServiceSettings
 from services.common.nats import declare_all
-from services.dispatcher.fold import Pricing, route_pricing
+from services.dispatcher.fold.records import Pricing, route_pricing
 from tests.support.service_processes import ServiceProcess, service_env
 
 PRICE_PER_GPU_HOUR = 3.6
