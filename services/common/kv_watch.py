@@ -4,7 +4,7 @@
 each entry to its owner (``on_entry(entry, initial)``, ``initial`` while the snapshot is read).
 It tracks the last revision seen, so a caller can wait until every write made so far has reached
 it (:meth:`KvWatch.caught_up`). The key cache (:mod:`services.common.key_cache`) and the
-notifier's webhook endpoints (:mod:`services.notifier.targets`) are built on it.
+notifier's webhook endpoints (:mod:`services.notifier.webhooks.targets`) are built on it.
 
 The watch is an ordered consumer in the server's memory: a restarted server (or the death of the
 cluster node holding it) loses it, and nats-py only notices after two missed idle heartbeats (10 s),

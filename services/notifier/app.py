@@ -26,11 +26,11 @@ from services.common.http.problem import install_error_handlers
 from services.common.nats import cancel_and_wait, connect
 from services.common.round_trip import round_trip
 from services.common.tracing import fastapi_telemetry
-from services.notifier.fanout import FANOUT_DURABLE, FanOut
 from services.notifier.observe import start_sampling
 from services.notifier.routes import router
 from services.notifier.state import NotifierState, open_state
-from services.notifier.targets import JobHooks
+from services.notifier.webhooks.fanout import FANOUT_DURABLE, FanOut
+from services.notifier.webhooks.targets import JobHooks
 
 log = logging.getLogger(__name__)
 FANOUT_RESTART_PAUSE_S = 1.0

@@ -4,7 +4,7 @@
   outcome (delivered, dead_lettered, refused); a delivered one's latency from its enqueue (the
   queue message's stored time) to its successful attempt. Endpoints are labelled by
   :class:`~services.common.metric_labels.EndpointLabels` (the first ``metrics_max_endpoints``).
-* SSE streams open (:class:`~services.notifier.slots.SlotEventSource`) and frames sent.
+* SSE streams open (:class:`~services.notifier.sse.slots.SlotEventSource`) and frames sent.
 * Sampled on each scrape: the fan-out's lag and the deliveries waiting in all webhook queues.
 """
 
@@ -19,7 +19,7 @@ from nats.js import JetStreamContext
 from services.common import metrics
 from services.common.config import NotifierSettings
 from services.common.metric_labels import status_class
-from services.notifier.sender import AttemptResult
+from services.notifier.webhooks.sender import AttemptResult
 
 DELIVERED, DEAD_LETTERED, REFUSED = "delivered", "dead_lettered", "refused"
 

@@ -13,8 +13,8 @@ from contracts.streams import WEBHOOK_DELIVERIES
 from contracts.subjects import Namespace, Subjects
 from services.common.embedded_nats import EmbeddedNats
 from services.common.webhook_queue import H_EVENT, H_REPLAY_OF
-from services.notifier.actions import publish_dead_letter
-from services.notifier.sender import AttemptResult
+from services.notifier.webhooks.actions import publish_dead_letter
+from services.notifier.webhooks.sender import AttemptResult
 from tests.cli.test_submit import cli_env, invoke
 from tests.support.events import job_event, publish
 from tests.support.gateway import Gateway, Tenant

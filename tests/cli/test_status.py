@@ -20,8 +20,8 @@ from services.cli.main import app
 from services.common.embedded_nats import EmbeddedNats
 from services.dispatcher.__main__ import health_app
 from services.dispatcher.service import Dispatcher
-from services.notifier.actions import publish_dead_letter
-from services.notifier.sender import AttemptResult
+from services.notifier.webhooks.actions import publish_dead_letter
+from services.notifier.webhooks.sender import AttemptResult
 from tests.support.dispatcher import POSE, dispatcher_settings, local_route, submit, wait_record
 from tests.support.events import job_event, publish
 from tests.support.http import bound_socket, serve

@@ -18,7 +18,7 @@ from nats.js.api import StreamConfig
 
 from services.common.embedded_nats import EmbeddedNats
 from services.common.publish import MSG_ID, until_stored
-from services.notifier.feed import Feed
+from services.notifier.sse.feed import Feed
 from tests.support.fault_stack import connect_test_client
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]

@@ -13,9 +13,9 @@ from pydantic import SecretStr
 from contracts.streams import JOBS
 from contracts.subjects import Namespace
 from services.common.config import NotifierSettings
-from services.notifier.fanout import FANOUT_DURABLE
-from services.notifier.hub import HUB_DESCRIPTION
+from services.notifier.sse.hub import HUB_DESCRIPTION
 from services.notifier.state import NotifierState
+from services.notifier.webhooks.fanout import FANOUT_DURABLE
 from tests.support.secrets import SIGNING_SECRET
 
 

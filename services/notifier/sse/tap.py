@@ -1,7 +1,7 @@
 """One SSE connection on the shared live tail: catch-up from the stream, handed over to the hub by sequence.
 
-A :class:`Tap` is what :func:`~services.notifier.stream.frames` reads (the same ``async with`` /
-``get`` / ``gone`` protocol as :class:`~services.notifier.feed.Feed`) without a consumer of its own:
+A :class:`Tap` is what :func:`~services.notifier.sse.stream.frames` reads (the same ``async with`` /
+``get`` / ``gone`` protocol as :class:`~services.notifier.sse.feed.Feed`) without a consumer of its own:
 
 * **Catch-up.** It reads its subjects' events after its cursor straight from the stream, one
   ``next_by_subj`` message get at a time (:class:`StreamReader`), never more than its buffer has
@@ -31,8 +31,8 @@ from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 
-from services.notifier.feed import RECOVER_S, RETRY_S, Item, read_item
-from services.notifier.hub import Hub, Key
+from services.notifier.sse.feed import RECOVER_S, RETRY_S, Item, read_item
+from services.notifier.sse.hub import Hub, Key
 
 log = logging.getLogger(__name__)
 

@@ -49,12 +49,12 @@ from services.common.config import NotifierSettings
 from services.common.metric_labels import event_type_label
 from services.common.nats import cancel_requested
 from services.common.webhook_queue import QueuedDelivery, enqueue, is_queue_full
-from services.notifier.actions import publish_dead_letter
-from services.notifier.deliveries import DeliveryState
-from services.notifier.delivery_loops import DeliveryLoops
 from services.notifier.observe import REFUSED, observe_ended
-from services.notifier.sender import AttemptResult
-from services.notifier.targets import EndpointCache, JobHooks, job_hook_id
+from services.notifier.webhooks.actions import publish_dead_letter
+from services.notifier.webhooks.deliveries import DeliveryState
+from services.notifier.webhooks.delivery_loops import DeliveryLoops
+from services.notifier.webhooks.sender import AttemptResult
+from services.notifier.webhooks.targets import EndpointCache, JobHooks, job_hook_id
 
 log = logging.getLogger(__name__)
 

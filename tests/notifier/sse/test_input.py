@@ -10,7 +10,7 @@ import pytest
 from nats.js.kv import KeyValue
 
 from services.common.apikeys import ApiKeyStore
-from tests.notifier.sse_client import SseReader
+from tests.notifier.sse.client import SseReader
 from tests.support.events import create_job
 from tests.support.notifier import Notifier
 

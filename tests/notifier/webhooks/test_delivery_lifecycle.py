@@ -22,8 +22,8 @@ from contracts.streams import WEBHOOK_DELIVERIES, Declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.embedded_nats import EmbeddedNats
 from services.notifier.app import create_app
-from services.notifier.delivery import consumer_name
 from services.notifier.state import NotifierState
+from services.notifier.webhooks.delivery import consumer_name
 from tests.support.events import create_endpoint, create_job, job_event, publish, read_endpoint, wait_for
 from tests.support.http import bound_socket, serve
 from tests.support.nats import ApiAudit

@@ -16,7 +16,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from contracts.subjects import Namespace
-from services.notifier.leases import Leases, open_leases
+from services.notifier.webhooks.leases import Leases, open_leases
 
 TTL_S = 0.6
 

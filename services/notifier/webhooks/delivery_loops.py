@@ -21,12 +21,12 @@ from nats.js import JetStreamContext
 
 from services.common.config import NotifierSettings
 from services.common.nats import cancel_and_wait
-from services.notifier.attempts import DeliveryContext
-from services.notifier.deliveries import DeliveryStore
-from services.notifier.delivery import EndpointDelivery, consumer_name
-from services.notifier.leases import Leases
-from services.notifier.sender import Sender
-from services.notifier.targets import EndpointCache
+from services.notifier.webhooks.attempts import DeliveryContext
+from services.notifier.webhooks.deliveries import DeliveryStore
+from services.notifier.webhooks.delivery import EndpointDelivery, consumer_name
+from services.notifier.webhooks.leases import Leases
+from services.notifier.webhooks.sender import Sender
+from services.notifier.webhooks.targets import EndpointCache
 
 log = logging.getLogger(__name__)
 RESTART_PAUSE_S = 1.0

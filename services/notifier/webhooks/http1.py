@@ -11,7 +11,7 @@ the host name for SNI and certificate checks. Redirects are never followed; at m
 
 Interim responses (``100 Continue``, ``103 Early Hints``, any 1xx but 101) are skipped to the final
 one; ``101 Switching Protocols`` is refused. A connection goes back to the pool
-(:class:`~services.notifier.pool.IdlePool`: capped, idle ones expire) only after a response read
+(:class:`~services.notifier.webhooks.pool.IdlePool`: capped, idle ones expire) only after a response read
 exactly to its end; anything else (an error, a timeout, a body too long or of unknown length,
 conflicting lengths, a malformed chunk) closes it. A request is sent again on a fresh connection only
 when a reused one failed before any byte of a response came back.
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from services.common.ssrf import ResolvedTarget, check_url
-from services.notifier.pool import Conn, IdlePool, Origin
+from services.notifier.webhooks.pool import Conn, IdlePool, Origin
 
 MAX_HEADER_LINES = 100
 MAX_LINE = 16 * 1024

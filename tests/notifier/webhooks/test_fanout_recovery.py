@@ -14,8 +14,8 @@ from nats.js.kv import KeyValue
 from contracts.events import EventType
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
-from services.notifier.fanout import FANOUT_DURABLE
-from services.notifier.leases import BUCKET
+from services.notifier.webhooks.fanout import FANOUT_DURABLE
+from services.notifier.webhooks.leases import BUCKET
 from tests.support.events import create_endpoint, create_job, job_event, publish, wait_for
 from tests.support.notifier import Notifier, fanout_consumer_exists
 from tests.support.receivers import Receiver

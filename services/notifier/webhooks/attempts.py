@@ -19,11 +19,11 @@ from services.common import tracing
 from services.common.config import NotifierSettings
 from services.common.metric_labels import EndpointLabels
 from services.common.webhook_queue import H_ENDPOINT, H_EVENT, H_JOB, H_REPLAY_OF, H_TYPE, H_URL, source_seq
-from services.notifier.actions import disable_endpoint, next_delay, publish_dead_letter
-from services.notifier.deliveries import DeliveryState, DeliveryStore
 from services.notifier.observe import DEAD_LETTERED, observe_attempt, observe_ended
-from services.notifier.sender import AttemptResult, Sender
-from services.notifier.targets import EndpointCache, is_job_hook_queue, job_webhook_secret
+from services.notifier.webhooks.actions import disable_endpoint, next_delay, publish_dead_letter
+from services.notifier.webhooks.deliveries import DeliveryState, DeliveryStore
+from services.notifier.webhooks.sender import AttemptResult, Sender
+from services.notifier.webhooks.targets import EndpointCache, is_job_hook_queue, job_webhook_secret
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Server-Sent Events from JetStream: progress coalescing, filters, the frames of a feed.
 
-A connection's events come from a :class:`~services.notifier.tap.Tap` on the process's shared live
-subscription (``sse_fanout="shared"``, the default) or from a :class:`~services.notifier.feed.Feed`,
+A connection's events come from a :class:`~services.notifier.sse.tap.Tap` on the process's shared live
+subscription (``sse_fanout="shared"``, the default) or from a :class:`~services.notifier.sse.feed.Feed`,
 a consumer of its own (``"per_connection"``): both bounded, credit-based, without gap or repeat.
 :class:`Coalescer` keeps at most ``sse_progress_max_per_s``
 ``job.progress`` frames per second per job, always the latest; every other event passes, and a held
@@ -25,8 +25,8 @@ from contracts.events import TERMINAL_JOB_EVENTS
 from services.common import tracing
 from services.common.metric_labels import event_type_label
 from services.common.metrics import EVENTS_CONSUMED
-from services.notifier.feed import Feed, Item
-from services.notifier.tap import Tap
+from services.notifier.sse.feed import Feed, Item
+from services.notifier.sse.tap import Tap
 
 PROGRESS = "job.progress"
 SSE = "sse"

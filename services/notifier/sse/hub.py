@@ -1,11 +1,11 @@
 """The shared live tail of one notifier process: one JetStream consumer on JOBS, fanned out in memory.
 
 :class:`Hub` reads every event of ``jobs.>`` and ``uploads.>`` stored after it started through one
-:class:`~services.notifier.feed.Feed` (an ephemeral pull consumer that survives its own loss: no gap,
-no repeat), in stream order, and offers each to the :class:`~services.notifier.tap.Tap` of every SSE
+:class:`~services.notifier.sse.feed.Feed` (an ephemeral pull consumer that survives its own loss: no gap,
+no repeat), in stream order, and offers each to the :class:`~services.notifier.sse.tap.Tap` of every SSE
 connection that follows its job (``("job", tenant, job_id)``) or its tenant (``("tenant", tenant)``).
 The server's consumer count is therefore one per notifier process, whatever the number of
-connections; each tap catches up from the stream itself (:mod:`services.notifier.tap`) and takes
+connections; each tap catches up from the stream itself (:mod:`services.notifier.sse.tap`) and takes
 over the live tail by sequence.
 """
 
@@ -20,7 +20,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from services.common.nats import cancel_and_wait
-from services.notifier.feed import RETRY_S, Feed, Item
+from services.notifier.sse.feed import RETRY_S, Feed, Item
 
 log = logging.getLogger(__name__)
 HUB_DESCRIPTION = "notifier: the shared SSE live tail"
@@ -40,7 +40,7 @@ def tenant_key(tenant: str) -> Key:
 
 
 class Subscriber(Protocol):
-    """What the hub offers events to (a :class:`~services.notifier.tap.Tap`)."""
+    """What the hub offers events to (a :class:`~services.notifier.sse.tap.Tap`)."""
 
     def offer(self, item: Item) -> None:
         """Take ``item`` (never blocks)."""

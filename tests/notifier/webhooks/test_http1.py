@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from services.common.ssrf import SsrfError
-from services.notifier.http1 import Http1Client, ProtocolError
-from services.notifier.sender import Sender
+from services.notifier.webhooks.http1 import Http1Client, ProtocolError
+from services.notifier.webhooks.sender import Sender
 from tests.support.events import wait_for
 
 ANSWERS = {

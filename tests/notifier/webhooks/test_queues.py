@@ -18,8 +18,8 @@ from contracts.streams import WEBHOOK_DELIVERIES
 from contracts.subjects import Namespace, Subjects
 from contracts.webhook_events import WebhookDeadLetteredPayload
 from services.common.apikeys import ApiKeyStore
-from services.notifier.delivery import consumer_name
-from services.notifier.targets import job_hook_id
+from services.notifier.webhooks.delivery import consumer_name
+from services.notifier.webhooks.targets import job_hook_id
 from tests.support.events import create_endpoint, create_job, job_event, job_spec, publish, read_endpoint, wait_for
 from tests.support.notifier import Notifier
 from tests.support.receivers import Captured, Receiver

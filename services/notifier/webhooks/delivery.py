@@ -2,7 +2,7 @@
 
 Each queue (an endpoint's, or a tenant's shared job-hook queue ``webhooks.{tenant}.jobhooks.deliver``)
 has a durable pull consumer with ``max_ack_pending=MAX_ACK_PENDING``; :class:`EndpointDelivery` keeps
-per-job lanes (:mod:`services.notifier.lanes`), so a delivery waiting for a retry (a NAK with a delay)
+per-job lanes (:mod:`services.notifier.webhooks.lanes`), so a delivery waiting for a retry (a NAK with a delay)
 holds back only that job's later deliveries (kept unacked in memory, with ``in_progress`` heartbeats).
 The wait is the message's redelivery delay and its attempt count is in its delivery state (stored before
 the NAK; not the delivery count, which also counts deliveries that were no attempt), so a restarted
@@ -25,10 +25,10 @@ from nats.js.errors import NotFoundError
 
 from services.common import tracing
 from services.common.webhook_queue import H_ENDPOINT, H_TYPE, JOB_HOOK_PREFIX
-from services.notifier.attempts import DeliveryContext, Exhaustion, attempt
-from services.notifier.flight import Flight
-from services.notifier.lanes import Heartbeat, Lanes, start_lanes
-from services.notifier.targets import is_job_hook_queue
+from services.notifier.webhooks.attempts import DeliveryContext, Exhaustion, attempt
+from services.notifier.webhooks.flight import Flight
+from services.notifier.webhooks.lanes import Heartbeat, Lanes, start_lanes
+from services.notifier.webhooks.targets import is_job_hook_queue
 
 log = logging.getLogger(__name__)
 

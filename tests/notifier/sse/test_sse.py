@@ -15,7 +15,7 @@ from contracts.job_events import JobLogPayload, JobProgressPayload
 from contracts.subjects import Subjects
 from services.common.apikeys import ApiKeyStore
 from services.common.tokens import mint_token
-from tests.notifier.sse_client import SseReader
+from tests.notifier.sse.client import SseReader
 from tests.support.events import create_job, job_event, publish, wait_for
 from tests.support.notifier import Notifier, sse_streams
 from tests.support.secrets import SIGNING_SECRET

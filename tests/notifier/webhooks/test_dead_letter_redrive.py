@@ -12,9 +12,9 @@ from standardwebhooks import Webhook
 
 from contracts.events import EventType
 from contracts.subjects import Subjects
-from services.notifier.actions import publish_dead_letter
-from services.notifier.sender import AttemptResult
-from services.notifier.targets import job_webhook_secret
+from services.notifier.webhooks.actions import publish_dead_letter
+from services.notifier.webhooks.sender import AttemptResult
+from services.notifier.webhooks.targets import job_webhook_secret
 from tests.support.events import create_job, job_event, publish, wait_for
 from tests.support.gateway import Tenant
 from tests.support.notifier import Notifier

@@ -18,7 +18,7 @@ from contracts.ids import tenant_key
 from contracts.subjects import Subjects
 from contracts.webhook_events import WebhookDeadLetteredPayload
 from services.common.publish import publish_event
-from services.notifier.sender import AttemptResult
+from services.notifier.webhooks.sender import AttemptResult
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The attempts in flight of one endpoint's delivery: several jobs at once, each job one at a time.
 
-:class:`Flight` starts held messages whose lane is free (:meth:`~services.notifier.lanes.Lanes.ready`:
+:class:`Flight` starts held messages whose lane is free (:meth:`~services.notifier.webhooks.lanes.Lanes.ready`:
 no older message of the job unfinished, and an attempt in flight is unfinished), oldest first, up to
 ``webhook_endpoint_concurrency`` at once and no faster than ``webhook_endpoint_rate_per_s`` (0: no
 limit). Per-job order is therefore kept while different jobs' deliveries overlap: a receiver answering
@@ -15,7 +15,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from services.notifier.lanes import Lanes
+from services.notifier.webhooks.lanes import Lanes
 
 
 class Flight:

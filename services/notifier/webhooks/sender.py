@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from standardwebhooks import Webhook
 
 from services.common.ssrf import SsrfError
-from services.notifier.http1 import MAX_IDLE_PER_ORIGIN, Http1Client, ProtocolError
+from services.notifier.webhooks.http1 import MAX_IDLE_PER_ORIGIN, Http1Client, ProtocolError
 
 USER_AGENT = "gpurelay-webhooks/1"
 MAX_RESPONSE_BYTES = 64 * 1024

@@ -17,9 +17,9 @@ from contracts.events import EventType
 from contracts.streams import JOBS, Declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.apikeys import ApiKeyStore
-from services.notifier.hub import Hub, job_key, tenant_key
-from services.notifier.tap import StreamReader, Tap
-from tests.notifier.sse_client import SseReader
+from services.notifier.sse.hub import Hub, job_key, tenant_key
+from services.notifier.sse.tap import StreamReader, Tap
+from tests.notifier.sse.client import SseReader
 from tests.support.events import create_job, job_event, publish, wait_for
 from tests.support.notifier import Notifier, sse_streams
 
