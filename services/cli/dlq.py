@@ -2,7 +2,7 @@
 
 The commands call ``/v1/webhooks/{id}/dead-letters`` with the API key, so they see the key's tenant
 only; a redrive puts each dead letter's event back into the endpoint's delivery queue with its
-``webhook-id`` (the gateway does it: :mod:`services.gateway.dead_letters`).
+``webhook-id`` (the gateway does it: :mod:`services.gateway.webhooks.dead_letters`).
 """
 
 from __future__ import annotations

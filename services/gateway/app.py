@@ -2,7 +2,7 @@
 
 The lifespan connects to NATS, applies the stream and KV declarations (the gateway is their owner;
 applying is idempotent, so replicas may all do it) and binds the buckets into a
-:class:`~services.gateway.state.GatewayState`. Routers live in ``services/gateway/routes``.
+:class:`~services.gateway.state.GatewayState`. Routers: :mod:`services.gateway.routers`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from services.common.tracing import fastapi_telemetry
 from services.gateway.blobs import blob_router
 from services.gateway.dashboard import install_dashboard
 from services.gateway.middleware import BodySizeLimitMiddleware
-from services.gateway.routes import ROUTERS
+from services.gateway.routers import ROUTERS
 from services.gateway.state import GatewayState
 
 log = logging.getLogger(__name__)

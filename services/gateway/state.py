@@ -20,7 +20,7 @@ from services.common.http.problem import ProblemError
 from services.common.key_cache import KeyCache
 from services.common.publish import publish_event
 from services.common.storage import Storage
-from services.gateway.admission import Admission
+from services.gateway.jobs.admission import Admission
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class GatewayState:
     keys: ApiKeyStore
     key_cache: KeyCache
     admission: Admission | None = None
-    """Quota checks at submit (:mod:`services.gateway.admission`)."""
+    """Quota checks at submit (:mod:`services.gateway.jobs.admission`)."""
 
     @property
     def subjects(self) -> Subjects:

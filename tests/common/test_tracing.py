@@ -14,7 +14,7 @@ from contracts.subjects import Namespace, Subjects
 from services.common import tracing
 from services.common.config import BaseServiceSettings
 from services.common.publish import publish_event
-from tests.gateway.test_ingest import event
+from tests.gateway.ingest.test_ingest import event
 
 
 async def stored_headers(js: JetStreamContext, namespace: Namespace, subjects: Subjects) -> dict[str, str]:

@@ -19,8 +19,8 @@ from services.gateway.dashboard.pages import ViewerDep
 from services.gateway.dashboard.render import page
 from services.gateway.dashboard.settle import record_when
 from services.gateway.deps import StateDep
-from services.gateway.routes.webhooks import list_webhooks
-from services.gateway.session_http import snapshot_response
+from services.gateway.sessions.http import snapshot_response
+from services.gateway.webhooks.routes import list_webhooks
 
 router = APIRouter()
 MAX_ROBOTS = 50

@@ -1,5 +1,5 @@
 """Scheduling fields as a client sends them: priority, delay_s and concurrency_key through the
-gateway's HTTP API to the real dispatcher (the quotas' 429s: tests/gateway/test_admission.py)."""
+gateway's HTTP API to the real dispatcher (the quotas' 429s: tests/gateway/jobs/test_admission.py)."""
 
 from __future__ import annotations
 
