@@ -29,8 +29,8 @@ from contracts import streams
 from contracts.quotas import TenantQuota
 from contracts.streams import declarations
 from contracts.subjects import Namespace
-from services.common.embedded_nats import EmbeddedNats
-from services.common.nats import apply_declarations
+from services.common.nats.connection import apply_declarations
+from services.common.nats.embedded import EmbeddedNats
 from services.common.quotas import QuotaBook
 from services.dispatcher.scheduling.fair import FairState, pick
 from services.dispatcher.scheduling.fair_clock import FairClocks

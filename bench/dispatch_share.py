@@ -33,8 +33,8 @@ from contracts.route_table import RetryPolicy, Route, Stage
 from contracts.runs import Outcome, RunRequest
 from contracts.subjects import Namespace, Subjects
 from services.common.config import DispatcherSettings
-from services.common.embedded_nats import EmbeddedNats
-from services.common.publish import publish_event
+from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.publish import publish_event
 from services.dispatcher.running.backends import Announce, Launch
 from services.dispatcher.service import Dispatcher
 

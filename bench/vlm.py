@@ -162,8 +162,8 @@ async def measure_live(model_dir: Path, tmp: Path) -> dict[str, Any]:
     from contracts.streams import KV_APIKEYS
     from contracts.subjects import Namespace
     from modal_workers.vlm.model import device
-    from services.common.apikeys import ApiKeyStore
-    from services.common.embedded_nats import EmbeddedNats
+    from services.common.auth.apikeys import ApiKeyStore
+    from services.common.nats.embedded import EmbeddedNats
 
     ns, count = Namespace("benchvlm"), int(LIVE_FPS * LIVE_SECONDS)
     with EmbeddedNats(tmp / "nats") as server:

@@ -39,8 +39,8 @@ from contracts.job_record import JobRecord
 from contracts.job_specs import parse_job_spec
 from contracts.streams import KV_JOBS, KV_WEBHOOKS, declarations
 from contracts.subjects import Namespace, Subjects
-from services.common.embedded_nats import EmbeddedNats, free_port
-from services.common.nats import apply_declarations
+from services.common.nats.connection import apply_declarations
+from services.common.nats.embedded import EmbeddedNats, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = 1000

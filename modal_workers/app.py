@@ -46,7 +46,7 @@ BASE_PACKAGES = (  # what contracts/, services/common and the runtime import (ve
     "aioboto3==15.5.0",
     "uuid-utils==1.2.0",
     "rich==15.0.0",
-    "nats-py==2.16.0",  # services.common.publish (the runtime's sinks)
+    "nats-py==2.16.0",  # services.common.nats.publish (the runtime's sinks)
     "websockets==17.4",  # a session's feed from the gateway
     "prometheus-client==0.26.0",
     "opentelemetry-api==1.45.2",
@@ -167,8 +167,8 @@ def run_request(
     from contracts.runs import RunRequest
     from modal_workers.runtime.sinks import IngestSink
     from modal_workers.runtime.worker_runtime import WorkerRuntime, load_workload
-    from services.common import tracing
     from services.common.config import BaseServiceSettings
+    from services.common.observability import tracing
     from services.common.storage import make_storage
 
     settings = BaseServiceSettings(

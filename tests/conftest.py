@@ -23,10 +23,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from contracts.streams import KV_APIKEYS, Declarations, declarations
 from contracts.subjects import Namespace, Subjects
-from services.common import tracing
-from services.common.apikeys import ApiKeyStore
-from services.common.embedded_nats import EmbeddedNats
-from services.common.nats import apply_declarations
+from services.common.auth.apikeys import ApiKeyStore
+from services.common.nats.connection import apply_declarations
+from services.common.nats.embedded import EmbeddedNats
+from services.common.observability import tracing
 from services.gateway.app import create_app
 from tests.support.gateway import Gateway, Tenant, gateway_settings
 from tests.support.http import bound_socket, serve

@@ -41,7 +41,7 @@ def worker_main(conn: Connection, settings: DispatcherSettings, parent_pid: int 
     from contracts.runs import RunRequest
     from modal_workers.runtime.sinks import NatsSink
     from modal_workers.runtime.worker_runtime import WorkerRuntime, load_workload
-    from services.common import tracing
+    from services.common.observability import tracing
     from services.common.storage import make_storage
 
     tracing.setup_tracing(settings, "worker")

@@ -25,10 +25,10 @@ from typing import Any, Protocol, runtime_checkable
 from contracts.envelope import EventEnvelope
 from contracts.runs import RunRequest
 from contracts.subjects import Namespace, Subjects
-from services.common import tracing
 from services.common.config import nats_servers
-from services.common.nats import RECONNECT_WAIT_S
-from services.common.publish import publish_event
+from services.common.nats.connection import RECONNECT_WAIT_S
+from services.common.nats.publish import publish_event
+from services.common.observability import tracing
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 

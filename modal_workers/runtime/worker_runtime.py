@@ -51,7 +51,8 @@ from modal_workers.runtime.progress import PROGRESS_MIN_INTERVAL_S
 from modal_workers.runtime.session_run import live_session
 from modal_workers.runtime.sinks import EventSink
 from modal_workers.runtime.yields import ArtifactOut, Log, Progress, Result, drive
-from services.common import event_loop, tracing
+from services.common import event_loop
+from services.common.observability import tracing
 
 __all__ = [
     "PROGRESS_MIN_INTERVAL_S",

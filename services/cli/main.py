@@ -24,7 +24,7 @@ from services.cli.sessions import sessions_app
 from services.cli.status_cmd import status
 from services.cli.submit import submit
 from services.common.config import BaseServiceSettings
-from services.common.tracing import setup_tracing
+from services.common.observability.tracing import setup_tracing
 
 app = typer.Typer(
     name="gpurelay", help="Run GPU jobs on media and robot data, and watch them live.", no_args_is_help=True

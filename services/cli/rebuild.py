@@ -34,7 +34,7 @@ from contracts.streams import JOBS, KV_JOBS
 from services.cli.replay import consumer_config, read_range
 from services.cli.replay_progress import replay_progress
 from services.common.config import BaseServiceSettings
-from services.common.kv import kv_entries
+from services.common.nats.kv import kv_entries
 from services.dispatcher.fold.records import Pricing, apply, route_pricing
 
 REBUILD_BUCKET = "jobs_rebuild"

@@ -29,7 +29,7 @@ from nats.js.errors import NotFoundError
 from services.cli.replay_progress import replay_progress
 from services.cli.replay_targets import Tally, Target, line, stored_time
 from services.common.config import BaseServiceSettings
-from services.common.nats import connect
+from services.common.nats.connection import connect
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}

@@ -18,7 +18,7 @@ from services.cli.rebuild import Rebuild, rebuild_jobs, route_prices
 from services.cli.replay import Bounds, consumer_config, parse_since, parse_until, replay_to
 from services.cli.replay_targets import StdoutTarget, SubjectTarget, Tally, Target, WebhookTarget
 from services.common.config import BaseServiceSettings
-from services.common.nats import connect
+from services.common.nats.connection import connect
 
 err = Console(stderr=True)
 Opt = typer.Option

@@ -34,8 +34,8 @@ from contracts.envelope import EventEnvelope
 from contracts.event_ids import replay_msg_id, replay_of
 from contracts.streams import JOBS, KV_WEBHOOKS
 from services.common.config import BaseServiceSettings
-from services.common.kv import kv_entries
-from services.common.publish import REPLAY_OF, copied_headers, republish
+from services.common.nats.kv import kv_entries
+from services.common.nats.publish import REPLAY_OF, copied_headers, republish
 from services.common.webhook_queue import QueuedDelivery, enqueue, is_queue_full, kick
 
 Outcome = Literal["sent", "duplicate", "refused"]

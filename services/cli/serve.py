@@ -13,8 +13,8 @@ import typer
 
 from services.common.config import GatewaySettings, NotifierSettings, load_settings
 from services.common.http_server import serve_forever
-from services.common.logging import setup_logging
-from services.common.tracing import setup_tracing
+from services.common.observability.logging import setup_logging
+from services.common.observability.tracing import setup_tracing
 
 serve_app = typer.Typer(add_completion=False)
 

@@ -17,7 +17,7 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from services.common.nats import cancel_requested
+from services.common.nats.connection import cancel_requested
 
 log = logging.getLogger(__name__)
 FETCH_WAIT_S = 1.0

@@ -45,9 +45,9 @@ from nats.aio.client import Client as NatsClient
 
 from contracts import streams
 from contracts.route_table import DEFAULT_ROUTES, Route, load_route_table
-from services.common import metrics
 from services.common.config import DispatcherSettings
-from services.common.nats import cancel_and_wait, connect, declare_all
+from services.common.nats.connection import cancel_and_wait, connect, declare_all
+from services.common.observability import metrics
 from services.common.quotas import QuotaBook
 from services.common.storage import Storage, make_storage
 from services.dispatcher.consumers import ConsumerGuard

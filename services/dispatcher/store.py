@@ -32,8 +32,8 @@ from contracts.job_record import JobRecord
 from contracts.record_repair import INVALID_RECORD, UnreadableRecordError, failed_in_place_of, read_record
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
-from services.common import tracing
-from services.common.publish import publish_event
+from services.common.nats.publish import publish_event
+from services.common.observability import tracing
 from services.dispatcher.fold.records import Pricing, apply, no_pricing
 
 log = logging.getLogger(__name__)

@@ -18,9 +18,9 @@ from services.common.http.cors import install_cors
 from services.common.http.health import Probe, install_health, nats_probe
 from services.common.http.metrics import install_metrics
 from services.common.http.problem import install_error_handlers, use_problem_json_in_openapi
-from services.common.nats import connect, declare_all
+from services.common.nats.connection import connect, declare_all
+from services.common.observability.tracing import fastapi_telemetry
 from services.common.storage import LocalStorage, Storage, make_storage
-from services.common.tracing import fastapi_telemetry
 from services.gateway.blobs import blob_router
 from services.gateway.dashboard import install_dashboard
 from services.gateway.middleware import BodySizeLimitMiddleware

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.common.config import NotifierSettings, load_settings
 from services.common.http_server import serve_forever
-from services.common.logging import setup_logging
+from services.common.observability.logging import setup_logging
 from services.notifier.app import create_app
 
 

@@ -23,9 +23,9 @@ from services.common.http.cors import install_cors
 from services.common.http.health import install_health, nats_probe
 from services.common.http.metrics import install_metrics
 from services.common.http.problem import install_error_handlers
-from services.common.nats import cancel_and_wait, connect
-from services.common.round_trip import round_trip
-from services.common.tracing import fastapi_telemetry
+from services.common.nats.connection import cancel_and_wait, connect
+from services.common.nats.round_trip import round_trip
+from services.common.observability.tracing import fastapi_telemetry
 from services.notifier.observe import start_sampling
 from services.notifier.routes import router
 from services.notifier.state import NotifierState, open_state

@@ -13,7 +13,7 @@ from contracts.event_ids import replay_msg_id
 from contracts.events import EventType
 from contracts.streams import JOBS, Declarations
 from contracts.subjects import Namespace, Subjects
-from services.common.embedded_nats import EmbeddedNats
+from services.common.nats.embedded import EmbeddedNats
 from tests.cli.test_replay import lines, replay
 from tests.support.events import job_event, publish
 

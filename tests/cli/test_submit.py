@@ -43,7 +43,7 @@ from contracts.streams import KV_JOBS
 from contracts.subjects import Namespace, Subjects
 from services.cli.client import ApiError, follow_events
 from services.cli.main import app
-from services.common.embedded_nats import EmbeddedNats
+from services.common.nats.embedded import EmbeddedNats
 from services.notifier.app import create_app as create_notifier
 from tests.support.events import publish
 from tests.support.gateway import Gateway, Tenant

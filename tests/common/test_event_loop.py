@@ -12,7 +12,7 @@ import pytest
 import uvloop
 
 from services.common import event_loop
-from services.common.embedded_nats import EmbeddedNats
+from services.common.nats.embedded import EmbeddedNats
 from tests.support.service_processes import ServiceProcess, service_env
 
 

@@ -14,7 +14,7 @@ from contracts.route_table import Route
 from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.config import DispatcherSettings
-from services.common.embedded_nats import EmbeddedNats
+from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.running.backends import Backend
 from services.dispatcher.service import Dispatcher
 from tests.support.dispatcher import EventLog, dispatcher_settings

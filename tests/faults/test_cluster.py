@@ -17,8 +17,8 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from contracts.streams import JOBS, WEBHOOK_DELIVERIES
-from services.common.embedded_nats import EmbeddedNats
-from services.common.nats_cluster import NatsCluster, wait_current, wait_jetstream
+from services.common.nats.cluster import NatsCluster, wait_current, wait_jetstream
+from services.common.nats.embedded import EmbeddedNats
 from tests.support.events import wait_for
 from tests.support.fault_checks import settle
 from tests.support.fault_clients import SseReader, add_endpoint, submit

@@ -16,8 +16,8 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
-from services.common.embedded_nats import EmbeddedNats
-from services.common.publish import MSG_ID, until_stored
+from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.publish import MSG_ID, until_stored
 from services.notifier.sse.feed import Feed
 from tests.support.fault_stack import connect_test_client
 

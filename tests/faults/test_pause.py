@@ -21,7 +21,7 @@ import httpx
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from services.common.embedded_nats import EmbeddedNats
+from services.common.nats.embedded import EmbeddedNats
 from tests.support.cpu import core_share
 from tests.support.events import wait_for
 from tests.support.fault_checks import settle

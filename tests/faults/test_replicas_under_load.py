@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from services.common.embedded_nats import EmbeddedNats
+from services.common.nats.embedded import EmbeddedNats
 from tests.support.events import wait_for
 from tests.support.fault_checks import settle
 from tests.support.fault_clients import SseReader, add_endpoint, submit

@@ -14,8 +14,8 @@ import pytest
 
 from contracts.streams import KV_WEBHOOKS, declarations
 from contracts.subjects import Namespace
-from services.common.embedded_nats import EmbeddedNats
-from services.common.nats import apply_declarations
+from services.common.nats.connection import apply_declarations
+from services.common.nats.embedded import EmbeddedNats
 from services.notifier.webhooks.targets import EndpointCache
 from tests.support.events import create_endpoint, wait_for
 from tests.support.fault_stack import connect_test_client

@@ -24,8 +24,8 @@ from contracts.ids import tenant_key
 from contracts.session_events import SessionResultPayload
 from contracts.streams import JOBS, KV_JOBS
 from contracts.subjects import Namespace
-from services.common.ingest_tokens import mint_ingest_token
-from services.common.kv import kv_entries
+from services.common.auth.ingest_tokens import mint_ingest_token
+from services.common.nats.kv import kv_entries
 from tests.gateway.test_bad_input import assert_problem
 from tests.support.dashboard import sign_in
 from tests.support.gateway import Gateway, Tenant

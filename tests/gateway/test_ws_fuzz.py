@@ -23,7 +23,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from services.common.ingest_tokens import mint_ingest_token
+from services.common.auth.ingest_tokens import mint_ingest_token
 from tests.support.gateway import Tenant
 from tests.support.secrets import INGEST_SECRET
 from tests.support.sessions import jpeg, next_json, open_socket, ws_url

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from services.common.apikeys import ApiKeyStore
+from services.common.auth.apikeys import ApiKeyStore
 from tests.support.events import wait_for
 from tests.support.notifier import Notifier
 

@@ -23,8 +23,8 @@ from contracts.job_specs import parse_job_spec
 from contracts.route_table import RetryPolicy, Route, Stage
 from contracts.subjects import Namespace, Subjects
 from services.common.config import DispatcherSettings
-from services.common.publish import publish_event
-from services.common.record_watch import latest_record
+from services.common.nats.publish import publish_event
+from services.common.nats.record_watch import latest_record
 from tests.support.secrets import INGEST_SECRET, SIGNING_SECRET
 
 POSE = {"kind": "pose", "inputs": {"video": {"url": "https://example.com/v.mp4"}}}

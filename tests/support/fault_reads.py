@@ -1,7 +1,7 @@
 """Reading what the fault suite checks, while NATS may still be away (a cluster electing a leader).
 
 :func:`stored_events` reads a set of jobs' events from JOBS, :func:`wait_terminal` watches KV ``jobs``
-until they end; both start again from scratch while :func:`~services.common.nats.is_unavailable`.
+until they end; both start again from scratch while :func:`~services.common.nats.connection.is_unavailable`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from contracts.job_record import JobRecord
 from contracts.streams import JOBS, KV_JOBS
 from services.cli.replay import consumer_config, read_range
 from services.common.config import BaseServiceSettings
-from services.common.nats import is_unavailable
+from services.common.nats.connection import is_unavailable
 
 T = TypeVar("T")
 READ_RETRY_S = 30.0

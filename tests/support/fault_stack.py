@@ -16,9 +16,9 @@ import nats
 from nats.aio.client import Client as NatsClient
 
 from contracts.streams import KV_APIKEYS
-from services.common.apikeys import ApiKeyStore
+from services.common.auth.apikeys import ApiKeyStore
 from services.common.config import BaseServiceSettings
-from services.common.nats import declare_all
+from services.common.nats.connection import declare_all
 from services.dispatcher.fold.records import Pricing, route_pricing
 from tests.support.service_processes import ServiceProcess, service_env
 

@@ -13,7 +13,7 @@ from contracts.job_events import JobSucceededPayload
 from contracts.route_table import Route, Stage
 from contracts.runs import Outcome, RunRequest
 from contracts.subjects import Subjects
-from services.common.publish import publish_event
+from services.common.nats.publish import publish_event
 from services.dispatcher.running.backends import Announce, Launch
 from services.dispatcher.service import Dispatcher
 from tests.support.dispatcher import EventLog

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from services.common.embedded_nats import free_port
+from services.common.nats.embedded import free_port
 from services.common.processes import preexec_die_with_parent
 from tests.support.secrets import INGEST_SECRET, SIGNING_SECRET
 

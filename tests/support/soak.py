@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.common.embedded_nats import EmbeddedNats
+from services.common.nats.embedded import EmbeddedNats
 from tests.support.fault_checks import Audit, settle
 from tests.support.fault_clients import SseReader, add_endpoint, submit
 from tests.support.fault_stack import FaultStack, connect_test_client

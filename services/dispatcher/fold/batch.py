@@ -31,9 +31,9 @@ from prometheus_client import Counter
 from contracts.dead_letters import DeadLetter
 from contracts.envelope import EventEnvelope
 from contracts.job_record import JobRecord
-from services.common import tracing
-from services.common.metric_labels import subject_event_label
-from services.common.metrics import EVENTS_CONSUMED
+from services.common.observability import tracing
+from services.common.observability.metric_labels import subject_event_label
+from services.common.observability.metrics import EVENTS_CONSUMED
 from services.dispatcher.consumers import TRANSIENT, ConsumerGuard, PoisonMessage, Redelivery, describe, span_attributes
 from services.dispatcher.fold.reactions import REACTS_TO, Reactions, parse_envelope
 from services.dispatcher.fold.records import apply

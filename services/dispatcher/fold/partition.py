@@ -29,7 +29,7 @@ from nats.aio.msg import Msg
 
 from contracts import streams
 from services.common.config import DispatcherSettings
-from services.common.nats import cancel_requested
+from services.common.nats.connection import cancel_requested
 from services.dispatcher.consumers import ConsumerGuard
 from services.dispatcher.fold.batch import BatchFold, RecordCache
 from services.dispatcher.fold.partitions import SERIAL_DURABLE, declare_fold_stream, fold_durable, partition_subject

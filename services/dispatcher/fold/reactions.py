@@ -38,8 +38,8 @@ from contracts.events import EventType, parse_payload_as
 from contracts.ids import tenant_key
 from contracts.job_record import JobError, JobRecord, JobStatus
 from contracts.route_table import Route
-from services.common import tracing
-from services.common.kv import kv_entries
+from services.common.nats.kv import kv_entries
+from services.common.observability import tracing
 from services.dispatcher.consumers import PoisonMessage
 from services.dispatcher.observe import observe_folded
 from services.dispatcher.scheduling.positions import Positions

@@ -33,9 +33,9 @@ from contracts.events import EventType
 from contracts.job_record import Artifact, JobError, JobRecord, JobStatus, StageStatus
 from contracts.route_table import Route
 from contracts.runs import RunRequest, StagePlan
-from services.common import tracing
 from services.common.config import DispatcherSettings
-from services.common.nats import cancel_and_wait
+from services.common.nats.connection import cancel_and_wait
+from services.common.observability import tracing
 from services.dispatcher.consumers import PoisonMessage
 from services.dispatcher.observe import observe_attempt, observe_launch
 from services.dispatcher.running.backends import Backend, BackendUnavailableError, Launch

@@ -22,7 +22,7 @@ from nats.js.errors import NotFoundError
 
 from contracts import streams
 from contracts.subjects import Subjects
-from services.common.round_trip import round_trip
+from services.common.nats.round_trip import round_trip
 
 INTERVAL_S = 0.5
 STALL_S = 1.0

@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 from contracts.route_table import Route, Stage
 from contracts.runs import Outcome, RunRequest
+from services.common.auth.ingest_tokens import mint_ingest_token
 from services.common.config import DispatcherSettings
-from services.common.ingest_tokens import mint_ingest_token
 from services.dispatcher.running.backends import Announce, BackendUnavailableError, Launch, observed
 
 RESULT_POLL_S = 55.0

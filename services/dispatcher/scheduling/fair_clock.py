@@ -23,7 +23,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import ValidationError
 
-from services.common.kv_watch import KvWatch
+from services.common.nats.kv_watch import KvWatch
 from services.dispatcher.scheduling.fair import FairState
 from services.dispatcher.store import CAS_ATTEMPTS
 

@@ -34,8 +34,8 @@ from contracts.event_ids import attempt_event_id
 from contracts.events import EventType, make_event
 from contracts.job_events import JobPositionPayload
 from contracts.subjects import Namespace, Subjects
-from services.common.nats import cancel_and_wait
-from services.common.publish import publish_event
+from services.common.nats.connection import cancel_and_wait
+from services.common.nats.publish import publish_event
 from services.dispatcher.scheduling.queue import QueueEntry, QueueIndex
 from services.dispatcher.store import CAS_ATTEMPTS
 

@@ -27,7 +27,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.job_record import JobRecord
-from services.common.kv import kv_entries
+from services.common.nats.kv import kv_entries
 from services.dispatcher.scheduling.fair import DEFAULT_PRIORITY, Candidate
 from services.dispatcher.scheduling.lines import Order, WaitingLines, line_order
 from services.dispatcher.store import Ticket

@@ -1,6 +1,6 @@
 """``POST /v1/internal/jobs/{job_id}/events``: workers that cannot reach NATS post their events here.
 
-Auth is a job-scoped ingest token (:mod:`services.common.ingest_tokens`, minted by the dispatcher
+Auth is a job-scoped ingest token (:mod:`services.common.auth.ingest_tokens`, minted by the dispatcher
 for one attempt of one job), not an API key. The whole request is checked before anything is
 published: the token's job must be the path's (else 403), every event's tenant, job id and attempt
 must be the token's (else 403); else 422 for: a time without a timezone (the envelope refuses it),
@@ -29,12 +29,12 @@ from contracts.events import EventType, job_event_name, parse_payload
 from contracts.ids import ID_PATTERN
 from contracts.job_events import JobArtifactPayload, JobSucceededPayload
 from contracts.session_events import SessionSnapshotPayload
+from services.common.auth.ingest_tokens import IngestClaims, verify_ingest_token
+from services.common.auth.tokens import TokenExpiredError, TokenInvalidError
 from services.common.http.auth import forbidden, unauthorized
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
-from services.common.ingest_tokens import IngestClaims, verify_ingest_token
-from services.common.publish import publish_event_async
+from services.common.nats.publish import publish_event_async
 from services.common.storage import InvalidKeyError, check_result_key, results_prefix
-from services.common.tokens import TokenExpiredError, TokenInvalidError
 from services.gateway.deps import StateDep
 
 router = APIRouter(prefix="/v1/internal", tags=["internal"])

@@ -28,7 +28,7 @@ from contracts.job_specs import JobSpec
 from contracts.quotas import TenantQuota, seconds_to_midnight
 from contracts.subjects import Namespace
 from services.common.http.problem import ProblemError
-from services.common.kv import kv_entries
+from services.common.nats.kv import kv_entries
 from services.common.quotas import QuotaBook
 
 DEFAULT_RETRY_AFTER_S = 30

@@ -38,11 +38,11 @@ from contracts.job_events import JobCancelRequestedPayload
 from contracts.job_record import JobRecord, JobStatus
 from contracts.job_specs import JobKind, JobSpec
 from contracts.record_repair import UnreadableRecordError, read_record
+from services.common.auth.tokens import mint_token
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
-from services.common.kv import kv_entries
-from services.common.metrics import JOBS_CREATED
+from services.common.nats.kv import kv_entries
+from services.common.observability.metrics import JOBS_CREATED
 from services.common.storage import InvalidKeyError, check_result_key
-from services.common.tokens import mint_token
 from services.gateway.deps import PrincipalDep, StateDep
 from services.gateway.state import GatewayState
 from services.gateway.uploads.routes import upload_input_problem

@@ -18,7 +18,7 @@ it, and KV otherwise (at most one flush interval behind on another replica). At 
 oldest one written out at once. A tenant's distinct robots are capped by a
 :class:`~services.gateway.robots.registry.RobotRegistry` before anything is published.
 
-API keys are verified through a :class:`~services.common.key_cache.KeyCache`: a KV read per
+API keys are verified through a :class:`~services.common.auth.key_cache.KeyCache`: a KV read per
 request would be about half the CPU of a single-sample POST.
 """
 
@@ -34,11 +34,11 @@ import nats.errors
 from nats.js.errors import KeyNotFoundError
 
 from contracts.api_robots import JointSampleIn, utc_iso
-from services.common.apikeys import Principal
+from services.common.auth.apikeys import Principal
 from services.common.http.problem import field_error
-from services.common.metrics import EVENTS_PUBLISHED
-from services.common.nats import cancel_and_wait
-from services.common.round_trip import round_trip
+from services.common.nats.connection import cancel_and_wait
+from services.common.nats.round_trip import round_trip
+from services.common.observability.metrics import EVENTS_PUBLISHED
 from services.gateway.robots.registry import RobotRegistry
 from services.gateway.state import GatewayState
 

@@ -23,7 +23,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from contracts.ids import tenant_key, tenant_key_filter
-from services.common.kv import kv_entries
+from services.common.nats.kv import kv_entries
 
 FULL_RECHECK_S = 1.0
 """How long a tenant found at its cap is refused new robots without counting again."""

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from contracts.api_robots import JointEventEncoder, JointsAccepted, JointSampleIn, JointsPost
 from contracts.ids import ID_PATTERN, tenant_key
 from contracts.robot_events import JointSample
-from services.common.apikeys import Principal
+from services.common.auth.apikeys import Principal
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
 from services.gateway.deps import PrincipalDep, require_principal
 from services.gateway.robots.ingest import (

@@ -33,7 +33,7 @@ from contracts.api_robots import (
     JointsWsError,
 )
 from contracts.ids import ID_PATTERN, tenant_key
-from services.common.apikeys import Principal
+from services.common.auth.apikeys import Principal
 from services.common.http.problem import field_error
 from services.gateway.robots.ingest import (
     MAX_FIELD_ERRORS,

@@ -20,10 +20,10 @@ from collections import deque
 from fastapi import WebSocket, WebSocketDisconnect
 
 from contracts.session_feed import FeedControl, FeedFrame, FeedJoints, encode_frame
-from services.common.ingest_tokens import verify_ingest_token
-from services.common.metrics import SESSION_FEED_DROPPED
+from services.common.auth.ingest_tokens import verify_ingest_token
+from services.common.auth.tokens import TokenExpiredError, TokenInvalidError
+from services.common.observability.metrics import SESSION_FEED_DROPPED
 from services.common.session_feed import FeedItem, FeedStart, NatsSessionFeed
-from services.common.tokens import TokenExpiredError, TokenInvalidError
 from services.gateway.sessions.http import TenantOf, socket_session
 from services.gateway.sessions.intake import SessionIntake
 from services.gateway.ws_auth import WS_POLICY, WS_UNAUTHORIZED

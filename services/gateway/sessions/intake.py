@@ -35,7 +35,7 @@ from contracts.record_repair import read_record
 from contracts.session_events import SessionStopRequestedPayload
 from contracts.session_feed import H_POSE, H_SEQ, H_TS, ControlMessage
 from services.common.http.problem import ProblemError
-from services.common.metrics import SESSION_FRAMES
+from services.common.observability.metrics import SESSION_FRAMES
 from services.gateway.state import GatewayState
 
 PUBLISH_TIMEOUT_S = 5.0

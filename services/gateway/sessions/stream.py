@@ -35,8 +35,8 @@ from contracts.events import TERMINAL_JOB_EVENTS
 from contracts.job_record import JobRecord
 from contracts.record_repair import INVALID_RECORD, UnreadableRecordError
 from contracts.streams import JOBS
+from services.common.auth.tokens import TokenExpiredError, TokenInvalidError, verify_token
 from services.common.http.problem import ProblemError
-from services.common.tokens import TokenExpiredError, TokenInvalidError, verify_token
 from services.gateway.sessions.http import TenantOf, image_type, socket_session
 from services.gateway.sessions.intake import SessionIntake
 from services.gateway.ws_auth import WS_UNAUTHORIZED

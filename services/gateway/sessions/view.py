@@ -13,8 +13,8 @@ from datetime import timedelta
 from contracts.api_sessions import SessionOut, SessionUrls
 from contracts.envelope import utc_now
 from contracts.job_record import JobRecord, JobStatus
+from services.common.auth.tokens import mint_token
 from services.common.storage import InvalidKeyError, check_result_key
-from services.common.tokens import mint_token
 from services.gateway.sessions.intake import SessionIntake
 from services.gateway.state import GatewayState
 

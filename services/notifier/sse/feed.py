@@ -24,8 +24,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from services.common import tracing
-from services.common.nats import cancel_and_wait
+from services.common.nats.connection import cancel_and_wait
+from services.common.observability import tracing
 
 log = logging.getLogger(__name__)
 INACTIVE_S = 30.0

@@ -19,7 +19,7 @@ from typing import Protocol
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from services.common.nats import cancel_and_wait
+from services.common.nats.connection import cancel_and_wait
 from services.notifier.sse.feed import RETRY_S, Feed, Item
 
 log = logging.getLogger(__name__)

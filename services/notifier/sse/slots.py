@@ -14,7 +14,7 @@ from sse_starlette import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
 from services.common.http.problem import ProblemError
-from services.common.metrics import SSE_CONNECTIONS
+from services.common.observability.metrics import SSE_CONNECTIONS
 
 
 class StreamSlots:

@@ -22,9 +22,9 @@ from opentelemetry.trace import SpanKind
 from sse_starlette import ServerSentEvent
 
 from contracts.events import TERMINAL_JOB_EVENTS
-from services.common import tracing
-from services.common.metric_labels import event_type_label
-from services.common.metrics import EVENTS_CONSUMED
+from services.common.observability import tracing
+from services.common.observability.metric_labels import event_type_label
+from services.common.observability.metrics import EVENTS_CONSUMED
 from services.notifier.sse.feed import Feed, Item
 from services.notifier.sse.tap import Tap
 

@@ -17,7 +17,7 @@ from contracts.events import EventType, make_event
 from contracts.ids import tenant_key
 from contracts.subjects import Subjects
 from contracts.webhook_events import WebhookDeadLetteredPayload
-from services.common.publish import publish_event
+from services.common.nats.publish import publish_event
 from services.notifier.webhooks.sender import AttemptResult
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.subjects import Namespace
-from services.common.kv import kv_entries
+from services.common.nats.kv import kv_entries
 
 log = logging.getLogger(__name__)
 BUCKET = "webhook_deliveries"

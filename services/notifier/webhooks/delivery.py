@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from services.common import tracing
+from services.common.observability import tracing
 from services.common.webhook_queue import H_ENDPOINT, H_TYPE, JOB_HOOK_PREFIX
 from services.notifier.webhooks.attempts import DeliveryContext, Exhaustion, attempt
 from services.notifier.webhooks.flight import Flight

@@ -20,7 +20,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from services.common.config import NotifierSettings
-from services.common.nats import cancel_and_wait
+from services.common.nats.connection import cancel_and_wait
 from services.notifier.webhooks.attempts import DeliveryContext
 from services.notifier.webhooks.deliveries import DeliveryStore
 from services.notifier.webhooks.delivery import EndpointDelivery, consumer_name

@@ -25,7 +25,7 @@ from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from contracts.subjects import Namespace
-from services.common.nats import cancel_and_wait, cancel_requested
+from services.common.nats.connection import cancel_and_wait, cancel_requested
 
 log = logging.getLogger(__name__)
 BUCKET = "notifier_leases"

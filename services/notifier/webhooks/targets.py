@@ -31,7 +31,7 @@ from contracts.api_webhooks import WebhookRecord
 from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
 from contracts.job_specs import WebhookTarget
-from services.common.kv_watch import KvWatch
+from services.common.nats.kv_watch import KvWatch
 from services.common.webhook_queue import JOB_HOOK_PREFIX, JOB_HOOKS_QUEUE
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from contracts.job_events import (
 from contracts.job_record import JobRecord
 from contracts.subjects import Namespace, Subjects
 from services.common.config import DispatcherSettings
-from services.common.embedded_nats import EmbeddedNats
+from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.fold.partition import PIN_MARGIN_S
 from services.dispatcher.fold.partitions import (
     FOLD_STREAM,

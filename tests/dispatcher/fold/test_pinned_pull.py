@@ -14,7 +14,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
 from contracts.subjects import Namespace
-from services.common.embedded_nats import EmbeddedNats
+from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.fold.pinned_pull import PinnedConsumer, PinnedPull
 
 

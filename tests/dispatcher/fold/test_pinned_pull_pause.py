@@ -18,7 +18,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js.api import StreamConfig
 
-from services.common.embedded_nats import EmbeddedNats
+from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.fold import pinned_pull
 from services.dispatcher.fold.pinned_pull import PinnedConsumer, PinnedPull
 

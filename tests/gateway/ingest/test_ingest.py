@@ -24,7 +24,7 @@ from contracts.job_events import (
 )
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
-from services.common.ingest_tokens import mint_ingest_token
+from services.common.auth.ingest_tokens import mint_ingest_token
 from tests.support.secrets import INGEST_SECRET
 
 JOB = "job_0001"

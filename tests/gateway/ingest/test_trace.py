@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from modal_workers.runtime.sinks import IngestSink
-from services.common import tracing
+from services.common.observability import tracing
 from tests.gateway.ingest.test_ingest import JOB, event, token
 from tests.support.gateway import Gateway
 

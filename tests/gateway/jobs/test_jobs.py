@@ -17,8 +17,8 @@ from contracts.job_record import Artifact, JobRecord, JobStatus
 from contracts.job_specs import SPEC_MODELS, parse_job_spec
 from contracts.streams import KV_IDEMPOTENCY, KV_JOBS
 from contracts.subjects import Namespace, Subjects
+from services.common.auth.tokens import verify_token
 from services.common.storage import Storage, result_key
-from services.common.tokens import verify_token
 from tests.support.gateway import Gateway, Tenant, presign, stored
 from tests.support.secrets import SIGNING_SECRET
 

@@ -22,8 +22,8 @@ from contracts.ids import tenant_key
 from contracts.robot_events import JointSample
 from contracts.streams import KV_ROBOTS, TELEMETRY
 from contracts.subjects import Namespace, Subjects
-from services.common.apikeys import ApiKeyStore, Principal
-from services.common.key_cache import KeyCache
+from services.common.auth.apikeys import ApiKeyStore, Principal
+from services.common.auth.key_cache import KeyCache
 from tests.support.gateway import Gateway, Tenant
 from tests.support.robots import read_samples
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import httpx
 
-from services.common.apikeys import ApiKeyStore, Principal
-from services.common.key_cache import dashboard_token
-from services.common.tokens import mint_token
+from services.common.auth.apikeys import ApiKeyStore, Principal
+from services.common.auth.key_cache import dashboard_token
+from services.common.auth.tokens import mint_token
 from tests.support.notifier import Notifier
 from tests.support.secrets import SIGNING_SECRET
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from nats.js.kv import KeyValue
 
-from services.common.apikeys import ApiKeyStore
+from services.common.auth.apikeys import ApiKeyStore
 from tests.notifier.sse.client import SseReader
 from tests.support.events import create_job
 from tests.support.notifier import Notifier

@@ -13,7 +13,7 @@ from nats.js.kv import KeyValue
 
 from contracts.events import EventType
 from contracts.subjects import Subjects
-from services.common.apikeys import ApiKeyStore
+from services.common.auth.apikeys import ApiKeyStore
 from tests.notifier.sse.client import SseReader
 from tests.support.events import create_job, job_event, publish, wait_for
 from tests.support.notifier import Notifier, sse_streams

@@ -16,7 +16,7 @@ from nats.js.kv import KeyValue
 from contracts.events import EventType
 from contracts.streams import JOBS, Declarations
 from contracts.subjects import Namespace, Subjects
-from services.common.apikeys import ApiKeyStore
+from services.common.auth.apikeys import ApiKeyStore
 from services.notifier.sse.hub import Hub, job_key, tenant_key
 from services.notifier.sse.tap import StreamReader, Tap
 from tests.notifier.sse.client import SseReader

@@ -13,7 +13,7 @@ from nats.js.kv import KeyValue
 from contracts.events import EventType, job_event_name
 from contracts.job_events import JobLogPayload
 from contracts.subjects import Namespace, Subjects
-from services.common.apikeys import ApiKeyStore
+from services.common.auth.apikeys import ApiKeyStore
 from tests.notifier.sse.client import SseReader, parse_sse
 from tests.support.events import create_job, job_event, wait_for
 from tests.support.notifier import Notifier, sse_streams

@@ -13,8 +13,8 @@ from nats.js.kv import KeyValue
 from contracts.events import EventType, make_event
 from contracts.job_events import JobLogPayload, JobProgressPayload
 from contracts.subjects import Subjects
-from services.common.apikeys import ApiKeyStore
-from services.common.tokens import mint_token
+from services.common.auth.apikeys import ApiKeyStore
+from services.common.auth.tokens import mint_token
 from tests.notifier.sse.client import SseReader
 from tests.support.events import create_job, job_event, publish, wait_for
 from tests.support.notifier import Notifier, sse_streams

@@ -22,7 +22,7 @@ from nats.js.kv import KeyValue
 
 from contracts.events import EventType, job_event_name
 from contracts.subjects import Namespace, Subjects
-from services.common.embedded_nats import EmbeddedNats
+from services.common.nats.embedded import EmbeddedNats
 from tests.conftest import ROOT
 from tests.support.events import create_endpoint, job_event, wait_for
 from tests.support.notifier import fanout_consumer_exists

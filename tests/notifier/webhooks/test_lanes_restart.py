@@ -15,7 +15,7 @@ from nats.js.kv import KeyValue
 from contracts.events import EventType
 from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
-from services.common.embedded_nats import EmbeddedNats
+from services.common.nats.embedded import EmbeddedNats
 from services.notifier.app import create_app
 from tests.support.events import create_endpoint, create_job, job_event, publish, wait_for
 from tests.support.http import bound_socket, serve

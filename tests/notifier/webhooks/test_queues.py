@@ -17,7 +17,7 @@ from contracts.ids import tenant_key
 from contracts.streams import WEBHOOK_DELIVERIES
 from contracts.subjects import Namespace, Subjects
 from contracts.webhook_events import WebhookDeadLetteredPayload
-from services.common.apikeys import ApiKeyStore
+from services.common.auth.apikeys import ApiKeyStore
 from services.notifier.webhooks.delivery import consumer_name
 from services.notifier.webhooks.targets import job_hook_id
 from tests.support.events import create_endpoint, create_job, job_event, job_spec, publish, read_endpoint, wait_for

@@ -16,7 +16,7 @@ from contracts.events import EventType
 from contracts.streams import WEBHOOK_DELIVERIES
 from contracts.subjects import Namespace, Subjects
 from services.cli.main import app
-from services.common.embedded_nats import EmbeddedNats
+from services.common.nats.embedded import EmbeddedNats
 from tests.support.events import create_endpoint, create_job, job_event, publish, wait_for
 from tests.support.notifier import Notifier
 from tests.support.receivers import Receiver

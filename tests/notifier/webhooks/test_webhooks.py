@@ -14,7 +14,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from contracts.events import EventType
 from contracts.subjects import Subjects
 from contracts.webhook_events import WebhookDeadLetteredPayload
-from services.common.apikeys import ApiKeyStore
+from services.common.auth.apikeys import ApiKeyStore
 from services.notifier.webhooks.targets import job_hook_id, job_webhook_secret
 from tests.support.events import create_endpoint, create_job, job_event, job_spec, publish, read_endpoint, wait_for
 from tests.support.http import bound_socket

@@ -19,8 +19,8 @@ from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
 from modal_workers.runtime.sinks import IngestSink
 from modal_workers.runtime.worker_runtime import WorkerContext, WorkerRuntime
-from services.common.embedded_nats import EmbeddedNats
-from services.common.ingest_tokens import mint_ingest_token
+from services.common.auth.ingest_tokens import mint_ingest_token
+from services.common.nats.embedded import EmbeddedNats
 from tests.support.dispatcher import request_cancel
 from tests.support.gateway import Gateway, stored
 from tests.support.lap import TENANT, closing, lap_request, local_storage, nats_runtime

@@ -8,7 +8,7 @@ default ``REGISTRY``, once each). ``gpurelay dev`` runs the three services in on
 Every label is bounded: routes are templates (``/v1/jobs/{job_id}``, never a path), methods a known
 set, event types the registry's (:func:`event_type_label`), kinds the job specs', consumers the
 durable names of a deployment, webhook endpoints the first ``metrics_max_endpoints`` seen
-(:mod:`services.common.metric_labels`). No label ever holds a job, upload or session id.
+(:mod:`services.common.observability.metric_labels`). No label ever holds a job, upload or session id.
 
 Gauges read from NATS or the pool (consumer lag, queue depth, pool occupancy) are sampled when
 ``/metrics`` is read (:func:`add_sampler`; :func:`exposition`).

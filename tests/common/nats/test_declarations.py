@@ -9,7 +9,7 @@ from nats.js.errors import APIError
 from contracts.streams import JOBS, KV_IDEMPOTENCY, KV_JOBS, KV_ROBOTS, Declarations, declarations
 from contracts.subjects import Namespace
 from services.common.config import BaseServiceSettings
-from services.common.nats import apply_declarations, bucket_config, declarations_of, stream_config
+from services.common.nats.connection import apply_declarations, bucket_config, declarations_of, stream_config
 
 
 async def test_applying_twice_leaves_equal_configs(js: JetStreamContext, decls: Declarations) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import nats
 import pytest
 
-from services.common.embedded_nats import EmbeddedNats
-from services.common.round_trip import round_trip
+from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.round_trip import round_trip
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
 

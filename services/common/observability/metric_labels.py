@@ -1,4 +1,4 @@
-"""Bounded label values of the metrics (:mod:`services.common.metrics`): nothing a client or a job
+"""Bounded label values of the metrics (:mod:`services.common.observability.metrics`): nothing a client or a job
 chooses freely ever becomes a label value.
 
 * HTTP: the method if it is a known one (else ``OTHER``); the route *template* of the matched route

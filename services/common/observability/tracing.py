@@ -11,7 +11,7 @@ worker, a Modal call) installs an SDK provider that exports OTLP/HTTP in batches
 ``GPURELAY_TRACE_SAMPLE_RATIO`` (a child follows its parent's decision); :func:`install` puts a
 given provider in place (tests: an in-memory exporter). :func:`inject` writes the current context
 into a carrier (a NATS message's headers, an HTTP request's, a ``RunRequest.trace``) and
-:func:`extract` reads one back. :mod:`services.common.publish` injects into every envelope it
+:func:`extract` reads one back. :mod:`services.common.nats.publish` injects into every envelope it
 publishes; a consumer starts its span from the message's headers (:func:`consumer_span`).
 """
 

@@ -5,7 +5,7 @@ and lists the routes of all nodes (each ignores its own). The nodes listen on lo
 ports; :attr:`NatsCluster.url` lists every node's client URL, separated by commas, which is how
 ``GPURELAY_NATS_URL`` names a cluster. With ``GPURELAY_NATS_REPLICAS=3`` every stream and bucket
 keeps a copy on each of three nodes, so any one may fail. The fault tests kill and restart nodes
-(:meth:`~services.common.embedded_nats.EmbeddedNats.kill`, then ``start``: same port, same store).
+(:meth:`~services.common.nats.embedded.EmbeddedNats.kill`, then ``start``: same port, same store).
 
 :func:`wait_jetstream` waits until the cluster answers JetStream requests (its meta leader is
 elected); :func:`wait_current` until every replica of some streams is current again (a restarted
@@ -25,7 +25,7 @@ import nats.errors
 from nats.js import JetStreamContext
 from nats.js.errors import Error as JetStreamError
 
-from services.common.embedded_nats import ClusterConfig, EmbeddedNats, free_port
+from services.common.nats.embedded import ClusterConfig, EmbeddedNats, free_port
 
 POLL_S = 0.1
 """The pause between two looks at the cluster's state while waiting for it."""

@@ -12,8 +12,8 @@ from contracts.events import EventType, make_event
 from contracts.job_events import JobLogPayload
 from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
-from services.common.nats import apply_declarations
-from services.common.publish import MSG_ID, publish_event, publish_event_async
+from services.common.nats.connection import apply_declarations
+from services.common.nats.publish import MSG_ID, publish_event, publish_event_async
 
 
 def _log(event_id: str) -> EventEnvelope:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.common.tokens import TokenExpiredError, TokenInvalidError, mint_token, verify_token
+from services.common.auth.tokens import TokenExpiredError, TokenInvalidError, mint_token, verify_token
 
 SECRET = b"k" * 32
 

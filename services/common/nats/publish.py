@@ -10,7 +10,7 @@ id for a message that is one of several per envelope (a dead letter per endpoint
 future at once (``publish_async``), for a batch whose acks are gathered together.
 
 Because a repeat is stored once, :func:`publish_event` and :func:`republish` ride out NATS being
-away for a moment (:func:`~services.common.nats.is_unavailable`: a server restarting, a cluster
+away for a moment (:func:`~services.common.nats.connection.is_unavailable`: a server restarting, a cluster
 electing a stream leader, a request lost with its connection): they publish again, the same
 ``Nats-Msg-Id``, until the stream acks or :data:`RETRY_FOR_S` has passed, then raise.
 
@@ -20,7 +20,7 @@ redrive, a webhook delivery): once per ``msg_id`` (:func:`contracts.event_ids.re
 (:data:`REPLAY_OF`) when it is a copy, so consumers can tell a copy and dedupe it.
 
 Every envelope published here carries the W3C trace context of the code that published it
-(``traceparent``: :func:`services.common.tracing.inject`; nothing while no span is current), so its
+(``traceparent``: :func:`services.common.observability.tracing.inject`; nothing while no span is current), so its
 consumers continue the job's trace, and is counted by type (``gpurelay_events_published_total``).
 """
 
@@ -35,10 +35,10 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from contracts.envelope import EventEnvelope
-from services.common import tracing
-from services.common.metric_labels import event_type_label
-from services.common.metrics import EVENTS_PUBLISHED
-from services.common.nats import is_unavailable
+from services.common.nats.connection import is_unavailable
+from services.common.observability import tracing
+from services.common.observability.metric_labels import event_type_label
+from services.common.observability.metrics import EVENTS_PUBLISHED
 
 log = logging.getLogger(__name__)
 RETRY_FOR_S = 20.0

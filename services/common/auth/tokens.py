@@ -1,5 +1,5 @@
 """Short-lived HMAC-SHA256 tokens: SSE stream tokens, job-scoped worker ingest tokens and the
-dashboard's tenant tokens (:mod:`services.common.key_cache` accepts those as API keys).
+dashboard's tenant tokens (:mod:`services.common.auth.key_cache` accepts those as API keys).
 
 A token is ``v1.<claims>.<signature>``, both parts base64url without padding. The claims are
 compact JSON with an audience (``aud``), so a stream token can never be used as an ingest token,

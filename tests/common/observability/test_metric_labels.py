@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.common.metric_labels import OTHER, EndpointLabels, event_type_label, subject_event_label
+from services.common.observability.metric_labels import OTHER, EndpointLabels, event_type_label, subject_event_label
 
 
 def test_webhook_endpoints_beyond_the_cap_share_one_label_and_job_hooks_are_one() -> None:

@@ -19,7 +19,7 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict
 
 from contracts.ids import TenantId
-from services.common.kv import kv_entries
+from services.common.nats.kv import kv_entries
 
 KEY_PATTERN = re.compile(r"^gr_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 

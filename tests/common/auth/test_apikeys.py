@@ -6,7 +6,7 @@ from nats.js import JetStreamContext
 
 from contracts.streams import KV_APIKEYS, Declarations
 from contracts.subjects import Namespace
-from services.common.apikeys import ApiKeyStore, generate_key
+from services.common.auth.apikeys import ApiKeyStore, generate_key
 
 
 async def _store(js: JetStreamContext, namespace: Namespace) -> ApiKeyStore:

@@ -21,9 +21,9 @@ import time
 
 from nats.js.kv import KeyValue
 
-from services.common.apikeys import ApiKeyStore, Principal
-from services.common.kv_watch import KvWatch
-from services.common.tokens import TokenError, mint_token, verify_token
+from services.common.auth.apikeys import ApiKeyStore, Principal
+from services.common.auth.tokens import TokenError, mint_token, verify_token
+from services.common.nats.kv_watch import KvWatch
 
 log = logging.getLogger(__name__)
 SNAPSHOT_TIMEOUT_S = 5.0

@@ -11,9 +11,9 @@ from opentelemetry.trace import SpanKind
 
 from contracts.streams import JOBS, Declarations
 from contracts.subjects import Namespace, Subjects
-from services.common import tracing
 from services.common.config import BaseServiceSettings
-from services.common.publish import publish_event
+from services.common.nats.publish import publish_event
+from services.common.observability import tracing
 from tests.gateway.ingest.test_ingest import event
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import nats
 import pytest
 
-from services.common import embedded_nats
-from services.common.embedded_nats import EmbeddedNats, default_gomaxprocs
+from services.common.nats import embedded as embedded_nats
+from services.common.nats.embedded import EmbeddedNats, default_gomaxprocs
 
 
 def _environ(pid: int) -> dict[str, str]:

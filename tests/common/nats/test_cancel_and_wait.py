@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from services.common.nats import cancel_and_wait
+from services.common.nats.connection import cancel_and_wait
 
 
 async def test_a_task_that_swallows_a_cancel_is_cancelled_again_until_it_ends() -> None:
@@ -39,7 +39,7 @@ async def test_ended_tasks_and_their_errors_are_collected_and_logged_not_raised(
     failed = asyncio.create_task(failing(), name="doomed")
     done = asyncio.create_task(asyncio.sleep(0))
     await asyncio.wait([failed, done])  # both ended before the stop
-    with caplog.at_level(logging.WARNING, logger="services.common.nats"):
+    with caplog.at_level(logging.WARNING, logger="services.common.nats.connection"):
         await cancel_and_wait([failed, done])
     assert isinstance(failed.exception(), RuntimeError)
     assert done.done()

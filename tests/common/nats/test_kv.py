@@ -6,7 +6,7 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig
 
 from contracts.subjects import Namespace
-from services.common.kv import kv_entries
+from services.common.nats.kv import kv_entries
 
 
 async def test_every_listing_sees_every_key_written_before_it(js: JetStreamContext, namespace: Namespace) -> None:

@@ -1,6 +1,6 @@
 """Job-scoped worker ingest tokens: minted by the dispatcher, verified by the gateway's ingest route.
 
-An ingest token is a :mod:`services.common.tokens` token with audience ``ingest`` and the claims
+An ingest token is a :mod:`services.common.auth.tokens` token with audience ``ingest`` and the claims
 ``tenant``, ``job`` (the job id) and ``attempt``. It lets a worker that cannot reach NATS post the
 events of exactly one attempt of one job to ``POST /v1/internal/jobs/{job}/events``.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contracts.ids import InvalidIdError, validate_id
-from services.common.tokens import TokenInvalidError, mint_token, verify_token
+from services.common.auth.tokens import TokenInvalidError, mint_token, verify_token
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +41,8 @@ def mint_ingest_token(
 def verify_ingest_token(secret: bytes, token: str, *, now: float | None = None) -> IngestClaims:
     """The claims of a valid ingest token.
 
-    Raises :class:`~services.common.tokens.TokenInvalidError` (malformed, tampered, another
-    audience, missing claims) or :class:`~services.common.tokens.TokenExpiredError`. The caller
+    Raises :class:`~services.common.auth.tokens.TokenInvalidError` (malformed, tampered, another
+    audience, missing claims) or :class:`~services.common.auth.tokens.TokenExpiredError`. The caller
     compares the claims with the job and events at hand.
     """
     claims = verify_token(secret, token, "ingest", now=now)

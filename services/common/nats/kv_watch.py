@@ -3,7 +3,7 @@
 :class:`KvWatch` reads the bucket's current entries (the snapshot), then every change, and hands
 each entry to its owner (``on_entry(entry, initial)``, ``initial`` while the snapshot is read).
 It tracks the last revision seen, so a caller can wait until every write made so far has reached
-it (:meth:`KvWatch.caught_up`). The key cache (:mod:`services.common.key_cache`) and the
+it (:meth:`KvWatch.caught_up`). The key cache (:mod:`services.common.auth.key_cache`) and the
 notifier's webhook endpoints (:mod:`services.notifier.webhooks.targets`) are built on it.
 
 The watch is an ordered consumer in the server's memory: a restarted server (or the death of the
@@ -24,7 +24,7 @@ import nats.errors
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from services.common.nats import cancel_and_wait
+from services.common.nats.connection import cancel_and_wait
 
 log = logging.getLogger(__name__)
 

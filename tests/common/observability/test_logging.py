@@ -1,4 +1,4 @@
-"""services.common.logging: JSON fields, context through asyncio tasks, no secret in the output."""
+"""services.common.observability.logging: JSON fields, context through asyncio tasks, no secret in the output."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from services.common.config import BaseServiceSettings
-from services.common.logging import MASK, log_context, scrub, setup_logging
+from services.common.observability.logging import MASK, log_context, scrub, setup_logging
 
 API_KEY = "gr_live_4f9Kq2ZxP0aB-_77"
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
