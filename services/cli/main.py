@@ -15,10 +15,10 @@ import typer
 from rich.console import Console
 
 from services.cli.dev import DataDirInUseError, DevStack, print_ready, run_until_signal
-from services.cli.dlq import dlq_app
 from services.cli.jobs import jobs_app
 from services.cli.keys import keys_app
-from services.cli.replay_cmd import replay
+from services.cli.replay.command import replay
+from services.cli.replay.dlq import dlq_app
 from services.cli.serve import serve_app
 from services.cli.sessions import sessions_app
 from services.cli.status_cmd import status
@@ -80,7 +80,7 @@ def demo(
 
     The job's artifacts (overlay.mp4, overlay.webm, metrics.json, manifest.json) are saved under OUTPUT.
     """
-    from services.cli.demo import run_demo
+    from services.cli.demo.command import run_demo
 
     if data_dir is not None:
         try:

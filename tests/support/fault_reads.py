@@ -18,7 +18,7 @@ from nats.aio.client import Client as NatsClient
 from contracts.envelope import EventEnvelope
 from contracts.job_record import JobRecord
 from contracts.streams import JOBS, KV_JOBS
-from services.cli.replay import consumer_config, read_range
+from services.cli.replay.reader import consumer_config, read_range
 from services.common.config import BaseServiceSettings
 from services.common.nats.connection import is_unavailable
 

@@ -14,9 +14,9 @@ from rich.table import Table
 from contracts.route_table import DEFAULT_ROUTES
 from contracts.streams import JOBS
 from services.cli.client import cli_settings
-from services.cli.rebuild import Rebuild, rebuild_jobs, route_prices
-from services.cli.replay import Bounds, consumer_config, parse_since, parse_until, replay_to
-from services.cli.replay_targets import StdoutTarget, SubjectTarget, Tally, Target, WebhookTarget
+from services.cli.replay.reader import Bounds, consumer_config, parse_since, parse_until, replay_to
+from services.cli.replay.rebuild import Rebuild, rebuild_jobs, route_prices
+from services.cli.replay.targets import StdoutTarget, SubjectTarget, Tally, Target, WebhookTarget
 from services.common.config import BaseServiceSettings
 from services.common.nats.connection import connect
 

@@ -28,7 +28,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from services.cli.client import Client
-from services.cli.demo_media import write_lap_video
+from services.cli.demo.media import write_lap_video
 from services.cli.dev import DevStack, print_ready
 from services.cli.submit import exit_code, submit_and_watch
 from services.common.config import BaseServiceSettings

@@ -17,7 +17,7 @@ from contracts.events import EventType
 from contracts.streams import JOBS, Declarations
 from contracts.subjects import Namespace, Subjects
 from services.cli.main import app
-from services.cli.replay import consumer_config, parse_since, replay_stream
+from services.cli.replay.reader import consumer_config, parse_since, replay_stream
 from services.common.config import BaseServiceSettings
 from services.common.nats.embedded import EmbeddedNats
 from tests.support.events import job_event, publish, wait_for

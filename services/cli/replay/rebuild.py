@@ -31,8 +31,8 @@ from contracts.ids import InvalidIdError, tenant_key
 from contracts.job_record import JobRecord
 from contracts.route_table import DEFAULT_ROUTES, load_route_table
 from contracts.streams import JOBS, KV_JOBS
-from services.cli.replay import consumer_config, read_range
-from services.cli.replay_progress import replay_progress
+from services.cli.replay.progress import replay_progress
+from services.cli.replay.reader import consumer_config, read_range
 from services.common.config import BaseServiceSettings
 from services.common.nats.kv import kv_entries
 from services.dispatcher.fold.records import Pricing, apply, route_pricing

@@ -5,10 +5,10 @@ reads the namespaced stream from ``--from SEQ`` or ``--since TIME`` (default: th
 filtered by ``--subject`` (namespace-relative), and stops at ``--until`` (a sequence or a time),
 after ``--limit`` messages, or once it reaches the last message stored when it began (so a replay
 into its own stream ends), unless ``--follow`` (stdout only). The targets
-(:mod:`services.cli.replay_targets`): stdout (JSON lines, the default), ``--to-subject``,
+(:mod:`services.cli.replay.targets`): stdout (JSON lines, the default), ``--to-subject``,
 ``--to-webhook``; ``--dry-run`` only counts. A progress bar runs on stderr; other targets print a
 JSON summary on stdout. ``--rebuild jobs`` folds JOBS into a fresh projection instead
-(:mod:`services.cli.rebuild`).
+(:mod:`services.cli.replay.rebuild`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from services.cli.replay_progress import replay_progress
-from services.cli.replay_targets import Tally, Target, line, stored_time
+from services.cli.replay.progress import replay_progress
+from services.cli.replay.targets import Tally, Target, line, stored_time
 from services.common.config import BaseServiceSettings
 from services.common.nats.connection import connect
 

@@ -14,7 +14,7 @@ from contracts.events import EventType
 from contracts.streams import JOBS, Declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.embedded import EmbeddedNats
-from tests.cli.test_replay import lines, replay
+from tests.cli.replay.test_replay import lines, replay
 from tests.support.events import job_event, publish
 
 
