@@ -32,11 +32,11 @@ from nats.aio.client import Client as NatsClient
 from nats.js.kv import KeyValue
 
 from contracts.envelope import utc_now
-from contracts.events import EventType, job_created_event, make_event
+from contracts.events.jobs import JobHeartbeatPayload
+from contracts.events.registry import EventType, job_created_event, make_event
 from contracts.ids import new_id, tenant_key
-from contracts.job_events import JobHeartbeatPayload
 from contracts.job_record import JobRecord
-from contracts.job_specs import parse_job_spec
+from contracts.specs.jobs import parse_job_spec
 from contracts.streams import KV_JOBS, declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.connection import apply_declarations

@@ -40,7 +40,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPEATS, Result, format_table, median, rate
-from contracts.api_robots import JointEventEncoder, JointSampleIn, utc_iso
+from contracts.api.robots import JointEventEncoder, JointSampleIn, utc_iso
 from contracts.streams import KV_APIKEYS, TELEMETRY
 from contracts.subjects import Namespace, Subjects
 from services.common.auth.apikeys import ApiKeyStore

@@ -123,7 +123,7 @@ def run() -> list[Result]:
     """Frame arrival → first influence on a snapshot, p50 and p95."""
     import numpy as np
 
-    from contracts.job_specs import SplatSpec
+    from contracts.specs.jobs import SplatSpec
     from modal_workers.splat import workload as splat
 
     spec = SplatSpec.model_validate({"kind": "splat", "params": {"snapshot_every_s": SNAPSHOT_EVERY_S}})

@@ -90,7 +90,7 @@ def bare_generate_ms(model: Any, batch: Any) -> float:
 
 def measure(model: Any, frames: list[bytes], chunks: int) -> tuple[list[float], list[float]]:
     """Per chunk: the session's close → result latency, then bare ``generate`` on the same inputs (ms)."""
-    from contracts.session_params import VlmParams
+    from contracts.specs.session_params import VlmParams
     from modal_workers.vlm.session import VlmSession, decode_frame
 
     params = VlmParams(

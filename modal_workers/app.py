@@ -32,7 +32,7 @@ from typing import Any
 import modal
 
 from contracts.route_table import DEFAULT_ROUTES, Route, load_route_table
-from contracts.session_params import VLM_DEFAULT_MODEL
+from contracts.specs.session_params import VLM_DEFAULT_MODEL
 
 APP_NAME = "gpurelay"
 PROFILE = os.environ.get("GPURELAY_MODAL_PROFILE", "prod")

@@ -29,8 +29,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from contracts.job_params import LapCompareParams
-from contracts.job_specs import LapCompareSpec
+from contracts.specs.job_params import LapCompareParams
+from contracts.specs.jobs import LapCompareSpec
 from modal_workers.lap_compare.align import align
 from modal_workers.lap_compare.flow import FlowEngine, OverlayWriter, frame_metrics, summarize
 from modal_workers.media.video import FrameReader, VideoInfo, probe, sampled_count

@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from contracts.job_specs import NerfSpec
+from contracts.specs.jobs import NerfSpec
 from modal_workers.nerf import sfm as nerf_sfm
 from modal_workers.nerf.archive import Photo, unpack_photos
 from modal_workers.runtime.worker_runtime import PermanentError, WorkerContext

@@ -43,13 +43,13 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
-from contracts import job_events as je
 from contracts.envelope import EventEnvelope
 from contracts.event_ids import worker_event_id
-from contracts.events import EventType, job_event_name, make_event
+from contracts.events import jobs as je
+from contracts.events.registry import EventType, job_event_name, make_event
 from contracts.job_record import Artifact
-from contracts.job_specs import InputRef
 from contracts.runs import Outcome, RunRequest
+from contracts.specs.jobs import InputRef
 from modal_workers.runtime import inputs as runtime_io
 from modal_workers.runtime.progress import PROGRESS_MIN_INTERVAL_S, ProgressThrottle
 from services.common.storage import result_key

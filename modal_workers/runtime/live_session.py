@@ -30,10 +30,10 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from contracts import session_events as se
-from contracts.events import EventType
+from contracts.events import sessions as se
+from contracts.events.registry import EventType
 from contracts.job_record import Artifact
-from contracts.session_params import SessionParams
+from contracts.specs.session_params import SessionParams
 from modal_workers.runtime.session_input import SessionBatch, SessionInput
 
 CANCEL_CHECK_S = 0.25

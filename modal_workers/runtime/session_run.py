@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from contracts.job_specs import SplatSpec, VlmSpec
+from contracts.specs.jobs import SplatSpec, VlmSpec
 from modal_workers.runtime.live_session import LiveSession
 
 FEED_START_TIMEOUT_S = 15.0

@@ -42,8 +42,8 @@ from pydantic import ValidationError
 
 from contracts.envelope import EventEnvelope
 from contracts.job_record import JobError
-from contracts.job_specs import parse_job_spec
 from contracts.runs import Outcome, RunRequest
+from contracts.specs.jobs import parse_job_spec
 from modal_workers.runtime import inputs as runtime_io
 from modal_workers.runtime import sinks as runtime_sinks
 from modal_workers.runtime.context import CancelledError, WorkerContext, guess_content_type

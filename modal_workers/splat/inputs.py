@@ -24,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 
-from contracts.session_params import CameraIntrinsics, SplatParams
+from contracts.specs.session_params import CameraIntrinsics, SplatParams
 from modal_workers.runtime.session_input import SessionFrame
 from modal_workers.runtime.worker_runtime import PermanentError
 from modal_workers.splat.camera import Camera, CameraRig, Intrinsics, resolve_pose

@@ -28,9 +28,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from contracts.events import EventType
-from contracts.job_events import JobArtifactPayload
-from contracts.session_params import SplatParams
+from contracts.events.jobs import JobArtifactPayload
+from contracts.events.registry import EventType
+from contracts.specs.session_params import SplatParams
 from modal_workers.runtime.session_input import SessionFrame
 from modal_workers.splat.inputs import FrameSource, Skipped
 from modal_workers.splat.train import SplatStats, SplatTrainer

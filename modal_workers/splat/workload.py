@@ -24,8 +24,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from contracts.job_specs import SplatSpec
-from contracts.session_params import SplatParams
+from contracts.specs.jobs import SplatSpec
+from contracts.specs.session_params import SplatParams
 from modal_workers.runtime.live_session import LiveSession
 from modal_workers.runtime.worker_runtime import PermanentError
 from modal_workers.splat.inputs import frame_source

@@ -29,7 +29,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from contracts.session_params import VLM_DEFAULT_MODEL, vlm_model_refusal
+from contracts.specs.session_params import VLM_DEFAULT_MODEL, vlm_model_refusal
 from modal_workers.runtime.worker_runtime import PermanentError
 
 DEFAULT_MODEL = VLM_DEFAULT_MODEL
@@ -53,7 +53,7 @@ def model_settings(environ: Mapping[str, str] = os.environ) -> tuple[str, tuple[
 
 def resolve_model(requested: str | None, default: str, allowed: Sequence[str] = ()) -> str:
     """The model to load for a job that asked for ``requested`` (``None``: ``default``); the rule is
-    :func:`contracts.session_params.vlm_model_refusal`, the gateway's too."""
+    :func:`contracts.specs.session_params.vlm_model_refusal`, the gateway's too."""
     if (refusal := vlm_model_refusal(requested, default, allowed)) is not None:
         raise PermanentError("model_not_allowed", refusal)
     return default if requested is None else requested

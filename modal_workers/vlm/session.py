@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from contracts.session_params import VlmParams
+from contracts.specs.session_params import VlmParams
 from modal_workers.vlm.chunker import Chunk, Chunker, Frame
 from modal_workers.vlm.state import AlertRule, Conversation
 

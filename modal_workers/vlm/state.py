@@ -8,7 +8,7 @@ chat messages of the next chunk: the system prompt, the kept turns, then the new
 one image part per image. :meth:`Conversation.reset` forgets every turn.
 
 :class:`AlertRule` searches each answer for a client's regular expression. Its cost is bounded
-three ways: the pattern's length (``contracts.session_params.ALERT_PATTERN_MAX``), the text searched
+three ways: the pattern's length (``contracts.specs.session_params.ALERT_PATTERN_MAX``), the text searched
 (the first :data:`ALERT_TEXT_MAX` characters) and a time limit per search (the ``regex`` package's
 ``timeout``, a dependency of transformers; a search that runs out counts in
 :attr:`AlertRule.timeouts` and matches nothing). A pattern the ``regex`` package cannot compile is

@@ -29,8 +29,8 @@ import os
 import time
 from typing import Any
 
-from contracts.job_specs import VlmSpec
-from contracts.session_events import MAX_RESULT_TEXT
+from contracts.events.sessions import MAX_RESULT_TEXT
+from contracts.specs.jobs import VlmSpec
 from modal_workers.runtime.live_session import LiveSession
 from modal_workers.runtime.worker_runtime import PermanentError, WorkerContext
 from modal_workers.vlm.chunker import Chunk

@@ -104,8 +104,8 @@ def schema(
     check: Annotated[bool, typer.Option(help="Only report drift; exit 1 when the files differ.")] = False,
 ) -> None:
     """Export the JSON Schema of every contract (contracts/schema/) and docs/asyncapi.json."""
-    from contracts.asyncapi import ASYNCAPI
-    from contracts.schema_export import SCHEMA_DIR, check_schemas, write_schemas
+    from contracts.documents.asyncapi import ASYNCAPI
+    from contracts.documents.schema_export import SCHEMA_DIR, check_schemas, write_schemas
 
     target = out or SCHEMA_DIR
     if check:

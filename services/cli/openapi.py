@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from contracts.generated import Document, GeneratedFile
+from contracts.documents.generated import Document, GeneratedFile
 from services.common.config import GatewaySettings
 from services.gateway.app import create_app
 from services.notifier.routes import router as notifier_router

@@ -17,7 +17,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.quotas import TenantQuota
-from contracts.session_params import VLM_DEFAULT_MODEL
+from contracts.specs.session_params import VLM_DEFAULT_MODEL
 from contracts.subjects import Namespace, Subjects
 
 PLACEHOLDER_PREFIX = "dev-insecure-"

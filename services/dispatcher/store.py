@@ -25,9 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from contracts import streams
 from contracts.envelope import EventEnvelope, utc_now
 from contracts.event_ids import failed_event_id, ticket_msg_id
-from contracts.events import EventType, job_created_event, job_event_name, make_event
+from contracts.events.jobs import JobFailedPayload
+from contracts.events.registry import EventType, job_created_event, job_event_name, make_event
 from contracts.ids import ResourceId, TenantId, tenant_key
-from contracts.job_events import JobFailedPayload
 from contracts.job_record import JobRecord
 from contracts.record_repair import INVALID_RECORD, UnreadableRecordError, failed_in_place_of, read_record
 from contracts.streams import JOBS

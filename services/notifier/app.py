@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import FastAPI
 from nats.aio.client import Client as NatsClient
 
-from contracts.api_webhooks import WebhookRecord
+from contracts.api.webhooks import WebhookRecord
 from services.common.config import NotifierSettings
 from services.common.http.cors import install_cors
 from services.common.http.health import install_health, nats_probe

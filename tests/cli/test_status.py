@@ -13,7 +13,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from typer.testing import CliRunner, Result
 
-from contracts.events import EventType
+from contracts.events.registry import EventType
 from contracts.streams import DISPATCH, JOBS, KV_JOBS, WEBHOOK_DELIVERIES, Declarations
 from contracts.subjects import Namespace, Subjects
 from services.cli.main import app

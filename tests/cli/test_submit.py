@@ -27,9 +27,7 @@ from starlette.routing import Route
 from typer.testing import CliRunner, Result
 
 from contracts.envelope import EventEnvelope
-from contracts.events import EventType, make_event
-from contracts.ids import tenant_key
-from contracts.job_events import (
+from contracts.events.jobs import (
     JobArtifactPayload,
     JobDispatchedPayload,
     JobFailedPayload,
@@ -38,6 +36,8 @@ from contracts.job_events import (
     JobStartedPayload,
     JobSucceededPayload,
 )
+from contracts.events.registry import EventType, make_event
+from contracts.ids import tenant_key
 from contracts.job_record import Artifact, JobCost, JobError, JobRecord, JobStatus
 from contracts.streams import KV_JOBS
 from contracts.subjects import Namespace, Subjects

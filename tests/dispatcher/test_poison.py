@@ -16,9 +16,9 @@ from nats.js.kv import KeyValue
 
 from contracts import streams
 from contracts.dead_letters import DeadLetter
-from contracts.events import EventType, make_event
+from contracts.events.jobs import JobCancelRequestedPayload
+from contracts.events.registry import EventType, make_event
 from contracts.ids import new_id, tenant_key
-from contracts.job_events import JobCancelRequestedPayload
 from contracts.job_record import JobStatus
 from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects

@@ -19,9 +19,9 @@ from nats.js.kv import KeyValue
 from websockets.exceptions import ConnectionClosed
 
 from contracts.event_ids import worker_event_id
-from contracts.events import EventType, make_event
+from contracts.events.registry import EventType, make_event
+from contracts.events.sessions import SessionResultPayload
 from contracts.ids import tenant_key
-from contracts.session_events import SessionResultPayload
 from contracts.streams import JOBS, KV_JOBS
 from contracts.subjects import Namespace
 from services.common.auth.ingest_tokens import mint_ingest_token

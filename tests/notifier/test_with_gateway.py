@@ -8,7 +8,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from standardwebhooks import Webhook
 
-from contracts.events import EventType
+from contracts.events.registry import EventType
 from contracts.subjects import Subjects
 from tests.support.events import create_job, job_event, publish, wait_for
 from tests.support.gateway import Tenant

@@ -15,12 +15,12 @@ from pydantic import SecretStr
 from contracts import streams
 from contracts.envelope import EventEnvelope, utc_now
 from contracts.event_ids import cancel_requested_event_id
-from contracts.events import EventType, job_created_event, make_event
+from contracts.events.jobs import JobCancelRequestedPayload
+from contracts.events.registry import EventType, job_created_event, make_event
 from contracts.ids import new_id, tenant_key
-from contracts.job_events import JobCancelRequestedPayload
 from contracts.job_record import JobRecord
-from contracts.job_specs import parse_job_spec
 from contracts.route_table import RetryPolicy, Route, Stage
+from contracts.specs.jobs import parse_job_spec
 from contracts.subjects import Namespace, Subjects
 from services.common.config import DispatcherSettings
 from services.common.nats.publish import publish_event

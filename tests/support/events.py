@@ -12,16 +12,16 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
-from contracts.api_webhooks import WebhookRecord, new_webhook_secret
+from contracts.api.webhooks import WebhookRecord, new_webhook_secret
 from contracts.envelope import EventEnvelope
-from contracts.events import EventType, job_event_name, make_event
+from contracts.events.jobs import JobCreatedPayload, JobLogPayload, JobProgressPayload, JobSucceededPayload
+from contracts.events.registry import EventType, job_event_name, make_event
+from contracts.events.webhooks import WebhookDeadLetteredPayload
 from contracts.ids import new_id, tenant_key
-from contracts.job_events import JobCreatedPayload, JobLogPayload, JobProgressPayload, JobSucceededPayload
 from contracts.job_record import JobRecord
-from contracts.job_specs import JobSpec, parse_job_spec
+from contracts.specs.jobs import JobSpec, parse_job_spec
 from contracts.streams import DEADLETTER
 from contracts.subjects import Subjects
-from contracts.webhook_events import WebhookDeadLetteredPayload
 
 
 async def wait_for(

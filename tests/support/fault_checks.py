@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from nats.aio.client import Client as NatsClient
 from nats.js.errors import KeyNotFoundError
 
-from contracts.events import TERMINAL_JOB_EVENTS
+from contracts.events.registry import TERMINAL_JOB_EVENTS
 from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
 from contracts.streams import KV_JOBS

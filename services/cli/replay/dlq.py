@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from contracts.api_dead_letters import PAGE_MAX
+from contracts.api.dead_letters import PAGE_MAX
 from services.cli.client import Client, cli_settings, run
 from services.cli.jobs import short_time
 

@@ -29,7 +29,7 @@ from nats.js.api import PubAck
 from nats.js.errors import APIError, NotFoundError
 from pydantic import ValidationError
 
-from contracts.api_webhooks import WebhookRecord
+from contracts.api.webhooks import WebhookRecord
 from contracts.envelope import EventEnvelope
 from contracts.event_ids import replay_msg_id, replay_of
 from contracts.streams import JOBS, KV_WEBHOOKS

@@ -3,7 +3,7 @@ chooses freely ever becomes a label value.
 
 * HTTP: the method if it is a known one (else ``OTHER``); the route *template* of the matched route
   (``/v1/jobs/{job_id}``), ``unmatched`` when none matched (a scan of random paths adds one series).
-* Event types: the registry's types (:class:`~contracts.events.EventType`), else ``other``; a job
+* Event types: the registry's types (:class:`~contracts.events.registry.EventType`), else ``other``; a job
   event's type from its subject token.
 * Webhook endpoints (:class:`EndpointLabels`): ``{tenant}/{endpoint id}`` for the first
   ``metrics_max_endpoints`` endpoints a process sees, ``other`` after; every per-job webhook is
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from contracts.events import JOB_EVENT_TYPES, EventType
+from contracts.events.registry import JOB_EVENT_TYPES, EventType
 
 OTHER = "other"
 UNMATCHED = "unmatched"

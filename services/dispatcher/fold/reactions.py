@@ -30,11 +30,11 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
-from contracts import job_events as je
-from contracts.api_uploads import UploadRecord, UploadStatus
+from contracts.api.uploads import UploadRecord, UploadStatus
 from contracts.envelope import EventEnvelope
 from contracts.event_ids import canceled_event_id, failed_event_id, queued_event_id
-from contracts.events import EventType, parse_payload_as
+from contracts.events import jobs as je
+from contracts.events.registry import EventType, parse_payload_as
 from contracts.ids import tenant_key
 from contracts.job_record import JobError, JobRecord, JobStatus
 from contracts.route_table import Route

@@ -16,10 +16,10 @@ from datetime import datetime
 
 from pydantic import BaseModel, ValidationError
 
-from contracts import job_events as je
-from contracts import session_events as se
 from contracts.envelope import EventEnvelope
-from contracts.events import parse_payload
+from contracts.events import jobs as je
+from contracts.events import sessions as se
+from contracts.events.registry import parse_payload
 from contracts.job_record import (
     Artifact,
     JobCost,
@@ -30,7 +30,7 @@ from contracts.job_record import (
     StageState,
     can_transition,
 )
-from contracts.job_specs import JobKind
+from contracts.specs.jobs import JobKind
 
 Pricing = Callable[[str, str | None], float]
 """USD per GPU-hour of a kind on a GPU (``None``: no GPU)."""

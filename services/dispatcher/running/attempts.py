@@ -27,9 +27,9 @@ from typing import Any
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
-from contracts import job_events as je
 from contracts.event_ids import attempt_event_id, canceled_event_id, stage_event_name
-from contracts.events import EventType
+from contracts.events import jobs as je
+from contracts.events.registry import EventType
 from contracts.job_record import Artifact, JobError, JobRecord, JobStatus, StageStatus
 from contracts.route_table import Route
 from contracts.runs import RunRequest, StagePlan

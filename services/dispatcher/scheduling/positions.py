@@ -31,8 +31,8 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.event_ids import attempt_event_id
-from contracts.events import EventType, make_event
-from contracts.job_events import JobPositionPayload
+from contracts.events.jobs import JobPositionPayload
+from contracts.events.registry import EventType, make_event
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.connection import cancel_and_wait
 from services.common.nats.publish import publish_event

@@ -7,7 +7,7 @@ each sweep (every ``created_sweep_interval_s``), what KV ``jobs`` stored since t
 (:meth:`CreatedSweeper.scan`: one pull consumer for the whole batch, the first sweep reading every
 record as it stands) and looks at those older than ``created_republish_after_s``: a job whose
 ``job.created`` is in the stream is fine (it may wait on uploads) and is forgotten; one without gets
-:func:`~contracts.events.job_created_event` published, with the gateway's deterministic id
+:func:`~contracts.events.registry.job_created_event` published, with the gateway's deterministic id
 ``created-{job_id}``, so a late original (or another replica's sweep) is stored once. The fold then
 takes the job on as usual.
 

@@ -28,7 +28,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from contracts.api_robots import JointAngles, JointSampleIn
+from contracts.api.robots import JointAngles, JointSampleIn
 from contracts.base import Contract
 from contracts.job_record import JobRecord, JobStatus
 from services.common.auth.tokens import TokenExpiredError, TokenInvalidError, verify_token

@@ -14,10 +14,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from contracts import streams
-from contracts.api_jobs import JobOut
+from contracts.api.jobs import JobOut
 from contracts.job_record import JobStatus
-from contracts.job_specs import JobKind
 from contracts.record_repair import UnreadableRecordError
+from contracts.specs.jobs import JobKind
 from services.common.http.problem import ProblemError
 from services.gateway.dashboard.auth import Viewer
 from services.gateway.dashboard.forms import input_fields, job_kinds, param_fields

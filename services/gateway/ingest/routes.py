@@ -25,10 +25,10 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 
 from contracts.envelope import EventEnvelope
 from contracts.event_ids import is_worker_event_id, worker_event_prefix
-from contracts.events import EventType, job_event_name, parse_payload
+from contracts.events.jobs import JobArtifactPayload, JobSucceededPayload
+from contracts.events.registry import EventType, job_event_name, parse_payload
+from contracts.events.sessions import SessionSnapshotPayload
 from contracts.ids import ID_PATTERN
-from contracts.job_events import JobArtifactPayload, JobSucceededPayload
-from contracts.session_events import SessionSnapshotPayload
 from services.common.auth.ingest_tokens import IngestClaims, verify_ingest_token
 from services.common.auth.tokens import TokenExpiredError, TokenInvalidError
 from services.common.http.auth import forbidden, unauthorized

@@ -24,8 +24,8 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from contracts import streams
-from contracts.job_specs import JobSpec
 from contracts.quotas import TenantQuota, seconds_to_midnight
+from contracts.specs.jobs import JobSpec
 from contracts.subjects import Namespace
 from services.common.http.problem import ProblemError
 from services.common.nats.kv import kv_entries

@@ -11,9 +11,9 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import TypeAdapter, ValidationError
 
-from contracts.api_batch import JobBatchIn, JobBatchItem, JobBatchOut, JobBatchResult
-from contracts.api_jobs import JobCreate
-from contracts.job_specs import JobSpec
+from contracts.api.batch import JobBatchIn, JobBatchItem, JobBatchOut, JobBatchResult
+from contracts.api.jobs import JobCreate
+from contracts.specs.jobs import JobSpec
 from services.common.http.problem import ProblemError, problem_responses
 from services.gateway.deps import PrincipalDep, StateDep
 from services.gateway.jobs.routes import job_out, submit_job

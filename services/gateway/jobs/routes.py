@@ -21,7 +21,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from pydantic import AwareDatetime
 
-from contracts.api_jobs import (
+from contracts.api.jobs import (
     IdempotencyClaim,
     JobCreate,
     JobList,
@@ -32,12 +32,12 @@ from contracts.api_jobs import (
 )
 from contracts.envelope import utc_now
 from contracts.event_ids import cancel_requested_event_id
-from contracts.events import EventType, job_created_event, make_event
+from contracts.events.jobs import JobCancelRequestedPayload
+from contracts.events.registry import EventType, job_created_event, make_event
 from contracts.ids import ID_PATTERN, new_id, tenant_key, tenant_key_filter
-from contracts.job_events import JobCancelRequestedPayload
 from contracts.job_record import JobRecord, JobStatus
-from contracts.job_specs import JobKind, JobSpec
 from contracts.record_repair import UnreadableRecordError, read_record
+from contracts.specs.jobs import JobKind, JobSpec
 from services.common.auth.tokens import mint_token
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
 from services.common.nats.kv import kv_entries

@@ -1,7 +1,7 @@
 """Robot joint-angle ingest shared by the HTTP and WebSocket routes: publish, remember, authenticate.
 
 Each accepted sample is one ``robot.joints`` envelope on ``robots.{tenant}.{robot_id}.joints``
-(stream TELEMETRY), built by :class:`~contracts.api_robots.JointEventEncoder`. No sample waits
+(stream TELEMETRY), built by :class:`~contracts.api.robots.JointEventEncoder`. No sample waits
 for its own JetStream ack: samples are core-published in order on the gateway's one connection,
 and one sample in a while is published as a JetStream request whose ack, the stream being fed in
 order, vouches for every sample before it. That is the last sample of each batch, the sample of
@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 import nats.errors
 from nats.js.errors import KeyNotFoundError
 
-from contracts.api_robots import JointSampleIn, utc_iso
+from contracts.api.robots import JointSampleIn, utc_iso
 from services.common.auth.apikeys import Principal
 from services.common.http.problem import field_error
 from services.common.nats.connection import cancel_and_wait

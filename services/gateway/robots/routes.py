@@ -21,9 +21,9 @@ from fastapi import APIRouter, FastAPI, Path, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import ValidationError
 
-from contracts.api_robots import JointEventEncoder, JointsAccepted, JointSampleIn, JointsPost
+from contracts.api.robots import JointEventEncoder, JointsAccepted, JointSampleIn, JointsPost
+from contracts.events.robots import JointSample
 from contracts.ids import ID_PATTERN, tenant_key
-from contracts.robot_events import JointSample
 from services.common.auth.apikeys import Principal
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
 from services.gateway.deps import PrincipalDep, require_principal

@@ -7,9 +7,9 @@ its code: 4401 unauthorized, 4429 a new robot of a tenant at ``robot_max_per_ten
 (no key in time, a bad robot id, a binary message), 1009 a message over ``ws_max_message_bytes``
 (the server refuses such a frame before reading it; the route checks too, whatever server runs
 it), 1011 NATS down. Invalid samples are answered with a
-:class:`~contracts.api_robots.JointsWsError` naming the field, and the socket stays open.
+:class:`~contracts.api.robots.JointsWsError` naming the field, and the socket stays open.
 
-Acks (:class:`~contracts.api_robots.JointsWsAck`, running totals) go out after every
+Acks (:class:`~contracts.api.robots.JointsWsAck`, running totals) go out after every
 ``robot_ws_ack_every`` messages or ``robot_ws_ack_ms``, whichever first, and on ``{"type":
 "close"}``, after which the server closes with 1000. A message-driven ack follows the JetStream ack
 of its sample (which vouches for every earlier one); an idle or final ack follows a NATS flush.
@@ -25,7 +25,7 @@ import nats.errors
 from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from contracts.api_robots import (
+from contracts.api.robots import (
     FieldError,
     JointEventEncoder,
     JointSampleIn,

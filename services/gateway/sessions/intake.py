@@ -25,14 +25,14 @@ from typing import Generic, TypeVar
 import nats.errors
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
-from contracts.api_sessions import FrameAccepted, SessionEntry
+from contracts.api.sessions import FrameAccepted, SessionEntry
 from contracts.envelope import utc_now
 from contracts.event_ids import frame_msg_id, reset_msg_id, stop_requested_event_id
-from contracts.events import EventType, make_event
+from contracts.events.registry import EventType, make_event
+from contracts.events.sessions import SessionStopRequestedPayload
 from contracts.ids import InvalidIdError, tenant_key
 from contracts.job_record import JobRecord
 from contracts.record_repair import read_record
-from contracts.session_events import SessionStopRequestedPayload
 from contracts.session_feed import H_POSE, H_SEQ, H_TS, ControlMessage
 from services.common.http.problem import ProblemError
 from services.common.observability.metrics import SESSION_FRAMES

@@ -14,9 +14,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Header, Path, Query, Request, Response
 
-from contracts.api_sessions import FrameAccepted, SessionCreate, SessionOut
-from contracts.job_specs import SplatSpec, VlmSpec
-from contracts.session_params import vlm_model_refusal
+from contracts.api.sessions import FrameAccepted, SessionCreate, SessionOut
+from contracts.specs.jobs import SplatSpec, VlmSpec
+from contracts.specs.session_params import vlm_model_refusal
 from services.common.config import GatewaySettings
 from services.common.http.problem import field_error, problem_responses, unprocessable
 from services.gateway.deps import PrincipalDep, StateDep

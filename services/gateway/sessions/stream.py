@@ -30,8 +30,8 @@ from fastapi import WebSocket, WebSocketDisconnect
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
-from contracts.api_sessions import FrameMeta
-from contracts.events import TERMINAL_JOB_EVENTS
+from contracts.api.sessions import FrameMeta
+from contracts.events.registry import TERMINAL_JOB_EVENTS
 from contracts.job_record import JobRecord
 from contracts.record_repair import INVALID_RECORD, UnreadableRecordError
 from contracts.streams import JOBS

@@ -1,4 +1,4 @@
-"""A session as clients see it (:class:`~contracts.api_sessions.SessionOut`): state, counts, cost so far, URLs.
+"""A session as clients see it (:class:`~contracts.api.sessions.SessionOut`): state, counts, cost so far, URLs.
 
 ``urls.events`` carries a stream token (as a job's does); ``urls.compat`` (splat) is a capability URL
 under which the live-splat seed's routes answer with no other auth: its token names the tenant and
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from contracts.api_sessions import SessionOut, SessionUrls
+from contracts.api.sessions import SessionOut, SessionUrls
 from contracts.envelope import utc_now
 from contracts.job_record import JobRecord, JobStatus
 from services.common.auth.tokens import mint_token

@@ -25,12 +25,12 @@ from fastapi import APIRouter, Path, Response
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from contracts.api_uploads import PresignedUpload, UploadCreate, UploadOut, UploadRecord, UploadStatus
+from contracts.api.uploads import PresignedUpload, UploadCreate, UploadOut, UploadRecord, UploadStatus
 from contracts.envelope import EventEnvelope
 from contracts.event_ids import upload_completed_event_id
-from contracts.events import EventType, make_event
+from contracts.events.registry import EventType, make_event
+from contracts.events.uploads import UploadCompletedPayload
 from contracts.ids import ID_PATTERN, new_id, tenant_key
-from contracts.upload_events import UploadCompletedPayload
 from services.common.config import GatewaySettings
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
 from services.common.storage import (

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Path, Query
 from nats.js.errors import KeyNotFoundError
 from pydantic import ValidationError
 
-from contracts.api_dead_letters import (
+from contracts.api.dead_letters import (
     PAGE_DEFAULT,
     PAGE_MAX,
     REDRIVE_MAX,

@@ -24,13 +24,13 @@ from nats.js.api import RawStreamMsg
 from nats.js.errors import APIError, NotFoundError
 from pydantic import ValidationError
 
-from contracts.api_dead_letters import DeadLetterDetail, DeadLetterItem, DeadLetterPage, RedriveRefusal, RedriveResult
+from contracts.api.dead_letters import DeadLetterDetail, DeadLetterItem, DeadLetterPage, RedriveRefusal, RedriveResult
 from contracts.envelope import EventEnvelope
 from contracts.event_ids import redrive_msg_id, replay_of
-from contracts.events import EventType, job_event_name
+from contracts.events.registry import EventType, job_event_name
+from contracts.events.webhooks import WebhookDeadLetteredPayload
 from contracts.streams import DEADLETTER, JOBS
 from contracts.subjects import Subjects
-from contracts.webhook_events import WebhookDeadLetteredPayload
 from services.common.webhook_queue import QueuedDelivery, enqueue, is_queue_full, kick, queue_of
 
 JOB_SCAN_MAX = 10_000

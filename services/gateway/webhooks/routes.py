@@ -1,6 +1,6 @@
 """``/v1/webhooks``: the tenant's webhook endpoints (the notifier delivers to them).
 
-Each endpoint is a :class:`~contracts.api_webhooks.WebhookRecord` in KV ``webhooks`` under
+Each endpoint is a :class:`~contracts.api.webhooks.WebhookRecord` in KV ``webhooks`` under
 ``{tenant}.{endpoint_id}``; every change is a compare-and-set on the entry's revision, so a
 concurrent notifier update (auto-disable) is never lost. URLs pass the SSRF guard
 (:mod:`services.common.ssrf`) at creation and whenever a PATCH changes them: a refused URL is a 422
@@ -17,7 +17,7 @@ from fastapi import APIRouter, Body, Path, Response
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from contracts.api_webhooks import (
+from contracts.api.webhooks import (
     SecretRotation,
     WebhookCreate,
     WebhookEndpoint,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from opentelemetry.trace import SpanKind
 from sse_starlette import ServerSentEvent
 
-from contracts.events import TERMINAL_JOB_EVENTS
+from contracts.events.registry import TERMINAL_JOB_EVENTS
 from services.common.observability import tracing
 from services.common.observability.metric_labels import event_type_label
 from services.common.observability.metrics import EVENTS_CONSUMED

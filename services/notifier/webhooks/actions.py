@@ -10,13 +10,13 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from contracts.api_webhooks import WebhookRecord
+from contracts.api.webhooks import WebhookRecord
 from contracts.envelope import utc_now
 from contracts.event_ids import dead_letter_msg_id
-from contracts.events import EventType, make_event
+from contracts.events.registry import EventType, make_event
+from contracts.events.webhooks import WebhookDeadLetteredPayload
 from contracts.ids import tenant_key
 from contracts.subjects import Subjects
-from contracts.webhook_events import WebhookDeadLetteredPayload
 from services.common.nats.publish import publish_event
 from services.notifier.webhooks.sender import AttemptResult
 

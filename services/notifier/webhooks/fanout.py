@@ -43,7 +43,7 @@ from pydantic import ValidationError
 
 from contracts.envelope import EventEnvelope, utc_now
 from contracts.event_ids import delivery_msg_id
-from contracts.job_specs import WebhookTarget
+from contracts.specs.jobs import WebhookTarget
 from services.common.config import NotifierSettings
 from services.common.nats.connection import cancel_requested
 from services.common.observability import metrics, tracing

@@ -27,10 +27,10 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
-from contracts.api_webhooks import WebhookRecord
+from contracts.api.webhooks import WebhookRecord
 from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
-from contracts.job_specs import WebhookTarget
+from contracts.specs.jobs import WebhookTarget
 from services.common.nats.kv_watch import KvWatch
 from services.common.webhook_queue import JOB_HOOK_PREFIX, JOB_HOOKS_QUEUE
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from nats.js import JetStreamContext
 
-from contracts.events import EventType
+from contracts.events.registry import EventType
 from contracts.streams import WEBHOOK_DELIVERIES
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.embedded import EmbeddedNats

@@ -13,7 +13,7 @@ import pytest
 from nats.js import JetStreamContext
 from typer.testing import CliRunner, Result
 
-from contracts.events import EventType
+from contracts.events.registry import EventType
 from contracts.streams import JOBS, Declarations
 from contracts.subjects import Namespace, Subjects
 from services.cli.main import app

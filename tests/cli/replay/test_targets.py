@@ -10,7 +10,7 @@ from nats.js import JetStreamContext
 from typer.testing import Result
 
 from contracts.event_ids import replay_msg_id
-from contracts.events import EventType
+from contracts.events.registry import EventType
 from contracts.streams import JOBS, Declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.embedded import EmbeddedNats

@@ -8,8 +8,8 @@ from nats.js import JetStreamContext
 
 from contracts import streams
 from contracts.envelope import EventEnvelope
-from contracts.events import EventType, make_event
-from contracts.job_events import JobLogPayload
+from contracts.events.jobs import JobLogPayload
+from contracts.events.registry import EventType, make_event
 from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.connection import apply_declarations

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from contracts.job_specs import InputRef
+from contracts.specs.jobs import InputRef
 from contracts.streams import KV_APIKEYS
 from contracts.subjects import Namespace
 from modal_workers.runtime.inputs import InputError, download_input

@@ -9,11 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from contracts import job_events as je
 from contracts.envelope import EventEnvelope
-from contracts.events import EventType, make_event
+from contracts.events import jobs as je
+from contracts.events.registry import EventType, make_event
 from contracts.job_record import Artifact, JobError, JobStatus, StageStatus
-from contracts.job_specs import parse_job_spec
+from contracts.specs.jobs import parse_job_spec
 from services.dispatcher.fold.records import apply, fold, route_pricing
 from tests.support.dispatcher import POSE
 

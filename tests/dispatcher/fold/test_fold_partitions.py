@@ -12,15 +12,15 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from contracts.events import EventType
-from contracts.ids import tenant_key
-from contracts.job_events import (
+from contracts.events.jobs import (
     JobDispatchedPayload,
     JobHeartbeatPayload,
     JobProgressPayload,
     JobQueuedPayload,
     JobStartedPayload,
 )
+from contracts.events.registry import EventType
+from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
 from contracts.subjects import Namespace, Subjects
 from services.common.config import DispatcherSettings

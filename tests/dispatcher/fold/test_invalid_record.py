@@ -17,10 +17,10 @@ from nats.js.kv import KeyValue
 
 from contracts import streams
 from contracts.envelope import utc_now
-from contracts.events import job_created_event
+from contracts.events.registry import job_created_event
 from contracts.ids import new_id, tenant_key
 from contracts.job_record import JobRecord, JobStatus
-from contracts.job_specs import parse_job_spec
+from contracts.specs.jobs import parse_job_spec
 from contracts.subjects import Subjects
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, local_route, submit, wait_record

@@ -14,7 +14,7 @@ from nats.js.kv import KeyValue
 from contracts.envelope import utc_now
 from contracts.ids import new_id, tenant_key
 from contracts.job_record import JobRecord, JobStatus
-from contracts.job_specs import parse_job_spec
+from contracts.specs.jobs import parse_job_spec
 from contracts.subjects import Subjects
 from services.dispatcher.running.held_records import HeldRecords
 from services.dispatcher.store import JobStore

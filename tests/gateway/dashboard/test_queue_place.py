@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from contracts.api_jobs import JobOut
+from contracts.api.jobs import JobOut
 from contracts.job_record import JobStatus, QueuePlace
 from services.gateway.dashboard.render import TEMPLATES
 from services.gateway.dashboard.results import results_view

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from contracts.api_jobs import JobOut, JobUrls
+from contracts.api.jobs import JobOut, JobUrls
 from contracts.job_record import Artifact, JobCost, JobProgress, JobStatus, JobTimings
-from contracts.job_specs import parse_job_spec
+from contracts.specs.jobs import parse_job_spec
 from services.gateway.dashboard.render import TEMPLATES
 from services.gateway.dashboard.results import results_view
 

@@ -9,9 +9,9 @@ import pytest
 from nats.js import JetStreamContext
 
 from contracts.event_ids import worker_event_id
-from contracts.events import EventType
+from contracts.events.jobs import JobArtifactPayload, JobSucceededPayload
+from contracts.events.registry import EventType
 from contracts.ids import new_uuid7
-from contracts.job_events import JobArtifactPayload, JobSucceededPayload
 from contracts.job_record import Artifact
 from contracts.subjects import Namespace
 from tests.gateway.ingest.test_ingest import JOB, event, post, stored_count, token

@@ -12,8 +12,7 @@ from pydantic import BaseModel
 
 from contracts.envelope import EventEnvelope
 from contracts.event_ids import worker_event_id
-from contracts.events import EventType, make_event
-from contracts.job_events import (
+from contracts.events.jobs import (
     JobHeartbeatPayload,
     JobLogPayload,
     JobProgressPayload,
@@ -22,6 +21,7 @@ from contracts.job_events import (
     JobStartedPayload,
     JobSucceededPayload,
 )
+from contracts.events.registry import EventType, make_event
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.auth.ingest_tokens import mint_ingest_token

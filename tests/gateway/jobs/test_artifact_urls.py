@@ -9,7 +9,7 @@ from nats.js import JetStreamContext
 
 from contracts.ids import new_id
 from contracts.job_record import Artifact, JobRecord, JobStatus
-from contracts.job_specs import parse_job_spec
+from contracts.specs.jobs import parse_job_spec
 from contracts.subjects import Namespace
 from services.common.storage import InvalidKeyError, check_result_key, result_key
 from tests.gateway.jobs.test_jobs import write_record

@@ -11,10 +11,10 @@ import httpx
 import pytest
 from nats.js import JetStreamContext
 
-from contracts.api_jobs import IdempotencyClaim, JobCreate
+from contracts.api.jobs import IdempotencyClaim, JobCreate
 from contracts.ids import new_id, tenant_key
 from contracts.job_record import Artifact, JobRecord, JobStatus
-from contracts.job_specs import SPEC_MODELS, parse_job_spec
+from contracts.specs.jobs import SPEC_MODELS, parse_job_spec
 from contracts.streams import KV_IDEMPOTENCY, KV_JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.auth.tokens import verify_token

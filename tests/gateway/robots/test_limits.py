@@ -15,8 +15,8 @@ from nats.js.kv import KeyValue
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from contracts.events.robots import JointSample
 from contracts.ids import tenant_key
-from contracts.robot_events import JointSample
 from contracts.streams import KV_ROBOTS, TELEMETRY, Declarations
 from contracts.subjects import Namespace
 from services.gateway.robots.ingest import Telemetry

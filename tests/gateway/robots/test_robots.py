@@ -17,9 +17,9 @@ from nats.js.errors import KeyNotFoundError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from contracts.api_robots import JointsWsAck
+from contracts.api.robots import JointsWsAck
+from contracts.events.robots import JointSample
 from contracts.ids import tenant_key
-from contracts.robot_events import JointSample
 from contracts.streams import KV_ROBOTS, TELEMETRY
 from contracts.subjects import Namespace, Subjects
 from services.common.auth.apikeys import ApiKeyStore, Principal

@@ -8,8 +8,8 @@ import pytest
 from nats.js import JetStreamContext
 from websockets.exceptions import ConnectionClosed
 
-from contracts.events import EventType
-from contracts.job_events import JobHeartbeatPayload, JobProgressPayload, JobSucceededPayload
+from contracts.events.jobs import JobHeartbeatPayload, JobProgressPayload, JobSucceededPayload
+from contracts.events.registry import EventType
 from contracts.session_feed import H_TS
 from contracts.subjects import Namespace, Subjects
 from tests.support.gateway import Gateway, Tenant

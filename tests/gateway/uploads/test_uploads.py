@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from nats.js import JetStreamContext
 
-from contracts.api_uploads import UploadRecord, UploadStatus
+from contracts.api.uploads import UploadRecord, UploadStatus
 from contracts.ids import tenant_key
 from contracts.streams import KV_UPLOADS
 from contracts.subjects import Namespace, Subjects

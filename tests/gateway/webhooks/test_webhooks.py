@@ -10,7 +10,7 @@ import pytest
 from nats.js import JetStreamContext
 from standardwebhooks import Webhook
 
-from contracts.api_webhooks import WebhookRecord
+from contracts.api.webhooks import WebhookRecord
 from contracts.ids import tenant_key
 from contracts.streams import KV_WEBHOOKS
 from contracts.subjects import Namespace

@@ -11,7 +11,7 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from contracts.events import EventType
+from contracts.events.registry import EventType
 from contracts.subjects import Subjects
 from services.common.auth.apikeys import ApiKeyStore
 from tests.notifier.sse.client import SseReader

@@ -13,7 +13,7 @@ from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from nats.js.kv import KeyValue
 
-from contracts.events import EventType
+from contracts.events.registry import EventType
 from contracts.streams import JOBS, Declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.auth.apikeys import ApiKeyStore

@@ -10,8 +10,8 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from contracts.events import EventType, job_event_name
-from contracts.job_events import JobLogPayload
+from contracts.events.jobs import JobLogPayload
+from contracts.events.registry import EventType, job_event_name
 from contracts.subjects import Namespace, Subjects
 from services.common.auth.apikeys import ApiKeyStore
 from tests.notifier.sse.client import SseReader, parse_sse

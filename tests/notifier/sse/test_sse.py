@@ -10,8 +10,8 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from contracts.events import EventType, make_event
-from contracts.job_events import JobLogPayload, JobProgressPayload
+from contracts.events.jobs import JobLogPayload, JobProgressPayload
+from contracts.events.registry import EventType, make_event
 from contracts.subjects import Subjects
 from services.common.auth.apikeys import ApiKeyStore
 from services.common.auth.tokens import mint_token

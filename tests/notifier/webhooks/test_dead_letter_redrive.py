@@ -10,7 +10,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from standardwebhooks import Webhook
 
-from contracts.events import EventType
+from contracts.events.registry import EventType
 from contracts.subjects import Subjects
 from services.notifier.webhooks.actions import publish_dead_letter
 from services.notifier.webhooks.sender import AttemptResult

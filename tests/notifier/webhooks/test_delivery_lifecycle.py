@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
-from contracts.events import EventType
+from contracts.events.registry import EventType
 from contracts.ids import tenant_key
 from contracts.streams import WEBHOOK_DELIVERIES, Declarations
 from contracts.subjects import Namespace, Subjects

@@ -11,7 +11,7 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from contracts.events import EventType
+from contracts.events.registry import EventType
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.notifier.webhooks.fanout import FANOUT_DURABLE

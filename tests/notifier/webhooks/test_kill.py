@@ -20,7 +20,7 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from contracts.events import EventType, job_event_name
+from contracts.events.registry import EventType, job_event_name
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.embedded import EmbeddedNats
 from tests.conftest import ROOT

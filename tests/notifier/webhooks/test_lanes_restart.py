@@ -12,7 +12,7 @@ from pathlib import Path
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from contracts.events import EventType
+from contracts.events.registry import EventType
 from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.embedded import EmbeddedNats

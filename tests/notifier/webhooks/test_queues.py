@@ -12,11 +12,11 @@ from nats.js.api import DiscardPolicy, RetentionPolicy
 from nats.js.kv import KeyValue
 
 from contracts.envelope import EventEnvelope
-from contracts.events import EventType
+from contracts.events.registry import EventType
+from contracts.events.webhooks import WebhookDeadLetteredPayload
 from contracts.ids import tenant_key
 from contracts.streams import WEBHOOK_DELIVERIES
 from contracts.subjects import Namespace, Subjects
-from contracts.webhook_events import WebhookDeadLetteredPayload
 from services.common.auth.apikeys import ApiKeyStore
 from services.notifier.webhooks.delivery import consumer_name
 from services.notifier.webhooks.targets import job_hook_id

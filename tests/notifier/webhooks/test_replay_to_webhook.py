@@ -12,7 +12,7 @@ from nats.js.kv import KeyValue
 from standardwebhooks import Webhook
 from typer.testing import CliRunner
 
-from contracts.events import EventType
+from contracts.events.registry import EventType
 from contracts.streams import WEBHOOK_DELIVERIES
 from contracts.subjects import Namespace, Subjects
 from services.cli.main import app

@@ -11,7 +11,7 @@ from standardwebhooks import Webhook
 
 from contracts.envelope import EventEnvelope
 from contracts.event_ids import dead_letter_msg_id, replay_msg_id, replay_of
-from contracts.events import EventType
+from contracts.events.registry import EventType
 from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.embedded import EmbeddedNats

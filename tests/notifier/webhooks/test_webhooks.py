@@ -11,9 +11,9 @@ from nats.js.kv import KeyValue
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from contracts.events import EventType
+from contracts.events.registry import EventType
+from contracts.events.webhooks import WebhookDeadLetteredPayload
 from contracts.subjects import Subjects
-from contracts.webhook_events import WebhookDeadLetteredPayload
 from services.common.auth.apikeys import ApiKeyStore
 from services.notifier.webhooks.targets import job_hook_id, job_webhook_secret
 from tests.support.events import create_endpoint, create_job, job_event, job_spec, publish, read_endpoint, wait_for

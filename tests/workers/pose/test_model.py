@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from contracts.job_specs import PoseParams, PoseSpec, parse_job_spec
+from contracts.specs.jobs import PoseParams, PoseSpec, parse_job_spec
 from modal_workers.pose.infer import Detections, PersonTracker, load_model, predict, resolve_model
 from modal_workers.pose.synth import signal_preserving, write_video
 from modal_workers.pose.workload import batched

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from contracts.session_feed import FeedFrame
-from contracts.session_params import VlmParams
+from contracts.specs.session_params import VlmParams
 from modal_workers.runtime.live_session import LiveSession
 
 

@@ -12,9 +12,9 @@ import pytest
 from nats.js import JetStreamContext
 
 from contracts.event_ids import worker_event_id
-from contracts.events import EventType, make_event
+from contracts.events.jobs import JobLogPayload
+from contracts.events.registry import EventType, make_event
 from contracts.ids import new_id
-from contracts.job_events import JobLogPayload
 from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
 from modal_workers.runtime.sinks import IngestSink

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from contracts.session_params import SplatParams
+from contracts.specs.session_params import SplatParams
 from modal_workers.runtime.session_input import SessionFrame
 from modal_workers.runtime.worker_runtime import PermanentError
 from modal_workers.splat.camera import CameraRig, Intrinsics, look_at

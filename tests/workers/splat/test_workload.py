@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from contracts.session_params import SplatParams
+from contracts.specs.session_params import SplatParams
 from modal_workers.runtime.worker_runtime import PermanentError
 from modal_workers.splat import workload as splat
 from services.common.config import SplatSettings

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from contracts.job_specs import VlmParams
+from contracts.specs.jobs import VlmParams
 from modal_workers.runtime.worker_runtime import PermanentError
 from modal_workers.vlm.chunker import Chunk
 from modal_workers.vlm.model import VlmModel

@@ -2,7 +2,7 @@
 
 A :class:`JointSample` is the payload of one ``robot.joints`` event; a :class:`JointBatch` carries
 several of one robot. The HTTP and WebSocket bodies that produce them are in
-:mod:`contracts.api_robots`. Angles are radians, finite (as every contract's numbers:
+:mod:`contracts.api.robots`. Angles are radians, finite (as every contract's numbers:
 :mod:`contracts.base`) and within ±2π (checked by pydantic-core, no Python call per angle);
 whether the count fits the robot (6 for an SO-100/101 arm) is the gateway's check.
 """

@@ -12,11 +12,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from contracts import CONTRACTS_VERSION
+from contracts.documents.generated import GeneratedFile
 from contracts.envelope import EventEnvelope
-from contracts.events import PAYLOADS, EventType, job_event_name
-from contracts.generated import GeneratedFile
+from contracts.events.registry import PAYLOADS, EventType, job_event_name
 
-ASYNCAPI_PATH = Path(__file__).resolve().parents[1] / "docs" / "asyncapi.json"
+ASYNCAPI_PATH = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.json"
 
 _CHANNELS: dict[str, tuple[str, str, list[EventType]]] = {
     "jobEvents": (

@@ -22,7 +22,7 @@ from datetime import datetime
 from pydantic import AwareDatetime, ConfigDict, Field, field_validator, model_validator
 
 from contracts.base import Contract, JsonValue
-from contracts.events import EventType
+from contracts.events.registry import EventType
 from contracts.ids import ResourceId, TenantId
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret

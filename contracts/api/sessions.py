@@ -13,11 +13,11 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Discriminator, Field, WrapValidator
 
-from contracts.api_jobs import field_locations
+from contracts.api.jobs import field_locations
 from contracts.base import Contract, JsonObject
 from contracts.ids import JobId, ResourceId, TenantId
 from contracts.job_record import Artifact, JobCost, JobError, JobStatus, SessionState
-from contracts.job_specs import JobKind, SplatSpec, VlmSpec
+from contracts.specs.jobs import JobKind, SplatSpec, VlmSpec
 
 _BODY = ConfigDict(extra="forbid")
 

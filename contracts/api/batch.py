@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field
 
-from contracts.api_jobs import JobOut
+from contracts.api.jobs import JobOut
 from contracts.base import Contract, JsonObject
 
 BATCH_MAX = 1000

@@ -1,6 +1,6 @@
 """Every event type (v1), its payload model, and the helpers to build and read envelopes.
 
->>> from contracts.job_events import JobProgressPayload
+>>> from contracts.events.jobs import JobProgressPayload
 >>> env = make_event(EventType.JOB_PROGRESS, JobProgressPayload(fraction=0.5), tenant="acme",
 ...                  source="worker/pose", job_id="job_1", kind="pose", attempt=1)
 >>> parse_payload(env)
@@ -15,15 +15,15 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from contracts import job_events as je
-from contracts import session_events as se
 from contracts.envelope import EventEnvelope, utc_now
 from contracts.event_ids import created_event_id
+from contracts.events import jobs as je
+from contracts.events import sessions as se
+from contracts.events.robots import JointSample
+from contracts.events.uploads import UploadCompletedPayload
+from contracts.events.webhooks import WebhookDeadLetteredPayload
 from contracts.ids import new_uuid7
 from contracts.job_record import JobRecord
-from contracts.robot_events import JointSample
-from contracts.upload_events import UploadCompletedPayload
-from contracts.webhook_events import WebhookDeadLetteredPayload
 
 _P = TypeVar("_P", bound=BaseModel)
 

@@ -9,7 +9,7 @@ Each accepted sample becomes one ``robot.joints`` :class:`~contracts.envelope.Ev
 ``robots.{tenant}.{robot_id}.joints``. At telemetry rates the envelope is written by
 :class:`JointEventEncoder` with string formatting rather than pydantic (the sample was validated on
 the way in, every id in it is a safe token, so nothing needs escaping); the result parses as an
-``EventEnvelope`` whose ``data`` is a :class:`~contracts.robot_events.JointSample`.
+``EventEnvelope`` whose ``data`` is a :class:`~contracts.events.robots.JointSample`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import uuid_utils
 from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, TypeAdapter, model_validator
 
 from contracts.base import Contract
+from contracts.events.robots import MAX_BATCH, MAX_JOINTS, Angle
 from contracts.ids import validate_id
-from contracts.robot_events import MAX_BATCH, MAX_JOINTS, Angle
 
 JointAngles = Annotated[list[Angle], Field(min_length=1, max_length=MAX_JOINTS)]
 """A sample's angles in radians, one per joint, in joint order."""
@@ -137,7 +137,7 @@ def utc_iso(moment: datetime, timespec: str = "auto") -> str:
 class JointEventEncoder:
     """Writes ``robot.joints`` envelopes of one tenant's robot as compact JSON bytes, without models.
 
-    ``data(sample, received)`` is the :class:`~contracts.robot_events.JointSample` JSON (also what
+    ``data(sample, received)`` is the :class:`~contracts.events.robots.JointSample` JSON (also what
     KV ``robots`` keeps as the latest); ``envelope(data, received)`` wraps it with a new UUIDv7 id.
     ``received`` is the receipt time as ``utc_iso(...).encode()``: the envelope's ``time`` and the
     default ``ts``. The angles are written by pydantic-core, as pydantic would write them.

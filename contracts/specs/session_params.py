@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from pydantic import Field, field_validator, model_validator
 
-from contracts.job_params import JobParams, safe_relative_path
+from contracts.specs.job_params import JobParams, safe_relative_path
 
 ALERT_PATTERN_MAX = 256
 """Longest alert pattern accepted (a bound on what a regular expression search can cost)."""

@@ -1,6 +1,6 @@
 """JSON Schemas of the v1 contracts, committed under ``contracts/schema/``.
 
-``python -m contracts.schema_export`` rewrites them; ``--check`` lists drift and exits 1 when the
+``python -m contracts.documents.schema_export`` rewrites them; ``--check`` lists drift and exits 1 when the
 committed files no longer match the models (the test suite runs the same check).
 """
 
@@ -14,15 +14,15 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from contracts.dead_letters import DeadLetter
+from contracts.documents.generated import GeneratedFile
 from contracts.envelope import EventEnvelope
-from contracts.events import PAYLOADS
-from contracts.generated import GeneratedFile
+from contracts.events.registry import PAYLOADS
+from contracts.events.robots import JointBatch
 from contracts.job_record import JobRecord
-from contracts.job_specs import SPEC_MODELS, JobSpecAdapter, WebhookTarget
-from contracts.robot_events import JointBatch
+from contracts.specs.jobs import SPEC_MODELS, JobSpecAdapter, WebhookTarget
 from contracts.streams import BucketDecl, Declarations, StreamDecl
 
-SCHEMA_DIR = Path(__file__).resolve().parent / "schema"
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schema"
 """Where the committed schemas live."""
 
 Schemable = type[BaseModel] | TypeAdapter[Any]
@@ -92,7 +92,7 @@ def check_schemas(out_dir: Path = SCHEMA_DIR) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m contracts.schema_export [--check] [DIR]``."""
+    """``python -m contracts.documents.schema_export [--check] [DIR]``."""
     args = list(sys.argv[1:] if argv is None else argv)
     check = "--check" in args
     rest = [a for a in args if a != "--check"]

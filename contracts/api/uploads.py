@@ -14,8 +14,8 @@ from enum import StrEnum
 from pydantic import AwareDatetime, ConfigDict, Field, field_validator
 
 from contracts.base import Contract
+from contracts.events.uploads import validate_filename
 from contracts.ids import ResourceId, TenantId
-from contracts.upload_events import validate_filename
 
 _BODY = ConfigDict(extra="forbid")
 _RECORD = ConfigDict(extra="forbid", frozen=True)

@@ -1,7 +1,7 @@
 """Payloads of the job events (``jobs.{tenant}.{job_id}.{event}``), one model per event type.
 
 The envelope carries ``job_id``, ``kind`` and ``attempt``; a payload holds only what is particular
-to its event. See :mod:`contracts.events` for the type → payload table.
+to its event. See :mod:`contracts.events.registry` for the type → payload table.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pydantic import AwareDatetime, ConfigDict, Field
 
 from contracts.base import Contract, JsonObject
 from contracts.job_record import Artifact, JobError, Metrics, StageStatus
-from contracts.job_specs import JobSpec
+from contracts.specs.jobs import JobSpec
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 

@@ -29,8 +29,8 @@ from pydantic_core import PydanticCustomError
 
 from contracts.base import Contract
 from contracts.ids import ResourceId
-from contracts.job_params import JobParams, LapCompareParams, NerfParams, PoseParams
-from contracts.session_params import SplatParams, VlmParams
+from contracts.specs.job_params import JobParams, LapCompareParams, NerfParams, PoseParams
+from contracts.specs.session_params import SplatParams, VlmParams
 
 
 class JobKind(StrEnum):

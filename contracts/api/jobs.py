@@ -1,6 +1,6 @@
 """Job API bodies (``/v1/jobs``).
 
-:data:`JobCreate` is the :data:`~contracts.job_specs.JobSpec` union itself, so the OpenAPI shows one
+:data:`JobCreate` is the :data:`~contracts.specs.jobs.JobSpec` union itself, so the OpenAPI shows one
 schema per kind, with one change to its errors: pydantic puts the union tag into each error's
 location (``("pose", "params", "batch_size")``) and reports a bad ``kind`` at the root. Here the tag
 is dropped and ``kind`` errors are reported at ``("kind",)``, so every error names the body field.
@@ -37,7 +37,7 @@ from contracts.job_record import (
     QueuePlace,
     StageState,
 )
-from contracts.job_specs import (
+from contracts.specs.jobs import (
     SPEC_MODELS,
     JobKind,
     JobSpec,
