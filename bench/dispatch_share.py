@@ -32,11 +32,11 @@ from contracts.route_table import RetryPolicy, Route, Stage
 from contracts.runs import Outcome, RunRequest
 from contracts.specs.jobs import parse_job_spec
 from contracts.subjects import Namespace, Subjects
-from services.common.config import DispatcherSettings
 from services.common.nats.embedded import EmbeddedNats
 from services.common.nats.publish import publish_event
 from services.dispatcher.running.backends import Announce, Launch
 from services.dispatcher.service import Dispatcher
+from services.dispatcher.settings import DispatcherSettings
 
 TENANTS = 100
 JOBS_PER_TENANT = 5

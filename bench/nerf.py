@@ -47,7 +47,7 @@ def colmap(folder: Path) -> tuple[dict[str, Any], list[Any], float, float]:
 
     from modal_workers.nerf import sfm as nerf_sfm
     from modal_workers.nerf.archive import unpack_photos
-    from services.common.config import NerfSettings
+    from modal_workers.nerf.settings import NerfSettings
     from tests.support.nerf_jobs import umeyama
     from tests.support.nerf_scene import scene_views, scene_zip
 

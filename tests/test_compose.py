@@ -19,15 +19,12 @@ import pytest
 import yaml
 from pydantic import SecretStr, ValidationError
 
-from services.common.config import (
-    PLACEHOLDER_PREFIX,
-    BaseServiceSettings,
-    DispatcherSettings,
-    GatewaySettings,
-    NotifierSettings,
-)
+from services.common.config import PLACEHOLDER_PREFIX, BaseServiceSettings
 from services.common.nats.embedded import NatsServerError, find_nats_server
 from services.common.observability import metrics
+from services.dispatcher.settings import DispatcherSettings
+from services.gateway.settings import GatewaySettings
+from services.notifier.settings import NotifierSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

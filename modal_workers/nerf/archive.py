@@ -27,8 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from modal_workers.nerf.settings import NerfSettings
 from modal_workers.runtime.worker_runtime import PermanentError
-from services.common.config import NerfSettings
 
 JPEG, PNG = b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"
 CHUNK = 1024 * 1024

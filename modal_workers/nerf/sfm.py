@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from modal_workers.nerf.archive import Photo, read_rgba
-from services.common.config import NerfSettings
+from modal_workers.nerf.settings import NerfSettings
 
 CAMERA_MODEL = "SIMPLE_RADIAL"
 _PARAMS = {  # COLMAP model → names of its parameters in transforms.json

@@ -14,7 +14,7 @@ Four stages of one pipeline (``deploy/routes.yaml``), each its own function on i
 
 Every stage reads the job's ``images`` input itself (the archive is small next to what a stage
 does with it) and the previous stage's artifacts with ``ctx.stage_input``. Limits and tuning are
-:class:`~services.common.config.NerfSettings` (``GPURELAY_NERF_*``).
+:class:`~modal_workers.nerf.settings.NerfSettings` (``GPURELAY_NERF_*``).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from pydantic import ValidationError
 from contracts.specs.jobs import NerfSpec
 from modal_workers.nerf import sfm as nerf_sfm
 from modal_workers.nerf.archive import Photo, unpack_photos
+from modal_workers.nerf.settings import NerfSettings
 from modal_workers.runtime.worker_runtime import PermanentError, WorkerContext
-from services.common.config import NerfSettings
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """How a splat session's frames become posed training images: the rig, the intrinsics, the pose.
 
 :func:`frame_source` builds a :class:`FrameSource` once per session from its params and the
-deployment's :class:`~services.common.config.SplatSettings` (each param left ``None`` takes the
+deployment's :class:`~modal_workers.splat.settings.SplatSettings` (each param left ``None`` takes the
 setting): the URDF (a name under ``robots_dir``, by default the URDFs shipped in
 ``modal_workers/assets``; the setting may also be an absolute path), the camera link and mount, the
 intrinsics, the largest image side trained on. A URDF that cannot be read, or a link it lacks, fails
@@ -28,7 +28,7 @@ from contracts.specs.session_params import CameraIntrinsics, SplatParams
 from modal_workers.runtime.session_input import SessionFrame
 from modal_workers.runtime.worker_runtime import PermanentError
 from modal_workers.splat.camera import Camera, CameraRig, Intrinsics, resolve_pose
-from services.common.config import SplatSettings
+from modal_workers.splat.settings import SplatSettings
 
 CPU_MAX_SIDE, CUDA_MAX_SIDE = 160, 1024
 """The longest image side trained on when ``GPURELAY_SPLAT_MAX_IMAGE_SIDE`` is not set."""

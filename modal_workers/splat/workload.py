@@ -9,7 +9,7 @@ frames are never kept waiting long. Outputs, chunks, counters and the result are
 :class:`~modal_workers.splat.session.SplatSession`'s.
 
 Deployment defaults (URDF, camera link and mount, intrinsics, scene depth, image size) are
-:class:`~services.common.config.SplatSettings` (``GPURELAY_SPLAT_*``). On CUDA the rasterizer is
+:class:`~modal_workers.splat.settings.SplatSettings` (``GPURELAY_SPLAT_*``). On CUDA the rasterizer is
 gsplat when its kernels were built into the image (:func:`gsplat_prebuilt`), never compiled at
 request time; elsewhere it is the pure-torch one. ``warm()`` (Modal's ``@modal.enter``) imports torch
 and touches the GPU once per container.
@@ -31,8 +31,8 @@ from modal_workers.runtime.worker_runtime import PermanentError
 from modal_workers.splat.inputs import frame_source
 from modal_workers.splat.raster import Backend
 from modal_workers.splat.session import SplatSession
+from modal_workers.splat.settings import SplatSettings
 from modal_workers.splat.train import SplatConfig, SplatTrainer
-from services.common.config import SplatSettings
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from services.common import event_loop
-from services.common.config import DispatcherSettings, load_settings
+from services.common.config import load_settings
 from services.common.http.metrics import metrics_endpoint
 from services.common.http_server import EmbeddedHttpServer
 from services.common.observability.logging import setup_logging
 from services.common.observability.tracing import setup_tracing
 from services.dispatcher.service import Dispatcher
+from services.dispatcher.settings import DispatcherSettings
 
 
 def health_app(dispatcher: Dispatcher) -> Any:

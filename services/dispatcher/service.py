@@ -45,7 +45,6 @@ from nats.aio.client import Client as NatsClient
 
 from contracts import streams
 from contracts.route_table import DEFAULT_ROUTES, Route, load_route_table
-from services.common.config import DispatcherSettings
 from services.common.nats.connection import cancel_and_wait, connect, declare_all
 from services.common.observability import metrics
 from services.common.quotas import QuotaBook
@@ -70,6 +69,7 @@ from services.dispatcher.scheduling.queue import QueueIndex
 from services.dispatcher.scheduling.scheduler import Scheduler
 from services.dispatcher.scheduling.sweeper import CreatedSweeper
 from services.dispatcher.scheduling.tallies import Tallies
+from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.store import DISPATCH_STREAM, JobEvents, JobStore, declare_dispatch
 from services.dispatcher.subscribers import bound_and_watch, make_broker, subscribe_events
 

@@ -21,12 +21,12 @@ from faststream.nats.annotations import NatsMessage
 from nats.aio.client import Client as NatsClient
 from nats.js.api import DeliverPolicy
 
-from services.common.config import DispatcherSettings
 from services.common.nats.connection import connection_options
 from services.common.observability.metric_labels import subject_event_label
 from services.common.observability.metrics import EVENTS_CONSUMED
 from services.common.observability.tracing import consumer_span
 from services.dispatcher.consumers import ConsumerGuard, Redelivery, bound_redeliveries, span_attributes
+from services.dispatcher.settings import DispatcherSettings
 
 TICKET = "dispatch.ticket"
 """The ``type`` label of a dispatch ticket consumed (:mod:`services.dispatcher.running.tickets`)."""

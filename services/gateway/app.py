@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from services.common.config import GatewaySettings
 from services.common.http.cors import install_cors
 from services.common.http.health import Probe, install_health, nats_probe
 from services.common.http.metrics import install_metrics
@@ -25,6 +24,7 @@ from services.gateway.blobs import blob_router
 from services.gateway.dashboard import install_dashboard
 from services.gateway.middleware import BodySizeLimitMiddleware
 from services.gateway.routers import ROUTERS
+from services.gateway.settings import GatewaySettings
 from services.gateway.state import GatewayState
 
 log = logging.getLogger(__name__)

@@ -16,11 +16,11 @@ from contracts.envelope import EventEnvelope
 from contracts.subjects import Subjects
 from services.common.auth.apikeys import ApiKeyStore
 from services.common.auth.key_cache import KeyCache
-from services.common.config import GatewaySettings
 from services.common.http.problem import ProblemError
 from services.common.nats.publish import publish_event
 from services.common.storage import Storage
 from services.gateway.jobs.admission import Admission
+from services.gateway.settings import GatewaySettings
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from fastapi import FastAPI
 from nats.aio.client import Client as NatsClient
 
 from contracts.api.webhooks import WebhookRecord
-from services.common.config import NotifierSettings
 from services.common.http.cors import install_cors
 from services.common.http.health import install_health, nats_probe
 from services.common.http.metrics import install_metrics
@@ -28,6 +27,7 @@ from services.common.nats.round_trip import round_trip
 from services.common.observability.tracing import fastapi_telemetry
 from services.notifier.observe import start_sampling
 from services.notifier.routes import router
+from services.notifier.settings import NotifierSettings
 from services.notifier.state import NotifierState, open_state
 from services.notifier.webhooks.fanout import FANOUT_DURABLE, FanOut
 from services.notifier.webhooks.targets import JobHooks

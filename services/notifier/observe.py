@@ -16,9 +16,9 @@ from collections.abc import Callable
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from services.common.config import NotifierSettings
 from services.common.observability import metrics
 from services.common.observability.metric_labels import status_class
+from services.notifier.settings import NotifierSettings
 from services.notifier.webhooks.sender import AttemptResult
 
 DELIVERED, DEAD_LETTERED, REFUSED = "delivered", "dead_lettered", "refused"

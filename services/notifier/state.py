@@ -11,8 +11,8 @@ from nats.js.kv import KeyValue
 from contracts import streams
 from services.common.auth.apikeys import ApiKeyStore
 from services.common.auth.key_cache import KeyCache
-from services.common.config import NotifierSettings
 from services.common.nats.connection import declare_all
+from services.notifier.settings import NotifierSettings
 from services.notifier.sse.hub import Hub
 from services.notifier.sse.slots import StreamSlots, stream_slots
 from services.notifier.webhooks.deliveries import DeliveryStore, open_bucket

@@ -22,9 +22,9 @@ from contracts.job_record import JobRecord
 from contracts.route_table import RetryPolicy, Route, Stage
 from contracts.specs.jobs import parse_job_spec
 from contracts.subjects import Namespace, Subjects
-from services.common.config import DispatcherSettings
 from services.common.nats.publish import publish_event
 from services.common.nats.record_watch import latest_record
+from services.dispatcher.settings import DispatcherSettings
 from tests.support.secrets import INGEST_SECRET, SIGNING_SECRET
 
 POSE = {"kind": "pose", "inputs": {"video": {"url": "https://example.com/v.mp4"}}}

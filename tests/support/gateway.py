@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from contracts.envelope import EventEnvelope
 from contracts.subjects import Namespace
-from services.common.config import GatewaySettings
+from services.gateway.settings import GatewaySettings
 from tests.support.secrets import INGEST_SECRET, SIGNING_SECRET
 
 

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from contracts.streams import JOBS
 from contracts.subjects import Namespace
-from services.common.config import NotifierSettings
+from services.notifier.settings import NotifierSettings
 from services.notifier.sse.hub import HUB_DESCRIPTION
 from services.notifier.state import NotifierState
 from services.notifier.webhooks.fanout import FANOUT_DURABLE

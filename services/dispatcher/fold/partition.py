@@ -28,7 +28,6 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from contracts import streams
-from services.common.config import DispatcherSettings
 from services.common.nats.connection import cancel_requested
 from services.dispatcher.consumers import ConsumerGuard
 from services.dispatcher.fold.batch import BatchFold, RecordCache
@@ -37,6 +36,7 @@ from services.dispatcher.fold.pinned_pull import ConsumerUnavailable, PinnedCons
 from services.dispatcher.fold.reactions import Reactions
 from services.dispatcher.fold.serial import FOLD_LABEL, FoldConsumer, FoldDurable
 from services.dispatcher.pull_loop import FETCH_WAIT_S
+from services.dispatcher.settings import DispatcherSettings
 
 log = logging.getLogger(__name__)
 PIN_MARGIN_S = 2.0

@@ -33,7 +33,6 @@ from contracts.events.registry import EventType
 from contracts.job_record import Artifact, JobError, JobRecord, JobStatus, StageStatus
 from contracts.route_table import Route
 from contracts.runs import RunRequest, StagePlan
-from services.common.config import DispatcherSettings
 from services.common.nats.connection import cancel_and_wait
 from services.common.observability import tracing
 from services.dispatcher.consumers import PoisonMessage
@@ -43,6 +42,7 @@ from services.dispatcher.running.hearing import Hearing
 from services.dispatcher.running.held_records import Follower, HeldRecords
 from services.dispatcher.running.supervision import Held, Verdict, ended_as, wait_for_verdict
 from services.dispatcher.scheduling.scheduler import Decision, Scheduler
+from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.store import JobEvents, JobStore, Ticket
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from typing import Any
 
 from contracts.runs import Outcome, RunRequest
 from modal_workers.runtime.local_host import worker_main
-from services.common.config import DispatcherSettings
+from services.dispatcher.settings import DispatcherSettings
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 60.0
@@ -75,7 +75,9 @@ class LocalPool:
     async def _spawn(self) -> None:
         parent, child = self._ctx.Pipe()
         parent_pid = os.getpid() if self.settings.local_workers_die_with_dispatcher else None
-        process = self._ctx.Process(target=worker_main, args=(child, self.settings, parent_pid), daemon=False)
+        process = self._ctx.Process(
+            target=worker_main, args=(child, self.settings, self.settings.local_worker_env, parent_pid), daemon=False
+        )
         # From the loop's thread, not a worker thread: the parent-death signal follows the thread
         # that started the child, and this one lives as long as the process.
         process.start()

@@ -19,8 +19,8 @@ from typing import Any, Protocol
 from contracts.route_table import Route, Stage
 from contracts.runs import Outcome, RunRequest
 from services.common.auth.ingest_tokens import mint_ingest_token
-from services.common.config import DispatcherSettings
 from services.dispatcher.running.backends import Announce, BackendUnavailableError, Launch, observed
+from services.dispatcher.settings import DispatcherSettings
 
 RESULT_POLL_S = 55.0
 

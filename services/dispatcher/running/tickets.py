@@ -24,11 +24,11 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from services.common.config import DispatcherSettings
 from services.common.observability.metrics import EVENTS_CONSUMED
 from services.common.observability.tracing import consumer_span
 from services.dispatcher.consumers import ConsumerGuard, Redelivery, span_attributes
 from services.dispatcher.pull_loop import pull_one_at_a_time
+from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.store import dispatch_subject
 from services.dispatcher.subscribers import TICKET, Consumer
 

@@ -23,7 +23,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from services.common.auth.apikeys import Principal
 from services.common.auth.key_cache import dashboard_token
 from services.common.auth.tokens import mint_token
-from services.common.config import GatewaySettings
+from services.gateway.settings import GatewaySettings
 from services.gateway.state import GatewayState
 
 SESSION_COOKIE = "gpurelay_session"

@@ -17,7 +17,6 @@ from fastapi import APIRouter, FastAPI, Header, Path, Query, Request, Response
 from contracts.api.sessions import FrameAccepted, SessionCreate, SessionOut
 from contracts.specs.jobs import SplatSpec, VlmSpec
 from contracts.specs.session_params import vlm_model_refusal
-from services.common.config import GatewaySettings
 from services.common.http.problem import field_error, problem_responses, unprocessable
 from services.gateway.deps import PrincipalDep, StateDep
 from services.gateway.jobs.routes import IdempotencyKey, submit_job
@@ -26,6 +25,7 @@ from services.gateway.sessions.http import intake_of, pose_header, read_frame, s
 from services.gateway.sessions.intake import SessionIntake
 from services.gateway.sessions.stream import session_stream
 from services.gateway.sessions.view import session_out
+from services.gateway.settings import GatewaySettings
 from services.gateway.state import GatewayState
 
 

@@ -31,7 +31,6 @@ from contracts.event_ids import upload_completed_event_id
 from contracts.events.registry import EventType, make_event
 from contracts.events.uploads import UploadCompletedPayload
 from contracts.ids import ID_PATTERN, new_id, tenant_key
-from services.common.config import GatewaySettings
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
 from services.common.storage import (
     ObjectChangedError,
@@ -44,6 +43,7 @@ from services.common.storage import (
 )
 from services.common.storage.base import MAX_EXPIRES_S
 from services.gateway.deps import PrincipalDep, StateDep
+from services.gateway.settings import GatewaySettings
 from services.gateway.state import GatewayState
 from services.gateway.uploads import magic
 

@@ -15,11 +15,11 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from contracts.envelope import utc_now
-from services.common.config import NotifierSettings
 from services.common.observability import tracing
 from services.common.observability.metric_labels import EndpointLabels
 from services.common.webhook_queue import H_ENDPOINT, H_EVENT, H_JOB, H_REPLAY_OF, H_TYPE, H_URL, source_seq
 from services.notifier.observe import DEAD_LETTERED, observe_attempt, observe_ended
+from services.notifier.settings import NotifierSettings
 from services.notifier.webhooks.actions import disable_endpoint, next_delay, publish_dead_letter
 from services.notifier.webhooks.deliveries import DeliveryState, DeliveryStore
 from services.notifier.webhooks.sender import AttemptResult, Sender

@@ -19,8 +19,8 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from services.common.config import NotifierSettings
 from services.common.nats.connection import cancel_and_wait
+from services.notifier.settings import NotifierSettings
 from services.notifier.webhooks.attempts import DeliveryContext
 from services.notifier.webhooks.deliveries import DeliveryStore
 from services.notifier.webhooks.delivery import EndpointDelivery, consumer_name

@@ -44,12 +44,12 @@ from pydantic import ValidationError
 from contracts.envelope import EventEnvelope, utc_now
 from contracts.event_ids import delivery_msg_id
 from contracts.specs.jobs import WebhookTarget
-from services.common.config import NotifierSettings
 from services.common.nats.connection import cancel_requested
 from services.common.observability import metrics, tracing
 from services.common.observability.metric_labels import event_type_label
 from services.common.webhook_queue import QueuedDelivery, enqueue, is_queue_full
 from services.notifier.observe import REFUSED, observe_ended
+from services.notifier.settings import NotifierSettings
 from services.notifier.webhooks.actions import publish_dead_letter
 from services.notifier.webhooks.deliveries import DeliveryState
 from services.notifier.webhooks.delivery_loops import DeliveryLoops

@@ -23,7 +23,6 @@ from contracts.events.registry import EventType
 from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
 from contracts.subjects import Namespace, Subjects
-from services.common.config import DispatcherSettings
 from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.fold.partition import PIN_MARGIN_S
 from services.dispatcher.fold.partitions import (
@@ -35,6 +34,7 @@ from services.dispatcher.fold.partitions import (
 )
 from services.dispatcher.fold.pinned_pull import PinnedConsumer, PinnedPull
 from services.dispatcher.fold.records import fold, route_pricing
+from services.dispatcher.settings import DispatcherSettings
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, local_route, read_record, request_cancel, submit, wait_record
 from tests.support.events import job_event, publish, wait_for

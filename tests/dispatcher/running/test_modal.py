@@ -16,9 +16,9 @@ from contracts.route_table import DEFAULT_ROUTES, Route, load_route_table
 from contracts.runs import Outcome, RunRequest
 from contracts.subjects import Namespace, Subjects
 from services.common.auth.ingest_tokens import verify_ingest_token
-from services.common.config import DispatcherSettings
 from services.dispatcher.running.modal_backend import ModalBackend
 from services.dispatcher.service import Dispatcher
+from services.dispatcher.settings import DispatcherSettings
 from tests.support.dispatcher import INGEST_SECRET, POSE, dispatcher_settings, submit, wait_record
 
 

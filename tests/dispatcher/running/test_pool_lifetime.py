@@ -15,8 +15,8 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from contracts.subjects import Subjects
-from services.common.config import DispatcherSettings
 from services.common.processes import is_running
+from services.dispatcher.settings import DispatcherSettings
 from tests.support.dispatcher import POSE, W, submit
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -12,8 +12,8 @@ from contracts import streams
 from contracts.job_record import JobRecord, JobStatus, StageStatus
 from contracts.subjects import Namespace
 from modal_workers.nerf.archive import image_size, unpack_photos
+from modal_workers.nerf.settings import NerfSettings
 from modal_workers.runtime.worker_runtime import PermanentError
-from services.common.config import NerfSettings
 from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.service import Dispatcher
 from tests.support.dispatcher import EventLog, dispatcher_settings, wait_record

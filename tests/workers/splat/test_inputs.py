@@ -15,9 +15,9 @@ from modal_workers.runtime.worker_runtime import PermanentError
 from modal_workers.splat.camera import CameraRig, Intrinsics, look_at
 from modal_workers.splat.inputs import Posed, Skipped, frame_source, intrinsics_for, urdf_path
 from modal_workers.splat.kinematics import synthetic_arm_urdf
+from modal_workers.splat.settings import SplatSettings
 from modal_workers.splat.synth import arm_angles, synthetic_rig
 from services.cli.dev import dev_worker_env
-from services.common.config import SplatSettings
 
 DEV = SplatSettings(urdf="synthetic_arm.urdf")
 """What ``gpurelay dev``'s workers resolve."""

@@ -14,7 +14,7 @@ import pytest
 from contracts.specs.session_params import SplatParams
 from modal_workers.runtime.worker_runtime import PermanentError
 from modal_workers.splat import workload as splat
-from services.common.config import SplatSettings
+from modal_workers.splat.settings import SplatSettings
 
 ROOT = Path(__file__).resolve().parents[3]
 
