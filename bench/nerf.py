@@ -45,11 +45,10 @@ def colmap(folder: Path) -> tuple[dict[str, Any], list[Any], float, float]:
     """COLMAP on the scene: transforms.json, the photos, seconds and the worst camera-centre error (% of radius)."""
     import numpy as np
 
+    from bench.harness.nerf_scene import scene_views, scene_zip, umeyama
     from modal_workers.nerf import sfm as nerf_sfm
     from modal_workers.nerf.archive import unpack_photos
     from modal_workers.nerf.settings import NerfSettings
-    from tests.support.nerf_jobs import umeyama
-    from tests.support.nerf_scene import scene_views, scene_zip
 
     views, pngs = scene_views()
     scene_zip(pngs, folder / "photos.zip")

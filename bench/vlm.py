@@ -1,6 +1,6 @@
 """VLM benchmark: a session's chunk close → result latency against the bare ``model.generate`` call.
 
-Both sides run the tiny random Gemma 3 of ``tests/support/tiny_gemma.py`` (built into a temporary
+Both sides run the tiny random Gemma 3 of ``bench/harness/tiny_gemma.py`` (built into a temporary
 directory and loaded offline through :class:`~modal_workers.vlm.model.VlmModel`; on CUDA when
 present, else CPU), greedy, ``MAX_NEW_TOKENS`` tokens per chunk (the tiny model never stops early,
 so both sides generate exactly as many):
@@ -43,7 +43,7 @@ CHUNKS = int(os.environ.get("BENCH_VLM_CHUNKS", "40"))
 CHUNK_FRAMES, MAX_IMAGES, MAX_NEW_TOKENS, CONTEXT_TOKENS = 8, 4, 16, 512
 FRAME_SIZE = (320, 240)
 NOTES = [
-    f"vlm: the tiny random Gemma 3 of tests/support/tiny_gemma.py, {CHUNKS} chunks of {CHUNK_FRAMES} JPEG frames "
+    f"vlm: the tiny random Gemma 3 of bench/harness/tiny_gemma.py, {CHUNKS} chunks of {CHUNK_FRAMES} JPEG frames "
     f"({FRAME_SIZE[0]}x{FRAME_SIZE[1]}), {MAX_IMAGES} shown to the model, {MAX_NEW_TOKENS} new tokens, greedy, "
     f"earlier turns kept up to {CONTEXT_TOKENS} tokens. Baseline: model.generate alone on the same inputs, "
     "interleaved chunk by chunk (lower is better; no target: the ratio is the session's and the adapter's "
@@ -118,8 +118,8 @@ def measure(model: Any, frames: list[bytes], chunks: int) -> tuple[list[float], 
 def run() -> list[Result]:
     """The VLM latency figures: the session against bare ``generate``, then the live ones."""
     _env()
+    from bench.harness.tiny_gemma import build_tiny_gemma
     from modal_workers.vlm.model import VlmModel
-    from tests.support.tiny_gemma import build_tiny_gemma
 
     with tempfile.TemporaryDirectory(prefix="gpurelay-bench-vlm-") as tmp:
         model_dir = build_tiny_gemma(Path(tmp) / "model")

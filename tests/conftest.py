@@ -45,8 +45,8 @@ os.environ.setdefault("HF_HOME", str(TEST_DATA / "hf"))
 
 @pytest.fixture(scope="session")
 def tiny_gemma_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Gemma 3 saved like a hub checkpoint (see tests/support/tiny_gemma.py), once per run."""
-    from tests.support.tiny_gemma import build_tiny_gemma
+    """A tiny random Gemma 3 saved like a hub checkpoint (see bench/harness/tiny_gemma.py), once per run."""
+    from bench.harness.tiny_gemma import build_tiny_gemma
 
     return build_tiny_gemma(tmp_path_factory.mktemp("tiny-gemma"))
 

@@ -14,6 +14,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 from nats.js.kv import KeyValue
 
+from bench.harness.waiting import wait_for
 from contracts import streams
 from contracts.dead_letters import DeadLetter
 from contracts.events.jobs import JobCancelRequestedPayload
@@ -29,7 +30,6 @@ from services.dispatcher.service import Dispatcher
 from services.dispatcher.store import dispatch_subject
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, local_route, submit, wait_record
-from tests.support.events import wait_for
 
 S = JobStatus
 WAITS_ON_AN_UPLOAD = {"kind": "pose", "inputs": {"video": {"upload_id": "upl_never"}}}

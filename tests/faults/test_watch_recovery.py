@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness.fault_stack import connect_test_client
+from bench.harness.waiting import wait_for
 from contracts.streams import KV_WEBHOOKS, declarations
 from contracts.subjects import Namespace
 from services.common.nats.connection import apply_declarations
 from services.common.nats.embedded import EmbeddedNats
 from services.notifier.webhooks.targets import EndpointCache
-from tests.support.events import create_endpoint, wait_for
-from tests.support.fault_stack import connect_test_client
+from tests.support.events import create_endpoint
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
 

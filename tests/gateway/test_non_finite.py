@@ -18,6 +18,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from websockets.exceptions import ConnectionClosed
 
+from bench.harness.secrets import INGEST_SECRET
 from contracts.event_ids import worker_event_id
 from contracts.events.registry import EventType, make_event
 from contracts.events.sessions import SessionResultPayload
@@ -29,7 +30,6 @@ from services.common.nats.kv import kv_entries
 from tests.gateway.test_bad_input import assert_problem
 from tests.support.dashboard import sign_in
 from tests.support.gateway import Gateway, Tenant
-from tests.support.secrets import INGEST_SECRET
 from tests.support.sessions import jpeg, open_socket, until_closed
 
 LITERALS = ["NaN", "Infinity", "-Infinity", "1e400"]

@@ -10,6 +10,7 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from bench.harness.receivers import Receiver
 from contracts.streams import KV_APIKEYS, KV_JOBS, KV_WEBHOOKS, Declarations
 from contracts.subjects import Namespace
 from services.common.auth.apikeys import ApiKeyStore
@@ -17,7 +18,6 @@ from services.common.nats.embedded import EmbeddedNats
 from services.notifier.app import create_app
 from tests.support.http import bound_socket, serve
 from tests.support.notifier import Notifier, notifier_settings
-from tests.support.receivers import Receiver
 
 
 @pytest.fixture

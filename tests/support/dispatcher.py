@@ -12,6 +12,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from pydantic import SecretStr
 
+from bench.harness.secrets import INGEST_SECRET, SIGNING_SECRET
 from contracts import streams
 from contracts.envelope import EventEnvelope, utc_now
 from contracts.event_ids import cancel_requested_event_id
@@ -25,7 +26,6 @@ from contracts.subjects import Namespace, Subjects
 from services.common.nats.publish import publish_event
 from services.common.nats.record_watch import latest_record
 from services.dispatcher.settings import DispatcherSettings
-from tests.support.secrets import INGEST_SECRET, SIGNING_SECRET
 
 POSE = {"kind": "pose", "inputs": {"video": {"url": "https://example.com/v.mp4"}}}
 NERF = {"kind": "nerf", "inputs": {"images": {"url": "https://example.com/i.zip"}}}

@@ -1,9 +1,7 @@
-"""Events and records in tests: jobs, webhook endpoints, envelopes published to JOBS, and waiting."""
+"""Events and records in tests: jobs, webhook endpoints, envelopes published to JOBS."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,22 +20,6 @@ from contracts.job_record import JobRecord
 from contracts.specs.jobs import JobSpec, parse_job_spec
 from contracts.streams import DEADLETTER
 from contracts.subjects import Subjects
-
-
-async def wait_for(
-    check: Callable[[], Any], timeout_s: float = 15.0, what: str = "condition", every_s: float = 0.02
-) -> Any:
-    """Poll ``check`` (sync or async) until it returns something truthy; fail after ``timeout_s``."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(every_s)
 
 
 def job_spec(webhook: dict[str, Any] | None = None) -> JobSpec:

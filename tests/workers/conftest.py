@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from bench.harness.nerf_scene import View
     from modal_workers.vlm.model import VlmModel
-    from tests.support.nerf_scene import View
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +23,6 @@ def tiny_vlm(tiny_gemma_dir: Path) -> VlmModel:
 @pytest.fixture(scope="session")
 def nerf_views() -> tuple[list[View], list[bytes]]:
     """The synthetic NeRF scene's 16 ring cameras and their RGBA PNGs, rendered once per test session."""
-    from tests.support.nerf_scene import scene_views
+    from bench.harness.nerf_scene import scene_views
 
     return scene_views()

@@ -13,6 +13,7 @@ import pytest
 from nats.js import JetStreamContext
 from typer.testing import CliRunner, Result
 
+from bench.harness.waiting import wait_for
 from contracts.events.registry import EventType
 from contracts.streams import JOBS, Declarations
 from contracts.subjects import Namespace, Subjects
@@ -20,7 +21,7 @@ from services.cli.main import app
 from services.cli.replay.reader import consumer_config, parse_since, replay_stream
 from services.common.config import BaseServiceSettings
 from services.common.nats.embedded import EmbeddedNats
-from tests.support.events import job_event, publish, wait_for
+from tests.support.events import job_event, publish
 
 
 @pytest.fixture

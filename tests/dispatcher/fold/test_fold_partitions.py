@@ -12,6 +12,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from bench.harness.waiting import wait_for
 from contracts.events.jobs import (
     JobDispatchedPayload,
     JobHeartbeatPayload,
@@ -37,7 +38,7 @@ from services.dispatcher.fold.records import fold, route_pricing
 from services.dispatcher.settings import DispatcherSettings
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, local_route, read_record, request_cancel, submit, wait_record
-from tests.support.events import job_event, publish, wait_for
+from tests.support.events import job_event, publish
 
 PARTITIONS = 4
 BURST = 300

@@ -11,6 +11,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from bench.harness.waiting import wait_for
 from contracts.envelope import utc_now
 from contracts.ids import new_id, tenant_key
 from contracts.job_record import JobRecord, JobStatus
@@ -19,7 +20,6 @@ from contracts.subjects import Subjects
 from services.dispatcher.running.held_records import HeldRecords
 from services.dispatcher.store import JobStore
 from tests.support.dispatcher import POSE
-from tests.support.events import wait_for
 
 
 async def _created(kv: KeyValue) -> tuple[JobRecord, int]:

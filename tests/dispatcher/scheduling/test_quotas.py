@@ -8,13 +8,13 @@ from datetime import datetime
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from bench.harness.waiting import wait_for
 from contracts import streams
 from contracts.quotas import TenantQuota
 from contracts.subjects import Namespace, Subjects
 from services.common.quotas import QuotaBook
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, local_route, submit
-from tests.support.events import wait_for
 from tests.support.scheduling import InstantBackend
 
 

@@ -11,6 +11,7 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from bench.harness.waiting import wait_for
 from contracts import streams
 from contracts.quotas import TenantQuota, TenantUsage, usage_key
 from contracts.streams import Declarations
@@ -21,7 +22,6 @@ from services.dispatcher.scheduling.queue import QueueEntry
 from services.dispatcher.scheduling.tallies import Tallies
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, local_route, submit
-from tests.support.events import wait_for
 from tests.support.scheduling import InstantBackend
 
 WINDOW = 5

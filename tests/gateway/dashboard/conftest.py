@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[3]
 TEST_DATA = ROOT / ".gpurelay-test"
 ECHO_ROUTE = {
     "backend": "local",
-    "local": "tests.support.session_echo:run",
+    "local": "bench.harness.session_echo:run",
     "function": "vlm",
     "timeout_s": 120,
     "retries": {"max_attempts": 1},

@@ -10,6 +10,7 @@ import pytest
 from nats.js import JetStreamContext
 from pydantic import BaseModel
 
+from bench.harness.secrets import INGEST_SECRET
 from contracts.envelope import EventEnvelope
 from contracts.event_ids import worker_event_id
 from contracts.events.jobs import (
@@ -25,7 +26,6 @@ from contracts.events.registry import EventType, make_event
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.auth.ingest_tokens import mint_ingest_token
-from tests.support.secrets import INGEST_SECRET
 
 JOB = "job_0001"
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from nats.js import JetStreamContext
 
+from bench.harness.secrets import SIGNING_SECRET
 from contracts.api.jobs import IdempotencyClaim, JobCreate
 from contracts.ids import new_id, tenant_key
 from contracts.job_record import Artifact, JobRecord, JobStatus
@@ -20,7 +21,6 @@ from contracts.subjects import Namespace, Subjects
 from services.common.auth.tokens import verify_token
 from services.common.storage import Storage, result_key
 from tests.support.gateway import Gateway, Tenant, presign, stored
-from tests.support.secrets import SIGNING_SECRET
 
 PROBLEM = "application/problem+json"
 

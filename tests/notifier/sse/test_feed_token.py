@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import httpx
 
+from bench.harness.secrets import SIGNING_SECRET
 from services.common.auth.apikeys import ApiKeyStore, Principal
 from services.common.auth.key_cache import dashboard_token
 from services.common.auth.tokens import mint_token
 from tests.support.notifier import Notifier
-from tests.support.secrets import SIGNING_SECRET
 
 SECRET = SIGNING_SECRET.encode()
 

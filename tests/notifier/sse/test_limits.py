@@ -11,11 +11,12 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from bench.harness.waiting import wait_for
 from contracts.events.registry import EventType
 from contracts.subjects import Subjects
 from services.common.auth.apikeys import ApiKeyStore
 from tests.notifier.sse.client import SseReader
-from tests.support.events import create_job, job_event, publish, wait_for
+from tests.support.events import create_job, job_event, publish
 from tests.support.notifier import Notifier, sse_streams
 
 pytestmark = pytest.mark.parametrize("notifier_overrides", [{"sse_max_streams_per_tenant": 2}])

@@ -13,6 +13,7 @@ from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from nats.js.kv import KeyValue
 
+from bench.harness.waiting import wait_for
 from contracts.events.registry import EventType
 from contracts.streams import JOBS, Declarations
 from contracts.subjects import Namespace, Subjects
@@ -20,7 +21,7 @@ from services.common.auth.apikeys import ApiKeyStore
 from services.notifier.sse.hub import Hub, job_key, tenant_key
 from services.notifier.sse.tap import StreamReader, Tap
 from tests.notifier.sse.client import SseReader
-from tests.support.events import create_job, job_event, publish, wait_for
+from tests.support.events import create_job, job_event, publish
 from tests.support.notifier import Notifier, sse_streams
 
 

@@ -10,12 +10,13 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from bench.harness.waiting import wait_for
 from contracts.events.jobs import JobLogPayload
 from contracts.events.registry import EventType, job_event_name
 from contracts.subjects import Namespace, Subjects
 from services.common.auth.apikeys import ApiKeyStore
 from tests.notifier.sse.client import SseReader, parse_sse
-from tests.support.events import create_job, job_event, wait_for
+from tests.support.events import create_job, job_event
 from tests.support.notifier import Notifier, sse_streams
 
 pytestmark = pytest.mark.parametrize(

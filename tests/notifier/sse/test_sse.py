@@ -10,15 +10,16 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from bench.harness.secrets import SIGNING_SECRET
+from bench.harness.waiting import wait_for
 from contracts.events.jobs import JobLogPayload, JobProgressPayload
 from contracts.events.registry import EventType, make_event
 from contracts.subjects import Subjects
 from services.common.auth.apikeys import ApiKeyStore
 from services.common.auth.tokens import mint_token
 from tests.notifier.sse.client import SseReader
-from tests.support.events import create_job, job_event, publish, wait_for
+from tests.support.events import create_job, job_event, publish
 from tests.support.notifier import Notifier, sse_streams
-from tests.support.secrets import SIGNING_SECRET
 
 
 @pytest.fixture

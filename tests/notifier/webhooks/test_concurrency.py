@@ -18,9 +18,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bench.harness.waiting import wait_for
 from contracts.events.registry import EventType
 from contracts.subjects import Subjects
-from tests.support.events import create_endpoint, create_job, job_event, publish, wait_for
+from tests.support.events import create_endpoint, create_job, job_event, publish
 from tests.support.http import bound_socket, serve
 from tests.support.notifier import Notifier
 

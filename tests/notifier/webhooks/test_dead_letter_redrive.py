@@ -10,16 +10,17 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from standardwebhooks import Webhook
 
+from bench.harness.receivers import Receiver
+from bench.harness.secrets import SIGNING_SECRET
+from bench.harness.waiting import wait_for
 from contracts.events.registry import EventType
 from contracts.subjects import Subjects
 from services.notifier.webhooks.actions import publish_dead_letter
 from services.notifier.webhooks.sender import AttemptResult
 from services.notifier.webhooks.targets import job_webhook_secret
-from tests.support.events import create_job, job_event, publish, wait_for
+from tests.support.events import create_job, job_event, publish
 from tests.support.gateway import Tenant
 from tests.support.notifier import Notifier
-from tests.support.receivers import Receiver
-from tests.support.secrets import SIGNING_SECRET
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
+from bench.harness.receivers import Receiver
+from bench.harness.waiting import wait_for
 from contracts.events.registry import EventType
 from contracts.ids import tenant_key
 from contracts.streams import WEBHOOK_DELIVERIES, Declarations
@@ -24,11 +26,10 @@ from services.common.nats.embedded import EmbeddedNats
 from services.notifier.app import create_app
 from services.notifier.state import NotifierState
 from services.notifier.webhooks.delivery import consumer_name
-from tests.support.events import create_endpoint, create_job, job_event, publish, read_endpoint, wait_for
+from tests.support.events import create_endpoint, create_job, job_event, publish, read_endpoint
 from tests.support.http import bound_socket, serve
 from tests.support.nats import ApiAudit
 from tests.support.notifier import Notifier, notifier_settings
-from tests.support.receivers import Receiver
 
 
 async def _deliver_through(js: JetStreamContext, subjects: Subjects, rx: Receiver, job_id: str, path: str) -> None:

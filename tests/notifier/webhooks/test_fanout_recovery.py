@@ -11,14 +11,15 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from bench.harness.receivers import Receiver
+from bench.harness.waiting import wait_for
 from contracts.events.registry import EventType
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.notifier.webhooks.fanout import FANOUT_DURABLE
 from services.notifier.webhooks.leases import BUCKET
-from tests.support.events import create_endpoint, create_job, job_event, publish, wait_for
+from tests.support.events import create_endpoint, create_job, job_event, publish
 from tests.support.notifier import Notifier, fanout_consumer_exists
-from tests.support.receivers import Receiver
 
 pytestmark = pytest.mark.timeout(60)
 

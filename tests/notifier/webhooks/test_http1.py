@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from bench.harness.waiting import wait_for
 from services.common.ssrf import SsrfError
 from services.notifier.webhooks.http1 import Http1Client, ProtocolError
 from services.notifier.webhooks.sender import Sender
-from tests.support.events import wait_for
 
 ANSWERS = {
     "/ok": b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",

@@ -20,14 +20,15 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from bench.harness.receivers import Receiver, serve_fast
+from bench.harness.secrets import SIGNING_SECRET
+from bench.harness.waiting import wait_for
 from contracts.events.registry import EventType, job_event_name
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.embedded import EmbeddedNats
 from tests.conftest import ROOT
-from tests.support.events import create_endpoint, job_event, wait_for
+from tests.support.events import create_endpoint, job_event
 from tests.support.notifier import fanout_consumer_exists
-from tests.support.receivers import Receiver, serve_fast
-from tests.support.secrets import SIGNING_SECRET
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(200)]
 JOBS_N, PER_JOB = 50, 100

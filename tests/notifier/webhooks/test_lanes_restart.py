@@ -12,15 +12,16 @@ from pathlib import Path
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from bench.harness.receivers import Captured, Receiver
+from bench.harness.waiting import wait_for
 from contracts.events.registry import EventType
 from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.embedded import EmbeddedNats
 from services.notifier.app import create_app
-from tests.support.events import create_endpoint, create_job, job_event, publish, wait_for
+from tests.support.events import create_endpoint, create_job, job_event, publish
 from tests.support.http import bound_socket, serve
 from tests.support.notifier import notifier_settings
-from tests.support.receivers import Captured, Receiver
 
 
 async def test_a_retry_pending_across_a_restart_still_holds_back_only_its_job(

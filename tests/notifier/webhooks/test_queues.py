@@ -11,6 +11,8 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy
 from nats.js.kv import KeyValue
 
+from bench.harness.receivers import Captured, Receiver
+from bench.harness.waiting import wait_for
 from contracts.envelope import EventEnvelope
 from contracts.events.registry import EventType
 from contracts.events.webhooks import WebhookDeadLetteredPayload
@@ -20,9 +22,8 @@ from contracts.subjects import Namespace, Subjects
 from services.common.auth.apikeys import ApiKeyStore
 from services.notifier.webhooks.delivery import consumer_name
 from services.notifier.webhooks.targets import job_hook_id
-from tests.support.events import create_endpoint, create_job, job_event, job_spec, publish, read_endpoint, wait_for
+from tests.support.events import create_endpoint, create_job, job_event, job_spec, publish, read_endpoint
 from tests.support.notifier import Notifier
-from tests.support.receivers import Captured, Receiver
 
 pytestmark = pytest.mark.usefixtures("notifier")
 SEQUENCE = (EventType.JOB_LOG, EventType.JOB_PROGRESS, EventType.JOB_SUCCEEDED)

@@ -12,14 +12,15 @@ from nats.js.kv import KeyValue
 from standardwebhooks import Webhook
 from typer.testing import CliRunner
 
+from bench.harness.receivers import Receiver
+from bench.harness.waiting import wait_for
 from contracts.events.registry import EventType
 from contracts.streams import WEBHOOK_DELIVERIES
 from contracts.subjects import Namespace, Subjects
 from services.cli.main import app
 from services.common.nats.embedded import EmbeddedNats
-from tests.support.events import create_endpoint, create_job, job_event, publish, wait_for
+from tests.support.events import create_endpoint, create_job, job_event, publish
 from tests.support.notifier import Notifier
-from tests.support.receivers import Receiver
 
 
 async def replay(args: list[str], nats_server: EmbeddedNats, namespace: Namespace, tmp_path: Path) -> dict[str, Any]:

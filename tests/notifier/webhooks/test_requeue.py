@@ -9,6 +9,8 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from standardwebhooks import Webhook
 
+from bench.harness.receivers import Receiver
+from bench.harness.waiting import wait_for
 from contracts.envelope import EventEnvelope
 from contracts.event_ids import dead_letter_msg_id, replay_msg_id, replay_of
 from contracts.events.registry import EventType
@@ -17,10 +19,9 @@ from contracts.subjects import Namespace, Subjects
 from services.common.nats.embedded import EmbeddedNats
 from services.common.webhook_queue import QueuedDelivery, enqueue, kick
 from services.notifier.app import create_app
-from tests.support.events import create_endpoint, create_job, job_event, publish, wait_for, webhook_dead_letters
+from tests.support.events import create_endpoint, create_job, job_event, publish, webhook_dead_letters
 from tests.support.http import bound_socket, serve
 from tests.support.notifier import Notifier, notifier_settings
-from tests.support.receivers import Receiver
 
 
 async def queue_copy(

@@ -11,16 +11,17 @@ from nats.js.kv import KeyValue
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from bench.harness.receivers import Captured, Receiver
+from bench.harness.secrets import SIGNING_SECRET
+from bench.harness.waiting import wait_for
 from contracts.events.registry import EventType
 from contracts.events.webhooks import WebhookDeadLetteredPayload
 from contracts.subjects import Subjects
 from services.common.auth.apikeys import ApiKeyStore
 from services.notifier.webhooks.targets import job_hook_id, job_webhook_secret
-from tests.support.events import create_endpoint, create_job, job_event, job_spec, publish, read_endpoint, wait_for
+from tests.support.events import create_endpoint, create_job, job_event, job_spec, publish, read_endpoint
 from tests.support.http import bound_socket
 from tests.support.notifier import Notifier
-from tests.support.receivers import Captured, Receiver
-from tests.support.secrets import SIGNING_SECRET
 
 pytestmark = pytest.mark.usefixtures("notifier")
 

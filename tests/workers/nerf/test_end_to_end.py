@@ -12,6 +12,7 @@ import httpx
 import pytest
 from nats.js import JetStreamContext
 
+from bench.harness.nerf_scene import View, scene_zip
 from contracts import streams
 from contracts.envelope import EventEnvelope
 from contracts.job_record import JobStatus
@@ -22,7 +23,6 @@ from services.dispatcher.service import Dispatcher
 from tests.support.dispatcher import EventLog, dispatcher_settings, wait_record
 from tests.support.gateway import Gateway, Tenant
 from tests.support.nerf_jobs import nerf_route, submit_nerf
-from tests.support.nerf_scene import View, scene_zip
 
 pytestmark = pytest.mark.timeout(300)
 PARAMS = {"iterations": 40, "downscale": 8, "frames": 4, "batch_size": 2, "render_width": 32, "render_height": 24}

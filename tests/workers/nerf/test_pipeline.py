@@ -20,13 +20,13 @@ import cv2
 import numpy as np
 import pytest
 
+from bench.harness.nerf_scene import View, ring_cameras, scene_zip, umeyama
 from contracts.envelope import EventEnvelope
 from contracts.ids import new_id
 from contracts.runs import Outcome
 from modal_workers.runtime.worker_runtime import WorkerRuntime, load_workload
 from tests.support.lap import MemorySink, frame_count, local_storage, upload
-from tests.support.nerf_jobs import archive, stage_request, tiny_png, umeyama
-from tests.support.nerf_scene import View, ring_cameras, scene_zip
+from tests.support.nerf_jobs import archive, stage_request, tiny_png
 
 pytestmark = pytest.mark.timeout(300)
 RADIUS = 4.2

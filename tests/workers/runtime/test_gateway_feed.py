@@ -12,12 +12,12 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+from bench.harness.secrets import INGEST_SECRET
 from contracts.session_feed import FeedFrame
 from modal_workers.runtime.session_feeds import GatewayFeed, feed_url
 from modal_workers.runtime.session_input import SessionBatch, SessionInput
 from services.common.auth.ingest_tokens import mint_ingest_token
 from tests.support.gateway import Gateway, Tenant
-from tests.support.secrets import INGEST_SECRET
 from tests.support.sessions import jpeg
 
 JPEG = {"Content-Type": "image/jpeg"}

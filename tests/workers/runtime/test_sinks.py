@@ -11,6 +11,7 @@ import httpx
 import pytest
 from nats.js import JetStreamContext
 
+from bench.harness.secrets import INGEST_SECRET
 from contracts.event_ids import worker_event_id
 from contracts.events.jobs import JobLogPayload
 from contracts.events.registry import EventType, make_event
@@ -24,7 +25,6 @@ from services.common.nats.embedded import EmbeddedNats
 from tests.support.dispatcher import request_cancel
 from tests.support.gateway import Gateway, stored
 from tests.support.lap import TENANT, closing, lap_request, local_storage, nats_runtime
-from tests.support.secrets import INGEST_SECRET
 
 pytestmark = pytest.mark.timeout(60)
 

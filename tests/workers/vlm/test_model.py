@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from bench.harness.tiny_gemma import SPECIAL_TOKENS
 from modal_workers.runtime.worker_runtime import PermanentError
 from modal_workers.vlm.model import DEFAULT_MODEL, VlmModel, load_model, model_settings, resolve_model
-from tests.support.tiny_gemma import SPECIAL_TOKENS
 
 pytestmark = pytest.mark.timeout(120)
 

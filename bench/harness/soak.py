@@ -2,11 +2,11 @@
 and restarted at random points; then nothing may be missing.
 
 :func:`run_soak` runs one :class:`SoakPlan` on a fresh nats-server (file store) and a
-:class:`~tests.support.fault_stack.FaultStack` whose ``pose`` jobs log ``steps`` steps. A job is submitted
+:class:`~bench.harness.fault_stack.FaultStack` whose ``pose`` jobs log ``steps`` steps. A job is submitted
 every ``duration_s / jobs`` seconds (each with an ``Idempotency-Key``, retried while the gateway is
 down) and followed by an SSE reader (resuming with ``Last-Event-ID`` while the notifier is down); a
 verifying receiver takes the webhooks. The restarts are drawn from a seeded RNG, so a run can be
-repeated; they never overlap. Afterwards :func:`~tests.support.fault_checks.settle` checks every job
+repeated; they never overlap. Afterwards :func:`~bench.harness.fault_checks.settle` checks every job
 terminal, KV == fold(stream), every webhook delivered (duplicates counted by ``webhook-id``: deliveries
 are at least once) and every SSE reader gap-free. Used by ``tests/faults/test_soak.py`` (short) and
 ``bench/soak.py`` (100 jobs over two minutes).
@@ -20,11 +20,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.harness.fault_checks import Audit, settle
+from bench.harness.fault_clients import SseReader, add_endpoint, submit
+from bench.harness.fault_stack import FaultStack, connect_test_client
+from bench.harness.receivers import Receiver, serve_fast
 from services.common.nats.embedded import EmbeddedNats
-from tests.support.fault_checks import Audit, settle
-from tests.support.fault_clients import SseReader, add_endpoint, submit
-from tests.support.fault_stack import FaultStack, connect_test_client
-from tests.support.receivers import Receiver, serve_fast
 
 SETTLE_S = 120.0
 

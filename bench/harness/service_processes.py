@@ -23,9 +23,9 @@ from pathlib import Path
 
 import httpx
 
+from bench.harness.secrets import INGEST_SECRET, SIGNING_SECRET
 from services.common.nats.embedded import free_port
 from services.common.processes import preexec_die_with_parent
-from tests.support.secrets import INGEST_SECRET, SIGNING_SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_PATHS = {"gateway": "/readyz", "notifier": "/readyz", "dispatcher": "/healthz"}

@@ -1,4 +1,4 @@
-"""Workloads of the fault suite, run by the dispatcher's local pool (``tests.support.fault_workloads:...``).
+"""Workloads of the fault suite, run by the dispatcher's local pool (``bench.harness.fault_workloads:...``).
 
 Each logs numbered steps (``job.log`` "step 1", "step 2", ...) and returns how many it logged, so a
 check can tell that none of an attempt's events went missing. ``GPURELAY_TEST_MARKS`` names a

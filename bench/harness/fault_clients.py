@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
+from bench.harness.fault_stack import FaultStack
 from services.cli.client import SseEvent, follow_events
-from tests.support.fault_stack import FaultStack
 
 JOB = {"kind": "pose", "inputs": {"video": {"url": "https://example.com/lap.mp4"}}}
 CALL_TIMEOUT_S = 60.0

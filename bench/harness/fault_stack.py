@@ -1,10 +1,10 @@
 """A whole deployment in child processes for the fault suite: gateway, dispatcher and notifier on NATS.
 
 :class:`FaultStack` runs ``gpurelay gateway``, ``gpurelay dispatcher`` and ``gpurelay notifier``
-(:class:`~tests.support.service_processes.ServiceProcess`) against a given NATS URL (one server or a
+(:class:`~bench.harness.service_processes.ServiceProcess`) against a given NATS URL (one server or a
 cluster's servers), with the ``pose`` kind routed to a workload of
-:mod:`tests.support.fault_workloads` in the local pool; clients act on it as real ones do,
-driven by :mod:`tests.support.fault_clients`.
+:mod:`bench.harness.fault_workloads` in the local pool; clients act on it as real ones do,
+driven by :mod:`bench.harness.fault_clients`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from pathlib import Path
 import nats
 from nats.aio.client import Client as NatsClient
 
+from bench.harness.service_processes import ServiceProcess, service_env
 from contracts.streams import KV_APIKEYS
 from services.common.auth.apikeys import ApiKeyStore
 from services.common.config import BaseServiceSettings
 from services.common.nats.connection import declare_all
 from services.dispatcher.fold.records import Pricing, route_pricing
-from tests.support.service_processes import ServiceProcess, service_env
 
 PRICE_PER_GPU_HOUR = 3.6
 ROUTES = """
@@ -28,7 +28,7 @@ profiles:
   dev:
     pose:
       backend: local
-      local: tests.support.fault_workloads:{workload}
+      local: bench.harness.fault_workloads:{workload}
       function: pose
       timeout_s: 120
       retries: {{max_attempts: 6, backoff_initial_s: 0.1, backoff_max_s: 0.5}}
@@ -36,7 +36,7 @@ profiles:
       price_per_gpu_hour: {price}
     vlm:
       backend: local
-      local: tests.support.session_echo:run
+      local: bench.harness.session_echo:run
       function: vlm
       timeout_s: 300
       retries: {{max_attempts: 1}}
@@ -54,7 +54,7 @@ async def connect_test_client(nats_url: str) -> NatsClient:
 
 class FaultStack:
     """The three services as processes under ``root``; ``pose`` runs ``fault_workloads:{workload}``,
-    ``vlm`` sessions the echo workload (:mod:`tests.support.session_echo`) in ``sessions`` more pool
+    ``vlm`` sessions the echo workload (:mod:`bench.harness.session_echo`) in ``sessions`` more pool
     processes (none: they share the jobs' processes)."""
 
     def __init__(
@@ -109,11 +109,11 @@ class FaultStack:
         return key
 
     def release(self) -> None:
-        """Let every :func:`~tests.support.fault_workloads.held` run finish."""
+        """Let every :func:`~bench.harness.fault_workloads.held` run finish."""
         (self.marks / "go").write_text("go")
 
     def step(self, job_id: str) -> int:
-        """The latest step a :func:`~tests.support.fault_workloads.held` run of ``job_id`` logged (0: none)."""
+        """The latest step a :func:`~bench.harness.fault_workloads.held` run of ``job_id`` logged (0: none)."""
         try:
             return int((self.marks / f"{job_id}.step").read_text())
         except (OSError, ValueError):

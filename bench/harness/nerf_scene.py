@@ -170,3 +170,15 @@ def scene_zip(pngs: list[bytes], path: Path | None = None) -> bytes:
     if path is not None:
         path.write_bytes(buffer.getvalue())
     return buffer.getvalue()
+
+
+def umeyama(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """The similarity ``(s, R, t)`` that best maps ``source`` points onto ``target`` (least squares)."""
+    mu_s, mu_t = source.mean(0), target.mean(0)
+    a, b = source - mu_s, target - mu_t
+    u, d, vt = np.linalg.svd(b.T @ a / len(source))
+    sign = np.eye(3)
+    sign[2, 2] = np.sign(np.linalg.det(u @ vt))
+    rotation = u @ sign @ vt
+    scale = float(np.trace(np.diag(d) @ sign) / (a**2).sum(1).mean())
+    return scale, rotation, mu_t - scale * rotation @ mu_s

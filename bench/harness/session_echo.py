@@ -1,4 +1,4 @@
-"""A tiny live-session workload for the session tests (``tests.support.session_echo:run``).
+"""A tiny live-session workload for the session tests (``bench.harness.session_echo:run``).
 
 It echoes what it received: every frame's seq and matched joints as a ``session.result``, a JSON
 snapshot every ``GPURELAY_TEST_SNAPSHOT_EVERY`` frames (default 2), a JSON "chunk" artifact

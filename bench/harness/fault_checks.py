@@ -24,16 +24,16 @@ from dataclasses import dataclass, field
 from nats.aio.client import Client as NatsClient
 from nats.js.errors import KeyNotFoundError
 
+from bench.harness.fault_clients import SseReader
+from bench.harness.fault_reads import Stored, retrying, stored_events, wait_terminal
+from bench.harness.receivers import Receiver
+from bench.harness.waiting import wait_for
 from contracts.events.registry import TERMINAL_JOB_EVENTS
 from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
 from contracts.streams import KV_JOBS
 from services.common.config import BaseServiceSettings
 from services.dispatcher.fold.records import Pricing, fold
-from tests.support.events import wait_for
-from tests.support.fault_clients import SseReader
-from tests.support.fault_reads import Stored, retrying, stored_events, wait_terminal
-from tests.support.receivers import Receiver
 
 LIFECYCLE = ("job.created", "job.queued", "job.dispatched", "job.started", "job.succeeded")
 STEP = re.compile(r"step (\d+)")
