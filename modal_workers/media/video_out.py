@@ -7,10 +7,10 @@ second decode. The WebM is a preview, cheap next to the analysis: at most ``WEBM
 wide (downscaled, never upscaled) and at most ``WEBM_FPS`` frames per second (every ``k``-th frame,
 the smallest ``k`` that fits, played at ``fps / k``, so it lasts as long as the main file).
 
-Why VP8 and a preview: on lap_compare's 640x360 overlay frames (2 cores), VP8 costs 43 ms of CPU
-per frame and VP9 110 ms (for a 35 % smaller file), against 1.6 ms for ``mp4v`` and about 64 ms
-for the whole job's per-frame work; at 320x180 VP8 costs 14 ms, and at half the frame rate half
-that, which keeps the job's frame rate (see BENCHMARKS.md).
+Why VP8 and a preview: VP8 costs many times ``mp4v``'s CPU per frame and VP9 more than twice VP8's
+(for a somewhat smaller file), so a full-size rendition would cost as much as the job's own
+per-frame work; a quarter of the pixels at half the frame rate keeps the job's frame rate (the
+lap_compare rows of BENCHMARKS.md include the preview).
 
 Settings (environment): ``GPURELAY_VIDEO_WEBM`` (``0`` turns the WebM rendition off; default on),
 ``GPURELAY_VIDEO_WEBM_WIDTH`` (the preview's largest width in pixels, default 320),

@@ -13,9 +13,9 @@ parent-death signal) is stopped, and only then is a new one started.
 The server shares its machine with the services, so its Go scheduler gets ``GOMAXPROCS`` =
 :func:`default_gomaxprocs` (half the usable cores, at least one; a ``GOMAXPROCS`` in the
 environment wins): with Go's default of every core, each of the many small messages a job costs
-may wake an idle scheduler thread that spins looking for work. On a 2-core machine that once cost
-the Python services a third of the CPU they needed; with today's dispatcher the two settings measure
-the same (BENCHMARKS.md, the GOMAXPROCS rows), and the bound stays as the server's share.
+may wake an idle scheduler thread that spins looking for work, CPU the Python services on the same
+cores then lack. Half the cores bounds the server's share of a shared machine (BENCHMARKS.md, the
+GOMAXPROCS rows, compares the two settings).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Listing a KV bucket's keys by filter, exactly.
 
 nats-py lists keys (``kv.keys()``, ``kv.watch(...)`` until its ``None`` marker) with an ordered push
-consumer whose "initial values done" marker comes from each message's ``num_pending``; we measured
-it ending early now and then (1 in 300 listings missed a key that was written before the listing
-began). Here a pull consumer is created with ``LAST_PER_SUBJECT``, its ``num_pending`` read once
+consumer whose "initial values done" marker comes from each message's ``num_pending``, and that
+listing ends early now and then (a key written before the listing began is missed). Here a pull
+consumer is created with ``LAST_PER_SUBJECT``, its ``num_pending`` read once
 at creation, and exactly that many messages fetched.
 """
 

@@ -6,7 +6,7 @@ stream sequence, on ``records.{tenant}.{job_id}`` (the bucket's ``republish``,
 nothing on the server but the interest) *before* it reads the record: a revision stored before the
 read is in what the read returns, one stored after reaches the subscription, so none is missed.
 So each replica receives only the writes of the jobs it holds, where a KV watch of the bucket
-handed every replica every write of every job (and a parse of each).
+would hand every replica every write of every job (and a parse of each).
 
 Revisions published while the connection was down are lost to the subscription: after a reconnect
 :meth:`HeldRecords.refresh` reads the followed records again (the replica calls it every

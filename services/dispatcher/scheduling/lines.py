@@ -2,8 +2,8 @@
 
 A decision (:mod:`~services.dispatcher.scheduling.scheduler`) needs the head of each tenant's line of a kind,
 and a job's queue position (:mod:`~services.dispatcher.scheduling.positions`) its place in its line: the
-tenant's unclaimed entries in the order they would start (:func:`line_order`). Sorting the
-kind's entries for each was about 20 ms of CPU per decision with 10,000 queued; kept sorted
+tenant's unclaimed entries in the order they would start (:func:`line_order`). Sorting a kind's
+entries for each decision would cost in proportion to everything queued; kept sorted
 (``sortedcontainers``), a decision reads a few heads and a position is a bisection.
 """
 

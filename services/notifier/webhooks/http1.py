@@ -1,7 +1,7 @@
 """A lean HTTP/1.1 POST client for webhook attempts: asyncio streams, keep-alive, SSRF-pinned.
 
-httpx dominated the delivery profile (~60 % of the notifier's CPU at full load); a webhook attempt
-needs one POST and a status, so this client does just that. A URL is checked with
+A webhook attempt needs one POST and a status; a general client (httpx) costs most of the
+notifier's CPU at full load for it, so this client does just that. A URL is checked with
 :func:`services.common.ssrf.check_url` (resolve, refuse non-public addresses unless allowlisted; a
 passed check is reused for ``CHECK_TTL_S``, like a DNS cache, a refusal never) and each attempt uses
 a connection to one of the addresses checked: an idle keep-alive connection whose peer is among
