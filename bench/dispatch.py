@@ -30,12 +30,13 @@ from bench.dispatch_fold import FOLD_NOTES, measure_fold
 from bench.dispatch_share import measure_scheduling
 from contracts.route_table import RetryPolicy, Route
 from contracts.streams import KV_APIKEYS
-from services.common.apikeys import ApiKeyStore
-from services.common.config import DispatcherSettings, GatewaySettings
-from services.common.embedded_nats import EmbeddedNats
+from services.common.auth.apikeys import ApiKeyStore
 from services.common.http_server import EmbeddedHttpServer
+from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.service import Dispatcher
+from services.dispatcher.settings import DispatcherSettings
 from services.gateway.app import create_app
+from services.gateway.settings import GatewaySettings
 
 LATENCY_JOBS = 100
 BURST_JOBS = 200

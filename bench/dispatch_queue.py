@@ -2,13 +2,13 @@
 full scan they replaced, in one run.
 
 One kind, ``TENANTS`` tenants, ``QUEUED`` unclaimed entries (priorities 0–9) and ``RUNNING``
-claimed ones in a dispatcher's mirror of the queue index (:class:`~services.dispatcher.queue.QueueIndex`;
+claimed ones in a dispatcher's mirror of the queue index (:class:`~services.dispatcher.scheduling.queue.QueueIndex`;
 the quota reads go to a real KV bucket on an embedded nats-server, cached as in the service). A
 decision is what a ticket computes before its claim: the heads of the tenants' lines
-(:meth:`~services.dispatcher.scheduler.Scheduler._heads`) then the fair pick, against every due
+(:meth:`~services.dispatcher.scheduling.scheduler.Scheduler._heads`) then the fair pick, against every due
 entry gathered and filtered (``_due`` + ``_within_quotas``, the code before the lines) then the
 same pick. A position is a newly queued job's place in its tenant's line: a bisection, against
-sorting the tenant's entries by :meth:`~services.dispatcher.fair.Candidate.order`. The mirror's write
+sorting the tenant's entries by :meth:`~services.dispatcher.scheduling.fair.Candidate.order`. The mirror's write
 of one entry (each watch update) is timed too: with the lines kept, against the mirror's dict alone.
 """
 
@@ -29,16 +29,16 @@ from contracts import streams
 from contracts.quotas import TenantQuota
 from contracts.streams import declarations
 from contracts.subjects import Namespace
-from services.common.embedded_nats import EmbeddedNats
-from services.common.nats import apply_declarations
+from services.common.nats.connection import apply_declarations
+from services.common.nats.embedded import EmbeddedNats
 from services.common.quotas import QuotaBook
-from services.dispatcher.fair import FairState, pick
-from services.dispatcher.fair_clock import FairClocks
-from services.dispatcher.positions import RunTimes
-from services.dispatcher.queue import QueueEntry, QueueIndex
-from services.dispatcher.queue_lines import line_order
-from services.dispatcher.scheduler import Scheduler
-from services.dispatcher.tallies import Tallies
+from services.dispatcher.scheduling.fair import FairState, pick
+from services.dispatcher.scheduling.fair_clock import FairClocks
+from services.dispatcher.scheduling.lines import line_order
+from services.dispatcher.scheduling.positions import RunTimes
+from services.dispatcher.scheduling.queue import QueueEntry, QueueIndex
+from services.dispatcher.scheduling.scheduler import Scheduler
+from services.dispatcher.scheduling.tallies import Tallies
 
 QUEUED = 10_000
 RUNNING = 64

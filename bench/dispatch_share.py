@@ -24,19 +24,19 @@ from bench.common import Result, format_table
 from contracts import streams
 from contracts.envelope import utc_now
 from contracts.event_ids import worker_event_id
-from contracts.events import EventType, job_created_event, make_event
+from contracts.events.jobs import JobSucceededPayload
+from contracts.events.registry import EventType, job_created_event, make_event
 from contracts.ids import new_id, tenant_key
-from contracts.job_events import JobSucceededPayload
 from contracts.job_record import JobRecord
-from contracts.job_specs import parse_job_spec
 from contracts.route_table import RetryPolicy, Route, Stage
 from contracts.runs import Outcome, RunRequest
+from contracts.specs.jobs import parse_job_spec
 from contracts.subjects import Namespace, Subjects
-from services.common.config import DispatcherSettings
-from services.common.embedded_nats import EmbeddedNats
-from services.common.publish import publish_event
-from services.dispatcher.backends import Announce, Launch
+from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.publish import publish_event
+from services.dispatcher.running.backends import Announce, Launch
 from services.dispatcher.service import Dispatcher
+from services.dispatcher.settings import DispatcherSettings
 
 TENANTS = 100
 JOBS_PER_TENANT = 5

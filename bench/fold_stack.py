@@ -7,7 +7,7 @@ Two ``python -m services.dispatcher`` processes on one namespace, partitioned fo
   then a burst of ``job.heartbeat`` events with increasing times over them, each of which moves its
   job's record (the serial fold writes KV once per event, the batched one once per job and batch);
   from the first publish until the fold has
-  consumed everything (:func:`~services.dispatcher.partitions.fold_settled`).
+  consumed everything (:func:`~services.dispatcher.fold.partitions.fold_settled`).
 * **job.created → job.started**: jobs offered at a fixed rate (KV create + ``job.created``, as the
   gateway does) to a no-op local route; the time from publishing ``job.created`` to receiving the
   job's ``job.started``.
@@ -32,16 +32,16 @@ from nats.aio.client import Client as NatsClient
 from nats.js.kv import KeyValue
 
 from contracts.envelope import utc_now
-from contracts.events import EventType, job_created_event, make_event
+from contracts.events.jobs import JobHeartbeatPayload
+from contracts.events.registry import EventType, job_created_event, make_event
 from contracts.ids import new_id, tenant_key
-from contracts.job_events import JobHeartbeatPayload
 from contracts.job_record import JobRecord
-from contracts.job_specs import parse_job_spec
+from contracts.specs.jobs import parse_job_spec
 from contracts.streams import KV_JOBS, declarations
 from contracts.subjects import Namespace, Subjects
-from services.common.nats import apply_declarations
-from services.common.publish import publish_event
-from services.dispatcher.partitions import declare_fold_stream, fold_pending, fold_settled
+from services.common.nats.connection import apply_declarations
+from services.common.nats.publish import publish_event
+from services.dispatcher.fold.partitions import declare_fold_stream, fold_pending, fold_settled
 
 ROOT = Path(__file__).resolve().parent.parent
 TENANT = "bench"

@@ -40,12 +40,13 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPEATS, Result, format_table, median, rate
-from contracts.api_robots import JointEventEncoder, JointSampleIn, utc_iso
+from contracts.api.robots import JointEventEncoder, JointSampleIn, utc_iso
 from contracts.streams import KV_APIKEYS, TELEMETRY
 from contracts.subjects import Namespace, Subjects
-from services.common.apikeys import ApiKeyStore
-from services.common.config import WS_MAX_MESSAGE_BYTES, GatewaySettings
-from services.common.embedded_nats import EmbeddedNats, free_port
+from services.common.auth.apikeys import ApiKeyStore
+from services.common.config import WS_MAX_MESSAGE_BYTES
+from services.common.nats.embedded import EmbeddedNats, free_port
+from services.gateway.settings import GatewaySettings
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = Namespace("bench")

@@ -29,7 +29,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPEATS, Result, format_table, median_async, rate
-from services.common.embedded_nats import EmbeddedNats
+from services.common.nats.embedded import EmbeddedNats
 
 MESSAGES = 100_000
 AWAITED_MESSAGES = 5_000

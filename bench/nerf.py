@@ -2,10 +2,10 @@
 
 * COLMAP: seconds for the 16 views of 640x480 (SIFT, exhaustive matching, incremental mapping; SIFT
   runs on the CPU with the PyPI pycolmap), with the camera error after a similarity alignment.
-* Training: iterations/s of :class:`~modal_workers.nerf_train.Trainer` (hash grid + small MLPs) against
+* Training: iterations/s of :class:`~modal_workers.nerf.train.Trainer` (hash grid + small MLPs) against
   a plain NeRF MLP (positional encoding, 4 × 128 ReLU, same rays, samples, loss and iterations; Adam
   at NeRF's 5e-4), and the held-out PSNR each reaches (the untrained model's in the name).
-* Rendering: frames/s of :func:`~modal_workers.nerf_train.render_chunked` (every ray of a frame in
+* Rendering: frames/s of :func:`~modal_workers.nerf.train.render_chunked` (every ray of a frame in
   chunks of 8192) against an unbatched per-ray loop (one ray a call: timed on :data:`LOOP_RAYS` rays of
   the frame and scaled to the frame).
 
@@ -45,11 +45,10 @@ def colmap(folder: Path) -> tuple[dict[str, Any], list[Any], float, float]:
     """COLMAP on the scene: transforms.json, the photos, seconds and the worst camera-centre error (% of radius)."""
     import numpy as np
 
-    from modal_workers import nerf_sfm
-    from modal_workers.nerf_archive import unpack_photos
-    from services.common.config import NerfSettings
-    from tests.support.nerf_jobs import umeyama
-    from tests.support.nerf_scene import scene_views, scene_zip
+    from bench.harness.nerf_scene import scene_views, scene_zip, umeyama
+    from modal_workers.nerf import sfm as nerf_sfm
+    from modal_workers.nerf.archive import unpack_photos
+    from modal_workers.nerf.settings import NerfSettings
 
     views, pngs = scene_views()
     scene_zip(pngs, folder / "photos.zip")
@@ -96,9 +95,9 @@ def training(document: dict[str, Any], photos: list[Any], device: Any) -> tuple[
     """``(ours it/s, plain MLP it/s, PSNR before, ours after, plain MLP after)``: both :data:`ITERATIONS`."""
     import torch
 
-    from modal_workers.nerf_data import load_views
-    from modal_workers.nerf_model import FieldConfig
-    from modal_workers.nerf_train import Trainer
+    from modal_workers.nerf.data import load_views
+    from modal_workers.nerf.model import FieldConfig
+    from modal_workers.nerf.train import Trainer
 
     views = load_views(document, photos, 8, None)
     config = FieldConfig.for_device(device.type == "cuda")
@@ -122,10 +121,10 @@ def rendering(trainer_field: Any, device: Any) -> tuple[float, float]:
     """``(batched frames/s, per-ray-loop frames/s)`` at :data:`RENDER_SIZE`."""
     import torch
 
-    from modal_workers.nerf_data import view_rays
-    from modal_workers.nerf_model import render_rays
-    from modal_workers.nerf_train import render_chunked
-    from modal_workers.nerf_turntable import orbit_pose
+    from modal_workers.nerf.data import view_rays
+    from modal_workers.nerf.model import render_rays
+    from modal_workers.nerf.train import render_chunked
+    from modal_workers.nerf.turntable import orbit_pose
 
     rig = {"up": [0, 1, 0], "first": [1, 0, 0], "elevation": 0.5, "distance": 2.5, "focal_over_width": 0.9}
     width, height = RENDER_SIZE
@@ -155,7 +154,7 @@ def run() -> list[Result]:
     """The nerf figures."""
     import torch
 
-    from modal_workers.nerf_model import FieldConfig, NerfField
+    from modal_workers.nerf.model import FieldConfig, NerfField
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     where = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU, {THREADS} thread(s)"

@@ -2,7 +2,7 @@
 
 Session mode (``--session ID``) runs exactly the input path of a local-pool session worker: a
 :class:`~services.common.session_feed.NatsSessionFeed` (frames and control from FRAMES, the robot's
-joints from TELEMETRY) putting items into a :class:`~modal_workers.session_input.SessionInput`, which
+joints from TELEMETRY) putting items into a :class:`~modal_workers.runtime.session_input.SessionInput`, which
 a thread polls as a workload does. Raw mode (``--raw SUBJECT``) is the baseline: a plain JetStream
 ordered consumer on one FRAMES subject, nothing else.
 
@@ -39,8 +39,8 @@ if __package__ in (None, ""):
 from contracts.session_feed import H_SEQ, FeedJoints
 from contracts.streams import FRAMES
 from contracts.subjects import Namespace
-from modal_workers.session_input import SessionInput
-from services.common.embedded_nats import free_port
+from modal_workers.runtime.session_input import SessionInput
+from services.common.nats.embedded import free_port
 from services.common.session_feed import FeedItem, NatsSessionFeed
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -45,8 +45,8 @@ from contracts.event_ids import frame_msg_id
 from contracts.session_feed import H_SEQ, H_TS
 from contracts.streams import KV_APIKEYS
 from contracts.subjects import Namespace, Subjects
-from services.common.apikeys import ApiKeyStore
-from services.common.embedded_nats import EmbeddedNats
+from services.common.auth.apikeys import ApiKeyStore
+from services.common.nats.embedded import EmbeddedNats
 
 NAMESPACE = Namespace("bench")
 TENANT = "bench"

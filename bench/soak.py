@@ -1,7 +1,7 @@
 """Soak: 100 jobs over about two minutes while the gateway, the dispatcher and the notifier are each
 SIGKILLed and restarted three times at random points (seeded), then nothing may be missing.
 
-The scenario is ``tests/support/soak.py`` (its short version is ``tests/faults/test_soak.py``): the
+The scenario is ``bench/harness/soak.py`` (its short version is ``tests/faults/test_soak.py``): the
 three services run as their own processes (``gpurelay gateway|dispatcher|notifier``) on a file-store
 nats-server; clients submit with an ``Idempotency-Key`` and retry, SSE readers resume with
 ``Last-Event-ID``, a verifying receiver takes the webhooks. Reported: jobs (all must end terminal),
@@ -22,7 +22,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Result, format_table
-from tests.support.soak import SoakPlan, SoakReport, run_soak
+from bench.harness.soak import SoakPlan, SoakReport, run_soak
 
 PLAN = SoakPlan(jobs=100, duration_s=120.0, restarts=3, seed=17, steps=20)
 NOTES = [

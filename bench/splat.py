@@ -1,6 +1,6 @@
 """Gaussian-splat training speed on the CPU: the tiled pure-torch rasterizer against the dense one.
 
-Both sides run whole :class:`~modal_workers.splat_train.SplatTrainer` steps (render the newest frame
+Both sides run whole :class:`~modal_workers.splat.train.SplatTrainer` steps (render the newest frame
 and one earlier frame, L1 loss, backward, Adam) on the same synthetic frames: the shipped arm's wrist
 camera over a scene of known Gaussians, :data:`SIZE` × :data:`SIZE` pixels, exactly :data:`GAUSSIANS`
 Gaussians (seeded in the first frames' frustums; densification off so the count stays put). Only
@@ -28,8 +28,8 @@ if __package__ in (None, ""):
 from bench.common import Result, median, rate
 
 if TYPE_CHECKING:
-    from modal_workers.splat_raster import Backend
-    from modal_workers.splat_train import SplatTrainer
+    from modal_workers.splat.raster import Backend
+    from modal_workers.splat.train import SplatTrainer
 
 SIZE = int(os.environ.get("BENCH_SPLAT_SIZE", "64"))
 GAUSSIANS = int(os.environ.get("BENCH_SPLAT_GAUSSIANS", "2000"))
@@ -48,9 +48,9 @@ NOTES = [
 
 def trainer(backend: Backend) -> SplatTrainer:
     """A trainer fed :data:`FRAMES` synthetic frames, holding exactly :data:`GAUSSIANS` Gaussians."""
-    from modal_workers.splat_camera import Camera, Intrinsics
-    from modal_workers.splat_synth import arm_angles, render_frame, scene_gaussians, synthetic_rig
-    from modal_workers.splat_train import SplatConfig, SplatTrainer
+    from modal_workers.splat.camera import Camera, Intrinsics
+    from modal_workers.splat.synth import arm_angles, render_frame, scene_gaussians, synthetic_rig
+    from modal_workers.splat.train import SplatConfig, SplatTrainer
 
     scene, rig, k = scene_gaussians(), synthetic_rig(), Intrinsics.from_fov(SIZE, SIZE, 60.0)
     init_frames = 4

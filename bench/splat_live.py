@@ -1,7 +1,7 @@
 """Live splat: the time from a frame's arrival at the worker to its first influence on a live PLY snapshot.
 
-The real ``splat`` workload (:func:`modal_workers.splat.run`) runs in a thread of this process on a
-real :class:`~modal_workers.live_session.LiveSession`; a feeder thread hands its input what the
+The real ``splat`` workload (:func:`modal_workers.splat.workload.run`) runs in a thread of this process on a
+real :class:`~modal_workers.runtime.live_session.LiveSession`; a feeder thread hands its input what the
 session feed would (a joint sample, then a :data:`SIZE` × :data:`SIZE` PNG frame of the synthetic arm's
 wrist camera over a scene of known Gaussians) at :data:`FPS` frames/s for :data:`SECONDS` s, posed by
 forward kinematics (the synthetic arm, as ``gpurelay dev`` sets). Storage and events stay in memory
@@ -47,7 +47,7 @@ class BenchHost:
     """What the workload uses of a worker context, in memory; snapshot events are timed."""
 
     def __init__(self, params: Any) -> None:
-        from modal_workers.live_session import LiveSession
+        from modal_workers.runtime.live_session import LiveSession
 
         self.session = LiveSession(self, params, expects_joints=True)
         self.snapshots: list[tuple[float, int]] = []
@@ -81,9 +81,9 @@ def shots(count: int) -> list[tuple[list[float], bytes]]:
     """``count`` (joint sample, PNG frame) pairs along the synthetic arm's trajectory, 1 / FPS apart."""
     import cv2
 
-    from modal_workers.splat_camera import Camera, CameraRig, Intrinsics
-    from modal_workers.splat_kinematics import synthetic_arm_urdf
-    from modal_workers.splat_synth import arm_angles, render_frame, scene_gaussians
+    from modal_workers.splat.camera import Camera, CameraRig, Intrinsics
+    from modal_workers.splat.kinematics import synthetic_arm_urdf
+    from modal_workers.splat.synth import arm_angles, render_frame, scene_gaussians
 
     rig, scene = CameraRig.from_urdf(synthetic_arm_urdf(), "camera_link"), scene_gaussians()
     k = Intrinsics.from_fov(SIZE, SIZE, 60.0)
@@ -123,8 +123,8 @@ def run() -> list[Result]:
     """Frame arrival → first influence on a snapshot, p50 and p95."""
     import numpy as np
 
-    from contracts.job_specs import SplatSpec
-    from modal_workers import splat
+    from contracts.specs.jobs import SplatSpec
+    from modal_workers.splat import workload as splat
 
     spec = SplatSpec.model_validate({"kind": "splat", "params": {"snapshot_every_s": SNAPSHOT_EVERY_S}})
     host, arrivals = BenchHost(spec.params), dict[int, float]()

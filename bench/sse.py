@@ -38,9 +38,9 @@ from bench.webhooks import TENANT, NotifierProcess, add_jobs, event_body
 from contracts.ids import new_id
 from contracts.streams import KV_APIKEYS, declarations
 from contracts.subjects import Namespace, Subjects
-from services.common.apikeys import ApiKeyStore
-from services.common.embedded_nats import EmbeddedNats
-from services.common.nats import apply_declarations
+from services.common.auth.apikeys import ApiKeyStore
+from services.common.nats.connection import apply_declarations
+from services.common.nats.embedded import EmbeddedNats
 
 RATE = 1000  # events/s, aggregate
 SECONDS = 3.0

@@ -1,11 +1,11 @@
 """VLM benchmark: a session's chunk close → result latency against the bare ``model.generate`` call.
 
-Both sides run the tiny random Gemma 3 of ``tests/support/tiny_gemma.py`` (built into a temporary
-directory and loaded offline through :class:`~modal_workers.vlm_model.VlmModel`; on CUDA when
+Both sides run the tiny random Gemma 3 of ``bench/harness/tiny_gemma.py`` (built into a temporary
+directory and loaded offline through :class:`~modal_workers.vlm.model.VlmModel`; on CUDA when
 present, else CPU), greedy, ``MAX_NEW_TOKENS`` tokens per chunk (the tiny model never stops early,
 so both sides generate exactly as many):
 
-* ``session``: :class:`~modal_workers.vlm_session.VlmSession` is fed ``CHUNK_FRAMES`` JPEG frames
+* ``session``: :class:`~modal_workers.vlm.session.VlmSession` is fed ``CHUNK_FRAMES`` JPEG frames
   per chunk; the chunk closes on its last frame and is run at once. The figure is the result's
   ``latency_ms`` (close → answer): sampling, JPEG decoding, the conversation's messages (earlier
   turns kept up to ``CONTEXT_TOKENS``), the chat template, the processor, ``generate`` and decoding.
@@ -43,7 +43,7 @@ CHUNKS = int(os.environ.get("BENCH_VLM_CHUNKS", "40"))
 CHUNK_FRAMES, MAX_IMAGES, MAX_NEW_TOKENS, CONTEXT_TOKENS = 8, 4, 16, 512
 FRAME_SIZE = (320, 240)
 NOTES = [
-    f"vlm: the tiny random Gemma 3 of tests/support/tiny_gemma.py, {CHUNKS} chunks of {CHUNK_FRAMES} JPEG frames "
+    f"vlm: the tiny random Gemma 3 of bench/harness/tiny_gemma.py, {CHUNKS} chunks of {CHUNK_FRAMES} JPEG frames "
     f"({FRAME_SIZE[0]}x{FRAME_SIZE[1]}), {MAX_IMAGES} shown to the model, {MAX_NEW_TOKENS} new tokens, greedy, "
     f"earlier turns kept up to {CONTEXT_TOKENS} tokens. Baseline: model.generate alone on the same inputs, "
     "interleaved chunk by chunk (lower is better; no target: the ratio is the session's and the adapter's "
@@ -90,8 +90,8 @@ def bare_generate_ms(model: Any, batch: Any) -> float:
 
 def measure(model: Any, frames: list[bytes], chunks: int) -> tuple[list[float], list[float]]:
     """Per chunk: the session's close → result latency, then bare ``generate`` on the same inputs (ms)."""
-    from contracts.session_params import VlmParams
-    from modal_workers.vlm_session import VlmSession, decode_frame
+    from contracts.specs.session_params import VlmParams
+    from modal_workers.vlm.session import VlmSession, decode_frame
 
     params = VlmParams(
         chunk_frames=CHUNK_FRAMES,
@@ -118,8 +118,8 @@ def measure(model: Any, frames: list[bytes], chunks: int) -> tuple[list[float], 
 def run() -> list[Result]:
     """The VLM latency figures: the session against bare ``generate``, then the live ones."""
     _env()
-    from modal_workers.vlm_model import VlmModel
-    from tests.support.tiny_gemma import build_tiny_gemma
+    from bench.harness.tiny_gemma import build_tiny_gemma
+    from modal_workers.vlm.model import VlmModel
 
     with tempfile.TemporaryDirectory(prefix="gpurelay-bench-vlm-") as tmp:
         model_dir = build_tiny_gemma(Path(tmp) / "model")
@@ -161,9 +161,9 @@ async def measure_live(model_dir: Path, tmp: Path) -> dict[str, Any]:
     from bench.vlm_stack import VlmClient, dispatcher
     from contracts.streams import KV_APIKEYS
     from contracts.subjects import Namespace
-    from modal_workers.vlm_model import device
-    from services.common.apikeys import ApiKeyStore
-    from services.common.embedded_nats import EmbeddedNats
+    from modal_workers.vlm.model import device
+    from services.common.auth.apikeys import ApiKeyStore
+    from services.common.nats.embedded import EmbeddedNats
 
     ns, count = Namespace("benchvlm"), int(LIVE_FPS * LIVE_SECONDS)
     with EmbeddedNats(tmp / "nats") as server:

@@ -22,7 +22,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench.session_worker import ROOT
-from services.common.embedded_nats import free_port
+from services.common.nats.embedded import free_port
 
 ROUTES = """
 profiles:

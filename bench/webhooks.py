@@ -31,16 +31,16 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPEATS, Result, median
-from contracts.api_webhooks import WebhookRecord, new_webhook_secret
-from contracts.events import EventType, make_event
+from contracts.api.webhooks import WebhookRecord, new_webhook_secret
+from contracts.events.jobs import JobLogPayload
+from contracts.events.registry import EventType, make_event
 from contracts.ids import new_id, tenant_key
-from contracts.job_events import JobLogPayload
 from contracts.job_record import JobRecord
-from contracts.job_specs import parse_job_spec
+from contracts.specs.jobs import parse_job_spec
 from contracts.streams import KV_JOBS, KV_WEBHOOKS, declarations
 from contracts.subjects import Namespace, Subjects
-from services.common.embedded_nats import EmbeddedNats, free_port
-from services.common.nats import apply_declarations
+from services.common.nats.connection import apply_declarations
+from services.common.nats.embedded import EmbeddedNats, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = 1000

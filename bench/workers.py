@@ -6,7 +6,7 @@ weights: speed does not depend on what is found) at the same ``imgsz``, on CUDA 
 * ``pose pipeline``: the workload's inference path: frames decoded ahead by the reader thread,
   ``batch_size`` frames per forward pass, each frame then fed to ByteTrack, against the naive loop
   (``cv2.VideoCapture`` → ``model.predict(frame)`` → ByteTrack, one frame at a time). Target ratio ≥ 1.
-* ``pose job``: the whole job through :class:`~modal_workers.runtime.WorkerRuntime` (events to a
+* ``pose job``: the whole job through :class:`~modal_workers.runtime.worker_runtime.WorkerRuntime` (events to a
   null sink, artifacts to local storage): inference plus shuttle, court, drawing and encoding of
   ``processed.mp4`` and the artifacts, against the same naive loop (no target: it does more work).
 
@@ -59,7 +59,7 @@ def naive(model: Any, path: Path) -> float:
     """Frames/s of the per-frame loop: read, predict one frame, track."""
     import cv2
 
-    from modal_workers.pose_infer import PersonTracker, predict
+    from modal_workers.pose.infer import PersonTracker, predict
 
     tracker, count = PersonTracker(), 0
     start = time.perf_counter()
@@ -73,9 +73,9 @@ def naive(model: Any, path: Path) -> float:
 
 def pipeline(model: Any, path: Path) -> float:
     """Frames/s of the workload's inference path: overlapped decode, batched predict, tracking."""
-    from modal_workers.pose import batched
-    from modal_workers.pose_infer import PersonTracker, predict
-    from modal_workers.video import FrameReader, probe
+    from modal_workers.media.video import FrameReader, probe
+    from modal_workers.pose.infer import PersonTracker, predict
+    from modal_workers.pose.workload import batched
 
     tracker, count = PersonTracker(), 0
     start = time.perf_counter()
@@ -100,7 +100,7 @@ async def _null_sink() -> _NullSink:
 def through_runtime(path: Path, folder: Path, kind: str, params: dict[str, Any], workload: Any) -> tuple[Any, float]:
     """Run one ``kind`` job on ``path`` through the worker runtime; its outcome and wall time."""
     from contracts.runs import RunRequest
-    from modal_workers.runtime import WorkerRuntime
+    from modal_workers.runtime.worker_runtime import WorkerRuntime
     from services.common.storage import LocalStorage, upload_key
 
     storage = LocalStorage(folder / "blobs", "http://127.0.0.1:1", b"bench-secret-0123456789abcdef0123")
@@ -122,7 +122,7 @@ def through_runtime(path: Path, folder: Path, kind: str, params: dict[str, Any],
 
 def job(path: Path, folder: Path) -> float:
     """Frames/s of a whole pose job through the worker runtime."""
-    from modal_workers.pose import run as pose_run
+    from modal_workers.pose.workload import run as pose_run
 
     outcome, elapsed = through_runtime(path, folder, "pose", {"imgsz": IMGSZ, "batch_size": BATCH}, pose_run)
     return rate(int(outcome.result["processedFrames"]), elapsed)
@@ -131,8 +131,8 @@ def job(path: Path, folder: Path) -> float:
 def pose_results() -> list[Result]:
     """Pose figures (on CUDA when present, else CPU)."""
     _env()
-    from modal_workers.pose_infer import device, load_model
-    from modal_workers.pose_synth import write_video
+    from modal_workers.pose.infer import device, load_model
+    from modal_workers.pose.synth import write_video
 
     where = "CUDA" if device().startswith("cuda") else "CPU"
     with tempfile.TemporaryDirectory(prefix="gpurelay-bench-pose-") as tmp:
@@ -176,8 +176,8 @@ def lap_naive(path: Path, out: Path) -> float:
     """Frames/s of the plain OpenCV loop: read, downscale, gray, Farnebäck, metrics, draw, encode."""
     import cv2
 
-    from modal_workers.lap_compare_flow import FlowEngine, draw_overlay, frame_metrics
-    from modal_workers.video import scaled_size
+    from modal_workers.lap_compare.flow import FlowEngine, draw_overlay, frame_metrics
+    from modal_workers.media.video import scaled_size
 
     engine, previous, count = FlowEngine("farneback"), None, 0
     start = time.perf_counter()
@@ -199,7 +199,7 @@ def lap_naive(path: Path, out: Path) -> float:
 
 def lap_job(path: Path, folder: Path) -> float:
     """Frames/s of a whole lap_compare job through the worker runtime."""
-    from modal_workers.lap_compare import run as lap_run
+    from modal_workers.lap_compare.workload import run as lap_run
 
     outcome, elapsed = through_runtime(path, folder, "lap_compare", {"downscale_width": LAP_WIDTH}, lap_run)
     return rate(int(outcome.result["frames"]), elapsed)
@@ -207,7 +207,7 @@ def lap_job(path: Path, folder: Path) -> float:
 
 def lap_results() -> list[Result]:
     """lap_compare figures (CPU: OpenCV's Farnebäck)."""
-    import modal_workers.lap_compare  # noqa: F401 - imported before any clock starts
+    import modal_workers.lap_compare.workload  # noqa: F401 - imported before any clock starts
 
     with tempfile.TemporaryDirectory(prefix="gpurelay-bench-lap-") as tmp:
         folder = Path(tmp)

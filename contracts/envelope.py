@@ -1,7 +1,7 @@
 """The event envelope: CloudEvents 1.0 attribute names plus gpurelay's routing fields.
 
 Every event on NATS, in an SSE frame and in a webhook body is one :class:`EventEnvelope`. Its
-``data`` is the typed payload of its ``type`` (see :mod:`contracts.events`), stored as JSON. Its
+``data`` is the typed payload of its ``type`` (see :mod:`contracts.events.registry`), stored as JSON. Its
 ``time`` is an instant (:data:`UtcDatetime`).
 """
 

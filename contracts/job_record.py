@@ -25,7 +25,7 @@ from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, field_val
 from contracts.base import Contract, JsonObject
 from contracts.envelope import utc_now
 from contracts.ids import JobId, TenantId
-from contracts.job_specs import JobKind, JobSpec
+from contracts.specs.jobs import JobKind, JobSpec
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 _ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$")

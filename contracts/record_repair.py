@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from pydantic_core import from_json
 
 from contracts.job_record import JobError, JobRecord, JobStatus
-from contracts.job_specs import SPEC_MODELS, JobSpecBase
+from contracts.specs.jobs import SPEC_MODELS, JobSpecBase
 
 INVALID_RECORD = "invalid_record"
 """The error code of a job failed because its stored record no longer validated."""

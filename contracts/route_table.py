@@ -17,7 +17,7 @@ import yaml
 from pydantic import ConfigDict, Field, model_validator
 
 from contracts.base import Contract
-from contracts.job_specs import JobKind
+from contracts.specs.jobs import JobKind
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 _LOCAL_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")

@@ -14,7 +14,7 @@ module imports without torch, OpenCV or a network.
 
 Each function runs one :class:`~contracts.runs.RunRequest` through the runtime, posting
 its events to the gateway's ingest route with the job-scoped token
-(:class:`~modal_workers.runtime_sinks.IngestSink`), and returns the run's outcome as JSON. The
+(:class:`~modal_workers.runtime.sinks.IngestSink`), and returns the run's outcome as JSON. The
 session classes load their model once per container in ``@modal.enter`` (the workload module's
 optional ``warm()`` hook); batch functions keep what they load in module-level caches, which a
 container also keeps between inputs.
@@ -32,7 +32,7 @@ from typing import Any
 import modal
 
 from contracts.route_table import DEFAULT_ROUTES, Route, load_route_table
-from contracts.session_params import VLM_DEFAULT_MODEL
+from contracts.specs.session_params import VLM_DEFAULT_MODEL
 
 APP_NAME = "gpurelay"
 PROFILE = os.environ.get("GPURELAY_MODAL_PROFILE", "prod")
@@ -46,7 +46,7 @@ BASE_PACKAGES = (  # what contracts/, services/common and the runtime import (ve
     "aioboto3==15.5.0",
     "uuid-utils==1.2.0",
     "rich==15.0.0",
-    "nats-py==2.16.0",  # services.common.publish (the runtime's sinks)
+    "nats-py==2.16.0",  # services.common.nats.publish (the runtime's sinks)
     "websockets==17.4",  # a session's feed from the gateway
     "prometheus-client==0.26.0",
     "opentelemetry-api==1.45.2",
@@ -165,10 +165,10 @@ def run_request(
     ``gpurelay-storage`` secret's environment variables, read by the settings class).
     """
     from contracts.runs import RunRequest
-    from modal_workers.runtime import WorkerRuntime, load_workload
-    from modal_workers.runtime_sinks import IngestSink
-    from services.common import tracing
+    from modal_workers.runtime.sinks import IngestSink
+    from modal_workers.runtime.worker_runtime import WorkerRuntime, load_workload
     from services.common.config import BaseServiceSettings
+    from services.common.observability import tracing
     from services.common.storage import make_storage
 
     settings = BaseServiceSettings(

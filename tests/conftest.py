@@ -23,10 +23,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from contracts.streams import KV_APIKEYS, Declarations, declarations
 from contracts.subjects import Namespace, Subjects
-from services.common import tracing
-from services.common.apikeys import ApiKeyStore
-from services.common.embedded_nats import EmbeddedNats
-from services.common.nats import apply_declarations
+from services.common.auth.apikeys import ApiKeyStore
+from services.common.nats.connection import apply_declarations
+from services.common.nats.embedded import EmbeddedNats
+from services.common.observability import tracing
 from services.gateway.app import create_app
 from tests.support.gateway import Gateway, Tenant, gateway_settings
 from tests.support.http import bound_socket, serve
@@ -45,8 +45,8 @@ os.environ.setdefault("HF_HOME", str(TEST_DATA / "hf"))
 
 @pytest.fixture(scope="session")
 def tiny_gemma_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Gemma 3 saved like a hub checkpoint (see tests/support/tiny_gemma.py), once per run."""
-    from tests.support.tiny_gemma import build_tiny_gemma
+    """A tiny random Gemma 3 saved like a hub checkpoint (see bench/harness/tiny_gemma.py), once per run."""
+    from bench.harness.tiny_gemma import build_tiny_gemma
 
     return build_tiny_gemma(tmp_path_factory.mktemp("tiny-gemma"))
 

@@ -19,15 +19,12 @@ import pytest
 import yaml
 from pydantic import SecretStr, ValidationError
 
-from services.common import metrics
-from services.common.config import (
-    PLACEHOLDER_PREFIX,
-    BaseServiceSettings,
-    DispatcherSettings,
-    GatewaySettings,
-    NotifierSettings,
-)
-from services.common.embedded_nats import NatsServerError, find_nats_server
+from services.common.config import PLACEHOLDER_PREFIX, BaseServiceSettings
+from services.common.nats.embedded import NatsServerError, find_nats_server
+from services.common.observability import metrics
+from services.dispatcher.settings import DispatcherSettings
+from services.gateway.settings import GatewaySettings
+from services.notifier.settings import NotifierSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -310,7 +307,7 @@ def test_prometheus_scrapes_every_service_on_its_port() -> None:
 
 
 def exposed_names() -> dict[str, set[str]]:
-    """Each metric family of :mod:`services.common.metrics` and the sample names Prometheus sees."""
+    """Each metric family of :mod:`services.common.observability.metrics` and the sample names Prometheus sees."""
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
     families: dict[str, set[str]] = {}
     for collectors in metrics.SERVICE_METRICS.values():

@@ -24,15 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from contracts.streams import KV_APIKEYS
-from services.common.apikeys import ApiKeyStore, generate_key
-from services.common.config import DispatcherSettings, GatewaySettings, NotifierSettings, dev_env_path
-from services.common.embedded_nats import EmbeddedNats
+from services.common.auth.apikeys import ApiKeyStore, generate_key
+from services.common.config import dev_env_path
 from services.common.http_server import EmbeddedHttpServer
-from services.common.nats import connect, declare_all
+from services.common.nats.connection import connect, declare_all
+from services.common.nats.embedded import EmbeddedNats
 from services.common.processes import DirectoryInUseError, DirectoryLock
-from services.dispatcher.modal_backend import ModalClient
+from services.dispatcher.running.modal_backend import ModalClient
 from services.dispatcher.service import Dispatcher
+from services.dispatcher.settings import DispatcherSettings
+from services.gateway.settings import GatewaySettings
 from services.notifier.app import create_app as create_notifier_app
+from services.notifier.settings import NotifierSettings
 
 log = logging.getLogger(__name__)
 

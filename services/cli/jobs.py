@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts.job_record import JobStatus
-from contracts.job_specs import JobKind
+from contracts.specs.jobs import JobKind
 from services.cli.client import Client, cli_settings, run
 from services.common.queue_place import queue_place_text
 

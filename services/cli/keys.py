@@ -13,9 +13,9 @@ from rich.table import Table
 
 from contracts.ids import validate_id
 from contracts.streams import KV_APIKEYS
-from services.common.apikeys import ApiKeyStore
+from services.common.auth.apikeys import ApiKeyStore
 from services.common.config import BaseServiceSettings, load_settings
-from services.common.nats import connect
+from services.common.nats.connection import connect
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 console = Console(stderr=True)

@@ -15,16 +15,16 @@ import typer
 from rich.console import Console
 
 from services.cli.dev import DataDirInUseError, DevStack, print_ready, run_until_signal
-from services.cli.dlq import dlq_app
 from services.cli.jobs import jobs_app
 from services.cli.keys import keys_app
-from services.cli.replay_cmd import replay
+from services.cli.replay.command import replay
+from services.cli.replay.dlq import dlq_app
 from services.cli.serve import serve_app
 from services.cli.sessions import sessions_app
 from services.cli.status_cmd import status
 from services.cli.submit import submit
 from services.common.config import BaseServiceSettings
-from services.common.tracing import setup_tracing
+from services.common.observability.tracing import setup_tracing
 
 app = typer.Typer(
     name="gpurelay", help="Run GPU jobs on media and robot data, and watch them live.", no_args_is_help=True
@@ -80,7 +80,7 @@ def demo(
 
     The job's artifacts (overlay.mp4, overlay.webm, metrics.json, manifest.json) are saved under OUTPUT.
     """
-    from services.cli.demo import run_demo
+    from services.cli.demo.command import run_demo
 
     if data_dir is not None:
         try:
@@ -104,8 +104,8 @@ def schema(
     check: Annotated[bool, typer.Option(help="Only report drift; exit 1 when the files differ.")] = False,
 ) -> None:
     """Export the JSON Schema of every contract (contracts/schema/) and docs/asyncapi.json."""
-    from contracts.asyncapi import ASYNCAPI
-    from contracts.schema_export import SCHEMA_DIR, check_schemas, write_schemas
+    from contracts.documents.asyncapi import ASYNCAPI
+    from contracts.documents.schema_export import SCHEMA_DIR, check_schemas, write_schemas
 
     target = out or SCHEMA_DIR
     if check:

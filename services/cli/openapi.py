@@ -10,9 +10,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from contracts.generated import Document, GeneratedFile
-from services.common.config import GatewaySettings
+from contracts.documents.generated import Document, GeneratedFile
 from services.gateway.app import create_app
+from services.gateway.settings import GatewaySettings
 from services.notifier.routes import router as notifier_router
 
 OPENAPI_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"

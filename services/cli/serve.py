@@ -11,10 +11,12 @@ import sys
 
 import typer
 
-from services.common.config import GatewaySettings, NotifierSettings, load_settings
+from services.common.config import load_settings
 from services.common.http_server import serve_forever
-from services.common.logging import setup_logging
-from services.common.tracing import setup_tracing
+from services.common.observability.logging import setup_logging
+from services.common.observability.tracing import setup_tracing
+from services.gateway.settings import GatewaySettings
+from services.notifier.settings import NotifierSettings
 
 serve_app = typer.Typer(add_completion=False)
 

@@ -14,7 +14,7 @@ from rich.table import Table
 from services.cli.client import cli_settings
 from services.cli.jobs import human_size
 from services.cli.status import collect
-from services.common.nats import connect
+from services.common.nats.connection import connect
 
 
 def _age(seconds: float | None) -> str:

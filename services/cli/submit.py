@@ -31,7 +31,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from contracts.job_specs import BATCH_KINDS, SPEC_MODELS, JobKind
+from contracts.specs.jobs import BATCH_KINDS, SPEC_MODELS, JobKind
 from services.cli.client import ApiError, Client, cli_settings, follow_events, run
 from services.cli.jobs import show_record
 from services.common.queue_place import queue_place_text

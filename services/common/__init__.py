@@ -1,5 +1,6 @@
-"""Code every service and worker shares, one floor above :mod:`contracts`: settings, NATS and the one
-publish function, storage, keys and tokens, the SSRF guard, KV watching, the HTTP plumbing of the
-gateway and the notifier (``http``: problem+json, CORS, health, auth errors), logging and processes.
+"""Code every service and worker shares, one floor above :mod:`contracts`: the settings' base, NATS
+(``nats``: connecting, the one publish function, KV watching), storage, keys and tokens (``auth``),
+the SSRF guard, the HTTP plumbing of the gateway and the notifier (``http``: problem+json, CORS,
+health, auth errors), logs, metrics and traces (``observability``) and processes.
 Imports :mod:`contracts` only, never a service.
 """

@@ -1,7 +1,7 @@
 """The event loop every gpurelay process runs on: uvloop's where it is installed, else asyncio's.
 
 The gateway and the notifier run under uvicorn, whose ``loop="auto"`` already picks uvloop; the
-dispatcher's entry point and a worker's event thread (:class:`~modal_workers.runtime.WorkerRuntime`)
+dispatcher's entry point and a worker's event thread (:class:`~modal_workers.runtime.worker_runtime.WorkerRuntime`)
 make their loop here, so every process runs on the same kind of loop. uvloop (libuv) spends about a
 third less CPU per NATS round trip than asyncio's selector loop on this project's hot paths (see
 BENCHMARKS.md, "Fold and dispatch"). ``GPURELAY_EVENT_LOOP=asyncio`` keeps asyncio's own loop (to

@@ -24,7 +24,7 @@ from nats.js.api import PubAck
 from nats.js.errors import APIError
 
 from contracts.subjects import Subjects
-from services.common.publish import REPLAY_OF, republish
+from services.common.nats.publish import REPLAY_OF, republish
 
 H_EVENT = "Gpurelay-Event-Id"
 H_TYPE = "Gpurelay-Event-Type"

@@ -5,7 +5,7 @@ Beside the dispatcher it serves ``GET /healthz`` on ``GPURELAY_HOST:GPURELAY_POR
 also carries the operators' counters (:meth:`Dispatcher.metrics`): ``dead_lettered`` and
 ``handler_errors`` per consumer since start, ``created_republished``, and ``local_pool`` (``size``,
 ``started``, ``idle``, ``busy``; null without a local pool), which ``gpurelay status`` shows.
-``GET /metrics`` on the same port serves its Prometheus metrics (:mod:`services.common.metrics`).
+``GET /metrics`` on the same port serves its Prometheus metrics (:mod:`services.common.observability.metrics`).
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from services.common import event_loop
-from services.common.config import DispatcherSettings, load_settings
+from services.common.config import load_settings
 from services.common.http.metrics import metrics_endpoint
 from services.common.http_server import EmbeddedHttpServer
-from services.common.logging import setup_logging
-from services.common.tracing import setup_tracing
+from services.common.observability.logging import setup_logging
+from services.common.observability.tracing import setup_tracing
 from services.dispatcher.service import Dispatcher
+from services.dispatcher.settings import DispatcherSettings
 
 
 def health_app(dispatcher: Dispatcher) -> Any:

@@ -1,4 +1,4 @@
-"""What the dispatcher tells operators (:mod:`services.common.metrics`).
+"""What the dispatcher tells operators (:mod:`services.common.observability.metrics`).
 
 * From its attempts: the queue wait of each attempt it launches (from its ticket's arrival in
   DISPATCH, or its retry time when later, to the launch) and each attempt's run time by outcome.
@@ -17,8 +17,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from contracts.job_record import JobRecord
-from services.common import metrics
-from services.dispatcher.local_pool import LocalPool
+from services.common.observability import metrics
+from services.dispatcher.running.local_pool import LocalPool
 from services.dispatcher.store import Ticket
 
 

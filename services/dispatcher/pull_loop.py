@@ -1,7 +1,7 @@
 """One message at a time from a durable pull consumer, for as long as the task runs.
 
-The serial fold (:mod:`~services.dispatcher.fold_consumer`) and each kind's tickets
-(:mod:`~services.dispatcher.ticket_consumer`) read their consumers this way: a pull of one message
+The serial fold (:mod:`~services.dispatcher.fold.serial`) and each kind's tickets
+(:mod:`~services.dispatcher.running.tickets`) read their consumers this way: a pull of one message
 waits up to :data:`FETCH_WAIT_S`, the message is handled before the next pull, a broken pull is
 retried (never ends the loop), and a cancel ends it even when nats-py turns it into a timeout.
 """
@@ -17,7 +17,7 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from services.common.nats import cancel_requested
+from services.common.nats.connection import cancel_requested
 
 log = logging.getLogger(__name__)
 FETCH_WAIT_S = 1.0

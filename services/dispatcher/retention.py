@@ -19,7 +19,7 @@ from nats.js.kv import KeyValue
 from contracts.envelope import utc_now
 from contracts.job_record import JobRecord
 from contracts.record_repair import UnreadableRecordError
-from services.common.kv import kv_entries
+from services.common.nats.kv import kv_entries
 from services.common.storage import Storage, results_prefix
 from services.dispatcher.store import JobStore
 

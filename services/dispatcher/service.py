@@ -4,17 +4,17 @@ Consumers (every one a durable pull consumer shared by all replicas, with an exp
 hot ones, the fold's and the tickets', are nats-py pull loops, the uploads' a FastStream subscriber):
 
 * ``dispatcher-fold-{p}`` on ``fold.{p}.>`` (``JOBS_FOLD``), one per partition of the job events by
-  job id (:mod:`services.dispatcher.partitions`): folds each event into KV ``jobs`` and reacts
-  (:mod:`services.dispatcher.reactions`). Each partition is pinned to one replica at a time, which
-  folds a batch of up to ``fold_batch`` events (:mod:`services.dispatcher.fold_consumer`), so each
+  job id (:mod:`services.dispatcher.fold.partitions`): folds each event into KV ``jobs`` and reacts
+  (:mod:`services.dispatcher.fold.reactions`). Each partition is pinned to one replica at a time, which
+  folds a batch of up to ``fold_batch`` events (:mod:`services.dispatcher.fold.serial`), so each
   job's record is folded in stream order by one writer and KV equals
-  :func:`~services.dispatcher.fold.fold` of the stream, while partitions fold in parallel.
+  :func:`~services.dispatcher.fold.records.fold` of the stream, while partitions fold in parallel.
   ``fold_partitions=0``: the serial ``dispatcher-jobs`` on ``jobs.>`` (JOBS) instead, one event
   in flight (``max_ack_pending=1``).
 * ``dispatcher-uploads`` on ``uploads.>`` (JOBS): releases jobs waiting on the upload.
 * ``dispatch-{kind}`` on ``dispatch.{kind}`` (DISPATCH), one per routed kind, ``max_ack_pending`` =
-  the route's concurrency (:mod:`services.dispatcher.ticket_consumer`):
-  :class:`~services.dispatcher.attempts.Attempts` holds each ticket until its attempt ends: the ack
+  the route's concurrency (:mod:`services.dispatcher.running.tickets`):
+  :class:`~services.dispatcher.running.attempts.Attempts` holds each ticket until its attempt ends: the ack
   *is* the release of the concurrency slot.
 
 Every handler runs through :class:`~services.dispatcher.consumers.ConsumerGuard` (``MANUAL`` ack
@@ -26,9 +26,9 @@ scrape of ``/metrics`` (served by ``gpurelay dispatcher`` beside ``/healthz``, o
 origin under ``gpurelay dev``).
 
 Besides: a task that keeps held tickets alive (and reads held records again after a reconnect:
-held attempts follow their jobs' records as KV stores them, :mod:`services.dispatcher.held_records`),
+held attempts follow their jobs' records as KV stores them, :mod:`services.dispatcher.running.held_records`),
 the retention sweep and the sweep for jobs whose ``job.created`` was never published (it reads what
-KV ``jobs`` stored since the last one: :class:`~services.dispatcher.sweeper.CreatedSweeper`).
+KV ``jobs`` stored since the last one: :class:`~services.dispatcher.scheduling.sweeper.CreatedSweeper`).
 """
 
 from __future__ import annotations
@@ -45,33 +45,33 @@ from nats.aio.client import Client as NatsClient
 
 from contracts import streams
 from contracts.route_table import DEFAULT_ROUTES, Route, load_route_table
-from services.common import metrics
-from services.common.config import DispatcherSettings
-from services.common.nats import cancel_and_wait, connect, declare_all
+from services.common.nats.connection import cancel_and_wait, connect, declare_all
+from services.common.observability import metrics
 from services.common.quotas import QuotaBook
 from services.common.storage import Storage, make_storage
-from services.dispatcher.attempts import Attempts
-from services.dispatcher.backends import Backend, LocalBackend, UnroutedBackend
 from services.dispatcher.consumers import ConsumerGuard
-from services.dispatcher.fair_clock import FairClocks
-from services.dispatcher.fold import route_pricing
-from services.dispatcher.fold_partition import fold_consumers
-from services.dispatcher.hearing import Hearing
-from services.dispatcher.held_records import HeldRecords
-from services.dispatcher.local_pool import LocalPool
-from services.dispatcher.modal_backend import ModalBackend, ModalClient
+from services.dispatcher.fold.partition import fold_consumers
+from services.dispatcher.fold.reactions import Reactions
+from services.dispatcher.fold.records import route_pricing
 from services.dispatcher.observe import start_sampling
-from services.dispatcher.positions import Positions, RunTimes
-from services.dispatcher.queue import QueueIndex
-from services.dispatcher.queue_lines import line_order
-from services.dispatcher.reactions import Reactions
 from services.dispatcher.retention import Retention
-from services.dispatcher.scheduler import Scheduler
+from services.dispatcher.running.attempts import Attempts
+from services.dispatcher.running.backends import Backend, LocalBackend, UnroutedBackend
+from services.dispatcher.running.hearing import Hearing
+from services.dispatcher.running.held_records import HeldRecords
+from services.dispatcher.running.local_pool import LocalPool
+from services.dispatcher.running.modal_backend import ModalBackend, ModalClient
+from services.dispatcher.running.tickets import TicketConsumer
+from services.dispatcher.scheduling.fair_clock import FairClocks
+from services.dispatcher.scheduling.lines import line_order
+from services.dispatcher.scheduling.positions import Positions, RunTimes
+from services.dispatcher.scheduling.queue import QueueIndex
+from services.dispatcher.scheduling.scheduler import Scheduler
+from services.dispatcher.scheduling.sweeper import CreatedSweeper
+from services.dispatcher.scheduling.tallies import Tallies
+from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.store import DISPATCH_STREAM, JobEvents, JobStore, declare_dispatch
 from services.dispatcher.subscribers import bound_and_watch, make_broker, subscribe_events
-from services.dispatcher.sweeper import CreatedSweeper
-from services.dispatcher.tallies import Tallies
-from services.dispatcher.ticket_consumer import TicketConsumer
 
 log = logging.getLogger(__name__)
 

@@ -25,16 +25,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from contracts import streams
 from contracts.envelope import EventEnvelope, utc_now
 from contracts.event_ids import attempt_event_id, failed_event_id, ticket_msg_id
-from contracts.events import EventType, job_created_event, job_event_name, make_event
+from contracts.events.jobs import JobDispatchedPayload, JobFailedPayload
+from contracts.events.registry import EventType, job_created_event, job_event_name, make_event
 from contracts.ids import ResourceId, TenantId, tenant_key
-from contracts.job_events import JobDispatchedPayload, JobFailedPayload
 from contracts.job_record import JobRecord
 from contracts.record_repair import INVALID_RECORD, UnreadableRecordError, failed_in_place_of, read_record
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
-from services.common import tracing
-from services.common.publish import publish_event
-from services.dispatcher.fold import Pricing, apply, no_pricing
+from services.common.nats.publish import publish_event
+from services.common.observability import tracing
+from services.dispatcher.fold.records import Pricing, apply, no_pricing
 
 log = logging.getLogger(__name__)
 DISPATCH_STREAM = streams.DISPATCH
@@ -70,7 +70,7 @@ async def declare_dispatch(js: JetStreamContext, ns: Namespace) -> tuple[KeyValu
 
 
 class JobStore:
-    """Job records in KV ``jobs``, moved only by :func:`~services.dispatcher.fold.apply`, and replaced
+    """Job records in KV ``jobs``, moved only by :func:`~services.dispatcher.fold.records.apply`, and replaced
     by a failed one when what KV holds no longer validates (``events`` publishes its ``job.failed``)."""
 
     def __init__(self, kv: KeyValue, pricing: Pricing = no_pricing, events: JobEvents | None = None) -> None:

@@ -21,15 +21,15 @@ from faststream.nats.annotations import NatsMessage
 from nats.aio.client import Client as NatsClient
 from nats.js.api import DeliverPolicy
 
-from services.common.config import DispatcherSettings
-from services.common.metric_labels import subject_event_label
-from services.common.metrics import EVENTS_CONSUMED
-from services.common.nats import connection_options
-from services.common.tracing import consumer_span
+from services.common.nats.connection import connection_options
+from services.common.observability.metric_labels import subject_event_label
+from services.common.observability.metrics import EVENTS_CONSUMED
+from services.common.observability.tracing import consumer_span
 from services.dispatcher.consumers import ConsumerGuard, Redelivery, bound_redeliveries, span_attributes
+from services.dispatcher.settings import DispatcherSettings
 
 TICKET = "dispatch.ticket"
-"""The ``type`` label of a dispatch ticket consumed (:mod:`services.dispatcher.ticket_consumer`)."""
+"""The ``type`` label of a dispatch ticket consumed (:mod:`services.dispatcher.running.tickets`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +42,7 @@ class Consumer:
 
 
 def make_broker(settings: DispatcherSettings) -> NatsBroker:
-    """A broker that connects as every service does (:func:`~services.common.nats.connection_options`:
+    """A broker that connects as every service does (:func:`~services.common.nats.connection.connection_options`:
     every server, reconnecting forever) and logs through ``services.dispatcher.broker`` (its errors at
     ERROR, messages at DEBUG)."""
     options = connection_options(settings, "dispatcher-broker")

@@ -2,7 +2,7 @@
 
 The lifespan connects to NATS, applies the stream and KV declarations (the gateway is their owner;
 applying is idempotent, so replicas may all do it) and binds the buckets into a
-:class:`~services.gateway.state.GatewayState`. Routers live in ``services/gateway/routes``.
+:class:`~services.gateway.state.GatewayState`. Routers: :mod:`services.gateway.routers`.
 """
 
 from __future__ import annotations
@@ -13,18 +13,18 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from services.common.config import GatewaySettings
 from services.common.http.cors import install_cors
 from services.common.http.health import Probe, install_health, nats_probe
 from services.common.http.metrics import install_metrics
 from services.common.http.problem import install_error_handlers, use_problem_json_in_openapi
-from services.common.nats import connect, declare_all
+from services.common.nats.connection import connect, declare_all
+from services.common.observability.tracing import fastapi_telemetry
 from services.common.storage import LocalStorage, Storage, make_storage
-from services.common.tracing import fastapi_telemetry
 from services.gateway.blobs import blob_router
 from services.gateway.dashboard import install_dashboard
 from services.gateway.middleware import BodySizeLimitMiddleware
-from services.gateway.routes import ROUTERS
+from services.gateway.routers import ROUTERS
+from services.gateway.settings import GatewaySettings
 from services.gateway.state import GatewayState
 
 log = logging.getLogger(__name__)

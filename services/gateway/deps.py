@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from services.common.apikeys import Principal
+from services.common.auth.apikeys import Principal
 from services.common.http.auth import unauthorized
 from services.gateway.state import GatewayState
 

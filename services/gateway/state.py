@@ -14,13 +14,13 @@ from nats.js.kv import KeyValue
 from contracts import streams
 from contracts.envelope import EventEnvelope
 from contracts.subjects import Subjects
-from services.common.apikeys import ApiKeyStore
-from services.common.config import GatewaySettings
+from services.common.auth.apikeys import ApiKeyStore
+from services.common.auth.key_cache import KeyCache
 from services.common.http.problem import ProblemError
-from services.common.key_cache import KeyCache
-from services.common.publish import publish_event
+from services.common.nats.publish import publish_event
 from services.common.storage import Storage
-from services.gateway.admission import Admission
+from services.gateway.jobs.admission import Admission
+from services.gateway.settings import GatewaySettings
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class GatewayState:
     keys: ApiKeyStore
     key_cache: KeyCache
     admission: Admission | None = None
-    """Quota checks at submit (:mod:`services.gateway.admission`)."""
+    """Quota checks at submit (:mod:`services.gateway.jobs.admission`)."""
 
     @property
     def subjects(self) -> Subjects:

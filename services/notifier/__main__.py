@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from services.common.config import NotifierSettings, load_settings
+from services.common.config import load_settings
 from services.common.http_server import serve_forever
-from services.common.logging import setup_logging
+from services.common.observability.logging import setup_logging
 from services.notifier.app import create_app
+from services.notifier.settings import NotifierSettings
 
 
 def main() -> None:

@@ -17,20 +17,20 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import FastAPI
 from nats.aio.client import Client as NatsClient
 
-from contracts.api_webhooks import WebhookRecord
-from services.common.config import NotifierSettings
+from contracts.api.webhooks import WebhookRecord
 from services.common.http.cors import install_cors
 from services.common.http.health import install_health, nats_probe
 from services.common.http.metrics import install_metrics
 from services.common.http.problem import install_error_handlers
-from services.common.nats import cancel_and_wait, connect
-from services.common.round_trip import round_trip
-from services.common.tracing import fastapi_telemetry
-from services.notifier.fanout import FANOUT_DURABLE, FanOut
+from services.common.nats.connection import cancel_and_wait, connect
+from services.common.nats.round_trip import round_trip
+from services.common.observability.tracing import fastapi_telemetry
 from services.notifier.observe import start_sampling
 from services.notifier.routes import router
+from services.notifier.settings import NotifierSettings
 from services.notifier.state import NotifierState, open_state
-from services.notifier.targets import JobHooks
+from services.notifier.webhooks.fanout import FANOUT_DURABLE, FanOut
+from services.notifier.webhooks.targets import JobHooks
 
 log = logging.getLogger(__name__)
 FANOUT_RESTART_PAUSE_S = 1.0

@@ -14,10 +14,10 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from contracts.ids import ID_PATTERN, tenant_key
+from services.common.auth.key_cache import KeyCache
+from services.common.auth.tokens import TokenExpiredError, TokenInvalidError, verify_token
 from services.common.http.auth import unauthorized
 from services.common.http.problem import ProblemError
-from services.common.key_cache import KeyCache
-from services.common.tokens import TokenExpiredError, TokenInvalidError, verify_token
 
 
 async def api_key_tenant(request: Request, keys: KeyCache) -> str | None:

@@ -1,10 +1,10 @@
-"""What the notifier tells operators (:mod:`services.common.metrics`).
+"""What the notifier tells operators (:mod:`services.common.observability.metrics`).
 
 * Each webhook attempt by endpoint and result (``2xx`` … ``error``); each delivery that ended, by
   outcome (delivered, dead_lettered, refused); a delivered one's latency from its enqueue (the
   queue message's stored time) to its successful attempt. Endpoints are labelled by
-  :class:`~services.common.metric_labels.EndpointLabels` (the first ``metrics_max_endpoints``).
-* SSE streams open (:class:`~services.notifier.slots.SlotEventSource`) and frames sent.
+  :class:`~services.common.observability.metric_labels.EndpointLabels` (the first ``metrics_max_endpoints``).
+* SSE streams open (:class:`~services.notifier.sse.slots.SlotEventSource`) and frames sent.
 * Sampled on each scrape: the fan-out's lag and the deliveries waiting in all webhook queues.
 """
 
@@ -16,10 +16,10 @@ from collections.abc import Callable
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from services.common import metrics
-from services.common.config import NotifierSettings
-from services.common.metric_labels import status_class
-from services.notifier.sender import AttemptResult
+from services.common.observability import metrics
+from services.common.observability.metric_labels import status_class
+from services.notifier.settings import NotifierSettings
+from services.notifier.webhooks.sender import AttemptResult
 
 DELIVERED, DEAD_LETTERED, REFUSED = "delivered", "dead_lettered", "refused"
 

@@ -1,6 +1,6 @@
 """The notifier's HTTP routes: three SSE streams and the webhook deliveries view.
 
-Concurrent streams are capped per tenant (:class:`~services.notifier.slots.StreamSlots`): one over
+Concurrent streams are capped per tenant (:class:`~services.notifier.sse.slots.StreamSlots`): one over
 the cap is a 429 before any consumer is made. The app state comes in as ``StateDep``
 (:mod:`services.notifier.deps`).
 """
@@ -17,14 +17,14 @@ from services.common.http.auth import unauthorized
 from services.common.http.problem import field_error, problem_responses, unprocessable
 from services.common.webhook_queue import JOB_HOOK_PREFIX
 from services.notifier.auth import api_key_tenant, exists, feed_tenant, not_found, require_tenant
-from services.notifier.deliveries import DeliveryList
 from services.notifier.deps import StateDep
-from services.notifier.feed import Feed
-from services.notifier.hub import Key, job_key, tenant_key
-from services.notifier.slots import SlotEventSource
+from services.notifier.sse.feed import Feed
+from services.notifier.sse.hub import Key, job_key, tenant_key
+from services.notifier.sse.slots import SlotEventSource
+from services.notifier.sse.stream import Coalescer, Filters, frames
+from services.notifier.sse.tap import Tap
 from services.notifier.state import NotifierState
-from services.notifier.stream import Coalescer, Filters, frames
-from services.notifier.tap import Tap
+from services.notifier.webhooks.deliveries import DeliveryList
 
 router = APIRouter()
 MAX_RESUME_SEQ = 2**64 - 2

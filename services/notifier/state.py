@@ -9,18 +9,18 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from contracts import streams
-from services.common.apikeys import ApiKeyStore
-from services.common.config import NotifierSettings
-from services.common.key_cache import KeyCache
-from services.common.nats import declare_all
-from services.notifier.deliveries import DeliveryStore, open_bucket
-from services.notifier.delivery_loops import DeliveryLoops
-from services.notifier.http1 import MAX_IDLE_PER_ORIGIN
-from services.notifier.hub import Hub
-from services.notifier.leases import Leases, open_leases
-from services.notifier.sender import Sender
-from services.notifier.slots import StreamSlots, stream_slots
-from services.notifier.targets import EndpointCache
+from services.common.auth.apikeys import ApiKeyStore
+from services.common.auth.key_cache import KeyCache
+from services.common.nats.connection import declare_all
+from services.notifier.settings import NotifierSettings
+from services.notifier.sse.hub import Hub
+from services.notifier.sse.slots import StreamSlots, stream_slots
+from services.notifier.webhooks.deliveries import DeliveryStore, open_bucket
+from services.notifier.webhooks.delivery_loops import DeliveryLoops
+from services.notifier.webhooks.http1 import MAX_IDLE_PER_ORIGIN
+from services.notifier.webhooks.leases import Leases, open_leases
+from services.notifier.webhooks.sender import Sender
+from services.notifier.webhooks.targets import EndpointCache
 
 
 @dataclass

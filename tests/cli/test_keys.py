@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from contracts.streams import KV_APIKEYS, Declarations
 from contracts.subjects import Namespace
 from services.cli.main import app
-from services.common.apikeys import ApiKeyStore
-from services.common.embedded_nats import EmbeddedNats
+from services.common.auth.apikeys import ApiKeyStore
+from services.common.nats.embedded import EmbeddedNats
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from contracts.generated import render_json
+from contracts.documents.generated import render_json
 from services.cli.openapi import OPENAPI, OPENAPI_PATH, openapi_document
 
 

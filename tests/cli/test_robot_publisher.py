@@ -25,8 +25,8 @@ from services.cli.robot_publisher import (
     gripper_radians,
     joint_radians,
 )
-from services.common.apikeys import ApiKeyStore
-from services.common.embedded_nats import EmbeddedNats
+from services.common.auth.apikeys import ApiKeyStore
+from services.common.nats.embedded import EmbeddedNats
 from services.gateway.app import create_app
 from tests.support.gateway import Gateway, Tenant, gateway_settings
 from tests.support.http import bound_socket, serve

@@ -13,15 +13,15 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from typer.testing import CliRunner, Result
 
-from contracts.events import EventType
+from contracts.events.registry import EventType
 from contracts.streams import DISPATCH, JOBS, KV_JOBS, WEBHOOK_DELIVERIES, Declarations
 from contracts.subjects import Namespace, Subjects
 from services.cli.main import app
-from services.common.embedded_nats import EmbeddedNats
+from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.__main__ import health_app
 from services.dispatcher.service import Dispatcher
-from services.notifier.actions import publish_dead_letter
-from services.notifier.sender import AttemptResult
+from services.notifier.webhooks.actions import publish_dead_letter
+from services.notifier.webhooks.sender import AttemptResult
 from tests.support.dispatcher import POSE, dispatcher_settings, local_route, submit, wait_record
 from tests.support.events import job_event, publish
 from tests.support.http import bound_socket, serve

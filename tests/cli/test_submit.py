@@ -27,9 +27,7 @@ from starlette.routing import Route
 from typer.testing import CliRunner, Result
 
 from contracts.envelope import EventEnvelope
-from contracts.events import EventType, make_event
-from contracts.ids import tenant_key
-from contracts.job_events import (
+from contracts.events.jobs import (
     JobArtifactPayload,
     JobDispatchedPayload,
     JobFailedPayload,
@@ -38,12 +36,14 @@ from contracts.job_events import (
     JobStartedPayload,
     JobSucceededPayload,
 )
+from contracts.events.registry import EventType, make_event
+from contracts.ids import tenant_key
 from contracts.job_record import Artifact, JobCost, JobError, JobRecord, JobStatus
 from contracts.streams import KV_JOBS
 from contracts.subjects import Namespace, Subjects
 from services.cli.client import ApiError, follow_events
 from services.cli.main import app
-from services.common.embedded_nats import EmbeddedNats
+from services.common.nats.embedded import EmbeddedNats
 from services.notifier.app import create_app as create_notifier
 from tests.support.events import publish
 from tests.support.gateway import Gateway, Tenant

@@ -11,9 +11,9 @@ import httpx
 import pytest
 import uvloop
 
+from bench.harness.service_processes import ServiceProcess, service_env
 from services.common import event_loop
-from services.common.embedded_nats import EmbeddedNats
-from tests.support.service_processes import ServiceProcess, service_env
+from services.common.nats.embedded import EmbeddedNats
 
 
 async def _kind() -> tuple[str, type[asyncio.AbstractEventLoop]]:

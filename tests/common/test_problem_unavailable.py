@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 
 from services.common.http.problem import PROBLEM_JSON, install_error_handlers
-from services.common.nats import JETSTREAM_UNAVAILABLE_CODE, is_unavailable
+from services.common.nats.connection import JETSTREAM_UNAVAILABLE_CODE, is_unavailable
 from services.common.webhook_queue import QUEUE_FULL_CODE
 
 

@@ -6,9 +6,8 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
-from contracts import session_events as se
-from contracts.events import EventType
-from contracts.job_events import (
+from contracts.events import sessions as se
+from contracts.events.jobs import (
     JobArtifactPayload,
     JobCanceledPayload,
     JobCancelRequestedPayload,
@@ -25,11 +24,12 @@ from contracts.job_events import (
     JobStartedPayload,
     JobSucceededPayload,
 )
+from contracts.events.registry import EventType
+from contracts.events.robots import JointSample
+from contracts.events.uploads import UploadCompletedPayload
+from contracts.events.webhooks import WebhookDeadLetteredPayload
 from contracts.job_record import Artifact, JobError, StageStatus
-from contracts.job_specs import JobSpec, parse_job_spec
-from contracts.robot_events import JointSample
-from contracts.upload_events import UploadCompletedPayload
-from contracts.webhook_events import WebhookDeadLetteredPayload
+from contracts.specs.jobs import JobSpec, parse_job_spec
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 SHA = "a" * 64

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from contracts.asyncapi import ASYNCAPI, ASYNCAPI_PATH, asyncapi_document
-from contracts.events import EventType
-from contracts.generated import render_json
+from contracts.documents.asyncapi import ASYNCAPI, ASYNCAPI_PATH, asyncapi_document
+from contracts.documents.generated import render_json
+from contracts.events.registry import EventType
 
 
 def test_committed_asyncapi_matches_the_contracts() -> None:

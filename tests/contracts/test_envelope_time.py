@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from contracts.envelope import EventEnvelope
-from contracts.events import EventType, make_event
-from contracts.job_events import JobProgressPayload
+from contracts.events.jobs import JobProgressPayload
+from contracts.events.registry import EventType, make_event
 
 
 def _body(time: str) -> bytes:

@@ -8,7 +8,8 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from contracts.envelope import EventEnvelope
-from contracts.events import (
+from contracts.events.jobs import JobArtifactPayload, JobProgressPayload, JobQueuedPayload
+from contracts.events.registry import (
     JOB_EVENT_TYPES,
     PAYLOADS,
     EventType,
@@ -18,11 +19,10 @@ from contracts.events import (
     parse_payload,
     parse_payload_as,
 )
-from contracts.job_events import JobArtifactPayload, JobProgressPayload, JobQueuedPayload
-from contracts.job_specs import JobKind
-from contracts.robot_events import JointBatch, JointSample
+from contracts.events.robots import JointBatch, JointSample
+from contracts.events.uploads import UploadCompletedPayload
+from contracts.specs.jobs import JobKind
 from contracts.subjects import JOB_EVENT_NAMES
-from contracts.upload_events import UploadCompletedPayload
 from tests.contracts.examples import EXAMPLES, T0
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from contracts.job_specs import (
+from contracts.specs.jobs import (
     BATCH_KINDS,
     SESSION_KINDS,
     SPEC_MODELS,

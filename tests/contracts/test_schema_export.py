@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from pydantic import Field
 
-from contracts import schema_export
-from contracts.events import EventType
-from contracts.job_specs import JobKind, LapCompareParams, LapCompareSpec
-from contracts.schema_export import SCHEMA_DIR, all_schemas, check_schemas, main, write_schemas
+from contracts.documents import schema_export
+from contracts.documents.schema_export import SCHEMA_DIR, all_schemas, check_schemas, main, write_schemas
+from contracts.events.registry import EventType
+from contracts.specs.jobs import JobKind, LapCompareParams, LapCompareSpec
 
 
 def test_committed_schemas_are_current() -> None:
-    assert check_schemas() == [], "run: python -m contracts.schema_export"
+    assert check_schemas() == [], "run: python -m contracts.documents.schema_export"
     assert check_schemas(SCHEMA_DIR) == []
 
 

@@ -13,10 +13,10 @@ from contracts import streams
 from contracts.route_table import Route
 from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
-from services.common.config import DispatcherSettings
-from services.common.embedded_nats import EmbeddedNats
-from services.dispatcher.backends import Backend
+from services.common.nats.embedded import EmbeddedNats
+from services.dispatcher.running.backends import Backend
 from services.dispatcher.service import Dispatcher
+from services.dispatcher.settings import DispatcherSettings
 from tests.support.dispatcher import EventLog, dispatcher_settings
 from tests.support.scheduling import InstantBackend
 

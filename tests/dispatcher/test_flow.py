@@ -9,12 +9,12 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from contracts import streams
-from contracts.api_uploads import UploadRecord, UploadStatus
-from contracts.events import EventType, make_event
+from contracts.api.uploads import UploadRecord, UploadStatus
+from contracts.events.registry import EventType, make_event
+from contracts.events.uploads import UploadCompletedPayload
 from contracts.ids import tenant_key
 from contracts.job_record import JobStatus, StageStatus
 from contracts.subjects import Namespace, Subjects
-from contracts.upload_events import UploadCompletedPayload
 from services.common.storage import LocalStorage
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import NERF, POSE, EventLog, local_route, pipeline_route, submit, wait_record

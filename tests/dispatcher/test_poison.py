@@ -14,22 +14,22 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 from nats.js.kv import KeyValue
 
+from bench.harness.waiting import wait_for
 from contracts import streams
 from contracts.dead_letters import DeadLetter
-from contracts.events import EventType, make_event
+from contracts.events.jobs import JobCancelRequestedPayload
+from contracts.events.registry import EventType, make_event
 from contracts.ids import new_id, tenant_key
-from contracts.job_events import JobCancelRequestedPayload
 from contracts.job_record import JobStatus
 from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
 from services.dispatcher.__main__ import health_app
 from services.dispatcher.consumers import ConsumerGuard
-from services.dispatcher.partitions import FOLD_STREAM, fold_durable, fold_settled
+from services.dispatcher.fold.partitions import FOLD_STREAM, fold_durable, fold_settled
 from services.dispatcher.service import Dispatcher
 from services.dispatcher.store import dispatch_subject
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, local_route, submit, wait_record
-from tests.support.events import wait_for
 
 S = JobStatus
 WAITS_ON_AN_UPLOAD = {"kind": "pose", "inputs": {"video": {"upload_id": "upl_never"}}}

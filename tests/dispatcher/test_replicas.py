@@ -17,9 +17,9 @@ from nats.js.kv import KeyValue
 
 from contracts.job_record import JobStatus
 from contracts.subjects import Namespace, Subjects
-from services.common.config import DispatcherSettings
-from services.dispatcher.fold import fold, route_pricing
-from services.dispatcher.partitions import fold_settled
+from services.dispatcher.fold.partitions import fold_settled
+from services.dispatcher.fold.records import fold, route_pricing
+from services.dispatcher.settings import DispatcherSettings
 from tests.support.dispatcher import POSE, EventLog, W, read_record, submit
 
 ROOT = Path(__file__).resolve().parents[2]

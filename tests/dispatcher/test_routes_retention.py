@@ -12,8 +12,8 @@ from pydantic import ValidationError
 
 from contracts.envelope import utc_now
 from contracts.job_record import Artifact, JobRecord, JobStatus
-from contracts.job_specs import parse_job_spec
 from contracts.route_table import DEFAULT_ROUTES, RetryPolicy, load_route_table, parse_route_table
+from contracts.specs.jobs import parse_job_spec
 from services.common.storage import LocalStorage, result_key
 from services.dispatcher.retention import Retention
 from services.dispatcher.store import JobStore

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from modal_workers.runtime import PermanentError, WorkerContext
+from modal_workers.runtime.worker_runtime import PermanentError, WorkerContext
 
 
 def _mark(ctx: WorkerContext) -> None:

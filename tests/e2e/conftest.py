@@ -17,7 +17,7 @@ profiles:
   dev:
     splat: &echo
       backend: local
-      local: tests.support.session_echo:run
+      local: bench.harness.session_echo:run
       function: splat
       timeout_s: 120
       retries: {max_attempts: 1}
@@ -46,7 +46,7 @@ profiles:
       concurrency: 2
   prod: {}
 """
-ECHO = "tests.support.session_echo:run"
+ECHO = "bench.harness.session_echo:run"
 
 
 @pytest.fixture(params=["local-pool", "gateway-feed"])

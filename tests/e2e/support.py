@@ -24,7 +24,7 @@ from contracts.streams import KV_JOBS
 from contracts.subjects import Namespace
 from services.cli.client import SseEvent, follow_events
 from services.cli.dev import DEV_TENANT
-from services.common.record_watch import latest_record
+from services.common.nats.record_watch import latest_record
 from tests.support.http import bound_socket, serve
 
 TIMEOUT = httpx.Timeout(30.0)

@@ -22,12 +22,12 @@ import torch
 from plyfile import PlyData
 
 from contracts.job_record import JobRecord
-from modal_workers.splat_camera import Camera, CameraRig, Intrinsics
-from modal_workers.splat_kinematics import synthetic_arm_urdf
-from modal_workers.splat_ply import read_ply
-from modal_workers.splat_raster import rasterize
-from modal_workers.splat_synth import arm_angles, render_frame, scene_gaussians
-from modal_workers.splat_train import mse_to_psnr
+from modal_workers.splat.camera import Camera, CameraRig, Intrinsics
+from modal_workers.splat.kinematics import synthetic_arm_urdf
+from modal_workers.splat.ply import read_ply
+from modal_workers.splat.raster import rasterize
+from modal_workers.splat.synth import arm_angles, render_frame, scene_gaussians
+from modal_workers.splat.train import mse_to_psnr
 from tests.e2e.support import SessionStack, download, record_when, settled
 from tests.support.sessions import next_json, open_socket
 

@@ -16,14 +16,14 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
+from bench.harness.fault_checks import settle
+from bench.harness.fault_clients import SseReader, add_endpoint, submit
+from bench.harness.fault_stack import FaultStack, connect_test_client
+from bench.harness.receivers import Captured, Receiver, serve_fast
+from bench.harness.waiting import wait_for
 from contracts.streams import JOBS, WEBHOOK_DELIVERIES
-from services.common.embedded_nats import EmbeddedNats
-from services.common.nats_cluster import NatsCluster, wait_current, wait_jetstream
-from tests.support.events import wait_for
-from tests.support.fault_checks import settle
-from tests.support.fault_clients import SseReader, add_endpoint, submit
-from tests.support.fault_stack import FaultStack, connect_test_client
-from tests.support.receivers import Captured, Receiver, serve_fast
+from services.common.nats.cluster import NatsCluster, wait_current, wait_jetstream
+from services.common.nats.embedded import EmbeddedNats
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 HELD_JOBS, LATER_JOBS, STEPS_WHILE_DOWN = 2, 2, 5

@@ -19,10 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.harness.waiting import wait_for
 from services.cli.dev import STOP_GRACE_S
 from tests.support.cpu import core_share
 from tests.support.dev_process import children_of, running_dev
-from tests.support.events import wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 PAUSE_S = 15.0

@@ -16,10 +16,10 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
-from services.common.embedded_nats import EmbeddedNats
-from services.common.publish import MSG_ID, until_stored
-from services.notifier.feed import Feed
-from tests.support.fault_stack import connect_test_client
+from bench.harness.fault_stack import connect_test_client
+from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.publish import MSG_ID, until_stored
+from services.notifier.sse.feed import Feed
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
 

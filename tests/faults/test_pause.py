@@ -21,14 +21,14 @@ import httpx
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from services.common.embedded_nats import EmbeddedNats
+from bench.harness.fault_checks import settle
+from bench.harness.fault_clients import SseReader, add_endpoint, send_frame, start_session, submit
+from bench.harness.fault_stack import FaultStack, connect_test_client
+from bench.harness.receivers import Receiver, serve_fast
+from bench.harness.service_processes import ServiceProcess
+from bench.harness.waiting import wait_for
+from services.common.nats.embedded import EmbeddedNats
 from tests.support.cpu import core_share
-from tests.support.events import wait_for
-from tests.support.fault_checks import settle
-from tests.support.fault_clients import SseReader, add_endpoint, send_frame, start_session, submit
-from tests.support.fault_stack import FaultStack, connect_test_client
-from tests.support.receivers import Receiver, serve_fast
-from tests.support.service_processes import ServiceProcess
 from tests.support.sessions import jpeg
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]

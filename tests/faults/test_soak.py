@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.soak import SoakPlan, run_soak
+from bench.harness.soak import SoakPlan, run_soak
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
 

@@ -1,6 +1,6 @@
 """A KV watch outlives a nats-server restart: a write made after it is seen, never silently missed.
 
-The notifier's webhook endpoints are a KV watch (:class:`~services.notifier.targets.EndpointCache`);
+The notifier's webhook endpoints are a KV watch (:class:`~services.notifier.webhooks.targets.EndpointCache`);
 the fan-out waits until it has seen every write before it fans an event out, so an endpoint made
 before an event gets that event. After a restart the watch's ordered consumer is gone until nats-py
 notices two missed heartbeats (10 s): ``caught_up`` must not pretend meanwhile.
@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness.fault_stack import connect_test_client
+from bench.harness.waiting import wait_for
 from contracts.streams import KV_WEBHOOKS, declarations
 from contracts.subjects import Namespace
-from services.common.embedded_nats import EmbeddedNats
-from services.common.nats import apply_declarations
-from services.notifier.targets import EndpointCache
-from tests.support.events import create_endpoint, wait_for
-from tests.support.fault_stack import connect_test_client
+from services.common.nats.connection import apply_declarations
+from services.common.nats.embedded import EmbeddedNats
+from services.notifier.webhooks.targets import EndpointCache
+from tests.support.events import create_endpoint
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
 

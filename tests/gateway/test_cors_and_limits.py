@@ -6,7 +6,8 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from services.common.config import GatewaySettings, NotifierSettings
+from services.gateway.settings import GatewaySettings
+from services.notifier.settings import NotifierSettings
 from tests.support.gateway import Gateway, Tenant
 
 

@@ -18,18 +18,18 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from websockets.exceptions import ConnectionClosed
 
+from bench.harness.secrets import INGEST_SECRET
 from contracts.event_ids import worker_event_id
-from contracts.events import EventType, make_event
+from contracts.events.registry import EventType, make_event
+from contracts.events.sessions import SessionResultPayload
 from contracts.ids import tenant_key
-from contracts.session_events import SessionResultPayload
 from contracts.streams import JOBS, KV_JOBS
 from contracts.subjects import Namespace
-from services.common.ingest_tokens import mint_ingest_token
-from services.common.kv import kv_entries
+from services.common.auth.ingest_tokens import mint_ingest_token
+from services.common.nats.kv import kv_entries
 from tests.gateway.test_bad_input import assert_problem
 from tests.support.dashboard import sign_in
 from tests.support.gateway import Gateway, Tenant
-from tests.support.secrets import INGEST_SECRET
 from tests.support.sessions import jpeg, open_socket, until_closed
 
 LITERALS = ["NaN", "Infinity", "-Infinity", "1e400"]

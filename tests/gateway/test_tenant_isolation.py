@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.common.apikeys import ApiKeyStore
+from services.common.auth.apikeys import ApiKeyStore
 from tests.support.gateway import Tenant
 
 SAMPLE = {"joint_angles": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}

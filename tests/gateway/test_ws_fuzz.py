@@ -23,9 +23,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from services.common.ingest_tokens import mint_ingest_token
+from bench.harness.secrets import INGEST_SECRET
+from services.common.auth.ingest_tokens import mint_ingest_token
 from tests.support.gateway import Tenant
-from tests.support.secrets import INGEST_SECRET
 from tests.support.sessions import jpeg, next_json, open_socket, ws_url
 
 ROBOT = "arm-fuzz"

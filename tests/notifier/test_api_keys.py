@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from services.common.apikeys import ApiKeyStore
-from tests.support.events import wait_for
+from bench.harness.waiting import wait_for
+from services.common.auth.apikeys import ApiKeyStore
 from tests.support.notifier import Notifier
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 
 from contracts.subjects import Namespace
-from services.notifier.fanout import FANOUT_DURABLE
+from services.notifier.webhooks.fanout import FANOUT_DURABLE
 from tests.support.metrics import scrape
 
 NOTIFIER_FAMILIES = {

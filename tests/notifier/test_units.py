@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from services.notifier.actions import next_delay
-from services.notifier.sender import AttemptResult, parse_retry_after, sign_headers
-from services.notifier.stream import Coalescer, Filters, Item
-from services.notifier.targets import job_hook_id, job_webhook_secret
+from services.notifier.sse.stream import Coalescer, Filters, Item
+from services.notifier.webhooks.actions import next_delay
+from services.notifier.webhooks.sender import AttemptResult, parse_retry_after, sign_headers
+from services.notifier.webhooks.targets import job_hook_id, job_webhook_secret
 
 SCHEDULE = [0.0, 5.0, 300.0]
 

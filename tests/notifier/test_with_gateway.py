@@ -8,12 +8,13 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from standardwebhooks import Webhook
 
-from contracts.events import EventType
+from bench.harness.receivers import Receiver
+from bench.harness.waiting import wait_for
+from contracts.events.registry import EventType
 from contracts.subjects import Subjects
-from tests.support.events import create_job, job_event, publish, wait_for
+from tests.support.events import create_job, job_event, publish
 from tests.support.gateway import Tenant
 from tests.support.notifier import Notifier
-from tests.support.receivers import Receiver
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import nats
 from contracts.streams import KV_APIKEYS
 from contracts.subjects import Namespace
 from services.cli.dev import DevStack
-from services.common.apikeys import ApiKeyStore
+from services.common.auth.apikeys import ApiKeyStore
 
 SESSION_COOKIE = "gpurelay_session"
 T = TypeVar("T")

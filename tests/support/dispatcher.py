@@ -12,20 +12,20 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from pydantic import SecretStr
 
+from bench.harness.secrets import INGEST_SECRET, SIGNING_SECRET
 from contracts import streams
 from contracts.envelope import EventEnvelope, utc_now
 from contracts.event_ids import cancel_requested_event_id
-from contracts.events import EventType, job_created_event, make_event
+from contracts.events.jobs import JobCancelRequestedPayload
+from contracts.events.registry import EventType, job_created_event, make_event
 from contracts.ids import new_id, tenant_key
-from contracts.job_events import JobCancelRequestedPayload
 from contracts.job_record import JobRecord
-from contracts.job_specs import parse_job_spec
 from contracts.route_table import RetryPolicy, Route, Stage
+from contracts.specs.jobs import parse_job_spec
 from contracts.subjects import Namespace, Subjects
-from services.common.config import DispatcherSettings
-from services.common.publish import publish_event
-from services.common.record_watch import latest_record
-from tests.support.secrets import INGEST_SECRET, SIGNING_SECRET
+from services.common.nats.publish import publish_event
+from services.common.nats.record_watch import latest_record
+from services.dispatcher.settings import DispatcherSettings
 
 POSE = {"kind": "pose", "inputs": {"video": {"url": "https://example.com/v.mp4"}}}
 NERF = {"kind": "nerf", "inputs": {"images": {"url": "https://example.com/i.zip"}}}

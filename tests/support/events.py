@@ -1,9 +1,7 @@
-"""Events and records in tests: jobs, webhook endpoints, envelopes published to JOBS, and waiting."""
+"""Events and records in tests: jobs, webhook endpoints, envelopes published to JOBS."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,32 +10,16 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
-from contracts.api_webhooks import WebhookRecord, new_webhook_secret
+from contracts.api.webhooks import WebhookRecord, new_webhook_secret
 from contracts.envelope import EventEnvelope
-from contracts.events import EventType, job_event_name, make_event
+from contracts.events.jobs import JobCreatedPayload, JobLogPayload, JobProgressPayload, JobSucceededPayload
+from contracts.events.registry import EventType, job_event_name, make_event
+from contracts.events.webhooks import WebhookDeadLetteredPayload
 from contracts.ids import new_id, tenant_key
-from contracts.job_events import JobCreatedPayload, JobLogPayload, JobProgressPayload, JobSucceededPayload
 from contracts.job_record import JobRecord
-from contracts.job_specs import JobSpec, parse_job_spec
+from contracts.specs.jobs import JobSpec, parse_job_spec
 from contracts.streams import DEADLETTER
 from contracts.subjects import Subjects
-from contracts.webhook_events import WebhookDeadLetteredPayload
-
-
-async def wait_for(
-    check: Callable[[], Any], timeout_s: float = 15.0, what: str = "condition", every_s: float = 0.02
-) -> Any:
-    """Poll ``check`` (sync or async) until it returns something truthy; fail after ``timeout_s``."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(every_s)
 
 
 def job_spec(webhook: dict[str, Any] | None = None) -> JobSpec:

@@ -12,10 +12,10 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from pydantic import SecretStr
 
+from bench.harness.secrets import INGEST_SECRET, SIGNING_SECRET
 from contracts.envelope import EventEnvelope
 from contracts.subjects import Namespace
-from services.common.config import GatewaySettings
-from tests.support.secrets import INGEST_SECRET, SIGNING_SECRET
+from services.gateway.settings import GatewaySettings
 
 
 def gateway_settings(data_dir: Path, url: str, **overrides: object) -> GatewaySettings:

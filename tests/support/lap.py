@@ -19,13 +19,13 @@ import cv2
 import numpy as np
 from pydantic import SecretStr
 
+from bench.harness.secrets import SIGNING_SECRET as SECRET
 from contracts.envelope import EventEnvelope
 from contracts.ids import new_id
 from contracts.runs import RunRequest
-from modal_workers.runtime import WorkerRuntime
-from modal_workers.runtime_sinks import NatsSink
+from modal_workers.runtime.sinks import NatsSink
+from modal_workers.runtime.worker_runtime import WorkerRuntime
 from services.common.storage import LocalStorage, upload_key
-from tests.support.secrets import SIGNING_SECRET as SECRET
 
 TENANT = "acme"
 SIGNING_SECRET = SecretStr(SECRET)

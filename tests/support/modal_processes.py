@@ -1,6 +1,6 @@
 """A stand-in for Modal's remote calls that runs each call's worker for real, in a child process.
 
-:class:`ProcessModal` is a :class:`~services.dispatcher.modal_backend.ModalClient`. What is real:
+:class:`ProcessModal` is a :class:`~services.dispatcher.running.modal_backend.ModalClient`. What is real:
 the dispatcher's Modal backend (its kwargs, ingest token, result loop and cancel), and the worker:
 each spawn starts ``python -m tests.support.modal_container``, which calls
 :func:`modal_workers.app.run_request` (what the Modal functions and classes run) with the kwargs

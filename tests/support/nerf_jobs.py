@@ -87,15 +87,3 @@ def stage_request(
         tenant=TENANT, job_id=job_id, kind="nerf", attempt=attempt, spec=spec, function=f"modal_workers.nerf:{stage}",
         inputs=inputs, stage=plan, heartbeat_interval_s=5.0,
     )  # fmt: skip
-
-
-def umeyama(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """The similarity ``(s, R, t)`` that best maps ``source`` points onto ``target`` (least squares)."""
-    mu_s, mu_t = source.mean(0), target.mean(0)
-    a, b = source - mu_s, target - mu_t
-    u, d, vt = np.linalg.svd(b.T @ a / len(source))
-    sign = np.eye(3)
-    sign[2, 2] = np.sign(np.linalg.det(u @ vt))
-    rotation = u @ sign @ vt
-    scale = float(np.trace(np.diag(d) @ sign) / (a**2).sum(1).mean())
-    return scale, rotation, mu_t - scale * rotation @ mu_s

@@ -10,13 +10,13 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from pydantic import SecretStr
 
+from bench.harness.secrets import SIGNING_SECRET
 from contracts.streams import JOBS
 from contracts.subjects import Namespace
-from services.common.config import NotifierSettings
-from services.notifier.fanout import FANOUT_DURABLE
-from services.notifier.hub import HUB_DESCRIPTION
+from services.notifier.settings import NotifierSettings
+from services.notifier.sse.hub import HUB_DESCRIPTION
 from services.notifier.state import NotifierState
-from tests.support.secrets import SIGNING_SECRET
+from services.notifier.webhooks.fanout import FANOUT_DURABLE
 
 
 def notifier_settings(nats_url: str, namespace: Namespace, data_dir: Path, **overrides: object) -> NotifierSettings:

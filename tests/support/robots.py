@@ -8,8 +8,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from contracts.envelope import EventEnvelope
-from contracts.events import parse_payload_as
-from contracts.robot_events import JointSample
+from contracts.events.registry import parse_payload_as
+from contracts.events.robots import JointSample
 from contracts.streams import TELEMETRY
 from contracts.subjects import Namespace
 

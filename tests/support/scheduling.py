@@ -8,13 +8,13 @@ from typing import Any
 from nats.js import JetStreamContext
 
 from contracts.event_ids import worker_event_id
-from contracts.events import EventType, make_event
-from contracts.job_events import JobSucceededPayload
+from contracts.events.jobs import JobSucceededPayload
+from contracts.events.registry import EventType, make_event
 from contracts.route_table import Route, Stage
 from contracts.runs import Outcome, RunRequest
 from contracts.subjects import Subjects
-from services.common.publish import publish_event
-from services.dispatcher.backends import Announce, Launch
+from services.common.nats.publish import publish_event
+from services.dispatcher.running.backends import Announce, Launch
 from services.dispatcher.service import Dispatcher
 from tests.support.dispatcher import EventLog
 

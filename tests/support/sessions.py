@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from contracts.events import EventType, job_event_name, make_event
+from contracts.events.registry import EventType, job_event_name, make_event
 from contracts.streams import FRAMES
 from contracts.subjects import Namespace, Subjects
 

@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from modal_workers.vlm_model import VlmModel
-    from tests.support.nerf_scene import View
+    from bench.harness.nerf_scene import View
+    from modal_workers.vlm.model import VlmModel
 
 
 @pytest.fixture(scope="session")
 def tiny_vlm(tiny_gemma_dir: Path) -> VlmModel:
     """The tiny model loaded through the adapter, once per test session (offline)."""
-    from modal_workers.vlm_model import VlmModel
+    from modal_workers.vlm.model import VlmModel
 
     return VlmModel.load(str(tiny_gemma_dir))
 
@@ -23,6 +23,6 @@ def tiny_vlm(tiny_gemma_dir: Path) -> VlmModel:
 @pytest.fixture(scope="session")
 def nerf_views() -> tuple[list[View], list[bytes]]:
     """The synthetic NeRF scene's 16 ring cameras and their RGBA PNGs, rendered once per test session."""
-    from tests.support.nerf_scene import scene_views
+    from bench.harness.nerf_scene import scene_views
 
     return scene_views()

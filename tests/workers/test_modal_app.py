@@ -140,10 +140,10 @@ def test_warm_calls_the_workload_modules_hook_and_tolerates_a_missing_module(
 
 
 RUNTIME_MODULES = (
-    "modal_workers.runtime",
-    "modal_workers.session_feeds",
-    "modal_workers.live_session",
-    "modal_workers.vlm",
+    "modal_workers.runtime.worker_runtime",
+    "modal_workers.runtime.session_feeds",
+    "modal_workers.runtime.live_session",
+    "modal_workers.vlm.workload",
 )
 
 

@@ -1,6 +1,6 @@
 // Uploads and jobs against the real embedded stack: upload with progress, create, get, list,
 // idempotency, cancel, wait, and subscribe to the end with a resume after a real dropped connection.
-// `pose` runs `held` (tests.support.fault_workloads): it logs steps until the test releases it.
+// `pose` runs `held` (bench.harness.fault_workloads): it logs steps until the test releases it.
 import assert from "node:assert/strict";
 import { before, describe, test } from "node:test";
 import { EventSource } from "eventsource";

@@ -24,7 +24,7 @@ profiles:
       concurrency: 2
     pose:
       backend: local
-      local: tests.support.fault_workloads:held
+      local: bench.harness.fault_workloads:held
       function: pose
       gpus: []
       timeout_s: 60
@@ -32,7 +32,7 @@ profiles:
       concurrency: 2
     splat: &echo
       backend: local
-      local: tests.support.session_echo:run
+      local: bench.harness.session_echo:run
       function: splat
       timeout_s: 120
       retries: {max_attempts: 1}

@@ -1,5 +1,5 @@
 // Live sessions over the socket against the real stack, the session kinds routed to the echo
-// workload (tests.support.session_echo): a result per frame, a snapshot every 2 frames, a result
+// workload (bench.harness.session_echo): a result per frame, a snapshot every 2 frames, a result
 // with every seq on stop.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from nats.aio.client import Client as NatsClient
 
 from services.common.http.problem import problem
-from services.common.round_trip import round_trip
+from services.common.nats.round_trip import round_trip
 
 READY_TIMEOUT_S = 2.0
 """The longest each readiness check may take."""

@@ -1,6 +1,6 @@
 """``GET /metrics`` and the request duration histogram of the gateway and the notifier.
 
-:func:`install_metrics` registers the service's metrics (:func:`services.common.metrics.register`),
+:func:`install_metrics` registers the service's metrics (:func:`services.common.observability.metrics.register`),
 times every HTTP request by method, route template and status (:class:`HttpMetricsMiddleware`) and
 serves ``/metrics`` in Prometheus' text format without an API key, unless
 ``GPURELAY_METRICS_ENABLED=false`` (then neither exists). It is for operators: the proxy in front
@@ -19,9 +19,9 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
-from services.common import metrics
 from services.common.config import BaseServiceSettings
-from services.common.metric_labels import method_label, route_label
+from services.common.observability import metrics
+from services.common.observability.metric_labels import method_label, route_label
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

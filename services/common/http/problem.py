@@ -2,7 +2,7 @@
 
 The gateway and the notifier install :func:`install_error_handlers`; routes raise :class:`ProblemError`
 (or answer :func:`problem`); :func:`use_problem_json_in_openapi` documents it. A NATS error that
-says the event log is away for a moment (:data:`~services.common.nats.UNAVAILABLE`) is a 503 with
+says the event log is away for a moment (:data:`~services.common.nats.connection.UNAVAILABLE`) is a 503 with
 ``Retry-After``, never a 500: clients retry it. A job record that no longer validates
 (:class:`~contracts.record_repair.UnreadableRecordError`) is a 409 with ``code: invalid_record``.
 """
@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts.record_repair import INVALID_RECORD, UnreadableRecordError
-from services.common.nats import UNAVAILABLE
+from services.common.nats.connection import UNAVAILABLE
 
 PROBLEM_JSON = "application/problem+json"
 UNAVAILABLE_RETRY_AFTER_S = 1

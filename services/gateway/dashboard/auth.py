@@ -5,7 +5,7 @@ signed and dated with itsdangerous under a key derived from the deployment's ``s
 it holds the tenant, the key's id (never the key) and the session's CSRF token, and lives
 ``dashboard_session_ttl_s``. Each page checks the key is still unrevoked. A page gets a
 :class:`Viewer`: the principal, the CSRF token its forms carry, a short-lived API token
-(:func:`~services.common.key_cache.dashboard_token`) its scripts send as ``Bearer``, and a feed
+(:func:`~services.common.auth.key_cache.dashboard_token`) its scripts send as ``Bearer``, and a feed
 token for the tenant's SSE stream.
 """
 
@@ -20,10 +20,10 @@ from typing import Any
 from fastapi import Request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from services.common.apikeys import Principal
-from services.common.config import GatewaySettings
-from services.common.key_cache import dashboard_token
-from services.common.tokens import mint_token
+from services.common.auth.apikeys import Principal
+from services.common.auth.key_cache import dashboard_token
+from services.common.auth.tokens import mint_token
+from services.gateway.settings import GatewaySettings
 from services.gateway.state import GatewayState
 
 SESSION_COOKIE = "gpurelay_session"

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from contracts.job_specs import SPEC_MODELS, JobKind
+from contracts.specs.jobs import SPEC_MODELS, JobKind
 
 ACCEPT = {"video": "video/*", "reference": "video/*", "images": "application/zip,.zip"}
 

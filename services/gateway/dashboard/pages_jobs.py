@@ -1,6 +1,6 @@
 """The jobs pages: the list (live through the tenant's SSE feed), a new job, one job and its results.
 
-Every read goes through the API's own route functions (:mod:`services.gateway.routes.jobs`), called
+Every read goes through the API's own route functions (:mod:`services.gateway.jobs.routes`), called
 in-process with the viewer's principal: the same tenancy, the same fresh download URLs, no HTTP to
 itself. Another tenant's job, like one that never existed, is the 404 page.
 """
@@ -14,10 +14,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from contracts import streams
-from contracts.api_jobs import JobOut
+from contracts.api.jobs import JobOut
 from contracts.job_record import JobStatus
-from contracts.job_specs import JobKind
 from contracts.record_repair import UnreadableRecordError
+from contracts.specs.jobs import JobKind
 from services.common.http.problem import ProblemError
 from services.gateway.dashboard.auth import Viewer
 from services.gateway.dashboard.forms import input_fields, job_kinds, param_fields
@@ -26,7 +26,7 @@ from services.gateway.dashboard.render import error_page, page
 from services.gateway.dashboard.results import results_view
 from services.gateway.dashboard.settle import record_when
 from services.gateway.deps import StateDep
-from services.gateway.routes.jobs import get_job, list_jobs
+from services.gateway.jobs.routes import get_job, list_jobs
 from services.gateway.state import GatewayState
 
 router = APIRouter()

@@ -14,13 +14,13 @@ from fastapi.responses import HTMLResponse, Response
 from contracts.ids import tenant_key_filter
 from contracts.job_record import JobRecord
 from services.common.http.problem import ProblemError
-from services.common.kv import kv_entries
+from services.common.nats.kv import kv_entries
 from services.gateway.dashboard.pages import ViewerDep
 from services.gateway.dashboard.render import page
 from services.gateway.dashboard.settle import record_when
 from services.gateway.deps import StateDep
-from services.gateway.routes.webhooks import list_webhooks
-from services.gateway.session_http import snapshot_response
+from services.gateway.sessions.http import snapshot_response
+from services.gateway.webhooks.routes import list_webhooks
 
 router = APIRouter()
 MAX_ROBOTS = 50

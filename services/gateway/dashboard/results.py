@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from contracts.api_jobs import JobOut
+from contracts.api.jobs import JobOut
 
 WEBM = "video/webm"
 

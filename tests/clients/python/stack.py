@@ -2,7 +2,7 @@
 blocking client's tests can call it from the test's thread (and the asyncio client's from their loop).
 
 The routes table sends ``lap_compare`` to the local pool with a single attempt (a failing job fails at
-once) and both session kinds to the echo workload (``tests.support.session_echo:run``).
+once) and both session kinds to the echo workload (``bench.harness.session_echo:run``).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import nats
+from services.common.auth.apikeys import ApiKeyStore
 
 from contracts.streams import KV_APIKEYS
 from contracts.subjects import NO_NAMESPACE
 from services.cli.dev import DevStack
-from services.common.apikeys import ApiKeyStore
 
 T = TypeVar("T")
 ROUTES = """
@@ -34,7 +34,7 @@ profiles:
       concurrency: 2
     splat: &echo
       backend: local
-      local: tests.support.session_echo:run
+      local: bench.harness.session_echo:run
       function: splat
       timeout_s: 120
       retries: {max_attempts: 1}

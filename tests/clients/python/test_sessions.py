@@ -16,7 +16,7 @@ from gpurelay_client._models import JobSucceededPayload
 from tests.clients.python.stack import ThreadedStack
 from tests.support.events import wait_for
 from tests.support.http import bound_socket, serve
-from tests.support.receivers import Receiver
+from bench.harness.receivers import Receiver
 
 pytestmark = pytest.mark.timeout(120)
 FRAMES = 30

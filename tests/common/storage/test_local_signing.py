@@ -10,7 +10,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 import pytest
 
-from services.common.embedded_nats import EmbeddedNats
+from bench.harness.secrets import SIGNING_SECRET
+from services.common.nats.embedded import EmbeddedNats
 from services.common.storage import InvalidKeyError, LocalStorage
 from services.common.storage.signing import (
     Grant,
@@ -21,7 +22,6 @@ from services.common.storage.signing import (
 )
 from services.gateway.app import create_app
 from tests.support.gateway import Gateway, gateway_settings
-from tests.support.secrets import SIGNING_SECRET
 
 SECRET = SIGNING_SECRET.encode()
 

@@ -19,12 +19,12 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from contracts.job_specs import InputRef
+from contracts.specs.jobs import InputRef
 from contracts.streams import KV_APIKEYS
 from contracts.subjects import Namespace
-from modal_workers.runtime_io import InputError, download_input
-from services.common.apikeys import ApiKeyStore
-from services.common.embedded_nats import EmbeddedNats
+from modal_workers.runtime.inputs import InputError, download_input
+from services.common.auth.apikeys import ApiKeyStore
+from services.common.nats.embedded import EmbeddedNats
 from services.common.storage import LocalStorage, S3Storage, Storage
 from services.gateway.app import create_app
 from tests.common.storage.conftest import S3Target

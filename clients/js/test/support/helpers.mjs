@@ -133,7 +133,7 @@ export function python(...args) {
   return run.stdout.trim();
 }
 
-/** Let every running `held` pose job finish (tests.support.fault_workloads). */
+/** Let every running `held` pose job finish (bench.harness.fault_workloads). */
 export function releaseHeldJobs() {
   writeFileSync(join(stack.marks, "go"), "go");
 }

@@ -1,0 +1,53 @@
+"""A tiny live-session workload for the session tests (``bench.harness.session_echo:run``).
+
+It echoes what it received: every frame's seq and matched joints as a ``session.result``, a JSON
+snapshot every ``GPURELAY_TEST_SNAPSHOT_EVERY`` frames (default 2), a JSON "chunk" artifact
+(``chunks/NNN.json``, as the splat workload exports chunk PLYs) every ``GPURELAY_TEST_CHUNK_EVERY``
+frames (default 3), its counts as progress metrics, and on stop a result with every seq it processed
+since the last reset. A reset clears its counts (chunks already exported stay).
+With ``GPURELAY_TEST_MARKS`` set it leaves ``{session id}.{pid}`` there, so a test can kill it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from modal_workers.runtime.live_session import LiveSession
+
+
+def run(spec: Any, ctx: Any) -> dict[str, Any]:
+    """Echo frames until the session stops."""
+    session: LiveSession = ctx.session
+    if marks := os.environ.get("GPURELAY_TEST_MARKS"):
+        (Path(marks) / f"{ctx.request.job_id}.{os.getpid()}").write_text(str(os.getpid()))
+    every = int(os.environ.get("GPURELAY_TEST_SNAPSHOT_EVERY", "2"))
+    chunk_every = int(os.environ.get("GPURELAY_TEST_CHUNK_EVERY", "3"))
+    session.status(0.0, "ready", echoed=0, resets=0, chunks=0)  # after the mark: a test seeing it may kill us
+    seqs: list[int] = []
+    joints: list[list[float] | None] = []
+    resets = chunks = 0
+    while True:
+        batch = session.poll(0.5)
+        if batch.stop:
+            break
+        if batch.reset:
+            seqs, joints, resets = [], [], resets + 1
+            session.status(0.0, "reset", echoed=0, resets=resets, chunks=chunks)
+            continue
+        for frame in batch.frames:
+            seqs.append(frame.seq)
+            joints.append(frame.joints)
+            session.result(frame.seq, frame.seq, text=f"frame {frame.seq}", joints=frame.joints, bytes=len(frame.data))
+            if len(seqs) % every == 0:
+                body = json.dumps({"seqs": seqs, "resets": resets}).encode()
+                session.snapshot(body, seq=frame.seq, name="echo.json", content_type="application/json")
+            if len(seqs) % chunk_every == 0:
+                chunks += 1
+                ctx.artifact(f"chunks/{chunks:03d}.json", json.dumps({"seqs": seqs}).encode(), "application/json")
+        if batch.frames:
+            figures = {"echoed": len(seqs), "resets": resets, "chunks": chunks}
+            session.status(min(1.0, len(seqs) / 100), f"{len(seqs)} frames", **figures)
+    return {"seqs": seqs, "joints": joints, "resets": resets, "chunks": chunks, "stopped": batch.stop}

@@ -1,0 +1,1 @@
+"""The HTTP bodies of the public API, one module per resource."""

@@ -1,0 +1,1 @@
+"""The events: the type → payload registry, and the payloads of each family."""

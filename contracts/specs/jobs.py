@@ -1,0 +1,293 @@
+"""Job specs (v1): what a client asks for, one model per kind, a discriminated union on ``kind``.
+
+``POST /v1/jobs`` takes ``{kind, inputs, params, webhook?}``. ``inputs`` maps an input name to
+``{"upload_id": ...}`` or ``{"url": "https://..."}``; the names are fixed per kind (lap_compare:
+``video`` and optional ``reference``; pose: ``video``; nerf: ``images``; the live session kinds
+splat and vlm take no inputs, their frames come live). Every model forbids unknown fields.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+from pydantic import (
+    AwareDatetime,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from contracts.base import Contract
+from contracts.ids import ResourceId
+from contracts.specs.job_params import JobParams, LapCompareParams, NerfParams, PoseParams
+from contracts.specs.session_params import SplatParams, VlmParams
+
+
+class JobKind(StrEnum):
+    """The workloads gpurelay runs."""
+
+    LAP_COMPARE = "lap_compare"
+    POSE = "pose"
+    NERF = "nerf"
+    SPLAT = "splat"
+    VLM = "vlm"
+
+
+SESSION_KINDS: frozenset[JobKind] = frozenset({JobKind.SPLAT, JobKind.VLM})
+"""Kinds that run as a live, stateful session (frames arrive over NATS while it runs)."""
+BATCH_KINDS: frozenset[JobKind] = frozenset(set(JobKind) - SESSION_KINDS)
+"""Kinds that run once over uploaded inputs and finish on their own."""
+PIPELINE_KINDS: frozenset[JobKind] = frozenset({JobKind.NERF})
+"""Batch kinds that report ``job.stage`` events (several stages in one job)."""
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+_EVENT_GLOB = re.compile(r"^[a-z_*]+(\.[a-z_*]+)*$")
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+class InputRef(Contract):
+    """One job input: exactly one of ``{"upload_id": ...}`` or ``{"url": "https://..."}``."""
+
+    model_config = _STRICT
+
+    upload_id: ResourceId | None = None
+    url: HttpUrl | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _https_only(cls, value: HttpUrl | None) -> HttpUrl | None:
+        if value is not None and value.scheme != "https":
+            raise ValueError("input urls must use https")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> InputRef:
+        if (self.upload_id is None) == (self.url is None):
+            raise ValueError("an input is exactly one of {'upload_id': ...} or {'url': 'https://...'}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _drop_none(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {key: value for key, value in data.items() if value is not None}
+
+
+class JobInputs(Contract):
+    """Base of the per-kind input maps: rejects unknown and missing names with a clear message."""
+
+    model_config = _STRICT
+    kind_name: ClassVar[str] = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_names(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            expected = ", ".join(cls.model_fields) or "none (frames come live)"
+            unknown = sorted(str(name) for name in data if name not in cls.model_fields)
+            if unknown:
+                raise PydanticCustomError(
+                    "unknown_input",
+                    "unknown input {names} for kind {kind}; expected: {expected}",
+                    {"names": ", ".join(map(repr, unknown)), "kind": cls.kind_name, "expected": expected},
+                )
+            missing = [name for name, f in cls.model_fields.items() if f.is_required() and name not in data]
+            if missing:
+                raise PydanticCustomError(
+                    "missing_input",
+                    "missing required input {names} for kind {kind}",
+                    {"names": ", ".join(map(repr, missing)), "kind": cls.kind_name},
+                )
+        return data
+
+    def refs(self) -> dict[str, InputRef]:
+        """The inputs that are set, by name."""
+        return {name: value for name in type(self).model_fields if isinstance(value := getattr(self, name), InputRef)}
+
+
+class LapCompareInputs(JobInputs):
+    """``video``: the lap to analyse; ``reference``: an optional second lap to align against."""
+
+    kind_name: ClassVar[str] = "lap_compare"
+    video: InputRef
+    reference: InputRef | None = None
+
+
+class PoseInputs(JobInputs):
+    """``video``: the match video."""
+
+    kind_name: ClassVar[str] = "pose"
+    video: InputRef
+
+
+class NerfInputs(JobInputs):
+    """``images``: a zip of photos of the object."""
+
+    kind_name: ClassVar[str] = "nerf"
+    images: InputRef
+
+
+class SplatInputs(JobInputs):
+    """None: a splat session's frames and joint angles arrive live."""
+
+    kind_name: ClassVar[str] = "splat"
+
+
+class VlmInputs(JobInputs):
+    """None: a VLM session's frames arrive live."""
+
+    kind_name: ClassVar[str] = "vlm"
+
+
+# -- specs ----------------------------------------------------------------------------------------
+MAX_DELAY_S = 7 * 24 * 3600.0
+"""The longest ``delay_s`` a spec may ask for (a week)."""
+
+
+class WebhookTarget(Contract):
+    """A per-job webhook: where to POST, and which event types (globs such as ``job.*``)."""
+
+    model_config = _STRICT
+
+    url: HttpUrl
+    events: tuple[str, ...] = Field(default=("job.*",), min_length=1, max_length=32)
+
+    @field_validator("events")
+    @classmethod
+    def _globs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for glob in value:
+            if len(glob) > 64 or not _EVENT_GLOB.fullmatch(glob):
+                raise ValueError(f"event filter {glob!r} must be a type or glob such as 'job.*'")
+        return value
+
+    def matches(self, event_type: str) -> bool:
+        """Whether an event of ``event_type`` goes to this webhook."""
+        return any(fnmatch.fnmatchcase(event_type, glob) for glob in self.events)
+
+
+class JobSpecBase(Contract):
+    """Fields every spec has; the concrete specs narrow ``kind``, ``inputs`` and ``params``."""
+
+    model_config = _STRICT
+
+    kind: str
+    inputs: JobInputs
+    params: JobParams
+    webhook: WebhookTarget | None = None
+    priority: int = Field(
+        default=5, ge=0, le=9, description="Order within the tenant's queue of the kind: 9 first, 0 last (with ageing)."
+    )
+    run_at: AwareDatetime | None = Field(default=None, description="Do not start before this time.")
+    delay_s: float | None = Field(
+        default=None, ge=0, le=MAX_DELAY_S, description="Do not start until this long after the job was created."
+    )
+    concurrency_key: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="A tenant's jobs with one key run at most concurrency_key_limit at once (e.g. per end user).",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _one_delay(self) -> Self:
+        if self.run_at is not None and self.delay_s is not None:
+            raise ValueError("give run_at or delay_s, not both")
+        return self
+
+    def due_at(self, created_at: datetime) -> datetime | None:
+        """When a job created at ``created_at`` may start (``None``: at once)."""
+        if self.run_at is not None:
+            return self.run_at
+        return created_at + timedelta(seconds=self.delay_s) if self.delay_s else None
+
+    @property
+    def job_kind(self) -> JobKind:
+        """``kind`` as a :class:`JobKind`."""
+        return JobKind(self.kind)
+
+    @property
+    def is_session(self) -> bool:
+        """Whether this spec starts a live session."""
+        return self.job_kind in SESSION_KINDS
+
+    def upload_ids(self) -> list[str]:
+        """The upload ids this spec references, in input order (the dispatcher waits for them)."""
+        return [ref.upload_id for ref in self.inputs.refs().values() if ref.upload_id is not None]
+
+
+class LapCompareSpec(JobSpecBase):
+    """A lap comparison job."""
+
+    kind: Literal["lap_compare"] = "lap_compare"
+    inputs: LapCompareInputs
+    params: LapCompareParams = Field(default_factory=LapCompareParams)
+
+
+class PoseSpec(JobSpecBase):
+    """A pose estimation job."""
+
+    kind: Literal["pose"] = "pose"
+    inputs: PoseInputs
+    params: PoseParams = Field(default_factory=PoseParams)
+
+
+class NerfSpec(JobSpecBase):
+    """A NeRF pipeline job."""
+
+    kind: Literal["nerf"] = "nerf"
+    inputs: NerfInputs
+    params: NerfParams = Field(default_factory=NerfParams)
+
+
+class SessionSpecBase(JobSpecBase):
+    """A live session: ``robot_id`` is the robot whose joint angles it sees (the gateway binds a
+    session that names none to a robot of its own, with the session's id)."""
+
+    robot_id: ResourceId | None = None
+
+
+class SplatSpec(SessionSpecBase):
+    """A live Gaussian-splat session."""
+
+    kind: Literal["splat"] = "splat"
+    inputs: SplatInputs = Field(default_factory=SplatInputs)
+    params: SplatParams = Field(default_factory=SplatParams)
+
+
+class VlmSpec(SessionSpecBase):
+    """A live VLM session."""
+
+    kind: Literal["vlm"] = "vlm"
+    inputs: VlmInputs = Field(default_factory=VlmInputs)
+    params: VlmParams = Field(default_factory=VlmParams)
+
+
+JobSpec = Annotated[
+    LapCompareSpec | PoseSpec | NerfSpec | SplatSpec | VlmSpec,
+    Field(discriminator="kind"),
+]
+"""Any job spec; ``kind`` picks the model."""
+JobSpecAdapter: TypeAdapter[JobSpec] = TypeAdapter(JobSpec)
+"""Validates and serialises :data:`JobSpec` (``JobSpecAdapter.validate_python(body)``)."""
+
+SPEC_MODELS: dict[JobKind, type[JobSpecBase]] = {
+    JobKind.LAP_COMPARE: LapCompareSpec,
+    JobKind.POSE: PoseSpec,
+    JobKind.NERF: NerfSpec,
+    JobKind.SPLAT: SplatSpec,
+    JobKind.VLM: VlmSpec,
+}
+"""The spec model of each kind."""
+
+
+def parse_job_spec(data: Any) -> JobSpec:
+    """Validate a spec from Python data (a dict from JSON); raises ``pydantic.ValidationError``."""
+    return JobSpecAdapter.validate_python(data)

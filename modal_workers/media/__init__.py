@@ -1,0 +1,1 @@
+"""Video shared by the workloads: reading frames (with their timestamps), writing results and browser previews."""

@@ -1,0 +1,75 @@
+"""The body of one local pool process: a warm worker that runs attempts sent over its pipe.
+
+The dispatcher's :class:`~services.dispatcher.running.local_pool.LocalPool` starts :func:`worker_main`
+in each of its processes (the one place the dispatcher imports the workers' code). It starts its own
+session (so the dispatcher can end the whole process group on cancel), adds ``env`` (the dispatcher's
+``local_worker_env``) to its environment, connects to NATS once, reports ``ready``, then for each
+:class:`~contracts.runs.RunRequest` it receives loads the workload (``module:function``, cached), runs
+it through the runtime (events straight to NATS with :class:`~modal_workers.runtime.sinks.NatsSink`)
+and sends back the :class:`~contracts.runs.Outcome`. It exits when the pipe closes (the dispatcher
+went away) or on ``None``. With an OTLP endpoint configured it exports its spans (each run's, in the
+job's trace), flushed after every run. Given the dispatcher's pid
+(``local_workers_die_with_dispatcher``), it also ends, busy or not, when the dispatcher dies: the
+kernel sends it SIGTERM then (Linux), on which it ends its whole process group, so whatever the
+workload started goes too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from multiprocessing.connection import Connection
+from typing import Any
+
+from services.common.config import BaseServiceSettings
+from services.common.processes import die_with_parent
+
+
+def _end_group(signum: int, frame: object) -> None:
+    """SIGTERM (the dispatcher died): SIGKILL this worker's process group, itself included."""
+    os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+def worker_main(
+    conn: Connection, settings: BaseServiceSettings, env: dict[str, str], parent_pid: int | None = None
+) -> None:
+    """Serve run requests from ``conn`` until it closes or the process ``parent_pid`` dies.
+
+    ``settings`` are the dispatcher's (NATS, storage, tracing: what every service shares); ``env`` is
+    what the workers get on top of the dispatcher's environment.
+    """
+    os.setsid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the dispatcher's to handle
+    if parent_pid is not None:
+        signal.signal(signal.SIGTERM, _end_group)
+        die_with_parent(parent_pid, signal.SIGTERM)
+    os.environ.update(env)  # before any workload reads its settings
+    from contracts.runs import RunRequest
+    from modal_workers.runtime.sinks import NatsSink
+    from modal_workers.runtime.worker_runtime import WorkerRuntime, load_workload
+    from services.common.observability import tracing
+    from services.common.storage import make_storage
+
+    tracing.setup_tracing(settings, "worker")
+    runtime = WorkerRuntime(
+        lambda: NatsSink.connect(settings.nats_url, settings.namespace), lambda: make_storage(settings)
+    )
+    cache: dict[str, Any] = {}
+    conn.send({"ready": os.getpid()})
+    try:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                return
+            if message is None:
+                return
+            request = RunRequest.model_validate(message)
+            outcome = runtime.run(load_workload(request.function, cache), request)
+            tracing.flush()
+            try:
+                conn.send(outcome.model_dump(mode="json"))
+            except (BrokenPipeError, OSError):
+                return
+    finally:
+        runtime.close()

@@ -1,0 +1,186 @@
+"""Where the runtime's events go: :class:`NatsSink` (the local pool) and :class:`IngestSink` (Modal).
+
+* :class:`NatsSink` publishes each event straight to JetStream on
+  ``jobs.{tenant}.{job}.{event}``, deduplicated by ``Nats-Msg-Id`` = the event id, and waits for
+  the stream's ack. It also watches the job's cancel (:meth:`NatsSink.watch_cancel`: a core NATS
+  subscription to ``jobs.{tenant}.{job}.cancel_requested``, no consumer), so a workload can stop
+  early.
+* :class:`IngestSink` posts events to the gateway's ingest route
+  (``POST /v1/internal/jobs/{id}/events``) with the job-scoped token, retrying transient failures
+  (connection errors, 408, 429, 5xx) with exponential backoff. Each event keeps its id across
+  resends and the gateway publishes it with ``Nats-Msg-Id`` = that id, so a resent event is
+  stored once. 4xx answers other than 408/429 are not retried (the event or token is wrong). Each
+  request carries the run's ``traceparent``, so the gateway's span (and what it publishes) stays
+  in the job's trace. It
+  has no cancel watch: on Modal, ``FunctionCall.cancel()`` stops the container instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+from contracts.envelope import EventEnvelope
+from contracts.runs import RunRequest
+from contracts.subjects import Namespace, Subjects
+from services.common.config import nats_servers
+from services.common.nats.connection import RECONNECT_WAIT_S
+from services.common.nats.publish import publish_event
+from services.common.observability import tracing
+
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class EventSink(Protocol):
+    """Where events go (NATS, or the gateway's ingest route)."""
+
+    async def send(self, subject_event: str, event: EventEnvelope) -> None:
+        """Store ``event`` (``subject_event`` is the last subject token, e.g. ``progress``)."""
+
+
+@runtime_checkable
+class CancelWatcher(Protocol):
+    """A sink that can see a job's cancel request as it is published."""
+
+    async def watch_cancel(self, tenant: str, job_id: str, on_cancel: Callable[[], None]) -> Any:
+        """Call ``on_cancel`` on the job's ``job.cancel_requested``; a subscription to ``unsubscribe()``
+        (in force once the sink's next event is stored: the runtime sends ``job.started`` right after)."""
+
+
+class SessionFeed(Protocol):
+    """A running session feed (:class:`~services.common.session_feed.NatsSessionFeed` or
+    :class:`~modal_workers.runtime.session_feeds.GatewayFeed`)."""
+
+    async def stop(self) -> None:
+        """Stop reading."""
+
+
+OnFeedItem = Callable[[Any, bytes | None], None]
+"""Takes each feed item (frame, joints or control) with a frame's bytes, in order, on the loop."""
+
+
+async def watch_cancel(sink: EventSink, tenant: str, job_id: str, on_cancel: Callable[[], None]) -> Any:
+    """The sink's cancel watch of the job (a subscription), or ``None`` when the sink has none."""
+    if not isinstance(sink, CancelWatcher):
+        return None
+    return await sink.watch_cancel(tenant, job_id, on_cancel)
+
+
+class NatsSink:
+    """Events straight to JetStream, deduplicated by ``Nats-Msg-Id``; the job's cancel watched."""
+
+    def __init__(self, nats_url: str, namespace: str = "") -> None:
+        self.nats_url, self.namespace = nats_url, namespace
+        self.subjects = Subjects(Namespace(namespace))
+        self._nc: Any = None
+
+    @classmethod
+    async def connect(cls, nats_url: str, namespace: str = "") -> NatsSink:
+        """A connected sink."""
+        import nats
+
+        sink = cls(nats_url, namespace)
+        sink._nc = await nats.connect(
+            nats_servers(nats_url),
+            name="gpurelay-worker",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=RECONNECT_WAIT_S,
+        )
+        return sink
+
+    async def send(self, subject_event: str, event: EventEnvelope) -> None:
+        """Publish and wait for the stream's ack."""
+        assert event.job_id is not None
+        subject = self.subjects.job_event(event.tenant, event.job_id, subject_event)
+        await publish_event(self._nc.jetstream(), subject, event)
+
+    async def watch_cancel(self, tenant: str, job_id: str, on_cancel: Callable[[], None]) -> Any:
+        """Call ``on_cancel`` when the job's ``job.cancel_requested`` is published; the subscription.
+        Subscribing only queues the SUB: the watch is in force once the next event :meth:`send`
+        sends is stored (the server handles a connection's messages in order)."""
+
+        async def on_msg(msg: Any) -> None:
+            on_cancel()
+
+        subject = self.subjects.job_event(tenant, job_id, "cancel_requested")
+        return await self._nc.subscribe(subject, cb=on_msg)
+
+    async def open_session_feed(
+        self, request: RunRequest, robot_id: str, on_item: OnFeedItem, positions: Callable[[], tuple[int, int]]
+    ) -> SessionFeed:
+        """The session's frames and control (FRAMES) and its robot's joints (TELEMETRY), read straight
+        from JetStream (``positions`` is not needed: ordered consumers resume by themselves)."""
+        from services.common.session_feed import FeedStart, NatsSessionFeed
+
+        start = FeedStart(joints_since=request.created_at)
+        ns = self.subjects.ns
+        feed = NatsSessionFeed(self._nc.jetstream(), ns, request.tenant, request.job_id, robot_id, on_item, start)
+        await feed.start()
+        return feed
+
+    async def close(self) -> None:
+        """Flush and close the connection."""
+        if self._nc is not None:
+            await self._nc.drain()
+
+
+class IngestSink:
+    """Events to the gateway's ingest route with a job-scoped token, retried with backoff."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        attempts: int = 8,
+        backoff_s: float = 0.2,
+        backoff_max_s: float = 5.0,
+        transport: Any = None,
+    ) -> None:
+        import httpx
+
+        self.url, self.attempts, self.backoff_s, self.backoff_max_s = url, attempts, backoff_s, backoff_max_s
+        self._token = token
+        headers = {"Authorization": f"Bearer {token}"}
+        self._http = httpx.AsyncClient(headers=headers, timeout=30, transport=transport)
+
+    @classmethod
+    async def create(cls, url: str, token: str, **options: Any) -> IngestSink:
+        """A sink posting to ``url`` (the factory the runtime calls on its loop)."""
+        return cls(url, token, **options)
+
+    async def send(self, subject_event: str, event: EventEnvelope) -> None:
+        """POST one event until the gateway accepts it (202); raises after the last attempt."""
+        import httpx
+
+        body = {"events": [event.model_dump(mode="json", exclude_none=True)]}
+        for attempt in range(1, self.attempts + 1):
+            try:
+                response = await self._http.post(self.url, json=body, headers=tracing.inject({}))
+            except httpx.TransportError:
+                if attempt == self.attempts:
+                    raise
+            else:
+                if response.status_code < 400:
+                    return
+                if response.status_code not in RETRY_STATUSES or attempt == self.attempts:
+                    response.raise_for_status()
+            delay = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+
+    async def open_session_feed(
+        self, request: RunRequest, robot_id: str, on_item: OnFeedItem, positions: Callable[[], tuple[int, int]]
+    ) -> SessionFeed:
+        """The session's feed over the gateway's feed socket (the gateway knows the robot and the start);
+        a reconnect resumes after ``positions()`` (the last frame and joint stream sequences seen)."""
+        from modal_workers.runtime.session_feeds import GatewayFeed, feed_url
+
+        feed = GatewayFeed(feed_url(self.url, request.job_id), self._token, on_item, positions)
+        await feed.start()
+        return feed
+
+    async def close(self) -> None:
+        """Close the HTTP client."""
+        await self._http.aclose()

@@ -1,0 +1,1 @@
+"""Credentials: API keys and their cache, stream and ingest tokens."""

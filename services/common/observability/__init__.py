@@ -1,0 +1,1 @@
+"""What every process tells operators: logs, Prometheus metrics (with bounded labels) and traces."""

@@ -1,0 +1,221 @@
+"""One partition of ``JOBS_FOLD``, folded a batch at a time by the replica that holds its pin.
+
+The partition's durable consumer is pinned to one replica at a time
+(:mod:`~services.dispatcher.fold.pinned_pull`). The holder keeps a pull open, takes what has come as a
+batch (up to ``fold_batch`` events), folds it (:mod:`~services.dispatcher.fold.batch`: per job in
+stream order, one KV write per job and batch) and acks it. It keeps the pin for ``fold_pin_hold_s``,
+then lets its open pull run out and unpins, so the next batch goes to whichever replica asks first
+(the partitions spread over the replicas that way). While one pin id
+lasts, no other replica has folded this partition's jobs, so the records it wrote are still current:
+it keeps them (up to ``fold_record_cache`` per partition) and reads KV only for jobs it has not seen;
+a new pin id drops them (every write is a compare-and-set on the revision in any case).
+
+A replica that dies holding a batch keeps the pin until its events are due for redelivery
+(``event_ack_wait_s`` + :data:`PIN_MARGIN_S`), so the next holder gets them before anything newer
+(in no particular order: it gathers every unacknowledged event before folding, :meth:`_leftovers`);
+one that stops with every batch settled gives back what its open pull still brings and unpins at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from contracts import streams
+from services.common.nats.connection import cancel_requested
+from services.dispatcher.consumers import ConsumerGuard
+from services.dispatcher.fold.batch import BatchFold, RecordCache
+from services.dispatcher.fold.partitions import SERIAL_DURABLE, declare_fold_stream, fold_durable, partition_subject
+from services.dispatcher.fold.pinned_pull import ConsumerUnavailable, PinnedConsumer, PinnedPull
+from services.dispatcher.fold.reactions import Reactions
+from services.dispatcher.fold.serial import FOLD_LABEL, FoldConsumer, FoldDurable
+from services.dispatcher.pull_loop import FETCH_WAIT_S
+from services.dispatcher.settings import DispatcherSettings
+
+log = logging.getLogger(__name__)
+PIN_MARGIN_S = 2.0
+"""The pin outlasts the ack wait by this much (a dead holder's events are due before the pin moves)."""
+STOP_GRACE_S = 5.0
+"""How long a stop lets a partition finish the batch in hand (fold, ack)."""
+UNAVAILABLE_BACKOFF_S = 1.0
+"""How long a partition waits after a pull found no consumer, before it makes the consumer again."""
+LEFTOVERS_WAIT_S = 2.0
+"""How long a new holder waits for the unacknowledged events a previous holder left."""
+
+
+@dataclass
+class PartitionFold(FoldDurable):
+    """One partition of ``JOBS_FOLD``, folded a batch at a time while this replica holds its pin."""
+
+    nc: NatsClient
+    settings: DispatcherSettings
+    guard: ConsumerGuard
+    reactions: Reactions
+    stream: str
+    partition: int
+    durable: str = field(init=False)
+    _pinned: PinnedConsumer | None = None
+    _puller: PinnedPull | None = None
+    _settled: bool = True
+    """Whether every batch this replica pulled was acked or nak'ed (the server said so)."""
+
+    def __post_init__(self) -> None:
+        self.durable = fold_durable(self.partition)
+
+    async def start(self) -> None:
+        """Create (or re-make) the pinned consumer and open this replica's inbox for it."""
+        s = self.settings
+        self._pinned = PinnedConsumer(
+            self.stream, self.durable, partition_subject(s.ns, self.partition), ack_wait_s=s.event_ack_wait_s,
+            max_deliver=s.event_max_deliver, max_ack_pending=s.fold_batch,
+            pin_timeout_s=s.event_ack_wait_s + PIN_MARGIN_S,
+        )  # fmt: skip
+        await self._pinned.ensure(self.nc)
+        self._puller = PinnedPull(self.nc, self._pinned)
+        await self._puller.start()
+
+    async def run(self) -> None:
+        """Fold batches until cancelled; a cancel lets the batch in hand finish (for up to
+        :data:`STOP_GRACE_S`), then gives the pin back if nothing is left unsettled."""
+        puller = self._puller
+        assert puller is not None, "start() first"
+        cache = RecordCache(self.settings.fold_record_cache)
+        folder = BatchFold(self.reactions, self.guard, self.policy, self.durable, FOLD_LABEL, cache)
+        pinned_at, releasing = time.monotonic(), False
+        try:
+            while True:
+                if cancel_requested():  # nats-py's requests can swallow a cancel (3.11's wait_for)
+                    raise asyncio.CancelledError
+                msgs = await self._pull(puller, more=not releasing)
+                if msgs:
+                    if cache.pin != puller.pin:  # another replica may have folded these jobs meanwhile
+                        cache.reset(puller.pin)
+                        pinned_at, releasing = time.monotonic(), False
+                        msgs += await self._leftovers(puller, len(msgs))
+                    await self._complete_shielded(folder, msgs, puller)
+                    releasing = time.monotonic() - pinned_at >= self.settings.fold_pin_hold_s
+                if releasing and puller.idle:  # held long enough, and nothing of this pin in flight
+                    if self._settled and puller.pin is not None and await puller.unpin():
+                        cache.reset(None)
+                    releasing = False
+        finally:
+            if self._settled and puller.pin is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._let_go(puller), STOP_GRACE_S)
+            await puller.close()
+
+    async def _leftovers(self, puller: PinnedPull, held: int) -> list[Msg]:
+        """At a new pin: every event still unacknowledged (a holder that died left them, and the server
+        redelivers them in no particular order), so they are folded together, in stream order, before
+        anything newer. Read until this replica holds as many as the consumer counts (for up to
+        :data:`LEFTOVERS_WAIT_S`)."""
+        more: list[Msg] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LEFTOVERS_WAIT_S
+        try:
+            pending = (await self.nc.jetstream().consumer_info(self.stream, self.durable)).num_ack_pending or 0
+        except Exception:
+            log.warning("%s: could not count the unacknowledged events at a new pin", self.durable, exc_info=True)
+            return more
+        while held + len(more) < pending and loop.time() < deadline:
+            more += await puller.batch(self.settings.fold_batch, deadline - loop.time())
+        if held + len(more) < pending:
+            log.warning("%s: %d of %d unacknowledged events came at a new pin", self.durable, held + len(more), pending)
+        return more
+
+    async def _let_go(self, puller: PinnedPull) -> None:
+        """Give back what the open request still delivers (nak'ed: it comes again first, to whoever
+        pulls next), then unpin."""
+        if rest := await puller.drain(FETCH_WAIT_S + 1.0):
+            await self._settle(rest, b"-NAK")
+        await puller.unpin()
+
+    async def _pull(self, puller: PinnedPull, more: bool) -> list[Msg]:
+        """The next batch, or nothing (after a wait) when the pull failed."""
+        try:
+            return await puller.batch(self.settings.fold_batch, FETCH_WAIT_S, more)
+        except asyncio.CancelledError:
+            raise
+        except ConsumerUnavailable as exc:
+            log.warning("%s; making it again in %g s", exc, UNAVAILABLE_BACKOFF_S)
+            await asyncio.sleep(UNAVAILABLE_BACKOFF_S)
+            with contextlib.suppress(Exception):
+                assert self._pinned is not None
+                await self._pinned.ensure(self.nc)
+        except Exception:  # a broken pull must not end the fold for good
+            if cancel_requested():  # nats-py turns a cancel on a closed connection into an error
+                raise asyncio.CancelledError from None
+            if self.nc.is_closed:
+                raise asyncio.CancelledError from None
+            log.exception("%s: pull failed; retrying", self.durable)
+            await asyncio.sleep(0.5)
+        return []
+
+    async def _complete_shielded(self, folder: BatchFold, msgs: list[Msg], puller: PinnedPull) -> None:
+        """:meth:`_complete`, which a cancel lets finish for up to :data:`STOP_GRACE_S`."""
+        done = asyncio.ensure_future(self._complete(folder, msgs, puller))
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(done, STOP_GRACE_S)  # past it, redelivered after the ack wait
+            if not done.done() or done.cancelled():
+                self._settled = False
+            raise
+        except Exception:  # never let a partition's fold end
+            log.exception("%s: a batch failed", self.durable)
+
+    async def _complete(self, folder: BatchFold, msgs: list[Msg], puller: PinnedPull) -> None:
+        """Fold ``msgs`` and ack them. Folding is cut off at 80 % of the ack wait (before anyone else
+        could be given these events); on any failure the batch is nak'ed, with every later event the
+        open request delivers until it ends, so the next pull (still pinned here) gets them again, in
+        order, before anything newer; when the server's answer to the acks or naks is unknown this
+        replica stops pulling for the pin's timeout: by then the events are due for redelivery, and
+        redeliveries come before newer events, whoever pulls."""
+        ack_wait = self.settings.event_ack_wait_s
+        deadline = time.monotonic() + 0.8 * ack_wait
+        self._settled = False
+        try:
+            async with asyncio.timeout_at(asyncio.get_running_loop().time() + 0.8 * ack_wait):
+                await folder.fold(msgs, deadline)
+            await self._settle(msgs, b"+ACK")
+        except Exception:
+            log.exception("%s: a batch of %d events is given back to be redelivered", self.durable, len(msgs))
+            folder.cache.reset(None)
+            try:
+                await self._settle(msgs + await puller.drain(FETCH_WAIT_S + 1.0), b"-NAK")
+            except Exception:  # noqa: BLE001 - unknown: wait until they are due for redelivery anyway
+                log.warning("%s: the server did not confirm the nak; pulling again in %g s", self.durable, ack_wait)
+                await asyncio.sleep(ack_wait + PIN_MARGIN_S)
+                self._settled = True
+            return
+
+    async def _settle(self, msgs: list[Msg], verb: bytes) -> None:
+        """Ack (``+ACK``) or nak (``-NAK``) every message, the last as a request: its answer means the
+        server has handled them all (a consumer handles its acks in order)."""
+        *first, last = msgs
+        for msg in first:
+            await self.nc.publish(msg.reply, verb)
+        await self.nc.request(last.reply, verb, timeout=min(5.0, 0.1 * self.settings.event_ack_wait_s + 0.5))
+        self._settled = True
+
+
+async def fold_consumers(
+    nc: NatsClient, settings: DispatcherSettings, guard: ConsumerGuard, reactions: Reactions
+) -> list[FoldConsumer] | list[PartitionFold]:
+    """One :class:`PartitionFold` per partition of ``JOBS_FOLD`` (declared here:
+    :mod:`~services.dispatcher.fold.partitions`), or the serial ``dispatcher-jobs`` on JOBS' ``jobs.>``
+    (one event at a time) when ``fold_partitions`` is 0."""
+    s, ns, js = settings, settings.ns, nc.jetstream()
+    if not s.fold_partitions:
+        serial = FoldConsumer(js, s, guard, ns.stream(streams.JOBS), ns.subject("jobs.>"), SERIAL_DURABLE,
+                              reactions.on_job_event)  # fmt: skip
+        return [serial]
+    stream = await declare_fold_stream(js, ns, s.fold_partitions, s.nats_replicas)
+    return [PartitionFold(nc, s, guard, reactions, stream, p) for p in range(s.fold_partitions)]

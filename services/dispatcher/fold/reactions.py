@@ -1,0 +1,173 @@
+"""What the dispatcher does when it folds a job event or sees an upload complete.
+
+* ``job.created``: queue the job when every upload input is complete, else note in KV
+  ``dispatcher_waits`` which uploads it waits on (``{tenant}.{upload}.{job}``); the note is written
+  *before* the uploads are read, so an ``upload.completed`` that races the check still finds it.
+* ``upload.completed``: re-check each job waiting on that upload (event-driven, no polling).
+* releasing a job (``job.queued``) and ``job.retrying``: put the attempt in its kind's queue index
+  (due after the backoff) and publish its dispatch ticket (:mod:`services.dispatcher.scheduling.scheduler`).
+  A released job is queued at once, before its ``job.queued`` is folded: a ticket that claims its
+  entry just now knows it was queued (the entry is made after ``job.queued``); a redelivered one
+  that finds the record still ``created`` checks the stream for ``job.queued``.
+* ``job.cancel_requested`` while no worker runs (created, queued, retrying): ``job.canceled`` now,
+  and its queue entry dropped; a running attempt is canceled by the replica that holds it.
+
+A job released by its upload goes on in its own trace (that of the request that created it, read
+from its ``job.created``), linked to the upload's. An event that moved a record is counted
+(:func:`~services.dispatcher.observe.observe_folded`).
+
+Every reaction publishes with a deterministic id and checks the folded record first, so a
+redelivered event repeats nothing. Bytes that are not an event raise
+:class:`~services.dispatcher.consumers.PoisonMessage`: the consumer dead-letters them at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+from pydantic import ValidationError
+
+from contracts.api.uploads import UploadRecord, UploadStatus
+from contracts.envelope import EventEnvelope
+from contracts.event_ids import canceled_event_id, failed_event_id, queued_event_id
+from contracts.events import jobs as je
+from contracts.events.registry import EventType, parse_payload_as
+from contracts.ids import tenant_key
+from contracts.job_record import JobError, JobRecord, JobStatus
+from contracts.route_table import Route
+from services.common.nats.kv import kv_entries
+from services.common.observability import tracing
+from services.dispatcher.consumers import PoisonMessage
+from services.dispatcher.observe import observe_folded
+from services.dispatcher.scheduling.positions import Positions
+from services.dispatcher.scheduling.queue import QueueIndex, entry_key, new_entry
+from services.dispatcher.store import JobEvents, JobStore
+
+log = logging.getLogger(__name__)
+_S = JobStatus
+REACTS_TO = frozenset({EventType.JOB_CREATED, EventType.JOB_RETRYING, EventType.JOB_CANCEL_REQUESTED})
+"""The event types :meth:`Reactions.react` acts on (the batched fold writes the record before each)."""
+
+
+class Reactions:
+    """Folds job events into KV and reacts to the new state."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        events: JobEvents,
+        uploads: KeyValue,
+        waits: KeyValue,
+        routes: dict[str, Route],
+        queue: QueueIndex,
+        positions: Positions,
+    ) -> None:
+        self.store, self.events, self.uploads, self.waits, self.routes = store, events, uploads, waits, routes
+        self.queue, self.positions = queue, positions
+
+    async def on_job_event(self, body: bytes) -> JobRecord | None:
+        """Fold one event of the JOBS stream, then react; :class:`PoisonMessage` for bytes that are no event."""
+        event = parse_envelope(body)
+        if event.job_id is None:
+            return None
+        record, moved = await self.store.apply(event)
+        if record is not None:
+            if moved:
+                observe_folded(record)
+            await self.react(event, record)
+        return record
+
+    async def react(self, event: EventEnvelope, record: JobRecord) -> None:
+        """The side effects of ``event`` on the folded ``record`` (only types in :data:`REACTS_TO` have any)."""
+        match event.type:
+            case EventType.JOB_CREATED:
+                await self.release_if_ready(record)
+            case EventType.JOB_RETRYING if record.status is _S.RETRYING and not record.cancel_requested:
+                delay = parse_payload_as(event, je.JobRetryingPayload).delay_s
+                await self.enqueue(record, record.attempt + 1, delay)
+            case EventType.JOB_CANCEL_REQUESTED if record.status in (_S.CREATED, _S.QUEUED, _S.RETRYING):
+                payload = je.JobCanceledPayload(reason="canceled before it ran")
+                await self.events.publish(record, EventType.JOB_CANCELED, payload, canceled_event_id(record.id))
+                attempt = record.attempt + (record.status is _S.RETRYING)
+                await self.queue.remove(entry_key(str(record.kind), record.tenant, record.id, attempt))
+
+    async def enqueue(self, record: JobRecord, attempt: int, delay_s: float = 0.0) -> None:
+        """Queue ``attempt`` of ``record`` (due after ``delay_s``), say where it stands, publish its ticket."""
+        entry = new_entry(record, attempt, delay_s, await self._input_bytes(record))
+        ticket = functools.partial(self.events.ticket, record, attempt, delay_s)
+        if await self.queue.enqueue(entry):
+            await self.positions.queued(entry, then=ticket)  # the position first, the ticket behind it
+        else:
+            await ticket()
+
+    async def _input_bytes(self, record: JobRecord) -> int | None:
+        """The size of the job's uploaded inputs (``None`` without uploads: the ETA's size class)."""
+        sizes = [await self._upload_size(record.tenant, u) for u in record.spec.upload_ids()]
+        known = [s for s in sizes if s is not None]
+        return sum(known) if known else None
+
+    async def _upload_size(self, tenant: str, upload_id: str) -> int | None:
+        try:
+            entry = await self.uploads.get(tenant_key(tenant, upload_id))
+        except KeyNotFoundError:
+            return None
+        return UploadRecord.model_validate_json(entry.value).size if entry.value else None
+
+    async def release_if_ready(self, record: JobRecord) -> None:
+        """Queue a ``created`` job whose inputs are all complete; else wait for its uploads."""
+        if record.status is not _S.CREATED:
+            return
+        if record.kind not in self.routes:
+            error = JobError(code="unroutable", message=f"no route for kind {record.kind!r} in this deployment")
+            failed = je.JobFailedPayload(error=error)
+            await self.events.publish(record, EventType.JOB_FAILED, failed, failed_event_id(record.id, 1))
+            return
+        if record.cancel_requested:
+            payload = je.JobCanceledPayload(reason="canceled before it ran")
+            await self.events.publish(record, EventType.JOB_CANCELED, payload, canceled_event_id(record.id))
+            return
+        upload_ids = record.spec.upload_ids()
+        for upload_id in upload_ids:
+            await self.waits.put(f"{record.tenant}.{upload_id}.{record.id}", b"")
+        pending = [u for u in upload_ids if not await self._completed(record.tenant, u)]
+        if pending:
+            log.info("job waits on uploads", extra={"job_id": record.id, "uploads": pending})
+            return
+        await self.events.publish(record, EventType.JOB_QUEUED, je.JobQueuedPayload(), queued_event_id(record.id))
+        await self.enqueue(record, record.attempt)  # now, not when job.queued is folded: one fold lag less
+        for upload_id in upload_ids:
+            await self.waits.delete(f"{record.tenant}.{upload_id}.{record.id}")
+
+    async def _completed(self, tenant: str, upload_id: str) -> bool:
+        try:
+            entry = await self.uploads.get(tenant_key(tenant, upload_id))
+        except KeyNotFoundError:
+            return False
+        if not entry.value:
+            return False
+        return UploadRecord.model_validate_json(entry.value).status is UploadStatus.COMPLETED
+
+    async def on_upload_completed(self, body: bytes) -> None:
+        """Re-check every job that waits on the completed upload."""
+        event = parse_envelope(body)
+        upload_id = event.subject or ""
+        waiting = await kv_entries(self.waits, f"{event.tenant}.{upload_id}.*", meta_only=True)
+        job_ids = [item.key.rsplit(".", 1)[1] for item in waiting]
+        for job_id in job_ids:
+            record, _ = await self.store.get(event.tenant, job_id)
+            if record is not None:
+                # The job's own trace goes on (the request that created it), linked to this upload's.
+                parent = tracing.extract(await self.events.created_trace(record))
+                with tracing.span("release job", parent, links=tracing.current_links(), attributes={"job.id": job_id}):
+                    await self.release_if_ready(record)
+
+
+def parse_envelope(body: bytes) -> EventEnvelope:
+    """The envelope in ``body``; :class:`PoisonMessage` (dead-lettered at once) when it is none."""
+    try:
+        return EventEnvelope.from_json_bytes(body)
+    except ValidationError as exc:
+        raise PoisonMessage(f"not a valid event envelope: {exc}") from exc

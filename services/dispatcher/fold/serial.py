@@ -1,0 +1,100 @@
+"""The serial fold consumer, and what every fold consumer shares.
+
+* :class:`FoldConsumer`, the serial fold (``fold_partitions = 0``): one event in flight
+  (``max_ack_pending=1``) across every replica, each event guarded like every dispatcher consumer
+  (:class:`~services.dispatcher.consumers.ConsumerGuard`: ack, nak with a delay, dead letter after
+  ``event_max_deliver``).
+* The partitioned fold (the default) is :mod:`~services.dispatcher.fold.partition`, which also makes
+  the consumers (:func:`~services.dispatcher.fold.partition.fold_consumers`).
+
+Both read nats-py directly rather than through FastStream: the per-message overhead is the fold's
+ceiling, and FastStream's (dependency injection, a worker-thread hop per decode) was more than half
+of it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from services.common.observability.metric_labels import subject_event_label
+from services.common.observability.metrics import EVENTS_CONSUMED
+from services.common.observability.tracing import consumer_span
+from services.dispatcher.consumers import ConsumerGuard, Redelivery, span_attributes
+from services.dispatcher.pull_loop import pull_one_at_a_time
+from services.dispatcher.settings import DispatcherSettings
+from services.dispatcher.subscribers import Consumer
+
+log = logging.getLogger(__name__)
+FOLD_LABEL = "dispatcher-fold"
+"""The ``consumer`` label and span name prefix of every partition's fold (the partitions share them)."""
+Fold = Callable[[bytes], Awaitable[object]]
+
+
+class FoldDurable:
+    """What every fold consumer tells the service: its redelivery policy and its :class:`Consumer`."""
+
+    settings: DispatcherSettings
+    stream: str
+    durable: str
+
+    @property
+    def policy(self) -> Redelivery:
+        """The redelivery policy of every event consumer."""
+        s = self.settings
+        return Redelivery(s.event_max_deliver, s.event_retry_delay_s, s.event_ack_wait_s, s.event_ack_wait_s)
+
+    @property
+    def consumer(self) -> Consumer:
+        """What :func:`~services.dispatcher.subscribers.bound_and_watch` and the metrics need."""
+        return Consumer(self.stream, self.durable, self.policy)
+
+
+@dataclass
+class FoldConsumer(FoldDurable):
+    """One fold consumer: ``durable`` on ``subject`` of ``stream``, folding with ``handler``."""
+
+    js: JetStreamContext
+    settings: DispatcherSettings
+    guard: ConsumerGuard
+    stream: str
+    subject: str
+    durable: str
+    handler: Fold
+    _psub: JetStreamContext.PullSubscription | None = None
+
+    async def start(self) -> None:
+        """Create (or bind) the durable consumer."""
+        config = ConsumerConfig(
+            durable_name=self.durable,
+            filter_subject=self.subject,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.settings.event_ack_wait_s,
+            max_deliver=self.policy.max_deliver,
+            max_ack_pending=1,
+        )
+        self._psub = await self.js.pull_subscribe(self.subject, durable=self.durable, stream=self.stream, config=config)
+
+    async def run(self) -> None:
+        """Fold forever (cancel to stop: an event being folded is redelivered, folding it again is harmless)."""
+        assert self._psub is not None, "start() first"
+        await pull_one_at_a_time(self._psub, self.durable, self.handle)
+
+    @property
+    def label(self) -> str:
+        """Its name in metrics and spans: ``dispatcher-fold`` for every partition, else its durable's."""
+        return FOLD_LABEL if self.durable.startswith(FOLD_LABEL) else self.durable
+
+    async def handle(self, msg: Msg) -> None:
+        """Fold one event, guarded, counted and traced."""
+        event_type = subject_event_label(msg.subject)
+        EVENTS_CONSUMED.labels(self.label, event_type).inc()
+        attributes = span_attributes(msg, self.durable)
+        with consumer_span(f"{self.label} {event_type}", msg.headers, **attributes):
+            await self.guard.run(self.durable, msg, lambda: self.handler(msg.data), self.policy, ack=True)

@@ -1,0 +1,140 @@
+"""Backends run one attempt (or one pipeline stage) of a job somewhere.
+
+A backend :meth:`~Backend.reserve`\\ s capacity (the local pool waits for an idle process; Modal
+needs none), :meth:`~Backend.launch`\\ es a :class:`~contracts.runs.RunRequest` and answers
+a :class:`Launch`: the call id (kept in the record for cancel), a task that completes with the
+run's :class:`~contracts.runs.Outcome` (or raises when the worker is lost), and a way to
+cancel it. ``announce`` is called with the call id once it is known and before the worker can
+emit anything, so ``job.dispatched`` precedes the worker's own events in the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from contracts.route_table import Route, Stage
+from contracts.runs import Outcome, RunRequest
+from services.dispatcher.running.local_pool import LocalPool, PoolProcess, kill_group
+
+Announce = Callable[[str, str | None], Awaitable[None]]
+"""``announce(call_id, gpu)``: publish ``job.dispatched`` for the run."""
+
+
+class BackendUnavailableError(Exception):
+    """The backend could not take the run (a retryable failure)."""
+
+
+class LaunchedElsewhereError(Exception):
+    """``announce`` found the attempt launched by another replica first: this launch must not run."""
+
+
+@dataclass
+class Launch:
+    """A run in progress."""
+
+    call_id: str
+    outcome: asyncio.Task[Outcome]
+    cancel: Callable[[], Awaitable[None]]
+
+
+class Backend(Protocol):
+    """Where runs go."""
+
+    name: str
+
+    async def reserve(self) -> Any:
+        """Wait for capacity; the reservation is handed to :meth:`launch` or :meth:`release`."""
+
+    def release(self, reservation: Any) -> None:
+        """Give back a reservation that was not launched."""
+
+    async def launch(
+        self, reservation: Any, request: RunRequest, route: Route, stage: Stage, announce: Announce
+    ) -> Launch:
+        """Start ``request``; ``announce`` is awaited before the worker starts (local) or
+        right after the spawn (Modal)."""
+
+    async def cancel_call(self, call_id: str) -> None:
+        """Cancel a run known only by its call id (one started by another replica)."""
+
+
+class LocalBackend:
+    """The warm process pool of this machine."""
+
+    name = "local"
+
+    def __init__(self, pool: LocalPool) -> None:
+        self.pool = pool
+        self.host = socket.gethostname()
+
+    async def reserve(self) -> PoolProcess:
+        """An idle pool process."""
+        return await self.pool.acquire()
+
+    def release(self, reservation: Any) -> None:
+        """Put an unused process back."""
+        self.pool.release(reservation)
+
+    async def launch(
+        self, reservation: Any, request: RunRequest, route: Route, stage: Stage, announce: Announce
+    ) -> Launch:
+        """Run on the reserved process; the call id names this host and the process group."""
+        proc: PoolProcess = reservation
+        call_id = f"local:{self.host}:{proc.pid}"
+        try:
+            await announce(call_id, None)
+        except BaseException:
+            self.pool.release(proc)
+            raise
+        request = request.model_copy(update={"worker": f"local-{proc.pid}"})
+
+        async def run() -> Outcome:
+            outcome = await self.pool.run(proc, request)
+            self.pool.release(proc)
+            return outcome
+
+        async def cancel() -> None:
+            self.pool.kill(proc)
+
+        return Launch(call_id, observed(asyncio.create_task(run())), cancel)
+
+    async def cancel_call(self, call_id: str) -> None:
+        """Kill the process group of a run on this host (after a dispatcher restart)."""
+        _, host, pid = ([*call_id.split(":"), "", ""])[:3]
+        if host == self.host and pid.isdigit():
+            kill_group(int(pid))
+
+
+def observed(task: asyncio.Task[Outcome]) -> asyncio.Task[Outcome]:
+    """``task``, its exception marked as seen (a run abandoned at shutdown is not an error)."""
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return task
+
+
+class UnroutedBackend:
+    """Stands in for a backend this process does not have (fails every launch, retryably)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def reserve(self) -> None:
+        """Nothing to reserve."""
+
+    def release(self, reservation: Any) -> None:
+        """Nothing to release."""
+
+    async def launch(
+        self, reservation: Any, request: RunRequest, route: Route, stage: Stage, announce: Announce
+    ) -> Launch:
+        """Always :class:`BackendUnavailableError`."""
+        raise BackendUnavailableError(f"backend {self.name!r} is not configured in this dispatcher")
+
+    async def cancel_call(self, call_id: str) -> None:
+        """Nothing to cancel."""
+        with contextlib.suppress(Exception):
+            return

@@ -1,0 +1,85 @@
+"""Whether a worker has gone silent, judged only over time this replica could have heard it.
+
+A worker's heartbeats reach a supervisor through NATS, the log and the fold. While the connection is
+down, the server stands still (a paused process, a frozen VM) or this process does, no heartbeat can
+arrive; while the fold lags (its partition pinned to a replica that stands still), the record does
+not show the heartbeats the log holds. A supervisor that counted such time would fail healthy
+attempts. So :class:`LinkWatch` keeps a round trip to the server going every :data:`INTERVAL_S`: one
+that fails or takes longer than :data:`STALL_S`, or a gap between two longer than
+``INTERVAL_S + STALL_S``, moves :attr:`LinkWatch.regained_at` to the moment the view came back; and
+before a silence is called, :meth:`Hearing.last_sign` asks again and reads the attempt's last
+heartbeat from the log itself. The round trips are PINGs: no traffic on any subject.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from nats.aio.client import Client as NatsClient
+from nats.js.errors import NotFoundError
+
+from contracts import streams
+from contracts.subjects import Subjects
+from services.common.nats.round_trip import round_trip
+
+INTERVAL_S = 0.5
+STALL_S = 1.0
+"""A round trip or a gap between two longer than this (beyond the interval) is a stall."""
+ROUND_TRIP_TIMEOUT_S = 5.0
+
+
+class LinkWatch:
+    """This replica's view of NATS: :attr:`regained_at`, the wall-clock time it last came back."""
+
+    def __init__(self, nc: NatsClient) -> None:
+        self.nc = nc
+        self.regained_at = time.time()
+        self._last_seen: float | None = None
+        """The loop time of the last round trip answered (``None``: the last one failed)."""
+
+    async def run(self) -> None:
+        """A round trip every :data:`INTERVAL_S`, until cancelled."""
+        while True:
+            await asyncio.sleep(INTERVAL_S)
+            await self.observing_since()
+
+    async def observing_since(self) -> float:
+        """A round trip now; when this replica's unbroken view of NATS began (wall clock)."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        gap = self._last_seen is None or began - self._last_seen > INTERVAL_S + STALL_S
+        if not await round_trip(self.nc, ROUND_TRIP_TIMEOUT_S):  # blind now, so no silence has begun
+            self._last_seen = None
+            self.regained_at = time.time()
+            return self.regained_at
+        answered = loop.time()
+        if gap or answered - began > STALL_S:
+            self.regained_at = time.time()
+        self._last_seen = answered
+        return self.regained_at
+
+
+class Hearing:
+    """What a supervisor asks before it calls an attempt silent: the link, then the log."""
+
+    def __init__(self, nc: NatsClient, subjects: Subjects) -> None:
+        self.link = LinkWatch(nc)
+        self.nc, self.subjects = nc, subjects
+        self.stream = subjects.ns.stream(streams.JOBS)
+
+    async def last_sign(self, tenant: str, job_id: str, attempt: int) -> float:
+        """The latest of: when this replica's view of NATS began, and when the log stored the attempt's
+        last heartbeat (wall clock). The record can lag behind the log; the log cannot."""
+        since = await self.link.observing_since()
+        subject = self.subjects.job_event(tenant, job_id, "heartbeat")
+        try:
+            last = await self.nc.jetstream().get_last_msg(self.stream, subject)
+        except NotFoundError:
+            return since
+        except Exception:  # noqa: BLE001 - the log cannot be read now: no silence can be called now
+            return time.time()
+        if last.time is None or json.loads(last.data or b"{}").get("attempt") != attempt:
+            return since
+        return max(since, last.time.timestamp())

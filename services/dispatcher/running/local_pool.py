@@ -1,0 +1,204 @@
+"""The local backend's pool of warm worker processes.
+
+``size`` processes are started ahead of time (``spawn``: no inherited event loop or sockets), each
+connected to NATS and waiting on its pipe (see :mod:`modal_workers.runtime.local_host`), so an
+attempt starts without an interpreter start-up. The dispatcher :meth:`LocalPool.acquire`\\ s an
+idle process, :meth:`LocalPool.run`\\ s a request on it, and gets its outcome back over the pipe.
+
+A crash is seen at once: :meth:`LocalPool.run` waits on the pipe *and* the process sentinel with
+the event loop's readers, so a non-zero exit or a SIGKILL raises :class:`WorkerLostError` as soon
+as the kernel reports it (no polling). :meth:`LocalPool.kill` ends the process group; every dead
+process is replaced in the background. With ``local_workers_die_with_dispatcher`` (``gpurelay
+dev``) the processes die with this one however it ends; otherwise a busy one finishes its attempt
+and reports straight to NATS, and an idle one exits when its pipe closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from contracts.runs import Outcome, RunRequest
+from modal_workers.runtime.local_host import worker_main
+from services.dispatcher.settings import DispatcherSettings
+
+log = logging.getLogger(__name__)
+READY_TIMEOUT_S = 60.0
+
+
+class WorkerLostError(Exception):
+    """A pool process ended without an outcome (crash, kill, non-zero exit)."""
+
+    def __init__(self, pid: int, exitcode: int | None) -> None:
+        super().__init__(f"worker process {pid} ended with exit code {exitcode}")
+        self.pid, self.exitcode = pid, exitcode
+
+
+@dataclass(eq=False)
+class PoolProcess:
+    """One warm worker process and the parent's end of its pipe."""
+
+    process: BaseProcess
+    conn: Connection
+
+    @property
+    def pid(self) -> int:
+        """The process id, which is also its process group id."""
+        assert self.process.pid is not None
+        return self.process.pid
+
+
+class LocalPool:
+    """``size`` warm worker processes running workloads with events straight to NATS."""
+
+    def __init__(self, settings: DispatcherSettings, size: int | None = None) -> None:
+        self.settings = settings
+        self.size = size or settings.local_pool_size
+        self._ctx = multiprocessing.get_context("spawn")
+        self._idle: asyncio.Queue[PoolProcess] = asyncio.Queue()
+        self._all: set[PoolProcess] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    async def start(self) -> None:
+        """Start every process and wait until each is connected and ready."""
+        await asyncio.gather(*(self._spawn() for _ in range(self.size)))
+
+    async def _spawn(self) -> None:
+        parent, child = self._ctx.Pipe()
+        parent_pid = os.getpid() if self.settings.local_workers_die_with_dispatcher else None
+        process = self._ctx.Process(
+            target=worker_main, args=(child, self.settings, self.settings.local_worker_env, parent_pid), daemon=False
+        )
+        # From the loop's thread, not a worker thread: the parent-death signal follows the thread
+        # that started the child, and this one lives as long as the process.
+        process.start()
+        child.close()
+        proc = PoolProcess(process, parent)
+        self._all.add(proc)
+        try:
+            message = await asyncio.wait_for(self._receive(proc), READY_TIMEOUT_S)
+        except (WorkerLostError, TimeoutError):
+            log.exception("local worker did not start")
+            self._discard(proc)
+            raise
+        if self._closing:
+            self.kill(proc)
+            return
+        log.debug("local worker ready", extra={"pid": message})
+        self._idle.put_nowait(proc)
+
+    async def _receive(self, proc: PoolProcess) -> Any:
+        """The next message from ``proc``; :class:`WorkerLostError` as soon as it dies instead."""
+        loop = asyncio.get_running_loop()
+        woke: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not woke.done():
+                woke.set_result(None)
+
+        fds = (proc.conn.fileno(), proc.process.sentinel)
+        for fd in fds:
+            loop.add_reader(fd, wake)
+        try:
+            await woke
+        finally:
+            for fd in fds:
+                loop.remove_reader(fd)
+        try:
+            if proc.conn.poll():
+                return proc.conn.recv()
+        except (EOFError, OSError):
+            pass
+        await asyncio.to_thread(proc.process.join, 5)
+        raise WorkerLostError(proc.pid, proc.process.exitcode)
+
+    async def acquire(self) -> PoolProcess:
+        """An idle process (waits while all are busy)."""
+        return await self._idle.get()
+
+    def release(self, proc: PoolProcess) -> None:
+        """Give a process that finished its run back to the pool."""
+        if proc in self._all and proc.process.is_alive():
+            self._idle.put_nowait(proc)
+        else:
+            self._replace(proc)
+
+    async def run(self, proc: PoolProcess, request: RunRequest) -> Outcome:
+        """Run ``request`` on ``proc`` and return its outcome; replaces ``proc`` if it died."""
+        proc.conn.send(request.model_dump(mode="json"))
+        try:
+            return Outcome.model_validate(await self._receive(proc))
+        except WorkerLostError:
+            self._replace(proc)
+            raise
+
+    def kill(self, proc: PoolProcess) -> None:
+        """End ``proc``'s whole process group now (SIGKILL); it is replaced once reaped."""
+        kill_group(proc.pid)
+
+    def _discard(self, proc: PoolProcess) -> None:
+        self._all.discard(proc)
+        with contextlib.suppress(OSError):
+            proc.conn.close()
+
+    def _replace(self, proc: PoolProcess) -> None:
+        if proc not in self._all:
+            return
+        self._discard(proc)
+        if not self._closing:
+            task = asyncio.create_task(self._respawn())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _respawn(self) -> None:
+        """Replace a dead process, trying again (after a pause) until it starts or the pool closes."""
+        for pause in (0.0, 1.0, 2.0, 5.0, 10.0, 30.0):
+            await asyncio.sleep(pause)
+            if self._closing:
+                return
+            try:
+                await self._spawn()
+                return
+            except (WorkerLostError, TimeoutError, OSError):
+                log.warning("local worker restart failed; trying again")
+        log.error("local worker could not be restarted: the pool is one process smaller")
+
+    async def stop(self) -> None:
+        """Ask idle processes to exit, kill busy ones, and reap all."""
+        self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        for proc in list(self._all):
+            with contextlib.suppress(OSError):
+                proc.conn.send(None)
+        for proc in list(self._all):
+            await asyncio.to_thread(proc.process.join, 3)
+            if proc.process.is_alive():
+                kill_group(proc.pid)
+                await asyncio.to_thread(proc.process.join, 3)
+            self._discard(proc)
+
+    def occupancy(self) -> dict[str, int]:
+        """How many processes the pool should have (``size``), has started, and of those are idle or busy."""
+        started, idle = len(self._all), self._idle.qsize()
+        return {"size": self.size, "started": started, "idle": idle, "busy": max(0, started - idle)}
+
+    @property
+    def pids(self) -> list[int]:
+        """The pids of the live pool processes."""
+        return [p.pid for p in self._all if p.process.is_alive()]
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL a process group (a worker and everything it started); a gone group is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)

@@ -1,0 +1,116 @@
+"""Supervising one held attempt: the record it watches and the wait for how it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from contracts.job_record import JobRecord, JobStatus
+from contracts.route_table import Route
+from contracts.runs import Outcome
+from services.dispatcher.running.backends import Launch
+from services.dispatcher.running.hearing import Hearing
+from services.dispatcher.running.held_records import Follower
+from services.dispatcher.running.local_pool import WorkerLostError
+from services.dispatcher.store import Ticket
+
+
+@dataclass
+class Held:
+    """One attempt this replica holds the ticket of."""
+
+    ticket: Ticket
+    msg: Msg
+    record: JobRecord
+    route: Route
+    revision: int = 0
+    """The KV revision of ``record`` (a newer one replaces it: :meth:`offer`)."""
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    began: float = field(default_factory=time.time)
+    heard_at: float = 0.0
+    """The latest sign of life found outside the record
+    (:meth:`~services.dispatcher.running.hearing.Hearing.last_sign`)."""
+    task: asyncio.Task[None] | None = None
+    claim: Any = None
+    """The scheduler's :class:`~services.dispatcher.scheduling.scheduler.Decision` (its queue entry,
+    dropped at the end)."""
+    outcome: str = "ended"
+    """How the attempt ended (``gpurelay_job_run_seconds``): succeeded, failed, retrying, canceled, or
+    ended (elsewhere: nothing of ours published)."""
+    follower: Follower | None = None
+    """What follows the job's record in KV for this attempt (:mod:`services.dispatcher.running.held_records`)."""
+
+    def offer(self, record: JobRecord, revision: int) -> None:
+        """A revision of the job's record: kept, and the attempt woken, when newer than the one held."""
+        if revision > self.revision:
+            self.record, self.revision = record, revision
+            self.changed.set()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why a wait ended: ``outcome``, ``lost``, ``timeout``, ``silent``, ``cancel`` or ``ended``."""
+
+    reason: str
+    outcome: Outcome | None = None
+    message: str = ""
+
+
+async def wait_for_verdict(
+    held: Held, launch: Launch | None, timeout_at: float, silence: float, hearing: Hearing | None = None
+) -> Verdict:
+    """Until the first of: an outcome, a lost worker, the timeout, ``silence`` s without a sign of
+    life, a cancel request, or the job ending (or moving to a later attempt) elsewhere. With
+    ``hearing``, a silence is confirmed against the link and the log before it is called
+    (:mod:`~services.dispatcher.running.hearing`)."""
+    confirmed = False
+    while True:
+        record = held.record
+        if record.terminal or record.attempt > held.ticket.attempt:
+            own_end = record.attempt == held.ticket.attempt and record.status is not JobStatus.CANCELED
+            if launch is not None and own_end:  # the worker ended it: let it hand back its outcome
+                await asyncio.wait({launch.outcome}, timeout=silence)
+            return Verdict("ended")
+        if record.cancel_requested:
+            return Verdict("cancel")
+        signs = [held.began, held.heard_at] + [
+            t.timestamp() for t in (record.heartbeat_at, record.timings.started_at) if t is not None
+        ]
+        silent_at, now = max(signs) + silence, time.time()
+        if now >= timeout_at:
+            return Verdict("timeout", message=f"the attempt ran past its {held.route.timeout_s:g} s timeout")
+        if now >= silent_at:
+            if hearing is None or confirmed:
+                return Verdict("silent", message=f"no heartbeat for {silence:g} s")
+            ticket = held.ticket
+            held.heard_at = max(held.heard_at, await hearing.last_sign(ticket.tenant, ticket.job_id, ticket.attempt))
+            confirmed = True
+            continue
+        confirmed = False
+        held.changed.clear()
+        waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(held.changed.wait())}
+        if launch is not None:
+            waiters.add(launch.outcome)
+        done, _ = await asyncio.wait(waiters, timeout=min(timeout_at, silent_at) - now, return_when="FIRST_COMPLETED")
+        for waiter in waiters - {launch.outcome if launch else None}:
+            waiter.cancel()
+        if launch is not None and launch.outcome in done:
+            try:
+                return Verdict("outcome", outcome=launch.outcome.result())
+            except WorkerLostError as exc:
+                return Verdict("lost", message=str(exc))
+            except Exception as exc:  # noqa: BLE001 - a backend failure is a lost worker
+                return Verdict("lost", message=f"{type(exc).__name__}: {exc}")
+
+
+def ended_as(held: Held) -> str:
+    """How an attempt whose record ended before its outcome came back is counted: ``succeeded`` or
+    ``failed`` when the record ended in this attempt (its worker said so), else ``ended``."""
+    record = held.record
+    if record.attempt != held.ticket.attempt:
+        return "ended"
+    return {JobStatus.SUCCEEDED: "succeeded", JobStatus.FAILED: "failed"}.get(record.status, "ended")

@@ -1,0 +1,197 @@
+"""Queue position and ETA of waiting jobs: ``job.position`` events, folded into the record's ``queue``.
+
+A job's *position* is its place in its tenant's queue of its kind (the order the scheduler would
+start them: the index's line, :mod:`~services.dispatcher.scheduling.lines`). Its *ETA* comes from the kind's
+observed run times (:class:`RunTimes`, a moving median by kind and input size): the tenant's jobs
+start at ``concurrency × share / median`` per second, where ``share`` is its weight over the
+weights of the tenants with queued work, so position ``p`` starts in about
+``p × median / (concurrency × share)`` seconds (or when it is due, if later).
+
+``job.position`` is published when a job is queued and, while it is among the first
+``queue_position_top`` of its tenant's queue, as it moves up (after a start of that tenant, at most
+once per ``queue_position_interval_s`` per kind and tenant: the starts in between coalesce, so the
+fold sees at most ``top / interval`` such events per second and tenant). A replica publishes a job's position
+only when it is lower than the last it published (so a feed never shows it going back; a higher
+priority job arriving ahead holds it instead), each with the id ``{job}-a{n}-pos{p}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.event_ids import attempt_event_id
+from contracts.events.jobs import JobPositionPayload
+from contracts.events.registry import EventType, make_event
+from contracts.subjects import Namespace, Subjects
+from services.common.nats.connection import cancel_and_wait
+from services.common.nats.publish import publish_event
+from services.dispatcher.scheduling.queue import QueueEntry, QueueIndex
+from services.dispatcher.store import CAS_ATTEMPTS
+
+log = logging.getLogger(__name__)
+ALL_SIZES = "all"
+MIN_SAMPLES = 3
+"""Fewer run times than this in a size class: the kind's median over all sizes is used."""
+CACHE_S = 1.0
+
+
+def size_class(input_bytes: int | None) -> str:
+    """``s{n}`` for inputs of 4ⁿ to 4ⁿ⁺¹ bytes; ``unknown`` when not known (URL inputs)."""
+    if input_bytes is None:
+        return "unknown"
+    return f"s{max(0, input_bytes.bit_length() - 1) // 2}"
+
+
+class RunTimesDoc(BaseModel):
+    """One kind's latest run times (seconds) per size class, ``all`` included."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    by_size: dict[str, list[float]] = Field(default_factory=dict)
+
+
+class RunTimes:
+    """The observed run times of each kind in KV ``dispatch_runtimes`` (key: the kind), the latest
+    ``window`` per size class; read through a short cache."""
+
+    def __init__(self, kv: KeyValue, window: int) -> None:
+        self.kv, self.window = kv, window
+        self._cache: dict[str, tuple[float, RunTimesDoc]] = {}
+
+    async def observe(self, kind: str, runs: list[tuple[str, float]]) -> None:
+        """Add successful runs' times, each ``(size class, seconds)`` (compare-and-set, re-applied on a conflict)."""
+        for _ in range(CAS_ATTEMPTS):
+            doc, revision = await self._read(kind)
+            for size, seconds in runs:
+                for key in {size, ALL_SIZES}:
+                    doc.by_size[key] = [*doc.by_size.get(key, []), round(seconds, 3)][-self.window :]
+            value = doc.model_dump_json().encode()
+            try:
+                if revision is None:
+                    await self.kv.create(kind, value)
+                else:
+                    await self.kv.update(kind, value, last=revision)
+            except KeyWrongLastSequenceError:
+                continue
+            self._cache[kind] = (time.monotonic(), doc)
+            return
+
+    async def median(self, kind: str, size: str) -> float | None:
+        """The moving median for ``kind`` and ``size`` (all sizes when that class has few); ``None``
+        before any run."""
+        cached = self._cache.get(kind)
+        if cached is None or time.monotonic() - cached[0] > CACHE_S:
+            doc, _ = await self._read(kind)
+            cached = self._cache[kind] = (time.monotonic(), doc)
+        runs = cached[1].by_size.get(size, [])
+        runs = runs if len(runs) >= MIN_SAMPLES else cached[1].by_size.get(ALL_SIZES, [])
+        return statistics.median(runs) if runs else None
+
+    async def _read(self, kind: str) -> tuple[RunTimesDoc, int | None]:
+        try:
+            got = await self.kv.get(kind)
+        except KeyNotFoundError:
+            return RunTimesDoc(), None
+        return RunTimesDoc.model_validate_json(got.value or b"{}"), got.revision
+
+
+class Positions:
+    """Publishes ``job.position`` for waiting jobs from this replica's mirror of the queue index."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        ns: Namespace,
+        queue: QueueIndex,
+        runtimes: RunTimes,
+        concurrency: dict[str, int],
+        weight: Callable[[str], float],
+        top: int,
+        interval_s: float,
+    ) -> None:
+        self.js, self.subjects, self.queue, self.runtimes = js, Subjects(ns), queue, runtimes
+        self.concurrency, self.weight, self.top = concurrency, weight, top
+        self.interval_s = interval_s
+        self.published: dict[str, int] = {}
+        self._pending: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    def waiting(self, kind: str, tenant: str, first: int | None = None) -> list[QueueEntry]:
+        """``tenant``'s unclaimed entries of ``kind`` in the order they would start (the ``first`` ones)."""
+        return list(itertools.islice(self.queue.lines.line(kind, tenant), first))
+
+    async def queued(self, entry: QueueEntry, then: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Announce a newly queued attempt's position; ``then`` (its ticket's publish) is sent right
+        behind it on the same connection, and both answers are awaited together (one round trip)."""
+        position = self.queue.lines.position(entry.key)
+        if position is None:  # in no line (the watch brought a claim or a delete meanwhile): counted last
+            position = self.queue.lines.length(entry.kind, entry.tenant) + 1
+        await self._announce(entry, position, then)
+
+    def moved(self, kind: str, tenant: str) -> None:
+        """One of ``tenant``'s jobs of ``kind`` started: update the first ones' positions (in the
+        background, at most once per ``interval_s`` per kind and tenant: starts in between coalesce)."""
+        if self.top <= 0 or (kind, tenant) in self._pending:
+            return
+        task = asyncio.create_task(self._update(kind, tenant))
+        self._pending[kind, tenant] = task
+        task.add_done_callback(lambda _: self._pending.pop((kind, tenant), None))
+
+    async def stop(self) -> None:
+        """Cancel the updates in flight."""
+        await cancel_and_wait(list(self._pending.values()))
+
+    async def _update(self, kind: str, tenant: str) -> None:
+        await asyncio.sleep(self.interval_s)  # the starts meanwhile join this update
+        self._pending.pop((kind, tenant), None)
+        try:
+            for index, entry in enumerate(self.waiting(kind, tenant, self.top)):
+                await self._announce(entry, index + 1)
+        except Exception:
+            log.exception("queue positions of %s/%s not published", kind, tenant)
+        for key in [k for k in self.published if self.queue.revision(k) is None]:
+            del self.published[key]
+
+    async def eta_s(self, entry: QueueEntry, position: int) -> float | None:
+        """Seconds until ``entry``, at ``position`` of its tenant's queue, should start."""
+        median = await self.runtimes.median(entry.kind, size_class(entry.input_bytes))
+        if median is None:
+            return None
+        tenants = {*self.queue.lines.tenants(entry.kind), entry.tenant}
+        share = self.weight(entry.tenant) / sum(self.weight(t) for t in tenants)
+        slots = max(1, self.concurrency.get(entry.kind, 1)) * share
+        return round(max(position * median / slots, entry.not_before - time.time(), 0.0), 3)
+
+    async def _announce(
+        self, entry: QueueEntry, position: int, then: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        last = self.published.get(entry.key)
+        if last is not None and position >= last:
+            if then is not None:
+                await then()
+            return
+        self.published[entry.key] = position
+        eta = await self.eta_s(entry, position)
+        at = datetime.now(UTC) + timedelta(seconds=eta) if eta is not None else None
+        payload = JobPositionPayload(position=position, eta_s=eta, eta_at=at)
+        event = make_event(
+            EventType.JOB_POSITION, payload, tenant=entry.tenant, source="dispatcher", job_id=entry.job_id,
+            kind=entry.kind, attempt=entry.attempt,
+            event_id=attempt_event_id(entry.job_id, entry.attempt, f"pos{position}"),
+        )  # fmt: skip
+        announced = publish_event(self.js, self.subjects.job_event(entry.tenant, entry.job_id, "position"), event)
+        if then is None:
+            await announced
+            return
+        # tasks start in creation order, each writing its publish before it first waits
+        await asyncio.gather(asyncio.ensure_future(announced), asyncio.ensure_future(then()))

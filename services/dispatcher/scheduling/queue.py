@@ -1,0 +1,242 @@
+"""The queue index: one KV ``dispatch_queue`` entry per attempt waiting for (or holding) a slot.
+
+Key ``{kind}.{tenant}.{job_id}.{attempt}``; value a :class:`QueueEntry`. The fold's reaction to
+``job.queued`` / ``job.retrying`` creates the entry (``create``: a redelivered event changes
+nothing), then publishes the attempt's dispatch ticket. A ticket is a *slot token*: whoever holds
+one claims an entry by compare-and-set (``claimed_by`` = the ticket's stream sequence), so every
+entry is claimed by exactly one token, across replicas. The holder deletes the entry when the
+attempt ends, before it acks the token.
+
+Each replica mirrors the bucket in memory through a KV watch (:class:`QueueIndex`), so a decision
+reads no KV but the entry it claims; a claim that fails (the entry was claimed or dropped by another
+token) leaves the mirror to the watch, and a token that finds nothing in the mirror re-reads its kind
+from KV before it gives up. The mirror keeps each tenant's unclaimed entries in start order
+(:mod:`~services.dispatcher.scheduling.lines`) and the claimed ones apart, so a decision or a queue
+position costs no scan of the whole queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+
+from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.job_record import JobRecord
+from services.common.nats.kv import kv_entries
+from services.dispatcher.scheduling.fair import DEFAULT_PRIORITY, Candidate
+from services.dispatcher.scheduling.lines import Order, WaitingLines, line_order
+from services.dispatcher.store import Ticket
+
+log = logging.getLogger(__name__)
+WRONG_LAST_SEQUENCE = 10071
+"""JetStream's error code for a write whose expected last sequence no longer holds."""
+
+
+class QueueEntry(BaseModel):
+    """One attempt of a job in its kind's queue."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant: str
+    job_id: str
+    kind: str
+    attempt: int = Field(ge=1)
+    priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=9)
+    enqueued_at: float
+    not_before: float = 0.0
+    claimed_by: int | None = Field(default=None, description="The stream sequence of the token holding it.")
+    input_bytes: int | None = Field(default=None, ge=0, description="The inputs' size, when known (uploads).")
+    concurrency_key: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Its KV key."""
+        return entry_key(self.kind, self.tenant, self.job_id, self.attempt)
+
+    def candidate(self) -> Candidate:
+        """As the fair-share pick sees it (``extra``: the entry)."""
+        return Candidate(self.key, self.tenant, self.priority, self.enqueued_at, self)
+
+    def ticket(self) -> Ticket:
+        """The attempt to run."""
+        return Ticket(tenant=self.tenant, job_id=self.job_id, kind=self.kind, attempt=self.attempt)
+
+
+def entry_key(kind: str, tenant: str, job_id: str, attempt: int) -> str:
+    """``{kind}.{tenant}.{job_id}.{attempt}``."""
+    return f"{kind}.{tenant}.{job_id}.{attempt}"
+
+
+def new_entry(record: JobRecord, attempt: int, delay_s: float = 0.0, input_bytes: int | None = None) -> QueueEntry:
+    """The entry of ``attempt`` of ``record``, ordered by the job's submission (``created_at``, the
+    gateway's clock): the fold runs in partitions, so jobs submitted together are queued in any
+    order, and a retry keeps its place."""
+    queued = record.created_at
+    due = record.spec.due_at(record.created_at) if attempt == 1 else None
+    not_before = max(time.time() + delay_s if delay_s > 0 else 0.0, due.timestamp() if due else 0.0)
+    return QueueEntry(
+        tenant=record.tenant,
+        job_id=record.id,
+        kind=str(record.kind),
+        attempt=attempt,
+        priority=getattr(record.spec, "priority", DEFAULT_PRIORITY),
+        enqueued_at=queued.timestamp(),
+        not_before=not_before,
+        input_bytes=input_bytes,
+        concurrency_key=getattr(record.spec, "concurrency_key", None),
+    )
+
+
+class QueueIndex:
+    """KV ``dispatch_queue`` and this replica's mirror of it, by kind."""
+
+    def __init__(self, kv: KeyValue, order: Order | None = None) -> None:
+        self.kv = kv
+        self.by_kind: dict[str, dict[str, tuple[QueueEntry, int]]] = defaultdict(dict)
+        self.lines: WaitingLines[QueueEntry] = WaitingLines(order or line_order())
+        """The unclaimed entries, by kind and tenant, in start order."""
+        self._claimed: dict[str, dict[str, QueueEntry]] = defaultdict(dict)
+        """The claimed entries, by kind and key."""
+        self.changed = asyncio.Event()
+        self._rereads: dict[str, list[dict[str, float]]] = defaultdict(list)
+        """Per kind, one map per re-read under way: the keys deleted meanwhile, at which revision
+        (``inf``: not known)."""
+
+    async def enqueue(self, entry: QueueEntry) -> bool:
+        """Create ``entry``; ``False`` (and left as it is) when it exists: a redelivered reaction."""
+        try:
+            revision = await self.kv.create(entry.key, entry.model_dump_json().encode())
+        except KeyWrongLastSequenceError:
+            return False
+        self._remember(entry, revision)
+        return True
+
+    async def remove(self, entry_or_key: QueueEntry | str, revision: int | None = None) -> bool:
+        """Delete an entry (only at ``revision`` when given); ``False`` when it moved on."""
+        key = entry_or_key if isinstance(entry_or_key, str) else entry_or_key.key
+        try:
+            await self.kv.delete(key, last=revision)
+        except KeyWrongLastSequenceError:
+            return False
+        except BadRequestError as exc:  # nats-py's delete reports a lost compare-and-set as a bare 400
+            if exc.err_code != WRONG_LAST_SEQUENCE:
+                raise
+            return False
+        self._forget(key)
+        return True
+
+    async def claim(self, entry: QueueEntry, revision: int, seq: int) -> tuple[QueueEntry, int] | None:
+        """Mark ``entry`` held by token ``seq`` if it is still at ``revision``; the claimed entry."""
+        claimed = entry.model_copy(update={"claimed_by": seq})
+        try:
+            new_revision = await self.kv.update(entry.key, claimed.model_dump_json().encode(), last=revision)
+        except KeyWrongLastSequenceError:  # claimed or dropped by another: the watch brings it
+            return None
+        self._remember(claimed, new_revision)
+        return claimed, new_revision
+
+    def entries(self, kind: str) -> list[tuple[QueueEntry, int]]:
+        """The mirror's entries of ``kind``."""
+        return list(self.by_kind.get(kind, {}).values())
+
+    def revision(self, key: str) -> int | None:
+        """The mirror's revision of ``key``; ``None`` when it holds no such entry."""
+        found = self.by_kind.get(key.split(".", 1)[0], {}).get(key)
+        return None if found is None else found[1]
+
+    def running(self) -> list[QueueEntry]:
+        """Every claimed entry (attempts holding a slot), all kinds."""
+        return [e for claimed in self._claimed.values() for e in claimed.values()]
+
+    def held_by(self, kind: str, seq: int) -> tuple[QueueEntry, int] | None:
+        """The entry token ``seq`` claimed, if any."""
+        entry = next((e for e in self._claimed.get(kind, {}).values() if e.claimed_by == seq), None)
+        return None if entry is None else self.by_kind[kind][entry.key]
+
+    async def reload(self, key: str) -> None:
+        """Re-read one key into the mirror."""
+        try:
+            got = await self.kv.get(key)
+        except KeyNotFoundError:
+            self._forget(key)
+            return
+        self._take(key, got.value, got.revision)
+
+    async def reload_kind(self, kind: str) -> None:
+        """Re-read every entry of ``kind`` into the mirror (it may lag the bucket). What the mirror
+        learned while the listing was read (the watch, this replica's own writes) stays: an entry the
+        listing lacks is forgotten only when it was written before the listing began (it was deleted),
+        and a listed entry deleted meanwhile is not brought back."""
+        before = (await self.kv.status()).stream_info.state.last_seq
+        deleted: dict[str, float] = {}
+        self._rereads[kind].append(deleted)
+        try:
+            items = await kv_entries(self.kv, f"{kind}.>")
+        finally:
+            self._rereads[kind].remove(deleted)
+        listed = {item.key for item in items}
+        mirror = self.by_kind[kind]
+        for key in [key for key, (_, revision) in mirror.items() if key not in listed and revision <= before]:
+            self._delete(kind, key)
+        for item in items:
+            if (item.revision or 0) > deleted.get(item.key, -1):
+                self._take(item.key, item.value, item.revision)
+        self.changed.set()
+
+    async def follow(self) -> None:
+        """Keep the mirror up to date (a KV watch; restarted after an error)."""
+        while True:
+            try:
+                watcher = await self.kv.watchall()
+                async for update in watcher:
+                    if update is None:
+                        continue
+                    if update.operation in (KV_DEL, KV_PURGE) or not update.value:
+                        self._forget(update.key, update.revision)
+                    else:
+                        self._take(update.key, update.value, update.revision or 0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("dispatch_queue watch failed; restarting it")
+                await asyncio.sleep(1.0)
+
+    def _take(self, key: str, value: bytes | None, revision: int | None) -> None:
+        try:
+            entry = QueueEntry.model_validate_json(value or b"")
+        except ValueError:
+            log.error("KV dispatch_queue %s holds no queue entry; ignoring it", key)
+            return
+        current = self.by_kind[entry.kind].get(key)
+        if current is None or current[1] <= (revision or 0):
+            self._remember(entry, revision or 0)
+
+    def _remember(self, entry: QueueEntry, revision: int) -> None:
+        self.by_kind[entry.kind][entry.key] = (entry, revision)
+        self.lines.place(entry)
+        if entry.claimed_by is None:
+            self._claimed[entry.kind].pop(entry.key, None)
+        else:
+            self._claimed[entry.kind][entry.key] = entry
+        self.changed.set()
+
+    def _delete(self, kind: str, key: str) -> None:
+        del self.by_kind[kind][key]
+        self.lines.drop(key)
+        self._claimed[kind].pop(key, None)
+
+    def _forget(self, key: str, revision: int | None = None) -> None:
+        """Drop ``key`` from the mirror (a delete at ``revision``: not an entry made again after it)."""
+        kind = key.split(".", 1)[0]
+        entries = self.by_kind.get(kind, {})
+        current = entries.get(key)
+        if current is not None and (revision is None or current[1] <= revision):
+            self._delete(kind, key)
+        for deleted in self._rereads.get(kind, ()):
+            deleted[key] = max(deleted.get(key, -1), float("inf") if revision is None else revision)
+        self.changed.set()

@@ -1,0 +1,110 @@
+"""The dispatcher's settings (``GPURELAY_*``): the shared base, and what its fold, scheduling, backends
+and retention read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+
+from services.common.config import PLACEHOLDER_PREFIX, BaseServiceSettings
+
+
+class DispatcherSettings(BaseServiceSettings):
+    """Job state, routing and backends."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8002, ge=0, le=65535, description="Health endpoint of `gpurelay dispatcher`.")
+    route_table: Path = Path("deploy/routes.yaml")
+    route_profile: Literal["dev", "prod"] = "dev"
+    local_pool_size: int = Field(default=2, ge=1, le=64)
+    local_workers_die_with_dispatcher: bool = Field(
+        default=False,
+        description="Pool workers end when the dispatcher dies (gpurelay dev, whose NATS dies with it); "
+        "else a busy worker finishes its attempt and reports straight to NATS.",
+    )
+    local_worker_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment the local pool's workers get on top of the dispatcher's "
+        "(gpurelay dev: the synthetic arm's URDF for splat sessions).",
+    )
+    heartbeat_interval_s: float = Field(default=10.0, gt=0)
+    heartbeat_misses: int = Field(default=3, ge=1)
+    artifact_retention_hours: float = Field(default=48.0, gt=0)
+    ingest_token_secret: SecretStr = SecretStr(PLACEHOLDER_PREFIX + "ingest-secret")
+    modal_environment: str | None = None
+    event_ack_wait_s: float = Field(default=30.0, gt=0, description="Redelivery of an un-acked job event.")
+    ticket_ack_wait_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A held dispatch ticket is re-adopted this long after its holder died.",
+    )
+    retention_sweep_interval_s: float = Field(default=3600.0, gt=0)
+    event_max_deliver: int = Field(
+        default=5, ge=1, le=1000, description="Deliveries of a job or upload event before it is dead-lettered."
+    )
+    event_retry_delay_s: float = Field(
+        default=0.2, gt=0, description="Redelivery delay after a failed event (doubled each time, up to its ack wait)."
+    )
+    ticket_max_deliver: int = Field(
+        default=20, ge=2, le=1000, description="Deliveries of a dispatch ticket (adoptions too) before dead letter."
+    )
+    ticket_retry_delay_s: float = Field(default=1.0, gt=0, description="Redelivery delay after a failed ticket.")
+    created_republish_after_s: float = Field(
+        default=60.0, gt=0, description="A record still `created` this long with no job.created gets it published."
+    )
+    created_sweep_interval_s: float = Field(default=15.0, gt=0, description="How often such records are looked for.")
+    tenant_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description='Fair-share weight per tenant (JSON, e.g. {"acme": 3}); a kind\'s slots are shared by weight.',
+    )
+    scheduling_policy: Literal["fair", "fifo"] = Field(
+        default="fair", description="fair: weighted fair share, then priority; fifo: oldest queued first (a baseline)."
+    )
+    queue_sweep_interval_s: float = Field(
+        default=0.5, gt=0, description="How often a replica gives due queued jobs that lack a dispatch ticket one."
+    )
+    tenant_weight_default: float = Field(default=1.0, gt=0, description="The weight of a tenant not in tenant_weights.")
+    queue_position_top: int = Field(
+        default=10, ge=0, le=1000,
+        description="job.position is sent when a job is queued, and each time it moves up while among the first N "
+        "of its tenant's queue of the kind (0: only when queued).",
+    )  # fmt: skip
+    queue_position_interval_s: float = Field(
+        default=1.0, ge=0, description="Queue positions of one tenant's kind are updated at most this often."
+    )
+    tally_flush_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often a replica writes the GPU-seconds (daily quota) and run times (ETA) of ended attempts.",
+    )
+    eta_window: int = Field(default=50, ge=1, le=1000, description="Run times kept per kind and input size (ETA).")
+    priority_ageing_s: float = Field(
+        default=60.0, ge=0, description="A queued job gains one priority level per this many seconds waited (ageing)."
+    )
+    fold_partitions: int = Field(
+        default=8,
+        ge=0,
+        le=64,
+        description="Partitions of the fold by job (parallel, each job in order); 0: one serial fold consumer.",
+    )
+    fold_batch: int = Field(
+        default=512,
+        ge=1,
+        le=10_000,
+        description="Events a replica folds per batch of one partition (its consumer's max_ack_pending).",
+    )
+    fold_pin_hold_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="How long a replica keeps a fold partition before it lets another take it (0: after each batch).",
+    )
+    fold_record_cache: int = Field(
+        default=1_000,
+        ge=0,
+        le=100_000,
+        description="Job records a replica keeps per fold partition while it holds the partition (0: none).",
+    )

@@ -1,0 +1,91 @@
+"""Admission at submit: a tenant's quotas (:mod:`contracts.quotas`) answered before a job is recorded.
+
+* ``max_queued``: the tenant's attempts waiting for a slot (unclaimed entries of KV
+  ``dispatch_queue``, any kind) at the limit → 429 ``quota_max_queued`` with ``Retry-After`` (about
+  one run of the kind, from its observed run times, at least 1 s).
+* ``gpu_seconds_per_day``: today's GPU-seconds (KV ``tenant_usage``) plus this job's estimate (the
+  kind's median run time) over the limit → 429 ``quota_gpu_seconds`` with ``Retry-After`` = the
+  seconds to the next UTC day.
+
+Both are read per request (quotas through a 1 s cache), so a change in KV ``quotas`` applies at
+once. The queue count trails submissions by the dispatcher's fold (a job counts once it is queued),
+so a burst can pass ``max_queued`` by what the fold has not reached yet.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from contracts import streams
+from contracts.quotas import TenantQuota, seconds_to_midnight
+from contracts.specs.jobs import JobSpec
+from contracts.subjects import Namespace
+from services.common.http.problem import ProblemError
+from services.common.nats.kv import kv_entries
+from services.common.quotas import QuotaBook
+
+DEFAULT_RETRY_AFTER_S = 30
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The KV the checks read."""
+
+    book: QuotaBook
+    queue: KeyValue
+    runtimes: KeyValue
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, ns: Namespace, defaults: TenantQuota, cache_s: float) -> Admission:
+        """Bind the buckets (declared by ``declare_all``)."""
+        book = QuotaBook(
+            await js.key_value(ns.bucket(streams.KV_QUOTAS)),
+            await js.key_value(ns.bucket(streams.KV_TENANT_USAGE)),
+            defaults,
+            cache_s,
+        )
+        queue = await js.key_value(ns.bucket(streams.KV_DISPATCH_QUEUE))
+        return cls(book, queue, await js.key_value(ns.bucket(streams.KV_DISPATCH_RUNTIMES)))
+
+    async def check(self, tenant: str, spec: JobSpec) -> None:
+        """429 (problem+json, ``Retry-After``) when ``spec`` would pass one of the tenant's quotas."""
+        quota = await self.book.quota(tenant)
+        median = await self.median_run_s(spec.kind)
+        if quota.max_queued is not None:
+            waiting = await self.waiting(tenant)
+            if waiting >= quota.max_queued:
+                retry = max(1, math.ceil(median)) if median is not None else DEFAULT_RETRY_AFTER_S
+                raise ProblemError(
+                    429, f"{waiting} of this tenant's jobs are queued, its limit is {quota.max_queued}; retry later.",
+                    title="Too many queued jobs", headers={"Retry-After": str(retry)}, code="quota_max_queued",
+                )  # fmt: skip
+        if quota.gpu_seconds_per_day is not None:
+            used, estimate = await self.book.gpu_seconds_today(tenant), median or 0.0
+            if used + estimate > quota.gpu_seconds_per_day:
+                raise ProblemError(
+                    429, f"this tenant used {used:.0f} of its {quota.gpu_seconds_per_day:g} GPU-seconds today and this "
+                    f"job needs about {estimate:.0f} more.",
+                    title="GPU-seconds quota exceeded", headers={"Retry-After": str(seconds_to_midnight())},
+                    code="quota_gpu_seconds",
+                )  # fmt: skip
+
+    async def waiting(self, tenant: str) -> int:
+        """The tenant's attempts waiting for a slot, every kind."""
+        entries = await kv_entries(self.queue, f"*.{tenant}.>")
+        return sum(1 for item in entries if json.loads(item.value).get("claimed_by") is None)
+
+    async def median_run_s(self, kind: str) -> float | None:
+        """The kind's median observed run time (all input sizes), ``None`` before any."""
+        try:
+            got = await self.runtimes.get(str(kind))
+        except KeyNotFoundError:
+            return None
+        runs = json.loads(got.value or b"{}").get("by_size", {}).get("all", [])
+        return float(statistics.median(runs)) if runs else None

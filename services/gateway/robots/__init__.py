@@ -1,0 +1,1 @@
+"""Robots: joint-angle telemetry over HTTP and WebSocket, published, remembered and bounded per tenant."""

@@ -1,0 +1,21 @@
+"""The gateway's routers, one package per resource; ``ROUTERS`` is what the app mounts."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from services.gateway.compat import so100 as compat_so100
+from services.gateway.ingest import routes as ingest
+from services.gateway.jobs import batch as jobs_batch
+from services.gateway.jobs import routes as jobs
+from services.gateway.robots import routes as robots
+from services.gateway.sessions import routes as sessions
+from services.gateway.uploads import routes as uploads
+from services.gateway.webhooks import dead_letter_routes as dead_letters
+from services.gateway.webhooks import routes as webhooks
+
+ROUTERS: list[APIRouter] = []
+ROUTERS += [uploads.router, jobs_batch.router, jobs.router]
+ROUTERS += [webhooks.router, dead_letters.router, ingest.router]
+ROUTERS.append(robots.router)
+ROUTERS += [sessions.router, sessions.internal_router, compat_so100.router]

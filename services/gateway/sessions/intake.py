@@ -1,0 +1,227 @@
+"""What the gateway does for live sessions: start them, take their frames, pass on stop and reset.
+
+A session is a job (created through :func:`~services.gateway.jobs.routes.submit_job`), so its record
+is the job record. Frames get their ``seq`` from the session's entry in KV ``sessions``
+(compare-and-set, one writer at a time per session in this process; replicas retry on conflict),
+then go to ``sessions.{tenant}.{id}.frames`` (FRAMES) with their description in headers and
+``Nats-Msg-Id`` = ``frame-{id}-{seq}``. Stop and reset go on ``.control`` in the same stream, so the
+worker sees them in order with the frames; a stop is also the job event ``session.stop_requested``
+(``stop-{id}``), which moves the record to ``stopping``.
+
+Bounded: frames per second per session (a token bucket, ``session_max_frames_per_s``), the
+per-session locks, buckets and cached records (``session_cache_max`` each, least recently used
+dropped; a record is re-read after ``session_record_cache_s``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import nats.errors
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+from contracts.api.sessions import FrameAccepted, SessionEntry
+from contracts.envelope import utc_now
+from contracts.event_ids import frame_msg_id, reset_msg_id, stop_requested_event_id
+from contracts.events.registry import EventType, make_event
+from contracts.events.sessions import SessionStopRequestedPayload
+from contracts.ids import InvalidIdError, tenant_key
+from contracts.job_record import JobRecord
+from contracts.record_repair import read_record
+from contracts.session_feed import H_POSE, H_SEQ, H_TS, ControlMessage
+from services.common.http.problem import ProblemError
+from services.common.observability.metrics import SESSION_FRAMES
+from services.gateway.state import GatewayState
+
+PUBLISH_TIMEOUT_S = 5.0
+_V = TypeVar("_V")
+
+
+class Lru(Generic[_V]):
+    """A dict of at most ``size`` entries; the least recently used goes first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, _V] = OrderedDict()
+
+    def get(self, key: str) -> _V | None:
+        """The value of ``key`` (now the most recently used), or ``None``."""
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: _V) -> _V:
+        """Store ``value`` under ``key``; the oldest entry goes when over the size."""
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return value
+
+
+@dataclass
+class TokenBucket:
+    """``rate`` tokens a second, at most ``rate`` held (one second's burst)."""
+
+    rate: float
+    tokens: float
+    at: float
+
+    def take(self, now: float) -> float:
+        """0 if a token was taken, else the seconds until one is due."""
+        self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+def gone(record: JobRecord) -> ProblemError:
+    """409 for input to a session that ended or is stopping."""
+    state = record.session_state
+    return ProblemError(409, f"The session is {state}; it takes no more input.", state=str(state))
+
+
+class SessionIntake:
+    """Frames and control of live sessions, for one gateway process."""
+
+    def __init__(self, state: GatewayState) -> None:
+        self.state, self.settings = state, state.settings
+        size = self.settings.session_cache_max
+        self._records: Lru[tuple[JobRecord, float]] = Lru(size)
+        self._locks: Lru[asyncio.Lock] = Lru(size)
+        self._buckets: Lru[TokenBucket] = Lru(size)
+        self._stopped: Lru[bool] = Lru(size)
+
+    async def record(self, tenant: str, session_id: str, *, fresh: bool = False) -> JobRecord:
+        """The tenant's session record (cached briefly unless ``fresh``); 404 for anything else (a
+        malformed id included: no session can have it);
+        :class:`~contracts.record_repair.UnreadableRecordError` (409) for a
+        record that does not validate."""
+        try:
+            key = tenant_key(tenant, session_id)
+        except InvalidIdError:
+            raise ProblemError(404, "No such session.") from None
+        cached = None if fresh else self._records.get(key)
+        if cached is not None and time.monotonic() - cached[1] < self.settings.session_record_cache_s:
+            return cached[0]
+        try:
+            entry = await self.state.kv.jobs.get(key)
+        except KeyNotFoundError:
+            entry = None
+        record = read_record(entry.value) if entry is not None and entry.value else None
+        if record is None or record.session is None:
+            raise ProblemError(404, f"No session {session_id!r}.")
+        return self._records.put(key, (record, time.monotonic()))[0]
+
+    async def accept_frame(
+        self, record: JobRecord, data: bytes, content_type: str, ts: float | None, pose: list[float] | None
+    ) -> FrameAccepted:
+        """Number and publish one frame of a live session (checked image bytes); 409 once it ended."""
+        key = tenant_key(record.tenant, record.id)
+        if self._stopped.get(key):
+            record = record.with_session(stop_requested=True)
+        if record.terminal or (record.session is not None and record.session.stop_requested):
+            SESSION_FRAMES.labels("ended").inc()
+            raise gone(record)
+        self._check_rate(key)
+        lock = self._locks.get(key) or self._locks.put(key, asyncio.Lock())
+        async with lock:
+            seq = await self._next_seq(record)
+            headers = {
+                "Nats-Msg-Id": frame_msg_id(record.id, seq),
+                H_SEQ: str(seq),
+                H_TS: repr(ts if ts is not None else time.time()),
+                "Content-Type": content_type,
+            }
+            if pose is not None:
+                headers[H_POSE] = json.dumps(pose)
+            subject = self.state.subjects.session_frames(record.tenant, record.id)
+            await self._publish(subject, data, headers)
+        SESSION_FRAMES.labels("accepted").inc()
+        return FrameAccepted(seq=seq, frame_count=seq)
+
+    def _check_rate(self, key: str) -> None:
+        rate, now = self.settings.session_max_frames_per_s, time.monotonic()
+        bucket = self._buckets.get(key) or self._buckets.put(key, TokenBucket(rate, rate, now))
+        wait = bucket.take(now)
+        if wait:
+            SESSION_FRAMES.labels("rate_limited").inc()
+            retry = str(max(1, round(wait + 0.5)))
+            raise ProblemError(429, f"At most {rate:g} frames a second per session.", headers={"Retry-After": retry})
+
+    async def _next_seq(self, record: JobRecord) -> int:
+        """The next frame seq of the session, from its KV entry (compare-and-set, retried on conflict)."""
+        kv, key = self.state.kv.sessions, tenant_key(record.tenant, record.id)
+        for _ in range(20):
+            try:
+                entry = await kv.get(key)
+            except KeyNotFoundError:
+                first = self.entry_of(record).model_copy(update={"frames": 1})
+                try:
+                    await kv.create(key, first.model_dump_json().encode())
+                    return 1
+                except KeyWrongLastSequenceError:
+                    continue
+            current = SessionEntry.model_validate_json(entry.value or b"")
+            moved = current.model_copy(update={"frames": current.frames + 1})
+            try:
+                await kv.update(key, moved.model_dump_json().encode(), last=entry.revision)
+                return moved.frames
+            except KeyWrongLastSequenceError:
+                continue
+        raise ProblemError(503, "The session's frame counter is contended; retry.", headers={"Retry-After": "1"})
+
+    @staticmethod
+    def entry_of(record: JobRecord) -> SessionEntry:
+        """A new KV ``sessions`` entry of ``record`` (no frame yet)."""
+        robot_id = record.session.robot_id if record.session is not None else None
+        kind = "splat" if record.kind == "splat" else "vlm"
+        return SessionEntry(
+            id=record.id, tenant=record.tenant, kind=kind, robot_id=robot_id or record.id, created_at=utc_now()
+        )
+
+    async def frames_received(self, record: JobRecord) -> int:
+        """The last frame seq the gateway gave out (0 before the first)."""
+        try:
+            entry = await self.state.kv.sessions.get(tenant_key(record.tenant, record.id))
+        except KeyNotFoundError:
+            return 0
+        return SessionEntry.model_validate_json(entry.value or b"").frames
+
+    async def control(self, record: JobRecord, action: str) -> None:
+        """Pass ``stop`` or ``reset`` to the worker (in order with the frames); 409 once it ended."""
+        if record.terminal:
+            raise gone(record)
+        message = ControlMessage(action="stop" if action == "stop" else "reset", reason="requested by the client")
+        subject = self.state.subjects.session_control(record.tenant, record.id)
+        msg_id = stop_requested_event_id(record.id) if action == "stop" else reset_msg_id(record.id, time.time_ns())
+        await self._publish(subject, message.model_dump_json().encode(), {"Nats-Msg-Id": msg_id})
+        if action == "stop":
+            event = make_event(
+                EventType.SESSION_STOP_REQUESTED,
+                SessionStopRequestedPayload(reason="requested by the client"),
+                tenant=record.tenant,
+                source="gateway",
+                job_id=record.id,
+                kind=record.kind,
+                event_id=stop_requested_event_id(record.id),
+            )
+            subject = self.state.subjects.job_event(record.tenant, record.id, "stop_requested")
+            await self.state.publish_once(subject, event)
+            self._stopped.put(tenant_key(record.tenant, record.id), True)
+
+    async def _publish(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
+        try:
+            await self.state.js.publish(subject, data, headers=headers, timeout=PUBLISH_TIMEOUT_S)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise ProblemError(
+                503, f"The frame could not be recorded ({type(exc).__name__}); retry.", headers={"Retry-After": "1"}
+            ) from exc

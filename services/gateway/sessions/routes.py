@@ -1,0 +1,172 @@
+"""``/v1/sessions``: start a live session (splat, vlm), read it, push frames, stop, reset, the latest PLY.
+
+A session is a job of a session kind: its id is a job id, ``GET /v1/jobs/{id}`` and
+``POST /v1/jobs/{id}/cancel`` work on it too, and its events are the job's (SSE, webhooks). The
+WebSocket (``urls.stream``) is in :mod:`services.gateway.sessions.stream`, the seed's routes
+in :mod:`services.gateway.compat.so100`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, FastAPI, Header, Path, Query, Request, Response
+
+from contracts.api.sessions import FrameAccepted, SessionCreate, SessionOut
+from contracts.specs.jobs import SplatSpec, VlmSpec
+from contracts.specs.session_params import vlm_model_refusal
+from services.common.http.problem import field_error, problem_responses, unprocessable
+from services.gateway.deps import PrincipalDep, StateDep
+from services.gateway.jobs.routes import IdempotencyKey, submit_job
+from services.gateway.sessions.feed import session_feed
+from services.gateway.sessions.http import intake_of, pose_header, read_frame, snapshot_response
+from services.gateway.sessions.intake import SessionIntake
+from services.gateway.sessions.stream import session_stream
+from services.gateway.sessions.view import session_out
+from services.gateway.settings import GatewaySettings
+from services.gateway.state import GatewayState
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Runs inside the app's lifespan (NATS is connected): the session intake of this app."""
+    app.state.session_intake = SessionIntake(app.state.gateway)
+    yield
+
+
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"], lifespan=_lifespan)
+SessionIdPath = Annotated[str, Path(description="A session id (a job id), e.g. job_0193...")]
+CaptureTime = Annotated[
+    float | None, Query(ge=0, le=1e11, allow_inf_nan=False, description="Capture time, UNIX seconds (default: now).")
+]
+PoseHeader = Annotated[str | None, Header(alias="Gpurelay-Pose", description="16 numbers: a 4x4 camera→world pose.")]
+FRAME_DOC = {
+    "content": {
+        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+        "image/png": {"schema": {"type": "string", "format": "binary"}},
+        "multipart/form-data": {
+            "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+        },
+    },
+    "required": True,
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Start a live session",
+    responses={**problem_responses(401, 409, 422, 503), 200: {"model": SessionOut, "description": "Replay"}},
+)
+async def create_session(
+    spec: SessionCreate,
+    request: Request,
+    state: StateDep,
+    principal: PrincipalDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> SessionOut:
+    """Record the session (a job of a session kind) and publish ``job.created``; the dispatcher starts
+    its worker. Without ``robot_id`` the session gets a robot of its own, named by its id. A vlm
+    session may name only a model the deployment allows (422 otherwise)."""
+    _check_model(state.settings, spec)
+    record, claimed = await submit_job(state, principal.tenant, spec, idempotency_key)
+    response.status_code = 201 if claimed else 200
+    out = await session_out(state, intake_of(request), record)
+    response.headers["Location"] = out.urls.self
+    return out
+
+
+def _check_model(settings: GatewaySettings, spec: SplatSpec | VlmSpec) -> None:
+    """422 on ``params.model`` when a vlm session names a model this deployment does not allow
+    (``vlm_model`` and ``vlm_models``, the settings its workers hold too)."""
+    if isinstance(spec, VlmSpec):
+        refusal = vlm_model_refusal(spec.params.model, settings.vlm_model, settings.vlm_models)
+        if refusal is not None:
+            raise unprocessable(
+                "The session's model is not allowed here.", field_error(("body", "params", "model"), refusal)
+            )
+
+
+@router.get("/{session_id}", summary="Read a session", responses=problem_responses(401, 404, 409))
+async def get_session(
+    session_id: SessionIdPath, request: Request, state: StateDep, principal: PrincipalDep
+) -> SessionOut:
+    """State, frames received / processed / dropped, the worker's latest figures, cost so far."""
+    intake = intake_of(request)
+    return await session_out(state, intake, await intake.record(principal.tenant, session_id, fresh=True))
+
+
+@router.post(
+    "/{session_id}/frames",
+    status_code=202,
+    summary="Push one frame",
+    openapi_extra={"requestBody": FRAME_DOC},
+    responses=problem_responses(401, 404, 409, 413, 422, 429, 503),
+)
+async def post_frame(
+    session_id: SessionIdPath,
+    request: Request,
+    state: StateDep,
+    principal: PrincipalDep,
+    ts: CaptureTime = None,
+    pose: PoseHeader = None,
+) -> FrameAccepted:
+    """Accept one frame (checked magic bytes, size and rate); ``seq`` numbers the session's frames from 1."""
+    intake = intake_of(request)
+    record = await intake.record(principal.tenant, session_id)
+    data, content_type = await read_frame(request, state)
+    return await intake.accept_frame(record, data, content_type, ts, pose_header(pose))
+
+
+async def _control(request: Request, state: GatewayState, tenant: str, session_id: str, action: str) -> SessionOut:
+    intake = intake_of(request)
+    record = await intake.record(tenant, session_id, fresh=True)
+    await intake.control(record, action)
+    return await session_out(state, intake, await intake.record(tenant, session_id))
+
+
+@router.post("/{session_id}/stop", status_code=202, summary="Finish", responses=problem_responses(401, 404, 409, 503))
+async def stop_session(
+    session_id: SessionIdPath, request: Request, state: StateDep, principal: PrincipalDep
+) -> SessionOut:
+    """The worker finishes what it has (final outputs), then the session succeeds with its result."""
+    return await _control(request, state, principal.tenant, session_id, "stop")
+
+
+@router.post("/{session_id}/reset", status_code=202, summary="Reset", responses=problem_responses(401, 404, 409, 503))
+async def reset_session(
+    session_id: SessionIdPath, request: Request, state: StateDep, principal: PrincipalDep
+) -> SessionOut:
+    """The worker clears its model and counters; the session goes on."""
+    return await _control(request, state, principal.tenant, session_id, "reset")
+
+
+@router.get(
+    "/{session_id}/ply",
+    summary="The latest PLY snapshot",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        304: {"description": "Not modified"},
+        **problem_responses(401, 404, 409, 410),
+    },
+)
+async def get_ply(
+    session_id: SessionIdPath,
+    request: Request,
+    state: StateDep,
+    principal: PrincipalDep,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> Response:
+    """The latest snapshot's bytes with an ``ETag`` (its sha256); 304 when unchanged; 404 before the first."""
+    record = await intake_of(request).record(principal.tenant, session_id, fresh=True)
+    return await snapshot_response(state, record, if_none_match)
+
+
+router.add_api_websocket_route("/{session_id}/stream", session_stream, name="session_stream")
+internal_router = APIRouter(prefix="/v1/internal/sessions", tags=["internal"])
+"""The feed socket of remote session workers."""
+internal_router.add_api_websocket_route("/{session_id}/feed", session_feed, name="session_feed")

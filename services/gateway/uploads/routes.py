@@ -1,0 +1,238 @@
+"""``/v1/uploads``: pre-signed uploads straight to storage, verified before anything is published.
+
+``POST /v1/uploads`` records a pending upload in KV ``uploads`` and returns a pre-signed PUT that
+lives ``upload_url_ttl_s`` plus the time to send the declared size at ``upload_url_min_bytes_per_s``.
+``POST /v1/uploads/{id}/complete`` seals the object (:mod:`~services.common.storage.seals`), checks
+it (it exists, its size is the declared one, its magic bytes fit the declared type, all read
+pinned to the sealed ETag), marks the record completed with compare-and-set and publishes
+``upload.completed`` with the event id ``upload-completed-{id}``. A refused object is unsealed, so
+the client may send it again; a completed one stays sealed: the local backend refuses a later PUT,
+and on S3, where a URL cannot be revoked, its users compare it with the seal before using it. The
+record is the source of truth: completing a completed upload answers the same record and only
+publishes when the event is missing from the stream (a crash between the KV write and the
+publish), so the event exists once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from contracts.api.uploads import PresignedUpload, UploadCreate, UploadOut, UploadRecord, UploadStatus
+from contracts.envelope import EventEnvelope
+from contracts.event_ids import upload_completed_event_id
+from contracts.events.registry import EventType, make_event
+from contracts.events.uploads import UploadCompletedPayload
+from contracts.ids import ID_PATTERN, new_id, tenant_key
+from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
+from services.common.storage import (
+    ObjectChangedError,
+    ObjectInfo,
+    ObjectNotFoundError,
+    check_sealed,
+    seal,
+    unseal,
+    upload_key,
+)
+from services.common.storage.base import MAX_EXPIRES_S
+from services.gateway.deps import PrincipalDep, StateDep
+from services.gateway.settings import GatewaySettings
+from services.gateway.state import GatewayState
+from services.gateway.uploads import magic
+
+router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
+UploadIdPath = Annotated[str, Path(description="An upload id, e.g. upl_0193...")]
+
+
+async def _entry(kv: KeyValue, tenant: str, upload_id: str) -> tuple[UploadRecord, int]:
+    """The record of this tenant's upload and its KV revision; 404 for any other id."""
+    if ID_PATTERN.fullmatch(upload_id):
+        try:
+            entry = await kv.get(tenant_key(tenant, upload_id))
+        except KeyNotFoundError:
+            entry = None
+        if entry is not None and entry.value and entry.revision is not None:
+            return UploadRecord.model_validate_json(entry.value), entry.revision
+    raise ProblemError(404, f"No upload {upload_id!r}.")
+
+
+def _completed_event(record: UploadRecord) -> EventEnvelope:
+    payload = UploadCompletedPayload(
+        upload_id=record.id,
+        key=record.key,
+        filename=record.filename,
+        content_type=record.content_type,
+        size=record.size,
+        sha256=record.sha256,
+    )
+    return make_event(
+        EventType.UPLOAD_COMPLETED,
+        payload,
+        tenant=record.tenant,
+        source="gateway",
+        event_id=upload_completed_event_id(record.id),
+        time=record.completed_at,
+    )
+
+
+def upload_url_ttl_s(settings: GatewaySettings, size: int) -> int:
+    """How long the PUT of ``size`` bytes is signed for: a few minutes plus the time to send them."""
+    return min(MAX_EXPIRES_S, settings.upload_url_ttl_s + math.ceil(size / settings.upload_url_min_bytes_per_s))
+
+
+async def _sha256(state: GatewayState, key: str, etag: str) -> str:
+    digest = hashlib.sha256()
+    async for chunk in state.storage.open_read(key, if_match=etag):
+        await asyncio.to_thread(digest.update, chunk)
+    return digest.hexdigest()
+
+
+async def _verify(state: GatewayState, record: UploadRecord) -> str | None:
+    """Seal the stored object and check it against the declaration; its SHA-256 when small enough.
+
+    A refused object is unsealed (those refusals depend on the bytes alone, so concurrent
+    completes of one upload all refuse or all accept).
+    """
+    try:
+        info = await seal(state.storage, record.key)
+    except ObjectNotFoundError:
+        raise ProblemError(
+            409, "No bytes have been uploaded yet: PUT the file to the pre-signed URL, then complete."
+        ) from None
+    try:
+        return await _check(state, record, info)
+    except ObjectChangedError:
+        await unseal(state.storage, record.key)
+        raise ProblemError(409, "The file changed while it was being verified; complete again.") from None
+    except ProblemError:
+        await unseal(state.storage, record.key)
+        raise
+
+
+async def _check(state: GatewayState, record: UploadRecord, info: ObjectInfo) -> str | None:
+    """Size and magic bytes of the object ``info`` describes (reads pinned to its ETag); its SHA-256."""
+    if info.size != record.size:
+        raise unprocessable(
+            "The stored object does not have the declared size.",
+            field_error(("size",), f"declared {record.size} bytes, storage holds {info.size}"),
+        )
+    head = await state.storage.read_range(record.key, 0, magic.HEAD_BYTES, if_match=info.etag)
+    if not magic.matches(record.content_type, head):
+        seen = magic.sniff(head) or "an unrecognised format"
+        raise unprocessable(
+            "The file's content does not match its declared type.",
+            field_error(("content_type",), f"declared {record.content_type}, the bytes look like {seen}"),
+        )
+    if info.size > state.settings.upload_sha256_max_bytes:
+        return None
+    return await _sha256(state, record.key, info.etag)
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Start an upload",
+    response_description="A pre-signed PUT: send the bytes there, then complete the upload.",
+    responses=problem_responses(401, 422),
+)
+async def create_upload(
+    body: UploadCreate, state: StateDep, principal: PrincipalDep, response: Response
+) -> PresignedUpload:
+    """Declare a file; the content type must be allowed and the size within the limit."""
+    settings = state.settings
+    content_type = body.content_type.strip().lower()
+    errors = []
+    if content_type not in settings.allowed_content_types:
+        allowed = ", ".join(settings.allowed_content_types)
+        errors.append(field_error(("body", "content_type"), f"must be one of: {allowed}"))
+    if body.size > settings.max_upload_bytes:
+        errors.append(field_error(("body", "size"), f"may not exceed {settings.max_upload_bytes} bytes"))
+    if errors:
+        raise unprocessable("The upload cannot be accepted.", *errors)
+    upload_id = new_id("upl")
+    key = upload_key(settings.storage_prefix, principal.tenant, upload_id, body.filename)
+    record = UploadRecord(
+        id=upload_id,
+        tenant=principal.tenant,
+        key=key,
+        filename=body.filename,
+        content_type=content_type,
+        size=body.size,
+        created_at=datetime.now(UTC),
+    )
+    await state.kv.uploads.create(tenant_key(principal.tenant, upload_id), record.model_dump_json().encode())
+    signed = await state.storage.presign_put(key, content_type, body.size, upload_url_ttl_s(settings, body.size))
+    response.headers["Location"] = f"{settings.url}/v1/uploads/{upload_id}"
+    return PresignedUpload(
+        id=upload_id,
+        method=signed.method,
+        url=signed.url,
+        headers=signed.headers,
+        expires_at=signed.expires_at,
+    )
+
+
+@router.post(
+    "/{upload_id}/complete",
+    summary="Verify an upload and publish upload.completed",
+    responses=problem_responses(401, 404, 409, 422, 503),
+)
+async def complete_upload(upload_id: UploadIdPath, state: StateDep, principal: PrincipalDep) -> UploadOut:
+    """Check size and magic bytes; idempotent: completing twice answers the same record.
+
+    Once completed, the file can no longer be replaced (409 on the local backend's PUT; on S3 a job
+    whose input changed after completion is refused or fails with ``input_changed``).
+    """
+    record, revision = await _entry(state.kv.uploads, principal.tenant, upload_id)
+    subject = state.subjects.upload_completed(principal.tenant, record.id)
+    if record.status is UploadStatus.COMPLETED:
+        await state.publish_once(subject, _completed_event(record))
+        return record.to_out()
+    sha256 = await _verify(state, record)
+    done = record.model_copy(
+        update={"status": UploadStatus.COMPLETED, "completed_at": datetime.now(UTC), "sha256": sha256}
+    )
+    fresh = True
+    try:
+        await state.kv.uploads.update(
+            tenant_key(principal.tenant, record.id), done.model_dump_json().encode(), last=revision
+        )
+    except KeyWrongLastSequenceError:  # a concurrent complete won: answer with its record
+        done, _ = await _entry(state.kv.uploads, principal.tenant, upload_id)
+        if done.status is not UploadStatus.COMPLETED:
+            raise ProblemError(409, "The upload changed concurrently; retry.") from None
+        fresh = False
+    await state.publish_once(subject, _completed_event(done), check=not fresh)
+    return done.to_out()
+
+
+@router.get("/{upload_id}", summary="Read an upload", responses=problem_responses(401, 404, 422))
+async def get_upload(upload_id: UploadIdPath, state: StateDep, principal: PrincipalDep) -> UploadOut:
+    """The upload's status, name, type and size."""
+    record, _ = await _entry(state.kv.uploads, principal.tenant, upload_id)
+    return record.to_out()
+
+
+async def upload_input_problem(state: GatewayState, tenant: str, upload_id: str) -> str | None:
+    """What is wrong with upload ``upload_id`` as a job input, if anything (pending ones are fine)."""
+    try:
+        entry = await state.kv.uploads.get(tenant_key(tenant, upload_id))
+    except KeyNotFoundError:
+        return f"no upload {upload_id!r}; create it with POST /v1/uploads"
+    record = UploadRecord.model_validate_json(entry.value or b"")
+    if record.status is not UploadStatus.COMPLETED:
+        return None
+    try:
+        await check_sealed(state.storage, record.key)
+    except ObjectChangedError:
+        return f"upload {upload_id!r} was replaced after it was completed; upload the file again"
+    except ObjectNotFoundError:
+        return f"upload {upload_id!r} has no file in storage any more; upload it again"
+    return None

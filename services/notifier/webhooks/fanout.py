@@ -1,0 +1,277 @@
+"""The fan-out: a durable consumer on JOBS that enqueues one delivery per matching (event, endpoint).
+
+Each event of the JOBS stream (``jobs.>`` and ``uploads.>``) goes to every enabled KV endpoint of its
+tenant whose globs match its type, and to the job's own webhook (``spec.webhook``) when that matches.
+One message per pair is published to ``webhooks.{tenant}.{endpoint_id}.deliver`` (a job's webhook:
+to the tenant's shared ``webhooks.{tenant}.jobhooks.deliver``, its endpoint id in a header) with
+``Nats-Msg-Id = "{event_id}:{endpoint_id}"``, so a batch fanned out twice (a crash before the ack)
+is stored once within the stream's duplicate window; it keeps the event's trace context
+(``traceparent``), so its delivery attempts are spans of the event's trace. A batch's publishes are sent together (in
+order) and each event is acknowledged once every publish of its batch is answered. A queue at its
+limit (``webhook_queue_max_msgs`` per endpoint, ``webhook_queue_max_bytes`` in all) refuses the new
+delivery: it is dead-lettered at once (attempts 0), and the queue keeps what it holds. nats-py's
+``publish_async`` is not used: an error answer (such as that refusal) never completes its future. A notifier that starts
+while a dead one's batch is still unacknowledged waits one ``ack_wait`` so that batch is fanned out
+again before newer events (JetStream serves due redeliveries first): queue order stays stream order.
+
+The consumer starts at new events (``DeliverPolicy.NEW``) the first time it is created: deploying
+the notifier on an old JOBS stream does not replay 30 days of webhooks. From then on it is durable.
+Each time the fan-out starts (its lease taken) it binds the consumer anew, and a pull answered 503 (the
+consumer gone, or JetStream away) binds it again after a pause: a consumer deleted under it is made
+again, starting right after the last event this notifier acknowledged, so what was stored while it
+was gone is fanned out too (a batch in flight when it went is fanned out again: its duplicates are
+dropped by ``Nats-Msg-Id``). Only a notifier that never acknowledged anything makes it from new
+events; ``gpurelay replay --to-webhook`` covers that.
+:func:`~services.notifier.app.fan_out_forever` starts a fan-out that failed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import APIError
+from pydantic import ValidationError
+
+from contracts.envelope import EventEnvelope, utc_now
+from contracts.event_ids import delivery_msg_id
+from contracts.specs.jobs import WebhookTarget
+from services.common.nats.connection import cancel_requested
+from services.common.observability import metrics, tracing
+from services.common.observability.metric_labels import event_type_label
+from services.common.webhook_queue import QueuedDelivery, enqueue, is_queue_full
+from services.notifier.observe import REFUSED, observe_ended
+from services.notifier.settings import NotifierSettings
+from services.notifier.webhooks.actions import publish_dead_letter
+from services.notifier.webhooks.deliveries import DeliveryState
+from services.notifier.webhooks.delivery_loops import DeliveryLoops
+from services.notifier.webhooks.sender import AttemptResult
+from services.notifier.webhooks.targets import EndpointCache, JobHooks, job_hook_id
+
+log = logging.getLogger(__name__)
+
+FANOUT_DURABLE = "notifier_fanout"
+BATCH = 256
+RETRY_PAUSE_S = 1.0
+"""The pause before binding the consumer again, or reading it again, after JetStream could not answer."""
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One (event, endpoint) pair to enqueue."""
+
+    tenant: str
+    endpoint_id: str
+    url: str | None  # only for per-job webhooks; KV endpoints are looked up at delivery time
+
+
+@dataclass
+class FanOut:
+    """Consumes JOBS and fills the per-endpoint delivery queues."""
+
+    settings: NotifierSettings
+    js: JetStreamContext
+    endpoints: EndpointCache
+    job_hooks: JobHooks
+    delivery: DeliveryLoops
+    acked_through: int = field(default=0, init=False)
+    """The last JOBS sequence this fan-out acknowledged (0: none yet)."""
+
+    async def subscribe(self) -> JetStreamContext.PullSubscription:
+        """Bind the durable consumer, or create it: from right after :attr:`acked_through`, or (none
+        acknowledged yet) from the events stored from now on."""
+        ns = self.settings.ns
+        start = self.acked_through + 1 if self.acked_through else None
+        config = ConsumerConfig(
+            durable_name=FANOUT_DURABLE,
+            description="notifier: JOBS events into the webhook delivery queues",
+            deliver_policy=DeliverPolicy.NEW if start is None else DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.settings.webhook_ack_wait_s,
+            max_ack_pending=BATCH * 2,
+            filter_subjects=[ns.subject("jobs.>"), ns.subject("uploads.>")],
+        )
+        return await self.js.pull_subscribe("", durable=FANOUT_DURABLE, stream=ns.stream("JOBS"), config=config)
+
+    async def run(self) -> None:
+        """Fan out forever (cancel to stop): bind the consumer (made again if it is gone), then fetch;
+        a pull that breaks (a 503: the consumer gone, or JetStream away) binds it again."""
+        psub = await self._answered("bind its consumer", self.subscribe)
+        try:
+            await self._after_inflight(psub)
+            while True:
+                broken = await self._fetch_until_broken(psub)
+                log.warning("webhook fan-out fetch failed (%r); binding its consumer again", broken)
+                await asyncio.sleep(RETRY_PAUSE_S)
+                with contextlib.suppress(Exception):
+                    await psub.unsubscribe()
+                psub = await self._answered("bind its consumer", self.subscribe)
+        finally:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+
+    async def declare(self) -> None:
+        """Make the durable consumer now (at start-up: events stored from then on are fanned out)."""
+        psub = await self.subscribe()
+        await psub.unsubscribe()
+
+    async def _fetch_until_broken(self, psub: JetStreamContext.PullSubscription) -> Exception:
+        """Fetch and fan out batches until a pull fails otherwise than by timing out; that error."""
+        while True:
+            try:
+                msgs = await psub.fetch(BATCH, timeout=2.0)
+            except asyncio.CancelledError:
+                raise
+            except (nats.errors.Error, TimeoutError) as exc:
+                if cancel_requested():  # a cancel that nats-py turned into its timeout
+                    raise asyncio.CancelledError from None
+                if isinstance(exc, (nats.errors.TimeoutError, TimeoutError)):  # nats-py raises either
+                    continue
+                return exc
+            if not msgs:
+                continue
+            try:
+                await self.process(msgs)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("webhook fan-out failed; the batch is retried")
+                await asyncio.sleep(1.0)
+                for msg in msgs:
+                    await msg.nak()
+
+    async def _answered(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        """``call()``, tried again every :data:`RETRY_PAUSE_S` while JetStream cannot answer."""
+        while True:
+            try:
+                return await call()
+            except (nats.errors.Error, TimeoutError) as exc:
+                if cancel_requested():
+                    raise asyncio.CancelledError from None
+                log.warning("webhook fan-out cannot %s yet: %r", what, exc)
+                await asyncio.sleep(RETRY_PAUSE_S)
+
+    async def _after_inflight(self, psub: JetStreamContext.PullSubscription) -> None:
+        """If a previous holder died with a batch in flight, wait one ack wait so that batch comes back
+        first (redeliveries are served before newer messages) and the queues keep stream order."""
+        info = await self._answered("read its consumer", psub.consumer_info)
+        if info.num_ack_pending:
+            await asyncio.sleep(self.settings.webhook_ack_wait_s)
+
+    async def process(self, msgs: list[Msg]) -> None:
+        """Enqueue every delivery of ``msgs``, then acknowledge them all (or, while the endpoints cache has
+        not seen every KV write, nak them all: an endpoint made before an event gets that event)."""
+        try:
+            await self.endpoints.caught_up()
+        except TimeoutError:  # the cache missed writes (e.g. NATS restarted) and watches anew
+            log.warning("webhook fan-out waits for the endpoints cache; the batch is retried")
+            for msg in msgs:
+                await msg.nak()
+            return
+        sends: list[tuple[QueuedDelivery, EventEnvelope, asyncio.Task[object]]] = []
+        for msg in msgs:
+            envelope = self._envelope(msg)
+            metrics.EVENTS_CONSUMED.labels(FANOUT_DURABLE, event_type_label(envelope.type if envelope else None)).inc()
+            if envelope is None:
+                continue
+            for target in await self.targets(envelope):
+                delivery = QueuedDelivery(
+                    tenant=target.tenant,
+                    endpoint_id=target.endpoint_id,
+                    event_id=envelope.id,
+                    event_type=envelope.type,
+                    job_id=envelope.job_id,
+                    url=target.url,
+                    source_seq=msg.metadata.sequence.stream,
+                    trace=tracing.trace_headers(msg.headers),
+                )
+                msg_id = delivery_msg_id(envelope.id, delivery.endpoint_id)
+                # tasks start in creation order, each writing its publish before it first waits
+                send = asyncio.ensure_future(enqueue(self.js, self.settings.subjects, delivery, msg.data, msg_id))
+                sends.append((delivery, envelope, send))
+        if sends:
+            await asyncio.wait([task for _, _, task in sends])
+        started: set[tuple[str, str]] = set()
+        for delivery, envelope, task in sends:
+            error = task.exception()
+            if error is None:
+                started.add((delivery.tenant, delivery.queue))
+            elif is_queue_full(error):
+                assert isinstance(error, APIError)
+                await self._refused(delivery, envelope, error)
+            else:
+                raise error  # the batch is fanned out again (duplicates are dropped by Nats-Msg-Id)
+        for tenant, queue in started:
+            self.delivery.ensure(tenant, queue)
+        for msg in msgs:
+            await msg.ack()
+        self.acked_through = max(self.acked_through, *(msg.metadata.sequence.stream for msg in msgs))
+
+    async def _refused(self, delivery: QueuedDelivery, envelope: EventEnvelope, error: APIError) -> None:
+        """The queue is at a limit: dead-letter the delivery now (no attempt was made)."""
+        reason = f"refused: the delivery queue is full ({error.description})"
+        await publish_dead_letter(
+            self.js,
+            self.settings.subjects,
+            tenant=delivery.tenant,
+            endpoint_id=delivery.endpoint_id,
+            event_id=envelope.id,
+            event_type=envelope.type,
+            job_id=envelope.job_id,
+            attempts=0,
+            result=AttemptResult(status=None, error=reason),
+            source_seq=delivery.source_seq,
+        )
+        state = DeliveryState(
+            event_id=envelope.id,
+            event_type=envelope.type,
+            job_id=envelope.job_id,
+            status="dead_lettered",
+            last_error=reason,
+            last_attempt_at=utc_now(),
+        )
+        await self.delivery.store.put(delivery.tenant, delivery.endpoint_id, state)
+        label = self.delivery.ctx.label(delivery.tenant, delivery.queue, delivery.endpoint_id)
+        observe_ended(label, REFUSED)
+        log.warning("webhook queue full: delivery dead-lettered", extra={"endpoint": delivery.endpoint_id})
+
+    def _envelope(self, msg: Msg) -> EventEnvelope | None:
+        tokens = self.settings.ns.strip(msg.subject).split(".")
+        try:
+            envelope = EventEnvelope.from_json_bytes(msg.data)
+        except ValidationError:
+            log.warning("skipping an event that is not an envelope", extra={"subject": msg.subject})
+            return None
+        if len(tokens) < 2 or tokens[1] != envelope.tenant:
+            log.warning("skipping an event whose tenant differs from its subject's", extra={"subject": msg.subject})
+            return None
+        return envelope
+
+    async def targets(self, envelope: EventEnvelope) -> list[Delivery]:
+        """The endpoints ``envelope`` goes to."""
+        tenant = envelope.tenant
+        found = [Delivery(tenant, r.id, None) for r in self.endpoints.matching(tenant, envelope.type)]
+        if envelope.job_id is None:
+            return found
+        if envelope.type == "job.created":
+            hook = envelope.data.get("spec", {}).get("webhook")
+            try:
+                target = WebhookTarget.model_validate(hook) if hook else None
+            except ValidationError:
+                target = None
+            self.job_hooks.remember(tenant, envelope.job_id, target)
+        else:
+            target = await self.job_hooks.get(tenant, envelope.job_id)
+        if target is not None and target.matches(envelope.type):
+            found.append(Delivery(tenant, job_hook_id(envelope.job_id), str(target.url)))
+        return found

@@ -1,0 +1,104 @@
+"""Leases across notifier replicas: one replica at a time runs the fan-out, and each delivery queue.
+
+The webhook order needs one writer: two replicas fanning out different batches would interleave a
+job's deliveries in its queue, and two serving one queue would attempt one job's events at once. A
+lease is a key in KV ``notifier_leases`` (bucket TTL ``webhook_lease_ttl_s``) created by its holder
+and renewed (compare-and-set) every third of the TTL; the holder deletes it when its work ends. A
+replica that dies loses it within the TTL, and another takes the work over (its unacked messages
+come back after the ack wait; the delivery's start-up scan keeps their jobs in order). A holder that
+fails to renew (another took the lease: it was away longer than the TTL) stops its work at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from contracts.subjects import Namespace
+from services.common.nats.connection import cancel_and_wait, cancel_requested
+
+log = logging.getLogger(__name__)
+BUCKET = "notifier_leases"
+
+
+async def open_leases(js: JetStreamContext, ns: Namespace, ttl_s: float, replicas: int = 1) -> Leases:
+    """The leases of this notifier process (the bucket made on first use)."""
+    name = ns.bucket(BUCKET)
+    try:
+        kv = await js.key_value(name)
+    except BucketNotFoundError:
+        config = KeyValueConfig(
+            bucket=name, description="Notifier leases: who runs the fan-out and each delivery queue.",
+            history=1, ttl=ttl_s, storage=StorageType.FILE, replicas=replicas,
+        )  # fmt: skip
+        kv = await js.create_key_value(config)
+    return Leases(kv, ttl_s)
+
+
+class Leases:
+    """Runs work under a named lease; ``owner`` tells this process apart."""
+
+    def __init__(self, kv: KeyValue, ttl_s: float) -> None:
+        self.kv, self.ttl_s, self.owner = kv, ttl_s, uuid.uuid4().hex.encode()
+
+    async def run(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Wait for the lease ``name``, then run ``work`` while holding it (again if the lease is lost)."""
+        while True:
+            revision = await self._acquire(name)
+            task = asyncio.ensure_future(work())
+            renew = asyncio.create_task(self._renew(name, revision))
+            try:
+                done, _ = await asyncio.wait({task, renew}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:  # stopping: hand the lease over at once
+                await self._stop(task, renew)
+                await self._release(name)
+                raise
+            await self._stop(task, renew)
+            if task in done:
+                await self._release(name)
+                task.result()  # its error, if it failed
+                return
+            log.warning("lease %s lost; its work stopped", name)
+
+    @staticmethod
+    async def _stop(*tasks: asyncio.Future[Any]) -> None:
+        await cancel_and_wait(tasks)
+
+    async def _acquire(self, name: str) -> int:
+        while True:
+            try:
+                return await self.kv.create(name, self.owner)
+            except KeyWrongLastSequenceError:
+                pass  # held by another replica: it expires within the TTL if that one died
+            except (nats.errors.Error, TimeoutError) as exc:
+                log.debug("lease %s: %r", name, exc)
+            await asyncio.sleep(self.ttl_s / 3)
+
+    async def _renew(self, name: str, revision: int) -> int:
+        """Renew until the lease is lost (another holds it): then return."""
+        while True:
+            await asyncio.sleep(self.ttl_s / 3)
+            try:
+                revision = await self.kv.update(name, self.owner, last=revision)
+            except KeyWrongLastSequenceError:
+                return revision
+            except (nats.errors.Error, TimeoutError) as exc:
+                log.warning("lease %s not renewed: %r", name, exc)
+            if cancel_requested():  # stopped while the reply came: nats-py's request kept the reply
+                raise asyncio.CancelledError
+
+    async def _release(self, name: str) -> None:
+        with contextlib.suppress(Exception):
+            entry = await self.kv.get(name)
+            if entry.value == self.owner and entry.revision is not None:
+                await self.kv.delete(name, last=entry.revision)

@@ -1,0 +1,53 @@
+"""Stream and ingest tokens: tampering, audience, pinned claims, expiry."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.common.auth.tokens import TokenExpiredError, TokenInvalidError, mint_token, verify_token
+
+SECRET = b"k" * 32
+
+
+def test_round_trip_with_pinned_claims() -> None:
+    token = mint_token(SECRET, "ingest", 60, now=1000, job="job_1", attempt=2)
+    claims = verify_token(SECRET, token, "ingest", now=1001, job="job_1", attempt=2)
+    assert claims["exp"] == 1060
+
+
+@pytest.mark.parametrize(
+    ("pinned", "why"),
+    [({"job": "job_2", "attempt": 2}, "another job"), ({"job": "job_1", "attempt": 1}, "another attempt")],
+)
+def test_other_job_or_attempt_is_refused(pinned: dict[str, str | int], why: str) -> None:
+    token = mint_token(SECRET, "ingest", 60, now=1000, job="job_1", attempt=2)
+    with pytest.raises(TokenInvalidError):
+        verify_token(SECRET, token, "ingest", now=1001, **pinned)
+
+
+def test_audience_is_checked() -> None:
+    token = mint_token(SECRET, "stream", 60, now=1000, job="job_1")
+    with pytest.raises(TokenInvalidError):
+        verify_token(SECRET, token, "ingest", now=1001, job="job_1")
+
+
+def test_expired_token_is_refused() -> None:
+    token = mint_token(SECRET, "stream", 60, now=1000, job="job_1")
+    with pytest.raises(TokenExpiredError):
+        verify_token(SECRET, token, "stream", now=1060, job="job_1")
+
+
+@pytest.mark.parametrize(
+    "mangle", [lambda t: t[:-2] + "AA", lambda t: t.replace("v1.", "v2."), lambda t: "x", str.upper]
+)
+def test_tampered_or_malformed_token_is_refused(mangle: object) -> None:
+    token = mint_token(SECRET, "stream", 60, now=1000, job="job_1")
+    assert callable(mangle)
+    with pytest.raises(TokenInvalidError):
+        verify_token(SECRET, mangle(token), "stream", now=1001, job="job_1")
+
+
+def test_other_secret_is_refused() -> None:
+    token = mint_token(SECRET, "stream", 60, now=1000, job="job_1")
+    with pytest.raises(TokenInvalidError):
+        verify_token(b"z" * 32, token, "stream", now=1001, job="job_1")

@@ -1,0 +1,114 @@
+"""The declarations against a real nats-server."""
+
+from __future__ import annotations
+
+import pytest
+from nats.js import JetStreamContext
+from nats.js.errors import APIError
+
+from contracts.streams import JOBS, KV_IDEMPOTENCY, KV_JOBS, KV_ROBOTS, Declarations, declarations
+from contracts.subjects import Namespace
+from services.common.config import BaseServiceSettings
+from services.common.nats.connection import apply_declarations, bucket_config, declarations_of, stream_config
+
+
+async def test_applying_twice_leaves_equal_configs(js: JetStreamContext, decls: Declarations) -> None:
+    first = await apply_declarations(js, decls)
+    assert sorted(first.created) == sorted([s.name for s in decls.streams] + [b.name for b in decls.buckets])
+    before = {s.name: (await js.stream_info(s.name)).config for s in decls.streams}
+    second = await apply_declarations(js, decls)
+    assert second.created == []
+    assert second.updated == []
+    after = {s.name: (await js.stream_info(s.name)).config for s in decls.streams}
+    assert before == after
+
+
+async def test_changed_declaration_updates_the_stream(js: JetStreamContext, namespace: Namespace) -> None:
+    await apply_declarations(js, declarations(namespace, frames_max_bytes=1 << 20))
+    jobs = declarations(namespace, frames_max_bytes=1 << 20).stream(JOBS, namespace)
+    changed = declarations(namespace, frames_max_bytes=1 << 20).model_copy(
+        update={
+            "streams": tuple(
+                s.model_copy(update={"max_age_s": 7 * 24 * 3600.0}) if s.name == jobs.name else s
+                for s in declarations(namespace, frames_max_bytes=1 << 20).streams
+            )
+        }
+    )
+    report = await apply_declarations(js, changed)
+    assert report.updated == [jobs.name]
+    info = await js.stream_info(jobs.name)
+    assert info.config.max_age == 7 * 24 * 3600.0
+
+
+async def test_kv_ttl_change_updates_bucket(js: JetStreamContext, decls: Declarations, namespace: Namespace) -> None:
+    await apply_declarations(js, decls)
+    name = namespace.bucket(KV_IDEMPOTENCY)
+    changed = decls.model_copy(
+        update={
+            "buckets": tuple(b.model_copy(update={"ttl_s": 3600.0}) if b.name == name else b for b in decls.buckets)
+        }
+    )
+    report = await apply_declarations(js, changed)
+    assert report.updated == [name]
+    assert (await js.stream_info(f"KV_{name}")).config.max_age == 3600.0
+
+
+async def test_the_jobs_bucket_republishes_what_it_stores_and_an_older_bucket_is_brought_to_it(
+    js: JetStreamContext, decls: Declarations, namespace: Namespace
+) -> None:
+    name = namespace.bucket(KV_JOBS)
+    without = decls.model_copy(
+        update={
+            "buckets": tuple(b.model_copy(update={"republish": None}) if b.name == name else b for b in decls.buckets)
+        }
+    )
+    await apply_declarations(js, without)  # a bucket made before the setting existed
+    assert (await js.stream_info(f"KV_{name}")).config.republish is None
+    report = await apply_declarations(js, decls)
+    assert report.updated == [name]
+    republish = (await js.stream_info(f"KV_{name}")).config.republish
+    assert republish is not None
+    assert (republish.src, republish.dest) == (f"$KV.{name}.>", namespace.subject("records.>"))
+    assert (await apply_declarations(js, decls)).updated == []
+
+
+async def test_one_msg_id_stores_one_message(
+    js: JetStreamContext, declared: Declarations, namespace: Namespace
+) -> None:
+    subject = namespace.subject("jobs.acme.job_1.progress")
+    headers = {"Nats-Msg-Id": "evt-1"}
+    first = await js.publish(subject, b"{}", headers=headers)
+    second = await js.publish(subject, b"{}", headers=headers)
+    assert second.duplicate is True
+    assert first.duplicate is not True
+    assert second.seq == first.seq
+    info = await js.stream_info(declared.stream(JOBS, namespace).name)
+    assert info.state.messages == 1
+
+
+async def test_a_kv_ttl_shorter_than_the_duplicate_window_applies(
+    js: JetStreamContext, decls: Declarations, namespace: Namespace
+) -> None:
+    """A bucket made with a long TTL has a 2-minute duplicate window; a 1 s TTL must still apply."""
+    await apply_declarations(js, decls)
+    name = namespace.bucket(KV_ROBOTS)
+    shorter = declarations(namespace, frames_max_bytes=1 << 20, telemetry_max_bytes=1 << 20, robots_ttl_s=1.0)
+    report = await apply_declarations(js, shorter)
+    assert name in report.updated
+    config = (await js.stream_info(f"KV_{name}")).config
+    assert config.max_age == 1.0
+    assert (config.duplicate_window or 0) <= 1.0
+
+
+def test_replicas_reach_every_stream_and_bucket(namespace: Namespace) -> None:
+    settings = BaseServiceSettings(profile="test", namespace=namespace.name, nats_replicas=3)
+    decls = declarations_of(settings)
+    assert {s.replicas for s in decls.streams} | {b.replicas for b in decls.buckets} == {3}
+    assert {stream_config(s).num_replicas for s in decls.streams} == {3}
+    assert {bucket_config(b).replicas for b in decls.buckets} == {3}
+    assert {s.replicas for s in declarations(namespace).streams} == {1}  # a single server's default
+
+
+async def test_a_single_server_refuses_three_replicas(js: JetStreamContext, namespace: Namespace) -> None:
+    with pytest.raises(APIError, match="replicas"):
+        await apply_declarations(js, declarations(namespace, replicas=3))

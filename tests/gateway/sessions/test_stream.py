@@ -1,0 +1,124 @@
+"""The session socket over a real WebSocket: frames acked at once, control, the session's events, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from nats.js import JetStreamContext
+from websockets.exceptions import ConnectionClosed
+
+from contracts.events.jobs import JobHeartbeatPayload, JobProgressPayload, JobSucceededPayload
+from contracts.events.registry import EventType
+from contracts.session_feed import H_TS
+from contracts.subjects import Namespace, Subjects
+from tests.support.gateway import Gateway, Tenant
+from tests.support.sessions import frames_stored, jpeg, next_json, open_socket, publish_event, until_closed
+
+MAX_FRAME = 64 * 1024
+
+
+@pytest.fixture
+def gateway_overrides() -> dict[str, object]:
+    return {"session_frame_max_bytes": MAX_FRAME, "robot_ws_auth_timeout_s": 1.0}
+
+
+async def start(tenant: Tenant) -> dict[str, object]:
+    created = await tenant.http.post("/v1/sessions", json={"kind": "vlm"})
+    assert created.status_code == 201, created.text
+    out: dict[str, object] = created.json()
+    return out
+
+
+def stream_url(session: dict[str, object]) -> str:
+    urls = session["urls"]
+    assert isinstance(urls, dict)
+    return str(urls["stream"])
+
+
+async def test_frames_are_acked_in_order_and_stored(acme: Tenant, js: JetStreamContext, namespace: Namespace) -> None:
+    session = await start(acme)
+    async with open_socket(stream_url(session)) as ws:
+        await ws.send(json.dumps({"auth": acme.key}))
+        await ws.send(jpeg(1))
+        assert (await next_json(ws))["seq"] == 1
+        await ws.send(json.dumps({"type": "frame", "ts": 1700000001.5}))
+        await ws.send(jpeg(2))
+        ack = await next_json(ws)
+        assert (ack["type"], ack["seq"], ack["ts"]) == ("ack", 2, 1700000001.5)
+    first, second = await frames_stored(js, namespace, "acme", str(session["id"]), 2)
+    assert (first.data, second.data) == (jpeg(1), jpeg(2))
+    assert second.headers[H_TS] == "1700000001.5"
+
+
+async def test_bad_messages_get_an_error_and_the_socket_stays_open(acme: Tenant) -> None:
+    session = await start(acme)
+    async with open_socket(stream_url(session), acme.key) as ws:
+        for bad in ("not json", json.dumps({"type": "dance"}), json.dumps({"type": "frame", "pose": [1, 2]})):
+            await ws.send(bad)
+            assert (await next_json(ws))["code"] == "invalid"
+        await ws.send(b"GIF89a not an image")
+        error = await next_json(ws)
+        assert (error["type"], error["code"]) == ("error", "invalid")
+        await ws.send(jpeg(3))
+        assert (await next_json(ws))["seq"] == 1
+        await ws.send(json.dumps({"type": "stop"}))
+        assert await next_json(ws, skip=("event",)) == {"type": "control", "action": "stop"}
+        await ws.send(jpeg(4))
+        assert (await next_json(ws, skip=("event",)))["code"] == "session_ended"
+
+
+async def test_an_oversize_message_closes_1009(acme: Tenant) -> None:
+    session = await start(acme)
+    async with open_socket(stream_url(session), acme.key, max_size=None) as ws:
+        await ws.send(b"\xff\xd8\xff" + b"0" * MAX_FRAME)  # just under the socket limit: the route refuses it
+        assert (await next_json(ws))["code"] == "frame_too_large"
+        await ws.send(b"\xff\xd8\xff" + b"0" * (MAX_FRAME + 2048))
+        _, code = await until_closed(ws)
+    assert code == 1009
+
+
+async def test_the_sessions_events_come_down_the_socket_until_the_end(
+    acme: Tenant, js: JetStreamContext, subjects: Subjects
+) -> None:
+    session = await start(acme)
+    sid = str(session["id"])
+    async with open_socket(stream_url(session), acme.key) as ws:
+        await ws.send(jpeg(1))
+        assert (await next_json(ws))["type"] == "ack"  # the socket is set up: its events flow from now on
+        await publish_event(js, subjects, "acme", sid, EventType.JOB_HEARTBEAT, JobHeartbeatPayload(worker="w"))
+        progress = JobProgressPayload(fraction=0.1, metrics={"frames_processed": 1})
+        seq = await publish_event(js, subjects, "acme", sid, EventType.JOB_PROGRESS, progress)
+        await publish_event(js, subjects, "acme", sid, EventType.JOB_SUCCEEDED, JobSucceededPayload())
+        messages, code = await until_closed(ws)
+    assert [m["event"]["type"] for m in messages] == ["job.progress", "job.succeeded"]  # no heartbeat
+    assert messages[0]["seq"] == seq
+    assert messages[0]["event"]["data"]["metrics"] == {"frames_processed": 1}
+    assert code == 1000
+
+
+async def test_a_stream_token_opens_the_socket_too(acme: Tenant) -> None:
+    session = await start(acme)
+    token = str(session["urls"]["events"]).split("token=")[1]  # type: ignore[index]
+    async with open_socket(stream_url(session)) as ws:
+        await ws.send(json.dumps({"auth": token}))
+        await ws.send(jpeg(1))
+        assert (await next_json(ws))["seq"] == 1
+
+
+@pytest.mark.parametrize(
+    ("who", "code"), [("globex", 4404), ("garbage", 4401), ("silent", 1008), ("header-garbage", 4401)]
+)
+async def test_refusals_close_with_their_code(
+    acme: Tenant, globex: Tenant, gateway: Gateway, who: str, code: int
+) -> None:
+    session = await start(acme)
+    key = {"globex": globex.key, "header-garbage": "gr_nope"}.get(who)
+    async with open_socket(stream_url(session), key) as ws:
+        if who == "garbage":
+            await ws.send(json.dumps({"auth": "gr_nope"}))
+        try:
+            _, closed = await until_closed(ws)
+        except ConnectionClosed:
+            closed = ws.close_code
+    assert closed == code

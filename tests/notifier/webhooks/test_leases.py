@@ -1,0 +1,58 @@
+"""Leases hand their key back when their work ends, even when a renewal's reply meets the stop.
+
+On Python 3.11 nats-py waits for a reply with ``asyncio.wait_for``, which returns the reply and drops
+a cancel that arrives with it: a renewal that goes on after that would hold the lease (and keep the
+work's ``run`` from returning) for ever. The KV here swallows the cancel the same way, at the moment
+the work ends, so the race is hit every time instead of once in a few hundred loaded runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from contracts.subjects import Namespace
+from services.notifier.webhooks.leases import Leases, open_leases
+
+TTL_S = 0.6
+
+
+class CancelSwallowingKv:
+    """KV whose ``update`` keeps going when cancelled mid-way (as 3.11's ``wait_for`` may)."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+        self.updating = asyncio.Event()
+        self.swallowed = 0
+
+    async def update(self, *args: Any, **kwargs: Any) -> int:
+        self.updating.set()
+        try:
+            await asyncio.sleep(TTL_S / 6)  # the reply on its way
+        except asyncio.CancelledError:
+            self.swallowed += 1  # the reply came with the cancel: the reply wins
+        return await self.kv.update(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kv, name)
+
+
+async def test_work_that_ends_during_a_renewal_hands_its_lease_back(js: JetStreamContext, namespace: Namespace) -> None:
+    real = await open_leases(js, namespace, TTL_S)
+    kv = CancelSwallowingKv(real.kv)
+    leases = Leases(kv, TTL_S)  # type: ignore[arg-type]
+
+    async def work() -> None:
+        await kv.updating.wait()  # ends while the lease is being renewed
+
+    await asyncio.wait_for(leases.run("delivery.x", work), timeout=5 * TTL_S)
+    assert kv.swallowed == 1, "the stop met the renewal, and the renewal swallowed it"
+    try:
+        entry = await real.kv.get("delivery.x")
+    except KeyNotFoundError:
+        entry = None
+    assert entry is None or entry.value != leases.owner, "the lease was handed back"
