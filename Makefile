@@ -16,7 +16,7 @@ CHROMIUM ?= /usr/bin/chromium
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,ml]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,ml,rerun]'
 	touch $(STAMP)
 
 venv: $(STAMP)
