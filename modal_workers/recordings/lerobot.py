@@ -67,60 +67,77 @@ def write_lerobot(root: Path, recordings: Sequence[Recording], options: LeRobotO
     options = options or LeRobotOptions()
     if not recordings:
         raise ValueError("no recording to write")
-    first = recordings[0].manifest
-    cameras = recordings[0].cameras()
-    for recording in recordings[1:]:
-        m = recording.manifest
-        if m.joint_names != first.joint_names or recording.cameras() != cameras:
-            raise ValueError("the recordings of one dataset must share their joint names and cameras")
+    first, cameras = recordings[0].manifest, recordings[0].cameras()
+    if any(r.manifest.joint_names != first.joint_names or r.cameras() != cameras for r in recordings[1:]):
+        raise ValueError("the recordings of one dataset must share their joint names and cameras")
     episodes = [(r, rows) for r in recordings for rows in episode_rows(r, split_on_reset=options.split_on_reset)]
     if not episodes:
         raise ValueError("the recordings hold no frame to write")
-    fps = options.fps or median_fps([f for f in first.frames if f.camera == cameras[0]])
-    tasks = list(dict.fromkeys(r.manifest.task or f"gpurelay {r.manifest.kind} session" for r, _ in episodes))
     with_state = episodes[0][1][0].state is not None
     if any((rows[0].state is not None) != with_state for _, rows in episodes):
         raise ValueError("either every recording of one dataset has matched joints or none has")
+    fps = options.fps or median_fps([f for f in first.frames if f.camera == cameras[0]])
+    tasks = list(dict.fromkeys(_task(r) for r, _ in episodes))
     total = sum(len(rows) for _, rows in episodes)
-    writers: dict[str, VideoWriter] = {}
-    samples: dict[str, list[list[np.ndarray]]] = {c: [] for c in cameras}
-    stride, columns, codec = sample_every(total), meta.FrameColumns(), None
+    videos, columns = _Videos(root, fps, options, sample_every(total)), meta.FrameColumns()
     try:
         for number, (recording, rows) in enumerate(episodes):
-            task = tasks.index(recording.manifest.task or f"gpurelay {recording.manifest.kind} session")
-            for camera in cameras:
-                samples[camera].append([])
+            videos.start_episode()
             for i, row in enumerate(rows):
                 for camera in cameras:
-                    rgb = decode_image(recording.image(row.images[camera]))
-                    if camera not in writers:
-                        width, height = even_size(rgb.shape[1], rgb.shape[0])
-                        codec = pick_codec(width, height, fps, options.codecs)
-                        path = root / meta.video_file(meta.image_key(camera))
-                        writers[camera] = VideoWriter(path, fps=fps, width=width, height=height, codec=codec)
-                    writers[camera].add(rgb)
-                    if i == 0 or len(columns.seq) % stride == 0:
-                        samples[camera][-1].append(shrink(rgb))
-                _add_row(columns, rows, i, number, task, with_state)
+                    videos.add(camera, decode_image(recording.image(row.images[camera])), i == 0)
+                _add_row(columns, rows, i, number, tasks.index(_task(recording)), with_state)
     finally:
-        for writer in writers.values():
-            writer.close()
-    lengths = [len(rows) for _, rows in episodes]
-    video_keys = [meta.image_key(c) for c in cameras]
+        videos.close()
     data = meta.data_table(columns, fps, with_state, len(first.joint_names))
     meta.write_parquet(data, root / meta.DATA_FILE)
-    stats = _stats(data, samples, cameras, with_state, None)
-    episode_stats = [_stats(data, samples, cameras, with_state, k) for k in range(len(episodes))]
-    episode_tasks = [[tasks[columns.task_index[sum(lengths[:k])]]] for k in range(len(episodes))]
-    meta.write_episodes(root, lengths, episode_tasks, fps, video_keys, episode_stats)
+    episode_stats = [_stats(data, videos.samples, with_state, k) for k in range(len(episodes))]
+    lengths, keys = [len(rows) for _, rows in episodes], [meta.image_key(c) for c in cameras]
+    meta.write_episodes(root, lengths, [[_task(r)] for r, _ in episodes], fps, keys, episode_stats)
     meta.write_tasks(root, tasks)
-    features = meta.features(first.joint_names, with_state, {meta.image_key(c): w for c, w in writers.items()})
+    features = meta.features(first.joint_names, with_state, {meta.image_key(c): w for c, w in videos.writers.items()})
     info = meta.info(first.robot_type, fps, len(episodes), total, len(tasks), features)
     (root / meta.INFO_FILE).write_text(json.dumps(info, indent=4))
-    (root / meta.STATS_FILE).write_text(json.dumps(stats, indent=4))
+    (root / meta.STATS_FILE).write_text(json.dumps(_stats(data, videos.samples, with_state, None), indent=4))
     main = [f for r in recordings for f in r.manifest.frames if f.camera == cameras[0]]
     left_out = sum(f.joints is None for f in main) if with_state else 0
-    return LeRobotSummary(root, fps, len(episodes), total, codec, left_out)
+    return LeRobotSummary(root, fps, len(episodes), total, videos.codec, left_out)
+
+
+def _task(recording: Recording) -> str:
+    return recording.manifest.task or f"gpurelay {recording.manifest.kind} session"
+
+
+class _Videos:
+    """Each camera's video (opened at its first frame, at that frame's size) and its stats samples per episode."""
+
+    def __init__(self, root: Path, fps: int, options: LeRobotOptions, stride: int) -> None:
+        self.root, self.fps, self.options, self.stride = root, fps, options, stride
+        self.writers: dict[str, VideoWriter] = {}
+        self.samples: dict[str, list[list[np.ndarray]]] = {}
+        self.codec: str | None = None
+        self._episodes = 0
+
+    def start_episode(self) -> None:
+        self._episodes += 1
+
+    def add(self, camera: str, rgb: np.ndarray, first_of_episode: bool) -> None:
+        writer = self.writers.get(camera)
+        if writer is None:
+            width, height = even_size(rgb.shape[1], rgb.shape[0])
+            self.codec = pick_codec(width, height, self.fps, self.options.codecs)
+            path = self.root / meta.video_file(meta.image_key(camera))
+            writer = VideoWriter(path, fps=self.fps, width=width, height=height, codec=self.codec, crf=self.options.crf)
+            self.writers[camera] = writer
+        groups = self.samples.setdefault(camera, [])
+        groups.extend([] for _ in range(self._episodes - len(groups)))
+        if first_of_episode or writer.frames % self.stride == 0:
+            groups[-1].append(shrink(rgb))
+        writer.add(rgb)
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
 
 
 def _add_row(
@@ -140,7 +157,7 @@ def _add_row(
 
 
 def _stats(
-    data: Any, samples: dict[str, list[list[np.ndarray]]], cameras: list[str], with_state: bool, episode: int | None
+    data: Any, samples: dict[str, list[list[np.ndarray]]], with_state: bool, episode: int | None
 ) -> dict[str, Any]:
     """Stats of the whole dataset (``episode`` None) or of one episode's rows and samples."""
     if episode is not None:
@@ -148,8 +165,8 @@ def _stats(
 
         data = data.filter(pc.equal(data["episode_index"], episode))
     stats = {name: feature_stats(np.asarray(data[name].to_pylist())) for name in meta.numeric_columns(with_state)}
-    for camera in cameras:
-        chosen = samples[camera] if episode is None else [samples[camera][episode]]
+    for camera, groups in samples.items():
+        chosen = groups if episode is None else groups[episode : episode + 1]
         flat = [image for group in chosen for image in group]
         if flat:
             stats[meta.image_key(camera)] = image_stats(flat)

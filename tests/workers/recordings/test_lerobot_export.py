@@ -116,6 +116,8 @@ def test_episodes_split_on_reset_share_one_file(tmp_path: Path) -> None:
     episodes = pq.read_table(tmp_path / EPISODES).to_pylist()
     assert [(e["length"], e["dataset_from_index"], e["dataset_to_index"]) for e in episodes] == [(4, 0, 4), (6, 4, 10)]
     assert episodes[1]["videos/observation.images.main/from_timestamp"] == pytest.approx(4 / 15)
+    assert [e["stats/observation.state/count"] for e in episodes] == [[4], [6]]
+    assert [np.shape(e["stats/observation.images.main/mean"]) for e in episodes] == [(3, 1, 1)] * 2
     table = pq.read_table(tmp_path / DATA)
     assert table["episode_index"].to_pylist() == [0] * 4 + [1] * 6
     assert table["frame_index"].to_pylist() == [0, 1, 2, 3, 0, 1, 2, 3, 4, 5]
