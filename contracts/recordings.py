@@ -18,6 +18,8 @@ from typing import Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from contracts.base import Contract
+from contracts.ids import ResourceId
+from contracts.job_params import JobParams
 from contracts.session_events import SessionResultPayload
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -111,3 +113,14 @@ class RecordingManifest(Contract):
         if any(f.joints is not None and len(f.joints.angles) != width for f in self.frames):
             raise ValueError(f"every matched joint sample must carry {width} angles (joint_names)")
         return self
+
+
+class SessionExportParams(JobParams):
+    """``session_export``: one session's recording as a file of ``format``."""
+
+    session_id: ResourceId = Field(description="The session whose recording is exported.")
+    format: Literal["lerobot", "mcap", "rrd"]
+    fps: int | None = Field(default=None, ge=1, le=120, description="lerobot: None takes the frames' median rate.")
+    split_on_reset: bool = Field(default=False, description="lerobot: a new episode at each reset.")
+    video_codec: Literal["av1", "h264"] = Field(default="av1", description="lerobot: av1 falls back to h264.")
+    task: str | None = Field(default=None, max_length=1000, description="lerobot: the task (default: the session's).")
