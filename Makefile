@@ -16,7 +16,7 @@ CHROMIUM ?= /usr/bin/chromium
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,ml]' -e ./clients/python
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,ml,rerun]' -e ./clients/python
 	touch $(STAMP)
 
 venv: $(STAMP)

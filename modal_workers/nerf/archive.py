@@ -18,7 +18,6 @@ as ``{index:04d}{ext}`` in name order, so nothing a user named reaches the file 
 
 from __future__ import annotations
 
-import stat
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from modal_workers.media.zip_names import check_name
 from modal_workers.nerf.settings import NerfSettings
 from modal_workers.runtime.worker_runtime import PermanentError
 
@@ -51,18 +51,6 @@ def _invalid(message: str) -> PermanentError:
 
 def _too_large(message: str) -> PermanentError:
     return PermanentError("archive_too_large", message)
-
-
-def check_name(info: zipfile.ZipInfo) -> None:
-    """Refuse an entry whose name escapes the folder it is unpacked into, or that is a link."""
-    name = info.filename
-    parts = name.split("/")
-    if name.startswith("/") or "\\" in name or ".." in parts or (len(name) > 1 and name[1] == ":"):
-        raise _invalid(f"{name!r} is an absolute path or leaves the archive's folder")
-    if stat.S_ISLNK(info.external_attr >> 16):
-        raise _invalid(f"{name!r} is a symbolic link")
-    if info.flag_bits & 0x1:
-        raise _invalid(f"{name!r} is encrypted")
 
 
 def image_size(head: bytes) -> tuple[int, int] | None:

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import nats
-from services.common.auth.apikeys import ApiKeyStore
 
 from contracts.streams import KV_APIKEYS
 from contracts.subjects import NO_NAMESPACE
 from services.cli.dev import DevStack
+from services.common.auth.apikeys import ApiKeyStore
 
 T = TypeVar("T")
 ROUTES = """

@@ -13,10 +13,10 @@ import pytest
 from gpurelay_client import Client, NotFound, WebhookVerificationError, verify_webhook
 from gpurelay_client._models import JobSucceededPayload
 
+from bench.harness.receivers import Receiver
 from tests.clients.python.stack import ThreadedStack
 from tests.support.events import wait_for
 from tests.support.http import bound_socket, serve
-from bench.harness.receivers import Receiver
 
 pytestmark = pytest.mark.timeout(120)
 FRAMES = 30

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from services.common.auth.apikeys import ApiKeyStore
 
 from contracts.quotas import TenantQuota
 from contracts.streams import KV_APIKEYS, KV_QUOTAS, KV_TENANT_USAGE
+from services.common.auth.apikeys import ApiKeyStore
 from services.common.config import BaseServiceSettings
 from services.common.nats.connection import connect
 from services.common.quotas import QuotaBook
