@@ -219,8 +219,9 @@ class StageState(Contract):
 
 
 class SessionState(StrEnum):
-    """Where a live session is: ``starting`` until its worker runs, ``live``, ``stopping`` once a stop
-    was asked for; then the job's terminal status."""
+    """Where a live session is: ``starting`` until the running attempt's workload says it is ready
+    (``session.ready``: model loaded, trainer built; again while a new attempt resumes it after a lost
+    worker), ``live``, ``stopping`` once a stop was asked for; then the job's terminal status."""
 
     STARTING = "starting"
     LIVE = "live"
@@ -246,6 +247,12 @@ class SessionInfo(Contract):
     last_result_chunk: int = Field(default=0, ge=0)
     last_result_seq: int = Field(default=0, ge=0)
     last_alert_chunk: int = Field(default=0, ge=0)
+    ready_attempt: int = Field(default=0, ge=0, description="The attempt whose workload said ready (0: none yet).")
+    ready_at: AwareDatetime | None = Field(default=None, description="When it said so.")
+    load_s: float | None = Field(default=None, ge=0, description="Seconds its attempt took to get ready.")
+    resumable: bool | None = Field(default=None, description="Whether its workload resumes after a lost worker.")
+    resumes: int = Field(default=0, ge=0, description="How many times a new attempt resumed it.")
+    resumed_attempt: int = Field(default=0, ge=0, description="The latest attempt that resumed it.")
 
 
 _ENTERED: dict[JobStatus, str] = {
@@ -321,7 +328,9 @@ class JobRecord(Contract):
             return SessionState(self.status.value)
         if self.status is not _S.RUNNING:
             return SessionState.STARTING
-        return SessionState.STOPPING if self.session.stop_requested else SessionState.LIVE
+        if self.session.stop_requested:
+            return SessionState.STOPPING
+        return SessionState.LIVE if self.session.ready_attempt == self.attempt else SessionState.STARTING
 
     @property
     def terminal(self) -> bool:

@@ -48,6 +48,10 @@ class RunRequest(Contract):
     created_at: datetime | None = Field(
         default=None, description="When the job was created: a live session reads its robot's joints from then."
     )
+    resumes_after: datetime | None = Field(
+        default=None,
+        description="A live session's later attempt: when the attempt before it ended (the gap it resumes after).",
+    )
     trace: dict[str, str] = Field(
         default_factory=dict,
         description="W3C trace context of the attempt (traceparent, tracestate): the worker's span joins the "

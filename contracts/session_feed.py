@@ -10,7 +10,9 @@ A worker that cannot reach NATS (Modal) reads the same items from the gateway's 
 (``WS /v1/internal/sessions/{id}/feed``): a frame is one binary message (:func:`encode_frame`:
 :data:`FRAME_MAGIC`, a 4-byte big-endian header length, the :class:`FeedFrame` header as JSON, then
 the image bytes); joints and control are text messages (:class:`FeedJoints`, :class:`FeedControl`).
-Each item carries its ``stream_seq`` so a reconnecting worker resumes after the last one it saw.
+Each item carries its ``stream_seq`` so a reconnecting worker resumes after the last one it saw. When
+it opens, a feed says where the session's FRAMES stood then (:class:`FeedBacklog`): the items up to that
+sequence were sent while no worker read them (a session starting, a lost worker's), the rest are live.
 """
 
 from __future__ import annotations
@@ -84,8 +86,17 @@ class FeedControl(Contract):
     stream_seq: int = Field(ge=0, description="The message's FRAMES stream sequence.")
 
 
-FeedText = FeedJoints | FeedControl
-_TEXT: TypeAdapter[FeedJoints | FeedControl] = TypeAdapter(FeedJoints | FeedControl)
+class FeedBacklog(Contract):
+    """Where the session's FRAMES stood when the feed opened: its items up to ``stream_seq`` are a backlog."""
+
+    model_config = _STRICT
+
+    type: Literal["backlog"] = "backlog"
+    stream_seq: int = Field(ge=0, description="The session's last FRAMES stream sequence when the feed opened.")
+
+
+FeedText = FeedJoints | FeedControl | FeedBacklog
+_TEXT: TypeAdapter[FeedText] = TypeAdapter(FeedText)
 
 
 def encode_frame(header: FeedFrame, data: bytes) -> bytes:
@@ -105,6 +116,6 @@ def decode_frame(message: bytes) -> tuple[FeedFrame, bytes]:
     return header, message[8 + length :]
 
 
-def decode_text(message: str) -> FeedJoints | FeedControl:
+def decode_text(message: str) -> FeedText:
     """A text feed message; ``pydantic.ValidationError`` if it is not one."""
     return _TEXT.validate_json(message)

@@ -32,6 +32,8 @@ JOB_EVENT_NAMES: frozenset[str] = frozenset(
         "snapshot",
         "result",
         "alert",
+        "ready",
+        "resumed",
     }
 )
 """The last token of ``jobs.{tenant}.{job_id}.{event}`` (job events, then a session's own)."""

@@ -52,6 +52,10 @@ class SessionOut(Contract):
     kind: JobKind
     status: JobStatus
     state: SessionState
+    attempt: int = Field(default=1, ge=1, description="The attempt running it (a later one resumed a lost worker's).")
+    ready_at: datetime | None = Field(default=None, description="When the running attempt's workload got ready.")
+    load_s: float | None = Field(default=None, ge=0, description="Seconds that attempt took to get ready.")
+    resumes: int = Field(default=0, ge=0, description="How many times a new attempt resumed it after a lost worker.")
     robot_id: str | None = None
     frames_received: int = Field(ge=0, description="Frames accepted by the gateway (the last seq).")
     frames_processed: int = Field(ge=0, description="Frames the worker took (its latest report).")

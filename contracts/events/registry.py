@@ -53,6 +53,8 @@ class EventType(StrEnum):
     SESSION_SNAPSHOT = "session.snapshot"
     SESSION_RESULT = "session.result"
     SESSION_ALERT = "session.alert"
+    SESSION_READY = "session.ready"
+    SESSION_RESUMED = "session.resumed"
 
 
 _E = EventType
@@ -79,6 +81,8 @@ PAYLOADS: dict[EventType, type[BaseModel]] = {
     _E.SESSION_SNAPSHOT: se.SessionSnapshotPayload,
     _E.SESSION_RESULT: se.SessionResultPayload,
     _E.SESSION_ALERT: se.SessionAlertPayload,
+    _E.SESSION_READY: se.SessionReadyPayload,
+    _E.SESSION_RESUMED: se.SessionResumedPayload,
 }
 """The payload model of each event type."""
 

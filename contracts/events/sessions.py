@@ -9,6 +9,8 @@ numbers start at 1 per session and are the numbering acks, results and status us
 - ``session.snapshot`` (the worker): a new live output (e.g. the latest PLY) was written.
 - ``session.result`` (the worker): one result of the running session (e.g. a VLM chunk's answer).
 - ``session.alert`` (the worker): a result matched the session's alert.
+- ``session.ready`` (the worker): its workload is ready; the session is ``live`` from then on.
+- ``session.resumed`` (the worker): a new attempt resumed the session after its worker was lost.
 """
 
 from __future__ import annotations
@@ -72,3 +74,30 @@ class SessionAlertPayload(Contract):
     pattern: str = Field(min_length=1, max_length=256)
     message: str = Field(min_length=1, max_length=500)
     text: str | None = Field(default=None, max_length=MAX_RESULT_TEXT)
+
+
+class SessionReadyPayload(Contract):
+    """``session.ready``: the workload of attempt ``attempt`` is ready (model loaded, trainer built); the
+    session is ``live`` and the frames held while it started are being processed."""
+
+    model_config = _STRICT
+
+    attempt: int = Field(ge=1, description="The attempt whose workload is ready.")
+    load_s: float = Field(ge=0, description="Seconds from the attempt's start to ready (loading, restoring).")
+    frames_held: int = Field(default=0, ge=0, description="Frames that arrived while it started, now processed.")
+    resumable: bool = Field(default=False, description="Whether a lost worker of this session resumes it.")
+
+
+class SessionResumedPayload(Contract):
+    """``session.resumed``: a new attempt took over a session whose worker was lost, from its latest
+    snapshot (frames up to ``from_seq``), replaying the frames sent after it."""
+
+    model_config = _STRICT
+
+    attempt: int = Field(ge=2, description="The attempt that resumed the session.")
+    from_seq: int = Field(ge=0, description="The last frame the restored snapshot covers (0: none, a fresh start).")
+    frames_replayed: int = Field(ge=0, description="Frames after the snapshot read back from the log.")
+    frames_lost: int = Field(
+        ge=0, description="Frames after the snapshot that the log no longer held (or that overflowed the hold)."
+    )
+    gap_s: float = Field(ge=0, description="Seconds from the lost worker's end to this attempt's ready.")

@@ -2,7 +2,8 @@
 
 Every session ends by itself: after ``idle_timeout_s`` without a frame, and at ``max_session_s``
 (both GPU money, so both on by default). A worker that falls behind keeps the newest
-``frame_buffer`` frames and counts the rest as dropped. Each frame is matched with the bound
+``frame_buffer`` frames and counts the rest as dropped; one that is starting holds up to
+``start_buffer`` frames for when it is ready. Each frame is matched with the bound
 robot's joint sample nearest in time, within ``joint_tolerance_ms``.
 
 Fields left ``None`` take the deployment's default (documented per field): the seed's own clients
@@ -35,6 +36,13 @@ class SessionParams(JobParams):
     )
     joint_tolerance_ms: float = Field(
         default=50.0, ge=0, le=5000, description="A frame's joint sample is the nearest in time within this."
+    )
+    start_buffer: int = Field(
+        default=64,
+        ge=1,
+        le=512,
+        description="Frames held while the session starts or resumes (a model loading, a lost worker's frames "
+        "replayed), all processed once it is ready; beyond it the oldest drop.",
     )
 
 

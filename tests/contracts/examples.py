@@ -104,5 +104,9 @@ EXAMPLES: dict[EventType, BaseModel] = {
     EventType.SESSION_ALERT: se.SessionAlertPayload(
         chunk=3, first_seq=17, last_seq=24, pattern="person", message="someone is here", text="a person walks in"
     ),
+    EventType.SESSION_READY: se.SessionReadyPayload(attempt=1, load_s=4.2, frames_held=16, resumable=True),
+    EventType.SESSION_RESUMED: se.SessionResumedPayload(
+        attempt=2, from_seq=120, frames_replayed=31, frames_lost=0, gap_s=3.5
+    ),
 }
 """One valid payload per event type: adding a type without an example fails the tests."""
