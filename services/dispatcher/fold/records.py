@@ -143,6 +143,11 @@ def _apply_session(record: JobRecord, payload: BaseModel, at: datetime, current:
     if info is None:
         return record
     match payload:
+        case se.SessionReadyPayload() if current and payload.attempt == record.attempt > info.ready_attempt:
+            ready = {"ready_attempt": payload.attempt, "ready_at": at, "load_s": payload.load_s}
+            return record.with_session(at, **ready, resumable=payload.resumable)
+        case se.SessionResumedPayload() if current and payload.attempt == record.attempt > info.resumed_attempt:
+            return record.with_session(at, resumes=info.resumes + 1, resumed_attempt=payload.attempt)
         case se.SessionStopRequestedPayload():
             return record if info.stop_requested else record.with_session(at, stop_requested=True)
         case se.SessionSnapshotPayload() if current and payload.seq >= info.snapshot_seq:

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -194,6 +195,7 @@ class Attempts:
         produced: list[Artifact] = []
         result: dict[str, Any] = {}
         reports: dict[str, Any] = {}
+        resumes_after = await self._previous_end(held)
         for index, stage in enumerate(steps):
             plan = None
             if route.is_pipeline:
@@ -212,6 +214,7 @@ class Attempts:
                 storage_prefix=self.settings.storage_prefix,
                 created_at=held.record.created_at,
                 trace=tracing.inject({}),
+                resumes_after=resumes_after,
             )
 
             async def announce(
@@ -257,6 +260,14 @@ class Attempts:
                 payload = je.JobSucceededPayload(result={**result, "stages": reports}, artifacts=tuple(produced))
                 await self._publish(held, EventType.JOB_SUCCEEDED, payload, "succeeded")
 
+    async def _previous_end(self, held: Held) -> datetime | None:
+        """For a live session's later attempt: when the attempt before it ended (its ``job.retrying``),
+        from which its worker counts the session's gap when it resumes."""
+        if held.record.session is None or held.ticket.attempt < 2:
+            return None
+        retrying = await self.events.last(held.record, "retrying")
+        return retrying.time if retrying is not None and retrying.attempt == held.ticket.attempt - 1 else None
+
     async def _conclude(
         self, held: Held, verdict: Verdict, launch: Launch | None, backend: Backend, code: str = ""
     ) -> None:
@@ -298,6 +309,8 @@ class Attempts:
 
     async def _retry_or_fail(self, held: Held, code: str, message: str, retry: bool) -> None:
         attempt, policy = held.ticket.attempt, held.route.retries
+        session = held.record.session
+        retry = retry and (session is None or session.resumable is not False)  # a session it cannot resume fails
         if retry and attempt < min(policy.max_attempts, held.record.max_attempts):
             delay = policy.delay_s(attempt)
             payload = je.JobRetryingPayload(reason=code, message=message, next_attempt=attempt + 1, delay_s=delay)
