@@ -2,7 +2,8 @@
 
 :class:`NatsSessionFeed` holds two ordered consumers (no durable state on the server; a gap makes
 nats-py recreate them from the last sequence seen) and hands every item to ``on_item`` in stream
-order: ``(FeedFrame, image bytes)``, ``(FeedControl, None)`` or ``(FeedJoints, None)``. ``on_item``
+order: ``(FeedFrame, image bytes)``, ``(FeedControl, None)`` or ``(FeedJoints, None)``, and once, as it
+starts, ``(FeedBacklog, None)``: the session's last FRAMES sequence then. ``on_item``
 runs on the event loop and must not block: the worker's session input and the gateway's feed relay
 both put items into bounded buffers.
 
@@ -22,14 +23,24 @@ from typing import Any
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
 from contracts import streams
-from contracts.session_feed import H_POSE, H_SEQ, H_TS, ControlMessage, FeedControl, FeedFrame, FeedJoints
+from contracts.session_feed import (
+    H_POSE,
+    H_SEQ,
+    H_TS,
+    ControlMessage,
+    FeedBacklog,
+    FeedControl,
+    FeedFrame,
+    FeedJoints,
+)
 from contracts.subjects import Namespace, Subjects
 
 log = logging.getLogger(__name__)
-FeedItem = FeedFrame | FeedJoints | FeedControl
+FeedItem = FeedFrame | FeedJoints | FeedControl | FeedBacklog
 OnItem = Callable[[FeedItem, bytes | None], None]
 PENDING_BYTES = 64 * 1024 * 1024
 """Client-side bound on messages received and not yet handed over (a slow ``on_item`` is cut)."""
@@ -100,6 +111,7 @@ class NatsSessionFeed:
         subjects = Subjects(self.ns)
         frames = subjects.session_frames(self.tenant, self.session_id).rpartition(".")[0] + ".*"
         self._subs.append(await self._ordered(frames, streams.FRAMES, self._on_frames, self._frames_config()))
+        self.on_item(FeedBacklog(stream_seq=await self._last_frames_seq(subjects)), None)
         if self.robot_id is not None:
             joints = subjects.robot_joints(self.tenant, self.robot_id)
             self._subs.append(await self._ordered(joints, streams.TELEMETRY, self._on_joints, self._joints_config()))
@@ -113,6 +125,20 @@ class NatsSessionFeed:
             config=config,
             pending_bytes_limit=PENDING_BYTES,
         )
+
+    async def _last_frames_seq(self, subjects: Subjects) -> int:
+        """The session's last FRAMES stream sequence (frames and control; 0 when it has none)."""
+        last = 0
+        for subject in (
+            subjects.session_frames(self.tenant, self.session_id),
+            subjects.session_control(self.tenant, self.session_id),
+        ):
+            try:
+                msg = await self.js.get_last_msg(self.ns.stream(streams.FRAMES), subject)
+            except NotFoundError:
+                continue
+            last = max(last, int(msg.seq or 0))
+        return last
 
     def _frames_config(self) -> ConsumerConfig:
         if self.start_at.after_frames:

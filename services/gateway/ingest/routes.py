@@ -53,6 +53,8 @@ WORKER_EVENT_TYPES: frozenset[EventType] = frozenset(
         EventType.SESSION_SNAPSHOT,
         EventType.SESSION_RESULT,
         EventType.SESSION_ALERT,
+        EventType.SESSION_READY,
+        EventType.SESSION_RESUMED,
     }
 )
 """What a worker may report; the lifecycle events (created, queued, ...) are the platform's own."""

@@ -3,7 +3,7 @@
 A worker that cannot reach NATS (a Modal class) opens this socket with its job-scoped ingest token
 (``Authorization: Bearer``, or a first ``{"auth": token}`` message); the gateway reads the session's
 feed from JetStream (:class:`~services.common.session_feed.NatsSessionFeed`, the very reader a local
-worker uses) and relays it: frames as binary messages, joints and control as text
+worker uses) and relays it: frames as binary messages, joints, control and the backlog mark as text
 (:mod:`contracts.session_feed`). ``?after_frames=`` / ``?after_joints=`` (stream sequences) resume a
 reconnecting worker after what it saw. The relay holds at most ``session_feed_buffer`` frames for a
 worker that falls behind (the oldest is dropped: the worker counts the gap in ``seq``) and at most
@@ -19,7 +19,7 @@ from collections import deque
 
 from fastapi import WebSocket, WebSocketDisconnect
 
-from contracts.session_feed import FeedControl, FeedFrame, FeedJoints, encode_frame
+from contracts.session_feed import FeedBacklog, FeedControl, FeedFrame, FeedJoints, encode_frame
 from services.common.auth.ingest_tokens import verify_ingest_token
 from services.common.auth.tokens import TokenExpiredError, TokenInvalidError
 from services.common.observability.metrics import SESSION_FEED_DROPPED
@@ -134,5 +134,5 @@ async def _send(ws: WebSocket, relay: Relay) -> None:
         item, data = await relay.take()
         if isinstance(item, FeedFrame):
             await ws.send_bytes(encode_frame(item, data or b""))
-        elif isinstance(item, FeedJoints | FeedControl):
+        elif isinstance(item, FeedJoints | FeedControl | FeedBacklog):
             await ws.send_text(item.model_dump_json(exclude_none=True))
