@@ -1,6 +1,11 @@
 """``ctx.session``: what a live-session workload (splat, vlm) sees beside the usual :class:`WorkerContext`.
 
 ===================================================  ==================================================
+``ctx.session.ready()``                              the workload is ready (model loaded, trainer
+                                                     built): ``session.ready``, the session is ``live``
+                                                     and the frames held meanwhile come out of ``poll``
+                                                     (the first ``poll`` says so for a workload that
+                                                     does not)
 ``ctx.session.poll(timeout)``                        a :class:`~modal_workers.runtime.session_input.SessionBatch`:
                                                      ready frames (each with its matched joint sample),
                                                      a reset, or why the session stops
@@ -11,14 +16,19 @@
 ``ctx.session.snapshot(data, seq=..., name=...)``     store a live output (e.g. the latest PLY) and emit
                                                      ``session.snapshot``; two slots alternate, so the
                                                      previous snapshot stays readable while the next is
-                                                     written and storage holds two per session
+                                                     written and storage holds two per session; with
+                                                     ``state=``, a later attempt resumes from it
+``ctx.session.resume_point``                         on an attempt that resumes the session: the
+                                                     :class:`~modal_workers.runtime.session_resume.ResumePoint`
+                                                     to restore (``None``: start afresh)
 ``ctx.session.result(first_seq, last_seq, ...)``      emit ``session.result`` (numbered from 1)
 ``ctx.session.alert(chunk, ...)``                     emit ``session.alert`` for a result that matched
 ===================================================  ==================================================
 
-A workload's loop: ``poll`` → stop? return the result (the session succeeds) · reset? clear the model ·
-frames? train on them, ``status`` and now and then ``snapshot``. Idle and length limits come from the
-session's params; once the job's cancel is seen, ``poll`` raises the context's ``CancelledError``.
+A workload's loop: load · ``ready`` · ``poll`` → stop? return the result (the session succeeds) · reset?
+clear the model · frames? train on them, ``status`` and now and then ``snapshot``. Idle and length limits
+come from the session's params; once the job's cancel is seen, ``poll`` raises the context's
+``CancelledError``. Resuming after a lost worker: :mod:`modal_workers.runtime.session_resume`.
 """
 
 from __future__ import annotations
@@ -35,11 +45,12 @@ from contracts.events.registry import EventType
 from contracts.job_record import Artifact
 from contracts.specs.session_params import SessionParams
 from modal_workers.runtime.session_input import SessionBatch, SessionInput
+from modal_workers.runtime.session_resume import ResumePoint, save_resume_point, slot_name
 
 CANCEL_CHECK_S = 0.25
 """How often a waiting :meth:`LiveSession.poll` looks at the job's cancel."""
-SNAPSHOT_SLOTS = 2
-"""Snapshot objects kept per session: the newest and the one before it."""
+BACKLOG_WAIT_S = 15.0
+"""Longest :meth:`LiveSession.ready` waits for the feed's backlog (the frames sent while it started)."""
 
 
 class SessionHost(Protocol):
@@ -61,18 +72,54 @@ class SessionHost(Protocol):
 class LiveSession:
     """One run of a live session: its bounded input and its outputs (snapshots, results, alerts)."""
 
-    def __init__(self, host: SessionHost, params: SessionParams, *, expects_joints: bool) -> None:
-        self.host, self.params = host, params
+    def __init__(
+        self, host: SessionHost, params: SessionParams, *, expects_joints: bool, attempt: int = 1,
+        resumable: bool = False,
+    ) -> None:  # fmt: skip
+        self.host, self.params, self.attempt, self.resumable = host, params, attempt, resumable
         self.input = SessionInput(
             buffer=params.frame_buffer,
             joint_tolerance_s=params.joint_tolerance_ms / 1000,
             idle_timeout_s=params.idle_timeout_s,
             max_session_s=params.max_session_s,
             expects_joints=expects_joints,
+            hold=params.start_buffer,
         )
         self._lock = threading.Lock()
         self._fraction = 0.0
         self.snapshots = self.results = 0
+        self.started = time.monotonic()
+        self.is_ready = False
+        self.resume_point: ResumePoint | None = None
+        self.resume_snapshot: bytes | None = None
+        """The resume point's snapshot bytes (a later attempt that restored one)."""
+        self.on_ready: Any = None
+        """Set by the runtime: called once when the workload is ready (``session.ready``, ``session.resumed``)."""
+
+    def restore(self, point: ResumePoint | None) -> None:
+        """Resume where ``point`` left off (``None``: afresh, from the session's first frame); before the feed opens."""
+        self.resume_point = point
+        if point is not None:
+            self.snapshots, self.results = point.number, point.results
+            self.input.restore(
+                point.seq, point.frames_after, point.joints_after, point.frames_processed, point.frames_dropped
+            )
+
+    def ready(self) -> None:
+        """The workload is ready: once the feed handed over the frames sent meanwhile (its backlog; waited for
+        up to :data:`BACKLOG_WAIT_S`), the session is ``live`` and they come out of ``poll`` first."""
+        with self._lock:
+            if self.is_ready:
+                return
+            self.is_ready = True
+        deadline = time.monotonic() + BACKLOG_WAIT_S
+        while not self.input.caught_up(min(CANCEL_CHECK_S, max(0.0, deadline - time.monotonic()))):
+            self.host.check_cancelled()
+            if time.monotonic() >= deadline:
+                break
+        held = self.input.open()
+        if self.on_ready is not None:
+            self.on_ready(self, held, time.monotonic() - self.started)
 
     def poll(self, timeout: float = 0.5) -> SessionBatch:
         """Ready frames, a reset or a stop (waits up to ``timeout`` seconds for one).
@@ -80,6 +127,7 @@ class LiveSession:
         Raises the context's ``CancelledError`` once the job's cancel was seen (checked at least
         every :data:`CANCEL_CHECK_S`), so a canceled session never reports success.
         """
+        self.ready()
         deadline = time.monotonic() + timeout
         while True:
             self.host.check_cancelled()
@@ -102,13 +150,25 @@ class LiveSession:
             self.host.progress(self._fraction, message, {**metrics, **counts})
 
     def snapshot(
-        self, data: bytes | Path, *, seq: int, name: str = "snapshot.ply", content_type: str | None = None
-    ) -> Artifact:
-        """Store a live output (slot ``n % 2``) and emit ``session.snapshot`` covering frames up to ``seq``."""
+        self, data: bytes | Path, *, seq: int, name: str = "snapshot.ply", content_type: str | None = None,
+        state: dict[str, Any] | None = None,
+    ) -> Artifact:  # fmt: skip
+        """Store a live output (slot ``n % 2``) and emit ``session.snapshot`` covering frames up to ``seq``;
+        with ``state`` (JSON) a resume point beside it, from which a later attempt resumes the session."""
         with self._lock:
             self.snapshots += 1
-            number = self.snapshots
-        artifact = self.host.store(f"live/{number % SNAPSHOT_SLOTS}-{name}", data, content_type)
+            number, results = self.snapshots, self.results
+        artifact = self.host.store(slot_name(number, name), data, content_type)
+        if state is not None:
+            frames_after, joints_after = self.input.marks.position(seq, self.input.tolerance)
+            counts = self.input.stats()
+            processed = counts["frames_processed"] - self.input.marks.handed_after(seq)  # the rest come again
+            point = ResumePoint(
+                number=number, snapshot=artifact, seq=seq, frames_after=frames_after, joints_after=joints_after,
+                results=results, frames_processed=max(0, processed), frames_dropped=counts["frames_dropped"],
+                state=state,
+            )  # fmt: skip
+            save_resume_point(self.host, point)
         payload = se.SessionSnapshotPayload(artifact=artifact, seq=seq, frames=self.input.frames_processed)
         self.host.emit(EventType.SESSION_SNAPSHOT, payload, f"snap-{number}")
         return artifact

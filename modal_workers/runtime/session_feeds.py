@@ -3,9 +3,9 @@
 :class:`GatewayFeed` opens ``WS /v1/internal/sessions/{id}/feed`` with the run's job-scoped ingest token
 and hands every item to ``on_item`` in order, exactly as the local pool's NATS feed
 (:class:`~services.common.session_feed.NatsSessionFeed`) does: ``(FeedFrame, image bytes)``,
-``(FeedJoints, None)``, ``(FeedControl, None)``. When the socket drops it reconnects (bounded back-off)
-with ``?after_frames=&after_joints=`` from ``positions()``, so nothing is handed over twice and nothing
-in between is lost. A refusal (bad token, no such session) ends the feed; the session's idle timeout
+``(FeedJoints, None)``, ``(FeedControl, None)``, ``(FeedBacklog, None)``. When the socket drops it
+reconnects (bounded back-off) with ``?after_frames=&after_joints=`` from ``positions()``, so nothing is
+handed over twice and nothing in between is lost. A refusal (bad token, no such session) ends the feed; the session's idle timeout
 then stops the run.
 """
 
@@ -20,10 +20,10 @@ from pydantic import ValidationError
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from contracts.session_feed import FeedControl, FeedFrame, FeedJoints, decode_frame, decode_text
+from contracts.session_feed import FeedBacklog, FeedControl, FeedFrame, FeedJoints, decode_frame, decode_text
 
 log = logging.getLogger(__name__)
-OnItem = Callable[[FeedFrame | FeedJoints | FeedControl, bytes | None], None]
+OnItem = Callable[[FeedFrame | FeedJoints | FeedControl | FeedBacklog, bytes | None], None]
 FINAL_CLOSE_CODES = frozenset({1008, 4401, 4403, 4404})
 """Close codes after which reconnecting cannot help."""
 FEED_MAX_MESSAGE_BYTES = 16 * 1024 * 1024

@@ -9,7 +9,14 @@ arrives (they belong to the cleared model), frames before a stop are handed out 
 Bounded by design: at most ``buffer`` frames wait; when the workload falls behind, the oldest is
 dropped and counted, so it always works on the newest. ``frames_dropped`` also counts gaps in
 ``seq`` (frames that never reached this worker). The session stops by itself after
-``idle_timeout_s`` without a frame and at ``max_session_s``.
+``idle_timeout_s`` without a frame (counted from :meth:`SessionInput.open`) and at ``max_session_s``.
+
+An input made with ``hold`` starts closed: while the workload gets ready (a model loading, a lost
+worker's state restored) it hands out nothing but keeps up to ``hold`` frames (then the oldest drop,
+counted), and :meth:`SessionInput.open` hands them all out at the next poll. :meth:`SessionInput.restore`
+starts it where a lost worker's snapshot left off (frames up to that ``seq`` are repeats), and
+:attr:`SessionInput.marks` tells where in the streams what it handed out stands
+(:mod:`modal_workers.runtime.session_marks`).
 
 Each frame gets the robot's joint sample nearest to its capture time within ``joint_tolerance_s``.
 When the session expects joints, a frame is held (at most ``joint_tolerance_s`` after it arrived)
@@ -27,7 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from contracts.session_feed import FeedControl, FeedFrame, FeedJoints
+from contracts.session_feed import FeedBacklog, FeedControl, FeedFrame, FeedJoints
+from modal_workers.runtime.session_marks import StreamMarks
 
 StopReason = Literal["requested", "idle", "max_duration", "canceled"]
 JOINTS_KEPT = 4096
@@ -83,8 +91,13 @@ class SessionInput:
         max_session_s: float = 3600.0,
         expects_joints: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        hold: int | None = None,
     ) -> None:
-        self.buffer, self.tolerance = buffer, joint_tolerance_s
+        self.buffer, self.tolerance, self.hold = buffer, joint_tolerance_s, hold
+        self.opened = hold is None
+        self.backlog: int | None = None
+        """The FRAMES sequence up to which the feed's items are a backlog (``None``: not known yet)."""
+        self.marks = StreamMarks()
         self.idle_timeout_s, self.max_session_s, self.expects_joints = idle_timeout_s, max_session_s, expects_joints
         self.clock = clock
         self._cond = threading.Condition()
@@ -98,10 +111,12 @@ class SessionInput:
         self.last_frame_stream_seq = self.last_joints_stream_seq = 0
 
     # -- the feed's side (event loop) ---------------------------------------------------------------
-    def put(self, item: FeedFrame | FeedJoints | FeedControl, data: bytes | None = None) -> None:
+    def put(self, item: FeedFrame | FeedJoints | FeedControl | FeedBacklog, data: bytes | None = None) -> None:
         """One item of the feed, in stream order."""
         with self._cond:
-            if isinstance(item, FeedJoints):
+            if isinstance(item, FeedBacklog):
+                self.backlog = max(self.backlog or 0, item.stream_seq)
+            elif isinstance(item, FeedJoints):
                 self._put_joints(item)
             elif isinstance(item, FeedFrame):
                 self._put_frame(item, data or b"")
@@ -120,7 +135,7 @@ class SessionInput:
         self.frames_received = frame.seq
         self._last_frame = self.clock()
         self._items.append(_Pending(frame, data, self._last_frame))
-        if sum(isinstance(i, _Pending) for i in self._items) > self.buffer:
+        if self.held() > (self.buffer if self.opened or self.hold is None else self.hold):
             oldest = next(i for i in self._items if isinstance(i, _Pending))
             self._items.remove(oldest)
             self.frames_dropped += 1
@@ -131,6 +146,7 @@ class SessionInput:
         at = bisect.bisect_right(self._joint_ts, sample.ts)
         self._joint_ts.insert(at, sample.ts)
         self._joints.insert(at, sample.joint_angles)
+        self.marks.joints(sample.ts, sample.stream_seq)
         if len(self._joint_ts) > JOINTS_KEPT:
             del self._joint_ts[0], self._joints[0]
 
@@ -138,6 +154,38 @@ class SessionInput:
         kept = deque(i for i in self._items if not which(i))
         self.frames_dropped += len(self._items) - len(kept)
         self._items = kept
+
+    def held(self) -> int:
+        """Frames waiting to be handed out."""
+        return sum(isinstance(i, _Pending) for i in self._items)
+
+    def caught_up(self, timeout: float) -> bool:
+        """Whether the feed handed over its backlog (waits up to ``timeout`` seconds for it)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.backlog is None or self.last_frame_stream_seq < self.backlog:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def open(self) -> int:
+        """The workload is ready: hand out what was held (at the next poll); how many frames that is."""
+        with self._cond:
+            self.opened = True
+            self._last_frame = max(self._last_frame, self.clock())  # idle counts from now
+            self._cond.notify_all()
+            return self.held()
+
+    def restore(self, seq: int, frames_after: int, joints_after: int, processed: int = 0, dropped: int = 0) -> None:
+        """Start where a snapshot covering frames up to ``seq`` left off: the feed resumes after the stream
+        sequences ``frames_after`` (FRAMES) and ``joints_after`` (TELEMETRY); frames up to ``seq`` are
+        repeats; the counts go on from ``processed`` and ``dropped``."""
+        with self._cond:
+            self.frames_received, self.frames_processed, self.frames_dropped = seq, processed, dropped
+            self.last_frame_stream_seq, self.last_joints_stream_seq = frames_after, joints_after
+            self.marks = StreamMarks(frames_after, joints_after)
 
     def close(self, reason: StopReason = "canceled") -> None:
         """Stop the session now (a cancel): the next poll says so."""
@@ -162,6 +210,8 @@ class SessionInput:
     def _take(self) -> SessionBatch | None:
         if self._stop is not None:
             return SessionBatch(stop=self._stop)
+        if not self.opened:
+            return None
         frames: list[SessionFrame] = []
         while self._items:
             head = self._items[0]
@@ -169,6 +219,7 @@ class SessionInput:
                 if frames:
                     break
                 self._items.popleft()
+                self.marks.handed_control(head.stream_seq)
                 if head.action == "reset":
                     return SessionBatch(reset=True)
                 self._stop = "requested"
@@ -176,6 +227,7 @@ class SessionInput:
             if not self._ready(head):
                 break
             self._items.popleft()
+            self.marks.frame(head.frame.seq, head.frame.stream_seq, head.frame.ts)
             frames.append(self._matched(head))
         if frames:
             self.frames_processed += len(frames)

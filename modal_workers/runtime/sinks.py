@@ -111,10 +111,11 @@ class NatsSink:
         self, request: RunRequest, robot_id: str, on_item: OnFeedItem, positions: Callable[[], tuple[int, int]]
     ) -> SessionFeed:
         """The session's frames and control (FRAMES) and its robot's joints (TELEMETRY), read straight
-        from JetStream (``positions`` is not needed: ordered consumers resume by themselves)."""
+        from JetStream after ``positions()`` (a resumed session's; ordered consumers then resume by themselves)."""
         from services.common.session_feed import FeedStart, NatsSessionFeed
 
-        start = FeedStart(joints_since=request.created_at)
+        after_frames, after_joints = positions()
+        start = FeedStart(after_frames, after_joints, joints_since=request.created_at)
         ns = self.subjects.ns
         feed = NatsSessionFeed(self._nc.jetstream(), ns, request.tenant, request.job_id, robot_id, on_item, start)
         await feed.start()

@@ -48,6 +48,7 @@ from modal_workers.runtime import inputs as runtime_io
 from modal_workers.runtime import sinks as runtime_sinks
 from modal_workers.runtime.context import CancelledError, WorkerContext, guess_content_type
 from modal_workers.runtime.progress import PROGRESS_MIN_INTERVAL_S
+from modal_workers.runtime.session_resume import is_resumable
 from modal_workers.runtime.session_run import live_session
 from modal_workers.runtime.sinks import EventSink
 from modal_workers.runtime.yields import ArtifactOut, Log, Progress, Result, drive
@@ -207,7 +208,7 @@ class WorkerRuntime:
         """Run the workload and classify how it ended."""
         try:
             ctx.spec = spec = parse_job_spec(ctx.request.spec)
-            with live_session(self, ctx):
+            with live_session(self, ctx, is_resumable(workload)):
                 result = drive(workload, spec, ctx)
             ctx.flush_progress()
         except (PermanentError, runtime_io.InputError) as exc:

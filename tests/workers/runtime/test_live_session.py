@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts.session_feed import FeedFrame
+from contracts.session_feed import FeedBacklog, FeedFrame
 from contracts.specs.session_params import VlmParams
 from modal_workers.runtime.live_session import LiveSession
 
@@ -35,6 +35,8 @@ def frame(seq: int) -> FeedFrame:
 def test_a_workloads_own_drops_add_to_the_inputs() -> None:
     host = Host()
     live = LiveSession(host, VlmParams(frame_buffer=2), expects_joints=False)
+    live.input.put(FeedBacklog(stream_seq=0))  # the feed opened on a session without frames
+    live.ready()  # live: the frame buffer bounds what waits (while starting, the start buffer does)
     for seq in (1, 2, 3, 5):  # 3 and 5 overflow the buffer of 2 (2 dropped), 4 never arrives (a gap)
         live.input.put(frame(seq), b"x")
     assert live.input.frames_dropped == 3
