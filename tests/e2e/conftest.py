@@ -149,3 +149,22 @@ async def vlm_stack(
         monkeypatch.delenv("GPURELAY_VLM_TEST_DELAY_S", raising=False)
     async for stack in _stack(tmp_path, monkeypatch, VLM_ROUTES):
         yield stack
+
+
+RESUMING = "retries: {max_attempts: 2, backoff_initial_s: 0.5, jitter: 0}"
+
+
+@pytest.fixture
+async def resume_stack(
+    session_path: str, process_modal: ProcessModal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[dict[str, str], httpx.AsyncClient]]:
+    """:func:`session_stack` whose session routes try a lost worker's session once more (2 attempts); the
+    echo workload resumes on ``splat``, and ``vlm`` runs its non-resumable twin (``run_once``)."""
+    routes = LOCAL_ROUTES if session_path == "local-pool" else MODAL_ROUTES
+    routes = routes.replace("retries: {max_attempts: 1}", RESUMING)
+    if session_path == "local-pool":
+        routes = routes.replace("    vlm: *echo", f"    vlm: {{<<: *echo, local: '{ECHO}_once'}}")
+    else:
+        process_modal.workloads["VlmSession"] = f"{ECHO}_once"
+    async for stack in _stack(tmp_path, monkeypatch, routes, process_modal):
+        yield stack

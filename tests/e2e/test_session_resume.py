@@ -1,0 +1,174 @@
+"""A live session outlives its worker: the echo workload SIGKILLed through the whole embedded stack, on both
+worker paths (the local pool reading NATS, and a Modal-like child process fed by the gateway's socket).
+
+``starting`` until the workload is ready, then ``live`` (``session.ready``); a killed worker's session is
+taken over by a new attempt that restores the newest snapshot, replays the frames sent after it before
+live ones (each once) and says so with ``session.resumed`` on the socket, on SSE and to a webhook; the
+session keeps its id and URLs. A worker killed once more than the route's retries fails the session
+(``worker_lost``), and so does a killed worker whose workload cannot resume, without another attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.support import SessionStack, events, receiver, record_when, settled
+from tests.support.sessions import jpeg, next_json, open_socket
+
+pytestmark = pytest.mark.timeout(150)
+WAIT_S = 60.0
+
+
+async def start(api: httpx.AsyncClient, kind: str = "splat", **body: Any) -> dict[str, Any]:
+    created = await api.post("/v1/sessions", json={"kind": kind, **body})
+    assert created.status_code == 201, created.text
+    session: dict[str, Any] = created.json()
+    return session
+
+
+class Socket:
+    """A session socket: every event kept in order; waits on what comes."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.events: list[dict[str, Any]] = []
+        self.acks: list[int] = []
+
+    async def until(self, done: Any) -> None:
+        async with asyncio.timeout(WAIT_S):
+            while not done():
+                message = await next_json(self.ws, WAIT_S, skip=("control",))
+                assert message["type"] != "error", message
+                if message["type"] == "ack":
+                    self.acks.append(message["seq"])
+                elif message["type"] == "event":
+                    self.events.append(message["event"])
+
+    def of(self, type_: str) -> list[dict[str, Any]]:
+        return [e["data"] for e in self.events if e["type"] == type_]
+
+    async def event(self, type_: str, count: int = 1) -> dict[str, Any]:
+        await self.until(lambda: len(self.of(type_)) >= count)
+        return self.of(type_)[count - 1]
+
+    async def frame(self, api: httpx.AsyncClient, session: dict[str, Any], seq: int, t0: float) -> None:
+        """Joints for frame ``seq`` to the session's robot, then the frame over the socket (acked)."""
+        sample = {"joint_angles": [0.01 * seq] * 6, "ts": t0 + seq}
+        assert (await api.post(f"/v1/robots/{session['robot_id']}/joints", json=sample)).status_code == 202
+        await self.ws.send(json.dumps({"type": "frame", "ts": t0 + seq + 0.01}))
+        await self.ws.send(jpeg(seq))
+        await self.until(lambda: seq in self.acks)
+
+
+def kill(marks: Path, session_id: str, attempt: int) -> None:
+    """SIGKILL the process the echo workload of ``attempt`` runs in (it left its pid in ``marks``)."""
+    (mark,) = list(marks.glob(f"{session_id}.a{attempt}.*"))
+    os.kill(int(mark.read_text()), signal.SIGKILL)
+
+
+def joints_of(seq: int) -> list[float]:
+    return [0.01 * seq] * 6
+
+
+async def test_a_killed_workers_session_resumes_from_its_snapshot_and_replays_the_frames_after_it(
+    resume_stack: SessionStack, tmp_path: Path
+) -> None:
+    env, api = resume_stack
+    t0 = time.time() - 100
+    with receiver(asyncio.get_running_loop()) as hook:
+        registered = await api.post("/v1/webhooks", json={"url": hook.url, "events": ["session.resumed"]})
+        assert registered.status_code == 201, registered.text
+        hook.secret = registered.json()["secret"]
+        session = await start(api, robot_id="arm-resume", params={"joint_tolerance_ms": 200})
+        sid = session["id"]
+        assert (await api.get(f"/v1/sessions/{sid}")).json()["state"] == "starting"
+        async with open_socket(session["urls"]["stream"] + "?after=1", env["GPURELAY_API_KEY"]) as ws:
+            sock = Socket(ws)
+            ready = await sock.event("session.ready")
+            assert (ready["attempt"], ready["resumable"]) == (1, True)
+            live = await record_when(env, sid, lambda r: r.session_state == "live")
+            assert live.session is not None
+            assert live.session.ready_attempt == 1
+            for seq in range(1, 6):
+                await sock.frame(api, session, seq, t0)
+            await sock.event("session.result", 5)  # frame 5 came after the newest snapshot (seq 4)
+            assert [s["seq"] for s in sock.of("session.snapshot")][-1] == 4
+            kill(tmp_path, sid, attempt=1)
+            retrying = await sock.event("job.retrying")
+            assert retrying["reason"] == "worker_lost"
+            for seq in range(6, 8):  # while no worker runs: stored, acked, processed after the resume
+                await sock.frame(api, session, seq, t0)
+            resumed = await sock.event("session.resumed")
+            assert (resumed["attempt"], resumed["from_seq"], resumed["frames_lost"]) == (2, 4, 0)
+            assert 1 <= resumed["frames_replayed"] <= 3  # frame 5, and 6 and 7 unless they came after the ready
+            assert resumed["gap_s"] > 0
+            assert (await sock.event("session.ready", 2))["attempt"] == 2
+            for seq in range(8, 10):
+                await sock.frame(api, session, seq, t0)
+            await ws.send(json.dumps({"type": "stop"}))
+            done = await sock.event("job.succeeded")
+        delivered = await hook.until(sid, "session.resumed")
+    result = done["result"]
+    assert result["seqs"] == list(range(1, 10))  # each frame once: the snapshot's, then the replay, then live
+    assert result["joints"] == [joints_of(seq) for seq in range(1, 10)]
+    by_chunk = {r["chunk"]: r["first_seq"] for r in sock.of("session.result")}
+    assert by_chunk == {seq: seq for seq in range(1, 10)}  # frame 5's result came twice, under one number
+    resumed_hooks = [d for d in delivered if d.envelope["type"] == "session.resumed"]
+    assert len(resumed_hooks) == 1
+    assert resumed_hooks[0].valid
+    assert resumed_hooks[0].envelope["data"] == resumed
+    record = await settled(env, sid)
+    assert (record.status, record.attempt) == ("succeeded", 2)
+    assert record.session is not None
+    assert (record.session.resumes, record.session.ready_attempt) == (1, 2)
+    shown = (await api.get(f"/v1/sessions/{sid}")).json()
+    counts = (shown["frames_received"], shown["frames_processed"])
+    assert (shown["id"], shown["state"], counts) == (sid, "succeeded", (9, 9))
+    assert (shown["attempt"], shown["resumes"], shown["ready_at"] is not None) == (2, 1, True)
+    sse = [e.event for e in await events(api, env, sid)]
+    assert sse.count("session.resumed") == 1
+    assert sse.index("job.retrying") < sse.index("session.resumed") < sse.index("job.succeeded")
+
+
+async def test_a_worker_killed_once_more_than_the_retries_fails_the_session(
+    resume_stack: SessionStack, tmp_path: Path
+) -> None:
+    env, api = resume_stack
+    session = await start(api, robot_id="arm-twice")
+    sid = session["id"]
+    async with open_socket(session["urls"]["stream"] + "?after=1", env["GPURELAY_API_KEY"]) as ws:
+        sock = Socket(ws)
+        await sock.event("session.ready")
+        kill(tmp_path, sid, attempt=1)
+        await sock.event("session.resumed")
+        await sock.event("session.ready", 2)
+        kill(tmp_path, sid, attempt=2)
+        failed = await sock.event("job.failed")
+    assert failed["error"]["code"] == "worker_lost"
+    record = await settled(env, sid)
+    assert (record.status, record.attempt) == ("failed", 2)
+
+
+async def test_a_workload_that_cannot_resume_fails_as_before(resume_stack: SessionStack, tmp_path: Path) -> None:
+    env, api = resume_stack
+    session = await start(api, "vlm")  # the route runs the echo's non-resumable twin
+    sid = session["id"]
+    async with open_socket(session["urls"]["stream"] + "?after=1", env["GPURELAY_API_KEY"]) as ws:
+        sock = Socket(ws)
+        assert (await sock.event("session.ready"))["resumable"] is False
+        await record_when(env, sid, lambda r: r.session is not None and r.session.resumable is False)
+        kill(tmp_path, sid, attempt=1)
+        failed = await sock.event("job.failed")
+    assert failed["error"]["code"] == "worker_lost"
+    record = await settled(env, sid)
+    assert (record.status, record.attempt) == ("failed", 1)  # no other attempt was started
+    assert "job.retrying" not in [e.event for e in await events(api, env, sid)]
