@@ -160,13 +160,10 @@ class LiveSession:
             number, results = self.snapshots, self.results
         artifact = self.host.store(slot_name(number, name), data, content_type)
         if state is not None:
-            frames_after, joints_after = self.input.marks.position(seq, self.input.tolerance)
-            counts = self.input.stats()
-            processed = counts["frames_processed"] - self.input.marks.handed_after(seq)  # the rest come again
+            frames_after, joints_after, processed, dropped = self.input.position(seq)
             point = ResumePoint(
                 number=number, snapshot=artifact, seq=seq, frames_after=frames_after, joints_after=joints_after,
-                results=results, frames_processed=max(0, processed), frames_dropped=counts["frames_dropped"],
-                state=state,
+                results=results, frames_processed=processed, frames_dropped=dropped, state=state,
             )  # fmt: skip
             save_resume_point(self.host, point)
         payload = se.SessionSnapshotPayload(artifact=artifact, seq=seq, frames=self.input.frames_processed)

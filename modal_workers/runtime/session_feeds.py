@@ -5,8 +5,8 @@ and hands every item to ``on_item`` in order, exactly as the local pool's NATS f
 (:class:`~services.common.session_feed.NatsSessionFeed`) does: ``(FeedFrame, image bytes)``,
 ``(FeedJoints, None)``, ``(FeedControl, None)``, ``(FeedBacklog, None)``. When the socket drops it
 reconnects (bounded back-off) with ``?after_frames=&after_joints=`` from ``positions()``, so nothing is
-handed over twice and nothing in between is lost. A refusal (bad token, no such session) ends the feed; the session's idle timeout
-then stops the run.
+handed over twice and nothing in between is lost. A refusal (bad token, no such session) ends the feed;
+the session's idle timeout then stops the run.
 """
 
 from __future__ import annotations

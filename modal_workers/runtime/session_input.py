@@ -155,6 +155,14 @@ class SessionInput:
         self.frames_dropped += len(self._items) - len(kept)
         self._items = kept
 
+    def position(self, seq: int) -> tuple[int, int, int, int]:
+        """Where a state covering frames up to ``seq`` (and every control handed out) resumes: the FRAMES and
+        TELEMETRY sequences after which its feed goes on, and the frames processed and dropped by then."""
+        with self._cond:
+            frames_after, joints_after = self.marks.position(seq, self.tolerance)
+            processed = self.frames_processed - self.marks.handed_after(seq)  # those come again
+            return frames_after, joints_after, max(0, processed), self.frames_dropped
+
     def held(self) -> int:
         """Frames waiting to be handed out."""
         return sum(isinstance(i, _Pending) for i in self._items)

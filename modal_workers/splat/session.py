@@ -16,6 +16,9 @@ an empty live PLY; the chunk numbering goes on. Stop writes the last chunk (fram
 one), the final PLY and a complete ``status.json``; the result is
 ``{frame_count, gaussian_count, chunks, psnr, ...}``.
 
+Each live PLY carries the session's counters, so that a later attempt after a lost worker goes on from
+it (:mod:`modal_workers.splat.resume`).
+
 Progress ``fraction`` is frames received over two chunks' worth, capped at 1 (the seed's scale:
 0.5 at 50 frames); its metrics are the names the seed's ``/status`` reads (``gaussians``, ``chunks``,
 ``reset_seq``) and the training figures (``steps``, ``loss``, ``psnr``, ``frames_used`` …).
@@ -33,6 +36,7 @@ from contracts.events.registry import EventType
 from contracts.specs.session_params import SplatParams
 from modal_workers.runtime.session_input import SessionFrame
 from modal_workers.splat.inputs import FrameSource, Skipped
+from modal_workers.splat.resume import resume_state
 from modal_workers.splat.train import SplatStats, SplatTrainer
 
 PLY_TYPE = "application/octet-stream"
@@ -122,7 +126,8 @@ class SplatSession:
             self.status(now)
 
     def _snapshot(self, now: float) -> None:
-        self.live.snapshot(self.trainer.to_ply(), seq=self.last_seq, name="splat.ply", content_type=PLY_TYPE)
+        ply, state = self.trainer.to_ply(), resume_state(self)
+        self.live.snapshot(ply, seq=self.last_seq, name="splat.ply", content_type=PLY_TYPE, state=state)
         self.last_snapshot, self.steps_since_snapshot, self.snapshot_now = now, 0, False
         self.snapshots += 1
 

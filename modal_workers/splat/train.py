@@ -109,6 +109,18 @@ class SplatTrainer:
         self.last_loss: float | None = None
         self.last_densify: DensifyReport | None = None
 
+    def restore(self, gaussians: Gaussians, steps: int = 0, frames_received: int = 0, frames_used: int = 0) -> None:
+        """Go on from ``gaussians`` (a lost worker's snapshot, this trainer's SH degree and budget) and its
+        counts; fresh optimiser moments and no frames kept (the frames that come next train it)."""
+        self.reset()
+        if gaussians.count:
+            self.model = GaussianModel(gaussians.map(lambda t: t.to(self.device)), self.config.lrs, self._extent())
+            self._stats = GradStats(self.model.count, self.device)
+        self.steps, self.frames_received, self.frames_used = steps, frames_received, frames_used
+
+    def _extent(self) -> float:
+        return 0.5 * (self.config.far - self.config.near)
+
     def add_frame(self, image: np.ndarray, camera: Camera, seq: int | None = None) -> int:
         """Take one posed RGB frame (H × W × 3 uint8 matching the camera's size); its arrival index.
 
@@ -143,7 +155,7 @@ class SplatTrainer:
         if initial.count > c.max_gaussians:
             initial = initial.map(lambda t: t[: c.max_gaussians])
         initial = initial.map(lambda t: t.to(self.device))
-        self.model = GaussianModel(initial, c.lrs, extent=0.5 * (c.far - c.near))
+        self.model = GaussianModel(initial, c.lrs, extent=self._extent())
         self._stats = GradStats(self.model.count, self.device)
         self._seeds = []
 

@@ -6,7 +6,8 @@ kinematics of the matched joint sample, else counted in ``frames_without_pose``)
 incrementally (:class:`~modal_workers.splat.train.SplatTrainer`); between polls the session owes
 ``steps_per_frame`` steps per used frame, run in slices of :data:`TRAIN_SLICE_S` so control and new
 frames are never kept waiting long. Outputs, chunks, counters and the result are
-:class:`~modal_workers.splat.session.SplatSession`'s.
+:class:`~modal_workers.splat.session.SplatSession`'s. The session is ready once the trainer is built;
+a worker lost mid-session is resumed from the newest live PLY (:mod:`modal_workers.splat.resume`).
 
 Deployment defaults (URDF, camera link and mount, intrinsics, scene depth, image size) are
 :class:`~modal_workers.splat.settings.SplatSettings` (``GPURELAY_SPLAT_*``). On CUDA the rasterizer is
@@ -27,9 +28,11 @@ from pydantic import ValidationError
 from contracts.specs.jobs import SplatSpec
 from contracts.specs.session_params import SplatParams
 from modal_workers.runtime.live_session import LiveSession
+from modal_workers.runtime.session_resume import resumable
 from modal_workers.runtime.worker_runtime import PermanentError
 from modal_workers.splat.inputs import frame_source
 from modal_workers.splat.raster import Backend
+from modal_workers.splat.resume import restore
 from modal_workers.splat.session import SplatSession
 from modal_workers.splat.settings import SplatSettings
 from modal_workers.splat.train import SplatConfig, SplatTrainer
@@ -87,6 +90,7 @@ def warm() -> None:
         log.info("splat: CUDA ready, rasterizer %s", backend(True))
 
 
+@resumable
 def run(spec: SplatSpec, ctx: Any) -> dict[str, Any]:
     """Train on the session's frames until it stops; the result of :meth:`SplatSession.finish`."""
     import torch
@@ -108,7 +112,10 @@ def serve(params: SplatParams, ctx: Any, settings: SplatSettings, on_cuda: bool)
     source = frame_source(params, settings, on_cuda)
     trainer = SplatTrainer(trainer_config(params, settings, on_cuda))
     session = SplatSession(ctx, trainer, source, params)
+    if live.resume_point is not None:
+        restore(session, live.resume_point, live.resume_snapshot)
     rig = "no URDF: frames need a pose" if source.rig is None else f"camera on {source.rig.chain.tip}"
+    live.ready()
     session.status(0.0)
     ctx.log(f"splat session ready: {trainer.device}, {trainer.config.backend} rasterizer, {rig}")
     while True:
