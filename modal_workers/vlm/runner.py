@@ -92,6 +92,7 @@ class ChunkRunner:
         self.busy_s = 0.0
         """Seconds spent running chunks (model time, decoding and reporting included)."""
         self._wake, self._draining, self._closing = threading.Event(), threading.Event(), threading.Event()
+        self.loaded = threading.Event()
         self._thread = threading.Thread(target=self._main, name="vlm-model", daemon=True)
 
     def start(self) -> None:
@@ -101,6 +102,15 @@ class ChunkRunner:
     def wake(self) -> None:
         """Frames arrived: look for a closed chunk now."""
         self._wake.set()
+
+    def wait_loaded(self, check: Callable[[], None], poll_s: float = 0.25) -> None:
+        """Wait until the model is loaded; ``check`` is called while waiting (the job's cancel) and a load
+        failure re-raised."""
+        while not self.loaded.wait(poll_s):
+            check()
+            self.raise_error()
+            if not self._thread.is_alive():
+                raise RuntimeError("the model thread ended before the model was loaded")
 
     def raise_error(self) -> None:
         """Re-raise, in the caller's thread, what ended the runner (a load or model failure)."""
@@ -128,6 +138,7 @@ class ChunkRunner:
         try:
             self.slot.fill(self.load())
             self.on_loaded()
+            self.loaded.set()
             self._loop()
         except BaseException as exc:  # noqa: BLE001 - handed to the workload's thread
             self.error = exc

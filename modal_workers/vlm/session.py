@@ -123,6 +123,11 @@ class VlmSession:
             self.conversation.reset()
             self._epoch += 1
 
+    def remembered(self) -> list[tuple[str, str]]:
+        """The conversation's kept turns now: (user text, answer), oldest first."""
+        with self._lock:
+            return [(turn.user, turn.answer) for turn in self.conversation.turns]
+
     def run(self, chunk: Chunk) -> ChunkOutcome | None:
         """Run the model on ``chunk`` and remember its turn; ``None`` if none of its frames decodes."""
         images = [image for frame in chunk.frames if (image := self._decode(frame)) is not None]

@@ -6,8 +6,10 @@
    creation (422) when its settings hold the same lists, so this is the worker's own check, for a
    gateway configured otherwise. The model loads once per process (``load_model``; on Modal
    :func:`warm` does it in ``@modal.enter``), in the model thread
-   (:class:`~modal_workers.vlm.runner.ChunkRunner`), so frames are taken while it loads; the
-   progress message ``ready`` says it is loaded.
+   (:class:`~modal_workers.vlm.runner.ChunkRunner`); the session is ``starting`` meanwhile and holds the
+   frames sent to it. Once loaded (and, on a later attempt after a lost worker, the conversation
+   restored: :mod:`modal_workers.vlm.resume`) it is ready (``session.ready``, progress ``ready``) and
+   the held frames are chunked first.
 2. **Frames.** This thread polls ``ctx.session`` and hands each frame to the
    :class:`~modal_workers.vlm.session.VlmSession` at once: chunks close at ``chunk_frames`` frames
    or ``chunk_seconds`` seconds; when the model falls behind, closed chunks coalesce (newest frames
@@ -17,7 +19,8 @@
    last_seq, text, tokens, latency_ms}`` (``chunk`` numbers results from 1; ``latency_ms`` runs
    from the chunk's close to its answer; ``data``: ``images`` shown, frames ``covered``,
    ``coalesced``, ``context_turns`` carried in its prompt), ``session.alert`` when the answer
-   matches ``params.alert``, and progress metrics (``chunks``, ``frames_dropped``, ``alerts``, …).
+   matches ``params.alert``, and progress metrics (``chunks``, ``frames_dropped``, ``alerts``, …); then
+   it snapshots the conversation (``conversation.json``), from which a lost worker's session resumes.
 4. **End.** On a stop the open window closes and its chunk runs; the session then succeeds with a
    summary. A cancel ends it at once.
 """
@@ -32,9 +35,11 @@ from typing import Any
 from contracts.events.sessions import MAX_RESULT_TEXT
 from contracts.specs.jobs import VlmSpec
 from modal_workers.runtime.live_session import LiveSession
+from modal_workers.runtime.session_resume import resumable
 from modal_workers.runtime.worker_runtime import PermanentError, WorkerContext
 from modal_workers.vlm.chunker import Chunk
 from modal_workers.vlm.model import load_model, model_settings, resolve_model
+from modal_workers.vlm.resume import SNAPSHOT_NAME, conversation_json, restore, resume_state
 from modal_workers.vlm.runner import ChunkRunner, ModelSlot, slow_model_delay_s
 from modal_workers.vlm.session import ChunkOutcome, VlmSession
 
@@ -43,6 +48,7 @@ POLL_S = 0.25
 """Longest wait for frames between two looks at the model thread's health."""
 STATUS_EVERY_S = 1.0
 """Frame counts are reported at most this often between chunks."""
+JSON = "application/json"
 
 
 def warm() -> None:
@@ -69,6 +75,7 @@ def model_source(requested: str | None) -> tuple[str, str, float]:
     return source, shown + (f" (+{delay:g} s test delay)" if delay else ""), delay
 
 
+@resumable
 def run(spec: VlmSpec, ctx: WorkerContext) -> dict[str, Any]:
     """Serve one vlm session until it stops (see the module docstring); its summary."""
     live: LiveSession = ctx.session
@@ -76,11 +83,16 @@ def run(spec: VlmSpec, ctx: WorkerContext) -> dict[str, Any]:
     slot = ModelSlot(delay)
     session = VlmSession(spec.params, slot)
     report = Reporter(live, session, shown)
-    runner = ChunkRunner(session, slot, lambda: load_model(source), report.outcome, report.loaded)
+    runner = ChunkRunner(session, slot, lambda: load_model(source), report.outcome)
     report.runner = runner
     live.status(0.0, "loading the model", **report.metrics())
     runner.start()
     try:
+        runner.wait_loaded(ctx.check_cancelled)
+        if live.resume_point is not None:
+            report.tokens = restore(session, live.resume_point, live.resume_snapshot)
+        live.ready()
+        report.status("ready")
         stopped = serve(live, session, runner, report)
         session.finish()
         runner.drain(ctx.check_cancelled)
@@ -153,10 +165,6 @@ class Reporter:
             self._last_status = now
             self.live.status(None, message, **self.metrics())
 
-    def loaded(self) -> None:
-        """The model thread loaded the model."""
-        self.status("ready")
-
     def outcome(self, chunk: Chunk, outcome: ChunkOutcome) -> None:
         """One chunk's answer: ``session.result``, maybe ``session.alert``, then progress."""
         r = outcome.result
@@ -172,4 +180,7 @@ class Reporter:
             self.live.alert(
                 number, r["first_seq"], r["last_seq"], pattern=alert["pattern"], message=alert["message"], text=text
             )
+        state = resume_state(self.session, self.tokens)
+        conversation = conversation_json(self.session)
+        self.live.snapshot(conversation, seq=r["last_seq"], name=SNAPSHOT_NAME, content_type=JSON, state=state)
         self.status(f"chunk {number}")

@@ -20,7 +20,7 @@ import pytest
 from contracts.envelope import EventEnvelope
 from contracts.ids import new_id
 from contracts.runs import Outcome, RunRequest
-from contracts.session_feed import FeedControl, FeedFrame
+from contracts.session_feed import FeedBacklog, FeedControl, FeedFrame
 from modal_workers.runtime.worker_runtime import WorkerRuntime, load_workload
 from modal_workers.vlm import workload as vlm
 from modal_workers.vlm.model import load_model
@@ -50,6 +50,7 @@ class FeedSink(MemorySink):
         with self.changed:
             self.put = on_item
             self.changed.notify_all()
+        on_item(FeedBacklog(stream_seq=0), None)  # a new session: nothing was sent before the feed opened
         return self
 
     async def stop(self) -> None:
