@@ -140,15 +140,20 @@ async def vlm_stack(
     workload's test hook ``GPURELAY_VLM_TEST_DELAY_S``).
     """
     options: dict[str, float] = getattr(request, "param", {})
+    _vlm_env(monkeypatch, tiny_gemma_dir, options.get("delay_s"))
+    async for stack in _stack(tmp_path, monkeypatch, VLM_ROUTES):
+        yield stack
+
+
+def _vlm_env(monkeypatch: pytest.MonkeyPatch, tiny_gemma_dir: Path, delay_s: float | None = None) -> None:
+    """The vlm workload's settings: the tiny Gemma 3 as the default, offline; the slow-model hook if asked."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("GPURELAY_VLM_MODEL", str(tiny_gemma_dir))
     monkeypatch.setenv("GPURELAY_VLM_MODELS", '["org/also-allowed"]')
-    if "delay_s" in options:
-        monkeypatch.setenv("GPURELAY_VLM_TEST_DELAY_S", str(options["delay_s"]))
+    if delay_s is not None:
+        monkeypatch.setenv("GPURELAY_VLM_TEST_DELAY_S", str(delay_s))
     else:
         monkeypatch.delenv("GPURELAY_VLM_TEST_DELAY_S", raising=False)
-    async for stack in _stack(tmp_path, monkeypatch, VLM_ROUTES):
-        yield stack
 
 
 RESUMING = "retries: {max_attempts: 2, backoff_initial_s: 0.5, jitter: 0}"
@@ -167,4 +172,24 @@ async def resume_stack(
     else:
         process_modal.workloads["VlmSession"] = f"{ECHO}_once"
     async for stack in _stack(tmp_path, monkeypatch, routes, process_modal):
+        yield stack
+
+
+@pytest.fixture
+async def splat_resume_stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[dict[str, str], httpx.AsyncClient]]:
+    """:func:`splat_stack` whose route tries a lost worker's session once more (the splat workload resumes)."""
+    monkeypatch.delenv("GPURELAY_SPLAT_URDF", raising=False)
+    async for stack in _stack(tmp_path, monkeypatch, SPLAT_ROUTES.replace("retries: {max_attempts: 1}", RESUMING)):
+        yield stack
+
+
+@pytest.fixture
+async def vlm_resume_stack(
+    tiny_gemma_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[dict[str, str], httpx.AsyncClient]]:
+    """:func:`vlm_stack` whose route tries a lost worker's session once more (the vlm workload resumes)."""
+    _vlm_env(monkeypatch, tiny_gemma_dir)
+    async for stack in _stack(tmp_path, monkeypatch, VLM_ROUTES.replace("retries: {max_attempts: 1}", RESUMING)):
         yield stack
