@@ -9,13 +9,16 @@ since the last reset. A reset clears its counts (chunks already exported stay).
 It resumes (``run``): each snapshot carries its state (the seqs and joints echoed, resets, chunks), so a
 later attempt after a lost worker goes on from the newest one; ``run_once`` is the same workload
 without that declaration, which a lost worker fails. With ``GPURELAY_TEST_MARKS`` set it leaves
-``{session id}.a{attempt}.{pid}`` there (holding the pid), so a test can kill it.
+``{session id}.a{attempt}.{pid}`` there (holding the pid), so a test can kill it; with
+``GPURELAY_TEST_READY_GATE=1`` too, it gets ready only once ``{session id}.go`` appears there (a
+model that takes as long as the test wants to load).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,9 @@ def echo(ctx: Any) -> dict[str, Any]:
     seqs: list[int] = list(state.get("seqs", []))
     joints: list[list[float] | None] = list(state.get("joints", []))
     resets, chunks = int(state.get("resets", 0)), int(state.get("chunks", 0))
+    if marks and os.environ.get("GPURELAY_TEST_READY_GATE") == "1":
+        gate(Path(marks) / f"{ctx.request.job_id}.go", ctx)
+    session.ready()
     session.status(0.0, "ready", echoed=len(seqs), resets=resets, chunks=chunks)  # after the mark: a test may kill us
     while True:
         batch = session.poll(0.5)
@@ -69,3 +75,11 @@ def echo(ctx: Any) -> dict[str, Any]:
             figures = {"echoed": len(seqs), "resets": resets, "chunks": chunks}
             session.status(min(1.0, len(seqs) / 100), f"{len(seqs)} frames", **figures)
     return {"seqs": seqs, "joints": joints, "resets": resets, "chunks": chunks, "stopped": batch.stop}
+
+
+def gate(path: Path, ctx: Any, limit_s: float = 60.0) -> None:
+    """Wait (at most ``limit_s``) until ``path`` exists, as a model loading would; a cancel ends the wait."""
+    ends = time.monotonic() + limit_s
+    while not path.exists() and time.monotonic() < ends:
+        ctx.check_cancelled()
+        time.sleep(0.05)

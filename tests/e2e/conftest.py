@@ -193,3 +193,14 @@ async def vlm_resume_stack(
     _vlm_env(monkeypatch, tiny_gemma_dir)
     async for stack in _stack(tmp_path, monkeypatch, VLM_ROUTES.replace("retries: {max_attempts: 1}", RESUMING)):
         yield stack
+
+
+@pytest.fixture
+async def gated_stack(
+    session_path: str, process_modal: ProcessModal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[dict[str, str], httpx.AsyncClient]]:
+    """:func:`session_stack` whose echo workload gets ready only once the test lets it (``{session id}.go``)."""
+    monkeypatch.setenv("GPURELAY_TEST_READY_GATE", "1")
+    routes = LOCAL_ROUTES if session_path == "local-pool" else MODAL_ROUTES
+    async for stack in _stack(tmp_path, monkeypatch, routes, process_modal):
+        yield stack

@@ -79,6 +79,36 @@ def joints_of(seq: int) -> list[float]:
     return [0.01 * seq] * 6
 
 
+async def test_a_session_is_starting_until_its_workload_is_ready_and_holds_the_frames_sent_meanwhile(
+    gated_stack: SessionStack, tmp_path: Path
+) -> None:
+    env, api = gated_stack
+    session = await start(api, params={"frame_buffer": 2, "start_buffer": 8})
+    sid = session["id"]
+    async with open_socket(session["urls"]["stream"] + "?after=1", env["GPURELAY_API_KEY"]) as ws:
+        sock = Socket(ws)
+        await sock.event("job.started")  # the worker runs; its workload is not ready
+        await record_when(env, sid, lambda r: r.status == "running")
+        assert (await api.get(f"/v1/sessions/{sid}")).json()["state"] == "starting"
+        async with httpx.AsyncClient(base_url=session["urls"]["compat"]) as seed:
+            assert (await seed.get("/health")).json() == {"status": "healthy", "trainer_ready": False}
+            for seed_number in range(1, 11):
+                sent = await api.post(session["urls"]["frames"], content=jpeg(seed_number))
+                assert sent.status_code == 202
+            (tmp_path / f"{sid}.go").touch()
+            ready = await sock.event("session.ready")
+            assert (ready["attempt"], ready["frames_held"]) == (1, 8)  # 10 sent, the start buffer holds 8
+            await record_when(env, sid, lambda r: r.session_state == "live")
+            assert (await seed.get("/health")).json()["trainer_ready"] is True
+        await sock.event("session.result", 8)
+        await ws.send(json.dumps({"type": "stop"}))
+        done = await sock.event("job.succeeded")
+    assert done["result"]["seqs"] == list(range(3, 11))  # every frame held, the oldest two dropped, counted
+    shown = (await api.get(f"/v1/sessions/{sid}")).json()
+    assert (shown["frames_received"], shown["frames_processed"], shown["frames_dropped"]) == (10, 8, 2)
+    assert shown["load_s"] == ready["load_s"] > 0
+
+
 async def test_a_killed_workers_session_resumes_from_its_snapshot_and_replays_the_frames_after_it(
     resume_stack: SessionStack, tmp_path: Path
 ) -> None:
@@ -90,7 +120,6 @@ async def test_a_killed_workers_session_resumes_from_its_snapshot_and_replays_th
         hook.secret = registered.json()["secret"]
         session = await start(api, robot_id="arm-resume", params={"joint_tolerance_ms": 200})
         sid = session["id"]
-        assert (await api.get(f"/v1/sessions/{sid}")).json()["state"] == "starting"
         async with open_socket(session["urls"]["stream"] + "?after=1", env["GPURELAY_API_KEY"]) as ws:
             sock = Socket(ws)
             ready = await sock.event("session.ready")
