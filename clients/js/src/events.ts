@@ -33,6 +33,8 @@ export const JOB_EVENT_TYPES = [
   "session.snapshot",
   "session.result",
   "session.alert",
+  "session.ready",
+  "session.resumed",
 ] as const;
 
 export const TERMINAL_EVENT_TYPES: ReadonlySet<string> = new Set(["job.succeeded", "job.failed", "job.canceled"]);

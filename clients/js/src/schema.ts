@@ -1905,6 +1905,12 @@ export interface components {
          * @description A session as clients see it.
          */
         SessionOut: {
+            /**
+             * Attempt
+             * @description The attempt running it (a later one resumed a lost worker's).
+             * @default 1
+             */
+            attempt?: number;
             /** @description GPU time and price so far (a running session counts up to now). */
             cost: components["schemas"]["JobCost"];
             /**
@@ -1932,16 +1938,32 @@ export interface components {
             id: string;
             kind: components["schemas"]["JobKind"];
             /**
+             * Load S
+             * @description Seconds that attempt took to get ready.
+             */
+            load_s?: number | null;
+            /**
              * Metrics
              * @description The worker's latest figures.
              */
             metrics?: {
                 [key: string]: unknown;
             };
+            /**
+             * Ready At
+             * @description When the running attempt's workload got ready.
+             */
+            ready_at?: string | null;
             /** Result */
             result?: {
                 [key: string]: unknown;
             } | null;
+            /**
+             * Resumes
+             * @description How many times a new attempt resumed it after a lost worker.
+             * @default 0
+             */
+            resumes?: number;
             /** Robot Id */
             robot_id?: string | null;
             /** @description The latest live output, with a download URL. */
@@ -1959,8 +1981,9 @@ export interface components {
         };
         /**
          * SessionState
-         * @description Where a live session is: ``starting`` until its worker runs, ``live``, ``stopping`` once a stop
-         *     was asked for; then the job's terminal status.
+         * @description Where a live session is: ``starting`` until the running attempt's workload says it is ready
+         *     (``session.ready``: model loaded, trainer built; again while a new attempt resumes it after a lost
+         *     worker), ``live``, ``stopping`` once a stop was asked for; then the job's terminal status.
          * @enum {string}
          */
         SessionState: "starting" | "live" | "stopping" | "succeeded" | "failed" | "canceled";
@@ -2080,6 +2103,12 @@ export interface components {
              * @default 2
              */
             snapshot_every_s?: number;
+            /**
+             * Start Buffer
+             * @description Frames held while the session starts or resumes (a model loading, a lost worker's frames replayed), all processed once it is ready; beyond it the oldest drop.
+             * @default 64
+             */
+            start_buffer?: number;
             /**
              * Steps Per Frame
              * @description Training steps per frame received.
@@ -2297,6 +2326,12 @@ export interface components {
              * @default Describe what happens in these frames.
              */
             prompt?: string;
+            /**
+             * Start Buffer
+             * @description Frames held while the session starts or resumes (a model loading, a lost worker's frames replayed), all processed once it is ready; beyond it the oldest drop.
+             * @default 64
+             */
+            start_buffer?: number;
             /** System Prompt */
             system_prompt?: string | null;
             /**

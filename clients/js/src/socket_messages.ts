@@ -23,6 +23,10 @@ export interface SessionEvents {
   result: JobEvent;
   snapshot: JobEvent;
   alert: JobEvent;
+  /** `session.ready`: an attempt's worker is ready (the session is live); `data.attempt`, `data.load_s`. */
+  ready: JobEvent;
+  /** `session.resumed`: a new attempt went on after a lost worker (`data.from_seq`, `frames_replayed`, `gap_s`). */
+  resumed: JobEvent;
   control: { action: "stop" | "reset" };
   /** An error of the socket that no pending call took (those reject instead). */
   error: SessionError;
@@ -47,6 +51,8 @@ export const ROUTED: Record<string, keyof SessionEvents> = {
   "session.result": "result",
   "session.snapshot": "snapshot",
   "session.alert": "alert",
+  "session.ready": "ready",
+  "session.resumed": "resumed",
 };
 
 /** The frame's description sent just before it, checked here as the gateway would (none when empty). */

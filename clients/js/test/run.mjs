@@ -1,6 +1,6 @@
 // `npm test`: one embedded stack for every test file, then `node --test`, then the stack stops
 // (also on a failure, Ctrl-C or SIGTERM). The stack's route table sends `pose` to a short test
-// workload (`held`: it logs a step every 0.1 s until the test writes `<marks>/go`) and the session kinds to the echo workload; `lap_compare` is the real one.
+// workload (`held`: it logs a step every 0.1 s until the test writes `<marks>/go`) and the session kinds to the echo workload (a lost worker's session tried once more: it resumes); `lap_compare` is the real one.
 import { spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -35,7 +35,7 @@ profiles:
       local: bench.harness.session_echo:run
       function: splat
       timeout_s: 120
-      retries: {max_attempts: 1}
+      retries: {max_attempts: 2, backoff_initial_s: 0.2}
       concurrency: 4
     vlm: *echo
   prod: {}

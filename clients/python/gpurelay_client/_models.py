@@ -522,6 +522,7 @@ class SessionAlertPayload(ApiModel):
 class SessionOut(ApiModel):
     """A session as clients see it."""
 
+    attempt: int = Field(default=1)
     cost: JobCost
     created_at: datetime
     error: JobError | None = None
@@ -530,8 +531,11 @@ class SessionOut(ApiModel):
     frames_received: int
     id: str
     kind: JobKind
+    load_s: float | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
+    ready_at: datetime | None = None
     result: dict[str, Any] | None = None
+    resumes: int = Field(default=0)
     robot_id: str | None = None
     snapshot: Artifact | None = None
     spec: SplatSpec | VlmSpec
@@ -539,6 +543,16 @@ class SessionOut(ApiModel):
     status: JobStatus
     updated_at: datetime
     urls: SessionUrls
+
+
+class SessionReadyPayload(ApiModel):
+    """``session.ready``: the workload of attempt ``attempt`` is ready (model loaded, trainer built); the session
+    is ``live`` and the frames held while it started are being processed."""
+
+    attempt: int
+    frames_held: int = Field(default=0)
+    load_s: float
+    resumable: bool = Field(default=False)
 
 
 class SessionResultPayload(ApiModel):
@@ -551,6 +565,17 @@ class SessionResultPayload(ApiModel):
     latency_ms: float | None = None
     text: str | None = None
     tokens: int | None = None
+
+
+class SessionResumedPayload(ApiModel):
+    """``session.resumed``: a new attempt took over a session whose worker was lost, from its latest snapshot
+    (frames up to ``from_seq``), replaying the frames sent after it."""
+
+    attempt: int
+    frames_lost: int
+    frames_replayed: int
+    from_seq: int
+    gap_s: float
 
 
 class SessionSnapshotPayload(ApiModel):
@@ -603,6 +628,7 @@ class SplatParams(ApiModel):
     max_session_s: float = Field(default=3600.0)
     sh_degree: int | None = None
     snapshot_every_s: float = Field(default=2.0)
+    start_buffer: int = Field(default=64)
     steps_per_frame: int = Field(default=30)
     urdf: str | None = None
 
@@ -690,6 +716,7 @@ class VlmParams(ApiModel):
     max_session_s: float = Field(default=3600.0)
     model: str | None = None
     prompt: str = Field(default="Describe what happens in these frames.")
+    start_buffer: int = Field(default=64)
     system_prompt: str | None = None
     temperature: float = Field(default=0.0)
 
@@ -780,7 +807,9 @@ EVENT_PAYLOADS: dict[str, type[ApiModel]] = {
     "job.succeeded": JobSucceededPayload,
     "robot.joints": JointSample,
     "session.alert": SessionAlertPayload,
+    "session.ready": SessionReadyPayload,
     "session.result": SessionResultPayload,
+    "session.resumed": SessionResumedPayload,
     "session.snapshot": SessionSnapshotPayload,
     "session.stop_requested": SessionStopRequestedPayload,
     "upload.completed": UploadCompletedPayload,

@@ -2,8 +2,10 @@
 
 The server answers each frame with one ``ack`` (or one ``error``) and each stop or reset with one
 ``control`` (or ``error``), in order; ``event`` messages interleave. :class:`SessionProtocol` pairs
-replies with what was sent and keeps the events for ``events()``. Frames are JPEG or PNG bytes; a
-numpy image is encoded to JPEG with OpenCV when it is installed (neither is a dependency).
+replies with what was sent and keeps the events for ``events()``, and remembers the latest
+``session.ready`` (the worker is live) and every ``session.resumed`` (a lost worker's session went on).
+Frames are JPEG or PNG bytes; a numpy image is encoded to JPEG with OpenCV when it is installed (neither
+is a dependency).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from gpurelay_client._errors import GpurelayError, SessionError
 from gpurelay_client._events import Event, parse_event
-from gpurelay_client._models import SessionResultPayload
+from gpurelay_client._models import SessionReadyPayload, SessionResultPayload, SessionResumedPayload
 
 Frame = bytes | bytearray | memoryview | Any
 """JPEG or PNG bytes, or an image array (H x W x 3 BGR uint8, as OpenCV reads it)."""
@@ -78,6 +80,8 @@ class SessionProtocol:
         self.events: deque[Event] = deque()
         self.last_seq = after
         self.ended = False
+        self.ready: SessionReadyPayload | None = None
+        self.resumed: list[SessionResumedPayload] = []
 
     def expect(self, kind: str) -> None:
         """A message was sent that the server answers with ``kind`` (``ack`` or ``control``)."""
@@ -92,6 +96,10 @@ class SessionProtocol:
             self.events.append(event)
             self.last_seq = int(message["seq"])
             self.ended = self.ended or event.terminal
+            if isinstance(event.data, SessionReadyPayload):
+                self.ready = event.data
+            elif isinstance(event.data, SessionResumedPayload):
+                self.resumed.append(event.data)
             return None
         if kind in ("ack", "control", "error") and self.pending:
             self.pending.popleft()
@@ -118,6 +126,23 @@ class SessionProtocol:
         """A stop's or reset's reply; the :class:`SessionError` when it was refused."""
         if reply.get("type") != "control":
             raise SessionError(str(reply.get("code")), str(reply.get("message")))
+
+
+class SessionLifecycle:
+    """What the events read so far say of a session's worker (``Session`` and ``AsyncSession``)."""
+
+    _protocol: SessionProtocol
+
+    @property
+    def ready(self) -> SessionReadyPayload | None:
+        """The latest ``session.ready`` read: that attempt's worker is live (``None``: none read yet)."""
+        return self._protocol.ready
+
+    @property
+    def resumed(self) -> list[SessionResumedPayload]:
+        """Every ``session.resumed`` read: a new attempt went on after a lost worker (attempt, frames
+        replayed and lost, the gap)."""
+        return list(self._protocol.resumed)
 
 
 def result_of(event: Event) -> SessionResultPayload | None:

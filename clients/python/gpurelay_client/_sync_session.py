@@ -17,7 +17,15 @@ from gpurelay_client._core import backoff_s, segment
 from gpurelay_client._errors import APITimeoutError, GpurelayError, SessionClosed, SessionError
 from gpurelay_client._events import Event
 from gpurelay_client._models import SessionOut, SessionResultPayload
-from gpurelay_client._session_protocol import Frame, FrameAck, SessionProtocol, encode_frame, frame_meta, result_of
+from gpurelay_client._session_protocol import (
+    Frame,
+    FrameAck,
+    SessionLifecycle,
+    SessionProtocol,
+    encode_frame,
+    frame_meta,
+    result_of,
+)
 
 if TYPE_CHECKING:
     from gpurelay_client._client import Client
@@ -32,7 +40,7 @@ def closed(exc: ConnectionClosed) -> SessionClosed:
     return SessionClosed(frame.code if frame else None, frame.reason if frame else "")
 
 
-class Session:
+class Session(SessionLifecycle):
     """A live session (``splat``, ``vlm``): frames in, acks, events and results out, on one socket.
 
     ``with client.sessions.start("vlm", params) as session:`` stops the session on leaving the block

@@ -14,12 +14,15 @@ from tests.support.lap import scrolling_video
 
 @pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedStack]:
-    """The embedded stack (lap_compare on the local pool, sessions on the echo workload)."""
+    """The embedded stack (lap_compare on the local pool, sessions on the echo workload, which leaves its
+    pid in ``marks``: ``{session id}.a{attempt}.{pid}``)."""
     root = tmp_path_factory.mktemp("client-stack")
     routes = root / "routes.yaml"
     routes.write_text(ROUTES)
+    (root / "marks").mkdir()
     with pytest.MonkeyPatch.context() as env:
         env.setenv("GPURELAY_ROUTE_TABLE", str(routes))
+        env.setenv("GPURELAY_TEST_MARKS", str(root / "marks"))
         env.delenv("GPURELAY_API_KEY", raising=False)
         running = ThreadedStack(root / "data")
         try:

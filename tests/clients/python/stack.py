@@ -2,7 +2,8 @@
 blocking client's tests can call it from the test's thread (and the asyncio client's from their loop).
 
 The routes table sends ``lap_compare`` to the local pool with a single attempt (a failing job fails at
-once) and both session kinds to the echo workload (``bench.harness.session_echo:run``).
+once) and both session kinds to the echo workload (``bench.harness.session_echo:run``), whose lost
+worker's session is tried once more (it resumes).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ profiles:
       local: bench.harness.session_echo:run
       function: splat
       timeout_s: 120
-      retries: {max_attempts: 1}
+      retries: {max_attempts: 2, backoff_initial_s: 0.2}
       concurrency: 2
     vlm: *echo
   prod: {}
