@@ -40,7 +40,7 @@ function open(created) {
   if (created.kind === "splat") {
     try { view = new SplatView($("splat-canvas")); } catch (e) { $("splat-note").textContent = `The 3D view needs WebGL: ${e.message}`; }
   }
-  socket = new WebSocket(created.urls.stream);
+  socket = new WebSocket(`${created.urls.stream}?after=1`); // from its first event: its ready may come first
   socket.binaryType = "arraybuffer";
   socket.onopen = () => socket.send(JSON.stringify({ auth: currentToken() }));
   socket.onmessage = (m) => onMessage(JSON.parse(m.data));
@@ -53,7 +53,8 @@ async function onMessage(message) {
   if (message.type !== "event") return;
   const envelope = message.event, data = envelope.data || {};
   logLine(`${envelope.type}${data.message ? " — " + data.message : ""}`);
-  if (["job.started", "job.progress"].includes(envelope.type) && $("s-state").textContent === "starting") $("s-state").textContent = "live";
+  if (envelope.type === "session.ready") $("s-state").textContent = "live"; // the worker's model is loaded
+  if (envelope.type === "job.retrying") $("s-state").textContent = "starting"; // a new attempt resumes it
   if (envelope.type === "job.progress" && data.metrics) {
     const m = data.metrics;
     $("s-metrics").textContent = ["gaussians", "frames_used", "frames_without_pose", "psnr", "results"].filter((k) => k in m).map((k) => `${k} ${m[k]}`).join(" · ");
