@@ -47,9 +47,11 @@ class BenchHost:
     """What the workload uses of a worker context, in memory; snapshot events are timed."""
 
     def __init__(self, params: Any) -> None:
+        from contracts.session_feed import FeedBacklog
         from modal_workers.runtime.live_session import LiveSession
 
         self.session = LiveSession(self, params, expects_joints=True)
+        self.session.input.put(FeedBacklog(stream_seq=0))  # a feed opened on a session without frames yet
         self.snapshots: list[tuple[float, int]] = []
         self.chunks = 0
 
