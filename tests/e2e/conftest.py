@@ -98,9 +98,19 @@ async def _stack(
 
 @pytest.fixture
 async def session_stack(
-    session_path: str, process_modal: ProcessModal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest,
+    session_path: str,
+    process_modal: ProcessModal,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[tuple[dict[str, str], httpx.AsyncClient]]:
-    """The embedded stack with the echo workload on the session kinds' routes, on ``session_path``."""
+    """The embedded stack with the echo workload on the session kinds' routes, on ``session_path``.
+
+    Parametrize it indirectly with ``{"ready_gate": True}`` for an echo workload that gets ready only once
+    the test lets it (``{session id}.go`` in the marks directory).
+    """
+    if getattr(request, "param", {}).get("ready_gate"):
+        monkeypatch.setenv("GPURELAY_TEST_READY_GATE", "1")
     routes = LOCAL_ROUTES if session_path == "local-pool" else MODAL_ROUTES
     async for stack in _stack(tmp_path, monkeypatch, routes, process_modal):
         yield stack
@@ -108,12 +118,25 @@ async def session_stack(
 
 @pytest.fixture
 async def splat_stack(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[dict[str, str], httpx.AsyncClient]]:
-    """The embedded stack with the real splat workload; ``gpurelay dev``'s defaults (the synthetic arm)."""
+    """The embedded stack with the real splat workload; ``gpurelay dev``'s defaults (the synthetic arm).
+
+    Parametrize it indirectly with ``{"resume": True}`` for a route that tries a lost worker's session once
+    more (the splat workload resumes).
+    """
     monkeypatch.delenv("GPURELAY_SPLAT_URDF", raising=False)
-    async for stack in _stack(tmp_path, monkeypatch, SPLAT_ROUTES):
+    async for stack in _stack(tmp_path, monkeypatch, _resuming(SPLAT_ROUTES, request)):
         yield stack
+
+
+def _resuming(routes: str, request: pytest.FixtureRequest) -> str:
+    """``routes`` with two attempts a session when the fixture was parametrized with ``{"resume": True}``."""
+    return (
+        routes.replace("retries: {max_attempts: 1}", RESUMING)
+        if getattr(request, "param", {}).get("resume")
+        else routes
+    )
 
 
 VLM_ROUTES = """
@@ -137,11 +160,12 @@ async def vlm_stack(
     """The embedded stack running the real vlm workload, the tiny Gemma 3 as the deployment's default.
 
     Parametrize it indirectly with ``{"delay_s": N}`` to slow every generation by N seconds (the
-    workload's test hook ``GPURELAY_VLM_TEST_DELAY_S``).
+    workload's test hook ``GPURELAY_VLM_TEST_DELAY_S``), with ``{"resume": True}`` for a route that tries a
+    lost worker's session once more (the vlm workload resumes).
     """
     options: dict[str, float] = getattr(request, "param", {})
     _vlm_env(monkeypatch, tiny_gemma_dir, options.get("delay_s"))
-    async for stack in _stack(tmp_path, monkeypatch, VLM_ROUTES):
+    async for stack in _stack(tmp_path, monkeypatch, _resuming(VLM_ROUTES, request)):
         yield stack
 
 
@@ -171,36 +195,5 @@ async def resume_stack(
         routes = routes.replace("    vlm: *echo", f"    vlm: {{<<: *echo, local: '{ECHO}_once'}}")
     else:
         process_modal.workloads["VlmSession"] = f"{ECHO}_once"
-    async for stack in _stack(tmp_path, monkeypatch, routes, process_modal):
-        yield stack
-
-
-@pytest.fixture
-async def splat_resume_stack(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[dict[str, str], httpx.AsyncClient]]:
-    """:func:`splat_stack` whose route tries a lost worker's session once more (the splat workload resumes)."""
-    monkeypatch.delenv("GPURELAY_SPLAT_URDF", raising=False)
-    async for stack in _stack(tmp_path, monkeypatch, SPLAT_ROUTES.replace("retries: {max_attempts: 1}", RESUMING)):
-        yield stack
-
-
-@pytest.fixture
-async def vlm_resume_stack(
-    tiny_gemma_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[dict[str, str], httpx.AsyncClient]]:
-    """:func:`vlm_stack` whose route tries a lost worker's session once more (the vlm workload resumes)."""
-    _vlm_env(monkeypatch, tiny_gemma_dir)
-    async for stack in _stack(tmp_path, monkeypatch, VLM_ROUTES.replace("retries: {max_attempts: 1}", RESUMING)):
-        yield stack
-
-
-@pytest.fixture
-async def gated_stack(
-    session_path: str, process_modal: ProcessModal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[dict[str, str], httpx.AsyncClient]]:
-    """:func:`session_stack` whose echo workload gets ready only once the test lets it (``{session id}.go``)."""
-    monkeypatch.setenv("GPURELAY_TEST_READY_GATE", "1")
-    routes = LOCAL_ROUTES if session_path == "local-pool" else MODAL_ROUTES
     async for stack in _stack(tmp_path, monkeypatch, routes, process_modal):
         yield stack

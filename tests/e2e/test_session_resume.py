@@ -43,10 +43,10 @@ class Socket:
         self.events: list[dict[str, Any]] = []
         self.acks: list[int] = []
 
-    async def until(self, done: Any) -> None:
-        async with asyncio.timeout(WAIT_S):
+    async def until(self, done: Any, timeout_s: float = WAIT_S) -> None:
+        async with asyncio.timeout(timeout_s):
             while not done():
-                message = await next_json(self.ws, WAIT_S, skip=("control",))
+                message = await next_json(self.ws, timeout_s, skip=("control",))
                 assert message["type"] != "error", message
                 if message["type"] == "ack":
                     self.acks.append(message["seq"])
@@ -79,10 +79,11 @@ def joints_of(seq: int) -> list[float]:
     return [0.01 * seq] * 6
 
 
+@pytest.mark.parametrize("session_stack", [{"ready_gate": True}], indirect=True)
 async def test_a_session_is_starting_until_its_workload_is_ready_and_holds_the_frames_sent_meanwhile(
-    gated_stack: SessionStack, tmp_path: Path
+    session_stack: SessionStack, tmp_path: Path
 ) -> None:
-    env, api = gated_stack
+    env, api = session_stack
     session = await start(api, params={"frame_buffer": 2, "start_buffer": 8})
     sid = session["id"]
     async with open_socket(session["urls"]["stream"] + "?after=1", env["GPURELAY_API_KEY"]) as ws:

@@ -57,8 +57,9 @@ async def test_16_frames_sent_the_moment_a_session_is_created_are_all_answered(v
     assert (shown["frames_received"], shown["frames_dropped"], shown["load_s"]) == (16, 0, ready["load_s"])
 
 
-async def test_a_killed_vlm_workers_next_answers_carry_the_earlier_turns(vlm_resume_stack: SessionStack) -> None:
-    env, api = vlm_resume_stack
+@pytest.mark.parametrize("vlm_stack", [{"resume": True}], indirect=True)
+async def test_a_killed_vlm_workers_next_answers_carry_the_earlier_turns(vlm_stack: SessionStack) -> None:
+    env, api = vlm_stack
     session = await start(api, chunk_frames=2, chunk_seconds=30, max_new_tokens=4)
     sid = session["id"]
     async with open_socket(session["urls"]["stream"] + "?after=1", env["GPURELAY_API_KEY"]) as ws:
@@ -86,5 +87,7 @@ async def test_a_killed_vlm_workers_next_answers_carry_the_earlier_turns(vlm_res
     async with httpx.AsyncClient() as storage:
         conversation = (await storage.get(shown["snapshot"]["url"])).json()
     assert [turn["user"][:24] for turn in conversation["turns"]] == [
-        "[chunk 0, frames 1-2] De", "[chunk 1, frames 3-4] De", "[chunk 2, frames 5-6] De"
+        "[chunk 0, frames 1-2] De",
+        "[chunk 1, frames 3-4] De",
+        "[chunk 2, frames 5-6] De",
     ]
