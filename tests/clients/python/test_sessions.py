@@ -15,7 +15,7 @@ from gpurelay_client._models import JobSucceededPayload
 
 from bench.harness.receivers import Receiver
 from tests.clients.python.stack import ThreadedStack
-from tests.support.events import wait_for
+from bench.harness.waiting import wait_for
 from tests.support.http import bound_socket, serve
 
 pytestmark = pytest.mark.timeout(120)
