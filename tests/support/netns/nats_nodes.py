@@ -19,13 +19,14 @@ from nats.js import JetStreamContext
 from services.common.nats.embedded import ClusterConfig, EmbeddedNats, find_nats_server
 from services.common.processes import preexec_die_with_parent
 from tests.support.netns.network import TestNet
+from tests.support.netns.process import Pausable
 
 CLIENT_PORT = 4222
 ROUTE_PORT = 6222
 START_S = 30.0
 
 
-class NsNats(EmbeddedNats):
+class NsNats(Pausable, EmbeddedNats):
     """nats-server in host ``host`` of ``net``, named after the host, its store under ``store_dir``."""
 
     def __init__(self, net: TestNet, host: str, store_dir: Path, cluster: ClusterConfig) -> None:
@@ -47,16 +48,6 @@ class NsNats(EmbeddedNats):
                 preexec_fn=preexec_die_with_parent(signal.SIGTERM),
             )  # fmt: skip
         self.pidfile.write(self._process.pid)
-
-    def pause(self) -> None:
-        """SIGSTOP the server."""
-        assert self.pid is not None
-        os.kill(self.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        """SIGCONT the server."""
-        if self.pid is not None:
-            os.kill(self.pid, signal.SIGCONT)
 
 
 class NsCluster:

@@ -20,14 +20,29 @@ from tests.support.netns.network import TestNet
 STOP_S = 15.0
 
 
-class NsProcess:
+class Pausable:
+    """SIGSTOP and SIGCONT of the process a subclass runs (its ``pid``: ``None`` while none runs)."""
+
+    pid: int | None  # declared only: each subclass (or the class beside it) has its own
+
+    def pause(self) -> None:
+        """SIGSTOP it (a frozen host: it neither reads nor writes)."""
+        assert self.pid is not None, "not running"
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT it (nothing if it is not running)."""
+        if self.pid is not None:
+            os.kill(self.pid, signal.SIGCONT)
+
+
+class NsProcess(Pausable):
     """``argv`` in host ``host`` of ``net``, its output appended to ``log``."""
 
     def __init__(self, net: TestNet, host: str, argv: list[str], env: dict[str, str], log: Path,
                  cwd: Path | None = None) -> None:  # fmt: skip
         self.net, self.host, self.argv, self.env, self.log, self.cwd = net, host, argv, env, log, cwd
         self.process: subprocess.Popen[bytes] | None = None
-        self.paused = False
 
     @property
     def pid(self) -> int | None:
@@ -43,18 +58,6 @@ class NsProcess:
                 self.net.exec_argv(self.host, self.argv), cwd=self.cwd, env=self.env, stdout=out, stderr=out,
                 stdin=subprocess.DEVNULL, preexec_fn=preexec_die_with_parent(signal.SIGKILL),
             )  # fmt: skip
-
-    def pause(self) -> None:
-        """SIGSTOP it (a frozen host: it neither reads nor writes)."""
-        assert self.pid is not None
-        os.kill(self.pid, signal.SIGSTOP)
-        self.paused = True
-
-    def resume(self) -> None:
-        """SIGCONT it."""
-        if self.pid is not None:
-            os.kill(self.pid, signal.SIGCONT)
-        self.paused = False
 
     def kill(self) -> None:
         """SIGKILL it (a crash) and reap it."""

@@ -11,7 +11,6 @@ the echo workload (``FaultStack``'s route table); one dispatcher's host may get 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 from pathlib import Path
@@ -28,6 +27,7 @@ from services.common.processes import preexec_die_with_parent
 from services.dispatcher.fold.records import Pricing, route_pricing
 from tests.support.netns.clock import SteppedClock, faketime_library
 from tests.support.netns.network import TestNet
+from tests.support.netns.process import Pausable
 
 SERVICE_PORT = 8000
 STEPS = 3
@@ -36,8 +36,9 @@ HOSTS = {"gw": "gateway", "d1": "dispatcher", "d2": "dispatcher", "t1": "notifie
 READY_S = 120.0
 
 
-class NsService(ServiceProcess):
-    """``gpurelay {service}`` in host ``host`` of ``net`` at ``http://{address}:8000``."""
+class NsService(Pausable, ServiceProcess):
+    """``gpurelay {service}`` in host ``host`` of ``net`` at ``http://{address}:8000`` (a pause stops the
+    service alone: its pool workers, separate processes, go on)."""
 
     def __init__(self, net: TestNet, host: str, service: str, env: dict[str, str], log: Path) -> None:
         super().__init__(service, env, log)
@@ -56,16 +57,6 @@ class NsService(ServiceProcess):
                 stdout=out, stderr=out, stdin=subprocess.DEVNULL, preexec_fn=preexec_die_with_parent(signal.SIGKILL),
             )  # fmt: skip
         self.starts += 1
-
-    def pause(self) -> None:
-        """SIGSTOP the service (its pool workers, separate processes, go on)."""
-        assert self.pid is not None
-        os.kill(self.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        """SIGCONT the service."""
-        if self.pid is not None:
-            os.kill(self.pid, signal.SIGCONT)
 
 
 class NsStack:
