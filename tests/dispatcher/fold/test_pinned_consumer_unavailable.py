@@ -17,8 +17,8 @@ import pytest
 from nats.js.api import RetentionPolicy, StreamConfig
 
 from services.common.nats.embedded import EmbeddedNats
-from services.dispatcher.fold.pinned_pull import PinnedConsumer
 from services.dispatcher.fold import pinned_pull
+from services.dispatcher.fold.pinned_pull import PinnedConsumer
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
 REQUEST_TIMEOUT_S = 0.5
