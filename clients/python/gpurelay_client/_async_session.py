@@ -31,6 +31,7 @@ from gpurelay_client._sync_session import MAX_MESSAGE_BYTES, closed
 if TYPE_CHECKING:
     from gpurelay_client._async_client import AsyncClient
 
+
 class AsyncSession(SessionLifecycle):
     """A live session (``splat``, ``vlm``): frames in, acks, events and results out, on one socket.
 
@@ -161,9 +162,7 @@ class AsyncSession(SessionLifecycle):
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         try:
             if not self._stopped and not self._protocol.ended:
                 try:
@@ -175,4 +174,3 @@ class AsyncSession(SessionLifecycle):
                     pass
         finally:
             await self.close()
-
