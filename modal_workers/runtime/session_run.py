@@ -21,6 +21,7 @@ from contracts.envelope import utc_now
 from contracts.events import sessions as se
 from contracts.events.registry import EventType
 from contracts.specs.jobs import SplatSpec, VlmSpec
+from modal_workers.runtime.errors import PermanentError
 from modal_workers.runtime.live_session import LiveSession
 from modal_workers.runtime.session_resume import load_resume_point
 
@@ -59,8 +60,6 @@ def live_session(runtime: Any, ctx: Any, resumable: bool = False) -> Iterator[Li
 
 def resume(ctx: Any, live: LiveSession) -> None:
     """A later attempt: restore the newest resume point (a workload that cannot resume fails the session)."""
-    from modal_workers.runtime.worker_runtime import PermanentError
-
     if not live.resumable:
         raise PermanentError("worker_lost", "the session's worker was lost and its workload cannot resume it")
     point, data = load_resume_point(ctx)
