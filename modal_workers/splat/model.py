@@ -84,6 +84,22 @@ class Gaussians:
         )
 
 
+def fitted(g: Gaussians, sh_degree: int, budget: int) -> Gaussians:
+    """``g`` with ``sh_degree`` (higher coefficients cut, missing ones zero) and at most ``budget`` Gaussians
+    (the most opaque kept): Gaussians read back into a trainer configured otherwise."""
+    rest = (sh_degree + 1) ** 2 - 1
+    have = int(g.sh_rest.shape[1])
+    if have > rest:
+        g = Gaussians(g.means, g.log_scales, g.quats, g.opacity_logits, g.sh_dc, g.sh_rest[:, :rest])
+    elif have < rest:
+        pad = torch.zeros(g.count, rest - have, 3, dtype=g.sh_rest.dtype)
+        g = Gaussians(g.means, g.log_scales, g.quats, g.opacity_logits, g.sh_dc, torch.cat([g.sh_rest, pad], 1))
+    if g.count > budget:
+        keep = torch.topk(g.opacity_logits, budget).indices.sort().values
+        g = g.map(lambda t: t[keep])
+    return g
+
+
 def rgb_to_sh_dc(rgb: Tensor) -> Tensor:
     """Colours in [0, 1] → degree-0 coefficients."""
     return (rgb - 0.5) / SH_C0

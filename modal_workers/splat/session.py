@@ -16,8 +16,10 @@ an empty live PLY; the chunk numbering goes on. Stop writes the last chunk (fram
 one), the final PLY and a complete ``status.json``; the result is
 ``{frame_count, gaussian_count, chunks, psnr, ...}``.
 
-Each live PLY carries the session's counters, so that a later attempt after a lost worker goes on from
-it (:mod:`modal_workers.splat.resume`).
+Each live PLY carries the session's counters (:meth:`~SplatSession.resume_state`), so that a later attempt
+after a lost worker goes on from it (:meth:`~SplatSession.restore`): the Gaussians of that PLY fitted to
+its own trainer (SH degree, Gaussian budget) and the counters; the runtime replays the frames sent after
+the snapshot. The optimiser's moments and the frames the lost worker kept are not restored.
 
 Progress ``fraction`` is frames received over two chunks' worth, capped at 1 (the seed's scale:
 0.5 at 50 frames); its metrics are the names the seed's ``/status`` reads (``gaussians``, ``chunks``,
@@ -35,8 +37,10 @@ from contracts.events.jobs import JobArtifactPayload
 from contracts.events.registry import EventType
 from contracts.specs.session_params import SplatParams
 from modal_workers.runtime.session_input import SessionFrame
+from modal_workers.runtime.session_resume import ResumePoint
 from modal_workers.splat.inputs import FrameSource, Skipped
-from modal_workers.splat.resume import resume_state
+from modal_workers.splat.model import Gaussians, fitted
+from modal_workers.splat.ply import read_ply
 from modal_workers.splat.train import SplatStats, SplatTrainer
 
 PLY_TYPE = "application/octet-stream"
@@ -126,10 +130,32 @@ class SplatSession:
             self.status(now)
 
     def _snapshot(self, now: float) -> None:
-        ply, state = self.trainer.to_ply(), resume_state(self)
+        ply, state = self.trainer.to_ply(), self.resume_state()
         self.live.snapshot(ply, seq=self.last_seq, name="splat.ply", content_type=PLY_TYPE, state=state)
         self.last_snapshot, self.steps_since_snapshot, self.snapshot_now = now, 0, False
         self.snapshots += 1
+
+    def resume_state(self) -> dict[str, Any]:
+        """The counters a live PLY snapshot carries (JSON), from which a later attempt goes on."""
+        trainer = self.trainer
+        return {
+            "reset_seq": self.reset_seq, "resets": self.resets, "chunks": len(self.chunks),
+            "chunked": self.chunked, "without_pose": self.without_pose, "invalid": self.invalid,
+            "steps": trainer.steps, "frames_received": trainer.frames_received, "frames_used": trainer.frames_used,
+        }  # fmt: skip
+
+    def restore(self, point: ResumePoint, ply: bytes | None) -> None:
+        """Go on from ``point`` (its snapshot's PLY ``ply``): the Gaussians into the trainer, the counters here."""
+        state, config = point.state, self.trainer.config
+        empty = Gaussians.empty(config.sh_degree)
+        gaussians = fitted(read_ply(ply), config.sh_degree, config.max_gaussians) if ply else empty
+        counts = (int(state.get(name, 0)) for name in ("steps", "frames_received", "frames_used"))
+        self.trainer.restore(gaussians, *counts)
+        self.last_seq, self.reset_seq = point.seq, int(state.get("reset_seq", 0))
+        self.resets, self.chunked = int(state.get("resets", 0)), int(state.get("chunked", 0))
+        self.chunks = [f"chunks/{number:04d}.ply" for number in range(1, int(state.get("chunks", 0)) + 1)]
+        self.without_pose, self.invalid = int(state.get("without_pose", 0)), int(state.get("invalid", 0))
+        self.snapshots = point.number
 
     def status(self, now: float | None = None) -> None:
         """Report progress with the session's figures now."""

@@ -7,7 +7,8 @@ incrementally (:class:`~modal_workers.splat.train.SplatTrainer`); between polls 
 ``steps_per_frame`` steps per used frame, run in slices of :data:`TRAIN_SLICE_S` so control and new
 frames are never kept waiting long. Outputs, chunks, counters and the result are
 :class:`~modal_workers.splat.session.SplatSession`'s. The session is ready once the trainer is built;
-a worker lost mid-session is resumed from the newest live PLY (:mod:`modal_workers.splat.resume`).
+a worker lost mid-session is resumed from the newest live PLY
+(:meth:`~modal_workers.splat.session.SplatSession.restore`).
 
 Deployment defaults (URDF, camera link and mount, intrinsics, scene depth, image size) are
 :class:`~modal_workers.splat.settings.SplatSettings` (``GPURELAY_SPLAT_*``). On CUDA the rasterizer is
@@ -32,7 +33,6 @@ from modal_workers.runtime.session_resume import resumable
 from modal_workers.runtime.worker_runtime import PermanentError
 from modal_workers.splat.inputs import frame_source
 from modal_workers.splat.raster import Backend
-from modal_workers.splat.resume import restore
 from modal_workers.splat.session import SplatSession
 from modal_workers.splat.settings import SplatSettings
 from modal_workers.splat.train import SplatConfig, SplatTrainer
@@ -113,7 +113,7 @@ def serve(params: SplatParams, ctx: Any, settings: SplatSettings, on_cuda: bool)
     trainer = SplatTrainer(trainer_config(params, settings, on_cuda))
     session = SplatSession(ctx, trainer, source, params)
     if live.resume_point is not None:
-        restore(session, live.resume_point, live.resume_snapshot)
+        session.restore(live.resume_point, live.resume_snapshot)
     rig = "no URDF: frames need a pose" if source.rig is None else f"camera on {source.rig.chain.tip}"
     live.ready()
     session.status(0.0)

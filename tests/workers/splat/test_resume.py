@@ -13,8 +13,8 @@ from contracts.job_record import Artifact
 from contracts.specs.session_params import SplatParams
 from modal_workers.runtime.session_resume import ResumePoint
 from modal_workers.splat.camera import Camera, Intrinsics
+from modal_workers.splat.model import fitted
 from modal_workers.splat.ply import to_ply_bytes
-from modal_workers.splat.resume import fitted, restore, resume_state
 from modal_workers.splat.session import SplatSession
 from modal_workers.splat.synth import arm_angles, scene_gaussians, synthetic_rig
 from modal_workers.splat.train import SplatConfig, SplatTrainer
@@ -50,14 +50,14 @@ def test_a_restored_session_renders_as_the_snapshot_and_counts_on() -> None:
     point = ResumePoint(number=7, snapshot=artifact, seq=162, frames_after=500, joints_after=90, results=0,
                         state=state)  # fmt: skip
     session = SplatSession(Ctx(), SplatTrainer(CONFIG), source=None, params=SplatParams())  # type: ignore[arg-type]
-    restore(session, point, ply)
+    session.restore(point, ply)
     reference = SplatTrainer(CONFIG)
     reference.restore(scene)
     assert np.array_equal(session.trainer.render(view), reference.render(view))
     assert session.trainer.render(view).max() > 0  # the scene is seen, not the background
     assert (session.frame_count, session.snapshots) == (160, 7)
     assert session.chunks == ["chunks/0001.ply", "chunks/0002.ply", "chunks/0003.ply"]
-    assert resume_state(session) == state  # what it would carry on: the same, as nothing happened since
+    assert session.resume_state() == state  # what it would carry on: the same, as nothing happened since
     assert session.trainer.model is not None
     assert session.trainer.model.count == scene.count
 
@@ -67,6 +67,6 @@ def test_a_snapshot_without_gaussians_restores_an_untrained_model(ply: bytes | N
     point = ResumePoint(number=1, snapshot=Artifact(name="live/1-splat.ply", key="k", size=0), seq=2,
                         frames_after=2, joints_after=0, results=0, state={"frames_received": 2})  # fmt: skip
     session = SplatSession(Ctx(), SplatTrainer(CONFIG), source=None, params=SplatParams())  # type: ignore[arg-type]
-    restore(session, point, ply)
+    session.restore(point, ply)
     assert session.trainer.model is None
     assert session.trainer.frames_received == 2
