@@ -180,7 +180,8 @@ def test_the_base_image_holds_every_distribution_the_runtime_imports() -> None:
         f"for m in {RUNTIME_MODULES!r}: importlib.import_module(m)\n"
         "from importlib.metadata import packages_distributions as pd\n"
         "top = {m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names)\n"
-        "print(json.dumps(sorted({d for t in top for d in pd().get(t, [])})))"
+        "dists = pd()\n"
+        "print(json.dumps(sorted({d for t in top for d in dists.get(t, [])})))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
