@@ -12,27 +12,19 @@ from typing import TYPE_CHECKING, Any, Self
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from gpurelay_client import _sessions
+from gpurelay_client import _session_protocol, _sessions
 from gpurelay_client._core import backoff_s, segment
 from gpurelay_client._errors import APITimeoutError, GpurelayError, SessionClosed, SessionError
 from gpurelay_client._events import Event
 from gpurelay_client._models import SessionOut, SessionResultPayload
-from gpurelay_client._session_protocol import (
-    Frame,
-    FrameAck,
-    SessionLifecycle,
-    SessionProtocol,
-    encode_frame,
-    frame_meta,
-    result_of,
-)
+from gpurelay_client._session_protocol import Frame, FrameAck, SessionProtocol, encode_frame, frame_meta, result_of
 from gpurelay_client._sync_session import MAX_MESSAGE_BYTES, closed
 
 if TYPE_CHECKING:
     from gpurelay_client._async_client import AsyncClient
 
 
-class AsyncSession(SessionLifecycle):
+class AsyncSession(_session_protocol.SessionLifecycle):
     """A live session (``splat``, ``vlm``): frames in, acks, events and results out, on one socket.
 
     ``async with await client.sessions.start("vlm", params) as session:`` stops the session on leaving the block
