@@ -200,6 +200,17 @@ class SessionIntake:
         """Pass ``stop`` or ``reset`` to the worker (in order with the frames); 409 once it ended."""
         if record.terminal:
             raise gone(record)
+        key = tenant_key(record.tenant, record.id)
+        if action == "stop":  # in force from now: a frame racing the stop's publish is refused
+            self._stopped.put(key, True)
+        try:
+            await self._pass_control(record, action)
+        except BaseException:
+            if action == "stop":
+                self._stopped.put(key, False)
+            raise
+
+    async def _pass_control(self, record: JobRecord, action: str) -> None:
         message = ControlMessage(action="stop" if action == "stop" else "reset", reason="requested by the client")
         subject = self.state.subjects.session_control(record.tenant, record.id)
         msg_id = stop_requested_event_id(record.id) if action == "stop" else reset_msg_id(record.id, time.time_ns())
@@ -216,7 +227,6 @@ class SessionIntake:
             )
             subject = self.state.subjects.job_event(record.tenant, record.id, "stop_requested")
             await self.state.publish_once(subject, event)
-            self._stopped.put(tenant_key(record.tenant, record.id), True)
 
     async def _publish(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
         try:
