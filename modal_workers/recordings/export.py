@@ -6,7 +6,7 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from contracts.recordings import SessionExportParams
+from contracts.specs.job_params import SessionExportParams
 from modal_workers.recordings.archive import zip_folder
 from modal_workers.recordings.lerobot import LeRobotOptions, write_lerobot
 from modal_workers.recordings.mcap_export import write_mcap

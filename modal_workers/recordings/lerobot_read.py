@@ -6,7 +6,7 @@ from a dataset uses too.
 
 from __future__ import annotations
 
-from contracts.recordings import SO101_JOINT_NAMES
+from contracts.recordings.manifest import SO101_JOINT_NAMES
 from modal_workers.media.lerobot_source import STATE, LeRobotReader, camera_name
 from modal_workers.recordings.model import Recording, RecordingBuilder
 

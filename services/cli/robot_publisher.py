@@ -14,7 +14,7 @@ caller's cost is a conversion and an append under a lock held for O(1) work::
             ...
             arm.publish(observation)
 
-The conversion (gripper convention included) is :func:`contracts.joints.joint_radians`, which a
+The conversion (gripper convention included) is :func:`contracts.recordings.joints.joint_radians`, which a
 session fed from a LeRobot dataset uses too.
 """
 
@@ -32,7 +32,7 @@ from typing import Any, Self
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
-from contracts.joints import (
+from contracts.recordings.joints import (
     GRIPPER_CLOSED_RAD,
     GRIPPER_OPEN_RAD,
     SO101_OBSERVATION_KEYS,

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from contracts.joints import GRIPPER_OPEN_RAD, SO101_OBSERVATION_KEYS, named_radians
+from contracts.recordings.joints import GRIPPER_OPEN_RAD, SO101_OBSERVATION_KEYS, named_radians
 
 
 def test_so101_readings_are_converted_and_radians_kept() -> None:

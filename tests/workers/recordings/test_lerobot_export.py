@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from rerun.experimental import LeRobotReader as RerunLeRobotReader
 
-from contracts.recordings import SO101_JOINT_NAMES
+from contracts.recordings.manifest import SO101_JOINT_NAMES
 from modal_workers.media.image_codec import decode_image
 from modal_workers.recordings.lerobot import LeRobotOptions, LeRobotSummary, write_lerobot
 from tests.support.recordings import angles, capture_time, session_recording
