@@ -4,7 +4,7 @@
 ``..``, links, encryption: ``invalid_archive``), more entries than ``max_entries`` or more bytes
 than ``max_bytes`` (counted while unpacking, not read from the zip's directory, which a zip bomb
 lies in: ``archive_too_large``), and a zip without ``meta/info.json`` (``invalid_dataset``); all as
-a :class:`~modal_workers.runtime.worker_runtime.PermanentError`.
+a :class:`~modal_workers.runtime.errors.PermanentError`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modal_workers.media.zip_names import check_name
-from modal_workers.runtime.worker_runtime import PermanentError
+from modal_workers.runtime.errors import PermanentError
 
 BLOCK = 1024 * 1024
 

@@ -6,7 +6,7 @@ the data files with pyarrow, and each camera's video with PyAV (or an ``image`` 
 each camera's image as JPEG, ``observation.state`` (when the dataset has it), its ``timestamp``,
 and gpurelay's ``capture_time`` and ``seq`` when the dataset was exported by gpurelay. Videos are
 decoded as the rows are read, so an episode never sits in memory. A dataset that is not what its
-``info.json`` says is a :class:`~modal_workers.runtime.worker_runtime.PermanentError` (``invalid_dataset``).
+``info.json`` says is a :class:`~modal_workers.runtime.errors.PermanentError` (``invalid_dataset``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from modal_workers.media.image_codec import encode_jpeg, read_frames
-from modal_workers.runtime.worker_runtime import PermanentError
+from modal_workers.runtime.errors import PermanentError
 
 STATE = "observation.state"
 """The dataset's joint-state column (LeRobot's name)."""
@@ -61,7 +61,7 @@ class LeRobotReader:
         if self.fps <= 0 or not tables:
             raise _invalid("the dataset has no fps or no episode")
         self.episodes = sorted((row for t in tables for row in t.to_pylist()), key=lambda e: int(e["episode_index"]))
-        self.cameras = [k for k, f in self.features.items() if f.get("dtype") in ("video", "image")]
+        self.cameras: list[str] = [str(k) for k, f in self.features.items() if f.get("dtype") in ("video", "image")]
         self.state_names: list[str] | None = self.features.get(STATE, {}).get("names")
         self._tables: dict[Path, Any] = {}
 
