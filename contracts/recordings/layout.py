@@ -13,7 +13,7 @@
 
 Names here are relative to the session's results (``results/{tenant}/{session}/``): a manifest's
 ``key`` is one of them, so a recording names nothing outside its session. The worker writes the
-files (``modal_workers/runtime/recording.py``); the gateway's ``GET /v1/sessions/{id}/recording``,
+files (``modal_workers/runtime/recording/writer.py``); the gateway's ``GET /v1/sessions/{id}/recording``,
 the export job and a replay read them back with :func:`assemble`.
 """
 
