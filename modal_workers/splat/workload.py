@@ -6,7 +6,8 @@ kinematics of the matched joint sample, else counted in ``frames_without_pose``)
 incrementally (:class:`~modal_workers.splat.train.SplatTrainer`); between polls the session owes
 ``steps_per_frame`` steps per used frame, run in slices of :data:`TRAIN_SLICE_S` so control and new
 frames are never kept waiting long. Outputs, chunks, counters and the result are
-:class:`~modal_workers.splat.session.SplatSession`'s.
+:class:`~modal_workers.splat.session.SplatSession`'s; a replay's comparison scores snapshots with
+:func:`~modal_workers.splat.evaluate.ply_psnr`.
 
 Deployment defaults (URDF, camera link and mount, intrinsics, scene depth, image size) are
 :class:`~modal_workers.splat.settings.SplatSettings` (``GPURELAY_SPLAT_*``). On CUDA the rasterizer is
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from contracts.specs.jobs import SplatSpec
 from contracts.specs.session_params import SplatParams
 from modal_workers.runtime.live_session import LiveSession
 from modal_workers.runtime.worker_runtime import PermanentError
+from modal_workers.splat.evaluate import ply_psnr
 from modal_workers.splat.inputs import frame_source
 from modal_workers.splat.raster import Backend
 from modal_workers.splat.session import SplatSession
@@ -107,6 +110,7 @@ def serve(params: SplatParams, ctx: Any, settings: SplatSettings, on_cuda: bool)
     live: LiveSession = ctx.session
     source = frame_source(params, settings, on_cuda)
     trainer = SplatTrainer(trainer_config(params, settings, on_cuda))
+    live.scorer = partial(ply_psnr, settings=settings, config=trainer.config, on_cuda=on_cuda)
     session = SplatSession(ctx, trainer, source, params)
     rig = "no URDF: frames need a pose" if source.rig is None else f"camera on {source.rig.chain.tip}"
     session.status(0.0)
