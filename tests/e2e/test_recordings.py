@@ -20,33 +20,11 @@ import numpy as np
 import pytest
 
 from contracts.job_record import JobRecord
-from services.cli.dev import DevStack
-from tests.e2e.support import SessionStack, auth, record_when, settled
-from tests.support.export_readers import lerobot_rows, mcap_counts, rrd_rows, states
+from tests.e2e.support import SessionStack, record_when, settled
+from tests.support.export_readers import echo_and_export_stack, lerobot_rows, mcap_counts, rrd_rows, states
 from tests.support.sessions import jpeg
 
 pytestmark = pytest.mark.timeout(240)
-ROUTES = """
-profiles:
-  dev:
-    splat: &echo
-      backend: local
-      local: bench.harness.session_echo:run
-      function: splat
-      timeout_s: 120
-      retries: {max_attempts: 1}
-      concurrency: 2
-    vlm: *echo
-    session_export:
-      backend: local
-      local: modal_workers.recordings:run
-      function: session_export
-      gpus: []
-      timeout_s: 120
-      retries: {max_attempts: 1}
-      concurrency: 2
-  prod: {}
-"""
 T0 = 1_760_000_000.0
 FPS = 15
 
@@ -59,17 +37,8 @@ def angles(i: int) -> list[float]:
 @pytest.fixture
 async def recording_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SessionStack]:
     """The embedded stack: the echo workload on the session kinds, the real export on session_export."""
-    table = tmp_path / "routes.yaml"
-    table.write_text(ROUTES)
-    monkeypatch.setenv("GPURELAY_ROUTE_TABLE", str(table))
-    monkeypatch.setenv("GPURELAY_RECORDING_SNAPSHOT_EVERY_S", "0")  # keep every snapshot (the echo's are tiny)
-    dev = DevStack(data_dir=tmp_path / "data", port=0)
-    try:
-        env = await dev.start()
-        async with httpx.AsyncClient(base_url=env["GPURELAY_URL"], headers=auth(env), timeout=30) as api:
-            yield env, api
-    finally:
-        await dev.stop()
+    async for stack in echo_and_export_stack(tmp_path, monkeypatch):
+        yield stack
 
 
 async def created(api: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -1,17 +1,45 @@
-"""A session's exports read back by independent readers: pyarrow and PyAV (LeRobot), mcap, rerun-sdk."""
+"""A session's exports read back by independent readers (pyarrow and PyAV for LeRobot, mcap, rerun-sdk),
+and the embedded stack they are made on (the echo workload on the session kinds, the real export job)."""
 
 from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import av
+import httpx
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 from mcap.reader import make_reader
 
+from services.cli.dev import DevStack
+from tests.e2e.support import SessionStack, auth
+
+ROUTES = """
+profiles:
+  dev:
+    splat: &echo
+      backend: local
+      local: bench.harness.session_echo:run
+      function: splat
+      timeout_s: 120
+      retries: {max_attempts: 1}
+      concurrency: 2
+    vlm: *echo
+    session_export:
+      backend: local
+      local: modal_workers.recordings:run
+      function: session_export
+      gpus: []
+      timeout_s: 120
+      retries: {max_attempts: 1}
+      concurrency: 2
+  prod: {}
+"""
 DATA = "data/chunk-000/file-000.parquet"
 VIDEO = "videos/observation.images.{camera}/chunk-000/file-000.mp4"
 
@@ -50,3 +78,18 @@ def rrd_rows(path: Path) -> dict[str, int]:
         if not chunk.is_static:
             rows[chunk.entity_path] = rows.get(chunk.entity_path, 0) + chunk.num_rows
     return rows
+
+
+async def echo_and_export_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SessionStack]:
+    """The embedded stack with :data:`ROUTES`, every snapshot kept (the echo's are tiny)."""
+    table = tmp_path / "routes.yaml"
+    table.write_text(ROUTES)
+    monkeypatch.setenv("GPURELAY_ROUTE_TABLE", str(table))
+    monkeypatch.setenv("GPURELAY_RECORDING_SNAPSHOT_EVERY_S", "0")
+    dev = DevStack(data_dir=tmp_path / "data", port=0)
+    try:
+        env = await dev.start()
+        async with httpx.AsyncClient(base_url=env["GPURELAY_URL"], headers=auth(env), timeout=30) as api:
+            yield env, api
+    finally:
+        await dev.stop()
