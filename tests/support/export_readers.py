@@ -10,36 +10,21 @@ from pathlib import Path
 from typing import Any
 
 import av
-import httpx
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from mcap.reader import make_reader
 
-from services.cli.dev import DevStack
-from tests.e2e.support import SessionStack, auth
+from tests.e2e.conftest import LOCAL_ROUTES
+from tests.e2e.conftest import _stack as local_stack
+from tests.e2e.support import SessionStack
 
-ROUTES = """
-profiles:
-  dev:
-    splat: &echo
-      backend: local
-      local: bench.harness.session_echo:run
-      function: splat
-      timeout_s: 120
-      retries: {max_attempts: 1}
-      concurrency: 2
-    vlm: *echo
-    session_export:
-      backend: local
-      local: modal_workers.recordings:run
-      function: session_export
-      gpus: []
-      timeout_s: 120
-      retries: {max_attempts: 1}
-      concurrency: 2
-  prod: {}
-"""
+EXPORT_ROUTE = {
+    "backend": "local", "local": "modal_workers.recordings:run", "function": "session_export", "gpus": [],
+    "timeout_s": 120, "retries": {"max_attempts": 1}, "concurrency": 2,
+}  # fmt: skip
+"""The real export job, on the local pool."""
 DATA = "data/chunk-000/file-000.parquet"
 VIDEO = "videos/observation.images.{camera}/chunk-000/file-000.mp4"
 
@@ -81,15 +66,10 @@ def rrd_rows(path: Path) -> dict[str, int]:
 
 
 async def echo_and_export_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SessionStack]:
-    """The embedded stack with :data:`ROUTES`, every snapshot kept (the echo's are tiny)."""
-    table = tmp_path / "routes.yaml"
-    table.write_text(ROUTES)
-    monkeypatch.setenv("GPURELAY_ROUTE_TABLE", str(table))
+    """The embedded stack: the echo workload on the session kinds (the e2e local routes), the real export;
+    every snapshot kept in recordings (the echo's are tiny)."""
+    table = yaml.safe_load(LOCAL_ROUTES)
+    table["profiles"]["dev"]["session_export"] = EXPORT_ROUTE
     monkeypatch.setenv("GPURELAY_RECORDING_SNAPSHOT_EVERY_S", "0")
-    dev = DevStack(data_dir=tmp_path / "data", port=0)
-    try:
-        env = await dev.start()
-        async with httpx.AsyncClient(base_url=env["GPURELAY_URL"], headers=auth(env), timeout=30) as api:
-            yield env, api
-    finally:
-        await dev.stop()
+    async for stack in local_stack(tmp_path, monkeypatch, yaml.safe_dump(table)):
+        yield stack

@@ -18,10 +18,9 @@ from contracts.specs.jobs import SplatSpec, VlmSpec
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
 from services.common.recordings import RecordingUnreadableError, StoredRecording
 from services.gateway.deps import PrincipalDep, StateDep
-from services.gateway.jobs.routes import IdempotencyKey, submit_job
+from services.gateway.jobs.routes import IdempotencyKey
 from services.gateway.sessions.http import intake_of
-from services.gateway.sessions.routes import SessionIdPath, check_model
-from services.gateway.sessions.view import session_out
+from services.gateway.sessions.routes import SessionIdPath, submit_session
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 _SPEC: TypeAdapter[SplatSpec | VlmSpec] = TypeAdapter(SessionCreate)
@@ -84,9 +83,4 @@ async def replay_session(
     except ValidationError as exc:
         errors = [field_error(("body", *e["loc"]), e["msg"], e["type"]) for e in exc.errors()]
         raise unprocessable("The replay's params are not valid for its kind.", *errors) from None
-    check_model(state.settings, spec)
-    record, claimed = await submit_job(state, principal.tenant, spec, idempotency_key)
-    response.status_code = 201 if claimed else 200
-    out = await session_out(state, intake, record)
-    response.headers["Location"] = out.urls.self
-    return out
+    return await submit_session(request, state, principal.tenant, spec, response, idempotency_key)

@@ -24,7 +24,7 @@ from services.common.http.problem import ProblemError, problem_responses
 from services.common.session_publish import NatsSourcePublisher
 from services.gateway.deps import StateDep
 from services.gateway.ingest.routes import ingest_claims
-from services.gateway.sessions.http import image_type, intake_of, pose_header
+from services.gateway.sessions.http import intake_of, pose_header, read_frame
 
 router = APIRouter(prefix="/v1/internal/sessions", tags=["internal"])
 Claims = Annotated[IngestClaims, Depends(ingest_claims)]
@@ -75,16 +75,10 @@ async def source_frame(
     ts: Annotated[float, Query(ge=0, le=1e11, allow_inf_nan=False)],
     pose: Annotated[str | None, Header(alias="Gpurelay-Pose")] = None,
 ) -> None:
-    """Publish frame ``seq`` (a JPEG or PNG body, at most ``session_frame_max_bytes``)."""
-    limit, chunks, size = state.settings.session_frame_max_bytes, [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ProblemError(413, f"A frame may not exceed {limit} bytes.")
-        chunks.append(chunk)
-    data = b"".join(chunks)
+    """Publish frame ``seq`` (a JPEG or PNG body, checked and bounded as a client's frame is)."""
+    data, content_type = await read_frame(request, state)
     async with _published():
-        await publisher.frame(seq, ts, image_type(data), data, pose_header(pose))
+        await publisher.frame(seq, ts, content_type, data, pose_header(pose))
 
 
 @router.post("/{session_id}/source/joints", status_code=204, responses=ERRORS, summary="A sourced session's sample")
