@@ -205,7 +205,9 @@ class JobCreatedPayload(ApiModel):
     """``job.created``: the gateway accepted a job; ``spec`` is the full, validated spec."""
 
     max_attempts: int = Field(default=3)
-    spec: Annotated[LapCompareSpec | PoseSpec | NerfSpec | SplatSpec | VlmSpec | SessionExportSpec, Field(discriminator="kind")]
+    spec: Annotated[
+        LapCompareSpec | PoseSpec | NerfSpec | SplatSpec | VlmSpec | SessionExportSpec, Field(discriminator="kind")
+    ]
 
 
 class JobDispatchedPayload(ApiModel):
@@ -270,7 +272,9 @@ class JobOut(ApiModel):
     progress: JobProgress
     queue: QueuePlace | None = None
     result: dict[str, Any] | None = None
-    spec: Annotated[LapCompareSpec | PoseSpec | NerfSpec | SplatSpec | VlmSpec | SessionExportSpec, Field(discriminator="kind")]
+    spec: Annotated[
+        LapCompareSpec | PoseSpec | NerfSpec | SplatSpec | VlmSpec | SessionExportSpec, Field(discriminator="kind")
+    ]
     stage: str | None = None
     stages: list[StageState] = Field(default_factory=list)
     status: JobStatus
