@@ -304,7 +304,7 @@ export interface paths {
         put?: never;
         /**
          * A sourced session's frame
-         * @description Publish frame ``seq`` (a JPEG or PNG body, at most ``session_frame_max_bytes``).
+         * @description Publish frame ``seq`` (a JPEG or PNG body, checked and bounded as a client's frame is).
          */
         post: operations["source_frame_v1_internal_sessions__session_id__source_frames_post"];
         delete?: never;
