@@ -17,13 +17,11 @@ from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
 from contracts.api.sessions import SessionOut
-from contracts.record_repair import UnreadableRecordError
 from contracts.recordings.comparison import SessionComparison
-from services.common.http.problem import ProblemError
 from services.common.recordings import RecordingUnreadableError, StoredRecording
 from services.common.storage import ObjectNotFoundError
 from services.gateway.dashboard.pages import ViewerDep
-from services.gateway.dashboard.render import error_page, page
+from services.gateway.dashboard.render import or_error_page, page
 from services.gateway.dashboard.settle import record_when
 from services.gateway.deps import StateDep
 from services.gateway.sessions.http import intake_of
@@ -87,15 +85,9 @@ async def _context(request: Request, state: GatewayState, tenant: str, session_i
 
 
 async def _page(request: Request, state: GatewayState, viewer: Any, session_id: str, template: str) -> HTMLResponse:
-    try:
-        context = await _context(request, state, viewer.tenant, session_id)
-    except UnreadableRecordError:
-        return error_page(request, viewer, 409, "Invalid record", f"The stored record of {session_id!r} is not valid.")
-    except ProblemError as exc:
-        if exc.status != 404:
-            raise
-        return error_page(request, viewer, 404, "Not found", f"There is no session {session_id!r} here.")
-    return page(request, template, viewer, **context)
+    loading = _context(request, state, viewer.tenant, session_id)
+    context = await or_error_page(request, viewer, f"session {session_id!r}", loading)
+    return context if isinstance(context, HTMLResponse) else page(request, template, viewer, **context)
 
 
 @router.get("/sessions/{session_id}")
