@@ -22,6 +22,7 @@ import random
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
+from contracts.api.sessions import SessionEntry
 from contracts.envelope import EventEnvelope
 from contracts.runs import RunRequest
 from contracts.subjects import Namespace, Subjects
@@ -120,6 +121,13 @@ class NatsSink:
         await feed.start()
         return feed
 
+    async def open_session_source(self, request: RunRequest, entry: SessionEntry) -> Any:
+        """A publisher of a sourced session's input, straight to JetStream
+        (:class:`~services.common.session_publish.NatsSourcePublisher`)."""
+        from services.common.session_publish import NatsSourcePublisher
+
+        return await NatsSourcePublisher.open(self._nc.jetstream(), self.subjects.ns, entry, f"worker/{request.kind}")
+
     async def close(self) -> None:
         """Flush and close the connection."""
         if self._nc is not None:
@@ -180,6 +188,13 @@ class IngestSink:
         feed = GatewayFeed(feed_url(self.url, request.job_id), self._token, on_item, positions)
         await feed.start()
         return feed
+
+    async def open_session_source(self, request: RunRequest, entry: SessionEntry) -> Any:
+        """A publisher of a sourced session's input through the gateway's internal source routes
+        (:class:`~modal_workers.runtime.recording.gateway_source.GatewaySourcePublisher`)."""
+        from modal_workers.runtime.recording.gateway_source import GatewaySourcePublisher
+
+        return GatewaySourcePublisher(self._http, self.url, request.job_id)
 
     async def close(self) -> None:
         """Close the HTTP client."""

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from services.cli import session_recordings  # noqa: F401 - registers `session export` and `session replay`
 from services.cli.dev import DataDirInUseError, DevStack, print_ready, run_until_signal
 from services.cli.jobs import jobs_app
 from services.cli.keys import keys_app

@@ -39,7 +39,7 @@ def start(
     data_dir: DataDir = None,
 ) -> None:
     """Start a session; prints its id and URLs."""
-    body: dict[str, Any] = {"kind": kind, "params": dict(_param(p) for p in param or [])}
+    body: dict[str, Any] = {"kind": kind, "params": dict(parse_param(p) for p in param or [])}
     if robot:
         body["robot_id"] = robot
     settings = cli_settings(data_dir)
@@ -239,7 +239,7 @@ def session_table(session: dict[str, Any]) -> Table:
     return table
 
 
-def _param(text: str) -> tuple[str, Any]:
+def parse_param(text: str) -> tuple[str, Any]:
     """``KEY=JSON`` (a bare word is a string)."""
     key, sep, value = text.partition("=")
     if not sep or not key:

@@ -32,6 +32,9 @@ class DispatcherSettings(BaseServiceSettings):
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
     heartbeat_misses: int = Field(default=3, ge=1)
     artifact_retention_hours: float = Field(default=48.0, gt=0)
+    recording_retention_hours: float = Field(
+        default=48.0, gt=0, description="A session's recording (its frames' copies) goes this long after it ended."
+    )
     ingest_token_secret: SecretStr = SecretStr(PLACEHOLDER_PREFIX + "ingest-secret")
     modal_environment: str | None = None
     event_ack_wait_s: float = Field(default=30.0, gt=0, description="Redelivery of an un-acked job event.")
