@@ -18,6 +18,7 @@ from typing import Any
 from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
+from faststream.nats.security import NatsSecurity, NatsUserPassword
 from nats.aio.client import Client as NatsClient
 from nats.js.api import DeliverPolicy
 
@@ -43,11 +44,14 @@ class Consumer:
 
 def make_broker(settings: DispatcherSettings) -> NatsBroker:
     """A broker that connects as every service does (:func:`~services.common.nats.connection.connection_options`:
-    every server, reconnecting forever) and logs through ``services.dispatcher.broker`` (its errors at
-    ERROR, messages at DEBUG)."""
+    every server, reconnecting forever, as the dispatcher's user over its TLS: FastStream takes those as a
+    ``security``) and logs through ``services.dispatcher.broker`` (its errors at ERROR, messages at DEBUG)."""
     options = connection_options(settings, "dispatcher-broker")
     options["connect_timeout"] = int(max(1, settings.nats_connect_timeout_s))
-    return NatsBroker(logger=logging.getLogger("services.dispatcher.broker"), log_level=logging.DEBUG, **options)
+    user, password, tls = options.pop("user", None), options.pop("password", ""), options.pop("tls", None)
+    security = NatsUserPassword(user, password, ssl_context=tls) if user else NatsSecurity(ssl_context=tls)
+    logger = logging.getLogger("services.dispatcher.broker")
+    return NatsBroker(logger=logger, log_level=logging.DEBUG, security=security, **options)
 
 
 def subscribe_events(
