@@ -19,6 +19,7 @@ from nats.js.errors import NotFoundError
 from contracts.streams import BucketDecl, Declarations, StreamDecl, declarations
 from services.common.config import BaseServiceSettings
 from services.common.nats.identity import identity_options
+from services.common.nats.permissions import bound_streams, role_of
 
 log = logging.getLogger(__name__)
 
@@ -255,23 +256,24 @@ async def apply_declarations(js: JetStreamContext, decls: Declarations) -> Apply
 
 
 async def declare_all(js: JetStreamContext, settings: BaseServiceSettings) -> ApplyReport:
-    """Apply the v1 declarations of this deployment's namespace, or, connected as a service's user
-    (``nats_user`` set), check them: only the operator creates and updates streams and buckets
-    (``gpurelay nats declare``; ``gpurelay dev`` at start-up), a service binds to them."""
-    if settings.nats_user:
-        return await check_declarations(js, declarations_of(settings))
-    return await apply_declarations(js, declarations_of(settings))
+    """Apply the v1 declarations of this deployment's namespace, or, connected as a user (``nats_user``
+    set), check that the streams and buckets its role binds to are there: only the operator creates and
+    updates them (``gpurelay nats declare``; ``gpurelay dev`` at start-up), a service binds."""
+    decls = declarations_of(settings)
+    if not settings.nats_user:
+        return await apply_declarations(js, decls)
+    role = role_of(settings.ns, settings.nats_user)
+    return await check_declarations(js, bound_streams(role, settings.ns, decls) if role else [])
 
 
 class NotDeclaredError(RuntimeError):
     """A declared stream or bucket is missing and this connection may not create it."""
 
 
-async def check_declarations(js: JetStreamContext, decls: Declarations) -> ApplyReport:
-    """Every declared stream and bucket as it is (``unchanged``: none is touched); raise
-    :class:`NotDeclaredError` naming those missing."""
+async def check_declarations(js: JetStreamContext, names: list[str]) -> ApplyReport:
+    """The streams ``names`` (a KV bucket's is ``KV_{bucket}``) as they are (``unchanged``: none is touched);
+    raise :class:`NotDeclaredError` naming those missing."""
     report, missing = ApplyReport(), []
-    names = [stream.name for stream in decls.streams] + [f"KV_{bucket.name}" for bucket in decls.buckets]
     for name in names:
         try:
             await js.stream_info(name)

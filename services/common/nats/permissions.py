@@ -185,3 +185,18 @@ def role_permissions(role: Role, ns: Namespace, decls: Declarations) -> Permissi
     if role == "operator":
         publish += [f"{API}.INFO", f"{API}.STREAM.NAMES", f"{API}.STREAM.LIST"]
     return Permissions(tuple(dict.fromkeys(publish)), tuple(dict.fromkeys(subscribe)))
+
+
+def role_of(ns: Namespace, user: str) -> Role | None:
+    """The role whose user in ``ns`` is ``user`` (``None``: a user of none)."""
+    return next((role for role in ROLES if user_name(ns, role) == user), None)
+
+
+def bound_streams(role: Role, ns: Namespace, decls: Declarations) -> list[str]:
+    """The declared streams (full names; buckets as ``KV_{bucket}``) whose info ``role`` may read: those it
+    binds to at start-up."""
+    grant = operator_grant(decls, ns) if role == "operator" else GRANTS[role]
+    names = [ns.stream(name) for name, verbs in grant.streams.items() if verbs & {"info", "manage"}]
+    names += [f"KV_{ns.bucket(name)}" for name, verbs in grant.buckets.items() if verbs & {"info", "manage"}]
+    declared = {d.name for d in decls.streams} | {f"KV_{d.name}" for d in decls.buckets}
+    return [name for name in names if name in declared]
