@@ -4,26 +4,34 @@
 ``nats``, ``nats-1`` … ``nats-3`` and ``127.0.0.1``; server and client use, as mutual route TLS needs).
 :func:`deployable_copy` writes a committed config with only what cannot run here replaced (the TLS
 files, the store, the included users file, and the ports and route hosts a test names); the rest, the
-fsync setting and the users above all, is the committed text. :func:`role_password_env` is the
-environment those users read their passwords from.
+fsync setting and the users above all, is the committed text, which :class:`ConfigServer` runs with
+the environment those users read their passwords from (:func:`role_password_env`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import os
 import re
+import signal
+import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
+import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from services.common.nats.embedded import find_nats_server
 from services.common.nats.permissions import ROLES, Role
 from services.common.nats.server_auth import password_variable
 from services.common.nats.server_config import ServerTls
+from services.common.processes import preexec_die_with_parent
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_NATS = ROOT / "deploy" / "nats"
@@ -99,3 +107,50 @@ def deployable_copy(config: Path, folder: Path, tls: ServerTls, replace: dict[st
     copy = folder / config.name
     copy.write_text(text)
     return copy
+
+
+class ConfigServer:
+    """nats-server on a config file as it is (a :func:`deployable_copy`), the roles' passwords in its
+    environment; it dies with this process, and :meth:`stop` ends exactly it."""
+
+    def __init__(self, config: Path, monitor_url: str) -> None:
+        self.config, self.monitor_url = config, monitor_url
+        self._process: subprocess.Popen[bytes] | None = None
+        self.log = config.with_suffix(".log")
+
+    def start(self, timeout_s: float = 30.0) -> ConfigServer:
+        """Start it and wait until its monitoring port answers ``/healthz?js-enabled-only=true`` (a cluster
+        node: before its peers are up)."""
+        with self.log.open("ab") as log:
+            self._process = subprocess.Popen(
+                [str(find_nats_server()), "-c", str(self.config)], stdout=log, stderr=subprocess.STDOUT,
+                env=role_password_env(), preexec_fn=preexec_die_with_parent(signal.SIGTERM),
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"nats-server exited: {self.log.read_text(errors='replace')[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.monitor_url}/healthz?js-enabled-only=true", timeout=1.0).status_code == 200:
+                    return self
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"nats-server on {self.config} did not come up in {timeout_s}s")
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM, then SIGKILL)."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+
+async def monitor(monitor_url: str, path: str, **params: Any) -> dict[str, Any]:
+    """A monitoring endpoint's JSON (``varz``, ``connz``, ``routez``) of the server at ``monitor_url``."""
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        answer: dict[str, Any] = (await http.get(f"{monitor_url}/{path}", params=params)).json()
+    return answer
