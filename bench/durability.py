@@ -6,8 +6,10 @@ gateway in this process (real HTTP on loopback) and one dispatcher with a warm l
 ``pose`` route runs a no-op workload. It measures (1) an awaited JetStream publish of a ~300-byte
 event into a file stream, one at a time, until its ack; (2) ``POST /v1/jobs`` until its ``201``, one
 at a time (a KV create and the ``job.created`` publish, both acknowledged); (3) a burst of jobs from
-``POST`` to ``job.succeeded``. Rounds alternate which setting goes first; each figure is the median of
-the rounds, and :data:`NOTES` gives every round's value (the spread).
+``POST`` to ``job.succeeded``; and (4) on another fresh server, the dispatcher's fold draining a
+backlog (:func:`bench.fold_stack.drain_rate`: 2 dispatcher processes, 8 partitions, as the fold
+benchmark). Rounds alternate which setting goes first; each figure is the median of the rounds, and
+:data:`NOTES` gives every round's value (the spread).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPEATS, Result, format_table, rate
+from bench.dispatch_fold import FOLD_EVENTS, FOLD_JOBS, FOLD_PARTITIONS
+from bench.fold_stack import drain_rate
 from contracts.route_table import RetryPolicy, Route
 from contracts.streams import KV_APIKEYS
 from services.common.auth.apikeys import ApiKeyStore
@@ -52,8 +56,10 @@ NOTES: list[str] = [
     f"durability: value = sync_interval always (every JetStream write fsynced before its ack), baseline = "
     f"'2m' (NATS' default); each round a fresh nats-server (file store), the gateway in the bench process and "
     f"a dispatcher with a pool of 2 running a no-op, on the same shared cores; {PUBLISHES} awaited publishes, "
-    f"{POSTS} POST /v1/jobs one at a time, {BURST_JOBS} jobs POSTed at once to job.succeeded; the median of "
-    f"{REPEATS} rounds, alternating which setting runs first. Lower is better for the latencies.",
+    f"{POSTS} POST /v1/jobs one at a time, {BURST_JOBS} jobs POSTed at once to job.succeeded; the fold's "
+    f"backlog drain as the fold benchmark measures it ({FOLD_JOBS} jobs, {FOLD_EVENTS:,} heartbeats), on a fresh "
+    f"server of its own; the median of {REPEATS} rounds, alternating which setting runs first. Lower is better "
+    "for the latencies.",
 ]
 
 
@@ -100,7 +106,11 @@ async def stack_figures(root: Path, sync_interval: str) -> dict[str, float]:
             await nc.close()
             await dispatcher.stop()
             await http.stop()
+    (root / "fold").mkdir(parents=True, exist_ok=True)
+    with EmbeddedNats(root / "fold-nats", sync_interval=sync_interval) as server:
+        folded = await drain_rate(server.url, root / "fold", FOLD_PARTITIONS, FOLD_JOBS, FOLD_EVENTS)
     return {
+        "fold": folded,
         "publish p50": _quantile(publishes, 0.5),
         "publish p99": _quantile(publishes, 0.99),
         "post p50": _quantile(posts, 0.5),
@@ -151,6 +161,7 @@ async def measure(rounds: int = REPEATS) -> list[Result]:
         "post p50": ("POST /v1/jobs → 201 p50, one at a time", "ms"),
         "post p99": ("POST /v1/jobs → 201 p99, one at a time", "ms"),
         "jobs/s": (f"jobs/s, {BURST_JOBS} jobs POST → succeeded", "jobs/s"),
+        "fold": (f"fold: events/s from a backlog, 2 dispatchers, {FOLD_PARTITIONS} partitions", "events/s"),
     }
     results = []
     for figure, (label, unit) in names.items():

@@ -1,7 +1,7 @@
 """Each role's NATS user against a real nats-server with the users gpurelay renders: what the role must do
 works, and a sample of what it must not is refused by the server.
 
-The server here has its own store and the ``authorization`` block of
+Each test's server has its own store and the ``authorization`` block of
 :func:`~services.common.nats.server_auth.render_authorization` (namespace ``rp``, so the namespaced
 names are what is granted). A refusal counts only when the server said it: nats-py hands the server's
 ``-ERR 'Permissions Violation ...'`` to the connection's error callback (the client knows no permissions
@@ -29,7 +29,7 @@ from contracts.ids import tenant_key
 from contracts.streams import JOBS, KV_APIKEYS, KV_JOBS, KV_WEBHOOKS, declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.config import BaseServiceSettings
-from services.common.nats.connection import apply_declarations, check_declarations
+from services.common.nats.connection import NotDeclaredError, apply_declarations, check_declarations, declare_all
 from services.common.nats.embedded import EmbeddedNats
 from services.common.nats.identity import identity_options
 from services.common.nats.permissions import Role, bound_streams, inbox_prefix, user_name
@@ -43,11 +43,11 @@ REFUSAL_WAIT_S = 15.0
 """How long a refusal may take to come back (a bound for a loaded machine, not a timing claim)."""
 
 
-@pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
-    """A nats-server with one user per role (namespace ``rp``); nothing is declared yet."""
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    """A fresh nats-server with one user per role (namespace ``rp``); nothing is declared yet."""
     authorization = render_authorization(NS, declarations(NS), dict(PASSWORDS))
-    server = EmbeddedNats(tmp_path_factory.mktemp("nats-roles"), authorization=authorization)
+    server = EmbeddedNats(tmp_path / "nats", authorization=authorization)
     server.start()
     yield server
     server.stop()
@@ -135,14 +135,22 @@ async def test_a_connection_without_a_user_or_with_a_wrong_password_is_refused(s
 
 async def test_only_the_operator_declares_and_each_role_binds_to_its_streams(connect_as: ConnectAs) -> None:
     gateway: RoleClient = await connect_as("gateway")
+    with pytest.raises(NotDeclaredError, match=NS.stream(JOBS)):  # it binds, and there is nothing yet
+        await declare_all(gateway.js, gateway_settings(gateway))
     await gateway.publish_refused(f"$JS.API.STREAM.CREATE.{NS.stream(JOBS)}")
     await declared_by_operator(connect_as)
+    assert (await declare_all(gateway.js, gateway_settings(gateway))).created == []
     roles: tuple[Role, ...] = ("gateway", "dispatcher", "notifier", "worker")
     for role in roles:
         client: RoleClient = await connect_as(role)
         names = bound_streams(role, NS, declarations(NS))
         report = await check_declarations(client.js, names)
         assert sorted(report.unchanged) == sorted(names) != []
+
+
+def gateway_settings(client: RoleClient) -> BaseServiceSettings:
+    """The settings the gateway's ``declare_all`` reads: its namespace and its user."""
+    return BaseServiceSettings(namespace=NS.name, nats_user=user_name(NS, client.role))
 
 
 async def declared_by_operator(connect_as: ConnectAs) -> None:
