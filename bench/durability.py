@@ -30,6 +30,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPEATS, Result, format_table, rate
+from bench.dispatch import BODY, BURST_JOBS, SECRET
 from bench.dispatch_fold import FOLD_EVENTS, FOLD_JOBS, FOLD_PARTITIONS
 from bench.fold_stack import drain_rate
 from contracts.route_table import RetryPolicy, Route
@@ -46,11 +47,8 @@ SETTINGS = ("always", "2m")
 """What gpurelay runs, and NATS' default (the baseline)."""
 PUBLISHES = 1_000
 POSTS = 100
-BURST_JOBS = 200
 WARMUP = 5
 TIMEOUT_S = 120.0
-SECRET = "bench-secret-0123456789abcdef0123456789"
-BODY = {"kind": "pose", "inputs": {"video": {"url": "https://example.com/v.mp4"}}}
 EVENT = b'{"specversion":"1.0","type":"job.progress","data":{"fraction":0.5}}' + b" " * 230  # ~300 bytes
 NOTES: list[str] = [
     f"durability: value = sync_interval always (every JetStream write fsynced before its ack), baseline = "
@@ -177,12 +175,11 @@ async def measure(rounds: int = REPEATS) -> list[Result]:
 
 
 def run() -> list[Result]:
-    """Run the durability benchmark, print its table and return its figures."""
+    """Measure both settings; print the table and every round's values (the spread); the figures."""
     results = asyncio.run(measure())
-    print(format_table(results))
+    print(format_table(results), *NOTES[1:], sep="\n")
     return results
 
 
 if __name__ == "__main__":
     run()
-    print("\n".join(NOTES))
