@@ -135,10 +135,7 @@ class DevStack:
             "ingest_token_secret": dev_secret(self.data_dir, "ingest"),
             "webhook_allow_hosts": ["127.0.0.1", "localhost", "::1"],
         }
-        settings = GatewaySettings(
-            host=self.host, port=self.port, **shared, **users.settings("gateway"),
-            **users.settings("worker", "ingest_nats"),
-        )  # fmt: skip
+        settings = GatewaySettings(host=self.host, port=self.port, **shared, **users.settings("gateway"))
         dev_key = dev_secret(self.data_dir, "api_key", generate_key)
         nc = await connect(settings.model_copy(update=users.settings("operator")), "dev")
         try:
@@ -156,8 +153,8 @@ class DevStack:
         shared["url"] = self.gateway.url
         # Its workers die with us: the NATS they report to does too.
         dispatcher = DispatcherSettings(
-            **shared, **users.settings("dispatcher"), **users.settings("worker", "local_worker_nats"),
-            local_workers_die_with_dispatcher=True, local_worker_env=dev_worker_env(),
+            **shared, **users.settings("dispatcher"), local_workers_die_with_dispatcher=True,
+            local_worker_env=dev_worker_env(),
         )  # fmt: skip
         self.dispatcher = Dispatcher(dispatcher, modal_client=self.modal_client)
         await self.dispatcher.start()

@@ -20,7 +20,8 @@ from pydantic import SecretStr
 
 from contracts.streams import Declarations
 from contracts.subjects import Namespace
-from services.common.nats.permissions import ROLES, Role, user_name
+from services.common.nats.identity import identity_env, identity_settings
+from services.common.nats.permissions import ROLES, Role
 from services.common.nats.server_auth import Password, render_authorization
 
 
@@ -60,11 +61,12 @@ class DevNatsUsers:
         passwords: dict[Role, Password] = dict(self.passwords)
         return render_authorization(self.ns, decls, passwords)
 
-    def settings(self, role: Role, prefix: str = "nats") -> dict[str, Any]:
-        """Settings of a part connecting as ``role``: ``nats_user`` and ``nats_password`` (``prefix``
-        ``ingest_nats`` or ``local_worker_nats`` for the identities a service hands on)."""
-        return {f"{prefix}_user": user_name(self.ns, role), f"{prefix}_password": SecretStr(self.passwords[role])}
+    def settings(self, service: Role) -> dict[str, Any]:
+        """Settings of a part of the stack: the users it connects as
+        (:data:`~services.common.nats.identity.IDENTITIES`), passwords secret."""
+        found = identity_settings(service, self.ns, self.passwords)
+        return {name: SecretStr(value) if name.endswith("_password") else value for name, value in found.items()}
 
-    def env(self, role: Role) -> dict[str, str]:
-        """``GPURELAY_NATS_USER`` and ``GPURELAY_NATS_PASSWORD`` of ``role``."""
-        return {"GPURELAY_NATS_USER": user_name(self.ns, role), "GPURELAY_NATS_PASSWORD": self.passwords[role]}
+    def env(self, service: Role) -> dict[str, str]:
+        """The same as ``GPURELAY_*`` variables (``dev.env`` holds the operator's)."""
+        return identity_env(service, self.ns, self.passwords)

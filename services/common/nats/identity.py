@@ -4,16 +4,19 @@ With ``nats_user`` set, a connection authenticates as that user (its role's, see
 :mod:`services.common.nats.permissions`) and takes its replies on the user's own inbox prefix, the only
 one its permissions let it read. With ``nats_tls_ca_file`` set, it speaks TLS and verifies the servers
 against that CA (and presents ``nats_tls_cert_file`` where the servers verify clients). Neither set: an
-anonymous plain connection, as to the tests' shared server.
+anonymous plain connection, as to the tests' shared server. :func:`identity_env` gives a service process
+the variables of its users (what compose sets, and a test harness can add).
 """
 
 from __future__ import annotations
 
 import ssl
+from collections.abc import Mapping
 from typing import Any
 
+from contracts.subjects import Namespace
 from services.common.config import BaseServiceSettings
-from services.common.nats.permissions import inbox_prefix
+from services.common.nats.permissions import Role, inbox_prefix, user_name
 
 
 def tls_context(settings: BaseServiceSettings) -> ssl.SSLContext | None:
@@ -46,3 +49,27 @@ def as_identity(settings: BaseServiceSettings, user: str | None, password: Any) 
     if user:
         shared |= {"nats_user": user, "nats_password": password}
     return BaseServiceSettings.model_construct(**shared)
+
+
+IDENTITIES: dict[Role, dict[str, Role]] = {
+    "gateway": {"nats": "gateway", "ingest_nats": "worker"},
+    "dispatcher": {"nats": "dispatcher", "local_worker_nats": "worker"},
+    "notifier": {"nats": "notifier"},
+    "worker": {"nats": "worker"},
+    "operator": {"nats": "operator"},
+}
+"""The NATS users each process connects as, by settings prefix: its own, and the ``worker`` user the
+gateway's ingest route and the dispatcher's pool use."""
+
+
+def identity_settings(service: Role, ns: Namespace, passwords: Mapping[Role, str]) -> dict[str, str]:
+    """``nats_user``, ``nats_password`` (and the ingest or pool pair) of ``service`` in ``ns``."""
+    found: dict[str, str] = {}
+    for prefix, role in IDENTITIES[service].items():
+        found |= {f"{prefix}_user": user_name(ns, role), f"{prefix}_password": passwords[role]}
+    return found
+
+
+def identity_env(service: Role, ns: Namespace, passwords: Mapping[Role, str]) -> dict[str, str]:
+    """The same as ``GPURELAY_*`` variables: what a harness adds to a service process's environment."""
+    return {f"GPURELAY_{name.upper()}": value for name, value in identity_settings(service, ns, passwords).items()}
