@@ -143,10 +143,7 @@ class EmbeddedNats:
             return
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self._stop_stale()
-        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # its users' passwords
-        with os.fdopen(fd, "w") as config:
-            config.write(self.config().render())
-        os.chmod(self.config_path, 0o600)  # an older file kept its mode
+        self.write_config()
         log_file = self._log_path.open("ab")
         self._process = subprocess.Popen(
             [str(find_nats_server()), "-a", self.host, "-p", str(self.port), "-c", str(self.config_path)],
@@ -158,6 +155,13 @@ class EmbeddedNats:
         )
         log_file.close()
         self.pidfile.write(self._process.pid)
+
+    def write_config(self) -> None:
+        """Write :meth:`config` to :attr:`config_path`, mode 0600 (it holds the users' passwords)."""
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as config:
+            config.write(self.config().render())
+        os.chmod(self.config_path, 0o600)  # an older file kept its mode
 
     def config(self) -> ServerConfig:
         """What the server's config file says."""
