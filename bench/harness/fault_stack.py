@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -49,14 +50,20 @@ profiles:
 """
 
 
+def operator_options(users: Mapping[Role, str] | None) -> dict[str, Any]:
+    """nats-py's options to connect as the operator of a server with ``users`` (passwords by role);
+    none where it has no users."""
+    if not users:
+        return {}
+    return identity_options(BaseServiceSettings.model_validate(identity_settings("operator", Namespace(), users)))
+
+
 async def connect_test_client(nats_url: str, users: Mapping[Role, str] | None = None) -> NatsClient:
     """The test's own NATS connection: every server of ``nats_url``, reconnecting forever; as the
-    operator where the server has ``users`` (their passwords by role)."""
-    operator = BaseServiceSettings.model_validate(identity_settings("operator", Namespace(), users)) if users else None
-    identity = identity_options(operator) if operator else {}
+    operator where the server has ``users``."""
     return await nats.connect(
         [u for u in nats_url.split(",") if u], connect_timeout=2, max_reconnect_attempts=-1, reconnect_time_wait=0.2,
-        **identity,
+        **operator_options(users),
     )  # fmt: skip
 
 
