@@ -40,7 +40,10 @@ WORKER_EVENTS = (
 )  # fmt: skip
 """The job events a worker reports (the ingest route's ``WORKER_EVENT_TYPES``); the rest are the platform's."""
 GATEWAY_EVENTS = ("created", "cancel_requested", "stop_requested")
-DISPATCHER_EVENTS = ("queued", "position", "dispatched", "retrying", "stage", "succeeded", "failed", "canceled")
+DISPATCHER_EVENTS = (
+    "created", "queued", "position", "dispatched", "retrying", "stage", "succeeded", "failed", "canceled",
+)  # fmt: skip
+"""``created``: the sweeper publishes a lost ``job.created`` again (:mod:`services.dispatcher.scheduling.sweeper`)."""
 
 
 def job_events(names: Iterable[str]) -> tuple[str, ...]:
