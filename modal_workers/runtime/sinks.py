@@ -78,8 +78,8 @@ class NatsSink:
         self._nc: Any = None
 
     @classmethod
-    async def connect(cls, nats_url: str, namespace: str = "") -> NatsSink:
-        """A connected sink."""
+    async def connect(cls, nats_url: str, namespace: str = "", **options: Any) -> NatsSink:
+        """A connected sink; ``options`` go to nats-py (the workers' user, inbox prefix and TLS)."""
         import nats
 
         sink = cls(nats_url, namespace)
@@ -88,6 +88,7 @@ class NatsSink:
             name="gpurelay-worker",
             max_reconnect_attempts=-1,
             reconnect_time_wait=RECONNECT_WAIT_S,
+            **options,
         )
         return sink
 

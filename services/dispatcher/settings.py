@@ -29,6 +29,12 @@ class DispatcherSettings(BaseServiceSettings):
         description="Environment the local pool's workers get on top of the dispatcher's "
         "(gpurelay dev: the synthetic arm's URDF for splat sessions).",
     )
+    local_worker_nats_user: str | None = Field(
+        default=None,
+        description="The NATS user the local pool's workers connect as (the worker role's; unset: the dispatcher's "
+        "own).",
+    )
+    local_worker_nats_password: SecretStr | None = Field(default=None, description="That user's password.")
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
     heartbeat_misses: int = Field(default=3, ge=1)
     artifact_retention_hours: float = Field(default=48.0, gt=0)
