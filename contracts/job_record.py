@@ -253,6 +253,7 @@ class SessionInfo(Contract):
     resumable: bool | None = Field(default=None, description="Whether its workload resumes after a lost worker.")
     resumes: int = Field(default=0, ge=0, description="How many times a new attempt resumed it.")
     resumed_attempt: int = Field(default=0, ge=0, description="The latest attempt that resumed it.")
+    recording_expired: bool = Field(default=False, description="Retention removed the session's recording.")
 
 
 _ENTERED: dict[JobStatus, str] = {
@@ -444,6 +445,12 @@ class JobRecord(Contract):
         if self.session is None or self.terminal:
             return self
         return self._evolve(at, session=self.session.model_copy(update=changes))
+
+    def with_recording_expired(self, at: datetime | None = None) -> JobRecord:
+        """Retention removed the session's recording (allowed on terminal records)."""
+        if self.session is None or self.session.recording_expired:
+            return self
+        return self._evolve(at, session=self.session.model_copy(update={"recording_expired": True}))
 
     def with_artifacts_expired(self, names: set[str] | None = None, at: datetime | None = None) -> JobRecord:
         """Retention: flag artifacts (all, or those in ``names``) expired; allowed on terminal records."""

@@ -1,7 +1,7 @@
-"""The failure a workload raises when another attempt cannot help (:class:`PermanentError`).
+"""The failure a workload raises for bad input: :class:`PermanentError` (a code and a message a user can act on).
 
-Kept apart from the runner (:mod:`modal_workers.runtime.worker_runtime`, which re-exports it) so that the
-runtime's own parts, such as the session's start, can raise it without importing the runner.
+Its own module so that what the runtime runs before a workload (a session's source, its recording) and
+the shared media code can raise it without importing the runtime that catches it.
 """
 
 from __future__ import annotations

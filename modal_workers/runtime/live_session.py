@@ -29,12 +29,18 @@ A workload's loop: load · ``ready`` · ``poll`` → stop? return the result (th
 clear the model · frames? train on them, ``status`` and now and then ``snapshot``. Idle and length limits
 come from the session's params; once the job's cancel is seen, ``poll`` raises the context's
 ``CancelledError``. Resuming after a lost worker: :mod:`modal_workers.runtime.session_resume`.
+
+What ``poll`` hands out (frames with their joints, resets, a requested stop) and what the workload
+emits (results, alerts, snapshots) also go to the session's recording (``recorder``, set by the
+runtime: :mod:`modal_workers.runtime.recording.writer`). A workload that can score its final output on
+recorded frames (splat: PSNR) sets ``scorer``, which a replay's comparison calls.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,7 +50,8 @@ from contracts.events import sessions as se
 from contracts.events.registry import EventType
 from contracts.job_record import Artifact
 from contracts.specs.session_params import SessionParams
-from modal_workers.runtime.session_input import SessionBatch, SessionInput
+from modal_workers.runtime.recording.writer import RecordingWriter
+from modal_workers.runtime.session_input import SessionBatch, SessionFrame, SessionInput
 from modal_workers.runtime.session_resume import ResumePoint, save_resume_point, slot_name
 
 CANCEL_CHECK_S = 0.25
@@ -69,6 +76,10 @@ class SessionHost(Protocol):
         """Raise once the job's cancel was seen."""
 
 
+Scorer = Callable[[bytes, dict[str, Any], list[SessionFrame]], "float | None"]
+"""``(final snapshot, the session's params, frames) -> score``: how well an output renders those frames."""
+
+
 class LiveSession:
     """One run of a live session: its bounded input and its outputs (snapshots, results, alerts)."""
 
@@ -88,6 +99,9 @@ class LiveSession:
         self._lock = threading.Lock()
         self._fraction = 0.0
         self.snapshots = self.results = 0
+        self.recorder: RecordingWriter | None = None
+        self.scorer: Scorer | None = None
+        self._failure: Exception | None = None
         self.started = time.monotonic()
         self.is_ready = False
         self.resume_point: ResumePoint | None = None
@@ -131,10 +145,28 @@ class LiveSession:
         deadline = time.monotonic() + timeout
         while True:
             self.host.check_cancelled()
+            if self._failure is not None:
+                raise self._failure
             left = deadline - time.monotonic()
             batch = self.input.poll(max(0.0, min(CANCEL_CHECK_S, left)))
             if batch.frames or batch.reset or batch.stop or left <= CANCEL_CHECK_S:
+                if self.recorder is not None:
+                    self._record(self.recorder, batch)
                 return batch
+
+    def fail(self, error: Exception) -> None:
+        """End the session with ``error``, raised by the next poll (its input can no longer come: a
+        source that broke off)."""
+        self._failure = error
+
+    @staticmethod
+    def _record(recorder: RecordingWriter, batch: SessionBatch) -> None:
+        if batch.frames:
+            recorder.frames(batch.frames)
+        if batch.reset:
+            recorder.control("reset")
+        if batch.stop == "requested":
+            recorder.control("stop")
 
     def status(self, fraction: float | None = None, message: str | None = None, **metrics: Any) -> None:
         """Progress (``fraction`` defaults to the last one) with ``metrics`` and the input's counts.
@@ -166,6 +198,9 @@ class LiveSession:
                 results=results, frames_processed=processed, frames_dropped=dropped, state=state,
             )  # fmt: skip
             save_resume_point(self.host, point)
+        if self.recorder is not None:
+            body = data.read_bytes() if isinstance(data, Path) else data
+            self.recorder.snapshot(body, seq=seq, name=name, content_type=artifact.content_type)
         payload = se.SessionSnapshotPayload(artifact=artifact, seq=seq, frames=self.input.frames_processed)
         self.host.emit(EventType.SESSION_SNAPSHOT, payload, f"snap-{number}")
         return artifact
@@ -189,6 +224,8 @@ class LiveSession:
             data=data,
         )  # fmt: skip
         self.host.emit(EventType.SESSION_RESULT, payload, f"res-{chunk}")
+        if self.recorder is not None:
+            self.recorder.result(payload)
         return chunk
 
     def alert(
@@ -199,3 +236,5 @@ class LiveSession:
             chunk=chunk, first_seq=first_seq, last_seq=last_seq, pattern=pattern, message=message, text=text
         )
         self.host.emit(EventType.SESSION_ALERT, payload, f"alert-{chunk}")
+        if self.recorder is not None:
+            self.recorder.alert(payload)

@@ -9,6 +9,8 @@ The session is ``starting`` until the workload is ready (``ctx.session.ready()``
 then ``session.ready`` goes out with the load time, preceded on a later attempt by ``session.resumed``.
 A later attempt (its worker's predecessor was lost) restores the newest resume point first
 (:mod:`modal_workers.runtime.session_resume`); a workload that cannot resume fails it with ``worker_lost``.
+The session's recording and, for a session with a ``source``, its feeder are
+:class:`~modal_workers.runtime.recording.glue.RecordedRun`'s.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from contracts.events.registry import EventType
 from contracts.specs.jobs import SplatSpec, VlmSpec
 from modal_workers.runtime.errors import PermanentError
 from modal_workers.runtime.live_session import LiveSession
+from modal_workers.runtime.recording.glue import RecordedRun
 from modal_workers.runtime.session_resume import load_resume_point
 
 FEED_START_TIMEOUT_S = 15.0
@@ -48,13 +51,18 @@ def live_session(runtime: Any, ctx: Any, resumable: bool = False) -> Iterator[Li
     def positions() -> tuple[int, int]:
         return live.input.last_frame_stream_seq, live.input.last_joints_stream_seq
 
+    recorded = RecordedRun(runtime, ctx, spec, live)
     opened = runtime.sink.open_session_feed(request, robot_id, live.input.put, positions)
     feed = runtime.call(opened, FEED_START_TIMEOUT_S)
     ctx.session = live
+    recorded.start()
+    completed = False
     try:
         yield live
+        completed = True
     finally:
         ctx.session = None
+        recorded.finish(completed)
         runtime.call(feed.stop(), FEED_START_TIMEOUT_S)
 
 

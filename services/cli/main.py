@@ -14,9 +14,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from services.cli import session_recordings  # noqa: F401 - registers `session export` and `session replay`
 from services.cli.dev import DataDirInUseError, DevStack, print_ready, run_until_signal
 from services.cli.jobs import jobs_app
 from services.cli.keys import keys_app
+from services.cli.nats_cmd import nats_app
 from services.cli.replay.command import replay
 from services.cli.replay.dlq import dlq_app
 from services.cli.serve import serve_app
@@ -34,6 +36,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(sessions_app, name="session")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(nats_app, name="nats")
 app.command()(submit)
 app.command()(replay)
 app.command()(status)

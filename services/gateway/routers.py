@@ -9,7 +9,9 @@ from services.gateway.ingest import routes as ingest
 from services.gateway.jobs import batch as jobs_batch
 from services.gateway.jobs import routes as jobs
 from services.gateway.robots import routes as robots
+from services.gateway.sessions import recording_routes as session_recordings
 from services.gateway.sessions import routes as sessions
+from services.gateway.sessions import source_routes as session_sources
 from services.gateway.uploads import routes as uploads
 from services.gateway.webhooks import dead_letter_routes as dead_letters
 from services.gateway.webhooks import routes as webhooks
@@ -18,4 +20,5 @@ ROUTERS: list[APIRouter] = []
 ROUTERS += [uploads.router, jobs_batch.router, jobs.router]
 ROUTERS += [webhooks.router, dead_letters.router, ingest.router]
 ROUTERS.append(robots.router)
-ROUTERS += [sessions.router, sessions.internal_router, compat_so100.router]
+ROUTERS += [sessions.router, session_recordings.router, sessions.internal_router, session_sources.router]
+ROUTERS.append(compat_so100.router)

@@ -44,6 +44,7 @@ from services.common.nats.kv import kv_entries
 from services.common.observability.metrics import JOBS_CREATED
 from services.common.storage import InvalidKeyError, check_result_key
 from services.gateway.deps import PrincipalDep, StateDep
+from services.gateway.sessions.sources import check_recording_refs
 from services.gateway.state import GatewayState
 from services.gateway.uploads.routes import upload_input_problem
 
@@ -120,7 +121,8 @@ async def job_out(state: GatewayState, record: JobRecord) -> JobOut:
 
 async def _check_inputs(state: GatewayState, tenant: str, spec: JobSpec) -> None:
     """422 naming each input that is a URL (unless allowed), an upload this tenant does not have, or a
-    completed upload whose file is no longer the one verified at completion."""
+    completed upload whose file is no longer the one verified at completion; then the recording or
+    source the spec names (:func:`~services.gateway.sessions.sources.check_recording_refs`)."""
     errors = []
     for name, ref in spec.inputs.refs().items():
         if ref.url is not None and not state.settings.allow_url_inputs:
@@ -130,6 +132,7 @@ async def _check_inputs(state: GatewayState, tenant: str, spec: JobSpec) -> None
             errors.append(field_error(("body", "inputs", name, "upload_id"), problem))
     if errors:
         raise unprocessable("The job's inputs are not valid.", *errors)
+    await check_recording_refs(state, tenant, spec)
 
 
 async def _create(state: GatewayState, tenant: str, job_id: str, spec: JobSpec, *, replay: bool) -> JobRecord:

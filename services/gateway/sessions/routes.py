@@ -71,15 +71,23 @@ async def create_session(
     """Record the session (a job of a session kind) and publish ``job.created``; the dispatcher starts
     its worker. Without ``robot_id`` the session gets a robot of its own, named by its id. A vlm
     session may name only a model the deployment allows (422 otherwise)."""
-    _check_model(state.settings, spec)
-    record, claimed = await submit_job(state, principal.tenant, spec, idempotency_key)
+    return await submit_session(request, state, principal.tenant, spec, response, idempotency_key)
+
+
+async def submit_session(
+    request: Request, state: GatewayState, tenant: str, spec: SplatSpec | VlmSpec, response: Response,
+    idempotency_key: str | None,
+) -> SessionOut:  # fmt: skip
+    """Check the model, record the session (201, or 200 for a replayed ``Idempotency-Key``); its view."""
+    check_model(state.settings, spec)
+    record, claimed = await submit_job(state, tenant, spec, idempotency_key)
     response.status_code = 201 if claimed else 200
     out = await session_out(state, intake_of(request), record)
     response.headers["Location"] = out.urls.self
     return out
 
 
-def _check_model(settings: GatewaySettings, spec: SplatSpec | VlmSpec) -> None:
+def check_model(settings: GatewaySettings, spec: SplatSpec | VlmSpec) -> None:
     """422 on ``params.model`` when a vlm session names a model this deployment does not allow
     (``vlm_model`` and ``vlm_models``, the settings its workers hold too)."""
     if isinstance(spec, VlmSpec):
