@@ -145,7 +145,8 @@ class SplatSession:
         return {
             "reset_seq": self.reset_seq, "resets": self.resets, "chunks": len(self.chunks),
             "chunked": self.chunked, "without_pose": self.without_pose, "invalid": self.invalid,
-            "steps": trainer.steps, "frames_received": trainer.frames_received, "frames_used": trainer.frames_used,
+            "held_out": self.held_out, "steps": trainer.steps, "frames_received": trainer.frames_received,
+            "frames_used": trainer.frames_used,
         }  # fmt: skip
 
     def restore(self, point: ResumePoint, ply: bytes | None) -> None:
@@ -159,7 +160,7 @@ class SplatSession:
         self.resets, self.chunked = int(state.get("resets", 0)), int(state.get("chunked", 0))
         self.chunks = [f"chunks/{number:04d}.ply" for number in range(1, int(state.get("chunks", 0)) + 1)]
         self.without_pose, self.invalid = int(state.get("without_pose", 0)), int(state.get("invalid", 0))
-        self.snapshots = point.number
+        self.held_out, self.snapshots = int(state.get("held_out", 0)), point.number
 
     def status(self, now: float | None = None) -> None:
         """Report progress with the session's figures now."""

@@ -44,7 +44,7 @@ def test_a_restored_session_renders_as_the_snapshot_and_counts_on() -> None:
     scene = scene_gaussians()
     view = Camera(Intrinsics.from_fov(40, 40, 60.0), synthetic_rig().camera_to_world(arm_angles(0.3)))
     state = {"reset_seq": 2, "resets": 1, "chunks": 3, "chunked": 150, "without_pose": 4, "invalid": 1,
-             "steps": 900, "frames_received": 160, "frames_used": 150}  # fmt: skip
+             "held_out": 5, "steps": 900, "frames_received": 160, "frames_used": 150}  # fmt: skip
     ply = to_ply_bytes(scene)
     artifact = Artifact(name="live/1-splat.ply", key="k", size=len(ply))
     point = ResumePoint(number=7, snapshot=artifact, seq=162, frames_after=500, joints_after=90, results=0,
