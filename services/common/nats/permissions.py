@@ -36,7 +36,7 @@ API = "$JS.API"
 
 WORKER_EVENTS = (
     "started", "progress", "log", "artifact", "heartbeat", "stage", "succeeded", "failed",
-    "snapshot", "result", "alert",
+    "snapshot", "result", "alert", "ready", "resumed",
 )  # fmt: skip
 """The job events a worker reports (the ingest route's ``WORKER_EVENT_TYPES``); the rest are the platform's."""
 GATEWAY_EVENTS = ("created", "cancel_requested", "stop_requested")
