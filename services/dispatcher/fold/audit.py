@@ -4,7 +4,7 @@ The fold keeps KV ``jobs`` equal to :func:`~services.dispatcher.fold.records.fol
 that never reaches the fold (a sourcing gap into ``JOBS_FOLD``, a batch acked without its write) leaves
 a record behind for good: nothing redelivers it. :class:`FoldAudit` looks again at records that stopped
 moving. At each sweep (every ``fold_audit_interval_s``) it reads what KV ``jobs`` stored since the last
-one (:meth:`FoldAudit.scan`: one pull consumer, the first reading each record as it stands) and keeps
+one (:meth:`FoldAudit.scan`, :func:`~services.dispatcher.kv_writes.read_writes`) and keeps
 the keys of records not terminal, with the time of their last write (at most ``fold_audit_candidates``,
 the newest dropped first: they are the least overdue). Those unchanged for ``fold_audit_after_s`` are
 audited, the oldest first, at most ``fold_audit_per_sweep`` a sweep: the job's events are read from
@@ -24,6 +24,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.kv import KV_OP
 
@@ -34,13 +35,12 @@ from contracts.subjects import Subjects
 from services.common.observability.metrics import FOLD_REPAIRS
 from services.dispatcher.fold.reactions import REACTS_TO, Reactions
 from services.dispatcher.fold.records import fold
+from services.dispatcher.kv_writes import READ_BATCH, READ_TIMEOUT_S, read_writes
 from services.dispatcher.store import JobStore
 
 log = logging.getLogger(__name__)
 ENDED = tuple(f'"status":"{status}"'.encode() for status in TERMINAL)
 """How a terminal record's status reads in its JSON (it is never audited)."""
-READ_BATCH = 512
-READ_TIMEOUT_S = 5.0
 
 
 class FoldAudit:
@@ -69,31 +69,16 @@ class FoldAudit:
     async def scan(self) -> int:
         """Learn from every write KV ``jobs`` stored since the last scan (the first: every record as it
         stands); how many were read."""
-        kv = self.store.kv
-        js, stream, prefix = kv._js, kv._stream, kv._pre  # nats-py keeps them private
-        config = ConsumerConfig(ack_policy=AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True)
-        if self.scanned:
-            config.deliver_policy, config.opt_start_seq = DeliverPolicy.BY_START_SEQUENCE, self.scanned + 1
-        else:
-            config.deliver_policy = DeliverPolicy.LAST_PER_SUBJECT
-        sub = await js.pull_subscribe(f"{prefix}>", stream=stream, config=config)
-        read = 0
-        try:
-            remaining = (await sub.consumer_info()).num_pending or 0
-            while remaining > 0:
-                for msg in await sub.fetch(min(remaining, READ_BATCH), timeout=READ_TIMEOUT_S):
-                    remaining, read = remaining - 1, read + 1
-                    self.scanned = max(self.scanned, msg.metadata.sequence.stream)
-                    key = msg.subject[len(prefix) :]
-                    self.candidates.pop(key, None)  # a write: its time starts again (at the end: newest)
-                    if not (msg.headers or {}).get(KV_OP) and not any(s in msg.data for s in ENDED):
-                        tenant, _, job_id = key.partition(".")
-                        self.candidates[key] = (tenant, job_id, msg.metadata.timestamp)
-        finally:
-            await sub.unsubscribe()
+        self.scanned, read = await read_writes(self.store.kv, self.scanned, self._on_write)
         while len(self.candidates) > self.max_candidates:  # the newest go: they are the least overdue
             self.candidates.pop(next(reversed(self.candidates)))
         return read
+
+    def _on_write(self, key: str, msg: Msg) -> None:
+        self.candidates.pop(key, None)  # a write: its time starts again (at the end: newest)
+        if not (msg.headers or {}).get(KV_OP) and not any(status in msg.data for status in ENDED):
+            tenant, _, job_id = key.partition(".")
+            self.candidates[key] = (tenant, job_id, msg.metadata.timestamp)
 
     async def sweep(self) -> list[str]:
         """:meth:`scan`, then audit the due candidates (oldest first, at most ``per_sweep``); the ids
