@@ -32,9 +32,9 @@ NOTES = [
     "server's API advisories, KV writes and their republish. Jobs: the median of 3 of each; the submit run is "
     "a lap_compare job on two synthetic laps (its progress events follow the machine's speed, so its count "
     "varies a little); the job-only run a no-op pose job (deterministic). Baseline: the job's own events. At "
-    "rest: 30 s (every long pull renewed once) with no job and no client, after 3 s of warm-up. Memory: VmRSS summed over every process of "
-    "the stack at rest. Targets (lower is better, carried in the names): ≤ 100 messages per submitted job, "
-    "≤ 30 per job-only run, ≤ 5 messages/s at rest, ≤ 600 MB.",
+    "rest: 30 s (every long pull renewed once) with no job and no client, after 3 s of warm-up. Memory: VmRSS "
+    "summed over every process of the stack at rest. Targets (lower is better, carried in the names): ≤ 100 "
+    "messages per submitted job, ≤ 30 per job-only run, ≤ 5 messages/s at rest, ≤ 600 MB.",
 ]
 
 

@@ -81,7 +81,7 @@ def bucket_of(subject: str, reply: str = "") -> str:
         return "_INBOX"
     if subject.startswith(API):
         parts = subject.split(".")
-        return ".".join(parts[:6]) if parts[2] == "CONSUMER" else ".".join(parts[:5])
+        return ".".join(parts[:6]) if parts[2] == "CONSUMER" or parts[3] == "MSG" else ".".join(parts[:5])
     if subject.startswith("$JS.ACK."):
         parts = subject.split(".")
         return ".".join(parts[:4]) if len(parts) > 4 else subject

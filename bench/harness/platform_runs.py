@@ -1,9 +1,11 @@
 """The platform's own cost on the embedded stack (``gpurelay dev``): what a job and an idle stack cost NATS.
 
 :func:`embedded_stack` starts :class:`~services.cli.dev.DevStack` with a :class:`MessageCounter` on its
-server; :func:`job_only` counts one ``lap_compare`` job from ``POST /v1/jobs`` (inputs uploaded before)
-to its settled end, :func:`submitted` counts a job as ``gpurelay submit`` runs it (two uploads, the job,
-one SSE follower), :func:`at_rest` counts a stretch with no job and no client. Shared by ``bench/`` and
+server and :data:`ROUTES` (``lap_compare`` as in ``deploy/routes.yaml``, ``pose`` a no-op);
+:func:`job_only` counts one no-op ``pose`` job from ``POST /v1/jobs`` (its input uploaded before) to its
+settled end, :func:`submitted` counts a ``lap_compare`` job as ``gpurelay submit`` runs it (two uploads,
+the job, one SSE follower), :func:`at_rest` counts a stretch with no job and no client, and
+:func:`stack_rss_mb` sums the resident memory of every process of the stack. Shared by ``bench/`` and
 the message-budget test.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -29,6 +32,27 @@ from services.cli.dev import DevStack
 from services.cli.submit import submit_and_watch, upload
 
 SETTLE_S = 60.0
+ROUTES = """
+profiles:
+  dev:
+    lap_compare:
+      backend: local
+      local: modal_workers.lap_compare:run
+      function: lap_compare
+      gpus: []
+      timeout_s: 300
+      retries: {max_attempts: 1}
+      concurrency: 2
+    pose:
+      backend: local
+      local: bench.noop_workload:noop
+      function: pose
+      gpus: []
+      timeout_s: 60
+      retries: {max_attempts: 1}
+      concurrency: 2
+  prod: {}
+"""
 TERMINAL = ("succeeded", "failed", "canceled")
 
 
@@ -54,8 +78,17 @@ def lap_videos(folder: Path) -> dict[str, Path]:
 @asynccontextmanager
 async def embedded_stack(folder: Path) -> AsyncIterator[Stack]:
     """``gpurelay dev``'s stack in this process on ``folder``, counted from its start."""
+    routes = folder / "routes.yaml"
+    routes.write_text(ROUTES)
     dev = DevStack(folder / "data", port=0)
-    env = await dev.start()
+    before = os.environ.get("GPURELAY_ROUTE_TABLE")
+    os.environ["GPURELAY_ROUTE_TABLE"] = str(routes)  # what the dispatcher's settings read
+    try:
+        env = await dev.start()
+    finally:
+        os.environ.pop("GPURELAY_ROUTE_TABLE")
+        if before is not None:
+            os.environ["GPURELAY_ROUTE_TABLE"] = before
     counter = MessageCounter()
     try:
         await counter.start(env["GPURELAY_NATS_URL"])
@@ -103,21 +136,21 @@ class _Ends:
                 await self._changed.wait()
 
 
-async def _uploaded(stack: Stack) -> dict[str, dict[str, str]]:
+async def _uploaded(stack: Stack, files: dict[str, Path]) -> dict[str, dict[str, str]]:
     refs: dict[str, dict[str, str]] = {}
     async with httpx.AsyncClient() as storage:
         with Progress(disable=True) as progress:
-            for name, path in stack.videos.items():
+            for name, path in files.items():
                 refs[name] = {"upload_id": await upload(stack.client, storage, path, progress)}
     return refs
 
 
-async def job_only(stack: Stack, kind: str = "lap_compare") -> Tally:
-    """One job with its inputs uploaded first: ``POST /v1/jobs`` → settled, no follower."""
-    refs = await _uploaded(stack)
-    await asyncio.sleep(0.5)  # the uploads' own tail (their fold) out of the window
+async def job_only(stack: Stack) -> Tally:
+    """One no-op ``pose`` job with its input uploaded first: ``POST /v1/jobs`` → settled, no follower."""
+    refs = await _uploaded(stack, {"video": stack.videos["video"]})
+    await asyncio.sleep(0.5)  # the upload's own tail (its fold) out of the window
     async with stack.counter.window() as tally, _Ends(stack.counter) as ends:
-        job = await stack.client.call("POST", "/v1/jobs", json={"kind": kind, "inputs": refs})
+        job = await stack.client.call("POST", "/v1/jobs", json={"kind": "pose", "inputs": refs})
         await ends.settled(job["id"])
     return tally
 
@@ -138,3 +171,26 @@ async def at_rest(stack: Stack, seconds: float) -> Tally:
     async with stack.counter.window() as tally:
         await asyncio.sleep(seconds)
     return tally
+
+
+def stack_rss_mb(root: int | None = None) -> float:
+    """The resident memory (``VmRSS``) of ``root`` (this process) and every live descendant, in MB:
+    the embedded stack's gateway, notifier and dispatcher (this process), nats-server and the pool."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    tree, frontier = set[int](), [root or os.getpid()]
+    while frontier:
+        pid = frontier.pop()
+        if pid not in tree:
+            tree.add(pid)
+            frontier += [child for child, parent in parents.items() if parent == pid]
+    total_kb = 0
+    for pid in tree:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+    return total_kb / 1024
