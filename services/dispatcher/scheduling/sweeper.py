@@ -79,10 +79,13 @@ class CreatedSweeper:
             config.deliver_policy, config.opt_start_seq = DeliverPolicy.BY_START_SEQUENCE, self.scanned + 1
         else:  # the first scan: each record as it stands
             config.deliver_policy = DeliverPolicy.LAST_PER_SUBJECT
-        sub = await js.pull_subscribe(f"{prefix}>", stream=stream, config=config)
-        read = 0
+        config.filter_subject = f"{prefix}>"
+        info = await js.add_consumer(stream, config)  # its answer counts what waits: no info request
+        remaining, read = info.num_pending or 0, 0
+        if not remaining:  # nothing stored since the last scan (an idle stack): the consumer expires unread
+            return read
+        sub = await js.pull_subscribe_bind(info.name, stream=stream)
         try:
-            remaining = (await sub.consumer_info()).num_pending or 0
             while remaining > 0:
                 for msg in await sub.fetch(min(remaining, SCAN_BATCH), timeout=SCAN_TIMEOUT_S):
                     remaining, read = remaining - 1, read + 1
