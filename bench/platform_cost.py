@@ -20,10 +20,12 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPEATS, Result, format_table
+from bench.harness.catch_up_cost import catch_up_requests
 from bench.harness.message_counter import Tally
 from bench.harness.platform_runs import at_rest, embedded_stack, job_only, stack_rss_mb, submitted
 
 REST_S = 30.0
+CATCH_UP_EVENTS = 1_000
 WARM_S = 3.0
 NOTES = [
     "platform_cost: `gpurelay dev`'s stack in the bench process (gateway, notifier, dispatcher; nats-server "
@@ -33,7 +35,9 @@ NOTES = [
     "a lap_compare job on two synthetic laps (its progress events follow the machine's speed, so its count "
     "varies a little); the job-only run a no-op pose job (deterministic). Baseline: the job's own events. At "
     "rest: 30 s (every long pull renewed once) with no job and no client, after 3 s of warm-up. Memory: VmRSS "
-    "summed over every process of the stack at rest. Targets (lower is better, carried in the names): ≤ 100 "
+    "summed over every process of the stack at rest. SSE catch-up: one tap (buffer 256) reading a job's 1,000 "
+    "stored events from the start, its requests counted (gets, its consumer's creation, pulls and deletion). "
+    "Targets (lower is better, carried in the names): ≤ 100 "
     "messages per submitted job, ≤ 30 per job-only run, ≤ 5 messages/s at rest, ≤ 600 MB.",
 ]
 
@@ -63,6 +67,10 @@ async def measure() -> list[Result]:
             await submitted(stack)  # warm-up: the first lap_compare imports its libraries
             submits = [await submitted(stack) for _ in range(REPEATS)]
             only = [await job_only(stack) for _ in range(REPEATS)]
+            batched, batched_whole = await catch_up_requests(stack, CATCH_UP_EVENTS)
+            one_by_one, one_by_one_whole = await catch_up_requests(stack, CATCH_UP_EVENTS, one_get_each=True)
+    assert batched_whole, "the batched catch-up lost or reordered events"
+    assert one_by_one_whole, "the catch-up by message gets lost or reordered events"
     submit, job = _median_run(submits), _median_run(only)
     per_s = rest.total / rest.seconds
     NOTES.append(
@@ -86,6 +94,13 @@ async def measure() -> list[Result]:
             statistics.median(t.total for t in only),
             "messages",
             job_events(job),
+        ),
+        Result.compare(
+            f"SSE catch-up of {CATCH_UP_EVENTS:,} stored events, requests to NATS (baseline: a message get per event, "
+            "the catch-up before batches), target ≤ 10",
+            batched,
+            "requests",
+            one_by_one,
         ),
         Result("platform: NATS messages/s at rest, whole embedded stack (target ≤ 5)", per_s, "messages/s"),
         Result("platform: memory at rest, whole embedded stack, every process's RSS (target ≤ 600 MB)", rss, "MB"),
