@@ -25,9 +25,8 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from services.common.nats.long_pull import CHECK_S, LONG_PULL_S, PullInbox
-
 from services.common.nats.connection import is_unavailable
+from services.common.nats.long_pull import CHECK_S, LONG_PULL_S, PullInbox
 
 log = logging.getLogger(__name__)
 API = "$JS.API"
