@@ -4,8 +4,8 @@ The partition's durable consumer is pinned to one replica at a time
 (:mod:`~services.dispatcher.fold.pinned_pull`). The holder keeps a pull open, takes what has come as a
 batch (up to ``fold_batch`` events), folds it (:mod:`~services.dispatcher.fold.batch`: per job in
 stream order, one KV write per job and batch) and acks it. It keeps the pin for ``fold_pin_hold_s``,
-then ends its open pull (folding what it still brought) and unpins, so the next batch goes to
-whichever replica asks first (the partitions spread over the replicas that way). While one pin id
+then lets its open pull run out and unpins, so the next batch goes to whichever replica asks first
+(the partitions spread over the replicas that way). While one pin id
 lasts, no other replica has folded this partition's jobs, so the records it wrote are still current:
 it keeps them (up to ``fold_record_cache`` per partition) and reads KV only for jobs it has not seen;
 a new pin id drops them (every write is a compare-and-set on the revision in any case).
@@ -32,12 +32,15 @@ from services.common.nats.connection import cancel_requested
 from services.dispatcher.consumers import ConsumerGuard
 from services.dispatcher.fold.batch import BatchFold, RecordCache
 from services.dispatcher.fold.partitions import SERIAL_DURABLE, declare_fold_stream, fold_durable, partition_subject
-from services.dispatcher.fold.pinned_pull import ConsumerUnavailable, PinnedConsumer, PinnedPull, request_wait_s
+from services.dispatcher.fold.pinned_pull import ConsumerUnavailable, PinnedConsumer, PinnedPull
 from services.dispatcher.fold.reactions import Reactions
 from services.dispatcher.fold.serial import FOLD_LABEL, FoldConsumer, FoldDurable
 from services.dispatcher.settings import DispatcherSettings
 
 log = logging.getLogger(__name__)
+FETCH_WAIT_S = 1.0
+"""How long a pull request waits (and an unpin waits for the open one to run out); a long wait here
+would delay every hand-over of the pin (issue 34: the idle fold's requests are left at this)."""
 PIN_MARGIN_S = 2.0
 """The pin outlasts the ack wait by this much (a dead holder's events are due before the pin moves)."""
 STOP_GRACE_S = 5.0
@@ -86,24 +89,23 @@ class PartitionFold(FoldDurable):
         assert puller is not None, "start() first"
         cache = RecordCache(self.settings.fold_record_cache)
         folder = BatchFold(self.reactions, self.guard, self.policy, self.durable, FOLD_LABEL, cache)
-        pinned_at = time.monotonic()
+        pinned_at, releasing = time.monotonic(), False
         try:
             while True:
                 if cancel_requested():  # nats-py's requests can swallow a cancel (3.11's wait_for)
                     raise asyncio.CancelledError
-                msgs = await self._pull(puller)
-                if not msgs:
-                    continue
-                if cache.pin != puller.pin:  # another replica may have folded these jobs meanwhile
-                    cache.reset(puller.pin)
-                    pinned_at = time.monotonic()
-                    msgs += await self._leftovers(puller, len(msgs))
-                await self._complete_shielded(folder, msgs, puller)
-                if time.monotonic() - pinned_at >= self.settings.fold_pin_hold_s:  # held long enough: let go
-                    if rest := await puller.end_open():  # the open pull ends now; what it brought is this pin's
-                        await self._complete_shielded(folder, rest, puller)
+                msgs = await self._pull(puller, more=not releasing)
+                if msgs:
+                    if cache.pin != puller.pin:  # another replica may have folded these jobs meanwhile
+                        cache.reset(puller.pin)
+                        pinned_at, releasing = time.monotonic(), False
+                        msgs += await self._leftovers(puller, len(msgs))
+                    await self._complete_shielded(folder, msgs, puller)
+                    releasing = time.monotonic() - pinned_at >= self.settings.fold_pin_hold_s
+                if releasing and puller.idle:  # held long enough, and nothing of this pin in flight
                     if self._settled and puller.pin is not None and await puller.unpin():
                         cache.reset(None)
+                    releasing = False
         finally:
             if self._settled and puller.pin is not None:
                 with contextlib.suppress(Exception):
@@ -132,15 +134,14 @@ class PartitionFold(FoldDurable):
     async def _let_go(self, puller: PinnedPull) -> None:
         """Give back what the open request still delivers (nak'ed: it comes again first, to whoever
         pulls next), then unpin."""
-        if rest := await puller.end_open():
+        if rest := await puller.drain(FETCH_WAIT_S + 1.0):
             await self._settle(rest, b"-NAK")
         await puller.unpin()
 
-    async def _pull(self, puller: PinnedPull) -> list[Msg]:
+    async def _pull(self, puller: PinnedPull, more: bool) -> list[Msg]:
         """The next batch, or nothing (after a wait) when the pull failed."""
-        assert self._pinned is not None
         try:
-            return await puller.batch(self.settings.fold_batch, request_wait_s(self._pinned.pin_timeout_s))
+            return await puller.batch(self.settings.fold_batch, FETCH_WAIT_S, more)
         except asyncio.CancelledError:
             raise
         except ConsumerUnavailable as exc:
@@ -190,7 +191,7 @@ class PartitionFold(FoldDurable):
             log.exception("%s: a batch of %d events is given back to be redelivered", self.durable, len(msgs))
             folder.cache.reset(None)
             try:
-                await self._settle(msgs + await puller.end_open(), b"-NAK")
+                await self._settle(msgs + await puller.drain(FETCH_WAIT_S + 1.0), b"-NAK")
             except Exception:  # noqa: BLE001 - unknown: wait until they are due for redelivery anyway
                 log.warning("%s: the server did not confirm the nak; pulling again in %g s", self.durable, ack_wait)
                 await asyncio.sleep(ack_wait + PIN_MARGIN_S)

@@ -4,9 +4,7 @@ nats-server (2.11+) pins a consumer's priority group to the first client that pu
 that client's pulls get messages until it unpins or stops pulling for ``priority_timeout``; the
 others' pulls wait. That makes a batch safe to fold: no other replica can fetch a later event of
 the same partition while this one folds the batch. :class:`PinnedPull` keeps one request open, so
-events stream to the holder as they are stored; it waits long (an idle partition costs a request per
-:func:`request_wait_s`, not per second) and ends at once when the holder lets go
-(:class:`~services.common.nats.long_pull.PullInbox`). nats-py
+events stream to the holder as they are stored. nats-py
 (2.16) has no priority groups, so the consumer is made and pulled with the JetStream API's own
 JSON requests here (``CONSUMER.CREATE``, ``CONSUMER.MSG.NEXT`` with ``group`` and ``id``,
 ``CONSUMER.UNPIN``); the messages are nats-py's own :class:`~nats.aio.msg.Msg` (ack as usual).
@@ -16,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 from collections import deque
@@ -24,9 +23,9 @@ from typing import Any
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from services.common.nats.connection import is_unavailable
-from services.common.nats.long_pull import CHECK_S, LONG_PULL_S, PullInbox
 
 log = logging.getLogger(__name__)
 API = "$JS.API"
@@ -39,16 +38,6 @@ PIN_HEADER = "Nats-Pin-Id"
 NANOS = 1_000_000_000
 STATUS_GRACE_S = 5.0
 """How long after its expiry a request's status may still come before it is presumed gone."""
-
-
-PIN_KEEP_MARGIN_S = 2.0
-"""A holder's request ends this long before the pin would time out: the next one, sent at once, keeps it
-(a request that only waits does not: the server unpins a client that sent none for the timeout)."""
-
-
-def request_wait_s(pin_timeout_s: float) -> float:
-    """How long a waiting pull lasts: long, but short enough that the holder keeps its pin while idle."""
-    return max(1.0, min(LONG_PULL_S, pin_timeout_s - PIN_KEEP_MARGIN_S))
 
 
 class PinnedPullError(RuntimeError):
@@ -139,27 +128,38 @@ class PinnedPull:
 
     def __init__(self, nc: NatsClient, consumer: PinnedConsumer) -> None:
         self.nc, self.consumer = nc, consumer
-        # The server hands out at most max_ack_pending messages, plus one status per request.
-        self._inbox = PullInbox(nc, consumer.stream, consumer.durable, bound=2 * consumer.max_ack_pending + 64)
+        self._next = f"{API}.CONSUMER.MSG.NEXT.{consumer.stream}.{consumer.durable}"
+        self._inbox = nc.new_inbox()
+        self._requests = itertools.count()
+        self.pulls = 0
+        """Pull requests sent so far."""
+        self._sub: Subscription | None = None
         self._pin: str | None = None
         self._open: _Request | None = None
         self._ready: deque[Msg] = deque()
         self._uncertain: _Request | None = None
         """A request presumed gone without its status: it may still deliver until its late status
         comes, a reconnect, the pin moving on, or its ``unsure_until`` passes."""
+        # The server hands out at most max_ack_pending messages, plus one status per request.
+        self._received: asyncio.Queue[Msg] = asyncio.Queue(maxsize=2 * consumer.max_ack_pending + 64)
 
     async def start(self) -> None:
-        """Nothing to open yet: the inbox opens with the first request."""
+        """Open the inbox."""
+        if self._sub is None:
+            self._sub = await self.nc.subscribe(f"{self._inbox}.*", cb=self._on_msg)
 
-    @property
-    def pulls(self) -> int:
-        """Pull requests sent so far."""
-        return self._inbox.pulls
+    async def _on_msg(self, msg: Msg) -> None:
+        try:
+            self._received.put_nowait(msg)
+        except asyncio.QueueFull:  # never with a server keeping max_ack_pending: redelivered after the ack wait
+            log.error("%s: the inbox is full; a message is dropped", self.consumer.durable)
 
     async def close(self) -> None:
         """Close the inbox (what it still holds is redelivered after the ack wait)."""
-        with contextlib.suppress(Exception):
-            await self._inbox.end()
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     @property
     def idle(self) -> bool:
@@ -199,13 +199,10 @@ class PinnedPull:
             if left <= 0:
                 self._give_up_waiting(now)
                 return []
-            try:
-                self._take(await asyncio.wait_for(self._inbox.received.get(), min(left, CHECK_S)))
-            except TimeoutError:
-                if self._reconnects() != self._open.reconnects:
-                    self._open = None  # the server dropped it with the old connection: ask again
-        while not self._inbox.received.empty() and len(self._ready) < size:  # what came along with it
-            self._take(self._inbox.received.get_nowait())
+            with contextlib.suppress(TimeoutError):
+                self._take(await asyncio.wait_for(self._received.get(), left))
+        while not self._received.empty() and len(self._ready) < size:  # what came along with it
+            self._take(self._received.get_nowait())
         return [self._ready.popleft() for _ in range(min(size, len(self._ready)))]
 
     async def _await_late_status(self, give_up: float) -> bool:
@@ -219,22 +216,25 @@ class PinnedPull:
         if left <= 0:
             return False
         try:
-            self._take(await asyncio.wait_for(self._inbox.received.get(), left))
+            self._take(await asyncio.wait_for(self._received.get(), left))
         except TimeoutError:
             return False
         return True
 
-    async def end_open(self) -> list[Msg]:
-        """End the open request now (and any given up on): everything delivered but not handed out,
-        and whatever the server had sent before it stopped serving them. What a batch given back must
-        be given back with, so nothing newer is folded before it comes again; afterwards :attr:`idle`."""
-        for msg in await self._inbox.end():
-            with contextlib.suppress(PinnedPullError):
-                self._take(msg)
-        self._open, self._uncertain = None, None
-        ended = list(self._ready)
+    async def drain(self, timeout_s: float) -> list[Msg]:
+        """Everything delivered but not handed out, and whatever the open request still delivers until
+        it ends (at most ``timeout_s``): what a batch given back must be given back with, so nothing
+        newer is folded before it comes again."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._open is not None and loop.time() < deadline:
+            with contextlib.suppress(TimeoutError):
+                self._take(await asyncio.wait_for(self._received.get(), deadline - loop.time()))
+        if self._open is not None:
+            self._give_up_waiting(loop.time(), force=True)
+        drained = list(self._ready)
         self._ready.clear()
-        return ended
+        return drained
 
     async def unpin(self) -> bool:
         """Let the next pull of any client (this one too) take the pin; whether the server did.
@@ -252,15 +252,18 @@ class PinnedPull:
 
     async def _request(self, size: int, expires_s: float) -> None:
         """Open a pull request for ``size`` messages lasting ``expires_s`` (with this client's pin id)."""
+        assert self._sub is not None, "start() first"
+        reply = f"{self._inbox}.{next(self._requests)}"
         body = {
             "batch": size,
             "expires": int(expires_s * NANOS),
             "group": GROUP,
             **({"id": self._pin} if self._pin else {}),
         }
-        loop, reconnects = asyncio.get_running_loop(), self._reconnects()
-        reply = await self._inbox.send(body)
-        self._open = _Request(reply, size, loop.time() + expires_s + STATUS_GRACE_S, reconnects)
+        self.pulls += 1
+        loop = asyncio.get_running_loop()
+        self._open = _Request(reply, size, loop.time() + expires_s + STATUS_GRACE_S, self._reconnects())
+        await self.nc.publish(self._next, json.dumps(body).encode(), reply=reply)
 
     def _take(self, msg: Msg) -> None:
         """One message from the inbox: a delivery (counted to the open request) or a request's status."""
