@@ -27,10 +27,13 @@ async def read_writes(kv: KeyValue, after: int, on_write: Callable[[str, Msg], N
         config.deliver_policy, config.opt_start_seq = DeliverPolicy.BY_START_SEQUENCE, after + 1
     else:
         config.deliver_policy = DeliverPolicy.LAST_PER_SUBJECT
-    sub = await js.pull_subscribe(f"{prefix}>", stream=stream, config=config)
-    last, read = after, 0
+    config.filter_subject = f"{prefix}>"
+    info = await js.add_consumer(stream, config)  # its answer counts what waits: no info request
+    last, read, remaining = after, 0, info.num_pending or 0
+    if not remaining:  # nothing stored since the last read (an idle stack): the consumer expires unread
+        return last, read
+    sub = await js.pull_subscribe_bind(info.name, stream=stream)
     try:
-        remaining = (await sub.consumer_info()).num_pending or 0
         while remaining > 0:
             for msg in await sub.fetch(min(remaining, READ_BATCH), timeout=READ_TIMEOUT_S):
                 remaining, read = remaining - 1, read + 1
