@@ -2,7 +2,8 @@
 
 A benchmark is any ``bench/*.py`` module (but ``common``, ``run`` and ``__init__``) defining
 ``run() -> list[Result]``; it may also define ``NOTES: list[str]`` for the report.
-``make bench`` runs this file.
+``make bench`` runs this file. ``--only NAME …`` runs the named modules and merges their figures into
+the report: a figure of the same name is replaced, the other modules' figures and notes are kept.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
+import json
 import sys
 import time
 import traceback
@@ -106,6 +108,28 @@ def write_report(
     return json_path, md_path
 
 
+def previous_report(json_path: Path, md_path: Path) -> tuple[list[Result], list[str]]:
+    """The figures and notes of the report written last (none when there is none)."""
+    try:
+        results = [Result(**item) for item in json.loads(json_path.read_text())]
+        text = md_path.read_text()
+    except (OSError, ValueError, TypeError):
+        return [], []
+    _, _, notes = text.partition("\n## Notes\n")
+    return results, [line[2:] for line in notes.splitlines() if line.startswith("- ")]
+
+
+def merge(
+    old: Sequence[Result], old_notes: Sequence[str], new: Sequence[Result], new_notes: Sequence[str], ran: Sequence[str]
+) -> tuple[list[Result], list[str]]:
+    """``new`` figures in place of the same-named ``old`` ones (the others kept, new names appended), and
+    the notes of the modules that did not run (a note names its module first) with the new ones."""
+    fresh = {r.name: r for r in new}
+    results = [fresh.pop(r.name, r) for r in old] + [r for r in new if r.name in fresh]
+    kept = [n for n in old_notes if not any(n.startswith((f"{name}:", f"{name} (")) for name in ran)]
+    return results, kept + [n for n in new_notes if n not in kept]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=(), help="module names, e.g. nats_baseline")
@@ -131,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not results:
         print("no benchmark produced a result", file=sys.stderr)
         return 1
+    if args.only:
+        old, old_notes = previous_report(args.json, args.markdown)
+        ran = [module.__name__.removeprefix("bench.") for module in discover(args.only)]
+        results, notes = merge(old, old_notes, results, notes, ran)
     json_path, md_path = write_report(results, args.json, args.markdown, notes=notes)
     print()
     print(format_table(results))

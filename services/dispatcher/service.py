@@ -27,8 +27,10 @@ origin under ``gpurelay dev``).
 
 Besides: a task that keeps held tickets alive (and reads held records again after a reconnect:
 held attempts follow their jobs' records as KV stores them, :mod:`services.dispatcher.running.held_records`),
-the retention sweep and the sweep for jobs whose ``job.created`` was never published (it reads what
-KV ``jobs`` stored since the last one: :class:`~services.dispatcher.scheduling.sweeper.CreatedSweeper`).
+the retention sweep, the sweep for jobs whose ``job.created`` was never published (it reads what
+KV ``jobs`` stored since the last one: :class:`~services.dispatcher.scheduling.sweeper.CreatedSweeper`) and
+the fold's audit, which rewrites unmoving records that differ from their stream
+(:class:`~services.dispatcher.fold.audit.FoldAudit`; every replica runs it, compare-and-set keeps it safe).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from services.common.observability import metrics
 from services.common.quotas import QuotaBook
 from services.common.storage import Storage, make_storage
 from services.dispatcher.consumers import ConsumerGuard
+from services.dispatcher.fold.audit import FoldAudit
 from services.dispatcher.fold.partition import fold_consumers
 from services.dispatcher.fold.reactions import Reactions
 from services.dispatcher.fold.records import route_pricing
@@ -111,6 +114,7 @@ class Dispatcher:
         self.attempts: Attempts | None = None
         self.retention: Retention | None = None
         self.sweeper: CreatedSweeper | None = None
+        self.audit: FoldAudit | None = None
         self.guard: ConsumerGuard | None = None
         self._advisories: list[Any] = []
         self._stop_sampling: Callable[[], None] = lambda: None
@@ -166,6 +170,8 @@ class Dispatcher:
             recording_retention_hours=s.recording_retention_hours,
         )  # fmt: skip
         self.sweeper = CreatedSweeper(store, events, s.created_republish_after_s)
+        self.audit = FoldAudit(store, reactions, s.fold_audit_after_s, s.fold_audit_per_sweep,
+                               s.fold_audit_candidates, s.fold_audit_max_events)  # fmt: skip
         self.guard = guard = ConsumerGuard(js, s.subjects)
         self.broker = broker = make_broker(s)
         jobs_stream = JStream(ns.stream(streams.JOBS), declare=False)
@@ -193,6 +199,7 @@ class Dispatcher:
             asyncio.create_task(self._keep_tickets()),
             asyncio.create_task(self._every(s.retention_sweep_interval_s, self.retention.sweep, first=True)),
             asyncio.create_task(self._every(s.created_sweep_interval_s, self.sweep_created)),
+            asyncio.create_task(self._every(s.fold_audit_interval_s, self.audit.sweep)),
             asyncio.create_task(self._every(s.queue_sweep_interval_s, self._top_up)),
             asyncio.create_task(self._every(s.tally_flush_interval_s, self.tallies.flush)),
             *(asyncio.create_task(fold.run(), name=fold.durable) for fold in folds),
@@ -227,7 +234,9 @@ class Dispatcher:
         and the local pool's occupancy (``None`` without a local pool)."""
         counters: dict[str, Any] = self.guard.metrics() if self.guard else {"dead_lettered": {}, "handler_errors": {}}
         pool = self.pool.occupancy() if self.pool else None
-        return counters | {"created_republished": self.sweeper.republished if self.sweeper else 0, "local_pool": pool}
+        repaired = self.audit.repaired if self.audit else 0
+        republished = self.sweeper.republished if self.sweeper else 0
+        return counters | {"created_republished": republished, "fold_repaired": repaired, "local_pool": pool}
 
     async def stop(self) -> None:
         """Stop consuming, stop supervising (held tickets are adopted elsewhere), stop the pool."""

@@ -64,6 +64,17 @@ class DispatcherSettings(BaseServiceSettings):
         default=60.0, gt=0, description="A record still `created` this long with no job.created gets it published."
     )
     created_sweep_interval_s: float = Field(default=15.0, gt=0, description="How often such records are looked for.")
+    fold_audit_after_s: float = Field(
+        default=30.0, gt=0, description="A job not terminal and unchanged this long is checked against its stream."
+    )
+    fold_audit_interval_s: float = Field(default=15.0, gt=0, description="How often the fold audit sweeps.")
+    fold_audit_per_sweep: int = Field(default=50, ge=1, le=10_000, description="Records audited per sweep at most.")
+    fold_audit_candidates: int = Field(
+        default=100_000, ge=1, le=10_000_000, description="Unmoving records the audit remembers (oldest kept)."
+    )
+    fold_audit_max_events: int = Field(
+        default=10_000, ge=1, le=1_000_000, description="A job with more events than this is not audited (logged)."
+    )
     tenant_weights: dict[str, float] = Field(
         default_factory=dict,
         description='Fair-share weight per tenant (JSON, e.g. {"acme": 3}); a kind\'s slots are shared by weight.',

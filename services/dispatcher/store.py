@@ -172,7 +172,9 @@ class JobEvents:
     async def publish_dispatched(self, record: JobRecord, payload: JobDispatchedPayload, attempt: int) -> bool:
         """Publish ``attempt``'s ``job.dispatched``; whether this launch is the one stored. Its id is the
         attempt's, so a second launch of the same attempt (a ticket redelivered while its first holder
-        stalled between claim and launch) is a duplicate, and the stored copy names the other call."""
+        stalled between claim and launch) is a duplicate. Only this very event (its call id *and* its
+        time) makes the stored copy ours, a retried publish of this launch: a call id alone does not, as
+        one pool process of one replica launches many runs."""
         event = make_event(
             EventType.JOB_DISPATCHED, payload, tenant=record.tenant, source=self.source, job_id=record.id,
             kind=record.kind, attempt=attempt, event_id=attempt_event_id(record.id, attempt, "dispatched"),
@@ -181,7 +183,7 @@ class JobEvents:
         if not ack.duplicate:
             return True
         stored = EventEnvelope.from_json_bytes((await self.js.get_msg(self.ns.stream(JOBS), ack.seq)).data or b"{}")
-        return bool(stored.data.get("call_id") == payload.call_id)  # ours: a retried publish of this launch
+        return bool(stored.data.get("call_id") == payload.call_id and stored.time == event.time)
 
     async def publish_created(self, record: JobRecord) -> bool:
         """Publish the job's ``job.created`` (id ``created-{job_id}``); ``False`` when already stored."""

@@ -15,13 +15,13 @@ import zipfile
 from typing import Any
 
 import httpx
-import nats
 import pytest
 
 from contracts.streams import KV_APIKEYS
 from contracts.subjects import Namespace
 from services.common.auth.apikeys import ApiKeyStore
 from tests.e2e.support import SessionStack, record_when, settled
+from tests.support.nats import connect_env
 from tests.support.sessions import jpeg
 
 pytestmark = pytest.mark.timeout(180)
@@ -68,7 +68,7 @@ async def test_a_replay_at_max_speed_takes_every_frame_on_either_path(session_st
 
 
 async def other_tenant_key(env: dict[str, str]) -> str:
-    nc = await nats.connect(env["GPURELAY_NATS_URL"])
+    nc = await connect_env(env)
     try:
         _, key = await ApiKeyStore(await nc.jetstream().key_value(Namespace("").bucket(KV_APIKEYS))).create("other")
         return key

@@ -27,8 +27,14 @@ class InstantBackend:
 
     name = "local"
 
-    def __init__(self, js: JetStreamContext, subjects: Subjects, run_s: float = 0.0, tag: str = "") -> None:
+    def __init__(
+        self, js: JetStreamContext, subjects: Subjects, run_s: float = 0.0, tag: str = "", call_id: str = ""
+    ) -> None:
         self.js, self.subjects, self.run_s, self.tag = js, subjects, run_s, tag
+        self.call_id = call_id
+        """Every launch's call id when set (one pool process running every run), else one per run."""
+        self.canceled_calls: list[str] = []
+        """The call ids :meth:`cancel_call` was asked to stop."""
         self.gate = asyncio.Event()
         self.tasks: set[asyncio.Task[Outcome]] = set()
         self.reserving = 0
@@ -50,7 +56,7 @@ class InstantBackend:
         self, reservation: Any, request: RunRequest, route: Route, stage: Stage, announce: Announce
     ) -> Launch:
         """Announce, then succeed after ``run_s`` as a worker would."""
-        call_id = f"instant{self.tag}:{request.job_id}:{request.attempt}"
+        call_id = self.call_id or f"instant{self.tag}:{request.job_id}:{request.attempt}"
         try:
             await announce(call_id, None)
         finally:
@@ -77,7 +83,8 @@ class InstantBackend:
         return Outcome(status="succeeded")
 
     async def cancel_call(self, call_id: str) -> None:
-        """Nothing to cancel."""
+        """Nothing to cancel (the call id is noted)."""
+        self.canceled_calls.append(call_id)
 
     async def close(self) -> None:
         """Cancel the runs still going."""

@@ -96,9 +96,15 @@ GRANTS: dict[Role, Grant] = {
         },
     ),
     "worker": Grant(
-        publish=job_events(WORKER_EVENTS),
+        # A session fed from its source (services/common/session_publish.py) has its local worker publish
+        # the session's input as a client's would: frames, control (a stop also as the event), joints.
+        publish=(
+            *job_events(WORKER_EVENTS), *job_events(["stop_requested"]),
+            "sessions.*.*.frames", "sessions.*.*.control", "robots.*.*.joints",
+        ),
         subscribe=job_events(["cancel_requested"]),
         streams={s.FRAMES: READ, s.TELEMETRY: READ},
+        buckets={s.KV_SESSIONS: WRITE},
     ),
 }  # fmt: skip
 """Every role but the operator, whose grant is everything declared (:func:`operator_grant`)."""

@@ -62,6 +62,10 @@ JOBS_FINISHED = Counter(
     "gpurelay_jobs_finished", "Jobs that reached a terminal status, by kind and status.", ["kind", "status"],
     registry=None,
 )  # fmt: skip
+FOLD_REPAIRS = Counter(
+    "gpurelay_fold_repairs", "Job records the fold audit found differing from their stream and rewrote "
+    "(each one an event the fold missed).", registry=None,
+)  # fmt: skip
 JOB_QUEUE_WAIT = Histogram(
     "gpurelay_job_queue_wait_seconds", "From an attempt's ticket (or its retry time) to its launch, by kind.",
     ["kind"], buckets=JOB_BUCKETS, registry=None,
@@ -109,7 +113,7 @@ SERVICE_METRICS: dict[str, tuple[Collector, ...]] = {
     "gateway": (*_COMMON, HTTP_DURATION, JOBS_CREATED, SESSION_FRAMES, SESSION_FEED_DROPPED),
     "notifier": (*_COMMON, *_CONSUMING, HTTP_DURATION, SSE_CONNECTIONS, WEBHOOK_ATTEMPTS, WEBHOOK_DELIVERIES,
                  WEBHOOK_LATENCY, WEBHOOK_QUEUED),
-    "dispatcher": (*_COMMON, *_CONSUMING, JOBS_FINISHED, JOB_QUEUE_WAIT, JOB_RUN, JOB_GPU_SECONDS,
+    "dispatcher": (*_COMMON, *_CONSUMING, FOLD_REPAIRS, JOBS_FINISHED, JOB_QUEUE_WAIT, JOB_RUN, JOB_GPU_SECONDS,
                    JOB_COST, LOCAL_POOL),
 }  # fmt: skip
 """What each service updates, so what its ``/metrics`` shows."""

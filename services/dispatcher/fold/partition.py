@@ -35,10 +35,12 @@ from services.dispatcher.fold.partitions import SERIAL_DURABLE, declare_fold_str
 from services.dispatcher.fold.pinned_pull import ConsumerUnavailable, PinnedConsumer, PinnedPull
 from services.dispatcher.fold.reactions import Reactions
 from services.dispatcher.fold.serial import FOLD_LABEL, FoldConsumer, FoldDurable
-from services.dispatcher.pull_loop import FETCH_WAIT_S
 from services.dispatcher.settings import DispatcherSettings
 
 log = logging.getLogger(__name__)
+FETCH_WAIT_S = 1.0
+"""How long a pull request waits (and an unpin waits for the open one to run out); a long wait here
+would delay every hand-over of the pin (issue 34: the idle fold's requests are left at this)."""
 PIN_MARGIN_S = 2.0
 """The pin outlasts the ack wait by this much (a dead holder's events are due before the pin moves)."""
 STOP_GRACE_S = 5.0

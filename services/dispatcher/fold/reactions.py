@@ -94,30 +94,38 @@ class Reactions:
                 attempt = record.attempt + (record.status is _S.RETRYING)
                 await self.queue.remove(entry_key(str(record.kind), record.tenant, record.id, attempt))
 
-    async def enqueue(self, record: JobRecord, attempt: int, delay_s: float = 0.0) -> None:
-        """Queue ``attempt`` of ``record`` (due after ``delay_s``), say where it stands, publish its ticket."""
-        entry = new_entry(record, attempt, delay_s, await self._input_bytes(record))
+    async def enqueue(
+        self, record: JobRecord, attempt: int, delay_s: float = 0.0, sizes: list[int | None] | None = None
+    ) -> None:
+        """Queue ``attempt`` of ``record`` (due after ``delay_s``), say where it stands, publish its ticket
+        (``sizes``: its uploads' sizes when known, else read)."""
+        entry = new_entry(record, attempt, delay_s, await self._input_bytes(record, sizes))
         ticket = functools.partial(self.events.ticket, record, attempt, delay_s)
         if await self.queue.enqueue(entry):
             await self.positions.queued(entry, then=ticket)  # the position first, the ticket behind it
         else:
             await ticket()
 
-    async def _input_bytes(self, record: JobRecord) -> int | None:
+    async def _input_bytes(self, record: JobRecord, sizes: list[int | None] | None = None) -> int | None:
         """The size of the job's uploaded inputs (``None`` without uploads: the ETA's size class)."""
-        sizes = [await self._upload_size(record.tenant, u) for u in record.spec.upload_ids()]
+        if sizes is None:
+            uploads = [await self._upload(record.tenant, u) for u in record.spec.upload_ids()]
+            sizes = [u.size if u is not None else None for u in uploads]
         known = [s for s in sizes if s is not None]
         return sum(known) if known else None
 
-    async def _upload_size(self, tenant: str, upload_id: str) -> int | None:
+    async def _upload(self, tenant: str, upload_id: str) -> UploadRecord | None:
         try:
             entry = await self.uploads.get(tenant_key(tenant, upload_id))
         except KeyNotFoundError:
             return None
-        return UploadRecord.model_validate_json(entry.value).size if entry.value else None
+        return UploadRecord.model_validate_json(entry.value) if entry.value else None
 
-    async def release_if_ready(self, record: JobRecord) -> None:
-        """Queue a ``created`` job whose inputs are all complete; else wait for its uploads."""
+    async def release_if_ready(self, record: JobRecord, noted: bool = False) -> None:
+        """Queue a ``created`` job whose inputs are all complete; else note that it waits for its uploads
+        (KV ``dispatcher_waits``, which ``upload.completed`` reads). An upload complete at the first look
+        needs no note; one that is not is noted, then looked at again (a completion between the look and
+        the note is not missed). ``noted``: notes of an earlier look may exist (deleted on release)."""
         if record.status is not _S.CREATED:
             return
         if record.kind not in self.routes:
@@ -130,25 +138,20 @@ class Reactions:
             await self.events.publish(record, EventType.JOB_CANCELED, payload, canceled_event_id(record.id))
             return
         upload_ids = record.spec.upload_ids()
-        for upload_id in upload_ids:
-            await self.waits.put(f"{record.tenant}.{upload_id}.{record.id}", b"")
-        pending = [u for u in upload_ids if not await self._completed(record.tenant, u)]
-        if pending:
-            log.info("job waits on uploads", extra={"job_id": record.id, "uploads": pending})
-            return
+        found = {u: await self._upload(record.tenant, u) for u in upload_ids}
+        if pending := [u for u in upload_ids if not _completed(found[u])]:
+            for upload_id in pending:
+                await self.waits.put(f"{record.tenant}.{upload_id}.{record.id}", b"")
+            noted = True
+            found |= {u: await self._upload(record.tenant, u) for u in pending}
+            if pending := [u for u in pending if not _completed(found[u])]:
+                log.info("job waits on uploads", extra={"job_id": record.id, "uploads": pending})
+                return
         await self.events.publish(record, EventType.JOB_QUEUED, je.JobQueuedPayload(), queued_event_id(record.id))
-        await self.enqueue(record, record.attempt)  # now, not when job.queued is folded: one fold lag less
-        for upload_id in upload_ids:
+        sizes = [upload.size if upload is not None else None for upload in found.values()]
+        await self.enqueue(record, record.attempt, sizes=sizes)  # now, not when job.queued is folded
+        for upload_id in upload_ids if noted else ():
             await self.waits.delete(f"{record.tenant}.{upload_id}.{record.id}")
-
-    async def _completed(self, tenant: str, upload_id: str) -> bool:
-        try:
-            entry = await self.uploads.get(tenant_key(tenant, upload_id))
-        except KeyNotFoundError:
-            return False
-        if not entry.value:
-            return False
-        return UploadRecord.model_validate_json(entry.value).status is UploadStatus.COMPLETED
 
     async def on_upload_completed(self, body: bytes) -> None:
         """Re-check every job that waits on the completed upload."""
@@ -162,7 +165,11 @@ class Reactions:
                 # The job's own trace goes on (the request that created it), linked to this upload's.
                 parent = tracing.extract(await self.events.created_trace(record))
                 with tracing.span("release job", parent, links=tracing.current_links(), attributes={"job.id": job_id}):
-                    await self.release_if_ready(record)
+                    await self.release_if_ready(record, noted=True)
+
+
+def _completed(upload: UploadRecord | None) -> bool:
+    return upload is not None and upload.status is UploadStatus.COMPLETED
 
 
 def parse_envelope(body: bytes) -> EventEnvelope:

@@ -1,7 +1,9 @@
 """The job record as a pure fold of the JOBS stream's events.
 
 :func:`apply` moves a record by one event, only through the contracts' state machine, and is
-idempotent (applying an event twice changes nothing), so a redelivered event is harmless.
+idempotent (applying an event twice changes nothing), so a redelivered event is harmless; in a history
+the platform writes (each attempt's events after its dispatch), a run of events folded again after
+later ones changes nothing either (``tests/dispatcher/fold/test_fold_redelivery.py``).
 :func:`fold` applies a job's events in stream order from nothing: the dispatcher writes exactly
 what :func:`fold` computes, so KV ``jobs`` can be rebuilt from the stream at any time.
 
@@ -28,6 +30,7 @@ from contracts.job_record import (
     JobStatus,
     QueuePlace,
     StageState,
+    StageStatus,
     can_transition,
 )
 from contracts.specs.jobs import JobKind
@@ -80,6 +83,18 @@ def _waiting(record: JobRecord, attempt: int) -> bool:
     )
 
 
+def _ended_attempt(record: JobRecord, attempt: int, payload: BaseModel) -> bool:
+    """Whether ``payload`` is of an attempt that ended in ``retrying`` and must be ignored: the attempt's
+    progress already is, so its stages and artifacts are too (else a redelivery of them, after the
+    attempt's later progress, would move the record again); a stage's ``failed`` still closes a stage
+    left running, as on a terminal record."""
+    if record.status is not _S.RETRYING or attempt != record.attempt:
+        return False
+    if isinstance(payload, je.JobStagePayload) and payload.status is StageStatus.FAILED:
+        return any(s.index == payload.index and s.status is not StageStatus.RUNNING for s in record.stages)
+    return isinstance(payload, je.JobStagePayload | je.JobArtifactPayload | je.JobHeartbeatPayload)
+
+
 def _end(record: JobRecord, target: JobStatus, at: datetime, pricing: Pricing, **kw: object) -> JobRecord:
     if not can_transition(record.status, target):
         return record
@@ -89,6 +104,8 @@ def _end(record: JobRecord, target: JobStatus, at: datetime, pricing: Pricing, *
 def _apply_payload(record: JobRecord, event: EventEnvelope, payload: BaseModel, pricing: Pricing) -> JobRecord:
     at, attempt = event.time, event.attempt or record.attempt
     current = attempt == record.attempt
+    if _ended_attempt(record, attempt, payload):
+        return record
     match payload:
         case je.JobQueuedPayload() if record.status is _S.CREATED:
             return record.transition(_S.QUEUED, at)

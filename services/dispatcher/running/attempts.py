@@ -299,12 +299,14 @@ class Attempts:
             await self._retry_or_fail(held, outcome.error.code, outcome.error.message, True)
 
     async def _cancel_run(self, held: Held, launch: Launch | None, backend: Backend) -> None:
+        """Stop the run: ours by its launch; one known by its call id only when its worker did not end
+        the attempt itself (its process then runs something else: a pool process is reused)."""
         with contextlib.suppress(Exception):
             if launch is not None:
                 if not launch.outcome.done():
                     await launch.cancel()
                     await asyncio.wait({launch.outcome}, timeout=5)
-            elif held.record.call_id:
+            elif held.record.call_id and ended_as(held) == "ended":
                 await backend.cancel_call(held.record.call_id)
 
     async def _retry_or_fail(self, held: Held, code: str, message: str, retry: bool) -> None:

@@ -144,11 +144,14 @@ class Scheduler:
 
     async def top_up(self, js: JetStreamContext, stream: str, kinds: Iterable[str], events: JobEvents) -> int:
         """Publish the tickets each kind lacks (:meth:`shortfall`); how many. Every replica runs it
-        every ``queue_sweep_interval_s``: a spare ticket is harmless, a missing one would strand a job."""
+        every ``queue_sweep_interval_s``: a spare ticket is harmless, a missing one would strand a job.
+        A kind with nothing due lacks no ticket, so its consumer is not asked (an idle stack asks nothing)."""
         published = 0
         for kind in kinds:
-            info = await js.consumer_info(stream, f"dispatch-{kind}")
             due = self._due(kind)
+            if not due:
+                continue
+            info = await js.consumer_info(stream, f"dispatch-{kind}")
             missing = await self.shortfall(kind, due, info.num_pending or 0, info.num_ack_pending or 0)
             if missing and due:
                 sample = cast(tuple[QueueEntry, int], next(iter(due.values()))[0].extra)[0]

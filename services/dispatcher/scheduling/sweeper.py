@@ -24,20 +24,19 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.aio.msg import Msg
 from nats.js.kv import KV_OP
 
 from contracts.envelope import utc_now
 from contracts.ids import tenant_key
 from contracts.job_record import JobRecord, JobStatus
 from contracts.record_repair import UnreadableRecordError
+from services.dispatcher.kv_writes import read_writes
 from services.dispatcher.store import JobEvents, JobStore
 
 log = logging.getLogger(__name__)
 CREATED = b'"status":"created"'
 """How a ``created`` record's status reads in its JSON (:meth:`JobRecord.model_dump_json`)."""
-SCAN_BATCH = 512
-SCAN_TIMEOUT_S = 5.0
 
 
 class CreatedSweeper:
@@ -72,27 +71,13 @@ class CreatedSweeper:
     async def scan(self) -> int:
         """Learn from every write KV ``jobs`` stored since the last scan (the first: every record as it
         stands), in order; how many were read."""
-        kv = self.store.kv
-        js, stream, prefix = kv._js, kv._stream, kv._pre  # nats-py keeps them private
-        config = ConsumerConfig(ack_policy=AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True)
-        if self.scanned:
-            config.deliver_policy, config.opt_start_seq = DeliverPolicy.BY_START_SEQUENCE, self.scanned + 1
-        else:  # the first scan: each record as it stands
-            config.deliver_policy = DeliverPolicy.LAST_PER_SUBJECT
-        sub = await js.pull_subscribe(f"{prefix}>", stream=stream, config=config)
-        read = 0
-        try:
-            remaining = (await sub.consumer_info()).num_pending or 0
-            while remaining > 0:
-                for msg in await sub.fetch(min(remaining, SCAN_BATCH), timeout=SCAN_TIMEOUT_S):
-                    remaining, read = remaining - 1, read + 1
-                    self.scanned = max(self.scanned, msg.metadata.sequence.stream)
-                    tenant, _, job_id = msg.subject[len(prefix) :].partition(".")
-                    created = not (msg.headers or {}).get(KV_OP) and CREATED in msg.data
-                    self._note(tenant, job_id, msg.metadata.timestamp if created else None)
-        finally:
-            await sub.unsubscribe()
+        self.scanned, read = await read_writes(self.store.kv, self.scanned, self._on_write)
         return read
+
+    def _on_write(self, key: str, msg: Msg) -> None:
+        tenant, _, job_id = key.partition(".")
+        created = not (msg.headers or {}).get(KV_OP) and CREATED in msg.data
+        self._note(tenant, job_id, msg.metadata.timestamp if created else None)
 
     async def sweep(self) -> list[str]:
         """:meth:`scan`, then publish ``job.created`` for every due candidate the stream lacks; their job ids."""

@@ -45,6 +45,7 @@ from contracts.envelope import EventEnvelope, utc_now
 from contracts.event_ids import delivery_msg_id
 from contracts.specs.jobs import WebhookTarget
 from services.common.nats.connection import cancel_requested
+from services.common.nats.long_pull import LongPull, PullEnded
 from services.common.observability import metrics, tracing
 from services.common.observability.metric_labels import event_type_label
 from services.common.webhook_queue import QueuedDelivery, enqueue, is_queue_full
@@ -126,28 +127,30 @@ class FanOut:
         await psub.unsubscribe()
 
     async def _fetch_until_broken(self, psub: JetStreamContext.PullSubscription) -> Exception:
-        """Fetch and fan out batches until a pull fails otherwise than by timing out; that error."""
-        while True:
-            try:
-                msgs = await psub.fetch(BATCH, timeout=2.0)
-            except asyncio.CancelledError:
-                raise
-            except (nats.errors.Error, TimeoutError) as exc:
-                if cancel_requested():  # a cancel that nats-py turned into its timeout
-                    raise asyncio.CancelledError from None
-                if isinstance(exc, (nats.errors.TimeoutError, TimeoutError)):  # nats-py raises either
-                    continue
-                return exc
-            if not msgs:
-                continue
-            try:
-                await self.process(msgs)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("webhook fan-out failed; the batch is retried")
-                await asyncio.sleep(1.0)
-                for msg in msgs:
+        """Fan out batches until a pull fails; that error. One long pull request at a time streams the
+        events in as they are stored (an idle fan-out asks every 30 s, not every 2 s, and a busy one
+        does not ask per batch); what it brought and was not fanned out is given back (nak'ed) when the
+        fan-out stops or a batch fails, so it comes again first, in order."""
+        puller, settled = LongPull(psub._nc, psub._stream, psub._consumer, batch=BATCH), True
+        try:
+            while True:
+                try:
+                    msgs = await puller.take(BATCH)
+                except (PullEnded, nats.errors.Error) as exc:
+                    return exc
+                settled = False  # a batch cut short keeps what follows it for the ack wait too (order)
+                try:
+                    await self.process(msgs)
+                except Exception:
+                    log.exception("webhook fan-out failed; the batch is retried")
+                    await asyncio.sleep(1.0)
+                    for msg in msgs + await puller.close():
+                        await msg.nak()
+                settled = True
+        finally:
+            with contextlib.suppress(Exception):
+                rest = await puller.close()
+                for msg in rest if settled else ():
                     await msg.nak()
 
     async def _answered(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:

@@ -33,6 +33,7 @@ from contracts.job_record import JobRecord
 from contracts.specs.jobs import WebhookTarget
 from services.common.nats.kv_watch import KvWatch
 from services.common.webhook_queue import JOB_HOOK_PREFIX, JOB_HOOKS_QUEUE
+from services.notifier.webhooks.write_notices import WriteNotices
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +79,19 @@ class EndpointCache:
         self.kv, self.js, self.bucket = kv, js, bucket
         self.records: dict[str, dict[str, WebhookRecord]] = {}
         self._watch = KvWatch(kv, self._apply, name="webhook-endpoints-watcher")
+        self._notices = WriteNotices(js._nc, bucket)
         self.listeners: list[Callable[[str, str, WebhookRecord | None, WebhookRecord | None], None]] = []
         """Called with ``(tenant, endpoint id, old record, new record)`` on every change."""
 
     async def start(self) -> None:
         """Start watching; returns once the current values are loaded."""
+        await self._notices.start()
         await self._watch.start(SNAPSHOT_TIMEOUT_S)
 
     async def stop(self) -> None:
         """Stop watching."""
         await self._watch.stop()
+        await self._notices.stop()
 
     def _apply(self, entry: KeyValue.Entry, _initial: bool) -> None:
         tenant, _, endpoint_id = entry.key.partition(".")
@@ -106,8 +110,16 @@ class EndpointCache:
             listener(tenant, endpoint_id, old, record)
 
     async def caught_up(self, timeout_s: float = 5.0) -> None:
-        """Wait until every KV write made before this call has reached the cache."""
-        await self._watch.caught_up(self.js, self.bucket, timeout_s)
+        """Wait until every KV write stored before any message this connection has received (the event
+        about to be fanned out, a kick) has reached the cache: at once when no write was noticed since
+        the last time it had (:class:`WriteNotices`, on a single server), else by asking the bucket."""
+        if not self._notices.check_due():
+            return
+        try:
+            await self._watch.caught_up(self.js, self.bucket, timeout_s)
+        except BaseException:
+            self._notices.unchecked()
+            raise
 
     def matching(self, tenant: str, event_type: str) -> list[WebhookRecord]:
         """The enabled endpoints of ``tenant`` subscribed to ``event_type``."""

@@ -1,9 +1,12 @@
 """An attempt runs once even when its ticket is redelivered while its first holder stalls between the
 claim and the launch (a full pool, a stalled loop): the second launch finds the first's
-``job.dispatched`` stored under the attempt's id and supervises instead of running it again."""
+``job.dispatched`` stored under the attempt's id and supervises instead of running it again, also when
+both launches name the same call (one pool process that runs one launch after another), and then
+leaves that call alone when the attempt ends (the process has other work by then)."""
 
 from __future__ import annotations
 
+import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
@@ -14,10 +17,17 @@ from tests.support.dispatcher import POSE, EventLog, local_route, submit
 from tests.support.scheduling import InstantBackend
 
 
+@pytest.mark.parametrize("call_id", ["", "local:host:4242"], ids=["own-calls", "one-call"])
 async def test_a_ticket_redelivered_during_a_stall_does_not_run_the_attempt_twice(
-    start_dispatcher: StartDispatcher, js: JetStreamContext, jobs_kv: KeyValue, subjects: Subjects, event_log: EventLog
+    start_dispatcher: StartDispatcher,
+    js: JetStreamContext,
+    jobs_kv: KeyValue,
+    subjects: Subjects,
+    event_log: EventLog,
+    call_id: str,
 ) -> None:
-    stalled, prompt = InstantBackend(js, subjects, tag="a"), InstantBackend(js, subjects, tag="b")
+    stalled = InstantBackend(js, subjects, tag="a", call_id=call_id)
+    prompt = InstantBackend(js, subjects, tag="b", call_id=call_id)
     prompt.gate.set()
     route = {"pose": local_route("noop", concurrency=1)}
     try:
@@ -31,6 +41,7 @@ async def test_a_ticket_redelivered_during_a_stall_does_not_run_the_attempt_twic
         await wait_for(lambda: stalled.announced == 1, 30, "the first holder's launch announced or refused")
         assert event_log.ended(job_id) == "job.succeeded"
         assert stalled.runs + prompt.runs == [(job_id, 1)], "the attempt ran twice"
+        assert stalled.canceled_calls == [], "a run that ended by itself was stopped by its call id"
     finally:
         for backend in (stalled, prompt):
             await backend.close()

@@ -1,0 +1,196 @@
+"""The platform's own cost on the embedded stack (``gpurelay dev``): what a job and an idle stack cost NATS.
+
+:func:`embedded_stack` starts :class:`~services.cli.dev.DevStack` with a :class:`MessageCounter` on its
+server and :data:`ROUTES` (``lap_compare`` as in ``deploy/routes.yaml``, ``pose`` a no-op);
+:func:`job_only` counts one no-op ``pose`` job from ``POST /v1/jobs`` (its input uploaded before) to its
+settled end, :func:`submitted` counts a ``lap_compare`` job as ``gpurelay submit`` runs it (two uploads,
+the job, one SSE follower), :func:`at_rest` counts a stretch with no job and no client, and
+:func:`stack_rss_mb` sums the resident memory of every process of the stack. Shared by ``bench/`` and
+the message-budget test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from io import StringIO
+from pathlib import Path
+
+import httpx
+from nats.aio.msg import Msg
+from rich.progress import Progress
+
+from bench.harness.message_counter import MessageCounter, Tally
+from services.cli.client import Client, cli_settings
+from services.cli.demo.media import write_lap_video
+from services.cli.dev import DevStack
+from services.cli.submit import submit_and_watch, upload
+
+SETTLE_S = 60.0
+ROUTES = """
+profiles:
+  dev:
+    lap_compare:
+      backend: local
+      local: modal_workers.lap_compare:run
+      function: lap_compare
+      gpus: []
+      timeout_s: 300
+      retries: {max_attempts: 1}
+      concurrency: 2
+    pose:
+      backend: local
+      local: bench.noop_workload:noop
+      function: pose
+      gpus: []
+      timeout_s: 60
+      retries: {max_attempts: 1}
+      concurrency: 2
+  prod: {}
+"""
+TERMINAL = ("succeeded", "failed", "canceled")
+
+
+@dataclass
+class Stack:
+    """A started embedded stack, its counter and the inputs of a lap_compare job."""
+
+    dev: DevStack
+    counter: MessageCounter
+    client: Client
+    videos: dict[str, Path]
+
+
+def lap_videos(folder: Path) -> dict[str, Path]:
+    """Two short synthetic laps (the demo's), as ``video`` and ``reference``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "video": write_lap_video(folder / "lap.mp4", 1.0, wobble=0.02),
+        "reference": write_lap_video(folder / "reference.mp4", 1.1),
+    }
+
+
+@asynccontextmanager
+async def embedded_stack(folder: Path) -> AsyncIterator[Stack]:
+    """``gpurelay dev``'s stack in this process on ``folder``, counted from its start."""
+    routes = folder / "routes.yaml"
+    routes.write_text(ROUTES)
+    dev = DevStack(folder / "data", port=0)
+    before = os.environ.get("GPURELAY_ROUTE_TABLE")
+    os.environ["GPURELAY_ROUTE_TABLE"] = str(routes)  # what the dispatcher's settings read
+    try:
+        env = await dev.start()
+    finally:
+        os.environ.pop("GPURELAY_ROUTE_TABLE")
+        if before is not None:
+            os.environ["GPURELAY_ROUTE_TABLE"] = before
+    counter = MessageCounter()
+    try:
+        await counter.start(env["GPURELAY_NATS_URL"])
+        async with Client(cli_settings(folder / "data")) as client:
+            yield Stack(dev, counter, client, lap_videos(folder / "videos"))
+    finally:
+        await counter.stop()
+        await dev.stop()
+
+
+class _Ends:
+    """Notes, from the counter's connection, each job whose record turned terminal and whose queue entry
+    was deleted: the job's last writes, so a window that waits for both holds all of its messages."""
+
+    def __init__(self, counter: MessageCounter) -> None:
+        assert counter._nc is not None
+        self._nc = counter._nc
+        self.records: set[str] = set()
+        self.entries: set[str] = set()
+        self._changed = asyncio.Event()
+
+    async def __aenter__(self) -> _Ends:
+        self._sub = await self._nc.subscribe("$KV.>", cb=self._on_write)
+        await self._nc.flush()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._sub.unsubscribe()
+
+    async def _on_write(self, msg: Msg) -> None:
+        parts = msg.subject.split(".")
+        if len(parts) == 4:  # $KV.{jobs}.{tenant}.{job}: a record
+            with contextlib.suppress(ValueError, AttributeError):
+                if json.loads(msg.data or b"{}").get("status") in TERMINAL:
+                    self.records.add(parts[3])
+        elif len(parts) == 6 and (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
+            self.entries.add(parts[4])  # $KV.{dispatch_queue}.{kind}.{tenant}.{job}.{attempt}
+        self._changed.set()
+
+    async def settled(self, job_id: str) -> None:
+        """Wait until ``job_id`` has its terminal record and its queue entry deleted."""
+        async with asyncio.timeout(SETTLE_S):
+            while not (job_id in self.records and job_id in self.entries):
+                self._changed.clear()
+                await self._changed.wait()
+
+
+async def _uploaded(stack: Stack, files: dict[str, Path]) -> dict[str, dict[str, str]]:
+    refs: dict[str, dict[str, str]] = {}
+    async with httpx.AsyncClient() as storage:
+        with Progress(disable=True) as progress:
+            for name, path in files.items():
+                refs[name] = {"upload_id": await upload(stack.client, storage, path, progress)}
+    return refs
+
+
+async def job_only(stack: Stack) -> Tally:
+    """One no-op ``pose`` job with its input uploaded first: ``POST /v1/jobs`` → settled, no follower."""
+    refs = await _uploaded(stack, {"video": stack.videos["video"]})
+    await asyncio.sleep(0.5)  # the upload's own tail (its fold) out of the window
+    async with stack.counter.window() as tally, _Ends(stack.counter) as ends:
+        job = await stack.client.call("POST", "/v1/jobs", json={"kind": "pose", "inputs": refs})
+        await ends.settled(job["id"])
+    return tally
+
+
+async def submitted(stack: Stack) -> Tally:
+    """One lap_compare job as ``gpurelay submit`` runs it: two uploads, the job, one SSE follower."""
+    async with stack.counter.window() as tally, _Ends(stack.counter) as ends:
+        with redirect_stderr(StringIO()), redirect_stdout(StringIO()):  # the CLI's progress and record
+            record = await submit_and_watch(stack.client, "lap_compare", stack.videos, {}, True)
+        assert record is not None
+        assert record.get("status") == "succeeded", record
+        await ends.settled(str(record["id"]))
+    return tally
+
+
+async def at_rest(stack: Stack, seconds: float) -> Tally:
+    """What the idle stack exchanges over ``seconds``."""
+    async with stack.counter.window() as tally:
+        await asyncio.sleep(seconds)
+    return tally
+
+
+def stack_rss_mb(root: int | None = None) -> float:
+    """The resident memory (``VmRSS``) of ``root`` (this process) and every live descendant, in MB:
+    the embedded stack's gateway, notifier and dispatcher (this process), nats-server and the pool."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    tree, frontier = set[int](), [root or os.getpid()]
+    while frontier:
+        pid = frontier.pop()
+        if pid not in tree:
+            tree.add(pid)
+            frontier += [child for child, parent in parents.items() if parent == pid]
+    total_kb = 0
+    for pid in tree:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+    return total_kb / 1024

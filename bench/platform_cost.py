@@ -1,0 +1,118 @@
+"""The platform's own cost: NATS messages per job and at rest, and the embedded stack's memory at rest.
+
+Runs ``gpurelay dev``'s stack in this process (:mod:`bench.harness.platform_runs`) with a
+:class:`~bench.harness.message_counter.MessageCounter` (a subscriber on ``>``) on its nats-server and
+counts: a ``lap_compare`` job as ``gpurelay submit`` runs it (two uploads, the job, one SSE follower),
+a no-op job from ``POST /v1/jobs`` with its input uploaded before (no follower), and 30 s with no job
+and no client. Each job figure's baseline is the job's own events (what the stream stores for it), so
+the ratio is messages per event; the breakdown by kind of message goes to the notes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import REPEATS, Result, format_table
+from bench.harness.catch_up_cost import catch_up_requests
+from bench.harness.message_counter import Tally
+from bench.harness.platform_runs import at_rest, embedded_stack, job_only, stack_rss_mb, submitted
+
+REST_S = 30.0
+CATCH_UP_EVENTS = 1_000
+WARM_S = 3.0
+NOTES = [
+    "platform_cost: `gpurelay dev`'s stack in the bench process (gateway, notifier, dispatcher; nats-server "
+    "and the local pool as children), a subscriber on `>` counting every message the server routes "
+    "(bench/harness/message_counter.py): requests, replies, the messages pull consumers deliver, acks, the "
+    "server's API advisories, KV writes and their republish. Jobs: the median of 3 of each; the submit run is "
+    "a lap_compare job on two synthetic laps (its progress events follow the machine's speed, so its count "
+    "varies a little); the job-only run a no-op pose job (deterministic). Baseline: the job's own events. At "
+    "rest: 30 s (every long pull renewed once) with no job and no client, after 3 s of warm-up. Memory: VmRSS "
+    "summed over every process of the stack at rest. SSE catch-up: one tap (buffer 256) reading a job's 1,000 "
+    "stored events from the start, its requests counted (gets, its consumer's creation, pulls and deletion). "
+    "Targets (lower is better, carried in the names): ≤ 100 "
+    "messages per submitted job, ≤ 30 per job-only run, ≤ 5 messages/s at rest, ≤ 600 MB.",
+]
+
+
+def job_events(tally: Tally) -> int:
+    """The job events the stream stored in ``tally`` (the publishes on ``jobs.…``)."""
+    stored = tally.sources.items()
+    return sum(n for (kind, source), n in stored if kind == "stored publish" and source.startswith("jobs."))
+
+
+def _median_run(tallies: list[Tally]) -> Tally:
+    ordered = sorted(tallies, key=lambda t: t.total)
+    return ordered[len(ordered) // 2]
+
+
+def _kinds(tally: Tally) -> str:
+    return ", ".join(f"{kind} {n}" for kind, n in tally.kinds.most_common())
+
+
+async def measure() -> list[Result]:
+    """Every figure of this benchmark on one fresh embedded stack."""
+    with tempfile.TemporaryDirectory(prefix="gpurelay-bench-") as tmp:
+        async with embedded_stack(Path(tmp)) as stack:
+            await asyncio.sleep(WARM_S)
+            rest = await at_rest(stack, REST_S)
+            rss = stack_rss_mb()
+            await submitted(stack)  # warm-up: the first lap_compare imports its libraries
+            submits = [await submitted(stack) for _ in range(REPEATS)]
+            only = [await job_only(stack) for _ in range(REPEATS)]
+            batched, batched_whole = await catch_up_requests(stack, CATCH_UP_EVENTS)
+            one_by_one, one_by_one_whole = await catch_up_requests(stack, CATCH_UP_EVENTS, one_get_each=True)
+    assert batched_whole, "the batched catch-up lost or reordered events"
+    assert one_by_one_whole, "the catch-up by message gets lost or reordered events"
+    submit, job = _median_run(submits), _median_run(only)
+    per_s = rest.total / rest.seconds
+    NOTES.append(
+        f"platform_cost (this run): a submitted lap_compare job, {submit.total} messages for {job_events(submit)} "
+        f"events ({_kinds(submit)}); a job-only run, {job.total} for {job_events(job)} ({_kinds(job)}); at rest, "
+        f"{per_s:.1f}/s ({_kinds(rest)} in {rest.seconds:.0f} s). Spread: submitted "
+        f"{min(t.total for t in submits)}-{max(t.total for t in submits)}, job-only "
+        f"{min(t.total for t in only)}-{max(t.total for t in only)}."
+    )
+    return [
+        Result.compare(
+            "platform: NATS messages per lap_compare job as gpurelay submit runs it (2 uploads, the job, 1 SSE "
+            "follower; baseline: the job's events), target ≤ 100",
+            statistics.median(t.total for t in submits),
+            "messages",
+            job_events(submit),
+        ),
+        Result.compare(
+            "platform: NATS messages per job-only run (POST with an uploaded input → succeeded, no-op workload, "
+            "no follower; baseline: the job's events), target ≤ 30",
+            statistics.median(t.total for t in only),
+            "messages",
+            job_events(job),
+        ),
+        Result.compare(
+            f"SSE catch-up of {CATCH_UP_EVENTS:,} stored events, requests to NATS (baseline: a message get per event, "
+            "the catch-up before batches), target ≤ 10",
+            batched,
+            "requests",
+            one_by_one,
+        ),
+        Result("platform: NATS messages/s at rest, whole embedded stack (target ≤ 5)", per_s, "messages/s"),
+        Result("platform: memory at rest, whole embedded stack, every process's RSS (target ≤ 600 MB)", rss, "MB"),
+    ]
+
+
+def run() -> list[Result]:
+    """Run the benchmark, print its table and return its figures."""
+    results = asyncio.run(measure())
+    print(format_table(results))
+    return results
+
+
+if __name__ == "__main__":
+    run()

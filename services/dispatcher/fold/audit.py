@@ -1,0 +1,152 @@
+"""Anti-entropy for the fold: job records that disagree with their stream, found and rewritten.
+
+The fold keeps KV ``jobs`` equal to :func:`~services.dispatcher.fold.records.fold` of JOBS, but an event
+that never reaches the fold (a sourcing gap into ``JOBS_FOLD``, a batch acked without its write) leaves
+a record behind for good: nothing redelivers it. :class:`FoldAudit` looks again at records that stopped
+moving. At each sweep (every ``fold_audit_interval_s``) it reads what KV ``jobs`` stored since the last
+one (:meth:`FoldAudit.scan`, :func:`~services.dispatcher.kv_writes.read_writes`) and keeps
+the keys of records not terminal, with the time of their last write (at most ``fold_audit_candidates``,
+the newest dropped first: they are the least overdue). Those unchanged for ``fold_audit_after_s`` are
+audited, the oldest first, at most ``fold_audit_per_sweep`` a sweep: the job's events are read from
+JOBS, folded, and when the fold differs from the record it is written with compare-and-set on the
+revision read, then the reactions of the job's history run (each checks the record and publishes with
+a deterministic id, so nothing is done twice). A record that agrees is never written; it is looked at
+again only after another ``fold_audit_after_s`` without a write.
+
+Every replica may sweep: two audits of one record write it once (the second's compare-and-set fails)
+and their reactions are idempotent. Each repair is logged as a warning and counted
+(``gpurelay_fold_repairs``): it means the fold missed an event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.kv import KV_OP
+
+from contracts import streams
+from contracts.envelope import EventEnvelope, utc_now
+from contracts.job_record import TERMINAL
+from contracts.subjects import Subjects
+from services.common.observability.metrics import FOLD_REPAIRS
+from services.dispatcher.fold.reactions import REACTS_TO, Reactions
+from services.dispatcher.fold.records import fold
+from services.dispatcher.kv_writes import READ_BATCH, READ_TIMEOUT_S, read_writes
+from services.dispatcher.store import JobStore
+
+log = logging.getLogger(__name__)
+ENDED = tuple(f'"status":"{status}"'.encode() for status in TERMINAL)
+"""How a terminal record's status reads in its JSON (it is never audited)."""
+
+
+class FoldAudit:
+    """Finds unmoving records that differ from the fold of their events, and rewrites them."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        reactions: Reactions,
+        after_s: float,
+        per_sweep: int,
+        max_candidates: int,
+        max_events: int,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.store, self.reactions, self.clock = store, reactions, clock
+        self.after, self.per_sweep = timedelta(seconds=after_s), per_sweep
+        self.max_candidates, self.max_events = max_candidates, max_events
+        self.candidates: dict[str, tuple[str, str, datetime]] = {}
+        """KV key → (tenant, job id, the record's last write or audit)."""
+        self.scanned = 0
+        """The KV stream sequence of the last write :meth:`scan` read."""
+        self.audited = 0
+        self.repaired = 0
+
+    async def scan(self) -> int:
+        """Learn from every write KV ``jobs`` stored since the last scan (the first: every record as it
+        stands); how many were read."""
+        self.scanned, read = await read_writes(self.store.kv, self.scanned, self._on_write)
+        while len(self.candidates) > self.max_candidates:  # the newest go: they are the least overdue
+            self.candidates.pop(next(reversed(self.candidates)))
+        return read
+
+    def _on_write(self, key: str, msg: Msg) -> None:
+        self.candidates.pop(key, None)  # a write: its time starts again (at the end: newest)
+        if not (msg.headers or {}).get(KV_OP) and not any(status in msg.data for status in ENDED):
+            tenant, _, job_id = key.partition(".")
+            self.candidates[key] = (tenant, job_id, msg.metadata.timestamp)
+
+    async def sweep(self) -> list[str]:
+        """:meth:`scan`, then audit the due candidates (oldest first, at most ``per_sweep``); the ids
+        of the jobs repaired."""
+        await self.scan()
+        now = self.clock()
+        due = [(key, tenant, job_id) for key, (tenant, job_id, since) in self.candidates.items()
+               if now - since >= self.after][: self.per_sweep]  # fmt: skip
+        repaired = []
+        for key, tenant, job_id in due:
+            self.candidates.pop(key, None)
+            try:
+                moved = await self.audit(tenant, job_id)
+            except Exception:  # one job's failure must not end the sweep
+                log.exception("job %s: the fold audit failed; tried again later", job_id, extra={"job_id": job_id})
+                moved = False
+            self.candidates[key] = (tenant, job_id, now)  # looked at again after another ``after``
+            if moved:
+                repaired.append(job_id)
+        return repaired
+
+    async def audit(self, tenant: str, job_id: str) -> bool:
+        """Rewrite one job's record as the fold of its events if it differs (compare-and-set), then run the
+        reactions of its history; whether it was rewritten."""
+        record, revision = await self.store.get(tenant, job_id)
+        if record is None or record.terminal:
+            return False
+        events = await self.events(tenant, job_id)
+        if events is None:
+            log.warning("job %s has more than %d events; not audited", job_id, self.max_events)
+            return False
+        self.audited += 1
+        folded = fold(events, self.store.pricing)
+        if folded is None or folded == record:
+            return False
+        if await self.store.put(folded, revision) is None:  # it moved meanwhile: the fold is at work on it
+            return False
+        self.repaired += 1
+        FOLD_REPAIRS.inc()
+        log.warning(
+            "job %s: its record (%s) differed from the fold of its %d events (%s); rewritten",
+            job_id, record.status, len(events), folded.status, extra={"job_id": job_id},
+        )  # fmt: skip
+        latest = {event.type: event for event in events if event.type in REACTS_TO}
+        for event in latest.values():
+            await self.reactions.react(event, folded)
+        return True
+
+    async def events(self, tenant: str, job_id: str) -> list[EventEnvelope] | None:
+        """The job's events in JOBS, in stream order (``None``: more than ``max_events``)."""
+        js, ns = self.store.kv._js, self.reactions.events.ns
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=30.0, mem_storage=True
+        )
+        subject = Subjects(ns).job_events(tenant, job_id)
+        sub = await js.pull_subscribe(subject, stream=ns.stream(streams.JOBS), config=config)
+        events: list[EventEnvelope] = []
+        try:
+            remaining = (await sub.consumer_info()).num_pending or 0
+            if remaining > self.max_events:
+                return None
+            while remaining > 0:
+                for msg in await sub.fetch(min(remaining, READ_BATCH), timeout=READ_TIMEOUT_S):
+                    remaining -= 1
+                    try:
+                        events.append(EventEnvelope.from_json_bytes(msg.data))
+                    except ValueError:  # not an event: the fold dead-letters it, and so skips it here
+                        continue
+        finally:
+            await sub.unsubscribe()
+        return events
