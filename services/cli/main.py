@@ -14,7 +14,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from services.cli import session_recordings  # noqa: F401 - registers `session export` and `session replay`
 from services.cli.dev import DataDirInUseError, DevStack, print_ready, run_until_signal
 from services.cli.jobs import jobs_app
 from services.cli.keys import keys_app
@@ -22,7 +21,8 @@ from services.cli.nats_cmd import nats_app
 from services.cli.replay.command import replay
 from services.cli.replay.dlq import dlq_app
 from services.cli.serve import serve_app
-from services.cli.sessions import sessions_app
+from services.cli.session import recordings  # noqa: F401 - registers `session export` and `session replay`
+from services.cli.session.live import sessions_app
 from services.cli.status_cmd import status
 from services.cli.submit import submit
 from services.common.config import BaseServiceSettings

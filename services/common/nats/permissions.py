@@ -190,7 +190,9 @@ def role_permissions(role: Role, ns: Namespace, decls: Declarations) -> Permissi
         bucket = ns.bucket(name)
         pub, sub = stream_api(f"KV_{bucket}", verbs)
         publish += pub + ([f"$KV.{bucket}.>"] if verbs & {"put", "manage"} else [])
-        subscribe += sub
+        # A reader may also hear the bucket's writes as they are stored (a core subscription: what its
+        # consumers would bring anyway), as the webhook fan-out's write notices do.
+        subscribe += sub + ([f"$KV.{bucket}.>"] if verbs & {"consume", "manage"} else [])
     if role == "operator":
         publish += [f"{API}.INFO", f"{API}.STREAM.NAMES", f"{API}.STREAM.LIST"]
     return Permissions(tuple(dict.fromkeys(publish)), tuple(dict.fromkeys(subscribe)))

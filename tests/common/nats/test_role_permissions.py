@@ -26,7 +26,7 @@ from nats.js.errors import NoKeysError
 from nats.js.kv import KeyValue
 
 from contracts.ids import tenant_key
-from contracts.streams import JOBS, KV_APIKEYS, KV_JOBS, KV_WEBHOOKS, declarations
+from contracts.streams import JOBS, KV_APIKEYS, KV_JOBS, KV_UPLOADS, KV_WEBHOOKS, declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.config import BaseServiceSettings
 from services.common.nats.connection import NotDeclaredError, apply_declarations, check_declarations, declare_all
@@ -189,6 +189,10 @@ async def test_the_notifier_reads_jobs_and_may_not_write_them(connect_as: Connec
     await webhooks.put("acme.whe_1", b"{}")  # the endpoints it disables after exhausted retries
     sub = await notifier.js.subscribe(SUBJECTS.all_jobs(), stream=NS.stream(JOBS), ordered_consumer=True)
     await sub.unsubscribe()
+    notices = await notifier.nc.subscribe(f"$KV.{NS.bucket(KV_WEBHOOKS)}.>")  # the fan-out's write notices
+    await webhooks.put("acme.whe_2", b"{}")
+    assert (await notices.next_msg(timeout=5)).subject.endswith("acme.whe_2")
+    await notifier.subscribe_refused(f"$KV.{NS.bucket(KV_UPLOADS)}.>")  # a bucket it may not read
 
     await notifier.publish_refused(f"$KV.{NS.bucket(KV_JOBS)}.{tenant_key('acme', 'job_2')}", b'{"v": 2}')
     await notifier.publish_refused(f"$JS.API.STREAM.DELETE.{NS.stream(JOBS)}")

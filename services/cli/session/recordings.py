@@ -20,7 +20,7 @@ from rich.table import Table
 
 from services.cli.client import Client, cli_settings, run
 from services.cli.demo.command import download_to
-from services.cli.sessions import DataDir, parse_param, sessions_app
+from services.cli.session.live import DataDir, parse_param, sessions_app
 from services.cli.submit import exit_code, final_record, watch
 
 console = Console(stderr=True)

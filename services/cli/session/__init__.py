@@ -1,0 +1,1 @@
+"""``gpurelay session …``: live sessions (start, frames, show, stop) and their recordings (export, replay)."""
