@@ -138,9 +138,10 @@ class MessageCounter:
         self._nc: Client | None = None
         self._sub: Subscription | None = None
 
-    async def start(self, url: str) -> None:
-        """Connect and subscribe; counting starts once the server has the interest (a flush)."""
-        self._nc = await nats.connect(url, name="message-counter", pending_size=64 * 1024 * 1024)
+    async def start(self, url: str, **options: Any) -> None:
+        """Connect (``options``: nats-py's, e.g. the operator's user, the one that may watch ``>``) and
+        subscribe; counting starts once the server has the interest (a flush)."""
+        self._nc = await nats.connect(url, name="message-counter", pending_size=64 * 1024 * 1024, **options)
         self._sub = await self._nc.subscribe(">", cb=self._count, pending_msgs_limit=1_000_000)
         await self._nc.flush()
 

@@ -30,6 +30,8 @@ from services.cli.client import Client, cli_settings
 from services.cli.demo.media import write_lap_video
 from services.cli.dev import DevStack
 from services.cli.submit import submit_and_watch, upload
+from services.common.config import BaseServiceSettings
+from services.common.nats.identity import identity_options
 
 SETTLE_S = 60.0
 ROUTES = """
@@ -91,7 +93,12 @@ async def embedded_stack(folder: Path) -> AsyncIterator[Stack]:
             os.environ["GPURELAY_ROUTE_TABLE"] = before
     counter = MessageCounter()
     try:
-        await counter.start(env["GPURELAY_NATS_URL"])
+        operator = BaseServiceSettings(
+            nats_url=env["GPURELAY_NATS_URL"],
+            nats_user=env.get("GPURELAY_NATS_USER"),
+            nats_password=env.get("GPURELAY_NATS_PASSWORD"),
+        )  # gpurelay dev's operator (dev.env), who may watch every subject
+        await counter.start(env["GPURELAY_NATS_URL"], **identity_options(operator))
         async with Client(cli_settings(folder / "data")) as client:
             yield Stack(dev, counter, client, lap_videos(folder / "videos"))
     finally:

@@ -195,6 +195,9 @@ def role_permissions(role: Role, ns: Namespace, decls: Declarations) -> Permissi
         subscribe += sub + ([f"$KV.{bucket}.>"] if verbs & {"consume", "manage"} else [])
     if role == "operator":
         publish += [f"{API}.INFO", f"{API}.STREAM.NAMES", f"{API}.STREAM.LIST"]
+        # The administrator may watch everything of its namespace (nats sub '>', the message counter);
+        # without a namespace that is every subject, the other roles' replies included.
+        subscribe += [ns.subject(">")] if ns.name else [">"]
     return Permissions(tuple(dict.fromkeys(publish)), tuple(dict.fromkeys(subscribe)))
 
 

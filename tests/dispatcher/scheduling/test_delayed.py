@@ -12,6 +12,8 @@ from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, local_route, submit
 from tests.support.scheduling import InstantBackend
 
+DELAY_S = 3.0
+
 
 async def test_a_delayed_job_waits_until_due_and_lets_later_jobs_pass(
     start_dispatcher: StartDispatcher,
@@ -24,8 +26,9 @@ async def test_a_delayed_job_waits_until_due_and_lets_later_jobs_pass(
     instant.run_s = 0.05
     instant.gate.set()
     await start_dispatcher({"pose": local_route("noop", concurrency=1)}, backends={"local": instant})
-    run_at = (datetime.now(UTC) + timedelta(seconds=1.0)).isoformat()
-    delayed = await submit(js, jobs_kv, subjects, POSE | {"delay_s": 1.0})
+    # 3 s: the two jobs after them must be dispatched within it (a loaded machine included)
+    run_at = (datetime.now(UTC) + timedelta(seconds=DELAY_S)).isoformat()
+    delayed = await submit(js, jobs_kv, subjects, POSE | {"delay_s": DELAY_S})
     scheduled = await submit(js, jobs_kv, subjects, POSE | {"run_at": run_at})
     now = [await submit(js, jobs_kv, subjects, POSE) for _ in range(2)]
     await event_log.wait_ended([delayed, scheduled, *now], 20)
@@ -33,6 +36,6 @@ async def test_a_delayed_job_waits_until_due_and_lets_later_jobs_pass(
     created = event_log.first(delayed, "job.created")
     assert created is not None
     times = {j: e.time for j, e in dispatched.items() if e is not None}
-    assert (times[delayed] - created.time).total_seconds() >= 1.0
+    assert (times[delayed] - created.time).total_seconds() >= DELAY_S
     assert times[scheduled] >= datetime.fromisoformat(run_at)
     assert max(times[j] for j in now) < min(times[delayed], times[scheduled])  # they passed the delayed ones
