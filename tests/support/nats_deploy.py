@@ -118,7 +118,7 @@ class ConfigServer:
         self._process: subprocess.Popen[bytes] | None = None
         self.log = config.with_suffix(".log")
 
-    def start(self, timeout_s: float = 30.0) -> ConfigServer:
+    def start(self, timeout_s: float = 60.0) -> ConfigServer:
         """Start it and wait until its monitoring port answers ``/healthz?js-enabled-only=true`` (a cluster
         node: before its peers are up)."""
         with self.log.open("ab") as log:
