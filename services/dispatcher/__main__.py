@@ -11,6 +11,7 @@ also carries the operators' counters (:meth:`Dispatcher.metrics`): ``dead_letter
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from typing import Any
 
@@ -23,10 +24,15 @@ from services.common import event_loop
 from services.common.config import load_settings
 from services.common.http.metrics import metrics_endpoint
 from services.common.http_server import EmbeddedHttpServer
+from services.common.nats.connection import is_unavailable
 from services.common.observability.logging import setup_logging
 from services.common.observability.tracing import setup_tracing
 from services.dispatcher.service import Dispatcher
 from services.dispatcher.settings import DispatcherSettings
+
+log = logging.getLogger(__name__)
+START_RETRY_S = 60.0
+"""How long a start that fails on NATS being away is tried again."""
 
 
 def health_app(dispatcher: Dispatcher) -> Any:
@@ -54,12 +60,7 @@ async def serve(settings: DispatcherSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    dispatcher = Dispatcher(settings)
-    try:
-        await dispatcher.start()
-    except BaseException:  # what started (the pool's workers) must end, or the process never exits
-        await dispatcher.stop()
-        raise
+    dispatcher = await _started(settings)
     health = EmbeddedHttpServer(settings.host, settings.port)
     await health.start(health_app(dispatcher))
     print("dispatcher ready", flush=True)
@@ -68,6 +69,26 @@ async def serve(settings: DispatcherSettings) -> None:
     finally:
         await health.stop()
         await dispatcher.stop()
+
+
+async def _started(settings: DispatcherSettings) -> Dispatcher:
+    """A started :class:`Dispatcher`. A start that fails stops what it had started (the pool's workers
+    must end, or the process never exits); one that failed because NATS or JetStream was away for a
+    moment (a cluster electing its leaders, a reconnect) is tried again, for up to :data:`START_RETRY_S`."""
+    deadline = asyncio.get_running_loop().time() + START_RETRY_S
+    while True:
+        dispatcher = Dispatcher(settings)
+        try:
+            await dispatcher.start()
+            return dispatcher
+        except BaseException as exc:
+            await dispatcher.stop()
+            if not isinstance(exc, Exception) or not is_unavailable(exc):
+                raise
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.warning("the dispatcher's start failed on NATS (%s); starting again", exc)
+            await asyncio.sleep(1.0)
 
 
 def main() -> None:
