@@ -15,7 +15,7 @@ from pydantic import ConfigDict, Discriminator, Field, WrapValidator
 
 from contracts.api.jobs import field_locations
 from contracts.base import Contract, JsonObject
-from contracts.ids import JobId, ResourceId, TenantId
+from contracts.ids import JobId, ResourceId, SubjectId, TenantId
 from contracts.job_record import Artifact, JobCost, JobError, JobStatus, SessionState
 from contracts.specs.jobs import JobKind, SplatSpec, VlmSpec
 
@@ -52,12 +52,16 @@ class SessionOut(Contract):
     kind: JobKind
     status: JobStatus
     state: SessionState
+    subject: SubjectId | None = Field(default=None, description="The end user whose token started it.")
     robot_id: str | None = None
     frames_received: int = Field(ge=0, description="Frames accepted by the gateway (the last seq).")
     frames_processed: int = Field(ge=0, description="Frames the worker took (its latest report).")
     frames_dropped: int = Field(ge=0, description="Frames the worker skipped to keep up (its latest report).")
     metrics: JsonObject = Field(default_factory=dict, description="The worker's latest figures.")
     snapshot: Artifact | None = Field(default=None, description="The latest live output, with a download URL.")
+    artifacts: tuple[Artifact, ...] = Field(
+        default=(), description="Its files so far (chunk PLYs, status.json, snapshots), each with a download URL."
+    )
     result: JsonObject | None = None
     error: JobError | None = None
     cost: JobCost = Field(description="GPU time and price so far (a running session counts up to now).")
@@ -65,6 +69,15 @@ class SessionOut(Contract):
     created_at: datetime
     updated_at: datetime
     urls: SessionUrls
+
+
+class SessionList(Contract):
+    """One page of sessions, newest first; pass ``next_cursor`` as ``cursor`` for the next page."""
+
+    model_config = _BODY
+
+    items: list[SessionOut]
+    next_cursor: str | None = Field(default=None, description="None on the last page.")
 
 
 class FrameAccepted(Contract):
