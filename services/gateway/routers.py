@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from services.gateway.compat import so100 as compat_so100
 from services.gateway.ingest import routes as ingest
 from services.gateway.jobs import batch as jobs_batch
+from services.gateway.jobs import cancel as jobs_cancel
 from services.gateway.jobs import routes as jobs
 from services.gateway.robots import routes as robots
 from services.gateway.sessions import routes as sessions
@@ -15,7 +16,7 @@ from services.gateway.webhooks import dead_letter_routes as dead_letters
 from services.gateway.webhooks import routes as webhooks
 
 ROUTERS: list[APIRouter] = []
-ROUTERS += [uploads.router, jobs_batch.router, jobs.router]
+ROUTERS += [uploads.router, jobs_batch.router, jobs_cancel.router, jobs.router]
 ROUTERS += [webhooks.router, dead_letters.router, ingest.router]
 ROUTERS.append(robots.router)
 ROUTERS += [sessions.router, sessions.internal_router, compat_so100.router]
