@@ -11,6 +11,7 @@ from services.gateway.jobs import cancel as jobs_cancel
 from services.gateway.jobs import routes as jobs
 from services.gateway.robots import routes as robots
 from services.gateway.sessions import routes as sessions
+from services.gateway.tokens import routes as tokens
 from services.gateway.uploads import routes as uploads
 from services.gateway.webhooks import dead_letter_routes as dead_letters
 from services.gateway.webhooks import routes as webhooks
@@ -18,5 +19,5 @@ from services.gateway.webhooks import routes as webhooks
 ROUTERS: list[APIRouter] = []
 ROUTERS += [uploads.router, jobs_batch.router, jobs_cancel.router, jobs.router]
 ROUTERS += [webhooks.router, dead_letters.router, ingest.router]
-ROUTERS.append(robots.router)
+ROUTERS += [robots.router, tokens.router]
 ROUTERS += [sessions.router, sessions.internal_router, compat_so100.router]
