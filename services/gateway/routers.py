@@ -10,6 +10,7 @@ from services.gateway.jobs import batch as jobs_batch
 from services.gateway.jobs import cancel as jobs_cancel
 from services.gateway.jobs import routes as jobs
 from services.gateway.robots import routes as robots
+from services.gateway.sessions import listing as sessions_list
 from services.gateway.sessions import routes as sessions
 from services.gateway.tokens import routes as tokens
 from services.gateway.uploads import routes as uploads
@@ -20,4 +21,4 @@ ROUTERS: list[APIRouter] = []
 ROUTERS += [uploads.router, jobs_batch.router, jobs_cancel.router, jobs.router]
 ROUTERS += [webhooks.router, dead_letters.router, ingest.router]
 ROUTERS += [robots.router, tokens.router]
-ROUTERS += [sessions.router, sessions.internal_router, compat_so100.router]
+ROUTERS += [sessions_list.router, sessions.router, sessions.internal_router, compat_so100.router]
