@@ -9,6 +9,7 @@ from services.gateway.ingest import routes as ingest
 from services.gateway.jobs import batch as jobs_batch
 from services.gateway.jobs import cancel as jobs_cancel
 from services.gateway.jobs import routes as jobs
+from services.gateway.kinds import routes as kinds
 from services.gateway.robots import history as robots_history
 from services.gateway.robots import routes as robots
 from services.gateway.sessions import listing as sessions_list
@@ -21,5 +22,5 @@ from services.gateway.webhooks import routes as webhooks
 ROUTERS: list[APIRouter] = []
 ROUTERS += [uploads.router, jobs_batch.router, jobs_cancel.router, jobs.router]
 ROUTERS += [webhooks.router, dead_letters.router, ingest.router]
-ROUTERS += [robots_history.router, robots.router, tokens.router]
+ROUTERS += [robots_history.router, robots.router, tokens.router, kinds.router]
 ROUTERS += [sessions_list.router, sessions.router, sessions.internal_router, compat_so100.router]

@@ -3,6 +3,9 @@ API, uploads, robots, sessions and the dashboard read."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import Field, SecretStr, field_validator
 
 from contracts.specs.session_params import VLM_DEFAULT_MODEL
@@ -45,6 +48,8 @@ class GatewaySettings(ApiKeySettings):
     upload_sha256_max_bytes: int = Field(
         default=64 * 1024**2, ge=0, description="Uploads up to this size are hashed at complete (0: never)."
     )
+    route_table: Path = Field(default=Path("deploy/routes.yaml"), description="The route table (GET /v1/kinds).")
+    route_profile: Literal["dev", "prod"] = "dev"
     token_max_ttl_s: int = Field(
         default=3600, ge=60, le=86_400, description="The longest lifetime POST /v1/tokens grants (s)."
     )
