@@ -16,11 +16,12 @@ from services.gateway.sessions import listing as sessions_list
 from services.gateway.sessions import routes as sessions
 from services.gateway.tokens import routes as tokens
 from services.gateway.uploads import routes as uploads
+from services.gateway.usage import routes as usage
 from services.gateway.webhooks import dead_letter_routes as dead_letters
 from services.gateway.webhooks import routes as webhooks
 
 ROUTERS: list[APIRouter] = []
 ROUTERS += [uploads.router, jobs_batch.router, jobs_cancel.router, jobs.router]
 ROUTERS += [webhooks.router, dead_letters.router, ingest.router]
-ROUTERS += [robots_history.router, robots.router, tokens.router, kinds.router]
+ROUTERS += [robots_history.router, robots.router, tokens.router, kinds.router, usage.router]
 ROUTERS += [sessions_list.router, sessions.router, sessions.internal_router, compat_so100.router]
