@@ -100,6 +100,7 @@ KV_DISPATCH_FAIR = "dispatch_fair"
 KV_DISPATCH_RUNTIMES = "dispatch_runtimes"
 KV_QUOTAS = "quotas"
 KV_TENANT_USAGE = "tenant_usage"
+KV_TENANT_CORS = "tenant_cors"
 
 FRAMES_MAX_BYTES = 2 * 1024**3
 WEBHOOK_QUEUE_MAX_MSGS = 100_000
@@ -207,6 +208,7 @@ def declarations(
             BucketDecl(
                 name=ns.bucket(KV_TENANT_USAGE), ttl_s=2 * DAY, description="{tenant}.{YYYYMMDD}: GPU-seconds used."
             ),
+            BucketDecl(name=ns.bucket(KV_TENANT_CORS), description="{tenant}: the browser origins it allows (CORS)."),
         ),
     )
     if replicas == 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from services.gateway.compat import so100 as compat_so100
+from services.gateway.cors import routes as cors
 from services.gateway.ingest import routes as ingest
 from services.gateway.jobs import batch as jobs_batch
 from services.gateway.jobs import cancel as jobs_cancel
@@ -22,6 +23,6 @@ from services.gateway.webhooks import routes as webhooks
 
 ROUTERS: list[APIRouter] = []
 ROUTERS += [uploads.router, jobs_batch.router, jobs_cancel.router, jobs.router]
-ROUTERS += [webhooks.router, dead_letters.router, ingest.router]
+ROUTERS += [webhooks.router, dead_letters.router, ingest.router, cors.router]
 ROUTERS += [robots_history.router, robots.router, tokens.router, kinds.router, usage.router]
 ROUTERS += [sessions_list.router, sessions.router, sessions.internal_router, compat_so100.router]
