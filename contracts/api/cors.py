@@ -8,7 +8,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from contracts.base import Contract
 
-ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$", re.IGNORECASE)
 """An origin as a browser sends it: scheme, host and optional port, nothing else (no path, no ``*``)."""
 
 
