@@ -138,21 +138,8 @@ export function releaseHeldJobs() {
   writeFileSync(join(stack.marks, "go"), "go");
 }
 
-/** A dashboard page token (audience `dashboard`, accepted wherever an API key is, short-lived): what
- * a browser can hold today, got by signing in with the key as the dashboard does. */
-export async function pageToken() {
-  const form = await fetch(`${stack.url}/login`);
-  const csrf = /name="csrf" value="([^"]+)"/.exec(await form.text())?.[1];
-  const loginCookie = form.headers.get("set-cookie")?.split(";")[0];
-  assertPresent(csrf && loginCookie, "the sign-in form's CSRF token and cookie");
-  const body = new URLSearchParams({ api_key: stack.apiKey, csrf, next: "/jobs" });
-  const signedIn = await fetch(`${stack.url}/login`, { method: "POST", body, headers: { cookie: loginCookie }, redirect: "manual" });
-  const session = signedIn.headers.getSetCookie().map((c) => c.split(";")[0]).find((c) => c.startsWith("gpurelay_session"));
-  assertPresent(session, `the session cookie (sign-in answered ${signedIn.status})`);
-  const token = await fetch(`${stack.url}/token`, { headers: { cookie: session, accept: "application/json" } });
-  return (await token.json()).token;
-}
-
-function assertPresent(value, what) {
-  if (!value) throw new Error(`no ${what}`);
+/** A short-lived scoped token minted with the dev key (`POST /v1/tokens`, as an app's server does):
+ * what a browser holds. */
+export async function mintedToken(scopes) {
+  return (await nodeClient().tokens.create({ scopes, ttlS: 600 })).token;
 }
