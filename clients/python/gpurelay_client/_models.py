@@ -617,7 +617,15 @@ class RobotSession(ApiModel):
     state: SessionState
 
 
-Scope = Literal["uploads:write", "jobs:write", "jobs:read", "sessions:write", "events:read", "robots:write", "robots:read"]
+Scope = Literal[
+    "uploads:write",
+    "jobs:write",
+    "jobs:read",
+    "sessions:write",
+    "events:read",
+    "robots:write",
+    "robots:read",
+]
 
 
 class SessionAlertPayload(ApiModel):
