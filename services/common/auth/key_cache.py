@@ -157,4 +157,3 @@ class KeyCache:
     def _on_entry(self, entry: KeyValue.Entry, initial: bool) -> None:
         if not initial:  # the snapshot only says which keys exist: changes come after it
             self.invalidate(entry.key)
-

@@ -115,6 +115,5 @@ def param_fields(kind: KindOut) -> list[ParamField]:
 def input_fields(kind: KindOut) -> list[InputField]:
     """The file inputs of the kind (required ones first, as the catalog orders them)."""
     return [
-        InputField(i.name, i.required, ",".join(i.accepts) + (",.zip" if ZIP in i.accepts else ""))
-        for i in kind.inputs
+        InputField(i.name, i.required, ",".join(i.accepts) + (",.zip" if ZIP in i.accepts else "")) for i in kind.inputs
     ]
