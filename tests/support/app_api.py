@@ -13,6 +13,7 @@ import cv2
 import httpx
 import nats
 import numpy as np
+import yaml
 from nats.aio.client import Client as NatsClient
 
 from contracts.job_record import JobRecord
@@ -23,30 +24,20 @@ from services.common.auth.apikeys import ApiKeyStore
 from services.common.nats.record_watch import latest_record
 from tests.support.lap import lap_positions, lap_speeds, scrolling_video
 
-ROUTES = """
-profiles:
-  dev:
-    lap_compare:
-      backend: local
-      local: modal_workers.lap_compare:run
-      function: lap_compare
-      gpus: [T4]
-      timeout_s: 300
-      retries: {max_attempts: 1}
-      concurrency: 2
-      price_per_gpu_hour: 3.6
-    splat: &echo
-      backend: local
-      local: bench.harness.session_echo:run
-      function: splat
-      timeout_s: 120
-      retries: {max_attempts: 1}
-      concurrency: 2
-    vlm: *echo
-  prod: {}
-"""
-"""lap_compare priced 3.6 USD per GPU-hour (0.001 per GPU-second, counted on the local pool) and the
-session kinds answered by the echo workload."""
+ROOT = Path(__file__).resolve().parents[2]
+ECHO = {"backend": "local", "local": "bench.harness.session_echo:run", "timeout_s": 120, "concurrency": 2}
+
+
+def routes_yaml() -> str:
+    """The deployment's dev route table with lap_compare priced 3.6 USD per GPU-hour on a T4 (0.001 per
+    GPU-second, counted on the local pool, one attempt) and the session kinds on the echo workload."""
+    table = yaml.safe_load((ROOT / "deploy" / "routes.yaml").read_text())
+    lap = table["profiles"]["dev"]["lap_compare"] | {"gpus": ["T4"], "price_per_gpu_hour": 3.6}
+    sessions = {kind: ECHO | {"function": kind, "retries": {"max_attempts": 1}} for kind in ("splat", "vlm")}
+    table["profiles"]["dev"] = {"lap_compare": lap | {"retries": {"max_attempts": 1}}, **sessions}
+    return str(yaml.safe_dump(table))
+
+
 TIMEOUT = httpx.Timeout(30.0)
 
 
@@ -87,7 +78,7 @@ class AppStack:
 async def app_stack(folder: Path, env: Any) -> AsyncIterator[AppStack]:
     """The embedded stack over ``folder`` (``env``: a MonkeyPatch the route table is set with)."""
     table = folder / "routes.yaml"
-    table.write_text(ROUTES)
+    table.write_text(routes_yaml())
     env.setenv("GPURELAY_ROUTE_TABLE", str(table))
     dev = DevStack(data_dir=folder / "data", port=0)
     try:

@@ -8,7 +8,6 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from bench.harness.waiting import wait_for
-from contracts import streams
 from contracts.envelope import utc_now
 from contracts.events.registry import job_created_event
 from contracts.ids import new_id, tenant_key
@@ -21,7 +20,7 @@ from services.common.quotas import QuotaBook
 from tests.dispatcher.conftest import StartDispatcher
 from tests.dispatcher.scheduling.test_quotas import most_at_once
 from tests.support.dispatcher import POSE, EventLog, local_route
-from tests.support.scheduling import InstantBackend
+from tests.support.scheduling import InstantBackend, quota_book
 
 
 async def submit_as(js: JetStreamContext, kv: KeyValue, subjects: Subjects, subject: str | None) -> str:
@@ -45,11 +44,7 @@ async def test_each_subject_runs_at_most_its_limit_and_its_seconds_are_counted(
     instant.run_s = 0.2
     instant.gate.set()
     await start_dispatcher({"pose": local_route("noop", concurrency=6)}, backends={"local": instant})
-    book = QuotaBook(
-        await js.key_value(namespace.bucket(streams.KV_QUOTAS)),
-        await js.key_value(namespace.bucket(streams.KV_TENANT_USAGE)),
-        TenantQuota(),
-    )
+    book = await quota_book(js, namespace)
     await book.set("acme", TenantQuota(subject_max_running_per_kind=1))
     alice = [await submit_as(js, jobs_kv, subjects, "alice") for _ in range(4)]
     bob = [await submit_as(js, jobs_kv, subjects, "bob") for _ in range(4)]

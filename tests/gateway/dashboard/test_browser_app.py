@@ -6,8 +6,6 @@ submits a lap_compare job and follows it over SSE with ``?token=``; the API key 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +16,12 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from tests.support.app_api import ROUTES, small_video
+from tests.support.app_api import small_video
 from tests.support.dashboard import ThreadedStack
 from tests.support.http import bound_socket, serve
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[3]
-PAGE = ROOT / "tests" / "fixtures" / "app_page" / "index.html"
-CHROMIUM = Path(os.environ.get("GPURELAY_CHROMIUM", "/usr/bin/chromium"))
+PAGE = Path(__file__).resolve().parents[2] / "fixtures" / "app_page" / "index.html"
 SCAN_PAGE = """() => {
   const seen = [document.documentElement.outerHTML, document.cookie, JSON.stringify(localStorage),
                 JSON.stringify(sessionStorage), JSON.stringify(performance.getEntries().map((e) => e.name))];
@@ -37,26 +33,6 @@ SCAN_PAGE = """() => {
   }
   return seen.join("\\n");
 }"""
-
-
-@pytest.fixture(scope="module")
-def gpurelay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedStack]:
-    """The embedded stack with a priced lap_compare (the App API tests' route table)."""
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing: install Debian's chromium (make test does, as root)"
-        if os.environ.get("GPURELAY_REQUIRE_BROWSER") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    folder = tmp_path_factory.mktemp("app-browser")
-    (folder / "routes.yaml").write_text(ROUTES)
-    running = ThreadedStack(folder / "data")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("GPURELAY_ROUTE_TABLE", str(folder / "routes.yaml"))
-        try:
-            running.start()
-            yield running
-        finally:
-            running.stop()
 
 
 def app_server(gateway_url: str, api_key: str, video: bytes) -> Starlette:
@@ -82,21 +58,18 @@ def app_server(gateway_url: str, api_key: str, video: bytes) -> Starlette:
     return Starlette(routes=[Route("/", page), Route("/video.mp4", clip), Route("/token", token, methods=["POST"])])
 
 
-def test_a_page_on_another_origin_runs_a_job_with_a_minted_token(gpurelay: ThreadedStack, tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
-    gateway, key = gpurelay.env["GPURELAY_URL"], gpurelay.env["GPURELAY_API_KEY"]
+def test_a_page_on_another_origin_runs_a_job_with_a_minted_token(
+    stack: ThreadedStack, chromium: Any, tmp_path: Path
+) -> None:
+    gateway, key = stack.env["GPURELAY_URL"], stack.env["GPURELAY_API_KEY"]
     sock = bound_socket()
     origin = f"http://localhost:{sock.getsockname()[1]}"  # another host name and port: another origin
     allowed = httpx.put(f"{gateway}/v1/cors", json={"origins": [origin]}, headers={"Authorization": f"Bearer {key}"})
     assert allowed.status_code == 200, allowed.text
     seen: list[str] = []
-    home = ROOT / ".gpurelay-test" / "browser-home"
-    env: dict[str, str | float | bool] = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / "config")}
-    with serve(app_server(gateway, key, small_video(tmp_path)), sock), sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), env=env)
+    with serve(app_server(gateway, key, small_video(tmp_path)), sock):
+        context = chromium.new_context()
         try:
-            context = browser.new_context()
             page = context.new_page()
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
@@ -112,7 +85,7 @@ def test_a_page_on_another_origin_runs_a_job_with_a_minted_token(gpurelay: Threa
             storage = json.dumps(context.storage_state())
             job_id = page.evaluate("window.jobId")
         finally:
-            browser.close()
+            context.close()
     secret = key.rsplit("_", 1)[1]
     for where, text in (
         ("the page's JS context", in_page),
