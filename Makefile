@@ -11,7 +11,7 @@ export XDG_CACHE_HOME := $(CURDIR)/.gpurelay-test/xdg-cache
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: venv test lint typecheck pytest browser client-js demo bench schema clean
+.PHONY: venv test lint typecheck pytest browser netfaults-tools client-js demo bench schema clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -42,7 +42,26 @@ browser:
 	  fi; \
 	fi
 
-pytest: venv browser
+# The network-fault suite (tests/netfaults) runs each host in its own network namespace: it needs root,
+# iproute2, iptables and Debian's faketime (the clock step), installed here when missing and we are
+# root; elsewhere those tests skip, saying so (GPURELAY_REQUIRE_NETFAULTS=1 makes that a failure).
+netfaults-tools:
+	@missing=""; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v iptables >/dev/null || missing="$$missing iptables"; \
+	ls /usr/lib/*/faketime/libfaketimeMT.so.1 >/dev/null 2>&1 || missing="$$missing faketime"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing for the network-fault suite"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing \
+	      || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; } \
+	      || echo "could not install$$missing: the network-fault tests will skip"; \
+	  else \
+	    echo "$$missing missing and this is not root: the network-fault tests will skip"; \
+	  fi; \
+	fi
+
+pytest: venv browser netfaults-tools
 	$(VENV)/bin/pytest
 
 # The TypeScript client (clients/js): installed from its lockfile, built, its API types checked against
@@ -63,8 +82,10 @@ test: lint typecheck pytest client-js
 demo: venv
 	$(VENV)/bin/gpurelay demo
 
-bench: venv
+# The network-fault soak needs the test harness (bench/ may not import tests/), so it is a pytest run.
+bench: venv netfaults-tools
 	$(PY) bench/run.py
+	$(VENV)/bin/pytest -m netfaults_long tests/netfaults -s
 
 schema: venv
 	$(VENV)/bin/gpurelay schema

@@ -142,9 +142,9 @@ class _FastHttp(asyncio.Protocol):
             self.transport.write(f"HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n".encode())
 
 
-async def serve_fast(receiver: Receiver) -> tuple[asyncio.Server, str]:
-    """Serve ``receiver`` with :class:`_FastHttp` in this event loop; the server and its base URL."""
+async def serve_fast(receiver: Receiver, host: str = "127.0.0.1") -> tuple[asyncio.Server, str]:
+    """Serve ``receiver`` with :class:`_FastHttp` in this event loop on ``host``; the server and its base URL."""
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _FastHttp(receiver), "127.0.0.1", 0)
+    server = await loop.create_server(lambda: _FastHttp(receiver), host, 0)
     port = server.sockets[0].getsockname()[1]
-    return server, f"http://127.0.0.1:{port}"
+    return server, f"http://{host}:{port}"

@@ -55,7 +55,11 @@ async def serve(settings: DispatcherSettings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     dispatcher = Dispatcher(settings)
-    await dispatcher.start()
+    try:
+        await dispatcher.start()
+    except BaseException:  # what started (the pool's workers) must end, or the process never exits
+        await dispatcher.stop()
+        raise
     health = EmbeddedHttpServer(settings.host, settings.port)
     await health.start(health_app(dispatcher))
     print("dispatcher ready", flush=True)

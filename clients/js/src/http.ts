@@ -12,7 +12,7 @@ export interface TransportOptions {
   baseUrl: string;
   credential: Credential;
   fetch: typeof fetch;
-  /** Retries of a 429 or 503 (and of a GET that got no answer); 0 turns them off. Default 3. */
+  /** Retries of a 429 or 503 (and of a request safe to repeat that got no answer); 0 turns them off. Default 3. */
   maxRetries: number;
   /** The longest wait before a retry, whatever `Retry-After` asks. Default 30 000 ms. */
   maxRetryDelayMs: number;
@@ -76,7 +76,7 @@ export class Transport {
       try {
         response = await this.once(method, url, options, refreshed);
       } catch (cause) {
-        if (options.signal?.aborted || method !== "GET" || attempt >= maxRetries) {
+        if (options.signal?.aborted || !safeToRepeat(method, options) || attempt >= maxRetries) {
           throw GpurelayError.unreachable(url, cause);
         }
         await delay(Math.min(FIRST_BACKOFF_MS * 2 ** attempt, maxRetryDelayMs), options.signal);
@@ -115,4 +115,11 @@ export class Transport {
     const signal = options.signal ? anySignal([options.signal, timeout]) : timeout;
     return this.options.fetch(url, { method, headers, body: body ?? null, signal, credentials: "omit" });
   }
+}
+
+/** Whether a request that got no answer may be sent again: it reads, or repeating it changes nothing
+ * (PUT, DELETE, or a POST that carries an `Idempotency-Key`: the server makes one job of both). */
+function safeToRepeat(method: string, options: RequestOptions): boolean {
+  if (["GET", "HEAD", "PUT", "DELETE"].includes(method)) return true;
+  return Object.keys(options.headers ?? {}).some((name) => name.toLowerCase() === "idempotency-key");
 }

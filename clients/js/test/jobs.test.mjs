@@ -174,6 +174,28 @@ describe("problems", () => {
     assert.doesNotMatch(refused.message, /notakey/, "the key stays out of the message");
   });
 
+  test("a create whose answer is lost is sent again with its key: one job", async () => {
+    const posts = [];
+    const statuses = [];
+    const losing = async (url, init = {}) => {
+      const response = await fetch(url, init);
+      if (init.method === "POST" && String(url).endsWith("/v1/jobs")) {
+        posts.push(new Headers(init.headers).get("idempotency-key"));
+        statuses.push(response.status);
+        if (posts.length === 1) {
+          await response.body?.cancel();
+          throw new TypeError("fetch failed"); // the server made the job; its answer never came
+        }
+      }
+      return response;
+    };
+    const job = await nodeClient({ fetch: losing, maxRetryDelayMs: 50 }).jobs.create(delayed(video.id));
+    assert.equal(posts.length, 2);
+    assert.equal(posts[0], posts[1], "one Idempotency-Key for both tries");
+    assert.deepEqual(statuses, [201, 200], "the first try made the job; the second was answered with it");
+    await client.jobs.cancel(job.id);
+  });
+
   test("no answer at all is a GpurelayError with status 0", async () => {
     const nowhere = nodeClient({ baseUrl: "http://127.0.0.1:9", maxRetries: 0 });
     const error = await nowhere.jobs.list().catch((e) => e);

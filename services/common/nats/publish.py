@@ -31,6 +31,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
+import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
@@ -47,6 +48,9 @@ RETRY_DELAY_S = (0.05, 1.0)
 """The first pause between two tries, and the longest (doubling in between)."""
 
 MSG_ID = "Nats-Msg-Id"
+DUPLICATE_IN_PROCESS = 10158
+"""JetStream's answer to a ``Nats-Msg-Id`` whose earlier publish is still being replicated (409): it may
+yet be stored, so the publish is sent again."""
 REPLAY_OF = "Gpurelay-Replay-Of"
 """The header of a replayed or redriven copy: ``{stream}:{seq}`` of the original
 (:func:`contracts.event_ids.replay_of`)."""
@@ -100,14 +104,16 @@ async def until_stored(
     """``publish()`` again while it fails with NATS away, for at most ``retry_for_s``; its ack.
 
     Only for a publish with a ``Nats-Msg-Id``: a try whose ack was lost may have been stored, and
-    the next is then answered as a duplicate.
+    the next is then answered as a duplicate (or, while the first is still being replicated, with
+    :data:`DUPLICATE_IN_PROCESS`, which is asked again too).
     """
     deadline, delay = time.monotonic() + retry_for_s, RETRY_DELAY_S[0]
     while True:
         try:
             return await publish()
         except Exception as exc:
-            if not is_unavailable(exc) or time.monotonic() + delay > deadline:
+            in_process = isinstance(exc, nats.js.errors.APIError) and exc.err_code == DUPLICATE_IN_PROCESS
+            if not (is_unavailable(exc) or in_process) or time.monotonic() + delay > deadline:
                 raise
             log.info("publish to %s retried: NATS unavailable (%s)", subject, type(exc).__name__)
             await asyncio.sleep(delay)

@@ -25,8 +25,14 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from services.common.nats.connection import is_unavailable
+
 log = logging.getLogger(__name__)
 API = "$JS.API"
+API_TIMEOUT_S = 5.0
+"""How long one JetStream API request waits for its answer."""
+API_RETRY_S = 60.0
+"""How long a request is sent again while NATS is away (a cluster electing its leaders, a paused server)."""
 GROUP = "fold"
 PIN_HEADER = "Nats-Pin-Id"
 NANOS = 1_000_000_000
@@ -89,7 +95,17 @@ class PinnedConsumer:
 
 
 async def _api(nc: NatsClient, verb: str, body: dict[str, Any] | None, missing_ok: bool = False) -> Any:
-    reply = await nc.request(f"{API}.{verb}", json.dumps(body).encode() if body else b"", timeout=5.0)
+    """One JetStream API request, sent again while NATS is away (each verb here may be: INFO reads,
+    CREATE with the same configuration answers the consumer, DELETE of a deleted one is missing_ok)."""
+    deadline = asyncio.get_running_loop().time() + API_RETRY_S
+    while True:
+        try:
+            reply = await nc.request(f"{API}.{verb}", json.dumps(body).encode() if body else b"", timeout=API_TIMEOUT_S)
+            break
+        except Exception as exc:
+            if not is_unavailable(exc) or asyncio.get_running_loop().time() > deadline:
+                raise
+            log.warning("JetStream did not answer %s; asking again", verb)
     answer = json.loads(reply.data or b"{}")
     if error := answer.get("error"):
         if missing_ok and error.get("code") == 404:

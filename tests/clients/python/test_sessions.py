@@ -14,8 +14,8 @@ from gpurelay_client import Client, NotFound, WebhookVerificationError, verify_w
 from gpurelay_client._models import JobSucceededPayload
 
 from bench.harness.receivers import Receiver
+from bench.harness.waiting import wait_for
 from tests.clients.python.stack import ThreadedStack
-from tests.support.events import wait_for
 from tests.support.http import bound_socket, serve
 
 pytestmark = pytest.mark.timeout(120)

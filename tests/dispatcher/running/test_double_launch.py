@@ -7,10 +7,10 @@ from __future__ import annotations
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from bench.harness.waiting import wait_for
 from contracts.subjects import Subjects
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, local_route, submit
-from tests.support.events import wait_for
 from tests.support.scheduling import InstantBackend
 
 

@@ -1,0 +1,148 @@
+"""The clients of a fault run, each operation recorded in a :class:`~tests.support.netns.history.History`.
+
+* :meth:`Clients.steady`: ``pose`` jobs submitted at a steady rate, each with an ``Idempotency-Key``
+  and sent again with it on no answer, a 5xx, a 409 or 429 (at most :data:`SUBMIT_FOR_S`): ``ok`` on
+  201/200, ``fail`` on another 4xx, ``unknown`` if none came; each acknowledged job gets an
+  :class:`SseFollower`;
+* :class:`SseFollower`: the job's SSE stream to its terminal event, reopened with ``Last-Event-ID``
+  on the *other* notifier whenever it breaks or goes quiet (a load balancer's view);
+* :mod:`tests.support.netns.sessions`: live sessions streaming frames and joints.
+
+Every request has a :data:`REQUEST_TIMEOUT_S` timeout (Jepsen's clients use 5 s); every loop is
+bounded in time; at most :data:`IN_FLIGHT` submissions are in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from typing import Any
+
+import httpx
+
+from bench.harness.fault_clients import JOB
+from services.cli.client import TERMINAL_EVENTS, ApiError, follow_events
+from tests.support.netns.history import History, Op
+
+REQUEST_TIMEOUT_S = 5.0
+SUBMIT_FOR_S = 20.0
+RETRY_S = 0.3
+RETRIED = frozenset({409, 429})
+"""409: the ``Idempotency-Key`` is contended; 429: too many requests."""
+IN_FLIGHT = 64
+FOLLOW_FOR_S = 240.0
+IDLE_S = 8.0
+"""An SSE stream with no event for this long is reopened on the other notifier."""
+
+
+class Clients:
+    """Clients of one deployment (the gateway, the notifiers), as API key ``key``."""
+
+    def __init__(self, history: History, gateway: str, notifiers: list[str], key: str) -> None:
+        self.history, self.gateway, self.notifiers, self.key = history, gateway, notifiers, key
+        self.headers = {"Authorization": f"Bearer {key}"}
+        self.http = httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S, headers=self.headers)
+        self.followers: dict[str, SseFollower] = {}
+        self.pending: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(IN_FLIGHT)
+
+    async def close(self) -> None:
+        """Cancel what is still running; close the HTTP client."""
+        for task in [*self.pending, *(f.task for f in self.followers.values())]:
+            task.cancel()
+        await asyncio.gather(*self.pending, *(f.task for f in self.followers.values()), return_exceptions=True)
+        await self.http.aclose()
+
+    async def call(self, op: Op, method: str, path: str, ok: set[int], body: Any = None,
+                   headers: dict[str, str] | None = None, retry_for_s: float = 0.0,
+                   retried: frozenset[int] = RETRIED) -> httpx.Response | None:  # fmt: skip
+        """Send a request for ``op`` (again, same headers, while unanswered, a 5xx or a status in ``retried``,
+        for at most ``retry_for_s``) and complete ``op``: ``ok`` on a status in ``ok``, ``fail`` on another
+        4xx, else ``unknown``. The last answer, if any."""
+        deadline = time.monotonic() + retry_for_s
+        answer: httpx.Response | None = None
+        while True:
+            try:
+                sent = {"content": body} if isinstance(body, bytes) else {"json": body}
+                answer = await self.http.request(method, f"{self.gateway}{path}", headers=headers, **sent)
+            except httpx.HTTPError:
+                answer = None
+            if answer is not None and answer.status_code in ok:
+                self.history.complete(op, "ok", answer.json())
+                return answer
+            if answer is not None and answer.status_code < 500 and answer.status_code not in retried:
+                self.history.complete(op, "fail", f"{answer.status_code} {answer.text[:200]}")
+                return answer
+            if time.monotonic() + RETRY_S > deadline:
+                self.history.complete(op, "unknown", answer.status_code if answer is not None else "no answer")
+                return answer
+            await asyncio.sleep(RETRY_S)
+
+    async def submit(self) -> None:
+        """Submit one job; follow its events over SSE once acknowledged."""
+        idempotency = uuid.uuid4().hex
+        op = self.history.invoke("submitter", "submit", idempotency)
+        await self.call(op, "POST", "/v1/jobs", {200, 201}, JOB, {"Idempotency-Key": idempotency}, SUBMIT_FOR_S)
+        if op.outcome == "ok":
+            op.value = str(op.value["id"])
+            self.followers[op.value] = SseFollower(op.value, self.notifiers, self.headers)
+
+    async def steady(self, rate: float, stop: asyncio.Event) -> int:
+        """Submit ``rate`` jobs a second (each in its own task) until ``stop`` is set; how many were offered."""
+        offered, began = 0, time.monotonic()
+        while not stop.is_set():
+            await self._slots.acquire()
+            task = asyncio.create_task(self.submit())
+            task.add_done_callback(lambda t: (self.pending.discard(t), self._slots.release()))
+            self.pending.add(task)
+            offered += 1
+            next_at = began + offered / rate
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.0, next_at - time.monotonic()))
+        return offered
+
+    async def drain(self) -> None:
+        """Wait until every submission has completed."""
+        await asyncio.gather(*list(self.pending), return_exceptions=True)
+
+
+class SseFollower:
+    """One job's SSE stream to its terminal event, resumed with ``Last-Event-ID`` on the next notifier."""
+
+    def __init__(self, job_id: str, notifiers: list[str], headers: dict[str, str]) -> None:
+        self.job_id, self.notifiers, self.headers = job_id, notifiers, headers
+        self.seqs: list[int] = []
+        self.types: list[str] = []
+        self.connections = 0
+        """Streams opened (answered 200): 1 + the resumptions."""
+        self.task = asyncio.create_task(self._follow(), name=f"sse:{job_id}")
+
+    @property
+    def done(self) -> bool:
+        """Whether it read the terminal event."""
+        return bool(self.types) and self.types[-1] in TERMINAL_EVENTS
+
+    async def _follow(self) -> None:
+        async def opened(response: httpx.Response) -> None:
+            self.connections += response.status_code == 200
+
+        deadline, turn, last = time.monotonic() + FOLLOW_FOR_S, 0, None
+        loop = asyncio.get_running_loop()
+        async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S, event_hooks={"response": [opened]}) as http:
+            while not self.done:
+                url = f"{self.notifiers[turn % len(self.notifiers)]}/v1/jobs/{self.job_id}/events"
+                try:
+                    async with asyncio.timeout(IDLE_S) as idle:
+                        async for event in follow_events(http, url, self.headers, last_event_id=last, max_retries=0):
+                            idle.reschedule(loop.time() + IDLE_S)
+                            self.seqs.append(int(event.id or 0))
+                            self.types.append(event.event)
+                            last = event.id
+                except (ApiError, TimeoutError, httpx.HTTPError):
+                    turn += 1
+                if not self.done:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{self.job_id}: no terminal event over SSE in {FOLLOW_FOR_S} s")
+                    await asyncio.sleep(RETRY_S)

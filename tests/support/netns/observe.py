@@ -1,0 +1,109 @@
+"""Reading a fault's outcome back once it healed: waits bounded in time, then an :class:`Observed`.
+
+:func:`recovered` waits until every submission made before the heal is answered and, if acknowledged,
+terminal (its time is the fault's time to recover); :func:`observe` waits for the rest, the SSE
+readers and the webhooks, then reads JOBS, KV ``jobs`` and the receiver (reads start again while NATS is away:
+:mod:`bench.harness.fault_reads`). A wait that runs out is not an error here: the checker then says
+what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+
+from nats.aio.client import Client as NatsClient
+from nats.js.errors import KeyNotFoundError
+
+from bench.harness.fault_reads import Stored, retrying, stored_events, wait_terminal
+from bench.harness.receivers import Receiver
+from bench.harness.waiting import wait_for
+from contracts.ids import tenant_key
+from contracts.job_record import JobRecord
+from contracts.streams import KV_JOBS
+from services.dispatcher.fold.records import fold
+from tests.support.netns.checker import Observed
+from tests.support.netns.history import History
+from tests.support.netns.load import SseFollower
+from tests.support.netns.services import NsStack
+
+
+async def recovered(nc: NatsClient, stack: NsStack, history: History, phase: str, timeout_s: float) -> float:
+    """Seconds from the heal of ``phase`` until every submission invoked before it has its answer and every
+    one acknowledged is terminal (when the wait runs out: the time it took)."""
+    healed = history.marks[f"{phase}:heal"]
+    before = [op for op in history.of("submit", phase) if op.invoked <= healed]
+    with contextlib.suppress(AssertionError):
+        await wait_for(lambda: all(op.completed is not None for op in before), timeout_s, "answers", every_s=0.05)
+    await wait_terminal(nc, stack.settings, [str(op.value) for op in before if op.outcome == "ok"], timeout_s)
+    return history.now() - healed
+
+
+def deliveries(receiver: Receiver, path: str) -> dict[str, list[tuple[str, bytes]]]:
+    """The deliveries ``path`` accepted, per job: (``webhook-id``, body), in arrival order."""
+    found: dict[str, list[tuple[str, bytes]]] = {}
+    for captured in receiver.accepted_on(path):
+        with contextlib.suppress(ValueError, AttributeError):
+            found.setdefault(str(json.loads(captured.body).get("job_id")), []).append(
+                (captured.webhook_id, captured.body)
+            )
+    return found
+
+
+async def observe(nc: NatsClient, stack: NsStack, job_ids: list[str], receiver: Receiver, path: str,
+                  followers: dict[str, SseFollower], timeout_s: float) -> Observed:  # fmt: skip
+    """Wait (at most ``timeout_s`` in all) for the jobs, their SSE readers and webhooks; read it all back."""
+    settings = stack.settings
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await wait_terminal(nc, settings, job_ids, timeout_s)
+            readers = [followers[j].task for j in job_ids if j in followers]
+            await asyncio.gather(*readers, return_exceptions=True)
+            stored = await stored_events(nc, settings, job_ids)
+            expected = {job_id: {s.event.id for s in events} for job_id, events in stored.items()}
+
+            def delivered() -> bool:
+                got = deliveries(receiver, path)
+                return all(ids <= {w for w, _ in got.get(job_id, [])} for job_id, ids in expected.items())
+
+            await wait_for(delivered, timeout_s, "every webhook", every_s=0.1)
+    stored = await stored_events(nc, settings, job_ids)
+    kv, folded = await _records(nc, stack, stored)
+    got = deliveries(receiver, path)
+    sse = {j: (f.seqs, f.done) for j, f in followers.items() if j in stored}
+    observed = Observed(stored, kv, folded, {j: got.get(j, []) for j in job_ids}, sse)
+    for job_id in [j for j in stored if kv[j] is not None and kv[j] != folded[j]]:
+        observed.kv_history[job_id] = await _revisions(nc, stack, stored[job_id][0].event.tenant, job_id)
+    return observed
+
+
+async def _revisions(nc: NatsClient, stack: NsStack, tenant: str, job_id: str) -> str:
+    """Every revision of a job's KV record in brief (revision, status, attempt, updated_at), for a report."""
+    bucket = await retrying(lambda: nc.jetstream(timeout=10.0).key_value(stack.settings.ns.bucket(KV_JOBS)))
+    entries = await retrying(functools.partial(bucket.history, tenant_key(tenant, job_id)))
+    brief = []
+    for entry in entries:
+        if not entry.value:
+            brief.append(f"r{entry.revision}:{entry.operation}")
+            continue
+        record = JobRecord.model_validate_json(entry.value)
+        brief.append(f"r{entry.revision}:{record.status}/a{record.attempt}@{record.updated_at:%H:%M:%S.%f}")
+    return "[KV revisions " + ", ".join(brief) + "]"
+
+
+async def _records(nc: NatsClient, stack: NsStack, stored: dict[str, list[Stored]]
+                   ) -> tuple[dict[str, JobRecord | None], dict[str, JobRecord | None]]:  # fmt: skip
+    """Each job's KV record (``None``: none) and the fold of its stored events."""
+    bucket = await retrying(lambda: nc.jetstream(timeout=10.0).key_value(stack.settings.ns.bucket(KV_JOBS)))
+    kv: dict[str, JobRecord | None] = {}
+    folded: dict[str, JobRecord | None] = {}
+    for job_id, events in stored.items():
+        folded[job_id] = fold((s.event for s in events), stack.pricing)
+        kv[job_id] = None
+        if events:
+            with contextlib.suppress(KeyNotFoundError):
+                entry = await retrying(functools.partial(bucket.get, tenant_key(events[0].event.tenant, job_id)))
+                kv[job_id] = JobRecord.model_validate_json(entry.value or b"{}")
+    return kv, folded
