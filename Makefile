@@ -61,8 +61,13 @@ netfaults-tools:
 	  fi; \
 	fi
 
+# The suite runs in PYTEST_WORKERS processes, each taking whole test files (module fixtures are set up
+# once); the network-fault suite runs on its own afterwards, as its hosts' timing is what it tests.
+PYTEST_WORKERS ?= 3
+
 pytest: venv browser netfaults-tools
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not netfaults"
+	$(VENV)/bin/pytest -m netfaults tests/netfaults
 
 # The TypeScript client (clients/js): installed from its lockfile, built, its API types checked against
 # docs/openapi.json, and its tests run against a `gpurelay dev` they start (Chromium's tests as above).

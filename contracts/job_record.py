@@ -246,6 +246,7 @@ class SessionInfo(Contract):
     last_result_chunk: int = Field(default=0, ge=0)
     last_result_seq: int = Field(default=0, ge=0)
     last_alert_chunk: int = Field(default=0, ge=0)
+    recording_expired: bool = Field(default=False, description="Retention removed the session's recording.")
 
 
 _ENTERED: dict[JobStatus, str] = {
@@ -440,6 +441,12 @@ class JobRecord(Contract):
         if self.session is None or self.terminal:
             return self
         return self._evolve(at, session=self.session.model_copy(update=changes))
+
+    def with_recording_expired(self, at: datetime | None = None) -> JobRecord:
+        """Retention removed the session's recording (allowed on terminal records)."""
+        if self.session is None or self.session.recording_expired:
+            return self
+        return self._evolve(at, session=self.session.model_copy(update={"recording_expired": True}))
 
     def with_artifacts_expired(self, names: set[str] | None = None, at: datetime | None = None) -> JobRecord:
         """Retention: flag artifacts (all, or those in ``names``) expired; allowed on terminal records."""

@@ -11,6 +11,11 @@ A worker that cannot reach NATS (Modal) reads the same items from the gateway's 
 :data:`FRAME_MAGIC`, a 4-byte big-endian header length, the :class:`FeedFrame` header as JSON, then
 the image bytes); joints and control are text messages (:class:`FeedJoints`, :class:`FeedControl`).
 Each item carries its ``stream_seq`` so a reconnecting worker resumes after the last one it saw.
+
+A session fed from its source (a dataset, a recording) is fed by its own worker; one that cannot
+reach NATS publishes through the gateway (``/v1/internal/sessions/{id}/source``): a frame as the
+request's body (``?seq=&ts=``, ``Content-Type``, optional ``Gpurelay-Pose``), a joint sample as
+:class:`SourceJoints`, a reset or the stop as :class:`SourceControl`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from typing import Literal
 from pydantic import ConfigDict, Field, TypeAdapter
 
 from contracts.base import Contract
+from contracts.event_ids import frame_msg_id
+from contracts.events.robots import Angle
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -82,6 +89,47 @@ class FeedControl(Contract):
     action: Literal["stop", "reset"]
     reason: str | None = Field(default=None, max_length=500)
     stream_seq: int = Field(ge=0, description="The message's FRAMES stream sequence.")
+
+
+def frame_headers(session_id: str, seq: int, ts: float, content_type: str, pose: Pose | None = None) -> dict[str, str]:
+    """The headers of frame ``seq`` on FRAMES (its body is the image): what the gateway's intake and a
+    session's source feeder publish alike."""
+    headers = {
+        "Nats-Msg-Id": frame_msg_id(session_id, seq),
+        H_SEQ: str(seq),
+        H_TS: repr(ts),
+        "Content-Type": content_type,
+    }
+    if pose is not None:
+        headers[H_POSE] = json.dumps(pose)
+    return headers
+
+
+class SourceJoints(Contract):
+    """A sourced session's joint sample, posted by its feeder."""
+
+    model_config = _STRICT
+
+    ts: float = Field(ge=0, le=1e11, description="Sample time, UNIX seconds.")
+    joint_angles: list[Angle] = Field(min_length=1, max_length=32)
+
+
+class SourceControl(Contract):
+    """A sourced session's reset (``nonce``: the seq of the frame after it) or stop, posted by its feeder."""
+
+    model_config = _STRICT
+
+    action: Literal["stop", "reset"]
+    reason: str = Field(default="", max_length=500)
+    nonce: int = Field(default=0, ge=0)
+
+
+class SourcePublished(Contract):
+    """How far a sourced session's feeder got: the last frame seq published."""
+
+    model_config = _STRICT
+
+    published: int = Field(ge=0)
 
 
 FeedText = FeedJoints | FeedControl

@@ -102,6 +102,19 @@ KV_QUOTAS = "quotas"
 KV_TENANT_USAGE = "tenant_usage"
 KV_TENANT_CORS = "tenant_cors"
 
+# Made by the one service that uses them, in its own shape (not in :func:`declarations`); named here so
+# that the NATS permissions (services/common/nats/permissions.py) can grant them.
+JOBS_FOLD = "JOBS_FOLD"
+"""The dispatcher's fold partitions: JOBS' job events sourced by a hash of the job id."""
+KV_NOTIFIER_LEASES = "notifier_leases"
+"""Who of the notifier replicas runs the fan-out and each delivery queue."""
+KV_WEBHOOK_DELIVERIES = "webhook_deliveries"
+"""The notifier's view of each webhook delivery's attempts."""
+KV_JOBS_REBUILD = "jobs_rebuild"
+"""``gpurelay replay --rebuild jobs``: the records rebuilt from JOBS, beside KV jobs."""
+OWNED_STREAMS = (JOBS_FOLD,)
+OWNED_BUCKETS = (KV_NOTIFIER_LEASES, KV_WEBHOOK_DELIVERIES, KV_JOBS_REBUILD)
+
 FRAMES_MAX_BYTES = 2 * 1024**3
 WEBHOOK_QUEUE_MAX_MSGS = 100_000
 """Deliveries waiting in one endpoint's queue (``webhooks.{tenant}.{endpoint}.deliver``); more are refused."""

@@ -67,6 +67,20 @@ VLM_PACKAGES = (  # the vlm workload: transformers' Gemma 3 on torch, PIL decodi
     "regex==2026.11.15",
     "numpy==2.4.6",
 )
+RECORDING_PACKAGES = (  # a session fed from a LeRobot dataset (parquet, its videos, JPEG frames)
+    "av==18.1.0",
+    "pyarrow==26.0.1",
+    "opencv-python-headless==5.0.0.93",
+)
+EXPORT_PACKAGES = (  # session_export: LeRobot v3 (parquet, AV1/H.264 MP4), MCAP with Foxglove schemas, Rerun
+    *RECORDING_PACKAGES,
+    "mcap==1.6.0",
+    "mcap-protobuf-support==0.6.0",
+    "foxglove-schemas-protobuf==0.4.0",
+    "protobuf==7.36.2",
+    "rerun-sdk==0.41.0",
+    "plyfile==1.1.5",
+)
 VLM_HF_HOME = "/models/hf"
 """Where the vlm image keeps the models it bakes (the Hugging Face cache, read offline at run time)."""
 HF_SECRET = os.environ.get("GPURELAY_VLM_HF_SECRET", "huggingface")
@@ -97,7 +111,7 @@ def _vlm_image(base: modal.Image) -> modal.Image:
         "GPURELAY_VLM_MODELS": os.environ.get("GPURELAY_VLM_MODELS", "").strip() or "[]",
     }
     return (
-        base.pip_install(*VLM_PACKAGES)
+        base.pip_install(*VLM_PACKAGES, *RECORDING_PACKAGES)
         .env({"HF_HOME": VLM_HF_HOME})
         .run_commands(command, secrets=[modal.Secret.from_name(HF_SECRET)])
         .env(runtime_env)
@@ -122,7 +136,7 @@ vlm_image = _vlm_image(base_image)
 splat_image = (
     modal.Image.from_registry(CUDA_DEVEL_IMAGE, add_python="3.11")
     .pip_install(*BASE_PACKAGES)
-    .pip_install(*SPLAT_PACKAGES)
+    .pip_install(*SPLAT_PACKAGES, *RECORDING_PACKAGES)
     .env({"GPURELAY_MODAL_PROFILE": PROFILE, "TORCH_CUDA_ARCH_LIST": GSPLAT_ARCHS, "MAX_JOBS": "8"})
     .pip_install(*GSPLAT_PACKAGES, extra_options="--no-build-isolation --no-binary gsplat")
 )
@@ -136,8 +150,9 @@ def _with_source(image: modal.Image) -> modal.Image:
 
 
 colmap_image = video_image.pip_install(*COLMAP_PACKAGES)
+export_image = video_image.pip_install(*EXPORT_PACKAGES)
 video_image, torch_image = _with_source(video_image), _with_source(torch_image)
-colmap_image = _with_source(colmap_image)
+colmap_image, export_image = _with_source(colmap_image), _with_source(export_image)
 vlm_image, splat_image = _with_source(vlm_image), _with_source(splat_image)
 storage_secret = modal.Secret.from_name("gpurelay-storage")
 app = modal.App(APP_NAME)
@@ -236,6 +251,12 @@ def nerf_train(request: dict[str, Any], ingest: dict[str, str], storage: dict[st
 def nerf_render(request: dict[str, Any], ingest: dict[str, str], storage: dict[str, Any]) -> dict[str, Any]:
     """NeRF stage 4: turntable render."""
     return run_request("modal_workers.nerf:render", request, ingest, storage)
+
+
+@app.function(image=export_image, secrets=[storage_secret], **options("session_export", "session_export"))
+def session_export(request: dict[str, Any], ingest: dict[str, str], storage: dict[str, Any]) -> dict[str, Any]:
+    """A session's recording as a LeRobot dataset, an MCAP or a Rerun file (CPU)."""
+    return run_request("modal_workers.recordings:run", request, ingest, storage)
 
 
 @app.cls(image=splat_image, secrets=[storage_secret], **options("splat", "run"))

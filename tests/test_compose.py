@@ -25,6 +25,7 @@ from services.common.observability import metrics
 from services.dispatcher.settings import DispatcherSettings
 from services.gateway.settings import GatewaySettings
 from services.notifier.settings import NotifierSettings
+from tests.support.nats_deploy import deployable_copy, make_certs, role_password_env
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -36,7 +37,7 @@ APP_SETTINGS: dict[str, type[BaseServiceSettings]] = {
     "dispatcher": DispatcherSettings,
     "notifier": NotifierSettings,
 }
-ONE_SHOT = {"minio-init"}
+ONE_SHOT = {"minio-init", "nats-init"}
 LONG_RUNNING = set(SERVICES) - ONE_SHOT
 REQUIRED_PLAIN = ("nats_url", "storage_backend", "s3_endpoint_url", "storage_bucket")
 CLI_ONLY = {"api_key"}  # the CLI's own key: no service reads it
@@ -238,13 +239,14 @@ def test_cluster_nats_confs() -> None:
 
 
 @pytest.mark.parametrize("path", ["nats.conf", "cluster/nats-1.conf", "cluster/nats-2.conf", "cluster/nats-3.conf"])
-def test_nats_server_accepts_config(path: str) -> None:
+def test_nats_server_accepts_config(path: str, tmp_path: Path) -> None:
     try:
         binary = find_nats_server()
     except NatsServerError:
         pytest.skip("nats-server not installed")
+    config = deployable_copy(DEPLOY / "nats" / path, tmp_path, make_certs(tmp_path / "certs"))  # its TLS files here
     result = subprocess.run(
-        [str(binary), "-t", "-c", str(DEPLOY / "nats" / path)], capture_output=True, text=True, timeout=30
+        [str(binary), "-t", "-c", str(config)], capture_output=True, text=True, timeout=30, env=role_password_env()
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

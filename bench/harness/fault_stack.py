@@ -10,16 +10,21 @@ driven by :mod:`bench.harness.fault_clients`.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NatsClient
 
 from bench.harness.service_processes import ServiceProcess, service_env
 from contracts.streams import KV_APIKEYS
+from contracts.subjects import Namespace
 from services.common.auth.apikeys import ApiKeyStore
 from services.common.config import BaseServiceSettings
 from services.common.nats.connection import declare_all
+from services.common.nats.identity import identity_env, identity_options, identity_settings
+from services.common.nats.permissions import Role
 from services.dispatcher.fold.records import Pricing, route_pricing
 
 PRICE_PER_GPU_HOUR = 3.6
@@ -45,22 +50,34 @@ profiles:
 """
 
 
-async def connect_test_client(nats_url: str) -> NatsClient:
-    """The test's own NATS connection: every server of ``nats_url``, reconnecting forever."""
+def operator_options(users: Mapping[Role, str] | None) -> dict[str, Any]:
+    """nats-py's options to connect as the operator of a server with ``users`` (passwords by role);
+    none where it has no users."""
+    if not users:
+        return {}
+    return identity_options(BaseServiceSettings.model_validate(identity_settings("operator", Namespace(), users)))
+
+
+async def connect_test_client(nats_url: str, users: Mapping[Role, str] | None = None) -> NatsClient:
+    """The test's own NATS connection: every server of ``nats_url``, reconnecting forever; as the
+    operator where the server has ``users``."""
     return await nats.connect(
-        [u for u in nats_url.split(",") if u], connect_timeout=2, max_reconnect_attempts=-1, reconnect_time_wait=0.2
-    )
+        [u for u in nats_url.split(",") if u], connect_timeout=2, max_reconnect_attempts=-1, reconnect_time_wait=0.2,
+        **operator_options(users),
+    )  # fmt: skip
 
 
 class FaultStack:
     """The three services as processes under ``root``; ``pose`` runs ``fault_workloads:{workload}``,
     ``vlm`` sessions the echo workload (:mod:`bench.harness.session_echo`) in ``sessions`` more pool
-    processes (none: they share the jobs' processes)."""
+    processes (none: they share the jobs' processes). On a server with ``users`` (passwords by role:
+    :mod:`services.common.nats.server_auth`), each service connects as its role, as compose runs them;
+    the test's client then connects as the operator (:func:`connect_test_client` with the same users)."""
 
     def __init__(
         self, root: Path, nats_url: str, workload: str = "short", concurrency: int = 4, sessions: int = 0,
-        **settings: object,
-    ) -> None:
+        users: Mapping[Role, str] | None = None, **settings: object,
+    ) -> None:  # fmt: skip
         self.root, self.nats_url = root, nats_url
         self.marks, logs = root / "marks", root / "logs"
         for directory in (self.marks, logs, root / "data"):
@@ -71,9 +88,14 @@ class FaultStack:
         settings = {"test_marks": str(self.marks), "local_pool_size": concurrency + sessions, **settings}
         env = service_env(nats_url, root / "data", routes, **settings)
         self.replicas = int(env.get("GPURELAY_NATS_REPLICAS", "1"))
-        self.gateway = ServiceProcess("gateway", env, logs / "gateway.log")
-        self.dispatcher = ServiceProcess("dispatcher", env, logs / "dispatcher.log")
-        self.notifier = ServiceProcess("notifier", env, logs / "notifier.log")
+        ns = Namespace(str(settings.get("namespace", "")))
+
+        def own(service: Role) -> dict[str, str]:
+            return env | (identity_env(service, ns, users) if users else {})
+
+        self.gateway = ServiceProcess("gateway", own("gateway"), logs / "gateway.log")
+        self.dispatcher = ServiceProcess("dispatcher", own("dispatcher"), logs / "dispatcher.log")
+        self.notifier = ServiceProcess("notifier", own("notifier"), logs / "notifier.log")
 
     @property
     def services(self) -> list[ServiceProcess]:

@@ -45,6 +45,7 @@ from contracts.specs.jobs import (
     LapCompareSpec,
     NerfSpec,
     PoseSpec,
+    SessionExportSpec,
     SplatSpec,
     VlmSpec,
 )
@@ -77,7 +78,7 @@ def field_locations(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
 
 
 JobCreate = Annotated[
-    LapCompareSpec | PoseSpec | NerfSpec | SplatSpec | VlmSpec,
+    LapCompareSpec | PoseSpec | NerfSpec | SplatSpec | VlmSpec | SessionExportSpec,
     Discriminator("kind"),
     WrapValidator(field_locations),
 ]

@@ -17,7 +17,8 @@ from contracts.api.jobs import field_locations
 from contracts.base import Contract, JsonObject
 from contracts.ids import JobId, ResourceId, SubjectId, TenantId
 from contracts.job_record import Artifact, JobCost, JobError, JobStatus, SessionState
-from contracts.specs.jobs import JobKind, SplatSpec, VlmSpec
+from contracts.specs.jobs import JobKind, SplatSpec, VlmSpec, WebhookTarget
+from contracts.specs.session_source import Speed
 
 _BODY = ConfigDict(extra="forbid")
 
@@ -37,6 +38,8 @@ class SessionUrls(Contract):
     stop: str = Field(description="POST: finish (final outputs, then succeeded).")
     reset: str = Field(description="POST: clear the model and counters; the session goes on.")
     cancel: str = Field(description="POST: cancel (the worker is stopped; no final outputs).")
+    recording: str = Field(description="GET the recording's manifest (frames, joints, control, outputs).")
+    replay: str = Field(description="POST {params}: a new session fed from this one's recording (once it ended).")
     ply: str | None = Field(default=None, description="splat: GET the latest PLY snapshot (ETag).")
     compat: str | None = Field(
         default=None, description="splat: the live-splat seed's routes under a capability URL (no other auth)."
@@ -78,6 +81,19 @@ class SessionList(Contract):
 
     items: list[SessionOut]
     next_cursor: str | None = Field(default=None, description="None on the last page.")
+
+
+class SessionReplay(Contract):
+    """``POST /v1/sessions/{id}/replay``: a new session of the same kind fed from this one's recording."""
+
+    model_config = _BODY
+
+    params: JsonObject = Field(
+        default_factory=dict,
+        description="Params changed from the recorded session's (a vlm's model among them); the others are kept.",
+    )
+    speed: Speed = Field(default=1.0, description="1.0: recorded timing; 'max': as fast as the worker takes them.")
+    webhook: WebhookTarget | None = None
 
 
 class FrameAccepted(Contract):

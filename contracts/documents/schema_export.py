@@ -19,6 +19,8 @@ from contracts.envelope import EventEnvelope
 from contracts.events.registry import PAYLOADS
 from contracts.events.robots import JointBatch
 from contracts.job_record import JobRecord
+from contracts.recordings.comparison import SessionComparison
+from contracts.recordings.manifest import RecordingManifest
 from contracts.specs.jobs import SPEC_MODELS, JobSpecAdapter, WebhookTarget
 from contracts.streams import BucketDecl, Declarations, StreamDecl
 
@@ -40,6 +42,8 @@ def schema_sources() -> dict[str, Schemable]:
         "bucket_decl.json": BucketDecl,
         "declarations.json": Declarations,
         "dead_letter.json": DeadLetter,
+        "recording_manifest.json": RecordingManifest,
+        "session_comparison.json": SessionComparison,
     }
     for kind, spec in SPEC_MODELS.items():
         sources[f"spec.{kind.value}.json"] = spec

@@ -1,4 +1,4 @@
-"""Parameters of the batch kinds (lap_compare, pose, nerf) and the base every params model shares.
+"""Parameters of the batch kinds (lap_compare, pose, nerf, session_export) and the base every params model shares.
 
 Every model forbids unknown fields and bounds every number, so a spec that validates is a spec a
 worker can run.
@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field, field_validator
 
 from contracts.base import Contract
+from contracts.ids import ResourceId
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -95,3 +96,18 @@ class NerfParams(JobParams):
         if value is not None and not all(0 <= channel <= 255 for channel in value):
             raise ValueError("background channels must be within 0..255")
         return value
+
+
+RECORDING_FORMATS = ("lerobot", "mcap", "rrd")
+"""What a session's recording exports to (``session_export``'s ``params.format``)."""
+
+
+class SessionExportParams(JobParams):
+    """``session_export``: one session's recording as a file of ``format``."""
+
+    session_id: ResourceId = Field(description="The session whose recording is exported.")
+    format: Literal["lerobot", "mcap", "rrd"]
+    fps: int | None = Field(default=None, ge=1, le=120, description="lerobot: None takes the frames' median rate.")
+    split_on_reset: bool = Field(default=False, description="lerobot: a new episode at each reset.")
+    video_codec: Literal["av1", "h264"] = Field(default="av1", description="lerobot: av1 falls back to h264.")
+    task: str | None = Field(default=None, max_length=1000, description="lerobot: the task (default: the session's).")

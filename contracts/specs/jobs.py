@@ -3,7 +3,8 @@
 ``POST /v1/jobs`` takes ``{kind, inputs, params, webhook?}``. ``inputs`` maps an input name to
 ``{"upload_id": ...}`` or ``{"url": "https://..."}``; the names are fixed per kind (lap_compare:
 ``video`` and optional ``reference``; pose: ``video``; nerf: ``images``; the live session kinds
-splat and vlm take no inputs, their frames come live). Every model forbids unknown fields.
+splat and vlm take no inputs, their frames come live or from their ``source``; session_export takes
+none, its ``params.session_id`` names the recording). Every model forbids unknown fields.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from pydantic_core import PydanticCustomError
 
 from contracts.base import Contract
 from contracts.ids import ResourceId
-from contracts.specs.job_params import JobParams, LapCompareParams, NerfParams, PoseParams
+from contracts.specs.job_params import JobParams, LapCompareParams, NerfParams, PoseParams, SessionExportParams
 from contracts.specs.session_params import SplatParams, VlmParams
+from contracts.specs.session_source import DatasetSource, SessionSource
 
 
 class JobKind(StrEnum):
@@ -41,6 +43,7 @@ class JobKind(StrEnum):
     NERF = "nerf"
     SPLAT = "splat"
     VLM = "vlm"
+    SESSION_EXPORT = "session_export"
 
 
 SESSION_KINDS: frozenset[JobKind] = frozenset({JobKind.SPLAT, JobKind.VLM})
@@ -149,6 +152,12 @@ class VlmInputs(JobInputs):
     kind_name: ClassVar[str] = "vlm"
 
 
+class SessionExportInputs(JobInputs):
+    """None: the recording is the session's (``params.session_id``)."""
+
+    kind_name: ClassVar[str] = "session_export"
+
+
 # -- specs ----------------------------------------------------------------------------------------
 MAX_DELAY_S = 7 * 24 * 3600.0
 """The longest ``delay_s`` a spec may ask for (a week)."""
@@ -247,11 +256,37 @@ class NerfSpec(JobSpecBase):
     params: NerfParams = Field(default_factory=NerfParams)
 
 
+class SessionExportSpec(JobSpecBase):
+    """A session's recording exported as a LeRobot dataset, an MCAP or a Rerun file."""
+
+    kind: Literal["session_export"] = "session_export"
+    inputs: SessionExportInputs = Field(default_factory=SessionExportInputs)
+    params: SessionExportParams
+
+
 class SessionSpecBase(JobSpecBase):
     """A live session: ``robot_id`` is the robot whose joint angles it sees (the gateway binds a
-    session that names none to a robot of its own, with the session's id)."""
+    session that names none to a robot of its own, with the session's id). With ``source`` its frames
+    and joints come from a dataset or a recording (:mod:`contracts.specs.session_source`), on a robot
+    of its own."""
 
     robot_id: ResourceId | None = None
+    source: SessionSource | None = Field(
+        default=None, description="Feed the session from a LeRobot dataset or an ended session's recording."
+    )
+
+    @model_validator(mode="after")
+    def _own_robot_when_sourced(self) -> Self:
+        if self.source is not None and self.robot_id is not None:
+            raise ValueError("a session fed from a source has a robot of its own: leave robot_id out")
+        return self
+
+    def upload_ids(self) -> list[str]:
+        """The inputs' uploads and the source's (the dispatcher waits for each)."""
+        ids = super().upload_ids()
+        if isinstance(self.source, DatasetSource):
+            ids.append(self.source.upload_id)
+        return ids
 
 
 class SplatSpec(SessionSpecBase):
@@ -271,7 +306,7 @@ class VlmSpec(SessionSpecBase):
 
 
 JobSpec = Annotated[
-    LapCompareSpec | PoseSpec | NerfSpec | SplatSpec | VlmSpec,
+    LapCompareSpec | PoseSpec | NerfSpec | SplatSpec | VlmSpec | SessionExportSpec,
     Field(discriminator="kind"),
 ]
 """Any job spec; ``kind`` picks the model."""
@@ -284,6 +319,7 @@ SPEC_MODELS: dict[JobKind, type[JobSpecBase]] = {
     JobKind.NERF: NerfSpec,
     JobKind.SPLAT: SplatSpec,
     JobKind.VLM: VlmSpec,
+    JobKind.SESSION_EXPORT: SessionExportSpec,
 }
 """The spec model of each kind."""
 

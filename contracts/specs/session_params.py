@@ -71,6 +71,10 @@ class SplatParams(SessionParams):
     sh_degree: int | None = Field(default=None, ge=0, le=3, description="None: 0 on CPU, 3 on CUDA.")
     max_gaussians: int = Field(default=200_000, ge=1_000, le=10_000_000)
     steps_per_frame: int = Field(default=30, ge=1, le=1_000, description="Training steps per frame received.")
+    holdout_every: int | None = Field(
+        default=None, ge=2, le=1_000,
+        description="Every n-th frame (by seq) is held out of training and scores the final model (PSNR); None: none.",
+    )  # fmt: skip
     urdf: str | None = Field(
         default=None,
         min_length=1,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 import zipfile
 
-from modal_workers.runtime.worker_runtime import PermanentError
+from modal_workers.runtime.errors import PermanentError
 
 
 def check_name(info: zipfile.ZipInfo) -> None:

@@ -32,10 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from modal_workers.media.image_codec import decode_image
 from modal_workers.recordings import lerobot_meta as meta
 from modal_workers.recordings.lerobot_stats import feature_stats, image_stats, sample_every, shrink
 from modal_workers.recordings.model import EpisodeRow, Recording, episode_rows, median_fps
-from modal_workers.recordings.video import CODECS, CRF, VideoWriter, decode_image, even_size, pick_codec
+from modal_workers.recordings.video import CODECS, CRF, VideoWriter, even_size, pick_codec
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from modal_workers.media.lerobot_source import STATE
 from modal_workers.recordings.video import VideoWriter, probe
+
+__all__ = ["ACTION", "IMAGES", "STATE"]
 
 CODEBASE_VERSION = "v3.0"
 CHUNKS_SIZE, DATA_FILES_SIZE_IN_MB, VIDEO_FILES_SIZE_IN_MB = 1000, 100, 200  # lerobot's defaults
@@ -26,7 +29,7 @@ EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.par
 INFO_FILE, STATS_FILE, TASKS_FILE = "meta/info.json", "meta/stats.json", "meta/tasks.parquet"
 DATA_FILE = DATA_PATH.format(chunk_index=0, file_index=0)
 EPISODES_FILE = EPISODES_PATH.format(chunk_index=0, file_index=0)
-STATE, ACTION, IMAGES = "observation.state", "action", "observation.images."
+ACTION, IMAGES = "action", "observation.images."
 INDEX_COLUMNS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 EXTRA_COLUMNS = ("capture_time", "seq")
 """gpurelay's columns: a frame's capture time (UNIX s) and its number in the session."""

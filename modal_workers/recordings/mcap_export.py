@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from contracts.recordings import RecordedFrame, RecordedSnapshot
+from contracts.recordings.manifest import RecordedFrame, RecordedSnapshot
 from modal_workers.recordings.model import Recording
 
 JOINTS_SCHEMA = {

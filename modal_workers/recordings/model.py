@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from contracts.recordings import (
+from contracts.recordings.manifest import (
     DEFAULT_CAMERA,
     SO101_JOINT_NAMES,
     MatchedJoints,

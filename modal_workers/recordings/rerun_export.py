@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from contracts.recordings import RecordedSnapshot
+from contracts.recordings.manifest import RecordedSnapshot
 from modal_workers.recordings.model import Recording
 from modal_workers.runtime.worker_runtime import PermanentError
 

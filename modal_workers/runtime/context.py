@@ -17,6 +17,8 @@
                                                as a local file, downloaded on first use
 ``ctx.load_stored(name)``                      the bytes this job stored as ``name`` (any attempt,
                                                e.g. a checkpoint), or ``None``
+``ctx.recording(session_id)``                  this tenant's session's recording: its manifest and
+                                               a reader of the copies it names, or ``None``
 ``ctx.work_dir``                               a temporary folder for outputs (made on first use),
                                                removed after the run
 ``ctx.cancelled`` / ``ctx.check_cancelled()``  whether the job's cancel was seen / raise
@@ -37,7 +39,7 @@ import mimetypes
 import shutil
 import tempfile
 import threading
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -48,10 +50,12 @@ from contracts.event_ids import worker_event_id
 from contracts.events import jobs as je
 from contracts.events.registry import EventType, job_event_name, make_event
 from contracts.job_record import Artifact
+from contracts.recordings.manifest import RecordingManifest
 from contracts.runs import Outcome, RunRequest
 from contracts.specs.jobs import InputRef
 from modal_workers.runtime import inputs as runtime_io
 from modal_workers.runtime.progress import PROGRESS_MIN_INTERVAL_S, ProgressThrottle
+from services.common.recordings import StoredRecording
 from services.common.storage import result_key
 
 
@@ -230,6 +234,18 @@ class WorkerContext:
             return None
         key = result_key(req.storage_prefix, req.tenant, req.job_id, name)
         return self._runtime.call(runtime_io.read_if_present(self._runtime.storage, key), timeout=600)  # type: ignore[no-any-return]
+
+    def recording(self, session_id: str) -> tuple[RecordingManifest, Callable[[str], bytes]] | None:
+        """Session ``session_id``'s recording (of this job's tenant) and ``read(key)`` for the copies it
+        names; ``None`` when it has none. Raises :class:`~services.common.recordings.RecordingUnreadableError`."""
+        rt, req = self._runtime, self.request
+        if rt.storage is None:
+            return None
+        stored = StoredRecording(rt.storage, req.storage_prefix, req.tenant, session_id)
+        manifest = rt.call(stored.manifest(), timeout=rt.input_timeout_s)
+        if manifest is None:
+            return None
+        return manifest, lambda key: rt.call(stored.read(key), timeout=rt.input_timeout_s)
 
     # -- used by the runtime ----------------------------------------------------------------------
     def emit(self, type_: EventType, payload: BaseModel, name: str | None = None) -> Any:

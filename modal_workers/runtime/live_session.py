@@ -19,12 +19,18 @@
 A workload's loop: ``poll`` → stop? return the result (the session succeeds) · reset? clear the model ·
 frames? train on them, ``status`` and now and then ``snapshot``. Idle and length limits come from the
 session's params; once the job's cancel is seen, ``poll`` raises the context's ``CancelledError``.
+
+What ``poll`` hands out (frames with their joints, resets, a requested stop) and what the workload
+emits (results, alerts, snapshots) also go to the session's recording (``recorder``, set by the
+runtime: :mod:`modal_workers.runtime.recording.writer`). A workload that can score its final output on
+recorded frames (splat: PSNR) sets ``scorer``, which a replay's comparison calls.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,7 +40,8 @@ from contracts.events import sessions as se
 from contracts.events.registry import EventType
 from contracts.job_record import Artifact
 from contracts.specs.session_params import SessionParams
-from modal_workers.runtime.session_input import SessionBatch, SessionInput
+from modal_workers.runtime.recording.writer import RecordingWriter
+from modal_workers.runtime.session_input import SessionBatch, SessionFrame, SessionInput
 
 CANCEL_CHECK_S = 0.25
 """How often a waiting :meth:`LiveSession.poll` looks at the job's cancel."""
@@ -58,6 +65,10 @@ class SessionHost(Protocol):
         """Raise once the job's cancel was seen."""
 
 
+Scorer = Callable[[bytes, dict[str, Any], list[SessionFrame]], "float | None"]
+"""``(final snapshot, the session's params, frames) -> score``: how well an output renders those frames."""
+
+
 class LiveSession:
     """One run of a live session: its bounded input and its outputs (snapshots, results, alerts)."""
 
@@ -73,6 +84,9 @@ class LiveSession:
         self._lock = threading.Lock()
         self._fraction = 0.0
         self.snapshots = self.results = 0
+        self.recorder: RecordingWriter | None = None
+        self.scorer: Scorer | None = None
+        self._failure: Exception | None = None
 
     def poll(self, timeout: float = 0.5) -> SessionBatch:
         """Ready frames, a reset or a stop (waits up to ``timeout`` seconds for one).
@@ -83,10 +97,28 @@ class LiveSession:
         deadline = time.monotonic() + timeout
         while True:
             self.host.check_cancelled()
+            if self._failure is not None:
+                raise self._failure
             left = deadline - time.monotonic()
             batch = self.input.poll(max(0.0, min(CANCEL_CHECK_S, left)))
             if batch.frames or batch.reset or batch.stop or left <= CANCEL_CHECK_S:
+                if self.recorder is not None:
+                    self._record(self.recorder, batch)
                 return batch
+
+    def fail(self, error: Exception) -> None:
+        """End the session with ``error``, raised by the next poll (its input can no longer come: a
+        source that broke off)."""
+        self._failure = error
+
+    @staticmethod
+    def _record(recorder: RecordingWriter, batch: SessionBatch) -> None:
+        if batch.frames:
+            recorder.frames(batch.frames)
+        if batch.reset:
+            recorder.control("reset")
+        if batch.stop == "requested":
+            recorder.control("stop")
 
     def status(self, fraction: float | None = None, message: str | None = None, **metrics: Any) -> None:
         """Progress (``fraction`` defaults to the last one) with ``metrics`` and the input's counts.
@@ -109,6 +141,9 @@ class LiveSession:
             self.snapshots += 1
             number = self.snapshots
         artifact = self.host.store(f"live/{number % SNAPSHOT_SLOTS}-{name}", data, content_type)
+        if self.recorder is not None:
+            body = data.read_bytes() if isinstance(data, Path) else data
+            self.recorder.snapshot(body, seq=seq, name=name, content_type=artifact.content_type)
         payload = se.SessionSnapshotPayload(artifact=artifact, seq=seq, frames=self.input.frames_processed)
         self.host.emit(EventType.SESSION_SNAPSHOT, payload, f"snap-{number}")
         return artifact
@@ -132,6 +167,8 @@ class LiveSession:
             data=data,
         )  # fmt: skip
         self.host.emit(EventType.SESSION_RESULT, payload, f"res-{chunk}")
+        if self.recorder is not None:
+            self.recorder.result(payload)
         return chunk
 
     def alert(
@@ -142,3 +179,5 @@ class LiveSession:
             chunk=chunk, first_seq=first_seq, last_seq=last_seq, pattern=pattern, message=message, text=text
         )
         self.host.emit(EventType.SESSION_ALERT, payload, f"alert-{chunk}")
+        if self.recorder is not None:
+            self.recorder.alert(payload)

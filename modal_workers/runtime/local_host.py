@@ -47,12 +47,14 @@ def worker_main(
     from contracts.runs import RunRequest
     from modal_workers.runtime.sinks import NatsSink
     from modal_workers.runtime.worker_runtime import WorkerRuntime, load_workload
+    from services.common.nats.identity import identity_options
     from services.common.observability import tracing
     from services.common.storage import make_storage
 
     tracing.setup_tracing(settings, "worker")
+    options = identity_options(settings)  # the workers' own NATS user (the dispatcher's when it has none)
     runtime = WorkerRuntime(
-        lambda: NatsSink.connect(settings.nats_url, settings.namespace), lambda: make_storage(settings)
+        lambda: NatsSink.connect(settings.nats_url, settings.namespace, **options), lambda: make_storage(settings)
     )
     cache: dict[str, Any] = {}
     conn.send({"ready": os.getpid()})

@@ -4,6 +4,8 @@
 whose input is fed by the run's event sink (``sink.open_session_feed``): the local pool's NATS sink
 reads FRAMES and TELEMETRY itself, the ingest sink of a Modal worker opens the gateway's feed socket.
 Both hand the same items in the same order. The feed stops when the run ends, however it ends.
+The session's recording and, for a session with a ``source``, its feeder are
+:class:`~modal_workers.runtime.recording.glue.RecordedRun`'s.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from contracts.specs.jobs import SplatSpec, VlmSpec
 from modal_workers.runtime.live_session import LiveSession
+from modal_workers.runtime.recording.glue import RecordedRun
 
 FEED_START_TIMEOUT_S = 15.0
 
@@ -31,11 +34,16 @@ def live_session(runtime: Any, ctx: Any) -> Iterator[LiveSession | None]:
     def positions() -> tuple[int, int]:
         return live.input.last_frame_stream_seq, live.input.last_joints_stream_seq
 
+    recorded = RecordedRun(runtime, ctx, spec, live)
     opened = runtime.sink.open_session_feed(ctx.request, robot_id, live.input.put, positions)
     feed = runtime.call(opened, FEED_START_TIMEOUT_S)
     ctx.session = live
+    recorded.start()
+    completed = False
     try:
         yield live
+        completed = True
     finally:
         ctx.session = None
+        recorded.finish(completed)
         runtime.call(feed.stop(), FEED_START_TIMEOUT_S)

@@ -22,6 +22,7 @@ import random
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
+from contracts.api.sessions import SessionEntry
 from contracts.envelope import EventEnvelope
 from contracts.runs import RunRequest
 from contracts.subjects import Namespace, Subjects
@@ -77,8 +78,8 @@ class NatsSink:
         self._nc: Any = None
 
     @classmethod
-    async def connect(cls, nats_url: str, namespace: str = "") -> NatsSink:
-        """A connected sink."""
+    async def connect(cls, nats_url: str, namespace: str = "", **options: Any) -> NatsSink:
+        """A connected sink; ``options`` go to nats-py (the workers' user, inbox prefix and TLS)."""
         import nats
 
         sink = cls(nats_url, namespace)
@@ -87,6 +88,7 @@ class NatsSink:
             name="gpurelay-worker",
             max_reconnect_attempts=-1,
             reconnect_time_wait=RECONNECT_WAIT_S,
+            **options,
         )
         return sink
 
@@ -119,6 +121,13 @@ class NatsSink:
         feed = NatsSessionFeed(self._nc.jetstream(), ns, request.tenant, request.job_id, robot_id, on_item, start)
         await feed.start()
         return feed
+
+    async def open_session_source(self, request: RunRequest, entry: SessionEntry) -> Any:
+        """A publisher of a sourced session's input, straight to JetStream
+        (:class:`~services.common.session_publish.NatsSourcePublisher`)."""
+        from services.common.session_publish import NatsSourcePublisher
+
+        return await NatsSourcePublisher.open(self._nc.jetstream(), self.subjects.ns, entry, f"worker/{request.kind}")
 
     async def close(self) -> None:
         """Flush and close the connection."""
@@ -180,6 +189,13 @@ class IngestSink:
         feed = GatewayFeed(feed_url(self.url, request.job_id), self._token, on_item, positions)
         await feed.start()
         return feed
+
+    async def open_session_source(self, request: RunRequest, entry: SessionEntry) -> Any:
+        """A publisher of a sourced session's input through the gateway's internal source routes
+        (:class:`~modal_workers.runtime.recording.gateway_source.GatewaySourcePublisher`)."""
+        from modal_workers.runtime.recording.gateway_source import GatewaySourcePublisher
+
+        return GatewaySourcePublisher(self._http, self.url, request.job_id)
 
     async def close(self) -> None:
         """Close the HTTP client."""

@@ -47,6 +47,7 @@ from contracts.specs.jobs import parse_job_spec
 from modal_workers.runtime import inputs as runtime_io
 from modal_workers.runtime import sinks as runtime_sinks
 from modal_workers.runtime.context import CancelledError, WorkerContext, guess_content_type
+from modal_workers.runtime.errors import PermanentError
 from modal_workers.runtime.progress import PROGRESS_MIN_INTERVAL_S
 from modal_workers.runtime.session_run import live_session
 from modal_workers.runtime.sinks import EventSink
@@ -72,15 +73,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 Workload = Callable[[Any, WorkerContext], "dict[str, Any] | Iterator[Any] | None"]
-
-
-class PermanentError(Exception):
-    """A failure another attempt cannot fix (bad input): ``code`` and a user-facing ``message``."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 def import_ref(ref: str) -> Any:

@@ -61,7 +61,7 @@ class SplatSession:
 
     def _start_counters(self) -> None:
         self.chunked = 0  # frames since the reset that the chunks written since then cover
-        self.without_pose = self.invalid = 0
+        self.without_pose = self.invalid = self.held_out = 0
         self.owed = self.steps_since_snapshot = 0
         self.why: str | None = None
         self.dirty = True
@@ -89,6 +89,10 @@ class SplatSession:
 
     def _take_one(self, frame: SessionFrame) -> None:
         self.last_seq = max(self.last_seq, frame.seq)
+        every = self.params.holdout_every
+        if every is not None and frame.seq % every == 0:
+            self.held_out += 1  # kept out of training: it scores the final model (a replay's comparison)
+            return
         prepared = self.source.prepare(frame)
         if isinstance(prepared, Skipped):
             self.invalid += prepared.kind == "invalid"
@@ -142,7 +146,8 @@ class SplatSession:
         """The progress figures (names read by the seed's /status: gaussians, chunks, reset_seq)."""
         figures: dict[str, Any] = {
             "frame_count": self.frame_count, "frames_used": stats.frames_used, "frames_kept": stats.frames_kept,
-            "frames_without_pose": self.without_pose, "frames_invalid": self.invalid, "gaussians": stats.gaussians,
+            "frames_without_pose": self.without_pose, "frames_invalid": self.invalid, "frames_held_out": self.held_out,
+            "gaussians": stats.gaussians,
             "steps": stats.steps, "chunks": len(self.chunks), "snapshots": self.snapshots, "resets": self.resets,
             "reset_seq": self.reset_seq, "last_seq": self.last_seq,
         }  # fmt: skip
@@ -202,6 +207,6 @@ class SplatSession:
         return {
             "frame_count": self.frame_count, "gaussian_count": stats.gaussians, "chunks": list(self.chunks),
             "psnr": None if self.psnr is None else round(self.psnr, 3), "frames_used": stats.frames_used,
-            "frames_without_pose": self.without_pose, "frames_invalid": self.invalid, "steps": stats.steps,
-            "resets": self.resets, "stopped": stopped,
+            "frames_without_pose": self.without_pose, "frames_invalid": self.invalid, "frames_held_out": self.held_out,
+            "steps": stats.steps, "resets": self.resets, "stopped": stopped,
         }  # fmt: skip

@@ -6,7 +6,9 @@ kinematics of the matched joint sample, else counted in ``frames_without_pose``)
 incrementally (:class:`~modal_workers.splat.train.SplatTrainer`); between polls the session owes
 ``steps_per_frame`` steps per used frame, run in slices of :data:`TRAIN_SLICE_S` so control and new
 frames are never kept waiting long. Outputs, chunks, counters and the result are
-:class:`~modal_workers.splat.session.SplatSession`'s.
+:class:`~modal_workers.splat.session.SplatSession`'s. A replay's comparison
+(:mod:`modal_workers.runtime.recording.comparison`) scores both runs' last snapshots on the same recorded
+frames with :func:`ply_psnr`, handed to it as ``ctx.session.scorer``.
 
 Deployment defaults (URDF, camera link and mount, intrinsics, scene depth, image size) are
 :class:`~modal_workers.splat.settings.SplatSettings` (``GPURELAY_SPLAT_*``). On CUDA the rasterizer is
@@ -19,20 +21,25 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from contracts.specs.jobs import SplatSpec
 from contracts.specs.session_params import SplatParams
 from modal_workers.runtime.live_session import LiveSession
+from modal_workers.runtime.session_input import SessionFrame
 from modal_workers.runtime.worker_runtime import PermanentError
-from modal_workers.splat.inputs import frame_source
+from modal_workers.splat.inputs import Posed, frame_source
+from modal_workers.splat.model import GaussianModel
+from modal_workers.splat.ply import read_ply
 from modal_workers.splat.raster import Backend
 from modal_workers.splat.session import SplatSession
 from modal_workers.splat.settings import SplatSettings
-from modal_workers.splat.train import SplatConfig, SplatTrainer
+from modal_workers.splat.train import SplatConfig, SplatTrainer, mse_to_psnr
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +114,7 @@ def serve(params: SplatParams, ctx: Any, settings: SplatSettings, on_cuda: bool)
     live: LiveSession = ctx.session
     source = frame_source(params, settings, on_cuda)
     trainer = SplatTrainer(trainer_config(params, settings, on_cuda))
+    live.scorer = partial(ply_psnr, settings=settings, config=trainer.config, on_cuda=on_cuda)
     session = SplatSession(ctx, trainer, source, params)
     rig = "no URDF: frames need a pose" if source.rig is None else f"camera on {source.rig.chain.tip}"
     session.status(0.0)
@@ -120,3 +128,25 @@ def serve(params: SplatParams, ctx: Any, settings: SplatSettings, on_cuda: bool)
         session.take(batch.frames)
         session.train(TRAIN_SLICE_S)
         session.tick()
+
+
+def ply_psnr(
+    ply: bytes, params: dict[str, Any], frames: list[SessionFrame], *, settings: SplatSettings, config: SplatConfig,
+    on_cuda: bool,
+) -> float | None:  # fmt: skip
+    """PSNR (dB) of the Gaussians in ``ply`` at ``frames``, each posed as the session would pose it (its
+    pose, else forward kinematics of its matched joints with ``params``' camera setup) and downscaled
+    alike; ``None`` when no frame could be posed or the PLY holds no Gaussian."""
+    gaussians = read_ply(ply)
+    if gaussians.count == 0:
+        return None
+    source = frame_source(SplatParams.model_validate(params), settings, on_cuda)
+    trainer = SplatTrainer(config)
+    trainer.model = GaussianModel(gaussians.map(lambda t: t.to(trainer.device)), config.lrs)
+    errors = []
+    for frame in frames:
+        posed = source.prepare(frame)
+        if isinstance(posed, Posed):
+            truth = posed.image.astype(np.float32) / 255.0
+            errors.append(float(np.mean((trainer.render(posed.camera) - truth) ** 2)))
+    return mse_to_psnr(float(np.mean(errors))) if errors else None

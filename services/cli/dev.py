@@ -15,19 +15,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 import signal
-from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from contracts.streams import KV_APIKEYS
+from services.cli.dev_secrets import DevNatsUsers, dev_secret
 from services.common.auth.apikeys import ApiKeyStore, generate_key
-from services.common.config import dev_env_path
+from services.common.config import BaseServiceSettings, dev_env_path
 from services.common.http_server import EmbeddedHttpServer
-from services.common.nats.connection import connect, declare_all
+from services.common.nats.connection import apply_declarations, connect, declarations_of
 from services.common.nats.embedded import EmbeddedNats
 from services.common.processes import DirectoryInUseError, DirectoryLock
 from services.dispatcher.running.modal_backend import ModalClient
@@ -49,19 +48,6 @@ children die with it) rather than hang on a part that will not stop."""
 
 class DataDirInUseError(RuntimeError):
     """Another ``gpurelay dev`` (or ``demo``) runs on this data dir."""
-
-
-def _dev_secret(data_dir: Path, name: str, make: Callable[[], str] = lambda: secrets.token_urlsafe(32)) -> str:
-    """A random secret kept in the data dir (mode 0600), so keys and signed URLs survive restarts."""
-    path = data_dir / "secrets" / name
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    value = make()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(value)
-    return value
 
 
 DEV_WORKER_ENV = {"GPURELAY_SPLAT_URDF": "synthetic_arm.urdf"}
@@ -124,7 +110,13 @@ class DevStack:
             raise DataDirInUseError(
                 f"{exc}: another gpurelay dev runs on this data dir; stop it, or pass another --data-dir"
             ) from None
-        self.nats = EmbeddedNats(self.data_dir / "nats", port=self.nats_port, host=self.host)
+        # The deployment's settings as the environment gives them (namespace, fsync, replicas), in dev.
+        deployment = BaseServiceSettings(profile="dev", data_dir=self.data_dir)
+        users = DevNatsUsers.load(self.data_dir, deployment.ns)
+        self.nats = EmbeddedNats(
+            self.data_dir / "nats", port=self.nats_port, host=self.host, monitor_port=0,
+            sync_interval=deployment.nats_sync_interval, authorization=users.authorization(declarations_of(deployment)),
+        )  # fmt: skip
         self.nats.launch()  # from the loop's thread, which lives as long as we do: the server dies with us
         await asyncio.to_thread(self.nats.wait_ready)
         base = {
@@ -132,22 +124,23 @@ class DevStack:
             "GPURELAY_DATA_DIR": str(self.data_dir),
             "GPURELAY_NATS_URL": self.nats.url,
             "GPURELAY_STORAGE_BACKEND": "local",
+            **users.env("operator"),  # the CLI's user
         }
         shared: dict[str, Any] = {
             "profile": "dev",
             "data_dir": self.data_dir,
             "nats_url": self.nats.url,
             "storage_backend": "local",
-            "signing_secret": _dev_secret(self.data_dir, "signing"),
-            "ingest_token_secret": _dev_secret(self.data_dir, "ingest"),
+            "signing_secret": dev_secret(self.data_dir, "signing"),
+            "ingest_token_secret": dev_secret(self.data_dir, "ingest"),
             "webhook_allow_hosts": ["127.0.0.1", "localhost", "::1"],
         }
-        settings = GatewaySettings(host=self.host, port=self.port, **shared)
-        dev_key = _dev_secret(self.data_dir, "api_key", generate_key)
-        nc = await connect(settings, "dev")
+        settings = GatewaySettings(host=self.host, port=self.port, **shared, **users.settings("gateway"))
+        dev_key = dev_secret(self.data_dir, "api_key", generate_key)
+        nc = await connect(settings.model_copy(update=users.settings("operator")), "dev")
         try:
             js = nc.jetstream()
-            await declare_all(js, settings)
+            await apply_declarations(js, declarations_of(settings))  # the operator's: the services only bind
             keys = ApiKeyStore(await js.key_value(settings.ns.bucket(KV_APIKEYS)))
             await keys.adopt(DEV_TENANT, dev_key, name="gpurelay dev")
         finally:
@@ -159,14 +152,15 @@ class DevStack:
         settings = settings.model_copy(update={"url": self.gateway.url, "port": self.gateway.port})
         shared["url"] = self.gateway.url
         # Its workers die with us: the NATS they report to does too.
-        self.dispatcher = Dispatcher(
-            DispatcherSettings(**shared, local_workers_die_with_dispatcher=True, local_worker_env=dev_worker_env()),
-            modal_client=self.modal_client,
-        )
+        dispatcher = DispatcherSettings(
+            **shared, **users.settings("dispatcher"), local_workers_die_with_dispatcher=True,
+            local_worker_env=dev_worker_env(),
+        )  # fmt: skip
+        self.dispatcher = Dispatcher(dispatcher, modal_client=self.modal_client)
         await self.dispatcher.start()
         # One origin, as the reverse proxy gives in production: the notifier's routes (SSE,
         # webhook deliveries) answer wherever the gateway has no route of its own.
-        notifier = create_notifier_app(NotifierSettings(**shared))
+        notifier = create_notifier_app(NotifierSettings(**shared, **users.settings("notifier")))
         self._notifier_lifespan = notifier.router.lifespan_context(notifier)
         await self._notifier_lifespan.__aenter__()
         gateway = create_app(settings)
@@ -177,9 +171,13 @@ class DevStack:
         return self.env
 
     def _write_env(self) -> None:
+        """``dev.env``, mode 0600: it holds the dev key and the operator's NATS password."""
         path = dev_env_path(self.data_dir)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(f"{key}={value}\n" for key, value in sorted(self.env.items())))
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write("".join(f"{key}={value}\n" for key, value in sorted(self.env.items())))
         tmp.replace(path)
 
     async def stop(self) -> None:

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from services.cli import session_recordings  # noqa: F401 - registers `session export` and `session replay`
 from services.cli.app_api.cors import cors_app
 from services.cli.app_api.listing import cancel, list_sessions
 from services.cli.app_api.robots import robots_app
@@ -22,6 +23,7 @@ from services.cli.app_api.usage import usage
 from services.cli.dev import DataDirInUseError, DevStack, print_ready, run_until_signal
 from services.cli.jobs import jobs_app
 from services.cli.keys import keys_app
+from services.cli.nats_cmd import nats_app
 from services.cli.replay.command import replay
 from services.cli.replay.dlq import dlq_app
 from services.cli.serve import serve_app
@@ -46,6 +48,7 @@ jobs_app.command("cancel")(cancel)
 sessions_app.command("ls")(list_sessions)
 app.command()(usage)
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(nats_app, name="nats")
 app.command()(submit)
 app.command()(replay)
 app.command()(status)

@@ -14,15 +14,13 @@ caller's cost is a conversion and an append under a lock held for O(1) work::
             ...
             arm.publish(observation)
 
-Gripper convention: ``gripper.pos`` p in [0, 100] becomes ``GRIPPER_CLOSED_RAD + p / 100 *
-(GRIPPER_OPEN_RAD - GRIPPER_CLOSED_RAD)``, the SO-101 URDF's gripper joint range, so a splat of the
-arm opens its gripper as far as the real one.
+The conversion (gripper convention included) is :func:`contracts.recordings.joints.joint_radians`, which a
+session fed from a LeRobot dataset uses too.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
 from collections import deque
@@ -34,36 +32,23 @@ from typing import Any, Self
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
-SO101_OBSERVATION_KEYS = (
-    "shoulder_pan.pos",
-    "shoulder_lift.pos",
-    "elbow_flex.pos",
-    "wrist_flex.pos",
-    "wrist_roll.pos",
-    "gripper.pos",
+from contracts.recordings.joints import (
+    GRIPPER_CLOSED_RAD,
+    GRIPPER_OPEN_RAD,
+    SO101_OBSERVATION_KEYS,
+    gripper_radians,
+    joint_radians,
 )
-"""The follower's observation keys, in joint order (lerobot's SO-100/101 names)."""
 
-GRIPPER_CLOSED_RAD = -0.174533
-GRIPPER_OPEN_RAD = 1.74533
-"""The SO-101 gripper joint's range in its URDF: ``gripper.pos`` 0 and 100 map onto these."""
-
-
-def gripper_radians(percent: float) -> float:
-    """``gripper.pos`` (0 closed … 100 open, clamped) → the gripper joint's angle in radians."""
-    p = min(100.0, max(0.0, float(percent)))
-    return GRIPPER_CLOSED_RAD + p / 100.0 * (GRIPPER_OPEN_RAD - GRIPPER_CLOSED_RAD)
-
-
-def joint_radians(observation: Mapping[str, Any] | Iterable[float]) -> list[float]:
-    """An observation dict (degrees, gripper 0–100) or a sequence of radians → radians in joint order.
-
-    Other keys of the dict (camera images, …) are ignored; a missing joint key is a ``KeyError``.
-    """
-    if isinstance(observation, Mapping):
-        *arm, gripper = SO101_OBSERVATION_KEYS
-        return [math.radians(float(observation[key])) for key in arm] + [gripper_radians(observation[gripper])]
-    return [float(angle) for angle in observation]
+__all__ = [
+    "GRIPPER_CLOSED_RAD",
+    "GRIPPER_OPEN_RAD",
+    "SO101_OBSERVATION_KEYS",
+    "JointPublisher",
+    "PublisherStats",
+    "gripper_radians",
+    "joint_radians",
+]
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def start(
     data_dir: DataDir = None,
 ) -> None:
     """Start a session; prints its id and URLs."""
-    body: dict[str, Any] = {"kind": kind, "params": dict(_param(p) for p in param or [])}
+    body: dict[str, Any] = {"kind": kind, "params": dict(parse_param(p) for p in param or [])}
     if robot:
         body["robot_id"] = robot
     settings = cli_settings(data_dir)
@@ -103,9 +103,9 @@ def frames(
                     reader = asyncio.create_task(feed.read(live))
                     try:
                         await feed.send_all(read_frames(source), fps)
-                        if stop_after:
-                            await ws.send(json.dumps({"type": "stop"}))
                         await feed.acked(timeout_s=30.0)
+                        if stop_after:
+                            await feed.stop(timeout_s=30.0)
                     finally:
                         reader.cancel()
                 live.update(feed.table())
@@ -147,6 +147,7 @@ class _Feed:
         self.latest: dict[str, Any] = {}
         self.last_event = ""
         self._all_acked = asyncio.Event()
+        self._stop_answered = asyncio.Event()
 
     async def send_all(self, frames: Iterator[bytes], fps: float) -> None:
         """Send each frame on a steady clock of ``fps``."""
@@ -167,6 +168,8 @@ class _Feed:
             elif kind == "error":
                 self.errors.append(f"{message.get('code')}: {message.get('message')}")
                 self.acked_count += 1  # a refused frame is answered too
+            elif kind == "control":
+                self._stop_answered.set()
             elif kind == "event":
                 event = message.get("event") or {}
                 self.last_event = str(event.get("type", ""))
@@ -175,6 +178,14 @@ class _Feed:
             if self.acked_count >= self.sent:
                 self._all_acked.set()
             live.update(self.table())
+        self._stop_answered.set()  # a closed socket answers nothing more
+
+    async def stop(self, timeout_s: float) -> None:
+        """Ask the session to stop and wait (bounded) for the gateway's answer, so the stop is in
+        force before the command returns (a frame sent after it is refused)."""
+        await self.ws.send(json.dumps({"type": "stop"}))
+        async with asyncio.timeout(timeout_s):
+            await self._stop_answered.wait()
 
     async def acked(self, timeout_s: float) -> None:
         """Wait (bounded) until every frame sent was answered."""
@@ -228,7 +239,7 @@ def session_table(session: dict[str, Any]) -> Table:
     return table
 
 
-def _param(text: str) -> tuple[str, Any]:
+def parse_param(text: str) -> tuple[str, Any]:
     """``KEY=JSON`` (a bare word is a string)."""
     key, sep, value = text.partition("=")
     if not sep or not key:

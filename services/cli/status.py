@@ -23,12 +23,12 @@ from typing import Any
 import httpx
 from nats.aio.client import Client as NatsClient
 
-from contracts.streams import DEADLETTER, DISPATCH, WEBHOOK_DELIVERIES, declarations
+from contracts.streams import DEADLETTER, DISPATCH, KV_WEBHOOK_DELIVERIES, WEBHOOK_DELIVERIES, declarations
 from contracts.subjects import Namespace
 from services.common.config import BaseServiceSettings
 
 API = "$JS.API"
-EXTRA_BUCKETS = ("webhook_deliveries",)
+EXTRA_BUCKETS = (KV_WEBHOOK_DELIVERIES,)
 """Buckets a service declares itself (the notifier's delivery states)."""
 TIMEOUT_S = 5.0
 

@@ -27,6 +27,8 @@ PLACEHOLDER_PREFIX = "dev-insecure-"
 
 Profile = Literal["dev", "test", "prod"]
 WS_MAX_MESSAGE_BYTES = 16 * 1024
+SYNC_INTERVAL_PATTERN = r"^(always|([0-9]+(\.[0-9]+)?(ms|s|m|h))+)$"
+"""JetStream's ``sync_interval``: ``always``, or a Go duration (``120s``, ``2m``, ``1h30m``)."""
 """Default WebSocket message cap: a joint sample or a first auth message is under 1 KiB."""
 
 
@@ -52,6 +54,24 @@ class BaseServiceSettings(BaseSettings):
         default="nats://127.0.0.1:4222", description="The NATS server, or a cluster's servers separated by commas."
     )
     nats_connect_timeout_s: float = Field(default=5.0, gt=0)
+    nats_user: str | None = Field(
+        default=None, description="The NATS user this service connects as (its role's; unset: no authentication)."
+    )
+    nats_password: SecretStr | None = Field(default=None, description="That user's password.")
+    nats_tls_ca_file: Path | None = Field(
+        default=None, description="CA certificate(s) of the NATS servers: connect over TLS, verifying them."
+    )
+    nats_tls_cert_file: Path | None = Field(
+        default=None, description="Client certificate for servers that verify clients (with nats_tls_key_file)."
+    )
+    nats_tls_key_file: Path | None = Field(default=None, description="The client certificate's private key.")
+    nats_sync_interval: str = Field(
+        default="always",
+        pattern=SYNC_INTERVAL_PATTERN,
+        description="The embedded nats-server's (gpurelay dev) JetStream fsync: always (every write, before "
+        "its ack), or a period such as 120s (NATS' default: acknowledged writes of the last period may be lost "
+        "on power loss or an OS crash).",
+    )
     nats_replicas: int = Field(
         default=1, ge=1, le=5, description="Copies of every stream and KV bucket on a NATS cluster (3 on three nodes)."
     )

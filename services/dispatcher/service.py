@@ -161,7 +161,10 @@ class Dispatcher:
         self._top_up = lambda: scheduler.top_up(js, dispatch_stream, list(self.routes), events)
         reactions = Reactions(store, events, uploads_kv, waits, self.routes, queue, positions)
         self.storage = self.storage or make_storage(s)
-        self.retention = Retention(jobs_kv, store, self.storage, s.artifact_retention_hours, s.storage_prefix)
+        self.retention = Retention(
+            jobs_kv, store, self.storage, s.artifact_retention_hours, s.storage_prefix,
+            recording_retention_hours=s.recording_retention_hours,
+        )  # fmt: skip
         self.sweeper = CreatedSweeper(store, events, s.created_republish_after_s)
         self.guard = guard = ConsumerGuard(js, s.subjects)
         self.broker = broker = make_broker(s)

@@ -29,9 +29,18 @@ class DispatcherSettings(BaseServiceSettings):
         description="Environment the local pool's workers get on top of the dispatcher's "
         "(gpurelay dev: the synthetic arm's URDF for splat sessions).",
     )
+    local_worker_nats_user: str | None = Field(
+        default=None,
+        description="The NATS user the local pool's workers connect as (the worker role's; unset: the dispatcher's "
+        "own).",
+    )
+    local_worker_nats_password: SecretStr | None = Field(default=None, description="That user's password.")
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
     heartbeat_misses: int = Field(default=3, ge=1)
     artifact_retention_hours: float = Field(default=48.0, gt=0)
+    recording_retention_hours: float = Field(
+        default=48.0, gt=0, description="A session's recording (its frames' copies) goes this long after it ended."
+    )
     ingest_token_secret: SecretStr = SecretStr(PLACEHOLDER_PREFIX + "ingest-secret")
     modal_environment: str | None = None
     event_ack_wait_s: float = Field(default=30.0, gt=0, description="Redelivery of an un-acked job event.")

@@ -18,10 +18,13 @@ from typing import Any
 from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
+from faststream.nats.security import NatsSecurity, NatsUserPassword
 from nats.aio.client import Client as NatsClient
+from nats.js import api
 from nats.js.api import DeliverPolicy
 
 from services.common.nats.connection import connection_options
+from services.common.nats.permissions import inbox_prefix
 from services.common.observability.metric_labels import subject_event_label
 from services.common.observability.metrics import EVENTS_CONSUMED
 from services.common.observability.tracing import consumer_span
@@ -43,11 +46,20 @@ class Consumer:
 
 def make_broker(settings: DispatcherSettings) -> NatsBroker:
     """A broker that connects as every service does (:func:`~services.common.nats.connection.connection_options`:
-    every server, reconnecting forever) and logs through ``services.dispatcher.broker`` (its errors at
-    ERROR, messages at DEBUG)."""
+    every server, reconnecting forever, as the dispatcher's user over its TLS: FastStream takes those as a
+    ``security``) and logs through ``services.dispatcher.broker`` (its errors at ERROR, messages at DEBUG)."""
     options = connection_options(settings, "dispatcher-broker")
     options["connect_timeout"] = int(max(1, settings.nats_connect_timeout_s))
-    return NatsBroker(logger=logging.getLogger("services.dispatcher.broker"), log_level=logging.DEBUG, **options)
+    user, password, tls = options.pop("user", None), options.pop("password", ""), options.pop("tls", None)
+    security = NatsUserPassword(user, password, ssl_context=tls) if user else NatsSecurity(ssl_context=tls)
+    logger = logging.getLogger("services.dispatcher.broker")
+    return NatsBroker(logger=logger, log_level=logging.DEBUG, security=security, **options)
+
+
+def pull_inbox_prefix(settings: DispatcherSettings) -> bytes:
+    """Where a pull subscription's messages arrive: under the user's own inbox prefix (FastStream does
+    not take the connection's), the only one its permissions let it read."""
+    return f"{inbox_prefix(settings.nats_user)}.".encode() if settings.nats_user else api.INBOX_PREFIX
 
 
 def subscribe_events(
@@ -72,7 +84,7 @@ def subscribe_events(
 
     @broker.subscriber(
         subject, stream=stream, durable=durable, pull_sub=PullSub(batch_size=1, timeout=5.0), config=config,
-        ack_policy=AckPolicy.MANUAL,
+        ack_policy=AckPolicy.MANUAL, inbox_prefix=pull_inbox_prefix(settings),
     )  # fmt: skip
     async def on_event(msg: NatsMessage) -> None:
         raw = msg.raw_message

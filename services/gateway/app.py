@@ -21,6 +21,7 @@ from services.common.http.metrics import install_metrics
 from services.common.http.problem import install_error_handlers, use_problem_json_in_openapi
 from services.common.http.tenant_origins import TenantOrigins
 from services.common.nats.connection import connect, declare_all
+from services.common.nats.identity import as_identity
 from services.common.observability.tracing import fastapi_telemetry
 from services.common.storage import LocalStorage, Storage, make_storage
 from services.gateway.blobs import blob_router
@@ -55,10 +56,14 @@ def create_app(settings: GatewaySettings, *, storage: Storage | None = None) -> 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nc = await connect(settings, "gateway")
+        ingest_nc = None
         try:
             await declare_all(nc.jetstream(), settings)
+            if settings.ingest_nats_user:  # Modal workers' events go out as the worker role, not the gateway
+                ingest = as_identity(settings, settings.ingest_nats_user, settings.ingest_nats_password)
+                ingest_nc = await connect(ingest, "gateway-ingest")
             app.state.nats = nc
-            app.state.gateway = state = await GatewayState.open(settings, nc, store)
+            app.state.gateway = state = await GatewayState.open(settings, nc, store, ingest_nc)
             await state.key_cache.start()
             origins = TenantOrigins(await state.js.key_value(settings.ns.bucket(KV_TENANT_CORS)))
             await origins.start()
@@ -71,8 +76,10 @@ def create_app(settings: GatewaySettings, *, storage: Storage | None = None) -> 
                 await state.key_cache.stop()
         finally:
             app.state.nats = None
-            with contextlib.suppress(Exception):
-                await nc.drain()
+            for client in (ingest_nc, nc):
+                with contextlib.suppress(Exception):
+                    if client is not None:
+                        await client.drain()
             await store.aclose()
 
     app = FastAPI(

@@ -14,7 +14,9 @@ from services.gateway.kinds import routes as kinds
 from services.gateway.robots import history as robots_history
 from services.gateway.robots import routes as robots
 from services.gateway.sessions import listing as sessions_list
+from services.gateway.sessions import recording_routes as session_recordings
 from services.gateway.sessions import routes as sessions
+from services.gateway.sessions import source_routes as session_sources
 from services.gateway.tokens import routes as tokens
 from services.gateway.uploads import routes as uploads
 from services.gateway.usage import routes as usage
@@ -25,4 +27,5 @@ ROUTERS: list[APIRouter] = []
 ROUTERS += [uploads.router, jobs_batch.router, jobs_cancel.router, jobs.router]
 ROUTERS += [webhooks.router, dead_letters.router, ingest.router, cors.router]
 ROUTERS += [robots_history.router, robots.router, tokens.router, kinds.router, usage.router]
-ROUTERS += [sessions_list.router, sessions.router, sessions.internal_router, compat_so100.router]
+ROUTERS += [sessions_list.router, sessions.router, session_recordings.router, sessions.internal_router]
+ROUTERS += [session_sources.router, compat_so100.router]

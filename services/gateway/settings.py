@@ -32,6 +32,12 @@ class GatewaySettings(ApiKeySettings):
         ]
     )
     allow_url_inputs: bool = False
+    ingest_nats_user: str | None = Field(
+        default=None,
+        description="The NATS user the ingest route publishes Modal workers' events as (the worker role's; unset: "
+        "the gateway's own, which may not publish them when the server has users).",
+    )
+    ingest_nats_password: SecretStr | None = Field(default=None, description="That user's password.")
     stream_token_ttl_s: int = Field(default=900, gt=0, le=86_400, description="Lifetime of SSE stream tokens.")
     dashboard_session_ttl_s: int = Field(
         default=8 * 3600, ge=60, le=30 * 86_400, description="The dashboard's sign-in cookie lives this long (s)."

@@ -49,6 +49,9 @@ class GatewayState:
     key_cache: KeyCache
     admission: Admission | None = None
     """Quota checks at submit (:mod:`services.gateway.jobs.admission`)."""
+    ingest_js: JetStreamContext | None = None
+    """Where the ingest route publishes workers' events: a connection as the worker role's user
+    (``ingest_nats_user``); ``None``: :attr:`js`."""
 
     @property
     def subjects(self) -> Subjects:
@@ -56,8 +59,11 @@ class GatewayState:
         return self.settings.subjects
 
     @classmethod
-    async def open(cls, settings: GatewaySettings, nc: NatsClient, storage: Storage) -> GatewayState:
-        """Bind the declared buckets (the caller has applied the declarations)."""
+    async def open(
+        cls, settings: GatewaySettings, nc: NatsClient, storage: Storage, ingest_nc: NatsClient | None = None
+    ) -> GatewayState:
+        """Bind the declared buckets (the caller has applied the declarations); ``ingest_nc``: the ingest
+        route's own connection."""
         js = nc.jetstream()
         ns = settings.ns
 
@@ -88,6 +94,7 @@ class GatewayState:
                 token_secret=settings.signing_secret.get_secret_value().encode(),
             ),
             admission=await Admission.open(js, ns, settings.quota_defaults, settings.quota_cache_s),
+            ingest_js=ingest_nc.jetstream() if ingest_nc is not None else None,
         )
 
     async def publish_event(self, subject: str, event: EventEnvelope) -> PubAck:

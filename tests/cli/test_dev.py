@@ -27,6 +27,7 @@ from tests.support.dev_process import (
     wait_gone,
 )
 from tests.support.lap import frame_count
+from tests.support.nats import connect_env
 
 SERVING_LINE = "Ctrl-C stops the demo"
 
@@ -56,7 +57,7 @@ async def test_dev_writes_env_serves_and_stops_cleanly(tmp_path: Path) -> None:
             assert hook.status_code == 201, hook.text
             deliveries = await client.get(f"/v1/webhooks/{hook.json()['id']}/deliveries")
             assert deliveries.status_code == 200, deliveries.text
-        nc = await nats.connect(env["GPURELAY_NATS_URL"])
+        nc = await connect_env(env)
         js = nc.jetstream()
         ack = await js.publish("jobs.acme.job_1.created", b"{}", headers={"Nats-Msg-Id": "persist-1"})
         assert ack.stream == "JOBS"
@@ -70,7 +71,7 @@ async def test_dev_writes_env_serves_and_stops_cleanly(tmp_path: Path) -> None:
     # Data persists in the data dir across restarts, and the dev key stays the same.
     async with running_dev(data_dir) as (proc, env):
         assert env["GPURELAY_API_KEY"] == first_key
-        nc = await nats.connect(env["GPURELAY_NATS_URL"])
+        nc = await connect_env(env)
         info = await nc.jetstream().stream_info("JOBS")
         assert info.state.messages == 1
         await nc.close()
@@ -196,9 +197,9 @@ async def test_a_failed_start_stops_what_did_start(tmp_path: Path) -> None:
     assert not _port_open(f"nats://127.0.0.1:{nats_port}"), "nats-server outlived a failed start"
 
 
-async def _publish(url: str, count: int, start: int = 0) -> list[int]:
+async def _publish(env: dict[str, str], count: int, start: int = 0) -> list[int]:
     """Publish ``count`` job events to JOBS, each acked; their stream sequences."""
-    nc = await nats.connect(url)
+    nc = await connect_env(env)
     try:
         js = nc.jetstream()
         return [
@@ -219,7 +220,7 @@ async def test_sigkill_of_dev_takes_its_children_along_and_a_restart_keeps_the_d
             recorded = list(children)
             assert any("nats-server" in cmd for cmd in children.values()), children
             assert sum("spawn_main" in cmd for cmd in children.values()) >= 2, children  # the pool
-            assert await _publish(env["GPURELAY_NATS_URL"], 50) == list(range(1, 51))
+            assert await _publish(env, 50) == list(range(1, 51))
             proc.send_signal(signal.SIGKILL)
             # wait() also waits for its stdout to close, which the pool workers hold until they die
             assert await asyncio.wait_for(proc.wait(), 30) == -signal.SIGKILL
@@ -229,11 +230,11 @@ async def test_sigkill_of_dev_takes_its_children_along_and_a_restart_keeps_the_d
         async with running_dev(data_dir) as (proc, env):
             assert env["GPURELAY_API_KEY"].startswith("gr_")
             recorded += list(children_of(proc.pid))
-            nc = await nats.connect(env["GPURELAY_NATS_URL"])
+            nc = await connect_env(env)
             info = await nc.jetstream().stream_info("JOBS")
             await nc.close()
             assert (info.state.messages, info.state.last_seq) == (50, 50)
-            assert await _publish(env["GPURELAY_NATS_URL"], 1, start=50) == [51]
+            assert await _publish(env, 1, start=50) == [51]
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(proc.wait(), 20) == 0
     finally:
@@ -288,15 +289,15 @@ async def test_a_stale_nats_server_on_the_store_is_stopped_not_joined(tmp_path: 
     try:
         nc = await nats.connect(stale.url)
         js = nc.jetstream()
-        await js.add_stream(name="KEPT", subjects=["kept.>"])
+        await js.add_stream(name="JOBS", subjects=["jobs.>", "uploads.>"])  # as dev declares it, roughly
         for i in range(3):
-            await js.publish(f"kept.{i}", b"x")
+            await js.publish(f"jobs.acme.job_{i}.created", b"x")
         await nc.close()
         async with running_dev(data_dir) as (proc, env):
             assert stale._process is not None
             assert stale._process.poll() is not None, "a second nats-server joined the running one's store"
-            nc = await nats.connect(env["GPURELAY_NATS_URL"])
-            assert (await nc.jetstream().stream_info("KEPT")).state.messages == 3
+            nc = await connect_env(env)
+            assert (await nc.jetstream().stream_info("JOBS")).state.messages == 3
             await nc.close()
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(proc.wait(), 20) == 0

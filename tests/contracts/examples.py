@@ -45,6 +45,7 @@ SPEC_BODIES: dict[str, dict[str, object]] = {
     "nerf": {"kind": "nerf", "inputs": {"images": {"upload_id": "upl_3"}}, "params": {"frames": 36}},
     "splat": {"kind": "splat", "robot_id": "so101-a", "params": {"chunk_every": 25}},
     "vlm": {"kind": "vlm", "inputs": {}, "params": {"prompt": "What is the robot doing?"}},
+    "session_export": {"kind": "session_export", "params": {"session_id": "job_1", "format": "lerobot", "fps": 15}},
 }
 
 

@@ -7,9 +7,10 @@ import pytest
 from contracts import event_ids as ids
 from contracts.envelope import EventEnvelope
 from contracts.event_ids import is_worker_event_id, worker_event_id, worker_event_prefix
-from contracts.ids import new_id, new_uuid7
+from contracts.ids import new_id
 
-JOB = new_id("job")
+JOB = "job_01a20cdd806373cdbf59a7df710637f6"  # fixed ids: a test's name must be the same in every pytest process
+UUID7 = "01a20cdd-d97d-73f0-924e-2ea5e13228c4"
 NAMES = (None, "started", "s2-started", "succeeded", "failed", "art-results.json", "art-" + "x" * 300)
 
 
@@ -64,7 +65,7 @@ def test_a_once_per_job_or_attempt_event_has_one_id_whoever_publishes_it() -> No
 
 @pytest.mark.parametrize(
     "platform_id",
-    [*PLATFORM_IDS, new_uuid7(), f"w-{JOB}-a1", f"w-{JOB}-a1-", f"w-{JOB}-a1-x.y", f"w-{JOB}-a1-x\r\ny"],
+    [*PLATFORM_IDS, UUID7, f"w-{JOB}-a1", f"w-{JOB}-a1-", f"w-{JOB}-a1-x.y", f"w-{JOB}-a1-x\r\ny"],
 )
 def test_platform_ids_and_malformed_ones_are_never_worker_ids(platform_id: str) -> None:
     assert not is_worker_event_id(platform_id, JOB, 1)

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 from standardwebhooks import Webhook, WebhookVerificationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,6 +25,7 @@ from services.cli.client import SseEvent, follow_events
 from services.cli.dev import DEV_TENANT
 from services.common.nats.record_watch import latest_record
 from tests.support.http import bound_socket, serve
+from tests.support.nats import connect_env
 
 TIMEOUT = httpx.Timeout(30.0)
 SessionStack = tuple[dict[str, str], httpx.AsyncClient]
@@ -142,7 +142,7 @@ async def record_when(
     env: dict[str, str], job_id: str, done: Callable[[JobRecord], bool], timeout_s: float = 30.0
 ) -> JobRecord:
     """The job's record once ``done(record)`` holds (a KV watch of the stack's record, no polling)."""
-    nc = await nats.connect(env["GPURELAY_NATS_URL"])
+    nc = await connect_env(env)
     try:
         kv = await nc.jetstream().key_value(Namespace("").bucket(KV_JOBS))
         record = await latest_record(kv, DEV_TENANT, job_id, done, timeout_s)

@@ -2,7 +2,8 @@
 mid-delivery; jobs complete, no event is lost, no delivery is missing.
 
 Three nats-server processes from the wheel, clustered with routes as ``deploy/nats/cluster/``;
-the services get every node's URL and ``GPURELAY_NATS_REPLICAS=3``. The first node killed leads
+the services get every node's URL and ``GPURELAY_NATS_REPLICAS=3``, and connect as their roles' users,
+as the committed cluster has them (the test as the operator). The first node killed leads
 the JOBS stream while two jobs are held mid-run; it comes back and catches up before the second
 is killed: the leader of the webhook delivery queues, while deliveries wait for their retries.
 """
@@ -18,12 +19,15 @@ from nats.js import JetStreamContext
 
 from bench.harness.fault_checks import settle
 from bench.harness.fault_clients import SseReader, add_endpoint, submit
-from bench.harness.fault_stack import FaultStack, connect_test_client
+from bench.harness.fault_stack import FaultStack, connect_test_client, operator_options
 from bench.harness.receivers import Captured, Receiver, serve_fast
 from bench.harness.waiting import wait_for
-from contracts.streams import JOBS, WEBHOOK_DELIVERIES
+from contracts.streams import JOBS, WEBHOOK_DELIVERIES, declarations
+from contracts.subjects import Namespace
 from services.common.nats.cluster import NatsCluster, wait_current, wait_jetstream
 from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server_auth import render_authorization
+from tests.support.nats_deploy import role_passwords
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 HELD_JOBS, LATER_JOBS, STEPS_WHILE_DOWN = 2, 2, 5
@@ -31,10 +35,11 @@ HELD_JOBS, LATER_JOBS, STEPS_WHILE_DOWN = 2, 2, 5
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[NatsCluster]:
-    """Three clustered nats-server nodes with JetStream, each on its own store."""
-    nodes = NatsCluster(tmp_path / "cluster").start()
+    """Three clustered nats-server nodes with JetStream, each on its own store, a user per role."""
+    users = render_authorization(Namespace(), declarations(Namespace()), role_passwords())
+    nodes = NatsCluster(tmp_path / "cluster", authorization=users).start()
     try:
-        await wait_jetstream(nodes.url, 30)
+        await wait_jetstream(nodes.url, 30, **operator_options(role_passwords()))
         yield nodes
     finally:
         nodes.stop()
@@ -43,8 +48,9 @@ async def cluster(tmp_path: Path) -> AsyncIterator[NatsCluster]:
 @pytest.fixture
 async def stack(tmp_path: Path, cluster: NatsCluster) -> AsyncIterator[tuple[FaultStack, NatsClient]]:
     """The three services as processes on the cluster, every stream and bucket at 3 replicas."""
-    stack = FaultStack(tmp_path / "stack", cluster.url, workload="held", concurrency=2, nats_replicas=3)
-    nc = await connect_test_client(cluster.url)
+    users = role_passwords()
+    stack = FaultStack(tmp_path / "stack", cluster.url, workload="held", concurrency=2, users=users, nats_replicas=3)
+    nc = await connect_test_client(cluster.url, users)
     try:
         await stack.start(nc)
         yield stack, nc

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import nats
 
 from contracts.streams import KV_APIKEYS
 from contracts.subjects import Namespace
 from services.cli.dev import DevStack
 from services.common.auth.apikeys import ApiKeyStore
+from tests.support.nats import connect_env
 
 SESSION_COOKIE = "gpurelay_session"
 T = TypeVar("T")
@@ -119,7 +119,7 @@ class ThreadedStack:
 
     async def key_for(self, tenant: str) -> str:
         """A new API key of ``tenant`` in the stack's key store."""
-        nc = await nats.connect(self.env["GPURELAY_NATS_URL"])
+        nc = await connect_env(self.env)
         try:
             keys = ApiKeyStore(await nc.jetstream().key_value(Namespace("").bucket(KV_APIKEYS)))
             _, key = await keys.create(tenant)

@@ -1,12 +1,29 @@
-"""NATS in tests: the server's JetStream API audit advisories."""
+"""NATS in tests: connecting as a stack's ``dev.env`` says, and the server's JetStream API audit advisories."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+
+from services.common.config import BaseServiceSettings
+from services.common.nats.identity import identity_options
+
+
+async def connect_env(env: Mapping[str, str], **options: Any) -> NatsClient:
+    """A connection to the stack ``env`` (its ``dev.env`` values) describes: its NATS URL, as its user
+    (``gpurelay dev``'s operator) where it names one."""
+    settings = BaseServiceSettings(
+        nats_url=env["GPURELAY_NATS_URL"],
+        nats_user=env.get("GPURELAY_NATS_USER"),
+        nats_password=env.get("GPURELAY_NATS_PASSWORD"),
+    )
+    return await nats.connect(settings.nats_servers, **identity_options(settings), **options)
 
 
 @dataclass

@@ -25,7 +25,7 @@ def test_the_app_imports_without_torch_or_opencv() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["none", "8"]  # nerf: check, colmap, train and render
+    assert done.stdout.split() == ["none", "9"]  # nerf: check, colmap, train and render; session_export
 
 
 PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(\[[A-Za-z0-9,._-]+\])?==(?P<version>[0-9][A-Za-z0-9.+!_-]*)$")

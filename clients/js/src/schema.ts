@@ -278,6 +278,86 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/internal/sessions/{session_id}/source": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * How far a sourced session's feeder got
+         * @description The last frame seq published for the session.
+         */
+        get: operations["source_published_v1_internal_sessions__session_id__source_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/internal/sessions/{session_id}/source/control": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A sourced session's control
+         * @description Publish a reset or the stop.
+         */
+        post: operations["source_control_v1_internal_sessions__session_id__source_control_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/internal/sessions/{session_id}/source/frames": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A sourced session's frame
+         * @description Publish frame ``seq`` (a JPEG or PNG body, checked and bounded as a client's frame is).
+         */
+        post: operations["source_frame_v1_internal_sessions__session_id__source_frames_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/internal/sessions/{session_id}/source/joints": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A sourced session's sample
+         * @description Publish a joint sample of the session's own robot.
+         */
+        post: operations["source_joints_v1_internal_sessions__session_id__source_joints_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/jobs": {
         parameters: {
             query?: never;
@@ -597,6 +677,49 @@ export interface paths {
         get: operations["get_ply_v1_sessions__session_id__ply_get"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{session_id}/recording": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A session's recording
+         * @description The manifest: every frame (its stored copy's key, capture time, matched joints), control, results,
+         *     alerts, snapshots; as far as the worker wrote it while the session runs. 404 before it has one,
+         *     410 once retention removed it.
+         */
+        get: operations["get_recording_v1_sessions__session_id__recording_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{session_id}/replay": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Replay a session against other params
+         * @description A new session of the same kind fed from this one's recording (its frames, joints and resets), with
+         *     this one's params changed by ``params``; 409 until this one has ended.
+         */
+        post: operations["replay_session_v1_sessions__session_id__replay_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1022,6 +1145,33 @@ export interface components {
          */
         CancelOutcome: "requested" | "already_requested" | "ended" | "not_found" | "outside_scope";
         /**
+         * DatasetSource
+         * @description An uploaded LeRobotDataset v3 zip fed as the session's frames and joint angles.
+         */
+        DatasetSource: {
+            /**
+             * Camera
+             * @description The camera (observation.images.<name>, or the name); None: the dataset's first.
+             */
+            camera?: string | null;
+            /**
+             * Episode
+             * @description Only this episode_index; None: every episode, each a reset.
+             */
+            episode?: number | null;
+            /**
+             * Speed
+             * @description 1.0: recorded timing; 'max': as fast as the worker takes them.
+             * @default 1
+             */
+            speed?: number | "max";
+            /**
+             * Upload Id
+             * @description A completed upload of the dataset, zipped.
+             */
+            upload_id: string;
+        };
+        /**
          * DeadLetterDetail
          * @description One dead letter with the event it would deliver again.
          */
@@ -1400,7 +1550,7 @@ export interface components {
          * @description The workloads gpurelay runs.
          * @enum {string}
          */
-        JobKind: "lap_compare" | "pose" | "nerf" | "splat" | "vlm";
+        JobKind: "lap_compare" | "pose" | "nerf" | "splat" | "vlm" | "session_export";
         /**
          * JobList
          * @description One page of jobs, newest first; pass ``next_cursor`` as ``cursor`` for the next page.
@@ -1451,7 +1601,7 @@ export interface components {
                 [key: string]: unknown;
             } | null;
             /** Spec */
-            spec: components["schemas"]["LapCompareSpec-Output"] | components["schemas"]["PoseSpec-Output"] | components["schemas"]["NerfSpec-Output"] | components["schemas"]["SplatSpec"] | components["schemas"]["VlmSpec"];
+            spec: components["schemas"]["LapCompareSpec-Output"] | components["schemas"]["PoseSpec-Output"] | components["schemas"]["NerfSpec-Output"] | components["schemas"]["SplatSpec"] | components["schemas"]["VlmSpec"] | components["schemas"]["SessionExportSpec"];
             /** Stage */
             stage?: string | null;
             /**
@@ -1813,6 +1963,22 @@ export interface components {
              */
             run_at?: string | null;
             webhook?: components["schemas"]["WebhookTarget"] | null;
+        };
+        /**
+         * MatchedJoints
+         * @description The robot's joint sample matched to a frame.
+         */
+        MatchedJoints: {
+            /**
+             * Angles
+             * @description Radians, in joint_names order.
+             */
+            angles: number[];
+            /**
+             * Ts
+             * @description Sample time, UNIX seconds.
+             */
+            ts: number;
         };
         /**
          * NerfInputs
@@ -2185,6 +2351,217 @@ export interface components {
             queued: number;
         };
         /**
+         * RecordedAlert
+         * @description A ``session.alert`` the worker emitted, with the time it was published.
+         */
+        RecordedAlert: {
+            /** Chunk */
+            chunk: number;
+            /** First Seq */
+            first_seq: number;
+            /** Last Seq */
+            last_seq: number;
+            /** Message */
+            message: string;
+            /** Pattern */
+            pattern: string;
+            /** Text */
+            text?: string | null;
+            /** Ts */
+            ts: number;
+        };
+        /**
+         * RecordedControl
+         * @description A stop or reset the session received.
+         */
+        RecordedControl: {
+            /**
+             * Action
+             * @enum {string}
+             */
+            action: "stop" | "reset";
+            /** Reason */
+            reason?: string | null;
+            /** Ts */
+            ts: number;
+        };
+        /**
+         * RecordedFrame
+         * @description One frame: where its stored copy is, when it was captured, and its matched joints.
+         */
+        RecordedFrame: {
+            /**
+             * Camera
+             * @default main
+             */
+            camera?: string;
+            /**
+             * Content Type
+             * @enum {string}
+             */
+            content_type: "image/jpeg" | "image/png";
+            /** @description None: no sample within the tolerance. */
+            joints?: components["schemas"]["MatchedJoints"] | null;
+            /**
+             * Key
+             * @description The stored copy's key in the session's storage.
+             */
+            key: string;
+            /**
+             * Pose
+             * @description The camera→world pose sent with it (4 × 4, row-major).
+             */
+            pose?: number[] | null;
+            /**
+             * Processed At
+             * @description When the worker took the frame, UNIX seconds.
+             */
+            processed_at?: number | null;
+            /**
+             * Seq
+             * @description The frame's number in its session, from 1.
+             */
+            seq: number;
+            /**
+             * Ts
+             * @description Capture time, UNIX seconds.
+             */
+            ts: number;
+        };
+        /**
+         * RecordedResult
+         * @description A ``session.result`` the worker emitted, with the time it was published.
+         */
+        RecordedResult: {
+            /**
+             * Chunk
+             * @description The result's number in the session, from 1.
+             */
+            chunk: number;
+            /**
+             * Data
+             * @description Workload-specific fields.
+             */
+            data?: {
+                [key: string]: unknown;
+            };
+            /** First Seq */
+            first_seq: number;
+            /** Last Seq */
+            last_seq: number;
+            /** Latency Ms */
+            latency_ms?: number | null;
+            /** Text */
+            text?: string | null;
+            /** Tokens */
+            tokens?: number | null;
+            /** Ts */
+            ts: number;
+        };
+        /**
+         * RecordedSnapshot
+         * @description A live output the worker stored (a PLY for splat, JSON for the echo workload).
+         */
+        RecordedSnapshot: {
+            /** Content Type */
+            content_type: string;
+            /** Key */
+            key: string;
+            /**
+             * Name
+             * @description e.g. snapshot.ply
+             */
+            name: string;
+            /**
+             * Seq
+             * @description The last frame the snapshot includes.
+             */
+            seq: number;
+            /** Ts */
+            ts: number;
+        };
+        /**
+         * RecordingManifest
+         * @description A session's recording, in the order things happened (frames by ``seq``, the rest by ``ts``).
+         */
+        RecordingManifest: {
+            /** Alerts */
+            alerts?: components["schemas"]["RecordedAlert"][];
+            /** Controls */
+            controls?: components["schemas"]["RecordedControl"][];
+            /**
+             * Ended At
+             * @description When the session ended (None while it runs).
+             */
+            ended_at?: number | null;
+            /** Frames */
+            frames?: components["schemas"]["RecordedFrame"][];
+            /**
+             * Frames Left Out
+             * @description Frames the worker took past the most one lists.
+             * @default 0
+             */
+            frames_left_out?: number;
+            /** Joint Names */
+            joint_names?: string[];
+            /**
+             * Kind
+             * @description The session's kind (splat, vlm, …).
+             */
+            kind: string;
+            /**
+             * Params
+             * @description The session's params (what it ran with).
+             */
+            params?: {
+                [key: string]: unknown;
+            };
+            /**
+             * Replay Of
+             * @description The session whose recording fed it.
+             */
+            replay_of?: string | null;
+            /** Results */
+            results?: components["schemas"]["RecordedResult"][];
+            /**
+             * Robot Type
+             * @default so101
+             */
+            robot_type?: string | null;
+            /** Session Id */
+            session_id: string;
+            /** Snapshots */
+            snapshots?: components["schemas"]["RecordedSnapshot"][];
+            /**
+             * Started At
+             * @description When the worker started recording, UNIX seconds.
+             */
+            started_at?: number | null;
+            /**
+             * Task
+             * @description What the episode shows (LeRobot's task).
+             * @default
+             */
+            task?: string;
+        };
+        /**
+         * RecordingSource
+         * @description An ended session's recording fed again (a replay).
+         */
+        RecordingSource: {
+            /**
+             * Session Id
+             * @description An ended session of this tenant that has a recording.
+             */
+            session_id: string;
+            /**
+             * Speed
+             * @description 1.0: recorded timing; 'max': as fast as the worker takes them.
+             * @default 1
+             */
+            speed?: number | "max";
+        };
+        /**
          * RedriveRefusal
          * @description A dead letter that stays where it is, and why.
          */
@@ -2296,6 +2673,85 @@ export interface components {
             grace_period_s?: number;
         };
         /**
+         * SessionExportInputs
+         * @description None: the recording is the session's (``params.session_id``).
+         */
+        SessionExportInputs: Record<string, never>;
+        /**
+         * SessionExportParams
+         * @description ``session_export``: one session's recording as a file of ``format``.
+         */
+        SessionExportParams: {
+            /**
+             * Format
+             * @enum {string}
+             */
+            format: "lerobot" | "mcap" | "rrd";
+            /**
+             * Fps
+             * @description lerobot: None takes the frames' median rate.
+             */
+            fps?: number | null;
+            /**
+             * Session Id
+             * @description The session whose recording is exported.
+             */
+            session_id: string;
+            /**
+             * Split On Reset
+             * @description lerobot: a new episode at each reset.
+             * @default false
+             */
+            split_on_reset?: boolean;
+            /**
+             * Task
+             * @description lerobot: the task (default: the session's).
+             */
+            task?: string | null;
+            /**
+             * Video Codec
+             * @description lerobot: av1 falls back to h264.
+             * @default av1
+             * @enum {string}
+             */
+            video_codec?: "av1" | "h264";
+        };
+        /**
+         * SessionExportSpec
+         * @description A session's recording exported as a LeRobot dataset, an MCAP or a Rerun file.
+         */
+        SessionExportSpec: {
+            /**
+             * Concurrency Key
+             * @description A tenant's jobs with one key run at most concurrency_key_limit at once (e.g. per end user).
+             */
+            concurrency_key?: string | null;
+            /**
+             * Delay S
+             * @description Do not start until this long after the job was created.
+             */
+            delay_s?: number | null;
+            inputs?: components["schemas"]["SessionExportInputs"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "session_export";
+            params: components["schemas"]["SessionExportParams"];
+            /**
+             * Priority
+             * @description Order within the tenant's queue of the kind: 9 first, 0 last (with ageing).
+             * @default 5
+             */
+            priority?: number;
+            /**
+             * Run At
+             * @description Do not start before this time.
+             */
+            run_at?: string | null;
+            webhook?: components["schemas"]["WebhookTarget"] | null;
+        };
+        /**
          * SessionList
          * @description One page of sessions, newest first; pass ``next_cursor`` as ``cursor`` for the next page.
          */
@@ -2377,6 +2833,26 @@ export interface components {
             urls: components["schemas"]["SessionUrls"];
         };
         /**
+         * SessionReplay
+         * @description ``POST /v1/sessions/{id}/replay``: a new session of the same kind fed from this one's recording.
+         */
+        SessionReplay: {
+            /**
+             * Params
+             * @description Params changed from the recorded session's (a vlm's model among them); the others are kept.
+             */
+            params?: {
+                [key: string]: unknown;
+            };
+            /**
+             * Speed
+             * @description 1.0: recorded timing; 'max': as fast as the worker takes them.
+             * @default 1
+             */
+            speed?: number | "max";
+            webhook?: components["schemas"]["WebhookTarget"] | null;
+        };
+        /**
          * SessionState
          * @description Where a live session is: ``starting`` until its worker runs, ``live``, ``stopping`` once a stop
          *     was asked for; then the job's terminal status.
@@ -2414,6 +2890,16 @@ export interface components {
              */
             ply?: string | null;
             /**
+             * Recording
+             * @description GET the recording's manifest (frames, joints, control, outputs).
+             */
+            recording: string;
+            /**
+             * Replay
+             * @description POST {params}: a new session fed from this one's recording (once it ended).
+             */
+            replay: string;
+            /**
              * Reset
              * @description POST: clear the model and counters; the session goes on.
              */
@@ -2433,6 +2919,48 @@ export interface components {
              * @description WebSocket: frames in (each acked at once), the session's events out.
              */
             stream: string;
+        };
+        /**
+         * SourceControl
+         * @description A sourced session's reset (``nonce``: the seq of the frame after it) or stop, posted by its feeder.
+         */
+        SourceControl: {
+            /**
+             * Action
+             * @enum {string}
+             */
+            action: "stop" | "reset";
+            /**
+             * Nonce
+             * @default 0
+             */
+            nonce?: number;
+            /**
+             * Reason
+             * @default
+             */
+            reason?: string;
+        };
+        /**
+         * SourceJoints
+         * @description A sourced session's joint sample, posted by its feeder.
+         */
+        SourceJoints: {
+            /** Joint Angles */
+            joint_angles: number[];
+            /**
+             * Ts
+             * @description Sample time, UNIX seconds.
+             */
+            ts: number;
+        };
+        /**
+         * SourcePublished
+         * @description How far a sourced session's feeder got: the last frame seq published.
+         */
+        SourcePublished: {
+            /** Published */
+            published: number;
         };
         /**
          * SplatInputs
@@ -2463,6 +2991,11 @@ export interface components {
              * @default 8
              */
             frame_buffer?: number;
+            /**
+             * Holdout Every
+             * @description Every n-th frame (by seq) is held out of training and scores the final model (PSNR); None: none.
+             */
+            holdout_every?: number | null;
             /**
              * Idle Timeout S
              * @description The session ends after this long idle.
@@ -2546,6 +3079,11 @@ export interface components {
              * @description Do not start before this time.
              */
             run_at?: string | null;
+            /**
+             * Source
+             * @description Feed the session from a LeRobot dataset or an ended session's recording.
+             */
+            source?: components["schemas"]["DatasetSource"] | components["schemas"]["RecordingSource"] | null;
             webhook?: components["schemas"]["WebhookTarget"] | null;
         };
         /**
@@ -2880,6 +3418,11 @@ export interface components {
              * @description Do not start before this time.
              */
             run_at?: string | null;
+            /**
+             * Source
+             * @description Feed the session from a LeRobot dataset or an ended session's recording.
+             */
+            source?: components["schemas"]["DatasetSource"] | components["schemas"]["RecordingSource"] | null;
             webhook?: components["schemas"]["WebhookTarget"] | null;
         };
         /**
@@ -3809,6 +4352,353 @@ export interface operations {
             };
         };
     };
+    source_published_v1_internal_sessions__session_id__source_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SourcePublished"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Entity Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    source_control_v1_internal_sessions__session_id__source_control_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SourceControl"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Entity Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    source_frame_v1_internal_sessions__session_id__source_frames_post: {
+        parameters: {
+            query: {
+                seq: number;
+                ts: number;
+            };
+            header?: {
+                "Gpurelay-Pose"?: string | null;
+            };
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Entity Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    source_joints_v1_internal_sessions__session_id__source_joints_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SourceJoints"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Entity Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     list_jobs_v1_jobs_get: {
         parameters: {
             query?: {
@@ -3883,7 +4773,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["LapCompareSpec-Input"] | components["schemas"]["PoseSpec-Input"] | components["schemas"]["NerfSpec-Input"] | components["schemas"]["SplatSpec"] | components["schemas"]["VlmSpec"];
+                "application/json": components["schemas"]["LapCompareSpec-Input"] | components["schemas"]["PoseSpec-Input"] | components["schemas"]["NerfSpec-Input"] | components["schemas"]["SplatSpec"] | components["schemas"]["VlmSpec"] | components["schemas"]["SessionExportSpec"];
             };
         };
         responses: {
@@ -5075,6 +5965,176 @@ export interface operations {
             };
             /** @description Validation Error */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_recording_v1_sessions__session_id__recording_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A session id (a job id), e.g. job_0193... */
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The manifest */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RecordingManifest"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Gone */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    replay_session_v1_sessions__session_id__replay_post: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Retry-safe submission: the same key and body answer the same job for 24 h. */
+                "Idempotency-Key"?: string | null;
+            };
+            path: {
+                /** @description A session id (a job id), e.g. job_0193... */
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SessionReplay"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SessionOut"];
+                };
+            };
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SessionOut"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Gone */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -49,6 +49,15 @@ class CameraMount(ApiModel):
 CancelOutcome = Literal["requested", "already_requested", "ended", "not_found", "outside_scope"]
 
 
+class DatasetSource(ApiModel):
+    """An uploaded LeRobotDataset v3 zip fed as the session's frames and joint angles."""
+
+    camera: str | None = None
+    episode: int | None = None
+    speed: float | Literal["max"] = Field(default=1.0)
+    upload_id: str
+
+
 class DeadLetterDetail(ApiModel):
     """One dead letter with the event it would deliver again."""
 
@@ -210,7 +219,9 @@ class JobCreatedPayload(ApiModel):
     """``job.created``: the gateway accepted a job; ``spec`` is the full, validated spec."""
 
     max_attempts: int = Field(default=3)
-    spec: Annotated[LapCompareSpec | PoseSpec | NerfSpec | SplatSpec | VlmSpec, Field(discriminator="kind")]
+    spec: Annotated[
+        LapCompareSpec | PoseSpec | NerfSpec | SplatSpec | VlmSpec | SessionExportSpec, Field(discriminator="kind")
+    ]
     subject: str | None = None
 
 
@@ -244,7 +255,7 @@ class JobHeartbeatPayload(ApiModel):
     worker: str | None = None
 
 
-JobKind = Literal["lap_compare", "pose", "nerf", "splat", "vlm"]
+JobKind = Literal["lap_compare", "pose", "nerf", "splat", "vlm", "session_export"]
 
 
 class JobList(ApiModel):
@@ -276,7 +287,9 @@ class JobOut(ApiModel):
     progress: JobProgress
     queue: QueuePlace | None = None
     result: dict[str, Any] | None = None
-    spec: Annotated[LapCompareSpec | PoseSpec | NerfSpec | SplatSpec | VlmSpec, Field(discriminator="kind")]
+    spec: Annotated[
+        LapCompareSpec | PoseSpec | NerfSpec | SplatSpec | VlmSpec | SessionExportSpec, Field(discriminator="kind")
+    ]
     stage: str | None = None
     stages: list[StageState] = Field(default_factory=list)
     status: JobStatus
@@ -475,6 +488,13 @@ class LapCompareSpec(ApiModel):
     webhook: WebhookTarget | None = None
 
 
+class MatchedJoints(ApiModel):
+    """The robot's joint sample matched to a frame."""
+
+    angles: list[float]
+    ts: float
+
+
 class NerfInputs(ApiModel):
     """``images``: a zip of photos of the object."""
 
@@ -577,6 +597,89 @@ class QuotaUse(ApiModel):
     queued: int
 
 
+class RecordedAlert(ApiModel):
+    """A ``session.alert`` the worker emitted, with the time it was published."""
+
+    chunk: int
+    first_seq: int
+    last_seq: int
+    message: str
+    pattern: str
+    text: str | None = None
+    ts: float
+
+
+class RecordedControl(ApiModel):
+    """A stop or reset the session received."""
+
+    action: Literal["stop", "reset"]
+    reason: str | None = None
+    ts: float
+
+
+class RecordedFrame(ApiModel):
+    """One frame: where its stored copy is, when it was captured, and its matched joints."""
+
+    camera: str = Field(default="main")
+    content_type: Literal["image/jpeg", "image/png"]
+    joints: MatchedJoints | None = None
+    key: str
+    pose: list[float] | None = None
+    processed_at: float | None = None
+    seq: int
+    ts: float
+
+
+class RecordedResult(ApiModel):
+    """A ``session.result`` the worker emitted, with the time it was published."""
+
+    chunk: int
+    data: dict[str, Any] = Field(default_factory=dict)
+    first_seq: int
+    last_seq: int
+    latency_ms: float | None = None
+    text: str | None = None
+    tokens: int | None = None
+    ts: float
+
+
+class RecordedSnapshot(ApiModel):
+    """A live output the worker stored (a PLY for splat, JSON for the echo workload)."""
+
+    content_type: str
+    key: str
+    name: str
+    seq: int
+    ts: float
+
+
+class RecordingManifest(ApiModel):
+    """A session's recording, in the order things happened (frames by ``seq``, the rest by ``ts``)."""
+
+    alerts: list[RecordedAlert] = Field(default_factory=list)
+    controls: list[RecordedControl] = Field(default_factory=list)
+    ended_at: float | None = None
+    frames: list[RecordedFrame] = Field(default_factory=list)
+    frames_left_out: int = Field(default=0)
+    joint_names: list[str] = Field(default_factory=list)
+    kind: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    replay_of: str | None = None
+    results: list[RecordedResult] = Field(default_factory=list)
+    robot_type: str | None = Field(default="so101")
+    session_id: str
+    snapshots: list[RecordedSnapshot] = Field(default_factory=list)
+    started_at: float | None = None
+    task: str = Field(default="")
+
+
+class RecordingSource(ApiModel):
+    """An ended session's recording fed again (a replay)."""
+
+    session_id: str
+    speed: float | Literal["max"] = Field(default=1.0)
+
+
 class RedriveRefusal(ApiModel):
     """A dead letter that stays where it is, and why."""
 
@@ -637,6 +740,35 @@ class SessionAlertPayload(ApiModel):
     message: str
     pattern: str
     text: str | None = None
+
+
+class SessionExportInputs(ApiModel):
+    """None: the recording is the session's (``params.session_id``)."""
+
+
+
+class SessionExportParams(ApiModel):
+    """``session_export``: one session's recording as a file of ``format``."""
+
+    format: Literal["lerobot", "mcap", "rrd"]
+    fps: int | None = None
+    session_id: str
+    split_on_reset: bool = Field(default=False)
+    task: str | None = None
+    video_codec: Literal["av1", "h264"] = Field(default="av1")
+
+
+class SessionExportSpec(ApiModel):
+    """A session's recording exported as a LeRobot dataset, an MCAP or a Rerun file."""
+
+    concurrency_key: str | None = None
+    delay_s: float | None = None
+    inputs: SessionExportInputs | None = None
+    kind: Literal["session_export"] = Field(default="session_export")
+    params: SessionExportParams
+    priority: int = Field(default=5)
+    run_at: datetime | None = None
+    webhook: WebhookTarget | None = None
 
 
 class SessionList(ApiModel):
@@ -707,6 +839,8 @@ class SessionUrls(ApiModel):
     events: str
     frames: str
     ply: str | None = None
+    recording: str
+    replay: str
     reset: str
     self_: str = Field(alias="self")
     stop: str
@@ -725,6 +859,7 @@ class SplatParams(ApiModel):
     camera_mount: CameraMount | None = None
     chunk_every: int = Field(default=50)
     frame_buffer: int = Field(default=8)
+    holdout_every: int | None = None
     idle_timeout_s: float = Field(default=300.0)
     intrinsics: CameraIntrinsics | None = None
     joint_tolerance_ms: float = Field(default=50.0)
@@ -747,6 +882,7 @@ class SplatSpec(ApiModel):
     priority: int = Field(default=5)
     robot_id: str | None = None
     run_at: datetime | None = None
+    source: DatasetSource | RecordingSource | None = None
     webhook: WebhookTarget | None = None
 
 
@@ -874,6 +1010,7 @@ class VlmSpec(ApiModel):
     priority: int = Field(default=5)
     robot_id: str | None = None
     run_at: datetime | None = None
+    source: DatasetSource | RecordingSource | None = None
     webhook: WebhookTarget | None = None
 
 

@@ -85,8 +85,8 @@ def _artifact_path(root: Path, name: str) -> Path:
     return path
 
 
-async def _download(http: httpx.AsyncClient, url: str, path: Path) -> tuple[int, str]:
-    """Stream ``url`` into ``path``; its size and sha256."""
+async def download_to(http: httpx.AsyncClient, url: str, path: Path) -> tuple[int, str]:
+    """Stream ``url`` into ``path`` (made or replaced); its size and sha256."""
     digest, size = hashlib.sha256(), 0
     async with http.stream("GET", url) as response:
         response.raise_for_status()
@@ -107,7 +107,7 @@ async def save_artifacts(record: dict[str, Any], folder: Path) -> list[Path]:
     async with httpx.AsyncClient(timeout=httpx.Timeout(60.0)) as http:
         for artifact in record.get("artifacts") or []:
             path = await asyncio.to_thread(_artifact_path, folder, artifact["name"])
-            size, sha256 = await _download(http, artifact["url"], path)
+            size, sha256 = await download_to(http, artifact["url"], path)
             if size != artifact["size"] or artifact.get("sha256") not in (None, sha256):
                 raise ValueError(f"{artifact['name']}: the download does not match its record (size, sha256)")
             saved.append(path)

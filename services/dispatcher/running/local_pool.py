@@ -28,6 +28,7 @@ from typing import Any
 
 from contracts.runs import Outcome, RunRequest
 from modal_workers.runtime.local_host import worker_main
+from services.common.nats.identity import as_identity
 from services.dispatcher.settings import DispatcherSettings
 
 log = logging.getLogger(__name__)
@@ -75,9 +76,10 @@ class LocalPool:
     async def _spawn(self) -> None:
         parent, child = self._ctx.Pipe()
         parent_pid = os.getpid() if self.settings.local_workers_die_with_dispatcher else None
-        process = self._ctx.Process(
-            target=worker_main, args=(child, self.settings, self.settings.local_worker_env, parent_pid), daemon=False
-        )
+        s = self.settings
+        worker = as_identity(s, s.local_worker_nats_user, s.local_worker_nats_password)  # not the dispatcher's
+        args = (child, worker, s.local_worker_env, parent_pid)
+        process = self._ctx.Process(target=worker_main, args=args, daemon=False)
         # From the loop's thread, not a worker thread: the parent-death signal follows the thread
         # that started the child, and this one lives as long as the process.
         process.start()

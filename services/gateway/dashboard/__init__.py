@@ -16,6 +16,7 @@ from services.gateway.dashboard.auth import CsrfRefused, SignInRequired
 from services.gateway.dashboard.pages import router as pages_router
 from services.gateway.dashboard.pages_jobs import router as jobs_router
 from services.gateway.dashboard.pages_live import router as live_router
+from services.gateway.dashboard.pages_sessions import router as sessions_router
 from services.gateway.dashboard.render import HERE, error_page
 
 STATIC_PATH = "/static"
@@ -24,7 +25,7 @@ STATIC_PATH = "/static"
 def install_dashboard(app: FastAPI) -> None:
     """Serve the dashboard's pages and static files from ``app`` (outside the OpenAPI document)."""
     app.mount(STATIC_PATH, StaticFiles(directory=HERE / "static"), name="dashboard-static")
-    for router in (pages_router, jobs_router, live_router):
+    for router in (pages_router, jobs_router, live_router, sessions_router):
         app.include_router(router, include_in_schema=False)
 
     async def sign_in_first(request: Request, exc: Exception) -> Response:

@@ -16,13 +16,12 @@ from fastapi.responses import HTMLResponse
 from contracts import streams
 from contracts.api.jobs import JobOut
 from contracts.job_record import JobStatus
-from contracts.record_repair import UnreadableRecordError
 from contracts.specs.jobs import JobKind
 from services.common.http.problem import ProblemError
 from services.gateway.dashboard.auth import Viewer
 from services.gateway.dashboard.forms import input_fields, job_kinds, param_fields, price_text
 from services.gateway.dashboard.pages import ViewerDep
-from services.gateway.dashboard.render import error_page, page
+from services.gateway.dashboard.render import error_page, or_error_page, page
 from services.gateway.dashboard.results import results_view
 from services.gateway.dashboard.settle import record_when
 from services.gateway.deps import StateDep
@@ -125,14 +124,7 @@ async def new_job_page(
 
 
 async def _job(request: Request, state: StateDep, viewer: ViewerDep, job_id: str) -> JobOut | HTMLResponse:
-    try:
-        return await get_job(job_id, state, viewer.principal)
-    except UnreadableRecordError:
-        return error_page(request, viewer, 409, "Invalid record", f"The stored record of job {job_id!r} is not valid.")
-    except ProblemError as exc:
-        if exc.status != 404:
-            raise
-        return error_page(request, viewer, 404, "Not found", f"There is no job {job_id!r} here.")
+    return await or_error_page(request, viewer, f"job {job_id!r}", get_job(job_id, state, viewer.principal))
 
 
 @router.get("/jobs/{job_id}")

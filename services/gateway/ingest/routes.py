@@ -10,7 +10,8 @@ worker may not emit, data invalid for its type, an artifact key outside the job'
 (:func:`~services.common.storage.check_result_key`). Accepted events go to
 ``jobs.{tenant}.{job_id}.{event}`` with ``Nats-Msg-Id`` = event id, all published at once and
 acknowledged together, so a resent event is stored once (within the JOBS duplicate window) and
-counted in ``duplicates``.
+counted in ``duplicates``. They go out on the connection of the worker role's NATS user
+(``ingest_nats_user``) where one is set: the gateway's own user may not publish a worker's events.
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ async def ingest_events(
     try:
         for event in events:
             subject = subjects.job_event(claims.tenant, claims.job_id, job_event_name(event.type))
-            futures.append(await publish_event_async(state.js, subject, event))
+            futures.append(await publish_event_async(state.ingest_js or state.js, subject, event))
         acks = await asyncio.wait_for(asyncio.gather(*futures), PUBLISH_TIMEOUT_S)
     except (NatsError, TimeoutError) as exc:
         for future in futures:

@@ -33,6 +33,7 @@ from services.common.observability.metrics import JOBS_CREATED
 from services.gateway.deps import JobsRead, JobsWrite, StateDep
 from services.gateway.jobs.artifacts import events_token, signed_artifacts
 from services.gateway.jobs.listing import get_record, record_page, subject_filter
+from services.gateway.sessions.sources import check_recording_refs
 from services.gateway.state import GatewayState
 from services.gateway.uploads.routes import upload_input_problem
 
@@ -79,7 +80,8 @@ async def job_out(state: GatewayState, record: JobRecord, viewer: Principal) -> 
 
 async def _check_inputs(state: GatewayState, owner: Principal, spec: JobSpec) -> None:
     """422 naming each input that is a URL (unless allowed), an upload this tenant does not have, or a
-    completed upload whose file is no longer the one verified at completion."""
+    completed upload whose file is no longer the one verified at completion; then the recording or
+    source the spec names (:func:`~services.gateway.sessions.sources.check_recording_refs`)."""
     errors = []
     for name, ref in spec.inputs.refs().items():
         if ref.url is not None and not state.settings.allow_url_inputs:
@@ -89,6 +91,7 @@ async def _check_inputs(state: GatewayState, owner: Principal, spec: JobSpec) ->
             errors.append(field_error(("body", "inputs", name, "upload_id"), problem))
     if errors:
         raise unprocessable("The job's inputs are not valid.", *errors)
+    await check_recording_refs(state, owner, spec)
 
 
 async def _create(state: GatewayState, owner: Principal, job_id: str, spec: JobSpec, *, replay: bool) -> JobRecord:

@@ -16,7 +16,6 @@ dropped; a record is re-read after ``session_record_cache_s``).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -27,13 +26,13 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from contracts.api.sessions import FrameAccepted, SessionEntry
 from contracts.envelope import utc_now
-from contracts.event_ids import frame_msg_id, reset_msg_id, stop_requested_event_id
+from contracts.event_ids import reset_msg_id, stop_requested_event_id
 from contracts.events.registry import EventType, make_event
 from contracts.events.sessions import SessionStopRequestedPayload
 from contracts.ids import InvalidIdError, tenant_key
 from contracts.job_record import JobRecord
 from contracts.record_repair import read_record
-from contracts.session_feed import H_POSE, H_SEQ, H_TS, ControlMessage
+from contracts.session_feed import ControlMessage, frame_headers
 from services.common.http.problem import ProblemError
 from services.common.observability.metrics import SESSION_FRAMES
 from services.gateway.state import GatewayState
@@ -131,18 +130,13 @@ class SessionIntake:
         if record.terminal or (record.session is not None and record.session.stop_requested):
             SESSION_FRAMES.labels("ended").inc()
             raise gone(record)
+        if getattr(record.spec, "source", None) is not None:
+            raise ProblemError(409, "The session is fed from its source; it takes no frames.")
         self._check_rate(key)
         lock = self._locks.get(key) or self._locks.put(key, asyncio.Lock())
         async with lock:
             seq = await self._next_seq(record)
-            headers = {
-                "Nats-Msg-Id": frame_msg_id(record.id, seq),
-                H_SEQ: str(seq),
-                H_TS: repr(ts if ts is not None else time.time()),
-                "Content-Type": content_type,
-            }
-            if pose is not None:
-                headers[H_POSE] = json.dumps(pose)
+            headers = frame_headers(record.id, seq, ts if ts is not None else time.time(), content_type, pose)
             subject = self.state.subjects.session_frames(record.tenant, record.id)
             await self._publish(subject, data, headers)
         SESSION_FRAMES.labels("accepted").inc()
@@ -200,6 +194,17 @@ class SessionIntake:
         """Pass ``stop`` or ``reset`` to the worker (in order with the frames); 409 once it ended."""
         if record.terminal:
             raise gone(record)
+        key = tenant_key(record.tenant, record.id)
+        if action == "stop":  # in force from now: a frame racing the stop's publish is refused
+            self._stopped.put(key, True)
+        try:
+            await self._pass_control(record, action)
+        except BaseException:
+            if action == "stop":
+                self._stopped.put(key, False)
+            raise
+
+    async def _pass_control(self, record: JobRecord, action: str) -> None:
         message = ControlMessage(action="stop" if action == "stop" else "reset", reason="requested by the client")
         subject = self.state.subjects.session_control(record.tenant, record.id)
         msg_id = stop_requested_event_id(record.id) if action == "stop" else reset_msg_id(record.id, time.time_ns())
@@ -216,7 +221,6 @@ class SessionIntake:
             )
             subject = self.state.subjects.job_event(record.tenant, record.id, "stop_requested")
             await self.state.publish_once(subject, event)
-            self._stopped.put(tenant_key(record.tenant, record.id), True)
 
     async def _publish(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
         try:

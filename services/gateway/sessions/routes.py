@@ -73,7 +73,15 @@ async def create_session(
     """Record the session (a job of a session kind) and publish ``job.created``; the dispatcher starts
     its worker. Without ``robot_id`` the session gets a robot of its own, named by its id. A vlm
     session may name only a model the deployment allows (422 otherwise)."""
-    _check_model(state.settings, spec)
+    return await submit_session(request, state, principal, spec, response, idempotency_key)
+
+
+async def submit_session(
+    request: Request, state: GatewayState, principal: Principal, spec: SplatSpec | VlmSpec, response: Response,
+    idempotency_key: str | None,
+) -> SessionOut:  # fmt: skip
+    """Check the model, record the session (201, or 200 for a replayed ``Idempotency-Key``); its view."""
+    check_model(state.settings, spec)
     record, claimed = await submit_job(state, principal, spec, idempotency_key)
     response.status_code = 201 if claimed else 200
     out = await session_out(state, intake_of(request), record, principal)
@@ -81,7 +89,7 @@ async def create_session(
     return out
 
 
-def _check_model(settings: GatewaySettings, spec: SplatSpec | VlmSpec) -> None:
+def check_model(settings: GatewaySettings, spec: SplatSpec | VlmSpec) -> None:
     """422 on ``params.model`` when a vlm session names a model this deployment does not allow
     (``vlm_model`` and ``vlm_models``, the settings its workers hold too)."""
     if isinstance(spec, VlmSpec):
@@ -92,7 +100,7 @@ def _check_model(settings: GatewaySettings, spec: SplatSpec | VlmSpec) -> None:
             )
 
 
-async def _own(request: Request, principal: Principal, session_id: str, *, fresh: bool = False) -> JobRecord:
+async def own_session(request: Request, principal: Principal, session_id: str, *, fresh: bool = False) -> JobRecord:
     """The caller's session record; 404 for another tenant's or (a subject's token) another subject's."""
     record = await intake_of(request).record(principal.tenant, session_id, fresh=fresh)
     if not principal.sees(record.subject):
@@ -106,7 +114,7 @@ async def get_session(
 ) -> SessionOut:
     """State, frames received / processed / dropped, the worker's latest figures, its artifacts (chunk PLYs,
     status.json, snapshots) with download URLs, cost so far."""
-    record = await _own(request, principal, session_id, fresh=True)
+    record = await own_session(request, principal, session_id, fresh=True)
     return await session_out(state, intake_of(request), record, principal)
 
 
@@ -126,7 +134,7 @@ async def post_frame(
     pose: PoseHeader = None,
 ) -> FrameAccepted:
     """Accept one frame (checked magic bytes, size and rate); ``seq`` numbers the session's frames from 1."""
-    record = await _own(request, principal, session_id)
+    record = await own_session(request, principal, session_id)
     check_kind(principal, record.kind)
     data, content_type = await read_frame(request, state)
     return await intake_of(request).accept_frame(record, data, content_type, ts, pose_header(pose))
@@ -136,7 +144,7 @@ async def _control(
     request: Request, state: GatewayState, principal: Principal, session_id: str, action: str
 ) -> SessionOut:
     intake = intake_of(request)
-    record = await _own(request, principal, session_id, fresh=True)
+    record = await own_session(request, principal, session_id, fresh=True)
     check_kind(principal, record.kind)
     await intake.control(record, action)
     return await session_out(state, intake, await intake.record(principal.tenant, session_id), principal)
@@ -179,7 +187,7 @@ async def get_ply(
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
     """The latest snapshot's bytes with an ``ETag`` (its sha256); 304 when unchanged; 404 before the first."""
-    record = await _own(request, principal, session_id, fresh=True)
+    record = await own_session(request, principal, session_id, fresh=True)
     return await snapshot_response(state, record, if_none_match)
 
 

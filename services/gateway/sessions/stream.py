@@ -31,6 +31,7 @@ from typing import Any
 from fastapi import WebSocket, WebSocketDisconnect
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
+from starlette.websockets import WebSocketState
 
 from contracts.api.sessions import FrameMeta
 from contracts.events.registry import TERMINAL_JOB_EVENTS
@@ -59,8 +60,15 @@ class _Socket:
         self.meta: FrameMeta | None = None
 
     async def send(self, message: dict[str, Any]) -> None:
+        """Send one message; once the socket closed (the session ended and the server closed it,
+        or the client left) :class:`WebSocketDisconnect`, which ends the socket's loop quietly."""
         async with self.lock:
-            await self.ws.send_text(json.dumps(message, separators=(",", ":")))
+            if self.ws.application_state is WebSocketState.DISCONNECTED:
+                raise WebSocketDisconnect(1000)
+            try:
+                await self.ws.send_text(json.dumps(message, separators=(",", ":")))
+            except (RuntimeError, OSError) as exc:  # starlette's "send once a close was sent" is one
+                raise WebSocketDisconnect(1006) from exc
 
     async def error(self, code: str, message: str) -> None:
         await self.send({"type": "error", "code": code, "message": message[:500]})
@@ -163,7 +171,7 @@ def _caller(ws: WebSocket, intake: SessionIntake, session_id: str) -> PrincipalO
 
 def _closed_on_failure(task: asyncio.Task[None], ws: WebSocket) -> None:
     """The events of a socket could not be read (NATS): log it and close the socket (1011)."""
-    if task.cancelled() or task.exception() is None:
+    if task.cancelled() or task.exception() is None or isinstance(task.exception(), WebSocketDisconnect):
         return
     log.warning("session events stopped", exc_info=task.exception())
     asyncio.get_running_loop().create_task(_close_quietly(ws, 1011, "The session's events could not be read."))

@@ -46,6 +46,8 @@ def session_urls(state: GatewayState, record: JobRecord, viewer: Principal) -> S
         stop=f"{base}/stop",
         reset=f"{base}/reset",
         cancel=f"{settings.url}/v1/jobs/{record.id}/cancel",
+        recording=f"{base}/recording",
+        replay=f"{base}/replay",
         ply=f"{base}/ply" if splat else None,
         compat=f"{settings.url}/compat/so100/{compat_token(state, record)}" if splat else None,
     )

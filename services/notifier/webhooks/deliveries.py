@@ -22,11 +22,12 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.streams import KV_WEBHOOK_DELIVERIES
 from contracts.subjects import Namespace
 from services.common.nats.kv import kv_entries
 
 log = logging.getLogger(__name__)
-BUCKET = "webhook_deliveries"
+BUCKET = KV_WEBHOOK_DELIVERIES
 DeliveryStatus = Literal["pending", "retrying", "delivered", "dead_lettered"]
 
 

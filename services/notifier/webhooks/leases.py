@@ -24,11 +24,12 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from contracts.streams import KV_NOTIFIER_LEASES
 from contracts.subjects import Namespace
 from services.common.nats.connection import cancel_and_wait, cancel_requested
 
 log = logging.getLogger(__name__)
-BUCKET = "notifier_leases"
+BUCKET = KV_NOTIFIER_LEASES
 
 
 async def open_leases(js: JetStreamContext, ns: Namespace, ttl_s: float, replicas: int = 1) -> Leases:

@@ -13,12 +13,11 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-import nats
-
 from contracts.streams import KV_APIKEYS
 from contracts.subjects import NO_NAMESPACE
 from services.cli.dev import DevStack
 from services.common.auth.apikeys import ApiKeyStore
+from tests.support.nats import connect_env
 
 T = TypeVar("T")
 ROUTES = """
@@ -88,7 +87,7 @@ class ThreadedStack:
         """A fresh API key of ``tenant`` (made in the stack's key store)."""
 
         async def create() -> str:
-            nc = await nats.connect(self.env["GPURELAY_NATS_URL"], connect_timeout=5)
+            nc = await connect_env(self.env, connect_timeout=5)
             try:
                 keys = ApiKeyStore(await nc.jetstream().key_value(NO_NAMESPACE.bucket(KV_APIKEYS)))
                 return (await keys.create(tenant))[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -13,7 +14,15 @@ from contracts.events.registry import EventType
 from contracts.session_feed import H_TS
 from contracts.subjects import Namespace, Subjects
 from tests.support.gateway import Gateway, Tenant
-from tests.support.sessions import frames_stored, jpeg, next_json, open_socket, publish_event, until_closed
+from tests.support.sessions import (
+    frames_count,
+    frames_stored,
+    jpeg,
+    next_json,
+    open_socket,
+    publish_event,
+    until_closed,
+)
 
 MAX_FRAME = 64 * 1024
 
@@ -122,3 +131,34 @@ async def test_refusals_close_with_their_code(
         except ConnectionClosed:
             closed = ws.close_code
     assert closed == code
+
+
+async def test_a_stop_is_in_force_before_its_publishes_end(
+    gateway: Gateway, acme: Tenant, js: JetStreamContext, namespace: Namespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frame that races a stop (the stop's control already on the stream, its event not yet) is
+    refused: the gateway refuses input from the moment it takes the stop, not once it published it."""
+    state = gateway.app.state.gateway
+    held, release = asyncio.Event(), asyncio.Event()
+    publish_once = state.publish_once
+
+    async def held_publish(subject: str, *args: object, **kwargs: object) -> object:
+        if subject.endswith(".stop_requested"):
+            held.set()
+            await release.wait()
+        return await publish_once(subject, *args, **kwargs)
+
+    session = await start(acme)
+    sid = str(session["id"])
+    monkeypatch.setattr(state, "publish_once", held_publish)
+    async with open_socket(stream_url(session), acme.key) as ws:
+        await ws.send(json.dumps({"type": "stop"}))
+        await asyncio.wait_for(held.wait(), 30)
+        racing = await acme.http.post(
+            f"/v1/sessions/{sid}/frames", content=jpeg(2), headers={"Content-Type": "image/jpeg"}
+        )
+        release.set()
+        answers = [await next_json(ws) for _ in range(2)]  # the control's answer and the stop's event
+    assert {"type": "control", "action": "stop"} in answers
+    assert racing.status_code == 409, racing.text
+    assert await frames_count(js, namespace, "acme", sid) == 1  # the stop's control, no frame

@@ -134,7 +134,10 @@ def _job_problems(job_id: str, events: list[Stored], observed: Observed) -> list
     folded = observed.folded.get(job_id)
     if record is not None and record != folded:
         history = observed.kv_history.get(job_id, "")
-        problems.append(f"{job_id}: KV record != fold(stream): {record.status} vs {folded and folded.status} {history}")
+        problems.append(
+            f"{job_id}: KV record != fold(stream): {record.status} vs {folded and folded.status} "
+            f"(fields that differ: {record_diff(record, folded)}) {history}"
+        )
     return problems
 
 
@@ -213,3 +216,13 @@ def _session_problems(report: Report, name: str, outcome: str | None, value: Any
     if code not in CLEAR_SESSION_ERRORS:
         return [f"{name}: the session ended {value['status']} with an unclear error: {code}"]
     return []
+
+
+def record_diff(record: JobRecord, folded: JobRecord | None, width: int = 160) -> str:
+    """The top-level fields where ``record`` and ``folded`` differ, each as ``name: kv → fold`` (cut to
+    ``width`` characters), so a report says what went wrong, not only that something did."""
+    if folded is None:
+        return "no fold"
+    ours, theirs = record.model_dump(mode="json"), folded.model_dump(mode="json")
+    names = [n for n in ours if ours.get(n) != theirs.get(n)]
+    return "; ".join(f"{n}: {str(ours.get(n))[:width]} → {str(theirs.get(n))[:width]}" for n in names)

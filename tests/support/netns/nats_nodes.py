@@ -4,7 +4,8 @@
 ``ip netns exec`` (its pid is the server's: pause, kill and stop act on it), listening on its host's
 address, clients on :data:`CLIENT_PORT` and routes on :data:`ROUTE_PORT` as in
 ``deploy/nats/cluster/``. :class:`NsCluster` is three of them, every stream and bucket at 3
-replicas once the services are told so.
+replicas once the services are told so; given the roles' passwords, each node has a user per role
+(:mod:`services.common.nats.server_auth`), as the committed cluster does, and refuses anyone else.
 """
 
 from __future__ import annotations
@@ -12,11 +13,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 from nats.js import JetStreamContext
 
-from services.common.nats.embedded import ClusterConfig, EmbeddedNats, find_nats_server
+from contracts.streams import declarations
+from contracts.subjects import Namespace
+from services.common.nats.embedded import EmbeddedNats, find_nats_server
+from services.common.nats.permissions import Role
+from services.common.nats.server_auth import render_authorization
+from services.common.nats.server_config import ClusterConfig
 from services.common.processes import preexec_die_with_parent
 from tests.support.netns.network import TestNet
 from tests.support.netns.process import Pausable
@@ -27,11 +34,16 @@ START_S = 30.0
 
 
 class NsNats(Pausable, EmbeddedNats):
-    """nats-server in host ``host`` of ``net``, named after the host, its store under ``store_dir``."""
+    """nats-server in host ``host`` of ``net``, named after the host, its store under ``store_dir``,
+    its users' ``authorization`` block when given one."""
 
-    def __init__(self, net: TestNet, host: str, store_dir: Path, cluster: ClusterConfig) -> None:
+    def __init__(
+        self, net: TestNet, host: str, store_dir: Path, cluster: ClusterConfig, authorization: str | None = None
+    ) -> None:
         address = net[host].address
-        super().__init__(store_dir, port=CLIENT_PORT, host=address, server_name=host, cluster=cluster)
+        super().__init__(
+            store_dir, port=CLIENT_PORT, host=address, server_name=host, cluster=cluster, authorization=authorization
+        )
         self.net, self.host_name = net, host
 
     def launch(self) -> None:
@@ -39,7 +51,7 @@ class NsNats(Pausable, EmbeddedNats):
         if self._process is not None:
             return
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(self._config())
+        self.write_config()
         argv = [str(find_nats_server()), "-a", self.host, "-p", str(self.port), "-c", str(self.config_path)]
         with self._log_path.open("ab") as log_file:
             self._process = subprocess.Popen(
@@ -51,11 +63,20 @@ class NsNats(Pausable, EmbeddedNats):
 
 
 class NsCluster:
-    """Nodes ``hosts`` of ``net`` clustered with routes, each with JetStream under ``root/{host}``."""
+    """Nodes ``hosts`` of ``net`` clustered with routes, each with JetStream under ``root/{host}``; with
+    ``users`` (passwords by role) each node has those users in the default namespace and no one else."""
 
-    def __init__(self, net: TestNet, hosts: list[str], root: Path, name: str = "gpurelay") -> None:
+    def __init__(
+        self, net: TestNet, hosts: list[str], root: Path, name: str = "gpurelay", *,
+        users: Mapping[Role, str] | None = None,
+    ) -> None:  # fmt: skip
         routes = tuple(f"nats-route://{net[h].address}:{ROUTE_PORT}" for h in hosts)
-        self.nodes = [NsNats(net, h, root / h, ClusterConfig(name=name, port=ROUTE_PORT, routes=routes)) for h in hosts]
+        ns = Namespace()
+        authorization = render_authorization(ns, declarations(ns), users) if users else None
+        self.nodes = [
+            NsNats(net, h, root / h, ClusterConfig(name=name, port=ROUTE_PORT, routes=routes), authorization)
+            for h in hosts
+        ]
 
     @property
     def url(self) -> str:

@@ -1,12 +1,13 @@
 """One deployment on separate hosts, and one fault put through it under load (a phase).
 
 :func:`deployment` makes the hosts (3 NATS nodes, a gateway, 2 dispatchers, 2 notifiers), puts
-the proxy on ``n2``'s path, starts the cluster and the services, a tenant and a verifying webhook
-receiver on the test's own address. :meth:`Deployment.phase` runs one fault: jobs submitted at
-``rate``/s, each followed over SSE, and two live sessions streaming frames and joints, for
-``PRE_S``, then the fault for its duration, the heal, ``POST_S`` more; then it waits for what was
-acknowledged, reads it all back and checks it (:mod:`tests.support.netns.checker`). Before each
-phase the deployment must be whole again: every service ready, every stream's replicas current.
+the proxy on ``n2``'s path, starts the cluster (a NATS user per role) and the services (each as its
+role), a tenant and a verifying webhook receiver on the test's own address. :meth:`Deployment.phase`
+runs one fault: jobs submitted at ``rate``/s, each followed over SSE, and two live sessions streaming
+frames and joints, for ``PRE_S``, then the fault for its duration, the heal, ``POST_S`` more; then it
+waits for what was acknowledged, reads it all back and checks it (:mod:`tests.support.netns.checker`).
+Before each phase the deployment must be whole again: every service ready, every stream's replicas
+current.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from pathlib import Path
 
 from nats.aio.client import Client as NatsClient
 
-from bench.harness.fault_stack import connect_test_client
+from bench.harness.fault_stack import connect_test_client, operator_options
 from bench.harness.receivers import Receiver, serve_fast
 from bench.harness.service_processes import ROOT
 from bench.harness.waiting import wait_for
 from services.common.nats.cluster import wait_current, wait_jetstream
+from tests.support.nats_deploy import role_passwords
 from tests.support.netns.checker import Report, check
 from tests.support.netns.commands import ip
 from tests.support.netns.faults import NetFaults
@@ -154,10 +156,11 @@ async def deployment(root: Path) -> AsyncIterator[Deployment]:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         proxy = PathProxy(net, "n2", [CLIENT_PORT, ROUTE_PORT], [ROUTE_PORT], root / "proxy", env)
         await proxy.install()  # before the node starts: every connection of n2 goes through it
-        cluster = NsCluster(net, NATS_HOSTS, root / "nats").start()
-        await wait_jetstream(cluster.url, HEALTHY_S)
-        nc = await connect_test_client(cluster.url)
-        stack = NsStack(net, root / "stack", cluster.url, sessions=SESSIONS)
+        users = role_passwords()  # a user per role, as the committed cluster has
+        cluster = NsCluster(net, NATS_HOSTS, root / "nats", users=users).start()
+        await wait_jetstream(cluster.url, HEALTHY_S, **operator_options(users))
+        nc = await connect_test_client(cluster.url, users)
+        stack = NsStack(net, root / "stack", cluster.url, sessions=SESSIONS, users=users)
         await stack.start(nc)
         key = await stack.tenant(nc)
         receiver = Receiver()

@@ -5,7 +5,8 @@ pool) and 2 notifiers, each in its own namespace, told every NATS node's URL, st
 ``ip netns exec`` and serving on its host's address. :class:`NsStack` is the five of them: ``pose``
 jobs run :func:`bench.harness.fault_workloads.short` (:data:`STEPS` logged steps), ``vlm`` sessions
 the echo workload (``FaultStack``'s route table); one dispatcher's host may get a
-:class:`~tests.support.netns.clock.SteppedClock`.
+:class:`~tests.support.netns.clock.SteppedClock`. Given the cluster's users (passwords by role), each
+service connects as its role and its pool's workers as the worker, as compose runs them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 from nats.aio.client import Client as NatsClient
@@ -20,9 +22,12 @@ from nats.aio.client import Client as NatsClient
 from bench.harness.fault_stack import PRICE_PER_GPU_HOUR, ROUTES
 from bench.harness.service_processes import ROOT, ServiceProcess, gpurelay_script, service_env
 from contracts.streams import KV_APIKEYS
+from contracts.subjects import Namespace
 from services.common.auth.apikeys import ApiKeyStore
 from services.common.config import BaseServiceSettings
 from services.common.nats.connection import declare_all
+from services.common.nats.identity import identity_env
+from services.common.nats.permissions import Role
 from services.common.processes import preexec_die_with_parent
 from services.dispatcher.fold.records import Pricing, route_pricing
 from tests.support.netns.clock import SteppedClock, faketime_library
@@ -31,7 +36,7 @@ from tests.support.netns.process import Pausable
 
 SERVICE_PORT = 8000
 STEPS = 3
-HOSTS = {"gw": "gateway", "d1": "dispatcher", "d2": "dispatcher", "t1": "notifier", "t2": "notifier"}
+HOSTS: dict[str, Role] = {"gw": "gateway", "d1": "dispatcher", "d2": "dispatcher", "t1": "notifier", "t2": "notifier"}
 """The service hosts and what runs on each."""
 READY_S = 120.0
 
@@ -60,10 +65,11 @@ class NsService(Pausable, ServiceProcess):
 
 
 class NsStack:
-    """The five service hosts of ``net`` on the cluster at ``nats_url``; ``clock_host``'s clock may step."""
+    """The five service hosts of ``net`` on the cluster at ``nats_url``; ``clock_host``'s clock may step;
+    each service as its role's user of ``users``, when given."""
 
     def __init__(self, net: TestNet, root: Path, nats_url: str, concurrency: int = 3, sessions: int = 2,
-                 clock_host: str | None = "d2") -> None:  # fmt: skip
+                 clock_host: str | None = "d2", users: Mapping[Role, str] | None = None) -> None:  # fmt: skip
         self.net, self.nats_url = net, nats_url
         self.marks, logs = root / "marks", root / "logs"
         for directory in (self.marks, logs, root / "data"):
@@ -79,7 +85,8 @@ class NsStack:
         self.clock = SteppedClock(root / "clock") if clock_host and faketime_library() else None
         self.services: dict[str, NsService] = {}
         for host, service in HOSTS.items():
-            host_env = self.clock.env(env) if self.clock and host == clock_host else env
+            own = env | (identity_env(service, Namespace(), users) if users else {})
+            host_env = self.clock.env(own) if self.clock and host == clock_host else own
             self.services[host] = NsService(net, host, service, host_env, logs / f"{host}-{service}.log")
 
     def __getitem__(self, host: str) -> NsService:

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from contracts.recordings import SessionExportParams
+from contracts.specs.job_params import SessionExportParams
 from modal_workers.recordings.export import export_recording
 from tests.support.recordings import session_recording
 

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from rerun.experimental import LeRobotReader as RerunLeRobotReader
 
-from contracts.recordings import SO101_JOINT_NAMES
+from contracts.recordings.manifest import SO101_JOINT_NAMES
+from modal_workers.media.image_codec import decode_image
 from modal_workers.recordings.lerobot import LeRobotOptions, LeRobotSummary, write_lerobot
-from modal_workers.recordings.video import decode_image
 from tests.support.recordings import angles, capture_time, session_recording
 
 DATA = "data/chunk-000/file-000.parquet"

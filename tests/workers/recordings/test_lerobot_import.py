@@ -12,11 +12,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from modal_workers.recordings.archive import UnpackLimits, unpack, zip_folder
+from modal_workers.media.dataset_zip import UnpackLimits, unpack
+from modal_workers.media.image_codec import decode_image
+from modal_workers.media.lerobot_source import LeRobotReader, camera_name
+from modal_workers.recordings.archive import zip_folder
 from modal_workers.recordings.lerobot import LeRobotOptions, write_lerobot
-from modal_workers.recordings.lerobot_read import LeRobotReader, camera_name, dataset_recording
+from modal_workers.recordings.lerobot_read import dataset_recording
 from modal_workers.recordings.model import JPEG_MAGIC
-from modal_workers.recordings.video import decode_image
 from modal_workers.runtime.worker_runtime import PermanentError
 from tests.support.recordings import angles, capture_time, session_recording
 from tests.support.sessions import png

@@ -7,7 +7,7 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from contracts.recordings import RecordingManifest
+from contracts.recordings.manifest import RecordingManifest
 from modal_workers.recordings.model import DEFAULT_FPS, RecordingBuilder, content_type_of, episode_rows, median_fps
 from tests.support.recordings import angles, session_recording
 from tests.support.sessions import jpeg, png

@@ -3,8 +3,9 @@
 A :class:`RecordingManifest` lists, in order, the session's frames (by reference to their stored
 copies: ``key`` in the session's storage, never the bytes), the joint sample the worker matched to
 each frame (nearest in time within the session's ``joint_tolerance_ms``), the control messages, the
-results and the snapshots. Times are UNIX seconds: a frame's ``ts`` is its capture time, a joint
-sample's its sample time, a control's, result's or snapshot's the time it was published.
+results, alerts and snapshots, and the session's params. Times are UNIX seconds: a frame's ``ts`` is
+its capture time (``processed_at`` the time the worker took it), a joint sample's its sample time, a
+control's, result's, alert's or snapshot's the time it was published.
 
 Joint angles are radians, in ``joint_names`` order (by default the SO-101's six joints,
 :data:`SO101_JOINT_NAMES`), exactly as the robot's samples were posted.
@@ -17,17 +18,13 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from contracts.base import Contract
-from contracts.events.sessions import SessionResultPayload
-from contracts.ids import ResourceId
-from contracts.specs.job_params import JobParams
+from contracts.base import Contract, JsonObject
+from contracts.events.sessions import SessionAlertPayload, SessionResultPayload
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 SO101_JOINT_NAMES = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
 """The SO-100/101 arm's joints, in the order its samples carry them."""
-RECORDING_FORMATS = ("lerobot", "mcap", "rrd")
-"""What a recording exports to (``session_export``'s ``params.format``)."""
 MAX_RECORDED_FRAMES = 216_000
 """Most frames one recording lists: the gateway's 60 frames/s for the longest session (1 h)."""
 MAX_RECORDED_EVENTS = 100_000
@@ -59,6 +56,10 @@ class RecordedFrame(Contract):
     content_type: Literal["image/jpeg", "image/png"]
     key: str = Field(min_length=1, max_length=1024, description="The stored copy's key in the session's storage.")
     joints: MatchedJoints | None = Field(default=None, description="None: no sample within the tolerance.")
+    pose: list[float] | None = Field(
+        default=None, min_length=16, max_length=16, description="The camera→world pose sent with it (4 × 4, row-major)."
+    )
+    processed_at: float | None = Field(default=None, description="When the worker took the frame, UNIX seconds.")
 
 
 class RecordedControl(Contract):
@@ -73,6 +74,12 @@ class RecordedControl(Contract):
 
 class RecordedResult(SessionResultPayload):
     """A ``session.result`` the worker emitted, with the time it was published."""
+
+    ts: float
+
+
+class RecordedAlert(SessionAlertPayload):
+    """A ``session.alert`` the worker emitted, with the time it was published."""
 
     ts: float
 
@@ -103,6 +110,12 @@ class RecordingManifest(Contract):
     controls: list[RecordedControl] = Field(default_factory=list, max_length=MAX_RECORDED_EVENTS)
     results: list[RecordedResult] = Field(default_factory=list, max_length=MAX_RECORDED_EVENTS)
     snapshots: list[RecordedSnapshot] = Field(default_factory=list, max_length=MAX_RECORDED_EVENTS)
+    alerts: list[RecordedAlert] = Field(default_factory=list, max_length=MAX_RECORDED_EVENTS)
+    params: JsonObject = Field(default_factory=dict, description="The session's params (what it ran with).")
+    replay_of: str | None = Field(default=None, max_length=64, description="The session whose recording fed it.")
+    started_at: float | None = Field(default=None, description="When the worker started recording, UNIX seconds.")
+    ended_at: float | None = Field(default=None, description="When the session ended (None while it runs).")
+    frames_left_out: int = Field(default=0, ge=0, description="Frames the worker took past the most one lists.")
 
     @model_validator(mode="after")
     def _consistent(self) -> RecordingManifest:
@@ -113,14 +126,3 @@ class RecordingManifest(Contract):
         if any(f.joints is not None and len(f.joints.angles) != width for f in self.frames):
             raise ValueError(f"every matched joint sample must carry {width} angles (joint_names)")
         return self
-
-
-class SessionExportParams(JobParams):
-    """``session_export``: one session's recording as a file of ``format``."""
-
-    session_id: ResourceId = Field(description="The session whose recording is exported.")
-    format: Literal["lerobot", "mcap", "rrd"]
-    fps: int | None = Field(default=None, ge=1, le=120, description="lerobot: None takes the frames' median rate.")
-    split_on_reset: bool = Field(default=False, description="lerobot: a new episode at each reset.")
-    video_codec: Literal["av1", "h264"] = Field(default="av1", description="lerobot: av1 falls back to h264.")
-    task: str | None = Field(default=None, max_length=1000, description="lerobot: the task (default: the session's).")
