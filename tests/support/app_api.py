@@ -11,7 +11,6 @@ from typing import Any
 
 import cv2
 import httpx
-import nats
 import numpy as np
 import yaml
 from nats.aio.client import Client as NatsClient
@@ -23,6 +22,7 @@ from services.cli.dev import DEV_TENANT, DevStack
 from services.common.auth.apikeys import ApiKeyStore
 from services.common.nats.record_watch import latest_record
 from tests.support.lap import lap_positions, lap_speeds, scrolling_video
+from tests.support.nats import connect_env
 
 ROOT = Path(__file__).resolve().parents[2]
 ECHO = {"backend": "local", "local": "bench.harness.session_echo:run", "timeout_s": 120, "concurrency": 2}
@@ -83,7 +83,7 @@ async def app_stack(folder: Path, env: Any) -> AsyncIterator[AppStack]:
     dev = DevStack(data_dir=folder / "data", port=0)
     try:
         values = await dev.start()
-        nc = await nats.connect(values["GPURELAY_NATS_URL"], max_reconnect_attempts=0)
+        nc = await connect_env(values, max_reconnect_attempts=0)  # as the operator
         headers = {"Authorization": f"Bearer {values['GPURELAY_API_KEY']}"}
         try:
             async with httpx.AsyncClient(base_url=values["GPURELAY_URL"], headers=headers, timeout=TIMEOUT) as api:

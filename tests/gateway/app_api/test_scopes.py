@@ -33,6 +33,8 @@ TABLE: list[Row] = [
     ("GET", f"/v1/sessions/{S}/ply", {}, (JR, SW)),
     ("POST", f"/v1/sessions/{S}/frames", {"content": jpeg(), "headers": {"content-type": "image/jpeg"}}, (SW,)),
     ("POST", f"/v1/sessions/{S}/reset", {}, (SW,)),
+    ("GET", f"/v1/sessions/{S}/recording", {}, (JR, SW)),
+    ("POST", f"/v1/sessions/{S}/replay", {"json": {}}, (SW,)),
     ("GET", f"/v1/jobs/{J}/events", {}, (ER,)),
     ("GET", f"/v1/sessions/{S}/events", {}, (ER,)),
     ("GET", "/v1/events", {}, (ER,)),
