@@ -88,6 +88,15 @@ RESULTS: dict[JobKind, tuple[str, KindResult]] = {
             artifacts=["model.pt", "frames_*.zip", "manifest.json"],
         ),
     ),
+    JobKind.SESSION_EXPORT: (
+        "A session's recording exported as a LeRobot v3 dataset (zipped), an MCAP or a Rerun file.",
+        KindResult(
+            fields={"format": "lerobot, mcap or rrd", "file": "the artifact's name", "frames": "frames exported",
+                    "episodes": "lerobot's episodes", "frames_left_out": "lerobot: frames without joints",
+                    "session_id": "the session exported"},
+            artifacts=["<session id>.lerobot.zip, <session id>.mcap or <session id>.rrd"],
+        ),
+    ),
     JobKind.SPLAT: (
         "Live 3D Gaussian splatting from a robot's camera frames and joint angles.",
         KindResult(
