@@ -12,6 +12,8 @@ export const stack = {
   url: must("GPURELAY_TEST_URL"),
   apiKey: must("GPURELAY_TEST_API_KEY"),
   natsUrl: must("GPURELAY_TEST_NATS_URL"),
+  natsUser: process.env.GPURELAY_TEST_NATS_USER ?? "",
+  natsPassword: process.env.GPURELAY_TEST_NATS_PASSWORD ?? "",
   media: must("GPURELAY_TEST_MEDIA"),
   marks: must("GPURELAY_TEST_MARKS"),
   origin: must("GPURELAY_TEST_ORIGIN"),
@@ -126,11 +128,16 @@ export function signal() {
 export function python(...args) {
   const run = spawnSync(join(stack.repo, ".venv/bin/python"), ["clients/js/test/support/fixtures.py", ...args], {
     cwd: stack.repo,
-    env: { ...process.env, PYTHONPATH: stack.repo, GPURELAY_NATS_URL: stack.natsUrl },
+    env: { ...process.env, PYTHONPATH: stack.repo, GPURELAY_NATS_URL: stack.natsUrl, ...natsIdentity() },
     encoding: "utf8",
   });
   if (run.status !== 0) throw new Error(`fixtures.py ${args.join(" ")}: ${run.stderr}`);
   return run.stdout.trim();
+}
+
+/** The operator's NATS user and password for fixtures.py, where the stack runs with users. */
+function natsIdentity() {
+  return stack.natsUser ? { GPURELAY_NATS_USER: stack.natsUser, GPURELAY_NATS_PASSWORD: stack.natsPassword } : {};
 }
 
 /** Let every running `held` pose job finish (bench.harness.fault_workloads). */
