@@ -6,6 +6,7 @@ hostile id cannot widen a subscription or address another tenant's data.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Annotated
 
@@ -45,6 +46,18 @@ JobId = Annotated[str, Field(pattern=ID_PATTERN.pattern, min_length=1, max_lengt
 """A job id, ``job_`` plus a UUIDv7 in hex."""
 ResourceId = Annotated[str, Field(pattern=ID_PATTERN.pattern, min_length=1, max_length=64), AfterValidator(_any)]
 """Any other id used as a subject token (upload, session, robot, endpoint)."""
+
+
+SUBJECT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@|+=-]{0,127}$")
+"""An app's end user as the app names it: 1-128 characters, letters, digits and ``_.:@|+=-`` (an email, an
+``auth0|...`` id). Never part of a subject or a KV key as it is (see :func:`subject_digest`)."""
+SubjectId = Annotated[str, Field(pattern=SUBJECT_PATTERN.pattern, min_length=1, max_length=128)]
+"""The end user (``subject``) a scoped token acts for, recorded on what it creates."""
+
+
+def subject_digest(subject: str) -> str:
+    """A KV-safe stand-in for ``subject``: 32 hex characters of its SHA-256."""
+    return hashlib.sha256(subject.encode()).hexdigest()[:32]
 
 
 def new_uuid7() -> str:

@@ -24,7 +24,7 @@ from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, field_val
 
 from contracts.base import Contract, JsonObject
 from contracts.envelope import utc_now
-from contracts.ids import JobId, TenantId
+from contracts.ids import JobId, SubjectId, TenantId
 from contracts.specs.jobs import JobKind, JobSpec
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -273,6 +273,7 @@ class JobRecord(Contract):
 
     id: JobId
     tenant: TenantId
+    subject: SubjectId | None = Field(default=None, description="The end user whose token created it.")
     kind: JobKind
     spec: JobSpec
     status: JobStatus = JobStatus.CREATED
@@ -304,13 +305,17 @@ class JobRecord(Contract):
         return self
 
     @classmethod
-    def new(cls, job_id: str, tenant: str, spec: JobSpec, at: datetime, max_attempts: int = 3) -> JobRecord:
-        """A fresh ``created`` record for ``spec``; a session kind's gets its :class:`SessionInfo`, bound
-        to the spec's robot, or to a robot of its own with the session's id."""
+    def new(
+        cls, job_id: str, tenant: str, spec: JobSpec, at: datetime, max_attempts: int = 3, subject: str | None = None
+    ) -> JobRecord:
+        """A fresh ``created`` record for ``spec`` (of end user ``subject``, when a subject's token made it); a
+        session kind's gets its :class:`SessionInfo`, bound to the spec's robot, or to a robot of its own
+        with the session's id."""
         session = SessionInfo(robot_id=getattr(spec, "robot_id", None) or job_id) if spec.is_session else None
         return cls(
             id=job_id,
             tenant=tenant,
+            subject=subject,
             kind=JobKind(spec.kind),
             spec=spec,
             max_attempts=max_attempts,

@@ -1,8 +1,10 @@
 """Per-tenant quotas and usage, kept in KV so they change without a restart.
 
 KV ``quotas``, key = the tenant: a :class:`TenantQuota`; a field left out (``null``) takes the
-deployment's default (settings ``GPURELAY_QUOTA_*``). KV ``tenant_usage``, key
-``{tenant}.{YYYYMMDD}`` (UTC day): the GPU-seconds its attempts used that day.
+deployment's default (settings ``GPURELAY_QUOTA_*``). Its ``subject_*`` fields bound each end user
+(the ``subject`` of a scoped token) of the tenant alike. KV ``tenant_usage``, key
+``{tenant}.{YYYYMMDD}`` (UTC day): the GPU-seconds its attempts used that day; key
+``{tenant}.subject.{digest}.{YYYYMMDD}``: those of one subject's jobs (:func:`subject_usage_key`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from datetime import UTC, datetime
 from pydantic import ConfigDict, Field
 
 from contracts.base import Contract
+from contracts.ids import subject_digest
 
 
 class TenantQuota(Contract):
@@ -27,6 +30,15 @@ class TenantQuota(Contract):
     )
     concurrency_key_limit: int | None = Field(
         default=None, ge=1, description="Attempts running at once per concurrency_key of its specs."
+    )
+    subject_max_running_per_kind: int | None = Field(
+        default=None, ge=1, description="Per end user (subject) of the tenant: attempts running at once, per kind."
+    )
+    subject_max_queued: int | None = Field(
+        default=None, ge=0, description="Per end user: jobs waiting for a slot (submit answers 429)."
+    )
+    subject_gpu_seconds_per_day: float | None = Field(
+        default=None, ge=0, description="Per end user: GPU-seconds per UTC day; a job that would exceed it is refused."
     )
 
     def over(self, defaults: TenantQuota) -> TenantQuota:
@@ -45,6 +57,12 @@ class TenantUsage(Contract):
 def usage_key(tenant: str, at: datetime | None = None) -> str:
     """``{tenant}.{YYYYMMDD}`` of the UTC day of ``at`` (now)."""
     return f"{tenant}.{(at or datetime.now(UTC)).astimezone(UTC):%Y%m%d}"
+
+
+def subject_usage_key(tenant: str, subject: str, at: datetime | None = None) -> str:
+    """``{tenant}.subject.{digest}.{YYYYMMDD}``: one end user's usage that UTC day (the subject hashed, as
+    a KV key cannot hold every character a subject may)."""
+    return f"{tenant}.subject.{subject_digest(subject)}.{(at or datetime.now(UTC)).astimezone(UTC):%Y%m%d}"
 
 
 def seconds_to_midnight(at: datetime | None = None) -> int:

@@ -100,6 +100,7 @@ KV_DISPATCH_FAIR = "dispatch_fair"
 KV_DISPATCH_RUNTIMES = "dispatch_runtimes"
 KV_QUOTAS = "quotas"
 KV_TENANT_USAGE = "tenant_usage"
+KV_TENANT_CORS = "tenant_cors"
 
 # Made by the one service that uses them, in its own shape (not in :func:`declarations`); named here so
 # that the NATS permissions (services/common/nats/permissions.py) can grant them.
@@ -220,6 +221,7 @@ def declarations(
             BucketDecl(
                 name=ns.bucket(KV_TENANT_USAGE), ttl_s=2 * DAY, description="{tenant}.{YYYYMMDD}: GPU-seconds used."
             ),
+            BucketDecl(name=ns.bucket(KV_TENANT_CORS), description="{tenant}: the browser origins it allows (CORS)."),
         ),
     )
     if replicas == 1:

@@ -26,7 +26,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from contracts.base import Contract, JsonObject
-from contracts.ids import ID_PATTERN, JobId
+from contracts.ids import ID_PATTERN, JobId, SubjectId
 from contracts.job_record import (
     Artifact,
     JobCost,
@@ -103,6 +103,7 @@ class JobOut(Contract):
     id: JobId
     kind: JobKind
     status: JobStatus
+    subject: SubjectId | None = Field(default=None, description="The end user whose token created it.")
     spec: JobSpec
     attempt: int
     max_attempts: int

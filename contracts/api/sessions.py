@@ -15,7 +15,7 @@ from pydantic import ConfigDict, Discriminator, Field, WrapValidator
 
 from contracts.api.jobs import field_locations
 from contracts.base import Contract, JsonObject
-from contracts.ids import JobId, ResourceId, TenantId
+from contracts.ids import JobId, ResourceId, SubjectId, TenantId
 from contracts.job_record import Artifact, JobCost, JobError, JobStatus, SessionState
 from contracts.specs.jobs import JobKind, SplatSpec, VlmSpec, WebhookTarget
 from contracts.specs.session_source import Speed
@@ -55,6 +55,7 @@ class SessionOut(Contract):
     kind: JobKind
     status: JobStatus
     state: SessionState
+    subject: SubjectId | None = Field(default=None, description="The end user whose token started it.")
     attempt: int = Field(default=1, ge=1, description="The attempt running it (a later one resumed a lost worker's).")
     ready_at: datetime | None = Field(default=None, description="When the running attempt's workload got ready.")
     load_s: float | None = Field(default=None, ge=0, description="Seconds that attempt took to get ready.")
@@ -65,6 +66,9 @@ class SessionOut(Contract):
     frames_dropped: int = Field(ge=0, description="Frames the worker skipped to keep up (its latest report).")
     metrics: JsonObject = Field(default_factory=dict, description="The worker's latest figures.")
     snapshot: Artifact | None = Field(default=None, description="The latest live output, with a download URL.")
+    artifacts: tuple[Artifact, ...] = Field(
+        default=(), description="Its files so far (chunk PLYs, status.json, snapshots), each with a download URL."
+    )
     result: JsonObject | None = None
     error: JobError | None = None
     cost: JobCost = Field(description="GPU time and price so far (a running session counts up to now).")
@@ -72,6 +76,15 @@ class SessionOut(Contract):
     created_at: datetime
     updated_at: datetime
     urls: SessionUrls
+
+
+class SessionList(Contract):
+    """One page of sessions, newest first; pass ``next_cursor`` as ``cursor`` for the next page."""
+
+    model_config = _BODY
+
+    items: list[SessionOut]
+    next_cursor: str | None = Field(default=None, description="None on the last page.")
 
 
 class SessionReplay(Contract):

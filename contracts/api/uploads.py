@@ -15,7 +15,7 @@ from pydantic import AwareDatetime, ConfigDict, Field, field_validator
 
 from contracts.base import Contract
 from contracts.events.uploads import validate_filename
-from contracts.ids import ResourceId, TenantId
+from contracts.ids import ResourceId, SubjectId, TenantId
 
 _BODY = ConfigDict(extra="forbid")
 _RECORD = ConfigDict(extra="forbid", frozen=True)
@@ -62,6 +62,7 @@ class UploadOut(Contract):
 
     id: ResourceId
     status: UploadStatus
+    subject: SubjectId | None = Field(default=None, description="The end user whose token declared it.")
     filename: str
     content_type: str
     size: int
@@ -77,6 +78,7 @@ class UploadRecord(Contract):
 
     id: ResourceId
     tenant: TenantId
+    subject: SubjectId | None = None
     key: str = Field(min_length=1, max_length=1024, description="The storage key.")
     status: UploadStatus = UploadStatus.PENDING
     filename: str = Field(min_length=1, max_length=255)

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import AwareDatetime, ConfigDict, Field
 
 from contracts.base import Contract, JsonObject
+from contracts.ids import SubjectId
 from contracts.job_record import Artifact, JobError, Metrics, StageStatus
 from contracts.specs.jobs import JobSpec
 
@@ -24,6 +25,7 @@ class JobCreatedPayload(Contract):
 
     spec: JobSpec
     max_attempts: int = Field(default=3, ge=1, le=100)
+    subject: SubjectId | None = Field(default=None, description="The end user whose token created it.")
 
 
 class JobQueuedPayload(Contract):

@@ -189,7 +189,7 @@ def job_created_event(record: JobRecord, source: str = "gateway") -> EventEnvelo
     """
     return make_event(
         EventType.JOB_CREATED,
-        je.JobCreatedPayload(spec=record.spec, max_attempts=record.max_attempts),
+        je.JobCreatedPayload(spec=record.spec, max_attempts=record.max_attempts, subject=record.subject),
         tenant=record.tenant,
         source=source,
         job_id=record.id,

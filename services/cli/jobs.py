@@ -1,4 +1,5 @@
-"""``gpurelay jobs ls|show|cancel``, and the job record's rendering shared with ``submit``."""
+"""``gpurelay jobs ls|show`` (``cancel``: :mod:`services.cli.app_api.listing`), and the job record's rendering
+shared with ``submit``."""
 
 from __future__ import annotations
 
@@ -168,20 +169,3 @@ def show(
         typer.echo(json.dumps(job, indent=2))
     else:
         show_record(job)
-
-
-@jobs_app.command("cancel")
-def cancel(
-    job_id: Annotated[str, typer.Argument(help="The job id (job_...).")],
-    data_dir: DataDir = None,
-) -> None:
-    """Ask for a job to be canceled (it ends ``canceled`` unless it finishes first)."""
-    settings = cli_settings(data_dir)
-
-    async def post() -> dict[str, Any]:
-        async with Client(settings) as client:
-            job: dict[str, Any] = await client.call("POST", f"/v1/jobs/{job_id}/cancel")
-            return job
-
-    job = run(post)
-    Console(stderr=True).print(f"cancel requested for [cyan]{job['id']}[/] (status {_status(job['status'])})")

@@ -14,6 +14,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from services.cli.app_api.cors import cors_app
+from services.cli.app_api.listing import cancel, list_sessions
+from services.cli.app_api.robots import robots_app
+from services.cli.app_api.tokens import tokens_app
+from services.cli.app_api.usage import usage
 from services.cli.dev import DataDirInUseError, DevStack, print_ready, run_until_signal
 from services.cli.jobs import jobs_app
 from services.cli.keys import keys_app
@@ -35,6 +40,13 @@ console = Console(stderr=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(sessions_app, name="session")
+app.add_typer(sessions_app, name="sessions", hidden=True)  # ``gpurelay sessions ls`` reads naturally too
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(robots_app, name="robots")
+app.add_typer(cors_app, name="cors")
+jobs_app.command("cancel")(cancel)
+sessions_app.command("ls")(list_sessions)
+app.command()(usage)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(nats_app, name="nats")
 app.command()(submit)

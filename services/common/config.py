@@ -137,6 +137,15 @@ class BaseServiceSettings(BaseSettings):
     concurrency_key_limit: int = Field(
         default=1, ge=1, description="Default per tenant: attempts running at once per spec concurrency_key."
     )
+    quota_subject_max_running_per_kind: int | None = Field(
+        default=None, ge=1, description="Default per end user (subject): attempts of one kind running at once."
+    )
+    quota_subject_max_queued: int | None = Field(
+        default=None, ge=0, description="Default per end user: jobs waiting for a slot; beyond it submit answers 429."
+    )
+    quota_subject_gpu_seconds_per_day: float | None = Field(
+        default=None, ge=0, description="Default per end user: GPU-seconds per UTC day; a job beyond it is refused."
+    )
     quota_cache_s: float = Field(default=1.0, ge=0, description="A change in KV quotas applies within this long.")
 
     metrics_enabled: bool = Field(
@@ -173,6 +182,9 @@ class BaseServiceSettings(BaseSettings):
             max_queued=self.quota_max_queued,
             gpu_seconds_per_day=self.quota_gpu_seconds_per_day,
             concurrency_key_limit=self.concurrency_key_limit,
+            subject_max_running_per_kind=self.quota_subject_max_running_per_kind,
+            subject_max_queued=self.quota_subject_max_queued,
+            subject_gpu_seconds_per_day=self.quota_subject_gpu_seconds_per_day,
         )
 
     @property

@@ -8,7 +8,7 @@ import time
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from contracts.quotas import TenantQuota, TenantUsage, usage_key
+from contracts.quotas import TenantQuota, TenantUsage, subject_usage_key, usage_key
 
 CAS_ATTEMPTS = 50
 
@@ -44,6 +44,10 @@ class QuotaBook:
     async def gpu_seconds_today(self, tenant: str) -> float:
         """GPU-seconds the tenant's attempts used this UTC day."""
         return (await self._usage(usage_key(tenant)))[0].gpu_seconds
+
+    async def subject_gpu_seconds_today(self, tenant: str, subject: str) -> float:
+        """GPU-seconds the attempts of ``subject``'s jobs used this UTC day."""
+        return (await self._usage(subject_usage_key(tenant, subject)))[0].gpu_seconds
 
     async def add_gpu_seconds(self, tenant: str, seconds: float) -> None:
         """Count ``seconds`` to today's usage (compare-and-set)."""

@@ -13,10 +13,13 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from services.common.http.cors import install_cors
+from contracts.streams import KV_TENANT_CORS
+from services.common.auth.key_cache import KeyCache
+from services.common.http.cors import identify_with, install_cors
 from services.common.http.health import Probe, install_health, nats_probe
 from services.common.http.metrics import install_metrics
 from services.common.http.problem import install_error_handlers, use_problem_json_in_openapi
+from services.common.http.tenant_origins import TenantOrigins
 from services.common.nats.connection import connect, declare_all
 from services.common.nats.identity import as_identity
 from services.common.observability.tracing import fastapi_telemetry
@@ -41,6 +44,11 @@ def _probes(app: FastAPI, store: Storage) -> dict[str, Probe]:
     return {"storage": check_storage, "nats": nats_probe(lambda: app.state.nats)}
 
 
+def _key_cache(app: FastAPI) -> KeyCache | None:
+    state: GatewayState | None = getattr(app.state, "gateway", None)
+    return state.key_cache if state is not None else None
+
+
 def create_app(settings: GatewaySettings, *, storage: Storage | None = None) -> FastAPI:
     """The gateway app over ``storage`` (default: :func:`make_storage` from ``settings``)."""
     store = storage if storage is not None else make_storage(settings)
@@ -57,9 +65,14 @@ def create_app(settings: GatewaySettings, *, storage: Storage | None = None) -> 
             app.state.nats = nc
             app.state.gateway = state = await GatewayState.open(settings, nc, store, ingest_nc)
             await state.key_cache.start()
+            origins = TenantOrigins(await state.js.key_value(settings.ns.bucket(KV_TENANT_CORS)))
+            await origins.start()
+            app.state.tenant_origins = origins
             try:
                 yield
             finally:
+                app.state.tenant_origins = None
+                await origins.stop()
                 await state.key_cache.stop()
         finally:
             app.state.nats = None
@@ -89,7 +102,7 @@ def create_app(settings: GatewaySettings, *, storage: Storage | None = None) -> 
         exempt_prefixes=("/v1/blobs/",),
         larger=((r"/v1/sessions/[^/]+/frames", frames), (r"/compat/so100/[^/]+/upload-frame", frames)),
     )
-    install_cors(app, settings.cors_origins)
+    install_cors(app, settings.cors_origins, identify_with(_key_cache))
     install_metrics(app, settings, "gateway")
     if isinstance(store, LocalStorage):
         app.include_router(blob_router(store))

@@ -3,6 +3,9 @@ API, uploads, robots, sessions and the dashboard read."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import Field, SecretStr, field_validator
 
 from contracts.specs.session_params import VLM_DEFAULT_MODEL
@@ -51,6 +54,24 @@ class GatewaySettings(ApiKeySettings):
     upload_sha256_max_bytes: int = Field(
         default=64 * 1024**2, ge=0, description="Uploads up to this size are hashed at complete (0: never)."
     )
+    route_table: Path = Field(default=Path("deploy/routes.yaml"), description="The route table (GET /v1/kinds).")
+    route_profile: Literal["dev", "prod"] = "dev"
+    token_max_ttl_s: int = Field(
+        default=3600, ge=60, le=86_400, description="The longest lifetime POST /v1/tokens grants (s)."
+    )
+    token_default_ttl_s: int = Field(
+        default=900, ge=30, le=86_400, description="A minted token's lifetime when the request names none (s)."
+    )
+    bulk_cancel_max: int = Field(
+        default=1000, ge=1, le=1000, description="Jobs one POST /v1/jobs:cancel cancels at most."
+    )
+    joints_page_max: int = Field(
+        default=1000, ge=1, le=10_000, description="Samples one page of a robot's joint history holds at most."
+    )
+    usage_max_jobs: int = Field(
+        default=100_000, ge=1, description="Job records GET /v1/usage reads at most (the answer says when it stopped)."
+    )
+    tenant_cors_max_origins: int = Field(default=20, ge=1, le=1000, description="Origins one tenant may allow.")
     ingest_token_secret: SecretStr = SecretStr(PLACEHOLDER_PREFIX + "ingest-secret")
     ingest_max_events: int = Field(default=500, ge=1, le=10_000, description="Events per ingest request.")
     webhook_max_endpoints: int = Field(default=100, ge=1, description="Webhook endpoints per tenant.")

@@ -1,8 +1,10 @@
-"""Who is on a WebSocket: an ``Authorization`` header, or (browsers cannot set one) a first text message
-``{"auth": "<credential>"}`` within a deadline. Credentials never go in URLs, where logs keep them.
+"""Who is on a WebSocket: an ``Authorization`` header, a scoped token as ``?token=`` (browsers cannot set
+headers on a socket), or a first text message ``{"auth": "<credential>"}`` within a deadline. An API
+key never goes in a URL (a ``?token=`` that is one is refused): URLs end up in logs and histories; a
+short-lived scoped token may (and gpurelay's logs mask ``token=`` values).
 
-:func:`ws_credential` returns the credential; the route decides what it may be (an API key; for a
-session's socket also its stream token; for a worker's feed its ingest token).
+:func:`ws_credential` returns the credential; the route decides what it may be (an API key or a scoped
+token with the route's scope; for a worker's feed its ingest token).
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import asyncio
 
 from fastapi import WebSocket, WebSocketDisconnect
 
+from services.common.auth.tokens import looks_like_token
 from services.gateway.ws_text import BadMessageError, json_object
 
 WS_POLICY = 1008
 WS_TOO_BIG = 1009
 WS_UNAUTHORIZED = 4401
+WS_FORBIDDEN = 4403
 WS_NOT_FOUND = 4404
 WS_INVALID_RECORD = 4409
 AUTH_MAX_CHARS = 4096
@@ -28,8 +32,9 @@ class NoCredentialInTimeError(Exception):
 
 
 async def ws_credential(ws: WebSocket, timeout_s: float) -> str | None:
-    """The bearer credential of an accepted socket, or ``None`` when what came is not one (a first message
-    that is not a JSON object with a string ``auth``: binary, not JSON, too long, nested too deep).
+    """The bearer credential of an accepted socket, or ``None`` when what came is not one (a ``?token=`` that
+    is not a token, a first message that is not a JSON object with a string ``auth``: binary, not JSON,
+    too long, nested too deep).
 
     Raises :class:`NoCredentialInTimeError` when no first message arrives within ``timeout_s``.
     """
@@ -37,6 +42,9 @@ async def ws_credential(ws: WebSocket, timeout_s: float) -> str | None:
     if header is not None:
         scheme, _, credential = header.partition(" ")
         return credential.strip() or None if scheme.lower() == "bearer" else None
+    query = ws.query_params.get("token")
+    if query is not None:
+        return query if looks_like_token(query) and len(query) <= AUTH_MAX_CHARS else None
     try:
         message = await asyncio.wait_for(ws.receive(), timeout_s)
     except TimeoutError:

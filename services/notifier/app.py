@@ -18,10 +18,13 @@ from fastapi import FastAPI
 from nats.aio.client import Client as NatsClient
 
 from contracts.api.webhooks import WebhookRecord
-from services.common.http.cors import install_cors
+from contracts.streams import KV_TENANT_CORS
+from services.common.auth.key_cache import KeyCache
+from services.common.http.cors import identify_with, install_cors
 from services.common.http.health import install_health, nats_probe
 from services.common.http.metrics import install_metrics
 from services.common.http.problem import install_error_handlers
+from services.common.http.tenant_origins import TenantOrigins
 from services.common.nats.connection import cancel_and_wait, connect
 from services.common.nats.round_trip import round_trip
 from services.common.observability.tracing import fastapi_telemetry
@@ -89,11 +92,14 @@ def create_app(settings: NotifierSettings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with running(settings) as state:
-            app.state.notifier = state
+            origins = TenantOrigins(await state.js.key_value(settings.ns.bucket(KV_TENANT_CORS)))
+            await origins.start()
+            app.state.notifier, app.state.tenant_origins = state, origins
             try:
                 yield
             finally:
-                app.state.notifier = None
+                app.state.notifier = app.state.tenant_origins = None
+                await origins.stop()
 
     app = FastAPI(
         title="gpurelay notifier",
@@ -104,7 +110,7 @@ def create_app(settings: NotifierSettings) -> FastAPI:
     app.state.settings = settings
     app.state.notifier = None
     install_error_handlers(app)
-    install_cors(app, settings.cors_origins)
+    install_cors(app, settings.cors_origins, identify_with(_key_cache))
     install_metrics(app, settings, "notifier")
     app.include_router(router)
 
@@ -123,6 +129,11 @@ async def fan_out_forever(state: NotifierState, fanout: FanOut) -> None:
         except Exception:
             log.exception("webhook fan-out failed; it starts again in %g s", FANOUT_RESTART_PAUSE_S)
         await asyncio.sleep(FANOUT_RESTART_PAUSE_S)
+
+
+def _key_cache(app: FastAPI) -> KeyCache | None:
+    state: NotifierState | None = app.state.notifier
+    return None if state is None else state.key_cache
 
 
 def _connection(app: FastAPI) -> NatsClient | None:

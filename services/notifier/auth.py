@@ -1,92 +1,104 @@
-"""Who is asking: an API key (``Authorization: Bearer gr_...``) or a job's stream token (``?token=``).
+"""Who is asking: an API key or a scoped token, as ``Authorization: Bearer`` or (EventSource cannot set
+headers) a token as ``?token=``; an API key in a URL is refused, never used.
 
-A stream token is minted by the gateway with the deployment's ``signing_secret`` for one job
-(claims ``job`` and ``tenant``, audience ``stream``); it opens that job's event stream only. Anything
-of another tenant, or that does not exist, is a 404 so ids cannot be probed. The tenant's feed
-(``/v1/events``) also takes a feed token: a stream token with claims ``tenant`` and ``scope: tenant``
-(the dashboard's pages hold one), which opens nothing else.
+Reading events takes ``events:read`` (403 naming it otherwise). A token bound to one job (a job's
+stream token, in ``urls.events``) opens that job's events only; a token bound to a subject opens the
+events of that subject's jobs and sessions only (another's is a 404, as another tenant's), and not the
+tenant's whole feed. Anything of another tenant, or that does not exist, is a 404 so ids cannot be
+probed.
 """
 
 from __future__ import annotations
+
+import json
 
 from fastapi import Request
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from contracts.ids import ID_PATTERN, tenant_key
-from services.common.auth.key_cache import KeyCache
-from services.common.auth.tokens import TokenExpiredError, TokenInvalidError, verify_token
-from services.common.http.auth import unauthorized
+from services.common.auth.apikeys import Principal
+from services.common.auth.key_cache import CredentialRefusedError, KeyCache
+from services.common.auth.scoped import FULL_ACCESS, Scope, allows
+from services.common.auth.tokens import looks_like_token
+from services.common.http.auth import forbidden, missing_scope, unauthorized
 from services.common.http.problem import ProblemError
 
 
-async def api_key_tenant(request: Request, keys: KeyCache) -> str | None:
-    """The tenant of a valid Bearer key; ``None`` when no Authorization header is sent; 401 if invalid."""
+async def _authenticate(keys: KeyCache, credential: str) -> Principal:
+    try:
+        return await keys.authenticate(credential)
+    except CredentialRefusedError as exc:
+        raise unauthorized(str(exc)) from None
+
+
+async def header_principal(request: Request, keys: KeyCache) -> Principal | None:
+    """The caller of a valid ``Authorization: Bearer``; ``None`` when no header is sent; 401 if refused."""
     header = request.headers.get("authorization")
     if header is None:
         return None
     scheme, _, credential = header.partition(" ")
     if scheme.lower() != "bearer" or not credential.strip():
-        raise unauthorized("Send 'Authorization: Bearer <api key>'.")
-    principal = await keys.verify(credential.strip())
+        raise unauthorized("Send 'Authorization: Bearer <api key or token>'.")
+    return await _authenticate(keys, credential.strip())
+
+
+async def reader(request: Request, keys: KeyCache, job_id: str | None) -> Principal:
+    """A caller who may read events: of ``job_id``, or (``None``) of the tenant's whole feed."""
+    principal = await header_principal(request, keys)
     if principal is None:
-        raise unauthorized("The API key is invalid or revoked.")
-    return principal.tenant
+        token = request.query_params.get("token")
+        if not token:
+            raise unauthorized("An API key or a token (?token=) is required.")
+        if not looks_like_token(token):
+            raise unauthorized("An API key never goes in a URL: send it as 'Authorization: Bearer', or a token here.")
+        principal = await _authenticate(keys, token)
+    if not allows(principal, Scope.EVENTS_READ):
+        raise missing_scope(Scope.EVENTS_READ)
+    if principal.job is not None and principal.job != job_id:
+        raise unauthorized("A job's stream token opens that job's events only.")
+    if job_id is None and principal.subject is not None:
+        raise forbidden("A subject's token follows its own jobs' events (/v1/jobs/{id}/events), not the tenant's feed.")
+    return principal
 
 
-def _token_tenant(secret: bytes, token: str, expired: str, invalid: str, *, job: str | None = None) -> str:
-    """The tenant a valid stream token names: of ``job``, or (no job) a feed token (``scope: tenant``);
-    401 with ``expired`` or ``invalid``."""
-    try:
-        if job is not None:
-            claims = verify_token(secret, token, "stream", job=job)
-        else:
-            claims = verify_token(secret, token, "stream", scope="tenant")
-    except TokenExpiredError:
-        raise unauthorized(expired) from None
-    except TokenInvalidError:
-        raise unauthorized(invalid) from None
-    claimed = claims.get("tenant")
-    if not isinstance(claimed, str):
-        raise unauthorized("The stream token names no tenant.")
-    return claimed
-
-
-async def require_tenant(request: Request, keys: KeyCache, signing_secret: bytes, job_id: str | None) -> str:
-    """The caller's tenant from an API key, or (for a job's stream only) from a stream token."""
-    tenant = await api_key_tenant(request, keys)
-    if tenant is not None:
-        return tenant
-    token = request.query_params.get("token")
-    if not token:
-        raise unauthorized("An API key or a stream token (?token=) is required.")
-    if job_id is None:
-        raise unauthorized("A stream token opens one job's events only; use an API key here.")
-    expired = "The stream token has expired; read the job again for a fresh one."
-    return _token_tenant(signing_secret, token, expired, "The stream token is not valid for this job.", job=job_id)
-
-
-async def feed_tenant(request: Request, keys: KeyCache, signing_secret: bytes) -> str:
-    """The caller's tenant for its whole feed: an API key, or a feed token as ``?token=``."""
-    tenant = await api_key_tenant(request, keys)
-    if tenant is not None:
-        return tenant
-    token = request.query_params.get("token")
-    if not token:
+def key_holder(principal: Principal | None) -> Principal:
+    """``principal`` when it is an API key or a full-access page token (webhook deliveries); else 401/403."""
+    if principal is None:
         raise unauthorized("An API key is required: send 'Authorization: Bearer <key>'.")
-    expired = "The feed token has expired; load the page again for a fresh one."
-    return _token_tenant(signing_secret, token, expired, "The token does not open this tenant's feed.")
+    if principal.scopes is not None and FULL_ACCESS not in principal.scopes:
+        raise forbidden("This route takes an API key, not a scoped token.")
+    return principal
 
 
 async def exists(kv: KeyValue, tenant: str, resource_id: str) -> bool:
     """Whether ``tenant`` has ``resource_id`` in ``kv`` (keys are ``{tenant}.{id}``)."""
-    if not ID_PATTERN.fullmatch(resource_id):
+    return await _value(kv, tenant, resource_id) is not None
+
+
+async def visible(kv: KeyValue, viewer: Principal, resource_id: str) -> bool:
+    """Whether ``viewer`` sees the record ``resource_id`` in ``kv``: of its tenant, and of its subject when
+    it is bound to one."""
+    value = await _value(kv, viewer.tenant, resource_id)
+    if value is None:
         return False
+    if viewer.subject is None:
+        return True
+    try:
+        recorded = json.loads(value).get("subject")
+    except (ValueError, AttributeError):
+        return False
+    return viewer.sees(recorded if isinstance(recorded, str) else None)
+
+
+async def _value(kv: KeyValue, tenant: str, resource_id: str) -> bytes | None:
+    if not ID_PATTERN.fullmatch(resource_id):
+        return None
     try:
         entry = await kv.get(tenant_key(tenant, resource_id))
     except KeyNotFoundError:
-        return False
-    return bool(entry.value)
+        return None
+    return entry.value or None
 
 
 def not_found(what: str, resource_id: str) -> ProblemError:

@@ -13,10 +13,9 @@ from fastapi import APIRouter, Path, Query, Request
 from sse_starlette import EventSourceResponse
 
 from contracts.ids import ID_PATTERN
-from services.common.http.auth import unauthorized
 from services.common.http.problem import field_error, problem_responses, unprocessable
 from services.common.webhook_queue import JOB_HOOK_PREFIX
-from services.notifier.auth import api_key_tenant, exists, feed_tenant, not_found, require_tenant
+from services.notifier.auth import exists, header_principal, key_holder, not_found, reader, visible
 from services.notifier.deps import StateDep
 from services.notifier.sse.feed import Feed
 from services.notifier.sse.hub import Key, job_key, tenant_key
@@ -94,17 +93,19 @@ def _respond(
     "/v1/jobs/{job_id}/events",
     tags=["events"],
     response_class=EventSourceResponse,
-    responses={200: SSE_DOC, **problem_responses(401, 404, 429)},
+    responses={200: SSE_DOC, **problem_responses(401, 403, 404, 429)},
 )
 async def job_events(
     request: Request, state: StateDep, job_id: Annotated[str, Path()], after: After = None
 ) -> EventSourceResponse:
     """One job's events: replayed from the start (or after ``Last-Event-ID``), then live; ends after
-    the terminal event. Auth: an API key, or the job's stream token as ``?token=``."""
+    the terminal event. Auth: an API key, or a token with ``events:read`` (the job's stream token in
+    ``urls.events``, or one minted for the job's subject) as Bearer or ``?token=``."""
     if not ID_PATTERN.fullmatch(job_id):
         raise not_found("job", job_id)
-    tenant = await require_tenant(request, state.key_cache, state.signing_secret, job_id)
-    if not await exists(state.jobs, tenant, job_id):
+    viewer = await reader(request, state.key_cache, job_id)
+    tenant = viewer.tenant
+    if not await visible(state.jobs, viewer, job_id):
         raise not_found("job", job_id)
     subject = state.settings.subjects.job_events(tenant, job_id)
     return _respond(state, job_key(tenant, job_id), [subject], _start_after(request, after), close_on_terminal=True)
@@ -114,14 +115,19 @@ async def job_events(
     "/v1/sessions/{session_id}/events",
     tags=["events"],
     response_class=EventSourceResponse,
-    responses={200: SSE_DOC, **problem_responses(401, 404, 429)},
+    responses={200: SSE_DOC, **problem_responses(401, 403, 404, 429)},
 )
 async def session_events(
     request: Request, state: StateDep, session_id: Annotated[str, Path()], after: After = None
 ) -> EventSourceResponse:
     """A live session's events (a session runs as a job of kind splat or vlm with the same id)."""
-    tenant = await require_tenant(request, state.key_cache, state.signing_secret, session_id)
-    if not (await exists(state.sessions, tenant, session_id) or await exists(state.jobs, tenant, session_id)):
+    viewer = await reader(request, state.key_cache, session_id)
+    tenant = viewer.tenant
+    if viewer.subject is not None:
+        found = await visible(state.jobs, viewer, session_id)
+    else:
+        found = await exists(state.sessions, tenant, session_id) or await exists(state.jobs, tenant, session_id)
+    if not found:
         raise not_found("session", session_id)
     subject = state.settings.subjects.job_events(tenant, session_id)
     key = job_key(tenant, session_id)
@@ -132,7 +138,7 @@ async def session_events(
     "/v1/events",
     tags=["events"],
     response_class=EventSourceResponse,
-    responses={200: SSE_DOC, **problem_responses(401, 429)},
+    responses={200: SSE_DOC, **problem_responses(401, 403, 429)},
 )
 async def tenant_events(
     request: Request,
@@ -142,8 +148,9 @@ async def tenant_events(
     kinds: Annotated[list[str] | None, Query(description="Job kinds, e.g. pose,nerf")] = None,
 ) -> EventSourceResponse:
     """Every job and upload event of the caller's tenant, filtered, resumable; never ends.
-    Auth: an API key, or a feed token as ``?token=`` (a dashboard page's)."""
-    tenant = await feed_tenant(request, state.key_cache, state.signing_secret)
+    Auth: an API key, or a token with ``events:read`` not bound to a job or a subject (a dashboard page's
+    feed token), as Bearer or ``?token=``."""
+    tenant = (await reader(request, state.key_cache, None)).tenant
     s = state.settings.subjects
     filters = Filters(types=tuple(_split(types)), kinds=frozenset(_split(kinds)))
     subjects = [s.tenant_jobs(tenant), state.settings.ns.subject(f"uploads.{tenant}.>")]
@@ -159,7 +166,7 @@ def _split(values: list[str] | None) -> list[str]:
     "/v1/webhooks/{endpoint_id}/deliveries",
     tags=["webhooks"],
     response_model=DeliveryList,
-    responses=problem_responses(401, 404),
+    responses=problem_responses(401, 403, 404),
 )
 async def deliveries(
     request: Request,
@@ -170,9 +177,7 @@ async def deliveries(
     """The endpoint's latest deliveries: attempts, last status code or error, next attempt.
 
     A job's own webhook (``spec.webhook``) is listed as endpoint ``jobhook-{job_id}``."""
-    tenant = await api_key_tenant(request, state.key_cache)
-    if tenant is None:
-        raise unauthorized("An API key is required: send 'Authorization: Bearer <key>'.")
+    tenant = key_holder(await header_principal(request, state.key_cache)).tenant
     known = await exists(state.webhooks, tenant, endpoint_id)
     if not known and endpoint_id.startswith(JOB_HOOK_PREFIX):
         known = await exists(state.jobs, tenant, endpoint_id.removeprefix(JOB_HOOK_PREFIX))

@@ -10,10 +10,13 @@ from nats.js import JetStreamContext
 from contracts.event_ids import worker_event_id
 from contracts.events.jobs import JobSucceededPayload
 from contracts.events.registry import EventType, make_event
+from contracts.quotas import TenantQuota
 from contracts.route_table import Route, Stage
 from contracts.runs import Outcome, RunRequest
-from contracts.subjects import Subjects
+from contracts.streams import KV_QUOTAS, KV_TENANT_USAGE
+from contracts.subjects import Namespace, Subjects
 from services.common.nats.publish import publish_event
+from services.common.quotas import QuotaBook
 from services.dispatcher.running.backends import Announce, Launch
 from services.dispatcher.service import Dispatcher
 from tests.support.dispatcher import EventLog
@@ -119,3 +122,9 @@ async def entries_queued(
         while len(queue.entries(kind)) < count or held() < claimed:
             queue.changed.clear()
             await queue.changed.wait()
+
+
+async def quota_book(js: JetStreamContext, ns: Namespace) -> QuotaBook:
+    """The quotas and daily usage of the test's namespace, as the dispatcher reads them (no cache)."""
+    quotas = await js.key_value(ns.bucket(KV_QUOTAS))
+    return QuotaBook(quotas, await js.key_value(ns.bucket(KV_TENANT_USAGE)), TenantQuota(), ttl_s=0.0)

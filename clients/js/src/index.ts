@@ -9,5 +9,5 @@ export type { components, paths } from "./schema.js";
 export { LiveSession } from "./live_session.js";
 export type { Ack, FrameOptions, SessionEvents, SessionOptions } from "./socket_messages.js";
 export type { Session, SessionKind, SplatParams, StartSession, VlmParams } from "./sessions.js";
-export { BrowserKeyError, type CreateToken, type Token } from "./tokens.js";
+export { BrowserKeyError, type CreateToken, type Scope, type Token } from "./tokens.js";
 export type { PresignedUpload, Upload, UploadBody, UploadOptions, UploadProgress } from "./uploads.js";

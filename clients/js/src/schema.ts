@@ -205,6 +205,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/cors": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A tenant's CORS origins
+         * @description The origins this tenant allows, beside the deployment's global list.
+         */
+        get: operations["get_cors_v1_cors_get"];
+        /**
+         * Set a tenant's CORS origins
+         * @description Replace the tenant's origins (at most ``tenant_cors_max_origins``; an empty list removes them).
+         */
+        put: operations["put_cors_v1_cors_put"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/events": {
         parameters: {
             query?: never;
@@ -215,7 +239,8 @@ export interface paths {
         /**
          * Tenant Events
          * @description Every job and upload event of the caller's tenant, filtered, resumable; never ends.
-         *     Auth: an API key, or a feed token as ``?token=`` (a dashboard page's).
+         *     Auth: an API key, or a token with ``events:read`` not bound to a job or a subject (a dashboard page's
+         *     feed token), as Bearer or ``?token=``.
          */
         get: operations["tenant_events_v1_events_get"];
         put?: never;
@@ -342,7 +367,8 @@ export interface paths {
         };
         /**
          * List jobs
-         * @description This tenant's jobs, newest first, filtered, one page at a time (a job whose record is not valid: left out).
+         * @description This tenant's jobs (a subject's token: its subject's), newest first, filtered, one page at a time (a
+         *     job whose record is not valid: left out).
          */
         get: operations["list_jobs_v1_jobs_get"];
         put?: never;
@@ -407,7 +433,8 @@ export interface paths {
         /**
          * Job Events
          * @description One job's events: replayed from the start (or after ``Last-Event-ID``), then live; ends after
-         *     the terminal event. Auth: an API key, or the job's stream token as ``?token=``.
+         *     the terminal event. Auth: an API key, or a token with ``events:read`` (the job's stream token in
+         *     ``urls.events``, or one minted for the job's subject) as Bearer or ``?token=``.
          */
         get: operations["job_events_v1_jobs__job_id__events_get"];
         put?: never;
@@ -438,7 +465,7 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/v1/robots/{robot_id}/joints": {
+    "/v1/jobs:cancel": {
         parameters: {
             query?: never;
             header?: never;
@@ -446,6 +473,72 @@ export interface paths {
             cookie?: never;
         };
         get?: never;
+        put?: never;
+        /**
+         * Cancel many jobs
+         * @description Request the cancellation of each job named in ``ids``, or of each job ``filter`` matches (at most
+         *     ``bulk_cancel_max``; ``more`` says more matched); idempotent.
+         */
+        post: operations["cancel_jobs_v1_jobs_cancel_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/kinds": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List the workloads
+         * @description Every kind this deployment routes (a token limited to some kinds: those), in the order of ``kind``.
+         */
+        get: operations["list_kinds_v1_kinds_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/robots": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List robots
+         * @description The tenant's robots that sent joint angles lately (a robot-bound token: its robot only), by id, each
+         *     with its latest sample's time, its joint count and the session bound to it while one runs.
+         */
+        get: operations["list_robots_v1_robots_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/robots/{robot_id}/joints": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read a robot's joint history
+         * @description The robot's samples from the TELEMETRY stream, oldest first, one bounded page at a time.
+         */
+        get: operations["joint_history_v1_robots__robot_id__joints_get"];
         put?: never;
         /**
          * Publish joint angles: one sample or a batch
@@ -489,7 +582,12 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * List sessions
+         * @description This tenant's sessions (a subject's token: its subject's), newest first; a record that is not valid
+         *     is left out.
+         */
+        get: operations["list_sessions_v1_sessions_get"];
         put?: never;
         /**
          * Start a live session
@@ -513,7 +611,8 @@ export interface paths {
         };
         /**
          * Read a session
-         * @description State, frames received / processed / dropped, the worker's latest figures, cost so far.
+         * @description State, frames received / processed / dropped, the worker's latest figures, its artifacts (chunk PLYs,
+         *     status.json, snapshots) with download URLs, cost so far.
          */
         get: operations["get_session_v1_sessions__session_id__get"];
         put?: never;
@@ -667,6 +766,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/tokens": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Mint a scoped token
+         * @description A token with ``scopes`` (narrowed by ``kinds`` and ``robot_id``) acting for end user ``subject``;
+         *     only an API key may mint one.
+         */
+        post: operations["create_token_v1_tokens_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/uploads": {
         parameters: {
             query?: never;
@@ -724,6 +844,26 @@ export interface paths {
          *     whose input changed after completion is refused or fails with ``input_changed``).
          */
         post: operations["complete_upload_v1_uploads__upload_id__complete_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Usage and quotas
+         * @description Jobs, sessions, GPU-seconds and cost per group, their total, and the quotas with today's use.
+         */
+        get: operations["get_usage_v1_usage_get"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -984,6 +1124,27 @@ export interface components {
             ];
         };
         /**
+         * CancelFilter
+         * @description Which of the caller's jobs to cancel: every field given must match; only jobs not yet ended match.
+         */
+        CancelFilter: {
+            /** Created Before */
+            created_before?: string | null;
+            kind?: components["schemas"]["JobKind"] | null;
+            /** @description A status a job can be canceled in (not an end). */
+            status?: components["schemas"]["JobStatus"] | null;
+            /** Subject */
+            subject?: string | null;
+        };
+        /**
+         * CancelOutcome
+         * @description What became of one job: a cancel ``requested`` now (or ``already_requested``), the job had
+         *     ``ended`` (``status`` says how), it is ``not_found`` (not the caller's), or ``outside_scope`` (the
+         *     token's kinds leave it out).
+         * @enum {string}
+         */
+        CancelOutcome: "requested" | "already_requested" | "ended" | "not_found" | "outside_scope";
+        /**
          * DatasetSource
          * @description An uploaded LeRobotDataset v3 zip fed as the session's frames and joint angles.
          */
@@ -1230,6 +1391,12 @@ export interface components {
             seq: number;
         };
         /**
+         * GroupBy
+         * @description How usage is summed.
+         * @enum {string}
+         */
+        GroupBy: "day" | "kind" | "subject";
+        /**
          * Health
          * @description ``GET /health``.
          */
@@ -1320,6 +1487,17 @@ export interface components {
             } | null;
             /** Status */
             status: number;
+        };
+        /**
+         * JobCancelResult
+         * @description One job's outcome.
+         */
+        JobCancelResult: {
+            /** Id */
+            id: string;
+            outcome: components["schemas"]["CancelOutcome"];
+            /** @description The job's status when it was read. */
+            status?: components["schemas"]["JobStatus"] | null;
         };
         /**
          * JobCost
@@ -1432,6 +1610,11 @@ export interface components {
              */
             stages?: components["schemas"]["StageState"][];
             status: components["schemas"]["JobStatus"];
+            /**
+             * Subject
+             * @description The end user whose token created it.
+             */
+            subject?: string | null;
             timings: components["schemas"]["JobTimings"];
             /**
              * Updated At
@@ -1503,6 +1686,62 @@ export interface components {
             self: string;
         };
         /**
+         * JobsCancelIn
+         * @description Either ``ids`` (1 to 1,000 job ids) or a ``filter``.
+         */
+        JobsCancelIn: {
+            filter?: components["schemas"]["CancelFilter"] | null;
+            /** Ids */
+            ids?: string[] | null;
+        } & (unknown | unknown);
+        /**
+         * JobsCancelOut
+         * @description One result per job, in the order of ``ids`` (or newest first for a filter). ``more``: the filter
+         *     matched more jobs than one request cancels; send it again for the next ones.
+         */
+        JobsCancelOut: {
+            /**
+             * More
+             * @default false
+             */
+            more?: boolean;
+            /** Results */
+            results: components["schemas"]["JobCancelResult"][];
+        };
+        /**
+         * JointHistory
+         * @description One page of a robot's samples, oldest first; pass ``next_cursor`` as ``cursor`` for the next.
+         */
+        JointHistory: {
+            /** Items */
+            items: components["schemas"]["JointRecord"][];
+            /**
+             * Next Cursor
+             * @description None when the page reached the end (or until).
+             */
+            next_cursor?: string | null;
+            /** Robot Id */
+            robot_id: string;
+        };
+        /**
+         * JointRecord
+         * @description One stored sample: the sample, its place in the stream and when gpurelay received it.
+         */
+        JointRecord: {
+            /**
+             * Received At
+             * Format: date-time
+             * @description When the gateway stored it (since/until compare this).
+             */
+            received_at: string;
+            sample: components["schemas"]["JointSample"];
+            /**
+             * Seq
+             * @description The TELEMETRY stream sequence: the history's order.
+             */
+            seq: number;
+        };
+        /**
          * JointSample
          * @description ``robot.joints``: one robot's joint angles at ``ts``.
          */
@@ -1529,6 +1768,86 @@ export interface components {
         JointsAccepted: {
             /** Accepted */
             accepted: number;
+        };
+        /**
+         * KindInput
+         * @description One input of a kind: an upload (or an https URL where the deployment allows).
+         */
+        KindInput: {
+            /**
+             * Accepts
+             * @description Media types the upload may declare.
+             */
+            accepts: string[];
+            /** Name */
+            name: string;
+            /** Required */
+            required: boolean;
+        };
+        /**
+         * KindList
+         * @description Every workload this deployment routes (a token limited to kinds: those).
+         */
+        KindList: {
+            /** Items */
+            items: components["schemas"]["KindOut"][];
+        };
+        /**
+         * KindOut
+         * @description One workload.
+         */
+        KindOut: {
+            /**
+             * Gpus
+             * @description The GPUs it runs on, in order of preference (empty: CPU).
+             */
+            gpus: string[];
+            /** Inputs */
+            inputs: components["schemas"]["KindInput"][];
+            kind: components["schemas"]["JobKind"];
+            /**
+             * Params Schema
+             * @description JSON Schema of params, with defaults and bounds.
+             */
+            params_schema: {
+                [key: string]: unknown;
+            };
+            /**
+             * Price Per Gpu Second
+             * @description USD per GPU-second (the route table's price).
+             */
+            price_per_gpu_second: number;
+            result: components["schemas"]["KindResult"];
+            /**
+             * Session
+             * @description Runs as a live session (POST /v1/sessions), else as a job.
+             */
+            session: boolean;
+            /**
+             * Stages
+             * @description A pipeline's stages, in order.
+             */
+            stages?: string[];
+            /** Summary */
+            summary: string;
+        };
+        /**
+         * KindResult
+         * @description What a finished job (or an ended session) of the kind gives back.
+         */
+        KindResult: {
+            /**
+             * Artifacts
+             * @description Its files (a '*' stands for a number).
+             */
+            artifacts: string[];
+            /**
+             * Fields
+             * @description The result's fields and what each holds.
+             */
+            fields: {
+                [key: string]: string;
+            };
         };
         /**
          * LapCompareInputs
@@ -2002,6 +2321,36 @@ export interface components {
             position: number;
         };
         /**
+         * QuotaUse
+         * @description The limits that apply to the caller (the tenant's, or one end user's) and what is used of them.
+         */
+        QuotaUse: {
+            /**
+             * Applies To
+             * @enum {string}
+             */
+            applies_to: "tenant" | "subject";
+            /** Gpu Seconds Per Day */
+            gpu_seconds_per_day?: number | null;
+            /**
+             * Gpu Seconds Today
+             * @description GPU-seconds used this UTC day.
+             */
+            gpu_seconds_today: number;
+            /** Max Queued */
+            max_queued?: number | null;
+            /**
+             * Max Running Per Kind
+             * @description null: no limit.
+             */
+            max_running_per_kind?: number | null;
+            /**
+             * Queued
+             * @description Jobs waiting for a slot now.
+             */
+            queued: number;
+        };
+        /**
          * RecordedAlert
          * @description A ``session.alert`` the worker emitted, with the time it was published.
          */
@@ -2267,6 +2616,52 @@ export interface components {
             remaining: number;
         };
         /**
+         * RobotList
+         * @description The tenant's robots (a robot-bound token: its robot), by id.
+         */
+        RobotList: {
+            /** Items */
+            items: components["schemas"]["RobotOut"][];
+        };
+        /**
+         * RobotOut
+         * @description A robot that sent joint angles lately (it is forgotten ``robot_latest_ttl_s`` after its last).
+         */
+        RobotOut: {
+            /** Id */
+            id: string;
+            /**
+             * Joint Count
+             * @description Joints in the latest sample.
+             */
+            joint_count: number;
+            /**
+             * Last Sample At
+             * Format: date-time
+             * @description The latest sample's time (its ts).
+             */
+            last_sample_at: string;
+            /** @description The session bound to it, while one runs. */
+            session?: components["schemas"]["RobotSession"] | null;
+        };
+        /**
+         * RobotSession
+         * @description The live session a robot's joint angles go to.
+         */
+        RobotSession: {
+            /** Id */
+            id: string;
+            /** Kind */
+            kind: string;
+            state: components["schemas"]["SessionState"];
+        };
+        /**
+         * Scope
+         * @description What a scoped token may do.
+         * @enum {string}
+         */
+        Scope: "uploads:write" | "jobs:write" | "jobs:read" | "sessions:write" | "events:read" | "robots:write" | "robots:read";
+        /**
          * SecretRotation
          * @description How long the previous secret keeps signing deliveries after a rotation (0: stop at once).
          */
@@ -2357,10 +2752,29 @@ export interface components {
             webhook?: components["schemas"]["WebhookTarget"] | null;
         };
         /**
+         * SessionList
+         * @description One page of sessions, newest first; pass ``next_cursor`` as ``cursor`` for the next page.
+         */
+        SessionList: {
+            /** Items */
+            items: components["schemas"]["SessionOut"][];
+            /**
+             * Next Cursor
+             * @description None on the last page.
+             */
+            next_cursor?: string | null;
+        };
+        /**
          * SessionOut
          * @description A session as clients see it.
          */
         SessionOut: {
+            /**
+             * Artifacts
+             * @description Its files so far (chunk PLYs, status.json, snapshots), each with a download URL.
+             * @default []
+             */
+            artifacts?: components["schemas"]["Artifact"][];
             /**
              * Attempt
              * @description The attempt running it (a later one resumed a lost worker's).
@@ -2428,6 +2842,11 @@ export interface components {
             spec: components["schemas"]["SplatSpec"] | components["schemas"]["VlmSpec"];
             state: components["schemas"]["SessionState"];
             status: components["schemas"]["JobStatus"];
+            /**
+             * Subject
+             * @description The end user whose token started it.
+             */
+            subject?: string | null;
             /**
              * Updated At
              * Format: date-time
@@ -2717,6 +3136,69 @@ export interface components {
          */
         StageStatus: "pending" | "running" | "succeeded" | "failed" | "skipped";
         /**
+         * TenantCors
+         * @description A tenant's allowed origins (an empty list: none beyond the global allowlist).
+         */
+        TenantCors: {
+            /**
+             * Origins
+             * @description e.g. https://app.example.com, http://localhost:5173
+             */
+            origins: string[];
+        };
+        /**
+         * TokenCreate
+         * @description What the token may do, for whom, and how long it lives.
+         */
+        TokenCreate: {
+            /**
+             * Kinds
+             * @description Only jobs and sessions of these kinds.
+             */
+            kinds?: components["schemas"]["JobKind"][] | null;
+            /**
+             * Robot Id
+             * @description The one robot robots:write / robots:read reach.
+             */
+            robot_id?: string | null;
+            /**
+             * Scopes
+             * @description At least one scope.
+             */
+            scopes: components["schemas"]["Scope"][];
+            /**
+             * Subject
+             * @description The app's end user: what the token creates records it; it sees only theirs.
+             */
+            subject?: string | null;
+            /**
+             * Ttl S
+             * @description Lifetime in seconds (default 900; at most the gateway's token_max_ttl_s).
+             */
+            ttl_s?: number | null;
+        };
+        /**
+         * TokenOut
+         * @description A minted token: send it as ``Authorization: Bearer``, or as ``?token=`` on SSE and WebSockets.
+         */
+        TokenOut: {
+            /**
+             * Expires At
+             * Format: date-time
+             */
+            expires_at: string;
+            /** Kinds */
+            kinds?: components["schemas"]["JobKind"][] | null;
+            /** Robot Id */
+            robot_id?: string | null;
+            /** Scopes */
+            scopes: components["schemas"]["Scope"][];
+            /** Subject */
+            subject?: string | null;
+            /** Token */
+            token: string;
+        };
+        /**
          * UploadCreate
          * @description Declare a file to upload: its name, media type and exact size in bytes.
          */
@@ -2763,6 +3245,11 @@ export interface components {
             /** Size */
             size: number;
             status: components["schemas"]["UploadStatus"];
+            /**
+             * Subject
+             * @description The end user whose token declared it.
+             */
+            subject?: string | null;
         };
         /**
          * UploadStatus
@@ -2770,6 +3257,58 @@ export interface components {
          * @enum {string}
          */
         UploadStatus: "pending" | "completed";
+        /**
+         * UsageGroup
+         * @description The jobs and sessions created in the period that fall in one group, and what they used.
+         */
+        UsageGroup: {
+            /**
+             * Cost Usd
+             * @description Estimated from each attempt's GPU price (the jobs' cost).
+             */
+            cost_usd: number;
+            /** Gpu Seconds */
+            gpu_seconds: number;
+            /** Jobs */
+            jobs: number;
+            /**
+             * Key
+             * @description The UTC day (YYYY-MM-DD), the kind or the subject (null: none).
+             */
+            key: string | null;
+            /** Sessions */
+            sessions: number;
+        };
+        /**
+         * UsageOut
+         * @description Usage of the jobs and sessions created in ``[from, to)``, grouped, with the total.
+         */
+        UsageOut: {
+            /**
+             * From
+             * Format: date-time
+             */
+            from: string;
+            group_by: components["schemas"]["GroupBy"];
+            /**
+             * Groups
+             * @description In order of key.
+             */
+            groups: components["schemas"]["UsageGroup"][];
+            quota: components["schemas"]["QuotaUse"];
+            /**
+             * To
+             * Format: date-time
+             */
+            to: string;
+            total: components["schemas"]["UsageGroup"];
+            /**
+             * Truncated
+             * @description More jobs than usage_max_jobs: the newest were summed.
+             * @default false
+             */
+            truncated?: boolean;
+        };
         /**
          * VlmAlert
          * @description Raise an alert when a chunk's answer matches ``pattern`` (a regular expression).
@@ -3606,6 +4145,113 @@ export interface operations {
             };
         };
     };
+    get_cors_v1_cors_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TenantCors"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    put_cors_v1_cors_put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TenantCors"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TenantCors"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     tenant_events_v1_events_get: {
         parameters: {
             query?: {
@@ -3633,6 +4279,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4086,6 +4741,8 @@ export interface operations {
                 status?: components["schemas"]["JobStatus"] | null;
                 /** @description Only jobs of this kind. */
                 kind?: components["schemas"]["JobKind"] | null;
+                /** @description Only jobs of this end user. */
+                subject?: string | null;
                 /** @description Created at or after. */
                 created_after?: string | null;
                 /** @description Created before. */
@@ -4112,6 +4769,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4166,6 +4832,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4241,6 +4916,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Not Found */
             404: {
                 headers: {
@@ -4293,6 +4977,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4370,6 +5063,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Not Found */
             404: {
                 headers: {
@@ -4430,6 +5132,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Unprocessable Entity */
             422: {
                 headers: {
@@ -4441,6 +5152,191 @@ export interface operations {
             };
             /** @description Service Unavailable */
             503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    cancel_jobs_v1_jobs_cancel_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["JobsCancelIn"];
+            };
+        };
+        responses: {
+            /** @description One result per job: requested, already_requested, ended, not_found or outside_scope. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobsCancelOut"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_kinds_v1_kinds_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KindList"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_robots_v1_robots_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RobotList"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    joint_history_v1_robots__robot_id__joints_get: {
+        parameters: {
+            query?: {
+                /** @description Samples stored at or after this time. */
+                since?: string | null;
+                /** @description Samples stored before this time. */
+                until?: string | null;
+                /** @description Page size (at most joints_page_max). */
+                limit?: number;
+                /** @description next_cursor of the previous page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                robot_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JointHistory"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4505,6 +5401,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4580,6 +5485,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Not Found */
             404: {
                 headers: {
@@ -4600,6 +5514,68 @@ export interface operations {
             };
             /** @description Service Unavailable */
             503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_sessions_v1_sessions_get: {
+        parameters: {
+            query?: {
+                /** @description Only sessions whose job is in this status. */
+                status?: components["schemas"]["JobStatus"] | null;
+                /** @description Only sessions in this state (starting, live, ...). */
+                state?: components["schemas"]["SessionState"] | null;
+                /** @description Only sessions of this kind (splat, vlm). */
+                kind?: components["schemas"]["JobKind"] | null;
+                /** @description Only sessions bound to this robot. */
+                robot_id?: string | null;
+                /** @description Only sessions of this end user. */
+                subject?: string | null;
+                /** @description Page size. */
+                limit?: number;
+                /** @description next_cursor of the previous page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SessionList"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4652,6 +5628,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Conflict */
             409: {
                 headers: {
@@ -4663,6 +5648,15 @@ export interface operations {
             };
             /** @description Unprocessable Entity */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4704,6 +5698,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4765,6 +5768,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4839,6 +5851,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4934,6 +5955,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5179,6 +6209,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Not Found */
             404: {
                 headers: {
@@ -5247,6 +6286,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Not Found */
             404: {
                 headers: {
@@ -5285,6 +6333,57 @@ export interface operations {
             };
         };
     };
+    create_token_v1_tokens_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TokenCreate"];
+            };
+        };
+        responses: {
+            /** @description The token and what it may do; it is shown once. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokenOut"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     create_upload_v1_uploads_post: {
         parameters: {
             query?: never;
@@ -5309,6 +6408,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5350,6 +6458,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5407,6 +6524,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Not Found */
             404: {
                 headers: {
@@ -5445,6 +6571,62 @@ export interface operations {
             };
         };
     };
+    get_usage_v1_usage_get: {
+        parameters: {
+            query?: {
+                /** @description Created at or after (default: 30 days before to). */
+                from?: string | null;
+                /** @description Created before (default: now). */
+                to?: string | null;
+                /** @description day, kind or subject. */
+                group_by?: components["schemas"]["GroupBy"];
+                /** @description Only this end user's (an API key). */
+                subject?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsageOut"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     list_webhooks_v1_webhooks_get: {
         parameters: {
             query?: never;
@@ -5465,6 +6647,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5498,6 +6689,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5555,6 +6755,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Not Found */
             404: {
                 headers: {
@@ -5596,6 +6805,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5650,6 +6868,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5721,6 +6948,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Not Found */
             404: {
                 headers: {
@@ -5768,6 +7004,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5827,6 +7072,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Not Found */
             404: {
                 headers: {
@@ -5871,6 +7125,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5925,6 +7188,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

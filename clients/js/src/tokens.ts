@@ -4,13 +4,17 @@
  * API key must not exist, so this refuses to run.
  */
 import type { Transport } from "./http.js";
-import { inBrowser } from "./runtime.js";
+import { inBrowser, type Sent } from "./runtime.js";
+import type { components } from "./schema.js";
+
+/** A scope of a token (`docs/api.md` lists the routes each opens). */
+export type Scope = components["schemas"]["Scope"];
 
 export interface CreateToken {
   /** What the token may do, e.g. `["jobs:write", "uploads:write", "sessions:write"]`. */
-  scopes: string[];
+  scopes: Scope[];
   /** Only these job kinds (default: any). */
-  kinds?: string[];
+  kinds?: components["schemas"]["JobKind"][];
   /** Your end user's id, recorded with what the token does. */
   subject?: string;
   /** The one robot whose sessions and joints the token reaches. */
@@ -19,13 +23,8 @@ export interface CreateToken {
   ttlS?: number;
 }
 
-export interface Token {
-  token: string;
-  expires_at: string;
-  scopes: string[];
-  kinds: string[] | null;
-  subject: string | null;
-}
+/** A minted token and what it may do (`POST /v1/tokens`' answer). */
+export type Token = Sent<components["schemas"]["TokenOut"]>;
 
 export class BrowserKeyError extends Error {
   override readonly name = "BrowserKeyError";

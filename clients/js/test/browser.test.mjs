@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { chromium } from "playwright-core";
-import { pageToken, stack } from "./support/helpers.mjs";
+import { mintedToken, stack } from "./support/helpers.mjs";
 
 const CHROMIUM = "/usr/bin/chromium";
 const required = process.env.GPURELAY_REQUIRE_BROWSER === "1";
@@ -59,7 +59,7 @@ describe("in a browser", { skip: missing }, () => {
   });
 
   test("with a token: upload through XMLHttpRequest with progress, a job followed over EventSource to its end", async () => {
-    const token = await pageToken();
+    const token = await mintedToken(["uploads:write", "jobs:write", "jobs:read", "events:read"]);
     const cdp = await page.context().newCDPSession(page);
     await cdp.send("Network.enable");
     // 2 MB at 1 MB/s: the upload lasts about two seconds, so its progress has steps between 0 and all.
@@ -102,7 +102,7 @@ describe("in a browser", { skip: missing }, () => {
   });
 
   test("with a token: a live session over the browser's WebSocket, acks and results", async () => {
-    const token = await pageToken();
+    const token = await mintedToken(["sessions:write", "events:read"]);
     const jpeg = [...readFileSync(join(stack.media, "frame-1.jpg"))];
     const outcome = await page.evaluate(async ({ url, token, jpeg }) => {
       const { createClient } = window.gpurelay;

@@ -49,17 +49,23 @@ describe("tokens.create", () => {
   test("sends the App API's request shape with the API key", async () => {
     const recorder = recordingFetch();
     const client = nodeClient({ fetch: recorder.fetch });
-    const request = { scopes: ["jobs:write", "uploads:write"], kinds: ["pose"], subject: "user-42", robotId: "arm-1", ttlS: 900 };
-    const outcome = await client.tokens.create(request).catch((e) => e);
+    const request = { scopes: ["jobs:write", "uploads:write", "robots:write"], kinds: ["pose"], subject: "user-42", robotId: "arm-1", ttlS: 900 };
+    const minted = await client.tokens.create(request);
     const sent = recorder.requests.at(-1);
     assert.equal(sent.method, "POST");
     assert.equal(new URL(sent.url).pathname, "/v1/tokens");
     assert.equal(sent.headers.authorization, `Bearer ${stack.apiKey}`);
-    assert.deepEqual(JSON.parse(sent.body), { scopes: ["jobs:write", "uploads:write"], kinds: ["pose"], subject: "user-42", robot_id: "arm-1", ttl_s: 900 });
-    // POST /v1/tokens comes with the App API (the issue after this one): until then the gateway
-    // answers 404, and the client hands that problem back. That issue replaces this with the 201 shape.
-    assert.ok(outcome instanceof GpurelayError, String(outcome));
-    assert.equal(outcome.status, 404);
+    assert.deepEqual(JSON.parse(sent.body), { scopes: ["jobs:write", "uploads:write", "robots:write"], kinds: ["pose"], subject: "user-42", robot_id: "arm-1", ttl_s: 900 });
+    assert.equal(sent.status, 201);
+    assert.deepEqual(minted.scopes, ["jobs:write", "uploads:write", "robots:write"]);
+    assert.deepEqual([minted.kinds, minted.subject, minted.robot_id], [["pose"], "user-42", "arm-1"]);
+    const lifetime = (Date.parse(minted.expires_at) - Date.now()) / 1000;
+    assert.ok(lifetime > 880 && lifetime <= 900, `expires in ${lifetime} s`);
+    const asTheToken = createClient({ baseUrl: stack.url, token: minted.token });
+    const refused = await asTheToken.jobs.list({ limit: 1 }).catch((e) => e);
+    assert.ok(refused instanceof GpurelayError, String(refused));
+    assert.equal(refused.status, 403); // jobs:write, not jobs:read
+    assert.deepEqual(refused.problem.missing_scope, ["jobs:read"]);
   });
 
   test("with a token (no API key) it says an API key is needed", async () => {

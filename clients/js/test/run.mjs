@@ -86,6 +86,9 @@ try {
       GPURELAY_TEST_URL: stack.env.GPURELAY_URL,
       GPURELAY_TEST_API_KEY: stack.env.GPURELAY_API_KEY,
       GPURELAY_TEST_NATS_URL: stack.env.GPURELAY_NATS_URL,
+      // The operator's NATS user (dev.env's), with which test/support/fixtures.py writes quotas and keys.
+      GPURELAY_TEST_NATS_USER: stack.env.GPURELAY_NATS_USER ?? "",
+      GPURELAY_TEST_NATS_PASSWORD: stack.env.GPURELAY_NATS_PASSWORD ?? "",
       GPURELAY_TEST_MEDIA: media,
       GPURELAY_TEST_MARKS: marks,
       GPURELAY_TEST_ORIGIN: site.origin,

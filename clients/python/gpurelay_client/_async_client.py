@@ -12,6 +12,7 @@ from typing import Any, Self, TypeVar
 import httpx
 
 from gpurelay_client._artifacts import ArtifactFile
+from gpurelay_client._async_catalog import AsyncKinds, AsyncUsage
 from gpurelay_client._async_jobs import AsyncJobs, AsyncUploads
 from gpurelay_client._async_resources import AsyncRobots, AsyncSessions, AsyncTokens, AsyncWebhooks
 from gpurelay_client._client import failure, reply
@@ -58,6 +59,8 @@ class AsyncClient:
         self.robots = AsyncRobots(self)
         self.tokens = AsyncTokens(self)
         self.webhooks = AsyncWebhooks(self)
+        self.kinds = AsyncKinds(self)
+        self.usage = AsyncUsage(self)
 
     async def close(self) -> None:
         """Close the connections."""

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gpurelay_client import _jobs, _uploads
+from gpurelay_client import _catalog, _jobs, _uploads
 from gpurelay_client._artifacts import ArtifactFile, downloadable
 from gpurelay_client._events import Event
 from gpurelay_client._jobs import InputValue, deadline_of
-from gpurelay_client._models import JobKind, JobList, JobOut, JobStatus, PresignedUpload, UploadOut
+from gpurelay_client._models import JobKind, JobList, JobOut, JobsCancelOut, JobStatus, PresignedUpload, UploadOut
 from gpurelay_client._sync_jobs import JobRef, job_id
 from gpurelay_client._uploads import ProgressCallback, UploadSource
 
 if TYPE_CHECKING:
     from gpurelay_client._async_client import AsyncClient
+
 
 class AsyncUploads:
     """``/v1/uploads``: files to storage through pre-signed URLs."""
@@ -139,6 +140,21 @@ class AsyncJobs:
     async def cancel(self, job: JobRef) -> JobOut:
         """Ask for cancellation (safe to repeat; :class:`Conflict` once the job ended)."""
         return await self._client._run(_jobs.cancel_flow(job_id(job), self._retries))
+
+    async def cancel_many(
+        self,
+        ids: Sequence[str] | None = None,
+        *,
+        kind: JobKind | None = None,
+        status: JobStatus | None = None,
+        subject: str | None = None,
+        created_before: datetime | None = None,
+    ) -> JobsCancelOut:
+        """Cancel the jobs named by ``ids``, or every job the filter matches (up to the gateway's bound;
+        ``more`` says more matched): one result per job; safe to repeat."""
+        where = {"kind": kind, "status": status, "subject": subject, "created_before": created_before}
+        flow = _catalog.cancel_many_flow(ids, where, self._retries)
+        return await self._client._run(flow)
 
     def stream(self, job: JobRef, *, after: str | int | None = None) -> AsyncIterator[Event]:
         """The job's events from the start (or after stream sequence ``after``), live, until its terminal

@@ -7,15 +7,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from gpurelay_client import _robots, _sessions, _tokens, _webhooks
+from gpurelay_client import _catalog, _robots, _sessions, _tokens, _webhooks
 from gpurelay_client._async_publisher import AsyncJointPublisher
 from gpurelay_client._async_session import AsyncSession
 from gpurelay_client._joints import Joints, Policy, ws_path
 from gpurelay_client._models import (
     DeliveryList,
     FrameAccepted,
+    JointHistory,
     JointsAccepted,
     JointSample,
+    RobotList,
+    SessionList,
     SessionOut,
     WebhookEndpoint,
     WebhookEndpointWithSecret,
@@ -28,6 +31,7 @@ from gpurelay_client._uploads import sniff
 
 if TYPE_CHECKING:
     from gpurelay_client._async_client import AsyncClient
+
 
 class AsyncSessions:
     """``/v1/sessions``: live sessions (a session is a job of kind ``splat`` or ``vlm``)."""
@@ -57,6 +61,21 @@ class AsyncSessions:
     async def get(self, session: SessionRef) -> SessionOut:
         """A session's record: state, frame counts, figures, snapshot, result, cost."""
         return await self._client._run(_sessions.get_flow(session_id(session), self._retries))
+
+    async def list(
+        self,
+        *,
+        status: str | None = None,
+        state: str | None = None,
+        kind: str | None = None,
+        robot_id: str | None = None,
+        subject: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> SessionList:
+        """One page of sessions, newest first, filtered; ``next_cursor`` asks for the next."""
+        filters = {"status": status, "state": state, "kind": kind, "robot_id": robot_id, "subject": subject}
+        return await self._client._run(_catalog.sessions_page_flow({**filters, "limit": limit}, cursor, self._retries))
 
     async def stop(self, session: SessionRef) -> SessionOut:
         """Ask the session to finish, over HTTP."""
@@ -101,6 +120,23 @@ class AsyncRobots:
     async def latest(self, robot_id: str) -> JointSample:
         """The robot's newest sample."""
         return await self._client._run(_robots.latest_flow(robot_id, self._retries))
+
+    async def list(self) -> RobotList:
+        """The tenant's robots: each one's latest sample time, joint count and bound session."""
+        return await self._client._run(_catalog.robots_flow(self._retries))
+
+    async def joints(
+        self,
+        robot_id: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+        cursor: str | None = None,
+    ) -> JointHistory:
+        """One page of the robot's stored samples, oldest first; ``next_cursor`` asks for the next."""
+        window = {"since": since, "until": until, "limit": limit}
+        return await self._client._run(_catalog.joints_flow(robot_id, window, cursor, self._retries))
 
     def publisher(
         self,

@@ -16,6 +16,7 @@ from gpurelay_client._errors import APIConnectionError, APITimeoutError, api_err
 from gpurelay_client._events import Event
 from gpurelay_client._options import ClientOptions
 from gpurelay_client._sse import EventFollower
+from gpurelay_client._sync_catalog import Kinds, Usage
 from gpurelay_client._sync_jobs import Jobs, Uploads
 from gpurelay_client._sync_resources import Robots, Sessions, Tokens, Webhooks
 
@@ -68,6 +69,8 @@ class Client:
         self.robots = Robots(self)
         self.tokens = Tokens(self)
         self.webhooks = Webhooks(self)
+        self.kinds = Kinds(self)
+        self.usage = Usage(self)
 
     def close(self) -> None:
         """Close the connections."""

@@ -46,6 +46,9 @@ class CameraMount(ApiModel):
     xyz: list[Any] = Field(default=[0.0, 0.0, 0.0])
 
 
+CancelOutcome = Literal["requested", "already_requested", "ended", "not_found", "outside_scope"]
+
+
 class DatasetSource(ApiModel):
     """An uploaded LeRobotDataset v3 zip fed as the session's frames and joint angles."""
 
@@ -144,6 +147,9 @@ class FrameAccepted(ApiModel):
     seq: int
 
 
+GroupBy = Literal["day", "kind", "subject"]
+
+
 class InputRef(ApiModel):
     """One job input: exactly one of ``{"upload_id": ...}`` or ``{"url": "https://..."}``."""
 
@@ -186,6 +192,14 @@ class JobCancelRequestedPayload(ApiModel):
     reason: str | None = None
 
 
+class JobCancelResult(ApiModel):
+    """One job's outcome."""
+
+    id: str
+    outcome: CancelOutcome
+    status: JobStatus | None = None
+
+
 class JobCanceledPayload(ApiModel):
     """``job.canceled``: the job stopped because it was canceled."""
 
@@ -208,6 +222,7 @@ class JobCreatedPayload(ApiModel):
     spec: Annotated[
         LapCompareSpec | PoseSpec | NerfSpec | SplatSpec | VlmSpec | SessionExportSpec, Field(discriminator="kind")
     ]
+    subject: str | None = None
 
 
 class JobDispatchedPayload(ApiModel):
@@ -278,6 +293,7 @@ class JobOut(ApiModel):
     stage: str | None = None
     stages: list[StageState] = Field(default_factory=list)
     status: JobStatus
+    subject: str | None = None
     timings: JobTimings
     updated_at: datetime
     urls: JobUrls
@@ -369,6 +385,30 @@ class JobUrls(ApiModel):
     self_: str = Field(alias="self")
 
 
+class JobsCancelOut(ApiModel):
+    """One result per job, in the order of ``ids`` (or newest first for a filter). ``more``: the filter matched
+    more jobs than one request cancels; send it again for the next ones."""
+
+    more: bool = Field(default=False)
+    results: list[JobCancelResult]
+
+
+class JointHistory(ApiModel):
+    """One page of a robot's samples, oldest first; pass ``next_cursor`` as ``cursor`` for the next."""
+
+    items: list[JointRecord]
+    next_cursor: str | None = None
+    robot_id: str
+
+
+class JointRecord(ApiModel):
+    """One stored sample: the sample, its place in the stream and when gpurelay received it."""
+
+    received_at: datetime
+    sample: JointSample
+    seq: int
+
+
 class JointSample(ApiModel):
     """``robot.joints``: one robot's joint angles at ``ts``."""
 
@@ -382,6 +422,41 @@ class JointsAccepted(ApiModel):
     """The answer to a POST: how many samples were published."""
 
     accepted: int
+
+
+class KindInput(ApiModel):
+    """One input of a kind: an upload (or an https URL where the deployment allows)."""
+
+    accepts: list[str]
+    name: str
+    required: bool
+
+
+class KindList(ApiModel):
+    """Every workload this deployment routes (a token limited to kinds: those)."""
+
+    items: list[KindOut]
+
+
+class KindOut(ApiModel):
+    """One workload."""
+
+    gpus: list[str]
+    inputs: list[KindInput]
+    kind: JobKind
+    params_schema: dict[str, Any]
+    price_per_gpu_second: float
+    result: KindResult
+    session: bool
+    stages: list[str] = Field(default_factory=list)
+    summary: str
+
+
+class KindResult(ApiModel):
+    """What a finished job (or an ended session) of the kind gives back."""
+
+    artifacts: list[str]
+    fields: dict[str, str]
 
 
 class LapCompareInputs(ApiModel):
@@ -511,6 +586,17 @@ class QueuePlace(ApiModel):
     position: int
 
 
+class QuotaUse(ApiModel):
+    """The limits that apply to the caller (the tenant's, or one end user's) and what is used of them."""
+
+    applies_to: Literal["tenant", "subject"]
+    gpu_seconds_per_day: float | None = None
+    gpu_seconds_today: float
+    max_queued: int | None = None
+    max_running_per_kind: int | None = None
+    queued: int
+
+
 class RecordedAlert(ApiModel):
     """A ``session.alert`` the worker emitted, with the time it was published."""
 
@@ -611,6 +697,40 @@ class RedriveResult(ApiModel):
     remaining: int
 
 
+class RobotList(ApiModel):
+    """The tenant's robots (a robot-bound token: its robot), by id."""
+
+    items: list[RobotOut]
+
+
+class RobotOut(ApiModel):
+    """A robot that sent joint angles lately (it is forgotten ``robot_latest_ttl_s`` after its last)."""
+
+    id: str
+    joint_count: int
+    last_sample_at: datetime
+    session: RobotSession | None = None
+
+
+class RobotSession(ApiModel):
+    """The live session a robot's joint angles go to."""
+
+    id: str
+    kind: str
+    state: SessionState
+
+
+Scope = Literal[
+    "uploads:write",
+    "jobs:write",
+    "jobs:read",
+    "sessions:write",
+    "events:read",
+    "robots:write",
+    "robots:read",
+]
+
+
 class SessionAlertPayload(ApiModel):
     """``session.alert``: result ``chunk`` matched the session's alert ``pattern``."""
 
@@ -651,9 +771,17 @@ class SessionExportSpec(ApiModel):
     webhook: WebhookTarget | None = None
 
 
+class SessionList(ApiModel):
+    """One page of sessions, newest first; pass ``next_cursor`` as ``cursor`` for the next page."""
+
+    items: list[SessionOut]
+    next_cursor: str | None = None
+
+
 class SessionOut(ApiModel):
     """A session as clients see it."""
 
+    artifacts: list[Artifact] = Field(default_factory=list)
     attempt: int = Field(default=1)
     cost: JobCost
     created_at: datetime
@@ -673,6 +801,7 @@ class SessionOut(ApiModel):
     spec: SplatSpec | VlmSpec
     state: SessionState
     status: JobStatus
+    subject: str | None = None
     updated_at: datetime
     urls: SessionUrls
 
@@ -795,6 +924,23 @@ class StageState(ApiModel):
 StageStatus = Literal["pending", "running", "succeeded", "failed", "skipped"]
 
 
+class TenantCors(ApiModel):
+    """A tenant's allowed origins (an empty list: none beyond the global allowlist)."""
+
+    origins: list[str]
+
+
+class TokenOut(ApiModel):
+    """A minted token: send it as ``Authorization: Bearer``, or as ``?token=`` on SSE and WebSockets."""
+
+    expires_at: datetime
+    kinds: list[JobKind] | None = None
+    robot_id: str | None = None
+    scopes: list[Scope]
+    subject: str | None = None
+    token: str
+
+
 class UploadCompletedPayload(ApiModel):
     """``upload.completed``: the gateway verified the object in storage (size, magic bytes)."""
 
@@ -817,9 +963,32 @@ class UploadOut(ApiModel):
     sha256: str | None = None
     size: int
     status: UploadStatus
+    subject: str | None = None
 
 
 UploadStatus = Literal["pending", "completed"]
+
+
+class UsageGroup(ApiModel):
+    """The jobs and sessions created in the period that fall in one group, and what they used."""
+
+    cost_usd: float
+    gpu_seconds: float
+    jobs: int
+    key: str | None
+    sessions: int
+
+
+class UsageOut(ApiModel):
+    """Usage of the jobs and sessions created in ``[from, to)``, grouped, with the total."""
+
+    from_: datetime = Field(alias="from")
+    group_by: GroupBy
+    groups: list[UsageGroup]
+    quota: QuotaUse
+    to: datetime
+    total: UsageGroup
+    truncated: bool = Field(default=False)
 
 
 class VlmAlert(ApiModel):

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gpurelay_client import _jobs, _uploads
+from gpurelay_client import _catalog, _jobs, _uploads
 from gpurelay_client._artifacts import ArtifactFile, downloadable
 from gpurelay_client._events import Event
 from gpurelay_client._jobs import InputValue, deadline_of
-from gpurelay_client._models import JobKind, JobList, JobOut, JobStatus, PresignedUpload, UploadOut
+from gpurelay_client._models import JobKind, JobList, JobOut, JobsCancelOut, JobStatus, PresignedUpload, UploadOut
 from gpurelay_client._uploads import ProgressCallback, UploadSource
 
 if TYPE_CHECKING:
@@ -146,6 +146,21 @@ class Jobs:
     def cancel(self, job: JobRef) -> JobOut:
         """Ask for cancellation (safe to repeat; :class:`Conflict` once the job ended)."""
         return self._client._run(_jobs.cancel_flow(job_id(job), self._retries))
+
+    def cancel_many(
+        self,
+        ids: Sequence[str] | None = None,
+        *,
+        kind: JobKind | None = None,
+        status: JobStatus | None = None,
+        subject: str | None = None,
+        created_before: datetime | None = None,
+    ) -> JobsCancelOut:
+        """Cancel the jobs named by ``ids``, or every job the filter matches (up to the gateway's bound;
+        ``more`` says more matched): one result per job; safe to repeat."""
+        where = {"kind": kind, "status": status, "subject": subject, "created_before": created_before}
+        flow = _catalog.cancel_many_flow(ids, where, self._retries)
+        return self._client._run(flow)
 
     def stream(self, job: JobRef, *, after: str | int | None = None) -> Iterator[Event]:
         """The job's events from the start (or after stream sequence ``after``), live, until its terminal

@@ -7,13 +7,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from gpurelay_client import _robots, _sessions, _tokens, _webhooks
+from gpurelay_client import _catalog, _robots, _sessions, _tokens, _webhooks
 from gpurelay_client._joints import Joints, Policy, ws_path
 from gpurelay_client._models import (
     DeliveryList,
     FrameAccepted,
+    JointHistory,
     JointsAccepted,
     JointSample,
+    RobotList,
+    SessionList,
     SessionOut,
     WebhookEndpoint,
     WebhookEndpointWithSecret,
@@ -65,6 +68,21 @@ class Sessions:
         """A session's record: state, frame counts, figures, snapshot, result, cost."""
         return self._client._run(_sessions.get_flow(session_id(session), self._retries))
 
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        state: str | None = None,
+        kind: str | None = None,
+        robot_id: str | None = None,
+        subject: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> SessionList:
+        """One page of sessions, newest first, filtered; ``next_cursor`` asks for the next."""
+        filters = {"status": status, "state": state, "kind": kind, "robot_id": robot_id, "subject": subject}
+        return self._client._run(_catalog.sessions_page_flow({**filters, "limit": limit}, cursor, self._retries))
+
     def stop(self, session: SessionRef) -> SessionOut:
         """Ask the session to finish, over HTTP."""
         flow = _sessions.control_flow(session_id(session), "stop", self._retries)
@@ -108,6 +126,23 @@ class Robots:
     def latest(self, robot_id: str) -> JointSample:
         """The robot's newest sample."""
         return self._client._run(_robots.latest_flow(robot_id, self._retries))
+
+    def list(self) -> RobotList:
+        """The tenant's robots: each one's latest sample time, joint count and bound session."""
+        return self._client._run(_catalog.robots_flow(self._retries))
+
+    def joints(
+        self,
+        robot_id: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+        cursor: str | None = None,
+    ) -> JointHistory:
+        """One page of the robot's stored samples, oldest first; ``next_cursor`` asks for the next."""
+        window = {"since": since, "until": until, "limit": limit}
+        return self._client._run(_catalog.joints_flow(robot_id, window, cursor, self._retries))
 
     def publisher(
         self,

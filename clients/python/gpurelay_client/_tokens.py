@@ -1,25 +1,16 @@
 """``POST /v1/tokens``: a short-lived token with scopes, for a browser or a device that must not hold
-the API key. The route is added by the App API work; :class:`CreatedToken` is written from its
-agreed answer, not generated (it is not in docs/openapi.json yet)."""
+the API key (the answer is the generated :class:`~gpurelay_client._models.TokenOut`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from gpurelay_client._core import Flow, Request, call
-from gpurelay_client._models import ApiModel
+from gpurelay_client._models import TokenOut
 
-
-class CreatedToken(ApiModel):
-    """A minted token: pass ``token`` as ``Client(token=...)`` or a socket's first ``{"auth": ...}``."""
-
-    token: str
-    expires_at: datetime
-    scopes: list[str]
-    kinds: list[str] | None = None
-    subject: str | None = None
+CreatedToken = TokenOut
+"""A minted token: pass ``token`` as ``Client(token=...)``, or as ``?token=`` where a browser cannot set headers."""
 
 
 def create_flow(

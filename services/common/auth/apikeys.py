@@ -39,10 +39,30 @@ class ApiKeyRecord(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller: the tenant every resource is scoped to."""
+    """An authenticated caller: the tenant every resource is scoped to, and what it may do there.
+
+    An API key has ``scopes=None``: everything. A scoped token (:mod:`services.common.auth.scoped`)
+    lists its scopes and may narrow them: ``kinds`` (jobs and sessions of these kinds), ``robot_id``
+    (one robot), ``subject`` (one end user's resources only), ``job`` (one job's events).
+    """
 
     tenant: str
     key_id: str
+    scopes: frozenset[str] | None = None
+    kinds: frozenset[str] | None = None
+    subject: str | None = None
+    robot_id: str | None = None
+    job: str | None = None
+
+    @property
+    def is_key(self) -> bool:
+        """An API key itself (not a token minted with it)."""
+        return self.scopes is None
+
+    def sees(self, subject: str | None) -> bool:
+        """Whether a resource recorded for ``subject`` is this caller's: always, unless it is bound to a
+        subject, then only that subject's."""
+        return self.subject is None or self.subject == subject
 
 
 def _hash(key: str) -> str:

@@ -75,6 +75,7 @@ GRANTS: dict[Role, Grant] = {
             s.KV_JOBS: WRITE, s.KV_IDEMPOTENCY: WRITE, s.KV_APIKEYS: READ, s.KV_WEBHOOKS: WRITE,
             s.KV_SESSIONS: WRITE, s.KV_ROBOTS: WRITE, s.KV_UPLOADS: WRITE, s.KV_QUOTAS: READ,
             s.KV_TENANT_USAGE: READ, s.KV_DISPATCH_QUEUE: READ, s.KV_DISPATCH_RUNTIMES: READ,
+            s.KV_TENANT_CORS: WRITE,
         },
     ),
     "dispatcher": Grant(
@@ -92,7 +93,7 @@ GRANTS: dict[Role, Grant] = {
         streams={s.JOBS: READ, s.WEBHOOK_DELIVERIES: READ | {"purge"}},
         buckets={
             s.KV_WEBHOOKS: WRITE, s.KV_APIKEYS: READ, s.KV_JOBS: READ, s.KV_SESSIONS: READ,
-            s.KV_NOTIFIER_LEASES: MANAGE, s.KV_WEBHOOK_DELIVERIES: MANAGE,
+            s.KV_NOTIFIER_LEASES: MANAGE, s.KV_WEBHOOK_DELIVERIES: MANAGE, s.KV_TENANT_CORS: READ,
         },
     ),
     "worker": Grant(

@@ -82,6 +82,15 @@ def setup_tracing(settings: BaseServiceSettings, service: str) -> bool:
 def install(provider: trace.TracerProvider | None, *, owned: bool = False) -> None:
     """Trace with ``provider`` from now on (``None``: off); a provider :func:`setup_tracing` made is shut down."""
     global _provider, _owned
+    if (
+        provider is not None
+        and hasattr(provider, "add_span_processor")
+        and not getattr(provider, "_gpurelay_masked", False)
+    ):
+        from services.common.observability.span_masks import QueryMask
+
+        provider.add_span_processor(QueryMask())  # ?token= never leaves in a span
+        provider._gpurelay_masked = True  # type: ignore[attr-defined]
     previous, was_owned = _provider, _owned
     _provider, _owned = provider, owned
     if was_owned and previous is not None and previous is not provider:

@@ -191,7 +191,9 @@ def apply(record: JobRecord | None, event: EventEnvelope, pricing: Pricing = no_
     if isinstance(payload, je.JobCreatedPayload):
         if record is not None or event.job_id is None:
             return record
-        return JobRecord.new(event.job_id, event.tenant, payload.spec, event.time, payload.max_attempts)
+        return JobRecord.new(
+            event.job_id, event.tenant, payload.spec, event.time, payload.max_attempts, subject=payload.subject
+        )
     if record is None or event.job_id != record.id:
         return record
     moved = _apply_payload(record, event, payload, pricing)

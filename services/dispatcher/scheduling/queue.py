@@ -52,6 +52,7 @@ class QueueEntry(BaseModel):
     claimed_by: int | None = Field(default=None, description="The stream sequence of the token holding it.")
     input_bytes: int | None = Field(default=None, ge=0, description="The inputs' size, when known (uploads).")
     concurrency_key: str | None = None
+    subject: str | None = Field(default=None, description="The end user whose token submitted the job.")
 
     @property
     def key(self) -> str:
@@ -89,6 +90,7 @@ def new_entry(record: JobRecord, attempt: int, delay_s: float = 0.0, input_bytes
         not_before=not_before,
         input_bytes=input_bytes,
         concurrency_key=getattr(record.spec, "concurrency_key", None),
+        subject=record.subject,
     )
 
 

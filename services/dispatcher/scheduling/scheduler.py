@@ -49,6 +49,12 @@ def _key_full(candidate: Candidate, per_key: Counter[tuple[str, str]], limit: in
     return key is not None and per_key[candidate.tenant, key] >= limit
 
 
+def _subject_full(candidate: Candidate, per_subject: Counter[tuple[str, str]], limit: int | None) -> bool:
+    """Whether ``candidate``'s end user (``subject``) already runs ``limit`` attempts of the kind."""
+    subject = cast(tuple[QueueEntry, int], candidate.extra)[0].subject
+    return limit is not None and subject is not None and per_subject[candidate.tenant, subject] >= limit
+
+
 CLAIM_ATTEMPTS = 20
 DECISIONS_KEPT = 10_000
 
@@ -173,10 +179,10 @@ class Scheduler:
         """Each tenant's first entry of ``kind`` that may start now (due, not ``excluding``, within its
         quotas) and the tenants' weights: what :meth:`_within_quotas` keeps of :meth:`_due`, but only the
         head of each tenant's line, the one :func:`~services.dispatcher.scheduling.fair.pick` would take."""
-        now, (per_kind, per_key) = time.time(), self._running_counts(kind)
+        now, (per_kind, per_key, per_subject) = time.time(), self._running_counts(kind)
         allowed, weights = {}, {}
         for tenant in self.queue.lines.tenants(kind):
-            weights[tenant], limit = await self._quota(tenant, per_kind)
+            weights[tenant], limit, subject_limit = await self._quota(tenant, per_kind)
             if limit is None:
                 continue
             for entry in self.queue.lines.line(kind, tenant):
@@ -184,7 +190,9 @@ class Scheduler:
                     continue
                 revision = self.queue.revision(entry.key) or 0
                 candidate = Candidate(entry.key, tenant, entry.priority, entry.enqueued_at, (entry, revision))
-                if not _key_full(candidate, per_key, limit):
+                if not _key_full(candidate, per_key, limit) and not _subject_full(
+                    candidate, per_subject, subject_limit
+                ):
                     allowed[tenant] = [candidate]
                     break
         return allowed, weights
@@ -192,29 +200,39 @@ class Scheduler:
     async def _within_quotas(
         self, kind: str, due: dict[str, list[Candidate]]
     ) -> tuple[dict[str, list[Candidate]], dict[str, float]]:
-        """The due candidates no quota holds back (running per kind, per concurrency key), and the
-        tenants' weights (KV ``quotas`` over ``tenant_weights``)."""
-        per_kind, per_key = self._running_counts(kind)
+        """The due candidates no quota holds back (running per kind, per concurrency key, per subject), and
+        the tenants' weights (KV ``quotas`` over ``tenant_weights``)."""
+        per_kind, per_key, per_subject = self._running_counts(kind)
         allowed, weights = {}, {}
         for tenant, candidates in due.items():
-            weights[tenant], limit = await self._quota(tenant, per_kind)
-            kept = [c for c in candidates if not _key_full(c, per_key, limit)] if limit is not None else []
+            weights[tenant], limit, subject_limit = await self._quota(tenant, per_kind)
+            kept = (
+                [
+                    c
+                    for c in candidates
+                    if not _key_full(c, per_key, limit) and not _subject_full(c, per_subject, subject_limit)
+                ]
+                if limit is not None
+                else []
+            )
             if kept:
                 allowed[tenant] = kept
         return allowed, weights
 
-    def _running_counts(self, kind: str) -> tuple[Counter[str], Counter[tuple[str, str]]]:
-        """The attempts running now: of ``kind`` per tenant, and per tenant and concurrency key."""
+    def _running_counts(self, kind: str) -> tuple[Counter[str], Counter[tuple[str, str]], Counter[tuple[str, str]]]:
+        """The attempts running now: of ``kind`` per tenant, per tenant and concurrency key, and of ``kind``
+        per tenant and subject."""
         running = self.queue.running()
         per_kind = Counter(e.tenant for e in running if e.kind == kind)
         per_key = Counter((e.tenant, e.concurrency_key) for e in running if e.concurrency_key is not None)
-        return per_kind, per_key
+        per_subject = Counter((e.tenant, e.subject) for e in running if e.kind == kind and e.subject is not None)
+        return per_kind, per_key, per_subject
 
-    async def _quota(self, tenant: str, per_kind: Counter[str]) -> tuple[float, int | None]:
-        """``tenant``'s weight (KV ``quotas`` over ``tenant_weights``) and its concurrency key limit;
-        ``None`` for the limit when its running attempts of the kind are at its quota."""
+    async def _quota(self, tenant: str, per_kind: Counter[str]) -> tuple[float, int | None, int | None]:
+        """``tenant``'s weight (KV ``quotas`` over ``tenant_weights``), its concurrency key limit (``None``
+        when its running attempts of the kind are at its quota) and its per-subject running limit."""
         quota = await self.quotas.quota(tenant)
         weight = quota.weight or self.weight(tenant)
         if quota.max_running_per_kind is not None and per_kind[tenant] >= quota.max_running_per_kind:
-            return weight, None
-        return weight, quota.concurrency_key_limit or 1
+            return weight, None, quota.subject_max_running_per_kind
+        return weight, quota.concurrency_key_limit or 1, quota.subject_max_running_per_kind

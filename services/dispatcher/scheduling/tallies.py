@@ -1,11 +1,11 @@
 """What ended attempts add to KV, summed per replica and written together.
 
 An attempt's GPU-seconds count to its tenant's usage of that UTC day (KV ``tenant_usage``, read by
-the daily quota at submit) and a success's run time to its kind's run times (KV
-``dispatch_runtimes``, the ETA of ``job.position``). Written per attempt, that was a read and a
-compare-and-set on each bucket: four round trips for every job. A replica instead adds them up here
-and writes every ``tally_flush_interval_s``: one compare-and-set per tenant-day and one per kind,
-whatever the number of attempts in between.
+the daily quota at submit; also to its end user's, when a subject's token submitted the job) and a
+success's run time to its kind's run times (KV ``dispatch_runtimes``, the ETA of ``job.position``).
+Written per attempt, that was a read and a compare-and-set on each bucket: four round trips for every
+job. A replica instead adds them up here and writes every ``tally_flush_interval_s``: one
+compare-and-set per tenant-day and one per kind, whatever the number of attempts in between.
 
 What that costs: the quota and the ETA see an attempt up to one interval later, and a replica that
 is killed (not stopped: :meth:`Tallies.flush` runs on stop) loses at most one interval of its own
@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
-from contracts.quotas import usage_key
+from contracts.quotas import subject_usage_key, usage_key
 from services.common.quotas import QuotaBook
 from services.dispatcher.scheduling.positions import RunTimes, size_class
 from services.dispatcher.scheduling.queue import QueueEntry
@@ -38,6 +38,8 @@ class Tallies:
     def add(self, entry: QueueEntry, seconds: float, succeeded: bool) -> None:
         """An attempt of ``entry`` held ``seconds`` of GPU (a success's run time feeds the ETA too)."""
         self._usage[usage_key(entry.tenant)] += max(0.0, seconds)
+        if entry.subject is not None:
+            self._usage[subject_usage_key(entry.tenant, entry.subject)] += max(0.0, seconds)
         if succeeded:
             runs = self._runs[entry.kind]
             runs.append((size_class(entry.input_bytes), seconds))

@@ -4,9 +4,9 @@ The cookie (``gpurelay_session``) is HttpOnly, SameSite=Strict, Secure on an ``h
 signed and dated with itsdangerous under a key derived from the deployment's ``signing_secret``;
 it holds the tenant, the key's id (never the key) and the session's CSRF token, and lives
 ``dashboard_session_ttl_s``. Each page checks the key is still unrevoked. A page gets a
-:class:`Viewer`: the principal, the CSRF token its forms carry, a short-lived API token
-(:func:`~services.common.auth.key_cache.dashboard_token`) its scripts send as ``Bearer``, and a feed
-token for the tenant's SSE stream.
+:class:`Viewer`: the principal, the CSRF token its forms carry, a short-lived scoped API token of full
+access (:func:`~services.common.auth.scoped.page_token`) its scripts send as ``Bearer``, and an
+``events:read`` token for the tenant's SSE feed.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from fastapi import Request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from services.common.auth.apikeys import Principal
-from services.common.auth.key_cache import dashboard_token
-from services.common.auth.tokens import mint_token
+from services.common.auth.scoped import feed_token, page_token
 from services.gateway.settings import GatewaySettings
 from services.gateway.state import GatewayState
 
@@ -52,7 +51,7 @@ class Viewer:
     token: str
     """A short-lived bearer token for the API (``dashboard_token_ttl_s``)."""
     feed_token: str
-    """A stream token that opens the tenant's SSE feed only."""
+    """An ``events:read`` token that opens the tenant's SSE feed."""
 
     @property
     def tenant(self) -> str:
@@ -106,8 +105,8 @@ async def viewer_of(request: Request, state: GatewayState) -> Viewer | None:
     return Viewer(
         principal=principal,
         csrf=data["c"],
-        token=dashboard_token(secret, principal, settings.dashboard_token_ttl_s),
-        feed_token=mint_token(secret, "stream", settings.stream_token_ttl_s, tenant=principal.tenant, scope="tenant"),
+        token=page_token(secret, principal, settings.dashboard_token_ttl_s),
+        feed_token=feed_token(secret, principal, settings.stream_token_ttl_s),
     )
 
 

@@ -1,4 +1,5 @@
-"""The new-job form, generated from a kind's JSON Schema: one control per parameter, with its default.
+"""The new-job form, generated from what ``GET /v1/kinds`` says of a kind (:class:`~contracts.api.kinds.KindOut`):
+one control per parameter of its JSON Schema, with its default, a file input per named input.
 
 Scalars (string, integer, number, boolean, enum; each possibly nullable) get inputs of their type
 with the schema's bounds; anything else (objects, arrays) a JSON text area. The browser sends what
@@ -11,9 +12,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from contracts.specs.jobs import SPEC_MODELS, JobKind
+from contracts.api.kinds import KindOut
 
-ACCEPT = {"video": "video/*", "reference": "video/*", "images": "application/zip,.zip"}
+ZIP = "application/zip"
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,15 @@ class InputField:
     accept: str
 
 
-def job_kinds() -> list[str]:
-    """The kinds submitted as jobs (sessions start on the sessions page)."""
-    return [kind.value for kind, model in SPEC_MODELS.items() if model.model_fields["kind"].default not in _SESSIONS]
+def job_kinds(catalog: list[KindOut]) -> list[str]:
+    """The routed kinds submitted as jobs (sessions start on the sessions page)."""
+    return [str(k.kind) for k in catalog if not k.session]
 
 
-_SESSIONS = {"splat", "vlm"}
+def price_text(kind: KindOut) -> str:
+    """Where ``kind`` runs and what it costs, for the form."""
+    where = ", ".join(kind.gpus) if kind.gpus else "CPU"
+    return f"Runs on {where}; ${kind.price_per_gpu_second * 3600:.2f} per GPU-hour."
 
 
 def _scalar(schema: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -87,12 +91,10 @@ def _bounds(schema: dict[str, Any], control: str) -> dict[str, Any]:
     return bounds
 
 
-def param_fields(kind: str) -> list[ParamField]:
-    """The controls of ``kind``'s params, in the schema's order."""
-    model = SPEC_MODELS[JobKind(kind)].model_fields["params"].annotation
-    schema = model.model_json_schema() if model is not None and hasattr(model, "model_json_schema") else {}
+def param_fields(kind: KindOut) -> list[ParamField]:
+    """The controls of the kind's params, in the schema's order."""
     fields = []
-    for name, raw in schema.get("properties", {}).items():
+    for name, raw in kind.params_schema.get("properties", {}).items():
         prop, nullable = _scalar(raw)
         control = _control(prop)
         fields.append(
@@ -110,9 +112,8 @@ def param_fields(kind: str) -> list[ParamField]:
     return fields
 
 
-def input_fields(kind: str) -> list[InputField]:
-    """The file inputs of ``kind`` (required ones first, as the schema orders them)."""
-    model = SPEC_MODELS[JobKind(kind)].model_fields["inputs"].annotation
-    schema = model.model_json_schema() if model is not None and hasattr(model, "model_json_schema") else {}
-    required = set(schema.get("required", []))
-    return [InputField(n, n in required, ACCEPT.get(n, "*/*")) for n in schema.get("properties", {})]
+def input_fields(kind: KindOut) -> list[InputField]:
+    """The file inputs of the kind (required ones first, as the catalog orders them)."""
+    return [
+        InputField(i.name, i.required, ",".join(i.accepts) + (",.zip" if ZIP in i.accepts else "")) for i in kind.inputs
+    ]

@@ -19,13 +19,14 @@ from contracts.job_record import JobStatus
 from contracts.specs.jobs import JobKind
 from services.common.http.problem import ProblemError
 from services.gateway.dashboard.auth import Viewer
-from services.gateway.dashboard.forms import input_fields, job_kinds, param_fields
+from services.gateway.dashboard.forms import input_fields, job_kinds, param_fields, price_text
 from services.gateway.dashboard.pages import ViewerDep
-from services.gateway.dashboard.render import or_error_page, page
+from services.gateway.dashboard.render import error_page, or_error_page, page
 from services.gateway.dashboard.results import results_view
 from services.gateway.dashboard.settle import record_when
 from services.gateway.deps import StateDep
 from services.gateway.jobs.routes import get_job, list_jobs
+from services.gateway.kinds.routes import list_kinds
 from services.gateway.state import GatewayState
 
 router = APIRouter()
@@ -106,14 +107,20 @@ async def job_rows(
 
 @router.get("/jobs/new")
 async def new_job_page(
-    request: Request, viewer: ViewerDep, kind: Annotated[str | None, Query(max_length=32)] = None
+    request: Request, state: StateDep, viewer: ViewerDep, kind: Annotated[str | None, Query(max_length=32)] = None
 ) -> HTMLResponse:
-    """The new-job form of ``kind`` (the first job kind by default)."""
-    kinds = job_kinds()
-    chosen = kind if kind in kinds else kinds[0]
+    """The new-job form of ``kind`` (the first job kind by default), from what ``GET /v1/kinds`` says."""
+    catalog = {str(k.kind): k for k in (await list_kinds(state, viewer.principal)).items}
+    kinds = job_kinds(list(catalog.values()))
+    if not kinds:
+        return error_page(request, viewer, 404, "No job kinds", "This deployment routes no job kind.")
+    chosen = catalog[kind if kind in kinds else kinds[0]]
     template = "new_job_fields.html" if request.headers.get("hx-request") else "new_job.html"
     params, inputs = param_fields(chosen), input_fields(chosen)
-    return page(request, template, viewer, kinds=kinds, kind=chosen, params=params, inputs=inputs)
+    return page(
+        request, template, viewer, kinds=kinds, kind=str(chosen.kind), params=params, inputs=inputs,
+        price=price_text(chosen), summary=chosen.summary,
+    )  # fmt: skip
 
 
 async def _job(request: Request, state: StateDep, viewer: ViewerDep, job_id: str) -> JobOut | HTMLResponse:

@@ -1,4 +1,4 @@
-"""The webhooks, robots and sessions pages.
+"""The webhooks, robots, sessions and usage pages.
 
 Their lists are read in-process (the API's own functions); creating, deleting, sending frames and
 watching live run in the browser against the API with the page's short-lived token.
@@ -6,11 +6,14 @@ watching live run in the browser against the API with the page's short-lived tok
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, time, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from contracts.api.usage import GroupBy
+from contracts.envelope import utc_now
 from contracts.ids import tenant_key_filter
 from contracts.job_record import JobRecord
 from services.common.http.problem import ProblemError
@@ -20,6 +23,7 @@ from services.gateway.dashboard.render import page
 from services.gateway.dashboard.settle import record_when
 from services.gateway.deps import StateDep
 from services.gateway.sessions.http import snapshot_response
+from services.gateway.usage.routes import get_usage
 from services.gateway.webhooks.routes import list_webhooks
 
 router = APIRouter()
@@ -46,6 +50,25 @@ async def robots_page(request: Request, state: StateDep, viewer: ViewerDep) -> H
     entries = await kv_entries(state.kv.robots, tenant_key_filter(viewer.tenant), meta_only=True)
     robots = sorted({e.key.partition(".")[2] for e in entries})[:MAX_ROBOTS]
     return page(request, "robots.html", viewer, robots=robots)
+
+
+@router.get("/usage")
+async def usage_page(
+    request: Request, state: StateDep, viewer: ViewerDep, days: Annotated[int, Query(ge=1, le=366)] = 30
+) -> HTMLResponse:
+    """GPU-seconds and cost per day (a chart and a table), per kind, and the quotas with today's use."""
+    today = utc_now().astimezone(UTC).date()
+    start = datetime.combine(today - timedelta(days=days - 1), time.min, UTC)
+    by_day = await get_usage(state, viewer.principal, from_=start, to=None, group_by=GroupBy.DAY, subject=None)
+    by_kind = await get_usage(state, viewer.principal, from_=start, to=None, group_by=GroupBy.KIND, subject=None)
+    known = {g.key: g for g in by_day.groups}
+    series = [(d := (start.date() + timedelta(days=i)).isoformat(), known.get(d)) for i in range(days)]
+    chart = {
+        "days": [d for d, _ in series],
+        "gpu_seconds": [g.gpu_seconds if g else 0.0 for _, g in series],
+        "cost_usd": [g.cost_usd if g else 0.0 for _, g in series],
+    }
+    return page(request, "usage.html", viewer, usage=by_day, kinds=by_kind, chart=chart, days=days)
 
 
 @router.get("/sessions")

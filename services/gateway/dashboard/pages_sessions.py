@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from contracts.api.sessions import SessionOut
 from contracts.recordings.comparison import SessionComparison
+from services.common.auth.apikeys import Principal
 from services.common.recordings import RecordingUnreadableError, StoredRecording
 from services.common.storage import ObjectNotFoundError
 from services.gateway.dashboard.pages import ViewerDep
@@ -68,10 +69,11 @@ async def _comparison(state: GatewayState, session: SessionOut, artifacts: list[
         return None
 
 
-async def _context(request: Request, state: GatewayState, tenant: str, session_id: str) -> dict[str, Any]:
+async def _context(request: Request, state: GatewayState, viewer: Principal, session_id: str) -> dict[str, Any]:
+    tenant = viewer.tenant
     intake = intake_of(request)
     record = await intake.record(tenant, session_id, fresh=True)
-    session = await session_out(state, intake, record)
+    session = await session_out(state, intake, record, viewer)
     try:
         head = await StoredRecording(state.storage, state.settings.storage_prefix, tenant, record.id).head()
     except RecordingUnreadableError:
@@ -85,7 +87,7 @@ async def _context(request: Request, state: GatewayState, tenant: str, session_i
 
 
 async def _page(request: Request, state: GatewayState, viewer: Any, session_id: str, template: str) -> HTMLResponse:
-    loading = _context(request, state, viewer.tenant, session_id)
+    loading = _context(request, state, viewer.principal, session_id)
     context = await or_error_page(request, viewer, f"session {session_id!r}", loading)
     return context if isinstance(context, HTMLResponse) else page(request, template, viewer, **context)
 

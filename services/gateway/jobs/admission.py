@@ -6,6 +6,10 @@
 * ``gpu_seconds_per_day``: today's GPU-seconds (KV ``tenant_usage``) plus this job's estimate (the
   kind's median run time) over the limit → 429 ``quota_gpu_seconds`` with ``Retry-After`` = the
   seconds to the next UTC day.
+* ``subject_max_queued`` and ``subject_gpu_seconds_per_day``: the same for one end user (the
+  ``subject`` of the scoped token submitting): 429 ``quota_subject_max_queued`` /
+  ``quota_subject_gpu_seconds``. (``subject_max_running_per_kind`` is the dispatcher's, as
+  ``max_running_per_kind`` is.)
 
 Both are read per request (quotas through a 1 s cache), so a change in KV ``quotas`` applies at
 once. The queue count trails submissions by the dispatcher's fold (a job counts once it is queued),
@@ -54,32 +58,42 @@ class Admission:
         queue = await js.key_value(ns.bucket(streams.KV_DISPATCH_QUEUE))
         return cls(book, queue, await js.key_value(ns.bucket(streams.KV_DISPATCH_RUNTIMES)))
 
-    async def check(self, tenant: str, spec: JobSpec) -> None:
-        """429 (problem+json, ``Retry-After``) when ``spec`` would pass one of the tenant's quotas."""
+    async def check(self, tenant: str, spec: JobSpec, subject: str | None = None) -> None:
+        """429 (problem+json, ``Retry-After``) when ``spec`` would pass one of the tenant's quotas, or (for
+        a job of end user ``subject``) one of the per-subject quotas."""
         quota = await self.book.quota(tenant)
         median = await self.median_run_s(spec.kind)
+        retry_queued = max(1, math.ceil(median)) if median is not None else DEFAULT_RETRY_AFTER_S
+        estimate = median or 0.0
         if quota.max_queued is not None:
             waiting = await self.waiting(tenant)
             if waiting >= quota.max_queued:
-                retry = max(1, math.ceil(median)) if median is not None else DEFAULT_RETRY_AFTER_S
-                raise ProblemError(
-                    429, f"{waiting} of this tenant's jobs are queued, its limit is {quota.max_queued}; retry later.",
-                    title="Too many queued jobs", headers={"Retry-After": str(retry)}, code="quota_max_queued",
-                )  # fmt: skip
+                what = f"{waiting} of this tenant's jobs are queued, its limit is {quota.max_queued}"
+                raise _too_many_queued(what, retry_queued)
         if quota.gpu_seconds_per_day is not None:
-            used, estimate = await self.book.gpu_seconds_today(tenant), median or 0.0
+            used = await self.book.gpu_seconds_today(tenant)
             if used + estimate > quota.gpu_seconds_per_day:
-                raise ProblemError(
-                    429, f"this tenant used {used:.0f} of its {quota.gpu_seconds_per_day:g} GPU-seconds today and this "
-                    f"job needs about {estimate:.0f} more.",
-                    title="GPU-seconds quota exceeded", headers={"Retry-After": str(seconds_to_midnight())},
-                    code="quota_gpu_seconds",
-                )  # fmt: skip
+                raise _over_gpu_seconds(f"this tenant used {used:.0f} of its {quota.gpu_seconds_per_day:g}", estimate)
+        if subject is None:
+            return
+        if quota.subject_max_queued is not None:
+            waiting = await self.waiting(tenant, subject)
+            if waiting >= quota.subject_max_queued:
+                what = f"{waiting} of this end user's jobs are queued, the limit is {quota.subject_max_queued} each"
+                raise _too_many_queued(what, retry_queued, "quota_subject_max_queued")
+        if quota.subject_gpu_seconds_per_day is not None:
+            used = await self.book.subject_gpu_seconds_today(tenant, subject)
+            if used + estimate > quota.subject_gpu_seconds_per_day:
+                what = f"this end user used {used:.0f} of their {quota.subject_gpu_seconds_per_day:g}"
+                raise _over_gpu_seconds(what, estimate, "quota_subject_gpu_seconds")
 
-    async def waiting(self, tenant: str) -> int:
-        """The tenant's attempts waiting for a slot, every kind."""
+    async def waiting(self, tenant: str, subject: str | None = None) -> int:
+        """The tenant's attempts waiting for a slot, every kind (of ``subject``'s jobs only, when given)."""
         entries = await kv_entries(self.queue, f"*.{tenant}.>")
-        return sum(1 for item in entries if json.loads(item.value).get("claimed_by") is None)
+        waiting = [json.loads(item.value) for item in entries]
+        return sum(
+            1 for e in waiting if e.get("claimed_by") is None and (subject is None or e.get("subject") == subject)
+        )
 
     async def median_run_s(self, kind: str) -> float | None:
         """The kind's median observed run time (all input sizes), ``None`` before any."""
@@ -89,3 +103,17 @@ class Admission:
             return None
         runs = json.loads(got.value or b"{}").get("by_size", {}).get("all", [])
         return float(statistics.median(runs)) if runs else None
+
+
+def _too_many_queued(what: str, retry_after_s: int, code: str = "quota_max_queued") -> ProblemError:
+    return ProblemError(
+        429, f"{what}; retry later.", title="Too many queued jobs", headers={"Retry-After": str(retry_after_s)},
+        code=code,
+    )  # fmt: skip
+
+
+def _over_gpu_seconds(used: str, estimate: float, code: str = "quota_gpu_seconds") -> ProblemError:
+    return ProblemError(
+        429, f"{used} GPU-seconds today and this job needs about {estimate:.0f} more.",
+        title="GPU-seconds quota exceeded", headers={"Retry-After": str(seconds_to_midnight())}, code=code,
+    )  # fmt: skip

@@ -14,8 +14,9 @@ from pydantic import TypeAdapter, ValidationError
 from contracts.api.batch import JobBatchIn, JobBatchItem, JobBatchOut, JobBatchResult
 from contracts.api.jobs import JobCreate
 from contracts.specs.jobs import JobSpec
+from services.common.auth.apikeys import Principal
 from services.common.http.problem import ProblemError, problem_responses
-from services.gateway.deps import PrincipalDep, StateDep
+from services.gateway.deps import JobsWrite, StateDep
 from services.gateway.jobs.routes import job_out, submit_job
 from services.gateway.state import GatewayState
 
@@ -41,29 +42,29 @@ def _parse(index: int, item: JobBatchItem) -> JobSpec:
     return spec
 
 
-async def _one(state: GatewayState, tenant: str, index: int, item: JobBatchItem) -> JobBatchResult:
+async def _one(state: GatewayState, owner: Principal, index: int, item: JobBatchItem) -> JobBatchResult:
     try:
-        record, claimed = await submit_job(state, tenant, _parse(index, item), item.idempotency_key)
+        record, claimed = await submit_job(state, owner, _parse(index, item), item.idempotency_key)
     except ProblemError as exc:
         title = {"title": exc.title} if exc.title else {}
         body = _problem(exc.status, exc.detail, **title, **exc.extra)
         return JobBatchResult(index=index, status=exc.status, problem=body)
-    return JobBatchResult(index=index, status=201 if claimed else 200, job=await job_out(state, record))
+    return JobBatchResult(index=index, status=201 if claimed else 200, job=await job_out(state, record, owner))
 
 
 @router.post(
     ":batch",
     summary="Submit up to 1,000 jobs",
     response_description="One result per item, in order: 201, 200 (a replayed Idempotency-Key) or a problem.",
-    responses=problem_responses(401, 422, 503),
+    responses=problem_responses(401, 403, 422, 503),
 )
-async def create_jobs(batch: JobBatchIn, state: StateDep, principal: PrincipalDep) -> JobBatchOut:
+async def create_jobs(batch: JobBatchIn, state: StateDep, principal: JobsWrite) -> JobBatchOut:
     """Submit every item as ``POST /v1/jobs`` would; an item's failure is its own result, not the batch's."""
     gate = asyncio.Semaphore(BATCH_PARALLEL)
 
     async def bounded(index: int, item: JobBatchItem) -> JobBatchResult:
         async with gate:
-            return await _one(state, principal.tenant, index, item)
+            return await _one(state, principal, index, item)
 
     results = await asyncio.gather(*(bounded(i, item) for i, item in enumerate(batch.jobs)))
     return JobBatchOut(results=list(results))

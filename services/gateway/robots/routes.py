@@ -25,8 +25,9 @@ from contracts.api.robots import JointEventEncoder, JointsAccepted, JointSampleI
 from contracts.events.robots import JointSample
 from contracts.ids import ID_PATTERN, tenant_key
 from services.common.auth.apikeys import Principal
+from services.common.auth.scoped import Scope
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
-from services.gateway.deps import PrincipalDep, require_principal
+from services.gateway.deps import RobotsRead, check_robot, check_scope, require_principal
 from services.gateway.robots.ingest import (
     MAX_FIELD_ERRORS,
     Telemetry,
@@ -94,13 +95,14 @@ _BODY_DOC = {
 
 
 async def _principal(request: Request, telemetry: Telemetry) -> Principal:
-    """The caller, through the key cache; else the 401 of :func:`require_principal`, as on every route."""
+    """The caller, through the key cache; else the 401 of :func:`require_principal`, as on every route.
+    It must hold ``robots:write`` (403)."""
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
     key = key.strip()
-    if scheme.lower() == "bearer" and key and (principal := await telemetry.principal(key)) is not None:
-        return principal
-    credentials = HTTPAuthorizationCredentials(scheme=scheme, credentials=key) if key else None
-    return await require_principal(telemetry.state, credentials)
+    if not (scheme.lower() == "bearer" and key and (principal := await telemetry.principal(key)) is not None):
+        credentials = HTTPAuthorizationCredentials(scheme=scheme, credentials=key) if key else None
+        principal = await require_principal(telemetry.state, credentials)
+    return check_scope(principal, Scope.ROBOTS_WRITE)
 
 
 def _checked(robot_id: str) -> str:
@@ -138,7 +140,7 @@ async def _admit(telemetry: Telemetry, tenant: str, robot_id: str) -> None:
     response_model=JointsAccepted,
     summary="Publish joint angles: one sample or a batch",
     response_description="How many samples were published to the robot's telemetry.",
-    responses=problem_responses(401, 413, 422, 429, 503),
+    responses=problem_responses(401, 403, 413, 422, 429, 503),
     openapi_extra={"requestBody": _BODY_DOC, "security": [{"HTTPBearer": []}]},
 )
 async def post_joints(robot_id: RobotIdPath, request: Request) -> Response:
@@ -151,6 +153,7 @@ async def post_joints(robot_id: RobotIdPath, request: Request) -> Response:
     telemetry = telemetry_of(request)
     principal = await _principal(request, telemetry)
     robot_id = _checked(robot_id)
+    check_robot(principal, robot_id)
     body = await _body(request)
     settings = telemetry.settings
     samples = body.as_samples()
@@ -196,10 +199,11 @@ async def publish_samples(
     "/{robot_id}/joints/latest",
     summary="Read a robot's latest joint angles",
     response_model=JointSample,
-    responses=problem_responses(401, 404, 422, 503),
+    responses=problem_responses(401, 403, 404, 422, 503),
 )
-async def latest_joints(robot_id: RobotIdPath, principal: PrincipalDep, request: Request) -> Response:
+async def latest_joints(robot_id: RobotIdPath, principal: RobotsRead, request: Request) -> Response:
     """The newest sample published for this robot of the caller's tenant; 404 when there is none."""
+    check_robot(principal, robot_id)
     key = tenant_key(principal.tenant, _checked(robot_id))
     try:
         data = await telemetry_of(request).latest(key)

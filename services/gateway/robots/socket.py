@@ -34,6 +34,7 @@ from contracts.api.robots import (
 )
 from contracts.ids import ID_PATTERN, tenant_key
 from services.common.auth.apikeys import Principal
+from services.common.auth.scoped import Scope, allows, robot_refusal
 from services.common.http.problem import field_error
 from services.gateway.robots.ingest import (
     MAX_FIELD_ERRORS,
@@ -43,7 +44,14 @@ from services.gateway.robots.ingest import (
     receipt_time,
 )
 from services.gateway.robots.registry import RobotLimitError
-from services.gateway.ws_auth import WS_POLICY, WS_TOO_BIG, WS_UNAUTHORIZED, NoCredentialInTimeError, ws_credential
+from services.gateway.ws_auth import (
+    WS_FORBIDDEN,
+    WS_POLICY,
+    WS_TOO_BIG,
+    WS_UNAUTHORIZED,
+    NoCredentialInTimeError,
+    ws_credential,
+)
 
 log = logging.getLogger(__name__)
 WS_TOO_MANY_ROBOTS = 4429
@@ -152,7 +160,7 @@ def _is_close(text: str) -> bool:
 
 
 async def _ws_principal(ws: WebSocket, telemetry: Telemetry) -> Principal | None:
-    """The caller of an accepted WebSocket: ``Authorization: Bearer`` or a first ``{"auth": key}``.
+    """The caller of an accepted WebSocket: ``Authorization: Bearer``, ``?token=`` or a first ``{"auth": ...}``.
 
     Raises :class:`NoCredentialInTimeError` when no first message arrives within the deadline.
     """
@@ -168,7 +176,10 @@ async def _admitted(ws: WebSocket, telemetry: Telemetry, robot_id: str) -> Princ
         await ws.close(WS_POLICY, f"No auth message within {telemetry.settings.robot_ws_auth_timeout_s:g} s.")
         return None
     if principal is None:
-        await ws.close(WS_UNAUTHORIZED, "A valid API key is required.")
+        await ws.close(WS_UNAUTHORIZED, "A valid API key or token is required.")
+        return None
+    if not allows(principal, Scope.ROBOTS_WRITE) or robot_refusal(principal, robot_id) is not None:
+        await ws.close(WS_FORBIDDEN, "The token lacks robots:write for this robot.")
         return None
     if not ID_PATTERN.fullmatch(robot_id):
         await ws.close(WS_POLICY, "robot_id must be 1-64 letters, digits, '_' or '-'.")

@@ -20,11 +20,12 @@ from collections import deque
 from fastapi import WebSocket, WebSocketDisconnect
 
 from contracts.session_feed import FeedBacklog, FeedControl, FeedFrame, FeedJoints, encode_frame
+from services.common.auth.apikeys import Principal
 from services.common.auth.ingest_tokens import verify_ingest_token
 from services.common.auth.tokens import TokenExpiredError, TokenInvalidError
 from services.common.observability.metrics import SESSION_FEED_DROPPED
 from services.common.session_feed import FeedItem, FeedStart, NatsSessionFeed
-from services.gateway.sessions.http import TenantOf, socket_session
+from services.gateway.sessions.http import PrincipalOf, socket_session
 from services.gateway.sessions.intake import SessionIntake
 from services.gateway.ws_auth import WS_POLICY, WS_UNAUTHORIZED
 
@@ -85,11 +86,11 @@ def _sequence(ws: WebSocket, name: str) -> int:
     return int(value) if value.isascii() and value.isdigit() and len(value) <= 18 else 0
 
 
-def _ingest_tenant(ws: WebSocket, intake: SessionIntake, session_id: str) -> TenantOf:
-    """A credential's tenant if it is a valid ingest token of this session (else close 4401)."""
+def _ingest_worker(ws: WebSocket, intake: SessionIntake, session_id: str) -> PrincipalOf:
+    """The session's worker if the credential is a valid ingest token of this session (else close 4401)."""
     secret = intake.settings.ingest_token_secret.get_secret_value().encode()
 
-    async def tenant_of(token: str | None) -> str | None:
+    async def worker_of(token: str | None) -> Principal | None:
         try:
             claims = verify_ingest_token(secret, token or "")
         except (TokenInvalidError, TokenExpiredError):
@@ -97,16 +98,16 @@ def _ingest_tenant(ws: WebSocket, intake: SessionIntake, session_id: str) -> Ten
         if claims is None or claims.job_id != session_id:
             await ws.close(WS_UNAUTHORIZED, "A valid ingest token of this session is required.")
             return None
-        return claims.tenant
+        return Principal(tenant=claims.tenant, key_id="ingest", job=session_id)
 
-    return tenant_of
+    return worker_of
 
 
 async def session_feed(websocket: WebSocket, session_id: str) -> None:
     """Relay one session's feed to its remote worker until it disconnects."""
     intake: SessionIntake = websocket.app.state.session_intake
     try:
-        record = await socket_session(websocket, intake, session_id, _ingest_tenant(websocket, intake, session_id))
+        record = await socket_session(websocket, intake, session_id, _ingest_worker(websocket, intake, session_id))
         if record is None:
             return
         relay = Relay(intake.settings.session_feed_buffer)

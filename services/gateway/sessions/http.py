@@ -11,11 +11,14 @@ from contracts.base import load_json
 from contracts.job_record import JobRecord
 from contracts.record_repair import UnreadableRecordError
 from contracts.session_feed import IMAGE_TYPES
+from services.common.auth.apikeys import Principal
+from services.common.auth.scoped import kind_refusal
 from services.common.http.problem import ProblemError, field_error, unprocessable
 from services.common.storage import ObjectNotFoundError
 from services.gateway.sessions.intake import SessionIntake
 from services.gateway.state import GatewayState
 from services.gateway.ws_auth import (
+    WS_FORBIDDEN,
     WS_INVALID_RECORD,
     WS_NOT_FOUND,
     WS_POLICY,
@@ -23,8 +26,8 @@ from services.gateway.ws_auth import (
     ws_credential,
 )
 
-TenantOf = Callable[[str | None], Awaitable[str | None]]
-"""A credential's tenant, or ``None`` once it has closed the socket saying why."""
+PrincipalOf = Callable[[str | None], Awaitable[Principal | None]]
+"""A credential's principal, or ``None`` once it has closed the socket saying why."""
 
 
 def intake_of(request: Request) -> SessionIntake:
@@ -109,13 +112,13 @@ async def snapshot_response(state: GatewayState, record: JobRecord, if_none_matc
 
 
 async def socket_session(
-    ws: WebSocket, intake: SessionIntake, session_id: str, tenant_of: TenantOf
+    ws: WebSocket, intake: SessionIntake, session_id: str, principal_of: PrincipalOf
 ) -> JobRecord | None:
     """Accept a session's socket, authenticate it and read the session's record (afresh).
 
-    The credential must come within ``robot_ws_auth_timeout_s`` (else 1008); ``tenant_of`` decides
-    what it may be. ``None`` once the socket is closed with why (a session of another tenant, or none:
-    4404; a record that does not validate: 4409).
+    The credential must come within ``robot_ws_auth_timeout_s`` (else 1008); ``principal_of`` decides
+    what it may be. ``None`` once the socket is closed with why (a session of another tenant or subject,
+    or none: 4404; of a kind the token leaves out: 4403; a record that does not validate: 4409).
     """
     await ws.accept()
     timeout_s = intake.settings.robot_ws_auth_timeout_s
@@ -124,13 +127,21 @@ async def socket_session(
     except NoCredentialInTimeError:
         await ws.close(WS_POLICY, f"No auth message within {timeout_s:g} s.")
         return None
-    tenant = await tenant_of(credential)
-    if tenant is None:
+    principal = await principal_of(credential)
+    if principal is None:
         return None
     try:
-        return await intake.record(tenant, session_id, fresh=True)
+        record = await intake.record(principal.tenant, session_id, fresh=True)
     except ProblemError:
         await ws.close(WS_NOT_FOUND, "No such session.")
+        return None
     except UnreadableRecordError:
         await ws.close(WS_INVALID_RECORD, "The session's stored record is not valid.")
-    return None
+        return None
+    if not principal.sees(record.subject):
+        await ws.close(WS_NOT_FOUND, "No such session.")
+        return None
+    if kind_refusal(principal, record.kind) is not None:
+        await ws.close(WS_FORBIDDEN, "The token leaves this session's kind out.")
+        return None
+    return record

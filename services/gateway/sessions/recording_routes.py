@@ -17,10 +17,9 @@ from contracts.recordings.manifest import RecordingManifest
 from contracts.specs.jobs import SplatSpec, VlmSpec
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
 from services.common.recordings import RecordingUnreadableError, StoredRecording
-from services.gateway.deps import PrincipalDep, StateDep
+from services.gateway.deps import SessionsRead, SessionsWrite, StateDep
 from services.gateway.jobs.routes import IdempotencyKey
-from services.gateway.sessions.http import intake_of
-from services.gateway.sessions.routes import SessionIdPath, submit_session
+from services.gateway.sessions.routes import SessionIdPath, own_session, submit_session
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 _SPEC: TypeAdapter[SplatSpec | VlmSpec] = TypeAdapter(SessionCreate)
@@ -36,12 +35,12 @@ _SPEC: TypeAdapter[SplatSpec | VlmSpec] = TypeAdapter(SessionCreate)
     },
 )
 async def get_recording(
-    session_id: SessionIdPath, request: Request, state: StateDep, principal: PrincipalDep
+    session_id: SessionIdPath, request: Request, state: StateDep, principal: SessionsRead
 ) -> Response:
     """The manifest: every frame (its stored copy's key, capture time, matched joints), control, results,
     alerts, snapshots; as far as the worker wrote it while the session runs. 404 before it has one,
     410 once retention removed it."""
-    record = await intake_of(request).record(principal.tenant, session_id, fresh=True)
+    record = await own_session(request, principal, session_id, fresh=True)
     if record.session is not None and record.session.recording_expired:
         raise ProblemError(410, "The session's recording has expired.")
     stored = StoredRecording(state.storage, state.settings.storage_prefix, record.tenant, record.id)
@@ -65,14 +64,13 @@ async def replay_session(
     body: SessionReplay,
     request: Request,
     state: StateDep,
-    principal: PrincipalDep,
+    principal: SessionsWrite,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> SessionOut:
     """A new session of the same kind fed from this one's recording (its frames, joints and resets), with
     this one's params changed by ``params``; 409 until this one has ended."""
-    intake = intake_of(request)
-    original = await intake.record(principal.tenant, session_id, fresh=True)
+    original = await own_session(request, principal, session_id, fresh=True)
     if not original.terminal:
         raise ProblemError(409, f"The session is {original.session_state}; replay it once it has ended.")
     params = {**original.spec.params.model_dump(mode="json", exclude_none=True), **body.params}
@@ -83,4 +81,4 @@ async def replay_session(
     except ValidationError as exc:
         errors = [field_error(("body", *e["loc"]), e["msg"], e["type"]) for e in exc.errors()]
         raise unprocessable("The replay's params are not valid for its kind.", *errors) from None
-    return await submit_session(request, state, principal.tenant, spec, response, idempotency_key)
+    return await submit_session(request, state, principal, spec, response, idempotency_key)

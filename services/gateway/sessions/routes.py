@@ -15,11 +15,13 @@ from typing import Annotated
 from fastapi import APIRouter, FastAPI, Header, Path, Query, Request, Response
 
 from contracts.api.sessions import FrameAccepted, SessionCreate, SessionOut
+from contracts.job_record import JobRecord
 from contracts.specs.jobs import SplatSpec, VlmSpec
 from contracts.specs.session_params import vlm_model_refusal
-from services.common.http.problem import field_error, problem_responses, unprocessable
-from services.gateway.deps import PrincipalDep, StateDep
-from services.gateway.jobs.routes import IdempotencyKey, submit_job
+from services.common.auth.apikeys import Principal
+from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
+from services.gateway.deps import SessionsRead, SessionsWrite, StateDep
+from services.gateway.jobs.routes import IdempotencyKey, check_kind, submit_job
 from services.gateway.sessions.feed import session_feed
 from services.gateway.sessions.http import intake_of, pose_header, read_frame, snapshot_response
 from services.gateway.sessions.intake import SessionIntake
@@ -58,31 +60,31 @@ FRAME_DOC = {
     "",
     status_code=201,
     summary="Start a live session",
-    responses={**problem_responses(401, 409, 422, 503), 200: {"model": SessionOut, "description": "Replay"}},
+    responses={**problem_responses(401, 403, 409, 422, 429, 503), 200: {"model": SessionOut, "description": "Replay"}},
 )
 async def create_session(
     spec: SessionCreate,
     request: Request,
     state: StateDep,
-    principal: PrincipalDep,
+    principal: SessionsWrite,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> SessionOut:
     """Record the session (a job of a session kind) and publish ``job.created``; the dispatcher starts
     its worker. Without ``robot_id`` the session gets a robot of its own, named by its id. A vlm
     session may name only a model the deployment allows (422 otherwise)."""
-    return await submit_session(request, state, principal.tenant, spec, response, idempotency_key)
+    return await submit_session(request, state, principal, spec, response, idempotency_key)
 
 
 async def submit_session(
-    request: Request, state: GatewayState, tenant: str, spec: SplatSpec | VlmSpec, response: Response,
+    request: Request, state: GatewayState, principal: Principal, spec: SplatSpec | VlmSpec, response: Response,
     idempotency_key: str | None,
 ) -> SessionOut:  # fmt: skip
     """Check the model, record the session (201, or 200 for a replayed ``Idempotency-Key``); its view."""
     check_model(state.settings, spec)
-    record, claimed = await submit_job(state, tenant, spec, idempotency_key)
+    record, claimed = await submit_job(state, principal, spec, idempotency_key)
     response.status_code = 201 if claimed else 200
-    out = await session_out(state, intake_of(request), record)
+    out = await session_out(state, intake_of(request), record, principal)
     response.headers["Location"] = out.urls.self
     return out
 
@@ -98,13 +100,22 @@ def check_model(settings: GatewaySettings, spec: SplatSpec | VlmSpec) -> None:
             )
 
 
-@router.get("/{session_id}", summary="Read a session", responses=problem_responses(401, 404, 409))
+async def own_session(request: Request, principal: Principal, session_id: str, *, fresh: bool = False) -> JobRecord:
+    """The caller's session record; 404 for another tenant's or (a subject's token) another subject's."""
+    record = await intake_of(request).record(principal.tenant, session_id, fresh=fresh)
+    if not principal.sees(record.subject):
+        raise ProblemError(404, f"No session {session_id!r}.")
+    return record
+
+
+@router.get("/{session_id}", summary="Read a session", responses=problem_responses(401, 403, 404, 409))
 async def get_session(
-    session_id: SessionIdPath, request: Request, state: StateDep, principal: PrincipalDep
+    session_id: SessionIdPath, request: Request, state: StateDep, principal: SessionsRead
 ) -> SessionOut:
-    """State, frames received / processed / dropped, the worker's latest figures, cost so far."""
-    intake = intake_of(request)
-    return await session_out(state, intake, await intake.record(principal.tenant, session_id, fresh=True))
+    """State, frames received / processed / dropped, the worker's latest figures, its artifacts (chunk PLYs,
+    status.json, snapshots) with download URLs, cost so far."""
+    record = await own_session(request, principal, session_id, fresh=True)
+    return await session_out(state, intake_of(request), record, principal)
 
 
 @router.post(
@@ -112,44 +123,50 @@ async def get_session(
     status_code=202,
     summary="Push one frame",
     openapi_extra={"requestBody": FRAME_DOC},
-    responses=problem_responses(401, 404, 409, 413, 422, 429, 503),
+    responses=problem_responses(401, 403, 404, 409, 413, 422, 429, 503),
 )
 async def post_frame(
     session_id: SessionIdPath,
     request: Request,
     state: StateDep,
-    principal: PrincipalDep,
+    principal: SessionsWrite,
     ts: CaptureTime = None,
     pose: PoseHeader = None,
 ) -> FrameAccepted:
     """Accept one frame (checked magic bytes, size and rate); ``seq`` numbers the session's frames from 1."""
-    intake = intake_of(request)
-    record = await intake.record(principal.tenant, session_id)
+    record = await own_session(request, principal, session_id)
+    check_kind(principal, record.kind)
     data, content_type = await read_frame(request, state)
-    return await intake.accept_frame(record, data, content_type, ts, pose_header(pose))
+    return await intake_of(request).accept_frame(record, data, content_type, ts, pose_header(pose))
 
 
-async def _control(request: Request, state: GatewayState, tenant: str, session_id: str, action: str) -> SessionOut:
+async def _control(
+    request: Request, state: GatewayState, principal: Principal, session_id: str, action: str
+) -> SessionOut:
     intake = intake_of(request)
-    record = await intake.record(tenant, session_id, fresh=True)
+    record = await own_session(request, principal, session_id, fresh=True)
+    check_kind(principal, record.kind)
     await intake.control(record, action)
-    return await session_out(state, intake, await intake.record(tenant, session_id))
+    return await session_out(state, intake, await intake.record(principal.tenant, session_id), principal)
 
 
-@router.post("/{session_id}/stop", status_code=202, summary="Finish", responses=problem_responses(401, 404, 409, 503))
+CONTROL_ERRORS = problem_responses(401, 403, 404, 409, 503)
+
+
+@router.post("/{session_id}/stop", status_code=202, summary="Finish", responses=CONTROL_ERRORS)
 async def stop_session(
-    session_id: SessionIdPath, request: Request, state: StateDep, principal: PrincipalDep
+    session_id: SessionIdPath, request: Request, state: StateDep, principal: SessionsWrite
 ) -> SessionOut:
     """The worker finishes what it has (final outputs), then the session succeeds with its result."""
-    return await _control(request, state, principal.tenant, session_id, "stop")
+    return await _control(request, state, principal, session_id, "stop")
 
 
-@router.post("/{session_id}/reset", status_code=202, summary="Reset", responses=problem_responses(401, 404, 409, 503))
+@router.post("/{session_id}/reset", status_code=202, summary="Reset", responses=CONTROL_ERRORS)
 async def reset_session(
-    session_id: SessionIdPath, request: Request, state: StateDep, principal: PrincipalDep
+    session_id: SessionIdPath, request: Request, state: StateDep, principal: SessionsWrite
 ) -> SessionOut:
     """The worker clears its model and counters; the session goes on."""
-    return await _control(request, state, principal.tenant, session_id, "reset")
+    return await _control(request, state, principal, session_id, "reset")
 
 
 @router.get(
@@ -159,18 +176,18 @@ async def reset_session(
     responses={
         200: {"content": {"application/octet-stream": {}}},
         304: {"description": "Not modified"},
-        **problem_responses(401, 404, 409, 410),
+        **problem_responses(401, 403, 404, 409, 410),
     },
 )
 async def get_ply(
     session_id: SessionIdPath,
     request: Request,
     state: StateDep,
-    principal: PrincipalDep,
+    principal: SessionsRead,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
     """The latest snapshot's bytes with an ``ETag`` (its sha256); 304 when unchanged; 404 before the first."""
-    record = await intake_of(request).record(principal.tenant, session_id, fresh=True)
+    record = await own_session(request, principal, session_id, fresh=True)
     return await snapshot_response(state, record, if_none_match)
 
 

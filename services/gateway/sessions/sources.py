@@ -22,6 +22,7 @@ from contracts.record_repair import UnreadableRecordError, read_record
 from contracts.recordings.layout import HEAD_NAME
 from contracts.specs.jobs import SessionExportSpec
 from contracts.specs.session_source import DatasetSource, RecordingSource
+from services.common.auth.apikeys import Principal
 from services.common.http.problem import field_error, unprocessable
 from services.common.storage import result_key
 from services.gateway.state import GatewayState
@@ -30,8 +31,10 @@ from services.gateway.uploads.routes import upload_input_problem
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 
-async def session_record(state: GatewayState, tenant: str, session_id: str) -> JobRecord | None:
-    """The tenant's session ``session_id`` (``None``: no such session, or not one this tenant can see)."""
+async def session_record(state: GatewayState, owner: Principal, session_id: str) -> JobRecord | None:
+    """``owner``'s session ``session_id`` (``None``: no such session, or not one ``owner`` can see: another
+    tenant's, or a subject's token asking for another subject's)."""
+    tenant = owner.tenant
     if not ID_PATTERN.fullmatch(session_id):
         return None
     try:
@@ -39,7 +42,8 @@ async def session_record(state: GatewayState, tenant: str, session_id: str) -> J
         record = read_record(entry.value) if entry.value else None
     except (KeyNotFoundError, UnreadableRecordError):
         return None
-    return record if record is not None and record.session is not None else None
+    visible = record is not None and record.session is not None and owner.sees(record.subject)
+    return record if visible else None
 
 
 async def recording_problem(state: GatewayState, record: JobRecord | None, name: str, *, ended: bool) -> str | None:
@@ -56,8 +60,9 @@ async def recording_problem(state: GatewayState, record: JobRecord | None, name:
     return None
 
 
-async def _zip_problem(state: GatewayState, tenant: str, upload_id: str) -> str | None:
-    problem = await upload_input_problem(state, tenant, upload_id)
+async def _zip_problem(state: GatewayState, owner: Principal, upload_id: str) -> str | None:
+    tenant = owner.tenant
+    problem = await upload_input_problem(state, owner, upload_id)
     if problem is not None:
         return problem
     entry = await state.kv.uploads.get(tenant_key(tenant, upload_id))
@@ -69,21 +74,21 @@ async def _zip_problem(state: GatewayState, tenant: str, upload_id: str) -> str 
     return None
 
 
-async def check_recording_refs(state: GatewayState, tenant: str, spec: Any) -> None:
-    """422 naming each recording or source ``spec`` refers to that cannot serve it."""
+async def check_recording_refs(state: GatewayState, owner: Principal, spec: Any) -> None:
+    """422 naming each recording or source ``spec`` refers to that cannot serve ``owner``'s request."""
     errors = []
     if isinstance(spec, SessionExportSpec):
         sid = spec.params.session_id
-        problem = await recording_problem(state, await session_record(state, tenant, sid), sid, ended=False)
+        problem = await recording_problem(state, await session_record(state, owner, sid), sid, ended=False)
         if problem is not None:
             errors.append(field_error(("body", "params", "session_id"), problem))
     source = getattr(spec, "source", None)
     if isinstance(source, RecordingSource):
         sid = source.session_id
-        problem = await recording_problem(state, await session_record(state, tenant, sid), sid, ended=True)
+        problem = await recording_problem(state, await session_record(state, owner, sid), sid, ended=True)
         if problem is not None:
             errors.append(field_error(("body", "source", "session_id"), problem))
-    if isinstance(source, DatasetSource) and (problem := await _zip_problem(state, tenant, source.upload_id)):
+    if isinstance(source, DatasetSource) and (problem := await _zip_problem(state, owner, source.upload_id)):
         errors.append(field_error(("body", "source", "upload_id"), problem))
     if errors:
         raise unprocessable("The recording or source the request names cannot serve it.", *errors)

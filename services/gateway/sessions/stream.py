@@ -1,8 +1,10 @@
 """``WS /v1/sessions/{id}/stream``: frames in, each acked at once; the session's own events out.
 
-Auth: ``Authorization: Bearer <api key>`` or a first text message ``{"auth": "<api key or the
-session's stream token>"}`` within ``robot_ws_auth_timeout_s`` (else 1008); a bad credential closes
-4401, a session of another tenant (or none) 4404, one whose stored record does not validate 4409.
+Auth: ``Authorization: Bearer <api key or token>``, ``?token=<token>``, or a first text message
+``{"auth": "<api key or token>"}`` within ``robot_ws_auth_timeout_s`` (else 1008). A token needs
+``sessions:write`` (of the session's kind and subject), or is the session's own stream token. A bad
+credential closes 4401, one out of scope 4403, a session of another tenant or subject (or none) 4404,
+one whose stored record does not validate 4409.
 
 In: a binary message is one JPEG or PNG frame; a text ``{"type": "frame", "ts": <unix s>, "pose":
 [16 numbers]?}`` just before it describes it. ``{"type": "stop"}`` and ``{"type": "reset"}`` control
@@ -36,11 +38,13 @@ from contracts.events.registry import TERMINAL_JOB_EVENTS
 from contracts.job_record import JobRecord
 from contracts.record_repair import INVALID_RECORD, UnreadableRecordError
 from contracts.streams import JOBS
-from services.common.auth.tokens import TokenExpiredError, TokenInvalidError, verify_token
+from services.common.auth.apikeys import Principal
+from services.common.auth.key_cache import CredentialRefusedError
+from services.common.auth.scoped import Scope, allows
 from services.common.http.problem import ProblemError
-from services.gateway.sessions.http import TenantOf, image_type, socket_session
+from services.gateway.sessions.http import PrincipalOf, image_type, socket_session
 from services.gateway.sessions.intake import SessionIntake
-from services.gateway.ws_auth import WS_UNAUTHORIZED
+from services.gateway.ws_auth import WS_FORBIDDEN, WS_UNAUTHORIZED
 from services.gateway.ws_text import BadMessageError, json_object
 
 log = logging.getLogger(__name__)
@@ -146,23 +150,23 @@ class _Socket:
             await sub.unsubscribe()
 
 
-def _caller_tenant(ws: WebSocket, intake: SessionIntake, session_id: str) -> TenantOf:
-    """A credential's tenant: an API key, or the session's stream token (else close 4401)."""
+def _caller(ws: WebSocket, intake: SessionIntake, session_id: str) -> PrincipalOf:
+    """A credential's principal: an API key, a token with ``sessions:write``, or the session's own stream
+    token (``events:read`` bound to it); else the socket is closed (4401 refused, 4403 not in scope)."""
 
-    async def tenant_of(credential: str | None) -> str | None:
-        principal = await intake.state.key_cache.verify(credential) if credential else None
-        if principal is not None:
-            return principal.tenant
+    async def principal_of(credential: str | None) -> Principal | None:
         try:
-            secret = intake.settings.signing_secret.get_secret_value().encode()
-            claims = verify_token(secret, credential or "", "stream", job=session_id)
-        except (TokenInvalidError, TokenExpiredError):
-            await ws.close(WS_UNAUTHORIZED, "A valid API key or the session's stream token is required.")
+            principal = await intake.state.key_cache.authenticate(credential or "")
+        except CredentialRefusedError as exc:
+            await ws.close(WS_UNAUTHORIZED, str(exc)[:120])
             return None
-        tenant = claims.get("tenant")
-        return tenant if isinstance(tenant, str) else None
+        own_stream = principal.job == session_id and allows(principal, Scope.EVENTS_READ)
+        if not (allows(principal, Scope.SESSIONS_WRITE) or own_stream):
+            await ws.close(WS_FORBIDDEN, "The token lacks sessions:write.")
+            return None
+        return principal
 
-    return tenant_of
+    return principal_of
 
 
 def _closed_on_failure(task: asyncio.Task[None], ws: WebSocket) -> None:
@@ -182,7 +186,7 @@ async def session_stream(websocket: WebSocket, session_id: str) -> None:
     """A live session's bidirectional stream (see the module docstring)."""
     intake: SessionIntake = websocket.app.state.session_intake
     try:
-        record = await socket_session(websocket, intake, session_id, _caller_tenant(websocket, intake, session_id))
+        record = await socket_session(websocket, intake, session_id, _caller(websocket, intake, session_id))
         if record is None:
             return
         after = websocket.query_params.get("after", "0")

@@ -13,8 +13,10 @@ from datetime import timedelta
 from contracts.api.sessions import SessionOut, SessionUrls
 from contracts.envelope import utc_now
 from contracts.job_record import JobRecord, JobStatus
+from services.common.auth.apikeys import Principal
 from services.common.auth.tokens import mint_token
 from services.common.storage import InvalidKeyError, check_result_key
+from services.gateway.jobs.artifacts import events_token, signed_artifacts
 from services.gateway.sessions.intake import SessionIntake
 from services.gateway.state import GatewayState
 
@@ -28,11 +30,11 @@ def compat_token(state: GatewayState, record: JobRecord) -> str:
     return mint_token(secret, "compat", ttl, session=record.id, tenant=record.tenant)
 
 
-def session_urls(state: GatewayState, record: JobRecord) -> SessionUrls:
-    """Where to reach the session (``ply`` and ``compat`` for splat)."""
+def session_urls(state: GatewayState, record: JobRecord, viewer: Principal) -> SessionUrls:
+    """Where to reach the session (``ply`` and ``compat`` for splat); ``events`` with a stream token minted
+    for ``viewer``."""
     settings = state.settings
-    secret = settings.signing_secret.get_secret_value().encode()
-    token = mint_token(secret, "stream", settings.stream_token_ttl_s, job=record.id, tenant=record.tenant)
+    token = events_token(state, record, viewer)
     base = f"{settings.url}/v1/sessions/{record.id}"
     ws_base = "ws" + base.removeprefix("http")
     splat = record.kind == "splat"
@@ -51,8 +53,9 @@ def session_urls(state: GatewayState, record: JobRecord) -> SessionUrls:
     )
 
 
-async def session_out(state: GatewayState, intake: SessionIntake, record: JobRecord) -> SessionOut:
-    """The client's view of ``record``: counts, the worker's figures, the latest snapshot's URL, cost so far."""
+async def session_out(state: GatewayState, intake: SessionIntake, record: JobRecord, viewer: Principal) -> SessionOut:
+    """The client's view of ``record``: counts, the worker's figures, the latest snapshot's URL, its artifacts
+    with download URLs, cost so far."""
     assert record.session is not None
     assert record.session_state is not None
     metrics = dict(record.progress.metrics)
@@ -71,6 +74,7 @@ async def session_out(state: GatewayState, intake: SessionIntake, record: JobRec
         kind=record.kind,
         status=record.status,
         state=record.session_state,
+        subject=record.subject,
         attempt=record.attempt,
         ready_at=record.session.ready_at if record.session.ready_attempt == record.attempt else None,
         load_s=record.session.load_s if record.session.ready_attempt == record.attempt else None,
@@ -81,11 +85,12 @@ async def session_out(state: GatewayState, intake: SessionIntake, record: JobRec
         frames_dropped=int(metrics.get("frames_dropped", 0)),
         metrics=metrics,
         snapshot=snapshot,
+        artifacts=tuple(await signed_artifacts(state, record)),
         result=record.result,
         error=record.error,
         cost=record.cost.so_far(running, utc_now()),
         spec=record.spec,
         created_at=record.created_at,
         updated_at=record.updated_at,
-        urls=session_urls(state, record),
+        urls=session_urls(state, record, viewer),
     )

@@ -31,6 +31,7 @@ from contracts.event_ids import upload_completed_event_id
 from contracts.events.registry import EventType, make_event
 from contracts.events.uploads import UploadCompletedPayload
 from contracts.ids import ID_PATTERN, new_id, tenant_key
+from services.common.auth.apikeys import Principal
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
 from services.common.storage import (
     ObjectChangedError,
@@ -42,7 +43,7 @@ from services.common.storage import (
     upload_key,
 )
 from services.common.storage.base import MAX_EXPIRES_S
-from services.gateway.deps import PrincipalDep, StateDep
+from services.gateway.deps import StateDep, UploadsWrite
 from services.gateway.settings import GatewaySettings
 from services.gateway.state import GatewayState
 from services.gateway.uploads import magic
@@ -51,15 +52,19 @@ router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 UploadIdPath = Annotated[str, Path(description="An upload id, e.g. upl_0193...")]
 
 
-async def _entry(kv: KeyValue, tenant: str, upload_id: str) -> tuple[UploadRecord, int]:
-    """The record of this tenant's upload and its KV revision; 404 for any other id."""
+async def _entry(kv: KeyValue, viewer: Principal, upload_id: str) -> tuple[UploadRecord, int]:
+    """The record of the caller's upload and its KV revision; 404 for any other id (another tenant's, or
+    another subject's for a subject-bound token)."""
+    tenant = viewer.tenant
     if ID_PATTERN.fullmatch(upload_id):
         try:
             entry = await kv.get(tenant_key(tenant, upload_id))
         except KeyNotFoundError:
             entry = None
         if entry is not None and entry.value and entry.revision is not None:
-            return UploadRecord.model_validate_json(entry.value), entry.revision
+            record = UploadRecord.model_validate_json(entry.value)
+            if viewer.sees(record.subject):
+                return record, entry.revision
     raise ProblemError(404, f"No upload {upload_id!r}.")
 
 
@@ -140,10 +145,10 @@ async def _check(state: GatewayState, record: UploadRecord, info: ObjectInfo) ->
     status_code=201,
     summary="Start an upload",
     response_description="A pre-signed PUT: send the bytes there, then complete the upload.",
-    responses=problem_responses(401, 422),
+    responses=problem_responses(401, 403, 422),
 )
 async def create_upload(
-    body: UploadCreate, state: StateDep, principal: PrincipalDep, response: Response
+    body: UploadCreate, state: StateDep, principal: UploadsWrite, response: Response
 ) -> PresignedUpload:
     """Declare a file; the content type must be allowed and the size within the limit."""
     settings = state.settings
@@ -161,6 +166,7 @@ async def create_upload(
     record = UploadRecord(
         id=upload_id,
         tenant=principal.tenant,
+        subject=principal.subject,
         key=key,
         filename=body.filename,
         content_type=content_type,
@@ -182,15 +188,15 @@ async def create_upload(
 @router.post(
     "/{upload_id}/complete",
     summary="Verify an upload and publish upload.completed",
-    responses=problem_responses(401, 404, 409, 422, 503),
+    responses=problem_responses(401, 403, 404, 409, 422, 503),
 )
-async def complete_upload(upload_id: UploadIdPath, state: StateDep, principal: PrincipalDep) -> UploadOut:
+async def complete_upload(upload_id: UploadIdPath, state: StateDep, principal: UploadsWrite) -> UploadOut:
     """Check size and magic bytes; idempotent: completing twice answers the same record.
 
     Once completed, the file can no longer be replaced (409 on the local backend's PUT; on S3 a job
     whose input changed after completion is refused or fails with ``input_changed``).
     """
-    record, revision = await _entry(state.kv.uploads, principal.tenant, upload_id)
+    record, revision = await _entry(state.kv.uploads, principal, upload_id)
     subject = state.subjects.upload_completed(principal.tenant, record.id)
     if record.status is UploadStatus.COMPLETED:
         await state.publish_once(subject, _completed_event(record))
@@ -205,7 +211,7 @@ async def complete_upload(upload_id: UploadIdPath, state: StateDep, principal: P
             tenant_key(principal.tenant, record.id), done.model_dump_json().encode(), last=revision
         )
     except KeyWrongLastSequenceError:  # a concurrent complete won: answer with its record
-        done, _ = await _entry(state.kv.uploads, principal.tenant, upload_id)
+        done, _ = await _entry(state.kv.uploads, principal, upload_id)
         if done.status is not UploadStatus.COMPLETED:
             raise ProblemError(409, "The upload changed concurrently; retry.") from None
         fresh = False
@@ -213,20 +219,24 @@ async def complete_upload(upload_id: UploadIdPath, state: StateDep, principal: P
     return done.to_out()
 
 
-@router.get("/{upload_id}", summary="Read an upload", responses=problem_responses(401, 404, 422))
-async def get_upload(upload_id: UploadIdPath, state: StateDep, principal: PrincipalDep) -> UploadOut:
+@router.get("/{upload_id}", summary="Read an upload", responses=problem_responses(401, 403, 404, 422))
+async def get_upload(upload_id: UploadIdPath, state: StateDep, principal: UploadsWrite) -> UploadOut:
     """The upload's status, name, type and size."""
-    record, _ = await _entry(state.kv.uploads, principal.tenant, upload_id)
+    record, _ = await _entry(state.kv.uploads, principal, upload_id)
     return record.to_out()
 
 
-async def upload_input_problem(state: GatewayState, tenant: str, upload_id: str) -> str | None:
-    """What is wrong with upload ``upload_id`` as a job input, if anything (pending ones are fine)."""
+async def upload_input_problem(state: GatewayState, owner: Principal, upload_id: str) -> str | None:
+    """What is wrong with upload ``upload_id`` as a job input of ``owner``, if anything (pending ones are
+    fine; another subject's is as missing as another tenant's)."""
+    missing = f"no upload {upload_id!r}; create it with POST /v1/uploads"
     try:
-        entry = await state.kv.uploads.get(tenant_key(tenant, upload_id))
+        entry = await state.kv.uploads.get(tenant_key(owner.tenant, upload_id))
     except KeyNotFoundError:
-        return f"no upload {upload_id!r}; create it with POST /v1/uploads"
+        return missing
     record = UploadRecord.model_validate_json(entry.value or b"")
+    if not owner.sees(record.subject):
+        return missing
     if record.status is not UploadStatus.COMPLETED:
         return None
     try:

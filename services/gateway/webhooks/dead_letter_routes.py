@@ -26,7 +26,7 @@ from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
 from services.common.http.problem import ProblemError, problem_responses
 from services.common.webhook_queue import JOB_HOOK_PREFIX
-from services.gateway.deps import PrincipalDep, StateDep
+from services.gateway.deps import KeyDep, StateDep
 from services.gateway.state import GatewayState
 from services.gateway.webhooks.dead_letters import DeadLetters, Target
 from services.gateway.webhooks.routes import EndpointId, load_endpoint
@@ -56,11 +56,13 @@ def _dead_letters(state: GatewayState) -> DeadLetters:
 
 
 @router.get(
-    "/{endpoint_id}/dead-letters", summary="List an endpoint's dead letters", responses=problem_responses(401, 404, 422)
+    "/{endpoint_id}/dead-letters",
+    summary="List an endpoint's dead letters",
+    responses=problem_responses(401, 403, 404, 422),
 )
 async def list_dead_letters(
     endpoint_id: EndpointId,
-    principal: PrincipalDep,
+    principal: KeyDep,
     state: StateDep,
     after: Annotated[int, Query(ge=0, le=2**63, description="List the dead letters after this id.")] = 0,
     limit: Annotated[int, Query(ge=1, le=PAGE_MAX, description="At most this many.")] = PAGE_DEFAULT,
@@ -74,10 +76,10 @@ async def list_dead_letters(
 @router.get(
     "/{endpoint_id}/dead-letters/{dead_id}",
     summary="Get one dead letter with its event",
-    responses=problem_responses(401, 404, 422),
+    responses=problem_responses(401, 403, 404, 422),
 )
 async def get_dead_letter(
-    endpoint_id: EndpointId, dead_id: DeadLetterId, principal: PrincipalDep, state: StateDep
+    endpoint_id: EndpointId, dead_id: DeadLetterId, principal: KeyDep, state: StateDep
 ) -> DeadLetterDetail:
     """One dead letter and the event a redrive would deliver (``event`` null: JOBS no longer holds it)."""
     target = await _target(state, principal.tenant, endpoint_id)
@@ -90,10 +92,10 @@ async def get_dead_letter(
 @router.post(
     "/{endpoint_id}/dead-letters/redrive",
     summary="Deliver dead letters again",
-    responses=problem_responses(401, 404, 422),
+    responses=problem_responses(401, 403, 404, 422),
 )
 async def redrive_dead_letters(
-    endpoint_id: EndpointId, body: RedriveRequest, principal: PrincipalDep, state: StateDep
+    endpoint_id: EndpointId, body: RedriveRequest, principal: KeyDep, state: StateDep
 ) -> RedriveResult:
     """Put dead letters (``ids``, or ``all``: the oldest 500) back into the endpoint's delivery queue.
 

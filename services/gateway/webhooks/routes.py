@@ -31,7 +31,7 @@ from contracts.ids import ID_PATTERN, InvalidIdError, new_id, tenant_key, tenant
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
 from services.common.nats.kv import kv_entries
 from services.common.ssrf import SsrfError, check_url
-from services.gateway.deps import PrincipalDep, StateDep
+from services.gateway.deps import KeyDep, StateDep
 from services.gateway.state import GatewayState
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -103,10 +103,10 @@ async def _records(kv: KeyValue, tenant: str) -> list[WebhookRecord]:
     "",
     status_code=201,
     summary="Create a webhook endpoint",
-    responses=problem_responses(401, 409, 422),
+    responses=problem_responses(401, 403, 409, 422),
 )
 async def create_webhook(
-    body: WebhookCreate, principal: PrincipalDep, state: StateDep, response: Response
+    body: WebhookCreate, principal: KeyDep, state: StateDep, response: Response
 ) -> WebhookEndpointWithSecret:
     """Subscribe a URL to the tenant's events (globs such as ``job.*``).
 
@@ -134,22 +134,24 @@ async def create_webhook(
     return record.with_secret()
 
 
-@router.get("", summary="List webhook endpoints", responses=problem_responses(401))
-async def list_webhooks(principal: PrincipalDep, state: StateDep) -> WebhookList:
+@router.get("", summary="List webhook endpoints", responses=problem_responses(401, 403))
+async def list_webhooks(principal: KeyDep, state: StateDep) -> WebhookList:
     """The tenant's endpoints, oldest first, without secrets."""
     return WebhookList(data=[r.public() for r in await _records(state.kv.webhooks, principal.tenant)])
 
 
-@router.get("/{endpoint_id}", summary="Get a webhook endpoint", responses=problem_responses(401, 404, 422))
-async def get_webhook(endpoint_id: EndpointId, principal: PrincipalDep, state: StateDep) -> WebhookEndpoint:
+@router.get("/{endpoint_id}", summary="Get a webhook endpoint", responses=problem_responses(401, 403, 404, 422))
+async def get_webhook(endpoint_id: EndpointId, principal: KeyDep, state: StateDep) -> WebhookEndpoint:
     """One endpoint, without its secret; another tenant's id is a 404."""
     record, _ = await load_endpoint(state.kv.webhooks, principal.tenant, endpoint_id)
     return record.public()
 
 
-@router.patch("/{endpoint_id}", summary="Update a webhook endpoint", responses=problem_responses(401, 404, 409, 422))
+@router.patch(
+    "/{endpoint_id}", summary="Update a webhook endpoint", responses=problem_responses(401, 403, 404, 409, 422)
+)
 async def update_webhook(
-    endpoint_id: EndpointId, body: WebhookUpdate, principal: PrincipalDep, state: StateDep
+    endpoint_id: EndpointId, body: WebhookUpdate, principal: KeyDep, state: StateDep
 ) -> WebhookEndpoint:
     """Enable or disable an endpoint, or change its events, description or URL (checked again)."""
     changes = body.model_dump(exclude_unset=True)
@@ -169,9 +171,9 @@ async def update_webhook(
     status_code=204,
     response_class=Response,
     summary="Delete a webhook endpoint",
-    responses=problem_responses(401, 404, 422),
+    responses=problem_responses(401, 403, 404, 422),
 )
-async def delete_webhook(endpoint_id: EndpointId, principal: PrincipalDep, state: StateDep) -> Response:
+async def delete_webhook(endpoint_id: EndpointId, principal: KeyDep, state: StateDep) -> Response:
     """Remove the endpoint; no further deliveries are made to it."""
     await load_endpoint(state.kv.webhooks, principal.tenant, endpoint_id)
     await state.kv.webhooks.delete(_key(principal.tenant, endpoint_id))
@@ -181,11 +183,11 @@ async def delete_webhook(endpoint_id: EndpointId, principal: PrincipalDep, state
 @router.post(
     "/{endpoint_id}/rotate-secret",
     summary="Rotate a webhook endpoint's signing secret",
-    responses=problem_responses(401, 404, 409, 422),
+    responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def rotate_secret(
     endpoint_id: EndpointId,
-    principal: PrincipalDep,
+    principal: KeyDep,
     state: StateDep,
     body: Annotated[SecretRotation | None, Body()] = None,
 ) -> WebhookEndpointWithSecret:

@@ -65,7 +65,7 @@ def surface(cls: type) -> dict[str, list[tuple[str, Any, Any]]]:
 
 def test_the_blocking_and_asyncio_clients_have_one_surface() -> None:
     sync, aio = Client("http://127.0.0.1:9", api_key="k"), AsyncClient("http://127.0.0.1:9", api_key="k")
-    resources = ["uploads", "jobs", "sessions", "robots", "tokens", "webhooks"]
+    resources = ["uploads", "jobs", "sessions", "robots", "tokens", "webhooks", "kinds", "usage"]
     for name in resources:
         assert surface(type(getattr(sync, name))) == surface(type(getattr(aio, name))), name
     assert surface(Session) == {k: v for k, v in surface(AsyncSession).items() if k != "open"}

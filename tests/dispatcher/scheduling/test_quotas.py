@@ -9,13 +9,12 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from bench.harness.waiting import wait_for
-from contracts import streams
 from contracts.quotas import TenantQuota
 from contracts.subjects import Namespace, Subjects
 from services.common.quotas import QuotaBook
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, local_route, submit
-from tests.support.scheduling import InstantBackend
+from tests.support.scheduling import InstantBackend, quota_book
 
 
 def most_at_once(log: EventLog, jobs: list[str]) -> int:
@@ -41,11 +40,7 @@ async def test_running_caps_per_tenant_from_kv_and_per_concurrency_key_hold(
     instant.run_s = 0.2
     instant.gate.set()
     await start_dispatcher({"pose": local_route("noop", concurrency=6)}, backends={"local": instant})
-    book = QuotaBook(
-        await js.key_value(namespace.bucket(streams.KV_QUOTAS)),
-        await js.key_value(namespace.bucket(streams.KV_TENANT_USAGE)),
-        TenantQuota(),
-    )
+    book = await quota_book(js, namespace)
     await book.set("capped", TenantQuota(max_running_per_kind=1))  # after the dispatcher started
     capped = [await submit(js, jobs_kv, subjects, POSE, tenant="capped") for _ in range(4)]
     user1 = [await submit(js, jobs_kv, subjects, POSE | {"concurrency_key": "u1"}) for _ in range(4)]

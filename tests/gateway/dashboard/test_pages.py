@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from bench.harness.waiting import wait_for
 from services.common.auth.apikeys import ApiKeyStore
 from tests.support.dashboard import (
     SESSION_COOKIE,
@@ -199,5 +200,10 @@ async def test_the_pages_api_token_opens_the_api_until_the_key_is_revoked(
         fresh = (await signed_in.get("/token")).json()
         assert fresh["expires_in"] == gateway.settings.dashboard_token_ttl_s
         assert await api_keys.revoke(acme.key_id)
-        assert (await api.get("/v1/jobs")).status_code == 401
+        # The gateway's key cache hears the revocation on its KV watch (milliseconds; a loaded machine may take longer).
+
+        async def refused() -> bool:
+            return (await api.get("/v1/jobs")).status_code == 401
+
+        await wait_for(refused, timeout_s=10, what="the revocation to refuse the page's token")
     assert (await signed_in.get("/jobs")).status_code == 303

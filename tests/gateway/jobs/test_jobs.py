@@ -68,7 +68,8 @@ async def test_create_then_read(
     events_url = httpx.URL(job["urls"]["events"])
     assert events_url.path == f"/v1/jobs/{job_id}/events"
     token = events_url.params["token"]
-    assert verify_token(SIGNING_SECRET.encode(), token, "stream", job=job_id, tenant="acme")["exp"] > 0
+    claims = verify_token(SIGNING_SECRET.encode(), token, "api", job=job_id, tenant="acme")
+    assert (claims["scopes"], claims["key_id"]) == (["events:read"], acme.key_id)
 
     read = await acme.http.get(f"/v1/jobs/{job_id}")
     assert read.status_code == 200

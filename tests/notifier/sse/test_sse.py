@@ -15,8 +15,8 @@ from bench.harness.waiting import wait_for
 from contracts.events.jobs import JobLogPayload, JobProgressPayload
 from contracts.events.registry import EventType, make_event
 from contracts.subjects import Subjects
-from services.common.auth.apikeys import ApiKeyStore
-from services.common.auth.tokens import mint_token
+from services.common.auth.apikeys import ApiKeyStore, Principal
+from services.common.auth.scoped import stream_token
 from tests.notifier.sse.client import SseReader
 from tests.support.events import create_job, job_event, publish
 from tests.support.notifier import Notifier, sse_streams
@@ -107,7 +107,9 @@ async def test_stream_token_opens_only_its_job_and_other_tenants_get_404(
     other = await create_job(jobs_kv, "acme")
     await publish(js, subjects, job_event("acme", job_id, EventType.JOB_SUCCEEDED))
     secret = SIGNING_SECRET.encode()
-    token = mint_token(secret, "stream", 60, job=job_id, tenant="acme")
+    record, _ = await keys.create("acme")
+    minter = Principal(tenant="acme", key_id=record.key_id)
+    token = stream_token(secret, minter, job_id, 60)
     async with httpx.AsyncClient(base_url=notifier.url, timeout=30) as anonymous:
         async with anonymous.stream("GET", f"/v1/jobs/{job_id}/events?token={token}") as response:
             assert response.status_code == 200
@@ -115,7 +117,7 @@ async def test_stream_token_opens_only_its_job_and_other_tenants_get_404(
         assert (await anonymous.get(f"/v1/jobs/{other}/events?token={token}")).status_code == 401
         assert (await anonymous.get(f"/v1/events?token={token}")).status_code == 401
         assert (await anonymous.get(f"/v1/jobs/{job_id}/events")).status_code == 401
-        expired = mint_token(secret, "stream", -1, job=job_id, tenant="acme")
+        expired = stream_token(secret, minter, job_id, -1)
         assert (await anonymous.get(f"/v1/jobs/{job_id}/events?token={expired}")).status_code == 401
         _, globex_key = await keys.create("globex")
         globex = {"Authorization": f"Bearer {globex_key}"}

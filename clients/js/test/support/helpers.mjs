@@ -12,6 +12,8 @@ export const stack = {
   url: must("GPURELAY_TEST_URL"),
   apiKey: must("GPURELAY_TEST_API_KEY"),
   natsUrl: must("GPURELAY_TEST_NATS_URL"),
+  natsUser: process.env.GPURELAY_TEST_NATS_USER ?? "",
+  natsPassword: process.env.GPURELAY_TEST_NATS_PASSWORD ?? "",
   media: must("GPURELAY_TEST_MEDIA"),
   marks: must("GPURELAY_TEST_MARKS"),
   origin: must("GPURELAY_TEST_ORIGIN"),
@@ -126,11 +128,16 @@ export function signal() {
 export function python(...args) {
   const run = spawnSync(join(stack.repo, ".venv/bin/python"), ["clients/js/test/support/fixtures.py", ...args], {
     cwd: stack.repo,
-    env: { ...process.env, PYTHONPATH: stack.repo, GPURELAY_NATS_URL: stack.natsUrl },
+    env: { ...process.env, PYTHONPATH: stack.repo, GPURELAY_NATS_URL: stack.natsUrl, ...natsIdentity() },
     encoding: "utf8",
   });
   if (run.status !== 0) throw new Error(`fixtures.py ${args.join(" ")}: ${run.stderr}`);
   return run.stdout.trim();
+}
+
+/** The operator's NATS user and password for fixtures.py, where the stack runs with users. */
+function natsIdentity() {
+  return stack.natsUser ? { GPURELAY_NATS_USER: stack.natsUser, GPURELAY_NATS_PASSWORD: stack.natsPassword } : {};
 }
 
 /** Let every running `held` pose job finish (bench.harness.fault_workloads). */
@@ -138,21 +145,8 @@ export function releaseHeldJobs() {
   writeFileSync(join(stack.marks, "go"), "go");
 }
 
-/** A dashboard page token (audience `dashboard`, accepted wherever an API key is, short-lived): what
- * a browser can hold today, got by signing in with the key as the dashboard does. */
-export async function pageToken() {
-  const form = await fetch(`${stack.url}/login`);
-  const csrf = /name="csrf" value="([^"]+)"/.exec(await form.text())?.[1];
-  const loginCookie = form.headers.get("set-cookie")?.split(";")[0];
-  assertPresent(csrf && loginCookie, "the sign-in form's CSRF token and cookie");
-  const body = new URLSearchParams({ api_key: stack.apiKey, csrf, next: "/jobs" });
-  const signedIn = await fetch(`${stack.url}/login`, { method: "POST", body, headers: { cookie: loginCookie }, redirect: "manual" });
-  const session = signedIn.headers.getSetCookie().map((c) => c.split(";")[0]).find((c) => c.startsWith("gpurelay_session"));
-  assertPresent(session, `the session cookie (sign-in answered ${signedIn.status})`);
-  const token = await fetch(`${stack.url}/token`, { headers: { cookie: session, accept: "application/json" } });
-  return (await token.json()).token;
-}
-
-function assertPresent(value, what) {
-  if (!value) throw new Error(`no ${what}`);
+/** A short-lived scoped token minted with the dev key (`POST /v1/tokens`, as an app's server does):
+ * what a browser holds. */
+export async function mintedToken(scopes) {
+  return (await nodeClient().tokens.create({ scopes, ttlS: 600 })).token;
 }

@@ -90,11 +90,15 @@ function sendFrame() {
   canvas.getContext("2d").drawImage(preview, 0, 0, canvas.width, canvas.height);
   const index = sent;
   canvas.toBlob(async (blob) => {
-    if (!blob || socket.readyState !== WebSocket.OPEN) return;
+    if (!blob) return;
+    const body = await blob.arrayBuffer();
+    // The socket may close (stop, the session's end) while the frame is encoded: a header is sent only
+    // with its body, both or neither.
+    if (socket.readyState !== WebSocket.OPEN) return;
     const header = { type: "frame", ts: Date.now() / 1000 };
     if (session.kind === "splat" && poses === "orbit") header.pose = orbitPose(index);
     socket.send(JSON.stringify(header));
-    socket.send(await blob.arrayBuffer());
+    socket.send(body);
     sent += 1; $("s-sent").textContent = sent;
   }, "image/jpeg", 0.85);
 }

@@ -1,0 +1,1 @@
+"""``/v1/cors``: a tenant's own CORS origins (KV ``tenant_cors``)."""

@@ -1,0 +1,1 @@
+"""``/v1/usage``: what a tenant (or one end user) ran and spent, and its quotas."""
