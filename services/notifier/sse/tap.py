@@ -3,10 +3,9 @@
 A :class:`Tap` is what :func:`~services.notifier.sse.stream.frames` reads (the same ``async with`` /
 ``get`` / ``gone`` protocol as :class:`~services.notifier.sse.feed.Feed`) without a consumer of its own:
 
-* **Catch-up.** It reads its subjects' events after its cursor straight from the stream
-  (:class:`~services.notifier.sse.catch_up.CatchUpReader`: a few message gets, then batches from a
-  short-lived consumer while the backlog lasts), never more than its buffer has room for: a slow
-  reader leaves its backlog in JetStream.
+* **Catch-up.** It reads its subjects' events after its cursor straight from the stream, one
+  ``next_by_subj`` message get at a time (:class:`StreamReader`), never more than its buffer has
+  room for: a slow reader leaves its backlog in JetStream.
 * **Hand-over.** While catching up it is *armed*: the hub's live events for it are kept in
   ``pending`` (at most ``size``; past that it disarms and re-arms later). When a read finds nothing
   more while armed, every message stored before that read has been read, and every one stored after
@@ -28,12 +27,41 @@ import logging
 from collections import deque
 
 import nats.errors
+from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
+from nats.js.errors import NotFoundError
 
-from services.notifier.sse.catch_up import CatchUpReader, Stored
 from services.notifier.sse.feed import RECOVER_S, RETRY_S, Item, read_item
 from services.notifier.sse.hub import Hub, Key
 
 log = logging.getLogger(__name__)
+
+
+class StreamReader:
+    """The next stored message on any of ``subjects`` after a sequence, by direct message gets."""
+
+    def __init__(self, js: JetStreamContext, stream: str, subjects: list[str]) -> None:
+        self.js, self.stream, self.subjects = js, stream, subjects
+        self.heads: dict[str, RawStreamMsg | None] = {}
+        """Per subject, the next message read ahead (kept while it is after the cursor)."""
+
+    async def next(self, after: int) -> RawStreamMsg | None:
+        """The first message after ``after`` on any subject; ``None`` when the stream has none (yet)."""
+        best: tuple[str, RawStreamMsg] | None = None
+        for subject in self.subjects:
+            head = self.heads.get(subject)
+            if head is None or (head.seq or 0) <= after:
+                try:
+                    head = await self.js.get_msg(self.stream, seq=after + 1, subject=subject, next=True)
+                except NotFoundError:
+                    head = None
+                self.heads[subject] = head
+            if head is not None and (best is None or (head.seq or 0) < (best[1].seq or 0)):
+                best = (subject, head)
+        if best is None:
+            return None
+        self.heads[best[0]] = None
+        return best[1]
 
 
 class Tap:
@@ -41,15 +69,13 @@ class Tap:
 
     def __init__(self, hub: Hub, key: Key, subjects: list[str], after: int, size: int) -> None:
         self.hub, self.key, self.size = hub, key, size
-        self.reader = CatchUpReader(hub.nc, hub.js, hub.stream, subjects)
+        self.reader = StreamReader(hub.js, hub.stream, subjects)
         self.cursor = after
         """The last stream sequence queued (or skipped); the stream is read after it."""
         self.queue: deque[Item] = deque()
         self.pending: list[Item] = []
         self.live = False
-        self._armed = True
-        self.arming = 0
-        """How often :attr:`armed` changed: a read that found the end counts only while it has not."""
+        self.armed = True
         self.gone = False
         self.catch_ups = 1
         """How many times the tap read from the stream: 1 + the times a full buffer sent it back."""
@@ -57,23 +83,12 @@ class Tap:
         """Live events kept while catching up and queued at the hand-over."""
         self._wake = asyncio.Event()
 
-    @property
-    def armed(self) -> bool:
-        """Whether the hub's events for this tap are kept in ``pending`` while it catches up."""
-        return self._armed
-
-    @armed.setter
-    def armed(self, value: bool) -> None:
-        if value != self._armed:
-            self._armed, self.arming = value, self.arming + 1
-
     async def __aenter__(self) -> Tap:
         self.hub.add(self.key, self)
         return self
 
     async def __aexit__(self, *_: object) -> None:
         self.hub.remove(self.key, self)
-        await self.reader.close()
 
     def offer(self, item: Item) -> None:
         """A live event of this tap's key, from the hub (in stream order)."""
@@ -115,13 +130,12 @@ class Tap:
                 return
             if msg is None:
                 if self.armed:
-                    self._go_live()  # at once: the hub's next event must find the tap live
-                    await self.reader.close()  # then the catch-up's consumer, if it took one
+                    self._go_live()
                     return
                 self.armed, self.pending = True, []
                 continue
-            self.cursor = max(self.cursor, msg.seq)
-            if (item := read_item(msg.seq, msg.subject, msg.data, msg.headers)) is not None:
+            self.cursor = max(self.cursor, msg.seq or 0)
+            if (item := read_item(msg.seq or 0, msg.subject or "", msg.data or b"", msg.headers)) is not None:
                 self.queue.append(item)
 
     def _go_live(self) -> None:
@@ -132,12 +146,12 @@ class Tap:
                 self.handed_over += 1
         self.pending, self.armed, self.live = [], False, True
 
-    async def _read(self) -> Stored | None:
+    async def _read(self) -> RawStreamMsg | None:
         """The next message after the cursor, retried while NATS is away (then the tap is :attr:`gone`)."""
         deadline = asyncio.get_running_loop().time() + RECOVER_S
         while True:
             try:
-                return await self.reader.next(self.cursor, self.size - len(self.queue), self.arming)
+                return await self.reader.next(self.cursor)
             except (nats.errors.Error, TimeoutError) as exc:
                 if asyncio.get_running_loop().time() > deadline:
                     log.warning("an SSE stream could not read its catch-up: %r", exc)
