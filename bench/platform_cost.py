@@ -67,10 +67,8 @@ async def measure() -> list[Result]:
             await submitted(stack)  # warm-up: the first lap_compare imports its libraries
             submits = [await submitted(stack) for _ in range(REPEATS)]
             only = [await job_only(stack) for _ in range(REPEATS)]
-            batched, batched_whole = await catch_up_requests(stack, CATCH_UP_EVENTS)
-            one_by_one, one_by_one_whole = await catch_up_requests(stack, CATCH_UP_EVENTS, one_get_each=True)
-    assert batched_whole, "the batched catch-up lost or reordered events"
-    assert one_by_one_whole, "the catch-up by message gets lost or reordered events"
+            catch_up, catch_up_whole = await catch_up_requests(stack, CATCH_UP_EVENTS)
+    assert catch_up_whole, "the catch-up lost or reordered events"
     submit, job = _median_run(submits), _median_run(only)
     per_s = rest.total / rest.seconds
     NOTES.append(
@@ -95,12 +93,11 @@ async def measure() -> list[Result]:
             "messages",
             job_events(job),
         ),
-        Result.compare(
-            f"SSE catch-up of {CATCH_UP_EVENTS:,} stored events, requests to NATS (baseline: a message get per event, "
-            "the catch-up before batches), target ≤ 10",
-            batched,
+        Result(
+            f"SSE catch-up of {CATCH_UP_EVENTS:,} stored events, requests to NATS (a message get per event; "
+            "the batched catch-up was taken back: it skipped a job's first event under a paused node), target ≤ 10",
+            catch_up,
             "requests",
-            one_by_one,
         ),
         Result("platform: NATS messages/s at rest, whole embedded stack (target ≤ 5)", per_s, "messages/s"),
         Result("platform: memory at rest, whole embedded stack, every process's RSS (target ≤ 600 MB)", rss, "MB"),

@@ -15,12 +15,12 @@ SETTLE_S = 2.0
 REQUESTS = ("stream msg get", "direct get", "consumer create", "consumer delete", "pull request", "consumer info")
 
 
-async def catch_up_requests(stack: Stack, events: int, one_get_each: bool = False) -> tuple[int, bool]:
-    """Requests one tap makes to catch up on a job's ``events`` stored events (``one_get_each``: as the
-    catch-up read before batches, a message get per event), and whether it read them all, in order."""
+async def catch_up_requests(stack: Stack, events: int) -> tuple[int, bool]:
+    """Requests one tap makes to catch up on a job's ``events`` stored events, and whether it read them
+    all, in order."""
     assert stack.counter._nc is not None
     nc, js = stack.counter._nc, stack.counter._nc.jetstream()
-    subjects, job = Subjects(Namespace("")), f"job_catch_up_{events}_{int(one_get_each)}"
+    subjects, job = Subjects(Namespace("")), f"job_catch_up_{events}"
     seqs = []
     for n in range(events):
         payload = JobLogPayload(message=f"line {n}")
@@ -30,8 +30,6 @@ async def catch_up_requests(stack: Stack, events: int, one_get_each: bool = Fals
     hub = Hub(nc, js, "JOBS", "", 64, 5.0)
     await hub.start()
     tap = Tap(hub, job_key("dev", job), [subjects.job_events("dev", job)], 0, 256)
-    if one_get_each:
-        tap.reader.gets = -events  # every read a message get
     try:
         async with stack.counter.window() as tally, tap:
             got = [item.seq for _ in range(events) if (item := await tap.get(10.0)) is not None]
