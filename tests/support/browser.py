@@ -105,3 +105,8 @@ def record_traffic(page: Any, into: list[str]) -> None:
     """Append every request ``page`` sends and every response it gets to ``into``, as text."""
     page.on("request", lambda r: into.append(request_text(r)))
     page.on("response", lambda r: into.append(response_text(r)))
+
+
+def key_secret(api_key: str) -> str:
+    """The secret part of an API key ``gr_<key id>_<secret>`` (the secret may itself contain ``_``)."""
+    return api_key.split("_", 2)[2]

@@ -1,18 +1,22 @@
 """The web examples in tests: their app server (``examples/app_server.py``) in a child process that dies
-with the test, and the gateway told to allow its origin."""
+with the test, the gateway told to allow its origin, and the page open in Chromium, watched."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from services.common.processes import preexec_die_with_parent
+from tests.support.browser import RECORD_PROGRESS, SCAN_PAGE, key_secret, record_traffic
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -54,3 +58,57 @@ def allow_origin(gateway_url: str, api_key: str, origin: str) -> None:
     origins = sorted({*now.json()["origins"], origin})
     put = httpx.put(f"{gateway_url}/v1/cors", json={"origins": origins}, headers=auth, timeout=30)
     assert put.status_code == 200, put.text
+
+
+@dataclass
+class ExamplePage:
+    """An example's page open in a fresh browser context: what it sent and got, and its errors."""
+
+    example: str
+    origin: str
+    context: Any
+    page: Any
+    traffic: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def progress(self, bar: str) -> list[float]:
+        """Every value the page's scripts gave ``<progress id=bar>``."""
+        script = f"JSON.parse(sessionStorage.getItem('progress:{bar}') || '[]')"
+        return [float(v) for v in self.page.evaluate(script)]
+
+    def wait_until_ended(self, status: str = "#status", timeout_ms: float = 200_000) -> str:
+        """Wait until the page says ``Done`` or ``Failed…`` in ``status``; what it says."""
+        script = f"(s => s === 'Done' || s.startsWith('Failed'))(document.querySelector({status!r}).textContent)"
+        self.page.wait_for_function(script, timeout=timeout_ms)
+        return str(self.page.inner_text(status))
+
+    def assert_never_saw(self, api_key: str) -> None:
+        """The key (or its secret part) is in none of the page's data, storage, traffic, or built files."""
+        site = built_site(self.example)
+        places = {
+            "the page": self.page.evaluate(SCAN_PAGE),
+            "its storage": json.dumps(self.context.storage_state()),
+            "its traffic": "\n".join(self.traffic),
+            "its build": "\n".join(p.read_text(errors="replace") for p in site.rglob("*") if p.is_file()),
+        }
+        for where, text in places.items():
+            assert api_key not in text, where
+            assert key_secret(api_key) not in text, where
+
+
+@contextmanager
+def open_example(example: str, chromium: Any, gateway_url: str, api_key: str) -> Iterator[ExamplePage]:
+    """The example's app server, its origin allowed, and its page open in ``chromium``."""
+    with running_app_server(example, gateway_url, api_key) as origin:
+        allow_origin(gateway_url, api_key, origin)
+        context = chromium.new_context()
+        try:
+            context.add_init_script(RECORD_PROGRESS)
+            context.set_default_timeout(30_000)
+            opened = ExamplePage(example, origin, context, context.new_page())
+            opened.page.on("pageerror", lambda e: opened.errors.append(str(e)))
+            record_traffic(opened.page, opened.traffic)
+            opened.page.goto(origin + "/")
+            yield opened
+        finally:
+            context.close()

@@ -17,7 +17,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from tests.support.app_api import small_video
-from tests.support.browser import SCAN_PAGE, record_traffic
+from tests.support.browser import SCAN_PAGE, key_secret, record_traffic
 from tests.support.dashboard import ThreadedStack
 from tests.support.http import bound_socket, serve
 
@@ -75,7 +75,7 @@ def test_a_page_on_another_origin_runs_a_job_with_a_minted_token(
             job_id = page.evaluate("window.jobId")
         finally:
             context.close()
-    secret = key.rsplit("_", 1)[1]
+    secret = key_secret(key)
     for where, text in (
         ("the page's JS context", in_page),
         ("its storage", storage),
