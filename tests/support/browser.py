@@ -102,9 +102,17 @@ def response_text(response: Any) -> str:
 
 
 def record_traffic(page: Any, into: list[str]) -> None:
-    """Append every request ``page`` sends and every response it gets to ``into``, as text."""
+    """Append every request ``page`` sends and every response it gets to ``into``, as text; and every
+    WebSocket it opens (``WS <url>``) with the text messages it sends and gets on it."""
     page.on("request", lambda r: into.append(request_text(r)))
     page.on("response", lambda r: into.append(response_text(r)))
+    page.on("websocket", lambda ws: _record_socket(ws, into))
+
+
+def _record_socket(ws: Any, into: list[str]) -> None:
+    into.append(f"WS {ws.url}")
+    ws.on("framesent", lambda payload: into.append(f"WS> {payload}") if isinstance(payload, str) else None)
+    ws.on("framereceived", lambda payload: into.append(f"WS< {payload}") if isinstance(payload, str) else None)
 
 
 def key_secret(api_key: str) -> str:
