@@ -84,6 +84,7 @@ def run(
         for event in session.events():
             if event.type == "session.snapshot":
                 say("live PLY updated")
+        client.jobs.wait(session.id, timeout=120)  # the record settles just after the terminal event
         final = session.refresh()
     say(f"session {final.status}: {figures(final.metrics)}; result {final.result}")
     return final
