@@ -5,5 +5,5 @@ import { defineConfig } from "vite";
 // (python examples/app_server.py badminton-web --port 5174), which mints the page's tokens.
 export default defineConfig({
   plugins: [vue()],
-  server: { proxy: { "/api": "http://127.0.0.1:5174" } },
+  server: { proxy: { "/api": "http://127.0.0.1:5174" }, fs: { allow: [".."] } }, // ../shared: the page token
 });

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.support.browser import launched_chromium, require_chromium
-from tests.support.dashboard import ThreadedStack
+from tests.support.dashboard import ThreadedStack, running_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 POSE_MODEL = "yolo26n-pose.yaml"
@@ -32,23 +32,14 @@ def routes_yaml() -> str:
 @pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedStack]:
     """The embedded stack (``gpurelay dev``: gateway with notifier, dispatcher, local pool, NATS)."""
-    require_chromium()
     folder = tmp_path_factory.mktemp("examples")
-    (folder / "routes.yaml").write_text(routes_yaml())
-    running = ThreadedStack(folder / "data")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("GPURELAY_ROUTE_TABLE", str(folder / "routes.yaml"))
-        env.setenv("GPURELAY_POSE_MODEL", POSE_MODEL)
-        env.delenv("GPURELAY_API_KEY", raising=False)
-        try:
-            running.start()
-            yield running
-        finally:
-            running.stop()
+    with running_stack(folder, routes_yaml(), GPURELAY_POSE_MODEL=POSE_MODEL) as running:
+        yield running
 
 
 @pytest.fixture(scope="package")
 def chromium(stack: ThreadedStack) -> Iterator[Any]:
-    """Debian's Chromium through Playwright."""
+    """Debian's Chromium through Playwright (the browser tests skip where it is missing, fail on CI)."""
+    require_chromium()
     with launched_chromium() as browser:
         yield browser

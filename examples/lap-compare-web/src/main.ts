@@ -4,35 +4,15 @@
  * The page holds only a short-lived token that its app server mints (`POST /api/token`).
  */
 import { createClient, type Job } from "@gpurelay/client";
+import { pageCredential } from "../../shared/page_token";
 import { drawSpeeds, type FramePoint } from "./chart";
-
-interface Minted {
-  token: string;
-  api: string;
-}
-
-async function mint(): Promise<Minted> {
-  const answer = await fetch("/api/token", { method: "POST" });
-  if (!answer.ok) throw new Error(`the app server gave no token (${answer.status})`);
-  return (await answer.json()) as Minted;
-}
 
 const element = <T extends Element = HTMLElement>(id: string) => document.getElementById(id) as unknown as T;
 const form = element<HTMLFormElement>("compare");
 const status = element<HTMLParagraphElement>("status");
 const jobBar = element<HTMLProgressElement>("job-progress");
 
-const first = await mint();
-let unused: string | undefined = first.token;
-const gpurelay = createClient({
-  baseUrl: first.api,
-  // The first token, then a fresh one from the app server whenever the gateway says it expired.
-  token: async () => {
-    const token = unused ?? (await mint()).token;
-    unused = undefined;
-    return token;
-  },
-});
+const gpurelay = createClient(await pageCredential());
 
 async function upload(input: HTMLInputElement, bar: HTMLProgressElement) {
   const file = input.files?.[0];

@@ -7,18 +7,8 @@
  * short-lived token from its app server.
  */
 import { createClient, type LiveSession } from "@gpurelay/client";
+import { pageCredential } from "../../shared/page_token";
 import { drawPoints, parsePly, type Points } from "./ply";
-
-interface Minted {
-  token: string;
-  api: string;
-}
-
-async function mint(): Promise<Minted> {
-  const answer = await fetch("/api/token", { method: "POST" });
-  if (!answer.ok) throw new Error(`the app server gave no token (${answer.status})`);
-  return (await answer.json()) as Minted;
-}
 
 const element = <T extends Element = HTMLElement>(id: string) => document.getElementById(id) as unknown as T;
 const input = (id: string) => element<HTMLInputElement>(id);
@@ -29,16 +19,7 @@ let session: LiveSession | undefined;
 let camera: number | undefined;
 let points: Points = { count: 0, positions: new Float32Array(), colors: new Float32Array() };
 
-const first = await mint();
-let unused: string | undefined = first.token;
-const gpurelay = createClient({
-  baseUrl: first.api,
-  token: async () => {
-    const token = unused ?? (await mint()).token;
-    unused = undefined;
-    return token;
-  },
-});
+const gpurelay = createClient(await pageCredential());
 
 function show(id: string, value: unknown): void {
   element(id).textContent = value === undefined ? "–" : String(value);

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.support.browser import RECORD_PROGRESS, TEST_DATA, launched_chromium, require_chromium
-from tests.support.dashboard import ThreadedStack
+from tests.support.dashboard import ThreadedStack, running_stack
 
 ROOT = Path(__file__).resolve().parents[3]
 ECHO_ROUTE = {
@@ -53,15 +53,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedStack]:
     folder = tmp_path_factory.mktemp("dashboard")
     table = yaml.safe_load((ROOT / "deploy" / "routes.yaml").read_text())
     table["profiles"]["dev"]["vlm"] = ECHO_ROUTE  # VLM answers without a model: the echo workload's
-    (folder / "routes.yaml").write_text(yaml.safe_dump(table))
-    running = ThreadedStack(folder / "data")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("GPURELAY_ROUTE_TABLE", str(folder / "routes.yaml"))
-        try:
-            running.start()
-            yield running
-        finally:
-            running.stop()
+    with running_stack(folder, yaml.safe_dump(table)) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
