@@ -11,7 +11,7 @@ export XDG_CACHE_HOME := $(CURDIR)/.gpurelay-test/xdg-cache
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: venv test lint typecheck pytest browser netfaults-tools client-js demo bench schema clean
+.PHONY: venv test lint typecheck pytest browser netfaults-tools client-js client-js-build examples demo bench schema clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -65,7 +65,7 @@ netfaults-tools:
 # once); the network-fault suite runs on its own afterwards, as its hosts' timing is what it tests.
 PYTEST_WORKERS ?= 3
 
-pytest: venv browser netfaults-tools
+pytest: venv browser netfaults-tools examples
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not netfaults"
 	$(VENV)/bin/pytest -m netfaults tests/netfaults
 
@@ -79,8 +79,24 @@ $(JS_STAMP): $(JS)/package-lock.json $(JS)/package.json
 	cd $(JS) && npm ci --no-audit --no-fund
 	touch $(JS_STAMP)
 
-client-js: venv browser $(JS_STAMP)
-	cd $(JS) && npm run build && npm run check:types && npm test
+client-js-build: $(JS_STAMP)
+	cd $(JS) && npm run build
+
+client-js: venv browser client-js-build
+	cd $(JS) && npm run check:types && npm test
+
+# The web examples (examples/*-web): each installed from its lockfile (the client as a link to
+# clients/js) and built with vite; tests/examples drives the builds in Chromium.
+EXAMPLES_WEB    := $(patsubst %/package.json,%,$(wildcard examples/*-web/package.json))
+EXAMPLES_STAMPS := $(EXAMPLES_WEB:%=%/node_modules/.installed)
+
+examples/%/node_modules/.installed: examples/%/package-lock.json examples/%/package.json
+	@command -v npm >/dev/null || { echo "npm (Node.js 20 or newer) is needed for the web examples"; exit 1; }
+	cd examples/$* && npm ci --no-audit --no-fund
+	touch $@
+
+examples: client-js-build $(EXAMPLES_STAMPS)
+	@for dir in $(EXAMPLES_WEB); do (cd $$dir && npm run build) || exit 1; done
 
 test: lint typecheck pytest client-js
 
@@ -97,3 +113,4 @@ schema: venv
 
 clean:
 	rm -rf .gpurelay-test .pytest_cache .mypy_cache .ruff_cache $(JS)/dist $(JS)/node_modules
+	rm -rf $(EXAMPLES_WEB:%=%/dist) $(EXAMPLES_WEB:%=%/node_modules)

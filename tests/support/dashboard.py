@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pytest
 
 from contracts.streams import KV_APIKEYS
 from contracts.subjects import Namespace
@@ -134,3 +136,21 @@ async def _cancel_the_rest() -> None:
     for task in rest:
         task.cancel()
     await asyncio.gather(*rest, return_exceptions=True)
+
+
+@contextmanager
+def running_stack(folder: Path, routes_yaml: str, **env: str) -> Iterator[ThreadedStack]:
+    """A started :class:`ThreadedStack` in ``folder`` routing by ``routes_yaml``, with ``env`` set while it
+    starts and runs (the local pool's workers inherit it) and ``GPURELAY_API_KEY`` unset; stopped on exit."""
+    (folder / "routes.yaml").write_text(routes_yaml)
+    running = ThreadedStack(folder / "data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GPURELAY_ROUTE_TABLE", str(folder / "routes.yaml"))
+        patch.delenv("GPURELAY_API_KEY", raising=False)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        try:
+            running.start()
+            yield running
+        finally:
+            running.stop()

@@ -1,15 +1,11 @@
 """Fixtures of the dashboard's browser tests: one embedded stack and one Chromium per module.
 
-The browser is Debian's ``chromium`` driven by Playwright (never ``playwright install``); where it is
-missing the browser tests skip saying so (``make test`` installs it when run as root), but fail with
-``GPURELAY_REQUIRE_BROWSER=1`` (``.ci/run``, which installs it).
-Its home and caches live under ``.gpurelay-test/``. Every page a test opens records console errors
+The browser is Debian's ``chromium`` (:mod:`tests.support.browser`). Every page a test opens records console errors
 and uncaught exceptions; a test ends by asserting there were none (but those it declares expected).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.dashboard import ThreadedStack
+from tests.support.browser import RECORD_PROGRESS, TEST_DATA, launched_chromium, require_chromium
+from tests.support.dashboard import ThreadedStack, running_stack
 
 ROOT = Path(__file__).resolve().parents[3]
-TEST_DATA = ROOT / ".gpurelay-test"
 ECHO_ROUTE = {
     "backend": "local",
     "local": "bench.harness.session_echo:run",
@@ -31,24 +27,7 @@ ECHO_ROUTE = {
     "concurrency": 1,
 }
 """The vlm route of the module's stack: the session echo workload answers each frame (no model)."""
-CHROMIUM = Path(os.environ.get("GPURELAY_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = TEST_DATA / "screenshots"
-RECORD_PROGRESS = """(() => {
-  const d = Object.getOwnPropertyDescriptor(HTMLProgressElement.prototype, "value");
-  Object.defineProperty(HTMLProgressElement.prototype, "value", {
-    configurable: true,
-    get() { return d.get.call(this); },
-    set(v) {
-      d.set.call(this, v);
-      if (!this.id) return;
-      const key = "progress:" + this.id;
-      const seen = JSON.parse(sessionStorage.getItem(key) || "[]");
-      seen.push(Number(v));
-      sessionStorage.setItem(key, JSON.stringify(seen.slice(-500)));
-    },
-  });
-})();"""
-"""Every value a script gives a ``<progress>`` (by id), kept in sessionStorage across navigations."""
 
 
 @dataclass
@@ -70,45 +49,19 @@ class Browsing:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedStack]:
     """The embedded stack (``gpurelay dev``: gateway with notifier, dispatcher, local pool, NATS)."""
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing: install Debian's chromium (make test does, as root)"
-        if os.environ.get("GPURELAY_REQUIRE_BROWSER") == "1":  # CI (.ci/run): the browser tests must run
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_chromium()
     folder = tmp_path_factory.mktemp("dashboard")
     table = yaml.safe_load((ROOT / "deploy" / "routes.yaml").read_text())
     table["profiles"]["dev"]["vlm"] = ECHO_ROUTE  # VLM answers without a model: the echo workload's
-    (folder / "routes.yaml").write_text(yaml.safe_dump(table))
-    running = ThreadedStack(folder / "data")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("GPURELAY_ROUTE_TABLE", str(folder / "routes.yaml"))
-        try:
-            running.start()
-            yield running
-        finally:
-            running.stop()
+    with running_stack(folder, yaml.safe_dump(table)) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
 def chromium(stack: ThreadedStack) -> Iterator[Any]:
     """Debian's Chromium through Playwright, WebGL on SwiftShader."""
-    from playwright.sync_api import sync_playwright
-
-    home = TEST_DATA / "browser-home"
-    env: dict[str, str | float | bool] = {
-        **os.environ,
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / "config"),
-        "XDG_CACHE_HOME": str(home / "cache"),
-    }
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--use-angle=swiftshader", "--enable-unsafe-swiftshader"], env=env
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched_chromium() as browser:
+        yield browser
 
 
 def _open(chromium: Any, base_url: str, **context_options: Any) -> Iterator[Browsing]:

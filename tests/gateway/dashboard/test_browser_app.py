@@ -17,22 +17,12 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from tests.support.app_api import small_video
+from tests.support.browser import SCAN_PAGE, key_secret, record_traffic
 from tests.support.dashboard import ThreadedStack
 from tests.support.http import bound_socket, serve
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 PAGE = Path(__file__).resolve().parents[2] / "fixtures" / "app_page" / "index.html"
-SCAN_PAGE = """() => {
-  const seen = [document.documentElement.outerHTML, document.cookie, JSON.stringify(localStorage),
-                JSON.stringify(sessionStorage), JSON.stringify(performance.getEntries().map((e) => e.name))];
-  for (const name of Object.getOwnPropertyNames(window)) {
-    try {
-      const v = window[name];
-      if (typeof v === "string" || (v && typeof v === "object")) seen.push(JSON.stringify(v) || "");
-    } catch (e) { /* a cross-origin or cyclic value: not the page's own data */ }
-  }
-  return seen.join("\\n");
-}"""
 
 
 def app_server(gateway_url: str, api_key: str, video: bytes) -> Starlette:
@@ -73,8 +63,7 @@ def test_a_page_on_another_origin_runs_a_job_with_a_minted_token(
             page = context.new_page()
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("request", lambda r: seen.append(f"{r.method} {r.url} {json.dumps(r.headers)} {_body(r)}"))
-            page.on("response", lambda r: seen.append(_answer(r)))
+            record_traffic(page, seen)
             page.goto(origin + "/")
             page.wait_for_function("document.getElementById('state').textContent.startsWith('job.')", timeout=180_000)
             assert page.inner_text("#state") == "job.succeeded", errors
@@ -86,7 +75,7 @@ def test_a_page_on_another_origin_runs_a_job_with_a_minted_token(
             job_id = page.evaluate("window.jobId")
         finally:
             context.close()
-    secret = key.rsplit("_", 1)[1]
+    secret = key_secret(key)
     for where, text in (
         ("the page's JS context", in_page),
         ("its storage", storage),
@@ -98,20 +87,3 @@ def test_a_page_on_another_origin_runs_a_job_with_a_minted_token(
     assert any(line.startswith(f"POST {gateway}/v1/jobs ") and "Bearer ey" in line for line in seen)
     job = httpx.get(f"{gateway}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}).json()
     assert (job["status"], job["subject"]) == ("succeeded", "visitor-1")
-
-
-def _body(request: Any) -> str:
-    data = request.post_data_buffer
-    return data.decode("latin-1") if data else ""
-
-
-def _answer(response: Any) -> str:
-    """A response as text: its URL, headers and (for text and JSON) body."""
-    kind = response.headers.get("content-type", "")
-    body = ""
-    if kind.startswith(("application/json", "text/html", "application/problem+json")):
-        try:
-            body = response.text()
-        except Exception:  # noqa: BLE001 - a body the browser did not keep (a redirect, an aborted read)
-            body = ""
-    return f"{response.status} {response.url} {json.dumps(response.headers)} {body}"
