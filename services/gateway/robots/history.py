@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -88,12 +88,15 @@ async def list_robots(state: StateDep, principal: RobotsRead) -> RobotList:
     return RobotList(items=robots)
 
 
+ONE_MICROSECOND = timedelta(microseconds=1)
+
+
 def _start(after: int | None, since: datetime | None) -> ConsumerConfig:
     config = ConsumerConfig(ack_policy=AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True)
     if after is not None:
         config.deliver_policy, config.opt_start_seq = DeliverPolicy.BY_START_SEQUENCE, after + 1
-    elif since is not None:
-        config.deliver_policy, config.opt_start_time = DeliverPolicy.BY_START_TIME, since
+    elif since is not None:  # a microsecond early: a received_at is the stored nanoseconds rounded (up too)
+        config.deliver_policy, config.opt_start_time = DeliverPolicy.BY_START_TIME, since - ONE_MICROSECOND
     else:
         config.deliver_policy = DeliverPolicy.ALL
     return config
@@ -131,7 +134,7 @@ async def read_history(
                 seq = msg.metadata.sequence.stream
                 if seq > last or (until is not None and msg.metadata.timestamp >= until):
                     return found, None
-                if (record := _record(msg)) is not None:
+                if (record := _record(msg)) is not None and (since is None or record.received_at >= since):
                     found.append(record)
     finally:
         await sub.unsubscribe()
