@@ -20,11 +20,15 @@ const REFUSED = new Set([1008, 4401, 4404, 4409]);
 const BACKOFF_MS = [250, 500, 1000, 2000, 5000];
 const SOCKET_OPEN = 1;
 
+/** At most this many messages are held while a session is being handed to its caller. */
+const HELD_MAX = 10_000;
+
 export class LiveSession {
   readonly id: string;
   readonly kind: string;
   private ws: WebSocket | undefined;
   private ready: Promise<void>;
+  private held: unknown[] | null = [];
   private chain: Promise<unknown> = Promise.resolve();
   private readonly pending: Pending[] = [];
   private readonly listeners = new Emitter();
@@ -171,7 +175,9 @@ export class LiveSession {
   private async open(): Promise<void> {
     if (this.drops > 0) await this.refresh(); // a fresh stream token
     const token = new URL(this.record.urls.events).searchParams.get("token") ?? (await this.http.credential());
-    const ws = new this.WS(withQuery(this.record.urls.stream, { after: this.lastSeq || undefined }));
+    // From the session's first event when none was seen (?after=1): without it the server starts at its
+    // newest, and what the worker said before the socket subscribed (session.ready, say) never comes.
+    const ws = new this.WS(withQuery(this.record.urls.stream, { after: this.lastSeq || 1 }));
     ws.binaryType = "arraybuffer";
     this.ws = ws;
     let opened = false;
@@ -214,7 +220,20 @@ export class LiveSession {
     for (const p of this.pending.splice(0)) p.reject(error);
   }
 
+  /** @internal Hand on what came before the caller could listen (sessions.start resolves first). */
+  release(): void {
+    const held = this.held ?? [];
+    this.held = null;
+    for (const data of held) this.onMessage(data);
+  }
+
   private onMessage(data: unknown): void {
+    if (this.held) {
+      // A session's first events (its socket replays them from the first) can come while start() is
+      // still resolving: held, bounded, until the caller had a turn to add its listeners.
+      if (this.held.length < HELD_MAX) this.held.push(data);
+      return;
+    }
     if (typeof data !== "string") return;
     let message: { type?: string; [key: string]: unknown };
     try {

@@ -66,6 +66,7 @@ export class Sessions {
   private async attach(record: Session, WS: WebSocketConstructor, options: SessionOptions & { after?: number }): Promise<LiveSession> {
     const live = new LiveSession(record, this.http, WS, options);
     await live.opened();
+    setTimeout(() => live.release(), 0); // after the caller's listeners, added once this resolves
     return live;
   }
 }
