@@ -62,11 +62,13 @@ netfaults-tools:
 	fi
 
 # The suite runs in PYTEST_WORKERS processes, each taking whole test files (module fixtures are set up
-# once); the network-fault suite runs on its own afterwards, as its hosts' timing is what it tests.
+# once); the tests marked serial (a TLS cluster) and the network-fault suite run on their own afterwards,
+# as their nodes' timing is what they test.
 PYTEST_WORKERS ?= 3
 
 pytest: venv browser netfaults-tools examples
-	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not netfaults"
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not netfaults and not serial"
+	$(VENV)/bin/pytest -m serial
 	$(VENV)/bin/pytest -m netfaults tests/netfaults
 
 # The TypeScript client (clients/js): installed from its lockfile, built, its API types checked against

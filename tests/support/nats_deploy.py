@@ -126,15 +126,23 @@ class ConfigServer:
                 [str(find_nats_server()), "-c", str(self.config)], stdout=log, stderr=subprocess.STDOUT,
                 env=role_password_env(), preexec_fn=preexec_die_with_parent(signal.SIGTERM),
             )  # fmt: skip
+        try:
+            self._wait_healthy(timeout_s)
+        except BaseException:  # its own deadline, the test's timeout (a signal) or an interrupt
+            self.stop()
+            raise
+        return self
+
+    def _wait_healthy(self, timeout_s: float) -> None:
+        assert self._process is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise RuntimeError(f"nats-server exited: {self.log.read_text(errors='replace')[-2000:]}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.monitor_url}/healthz?js-enabled-only=true", timeout=1.0).status_code == 200:
-                    return self
+                    return
             time.sleep(0.05)
-        self.stop()
         raise TimeoutError(f"nats-server on {self.config} did not come up in {timeout_s}s")
 
     def stop(self) -> None:

@@ -7,7 +7,9 @@ written; in ``gpurelay dev`` every part connects as its role's user.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,53 +131,63 @@ async def test_the_compose_nats_conf_syncs_always_and_admits_only_the_roles(tmp_
         server.stop()
 
 
+@pytest.fixture
+def config_servers() -> Iterator[list[ConfigServer]]:
+    """The servers a test starts, stopped in teardown whatever the test's coroutine was doing (a
+    ``finally`` inside it never runs when a timeout leaves it suspended on a wedged cluster)."""
+    servers: list[ConfigServer] = []
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+@pytest.mark.serial
 @pytest.mark.timeout(180)
-async def test_the_cluster_configs_form_a_tls_cluster_that_syncs_always_with_r3_streams(tmp_path: Path) -> None:
+async def test_the_cluster_configs_form_a_tls_cluster_that_syncs_always_with_r3_streams(
+    tmp_path: Path, config_servers: list[ConfigServer]
+) -> None:
     tls = make_certs(tmp_path / "certs")
     clients = {n: free_port() for n in (1, 2, 3)}
     routes = {n: free_port() for n in (1, 2, 3)}
     monitors = {n: free_port() for n in (1, 2, 3)}
-    servers: list[ConfigServer] = []
+    for n in (1, 2, 3):
+        replace = {f"nats-route://nats-{m}:6222": f"nats-route://127.0.0.1:{routes[m]}" for m in (1, 2, 3)}
+        replace |= {
+            "listen: 0.0.0.0:4222": f"listen: 127.0.0.1:{clients[n]}",
+            "http: 0.0.0.0:8222": f"http: 127.0.0.1:{monitors[n]}",
+            "listen: 0.0.0.0:6222": f"listen: 127.0.0.1:{routes[n]}",
+        }
+        config = deployable_copy(DEPLOY_NATS / "cluster" / f"nats-{n}.conf", tmp_path / f"nats-{n}", tls, replace)
+        config_servers.append(server := ConfigServer(config, f"http://127.0.0.1:{monitors[n]}"))
+        server.start(timeout_s=30.0)  # in the list first: teardown stops it whatever interrupts its start
+    for server in config_servers:
+        varz = await monitor(server.monitor_url, "varz")
+        assert varz["jetstream"]["config"].get("sync_always") is True, server.config
+        assert varz["cluster"].get("tls_required") is True, varz["cluster"]  # routes: mutual TLS
+        assert varz["cluster"].get("tls_verify") is True, varz["cluster"]
+        assert varz.get("tls_required") is True  # clients too
+    urls = [f"tls://127.0.0.1:{port}" for port in clients.values()]
+    with pytest.raises(ssl.SSLCertVerificationError):  # TLS is required, and a client needs the nodes' CA
+        await nats.connect(f"nats://127.0.0.1:{clients[1]}", max_reconnect_attempts=0, allow_reconnect=False)
+    settings = BaseServiceSettings(
+        nats_url=",".join(urls), nats_user="operator", nats_password=role_passwords()["operator"],
+        nats_tls_ca_file=tls.ca_file,
+    )  # fmt: skip
+    operator = await nats.connect(settings.nats_servers, **identity_options(settings), max_reconnect_attempts=60)
     try:
-        for n in (1, 2, 3):
-            replace = {f"nats-route://nats-{m}:6222": f"nats-route://127.0.0.1:{routes[m]}" for m in (1, 2, 3)}
-            replace |= {
-                "listen: 0.0.0.0:4222": f"listen: 127.0.0.1:{clients[n]}",
-                "http: 0.0.0.0:8222": f"http: 127.0.0.1:{monitors[n]}",
-                "listen: 0.0.0.0:6222": f"listen: 127.0.0.1:{routes[n]}",
-            }
-            config = deployable_copy(DEPLOY_NATS / "cluster" / f"nats-{n}.conf", tmp_path / f"nats-{n}", tls, replace)
-            servers.append(ConfigServer(config, f"http://127.0.0.1:{monitors[n]}").start())
-        for server in servers:
-            varz = await monitor(server.monitor_url, "varz")
-            assert varz["jetstream"]["config"].get("sync_always") is True, server.config
-            assert varz["cluster"].get("tls_required") is True, varz["cluster"]  # routes: mutual TLS
-            assert varz["cluster"].get("tls_verify") is True, varz["cluster"]
-            assert varz.get("tls_required") is True  # clients too
-        urls = [f"tls://127.0.0.1:{port}" for port in clients.values()]
-        with pytest.raises(ssl.SSLCertVerificationError):  # TLS is required, and a client needs the nodes' CA
-            await nats.connect(f"nats://127.0.0.1:{clients[1]}", max_reconnect_attempts=0, allow_reconnect=False)
-        settings = BaseServiceSettings(
-            nats_url=",".join(urls), nats_user="operator", nats_password=role_passwords()["operator"],
-            nats_tls_ca_file=tls.ca_file,
-        )  # fmt: skip
-        operator = await nats.connect(settings.nats_servers, **identity_options(settings), max_reconnect_attempts=-1)
-        try:
-            report = await _declare_when_the_cluster_is_up(operator, declarations(replicas=3))
-            assert "JOBS" in report
-            info = await operator.jetstream().stream_info("JOBS")
-            assert info.config.num_replicas == 3
-            assert (await monitor(servers[0].monitor_url, "routez"))["num_routes"] >= 2
-        finally:
-            await operator.close()
+        report = await _declare_when_the_cluster_is_up(operator, declarations(replicas=3))
+        assert "JOBS" in report
+        info = await operator.jetstream().stream_info("JOBS")
+        assert info.config.num_replicas == 3
+        assert (await monitor(config_servers[0].monitor_url, "routez"))["num_routes"] >= 2
     finally:
-        for server in servers:
-            server.stop()
+        with contextlib.suppress(TimeoutError):  # a close waits on a reconnect that may never come
+            await asyncio.wait_for(operator.close(), 10)
 
 
 async def _declare_when_the_cluster_is_up(nc: NatsClient, decls: Any) -> list[str]:
     """Apply ``decls`` once the cluster has elected its JetStream meta leader (retrying meanwhile)."""
-    async with asyncio.timeout(120):
+    async with asyncio.timeout(90):
         while True:
             try:
                 report = await apply_declarations(nc.jetstream(timeout=10.0), decls)
