@@ -13,10 +13,10 @@ CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: venv test lint typecheck pytest browser netfaults-tools client-js client-js-build examples demo bench schema clean
 
-$(STAMP): pyproject.toml clients/python/pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,ml,rerun]' -e ./clients/python
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,ml,rerun]' -e ./clients/python
 	touch $(STAMP)
 
 venv: $(STAMP)

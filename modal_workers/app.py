@@ -39,9 +39,9 @@ PROFILE = os.environ.get("GPURELAY_MODAL_PROFILE", "prod")
 ROUTES: dict[str, Route] = {str(k): r for k, r in load_route_table(DEFAULT_ROUTES).profile(PROFILE).items()}
 
 BASE_PACKAGES = (  # what contracts/, services/common and the runtime import (versions as in the venv)
-    "pydantic==2.14.3",
+    "pydantic==2.14.4",
     "pydantic-settings==2.16.3",
-    "pyyaml==6.0.3",
+    "pyyaml==6.0.4",
     "httpx==0.28.1",
     "aioboto3==15.5.0",
     "uuid-utils==1.2.0",
@@ -64,7 +64,7 @@ VLM_PACKAGES = (  # the vlm workload: transformers' Gemma 3 on torch, PIL decodi
     "safetensors==0.8.0",
     "huggingface-hub==2.4.0",
     "pillow==13.0.0",
-    "regex==2026.11.15",
+    "regex==2026.11.19",
     "numpy==2.4.6",
 )
 RECORDING_PACKAGES = (  # a session fed from a LeRobot dataset (parquet, its videos, JPEG frames)

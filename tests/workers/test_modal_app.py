@@ -194,7 +194,7 @@ def test_the_vlm_image_pins_transformers_and_bakes_the_deployments_hub_models() 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from modal_workers import app as modal_app
-    assert {"transformers==5.23.0", "torch==2.14.1", "pillow==13.0.0", "regex==2026.11.15"} <= set(
+    assert {"transformers==5.23.0", "torch==2.14.1", "pillow==13.0.0", "regex==2026.11.19"} <= set(
         modal_app.VLM_PACKAGES
     )
     assert modal_app.vlm_hub_models({}) == ("google/gemma-3-4b-it",)
