@@ -117,12 +117,16 @@ class RecordingWriter:
         self._append("controls", RecordedControl(ts=self.clock(), action=action, reason=reason))
 
     def result(self, payload: SessionResultPayload) -> None:
-        """A ``session.result`` the workload emitted."""
-        self._append("results", RecordedResult(ts=self.clock(), **payload.model_dump()))
+        """A ``session.result`` the workload emitted; a chunk listed already is a resumed attempt's repeat."""
+        with self._lock:
+            if all(kept.chunk != payload.chunk for kept in self.head.results):
+                self._append("results", RecordedResult(ts=self.clock(), **payload.model_dump()))
 
     def alert(self, payload: SessionAlertPayload) -> None:
-        """A ``session.alert`` the workload emitted."""
-        self._append("alerts", RecordedAlert(ts=self.clock(), **payload.model_dump()))
+        """A ``session.alert`` the workload emitted; one listed for its chunk and pattern is a repeat."""
+        with self._lock:
+            if all((kept.chunk, kept.pattern) != (payload.chunk, payload.pattern) for kept in self.head.alerts):
+                self._append("alerts", RecordedAlert(ts=self.clock(), **payload.model_dump()))
 
     def snapshot(self, data: bytes, *, seq: int, name: str, content_type: str) -> None:
         """A live output: kept when none was for ``snapshot_every_s`` (the last one is kept at the end)."""

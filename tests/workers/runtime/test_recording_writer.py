@@ -119,3 +119,21 @@ def test_a_later_worker_goes_on_and_the_bound_holds(monkeypatch: pytest.MonkeyPa
     manifest = blobs.manifest()
     assert [f.seq for f in manifest.frames] == [1, 2, 3, 4, 5, 6]
     assert manifest.frames_left_out == 2
+
+
+def test_a_resumed_attempt_repeating_its_results_and_alerts_lists_each_chunk_once() -> None:
+    blobs, clock = Blobs(), Clock()
+    first = writer(blobs, clock)
+    first.result(SessionResultPayload(chunk=1, first_seq=1, last_seq=5, text="one"))
+    first.alert(SessionAlertPayload(chunk=1, first_seq=1, last_seq=5, pattern="fall", message="a fall"))
+    first.flush()
+    second = writer(blobs, clock)  # the next attempt resumes from a snapshot before chunk 1's answer
+    second.resume(RecordingHead.model_validate_json(blobs.items[HEAD_NAME][0]), None)
+    second.result(SessionResultPayload(chunk=1, first_seq=1, last_seq=5, text="one again"))
+    second.alert(SessionAlertPayload(chunk=1, first_seq=1, last_seq=5, pattern="fall", message="a fall"))
+    second.alert(SessionAlertPayload(chunk=1, first_seq=1, last_seq=5, pattern="smoke", message="smoke"))
+    second.result(SessionResultPayload(chunk=2, first_seq=6, last_seq=10, text="two"))
+    second.close()
+    manifest = blobs.manifest()
+    assert [(r.chunk, r.text) for r in manifest.results] == [(1, "one"), (2, "two")]
+    assert [(a.chunk, a.pattern) for a in manifest.alerts] == [(1, "fall"), (1, "smoke")]
