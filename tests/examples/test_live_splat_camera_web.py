@@ -81,6 +81,7 @@ def test_the_page_streams_the_camera_and_resets_the_splat(
         app.page.click("#start-camera")
         app.page.wait_for_function("document.getElementById('figures').dataset.session", timeout=120_000)
         session_id = str(app.page.get_attribute("#figures", "data-session"))
+        assert app.page.is_disabled("#start-camera")  # one camera loop: a second click cannot start another
         acked = wait_for_number_above(app, "#acks", FIRST_FRAMES - 1, 120_000)
         assert client.sessions.get(session_id).frames_received >= acked  # the camera's frames reached it
         wait_for_number_above(app, "#ply-points", 0, 150_000)  # the worker trained on them: a live PLY
@@ -90,6 +91,7 @@ def test_the_page_streams_the_camera_and_resets_the_splat(
         app.page.click("#stop")
         app.page.wait_for_function("document.getElementById('figures').dataset.state", timeout=120_000)
         sent, acks, status = number(app, "#sent"), number(app, "#acks"), app.page.inner_text("#status")
+        assert [app.page.is_disabled(b) for b in ("#reset", "#stop")] == [True, True]  # the session has ended
         app.assert_never_saw(key)
         assert app.errors == []
         record = client.sessions.get(session_id)
