@@ -6,57 +6,18 @@ key never reaches the page."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import pytest
-from gpurelay_client import Client, JointPublisher
+from gpurelay_client import Client
 
-from modal_workers.splat.camera import Camera, CameraRig, Intrinsics
-from modal_workers.splat.kinematics import synthetic_arm_urdf
-from modal_workers.splat.synth import arm_angles, render_frame, scene_gaussians
 from tests.support.dashboard import ThreadedStack
 from tests.support.example_apps import open_example
-from tests.support.lap import write_video
+from tests.support.splat_views import arm_moving, wrist_video
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 ROBOT, SIZE, FRAMES, FPS = "arm-web", 48, 12, 10
-
-
-def wrist_video(path: Path) -> Path:
-    """The synthetic scene seen from the synthetic arm's wrist camera along its trajectory (VP8 WebM)."""
-    rig = CameraRig.from_urdf(synthetic_arm_urdf(), "camera_link")
-    scene = scene_gaussians()
-    views = (
-        render_frame(scene, Camera(Intrinsics.from_fov(SIZE, SIZE, 60.0), rig.camera_to_world(arm_angles(i / FPS))))
-        for i in range(FRAMES)
-    )
-    return write_video(path, (cv2.cvtColor(v, cv2.COLOR_RGB2BGR) for v in views), FPS, fourcc="VP80")
-
-
-@contextmanager
-def arm_moving(arm: JointPublisher) -> Iterator[None]:
-    """The arm's joint angles published at 20 Hz (what its control loop does) while the block runs."""
-    done = threading.Event()
-
-    def loop() -> None:
-        started = time.monotonic()
-        while not done.wait(0.05):  # a control loop's period, not a wait for a result
-            arm.publish(np.asarray(arm_angles(time.monotonic() - started)).tolist())
-
-    thread = threading.Thread(target=loop, name="arm", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join(5)
 
 
 def text_number(app: Any, selector: str) -> int:
@@ -65,7 +26,7 @@ def text_number(app: Any, selector: str) -> int:
 
 def test_the_page_streams_a_video_file_into_a_live_splat(stack: ThreadedStack, chromium: Any, tmp_path: Path) -> None:
     gateway, key = stack.env["GPURELAY_URL"], stack.env["GPURELAY_API_KEY"]
-    video = wrist_video(tmp_path / "wrist.webm")
+    video = wrist_video(tmp_path / "wrist.webm", SIZE, FRAMES, FPS)
     with (
         Client(gateway, api_key=key) as client,
         client.robots.publisher(ROBOT) as arm,

@@ -46,11 +46,10 @@ def require_chromium() -> None:
         pytest.skip(reason)
 
 
-@contextmanager
-def launched_chromium() -> Iterator[Any]:
-    """Debian's Chromium through Playwright's sync API, WebGL on SwiftShader; closed on exit."""
-    from playwright.sync_api import sync_playwright
-
+def launch_chromium(browser_type: Any, *args: str) -> Any:
+    """Debian's Chromium launched by a Playwright ``browser_type`` (``playwright.chromium``, or a running
+    browser's ``browser_type``: one Playwright per thread), WebGL on SwiftShader, with the extra
+    command-line ``args`` (a fake camera, say). The caller closes it."""
     home = TEST_DATA / "browser-home"
     env: dict[str, str | float | bool] = {
         **os.environ,
@@ -58,10 +57,17 @@ def launched_chromium() -> Iterator[Any]:
         "XDG_CONFIG_HOME": str(home / "config"),
         "XDG_CACHE_HOME": str(home / "cache"),
     }
+    switches = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", *args]
+    return browser_type.launch(executable_path=str(CHROMIUM), args=switches, env=env)
+
+
+@contextmanager
+def launched_chromium() -> Iterator[Any]:
+    """Debian's Chromium through Playwright's sync API (:func:`launch_chromium`); closed on exit."""
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--use-angle=swiftshader", "--enable-unsafe-swiftshader"], env=env
-        )
+        browser = launch_chromium(playwright.chromium)
         try:
             yield browser
         finally:

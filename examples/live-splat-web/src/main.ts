@@ -17,6 +17,7 @@ const source = element<HTMLVideoElement>("source");
 const counts = { sent: 0, acks: 0 };
 let session: LiveSession | undefined;
 let camera: number | undefined;
+let cameraFrame: Promise<unknown> = Promise.resolve(); // the camera frame being grabbed or sent, if any
 let points: Points = { count: 0, positions: new Float32Array(), colors: new Float32Array() };
 
 const gpurelay = createClient(await pageCredential());
@@ -93,14 +94,21 @@ async function streamFile(): Promise<void> {
 }
 
 async function streamCamera(): Promise<void> {
-  source.srcObject = await navigator.mediaDevices.getUserMedia({ video: true });
-  await source.play();
+  const button = element<HTMLButtonElement>("start-camera");
+  button.disabled = true; // one camera loop: a second click would send every frame twice
+  try {
+    source.srcObject = await navigator.mediaDevices.getUserMedia({ video: true });
+    await source.play();
+  } catch (error) {
+    button.disabled = false;
+    throw error;
+  }
   const live = (session ??= await start());
   let inFlight = false;
   camera = window.setInterval(() => {
     if (inFlight) return; // the socket is behind: skip this tick rather than queue
     inFlight = true;
-    grab(source, Number(input("width").value))
+    cameraFrame = grab(source, Number(input("width").value))
       .then((frame) => send(live, frame))
       .catch((error: Error) => (status.textContent = `Frame refused: ${error.message}`))
       .finally(() => (inFlight = false));
@@ -109,7 +117,9 @@ async function streamCamera(): Promise<void> {
 
 async function stop(): Promise<void> {
   if (!session) return;
+  for (const id of ["stop", "reset"]) element<HTMLButtonElement>(id).disabled = true;
   window.clearInterval(camera);
+  await cameraFrame; // a frame grabbed before Stop goes out (and is acknowledged) before the stop
   (source.srcObject as MediaStream | null)?.getTracks().forEach((track) => track.stop());
   status.textContent = "Stopping: the worker writes its final outputs…";
   await session.stop();
