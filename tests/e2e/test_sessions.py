@@ -108,7 +108,7 @@ async def test_frames_joints_results_snapshots_reset_and_stop(
     assert_ran_on(session_path, record.backend, env, process_modal)
     shown = (await api.get(f"/v1/sessions/{sid}")).json()
     assert (shown["state"], shown["frames_received"], shown["frames_processed"]) == ("succeeded", 5, 5)
-    sse = [e.event for e in await events(api, env, sid)]
+    sse = [e.type for e in await events(env, sid)]
     assert "session.snapshot" in sse
     assert sse[-1] == "job.succeeded"
 
