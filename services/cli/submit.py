@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from gpurelay_client import APIError, AsyncClient, GpurelayError, StreamError
+from gpurelay_client._uploads import CONTENT_TYPES  # the suffixes the client knows, checked before uploading
 from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 from rich.progress import (
@@ -37,18 +38,6 @@ from services.cli.jobs import show_record
 from services.common.queue_place import queue_place_text
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
-CONTENT_TYPES = {
-    ".mp4": "video/mp4",
-    ".m4v": "video/mp4",
-    ".mov": "video/quicktime",
-    ".webm": "video/webm",
-    ".mkv": "video/x-matroska",
-    ".avi": "video/x-msvideo",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".png": "image/png",
-    ".zip": "application/zip",
-}
 STATUS_TEXT = {"job.queued": "queued", "job.dispatched": "dispatched", "job.started": "running"}
 
 
