@@ -164,9 +164,9 @@ async def test_a_killed_worker_fails_the_session_with_worker_lost(session_stack:
         os.kill(worker_pid(tmp_path, session["id"]), signal.SIGKILL)
         failed = await until_event(ws, "job.failed", seen)
     assert failed["data"]["error"]["code"] == "worker_lost"
-    sse = await events(api, env, session["id"])
-    assert sse[-1].event == "job.failed"
-    assert sse[-1].json()["data"]["error"]["code"] == "worker_lost"
+    sse = await events(env, session["id"])
+    assert sse[-1].type == "job.failed"
+    assert sse[-1].envelope.data["error"]["code"] == "worker_lost"
 
 
 def _alive(pid: int) -> bool:
