@@ -2,8 +2,8 @@
 
 * :func:`submit`: a job with an ``Idempotency-Key``, the submission retried until the gateway
   answers (a gateway may be down; the key makes the retries one job);
-* :class:`SseReader`: one job's SSE stream to its terminal event, reopened with ``Last-Event-ID``
-  whenever it breaks (``services.cli.client.follow_events``), counting how often it had to.
+* :class:`SseReader`: one job's SSE stream to its terminal event (the Python client's ``jobs.stream``),
+  reopened with ``Last-Event-ID`` whenever it breaks, counting how often it had to.
 """
 
 from __future__ import annotations
@@ -14,12 +14,17 @@ import uuid
 from typing import Any
 
 import httpx
+from gpurelay_client import APIError, AsyncClient, Event, StreamError
 
 from bench.harness.fault_stack import FaultStack
-from services.cli.client import SseEvent, follow_events
 
 JOB = {"kind": "pose", "inputs": {"video": {"url": "https://example.com/lap.mp4"}}}
 CALL_TIMEOUT_S = 60.0
+RESUME_S = 0.2
+"""The pause before a broken stream is opened again."""
+MAX_FAILURES = 600
+"""Openings in a row without an event before the reader gives up."""
+NOT_NOW = frozenset({429, 502, 503, 504})
 
 
 async def call(
@@ -57,24 +62,38 @@ async def add_endpoint(stack: FaultStack, key: str, url: str) -> str:
 
 
 class SseReader:
-    """Follows one job's SSE stream to its terminal event, reconnecting with Last-Event-ID (as a client does)."""
+    """Follows one job's SSE stream to its terminal event, reconnecting with Last-Event-ID (as a client does).
+
+    Each opening is one ``jobs.stream`` with no reconnection of its own (``stream_max_reconnects=0``), so
+    the reader sees every break, counts it, and resumes after the last event it read."""
 
     def __init__(self, base_url: str, key: str, job_id: str) -> None:
-        self.job_id = job_id
-        self.url = f"{base_url}/v1/jobs/{job_id}/events"
-        self.headers = {"Authorization": f"Bearer {key}"}
-        self.events: list[SseEvent] = []
+        self.job_id, self.base_url, self.key = job_id, base_url, key
+        self.events: list[Event] = []
         self.connections = 0
-        """How many times the stream was opened (answered 200): 1 + the resumptions."""
+        """How many openings of the stream delivered events: 1 + the resumptions."""
         self.task = asyncio.create_task(self._read(), name=f"sse:{job_id}")
 
     async def _read(self) -> None:
-        async def opened(response: httpx.Response) -> None:
-            self.connections += response.status_code == 200
-
-        async with httpx.AsyncClient(timeout=10.0, event_hooks={"response": [opened]}) as http:
-            async for event in follow_events(http, self.url, self.headers, max_retries=600, retry_s=0.2):
-                self.events.append(event)
+        failures = 0
+        async with AsyncClient(self.base_url, api_key=self.key, timeout=10.0, stream_max_reconnects=0) as client:
+            while not (self.events and self.events[-1].terminal):
+                after = self.events[-1].id if self.events else None
+                read = len(self.events)
+                try:
+                    async for event in client.jobs.stream(self.job_id, after=after):
+                        self.events.append(event)
+                except APIError as exc:
+                    if exc.status not in NOT_NOW:
+                        raise
+                except StreamError:
+                    pass
+                self.connections += len(self.events) > read
+                failures = 0 if len(self.events) > read else failures + 1
+                if failures > MAX_FAILURES:
+                    raise StreamError(f"{self.job_id}: {failures} openings in a row without an event")
+                if not self.events[-1:] or not self.events[-1].terminal:
+                    await asyncio.sleep(RESUME_S)
 
     @property
     def seqs(self) -> list[int]:

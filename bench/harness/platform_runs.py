@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
 
-import httpx
+from gpurelay_client import AsyncClient
 from nats.aio.msg import Msg
 from rich.progress import Progress
 
 from bench.harness.message_counter import MessageCounter, Tally
-from services.cli.client import Client, cli_settings
+from services.cli.client import async_client, cli_settings
 from services.cli.demo.media import write_lap_video
 from services.cli.dev import DevStack
 from services.cli.submit import submit_and_watch, upload
@@ -64,7 +64,7 @@ class Stack:
 
     dev: DevStack
     counter: MessageCounter
-    client: Client
+    client: AsyncClient
     videos: dict[str, Path]
 
 
@@ -99,7 +99,7 @@ async def embedded_stack(folder: Path) -> AsyncIterator[Stack]:
             nats_password=env.get("GPURELAY_NATS_PASSWORD"),
         )  # gpurelay dev's operator (dev.env), who may watch every subject
         await counter.start(env["GPURELAY_NATS_URL"], **identity_options(operator))
-        async with Client(cli_settings(folder / "data")) as client:
+        async with async_client(cli_settings(folder / "data")) as client:
             yield Stack(dev, counter, client, lap_videos(folder / "videos"))
     finally:
         await counter.stop()
@@ -145,10 +145,9 @@ class _Ends:
 
 async def _uploaded(stack: Stack, files: dict[str, Path]) -> dict[str, dict[str, str]]:
     refs: dict[str, dict[str, str]] = {}
-    async with httpx.AsyncClient() as storage:
-        with Progress(disable=True) as progress:
-            for name, path in files.items():
-                refs[name] = {"upload_id": await upload(stack.client, storage, path, progress)}
+    with Progress(disable=True) as progress:
+        for name, path in files.items():
+            refs[name] = {"upload_id": await upload(stack.client, path, progress)}
     return refs
 
 
@@ -157,7 +156,8 @@ async def job_only(stack: Stack) -> Tally:
     refs = await _uploaded(stack, {"video": stack.videos["video"]})
     await asyncio.sleep(0.5)  # the upload's own tail (its fold) out of the window
     async with stack.counter.window() as tally, _Ends(stack.counter) as ends:
-        job = await stack.client.call("POST", "/v1/jobs", json={"kind": "pose", "inputs": refs})
+        # the bare POST, no Idempotency-Key (jobs.create sends one: a KV claim more in the window)
+        job = await stack.client.request("POST", "/v1/jobs", json={"kind": "pose", "inputs": refs})
         await ends.settled(job["id"])
     return tally
 

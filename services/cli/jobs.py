@@ -14,7 +14,7 @@ from rich.table import Table
 
 from contracts.job_record import JobStatus
 from contracts.specs.jobs import JobKind
-from services.cli.client import Client, cli_settings, run
+from services.cli.client import as_dict, async_client, cli_settings, kind_name, run, status_name
 from services.common.queue_place import queue_place_text
 
 jobs_app = typer.Typer(help="List, show and cancel jobs.", no_args_is_help=True)
@@ -125,13 +125,16 @@ def list_jobs(
     async def fetch() -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         cursor: str | None = None
-        async with Client(settings) as client:
+        async with async_client(settings) as client:
             while len(items) < limit:
-                params: dict[str, Any] = {"limit": min(page_size, limit - len(items))}
-                params |= {k: v for k, v in (("status", status), ("kind", kind), ("cursor", cursor)) if v}
-                page = await client.call("GET", "/v1/jobs", params=params)
-                items += page.get("items", [])
-                if not (cursor := page.get("next_cursor")):
+                page = await client.jobs.list_page(
+                    status=status_name(status),
+                    kind=kind_name(kind),
+                    limit=min(page_size, limit - len(items)),
+                    cursor=cursor,
+                )
+                items += [as_dict(job) for job in page.items]
+                if not (cursor := page.next_cursor):
                     break
         return items[:limit]
 
@@ -160,9 +163,8 @@ def show(
     settings = cli_settings(data_dir)
 
     async def fetch() -> dict[str, Any]:
-        async with Client(settings) as client:
-            job: dict[str, Any] = await client.call("GET", f"/v1/jobs/{job_id}")
-            return job
+        async with async_client(settings) as client:
+            return as_dict(await client.jobs.get(job_id))
 
     job = run(fetch)
     if as_json:

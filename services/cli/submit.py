@@ -1,22 +1,23 @@
 """``gpurelay submit KIND FILE...``: upload, create the job, follow it live, print the result.
 
-Each file goes through a pre-signed PUT (streamed in chunks, with its exact ``Content-Length``, no
-API key sent to storage), is completed, and fills the kind's next input name. With ``--watch`` (the
-default) the job's SSE stream drives a live progress bar, resuming with ``Last-Event-ID`` if it
-drops; after the terminal event the record (status, attempts, timings, cost, result, artifacts
-with download URLs) is read and printed. Exit code: 0 succeeded, 1 failed or canceled, 2 bad usage.
+Everything goes through the Python client (``gpurelay_client``): each file is uploaded through its
+pre-signed URL (``uploads.upload``: streamed in chunks, no API key sent to storage), completed, and
+fills the kind's next input name. With ``--watch`` (the default) the job's events (``jobs.stream``,
+resumed with ``Last-Event-ID`` if it drops) drive a live progress bar; after the terminal event the
+record (status, attempts, timings, cost, result, artifacts with download URLs) is read and printed.
+Exit code: 0 succeeded, 1 failed or canceled, 2 bad usage.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
+from gpurelay_client import APIError, AsyncClient, GpurelayError, StreamError
+from gpurelay_client._uploads import CONTENT_TYPES  # the suffixes the client knows, checked before uploading
 from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 from rich.progress import (
@@ -32,24 +33,11 @@ from rich.progress import (
 )
 
 from contracts.specs.jobs import BATCH_KINDS, SPEC_MODELS, JobKind
-from services.cli.client import ApiError, Client, cli_settings, follow_events, run
+from services.cli.client import as_dict, async_client, cli_settings, run
 from services.cli.jobs import show_record
 from services.common.queue_place import queue_place_text
 
-CHUNK = 1024 * 1024
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
-CONTENT_TYPES = {
-    ".mp4": "video/mp4",
-    ".m4v": "video/mp4",
-    ".mov": "video/quicktime",
-    ".webm": "video/webm",
-    ".mkv": "video/x-matroska",
-    ".avi": "video/x-msvideo",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".png": "image/png",
-    ".zip": "application/zip",
-}
 STATUS_TEXT = {"job.queued": "queued", "job.dispatched": "dispatched", "job.started": "running"}
 
 
@@ -105,28 +93,14 @@ def plan_inputs(kind: str, files: list[Path]) -> dict[str, Path]:
     return dict(zip(names, files, strict=False))
 
 
-async def _chunks(path: Path, progress: Progress, task: TaskID) -> AsyncIterator[bytes]:
-    with path.open("rb") as handle:
-        while chunk := await asyncio.to_thread(handle.read, CHUNK):
-            yield chunk
-            progress.advance(task, len(chunk))
-
-
-async def upload(client: Client, storage: httpx.AsyncClient, path: Path, progress: Progress) -> str:
-    """Upload one file through a pre-signed PUT and complete it; returns the upload id."""
+async def upload(client: AsyncClient, path: Path, progress: Progress) -> str:
+    """Upload one file through its pre-signed URL and complete it, with a progress bar; the upload id."""
     size = (await asyncio.to_thread(path.stat)).st_size
-    body = {"filename": path.name, "content_type": content_type(path), "size": size}
-    presigned = await client.call("POST", "/v1/uploads", json=body)
     task = progress.add_task(f"upload {path.name}", total=size)
-    headers = {**presigned.get("headers", {}), "Content-Length": str(size)}
-    response = await storage.request(
-        presigned.get("method", "PUT"), presigned["url"], headers=headers, content=_chunks(path, progress, task)
+    done = await client.uploads.upload(
+        path, content_type=content_type(path), on_progress=lambda sent, _total: progress.update(task, completed=sent)
     )
-    if response.is_error:
-        raise ApiError.from_response(response)
-    await client.call("POST", f"/v1/uploads/{presigned['id']}/complete")
-    upload_id: str = presigned["id"]
-    return upload_id
+    return done.id
 
 
 def _describe(event_type: str, data: dict[str, Any]) -> str | None:
@@ -143,21 +117,27 @@ def _describe(event_type: str, data: dict[str, Any]) -> str | None:
     return STATUS_TEXT.get(event_type)
 
 
-async def watch(client: Client, job_id: str, console: Console) -> dict[str, Any]:
+async def watch(client: AsyncClient, job_id: str, console: Console) -> dict[str, Any]:
     """Follow the job's events with a live progress bar; returns the terminal envelope."""
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn())
     terminal: dict[str, Any] = {}
-    url = client.events_url(job_id)
     with Progress(*columns, TimeElapsedColumn(), console=console, transient=False) as progress:
         task = progress.add_task("waiting for the job", total=1.0)
         try:
-            async for event in follow_events(client.http, url, client.headers):
-                terminal = event.json()
-                _show(progress, task, event.event, terminal.get("data") or {})
-        except ApiError as exc:
-            exc.detail += f" (events from {url}; GPURELAY_EVENTS_URL sets where the notifier is)"
-            raise
+            async for event in client.jobs.stream(job_id):
+                terminal = as_dict(event.envelope)
+                _show(progress, task, event.type, terminal.get("data") or {})
+        except (APIError, StreamError) as exc:
+            raise _events_hint(exc, client.options.job_events_url(job_id)) from None
     return terminal
+
+
+def _events_hint(exc: APIError | StreamError, url: str) -> GpurelayError:
+    """The error, saying where the events were asked for (the notifier may have its own origin)."""
+    hint = f" (events from {url}; GPURELAY_EVENTS_URL sets where the notifier is)"
+    if isinstance(exc, APIError):
+        return type(exc)(exc.status, exc.problem.model_copy(update={"detail": exc.detail + hint}), exc.headers)
+    return StreamError(f"{exc}{hint}")
 
 
 def _show(progress: Progress, task: TaskID, event_type: str, data: dict[str, Any]) -> None:
@@ -179,12 +159,14 @@ def _show(progress: Progress, task: TaskID, event_type: str, data: dict[str, Any
         progress.update(task, description=f"[red]{event_type.removeprefix('job.')}[/]")
 
 
-async def final_record(client: Client, job_id: str, terminal: dict[str, Any], settle_s: float = 3.0) -> dict[str, Any]:
+async def final_record(
+    client: AsyncClient, job_id: str, terminal: dict[str, Any], settle_s: float = 3.0
+) -> dict[str, Any]:
     """The record once the dispatcher folded the terminal event (what the event says, if it lags)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settle_s
     while True:
-        job: dict[str, Any] = await client.call("GET", f"/v1/jobs/{job_id}")
+        job = as_dict(await client.jobs.get(job_id))
         if job.get("status") in TERMINAL_STATUSES or loop.time() > deadline:
             break
         await asyncio.sleep(0.2)
@@ -198,7 +180,7 @@ async def final_record(client: Client, job_id: str, terminal: dict[str, Any], se
 
 
 async def submit_files(
-    client: Client, kind: str, inputs: dict[str, Path], params: dict[str, Any], watch_it: bool
+    client: AsyncClient, kind: str, inputs: dict[str, Path], params: dict[str, Any], watch_it: bool
 ) -> int:
     """Upload, submit and (``watch_it``) follow a job; the exit code (0 succeeded or not watched, else 1)."""
     record = await submit_and_watch(client, kind, inputs, params, watch_it)
@@ -206,24 +188,22 @@ async def submit_files(
 
 
 async def submit_and_watch(
-    client: Client, kind: str, inputs: dict[str, Path], params: dict[str, Any], watch_it: bool
+    client: AsyncClient, kind: str, inputs: dict[str, Path], params: dict[str, Any], watch_it: bool
 ) -> dict[str, Any] | None:
     """Upload ``inputs``, submit the job, print its id; with ``watch_it`` follow it and return its final record."""
     console = Console(stderr=True)
     refs: dict[str, dict[str, str]] = {}
-    async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, write=None)) as storage:
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console
-        ) as progress:
-            for name, path in inputs.items():
-                refs[name] = {"upload_id": await upload(client, storage, path, progress)}
-    body = {"kind": kind, "inputs": refs, "params": params}
-    job = await client.call("POST", "/v1/jobs", json=body)
-    typer.echo(job["id"])
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console
+    ) as progress:
+        for name, path in inputs.items():
+            refs[name] = {"upload_id": await upload(client, path, progress)}
+    job = await client.jobs.create(kind, inputs=refs, params=params)
+    typer.echo(job.id)
     if not watch_it:
         return None
-    terminal = await watch(client, job["id"], console)
-    record = await final_record(client, job["id"], terminal)
+    terminal = await watch(client, job.id, console)
+    record = await final_record(client, job.id, terminal)
     show_record(record)
     return record
 
@@ -258,7 +238,7 @@ def submit(
     settings = cli_settings(data_dir)
 
     async def go() -> int:
-        async with Client(settings) as client:
+        async with async_client(settings) as client:
             return await submit_files(client, kind, inputs, params, watch_it)
 
     raise typer.Exit(run(go))

@@ -8,22 +8,17 @@ it is invoked in a thread.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import cv2
-import httpx
 import numpy as np
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
 from typer.testing import CliRunner, Result
 
 from contracts.envelope import EventEnvelope
@@ -41,7 +36,6 @@ from contracts.ids import tenant_key
 from contracts.job_record import Artifact, JobCost, JobError, JobRecord, JobStatus
 from contracts.streams import KV_JOBS
 from contracts.subjects import Namespace, Subjects
-from services.cli.client import ApiError, follow_events
 from services.cli.main import app
 from services.common.nats.embedded import EmbeddedNats
 from services.notifier.app import create_app as create_notifier
@@ -249,70 +243,3 @@ def test_bad_usage_exits_2(tmp_path: Path, args: list[str], message: str) -> Non
     result = CliRunner().invoke(app, [a.format(**paths) for a in args], env={"COLUMNS": "250"})
     assert result.exit_code == 2, result.output
     assert message in result.output
-
-
-def _frame(seq: int | None, type_: str, fraction: float = 0.0) -> str:
-    head = f"id: {seq}\n" if seq is not None else ""
-    return f'{head}event: {type_}\ndata: {{"type": "{type_}",\ndata: "data": {{"fraction": {fraction}}}}}\n\n'
-
-
-def recorded_sse(seen: list[str | None]) -> Starlette:
-    """A stand-in SSE endpoint: drops the first connection, ends the second early, finishes on the third."""
-
-    async def events(request: Request) -> Response:
-        last = request.headers.get("last-event-id")
-        seen.append(last)
-        if request.headers.get("authorization") != "Bearer k":
-            return JSONResponse({"status": 401, "title": "Unauthorized", "detail": "no key"}, status_code=401)
-        if last is None:
-
-            async def dropping() -> AsyncIterator[str]:
-                yield "retry: 20\n\n: hello\n\n" + _frame(1, "job.started") + _frame(2, "job.progress", 0.5)
-                raise RuntimeError("connection dropped")
-
-            return StreamingResponse(dropping(), media_type="text/event-stream")
-        body = _frame(int(last) + 1, "job.progress", 0.7) + _frame(None, "job.progress", 0.6)
-        if last == "3":
-            body = _frame(4, "job.succeeded", 1.0)
-        return Response(body, media_type="text/event-stream")
-
-    return Starlette(routes=[Route("/v1/jobs/{job_id}/events", events)])
-
-
-async def test_follow_events_resumes_with_last_event_id() -> None:
-    seen: list[str | None] = []
-    sock = bound_socket()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1/jobs/job_1/events"
-    with serve(recorded_sse(seen), sock):
-        async with httpx.AsyncClient() as http:
-            events = [e async for e in follow_events(http, url, {"Authorization": "Bearer k"}, retry_s=0.01)]
-            with pytest.raises(ApiError) as refused:
-                _ = [e async for e in follow_events(http, url, {}, retry_s=0.01)]
-    assert [(e.id, e.event) for e in events] == [
-        ("1", "job.started"),
-        ("2", "job.progress"),
-        ("3", "job.progress"),
-        ("3", "job.progress"),
-        ("4", "job.succeeded"),
-    ]
-    assert events[1].json()["data"] == {"fraction": 0.5}
-    assert seen[:3] == [None, "2", "3"]
-    assert refused.value.status == 401
-
-
-async def test_follow_events_waits_out_a_503() -> None:
-    calls: list[int] = []
-
-    async def events(request: Request) -> Response:
-        calls.append(1)
-        if len(calls) == 1:  # the notifier's NATS is away for a moment
-            return JSONResponse({"status": 503}, status_code=503, headers={"Retry-After": "0"})
-        return Response(_frame(1, "job.succeeded", 1.0), media_type="text/event-stream")
-
-    sock = bound_socket()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1/jobs/job_1/events"
-    with serve(Starlette(routes=[Route("/v1/jobs/{job_id}/events", events)]), sock):
-        async with httpx.AsyncClient() as http:
-            got = [e async for e in follow_events(http, url, {}, retry_s=0.01)]
-    assert [(e.id, e.event) for e in got] == [("1", "job.succeeded")]
-    assert len(calls) == 2

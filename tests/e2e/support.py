@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from gpurelay_client import AsyncClient, Event
 from standardwebhooks import Webhook, WebhookVerificationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -21,7 +22,6 @@ from starlette.routing import Route
 from contracts.job_record import JobRecord
 from contracts.streams import KV_JOBS
 from contracts.subjects import Namespace
-from services.cli.client import SseEvent, follow_events
 from services.cli.dev import DEV_TENANT
 from services.common.nats.record_watch import latest_record
 from tests.support.http import bound_socket, serve
@@ -126,11 +126,15 @@ async def lap_job(api: httpx.AsyncClient, video: Path, **params: Any) -> str:
     return job_id
 
 
-async def events(api: httpx.AsyncClient, env: dict[str, str], job_id: str, timeout_s: float = 45.0) -> list[SseEvent]:
-    """The job's SSE stream from the start to its terminal event (bounded)."""
-    url = f"{env['GPURELAY_URL']}/v1/jobs/{job_id}/events"
-    async with asyncio.timeout(timeout_s):
-        return [event async for event in follow_events(api, url, auth(env))]
+def events_client(env: dict[str, str]) -> AsyncClient:
+    """The Python client with the stack's URL and dev key (for its event streams)."""
+    return AsyncClient(env["GPURELAY_URL"], api_key=env["GPURELAY_API_KEY"])
+
+
+async def events(env: dict[str, str], job_id: str, timeout_s: float = 45.0) -> list[Event]:
+    """The job's SSE stream from the start to its terminal event (the client's ``jobs.stream``; bounded)."""
+    async with asyncio.timeout(timeout_s), events_client(env) as client:
+        return [event async for event in client.jobs.stream(job_id)]
 
 
 async def settled(env: dict[str, str], job_id: str, timeout_s: float = 30.0) -> JobRecord:

@@ -26,9 +26,8 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from services.cli.client import follow_events
 from services.cli.dev import DevStack
-from tests.e2e.support import Receiver, auth, lap_job, receiver, settled
+from tests.e2e.support import Receiver, auth, events_client, lap_job, receiver, settled
 from tests.support.metrics import moved, scrape, scrape_until
 from tests.support.otlp import otlp_receiver
 
@@ -94,9 +93,8 @@ async def test_metrics_move_as_a_job_runs_through_the_stack(tmp_path: Path, monk
                 assert tenant_stream.status_code == 200  # the tenant's stream stays open until we leave
                 during = await scrape(api)
             job_id = await quick_job(api, tmp_path)
-            stream = follow_events(api, f"{env['GPURELAY_URL']}/v1/jobs/{job_id}/events", auth(env))
-            async with asyncio.timeout(30):
-                types = [event.event async for event in stream]
+            async with asyncio.timeout(30), events_client(env) as client:
+                types = [event.type async for event in client.jobs.stream(job_id)]
             delivered = await hook.until(job_id, "job.succeeded")
             await settled(env, job_id)
             after = await scrape_until(
@@ -152,9 +150,8 @@ async def test_one_job_is_one_trace_across_gateway_dispatcher_worker_and_notifie
         async with quick_stack(tmp_path, monkeypatch) as (env, api):
             await webhook(api, hook)
             job_id = await quick_job(api, tmp_path)
-            stream = follow_events(api, f"{env['GPURELAY_URL']}/v1/jobs/{job_id}/events", auth(env))
-            async with asyncio.timeout(30):
-                assert [event.event async for event in stream][-1] == "job.succeeded"
+            async with asyncio.timeout(30), events_client(env) as client:
+                assert [event.type async for event in client.jobs.stream(job_id)][-1] == "job.succeeded"
             await hook.until(job_id, "job.succeeded")
             await settled(env, job_id)
             created = [s for s in span_exporter.get_finished_spans() if s.name == "POST /v1/jobs"]

@@ -126,8 +126,8 @@ async def test_the_seeds_lerobot_snippet_reaches_the_sessions_robot(session_stac
         assert answer == {"success": True, "joint_angles": JOINTS}
         stopped = (await browser.post(f"{compat}/stop-training")).json()
     assert stopped["complete"] is True
-    sse = await events(api, env, session["id"])
-    matched = [e.json()["data"]["data"]["joints"] for e in sse if e.event == "session.result"]
+    sse = await events(env, session["id"])
+    matched = [e.envelope.data["data"]["joints"] for e in sse if e.type == "session.result"]
     assert matched == [JOINTS]
     refused(await asyncio.to_thread(seed["send_joint_angles"], seed["joint_state"]))
 

@@ -164,7 +164,7 @@ async def test_a_killed_workers_session_resumes_from_its_snapshot_and_replays_th
     counts = (shown["frames_received"], shown["frames_processed"])
     assert (shown["id"], shown["state"], counts) == (sid, "succeeded", (9, 9))
     assert (shown["attempt"], shown["resumes"], shown["ready_at"] is not None) == (2, 1, True)
-    sse = [e.event for e in await events(api, env, sid)]
+    sse = [e.type for e in await events(env, sid)]
     assert sse.count("session.resumed") == 1
     assert sse.index("job.retrying") < sse.index("session.resumed") < sse.index("job.succeeded")
 
@@ -201,4 +201,4 @@ async def test_a_workload_that_cannot_resume_fails_as_before(resume_stack: Sessi
     assert failed["error"]["code"] == "worker_lost"
     record = await settled(env, sid)
     assert (record.status, record.attempt) == ("failed", 1)  # no other attempt was started
-    assert "job.retrying" not in [e.event for e in await events(api, env, sid)]
+    assert "job.retrying" not in [e.type for e in await events(env, sid)]

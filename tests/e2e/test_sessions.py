@@ -108,7 +108,7 @@ async def test_frames_joints_results_snapshots_reset_and_stop(
     assert_ran_on(session_path, record.backend, env, process_modal)
     shown = (await api.get(f"/v1/sessions/{sid}")).json()
     assert (shown["state"], shown["frames_received"], shown["frames_processed"]) == ("succeeded", 5, 5)
-    sse = [e.event for e in await events(api, env, sid)]
+    sse = [e.type for e in await events(env, sid)]
     assert "session.snapshot" in sse
     assert sse[-1] == "job.succeeded"
 
@@ -164,9 +164,9 @@ async def test_a_killed_worker_fails_the_session_with_worker_lost(session_stack:
         os.kill(worker_pid(tmp_path, session["id"]), signal.SIGKILL)
         failed = await until_event(ws, "job.failed", seen)
     assert failed["data"]["error"]["code"] == "worker_lost"
-    sse = await events(api, env, session["id"])
-    assert sse[-1].event == "job.failed"
-    assert sse[-1].json()["data"]["error"]["code"] == "worker_lost"
+    sse = await events(env, session["id"])
+    assert sse[-1].type == "job.failed"
+    assert sse[-1].envelope.data["error"]["code"] == "worker_lost"
 
 
 def _alive(pid: int) -> bool:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from gpurelay_client import Event
 
-from services.cli.client import SseEvent
 from services.cli.dev import DevStack
 from tests.e2e.support import auth, download, events, lap_job, receiver, settled
 from tests.support.lap import frame_count, scrolling_video
@@ -52,9 +52,9 @@ def milestones(types: list[str]) -> list[str]:
     return [t for i, t in enumerate(kept) if t != "job.progress" or i == 0 or kept[i - 1] != "job.progress"]
 
 
-def stored(stream: list[SseEvent]) -> list[str | None]:
+def stored(stream: list[Event]) -> list[str | None]:
     """The sequence ids of a stream's events but progress (SSE coalesces those by time)."""
-    return [e.id for e in stream if e.event != "job.progress"]
+    return [e.id for e in stream if e.type != "job.progress"]
 
 
 async def test_a_lap_job_streams_its_events_to_sse_and_a_signed_webhook_and_its_artifacts_download(
@@ -71,7 +71,7 @@ async def test_a_lap_job_streams_its_events_to_sse_and_a_signed_webhook_and_its_
                 await stranger.post(hook.url, content=b'{"job_id": "forged", "type": "job.x"}', headers=forged)
             assert not (await hook.until("forged", "job.x"))[0].valid, "the receiver must refuse a bad signature"
             job_id = await lap_job(api, video)
-            stream = await events(api, env, job_id)
+            stream = await events(env, job_id)
             delivered = await hook.until(job_id, "job.succeeded")
             await settled(env, job_id)
             record = (await api.get(f"/v1/jobs/{job_id}")).json()
@@ -79,8 +79,8 @@ async def test_a_lap_job_streams_its_events_to_sse_and_a_signed_webhook_and_its_
 
     sequences = [int(e.id or 0) for e in stream]
     assert sequences == sorted(set(sequences)), "stream sequence ids must increase"
-    envelopes = [e.json() for e in stream]
-    types = [e.event for e in stream]
+    envelopes = [e.envelope.model_dump(mode="json", exclude_unset=True) for e in stream]
+    types = [e.type for e in stream]
     assert [env_["type"] for env_ in envelopes] == types
     assert milestones(types) == ["job.started", "job.progress"] + ["job.artifact"] * len(ARTIFACTS) + [
         "job.succeeded"
@@ -115,22 +115,22 @@ async def test_a_restarted_stack_serves_the_first_jobs_record_events_and_artifac
     video = await asyncio.to_thread(lap, tmp_path / "small.mp4", 24, (320, 180))
     async with running(data_dir) as (env, api):
         first = await lap_job(api, video, downscale_width=160)
-        before = await events(api, env, first)
-        assert before[-1].event == "job.succeeded"
+        before = await events(env, first)
+        assert before[-1].type == "job.succeeded"
         await settled(env, first)
 
     async with running(data_dir) as (env, api):
         record = (await api.get(f"/v1/jobs/{first}")).json()
         assert record["status"] == "succeeded", record
         assert sorted(a["name"] for a in record["artifacts"]) == ARTIFACTS
-        replay = await events(api, env, first)
+        replay = await events(env, first)
         assert stored(replay) == stored(before)
-        assert replay[-1].event == "job.succeeded"
+        assert replay[-1].type == "job.succeeded"
         for artifact in record["artifacts"]:
             assert artifact["url"].startswith(env["GPURELAY_URL"]), "signed for the running gateway"
             await download(artifact)
         second = await lap_job(api, video, downscale_width=160)
-        after = await events(api, env, second)
-        assert after[-1].event == "job.succeeded"
+        after = await events(env, second)
+        assert after[-1].type == "job.succeeded"
         assert int(after[0].id or 0) > int(before[-1].id or 0), "the stream goes on after the restart"
         assert (await settled(env, second)).status == "succeeded"

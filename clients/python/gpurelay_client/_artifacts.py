@@ -4,6 +4,7 @@ written beside its target, hashed as it arrives, kept only when its sha256 and s
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from pathlib import Path, PurePosixPath
 
 from gpurelay_client._errors import ChecksumMismatch, GpurelayError
@@ -19,12 +20,19 @@ def artifact_path(folder: Path, name: str) -> Path:
     return folder.joinpath(*parts)
 
 
-def downloadable(job: JobOut) -> list[Artifact]:
-    """The artifacts that can be downloaded now (expired ones have no file any more)."""
-    missing = [a.name for a in job.artifacts if not a.expired and not a.url]
+def downloadable(job: JobOut, names: Collection[str] | None = None) -> list[Artifact]:
+    """The artifacts that can be downloaded now (expired ones have no file any more); only those named
+    in ``names`` when given, each of which must be one of the job's."""
+    chosen = job.artifacts
+    if names is not None:
+        unknown = sorted(set(names) - {a.name for a in job.artifacts})
+        if unknown:
+            raise GpurelayError(f"job {job.id}: no artifact named {', '.join(unknown)}")
+        chosen = [a for a in job.artifacts if a.name in names]
+    missing = [a.name for a in chosen if not a.expired and not a.url]
     if missing:
         raise GpurelayError(f"job {job.id}: no download URL for {', '.join(missing)}")
-    return [a for a in job.artifacts if not a.expired]
+    return [a for a in chosen if not a.expired]
 
 
 class ArtifactFile:

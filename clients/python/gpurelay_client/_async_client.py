@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -16,7 +16,19 @@ from gpurelay_client._async_catalog import AsyncKinds, AsyncUsage
 from gpurelay_client._async_jobs import AsyncJobs, AsyncUploads
 from gpurelay_client._async_resources import AsyncRobots, AsyncSessions, AsyncTokens, AsyncWebhooks
 from gpurelay_client._client import failure, reply
-from gpurelay_client._core import Attempt, Body, Failure, Flow, Op, Reply, Request, Sleep, retry_delay, run_async
+from gpurelay_client._core import (
+    Attempt,
+    Body,
+    Failure,
+    Flow,
+    Op,
+    Reply,
+    Request,
+    Sleep,
+    json_flow,
+    retry_delay,
+    run_async,
+)
 from gpurelay_client._errors import APIConnectionError, APITimeoutError, api_error
 from gpurelay_client._events import Event
 from gpurelay_client._options import ClientOptions
@@ -70,10 +82,27 @@ class AsyncClient:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         await self.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Call a route this client has no verb for (an admin route such as ``/v1/cors``, a newer one), as
+        the verbs call theirs: ``path`` under the base URL, with the credential, retried only when safe
+        (an idempotent method, or a POST carrying an ``Idempotency-Key`` header). The answer's JSON
+        (``None`` when it has no body); an error answer raises the typed :class:`APIError` with its
+        problem document, as every verb does::
+
+            origins = await client.request("PUT", "/v1/cors", json={"origins": ["https://app.example.com"]})
+        """
+        return await self._run(json_flow(method, path, params, json, headers, self.options.max_retries))
 
     # -- the driver ----------------------------------------------------------------------------
 
@@ -101,9 +130,7 @@ class AsyncClient:
             return failure(exc)
         return reply(response)
 
-    async def _events(
-        self, url: str, after: str | int | None, deadline: float | None = None
-    ) -> AsyncIterator[Event]:
+    async def _events(self, url: str, after: str | int | None, deadline: float | None = None) -> AsyncIterator[Event]:
         """Every event at ``url`` until the terminal one, resuming as :class:`EventFollower` says; by
         ``deadline`` (monotonic) at the latest, else :class:`APITimeoutError`."""
         follower = EventFollower(url, after, self.options.stream_max_reconnects)

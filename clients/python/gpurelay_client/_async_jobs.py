@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -187,11 +187,14 @@ class AsyncJobs:
         job = await self.create(kind, inputs, params, webhook=webhook, idempotency_key=idempotency_key)
         return _jobs.succeeded(await self.wait(job, timeout=timeout))
 
-    async def download_artifacts(self, job: JobRef, folder: str | os.PathLike[str]) -> builtins.list[Path]:
+    async def download_artifacts(
+        self, job: JobRef, folder: str | os.PathLike[str], *, names: Collection[str] | None = None
+    ) -> builtins.list[Path]:
         """Download every artifact of the job into ``folder`` (its names as relative paths), each
-        checked against its recorded sha256 and size (:class:`ChecksumMismatch`); their paths."""
+        checked against its recorded sha256 and size (:class:`ChecksumMismatch`); their paths. ``names``: only
+        these artifacts (each must be one of the job's)."""
         record, paths = await self.get(job), []
-        for artifact in downloadable(record):
+        for artifact in downloadable(record, names):
             target = ArtifactFile(Path(folder), artifact)
             try:
                 paths.append(await self._client._download(str(artifact.url), target))

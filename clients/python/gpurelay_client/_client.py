@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -11,7 +11,7 @@ from typing import Any, Self, TypeVar
 import httpx
 
 from gpurelay_client._artifacts import ArtifactFile
-from gpurelay_client._core import Attempt, Failure, Flow, Op, Reply, Request, Sleep, retry_delay, run_sync
+from gpurelay_client._core import Attempt, Failure, Flow, Op, Reply, Request, Sleep, json_flow, retry_delay, run_sync
 from gpurelay_client._errors import APIConnectionError, APITimeoutError, api_error
 from gpurelay_client._events import Event
 from gpurelay_client._options import ClientOptions
@@ -82,6 +82,25 @@ class Client:
 
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Call a route this client has no verb for (an admin route such as ``/v1/cors``, a newer one), as
+        the verbs call theirs: ``path`` under the base URL, with the credential, retried only when safe
+        (an idempotent method, or a POST carrying an ``Idempotency-Key`` header). The answer's JSON
+        (``None`` when it has no body); an error answer raises the typed :class:`APIError` with its
+        problem document, as every verb does::
+
+            origins = client.request("PUT", "/v1/cors", json={"origins": ["https://app.example.com"]})
+        """
+        return self._run(json_flow(method, path, params, json, headers, self.options.max_retries))
 
     # -- the driver ----------------------------------------------------------------------------
 

@@ -16,7 +16,13 @@ from urllib.parse import quote
 
 from pydantic import BaseModel
 
-from gpurelay_client._errors import APIConnectionError, APITimeoutError, api_error, retry_after_seconds
+from gpurelay_client._errors import (
+    APIConnectionError,
+    APITimeoutError,
+    GpurelayError,
+    api_error,
+    retry_after_seconds,
+)
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -156,6 +162,18 @@ def call(request: Request, model: type[M], max_retries: int) -> Flow[M]:
     """:func:`send`, then the answer's JSON as ``model``."""
     reply = yield from send(request, max_retries)
     return model.model_validate_json(reply.content)
+
+
+def json_flow(
+    method: str, path: str, params: Mapping[str, Any] | None, json: Any, headers: Mapping[str, str] | None, retries: int
+) -> Flow[Any]:
+    """Any route under the base URL (``path`` starts with ``/``): :func:`send`, then the answer's JSON
+    (``None`` when it has no body). What the clients' ``request`` runs."""
+    if not path.startswith("/"):
+        raise GpurelayError(f"request() takes a path under the base URL (/v1/...), not {path!r}")
+    request = Request(method.upper(), path, params=params, json=json, headers=dict(headers or {}))
+    reply = yield from send(request, retries)
+    return reply.json()
 
 
 def step(flow: Flow[T], value: Any) -> tuple[Op | None, T | None]:

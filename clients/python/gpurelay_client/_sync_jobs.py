@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -193,11 +193,14 @@ class Jobs:
         job = self.create(kind, inputs, params, webhook=webhook, idempotency_key=idempotency_key)
         return _jobs.succeeded(self.wait(job, timeout=timeout))
 
-    def download_artifacts(self, job: JobRef, folder: str | os.PathLike[str]) -> builtins.list[Path]:
+    def download_artifacts(
+        self, job: JobRef, folder: str | os.PathLike[str], *, names: Collection[str] | None = None
+    ) -> builtins.list[Path]:
         """Download every artifact of the job into ``folder`` (its names as relative paths), each
-        checked against its recorded sha256 and size (:class:`ChecksumMismatch`); their paths."""
+        checked against its recorded sha256 and size (:class:`ChecksumMismatch`); their paths. ``names``: only
+        these artifacts (each must be one of the job's)."""
         record, paths = self.get(job), []
-        for artifact in downloadable(record):
+        for artifact in downloadable(record, names):
             target = ArtifactFile(Path(folder), artifact)
             try:
                 paths.append(self._client._download(str(artifact.url), target))

@@ -1,8 +1,5 @@
-"""A Python-client ``Client`` from the CLI's settings, and its errors as the CLI shows them (the problem
-printed on stderr, exit 1; no API key: exit 2).
-
-``gpurelay_client`` (clients/python) is imported when a verb runs, not when the CLI loads: an image
-that installs only the server package still runs ``gpurelay gateway`` and the other services.
+"""A Python-client ``Client`` from the CLI's settings for the App API verbs, and its errors as the CLI
+shows them (the problem printed on stderr, exit 1; no API key: exit 2).
 """
 
 from __future__ import annotations
@@ -12,35 +9,23 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
+from gpurelay_client import Client, GpurelayError
 from pydantic import BaseModel
 
-from services.cli.client import ApiError, cli_settings, err_console
-
-if TYPE_CHECKING:
-    from gpurelay_client import Client
+from services.cli.client import cli_settings, show_failure, sync_client
 
 
 @contextlib.contextmanager
 def api_client(data_dir: Path | None) -> Iterator[Client]:
-    """A client with the CLI's URL and API key; an API error is printed and exits 1."""
-    from gpurelay_client import APIError, Client, GpurelayError
-
-    settings = cli_settings(data_dir)
-    if settings.api_key is None or not settings.api_key.get_secret_value():
-        err_console.print("[red]no API key[/]: set GPURELAY_API_KEY or run `gpurelay dev` (writes dev.env)")
-        raise typer.Exit(2)
+    """A blocking client with the CLI's URL and API key; an error of the client is printed and exits 1."""
     try:
-        with Client(settings.url, api_key=settings.api_key.get_secret_value(), max_retries=2) as client:
+        with sync_client(cli_settings(data_dir)) as client:
             yield client
-    except APIError as exc:
-        errors = [e.model_dump() for e in exc.errors]
-        ApiError(exc.status, exc.title, exc.detail, errors).show()
-        raise typer.Exit(1) from None
     except GpurelayError as exc:
-        err_console.print(f"[bold red]error[/] {exc}")
+        show_failure(exc)
         raise typer.Exit(1) from None
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from services.cli.client import Client, cli_settings, run
+from services.cli.client import async_client, cli_settings, run
 
 cors_app = typer.Typer(help="Show or set your tenant's CORS origins.", no_args_is_help=True)
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Read dev.env from this data dir.")]
@@ -20,8 +20,8 @@ def list_origins(data_dir: DataDir = None) -> None:
     settings = cli_settings(data_dir)
 
     async def fetch() -> dict[str, Any]:
-        async with Client(settings) as client:
-            answer: dict[str, Any] = await client.call("GET", "/v1/cors")
+        async with async_client(settings) as client:
+            answer: dict[str, Any] = await client.request("GET", "/v1/cors")
             return answer
 
     for origin in run(fetch)["origins"]:
@@ -37,8 +37,8 @@ def set_origins(
     settings = cli_settings(data_dir)
 
     async def put() -> dict[str, Any]:
-        async with Client(settings) as client:
-            answer: dict[str, Any] = await client.call("PUT", "/v1/cors", json={"origins": origins or []})
+        async with async_client(settings) as client:
+            answer: dict[str, Any] = await client.request("PUT", "/v1/cors", json={"origins": origins or []})
             return answer
 
     stored = run(put)["origins"]

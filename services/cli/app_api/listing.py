@@ -13,6 +13,7 @@ from rich.table import Table
 from contracts.job_record import JobStatus, SessionState
 from contracts.specs.jobs import JobKind
 from services.cli.app_api.connect import api_client, echo_json, utc
+from services.cli.client import kind_name, status_name
 from services.cli.jobs import short_time
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Read dev.env from this data dir.")]
@@ -56,7 +57,9 @@ def cancel(
             answer = client.jobs.cancel_many(job_ids)
         else:
             when = utc(created_before)
-            answer = client.jobs.cancel_many(kind=kind, status=status, subject=subject, created_before=when)
+            answer = client.jobs.cancel_many(
+                kind=kind_name(kind), status=status_name(status), subject=subject, created_before=when
+            )
     if as_json:
         echo_json(answer)
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -12,6 +12,10 @@ from rich.table import Table
 
 from services.cli.app_api.connect import api_client, echo_json, utc
 
+if TYPE_CHECKING:
+    from gpurelay_client._sync_catalog import GroupBy
+
+GROUPINGS: dict[str, GroupBy] = {"day": "day", "kind": "kind", "subject": "subject"}
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Read dev.env from this data dir.")]
 
 
@@ -26,10 +30,10 @@ def usage(
     data_dir: DataDir = None,
 ) -> None:
     """Show usage per group with its total, and the quotas with today's use."""
-    if group_by not in ("day", "kind", "subject"):
+    if (grouping := GROUPINGS.get(group_by)) is None:
         raise typer.BadParameter("day, kind or subject", param_hint="--group-by")
     with api_client(data_dir) as client:
-        answer = client.usage.get(from_=utc(since), to=utc(until), group_by=group_by, subject=subject)
+        answer = client.usage.get(from_=utc(since), to=utc(until), group_by=grouping, subject=subject)
     if as_json:
         echo_json(answer)
         return

@@ -11,14 +11,13 @@ the job and prints them. With ``serve`` the stack then keeps running until Ctrl-
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+from gpurelay_client import AsyncClient
 from rich.console import Console
 from rich.table import Table
 from standardwebhooks import Webhook
@@ -27,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from services.cli.client import Client
+from services.cli.client import async_client
 from services.cli.demo.media import write_lap_video
 from services.cli.dev import DevStack, print_ready
 from services.cli.submit import exit_code, submit_and_watch
@@ -75,44 +74,11 @@ def _deliveries_table(receiver: WebhookReceiver) -> Table:
     return table
 
 
-def _artifact_path(root: Path, name: str) -> Path:
-    """Where artifact ``name`` goes under ``root`` (its folders made); a name that leaves ``root`` is refused."""
-    root = root.resolve()
-    path = (root / name).resolve()
-    if not path.is_relative_to(root):
-        raise ValueError(f"artifact name {name!r} leaves {root}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-async def download_to(http: httpx.AsyncClient, url: str, path: Path) -> tuple[int, str]:
-    """Stream ``url`` into ``path`` (made or replaced); its size and sha256."""
-    digest, size = hashlib.sha256(), 0
-    async with http.stream("GET", url) as response:
-        response.raise_for_status()
-        handle = await asyncio.to_thread(path.open, "wb")
-        try:
-            async for chunk in response.aiter_bytes():
-                digest.update(chunk)
-                size += len(chunk)
-                await asyncio.to_thread(handle.write, chunk)
-        finally:
-            await asyncio.to_thread(handle.close)
-    return size, digest.hexdigest()
-
-
-async def save_artifacts(record: dict[str, Any], folder: Path) -> list[Path]:
-    """Download each artifact of ``record`` into ``folder``, checked against its record; write ``job.json``."""
-    saved = []
-    async with httpx.AsyncClient(timeout=httpx.Timeout(60.0)) as http:
-        for artifact in record.get("artifacts") or []:
-            path = await asyncio.to_thread(_artifact_path, folder, artifact["name"])
-            size, sha256 = await download_to(http, artifact["url"], path)
-            if size != artifact["size"] or artifact.get("sha256") not in (None, sha256):
-                raise ValueError(f"{artifact['name']}: the download does not match its record (size, sha256)")
-            saved.append(path)
-    job_json = await asyncio.to_thread(_artifact_path, folder, "job.json")
-    await asyncio.to_thread(job_json.write_text, json.dumps(record, indent=2))
+async def save_artifacts(client: AsyncClient, record: dict[str, Any], folder: Path) -> list[Path]:
+    """Download each artifact of ``record`` into ``folder`` (the client checks each one's size and sha256
+    against the record, and keeps no file that differs); write the record beside them as ``job.json``."""
+    saved = await client.jobs.download_artifacts(record["id"], folder)
+    await asyncio.to_thread((folder / "job.json").write_text, json.dumps(record, indent=2))
     return saved
 
 
@@ -155,16 +121,14 @@ async def run_demo(
         settings = BaseServiceSettings(
             url=env["GPURELAY_URL"], api_key=env["GPURELAY_API_KEY"], nats_url=env["GPURELAY_NATS_URL"]
         )
-        async with Client(settings) as client:
-            hook = await client.call(
-                "POST", "/v1/webhooks", json={"url": f"{hook_server.url}/hook", "events": ["job.*"]}
-            )
-            receiver.secret = hook["secret"]
+        async with async_client(settings) as client:
+            hook = await client.webhooks.create(f"{hook_server.url}/hook", ["job.*"])
+            receiver.secret = hook.secret
             console.print(f"webhook receiver on [cyan]{hook_server.url}/hook[/] (signatures checked)")
             inputs = {"video": video, **({"reference": reference} if reference else {})}
             record = await submit_and_watch(client, "lap_compare", inputs, {}, True) or {}
+            saved = await save_artifacts(client, record, output / record["id"]) if record.get("artifacts") else []
         code = exit_code(record)
-        saved = await save_artifacts(record, output / record["id"]) if record.get("artifacts") else []
         try:
             await asyncio.wait_for(receiver.done.wait(), WEBHOOK_WAIT_S)
         except TimeoutError:

@@ -1,8 +1,8 @@
 """``gpurelay dlq ls|show|redrive``: a webhook endpoint's dead letters, through the gateway's API.
 
-The commands call ``/v1/webhooks/{id}/dead-letters`` with the API key, so they see the key's tenant
-only; a redrive puts each dead letter's event back into the endpoint's delivery queue with its
-``webhook-id`` (the gateway does it: :mod:`services.gateway.webhooks.dead_letters`).
+The commands call ``/v1/webhooks/{id}/dead-letters`` with the API key (the Python client's ``request``),
+so they see the key's tenant only; a redrive puts each dead letter's event back into the endpoint's
+delivery queue with its ``webhook-id`` (the gateway does it: :mod:`services.gateway.webhooks.dead_letters`).
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from contracts.api.dead_letters import PAGE_MAX
-from services.cli.client import Client, cli_settings, run
+from services.cli.client import async_client, cli_settings, run
 from services.cli.jobs import short_time
 
 dlq_app = typer.Typer(help="A webhook endpoint's dead letters: list, show, redrive.", no_args_is_help=True)
@@ -26,7 +27,7 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a ta
 
 
 def _path(endpoint_id: str) -> str:
-    return f"/v1/webhooks/{endpoint_id}/dead-letters"
+    return f"/v1/webhooks/{quote(endpoint_id, safe='')}/dead-letters"
 
 
 @dlq_app.command("ls")
@@ -43,10 +44,10 @@ def list_dead_letters(
     async def fetch() -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         cursor: int | None = after
-        async with Client(settings) as client:
+        async with async_client(settings) as client:
             while cursor is not None and len(items) < limit:
                 params = {"after": cursor, "limit": min(PAGE_MAX, limit - len(items))}
-                page = await client.call("GET", _path(endpoint_id), params=params)
+                page = await client.request("GET", _path(endpoint_id), params=params)
                 items += page["data"]
                 cursor = page.get("next_after")
         return items[:limit]
@@ -75,8 +76,8 @@ def show(
     settings = cli_settings(data_dir)
 
     async def fetch() -> dict[str, Any]:
-        async with Client(settings) as client:
-            found: dict[str, Any] = await client.call("GET", f"{_path(endpoint_id)}/{dead_id}")
+        async with async_client(settings) as client:
+            found: dict[str, Any] = await client.request("GET", f"{_path(endpoint_id)}/{dead_id}")
             return found
 
     typer.echo(json.dumps(run(fetch), indent=2))
@@ -97,10 +98,10 @@ def redrive(
 
     async def post() -> dict[str, Any]:
         total: dict[str, Any] = {"redriven": [], "not_found": [], "refused": [], "remaining": 0}
-        async with Client(settings) as client:
+        async with async_client(settings) as client:
             while True:
                 body = {"all": True} if redrive_all else {"ids": ids}
-                result = await client.call("POST", f"{_path(endpoint_id)}/redrive", json=body)
+                result = await client.request("POST", f"{_path(endpoint_id)}/redrive", json=body)
                 for key in ("redriven", "not_found", "refused"):
                     total[key] += result[key]
                 total |= {"remaining": result["remaining"], "endpoint_enabled": result["endpoint_enabled"]}

@@ -21,7 +21,7 @@ from rich.live import Live
 from rich.table import Table
 from websockets.asyncio.client import ClientConnection, connect
 
-from services.cli.client import Client, cli_settings, run
+from services.cli.client import as_dict, async_client, cli_settings, run
 from services.cli.jobs import show_record
 
 sessions_app = typer.Typer(help="Start, feed, show and stop live sessions.", no_args_is_help=True)
@@ -45,8 +45,8 @@ def start(
     settings = cli_settings(data_dir)
 
     async def call() -> dict[str, Any]:
-        async with Client(settings) as client:
-            created: dict[str, Any] = await client.call("POST", "/v1/sessions", json=body)
+        async with async_client(settings) as client:
+            created: dict[str, Any] = await client.request("POST", "/v1/sessions", json=body)  # no socket opened
             return created
 
     session = run(call)
@@ -62,9 +62,8 @@ def show(session_id: str, data_dir: DataDir = None) -> None:
     settings = cli_settings(data_dir)
 
     async def call() -> dict[str, Any]:
-        async with Client(settings) as client:
-            out: dict[str, Any] = await client.call("GET", f"/v1/sessions/{session_id}")
-            return out
+        async with async_client(settings) as client:
+            return as_dict(await client.sessions.get(session_id))
 
     session = run(call)
     console.print(session_table(session))
@@ -76,9 +75,9 @@ def stop(session_id: str, data_dir: DataDir = None) -> None:
     settings = cli_settings(data_dir)
 
     async def call() -> None:
-        async with Client(settings) as client:
-            await client.call("POST", f"/v1/sessions/{session_id}/stop")
-            show_record(await client.call("GET", f"/v1/jobs/{session_id}"), console)
+        async with async_client(settings) as client:
+            await client.sessions.stop(session_id)
+            show_record(as_dict(await client.jobs.get(session_id)), console)
 
     run(call)
 
@@ -95,9 +94,9 @@ def frames(
     settings = cli_settings(data_dir)
 
     async def call() -> dict[str, Any]:
-        async with Client(settings) as client:
-            session: dict[str, Any] = await client.call("GET", f"/v1/sessions/{session_id}")
-            async with connect(session["urls"]["stream"], additional_headers=client.headers) as ws:
+        async with async_client(settings) as client:
+            session = as_dict(await client.sessions.get(session_id))
+            async with connect(session["urls"]["stream"], additional_headers=client.options.ws_headers()) as ws:
                 feed = _Feed(ws)
                 with Live(feed.table(), console=console, refresh_per_second=4, transient=False) as live:
                     reader = asyncio.create_task(feed.read(live))

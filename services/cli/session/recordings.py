@@ -1,7 +1,7 @@
 """``gpurelay session export|replay``: a session's recording as a file, or replayed against other params.
 
-``export`` submits a ``session_export`` job, follows it live and downloads the file it made (size
-and sha256 checked against the job's record) to ``--output`` (a file, or a folder to put it in;
+``export`` submits a ``session_export`` job, follows it live and downloads the file it made (the Python
+client checks its size and sha256 against the job's record) to ``--output`` (a file, or a folder to put it in;
 default: the file's own name here). ``replay`` starts a session fed from the recording with the
 params given changed; with ``--wait`` it follows the replay to its end and prints the comparison
 with the replayed session (``comparison.json``), figure by figure.
@@ -10,16 +10,17 @@ with the replayed session (``comparison.json``), figure by figure.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
-import httpx
 import typer
+from gpurelay_client import AsyncClient
 from rich.console import Console
 from rich.table import Table
 
-from services.cli.client import Client, cli_settings, run
-from services.cli.demo.command import download_to
+from services.cli.client import async_client, cli_settings, run
 from services.cli.session.live import DataDir, parse_param, sessions_app
 from services.cli.submit import exit_code, final_record, watch
 
@@ -31,17 +32,25 @@ FIGURES = (
 )  # fmt: skip
 
 
-async def followed(client: Client, job_id: str) -> dict[str, Any]:
+async def followed(client: AsyncClient, job_id: str) -> dict[str, Any]:
     """The job's record once it ended (followed live on stderr)."""
     return await final_record(client, job_id, await watch(client, job_id, console))
 
 
-async def fetch(http: httpx.AsyncClient, artifact: dict[str, Any], path: Path) -> Path:
-    """Download ``artifact`` to ``path``, checked against its record's size and sha256."""
-    size, sha256 = await download_to(http, artifact["url"], path)
-    if size != artifact["size"] or artifact.get("sha256") not in (None, sha256):
-        raise typer.BadParameter(f"{artifact['name']}: the download does not match its record (size, sha256)")
+async def fetch(client: AsyncClient, job_id: str, name: str, path: Path) -> Path:
+    """Download the job's artifact ``name`` to ``path`` (checked against its record's size and sha256 by the
+    client, into a folder beside ``path``, then moved there)."""
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".gpurelay-download-") as folder:
+        (downloaded,) = await client.jobs.download_artifacts(job_id, folder, names=[name])
+        downloaded.replace(path)
     return path
+
+
+async def artifact_json(client: AsyncClient, job_id: str, name: str) -> Any:
+    """The job's JSON artifact ``name``, downloaded (and checked) into a temporary folder and read."""
+    with tempfile.TemporaryDirectory(prefix="gpurelay-") as folder:
+        (downloaded,) = await client.jobs.download_artifacts(job_id, folder, names=[name])
+        return json.loads(downloaded.read_text())
 
 
 @sessions_app.command("export")
@@ -57,16 +66,15 @@ def export(
     settings = cli_settings(data_dir)
 
     async def go() -> int:
-        async with Client(settings) as client:
-            job = await client.call("POST", "/v1/jobs", json={"kind": "session_export", "params": params})
-            record = await followed(client, job["id"])
+        async with async_client(settings) as client:
+            job = await client.jobs.create("session_export", params=params)
+            record = await followed(client, job.id)
             if (code := exit_code(record)) != 0:
                 return code
             (artifact,) = record["artifacts"]
             name = str(artifact["name"]).rpartition("/")[2]
             target = (output / name if output.is_dir() else output) if output is not None else Path(name)
-            async with httpx.AsyncClient(timeout=httpx.Timeout(60.0)) as http:
-                saved = await fetch(http, artifact, target)
+            saved = await fetch(client, job.id, artifact["name"], target)
             result = record.get("result") or {}
             console.print(f"{result.get('frames')} frames, {result.get('episodes')} episode(s) → {saved}")
             typer.echo(str(saved))
@@ -89,8 +97,9 @@ def replay(
     settings = cli_settings(data_dir)
 
     async def go() -> int:
-        async with Client(settings) as client:
-            started = await client.call("POST", f"/v1/sessions/{session_id}/replay", json=body)
+        async with async_client(settings) as client:
+            path = f"/v1/sessions/{quote(session_id, safe='')}/replay"
+            started: dict[str, Any] = await client.request("POST", path, json=body)
             typer.echo(started["id"])
             if not wait:
                 return 0
@@ -101,8 +110,7 @@ def replay(
             if not found:
                 console.print("[yellow]the replay left no comparison[/]")
                 return 1
-            async with httpx.AsyncClient(timeout=httpx.Timeout(60.0)) as http:
-                comparison = (await http.get(found[0]["url"])).raise_for_status().json()
+            comparison = await artifact_json(client, started["id"], "comparison.json")
             Console().print(comparison_table(comparison))
             return 0
 

@@ -70,6 +70,7 @@ def test_the_blocking_and_asyncio_clients_have_one_surface() -> None:
         assert surface(type(getattr(sync, name))) == surface(type(getattr(aio, name))), name
     assert surface(Session) == {k: v for k, v in surface(AsyncSession).items() if k != "open"}
     assert surface(JointPublisher) == surface(AsyncJointPublisher)
-    assert set(surface(Client)) == set(surface(AsyncClient)) == {"close"}
+    assert set(surface(Client)) == set(surface(AsyncClient)) == {"close", "request"}
+    assert surface(Client)["request"] == surface(AsyncClient)["request"]
     assert inspect.signature(Client).parameters.keys() == inspect.signature(AsyncClient).parameters.keys()
     sync.close()

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from gpurelay_client import ChecksumMismatch, Client, Conflict, JobFailed, NotFound, UnprocessableEntity
+from gpurelay_client import ChecksumMismatch, Client, Conflict, GpurelayError, JobFailed, NotFound, UnprocessableEntity
 from gpurelay_client._jobs import succeeded
 from gpurelay_client._models import JobArtifactPayload, JobProgressPayload
 
@@ -46,6 +46,11 @@ def test_a_job_runs_from_a_local_file_and_its_artifacts_download_with_checksums_
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths} == recorded
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert not list((tmp_path / "out").glob("*.part"))
+    only = client.jobs.download_artifacts(job, tmp_path / "one", names=["metrics.json"])
+    assert only == [tmp_path / "one" / "metrics.json"]
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["metrics.json"]
+    with pytest.raises(GpurelayError, match=r"no artifact named nope\.json"):
+        client.jobs.download_artifacts(job, tmp_path / "none", names=["nope.json", "metrics.json"])
 
 
 def test_an_artifact_changed_in_storage_is_refused_and_not_kept(

@@ -21,9 +21,9 @@ import uuid
 from typing import Any
 
 import httpx
+from gpurelay_client import TERMINAL_EVENTS, AsyncClient, GpurelayError
 
 from bench.harness.fault_clients import JOB
-from services.cli.client import TERMINAL_EVENTS, ApiError, follow_events
 from tests.support.netns.history import History, Op
 
 REQUEST_TIMEOUT_S = 5.0
@@ -87,7 +87,7 @@ class Clients:
         await self.call(op, "POST", "/v1/jobs", {200, 201}, JOB, {"Idempotency-Key": idempotency}, SUBMIT_FOR_S)
         if op.outcome == "ok":
             op.value = str(op.value["id"])
-            self.followers[op.value] = SseFollower(op.value, self.notifiers, self.headers)
+            self.followers[op.value] = SseFollower(op.value, self.notifiers, self.key)
 
     async def steady(self, rate: float, stop: asyncio.Event) -> int:
         """Submit ``rate`` jobs a second (each in its own task) until ``stop`` is set; how many were offered."""
@@ -109,14 +109,15 @@ class Clients:
 
 
 class SseFollower:
-    """One job's SSE stream to its terminal event, resumed with ``Last-Event-ID`` on the next notifier."""
+    """One job's SSE stream to its terminal event (the Python client's ``jobs.stream``, one opening at a time:
+    no reconnection of its own), resumed with ``Last-Event-ID`` on the next notifier."""
 
-    def __init__(self, job_id: str, notifiers: list[str], headers: dict[str, str]) -> None:
-        self.job_id, self.notifiers, self.headers = job_id, notifiers, headers
+    def __init__(self, job_id: str, notifiers: list[str], key: str) -> None:
+        self.job_id, self.notifiers, self.key = job_id, notifiers, key
         self.seqs: list[int] = []
         self.types: list[str] = []
         self.connections = 0
-        """Streams opened (answered 200): 1 + the resumptions."""
+        """Streams opened that delivered events: 1 + the resumptions."""
         self.task = asyncio.create_task(self._follow(), name=f"sse:{job_id}")
 
     @property
@@ -125,24 +126,24 @@ class SseFollower:
         return bool(self.types) and self.types[-1] in TERMINAL_EVENTS
 
     async def _follow(self) -> None:
-        async def opened(response: httpx.Response) -> None:
-            self.connections += response.status_code == 200
-
         deadline, turn, last = time.monotonic() + FOLLOW_FOR_S, 0, None
         loop = asyncio.get_running_loop()
-        async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S, event_hooks={"response": [opened]}) as http:
-            while not self.done:
-                url = f"{self.notifiers[turn % len(self.notifiers)]}/v1/jobs/{self.job_id}/events"
-                try:
-                    async with asyncio.timeout(IDLE_S) as idle:
-                        async for event in follow_events(http, url, self.headers, last_event_id=last, max_retries=0):
-                            idle.reschedule(loop.time() + IDLE_S)
-                            self.seqs.append(int(event.id or 0))
-                            self.types.append(event.event)
-                            last = event.id
-                except (ApiError, TimeoutError, httpx.HTTPError):
-                    turn += 1
-                if not self.done:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{self.job_id}: no terminal event over SSE in {FOLLOW_FOR_S} s")
-                    await asyncio.sleep(RETRY_S)
+        while not self.done:
+            notifier, read = self.notifiers[turn % len(self.notifiers)], len(self.seqs)
+            try:
+                async with (
+                    AsyncClient(notifier, api_key=self.key, timeout=REQUEST_TIMEOUT_S, stream_max_reconnects=0) as api,
+                    asyncio.timeout(IDLE_S) as idle,
+                ):
+                    async for event in api.jobs.stream(self.job_id, after=last):
+                        idle.reschedule(loop.time() + IDLE_S)
+                        self.seqs.append(int(event.id or 0))
+                        self.types.append(event.type)
+                        last = event.id
+            except (GpurelayError, TimeoutError):
+                turn += 1
+            self.connections += len(self.seqs) > read
+            if not self.done:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.job_id}: no terminal event over SSE in {FOLLOW_FOR_S} s")
+                await asyncio.sleep(RETRY_S)
