@@ -82,6 +82,21 @@ async def test_a_videos_frames_are_sent_as_jpeg_and_stop_ends_intake(
     assert refused.status_code == 409
 
 
+async def test_frames_into_a_stopped_session_are_each_refused_and_the_command_exits_1(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    session_id = await started(env, "vlm")
+    assert (await invoke(["session", "stop", session_id], env)).exit_code == 0
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        (images / f"f{i}.jpg").write_bytes(jpeg(i))
+    result = await invoke(["session", "frames", session_id, str(images), "--fps", "50"], env)
+    assert result.exit_code == 1, result.output
+    assert "session_ended" in result.stdout
+    assert [line.split()[-2] for line in result.stdout.splitlines() if "refused" in line] == ["2"]
+
+
 async def test_stop_of_another_tenants_session_is_a_404(env: dict[str, str], globex: Tenant) -> None:
     theirs = (await globex.http.post("/v1/sessions", json={"kind": "vlm"})).json()["id"]
     result = await invoke(["session", "stop", theirs], env)

@@ -90,11 +90,12 @@ def span(result: dict[str, Any]) -> tuple[int, int]:
     return result["first_seq"], result["last_seq"]
 
 
-async def sse(env: dict[str, str], url: str) -> list[dict[str, Any]]:
-    """The session's SSE stream at ``url`` (its ``urls.events``, with its stream token) from its start to its
-    terminal event, followed by the Python client (bounded): each event's envelope."""
+async def sse(env: dict[str, str], session_id: str) -> list[dict[str, Any]]:
+    """The session's SSE stream (``GET /v1/sessions/{id}/events``) from its start to its terminal event,
+    followed by the Python client's ``sessions.stream`` (bounded): each event's envelope."""
     async with asyncio.timeout(WAIT_S), events_client(env) as client:
-        return [event.envelope.model_dump(mode="json", exclude_unset=True) async for event in client._events(url, None)]
+        stream = client.sessions.stream(session_id)
+        return [event.envelope.model_dump(mode="json", exclude_unset=True) async for event in stream]
 
 
 async def test_chunks_by_count_and_time_state_reset_results_on_socket_and_sse_alerts_to_a_webhook(
@@ -141,7 +142,7 @@ async def test_chunks_by_count_and_time_state_reset_results_on_socket_and_sse_al
     assert {d.envelope["data"]["message"] for d in delivered} == {"letters seen"}
     assert done["type"] == "job.succeeded"
     assert (done["data"]["result"]["results"], done["data"]["result"]["frames_dropped"]) == (4, 0)
-    streamed = await sse(env, session["urls"]["events"])
+    streamed = await sse(env, sid)
     assert [span(e["data"]) for e in streamed if e["type"] == "session.result"] == [(1, 3), (4, 4), (5, 7), (8, 10)]
     assert [e["data"]["text"] for e in streamed if e["type"] == "session.result"] == [r["text"] for r in results]
     assert [e["data"]["chunk"] for e in streamed if e["type"] == "session.alert"] == matching

@@ -74,3 +74,7 @@ class ClientOptions:
     def job_events_url(self, job_id: str) -> str:
         """A job's SSE URL (on ``events_url`` when the notifier has its own origin)."""
         return f"{self.events_url}/v1/jobs/{segment(job_id)}/events"
+
+    def session_events_url(self, session_id: str) -> str:
+        """A session's SSE URL (on ``events_url``, as a job's)."""
+        return f"{self.events_url}/v1/sessions/{segment(session_id)}/events"

@@ -144,6 +144,14 @@ class SessionLifecycle:
         replayed and lost, the gap)."""
         return list(self._protocol.resumed)
 
+    def take_events(self) -> list[Event]:
+        """The events read so far and not yet yielded, taken now without waiting for more: events that
+        arrived while a frame's ack or a stop's answer was read, for a live display between frames
+        (:meth:`events` goes on after them)."""
+        taken = list(self._protocol.events)
+        self._protocol.events.clear()
+        return taken
+
 
 def result_of(event: Event) -> SessionResultPayload | None:
     """The ``session.result`` an event carries, if it is one."""

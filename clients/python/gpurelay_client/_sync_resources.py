@@ -3,11 +3,12 @@ client (``_async_resources`` is the twin)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from gpurelay_client import _catalog, _robots, _sessions, _tokens, _webhooks
+from gpurelay_client._events import Event
 from gpurelay_client._joints import Joints, Policy, ws_path
 from gpurelay_client._models import (
     DeliveryList,
@@ -63,6 +64,11 @@ class Sessions:
     def connect(self, session: SessionRef, *, after: int | None = None) -> Session:
         """Open the socket of a running session (events after stream sequence ``after``, else new ones)."""
         return Session(self._client, self.get(session), after)
+
+    def stream(self, session: SessionRef, *, after: str | int | None = None) -> Iterator[Event]:
+        """The session's events over SSE (``GET /v1/sessions/{id}/events``, no socket) from its first, or
+        after stream sequence ``after``, to its terminal event; resumed after a drop."""
+        return self._client._events(self._client.options.session_events_url(session_id(session)), after)
 
     def get(self, session: SessionRef) -> SessionOut:
         """A session's record: state, frame counts, figures, snapshot, result, cost."""

@@ -1,8 +1,9 @@
 """``gpurelay session start|show|frames|stop``: live sessions from the command line.
 
 ``frames`` streams a directory's images (sorted by name) or a video's frames (JPEG-encoded) over the
-session socket at ``--fps``, waits for each frame's ack, and shows the acks and the worker's latest
-progress live. The session keeps running afterwards unless ``--stop`` is given.
+session socket at ``--fps`` through the client's ``sessions.connect`` (one socket protocol, the
+client's), waits for each frame's ack, and shows the acks and the worker's latest progress live. The
+session keeps running afterwards unless ``--stop`` is given.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from typing import Annotated, Any
 
 import cv2
 import typer
+from gpurelay_client import AsyncSession, SessionError
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
-from websockets.asyncio.client import ClientConnection, connect
 
 from services.cli.client import as_dict, async_client, cli_settings, run
 from services.cli.jobs import show_record
@@ -95,19 +96,15 @@ def frames(
 
     async def call() -> dict[str, Any]:
         async with async_client(settings) as client:
-            session = as_dict(await client.sessions.get(session_id))
-            async with connect(session["urls"]["stream"], additional_headers=client.options.ws_headers()) as ws:
-                feed = _Feed(ws)
+            session = await client.sessions.connect(session_id)  # not `async with`: leaving it would stop it
+            feed = _Feed(session)
+            try:
                 with Live(feed.table(), console=console, refresh_per_second=4, transient=False) as live:
-                    reader = asyncio.create_task(feed.read(live))
-                    try:
-                        await feed.send_all(read_frames(source), fps)
-                        await feed.acked(timeout_s=30.0)
-                        if stop_after:
-                            await feed.stop(timeout_s=30.0)
-                    finally:
-                        reader.cancel()
-                live.update(feed.table())
+                    await feed.send_all(read_frames(source), fps, live)
+                    if stop_after:
+                        await feed.stop(live)
+            finally:
+                await session.close()
             return feed.summary()
 
     summary = run(call)
@@ -137,66 +134,47 @@ def read_frames(source: Path) -> Iterator[bytes]:
 
 
 class _Feed:
-    """One socket's frames out and acks, errors and events in, for the live display."""
+    """A session's frames out through the client's socket, each answered (acked or refused) before the
+    next, and the events read meanwhile, for the live display."""
 
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.sent = self.acked_count = 0
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.sent = self.acked = 0
         self.errors: list[str] = []
         self.latest: dict[str, Any] = {}
         self.last_event = ""
-        self._all_acked = asyncio.Event()
-        self._stop_answered = asyncio.Event()
 
-    async def send_all(self, frames: Iterator[bytes], fps: float) -> None:
-        """Send each frame on a steady clock of ``fps``."""
+    async def send_all(self, frames: Iterator[bytes], fps: float, live: Live) -> None:
+        """Send each frame on a steady clock of ``fps`` and wait for its answer."""
         start = time.monotonic()
         for index, frame in enumerate(frames):
             await asyncio.sleep(max(0.0, start + index / fps - time.monotonic()))
-            await self.ws.send(frame)
             self.sent += 1
-            self._all_acked.clear()
+            try:
+                await self.session.send_frame(frame)
+                self.acked += 1
+            except SessionError as exc:  # a refused frame is answered too
+                self.errors.append(f"{exc.code}: {exc.message}")
+            self.show(live)
 
-    async def read(self, live: Live) -> None:
-        """Take the socket's messages until it closes, refreshing the display."""
-        async for raw in self.ws:
-            message = json.loads(raw)
-            kind = message.get("type")
-            if kind == "ack":
-                self.acked_count += 1
-            elif kind == "error":
-                self.errors.append(f"{message.get('code')}: {message.get('message')}")
-                self.acked_count += 1  # a refused frame is answered too
-            elif kind == "control":
-                self._stop_answered.set()
-            elif kind == "event":
-                event = message.get("event") or {}
-                self.last_event = str(event.get("type", ""))
-                if self.last_event == "job.progress":
-                    self.latest = event.get("data") or {}
-            if self.acked_count >= self.sent:
-                self._all_acked.set()
-            live.update(self.table())
-        self._stop_answered.set()  # a closed socket answers nothing more
-
-    async def stop(self, timeout_s: float) -> None:
-        """Ask the session to stop and wait (bounded) for the gateway's answer, so the stop is in
+    async def stop(self, live: Live) -> None:
+        """Ask the session to stop over its socket and wait for the gateway's answer, so the stop is in
         force before the command returns (a frame sent after it is refused)."""
-        await self.ws.send(json.dumps({"type": "stop"}))
-        async with asyncio.timeout(timeout_s):
-            await self._stop_answered.wait()
+        await self.session.stop()
+        self.show(live)
 
-    async def acked(self, timeout_s: float) -> None:
-        """Wait (bounded) until every frame sent was answered."""
-        if self.acked_count >= self.sent:
-            return
-        async with asyncio.timeout(timeout_s):
-            await self._all_acked.wait()
+    def show(self, live: Live) -> None:
+        """Fold in the events read while answers were read (the worker's progress), and redraw."""
+        for event in self.session.take_events():
+            self.last_event = event.type
+            if event.type == "job.progress":
+                self.latest = event.envelope.data
+        live.update(self.table())
 
     def table(self) -> Table:
         table = Table(show_header=False)
         table.add_row("frames sent", str(self.sent))
-        table.add_row("acked", str(self.acked_count - len(self.errors)))
+        table.add_row("acked", str(self.acked))
         table.add_row("refused", str(len(self.errors)))
         if self.latest:
             table.add_row(
@@ -211,7 +189,7 @@ class _Feed:
         return table
 
     def summary(self) -> dict[str, Any]:
-        return {"sent": self.sent, "acked": self.acked_count - len(self.errors), "errors": self.errors}
+        return {"sent": self.sent, "acked": self.acked, "errors": self.errors}
 
 
 def session_table(session: dict[str, Any]) -> Table:

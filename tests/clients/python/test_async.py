@@ -58,7 +58,8 @@ async def test_a_session_and_the_publisher(stack: ThreadedStack) -> None:
             acks = [await session.send_frame(jpeg(k)) for k in range(5)]
             acks.append(await session.send_frame(np.zeros((32, 32, 3), np.uint8)))
             await session.stop()
-            events = [event async for event in session.events()]
+            events = session.take_events() + [event async for event in session.events()]
+        streamed = [event async for event in client.sessions.stream(session.id)]
         async with client.robots.publisher("arm-async", max_batch=4) as arm:
             for k in range(20):
                 await arm.publish([0.01 * k] * 6)
@@ -67,5 +68,6 @@ async def test_a_session_and_the_publisher(stack: ThreadedStack) -> None:
     results = [e.data.first_seq for e in events if e.type == "session.result"]
     assert results == [1, 2, 3, 4, 5, 6]
     assert isinstance(events[-1].data, JobSucceededPayload)
+    assert [e.id for e in events] == [e.id for e in streamed][-len(events) :]
     assert (arm.stats().sent, arm.stats().accepted, arm.stats().dropped) == (20, 20, 0)
     assert latest.joint_angles == pytest.approx([0.19] * 6)

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 import pytest
-from gpurelay_client import Client, NotFound, WebhookVerificationError, verify_webhook
+from gpurelay_client import Client, Event, NotFound, WebhookVerificationError, verify_webhook
 from gpurelay_client._models import JobSucceededPayload
+from gpurelay_client._session_protocol import result_of
 
 from bench.harness.receivers import Receiver
 from bench.harness.waiting import wait_for
@@ -71,6 +72,31 @@ def test_a_reset_goes_through_the_socket_and_another_tenants_session_is_not_foun
     assert final.data.result["seqs"] == [2]
     with Client(stack.url, api_key=stack.new_key("stranger")) as stranger, pytest.raises(NotFound):
         stranger.sessions.get(session.id)
+
+
+def test_events_taken_between_acks_are_not_yielded_again_and_the_sse_stream_has_them(client: Client) -> None:
+    taken: list[Event] = []
+    sent = 0
+    with client.sessions.start("vlm", {"idle_timeout_s": 60}) as session:
+        deadline = time.monotonic() + 30
+        while not any(e.type == "session.result" for e in taken):  # the echo worker answers between acks
+            assert time.monotonic() < deadline, "no result arrived while frames were acked"
+            session.send_frame(jpeg(sent))
+            sent += 1
+            taken += session.take_events()
+            time.sleep(0.1)
+        session.stop()
+        taken += session.take_events()
+        rest = list(session.events())
+    socket = [e.id for e in taken + rest]
+    streamed = list(client.sessions.stream(session.id))
+    tail = list(client.sessions.stream(session, after=streamed[-3].id))
+    assert session.take_events() == []
+    assert len(socket) == len(set(socket)), "an event taken was yielded again"
+    assert sorted(r.first_seq for e in taken + rest if (r := result_of(e))) == list(range(1, sent + 1))
+    assert socket == [e.id for e in streamed][-len(socket) :]
+    assert streamed[-1].type == "job.succeeded"
+    assert [e.id for e in tail] == [e.id for e in streamed[-2:]]
 
 
 def test_joints_go_over_http_and_through_the_publisher(client: Client) -> None:
