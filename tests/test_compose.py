@@ -271,7 +271,7 @@ def test_proxy_gives_one_origin() -> None:
 def test_dockerfile() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim", text, re.M)
-    assert re.search(r"^RUN pip install -c constraints\.txt \./clients/python \.", text, re.M)  # tested versions; the CLI's client
+    assert re.search(r"^RUN pip install -c constraints\.txt \./clients/python \.", text, re.M)  # the CLI's client too
     assert re.search(r"^COPY clients/python ", text, re.M)
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users
