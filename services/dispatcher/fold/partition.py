@@ -39,8 +39,13 @@ from services.dispatcher.settings import DispatcherSettings
 
 log = logging.getLogger(__name__)
 FETCH_WAIT_S = 1.0
-"""How long a pull request waits (and an unpin waits for the open one to run out); a long wait here
-would delay every hand-over of the pin (issue 34: the idle fold's requests are left at this)."""
+"""How long a pull request of a busy partition waits (and an unpin waits for the open one to run out);
+a long wait here would delay every hand-over of the pin (issue 34)."""
+QUIET_AFTER_S = 2.0
+"""A partition that got nothing for this long lets go of its pin and waits with :data:`IDLE_PULL_S` pulls."""
+IDLE_PULL_S = 30.0
+"""How long the pull of a quiet, unpinned partition waits: it asks for one event, so it ends as soon as one
+comes (pinning this replica) and no hand-over ever waits for it (an idle partition: 2 messages per 30 s)."""
 PIN_MARGIN_S = 2.0
 """The pin outlasts the ack wait by this much (a dead holder's events are due before the pin moves)."""
 STOP_GRACE_S = 5.0
@@ -90,21 +95,30 @@ class PartitionFold(FoldDurable):
         cache = RecordCache(self.settings.fold_record_cache)
         folder = BatchFold(self.reactions, self.guard, self.policy, self.durable, FOLD_LABEL, cache)
         pinned_at, releasing = time.monotonic(), False
+        quiet_at = time.monotonic() + QUIET_AFTER_S
         try:
             while True:
                 if cancel_requested():  # nats-py's requests can swallow a cancel (3.11's wait_for)
                     raise asyncio.CancelledError
-                msgs = await self._pull(puller, more=not releasing)
+                quiet = time.monotonic() >= quiet_at and self._settled
+                if quiet and puller.pin is None and puller.idle:  # one event, whenever it comes
+                    msgs = await self._pull(puller, more=True, size=1, wait_s=IDLE_PULL_S)
+                else:
+                    releasing = releasing or (quiet and puller.pin is not None)
+                    msgs = await self._pull(puller, more=not (releasing or quiet))  # quiet: let it run out
                 if msgs:
+                    quiet_at = time.monotonic() + QUIET_AFTER_S
                     if cache.pin != puller.pin:  # another replica may have folded these jobs meanwhile
                         cache.reset(puller.pin)
                         pinned_at, releasing = time.monotonic(), False
                         msgs += await self._leftovers(puller, len(msgs))
                     await self._complete_shielded(folder, msgs, puller)
                     releasing = time.monotonic() - pinned_at >= self.settings.fold_pin_hold_s
-                if releasing and puller.idle:  # held long enough, and nothing of this pin in flight
+                if releasing and puller.idle:  # held long enough (or quiet), and nothing of this pin in flight
                     if self._settled and puller.pin is not None and await puller.unpin():
                         cache.reset(None)
+                    elif puller.pin is not None:  # not let go: pulls of a second again for a while
+                        quiet_at = time.monotonic() + QUIET_AFTER_S
                     releasing = False
         finally:
             if self._settled and puller.pin is not None:
@@ -138,10 +152,13 @@ class PartitionFold(FoldDurable):
             await self._settle(rest, b"-NAK")
         await puller.unpin()
 
-    async def _pull(self, puller: PinnedPull, more: bool) -> list[Msg]:
-        """The next batch, or nothing (after a wait) when the pull failed."""
+    async def _pull(
+        self, puller: PinnedPull, more: bool, size: int | None = None, wait_s: float = FETCH_WAIT_S
+    ) -> list[Msg]:
+        """The next batch (up to ``size``, ``fold_batch`` by default), or nothing (after a wait) when
+        the pull failed."""
         try:
-            return await puller.batch(self.settings.fold_batch, FETCH_WAIT_S, more)
+            return await puller.batch(size or self.settings.fold_batch, wait_s, more)
         except asyncio.CancelledError:
             raise
         except ConsumerUnavailable as exc:
