@@ -5,7 +5,10 @@ The partition's durable consumer is pinned to one replica at a time
 batch (up to ``fold_batch`` events), folds it (:mod:`~services.dispatcher.fold.batch`: per job in
 stream order, one KV write per job and batch) and acks it. It keeps the pin for ``fold_pin_hold_s``,
 then lets its open pull run out and unpins, so the next batch goes to whichever replica asks first
-(the partitions spread over the replicas that way). While one pin id
+(the partitions spread over the replicas that way). A partition that got nothing for
+:data:`QUIET_AFTER_S` unpins the same way and then waits, pinned to none, in a pull of one event
+lasting :data:`IDLE_PULL_S` (issue 34: an idle fold's pulls); the event that comes ends it and pins
+this replica, so a holder never has a long pull open and no hand-over waits for one. While one pin id
 lasts, no other replica has folded this partition's jobs, so the records it wrote are still current:
 it keeps them (up to ``fold_record_cache`` per partition) and reads KV only for jobs it has not seen;
 a new pin id drops them (every write is a compare-and-set on the revision in any case).

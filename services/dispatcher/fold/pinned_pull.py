@@ -4,7 +4,10 @@ nats-server (2.11+) pins a consumer's priority group to the first client that pu
 that client's pulls get messages until it unpins or stops pulling for ``priority_timeout``; the
 others' pulls wait. That makes a batch safe to fold: no other replica can fetch a later event of
 the same partition while this one folds the batch. :class:`PinnedPull` keeps one request open, so
-events stream to the holder as they are stored. nats-py
+events stream to the holder as they are stored. The server assigns a pin only when it delivers, and
+keeps a request without a pin id waiting (no 423) while another client holds the pin: so an unpinned
+client may wait long in a request for one message (an idle partition), which the message that pins it
+ends. nats-py
 (2.16) has no priority groups, so the consumer is made and pulled with the JetStream API's own
 JSON requests here (``CONSUMER.CREATE``, ``CONSUMER.MSG.NEXT`` with ``group`` and ``id``,
 ``CONSUMER.UNPIN``); the messages are nats-py's own :class:`~nats.aio.msg.Msg` (ack as usual).
