@@ -39,6 +39,8 @@ API_RETRY_S = 60.0
 GROUP = "fold"
 PIN_HEADER = "Nats-Pin-Id"
 NANOS = 1_000_000_000
+RECONNECT_CHECK_S = 1.0
+"""How often a wait on a request looks for a reconnect, which ends it (a quiet partition's lasts 30 s)."""
 STATUS_GRACE_S = 5.0
 """How long after its expiry a request's status may still come before it is presumed gone."""
 
@@ -197,13 +199,16 @@ class PinnedPull:
             if self._open is None:
                 await self._request(size, wait_s)
             assert self._open is not None
+            if self._open.reconnects != self._reconnects():  # the server dropped it with the old connection
+                self._open = None
+                continue
             now = loop.time()
             left = min(give_up, self._open.presumed_gone_at) - now
             if left <= 0:
                 self._give_up_waiting(now)
                 return []
-            with contextlib.suppress(TimeoutError):
-                self._take(await asyncio.wait_for(self._received.get(), left))
+            with contextlib.suppress(TimeoutError):  # in slices: a long request's reconnect is seen soon
+                self._take(await asyncio.wait_for(self._received.get(), min(left, RECONNECT_CHECK_S)))
         while not self._received.empty() and len(self._ready) < size:  # what came along with it
             self._take(self._received.get_nowait())
         return [self._ready.popleft() for _ in range(min(size, len(self._ready)))]
