@@ -34,6 +34,7 @@ from contracts import streams
 from services.common.nats.connection import cancel_requested
 from services.dispatcher.consumers import ConsumerGuard
 from services.dispatcher.fold.batch import BatchFold, RecordCache
+from services.dispatcher.fold.dead_pin import unpin_if_dead
 from services.dispatcher.fold.partitions import SERIAL_DURABLE, declare_fold_stream, fold_durable, partition_subject
 from services.dispatcher.fold.pinned_pull import ConsumerUnavailable, PinnedConsumer, PinnedPull
 from services.dispatcher.fold.reactions import Reactions
@@ -97,6 +98,7 @@ class PartitionFold(FoldDurable):
         assert puller is not None, "start() first"
         cache = RecordCache(self.settings.fold_record_cache)
         folder = BatchFold(self.reactions, self.guard, self.policy, self.durable, FOLD_LABEL, cache)
+        await self._unpin_if_dead()
         pinned_at, releasing = time.monotonic(), False
         quiet_at = time.monotonic() + QUIET_AFTER_S
         try:
@@ -154,6 +156,14 @@ class PartitionFold(FoldDurable):
         if rest := await puller.drain(FETCH_WAIT_S + 1.0):
             await self._settle(rest, b"-NAK")
         await puller.unpin()
+
+    async def _unpin_if_dead(self) -> None:
+        """Free a partition left pinned to a replica that is gone (:mod:`~services.dispatcher.fold.dead_pin`)."""
+        assert self._pinned is not None
+        try:
+            await unpin_if_dead(self.nc, self._pinned, look_again_s=FETCH_WAIT_S + 0.5)
+        except Exception as exc:  # noqa: BLE001 - the pin's own timeout frees it all the same
+            log.warning("%s: could not look for a dead pin (%s)", self.durable, exc)
 
     async def _pull(
         self, puller: PinnedPull, more: bool, size: int | None = None, wait_s: float = FETCH_WAIT_S

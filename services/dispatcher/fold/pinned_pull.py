@@ -89,17 +89,19 @@ class PinnedConsumer:
         """Create the consumer, or replace one made with another configuration (a stream in work-queue
         retention keeps what was not acknowledged: the new consumer starts from it)."""
         wanted = self.config()
-        info = await _api(nc, f"CONSUMER.INFO.{self.stream}.{self.durable}", None, missing_ok=True)
+        info = await jetstream_api(nc, f"CONSUMER.INFO.{self.stream}.{self.durable}", None, missing_ok=True)
         if info is not None:
             have = info.get("config", {})
             if all(have.get(key) == value for key, value in wanted.items()):
                 return
             log.warning("fold consumer %s changes its configuration: made again", self.durable)
-            await _api(nc, f"CONSUMER.DELETE.{self.stream}.{self.durable}", None, missing_ok=True)
-        await _api(nc, f"CONSUMER.CREATE.{self.stream}.{self.durable}", {"stream_name": self.stream, "config": wanted})
+            await jetstream_api(nc, f"CONSUMER.DELETE.{self.stream}.{self.durable}", None, missing_ok=True)
+        await jetstream_api(
+            nc, f"CONSUMER.CREATE.{self.stream}.{self.durable}", {"stream_name": self.stream, "config": wanted}
+        )
 
 
-async def _api(nc: NatsClient, verb: str, body: dict[str, Any] | None, missing_ok: bool = False) -> Any:
+async def jetstream_api(nc: NatsClient, verb: str, body: dict[str, Any] | None, missing_ok: bool = False) -> Any:
     """One JetStream API request, sent again while NATS is away (each verb here may be: INFO reads,
     CREATE with the same configuration answers the consumer, DELETE of a deleted one is missing_ok)."""
     deadline = asyncio.get_running_loop().time() + API_RETRY_S
@@ -251,7 +253,7 @@ class PinnedPull:
             return False
         verb = f"CONSUMER.UNPIN.{self.consumer.stream}.{self.consumer.durable}"
         try:
-            await _api(self.nc, verb, {"group": GROUP})
+            await jetstream_api(self.nc, verb, {"group": GROUP})
         except Exception as exc:  # noqa: BLE001 - kept pinned: the next pulls carry the pin id
             log.warning("%s: could not unpin (%s); still pinned", self.consumer.durable, exc)
             return False
