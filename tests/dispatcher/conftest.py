@@ -1,4 +1,5 @@
-"""Fixtures of the dispatcher tests: settings, the jobs bucket, an event log, an in-process dispatcher."""
+"""Fixtures of the dispatcher tests: settings, the jobs bucket, an event log, in-process dispatchers and
+dispatcher processes."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from services.dispatcher.running.backends import Backend
 from services.dispatcher.service import Dispatcher
 from services.dispatcher.settings import DispatcherSettings
 from tests.support.dispatcher import EventLog, dispatcher_settings
+from tests.support.dispatcher_processes import Replica, StartReplica, replica_starter
 from tests.support.scheduling import InstantBackend
 
 
@@ -69,3 +71,13 @@ async def start_dispatcher(settings: DispatcherSettings, declared: Declarations)
     yield start
     for dispatcher in started:
         await dispatcher.stop()
+
+
+@pytest.fixture
+async def replicas(settings: DispatcherSettings, tmp_path: Path) -> AsyncIterator[StartReplica]:
+    """Start dispatcher processes (:func:`~tests.support.dispatcher_processes.replica_starter`); all
+    stopped at the end."""
+    started: list[Replica] = []
+    yield replica_starter(settings, tmp_path, started)
+    for replica in started:
+        replica.stop()

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -20,86 +15,8 @@ from contracts.subjects import Namespace, Subjects
 from services.dispatcher.fold.partitions import fold_settled
 from services.dispatcher.fold.records import fold, route_pricing
 from services.dispatcher.settings import DispatcherSettings
-from tests.support.dispatcher import POSE, EventLog, W, read_record, submit
-
-ROOT = Path(__file__).resolve().parents[2]
-ROUTES = """
-profiles:
-  dev:
-    pose: {{backend: local, function: pose, local: "{w}:{fn}", timeout_s: 30, concurrency: 64,
-           price_per_gpu_hour: 1.0, retries: {{max_attempts: 3, backoff_initial_s: 0.05}}}}
-"""
-
-
-class Replica:
-    """``python -m services.dispatcher`` in its own process."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.log = log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "services.dispatcher"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-        )
-
-    async def ready(self, within_s: float = 60.0) -> None:
-        assert self.process.stdout is not None
-        async with asyncio.timeout(within_s):
-            line = await asyncio.to_thread(self.process.stdout.readline)
-        assert line.strip() == b"dispatcher ready", line
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self.log.close()
-
-
-@pytest.fixture
-async def replicas(settings: DispatcherSettings, tmp_path: Path) -> AsyncIterator[Callable[[str], Replica]]:
-    """Start dispatcher processes whose pose route runs ``workloads:<fn>``; all stopped at the end."""
-    started: list[Replica] = []
-    marks = tmp_path / "marks"
-    marks.mkdir()
-
-    def start(fn: str) -> Replica:
-        table = tmp_path / f"routes-{fn}.yaml"
-        table.write_text(ROUTES.format(w=W, fn=fn))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GPURELAY_")}
-        env.update(
-            GPURELAY_PROFILE="test",
-            GPURELAY_NATS_URL=settings.nats_url,
-            GPURELAY_NAMESPACE=settings.namespace,
-            GPURELAY_DATA_DIR=str(settings.data_dir),
-            GPURELAY_ROUTE_TABLE=str(table),
-            GPURELAY_HEARTBEAT_INTERVAL_S="0.3",
-            GPURELAY_HEARTBEAT_MISSES="5",
-            GPURELAY_EVENT_ACK_WAIT_S="1.5",
-            GPURELAY_TICKET_ACK_WAIT_S="1.5",
-            GPURELAY_LOCAL_POOL_SIZE="2",
-            GPURELAY_PORT="0",  # the health endpoint: any free port (two replicas run at once)
-            GPURELAY_LOG_LEVEL="WARNING",
-            GPURELAY_TEST_MARKS=str(marks),
-            PYTHONPATH=str(ROOT),
-        )
-        replica = Replica(env, tmp_path / "dispatcher.log")
-        started.append(replica)
-        return replica
-
-    yield start
-    for replica in started:
-        replica.stop()
+from tests.support.dispatcher import POSE, EventLog, read_record, submit
+from tests.support.dispatcher_processes import StartReplica
 
 
 def runs(marks: Path) -> Counter[str]:
@@ -125,7 +42,7 @@ async def assert_kv_is_the_fold(
 
 @pytest.mark.slow
 async def test_200_jobs_over_2_replicas_each_run_once_and_kv_is_the_fold(
-    replicas: Callable[[str], Replica],
+    replicas: StartReplica,
     js: JetStreamContext,
     jobs_kv: KeyValue,
     subjects: Subjects,
@@ -149,7 +66,7 @@ async def test_200_jobs_over_2_replicas_each_run_once_and_kv_is_the_fold(
 
 @pytest.mark.slow
 async def test_a_replica_sigkilled_mid_flight_loses_no_job_and_runs_none_twice(
-    replicas: Callable[[str], Replica],
+    replicas: StartReplica,
     js: JetStreamContext,
     jobs_kv: KeyValue,
     subjects: Subjects,

@@ -78,10 +78,16 @@ def pipeline_route() -> Route:
 
 
 async def submit(
-    js: JetStreamContext, kv: KeyValue, subjects: Subjects, spec: dict[str, Any], tenant: str = "acme"
+    js: JetStreamContext,
+    kv: KeyValue,
+    subjects: Subjects,
+    spec: dict[str, Any],
+    tenant: str = "acme",
+    job_id: str | None = None,
 ) -> str:
-    """Create a job as the gateway does: KV create of the first record, then ``job.created``."""
-    job_id = new_id("job")
+    """Create a job (``job_id``, a new one by default) as the gateway does: KV create of the first
+    record, then ``job.created``."""
+    job_id = job_id or new_id("job")
     record = JobRecord.new(job_id, tenant, parse_job_spec(spec), utc_now())
     await kv.create(tenant_key(tenant, job_id), record.model_dump_json().encode())
     event = job_created_event(record)

@@ -5,7 +5,10 @@ The partition's durable consumer is pinned to one replica at a time
 batch (up to ``fold_batch`` events), folds it (:mod:`~services.dispatcher.fold.batch`: per job in
 stream order, one KV write per job and batch) and acks it. It keeps the pin for ``fold_pin_hold_s``,
 then lets its open pull run out and unpins, so the next batch goes to whichever replica asks first
-(the partitions spread over the replicas that way). While one pin id
+(the partitions spread over the replicas that way). A partition that got nothing for
+:data:`QUIET_AFTER_S` unpins the same way and then waits, pinned to none, in a pull of one event
+lasting :data:`IDLE_PULL_S` (issue 34: an idle fold's pulls); the event that comes ends it and pins
+this replica, so a holder never has a long pull open and no hand-over waits for one. While one pin id
 lasts, no other replica has folded this partition's jobs, so the records it wrote are still current:
 it keeps them (up to ``fold_record_cache`` per partition) and reads KV only for jobs it has not seen;
 a new pin id drops them (every write is a compare-and-set on the revision in any case).
@@ -31,6 +34,7 @@ from contracts import streams
 from services.common.nats.connection import cancel_requested
 from services.dispatcher.consumers import ConsumerGuard
 from services.dispatcher.fold.batch import BatchFold, RecordCache
+from services.dispatcher.fold.dead_pin import unpin_if_dead
 from services.dispatcher.fold.partitions import SERIAL_DURABLE, declare_fold_stream, fold_durable, partition_subject
 from services.dispatcher.fold.pinned_pull import ConsumerUnavailable, PinnedConsumer, PinnedPull
 from services.dispatcher.fold.reactions import Reactions
@@ -39,8 +43,13 @@ from services.dispatcher.settings import DispatcherSettings
 
 log = logging.getLogger(__name__)
 FETCH_WAIT_S = 1.0
-"""How long a pull request waits (and an unpin waits for the open one to run out); a long wait here
-would delay every hand-over of the pin (issue 34: the idle fold's requests are left at this)."""
+"""How long a pull request of a busy partition waits (and an unpin waits for the open one to run out);
+a long wait here would delay every hand-over of the pin (issue 34)."""
+QUIET_AFTER_S = 2.0
+"""A partition that got nothing for this long lets go of its pin and waits with :data:`IDLE_PULL_S` pulls."""
+IDLE_PULL_S = 30.0
+"""How long the pull of a quiet, unpinned partition waits: it asks for one event, so it ends as soon as one
+comes (pinning this replica) and no hand-over ever waits for it (an idle partition: 2 messages per 30 s)."""
 PIN_MARGIN_S = 2.0
 """The pin outlasts the ack wait by this much (a dead holder's events are due before the pin moves)."""
 STOP_GRACE_S = 5.0
@@ -89,22 +98,32 @@ class PartitionFold(FoldDurable):
         assert puller is not None, "start() first"
         cache = RecordCache(self.settings.fold_record_cache)
         folder = BatchFold(self.reactions, self.guard, self.policy, self.durable, FOLD_LABEL, cache)
+        await self._unpin_if_dead()
         pinned_at, releasing = time.monotonic(), False
+        quiet_at = time.monotonic() + QUIET_AFTER_S
         try:
             while True:
                 if cancel_requested():  # nats-py's requests can swallow a cancel (3.11's wait_for)
                     raise asyncio.CancelledError
-                msgs = await self._pull(puller, more=not releasing)
+                quiet = time.monotonic() >= quiet_at and self._settled
+                if quiet and puller.pin is None and puller.idle:  # one event, whenever it comes
+                    msgs = await self._pull(puller, more=True, size=1, wait_s=IDLE_PULL_S)
+                else:
+                    releasing = releasing or (quiet and puller.pin is not None)
+                    msgs = await self._pull(puller, more=not (releasing or quiet))  # quiet: let it run out
                 if msgs:
+                    quiet_at = time.monotonic() + QUIET_AFTER_S
                     if cache.pin != puller.pin:  # another replica may have folded these jobs meanwhile
                         cache.reset(puller.pin)
                         pinned_at, releasing = time.monotonic(), False
                         msgs += await self._leftovers(puller, len(msgs))
                     await self._complete_shielded(folder, msgs, puller)
                     releasing = time.monotonic() - pinned_at >= self.settings.fold_pin_hold_s
-                if releasing and puller.idle:  # held long enough, and nothing of this pin in flight
+                if releasing and puller.idle:  # held long enough (or quiet), and nothing of this pin in flight
                     if self._settled and puller.pin is not None and await puller.unpin():
                         cache.reset(None)
+                    elif puller.pin is not None:  # not let go: pulls of a second again for a while
+                        quiet_at = time.monotonic() + QUIET_AFTER_S
                     releasing = False
         finally:
             if self._settled and puller.pin is not None:
@@ -138,10 +157,21 @@ class PartitionFold(FoldDurable):
             await self._settle(rest, b"-NAK")
         await puller.unpin()
 
-    async def _pull(self, puller: PinnedPull, more: bool) -> list[Msg]:
-        """The next batch, or nothing (after a wait) when the pull failed."""
+    async def _unpin_if_dead(self) -> None:
+        """Free a partition left pinned to a replica that is gone (:mod:`~services.dispatcher.fold.dead_pin`)."""
+        assert self._pinned is not None
         try:
-            return await puller.batch(self.settings.fold_batch, FETCH_WAIT_S, more)
+            await unpin_if_dead(self.nc, self._pinned, look_again_s=FETCH_WAIT_S + 0.5)
+        except Exception as exc:  # noqa: BLE001 - the pin's own timeout frees it all the same
+            log.warning("%s: could not look for a dead pin (%s)", self.durable, exc)
+
+    async def _pull(
+        self, puller: PinnedPull, more: bool, size: int | None = None, wait_s: float = FETCH_WAIT_S
+    ) -> list[Msg]:
+        """The next batch (up to ``size``, ``fold_batch`` by default), or nothing (after a wait) when
+        the pull failed."""
+        try:
+            return await puller.batch(size or self.settings.fold_batch, wait_s, more)
         except asyncio.CancelledError:
             raise
         except ConsumerUnavailable as exc:

@@ -4,7 +4,10 @@ nats-server (2.11+) pins a consumer's priority group to the first client that pu
 that client's pulls get messages until it unpins or stops pulling for ``priority_timeout``; the
 others' pulls wait. That makes a batch safe to fold: no other replica can fetch a later event of
 the same partition while this one folds the batch. :class:`PinnedPull` keeps one request open, so
-events stream to the holder as they are stored. nats-py
+events stream to the holder as they are stored. The server assigns a pin only when it delivers, and
+keeps a request without a pin id waiting (no 423) while another client holds the pin: so an unpinned
+client may wait long in a request for one message (an idle partition), which the message that pins it
+ends. nats-py
 (2.16) has no priority groups, so the consumer is made and pulled with the JetStream API's own
 JSON requests here (``CONSUMER.CREATE``, ``CONSUMER.MSG.NEXT`` with ``group`` and ``id``,
 ``CONSUMER.UNPIN``); the messages are nats-py's own :class:`~nats.aio.msg.Msg` (ack as usual).
@@ -36,6 +39,8 @@ API_RETRY_S = 60.0
 GROUP = "fold"
 PIN_HEADER = "Nats-Pin-Id"
 NANOS = 1_000_000_000
+RECONNECT_CHECK_S = 1.0
+"""How often a wait on a request looks for a reconnect, which ends it (a quiet partition's lasts 30 s)."""
 STATUS_GRACE_S = 5.0
 """How long after its expiry a request's status may still come before it is presumed gone."""
 
@@ -84,17 +89,19 @@ class PinnedConsumer:
         """Create the consumer, or replace one made with another configuration (a stream in work-queue
         retention keeps what was not acknowledged: the new consumer starts from it)."""
         wanted = self.config()
-        info = await _api(nc, f"CONSUMER.INFO.{self.stream}.{self.durable}", None, missing_ok=True)
+        info = await jetstream_api(nc, f"CONSUMER.INFO.{self.stream}.{self.durable}", None, missing_ok=True)
         if info is not None:
             have = info.get("config", {})
             if all(have.get(key) == value for key, value in wanted.items()):
                 return
             log.warning("fold consumer %s changes its configuration: made again", self.durable)
-            await _api(nc, f"CONSUMER.DELETE.{self.stream}.{self.durable}", None, missing_ok=True)
-        await _api(nc, f"CONSUMER.CREATE.{self.stream}.{self.durable}", {"stream_name": self.stream, "config": wanted})
+            await jetstream_api(nc, f"CONSUMER.DELETE.{self.stream}.{self.durable}", None, missing_ok=True)
+        await jetstream_api(
+            nc, f"CONSUMER.CREATE.{self.stream}.{self.durable}", {"stream_name": self.stream, "config": wanted}
+        )
 
 
-async def _api(nc: NatsClient, verb: str, body: dict[str, Any] | None, missing_ok: bool = False) -> Any:
+async def jetstream_api(nc: NatsClient, verb: str, body: dict[str, Any] | None, missing_ok: bool = False) -> Any:
     """One JetStream API request, sent again while NATS is away (each verb here may be: INFO reads,
     CREATE with the same configuration answers the consumer, DELETE of a deleted one is missing_ok)."""
     deadline = asyncio.get_running_loop().time() + API_RETRY_S
@@ -194,13 +201,16 @@ class PinnedPull:
             if self._open is None:
                 await self._request(size, wait_s)
             assert self._open is not None
+            if self._open.reconnects != self._reconnects():  # the server dropped it with the old connection
+                self._open = None
+                continue
             now = loop.time()
             left = min(give_up, self._open.presumed_gone_at) - now
             if left <= 0:
                 self._give_up_waiting(now)
                 return []
-            with contextlib.suppress(TimeoutError):
-                self._take(await asyncio.wait_for(self._received.get(), left))
+            with contextlib.suppress(TimeoutError):  # in slices: a long request's reconnect is seen soon
+                self._take(await asyncio.wait_for(self._received.get(), min(left, RECONNECT_CHECK_S)))
         while not self._received.empty() and len(self._ready) < size:  # what came along with it
             self._take(self._received.get_nowait())
         return [self._ready.popleft() for _ in range(min(size, len(self._ready)))]
@@ -243,7 +253,7 @@ class PinnedPull:
             return False
         verb = f"CONSUMER.UNPIN.{self.consumer.stream}.{self.consumer.durable}"
         try:
-            await _api(self.nc, verb, {"group": GROUP})
+            await jetstream_api(self.nc, verb, {"group": GROUP})
         except Exception as exc:  # noqa: BLE001 - kept pinned: the next pulls carry the pin id
             log.warning("%s: could not unpin (%s); still pinned", self.consumer.durable, exc)
             return False
