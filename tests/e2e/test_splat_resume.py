@@ -33,7 +33,13 @@ from tests.support.sessions import open_socket
 
 pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]
 SIZE, FRAMES, KILLED_AT, STEPS_PER_FRAME = 48, 24, 12, 6
-PARAMS = {"steps_per_frame": STEPS_PER_FRAME, "frame_buffer": 32, "max_gaussians": 1000, "snapshot_every_s": 0.5}
+PARAMS = {  # a frame waits up to joint_tolerance_ms for its sample (it comes by TELEMETRY; 50 ms lost one under load)
+    "steps_per_frame": STEPS_PER_FRAME,
+    "frame_buffer": 32,
+    "max_gaussians": 1000,
+    "snapshot_every_s": 0.5,
+    "joint_tolerance_ms": 1000,
+}
 
 
 def held_out_psnr(ply: bytes) -> float:

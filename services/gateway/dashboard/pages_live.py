@@ -94,4 +94,12 @@ async def session_snapshot(
     record = await record_when(state, viewer.tenant, session_id, announced)
     if record is None:
         raise ProblemError(404, f"No snapshot {sha256[:12]}… of session {session_id!r}.")
-    return await snapshot_response(state, record, None)
+    try:
+        return await snapshot_response(state, record, None)
+    except ProblemError as exc:  # its bytes were replaced before the record moved on: the newer one
+        if exc.status != 404:
+            raise
+    newer = await record_when(state, viewer.tenant, session_id, lambda r: not announced(r) or r.terminal)
+    if newer is None:
+        raise ProblemError(404, f"Snapshot {sha256[:12]}… of session {session_id!r} was replaced; ask again.")
+    return await snapshot_response(state, newer, None)
