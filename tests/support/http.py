@@ -12,7 +12,7 @@ from typing import Any
 import uvicorn
 
 from services.common.config import WS_MAX_MESSAGE_BYTES
-from services.common.http_server import server_config
+from services.common.http_server import server_config, tcp_listener
 
 
 @contextmanager
@@ -41,7 +41,4 @@ def serve(
 
 def bound_socket() -> socket.socket:
     """A TCP socket bound to a free loopback port (no race between picking and binding)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
+    return tcp_listener("127.0.0.1", 0)
