@@ -45,7 +45,8 @@ async def test_quiet_partitions_pull_once_in_a_long_while_and_fold_a_new_job_at_
         for _ in range(2):  # twice: whichever replica held a partition last, the quiet ones take it
             await asyncio.sleep(QUIET_AFTER_S + 2.5)  # every partition quiet: pins given back
             for partition in range(PARTITIONS):
-                reply = await nc.request(f"$JS.API.CONSUMER.INFO.{stream}.{fold_durable(partition)}", b"")
+                subject = f"$JS.API.CONSUMER.INFO.{stream}.{fold_durable(partition)}"
+                reply = await nc.request(subject, b"", timeout=5)  # nats-py's 0.5 s default times out under load
                 groups = (json.loads(reply.data).get("priority_groups") or [{}])[0]  # nats-py has no field
                 assert not groups.get("pinned_client_id"), f"partition {partition} is still pinned: {groups}"
             async with counter.window() as idle:

@@ -53,7 +53,8 @@ async def partition_states(nc: NatsClient, ns: Namespace) -> list[dict[str, obje
     """Per partition: its pin (if any), requests waiting, and events delivered so far."""
     states = []
     for partition in range(PARTITIONS):
-        reply = await nc.request(f"$JS.API.CONSUMER.INFO.{ns.stream(FOLD_STREAM)}.{fold_durable(partition)}", b"")
+        subject = f"$JS.API.CONSUMER.INFO.{ns.stream(FOLD_STREAM)}.{fold_durable(partition)}"
+        reply = await nc.request(subject, b"", timeout=5)  # nats-py's 0.5 s default times out under load
         info = json.loads(reply.data)
         group = (info.get("priority_groups") or [{}])[0]  # nats-py's ConsumerInfo has no such field
         delivered = info.get("delivered", {}).get("stream_seq", 0)
