@@ -15,7 +15,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
@@ -74,16 +74,18 @@ def _robot(data: bytes, robot_id: str, sessions: dict[str, JobRecord]) -> RobotO
 
 
 @router.get("", summary="List robots", responses=problem_responses(401, 403))
-async def list_robots(state: StateDep, principal: RobotsRead) -> RobotList:
+async def list_robots(request: Request, state: StateDep, principal: RobotsRead) -> RobotList:
     """The tenant's robots that sent joint angles lately (a robot-bound token: its robot only), by id, each
-    with its latest sample's time, its joint count and the session bound to it while one runs."""
+    with its latest sample's time, its joint count and the session bound to it while one runs; a sample this
+    replica took is listed before its flush to KV."""
     entries = await kv_entries(state.kv.robots, tenant_key_filter(principal.tenant))
+    latest = {item.key.partition(".")[2]: item.value for item in entries}
+    latest |= request.app.state.robot_telemetry.pending_of(principal.tenant)  # this replica's, not yet in KV
     sessions = await _bound_sessions(state, principal.tenant)
     robots = []
-    for item in sorted(entries, key=lambda item: item.key):
-        robot_id = item.key.partition(".")[2]
+    for robot_id in sorted(latest):
         mine = principal.robot_id is None or principal.robot_id == robot_id
-        if mine and (robot := _robot(item.value, robot_id, sessions)) is not None:
+        if mine and (robot := _robot(latest[robot_id], robot_id, sessions)) is not None:
             robots.append(robot)
     return RobotList(items=robots)
 

@@ -12,8 +12,8 @@ sample would cost the server more than telemetry gains; consumers that care use 
 
 The latest sample of each robot is kept in memory and written to KV ``robots`` (key
 ``{tenant}.{robot_id}``) by a background task every ``robot_latest_flush_ms``, latest wins;
-``GET .../latest`` reads the unwritten entry first, so a GET after a POST on the same replica sees
-it, and KV otherwise (at most one flush interval behind on another replica). At most
+``GET .../latest`` and ``GET /v1/robots`` read the unwritten entries first, so a GET after a POST on the
+same replica sees them, and KV otherwise (at most one flush interval behind on another replica). At most
 ``robot_latest_max_pending`` samples wait unwritten: a new robot's sample beyond that has the
 oldest one written out at once. A tenant's distinct robots are capped by a
 :class:`~services.gateway.robots.registry.RobotRegistry` before anything is published.
@@ -151,6 +151,11 @@ class Telemetry:
                 await self.state.kv.robots.put(evicted, evicted_data)
             except (nats.errors.Error, TimeoutError) as exc:
                 log.warning("latest joint angles of %s dropped, the map being full: %r", evicted, exc)
+
+    def pending_of(self, tenant: str) -> dict[str, bytes]:
+        """``tenant``'s latest samples not yet written to KV, by robot id (what a listing adds to KV's)."""
+        prefix = f"{tenant}."
+        return {key[len(prefix) :]: data for key, data in self.pending.items() if key.startswith(prefix)}
 
     async def latest(self, key: str) -> bytes | None:
         """The latest sample of ``key``: the one not yet written, else KV's."""

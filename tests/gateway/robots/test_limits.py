@@ -138,7 +138,8 @@ async def test_a_forgotten_robot_frees_its_place(
 async def test_the_unwritten_latest_samples_are_bounded(
     gateway: Gateway, acme: Tenant, js: JetStreamContext, namespace: Namespace
 ) -> None:
-    """No flush runs during the test: beyond two unwritten samples, the oldest is written out at once."""
+    """No flush runs during the test: beyond two unwritten samples, the oldest is written out at once; the
+    unwritten ones are read (latest, the robots' list) from memory."""
     telemetry: Telemetry = gateway.app.state.robot_telemetry
     kv = await robots_kv(js, namespace)
     for i in range(6):
@@ -149,6 +150,8 @@ async def test_the_unwritten_latest_samples_are_bounded(
     for i in range(6):
         latest = await acme.http.get(f"/v1/robots/r{i}/joints/latest")
         assert latest.json()["seq"] == i
+    listed = (await acme.http.get("/v1/robots")).json()["items"]
+    assert [r["id"] for r in listed] == [f"r{i}" for i in range(6)]  # r4 and r5 are not in KV yet
 
 
 async def test_the_registry_remembers_at_most_cache_max_robots(
