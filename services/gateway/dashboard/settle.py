@@ -15,8 +15,9 @@ from contracts.job_record import JobRecord
 from services.common.nats.record_watch import latest_record
 from services.gateway.state import GatewayState
 
-SETTLE_S = 5.0
-"""The longest a page's read waits for the record to fold an event it has seen."""
+SETTLE_S = 15.0
+"""The longest a page's read waits for the record to fold an event it has seen (every wait is for an event
+already announced, so it ends as soon as the fold catches up; 5 s gave a 404 under a loaded machine's lag)."""
 
 
 async def record_when(
