@@ -24,12 +24,12 @@ The issue's target is 30; what is left is in BENCHMARKS.md's notes."""
 REST_BUDGET_PER_S = 4.5
 """Messages per second of the idle stack over 30 s (every long pull renewed once): measured 3.8 after a
 job (its writes read by the two KV sweeps once), 3.3 with none (bench/platform_cost.py); 5.8 and 5.5
-before the quiet KV watches, leases, uploads pulls and sweeps, 19 to 23 before quiet fold partitions. What is left: the fold's source heartbeat (1/s, nats-server's own,
-not settable), the long pulls of the 8 fold partitions, 2 dispatch kinds, the fan-out, the uploads
-and the SSE hub (a request and its 408 each 30 s: 0.9/s),
-7 KV watch heartbeats each 15 s (0.5/s), the SSE hub's pull heartbeats (0.2/s), the notifier's
-lease renewals every 5 s (0.4/s), and each KV write sweep's one message get every 15 s (0.4/s); no
-INFO poll, no consumer made to find nothing. Issue 34's target is 5."""
+before the quiet KV watches, leases, uploads pulls and sweeps, 19 to 23 before quiet fold partitions.
+What is left: the fold's source heartbeat (1/s, nats-server's own, not settable); the long pulls of
+the 8 fold partitions, 2 dispatch kinds, the fan-out, the uploads and the SSE hub (a request and its
+408 each 30 s: 0.9/s); 7 KV watch heartbeats each 15 s (0.5/s); the SSE hub's pull heartbeats
+(0.2/s); the notifier's lease renewals every 5 s (0.4/s); each KV write sweep's one message get every
+15 s (0.4/s). No INFO poll, no consumer made to find nothing. Issue 34's target is 5."""
 SETTLE_S = 3.0
 """The job's tail left out of the rest: its fold partitions let go of their pins after 2 s, the tallies
 are written after 1 s."""
