@@ -4,6 +4,11 @@
 sequence of the last write a sweep read), or, at a sweep's first call (``after`` 0), each key's latest
 entry as it stands. Every write (deletes too) goes to ``on_write`` in order; the sweep keeps only what
 it needs, so its memory is bounded by its own candidates, not by the bucket.
+
+Before that, one get of the first stored message at or after ``after + 1`` (``next_by_subj``) tells
+whether there is anything to read: on an idle stack there is not, and the get (its request, reply and
+API advisory) costs 3 messages where a consumer made to find nothing cost 5 (its creation, reply, API
+advisory, its created and, when it expired, its deleted advisory), each sweep every 15 s.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 READ_BATCH = 512
@@ -22,6 +29,8 @@ async def read_writes(kv: KeyValue, after: int, on_write: Callable[[str, Msg], N
     """Call ``on_write(key, msg)`` for every write ``kv`` stored after stream sequence ``after`` (``0``:
     each key as it stands); the sequence of the last write read (``after`` when none), and how many."""
     js, stream, prefix = kv._js, kv._stream, kv._pre  # nats-py keeps them private
+    if not await _stored_after(js, stream, prefix, after):
+        return after, 0
     config = ConsumerConfig(ack_policy=AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True)
     if after:
         config.deliver_policy, config.opt_start_seq = DeliverPolicy.BY_START_SEQUENCE, after + 1
@@ -30,7 +39,7 @@ async def read_writes(kv: KeyValue, after: int, on_write: Callable[[str, Msg], N
     config.filter_subject = f"{prefix}>"
     info = await js.add_consumer(stream, config)  # its answer counts what waits: no info request
     last, read, remaining = after, 0, info.num_pending or 0
-    if not remaining:  # nothing stored since the last read (an idle stack): the consumer expires unread
+    if not remaining:  # deleted since the get (or only deletes, when ``after`` is 0): it expires unread
         return last, read
     sub = await js.pull_subscribe_bind(info.name, stream=stream)
     try:
@@ -42,3 +51,12 @@ async def read_writes(kv: KeyValue, after: int, on_write: Callable[[str, Msg], N
     finally:
         await sub.unsubscribe()
     return last, read
+
+
+async def _stored_after(js: JetStreamContext, stream: str, prefix: str, after: int) -> bool:
+    """Whether ``stream`` holds a write of the bucket after sequence ``after`` (one message get)."""
+    try:
+        await js.get_msg(stream, seq=after + 1, subject=f"{prefix}>", next=True)
+    except NotFoundError:
+        return False
+    return True

@@ -65,7 +65,7 @@ class NotifierSettings(ApiKeySettings):
         default=0.0, ge=0, description="Webhook attempts per second per endpoint queue (0: no limit)."
     )
     webhook_lease_ttl_s: float = Field(
-        default=5.0,
+        default=15.0,
         gt=0,
         description="Replicas: the fan-out and each delivery queue run in one notifier at a time, under a lease "
         "renewed every third of this; a dead holder's work moves to another replica after it.",

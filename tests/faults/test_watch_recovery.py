@@ -2,8 +2,9 @@
 
 The notifier's webhook endpoints are a KV watch (:class:`~services.notifier.webhooks.targets.EndpointCache`);
 the fan-out waits until it has seen every write before it fans an event out, so an endpoint made
-before an event gets that event. After a restart the watch's ordered consumer is gone until nats-py
-notices two missed heartbeats (10 s): ``caught_up`` must not pretend meanwhile.
+before an event gets that event. After a restart the watch's ordered consumer is gone until the watch
+makes it anew (at the reconnect; else after two missed heartbeats, 30 s): ``caught_up`` must not pretend
+meanwhile.
 """
 
 from __future__ import annotations

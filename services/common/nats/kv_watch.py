@@ -6,9 +6,10 @@ It tracks the last revision seen, so a caller can wait until every write made so
 it (:meth:`KvWatch.caught_up`). The key cache (:mod:`services.common.auth.key_cache`) and the
 notifier's webhook endpoints (:mod:`services.notifier.webhooks.targets`) are built on it.
 
-The watch is an ordered consumer in the server's memory: a restarted server (or the death of the
-cluster node holding it) loses it, and nats-py only notices after two missed idle heartbeats (10 s),
-meanwhile the watch is blind. So :meth:`KvWatch.caught_up` raises ``TimeoutError`` rather than let
+The watch is an ordered consumer in the server's memory (:func:`~services.common.nats.quiet_watch.watch_keys`:
+a heartbeat every 15 s, not nats-py's 5 s): a restarted server loses it, and the watch makes it anew
+at the reconnect; the death of the cluster node holding it is noticed after two missed heartbeats
+(30 s), meanwhile the watch is blind. So :meth:`KvWatch.caught_up` raises ``TimeoutError`` rather than let
 a caller act on a stale view, and starts a fresh watch, which hands on only the entries newer than
 the last revision seen (a key changed or deleted meanwhile arrives as a change).
 """
@@ -25,6 +26,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from services.common.nats.connection import cancel_and_wait
+from services.common.nats.quiet_watch import watch_keys
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ class KvWatch:
 
     async def start(self, snapshot_timeout_s: float) -> None:
         """Start watching; wait up to ``snapshot_timeout_s`` for the snapshot (``TimeoutError`` after)."""
-        watcher = await self.kv.watchall(meta_only=self.meta_only)
+        watcher = await watch_keys(self.kv, meta_only=self.meta_only)
         self._task = asyncio.create_task(self._watch(watcher), name=self.name)
         await asyncio.wait_for(self.snapshot_done.wait(), snapshot_timeout_s)
 
@@ -83,7 +85,7 @@ class KvWatch:
         if self._task is None or not self.snapshot_done.is_set():
             return
         await self.stop()
-        watcher = await self.kv.watchall(meta_only=self.meta_only)
+        watcher = await watch_keys(self.kv, meta_only=self.meta_only)
         self._task = asyncio.create_task(self._watch(watcher), name=self.name)
 
     async def _watch(self, watcher: KeyValue.KeyWatcher) -> None:

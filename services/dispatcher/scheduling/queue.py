@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.job_record import JobRecord
 from services.common.nats.kv import kv_entries
+from services.common.nats.quiet_watch import watch_keys
 from services.dispatcher.scheduling.fair import DEFAULT_PRIORITY, Candidate
 from services.dispatcher.scheduling.lines import Order, WaitingLines, line_order
 from services.dispatcher.store import Ticket
@@ -194,7 +195,7 @@ class QueueIndex:
         """Keep the mirror up to date (a KV watch; restarted after an error)."""
         while True:
             try:
-                watcher = await self.kv.watchall()
+                watcher = await watch_keys(self.kv)  # a heartbeat at seconds, anew at a reconnect
                 async for update in watcher:
                     if update is None:
                         continue

@@ -7,6 +7,12 @@ and renewed (compare-and-set) every third of the TTL; the holder deletes it when
 replica that dies loses it within the TTL, and another takes the work over (its unacked messages
 come back after the ack wait; the delivery's start-up scan keeps their jobs in order). A holder that
 fails to renew (another took the lease: it was away longer than the TTL) stops its work at once.
+
+The TTL is 15 s (``webhook_lease_ttl_s``), a renewal every 5 s: each renewal is a write and its reply,
+and a 5 s TTL (a renewal every 1.7 s) was a quarter of the idle stack's messages (issue 34: ≤ 5/s at
+rest). A dead holder's work thus moves within 15 s; its in-flight deliveries come back only after
+``webhook_ack_wait_s`` (60 s) anyway. An existing bucket gets the configured TTL (:func:`open_leases`),
+so a renewal period made for a longer TTL never meets a bucket that expires keys sooner.
 """
 
 from __future__ import annotations
@@ -43,7 +49,23 @@ async def open_leases(js: JetStreamContext, ns: Namespace, ttl_s: float, replica
             history=1, ttl=ttl_s, storage=StorageType.FILE, replicas=replicas,
         )  # fmt: skip
         kv = await js.create_key_value(config)
+        return Leases(kv, ttl_s)
+    await _expire_after(js, f"KV_{name}", ttl_s)
     return Leases(kv, ttl_s)
+
+
+async def _expire_after(js: JetStreamContext, stream: str, ttl_s: float) -> None:
+    """Give the bucket made by an older notifier (its TTL another) this TTL: keys renewed every third of
+    it must not expire sooner. A bucket with a longer TTL is shortened too (a dead holder's work moves
+    within ``ttl_s``); the holders of a longer-TTL setting renew more rarely and may lose their leases
+    meanwhile, which stops their work until they take the lease again, never runs it twice."""
+    config = (await js.stream_info(stream)).config
+    if abs((config.max_age or 0.0) - ttl_s) < 1e-3:
+        return
+    config.max_age = ttl_s
+    config.duplicate_window = min(config.duplicate_window or ttl_s, ttl_s)  # the server refuses a longer one
+    await js.update_stream(config)
+    log.info("KV %s: lease TTL set to %g s", stream, ttl_s)
 
 
 class Leases:

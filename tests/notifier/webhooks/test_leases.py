@@ -56,3 +56,16 @@ async def test_work_that_ends_during_a_renewal_hands_its_lease_back(js: JetStrea
     except KeyNotFoundError:
         entry = None
     assert entry is None or entry.value != leases.owner, "the lease was handed back"
+
+
+async def test_a_bucket_made_with_another_ttl_gets_the_configured_one(
+    js: JetStreamContext, namespace: Namespace
+) -> None:
+    old = await open_leases(js, namespace, 5.0)  # an older notifier's: renewed every 1.7 s
+    assert (await old.kv.status()).ttl == 5.0
+    leases = await open_leases(js, namespace, 15.0)  # renewed every 5 s: a 5 s TTL would expire it
+    status = await leases.kv.status()
+    assert status.ttl == 15.0
+    assert (status.stream_info.config.duplicate_window or 0) <= 15.0
+    await open_leases(js, namespace, 15.0)  # the same TTL: nothing to change
+    assert (await leases.kv.status()).ttl == 15.0
