@@ -516,7 +516,8 @@ export interface paths {
         /**
          * List robots
          * @description The tenant's robots that sent joint angles lately (a robot-bound token: its robot only), by id, each
-         *     with its latest sample's time, its joint count and the session bound to it while one runs.
+         *     with its latest sample's time, its joint count and the session bound to it while one runs; a sample this
+         *     replica took is listed before its flush to KV.
          */
         get: operations["list_robots_v1_robots_get"];
         put?: never;
