@@ -9,7 +9,7 @@ worker sees them in order with the frames; a stop is also the job event ``sessio
 (``stop-{id}``), which moves the record to ``stopping``.
 
 Bounded: frames per second per session (a token bucket, ``session_max_frames_per_s``), the
-per-session locks, buckets and cached records (``session_cache_max`` each, least recently used
+per-session locks, buckets, frame counters and cached records (``session_cache_max`` each, least recently used
 dropped; a record is re-read after ``session_record_cache_s``).
 """
 
@@ -63,6 +63,10 @@ class Lru(Generic[_V]):
             self._items.popitem(last=False)
         return value
 
+    def pop(self, key: str) -> None:
+        """Forget ``key`` (nothing if it is not held)."""
+        self._items.pop(key, None)
+
 
 @dataclass
 class TokenBucket:
@@ -98,6 +102,7 @@ class SessionIntake:
         self._locks: Lru[asyncio.Lock] = Lru(size)
         self._buckets: Lru[TokenBucket] = Lru(size)
         self._stopped: Lru[bool] = Lru(size)
+        self._counters: Lru[tuple[SessionEntry, int]] = Lru(size)
 
     async def record(self, tenant: str, session_id: str, *, fresh: bool = False) -> JobRecord:
         """The tenant's session record (cached briefly unless ``fresh``); 404 for anything else (a
@@ -152,25 +157,32 @@ class SessionIntake:
             raise ProblemError(429, f"At most {rate:g} frames a second per session.", headers={"Retry-After": retry})
 
     async def _next_seq(self, record: JobRecord) -> int:
-        """The next frame seq of the session, from its KV entry (compare-and-set, retried on conflict)."""
+        """The next frame seq of the session, from its KV entry (compare-and-set, retried on conflict).
+
+        The entry this process wrote last is kept with its revision, so a session's next frame is one
+        update against that revision; the entry is read again only when another writer moved it."""
         kv, key = self.state.kv.sessions, tenant_key(record.tenant, record.id)
+        known = self._counters.get(key)
         for _ in range(20):
-            try:
-                entry = await kv.get(key)
-            except KeyNotFoundError:
-                first = self.entry_of(record).model_copy(update={"frames": 1})
+            if known is None:
                 try:
-                    await kv.create(key, first.model_dump_json().encode())
-                    return 1
-                except KeyWrongLastSequenceError:
-                    continue
-            current = SessionEntry.model_validate_json(entry.value or b"")
+                    entry = await kv.get(key)
+                except KeyNotFoundError:
+                    first = self.entry_of(record).model_copy(update={"frames": 1})
+                    try:
+                        self._counters.put(key, (first, await kv.create(key, first.model_dump_json().encode())))
+                        return 1
+                    except KeyWrongLastSequenceError:
+                        continue
+                known = (SessionEntry.model_validate_json(entry.value or b""), entry.revision or 0)
+            current, revision = known
             moved = current.model_copy(update={"frames": current.frames + 1})
             try:
-                await kv.update(key, moved.model_dump_json().encode(), last=entry.revision)
+                self._counters.put(key, (moved, await kv.update(key, moved.model_dump_json().encode(), last=revision)))
                 return moved.frames
             except KeyWrongLastSequenceError:
-                continue
+                known = None
+        self._counters.pop(key)
         raise ProblemError(503, "The session's frame counter is contended; retry.", headers={"Retry-After": "1"})
 
     @staticmethod
