@@ -87,7 +87,8 @@ export class LiveSession {
     return sent.then((s) => s.ack);
   }
 
-  /** Finish: the worker writes its final outputs and the session succeeds ({@link finished} gives the record). */
+  /** Finish: the worker writes its final outputs and the session succeeds ({@link finished} gives the record);
+   * resolves at once for a session that already ended. */
   stop(): Promise<void> {
     return this.control("stop");
   }
@@ -123,6 +124,7 @@ export class LiveSession {
   }
 
   private control(action: "stop" | "reset"): Promise<void> {
+    if (action === "stop" && this.endEvent) return Promise.resolve(); // it ended: what a stop asks
     if (this.closing || this.endEvent) {
       return this.http.request<unknown>("POST", this.record.urls[action]).then(() => undefined);
     }

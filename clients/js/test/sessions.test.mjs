@@ -67,6 +67,18 @@ describe("sessions", () => {
     assert.equal((await session.finished()).status, "canceled");
   });
 
+  test("a stop after the session ended elsewhere resolves", async () => {
+    const session = await client.sessions.start({ kind: "vlm" });
+    const ended = collect(session, "end", 1);
+    await session.sendFrame(frame(1));
+    const other = await client.sessions.connect(session.id);
+    await other.stop();
+    assert.equal((await ended)[0].type, "job.succeeded");
+    assert.equal((await session.finished()).status, "succeeded"); // the record has the end too
+    await session.stop(); // the session ended, which is what a stop asks: no 409
+    other.close();
+  });
+
   test("a bad frame rejects with the gateway's error code; the socket stays usable", async () => {
     const session = await client.sessions.start({ kind: "vlm" });
     const bad = await session.sendFrame(new TextEncoder().encode("not an image")).catch((e) => e);

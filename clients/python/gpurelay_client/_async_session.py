@@ -94,9 +94,9 @@ class AsyncSession(_session_protocol.SessionLifecycle):
         return SessionProtocol.ack(await self._reply())
 
     async def _control(self, action: str) -> None:
-        await self._send(json.dumps({"type": action}))
-        self._protocol.expect("control")
-        try:
+        try:  # a socket closed before the stop went out may mean the session ended already
+            await self._send(json.dumps({"type": action}))
+            self._protocol.expect("control")
             SessionProtocol.control(await self._reply())
         except SessionClosed as exc:
             if not SessionProtocol.stopped_by_close(action, exc.code, self._protocol):

@@ -97,9 +97,9 @@ class Session(SessionLifecycle):
         return SessionProtocol.ack(self._reply())
 
     def _control(self, action: str) -> None:
-        self._send(json.dumps({"type": action}))
-        self._protocol.expect("control")
-        try:
+        try:  # a socket closed before the stop went out may mean the session ended already
+            self._send(json.dumps({"type": action}))
+            self._protocol.expect("control")
             SessionProtocol.control(self._reply())
         except SessionClosed as exc:
             if not SessionProtocol.stopped_by_close(action, exc.code, self._protocol):

@@ -71,3 +71,17 @@ async def test_a_session_and_the_publisher(stack: ThreadedStack) -> None:
     assert [e.id for e in events] == [e.id for e in streamed][-len(events) :]
     assert (arm.stats().sent, arm.stats().accepted, arm.stats().dropped) == (20, 20, 0)
     assert latest.joint_angles == pytest.approx([0.19] * 6)
+
+
+async def test_a_stop_after_the_session_ended_elsewhere_is_not_an_error(stack: ThreadedStack) -> None:
+    async with (
+        AsyncClient(stack.url, api_key=stack.api_key) as client,
+        await client.sessions.start("vlm", {"idle_timeout_s": 60}) as session,
+    ):
+        await session.send_frame(jpeg(1))
+        await client.sessions.stop(session.id)  # the server closes the socket (1000) after the end
+        final = [event async for event in session.events()][-1]
+        await session._ws.wait_closed()  # the server's close is in: a send now fails
+        await session.stop()  # the socket is closed: the session ended, which is what a stop asks
+    assert isinstance(final.data, JobSucceededPayload)
+    assert (final.data.result or {})["stopped"] == "requested"

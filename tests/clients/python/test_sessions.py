@@ -74,6 +74,16 @@ def test_a_reset_goes_through_the_socket_and_another_tenants_session_is_not_foun
         stranger.sessions.get(session.id)
 
 
+def test_a_stop_after_the_session_ended_elsewhere_is_not_an_error(client: Client) -> None:
+    with client.sessions.start("vlm", {"idle_timeout_s": 60}) as session:
+        session.send_frame(jpeg(1))
+        client.sessions.stop(session.id)  # another process stops it: the server closes the socket (1000)
+        final = next(e for e in session.events() if e.terminal)
+        session.stop()  # the socket is closed: the session ended, which is what a stop asks
+    assert isinstance(final.data, JobSucceededPayload)
+    assert (final.data.result or {})["stopped"] == "requested"
+
+
 def test_events_taken_between_acks_are_not_yielded_again_and_the_sse_stream_has_them(client: Client) -> None:
     taken: list[Event] = []
     sent = 0
