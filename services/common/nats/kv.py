@@ -3,8 +3,10 @@
 nats-py lists keys (``kv.keys()``, ``kv.watch(...)`` until its ``None`` marker) with an ordered push
 consumer whose "initial values done" marker comes from each message's ``num_pending``, and that
 listing ends early now and then (a key written before the listing began is missed). Here a pull
-consumer is created with ``LAST_PER_SUBJECT``, its ``num_pending`` read once
-at creation, and exactly that many messages fetched.
+consumer is created with ``LAST_PER_SUBJECT`` and read until the server says nothing is pending (each
+fetched message's ``num_pending``). A key written during the listing comes again with its new value
+(its old message may be gone by then: a bucket keeps one per key), so the newest value of each key is
+kept and a key deleted meanwhile is left out: the listing is the bucket as it was at its end.
 """
 
 from __future__ import annotations
@@ -44,16 +46,15 @@ async def kv_entries(kv: KeyValue, key_filter: str = ">", *, meta_only: bool = F
             mem_storage=True,
         ),
     )
-    items: list[KvItem] = []
+    latest: dict[str, KvItem | None] = {}
     try:
         remaining = (await sub.consumer_info()).num_pending or 0
         while remaining > 0:
             for msg in await sub.fetch(min(remaining, FETCH_BATCH), timeout=FETCH_TIMEOUT_S):
-                remaining -= 1
-                headers = msg.headers or {}
-                if headers.get(KV_OP) in (KV_DEL, KV_PURGE) or headers.get(MARKER_REASON):
-                    continue
-                items.append(KvItem(msg.subject[len(prefix) :], msg.data, msg.metadata.sequence.stream))
+                remaining = msg.metadata.num_pending
+                headers, key = msg.headers or {}, msg.subject[len(prefix) :]
+                gone = headers.get(KV_OP) in (KV_DEL, KV_PURGE) or headers.get(MARKER_REASON)
+                latest[key] = None if gone else KvItem(key, msg.data, msg.metadata.sequence.stream)
     finally:
         await sub.unsubscribe()
-    return items
+    return [item for item in latest.values() if item is not None]
