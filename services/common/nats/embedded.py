@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -35,6 +36,7 @@ from pathlib import Path
 from types import TracebackType
 
 from services.common.nats.server_config import SYNC_ALWAYS, ClusterConfig, ServerConfig, ServerTls
+from services.common.nats.server_probe import server_name_at
 from services.common.processes import PidFile, preexec_die_with_parent, usable_cores, wait_exited
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,10 @@ STALE_STOP_S = 10.0
 
 class NatsServerError(RuntimeError):
     """The server binary is missing, or the server did not come up."""
+
+
+class PortTakenError(NatsServerError):
+    """Another process holds the server's port (another nats-server greets clients there)."""
 
 
 def find_nats_server() -> Path:
@@ -97,6 +103,10 @@ class EmbeddedNats:
         """The server's ``GOMAXPROCS`` (the cores its Go scheduler runs on at once)."""
         self.host = host
         self.port = port or free_port(host)
+        self._port_picked = not port
+        """Whether the port is one picked here (another may be picked if someone takes it first)."""
+        self._name = ""
+        """The name the running server greets with: ``server_name``, or one made for this start."""
         self.max_payload = max_payload
         self.server_name = server_name
         """The server's name (a cluster needs one per node); ``None``: nats-server picks one."""
@@ -134,8 +144,16 @@ class EmbeddedNats:
         The server dies with the thread that calls this; an event loop starts it with
         :meth:`launch` and waits with :meth:`wait_ready` in a worker thread.
         """
-        self.launch()
-        return self.wait_ready(timeout_s)
+        for attempt in range(3):
+            self.launch()
+            try:
+                return self.wait_ready(timeout_s)
+            except PortTakenError:
+                if not self._port_picked or attempt == 2:
+                    raise
+                log.warning("port %d was taken before nats-server bound it; picking another", self.port)
+                self.port = free_port(self.host)
+        raise AssertionError("unreachable")
 
     def launch(self) -> None:
         """Start the server process (after stopping a stale one on this store); do not wait for it."""
@@ -145,8 +163,10 @@ class EmbeddedNats:
         self._stop_stale()
         self.write_config()
         log_file = self._log_path.open("ab")
+        self._name = self.server_name or f"gpurelay-{secrets.token_hex(6)}"
+        named = [] if self.server_name else ["-n", self._name]
         self._process = subprocess.Popen(
-            [str(find_nats_server()), "-a", self.host, "-p", str(self.port), "-c", str(self.config_path)],
+            [str(find_nats_server()), "-a", self.host, "-p", str(self.port), "-c", str(self.config_path), *named],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env={**os.environ, "GOMAXPROCS": str(self.gomaxprocs)},
@@ -172,20 +192,25 @@ class EmbeddedNats:
         )  # fmt: skip
 
     def wait_ready(self, timeout_s: float = 10.0) -> EmbeddedNats:
-        """Wait until the launched server accepts TCP connections (stop it and raise if it does not)."""
+        """Wait until the launched server greets clients on its port (stop it and raise if it does not);
+        :class:`PortTakenError` when another server greets there instead."""
         assert self._process is not None, "launch() first"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                code = self._process.returncode
+                code, tail = self._process.returncode, self.log_tail()
                 self.stop()
-                raise NatsServerError(f"nats-server exited with {code}: {self.log_tail()}")
+                error = PortTakenError if "address already in use" in tail else NatsServerError
+                raise error(f"nats-server exited with {code}: {tail}")
             try:
-                with socket.create_connection((self.host, self.port), timeout=0.2) as sock:
-                    if sock.recv(4).startswith(b"INFO"):
-                        return self
+                name = server_name_at(self.host, self.port)
             except OSError:
                 time.sleep(0.02)
+                continue
+            if name == self._name:
+                return self
+            self.stop()
+            raise PortTakenError(f"port {self.port} is another nats-server's ({name!r}), not this one's")
         self.stop()
         raise NatsServerError(f"nats-server did not accept connections in {timeout_s}s: {self.log_tail()}")
 
