@@ -56,8 +56,14 @@ class SlowReceiver:
         return Starlette(routes=[Route("/{path:path}", handle, methods=["POST"])])
 
     def count(self) -> int:
+        """Distinct events received (delivery is at least once: a retried one may come again)."""
         with self.lock:
-            return sum(len(ids) for ids in self.by_job.values())
+            return sum(len(set(ids)) for ids in self.by_job.values())
+
+    def first_seen(self, job: str) -> list[str]:
+        """The job's event ids in the order each first arrived."""
+        with self.lock:
+            return list(dict.fromkeys(self.by_job.get(job, [])))
 
 
 @pytest.fixture
@@ -96,7 +102,8 @@ async def test_jobs_are_sent_concurrently_to_one_endpoint_each_in_order(
     sent = await _publish_jobs(js, subjects, jobs_kv, JOBS)
     # one at a time this takes JOBS × PER_JOB × 0.1 s = 4.8 s
     await wait_for(lambda: rx.count() >= JOBS * PER_JOB, timeout_s=20, what="every delivery")
-    assert {job: rx.by_job.get(job) for job in sent} == sent  # each job in stream order, each once
+    # each job's events in stream order (at least once: a delivery retried under load may come again)
+    assert {job: rx.first_seen(job) for job in sent} == sent
     assert 2 <= rx.most <= 6  # jobs overlap, within the endpoint's limit
 
 
@@ -114,6 +121,6 @@ async def test_the_endpoint_rate_spaces_the_attempts(
     await create_endpoint(webhooks_kv, "acme", f"{base}/hook")
     sent = await _publish_jobs(js, subjects, jobs_kv, 5)  # 20 deliveries
     await wait_for(lambda: rx.count() >= 20, timeout_s=20, what="every delivery")
-    assert {job: rx.by_job.get(job) for job in sent} == sent
+    assert {job: rx.first_seen(job) for job in sent} == sent
     span = rx.arrivals[-1] - rx.arrivals[0]
     assert span >= 19 / 20 * 0.9  # 20 starts at most 20/s apart (a little slack for the clocks)
