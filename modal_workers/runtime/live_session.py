@@ -17,7 +17,9 @@
                                                      ``session.snapshot``; two slots alternate, so the
                                                      previous snapshot stays readable while the next is
                                                      written and storage holds two per session; with
-                                                     ``state=``, a later attempt resumes from it
+                                                     ``state=``, a later attempt resumes from it, and
+                                                     with ``memory=N`` its newest ``N`` frames come
+                                                     back to it first, ``restored``
 ``ctx.session.resume_point``                         on an attempt that resumes the session: the
                                                      :class:`~modal_workers.runtime.session_resume.ResumePoint`
                                                      to restore (``None``: start afresh)
@@ -51,7 +53,8 @@ from contracts.events.registry import EventType
 from contracts.job_record import Artifact
 from contracts.specs.session_params import SessionParams
 from modal_workers.runtime.recording.writer import RecordingWriter
-from modal_workers.runtime.session_input import SessionBatch, SessionFrame, SessionInput
+from modal_workers.runtime.session_frames import SessionBatch, SessionFrame
+from modal_workers.runtime.session_input import SessionInput
 from modal_workers.runtime.session_resume import ResumePoint, save_resume_point, slot_name
 
 CANCEL_CHECK_S = 0.25
@@ -116,8 +119,9 @@ class LiveSession:
         if point is not None:
             self.snapshots, self.results = point.number, point.results
             self.input.restore(
-                point.seq, point.frames_after, point.joints_after, point.frames_processed, point.frames_dropped
-            )
+                point.seq, point.frames_after, point.joints_after, point.frames_processed, point.frames_dropped,
+                memory_after=point.memory_after,
+            )  # fmt: skip
 
     def ready(self) -> None:
         """The workload is ready: once the feed handed over the frames sent meanwhile (its backlog; waited for
@@ -161,8 +165,9 @@ class LiveSession:
 
     @staticmethod
     def _record(recorder: RecordingWriter, batch: SessionBatch) -> None:
-        if batch.frames:
-            recorder.frames(batch.frames)
+        new = [frame for frame in batch.frames if not frame.restored]  # restored ones were recorded before
+        if new:
+            recorder.frames(new)
         if batch.reset:
             recorder.control("reset")
         if batch.stop == "requested":
@@ -183,19 +188,22 @@ class LiveSession:
 
     def snapshot(
         self, data: bytes | Path, *, seq: int, name: str = "snapshot.ply", content_type: str | None = None,
-        state: dict[str, Any] | None = None,
+        state: dict[str, Any] | None = None, memory: int = 0,
     ) -> Artifact:  # fmt: skip
         """Store a live output (slot ``n % 2``) and emit ``session.snapshot`` covering frames up to ``seq``;
-        with ``state`` (JSON) a resume point beside it, from which a later attempt resumes the session."""
+        with ``state`` (JSON) a resume point beside it, from which a later attempt resumes the session, handed
+        the newest ``memory`` frames up to ``seq`` again first (``restored``: what the state was trained on)."""
         with self._lock:
             self.snapshots += 1
             number, results = self.snapshots, self.results
         artifact = self.host.store(slot_name(number, name), data, content_type)
         if state is not None:
             frames_after, joints_after, processed, dropped = self.input.position(seq)
+            memory_frames, memory_joints = self.input.memory(seq, memory)
             point = ResumePoint(
                 number=number, snapshot=artifact, seq=seq, frames_after=frames_after, joints_after=joints_after,
                 results=results, frames_processed=processed, frames_dropped=dropped, state=state,
+                memory_frames_after=memory_frames, memory_joints_after=memory_joints,
             )  # fmt: skip
             save_resume_point(self.host, point)
         if self.recorder is not None:

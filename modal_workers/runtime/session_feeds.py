@@ -5,7 +5,9 @@ and hands every item to ``on_item`` in order, exactly as the local pool's NATS f
 (:class:`~services.common.session_feed.NatsSessionFeed`) does: ``(FeedFrame, image bytes)``,
 ``(FeedJoints, None)``, ``(FeedControl, None)``, ``(FeedBacklog, None)``. When the socket drops it
 reconnects (bounded back-off) with ``?after_frames=&after_joints=`` from ``positions()``, so nothing is
-handed over twice and nothing in between is lost. A refusal (bad token, no such session) ends the feed;
+handed over twice and nothing in between is lost; while a resumed session's restored frames (its memory)
+are still to come, ``&restored_until=`` says up to where they go, so the relay does not drop them as a
+backlog of live frames. A refusal (bad token, no such session) ends the feed;
 the session's idle timeout then stops the run.
 """
 
@@ -45,7 +47,7 @@ class GatewayFeed:
         url: str,
         token: str,
         on_item: OnItem,
-        positions: Callable[[], tuple[int, int]],
+        positions: Callable[[], tuple[int, int, int]],
         *,
         retry_max_s: float = 5.0,
         max_message_bytes: int = FEED_MAX_MESSAGE_BYTES,
@@ -65,8 +67,10 @@ class GatewayFeed:
     async def _run(self) -> None:
         backoff = 0.1
         while True:
-            after_frames, after_joints = self.positions()
+            after_frames, after_joints, restored_until = self.positions()
             url = f"{self.url}?after_frames={after_frames}&after_joints={after_joints}"
+            if restored_until > after_frames:
+                url += f"&restored_until={restored_until}"
             try:
                 async with connect(url, additional_headers=self._headers, max_size=self.max_message_bytes) as ws:
                     self.connects += 1

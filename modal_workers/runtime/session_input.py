@@ -1,10 +1,11 @@
 """A live session's input as its workload sees it: frames (each with its joint sample), reset and stop.
 
-The runtime's feed (NATS for the local pool, the gateway's feed socket on Modal) calls :meth:`put`
-on the event loop; the workload calls :meth:`SessionInput.poll` from its own thread and gets a
-:class:`SessionBatch`: the frames ready since the last poll (oldest first), or a reset, or why the
-session stops. Items keep the session's order: frames before a reset are dropped when the reset
-arrives (they belong to the cleared model), frames before a stop are handed out before it.
+The runtime's feed (NATS for the local pool, the gateway's feed socket on Modal) calls :meth:`put` on the
+event loop; the workload calls :meth:`SessionInput.poll` from its own thread and gets a
+:class:`~modal_workers.runtime.session_frames.SessionBatch`: the frames ready since the last poll (oldest
+first), or a reset, or why the session stops. Items keep the session's order: frames before a reset are
+dropped when the reset arrives (they belong to the cleared model), frames before a stop are handed out
+before it.
 
 Bounded by design: at most ``buffer`` frames wait; when the workload falls behind, the oldest is
 dropped and counted, so it always works on the newest. ``frames_dropped`` also counts gaps in
@@ -16,60 +17,29 @@ worker's state restored) it hands out nothing but keeps up to ``hold`` frames (t
 counted), and :meth:`SessionInput.open` hands them all out at the next poll. :meth:`SessionInput.restore`
 starts it where a lost worker's snapshot left off (frames up to that ``seq`` are repeats), and
 :attr:`SessionInput.marks` tells where in the streams what it handed out stands
-(:mod:`modal_workers.runtime.session_marks`).
+(:class:`~modal_workers.runtime.session_resume.StreamMarks`). A snapshot with a memory (the frames its
+state was trained on) restores them too: the feed starts before them, and the frames up to
+``restored_until`` (FRAMES) come out first as ``restored`` (counted nowhere, never dropped for new ones;
+at most :data:`~modal_workers.runtime.session_resume.MEMORY_MAX` frames and ``MEMORY_MAX_BYTES``).
 
-Each frame gets the robot's joint sample nearest to its capture time within ``joint_tolerance_s``.
-When the session expects joints, a frame is held (at most ``joint_tolerance_s`` after it arrived)
-until a sample at or after its time has arrived, so a sample sent a moment after its frame still
-matches.
+Each frame gets the robot's joint sample nearest to its capture time within ``joint_tolerance_s``
+(:class:`~modal_workers.runtime.session_frames.JointTrack`). When the session expects joints, a frame is
+held (at most ``joint_tolerance_s`` after it arrived) until a sample at or after its time has arrived, so
+a sample sent a moment after its frame still matches.
 """
 
 from __future__ import annotations
 
-import bisect
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 from contracts.session_feed import FeedBacklog, FeedControl, FeedFrame, FeedJoints
-from modal_workers.runtime.session_marks import StreamMarks
-
-StopReason = Literal["requested", "idle", "max_duration", "canceled"]
-JOINTS_KEPT = 4096
-"""Joint samples remembered for matching (about two minutes at 30 Hz)."""
-
-
-@dataclass(frozen=True)
-class SessionFrame:
-    """One frame: ``data`` are the encoded image bytes; ``joints`` the matched sample, if any."""
-
-    seq: int
-    ts: float
-    content_type: str
-    data: bytes
-    pose: list[float] | None = None
-    joints: list[float] | None = None
-    joints_ts: float | None = None
-
-    def image(self) -> Any:
-        """The frame decoded as an RGB ``uint8`` array (H × W × 3), or ``None`` when it does not decode."""
-        import cv2
-        import numpy as np
-
-        bgr = cv2.imdecode(np.frombuffer(self.data, np.uint8), cv2.IMREAD_COLOR)
-        return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-@dataclass(frozen=True)
-class SessionBatch:
-    """What one poll found: ready frames (oldest first), a reset, or the reason to stop."""
-
-    frames: list[SessionFrame] = field(default_factory=list)
-    reset: bool = False
-    stop: StopReason | None = None
+from modal_workers.runtime.session_frames import JointTrack, SessionBatch, SessionFrame, StopReason
+from modal_workers.runtime.session_resume import MEMORY_MAX, MEMORY_MAX_BYTES, StreamMarks
 
 
 @dataclass
@@ -77,6 +47,11 @@ class _Pending:
     frame: FeedFrame
     data: bytes
     arrived: float
+    restored: bool = False
+
+    @property
+    def new(self) -> bool:
+        return not self.restored
 
 
 class SessionInput:
@@ -102,8 +77,9 @@ class SessionInput:
         self.clock = clock
         self._cond = threading.Condition()
         self._items: deque[_Pending | FeedControl] = deque()
-        self._joint_ts: list[float] = []
-        self._joints: list[list[float]] = []
+        self._joints = JointTrack(joint_tolerance_s)
+        self.restored_until = 0
+        """The FRAMES sequence up to which frames are a lost worker's memory, handed out as ``restored``."""
         self._started = self._last_frame = clock()
         self._stop: StopReason | None = None
         self.frames_received = self.frames_processed = self.frames_dropped = 0
@@ -122,6 +98,8 @@ class SessionInput:
                 self._put_frame(item, data or b"")
             else:
                 self.last_frame_stream_seq = max(self.last_frame_stream_seq, item.stream_seq)
+                if item.stream_seq <= self.restored_until:
+                    return  # applied before the snapshot whose memory is restored
                 if item.action == "reset":
                     self._drop(lambda queued: isinstance(queued, _Pending))
                 self._items.append(item)
@@ -129,6 +107,12 @@ class SessionInput:
 
     def _put_frame(self, frame: FeedFrame, data: bytes) -> None:
         self.last_frame_stream_seq = max(self.last_frame_stream_seq, frame.stream_seq)
+        if frame.stream_seq <= self.restored_until:
+            self._items.append(_Pending(frame, data, self.clock(), restored=True))
+            restored = [i for i in self._items if isinstance(i, _Pending) and i.restored]
+            while len(restored) > MEMORY_MAX or sum(len(i.data) for i in restored) > MEMORY_MAX_BYTES:
+                self._items.remove(restored.pop(0))  # the oldest go first
+            return
         if frame.seq <= self.frames_received:
             return  # a repeat (a feed that resumed)
         self.frames_dropped += frame.seq - self.frames_received - 1
@@ -136,24 +120,19 @@ class SessionInput:
         self._last_frame = self.clock()
         self._items.append(_Pending(frame, data, self._last_frame))
         if self.held() > (self.buffer if self.opened or self.hold is None else self.hold):
-            oldest = next(i for i in self._items if isinstance(i, _Pending))
+            oldest = next(i for i in self._items if isinstance(i, _Pending) and i.new)
             self._items.remove(oldest)
             self.frames_dropped += 1
 
     def _put_joints(self, sample: FeedJoints) -> None:
         self.last_joints_stream_seq = max(self.last_joints_stream_seq, sample.stream_seq)
         self.joints_received += 1
-        at = bisect.bisect_right(self._joint_ts, sample.ts)
-        self._joint_ts.insert(at, sample.ts)
-        self._joints.insert(at, sample.joint_angles)
+        self._joints.add(sample.ts, sample.joint_angles)
         self.marks.joints(sample.ts, sample.stream_seq)
-        if len(self._joint_ts) > JOINTS_KEPT:
-            del self._joint_ts[0], self._joints[0]
 
     def _drop(self, which: Callable[[Any], bool]) -> None:
-        kept = deque(i for i in self._items if not which(i))
-        self.frames_dropped += len(self._items) - len(kept)
-        self._items = kept
+        self.frames_dropped += sum(isinstance(i, _Pending) and i.new for i in self._items if which(i))
+        self._items = deque(i for i in self._items if not which(i))
 
     def position(self, seq: int) -> tuple[int, int, int, int]:
         """Where a state covering frames up to ``seq`` (and every control handed out) resumes: the FRAMES and
@@ -163,9 +142,22 @@ class SessionInput:
             processed = self.frames_processed - self.marks.handed_after(seq)  # those come again
             return frames_after, joints_after, max(0, processed), self.frames_dropped
 
+    def memory(self, seq: int, count: int) -> tuple[int, int]:
+        """Where the memory of a state covering frames up to ``seq`` starts (FRAMES, TELEMETRY): its newest
+        ``count`` frames since the last control (at most :data:`MEMORY_MAX`), which a later attempt restores."""
+        with self._cond:
+            return self.marks.memory(seq, min(count, MEMORY_MAX), self.tolerance)
+
+    def feed_position(self) -> tuple[int, int, int]:
+        """Where a feed (re)opened now starts: after these FRAMES and TELEMETRY sequences, and the FRAMES sequence
+        up to which its frames are restored ones (0: none left to come)."""
+        with self._cond:
+            restoring = self.restored_until if self.restored_until > self.last_frame_stream_seq else 0
+            return self.last_frame_stream_seq, self.last_joints_stream_seq, restoring
+
     def held(self) -> int:
-        """Frames waiting to be handed out."""
-        return sum(isinstance(i, _Pending) for i in self._items)
+        """New frames waiting to be handed out (restored ones aside)."""
+        return sum(isinstance(i, _Pending) and i.new for i in self._items)
 
     def caught_up(self, timeout: float) -> bool:
         """Whether the feed handed over its backlog (waits up to ``timeout`` seconds for it)."""
@@ -186,13 +178,21 @@ class SessionInput:
             self._cond.notify_all()
             return self.held()
 
-    def restore(self, seq: int, frames_after: int, joints_after: int, processed: int = 0, dropped: int = 0) -> None:
+    def restore(
+        self, seq: int, frames_after: int, joints_after: int, processed: int = 0, dropped: int = 0,
+        memory_after: tuple[int, int] | None = None,
+    ) -> None:  # fmt: skip
         """Start where a snapshot covering frames up to ``seq`` left off: the feed resumes after the stream
         sequences ``frames_after`` (FRAMES) and ``joints_after`` (TELEMETRY); frames up to ``seq`` are
-        repeats; the counts go on from ``processed`` and ``dropped``."""
+        repeats; the counts go on from ``processed`` and ``dropped``. With ``memory_after`` (the FRAMES and
+        TELEMETRY sequences where the snapshot's memory starts) the feed starts there instead, and the frames
+        up to ``frames_after`` come out ``restored``."""
+        frames_from, joints_from = memory_after or (frames_after, joints_after)
         with self._cond:
             self.frames_received, self.frames_processed, self.frames_dropped = seq, processed, dropped
-            self.last_frame_stream_seq, self.last_joints_stream_seq = frames_after, joints_after
+            self.restored_until = frames_after if frames_from < frames_after else 0
+            self.last_frame_stream_seq = min(frames_from, frames_after)
+            self.last_joints_stream_seq = min(joints_from, joints_after)
             self.marks = StreamMarks(frames_after, joints_after)
 
     def close(self, reason: StopReason = "canceled") -> None:
@@ -238,7 +238,7 @@ class SessionInput:
             self.marks.frame(head.frame.seq, head.frame.stream_seq, head.frame.ts)
             frames.append(self._matched(head))
         if frames:
-            self.frames_processed += len(frames)
+            self.frames_processed += sum(not f.restored for f in frames)
             return SessionBatch(frames=frames)
         return self._timed_out()
 
@@ -251,20 +251,14 @@ class SessionInput:
         return None if self._stop is None else SessionBatch(stop=self._stop)
 
     def _ready(self, pending: _Pending) -> bool:
-        if not self.expects_joints or (self._joint_ts and self._joint_ts[-1] >= pending.frame.ts):
+        if not self.expects_joints or self._joints.covers(pending.frame.ts):
             return True
         return self.clock() - pending.arrived >= self.tolerance
 
     def _matched(self, pending: _Pending) -> SessionFrame:
         f = pending.frame
-        joints, joints_ts = None, None
-        if self._joint_ts:
-            at = bisect.bisect_left(self._joint_ts, f.ts)
-            candidates = [i for i in (at - 1, at) if 0 <= i < len(self._joint_ts)]
-            near = min(candidates, key=lambda i: abs(self._joint_ts[i] - f.ts))
-            if abs(self._joint_ts[near] - f.ts) <= self.tolerance:
-                joints, joints_ts = self._joints[near], self._joint_ts[near]
-        return SessionFrame(f.seq, f.ts, f.content_type, pending.data, f.pose, joints, joints_ts)
+        joints, joints_ts = self._joints.nearest(f.ts) or (None, None)
+        return SessionFrame(f.seq, f.ts, f.content_type, pending.data, f.pose, joints, joints_ts, pending.restored)
 
     def stats(self) -> dict[str, int]:
         """Frame and joint counts (what ``ctx.status`` reports with every progress)."""

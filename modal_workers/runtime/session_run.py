@@ -48,11 +48,8 @@ def live_session(runtime: Any, ctx: Any, resumable: bool = False) -> Iterator[Li
     live.on_ready = lambda live, held, load_s: announce(ctx, live, held, load_s)
     robot_id = spec.robot_id or request.job_id
 
-    def positions() -> tuple[int, int]:
-        return live.input.last_frame_stream_seq, live.input.last_joints_stream_seq
-
     recorded = RecordedRun(runtime, ctx, spec, live)
-    opened = runtime.sink.open_session_feed(request, robot_id, live.input.put, positions)
+    opened = runtime.sink.open_session_feed(request, robot_id, live.input.put, live.input.feed_position)
     feed = runtime.call(opened, FEED_START_TIMEOUT_S)
     ctx.session = live
     recorded.start()

@@ -60,6 +60,9 @@ class SessionFeed(Protocol):
 
 OnFeedItem = Callable[[Any, bytes | None], None]
 """Takes each feed item (frame, joints or control) with a frame's bytes, in order, on the loop."""
+FeedPositions = Callable[[], tuple[int, int, int]]
+"""Where a feed (re)opens: after these FRAMES and TELEMETRY sequences, and the FRAMES sequence up to which
+its frames are restored ones (0: none; :meth:`~modal_workers.runtime.session_input.SessionInput.feed_position`)."""
 
 
 async def watch_cancel(sink: EventSink, tenant: str, job_id: str, on_cancel: Callable[[], None]) -> Any:
@@ -110,13 +113,13 @@ class NatsSink:
         return await self._nc.subscribe(subject, cb=on_msg)
 
     async def open_session_feed(
-        self, request: RunRequest, robot_id: str, on_item: OnFeedItem, positions: Callable[[], tuple[int, int]]
+        self, request: RunRequest, robot_id: str, on_item: OnFeedItem, positions: FeedPositions
     ) -> SessionFeed:
         """The session's frames and control (FRAMES) and its robot's joints (TELEMETRY), read straight
         from JetStream after ``positions()`` (a resumed session's; ordered consumers then resume by themselves)."""
         from services.common.session_feed import FeedStart, NatsSessionFeed
 
-        after_frames, after_joints = positions()
+        after_frames, after_joints, _ = positions()
         start = FeedStart(after_frames, after_joints, joints_since=request.created_at)
         ns = self.subjects.ns
         feed = NatsSessionFeed(self._nc.jetstream(), ns, request.tenant, request.job_id, robot_id, on_item, start)
@@ -181,10 +184,11 @@ class IngestSink:
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
 
     async def open_session_feed(
-        self, request: RunRequest, robot_id: str, on_item: OnFeedItem, positions: Callable[[], tuple[int, int]]
+        self, request: RunRequest, robot_id: str, on_item: OnFeedItem, positions: FeedPositions
     ) -> SessionFeed:
         """The session's feed over the gateway's feed socket (the gateway knows the robot and the start);
-        a reconnect resumes after ``positions()`` (the last frame and joint stream sequences seen)."""
+        a reconnect resumes after ``positions()`` (the last frame and joint stream sequences seen, and up to
+        where its frames are a resumed session's restored memory)."""
         from modal_workers.runtime.session_feeds import GatewayFeed, feed_url
 
         feed = GatewayFeed(feed_url(self.url, request.job_id), self._token, on_item, positions)

@@ -8,6 +8,8 @@ tensors, its arrival ``index``, capture ``seq`` and whether a step has used it);
   (reservoir sampling), so a long session neither forgets its first views nor grows without bound;
   separately it tracks the ``latest`` frames by ``seq`` (:attr:`FrameMemory.latest`, oldest first),
   whatever order they arrived in;
+* :meth:`FrameMemory.put_back` takes back the frames a resumed session had trained on before its
+  snapshot (its memory, restored), as used, and samples on as if the frames it stands for had all been added;
 * :meth:`FrameMemory.views` is what one training step looks at: the newest frame plus random kept ones.
 """
 
@@ -62,6 +64,13 @@ class FrameMemory:
         slot = self.rng.randrange(self.added)
         if slot < self.max_frames:
             self.kept[slot] = frame
+
+    def put_back(self, frames: list[PosedFrame], represents: int) -> None:
+        """Remember ``frames`` (trained on before: used) standing for ``represents`` frames added in all."""
+        for frame in frames:
+            frame.used = True
+            self.add(frame)
+        self.added = max(self.added, represents)
 
     @property
     def newest(self) -> PosedFrame:

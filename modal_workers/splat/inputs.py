@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 
 from contracts.specs.session_params import CameraIntrinsics, SplatParams
-from modal_workers.runtime.session_input import SessionFrame
+from modal_workers.runtime.session_frames import SessionFrame
 from modal_workers.runtime.worker_runtime import PermanentError
 from modal_workers.splat.camera import Camera, CameraRig, Intrinsics, resolve_pose
 from modal_workers.splat.settings import SplatSettings

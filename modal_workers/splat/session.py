@@ -19,7 +19,10 @@ one), the final PLY and a complete ``status.json``; the result is
 Each live PLY carries the session's counters (:meth:`~SplatSession.resume_state`), so that a later attempt
 after a lost worker goes on from it (:meth:`~SplatSession.restore`): the Gaussians of that PLY fitted to
 its own trainer (SH degree, Gaussian budget) and the counters; the runtime replays the frames sent after
-the snapshot. The optimiser's moments and the frames the lost worker kept are not restored.
+the snapshot. Each snapshot also names its memory (the newest ``memory`` frames it covers): the runtime
+hands them to the later attempt first as ``restored`` frames, which go back into the trainer's frame
+memory uncounted (:meth:`SplatTrainer.put_back`), so it trains on the views it had rather than only on
+the frames after the snapshot. The optimiser's moments are not restored.
 
 Progress ``fraction`` is frames received over two chunks' worth, capped at 1 (the seed's scale:
 0.5 at 50 frames); its metrics are the names the seed's ``/status`` reads (``gaussians``, ``chunks``,
@@ -36,7 +39,7 @@ from typing import Any
 from contracts.events.jobs import JobArtifactPayload
 from contracts.events.registry import EventType
 from contracts.specs.session_params import SplatParams
-from modal_workers.runtime.session_input import SessionFrame
+from modal_workers.runtime.session_frames import SessionFrame
 from modal_workers.runtime.session_resume import ResumePoint
 from modal_workers.splat.inputs import FrameSource, Skipped
 from modal_workers.splat.model import Gaussians, fitted
@@ -55,10 +58,10 @@ class SplatSession:
 
     def __init__(
         self, ctx: Any, trainer: SplatTrainer, source: FrameSource, params: SplatParams,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic, *, memory: int = 0,
     ) -> None:  # fmt: skip
         self.ctx, self.live, self.trainer, self.source, self.params = ctx, ctx.session, trainer, source, params
-        self.clock = clock
+        self.clock, self.memory, self.restored = clock, memory, 0
         self.chunks: list[str] = []
         self.resets = self.reset_seq = self.last_seq = 0
         self.snapshots = self.status_files = 0
@@ -87,13 +90,24 @@ class SplatSession:
     # -- input --------------------------------------------------------------------------------------
     def take(self, frames: list[SessionFrame]) -> None:
         """Pose each frame and add it to the model (or count why not); after the frame that completes a
-        chunk's worth, write the chunk."""
-        for frame in frames:
+        chunk's worth, write the chunk. Restored frames (a resumed session's memory) go back uncounted."""
+        self._put_back([frame for frame in frames if frame.restored])
+        for frame in (frame for frame in frames if not frame.restored):
             self._take_one(frame)
             every = self.params.chunk_every
             if self.frame_count >= self.chunked + every:
                 self._write_chunk(self.frame_count - self.frame_count % every)
         self.dirty = self.dirty or bool(frames)
+
+    def _put_back(self, frames: list[SessionFrame]) -> None:
+        every, posed = self.params.holdout_every, []
+        for frame in frames:
+            prepared = None if every is not None and frame.seq % every == 0 else self.source.prepare(frame)
+            if prepared is not None and not isinstance(prepared, Skipped):  # held out or unposed: as before
+                posed.append((prepared.image, prepared.camera, prepared.seq))
+        if posed:
+            self.trainer.put_back(posed)
+            self.restored += len(posed)
 
     def _take_one(self, frame: SessionFrame) -> None:
         self.last_seq = max(self.last_seq, frame.seq)
@@ -135,7 +149,9 @@ class SplatSession:
 
     def _snapshot(self, now: float) -> None:
         ply, state = self.trainer.to_ply(), self.resume_state()
-        self.live.snapshot(ply, seq=self.last_seq, name="splat.ply", content_type=PLY_TYPE, state=state)
+        self.live.snapshot(
+            ply, seq=self.last_seq, name="splat.ply", content_type=PLY_TYPE, state=state, memory=self.memory
+        )
         self.last_snapshot, self.steps_since_snapshot, self.snapshot_now = now, 0, False
         self.snapshots += 1
 
@@ -181,7 +197,7 @@ class SplatSession:
             "frames_without_pose": self.without_pose, "frames_invalid": self.invalid, "frames_held_out": self.held_out,
             "gaussians": stats.gaussians,
             "steps": stats.steps, "chunks": len(self.chunks), "snapshots": self.snapshots, "resets": self.resets,
-            "reset_seq": self.reset_seq, "last_seq": self.last_seq,
+            "reset_seq": self.reset_seq, "last_seq": self.last_seq, "frames_restored": self.restored,
         }  # fmt: skip
         if stats.loss is not None:
             figures["loss"] = round(stats.loss, 6)

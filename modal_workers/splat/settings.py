@@ -46,6 +46,13 @@ class SplatSettings(BaseSettings):
         description="On the CPU a session keeps at most this many Gaussians "
         "(or its max_gaussians if lower): the pure-torch rasterizer's cost grows with them.",
     )
+    resume_frames: int = Field(
+        default=256,
+        ge=0,
+        le=512,
+        description="A session resumed after a lost worker gets back this many of the newest frames it trained "
+        "on before its snapshot (its trainer's memory; 0: none, only the frames after the snapshot).",
+    )
     max_image_side: int | None = Field(
         default=None, ge=16, le=8192, description="Frames are shrunk to this longest side (None: 160 CPU, 1024 CUDA)."
     )

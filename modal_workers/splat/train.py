@@ -10,7 +10,8 @@ The session glue calls :meth:`SplatTrainer.add_frame` for each posed frame (H ×
   later frame seeds up to ``grow_per_frame`` more where the current model misses it by more than
   ``grow_error`` (mean absolute error per pixel), so regions the camera reaches later get Gaussians.
 * Frame memory (:class:`~modal_workers.splat.frames.FrameMemory`): at most ``max_frames`` frames
-  are kept, a uniform sample of all frames received, plus the newest ones by ``seq``.
+  are kept, a uniform sample of all frames received, plus the newest ones by ``seq``. A resumed session
+  puts the frames it trained on before its snapshot back (:meth:`SplatTrainer.put_back`), uncounted.
 * A step renders the newest frame (highest ``seq``) and ``views_per_step - 1`` random kept frames,
   takes the mean L1 loss, and makes one Adam step; every ``densify_every`` steps from ``densify_from`` on it densifies
   and prunes (:mod:`modal_workers.splat.densify`), never past ``max_gaussians``.
@@ -111,7 +112,7 @@ class SplatTrainer:
 
     def restore(self, gaussians: Gaussians, steps: int = 0, frames_received: int = 0, frames_used: int = 0) -> None:
         """Go on from ``gaussians`` (a lost worker's snapshot, this trainer's SH degree and budget) and its
-        counts; fresh optimiser moments and no frames kept (the frames that come next train it)."""
+        counts; fresh optimiser moments and no frames kept (until :meth:`put_back` gives its memory back)."""
         self.reset()
         if gaussians.count:
             self.model = GaussianModel(gaussians.map(lambda t: t.to(self.device)), self.config.lrs, self._extent())
@@ -127,13 +128,8 @@ class SplatTrainer:
         ``seq`` orders frames by capture (default: arrival): a worker that is behind may add the
         newest frame first, and steps still favour the frame with the highest ``seq``.
         """
-        k = camera.intrinsics
-        if image.dtype != np.uint8 or image.shape != (k.height, k.width, 3):
-            expected = f"a {k.height}x{k.width}x3 uint8 image"
-            raise PermanentError("invalid_frame", f"expected {expected}, got {image.shape} {image.dtype}")
-        pixels = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
         index = self.frames_received
-        frame = PosedFrame.make(index, index if seq is None else seq, pixels, camera, self.device)
+        frame = self._posed(image, camera, index, index if seq is None else seq)
         self.frames_received += 1
         self.frames.add(frame)
         if self.model is None:
@@ -141,6 +137,24 @@ class SplatTrainer:
         else:
             self._grow(self.model, frame, image)
         return index
+
+    def put_back(self, frames: list[tuple[np.ndarray, Camera, int]]) -> None:
+        """Take back ``(image, camera, seq)`` frames this session trained on before the snapshot it resumed from
+        (its memory): kept as used, not counted as received, growing nothing (the restored Gaussians cover
+        them); they seed a model the snapshot had not initialised yet, as they did."""
+        posed = [self._posed(image, camera, -1, seq) for image, camera, seq in frames]
+        self.frames.put_back(posed, self.frames_received)
+        for frame, (image, _, _) in zip(posed, frames, strict=True):
+            if self.model is None:
+                self._seed(frame, image)
+
+    def _posed(self, image: np.ndarray, camera: Camera, index: int, seq: int) -> PosedFrame:
+        k = camera.intrinsics
+        if image.dtype != np.uint8 or image.shape != (k.height, k.width, 3):
+            expected = f"a {k.height}x{k.width}x3 uint8 image"
+            raise PermanentError("invalid_frame", f"expected {expected}, got {image.shape} {image.dtype}")
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
+        return PosedFrame.make(index, seq, pixels, camera, self.device)
 
     def _seed(self, frame: PosedFrame, image: np.ndarray) -> None:
         c = self.config

@@ -8,7 +8,8 @@ incrementally (:class:`~modal_workers.splat.train.SplatTrainer`); between polls 
 frames are never kept waiting long. Outputs, chunks, counters and the result are
 :class:`~modal_workers.splat.session.SplatSession`'s. The session is ready once the trainer is built;
 a worker lost mid-session is resumed from the newest live PLY
-(:meth:`~modal_workers.splat.session.SplatSession.restore`). A replay's comparison
+(:meth:`~modal_workers.splat.session.SplatSession.restore`) and the newest ``resume_frames`` frames it had
+trained on (its memory, handed back as restored frames). A replay's comparison
 (:mod:`modal_workers.runtime.recording.comparison`) scores both runs' last snapshots on the same recorded
 frames with :func:`ply_psnr`, handed to it as ``ctx.session.scorer``.
 
@@ -33,7 +34,7 @@ from pydantic import ValidationError
 from contracts.specs.jobs import SplatSpec
 from contracts.specs.session_params import SplatParams
 from modal_workers.runtime.live_session import LiveSession
-from modal_workers.runtime.session_input import SessionFrame
+from modal_workers.runtime.session_frames import SessionFrame
 from modal_workers.runtime.session_resume import resumable
 from modal_workers.runtime.worker_runtime import PermanentError
 from modal_workers.splat.inputs import Posed, frame_source
@@ -119,7 +120,7 @@ def serve(params: SplatParams, ctx: Any, settings: SplatSettings, on_cuda: bool)
     source = frame_source(params, settings, on_cuda)
     trainer = SplatTrainer(trainer_config(params, settings, on_cuda))
     live.scorer = partial(ply_psnr, settings=settings, config=trainer.config, on_cuda=on_cuda)
-    session = SplatSession(ctx, trainer, source, params)
+    session = SplatSession(ctx, trainer, source, params, memory=settings.resume_frames)
     if live.resume_point is not None:
         session.restore(live.resume_point, live.resume_snapshot)
     rig = "no URDF: frames need a pose" if source.rig is None else f"camera on {source.rig.chain.tip}"

@@ -112,6 +112,10 @@ class GatewaySettings(ApiKeySettings):
     session_feed_buffer: int = Field(
         default=16, ge=1, le=1024, description="Frames the feed socket holds for a worker that falls behind."
     )
+    session_feed_restored_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024 * 1024, le=1024 * 1024 * 1024,
+        description="Bytes of restored frames (a resumed session's memory) the feed socket holds for its worker.",
+    )  # fmt: skip
     session_compat_ttl_s: float = Field(
         default=48 * 3600.0, gt=0, description="The seed routes' capability URL outlives its session by this."
     )

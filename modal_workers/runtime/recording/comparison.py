@@ -19,7 +19,7 @@ from collections.abc import Callable
 from contracts.recordings.comparison import MAX_EVAL_FRAMES, ChunkPair, RunFigures, SessionComparison
 from contracts.recordings.manifest import RecordedFrame, RecordingManifest
 from modal_workers.runtime.live_session import Scorer
-from modal_workers.runtime.session_input import SessionFrame
+from modal_workers.runtime.session_frames import SessionFrame
 
 EVAL_FRAMES = 8
 _VERTEX = re.compile(rb"^element vertex (\d+)\s*$", re.MULTILINE)

@@ -47,7 +47,7 @@ from contracts.recordings.manifest import (
     RecordingManifest,
 )
 from modal_workers.runtime.recording.settings import RecordingSettings
-from modal_workers.runtime.session_input import SessionFrame
+from modal_workers.runtime.session_frames import SessionFrame
 
 FLUSH_TIMEOUT_S = 120.0
 

@@ -103,7 +103,7 @@ SESSION_FRAMES = Counter(
     ["outcome"], registry=None,
 )  # fmt: skip
 SESSION_FEED_DROPPED = Counter(
-    "gpurelay_session_feed_dropped", "Items a worker's feed socket dropped, oldest first, as it fell behind.",
+    "gpurelay_session_feed_dropped", "Items (frame, restored, joints) a worker's feed socket dropped, oldest first.",
     ["item"], registry=None,
 )  # fmt: skip
 

@@ -5,9 +5,12 @@ A worker that cannot reach NATS (a Modal class) opens this socket with its job-s
 feed from JetStream (:class:`~services.common.session_feed.NatsSessionFeed`, the very reader a local
 worker uses) and relays it: frames as binary messages, joints, control and the backlog mark as text
 (:mod:`contracts.session_feed`). ``?after_frames=`` / ``?after_joints=`` (stream sequences) resume a
-reconnecting worker after what it saw. The relay holds at most ``session_feed_buffer`` frames for a
-worker that falls behind (the oldest is dropped: the worker counts the gap in ``seq``) and at most
-:data:`JOINTS_HELD` joint samples. The socket takes no messages from the worker: one closes it (1008).
+reconnecting worker after what it saw; ``?restored_until=`` (a resumed session's worker, its memory still
+to come) says up to where its frames are restored ones. The relay
+(:class:`~services.gateway.sessions.relay.Relay`) holds at most ``session_feed_buffer`` live frames for a
+worker that falls behind (the oldest is dropped: the worker counts the gap in ``seq``), restored frames up
+to ``session_feed_restored_bytes`` and a bounded number of joint samples. The socket takes no messages
+from the worker: one closes it (1008).
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 
 from fastapi import WebSocket, WebSocketDisconnect
 
@@ -23,62 +25,13 @@ from contracts.session_feed import FeedBacklog, FeedControl, FeedFrame, FeedJoin
 from services.common.auth.apikeys import Principal
 from services.common.auth.ingest_tokens import verify_ingest_token
 from services.common.auth.tokens import TokenExpiredError, TokenInvalidError
-from services.common.observability.metrics import SESSION_FEED_DROPPED
-from services.common.session_feed import FeedItem, FeedStart, NatsSessionFeed
+from services.common.session_feed import FeedStart, NatsSessionFeed
 from services.gateway.sessions.http import PrincipalOf, socket_session
 from services.gateway.sessions.intake import SessionIntake
+from services.gateway.sessions.relay import Relay
 from services.gateway.ws_auth import WS_POLICY, WS_UNAUTHORIZED
 
 log = logging.getLogger(__name__)
-JOINTS_HELD = 4096
-"""Joint samples the relay holds for a worker that falls behind (the oldest go first)."""
-
-
-class Relay:
-    """Feed items waiting for the socket: frames and joints bounded, control never dropped."""
-
-    def __init__(self, max_frames: int) -> None:
-        self.max_frames = max_frames
-        self.items: deque[tuple[FeedItem, bytes | None]] = deque()
-        self.frames = self.joints = self.dropped = 0
-        self.ready = asyncio.Event()
-
-    def put(self, item: FeedItem, data: bytes | None) -> None:
-        """Called by the feed on the event loop; never blocks."""
-        self.items.append((item, data))
-        if isinstance(item, FeedFrame):
-            self.frames += 1
-            if self.frames > self.max_frames:
-                self._drop_oldest(FeedFrame)
-        elif isinstance(item, FeedJoints):
-            self.joints += 1
-            if self.joints > JOINTS_HELD:
-                self._drop_oldest(FeedJoints)
-        self.ready.set()
-
-    def _drop_oldest(self, kind: type) -> None:
-        for index, (item, _) in enumerate(self.items):
-            if isinstance(item, kind):
-                del self.items[index]
-                self.dropped += 1
-                SESSION_FEED_DROPPED.labels("frame" if kind is FeedFrame else "joints").inc()
-                if kind is FeedFrame:
-                    self.frames -= 1
-                else:
-                    self.joints -= 1
-                return
-
-    async def take(self) -> tuple[FeedItem, bytes | None]:
-        """The oldest waiting item (waits for one)."""
-        while not self.items:
-            self.ready.clear()
-            await self.ready.wait()
-        item, data = self.items.popleft()
-        if isinstance(item, FeedFrame):
-            self.frames -= 1
-        elif isinstance(item, FeedJoints):
-            self.joints -= 1
-        return item, data
 
 
 def _sequence(ws: WebSocket, name: str) -> int:
@@ -110,7 +63,10 @@ async def session_feed(websocket: WebSocket, session_id: str) -> None:
         record = await socket_session(websocket, intake, session_id, _ingest_worker(websocket, intake, session_id))
         if record is None:
             return
-        relay = Relay(intake.settings.session_feed_buffer)
+        settings = intake.settings
+        relay = Relay(
+            settings.session_feed_buffer, _sequence(websocket, "restored_until"), settings.session_feed_restored_bytes
+        )
         start = FeedStart(_sequence(websocket, "after_frames"), _sequence(websocket, "after_joints"), record.created_at)
         robot = record.session.robot_id if record.session else None
         state = intake.state

@@ -1,21 +1,23 @@
 """A remote worker's session feed over the gateway's real feed socket, into a real SessionInput.
 
 Frames posted over HTTP and the robot's joints arrive in order, each frame with its nearest sample;
-a reconnect resumes after what the worker saw (nothing twice); stop reaches the workload; a token of
-another job is refused for good.
+a reconnect resumes after what the worker saw (nothing twice); stop reaches the workload; a later attempt's
+input gets its memory back (``restored_until``) before the frames after its snapshot; a token of another job
+is refused for good.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from bench.harness.secrets import INGEST_SECRET
 from contracts.session_feed import FeedFrame
 from modal_workers.runtime.session_feeds import GatewayFeed, feed_url
-from modal_workers.runtime.session_input import SessionBatch, SessionInput
+from modal_workers.runtime.session_frames import SessionBatch
+from modal_workers.runtime.session_input import SessionInput
 from services.common.auth.ingest_tokens import mint_ingest_token
 from tests.support.gateway import Gateway, Tenant
 from tests.support.sessions import jpeg
@@ -38,9 +40,8 @@ async def feeding(
             seen.append(item.seq)
         into.put(item, data)  # type: ignore[arg-type]
 
-    positions: Callable[[], tuple[int, int]] = lambda: (into.last_frame_stream_seq, into.last_joints_stream_seq)  # noqa: E731
     url = feed_url(f"{gateway.url}/v1/internal/jobs/{session_id}/events", session_id)
-    feed = GatewayFeed(url, secret_token, on_item, positions, retry_max_s=0.2)
+    feed = GatewayFeed(url, secret_token, on_item, into.feed_position, retry_max_s=0.2)
     await feed.start()
     try:
         yield feed
@@ -90,6 +91,28 @@ async def test_frames_and_joints_arrive_matched_and_a_reconnect_resumes(gateway:
     assert stop.stop == "requested"
     assert seen == [1, 2, 3, 4, 5]  # the second socket began after frame 3
     assert again.connects == 1
+
+
+async def test_a_later_attempt_gets_the_snapshots_memory_restored_then_the_frames_after_it(
+    gateway: Gateway, acme: Tenant
+) -> None:
+    sid = (await acme.http.post("/v1/sessions", json={"kind": "vlm"})).json()["id"]
+    first = SessionInput(buffer=64)
+    async with feeding(gateway, sid, first, token("acme", sid)):
+        for i in range(24):  # each taken before the next is sent: the first attempt trains on all
+            frame = await acme.http.post(f"/v1/sessions/{sid}/frames", content=jpeg(i), headers=JPEG)
+            assert frame.status_code == 202
+            await polled(first, 1)
+    frames_after, joints_after, processed, dropped = first.position(20)
+    later = SessionInput(buffer=64)
+    later.restore(20, frames_after, joints_after, processed, dropped, memory_after=first.memory(20, 20))
+    assert later.feed_position()[2] == frames_after  # the socket is asked for the memory: ?restored_until=
+    # 20 restored frames come at once, more than the relay's 16 live ones: none is dropped
+    async with feeding(gateway, sid, later, token("acme", sid)):
+        batches = await polled(later, 24)
+    frames = [(f.seq, f.restored) for b in batches for f in b.frames]
+    assert frames == [(seq, seq <= 20) for seq in range(1, 25)]
+    assert later.stats()["frames_processed"] == 24
 
 
 async def test_a_token_of_another_session_is_refused_for_good(gateway: Gateway, acme: Tenant) -> None:

@@ -13,7 +13,7 @@ from contracts.recordings.layout import HEAD_NAME, RecordingHead, assemble, inde
 from contracts.recordings.manifest import RecordingManifest
 from modal_workers.runtime.recording.settings import RecordingSettings
 from modal_workers.runtime.recording.writer import RecordingWriter
-from modal_workers.runtime.session_input import SessionFrame
+from modal_workers.runtime.session_frames import SessionFrame
 from tests.support.sessions import jpeg, png
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from contracts.specs.session_params import SplatParams
-from modal_workers.runtime.session_input import SessionFrame
+from modal_workers.runtime.session_frames import SessionFrame
 from modal_workers.runtime.worker_runtime import PermanentError
 from modal_workers.splat.camera import CameraRig, Intrinsics, look_at
 from modal_workers.splat.inputs import Posed, Skipped, frame_source, intrinsics_for, urdf_path
