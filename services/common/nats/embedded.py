@@ -22,6 +22,7 @@ GOMAXPROCS rows, compares the two settings).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -36,10 +37,11 @@ from pathlib import Path
 from types import TracebackType
 
 from services.common.nats.server_config import SYNC_ALWAYS, ClusterConfig, ServerConfig, ServerTls
-from services.common.nats.server_probe import server_name_at
 from services.common.processes import PidFile, preexec_die_with_parent, usable_cores, wait_exited
 
 log = logging.getLogger(__name__)
+INFO_MAX_BYTES = 64 * 1024
+"""A greeting longer than this is not one (a server's INFO is a few hundred bytes)."""
 STALE_STOP_S = 10.0
 """How long a stale server gets to shut down after SIGTERM before SIGKILL."""
 
@@ -79,6 +81,27 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def server_name_at(host: str, port: int, timeout_s: float = 0.2) -> str:
+    """The ``server_name`` in the INFO a server on ``host:port`` greets with; :class:`OSError` when
+    nothing answers there in time, or something that is not a NATS server does. A port picked free
+    can be taken by another server before ours binds it, so :meth:`EmbeddedNats.wait_ready` waits
+    for the greeting carrying the name it gave its server, not for any greeting."""
+    with socket.create_connection((host, port), timeout=timeout_s) as sock:
+        data = b""
+        while b"\r\n" not in data and len(data) < INFO_MAX_BYTES:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    line, _, _ = data.partition(b"\r\n")
+    if not line.startswith(b"INFO "):
+        raise OSError(f"no NATS greeting on {host}:{port}")
+    try:
+        return str(json.loads(line[5:]).get("server_name", ""))
+    except (ValueError, AttributeError) as exc:
+        raise OSError(f"a malformed NATS greeting on {host}:{port}") from exc
 
 
 class EmbeddedNats:

@@ -10,8 +10,7 @@ import nats
 import pytest
 
 from services.common.nats import embedded as embedded_nats
-from services.common.nats.embedded import EmbeddedNats, PortTakenError
-from services.common.nats.server_probe import server_name_at
+from services.common.nats.embedded import EmbeddedNats, PortTakenError, server_name_at
 
 
 def test_a_picked_port_another_server_took_is_picked_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
