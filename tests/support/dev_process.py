@@ -26,6 +26,10 @@ def read_env_file(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in path.read_text().splitlines() if line)
 
 
+START_LINE_S = 90.0
+"""How long ``gpurelay dev`` may go without a line while it starts (seconds alone; at load 16, past 30)."""
+
+
 @asynccontextmanager
 async def running_dev(data_dir: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, dict[str, str]]]:
     """``gpurelay dev`` in a child process; yields once it printed that it is ready."""
@@ -47,7 +51,7 @@ async def running_dev(data_dir: Path) -> AsyncIterator[tuple[asyncio.subprocess.
     reader: asyncio.Task[None] | None = None
     try:
         while True:
-            line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+            line = (await asyncio.wait_for(proc.stdout.readline(), START_LINE_S)).decode()
             assert line, f"gpurelay dev exited before it was ready: {''.join(seen)}"
             seen.append(line)
             if READY_LINE in line:
