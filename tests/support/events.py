@@ -75,10 +75,11 @@ def job_event(tenant: str, job_id: str, type_: EventType, payload: BaseModel | N
 
 
 async def publish(js: JetStreamContext, subjects: Subjects, event: EventEnvelope) -> int:
-    """Publish a job event as the platform does; its stream sequence."""
+    """Publish a job event as the platform does; its stream sequence (its ack waited up to 10 s: nats-py's
+    default 5 s ran out under a loaded machine's fsyncs)."""
     assert event.job_id is not None
     subject = subjects.job_event(event.tenant, event.job_id, job_event_name(event.type))
-    ack = await js.publish(subject, event.to_json_bytes(), headers={"Nats-Msg-Id": event.id})
+    ack = await js.publish(subject, event.to_json_bytes(), headers={"Nats-Msg-Id": event.id}, timeout=10)
     return int(ack.seq)
 
 
