@@ -115,6 +115,7 @@ class CatchUpReader:
         self.direct = direct if direct is not None else DirectGets()
         self.one_by_one = OneByOne(js, stream, subjects)
         self.horizon = 0
+        """The round's horizon: it reads up to this stream sequence; what was stored after comes by the hand-over."""
         self.lagging = 0
         """Batches that came back with nothing before their subject's end (a lagging or paused replica)."""
         self._round: list[Part] | None = None

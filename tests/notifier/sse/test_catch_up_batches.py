@@ -5,10 +5,9 @@ declared without ``allow_direct``, a message get per event with one warning."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -23,22 +22,13 @@ from services.common.nats.connection import apply_declarations
 from services.common.nats.embedded import EmbeddedNats
 from services.notifier.sse.catch_up import BATCH, CatchUpReader
 from services.notifier.sse.direct_get import Stored
-from services.notifier.sse.hub import Hub, job_key, tenant_key
+from services.notifier.sse.hub import job_key, tenant_key
 from services.notifier.sse.tap import Tap
 from tests.support.events import job_event, publish
+from tests.support.notifier import shared_hub
 
 EVENTS = 1_000
 REQUESTS = ("stream msg get", "direct get", "stream info", "consumer create", "pull request", "consumer delete")
-
-
-@contextlib.asynccontextmanager
-async def _hub(nc: NatsClient, js: JetStreamContext, namespace: Namespace) -> AsyncIterator[Hub]:
-    hub = Hub(nc, js, namespace.stream(JOBS), namespace.subject(""), 64, 5.0)
-    await hub.start()
-    try:
-        yield hub
-    finally:
-        await hub.stop()
 
 
 async def _take(tap: Tap, n: int) -> list[int]:
@@ -76,7 +66,7 @@ async def test_a_catch_up_of_a_thousand_events_costs_at_most_ten_requests(
 ) -> None:
     published = [await publish(js, subjects, job_event("acme", "job_long", EventType.JOB_LOG)) for _ in range(EVENTS)]
     stream = namespace.stream(JOBS)
-    async with counting(nats_server.url) as counter, _hub(nc, js, namespace) as hub:
+    async with counting(nats_server.url) as counter, shared_hub(nc, js, namespace, 5.0) as hub:
         await _hub_pulling(counter, stream)
         tap = Tap(hub, job_key("acme", "job_long"), [subjects.job_events("acme", "job_long")], 0, 256)
         async with counter.window() as tally, tap:
@@ -130,7 +120,7 @@ async def test_the_hand_over_to_the_live_tail_has_no_gap_and_no_repeat(
     for n in range(100):
         await job("job_a" if n % 2 else "job_b")
     tenant = [subjects.tenant_jobs("acme"), namespace.subject("uploads.acme.>")]
-    async with _hub(nc, js, namespace) as hub:
+    async with shared_hub(nc, js, namespace, 5.0) as hub:
         taps = {
             "job": Tap(hub, job_key("acme", "job_a"), [subjects.job_events("acme", "job_a")], 0, 16),
             "tenant": Tap(hub, tenant_key("acme"), tenant, 0, 16),
@@ -175,7 +165,7 @@ async def test_a_lagging_replicas_empty_and_short_batches_skip_nothing(
 ) -> None:
     await publish(js, subjects, job_event("acme", "job_before", EventType.JOB_LOG))
     published = [await publish(js, subjects, job_event("acme", "job_lag", EventType.JOB_LOG)) for _ in range(300)]
-    async with _hub(nc, js, namespace) as hub:
+    async with shared_hub(nc, js, namespace, 5.0) as hub:
         tap = Tap(hub, job_key("acme", "job_lag"), [subjects.job_events("acme", "job_lag")], 0, 64)
         # It lacks the job's first event at first (an empty batch), then lags behind twice (short ones).
         tap.reader = LaggingReplica(tap, [published[0] - 1, published[10], published[0] - 1, published[150]])
@@ -201,7 +191,7 @@ async def test_a_stream_without_allow_direct_is_read_one_get_per_event_with_one_
     published = [await publish(js, subjects, job_event("acme", "job_old", EventType.JOB_LOG)) for _ in range(20)]
     stream = namespace.stream(JOBS)
     caplog.set_level(logging.WARNING, logger="services.notifier.sse.catch_up")
-    async with counting(nats_server.url) as counter, _hub(nc, js, namespace) as hub:
+    async with counting(nats_server.url) as counter, shared_hub(nc, js, namespace, 5.0) as hub:
         await _hub_pulling(counter, stream)
         async with counter.window() as tally:
             for _ in range(2):

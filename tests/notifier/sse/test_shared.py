@@ -19,21 +19,11 @@ from contracts.subjects import Namespace, Subjects
 from services.common.auth.apikeys import ApiKeyStore
 from services.notifier.sse.catch_up import CatchUpReader
 from services.notifier.sse.direct_get import Stored
-from services.notifier.sse.hub import Hub, job_key, tenant_key
+from services.notifier.sse.hub import job_key, tenant_key
 from services.notifier.sse.tap import Tap
 from tests.notifier.sse.client import SseReader
 from tests.support.events import create_job, job_event, publish
-from tests.support.notifier import Notifier, sse_streams
-
-
-@contextlib.asynccontextmanager
-async def _hub(nc: NatsClient, js: JetStreamContext, namespace: Namespace) -> AsyncIterator[Hub]:
-    hub = Hub(nc, js, namespace.stream(JOBS), namespace.subject(""), 64, 1.0)
-    await hub.start()
-    try:
-        yield hub
-    finally:
-        await hub.stop()
+from tests.support.notifier import Notifier, shared_hub, sse_streams
 
 
 async def _read(tap: Tap, last: dict[str, int], gate: asyncio.Event) -> list[int]:
@@ -81,7 +71,7 @@ async def test_catch_up_hands_over_to_the_live_tail_while_events_are_published(
         for i in range(n):
             await put_one(jobs[i % 2])
 
-    async with _hub(nc, js, namespace) as hub:
+    async with shared_hub(nc, js, namespace) as hub:
         await put(150)  # a backlog to catch up on
         mid = published[jobs[0]][40]
         job_subject, tenant = subjects.job_events("acme", jobs[0]), [subjects.tenant_jobs("acme")]
