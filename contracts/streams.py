@@ -39,6 +39,11 @@ class StreamDecl(Contract):
     )
     max_consumers: int = Field(default=-1, description="-1 is the server's default (1,000 on nats-server 2.15).")
     replicas: int = Field(default=1, ge=1, le=5, description="Copies kept on a cluster's nodes (1 on a single server).")
+    allow_direct: bool = Field(
+        default=False,
+        description="Direct gets (``$JS.API.DIRECT.GET``), batches included, answered by any replica, not only the "
+        "leader.",
+    )
     description: str = ""
 
 
@@ -155,6 +160,7 @@ def declarations(
                 max_age_s=30 * DAY,
                 duplicate_window_s=120.0,
                 max_consumers=JOBS_MAX_CONSUMERS,
+                allow_direct=True,  # SSE catch-ups read it in batches (services/notifier/sse/catch_up.py)
                 description="Every job and upload event: the platform's log of record.",
             ),
             StreamDecl(

@@ -1,4 +1,5 @@
-"""What an SSE tap's catch-up costs NATS: the requests it makes to read a job's stored events."""
+"""What an SSE tap's catch-up costs NATS: the requests it makes to read a job's stored events (direct get
+batches after the leader's end, :mod:`services.notifier.sse.catch_up`)."""
 
 from __future__ import annotations
 
@@ -12,28 +13,35 @@ from services.notifier.sse.hub import Hub, job_key
 from services.notifier.sse.tap import Tap
 
 SETTLE_S = 2.0
-REQUESTS = ("stream msg get", "direct get", "consumer create", "consumer delete", "pull request", "consumer info")
+REQUESTS = (
+    "stream msg get", "direct get", "stream info",
+    "consumer create", "consumer delete", "pull request", "consumer info",
+)  # fmt: skip
 
 
-async def catch_up_requests(stack: Stack, events: int) -> tuple[int, bool]:
-    """Requests one tap makes to catch up on a job's ``events`` stored events, and whether it read them
-    all, in order."""
+async def catch_up_requests(stack: Stack, events: int, one_get_each: bool = False) -> tuple[int, bool]:
+    """Requests one tap makes to catch up on a job's ``events`` stored events (``one_get_each``: by a
+    message get per event, as on a stream without ``allow_direct``), and whether it read them all, in order."""
     assert stack.counter._nc is not None
     nc, js = stack.counter._nc, stack.counter._nc.jetstream()
-    subjects, job = Subjects(Namespace("")), f"job_catch_up_{events}"
+    subjects, job = Subjects(Namespace("")), f"job_catch_up_{events}_{int(one_get_each)}"
     seqs = []
     for n in range(events):
         payload = JobLogPayload(message=f"line {n}")
         event = make_event(EventType.JOB_LOG, payload, tenant="dev", source="bench", job_id=job)
         seqs.append((await js.publish(subjects.job_event("dev", job, "log"), event.to_json_bytes())).seq)
-    await asyncio.sleep(SETTLE_S)  # the stack's own readers (fan-out, hub) done with them, out of the window
     hub = Hub(nc, js, "JOBS", "", 64, 5.0)
     await hub.start()
+    hub.direct.allowed = not one_get_each
+    # The stack's own readers (fan-out, hub) done with them, and this hub's consumer made and its first
+    # pull sent (a pull lasts 30 s), all out of the window: it counts the tap's requests alone.
+    await asyncio.sleep(SETTLE_S)
     tap = Tap(hub, job_key("dev", job), [subjects.job_events("dev", job)], 0, 256)
     try:
         async with stack.counter.window() as tally, tap:
             got = [item.seq for _ in range(events) if (item := await tap.get(10.0)) is not None]
     finally:
         await hub.stop()
-    requests = sum(n for (kind, source), n in tally.sources.items() if kind in REQUESTS and ".JOBS" in source)
+    # On JOBS itself (its name a whole token: not JOBS_FOLD, whose partitions pull on their own)
+    requests = sum(n for (kind, source), n in tally.sources.items() if kind in REQUESTS and ".JOBS." in f"{source}.")
     return requests, got == seqs

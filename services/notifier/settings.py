@@ -58,6 +58,13 @@ class NotifierSettings(ApiKeySettings):
     sse_hub_buffer: int = Field(
         default=4096, ge=16, description="Events the shared SSE subscription reads ahead of its fan-out."
     )
+    sse_catch_up_batch: int = Field(
+        default=256,
+        ge=1,
+        le=10_000,
+        description="Events an SSE stream's catch-up reads per direct-get batch at most (and never more than "
+        "the room in its buffer, sse_buffer).",
+    )
     webhook_endpoint_concurrency: int = Field(
         default=32, ge=1, le=256, description="Webhook attempts in flight per endpoint queue (one per job at a time)."
     )

@@ -97,4 +97,12 @@ async def open_state(settings: NotifierSettings, nc: NatsClient) -> NotifierStat
 def _hub(settings: NotifierSettings, nc: NatsClient, js: JetStreamContext) -> Hub:
     ns = settings.ns
     prefix = ns.subject("")
-    return Hub(nc, js, ns.stream(streams.JOBS), prefix, settings.sse_hub_buffer, settings.sse_pull_heartbeat_s)
+    return Hub(
+        nc,
+        js,
+        ns.stream(streams.JOBS),
+        prefix,
+        settings.sse_hub_buffer,
+        settings.sse_pull_heartbeat_s,
+        settings.sse_catch_up_batch,
+    )

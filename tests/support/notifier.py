@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI
+from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from pydantic import SecretStr
@@ -14,7 +17,7 @@ from bench.harness.secrets import SIGNING_SECRET
 from contracts.streams import JOBS
 from contracts.subjects import Namespace
 from services.notifier.settings import NotifierSettings
-from services.notifier.sse.hub import HUB_DESCRIPTION
+from services.notifier.sse.hub import HUB_DESCRIPTION, Hub
 from services.notifier.state import NotifierState
 from services.notifier.webhooks.fanout import FANOUT_DURABLE
 
@@ -68,3 +71,16 @@ async def fanout_consumer_exists(js: JetStreamContext, namespace: Namespace) -> 
     except NotFoundError:
         return False
     return True
+
+
+@contextlib.asynccontextmanager
+async def shared_hub(
+    nc: NatsClient, js: JetStreamContext, namespace: Namespace, heartbeat_s: float = 1.0
+) -> AsyncIterator[Hub]:
+    """A started SSE hub on the namespace's JOBS (reading ahead 64 events), stopped at the end."""
+    hub = Hub(nc, js, namespace.stream(JOBS), namespace.subject(""), 64, heartbeat_s)
+    await hub.start()
+    try:
+        yield hub
+    finally:
+        await hub.stop()

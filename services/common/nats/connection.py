@@ -133,6 +133,7 @@ def stream_config(decl: StreamDecl) -> StreamConfig:
         discard_new_per_subject=decl.discard_new_per_subject,
         max_consumers=decl.max_consumers,
         num_replicas=decl.replicas,
+        allow_direct=decl.allow_direct,
     )
 
 
@@ -182,6 +183,7 @@ def _stream_differs(current: StreamConfig, wanted: StreamConfig) -> bool:
         or bool(current.discard_new_per_subject) != bool(wanted.discard_new_per_subject)
         or (current.description or None) != (wanted.description or None)
         or (current.num_replicas or 1) != (wanted.num_replicas or 1)
+        or bool(current.allow_direct) != bool(wanted.allow_direct)
     )
 
 

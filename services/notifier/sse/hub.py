@@ -6,7 +6,8 @@ no repeat), in stream order, and offers each to the :class:`~services.notifier.s
 connection that follows its job (``("job", tenant, job_id)``) or its tenant (``("tenant", tenant)``).
 The server's consumer count is therefore one per notifier process, whatever the number of
 connections; each tap catches up from the stream itself (:mod:`services.notifier.sse.tap`) and takes
-over the live tail by sequence.
+over the live tail by sequence. The hub also holds what the taps' catch-ups share: their batch size and
+whether the stream answers direct gets (read from its config at start).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from services.common.nats.connection import cancel_and_wait
+from services.notifier.sse.catch_up import BATCH, DirectGets
 from services.notifier.sse.feed import RETRY_S, Feed, Item
 
 log = logging.getLogger(__name__)
@@ -50,10 +52,19 @@ class Hub:
     """One live subscription per process; :meth:`dispatch` hands each event to the taps of its keys."""
 
     def __init__(
-        self, nc: NatsClient, js: JetStreamContext, stream: str, prefix: str, size: int, heartbeat_s: float
+        self,
+        nc: NatsClient,
+        js: JetStreamContext,
+        stream: str,
+        prefix: str,
+        size: int,
+        heartbeat_s: float,
+        catch_up_batch: int = BATCH,
     ) -> None:
         self.nc, self.js, self.stream, self.prefix = nc, js, stream, prefix
-        self.size, self.heartbeat_s = size, heartbeat_s
+        self.size, self.heartbeat_s, self.catch_up_batch = size, heartbeat_s, catch_up_batch
+        self.direct = DirectGets()
+        """Whether the stream answers direct gets: the taps' catch-ups read in batches if so."""
         self.taps: dict[Key, set[Subscriber]] = defaultdict(set)
         self.head = 0
         """The last stream sequence dispatched."""
@@ -63,6 +74,8 @@ class Hub:
         """Follow the stream from its current end (every tap catches up from the stream itself)."""
         info = await self.js.stream_info(self.stream)
         self.head = info.state.last_seq
+        if not info.config.allow_direct:
+            self.direct.refuse(self.stream)
         self._task = asyncio.create_task(self._run(), name="sse-hub")
 
     async def stop(self) -> None:

@@ -3,20 +3,21 @@
 A :class:`Tap` is what :func:`~services.notifier.sse.stream.frames` reads (the same ``async with`` /
 ``get`` / ``gone`` protocol as :class:`~services.notifier.sse.feed.Feed`) without a consumer of its own:
 
-* **Catch-up.** It reads its subjects' events after its cursor straight from the stream, one
-  ``next_by_subj`` message get at a time (:class:`StreamReader`), never more than its buffer has
-  room for: a slow reader leaves its backlog in JetStream.
+* **Catch-up.** It reads its subjects' events after its cursor straight from the stream, in batches
+  of direct gets up to an end the stream leader gave (:class:`~services.notifier.sse.catch_up.CatchUpReader`),
+  never more than its buffer has room for: a slow reader leaves its backlog in JetStream.
 * **Hand-over.** While catching up it is *armed*: the hub's live events for it are kept in
-  ``pending`` (at most ``size``; past that it disarms and re-arms later). When a read finds nothing
-  more while armed, every message stored before that read has been read, and every one stored after
-  it reaches ``pending`` or the live queue (the hub delivers in stream order, and the tap was armed
-  before the read): the pending events after the cursor are queued and the tap goes live. No gap,
-  no duplicate (a sequence at or below the cursor is dropped).
+  ``pending`` (at most ``size``; past that it disarms and re-arms later). When a round of reads finds
+  nothing more while armed, every message stored before the round began has been read, and every
+  one stored after it reaches ``pending`` or the live queue (the hub delivers in stream order, and the
+  tap was armed before the round): the pending events after the cursor are queued and the tap goes
+  live. No gap, no duplicate (a sequence at or below the cursor is dropped).
 * **Live.** The hub queues its events; one arriving at a full buffer (a slow client) turns the tap
   back to catch-up, armed, from the last event queued: the backlog is read from the stream again
   once the client drains its buffer. A client that stops reading is cut by the send timeout.
 
-Memory per connection: at most ``2 × size`` events (the queue and ``pending``).
+Memory per connection: at most ``2 × size`` events (the queue with what its reader read ahead, and
+``pending``), one ``size`` more on a tenant stream (its reader reads ahead on each of its two subjects).
 """
 
 from __future__ import annotations
@@ -27,41 +28,13 @@ import logging
 from collections import deque
 
 import nats.errors
-from nats.js import JetStreamContext
-from nats.js.api import RawStreamMsg
-from nats.js.errors import NotFoundError
 
+from services.notifier.sse.catch_up import CatchUpReader
+from services.notifier.sse.direct_get import Stored
 from services.notifier.sse.feed import RECOVER_S, RETRY_S, Item, read_item
 from services.notifier.sse.hub import Hub, Key
 
 log = logging.getLogger(__name__)
-
-
-class StreamReader:
-    """The next stored message on any of ``subjects`` after a sequence, by direct message gets."""
-
-    def __init__(self, js: JetStreamContext, stream: str, subjects: list[str]) -> None:
-        self.js, self.stream, self.subjects = js, stream, subjects
-        self.heads: dict[str, RawStreamMsg | None] = {}
-        """Per subject, the next message read ahead (kept while it is after the cursor)."""
-
-    async def next(self, after: int) -> RawStreamMsg | None:
-        """The first message after ``after`` on any subject; ``None`` when the stream has none (yet)."""
-        best: tuple[str, RawStreamMsg] | None = None
-        for subject in self.subjects:
-            head = self.heads.get(subject)
-            if head is None or (head.seq or 0) <= after:
-                try:
-                    head = await self.js.get_msg(self.stream, seq=after + 1, subject=subject, next=True)
-                except NotFoundError:
-                    head = None
-                self.heads[subject] = head
-            if head is not None and (best is None or (head.seq or 0) < (best[1].seq or 0)):
-                best = (subject, head)
-        if best is None:
-            return None
-        self.heads[best[0]] = None
-        return best[1]
 
 
 class Tap:
@@ -69,7 +42,7 @@ class Tap:
 
     def __init__(self, hub: Hub, key: Key, subjects: list[str], after: int, size: int) -> None:
         self.hub, self.key, self.size = hub, key, size
-        self.reader = StreamReader(hub.js, hub.stream, subjects)
+        self.reader = CatchUpReader(hub.nc, hub.js, hub.stream, subjects, hub.catch_up_batch, hub.direct)
         self.cursor = after
         """The last stream sequence queued (or skipped); the stream is read after it."""
         self.queue: deque[Item] = deque()
@@ -134,8 +107,8 @@ class Tap:
                     return
                 self.armed, self.pending = True, []
                 continue
-            self.cursor = max(self.cursor, msg.seq or 0)
-            if (item := read_item(msg.seq or 0, msg.subject or "", msg.data or b"", msg.headers)) is not None:
+            self.cursor = max(self.cursor, msg.seq)
+            if (item := read_item(msg.seq, msg.subject, msg.data, msg.headers)) is not None:
                 self.queue.append(item)
 
     def _go_live(self) -> None:
@@ -146,12 +119,12 @@ class Tap:
                 self.handed_over += 1
         self.pending, self.armed, self.live = [], False, True
 
-    async def _read(self) -> RawStreamMsg | None:
+    async def _read(self) -> Stored | None:
         """The next message after the cursor, retried while NATS is away (then the tap is :attr:`gone`)."""
         deadline = asyncio.get_running_loop().time() + RECOVER_S
         while True:
             try:
-                return await self.reader.next(self.cursor)
+                return await self.reader.next(self.cursor, self.size - len(self.queue))
             except (nats.errors.Error, TimeoutError) as exc:
                 if asyncio.get_running_loop().time() > deadline:
                     log.warning("an SSE stream could not read its catch-up: %r", exc)

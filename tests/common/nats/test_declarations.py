@@ -72,6 +72,21 @@ async def test_the_jobs_bucket_republishes_what_it_stores_and_an_older_bucket_is
     assert (await apply_declarations(js, decls)).updated == []
 
 
+async def test_jobs_answers_direct_gets_and_an_older_stream_is_brought_to_it(
+    js: JetStreamContext, decls: Declarations, namespace: Namespace
+) -> None:
+    name = decls.stream(JOBS, namespace).name
+    without = decls.model_copy(
+        update={"streams": tuple(s.model_copy(update={"allow_direct": False}) for s in decls.streams)}
+    )
+    await apply_declarations(js, without)  # a JOBS declared before SSE catch-ups read it in batches
+    assert not (await js.stream_info(name)).config.allow_direct
+    report = await apply_declarations(js, decls)  # what `gpurelay nats declare` does
+    assert report.updated == [name]
+    assert (await js.stream_info(name)).config.allow_direct
+    assert (await apply_declarations(js, decls)).updated == []
+
+
 async def test_one_msg_id_stores_one_message(
     js: JetStreamContext, declared: Declarations, namespace: Namespace
 ) -> None:

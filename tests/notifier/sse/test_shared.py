@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from nats.js.api import RawStreamMsg
 from nats.js.kv import KeyValue
 
 from bench.harness.waiting import wait_for
@@ -18,21 +17,13 @@ from contracts.events.registry import EventType
 from contracts.streams import JOBS, Declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.auth.apikeys import ApiKeyStore
-from services.notifier.sse.hub import Hub, job_key, tenant_key
-from services.notifier.sse.tap import StreamReader, Tap
+from services.notifier.sse.catch_up import CatchUpReader
+from services.notifier.sse.direct_get import Stored
+from services.notifier.sse.hub import job_key, tenant_key
+from services.notifier.sse.tap import Tap
 from tests.notifier.sse.client import SseReader
 from tests.support.events import create_job, job_event, publish
-from tests.support.notifier import Notifier, sse_streams
-
-
-@contextlib.asynccontextmanager
-async def _hub(nc: NatsClient, js: JetStreamContext, namespace: Namespace) -> AsyncIterator[Hub]:
-    hub = Hub(nc, js, namespace.stream(JOBS), namespace.subject(""), 64, 1.0)
-    await hub.start()
-    try:
-        yield hub
-    finally:
-        await hub.stop()
+from tests.support.notifier import Notifier, shared_hub, sse_streams
 
 
 async def _read(tap: Tap, last: dict[str, int], gate: asyncio.Event) -> list[int]:
@@ -47,16 +38,17 @@ async def _read(tap: Tap, last: dict[str, int], gate: asyncio.Event) -> list[int
     return seqs
 
 
-class RacingReader(StreamReader):
+class RacingReader(CatchUpReader):
     """A catch-up reader that, when it finds the end while its tap is armed, has an event published and
     delivered by the hub before it answers: stored after the read, so only the hand-over can carry it."""
 
     def __init__(self, tap: Tap, publish_one: Callable[[], Awaitable[int]]) -> None:
-        super().__init__(tap.reader.js, tap.reader.stream, tap.reader.subjects)
+        r = tap.reader
+        super().__init__(r.nc, r.js, r.stream, r.subjects, r.batch, r.direct)
         self.tap, self.publish_one, self.raced = tap, publish_one, 0
 
-    async def next(self, after: int) -> RawStreamMsg | None:
-        msg = await super().next(after)
+    async def next(self, after: int, room: int = 1) -> Stored | None:
+        msg = await super().next(after, room)
         if msg is None and self.tap.armed:
             self.raced += 1
             seq = await self.publish_one()
@@ -79,7 +71,7 @@ async def test_catch_up_hands_over_to_the_live_tail_while_events_are_published(
         for i in range(n):
             await put_one(jobs[i % 2])
 
-    async with _hub(nc, js, namespace) as hub:
+    async with shared_hub(nc, js, namespace) as hub:
         await put(150)  # a backlog to catch up on
         mid = published[jobs[0]][40]
         job_subject, tenant = subjects.job_events("acme", jobs[0]), [subjects.tenant_jobs("acme")]
