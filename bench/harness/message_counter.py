@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -135,6 +135,8 @@ class MessageCounter:
 
     def __init__(self) -> None:
         self.tally = Tally()
+        self.observers: list[Callable[[Msg], None]] = []
+        """Called with each message counted (a harness that waits for a message it sees, e.g. an ack)."""
         self._nc: Client | None = None
         self._sub: Subscription | None = None
 
@@ -147,6 +149,8 @@ class MessageCounter:
 
     async def _count(self, msg: Msg) -> None:
         self.tally.add(kind_of(msg.subject, msg.reply, msg.headers), bucket_of(msg.subject, msg.reply))
+        for observe in self.observers:
+            observe(msg)
 
     async def settle(self) -> None:
         """Count what the server sent up to now (a round trip, then the queued callbacks)."""

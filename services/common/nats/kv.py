@@ -2,11 +2,18 @@
 
 nats-py lists keys (``kv.keys()``, ``kv.watch(...)`` until its ``None`` marker) with an ordered push
 consumer whose "initial values done" marker comes from each message's ``num_pending``, and that
-listing ends early now and then (a key written before the listing began is missed). Here a pull
-consumer is created with ``LAST_PER_SUBJECT`` and read until the server says nothing is pending (each
-fetched message's ``num_pending``). A key written during the listing comes again with its new value
-(its old message may be gone by then: a bucket keeps one per key), so the newest value of each key is
-kept and a key deleted meanwhile is left out: the listing is the bucket as it was at its end.
+listing ends early now and then (a key written before the listing began is missed). Here
+(:func:`kv_entries`) a pull consumer is created with ``LAST_PER_SUBJECT`` and read until the server
+says nothing is pending (each fetched message's ``num_pending``). A key written during the listing
+comes again with its new value (its old message may be gone by then: a bucket keeps one per key), so
+the newest value of each key is kept and a key deleted meanwhile is left out: the listing is the
+bucket as it was at its end.
+
+A consumer costs some eight messages whatever it finds (its creation, its info, a pull, the server's
+advisories). A filter that matches a few keys is read cheaper by :func:`kv_scan`: the stream leader's
+message gets by subject (``next_by_subj``), two messages per stored entry and two for the end. Both
+read from the leader, so a write acknowledged before the read began is in it (a direct get may be
+answered by a replica that lags, so a batched direct get is not used for this).
 """
 
 from __future__ import annotations
@@ -14,12 +21,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 MARKER_REASON = "Nats-Marker-Reason"
 """Set on the server's own delete/expiry markers (nats-server 2.11+)."""
 FETCH_BATCH = 256
 FETCH_TIMEOUT_S = 5.0
+SCAN_GETS = 4
+"""The most entries :func:`kv_scan` reads by message gets before it lists by consumer (about its cost)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +62,35 @@ async def kv_entries(kv: KeyValue, key_filter: str = ">", *, meta_only: bool = F
         while remaining > 0:
             for msg in await sub.fetch(min(remaining, FETCH_BATCH), timeout=FETCH_TIMEOUT_S):
                 remaining = msg.metadata.num_pending
-                headers, key = msg.headers or {}, msg.subject[len(prefix) :]
-                gone = headers.get(KV_OP) in (KV_DEL, KV_PURGE) or headers.get(MARKER_REASON)
-                latest[key] = None if gone else KvItem(key, msg.data, msg.metadata.sequence.stream)
+                key = msg.subject[len(prefix) :]
+                latest[key] = _entry(key, msg.headers, msg.data, msg.metadata.sequence.stream)
     finally:
         await sub.unsubscribe()
     return [item for item in latest.values() if item is not None]
+
+
+async def kv_scan(kv: KeyValue, key_filter: str, most_gets: int = SCAN_GETS) -> list[KvItem]:
+    """The latest entry of every live key matching ``key_filter`` (as :func:`kv_entries`), read by message
+    gets that walk the bucket's stream (``next_by_subj`` from the first sequence: each stored entry, then
+    the end's 404) while there are at most ``most_gets``, else by :func:`kv_entries`' consumer. A key
+    written while the scan runs is read again at its new place, the newest kept: the bucket as it was
+    at the scan's end, as :func:`kv_entries` lists it."""
+    js, stream, prefix = kv._js, kv._stream, kv._pre
+    latest: dict[str, KvItem | None] = {}
+    seq = 1
+    for _ in range(most_gets + 1):
+        try:
+            msg = await js.get_msg(stream, seq=seq, subject=f"{prefix}{key_filter}", next=True)
+        except NotFoundError:  # no entry at or after ``seq``: the scan is whole
+            return [item for item in latest.values() if item is not None]
+        key, found = (msg.subject or "")[len(prefix) :], msg.seq or seq
+        latest[key] = _entry(key, msg.headers, msg.data, found)  # a later one wins
+        seq = found + 1
+    return await kv_entries(kv, key_filter)
+
+
+def _entry(key: str, headers: dict[str, str] | None, data: bytes | None, seq: int) -> KvItem | None:
+    """The entry a stored message holds; ``None`` for a delete, a purge or the server's own marker."""
+    headers = headers or {}
+    gone = headers.get(KV_OP) in (KV_DEL, KV_PURGE) or headers.get(MARKER_REASON)
+    return None if gone else KvItem(key, data or b"", seq)

@@ -3,7 +3,9 @@
 * ``job.created``: queue the job when every upload input is complete, else note in KV
   ``dispatcher_waits`` which uploads it waits on (``{tenant}.{upload}.{job}``); the note is written
   *before* the uploads are read, so an ``upload.completed`` that races the check still finds it.
-* ``upload.completed``: re-check each job waiting on that upload (event-driven, no polling).
+* ``upload.completed``: re-check each job waiting on that upload (event-driven, no polling); the notes
+  are read by :func:`~services.common.nats.kv.kv_scan` (an upload has a note or two, most none: a
+  message get each and one more, where a consumer's listing cost ~8 messages per upload, issue 34).
 * releasing a job (``job.queued``) and ``job.retrying``: put the attempt in its kind's queue index
   (due after the backoff) and publish its dispatch ticket (:mod:`services.dispatcher.scheduling.scheduler`).
   A released job is queued at once, before its ``job.queued`` is folded: a ticket that claims its
@@ -38,7 +40,7 @@ from contracts.events.registry import EventType, parse_payload_as
 from contracts.ids import tenant_key
 from contracts.job_record import JobError, JobRecord, JobStatus
 from contracts.route_table import Route
-from services.common.nats.kv import kv_entries
+from services.common.nats.kv import kv_scan
 from services.common.observability import tracing
 from services.dispatcher.consumers import PoisonMessage
 from services.dispatcher.observe import observe_folded
@@ -157,7 +159,7 @@ class Reactions:
         """Re-check every job that waits on the completed upload."""
         event = parse_envelope(body)
         upload_id = event.subject or ""
-        waiting = await kv_entries(self.waits, f"{event.tenant}.{upload_id}.*", meta_only=True)
+        waiting = await kv_scan(self.waits, f"{event.tenant}.{upload_id}.*")  # a few keys: gets, no consumer
         job_ids = [item.key.rsplit(".", 1)[1] for item in waiting]
         for job_id in job_ids:
             record, _ = await self.store.get(event.tenant, job_id)

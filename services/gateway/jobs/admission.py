@@ -12,8 +12,10 @@
   ``max_running_per_kind`` is.)
 
 Both are read per request (quotas through a 1 s cache), so a change in KV ``quotas`` applies at
-once. The queue count trails submissions by the dispatcher's fold (a job counts once it is queued),
-so a burst can pass ``max_queued`` by what the fold has not reached yet.
+once; the kind's run times (KV ``dispatch_runtimes``) only when a quota needs them (a GPU-seconds
+quota, or a full queue's ``Retry-After``), so a tenant with neither costs no read per submit. The
+queue count trails submissions by the dispatcher's fold (a job counts once it is queued), so a burst
+can pass ``max_queued`` by what the fold has not reached yet.
 """
 
 from __future__ import annotations
@@ -60,18 +62,18 @@ class Admission:
 
     async def check(self, tenant: str, spec: JobSpec, subject: str | None = None) -> None:
         """429 (problem+json, ``Retry-After``) when ``spec`` would pass one of the tenant's quotas, or (for
-        a job of end user ``subject``) one of the per-subject quotas."""
+        a job of end user ``subject``) one of the per-subject quotas. The kind's run times are read only
+        when a quota needs them: a GPU-seconds quota (this job's estimate), or a queue at its limit (the
+        ``Retry-After``); a tenant without those costs no read (issue 34)."""
         quota = await self.book.quota(tenant)
-        median = await self.median_run_s(spec.kind)
-        retry_queued = max(1, math.ceil(median)) if median is not None else DEFAULT_RETRY_AFTER_S
-        estimate = median or 0.0
+        median = _Median(self, str(spec.kind))
         if quota.max_queued is not None:
             waiting = await self.waiting(tenant)
             if waiting >= quota.max_queued:
                 what = f"{waiting} of this tenant's jobs are queued, its limit is {quota.max_queued}"
-                raise _too_many_queued(what, retry_queued)
+                raise _too_many_queued(what, await median.retry_after())
         if quota.gpu_seconds_per_day is not None:
-            used = await self.book.gpu_seconds_today(tenant)
+            used, estimate = await self.book.gpu_seconds_today(tenant), await median.estimate()
             if used + estimate > quota.gpu_seconds_per_day:
                 raise _over_gpu_seconds(f"this tenant used {used:.0f} of its {quota.gpu_seconds_per_day:g}", estimate)
         if subject is None:
@@ -80,9 +82,9 @@ class Admission:
             waiting = await self.waiting(tenant, subject)
             if waiting >= quota.subject_max_queued:
                 what = f"{waiting} of this end user's jobs are queued, the limit is {quota.subject_max_queued} each"
-                raise _too_many_queued(what, retry_queued, "quota_subject_max_queued")
+                raise _too_many_queued(what, await median.retry_after(), "quota_subject_max_queued")
         if quota.subject_gpu_seconds_per_day is not None:
-            used = await self.book.subject_gpu_seconds_today(tenant, subject)
+            used, estimate = await self.book.subject_gpu_seconds_today(tenant, subject), await median.estimate()
             if used + estimate > quota.subject_gpu_seconds_per_day:
                 what = f"this end user used {used:.0f} of their {quota.subject_gpu_seconds_per_day:g}"
                 raise _over_gpu_seconds(what, estimate, "quota_subject_gpu_seconds")
@@ -103,6 +105,30 @@ class Admission:
             return None
         runs = json.loads(got.value or b"{}").get("by_size", {}).get("all", [])
         return float(statistics.median(runs)) if runs else None
+
+
+class _Median:
+    """The kind's median run time for one admission, read at most once and only when asked."""
+
+    def __init__(self, admission: Admission, kind: str) -> None:
+        self._admission, self._kind = admission, kind
+        self._read = False
+        self._value: float | None = None
+
+    async def value(self) -> float | None:
+        """The median (``None`` before any run of the kind)."""
+        if not self._read:
+            self._value, self._read = await self._admission.median_run_s(self._kind), True
+        return self._value
+
+    async def estimate(self) -> float:
+        """This job's GPU-seconds estimate (0 before any run of its kind)."""
+        return await self.value() or 0.0
+
+    async def retry_after(self) -> int:
+        """A full queue's ``Retry-After``: about one run of the kind, at least 1 s."""
+        median = await self.value()
+        return max(1, math.ceil(median)) if median is not None else DEFAULT_RETRY_AFTER_S
 
 
 def _too_many_queued(what: str, retry_after_s: int, code: str = "quota_max_queued") -> ProblemError:

@@ -6,13 +6,15 @@ One message per pair is published to ``webhooks.{tenant}.{endpoint_id}.deliver``
 to the tenant's shared ``webhooks.{tenant}.jobhooks.deliver``, its endpoint id in a header) with
 ``Nats-Msg-Id = "{event_id}:{endpoint_id}"``, so a batch fanned out twice (a crash before the ack)
 is stored once within the stream's duplicate window; it keeps the event's trace context
-(``traceparent``), so its delivery attempts are spans of the event's trace. A batch's publishes are sent together (in
-order) and each event is acknowledged once every publish of its batch is answered. A queue at its
-limit (``webhook_queue_max_msgs`` per endpoint, ``webhook_queue_max_bytes`` in all) refuses the new
+(``traceparent``), so its delivery attempts are spans of the event's trace. A batch's publishes are
+sent together (in order); its events are handled once every publish is answered, and acked by one
+held AckAll ack (:mod:`~services.notifier.webhooks.fanout_acks`). A queue at its limit
+(``webhook_queue_max_msgs`` per endpoint, ``webhook_queue_max_bytes`` in all) refuses the new
 delivery: it is dead-lettered at once (attempts 0), and the queue keeps what it holds. nats-py's
-``publish_async`` is not used: an error answer (such as that refusal) never completes its future. A notifier that starts
-while a dead one's batch is still unacknowledged waits one ``ack_wait`` so that batch is fanned out
-again before newer events (JetStream serves due redeliveries first): queue order stays stream order.
+``publish_async`` is not used: an error answer (such as that refusal) never completes its future. A
+notifier that starts while a dead one's batch is still unacknowledged waits one ``ack_wait`` so that
+batch is fanned out again before newer events (JetStream serves due redeliveries first): queue order
+stays stream order.
 
 The consumer starts at new events (``DeliverPolicy.NEW``) the first time it is created: deploying
 the notifier on an old JOBS stream does not replay 30 days of webhooks. From then on it is durable.
@@ -37,7 +39,7 @@ from typing import TypeVar
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import APIError
 from pydantic import ValidationError
 
@@ -54,6 +56,7 @@ from services.notifier.settings import NotifierSettings
 from services.notifier.webhooks.actions import publish_dead_letter
 from services.notifier.webhooks.deliveries import DeliveryState
 from services.notifier.webhooks.delivery_loops import DeliveryLoops
+from services.notifier.webhooks.fanout_acks import HeldAcks
 from services.notifier.webhooks.sender import AttemptResult
 from services.notifier.webhooks.targets import EndpointCache, JobHooks, job_hook_id
 
@@ -97,7 +100,7 @@ class FanOut:
             description="notifier: JOBS events into the webhook delivery queues",
             deliver_policy=DeliverPolicy.NEW if start is None else DeliverPolicy.BY_START_SEQUENCE,
             opt_start_seq=start,
-            ack_policy=AckPolicy.EXPLICIT,
+            ack_policy=AckPolicy.ALL,  # one ack for many (fanout_acks); a consumer made before keeps EXPLICIT
             ack_wait=self.settings.webhook_ack_wait_s,
             max_ack_pending=BATCH * 2,
             filter_subjects=[ns.subject("jobs.>"), ns.subject("uploads.>")],
@@ -109,14 +112,15 @@ class FanOut:
         a pull that breaks (a 503: the consumer gone, or JetStream away) binds it again."""
         psub = await self._answered("bind its consumer", self.subscribe)
         try:
-            await self._after_inflight(psub)
+            info = await self._after_inflight(psub)
             while True:
-                broken = await self._fetch_until_broken(psub)
+                broken = await self._fetch_until_broken(psub, HeldAcks(info, psub.consumer_info))
                 log.warning("webhook fan-out fetch failed (%r); binding its consumer again", broken)
                 await asyncio.sleep(RETRY_PAUSE_S)
                 with contextlib.suppress(Exception):
                     await psub.unsubscribe()
                 psub = await self._answered("bind its consumer", self.subscribe)
+                info = await self._answered("read its consumer", psub.consumer_info)
         finally:
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
@@ -126,11 +130,12 @@ class FanOut:
         psub = await self.subscribe()
         await psub.unsubscribe()
 
-    async def _fetch_until_broken(self, psub: JetStreamContext.PullSubscription) -> Exception:
+    async def _fetch_until_broken(self, psub: JetStreamContext.PullSubscription, acks: HeldAcks) -> Exception:
         """Fan out batches until a pull fails; that error. One long pull request at a time streams the
         events in as they are stored (an idle fan-out asks every 30 s, not every 2 s, and a busy one
         does not ask per batch); what it brought and was not fanned out is given back (nak'ed) when the
-        fan-out stops or a batch fails, so it comes again first, in order."""
+        fan-out stops or a batch fails, so it comes again first, in order. Handled events are acked by
+        ``acks`` (:mod:`~services.notifier.webhooks.fanout_acks`), what they hold sent at the end."""
         puller, settled = LongPull(psub._nc, psub._stream, psub._consumer, batch=BATCH), True
         try:
             while True:
@@ -138,20 +143,26 @@ class FanOut:
                     msgs = await puller.take(BATCH)
                 except (PullEnded, nats.errors.Error) as exc:
                     return exc
+                acks.received(msgs)
                 settled = False  # a batch cut short keeps what follows it for the ack wait too (order)
                 try:
-                    await self.process(msgs)
+                    await self.process(msgs, acks)
                 except Exception:
                     log.exception("webhook fan-out failed; the batch is retried")
                     await asyncio.sleep(1.0)
-                    for msg in msgs + await puller.close():
+                    rest = await puller.close()
+                    acks.received(rest)
+                    for msg in msgs + rest:
                         await msg.nak()
                 settled = True
         finally:
             with contextlib.suppress(Exception):
                 rest = await puller.close()
+                acks.received(rest)  # never covered by the acks sent now
                 for msg in rest if settled else ():
                     await msg.nak()
+            await acks.stop()
+            self.acked_through = max(self.acked_through, acks.acked_through)
 
     async def _answered(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
         """``call()``, tried again every :data:`RETRY_PAUSE_S` while JetStream cannot answer."""
@@ -164,16 +175,18 @@ class FanOut:
                 log.warning("webhook fan-out cannot %s yet: %r", what, exc)
                 await asyncio.sleep(RETRY_PAUSE_S)
 
-    async def _after_inflight(self, psub: JetStreamContext.PullSubscription) -> None:
+    async def _after_inflight(self, psub: JetStreamContext.PullSubscription) -> ConsumerInfo:
         """If a previous holder died with a batch in flight, wait one ack wait so that batch comes back
-        first (redeliveries are served before newer messages) and the queues keep stream order."""
+        first (redeliveries are served before newer messages) and the queues keep stream order; the
+        consumer's info as read before."""
         info = await self._answered("read its consumer", psub.consumer_info)
         if info.num_ack_pending:
             await asyncio.sleep(self.settings.webhook_ack_wait_s)
+        return info
 
-    async def process(self, msgs: list[Msg]) -> None:
-        """Enqueue every delivery of ``msgs``, then acknowledge them all (or, while the endpoints cache has
-        not seen every KV write, nak them all: an endpoint made before an event gets that event)."""
+    async def process(self, msgs: list[Msg], acks: HeldAcks) -> None:
+        """Enqueue every delivery of ``msgs``, then hand them to ``acks`` as handled (or, while the endpoints
+        cache has not seen every KV write, nak them all: an endpoint made before an event gets that event)."""
         try:
             await self.endpoints.caught_up()
         except TimeoutError:  # the cache missed writes (e.g. NATS restarted) and watches anew
@@ -216,9 +229,7 @@ class FanOut:
                 raise error  # the batch is fanned out again (duplicates are dropped by Nats-Msg-Id)
         for tenant, queue in started:
             self.delivery.ensure(tenant, queue)
-        for msg in msgs:
-            await msg.ack()
-        self.acked_through = max(self.acked_through, *(msg.metadata.sequence.stream for msg in msgs))
+        await acks.handled(msgs)
 
     async def _refused(self, delivery: QueuedDelivery, envelope: EventEnvelope, error: APIError) -> None:
         """The queue is at a limit: dead-letter the delivery now (no attempt was made)."""
