@@ -26,8 +26,7 @@ from nats.js.errors import NotFoundError
 from services.common.observability import tracing
 from services.common.webhook_queue import H_ENDPOINT, H_TYPE, JOB_HOOK_PREFIX
 from services.notifier.webhooks.attempts import DeliveryContext, Exhaustion, attempt
-from services.notifier.webhooks.flight import Flight
-from services.notifier.webhooks.lanes import Heartbeat, Lanes, start_lanes
+from services.notifier.webhooks.lanes import Flight, Heartbeat, Lanes, start_lanes
 from services.notifier.webhooks.targets import is_job_hook_queue
 
 log = logging.getLogger(__name__)
