@@ -33,12 +33,15 @@ time and GPU-seconds, one held fan-out ack (six before) and the rest traffic of 
 lasts for that ack (the 8 fold partitions renew their pulls together every 30 s: 16 messages more
 when a window meets that). A window that ended at the record, before it waited for the tally and the
 ack, counted 87-109 on main. Issue 34's target is 30; what is left is in BENCHMARKS.md."""
-SUBMITTED_FIXED, SUBMITTED_PER_EVENT = 70, 13.5
+JOB_ONLY_S = 1.1
+"""How long a job-only window lasts here (1.01-1.08 s: the fan-out's held ack a second after its first event)."""
+SUBMITTED_FIXED, SUBMITTED_PER_EVENT, SUBMITTED_S = 70, 13.5, 3.0
 """A lap_compare job as ``gpurelay submit`` runs it (two uploads, the job, an SSE follower): its events
 (mostly ``job.progress``, as many as the machine's speed makes) cost ~12.3 each and the rest ~60
 (333-647 messages for 22-48 events measured, 13.2-15.2 per event; main in the same runs 15.0-18.5 per
 event, when the fan-out acked each event and each upload's completion listed its waiting jobs with a
-consumer: 356-415 for 22-25 events)."""
+consumer: 356-415 for 22-25 events), in windows of 2-5.5 s; a job that a loaded machine stretched
+further gets the idle rate for the rest (one took 22.6 s here: 606 messages for 37 events)."""
 REST_BUDGET_PER_S = 4.5
 """Messages per second of the idle stack over 30 s (every long pull renewed once): measured 3.8 after a
 job (its writes read by the two KV sweeps once), 3.3 with none (bench/platform_cost.py); 5.8 and 5.5
@@ -59,6 +62,10 @@ REST_S = 30.0
 FANOUT_ACKS = ("ack", "$JS.ACK.JOBS.notifier_fanout")
 RUNTIMES_GET = ("stream msg get", "$JS.API.STREAM.MSG.GET.KV_dispatch_runtimes")
 CREATED = ("stored publish", "jobs.*.created")
+WAITS_LISTING = ("consumer create", "$JS.API.CONSUMER.CREATE.KV_dispatcher_waits")
+"""A consumer made to list an upload's waiting jobs (two per submitted job before ``kv_scan``). Not every
+consumer: the dispatcher's two sweeps of KV ``jobs`` writes (created records, the fold audit: every
+15 s) read what a job wrote with a consumer each, in the window when a sweep comes within it."""
 
 
 class Order:
@@ -73,6 +80,13 @@ class Order:
     def before(self, what: tuple[str, str], mark: tuple[str, str]) -> int:
         """How many ``what`` came before the first ``mark``."""
         return self.seen[: self.seen.index(mark)].count(what)
+
+
+def stretched(budget: float, job: Tally, usual_s: float) -> float:
+    """``budget`` plus the idle stack's traffic for the time the job's window lasted past ``usual_s``: a
+    loaded machine stretches a job (its fold partitions, hub and leases go on meanwhile), not what the
+    job itself sends."""
+    return budget + REST_BUDGET_PER_S * max(0.0, job.seconds - usual_s)
 
 
 def fanout_acks_allowed(job: Tally) -> int:
@@ -95,7 +109,7 @@ async def test_one_job_and_thirty_idle_seconds_stay_within_their_message_budgets
             assert order.before(RUNTIMES_GET, CREATED) == 0, "admission read run times no quota needed"
             runs.append(job)
         least = min(runs, key=lambda run: run.total)
-        assert least.total <= JOB_ONLY_BUDGET, least.breakdown()
+        assert least.total <= stretched(JOB_ONLY_BUDGET, least, JOB_ONLY_S), least.breakdown()
         await asyncio.sleep(SETTLE_S)
         rest = await at_rest(stack, REST_S)
         assert rest.total <= REST_BUDGET_PER_S * REST_S, rest.breakdown()
@@ -103,6 +117,7 @@ async def test_one_job_and_thirty_idle_seconds_stay_within_their_message_budgets
         whole = await submitted(stack)
     events = job_events(whole)
     assert events >= 8, whole.breakdown()  # the job ran: created … succeeded, its artifacts
-    assert whole.total <= SUBMITTED_FIXED + SUBMITTED_PER_EVENT * events, (events, whole.breakdown())
+    budget = stretched(SUBMITTED_FIXED + SUBMITTED_PER_EVENT * events, whole, SUBMITTED_S)
+    assert whole.total <= budget, (events, whole.seconds, whole.breakdown())
     assert whole.sources[FANOUT_ACKS] <= fanout_acks_allowed(whole), whole.breakdown()
-    assert not whole.kinds["consumer create"], whole.breakdown()  # no listing by consumer per upload
+    assert not whole.sources[WAITS_LISTING], whole.breakdown()  # the uploads' waiting jobs read by gets
