@@ -58,11 +58,13 @@ NOTES: list[str] = [
     f"backlog drain as the fold benchmark measures it ({FOLD_JOBS} jobs, {FOLD_EVENTS:,} heartbeats), on a fresh "
     f"server of its own; the median of {REPEATS} rounds, alternating which setting runs first. Lower is better "
     "for the latencies.",
-    "durability, where the cost goes: an awaited publish waits for its fsync (about 0.15 ms more on this VM's "
-    "ext4 disk); POST /v1/jobs → 201 takes the same under both settings (its ~45 ms is spent outside NATS' "
-    "writes, left for issue 34); jobs/s falls to 0.69x and the fold's backlog drain to 0.25x, as each of the "
-    "fold's record writes (KV, a JetStream write each) waits for its own fsync. A 3-node cluster's R3 writes "
-    "fsync on each replica; not measured here (one machine).",
+    "durability, where the cost goes: an awaited publish waits for its fsync (0.15 to 0.3 ms more on this "
+    "VM's ext4 disk); POST /v1/jobs → 201 takes the same under both settings: it was ~48 ms until the embedded "
+    "HTTP server turned Nagle off (its listener skipped TCP_NODELAY, so each keep-alive answer after the first "
+    "waited for the client's delayed ACK), ~16 ms since, same run; jobs/s and the fold's backlog drain fall "
+    "as each of the fold's record writes (KV, a JetStream write each) waits for its own fsync; this VM's disk "
+    "varies from hour to hour (113 and 51 jobs/s with always, on the same code), so compare within a run. "
+    "A 3-node cluster's R3 writes fsync on each replica; not measured here (one machine).",
 ]
 
 
@@ -173,7 +175,7 @@ async def measure(rounds: int = REPEATS) -> list[Result]:
         name = f"durability: {label}, sync_interval always (baseline: 2m, NATS' default)"
         results.append(Result.compare(name, statistics.median(always), unit, statistics.median(default)))
         NOTES.append(
-            f"durability {label} ({unit}), every round: always {', '.join(f'{v:.2f}' for v in always)}; "
+            f"durability: {label} ({unit}), every round: always {', '.join(f'{v:.2f}' for v in always)}; "
             f"2m {', '.join(f'{v:.2f}' for v in default)}."
         )
     return results
