@@ -230,7 +230,7 @@ class EmbeddedNats:
             except OSError:
                 time.sleep(0.02)
                 continue
-            if name == self._name:
+            if name == self._name or not self._port_picked:  # a given port (a netns host's) is the caller's
                 return self
             self.stop()
             raise PortTakenError(f"port {self.port} is another nats-server's ({name!r}), not this one's")
