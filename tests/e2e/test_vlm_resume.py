@@ -66,9 +66,10 @@ async def test_a_killed_vlm_workers_next_answers_carry_the_earlier_turns(vlm_sta
     async with open_socket(session["urls"]["stream"] + "?after=1", env["GPURELAY_API_KEY"]) as ws:
         sock = Socket(ws)
         await sock.event("session.ready")
-        for seed in range(1, 5):
-            await ws.send(jpeg(seed))
-        await sock.event("session.snapshot", 2)  # the conversation after the second answer
+        for number in (1, 2):  # a chunk's frames once the one before is answered: frames 3-4 closing while
+            for seed in (2 * number - 1, 2 * number):  # chunk 1 waits for the model coalesce with it (one answer)
+                await ws.send(jpeg(seed))
+            await sock.event("session.snapshot", number)  # the conversation after this answer
         assert [r["data"]["context_turns"] for r in sock.of("session.result")] == [0, 1]
         running = await record_when(env, sid, lambda r: r.call_id is not None)
         os.kill(int(str(running.call_id).rpartition(":")[2]), signal.SIGKILL)
