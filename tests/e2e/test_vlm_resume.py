@@ -4,6 +4,10 @@ the local pool (the tiny random Gemma 3, loaded offline).
 Frames sent the moment a session is created wait while its model loads (``starting``) and are all answered
 once it is ready; a vlm worker SIGKILLed mid-session is resumed by a new attempt whose answers still carry
 the earlier turns (restored from the conversation snapshot), the chunks after the snapshot replayed.
+
+A worker's model load (a fresh process importing torch and transformers) took 43 s at load 20 on 2 cores
+(a resumed attempt's was still under way after 67 s), so the waits that cover one are bounded by
+:data:`LOAD_S`, not the socket's 60 s, and end at once if the session ends first.
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ from tests.e2e.support import SessionStack, record_when, settled
 from tests.e2e.test_session_resume import Socket
 from tests.support.sessions import jpeg, open_socket
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(360)
+LOAD_S = 150.0
+"""Longest wait for an event that comes once a worker loaded its model (``session.ready``, ``session.resumed``)."""
+TERMINAL = ("job.succeeded", "job.failed", "job.canceled")
 
 
 async def start(api: httpx.AsyncClient, **params: Any) -> dict[str, Any]:
@@ -28,6 +35,14 @@ async def start(api: httpx.AsyncClient, **params: Any) -> dict[str, Any]:
     assert created.status_code == 201, created.text
     session: dict[str, Any] = created.json()
     return session
+
+
+async def loaded(sock: Socket, type_: str) -> dict[str, Any]:
+    """The socket's first ``type_`` event, one that comes once a worker loaded its model (bounded by
+    :data:`LOAD_S`); a session that ended before it fails here with the events seen."""
+    await sock.until(lambda: bool(sock.of(type_)) or any(e["type"] in TERMINAL for e in sock.events), LOAD_S)
+    assert sock.of(type_), [(e["type"], e["data"]) for e in sock.events if e["type"] in TERMINAL]
+    return sock.of(type_)[0]
 
 
 def covered(results: list[dict[str, Any]]) -> set[int]:
@@ -44,7 +59,7 @@ async def test_16_frames_sent_the_moment_a_session_is_created_are_all_answered(v
         assert sent.status_code == 202
     async with open_socket(session["urls"]["stream"] + "?after=1", env["GPURELAY_API_KEY"]) as ws:
         sock = Socket(ws)
-        ready = await sock.event("session.ready")
+        ready = await loaded(sock, "session.ready")
         assert ready["load_s"] > 0
         await sock.until(lambda: covered(sock.of("session.result")) >= set(range(1, 17)))
         await ws.send(json.dumps({"type": "stop"}))
@@ -65,16 +80,17 @@ async def test_a_killed_vlm_workers_next_answers_carry_the_earlier_turns(vlm_sta
     sid = session["id"]
     async with open_socket(session["urls"]["stream"] + "?after=1", env["GPURELAY_API_KEY"]) as ws:
         sock = Socket(ws)
-        await sock.event("session.ready")
-        for seed in range(1, 5):
-            await ws.send(jpeg(seed))
-        await sock.event("session.snapshot", 2)  # the conversation after the second answer
+        await loaded(sock, "session.ready")
+        for number in (1, 2):  # a chunk's frames once the one before is answered: frames 3-4 closing while
+            for seed in (2 * number - 1, 2 * number):  # chunk 1 waits for the model coalesce with it (one answer)
+                await ws.send(jpeg(seed))
+            await sock.event("session.snapshot", number)  # the conversation after this answer
         assert [r["data"]["context_turns"] for r in sock.of("session.result")] == [0, 1]
         running = await record_when(env, sid, lambda r: r.call_id is not None)
         os.kill(int(str(running.call_id).rpartition(":")[2]), signal.SIGKILL)
         for seed in range(5, 7):
             await ws.send(jpeg(seed))
-        resumed = await sock.event("session.resumed")
+        resumed = await loaded(sock, "session.resumed")  # a new worker process: its model loads again
         third = await sock.event("session.result", 3)
         await ws.send(json.dumps({"type": "stop"}))
         await sock.event("job.succeeded")

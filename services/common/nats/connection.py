@@ -253,7 +253,9 @@ async def apply_declarations(js: JetStreamContext, decls: Declarations) -> Apply
     for bucket in decls.buckets:
         await _apply_bucket(js, bucket, report)
     if report.created or report.updated:
-        log.info("jetstream declarations applied", extra={"created": report.created, "updated": report.updated})
+        # not ``created``: a LogRecord attribute, which ``extra`` may not overwrite (KeyError at INFO)
+        applied = {"declarations_created": report.created, "declarations_updated": report.updated}
+        log.info("jetstream declarations applied", extra=applied)
     return report
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
@@ -21,6 +23,15 @@ async def test_applying_twice_leaves_equal_configs(js: JetStreamContext, decls: 
     assert second.updated == []
     after = {s.name: (await js.stream_info(s.name)).config for s in decls.streams}
     assert before == after
+
+
+async def test_applying_logs_what_it_created_at_info(
+    js: JetStreamContext, decls: Declarations, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, "services.common.nats.connection"):
+        report = await apply_declarations(js, decls)  # a reserved LogRecord key in ``extra`` raised here
+    (applied,) = [r for r in caplog.records if r.getMessage() == "jetstream declarations applied"]
+    assert applied.__dict__["declarations_created"] == report.created != []
 
 
 async def test_changed_declaration_updates_the_stream(js: JetStreamContext, namespace: Namespace) -> None:
