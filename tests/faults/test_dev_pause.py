@@ -23,7 +23,7 @@ import pytest
 from bench.harness.waiting import wait_for
 from services.cli.dev import STOP_GRACE_S
 from tests.support.cpu import core_share
-from tests.support.dev_process import children_of, running_dev
+from tests.support.dev_process import children_of, running_dev, showing_dev_log
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(360)]
 PAUSE_S = 15.0
@@ -33,7 +33,7 @@ SPIN_SHARE = 0.2
 
 
 async def test_a_paused_nats_server_leaves_gpurelay_dev_answering_idle_and_stoppable(tmp_path: Path) -> None:
-    async with running_dev(tmp_path / "data") as (proc, env):
+    async with running_dev(tmp_path / "data") as (proc, env), showing_dev_log(tmp_path / "data"):
         (nats_pid,) = [pid for pid, cmd in children_of(proc.pid).items() if "nats-server" in cmd]
         auth = {"Authorization": f"Bearer {env['GPURELAY_API_KEY']}"}
         async with httpx.AsyncClient(base_url=env["GPURELAY_URL"], headers=auth, timeout=5.0) as api:

@@ -58,7 +58,7 @@ async def running_dev(data_dir: Path) -> AsyncIterator[tuple[asyncio.subprocess.
                 break
         # Keep reading what it logs: a full pipe would stall it, and a StreamReader past its
         # high-water mark stops reading, so wait() would never see the pipe close.
-        reader = asyncio.create_task(drain(proc.stdout))
+        reader = asyncio.create_task(drain(proc.stdout, dev_log_path(data_dir)))
         yield proc, read_env_file(dev_env_path(data_dir))
     finally:
         if proc.returncode is None:
@@ -70,10 +70,34 @@ async def running_dev(data_dir: Path) -> AsyncIterator[tuple[asyncio.subprocess.
             reader.cancel()
 
 
-async def drain(stream: asyncio.StreamReader) -> None:
-    """Read ``stream`` to its end, dropping what it says."""
-    while await stream.read(1 << 16):
-        pass
+def dev_log_path(data_dir: Path) -> Path:
+    """Where :func:`running_dev` keeps what ``gpurelay dev`` logged once it was ready (beside its data)."""
+    return data_dir.parent / "gpurelay-dev.log"
+
+
+def dev_log_tail(data_dir: Path, lines: int = 60) -> str:
+    """The last ``lines`` lines ``gpurelay dev`` logged: what a failed test shows."""
+    try:
+        return "".join(dev_log_path(data_dir).read_text(errors="replace").splitlines(keepends=True)[-lines:])
+    except OSError:
+        return ""
+
+
+@asynccontextmanager
+async def showing_dev_log(data_dir: Path) -> AsyncIterator[None]:
+    """A failed assertion inside says, with its own message, what ``gpurelay dev`` logged last."""
+    try:
+        yield
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}\n--- gpurelay dev's last lines ---\n{dev_log_tail(data_dir)}") from failed
+
+
+async def drain(stream: asyncio.StreamReader, log: Path) -> None:
+    """Read ``stream`` to its end into ``log`` (a test's tmp dir: it lasts as long as the test)."""
+    with log.open("ab") as out:
+        while chunk := await stream.read(1 << 16):
+            out.write(chunk)
+            out.flush()
 
 
 def children_of(pid: int) -> dict[int, str]:

@@ -25,7 +25,7 @@ from tests.support.dispatcher import POSE, submit, wait_record
 from tests.support.dispatcher_processes import Replica, StartReplica
 
 PARTITIONS = DispatcherSettings.model_fields["fold_partitions"].default
-ROUNDS = 3
+ROUNDS = 2
 FOLDED_WITHIN_S = 8.0
 """Each job's terminal record, from its creation; a partition pinned to a dead request takes 32 s."""
 PRODUCTION_ACK_WAIT = {"GPURELAY_EVENT_ACK_WAIT_S": "30"}
