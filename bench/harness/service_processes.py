@@ -29,6 +29,9 @@ from services.common.processes import preexec_die_with_parent
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_PATHS = {"gateway": "/readyz", "notifier": "/readyz", "dispatcher": "/healthz"}
+READY_S = 120.0
+"""How long a started service may take to answer ready: a gateway on a 3-node cluster at load 18 took past 60 s
+(its imports and R3 declarations), alone a few seconds; the wait ends as soon as it answers."""
 RETRY_SCHEDULE_S = [0.0, 0.2, 0.5, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0]
 """Webhook retries of the fault stack: ~33 s of attempts, more than any outage it is put through."""
 
@@ -105,12 +108,12 @@ class ServiceProcess:
             )  # fmt: skip
         self.starts += 1
 
-    async def start(self, timeout_s: float = 60.0) -> None:
+    async def start(self, timeout_s: float = READY_S) -> None:
         """Start the child and wait until its readiness route answers 200."""
         self.launch()
         await self.ready(timeout_s)
 
-    async def ready(self, timeout_s: float = 60.0) -> None:
+    async def ready(self, timeout_s: float = READY_S) -> None:
         """Wait until the child answers 200 on its readiness route (it must not exit meanwhile)."""
         deadline = time.monotonic() + timeout_s
         async with httpx.AsyncClient(base_url=self.url, timeout=2.0) as http:
