@@ -24,8 +24,10 @@ from websockets.asyncio.client import ClientConnection
 from tests.e2e.support import SessionStack, events_client, receiver, settled
 from tests.support.sessions import jpeg, open_socket
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)  # a model load may take LOAD_S on a loaded machine
 WAIT_S = 60.0
+LOAD_S = 150.0
+"""The wait for a worker's model load (a fresh process imports torch and transformers: past 60 s at load 20)."""
 TERMINAL = ("job.succeeded", "job.failed", "job.canceled")
 
 
@@ -38,9 +40,9 @@ class Socket:
         self.events: list[tuple[dict[str, Any], float]] = []
         self.last_seq = 0
 
-    async def until(self, done: Callable[[], bool]) -> None:
+    async def until(self, done: Callable[[], bool], within_s: float = WAIT_S) -> None:
         """Read until ``done()`` holds (bounded)."""
-        async with asyncio.timeout(WAIT_S):
+        async with asyncio.timeout(within_s):
             while not done():
                 message, now = json.loads(await self.ws.recv()), time.monotonic()
                 assert message["type"] != "error", message
@@ -60,8 +62,13 @@ class Socket:
         return [event["type"] for event, _ in self.events]
 
     async def ready(self) -> None:
-        """The worker loaded its model (its progress says ``ready``)."""
-        await self.until(lambda: "ready" in [p.get("message") for p in self.of("job.progress")])
+        """The worker loaded its model (its progress says ``ready``); a session that ended first fails here."""
+
+        def loaded() -> bool:
+            return "ready" in [p.get("message") for p in self.of("job.progress")]
+
+        await self.until(lambda: loaded() or any(t in TERMINAL for t in self.types()), LOAD_S)
+        assert loaded(), [event for event, _ in self.events if event["type"] in TERMINAL]
 
     async def result(self, number: int) -> dict[str, Any]:
         """The session's ``number``-th result (from 1)."""
