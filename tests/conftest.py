@@ -30,6 +30,7 @@ from services.common.observability import tracing
 from services.gateway.app import create_app
 from tests.support.gateway import Gateway, Tenant, gateway_settings
 from tests.support.http import bound_socket, serve
+from tests.support.ordering import longest_first
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA = ROOT / ".gpurelay-test"
@@ -195,3 +196,8 @@ async def anonymous(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client with no API key."""
     async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
         yield http
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The parallel suite hands out its heaviest files first (:mod:`tests.support.ordering`)."""
+    longest_first(config, items)
