@@ -76,7 +76,10 @@ class Hub:
         self.feeds = 0
         """How many times the feed was made for a first tap (not counting its recoveries)."""
         self._task: asyncio.Task[None] | None = None
+        self._opened = asyncio.Event()
+        """Set once the running feed's first consumer is made (from then on its events reach the taps)."""
         self._lock = asyncio.Lock()
+        self._ending: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Read whether the stream answers direct gets; the feed waits for a first tap (:meth:`follow`)."""
@@ -98,15 +101,14 @@ class Hub:
         self.taps[key].add(tap)
         async with self._lock:
             if self._task is None:
-                opened = asyncio.Event()
-                self._task = asyncio.create_task(self._run(opened), name="sse-hub")
+                self._opened = asyncio.Event()
+                self._task = asyncio.create_task(self._run(self._opened), name="sse-hub")
                 self.feeds += 1
+            if not self._opened.is_set():  # made now, or still trying (NATS away): never live before it is
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(RECOVER_S):
-                        await opened.wait()
-                if not opened.is_set():
-                    return False
-        return True
+                        await self._opened.wait()
+            return self._opened.is_set()
 
     def remove(self, key: Key, tap: Subscriber) -> None:
         """Stop offering ``key``'s events to ``tap``; the feed ends with the last tap."""
@@ -115,8 +117,8 @@ class Hub:
             taps.discard(tap)
             if not taps:
                 del self.taps[key]
-        if not self.taps and self._task is not None:
-            asyncio.get_running_loop().create_task(self._end_if_unfollowed(), name="sse-hub-end")
+        if not self.taps and self._task is not None and (self._ending is None or self._ending.done()):
+            self._ending = asyncio.create_task(self._end_if_unfollowed(), name="sse-hub-end")
 
     async def _end_if_unfollowed(self) -> None:
         async with self._lock:
