@@ -5,11 +5,14 @@ policy: nats-server refuses ``AckPolicy.ALL`` there, error 10098). Before, the l
 batch went as a request, so that the holder knew the server had handled the batch's acks (a consumer
 handles its acks in order) before it let go of the pin: a reply per batch, and a partition's batches
 are mostly single events (issue 34). :class:`BatchAcks` publishes every ack but the last folded
-event's, which it holds and sends as a request only when the partition has nothing more for a pull
-(:meth:`confirm`, at most :data:`~services.dispatcher.fold.partition.FETCH_WAIT_S` after it was
-folded), before the pin is given up, and at a stop; the next batch's acks take it along as a plain
-ack. Every ack still covers only an event already folded, and none waits past a second or so (the
-ack wait is 30 s): what the server has to redeliver, and when, is as before.
+event's, which it holds and sends as a request only when nothing more came for
+:data:`~services.dispatcher.fold.partition.HOLD_S` (:meth:`confirm`), before the pin is given up,
+and at a stop; the next batch's acks take it along as a plain ack. Every ack still covers only an
+event already folded, and none waits past a fraction of a second (the ack wait is 30 s): what the
+server redelivers, and when, is as before. A replica that dies with an ack held leaves its pin to
+time out (``event_ack_wait_s`` + 2 s), as one that dies with a batch in hand did and does: a
+starting replica unpins at once only a pin with nothing unacknowledged
+(:mod:`~services.dispatcher.fold.dead_pin`).
 """
 
 from __future__ import annotations

@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 FETCH_WAIT_S = 1.0
 """How long a pull request of a busy partition waits (and an unpin waits for the open one to run out);
 a long wait here would delay every hand-over of the pin (issue 34)."""
+HOLD_S = 0.25
+"""How long a held ack waits for the next batch (on the open request: no pull more) before it goes as a
+request (:mod:`~services.dispatcher.fold.acks`); a replica that dies with one held leaves its pin to
+time out, as one that dies with a batch in hand."""
 QUIET_AFTER_S = 2.0
 """A partition that got nothing for this long lets go of its pin and waits with :data:`IDLE_PULL_S` pulls."""
 IDLE_PULL_S = 30.0
@@ -114,7 +118,10 @@ class PartitionFold(FoldDurable):
                     msgs = await self._pull(puller, more=True, size=1, wait_s=IDLE_PULL_S)
                 else:
                     releasing = releasing or (quiet and puller.pin is not None)
-                    msgs = await self._pull(puller, more=not (releasing or quiet))  # quiet: let it run out
+                    hold = self._acks.held is not None and puller.requesting
+                    msgs = await self._pull(
+                        puller, more=not (releasing or quiet), wait_s=HOLD_S if hold else FETCH_WAIT_S
+                    )  # quiet: let it run out
                 if not msgs and self._acks.held is not None:  # nothing more came: the held ack goes
                     await self._confirmed()
                 if msgs:
