@@ -33,8 +33,10 @@ async def catch_up_requests(stack: Stack, events: int, one_get_each: bool = Fals
     hub = Hub(nc, js, "JOBS", "", 64, 5.0)
     await hub.start()
     hub.direct.allowed = not one_get_each
-    # The stack's own readers (fan-out, hub) done with them, and this hub's consumer made and its first
-    # pull sent (a pull lasts 30 s), all out of the window: it counts the tap's requests alone.
+    # The stack's own readers (fan-out, hub) done with them, and this hub's consumer made (for a first
+    # follower: the hub reads only while someone follows) and its first pull sent (a pull lasts 30 s),
+    # all out of the window: it counts the tap's requests alone.
+    await hub.follow(job_key("dev", "-"), NoFollower())
     await asyncio.sleep(SETTLE_S)
     tap = Tap(hub, job_key("dev", job), [subjects.job_events("dev", job)], 0, 256)
     try:
@@ -45,3 +47,11 @@ async def catch_up_requests(stack: Stack, events: int, one_get_each: bool = Fals
     # On JOBS itself (its name a whole token: not JOBS_FOLD, whose partitions pull on their own)
     requests = sum(n for (kind, source), n in tally.sources.items() if kind in REQUESTS and ".JOBS." in f"{source}.")
     return requests, got == seqs
+
+
+class NoFollower:
+    """A follower of no job's events: the hub's consumer made (it reads only while someone follows)
+    before a window that counts a tap's catch-up alone."""
+
+    def offer(self, item: object) -> None:
+        """Nothing comes."""

@@ -3,8 +3,9 @@
 The partition's durable consumer is pinned to one replica at a time
 (:mod:`~services.dispatcher.fold.pinned_pull`). The holder keeps a pull open, takes what has come as a
 batch (up to ``fold_batch`` events), folds it (:mod:`~services.dispatcher.fold.batch`: per job in
-stream order, one KV write per job and batch) and acks it. It keeps the pin for ``fold_pin_hold_s``,
-then lets its open pull run out and unpins, so the next batch goes to whichever replica asks first
+stream order, one KV write per job and batch) and acks it (:mod:`~services.dispatcher.fold.acks`: a
+request once it has nothing more, not per batch). It keeps the pin for ``fold_pin_hold_s``, then lets
+its open pull run out and unpins, so the next batch goes to whichever replica asks first
 (the partitions spread over the replicas that way). A partition that got nothing for
 :data:`QUIET_AFTER_S` unpins the same way and then waits, pinned to none, in a pull of one event
 lasting :data:`IDLE_PULL_S` (issue 34: an idle fold's pulls); the event that comes ends it and pins
@@ -33,6 +34,7 @@ from nats.aio.msg import Msg
 from contracts import streams
 from services.common.nats.connection import cancel_requested
 from services.dispatcher.consumers import ConsumerGuard
+from services.dispatcher.fold.acks import BatchAcks
 from services.dispatcher.fold.batch import BatchFold, RecordCache
 from services.dispatcher.fold.dead_pin import unpin_if_dead
 from services.dispatcher.fold.partitions import SERIAL_DURABLE, declare_fold_stream, fold_durable, partition_subject
@@ -45,6 +47,10 @@ log = logging.getLogger(__name__)
 FETCH_WAIT_S = 1.0
 """How long a pull request of a busy partition waits (and an unpin waits for the open one to run out);
 a long wait here would delay every hand-over of the pin (issue 34)."""
+HOLD_S = 0.25
+"""How long a held ack waits for the next batch (on the open request: no pull more) before it goes as a
+request (:mod:`~services.dispatcher.fold.acks`); a replica that dies with one held leaves its pin to
+time out, as one that dies with a batch in hand."""
 QUIET_AFTER_S = 2.0
 """A partition that got nothing for this long lets go of its pin and waits with :data:`IDLE_PULL_S` pulls."""
 IDLE_PULL_S = 30.0
@@ -74,10 +80,12 @@ class PartitionFold(FoldDurable):
     _pinned: PinnedConsumer | None = None
     _puller: PinnedPull | None = None
     _settled: bool = True
-    """Whether every batch this replica pulled was acked or nak'ed (the server said so)."""
+    """Whether every batch this replica pulled was acked or nak'ed (confirmed before the pin goes)."""
+    _acks: BatchAcks = field(init=False)
 
     def __post_init__(self) -> None:
         self.durable = fold_durable(self.partition)
+        self._acks = BatchAcks(self.nc, min(5.0, 0.1 * self.settings.event_ack_wait_s + 0.5))
 
     async def start(self) -> None:
         """Create (or re-make) the pinned consumer and open this replica's inbox for it."""
@@ -110,7 +118,12 @@ class PartitionFold(FoldDurable):
                     msgs = await self._pull(puller, more=True, size=1, wait_s=IDLE_PULL_S)
                 else:
                     releasing = releasing or (quiet and puller.pin is not None)
-                    msgs = await self._pull(puller, more=not (releasing or quiet))  # quiet: let it run out
+                    hold = self._acks.held is not None and puller.requesting
+                    msgs = await self._pull(
+                        puller, more=not (releasing or quiet), wait_s=HOLD_S if hold else FETCH_WAIT_S
+                    )  # quiet: let it run out
+                if not msgs and self._acks.held is not None:  # nothing more came: the held ack goes
+                    await self._confirmed()
                 if msgs:
                     quiet_at = time.monotonic() + QUIET_AFTER_S
                     if cache.pin != puller.pin:  # another replica may have folded these jobs meanwhile
@@ -120,15 +133,17 @@ class PartitionFold(FoldDurable):
                     await self._complete_shielded(folder, msgs, puller)
                     releasing = time.monotonic() - pinned_at >= self.settings.fold_pin_hold_s
                 if releasing and puller.idle:  # held long enough (or quiet), and nothing of this pin in flight
-                    if self._settled and puller.pin is not None and await puller.unpin():
+                    if self._settled and puller.pin is not None and await self._confirmed() and await puller.unpin():
                         cache.reset(None)
                     elif puller.pin is not None:  # not let go: pulls of a second again for a while
                         quiet_at = time.monotonic() + QUIET_AFTER_S
                     releasing = False
         finally:
-            if self._settled and puller.pin is not None:
-                with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):
+                if self._settled and puller.pin is not None:
                     await asyncio.wait_for(self._let_go(puller), STOP_GRACE_S)
+                elif self._acks.held is not None:  # a folded event: acked, whatever else is cut short
+                    await asyncio.wait_for(self._acks.confirm(), STOP_GRACE_S)
             await puller.close()
 
     async def _leftovers(self, puller: PinnedPull, held: int) -> list[Msg]:
@@ -154,7 +169,8 @@ class PartitionFold(FoldDurable):
         """Give back what the open request still delivers (nak'ed: it comes again first, to whoever
         pulls next), then unpin."""
         if rest := await puller.drain(FETCH_WAIT_S + 1.0):
-            await self._settle(rest, b"-NAK")
+            await self._acks.nak(rest)
+        await self._acks.confirm()
         await puller.unpin()
 
     async def _unpin_if_dead(self) -> None:
@@ -216,26 +232,29 @@ class PartitionFold(FoldDurable):
         try:
             async with asyncio.timeout_at(asyncio.get_running_loop().time() + 0.8 * ack_wait):
                 await folder.fold(msgs, deadline)
-            await self._settle(msgs, b"+ACK")
+            await self._acks.ack(msgs)
+            self._settled = True
         except Exception:
             log.exception("%s: a batch of %d events is given back to be redelivered", self.durable, len(msgs))
             folder.cache.reset(None)
             try:
-                await self._settle(msgs + await puller.drain(FETCH_WAIT_S + 1.0), b"-NAK")
+                await self._acks.nak(msgs + await puller.drain(FETCH_WAIT_S + 1.0))
+                self._settled = True
             except Exception:  # noqa: BLE001 - unknown: wait until they are due for redelivery anyway
                 log.warning("%s: the server did not confirm the nak; pulling again in %g s", self.durable, ack_wait)
                 await asyncio.sleep(ack_wait + PIN_MARGIN_S)
                 self._settled = True
             return
 
-    async def _settle(self, msgs: list[Msg], verb: bytes) -> None:
-        """Ack (``+ACK``) or nak (``-NAK``) every message, the last as a request: its answer means the
-        server has handled them all (a consumer handles its acks in order)."""
-        *first, last = msgs
-        for msg in first:
-            await self.nc.publish(msg.reply, verb)
-        await self.nc.request(last.reply, verb, timeout=min(5.0, 0.1 * self.settings.event_ack_wait_s + 0.5))
-        self._settled = True
+    async def _confirmed(self) -> bool:
+        """Send the held ack as a request (:class:`~services.dispatcher.fold.acks.BatchAcks`): whether
+        the server answered, so every ack sent is handled (the pin may be given up)."""
+        try:
+            await self._acks.confirm()
+        except Exception as exc:  # noqa: BLE001 - the event comes back after the ack wait at worst
+            log.warning("%s: the server did not confirm the acks (%r)", self.durable, exc)
+            return False
+        return True
 
 
 async def fold_consumers(

@@ -169,6 +169,11 @@ class PinnedPull:
                 await sub.unsubscribe()
 
     @property
+    def requesting(self) -> bool:
+        """A request is open (a shorter wait on it sends nothing)."""
+        return self._open is not None
+
+    @property
     def idle(self) -> bool:
         """No request is open and nothing delivered waits: safe to unpin (nothing more can come)."""
         return self._open is None and not self._ready and not self._unsure()

@@ -96,11 +96,17 @@ class Feed:
         size: int,
         heartbeat_s: float = PULL_HEARTBEAT_S,
         description: str | None = None,
+        new_only: bool = False,
     ) -> None:
         self.nc, self.js, self.stream, self.subjects = nc, js, stream, subjects
         self.description = description
         self.last_seq = after
         """The last stream sequence read (queued); a new consumer starts after it."""
+        self.new_only = new_only
+        """Its first consumer delivers what is stored after it is made (``after`` is then the stream's
+        last sequence at that moment, as the server reports it)."""
+        self.opened = asyncio.Event()
+        """Set once the first consumer is made (what is stored from then on comes through the feed)."""
         self.heartbeat_s = heartbeat_s
         self.queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=size)
         self.consumer: str | None = None
@@ -132,7 +138,7 @@ class Feed:
             config.filter_subjects = list(self.subjects)
         else:
             config.filter_subject = self.subjects[0]
-        config.deliver_policy = DeliverPolicy.ALL
+        config.deliver_policy = DeliverPolicy.NEW if self.new_only else DeliverPolicy.ALL
         if self.last_seq > 0:
             config.deliver_policy, config.opt_start_seq = DeliverPolicy.BY_START_SEQUENCE, self.last_seq + 1
         return config
@@ -157,7 +163,12 @@ class Feed:
                     with contextlib.suppress(NotFoundError):
                         await self.js.delete_consumer(self.stream, old)
                     old = None
-                self.consumer = (await self.js.add_consumer(self.stream, config=self._config())).name
+                info = await self.js.add_consumer(self.stream, config=self._config())
+                self.consumer = info.name
+                if self.new_only:  # from now on, after the sequence it started from
+                    self.new_only = False
+                    self.last_seq = max(self.last_seq, info.delivered.stream_seq if info.delivered else 0)
+                self.opened.set()
                 return True
             except (nats.errors.Error, TimeoutError) as exc:
                 if asyncio.get_running_loop().time() > deadline:

@@ -57,7 +57,8 @@ class Tap:
         self._wake = asyncio.Event()
 
     async def __aenter__(self) -> Tap:
-        self.hub.add(self.key, self)
+        if not await self.hub.follow(self.key, self):
+            self.gone = True
         return self
 
     async def __aexit__(self, *_: object) -> None:

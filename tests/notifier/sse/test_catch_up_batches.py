@@ -13,6 +13,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
+from bench.harness.catch_up_cost import NoFollower
 from bench.harness.message_counter import MessageCounter, counting
 from bench.harness.waiting import wait_for
 from contracts.events.registry import EventType
@@ -22,7 +23,7 @@ from services.common.nats.connection import apply_declarations
 from services.common.nats.embedded import EmbeddedNats
 from services.notifier.sse.catch_up import BATCH, CatchUpReader
 from services.notifier.sse.direct_get import Stored
-from services.notifier.sse.hub import job_key, tenant_key
+from services.notifier.sse.hub import Hub, job_key, tenant_key
 from services.notifier.sse.tap import Tap
 from tests.support.events import job_event, publish
 from tests.support.notifier import shared_hub
@@ -41,8 +42,10 @@ async def _take(tap: Tap, n: int) -> list[int]:
     return got
 
 
-async def _hub_pulling(counter: MessageCounter, stream: str) -> None:
-    """Wait until the hub's consumer has sent its first pull (it lasts 30 s): out of the window to come."""
+async def _hub_pulling(counter: MessageCounter, stream: str, hub: Hub) -> None:
+    """Have the hub read (someone follows) and wait until its consumer has sent its first pull (it lasts
+    30 s): out of the window to come."""
+    await hub.follow(job_key("acme", "-"), NoFollower())
     source = ("pull request", f"$JS.API.CONSUMER.MSG.NEXT.{stream}")
     await wait_for(lambda: counter.tally.sources[source] >= 1, what="the hub's first pull")
 
@@ -67,7 +70,7 @@ async def test_a_catch_up_of_a_thousand_events_costs_at_most_ten_requests(
     published = [await publish(js, subjects, job_event("acme", "job_long", EventType.JOB_LOG)) for _ in range(EVENTS)]
     stream = namespace.stream(JOBS)
     async with counting(nats_server.url) as counter, shared_hub(nc, js, namespace, 5.0) as hub:
-        await _hub_pulling(counter, stream)
+        await _hub_pulling(counter, stream, hub)
         tap = Tap(hub, job_key("acme", "job_long"), [subjects.job_events("acme", "job_long")], 0, 256)
         async with counter.window() as tally, tap:
             got = await _take(tap, EVENTS)
@@ -192,7 +195,7 @@ async def test_a_stream_without_allow_direct_is_read_one_get_per_event_with_one_
     stream = namespace.stream(JOBS)
     caplog.set_level(logging.WARNING, logger="services.notifier.sse.catch_up")
     async with counting(nats_server.url) as counter, shared_hub(nc, js, namespace, 5.0) as hub:
-        await _hub_pulling(counter, stream)
+        await _hub_pulling(counter, stream, hub)
         async with counter.window() as tally:
             for _ in range(2):
                 async with Tap(hub, job_key("acme", "job_old"), [subjects.job_events("acme", "job_old")], 0, 8) as tap:
