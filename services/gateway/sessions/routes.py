@@ -34,8 +34,11 @@ from services.gateway.state import GatewayState
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Runs inside the app's lifespan (NATS is connected): the session intake of this app."""
-    app.state.session_intake = SessionIntake(app.state.gateway)
-    yield
+    app.state.session_intake = intake = SessionIntake(app.state.gateway)
+    try:
+        yield
+    finally:
+        await intake.numbering.close()
 
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"], lifespan=_lifespan)
