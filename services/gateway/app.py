@@ -28,6 +28,7 @@ from services.gateway.blobs import blob_router
 from services.gateway.dashboard import install_dashboard
 from services.gateway.middleware import BodySizeLimitMiddleware
 from services.gateway.routers import ROUTERS
+from services.gateway.sessions.routes import PlainFrameRoute
 from services.gateway.settings import GatewaySettings
 from services.gateway.state import GatewayState
 
@@ -108,6 +109,7 @@ def create_app(settings: GatewaySettings, *, storage: Storage | None = None) -> 
         app.include_router(blob_router(store))
     for router in ROUTERS:
         app.include_router(router)
+    app.router.routes.insert(0, PlainFrameRoute())  # a camera loop's frames: matched first, served lean
 
     install_health(app, _probes(app, store), readiness_doc=READINESS_DOC)
     install_dashboard(app)  # the web UI at /: pages, static files (the API at /v1 stays bearer-only)

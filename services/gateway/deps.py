@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from services.common.auth.apikeys import Principal
 from services.common.auth.key_cache import CredentialRefusedError
@@ -54,6 +55,12 @@ async def require_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(require_principal)]
+
+
+def bearer_credential(authorization: str | None) -> str | None:
+    """The credential of an ``Authorization: Bearer …`` header, as :func:`require_principal` reads it."""
+    scheme, credential = get_authorization_scheme_param(authorization)
+    return credential if authorization and credential and scheme.lower() == "bearer" else None
 
 
 def require_scope(*scopes: str) -> Callable[[Principal], Awaitable[Principal]]:

@@ -1,15 +1,15 @@
 """What the gateway does for live sessions: start them, take their frames, pass on stop and reset.
 
 A session is a job (created through :func:`~services.gateway.jobs.routes.submit_job`), so its record
-is the job record. Frames get their ``seq`` from the session's entry in KV ``sessions``
-(compare-and-set, one writer at a time per session in this process; replicas retry on conflict),
-then go to ``sessions.{tenant}.{id}.frames`` (FRAMES) with their description in headers and
-``Nats-Msg-Id`` = ``frame-{id}-{seq}``. Stop and reset go on ``.control`` in the same stream, so the
-worker sees them in order with the frames; a stop is also the job event ``session.stop_requested``
-(``stop-{id}``), which moves the record to ``stopping``.
+is the job record. Frames go to ``sessions.{tenant}.{id}.frames`` (FRAMES) with their description in
+headers and ``Nats-Msg-Id`` = ``frame-{id}-{seq}``, numbered by that subject itself (one writer at a
+time per session in this process; replicas take turns: :mod:`~services.gateway.sessions.numbering`).
+Stop and reset go on ``.control`` in the same stream, so the worker sees them in order with the
+frames; a stop is also the job event ``session.stop_requested`` (``stop-{id}``), which moves the
+record to ``stopping``.
 
 Bounded: frames per second per session (a token bucket, ``session_max_frames_per_s``), the
-per-session locks, buckets, frame counters and cached records (``session_cache_max`` each, least recently used
+per-session locks, buckets, frame numbers and cached records (``session_cache_max`` each, least recently used
 dropped; a record is re-read after ``session_record_cache_s``).
 """
 
@@ -17,15 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Generic, TypeVar
 
 import nats.errors
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError
 
-from contracts.api.sessions import FrameAccepted, SessionEntry
-from contracts.envelope import utc_now
+from contracts.api.sessions import FrameAccepted
 from contracts.event_ids import reset_msg_id, stop_requested_event_id
 from contracts.events.registry import EventType, make_event
 from contracts.events.sessions import SessionStopRequestedPayload
@@ -35,55 +31,11 @@ from contracts.record_repair import read_record
 from contracts.session_feed import ControlMessage, frame_headers
 from services.common.http.problem import ProblemError
 from services.common.observability.metrics import SESSION_FRAMES
+from services.gateway.sessions.lru import Lru, TokenBucket
+from services.gateway.sessions.numbering import FrameNumbering, unrecorded
 from services.gateway.state import GatewayState
 
 PUBLISH_TIMEOUT_S = 5.0
-_V = TypeVar("_V")
-
-
-class Lru(Generic[_V]):
-    """A dict of at most ``size`` entries; the least recently used goes first."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[str, _V] = OrderedDict()
-
-    def get(self, key: str) -> _V | None:
-        """The value of ``key`` (now the most recently used), or ``None``."""
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: str, value: _V) -> _V:
-        """Store ``value`` under ``key``; the oldest entry goes when over the size."""
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
-        return value
-
-    def pop(self, key: str) -> None:
-        """Forget ``key`` (nothing if it is not held)."""
-        self._items.pop(key, None)
-
-
-@dataclass
-class TokenBucket:
-    """``rate`` tokens a second, at most ``rate`` held (one second's burst)."""
-
-    rate: float
-    tokens: float
-    at: float
-
-    def take(self, now: float) -> float:
-        """0 if a token was taken, else the seconds until one is due."""
-        self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.rate
 
 
 def gone(record: JobRecord) -> ProblemError:
@@ -102,7 +54,7 @@ class SessionIntake:
         self._locks: Lru[asyncio.Lock] = Lru(size)
         self._buckets: Lru[TokenBucket] = Lru(size)
         self._stopped: Lru[bool] = Lru(size)
-        self._counters: Lru[tuple[SessionEntry, int]] = Lru(size)
+        self.numbering = FrameNumbering(state)
 
     async def record(self, tenant: str, session_id: str, *, fresh: bool = False) -> JobRecord:
         """The tenant's session record (cached briefly unless ``fresh``); 404 for anything else (a
@@ -139,11 +91,11 @@ class SessionIntake:
             raise ProblemError(409, "The session is fed from its source; it takes no frames.")
         self._check_rate(key)
         lock = self._locks.get(key) or self._locks.put(key, asyncio.Lock())
+        at = ts if ts is not None else time.time()
         async with lock:
-            seq = await self._next_seq(record)
-            headers = frame_headers(record.id, seq, ts if ts is not None else time.time(), content_type, pose)
-            subject = self.state.subjects.session_frames(record.tenant, record.id)
-            await self._publish(subject, data, headers)
+            seq = await self.numbering.publish(
+                record, data, lambda n: frame_headers(record.id, n, at, content_type, pose)
+            )
         SESSION_FRAMES.labels("accepted").inc()
         return FrameAccepted(seq=seq, frame_count=seq)
 
@@ -156,51 +108,9 @@ class SessionIntake:
             retry = str(max(1, round(wait + 0.5)))
             raise ProblemError(429, f"At most {rate:g} frames a second per session.", headers={"Retry-After": retry})
 
-    async def _next_seq(self, record: JobRecord) -> int:
-        """The next frame seq of the session, from its KV entry (compare-and-set, retried on conflict).
-
-        The entry this process wrote last is kept with its revision, so a session's next frame is one
-        update against that revision; the entry is read again only when another writer moved it."""
-        kv, key = self.state.kv.sessions, tenant_key(record.tenant, record.id)
-        known = self._counters.get(key)
-        for _ in range(20):
-            if known is None:
-                try:
-                    entry = await kv.get(key)
-                except KeyNotFoundError:
-                    first = self.entry_of(record).model_copy(update={"frames": 1})
-                    try:
-                        self._counters.put(key, (first, await kv.create(key, first.model_dump_json().encode())))
-                        return 1
-                    except KeyWrongLastSequenceError:
-                        continue
-                known = (SessionEntry.model_validate_json(entry.value or b""), entry.revision or 0)
-            current, revision = known
-            moved = current.model_copy(update={"frames": current.frames + 1})
-            try:
-                self._counters.put(key, (moved, await kv.update(key, moved.model_dump_json().encode(), last=revision)))
-                return moved.frames
-            except KeyWrongLastSequenceError:
-                known = None
-        self._counters.pop(key)
-        raise ProblemError(503, "The session's frame counter is contended; retry.", headers={"Retry-After": "1"})
-
-    @staticmethod
-    def entry_of(record: JobRecord) -> SessionEntry:
-        """A new KV ``sessions`` entry of ``record`` (no frame yet)."""
-        robot_id = record.session.robot_id if record.session is not None else None
-        kind = "splat" if record.kind == "splat" else "vlm"
-        return SessionEntry(
-            id=record.id, tenant=record.tenant, kind=kind, robot_id=robot_id or record.id, created_at=utc_now()
-        )
-
     async def frames_received(self, record: JobRecord) -> int:
-        """The last frame seq the gateway gave out (0 before the first)."""
-        try:
-            entry = await self.state.kv.sessions.get(tenant_key(record.tenant, record.id))
-        except KeyNotFoundError:
-            return 0
-        return SessionEntry.model_validate_json(entry.value or b"").frames
+        """The last frame seq the session's frames were given (0 before the first)."""
+        return await self.numbering.frames_received(record)
 
     async def control(self, record: JobRecord, action: str) -> None:
         """Pass ``stop`` or ``reset`` to the worker (in order with the frames); 409 once it ended."""
@@ -238,6 +148,4 @@ class SessionIntake:
         try:
             await self.state.js.publish(subject, data, headers=headers, timeout=PUBLISH_TIMEOUT_S)
         except (nats.errors.Error, TimeoutError) as exc:
-            raise ProblemError(
-                503, f"The frame could not be recorded ({type(exc).__name__}); retry.", headers={"Retry-After": "1"}
-            ) from exc
+            raise unrecorded(exc) from exc

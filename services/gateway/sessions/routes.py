@@ -13,14 +13,18 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Header, Path, Query, Request, Response
+from starlette.routing import Match, Route
+from starlette.types import Scope as AsgiScope
 
 from contracts.api.sessions import FrameAccepted, SessionCreate, SessionOut
+from contracts.api.tokens import Scope
 from contracts.job_record import JobRecord
+from contracts.session_feed import IMAGE_TYPES
 from contracts.specs.jobs import SplatSpec, VlmSpec
 from contracts.specs.session_params import vlm_model_refusal
 from services.common.auth.apikeys import Principal
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
-from services.gateway.deps import SessionsRead, SessionsWrite, StateDep
+from services.gateway.deps import SessionsRead, SessionsWrite, StateDep, authenticate, bearer_credential, check_scope
 from services.gateway.jobs.routes import IdempotencyKey, check_kind, submit_job
 from services.gateway.sessions.feed import session_feed
 from services.gateway.sessions.http import intake_of, pose_header, read_frame, snapshot_response
@@ -34,8 +38,11 @@ from services.gateway.state import GatewayState
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Runs inside the app's lifespan (NATS is connected): the session intake of this app."""
-    app.state.session_intake = SessionIntake(app.state.gateway)
-    yield
+    app.state.session_intake = intake = SessionIntake(app.state.gateway)
+    try:
+        yield
+    finally:
+        await intake.numbering.close()
 
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"], lifespan=_lifespan)
@@ -138,6 +145,38 @@ async def post_frame(
     check_kind(principal, record.kind)
     data, content_type = await read_frame(request, state)
     return await intake_of(request).accept_frame(record, data, content_type, ts, pose_header(pose))
+
+
+class PlainFrameRoute(Route):
+    """``POST /v1/sessions/{id}/frames`` with a raw JPEG or PNG body and no query (what a camera loop
+    sends), served as :func:`post_frame` serves it (same checks, answers and problems, the same
+    middleware) but without FastAPI's route matching and dependency solving, which took more of the
+    gateway's time per frame than the frame's own work. Put first among the app's routes; any other
+    request to that path (multipart, ``?ts=``, another method) is :func:`post_frame`'s."""
+
+    def __init__(self) -> None:
+        super().__init__("/v1/sessions/{session_id}/frames", self.post, methods=["POST"], include_in_schema=False)
+
+    def matches(self, scope: AsgiScope) -> tuple[Match, AsgiScope]:
+        match, child = super().matches(scope)
+        if match is not Match.FULL or scope.get("query_string"):
+            return Match.NONE, {}
+        declared = next((v for k, v in scope.get("headers", ()) if k == b"content-type"), b"")
+        if declared.split(b";", 1)[0].strip().lower().decode("latin-1") not in IMAGE_TYPES:
+            return Match.NONE, {}
+        return match, child
+
+    @staticmethod
+    async def post(request: Request) -> Response:
+        state: GatewayState = request.app.state.gateway
+        principal = await authenticate(state, bearer_credential(request.headers.get("authorization")))
+        principal = check_scope(principal, Scope.SESSIONS_WRITE)
+        record = await own_session(request, principal, request.path_params["session_id"])
+        check_kind(principal, record.kind)
+        data, content_type = await read_frame(request, state)
+        pose = pose_header(request.headers.get("gpurelay-pose"))
+        accepted = await intake_of(request).accept_frame(record, data, content_type, None, pose)
+        return Response(accepted.model_dump_json(), 202, media_type="application/json")
 
 
 async def _control(
