@@ -9,10 +9,16 @@ Before that, one get of the first stored message at or after ``after + 1`` (``ne
 whether there is anything to read: on an idle stack there is not, and the get (its request, reply and
 API advisory) costs 3 messages where a consumer made to find nothing cost 5 (its creation, reply, API
 advisory, its created and, when it expired, its deleted advisory), each sweep every 15 s.
+
+The sweeps of one replica that learn from KV ``jobs`` (:class:`~services.dispatcher.scheduling.sweeper.CreatedSweeper`,
+:class:`~services.dispatcher.fold.audit.FoldAudit`) share one :class:`WriteLog`: whichever sweeps reads
+what was stored since either read it, for both, so each write is delivered to a replica once, not once
+per sweep (issue 34: four deliveries of every write per job with 2 replicas, then two).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from nats.aio.msg import Msg
@@ -25,7 +31,36 @@ READ_BATCH = 512
 READ_TIMEOUT_S = 5.0
 
 
-async def read_writes(kv: KeyValue, after: int, on_write: Callable[[str, Msg], None]) -> tuple[int, int]:
+OnWrite = Callable[[str, Msg], None]
+
+
+class WriteLog:
+    """The writes a bucket stores, read for every reader (:meth:`add`) by whichever asks first (:meth:`read`)."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+        self.readers: list[OnWrite] = []
+        self.scanned = 0
+        """The stream sequence of the last write read."""
+        self._lock = asyncio.Lock()
+
+    def add(self, on_write: OnWrite) -> None:
+        """Hand every write read from now on to ``on_write`` too (the first read: every key as it stands)."""
+        self.readers.append(on_write)
+
+    async def read(self) -> int:
+        """Read what the bucket stored since the last read (of any reader), in order, handing each write to
+        every reader; how many were read. Two reads at once read in turn (the second, little or nothing)."""
+        async with self._lock:
+            self.scanned, read = await read_writes(self.kv, self.scanned, self._each)
+            return read
+
+    def _each(self, key: str, msg: Msg) -> None:
+        for on_write in self.readers:
+            on_write(key, msg)
+
+
+async def read_writes(kv: KeyValue, after: int, on_write: OnWrite) -> tuple[int, int]:
     """Call ``on_write(key, msg)`` for every write ``kv`` stored after stream sequence ``after`` (``0``:
     each key as it stands); the sequence of the last write read (``after`` when none), and how many."""
     js, stream, prefix = kv._js, kv._stream, kv._pre  # nats-py keeps them private

@@ -56,6 +56,7 @@ from services.dispatcher.fold.audit import FoldAudit
 from services.dispatcher.fold.partition import fold_consumers
 from services.dispatcher.fold.reactions import Reactions
 from services.dispatcher.fold.records import route_pricing
+from services.dispatcher.kv_writes import WriteLog
 from services.dispatcher.observe import start_sampling
 from services.dispatcher.retention import Retention
 from services.dispatcher.running.attempts import Attempts
@@ -169,9 +170,10 @@ class Dispatcher:
             jobs_kv, store, self.storage, s.artifact_retention_hours, s.storage_prefix,
             recording_retention_hours=s.recording_retention_hours,
         )  # fmt: skip
-        self.sweeper = CreatedSweeper(store, events, s.created_republish_after_s)
+        writes = WriteLog(jobs_kv)  # both sweeps learn from one read of KV jobs' writes
+        self.sweeper = CreatedSweeper(store, events, s.created_republish_after_s, writes=writes)
         self.audit = FoldAudit(store, reactions, s.fold_audit_after_s, s.fold_audit_per_sweep,
-                               s.fold_audit_candidates, s.fold_audit_max_events)  # fmt: skip
+                               s.fold_audit_candidates, s.fold_audit_max_events, writes=writes)  # fmt: skip
         self.guard = guard = ConsumerGuard(js, s.subjects)
         self.broker = broker = make_broker(s)
         jobs_stream = JStream(ns.stream(streams.JOBS), declare=False)

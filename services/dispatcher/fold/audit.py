@@ -35,7 +35,7 @@ from contracts.subjects import Subjects
 from services.common.observability.metrics import FOLD_REPAIRS
 from services.dispatcher.fold.reactions import REACTS_TO, Reactions
 from services.dispatcher.fold.records import fold
-from services.dispatcher.kv_writes import READ_BATCH, READ_TIMEOUT_S, read_writes
+from services.dispatcher.kv_writes import READ_BATCH, READ_TIMEOUT_S, WriteLog
 from services.dispatcher.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -55,21 +55,24 @@ class FoldAudit:
         max_candidates: int,
         max_events: int,
         clock: Callable[[], datetime] = utc_now,
+        writes: WriteLog | None = None,
     ) -> None:
         self.store, self.reactions, self.clock = store, reactions, clock
+        self.writes = writes or WriteLog(store.kv)
+        """What KV ``jobs`` stored, read with the replica's other sweeps (its own when none is given)."""
+        self.writes.add(self._on_write)
         self.after, self.per_sweep = timedelta(seconds=after_s), per_sweep
         self.max_candidates, self.max_events = max_candidates, max_events
         self.candidates: dict[str, tuple[str, str, datetime]] = {}
         """KV key → (tenant, job id, the record's last write or audit)."""
-        self.scanned = 0
-        """The KV stream sequence of the last write :meth:`scan` read."""
         self.audited = 0
         self.repaired = 0
 
     async def scan(self) -> int:
-        """Learn from every write KV ``jobs`` stored since the last scan (the first: every record as it
-        stands); how many were read."""
-        self.scanned, read = await read_writes(self.store.kv, self.scanned, self._on_write)
+        """Learn from every write KV ``jobs`` stored since the last scan (of this or a sweep sharing its
+        :class:`~services.dispatcher.kv_writes.WriteLog`, which learnt for it: so the candidates may pass
+        ``max_candidates`` until this scan; the first: every record as it stands); how many were read."""
+        read = await self.writes.read()
         while len(self.candidates) > self.max_candidates:  # the newest go: they are the least overdue
             self.candidates.pop(next(reversed(self.candidates)))
         return read

@@ -31,7 +31,7 @@ from contracts.envelope import utc_now
 from contracts.ids import tenant_key
 from contracts.job_record import JobRecord, JobStatus
 from contracts.record_repair import UnreadableRecordError
-from services.dispatcher.kv_writes import read_writes
+from services.dispatcher.kv_writes import WriteLog
 from services.dispatcher.store import JobEvents, JobStore
 
 log = logging.getLogger(__name__)
@@ -48,14 +48,16 @@ class CreatedSweeper:
         events: JobEvents,
         republish_after_s: float,
         clock: Callable[[], datetime] = utc_now,
+        writes: WriteLog | None = None,
     ) -> None:
         self.store, self.events, self.clock = store, events, clock
+        self.writes = writes or WriteLog(store.kv)
+        """What KV ``jobs`` stored, read with the replica's other sweeps (its own when none is given)."""
+        self.writes.add(self._on_write)
         self.after = timedelta(seconds=republish_after_s)
         self.candidates: dict[str, tuple[str, str, datetime]] = {}
         self.republished = 0
         self.confirmed = 0
-        self.scanned = 0
-        """The stream sequence of the last write :meth:`scan` read."""
 
     def on_record(self, record: JobRecord) -> None:
         """A record changed in KV: remember it while it is ``created``."""
@@ -69,10 +71,10 @@ class CreatedSweeper:
             self.candidates.pop(key, None)
 
     async def scan(self) -> int:
-        """Learn from every write KV ``jobs`` stored since the last scan (the first: every record as it
-        stands), in order; how many were read."""
-        self.scanned, read = await read_writes(self.store.kv, self.scanned, self._on_write)
-        return read
+        """Learn from every write KV ``jobs`` stored since the last scan (of this or a sweep sharing its
+        :class:`~services.dispatcher.kv_writes.WriteLog`, which learnt for it; the first: every record as
+        it stands), in order; how many were read."""
+        return await self.writes.read()
 
     def _on_write(self, key: str, msg: Msg) -> None:
         tenant, _, job_id = key.partition(".")

@@ -12,6 +12,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from contracts.subjects import Namespace
@@ -134,3 +135,31 @@ async def test_a_scan_of_a_few_keys_asks_a_get_per_entry_and_one_more(
     assert len(await kv_scan(kv, "u1.*")) == SCAN_GETS + 1  # past the gets' worth: listed by a consumer
     await nc.flush()
     assert asked["CONSUMER.CREATE"] == 1
+
+
+def test_message_gets_read_headers_as_the_email_parser_did() -> None:
+    from email.parser import BytesParser
+
+    raw = b"Nats-Expected-Last-Subject-Sequence: 17\r\nKV-Operation:DEL\r\nX-Two:  a b \r\nbad name: x\r\nnocolon\r\n"
+    raw += b"\r\nafter: the blank line\r\n"
+    parsed = kv_module.HeaderParser().parsebytes(raw)
+    assert dict(parsed.items()) == {
+        "Nats-Expected-Last-Subject-Sequence": "17", "KV-Operation": "DEL", "X-Two": "a b",
+    }  # fmt: skip
+    # as nats-py reads a delivered message's: the value stripped at both ends (email kept a trailing space)
+    assert dict(parsed.items()) == {k: v.strip() for k, v in BytesParser().parsebytes(raw).items() if " " not in k}
+
+
+async def test_a_kv_get_after_an_update_and_a_delete_reads_its_headers(
+    js: JetStreamContext, namespace: Namespace
+) -> None:
+    kv = await js.create_key_value(KeyValueConfig(bucket=namespace.bucket("headers"), history=5))
+    assert isinstance(js._hdr_parser, kv_module.HeaderParser)
+    first = await kv.create("acme.a", b"1")
+    second = await kv.update("acme.a", b"2", last=first)
+    stored = await js.get_msg(kv._stream, second)
+    assert stored.headers == {"Nats-Expected-Last-Subject-Sequence": str(first)}
+    assert (await kv.get("acme.a")).value == b"2"
+    await kv.delete("acme.a")
+    with pytest.raises(KeyNotFoundError):
+        await kv.get("acme.a")
