@@ -9,12 +9,13 @@ says the event log is away for a moment (:data:`~services.common.nats.connection
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from http import HTTPStatus
 from typing import Any
 
 import nats.js.errors
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
@@ -88,23 +89,27 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
 
-    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
-        log.warning("NATS unavailable on %s %s: %r", request.method, request.url.path, exc)
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse | None:
+        log.warning("NATS unavailable on %s %s: %r", _method(request), request.url.path, exc)
+        if await _closed_socket(request, WS_TRY_AGAIN_LATER, "NATS unavailable; retry"):
+            return None
         detail = "The event log cannot answer right now (NATS reconnecting or electing a leader); retry."
         return problem(503, detail, headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
 
     for unavailable in (*UNAVAILABLE, nats.js.errors.ServiceUnavailableError):  # JetStream's 503s too
-        app.add_exception_handler(unavailable, _unavailable)
+        app.add_exception_handler(unavailable, _unavailable)  # type: ignore[arg-type] # a Request's or a WebSocket's
 
     @app.exception_handler(UnreadableRecordError)
     async def _unreadable(request: Request, exc: UnreadableRecordError) -> JSONResponse:
-        log.warning("unreadable job record on %s %s: %s", request.method, request.url.path, exc)
+        log.warning("unreadable job record on %s %s: %s", _method(request), request.url.path, exc)
         detail = "The job's stored record is not valid and cannot be read."
         return problem(409, detail, title="Invalid record", code=INVALID_RECORD)
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse | None:
+        log.exception("unhandled error on %s %s", _method(request), request.url.path)
+        if await _closed_socket(request, WS_INTERNAL_ERROR, "unexpected error"):
+            return None
         return problem(500, "An unexpected error occurred; it has been logged.")
 
 
@@ -159,3 +164,21 @@ def use_problem_json_in_openapi(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+WS_TRY_AGAIN_LATER, WS_INTERNAL_ERROR = 1013, 1011
+
+
+def _method(conn: Request) -> str:
+    """The request's method, ``WEBSOCKET`` for a socket (Starlette hands the handlers either)."""
+    return str(conn.scope.get("method", "WEBSOCKET"))
+
+
+async def _closed_socket(conn: Request, code: int, reason: str) -> bool:
+    """Close ``conn`` with ``code`` when it is a WebSocket (a problem+json body has nowhere to go there:
+    before this, the handler failed on the socket and the connection dropped without a close frame)."""
+    if not isinstance(conn, WebSocket):
+        return False
+    with contextlib.suppress(Exception):  # already closed, or the client went
+        await conn.close(code, reason)
+    return True

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 
 import pytest
 from nats.js import JetStreamContext
@@ -13,6 +15,7 @@ from contracts.events.jobs import JobHeartbeatPayload, JobProgressPayload, JobSu
 from contracts.events.registry import EventType
 from contracts.session_feed import H_TS
 from contracts.subjects import Namespace, Subjects
+from services.common.nats.embedded import EmbeddedNats
 from tests.support.gateway import Gateway, Tenant
 from tests.support.sessions import (
     frames_count,
@@ -162,3 +165,25 @@ async def test_a_stop_is_in_force_before_its_publishes_end(
     assert {"type": "control", "action": "stop"} in answers
     assert racing.status_code == 409, racing.text
     assert await frames_count(js, namespace, "acme", sid) == 1  # the stop's control, no frame
+
+
+async def test_a_control_message_that_meets_nats_away_gets_unavailable_and_the_socket_stays_open(
+    acme: Tenant, nats_server: EmbeddedNats
+) -> None:
+    """A stop while nats-server is paused (its record read times out): an ``unavailable`` error on the
+    socket, which stays open and takes frames once NATS is back. Before, the timeout went up to the app's
+    HTTP error handlers, which failed on a WebSocket, and the connection dropped without a close frame."""
+    session = await start(acme)
+    async with open_socket(stream_url(session), acme.key) as ws:
+        await ws.send(jpeg(1))
+        assert (await next_json(ws))["seq"] == 1
+        assert nats_server.pid is not None
+        os.kill(nats_server.pid, signal.SIGSTOP)
+        try:
+            await ws.send(json.dumps({"type": "stop"}))
+            error = await next_json(ws, timeout_s=30, skip=("event",))
+        finally:
+            os.kill(nats_server.pid, signal.SIGCONT)
+        assert (error["type"], error["code"]) == ("error", "unavailable")
+        await ws.send(jpeg(2))
+        assert (await next_json(ws, timeout_s=30, skip=("event",)))["seq"] == 2
