@@ -114,9 +114,9 @@ class HeldAcks:
             await msg.ack()
             self._acked_delivery = msg.metadata.sequence.consumer
             self.acked_through = max(self.acked_through, seq)
-            for covered in ready:
+            for covered in ready:  # one redelivered during the ack was dropped by received(): handled again
                 if covered <= seq:
-                    del self._done[covered]
+                    self._done.pop(covered, None)
 
     async def _none_unseen(self) -> bool:
         """Whether every message pending on the consumer is one received here (then the delivery

@@ -158,3 +158,22 @@ async def test_an_explicit_ack_consumer_made_before_is_acked_per_event(
     await held.handled(msgs)
     await explicit.settles((3, 0), "each event acked at once")
     assert len(explicit.acks) == 3
+
+
+async def test_an_event_redelivered_while_the_held_ack_is_sent_does_not_break_the_flush(ack_all: Consumer) -> None:
+    """``received`` runs while ``flush`` awaits its ack (a redelivery came meanwhile, as at a lease lost
+    under load): the flush ends cleanly; before, it raised KeyError on the entry ``received`` dropped,
+    which killed the fan-out's ack timer with "Task exception was never retrieved"."""
+    held = await ack_all.held()
+    msgs = await ack_all.take(3)
+    held.received(msgs)
+    await held.handled(msgs)
+    send_ack = msgs[-1].ack
+
+    async def ack_meeting_a_redelivery() -> None:
+        held.received([msgs[0]])  # the first event, delivered again before this ack went
+        await send_ack()
+
+    msgs[-1].ack = ack_meeting_a_redelivery  # type: ignore[method-assign]
+    await held.flush()
+    await ack_all.settles((3, 0), "the held ack covering all three")
