@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from pathlib import Path
 from types import TracebackType
@@ -27,8 +28,10 @@ import nats.errors
 from nats.js import JetStreamContext
 from nats.js.errors import Error as JetStreamError
 
-from services.common.nats.embedded import EmbeddedNats, free_port
+from services.common.nats.embedded import EmbeddedNats, PortTakenError, free_port
 from services.common.nats.server_config import SYNC_ALWAYS, ClusterConfig, ServerTls
+
+log = logging.getLogger(__name__)
 
 POLL_S = 0.1
 """The pause between two looks at the cluster's state while waiting for it."""
@@ -48,21 +51,20 @@ class NatsCluster:
         authorization: str | None = None,
         tls: ServerTls | None = None,
     ) -> None:
-        route_ports = [free_port(host) for _ in range(size)]
-        routes = tuple(f"nats-route://{host}:{port}" for port in route_ports)
         self.nodes = [
             EmbeddedNats(
                 Path(root) / f"nats-{i}",
                 host=host,
                 server_name=f"nats-{i}",
-                cluster=ClusterConfig(name=name, port=port, routes=routes),
                 sync_interval=sync_interval,
                 authorization=authorization,
                 tls=tls,
                 monitor_port=0,
             )
-            for i, port in enumerate(route_ports, start=1)
+            for i in range(1, size + 1)
         ]
+        self._name = name
+        self._pick_ports(fresh=False)
 
     @property
     def url(self) -> str:
@@ -76,17 +78,41 @@ class NatsCluster:
                 return node
         raise KeyError(server_name)
 
-    def start(self, timeout_s: float = 20.0) -> NatsCluster:
-        """Start every node (all launched first: each retries its routes) and wait until each accepts clients."""
-        try:
-            for node in self.nodes:
-                node.launch()
-            for node in self.nodes:
-                node.wait_ready(timeout_s)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+    def _pick_ports(self, fresh: bool) -> None:
+        """Give every node a route port and the routes to all nodes; ``fresh``: new client and monitor
+        ports too (another process took one of the picked ports before a node bound it)."""
+        host = self.nodes[0].host
+        route_ports = [free_port(host) for _ in self.nodes]
+        routes = tuple(f"nats-route://{host}:{port}" for port in route_ports)
+        for node, port in zip(self.nodes, route_ports, strict=True):
+            node.cluster = ClusterConfig(name=self._name, port=port, routes=routes)
+            if fresh:
+                node.port, node.monitor_port = free_port(host), free_port(host)
+
+    def start(self, timeout_s: float = 20.0, attempts: int = 3) -> NatsCluster:
+        """Start every node (all launched first: each retries its routes) and wait until each accepts clients.
+
+        Ports are picked free before the servers bind them, so another process may take one in
+        between (a busy test machine): then every node stops and the cluster starts again on new
+        ports, up to ``attempts`` times. Restarting one killed node is the node's own ``start``.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                for node in self.nodes:
+                    node.launch()
+                for node in self.nodes:
+                    node.wait_ready(timeout_s)
+                return self
+            except PortTakenError:
+                self.stop()
+                if attempt == attempts:
+                    raise
+                log.warning("a port of the cluster was taken before its node bound it; picking new ports")
+                self._pick_ports(fresh=True)
+            except BaseException:
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
 
     def stop(self) -> None:
         """Stop every node this cluster started."""
