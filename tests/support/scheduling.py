@@ -85,7 +85,7 @@ class InstantBackend:
         await publish_event(self.js, self.subjects.job_event(request.tenant, request.job_id, "succeeded"), event)
         return Outcome(status="succeeded")
 
-    async def cancel_call(self, call_id: str) -> None:
+    async def cancel_call(self, call_id: str, job_id: str = "", attempt: int = 0) -> None:
         """Nothing to cancel (the call id is noted)."""
         self.canceled_calls.append(call_id)
 

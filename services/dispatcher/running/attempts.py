@@ -272,6 +272,9 @@ class Attempts:
         self, held: Held, verdict: Verdict, launch: Launch | None, backend: Backend, code: str = ""
     ) -> None:
         """Turn a verdict into the attempt's last event(s)."""
+        if verdict.reason in ("timeout", "silent", "lost") and (worker_end := await self._reported_end(held)):
+            held.outcome = worker_end  # its worker ended it; the record lags (the fold was away)
+            return
         outcome = verdict.outcome
         if outcome is not None and outcome.status == "succeeded":
             held.outcome = "succeeded"  # the worker published job.succeeded
@@ -298,6 +301,16 @@ class Attempts:
         elif outcome is not None and outcome.error is not None and outcome.status == "retryable":
             await self._retry_or_fail(held, outcome.error.code, outcome.error.message, True)
 
+    async def _reported_end(self, held: Held) -> str | None:
+        """``succeeded`` or ``failed`` when this attempt's worker published its end in the stream, else
+        ``None``: a ticket adopted after its record stopped following the stream (NATS lost a node) must
+        not be retried, nor its pool process killed, for a silence that came after the run ended."""
+        for name in ("succeeded", "failed"):
+            event = await self.events.last(held.record, name)
+            if event is not None and event.attempt == held.ticket.attempt:
+                return name
+        return None
+
     async def _cancel_run(self, held: Held, launch: Launch | None, backend: Backend) -> None:
         """Stop the run: ours by its launch; one known by its call id only when its worker did not end
         the attempt itself (its process then runs something else: a pool process is reused)."""
@@ -307,7 +320,7 @@ class Attempts:
                     await launch.cancel()
                     await asyncio.wait({launch.outcome}, timeout=5)
             elif held.record.call_id and ended_as(held) == "ended":
-                await backend.cancel_call(held.record.call_id)
+                await backend.cancel_call(held.record.call_id, held.ticket.job_id, held.ticket.attempt)
 
     async def _retry_or_fail(self, held: Held, code: str, message: str, retry: bool) -> None:
         attempt, policy = held.ticket.attempt, held.route.retries

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from services.dispatcher.running.local_pool import LocalPool, PoolProcess, kill_
 
 Announce = Callable[[str, str | None], Awaitable[None]]
 """``announce(call_id, gpu)``: publish ``job.dispatched`` for the run."""
+
+log = logging.getLogger(__name__)
 
 
 class BackendUnavailableError(Exception):
@@ -59,8 +62,9 @@ class Backend(Protocol):
         """Start ``request``; ``announce`` is awaited before the worker starts (local) or
         right after the spawn (Modal)."""
 
-    async def cancel_call(self, call_id: str) -> None:
-        """Cancel a run known only by its call id (one started by another replica)."""
+    async def cancel_call(self, call_id: str, job_id: str = "", attempt: int = 0) -> None:
+        """Cancel a run known only by its call id (one started by another replica): ``job_id``'s
+        ``attempt``."""
 
 
 class LocalBackend:
@@ -103,11 +107,18 @@ class LocalBackend:
 
         return Launch(call_id, observed(asyncio.create_task(run())), cancel)
 
-    async def cancel_call(self, call_id: str) -> None:
-        """Kill the process group of a run on this host (after a dispatcher restart)."""
+    async def cancel_call(self, call_id: str, job_id: str = "", attempt: int = 0) -> None:
+        """Kill the process group of a run on this host (after a dispatcher restart). A process of this
+        replica's own pool is killed only while it runs that attempt: pool processes are reused, so
+        the call's pid may be idle or on another job by now (its worker ended the attempt)."""
         _, host, pid = ([*call_id.split(":"), "", ""])[:3]
-        if host == self.host and pid.isdigit():
+        if host != self.host or not pid.isdigit():
+            return
+        running = self.pool.runs(int(pid))
+        if running is False or running == (job_id, attempt):
             kill_group(int(pid))
+        else:
+            log.info("not killing pool process %s: it runs %s now, not %s attempt %d", pid, running, job_id, attempt)
 
 
 def observed(task: asyncio.Task[Outcome]) -> asyncio.Task[Outcome]:
@@ -134,7 +145,7 @@ class UnroutedBackend:
         """Always :class:`BackendUnavailableError`."""
         raise BackendUnavailableError(f"backend {self.name!r} is not configured in this dispatcher")
 
-    async def cancel_call(self, call_id: str) -> None:
+    async def cancel_call(self, call_id: str, job_id: str = "", attempt: int = 0) -> None:
         """Nothing to cancel."""
         with contextlib.suppress(Exception):
             return

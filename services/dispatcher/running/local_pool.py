@@ -49,6 +49,8 @@ class PoolProcess:
 
     process: BaseProcess
     conn: Connection
+    running: tuple[str, int] | None = None
+    """The job id and attempt of the run it is on, ``None`` while idle."""
 
     @property
     def pid(self) -> int:
@@ -124,8 +126,14 @@ class LocalPool:
         raise WorkerLostError(proc.pid, proc.process.exitcode)
 
     async def acquire(self) -> PoolProcess:
-        """An idle process (waits while all are busy)."""
-        return await self._idle.get()
+        """An idle process (waits while all are busy). One that died while idle (killed, out of
+        memory) is replaced, not handed out: its first run would fail for nothing."""
+        while True:
+            proc = await self._idle.get()
+            if proc.process.is_alive():
+                return proc
+            log.warning("local worker %d died while idle; starting another", proc.pid)
+            self._replace(proc)
 
     def release(self, proc: PoolProcess) -> None:
         """Give a process that finished its run back to the pool."""
@@ -135,13 +143,27 @@ class LocalPool:
             self._replace(proc)
 
     async def run(self, proc: PoolProcess, request: RunRequest) -> Outcome:
-        """Run ``request`` on ``proc`` and return its outcome; replaces ``proc`` if it died."""
-        proc.conn.send(request.model_dump(mode="json"))
+        """Run ``request`` on ``proc`` and return its outcome; :class:`WorkerLostError` and ``proc``
+        replaced if it died (before the request reached it too: a closed pipe)."""
+        proc.running = (request.job_id, request.attempt)
         try:
+            proc.conn.send(request.model_dump(mode="json"))
             return Outcome.model_validate(await self._receive(proc))
-        except WorkerLostError:
+        except (WorkerLostError, OSError) as exc:
             self._replace(proc)
-            raise
+            if isinstance(exc, WorkerLostError):
+                raise
+            raise WorkerLostError(proc.pid, proc.process.exitcode) from exc
+        finally:
+            proc.running = None
+
+    def runs(self, pid: int) -> tuple[str, int] | bool | None:
+        """What the pool's process ``pid`` is running (job id, attempt), ``None`` while it is idle;
+        ``False`` when ``pid`` is none of this pool's processes."""
+        for proc in self._all:
+            if proc.pid == pid:
+                return proc.running
+        return False
 
     def kill(self, proc: PoolProcess) -> None:
         """End ``proc``'s whole process group now (SIGKILL); it is replaced once reaped."""

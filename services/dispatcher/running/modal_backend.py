@@ -145,6 +145,6 @@ class ModalBackend:
 
         return Launch(call_id, observed(asyncio.create_task(follow())), cancel)
 
-    async def cancel_call(self, call_id: str) -> None:
-        """Cancel a call started by another replica."""
+    async def cancel_call(self, call_id: str, job_id: str = "", attempt: int = 0) -> None:
+        """Cancel a call started by another replica (a Modal call id names one run: no check needed)."""
         await self.client.cancel(call_id)
