@@ -10,9 +10,11 @@ attempt ends, before it acks the token.
 Each replica mirrors the bucket in memory through a KV watch (:class:`QueueIndex`), so a decision
 reads no KV but the entry it claims; a claim that fails (the entry was claimed or dropped by another
 token) leaves the mirror to the watch, and a token that finds nothing in the mirror re-reads its kind
-from KV before it gives up. The mirror keeps each tenant's unclaimed entries in start order
-(:mod:`~services.dispatcher.scheduling.lines`) and the claimed ones apart, so a decision or a queue
-position costs no scan of the whole queue.
+from KV before it gives up, unless the watch has brought every write the bucket held then (its last
+sequence; waited for up to :data:`WATCH_LAG_S`): a listing would read that again (issue 34: a
+consumer and every entry of the kind, about one job in five with 2 replicas). The mirror keeps each
+tenant's unclaimed entries in start order (:mod:`~services.dispatcher.scheduling.lines`) and the
+claimed ones apart, so a decision or a queue position costs no scan of the whole queue.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from services.dispatcher.scheduling.lines import Order, WaitingLines, line_order
 from services.dispatcher.store import Ticket
 
 log = logging.getLogger(__name__)
+WATCH_LAG_S = 0.25
+"""How long a re-read waits for the watch to bring the writes the bucket held, before it lists the kind."""
 WRONG_LAST_SEQUENCE = 10071
 """JetStream's error code for a write whose expected last sequence no longer holds."""
 
@@ -109,6 +113,8 @@ class QueueIndex:
         self._rereads: dict[str, list[dict[str, float]]] = defaultdict(list)
         """Per kind, one map per re-read under way: the keys deleted meanwhile, at which revision
         (``inf``: not known)."""
+        self.watched = 0
+        """The stream sequence of the latest write the watch (:meth:`follow`) brought into the mirror."""
 
     async def enqueue(self, entry: QueueEntry) -> bool:
         """Create ``entry``; ``False`` (and left as it is) when it exists: a redelivered reaction."""
@@ -176,6 +182,8 @@ class QueueIndex:
         listing lacks is forgotten only when it was written before the listing began (it was deleted),
         and a listed entry deleted meanwhile is not brought back."""
         before = (await self.kv.status()).stream_info.state.last_seq
+        if await self._watched(before):
+            return
         deleted: dict[str, float] = {}
         self._rereads[kind].append(deleted)
         try:
@@ -191,6 +199,15 @@ class QueueIndex:
                 self._take(item.key, item.value, item.revision)
         self.changed.set()
 
+    async def _watched(self, seq: int) -> bool:
+        """Whether the watch brings every write up to stream sequence ``seq`` within :data:`WATCH_LAG_S`."""
+        deadline = time.monotonic() + WATCH_LAG_S
+        while self.watched < seq:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
     async def follow(self) -> None:
         """Keep the mirror up to date (a KV watch; restarted after an error)."""
         while True:
@@ -203,6 +220,7 @@ class QueueIndex:
                         self._forget(update.key, update.revision)
                     else:
                         self._take(update.key, update.value, update.revision or 0)
+                    self.watched = max(self.watched, update.revision or 0)  # in stream order: all before too
             except asyncio.CancelledError:
                 raise
             except Exception:
