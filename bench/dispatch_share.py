@@ -76,7 +76,7 @@ class GatedBackend:
     async def _cancel(self) -> None:
         return None
 
-    async def cancel_call(self, call_id: str) -> None:
+    async def cancel_call(self, call_id: str, job_id: str = "", attempt: int = 0) -> None:
         """Nothing to cancel."""
 
 
