@@ -63,7 +63,8 @@ STOP_GRACE_S = 5.0
 UNAVAILABLE_BACKOFF_S = 1.0
 """How long a partition waits after a pull found no consumer, before it makes the consumer again."""
 LEFTOVERS_WAIT_S = 2.0
-"""How long a new holder waits for the unacknowledged events a previous holder left."""
+"""How long a new holder waits for the unacknowledged events a previous holder left before it counts
+them again (for up to the pin's time-out in all)."""
 
 
 @dataclass
@@ -149,21 +150,31 @@ class PartitionFold(FoldDurable):
     async def _leftovers(self, puller: PinnedPull, held: int) -> list[Msg]:
         """At a new pin: every event still unacknowledged (a holder that died left them, and the server
         redelivers them in no particular order), so they are folded together, in stream order, before
-        anything newer. Read until this replica holds as many as the consumer counts (for up to
-        :data:`LEFTOVERS_WAIT_S`)."""
+        anything newer. Read until this replica holds as many as the consumer counts, counted again
+        every :data:`LEFTOVERS_WAIT_S` (the last holder's acks may still be landing), for up to the
+        pin's time-out: by then the server has redelivered each of them. Folding before they all came
+        folded a job's events out of order (after a 15 s pause: its job.dispatched after its
+        job.started, so KV lost what job.dispatched said)."""
         more: list[Msg] = []
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + LEFTOVERS_WAIT_S
+        deadline = loop.time() + self.settings.event_ack_wait_s + PIN_MARGIN_S
         try:
-            pending = (await self.nc.jetstream().consumer_info(self.stream, self.durable)).num_ack_pending or 0
+            pending = await self._unacknowledged()
         except Exception:
             log.warning("%s: could not count the unacknowledged events at a new pin", self.durable, exc_info=True)
             return more
         while held + len(more) < pending and loop.time() < deadline:
-            more += await puller.batch(self.settings.fold_batch, deadline - loop.time())
+            more += await puller.batch(self.settings.fold_batch, min(LEFTOVERS_WAIT_S, deadline - loop.time()))
+            if held + len(more) < pending:
+                with contextlib.suppress(Exception):
+                    pending = await self._unacknowledged()
         if held + len(more) < pending:
             log.warning("%s: %d of %d unacknowledged events came at a new pin", self.durable, held + len(more), pending)
         return more
+
+    async def _unacknowledged(self) -> int:
+        """How many of the partition's events the consumer counts as delivered and not acknowledged."""
+        return (await self.nc.jetstream().consumer_info(self.stream, self.durable)).num_ack_pending or 0
 
     async def _let_go(self, puller: PinnedPull) -> None:
         """Give back what the open request still delivers (nak'ed: it comes again first, to whoever

@@ -1,0 +1,66 @@
+"""A new pin holder folds nothing until every event the last holder left unacknowledged came to it (or
+the last holder's acks landed): folding before that folded a job's events out of order (CI, after a
+15 s nats-server pause: a job.dispatched came 2 s into the new pin, after its job.started was folded,
+and KV never held what it said)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+from nats.aio.msg import Msg
+
+from services.dispatcher.fold import partition as partition_module
+from services.dispatcher.fold.partition import PartitionFold
+from services.dispatcher.fold.pinned_pull import PinnedPull
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class SlowLeftovers:
+    """A puller whose pulls each wait their whole time and bring nothing, but the ``late``-th brings the
+    straggler (redelivered once the last holder let it go)."""
+
+    def __init__(self, late: int) -> None:
+        self.late, self.pulls = late, 0
+        self.straggler = cast(Msg, object())
+
+    async def batch(self, size: int, wait_s: float) -> list[Msg]:
+        self.pulls += 1
+        if self.pulls == self.late:
+            return [self.straggler]
+        await asyncio.sleep(wait_s)
+        return []
+
+
+def holder(counts: list[int]) -> Any:
+    """A partition's new holder whose consumer counts ``counts`` unacknowledged events, one look after another
+    (the last count stays)."""
+    looks = iter(counts)
+    last = [counts[0]]
+
+    async def unacknowledged() -> int:
+        last[0] = next(looks, last[0])
+        return last[0]
+
+    settings = SimpleNamespace(event_ack_wait_s=30.0, fold_batch=512)
+    return SimpleNamespace(settings=settings, durable="dispatcher-fold-2", _unacknowledged=unacknowledged)
+
+
+async def test_a_straggler_that_comes_after_the_first_wait_is_folded_with_the_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(partition_module, "LEFTOVERS_WAIT_S", 0.2)
+    puller = SlowLeftovers(late=3)  # two waits of LEFTOVERS_WAIT_S pass before it comes
+    more = await PartitionFold._leftovers(holder([2]), cast(PinnedPull, puller), held=1)
+    assert more == [puller.straggler]
+
+
+async def test_acks_of_the_last_holder_that_land_meanwhile_end_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(partition_module, "LEFTOVERS_WAIT_S", 0.2)
+    puller = SlowLeftovers(late=10_000)  # nothing comes: the second event was acknowledged after all
+    more = await PartitionFold._leftovers(holder([2, 2, 1]), cast(PinnedPull, puller), held=1)
+    assert more == []
+    assert puller.pulls == 2  # counted again after each wait; not until the pin's time-out (32 s)
