@@ -272,7 +272,8 @@ class Attempts:
         self, held: Held, verdict: Verdict, launch: Launch | None, backend: Backend, code: str = ""
     ) -> None:
         """Turn a verdict into the attempt's last event(s)."""
-        if verdict.reason in ("timeout", "silent", "lost") and (worker_end := await self._reported_end(held)):
+        adopted_end = launch is None and verdict.reason in ("timeout", "silent", "lost")
+        if adopted_end and (worker_end := await self._reported_end(held)):
             held.outcome = worker_end  # its worker ended it; the record lags (the fold was away)
             return
         outcome = verdict.outcome
@@ -303,12 +304,17 @@ class Attempts:
 
     async def _reported_end(self, held: Held) -> str | None:
         """``succeeded`` or ``failed`` when this attempt's worker published its end in the stream, else
-        ``None``: a ticket adopted after its record stopped following the stream (NATS lost a node) must
-        not be retried, nor its pool process killed, for a silence that came after the run ended."""
-        for name in ("succeeded", "failed"):
-            event = await self.events.last(held.record, name)
-            if event is not None and event.attempt == held.ticket.attempt:
-                return name
+        ``None`` (also when the stream cannot be read). Asked for adopted attempts only: an own run that
+        went silent is canceled at once, as before (its replica may be cut off from NATS). A ticket
+        adopted after its record stopped following the stream (NATS lost a node) must not be retried,
+        nor its pool process killed, for a silence that came after the run ended."""
+        try:
+            for name in ("succeeded", "failed"):
+                event = await self.events.last(held.record, name)
+                if event is not None and event.attempt == held.ticket.attempt:
+                    return name
+        except Exception:  # NATS away: concluded as before (retried, its call canceled)
+            log.warning("the stream could not say whether attempt %d ended", held.ticket.attempt, exc_info=True)
         return None
 
     async def _cancel_run(self, held: Held, launch: Launch | None, backend: Backend) -> None:
