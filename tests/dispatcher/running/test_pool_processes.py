@@ -24,6 +24,7 @@ from services.dispatcher.running.backends import LocalBackend
 from services.dispatcher.running.supervision import Held, Verdict
 from services.dispatcher.store import Ticket
 from tests.dispatcher.conftest import StartDispatcher
+from tests.dispatcher.running.test_attempts import worker_pid
 from tests.support.dispatcher import POSE, EventLog, local_route, read_record, submit, wait_record
 from tests.support.scheduling import InstantBackend
 
@@ -31,11 +32,6 @@ pytestmark = pytest.mark.timeout(240)
 
 RESPAWN_S = 90.0
 """Long enough for a new pool process (a fresh interpreter's imports) on a loaded machine."""
-
-
-def worker_pid(log: EventLog, job_id: str, attempt: int = 1) -> int:
-    started = next(e for e in log.events[job_id] if e.type == "job.started" and e.attempt == attempt)
-    return int(started.data["worker"].removeprefix("local-"))
 
 
 async def until(condition: Callable[[], bool], within_s: float = 10.0) -> bool:
