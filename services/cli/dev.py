@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nats.errors
+
 from contracts.streams import KV_APIKEYS
 from services.cli.dev_secrets import DevNatsUsers, dev_secret
 from services.common.auth.apikeys import ApiKeyStore, generate_key
@@ -40,10 +42,13 @@ log = logging.getLogger(__name__)
 
 
 DEV_TENANT = "dev"
+"""The tenant of the key ``gpurelay dev`` makes."""
 STOP_GRACE_S = 15.0
 """How long a SIGINT or SIGTERM lets the stack stop cleanly; past it the process exits at once (its
 children die with it) rather than hang on a part that will not stop."""
-"""The tenant of the key ``gpurelay dev`` makes."""
+START_ATTEMPTS = 3
+"""How often :meth:`DevStack.start` tries when NATS is too slow to answer a start-up request (a
+loaded disk: every write is fsync'd); each try stops what it started first."""
 
 
 class DataDirInUseError(RuntimeError):
@@ -93,8 +98,18 @@ class DevStack:
     async def start(self) -> dict[str, str]:
         """Start every component, then write ``dev.env``; return what it holds.
 
-        If any part fails to start, what did start is stopped before the error propagates.
+        If any part fails to start, what did start is stopped before the error propagates. A JetStream
+        request that timed out (the server slow, not gone) starts everything again, up to
+        :data:`START_ATTEMPTS` times in all, as a supervisor restarts a service that failed to start.
         """
+        for _ in range(START_ATTEMPTS - 1):
+            try:
+                return await self._start_or_stop()
+            except nats.errors.TimeoutError as exc:
+                log.warning("NATS did not answer a start-up request in time (%r); starting again", exc)
+        return await self._start_or_stop()
+
+    async def _start_or_stop(self) -> dict[str, str]:
         try:
             return await self._start()
         except BaseException:
