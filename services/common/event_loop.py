@@ -55,3 +55,11 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     """:func:`asyncio.run` on a loop of :func:`loop_kind`."""
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         return runner.run(main)
+
+
+async def get_within(queue: asyncio.Queue[T], timeout_s: float) -> T:
+    """The next item of ``queue``; ``TimeoutError`` after ``timeout_s``. Not ``asyncio.wait_for``: on
+    3.11 it swallows a cancel that lands in the turn the item arrives (it returns the item), so a loop
+    reading the queue goes on after its stop; and it runs a task per wait."""
+    async with asyncio.timeout(timeout_s):
+        return await queue.get()

@@ -72,3 +72,31 @@ async def test_the_dispatcher_process_runs_on_uvloop_unless_told_otherwise(
     assert await _healthz_loop(ServiceProcess("dispatcher", env, tmp_path / "uvloop.log")) == "uvloop"
     asyncio_env = {**env, event_loop.ENV: "asyncio"}
     assert await _healthz_loop(ServiceProcess("dispatcher", asyncio_env, tmp_path / "asyncio.log")) == "asyncio"
+
+
+@pytest.mark.parametrize("kind", ["uvloop", "asyncio"])
+def test_get_within_keeps_a_cancel_that_lands_as_the_item_arrives(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The item and the cancel land in one loop turn: the wait ends cancelled and the item stays queued
+    (3.11's ``wait_for`` returned the item and lost the cancel)."""
+    monkeypatch.setenv(event_loop.ENV, kind)
+
+    async def race() -> tuple[bool, int]:
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        waiting = asyncio.create_task(event_loop.get_within(queue, 5.0))
+        await asyncio.sleep(0.05)
+        queue.put_nowait("item")
+        waiting.cancel()
+        await asyncio.wait([waiting], timeout=5.0)
+        return waiting.cancelled(), queue.qsize()
+
+    assert event_loop.run(race()) == (True, 1)
+
+
+async def test_get_within_times_out_and_hands_over_an_item() -> None:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    with pytest.raises(TimeoutError):
+        await event_loop.get_within(queue, 0.05)
+    queue.put_nowait(7)
+    assert await event_loop.get_within(queue, 1.0) == 7

@@ -28,6 +28,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from services.common.event_loop import get_within
 from services.common.nats.connection import is_unavailable
 
 log = logging.getLogger(__name__)
@@ -215,7 +216,7 @@ class PinnedPull:
                 self._give_up_waiting(now)
                 return []
             with contextlib.suppress(TimeoutError):  # in slices: a long request's reconnect is seen soon
-                self._take(await asyncio.wait_for(self._received.get(), min(left, RECONNECT_CHECK_S)))
+                self._take(await get_within(self._received, min(left, RECONNECT_CHECK_S)))
         while not self._received.empty() and len(self._ready) < size:  # what came along with it
             self._take(self._received.get_nowait())
         return [self._ready.popleft() for _ in range(min(size, len(self._ready)))]
@@ -231,7 +232,7 @@ class PinnedPull:
         if left <= 0:
             return False
         try:
-            self._take(await asyncio.wait_for(self._received.get(), left))
+            self._take(await get_within(self._received, left))
         except TimeoutError:
             return False
         return True
@@ -244,7 +245,7 @@ class PinnedPull:
         deadline = loop.time() + timeout_s
         while self._open is not None and loop.time() < deadline:
             with contextlib.suppress(TimeoutError):
-                self._take(await asyncio.wait_for(self._received.get(), deadline - loop.time()))
+                self._take(await get_within(self._received, deadline - loop.time()))
         if self._open is not None:
             self._give_up_waiting(loop.time(), force=True)
         drained = list(self._ready)

@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from services.common.event_loop import get_within
 from services.common.nats.connection import cancel_and_wait
 from services.common.observability import tracing
 
@@ -225,7 +226,7 @@ class Feed:
         """The next event, or ``None`` after ``timeout_s`` (at most a second: check :attr:`gone`)."""
         wait = 1.0 if timeout_s is None else min(timeout_s, 1.0)
         try:
-            item = await asyncio.wait_for(self.queue.get(), timeout=wait)
+            item = await get_within(self.queue, wait)
         except TimeoutError:
             return None
         self._consumed.set()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ from contracts.subjects import Namespace, Subjects
 from services.cli.main import app
 from services.cli.replay.reader import consumer_config, parse_since, replay_stream
 from services.common.config import BaseServiceSettings
+from services.common.nats.connection import cancel_and_wait
 from services.common.nats.embedded import EmbeddedNats
 from tests.support.events import job_event, publish
 
@@ -122,9 +122,7 @@ async def test_follow_keeps_reading_new_messages(
         assert [line["seq"] for line in seen] == [seq]
         assert not task.done()
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait([task])  # cancelled again if 3.11's wait_for swallowed it
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -14,6 +13,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
 from contracts.subjects import Namespace
+from services.common.nats.connection import cancel_and_wait
 from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.fold.pinned_pull import PinnedConsumer, PinnedPull
 
@@ -63,9 +63,7 @@ async def test_an_idle_holder_waits_in_its_pull_while_another_client_waits_too(
             assert await holder.batch(256, 1.0) == []
         assert holder.pulls - before <= 8, f"{holder.pulls - before} pulls in 2 s while idle"
     finally:
-        waiting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await waiting
+        await cancel_and_wait([waiting])  # cancelled again if 3.11's wait_for swallowed it
 
 
 async def test_the_holder_gets_a_backlog_in_order_on_one_open_request_while_another_client_waits(
@@ -90,6 +88,21 @@ async def test_the_holder_gets_a_backlog_in_order_on_one_open_request_while_anot
         assert holder.pulls - before <= 1, "one open request carried them"
         assert other.pin is None  # only the holder was given any
     finally:
-        waiting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await waiting
+        await cancel_and_wait([waiting])  # cancelled again if 3.11's wait_for swallowed it
+
+
+async def test_a_batch_cancelled_as_its_message_arrives_is_cancelled(
+    pullers: tuple[JetStreamContext, str, PinnedPull, PinnedPull],
+) -> None:
+    """A cancel that lands in the same loop turn as the message ends the wait (3.11's ``wait_for`` returned
+    the message instead, and a fold loop went on after its stop). The message is put in the puller's inbox
+    queue by hand: that is the only way to make both land in one turn."""
+    js, subject, holder, _ = pullers
+    await js.publish(subject, b"second")
+    (second,) = await holder.batch(256, 1.0)  # a real delivery, to hand in again below
+    waiting = asyncio.create_task(holder.batch(256, 5.0))
+    await asyncio.sleep(0.1)  # in its wait for the inbox
+    holder._received.put_nowait(second)
+    waiting.cancel()
+    await asyncio.wait([waiting], timeout=5.0)
+    assert waiting.cancelled()

@@ -7,7 +7,6 @@ mirror learned meanwhile."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 import pytest
@@ -18,6 +17,7 @@ from contracts import streams
 from contracts.quotas import TenantQuota
 from contracts.streams import Declarations
 from contracts.subjects import Namespace
+from services.common.nats.connection import cancel_and_wait
 from services.common.quotas import QuotaBook
 from services.dispatcher.scheduling import queue as queue_module
 from services.dispatcher.scheduling.fair_clock import FairClocks
@@ -177,9 +177,7 @@ async def test_a_reread_lists_the_kind_only_when_the_watch_lags_the_bucket(
         assert listed == []
         assert watching.by_kind["pose"] == {}
     finally:
-        follow.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follow
+        await cancel_and_wait([follow])  # cancelled again if 3.11's wait_for swallowed it
     late = _entry("job_late", time.time())
     assert await other.enqueue(late)  # the watch is gone: the mirror lags the bucket
     monkeypatch.setattr(queue_module, "WATCH_LAG_S", 0.05)
