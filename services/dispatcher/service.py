@@ -76,6 +76,7 @@ from services.dispatcher.scheduling.tallies import Tallies
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.store import DISPATCH_STREAM, JobEvents, JobStore, declare_dispatch
 from services.dispatcher.subscribers import bound_and_watch, make_broker, subscribe_events
+from services.dispatcher.sweeps import every
 
 log = logging.getLogger(__name__)
 
@@ -199,11 +200,11 @@ class Dispatcher:
             asyncio.create_task(queue.follow()),
             asyncio.create_task(hearing.link.run(), name="link-watch"),
             asyncio.create_task(self._keep_tickets()),
-            asyncio.create_task(self._every(s.retention_sweep_interval_s, self.retention.sweep, first=True)),
-            asyncio.create_task(self._every(s.created_sweep_interval_s, self.sweep_created)),
-            asyncio.create_task(self._every(s.fold_audit_interval_s, self.audit.sweep)),
-            asyncio.create_task(self._every(s.queue_sweep_interval_s, self._top_up)),
-            asyncio.create_task(self._every(s.tally_flush_interval_s, self.tallies.flush)),
+            asyncio.create_task(every(s.retention_sweep_interval_s, self.retention.sweep, first=True)),
+            asyncio.create_task(every(s.created_sweep_interval_s, self.sweep_created)),
+            asyncio.create_task(every(s.fold_audit_interval_s, self.audit.sweep)),
+            asyncio.create_task(every(s.queue_sweep_interval_s, self._top_up)),
+            asyncio.create_task(every(s.tally_flush_interval_s, self.tallies.flush)),
             *(asyncio.create_task(fold.run(), name=fold.durable) for fold in folds),
             *(asyncio.create_task(taker.run(), name=taker.durable) for taker in takers),
         ]
@@ -214,17 +215,6 @@ class Dispatcher:
         while True:
             await asyncio.sleep(self.settings.ticket_ack_wait_s / 3)
             await self.attempts.refresh()
-
-    async def _every(self, interval_s: float, sweep: Callable[[], Awaitable[object]], first: bool = False) -> None:
-        """Run ``sweep`` every ``interval_s`` (at once too when ``first``); a failed sweep is logged."""
-        if not first:
-            await asyncio.sleep(interval_s)
-        while True:
-            try:
-                await sweep()
-            except Exception:
-                log.exception("%s failed; the next one runs in %g s", getattr(sweep, "__qualname__", sweep), interval_s)
-            await asyncio.sleep(interval_s)
 
     async def sweep_created(self) -> list[str]:
         """Publish the missing ``job.created`` of records stuck in ``created``; their job ids."""

@@ -1,0 +1,57 @@
+"""A sweep that keeps failing (NATS away) is logged once with its traceback, then quietly, then when it
+works again: not a traceback per run (two a second for the queue's top-up before)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from services.common.nats.connection import cancel_and_wait
+from services.dispatcher import sweeps
+
+FAILURES = 20
+
+
+class FlakySweep:
+    """Fails :data:`FAILURES` times (as a sweep does while a stream has no leader), then works."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.worked = asyncio.Event()
+
+    async def __call__(self) -> None:
+        self.runs += 1
+        if self.runs <= FAILURES:
+            raise TimeoutError("nats: timeout")
+        self.worked.set()
+
+
+async def run_until_it_works(sweep: FlakySweep, repeat_log_s: float) -> None:
+    task = asyncio.create_task(sweeps.every(0.001, sweep, first=True, repeat_log_s=repeat_log_s))
+    try:
+        await asyncio.wait_for(sweep.worked.wait(), 30)
+    finally:
+        await cancel_and_wait([task])
+
+
+async def test_a_run_of_failures_logs_one_traceback_and_the_recovery(caplog: pytest.LogCaptureFixture) -> None:
+    sweep = FlakySweep()
+    with caplog.at_level(logging.INFO, logger=sweeps.__name__):
+        await run_until_it_works(sweep, repeat_log_s=3600)
+    records = [r for r in caplog.records if r.name == sweeps.__name__]
+    assert [r.levelname for r in records] == ["ERROR", "INFO"]
+    assert records[0].exc_info is not None
+    assert f"after {FAILURES} failed runs" in records[1].getMessage()
+
+
+async def test_a_sweep_still_failing_is_logged_again_in_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    sweep = FlakySweep()
+    with caplog.at_level(logging.INFO, logger=sweeps.__name__):
+        await run_until_it_works(sweep, repeat_log_s=0)
+    records = [r for r in caplog.records if r.name == sweeps.__name__]
+    repeats = [r for r in records if r.levelname == "WARNING"]
+    assert len(repeats) == FAILURES - 1
+    assert all(r.exc_info is None for r in repeats)
+    assert f"({FAILURES} runs in a row)" in repeats[-1].getMessage()
