@@ -109,6 +109,7 @@ class Dispatcher:
         self.positions: Positions | None = None
         self.clocks: FairClocks | None = None
         self.tallies: Tallies | None = None
+        self.quotas: QuotaBook | None = None
         self._top_up: Callable[[], Awaitable[object]] = _nothing
         self.pool: LocalPool | None = None
         self.nc: NatsClient | None = None
@@ -151,6 +152,8 @@ class Dispatcher:
             await js.key_value(ns.bucket(streams.KV_QUOTAS)), await js.key_value(ns.bucket(streams.KV_TENANT_USAGE)),
             s.quota_defaults, s.quota_cache_s,
         )  # fmt: skip
+        self.quotas = quotas
+        await quotas.start()
         self.tallies = tallies = Tallies(quotas, runtimes)
         scheduler = Scheduler(
             queue, clocks, s.tenant_weights, s.tenant_weight_default, s.priority_ageing_s, quotas, tallies,
@@ -245,6 +248,8 @@ class Dispatcher:
         if self.tallies is not None:
             with contextlib.suppress(Exception):
                 await self.tallies.flush()
+        if self.quotas is not None:
+            await self.quotas.stop()
         if self.positions is not None:
             await self.positions.stop()
         if self.clocks is not None:

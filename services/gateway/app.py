@@ -66,6 +66,8 @@ def create_app(settings: GatewaySettings, *, storage: Storage | None = None) -> 
             app.state.nats = nc
             app.state.gateway = state = await GatewayState.open(settings, nc, store, ingest_nc)
             await state.key_cache.start()
+            if state.admission is not None:
+                await state.admission.book.start()
             origins = TenantOrigins(await state.js.key_value(settings.ns.bucket(KV_TENANT_CORS)))
             await origins.start()
             app.state.tenant_origins = origins
@@ -75,6 +77,8 @@ def create_app(settings: GatewaySettings, *, storage: Storage | None = None) -> 
                 app.state.tenant_origins = None
                 await origins.stop()
                 await state.key_cache.stop()
+                if state.admission is not None:
+                    await state.admission.book.stop()
         finally:
             app.state.nats = None
             for client in (ingest_nc, nc):
