@@ -146,7 +146,10 @@ class BaseServiceSettings(BaseSettings):
     quota_subject_gpu_seconds_per_day: float | None = Field(
         default=None, ge=0, description="Default per end user: GPU-seconds per UTC day; a job beyond it is refused."
     )
-    quota_cache_s: float = Field(default=1.0, ge=0, description="A change in KV quotas applies within this long.")
+    quota_cache_s: float = Field(
+        default=1.0, ge=0,
+        description="Quotas read from KV are cached this long where the watched view cannot answer; 0: neither.",
+    )  # fmt: skip
 
     metrics_enabled: bool = Field(
         default=True, description="Serve GET /metrics (Prometheus text, no API key): keep it off the public proxy."
