@@ -14,11 +14,12 @@ import logging
 import time
 
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from contracts.quotas import TenantQuota, TenantUsage, subject_usage_key, usage_key
+from services.common.nats.kv import kv_write
 from services.common.nats.kv_watch import KvWatch
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,7 @@ class QuotaBook:
         """Watch KV ``quotas`` (with a cache only); without the watch, quotas are read and cached as before."""
         if self.ttl_s <= 0:
             return
-        try:
-            await self._watch.start(SNAPSHOT_TIMEOUT_S)
-        except Exception as exc:  # noqa: BLE001 - the view is an optimisation: reads still answer
-            log.warning("quotas are read per job: cannot watch KV quotas (%r)", exc)
+        await self._watch.start_or_go_without(SNAPSHOT_TIMEOUT_S, "quotas are read per job")
 
     async def stop(self) -> None:
         """Stop watching."""
@@ -124,14 +122,8 @@ class QuotaBook:
         for _ in range(CAS_ATTEMPTS):
             usage, revision = await self._usage(key)
             value = TenantUsage(gpu_seconds=round(usage.gpu_seconds + max(0.0, seconds), 3)).model_dump_json().encode()
-            try:
-                if revision is None:
-                    await self.usage.create(key, value)
-                else:
-                    await self.usage.update(key, value, last=revision)
+            if await kv_write(self.usage, key, value, revision) is not None:
                 return
-            except KeyWrongLastSequenceError:
-                continue
 
     async def _usage(self, key: str) -> tuple[TenantUsage, int | None]:
         try:

@@ -68,8 +68,9 @@ from services.dispatcher.running.modal_backend import ModalBackend, ModalClient
 from services.dispatcher.running.tickets import TicketConsumer
 from services.dispatcher.scheduling.fair_clock import FairClocks
 from services.dispatcher.scheduling.lines import line_order
-from services.dispatcher.scheduling.positions import Positions, RunTimes
+from services.dispatcher.scheduling.positions import Positions
 from services.dispatcher.scheduling.queue import QueueIndex
+from services.dispatcher.scheduling.run_times import RunTimes
 from services.dispatcher.scheduling.scheduler import Scheduler
 from services.dispatcher.scheduling.sweeper import CreatedSweeper
 from services.dispatcher.scheduling.tallies import Tallies
@@ -110,6 +111,7 @@ class Dispatcher:
         self.clocks: FairClocks | None = None
         self.tallies: Tallies | None = None
         self.quotas: QuotaBook | None = None
+        self.runtimes: RunTimes | None = None
         self._top_up: Callable[[], Awaitable[object]] = _nothing
         self.pool: LocalPool | None = None
         self.nc: NatsClient | None = None
@@ -148,6 +150,8 @@ class Dispatcher:
         self.clocks = clocks = FairClocks(await js.key_value(ns.bucket(streams.KV_DISPATCH_FAIR)))
         await clocks.start()
         runtimes = RunTimes(await js.key_value(ns.bucket(streams.KV_DISPATCH_RUNTIMES)), s.eta_window)
+        self.runtimes = runtimes
+        await runtimes.start()
         quotas = QuotaBook(
             await js.key_value(ns.bucket(streams.KV_QUOTAS)), await js.key_value(ns.bucket(streams.KV_TENANT_USAGE)),
             s.quota_defaults, s.quota_cache_s,
@@ -250,6 +254,8 @@ class Dispatcher:
                 await self.tallies.flush()
         if self.quotas is not None:
             await self.quotas.stop()
+        if self.runtimes is not None:
+            await self.runtimes.stop()
         if self.positions is not None:
             await self.positions.stop()
         if self.clocks is not None:

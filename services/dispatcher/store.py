@@ -18,7 +18,7 @@ import time
 from datetime import datetime
 
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,6 +32,7 @@ from contracts.job_record import JobRecord
 from contracts.record_repair import INVALID_RECORD, UnreadableRecordError, failed_in_place_of, read_record
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
+from services.common.nats.kv import kv_write
 from services.common.nats.publish import publish_event
 from services.common.observability import tracing
 from services.dispatcher.fold.records import Pricing, apply, no_pricing
@@ -132,12 +133,7 @@ class JobStore:
         """Write ``record`` if the key is still at ``revision`` (``None``: no record yet); its new
         revision, or ``None`` on a conflict."""
         key, value = tenant_key(record.tenant, record.id), record.model_dump_json().encode()
-        try:
-            if revision is None:
-                return int(await self.kv.create(key, value))
-            return int(await self.kv.update(key, value, last=revision))
-        except KeyWrongLastSequenceError:
-            return None
+        return await kv_write(self.kv, key, value, revision)
 
 
 class JobEvents:

@@ -22,7 +22,7 @@ from typing import Any
 
 from nats.aio.client import Client as NatsClient
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
@@ -34,7 +34,7 @@ from contracts.streams import JOBS, KV_JOBS, KV_JOBS_REBUILD
 from services.cli.replay.progress import replay_progress
 from services.cli.replay.reader import consumer_config, read_range
 from services.common.config import BaseServiceSettings
-from services.common.nats.kv import kv_entries
+from services.common.nats.kv import kv_entries, kv_write
 from services.dispatcher.fold.records import Pricing, apply, route_pricing
 
 REBUILD_BUCKET = KV_JOBS_REBUILD
@@ -163,12 +163,7 @@ async def swap_in(nc: NatsClient, settings: BaseServiceSettings, live: KeyValue,
         record = folded.get(key)
         if record is None or (value is not None and _record(value) == record):
             return False
-        try:
-            if revision is None:
-                await live.create(key, record.model_dump_json().encode())
-            else:
-                await live.update(key, record.model_dump_json().encode(), last=revision)
-        except KeyWrongLastSequenceError:
+        if await kv_write(live, key, record.model_dump_json().encode(), revision) is None:
             continue
         return True
     raise RuntimeError(f"{key}: the live record kept changing; try again")

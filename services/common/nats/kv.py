@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import nats.js.client
 import nats.js.manager
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
+from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 MARKER_REASON = "Nats-Marker-Reason"
@@ -128,3 +128,15 @@ def _entry(key: str, headers: dict[str, str] | None, data: bytes | None, seq: in
     headers = headers or {}
     gone = headers.get(KV_OP) in (KV_DEL, KV_PURGE) or headers.get(MARKER_REASON)
     return None if gone else KvItem(key, data or b"", seq)
+
+
+async def kv_write(kv: KeyValue, key: str, value: bytes, revision: int | None) -> int | None:
+    """Write ``value`` under ``key`` if the key is still at ``revision`` (``None``: no value yet), the
+    compare-and-set every read-modify-write here makes; the new revision, ``None`` when another write
+    came first (read again and apply again)."""
+    try:
+        if revision is None:
+            return int(await kv.create(key, value))
+        return int(await kv.update(key, value, last=revision))
+    except KeyWrongLastSequenceError:
+        return None

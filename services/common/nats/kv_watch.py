@@ -59,6 +59,14 @@ class KvWatch:
         self._task = asyncio.create_task(self._watch(watcher), name=self.name)
         await asyncio.wait_for(self.snapshot_done.wait(), snapshot_timeout_s)
 
+    async def start_or_go_without(self, snapshot_timeout_s: float, without: str) -> None:
+        """:meth:`start` for a view that only saves reads: a watch that cannot start is logged (``without``:
+        what its owner does instead), not raised."""
+        try:
+            await self.start(snapshot_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - the owner answers without the view
+            log.warning("%s did not start (%r): %s", self.name, exc, without)
+
     async def stop(self) -> None:
         """Stop watching."""
         if self._task is not None:

@@ -19,10 +19,11 @@ import asyncio
 import logging
 
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import ValidationError
 
+from services.common.nats.kv import kv_write
 from services.common.nats.kv_watch import KvWatch
 from services.dispatcher.scheduling.fair import FairState
 from services.dispatcher.store import CAS_ATTEMPTS
@@ -76,13 +77,8 @@ class FairClocks:
         from KV and applied again when that is not the latest)."""
         for _ in range(CAS_ATTEMPTS):
             charged = state.charged(tenant, weight)
-            value = charged.model_dump_json().encode()
-            try:
-                if revision is None:
-                    written = await self.kv.create(kind, value)
-                else:
-                    written = await self.kv.update(kind, value, last=revision)
-            except KeyWrongLastSequenceError:
+            written = await kv_write(self.kv, kind, charged.model_dump_json().encode(), revision)
+            if written is None:
                 state, revision = await self._read(kind)
                 continue
             self._learn(kind, charged, written)

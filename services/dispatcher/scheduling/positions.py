@@ -20,15 +20,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import statistics
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
-from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.event_ids import attempt_event_id
 from contracts.events.jobs import JobPositionPayload
@@ -37,73 +33,9 @@ from contracts.subjects import Namespace, Subjects
 from services.common.nats.connection import cancel_and_wait
 from services.common.nats.publish import publish_event
 from services.dispatcher.scheduling.queue import QueueEntry, QueueIndex
-from services.dispatcher.store import CAS_ATTEMPTS
+from services.dispatcher.scheduling.run_times import RunTimes, size_class
 
 log = logging.getLogger(__name__)
-ALL_SIZES = "all"
-MIN_SAMPLES = 3
-"""Fewer run times than this in a size class: the kind's median over all sizes is used."""
-CACHE_S = 1.0
-
-
-def size_class(input_bytes: int | None) -> str:
-    """``s{n}`` for inputs of 4ⁿ to 4ⁿ⁺¹ bytes; ``unknown`` when not known (URL inputs)."""
-    if input_bytes is None:
-        return "unknown"
-    return f"s{max(0, input_bytes.bit_length() - 1) // 2}"
-
-
-class RunTimesDoc(BaseModel):
-    """One kind's latest run times (seconds) per size class, ``all`` included."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    by_size: dict[str, list[float]] = Field(default_factory=dict)
-
-
-class RunTimes:
-    """The observed run times of each kind in KV ``dispatch_runtimes`` (key: the kind), the latest
-    ``window`` per size class; read through a short cache."""
-
-    def __init__(self, kv: KeyValue, window: int) -> None:
-        self.kv, self.window = kv, window
-        self._cache: dict[str, tuple[float, RunTimesDoc]] = {}
-
-    async def observe(self, kind: str, runs: list[tuple[str, float]]) -> None:
-        """Add successful runs' times, each ``(size class, seconds)`` (compare-and-set, re-applied on a conflict)."""
-        for _ in range(CAS_ATTEMPTS):
-            doc, revision = await self._read(kind)
-            for size, seconds in runs:
-                for key in {size, ALL_SIZES}:
-                    doc.by_size[key] = [*doc.by_size.get(key, []), round(seconds, 3)][-self.window :]
-            value = doc.model_dump_json().encode()
-            try:
-                if revision is None:
-                    await self.kv.create(kind, value)
-                else:
-                    await self.kv.update(kind, value, last=revision)
-            except KeyWrongLastSequenceError:
-                continue
-            self._cache[kind] = (time.monotonic(), doc)
-            return
-
-    async def median(self, kind: str, size: str) -> float | None:
-        """The moving median for ``kind`` and ``size`` (all sizes when that class has few); ``None``
-        before any run."""
-        cached = self._cache.get(kind)
-        if cached is None or time.monotonic() - cached[0] > CACHE_S:
-            doc, _ = await self._read(kind)
-            cached = self._cache[kind] = (time.monotonic(), doc)
-        runs = cached[1].by_size.get(size, [])
-        runs = runs if len(runs) >= MIN_SAMPLES else cached[1].by_size.get(ALL_SIZES, [])
-        return statistics.median(runs) if runs else None
-
-    async def _read(self, kind: str) -> tuple[RunTimesDoc, int | None]:
-        try:
-            got = await self.kv.get(kind)
-        except KeyNotFoundError:
-            return RunTimesDoc(), None
-        return RunTimesDoc.model_validate_json(got.value or b"{}"), got.revision
 
 
 class Positions:

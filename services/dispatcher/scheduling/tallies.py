@@ -21,8 +21,8 @@ from collections import defaultdict
 
 from contracts.quotas import subject_usage_key, usage_key
 from services.common.quotas import QuotaBook
-from services.dispatcher.scheduling.positions import RunTimes, size_class
 from services.dispatcher.scheduling.queue import QueueEntry
+from services.dispatcher.scheduling.run_times import RunTimes, size_class
 
 log = logging.getLogger(__name__)
 
