@@ -68,12 +68,21 @@ async def test_a_paused_nats_server_leaves_gpurelay_dev_answering_idle_and_stopp
 
             assert (await api.post(f"/v1/sessions/{first}/stop")).status_code in (200, 202)
 
+            last: dict[str, Any] = {}
+
             async def ended() -> dict[str, Any] | None:
-                job: dict[str, Any] = (await api.get(f"/v1/jobs/{first}")).json()
-                return job if job["status"] in ("succeeded", "failed", "canceled") else None
+                last.update((await api.get(f"/v1/jobs/{first}")).json())
+                return last if last["status"] in ("succeeded", "failed", "canceled") else None
 
             # a loaded machine's splat takes a while over its final outputs: wait for the end, then say how
-            job = await wait_for(ended, 120, "the first session ending", every_s=0.5)
+            # long it took; a timeout says where the session stood (status, progress, last update)
+            stopped = time.monotonic()
+            try:
+                job = await wait_for(ended, 120, "the first session ending", every_s=0.5)
+            except AssertionError as late:
+                where = {key: last.get(key) for key in ("status", "progress", "updated_at", "attempt")}
+                raise AssertionError(f"{late}; the session stood at {where}") from late
+            print(f"the stopped session ended {time.monotonic() - stopped:.1f} s after its stop")
             assert job["status"] == "succeeded", job.get("error")
             await wait_for(status_is(second, "running"), 60, "the queued session starting")
 

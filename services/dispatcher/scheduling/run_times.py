@@ -75,7 +75,7 @@ class RunTimes:
             return
         try:
             doc = RunTimesDoc.model_validate_json(entry.value)
-        except ValidationError:  # left out of the view: read from KV, which says why
+        except ValidationError:  # left out: no ETA from it, and a tally's write reads it (and fails as before)
             self._known.pop(entry.key, None)
             return
         self._remember(entry.key, doc, entry.revision or 0)

@@ -131,11 +131,10 @@ class _Socket:
         state = self.intake.state
         subject = state.subjects.job_events(self.record.tenant, self.record.id)
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=256)
-        config = (
-            ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1)
-            if after
-            else ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
-        )
+        # From an explicit sequence, and nothing at or before it passed on: nats-py's ordered consumer, reset
+        # (two missed heartbeats, a reconnect) before its first message, starts over at the stream's 1.
+        floor = after or (await state.js.stream_info(state.settings.ns.stream(JOBS))).state.last_seq
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=floor + 1)
 
         async def on_msg(msg: Any) -> None:
             await queue.put(msg)
@@ -146,6 +145,8 @@ class _Socket:
         try:
             while True:
                 msg = await queue.get()
+                if msg.metadata.sequence.stream <= floor:
+                    continue
                 envelope = json.loads(msg.data)
                 if envelope.get("type") == "job.heartbeat":
                     continue
