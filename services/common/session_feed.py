@@ -1,11 +1,12 @@
 """A live session's feed read from JetStream: frames and control (FRAMES) and the robot's joints (TELEMETRY).
 
 :class:`NatsSessionFeed` holds two ordered consumers (no durable state on the server; a gap makes
-nats-py recreate them from the last sequence seen) and hands every item to ``on_item`` in stream
-order: ``(FeedFrame, image bytes)``, ``(FeedControl, None)`` or ``(FeedJoints, None)``, and once, as it
-starts, ``(FeedBacklog, None)``: the session's last FRAMES sequence then. ``on_item``
-runs on the event loop and must not block: the worker's session input and the gateway's feed relay
-both put items into bounded buffers.
+nats-py recreate them from the last sequence seen, or from the stream's first when none came yet:
+what precedes a resume point is dropped here) and hands every item to ``on_item`` in stream order:
+``(FeedFrame, image bytes)``, ``(FeedControl, None)`` or ``(FeedJoints, None)``, and once, as it
+starts, ``(FeedBacklog, None)``: the session's last FRAMES sequence then. ``on_item`` runs on the
+event loop and must not block: the worker's session input and the gateway's feed relay both put
+items into bounded buffers.
 
 Used by a local pool worker (straight from NATS) and by the gateway's feed socket for workers that
 cannot reach NATS (Modal), so both paths see the same items.
@@ -155,14 +156,16 @@ class NatsSessionFeed:
             return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=s.joints_since)
         return ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
 
+    # Nothing at or before a resume point is handed on: nats-py makes an ordered consumer that had no
+    # message yet again from the stream's first (two missed heartbeats, a restarted server).
     async def _on_frames(self, msg: Msg) -> None:
         item = parse_frame_message(msg)
-        if item is not None:
+        if item is not None and item.stream_seq > self.start_at.after_frames:
             self.on_item(item, msg.data if isinstance(item, FeedFrame) else None)
 
     async def _on_joints(self, msg: Msg) -> None:
         item = parse_joints_message(msg)
-        if item is not None:
+        if item is not None and item.stream_seq > self.start_at.after_joints:
             self.on_item(item, None)
 
     async def stop(self) -> None:
