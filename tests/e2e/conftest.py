@@ -185,12 +185,22 @@ RESUMING = "retries: {max_attempts: 2, backoff_initial_s: 0.5, jitter: 0}"
 
 @pytest.fixture
 async def resume_stack(
-    session_path: str, process_modal: ProcessModal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest,
+    session_path: str,
+    process_modal: ProcessModal,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[tuple[dict[str, str], httpx.AsyncClient]]:
     """:func:`session_stack` whose session routes try a lost worker's session once more (2 attempts); the
-    echo workload resumes on ``splat``, and ``vlm`` runs its non-resumable twin (``run_once``)."""
+    echo workload resumes on ``splat``, and ``vlm`` runs its non-resumable twin (``run_once``).
+
+    Parametrize it indirectly with ``{"concurrency": N}`` for N slots a kind (2 otherwise).
+    """
     routes = LOCAL_ROUTES if session_path == "local-pool" else MODAL_ROUTES
     routes = routes.replace("retries: {max_attempts: 1}", RESUMING)
+    slots = getattr(request, "param", {}).get("concurrency")
+    if slots is not None:
+        routes = routes.replace("concurrency: 2", f"concurrency: {slots}")
     if session_path == "local-pool":
         routes = routes.replace("    vlm: *echo", f"    vlm: {{<<: *echo, local: '{ECHO}_once'}}")
     else:

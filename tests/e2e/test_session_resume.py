@@ -4,8 +4,9 @@ worker paths (the local pool reading NATS, and a Modal-like child process fed by
 ``starting`` until the workload is ready, then ``live`` (``session.ready``); a killed worker's session is
 taken over by a new attempt that restores the newest snapshot, replays the frames sent after it before
 live ones (each once) and says so with ``session.resumed`` on the socket, on SSE and to a webhook; the
-session keeps its id and URLs. A worker killed once more than the route's retries fails the session
-(``worker_lost``), and so does a killed worker whose workload cannot resume, without another attempt.
+session keeps its id and URLs, and its slot (a session queued behind it waits on). A worker killed once
+more than the route's retries fails the session (``worker_lost``), and so does a killed worker whose
+workload cannot resume, without another attempt.
 """
 
 from __future__ import annotations
@@ -168,6 +169,28 @@ async def test_a_killed_workers_session_resumes_from_its_snapshot_and_replays_th
     sse = [e.type for e in await events(env, sid)]
     assert sse.count("session.resumed") == 1
     assert sse.index("job.retrying") < sse.index("session.resumed") < sse.index("job.succeeded")
+
+
+@pytest.mark.parametrize("resume_stack", [{"concurrency": 1}], indirect=True)
+async def test_a_killed_workers_session_resumes_in_its_slot_before_the_session_queued_behind_it(
+    resume_stack: SessionStack, tmp_path: Path
+) -> None:
+    env, api = resume_stack
+    first = (await start(api, robot_id="arm-first"))["id"]
+    await record_when(env, first, lambda r: r.session_state == "live")
+    second = (await start(api, robot_id="arm-second"))["id"]
+    await record_when(env, second, lambda r: r.status == "queued")  # one slot: it waits behind the first
+    kill(tmp_path, first, attempt=1)
+    # the lost session's slot goes to its resume, not to the session queued behind it: one slot, so the
+    # resume being live means the second still waits (before, it took the slot for as long as it lived)
+    resumed = await record_when(env, first, lambda r: r.session is not None and r.session.ready_attempt == 2)
+    assert (resumed.status, resumed.session_state) == ("running", "live")
+    assert (await api.get(f"/v1/jobs/{second}")).json()["status"] == "queued"
+    assert (await api.post(f"/v1/sessions/{first}/stop")).status_code == 202
+    assert (await settled(env, first, timeout_s=WAIT_S)).status == "succeeded"
+    await record_when(env, second, lambda r: r.session_state == "live", timeout_s=WAIT_S)  # then the slot is its
+    assert (await api.post(f"/v1/sessions/{second}/stop")).status_code == 202
+    assert (await settled(env, second, timeout_s=WAIT_S)).status == "succeeded"
 
 
 async def test_a_worker_killed_once_more_than_the_retries_fails_the_session(

@@ -80,8 +80,10 @@ async def test_a_paused_nats_server_leaves_gpurelay_dev_answering_idle_and_stopp
             try:
                 job = await wait_for(ended, 120, "the first session ending", every_s=0.5)
             except AssertionError as late:
-                where = {key: last.get(key) for key in ("status", "progress", "updated_at", "attempt")}
-                raise AssertionError(f"{late}; the session stood at {where}") from late
+                where = {key: last.get(key) for key in ("status", "error", "progress", "updated_at", "attempt")}
+                behind = (await api.get(f"/v1/jobs/{second}")).json()
+                queued = {key: behind.get(key) for key in ("status", "attempt")}
+                raise AssertionError(f"{late}; the session stood at {where}; the queued one at {queued}") from late
             print(f"the stopped session ended {time.monotonic() - stopped:.1f} s after its stop")
             assert job["status"] == "succeeded", job.get("error")
             await wait_for(status_is(second, "running"), 60, "the queued session starting")

@@ -3,7 +3,8 @@
 :meth:`Attempts.on_ticket` takes a ticket (a slot of its kind), asks the
 :class:`~services.dispatcher.scheduling.scheduler.Scheduler` which queued attempt fills it (fair share across
 tenants, priority within one), and holds the ticket, un-acked, while that attempt runs; the
-attempt's queue entry is dropped and the ticket acked when it ends, which frees the slot. Each held attempt has a
+attempt's queue entry is dropped and the ticket acked when it ends, which frees the slot (a live session's
+lost attempt frees it once its resume is due, so that the resume fills it). Each held attempt has a
 supervisor task that launches the run (every stage in turn for a pipeline) and waits for the first
 of: the run's outcome, a crash (the pool sees it at once), the route's timeout, missed heartbeats,
 a cancel request, or the job ending elsewhere. The record it watches is followed as KV stores it
@@ -42,12 +43,15 @@ from services.dispatcher.running.backends import Backend, BackendUnavailableErro
 from services.dispatcher.running.hearing import Hearing
 from services.dispatcher.running.held_records import Follower, HeldRecords
 from services.dispatcher.running.supervision import Held, Verdict, ended_as, wait_for_verdict
+from services.dispatcher.scheduling.queue import entry_key
 from services.dispatcher.scheduling.scheduler import Decision, Scheduler
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.store import JobEvents, JobStore, Ticket
 
 log = logging.getLogger(__name__)
 _S = JobStatus
+RESUME_QUEUED_S = 5.0
+"""How long a lost session's slot waits, past the backoff, for the fold to queue its resume."""
 ENDINGS = frozenset({EventType.JOB_SUCCEEDED, EventType.JOB_FAILED, EventType.JOB_RETRYING})
 """The events that end an attempt of ours (its outcome in ``gpurelay_job_run_seconds``)."""
 
@@ -176,6 +180,8 @@ class Attempts:
                     await self._run_stages(held, backend, reservation)
             observe_attempt(ticket.kind, held.outcome, held.began)
             self.scheduler.finished(held.claim.entry, time.time() - held.began, held.outcome == "succeeded")
+            if held.outcome == "retrying" and held.record.session is not None:
+                await self._keep_slot_for_resume(held)
             await self._drop(held.claim, held.msg)
         except asyncio.CancelledError:
             raise
@@ -187,6 +193,16 @@ class Attempts:
             self.held.pop((held.ticket.key, held.ticket.attempt), None)
             if held.follower is not None:
                 await self.records.stop(held.follower)
+
+    async def _keep_slot_for_resume(self, held: Held) -> None:
+        """A live session's next attempt (its resume) gets the slot its lost one held: the slot is given up
+        once that attempt is queued and due (its backoff waited out), so the decision that fills it sees
+        the resume, which is older than every session queued behind it. Given up at once, the slot went
+        to one of them, and the resume waited until that session was stopped."""
+        ticket = held.ticket
+        resume = entry_key(ticket.kind, ticket.tenant, ticket.job_id, ticket.attempt + 1)
+        if not await self.scheduler.queue.until_due(resume, held.route.retries.backoff_max_s + RESUME_QUEUED_S):
+            log.warning("session %s: its resume was not queued in time; its slot is given up", ticket.job_id)
 
     async def _run_stages(self, held: Held, backend: Backend, reservation: Any) -> None:
         route, ticket = held.route, held.ticket

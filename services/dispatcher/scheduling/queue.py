@@ -20,6 +20,7 @@ claimed ones apart, so a decision or a queue position costs no scan of the whole
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -148,6 +149,27 @@ class QueueIndex:
             return None
         self._remember(claimed, new_revision)
         return claimed, new_revision
+
+    async def until_due(self, key: str, within_s: float) -> bool:
+        """Whether the entry ``key`` waits unclaimed in the mirror and is due within ``within_s``: waits for
+        its write to come (the watch, or this replica's own) and then for its ``not_before``."""
+        deadline = time.monotonic() + within_s
+        while True:
+            self.changed.clear()
+            found = self.by_kind.get(key.split(".", 1)[0], {}).get(key)
+            if found is not None and found[0].claimed_by is None:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self.changed.wait()
+        due_in = found[0].not_before - time.time()
+        if due_in > deadline - time.monotonic():
+            return False
+        await asyncio.sleep(max(0.0, due_in))
+        return True
 
     def entries(self, kind: str) -> list[tuple[QueueEntry, int]]:
         """The mirror's entries of ``kind``."""
