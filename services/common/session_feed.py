@@ -1,12 +1,12 @@
 """A live session's feed read from JetStream: frames and control (FRAMES) and the robot's joints (TELEMETRY).
 
-:class:`NatsSessionFeed` holds two ordered consumers (no durable state on the server; a gap makes
-nats-py recreate them from the last sequence seen, or from the stream's first when none came yet:
-what precedes a resume point is dropped here) and hands every item to ``on_item`` in stream order:
-``(FeedFrame, image bytes)``, ``(FeedControl, None)`` or ``(FeedJoints, None)``, and once, as it
-starts, ``(FeedBacklog, None)``: the session's last FRAMES sequence then. ``on_item`` runs on the
-event loop and must not block: the worker's session input and the gateway's feed relay both put
-items into bounded buffers.
+:class:`NatsSessionFeed` holds two ordered consumers (no durable state on the server; each starts at an
+explicit sequence, and a gap makes nats-py recreate it from the last sequence seen, or from the stream's
+first when none came yet: what precedes the start is dropped here) and hands every item to ``on_item`` in
+stream order: ``(FeedFrame, image bytes)``, ``(FeedControl, None)`` or ``(FeedJoints, None)``, and once,
+as it starts, ``(FeedBacklog, None)``: the session's last FRAMES sequence then. ``on_item`` runs on the
+event loop and must not block: the worker's session input and the gateway's feed relay both put items
+into bounded buffers.
 
 Used by a local pool worker (straight from NATS) and by the gateway's feed socket for workers that
 cannot reach NATS (Modal), so both paths see the same items.
@@ -18,13 +18,13 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 from pydantic import ValidationError
 
 from contracts import streams
@@ -43,6 +43,8 @@ from contracts.subjects import Namespace, Subjects
 log = logging.getLogger(__name__)
 FeedItem = FeedFrame | FeedJoints | FeedControl | FeedBacklog
 OnItem = Callable[[FeedItem, bytes | None], None]
+NO_MESSAGE_FOUND = 10037
+"""JetStream's error code for a message get that matched nothing."""
 PENDING_BYTES = 64 * 1024 * 1024
 """Client-side bound on messages received and not yet handed over (a slow ``on_item`` is cut)."""
 
@@ -105,6 +107,8 @@ class NatsSessionFeed:
         self.js, self.ns, self.on_item = js, namespace, on_item
         self.tenant, self.session_id, self.robot_id = tenant, session_id, robot_id
         self.start_at = start or FeedStart()
+        self._joints_floor = self.start_at.after_joints
+        """The TELEMETRY sequence at or before which no sample is handed on."""
         self._subs: list[Any] = []
 
     async def start(self) -> None:
@@ -115,7 +119,8 @@ class NatsSessionFeed:
         self.on_item(FeedBacklog(stream_seq=await self._last_frames_seq(subjects)), None)
         if self.robot_id is not None:
             joints = subjects.robot_joints(self.tenant, self.robot_id)
-            self._subs.append(await self._ordered(joints, streams.TELEMETRY, self._on_joints, self._joints_config()))
+            config = await self._joints_config(joints)
+            self._subs.append(await self._ordered(joints, streams.TELEMETRY, self._on_joints, config))
 
     async def _ordered(self, subject: str, stream: str, cb: Any, config: ConsumerConfig) -> Any:
         return await self.js.subscribe(
@@ -129,17 +134,19 @@ class NatsSessionFeed:
 
     async def _last_frames_seq(self, subjects: Subjects) -> int:
         """The session's last FRAMES stream sequence (frames and control; 0 when it has none)."""
-        last = 0
-        for subject in (
+        session = (
             subjects.session_frames(self.tenant, self.session_id),
             subjects.session_control(self.tenant, self.session_id),
-        ):
-            try:
-                msg = await self.js.get_last_msg(self.ns.stream(streams.FRAMES), subject)
-            except NotFoundError:
-                continue
-            last = max(last, int(msg.seq or 0))
-        return last
+        )
+        return max([await self._last_seq(streams.FRAMES, subject) for subject in session])
+
+    async def _last_seq(self, stream: str, subject: str) -> int:
+        """The stream sequence of ``subject``'s last message in ``stream`` (0 when it has none)."""
+        try:
+            msg = await self.js.get_last_msg(self.ns.stream(stream), subject)
+        except NotFoundError:
+            return 0
+        return int(msg.seq or 0)
 
     def _frames_config(self) -> ConsumerConfig:
         if self.start_at.after_frames:
@@ -148,16 +155,35 @@ class NatsSessionFeed:
             )
         return ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
 
-    def _joints_config(self) -> ConsumerConfig:
+    async def _joints_config(self, subject: str) -> ConsumerConfig:
+        """Samples after ``after_joints``, else those stored since ``joints_since``, else new ones: always from
+        an explicit sequence, which a consumer made again keeps (nats-py cannot make one started by time
+        again: it keeps the start time beside the sequence it resumes from, error 10094)."""
         s = self.start_at
         if s.after_joints:
-            return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=s.after_joints + 1)
-        if s.joints_since is not None:
-            return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=s.joints_since)
-        return ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
+            floor = s.after_joints
+        elif s.joints_since is not None:
+            floor = await self._seq_before(streams.TELEMETRY, subject, s.joints_since)
+        else:
+            floor = await self._last_seq(streams.TELEMETRY, subject)
+        self._joints_floor = floor
+        return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=floor + 1)
 
-    # Nothing at or before a resume point is handed on: nats-py makes an ordered consumer that had no
-    # message yet again from the stream's first (two missed heartbeats, a restarted server).
+    async def _seq_before(self, stream: str, subject: str, since: datetime) -> int:
+        """The stream sequence before ``subject``'s first message stored at or after ``since`` (its last
+        when none is): a message get by time, which nats-py does not offer."""
+        at = since.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        request = json.dumps({"start_time": at, "next_by_subj": subject}).encode()
+        api = f"{self.js._prefix}.STREAM.MSG.GET.{self.ns.stream(stream)}"
+        answer = json.loads((await self.js._nc.request(api, request, timeout=self.js._timeout)).data)
+        if "message" in answer:
+            return int(answer["message"]["seq"]) - 1
+        if answer.get("error", {}).get("err_code") == NO_MESSAGE_FOUND:
+            return await self._last_seq(stream, subject)
+        raise APIError.from_error(answer.get("error", {}))
+
+    # Nothing at or before where the feed starts is handed on: nats-py makes an ordered consumer that had
+    # no message yet again from the stream's first (two missed heartbeats, a restarted server).
     async def _on_frames(self, msg: Msg) -> None:
         item = parse_frame_message(msg)
         if item is not None and item.stream_seq > self.start_at.after_frames:
@@ -165,7 +191,7 @@ class NatsSessionFeed:
 
     async def _on_joints(self, msg: Msg) -> None:
         item = parse_joints_message(msg)
-        if item is not None and item.stream_seq > self.start_at.after_joints:
+        if item is not None and item.stream_seq > self._joints_floor:
             self.on_item(item, None)
 
     async def stop(self) -> None:

@@ -1,16 +1,21 @@
-"""A session feed resumed after a point hands on nothing at or before it, even when nats-py makes its
-ordered consumer again before a first message came (a restarted server: nats-py starts it over at the
-stream's first message then)."""
+"""A session feed resumed after a point hands on nothing at or before it, and one that starts with new joint
+samples (or those since a time) no older sample, even when nats-py makes its ordered consumer again before
+a first message came (a restarted server: nats-py starts it over at the stream's first message then)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import nats.errors
+import pytest
 from nats.js import JetStreamContext
 
-from contracts.session_feed import H_SEQ, H_TS, FeedFrame
+from contracts.events.registry import EventType, make_event
+from contracts.events.robots import JointSample
+from contracts.session_feed import H_SEQ, H_TS, FeedFrame, FeedJoints
 from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.embedded import EmbeddedNats
@@ -39,18 +44,62 @@ async def test_a_feed_resumed_at_the_end_gets_only_later_frames_after_its_consum
                 fourth.set()
 
     feed = NatsSessionFeed(js, namespace, "acme", SESSION, None, on_item, FeedStart(after_frames=last))
+    await restart_and_publish(nats_server, feed, lambda: publish_frame(js, subjects, 4), fourth)
+    assert seen == [4]
+
+
+async def restart_and_publish(
+    nats_server: EmbeddedNats, feed: NatsSessionFeed, publish: Callable[[], Awaitable[int]], seen: asyncio.Event
+) -> None:
+    """Start ``feed``, restart the server (the feed's memory consumer goes with it: made again after two
+    missed heartbeats), ``publish`` once it is back, and wait until the feed has ``seen`` it."""
     await feed.start()
     try:
-        nats_server.kill()  # the feed's memory consumer goes with it: made again after two missed heartbeats
+        nats_server.kill()
         nats_server.start()
         async with asyncio.timeout(60):
             while True:
                 try:
-                    await publish_frame(js, subjects, 4)
+                    await publish()
                     break
                 except (nats.errors.Error, TimeoutError):
                     await asyncio.sleep(0.5)
-            await fourth.wait()
+            await seen.wait()
     finally:
         await feed.stop()
-    assert seen == [4]
+
+
+ROBOT = "arm-feed"
+
+
+async def publish_joints(js: JetStreamContext, subjects: Subjects, n: int) -> int:
+    sample = JointSample(robot_id=ROBOT, joint_angles=[0.01 * n] * 6, ts=datetime.now(UTC))
+    event = make_event(EventType.ROBOT_JOINTS, sample, tenant="acme", source="test")
+    return int((await js.publish(subjects.robot_joints("acme", ROBOT), event.to_json_bytes())).seq)
+
+
+@pytest.mark.parametrize("start", ["new", "since"])
+async def test_a_feed_of_new_joint_samples_gets_no_older_one_after_its_consumer_is_made_again(
+    start: str, nats_server: EmbeddedNats, js: JetStreamContext, namespace: Namespace, declared: Declarations
+) -> None:
+    """Samples from now on (``new``), or stored since a time (``since``: the session's creation): the older
+    samples the robot sent stay out when nats-py makes the consumer again from the stream's first."""
+    subjects = Subjects(namespace)
+    for n in (1, 2, 3):
+        await publish_joints(js, subjects, n)
+    since = None
+    if start == "since":
+        await asyncio.sleep(0.05)  # the samples before are stored 50 ms before it, by this machine's clock
+        since = datetime.now(UTC)
+    seen: list[float] = []
+    fourth = asyncio.Event()
+
+    def on_item(item: Any, _: bytes | None) -> None:
+        if isinstance(item, FeedJoints):
+            seen.append(item.joint_angles[0])
+            if item.joint_angles[0] == pytest.approx(0.04):
+                fourth.set()
+
+    feed = NatsSessionFeed(js, namespace, "acme", SESSION, ROBOT, on_item, FeedStart(joints_since=since))
+    await restart_and_publish(nats_server, feed, lambda: publish_joints(js, subjects, 4), fourth)
+    assert seen == [pytest.approx(0.04)]
