@@ -18,13 +18,12 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import APIError, NotFoundError
 from pydantic import ValidationError
 
 from contracts import streams
@@ -39,12 +38,11 @@ from contracts.session_feed import (
     FeedJoints,
 )
 from contracts.subjects import Namespace, Subjects
+from services.common.nats.kv import last_seq, seq_before
 
 log = logging.getLogger(__name__)
 FeedItem = FeedFrame | FeedJoints | FeedControl | FeedBacklog
 OnItem = Callable[[FeedItem, bytes | None], None]
-NO_MESSAGE_FOUND = 10037
-"""JetStream's error code for a message get that matched nothing."""
 PENDING_BYTES = 64 * 1024 * 1024
 """Client-side bound on messages received and not yet handed over (a slow ``on_item`` is cut)."""
 
@@ -134,19 +132,10 @@ class NatsSessionFeed:
 
     async def _last_frames_seq(self, subjects: Subjects) -> int:
         """The session's last FRAMES stream sequence (frames and control; 0 when it has none)."""
-        session = (
-            subjects.session_frames(self.tenant, self.session_id),
-            subjects.session_control(self.tenant, self.session_id),
-        )
-        return max([await self._last_seq(streams.FRAMES, subject) for subject in session])
-
-    async def _last_seq(self, stream: str, subject: str) -> int:
-        """The stream sequence of ``subject``'s last message in ``stream`` (0 when it has none)."""
-        try:
-            msg = await self.js.get_last_msg(self.ns.stream(stream), subject)
-        except NotFoundError:
-            return 0
-        return int(msg.seq or 0)
+        stream = self.ns.stream(streams.FRAMES)
+        frames = subjects.session_frames(self.tenant, self.session_id)
+        control = subjects.session_control(self.tenant, self.session_id)
+        return max(await last_seq(self.js, stream, frames), await last_seq(self.js, stream, control))
 
     def _frames_config(self) -> ConsumerConfig:
         if self.start_at.after_frames:
@@ -157,30 +146,17 @@ class NatsSessionFeed:
 
     async def _joints_config(self, subject: str) -> ConsumerConfig:
         """Samples after ``after_joints``, else those stored since ``joints_since``, else new ones: always from
-        an explicit sequence, which a consumer made again keeps (nats-py cannot make one started by time
-        again: it keeps the start time beside the sequence it resumes from, error 10094)."""
-        s = self.start_at
+        an explicit sequence (:func:`~services.common.nats.kv.seq_before`: nats-py cannot make a consumer
+        started by time again)."""
+        s, stream = self.start_at, self.ns.stream(streams.TELEMETRY)
         if s.after_joints:
             floor = s.after_joints
         elif s.joints_since is not None:
-            floor = await self._seq_before(streams.TELEMETRY, subject, s.joints_since)
+            floor = await seq_before(self.js, stream, s.joints_since, subject)
         else:
-            floor = await self._last_seq(streams.TELEMETRY, subject)
+            floor = await last_seq(self.js, stream, subject)
         self._joints_floor = floor
         return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=floor + 1)
-
-    async def _seq_before(self, stream: str, subject: str, since: datetime) -> int:
-        """The stream sequence before ``subject``'s first message stored at or after ``since`` (its last
-        when none is): a message get by time, which nats-py does not offer."""
-        at = since.astimezone(UTC).isoformat().replace("+00:00", "Z")
-        request = json.dumps({"start_time": at, "next_by_subj": subject}).encode()
-        api = f"{self.js._prefix}.STREAM.MSG.GET.{self.ns.stream(stream)}"
-        answer = json.loads((await self.js._nc.request(api, request, timeout=self.js._timeout)).data)
-        if "message" in answer:
-            return int(answer["message"]["seq"]) - 1
-        if answer.get("error", {}).get("err_code") == NO_MESSAGE_FOUND:
-            return await self._last_seq(stream, subject)
-        raise APIError.from_error(answer.get("error", {}))
 
     # Nothing at or before where the feed starts is handed on: nats-py makes an ordered consumer that had
     # no message yet again from the stream's first (two missed heartbeats, a restarted server).

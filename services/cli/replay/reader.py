@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,6 +30,7 @@ from services.cli.replay.progress import replay_progress
 from services.cli.replay.targets import Tally, Target, line, stored_time
 from services.common.config import BaseServiceSettings
 from services.common.nats.connection import connect
+from services.common.nats.kv import seq_before
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -95,8 +96,10 @@ async def read_range(
 ) -> AsyncIterator[Msg]:
     """Every message in range, in stream order; ``on_start`` gets how many may come (at most).
 
-    Messages stored before ``config.opt_start_time`` are skipped here too: nats-server delivers
-    from the first message when the start time lies after the last one.
+    A start time is read as the sequence before the first message stored since it
+    (:func:`~services.common.nats.kv.seq_before`): the consumer starts at a sequence, which nats-py can
+    make again after a gap (not a time), and nothing before it is yielded (a consumer made again before
+    its first message starts over at the stream's first).
     """
     js, name = nc.jetstream(), settings.ns.stream(stream)
     try:
@@ -104,8 +107,13 @@ async def read_range(
     except NotFoundError:
         raise typer.BadParameter(f"no stream {name}", param_hint="--stream") from None
     wanted = settings.ns.subject(subject) if subject else ""
+    since, count, first = config.opt_start_time, 0, config.opt_start_seq or 0
+    if config.deliver_policy == DeliverPolicy.BY_START_TIME and since is not None:
+        first = await seq_before(js, name, since, wanted or None) + 1
+        config = replace(
+            config, deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first, opt_start_time=None
+        )
     sub = await js.subscribe(wanted, stream=name, ordered_consumer=True, config=config)
-    since, count = config.opt_start_time, 0
     try:
         info = await sub.consumer_info()  # a fresh consumer: what it delivered already plus what is left
         pending = (info.delivered.consumer_seq if info.delivered else 0) + (info.num_pending or 0)
@@ -118,6 +126,8 @@ async def read_range(
                     return
                 continue
             seq = msg.metadata.sequence.stream
+            if seq < first:
+                continue
             if (not follow and seq > last) or bounds.past(msg):
                 return
             if since is None or stored_time(msg) >= since:  # the server may start early

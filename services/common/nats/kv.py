@@ -20,16 +20,27 @@ the stored headers (a KV update's ``Nats-Expected-Last-Subject-Sequence``, a del
 which nats-py parses with :mod:`email`'s ``BytesParser``: about 100 µs a get, more than the rest of
 it. :class:`HeaderParser` reads them as nats-py reads a delivered message's (a split per line), in
 its place in nats-py's JetStream contexts from the import of this module on (issue 34: CPU per job).
+
+The same message gets say where a reader of any stream starts (:func:`last_seq`, :func:`seq_before`: a
+subject's last message, the one before the first stored since a time). nats-py makes an ordered
+consumer again after a gap (two missed heartbeats, a restarted server) from the sequence after the last
+message it handed on, or from the stream's first when none came yet, and cannot make one started by
+time again at all (it keeps the start time beside the sequence it resumes from: nats-server refuses
+that, error 10094). A reader that starts at an explicit sequence found here, and drops what comes
+before it, reads the same messages either way.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import nats.js.client
 import nats.js.manager
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 MARKER_REASON = "Nats-Marker-Reason"
@@ -140,3 +151,36 @@ async def kv_write(kv: KeyValue, key: str, value: bytes, revision: int | None) -
         return int(await kv.update(key, value, last=revision))
     except KeyWrongLastSequenceError:
         return None
+
+
+NO_MESSAGE_FOUND = 10037
+"""JetStream's error code for a message get that matched nothing."""
+
+
+async def last_seq(js: JetStreamContext, stream: str, subject: str | None = None) -> int:
+    """The sequence of ``subject``'s last message in ``stream`` (the stream's last without a subject; 0
+    when there is none)."""
+    if subject is None:
+        return int((await js.stream_info(stream)).state.last_seq)
+    try:
+        msg = await js.get_last_msg(stream, subject)
+    except NotFoundError:
+        return 0
+    return int(msg.seq or 0)
+
+
+async def seq_before(js: JetStreamContext, stream: str, since: datetime, subject: str | None = None) -> int:
+    """The sequence before the first message (of ``subject``, when given) stored at or after ``since`` in
+    ``stream``; the stream's last when there is none (read first: a message stored meanwhile is found by
+    the get). A message get by time, which nats-py does not offer."""
+    before = await last_seq(js, stream)
+    request: dict[str, str] = {"start_time": since.astimezone(UTC).isoformat().replace("+00:00", "Z")}
+    if subject is not None:
+        request["next_by_subj"] = subject
+    api = f"{js._prefix}.STREAM.MSG.GET.{stream}"
+    answer = json.loads((await js._nc.request(api, json.dumps(request).encode(), timeout=js._timeout)).data)
+    if "message" in answer:
+        return int(answer["message"]["seq"]) - 1
+    if answer.get("error", {}).get("err_code") == NO_MESSAGE_FOUND:
+        return before
+    raise APIError.from_error(answer.get("error", {}))

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import nats.errors
 import pytest
 from nats.js import JetStreamContext
 from typer.testing import CliRunner, Result
@@ -123,6 +124,44 @@ async def test_follow_keeps_reading_new_messages(
         assert not task.done()
     finally:
         await cancel_and_wait([task])  # cancelled again if 3.11's wait_for swallowed it
+
+
+async def test_a_follow_since_a_time_reads_on_after_its_consumer_is_made_again(
+    env: dict[str, str],
+    js: JetStreamContext,
+    subjects: Subjects,
+    history: list[int],
+    namespace: Namespace,
+    nats_server: EmbeddedNats,
+) -> None:
+    """A restarted server takes the replay's consumer with it; nats-py makes it again (after two missed
+    heartbeats) from the stream's first message when none came yet: nothing before the start time is
+    printed, and what is published after the restart is."""
+    settings = BaseServiceSettings(nats_url=env["GPURELAY_NATS_URL"], namespace=namespace.name)
+    await asyncio.sleep(0.01)
+    middle = datetime.now(UTC)  # after every message of history
+    seen: list[dict[str, Any]] = []
+    config = consumer_config(None, middle)
+    task = asyncio.create_task(replay_stream(settings, JOBS, "jobs.acme.>", config, follow=True, emit=seen.append))
+
+    async def reading() -> bool:
+        return bool((await js.stream_info(namespace.stream(JOBS))).state.consumer_count)
+
+    try:
+        await wait_for(reading, 20, "the replay's consumer")
+        nats_server.kill()
+        nats_server.start()
+        async with asyncio.timeout(60):
+            while True:
+                try:
+                    seq = await publish(js, subjects, job_event("acme", "job_f", EventType.JOB_LOG))
+                    break
+                except (nats.errors.Error, TimeoutError):
+                    await asyncio.sleep(0.5)
+        await wait_for(lambda: seen, 60, "the message published after the restart")
+        assert [line["seq"] for line in seen] == [seq]
+    finally:
+        await cancel_and_wait([task])
 
 
 @pytest.mark.parametrize(
