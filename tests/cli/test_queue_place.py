@@ -15,8 +15,16 @@ from services.common.queue_place import ordinal, queue_place_text
 @pytest.mark.parametrize(
     ("n", "text"),
     [
-        (1, "1st"), (2, "2nd"), (3, "3rd"), (4, "4th"), (11, "11th"),
-        (12, "12th"), (13, "13th"), (21, "21st"), (102, "102nd"), (111, "111th"),
+        (1, "1st"),
+        (2, "2nd"),
+        (3, "3rd"),
+        (4, "4th"),
+        (11, "11th"),
+        (12, "12th"),
+        (13, "13th"),
+        (21, "21st"),
+        (102, "102nd"),
+        (111, "111th"),
     ],
 )
 def test_ordinal(n: int, text: str) -> None:

@@ -75,9 +75,7 @@ async def test_the_dispatcher_process_runs_on_uvloop_unless_told_otherwise(
 
 
 @pytest.mark.parametrize("kind", ["uvloop", "asyncio"])
-def test_get_within_keeps_a_cancel_that_lands_as_the_item_arrives(
-    kind: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_get_within_keeps_a_cancel_that_lands_as_the_item_arrives(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The item and the cancel land in one loop turn: the wait ends cancelled and the item stays queued
     (3.11's ``wait_for`` returned the item and lost the cancel)."""
     monkeypatch.setenv(event_loop.ENV, kind)
