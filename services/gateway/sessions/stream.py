@@ -44,6 +44,7 @@ from services.common.auth.key_cache import CredentialRefusedError
 from services.common.auth.scoped import Scope, allows
 from services.common.http.problem import ProblemError
 from services.common.nats.connection import UNAVAILABLE
+from services.common.nats.kv import last_seq
 from services.gateway.sessions.http import PrincipalOf, image_type, socket_session
 from services.gateway.sessions.intake import SessionIntake
 from services.gateway.ws_auth import WS_FORBIDDEN, WS_UNAUTHORIZED
@@ -131,9 +132,9 @@ class _Socket:
         state = self.intake.state
         subject = state.subjects.job_events(self.record.tenant, self.record.id)
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=256)
-        # From an explicit sequence, and nothing at or before it passed on: nats-py's ordered consumer, reset
-        # (two missed heartbeats, a reconnect) before its first message, starts over at the stream's 1.
-        floor = after or (await state.js.stream_info(state.settings.ns.stream(JOBS))).state.last_seq
+        # From an explicit sequence, and nothing at or before it passed on (services.common.nats.kv: nats-py's
+        # ordered consumer, made again before its first message, starts over at the stream's first).
+        floor = after or await last_seq(state.js, state.settings.ns.stream(JOBS))
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=floor + 1)
 
         async def on_msg(msg: Any) -> None:
