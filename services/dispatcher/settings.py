@@ -122,6 +122,12 @@ class DispatcherSettings(BaseServiceSettings):
         le=60,
         description="How long a replica keeps a fold partition before it lets another take it (0: after each batch).",
     )
+    fold_linger_s: float = Field(
+        default=0.25,
+        ge=0,
+        le=5,
+        description="How long a fold batch of only progress-like events waits for more (one record write for all).",
+    )
     fold_record_cache: int = Field(
         default=1_000,
         ge=0,

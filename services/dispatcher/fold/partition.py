@@ -37,6 +37,7 @@ from services.dispatcher.consumers import ConsumerGuard
 from services.dispatcher.fold.acks import BatchAcks
 from services.dispatcher.fold.batch import BatchFold, RecordCache
 from services.dispatcher.fold.dead_pin import unpin_if_dead
+from services.dispatcher.fold.linger import linger, lingers
 from services.dispatcher.fold.partitions import SERIAL_DURABLE, declare_fold_stream, fold_durable, partition_subject
 from services.dispatcher.fold.pinned_pull import ConsumerUnavailable, PinnedConsumer, PinnedPull
 from services.dispatcher.fold.reactions import Reactions
@@ -131,6 +132,8 @@ class PartitionFold(FoldDurable):
                         cache.reset(puller.pin)
                         pinned_at, releasing = time.monotonic(), False
                         msgs += await self._leftovers(puller, len(msgs))
+                    elif lingers(msgs):
+                        msgs += await self._linger(puller, len(msgs))
                     await self._complete_shielded(folder, msgs, puller)
                     releasing = time.monotonic() - pinned_at >= self.settings.fold_pin_hold_s
                 if releasing and puller.idle:  # held long enough (or quiet), and nothing of this pin in flight
@@ -146,6 +149,13 @@ class PartitionFold(FoldDurable):
                 elif self._acks.held is not None:  # a folded event: acked, whatever else is cut short
                     await asyncio.wait_for(self._acks.confirm(), STOP_GRACE_S)
             await puller.close()
+
+    async def _linger(self, puller: PinnedPull, held: int) -> list[Msg]:
+        """More events for a batch of only lingering ones (:func:`~services.dispatcher.fold.linger.linger`),
+        from the open request alone (no pull more)."""
+        room = self.settings.fold_batch - held
+        return await linger(lambda n, wait_s: self._pull(puller, more=False, size=n, wait_s=wait_s), room,
+                            self.settings.fold_linger_s)  # fmt: skip
 
     async def _leftovers(self, puller: PinnedPull, held: int) -> list[Msg]:
         """At a new pin: every event still unacknowledged (a holder that died left them, and the server

@@ -1,0 +1,134 @@
+"""A fold batch of only progress-like events waits for more (services/dispatcher/fold/linger.py): a burst
+costs one record write (issue 34), and any other event ends the wait at once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from bench.harness.waiting import wait_for
+from contracts.events import jobs as je
+from contracts.events.registry import EventType
+from contracts.ids import tenant_key
+from contracts.job_record import JobRecord, StageStatus
+from contracts.subjects import Namespace, Subjects
+from services.dispatcher.fold.linger import linger, lingers
+from tests.dispatcher.conftest import StartDispatcher
+from tests.support.dispatcher import local_route
+from tests.support.events import create_job, job_event, publish
+
+LINGER_S = 5.0
+"""The settings' most: far longer than a burst takes to publish, even on a loaded machine."""
+BURST, SPACING_S = 5, 0.05
+
+
+def _msg(event: str) -> Msg:
+    return Msg(_client=None, subject=f"t.fold.0.acme.job_1.{event}")  # type: ignore[arg-type]
+
+
+def test_only_progress_like_events_linger() -> None:
+    assert lingers([_msg("progress"), _msg("log"), _msg("heartbeat"), _msg("position")])
+    for other in ("created", "queued", "dispatched", "started", "stage", "artifact", "succeeded", "failed",
+                  "canceled", "retrying", "cancel_requested"):  # fmt: skip
+        assert not lingers([_msg("progress"), _msg(other)]), other
+
+
+async def test_linger_stops_at_an_event_that_does_not_linger_at_a_full_batch_and_at_nothing() -> None:
+    pulls: list[int] = []
+
+    def puller(*batches: list[Msg]):  # type: ignore[no-untyped-def]
+        left = list(batches)
+
+        async def pull(n: int, wait_s: float) -> list[Msg]:
+            assert 0 < wait_s <= LINGER_S
+            pulls.append(n)
+            return left.pop(0)[:n] if left else []
+
+        return pull
+
+    progress, stage = _msg("progress"), _msg("stage")
+    more = await linger(puller([progress], [progress, stage], [progress]), 10, LINGER_S)
+    assert (more, pulls) == ([progress, progress, stage], [10, 9])
+    pulls.clear()
+    assert await linger(puller([progress] * 3, [progress] * 3), 4, LINGER_S) == [progress] * 4
+    assert pulls == [4, 1]
+    assert await linger(puller(), 4, LINGER_S) == []
+    assert await linger(puller([progress]), 4, 0.0) == []  # no wait at all: nothing pulled
+
+
+async def test_linger_returns_what_came_when_cancelled() -> None:
+    came = asyncio.Event()
+    progress = _msg("progress")
+
+    async def pull(n: int, wait_s: float) -> list[Msg]:
+        if not came.is_set():
+            came.set()
+            return [progress]
+        await asyncio.sleep(wait_s)
+        return []
+
+    task = asyncio.ensure_future(linger(pull, 10, LINGER_S))
+    await came.wait()
+    await asyncio.sleep(0.05)
+    task.cancel()
+    assert await task == [progress]  # to be folded and acked; the partition's loop raises the cancel
+
+
+async def _record(jobs_kv: KeyValue, job: str) -> tuple[JobRecord, int]:
+    entry = await jobs_kv.get(tenant_key("acme", job))
+    assert entry.value is not None
+    assert entry.revision is not None
+    return JobRecord.model_validate_json(entry.value), entry.revision
+
+
+async def test_a_burst_of_progress_is_one_record_write_and_a_stage_goes_at_once(
+    start_dispatcher: StartDispatcher,
+    nc: NatsClient,
+    js: JetStreamContext,
+    jobs_kv: KeyValue,
+    subjects: Subjects,
+    namespace: Namespace,
+) -> None:
+    """Five progress events 50 ms apart: one write of the record with the last fraction (the old fold
+    wrote five). Then a progress and a stage: the stage ends the wait, folded long before it would end."""
+    await start_dispatcher({"pose": local_route("noop")}, fold_partitions=1, fold_linger_s=LINGER_S)
+    job = await create_job(jobs_kv, "acme")
+    await publish(js, subjects, job_event("acme", job, EventType.JOB_QUEUED, je.JobQueuedPayload()))
+    dispatched = je.JobDispatchedPayload(backend="local", function="pose")
+    await publish(js, subjects, job_event("acme", job, EventType.JOB_DISPATCHED, dispatched))
+    await publish(js, subjects, job_event("acme", job, EventType.JOB_STARTED, je.JobStartedPayload(worker="w")))
+
+    async def record_is(check: Callable[[JobRecord], bool]) -> bool:
+        return check((await _record(jobs_kv, job))[0])
+
+    await wait_for(lambda: record_is(lambda r: r.status == "running"), timeout_s=30, what="the job running")
+    _, before = await _record(jobs_kv, job)
+    for n in range(1, BURST + 1):
+        await publish(
+            js, subjects, job_event("acme", job, EventType.JOB_PROGRESS, je.JobProgressPayload(fraction=n / 10))
+        )
+        await asyncio.sleep(SPACING_S)
+    await wait_for(lambda: record_is(lambda r: r.progress.fraction == BURST / 10), timeout_s=30, what="the burst")
+    record, revision = await _record(jobs_kv, job)
+    assert record.progress.fraction == BURST / 10
+    assert revision == before + 1, f"{revision - before} writes for a burst of {BURST}"
+
+    stage = je.JobStagePayload(name="train", index=0, count=2, status=StageStatus.RUNNING)
+    await publish(js, subjects, job_event("acme", job, EventType.JOB_PROGRESS, je.JobProgressPayload(fraction=0.9)))
+    sent = time.monotonic()
+    await publish(js, subjects, job_event("acme", job, EventType.JOB_STAGE, stage))
+
+    await wait_for(
+        lambda: record_is(lambda r: bool(r.stages)),
+        timeout_s=LINGER_S - 1.0,
+        what="the stage folded before the linger ran out",
+    )
+    assert time.monotonic() - sent < LINGER_S - 1.0
+    record, after = await _record(jobs_kv, job)
+    assert (record.progress.fraction, after) == (0.9, revision + 1)
