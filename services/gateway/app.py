@@ -65,20 +65,18 @@ def create_app(settings: GatewaySettings, *, storage: Storage | None = None) -> 
                 ingest_nc = await connect(ingest, "gateway-ingest")
             app.state.nats = nc
             app.state.gateway = state = await GatewayState.open(settings, nc, store, ingest_nc)
-            await state.key_cache.start()
-            if state.admission is not None:
-                await state.admission.book.start()
-            origins = TenantOrigins(await state.js.key_value(settings.ns.bucket(KV_TENANT_CORS)))
-            await origins.start()
-            app.state.tenant_origins = origins
-            try:
-                yield
-            finally:
-                app.state.tenant_origins = None
-                await origins.stop()
-                await state.key_cache.stop()
+            async with contextlib.AsyncExitStack() as started:  # what started is stopped, even if a later part fails
+                await state.key_cache.start()
+                started.push_async_callback(state.key_cache.stop)
                 if state.admission is not None:
-                    await state.admission.book.stop()
+                    await state.admission.book.start()
+                    started.push_async_callback(state.admission.book.stop)
+                origins = TenantOrigins(await state.js.key_value(settings.ns.bucket(KV_TENANT_CORS)))
+                await origins.start()
+                started.push_async_callback(origins.stop)
+                app.state.tenant_origins = origins
+                started.callback(setattr, app.state, "tenant_origins", None)
+                yield
         finally:
             app.state.nats = None
             for client in (ingest_nc, nc):

@@ -1,0 +1,40 @@
+"""The gateway's lifespan stops what it started, also when a later part of its start fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from contracts.subjects import Namespace
+from services.common.http.tenant_origins import TenantOrigins
+from services.common.nats.embedded import EmbeddedNats
+from services.gateway.app import create_app
+from services.gateway.state import GatewayState
+from tests.support.gateway import gateway_settings
+
+
+class StartFailed(Exception):
+    """The failure injected into the last part of the gateway's start."""
+
+
+async def test_a_start_that_fails_late_stops_the_watches_it_started(
+    tmp_path: Path, nats_server: EmbeddedNats, namespace: Namespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key cache and the quota book watch KV before the tenant CORS origins start; when that start
+    fails, both watches are stopped (they went on before, on a connection being drained)."""
+
+    async def fail(self: TenantOrigins) -> None:
+        raise StartFailed
+
+    monkeypatch.setattr(TenantOrigins, "start", fail)
+    settings = gateway_settings(tmp_path, "http://testserver", nats_url=nats_server.url, namespace=namespace.name)
+    app = create_app(settings)
+    with pytest.raises(StartFailed):
+        async with app.router.lifespan_context(app):
+            pytest.fail("the gateway started")
+    state: GatewayState = app.state.gateway
+    assert state.admission is not None
+    assert not state.key_cache.active, "the API key cache still watches KV"
+    assert not state.admission.book.viewing, "the quota book still watches KV"
+    assert app.state.nats is None
