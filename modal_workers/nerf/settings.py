@@ -29,6 +29,12 @@ class NerfSettings(BaseSettings):
     sfm_mapping_trials: int = Field(
         default=3, ge=1, le=20, description="Incremental mapping runs (new seed each) while photos stay unregistered."
     )
+    sfm_match_rounds: int = Field(
+        default=2,
+        ge=1,
+        le=5,
+        description="Feature matching rounds (new verification seed each) while photos stay unregistered.",
+    )
     checkpoint_every: int = Field(default=1000, ge=1, description="Training iterations between checkpoints.")
     cpu_threads: int = Field(default=2, ge=1, le=256, description="torch threads when training on the CPU.")
 

@@ -5,8 +5,9 @@ the masked-out background is one plain colour), shrunk to a long side of at most
 :func:`reconstruct` extracts SIFT (at most ``sift_max_features`` a photo; on the GPU where pycolmap
 was built with CUDA), matches every pair up to ``exhaustive_max_images`` photos and sequential
 neighbours above, maps incrementally (seeded; while the largest model misses photos, again with the next seed, up to
-``sfm_mapping_trials`` times: RANSAC's luck can split a model) and keeps the model with the most
-registered images.
+``sfm_mapping_trials`` times: RANSAC's luck can split a model; then, up to ``sfm_match_rounds`` in all,
+the photos are matched again with a new verification seed and mapped again) and keeps the model with the
+most registered images.
 :func:`transforms` writes nerfstudio's ``transforms.json``: per frame its photo (``images/<name in
 the archive>``), intrinsics at the photo's full size and camera-to-world matrix in the OpenGL
 convention (x right, y up, z back), plus ``gpurelay_scene``: a centre and radius of the sparse points
@@ -59,40 +60,57 @@ def reconstruct(
     images: Path, work: Path, settings: NerfSettings, progress: Callable[[float, str], None], single_camera: bool
 ) -> Any:
     """The largest COLMAP model of the photos in ``images`` (``None`` when nothing registered); with
-    ``single_camera`` (every photo one size: likely one device and zoom) they share one camera."""
+    ``single_camera`` (every photo one size: likely one device and zoom) they share one camera. While
+    the best model misses photos, features are matched again (a new draw of the two-view verification's
+    RANSAC, which once left 4 of the test scene's 16 photos for every mapping seed), up to
+    ``sfm_match_rounds`` times in all."""
     import pycolmap
 
     pycolmap.logging.minloglevel = 1  # warnings and errors only: INFO is a line per image and step
+    count, rounds = sum(1 for _ in images.iterdir()), settings.sfm_match_rounds
+    best: Any = None
+    for round_ in range(rounds):  # a later round reports at the first's end: progress does not go back
+        _match(pycolmap, images, work, settings, single_camera, round_, progress)
+        for trial in range(settings.sfm_mapping_trials):  # a model that stops short may be completed by another seed
+            label = f"incremental mapping, trial {trial + 1}" + (f", round {round_ + 1} of {rounds}" if round_ else "")
+            progress(0.95 if round_ else 0.75 + 0.2 * trial / settings.sfm_mapping_trials, label)
+            options = pycolmap.IncrementalPipelineOptions()
+            options.random_seed = trial
+            sparse = work / f"sparse-{round_}-{trial}"
+            sparse.mkdir(parents=True, exist_ok=True)
+            for model in pycolmap.incremental_mapping(work / "database.db", images, sparse, options).values():
+                if best is None or model.num_reg_images() > best.num_reg_images():
+                    best = model
+            if best is not None and best.num_reg_images() == count:
+                return best
+    return best
+
+
+def _match(
+    pycolmap: Any, images: Path, work: Path, settings: NerfSettings, single_camera: bool, round_: int,
+    progress: Callable[[float, str], None],
+) -> None:  # fmt: skip
+    """A fresh ``work/database.db`` of the photos' SIFT features and verified matches (RANSAC seeded
+    with ``round_``; every pair up to ``exhaustive_max_images`` photos, sequential neighbours above)."""
     database = work / "database.db"
     database.unlink(missing_ok=True)
-    names = sorted(p.name for p in images.iterdir())
+    count = sum(1 for _ in images.iterdir())
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = CAMERA_MODEL
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.sift.max_num_features = settings.sift_max_features
     mode = pycolmap.CameraMode.SINGLE if single_camera else pycolmap.CameraMode.AUTO
-    progress(0.05, f"SIFT features of {len(names)} photos")
+    progress(0.95 if round_ else 0.05, f"SIFT features of {count} photos" + (f", round {round_ + 1}" if round_ else ""))
     pycolmap.extract_features(database, images, camera_mode=mode, reader_options=reader, extraction_options=extraction)
-    progress(0.35, "matching")
-    if len(names) <= settings.exhaustive_max_images:
-        pycolmap.match_exhaustive(database)
+    progress(0.95 if round_ else 0.35, f"matching again, round {round_ + 1}" if round_ else "matching")
+    verification = pycolmap.TwoViewGeometryOptions()
+    verification.ransac.random_seed = round_
+    if count <= settings.exhaustive_max_images:
+        pycolmap.match_exhaustive(database, verification_options=verification)
     else:
         pairing = pycolmap.SequentialPairingOptions()
         pairing.overlap = 20
-        pycolmap.match_sequential(database, pairing_options=pairing)
-    best: Any = None
-    for trial in range(settings.sfm_mapping_trials):  # a model that stops short may be completed by another seed
-        progress(0.75 + 0.2 * trial / settings.sfm_mapping_trials, f"incremental mapping, trial {trial + 1}")
-        options = pycolmap.IncrementalPipelineOptions()
-        options.random_seed = trial
-        (work / f"sparse-{trial}").mkdir(parents=True, exist_ok=True)
-        models = pycolmap.incremental_mapping(database, images, work / f"sparse-{trial}", options)
-        for model in models.values():
-            if best is None or model.num_reg_images() > best.num_reg_images():
-                best = model
-        if best is not None and best.num_reg_images() == len(names):
-            break
-    return best
+        pycolmap.match_sequential(database, pairing_options=pairing, verification_options=verification)
 
 
 def intrinsics(camera: Any, scale: float) -> dict[str, float]:

@@ -186,7 +186,10 @@ def test_photos_colmap_cannot_register_fail_the_job_with_sfm_failed_and_the_coun
     noise = scene.root / "noise.zip"
     noise.write_bytes(archive({f"n{i}.png": tiny_png(i, 96) for i in range(8)}))
     request = stage_request("colmap", new_id("job"), upload(scene.runtime, noise), {})
+    before = len(scene.sink.events)
     outcome = scene.runtime.run(load_workload(request.function), request)
+    messages = [e.data.get("message") for e in scene.sink.events[before:] if e.type == "job.progress"]
+    assert any("round 2" in str(m) for m in messages), messages  # photos left out: matched again, another seed
     assert outcome.status == "permanent"
     assert outcome.error is not None
     assert outcome.error.code == "sfm_failed"
