@@ -62,7 +62,7 @@ def reconstruct(
     """The largest COLMAP model of the photos in ``images`` (``None`` when nothing registered); with
     ``single_camera`` (every photo one size: likely one device and zoom) they share one camera. While
     the best model misses photos, features are matched again (a new draw of the two-view verification's
-    RANSAC, which once left 4 of the test scene's 16 photos for every mapping seed), up to
+    RANSAC; a bad draw once left 4 of the test scene's 16 photos for every mapping seed), up to
     ``sfm_match_rounds`` times in all."""
     import pycolmap
 
