@@ -129,6 +129,15 @@ class ServiceProcess:
                     raise TimeoutError(f"{self.service} not ready in {timeout_s}s; see {self.log}")
                 await asyncio.sleep(0.05)
 
+    def log_excerpt(self, last: int = 40) -> str:
+        """The last ``last`` warnings and errors of the child's log (a failed check shows what it said)."""
+        try:
+            lines = self.log.read_text(errors="replace").splitlines()
+        except OSError as exc:
+            return f"{self.service}: no log ({exc})"
+        said = [line for line in lines if any(f'"{level}"' in line for level in ("WARNING", "ERROR", "CRITICAL"))]
+        return f"{self.service}, last of {len(said)} warnings and errors:\n" + "\n".join(said[-last:])
+
     async def answers_ready(self) -> bool:
         """Whether the child answers 200 on its readiness route right now (503: NATS is not connected)."""
         try:

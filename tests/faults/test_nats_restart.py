@@ -78,12 +78,12 @@ async def test_nats_killed_mid_job_loses_nothing(
     result = await settle(nc, fault.settings, job_ids, fault.pricing, {"/hook": receiver}, readers)
     print(result)
     assert result.problems() == []
-    assert result.webhooks_missing == 0
+    assert result.webhooks_missing == 0, fault.notifier.log_excerpt()  # seen once on CI: 25 of 67 in 60 s
     assert all(reader.connections == 1 for reader in readers)  # the feeds outlived their consumers
     both = {"/hook": receiver, "/later": receiver}
     after = await settle(nc, fault.settings, [later], fault.pricing, both, [later_reader])
     assert after.problems() == []
-    assert after.webhooks_missing == 0
+    assert after.webhooks_missing == 0, fault.notifier.log_excerpt()
     assert [service.pid for service in fault.services] == pids  # no service was restarted
     server.close()
 
