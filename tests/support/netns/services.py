@@ -39,6 +39,10 @@ STEPS = 3
 HOSTS: dict[str, Role] = {"gw": "gateway", "d1": "dispatcher", "d2": "dispatcher", "t1": "notifier", "t2": "notifier"}
 """The service hosts and what runs on each."""
 READY_S = 120.0
+START_ATTEMPTS = 3
+"""Starts of a service that exits during start-up (compose restarts it: ``restart: unless-stopped``). A
+cluster just formed can leave a JetStream request of a start-up unanswered past its 5 s (the notifier's
+read of its deliveries bucket did, once on CI), and the service exits."""
 
 
 class NsService(Pausable, ServiceProcess):
@@ -117,7 +121,7 @@ class NsStack:
         await declare_all(nc.jetstream(timeout=20.0), self.settings)
         for service in self.services.values():
             service.launch()
-        await asyncio.gather(*(service.ready(READY_S) for service in self.services.values()))
+        await asyncio.gather(*(_started(service) for service in self.services.values()))
 
     def stop(self) -> None:
         """Stop every service (continued first, if paused)."""
@@ -135,3 +139,17 @@ class NsStack:
         """Whether each service answers its readiness route now."""
         answers = await asyncio.gather(*(s.answers_ready() for s in self.services.values()))
         return dict(zip(self.services, answers, strict=True))
+
+
+async def _started(service: NsService) -> None:
+    """Wait until ``service`` is ready, launching it again (up to :data:`START_ATTEMPTS` starts in all)
+    when it exited during start-up, as compose does; its log keeps every start's output."""
+    while True:
+        try:
+            return await service.ready(READY_S)
+        except RuntimeError:
+            if service.pid is not None or service.starts >= START_ATTEMPTS:
+                raise
+            print(f"{service.service} on {service.host} exited during start-up; starting it again")
+            service.launch()
+
