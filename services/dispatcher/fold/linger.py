@@ -2,7 +2,7 @@
 
 A worker sends ``job.progress`` (and logs, heartbeats; the scheduler queue positions) in bursts, each
 a batch of its own when they come apart, and each batch writes the job's record (a KV write, its reply
-and the bucket's republish: 3 of the ~13 messages such an event cost, issue 34). These events change no
+and the bucket's republish: 3 of the ~11 messages such an event cost, issue 34). These events change no
 status and have no reaction, and followers read them from JOBS, not from the record, so a batch of
 nothing else waits up to ``fold_linger_s`` for more on the partition's open request: what comes is
 folded with it, one write per job. Any other event ends the wait at once (a status change is never
