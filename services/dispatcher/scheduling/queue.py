@@ -156,7 +156,7 @@ class QueueIndex:
         deadline = time.monotonic() + within_s
         while True:
             self.changed.clear()
-            found = self.by_kind.get(key.split(".", 1)[0], {}).get(key)
+            found = self._held(key)
             if found is not None and found[0].claimed_by is None:
                 break
             left = deadline - time.monotonic()
@@ -177,8 +177,12 @@ class QueueIndex:
 
     def revision(self, key: str) -> int | None:
         """The mirror's revision of ``key``; ``None`` when it holds no such entry."""
-        found = self.by_kind.get(key.split(".", 1)[0], {}).get(key)
+        found = self._held(key)
         return None if found is None else found[1]
+
+    def _held(self, key: str) -> tuple[QueueEntry, int] | None:
+        """The mirror's entry ``key`` (its kind is the key's first token) with its revision."""
+        return self.by_kind.get(key.split(".", 1)[0], {}).get(key)
 
     def running(self) -> list[QueueEntry]:
         """Every claimed entry (attempts holding a slot), all kinds."""
