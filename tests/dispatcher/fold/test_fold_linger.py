@@ -7,7 +7,6 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -17,7 +16,7 @@ from contracts.events import jobs as je
 from contracts.events.registry import EventType
 from contracts.ids import tenant_key
 from contracts.job_record import JobRecord, StageStatus
-from contracts.subjects import Namespace, Subjects
+from contracts.subjects import Subjects
 from services.dispatcher.fold.linger import linger, lingers
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import local_route
@@ -63,19 +62,19 @@ async def test_linger_stops_at_an_event_that_does_not_linger_at_a_full_batch_and
 
 
 async def test_linger_returns_what_came_when_cancelled() -> None:
-    came = asyncio.Event()
+    came, waiting = asyncio.Event(), asyncio.Event()
     progress = _msg("progress")
 
     async def pull(n: int, wait_s: float) -> list[Msg]:
         if not came.is_set():
             came.set()
             return [progress]
+        waiting.set()  # the second pull: nothing more comes
         await asyncio.sleep(wait_s)
         return []
 
     task = asyncio.ensure_future(linger(pull, 10, LINGER_S))
-    await came.wait()
-    await asyncio.sleep(0.05)
+    await waiting.wait()
     task.cancel()
     assert await task == [progress]  # to be folded and acked; the partition's loop raises the cancel
 
@@ -88,12 +87,7 @@ async def _record(jobs_kv: KeyValue, job: str) -> tuple[JobRecord, int]:
 
 
 async def test_a_burst_of_progress_is_one_record_write_and_a_stage_goes_at_once(
-    start_dispatcher: StartDispatcher,
-    nc: NatsClient,
-    js: JetStreamContext,
-    jobs_kv: KeyValue,
-    subjects: Subjects,
-    namespace: Namespace,
+    start_dispatcher: StartDispatcher, js: JetStreamContext, jobs_kv: KeyValue, subjects: Subjects
 ) -> None:
     """Five progress events 50 ms apart: one write of the record with the last fraction (the old fold
     wrote five). Then a progress and a stage: the stage ends the wait, folded long before it would end."""
