@@ -16,10 +16,11 @@ pytestmark = pytest.mark.timeout(120)
 
 def test_tokens_create_mints_a_token_the_client_uses(stack: ThreadedStack, lap_video: Path) -> None:
     with Client(stack.url, api_key=stack.new_key("py-tokens")) as owner:
+        before = datetime.now(UTC).replace(microsecond=0)  # expiry times are whole seconds
         minted = owner.tokens.create(["uploads:write", "jobs:write", "jobs:read"], subject="user-7", ttl_s=300)
         assert isinstance(minted, CreatedToken)
         assert (minted.scopes, minted.subject) == (["uploads:write", "jobs:write", "jobs:read"], "user-7")
-        assert timedelta(seconds=290) < minted.expires_at - datetime.now(UTC) <= timedelta(seconds=300)
+        assert before + timedelta(seconds=300) <= minted.expires_at <= datetime.now(UTC) + timedelta(seconds=300)
         with Client(stack.url, token=minted.token) as browser_like:
             job = browser_like.jobs.create("lap_compare", inputs={"video": lap_video}, params={}, delay_s=3600)
             assert job.subject == "user-7"
