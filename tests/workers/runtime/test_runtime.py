@@ -253,7 +253,7 @@ def test_a_result_with_a_non_finite_number_fails_as_invalid_result(tmp_path: Pat
 def test_a_cancelled_run_stops_at_its_next_check(tmp_path: Path) -> None:
     def loop(spec: Any, ctx: WorkerContext) -> None:
         ctx.cancel()  # what the cancel watch does when job.cancel_requested arrives
-        for _ in range(1000):
+        for _ in range(3000):  # 30 s unless a check stops it
             ctx.check_cancelled()
             time.sleep(0.01)
 
@@ -261,7 +261,7 @@ def test_a_cancelled_run_stops_at_its_next_check(tmp_path: Path) -> None:
     with closing(runtime):
         started = time.monotonic()
         outcome = runtime.run(loop, lap_request({"video": "upl_x"}))
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 10
     assert outcome.status == "retryable"
     assert outcome.error is not None
     assert outcome.error.code == "canceled"
