@@ -23,7 +23,8 @@ class Result:
 
     ``baseline`` is the figure of the simpler way measured in the same run (same unit), ``ratio``
     is ``value / baseline``, ``target`` the smallest ``value`` the design counts on; each may be
-    ``None`` where there is none.
+    ``None`` where there is none. ``run`` names the run that measured it (date, machine, Python):
+    ``bench/run.py --only`` keeps other modules' figures, measured by earlier runs, maybe elsewhere.
     """
 
     name: str
@@ -32,6 +33,7 @@ class Result:
     baseline: float | None = None
     ratio: float | None = None
     target: float | None = None
+    run: str | None = None
 
     @classmethod
     def compare(cls, name: str, value: float, unit: str, baseline: float | None, target: float | None = None) -> Result:
@@ -45,7 +47,7 @@ class Result:
         return None if self.target is None else self.value >= self.target
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form: name, value, unit, baseline, ratio, target."""
+        """The JSON form: name, value, unit, baseline, ratio, target, run."""
         return asdict(self)
 
 
@@ -140,6 +142,6 @@ def format_table(results: Iterable[Result]) -> str:
 
 
 def write_json(results: Iterable[Result], path: Path) -> Path:
-    """``results`` as a JSON list of {name, value, unit, baseline, ratio, target}."""
+    """``results`` as a JSON list of {name, value, unit, baseline, ratio, target, run}."""
     path.write_text(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
     return path

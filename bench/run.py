@@ -4,11 +4,13 @@ A benchmark is any ``bench/*.py`` module (but ``common``, ``run`` and ``__init__
 ``run() -> list[Result]``; it may also define ``NOTES: list[str]`` for the report.
 ``make bench`` runs this file. ``--only NAME …`` runs the named modules and merges their figures into
 the report: a figure of the same name is replaced, the other modules' figures and notes are kept.
+Each figure names the run that measured it (date, machine, Python), so kept ones keep theirs.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import importlib
 import json
@@ -55,21 +57,38 @@ def _describe(info: dict[str, Any]) -> str:
     return f"{info['cpu']}, {cores}, {memory}, {info['os']}, {info['arch']}"
 
 
+def describe_run(info: dict[str, Any], when: dt.datetime) -> str:
+    """What names one run of the benchmarks: its date, its machine and its Python."""
+    date = when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"{date}; {_describe(info)}; Python {info['python']} ({info['implementation']})"
+
+
+def stamped(results: Sequence[Result], run: str) -> list[Result]:
+    """``results``, each naming the run that measured it (``run`` for those that name none yet)."""
+    return [r if r.run else dataclasses.replace(r, run=run) for r in results]
+
+
+def _run_letter(index: int) -> str:
+    return chr(ord("A") + index) if index < 26 else f"R{index + 1}"
+
+
 def render_markdown(
     results: Sequence[Result], info: dict[str, Any], when: dt.datetime, notes: Sequence[str] = ()
 ) -> str:
-    """The text of BENCHMARKS.md."""
+    """The text of BENCHMARKS.md: its runs (figures not measured by this run, ``info`` at ``when``,
+    name theirs: ``--only`` keeps them), then a row per figure with its run's letter."""
+    results = stamped(results, describe_run(info, when))
+    runs = sorted({str(r.run) for r in results})  # each starts with its date: oldest first
+    letters = {run: _run_letter(i) for i, run in enumerate(runs)}
     lines = [
         "# Benchmarks",
         "",
-        "Written by `bench/run.py`; do not edit by hand.",
+        "Written by `bench/run.py`; do not edit by hand. Each figure names the run that measured it:",
         "",
-        f"- Machine: {_describe(info)}",
-        f"- Date: {when.astimezone(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- Python: {info['python']} ({info['implementation']})",
+        *[f"- Run {letters[run]}: {run}" for run in runs],
         "",
-        "| figure | value | unit | baseline | ratio | target | meets target |",
-        "|---|---:|---|---:|---:|---:|---|",
+        "| figure | value | unit | baseline | ratio | target | meets target | run |",
+        "|---|---:|---|---:|---:|---:|---|---|",
     ]
     for r in results:
         ratio = f"{r.ratio:.2f}x" if r.ratio is not None else "-"
@@ -77,7 +96,7 @@ def render_markdown(
         met = {True: "yes", False: "**no**", None: "-"}[r.meets_target]
         lines.append(
             f"| {_cell(r.name)} | {fmt_number(r.value)} | {_cell(r.unit)} | {fmt_number(r.baseline)} "
-            f"| {ratio} | {target} | {met} |"
+            f"| {ratio} | {target} | {met} | {letters[str(r.run)]} |"
         )
     lines += [
         "",
@@ -102,9 +121,11 @@ def write_report(
     when: dt.datetime | None = None,
     notes: Sequence[str] = (),
 ) -> tuple[Path, Path]:
-    """Write the results as JSON and as the markdown report."""
+    """Write the results as JSON and as the markdown report; a figure that names no run is this run's."""
+    info, when = info or machine(), when or dt.datetime.now(dt.UTC)
+    results = stamped(results, describe_run(info, when))
     write_json(results, json_path)
-    md_path.write_text(render_markdown(results, info or machine(), when or dt.datetime.now(dt.UTC), notes))
+    md_path.write_text(render_markdown(results, info, when, notes))
     return json_path, md_path
 
 

@@ -11,7 +11,7 @@ import pytest
 from bench.common import Result, format_table, median
 from bench.run import SKIP, discover, render_markdown, write_report
 
-KEYS = {"name", "value", "unit", "baseline", "ratio", "target"}
+KEYS = {"name", "value", "unit", "baseline", "ratio", "target", "run"}
 INFO = {
     "cpu": "Test CPU 9000",
     "cores": 2,
@@ -58,6 +58,7 @@ def test_writer_produces_json_and_markdown(tmp_path: Path) -> None:
     assert data[2]["baseline"] is None
     assert data[2]["ratio"] is None
     assert data[2]["target"] is None
+    assert {item["run"] for item in data} == {"2026-11-22 10:00 UTC; " + _describe_info() + "; Python 3.11.7 (CPython)"}
 
     markdown = md_path.read_text()
     assert markdown.startswith("# Benchmarks\n")
@@ -73,7 +74,7 @@ def test_writer_produces_json_and_markdown(tmp_path: Path) -> None:
 def test_markdown_table_has_a_row_per_figure() -> None:
     rows = _table_rows(render_markdown(RESULTS, INFO, WHEN, notes=["a note"]))
     header, separator, *body = rows
-    assert header[:6] == ["figure", "value", "unit", "baseline", "ratio", "target"]
+    assert header == ["figure", "value", "unit", "baseline", "ratio", "target", "meets target", "run"]
     assert all(set(cell) <= set("-:") and cell for cell in separator)
     assert len(body) == len(RESULTS)
     assert all(len(row) == len(header) for row in body)
@@ -83,6 +84,38 @@ def test_markdown_table_has_a_row_per_figure() -> None:
     assert by_name["latency p50"][1] == "0.42"
     assert by_name["core pub/sub"][6] == "yes"
     assert by_name["slow path"][6] == "**no**"
+    assert {row[7] for row in body} == {"A"}  # one run
+
+
+def _describe_info() -> str:
+    return "Test CPU 9000, 2 usable cores of 4, 7.5 GiB, Debian GNU/Linux 12 (Linux 6.1), x86_64"
+
+
+def test_a_partial_run_keeps_the_run_of_each_figure_it_did_not_measure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    import bench.run as runner
+
+    out_json, out_md = tmp_path / "r.json", tmp_path / "B.md"
+    write_report(RESULTS, out_json, out_md, info=INFO, when=WHEN)  # the earlier full run, on "Test CPU 9000"
+    again = types.ModuleType("bench.again")
+    again.run = lambda: [Result("latency p50", 0.40, "ms")]  # type: ignore[attr-defined]
+    monkeypatch.setattr(runner, "discover", lambda only=(): [again])
+    monkeypatch.setattr(runner, "machine", lambda: {**INFO, "cpu": "Other CPU 1"})
+    assert runner.main(["--only", "again", "--json", str(out_json), "--markdown", str(out_md)]) == 0
+    runs = {item["name"]: item["run"] for item in json.loads(out_json.read_text())}
+    assert "Other CPU 1" in runs["latency p50"]
+    assert all("Test CPU 9000" in run for name, run in runs.items() if name != "latency p50")
+    markdown = out_md.read_text()
+    assert "- Run A: 2026-11-22 10:00 UTC; Test CPU 9000" in markdown  # the earlier run first
+    [run_b] = [line for line in markdown.splitlines() if line.startswith("- Run B: ")]
+    assert "Other CPU 1" in run_b
+    by_name = {row[0]: row for row in _table_rows(markdown)[2:]}
+    assert by_name["latency p50"][1] == "0.40"
+    assert by_name["latency p50"][7] == "B"
+    assert {by_name[r.name][7] for r in RESULTS if r.name != "latency p50"} == {"A"}
 
 
 def test_notes_are_listed() -> None:
