@@ -96,9 +96,7 @@ class AsyncSessions:
     async def send_frame(self, session: SessionRef, frame: Frame, *, ts: float | None = None) -> FrameAccepted:
         """One frame over HTTP (the socket's :meth:`AsyncSession.send_frame` is the fast path)."""
         data = encode_frame(frame)
-        flow = _sessions.frame_flow(
-            session_id(session), data, sniff(data) or "image/jpeg", ts, self._retries
-        )
+        flow = _sessions.frame_flow(session_id(session), data, sniff(data) or "image/jpeg", ts, self._retries)
         return await self._client._run(flow)
 
 

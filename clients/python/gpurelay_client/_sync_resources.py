@@ -102,9 +102,7 @@ class Sessions:
     def send_frame(self, session: SessionRef, frame: Frame, *, ts: float | None = None) -> FrameAccepted:
         """One frame over HTTP (the socket's :meth:`Session.send_frame` is the fast path)."""
         data = encode_frame(frame)
-        flow = _sessions.frame_flow(
-            session_id(session), data, sniff(data) or "image/jpeg", ts, self._retries
-        )
+        flow = _sessions.frame_flow(session_id(session), data, sniff(data) or "image/jpeg", ts, self._retries)
         return self._client._run(flow)
 
 

@@ -49,6 +49,7 @@ def literal(value: Any) -> str:
     """A JSON value as Python source (strings in double quotes, as ruff's style has them)."""
     return json.dumps(value) if isinstance(value, str) else repr(value)
 
+
 REBUILD = """
 for _model in list(globals().values()):  # resolve the forward references between the classes above
     if isinstance(_model, type) and issubclass(_model, ApiModel):

@@ -152,4 +152,3 @@ async def _started(service: NsService) -> None:
                 raise
             print(f"{service.service} on {service.host} exited during start-up; starting it again")
             service.launch()
-
