@@ -11,7 +11,11 @@ audited, the oldest first, at most ``fold_audit_per_sweep`` a sweep: the job's e
 JOBS, folded, and when the fold differs from the record it is written with compare-and-set on the
 revision read, then the reactions of the job's history run (each checks the record and publishes with
 a deterministic id, so nothing is done twice). A record that agrees is never written; it is looked at
-again only after another ``fold_audit_after_s`` without a write.
+again only after another ``fold_audit_after_s`` without a write. One that agrees but still waits on a
+reaction the fold missed (``created`` with its uploads complete, ``queued`` or ``retrying`` with no
+queue entry for its attempt, a cancel request not acted on) gets it done again
+(:meth:`~services.dispatcher.fold.reactions.Reactions.resume`): an event whose deliveries an outage used
+up is dead-lettered, and without its reaction the job would wait for ever.
 
 Every replica may sweep: two audits of one record write it once (the second's compare-and-set fails)
 and their reactions are idempotent. Each repair is logged as a warning and counted
@@ -30,7 +34,7 @@ from nats.js.kv import KV_OP
 
 from contracts import streams
 from contracts.envelope import EventEnvelope, utc_now
-from contracts.job_record import TERMINAL
+from contracts.job_record import TERMINAL, JobRecord
 from contracts.subjects import Subjects
 from services.common.observability.metrics import FOLD_REPAIRS
 from services.dispatcher.fold.reactions import REACTS_TO, Reactions
@@ -115,7 +119,10 @@ class FoldAudit:
             return False
         self.audited += 1
         folded = fold(events, self.store.pricing)
-        if folded is None or folded == record:
+        latest = {event.type: event for event in events if event.type in REACTS_TO}
+        if folded == record:
+            return await self._resume(record, latest, len(events))
+        if folded is None:
             return False
         if await self.store.put(folded, revision) is None:  # it moved meanwhile: the fold is at work on it
             return False
@@ -125,9 +132,22 @@ class FoldAudit:
             "job %s: its record (%s) differed from the fold of its %d events (%s); rewritten",
             job_id, record.status, len(events), folded.status, extra={"job_id": job_id},
         )  # fmt: skip
-        latest = {event.type: event for event in events if event.type in REACTS_TO}
         for event in latest.values():
             await self.reactions.react(event, folded)
+        return True
+
+    async def _resume(self, record: JobRecord, latest: dict[str, EventEnvelope], events: int) -> bool:
+        """The reaction an agreeing record still waits on, done again (:meth:`Reactions.resume`);
+        whether there was one (counted as a repair: the fold missed it)."""
+        done = await self.reactions.resume(record, latest)
+        if done is None:
+            return False
+        self.repaired += 1
+        FOLD_REPAIRS.inc()
+        log.warning(
+            "job %s: its record (%s) agreed with its %d events but waited on a reaction the fold missed; %s",
+            record.id, record.status, events, done, extra={"job_id": record.id},
+        )  # fmt: skip
         return True
 
     async def events(self, tenant: str, job_id: str) -> list[EventEnvelope] | None:

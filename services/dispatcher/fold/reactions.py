@@ -155,6 +155,36 @@ class Reactions:
         for upload_id in upload_ids if noted else ():
             await self.waits.delete(f"{record.tenant}.{upload_id}.{record.id}")
 
+    async def resume(self, record: JobRecord, latest: dict[str, EventEnvelope]) -> str | None:
+        """Do again what an unmoving ``record``, equal to the fold of its events (``latest``: the last of
+        each type), still waits on from us: its event was folded but the reaction lost (an event whose
+        deliveries an outage used up is dead-lettered, and the record reads the same without it). What
+        was done, or ``None``: it waits on its uploads, or on a queue entry that is there."""
+        if record.status is _S.CREATED:
+            uploads = [await self._upload(record.tenant, u) for u in record.spec.upload_ids()]
+            if not all(_completed(u) for u in uploads):
+                return None  # upload.completed releases it
+            await self.release_if_ready(record)
+            return "released"
+        if record.status not in (_S.QUEUED, _S.RETRYING):
+            return None
+        cancel = latest.get(EventType.JOB_CANCEL_REQUESTED)
+        if record.cancel_requested and cancel is not None:
+            await self.react(cancel, record)
+            return "canceled"
+        attempt = record.attempt + (record.status is _S.RETRYING)
+        try:
+            await self.queue.kv.get(entry_key(str(record.kind), record.tenant, record.id, attempt))
+            return None  # queued (or running: a claimed entry stays until its attempt ends)
+        except KeyNotFoundError:
+            pass
+        retrying = latest.get(EventType.JOB_RETRYING)
+        if record.status is _S.RETRYING and retrying is not None:
+            await self.react(retrying, record)
+        else:
+            await self.enqueue(record, attempt)
+        return f"attempt {attempt} queued"
+
     async def on_upload_completed(self, body: bytes) -> None:
         """Re-check every job that waits on the completed upload."""
         event = parse_envelope(body)

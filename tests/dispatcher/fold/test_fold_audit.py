@@ -1,16 +1,22 @@
 """The fold's audit: a record left behind by an event the fold never saw is rewritten as fold(stream)
-and its reactions run; a record that agrees is never written; one written lately is not looked at."""
+and its reactions run; a record that agrees but waits on a reaction the fold missed gets it (a
+netfaults run, the JOBS leader killed, left a job ``created`` for good: ``job.created`` stored, the
+record equal to its fold, no release); a record that agrees is never written; one written lately is
+not looked at."""
 
 from __future__ import annotations
 
 import contextlib
 from datetime import timedelta
+from typing import Any
 
+import pytest
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from bench.harness.waiting import wait_for
+from contracts import streams
 from contracts.envelope import utc_now
 from contracts.events.registry import EventType
 from contracts.ids import tenant_key
@@ -19,13 +25,15 @@ from contracts.subjects import Namespace, Subjects
 from services.dispatcher.fold.audit import FoldAudit
 from services.dispatcher.fold.partitions import FOLD_STREAM, declare_fold_stream
 from services.dispatcher.fold.reactions import Reactions
+from services.dispatcher.scheduling.queue import QueueEntry, entry_key
 from services.dispatcher.store import JobEvents, JobStore
 from tests.dispatcher.conftest import StartDispatcher
-from tests.support.dispatcher import EventLog, local_route, request_cancel, submit, wait_record
+from tests.support.dispatcher import POSE, EventLog, local_route, read_record, request_cancel, submit, wait_record
 
 PARTITIONS = 2
 WAITS_ON_AN_UPLOAD = {"kind": "pose", "inputs": {"video": {"upload_id": "upl_never"}}}
 """A job that stays ``created`` (its upload never completes), so nothing but its own events moves it."""
+FAST_AUDIT = {"fold_partitions": PARTITIONS, "fold_audit_after_s": 0.5, "fold_audit_interval_s": 0.2}
 
 
 async def _drop_from_fold(js: JetStreamContext, ns: Namespace, job_id: str, event: str, stored: int) -> None:
@@ -46,26 +54,62 @@ async def _drop_from_fold(js: JetStreamContext, ns: Namespace, job_id: str, even
     await js.delete_msg(stream, msg.seq)
 
 
-async def test_a_missed_cancel_request_is_repaired_and_acted_on(
+@pytest.mark.parametrize(
+    ("spec", "missed", "cancel", "ends"),
+    [
+        (WAITS_ON_AN_UPLOAD, "cancel_requested", True, JobStatus.CANCELED),  # the record differs: rewritten
+        (POSE, "created", False, JobStatus.SUCCEEDED),  # the record agrees, but its release never came
+    ],
+)
+async def test_a_missed_event_is_repaired_and_acted_on(
     start_dispatcher: StartDispatcher,
     js: JetStreamContext,
     jobs_kv: KeyValue,
     subjects: Subjects,
     namespace: Namespace,
     event_log: EventLog,
+    spec: dict[str, Any],
+    missed: str,
+    cancel: bool,
+    ends: JobStatus,
 ) -> None:
     await declare_fold_stream(js, namespace, PARTITIONS)  # the events wait there: no dispatcher folds yet
-    job_id = await submit(js, jobs_kv, subjects, WAITS_ON_AN_UPLOAD)
-    await request_cancel(js, subjects, job_id)
-    await _drop_from_fold(js, namespace, job_id, "cancel_requested", stored=2)
-    dispatcher = await start_dispatcher(
-        {"pose": local_route("noop")}, fold_partitions=PARTITIONS, fold_audit_after_s=0.5, fold_audit_interval_s=0.2
-    )
+    job_id = await submit(js, jobs_kv, subjects, spec)
+    if cancel:
+        await request_cancel(js, subjects, job_id)
+    await _drop_from_fold(js, namespace, job_id, missed, stored=1 + cancel)  # as if sourcing skipped it
+    dispatcher = await start_dispatcher({"pose": local_route("noop")}, **FAST_AUDIT)
     record = await wait_record(jobs_kv, job_id, lambda r: r.terminal, within_s=30)
-    assert record.status is JobStatus.CANCELED  # the reaction to the missed cancel request ran
-    assert record.cancel_requested
-    assert event_log.types(job_id).count("job.canceled") == 1
+    assert record.status is ends  # the reaction to the missed event ran
+    assert record.cancel_requested is cancel
+    types = event_log.types(job_id)
+    assert (types.count("job.canceled"), types.count("job.queued")) == ((1, 0) if cancel else (0, 1))
     assert dispatcher.metrics()["fold_repaired"] == 1
+
+
+async def test_a_queued_job_without_its_queue_entry_is_queued_again_when_it_was_due(
+    start_dispatcher: StartDispatcher, js: JetStreamContext, jobs_kv: KeyValue, subjects: Subjects, namespace: Namespace
+) -> None:
+    """Its ``job.queued`` folded, its queue entry lost (the reaction that made it never finished)."""
+    queue = await js.key_value(namespace.bucket(streams.KV_DISPATCH_QUEUE))
+    dispatcher = await start_dispatcher({"pose": local_route("noop")}, **FAST_AUDIT)
+    job_id = await submit(js, jobs_kv, subjects, {**POSE, "delay_s": 3600})  # queued, due in an hour
+    await wait_record(jobs_kv, job_id, lambda r: r.status is JobStatus.QUEUED, within_s=10)
+    key = entry_key("pose", "acme", job_id, 1)
+    queued = QueueEntry.model_validate_json((await queue.get(key)).value or b"")
+    repaired = dispatcher.metrics()["fold_repaired"]
+    await queue.delete(key)
+
+    async def queued_again() -> bool:
+        with contextlib.suppress(KeyNotFoundError):
+            return bool((await queue.get(key)).value)
+        return False
+
+    await wait_for(queued_again, timeout_s=15, what="the queue entry made again")
+    again = QueueEntry.model_validate_json((await queue.get(key)).value or b"")
+    assert (again.not_before, again.enqueued_at) == (queued.not_before, queued.enqueued_at)  # due and placed as before
+    assert dispatcher.metrics()["fold_repaired"] == repaired + 1
+    assert (await read_record(jobs_kv, job_id)).status is JobStatus.QUEUED
 
 
 def _audit(js: JetStreamContext, jobs_kv: KeyValue, namespace: Namespace, per_sweep: int) -> FoldAudit:
