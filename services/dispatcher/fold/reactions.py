@@ -168,8 +168,9 @@ class Reactions:
             return "released"
         if record.status not in (_S.QUEUED, _S.RETRYING):
             return None
-        cancel = latest.get(EventType.JOB_CANCEL_REQUESTED)
-        if record.cancel_requested and cancel is not None:
+        if record.cancel_requested:  # nothing to queue: only the cancel is owed
+            if (cancel := latest.get(EventType.JOB_CANCEL_REQUESTED)) is None:
+                return None
             await self.react(cancel, record)
             return "canceled"
         attempt = record.attempt + (record.status is _S.RETRYING)
