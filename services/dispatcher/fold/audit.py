@@ -109,7 +109,7 @@ class FoldAudit:
 
     async def audit(self, tenant: str, job_id: str) -> bool:
         """Rewrite one job's record as the fold of its events if it differs (compare-and-set), then run the
-        reactions of its history; whether it was rewritten."""
+        reactions of its history; if it agrees, do a reaction it still waits on. Whether either was done."""
         record, revision = await self.store.get(tenant, job_id)
         if record is None or record.terminal:
             return False
