@@ -22,6 +22,11 @@ from services.common.config import WS_MAX_MESSAGE_BYTES
 
 GRACEFUL_SHUTDOWN_S = 5.0
 """On shutdown, connections still open after this are closed (long-lived sockets and SSE streams)."""
+KEEP_ALIVE_S = 30.0
+"""An idle keep-alive connection is closed after this. It must outlast the clients' own idle expiry
+(httpx's, and so the Python client's, is 5 s): at uvicorn's 5 s both ends let go together, and a
+client that reused the connection just as the server closed it got a ``ReadError`` on a ``POST``
+(an e2e test, on a loaded machine). Browsers retry such a request; httpx does not."""
 
 
 class PathSizedWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -58,7 +63,8 @@ class PathSizedWebSocketProtocol(WebSocketsSansIOProtocol):
 
 
 def server_options(ws_max_size: int = WS_MAX_MESSAGE_BYTES, log_level: str = "warning") -> dict[str, Any]:
-    """uvicorn's options for every server: lifespan on, no access log, WebSocket messages capped.
+    """uvicorn's options for every server: lifespan on, no access log, WebSocket messages capped, idle
+    keep-alive connections kept :data:`KEEP_ALIVE_S`.
 
     A frame over ``ws_max_size`` bytes (or its path's limit, see :class:`PathSizedWebSocketProtocol`)
     is refused from its header, the socket closed with 1009, before its payload is read.
@@ -70,6 +76,7 @@ def server_options(ws_max_size: int = WS_MAX_MESSAGE_BYTES, log_level: str = "wa
         "ws_max_size": ws_max_size,
         "ws": PathSizedWebSocketProtocol,
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
+        "timeout_keep_alive": KEEP_ALIVE_S,
     }
 
 
