@@ -15,7 +15,7 @@ again only after another ``fold_audit_after_s`` without a write. One that agrees
 reaction the fold missed (``created`` with its uploads complete, ``queued`` or ``retrying`` with no
 queue entry for its attempt, a cancel request not acted on) gets it done again
 (:meth:`~services.dispatcher.fold.reactions.Reactions.resume`): an event whose deliveries an outage used
-up is dead-lettered, and without its reaction the job would wait for ever.
+up can be dead-lettered, and without its reaction the job would wait for ever.
 
 Every replica may sweep: two audits of one record write it once (the second's compare-and-set fails)
 and their reactions are idempotent. Each repair is logged as a warning and counted

@@ -158,7 +158,7 @@ class Reactions:
     async def resume(self, record: JobRecord, latest: dict[str, EventEnvelope]) -> str | None:
         """Do again what an unmoving ``record``, equal to the fold of its events (``latest``: the last of
         each type), still waits on from us: its event was folded but the reaction lost (an event whose
-        deliveries an outage used up is dead-lettered, and the record reads the same without it). What
+        deliveries an outage used up can be dead-lettered, and the record reads the same without it). What
         was done, or ``None``: it waits on its uploads, or on a queue entry that is there."""
         if record.status is _S.CREATED:
             uploads = [await self._upload(record.tenant, u) for u in record.spec.upload_ids()]
