@@ -113,7 +113,8 @@ async def test_a_queued_job_without_its_queue_entry_is_queued_again_when_it_was_
 
 
 def _audit(js: JetStreamContext, jobs_kv: KeyValue, namespace: Namespace, per_sweep: int) -> FoldAudit:
-    """A bare audit (no dispatcher): its reactions are never reached when no record is rewritten."""
+    """A bare audit (no dispatcher, no routes, no queue): enough for records that agree and wait on an
+    upload (the resume reads the upload, finds it pending and does nothing)."""
     store = JobStore(jobs_kv)
     reactions = Reactions(store, JobEvents(js, namespace), jobs_kv, jobs_kv, {}, None, None)  # type: ignore[arg-type]
     return FoldAudit(store, reactions, 30.0, per_sweep, max_candidates=100, max_events=100)
