@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import yaml
 from nats.aio.client import Client as NatsClient
+from nats.js.kv import KeyValue
 
 from contracts.job_record import JobRecord
 from contracts.streams import KV_JOBS
@@ -49,6 +50,8 @@ class AppStack:
     key: str
     api: httpx.AsyncClient
     nc: NatsClient
+    jobs: KeyValue
+    """KV ``jobs``, opened once (200 waits opening it each at once timed out a stream info on CI)."""
 
     @property
     def ns(self) -> Namespace:
@@ -87,7 +90,8 @@ async def app_stack(folder: Path, env: Any) -> AsyncIterator[AppStack]:
         headers = {"Authorization": f"Bearer {values['GPURELAY_API_KEY']}"}
         try:
             async with httpx.AsyncClient(base_url=values["GPURELAY_URL"], headers=headers, timeout=TIMEOUT) as api:
-                yield AppStack(values["GPURELAY_URL"], values["GPURELAY_API_KEY"], api, nc)
+                jobs = await nc.jetstream().key_value(Namespace("").bucket(KV_JOBS))
+                yield AppStack(values["GPURELAY_URL"], values["GPURELAY_API_KEY"], api, nc, jobs)
         finally:
             await nc.close()
     finally:
@@ -133,8 +137,7 @@ async def record_when(
     stack: AppStack, job_id: str, done: Callable[[JobRecord], bool], timeout_s: float = 30.0
 ) -> JobRecord:
     """The dev tenant's job record once ``done(record)`` holds (a KV watch, no polling)."""
-    kv = await stack.nc.jetstream().key_value(stack.ns.bucket(KV_JOBS))
-    record = await latest_record(kv, DEV_TENANT, job_id, done, timeout_s)
+    record = await latest_record(stack.jobs, DEV_TENANT, job_id, done, timeout_s)
     assert record is not None, f"no record of {job_id} within {timeout_s} s"
     assert done(record), f"{job_id} never got there within {timeout_s} s: {record.status}"
     return record

@@ -114,13 +114,25 @@ def children_of(pid: int) -> dict[int, str]:
     return found
 
 
+def process_state(pid: int) -> str | None:
+    """``pid``'s state letter in ``/proc`` (``R``, ``S``, ``T`` stopped, ``Z`` zombie…); ``None``: no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def running(pid: int) -> bool:
     """Whether ``pid`` exists and has not exited (a zombie has)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+    return process_state(pid) not in (None, "Z")
+
+
+async def wait_stopped(pid: int, timeout_s: float = 5.0) -> None:
+    """Wait until ``pid`` is stopped (SIGSTOP sent: the kernel stops it at its next scheduling)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while process_state(pid) != "T":  # another process's state: nothing to await
+        assert asyncio.get_running_loop().time() < deadline, f"{pid} not stopped within {timeout_s} s"
+        await asyncio.sleep(0.01)
 
 
 async def wait_gone(pids: list[int], timeout_s: float) -> list[int]:
