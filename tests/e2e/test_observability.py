@@ -135,6 +135,21 @@ def spans_named(spans: tuple[ReadableSpan, ...], trace_id: str, name: str) -> li
     return [s for s in spans if s.name == name and s.context is not None and f"{s.context.trace_id:032x}" == trace_id]
 
 
+async def spans_when(
+    exporter: InMemorySpanExporter, trace_id: str, names: tuple[str, ...], timeout_s: float = 30.0
+) -> tuple[ReadableSpan, ...]:
+    """Every finished span once each of ``names`` has ended in trace ``trace_id`` (at most ``timeout_s``).
+
+    A span ends after the event the test saw: the attempt's when the dispatcher's own KV watch sees
+    the terminal record, the webhook delivery's when the receiver's answer is back."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        spans = tuple(exporter.get_finished_spans())
+        if all(spans_named(spans, trace_id, name) for name in names) or asyncio.get_running_loop().time() > deadline:
+            return spans  # past the deadline the test's own assertions say which span is missing
+        await asyncio.sleep(0.05)  # spans end in this process's own loop; nothing to subscribe to
+
+
 def span_id(span: ReadableSpan) -> str:
     """A span's id as in ``traceparent``."""
     assert span.context is not None
@@ -159,7 +174,8 @@ async def test_one_job_is_one_trace_across_gateway_dispatcher_worker_and_notifie
             assert created[0].context is not None
             trace_id = f"{created[0].context.trace_id:032x}"
             run = await otlp.until(lambda s: s.name == f"run {KIND}" and s.trace_id == trace_id)
-            spans = tuple(span_exporter.get_finished_spans())
+            ended = (f"attempt {KIND}", "dispatcher-fold job.started", "webhook deliver", "sse job.succeeded")
+            spans = await spans_when(span_exporter, trace_id, ended)
 
     assert run.service == "gpurelay-worker"
     attempt = spans_named(spans, trace_id, f"attempt {KIND}")
