@@ -25,7 +25,9 @@ async def test_tokens_create_prints_a_token_that_works(env: dict[str, str], gate
     made = await invoke(["tokens", "create", "-s", "jobs:read", "--subject", "user-1", "--ttl", "120"], env)
     assert made.exit_code == 0, made.output
     token = made.stdout.strip()
-    async with httpx.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {token}"}) as http:
+    async with httpx.AsyncClient(
+        base_url=gateway.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as http:
         assert (await http.get("/v1/jobs")).status_code == 200
         assert (
             await http.post("/v1/uploads", json={"filename": "a.mp4", "content_type": "video/mp4", "size": 1})

@@ -49,7 +49,7 @@ async def test_dev_writes_env_serves_and_stops_cleanly(tmp_path: Path) -> None:
         assert env["GPURELAY_API_KEY"].startswith("gr_")
         first_key = env["GPURELAY_API_KEY"]
         auth = {"Authorization": f"Bearer {env['GPURELAY_API_KEY']}"}
-        async with httpx.AsyncClient(base_url=env["GPURELAY_URL"], headers=auth) as client:
+        async with httpx.AsyncClient(base_url=env["GPURELAY_URL"], headers=auth, timeout=30) as client:
             assert (await client.get("/healthz")).status_code == 200
             assert (await client.get("/readyz")).status_code == 200
             # The dev key works, and the notifier answers on the gateway's origin.
@@ -162,7 +162,7 @@ async def test_demo_serve_keeps_the_stack_until_ctrl_c(tmp_path: Path) -> None:
         job = _check_saved_artifacts("".join(seen), output, data_dir)
         env = read_env_file(dev_env_path(data_dir))
         auth = {"Authorization": f"Bearer {env['GPURELAY_API_KEY']}"}
-        async with httpx.AsyncClient(base_url=env["GPURELAY_URL"], headers=auth) as client:
+        async with httpx.AsyncClient(base_url=env["GPURELAY_URL"], headers=auth, timeout=30) as client:
             served = (await client.get(f"/v1/jobs/{job['id']}")).json()
             overlay = next(a for a in served["artifacts"] if a["name"] == "overlay.mp4")
             download = await client.get(overlay["url"])
@@ -274,7 +274,7 @@ async def test_a_second_dev_on_a_data_dir_in_use_refuses(tmp_path: Path) -> None
         # The first one is untouched: its dev.env, its nats-server, its gateway.
         assert read_env_file(dev_env_path(data_dir)) == env
         assert [pid for pid, cmd in children_of(proc.pid).items() if "nats-server" in cmd] == nats_before
-        async with httpx.AsyncClient(base_url=env["GPURELAY_URL"]) as client:
+        async with httpx.AsyncClient(base_url=env["GPURELAY_URL"], timeout=30) as client:
             assert (await client.get("/readyz")).status_code == 200
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 20) == 0

@@ -41,7 +41,7 @@ async def test_the_embedded_servers_connections_have_nagle_off() -> None:
     server = EmbeddedHttpServer()
     await server.start(app())
     try:
-        async with httpx.AsyncClient(base_url=server.url) as client:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             for _ in range(3):  # one keep-alive connection
                 assert (await client.get("/ping")).json() == {"ok": True}
             (conn,) = accepted_sockets(server._server)

@@ -92,7 +92,7 @@ async def test_a_session_is_starting_until_its_workload_is_ready_and_holds_the_f
         await sock.event("job.started")  # the worker runs; its workload is not ready
         await record_when(env, sid, lambda r: r.status == "running")
         assert (await api.get(f"/v1/sessions/{sid}")).json()["state"] == "starting"
-        async with httpx.AsyncClient(base_url=session["urls"]["compat"]) as seed:
+        async with httpx.AsyncClient(base_url=session["urls"]["compat"], timeout=30) as seed:
             assert (await seed.get("/health")).json() == {"status": "healthy", "trainer_ready": False}
             for seed_number in range(1, 11):
                 sent = await api.post(session["urls"]["frames"], content=jpeg(seed_number))

@@ -13,7 +13,9 @@ async def test_the_token_in_a_query_is_masked_in_the_request_span(
     span_exporter: InMemorySpanExporter, gateway: Gateway, acme: Tenant
 ) -> None:
     token = (await acme.http.post("/v1/tokens", json={"scopes": ["jobs:read"]})).json()["token"]
-    async with httpx.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {token}"}) as http:
+    async with httpx.AsyncClient(
+        base_url=gateway.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as http:
         assert (await http.get(f"/v1/jobs?limit=5&token={token}")).status_code == 200
     queries = [
         str(s.attributes.get("url.query"))

@@ -68,7 +68,8 @@ async def api(
         await storage.ensure_bucket()
     with serve(create_app(settings), sock):
         _, key = await ApiKeyStore(await js.key_value(namespace.bucket(KV_APIKEYS))).create("acme")
-        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}) as http:
+        auth = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=url, headers=auth, timeout=30) as http:  # a loaded machine: seconds
             yield UploadApi(request.param, http, storage)
     await storage.aclose()
 

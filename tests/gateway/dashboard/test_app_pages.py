@@ -75,7 +75,7 @@ async def test_the_page_token_reaches_what_the_key_does_but_cannot_mint(
     signed_in: httpx.AsyncClient, gateway: Gateway
 ) -> None:
     token = page_token((await signed_in.get("/jobs")).text)
-    async with httpx.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {token}"}) as api:
+    async with httpx.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as api:
         assert (await api.get("/v1/webhooks")).status_code == 200
         assert (await api.get("/v1/cors")).status_code == 200
         assert (await api.get("/v1/jobs")).status_code == 200

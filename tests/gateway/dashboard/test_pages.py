@@ -84,7 +84,7 @@ async def test_pages_send_a_stranger_to_sign_in_and_back(browser: httpx.AsyncCli
         answer = await browser.get(path)
         assert answer.status_code == 303, path
         assert answer.headers["location"] == f"/login?next={path}"
-    tampered = httpx.AsyncClient(base_url=str(browser.base_url), cookies={SESSION_COOKIE: "e30.forged.sig"})
+    tampered = httpx.AsyncClient(base_url=str(browser.base_url), cookies={SESSION_COOKIE: "e30.forged.sig"}, timeout=30)
     async with tampered:
         assert (await tampered.get("/jobs")).status_code == 303
 
@@ -195,7 +195,7 @@ async def test_the_pages_api_token_opens_the_api_until_the_key_is_revoked(
     signed_in: httpx.AsyncClient, acme: Tenant, api_keys: ApiKeyStore, gateway: Gateway
 ) -> None:
     token = page_token((await signed_in.get("/jobs")).text)
-    async with httpx.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {token}"}) as api:
+    async with httpx.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as api:
         assert (await api.get("/v1/jobs")).status_code == 200
         fresh = (await signed_in.get("/token")).json()
         assert fresh["expires_in"] == gateway.settings.dashboard_token_ttl_s

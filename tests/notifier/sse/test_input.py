@@ -38,7 +38,9 @@ def _raw(value: str) -> bytes:
 async def acme_http(notifier: Notifier, keys: ApiKeyStore) -> AsyncIterator[httpx.AsyncClient]:
     """A notifier client with an API key of tenant acme."""
     _, key = await keys.create("acme")
-    async with httpx.AsyncClient(base_url=notifier.url, headers={"Authorization": f"Bearer {key}"}) as client:
+    async with httpx.AsyncClient(
+        base_url=notifier.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    ) as client:
         yield client
 
 

@@ -109,7 +109,7 @@ async def test_job_webhooks_share_one_consumer_per_tenant_and_keep_each_jobs_ord
     assert len(infos) == 1  # one consumer for all of the tenant's job webhooks, not one per job
     assert not infos[0].config.inactive_threshold  # it lasts, and there is one per tenant
     _, key = await keys.create("acme")
-    async with httpx.AsyncClient(base_url=notifier.url, headers={"Authorization": f"Bearer {key}"}) as http:
+    async with httpx.AsyncClient(base_url=notifier.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
         listed = await http.get(f"/v1/webhooks/{job_hook_id(jobs[0])}/deliveries")
     assert listed.status_code == 200
     assert {d["event_id"] for d in listed.json()["data"]} == {e.id for e in published[jobs[0]]}

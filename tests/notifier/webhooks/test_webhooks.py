@@ -77,7 +77,7 @@ async def test_retries_keep_the_webhook_id_and_stop_after_success(
 
     assert rx.ids("/flaky") == [first.id] * 4 + [second.id]  # delivered once more after success, in order
     _, key = await keys.create("acme")
-    async with httpx.AsyncClient(base_url=notifier.url, headers={"Authorization": f"Bearer {key}"}) as http:
+    async with httpx.AsyncClient(base_url=notifier.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
         response = await http.get(f"/v1/webhooks/{endpoint.id}/deliveries")
         assert response.status_code == 200
         by_id = {d["event_id"]: d for d in response.json()["data"]}
@@ -148,7 +148,7 @@ async def test_retry_state_is_visible_while_retrying(
     event = job_event("acme", job_id, EventType.JOB_LOG)
     await publish(js, subjects, event)
     _, key = await keys.create("acme")
-    async with httpx.AsyncClient(base_url=notifier.url, headers={"Authorization": f"Bearer {key}"}) as http:
+    async with httpx.AsyncClient(base_url=notifier.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
 
         async def retrying() -> dict[str, object] | None:
             data = (await http.get(f"/v1/webhooks/{endpoint.id}/deliveries")).json()["data"]
