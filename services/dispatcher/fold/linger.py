@@ -4,9 +4,11 @@ A worker sends ``job.progress`` (and logs, heartbeats; the scheduler queue posit
 a batch of its own when they come apart, and each batch writes the job's record (a KV write, its reply
 and the bucket's republish: 3 of the ~11 messages such an event cost, issue 34). These events change no
 status and have no reaction, and followers read them from JOBS, not from the record, so a batch of
-nothing else waits up to ``fold_linger_s`` for more on the partition's open request: what comes is
-folded with it, one write per job. Any other event ends the wait at once (a status change is never
-held back), and so do a full batch and the end of the request.
+nothing else waits up to ``fold_linger_s`` for more: what comes is folded with it, one write per job.
+Any other event ends the wait at once (a status change is never held back), and so does a full batch.
+When the partition's open request runs out first, one more request covers the rest of the wait, so
+where a request happened to end does not split a burst; a partition letting go of its pin waits on
+the open request alone, not to hold up the hand-over.
 """
 
 from __future__ import annotations
@@ -34,16 +36,21 @@ def lingers(msgs: list[Msg]) -> bool:
     return all(msg.subject.rsplit(".", 1)[-1] in LINGERING for msg in msgs)
 
 
-async def linger(pull: Pull, room: int, linger_s: float) -> list[Msg]:
+async def linger(pull: Pull, room: int, linger_s: float, renew: bool = False) -> list[Msg]:
     """What ``pull`` brings within ``linger_s`` (up to ``room`` events), until a pull brings nothing or
-    an event that is not :data:`LINGERING`. A cancel ends the wait, not the batch: what came is
-    returned, to be folded and acked, and the caller's loop raises the cancel (``cancel_requested``)."""
+    an event that is not :data:`LINGERING`. With ``renew``, a pull that brings nothing before the
+    wait is over (the open request ran out) is followed by one more, which lasts the rest of the
+    wait. A cancel ends the wait, not the batch: what came is returned, to be folded and acked, and
+    the caller's loop raises the cancel (``cancel_requested``)."""
     more: list[Msg] = []
     deadline = time.monotonic() + linger_s
     with contextlib.suppress(asyncio.CancelledError):
         while (left := deadline - time.monotonic()) > 0 and len(more) < room:
             got = await pull(room - len(more), left)
             more += got
-            if not got or not lingers(got):
+            if got and lingers(got):
+                continue
+            if got or not renew or deadline - time.monotonic() <= 0:
                 break
+            renew = False  # one request more: it lasts until the deadline
     return more

@@ -132,8 +132,9 @@ class PartitionFold(FoldDurable):
                         cache.reset(puller.pin)
                         pinned_at, releasing = time.monotonic(), False
                         msgs += await self._leftovers(puller, len(msgs))
-                    elif lingers(msgs):
-                        msgs += await self._linger(puller, len(msgs))
+                    if lingers(msgs):  # requests more unless the pin is held long enough (events came: not quiet)
+                        pin_due = time.monotonic() - pinned_at >= self.settings.fold_pin_hold_s
+                        msgs += await self._linger(puller, len(msgs), more=not pin_due)
                     await self._complete_shielded(folder, msgs, puller)
                     releasing = time.monotonic() - pinned_at >= self.settings.fold_pin_hold_s
                 if releasing and puller.idle:  # held long enough (or quiet), and nothing of this pin in flight
@@ -150,12 +151,14 @@ class PartitionFold(FoldDurable):
                     await asyncio.wait_for(self._acks.confirm(), STOP_GRACE_S)
             await puller.close()
 
-    async def _linger(self, puller: PinnedPull, held: int) -> list[Msg]:
-        """More events for a batch of only lingering ones (:func:`~services.dispatcher.fold.linger.linger`),
-        from the open request alone (no pull more)."""
+    async def _linger(self, puller: PinnedPull, held: int, more: bool) -> list[Msg]:
+        """More events for a batch of only lingering ones (:func:`~services.dispatcher.fold.linger.linger`).
+        A request that runs out meanwhile is followed by another (``more``), so where the open one ended
+        does not split a burst; a partition held for ``fold_pin_hold_s`` lingers on the open request
+        alone, not to hold up the hand-over."""
         room = self.settings.fold_batch - held
-        return await linger(lambda n, wait_s: self._pull(puller, more=False, size=n, wait_s=wait_s), room,
-                            self.settings.fold_linger_s)  # fmt: skip
+        return await linger(lambda n, wait_s: self._pull(puller, more=more, size=n, wait_s=wait_s), room,
+                            self.settings.fold_linger_s, renew=more)  # fmt: skip
 
     async def _leftovers(self, puller: PinnedPull, held: int) -> list[Msg]:
         """At a new pin: every event still unacknowledged (a holder that died left them, and the server

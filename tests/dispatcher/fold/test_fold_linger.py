@@ -18,6 +18,7 @@ from contracts.ids import tenant_key
 from contracts.job_record import JobRecord, StageStatus
 from contracts.subjects import Subjects
 from services.dispatcher.fold.linger import linger, lingers
+from services.dispatcher.fold.partition import FETCH_WAIT_S
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import local_route
 from tests.support.events import create_job, job_event, publish
@@ -61,6 +62,23 @@ async def test_linger_stops_at_an_event_that_does_not_linger_at_a_full_batch_and
     assert await linger(puller([progress]), 4, 0.0) == []  # no wait at all: nothing pulled
 
 
+async def test_a_renewed_linger_pulls_once_more_after_an_empty_pull() -> None:
+    """With ``renew``, an empty pull before the deadline (the open request ran out) is followed by one
+    more, a request lasting the rest of the wait; an empty pull after that ends the wait."""
+    progress, pulls = _msg("progress"), 0
+
+    async def pull(n: int, wait_s: float) -> list[Msg]:
+        nonlocal pulls
+        pulls += 1
+        return [progress] if pulls == 2 else []
+
+    assert await linger(pull, 10, LINGER_S) == []
+    assert pulls == 1
+    pulls = 0
+    assert await linger(pull, 10, LINGER_S, renew=True) == [progress]
+    assert pulls == 3  # empty, the renewed request brings one, then nothing: done (no second renewal)
+
+
 async def test_linger_returns_what_came_when_cancelled() -> None:
     came, waiting = asyncio.Event(), asyncio.Event()
     progress = _msg("progress")
@@ -86,43 +104,75 @@ async def _record(jobs_kv: KeyValue, job: str) -> tuple[JobRecord, int]:
     return JobRecord.model_validate_json(entry.value), entry.revision
 
 
-async def test_a_burst_of_progress_is_one_record_write_and_a_stage_goes_at_once(
+async def _running_job(
     start_dispatcher: StartDispatcher, js: JetStreamContext, jobs_kv: KeyValue, subjects: Subjects
-) -> None:
-    """Five progress events 50 ms apart: one write of the record with the last fraction (the old fold
-    wrote five). Then a progress and a stage: the stage ends the wait, folded long before it would end."""
-    await start_dispatcher({"pose": local_route("noop")}, fold_partitions=1, fold_linger_s=LINGER_S)
+) -> tuple[str, int]:
+    """A dispatcher lingering :data:`LINGER_S` and a job it folded to running; the job and its record's revision.
+
+    The pin is held a minute: a partition due to hand its pin over lingers on its open request alone."""
+    await start_dispatcher(
+        {"pose": local_route("noop")}, fold_partitions=1, fold_linger_s=LINGER_S, fold_pin_hold_s=60.0
+    )
     job = await create_job(jobs_kv, "acme")
     await publish(js, subjects, job_event("acme", job, EventType.JOB_QUEUED, je.JobQueuedPayload()))
     dispatched = je.JobDispatchedPayload(backend="local", function="pose")
     await publish(js, subjects, job_event("acme", job, EventType.JOB_DISPATCHED, dispatched))
     await publish(js, subjects, job_event("acme", job, EventType.JOB_STARTED, je.JobStartedPayload(worker="w")))
+    await wait_for(
+        lambda: _record_is(jobs_kv, job, lambda r: r.status == "running"), timeout_s=30, what="the job running"
+    )
+    return job, (await _record(jobs_kv, job))[1]
 
-    async def record_is(check: Callable[[JobRecord], bool]) -> bool:
-        return check((await _record(jobs_kv, job))[0])
 
-    await wait_for(lambda: record_is(lambda r: r.status == "running"), timeout_s=30, what="the job running")
-    _, before = await _record(jobs_kv, job)
+async def _record_is(jobs_kv: KeyValue, job: str, check: Callable[[JobRecord], bool]) -> bool:
+    return check((await _record(jobs_kv, job))[0])
+
+
+async def _progress(js: JetStreamContext, subjects: Subjects, job: str, fraction: float) -> None:
+    await publish(
+        js, subjects, job_event("acme", job, EventType.JOB_PROGRESS, je.JobProgressPayload(fraction=fraction))
+    )
+
+
+async def test_a_burst_of_progress_is_one_record_write_and_a_stage_goes_at_once(
+    start_dispatcher: StartDispatcher, js: JetStreamContext, jobs_kv: KeyValue, subjects: Subjects
+) -> None:
+    """Five progress events 50 ms apart: one write of the record with the last fraction (the old fold
+    wrote five). Then a progress and a stage: the stage ends the wait, folded long before it would end."""
+    job, before = await _running_job(start_dispatcher, js, jobs_kv, subjects)
     for n in range(1, BURST + 1):
-        await publish(
-            js, subjects, job_event("acme", job, EventType.JOB_PROGRESS, je.JobProgressPayload(fraction=n / 10))
-        )
+        await _progress(js, subjects, job, n / 10)
         await asyncio.sleep(SPACING_S)
-    await wait_for(lambda: record_is(lambda r: r.progress.fraction == BURST / 10), timeout_s=30, what="the burst")
+    burst = BURST / 10
+    await wait_for(lambda: _record_is(jobs_kv, job, lambda r: r.progress.fraction == burst), 30, what="the burst")
     record, revision = await _record(jobs_kv, job)
     assert record.progress.fraction == BURST / 10
     assert revision == before + 1, f"{revision - before} writes for a burst of {BURST}"
 
     stage = je.JobStagePayload(name="train", index=0, count=2, status=StageStatus.RUNNING)
-    await publish(js, subjects, job_event("acme", job, EventType.JOB_PROGRESS, je.JobProgressPayload(fraction=0.9)))
+    await _progress(js, subjects, job, 0.9)
     sent = time.monotonic()
     await publish(js, subjects, job_event("acme", job, EventType.JOB_STAGE, stage))
 
     await wait_for(
-        lambda: record_is(lambda r: bool(r.stages)),
+        lambda: _record_is(jobs_kv, job, lambda r: bool(r.stages)),
         timeout_s=LINGER_S - 1.0,
         what="the stage folded before the linger ran out",
     )
     assert time.monotonic() - sent < LINGER_S - 1.0
     record, after = await _record(jobs_kv, job)
     assert (record.progress.fraction, after) == (0.9, revision + 1)
+
+
+async def test_a_burst_longer_than_a_pull_request_is_one_record_write(
+    start_dispatcher: StartDispatcher, js: JetStreamContext, jobs_kv: KeyValue, subjects: Subjects
+) -> None:
+    """Two progress events further apart than a pull request lasts (``FETCH_WAIT_S``), within the
+    linger: the request that ran out is followed by another, and both are one write (they were two
+    when the linger waited on the open request alone)."""
+    job, before = await _running_job(start_dispatcher, js, jobs_kv, subjects)
+    await _progress(js, subjects, job, 0.1)
+    await asyncio.sleep(FETCH_WAIT_S + 0.5)  # the request open when the first came has run out
+    await _progress(js, subjects, job, 0.2)
+    await wait_for(lambda: _record_is(jobs_kv, job, lambda r: r.progress.fraction == 0.2), 30, what="the burst")
+    assert (await _record(jobs_kv, job))[1] == before + 1
