@@ -94,6 +94,9 @@ class GatewaySettings(ApiKeySettings):
     robot_confirm_every: int = Field(
         default=1000, ge=1, le=5000, description="Core-published samples between two awaited JetStream acks."
     )
+    robot_confirm_timeout_s: float = Field(
+        default=5.0, gt=0, le=120, description="How long an awaited JetStream ack of samples may take before a 503 (s)."
+    )
     robot_ws_ack_every: int = Field(default=500, ge=1, description="WebSocket: ack after this many messages.")
     robot_ws_ack_ms: float = Field(default=1000.0, gt=0, description="WebSocket: ack at least every N ms.")
     robot_ws_auth_timeout_s: float = Field(

@@ -44,8 +44,6 @@ from services.gateway.state import GatewayState
 
 log = logging.getLogger(__name__)
 JOINTS_PUBLISHED = EVENTS_PUBLISHED.labels("robot.joints")
-CONFIRM_TIMEOUT_S = 5.0
-"""How long an awaited JetStream ack may take before the request fails with 503."""
 MAX_FIELD_ERRORS = 100
 """Most field errors one answer lists."""
 
@@ -124,14 +122,15 @@ class Telemetry:
                 await nc.publish(subject, payloads[last])
                 return
             self.unconfirmed = 0
-            await self.state.js.publish(subject, payloads[last], timeout=CONFIRM_TIMEOUT_S)
+            await self.state.js.publish(subject, payloads[last], timeout=self.settings.robot_confirm_timeout_s)
         except (nats.errors.Error, TimeoutError) as exc:
             raise TelemetryUnavailableError(f"{type(exc).__name__}: {exc}") from exc
 
     async def confirm(self) -> None:
         """Wait until the NATS server has read everything published so far (a PING/PONG)."""
-        if not await round_trip(self.state.nc, CONFIRM_TIMEOUT_S):
-            raise TelemetryUnavailableError(f"NATS did not answer within {CONFIRM_TIMEOUT_S:g} s")
+        timeout_s = self.settings.robot_confirm_timeout_s
+        if not await round_trip(self.state.nc, timeout_s):
+            raise TelemetryUnavailableError(f"NATS did not answer within {timeout_s:g} s")
 
     async def remember(self, key: str, data: bytes) -> None:
         """Make ``data`` the latest sample of ``key``: written by the flusher, or now when writing through.
