@@ -89,7 +89,7 @@ def pipeline(model: Any, path: Path) -> float:
 
 
 class _NullSink:
-    async def send(self, subject_event: str, event: Any) -> None:
+    async def send(self, subject_event: str, event: Any, *, dispatched_seq: int = 0) -> None:
         """Drop the event."""
 
 

@@ -52,6 +52,13 @@ class RunRequest(Contract):
         default=None,
         description="A live session's later attempt: when the attempt before it ended (the gap it resumes after).",
     )
+    dispatched_seq: int = Field(
+        default=0,
+        ge=0,
+        description="JOBS sequence of the attempt's job.dispatched (local pool): the worker's job.succeeded or "
+        "job.failed is stored only while that is still the job's latest dispatch, so an attempt superseded while "
+        "its host was cut off cannot end the job a second time. 0: no fence (Modal: dispatched after the spawn).",
+    )
     trace: dict[str, str] = Field(
         default_factory=dict,
         description="W3C trace context of the attempt (traceparent, tracestate): the worker's span joins the "

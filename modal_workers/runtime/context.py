@@ -70,8 +70,9 @@ class RunHost(Protocol):
     def call(self, coro: Awaitable[Any], timeout: float | None = 60.0) -> Any:
         """Run ``coro`` on the runtime's loop and wait for its value."""
 
-    def send(self, subject_event: str, event: EventEnvelope) -> Any:
-        """Queue ``event`` for the sink; a future that completes once it is stored."""
+    def send(self, subject_event: str, event: EventEnvelope, dispatched_seq: int = 0) -> Any:
+        """Queue ``event`` for the sink (an ending fenced by ``dispatched_seq``); a future that completes once
+        it is stored."""
 
 
 class CancelledError(Exception):
@@ -248,17 +249,20 @@ class WorkerContext:
         return manifest, lambda key: rt.call(stored.read(key), timeout=rt.input_timeout_s)
 
     # -- used by the runtime ----------------------------------------------------------------------
-    def emit(self, type_: EventType, payload: BaseModel, name: str | None = None) -> Any:
+    def emit(self, type_: EventType, payload: BaseModel, name: str | None = None, *, ending: bool = False) -> Any:
         """Queue one event of this attempt; a future that completes once it is stored.
 
         Its id is in the attempt's worker namespace (:func:`~contracts.event_ids.worker_event_id`):
-        derived from ``name`` (deterministic, so a resend is stored once), else random.
+        derived from ``name`` (deterministic, so a resend is stored once), else random. The attempt's
+        ``ending`` is fenced by its ``job.dispatched`` (:attr:`~contracts.runs.RunRequest.dispatched_seq`).
         """
         req = self.request
         event = make_event(
             type_, payload, tenant=req.tenant, source=f"worker/{req.kind}", job_id=req.job_id,
             kind=req.kind, attempt=req.attempt, event_id=worker_event_id(req.job_id, req.attempt, name),
         )  # fmt: skip
+        if ending and req.dispatched_seq:
+            return self._runtime.send(job_event_name(type_), event, req.dispatched_seq)
         return self._runtime.send(job_event_name(type_), event)
 
     def started(self) -> Any:
@@ -275,8 +279,8 @@ class WorkerContext:
         """Emit the terminal event the worker owns (none for stages and retryable errors)."""
         if outcome.status == "succeeded" and self.request.stage is None:
             payload: BaseModel = je.JobSucceededPayload(result=outcome.result, artifacts=outcome.artifacts)
-            return self.emit(EventType.JOB_SUCCEEDED, payload, "succeeded")
+            return self.emit(EventType.JOB_SUCCEEDED, payload, "succeeded", ending=True)
         if outcome.status == "permanent" and outcome.error is not None:
             payload = je.JobFailedPayload(error=outcome.error)
-            return self.emit(EventType.JOB_FAILED, payload, "failed")
+            return self.emit(EventType.JOB_FAILED, payload, "failed", ending=True)
         return None

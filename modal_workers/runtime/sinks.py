@@ -18,9 +18,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
+
+from nats.js.errors import APIError
 
 from contracts.api.sessions import SessionEntry
 from contracts.envelope import EventEnvelope
@@ -28,16 +31,17 @@ from contracts.runs import RunRequest
 from contracts.subjects import Namespace, Subjects
 from services.common.config import nats_servers
 from services.common.nats.connection import RECONNECT_WAIT_S
-from services.common.nats.publish import publish_event
+from services.common.nats.publish import WRONG_LAST_SEQUENCE, fence_headers, publish_event
 from services.common.observability import tracing
 
+log = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 class EventSink(Protocol):
     """Where events go (NATS, or the gateway's ingest route)."""
 
-    async def send(self, subject_event: str, event: EventEnvelope) -> None:
+    async def send(self, subject_event: str, event: EventEnvelope, *, dispatched_seq: int = 0) -> None:
         """Store ``event`` (``subject_event`` is the last subject token, e.g. ``progress``)."""
 
 
@@ -95,11 +99,22 @@ class NatsSink:
         )
         return sink
 
-    async def send(self, subject_event: str, event: EventEnvelope) -> None:
-        """Publish and wait for the stream's ack."""
+    async def send(self, subject_event: str, event: EventEnvelope, *, dispatched_seq: int = 0) -> None:
+        """Publish and wait for the stream's ack. With ``dispatched_seq`` (the attempt's ending), stored
+        only while that is still the job's latest ``job.dispatched``: an attempt dispatched again meanwhile
+        (this host was cut off, another replica retried it) has this one dropped, not stored as a second end."""
         assert event.job_id is not None
         subject = self.subjects.job_event(event.tenant, event.job_id, subject_event)
-        await publish_event(self._nc.jetstream(), subject, event)
+        fence = None
+        if dispatched_seq:
+            fence = fence_headers(self.subjects.job_event(event.tenant, event.job_id, "dispatched"), dispatched_seq)
+        try:
+            await publish_event(self._nc.jetstream(), subject, event, headers=fence)
+        except APIError as exc:
+            if fence is None or exc.err_code != WRONG_LAST_SEQUENCE:
+                raise
+            log.warning("%s of %s attempt %s not stored: the job was dispatched again since (superseded)",
+                        event.type, event.job_id, event.attempt)  # fmt: skip
 
     async def watch_cancel(self, tenant: str, job_id: str, on_cancel: Callable[[], None]) -> Any:
         """Call ``on_cancel`` when the job's ``job.cancel_requested`` is published; the subscription.
@@ -164,8 +179,9 @@ class IngestSink:
         """A sink posting to ``url`` (the factory the runtime calls on its loop)."""
         return cls(url, token, **options)
 
-    async def send(self, subject_event: str, event: EventEnvelope) -> None:
-        """POST one event until the gateway accepts it (202); raises after the last attempt."""
+    async def send(self, subject_event: str, event: EventEnvelope, *, dispatched_seq: int = 0) -> None:
+        """POST one event until the gateway accepts it (202); raises after the last attempt. No fence
+        (``dispatched_seq`` is 0 on Modal: its job.dispatched is published after the spawn)."""
         import httpx
 
         body = {"events": [event.model_dump(mode="json", exclude_none=True)]}

@@ -140,13 +140,16 @@ class WorkerRuntime:
         """Run ``coro`` on the runtime's loop and wait for its value (``timeout`` seconds at most)."""
         return asyncio.run_coroutine_threadsafe(runtime_io.as_coro(coro), self.loop).result(timeout)
 
-    async def _send(self, subject_event: str, event: EventEnvelope, trace: Context | None = None) -> None:
+    async def _send(
+        self, subject_event: str, event: EventEnvelope, trace: Context | None = None, dispatched_seq: int = 0
+    ) -> None:
         token = otel_context.attach(trace) if trace is not None else None  # the sink publishes in the run's span
+        fence = {"dispatched_seq": dispatched_seq} if dispatched_seq else {}
         try:
             async with self._lock:  # one at a time, in order
                 for delay in (0.05, 0.2, 1.0, None):
                     try:
-                        await self.sink.send(subject_event, event)
+                        await self.sink.send(subject_event, event, **fence)
                         return
                     except Exception:
                         if delay is None:
@@ -157,9 +160,11 @@ class WorkerRuntime:
             if token is not None:
                 otel_context.detach(token)
 
-    def send(self, subject_event: str, event: EventEnvelope) -> Any:
-        """Queue ``event`` for the sink; the returned future completes once it is stored."""
-        return asyncio.run_coroutine_threadsafe(self._send(subject_event, event, self._trace), self.loop)
+    def send(self, subject_event: str, event: EventEnvelope, dispatched_seq: int = 0) -> Any:
+        """Queue ``event`` for the sink (fenced by ``dispatched_seq``: :meth:`EventSink.send`); the returned
+        future completes once it is stored."""
+        coro = self._send(subject_event, event, self._trace, dispatched_seq)
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def run(self, workload: Workload, request: RunRequest) -> Outcome:
         """Run ``workload`` for ``request`` in a span of the job's trace (``request.trace``): every event

@@ -165,21 +165,21 @@ class JobEvents:
         await publish_event(self.js, subject, event)
         return event
 
-    async def publish_dispatched(self, record: JobRecord, payload: JobDispatchedPayload, attempt: int) -> bool:
-        """Publish ``attempt``'s ``job.dispatched``; whether this launch is the one stored. Its id is the
-        attempt's, so a second launch of the same attempt (a ticket redelivered while its first holder
-        stalled between claim and launch) is a duplicate. Only this very event (its call id *and* its
-        time) makes the stored copy ours, a retried publish of this launch: a call id alone does not, as
-        one pool process of one replica launches many runs."""
+    async def publish_dispatched(self, record: JobRecord, payload: JobDispatchedPayload, attempt: int) -> int:
+        """Publish ``attempt``'s ``job.dispatched``; its JOBS sequence when this launch is the one stored,
+        else 0. Its id is the attempt's, so a second launch of the same attempt (a ticket redelivered
+        while its first holder stalled between claim and launch) is a duplicate. Only this very event
+        (its call id *and* its time) makes the stored copy ours, a retried publish of this launch: a
+        call id alone does not, as one pool process of one replica launches many runs."""
         event = make_event(
             EventType.JOB_DISPATCHED, payload, tenant=record.tenant, source=self.source, job_id=record.id,
             kind=record.kind, attempt=attempt, event_id=attempt_event_id(record.id, attempt, "dispatched"),
         )  # fmt: skip
         ack = await publish_event(self.js, self.subjects.job_event(record.tenant, record.id, "dispatched"), event)
         if not ack.duplicate:
-            return True
+            return ack.seq
         stored = EventEnvelope.from_json_bytes((await self.js.get_msg(self.ns.stream(JOBS), ack.seq)).data or b"{}")
-        return bool(stored.data.get("call_id") == payload.call_id and stored.time == event.time)
+        return ack.seq if stored.data.get("call_id") == payload.call_id and stored.time == event.time else 0
 
     async def publish_created(self, record: JobRecord) -> bool:
         """Publish the job's ``job.created`` (id ``created-{job_id}``); ``False`` when already stored."""

@@ -107,7 +107,7 @@ class MemorySink:
         """A new sink (the runtime's factory)."""
         return cls()
 
-    async def send(self, subject_event: str, event: EventEnvelope) -> None:
+    async def send(self, subject_event: str, event: EventEnvelope, *, dispatched_seq: int = 0) -> None:
         """Keep ``event``."""
         self.events.append(event)
 

@@ -51,6 +51,10 @@ MSG_ID = "Nats-Msg-Id"
 DUPLICATE_IN_PROCESS = 10158
 """JetStream's answer to a ``Nats-Msg-Id`` whose earlier publish is still being replicated (409): it may
 yet be stored, so the publish is sent again."""
+WRONG_LAST_SEQUENCE = 10071
+"""JetStream's error code for a publish whose expected last (subject) sequence no longer holds."""
+EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
+EXPECTED_LAST_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 REPLAY_OF = "Gpurelay-Replay-Of"
 """The header of a replayed or redriven copy: ``{stream}:{seq}`` of the original
 (:func:`contracts.event_ids.replay_of`)."""
@@ -63,6 +67,13 @@ def dedup_headers(event: EventEnvelope, msg_id: str | None = None) -> dict[str, 
     return {MSG_ID: msg_id or event.id}
 
 
+def fence_headers(subject: str, seq: int) -> dict[str, str]:
+    """The headers that store a publish only while ``seq`` is the stream's last message on ``subject``
+    (another subject than the publish's own); otherwise JetStream refuses it (:data:`WRONG_LAST_SEQUENCE`).
+    Checked before the duplicate window: a resend after the fence moved is refused, not acked."""
+    return {EXPECTED_LAST: str(seq), EXPECTED_LAST_SUBJECT: subject}
+
+
 def event_headers(event: EventEnvelope, msg_id: str | None = None) -> dict[str, str]:
     """The headers of a publish of ``event``: :func:`dedup_headers` and the current trace context; counted."""
     EVENTS_PUBLISHED.labels(event_type_label(event.type)).inc()
@@ -72,10 +83,16 @@ def event_headers(event: EventEnvelope, msg_id: str | None = None) -> dict[str, 
 
 
 async def publish_event(
-    js: JetStreamContext, subject: str, event: EventEnvelope, *, msg_id: str | None = None
+    js: JetStreamContext,
+    subject: str,
+    event: EventEnvelope,
+    *,
+    msg_id: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> PubAck:
-    """Publish ``event`` on ``subject`` once (by its id) and wait for the stream's ack (retried while NATS is away)."""
-    body, headers = event.to_json_bytes(), event_headers(event, msg_id)
+    """Publish ``event`` on ``subject`` once (by its id), with ``headers`` too, and wait for the stream's
+    ack (retried while NATS is away)."""
+    body, headers = event.to_json_bytes(), {**(headers or {}), **event_headers(event, msg_id)}
     return await until_stored(lambda: js.publish(subject, body, headers=headers), subject)
 
 

@@ -212,6 +212,7 @@ class Attempts:
         result: dict[str, Any] = {}
         reports: dict[str, Any] = {}
         resumes_after = await self._previous_end(held)
+        dispatched_seq = 0  # the first stage's job.dispatched: every stage's worker is fenced by it
         for index, stage in enumerate(steps):
             plan = None
             if route.is_pipeline:
@@ -235,11 +236,14 @@ class Attempts:
 
             async def announce(
                 call_id: str, gpu: str | None, first: bool = index == 0, fn: str = stage.function
-            ) -> None:
+            ) -> int:
+                nonlocal dispatched_seq
                 if first:
                     payload = je.JobDispatchedPayload(backend=backend.name, function=fn, gpu=gpu, call_id=call_id)
-                    if not await self.events.publish_dispatched(held.record, payload, ticket.attempt):
+                    dispatched_seq = await self.events.publish_dispatched(held.record, payload, ticket.attempt)
+                    if not dispatched_seq:
                         raise LaunchedElsewhereError(f"{ticket.job_id} attempt {ticket.attempt}")
+                return dispatched_seq
 
             try:
                 if index > 0:

@@ -22,8 +22,9 @@ from contracts.route_table import Route, Stage
 from contracts.runs import Outcome, RunRequest
 from services.dispatcher.running.local_pool import LocalPool, PoolProcess, kill_group
 
-Announce = Callable[[str, str | None], Awaitable[None]]
-"""``announce(call_id, gpu)``: publish ``job.dispatched`` for the run."""
+Announce = Callable[[str, str | None], Awaitable[int]]
+"""``announce(call_id, gpu)``: publish ``job.dispatched`` for the run; its JOBS sequence (the worker's
+fence, :attr:`~contracts.runs.RunRequest.dispatched_seq`; 0: none)."""
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +92,11 @@ class LocalBackend:
         proc: PoolProcess = reservation
         call_id = f"local:{self.host}:{proc.pid}"
         try:
-            await announce(call_id, None)
+            dispatched_seq = await announce(call_id, None)
         except BaseException:
             self.pool.release(proc)
             raise
-        request = request.model_copy(update={"worker": f"local-{proc.pid}"})
+        request = request.model_copy(update={"worker": f"local-{proc.pid}", "dispatched_seq": dispatched_seq or 0})
 
         async def run() -> Outcome:
             outcome = await self.pool.run(proc, request)

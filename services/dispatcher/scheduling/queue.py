@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.job_record import JobRecord
 from services.common.nats.kv import kv_entries
+from services.common.nats.publish import WRONG_LAST_SEQUENCE
 from services.common.nats.quiet_watch import watch_keys
 from services.dispatcher.scheduling.fair import DEFAULT_PRIORITY, Candidate
 from services.dispatcher.scheduling.lines import Order, WaitingLines, line_order
@@ -39,8 +40,6 @@ from services.dispatcher.store import Ticket
 log = logging.getLogger(__name__)
 WATCH_LAG_S = 0.25
 """How long a re-read waits for the watch to bring the writes the bucket held, before it lists the kind."""
-WRONG_LAST_SEQUENCE = 10071
-"""JetStream's error code for a write whose expected last sequence no longer holds."""
 
 
 class QueueEntry(BaseModel):

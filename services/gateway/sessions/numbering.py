@@ -32,6 +32,7 @@ from contracts.job_record import JobRecord
 from contracts.session_feed import H_SEQ
 from contracts.streams import FRAMES
 from services.common.http.problem import ProblemError
+from services.common.nats.publish import EXPECTED_LAST, WRONG_LAST_SEQUENCE
 from services.gateway.sessions.lru import Lru
 from services.gateway.state import GatewayState
 
@@ -40,8 +41,6 @@ PUBLISH_TIMEOUT_S = 5.0
 CHECKPOINT_S = 1.0
 """How often at most a session's KV floor is moved while its frames come."""
 ATTEMPTS = 20
-WRONG_LAST_SEQUENCE = 10071
-EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 HeadersOf = Callable[[int], dict[str, str]]
 """The headers of the frame numbered ``seq``."""
 Known = tuple[int, int]

@@ -10,10 +10,13 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from contracts.envelope import EventEnvelope
 from contracts.event_ids import worker_event_id
-from contracts.job_record import JobStatus
+from contracts.job_record import JobRecord, JobStatus
 from contracts.route_table import RetryPolicy
-from contracts.subjects import Subjects
+from contracts.streams import JOBS
+from contracts.subjects import Namespace, Subjects
+from services.common.nats.publish import EXPECTED_LAST, EXPECTED_LAST_SUBJECT
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, local_route, request_cancel, submit, wait_record
 
@@ -34,6 +37,19 @@ async def tickets_done(js: JetStreamContext, stream: str, within_s: float = 20.0
     raise TimeoutError(f"tickets still held after {within_s} s")
 
 
+async def fence_of_ending(
+    js: JetStreamContext, namespace: Namespace, subjects: Subjects, record: JobRecord
+) -> tuple[int, int]:
+    """The JOBS sequence the stored job.succeeded was fenced by (its expected last job.dispatched), and
+    the sequence of the job's last job.dispatched."""
+    stream = namespace.stream(JOBS)
+    ending = await js.get_last_msg(stream, subjects.job_event(record.tenant, record.id, "succeeded"))
+    dispatched = await js.get_last_msg(stream, subjects.job_event(record.tenant, record.id, "dispatched"))
+    assert ending.headers is not None
+    assert ending.headers[EXPECTED_LAST_SUBJECT] == subjects.job_event(record.tenant, record.id, "dispatched")
+    return int(ending.headers[EXPECTED_LAST]), dispatched.seq
+
+
 def gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -47,6 +63,7 @@ async def test_a_job_runs_and_its_record_is_complete(
     js: JetStreamContext,
     jobs_kv: KeyValue,
     subjects: Subjects,
+    namespace: Namespace,
     event_log: EventLog,
 ) -> None:
     await start_dispatcher({"pose": local_route("quick")})
@@ -63,6 +80,8 @@ async def test_a_job_runs_and_its_record_is_complete(
     assert types[:5] == ["job.created", "job.queued", "job.position", "job.dispatched", "job.started"]
     assert record.queue is None  # its queue position went with its dispatch
     assert types[-1] == "job.succeeded"
+    fence, dispatched = await fence_of_ending(js, namespace, subjects, record)
+    assert fence == dispatched  # the worker's ending was stored only while its dispatch was the latest
 
 
 async def test_a_worker_killed_mid_job_is_retried_and_succeeds_on_attempt_2(
@@ -70,6 +89,7 @@ async def test_a_worker_killed_mid_job_is_retried_and_succeeds_on_attempt_2(
     js: JetStreamContext,
     jobs_kv: KeyValue,
     subjects: Subjects,
+    namespace: Namespace,
     event_log: EventLog,
 ) -> None:
     await start_dispatcher({"pose": local_route("slow_first")})
@@ -84,6 +104,10 @@ async def test_a_worker_killed_mid_job_is_retried_and_succeeds_on_attempt_2(
     assert retrying is not None
     assert retrying.data["reason"] == "worker_lost"
     assert retrying.data["next_attempt"] == 2
+    fence, dispatched = await fence_of_ending(js, namespace, subjects, record)
+    assert fence == dispatched
+    fenced_by = EventEnvelope.from_json_bytes((await js.get_msg(namespace.stream(JOBS), fence)).data or b"")
+    assert (fenced_by.type, fenced_by.attempt) == ("job.dispatched", 2)  # not attempt 1's
 
 
 async def test_a_permanent_error_fails_at_once_with_the_workers_code(

@@ -78,7 +78,7 @@ class WaitableSink(MemorySink):
         super().__init__()
         self.changed = threading.Condition()
 
-    async def send(self, subject_event: str, event: EventEnvelope) -> None:
+    async def send(self, subject_event: str, event: EventEnvelope, *, dispatched_seq: int = 0) -> None:
         with self.changed:
             self.events.append(event)
             self.changed.notify_all()

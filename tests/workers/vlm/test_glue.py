@@ -41,7 +41,7 @@ class FeedSink(MemorySink):
         self.put: Callable[..., None] | None = None
         self.stream_seq = 0
 
-    async def send(self, subject_event: str, event: EventEnvelope) -> None:
+    async def send(self, subject_event: str, event: EventEnvelope, *, dispatched_seq: int = 0) -> None:
         with self.changed:
             self.events.append(event)
             self.changed.notify_all()
