@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,13 +108,18 @@ async def test_a_run_through_the_ingest_route_lands_in_the_job_stream_in_order(
     assert [e.type for e in events] == ["job.started", "job.progress", "job.artifact", "job.succeeded"]
 
 
+@pytest.fixture
+def local_runtime(
+    nats_server: EmbeddedNats, namespace: Namespace, declared: Declarations, tmp_path: Path
+) -> Iterator[WorkerRuntime]:
+    """A runtime publishing straight to JetStream, as the local pool's (closed after the test)."""
+    runtime = nats_runtime(nats_server.url, namespace.name, tmp_path, cancel_grace_s=0.05)
+    with closing(runtime):
+        yield runtime
+
+
 async def test_the_cancel_watch_sets_the_flag_when_cancel_is_requested(
-    nats_server: EmbeddedNats,
-    namespace: Namespace,
-    declared: Declarations,
-    js: JetStreamContext,
-    subjects: Subjects,
-    tmp_path: Path,
+    local_runtime: WorkerRuntime, js: JetStreamContext, subjects: Subjects
 ) -> None:
     seen = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -124,13 +130,11 @@ async def test_the_cancel_watch_sets_the_flag_when_cancel_is_requested(
             ctx.check_cancelled()
             time.sleep(0.005)
 
-    runtime = nats_runtime(nats_server.url, namespace.name, tmp_path, cancel_grace_s=0.05)
     request = lap_request({"video": "upl_x"})
-    with closing(runtime):
-        running = asyncio.create_task(asyncio.to_thread(runtime.run, waits, request))
-        await asyncio.wait_for(seen.wait(), 10)
-        await request_cancel(js, subjects, request.job_id, TENANT)
-        outcome = await asyncio.wait_for(running, 5)
+    running = asyncio.create_task(asyncio.to_thread(local_runtime.run, waits, request))
+    await asyncio.wait_for(seen.wait(), 10)
+    await request_cancel(js, subjects, request.job_id, TENANT)
+    outcome = await asyncio.wait_for(running, 5)
     assert outcome.status == "retryable"
     assert outcome.error is not None
     assert outcome.error.code == "canceled"
@@ -147,12 +151,7 @@ async def _dispatched(js: JetStreamContext, subjects: Subjects, job_id: str, att
 
 
 async def test_an_attempt_dispatched_again_meanwhile_cannot_end_the_job(
-    nats_server: EmbeddedNats,
-    namespace: Namespace,
-    declared: Declarations,
-    js: JetStreamContext,
-    subjects: Subjects,
-    tmp_path: Path,
+    local_runtime: WorkerRuntime, js: JetStreamContext, namespace: Namespace, subjects: Subjects
 ) -> None:
     """A local run's job.succeeded is fenced by its attempt's job.dispatched: attempt 1, whose host was
     cut off while attempt 2 was dispatched, runs to the end but its ending is not stored (it was, as a
@@ -162,10 +161,8 @@ async def test_an_attempt_dispatched_again_meanwhile_cannot_end_the_job(
     job_id = first.job_id
     first = first.model_copy(update={"dispatched_seq": await _dispatched(js, subjects, job_id, 1)})
     second = first.model_copy(update={"attempt": 2, "dispatched_seq": await _dispatched(js, subjects, job_id, 2)})
-    runtime = nats_runtime(nats_server.url, namespace.name, tmp_path)
-    with closing(runtime):
-        assert (await asyncio.to_thread(runtime.run, quick, first)).status == "succeeded"
-        assert (await asyncio.to_thread(runtime.run, quick, second)).status == "succeeded"
+    assert (await asyncio.to_thread(local_runtime.run, quick, first)).status == "succeeded"
+    assert (await asyncio.to_thread(local_runtime.run, quick, second)).status == "succeeded"
     events = await stored(js, namespace, subjects.job_events(TENANT, job_id))
     endings = [(e.type, e.attempt) for e in events if e.type == "job.succeeded"]
     assert endings == [("job.succeeded", 2)]
