@@ -77,19 +77,33 @@ async def sessions_page(request: Request, viewer: ViewerDep) -> HTMLResponse:
     return page(request, "sessions.html", viewer)
 
 
+def holds_snapshot(record: JobRecord, sha256: str, seq: int | None) -> bool:
+    """Whether ``record`` holds the snapshot announced as ``sha256`` (covering frames up to ``seq``), or
+    one at least as far along: a later snapshot replaces it in the record (and in storage) while the
+    page fetches it, and the wait would otherwise last until the session's end. A record one snapshot
+    behind at the same ``seq`` serves the one before, which the page already had."""
+    snapshot = record.session.snapshot if record.session is not None else None
+    if snapshot is None:
+        return False
+    if snapshot.sha256 == sha256 or record.terminal:
+        return True
+    return seq is not None and record.session is not None and record.session.snapshot_seq >= seq
+
+
 @router.get("/sessions/{session_id}/snapshot")
 async def session_snapshot(
     state: StateDep,
     viewer: ViewerDep,
     session_id: str,
     sha256: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")],
+    seq: Annotated[int | None, Query(ge=0, description="The last frame the announced snapshot covers.")] = None,
 ) -> Response:
-    """The snapshot a ``session.snapshot`` event announced (its ``sha256``), once the session's record
-    holds it (or a newer one); as ``GET /v1/sessions/{id}/ply`` answers, 404 for another tenant's."""
+    """The snapshot a ``session.snapshot`` event announced (its ``sha256`` and ``seq``), once the session's
+    record holds it (or a newer one: :func:`holds_snapshot`); as ``GET /v1/sessions/{id}/ply`` answers,
+    404 for another tenant's."""
 
     def announced(record: JobRecord) -> bool:
-        snapshot = record.session.snapshot if record.session is not None else None
-        return snapshot is not None and (snapshot.sha256 == sha256 or record.terminal)
+        return holds_snapshot(record, sha256, seq)
 
     record = await record_when(state, viewer.tenant, session_id, announced)
     if record is None:

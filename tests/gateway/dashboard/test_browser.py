@@ -279,7 +279,9 @@ def test_a_splat_session_from_a_video_file_paints_its_3d_view(
     browsing: Browsing, stack: ThreadedStack, videos: dict[str, Path]
 ) -> None:
     b, page = browsing, browsing.page
-    params = {"snapshot_every_s": 0.5, "steps_per_frame": 2, "max_gaussians": 2000, "idle_timeout_s": 60}
+    # The session must outlive the video by far: a loaded machine took over a minute from its last frame
+    # to the painted canvas, and an idle session ends itself (its stop was then refused, 409).
+    params = {"snapshot_every_s": 0.5, "steps_per_frame": 2, "max_gaussians": 2000, "idle_timeout_s": 600}
     start_session(b, stack, "splat", params, videos["webm"])
     page.wait_for_selector("#splat-canvas[data-snapshots]", timeout=90_000)
     assert int(page.inner_text("#s-acked")) > 0

@@ -59,22 +59,23 @@ async function onMessage(message) {
     const m = data.metrics;
     $("s-metrics").textContent = ["gaussians", "frames_used", "frames_without_pose", "psnr", "results"].filter((k) => k in m).map((k) => `${k} ${m[k]}`).join(" · ");
   }
-  if (envelope.type === "session.snapshot") { snapshots += 1; $("s-snapshots").textContent = snapshots; await showSnapshot(data.artifact); }
+  if (envelope.type === "session.snapshot") { snapshots += 1; $("s-snapshots").textContent = snapshots; await showSnapshot(data.artifact, data.seq); }
   if (envelope.type === "session.result") $("vlm-results").append(el("li", {}, `#${data.chunk} (frames ${data.first_seq}–${data.last_seq}): ${data.text}`));
   if (["job.succeeded", "job.failed", "job.canceled"].includes(envelope.type)) { $("s-state").textContent = envelope.type.slice(4); stopFrames(); }
 }
 
 let showing = false;
 
-// The announced snapshot, once the session's record holds it (the dashboard's read waits for that).
-async function showSnapshot(artifact) {
+// The announced snapshot (or a newer one), once the session's record holds it (the dashboard's read waits for that).
+async function showSnapshot(artifact, seq) {
   if (!view || !artifact || !artifact.sha256 || showing) return;
   showing = true;
-  try { await load(artifact.sha256); } finally { showing = false; }
+  try { await load(artifact.sha256, seq); } finally { showing = false; }
 }
 
-async function load(sha256) {
-  const r = await fetch(`/sessions/${session.id}/snapshot?sha256=${sha256}`, { credentials: "same-origin" });
+async function load(sha256, seq) {
+  const after = Number.isInteger(seq) ? `&seq=${seq}` : "";
+  const r = await fetch(`/sessions/${session.id}/snapshot?sha256=${sha256}${after}`, { credentials: "same-origin" });
   if (!r.ok) { $("splat-note").textContent = `No snapshot yet (${r.status}).`; return; }
   const bytes = new Uint8Array(await r.arrayBuffer());
   const count = await view.show(bytes);
