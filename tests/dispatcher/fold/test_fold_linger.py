@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -97,17 +98,16 @@ async def test_linger_returns_what_came_when_cancelled() -> None:
     assert await task == [progress]  # to be folded and acked; the partition's loop raises the cancel
 
 
-async def _record(jobs_kv: KeyValue, job: str) -> tuple[JobRecord, int]:
+async def _record(jobs_kv: KeyValue, job: str) -> JobRecord:
     entry = await jobs_kv.get(tenant_key("acme", job))
     assert entry.value is not None
-    assert entry.revision is not None
-    return JobRecord.model_validate_json(entry.value), entry.revision
+    return JobRecord.model_validate_json(entry.value)
 
 
 async def _running_job(
     start_dispatcher: StartDispatcher, js: JetStreamContext, jobs_kv: KeyValue, subjects: Subjects
-) -> tuple[str, int]:
-    """A dispatcher lingering :data:`LINGER_S` and a job it folded to running; the job and its record's revision.
+) -> str:
+    """A dispatcher lingering :data:`LINGER_S` and a job it folded to running.
 
     The pin is held a minute: a partition due to hand its pin over lingers on its open request alone."""
     await start_dispatcher(
@@ -121,11 +121,11 @@ async def _running_job(
     await wait_for(
         lambda: _record_is(jobs_kv, job, lambda r: r.status == "running"), timeout_s=30, what="the job running"
     )
-    return job, (await _record(jobs_kv, job))[1]
+    return job
 
 
 async def _record_is(jobs_kv: KeyValue, job: str, check: Callable[[JobRecord], bool]) -> bool:
-    return check((await _record(jobs_kv, job))[0])
+    return check(await _record(jobs_kv, job))
 
 
 async def _progress(js: JetStreamContext, subjects: Subjects, job: str, fraction: float) -> None:
@@ -134,45 +134,68 @@ async def _progress(js: JetStreamContext, subjects: Subjects, job: str, fraction
     )
 
 
+@asynccontextmanager
+async def _writes(jobs_kv: KeyValue, job: str) -> AsyncIterator[list[JobRecord]]:
+    """Every write of the job's record from now on (a KV watch), in order, the current one first.
+
+    What the linger must hold is which records were written, not how many: the dispatcher may write
+    the record for events of its own (a queue position), and the bucket's revision counts every key."""
+    watcher = await jobs_kv.watch(tenant_key("acme", job))
+    written: list[JobRecord] = []
+
+    async def follow() -> None:
+        async for entry in watcher:
+            if entry is not None and entry.value:
+                written.append(JobRecord.model_validate_json(entry.value))
+
+    following = asyncio.ensure_future(follow())
+    try:
+        await wait_for(lambda: written, timeout_s=10, what="the watch's first record")
+        yield written
+    finally:
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
+        await watcher.stop()
+
+
 async def test_a_burst_of_progress_is_one_record_write_and_a_stage_goes_at_once(
     start_dispatcher: StartDispatcher, js: JetStreamContext, jobs_kv: KeyValue, subjects: Subjects
 ) -> None:
-    """Five progress events 50 ms apart: one write of the record with the last fraction (the old fold
-    wrote five). Then a progress and a stage: the stage ends the wait, folded long before it would end."""
-    job, before = await _running_job(start_dispatcher, js, jobs_kv, subjects)
-    for n in range(1, BURST + 1):
-        await _progress(js, subjects, job, n / 10)
-        await asyncio.sleep(SPACING_S)
-    burst = BURST / 10
-    await wait_for(lambda: _record_is(jobs_kv, job, lambda r: r.progress.fraction == burst), 30, what="the burst")
-    record, revision = await _record(jobs_kv, job)
-    assert record.progress.fraction == BURST / 10
-    assert revision == before + 1, f"{revision - before} writes for a burst of {BURST}"
+    """Five progress events 50 ms apart: written once, with the last fraction (the old fold wrote each).
+    Then a progress and a stage: the stage ends the wait, folded long before it would end, with the
+    progress in the same write."""
+    job = await _running_job(start_dispatcher, js, jobs_kv, subjects)
+    async with _writes(jobs_kv, job) as written:
+        for n in range(1, BURST + 1):
+            await _progress(js, subjects, job, n / 10)
+            await asyncio.sleep(SPACING_S)
+        burst = BURST / 10
+        await wait_for(lambda: written[-1].progress.fraction == burst, 30, what="the burst written")
+        fractions = [r.progress.fraction for r in written]
+        assert not {n / 10 for n in range(1, BURST)} & set(fractions), f"a burst written in parts: {fractions}"
 
-    stage = je.JobStagePayload(name="train", index=0, count=2, status=StageStatus.RUNNING)
-    await _progress(js, subjects, job, 0.9)
-    sent = time.monotonic()
-    await publish(js, subjects, job_event("acme", job, EventType.JOB_STAGE, stage))
-
-    await wait_for(
-        lambda: _record_is(jobs_kv, job, lambda r: bool(r.stages)),
-        timeout_s=LINGER_S - 1.0,
-        what="the stage folded before the linger ran out",
-    )
-    assert time.monotonic() - sent < LINGER_S - 1.0
-    record, after = await _record(jobs_kv, job)
-    assert (record.progress.fraction, after) == (0.9, revision + 1)
+        stage = je.JobStagePayload(name="train", index=0, count=2, status=StageStatus.RUNNING)
+        await _progress(js, subjects, job, 0.9)
+        sent = time.monotonic()
+        await publish(js, subjects, job_event("acme", job, EventType.JOB_STAGE, stage))
+        await wait_for(
+            lambda: written[-1].stages, timeout_s=LINGER_S - 1.0, what="the stage folded before the linger ran out"
+        )
+        assert time.monotonic() - sent < LINGER_S - 1.0
+    assert written[-1].progress.fraction == 0.9
+    assert not [r for r in written if r.progress.fraction == 0.9 and not r.stages], "the progress written alone"
 
 
 async def test_a_burst_longer_than_a_pull_request_is_one_record_write(
     start_dispatcher: StartDispatcher, js: JetStreamContext, jobs_kv: KeyValue, subjects: Subjects
 ) -> None:
     """Two progress events further apart than a pull request lasts (``FETCH_WAIT_S``), within the
-    linger: the request that ran out is followed by another, and both are one write (they were two
-    when the linger waited on the open request alone)."""
-    job, before = await _running_job(start_dispatcher, js, jobs_kv, subjects)
-    await _progress(js, subjects, job, 0.1)
-    await asyncio.sleep(FETCH_WAIT_S + 0.5)  # the request open when the first came has run out
-    await _progress(js, subjects, job, 0.2)
-    await wait_for(lambda: _record_is(jobs_kv, job, lambda r: r.progress.fraction == 0.2), 30, what="the burst")
-    assert (await _record(jobs_kv, job))[1] == before + 1
+    linger: the request that ran out is followed by another, and both are one write (the first was
+    written alone when the linger waited on the open request only)."""
+    job = await _running_job(start_dispatcher, js, jobs_kv, subjects)
+    async with _writes(jobs_kv, job) as written:
+        await _progress(js, subjects, job, 0.1)
+        await asyncio.sleep(FETCH_WAIT_S + 0.5)  # the request open when the first came has run out
+        await _progress(js, subjects, job, 0.2)
+        await wait_for(lambda: written[-1].progress.fraction == 0.2, 30, what="the burst written")
+    assert 0.1 not in [r.progress.fraction for r in written]
