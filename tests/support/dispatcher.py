@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from nats.js.kv import KeyValue
 from pydantic import SecretStr
 
 from bench.harness.secrets import INGEST_SECRET, SIGNING_SECRET
+from bench.harness.waiting import wait_for
 from contracts import streams
 from contracts.envelope import EventEnvelope, utc_now
 from contracts.event_ids import cancel_requested_event_id
@@ -174,3 +176,25 @@ async def wait_record(
     assert record is not None, f"no record of {job_id} within {within_s} s"
     assert condition(record), f"{job_id} never got there within {within_s} s: {record.status}"
     return record
+
+
+@asynccontextmanager
+async def record_writes(kv: KeyValue, job_id: str, tenant: str = "acme") -> AsyncIterator[list[JobRecord]]:
+    """Every write of the job's record from now on, in order (a KV watch), the current one first: what
+    a test of the fold's batching checks, as the bucket's revision counts every key's writes."""
+    watcher = await kv.watch(tenant_key(tenant, job_id))
+    written: list[JobRecord] = []
+
+    async def follow() -> None:
+        async for entry in watcher:
+            if entry is not None and entry.value:
+                written.append(JobRecord.model_validate_json(entry.value))
+
+    following = asyncio.ensure_future(follow())
+    try:
+        await wait_for(lambda: written, timeout_s=10, what="the watch's first record")
+        yield written
+    finally:
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
+        await watcher.stop()  # type: ignore[no-untyped-call]

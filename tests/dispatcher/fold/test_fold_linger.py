@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -21,7 +20,7 @@ from contracts.subjects import Subjects
 from services.dispatcher.fold.linger import linger, lingers
 from services.dispatcher.fold.partition import FETCH_WAIT_S
 from tests.dispatcher.conftest import StartDispatcher
-from tests.support.dispatcher import local_route
+from tests.support.dispatcher import local_route, record_writes
 from tests.support.events import create_job, job_event, publish
 
 LINGER_S = 5.0
@@ -134,30 +133,6 @@ async def _progress(js: JetStreamContext, subjects: Subjects, job: str, fraction
     )
 
 
-@asynccontextmanager
-async def _writes(jobs_kv: KeyValue, job: str) -> AsyncIterator[list[JobRecord]]:
-    """Every write of the job's record from now on (a KV watch), in order, the current one first.
-
-    What the linger must hold is which records were written, not how many: the dispatcher may write
-    the record for events of its own (a queue position), and the bucket's revision counts every key."""
-    watcher = await jobs_kv.watch(tenant_key("acme", job))
-    written: list[JobRecord] = []
-
-    async def follow() -> None:
-        async for entry in watcher:
-            if entry is not None and entry.value:
-                written.append(JobRecord.model_validate_json(entry.value))
-
-    following = asyncio.ensure_future(follow())
-    try:
-        await wait_for(lambda: written, timeout_s=10, what="the watch's first record")
-        yield written
-    finally:
-        following.cancel()
-        await asyncio.gather(following, return_exceptions=True)
-        await watcher.stop()
-
-
 async def test_a_burst_of_progress_is_one_record_write_and_a_stage_goes_at_once(
     start_dispatcher: StartDispatcher, js: JetStreamContext, jobs_kv: KeyValue, subjects: Subjects
 ) -> None:
@@ -165,7 +140,7 @@ async def test_a_burst_of_progress_is_one_record_write_and_a_stage_goes_at_once(
     Then a progress and a stage: the stage ends the wait, folded long before it would end, with the
     progress in the same write."""
     job = await _running_job(start_dispatcher, js, jobs_kv, subjects)
-    async with _writes(jobs_kv, job) as written:
+    async with record_writes(jobs_kv, job) as written:
         for n in range(1, BURST + 1):
             await _progress(js, subjects, job, n / 10)
             await asyncio.sleep(SPACING_S)
@@ -193,7 +168,7 @@ async def test_a_burst_longer_than_a_pull_request_is_one_record_write(
     linger: the request that ran out is followed by another, and both are one write (the first was
     written alone when the linger waited on the open request only)."""
     job = await _running_job(start_dispatcher, js, jobs_kv, subjects)
-    async with _writes(jobs_kv, job) as written:
+    async with record_writes(jobs_kv, job) as written:
         await _progress(js, subjects, job, 0.1)
         await asyncio.sleep(FETCH_WAIT_S + 0.5)  # the request open when the first came has run out
         await _progress(js, subjects, job, 0.2)

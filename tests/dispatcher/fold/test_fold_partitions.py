@@ -21,8 +21,6 @@ from contracts.events.jobs import (
     JobStartedPayload,
 )
 from contracts.events.registry import EventType
-from contracts.ids import tenant_key
-from contracts.job_record import JobRecord
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.fold.partition import PIN_MARGIN_S
@@ -37,7 +35,16 @@ from services.dispatcher.fold.pinned_pull import PinnedConsumer, PinnedPull
 from services.dispatcher.fold.records import fold, route_pricing
 from services.dispatcher.settings import DispatcherSettings
 from tests.dispatcher.conftest import StartDispatcher
-from tests.support.dispatcher import POSE, EventLog, local_route, read_record, request_cancel, submit, wait_record
+from tests.support.dispatcher import (
+    POSE,
+    EventLog,
+    local_route,
+    read_record,
+    record_writes,
+    request_cancel,
+    submit,
+    wait_record,
+)
 from tests.support.events import job_event, publish
 
 PARTITIONS = 4
@@ -98,23 +105,11 @@ async def test_a_burst_of_one_jobs_events_folds_in_a_few_writes_and_kv_is_the_fo
     for n in range(BURST):
         beat = job_event("acme", job, EventType.JOB_HEARTBEAT, JobHeartbeatPayload())
         await publish(js, subjects, beat.model_copy(update={"time": at + timedelta(milliseconds=n)}))
-    writes: list[JobRecord] = []
-    watcher = await jobs_kv.watch(tenant_key("acme", job), include_history=False)
-
-    async def count_writes() -> None:
-        async for entry in watcher:
-            if entry is not None and entry.value:
-                writes.append(JobRecord.model_validate_json(entry.value))
-
-    counting = asyncio.create_task(count_writes())
-    try:
+    async with record_writes(jobs_kv, job) as writes:
         await start_dispatcher({"pose": local_route("noop")}, fold_partitions=PARTITIONS, fold_batch=64)
         last = at + timedelta(milliseconds=BURST - 1)
         await wait_record(jobs_kv, job, lambda r: r.heartbeat_at == last)
         await wait_for(lambda: fold_settled(js, namespace, PARTITIONS), timeout_s=30, what="the fold settled")
-    finally:
-        counting.cancel()
-        await watcher.stop()  # type: ignore[no-untyped-call]
     assert await read_record(jobs_kv, job) == fold(event_log.events[job])
     folded = [record for record in writes if record.heartbeat_at is not None]
     assert 1 <= len(folded) <= 2 * BURST // 64 + 4, f"{len(folded)} writes for {BURST} events in batches of 64"
