@@ -261,9 +261,7 @@ class WorkerContext:
             type_, payload, tenant=req.tenant, source=f"worker/{req.kind}", job_id=req.job_id,
             kind=req.kind, attempt=req.attempt, event_id=worker_event_id(req.job_id, req.attempt, name),
         )  # fmt: skip
-        if ending and req.dispatched_seq:
-            return self._runtime.send(job_event_name(type_), event, req.dispatched_seq)
-        return self._runtime.send(job_event_name(type_), event)
+        return self._runtime.send(job_event_name(type_), event, req.dispatched_seq if ending else 0)
 
     def started(self) -> Any:
         """Emit ``job.started`` (one id per attempt and stage)."""

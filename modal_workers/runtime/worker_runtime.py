@@ -144,12 +144,11 @@ class WorkerRuntime:
         self, subject_event: str, event: EventEnvelope, trace: Context | None = None, dispatched_seq: int = 0
     ) -> None:
         token = otel_context.attach(trace) if trace is not None else None  # the sink publishes in the run's span
-        fence = {"dispatched_seq": dispatched_seq} if dispatched_seq else {}
         try:
             async with self._lock:  # one at a time, in order
                 for delay in (0.05, 0.2, 1.0, None):
                     try:
-                        await self.sink.send(subject_event, event, **fence)
+                        await self.sink.send(subject_event, event, dispatched_seq=dispatched_seq)
                         return
                     except Exception:
                         if delay is None:

@@ -96,7 +96,7 @@ class LocalBackend:
         except BaseException:
             self.pool.release(proc)
             raise
-        request = request.model_copy(update={"worker": f"local-{proc.pid}", "dispatched_seq": dispatched_seq or 0})
+        request = request.model_copy(update={"worker": f"local-{proc.pid}", "dispatched_seq": dispatched_seq})
 
         async def run() -> Outcome:
             outcome = await self.pool.run(proc, request)

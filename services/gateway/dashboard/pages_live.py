@@ -82,12 +82,10 @@ def holds_snapshot(record: JobRecord, sha256: str, seq: int | None) -> bool:
     one at least as far along: a later snapshot replaces it in the record (and in storage) while the
     page fetches it, and the wait would otherwise last until the session's end. A record one snapshot
     behind at the same ``seq`` serves the one before, which the page already had."""
-    snapshot = record.session.snapshot if record.session is not None else None
-    if snapshot is None:
+    session = record.session
+    if session is None or session.snapshot is None:
         return False
-    if snapshot.sha256 == sha256 or record.terminal:
-        return True
-    return seq is not None and record.session is not None and record.session.snapshot_seq >= seq
+    return session.snapshot.sha256 == sha256 or record.terminal or (seq is not None and session.snapshot_seq >= seq)
 
 
 @router.get("/sessions/{session_id}/snapshot")

@@ -73,8 +73,9 @@ async def test_spawn_hands_the_worker_its_ingest_token_and_storage_settings(tmp_
     request = RunRequest(tenant="acme", job_id="job_1", kind="pose", attempt=2, spec=POSE, function="pose")
     announced: list[tuple[str, str | None]] = []
 
-    async def announce(call_id: str, gpu: str | None) -> None:
+    async def announce(call_id: str, gpu: str | None) -> int:
         announced.append((call_id, gpu))
+        return 0  # Modal's launch does not use the dispatch's sequence
 
     launch = await backend.launch(None, request, route, route.steps()[0], announce)
     kind, (app, function, kwargs) = fake.calls[0]
