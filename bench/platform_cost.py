@@ -52,7 +52,8 @@ NOTES = [
     "messages/s against 3.40 (one watch's heartbeats). At load the two cuts save little: the reads they "
     "remove were cached for a second, or made once per tally flush.",
     "platform_cost (fold linger, 2026-11-25): a fold batch of only job.progress, log, heartbeat or position "
-    "events waits up to fold_linger_s (0.25 s) for more on the partition's open pull, so a worker's burst "
+    "events waits up to fold_linger_s (0.25 s) for more on the partition's open pull (since d68b3de a pull "
+    "that runs out meanwhile is followed by one for the rest of the wait; not measured again), so a worker's burst "
     "(progress comes at most every 0.1 s) is one record write (a KV write, its reply and the republish) "
     "instead of one each. Submitted lap_compare run, 8 runs each, the two trees alternating on one stack "
     "each: 280.5 messages median (273-297) against 308 (294-317) for main before it, for 21 events (20 once); "
