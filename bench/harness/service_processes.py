@@ -135,7 +135,8 @@ class ServiceProcess:
             lines = self.log.read_text(errors="replace").splitlines()
         except OSError as exc:
             return f"{self.service}: no log ({exc})"
-        said = [line for line in lines if any(f'"{level}"' in line for level in ("WARNING", "ERROR", "CRITICAL"))]
+        levels = [(f'"{level}"', f" {level} ") for level in ("WARNING", "ERROR", "CRITICAL")]  # JSON, console
+        said = [line for line in lines if any(json in line or console in line for json, console in levels)]
         return f"{self.service}, last of {len(said)} warnings and errors:\n" + "\n".join(said[-last:])
 
     async def answers_ready(self) -> bool:

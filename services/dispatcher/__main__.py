@@ -26,6 +26,7 @@ from services.common.http.metrics import metrics_endpoint
 from services.common.http_server import EmbeddedHttpServer
 from services.common.nats.connection import is_unavailable
 from services.common.observability.logging import setup_logging
+from services.common.observability.stop_clock import StopClock
 from services.common.observability.tracing import setup_tracing
 from services.dispatcher.service import Dispatcher
 from services.dispatcher.settings import DispatcherSettings
@@ -67,8 +68,10 @@ async def serve(settings: DispatcherSettings) -> None:
     try:
         await stop.wait()
     finally:
-        await health.stop()
-        await dispatcher.stop()
+        clock = StopClock("dispatcher")
+        with clock.part("health server"):
+            await health.stop()
+        await dispatcher.stop(clock)
 
 
 async def _started(settings: DispatcherSettings) -> Dispatcher:

@@ -49,6 +49,7 @@ from contracts import streams
 from contracts.route_table import DEFAULT_ROUTES, Route, load_route_table
 from services.common.nats.connection import cancel_and_wait, connect, declare_all
 from services.common.observability import metrics
+from services.common.observability.stop_clock import StopClock
 from services.common.quotas import QuotaBook
 from services.common.storage import Storage, make_storage
 from services.dispatcher.consumers import ConsumerGuard
@@ -204,14 +205,14 @@ class Dispatcher:
             metrics.register("dispatcher")
             self._stop_sampling = start_sampling(js, [(c.stream, c.durable) for c in consumers], self.pool)
         self._tasks = [
-            asyncio.create_task(queue.follow()),
+            asyncio.create_task(queue.follow(), name="queue-follow"),
             asyncio.create_task(hearing.link.run(), name="link-watch"),
-            asyncio.create_task(self._keep_tickets()),
-            asyncio.create_task(every(s.retention_sweep_interval_s, self.retention.sweep, first=True)),
-            asyncio.create_task(every(s.created_sweep_interval_s, self.sweep_created)),
-            asyncio.create_task(every(s.fold_audit_interval_s, self.audit.sweep)),
-            asyncio.create_task(every(s.queue_sweep_interval_s, self._top_up)),
-            asyncio.create_task(every(s.tally_flush_interval_s, self.tallies.flush)),
+            asyncio.create_task(self._keep_tickets(), name="keep-tickets"),
+            asyncio.create_task(every(s.retention_sweep_interval_s, self.retention.sweep, first=True), name="retain"),
+            asyncio.create_task(every(s.created_sweep_interval_s, self.sweep_created), name="created-sweep"),
+            asyncio.create_task(every(s.fold_audit_interval_s, self.audit.sweep), name="fold-audit"),
+            asyncio.create_task(every(s.queue_sweep_interval_s, self._top_up), name="queue-top-up"),
+            asyncio.create_task(every(s.tally_flush_interval_s, self.tallies.flush), name="tally-flush"),
             *(asyncio.create_task(fold.run(), name=fold.durable) for fold in folds),
             *(asyncio.create_task(taker.run(), name=taker.durable) for taker in takers),
         ]
@@ -237,37 +238,44 @@ class Dispatcher:
         republished = self.sweeper.republished if self.sweeper else 0
         return counters | {"created_republished": republished, "fold_repaired": repaired, "local_pool": pool}
 
-    async def stop(self) -> None:
-        """Stop consuming, stop supervising (held tickets are adopted elsewhere), stop the pool."""
+    async def stop(self, clock: StopClock | None = None) -> None:
+        """Stop consuming, stop supervising (held tickets are adopted elsewhere), stop the pool; a slow
+        stop names its slow parts in a warning (``clock``: the caller's, with parts of its own)."""
+        clock = clock or StopClock("dispatcher")
         self._stop_sampling()
-        await cancel_and_wait(self._tasks)
-        for subscription in self._advisories:
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
-        if self.broker is not None:
-            with contextlib.suppress(Exception):
-                await self.broker.stop()
-        if self.attempts is not None:
-            await self.attempts.stop()
-        if self.tallies is not None:
-            with contextlib.suppress(Exception):
-                await self.tallies.flush()
-        if self.quotas is not None:
-            await self.quotas.stop()
-        if self.runtimes is not None:
-            await self.runtimes.stop()
-        if self.positions is not None:
-            await self.positions.stop()
-        if self.clocks is not None:
-            await self.clocks.stop()
-        if self.pool is not None:
-            await self.pool.stop()
-        if self.nc is not None:
-            with contextlib.suppress(Exception):
-                await self.nc.drain()
+        with clock.part("tasks"):
+            await cancel_and_wait(self._tasks)
+        with clock.part("consumers"):
+            for subscription in self._advisories:
+                with contextlib.suppress(Exception):
+                    await subscription.unsubscribe()
+            if self.broker is not None:
+                with contextlib.suppress(Exception):
+                    await self.broker.stop()
+        with clock.part("attempts"):
+            if self.attempts is not None:
+                await self.attempts.stop()
+        with clock.part("tallies and clocks"):
+            await self._stop_books()
+        with clock.part("pool"):
+            if self.pool is not None:
+                await self.pool.stop()
+        with clock.part("nats drain"):
+            if self.nc is not None:
+                with contextlib.suppress(Exception):
+                    await self.nc.drain()
         if self.storage is not None:
             with contextlib.suppress(Exception):
                 await self.storage.aclose()
+        clock.report()
+
+    async def _stop_books(self) -> None:
+        if self.tallies is not None:
+            with contextlib.suppress(Exception):
+                await self.tallies.flush()
+        for book in (self.quotas, self.runtimes, self.positions, self.clocks):
+            if book is not None:
+                await book.stop()
 
     @property
     def dispatch_stream(self) -> str:

@@ -36,18 +36,27 @@ CANCEL_AGAIN_S = 15.0
 """How long :func:`cancel_and_wait` gives a cancelled task before it cancels it again: longer than any
 task's own stop grace (a fold partition finishes its batch for up to 5 s, then lets its pin go for up
 to 5 s), so a second cancel never cuts a graceful stop short; it only ends a task that lost the first."""
+SLOW_STOP_S = 2.0
+"""A task still running this long after its cancel is named in a warning (:func:`cancel_and_wait`)."""
 
 
-async def cancel_and_wait(tasks: Iterable[asyncio.Future[Any]], again_s: float = CANCEL_AGAIN_S) -> None:
+async def cancel_and_wait(
+    tasks: Iterable[asyncio.Future[Any]], again_s: float = CANCEL_AGAIN_S, slow_s: float = SLOW_STOP_S
+) -> None:
     """Cancel ``tasks`` and wait until every one has ended, cancelling again each ``again_s`` those
     still running: a cancel that lands while a nats-py request's reply arrives is swallowed (3.11's
-    ``wait_for`` returns the reply instead), and a task that goes on after it would never end."""
+    ``wait_for`` returns the reply instead), and a task that goes on after it would never end. Those
+    still running ``slow_s`` after a cancel are named in a warning, so a slow stop says what held it."""
     tasks = list(tasks)
     pending = {task for task in tasks if not task.done()}
     while pending:
         for task in pending:
             task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=again_s)
+        _, pending = await asyncio.wait(pending, timeout=min(slow_s, again_s))
+        if pending and again_s > slow_s:
+            names = sorted(getattr(task, "get_name", lambda: "?")() for task in pending)
+            log.warning("%d task(s) still stopping %g s after their cancel: %s", len(pending), slow_s, ", ".join(names))
+            _, pending = await asyncio.wait(pending, timeout=again_s - slow_s)
     for task, outcome in zip(tasks, await asyncio.gather(*tasks, return_exceptions=True), strict=True):
         if isinstance(outcome, Exception):  # a stop does not raise what a task died of: it says so
             log.warning("task %s had ended with %r", getattr(task, "get_name", lambda: "?")(), outcome)

@@ -44,3 +44,34 @@ async def test_ended_tasks_and_their_errors_are_collected_and_logged_not_raised(
     assert isinstance(failed.exception(), RuntimeError)
     assert done.done()
     assert [r.getMessage() for r in caplog.records] == ["task doomed had ended with RuntimeError('boom')"]
+
+
+async def test_a_task_still_stopping_after_slow_s_is_named_in_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    started = asyncio.Event()
+
+    async def lingering() -> None:  # finishes its work for a while after the cancel, as a fold's batch does
+        started.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.3)
+            raise
+
+    async def prompt() -> None:
+        await asyncio.sleep(10)
+
+    tasks = [asyncio.create_task(lingering(), name="fold-3"), asyncio.create_task(prompt(), name="sweep")]
+    await started.wait()
+    with caplog.at_level(logging.WARNING, logger="services.common.nats.connection"):
+        await asyncio.wait_for(cancel_and_wait(tasks, again_s=5.0, slow_s=0.05), timeout=2.0)
+    assert all(task.cancelled() for task in tasks)
+    assert [r.getMessage() for r in caplog.records] == ["1 task(s) still stopping 0.05 s after their cancel: fold-3"]
+
+
+async def test_a_prompt_stop_warns_of_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    task = asyncio.create_task(asyncio.sleep(10), name="sweep")
+    await asyncio.sleep(0)
+    with caplog.at_level(logging.WARNING, logger="services.common.nats.connection"):
+        await cancel_and_wait([task], slow_s=1.0)
+    assert task.cancelled()
+    assert caplog.records == []
