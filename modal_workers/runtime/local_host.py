@@ -19,10 +19,11 @@ from __future__ import annotations
 import os
 import signal
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from services.common.config import BaseServiceSettings
-from services.common.processes import die_with_parent
+from services.common.processes import die_with_parent, use_scratch
 
 
 def _end_group(signum: int, frame: object) -> None:
@@ -31,12 +32,17 @@ def _end_group(signum: int, frame: object) -> None:
 
 
 def worker_main(
-    conn: Connection, settings: BaseServiceSettings, env: dict[str, str], parent_pid: int | None = None
+    conn: Connection,
+    settings: BaseServiceSettings,
+    env: dict[str, str],
+    parent_pid: int | None = None,
+    scratch_root: str | None = None,
 ) -> None:
     """Serve run requests from ``conn`` until it closes or the process ``parent_pid`` dies.
 
     ``settings`` are the dispatcher's (NATS, storage, tracing: what every service shares); ``env`` is
-    what the workers get on top of the dispatcher's environment.
+    what the workers get on top of the dispatcher's environment; temporary files go to this process's
+    folder under ``scratch_root``, which the pool removes once the process is gone.
     """
     os.setsid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the dispatcher's to handle
@@ -44,6 +50,8 @@ def worker_main(
         signal.signal(signal.SIGTERM, _end_group)
         die_with_parent(parent_pid, signal.SIGTERM)
     os.environ.update(env)  # before any workload reads its settings
+    if scratch_root is not None:
+        use_scratch(Path(scratch_root))
     from contracts.runs import RunRequest
     from modal_workers.runtime.sinks import NatsSink
     from modal_workers.runtime.worker_runtime import WorkerRuntime, load_workload

@@ -10,6 +10,8 @@
   command (a pid can be reused).
 - :class:`DirectoryLock`: ``flock`` on a file in a directory, held while the process lives (the
   kernel drops it when the process dies, however it dies), so two processes never share a data dir.
+- :func:`use_scratch`: a process's temporary files in a folder named by its pid, which whoever
+  started it removes once it is gone (:mod:`services.dispatcher.running.scratch`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import select
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,6 +60,23 @@ def preexec_die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None]:
         die_with_parent(parent, sig)
 
     return preexec
+
+
+SCRATCH_PREFIX = "worker-"
+
+
+def scratch_folder(root: Path, pid: int) -> Path:
+    """The scratch folder under ``root`` of process ``pid`` (see :func:`use_scratch`)."""
+    return root / f"{SCRATCH_PREFIX}{pid}"
+
+
+def use_scratch(root: Path) -> Path:
+    """Make this process's scratch folder under ``root`` and send every temporary file there
+    (``TMPDIR`` too, for the programs it runs); the folder."""
+    folder = scratch_folder(root, os.getpid())
+    folder.mkdir(mode=0o700, exist_ok=True)
+    os.environ["TMPDIR"] = tempfile.tempdir = str(folder)
+    return folder
 
 
 def usable_cores() -> int:

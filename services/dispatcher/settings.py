@@ -29,6 +29,11 @@ class DispatcherSettings(BaseServiceSettings):
         description="Environment the local pool's workers get on top of the dispatcher's "
         "(gpurelay dev: the synthetic arm's URDF for splat sessions).",
     )
+    local_worker_scratch_dir: Path | None = Field(
+        default=None,
+        description="Where the local pool's workers keep their temporary files, a folder per worker removed once "
+        "it ends (unset: the system's temporary folder).",
+    )
     local_worker_nats_user: str | None = Field(
         default=None,
         description="The NATS user the local pool's workers connect as (the worker role's; unset: the dispatcher's "

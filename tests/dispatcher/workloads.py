@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -42,6 +43,19 @@ def slow_first(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
     """Attempt 1 runs (with heartbeats) until killed or timed out; later attempts succeed."""
     _mark(ctx)
     ctx.progress(0.1, "started")
+    if ctx.attempt == 1:
+        time.sleep(60)
+    return {"attempt": ctx.attempt}
+
+
+def scratch_first(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
+    """Writes to its work folder and to a temporary file of its own (as a video tool does); attempt 1
+    then runs until killed, later attempts succeed. Reports where both files are."""
+    _mark(ctx)
+    (ctx.work_dir / "input.mp4").write_bytes(b"\0" * 4096)
+    handle, tool_file = tempfile.mkstemp(suffix=".png")
+    os.close(handle)
+    ctx.progress(0.1, "started", {"work_dir": str(ctx.work_dir), "tool_file": tool_file})
     if ctx.attempt == 1:
         time.sleep(60)
     return {"attempt": ctx.attempt}

@@ -29,6 +29,7 @@ from typing import Any
 from contracts.runs import Outcome, RunRequest
 from modal_workers.runtime.local_host import worker_main
 from services.common.nats.identity import as_identity
+from services.dispatcher.running.scratch import PoolScratch
 from services.dispatcher.settings import DispatcherSettings
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,11 @@ class LocalPool:
         self._all: set[PoolProcess] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        self.scratch = PoolScratch(settings.local_worker_scratch_dir)
 
     async def start(self) -> None:
         """Start every process and wait until each is connected and ready."""
+        await asyncio.to_thread(self.scratch.open)
         await asyncio.gather(*(self._spawn() for _ in range(self.size)))
 
     async def _spawn(self) -> None:
@@ -80,7 +83,8 @@ class LocalPool:
         parent_pid = os.getpid() if self.settings.local_workers_die_with_dispatcher else None
         s = self.settings
         worker = as_identity(s, s.local_worker_nats_user, s.local_worker_nats_password)  # not the dispatcher's
-        args = (child, worker, s.local_worker_env, parent_pid)
+        scratch = str(self.scratch.root) if self.scratch.root is not None else None
+        args = (child, worker, s.local_worker_env, parent_pid, scratch)
         process = self._ctx.Process(target=worker_main, args=args, daemon=False)
         # From the loop's thread, not a worker thread: the parent-death signal follows the thread
         # that started the child, and this one lives as long as the process.
@@ -92,6 +96,9 @@ class LocalPool:
             message = await asyncio.wait_for(self._receive(proc), READY_TIMEOUT_S)
         except (WorkerLostError, TimeoutError):
             log.exception("local worker did not start")
+            self.kill(proc)  # one that never answered must not linger
+            proc.process.kill()
+            await asyncio.to_thread(proc.process.join, 3)
             self._discard(proc)
             raise
         if self._closing:
@@ -170,18 +177,23 @@ class LocalPool:
         kill_group(proc.pid)
 
     def _discard(self, proc: PoolProcess) -> None:
+        """Forget ``proc`` (which has ended); its scratch folder goes (the root, at the pool's stop)."""
         self._all.discard(proc)
         with contextlib.suppress(OSError):
             proc.conn.close()
+        if not self._closing and not proc.process.is_alive():
+            self._track(asyncio.create_task(self.scratch.remove(proc.pid)))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _replace(self, proc: PoolProcess) -> None:
         if proc not in self._all:
             return
         self._discard(proc)
         if not self._closing:
-            task = asyncio.create_task(self._respawn())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._track(asyncio.create_task(self._respawn()))
 
     async def _respawn(self) -> None:
         """Replace a dead process, trying again (after a pause) until it starts or the pool closes."""
@@ -210,6 +222,7 @@ class LocalPool:
                 kill_group(proc.pid)
                 await asyncio.to_thread(proc.process.join, 3)
             self._discard(proc)
+        await self.scratch.close()
 
     def occupancy(self) -> dict[str, int]:
         """How many processes the pool should have (``size``), has started, and of those are idle or busy."""
