@@ -12,7 +12,9 @@ from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, local_route, submit
 from tests.support.scheduling import InstantBackend
 
-DELAY_S = 3.0
+DELAY_S = 8.0
+"""The two jobs submitted after the delayed ones must be dispatched within it: 3 s was too short on a
+loaded machine (a run with three test workers on two cores took 3.1 s for both)."""
 
 
 async def test_a_delayed_job_waits_until_due_and_lets_later_jobs_pass(
@@ -26,12 +28,11 @@ async def test_a_delayed_job_waits_until_due_and_lets_later_jobs_pass(
     instant.run_s = 0.05
     instant.gate.set()
     await start_dispatcher({"pose": local_route("noop", concurrency=1)}, backends={"local": instant})
-    # 3 s: the two jobs after them must be dispatched within it (a loaded machine included)
     run_at = (datetime.now(UTC) + timedelta(seconds=DELAY_S)).isoformat()
     delayed = await submit(js, jobs_kv, subjects, POSE | {"delay_s": DELAY_S})
     scheduled = await submit(js, jobs_kv, subjects, POSE | {"run_at": run_at})
     now = [await submit(js, jobs_kv, subjects, POSE) for _ in range(2)]
-    await event_log.wait_ended([delayed, scheduled, *now], 20)
+    await event_log.wait_ended([delayed, scheduled, *now], DELAY_S + 20)
     dispatched = {j: event_log.first(j, "job.dispatched") for j in (delayed, scheduled, *now)}
     created = event_log.first(delayed, "job.created")
     assert created is not None
