@@ -133,6 +133,14 @@ class DispatcherSettings(BaseServiceSettings):
         le=5,
         description="How long a fold batch of only progress-like events waits for more (one record write for all).",
     )
+    fold_max_deliver: int = Field(
+        default=100,
+        ge=2,
+        le=10_000,
+        description="Deliveries of a job event to a fold partition before it is dead-lettered. Only a batch given back "
+        "counts (NATS or KV away past its deadline, about 0.8 x event_ack_wait_s each; a replica that died holding "
+        "it): a failing event is retried in place, up to event_max_deliver times.",
+    )
     fold_record_cache: int = Field(
         default=1_000,
         ge=0,

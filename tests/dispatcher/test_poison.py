@@ -135,9 +135,12 @@ async def test_a_malformed_ticket_is_dead_lettered_and_its_kind_keeps_running(
 async def test_every_consumer_has_bounded_redeliveries(
     start_dispatcher: StartDispatcher, js: JetStreamContext, namespace: Namespace
 ) -> None:
-    dispatcher = await start_dispatcher({"pose": local_route("noop")}, event_max_deliver=4, ticket_max_deliver=9)
+    dispatcher = await start_dispatcher(
+        {"pose": local_route("noop")}, event_max_deliver=4, ticket_max_deliver=9, fold_max_deliver=50
+    )
     jobs, dispatch = namespace.stream(streams.JOBS), dispatcher.dispatch_stream
-    folds = [(namespace.stream(FOLD_STREAM), fold_durable(p), 4) for p in range(dispatcher.settings.fold_partitions)]
+    # a fold partition's bound is fold_max_deliver: only batches given back count there (test_fold_outage.py)
+    folds = [(namespace.stream(FOLD_STREAM), fold_durable(p), 50) for p in range(dispatcher.settings.fold_partitions)]
     assert folds  # the partitioned fold is the default
     for stream, durable, limit in (*folds, (jobs, "dispatcher-uploads", 4)):
         assert (await js.consumer_info(stream, durable)).config.max_deliver == limit

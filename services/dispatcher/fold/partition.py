@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -43,6 +43,7 @@ from services.dispatcher.fold.pinned_pull import ConsumerUnavailable, PinnedCons
 from services.dispatcher.fold.reactions import Reactions
 from services.dispatcher.fold.serial import FOLD_LABEL, FoldConsumer, FoldDurable
 from services.dispatcher.settings import DispatcherSettings
+from services.dispatcher.subscribers import Consumer
 
 log = logging.getLogger(__name__)
 FETCH_WAIT_S = 1.0
@@ -89,12 +90,19 @@ class PartitionFold(FoldDurable):
         self.durable = fold_durable(self.partition)
         self._acks = BatchAcks(self.nc, min(5.0, 0.1 * self.settings.event_ack_wait_s + 0.5))
 
+    @property
+    def consumer(self) -> Consumer:
+        """Bounded on the server at ``fold_max_deliver``, not ``event_max_deliver``: here only a batch given
+        back (an outage past its deadline, a holder that died) counts a delivery; a failing event is
+        retried in place (:class:`~services.dispatcher.fold.batch.BatchFold`, ``event_max_deliver`` tries)."""
+        return Consumer(self.stream, self.durable, replace(self.policy, max_deliver=self.settings.fold_max_deliver))
+
     async def start(self) -> None:
         """Create (or re-make) the pinned consumer and open this replica's inbox for it."""
         s = self.settings
         self._pinned = PinnedConsumer(
             self.stream, self.durable, partition_subject(s.ns, self.partition), ack_wait_s=s.event_ack_wait_s,
-            max_deliver=s.event_max_deliver, max_ack_pending=s.fold_batch,
+            max_deliver=s.fold_max_deliver, max_ack_pending=s.fold_batch,
             pin_timeout_s=s.event_ack_wait_s + PIN_MARGIN_S,
         )  # fmt: skip
         await self._pinned.ensure(self.nc)
