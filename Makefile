@@ -63,11 +63,12 @@ netfaults-tools:
 
 # The suite runs in PYTEST_WORKERS processes, each taking whole test files (module fixtures are set up
 # once); the tests marked serial (a TLS cluster) and the network-fault suite run on their own afterwards,
-# as their nodes' timing is what they test.
+# as their nodes' timing is what they test. Each run lists its 25 slowest tests (CI's whole run must
+# stay well under 25 minutes: this is where to look first).
 PYTEST_WORKERS ?= 3
 
 pytest: venv browser netfaults-tools examples
-	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not netfaults and not serial"
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not netfaults and not serial" --durations=25
 	$(VENV)/bin/pytest -m serial
 	$(VENV)/bin/pytest -m netfaults tests/netfaults
 
