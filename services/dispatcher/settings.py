@@ -32,7 +32,8 @@ class DispatcherSettings(BaseServiceSettings):
     local_worker_scratch_dir: Path | None = Field(
         default=None,
         description="Where the local pool's workers keep their temporary files, a folder per worker removed once "
-        "it ends (unset: the system's temporary folder).",
+        "it ends (unset: the system's temporary folder); the folder is the worker's TMPDIR, whatever "
+        "local_worker_env says.",
     )
     local_worker_nats_user: str | None = Field(
         default=None,
