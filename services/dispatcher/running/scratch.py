@@ -5,19 +5,22 @@ runtime after the run; a worker killed mid-run (a time-out, a cancel, out of mem
 there, and its folder (the job's inputs, frames, outputs: megabytes a run) stayed in the system's
 temporary folder for good. So each pool process works in a folder of its own,
 ``{root}/worker-{pid}`` (:func:`~services.common.processes.use_scratch`: its ``TMPDIR``, so what the
-workload's tools write goes there too), under one
-root per dispatcher process, ``{local_worker_scratch_dir}/gpurelay-pool-{dispatcher pid}-*``. The pool
-removes a worker's folder once the worker has ended, the root when it stops; a pool that starts
-removes what dispatchers that no longer run left, except the folders of their workers still running
-(a busy worker outlives a dispatcher that dies, and finishes its attempt).
+workload's tools write goes there too), under one root per dispatcher process,
+``{local_worker_scratch_dir}/gpurelay-pool-{host}-{dispatcher pid}-*``. The pool removes a worker's
+folder once the worker has ended, the root when it stops; a pool that starts removes what dispatchers
+of its host that no longer run left, except the folders of their workers still running (a busy worker
+outlives a dispatcher that dies, and finishes its attempt). Roots of other hosts (a folder shared by
+containers, whose pids mean nothing here) are left alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import glob
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -32,12 +35,17 @@ def _pid_in(name: str, prefix: str) -> int | None:
     return int(head) if name.startswith(prefix) and head.isdigit() else None
 
 
-def sweep_left_over(base: Path) -> int:
-    """Remove the roots under ``base`` of dispatchers that no longer run, but the folders of their
-    workers still running; how many folders went."""
-    removed = 0
-    for root in base.glob(f"{ROOT_PREFIX}*"):
-        owner = _pid_in(root.name, ROOT_PREFIX)
+def root_prefix(host: str | None = None) -> str:
+    """The start of the names of a host's roots (``host``: this one's by default)."""
+    return f"{ROOT_PREFIX}{host or socket.gethostname()}-"
+
+
+def sweep_left_over(base: Path, host: str | None = None) -> int:
+    """Remove the roots under ``base`` of this host's dispatchers that no longer run, but the folders of
+    their workers still running; how many folders went."""
+    removed, prefix = 0, root_prefix(host)
+    for root in base.glob(f"{glob.escape(prefix)}*"):
+        owner = _pid_in(root.name, prefix)
         if owner is None or is_running(owner) or not root.is_dir():
             continue
         for folder in root.iterdir():
@@ -64,7 +72,7 @@ class PoolScratch:
         self.base.mkdir(parents=True, exist_ok=True)
         if removed := sweep_left_over(self.base):
             log.info("removed %d scratch folder(s) of pool workers gone", removed)
-        self.root = Path(tempfile.mkdtemp(prefix=f"{ROOT_PREFIX}{os.getpid()}-", dir=self.base))
+        self.root = Path(tempfile.mkdtemp(prefix=f"{root_prefix()}{os.getpid()}-", dir=self.base))
         return self.root
 
     async def remove(self, pid: int) -> None:

@@ -20,7 +20,7 @@ from nats.js.kv import KeyValue
 from contracts.job_record import JobStatus
 from contracts.subjects import Subjects
 from services.common.processes import scratch_folder
-from services.dispatcher.running.scratch import ROOT_PREFIX, PoolScratch, sweep_left_over
+from services.dispatcher.running.scratch import PoolScratch, root_prefix, sweep_left_over
 from tests.dispatcher.conftest import StartDispatcher
 from tests.dispatcher.running.test_attempts import worker_pid
 from tests.dispatcher.running.test_pool_processes import RESPAWN_S, gone, until
@@ -44,7 +44,7 @@ async def test_a_killed_workers_files_are_removed_and_the_retry_works_in_a_folde
     assert dispatcher.pool.scratch.root is not None
     root = dispatcher.pool.scratch.root
     assert root.parent == base
-    assert root.name.startswith(f"{ROOT_PREFIX}{os.getpid()}-")
+    assert root.name.startswith(f"{root_prefix()}{os.getpid()}-")
     job = await submit(js, jobs_kv, subjects, POSE)
     await event_log.wait(lambda: event_log.first(job, "job.progress") is not None)
     first = worker_pid(event_log, job)
@@ -73,22 +73,27 @@ async def test_a_killed_workers_files_are_removed_and_the_retry_works_in_a_folde
 def test_a_started_pool_removes_what_dead_dispatchers_left_but_not_a_running_workers_folder(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
     dead_pid = int(dead.stdout)  # a process that has ended
-    left = tmp_path / f"{ROOT_PREFIX}{dead_pid}-abc"
+    here = root_prefix()
+    left = tmp_path / f"{here}{dead_pid}-abc"
     (left / f"worker-{dead_pid}").mkdir(parents=True)
     (left / f"worker-{dead_pid}" / "frame.png").write_bytes(b"x")
     orphan = scratch_folder(left, os.getpid())  # a busy worker that outlived its dispatcher: still running
     orphan.mkdir()
-    gone_too = tmp_path / f"{ROOT_PREFIX}{dead_pid}-def" / f"worker-{dead_pid}"
+    gone_too = tmp_path / f"{here}{dead_pid}-def" / f"worker-{dead_pid}"
     gone_too.mkdir(parents=True)
-    alive = tmp_path / f"{ROOT_PREFIX}{os.getpid()}-ghi" / f"worker-{dead_pid}"  # a running dispatcher's
+    alive = tmp_path / f"{here}{os.getpid()}-ghi" / f"worker-{dead_pid}"  # a running dispatcher's
     alive.mkdir(parents=True)
+    elsewhere = tmp_path / f"{root_prefix('another-host')}{dead_pid}-jkl" / f"worker-{dead_pid}"  # its pids: not ours
+    elsewhere.mkdir(parents=True)
     other = tmp_path / "someone-elses"
     other.mkdir()
 
     assert sweep_left_over(tmp_path) == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([left.name, alive.parent.name, other.name])
+    kept = [left.name, alive.parent.name, elsewhere.parent.name, other.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
     assert list(left.iterdir()) == [orphan]
     assert alive.exists()
+    assert elsewhere.exists()
 
     scratch = PoolScratch(tmp_path)
     root = scratch.open()
