@@ -1,10 +1,15 @@
-"""The bench harness's service handle: what a failed check shows of a child's log."""
+"""The bench harness: what a failed check shows of a child's log, and of an SSE reader cut short."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
+from bench.harness.fault_checks import sse_problems
+from bench.harness.fault_clients import SseReader
 from bench.harness.service_processes import ServiceProcess
 
 
@@ -21,3 +26,15 @@ def test_the_log_excerpt_keeps_warnings_and_errors_of_console_and_json_logs(tmp_
     log.write_text("\n".join(lines) + "\n")
     excerpt = ServiceProcess("dispatcher", {}, log).log_excerpt()
     assert excerpt.splitlines() == ["dispatcher, last of 3 warnings and errors:", lines[2], lines[3], lines[5]]
+
+
+async def test_an_sse_reader_cut_before_its_terminal_event_is_a_problem_not_a_crash() -> None:
+    async def reads_forever() -> None:
+        await asyncio.sleep(60)
+
+    task = asyncio.create_task(reads_forever())
+    reader = cast(SseReader, SimpleNamespace(job_id="job_1", task=task, seqs=[]))
+    assert sse_problems(reader, []) == ["job_1: the SSE reader has not reached a terminal event"]
+    task.cancel()
+    await asyncio.wait([task])
+    assert sse_problems(reader, []) == ["job_1: the SSE reader was cancelled before a terminal event"]

@@ -95,6 +95,8 @@ def sse_problems(reader: SseReader, stored: list[Stored]) -> list[str]:
     """How what ``reader`` read differs from its job's events up to the terminal one (empty: gap-free)."""
     if not reader.task.done():
         return [f"{reader.job_id}: the SSE reader has not reached a terminal event"]
+    if reader.task.cancelled():
+        return [f"{reader.job_id}: the SSE reader was cancelled before a terminal event"]
     if reader.task.exception() is not None:
         return [f"{reader.job_id}: the SSE reader failed: {reader.task.exception()!r}"]
     expected: list[int] = []
@@ -185,7 +187,8 @@ async def settle(
     try:
         async with asyncio.timeout(timeout_s) as budget:
             await wait_terminal(nc, settings, job_ids, timeout_s)
-            await asyncio.gather(*(reader.task for reader in readers), return_exceptions=True)
+            if readers:  # not gather: a gather cut by the time-out cancels the readers, and the audit
+                await asyncio.wait([reader.task for reader in readers])  # must see where each one stopped
             events = await stored_events(nc, settings, job_ids)
             expected = {s.event.id for stored in events.values() for s in stored}
 
