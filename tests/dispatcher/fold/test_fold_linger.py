@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
+import pytest
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -26,6 +27,7 @@ from tests.support.events import create_job, job_event, publish
 LINGER_S = 5.0
 """The settings' most: far longer than a burst takes to publish, even on a loaded machine."""
 BURST, SPACING_S = 5, 0.05
+ROUNDS = 3
 
 
 def _msg(event: str) -> Msg:
@@ -112,6 +114,11 @@ async def _running_job(
     await start_dispatcher(
         {"pose": local_route("noop")}, fold_partitions=1, fold_linger_s=LINGER_S, fold_pin_hold_s=60.0
     )
+    return await _job_running(js, jobs_kv, subjects)
+
+
+async def _job_running(js: JetStreamContext, jobs_kv: KeyValue, subjects: Subjects) -> str:
+    """A new job, folded to running by the dispatcher started."""
     job = await create_job(jobs_kv, "acme")
     await publish(js, subjects, job_event("acme", job, EventType.JOB_QUEUED, je.JobQueuedPayload()))
     dispatched = je.JobDispatchedPayload(backend="local", function="pose")
@@ -166,11 +173,25 @@ async def test_a_burst_longer_than_a_pull_request_is_one_record_write(
 ) -> None:
     """Two progress events further apart than a pull request lasts (``FETCH_WAIT_S``), within the
     linger: the request that ran out is followed by another, and both are one write (the first was
-    written alone when the linger waited on the open request only)."""
+    written alone when the linger waited on the open request only).
+
+    The dispatcher runs on this test's loop. A round whose second event was published only late in
+    the linger (the sleep between them outran its 1.5 s by seconds) says nothing: the loop stalled,
+    on a loaded machine, and the dispatcher with it (the first was written alone twice in fresh-clone
+    runs, cause unproven). Such a round is done again with a new job, up to :data:`ROUNDS` in all; a
+    round without a stall decides, and rounds that all stalled fail."""
     job = await _running_job(start_dispatcher, js, jobs_kv, subjects)
-    async with record_writes(jobs_kv, job) as written:
-        await _progress(js, subjects, job, 0.1)
-        await asyncio.sleep(FETCH_WAIT_S + 0.5)  # the request open when the first came has run out
-        await _progress(js, subjects, job, 0.2)
-        await wait_for(lambda: written[-1].progress.fraction == 0.2, 30, what="the burst written")
-    assert 0.1 not in [r.progress.fraction for r in written]
+    for _ in range(ROUNDS):
+        async with record_writes(jobs_kv, job) as written:
+            await _progress(js, subjects, job, 0.1)
+            first = time.monotonic()
+            await asyncio.sleep(FETCH_WAIT_S + 0.5)  # the request open when the first came has run out
+            await _progress(js, subjects, job, 0.2)
+            apart = time.monotonic() - first
+            await wait_for(lambda: written[-1].progress.fraction == 0.2, 30, what="the burst written")
+        if apart < LINGER_S - 2.0:  # no stall: the second came well within the linger
+            fractions = [r.progress.fraction for r in written]
+            assert 0.1 not in fractions, f"the first written alone; the two were published {apart:.2f} s apart"
+            return
+        job = await _job_running(js, jobs_kv, subjects)
+    pytest.fail(f"in each of {ROUNDS} rounds the loop stalled for most of the {LINGER_S} s linger")
