@@ -24,6 +24,7 @@ from bench.harness.waiting import wait_for
 from services.cli.dev import STOP_GRACE_S
 from tests.support.cpu import core_share
 from tests.support.dev_process import children_of, running_dev, showing_dev_log
+from tests.support.stopping import sigstop
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(360)]
 PAUSE_S = 15.0
@@ -47,7 +48,7 @@ async def test_a_paused_nats_server_leaves_gpurelay_dev_answering_idle_and_stopp
             first, second = [(await api.post("/v1/sessions", json={"kind": "splat"})).json()["id"] for _ in "ab"]
             await wait_for(status_is(first, "running"), 60, "the first session running")
 
-            os.kill(nats_pid, signal.SIGSTOP)
+            sigstop(nats_pid)
             try:
                 await asyncio.sleep(PAUSE_S)
             finally:

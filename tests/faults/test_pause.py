@@ -30,6 +30,7 @@ from bench.harness.waiting import wait_for
 from services.common.nats.embedded import EmbeddedNats
 from tests.support.cpu import core_share
 from tests.support.sessions import jpeg
+from tests.support.stopping import sigstop
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 PAUSE_S = 15.0
@@ -75,7 +76,7 @@ async def stack(
 def paused(pid: int | None, seconds: float) -> asyncio.Task[None]:
     """SIGSTOP ``pid`` now and SIGCONT it after ``seconds`` (in the background)."""
     assert pid is not None
-    os.kill(pid, signal.SIGSTOP)
+    sigstop(pid)
 
     async def resume() -> None:
         try:

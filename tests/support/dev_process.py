@@ -127,14 +127,6 @@ def running(pid: int) -> bool:
     return process_state(pid) not in (None, "Z")
 
 
-async def wait_stopped(pid: int, timeout_s: float = 5.0) -> None:
-    """Wait until ``pid`` is stopped (SIGSTOP sent: the kernel stops it at its next scheduling)."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while process_state(pid) != "T":  # another process's state: nothing to await
-        assert asyncio.get_running_loop().time() < deadline, f"{pid} not stopped within {timeout_s} s"
-        await asyncio.sleep(0.01)
-
-
 async def wait_gone(pids: list[int], timeout_s: float) -> list[int]:
     """Poll until every pid in ``pids`` has exited; those still running at the deadline."""
     deadline = asyncio.get_running_loop().time() + timeout_s

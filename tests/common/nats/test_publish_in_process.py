@@ -21,6 +21,7 @@ from nats.js.api import StreamConfig
 
 from services.common.nats.cluster import NatsCluster, wait_current, wait_jetstream
 from services.common.nats.publish import MSG_ID, until_stored
+from tests.support.stopping import sigstop
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(90)]
 PAUSE_S = 3.0
@@ -39,7 +40,7 @@ async def test_a_publish_retried_while_its_first_try_replicates_is_stored_once(t
             assert leader is not None
             followers = [n for n in cluster.nodes if n.server_name != leader.leader]
             for node in followers:
-                os.kill(node.pid or 0, signal.SIGSTOP)
+                sigstop(node.pid or 0)
             try:
                 publishing = asyncio.create_task(
                     until_stored(lambda: js.publish("r3.a", b"once", headers={MSG_ID: "m1"}), "r3.a")

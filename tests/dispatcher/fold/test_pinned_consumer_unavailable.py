@@ -19,6 +19,7 @@ from nats.js.api import RetentionPolicy, StreamConfig
 from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.fold import pinned_pull
 from services.dispatcher.fold.pinned_pull import PinnedConsumer
+from tests.support.stopping import sigstop
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
 REQUEST_TIMEOUT_S = 0.5
@@ -38,7 +39,7 @@ async def test_a_consumer_is_ensured_across_a_pause_longer_than_a_request(
             await js.add_stream(StreamConfig(name="WQ", subjects=["wq.>"], retention=RetentionPolicy.WORK_QUEUE))
             consumer = PinnedConsumer("WQ", "fold", "wq.>", ack_wait_s=8.0, max_deliver=3, max_ack_pending=64,
                                       pin_timeout_s=10.0)  # fmt: skip
-            os.kill(server.pid, signal.SIGSTOP)
+            sigstop(server.pid)
             try:
                 ensuring = asyncio.create_task(consumer.ensure(nc))
                 await asyncio.sleep(PAUSE_S)  # the pause (the fault), not a wait for a result

@@ -21,6 +21,7 @@ from nats.js.api import StreamConfig
 from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.fold import pinned_pull
 from services.dispatcher.fold.pinned_pull import PinnedConsumer, PinnedPull
+from tests.support.stopping import sigstop
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(90)]
 PAUSE_S = 4.0
@@ -58,7 +59,7 @@ async def test_a_pull_overdue_across_a_pause_settles_without_spinning(
 
     reconnects = nc.stats["reconnects"]
     assert server.pid is not None
-    os.kill(server.pid, signal.SIGSTOP)
+    sigstop(server.pid)
     try:  # the holder keeps pulling while the server sleeps: its request's status is overdue
         began = time.monotonic()
         while time.monotonic() - began < PAUSE_S:

@@ -28,6 +28,7 @@ from tests.support.sessions import (
     publish_event,
     until_closed,
 )
+from tests.support.stopping import sigstop
 
 MAX_FRAME = 64 * 1024
 
@@ -180,7 +181,7 @@ async def test_a_control_message_that_meets_nats_away_gets_unavailable_and_the_s
         await ws.send(jpeg(1))
         assert (await next_json(ws, skip=("event",)))["seq"] == 1
         assert nats_server.pid is not None
-        os.kill(nats_server.pid, signal.SIGSTOP)
+        sigstop(nats_server.pid)
         try:
             await ws.send(json.dumps({"type": "stop"}))
             error = await next_json(ws, timeout_s=30, skip=("event",))

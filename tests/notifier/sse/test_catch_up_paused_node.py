@@ -32,6 +32,7 @@ from services.common.nats.connection import apply_declarations
 from services.notifier.sse.hub import Hub, job_key
 from services.notifier.sse.tap import Tap
 from tests.support.events import job_event, publish
+from tests.support.stopping import sigstop
 
 pytestmark = [pytest.mark.serial, pytest.mark.faults, pytest.mark.timeout(180)]
 ROUNDS = 3
@@ -93,7 +94,7 @@ async def test_a_jobs_first_event_is_caught_up_with_a_node_paused_and_just_resum
         lagging = 0
         for n in range(ROUNDS):
             job = f"job_paused_{n}"
-            os.kill(paused.pid, signal.SIGSTOP)
+            sigstop(paused.pid)
             try:
                 filler = [job_event("acme", f"job_filler_{n}", EventType.JOB_LOG) for _ in range(FILLER)]
                 await asyncio.gather(*(publish(leader_js, subjects, event) for event in filler))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from services.common.processes import preexec_die_with_parent
 from tests.support.netns.network import TestNet
+from tests.support.stopping import sigstop
 
 STOP_S = 15.0
 
@@ -28,7 +29,7 @@ class Pausable:
     def pause(self) -> None:
         """SIGSTOP it (a frozen host: it neither reads nor writes)."""
         assert self.pid is not None, "not running"
-        os.kill(self.pid, signal.SIGSTOP)
+        sigstop(self.pid)
 
     def resume(self) -> None:
         """SIGCONT it (nothing if it is not running)."""

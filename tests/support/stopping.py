@@ -1,0 +1,45 @@
+"""SIGSTOP that has taken hold before the test goes on.
+
+``kill(pid, SIGSTOP)`` returns once the signal is queued. The kernel wakes one thread of the target to
+take it, and only that thread stops the others; on a loaded machine it may not run for a while, and
+meanwhile the process's other threads go on serving (a CI run's paused nats-server stored a stop that
+the test sent after the kill). :func:`sigstop` waits until every thread is stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+STOP_TAKES_HOLD_S = 10.0
+
+
+def thread_states(pid: int) -> list[str]:
+    """The state letter of each of ``pid``'s threads (``T`` stopped); ``[]``: no such process."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+        except (OSError, IndexError):  # a thread that just ended
+            continue
+    return states
+
+
+def stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is stopped (``T``, or ``t`` under a tracer)."""
+    states = thread_states(pid)
+    return bool(states) and all(state in "Tt" for state in states)
+
+
+def sigstop(pid: int, timeout_s: float = STOP_TAKES_HOLD_S) -> None:
+    """SIGSTOP ``pid`` and return once all its threads are stopped (AssertionError past ``timeout_s``).
+
+    It blocks: the wait is for another process, typically a few milliseconds, and a caller that let
+    its own loop run meanwhile would be testing a process still half awake."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout_s
+    while not stopped(pid):
+        assert time.monotonic() < deadline, f"{pid} not stopped within {timeout_s:g} s: {thread_states(pid)}"
+        time.sleep(0.002)
