@@ -94,12 +94,19 @@ class FeedControl(Contract):
 
 
 class FeedBacklog(Contract):
-    """Where the session's FRAMES stood when the feed opened: its items up to ``stream_seq`` are a backlog."""
+    """Where the session's FRAMES stood when the feed opened: its items up to ``stream_seq`` are a backlog;
+    and its robot's joint samples up to ``joints_stream_seq`` (those frames' samples among them)."""
 
     model_config = _STRICT
 
     type: Literal["backlog"] = "backlog"
     stream_seq: int = Field(ge=0, description="The session's last FRAMES stream sequence when the feed opened.")
+    joints_stream_seq: int | None = Field(
+        default=None,
+        ge=0,
+        description="The robot's last TELEMETRY stream sequence when the feed opened, when the feed has samples "
+        "up to it still to hand on (none: no robot, or nothing stored since where the feed starts).",
+    )
 
 
 def frame_headers(session_id: str, seq: int, ts: float, content_type: str, pose: Pose | None = None) -> dict[str, str]:

@@ -24,8 +24,10 @@ at most :data:`~modal_workers.runtime.session_resume.MEMORY_MAX` frames and ``ME
 
 Each frame gets the robot's joint sample nearest to its capture time within ``joint_tolerance_s``
 (:class:`~modal_workers.runtime.session_frames.JointTrack`). When the session expects joints, a frame is
-held (at most ``joint_tolerance_s`` after it arrived) until a sample at or after its time has arrived, so
-a sample sent a moment after its frame still matches.
+held (at most ``joint_tolerance_s`` after it arrived, or after the input opened) until a sample at or
+after its time has arrived, so a sample sent a moment after its frame still matches. The input opens
+only once the feed handed over the samples stored when it opened, as well as the frames: a backlog's
+frames (a session starting, a resumed one) come at once, its samples from a second consumer.
 """
 
 from __future__ import annotations
@@ -72,6 +74,9 @@ class SessionInput:
         self.opened = hold is None
         self.backlog: int | None = None
         """The FRAMES sequence up to which the feed's items are a backlog (``None``: not known yet)."""
+        self.joints_backlog = 0
+        """The TELEMETRY sequence up to which the robot's samples were stored when the feed opened: the
+        backlog's frames wait for them (a feed opens on the joints after the frames)."""
         self.marks = StreamMarks()
         self.idle_timeout_s, self.max_session_s, self.expects_joints = idle_timeout_s, max_session_s, expects_joints
         self.clock = clock
@@ -80,7 +85,7 @@ class SessionInput:
         self._joints = JointTrack(joint_tolerance_s)
         self.restored_until = 0
         """The FRAMES sequence up to which frames are a lost worker's memory, handed out as ``restored``."""
-        self._started = self._last_frame = clock()
+        self._started = self._last_frame = self._opened_at = clock()
         self._stop: StopReason | None = None
         self.frames_received = self.frames_processed = self.frames_dropped = 0
         self.joints_received = 0
@@ -92,6 +97,7 @@ class SessionInput:
         with self._cond:
             if isinstance(item, FeedBacklog):
                 self.backlog = max(self.backlog or 0, item.stream_seq)
+                self.joints_backlog = max(self.joints_backlog, item.joints_stream_seq or 0)
             elif isinstance(item, FeedJoints):
                 self._put_joints(item)
             elif isinstance(item, FeedFrame):
@@ -160,10 +166,15 @@ class SessionInput:
         return sum(isinstance(i, _Pending) and i.new for i in self._items)
 
     def caught_up(self, timeout: float) -> bool:
-        """Whether the feed handed over its backlog (waits up to ``timeout`` seconds for it)."""
+        """Whether the feed handed over its backlog, the joint samples stored by then included (waits up
+        to ``timeout`` seconds for it)."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self.backlog is None or self.last_frame_stream_seq < self.backlog:
+            while (
+                self.backlog is None
+                or self.last_frame_stream_seq < self.backlog
+                or self.last_joints_stream_seq < self.joints_backlog
+            ):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -174,7 +185,8 @@ class SessionInput:
         """The workload is ready: hand out what was held (at the next poll); how many frames that is."""
         with self._cond:
             self.opened = True
-            self._last_frame = max(self._last_frame, self.clock())  # idle counts from now
+            self._opened_at = self.clock()
+            self._last_frame = max(self._last_frame, self._opened_at)  # idle counts from now
             self._cond.notify_all()
             return self.held()
 
@@ -253,7 +265,7 @@ class SessionInput:
     def _ready(self, pending: _Pending) -> bool:
         if not self.expects_joints or self._joints.covers(pending.frame.ts):
             return True
-        return self.clock() - pending.arrived >= self.tolerance
+        return self.clock() - max(pending.arrived, self._opened_at) >= self.tolerance  # a held frame: from the open
 
     def _matched(self, pending: _Pending) -> SessionFrame:
         f = pending.frame

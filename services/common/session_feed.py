@@ -110,14 +110,20 @@ class NatsSessionFeed:
         self._subs: list[Any] = []
 
     async def start(self) -> None:
-        """Subscribe; items start arriving at ``on_item``."""
+        """Subscribe; items start arriving at ``on_item``, and a :class:`FeedBacklog` saying where the
+        session's frames and its robot's samples stood (the samples' consumer opens after it)."""
         subjects = Subjects(self.ns)
         frames = subjects.session_frames(self.tenant, self.session_id).rpartition(".")[0] + ".*"
         self._subs.append(await self._ordered(frames, streams.FRAMES, self._on_frames, self._frames_config()))
-        self.on_item(FeedBacklog(stream_seq=await self._last_frames_seq(subjects)), None)
+        joints, config, joints_backlog = None, None, None
         if self.robot_id is not None:
             joints = subjects.robot_joints(self.tenant, self.robot_id)
             config = await self._joints_config(joints)
+            last = await last_seq(self.js, self.ns.stream(streams.TELEMETRY), joints)
+            joints_backlog = last if last > self._joints_floor else None  # stored, still to come
+        backlog = FeedBacklog(stream_seq=await self._last_frames_seq(subjects), joints_stream_seq=joints_backlog)
+        self.on_item(backlog, None)
+        if joints is not None and config is not None:
             self._subs.append(await self._ordered(joints, streams.TELEMETRY, self._on_joints, config))
 
     async def _ordered(self, subject: str, stream: str, cb: Any, config: ConsumerConfig) -> Any:

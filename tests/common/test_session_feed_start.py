@@ -15,7 +15,7 @@ from nats.js import JetStreamContext
 
 from contracts.events.registry import EventType, make_event
 from contracts.events.robots import JointSample
-from contracts.session_feed import H_SEQ, H_TS, FeedFrame, FeedJoints
+from contracts.session_feed import H_SEQ, H_TS, FeedBacklog, FeedFrame, FeedJoints
 from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.embedded import EmbeddedNats
@@ -103,3 +103,32 @@ async def test_a_feed_of_new_joint_samples_gets_no_older_one_after_its_consumer_
     feed = NatsSessionFeed(js, namespace, "acme", SESSION, ROBOT, on_item, FeedStart(joints_since=since))
     await restart_and_publish(nats_server, feed, lambda: publish_joints(js, subjects, 4), fourth)
     assert seen == [pytest.approx(0.04)]
+
+
+async def test_the_feeds_backlog_says_up_to_where_the_samples_since_its_start_were_stored(
+    js: JetStreamContext, namespace: Namespace, declared: Declarations
+) -> None:
+    """``joints_stream_seq``: the robot's last sample when the feed opened, if it is one the feed hands on
+    (the worker opens its input only once it came); none when no sample since the start was stored."""
+    subjects = Subjects(namespace)
+    before = await publish_joints(js, subjects, 1)
+    await asyncio.sleep(0.05)
+    since = datetime.now(UTC)
+    backlogs: list[FeedBacklog] = []
+
+    async def opened() -> FeedBacklog:
+        backlogs.clear()
+        feed = NatsSessionFeed(
+            js, namespace, "acme", SESSION, ROBOT,
+            lambda item, _: backlogs.append(item) if isinstance(item, FeedBacklog) else None,
+            FeedStart(joints_since=since),
+        )  # fmt: skip
+        await feed.start()
+        await feed.stop()
+        [backlog] = backlogs
+        return backlog
+
+    assert (await opened()).joints_stream_seq is None  # only a sample from before the start
+    after = [await publish_joints(js, subjects, n) for n in (2, 3)]
+    assert before < after[0]
+    assert (await opened()).joints_stream_seq == after[-1]

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from contracts.session_feed import FeedControl, FeedFrame, FeedJoints
+from contracts.session_feed import FeedBacklog, FeedControl, FeedFrame, FeedJoints
 from modal_workers.runtime.session_input import SessionInput
 
 
@@ -130,6 +130,40 @@ def test_a_frame_waits_briefly_for_a_sample_sent_just_after_it() -> None:
     [alone] = feed.poll().frames
     assert alone.seq == 2
     assert alone.joints is None
+
+
+def test_a_backlogs_frames_wait_for_the_samples_stored_before_the_feed_opened() -> None:
+    """A feed opening on a backlog (a session starting, a resumed one) hands over its frames at once and
+    the joint samples stored meanwhile later, from a second consumer: the input opens only once those
+    samples came too, so every backlog frame gets its sample however late they come. (A fresh-clone run
+    replayed a resumed session's frame 5 without one: the frames were handed out on their own.)"""
+    clock = Clock()
+    feed = SessionInput(joint_tolerance_s=0.05, expects_joints=True, clock=clock, hold=8)
+    feed.put(FeedBacklog(stream_seq=2, joints_stream_seq=41))
+    feed.put(frame(1, ts=100.0), b"a")
+    feed.put(frame(2, ts=100.1), b"b")
+    clock.now += 2.0  # the samples' consumer is slow to open on a loaded machine
+    assert not feed.caught_up(0.0)
+    feed.put(joints(100.0, 0.1, stream_seq=40))
+    assert not feed.caught_up(0.0)  # 41 still to come
+    feed.put(joints(100.1, 0.2, stream_seq=41))
+    assert feed.caught_up(0.0)
+    assert feed.open() == 2
+    assert [(f.seq, f.joints) for f in feed.poll().frames] == [(1, [0.1] * 6), (2, [0.2] * 6)]
+
+
+def test_a_held_frame_waits_for_its_sample_from_the_open_not_from_its_arrival() -> None:
+    """A backlog frame whose sample was sent just after it (after the feed opened) still gets it."""
+    clock = Clock()
+    feed = SessionInput(joint_tolerance_s=0.05, expects_joints=True, clock=clock, hold=8)
+    feed.put(FeedBacklog(stream_seq=1))
+    feed.put(frame(1, ts=100.0), b"a")
+    clock.now += 2.0
+    assert feed.caught_up(0.0)
+    feed.open()
+    assert feed.poll().frames == []  # held: arrived 2 s ago, but handed out only from now
+    feed.put(joints(100.01, 0.7, stream_seq=5))
+    assert [f.joints for f in feed.poll().frames] == [[0.7] * 6]
 
 
 def test_poll_wakes_when_a_frame_arrives_from_another_thread() -> None:
