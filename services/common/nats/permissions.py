@@ -80,7 +80,7 @@ GRANTS: dict[Role, Grant] = {
     ),
     "dispatcher": Grant(
         publish=(*job_events(DISPATCHER_EVENTS), "dispatch.>", "deadletter.dispatcher.>"),
-        subscribe=(f"{JOB_RECORDS}.>",),
+        subscribe=(f"{JOB_RECORDS}.>", *job_events(["heartbeat"])),  # heard as they pass (running/hearing.py)
         streams={s.JOBS: READ, s.DISPATCH: READ, s.DEADLETTER: frozenset({"info"}), s.JOBS_FOLD: MANAGE},
         buckets={
             s.KV_JOBS: WRITE, s.KV_UPLOADS: READ, s.KV_DISPATCHER_WAITS: WRITE, s.KV_DISPATCH_QUEUE: WRITE,

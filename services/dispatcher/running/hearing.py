@@ -9,21 +9,32 @@ that fails or takes longer than :data:`STALL_S`, or a gap between two longer tha
 ``INTERVAL_S + STALL_S``, moves :attr:`LinkWatch.regained_at` to the moment the view came back; and
 before a silence is called, :meth:`Hearing.last_sign` asks again and reads the attempt's last
 heartbeat from the log itself. The round trips are PINGs: no traffic on any subject.
+
+The log stores a heartbeat only once the stream's turn comes: a server storing a flood (every write
+synced, a loaded disk) can be seconds behind while it answers PINGs at once, and a CI run called every
+held attempt silent so. So while it supervises an attempt a replica also hears its heartbeats as the
+server passes them on (:meth:`Hearing.listening`: a plain subscription on that job's heartbeat
+subject), which does not wait for the store.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import time
+from collections.abc import AsyncIterator
 
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
 from contracts import streams
 from contracts.subjects import Subjects
 from services.common.nats.round_trip import round_trip
 
+log = logging.getLogger(__name__)
 INTERVAL_S = 0.5
 STALL_S = 1.0
 """A round trip or a gap between two longer than this (beyond the interval) is a stall."""
@@ -68,11 +79,43 @@ class Hearing:
         self.link = LinkWatch(nc)
         self.nc, self.subjects = nc, subjects
         self.stream = subjects.ns.stream(streams.JOBS)
+        self._heard: dict[tuple[str, str, int], float] = {}
+        """When each attempt listened to last had a heartbeat passed on (wall clock); one entry per
+        supervised attempt, gone when its supervision ends."""
+
+    @contextlib.asynccontextmanager
+    async def listening(self, tenant: str, job_id: str, attempt: int) -> AsyncIterator[None]:
+        """Hear the attempt's heartbeats as they pass (:meth:`heard`) while the block runs."""
+        key = (tenant, job_id, attempt)
+
+        async def on_heartbeat(msg: Msg) -> None:
+            with contextlib.suppress(ValueError, AttributeError):
+                if json.loads(msg.data).get("attempt") == attempt:
+                    self._heard[key] = time.time()
+
+        subject = self.subjects.job_event(tenant, job_id, "heartbeat")
+        sub = None
+        try:
+            sub = await self.nc.subscribe(subject, cb=on_heartbeat)
+        except Exception as exc:  # noqa: BLE001 - the log alone then, as before
+            log.warning("cannot listen to %s (%s); its silence is judged from the log", subject, exc)
+        try:
+            yield
+        finally:
+            self._heard.pop(key, None)
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+    def heard(self, tenant: str, job_id: str, attempt: int) -> float:
+        """When a heartbeat of the attempt last passed by (0: none heard, or not listening)."""
+        return self._heard.get((tenant, job_id, attempt), 0.0)
 
     async def last_sign(self, tenant: str, job_id: str, attempt: int) -> float:
-        """The latest of: when this replica's view of NATS began, and when the log stored the attempt's
-        last heartbeat (wall clock). The record can lag behind the log; the log cannot."""
-        since = await self.link.observing_since()
+        """The latest of: when this replica's view of NATS began, when it last heard the attempt's
+        heartbeat pass, and when the log stored the attempt's last heartbeat (wall clock). The record
+        can lag behind the log, and the log behind the heartbeats passing."""
+        since = max(await self.link.observing_since(), self.heard(tenant, job_id, attempt))
         subject = self.subjects.job_event(tenant, job_id, "heartbeat")
         try:
             last = await self.nc.jetstream().get_last_msg(self.stream, subject)

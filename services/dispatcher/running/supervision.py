@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,8 @@ from services.dispatcher.running.hearing import Hearing
 from services.dispatcher.running.held_records import Follower
 from services.dispatcher.running.local_pool import WorkerLostError
 from services.dispatcher.store import Ticket
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -65,8 +68,18 @@ async def wait_for_verdict(
 ) -> Verdict:
     """Until the first of: an outcome, a lost worker, the timeout, ``silence`` s without a sign of
     life, a cancel request, or the job ending (or moving to a later attempt) elsewhere. With
-    ``hearing``, a silence is confirmed against the link and the log before it is called
-    (:mod:`~services.dispatcher.running.hearing`)."""
+    ``hearing``, the attempt's heartbeats are heard as they pass, and a silence is confirmed against the
+    link and the log before it is called (:mod:`~services.dispatcher.running.hearing`)."""
+    if hearing is None:
+        return await _wait(held, launch, timeout_at, silence, None)
+    ticket = held.ticket
+    async with hearing.listening(ticket.tenant, ticket.job_id, ticket.attempt):
+        return await _wait(held, launch, timeout_at, silence, hearing)
+
+
+async def _wait(
+    held: Held, launch: Launch | None, timeout_at: float, silence: float, hearing: Hearing | None
+) -> Verdict:
     confirmed = False
     while True:
         record = held.record
@@ -77,7 +90,8 @@ async def wait_for_verdict(
             return Verdict("ended")
         if record.cancel_requested:
             return Verdict("cancel")
-        signs = [held.began, held.heard_at] + [
+        heard = hearing.heard(held.ticket.tenant, held.ticket.job_id, held.ticket.attempt) if hearing else 0.0
+        signs = [held.began, held.heard_at, heard] + [
             t.timestamp() for t in (record.heartbeat_at, record.timings.started_at) if t is not None
         ]
         silent_at, now = max(signs) + silence, time.time()
@@ -85,6 +99,9 @@ async def wait_for_verdict(
             return Verdict("timeout", message=f"the attempt ran past its {held.route.timeout_s:g} s timeout")
         if now >= silent_at:
             if hearing is None or confirmed:
+                log.warning("job %s attempt %d: no sign of life for %.1f s (the link's view unbroken for %.1f s)",
+                            held.ticket.job_id, held.ticket.attempt, now - max(signs),
+                            now - hearing.link.regained_at if hearing else -1.0)  # fmt: skip
                 return Verdict("silent", message=f"no heartbeat for {silence:g} s")
             ticket = held.ticket
             held.heard_at = max(held.heard_at, await hearing.last_sign(ticket.tenant, ticket.job_id, ticket.attempt))
