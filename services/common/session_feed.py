@@ -45,11 +45,6 @@ FeedItem = FeedFrame | FeedJoints | FeedControl | FeedBacklog
 OnItem = Callable[[FeedItem, bytes | None], None]
 PENDING_BYTES = 64 * 1024 * 1024
 """Client-side bound on messages received and not yet handed over (a slow ``on_item`` is cut)."""
-FEED_HEARTBEAT_S = 1.0
-"""The idle heartbeat a live session's ordered consumers ask for. nats-py makes such a consumer again
-after two heartbeat periods with nothing (a restarted server loses a memory consumer): a feed stalls 2 to
-4 s then, not 10 to 20 s as at nats-py's 5 s. An idle consumer costs one message a second; one with
-frames or events coming costs none."""
 
 
 @dataclass(frozen=True)
@@ -137,7 +132,6 @@ class NatsSessionFeed:
             stream=self.ns.stream(stream),
             cb=cb,
             ordered_consumer=True,
-            idle_heartbeat=FEED_HEARTBEAT_S,
             config=config,
             pending_bytes_limit=PENDING_BYTES,
         )

@@ -45,7 +45,6 @@ from services.common.auth.scoped import Scope, allows
 from services.common.http.problem import ProblemError
 from services.common.nats.connection import UNAVAILABLE
 from services.common.nats.kv import last_seq
-from services.common.session_feed import FEED_HEARTBEAT_S
 from services.gateway.sessions.http import PrincipalOf, image_type, socket_session
 from services.gateway.sessions.intake import SessionIntake
 from services.gateway.ws_auth import WS_FORBIDDEN, WS_UNAUTHORIZED
@@ -142,9 +141,8 @@ class _Socket:
             await queue.put(msg)
 
         sub = await state.js.subscribe(
-            subject, stream=state.settings.ns.stream(JOBS), cb=on_msg, ordered_consumer=True,
-            idle_heartbeat=FEED_HEARTBEAT_S, config=config,
-        )  # fmt: skip
+            subject, stream=state.settings.ns.stream(JOBS), cb=on_msg, ordered_consumer=True, config=config
+        )
         try:
             while True:
                 msg = await queue.get()
