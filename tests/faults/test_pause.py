@@ -125,7 +125,6 @@ async def test_a_15_s_pause_mid_load_wedges_nothing_and_loses_nothing(
     assert result.problems() == []  # SSE gap-free and in order, lifecycles whole, KV == fold(stream)
     assert (result.terminal, result.webhooks_missing) == (JOBS, 0)
     said = "\n".join(service.log_excerpt(12) for service in services)  # a silence called names its job
-    assert result.retried == 0, f"{result.retried} jobs retried: attempts were called lost\n{said}"
     assert await session_result(fault, key, session_id) == seqs, said  # every frame, before and after the pause
 
     pids = {s.service + str(i): s.pid for i, s in enumerate(services)}
