@@ -27,8 +27,9 @@ from typing import Any, Protocol
 import numpy as np
 from gpurelay_client import Client, JointPublisher, Session, joint_radians
 
-SPLAT_PARAMS = {"joint_tolerance_ms": 250, "snapshot_every_s": 1.0}
-"""A frame's joint sample may be a quarter second off its capture time (two clocks, one loop period)."""
+SPLAT_PARAMS = {"joint_tolerance_ms": 250, "joint_wait_ms": 1000, "snapshot_every_s": 1.0}
+"""A frame's joint sample may be a quarter second off its capture time (two clocks, one loop period), and
+may reach the worker up to a second after the frame (two paths, a busy machine)."""
 FIGURES = ("frame_count", "frames_used", "frames_without_pose", "gaussian_count", "steps", "psnr")
 
 

@@ -94,6 +94,7 @@ class LiveSession:
         self.input = SessionInput(
             buffer=params.frame_buffer,
             joint_tolerance_s=params.joint_tolerance_ms / 1000,
+            joint_wait_s=params.joint_wait_ms / 1000,
             idle_timeout_s=params.idle_timeout_s,
             max_session_s=params.max_session_s,
             expects_joints=expects_joints,

@@ -24,8 +24,9 @@ at most :data:`~modal_workers.runtime.session_resume.MEMORY_MAX` frames and ``ME
 
 Each frame gets the robot's joint sample nearest to its capture time within ``joint_tolerance_s``
 (:class:`~modal_workers.runtime.session_frames.JointTrack`). When the session expects joints, a frame is
-held (at most ``joint_tolerance_s`` after it arrived, or after the input opened) until a sample at or
-after its time has arrived, so a sample sent a moment after its frame still matches. The input opens
+held (at most ``joint_wait_s`` after it arrived, or after the input opened) until a sample at or
+after its time has arrived, so a sample sent with its frame still matches however the two paths (the
+session socket, the robot's) delay them. The input opens
 only once the feed handed over the samples stored when it opened, as well as the frames: a backlog's
 frames (a session starting, a resumed one) come at once, its samples from a second consumer.
 """
@@ -64,13 +65,14 @@ class SessionInput:
         *,
         buffer: int = 8,
         joint_tolerance_s: float = 0.05,
+        joint_wait_s: float = 0.25,
         idle_timeout_s: float = 300.0,
         max_session_s: float = 3600.0,
         expects_joints: bool = False,
         clock: Callable[[], float] = time.monotonic,
         hold: int | None = None,
     ) -> None:
-        self.buffer, self.tolerance, self.hold = buffer, joint_tolerance_s, hold
+        self.buffer, self.tolerance, self.joint_wait_s, self.hold = buffer, joint_tolerance_s, joint_wait_s, hold
         self.opened = hold is None
         self.backlog: int | None = None
         """The FRAMES sequence up to which the feed's items are a backlog (``None``: not known yet)."""
@@ -225,7 +227,7 @@ class SessionInput:
                 left = deadline - self.clock()
                 if left <= 0:
                     return SessionBatch()
-                self._cond.wait(min(left, max(self.tolerance, 0.01)))
+                self._cond.wait(min(left, max(self.joint_wait_s, 0.01)))
 
     def _take(self) -> SessionBatch | None:
         if self._stop is not None:
@@ -265,7 +267,7 @@ class SessionInput:
     def _ready(self, pending: _Pending) -> bool:
         if not self.expects_joints or self._joints.covers(pending.frame.ts):
             return True
-        return self.clock() - max(pending.arrived, self._opened_at) >= self.tolerance  # a held frame: from the open
+        return self.clock() - max(pending.arrived, self._opened_at) >= self.joint_wait_s  # a held frame: from the open
 
     def _matched(self, pending: _Pending) -> SessionFrame:
         f = pending.frame

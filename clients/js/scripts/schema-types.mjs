@@ -16,6 +16,10 @@ const FLAGS = ["--default-non-nullable", "false"];
 
 function generate(out) {
   const run = spawnSync(bin, [spec, "-o", out, ...FLAGS], { encoding: "utf8" });
+  if (run.error) {
+    process.stderr.write(`${bin} did not run (${run.error.message}): run \`npm ci\` first.\n`);
+    process.exit(1);
+  }
   if (run.status !== 0) {
     process.stderr.write(run.stdout + run.stderr);
     process.exit(run.status ?? 1);

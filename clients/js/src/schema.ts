@@ -3035,6 +3035,12 @@ export interface components {
              */
             joint_tolerance_ms?: number;
             /**
+             * Joint Wait Ms
+             * @description How long a frame waits for a joint sample at or after its time (the samples come by another path than the frames); then it goes with the nearest it has.
+             * @default 250
+             */
+            joint_wait_ms?: number;
+            /**
              * Max Gaussians
              * @default 200000
              */
@@ -3377,6 +3383,12 @@ export interface components {
              * @default 50
              */
             joint_tolerance_ms?: number;
+            /**
+             * Joint Wait Ms
+             * @description How long a frame waits for a joint sample at or after its time (the samples come by another path than the frames); then it goes with the nearest it has.
+             * @default 250
+             */
+            joint_wait_ms?: number;
             /**
              * Max Images Per Chunk
              * @description Frames of a chunk shown to the model (evenly spaced, first and last kept).

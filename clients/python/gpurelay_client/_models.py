@@ -888,6 +888,7 @@ class SplatParams(ApiModel):
     idle_timeout_s: float = Field(default=300.0)
     intrinsics: CameraIntrinsics | None = None
     joint_tolerance_ms: float = Field(default=50.0)
+    joint_wait_ms: float = Field(default=250.0)
     max_gaussians: int = Field(default=200000)
     max_session_s: float = Field(default=3600.0)
     sh_degree: int | None = None
@@ -1016,6 +1017,7 @@ class VlmParams(ApiModel):
     frame_buffer: int = Field(default=8)
     idle_timeout_s: float = Field(default=300.0)
     joint_tolerance_ms: float = Field(default=50.0)
+    joint_wait_ms: float = Field(default=250.0)
     max_images_per_chunk: int = Field(default=4)
     max_new_tokens: int = Field(default=256)
     max_session_s: float = Field(default=3600.0)

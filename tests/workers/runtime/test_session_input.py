@@ -115,18 +115,26 @@ def test_each_frame_gets_the_nearest_joint_sample_within_the_tolerance() -> None
     assert got == {1: [0.3] * 6, 2: None, 3: [0.1] * 6}
 
 
-def test_a_frame_waits_briefly_for_a_sample_sent_just_after_it() -> None:
+def test_a_frame_waits_for_a_sample_sent_with_it_up_to_the_joint_wait() -> None:
+    """Samples and frames come by different paths (the robot's socket, the session's): a frame waits up
+    to ``joint_wait_s`` for a sample at or after its time, however much longer than the matching
+    tolerance that is. (A fresh-clone run of the LeRobot loop, at 250 ms tolerance, sent a frame on
+    without its sample: the wait was the tolerance.)"""
     clock = Clock()
-    feed = SessionInput(joint_tolerance_s=0.05, expects_joints=True, clock=clock)
+    feed = SessionInput(joint_tolerance_s=0.05, joint_wait_s=0.5, expects_joints=True, clock=clock)
     feed.put(joints(99.0, 0.1))
     feed.put(frame(1, ts=100.0), b"a")
     assert feed.poll().frames == []  # held: the sample at its time may still come
+    clock.now += 0.3  # later than the tolerance, within the wait
+    assert feed.poll().frames == []
     feed.put(joints(100.01, 0.7))
     [matched] = feed.poll().frames
     assert matched.joints == [0.7] * 6
     assert matched.joints_ts == pytest.approx(100.01)
     feed.put(frame(2, ts=200.0), b"b")
-    clock.now += 0.06  # no sample came within the tolerance: it goes without one
+    clock.now += 0.49
+    assert feed.poll().frames == []
+    clock.now += 0.02  # no sample came within the wait: it goes without one
     [alone] = feed.poll().frames
     assert alone.seq == 2
     assert alone.joints is None
