@@ -61,7 +61,7 @@ def service_env(nats_url: str, data_dir: Path, route_table: Path, **settings: ob
         "allow_url_inputs": "true",
         "local_workers_die_with_dispatcher": "true",
         "heartbeat_interval_s": 0.3,
-        "heartbeat_misses": 6,
+        "heartbeat_misses": 15,  # 4.5 s: a server catching up after a 15 s pause passed them 2.2 s apart
         "event_ack_wait_s": 2.0,
         "ticket_ack_wait_s": 2.0,
         "created_republish_after_s": 2.0,
