@@ -24,9 +24,11 @@ from services.notifier.webhooks.fanout_acks import EVERY_S
 
 pytestmark = pytest.mark.slow
 
-JOB_ONLY_BUDGET = 105
+JOB_ONLY_BUDGET = 100
 """Messages of one no-op job from ``POST /v1/jobs`` (its input uploaded before) to its settled end, no
-follower (the smaller of :data:`RUNS`): 93-96 measured (median 95; main in the same run 96-102, median
+follower (the smaller of :data:`RUNS`): 89-96 measured (median 93; main in the same runs 96-99, median
+96, before a fold partition pinned again after its own let-go skipped counting leftovers: a consumer
+info, its reply and an API advisory per pin; before that 93-96, median 95, against main's 96-102, median
 99, before the run times came from a watched view: two message gets, their replies and API advisories;
 before that 96-101 against 102-106 for the quotas' view, and 99-106, 103-125 and 102-115, once 123 and
 138: the race under :data:`RUNS`)

@@ -35,16 +35,26 @@ def _stalled_pin(info: dict[str, Any] | None) -> tuple[str, int] | None:
     return pin, int(info.get("delivered", {}).get("stream_seq", 0))
 
 
-async def unpin_if_dead(nc: NatsClient, consumer: PinnedConsumer, look_again_s: float) -> bool:
+def _settled_delivery(info: dict[str, Any] | None) -> int | None:
+    """The consumer sequence of the last delivery when every delivered event is acknowledged."""
+    if info is None or info.get("num_ack_pending"):
+        return None
+    return int(info.get("delivered", {}).get("consumer_seq", 0))
+
+
+async def unpin_if_dead(nc: NatsClient, consumer: PinnedConsumer, look_again_s: float) -> int | None:
     """Unpin ``consumer`` when it looks stalled now and again ``look_again_s`` later (more than a live
-    holder's pull lasts) with the same pin and nothing delivered; whether it did."""
+    holder's pull lasts) with the same pin and nothing delivered. Returns the consumer sequence of the
+    last delivery when the first look found every delivered event acknowledged (``None`` otherwise):
+    a starting replica whose first deliveries follow it has no holder's leftovers to gather."""
     info_verb = f"CONSUMER.INFO.{consumer.stream}.{consumer.durable}"
-    first = _stalled_pin(await jetstream_api(nc, info_verb, None, missing_ok=True))
+    info = await jetstream_api(nc, info_verb, None, missing_ok=True)
+    settled, first = _settled_delivery(info), _stalled_pin(info)
     if first is None:
-        return False
+        return settled
     await asyncio.sleep(look_again_s)
     if _stalled_pin(await jetstream_api(nc, info_verb, None, missing_ok=True)) != first:
-        return False
+        return None
     await jetstream_api(nc, f"CONSUMER.UNPIN.{consumer.stream}.{consumer.durable}", {"group": GROUP})
     log.warning("%s: pinned to a client that pulls nothing (a replica gone); unpinned", consumer.durable)
-    return True
+    return settled

@@ -16,7 +16,8 @@ a new pin id drops them (every write is a compare-and-set on the revision in any
 
 A replica that dies holding a batch keeps the pin until its events are due for redelivery
 (``event_ack_wait_s`` + :data:`PIN_MARGIN_S`), so the next holder gets them before anything newer
-(in no particular order: it gathers every unacknowledged event before folding, :meth:`_leftovers`);
+(in no particular order: it gathers every unacknowledged event before folding, :meth:`_leftovers`,
+unless its first deliveries come right after its own last ones: no one was delivered anything since);
 one that stops with every batch settled gives back what its open pull still brings and unpins at once.
 """
 
@@ -39,7 +40,13 @@ from services.dispatcher.fold.batch import BatchFold, RecordCache
 from services.dispatcher.fold.dead_pin import unpin_if_dead
 from services.dispatcher.fold.linger import linger, lingers
 from services.dispatcher.fold.partitions import SERIAL_DURABLE, declare_fold_stream, fold_durable, partition_subject
-from services.dispatcher.fold.pinned_pull import ConsumerUnavailable, PinnedConsumer, PinnedPull
+from services.dispatcher.fold.pinned_pull import (
+    ConsumerUnavailable,
+    PinnedConsumer,
+    PinnedPull,
+    delivery_seq,
+    first_deliveries,
+)
 from services.dispatcher.fold.reactions import Reactions
 from services.dispatcher.fold.serial import FOLD_LABEL, FoldConsumer, FoldDurable
 from services.dispatcher.settings import DispatcherSettings
@@ -85,6 +92,9 @@ class PartitionFold(FoldDurable):
     _settled: bool = True
     """Whether every batch this replica pulled was acked or nak'ed (confirmed before the pin goes)."""
     _acks: BatchAcks = field(init=False)
+    _let_go_at: int | None = None
+    """The consumer sequence of the last delivery to this replica when it last let go of the pin with
+    everything settled (``None`` since it was pinned again, or never)."""
 
     def __post_init__(self) -> None:
         self.durable = fold_durable(self.partition)
@@ -139,7 +149,9 @@ class PartitionFold(FoldDurable):
                     if cache.pin != puller.pin:  # another replica may have folded these jobs meanwhile
                         cache.reset(puller.pin)
                         pinned_at, releasing = time.monotonic(), False
-                        msgs += await self._leftovers(puller, len(msgs))
+                        if not self._next_after_let_go(msgs):
+                            msgs += await self._leftovers(puller, len(msgs))
+                    self._let_go_at = None
                     if lingers(msgs):  # requests more unless the pin is held long enough (events came: not quiet)
                         pin_due = time.monotonic() - pinned_at >= self.settings.fold_pin_hold_s
                         msgs += await self._linger(puller, len(msgs), more=not pin_due)
@@ -148,6 +160,7 @@ class PartitionFold(FoldDurable):
                 if releasing and puller.idle:  # held long enough (or quiet), and nothing of this pin in flight
                     if self._settled and puller.pin is not None and await self._confirmed() and await puller.unpin():
                         cache.reset(None)
+                        self._let_go_at = puller.last_delivery
                     elif puller.pin is not None:  # not let go: pulls of a second again for a while
                         quiet_at = time.monotonic() + QUIET_AFTER_S
                     releasing = False
@@ -167,6 +180,18 @@ class PartitionFold(FoldDurable):
         room = self.settings.fold_batch - held
         return await linger(lambda n, wait_s: self._pull(puller, more=more, size=n, wait_s=wait_s), room,
                             self.settings.fold_linger_s, renew=more)  # fmt: skip
+
+    def _next_after_let_go(self, msgs: list[Msg]) -> bool:
+        """Whether ``msgs``, at a new pin, are the first deliveries since this replica let go of the pin
+        with every event it had acknowledged (confirmed): then no one else was delivered anything
+        meanwhile, so no holder left events unacknowledged, and :meth:`_leftovers` need not count
+        them (a request and its reply per pin, issue 34)."""
+        return (
+            self._let_go_at is not None
+            and bool(msgs)
+            and delivery_seq(msgs[0]) == self._let_go_at + 1
+            and first_deliveries(msgs)
+        )
 
     async def _leftovers(self, puller: PinnedPull, held: int) -> list[Msg]:
         """At a new pin: every event still unacknowledged (a holder that died left them, and the server
@@ -206,10 +231,11 @@ class PartitionFold(FoldDurable):
         await puller.unpin()
 
     async def _unpin_if_dead(self) -> None:
-        """Free a partition left pinned to a replica that is gone (:mod:`~services.dispatcher.fold.dead_pin`)."""
+        """Free a partition left pinned to a replica that is gone (:mod:`~services.dispatcher.fold.dead_pin`);
+        with nothing unacknowledged, its first pin is taken as one after a let-go."""
         assert self._pinned is not None
         try:
-            await unpin_if_dead(self.nc, self._pinned, look_again_s=FETCH_WAIT_S + 0.5)
+            self._let_go_at = await unpin_if_dead(self.nc, self._pinned, look_again_s=FETCH_WAIT_S + 0.5)
         except Exception as exc:  # noqa: BLE001 - the pin's own timeout frees it all the same
             log.warning("%s: could not look for a dead pin (%s)", self.durable, exc)
 

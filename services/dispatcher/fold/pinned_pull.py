@@ -150,6 +150,9 @@ class PinnedPull:
         comes, a reconnect, the pin moving on, or its ``unsure_until`` passes."""
         # The server hands out at most max_ack_pending messages, plus one status per request.
         self._received: asyncio.Queue[Msg] = asyncio.Queue(maxsize=2 * consumer.max_ack_pending + 64)
+        self.last_delivery = 0
+        """The consumer sequence of the last message delivered to this client (every delivery to any
+        client takes the next one: a message at ``last_delivery + 1`` says no one else got one since)."""
 
     async def start(self) -> None:
         """Open the inbox."""
@@ -287,6 +290,7 @@ class PinnedPull:
         status = headers.get("Status")
         if status is None:
             self._pin = headers.get(PIN_HEADER) or self._pin
+            self.last_delivery = max(self.last_delivery, delivery_seq(msg))
             self._ready.append(msg)
             if self._open is not None:
                 self._open.left -= 1
@@ -329,6 +333,22 @@ class PinnedPull:
     def pin(self) -> str | None:
         """The pin id this client holds, as the last message said (``None``: not pinned)."""
         return self._pin
+
+
+def delivery_seq(msg: Msg) -> int:
+    """The consumer sequence of a delivered message (0 when its reply subject does not say)."""
+    try:
+        return int(msg.metadata.sequence.consumer)
+    except Exception:  # noqa: BLE001 - not a JetStream delivery
+        return 0
+
+
+def first_deliveries(msgs: list[Msg]) -> bool:
+    """Whether each of ``msgs`` is delivered for the first time."""
+    try:
+        return all(msg.metadata.num_delivered == 1 for msg in msgs)
+    except Exception:  # noqa: BLE001 - not a JetStream delivery
+        return False
 
 
 @dataclass(slots=True)
