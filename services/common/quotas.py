@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
@@ -29,6 +30,8 @@ SNAPSHOT_TIMEOUT_S = 5.0
 MAX_VIEWED = 100_000
 """Tenants with an own quota the watched view holds at most; past it the book reads (and caches) again."""
 UNREADABLE = None
+WRITTEN_MAX = 1024
+"""Usage keys whose last write (value and revision) this process keeps, to add to without a read."""
 """The view's mark of a quota whose JSON does not validate: read from KV, which says why."""
 
 
@@ -43,6 +46,7 @@ class QuotaBook:
         self._watch = KvWatch(quotas, self._on_entry, name="quota-watcher")
         self.reads = 0
         """Quotas read from KV (no watched view, or a cache miss)."""
+        self._written: OrderedDict[str, tuple[TenantUsage, int]] = OrderedDict()
 
     @property
     def viewing(self) -> bool:
@@ -118,11 +122,16 @@ class QuotaBook:
 
     async def add_usage(self, key: str, seconds: float) -> None:
         """Count ``seconds`` to the usage under ``key`` (:func:`~contracts.quotas.usage_key`: a tenant's
-        day), by compare-and-set."""
+        day), by compare-and-set: on the value this process wrote last (no read: a message get and its
+        reply per tally, issue 34), read only when another writer came between."""
         for _ in range(CAS_ATTEMPTS):
-            usage, revision = await self._usage(key)
-            value = TenantUsage(gpu_seconds=round(usage.gpu_seconds + max(0.0, seconds), 3)).model_dump_json().encode()
-            if await kv_write(self.usage, key, value, revision) is not None:
+            kept: tuple[TenantUsage, int | None] | None = self._written.pop(key, None)
+            usage, revision = kept if kept is not None else await self._usage(key)
+            added = TenantUsage(gpu_seconds=round(usage.gpu_seconds + max(0.0, seconds), 3))
+            if (written := await kv_write(self.usage, key, added.model_dump_json().encode(), revision)) is not None:
+                self._written[key] = (added, written)
+                while len(self._written) > WRITTEN_MAX:
+                    self._written.popitem(last=False)
                 return
 
     async def _usage(self, key: str) -> tuple[TenantUsage, int | None]:

@@ -5,6 +5,8 @@ answer."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from nats.js import JetStreamContext
@@ -85,3 +87,26 @@ async def test_without_a_cache_every_check_reads(buckets: tuple[KeyValue, KeyVal
     assert (await uncached.quota("acme")).max_queued == 2
     assert uncached.reads == 2
     await uncached.stop()
+
+
+async def test_usage_is_added_on_the_last_write_without_a_read_and_reread_after_another_writer(
+    buckets: tuple[KeyValue, KeyValue],
+) -> None:
+    """A tally adds to the usage this book wrote last (no message get: issue 34); another replica's write
+    in between fails the compare-and-set, and the book reads and adds again, losing nothing."""
+    mine, theirs = QuotaBook(*buckets, DEFAULTS, ttl_s=0), QuotaBook(*buckets, DEFAULTS, ttl_s=0)
+    reads: list[str] = []
+    usage_get = buckets[1].get
+
+    async def counted_get(key: str, *args: object, **kwargs: object) -> object:
+        reads.append(key)
+        return await usage_get(key, *args, **kwargs)  # type: ignore[arg-type]
+
+    mine.usage = cast(KeyValue, SimpleNamespace(get=counted_get, create=buckets[1].create, update=buckets[1].update))
+    await mine.add_gpu_seconds("acme", 1.5)
+    await mine.add_gpu_seconds("acme", 2.0)
+    assert len(reads) == 1  # the first add read (nothing there yet); the second added on its own write
+    await theirs.add_gpu_seconds("acme", 4.0)
+    await mine.add_gpu_seconds("acme", 0.25)
+    assert len(reads) == 2  # its write failed on theirs: read, added again
+    assert await theirs.gpu_seconds_today("acme") == 7.75
