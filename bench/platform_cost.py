@@ -64,6 +64,14 @@ NOTES = [
     "(a consumer info, its reply and the API advisory per pin; a start takes the consumer's last delivery when "
     "nothing is unacknowledged). Job-only run, 4 runs on one stack per tree, the two trees alternating twice: "
     "93 messages median (89-96) against 96 (96-99) for main before it.",
+    "platform_cost (uploads in job.created, 2026-11-26): the gateway's job.created carries the sizes of the "
+    "uploads it found complete (upload_sizes), and the dispatcher queues the job on them instead of reading KV "
+    "uploads again (a message get and its reply per upload). Job-only run, 4 runs per tree alternating twice: "
+    "91 messages median (88-94) against 93 (91-96) for main before it.",
+    "platform_cost (usage on its last write, 2026-11-26): a tally adds a tenant's GPU-seconds on the value and "
+    "revision its replica wrote last, reading KV tenant_usage only when another writer came between (a message "
+    "get and its reply per tally). Job-only run with the uploads change, same runs: 89 messages median (85-94) "
+    "against 93 (88-96); the first job of a stack still reads (94).",
 ]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AwareDatetime, ConfigDict, Field
+from pydantic import AwareDatetime, ConfigDict, Field, PositiveInt
 
 from contracts.base import Contract, JsonObject
 from contracts.ids import SubjectId
@@ -26,6 +26,12 @@ class JobCreatedPayload(Contract):
     spec: JobSpec
     max_attempts: int = Field(default=3, ge=1, le=100)
     subject: SubjectId | None = Field(default=None, description="The end user whose token created it.")
+    upload_sizes: dict[str, PositiveInt] | None = Field(
+        default=None,
+        max_length=64,
+        description="The sizes in bytes of the job's uploads that were complete when the gateway accepted it: "
+        "the dispatcher queues it on them without reading the uploads again.",
+    )
 
 
 class JobQueuedPayload(Contract):

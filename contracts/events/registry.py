@@ -182,14 +182,20 @@ def parse_payload_as(envelope: EventEnvelope, model: type[_P]) -> _P:
     return model.model_validate(envelope.data)
 
 
-def job_created_event(record: JobRecord, source: str = "gateway") -> EventEnvelope:
-    """The ``job.created`` event of a job's first record, with the deterministic id ``created-{job_id}``.
+def job_created_event(
+    record: JobRecord, source: str = "gateway", upload_sizes: dict[str, int] | None = None
+) -> EventEnvelope:
+    """The ``job.created`` event of a job's first record, with the deterministic id ``created-{job_id}``
+    (``upload_sizes``: of its uploads found complete when it was accepted).
 
     The id is derived from the job, so a retried publish is stored once.
     """
+    payload = je.JobCreatedPayload(
+        spec=record.spec, max_attempts=record.max_attempts, subject=record.subject, upload_sizes=upload_sizes or None
+    )
     return make_event(
         EventType.JOB_CREATED,
-        je.JobCreatedPayload(spec=record.spec, max_attempts=record.max_attempts, subject=record.subject),
+        payload,
         tenant=record.tenant,
         source=source,
         job_id=record.id,

@@ -223,6 +223,7 @@ class JobCreatedPayload(ApiModel):
         LapCompareSpec | PoseSpec | NerfSpec | SplatSpec | VlmSpec | SessionExportSpec, Field(discriminator="kind")
     ]
     subject: str | None = None
+    upload_sizes: dict[str, int] | None = None
 
 
 class JobDispatchedPayload(ApiModel):

@@ -86,7 +86,7 @@ class Reactions:
         """The side effects of ``event`` on the folded ``record`` (only types in :data:`REACTS_TO` have any)."""
         match event.type:
             case EventType.JOB_CREATED:
-                await self.release_if_ready(record)
+                await self.release_if_ready(record, known=_upload_sizes(event))
             case EventType.JOB_RETRYING if record.status is _S.RETRYING and not record.cancel_requested:
                 delay = parse_payload_as(event, je.JobRetryingPayload).delay_s
                 await self.enqueue(record, record.attempt + 1, delay)
@@ -123,11 +123,14 @@ class Reactions:
             return None
         return UploadRecord.model_validate_json(entry.value) if entry.value else None
 
-    async def release_if_ready(self, record: JobRecord, noted: bool = False) -> None:
+    async def release_if_ready(
+        self, record: JobRecord, noted: bool = False, known: dict[str, int] | None = None
+    ) -> None:
         """Queue a ``created`` job whose inputs are all complete; else note that it waits for its uploads
         (KV ``dispatcher_waits``, which ``upload.completed`` reads). An upload complete at the first look
         needs no note; one that is not is noted, then looked at again (a completion between the look and
-        the note is not missed). ``noted``: notes of an earlier look may exist (deleted on release)."""
+        the note is not missed). ``noted``: notes of an earlier look may exist (deleted on release).
+        ``known``: the sizes of uploads the gateway found complete (``job.created``), not read again."""
         if record.status is not _S.CREATED:
             return
         if record.kind not in self.routes:
@@ -139,9 +142,9 @@ class Reactions:
             payload = je.JobCanceledPayload(reason="canceled before it ran")
             await self.events.publish(record, EventType.JOB_CANCELED, payload, canceled_event_id(record.id))
             return
-        upload_ids = record.spec.upload_ids()
-        found = {u: await self._upload(record.tenant, u) for u in upload_ids}
-        if pending := [u for u in upload_ids if not _completed(found[u])]:
+        upload_ids, known = record.spec.upload_ids(), known or {}
+        found = {u: await self._upload(record.tenant, u) for u in upload_ids if u not in known}
+        if pending := [u for u in found if not _completed(found[u])]:
             for upload_id in pending:
                 await self.waits.put(f"{record.tenant}.{upload_id}.{record.id}", b"")
             noted = True
@@ -150,7 +153,7 @@ class Reactions:
                 log.info("job waits on uploads", extra={"job_id": record.id, "uploads": pending})
                 return
         await self.events.publish(record, EventType.JOB_QUEUED, je.JobQueuedPayload(), queued_event_id(record.id))
-        sizes = [upload.size if upload is not None else None for upload in found.values()]
+        sizes = [known[u] if u in known else _size(found[u]) for u in upload_ids]
         await self.enqueue(record, record.attempt, sizes=sizes)  # now, not when job.queued is folded
         for upload_id in upload_ids if noted else ():
             await self.waits.delete(f"{record.tenant}.{upload_id}.{record.id}")
@@ -199,6 +202,19 @@ class Reactions:
                 parent = tracing.extract(await self.events.created_trace(record))
                 with tracing.span("release job", parent, links=tracing.current_links(), attributes={"job.id": job_id}):
                     await self.release_if_ready(record, noted=True)
+
+
+def _upload_sizes(created: EventEnvelope) -> dict[str, int]:
+    """The sizes ``job.created`` says the gateway found complete, read field by field: the rest of its
+    payload need not validate any more (the record's spec is what counts)."""
+    sizes = created.data.get("upload_sizes")
+    if not isinstance(sizes, dict):
+        return {}
+    return {u: n for u, n in sizes.items() if isinstance(n, int) and not isinstance(n, bool) and n > 0}
+
+
+def _size(upload: UploadRecord | None) -> int | None:
+    return upload.size if upload is not None else None
 
 
 def _completed(upload: UploadRecord | None) -> bool:

@@ -78,23 +78,27 @@ async def job_out(state: GatewayState, record: JobRecord, viewer: Principal) -> 
     return JobOut.model_validate({**record.model_dump(include=fields), "artifacts": artifacts, "urls": urls})
 
 
-async def _check_inputs(state: GatewayState, owner: Principal, spec: JobSpec) -> None:
+async def _check_inputs(state: GatewayState, owner: Principal, spec: JobSpec) -> dict[str, int]:
     """422 naming each input that is a URL (unless allowed), an upload this tenant does not have, or a
     completed upload whose file is no longer the one verified at completion; then the recording or
-    source the spec names (:func:`~services.gateway.sessions.sources.check_recording_refs`)."""
-    errors = []
+    source the spec names (:func:`~services.gateway.sessions.sources.check_recording_refs`). The sizes
+    of the uploads found complete (``job.created`` carries them: the dispatcher need not read them)."""
+    errors, complete = [], dict[str, int]()
     for name, ref in spec.inputs.refs().items():
         if ref.url is not None and not state.settings.allow_url_inputs:
             msg = "url inputs are disabled here; upload the file and pass {'upload_id': ...}"
             errors.append(field_error(("body", "inputs", name, "url"), msg))
-        if ref.upload_id is not None and (problem := await upload_input_problem(state, owner, ref.upload_id)):
+        if ref.upload_id is not None and (problem := await upload_input_problem(state, owner, ref.upload_id, complete)):
             errors.append(field_error(("body", "inputs", name, "upload_id"), problem))
     if errors:
         raise unprocessable("The job's inputs are not valid.", *errors)
     await check_recording_refs(state, owner, spec)
+    return complete
 
 
-async def _create(state: GatewayState, owner: Principal, job_id: str, spec: JobSpec, *, replay: bool) -> JobRecord:
+async def _create(
+    state: GatewayState, owner: Principal, job_id: str, spec: JobSpec, *, replay: bool, upload_sizes: dict[str, int]
+) -> JobRecord:
     """Write the first record (unless it exists) and publish ``job.created`` (unless stored)."""
     tenant = owner.tenant
     record = JobRecord.new(job_id, tenant, spec, utc_now(), subject=owner.subject)
@@ -103,7 +107,7 @@ async def _create(state: GatewayState, owner: Principal, job_id: str, spec: JobS
         JOBS_CREATED.labels(record.kind).inc()
     except KeyWrongLastSequenceError:
         record, replay = await load_job(state, owner, job_id), True
-    event = job_created_event(record)
+    event = job_created_event(record, upload_sizes=upload_sizes)
     await state.publish_once(state.subjects.job_event(tenant, job_id, "created"), event, check=replay)
     return record
 
@@ -140,14 +144,14 @@ async def submit_job(
     created it (else it answers a replay)."""
     check_kind(owner, spec.kind)
     tenant = owner.tenant
-    await _check_inputs(state, owner, spec)
+    upload_sizes = await _check_inputs(state, owner, spec)
     if state.admission is not None:
         await state.admission.check(tenant, spec, owner.subject)
     claimed = True
     job_id = job_id or new_id("job")
     if idempotency_key is not None:
         job_id, claimed = await _claim(state, tenant, idempotency_key, spec, job_id)
-    return await _create(state, owner, job_id, spec, replay=not claimed), claimed
+    return await _create(state, owner, job_id, spec, replay=not claimed, upload_sizes=upload_sizes), claimed
 
 
 @router.post(

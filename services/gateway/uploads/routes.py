@@ -226,9 +226,12 @@ async def get_upload(upload_id: UploadIdPath, state: StateDep, principal: Upload
     return record.to_out()
 
 
-async def upload_input_problem(state: GatewayState, owner: Principal, upload_id: str) -> str | None:
+async def upload_input_problem(
+    state: GatewayState, owner: Principal, upload_id: str, complete: dict[str, int] | None = None
+) -> str | None:
     """What is wrong with upload ``upload_id`` as a job input of ``owner``, if anything (pending ones are
-    fine; another subject's is as missing as another tenant's)."""
+    fine; another subject's is as missing as another tenant's); its size goes into ``complete`` when it
+    is complete and its file the one verified."""
     missing = f"no upload {upload_id!r}; create it with POST /v1/uploads"
     try:
         entry = await state.kv.uploads.get(tenant_key(owner.tenant, upload_id))
@@ -245,4 +248,6 @@ async def upload_input_problem(state: GatewayState, owner: Principal, upload_id:
         return f"upload {upload_id!r} was replaced after it was completed; upload the file again"
     except ObjectNotFoundError:
         return f"upload {upload_id!r} has no file in storage any more; upload it again"
+    if complete is not None:
+        complete[upload_id] = record.size
     return None

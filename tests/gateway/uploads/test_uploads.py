@@ -208,3 +208,18 @@ def test_families_accept_either_name() -> None:
     assert magic.matches("video/webm", b"\x1a\x45\xdf\xa3\x9f\x42\x82\x88matroska")
     assert not magic.matches("video/mp4", b"\x89PNG\r\n\x1a\n")
     assert not magic.matches("text/plain", mp4)
+
+
+async def test_a_jobs_created_event_carries_the_sizes_of_its_complete_uploads(
+    acme: Tenant, video: bytes, js: JetStreamContext, namespace: Namespace, subjects: Subjects
+) -> None:
+    """So the dispatcher queues it without reading them again; a pending upload is left out (the
+    dispatcher waits for it)."""
+    done, waiting = await presign(acme, len(video)), await presign(acme, len(video))
+    await put(done, video)
+    assert (await acme.http.post(f"/v1/uploads/{done['id']}/complete")).status_code == 200
+    inputs = {"video": {"upload_id": done["id"]}, "reference": {"upload_id": waiting["id"]}}
+    job = await acme.http.post("/v1/jobs", json={"kind": "lap_compare", "inputs": inputs})
+    assert job.status_code == 201, job.text
+    [created] = await stored(js, namespace, subjects.job_event("acme", job.json()["id"], "created"))
+    assert created.data["upload_sizes"] == {done["id"]: len(video)}
