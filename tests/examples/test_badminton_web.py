@@ -15,10 +15,11 @@ import pytest
 from gpurelay_client import Client
 
 from modal_workers.pose.synth import write_video
+from tests.support.browser import browser_timeout
 from tests.support.dashboard import ThreadedStack
 from tests.support.example_apps import open_example
 
-pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
+pytestmark = [browser_timeout(240), pytest.mark.slow]
 CONF = "0.00002"
 """A threshold the random-weights model's candidates pass (as in ``tests/workers/pose/support.py``)."""
 ROWS = """[...document.querySelectorAll('#players tbody tr[data-player]')]

@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 from gpurelay_client import Client
 
+from tests.support.browser import browser_timeout
 from tests.support.dashboard import ThreadedStack
 from tests.support.example_apps import open_example
 from tests.support.lap import lap_positions, lap_speeds, scrolling_video
 
-pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
+pytestmark = [browser_timeout(240), pytest.mark.slow]
 CHART_POINTS = """Object.fromEntries([...document.querySelectorAll('#speed-chart polyline')]
   .map((line) => [line.dataset.lap, line.getAttribute('points').split(' ').length]))"""
 

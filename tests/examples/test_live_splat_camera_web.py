@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from gpurelay_client import Client
 
-from tests.support.browser import launch_chromium
+from tests.support.browser import browser_timeout, launch_chromium
 from tests.support.dashboard import ThreadedStack
 from tests.support.example_apps import open_example
 from tests.support.splat_views import arm_moving, wrist_y4m
 
-pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
+pytestmark = [browser_timeout(300), pytest.mark.slow]
 ROBOT, SIZE, FRAMES, FPS = "arm-cam", 48, 12, 10
 FIRST_FRAMES = 5
 """Frames the page has had acknowledged before Reset (so the reset has a count to restart)."""

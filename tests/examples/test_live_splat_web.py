@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 from gpurelay_client import Client
 
+from tests.support.browser import browser_timeout
 from tests.support.dashboard import ThreadedStack
 from tests.support.example_apps import open_example
 from tests.support.splat_views import arm_moving, wrist_video
 
-pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
+pytestmark = [browser_timeout(300), pytest.mark.slow]
 ROBOT, SIZE, FRAMES, FPS = "arm-web", 48, 12, 10
 
 

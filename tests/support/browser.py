@@ -107,6 +107,13 @@ def response_text(response: Any) -> str:
     return f"{response.status} {response.url} {json.dumps(response.headers)} {body}"
 
 
+def browser_timeout(seconds: float) -> pytest.MarkDecorator:
+    """pytest-timeout for a test that drives Chromium: from a thread, which dumps every stack and ends the
+    worker (a crash the suite reports), since SIGALRM did not interrupt Playwright's sync API: in a
+    fresh-clone run a page test hung for over 30 minutes, past its 240 s, with Chromium spinning."""
+    return pytest.mark.timeout(seconds, method="thread")
+
+
 def record_traffic(page: Any, into: list[str]) -> None:
     """Append every request ``page`` sends and every response it gets to ``into``, as text; and every
     WebSocket it opens (``WS <url>``) with the text messages it sends and gets on it."""

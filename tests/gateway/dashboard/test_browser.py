@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 from tests.gateway.dashboard.conftest import SCREENSHOTS, Browsing
+from tests.support.browser import browser_timeout
 from tests.support.dashboard import ThreadedStack
 from tests.support.lap import scrolling_video, write_video
 
-pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
+pytestmark = [browser_timeout(240), pytest.mark.slow]
 
 
 def shot(b: Browsing, name: str, *texts: str) -> None:

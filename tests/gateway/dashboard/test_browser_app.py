@@ -17,11 +17,11 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from tests.support.app_api import small_video
-from tests.support.browser import SCAN_PAGE, key_secret, record_traffic
+from tests.support.browser import SCAN_PAGE, browser_timeout, key_secret, record_traffic
 from tests.support.dashboard import ThreadedStack
 from tests.support.http import bound_socket, serve
 
-pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
+pytestmark = [browser_timeout(240), pytest.mark.slow]
 PAGE = Path(__file__).resolve().parents[2] / "fixtures" / "app_page" / "index.html"
 
 

@@ -7,9 +7,10 @@ import pytest
 
 from tests.gateway.dashboard.conftest import Browsing
 from tests.gateway.dashboard.test_browser import shot, sign_in
+from tests.support.browser import browser_timeout
 from tests.support.dashboard import ThreadedStack
 
-pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
+pytestmark = [browser_timeout(240), pytest.mark.slow]
 
 
 def test_the_usage_chart_is_painted_and_the_form_shows_the_price(browsing: Browsing, stack: ThreadedStack) -> None:

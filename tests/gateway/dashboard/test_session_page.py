@@ -9,10 +9,11 @@ import pytest
 from tests.e2e.support import record_when, settled
 from tests.gateway.dashboard.conftest import Browsing
 from tests.gateway.dashboard.test_browser import api, shot, sign_in
+from tests.support.browser import browser_timeout
 from tests.support.dashboard import ThreadedStack
 from tests.support.sessions import jpeg
 
-pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
+pytestmark = [browser_timeout(240), pytest.mark.slow]
 
 
 def ended_vlm_session(stack: ThreadedStack, client: httpx.Client, frames: int) -> str:
