@@ -5,7 +5,8 @@ Every session ends by itself: after ``idle_timeout_s`` without a frame, and at `
 ``frame_buffer`` frames and counts the rest as dropped; one that is starting holds up to
 ``start_buffer`` frames for when it is ready. Each frame is matched with the bound
 robot's joint sample nearest in time, within ``joint_tolerance_ms``; a frame waits up to
-``joint_wait_ms`` for its sample (the two come by different paths).
+``joint_wait_ms`` (or ``joint_tolerance_ms`` when longer) for its sample (the two come by different
+paths).
 
 Fields left ``None`` take the deployment's default (documented per field): the seed's own clients
 send no camera or robot description.
@@ -43,7 +44,8 @@ class SessionParams(JobParams):
         ge=0,
         le=5000,
         description="How long a frame waits for a joint sample at or after its time (the samples come by "
-        "another path than the frames); then it goes with the nearest it has.",
+        "another path than the frames), or joint_tolerance_ms when that is longer; then it goes with the "
+        "nearest it has.",
     )
     start_buffer: int = Field(
         default=64,

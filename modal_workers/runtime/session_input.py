@@ -24,7 +24,8 @@ at most :data:`~modal_workers.runtime.session_resume.MEMORY_MAX` frames and ``ME
 
 Each frame gets the robot's joint sample nearest to its capture time within ``joint_tolerance_s``
 (:class:`~modal_workers.runtime.session_frames.JointTrack`). When the session expects joints, a frame is
-held (at most ``joint_wait_s`` after it arrived, or after the input opened) until a sample at or
+held (at most ``joint_wait_s``, or ``joint_tolerance_s`` when longer, after it arrived or after the
+input opened) until a sample at or
 after its time has arrived, so a sample sent with its frame still matches however the two paths (the
 session socket, the robot's) delay them. The input opens
 only once the feed handed over the samples stored when it opened, as well as the frames: a backlog's
@@ -72,7 +73,8 @@ class SessionInput:
         clock: Callable[[], float] = time.monotonic,
         hold: int | None = None,
     ) -> None:
-        self.buffer, self.tolerance, self.joint_wait_s, self.hold = buffer, joint_tolerance_s, joint_wait_s, hold
+        self.buffer, self.tolerance, self.hold = buffer, joint_tolerance_s, hold
+        self.joint_wait_s = max(joint_wait_s, joint_tolerance_s)  # a sample as far off as matches may come as late
         self.opened = hold is None
         self.backlog: int | None = None
         """The FRAMES sequence up to which the feed's items are a backlog (``None``: not known yet)."""

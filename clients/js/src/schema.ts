@@ -3036,7 +3036,7 @@ export interface components {
             joint_tolerance_ms?: number;
             /**
              * Joint Wait Ms
-             * @description How long a frame waits for a joint sample at or after its time (the samples come by another path than the frames); then it goes with the nearest it has.
+             * @description How long a frame waits for a joint sample at or after its time (the samples come by another path than the frames), or joint_tolerance_ms when that is longer; then it goes with the nearest it has.
              * @default 250
              */
             joint_wait_ms?: number;
@@ -3385,7 +3385,7 @@ export interface components {
             joint_tolerance_ms?: number;
             /**
              * Joint Wait Ms
-             * @description How long a frame waits for a joint sample at or after its time (the samples come by another path than the frames); then it goes with the nearest it has.
+             * @description How long a frame waits for a joint sample at or after its time (the samples come by another path than the frames), or joint_tolerance_ms when that is longer; then it goes with the nearest it has.
              * @default 250
              */
             joint_wait_ms?: number;

@@ -138,6 +138,12 @@ def test_a_frame_waits_for_a_sample_sent_with_it_up_to_the_joint_wait() -> None:
     [alone] = feed.poll().frames
     assert alone.seq == 2
     assert alone.joints is None
+    wide = SessionInput(joint_tolerance_s=2.0, joint_wait_s=0.25, expects_joints=True, clock=clock)
+    wide.put(frame(1, ts=300.0), b"c")
+    clock.now += 1.0  # a sample 2 s off still matches, so it may come that late: the longer of the two
+    assert wide.poll().frames == []
+    clock.now += 1.01
+    assert [f.seq for f in wide.poll().frames] == [1]
 
 
 def test_a_backlogs_frames_wait_for_the_samples_stored_before_the_feed_opened() -> None:
