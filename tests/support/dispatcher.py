@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from pydantic import SecretStr
@@ -176,6 +178,14 @@ async def wait_record(
     assert record is not None, f"no record of {job_id} within {within_s} s"
     assert condition(record), f"{job_id} never got there within {within_s} s: {record.status}"
     return record
+
+
+async def fold_pin(nc: NatsClient, stream: str, durable: str) -> str | None:
+    """The pin id a fold partition's consumer is pinned to now (``None``: pinned to no one)."""
+    reply = await nc.request(f"$JS.API.CONSUMER.INFO.{stream}.{durable}", b"", timeout=5)  # 0.5 s is short under load
+    group: dict[str, Any] = (json.loads(reply.data).get("priority_groups") or [{}])[0]  # nats-py has no such field
+    pin: str | None = group.get("pinned_client_id")
+    return pin
 
 
 @asynccontextmanager

@@ -5,8 +5,6 @@ request, its reply and an API advisory per pin, issue 34); any other first deliv
 
 from __future__ import annotations
 
-import asyncio
-import json
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,22 +16,16 @@ from nats.js.kv import KeyValue
 
 from bench.harness.message_counter import MessageCounter
 from bench.harness.waiting import wait_for
-from contracts.ids import tenant_key
-from contracts.job_record import JobRecord, JobStatus
+from contracts.job_record import JobStatus
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.fold.dead_pin import _settled_delivery
 from services.dispatcher.fold.partition import QUIET_AFTER_S, PartitionFold
 from services.dispatcher.fold.partitions import FOLD_STREAM, fold_durable
 from tests.dispatcher.conftest import StartDispatcher
-from tests.support.dispatcher import POSE, EventLog, local_route, submit
+from tests.support.dispatcher import POSE, EventLog, fold_pin, local_route, submit, wait_record
 
 pytestmark = pytest.mark.timeout(120)
-
-
-async def _status(jobs_kv: KeyValue, job: str) -> bool:
-    entry = await jobs_kv.get(tenant_key("acme", job))
-    return JobRecord.model_validate_json(entry.value or b"").status is JobStatus.SUCCEEDED
 
 
 def delivered(consumer_seq: int, times: int = 1) -> Msg:
@@ -78,19 +70,20 @@ async def test_a_partition_pinned_again_after_letting_go_folds_without_counting_
     await start_dispatcher({"pose": local_route("noop")}, fold_partitions=1)
     stream, durable = namespace.stream(FOLD_STREAM), fold_durable(0)
     await event_log.wait_ended([await submit(js, jobs_kv, subjects, POSE)], within_s=30)
+
+    async def unpinned() -> bool:
+        return await fold_pin(nc, stream, durable) is None
+
     counter = MessageCounter()
     await counter.start(nats_server.url)
     try:
         for _ in range(2):
-            await asyncio.sleep(QUIET_AFTER_S + 2.5)  # quiet: the pin given back
-            reply = await nc.request(f"$JS.API.CONSUMER.INFO.{stream}.{durable}", b"", timeout=5)
-            groups = (json.loads(reply.data).get("priority_groups") or [{}])[0]
-            assert not groups.get("pinned_client_id"), f"still pinned: {groups}"
+            await wait_for(unpinned, QUIET_AFTER_S + 10, "the pin given back (the partition quiet)", every_s=0.2)
             async with counter.window() as tally:
                 job = await submit(js, jobs_kv, subjects, POSE)
                 await event_log.wait_ended([job], within_s=30)
             assert event_log.types(job)[-1] == "job.succeeded"
-            await wait_for(lambda job=job: _status(jobs_kv, job), 10, what="the record folded to succeeded")
+            assert (await wait_record(jobs_kv, job, lambda r: r.terminal)).status is JobStatus.SUCCEEDED
             infos = sum(n for (kind, _), n in tally.sources.items() if kind == "consumer info")
             assert infos == 0, tally.breakdown(30)
     finally:

@@ -4,7 +4,6 @@ an idle fold costs NATS almost nothing, yet a job's first event is folded at onc
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 from nats.aio.client import Client as NatsClient
@@ -17,7 +16,7 @@ from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.fold.partition import IDLE_PULL_S, QUIET_AFTER_S
 from services.dispatcher.fold.partitions import FOLD_STREAM, fold_durable
 from tests.dispatcher.conftest import StartDispatcher
-from tests.support.dispatcher import POSE, EventLog, local_route, submit
+from tests.support.dispatcher import POSE, EventLog, fold_pin, local_route, submit
 
 PARTITIONS = 2
 REPLICAS = 2
@@ -45,10 +44,8 @@ async def test_quiet_partitions_pull_once_in_a_long_while_and_fold_a_new_job_at_
         for _ in range(2):  # twice: whichever replica held a partition last, the quiet ones take it
             await asyncio.sleep(QUIET_AFTER_S + 2.5)  # every partition quiet: pins given back
             for partition in range(PARTITIONS):
-                subject = f"$JS.API.CONSUMER.INFO.{stream}.{fold_durable(partition)}"
-                reply = await nc.request(subject, b"", timeout=5)  # nats-py's 0.5 s default times out under load
-                groups = (json.loads(reply.data).get("priority_groups") or [{}])[0]  # nats-py has no field
-                assert not groups.get("pinned_client_id"), f"partition {partition} is still pinned: {groups}"
+                pin = await fold_pin(nc, stream, fold_durable(partition))
+                assert pin is None, f"partition {partition} is still pinned: {pin}"
             async with counter.window() as idle:
                 await asyncio.sleep(4.0)
             pulls = idle.sources[("pull request", f"$JS.API.CONSUMER.MSG.NEXT.{stream}")]
