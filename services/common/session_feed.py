@@ -39,6 +39,7 @@ from contracts.session_feed import (
 )
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.kv import last_seq, seq_before
+from services.common.nats.quiet_watch import renew_on_reconnect
 
 log = logging.getLogger(__name__)
 FeedItem = FeedFrame | FeedJoints | FeedControl | FeedBacklog
@@ -127,7 +128,7 @@ class NatsSessionFeed:
             self._subs.append(await self._ordered(joints, streams.TELEMETRY, self._on_joints, config))
 
     async def _ordered(self, subject: str, stream: str, cb: Any, config: ConsumerConfig) -> Any:
-        return await self.js.subscribe(
+        sub = await self.js.subscribe(
             subject,
             stream=self.ns.stream(stream),
             cb=cb,
@@ -135,6 +136,7 @@ class NatsSessionFeed:
             config=config,
             pending_bytes_limit=PENDING_BYTES,
         )
+        return renew_on_reconnect(sub)  # a restarted server lost it: read on at once, not after 10-20 s
 
     async def _last_frames_seq(self, subjects: Subjects) -> int:
         """The session's last FRAMES stream sequence (frames and control; 0 when it has none)."""

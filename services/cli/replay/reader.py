@@ -31,6 +31,7 @@ from services.cli.replay.targets import Tally, Target, line, stored_time
 from services.common.config import BaseServiceSettings
 from services.common.nats.connection import connect
 from services.common.nats.kv import seq_before
+from services.common.nats.quiet_watch import renew_on_reconnect
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -113,7 +114,7 @@ async def read_range(
         config = replace(
             config, deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first, opt_start_time=None
         )
-    sub = await js.subscribe(wanted, stream=name, ordered_consumer=True, config=config)
+    sub = renew_on_reconnect(await js.subscribe(wanted, stream=name, ordered_consumer=True, config=config))
     try:
         info = await sub.consumer_info()  # a fresh consumer: what it delivered already plus what is left
         pending = (info.delivered.consumer_seq if info.delivered else 0) + (info.num_pending or 0)

@@ -45,6 +45,7 @@ from services.common.auth.scoped import Scope, allows
 from services.common.http.problem import ProblemError
 from services.common.nats.connection import UNAVAILABLE
 from services.common.nats.kv import last_seq
+from services.common.nats.quiet_watch import renew_on_reconnect
 from services.gateway.sessions.http import PrincipalOf, image_type, socket_session
 from services.gateway.sessions.intake import SessionIntake
 from services.gateway.ws_auth import WS_FORBIDDEN, WS_UNAUTHORIZED
@@ -143,6 +144,7 @@ class _Socket:
         sub = await state.js.subscribe(
             subject, stream=state.settings.ns.stream(JOBS), cb=on_msg, ordered_consumer=True, config=config
         )
+        renew_on_reconnect(sub)  # a restarted server lost its consumer: read on at once
         try:
             while True:
                 msg = await queue.get()
