@@ -74,7 +74,7 @@ def renew_on_reconnect(sub: JetStreamContext.PushSubscription) -> JetStreamConte
 
 
 async def _renew_on_reconnect(jsi: Any, heartbeat_check: asyncio.Task[None] | None) -> None:
-    """Make the watch's consumer anew (after the last stream sequence seen) each time the connection
+    """Make the subscription's consumer anew (after the last stream sequence seen) each time the connection
     is re-made, until one is made (nats-py creates it in the background and only reports a failure)."""
     conn = jsi._conn
     try:
