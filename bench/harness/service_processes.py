@@ -32,6 +32,9 @@ READY_PATHS = {"gateway": "/readyz", "notifier": "/readyz", "dispatcher": "/heal
 READY_S = 120.0
 """How long a started service may take to answer ready: a gateway on a 3-node cluster at load 18 took past 60 s
 (its imports and R3 declarations), alone a few seconds; the wait ends as soon as it answers."""
+PORT_MOVES = 3
+"""How many times a child whose port another process took first (between the pick and its bind) is started
+again on a new one."""
 RETRY_SCHEDULE_S = [0.0, 0.2, 0.5, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0]
 """Webhook retries of the fault stack: ~33 s of attempts, more than any outage it is put through."""
 
@@ -87,11 +90,16 @@ class ServiceProcess:
 
     def __init__(self, service: str, env: dict[str, str], log: Path) -> None:
         self.service, self.log = service, log
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**env, "GPURELAY_HOST": "127.0.0.1", "GPURELAY_PORT": str(self.port), "GPURELAY_URL": self.url}
+        self.env = dict(env)
+        self._take_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self._log_from = 0
+
+    def _take_port(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env |= {"GPURELAY_HOST": "127.0.0.1", "GPURELAY_PORT": str(self.port), "GPURELAY_URL": self.url}
 
     @property
     def pid(self) -> int | None:
@@ -101,6 +109,7 @@ class ServiceProcess:
     def launch(self) -> None:
         """Start the child (same port as before); do not wait for it."""
         assert self.pid is None, f"{self.service} runs already"
+        self._log_from = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [gpurelay_script(), self.service], cwd=ROOT, env=self.env, stdout=out, stderr=out,
@@ -114,20 +123,34 @@ class ServiceProcess:
         await self.ready(timeout_s)
 
     async def ready(self, timeout_s: float = READY_S) -> None:
-        """Wait until the child answers 200 on its readiness route (it must not exit meanwhile)."""
-        deadline = time.monotonic() + timeout_s
-        async with httpx.AsyncClient(base_url=self.url, timeout=2.0) as http:
-            while True:
-                if self.process is None or self.process.poll() is not None:
-                    raise RuntimeError(f"{self.service} exited during start-up; see {self.log}")
-                try:
-                    if (await http.get(READY_PATHS[self.service])).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{self.service} not ready in {timeout_s}s; see {self.log}")
-                await asyncio.sleep(0.05)
+        """Wait until the child answers 200 on its readiness route (it must not exit meanwhile, unless another
+        process took its port first: then it is started again on a new one, up to :data:`PORT_MOVES` times)."""
+        deadline, moves = time.monotonic() + timeout_s, 0
+        while True:
+            async with httpx.AsyncClient(base_url=self.url, timeout=2.0) as http:
+                while self.process is not None and self.process.poll() is None:
+                    try:
+                        if (await http.get(READY_PATHS[self.service])).status_code == 200:
+                            return
+                    except httpx.HTTPError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{self.service} not ready in {timeout_s}s; see {self.log}")
+                    await asyncio.sleep(0.05)
+            if self.process is None or moves == PORT_MOVES or not self._port_was_taken():
+                raise RuntimeError(f"{self.service} exited during start-up; see {self.log}")
+            moves += 1
+            self._take_port()
+            self.launch()
+
+    def _port_was_taken(self) -> bool:
+        """Whether the last start's output says its port was in use (uvicorn's words and Python's)."""
+        try:
+            with self.log.open("rb") as log:
+                log.seek(self._log_from)
+                return b"address already in use" in log.read().lower()
+        except OSError:
+            return False
 
     def log_excerpt(self, last: int = 40) -> str:
         """The last ``last`` warnings and errors of the child's log (a failed check shows what it said)."""

@@ -61,11 +61,13 @@ async def serve(settings: DispatcherSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    dispatcher = await _started(settings)
+    # Bound before anything starts: a taken port ends the process at once (after the pool's workers had
+    # started, it waited on them for ever, and nothing could restart it).
     health = EmbeddedHttpServer(settings.host, settings.port)
-    await health.start(health_app(dispatcher))
-    print("dispatcher ready", flush=True)
+    dispatcher = await _started(settings)
     try:
+        await health.start(health_app(dispatcher))
+        print("dispatcher ready", flush=True)
         await stop.wait()
     finally:
         clock = StopClock("dispatcher")
