@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -29,6 +28,8 @@ from contracts.specs.jobs import parse_job_spec
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.publish import publish_event
 from services.common.nats.record_watch import latest_record
+from services.dispatcher.fold.dead_pin import pinned_client
+from services.dispatcher.fold.pinned_pull import jetstream_api
 from services.dispatcher.settings import DispatcherSettings
 
 POSE = {"kind": "pose", "inputs": {"video": {"url": "https://example.com/v.mp4"}}}
@@ -180,12 +181,15 @@ async def wait_record(
     return record
 
 
+async def fold_consumer_info(nc: NatsClient, stream: str, durable: str) -> dict[str, Any]:
+    """A fold partition's consumer info as the server sends it (nats-py's has no priority groups)."""
+    info: dict[str, Any] = await jetstream_api(nc, f"CONSUMER.INFO.{stream}.{durable}", None)
+    return info
+
+
 async def fold_pin(nc: NatsClient, stream: str, durable: str) -> str | None:
     """The pin id a fold partition's consumer is pinned to now (``None``: pinned to no one)."""
-    reply = await nc.request(f"$JS.API.CONSUMER.INFO.{stream}.{durable}", b"", timeout=5)  # 0.5 s is short under load
-    group: dict[str, Any] = (json.loads(reply.data).get("priority_groups") or [{}])[0]  # nats-py has no such field
-    pin: str | None = group.get("pinned_client_id")
-    return pin
+    return pinned_client(await fold_consumer_info(nc, stream, durable))
 
 
 @asynccontextmanager

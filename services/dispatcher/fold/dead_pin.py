@@ -24,12 +24,18 @@ from services.dispatcher.fold.pinned_pull import GROUP, PinnedConsumer, jetstrea
 log = logging.getLogger(__name__)
 
 
+def pinned_client(info: dict[str, Any] | None) -> str | None:
+    """The pin id of a consumer info (a fold partition's one priority group; ``None``: pinned to no one)."""
+    pin = ((info or {}).get("priority_groups") or [{}])[0].get("pinned_client_id")  # nats-py has no such field
+    return str(pin) if pin else None
+
+
 def _stalled_pin(info: dict[str, Any] | None) -> tuple[str, int] | None:
     """The pin id and the last delivered stream sequence when the consumer is pinned with events
     pending and none unacknowledged (a holder that has asked for nothing since they came)."""
     if info is None:
         return None
-    pin = ((info.get("priority_groups") or [{}])[0]).get("pinned_client_id")  # nats-py has no such field
+    pin = pinned_client(info)
     if not pin or info.get("num_ack_pending") or not info.get("num_pending"):
         return None
     return pin, int(info.get("delivered", {}).get("stream_seq", 0))

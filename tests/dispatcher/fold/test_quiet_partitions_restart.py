@@ -7,7 +7,6 @@ timeout (``event_ack_wait_s`` + 2 s, 32 s with production's ack wait)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 import pytest
@@ -18,10 +17,11 @@ from nats.js.kv import KeyValue
 from contracts.ids import new_id
 from contracts.job_record import TERMINAL
 from contracts.subjects import Namespace, Subjects
+from services.dispatcher.fold.dead_pin import pinned_client
 from services.dispatcher.fold.partition import IDLE_PULL_S, QUIET_AFTER_S
 from services.dispatcher.fold.partitions import FOLD_STREAM, fold_durable
 from services.dispatcher.settings import DispatcherSettings
-from tests.support.dispatcher import POSE, submit, wait_record
+from tests.support.dispatcher import POSE, fold_consumer_info, submit, wait_record
 from tests.support.dispatcher_processes import Replica, StartReplica
 
 PARTITIONS = DispatcherSettings.model_fields["fold_partitions"].default
@@ -53,12 +53,9 @@ async def partition_states(nc: NatsClient, ns: Namespace) -> list[dict[str, obje
     """Per partition: its pin (if any), requests waiting, and events delivered so far."""
     states = []
     for partition in range(PARTITIONS):
-        subject = f"$JS.API.CONSUMER.INFO.{ns.stream(FOLD_STREAM)}.{fold_durable(partition)}"
-        reply = await nc.request(subject, b"", timeout=5)  # nats-py's 0.5 s default times out under load
-        info = json.loads(reply.data)
-        group = (info.get("priority_groups") or [{}])[0]  # nats-py's ConsumerInfo has no such field
+        info = await fold_consumer_info(nc, ns.stream(FOLD_STREAM), fold_durable(partition))
         delivered = info.get("delivered", {}).get("stream_seq", 0)
-        states.append({"pin": group.get("pinned_client_id"), "waiting": info["num_waiting"], "seq": delivered})
+        states.append({"pin": pinned_client(info), "waiting": info["num_waiting"], "seq": delivered})
     return states
 
 
