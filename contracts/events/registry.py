@@ -182,6 +182,12 @@ def parse_payload_as(envelope: EventEnvelope, model: type[_P]) -> _P:
     return model.model_validate(envelope.data)
 
 
+CREATED_RECORD_REVISION = "Gpurelay-Record-Revision"
+"""A header of ``job.created`` as the gateway publishes it: the KV ``jobs`` revision of the first record
+it created just before, which the fold takes instead of reading the record back (issue 34: a message
+get and its reply a job). A republished copy never carries it (its revision would be stale)."""
+
+
 def job_created_event(
     record: JobRecord, source: str = "gateway", upload_sizes: dict[str, int] | None = None
 ) -> EventEnvelope:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import nats.errors
@@ -97,12 +98,17 @@ class GatewayState:
             ingest_js=ingest_nc.jetstream() if ingest_nc is not None else None,
         )
 
-    async def publish_event(self, subject: str, event: EventEnvelope) -> PubAck:
-        """Publish ``event`` to JetStream, deduplicated by its id (``Nats-Msg-Id``)."""
-        return await publish_event(self.js, subject, event)
+    async def publish_event(
+        self, subject: str, event: EventEnvelope, headers: Mapping[str, str] | None = None
+    ) -> PubAck:
+        """Publish ``event`` (with ``headers``) to JetStream, deduplicated by its id (``Nats-Msg-Id``)."""
+        return await publish_event(self.js, subject, event, headers=headers)
 
-    async def publish_once(self, subject: str, event: EventEnvelope, *, check: bool = True) -> None:
-        """Publish ``event`` unless ``subject`` already holds a message (with ``check``); 503 on failure.
+    async def publish_once(
+        self, subject: str, event: EventEnvelope, *, check: bool = True, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Publish ``event`` (with ``headers``) unless ``subject`` already holds a message (with ``check``);
+        503 on failure.
 
         ``Nats-Msg-Id`` dedups repeats within the stream's window; the check covers any later repeat
         (a retried request after a crash between the KV write and the publish).
@@ -114,7 +120,7 @@ class GatewayState:
                     return
                 except NotFoundError:
                     pass
-            await self.publish_event(subject, event)
+            await self.publish_event(subject, event, headers)
         except (nats.errors.Error, TimeoutError) as exc:
             raise ProblemError(
                 503,

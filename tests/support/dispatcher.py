@@ -20,7 +20,7 @@ from contracts import streams
 from contracts.envelope import EventEnvelope, utc_now
 from contracts.event_ids import cancel_requested_event_id
 from contracts.events.jobs import JobCancelRequestedPayload
-from contracts.events.registry import EventType, job_created_event, make_event
+from contracts.events.registry import CREATED_RECORD_REVISION, EventType, job_created_event, make_event
 from contracts.ids import new_id, tenant_key
 from contracts.job_record import JobRecord
 from contracts.route_table import RetryPolicy, Route, Stage
@@ -91,12 +91,13 @@ async def submit(
     job_id: str | None = None,
 ) -> str:
     """Create a job (``job_id``, a new one by default) as the gateway does: KV create of the first
-    record, then ``job.created``."""
+    record, then ``job.created`` with the record's revision."""
     job_id = job_id or new_id("job")
     record = JobRecord.new(job_id, tenant, parse_job_spec(spec), utc_now())
-    await kv.create(tenant_key(tenant, job_id), record.model_dump_json().encode())
+    revision = await kv.create(tenant_key(tenant, job_id), record.model_dump_json().encode())
     event = job_created_event(record)
-    await publish_event(js, subjects.job_event(tenant, job_id, "created"), event)
+    headers = {CREATED_RECORD_REVISION: str(revision)}
+    await publish_event(js, subjects.job_event(tenant, job_id, "created"), event, headers=headers)
     return job_id
 
 

@@ -36,6 +36,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from contracts.envelope import EventEnvelope
+from contracts.events.registry import CREATED_RECORD_REVISION
 from services.common.nats.connection import is_unavailable
 from services.common.observability import tracing
 from services.common.observability.metric_labels import event_type_label
@@ -58,8 +59,9 @@ EXPECTED_LAST_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 REPLAY_OF = "Gpurelay-Replay-Of"
 """The header of a replayed or redriven copy: ``{stream}:{seq}`` of the original
 (:func:`contracts.event_ids.replay_of`)."""
-_NOT_COPIED = ("Nats-", "Gpurelay-Dead-")
-"""Headers of a stored message that a copy must not carry (JetStream's own, a dead letter's metadata)."""
+_NOT_COPIED = ("Nats-", "Gpurelay-Dead-", CREATED_RECORD_REVISION)
+"""Headers of a stored message that a copy must not carry (JetStream's own, a dead letter's metadata, the
+revision of the record a ``job.created`` was published beside)."""
 
 
 def dedup_headers(event: EventEnvelope, msg_id: str | None = None) -> dict[str, str]:

@@ -3,9 +3,10 @@
 A batch (:mod:`~services.dispatcher.fold.serial`) holds up to ``fold_batch`` events of one
 partition, read while this replica holds the partition's pin, so no one else folds its jobs. The
 events are grouped by job; the jobs fold concurrently, each one's events in order over its record
-read once. The record is written (compare-and-set on its revision) before every event that has a
-reaction (:data:`~services.dispatcher.fold.reactions.REACTS_TO`, which then sees its record in KV as the
-serial fold left it) and once at the end, so a burst of progress or heartbeats costs one write.
+read once (a new job's at ``job.created``, as the gateway created it, is not read: the event has its
+revision in a header). The record is written (compare-and-set on its revision) before every event
+that has a reaction (:data:`~services.dispatcher.fold.reactions.REACTS_TO`, which then sees its record
+in KV as the serial fold left it) and once at the end, so a burst of progress or heartbeats costs one write.
 
 Failures keep the serial fold's rules, retried in place rather than redelivered (a redelivery
 could come after later events of the same job): an event whose fold or reaction raises is tried
@@ -30,6 +31,7 @@ from prometheus_client import Counter
 
 from contracts.dead_letters import DeadLetter
 from contracts.envelope import EventEnvelope
+from contracts.events.registry import CREATED_RECORD_REVISION, EventType
 from contracts.job_record import JobRecord
 from services.common.observability import tracing
 from services.common.observability.metric_labels import subject_event_label
@@ -147,6 +149,7 @@ class BatchFold:
 
     async def _fold_run(self, run: _JobRun, deadline: float) -> None:
         for msg, event in run.events:
+            self._take_created(run, msg, event)
             await self._step(run, msg, event, deadline)
         await self._retrying(run, deadline, lambda: self._flush(run))
 
@@ -204,6 +207,18 @@ class BatchFold:
         if event.type in REACTS_TO and run.record is not None:
             await self._flush(run)
             await self.reactions.react(event, run.record)
+
+    def _take_created(self, run: _JobRun, msg: Msg, event: EventEnvelope) -> None:
+        """At a new job's ``job.created``, first delivered, its record as the gateway created it (the event
+        makes it; the header has its revision) instead of reading it back. A later write of a record that
+        moved meanwhile fails its compare-and-set and reads it then."""
+        revision = (msg.headers or {}).get(CREATED_RECORD_REVISION, "")
+        if run.loaded or run.unwritten or event.type != EventType.JOB_CREATED or not revision.isdigit():
+            return
+        if msg.metadata.num_delivered != 1 or self.cache.get(run.tenant, run.job_id) is not None:
+            return  # a redelivery: the first may have moved the record and reacted
+        run.record, run.revision, run.loaded = apply(None, event, self.store.pricing), int(revision), True
+        self.cache.keep(run.record, run.revision)
 
     def _stale(self, run: _JobRun) -> None:
         """The run's record may not be KV's: read it again before the next step."""

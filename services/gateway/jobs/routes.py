@@ -21,7 +21,7 @@ from pydantic import AwareDatetime
 
 from contracts.api.jobs import IdempotencyClaim, JobCreate, JobList, JobOut, JobUrls
 from contracts.envelope import utc_now
-from contracts.events.registry import job_created_event
+from contracts.events.registry import CREATED_RECORD_REVISION, job_created_event
 from contracts.ids import SubjectId, new_id, tenant_key
 from contracts.job_record import JobRecord, JobStatus
 from contracts.specs.jobs import JobKind, JobSpec
@@ -102,13 +102,16 @@ async def _create(
     """Write the first record (unless it exists) and publish ``job.created`` (unless stored)."""
     tenant = owner.tenant
     record = JobRecord.new(job_id, tenant, spec, utc_now(), subject=owner.subject)
+    headers: dict[str, str] = {}  # the revision only of a record made here (the fold need not read it)
     try:
-        await state.kv.jobs.create(tenant_key(tenant, job_id), record.model_dump_json().encode())
+        revision = await state.kv.jobs.create(tenant_key(tenant, job_id), record.model_dump_json().encode())
+        headers[CREATED_RECORD_REVISION] = str(revision)
         JOBS_CREATED.labels(record.kind).inc()
     except KeyWrongLastSequenceError:
         record, replay = await load_job(state, owner, job_id), True
     event = job_created_event(record, upload_sizes=upload_sizes)
-    await state.publish_once(state.subjects.job_event(tenant, job_id, "created"), event, check=replay)
+    subject = state.subjects.job_event(tenant, job_id, "created")
+    await state.publish_once(subject, event, check=replay, headers=headers)
     return record
 
 

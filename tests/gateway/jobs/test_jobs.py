@@ -13,13 +13,16 @@ from nats.js import JetStreamContext
 
 from bench.harness.secrets import SIGNING_SECRET
 from contracts.api.jobs import IdempotencyClaim, JobCreate
+from contracts.envelope import EventEnvelope
+from contracts.events.registry import CREATED_RECORD_REVISION
 from contracts.ids import new_id, tenant_key
 from contracts.job_record import Artifact, JobRecord, JobStatus
 from contracts.specs.jobs import SPEC_MODELS, parse_job_spec
-from contracts.streams import KV_IDEMPOTENCY, KV_JOBS
+from contracts.streams import JOBS, KV_IDEMPOTENCY, KV_JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.auth.tokens import verify_token
 from services.common.storage import Storage, result_key
+from services.dispatcher.fold.records import apply
 from tests.support.gateway import Gateway, Tenant, presign, stored
 
 PROBLEM = "application/problem+json"
@@ -83,6 +86,21 @@ async def test_create_then_read(
         "pose",
     )
     assert event.data["spec"]["inputs"] == {"video": {"upload_id": upload_id}}
+
+
+async def test_job_created_carries_the_revision_of_the_record_the_fold_would_make(
+    gateway: Gateway, acme: Tenant, js: JetStreamContext, namespace: Namespace, subjects: Subjects
+) -> None:
+    upload_id = (await presign(acme, 10))["id"]
+    job_id = (await created(acme, pose(upload_id, batch_size=2)))["id"]
+    kv = await js.key_value(namespace.bucket(KV_JOBS))
+    entry = await kv.get(tenant_key("acme", job_id))
+    msg = await js.get_last_msg(namespace.stream(JOBS), subjects.job_event("acme", job_id, "created"))
+    assert (msg.headers or {})[CREATED_RECORD_REVISION] == str(entry.revision)
+    # the fold makes the record from the event instead of reading it: it must be the one created
+    assert apply(None, EventEnvelope.from_json_bytes(msg.data or b"{}")) == JobRecord.model_validate_json(
+        entry.value or b""
+    )
 
 
 URL_INPUT = {"kind": "pose", "inputs": {"video": {"url": "https://x.test/a.mp4"}}}

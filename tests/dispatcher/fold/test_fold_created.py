@@ -1,0 +1,94 @@
+"""A new job's record is not read back at ``job.created``: the gateway's create gave its revision.
+
+The gateway creates a job's first record in KV, then publishes ``job.created`` with that record's
+revision in a header (:data:`~contracts.events.registry.CREATED_RECORD_REVISION`). The fold makes the
+same record from the event and takes the revision instead of reading the record (issue 34: a message
+get and its reply a job). These tests count the fold's reads, check that the record it writes next is
+the one a read would have given, and that a copy of the event never carries the header.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from contracts.envelope import EventEnvelope, utc_now
+from contracts.events.registry import CREATED_RECORD_REVISION, job_created_event
+from contracts.ids import new_id, tenant_key
+from contracts.job_record import JobRecord, JobStatus
+from contracts.specs.jobs import parse_job_spec
+from contracts.streams import JOBS
+from contracts.subjects import Namespace, Subjects
+from services.common.nats.publish import REPLAY_OF, copied_headers, publish_event
+from services.dispatcher.fold.batch import BatchFold, _JobRun
+from services.dispatcher.fold.records import apply
+from tests.dispatcher.conftest import StartDispatcher
+from tests.support.dispatcher import POSE, local_route, submit, wait_record
+
+
+@pytest.fixture
+def fold_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The job ids of the fold's reads of a record from KV (each load its cache does not answer)."""
+    reads: list[str] = []
+    load = BatchFold._load
+
+    async def counted(self: BatchFold, run: _JobRun) -> None:
+        if self.cache.get(run.tenant, run.job_id) is None:
+            reads.append(run.job_id)
+        await load(self, run)
+
+    monkeypatch.setattr(BatchFold, "_load", counted)
+    return reads
+
+
+async def test_the_fold_writes_a_new_jobs_next_record_without_reading_the_first(
+    fold_reads: list[str],
+    start_dispatcher: StartDispatcher,
+    js: JetStreamContext,
+    jobs_kv: KeyValue,
+    subjects: Subjects,
+    namespace: Namespace,
+) -> None:
+    await start_dispatcher({"pose": local_route("noop")}, fold_partitions=1)
+    job_id = await submit(js, jobs_kv, subjects, POSE)
+    record = await wait_record(jobs_kv, job_id, lambda r: r.terminal, 60)
+    assert record.status is JobStatus.SUCCEEDED
+    assert fold_reads.count(job_id) == 0  # the created record's revision came with job.created, then the cache
+
+    key = tenant_key("acme", job_id)
+    created = await js.get_last_msg(namespace.stream(JOBS), subjects.job_event("acme", job_id, "created"))
+    first, second = (await jobs_kv.history(key))[:2]
+    assert (created.headers or {}).get(CREATED_RECORD_REVISION) == str(first.revision)
+    assert first.value is not None
+    assert second.value is not None
+    made = apply(None, EventEnvelope.from_json_bytes(created.data or b"{}"))
+    assert made == JobRecord.model_validate_json(first.value)  # the record the fold made is the one created
+    # ... and its next write went over the created revision (a compare-and-set: no conflict, no read)
+    assert JobRecord.model_validate_json(second.value).status is JobStatus.QUEUED
+
+
+async def test_a_created_event_without_the_revision_is_read_first(
+    fold_reads: list[str],
+    start_dispatcher: StartDispatcher,
+    js: JetStreamContext,
+    jobs_kv: KeyValue,
+    subjects: Subjects,
+) -> None:
+    await start_dispatcher({"pose": local_route("noop")}, fold_partitions=1)
+    job_id = new_id("job")  # as the sweeper or a retried request publishes it: no revision
+    record = JobRecord.new(job_id, "acme", parse_job_spec(POSE), utc_now())
+    await jobs_kv.create(tenant_key("acme", job_id), record.model_dump_json().encode())
+    await publish_event(js, subjects.job_event("acme", job_id, "created"), job_created_event(record))
+    done = await wait_record(jobs_kv, job_id, lambda r: r.terminal, 60)
+    assert done.status is JobStatus.SUCCEEDED
+    assert fold_reads.count(job_id) == 1  # read once, at job.created; the cache after it
+
+
+def test_a_copy_of_a_created_event_does_not_carry_the_revision_of_its_record() -> None:
+    stored = {CREATED_RECORD_REVISION: "41", "traceparent": "00-abc-def-01", "Nats-Msg-Id": "created-job_1"}
+    copied = copied_headers(stored) | {REPLAY_OF: json.dumps({"stream": "JOBS", "seq": 7})}
+    assert CREATED_RECORD_REVISION not in copied  # a replayed job.created is read, its record having moved
+    assert copied["traceparent"] == stored["traceparent"]
