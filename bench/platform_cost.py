@@ -78,6 +78,13 @@ NOTES = [
     "reply per job; a redelivery, a republished copy or a created with no header still reads). Job-only run, "
     "3 runs on one stack per tree, the two trees alternating twice: 88 messages median (85-94) against 92.5 "
     "(89-102) for main before it; KV jobs reads 1 a run (the ticket's) against 2.",
+    "platform_cost (place in job.queued, 2026-11-26): job.queued carries the job's first place in its tenant's "
+    "queue and its ETA (the place its entry takes in the replica's mirror as it is queued), so a job that nothing "
+    "waits ahead of has no job.position (a stored event, its ack, the source's, the fold's and the fan-out's "
+    "deliveries and the fold's ack); job.position still says each move up, a retry's place and a place bettered "
+    "by the time the entry is queued. Job-only run, 3 runs a stack, the two trees alternating twice: 82 messages "
+    "median (77-87) against 86 (83-92) for main with the created record's revision, 90 (89-94) before both; the "
+    "job's events are 5, not 6.",
 ]
 
 

@@ -35,9 +35,16 @@ class JobCreatedPayload(Contract):
 
 
 class JobQueuedPayload(Contract):
-    """``job.queued``: every input is complete; the job waits for a backend."""
+    """``job.queued``: every input is complete; the job waits for a backend. Its first place in its
+    tenant's queue of the kind comes with it (``position``, the ETA); ``job.position`` says when it moves up."""
 
     model_config = _STRICT
+
+    position: int | None = Field(
+        default=None, ge=1, description="Its place as it is queued: 1 = the next of this tenant's jobs of this kind."
+    )
+    eta_s: float | None = Field(default=None, ge=0, description="Seconds until it should start.")
+    eta_at: AwareDatetime | None = Field(default=None, description="When it should start.")
 
 
 class JobPositionPayload(Contract):

@@ -110,7 +110,7 @@ def _describe(event_type: str, data: dict[str, Any]) -> str | None:
         return ": ".join(parts) or "running"
     if event_type == "job.stage":
         return f"stage {data.get('name')} ({int(data.get('index', 0)) + 1}/{data.get('count')}) {data.get('status')}"
-    if event_type == "job.position":
+    if event_type == "job.position" or (event_type == "job.queued" and data.get("position") is not None):
         return f"queued: {queue_place_text(data)}"
     if event_type == "job.dispatched":
         return f"dispatched to {data.get('backend')}" + (f" ({data['gpu']})" if data.get("gpu") else "")

@@ -94,8 +94,8 @@ class DispatcherSettings(BaseServiceSettings):
     tenant_weight_default: float = Field(default=1.0, gt=0, description="The weight of a tenant not in tenant_weights.")
     queue_position_top: int = Field(
         default=10, ge=0, le=1000,
-        description="job.position is sent when a job is queued, and each time it moves up while among the first N "
-        "of its tenant's queue of the kind (0: only when queued).",
+        description="job.position is sent each time a job moves up while among the first N of its tenant's queue "
+        "of the kind (0: none as it moves up; its first place comes in job.queued, a retry's in a job.position).",
     )  # fmt: skip
     queue_position_interval_s: float = Field(
         default=1.0, ge=0, description="Queue positions of one tenant's kind are updated at most this often."

@@ -47,6 +47,8 @@ def test_queue_place_text(place: dict[str, object], text: str) -> None:
 
 def test_the_watch_line_of_a_position_event() -> None:
     assert _describe("job.position", {"position": 2, "eta_s": 12.0}) == "queued: 2nd in line, about 12 s"
+    assert _describe("job.queued", {"position": 1, "eta_s": None}) == "queued: 1st in line"  # its first place
+    assert _describe("job.queued", {}) == "queued"
 
 
 def test_the_record_table_shows_the_queue_only_while_queued() -> None:

@@ -329,8 +329,12 @@ class JobProgressPayload(ApiModel):
 
 
 class JobQueuedPayload(ApiModel):
-    """``job.queued``: every input is complete; the job waits for a backend."""
+    """``job.queued``: every input is complete; the job waits for a backend. Its first place in its tenant's
+    queue of the kind comes with it (``position``, the ETA); ``job.position`` says when it moves up."""
 
+    eta_at: datetime | None = None
+    eta_s: float | None = None
+    position: int | None = None
 
 
 class JobRetryingPayload(ApiModel):

@@ -45,7 +45,7 @@ from services.common.observability import tracing
 from services.dispatcher.consumers import PoisonMessage
 from services.dispatcher.observe import observe_folded
 from services.dispatcher.scheduling.positions import Positions
-from services.dispatcher.scheduling.queue import QueueIndex, entry_key, new_entry
+from services.dispatcher.scheduling.queue import QueueEntry, QueueIndex, entry_key, new_entry
 from services.dispatcher.store import JobEvents, JobStore
 
 log = logging.getLogger(__name__)
@@ -97,11 +97,16 @@ class Reactions:
                 await self.queue.remove(entry_key(str(record.kind), record.tenant, record.id, attempt))
 
     async def enqueue(
-        self, record: JobRecord, attempt: int, delay_s: float = 0.0, sizes: list[int | None] | None = None
+        self,
+        record: JobRecord,
+        attempt: int,
+        delay_s: float = 0.0,
+        sizes: list[int | None] | None = None,
+        entry: QueueEntry | None = None,
     ) -> None:
-        """Queue ``attempt`` of ``record`` (due after ``delay_s``), say where it stands, publish its ticket
-        (``sizes``: its uploads' sizes when known, else read)."""
-        entry = new_entry(record, attempt, delay_s, await self._input_bytes(record, sizes))
+        """Queue ``attempt`` of ``record`` (due after ``delay_s``), say where it stands (unless ``job.queued``
+        said it), publish its ticket (``sizes``: its uploads' sizes when known, else read; ``entry``: made)."""
+        entry = entry or new_entry(record, attempt, delay_s, await self._input_bytes(record, sizes))
         ticket = functools.partial(self.events.ticket, record, attempt, delay_s)
         if await self.queue.enqueue(entry):
             await self.positions.queued(entry, then=ticket)  # the position first, the ticket behind it
@@ -152,9 +157,11 @@ class Reactions:
             if pending := [u for u in pending if not _completed(found[u])]:
                 log.info("job waits on uploads", extra={"job_id": record.id, "uploads": pending})
                 return
-        await self.events.publish(record, EventType.JOB_QUEUED, je.JobQueuedPayload(), queued_event_id(record.id))
         sizes = [known[u] if u in known else _size(found[u]) for u in upload_ids]
-        await self.enqueue(record, record.attempt, sizes=sizes)  # now, not when job.queued is folded
+        entry = new_entry(record, record.attempt, input_bytes=await self._input_bytes(record, sizes))
+        queued = await self.positions.told_in_queued(entry)  # its place, so no job.position follows
+        await self.events.publish(record, EventType.JOB_QUEUED, queued, queued_event_id(record.id))
+        await self.enqueue(record, record.attempt, entry=entry)  # now, not when job.queued is folded
         for upload_id in upload_ids if noted else ():
             await self.waits.delete(f"{record.tenant}.{upload_id}.{record.id}")
 

@@ -108,7 +108,11 @@ def _apply_payload(record: JobRecord, event: EventEnvelope, payload: BaseModel, 
         return record
     match payload:
         case je.JobQueuedPayload() if record.status is _S.CREATED:
-            return record.transition(_S.QUEUED, at)
+            queued = record.transition(_S.QUEUED, at)
+            if payload.position is None:
+                return queued
+            place = QueuePlace(position=payload.position, eta_s=payload.eta_s, eta_at=payload.eta_at)
+            return queued.model_copy(update={"queue": place})
         case je.JobDispatchedPayload():
             moved = _start_attempt(record, attempt, at)
             if moved is record:

@@ -96,5 +96,12 @@ class WaitingLines(Generic[Entry]):
             return None
         return int(self._lines[placed.kind][placed.tenant].index(placed)) + 1
 
+    def place_of(self, entry: Entry) -> int:
+        """The 1-based place ``entry`` has in its line, or would have once placed."""
+        if (placed := self.position(entry.key)) is not None:
+            return placed
+        line = self._lines.get(entry.kind, {}).get(entry.tenant)
+        return 1 + (int(line.bisect_key_left(self._sort_key(entry))) if line is not None else 0)
+
     def _sort_key(self, entry: Entry) -> tuple[float, float, str]:
         return (*self.order(entry), entry.key)

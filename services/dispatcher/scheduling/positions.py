@@ -7,7 +7,9 @@ start at ``concurrency × share / median`` per second, where ``share`` is its we
 weights of the tenants with queued work, so position ``p`` starts in about
 ``p × median / (concurrency × share)`` seconds (or when it is due, if later).
 
-``job.position`` is published when a job is queued and, while it is among the first
+A job's first place comes in its ``job.queued`` (:meth:`Positions.told_in_queued`: the place its entry
+takes in the mirror as it is queued); ``job.position`` is published when a retry is queued, when that
+place is bettered by the time the entry is in the queue, and, while it is among the first
 ``queue_position_top`` of its tenant's queue, as it moves up (after a start of that tenant, at most
 once per ``queue_position_interval_s`` per kind and tenant: the starts in between coalesce, so the
 fold sees at most ``top / interval`` such events per second and tenant). A replica publishes a job's position
@@ -27,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from nats.js import JetStreamContext
 
 from contracts.event_ids import attempt_event_id
-from contracts.events.jobs import JobPositionPayload
+from contracts.events.jobs import JobPositionPayload, JobQueuedPayload
 from contracts.events.registry import EventType, make_event
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.connection import cancel_and_wait
@@ -61,6 +63,15 @@ class Positions:
     def waiting(self, kind: str, tenant: str, first: int | None = None) -> list[QueueEntry]:
         """``tenant``'s unclaimed entries of ``kind`` in the order they would start (the ``first`` ones)."""
         return list(itertools.islice(self.queue.lines.line(kind, tenant), first))
+
+    async def told_in_queued(self, entry: QueueEntry) -> JobQueuedPayload:
+        """``job.queued`` for the entry about to be queued, with the place it will have and its ETA (so
+        it needs no ``job.position`` of its own: :meth:`queued` then says only a better place)."""
+        position = self.queue.lines.place_of(entry)
+        eta = await self.eta_s(entry, position)
+        self.published[entry.key] = position
+        at = datetime.now(UTC) + timedelta(seconds=eta) if eta is not None else None
+        return JobQueuedPayload(position=position, eta_s=eta, eta_at=at)
 
     async def queued(self, entry: QueueEntry, then: Callable[[], Awaitable[None]] | None = None) -> None:
         """Announce a newly queued attempt's position; ``then`` (its ticket's publish) is sent right

@@ -47,6 +47,18 @@ def sign_in(b: Browsing, key: str) -> None:
     b.page.wait_for_url("**/jobs")
 
 
+RECORD_QUEUE_PLACE = """document.addEventListener("DOMContentLoaded", () => {
+  const place = document.getElementById("job-queue");
+  if (!place) return;
+  new MutationObserver(() => {
+    const seen = JSON.parse(sessionStorage.getItem("queue-place") || "[]");
+    if (!place.hidden) seen.push(place.textContent);
+    sessionStorage.setItem("queue-place", JSON.stringify(seen.slice(-50)));
+  }).observe(place, { childList: true, characterData: true, subtree: true, attributes: true });
+});"""
+"""Every place in line a job page shows (``#job-queue`` while visible), kept in sessionStorage."""
+
+
 def recorded(b: Browsing, progress_id: str) -> list[float]:
     """Every value scripts gave the ``<progress id=progress_id>`` in this tab."""
     values: list[float] = json.loads(b.page.evaluate(f"sessionStorage.getItem('progress:{progress_id}') || '[]'"))
@@ -102,6 +114,7 @@ def test_a_lap_is_uploaded_submitted_watched_live_and_shown_as_charts_and_video(
     assert page.is_visible("#form-problem")
     shot(b, "new-job-refused", "New job", "Downscale Width", "64")
     page.fill("#p-downscale_width", "640")
+    page.add_init_script(RECORD_QUEUE_PLACE)
     page.click("#submit-job")
     page.wait_for_url("**/jobs/job_*")
     uploads = recorded(b, "up-video")
@@ -113,6 +126,8 @@ def test_a_lap_is_uploaded_submitted_watched_live_and_shown_as_charts_and_video(
     assert len(set(moves)) >= 2, recorded(b, "job-progress")  # the bar moved, live
     assert recorded(b, "job-progress")[-1] == 1
     assert page.evaluate("window.__sameDocument === true")  # no reload
+    places = json.loads(page.evaluate("sessionStorage.getItem('queue-place') || '[]'"))
+    assert "1st in line" in places, places  # job.queued's place, live (no job.position: nothing was ahead)
     page.wait_for_selector("#speed-chart[data-points] canvas")
     points = int(page.get_attribute("#speed-chart", "data-points") or 0)
     assert points > 10

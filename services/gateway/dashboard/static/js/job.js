@@ -65,7 +65,7 @@ function onEvent(type, raw) {
   const data = envelope.data || {};
   if (type === "job.started") { startedAt = Date.parse(envelope.time) || Date.now(); }
   if (STATUS[type]) setStatus(STATUS[type]);
-  if (type === "job.position" && typeof data.position === "number") {
+  if ((type === "job.position" || type === "job.queued") && typeof data.position === "number") {
     queue.textContent = queuePlaceText(data);
     queue.hidden = false;
   } else if (type !== "job.queued" && type !== "job.created" && type !== "job.log") queue.hidden = true;
