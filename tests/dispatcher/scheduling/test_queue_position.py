@@ -109,7 +109,10 @@ async def test_a_waiting_jobs_position_only_goes_down_on_sse_and_its_record_carr
                 positions.append(event["data"]["position"])
             if event["type"] == "job.dispatched":
                 break
-    assert positions[0] == first_place  # as queued
+    # As queued: six ahead, or five once one of them held the slot. A place bettered by the time its
+    # entry was queued follows at once as a job.position, so the record may already show that one.
+    assert positions[0] in (6, 7)
+    assert first_place in positions[:2]
     assert len(positions) >= 3  # moved up as the jobs ahead started (updates coalesce)
     assert positions == sorted(set(positions), reverse=True)  # strictly down
     dispatched = await wait_record(jobs_kv, last, lambda r: r.status != "queued")
