@@ -4,8 +4,10 @@ quiet spell instead of one per batch (issue 34), the held ack sent before the pi
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
+import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -62,6 +64,7 @@ async def test_acks_hold_the_last_for_one_request_and_a_nak_acks_it_first() -> N
 
 
 async def test_spaced_events_are_each_acked_with_one_request_for_the_spell(
+    caplog: pytest.LogCaptureFixture,
     start_dispatcher: StartDispatcher,
     nats_server: EmbeddedNats,
     nc: NatsClient,
@@ -71,7 +74,9 @@ async def test_spaced_events_are_each_acked_with_one_request_for_the_spell(
     namespace: Namespace,
 ) -> None:
     """One partition, events a tenth of a second apart (a batch each): each is acked, and only one ack
-    (the last's) is a request; the old fold sent one per batch (five)."""
+    (the last's) is a request; the old fold sent one per batch (five). A loaded machine may space the
+    publishes past the hold (each gap a quiet spell of its own, confirmed) or stall a confirm past its
+    timeout (the next spell confirms again): each such is one request more, counted from what happened."""
     await start_dispatcher({"pose": local_route("noop")}, fold_partitions=1)
     stream = namespace.stream(FOLD_STREAM)
     acks: list[Msg] = []
@@ -94,4 +99,7 @@ async def test_spaced_events_are_each_acked_with_one_request_for_the_spell(
     acked = {int(msg.subject.split(".")[-4]) for msg in acks}  # …{delivered}.{stream seq}.{delivery seq}.{time}.{left}
     assert len(acked) == EVENTS, [msg.subject for msg in acks]
     requests = sum(1 for msg in acks if msg.reply)  # one; two if a loaded machine folded one late
-    assert requests <= 2, [(msg.subject, msg.reply) for msg in acks]
+    stored = sorted({int(m.subject.split(".")[-4]): int(m.subject.split(".")[-2]) for m in acks}.values())
+    spells = 1 + sum(1 for a, b in itertools.pairwise(stored) if (b - a) / 1e9 > HOLD_S)
+    unconfirmed = sum("did not confirm the acks" in r.getMessage() for r in caplog.records)
+    assert requests <= spells + 1 + unconfirmed, ([(m.subject, m.reply) for m in acks], spells, unconfirmed)
