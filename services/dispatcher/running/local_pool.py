@@ -34,6 +34,8 @@ from services.dispatcher.settings import DispatcherSettings
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 60.0
+EXIT_GRACE_S = 3.0
+"""How long a stopping pool waits for a process to exit before it kills its group (and again after)."""
 
 
 class WorkerLostError(Exception):
@@ -209,20 +211,23 @@ class LocalPool:
         log.error("local worker could not be restarted: the pool is one process smaller")
 
     async def stop(self) -> None:
-        """Ask idle processes to exit, kill busy ones, and reap all."""
+        """Ask idle processes to exit, kill busy ones, and reap all, together: a busy process is given
+        :data:`EXIT_GRACE_S` once, not one after the other (three busy ones took 9.6 s to stop)."""
         self._closing = True
         for task in list(self._tasks):
             task.cancel()
         for proc in list(self._all):
             with contextlib.suppress(OSError):
                 proc.conn.send(None)
-        for proc in list(self._all):
-            await asyncio.to_thread(proc.process.join, 3)
-            if proc.process.is_alive():
-                kill_group(proc.pid)
-                await asyncio.to_thread(proc.process.join, 3)
-            self._discard(proc)
+        await asyncio.gather(*(self._reap(proc) for proc in list(self._all)))
         await self.scratch.close()
+
+    async def _reap(self, proc: PoolProcess) -> None:
+        await asyncio.to_thread(proc.process.join, EXIT_GRACE_S)
+        if proc.process.is_alive():
+            kill_group(proc.pid)
+            await asyncio.to_thread(proc.process.join, EXIT_GRACE_S)
+        self._discard(proc)
 
     def occupancy(self) -> dict[str, int]:
         """How many processes the pool should have (``size``), has started, and of those are idle or busy."""

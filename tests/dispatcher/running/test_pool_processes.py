@@ -9,6 +9,7 @@ import asyncio
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable
 from typing import cast
 
@@ -21,6 +22,7 @@ from contracts.job_record import JobStatus
 from contracts.subjects import Subjects
 from services.common.processes import is_running
 from services.dispatcher.running.backends import LocalBackend
+from services.dispatcher.running.local_pool import EXIT_GRACE_S
 from services.dispatcher.running.supervision import Held, Verdict
 from services.dispatcher.store import Ticket
 from tests.dispatcher.conftest import StartDispatcher
@@ -110,3 +112,22 @@ async def test_an_adopted_attempt_whose_worker_already_ended_it_is_neither_retri
     assert backend.canceled_calls == []  # its pool process has other work by now
     await asyncio.sleep(0.5)  # a retrying event, had one been published, is back by then
     assert "job.retrying" not in event_log.types(job)
+
+
+async def test_a_pool_with_busy_processes_stops_within_one_grace_not_one_each(
+    start_dispatcher: StartDispatcher, js: JetStreamContext, jobs_kv: KeyValue, subjects: Subjects, event_log: EventLog
+) -> None:
+    """Each busy process is given EXIT_GRACE_S to exit, then killed: together, not one after the other
+    (three busy processes took 3 x 3 s; a fault test's dispatcher then stopped past its 10 s grace)."""
+    dispatcher = await start_dispatcher({"pose": local_route("forever", concurrency=3)}, local_pool_size=3)
+    jobs = [await submit(js, jobs_kv, subjects, POSE) for _ in range(3)]
+    await event_log.wait(lambda: all(event_log.first(job, "job.started") is not None for job in jobs), 60)
+    pool = dispatcher.pool
+    assert pool is not None
+    assert pool.occupancy()["busy"] == 3
+    pids = pool.pids
+    began = time.monotonic()
+    await pool.stop()
+    took = time.monotonic() - began
+    assert not [pid for pid in pids if is_running(pid)]  # each killed and reaped
+    assert took < 2 * EXIT_GRACE_S, took  # one grace and the kills (one after the other: 3 graces, 9 s)
