@@ -217,8 +217,10 @@ class BatchFold:
             return
         if msg.metadata.num_delivered != 1 or self.cache.get(run.tenant, run.job_id) is not None:
             return  # a redelivery: the first may have moved the record and reacted
-        run.record, run.revision, run.loaded = apply(None, event, self.store.pricing), int(revision), True
-        self.cache.keep(run.record, run.revision)
+        if (made := apply(None, event, self.store.pricing)) is None:
+            return  # a payload this fold cannot read: the record it reads still gets its reaction
+        run.record, run.revision, run.loaded = made, int(revision), True
+        self.cache.keep(made, run.revision)
 
     def _stale(self, run: _JobRun) -> None:
         """The run's record may not be KV's: read it again before the next step."""

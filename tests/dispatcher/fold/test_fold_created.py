@@ -92,3 +92,25 @@ def test_a_copy_of_a_created_event_does_not_carry_the_revision_of_its_record() -
     copied = copied_headers(stored) | {REPLAY_OF: json.dumps({"stream": "JOBS", "seq": 7})}
     assert CREATED_RECORD_REVISION not in copied  # a replayed job.created is read, its record having moved
     assert copied["traceparent"] == stored["traceparent"]
+
+
+async def test_a_created_event_this_fold_cannot_read_still_releases_the_job_it_reads(
+    fold_reads: list[str],
+    start_dispatcher: StartDispatcher,
+    js: JetStreamContext,
+    jobs_kv: KeyValue,
+    subjects: Subjects,
+) -> None:
+    """A newer gateway's ``job.created`` with a field this fold does not know makes no record here; the
+    record is read and the job released on it, as without the header."""
+    await start_dispatcher({"pose": local_route("noop")}, fold_partitions=1)
+    job_id = new_id("job")
+    record = JobRecord.new(job_id, "acme", parse_job_spec(POSE), utc_now())
+    revision = await jobs_kv.create(tenant_key("acme", job_id), record.model_dump_json().encode())
+    event = job_created_event(record)
+    newer = event.model_copy(update={"data": {**event.data, "a_later_field": 1}})
+    headers = {CREATED_RECORD_REVISION: str(revision)}
+    await publish_event(js, subjects.job_event("acme", job_id, "created"), newer, headers=headers)
+    done = await wait_record(jobs_kv, job_id, lambda r: r.terminal, 60)
+    assert done.status is JobStatus.SUCCEEDED
+    assert fold_reads.count(job_id) == 1  # read at job.created, as without the header
