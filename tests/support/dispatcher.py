@@ -89,15 +89,16 @@ async def submit(
     spec: dict[str, Any],
     tenant: str = "acme",
     job_id: str | None = None,
+    revision: bool = True,
 ) -> str:
     """Create a job (``job_id``, a new one by default) as the gateway does: KV create of the first
-    record, then ``job.created`` with the record's revision."""
+    record, then ``job.created`` with the record's revision (without it with ``revision=False``, as the
+    sweeper or a retried request publishes it)."""
     job_id = job_id or new_id("job")
     record = JobRecord.new(job_id, tenant, parse_job_spec(spec), utc_now())
-    revision = await kv.create(tenant_key(tenant, job_id), record.model_dump_json().encode())
-    event = job_created_event(record)
-    headers = {CREATED_RECORD_REVISION: str(revision)}
-    await publish_event(js, subjects.job_event(tenant, job_id, "created"), event, headers=headers)
+    created = await kv.create(tenant_key(tenant, job_id), record.model_dump_json().encode())
+    headers = {CREATED_RECORD_REVISION: str(created)} if revision else None
+    await publish_event(js, subjects.job_event(tenant, job_id, "created"), job_created_event(record), headers=headers)
     return job_id
 
 

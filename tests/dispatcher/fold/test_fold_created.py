@@ -78,10 +78,7 @@ async def test_a_created_event_without_the_revision_is_read_first(
     subjects: Subjects,
 ) -> None:
     await start_dispatcher({"pose": local_route("noop")}, fold_partitions=1)
-    job_id = new_id("job")  # as the sweeper or a retried request publishes it: no revision
-    record = JobRecord.new(job_id, "acme", parse_job_spec(POSE), utc_now())
-    await jobs_kv.create(tenant_key("acme", job_id), record.model_dump_json().encode())
-    await publish_event(js, subjects.job_event("acme", job_id, "created"), job_created_event(record))
+    job_id = await submit(js, jobs_kv, subjects, POSE, revision=False)  # as the sweeper or a retried request
     done = await wait_record(jobs_kv, job_id, lambda r: r.terminal, 60)
     assert done.status is JobStatus.SUCCEEDED
     assert fold_reads.count(job_id) == 1  # read once, at job.created; the cache after it
