@@ -85,6 +85,13 @@ NOTES = [
     "by the time the entry is queued. Job-only run, 3 runs a stack, the two trees alternating twice: 82 messages "
     "median (77-87) against 86 (83-92) for main with the created record's revision, 90 (89-94) before both; the "
     "job's events are 5, not 6.",
+    "platform_cost (a launch lingers, 2026-11-26): a fold batch of only job.dispatched and job.started waits "
+    "fold_linger_s (0.25 s) for what follows, as progress does, so a launch and the worker's first events (a "
+    "short job's end) are one record write (a KV write, its reply and the republish) instead of two or three; "
+    "the record shows the launch up to 0.25 s after the stream, an end at once. Job-only run, 3 runs a stack, "
+    "the two trees alternating twice: 75 messages median (75-76) against 81 (78-81) for main before it; KV "
+    "jobs writes 3 against 5. Submitted lap_compare run, same way: 243 median (241-247) against 244 (236-254) "
+    "for 18 events, KV jobs writes 9 (8-9) against 11 (10-11): the progress events' spread hides the 6.",
 ]
 
 

@@ -132,7 +132,8 @@ class DispatcherSettings(BaseServiceSettings):
         default=0.25,
         ge=0,
         le=5,
-        description="How long a fold batch of only progress-like events waits for more (one record write for all).",
+        description="How long a fold batch of only progress-like events (or a launch: dispatched, started) waits "
+        "for more (one record write for all).",
     )
     fold_max_deliver: int = Field(
         default=100,

@@ -5,10 +5,13 @@ a batch of its own when they come apart, and each batch writes the job's record 
 and the bucket's republish: 3 of the ~11 messages such an event cost, issue 34). These events change no
 status and have no reaction, and followers read them from JOBS, not from the record, so a batch of
 nothing else waits up to ``fold_linger_s`` for more: what comes is folded with it, one write per job.
-Any other event ends the wait at once (a status change is never held back), and so does a full batch.
-When the partition's open request runs out first, one more request covers the rest of the wait, so
-where a request happened to end does not split a burst; a partition letting go of its pin waits on
-the open request alone, not to hold up the hand-over.
+A launch's ``job.dispatched`` and ``job.started`` wait too: they come as a pair, and the worker's first
+progress (a short job's end) follows, so a launch is one write, not two or three; the record shows
+the launch at most ``fold_linger_s`` later, while the stream (SSE, webhooks) has it at once. Any other
+event ends the wait at once (a job's creation, queueing, end, retry or cancel is never held back), and
+so does a full batch. When the partition's open request runs out first, one more request covers the
+rest of the wait, so where a request happened to end does not split a burst; a partition letting go
+of its pin waits on the open request alone, not to hold up the hand-over.
 """
 
 from __future__ import annotations
@@ -24,7 +27,14 @@ from contracts.events.registry import EventType, job_event_name
 
 LINGERING = frozenset(
     job_event_name(t)
-    for t in (EventType.JOB_PROGRESS, EventType.JOB_LOG, EventType.JOB_HEARTBEAT, EventType.JOB_POSITION)
+    for t in (
+        EventType.JOB_PROGRESS,
+        EventType.JOB_LOG,
+        EventType.JOB_HEARTBEAT,
+        EventType.JOB_POSITION,
+        EventType.JOB_DISPATCHED,
+        EventType.JOB_STARTED,
+    )
 )
 """The subject tokens of the events a batch may wait for more of (a fold subject ends with one)."""
 Pull = Callable[[int, float], Awaitable[list[Msg]]]
