@@ -42,6 +42,13 @@ class FairState(BaseModel):
         finish = {t: f for t, f in self.finish.items() if f > start} | {tenant: start + 1.0 / weight}
         return FairState(v=start, finish=finish)
 
+    def only_shifted_by(self, tenant: str, weight: float) -> bool:
+        """Whether a start of ``tenant`` would only move every tag by the same amount: the clock holds
+        ``tenant``'s finish tag alone, one start past ``v`` (a tenant running alone). :func:`pick`
+        compares tags, never their values, so every later decision is the same on either clock, and
+        such a start need not be written."""
+        return self.finish == {tenant: self.v + 1.0 / weight}
+
 
 @dataclass(frozen=True, slots=True)
 class Candidate:

@@ -8,6 +8,12 @@ latest fails, and :meth:`FairClocks.charge` reads KV and applies the start again
 claim of another replica always made it do. A watch that is lost (a restarted server) leaves the
 view behind; the writes correct it, one failed compare-and-set each.
 
+A start of a tenant that runs alone (the clock holds only its finish tag, one start past ``v``) is
+not written at all: it would move every tag by the same amount, which changes no decision (SFQ compares
+tags), so a lone tenant's jobs cost no clock write. Taken from a view that missed another replica's
+start of another tenant, the skip loses the start: the lone tenant gets one start more than its
+share, once per such race.
+
 A claim does not wait for its start to be written: :meth:`FairClocks.charge_soon` writes it in the
 background, after this replica's earlier starts of the kind and on the latest clock it knows (as a
 lost compare-and-set does anyway), so a decision made meanwhile sees the clock up to a start behind.
@@ -43,6 +49,8 @@ class FairClocks:
         self._watch = KvWatch(kv, self._on_entry, name="dispatch-fair-watcher")
         self.reads = 0
         """Clocks read from KV (not in the view, or a compare-and-set that lost)."""
+        self.unwritten = 0
+        """Starts not written: each only shifted the clock (:meth:`FairState.only_shifted_by`)."""
         self._charging: dict[str, asyncio.Task[None]] = {}
         """Each kind's latest start being written in the background (each waits for the one before)."""
 
@@ -74,8 +82,12 @@ class FairClocks:
 
     async def charge(self, kind: str, tenant: str, weight: float, state: FairState, revision: int | None) -> None:
         """Advance ``kind``'s clock by one start of ``tenant`` from ``state`` at ``revision`` (read
-        from KV and applied again when that is not the latest)."""
+        from KV and applied again when that is not the latest); not written when it would only shift
+        the clock (a tenant running alone)."""
         for _ in range(CAS_ATTEMPTS):
+            if state.only_shifted_by(tenant, weight):
+                self.unwritten += 1
+                return
             charged = state.charged(tenant, weight)
             written = await kv_write(self.kv, kind, charged.model_dump_json().encode(), revision)
             if written is None:

@@ -72,12 +72,37 @@ async def test_starts_written_in_the_background_land_in_order_each_on_the_clock_
         one.charge_soon("pose", tenant, 1.0)  # not awaited: each waits for the one before
     await one.settled(5.0)
     expected = FairState()
-    for tenant in tenants:
-        expected = expected.charged(tenant, 1.0)
+    for tenant in tenants:  # acme's second start in a row only shifts the clock: not written
+        expected = expected if expected.only_shifted_by(tenant, 1.0) else expected.charged(tenant, 1.0)
     stored = await fair_kv.get("pose")
     assert FairState.model_validate_json(stored.value or b"") == expected
     assert await one.state("pose") == (expected, stored.revision)
     assert one.reads == 1, "only the first start read the clock (none was known yet)"
+    assert one.unwritten == 1
+
+
+async def test_a_lone_tenants_starts_write_the_clock_once_and_keep_its_place_relative_to_others(
+    replicas: tuple[FairClocks, FairClocks], fair_kv: KeyValue, js: JetStreamContext, namespace: Namespace
+) -> None:
+    one, two = replicas
+    stream = f"KV_{namespace.bucket(streams.KV_DISPATCH_FAIR)}"
+    before = (await js.stream_info(stream)).state.last_seq
+    for _ in range(5):
+        one.charge_soon("pose", "acme", 2.0)
+    await one.settled(5.0)
+    assert (await js.stream_info(stream)).state.last_seq == before + 1, "one write for five lone starts"
+    assert one.unwritten == 4
+    await two.caught_up(js, namespace.bucket(streams.KV_DISPATCH_FAIR))
+    await two.charge("pose", "beta", 1.0, *(await two.state("pose")))
+    every = FairState()
+    for tenant, weight in [("acme", 2.0)] * 5 + [("beta", 1.0)]:
+        every = every.charged(tenant, weight)
+    stored = FairState.model_validate_json((await fair_kv.get("pose")).value or b"")
+
+    def relative(state: FairState) -> dict[str, float]:
+        return {tenant: tag - state.v for tenant, tag in state.finish.items()}
+
+    assert relative(stored) == relative(every) == {"acme": 0.5, "beta": 1.0}
 
 
 async def test_a_background_start_is_applied_after_another_replicas_start_that_came_first(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -106,3 +108,29 @@ def test_ageing_lets_an_old_low_priority_job_overtake_and_weights_share_starts()
         state = state.charged(chosen.tenant, {"x": 3.0, "y": 1.0}[chosen.tenant])
     assert starts == {"x": 300, "y": 100}
     assert len(state.finish) <= 2
+
+
+def test_a_clock_that_skips_a_lone_tenants_starts_picks_as_one_that_writes_every_start() -> None:
+    """Starts that only shift the clock (:meth:`FairState.only_shifted_by`, not written by a replica) change
+    no decision: over long stretches of one tenant alone and of several with work, with unequal weights
+    that change now and then, a clock charged only when a start does more than shift it picks exactly as
+    one charged every time. The weights' inverses are exact in binary, so a tie is a tie on both clocks
+    (with a weight of 3, two tags equal in exact arithmetic differ by rounding, either way on either clock)."""
+    rng = random.Random(34)
+    weights = {"x": 4.0, "y": 1.0, "z": 0.5}
+    every, lean, skipped = FairState(), FairState(), 0
+    for stretch in range(1000):
+        if stretch % 3 == 2:
+            weights[rng.choice(sorted(weights))] = rng.choice([0.5, 1.0, 2.0, 4.0])
+        with_work = rng.sample(sorted(weights), k=rng.choice([1, 1, 2, 3]))
+        queues = {t: [Candidate(f"{t}{stretch}", t, 5, float(stretch))] for t in with_work}
+        for _ in range(rng.randint(1, 12)):
+            chosen = pick(queues, every, weights, 60.0)
+            assert chosen is not None
+            assert chosen == pick(queues, lean, weights, 60.0)
+            every = every.charged(chosen.tenant, weights[chosen.tenant])
+            if lean.only_shifted_by(chosen.tenant, weights[chosen.tenant]):
+                skipped += 1
+            else:
+                lean = lean.charged(chosen.tenant, weights[chosen.tenant])
+    assert skipped > 1000, "lone stretches were skipped"
