@@ -92,6 +92,15 @@ NOTES = [
     "the two trees alternating twice: 75 messages median (75-76) against 81 (78-81) for main before it; KV "
     "jobs writes 3 against 5. Submitted lap_compare run, same way: 243 median (241-247) against 244 (236-254) "
     "for 18 events, KV jobs writes 9 (8-9) against 11 (10-11): the progress events' spread hides the 6.",
+    "platform_cost (a lone tenant's fair clock, 2026-11-26): a start that would only move every SFQ tag by the "
+    "same amount (the kind's clock holds the tenant's finish tag alone, at v + 1/weight: a tenant running "
+    "alone) is not written to KV dispatch_fair, since the scheduler compares tags and no decision changes. "
+    "Job-only run, 3 runs a stack, the two trees alternating twice: 72 messages in all 6 against 75 (75-76) for "
+    "main before it (a KV write, its reply and the watch's delivery; with 2 dispatchers the watch delivers "
+    "twice). CPU per job at 50 jobs/s, 2 dispatchers, 8 partitions, every process (500 jobs, 4 rounds, the "
+    "trees alternating twice, median of 8): 17.6 ms against 18.7, nats-server's share 6.5 against 7.0; at "
+    "100 jobs/s the same rounds spread 12.8-18.1 ms in both trees (this VM's speed moved between runs) and "
+    "showed no difference beyond it.",
 ]
 
 
