@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nats.errors
 from nats.aio.client import Client as NatsClient
@@ -13,6 +13,7 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from contracts import streams
+from contracts.api.uploads import UploadRecord
 from contracts.envelope import EventEnvelope
 from contracts.subjects import Subjects
 from services.common.auth.apikeys import ApiKeyStore
@@ -21,6 +22,7 @@ from services.common.http.problem import ProblemError
 from services.common.nats.publish import publish_event
 from services.common.storage import Storage
 from services.gateway.jobs.admission import Admission
+from services.gateway.sessions.lru import Lru
 from services.gateway.settings import GatewaySettings
 
 
@@ -53,6 +55,8 @@ class GatewayState:
     ingest_js: JetStreamContext | None = None
     """Where the ingest route publishes workers' events: a connection as the worker role's user
     (``ingest_nats_user``); ``None``: :attr:`js`."""
+    completed_uploads: Lru[UploadRecord] = field(default_factory=lambda: Lru(10_000))
+    """Completed uploads' records by tenant key (:mod:`services.gateway.uploads.inputs`)."""
 
     @property
     def subjects(self) -> Subjects:
@@ -96,6 +100,7 @@ class GatewayState:
             ),
             admission=await Admission.open(js, ns, settings.quota_defaults, settings.quota_cache_s),
             ingest_js=ingest_nc.jetstream() if ingest_nc is not None else None,
+            completed_uploads=Lru(settings.upload_cache_max),
         )
 
     async def publish_event(

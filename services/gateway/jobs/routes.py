@@ -35,7 +35,7 @@ from services.gateway.jobs.artifacts import events_token, signed_artifacts
 from services.gateway.jobs.listing import get_record, record_page, subject_filter
 from services.gateway.sessions.sources import check_recording_refs
 from services.gateway.state import GatewayState
-from services.gateway.uploads.routes import upload_input_problem
+from services.gateway.uploads.inputs import upload_input_problem
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

@@ -15,7 +15,7 @@ from typing import Any
 
 from nats.js.errors import KeyNotFoundError
 
-from contracts.api.uploads import UploadRecord, UploadStatus
+from contracts.api.uploads import UploadStatus
 from contracts.ids import ID_PATTERN, tenant_key
 from contracts.job_record import JobRecord
 from contracts.record_repair import UnreadableRecordError, read_record
@@ -26,7 +26,7 @@ from services.common.auth.apikeys import Principal
 from services.common.http.problem import field_error, unprocessable
 from services.common.storage import result_key
 from services.gateway.state import GatewayState
-from services.gateway.uploads.routes import upload_input_problem
+from services.gateway.uploads.inputs import upload_input_problem, upload_record
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
@@ -65,9 +65,8 @@ async def _zip_problem(state: GatewayState, owner: Principal, upload_id: str) ->
     problem = await upload_input_problem(state, owner, upload_id)
     if problem is not None:
         return problem
-    entry = await state.kv.uploads.get(tenant_key(tenant, upload_id))
-    upload = UploadRecord.model_validate_json(entry.value or b"")
-    if upload.status is not UploadStatus.COMPLETED:
+    upload = await upload_record(state, tenant, upload_id)
+    if upload is None or upload.status is not UploadStatus.COMPLETED:
         return None  # the session waits for it, as a job waits for its inputs
     if not (await state.storage.read_range(upload.key, 0, 4)).startswith(ZIP_MAGIC):
         return f"upload {upload_id!r} is not a zip (a LeRobotDataset v3 folder, zipped)"

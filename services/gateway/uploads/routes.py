@@ -37,7 +37,6 @@ from services.common.storage import (
     ObjectChangedError,
     ObjectInfo,
     ObjectNotFoundError,
-    check_sealed,
     seal,
     unseal,
     upload_key,
@@ -199,6 +198,7 @@ async def complete_upload(upload_id: UploadIdPath, state: StateDep, principal: U
     record, revision = await _entry(state.kv.uploads, principal, upload_id)
     subject = state.subjects.upload_completed(principal.tenant, record.id)
     if record.status is UploadStatus.COMPLETED:
+        state.completed_uploads.put(tenant_key(principal.tenant, record.id), record)
         await state.publish_once(subject, _completed_event(record))
         return record.to_out()
     sha256 = await _verify(state, record)
@@ -215,6 +215,7 @@ async def complete_upload(upload_id: UploadIdPath, state: StateDep, principal: U
         if done.status is not UploadStatus.COMPLETED:
             raise ProblemError(409, "The upload changed concurrently; retry.") from None
         fresh = False
+    state.completed_uploads.put(tenant_key(principal.tenant, done.id), done)
     await state.publish_once(subject, _completed_event(done), check=not fresh)
     return done.to_out()
 
@@ -224,30 +225,3 @@ async def get_upload(upload_id: UploadIdPath, state: StateDep, principal: Upload
     """The upload's status, name, type and size."""
     record, _ = await _entry(state.kv.uploads, principal, upload_id)
     return record.to_out()
-
-
-async def upload_input_problem(
-    state: GatewayState, owner: Principal, upload_id: str, complete: dict[str, int] | None = None
-) -> str | None:
-    """What is wrong with upload ``upload_id`` as a job input of ``owner``, if anything (pending ones are
-    fine; another subject's is as missing as another tenant's); its size goes into ``complete`` when it
-    is complete and its file the one verified."""
-    missing = f"no upload {upload_id!r}; create it with POST /v1/uploads"
-    try:
-        entry = await state.kv.uploads.get(tenant_key(owner.tenant, upload_id))
-    except KeyNotFoundError:
-        return missing
-    record = UploadRecord.model_validate_json(entry.value or b"")
-    if not owner.sees(record.subject):
-        return missing
-    if record.status is not UploadStatus.COMPLETED:
-        return None
-    try:
-        await check_sealed(state.storage, record.key)
-    except ObjectChangedError:
-        return f"upload {upload_id!r} was replaced after it was completed; upload the file again"
-    except ObjectNotFoundError:
-        return f"upload {upload_id!r} has no file in storage any more; upload it again"
-    if complete is not None:
-        complete[upload_id] = record.size
-    return None

@@ -1,0 +1,58 @@
+"""A submit naming a completed upload reads no KV: a gateway keeps the records of the uploads it completed
+or read completed, since those never change (``services/gateway/uploads/inputs.py``). A pending upload is
+read at every submit (it may be completed meanwhile). A kept upload's file is still checked against its
+seal at each submit (``tests/common/storage/test_upload_sealing.py``, on S3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.harness.message_counter import MessageCounter, Tally
+from contracts.ids import tenant_key
+from contracts.streams import KV_UPLOADS
+from contracts.subjects import Namespace
+from services.common.nats.embedded import EmbeddedNats
+from services.gateway.state import GatewayState
+from tests.support.gateway import Gateway, Tenant, uploaded
+from tests.support.lap import square_video
+
+
+def upload_reads(tally: Tally, namespace: Namespace) -> int:
+    """Reads of KV ``uploads`` in ``tally`` (a message get or a direct get of its stream)."""
+    bucket = f"KV_{namespace.bucket(KV_UPLOADS)}"
+    return sum(n for (kind, source), n in tally.sources.items() if kind.endswith(" get") and bucket in source)
+
+
+async def submit(acme: Tenant, upload_id: str) -> str:
+    created = await acme.http.post("/v1/jobs", json={"kind": "pose", "inputs": {"video": {"upload_id": upload_id}}})
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+async def test_a_completed_upload_is_read_from_kv_at_most_once_and_a_pending_one_at_every_submit(
+    acme: Tenant, gateway: Gateway, nats_server: EmbeddedNats, namespace: Namespace, tmp_path: Path
+) -> None:
+    video = square_video(tmp_path / "lap.mp4", frames=8).read_bytes()
+    state: GatewayState = gateway.app.state.gateway
+    completed, pending = await uploaded(acme, video), await uploaded(acme, video)
+    assert (await acme.http.post(f"/v1/uploads/{completed}/complete")).status_code == 200
+    counter = MessageCounter()
+    await counter.start(nats_server.url)
+    try:
+        async with counter.window() as tally:
+            await submit(acme, completed)  # completed by this gateway: kept since
+            await submit(acme, completed)
+        assert upload_reads(tally, namespace) == 0, tally.breakdown(30)
+
+        state.completed_uploads.pop(tenant_key("acme", completed))  # as if another gateway completed it
+        async with counter.window() as tally:
+            await submit(acme, completed)  # read once, kept since
+            await submit(acme, completed)
+        assert upload_reads(tally, namespace) == 1, tally.breakdown(30)
+
+        async with counter.window() as tally:
+            await submit(acme, pending)
+            await submit(acme, pending)
+        assert upload_reads(tally, namespace) == 2, tally.breakdown(30)
+    finally:
+        await counter.stop()
