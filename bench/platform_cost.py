@@ -101,6 +101,11 @@ NOTES = [
     "trees alternating twice, median of 8): 17.6 ms against 18.7, nats-server's share 6.5 against 7.0; at "
     "100 jobs/s the same rounds spread 12.8-18.1 ms in both trees (this VM's speed moved between runs) and "
     "showed no difference beyond it.",
+    "platform_cost (completed uploads kept, 2026-11-26): a completed upload's record never changes, so the "
+    "gateway keeps those it completed or read (services/gateway/uploads/inputs.py, upload_cache_max) and a "
+    "submit naming one reads no KV (a message get and its reply per input). Job-only run, 3 runs a stack, the "
+    "two trees alternating twice: 70 messages median (68-70) against 72 (70-72) for main before it; submitted "
+    "lap_compare run (two inputs), same way: 236 median (226-241) against 243 (235-253).",
 ]
 
 
