@@ -85,6 +85,11 @@ NOTES = [
     "nats-server 1.45 -> 1.07 ms (same run, before and after). Left over raw: ~0.25 ms from the request's "
     "arrival to the handler, ~0.15 ms in the handler before the publish, ~0.1 ms handing the frame to the "
     "worker's poll thread, and the extra process hop (client → gateway → NATS) the raw path does not take.",
+    "sessions (the frames ratio's spread, 2026-11-26): the POST → worker p50 ratio moves more from run to run "
+    "than any change to the gateway's path: this module's run gave 1.23x, and seven more runs of the same "
+    "rounds (feed_latency and feed_baseline) within the hour gave 1.26-1.48x, median 1.44x, so the 1.3x target "
+    "is not met reliably. Serving raw frame POSTs with the whole middleware stack skipped (an experiment, not "
+    "kept) gave 1.20x and 1.41x against 1.26x and 1.48x in the same alternation: within the spread.",
 ]
 
 
