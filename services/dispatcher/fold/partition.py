@@ -200,22 +200,23 @@ class PartitionFold(FoldDurable):
         every :data:`LEFTOVERS_WAIT_S` (the last holder's acks may still be landing), for up to the
         pin's time-out: by then the server has redelivered each of them. Folding before they all came
         folded a job's events out of order (after a 15 s pause: its job.dispatched after its
-        job.started, so KV lost what job.dispatched said)."""
+        job.started, so KV lost what job.dispatched said). A count that fails (the server not
+        answering yet, as a paused node comes back) is asked again each round, and until one
+        answers every round reads on: without a count, only the pin's time-out says they all came."""
         more: list[Msg] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.event_ack_wait_s + PIN_MARGIN_S
-        try:
-            pending = await self._unacknowledged()
-        except Exception:
-            log.warning("%s: could not count the unacknowledged events at a new pin", self.durable, exc_info=True)
-            return more
-        while held + len(more) < pending and loop.time() < deadline:
+        pending: int | None = None
+        while True:
+            try:
+                pending = await self._unacknowledged()
+            except Exception:  # the last count stands; with none yet, read on until the time-out
+                log.warning("%s: could not count the unacknowledged events at a new pin", self.durable, exc_info=True)
+            if (pending is not None and held + len(more) >= pending) or loop.time() >= deadline:
+                break
             more += await puller.batch(self.settings.fold_batch, min(LEFTOVERS_WAIT_S, deadline - loop.time()))
-            if held + len(more) < pending:
-                with contextlib.suppress(Exception):
-                    pending = await self._unacknowledged()
-        if held + len(more) < pending:
-            log.warning("%s: %d of %d unacknowledged events came at a new pin", self.durable, held + len(more), pending)
+        if pending is None or held + len(more) < pending:
+            log.warning("%s: %d of %s unacknowledged events came at a new pin", self.durable, held + len(more), pending)
         return more
 
     async def _unacknowledged(self) -> int:

@@ -64,3 +64,42 @@ async def test_acks_of_the_last_holder_that_land_meanwhile_end_the_wait(monkeypa
     more = await PartitionFold._leftovers(holder([2, 2, 1]), cast(PinnedPull, puller), held=1)
     assert more == []
     assert puller.pulls == 2  # counted again after each wait; not until the pin's time-out (32 s)
+
+
+async def test_a_count_the_server_does_not_answer_yet_does_not_end_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI (netfaults, a node and a dispatcher paused 15 s): the resumed dispatcher pinned a partition again
+    as the node came back, its count of unacknowledged events went unanswered, and it folded what was new
+    without the event it had left unacknowledged (KV lost what a job.dispatched said). A failed count is
+    asked again; until one answers, the new holder reads on."""
+    monkeypatch.setattr(partition_module, "LEFTOVERS_WAIT_S", 0.2)
+    looks = iter([RuntimeError("nats: no responders"), RuntimeError("nats: no responders"), 2])
+
+    async def unacknowledged() -> int:
+        look = next(looks, 2)
+        if isinstance(look, Exception):
+            raise look
+        return look
+
+    puller = SlowLeftovers(late=3)
+    settings = SimpleNamespace(event_ack_wait_s=30.0, fold_batch=512)
+    new_holder = SimpleNamespace(settings=settings, durable="dispatcher-fold-7", _unacknowledged=unacknowledged)
+    more = await PartitionFold._leftovers(new_holder, cast(PinnedPull, puller), held=1)
+    assert more == [puller.straggler]
+
+
+async def test_with_no_count_at_all_the_new_holder_reads_until_the_pins_time_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(partition_module, "LEFTOVERS_WAIT_S", 0.2)
+    monkeypatch.setattr(partition_module, "PIN_MARGIN_S", 0.0)
+
+    async def unanswered() -> int:
+        raise TimeoutError
+
+    puller = SlowLeftovers(late=4)
+    settings = SimpleNamespace(event_ack_wait_s=1.5, fold_batch=512)
+    new_holder = SimpleNamespace(settings=settings, durable="dispatcher-fold-7", _unacknowledged=unanswered)
+    began = asyncio.get_running_loop().time()
+    more = await PartitionFold._leftovers(new_holder, cast(PinnedPull, puller), held=1)
+    assert more == [puller.straggler]
+    assert asyncio.get_running_loop().time() - began >= 1.5, "read on until the pin's time-out"
