@@ -202,7 +202,8 @@ class PartitionFold(FoldDurable):
         folded a job's events out of order (after a 15 s pause: its job.dispatched after its
         job.started, so KV lost what job.dispatched said). A count that fails (the server not
         answering yet, as a paused node comes back) is asked again each round, and until one
-        answers every round reads on: without a count, only the pin's time-out says they all came."""
+        answers every round reads on: without a count, only the pin's time-out says they all came.
+        A pull that fails there is :meth:`_pull`'s, as anywhere: waited out, not the partition's end."""
         more: list[Msg] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.event_ack_wait_s + PIN_MARGIN_S
@@ -214,7 +215,7 @@ class PartitionFold(FoldDurable):
                 log.warning("%s: could not count the unacknowledged events at a new pin", self.durable, exc_info=True)
             if (pending is not None and held + len(more) >= pending) or loop.time() >= deadline:
                 break
-            more += await puller.batch(self.settings.fold_batch, min(LEFTOVERS_WAIT_S, deadline - loop.time()))
+            more += await self._pull(puller, more=True, wait_s=min(LEFTOVERS_WAIT_S, deadline - loop.time()))
         if pending is None or held + len(more) < pending:
             log.warning("%s: %d of %s unacknowledged events came at a new pin", self.durable, held + len(more), pending)
         return more

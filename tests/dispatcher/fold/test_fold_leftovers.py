@@ -6,6 +6,7 @@ and KV never held what it said)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -14,7 +15,7 @@ from nats.aio.msg import Msg
 
 from services.dispatcher.fold import partition as partition_module
 from services.dispatcher.fold.partition import PartitionFold
-from services.dispatcher.fold.pinned_pull import PinnedPull
+from services.dispatcher.fold.pinned_pull import ConsumerUnavailable, PinnedPull
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -27,7 +28,7 @@ class SlowLeftovers:
         self.late, self.pulls = late, 0
         self.straggler = cast(Msg, object())
 
-    async def batch(self, size: int, wait_s: float) -> list[Msg]:
+    async def batch(self, size: int, wait_s: float, more: bool = True) -> list[Msg]:
         self.pulls += 1
         if self.pulls == self.late:
             return [self.straggler]
@@ -45,8 +46,18 @@ def holder(counts: list[int]) -> Any:
         last[0] = next(looks, last[0])
         return last[0]
 
-    settings = SimpleNamespace(event_ack_wait_s=30.0, fold_batch=512)
-    return SimpleNamespace(settings=settings, durable="dispatcher-fold-2", _unacknowledged=unacknowledged)
+    return new_holder(unacknowledged, ack_wait_s=30.0)
+
+
+def new_holder(unacknowledged: Any, ack_wait_s: float) -> Any:
+    """A partition's new holder: its consumer count, its settings and its pulls (the puller's, as
+    :meth:`PartitionFold._pull` makes them)."""
+
+    async def pull(puller: Any, more: bool, size: int | None = None, wait_s: float = 1.0) -> list[Msg]:
+        return list(await puller.batch(size or 512, wait_s, more))
+
+    settings = SimpleNamespace(event_ack_wait_s=ack_wait_s, fold_batch=512)
+    return SimpleNamespace(settings=settings, durable="dispatcher-fold-2", _unacknowledged=unacknowledged, _pull=pull)
 
 
 async def test_a_straggler_that_comes_after_the_first_wait_is_folded_with_the_batch(
@@ -81,9 +92,7 @@ async def test_a_count_the_server_does_not_answer_yet_does_not_end_the_wait(monk
         return look
 
     puller = SlowLeftovers(late=3)
-    settings = SimpleNamespace(event_ack_wait_s=30.0, fold_batch=512)
-    new_holder = SimpleNamespace(settings=settings, durable="dispatcher-fold-7", _unacknowledged=unacknowledged)
-    more = await PartitionFold._leftovers(new_holder, cast(PinnedPull, puller), held=1)
+    more = await PartitionFold._leftovers(new_holder(unacknowledged, 30.0), cast(PinnedPull, puller), held=1)
     assert more == [puller.straggler]
 
 
@@ -97,9 +106,30 @@ async def test_with_no_count_at_all_the_new_holder_reads_until_the_pins_time_out
         raise TimeoutError
 
     puller = SlowLeftovers(late=4)
-    settings = SimpleNamespace(event_ack_wait_s=1.5, fold_batch=512)
-    new_holder = SimpleNamespace(settings=settings, durable="dispatcher-fold-7", _unacknowledged=unanswered)
     began = asyncio.get_running_loop().time()
-    more = await PartitionFold._leftovers(new_holder, cast(PinnedPull, puller), held=1)
+    more = await PartitionFold._leftovers(new_holder(unanswered, 1.5), cast(PinnedPull, puller), held=1)
     assert more == [puller.straggler]
     assert asyncio.get_running_loop().time() - began >= 1.5, "read on until the pin's time-out"
+
+
+class UnavailableFirst(SlowLeftovers):
+    """A puller whose first pull finds no consumer answering (503), as a paused node comes back."""
+
+    async def batch(self, size: int, wait_s: float, more: bool = True) -> list[Msg]:
+        if self.pulls == 0:
+            self.pulls += 1
+            raise ConsumerUnavailable("dispatcher-fold-7: no responders (503)")
+        return await super().batch(size, wait_s, more)
+
+
+async def test_a_pull_that_fails_while_gathering_is_waited_out_not_the_partitions_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(partition_module, "LEFTOVERS_WAIT_S", 0.2)
+    monkeypatch.setattr(partition_module, "UNAVAILABLE_BACKOFF_S", 0.05)
+    fold = new_holder(holder([2])._unacknowledged, 30.0)
+    fold.nc, fold._pinned = SimpleNamespace(is_closed=False), None
+    fold._pull = functools.partial(PartitionFold._pull, fold)  # the real one: a failed pull is waited out
+    puller = UnavailableFirst(late=3)
+    more = await PartitionFold._leftovers(fold, cast(PinnedPull, puller), held=1)
+    assert more == [puller.straggler]
