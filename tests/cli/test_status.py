@@ -13,6 +13,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from typer.testing import CliRunner, Result
 
+from bench.harness.waiting import wait_for
 from contracts.events.registry import EventType
 from contracts.streams import DISPATCH, JOBS, KV_JOBS, WEBHOOK_DELIVERIES, Declarations
 from contracts.subjects import Namespace, Subjects
@@ -140,8 +141,17 @@ async def test_running_jobs_per_kind_and_the_pool_from_the_dispatcher(
         first = await submit(js, kv, subjects, POSE)
         await submit(js, kv, subjects, POSE)
         await wait_record(kv, first, lambda r: r.status.value == "running")
-        got = await report(env, "--dispatcher-url", url)
-        assert got["dispatch"] == [{"kind": "pose", "tickets": 2, "running": 1, "waiting": 1, "consumer": True}]
+        wanted = [{"kind": "pose", "tickets": 2, "running": 1, "waiting": 1, "consumer": True}]
+        got: dict[str, Any] = {}
+
+        async def one_running_one_waiting() -> bool:  # the second job's entry and ticket may follow the first's start
+            got.update(await report(env, "--dispatcher-url", url))
+            return bool(got["dispatch"] == wanted)
+
+        try:
+            await wait_for(one_running_one_waiting, 30, "one job running and one waiting", every_s=0.2)
+        except AssertionError as timed_out:
+            raise AssertionError(f"{timed_out}; last seen: {got.get('dispatch')}") from None
         assert got["local_pool"] == {"size": 1, "started": 1, "idle": 0, "busy": 1}
         assert "local pool" in (await status(["--dispatcher-url", url], env)).stdout
     finally:
