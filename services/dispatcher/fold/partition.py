@@ -215,7 +215,11 @@ class PartitionFold(FoldDurable):
                 log.warning("%s: could not count the unacknowledged events at a new pin", self.durable, exc_info=True)
             if (pending is not None and held + len(more) >= pending) or loop.time() >= deadline:
                 break
-            more += await self._pull(puller, more=True, wait_s=min(LEFTOVERS_WAIT_S, deadline - loop.time()))
+            round_end = min(loop.time() + LEFTOVERS_WAIT_S, deadline)
+            got = await self._pull(puller, more=True, wait_s=round_end - loop.time())
+            more += got
+            if not got:  # a pull that ends at once (another's pin, a failure) waits out its round: no spin
+                await asyncio.sleep(max(0.0, round_end - loop.time()))
         if pending is None or held + len(more) < pending:
             log.warning("%s: %d of %s unacknowledged events came at a new pin", self.durable, held + len(more), pending)
         return more

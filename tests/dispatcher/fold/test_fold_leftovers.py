@@ -133,3 +133,26 @@ async def test_a_pull_that_fails_while_gathering_is_waited_out_not_the_partition
     puller = UnavailableFirst(late=3)
     more = await PartitionFold._leftovers(fold, cast(PinnedPull, puller), held=1)
     assert more == [puller.straggler]
+
+
+class RefusedAtOnce(SlowLeftovers):
+    """A puller whose every pull ends at once with nothing (another client's pin: its 423 comes straight back)."""
+
+    async def batch(self, size: int, wait_s: float, more: bool = True) -> list[Msg]:
+        self.pulls += 1
+        return []
+
+
+async def test_pulls_that_end_at_once_with_no_count_do_not_spin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(partition_module, "LEFTOVERS_WAIT_S", 0.2)
+    monkeypatch.setattr(partition_module, "PIN_MARGIN_S", 0.0)
+    asks = 0
+
+    async def unanswered() -> int:
+        nonlocal asks
+        asks += 1
+        raise TimeoutError
+
+    puller = RefusedAtOnce(late=0)
+    assert await PartitionFold._leftovers(new_holder(unanswered, 1.0), cast(PinnedPull, puller), held=1) == []
+    assert asks <= 7, f"{asks} counts in 1 s of 0.2 s rounds: the loop spun"
