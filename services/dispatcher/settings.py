@@ -6,9 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from services.common.config import PLACEHOLDER_PREFIX, BaseServiceSettings
+
+LINGER_SHARE_OF_ACK_WAIT = 0.2
+"""The most of the event ack wait a fold batch may linger (the fold has the rest: 80 % from its arrival)."""
 
 
 class DispatcherSettings(BaseServiceSettings):
@@ -133,7 +136,7 @@ class DispatcherSettings(BaseServiceSettings):
         ge=0,
         le=5,
         description="How long a fold batch of only progress-like events (or a launch: dispatched, started) waits "
-        "for more (one record write for all).",
+        "for more (one record write for all); at most a fifth of event_ack_wait_s.",
     )
     fold_max_deliver: int = Field(
         default=100,
@@ -149,3 +152,15 @@ class DispatcherSettings(BaseServiceSettings):
         le=100_000,
         description="Job records a replica keeps per fold partition while it holds the partition (0: none).",
     )
+
+    @model_validator(mode="after")
+    def _linger_within_the_ack_wait(self) -> DispatcherSettings:
+        """A lingering batch's events wait unacknowledged, and the batch is folded and acked within 80 % of the
+        ack wait from its arrival: a longer linger leaves the fold too little of it, and one past the ack wait
+        has the server redeliver what lingers (a redelivered ``job.queued`` ended a launch's wait)."""
+        if self.fold_linger_s > LINGER_SHARE_OF_ACK_WAIT * self.event_ack_wait_s:
+            raise ValueError(
+                f"GPURELAY_FOLD_LINGER_S ({self.fold_linger_s:g} s) may be at most {LINGER_SHARE_OF_ACK_WAIT:g} x "
+                f"GPURELAY_EVENT_ACK_WAIT_S ({self.event_ack_wait_s:g} s)"
+            )
+        return self

@@ -57,13 +57,15 @@ StartDispatcher = Callable[..., Awaitable[Dispatcher]]
 
 @pytest.fixture
 async def start_dispatcher(settings: DispatcherSettings, declared: Declarations) -> AsyncIterator[StartDispatcher]:
-    """Start in-process dispatchers with given routes (and backends, setting overrides); stopped at the end."""
+    """Start in-process dispatchers with given routes (and backends, setting overrides, checked as the
+    settings' own validators check them); stopped at the end."""
     started: list[Dispatcher] = []
 
     async def start(
         routes: dict[str, Route], backends: dict[str, Backend] | None = None, **overrides: object
     ) -> Dispatcher:
-        dispatcher = Dispatcher(settings.model_copy(update=overrides), routes=routes, backends=backends)
+        checked = DispatcherSettings.model_validate({**dict(settings), **overrides})  # a copy skips the checks
+        dispatcher = Dispatcher(checked, routes=routes, backends=backends)
         await dispatcher.start()
         started.append(dispatcher)
         return dispatcher

@@ -152,10 +152,12 @@ class PartitionFold(FoldDurable):
                         if not self._next_after_let_go(msgs):
                             msgs += await self._leftovers(puller, len(msgs))
                     self._let_go_at = None
+                    await self._acks.release()  # folded before these came: acked now, not after their linger
+                    arrived = time.monotonic()
                     if lingers(msgs):  # requests more unless the pin is held long enough (events came: not quiet)
                         pin_due = time.monotonic() - pinned_at >= self.settings.fold_pin_hold_s
                         msgs += await self._linger(puller, len(msgs), more=not pin_due)
-                    await self._complete_shielded(folder, msgs, puller)
+                    await self._complete_shielded(folder, msgs, puller, arrived)
                     releasing = time.monotonic() - pinned_at >= self.settings.fold_pin_hold_s
                 if releasing and puller.idle:  # held long enough (or quiet), and nothing of this pin in flight
                     if self._settled and puller.pin is not None and await self._confirmed() and await puller.unpin():
@@ -269,9 +271,9 @@ class PartitionFold(FoldDurable):
             await asyncio.sleep(0.5)
         return []
 
-    async def _complete_shielded(self, folder: BatchFold, msgs: list[Msg], puller: PinnedPull) -> None:
+    async def _complete_shielded(self, folder: BatchFold, msgs: list[Msg], puller: PinnedPull, arrived: float) -> None:
         """:meth:`_complete`, which a cancel lets finish for up to :data:`STOP_GRACE_S`."""
-        done = asyncio.ensure_future(self._complete(folder, msgs, puller))
+        done = asyncio.ensure_future(self._complete(folder, msgs, puller, arrived))
         try:
             await asyncio.shield(done)
         except asyncio.CancelledError:
@@ -283,18 +285,20 @@ class PartitionFold(FoldDurable):
         except Exception:  # never let a partition's fold end
             log.exception("%s: a batch failed", self.durable)
 
-    async def _complete(self, folder: BatchFold, msgs: list[Msg], puller: PinnedPull) -> None:
-        """Fold ``msgs`` and ack them. Folding is cut off at 80 % of the ack wait (before anyone else
-        could be given these events); on any failure the batch is nak'ed, with every later event the
+    async def _complete(self, folder: BatchFold, msgs: list[Msg], puller: PinnedPull, arrived: float) -> None:
+        """Fold ``msgs`` and ack them. Folding is cut off at 80 % of the ack wait since the batch
+        ``arrived`` (``time.monotonic()``; its linger included), before anyone else could be given these
+        events; on any failure the batch is nak'ed, with every later event the
         open request delivers until it ends, so the next pull (still pinned here) gets them again, in
         order, before anything newer; when the server's answer to the acks or naks is unknown this
         replica stops pulling for the pin's timeout: by then the events are due for redelivery, and
         redeliveries come before newer events, whoever pulls."""
         ack_wait = self.settings.event_ack_wait_s
-        deadline = time.monotonic() + 0.8 * ack_wait
+        deadline = arrived + 0.8 * ack_wait
+        left = deadline - time.monotonic()
         self._settled = False
         try:
-            async with asyncio.timeout_at(asyncio.get_running_loop().time() + 0.8 * ack_wait):
+            async with asyncio.timeout_at(asyncio.get_running_loop().time() + left):
                 await folder.fold(msgs, deadline)
             await self._acks.ack(msgs)
             self._settled = True

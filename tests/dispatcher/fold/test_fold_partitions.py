@@ -192,7 +192,7 @@ async def test_redeliveries_out_of_stream_order_are_folded_in_stream_order(
             return await whole(self, 1, wait_s, more)
 
         monkeypatch.setattr(PinnedPull, "batch", one)
-    await start_dispatcher({"pose": local_route("noop")}, fold_partitions=1, event_ack_wait_s=1.0)
+    await start_dispatcher({"pose": local_route("noop")}, fold_partitions=1, event_ack_wait_s=1.0, fold_linger_s=0.2)
     await wait_for(lambda: fold_settled(js, namespace, 1), timeout_s=20, what="the fold settled")
     for job in jobs:
         record = await read_record(jobs_kv, job)
