@@ -5,13 +5,15 @@ a batch of its own when they come apart, and each batch writes the job's record 
 and the bucket's republish: 3 of the ~11 messages such an event cost, issue 34). These events change no
 status and have no reaction, and followers read them from JOBS, not from the record, so a batch of
 nothing else waits up to ``fold_linger_s`` for more: what comes is folded with it, one write per job.
-A launch's ``job.dispatched`` and ``job.started`` wait too: they come as a pair, and the worker's first
-progress (a short job's end) follows, so a launch is one write, not two or three; the record shows
-the launch at most ``fold_linger_s`` later, while the stream (SSE, webhooks) has it at once. Any other
-event ends the wait at once (a job's creation, queueing, end, retry or cancel is never held back), and
-so does a full batch. When the partition's open request runs out first, one more request covers the
-rest of the wait, so where a request happened to end does not split a burst; a partition letting go
-of its pin waits on the open request alone, not to hold up the hand-over.
+A job's ``job.queued`` and its launch's ``job.dispatched`` and ``job.started`` wait too: on a free slot
+they come within milliseconds, and the worker's first progress (a short job's end) follows, so a
+queueing and launch is one write, not two to four; the record shows them at most ``fold_linger_s``
+later, while the stream (SSE, webhooks) has them at once (a claim that finds the record still
+``created`` starts the attempt: its queue entry says the job was queued). Any other event ends the
+wait at once (a job's creation, end, retry or cancel is never held back), and so does a full batch.
+When the partition's open request runs out first, one more request covers the rest of the wait, so
+where a request happened to end does not split a burst; a partition letting go of its pin waits on
+the open request alone, not to hold up the hand-over.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ LINGERING = frozenset(
         EventType.JOB_LOG,
         EventType.JOB_HEARTBEAT,
         EventType.JOB_POSITION,
+        EventType.JOB_QUEUED,
         EventType.JOB_DISPATCHED,
         EventType.JOB_STARTED,
     )

@@ -1,6 +1,6 @@
 """A fold batch of only progress-like events waits for more (services/dispatcher/fold/linger.py): a burst
-costs one record write (issue 34), so does a launch (job.dispatched, job.started), and any other event
-ends the wait at once."""
+costs one record write (issue 34), so does a queueing and launch (job.queued, job.dispatched,
+job.started), and any other event ends the wait at once."""
 
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ def _msg(event: str) -> Msg:
 
 def test_only_progress_like_events_and_a_launch_linger() -> None:
     assert lingers([_msg("progress"), _msg("log"), _msg("heartbeat"), _msg("position")])
-    assert lingers([_msg("dispatched"), _msg("started"), _msg("progress")])
-    for other in ("created", "queued", "stage", "artifact", "succeeded", "failed", "canceled", "retrying",
+    assert lingers([_msg("queued"), _msg("dispatched"), _msg("started"), _msg("progress")])
+    for other in ("created", "stage", "artifact", "succeeded", "failed", "canceled", "retrying",
                   "cancel_requested"):  # fmt: skip
         assert not lingers([_msg("progress"), _msg(other)]), other
 
@@ -149,11 +149,12 @@ async def _progress(js: JetStreamContext, subjects: Subjects, job: str, fraction
     )
 
 
-async def test_a_launch_and_a_quick_end_are_one_record_write_and_the_end_goes_at_once(
+async def test_a_queueing_a_launch_and_a_quick_end_are_one_record_write_and_the_end_goes_at_once(
     start_dispatcher: StartDispatcher, js: JetStreamContext, jobs_kv: KeyValue, subjects: Subjects
 ) -> None:
-    """job.dispatched, job.started and job.succeeded half a second apart: one write, the terminal one (the
-    fold before wrote dispatched, then running, then succeeded), made as soon as job.succeeded came, not
+    """job.queued, job.dispatched, job.started and job.succeeded half a second apart: one write, the
+    terminal one (the fold before wrote queued, then dispatched, then running, then succeeded; then
+    queued and succeeded, while job.queued ended the wait), made as soon as job.succeeded came, not
     when the linger would have ended."""
     await start_dispatcher(
         {"pose": local_route("noop")},
@@ -163,21 +164,21 @@ async def test_a_launch_and_a_quick_end_are_one_record_write_and_the_end_goes_at
         event_ack_wait_s=ACK_WAIT_S,
     )
     job = await create_job(jobs_kv, "acme")
-    await publish(js, subjects, job_event("acme", job, EventType.JOB_QUEUED, je.JobQueuedPayload()))
-    await wait_for(lambda: _record_is(jobs_kv, job, lambda r: r.status == "queued"), 30, what="the job queued")
     dispatched = je.JobDispatchedPayload(backend="local", function="pose")
     async with record_writes(jobs_kv, job) as written:
-        await publish(js, subjects, job_event("acme", job, EventType.JOB_DISPATCHED, dispatched))
+        await publish(js, subjects, job_event("acme", job, EventType.JOB_QUEUED, je.JobQueuedPayload()))
         await asyncio.sleep(0.5)  # a batch of its own, had it not waited
+        await publish(js, subjects, job_event("acme", job, EventType.JOB_DISPATCHED, dispatched))
+        await asyncio.sleep(0.5)
         await publish(js, subjects, job_event("acme", job, EventType.JOB_STARTED, je.JobStartedPayload(worker="w")))
         await asyncio.sleep(0.5)
         ended = time.monotonic()
         await publish(js, subjects, job_event("acme", job, EventType.JOB_SUCCEEDED, je.JobSucceededPayload()))
         await wait_for(lambda: written[-1].terminal, timeout_s=30, what="the job folded to succeeded")
         took = time.monotonic() - ended
-    assert [r.status for r in written] == ["queued", "succeeded"], "a launch written in parts"
-    assert written[-1].timings.dispatched_at is not None
-    assert written[-1].timings.started_at is not None
+    assert [r.status for r in written] == ["created", "succeeded"], "a queueing and launch written in parts"
+    timings = written[-1].timings
+    assert None not in (timings.queued_at, timings.dispatched_at, timings.started_at)
     assert took < LINGER_S - 1.0, f"the end waited {took:.1f} s: held back by the linger"
 
 
