@@ -106,6 +106,12 @@ NOTES = [
     "submit naming one reads no KV (a message get and its reply per input). Job-only run, 3 runs a stack, the "
     "two trees alternating twice: 70 messages median (68-70) against 72 (70-72) for main before it; submitted "
     "lap_compare run (two inputs), same way: 236 median (226-241) against 243 (235-253).",
+    "platform_cost (queueing lingers, 2026-11-26): job.queued joins the events a fold batch lingers over, so a "
+    "job queued on a free slot is one fold write from queued to its end (its queued write, reply and "
+    "republish gone); a claim that finds the record still created starts the attempt, as before. Job-only "
+    "run, 3 runs a stack, the two trees alternating twice: 67 messages median (65-67) against 70 (all 6) for "
+    "main before it, KV jobs writes 2 against 3; submitted lap_compare run at 1.0 s windows 227 (both) "
+    "against 228-238.",
 ]
 
 
