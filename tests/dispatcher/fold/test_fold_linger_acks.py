@@ -1,14 +1,18 @@
 """A lingering batch and the ack wait (services/dispatcher/fold/partition.py, acks.py): the ack the last
-batch held goes as the next batch arrives, not once that batch has lingered and been folded, and a
-linger may take at most a fifth of the ack wait. A 5 s linger on the tests' 2 s ack wait had the server
-redeliver what lingered: in CI a redelivered job.queued ended a launch's wait, and the launch was
-written in parts."""
+batch held goes as the next batch arrives, not once that batch has lingered and been folded; a linger
+may take at most a fifth of the ack wait, and the fold's deadline counts from the batch's arrival. A
+5 s linger on the tests' 2 s ack wait had the server redeliver what lingered: in CI a redelivered
+job.queued ended a launch's wait, and the launch was written in parts."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
@@ -20,7 +24,9 @@ from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
 from contracts.subjects import Namespace, Subjects
 from services.dispatcher.fold import partition
+from services.dispatcher.fold.partition import PartitionFold
 from services.dispatcher.fold.partitions import FOLD_STREAM, fold_durable
+from services.dispatcher.fold.pinned_pull import PinnedPull
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import dispatcher_settings, local_route
 from tests.support.events import create_job, job_event, publish
@@ -82,3 +88,24 @@ async def test_the_held_ack_goes_as_the_next_batch_arrives_not_after_its_linger(
     await wait_for(lambda: unacknowledged(1), LINGER_S - 1.0, what="job.queued acknowledged as job.dispatched came")
     record = await _record(jobs_kv, job)
     assert record.timings.dispatched_at is None, "job.dispatched folded: the linger is over, the check says nothing"
+
+
+async def test_a_batch_is_folded_within_its_share_of_the_ack_wait_from_its_arrival_its_linger_included() -> None:
+    """The fold's deadline is 80 % of the ack wait after the batch arrived, not after its linger ended
+    (which gave a batch that lingered the whole 80 % again, past the ack wait)."""
+    deadlines: list[float] = []
+
+    async def fold(msgs: list[Msg], deadline: float) -> None:
+        deadlines.append(deadline)
+
+    async def ack(msgs: list[Msg]) -> None:
+        return None
+
+    holder = SimpleNamespace(
+        settings=SimpleNamespace(event_ack_wait_s=10.0), _settled=True, _acks=SimpleNamespace(ack=ack)
+    )
+    arrived = time.monotonic() - 1.5  # it lingered 1.5 s
+    folder = SimpleNamespace(fold=fold)
+    await PartitionFold._complete(holder, folder, [], cast(PinnedPull, None), arrived)  # type: ignore[arg-type]
+    assert deadlines == [arrived + 8.0]
+    assert holder._settled
