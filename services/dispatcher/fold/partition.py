@@ -152,7 +152,8 @@ class PartitionFold(FoldDurable):
                         if not self._next_after_let_go(msgs):
                             msgs += await self._leftovers(puller, len(msgs))
                     self._let_go_at = None
-                    await self._acks.release()  # folded before these came: acked now, not after their linger
+                    with contextlib.suppress(Exception):  # unsent: redelivered after the ack wait, folded to no change
+                        await self._acks.release()  # folded before these came: acked now, not after their linger
                     arrived = time.monotonic()
                     if lingers(msgs):  # requests more unless the pin is held long enough (events came: not quiet)
                         pin_due = time.monotonic() - pinned_at >= self.settings.fold_pin_hold_s

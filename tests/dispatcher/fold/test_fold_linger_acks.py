@@ -24,11 +24,12 @@ from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
 from contracts.subjects import Namespace, Subjects
 from services.dispatcher.fold import partition
+from services.dispatcher.fold.acks import BatchAcks
 from services.dispatcher.fold.partition import PartitionFold
 from services.dispatcher.fold.partitions import FOLD_STREAM, fold_durable
 from services.dispatcher.fold.pinned_pull import PinnedPull
 from tests.dispatcher.conftest import StartDispatcher
-from tests.support.dispatcher import dispatcher_settings, local_route
+from tests.support.dispatcher import POSE, dispatcher_settings, local_route, submit, wait_record
 from tests.support.events import create_job, job_event, publish
 
 LINGER_S, ACK_WAIT_S = 5.0, 30.0
@@ -109,3 +110,27 @@ async def test_a_batch_is_folded_within_its_share_of_the_ack_wait_from_its_arriv
     await PartitionFold._complete(holder, folder, [], cast(PinnedPull, None), arrived)  # type: ignore[arg-type]
     assert deadlines == [arrived + 8.0]
     assert holder._settled
+
+
+async def test_a_held_ack_that_cannot_be_sent_as_the_next_batch_comes_does_not_end_the_fold(
+    start_dispatcher: StartDispatcher,
+    js: JetStreamContext,
+    jobs_kv: KeyValue,
+    subjects: Subjects,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every release of a held ack fails (a connection going away): the partition folds on, and the
+    jobs end (the unsent acks' events come again after the ack wait and fold to no change)."""
+    failed: list[int] = []
+
+    async def release(self: BatchAcks) -> None:
+        failed.append(1)
+        raise ConnectionError("the connection went away")
+
+    monkeypatch.setattr(BatchAcks, "release", release)
+    await start_dispatcher({"pose": local_route("noop")}, fold_partitions=1)
+    for _ in range(2):
+        job = await submit(js, jobs_kv, subjects, POSE)
+        record = await wait_record(jobs_kv, job, lambda r: r.terminal, 60)
+        assert record.status == "succeeded"
+    assert failed
