@@ -61,6 +61,12 @@ describe("jobs", () => {
   test("list pages with cursors; iterate walks them all", async () => {
     const made = [];
     for (let i = 0; i < 3; i += 1) made.push((await client.jobs.create(delayed(video.id))).id);
+    // A record says queued up to fold_linger_s after job.queued (the fold waits for a launch to follow).
+    for (let tries = 0; tries < 200; tries += 1) {
+      const queued = new Set((await client.jobs.list({ kind: "pose", status: "queued", limit: 100 })).items.map((j) => j.id));
+      if (made.every((id) => queued.has(id))) break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
     const first = await client.jobs.list({ kind: "pose", limit: 2 });
     assert.equal(first.items.length, 2);
     assert.ok(first.next_cursor);
