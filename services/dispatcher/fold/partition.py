@@ -296,10 +296,9 @@ class PartitionFold(FoldDurable):
         redeliveries come before newer events, whoever pulls."""
         ack_wait = self.settings.event_ack_wait_s
         deadline = arrived + 0.8 * ack_wait
-        left = deadline - time.monotonic()
         self._settled = False
         try:
-            async with asyncio.timeout_at(asyncio.get_running_loop().time() + left):
+            async with asyncio.timeout(deadline - time.monotonic()):
                 await folder.fold(msgs, deadline)
             await self._acks.ack(msgs)
             self._settled = True
