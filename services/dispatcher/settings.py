@@ -135,8 +135,9 @@ class DispatcherSettings(BaseServiceSettings):
         default=0.25,
         ge=0,
         le=5,
-        description="How long a fold batch of only progress-like events (or a queueing and launch: queued, "
-        "dispatched, started) waits for more (one record write for all); at most a fifth of event_ack_wait_s.",
+        description="How long a fold batch of only progress-like events (a queueing and launch: queued, "
+        "dispatched, started; artifacts, session results) waits for more (one record write for all); at most a "
+        "fifth of event_ack_wait_s.",
     )
     fold_max_deliver: int = Field(
         default=100,

@@ -9,8 +9,13 @@ A job's ``job.queued`` and its launch's ``job.dispatched`` and ``job.started`` w
 they come within milliseconds, and the worker's first progress (a short job's end) follows, so a
 queueing and launch is one write, not two to four; the record shows them at most ``fold_linger_s``
 later, while the stream (SSE, webhooks) has them at once (a claim that finds the record still
-``created`` starts the attempt: its queue entry says the job was queued). Any other event ends the
-wait at once (a job's creation, end, retry or cancel is never held back), and so does a full batch.
+``created`` starts the attempt: its queue entry says the job was queued). A job's ``job.artifact``
+waits as well: a workload stores its files in a burst at its end, its ``job.succeeded`` right after
+(a lap_compare's four files were three writes of their own), and clients read artifacts from the
+record once the job has ended; so do a live session's ``session.result`` and ``session.alert``,
+chunks the record only counts (a snapshot does not wait: the live view fetches it as soon as the
+record holds it). Any other event ends the wait at once (a job's creation, end, retry or cancel is
+never held back), and so does a full batch.
 When the partition's open request runs out first, one more request covers the rest of the wait, so
 where a request happened to end does not split a burst; a partition letting go of its pin waits on
 the open request alone, not to hold up the hand-over.
@@ -37,6 +42,9 @@ LINGERING = frozenset(
         EventType.JOB_QUEUED,
         EventType.JOB_DISPATCHED,
         EventType.JOB_STARTED,
+        EventType.JOB_ARTIFACT,
+        EventType.SESSION_RESULT,
+        EventType.SESSION_ALERT,
     )
 )
 """The subject tokens of the events a batch may wait for more of (a fold subject ends with one)."""

@@ -1,6 +1,6 @@
 """A fold batch of only progress-like events waits for more (services/dispatcher/fold/linger.py): a burst
 costs one record write (issue 34), so does a queueing and launch (job.queued, job.dispatched,
-job.started), and any other event ends the wait at once."""
+job.started) and a job's artifacts with its end, and any other event ends the wait at once."""
 
 from __future__ import annotations
 
@@ -38,11 +38,12 @@ def _msg(event: str) -> Msg:
     return Msg(_client=None, subject=f"t.fold.0.acme.job_1.{event}")  # type: ignore[arg-type]
 
 
-def test_only_progress_like_events_and_a_launch_linger() -> None:
+def test_only_progress_like_events_a_launch_and_artifacts_linger() -> None:
     assert lingers([_msg("progress"), _msg("log"), _msg("heartbeat"), _msg("position")])
     assert lingers([_msg("queued"), _msg("dispatched"), _msg("started"), _msg("progress")])
-    for other in ("created", "stage", "artifact", "succeeded", "failed", "canceled", "retrying",
-                  "cancel_requested"):  # fmt: skip
+    assert lingers([_msg("artifact"), _msg("result"), _msg("alert"), _msg("progress")])
+    for other in ("created", "stage", "succeeded", "failed", "canceled", "retrying", "cancel_requested",
+                  "snapshot", "ready", "resumed", "stop_requested"):  # fmt: skip
         assert not lingers([_msg("progress"), _msg(other)]), other
 
 
@@ -179,6 +180,29 @@ async def test_a_queueing_a_launch_and_a_quick_end_are_one_record_write_and_the_
     assert [r.status for r in written] == ["created", "succeeded"], "a queueing and launch written in parts"
     timings = written[-1].timings
     assert None not in (timings.queued_at, timings.dispatched_at, timings.started_at)
+    assert took < LINGER_S - 1.0, f"the end waited {took:.1f} s: held back by the linger"
+
+
+async def test_a_jobs_artifacts_and_its_end_are_one_record_write(
+    start_dispatcher: StartDispatcher, js: JetStreamContext, jobs_kv: KeyValue, subjects: Subjects
+) -> None:
+    """Four artifacts 50 ms apart, then job.succeeded: one write, the terminal one with all four (the
+    fold before wrote the first alone and then nearly each of the others: four writes for a lap_compare's
+    files, as many as its end)."""
+    job = await _running_job(start_dispatcher, js, jobs_kv, subjects)
+    names = [f"out/{n}.json" for n in range(4)]
+    async with record_writes(jobs_kv, job) as written:
+        for name in names:
+            artifact = je.JobArtifactPayload(name=name, key=f"results/acme/{job}/{name}", size=1)
+            await publish(js, subjects, job_event("acme", job, EventType.JOB_ARTIFACT, artifact))
+            await asyncio.sleep(SPACING_S)
+        ended = time.monotonic()
+        await publish(js, subjects, job_event("acme", job, EventType.JOB_SUCCEEDED, je.JobSucceededPayload()))
+        await wait_for(lambda: written[-1].terminal, timeout_s=30, what="the job folded to succeeded")
+        took = time.monotonic() - ended
+    writes = [(r.status, len(r.artifacts)) for r in written]  # the record as it stood, then each write
+    assert writes == [("running", 0), ("succeeded", 4)], "the artifacts written apart"
+    assert sorted(a.name for a in written[-1].artifacts) == names
     assert took < LINGER_S - 1.0, f"the end waited {took:.1f} s: held back by the linger"
 
 
