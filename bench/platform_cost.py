@@ -112,6 +112,12 @@ NOTES = [
     "run, 3 runs a stack, the two trees alternating twice: 67 messages median (65-67) against 70 (all 6) for "
     "main before it, KV jobs writes 2 against 3; submitted lap_compare run at 1.0 s windows 227 (both) "
     "against 228-238.",
+    "platform_cost (artifacts linger, 2026-11-27): job.artifact (and a live session's session.result and "
+    "session.alert) joins the events a fold batch lingers over, so a workload's files and its end are one "
+    "record write (a lap_compare's four artifacts were three writes of their own, each a KV write, its reply "
+    "and the republish). Submitted lap_compare run, 3 runs a stack, the two trees alternating twice: 221.5 "
+    "messages median (217-236) against 236 (224-248) for main before it, KV jobs writes 4-5 against 6-8; the "
+    "job-only run has no artifact (unchanged).",
 ]
 
 
