@@ -94,7 +94,7 @@ async def measure_fold() -> list[Result]:
                 live[partitions] = await fold_rate(nc, ns, partitions, FOLD_JOBS, events)
                 roots = [*pids, server.pid or 0]
                 p50[partitions], cpu_ms[partitions] = await _offered_rounds(nc, ns, roots)
-                low[partitions], _ = await _offered(nc, ns, roots, LOW_PER_S, LOW_JOBS)
+                low[partitions], _ = await offered_load(nc, ns, roots, LOW_PER_S, LOW_JOBS)
     label = f"2 dispatcher processes, {FOLD_PARTITIONS} partitions (baseline: the serial fold)"
     go_default_p50, go_default_cpu = await _offered_with_gomaxprocs(usable_cores())
     go_label = (
@@ -163,11 +163,11 @@ async def _offered_with_gomaxprocs(gomaxprocs: int) -> tuple[float, float]:
 
 async def _offered_rounds(nc: Any, ns: Any, roots: list[int]) -> tuple[float, float]:
     """The median p50 and CPU per job of :data:`OFFERED_ROUNDS` rounds of the offered load, one after another."""
-    rounds = [await _offered(nc, ns, roots, OFFERED_PER_S, OFFERED_JOBS) for _ in range(OFFERED_ROUNDS)]
+    rounds = [await offered_load(nc, ns, roots, OFFERED_PER_S, OFFERED_JOBS) for _ in range(OFFERED_ROUNDS)]
     return statistics.median(p50 for p50, _ in rounds), statistics.median(cpu for _, cpu in rounds)
 
 
-async def _offered(nc: Any, ns: Any, roots: list[int], per_s: float, jobs: int) -> tuple[float, float]:
+async def offered_load(nc: Any, ns: Any, roots: list[int], per_s: float, jobs: int) -> tuple[float, float]:
     """p50 job.created → job.started of ``jobs`` jobs offered at ``per_s``, and the CPU ms per job of
     ``roots`` (with their children) and this process meanwhile."""
     cpu_before, own_before = cpu_seconds(roots), time.process_time()

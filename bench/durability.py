@@ -31,8 +31,8 @@ if __package__ in (None, ""):
 
 from bench.common import REPEATS, Result, format_table, rate
 from bench.dispatch import BODY, BURST_JOBS, SECRET
-from bench.dispatch_fold import FOLD_EVENTS, FOLD_JOBS, FOLD_PARTITIONS
-from bench.fold_stack import drain_rate
+from bench.dispatch_fold import FOLD_EVENTS, FOLD_JOBS, FOLD_PARTITIONS, OFFERED_PER_S, offered_load
+from bench.fold_stack import cpu_seconds, created_to_started, dispatchers, drain_rate
 from contracts.route_table import RetryPolicy, Route
 from contracts.streams import KV_APIKEYS
 from services.common.auth.apikeys import ApiKeyStore
@@ -47,6 +47,7 @@ SETTINGS = ("always", "2m")
 """What gpurelay runs, and NATS' default (the baseline)."""
 PUBLISHES = 1_000
 POSTS = 100
+CPU_JOBS = 300
 WARMUP = 5
 TIMEOUT_S = 120.0
 EVENT = b'{"specversion":"1.0","type":"job.progress","data":{"fraction":0.5}}' + b" " * 230  # ~300 bytes
@@ -56,15 +57,25 @@ NOTES: list[str] = [
     f"a dispatcher with a pool of 2 running a no-op, on the same shared cores; {PUBLISHES} awaited publishes, "
     f"{POSTS} POST /v1/jobs one at a time, {BURST_JOBS} jobs POSTed at once to job.succeeded; the fold's "
     f"backlog drain as the fold benchmark measures it ({FOLD_JOBS} jobs, {FOLD_EVENTS:,} heartbeats), on a fresh "
-    f"server of its own; the median of {REPEATS} rounds, alternating which setting runs first. Lower is better "
-    "for the latencies.",
+    f"server of its own; CPU per job as the dispatch benchmark measures it ({CPU_JOBS} jobs offered at "
+    f"{OFFERED_PER_S:.0f}/s to 2 dispatchers, {FOLD_PARTITIONS} partitions, every process) and nats-server's "
+    f"share of it, on a third fresh server; the median of {REPEATS} rounds, alternating which setting runs "
+    "first. Lower is better for the latencies.",
     "durability, where the cost goes: an awaited publish waits for its fsync (0.15 to 0.3 ms more on this "
-    "VM's ext4 disk); POST /v1/jobs → 201 takes the same under both settings: it was ~48 ms until the embedded "
-    "HTTP server turned Nagle off (its listener skipped TCP_NODELAY, so each keep-alive answer after the first "
-    "waited for the client's delayed ACK), ~16 ms since, same run; jobs/s and the fold's backlog drain fall "
-    "as each of the fold's record writes (KV, a JetStream write each) waits for its own fsync; this VM's disk "
-    "varies from hour to hour (113 and 51 jobs/s with always, on the same code), so compare within a run. "
-    "A 3-node cluster's R3 writes fsync on each replica; not measured here (one machine).",
+    "VM's ext4 disk). POST /v1/jobs → 201 took the same under both settings on 2026-11-25 (~16 ms; it was ~48 "
+    "ms until the embedded HTTP server turned Nagle off: its listener skipped TCP_NODELAY, so each keep-alive "
+    "answer after the first waited for the client's delayed ACK); on 2026-11-27, a faster day, a few ms more "
+    "at p50 with always (its KV create and job.created each wait for an fsync; every round's values below). "
+    "jobs/s and the fold's backlog drain fall as each of the fold's record writes (KV, a JetStream write each) "
+    "waits for its own fsync; this VM's disk varies from hour to hour (113 and 51 jobs/s with always, on the "
+    "same code), so compare within a run. A 3-node cluster's R3 writes fsync on each replica; not measured "
+    "here (one machine).",
+    "durability, CPU (2026-11-27, three runs within the hour): at 100 jobs/s, every process 11.0-12.6 ms a "
+    "job against 8.3-9.8 with 2m, nats-server's share 4.4-4.8 against 2.4-3.0: the fsyncs of a job's ~17 "
+    "stream and KV writes (its 5 events, their 5 copies in JOBS_FOLD, the record's 2, the queue entry's 3, the "
+    "ticket) cost ~2 ms of the server's CPU, so issue 34's ≤ 4 ms a job over every process is below what "
+    "nats-server alone spends with every write fsynced before its ack; what is left to cut is writes and "
+    "messages per job.",
 ]
 
 
@@ -114,7 +125,10 @@ async def stack_figures(root: Path, sync_interval: str) -> dict[str, float]:
     (root / "fold").mkdir(parents=True, exist_ok=True)
     with EmbeddedNats(root / "fold-nats", sync_interval=sync_interval) as server:
         folded = await drain_rate(server.url, root / "fold", FOLD_PARTITIONS, FOLD_JOBS, FOLD_EVENTS)
+    cpu, nats_cpu = await dispatch_cpu(root / "cpu", sync_interval)
     return {
+        "cpu": cpu,
+        "nats cpu": nats_cpu,
         "fold": folded,
         "publish p50": _quantile(publishes, 0.5),
         "publish p99": _quantile(publishes, 0.99),
@@ -122,6 +136,19 @@ async def stack_figures(root: Path, sync_interval: str) -> dict[str, float]:
         "post p99": _quantile(posts, 0.99),
         "jobs/s": throughput,
     }
+
+
+async def dispatch_cpu(root: Path, sync_interval: str) -> tuple[float, float]:
+    """CPU ms per job of :data:`CPU_JOBS` jobs offered at the dispatch benchmark's rate, every process, and
+    nats-server's share of it (how much of a job's cost is the server's, its fsyncs included)."""
+    (root / "nats").mkdir(parents=True, exist_ok=True)
+    with EmbeddedNats(root / "nats", sync_interval=sync_interval) as server:
+        pids: list[int] = []
+        async with dispatchers(server.url, root, FOLD_PARTITIONS, pids=pids) as (nc, ns):
+            await created_to_started(nc, ns, 20.0, 40)  # warm-up: the pools up, the partitions pinned once
+            nats_before = cpu_seconds([server.pid or 0])
+            _, cpu = await offered_load(nc, ns, [*pids, server.pid or 0], OFFERED_PER_S, CPU_JOBS)
+            return cpu, (cpu_seconds([server.pid or 0]) - nats_before) * 1000 / CPU_JOBS
 
 
 async def _jobs(nc: Any, url: str, key: str) -> tuple[list[float], float]:
@@ -167,6 +194,8 @@ async def measure(rounds: int = REPEATS) -> list[Result]:
         "post p99": ("POST /v1/jobs → 201 p99, one at a time", "ms"),
         "jobs/s": (f"jobs/s, {BURST_JOBS} jobs POST → succeeded", "jobs/s"),
         "fold": (f"fold: events/s from a backlog, 2 dispatchers, {FOLD_PARTITIONS} partitions", "events/s"),
+        "cpu": (f"dispatch CPU per job at {OFFERED_PER_S:.0f} jobs/s offered, every process", "ms"),
+        "nats cpu": (f"nats-server's CPU per job at {OFFERED_PER_S:.0f} jobs/s offered", "ms"),
     }
     results = []
     for figure, (label, unit) in names.items():

@@ -147,7 +147,7 @@ def merge(
     the notes of the modules that did not run (a note names its module first) with the new ones."""
     fresh = {r.name: r for r in new}
     results = [fresh.pop(r.name, r) for r in old] + [r for r in new if r.name in fresh]
-    kept = [n for n in old_notes if not any(n.startswith((f"{name}:", f"{name} (")) for name in ran)]
+    kept = [n for n in old_notes if not any(n.startswith((f"{name}:", f"{name} (", f"{name},")) for name in ran)]
     return results, kept + [n for n in new_notes if n not in kept]
 
 
