@@ -186,9 +186,8 @@ async def test_a_queueing_a_launch_and_a_quick_end_are_one_record_write_and_the_
 async def test_a_jobs_artifacts_and_its_end_are_one_record_write(
     start_dispatcher: StartDispatcher, js: JetStreamContext, jobs_kv: KeyValue, subjects: Subjects
 ) -> None:
-    """Four artifacts 50 ms apart, then job.succeeded: one write, the terminal one with all four (the
-    fold before wrote the first alone and then nearly each of the others: four writes for a lap_compare's
-    files, as many as its end)."""
+    """Four artifacts 50 ms apart, then job.succeeded: one write, the terminal one with all four (an
+    artifact ended the wait before: a write for nearly each file, as a lap_compare's four had)."""
     job = await _running_job(start_dispatcher, js, jobs_kv, subjects)
     names = [f"out/{n}.json" for n in range(4)]
     async with record_writes(jobs_kv, job) as written:
