@@ -118,6 +118,12 @@ NOTES = [
     "and the republish). Submitted lap_compare run, 3 runs a stack, the two trees alternating twice: 221.5 "
     "messages median (217-236) against 236 (224-248) for main before it, KV jobs writes 4-5 against 6-8; the "
     "job-only run has no artifact (unchanged).",
+    "platform_cost (what the counter itself adds, 2026-11-27): nats-server sends an advisory only to a subject "
+    "someone listens on (publishAdvisory checks the account's interest), and a KV republish no one follows goes "
+    "nowhere; the counter's subscription on `>` is such a listener. Of the job-only run's 67 messages, its 3 "
+    "advisories (JetStream API audits, fold partitions' pins and let-gos) and the republish of the gateway's first "
+    "record write (no follower yet) would not be sent without it; the figures count them all, as the issue "
+    "defines them.",
 ]
 
 
