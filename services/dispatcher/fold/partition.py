@@ -152,8 +152,7 @@ class PartitionFold(FoldDurable):
                         if not self._next_after_let_go(msgs):
                             msgs += await self._leftovers(puller, len(msgs))
                     self._let_go_at = None
-                    with contextlib.suppress(Exception):  # unsent: redelivered after the ack wait, folded to no change
-                        await self._acks.release()  # folded before these came: acked now, not after their linger
+                    await self._release()  # folded before these came: acked now, not after their linger
                     arrived = time.monotonic()
                     if lingers(msgs):  # requests more unless the pin is held long enough (events came: not quiet)
                         pin_due = time.monotonic() - pinned_at >= self.settings.fold_pin_hold_s
@@ -313,6 +312,15 @@ class PartitionFold(FoldDurable):
                 await asyncio.sleep(ack_wait + PIN_MARGIN_S)
                 self._settled = True
             return
+
+    async def _release(self) -> None:
+        """Send the held ack as a plain ack (:meth:`~services.dispatcher.fold.acks.BatchAcks.release`); one
+        that cannot be sent is logged, not raised: its event comes back after the ack wait and folds to no
+        change, while a raise would end the partition's fold."""
+        try:
+            await self._acks.release()
+        except Exception as exc:  # noqa: BLE001 - the event comes back after the ack wait at worst
+            log.warning("%s: the held ack was not sent (%r)", self.durable, exc)
 
     async def _confirmed(self) -> bool:
         """Send the held ack as a request (:class:`~services.dispatcher.fold.acks.BatchAcks`): whether
