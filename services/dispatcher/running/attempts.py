@@ -92,7 +92,8 @@ class Attempts:
         follower = await self.records.follow(token.tenant, token.job_id)
         reading = asyncio.ensure_future(self.records.read(follower))
         try:
-            decision = await self.scheduler.take(token.kind, msg.metadata.sequence.stream)
+            meta = msg.metadata
+            decision = await self.scheduler.take(token.kind, meta.sequence.stream, (meta.num_delivered or 1) > 1)
             ticket = decision.entry.ticket() if decision.entry is not None else None
             if ticket is not None and (ticket.tenant, ticket.job_id) != (token.tenant, token.job_id):
                 _discard(reading)

@@ -11,9 +11,10 @@ nak'ed (a nak'ed message keeps its slot until redelivered), and :meth:`Scheduler
 each due entry that lacks a ticket one, every ``queue_sweep_interval_s``.
 
 A redelivered ticket (its holder died, or nak'ed) finds the entry it claimed (``claimed_by`` = its
-stream sequence) and runs or adopts that attempt, as before. The SFQ clock of each kind is one
-KV ``dispatch_fair`` key, read from this replica's watched view of it and moved by compare-and-set
-after each claim, in the background (:mod:`services.dispatcher.scheduling.fair_clock`).
+stream sequence) and runs or adopts that attempt, as before; the kind is re-read first, so a mirror that
+has not seen the claim yet (its watch lagging after an outage) does not make it claim a second entry.
+The SFQ clock of each kind is one KV ``dispatch_fair`` key, read from this replica's watched view of it
+and moved by compare-and-set after each claim, in the background (:mod:`services.dispatcher.scheduling.fair_clock`).
 
 Two replicas holding a ticket each at once both pick the same head and race for it; the one that
 loses picks again at once, without that entry (whoever changed it claimed or dropped it; the watch
@@ -95,21 +96,27 @@ class Scheduler:
         """The tenant's share weight."""
         return float(self.weights.get(tenant, self.default_weight))
 
-    async def take(self, kind: str, seq: int) -> Decision:
-        """The attempt token ``seq`` of ``kind`` runs: the one it claimed before, else a fair pick."""
+    async def take(self, kind: str, seq: int, redelivered: bool = False) -> Decision:
+        """The attempt token ``seq`` of ``kind`` runs: the one it claimed before, else a fair pick.
+
+        A ``redelivered`` token may have claimed an entry on an earlier delivery, here or on another
+        replica, whose claim this mirror has not seen yet (its watch lagging after an outage): the kind
+        is re-read before a fair pick, or the token would claim a second entry and leave the first
+        claimed by a token that never comes again (the top-up gives tickets to unclaimed entries only).
+        """
         held = self.queue.held_by(kind, seq)
         if held is not None:
             return Decision(held[0], held[1])
         began = time.perf_counter()
-        decision = await self._decide(kind, seq)
+        decision = await self._decide(kind, seq, redelivered)
         if decision.entry is not None:
             self.decision_ms.append((time.perf_counter() - began) * 1000)
         return decision
 
-    async def _decide(self, kind: str, seq: int) -> Decision:
+    async def _decide(self, kind: str, seq: int, redelivered: bool) -> Decision:
         lost: set[str] = set()
         for round_ in range(CLAIM_ATTEMPTS):
-            if round_ == 0 and not self._waiting(kind):
+            if round_ == 0 and (redelivered or not self._waiting(kind)):
                 await self.queue.reload_kind(kind)  # the mirror may lag the bucket
                 if (held := self.queue.held_by(kind, seq)) is not None:
                     return Decision(held[0], held[1])

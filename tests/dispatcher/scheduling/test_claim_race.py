@@ -85,6 +85,34 @@ async def test_the_ticket_that_loses_a_claim_takes_the_next_entry_without_readin
         await clocks.stop()
 
 
+async def test_a_redelivered_ticket_finds_the_entry_it_claimed_before_behind_a_lagging_mirror(
+    js: JetStreamContext, declared: Declarations, namespace: Namespace
+) -> None:
+    """A ticket claimed the head on its first delivery (on the other replica), then failed; redelivered
+    here, where the mirror has not seen that claim and another entry waits, it runs the head again, and
+    claims nothing more (in a fault run it claimed the next entry, and the head stayed claimed by a
+    ticket that never came again: its job queued for ever)."""
+    bucket = await js.key_value(namespace.bucket(streams.KV_DISPATCH_QUEUE))
+    mine, theirs = QueueIndex(bucket), QueueIndex(bucket)
+    now = time.time()
+    head, second = _entry("job_head", now - 2), _entry("job_second", now - 1)
+    for entry in (head, second):
+        assert await mine.enqueue(entry)
+    await theirs.reload_kind("pose")
+    scheduler, clocks = await _scheduler(js, namespace, mine)
+    try:
+        assert await theirs.claim(head, theirs.by_kind["pose"][head.key][1], seq=1) is not None
+        assert mine.by_kind["pose"][head.key][0].claimed_by is None, "this replica has not seen that claim"
+
+        decision = await scheduler.take("pose", seq=1, redelivered=True)
+        assert decision.entry is not None
+        assert (decision.entry.key, decision.entry.claimed_by, decision.fresh) == (head.key, 1, False)
+        assert QueueEntry.model_validate_json((await bucket.get(second.key)).value or b"").claimed_by is None
+        await clocks.settled(5.0)
+    finally:
+        await clocks.stop()
+
+
 async def test_an_entry_written_while_a_kind_is_reread_stays_in_the_mirror(
     js: JetStreamContext, declared: Declarations, namespace: Namespace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
