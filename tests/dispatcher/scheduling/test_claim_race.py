@@ -55,23 +55,32 @@ def _entry(job_id: str, at: float) -> QueueEntry:
     return QueueEntry(tenant="acme", job_id=job_id, kind="pose", attempt=1, enqueued_at=at)
 
 
-async def test_the_ticket_that_loses_a_claim_takes_the_next_entry_without_reading_kv(
-    js: JetStreamContext, declared: Declarations, namespace: Namespace
-) -> None:
+async def _head_claimed_elsewhere(
+    js: JetStreamContext, namespace: Namespace, kv: KeyValue
+) -> tuple[QueueEntry, QueueEntry, Scheduler, FairClocks]:
+    """Two entries queued through this replica's mirror (on ``kv``); the other replica claims the head
+    with ticket 1, a claim this mirror has not seen (its watch is not running). The head, the second
+    and this replica's scheduler with its clocks (stop them)."""
     bucket = await js.key_value(namespace.bucket(streams.KV_DISPATCH_QUEUE))
-    counting = CountingKv(bucket)
-    mine, theirs = QueueIndex(counting), QueueIndex(bucket)  # type: ignore[arg-type]
+    mine, theirs = QueueIndex(kv), QueueIndex(bucket)
     now = time.time()
     head, second = _entry("job_head", now - 2), _entry("job_second", now - 1)
     for entry in (head, second):
         assert await mine.enqueue(entry)
     await theirs.reload_kind("pose")
+    assert await theirs.claim(head, theirs.by_kind["pose"][head.key][1], seq=1) is not None
+    assert mine.by_kind["pose"][head.key][0].claimed_by is None, "this replica has not seen that claim"
     scheduler, clocks = await _scheduler(js, namespace, mine)
-    try:
-        won = await theirs.claim(head, theirs.by_kind["pose"][head.key][1], seq=1)  # the other replica wins the head
-        assert won is not None
-        assert mine.by_kind["pose"][head.key][0].claimed_by is None, "this replica has not seen that claim"
+    return head, second, scheduler, clocks
 
+
+async def test_the_ticket_that_loses_a_claim_takes_the_next_entry_without_reading_kv(
+    js: JetStreamContext, declared: Declarations, namespace: Namespace
+) -> None:
+    bucket = await js.key_value(namespace.bucket(streams.KV_DISPATCH_QUEUE))
+    counting = CountingKv(bucket)
+    head, second, scheduler, clocks = await _head_claimed_elsewhere(js, namespace, counting)  # type: ignore[arg-type]
+    try:
         decision = await scheduler.take("pose", seq=2)
         assert decision.entry is not None
         assert decision.fresh
@@ -93,17 +102,8 @@ async def test_a_redelivered_ticket_finds_the_entry_it_claimed_before_behind_a_l
     claims nothing more (in a fault run it claimed the next entry, and the head stayed claimed by a
     ticket that never came again: its job queued for ever)."""
     bucket = await js.key_value(namespace.bucket(streams.KV_DISPATCH_QUEUE))
-    mine, theirs = QueueIndex(bucket), QueueIndex(bucket)
-    now = time.time()
-    head, second = _entry("job_head", now - 2), _entry("job_second", now - 1)
-    for entry in (head, second):
-        assert await mine.enqueue(entry)
-    await theirs.reload_kind("pose")
-    scheduler, clocks = await _scheduler(js, namespace, mine)
+    head, second, scheduler, clocks = await _head_claimed_elsewhere(js, namespace, bucket)
     try:
-        assert await theirs.claim(head, theirs.by_kind["pose"][head.key][1], seq=1) is not None
-        assert mine.by_kind["pose"][head.key][0].claimed_by is None, "this replica has not seen that claim"
-
         decision = await scheduler.take("pose", seq=1, redelivered=True)
         assert decision.entry is not None
         assert (decision.entry.key, decision.entry.claimed_by, decision.fresh) == (head.key, 1, False)
