@@ -36,9 +36,9 @@ def observe_launch(ticket: Ticket, msg: Msg) -> None:
     metrics.JOB_QUEUE_WAIT.labels(ticket.kind).observe(queue_wait_s(ticket, msg, time.time()))
 
 
-def observe_attempt(kind: str, outcome: str, began: float) -> None:
-    """An attempt that began at ``began`` (Unix seconds) ended with ``outcome``."""
-    metrics.JOB_RUN.labels(kind, outcome).observe(max(0.0, time.time() - began))
+def observe_attempt(kind: str, outcome: str, ran_s: float) -> None:
+    """An attempt that ran ``ran_s`` seconds ended with ``outcome``."""
+    metrics.JOB_RUN.labels(kind, outcome).observe(max(0.0, ran_s))
 
 
 def observe_folded(record: JobRecord) -> None:

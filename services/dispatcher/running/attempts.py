@@ -40,7 +40,7 @@ from services.common.observability import tracing
 from services.dispatcher.consumers import PoisonMessage
 from services.dispatcher.observe import observe_attempt, observe_launch
 from services.dispatcher.running.backends import Backend, BackendUnavailableError, Launch, LaunchedElsewhereError
-from services.dispatcher.running.hearing import Hearing
+from services.dispatcher.running.hearing import Hearing, since_stamp
 from services.dispatcher.running.held_records import Follower, HeldRecords
 from services.dispatcher.running.supervision import Held, Verdict, ended_as, wait_for_verdict
 from services.dispatcher.scheduling.queue import entry_key
@@ -138,9 +138,11 @@ class Attempts:
             return False  # stale, or the fold cancels it
         held = Held(ticket, msg, record, route, revision=revision or 0, claim=decision, follower=follower)
         follower.hand_to(held.offer)  # a newer revision than the one read, and every later one
-        if adopting:
+        if adopting:  # its age by the stamps another replica and its worker left (cross-host: wall clock)
             when = dispatched_at or record.timings.dispatched_at
-            held.began = when.timestamp() if when else time.time()
+            held.began = since_stamp(when.timestamp()) if when else time.monotonic()
+            signs = [t.timestamp() for t in (record.heartbeat_at, record.timings.started_at) if t is not None]
+            held.seen_at = since_stamp(max(signs)) if signs else 0.0
         backend = self.backends[route.backend]
         reservation = None if adopting else await backend.reserve()
         if not adopting:
@@ -179,8 +181,9 @@ class Attempts:
                     await self._conclude(held, verdict, None, backend)
                 else:
                     await self._run_stages(held, backend, reservation)
-            observe_attempt(ticket.kind, held.outcome, held.began)
-            self.scheduler.finished(held.claim.entry, time.time() - held.began, held.outcome == "succeeded")
+            ran_s = time.monotonic() - held.began
+            observe_attempt(ticket.kind, held.outcome, ran_s)
+            self.scheduler.finished(held.claim.entry, ran_s, held.outcome == "succeeded")
             if held.outcome == "retrying" and held.record.session is not None:
                 await self._keep_slot_for_resume(held)
             await self._drop(held.claim, held.msg)
@@ -262,7 +265,7 @@ class Attempts:
                 return
             if plan is not None:
                 await self._stage(held, plan, StageStatus.RUNNING)
-            stage_began = time.time()
+            stage_began = time.monotonic()
             held.began = stage_began if index == 0 else held.began
             timeout_at = stage_began + route.stage_timeout_s(stage)
             verdict = await wait_for_verdict(held, launch, timeout_at, self.silence, self.hearing)
@@ -276,7 +279,7 @@ class Attempts:
             inputs = outcome.artifacts
             produced += outcome.artifacts
             result.update(outcome.result)  # a pipeline's result: every stage's, the later winning
-            reports[stage.name] = route.stage_report(stage, time.time() - stage_began)
+            reports[stage.name] = route.stage_report(stage, time.monotonic() - stage_began)
             if index == len(steps) - 1:
                 payload = je.JobSucceededPayload(result={**result, "stages": reports}, artifacts=tuple(produced))
                 await self._publish(held, EventType.JOB_SUCCEEDED, payload, "succeeded")

@@ -15,6 +15,10 @@ synced, a loaded disk) can be seconds behind while it answers PINGs at once, and
 held attempt silent so. So while it supervises an attempt a replica also hears its heartbeats as the
 server passes them on (:meth:`Hearing.listening`: a plain subscription on that job's heartbeat
 subject), which does not wait for the store.
+
+Every time here is this process's monotonic clock (:mod:`~services.dispatcher.running.supervision`): a
+heartbeat the log holds counts from when this replica first found it there (its stream sequence new),
+so a step of the wall clock never makes one look old.
 """
 
 from __future__ import annotations
@@ -41,12 +45,18 @@ STALL_S = 1.0
 ROUND_TRIP_TIMEOUT_S = 5.0
 
 
+def since_stamp(stamp: float) -> float:
+    """The monotonic time of a wall-clock ``stamp`` (Unix seconds, maybe another host's), by its age
+    now; a stamp from the future counts as now."""
+    return time.monotonic() - max(0.0, time.time() - stamp)
+
+
 class LinkWatch:
-    """This replica's view of NATS: :attr:`regained_at`, the wall-clock time it last came back."""
+    """This replica's view of NATS: :attr:`regained_at`, the (monotonic) time it last came back."""
 
     def __init__(self, nc: NatsClient) -> None:
         self.nc = nc
-        self.regained_at = time.time()
+        self.regained_at = time.monotonic()
         self._last_seen: float | None = None
         """The loop time of the last round trip answered (``None``: the last one failed)."""
 
@@ -57,17 +67,17 @@ class LinkWatch:
             await self.observing_since()
 
     async def observing_since(self) -> float:
-        """A round trip now; when this replica's unbroken view of NATS began (wall clock)."""
+        """A round trip now; when this replica's unbroken view of NATS began (monotonic)."""
         loop = asyncio.get_running_loop()
         began = loop.time()
         gap = self._last_seen is None or began - self._last_seen > INTERVAL_S + STALL_S
         if not await round_trip(self.nc, ROUND_TRIP_TIMEOUT_S):  # blind now, so no silence has begun
             self._last_seen = None
-            self.regained_at = time.time()
+            self.regained_at = time.monotonic()
             return self.regained_at
         answered = loop.time()
         if gap or answered - began > STALL_S:
-            self.regained_at = time.time()
+            self.regained_at = time.monotonic()
         self._last_seen = answered
         return self.regained_at
 
@@ -80,8 +90,11 @@ class Hearing:
         self.nc, self.subjects = nc, subjects
         self.stream = subjects.ns.stream(streams.JOBS)
         self._heard: dict[tuple[str, str, int], float] = {}
-        """When each attempt listened to last had a heartbeat passed on (wall clock); one entry per
+        """When each attempt listened to last had a heartbeat passed on (monotonic); one entry per
         supervised attempt, gone when its supervision ends."""
+        self._logged: dict[tuple[str, str, int], tuple[int, float]] = {}
+        """The stream sequence of each listened attempt's last heartbeat found in the log, and when it
+        was first found there (monotonic); gone, as :attr:`_heard`'s entry, when its supervision ends."""
 
     @contextlib.asynccontextmanager
     async def listening(self, tenant: str, job_id: str, attempt: int) -> AsyncIterator[None]:
@@ -91,7 +104,7 @@ class Hearing:
         async def on_heartbeat(msg: Msg) -> None:
             with contextlib.suppress(ValueError, AttributeError):
                 if json.loads(msg.data).get("attempt") == attempt:
-                    self._heard[key] = time.time()
+                    self._heard[key] = time.monotonic()
 
         subject = self.subjects.job_event(tenant, job_id, "heartbeat")
         sub = None
@@ -103,6 +116,7 @@ class Hearing:
             yield
         finally:
             self._heard.pop(key, None)
+            self._logged.pop(key, None)
             if sub is not None:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
@@ -113,8 +127,9 @@ class Hearing:
 
     async def last_sign(self, tenant: str, job_id: str, attempt: int) -> float:
         """The latest of: when this replica's view of NATS began, when it last heard the attempt's
-        heartbeat pass, and when the log stored the attempt's last heartbeat (wall clock). The record
-        can lag behind the log, and the log behind the heartbeats passing."""
+        heartbeat pass, and when the log's last heartbeat of the attempt was first found there (all
+        monotonic; the first one found counts by the age of its stamp). Called while :meth:`listening`
+        to the attempt. The record can lag behind the log, and the log behind the heartbeats passing."""
         since = max(await self.link.observing_since(), self.heard(tenant, job_id, attempt))
         subject = self.subjects.job_event(tenant, job_id, "heartbeat")
         try:
@@ -122,7 +137,12 @@ class Hearing:
         except NotFoundError:
             return since
         except Exception:  # noqa: BLE001 - the log cannot be read now: no silence can be called now
-            return time.time()
+            return time.monotonic()
         if last.time is None or json.loads(last.data or b"{}").get("attempt") != attempt:
             return since
-        return max(since, last.time.timestamp())
+        key, seq = (tenant, job_id, attempt), last.seq or 0
+        logged = self._logged.get(key)
+        if logged is None or logged[0] != seq:
+            found = since_stamp(last.time.timestamp()) if logged is None else time.monotonic()
+            logged = self._logged[key] = (seq, found)
+        return max(since, logged[1])

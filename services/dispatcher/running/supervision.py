@@ -1,4 +1,13 @@
-"""Supervising one held attempt: the record it watches and the wait for how it ends."""
+"""Supervising one held attempt: the record it watches and the wait for how it ends.
+
+Silence and timeouts are measured on this process's monotonic clock, from when this supervisor *saw*
+each sign of life (a record revision with a new heartbeat, a heartbeat heard passing, a new one in the
+log), never by comparing wall-clock stamps: a step of this host's wall clock (an NTP correction, a VM
+resumed) made every sign look 90 s old and failed a healthy session (docs/operations.md, the clock
+step). A wall-clock stamp is turned into an age only where nothing else tells how old a sign is
+(:func:`~services.dispatcher.running.hearing.since_stamp`: an attempt adopted from another replica,
+the first heartbeat found in the log).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +15,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -22,6 +32,11 @@ from services.dispatcher.store import Ticket
 log = logging.getLogger(__name__)
 
 
+def _life_signs(record: JobRecord) -> tuple[datetime | None, datetime | None]:
+    """What in a record shows its worker alive: its heartbeat and start stamps."""
+    return record.heartbeat_at, record.timings.started_at
+
+
 @dataclass
 class Held:
     """One attempt this replica holds the ticket of."""
@@ -33,9 +48,11 @@ class Held:
     revision: int = 0
     """The KV revision of ``record`` (a newer one replaces it: :meth:`offer`)."""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
-    began: float = field(default_factory=time.time)
-    heard_at: float = 0.0
-    """The latest sign of life found outside the record
+    began: float = field(default_factory=time.monotonic)
+    """When the attempt began (monotonic): its timeout and its first silence count from here."""
+    seen_at: float = 0.0
+    """When this supervisor last saw a sign of life (monotonic): a record revision with a new heartbeat
+    or start (:meth:`offer`), or one found outside the record
     (:meth:`~services.dispatcher.running.hearing.Hearing.last_sign`)."""
     task: asyncio.Task[None] | None = None
     claim: Any = None
@@ -50,6 +67,8 @@ class Held:
     def offer(self, record: JobRecord, revision: int) -> None:
         """A revision of the job's record: kept, and the attempt woken, when newer than the one held."""
         if revision > self.revision:
+            if _life_signs(record) != _life_signs(self.record):
+                self.seen_at = time.monotonic()
             self.record, self.revision = record, revision
             self.changed.set()
 
@@ -66,10 +85,11 @@ class Verdict:
 async def wait_for_verdict(
     held: Held, launch: Launch | None, timeout_at: float, silence: float, hearing: Hearing | None = None
 ) -> Verdict:
-    """Until the first of: an outcome, a lost worker, the timeout, ``silence`` s without a sign of
-    life, a cancel request, or the job ending (or moving to a later attempt) elsewhere. With
-    ``hearing``, the attempt's heartbeats are heard as they pass, and a silence is confirmed against the
-    link and the log before it is called (:mod:`~services.dispatcher.running.hearing`)."""
+    """Until the first of: an outcome, a lost worker, the timeout (``timeout_at``, monotonic),
+    ``silence`` s without a sign of life, a cancel request, or the job ending (or moving to a later
+    attempt) elsewhere. With ``hearing``, the attempt's heartbeats are heard as they pass, and a
+    silence is confirmed against the link and the log before it is called
+    (:mod:`~services.dispatcher.running.hearing`)."""
     if hearing is None:
         return await _wait(held, launch, timeout_at, silence, None)
     ticket = held.ticket
@@ -91,10 +111,8 @@ async def _wait(
         if record.cancel_requested:
             return Verdict("cancel")
         heard = hearing.heard(held.ticket.tenant, held.ticket.job_id, held.ticket.attempt) if hearing else 0.0
-        signs = [held.began, held.heard_at, heard] + [
-            t.timestamp() for t in (record.heartbeat_at, record.timings.started_at) if t is not None
-        ]
-        silent_at, now = max(signs) + silence, time.time()
+        signs = [held.began, held.seen_at, heard]
+        silent_at, now = max(signs) + silence, time.monotonic()
         if now >= timeout_at:
             return Verdict("timeout", message=f"the attempt ran past its {held.route.timeout_s:g} s timeout")
         if now >= silent_at:
@@ -104,7 +122,7 @@ async def _wait(
                             now - hearing.link.regained_at if hearing else -1.0)  # fmt: skip
                 return Verdict("silent", message=f"no heartbeat for {silence:g} s")
             ticket = held.ticket
-            held.heard_at = max(held.heard_at, await hearing.last_sign(ticket.tenant, ticket.job_id, ticket.attempt))
+            held.seen_at = max(held.seen_at, await hearing.last_sign(ticket.tenant, ticket.job_id, ticket.attempt))
             confirmed = True
             continue
         confirmed = False

@@ -16,7 +16,8 @@ from nats.js.api import StreamConfig
 from contracts.job_record import JobRecord, JobStatus
 from contracts.streams import JOBS
 from contracts.subjects import Subjects
-from services.dispatcher.running.hearing import Hearing
+from services.dispatcher.running import hearing as hearing_module
+from services.dispatcher.running.hearing import INTERVAL_S, Hearing
 from services.dispatcher.running.supervision import Held, wait_for_verdict
 from services.dispatcher.store import Ticket
 from tests.contracts.examples import T0, spec
@@ -48,7 +49,7 @@ async def test_heartbeats_that_pass_but_are_not_stored_keep_an_attempt_alive_and
     link = asyncio.create_task(hearing.link.run())  # as the dispatcher runs it
     held = running_attempt()
     subject = subjects.job_event("acme", "job_1", "heartbeat")
-    waiting = asyncio.create_task(wait_for_verdict(held, None, time.time() + 60, SILENCE_S, hearing))
+    waiting = asyncio.create_task(wait_for_verdict(held, None, time.monotonic() + 60, SILENCE_S, hearing))
     await asyncio.sleep(0.2)  # subscribed
     beats_until = time.monotonic() + BEATING_S
     while time.monotonic() < beats_until:
@@ -69,3 +70,42 @@ async def test_heartbeats_that_pass_but_are_not_stored_keep_an_attempt_alive_and
     assert waiting.result().reason == "silent"
     assert time.monotonic() - last_beat >= SILENCE_S
     assert hearing.heard("acme", "job_1", 1) == 0  # nothing kept once its supervision ended
+
+
+class SteppedClock:
+    """``time`` once this host's wall clock stepped ``step_s`` ahead: the monotonic clock does not move."""
+
+    def __init__(self, step_s: float) -> None:
+        self.step_s, self.monotonic, self._time = step_s, time.monotonic, time.time
+
+    def time(self) -> float:
+        return self._time() + self.step_s
+
+
+async def test_the_logs_heartbeats_count_from_when_they_are_found_not_by_a_stepped_wall_clock(
+    nc: NatsClient, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log's last heartbeat of an attempt, read with this host's wall clock 90 s ahead: the first
+    one found counts by its stamp's age (90 s old here: older than the link's view), and one stored
+    after it counts from when it is found (now), not from its stamp, which the step makes look 90 s
+    old too (before, the log's sign was its stamp, a wall-clock time)."""
+    subject = subjects.job_event("acme", "job_1", "heartbeat")
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name=subjects.ns.stream(JOBS), subjects=[subject]))
+    beat = json.dumps({"type": "job.heartbeat", "attempt": 1}).encode()
+    await js.publish(subject, beat)
+    hearing = Hearing(nc, subjects)
+    monkeypatch.setattr(hearing_module, "time", SteppedClock(90.0))
+    link = asyncio.create_task(hearing.link.run())  # as the dispatcher runs it
+    async with hearing.listening("acme", "job_1", 1):
+        await asyncio.sleep(2 * INTERVAL_S)
+        view_since = await hearing.link.observing_since()
+        first = await hearing.last_sign("acme", "job_1", 1)
+        assert view_since <= time.monotonic()
+        assert first == view_since  # its stamp looks 90 s old: the link's view is the later sign
+        await js.publish(subject, beat)
+        found = time.monotonic()
+        second = await hearing.last_sign("acme", "job_1", 1)
+        assert found <= second <= time.monotonic()
+        assert await hearing.last_sign("acme", "job_1", 1) == second  # the same one: no newer sign
+    link.cancel()
