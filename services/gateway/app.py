@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from contracts.streams import KV_TENANT_CORS
+from contracts.streams import JOBS, KV_TENANT_CORS
 from services.common.auth.key_cache import KeyCache
 from services.common.http.cors import identify_with, install_cors
 from services.common.http.health import Probe, install_health, nats_probe
 from services.common.http.metrics import install_metrics
+from services.common.http.nats_failover import StuckServerWatch
 from services.common.http.problem import install_error_handlers, use_problem_json_in_openapi
 from services.common.http.tenant_origins import TenantOrigins
 from services.common.nats.connection import connect, declare_all
@@ -66,6 +67,9 @@ def create_app(settings: GatewaySettings, *, storage: Storage | None = None) -> 
             app.state.nats = nc
             app.state.gateway = state = await GatewayState.open(settings, nc, store, ingest_nc)
             async with contextlib.AsyncExitStack() as started:  # what started is stopped, even if a later part fails
+                app.state.nats_watch = watch = StuckServerWatch(nc, settings.ns.stream(JOBS))
+                started.push_async_callback(watch.stop)
+                started.callback(setattr, app.state, "nats_watch", None)
                 await state.key_cache.start()
                 started.push_async_callback(state.key_cache.stop)
                 if state.admission is not None:

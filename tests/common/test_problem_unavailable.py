@@ -43,3 +43,34 @@ def test_only_jetstreams_temporary_503_is_unavailable() -> None:
     assert not is_unavailable(full)
     assert is_unavailable(nats.js.errors.NoStreamResponseError())
     assert not is_unavailable(nats.js.errors.BadRequestError(code=400))
+
+
+class CountingWatch:
+    """What the 503 handler tells of a failed request (the app's ``nats_watch``)."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+
+    def failed(self) -> None:
+        self.failures += 1
+
+
+async def test_a_503_for_want_of_nats_tells_the_apps_watch_and_other_errors_do_not() -> None:
+    app = FastAPI()
+    install_error_handlers(app)
+    app.state.nats_watch = watch = CountingWatch()
+
+    @app.get("/away")
+    async def away() -> None:
+        raise nats.errors.TimeoutError()
+
+    @app.get("/refused")
+    async def refused() -> None:
+        raise nats.js.errors.BadRequestError(code=400)
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        assert (await http.get("/away")).status_code == 503
+        assert (await http.get("/away")).status_code == 503
+        assert (await http.get("/refused")).status_code == 500
+    assert watch.failures == 2

@@ -3,7 +3,9 @@
 The gateway and the notifier install :func:`install_error_handlers`; routes raise :class:`ProblemError`
 (or answer :func:`problem`); :func:`use_problem_json_in_openapi` documents it. A NATS error that
 says the event log is away for a moment (:data:`~services.common.nats.connection.UNAVAILABLE`) is a 503 with
-``Retry-After``, never a 500: clients retry it. A job record that no longer validates
+``Retry-After``, never a 500: clients retry it (and an app with a
+:class:`~services.common.http.nats_failover.StuckServerWatch` in ``app.state.nats_watch`` tells it,
+so a connection held by a server cut off from its cluster moves). A job record that no longer validates
 (:class:`~contracts.record_repair.UnreadableRecordError`) is a 409 with ``code: invalid_record``.
 """
 
@@ -23,6 +25,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts.record_repair import INVALID_RECORD, UnreadableRecordError
+from services.common.http.nats_failover import StuckServerWatch
 from services.common.nats.connection import UNAVAILABLE
 
 PROBLEM_JSON = "application/problem+json"
@@ -91,6 +94,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def _unavailable(request: Request, exc: Exception) -> JSONResponse | None:
         log.warning("NATS unavailable on %s %s: %r", _method(request), request.url.path, exc)
+        watch: StuckServerWatch | None = getattr(request.app.state, "nats_watch", None)
+        if watch is not None:  # its server may be cut off from the cluster: moved if it does not answer
+            watch.failed()
         if await _closed_socket(request, WS_TRY_AGAIN_LATER, "NATS unavailable; retry"):
             return None
         detail = "The event log cannot answer right now (NATS reconnecting or electing a leader); retry."
