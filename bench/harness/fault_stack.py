@@ -44,7 +44,7 @@ profiles:
       local: bench.harness.session_echo:run
       function: vlm
       timeout_s: 300
-      retries: {{max_attempts: 1}}
+      retries: {{max_attempts: 3, backoff_initial_s: 0.1, backoff_max_s: 0.5}}
       concurrency: {sessions}
   prod: {{}}
 """
@@ -69,8 +69,9 @@ async def connect_test_client(nats_url: str, users: Mapping[Role, str] | None = 
 
 class FaultStack:
     """The three services as processes under ``root``; ``pose`` runs ``fault_workloads:{workload}``,
-    ``vlm`` sessions the echo workload (:mod:`bench.harness.session_echo`) in ``sessions`` more pool
-    processes (none: they share the jobs' processes). On a server with ``users`` (passwords by role:
+    ``vlm`` sessions the echo workload (:mod:`bench.harness.session_echo`, resumable: a lost worker's
+    session resumes, up to 3 attempts) in ``sessions`` more pool processes (none: they share the jobs'
+    processes). On a server with ``users`` (passwords by role:
     :mod:`services.common.nats.server_auth`), each service connects as its role, as compose runs them;
     the test's client then connects as the operator (:func:`connect_test_client` with the same users)."""
 

@@ -31,7 +31,8 @@ from contracts.job_record import JobRecord
 from tests.support.netns.history import History
 
 CLEAR_SESSION_ERRORS = frozenset({"worker_lost", "timeout", "events_undeliverable"})
-"""Error codes that say why a session ended (the resume work will turn worker_lost into a resume)."""
+"""Error codes that say why a session ended (the suite's sessions resume a lost worker up to 3 attempts:
+``worker_lost`` is every attempt lost)."""
 
 
 @dataclass
