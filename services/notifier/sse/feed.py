@@ -84,7 +84,13 @@ class Feed:
     asks for an idle heartbeat every ``heartbeat_s``; when neither a message nor a heartbeat arrives
     for :data:`MISSED_HEARTBEATS` of them, the feed makes a new consumer starting after the last
     sequence it read (retried while NATS is away, for at most :data:`RECOVER_S`; then the feed is
-    :attr:`gone` and its client resumes with ``Last-Event-ID``). Nothing is skipped or read twice.
+    :attr:`gone` and its client resumes with ``Last-Event-ID``).
+
+    A delivery can also be lost while the consumer lives: written to a connection that resets while its
+    pull goes on (the server keeps the pull, nats-py subscribes its inbox again, and the next messages
+    come through it). The consumer acknowledges nothing, so the server never sends it again; the gap
+    shows in the consumer's delivery sequence, which counts every delivery one by one, and the feed
+    then makes a new consumer after the last sequence it read. Nothing is skipped or read twice.
     """
 
     def __init__(
@@ -115,6 +121,10 @@ class Feed:
         self.recoveries = 0
         """How many times the consumer was made anew after it was lost."""
         self._outstanding = 0
+        self._delivered = 0
+        """The consumer's delivery sequence of the last message taken (0: none yet from this consumer)."""
+        self._lost = False
+        """A delivery went missing: the consumer is made anew after :attr:`last_seq`."""
         self._heard = False
         self._done = asyncio.Event()
         self._consumed = asyncio.Event()
@@ -165,7 +175,7 @@ class Feed:
                         await self.js.delete_consumer(self.stream, old)
                     old = None
                 info = await self.js.add_consumer(self.stream, config=self._config())
-                self.consumer = info.name
+                self.consumer, self._delivered, self._lost = info.name, 0, False
                 if self.new_only:  # from now on, after the sequence it started from
                     self.new_only = False
                     self.last_seq = max(self.last_seq, info.delivered.stream_seq if info.delivered else 0)
@@ -197,23 +207,32 @@ class Feed:
                     await asyncio.wait_for(self._done.wait(), self.heartbeat_s * MISSED_HEARTBEATS)
                 if not self._heard and not self._done.is_set():
                     return  # neither a message nor a heartbeat: the consumer and its pull are gone
+            if self._lost:
+                return  # a delivery went missing: a new consumer reads again after the last one taken
 
     async def _on_msg(self, msg: Msg) -> None:
         self._heard = True
         headers = msg.headers or {}
         status = headers.get("Status")
         if status and not msg.data:
-            if status == "409" and "deleted" in headers.get("Description", "").lower():
+            if status == "409" and "deleted" in headers.get("Description", "").lower() and not self._lost:
                 self.gone = True  # the consumer was deleted (e.g. expired): end; the client resumes
+                # (after a lost delivery this feed deletes it itself, its pull still open: not an end)
             if status != "100":  # 408/409/404: the request ended; send another
                 self._done.set()
             return
         try:
-            seq = msg.metadata.sequence.stream
+            seq, delivered = msg.metadata.sequence.stream, msg.metadata.sequence.consumer
         except (ValueError, AttributeError, nats.errors.Error):
             return
-        if seq <= self.last_seq:
-            return  # a late message of a pull that was given up: read already
+        if seq <= self.last_seq or self._lost:
+            return  # a late message of a pull that was given up (read already), or one after a loss
+        if self._delivered and delivered != self._delivered + 1:
+            log.warning("an SSE feed missed a delivery after %d; reading again from there", self.last_seq)
+            self._lost = True
+            self._done.set()
+            return
+        self._delivered = delivered
         self._outstanding -= 1
         if self._outstanding <= 0:
             self._done.set()
