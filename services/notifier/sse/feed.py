@@ -227,7 +227,7 @@ class Feed:
             return
         if seq <= self.last_seq or self._lost:
             return  # a late message of a pull that was given up (read already), or one after a loss
-        if self._delivered and delivered != self._delivered + 1:
+        if delivered != self._delivered + 1:  # a new consumer's first is 1: a late one of the last is a gap too
             log.warning("an SSE feed missed a delivery after %d; reading again from there", self.last_seq)
             self._lost = True
             self._done.set()
