@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -214,3 +215,16 @@ async def record_writes(kv: KeyValue, job_id: str, tenant: str = "acme") -> Asyn
         following.cancel()
         await asyncio.gather(following, return_exceptions=True)
         await watcher.stop()  # type: ignore[no-untyped-call]
+
+
+class SteppedClock:
+    """The ``time`` module as code sees it once its host's wall clock stepped ``step_s`` ahead (an NTP
+    correction, a VM resumed): ``time.time`` jumps, ``time.monotonic`` does not. Set it as a module's
+    ``time`` (monkeypatch) to step that module's clock alone."""
+
+    def __init__(self, step_s: float) -> None:
+        self.step_s = step_s
+        self.monotonic = time.monotonic
+
+    def time(self) -> float:
+        return time.time() + self.step_s

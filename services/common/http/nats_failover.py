@@ -20,7 +20,6 @@ of the whole cluster (no leader anywhere) moves the connection at most once ever
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -28,6 +27,8 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.js.api import StreamInfo
+
+from services.common.nats.connection import cancel_and_wait
 
 log = logging.getLogger(__name__)
 STUCK_AFTER_S = 3.0
@@ -89,22 +90,20 @@ class StuckServerWatch:
     async def stop(self) -> None:
         """Cancel an ask in flight."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await cancel_and_wait([self._task])
 
     async def _ask(self, sent: float) -> None:
         try:
             info = await self.nc.jetstream(timeout=PROBE_TIMEOUT_S).stream_info(self.stream)
+            answered = not without_quorum(info)
         except FAILED_ASK:
-            await self._ask_failed(sent)
+            answered = False
         except Exception:  # noqa: BLE001 - any other answer: this server's JetStream answers
+            answered = True
+        if answered:
             self._failing_since = None
         else:
-            if without_quorum(info):
-                await self._ask_failed(sent)
-            else:
-                self._failing_since = None
+            await self._ask_failed(sent)
 
     async def _ask_failed(self, sent: float) -> None:
         if self._failing_since is None or sent - self._last_failed > STUCK_AFTER_S:

@@ -190,7 +190,7 @@ class Feed:
     async def _pull(self, inbox: str) -> None:
         """Keep one pull request outstanding, sized to the room left in the queue; return once it is lost."""
         subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.consumer}"
-        while not self.gone:
+        while not (self.gone or self._lost):  # a delivery went missing: a new consumer reads again
             room = self.queue.maxsize - self.queue.qsize()
             if room < max(1, self.queue.maxsize // 2):
                 self._consumed.clear()
@@ -207,8 +207,6 @@ class Feed:
                     await asyncio.wait_for(self._done.wait(), self.heartbeat_s * MISSED_HEARTBEATS)
                 if not self._heard and not self._done.is_set():
                     return  # neither a message nor a heartbeat: the consumer and its pull are gone
-            if self._lost:
-                return  # a delivery went missing: a new consumer reads again after the last one taken
 
     async def _on_msg(self, msg: Msg) -> None:
         self._heard = True

@@ -21,7 +21,7 @@ from services.dispatcher.running.hearing import INTERVAL_S, Hearing
 from services.dispatcher.running.supervision import Held, wait_for_verdict
 from services.dispatcher.store import Ticket
 from tests.contracts.examples import T0, spec
-from tests.support.dispatcher import local_route
+from tests.support.dispatcher import SteppedClock, local_route
 
 pytestmark = pytest.mark.timeout(60)
 SILENCE_S = 2.0
@@ -70,16 +70,6 @@ async def test_heartbeats_that_pass_but_are_not_stored_keep_an_attempt_alive_and
     assert waiting.result().reason == "silent"
     assert time.monotonic() - last_beat >= SILENCE_S
     assert hearing.heard("acme", "job_1", 1) == 0  # nothing kept once its supervision ended
-
-
-class SteppedClock:
-    """``time`` once this host's wall clock stepped ``step_s`` ahead: the monotonic clock does not move."""
-
-    def __init__(self, step_s: float) -> None:
-        self.step_s, self.monotonic, self._time = step_s, time.monotonic, time.time
-
-    def time(self) -> float:
-        return self._time() + self.step_s
 
 
 async def test_the_logs_heartbeats_count_from_when_they_are_found_not_by_a_stepped_wall_clock(

@@ -18,7 +18,7 @@ from services.dispatcher.running.backends import Launch
 from services.dispatcher.running.supervision import Held, ended_as, wait_for_verdict
 from services.dispatcher.store import Ticket
 from tests.contracts.examples import T0, spec
-from tests.support.dispatcher import local_route
+from tests.support.dispatcher import SteppedClock, local_route
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -80,19 +80,6 @@ async def test_a_record_ended_elsewhere_counts_as_ended(status: JobStatus, attem
     assert ended_as(attempt) == "ended"
 
 
-class SteppedClock:
-    """The ``time`` module as a supervisor sees it once its host's wall clock stepped ``step_s`` ahead
-    (an NTP correction, a VM resumed): ``time.time`` jumps, the monotonic clock does not."""
-
-    def __init__(self, step_s: float) -> None:
-        self.step_s = step_s
-        self.monotonic = time.monotonic
-
-    def time(self) -> float:
-        return _REAL_TIME() + self.step_s
-
-
-_REAL_TIME = time.time
 BEAT_S = 0.1
 
 
