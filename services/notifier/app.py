@@ -62,7 +62,7 @@ async def running(settings: NotifierSettings) -> AsyncIterator[NotifierState]:
         await state.endpoints.start()
         await delivery.listen_for_kicks(nc)
         await delivery.resume_all()
-        fanout = FanOut(settings, state.js, state.endpoints, JobHooks(state.jobs), delivery)
+        fanout = FanOut(settings, state.js, state.endpoints, JobHooks(state.jobs), delivery, state.nats_watch.failed)
         await fanout.declare()
         fanout_task = asyncio.create_task(fan_out_forever(state, fanout), name="webhook-fanout")
         if settings.metrics_enabled:
@@ -76,6 +76,7 @@ async def running(settings: NotifierSettings) -> AsyncIterator[NotifierState]:
         if state is not None:
             if state.hub is not None:
                 await state.hub.stop()
+            await state.nats_watch.stop()
             await state.delivery.stop()
             await state.endpoints.stop()
             await state.key_cache.stop()
@@ -95,10 +96,11 @@ def create_app(settings: NotifierSettings) -> FastAPI:
             origins = TenantOrigins(await state.js.key_value(settings.ns.bucket(KV_TENANT_CORS)))
             await origins.start()
             app.state.notifier, app.state.tenant_origins = state, origins
+            app.state.nats_watch = state.nats_watch  # the 503 handler tells it of each request NATS failed
             try:
                 yield
             finally:
-                app.state.notifier = app.state.tenant_origins = None
+                app.state.notifier = app.state.tenant_origins = app.state.nats_watch = None
                 await origins.stop()
 
     app = FastAPI(

@@ -72,7 +72,10 @@ def _respond(
     if state.hub is not None:
         feed = Tap(state.hub, key, subjects, after, s.sse_buffer)
     else:
-        feed = Feed(state.nc, state.js, s.ns.stream("JOBS"), subjects, after, s.sse_buffer, s.sse_pull_heartbeat_s)
+        feed = Feed(
+            state.nc, state.js, s.ns.stream("JOBS"), subjects, after, s.sse_buffer, s.sse_pull_heartbeat_s,
+            unavailable=state.nats_watch.failed,
+        )  # fmt: skip
     stream = frames(
         feed,
         Coalescer(s.sse_progress_max_per_s),

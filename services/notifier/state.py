@@ -11,6 +11,7 @@ from nats.js.kv import KeyValue
 from contracts import streams
 from services.common.auth.apikeys import ApiKeyStore
 from services.common.auth.key_cache import KeyCache
+from services.common.http.nats_failover import StuckServerWatch
 from services.common.nats.connection import declare_all
 from services.notifier.settings import NotifierSettings
 from services.notifier.sse.hub import Hub
@@ -41,6 +42,9 @@ class NotifierState:
     streams: StreamSlots
     leases: Leases
     """Who runs the fan-out and each delivery queue among the replicas."""
+    nats_watch: StuckServerWatch
+    """Moves ``nc`` off a server cut off from its cluster: told by the SSE feeds, the taps' catch-ups,
+    the fan-out and the 503 handler each time NATS failed them."""
     hub: Hub | None = None
     """The shared live SSE subscription (``sse_fanout="shared"``); started by the lifespan."""
 
@@ -63,6 +67,7 @@ async def open_state(settings: NotifierSettings, nc: NatsClient) -> NotifierStat
     leases = await open_leases(js, ns, settings.webhook_lease_ttl_s, settings.nats_replicas)
     store = DeliveryStore(await open_bucket(js, ns, settings.webhook_deliveries_ttl_s, settings.nats_replicas))
     endpoints = EndpointCache(webhooks, js, ns.bucket(streams.KV_WEBHOOKS))
+    watch = StuckServerWatch(nc, ns.stream(streams.JOBS))
     sender = Sender(
         settings.webhook_allow_hosts,
         allow_http=settings.webhook_allow_http,
@@ -90,11 +95,12 @@ async def open_state(settings: NotifierSettings, nc: NatsClient) -> NotifierStat
         sender=sender,
         streams=stream_slots(settings.sse_max_streams_per_tenant, settings.sse_retry_ms),
         leases=leases,
-        hub=_hub(settings, nc, js) if settings.sse_fanout == "shared" else None,
+        nats_watch=watch,
+        hub=_hub(settings, nc, js, watch) if settings.sse_fanout == "shared" else None,
     )
 
 
-def _hub(settings: NotifierSettings, nc: NatsClient, js: JetStreamContext) -> Hub:
+def _hub(settings: NotifierSettings, nc: NatsClient, js: JetStreamContext, watch: StuckServerWatch) -> Hub:
     ns = settings.ns
     prefix = ns.subject("")
     return Hub(
@@ -105,4 +111,5 @@ def _hub(settings: NotifierSettings, nc: NatsClient, js: JetStreamContext) -> Hu
         settings.sse_hub_buffer,
         settings.sse_pull_heartbeat_s,
         settings.sse_catch_up_batch,
+        watch.failed,
     )

@@ -96,6 +96,26 @@ async def test_a_server_that_answers_keeps_the_connection_and_one_that_stops_is_
     await watch.stop()
 
 
+async def test_one_failure_told_is_enough_to_leave_a_stopped_server(
+    servers: tuple[EmbeddedNats, EmbeddedNats], on_first: tuple[NatsClient, NatsClient]
+) -> None:
+    """A service whose failures come seconds apart (an SSE feed that missed its pull's heartbeats) tells
+    the watch once: it asks on its own, one ask a PROBE_EVERY_S, until it moves."""
+    first, second = servers
+    watched, _ = on_first
+    watch = StuckServerWatch(watched, STREAM)
+    assert first.pid is not None
+    sigstop(first.pid)
+    stopped = time.monotonic()
+    watch.failed()
+    while port_of(watched) != second.port or not watched.is_connected:
+        assert time.monotonic() - stopped < 20, "one failure told did not move the connection"
+        await asyncio.sleep(0.2)
+    assert watch.moves == 1
+    assert time.monotonic() - stopped >= STUCK_AFTER_S
+    await watch.stop()
+
+
 async def test_with_no_other_server_known_nothing_is_asked(servers: tuple[EmbeddedNats, EmbeddedNats]) -> None:
     first, _ = servers
     nc = await client(first.url)

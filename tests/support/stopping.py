@@ -8,10 +8,14 @@ the test sent after the kill). :func:`sigstop` waits until every thread is stopp
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+from services.common.nats.cluster import NatsCluster, wait_jetstream
 
 STOP_TAKES_HOLD_S = 10.0
 
@@ -43,3 +47,19 @@ def sigstop(pid: int, timeout_s: float = STOP_TAKES_HOLD_S) -> None:
     while not stopped(pid):
         assert time.monotonic() < deadline, f"{pid} not stopped within {timeout_s:g} s: {thread_states(pid)}"
         time.sleep(0.002)
+
+
+@contextlib.asynccontextmanager
+async def pausable_cluster(root: Path) -> AsyncIterator[NatsCluster]:
+    """Three clustered nodes, each syncing every write (as gpurelay runs them), JetStream up; a node a
+    test left stopped is continued before they stop."""
+    nodes = NatsCluster(root).start()
+    try:
+        await wait_jetstream(nodes.url, 30)
+        yield nodes
+    finally:
+        for node in nodes.nodes:
+            if node.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(node.pid, signal.SIGCONT)
+        nodes.stop()

@@ -4,14 +4,15 @@ A node cut off from the rest of its cluster keeps its clients: their TCP connect
 fine, so nats-py never reconnects, yet every JetStream request through that node times out or is
 refused (no quorum, no leader) for as long as the partition lasts, and a while after. The gateway
 answered 503 to every submission for the whole of a 10 s partition and 7 s after it
-(docs/operations.md, Faults). :class:`StuckServerWatch` is told of each HTTP request that failed for
+(docs/operations.md, Faults). :class:`StuckServerWatch` is told of each request that failed for
 want of NATS (:meth:`~StuckServerWatch.failed`, from the 503 handler of
-:func:`~services.common.http.problem.install_error_handlers`); it then asks the server for the info
-of one stream the service needs (``$JS.API.STREAM.INFO``, answered by the stream's leader), at most
-one ask a :data:`PROBE_EVERY_S`. An ask fails when it times out, is refused, or says the leader hears
-too few of its replicas (a leader cut off from the others answers so until it steps down). Once the
-asks have failed for :data:`STUCK_AFTER_S` and another server is known, it makes the client
-reconnect (``force_reconnect``: nats-py picks another server of its pool at random, so a move that
+:func:`~services.common.http.problem.install_error_handlers`, and in the notifier from its SSE feeds,
+their catch-ups and the webhook fan-out); it then asks the server for the info of one stream the
+service needs (``$JS.API.STREAM.INFO``, answered by the stream's leader), one ask a
+:data:`PROBE_EVERY_S` until one is answered. An ask fails when it times out, is refused, or says the
+leader hears too few of its replicas (a leader cut off from the others answers so until it steps
+down). Once the asks have failed for :data:`STUCK_AFTER_S` and another server is known, it makes the
+client reconnect (``force_reconnect``: nats-py picks another server of its pool at random, so a move that
 lands on the same server is followed by another). Nothing is sent while requests succeed; an outage
 of the whole cluster (no leader anywhere) moves the connection at most once every
 :data:`STUCK_AFTER_S`, which costs a reconnect and nothing else.
@@ -70,51 +71,52 @@ class StuckServerWatch:
         """Reconnects this watch made."""
         self._task: asyncio.Task[None] | None = None
         self._asked_at = -PROBE_EVERY_S
-        self._failing_since: float | None = None
-        """When the first of the current run of failed asks was sent (monotonic); ``None``: the last
-        ask was answered."""
-        self._last_failed = 0.0
-        """When the last failed ask was sent (monotonic)."""
 
     def failed(self) -> None:
-        """A request on the connection failed for want of NATS: ask the server, unless an ask is on, one
-        was made less than :data:`PROBE_EVERY_S` ago, or no other server is known (nowhere to move)."""
-        now = time.monotonic()
-        if (self._task is not None and not self._task.done()) or now - self._asked_at < PROBE_EVERY_S:
+        """A request on the connection failed for want of NATS: ask the server until it answers or the
+        asks have failed for :data:`STUCK_AFTER_S`, unless asking already, an ask was sent less than
+        :data:`PROBE_EVERY_S` ago, or no other server is known (nowhere to move)."""
+        if (self._task is not None and not self._task.done()) or time.monotonic() - self._asked_at < PROBE_EVERY_S:
             return
         if len(self.nc.servers) < 2 or not self.nc.is_connected:  # alone, or nats-py reconnects already
             return
-        self._asked_at = now
-        self._task = asyncio.create_task(self._ask(now), name="stuck-server-ask")
+        self._task = asyncio.create_task(self._ask_until_answered(), name="stuck-server-ask")
 
     async def stop(self) -> None:
-        """Cancel an ask in flight."""
+        """Cancel the asks in flight."""
         if self._task is not None:
             await cancel_and_wait([self._task])
 
-    async def _ask(self, sent: float) -> None:
-        try:
-            info = await self.nc.jetstream(timeout=PROBE_TIMEOUT_S).stream_info(self.stream)
-            answered = not without_quorum(info)
-        except FAILED_ASK:
-            answered = False
-        except Exception:  # noqa: BLE001 - any other answer: this server's JetStream answers
-            answered = True
-        if answered:
-            self._failing_since = None
-        else:
-            await self._ask_failed(sent)
-
-    async def _ask_failed(self, sent: float) -> None:
-        if self._failing_since is None or sent - self._last_failed > STUCK_AFTER_S:
-            self._failing_since = sent  # a new run: the last failed ask is too old to count with this one
-        self._last_failed = sent
-        silent_s = time.monotonic() - self._failing_since
-        if silent_s < STUCK_AFTER_S:
-            return
+    async def _ask_until_answered(self) -> None:
+        """One ask every :data:`PROBE_EVERY_S` until one is answered; the connection moved once they
+        have failed for :data:`STUCK_AFTER_S` (from the first one sent to the end of the last). A
+        failure told once is enough: a service whose failures come seconds apart (an SSE feed's pull
+        that misses its heartbeats, a consumer request timing out) is judged as soon as one whose
+        requests fail every moment."""
+        first_sent: float | None = None
+        while True:
+            if not self.nc.is_connected:  # nats-py moves already (or closes)
+                return
+            self._asked_at = sent = time.monotonic()
+            if await self._answered():
+                return
+            first_sent = sent if first_sent is None else first_sent
+            silent_s = time.monotonic() - first_sent
+            if silent_s >= STUCK_AFTER_S:
+                break
+            await asyncio.sleep(max(0.0, sent + PROBE_EVERY_S - time.monotonic()))
         server = self.nc.connected_url.netloc if self.nc.connected_url else "?"
         log.warning("NATS server %s has not served JetStream for %.1f s (cut off from its cluster?); "
                     "moving to another server", server, silent_s)  # fmt: skip
-        self._failing_since = None
         self.moves += 1
         await self.nc.force_reconnect()
+
+    async def _answered(self) -> bool:
+        """Whether the server answers for the stream, with a quorum behind it."""
+        try:
+            info = await self.nc.jetstream(timeout=PROBE_TIMEOUT_S).stream_info(self.stream)
+        except FAILED_ASK:
+            return False
+        except Exception:  # noqa: BLE001 - any other answer: this server's JetStream answers
+            return True
+        return not without_quorum(info)

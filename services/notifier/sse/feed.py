@@ -5,7 +5,9 @@ to the connection's subjects, starting after a stream sequence. It pulls only as
 bounded queue (``sse_buffer``) has room for, so a client that reads slowly leaves the backlog in
 JetStream, never in this process: memory per connection stays bounded. A client that stops reading
 is cut by the send timeout (``sse_send_timeout_s``); it resumes with ``Last-Event-ID``. A gone
-client's consumer is deleted at once (and would expire on its own after 30 s).
+client's consumer is deleted at once (and would expire on its own after 30 s). A consumer it cannot
+make, and a pull that goes silent, are told to ``unavailable`` (the notifier's
+:class:`~services.common.http.nats_failover.StuckServerWatch`: a server cut off from its cluster is left).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +41,10 @@ MISSED_HEARTBEATS = 2
 RECOVER_S = 30.0
 """How long a feed tries to make its consumer (NATS away) before it ends its stream."""
 RETRY_S = 0.25
+
+
+def nothing() -> None:
+    """What ``unavailable`` is when no one watches the connection."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +111,11 @@ class Feed:
         heartbeat_s: float = PULL_HEARTBEAT_S,
         description: str | None = None,
         new_only: bool = False,
+        unavailable: Callable[[], None] = nothing,
     ) -> None:
         self.nc, self.js, self.stream, self.subjects = nc, js, stream, subjects
+        self.unavailable = unavailable
+        """Told each time NATS failed the feed: a consumer not made, a pull gone silent."""
         self.description = description
         self.last_seq = after
         """The last stream sequence read (queued); a new consumer starts after it."""
@@ -182,6 +192,7 @@ class Feed:
                 self.opened.set()
                 return True
             except (nats.errors.Error, TimeoutError) as exc:
+                self.unavailable()
                 if asyncio.get_running_loop().time() > deadline:
                     log.warning("an SSE feed could not make its consumer: %r", exc)
                     return False
@@ -206,6 +217,7 @@ class Feed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._done.wait(), self.heartbeat_s * MISSED_HEARTBEATS)
                 if not self._heard and not self._done.is_set():
+                    self.unavailable()
                     return  # neither a message nor a heartbeat: the consumer and its pull are gone
 
     async def _on_msg(self, msg: Msg) -> None:

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Protocol
 
 from nats.aio.client import Client as NatsClient
@@ -27,7 +28,7 @@ from nats.js import JetStreamContext
 
 from services.common.nats.connection import cancel_and_wait
 from services.notifier.sse.catch_up import BATCH, DirectGets
-from services.notifier.sse.feed import RECOVER_S, RETRY_S, Feed, Item
+from services.notifier.sse.feed import RECOVER_S, RETRY_S, Feed, Item, nothing
 
 log = logging.getLogger(__name__)
 HUB_DESCRIPTION = "notifier: the shared SSE live tail"
@@ -65,8 +66,11 @@ class Hub:
         size: int,
         heartbeat_s: float,
         catch_up_batch: int = BATCH,
+        unavailable: Callable[[], None] = nothing,
     ) -> None:
         self.nc, self.js, self.stream, self.prefix = nc, js, stream, prefix
+        self.unavailable = unavailable
+        """Told each time NATS failed the feed or a tap's catch-up (the notifier's stuck-server watch)."""
         self.size, self.heartbeat_s, self.catch_up_batch = size, heartbeat_s, catch_up_batch
         self.direct = DirectGets()
         """Whether the stream answers direct gets: the taps' catch-ups read in batches if so."""
@@ -144,7 +148,7 @@ class Hub:
             new_only = not opened.is_set()
             feed = Feed(
                 self.nc, self.js, self.stream, subjects, 0 if new_only else self.head, self.size, self.heartbeat_s,
-                HUB_DESCRIPTION, new_only=new_only,
+                HUB_DESCRIPTION, new_only=new_only, unavailable=self.unavailable,
             )  # fmt: skip
             async with feed:
                 if new_only:

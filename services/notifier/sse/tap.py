@@ -127,6 +127,7 @@ class Tap:
             try:
                 return await self.reader.next(self.cursor, self.size - len(self.queue))
             except (nats.errors.Error, TimeoutError) as exc:
+                self.hub.unavailable()
                 if asyncio.get_running_loop().time() > deadline:
                     log.warning("an SSE stream could not read its catch-up: %r", exc)
                     self.gone = True

@@ -14,11 +14,8 @@ answers at the request seam).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import nats
 import pytest
@@ -27,7 +24,7 @@ from bench.harness.waiting import wait_for
 from contracts.events.registry import EventType
 from contracts.streams import JOBS, declarations
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.cluster import NatsCluster, wait_current, wait_jetstream
+from services.common.nats.cluster import NatsCluster, wait_current
 from services.common.nats.connection import apply_declarations
 from services.notifier.sse.hub import Hub, job_key
 from services.notifier.sse.tap import Tap
@@ -39,21 +36,6 @@ ROUNDS = 3
 FILLER = 300
 """Events of other jobs stored while the node is paused: what it has to catch up on once resumed."""
 LIFECYCLE = (EventType.JOB_CREATED, EventType.JOB_LOG, EventType.JOB_SUCCEEDED)
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[NatsCluster]:
-    """Three clustered nodes, each syncing every write (as gpurelay runs them: a resumed node applies slower)."""
-    nodes = NatsCluster(tmp_path / "cluster").start()
-    try:
-        await wait_jetstream(nodes.url, 30)
-        yield nodes
-    finally:
-        for node in nodes.nodes:
-            if node.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(node.pid, signal.SIGCONT)
-        nodes.stop()
 
 
 async def _catch_up(hub: Hub, subjects: Subjects, job: str) -> tuple[list[int], int]:

@@ -51,7 +51,7 @@ async def test_a_delivery_lost_on_the_way_is_read_again_and_nothing_is_skipped(
     for n in range(EVENTS):
         await js.publish(namespace.subject(f"feed.job_1.e{n}"), b'{"type": "job.log", "job_id": "job_1"}')
     feed = Feed(nc, js, stream, [subject], after=0, size=64, heartbeat_s=0.5)
-    feed._on_msg = losing_one(feed._on_msg)  # type: ignore[method-assign] # the connection's loss
+    feed._on_msg = losing_one(feed._on_msg)  # type: ignore[method-assign,assignment] # the connection's loss
     seqs: list[int] = []
     async with feed:
         with contextlib.suppress(TimeoutError):  # what came within 10 s is compared below
