@@ -47,6 +47,7 @@ from nats.aio.client import Client as NatsClient
 
 from contracts import streams
 from contracts.route_table import DEFAULT_ROUTES, Route, load_route_table
+from services.common.http.nats_failover import StuckServerWatch
 from services.common.nats.connection import cancel_and_wait, connect, declare_all
 from services.common.observability import metrics
 from services.common.observability.stop_clock import StopClock
@@ -81,6 +82,7 @@ from services.dispatcher.subscribers import bound_and_watch, make_broker, subscr
 from services.dispatcher.sweeps import every
 
 log = logging.getLogger(__name__)
+Task = asyncio.Task[None]
 
 
 def load_routes(settings: DispatcherSettings) -> dict[str, Route]:
@@ -122,6 +124,8 @@ class Dispatcher:
         self.sweeper: CreatedSweeper | None = None
         self.audit: FoldAudit | None = None
         self.guard: ConsumerGuard | None = None
+        self.nats_watch: StuckServerWatch | None = None
+        """Moves ``nc`` off a server cut off from its cluster: told by the fold partitions and the sweeps."""
         self._advisories: list[Any] = []
         self._stop_sampling: Callable[[], None] = lambda: None
         self._tasks: list[asyncio.Task[None]] = []
@@ -130,6 +134,7 @@ class Dispatcher:
         """Connect, declare, start the worker pool, the subscribers and the background tasks."""
         s, ns = self.settings, self.settings.ns
         self.nc = nc = await connect(s, "dispatcher")
+        self.nats_watch = watch = StuckServerWatch(nc, ns.stream(streams.JOBS))
         js = nc.jetstream()
         await declare_all(js, s)
         waits, dispatch_stream = await declare_dispatch(js, ns)
@@ -186,7 +191,7 @@ class Dispatcher:
         self.guard = guard = ConsumerGuard(js, s.subjects)
         self.broker = broker = make_broker(s)
         jobs_stream = JStream(ns.stream(streams.JOBS), declare=False)
-        folds = await fold_consumers(nc, s, guard, reactions)
+        folds = await fold_consumers(nc, s, guard, reactions, watch.failed)
         takers = [TicketConsumer(js, s, guard, dispatch_stream, kind, route.concurrency, self.attempts.on_ticket)
                   for kind, route in self.routes.items()]  # fmt: skip
         consumers = [
@@ -204,15 +209,19 @@ class Dispatcher:
         if s.metrics_enabled:
             metrics.register("dispatcher")
             self._stop_sampling = start_sampling(js, [(c.stream, c.durable) for c in consumers], self.pool)
+
+        def sweeping(name: str, interval_s: float, sweep: Callable[[], Awaitable[object]], first: bool = False) -> Task:
+            return asyncio.create_task(every(interval_s, sweep, first=first, failed=watch.failed), name=name)
+
         self._tasks = [
             asyncio.create_task(queue.follow(), name="queue-follow"),
             asyncio.create_task(hearing.link.run(), name="link-watch"),
             asyncio.create_task(self._keep_tickets(), name="keep-tickets"),
-            asyncio.create_task(every(s.retention_sweep_interval_s, self.retention.sweep, first=True), name="retain"),
-            asyncio.create_task(every(s.created_sweep_interval_s, self.sweep_created), name="created-sweep"),
-            asyncio.create_task(every(s.fold_audit_interval_s, self.audit.sweep), name="fold-audit"),
-            asyncio.create_task(every(s.queue_sweep_interval_s, self._top_up), name="queue-top-up"),
-            asyncio.create_task(every(s.tally_flush_interval_s, self.tallies.flush), name="tally-flush"),
+            sweeping("retain", s.retention_sweep_interval_s, self.retention.sweep, first=True),
+            sweeping("created-sweep", s.created_sweep_interval_s, self.sweep_created),
+            sweeping("fold-audit", s.fold_audit_interval_s, self.audit.sweep),
+            sweeping("queue-top-up", s.queue_sweep_interval_s, self._top_up),
+            sweeping("tally-flush", s.tally_flush_interval_s, self.tallies.flush),
             *(asyncio.create_task(fold.run(), name=fold.durable) for fold in folds),
             *(asyncio.create_task(taker.run(), name=taker.durable) for taker in takers),
         ]
@@ -245,6 +254,8 @@ class Dispatcher:
         self._stop_sampling()
         with clock.part("tasks"):
             await cancel_and_wait(self._tasks)
+            if self.nats_watch is not None:
+                await self.nats_watch.stop()
         with clock.part("consumers"):
             for subscription in self._advisories:
                 with contextlib.suppress(Exception):

@@ -20,9 +20,14 @@ REPEAT_LOG_S = 30.0
 
 
 async def every(
-    interval_s: float, sweep: Callable[[], Awaitable[object]], first: bool = False, repeat_log_s: float = REPEAT_LOG_S
+    interval_s: float,
+    sweep: Callable[[], Awaitable[object]],
+    first: bool = False,
+    repeat_log_s: float = REPEAT_LOG_S,
+    failed: Callable[[], None] | None = None,
 ) -> None:
-    """Run ``sweep`` every ``interval_s`` (at once too when ``first``) until cancelled."""
+    """Run ``sweep`` every ``interval_s`` (at once too when ``first``) until cancelled; ``failed`` is told
+    of each run that raised (the replica's stuck-server watch: the sweeps reach NATS every few seconds)."""
     name = getattr(sweep, "__qualname__", repr(sweep))
     failures, logged_at = 0, 0.0
     if not first:
@@ -32,6 +37,8 @@ async def every(
             await sweep()
         except Exception as exc:
             failures += 1
+            if failed is not None:
+                failed()
             now = time.monotonic()
             if failures == 1:
                 logged_at = now

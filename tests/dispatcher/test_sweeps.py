@@ -55,3 +55,14 @@ async def test_a_sweep_still_failing_is_logged_again_in_one_line(caplog: pytest.
     assert len(repeats) == FAILURES - 1
     assert all(r.exc_info is None for r in repeats)
     assert f"({FAILURES} runs in a row)" in repeats[-1].getMessage()
+
+
+async def test_each_failed_run_is_told_and_a_run_that_works_is_not() -> None:
+    """``failed`` (the replica's stuck-server watch) hears of every run that raised, once each."""
+    sweep, told = FlakySweep(), []
+    task = asyncio.create_task(sweeps.every(0.001, sweep, first=True, failed=lambda: told.append(sweep.runs)))
+    try:
+        await asyncio.wait_for(sweep.worked.wait(), 30)
+    finally:
+        await cancel_and_wait([task])
+    assert told == list(range(1, FAILURES + 1))

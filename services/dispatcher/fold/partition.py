@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from nats.aio.client import Client as NatsClient
@@ -86,6 +87,8 @@ class PartitionFold(FoldDurable):
     reactions: Reactions
     stream: str
     partition: int
+    unavailable: Callable[[], None] | None = None
+    """Told each time NATS failed a pull, a batch's fold or its acks (the replica's stuck-server watch)."""
     durable: str = field(init=False)
     _pinned: PinnedConsumer | None = None
     _puller: PinnedPull | None = None
@@ -257,6 +260,7 @@ class PartitionFold(FoldDurable):
         except asyncio.CancelledError:
             raise
         except ConsumerUnavailable as exc:
+            self._tell_unavailable()
             log.warning("%s; making it again in %g s", exc, UNAVAILABLE_BACKOFF_S)
             await asyncio.sleep(UNAVAILABLE_BACKOFF_S)
             with contextlib.suppress(Exception):
@@ -267,6 +271,7 @@ class PartitionFold(FoldDurable):
                 raise asyncio.CancelledError from None
             if self.nc.is_closed:
                 raise asyncio.CancelledError from None
+            self._tell_unavailable()
             log.exception("%s: pull failed; retrying", self.durable)
             await asyncio.sleep(0.5)
         return []
@@ -302,6 +307,7 @@ class PartitionFold(FoldDurable):
             await self._acks.ack(msgs)
             self._settled = True
         except Exception:
+            self._tell_unavailable()
             log.exception("%s: a batch of %d events is given back to be redelivered", self.durable, len(msgs))
             folder.cache.reset(None)
             try:
@@ -320,6 +326,7 @@ class PartitionFold(FoldDurable):
         try:
             await self._acks.release()
         except Exception as exc:  # noqa: BLE001 - the event comes back after the ack wait at worst
+            self._tell_unavailable()
             log.warning("%s: the held ack was not sent (%r)", self.durable, exc)
 
     async def _confirmed(self) -> bool:
@@ -328,21 +335,30 @@ class PartitionFold(FoldDurable):
         try:
             await self._acks.confirm()
         except Exception as exc:  # noqa: BLE001 - the event comes back after the ack wait at worst
+            self._tell_unavailable()
             log.warning("%s: the server did not confirm the acks (%r)", self.durable, exc)
             return False
         return True
 
+    def _tell_unavailable(self) -> None:
+        if self.unavailable is not None:
+            self.unavailable()
+
 
 async def fold_consumers(
-    nc: NatsClient, settings: DispatcherSettings, guard: ConsumerGuard, reactions: Reactions
+    nc: NatsClient,
+    settings: DispatcherSettings,
+    guard: ConsumerGuard,
+    reactions: Reactions,
+    unavailable: Callable[[], None] | None = None,
 ) -> list[FoldConsumer] | list[PartitionFold]:
     """One :class:`PartitionFold` per partition of ``JOBS_FOLD`` (declared here:
-    :mod:`~services.dispatcher.fold.partitions`), or the serial ``dispatcher-jobs`` on JOBS' ``jobs.>``
-    (one event at a time) when ``fold_partitions`` is 0."""
+    :mod:`~services.dispatcher.fold.partitions`), each telling ``unavailable`` of NATS failing it, or the
+    serial ``dispatcher-jobs`` on JOBS' ``jobs.>`` (one event at a time) when ``fold_partitions`` is 0."""
     s, ns, js = settings, settings.ns, nc.jetstream()
     if not s.fold_partitions:
         serial = FoldConsumer(js, s, guard, ns.stream(streams.JOBS), ns.subject("jobs.>"), SERIAL_DURABLE,
                               reactions.on_job_event)  # fmt: skip
         return [serial]
     stream = await declare_fold_stream(js, ns, s.fold_partitions, s.nats_replicas)
-    return [PartitionFold(nc, s, guard, reactions, stream, p) for p in range(s.fold_partitions)]
+    return [PartitionFold(nc, s, guard, reactions, stream, p, unavailable) for p in range(s.fold_partitions)]

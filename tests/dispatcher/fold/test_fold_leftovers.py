@@ -57,7 +57,10 @@ def new_holder(unacknowledged: Any, ack_wait_s: float) -> Any:
         return list(await puller.batch(size or 512, wait_s, more))
 
     settings = SimpleNamespace(event_ack_wait_s=ack_wait_s, fold_batch=512)
-    return SimpleNamespace(settings=settings, durable="dispatcher-fold-2", _unacknowledged=unacknowledged, _pull=pull)
+    return SimpleNamespace(
+        settings=settings, durable="dispatcher-fold-2", _unacknowledged=unacknowledged, _pull=pull,
+        _tell_unavailable=lambda: None,
+    )  # fmt: skip
 
 
 async def test_a_straggler_that_comes_after_the_first_wait_is_folded_with_the_batch(
