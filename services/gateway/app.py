@@ -67,9 +67,11 @@ def create_app(settings: GatewaySettings, *, storage: Storage | None = None) -> 
             app.state.nats = nc
             app.state.gateway = state = await GatewayState.open(settings, nc, store, ingest_nc)
             async with contextlib.AsyncExitStack() as started:  # what started is stopped, even if a later part fails
-                app.state.nats_watch = watch = StuckServerWatch(nc, settings.ns.stream(JOBS))
-                started.push_async_callback(watch.stop)
-                started.callback(setattr, app.state, "nats_watch", None)
+                watches = tuple(StuckServerWatch(c, settings.ns.stream(JOBS)) for c in (nc, ingest_nc) if c is not None)
+                for watch in watches:
+                    started.push_async_callback(watch.stop)
+                app.state.nats_watches = watches  # the 503 handler tells each (its own server asked)
+                started.callback(setattr, app.state, "nats_watches", ())
                 await state.key_cache.start()
                 started.push_async_callback(state.key_cache.stop)
                 if state.admission is not None:

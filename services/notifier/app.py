@@ -96,11 +96,12 @@ def create_app(settings: NotifierSettings) -> FastAPI:
             origins = TenantOrigins(await state.js.key_value(settings.ns.bucket(KV_TENANT_CORS)))
             await origins.start()
             app.state.notifier, app.state.tenant_origins = state, origins
-            app.state.nats_watch = state.nats_watch  # the 503 handler tells it of each request NATS failed
+            app.state.nats_watches = (state.nats_watch,)  # the 503 handler tells it of each request NATS failed
             try:
                 yield
             finally:
-                app.state.notifier = app.state.tenant_origins = app.state.nats_watch = None
+                app.state.notifier = app.state.tenant_origins = None
+                app.state.nats_watches = ()
                 await origins.stop()
 
     app = FastAPI(

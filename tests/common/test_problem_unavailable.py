@@ -9,7 +9,7 @@ import nats.js.errors
 import pytest
 from fastapi import FastAPI
 
-from services.common.http.problem import PROBLEM_JSON, install_error_handlers
+from services.common.http.problem import PROBLEM_JSON, ProblemError, install_error_handlers
 from services.common.nats.connection import JETSTREAM_UNAVAILABLE_CODE, is_unavailable
 from services.common.webhook_queue import QUEUE_FULL_CODE
 
@@ -46,7 +46,7 @@ def test_only_jetstreams_temporary_503_is_unavailable() -> None:
 
 
 class CountingWatch:
-    """What the 503 handler tells of a failed request (the app's ``nats_watch``)."""
+    """What the 503 handler tells of a failed request (one of the app's ``nats_watches``)."""
 
     def __init__(self) -> None:
         self.failures = 0
@@ -55,22 +55,32 @@ class CountingWatch:
         self.failures += 1
 
 
-async def test_a_503_for_want_of_nats_tells_the_apps_watch_and_other_errors_do_not() -> None:
+async def test_a_503_for_want_of_nats_tells_each_of_the_apps_watches_and_other_errors_do_not() -> None:
     app = FastAPI()
     install_error_handlers(app)
-    app.state.nats_watch = watch = CountingWatch()
+    watches = CountingWatch(), CountingWatch()  # the gateway's own connection and its ingest one
+    app.state.nats_watches = watches
 
     @app.get("/away")
     async def away() -> None:
         raise nats.errors.TimeoutError()
 
+    @app.get("/not-taken")
+    async def not_taken() -> None:  # a route's own 503 (as when a publish it awaited timed out)
+        raise ProblemError(503, "The event could not be recorded (TimeoutError); retry.")
+
     @app.get("/refused")
     async def refused() -> None:
         raise nats.js.errors.BadRequestError(code=400)
 
+    @app.get("/conflict")
+    async def conflict() -> None:
+        raise ProblemError(409, "Already canceled.")
+
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
         assert (await http.get("/away")).status_code == 503
-        assert (await http.get("/away")).status_code == 503
+        assert (await http.get("/not-taken")).status_code == 503
         assert (await http.get("/refused")).status_code == 500
-    assert watch.failures == 2
+        assert (await http.get("/conflict")).status_code == 409
+    assert [watch.failures for watch in watches] == [2, 2]

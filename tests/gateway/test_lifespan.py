@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nats
 import pytest
 
-from contracts.streams import JOBS
+from contracts.streams import JOBS, declarations
 from contracts.subjects import Namespace
+from services.common.config import BaseServiceSettings
 from services.common.http.nats_failover import StuckServerWatch
 from services.common.http.tenant_origins import TenantOrigins
+from services.common.nats.connection import apply_declarations
 from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.identity import identity_options, identity_settings
+from services.common.nats.server_auth import render_authorization
 from services.gateway.app import create_app
 from services.gateway.state import GatewayState
 from tests.support.gateway import gateway_settings
+from tests.support.nats_deploy import role_passwords
 
 
 class StartFailed(Exception):
@@ -45,13 +51,44 @@ async def test_a_start_that_fails_late_stops_the_watches_it_started(
 async def test_a_started_gateway_watches_its_nats_server_and_a_stopped_one_does_not(
     tmp_path: Path, nats_server: EmbeddedNats, namespace: Namespace
 ) -> None:
-    """The 503 handler tells ``app.state.nats_watch`` of requests failed for want of NATS
-    (services/common/http/nats_failover.py): the gateway sets it while it runs, on its connection."""
+    """The 503 handler tells ``app.state.nats_watches`` of requests failed for want of NATS
+    (services/common/http/nats_failover.py): the gateway sets one on its connection while it runs (and
+    one on its ingest connection, when it has one)."""
     settings = gateway_settings(tmp_path, "http://testserver", nats_url=nats_server.url, namespace=namespace.name)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        watch = app.state.nats_watch
+        (watch,) = app.state.nats_watches
         assert isinstance(watch, StuckServerWatch)
         assert watch.nc is app.state.nats
         assert watch.stream == namespace.stream(JOBS)
-    assert app.state.nats_watch is None
+    assert app.state.nats_watches == ()
+
+
+async def test_a_gateway_with_an_ingest_connection_watches_both(tmp_path: Path) -> None:
+    """With NATS users, workers' events go out on an ingest connection of their own (the worker role's
+    user): a server cut off from its cluster may hold either, so each has its watch."""
+    ns, passwords = Namespace("iw"), role_passwords()
+    server = EmbeddedNats(tmp_path / "nats", authorization=render_authorization(ns, declarations(ns), passwords))
+    server.start()
+    try:
+        operator = BaseServiceSettings.model_validate(
+            {"nats_url": server.url, "namespace": ns.name, **identity_settings("operator", ns, passwords)}
+        )
+        nc = await nats.connect(operator.nats_servers, **identity_options(operator))
+        await apply_declarations(nc.jetstream(timeout=5.0), declarations(ns))
+        await nc.close()
+        identity = identity_settings("gateway", ns, passwords)
+        assert "ingest_nats_user" in identity
+        settings = gateway_settings(
+            tmp_path / "data", "http://testserver", nats_url=server.url, namespace=ns.name, **identity
+        )
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            own, ingest = app.state.nats_watches
+            assert own.nc is app.state.nats
+            assert ingest.nc is app.state.gateway.ingest_js._nc
+            assert ingest.nc is not own.nc
+            assert ingest.stream == own.stream == ns.stream(JOBS)
+        assert app.state.nats_watches == ()
+    finally:
+        server.stop()

@@ -3,9 +3,10 @@
 The gateway and the notifier install :func:`install_error_handlers`; routes raise :class:`ProblemError`
 (or answer :func:`problem`); :func:`use_problem_json_in_openapi` documents it. A NATS error that
 says the event log is away for a moment (:data:`~services.common.nats.connection.UNAVAILABLE`) is a 503 with
-``Retry-After``, never a 500: clients retry it (and an app with a
-:class:`~services.common.http.nats_failover.StuckServerWatch` in ``app.state.nats_watch`` tells it,
-so a connection held by a server cut off from its cluster moves). A job record that no longer validates
+``Retry-After``, never a 500: clients retry it. Every 503, that one or a route's own
+:class:`ProblemError`, is told to each :class:`~services.common.http.nats_failover.StuckServerWatch`
+in ``app.state.nats_watches`` (one per NATS connection of the app: each asks its own server), so a
+connection held by a server cut off from its cluster moves. A job record that no longer validates
 (:class:`~contracts.record_repair.UnreadableRecordError`) is a 409 with ``code: invalid_record``.
 """
 
@@ -81,7 +82,9 @@ def install_error_handlers(app: FastAPI) -> None:
     """Every error as problem+json: ours, FastAPI's validation errors, HTTP errors, the unexpected."""
 
     @app.exception_handler(ProblemError)
-    async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
+    async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
+        if exc.status == HTTPStatus.SERVICE_UNAVAILABLE:  # a route's own 503 (NATS did not take or answer)
+            _tell_watches(request)
         return problem(exc.status, exc.detail, title=exc.title, headers=exc.headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
@@ -94,9 +97,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def _unavailable(request: Request, exc: Exception) -> JSONResponse | None:
         log.warning("NATS unavailable on %s %s: %r", _method(request), request.url.path, exc)
-        watch: StuckServerWatch | None = getattr(request.app.state, "nats_watch", None)
-        if watch is not None:  # its server may be cut off from the cluster: moved if it does not answer
-            watch.failed()
+        _tell_watches(request)
         if await _closed_socket(request, WS_TRY_AGAIN_LATER, "NATS unavailable; retry"):
             return None
         detail = "The event log cannot answer right now (NATS reconnecting or electing a leader); retry."
@@ -117,6 +118,14 @@ def install_error_handlers(app: FastAPI) -> None:
         if await _closed_socket(request, WS_INTERNAL_ERROR, "unexpected error"):
             return None
         return problem(500, "An unexpected error occurred; it has been logged.")
+
+
+def _tell_watches(request: Request) -> None:
+    """A request failed for want of NATS: each connection's server may be cut off from the cluster
+    (each watch asks its own, and moves its connection if it does not answer)."""
+    watches: tuple[StuckServerWatch, ...] = getattr(request.app.state, "nats_watches", ())
+    for watch in watches:
+        watch.failed()
 
 
 class FieldProblem(BaseModel):
