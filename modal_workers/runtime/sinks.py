@@ -28,8 +28,10 @@ from nats.js.errors import APIError
 from contracts.api.sessions import SessionEntry
 from contracts.envelope import EventEnvelope
 from contracts.runs import RunRequest
+from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.config import nats_servers
+from services.common.http.nats_failover import StuckServerWatch
 from services.common.nats.connection import RECONNECT_WAIT_S
 from services.common.nats.publish import WRONG_LAST_SEQUENCE, fence_headers, publish_event
 from services.common.observability import tracing
@@ -83,6 +85,8 @@ class NatsSink:
         self.nats_url, self.namespace = nats_url, namespace
         self.subjects = Subjects(Namespace(namespace))
         self._nc: Any = None
+        self.watch: StuckServerWatch | None = None
+        """Moves the connection off a server cut off from its cluster, told of each publish that failed."""
 
     @classmethod
     async def connect(cls, nats_url: str, namespace: str = "", **options: Any) -> NatsSink:
@@ -97,6 +101,7 @@ class NatsSink:
             reconnect_time_wait=RECONNECT_WAIT_S,
             **options,
         )
+        sink.watch = StuckServerWatch(sink._nc, sink.subjects.ns.stream(JOBS))
         return sink
 
     async def send(self, subject_event: str, event: EventEnvelope, *, dispatched_seq: int = 0) -> None:
@@ -109,7 +114,8 @@ class NatsSink:
         if dispatched_seq:
             fence = fence_headers(self.subjects.job_event(event.tenant, event.job_id, "dispatched"), dispatched_seq)
         try:
-            await publish_event(self._nc.jetstream(), subject, event, headers=fence)
+            told = self.watch.failed if self.watch is not None else None
+            await publish_event(self._nc.jetstream(), subject, event, headers=fence, unavailable=told)
         except APIError as exc:
             if fence is None or exc.err_code != WRONG_LAST_SEQUENCE:
                 raise
@@ -150,6 +156,8 @@ class NatsSink:
 
     async def close(self) -> None:
         """Flush and close the connection."""
+        if self.watch is not None:
+            await self.watch.stop()
         if self._nc is not None:
             await self._nc.drain()
 

@@ -91,11 +91,12 @@ async def publish_event(
     *,
     msg_id: str | None = None,
     headers: Mapping[str, str] | None = None,
+    unavailable: Callable[[], None] | None = None,
 ) -> PubAck:
     """Publish ``event`` on ``subject`` once (by its id), with ``headers`` too, and wait for the stream's
-    ack (retried while NATS is away)."""
+    ack (retried while NATS is away, each failed try told to ``unavailable``)."""
     body, headers = event.to_json_bytes(), {**(headers or {}), **event_headers(event, msg_id)}
-    return await until_stored(lambda: js.publish(subject, body, headers=headers), subject)
+    return await until_stored(lambda: js.publish(subject, body, headers=headers), subject, unavailable=unavailable)
 
 
 async def publish_event_async(js: JetStreamContext, subject: str, event: EventEnvelope) -> asyncio.Future[PubAck]:
@@ -118,9 +119,14 @@ async def republish(
 
 
 async def until_stored(
-    publish: Callable[[], Awaitable[PubAck]], subject: str, retry_for_s: float = RETRY_FOR_S
+    publish: Callable[[], Awaitable[PubAck]],
+    subject: str,
+    retry_for_s: float = RETRY_FOR_S,
+    unavailable: Callable[[], None] | None = None,
 ) -> PubAck:
-    """``publish()`` again while it fails with NATS away, for at most ``retry_for_s``; its ack.
+    """``publish()`` again while it fails with NATS away, for at most ``retry_for_s``; its ack. Each try
+    that failed so is told to ``unavailable`` (a connection's stuck-server watch: its server may be cut
+    off from the cluster, and the retries go nowhere until the connection moves).
 
     Only for a publish with a ``Nats-Msg-Id``: a try whose ack was lost may have been stored, and
     the next is then answered as a duplicate (or, while the first is still being replicated, with
@@ -132,6 +138,8 @@ async def until_stored(
             return await publish()
         except Exception as exc:
             in_process = isinstance(exc, nats.js.errors.APIError) and exc.err_code == DUPLICATE_IN_PROCESS
+            if is_unavailable(exc) and unavailable is not None:
+                unavailable()
             if not (is_unavailable(exc) or in_process) or time.monotonic() + delay > deadline:
                 raise
             log.info("publish to %s retried: NATS unavailable (%s)", subject, type(exc).__name__)
