@@ -15,7 +15,13 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from services.common.nats.cluster import NatsCluster, wait_jetstream
+import nats
+
+from contracts.streams import JOBS, declarations
+from contracts.subjects import Namespace
+from services.common.nats.cluster import NatsCluster, wait_current, wait_jetstream
+from services.common.nats.connection import apply_declarations
+from services.common.nats.embedded import EmbeddedNats
 
 STOP_TAKES_HOLD_S = 10.0
 
@@ -63,3 +69,19 @@ async def pausable_cluster(root: Path) -> AsyncIterator[NatsCluster]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(node.pid, signal.SIGCONT)
         nodes.stop()
+
+
+async def jobs_leader(cluster: NatsCluster, ns: Namespace) -> EmbeddedNats:
+    """Declare JOBS of ``ns`` on ``cluster`` at 3 replicas, every replica current; the node that leads it."""
+    nc = await nats.connect(servers=cluster.url.split(","), connect_timeout=2)
+    try:
+        js = nc.jetstream(timeout=10.0)
+        decls = declarations(ns, replicas=3)
+        await apply_declarations(js, decls.model_copy(update={"streams": (decls.stream(JOBS),), "buckets": ()}))
+        await wait_current(js, [ns.stream(JOBS)])
+        info = await js.stream_info(ns.stream(JOBS))
+        assert info.cluster is not None
+        assert info.cluster.leader
+        return cluster.node(info.cluster.leader)
+    finally:
+        await nc.close()

@@ -18,14 +18,12 @@ import nats
 import pytest
 
 from contracts.events.registry import EventType
-from contracts.streams import JOBS, declarations
+from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from modal_workers.runtime.sinks import NatsSink
-from services.common.nats.cluster import wait_current
-from services.common.nats.connection import apply_declarations
 from services.common.nats.publish import RETRY_FOR_S
 from tests.support.events import job_event
-from tests.support.stopping import pausable_cluster, sigstop
+from tests.support.stopping import jobs_leader, pausable_cluster, sigstop
 
 pytestmark = [pytest.mark.serial, pytest.mark.faults, pytest.mark.timeout(120)]
 
@@ -33,18 +31,10 @@ pytestmark = [pytest.mark.serial, pytest.mark.faults, pytest.mark.timeout(120)]
 async def test_an_event_sent_while_the_workers_node_is_stopped_is_stored_through_another(tmp_path: Path) -> None:
     subjects = Subjects(Namespace())
     async with pausable_cluster(tmp_path / "cluster") as cluster:
-        operator = await nats.connect(servers=cluster.url.split(","), connect_timeout=2)
+        leader = await jobs_leader(cluster, subjects.ns)
+        stuck = next(node for node in cluster.nodes if node is not leader)
+        operator = await nats.connect(leader.url, connect_timeout=2)  # reads on
         try:
-            js = operator.jetstream(timeout=10.0)
-            decls = declarations(subjects.ns, replicas=3)
-            await apply_declarations(js, decls.model_copy(update={"streams": (decls.stream(JOBS),), "buckets": ()}))
-            await wait_current(js, [JOBS])
-            info = await js.stream_info(JOBS)
-            assert info.cluster is not None
-            assert info.cluster.leader
-            stuck = next(node for node in cluster.nodes if node.server_name != info.cluster.leader)
-            await operator.close()
-            operator = await nats.connect(cluster.node(info.cluster.leader).url, connect_timeout=2)  # reads on
             js = operator.jetstream(timeout=10.0)
             sink = await NatsSink.connect(stuck.url)
             try:

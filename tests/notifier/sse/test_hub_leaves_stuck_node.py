@@ -18,15 +18,14 @@ import nats
 import pytest
 
 from contracts.events.registry import EventType
-from contracts.streams import JOBS, declarations
+from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.http.nats_failover import StuckServerWatch
-from services.common.nats.cluster import NatsCluster, wait_current
-from services.common.nats.connection import apply_declarations
+from services.common.nats.cluster import NatsCluster
 from services.notifier.sse.hub import Hub, job_key
 from services.notifier.sse.tap import Tap
 from tests.support.events import job_event, publish
-from tests.support.stopping import sigstop
+from tests.support.stopping import jobs_leader, sigstop
 
 pytestmark = [pytest.mark.serial, pytest.mark.faults, pytest.mark.timeout(180)]
 READ_ON_WITHIN_S = 45.0
@@ -36,17 +35,8 @@ consumer request timing out, the watch's asks failing for 3 s)."""
 
 async def test_a_tap_on_a_stopped_node_reads_on_through_another(cluster: NatsCluster) -> None:
     subjects = Subjects(Namespace())
-    on_leader = await nats.connect(servers=cluster.url.split(","), connect_timeout=2)
-    js = on_leader.jetstream(timeout=10.0)
-    decls = declarations(subjects.ns, replicas=3)
-    await apply_declarations(js, decls.model_copy(update={"streams": (decls.stream(JOBS),), "buckets": ()}))
-    await wait_current(js, [JOBS])
-    info = await js.stream_info(JOBS)
-    assert info.cluster is not None
-    assert info.cluster.leader
-    leader = cluster.node(info.cluster.leader)
+    leader = await jobs_leader(cluster, subjects.ns)
     stuck, healthy = (node for node in cluster.nodes if node is not leader)
-    await on_leader.close()
     publisher = await nats.connect(leader.url, connect_timeout=2)
     notifier = await nats.connect(
         servers=[stuck.url, healthy.url], dont_randomize=True, max_reconnect_attempts=-1, reconnect_time_wait=0.2,
