@@ -28,7 +28,7 @@ from nats.js.errors import APIError
 from contracts.api.sessions import SessionEntry
 from contracts.envelope import EventEnvelope
 from contracts.runs import RunRequest
-from contracts.streams import JOBS
+from contracts.streams import FRAMES
 from contracts.subjects import Namespace, Subjects
 from services.common.config import nats_servers
 from services.common.http.nats_failover import StuckServerWatch
@@ -101,7 +101,7 @@ class NatsSink:
             reconnect_time_wait=RECONNECT_WAIT_S,
             **options,
         )
-        sink.watch = StuckServerWatch(sink._nc, sink.subjects.ns.stream(JOBS))
+        sink.watch = StuckServerWatch(sink._nc, sink.subjects.ns.stream(FRAMES))  # a stream workers may read
         return sink
 
     async def send(self, subject_event: str, event: EventEnvelope, *, dispatched_seq: int = 0) -> None:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from contracts.streams import JOBS, KV_TENANT_CORS
+from contracts.streams import FRAMES, JOBS, KV_TENANT_CORS
 from services.common.auth.key_cache import KeyCache
 from services.common.http.cors import identify_with, install_cors
 from services.common.http.health import Probe, install_health, nats_probe
@@ -67,7 +67,9 @@ def create_app(settings: GatewaySettings, *, storage: Storage | None = None) -> 
             app.state.nats = nc
             app.state.gateway = state = await GatewayState.open(settings, nc, store, ingest_nc)
             async with contextlib.AsyncExitStack() as started:  # what started is stopped, even if a later part fails
-                watches = tuple(StuckServerWatch(c, settings.ns.stream(JOBS)) for c in (nc, ingest_nc) if c is not None)
+                watches: tuple[StuckServerWatch, ...] = (StuckServerWatch(nc, settings.ns.stream(JOBS)),)
+                if ingest_nc is not None:  # the worker role's user, which may read FRAMES' info, not JOBS'
+                    watches += (StuckServerWatch(ingest_nc, settings.ns.stream(FRAMES)),)
                 for watch in watches:
                     started.push_async_callback(watch.stop)
                 app.state.nats_watches = watches  # the 503 handler tells each (its own server asked)

@@ -88,7 +88,9 @@ async def test_a_gateway_with_an_ingest_connection_watches_both(tmp_path: Path) 
             assert own.nc is app.state.nats
             assert ingest.nc is app.state.gateway.ingest_js._nc
             assert ingest.nc is not own.nc
-            assert ingest.stream == own.stream == ns.stream(JOBS)
+            # Each asks what its user may read: a refused ask has no answer, and would move a healthy connection.
+            assert await own.answers()
+            assert await ingest.answers()
         assert app.state.nats_watches == ()
     finally:
         server.stop()

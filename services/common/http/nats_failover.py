@@ -98,7 +98,7 @@ class StuckServerWatch:
             if not self.nc.is_connected:  # nats-py moves already (or closes)
                 return
             self._asked_at = sent = time.monotonic()
-            if await self._answered():
+            if await self.answers():
                 return
             first_sent = sent if first_sent is None else first_sent
             silent_s = time.monotonic() - first_sent
@@ -111,8 +111,10 @@ class StuckServerWatch:
         self.moves += 1
         await self.nc.force_reconnect()
 
-    async def _answered(self) -> bool:
-        """Whether the server answers for the stream, with a quorum behind it."""
+    async def answers(self) -> bool:
+        """Whether the server answers for the stream, with a quorum behind it (the connection's user must
+        be allowed the stream's info: a refused publish never has an answer, and would count as a failed
+        ask)."""
         try:
             info = await self.nc.jetstream(timeout=PROBE_TIMEOUT_S).stream_info(self.stream)
         except FAILED_ASK:
