@@ -1,4 +1,4 @@
-"""An HTTP service's NATS connection, held by a server that cannot serve JetStream, moved to another.
+"""A service's NATS connection, held by a server that cannot serve JetStream, moved to another.
 
 A node cut off from the rest of its cluster keeps its clients: their TCP connections and PINGs are
 fine, so nats-py never reconnects, yet every JetStream request through that node times out or is
@@ -6,9 +6,10 @@ refused (no quorum, no leader) for as long as the partition lasts, and a while a
 answered 503 to every submission for the whole of a 10 s partition and 7 s after it
 (docs/operations.md, Faults). :class:`StuckServerWatch` is told of each request that failed for
 want of NATS (:meth:`~StuckServerWatch.failed`, from the 503 handler of
-:func:`~services.common.http.problem.install_error_handlers`, and in the notifier from its SSE feeds,
-their catch-ups and the webhook fan-out); it then asks the server for the info of one stream the
-service needs (``$JS.API.STREAM.INFO``, answered by the stream's leader), one ask a
+:func:`~services.common.http.problem.install_error_handlers`; in the notifier from its SSE feeds,
+their catch-ups and the webhook fan-out; in the dispatcher from its fold partitions and sweeps; in a
+pool worker from its events' publishes); it then asks the server for the info of one stream the
+connection's user may read (``$JS.API.STREAM.INFO``, answered by the stream's leader), one ask a
 :data:`PROBE_EVERY_S` until one is answered. An ask fails when it times out, is refused, or says the
 leader hears too few of its replicas (a leader cut off from the others answers so until it steps
 down). Once the asks have failed for :data:`STUCK_AFTER_S` and another server is known, it makes the
