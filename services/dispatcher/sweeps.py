@@ -14,6 +14,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from services.common.http.nats_failover import unwatched
+
 log = logging.getLogger(__name__)
 REPEAT_LOG_S = 30.0
 """How often a sweep that keeps failing is logged again (one line, no traceback)."""
@@ -24,7 +26,7 @@ async def every(
     sweep: Callable[[], Awaitable[object]],
     first: bool = False,
     repeat_log_s: float = REPEAT_LOG_S,
-    failed: Callable[[], None] | None = None,
+    failed: Callable[[], None] = unwatched,
 ) -> None:
     """Run ``sweep`` every ``interval_s`` (at once too when ``first``) until cancelled; ``failed`` is told
     of each run that raised (the replica's stuck-server watch: the sweeps reach NATS every few seconds)."""
@@ -37,8 +39,7 @@ async def every(
             await sweep()
         except Exception as exc:
             failures += 1
-            if failed is not None:
-                failed()
+            failed()
             now = time.monotonic()
             if failures == 1:
                 logged_at = now

@@ -62,6 +62,11 @@ def without_quorum(info: StreamInfo) -> bool:
     return not cluster.leader or 2 * heard <= 1 + len(replicas)
 
 
+def unwatched() -> None:
+    """What a component tells of NATS failing it when no watch is on its connection (the default of
+    every ``unavailable`` hook)."""
+
+
 class StuckServerWatch:
     """Moves ``nc`` off a server whose JetStream has not answered for :data:`STUCK_AFTER_S`, judged by
     asking for the info of ``stream`` (a stream the connection's user may read the info of)."""

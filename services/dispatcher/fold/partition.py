@@ -34,6 +34,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from contracts import streams
+from services.common.http.nats_failover import unwatched
 from services.common.nats.connection import cancel_requested
 from services.dispatcher.consumers import ConsumerGuard
 from services.dispatcher.fold.acks import BatchAcks
@@ -87,7 +88,7 @@ class PartitionFold(FoldDurable):
     reactions: Reactions
     stream: str
     partition: int
-    unavailable: Callable[[], None] | None = None
+    unavailable: Callable[[], None] = unwatched
     """Told each time NATS failed a pull, a batch's fold or its acks (the replica's stuck-server watch)."""
     durable: str = field(init=False)
     _pinned: PinnedConsumer | None = None
@@ -260,7 +261,7 @@ class PartitionFold(FoldDurable):
         except asyncio.CancelledError:
             raise
         except ConsumerUnavailable as exc:
-            self._tell_unavailable()
+            self.unavailable()
             log.warning("%s; making it again in %g s", exc, UNAVAILABLE_BACKOFF_S)
             await asyncio.sleep(UNAVAILABLE_BACKOFF_S)
             with contextlib.suppress(Exception):
@@ -271,7 +272,7 @@ class PartitionFold(FoldDurable):
                 raise asyncio.CancelledError from None
             if self.nc.is_closed:
                 raise asyncio.CancelledError from None
-            self._tell_unavailable()
+            self.unavailable()
             log.exception("%s: pull failed; retrying", self.durable)
             await asyncio.sleep(0.5)
         return []
@@ -307,7 +308,7 @@ class PartitionFold(FoldDurable):
             await self._acks.ack(msgs)
             self._settled = True
         except Exception:
-            self._tell_unavailable()
+            self.unavailable()
             log.exception("%s: a batch of %d events is given back to be redelivered", self.durable, len(msgs))
             folder.cache.reset(None)
             try:
@@ -326,7 +327,7 @@ class PartitionFold(FoldDurable):
         try:
             await self._acks.release()
         except Exception as exc:  # noqa: BLE001 - the event comes back after the ack wait at worst
-            self._tell_unavailable()
+            self.unavailable()
             log.warning("%s: the held ack was not sent (%r)", self.durable, exc)
 
     async def _confirmed(self) -> bool:
@@ -335,14 +336,10 @@ class PartitionFold(FoldDurable):
         try:
             await self._acks.confirm()
         except Exception as exc:  # noqa: BLE001 - the event comes back after the ack wait at worst
-            self._tell_unavailable()
+            self.unavailable()
             log.warning("%s: the server did not confirm the acks (%r)", self.durable, exc)
             return False
         return True
-
-    def _tell_unavailable(self) -> None:
-        if self.unavailable is not None:
-            self.unavailable()
 
 
 async def fold_consumers(
@@ -350,7 +347,7 @@ async def fold_consumers(
     settings: DispatcherSettings,
     guard: ConsumerGuard,
     reactions: Reactions,
-    unavailable: Callable[[], None] | None = None,
+    unavailable: Callable[[], None] = unwatched,
 ) -> list[FoldConsumer] | list[PartitionFold]:
     """One :class:`PartitionFold` per partition of ``JOBS_FOLD`` (declared here:
     :mod:`~services.dispatcher.fold.partitions`), each telling ``unavailable`` of NATS failing it, or the

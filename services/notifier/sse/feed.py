@@ -28,6 +28,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from services.common.event_loop import get_within
+from services.common.http.nats_failover import unwatched
 from services.common.nats.connection import cancel_and_wait
 from services.common.observability import tracing
 
@@ -41,10 +42,6 @@ MISSED_HEARTBEATS = 2
 RECOVER_S = 30.0
 """How long a feed tries to make its consumer (NATS away) before it ends its stream."""
 RETRY_S = 0.25
-
-
-def nothing() -> None:
-    """What ``unavailable`` is when no one watches the connection."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +108,7 @@ class Feed:
         heartbeat_s: float = PULL_HEARTBEAT_S,
         description: str | None = None,
         new_only: bool = False,
-        unavailable: Callable[[], None] = nothing,
+        unavailable: Callable[[], None] = unwatched,
     ) -> None:
         self.nc, self.js, self.stream, self.subjects = nc, js, stream, subjects
         self.unavailable = unavailable

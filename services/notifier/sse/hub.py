@@ -26,9 +26,10 @@ from typing import Protocol
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
+from services.common.http.nats_failover import unwatched
 from services.common.nats.connection import cancel_and_wait
 from services.notifier.sse.catch_up import BATCH, DirectGets
-from services.notifier.sse.feed import RECOVER_S, RETRY_S, Feed, Item, nothing
+from services.notifier.sse.feed import RECOVER_S, RETRY_S, Feed, Item
 
 log = logging.getLogger(__name__)
 HUB_DESCRIPTION = "notifier: the shared SSE live tail"
@@ -66,7 +67,7 @@ class Hub:
         size: int,
         heartbeat_s: float,
         catch_up_batch: int = BATCH,
-        unavailable: Callable[[], None] = nothing,
+        unavailable: Callable[[], None] = unwatched,
     ) -> None:
         self.nc, self.js, self.stream, self.prefix = nc, js, stream, prefix
         self.unavailable = unavailable

@@ -46,6 +46,7 @@ from pydantic import ValidationError
 from contracts.envelope import EventEnvelope, utc_now
 from contracts.event_ids import delivery_msg_id
 from contracts.specs.jobs import WebhookTarget
+from services.common.http.nats_failover import unwatched
 from services.common.nats.connection import cancel_requested
 from services.common.nats.long_pull import LongPull, PullEnded
 from services.common.observability import metrics, tracing
@@ -87,7 +88,7 @@ class FanOut:
     endpoints: EndpointCache
     job_hooks: JobHooks
     delivery: DeliveryLoops
-    unavailable: Callable[[], None] | None = None
+    unavailable: Callable[[], None] = unwatched
     """Told each time JetStream failed the fan-out (the notifier's stuck-server watch)."""
     acked_through: int = field(default=0, init=False)
     """The last JOBS sequence this fan-out acknowledged (0: none yet)."""
@@ -118,7 +119,7 @@ class FanOut:
             while True:
                 broken = await self._fetch_until_broken(psub, HeldAcks(info, psub.consumer_info))
                 log.warning("webhook fan-out fetch failed (%r); binding its consumer again", broken)
-                self._tell_unavailable()
+                self.unavailable()
                 await asyncio.sleep(RETRY_PAUSE_S)
                 with contextlib.suppress(Exception):
                     await psub.unsubscribe()
@@ -176,12 +177,8 @@ class FanOut:
                 if cancel_requested():
                     raise asyncio.CancelledError from None
                 log.warning("webhook fan-out cannot %s yet: %r", what, exc)
-                self._tell_unavailable()
+                self.unavailable()
                 await asyncio.sleep(RETRY_PAUSE_S)
-
-    def _tell_unavailable(self) -> None:
-        if self.unavailable is not None:
-            self.unavailable()
 
     async def _after_inflight(self, psub: JetStreamContext.PullSubscription) -> ConsumerInfo:
         """If a previous holder died with a batch in flight, wait one ack wait so that batch comes back

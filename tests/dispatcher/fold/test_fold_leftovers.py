@@ -59,7 +59,7 @@ def new_holder(unacknowledged: Any, ack_wait_s: float) -> Any:
     settings = SimpleNamespace(event_ack_wait_s=ack_wait_s, fold_batch=512)
     return SimpleNamespace(
         settings=settings, durable="dispatcher-fold-2", _unacknowledged=unacknowledged, _pull=pull,
-        _tell_unavailable=lambda: None,
+        unavailable=lambda: None,
     )  # fmt: skip
 
 
