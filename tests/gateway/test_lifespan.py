@@ -4,21 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nats
 import pytest
 
-from contracts.streams import JOBS, declarations
+from contracts.streams import JOBS
 from contracts.subjects import Namespace
-from services.common.config import BaseServiceSettings
 from services.common.http.nats_failover import StuckServerWatch
 from services.common.http.tenant_origins import TenantOrigins
-from services.common.nats.connection import apply_declarations
 from services.common.nats.embedded import EmbeddedNats
-from services.common.nats.identity import identity_options, identity_settings
-from services.common.nats.server_auth import render_authorization
+from services.common.nats.identity import identity_settings
 from services.gateway.app import create_app
 from services.gateway.state import GatewayState
 from tests.support.gateway import gateway_settings
+from tests.support.nats import server_with_users
 from tests.support.nats_deploy import role_passwords
 
 
@@ -67,21 +64,10 @@ async def test_a_started_gateway_watches_its_nats_server_and_a_stopped_one_does_
 async def test_a_gateway_with_an_ingest_connection_watches_both(tmp_path: Path) -> None:
     """With NATS users, workers' events go out on an ingest connection of their own (the worker role's
     user): a server cut off from its cluster may hold either, so each has its watch."""
-    ns, passwords = Namespace("iw"), role_passwords()
-    server = EmbeddedNats(tmp_path / "nats", authorization=render_authorization(ns, declarations(ns), passwords))
-    server.start()
-    try:
-        operator = BaseServiceSettings.model_validate(
-            {"nats_url": server.url, "namespace": ns.name, **identity_settings("operator", ns, passwords)}
-        )
-        nc = await nats.connect(operator.nats_servers, **identity_options(operator))
-        await apply_declarations(nc.jetstream(timeout=5.0), declarations(ns))
-        await nc.close()
-        identity = identity_settings("gateway", ns, passwords)
+    async with server_with_users(tmp_path / "nats") as server:
+        identity = identity_settings("gateway", Namespace(), role_passwords())
         assert "ingest_nats_user" in identity
-        settings = gateway_settings(
-            tmp_path / "data", "http://testserver", nats_url=server.url, namespace=ns.name, **identity
-        )
+        settings = gateway_settings(tmp_path / "data", "http://testserver", nats_url=server.url, **identity)
         app = create_app(settings)
         async with app.router.lifespan_context(app):
             own, ingest = app.state.nats_watches
@@ -92,5 +78,3 @@ async def test_a_gateway_with_an_ingest_connection_watches_both(tmp_path: Path) 
             assert await own.answers()
             assert await ingest.answers()
         assert app.state.nats_watches == ()
-    finally:
-        server.stop()

@@ -18,17 +18,12 @@ import nats
 import pytest
 
 from contracts.events.registry import EventType
-from contracts.streams import JOBS, declarations
+from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from modal_workers.runtime.sinks import NatsSink
-from services.common.config import BaseServiceSettings
-from services.common.nats.connection import apply_declarations
-from services.common.nats.embedded import EmbeddedNats
-from services.common.nats.identity import identity_options, identity_settings
 from services.common.nats.publish import RETRY_FOR_S
-from services.common.nats.server_auth import render_authorization
 from tests.support.events import job_event
-from tests.support.nats_deploy import role_passwords
+from tests.support.nats import role_options, server_with_users
 from tests.support.stopping import jobs_leader, pausable_cluster, sigstop
 
 pytestmark = [pytest.mark.serial, pytest.mark.faults, pytest.mark.timeout(120)]
@@ -71,24 +66,10 @@ async def test_an_event_sent_while_the_workers_node_is_stopped_is_stored_through
 async def test_the_sinks_watch_asks_what_the_workers_user_may_read(tmp_path: Path) -> None:
     """With NATS users a worker connects as the worker role, which may not read JOBS' info: its watch
     asks about FRAMES, or each of its asks would go unanswered and move a healthy connection."""
-    ns, passwords = Namespace("sw"), role_passwords()
-    server = EmbeddedNats(tmp_path / "nats", authorization=render_authorization(ns, declarations(ns), passwords))
-    server.start()
-    try:
-        operator = identity_options(
-            BaseServiceSettings.model_validate({"nats_url": server.url, **identity_settings("operator", ns, passwords)})
-        )
-        nc = await nats.connect(server.url, **operator)
-        await apply_declarations(nc.jetstream(timeout=5.0), declarations(ns))
-        await nc.close()
-        worker = identity_options(
-            BaseServiceSettings.model_validate({"nats_url": server.url, **identity_settings("worker", ns, passwords)})
-        )
-        sink = await NatsSink.connect(server.url, ns.name, **worker)
+    async with server_with_users(tmp_path / "nats") as server:
+        sink = await NatsSink.connect(server.url, **role_options("worker"))
         try:
             assert sink.watch is not None
             assert await sink.watch.answers()
         finally:
             await sink.close()
-    finally:
-        server.stop()
