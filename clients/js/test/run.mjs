@@ -2,7 +2,7 @@
 // (also on a failure, Ctrl-C or SIGTERM). The stack's route table sends `pose` to a short test
 // workload (`held`: it logs a step every 0.1 s until the test writes `<marks>/go`) and the session kinds to the echo workload (a lost worker's session tried once more: it resumes); `lap_compare` is the real one.
 import { spawn, spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -42,6 +42,7 @@ profiles:
 `;
 
 const work = mkdtempSync(join(tmpdir(), "gpurelay-client-js-"));
+const devLog = join(work, "gpurelay-dev.log");
 let stack;
 let site;
 let tests;
@@ -70,7 +71,7 @@ try {
   stack = await startStack({
     repo,
     dataDir: join(work, "data"),
-    logPath: join(work, "gpurelay-dev.log"),
+    logPath: devLog,
     env: {
       GPURELAY_ROUTE_TABLE: join(work, "routes.yaml"),
       GPURELAY_CORS_ORIGINS: JSON.stringify([site.origin]),
@@ -102,8 +103,9 @@ try {
   console.error(error);
 } finally {
   await cleanUp();
-  if (code !== 0 && stack) {
-    const log = readFileSync(stack.logPath, "utf8").split("\n").slice(-40).join("\n");
+  if (code !== 0 && existsSync(devLog)) {
+    // also when the stack never got ready: its log goes with the work directory below
+    const log = readFileSync(devLog, "utf8").split("\n").slice(-40).join("\n");
     console.error(`--- the last lines of gpurelay dev's log ---\n${log}`);
   }
   rmSync(work, { recursive: true, force: true });
