@@ -24,6 +24,14 @@ first attempt (:func:`failed_event_id`).
   once; the copy carries ``Gpurelay-Replay-Of: {stream}:{seq}`` (:func:`replay_of`);
 * workers: ``w-{job}-a{n}-{suffix}`` (:func:`worker_event_id`).
 
+An attempt's ending (``job.succeeded``, ``job.failed``, ``job.retrying``) keeps its id but is
+published with one ``Nats-Msg-Id`` per attempt, ``end-{job}-a{n}`` (:func:`attempt_end_msg_id`),
+whoever publishes it: the worker, the dispatcher (a timeout, a silence, a pipeline's success) or the
+fold (an unroutable job). So the first ending stored ends the attempt and, within the duplicate
+window, a later one is answered as a duplicate and not stored: a worker whose ``job.succeeded`` was
+still on its way when the dispatcher gave its attempt up (``job.retrying``) does not end the job a
+second time once the next attempt succeeds.
+
 The platform's ids never start with ``w-``; every id a worker may use is
 ``w-{job}-a{attempt}-{suffix}`` (:func:`worker_event_id`), and the gateway's ingest route refuses
 any other (:func:`is_worker_event_id`). So a worker can neither pre-empt a platform event nor
@@ -54,6 +62,11 @@ _RANDOM_HEX = 16
 
 def _digest(text: str, length: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def _job_part(job_id: str) -> str:
+    """``job_id`` as an id's part: itself, or its digest when longer than a gateway's or holding ``-``."""
+    return job_id if len(job_id) <= _JOB_PART and _JOB_TOKEN.fullmatch(job_id) else _digest(job_id, _JOB_PART)
 
 
 def created_event_id(job_id: str) -> str:
@@ -113,6 +126,14 @@ def failed_event_id(job_id: str, attempt: int) -> str:
     return attempt_event_id(job_id, attempt, "failed")
 
 
+def attempt_end_msg_id(job_id: str, attempt: int) -> str:
+    """``end-{job}-a{attempt}``: the ``Nats-Msg-Id`` of the one event that ends ``attempt`` (see above)."""
+    if attempt < 1:
+        raise ValueError("attempt starts at 1")
+    job = _job_part(job_id)
+    return f"end-{job}-a{attempt}"
+
+
 def stage_event_name(index: int, status: str) -> str:
     """``stage{index}-{status}``: the name of a ``job.stage`` event within its attempt."""
     return f"stage{index}-{status}"
@@ -163,7 +184,7 @@ def worker_event_prefix(job_id: str, attempt: int) -> str:
     """``w-{job}-a{attempt}-``: what every worker event id of this attempt starts with."""
     if attempt < 1:
         raise ValueError("attempt starts at 1")
-    job = job_id if len(job_id) <= _JOB_PART and _JOB_TOKEN.fullmatch(job_id) else _digest(job_id, _JOB_PART)
+    job = _job_part(job_id)
     return f"{WORKER_ID_PREFIX}{job}-a{attempt}-"
 
 

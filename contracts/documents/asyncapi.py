@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from contracts import CONTRACTS_VERSION
 from contracts.documents.generated import GeneratedFile
 from contracts.envelope import EventEnvelope
-from contracts.events.registry import PAYLOADS, EventType, job_event_name
+from contracts.events.registry import ATTEMPT_ENDINGS, PAYLOADS, EventType, job_event_name
 
 ASYNCAPI_PATH = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.json"
 
@@ -51,6 +51,12 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
     return schema
 
 
+def _msg_id_doc(event: EventType) -> str:
+    if event in ATTEMPT_ENDINGS:
+        return "end-{job}-a{attempt} (dedup: one ending per attempt, the worker's or the dispatcher's)."
+    return "The envelope id (dedup)."
+
+
 def asyncapi_document() -> dict[str, Any]:
     """The AsyncAPI 3.0 document: channels, messages (envelope + typed data), operations."""
     schemas: dict[str, Any] = {}
@@ -66,7 +72,7 @@ def asyncapi_document() -> dict[str, Any]:
             "contentType": "application/json",
             "headers": {
                 "type": "object",
-                "properties": {"Nats-Msg-Id": {"type": "string", "description": "The envelope id (dedup)."}},
+                "properties": {"Nats-Msg-Id": {"type": "string", "description": _msg_id_doc(event)}},
             },
             "payload": {
                 "allOf": [
@@ -107,7 +113,9 @@ def asyncapi_document() -> dict[str, Any]:
             "title": "gpurelay events",
             "version": CONTRACTS_VERSION,
             "description": "NATS JetStream subjects of gpurelay. Every message is an EventEnvelope "
-            "(CloudEvents 1.0 attribute names) published with Nats-Msg-Id = its id.",
+            "(CloudEvents 1.0 attribute names) published with Nats-Msg-Id = its id; an attempt's ending "
+            "(job.succeeded, job.failed, job.retrying) with its attempt's, end-{job}-a{attempt}, whoever "
+            "publishes it, so one ending per attempt is stored.",
         },
         "defaultContentType": "application/json",
         "servers": {"nats": {"host": "localhost:4222", "protocol": "nats"}},

@@ -92,6 +92,8 @@ JOB_EVENT_TYPES: frozenset[EventType] = frozenset(t for t in EventType if t.star
 """The types published on ``jobs.{tenant}.{job_id}.{event}``."""
 TERMINAL_JOB_EVENTS: frozenset[EventType] = frozenset({_E.JOB_SUCCEEDED, _E.JOB_FAILED, _E.JOB_CANCELED})
 """Job events after which a job's stream ends."""
+ATTEMPT_ENDINGS: frozenset[EventType] = frozenset({_E.JOB_SUCCEEDED, _E.JOB_FAILED, _E.JOB_RETRYING})
+"""Job events that end an attempt: one per attempt is stored (:func:`contracts.event_ids.attempt_end_msg_id`)."""
 
 # Payload field that names the envelope's ``subject`` when none is given.
 _SUBJECT_FIELD: dict[str, str] = {

@@ -26,7 +26,7 @@ from contracts import streams
 from contracts.envelope import EventEnvelope, utc_now
 from contracts.event_ids import attempt_event_id, failed_event_id, ticket_msg_id
 from contracts.events.jobs import JobDispatchedPayload, JobFailedPayload
-from contracts.events.registry import EventType, job_created_event, job_event_name, make_event
+from contracts.events.registry import ATTEMPT_ENDINGS, EventType, job_created_event, job_event_name, make_event
 from contracts.ids import ResourceId, TenantId, tenant_key
 from contracts.job_record import JobRecord
 from contracts.record_repair import INVALID_RECORD, UnreadableRecordError, failed_in_place_of, read_record
@@ -108,8 +108,9 @@ class JobStore:
     async def _replace(self, failed: JobRecord, revision: int | None) -> int | None:
         """Publish ``failed``'s ``job.failed`` (when it was failed here), then write it over ``revision``."""
         if failed.error is not None and failed.error.code == INVALID_RECORD and self.events is not None:
-            event_id = failed_event_id(failed.id, failed.attempt)
-            await self.events.publish(failed, EventType.JOB_FAILED, JobFailedPayload(error=failed.error), event_id)
+            event_id, payload = failed_event_id(failed.id, failed.attempt), JobFailedPayload(error=failed.error)
+            # the job's end, not its attempt's: stored even after the attempt's own ending (job.retrying)
+            await self.events.publish(failed, EventType.JOB_FAILED, payload, event_id, msg_id=event_id)
         return await self.put(failed, revision)
 
     async def apply(self, event: EventEnvelope) -> tuple[JobRecord | None, bool]:
@@ -149,8 +150,12 @@ class JobEvents:
         payload: BaseModel,
         event_id: str,
         attempt: int | None = None,
+        msg_id: str | None = None,
     ) -> EventEnvelope:
-        """Publish one event about ``record`` (attempt defaults to the record's)."""
+        """Publish one event about ``record`` (attempt defaults to the record's); the event stored: for an
+        attempt's ending, the one stored first (the worker's, when it ended the attempt before this one
+        was published: :func:`contracts.event_ids.attempt_end_msg_id`). ``msg_id``: the publish's own
+        ``Nats-Msg-Id`` (:func:`~services.common.nats.publish.dedup_headers`)."""
         event = make_event(
             type_,
             payload,
@@ -162,7 +167,9 @@ class JobEvents:
             event_id=event_id,
         )
         subject = self.subjects.job_event(record.tenant, record.id, job_event_name(type_))
-        await publish_event(self.js, subject, event)
+        ack = await publish_event(self.js, subject, event, msg_id=msg_id)
+        if ack.duplicate and type_ in ATTEMPT_ENDINGS:
+            return EventEnvelope.from_json_bytes((await self.js.get_msg(self.ns.stream(JOBS), ack.seq)).data or b"{}")
         return event
 
     async def publish_dispatched(self, record: JobRecord, payload: JobDispatchedPayload, attempt: int) -> int:

@@ -86,3 +86,14 @@ def test_a_job_id_with_a_dash_cannot_borrow_another_jobs_namespace() -> None:
     assert is_worker_event_id(borrowed, "x", 1)
     assert not is_worker_event_id(borrowed, "x-a1", 2)
     assert is_worker_event_id(worker_event_id("x-a1", 2, "succeeded"), "x-a1", 2)
+
+
+def test_one_end_per_attempt_whoever_ends_it() -> None:
+    end = ids.attempt_end_msg_id(JOB, 2)
+    assert end == f"end-{JOB}-a2"
+    assert end not in {ids.attempt_event_id(JOB, 2, n) for n in ("succeeded", "failed", "retrying")}
+    assert end != ids.attempt_end_msg_id(JOB, 1)
+    assert ids.attempt_end_msg_id("x-a1", 2) != ids.attempt_end_msg_id("x", 1)  # a dashed id is digested
+    assert len(ids.attempt_end_msg_id("j" * 300, 1000)) <= 64
+    with pytest.raises(ValueError, match="attempt"):
+        ids.attempt_end_msg_id(JOB, 0)

@@ -4,7 +4,9 @@ JetStream drops a message whose ``Nats-Msg-Id`` it has already stored (within th
 duplicate window), so every envelope is published with its id as ``Nats-Msg-Id``
 (:func:`dedup_headers`); a retried or repeated publish of the same logical event (same id, see
 :mod:`contracts.event_ids`) is stored once, and the ack says ``duplicate``. ``msg_id`` overrides the
-id for a message that is one of several per envelope (a dead letter per endpoint).
+id for a message that is one of several per envelope (a dead letter per endpoint). An attempt's
+ending is published with its attempt's ``Nats-Msg-Id`` instead of its own id, so that one ending per
+attempt is stored (:func:`contracts.event_ids.attempt_end_msg_id`).
 
 :func:`publish_event` waits for the stream's ack; :func:`publish_event_async` returns the ack's
 future at once (``publish_async``), for a batch whose acks are gathered together.
@@ -36,7 +38,8 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from contracts.envelope import EventEnvelope
-from contracts.events.registry import CREATED_RECORD_REVISION
+from contracts.event_ids import attempt_end_msg_id
+from contracts.events.registry import ATTEMPT_ENDINGS, CREATED_RECORD_REVISION
 from services.common.nats.connection import is_unavailable
 from services.common.observability import tracing
 from services.common.observability.metric_labels import event_type_label
@@ -65,7 +68,11 @@ revision of the record a ``job.created`` was published beside)."""
 
 
 def dedup_headers(event: EventEnvelope, msg_id: str | None = None) -> dict[str, str]:
-    """The headers that make a publish of ``event`` idempotent: ``Nats-Msg-Id`` = its id (or ``msg_id``)."""
+    """The headers that make a publish of ``event`` idempotent: ``Nats-Msg-Id`` = ``msg_id``, else its
+    attempt's when it ends one (:func:`~contracts.event_ids.attempt_end_msg_id`: one ending per attempt
+    is stored, whoever publishes it), else its id."""
+    if msg_id is None and event.type in ATTEMPT_ENDINGS and event.job_id and event.attempt:
+        msg_id = attempt_end_msg_id(event.job_id, event.attempt)
     return {MSG_ID: msg_id or event.id}
 
 

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from contracts.event_ids import attempt_event_id, canceled_event_id, stage_event_name
 from contracts.events import jobs as je
-from contracts.events.registry import EventType
+from contracts.events.registry import ATTEMPT_ENDINGS, EventType, job_event_name
 from contracts.job_record import Artifact, JobError, JobRecord, JobStatus, StageStatus
 from contracts.route_table import Route
 from contracts.runs import RunRequest, StagePlan
@@ -52,8 +52,6 @@ log = logging.getLogger(__name__)
 _S = JobStatus
 RESUME_QUEUED_S = 5.0
 """How long a lost session's slot waits, past the backoff, for the fold to queue its resume."""
-ENDINGS = frozenset({EventType.JOB_SUCCEEDED, EventType.JOB_FAILED, EventType.JOB_RETRYING})
-"""The events that end an attempt of ours (its outcome in ``gpurelay_job_run_seconds``)."""
 
 
 class Attempts:
@@ -371,9 +369,12 @@ class Attempts:
     async def _publish(self, held: Held, type_: EventType, payload: Any, name: str) -> None:
         """Publish the attempt's ``name`` event (:func:`~contracts.event_ids.attempt_event_id`)."""
         job, attempt = held.ticket.job_id, held.ticket.attempt
-        if type_ in ENDINGS:
+        if type_ in ATTEMPT_ENDINGS:
             held.outcome = name
-        await self.events.publish(held.record, type_, payload, attempt_event_id(job, attempt, name), attempt=attempt)
+        event_id = attempt_event_id(job, attempt, name)
+        stored = await self.events.publish(held.record, type_, payload, event_id, attempt=attempt)
+        if stored.id != event_id:  # its worker ended the attempt first: this ending was not stored
+            held.outcome = job_event_name(stored.type)
 
 
 def _discard(task: asyncio.Future[Any]) -> None:

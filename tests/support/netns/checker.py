@@ -131,7 +131,9 @@ def _job_problems(job_id: str, events: list[Stored], observed: Observed) -> list
     elif not record.terminal or not terminals:
         problems.append(f"{job_id}: acknowledged (201) but not terminal (KV {record.status}, stream {terminals})")
     if len(terminals) > 1:
-        problems.append(f"{job_id}: {len(terminals)} terminal events: {terminals}")
+        ended = [f"{s.event.type} #{s.seq} a{s.event.attempt} by {s.event.source}" for s in events
+                 if s.event.type in TERMINAL_JOB_EVENTS]  # fmt: skip
+        problems.append(f"{job_id}: {len(terminals)} terminal events: {ended}")
     folded = observed.folded.get(job_id)
     if record is not None and record != folded:
         history = observed.kv_history.get(job_id, "")

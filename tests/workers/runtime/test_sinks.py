@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +12,17 @@ import pytest
 from nats.js import JetStreamContext
 
 from bench.harness.secrets import INGEST_SECRET
-from contracts.event_ids import attempt_event_id, worker_event_id
-from contracts.events.jobs import JobDispatchedPayload, JobLogPayload
+from contracts.event_ids import worker_event_id
+from contracts.events.jobs import JobLogPayload
 from contracts.events.registry import EventType, make_event
 from contracts.ids import new_id
-from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
 from modal_workers.runtime.sinks import IngestSink
 from modal_workers.runtime.worker_runtime import WorkerContext, WorkerRuntime
 from services.common.auth.ingest_tokens import mint_ingest_token
-from services.common.nats.embedded import EmbeddedNats
-from services.common.nats.publish import publish_event
 from tests.support.dispatcher import request_cancel
 from tests.support.gateway import Gateway, stored
-from tests.support.lap import TENANT, closing, lap_request, local_storage, nats_runtime
+from tests.support.lap import TENANT, closing, lap_request, local_storage
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -108,16 +104,6 @@ async def test_a_run_through_the_ingest_route_lands_in_the_job_stream_in_order(
     assert [e.type for e in events] == ["job.started", "job.progress", "job.artifact", "job.succeeded"]
 
 
-@pytest.fixture
-def local_runtime(
-    nats_server: EmbeddedNats, namespace: Namespace, declared: Declarations, tmp_path: Path
-) -> Iterator[WorkerRuntime]:
-    """A runtime publishing straight to JetStream, as the local pool's (closed after the test)."""
-    runtime = nats_runtime(nats_server.url, namespace.name, tmp_path, cancel_grace_s=0.05)
-    with closing(runtime):
-        yield runtime
-
-
 async def test_the_cancel_watch_sets_the_flag_when_cancel_is_requested(
     local_runtime: WorkerRuntime, js: JetStreamContext, subjects: Subjects
 ) -> None:
@@ -138,32 +124,3 @@ async def test_the_cancel_watch_sets_the_flag_when_cancel_is_requested(
     assert outcome.status == "retryable"
     assert outcome.error is not None
     assert outcome.error.code == "canceled"
-
-
-async def _dispatched(js: JetStreamContext, subjects: Subjects, job_id: str, attempt: int) -> int:
-    """Publish ``attempt``'s ``job.dispatched`` as the dispatcher does; its JOBS sequence."""
-    event = make_event(
-        EventType.JOB_DISPATCHED, JobDispatchedPayload(backend="local", function="quick"), tenant=TENANT,
-        source="dispatcher", job_id=job_id, kind="lap_compare", attempt=attempt,
-        event_id=attempt_event_id(job_id, attempt, "dispatched"),
-    )  # fmt: skip
-    return (await publish_event(js, subjects.job_event(TENANT, job_id, "dispatched"), event)).seq
-
-
-async def test_an_attempt_dispatched_again_meanwhile_cannot_end_the_job(
-    local_runtime: WorkerRuntime, js: JetStreamContext, namespace: Namespace, subjects: Subjects
-) -> None:
-    """A local run's job.succeeded is fenced by its attempt's job.dispatched: attempt 1, whose host was
-    cut off while attempt 2 was dispatched, runs to the end but its ending is not stored (it was, as a
-    second job.succeeded, before the fence); attempt 2's is. The rest of attempt 1's events are stored:
-    the fold ignores another attempt's progress."""
-    first = lap_request({"video": "upl_x"})
-    job_id = first.job_id
-    first = first.model_copy(update={"dispatched_seq": await _dispatched(js, subjects, job_id, 1)})
-    second = first.model_copy(update={"attempt": 2, "dispatched_seq": await _dispatched(js, subjects, job_id, 2)})
-    assert (await asyncio.to_thread(local_runtime.run, quick, first)).status == "succeeded"
-    assert (await asyncio.to_thread(local_runtime.run, quick, second)).status == "succeeded"
-    events = await stored(js, namespace, subjects.job_events(TENANT, job_id))
-    endings = [(e.type, e.attempt) for e in events if e.type == "job.succeeded"]
-    assert endings == [("job.succeeded", 2)]
-    assert [(e.type, e.attempt) for e in events if e.type == "job.started"] == [("job.started", 1), ("job.started", 2)]

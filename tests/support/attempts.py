@@ -1,0 +1,40 @@
+"""An attempt's events as the dispatcher publishes them, for tests of how a worker's events meet them."""
+
+from __future__ import annotations
+
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+from pydantic import BaseModel
+
+from contracts.event_ids import attempt_event_id
+from contracts.events.jobs import JobDispatchedPayload, JobRetryingPayload
+from contracts.events.registry import EventType, job_event_name, make_event
+from contracts.subjects import Subjects
+from services.common.nats.publish import publish_event
+
+TENANT = "acme"
+
+
+async def dispatcher_event(
+    js: JetStreamContext, subjects: Subjects, job_id: str, attempt: int, type_: EventType, payload: BaseModel,
+    name: str,
+) -> PubAck:  # fmt: skip
+    """Publish ``attempt``'s ``name`` event of ``type_`` as the dispatcher does (its id, its headers); the ack."""
+    event = make_event(
+        type_, payload, tenant=TENANT, source="dispatcher", job_id=job_id, kind="lap_compare", attempt=attempt,
+        event_id=attempt_event_id(job_id, attempt, name),
+    )  # fmt: skip
+    return await publish_event(js, subjects.job_event(TENANT, job_id, job_event_name(type_)), event)
+
+
+async def dispatched(js: JetStreamContext, subjects: Subjects, job_id: str, attempt: int) -> int:
+    """Publish ``attempt``'s ``job.dispatched`` (local pool); its JOBS sequence, the worker's fence."""
+    payload = JobDispatchedPayload(backend="local", function="quick")
+    ack = await dispatcher_event(js, subjects, job_id, attempt, EventType.JOB_DISPATCHED, payload, "dispatched")
+    return ack.seq
+
+
+async def retrying(js: JetStreamContext, subjects: Subjects, job_id: str, attempt: int) -> PubAck:
+    """Publish ``attempt``'s ``job.retrying`` (the dispatcher gave it up: silent, timed out); the ack."""
+    payload = JobRetryingPayload(reason="worker_lost", next_attempt=attempt + 1)
+    return await dispatcher_event(js, subjects, job_id, attempt, EventType.JOB_RETRYING, payload, "retrying")
