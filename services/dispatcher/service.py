@@ -58,6 +58,7 @@ from services.dispatcher.fold.audit import FoldAudit
 from services.dispatcher.fold.partition import fold_consumers
 from services.dispatcher.fold.reactions import Reactions
 from services.dispatcher.fold.records import route_pricing
+from services.dispatcher.fold.source_watch import SourceWatch
 from services.dispatcher.kv_writes import WriteLog
 from services.dispatcher.observe import start_sampling
 from services.dispatcher.retention import Retention
@@ -126,6 +127,7 @@ class Dispatcher:
         self.guard: ConsumerGuard | None = None
         self.nats_watch: StuckServerWatch | None = None
         """Moves ``nc`` off a server cut off from its cluster: told by the fold partitions and the sweeps."""
+        self.source_watch: SourceWatch | None = None
         self._advisories: list[Any] = []
         self._stop_sampling: Callable[[], None] = lambda: None
         self._tasks: list[asyncio.Task[None]] = []
@@ -192,6 +194,9 @@ class Dispatcher:
         self.broker = broker = make_broker(s)
         jobs_stream = JStream(ns.stream(streams.JOBS), declare=False)
         folds = await fold_consumers(nc, s, guard, reactions, watch.failed)
+        if s.fold_partitions and s.nats_replicas > 1:  # its source stalls on an election (fold/source_watch.py)
+            self.source_watch = SourceWatch(nc, ns.stream(streams.JOBS_FOLD), ns.stream(streams.JOBS))
+            await self.source_watch.start()
         takers = [TicketConsumer(js, s, guard, dispatch_stream, kind, route.concurrency, self.attempts.on_ticket)
                   for kind, route in self.routes.items()]  # fmt: skip
         consumers = [
@@ -256,6 +261,8 @@ class Dispatcher:
             await cancel_and_wait(self._tasks)
             if self.nats_watch is not None:
                 await self.nats_watch.stop()
+            if self.source_watch is not None:
+                await self.source_watch.stop()
         with clock.part("consumers"):
             for subscription in self._advisories:
                 with contextlib.suppress(Exception):

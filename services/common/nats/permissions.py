@@ -24,11 +24,12 @@ from contracts.subjects import JOB_RECORDS, Namespace
 
 Role = Literal["gateway", "dispatcher", "notifier", "worker", "operator"]
 ROLES: tuple[Role, ...] = get_args(Role)
-Verb = Literal["info", "get", "consume", "put", "delete", "purge", "manage"]
+Verb = Literal["info", "elections", "get", "consume", "put", "delete", "purge", "manage"]
 VERBS: tuple[Verb, ...] = get_args(Verb)
-"""info: the stream's info; get: one stored message (direct or through the API); consume: consumers of
-any kind, their pulls, acks, flow control and advisories; put: a bucket's keys (write, delete); delete:
-one stored message; purge: the stream's messages; manage: create, update and delete it (and all else)."""
+"""info: the stream's info; elections: hear its leader elections (advisories); get: one stored message
+(direct or through the API); consume: consumers of any kind, their pulls, acks, flow control and
+advisories; put: a bucket's keys (write, delete); delete: one stored message; purge: the stream's
+messages; manage: create, update and delete it, have its leader step down (and all else)."""
 READ: frozenset[Verb] = frozenset({"info", "get", "consume"})
 WRITE: frozenset[Verb] = READ | {"put"}
 MANAGE: frozenset[Verb] = frozenset(VERBS)
@@ -81,7 +82,9 @@ GRANTS: dict[Role, Grant] = {
     "dispatcher": Grant(
         publish=(*job_events(DISPATCHER_EVENTS), "dispatch.>", "deadletter.dispatcher.>"),
         subscribe=(f"{JOB_RECORDS}.>", *job_events(["heartbeat"])),  # heard as they pass (running/hearing.py)
-        streams={s.JOBS: READ, s.DISPATCH: READ, s.DEADLETTER: frozenset({"info"}), s.JOBS_FOLD: MANAGE},
+        streams={
+            s.JOBS: READ | {"elections"}, s.DISPATCH: READ, s.DEADLETTER: frozenset({"info"}), s.JOBS_FOLD: MANAGE,
+        },  # elections: the fold's source watch (fold/source_watch.py)
         buckets={
             s.KV_JOBS: WRITE, s.KV_UPLOADS: READ, s.KV_DISPATCHER_WAITS: WRITE, s.KV_DISPATCH_QUEUE: WRITE,
             s.KV_DISPATCH_FAIR: WRITE, s.KV_DISPATCH_RUNTIMES: WRITE, s.KV_QUOTAS: READ, s.KV_TENANT_USAGE: WRITE,
@@ -153,6 +156,8 @@ def stream_api(stream: str, verbs: frozenset[Verb]) -> tuple[list[str], list[str
     subscribe: list[str] = []
     if "info" in every:
         publish.append(f"{API}.STREAM.INFO.{stream}")
+    if "elections" in every:
+        subscribe.append(f"$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.{stream}")
     if "get" in every:
         publish += [f"{API}.DIRECT.GET.{stream}", f"{API}.DIRECT.GET.{stream}.>", f"{API}.STREAM.MSG.GET.{stream}"]
     if "consume" in every:
@@ -168,7 +173,7 @@ def stream_api(stream: str, verbs: frozenset[Verb]) -> tuple[list[str], list[str
     if "purge" in every:
         publish.append(f"{API}.STREAM.PURGE.{stream}")
     if "manage" in every:
-        publish += [f"{API}.STREAM.{verb}.{stream}" for verb in ("CREATE", "UPDATE", "DELETE")]
+        publish += [f"{API}.STREAM.{verb}.{stream}" for verb in ("CREATE", "UPDATE", "DELETE", "LEADER.STEPDOWN")]
     return publish, subscribe
 
 

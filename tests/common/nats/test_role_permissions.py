@@ -11,6 +11,7 @@ of its own), the server's log names the user and the subject, and nothing of it 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ from services.common.nats.embedded import EmbeddedNats
 from services.common.nats.identity import identity_options
 from services.common.nats.permissions import Role, bound_streams, inbox_prefix, user_name
 from services.common.nats.server_auth import render_authorization
+from services.dispatcher.fold.partitions import declare_fold_stream
+from services.dispatcher.fold.source_watch import leader_elected
 from tests.support.nats_deploy import role_passwords
 
 NS = Namespace("rp")
@@ -246,3 +249,17 @@ def test_the_servers_config_holds_the_roles_users_only(secured: EmbeddedNats) ->
     text = Path(secured.config_path).read_text()
     assert sorted(re.findall(r'user: "([^"]+)"', text)) == sorted(user_name(NS, role) for role in PASSWORDS)
     assert secured.config_path.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.usefixtures("declared")
+async def test_the_dispatcher_may_restart_the_folds_source_and_no_other_stream(connect_as: ConnectAs) -> None:
+    """Its source watch (services/dispatcher/fold/source_watch.py) hears both streams' leader elections and
+    has ``JOBS_FOLD``'s leader step down; JOBS' it may not."""
+    dispatcher: RoleClient = await connect_as("dispatcher")
+    fold = await declare_fold_stream(dispatcher.js, NS, 2)
+    for stream in (fold, NS.stream(JOBS)):
+        await dispatcher.nc.subscribe(leader_elected(stream))
+    reply = await dispatcher.nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{fold}", b"", timeout=5)
+    assert json.loads(reply.data)["error"]["code"] != 403  # answered: a lone server has no one to step down to
+    assert dispatcher.errors.empty()  # neither subscription was refused
+    await dispatcher.publish_refused(f"$JS.API.STREAM.LEADER.STEPDOWN.{NS.stream(JOBS)}")
