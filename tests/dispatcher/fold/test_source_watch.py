@@ -4,8 +4,8 @@
 A source whose consumer could not be made (here: JOBS did not exist yet; after a fault: JOBS had no
 leader) is tried again after 10 s, then 20 s, … . Made 13 s after ``JOBS_FOLD``, JOBS had its first
 event sourced 27.6 s after it was made, without the watch. The pause of the node leading both
-streams stalls it the same way, but not every time (it did in 3 of 6 runs), so the test makes the
-back-off itself.
+streams stalls it the same way, but not every time (in some runs JOBS had its new leader before the
+first try), so the test makes the back-off itself.
 """
 
 from __future__ import annotations
