@@ -14,6 +14,7 @@ cannot reach NATS (Modal), so both paths see the same items.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from contracts.session_feed import (
 )
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.kv import last_seq, seq_before
+from services.common.nats.publish import until_answered
 from services.common.nats.quiet_watch import renew_on_reconnect
 
 log = logging.getLogger(__name__)
@@ -119,23 +121,32 @@ class NatsSessionFeed:
         joints, config, joints_backlog = None, None, None
         if self.robot_id is not None:
             joints = subjects.robot_joints(self.tenant, self.robot_id)
-            config = await self._joints_config(joints)
-            last = await last_seq(self.js, self.ns.stream(streams.TELEMETRY), joints)
+            config = await until_answered(lambda: self._joints_config(joints), "the session's joints floor")
+            telemetry = self.ns.stream(streams.TELEMETRY)
+            last = await until_answered(lambda: last_seq(self.js, telemetry, joints), "the session's last joints")
             joints_backlog = last if last > self._joints_floor else None  # stored, still to come
-        backlog = FeedBacklog(stream_seq=await self._last_frames_seq(subjects), joints_stream_seq=joints_backlog)
+        frames_seq = await until_answered(lambda: self._last_frames_seq(subjects), "the session's last frame")
+        backlog = FeedBacklog(stream_seq=frames_seq, joints_stream_seq=joints_backlog)
         self.on_item(backlog, None)
         if joints is not None and config is not None:
             self._subs.append(await self._ordered(joints, streams.TELEMETRY, self._on_joints, config))
 
     async def _ordered(self, subject: str, stream: str, cb: Any, config: ConsumerConfig) -> Any:
-        sub = await self.js.subscribe(
-            subject,
-            stream=self.ns.stream(stream),
-            cb=cb,
-            ordered_consumer=True,
-            config=config,
-            pending_bytes_limit=PENDING_BYTES,
-        )
+        """An ordered consumer of ``subject``, made again while JetStream is away for a moment (a cluster
+        electing its meta leader answers 10008: two sessions of the fault suite failed so, every attempt,
+        while a node was partitioned); each try with a copy of ``config`` (nats-py fills it in)."""
+
+        async def subscribe() -> Any:
+            return await self.js.subscribe(
+                subject,
+                stream=self.ns.stream(stream),
+                cb=cb,
+                ordered_consumer=True,
+                config=copy.copy(config),
+                pending_bytes_limit=PENDING_BYTES,
+            )
+
+        sub = await until_answered(subscribe, f"the session feed's consumer of {subject}")
         return renew_on_reconnect(sub)  # a restarted server lost it: read on at once, not after 10-20 s
 
     async def _last_frames_seq(self, subjects: Subjects) -> int:

@@ -28,7 +28,7 @@ from contracts.events.sessions import SessionStopRequestedPayload
 from contracts.ids import tenant_key
 from contracts.session_feed import ControlMessage, Pose, frame_headers
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.publish import publish_event
+from services.common.nats.publish import publish_event, until_answered
 
 PUBLISH_TIMEOUT_S = 10.0
 
@@ -44,8 +44,10 @@ class NatsSourcePublisher:
 
     @classmethod
     async def open(cls, js: JetStreamContext, ns: Namespace, entry: SessionEntry, source: str) -> NatsSourcePublisher:
-        """A publisher for the session ``entry`` names (KV ``sessions`` bound)."""
-        return cls(js, await js.key_value(ns.bucket(streams.KV_SESSIONS)), ns, entry, source)
+        """A publisher for the session ``entry`` names (KV ``sessions`` bound, again while JetStream is away
+        for a moment: a stream's info is refused with 10008 while the cluster elects its meta leader)."""
+        sessions = await until_answered(lambda: js.key_value(ns.bucket(streams.KV_SESSIONS)), "KV sessions")
+        return cls(js, sessions, ns, entry, source)
 
     async def published(self) -> int:
         """The last frame seq published for the session (0 before the first)."""

@@ -32,6 +32,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
 
 import nats.js.errors
 from nats.js import JetStreamContext
@@ -46,6 +47,7 @@ from services.common.observability.metric_labels import event_type_label
 from services.common.observability.metrics import EVENTS_PUBLISHED
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 RETRY_FOR_S = 20.0
 """How long a publish goes on trying while NATS is away (a leader election takes seconds)."""
 RETRY_DELAY_S = (0.05, 1.0)
@@ -139,16 +141,32 @@ async def until_stored(
     the next is then answered as a duplicate (or, while the first is still being replicated, with
     :data:`DUPLICATE_IN_PROCESS`, which is asked again too).
     """
+
+    def in_process(exc: Exception) -> bool:
+        return isinstance(exc, nats.js.errors.APIError) and exc.err_code == DUPLICATE_IN_PROCESS
+
+    return await until_answered(publish, f"publish to {subject}", retry_for_s, unavailable, in_process)
+
+
+async def until_answered(
+    call: Callable[[], Awaitable[T]],
+    what: str,
+    retry_for_s: float = RETRY_FOR_S,
+    unavailable: Callable[[], None] | None = None,
+    also_retried: Callable[[Exception], bool] = lambda exc: False,
+) -> T:
+    """``call()`` again while it fails with NATS away (or as ``also_retried`` says), for at most
+    ``retry_for_s``, with a growing pause; its answer. Only for a call that may be made again (a
+    publish with a ``Nats-Msg-Id``, a read, a consumer made anew)."""
     deadline, delay = time.monotonic() + retry_for_s, RETRY_DELAY_S[0]
     while True:
         try:
-            return await publish()
+            return await call()
         except Exception as exc:
-            in_process = isinstance(exc, nats.js.errors.APIError) and exc.err_code == DUPLICATE_IN_PROCESS
             if is_unavailable(exc) and unavailable is not None:
                 unavailable()
-            if not (is_unavailable(exc) or in_process) or time.monotonic() + delay > deadline:
+            if not (is_unavailable(exc) or also_retried(exc)) or time.monotonic() + delay > deadline:
                 raise
-            log.info("publish to %s retried: NATS unavailable (%s)", subject, type(exc).__name__)
+            log.info("%s retried: NATS unavailable (%s)", what, type(exc).__name__)
             await asyncio.sleep(delay)
             delay = min(RETRY_DELAY_S[1], delay * 2)
