@@ -13,10 +13,11 @@ once the source has been silent for :data:`STALLED_AFTER_S`. A healthy source se
 The watch looks only after a leader election of JOBS or ``JOBS_FOLD``, which their advisories
 announce (a source stalls on those), and at start. It then asks for ``JOBS_FOLD``'s info once every
 :data:`CHECK_EVERY_S` for :data:`WATCH_FOR_S`. At rest it sends nothing (issue 34: no INFO polling). It
-asks for at most one step-down every :data:`STEP_DOWN_EVERY_S`. Every replica watches. Before asking,
-a replica looks again a random moment later (up to a check) and asks only if the same leader still has
-not heard from its source, so one replica's step-down usually serves all of them; two close together
-cost one more election.
+asks for at most one step-down every :data:`STEP_DOWN_EVERY_S`, and only while JOBS has a leader (a new
+``JOBS_FOLD`` leader's first try would fail without one, and back off). Every replica watches. Before
+asking, a replica looks again a random moment later (up to a check) and asks only if the same leader
+still has not heard from its source, so one replica's step-down usually serves all of them; two close
+together cost one more election.
 """
 
 from __future__ import annotations
@@ -128,15 +129,18 @@ class SourceWatch:
         return (-1 if active is None else int(active)), leader
 
     async def _still_stalled(self, leader: str | None) -> bool:
-        """Whether, a random moment later, the same leader still has not heard from its source: every replica
-        watches, and the first one's step-down is enough (the new leader's source is heard within a second)."""
+        """Whether, a random moment later, the same leader still has not heard from its source (every replica
+        watches, and the first one's step-down is enough: the new leader's source is heard within a second),
+        and the source stream has a leader (a new fold leader's first try would fail, and back off, without)."""
         await asyncio.sleep(random.uniform(0.0, self.check_every_s))  # a spread, not a secret
         try:
             active_ns, now_leader = await self._source()
+            source = await self.nc.jetstream(timeout=self.check_every_s * 2).stream_info(self.source_stream)
         except Exception:  # noqa: BLE001 - not known: not asked this time
             return False
         heard = active_ns is not None and 0 <= active_ns < self.stalled_after_s * NANOS
-        return now_leader == leader and not heard
+        led = source.cluster is None or bool(source.cluster.leader)
+        return now_leader == leader and not heard and led
 
     async def _step_down(self, silent_s: float) -> None:
         log.warning("%s has not heard from its source %s for %.1f s; its leader is asked to step down, so that "
