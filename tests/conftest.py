@@ -6,6 +6,7 @@ buckets never meet another test's data on the shared server.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import uuid
@@ -63,8 +64,27 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
     """
     server = EmbeddedNats(tmp_path_factory.mktemp("nats"), sync_interval="2m")
     server.start()
+    asyncio.run(_keep_a_stream(server.url))
     yield server
     server.stop()
+
+
+KEPT_STREAM = "KEPT"
+"""A stream the session's server keeps for good. Deleting an account's last stream makes nats-server
+remove the account's store directory in the background ("cleanup directories after the stream" in
+its ``stream.go``), which can race a stream created just after. A fresh-clone ``make test`` failed
+that way once: "could not create storage directory" (10049) for a test's first stream after the
+previous test's namespace was deleted. With one stream always left, the directory stays."""
+
+
+async def _keep_a_stream(url: str) -> None:
+    import nats
+
+    client = await nats.connect(url, connect_timeout=5)
+    try:
+        await client.jetstream().add_stream(name=KEPT_STREAM, subjects=["kept.>"])
+    finally:
+        await client.close()
 
 
 @pytest.fixture
