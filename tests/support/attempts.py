@@ -11,8 +11,7 @@ from contracts.events.jobs import JobDispatchedPayload, JobRetryingPayload
 from contracts.events.registry import EventType, job_event_name, make_event
 from contracts.subjects import Subjects
 from services.common.nats.publish import publish_event
-
-TENANT = "acme"
+from tests.support.lap import TENANT
 
 
 async def dispatcher_event(
