@@ -30,7 +30,9 @@ held attempts follow their jobs' records as KV stores them, :mod:`services.dispa
 the retention sweep, the sweep for jobs whose ``job.created`` was never published (it reads what
 KV ``jobs`` stored since the last one: :class:`~services.dispatcher.scheduling.sweeper.CreatedSweeper`) and
 the fold's audit, which rewrites unmoving records that differ from their stream
-(:class:`~services.dispatcher.fold.audit.FoldAudit`; every replica runs it, compare-and-set keeps it safe).
+(:class:`~services.dispatcher.fold.audit.FoldAudit`; every replica runs it, compare-and-set keeps it safe), and
+the sweep that lets go of queue entries claimed by a ticket that is gone
+(:class:`~services.dispatcher.scheduling.stale_claims.StaleClaims`).
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ from services.dispatcher.scheduling.positions import Positions
 from services.dispatcher.scheduling.queue import QueueIndex
 from services.dispatcher.scheduling.run_times import RunTimes
 from services.dispatcher.scheduling.scheduler import Scheduler
+from services.dispatcher.scheduling.stale_claims import StaleClaims
 from services.dispatcher.scheduling.sweeper import CreatedSweeper
 from services.dispatcher.scheduling.tallies import Tallies
 from services.dispatcher.settings import DispatcherSettings
@@ -123,6 +126,7 @@ class Dispatcher:
         self.attempts: Attempts | None = None
         self.retention: Retention | None = None
         self.sweeper: CreatedSweeper | None = None
+        self.stale_claims: StaleClaims | None = None
         self.audit: FoldAudit | None = None
         self.guard: ConsumerGuard | None = None
         self.nats_watch: StuckServerWatch | None = None
@@ -180,6 +184,7 @@ class Dispatcher:
         hearing = Hearing(nc, s.subjects)
         self.attempts = Attempts(s, self.routes, backends, store, events, scheduler, records, hearing)
         self._top_up = lambda: scheduler.top_up(js, dispatch_stream, list(self.routes), events)
+        self.stale_claims = StaleClaims(js, dispatch_stream, queue, self.attempts.holding, s.claim_check_after_s)
         reactions = Reactions(store, events, uploads_kv, waits, self.routes, queue, positions)
         self.storage = self.storage or make_storage(s)
         self.retention = Retention(
@@ -226,6 +231,7 @@ class Dispatcher:
             sweeping("created-sweep", s.created_sweep_interval_s, self.sweep_created),
             sweeping("fold-audit", s.fold_audit_interval_s, self.audit.sweep),
             sweeping("queue-top-up", s.queue_sweep_interval_s, self._top_up),
+            sweeping("stale-claims", s.claim_check_interval_s, self.stale_claims.sweep),
             sweeping("tally-flush", s.tally_flush_interval_s, self.tallies.flush),
             *(asyncio.create_task(fold.run(), name=fold.durable) for fold in folds),
             *(asyncio.create_task(taker.run(), name=taker.durable) for taker in takers),
@@ -250,7 +256,9 @@ class Dispatcher:
         pool = self.pool.occupancy() if self.pool else None
         repaired = self.audit.repaired if self.audit else 0
         republished = self.sweeper.republished if self.sweeper else 0
-        return counters | {"created_republished": republished, "fold_repaired": repaired, "local_pool": pool}
+        released = self.stale_claims.released if self.stale_claims else 0
+        return counters | {"created_republished": republished, "fold_repaired": repaired, "claims_released": released,
+                           "local_pool": pool}  # fmt: skip
 
     async def stop(self, clock: StopClock | None = None) -> None:
         """Stop consuming, stop supervising (held tickets are adopted elsewhere), stop the pool; a slow

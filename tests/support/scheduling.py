@@ -39,6 +39,9 @@ class InstantBackend:
         self.canceled_calls: list[str] = []
         """The call ids :meth:`cancel_call` was asked to stop."""
         self.gate = asyncio.Event()
+        self.finish = asyncio.Event()
+        """Every run ends only once this is set (set from the start: a test may clear it)."""
+        self.finish.set()
         self.tasks: set[asyncio.Task[Outcome]] = set()
         self.reserving = 0
         """Reservations asked for so far (a test can wait until one waits at the gate)."""
@@ -77,6 +80,7 @@ class InstantBackend:
     async def _run(self, request: RunRequest) -> Outcome:
         if self.run_s > 0:
             await asyncio.sleep(self.run_s)
+        await self.finish.wait()
         event = make_event(
             EventType.JOB_SUCCEEDED, JobSucceededPayload(result={}), tenant=request.tenant, source="worker",
             job_id=request.job_id, kind=request.kind, attempt=request.attempt,

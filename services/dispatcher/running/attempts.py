@@ -98,8 +98,10 @@ class Attempts:
                 await self.records.stop(follower)
                 follower = await self.records.follow(ticket.tenant, ticket.job_id)
                 reading = asyncio.ensure_future(self.records.read(follower))
-            if ticket is None or (ticket.key, ticket.attempt) in self.held:
+            if ticket is None:
                 await msg.ack()
+            elif (held := self.held.get((ticket.key, ticket.attempt))) is not None:
+                await _held_again(held, msg)
             elif not await self._fill(ticket, decision, msg, follower, *(await reading)):
                 await self._drop(decision, msg)
         finally:
@@ -154,6 +156,10 @@ class Attempts:
         if decision.entry is not None:
             await self.scheduler.release(decision.entry, decision.revision)
         await msg.ack()
+
+    def holding(self) -> list[str]:
+        """The queue entry keys of the attempts this replica holds."""
+        return [entry_key(t.kind, t.tenant, t.job_id, t.attempt) for t in (h.ticket for h in self.held.values())]
 
     async def refresh(self) -> None:
         """Tell JetStream every held ticket is still being worked on (call every ack_wait/3), and read
@@ -381,3 +387,14 @@ def _discard(task: asyncio.Future[Any]) -> None:
     """Cancel ``task``, whose result is not wanted (an error it already had is not reported)."""
     task.cancel()
     task.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+
+async def _held_again(held: Held, msg: Msg) -> None:
+    """A ticket whose attempt this replica holds: a spare one is acked. The held ticket itself, delivered
+    again (its ack wait ran out while this replica could not say it still works on it), is kept: the new
+    delivery is the one acked when the attempt ends. Acked now, it would free the slot while the attempt
+    runs, and leave its queue entry claimed by a ticket gone from DISPATCH."""
+    if held.msg.metadata.sequence.stream == msg.metadata.sequence.stream:
+        held.msg = msg
+    else:
+        await msg.ack()

@@ -149,6 +149,16 @@ class QueueIndex:
         self._remember(claimed, new_revision)
         return claimed, new_revision
 
+    async def unclaim(self, entry: QueueEntry, revision: int) -> bool:
+        """Write ``entry`` back unclaimed if it is still at ``revision``; ``False`` when it moved on."""
+        unclaimed = entry.model_copy(update={"claimed_by": None})
+        try:
+            new_revision = await self.kv.update(entry.key, unclaimed.model_dump_json().encode(), last=revision)
+        except KeyWrongLastSequenceError:
+            return False
+        self._remember(unclaimed, new_revision)
+        return True
+
     async def until_due(self, key: str, within_s: float) -> bool:
         """Whether the entry ``key`` waits unclaimed in the mirror and is due within ``within_s``: waits for
         its write to come (the watch, or this replica's own) and then for its ``not_before``."""

@@ -129,7 +129,9 @@ def _job_problems(job_id: str, events: list[Stored], observed: Observed) -> list
     if record is None:
         problems.append(f"{job_id}: acknowledged (201) but no KV record")
     elif not record.terminal or not terminals:
-        problems.append(f"{job_id}: acknowledged (201) but not terminal (KV {record.status}, stream {terminals})")
+        detail = observed.kv_history.get(job_id, "")  # its queue entries
+        problems.append(f"{job_id}: acknowledged (201) but not terminal (KV {record.status}, stream {terminals}) "
+                        f"{detail}".rstrip())  # fmt: skip
     if len(terminals) > 1:
         ended = [f"{s.event.type} #{s.seq} a{s.event.attempt} by {s.event.source}" for s in events
                  if s.event.type in TERMINAL_JOB_EVENTS]  # fmt: skip

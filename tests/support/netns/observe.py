@@ -15,15 +15,17 @@ import functools
 import json
 
 from nats.aio.client import Client as NatsClient
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from bench.harness.fault_reads import Stored, retrying, stored_events, wait_terminal
 from bench.harness.receivers import Receiver
 from bench.harness.waiting import wait_for
 from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
-from contracts.streams import KV_JOBS
+from contracts.streams import DISPATCH, KV_DISPATCH_QUEUE, KV_JOBS
+from services.common.nats.kv import kv_entries
 from services.dispatcher.fold.records import fold
+from services.dispatcher.scheduling.queue import QueueEntry
 from tests.support.netns.checker import Observed
 from tests.support.netns.history import History
 from tests.support.netns.load import SseFollower
@@ -76,7 +78,30 @@ async def observe(nc: NatsClient, stack: NsStack, job_ids: list[str], receiver: 
     observed = Observed(stored, kv, folded, {j: got.get(j, []) for j in job_ids}, sse)
     for job_id in [j for j in stored if kv[j] is not None and kv[j] != folded[j]]:
         observed.kv_history[job_id] = await _revisions(nc, stack, stored[job_id][0].event.tenant, job_id)
+    for job_id in [j for j, record in kv.items() if stored[j] and not (record and record.terminal)]:
+        with contextlib.suppress(Exception):  # a report's detail: a read that fails leaves it out
+            queued = await _queue_entries(nc, stack, stored[job_id][0].event.tenant, job_id)
+            observed.kv_history[job_id] = f"{observed.kv_history.get(job_id, '')} {queued}".strip()
     return observed
+
+
+async def _queue_entries(nc: NatsClient, stack: NsStack, tenant: str, job_id: str) -> str:
+    """A job's KV ``dispatch_queue`` entries in brief (key, revision, claiming ticket and whether DISPATCH
+    still holds it), for the report of a job that did not end."""
+    js = nc.jetstream(timeout=10.0)
+    bucket = await retrying(lambda: js.key_value(stack.settings.ns.bucket(KV_DISPATCH_QUEUE)))
+    brief = []
+    for item in await retrying(functools.partial(kv_entries, bucket, f"*.{tenant}.{job_id}.*")):
+        entry = QueueEntry.model_validate_json(item.value or b"{}")
+        held = ""
+        if entry.claimed_by is not None:
+            try:
+                await js.get_msg(stack.settings.ns.stream(DISPATCH), entry.claimed_by)
+                held = " (in DISPATCH)"
+            except NotFoundError:
+                held = " (gone from DISPATCH)"
+        brief.append(f"{item.key} r{item.revision} claimed_by={entry.claimed_by}{held}")
+    return "[queue entries " + (", ".join(brief) or "none") + "]"
 
 
 async def _revisions(nc: NatsClient, stack: NsStack, tenant: str, job_id: str) -> str:
