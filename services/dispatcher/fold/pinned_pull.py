@@ -44,6 +44,7 @@ RECONNECT_CHECK_S = 1.0
 """How often a wait on a request looks for a reconnect, which ends it (a quiet partition's lasts 30 s)."""
 STATUS_GRACE_S = 5.0
 """How long after its expiry a request's status may still come before it is presumed gone."""
+LEADER_ELECTED = "$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.{stream}.{durable}"
 
 
 class PinnedPullError(RuntimeError):
@@ -132,6 +133,11 @@ class PinnedPull:
     its ``batch``; the next is sent when one is wanted. To let go of the pin the caller stops asking
     for more (``batch(..., more=False)``) until nothing is in flight (:attr:`idle`), then unpins: no
     message of this client's can come after that.
+
+    A new leader of the consumer (its advisory) tells its predecessor's waiting requests so (409) only
+    when it had heard of them, which a request sent while the cluster was split or a node paused may
+    miss: then nothing came for a request's whole life (30 s) after the fault healed. So an election
+    makes the open request uncertain at once, as an overdue one is, and the next one is sent.
     """
 
     def __init__(self, nc: NatsClient, consumer: PinnedConsumer) -> None:
@@ -142,6 +148,9 @@ class PinnedPull:
         self.pulls = 0
         """Pull requests sent so far."""
         self._sub: Subscription | None = None
+        self._elected: Subscription | None = None
+        self.elections = 0
+        """Leader elections of the consumer heard so far (each ends the requests sent before it)."""
         self._pin: str | None = None
         self._open: _Request | None = None
         self._ready: deque[Msg] = deque()
@@ -158,6 +167,12 @@ class PinnedPull:
         """Open the inbox."""
         if self._sub is None:
             self._sub = await self.nc.subscribe(f"{self._inbox}.*", cb=self._on_msg)
+        if self._elected is None:
+            subject = LEADER_ELECTED.format(stream=self.consumer.stream, durable=self.consumer.durable)
+            self._elected = await self.nc.subscribe(subject, cb=self._on_elected)
+
+    async def _on_elected(self, msg: Msg) -> None:
+        self.elections += 1
 
     async def _on_msg(self, msg: Msg) -> None:
         try:
@@ -167,10 +182,11 @@ class PinnedPull:
 
     async def close(self) -> None:
         """Close the inbox (what it still holds is redelivered after the ack wait)."""
-        sub, self._sub = self._sub, None
-        if sub is not None:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        subs, self._sub, self._elected = (self._sub, self._elected), None, None
+        for sub in subs:
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
 
     @property
     def requesting(self) -> bool:
@@ -212,6 +228,9 @@ class PinnedPull:
             assert self._open is not None
             if self._open.reconnects != self._reconnects():  # the server dropped it with the old connection
                 self._open = None
+                continue
+            if self._open.elections != self.elections:  # sent to a former leader: it may never end
+                self._give_up_waiting(loop.time(), force=True, why="the consumer has a new leader")
                 continue
             now = loop.time()
             left = min(give_up, self._open.presumed_gone_at) - now
@@ -281,7 +300,7 @@ class PinnedPull:
         }
         self.pulls += 1
         loop = asyncio.get_running_loop()
-        self._open = _Request(reply, size, loop.time() + expires_s + STATUS_GRACE_S, self._reconnects())
+        self._open = _Request(reply, size, loop.time() + expires_s + STATUS_GRACE_S, self._reconnects(), self.elections)
         await self.nc.publish(self._next, json.dumps(body).encode(), reply=reply)
 
     def _take(self, msg: Msg) -> None:
@@ -312,7 +331,7 @@ class PinnedPull:
         elif status not in ("404", "408", "409"):
             log.warning("%s: a pull ended with %s %s", self.consumer.durable, status, headers)
 
-    def _give_up_waiting(self, now: float, force: bool = False) -> None:
+    def _give_up_waiting(self, now: float, force: bool = False, why: str = "a pull's end is overdue") -> None:
         """Forget the open request once its status is overdue (or ``force``): gone with a reconnect
         (the server dropped it with the old connection), else presumed gone but uncertain (not
         :attr:`idle` until a reconnect or the pin moving on)."""
@@ -321,8 +340,8 @@ class PinnedPull:
             return
         if self._reconnects() == request.reconnects:
             request.unsure_until = now + self.consumer.pin_timeout_s
-            log.warning("%s: a pull's end is overdue; the pin is kept until its status comes or for %g s",
-                        self.consumer.durable, self.consumer.pin_timeout_s)  # fmt: skip
+            log.warning("%s: %s; the pin is kept until the pull's status comes or for %g s",
+                        self.consumer.durable, why, self.consumer.pin_timeout_s)  # fmt: skip
             self._uncertain = request
         self._open = None
 
@@ -354,11 +373,12 @@ def first_deliveries(msgs: list[Msg]) -> bool:
 @dataclass(slots=True)
 class _Request:
     """A pull request: its reply subject, how many messages it may still deliver, when its status is
-    overdue, and the connection's reconnect count when it was sent."""
+    overdue, and the connection's reconnect count and the consumer's elections when it was sent."""
 
     reply: str
     left: int
     presumed_gone_at: float
     reconnects: int
+    elections: int = 0
     unsure_until: float = 0.0
     """Once given up on without its status: when it is taken for gone whatever comes."""
