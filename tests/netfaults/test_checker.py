@@ -22,7 +22,7 @@ from contracts.events.jobs import (
 from contracts.events.registry import EventType
 from services.dispatcher.fold.records import fold, route_pricing
 from tests.support.events import job_event, job_spec
-from tests.support.netns.checker import Observed, check
+from tests.support.netns.checker import Observed, check, slowest
 from tests.support.netns.history import History
 
 pytestmark = pytest.mark.netfaults
@@ -127,3 +127,16 @@ def test_two_attempts_alive_at_once_fail_the_check_and_late_stored_writes_only_c
     assert any(p.startswith(f"{overlapping}: attempt 1 still ran") for p in report.problems)
     assert not any(p.startswith(f"{stale}: attempt 1 still ran") for p in report.problems)
     assert report.stale_events == 2  # one late-stored event of attempt 1 in each job
+
+
+def test_the_slowest_job_is_named_with_its_events_times_from_the_heal() -> None:
+    history, observed = run(jobs=3)
+    history.mark("heal")
+    late = sorted(observed.stored)[1]
+    events = observed.stored[late]
+    heal_at = events[0].event.time.timestamp()
+    events[-1] = Stored(events[-1].seq, events[-1].event.model_copy(update={"time": events[0].event.time
+                                                                              + timedelta(seconds=30)}))  # fmt: skip
+    line = slowest(history, PHASE, observed, heal_at)
+    assert line.startswith(f"slowest: {late} (created +0.0, ")
+    assert line.endswith("succeeded +30.0 s from the heal)")

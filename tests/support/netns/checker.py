@@ -231,3 +231,19 @@ def record_diff(record: JobRecord, folded: JobRecord | None, width: int = 160) -
     ours, theirs = record.model_dump(mode="json"), folded.model_dump(mode="json")
     names = [n for n in ours if ours.get(n) != theirs.get(n)]
     return "; ".join(f"{n}: {str(ours.get(n))[:width]} → {str(theirs.get(n))[:width]}" for n in names)
+
+
+def slowest(history: History, phase: str, observed: Observed, heal_at: float) -> str:
+    """The acknowledged job of ``phase`` submitted before its heal that ended last, with when each of its
+    events was made, in seconds from the heal (``heal_at``, wall clock; the publishers' clocks): where a
+    long recovery went."""
+    healed = history.marks[f"{phase}:heal"]
+    before = {str(op.value) for op in history.of("submit", phase) if op.outcome == "ok" and op.invoked <= healed}
+    stored = observed.stored
+    ends = {job: events[-1].event.time.timestamp() for job, events in stored.items() if job in before and events}
+    if not ends:
+        return "slowest: none"
+    job = max(ends, key=lambda j: ends[j])
+    steps = ", ".join(f"{s.event.type.removeprefix('job.')} {s.event.time.timestamp() - heal_at:+.1f}"
+                      for s in stored[job])  # fmt: skip
+    return f"slowest: {job} ({steps} s from the heal)"

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import inspect
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from bench.harness.service_processes import ROOT
 from bench.harness.waiting import wait_for
 from services.common.nats.cluster import wait_current, wait_jetstream
 from tests.support.nats_deploy import role_passwords
-from tests.support.netns.checker import Report, check
+from tests.support.netns.checker import Report, check, slowest
 from tests.support.netns.commands import ip
 from tests.support.netns.faults import NetFaults
 from tests.support.netns.history import History
@@ -44,6 +45,8 @@ NATS_HOSTS = ["n1", "n2", "n3"]
 PRE_S, POST_S = 2.0, 2.0
 HEALTHY_S = 90.0
 SETTLE_S = 120.0
+SLOW_RECOVERY_S = 10.0
+"""A phase that took longer to recover names its slowest job and when each of its events was made."""
 SESSIONS = 2
 HOOK = "/hook"
 Step = Callable[[], Awaitable[None] | None]
@@ -102,6 +105,7 @@ class Deployment:
         await asyncio.sleep(fault.duration_s)  # the fault lasts this long, under load
         await _call(fault.heal)
         history.mark("heal")
+        heal_at = time.time()
         recovery = asyncio.create_task(recovered(self.nc, self.stack, history, name, SETTLE_S))
         await asyncio.sleep(POST_S)  # load after the heal
         stop.set()
@@ -113,11 +117,12 @@ class Deployment:
         observed = await observe(self.nc, self.stack, jobs, self.receiver, HOOK, clients.followers, SETTLE_S)
         report = check(history, name, observed)
         report.recover_s = recover_s
+        slow = [slowest(history, name, observed, heal_at)] if recover_s > SLOW_RECOVERY_S else []
         endings = [
             f"{op.process}: {_ending(op.value, op.outcome)} (its worker ran on {workers.get(op.key, '?')})"
             for op in history.of("session", name)
         ]  # fmt: skip
-        print(report.line(), *endings, *report.problems[:20], sep="\n  ")
+        print(report.line(), *endings, *slow, *report.problems[:20], sep="\n  ")
         return report
 
     def session_hosts(self, phase: str) -> dict[str, str]:
