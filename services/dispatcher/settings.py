@@ -95,11 +95,11 @@ class DispatcherSettings(BaseServiceSettings):
         default=0.5, gt=0, description="How often a replica gives due queued jobs that lack a dispatch ticket one."
     )
     claim_check_after_s: float = Field(
-        default=60.0, gt=0,
-        description="A queue entry claimed this long is checked against DISPATCH (then as often): one whose ticket "
-        "is gone is let go, to get a ticket again.",
+        default=10.0, gt=0,
+        description="A queue entry claimed this long is checked against DISPATCH (then after twice as long each "
+        "time, up to 10 minutes): one whose ticket is gone is let go, to get a ticket again.",
     )  # fmt: skip
-    claim_check_interval_s: float = Field(default=15.0, gt=0, description="How often claims are looked at.")
+    claim_check_interval_s: float = Field(default=5.0, gt=0, description="How often claims are looked at.")
     tenant_weight_default: float = Field(default=1.0, gt=0, description="The weight of a tenant not in tenant_weights.")
     queue_position_top: int = Field(
         default=10, ge=0, le=1000,

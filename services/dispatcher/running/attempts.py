@@ -99,10 +99,17 @@ class Attempts:
                 follower = await self.records.follow(ticket.tenant, ticket.job_id)
                 reading = asyncio.ensure_future(self.records.read(follower))
             if ticket is None:
+                if (meta.num_delivered or 1) > 1:  # rare (after a fault): said, so a claim it leaves can be traced
+                    log.warning("ticket %d (delivery %d) found no attempt to claim; acked",
+                                meta.sequence.stream, meta.num_delivered)  # fmt: skip
                 await msg.ack()
             elif (held := self.held.get((ticket.key, ticket.attempt))) is not None:
                 await _held_again(held, msg)
-            elif not await self._fill(ticket, decision, msg, follower, *(await reading)):
+            elif not await self._fill(ticket, decision, msg, follower, *(record := await reading)):
+                if not decision.fresh:
+                    log.warning("ticket %d (delivery %d): attempt %d is not run (its record: %s); its entry is dropped",
+                                meta.sequence.stream, meta.num_delivered, ticket.attempt,
+                                record[0].status if record[0] else "none", extra={"job_id": ticket.job_id})  # fmt: skip
                 await self._drop(decision, msg)
         finally:
             _discard(reading)
@@ -153,8 +160,9 @@ class Attempts:
 
     async def _drop(self, decision: Decision, msg: Msg) -> None:
         """Nothing to run for this claim: drop its entry, free the slot."""
-        if decision.entry is not None:
-            await self.scheduler.release(decision.entry, decision.revision)
+        if decision.entry is not None and not await self.scheduler.release(decision.entry, decision.revision):
+            log.warning("queue entry %s moved on from revision %d before it was dropped", decision.entry.key,
+                        decision.revision, extra={"job_id": decision.entry.job_id})  # fmt: skip
         await msg.ack()
 
     def holding(self) -> list[str]:

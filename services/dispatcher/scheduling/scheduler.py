@@ -140,9 +140,10 @@ class Scheduler:
         if entry is not None:
             self.tallies.add(entry, seconds, succeeded)
 
-    async def release(self, entry: QueueEntry, revision: int) -> None:
-        """The attempt ended (or was stale): drop its entry (only the one this token claimed)."""
-        await self.queue.remove(entry.key, revision)
+    async def release(self, entry: QueueEntry, revision: int) -> bool:
+        """The attempt ended (or was stale): drop its entry (only the one this token claimed); ``False``
+        when the entry moved on from ``revision``."""
+        return await self.queue.remove(entry.key, revision)
 
     def _waiting(self, kind: str) -> bool:
         return bool(self.queue.lines.tenants(kind))

@@ -74,19 +74,28 @@ async def test_only_due_claims_whose_ticket_is_gone_and_not_held_here_are_let_go
     alive, gone, mine = _entry(new_id("job"), ticket), _entry(new_id("job"), GONE), _entry(new_id("job"), GONE)
     for entry in (alive, gone, mine):
         assert await queue.enqueue(entry)
-    counting = CountingGets(js)
-    claims = StaleClaims(counting, stream, queue, lambda: [mine.key], after_s=60.0)  # type: ignore[arg-type]
+    counting, now = CountingGets(js), [0.0]
+    claims = StaleClaims(counting, stream, queue, lambda: [mine.key], after_s=10.0, clock=lambda: now[0])  # type: ignore[arg-type]
     assert await claims.sweep() == []
-    assert counting.gets == 0  # no claim has been seen for 60 s yet
-    claims.after_s = 0.0
-    claims.due = dict.fromkeys(claims.due, 0.0)
+    assert counting.gets == 0  # no claim has been seen for 10 s yet
+    now[0] = 10.0
     assert await claims.sweep() == [gone.key]
     assert counting.gets == 2  # the one held here is not asked about
     assert QueueEntry.model_validate_json((await kv.get(gone.key)).value or b"").claimed_by is None
     assert QueueEntry.model_validate_json((await kv.get(alive.key)).value or b"").claimed_by == ticket
     assert QueueEntry.model_validate_json((await kv.get(mine.key)).value or b"").claimed_by == GONE
+    now[0] = 29.0  # a claim found held is looked at again after twice as long: 20 s, then 40 s
+    assert await claims.sweep() == []
+    assert counting.gets == 2
+    now[0] = 30.0
+    assert await claims.sweep() == []
+    assert counting.gets == 3
     await js.delete_msg(stream, ticket)  # its holder acked it without dropping the entry
+    now[0] = 69.0
+    assert await claims.sweep() == []
+    now[0] = 70.0
     assert await claims.sweep() == [alive.key]
+    assert counting.gets == 4
     assert claims.released == 2
 
 
