@@ -37,7 +37,8 @@ async def test_a_request_left_with_a_paused_leader_is_replaced_once_another_lead
         await consumer.ensure(admin)
         await wait_current(js, ["FOLDS"])
         info = await js.consumer_info("FOLDS", "fold-0")
-        assert info.cluster is not None and info.cluster.leader
+        assert info.cluster is not None
+        assert info.cluster.leader
         paused = cluster.node(info.cluster.leader)
         others = [node for node in cluster.nodes if node is not paused]
         await admin.close()
