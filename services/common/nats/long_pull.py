@@ -6,7 +6,10 @@ wait for it: :meth:`PullInbox.end` ends the open request at once by taking away 
 (the server skips and drops a waiting request nobody listens to), then a round trip brings whatever the
 server had sent before that, so the caller can give it back (nak) rather than lose it until its ack
 wait. A request lost with a connection is noticed at the reconnect (checked every
-:data:`CHECK_S`, locally, with no message), not at its expiry. nats-py (2.16) offers neither, so the
+:data:`CHECK_S`, locally, with no message), not at its expiry; so is one lost with the consumer's leader
+(its ``LEADER_ELECTED`` advisory): a leader that steps down drops its waiting requests silently, and the
+new one answers 409 only to those it heard of, which a request sent while the cluster was split or the
+leader paused may not be (``-m netfaults`` tickets waited out the 30 s). nats-py (2.16) offers neither, so the
 requests are the JetStream API's own JSON (``CONSUMER.MSG.NEXT``) and the messages nats-py's own.
 """
 
@@ -31,6 +34,8 @@ CHECK_S = 1.0
 STATUS_GRACE_S = 5.0
 """How long after its expiry a request's status may still come before it is presumed gone."""
 NANOS = 1_000_000_000
+LEADER_ELECTED = "$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.{stream}.{durable}"
+"""The advisory of a consumer's new leader: a request sent before it may never end."""
 
 
 class PullInbox:
@@ -111,10 +116,15 @@ class LongPull:
     ) -> None:
         self.inbox = PullInbox(nc, stream, durable, bound=batch + 64)
         self.batch, self.expires_s = batch, expires_s
+        self._elected_subject = LEADER_ELECTED.format(stream=stream, durable=durable)
+        self._elected: Subscription | None = None
+        self.elections = 0
+        """Leader elections of the consumer heard so far."""
         self._open: str | None = None
         self._left = 0
         self._gone_at = 0.0
         self._reconnects = 0
+        self._elections = 0
 
     async def next(self) -> Msg:
         """The next message of the consumer."""
@@ -123,9 +133,11 @@ class LongPull:
     async def take(self, most: int) -> list[Msg]:
         """The next message, and with it those that came along (``most`` in all)."""
         loop = asyncio.get_running_loop()
+        if self._elected is None:
+            self._elected = await self.inbox.nc.subscribe(self._elected_subject, cb=self._on_elected)
         while True:
             if self._open is None:
-                self._reconnects = self.inbox.reconnects()
+                self._reconnects, self._elections = self.inbox.reconnects(), self.elections
                 self._gone_at = loop.time() + self.expires_s + STATUS_GRACE_S
                 self._left = self.batch
                 body = {"batch": self.batch, "expires": int(self.expires_s * NANOS)}
@@ -134,8 +146,12 @@ class LongPull:
                 async with asyncio.timeout(CHECK_S):
                     msg = await self.inbox.received.get()
             except TimeoutError:
-                if self.inbox.reconnects() != self._reconnects or loop.time() >= self._gone_at:
-                    self._open = None  # lost with the connection, or its status is overdue
+                if (
+                    self.inbox.reconnects() != self._reconnects
+                    or self.elections != self._elections
+                    or loop.time() >= self._gone_at
+                ):
+                    self._open = None  # lost with the connection or the consumer's leader, or its status is overdue
                 continue
             if self._delivered(msg):
                 taken = [msg]
@@ -162,7 +178,14 @@ class LongPull:
             raise PullEnded(self.inbox.durable, status, headers.get("Description", ""))
         return False
 
+    async def _on_elected(self, msg: Msg) -> None:
+        self.elections += 1
+
     async def close(self) -> list[Msg]:
         """End the open request; the deliveries it brought that :meth:`take` did not hand out."""
         self._open = None
+        elected, self._elected = self._elected, None
+        if elected is not None:
+            with contextlib.suppress(Exception):
+                await elected.unsubscribe()
         return [msg for msg in await self.inbox.end() if not (msg.headers or {}).get("Status")]

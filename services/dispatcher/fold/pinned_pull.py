@@ -30,6 +30,7 @@ from nats.aio.subscription import Subscription
 
 from services.common.event_loop import get_within
 from services.common.nats.connection import is_unavailable
+from services.common.nats.long_pull import LEADER_ELECTED
 
 log = logging.getLogger(__name__)
 API = "$JS.API"
@@ -44,7 +45,6 @@ RECONNECT_CHECK_S = 1.0
 """How often a wait on a request looks for a reconnect, which ends it (a quiet partition's lasts 30 s)."""
 STATUS_GRACE_S = 5.0
 """How long after its expiry a request's status may still come before it is presumed gone."""
-LEADER_ELECTED = "$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.{stream}.{durable}"
 
 
 class PinnedPullError(RuntimeError):
