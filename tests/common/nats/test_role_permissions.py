@@ -27,12 +27,13 @@ from nats.js.errors import NoKeysError
 from nats.js.kv import KeyValue
 
 from contracts.ids import tenant_key
-from contracts.streams import JOBS, KV_APIKEYS, KV_JOBS, KV_UPLOADS, KV_WEBHOOKS, declarations
+from contracts.streams import DISPATCH, JOBS, JOBS_FOLD, KV_APIKEYS, KV_JOBS, KV_UPLOADS, KV_WEBHOOKS, declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.config import BaseServiceSettings
 from services.common.nats.connection import NotDeclaredError, apply_declarations, check_declarations, declare_all
 from services.common.nats.embedded import EmbeddedNats
 from services.common.nats.identity import identity_options
+from services.common.nats.long_pull import LEADER_ELECTED
 from services.common.nats.permissions import Role, bound_streams, inbox_prefix, user_name
 from services.common.nats.server_auth import render_authorization
 from services.dispatcher.fold.partitions import declare_fold_stream
@@ -263,3 +264,20 @@ async def test_the_dispatcher_may_restart_the_folds_source_and_no_other_stream(c
     assert json.loads(reply.data)["error"]["code"] != 403  # answered: a lone server has no one to step down to
     assert dispatcher.errors.empty()  # neither subscription was refused
     await dispatcher.publish_refused(f"$JS.API.STREAM.LEADER.STEPDOWN.{NS.stream(JOBS)}")
+
+
+async def test_pullers_may_hear_their_consumers_elections(connect_as: ConnectAs) -> None:
+    """The long pulls (dispatch tickets, the webhook fan-out) and the fold's pinned pulls follow their
+    consumer's leader elections (services/common/nats/long_pull.py); another stream's they may not."""
+    dispatcher: RoleClient = await connect_as("dispatcher")
+    notifier: RoleClient = await connect_as("notifier")
+    for client, stream, durable in (
+        (dispatcher, NS.stream(DISPATCH), "dispatch-pose"),
+        (dispatcher, NS.stream(JOBS_FOLD), "dispatcher-fold-0"),
+        (notifier, NS.stream(JOBS), "notifier_fanout"),
+    ):
+        await client.nc.subscribe(LEADER_ELECTED.format(stream=stream, durable=durable))
+        await client.nc.flush()
+    assert dispatcher.errors.empty()
+    assert notifier.errors.empty()
+    await notifier.subscribe_refused(LEADER_ELECTED.format(stream=NS.stream(DISPATCH), durable="dispatch-pose"))
