@@ -105,7 +105,9 @@ async def test_a_held_ticket_delivered_again_is_kept_until_its_attempt_ends(
 ) -> None:  # fmt: skip
     instant.gate.set()
     instant.finish.clear()
-    dispatcher = await start_dispatcher({"pose": local_route("noop")}, {"local": instant}, ticket_ack_wait_s=0.5)
+    dispatcher = await start_dispatcher(  # a run this backend holds sends no heartbeat: never silent here
+        {"pose": local_route("noop")}, {"local": instant}, ticket_ack_wait_s=0.5, heartbeat_interval_s=30.0
+    )
     next(task for task in dispatcher._tasks if task.get_name() == "keep-tickets").cancel()  # no in_progress
     job_id = await submit(js, jobs_kv, subjects, POSE)
     await wait_record(jobs_kv, job_id, lambda r: r.status in (S.DISPATCHED, S.RUNNING))
