@@ -140,3 +140,18 @@ def test_the_slowest_job_is_named_with_its_events_times_from_the_heal() -> None:
     line = slowest(history, PHASE, observed, heal_at)
     assert line.startswith(f"slowest: {late} (created +0.0, ")
     assert line.endswith("succeeded +30.0 s from the heal)")
+
+
+def test_a_job_that_did_not_end_is_reported_with_its_queue_entries() -> None:
+    history, observed = run(jobs=2)
+    stuck = sorted(observed.stored)[0]
+    del observed.stored[stuck][2:]  # created and queued only
+    observed.kv[stuck] = observed.folded[stuck] = fold((s.event for s in observed.stored[stuck]), PRICING)
+    observed.queue_entries[stuck] = "[queue entries pose.acme.x.1 r7 claimed_by=113 (gone from DISPATCH)]"
+    report = check(history, PHASE, observed)
+    assert report.lost == 1
+    assert any(
+        p.startswith(f"{stuck}: acknowledged (201) but not terminal (KV queued, stream [])")
+        and p.endswith("claimed_by=113 (gone from DISPATCH)]")
+        for p in report.problems
+    ), report.problems

@@ -50,6 +50,8 @@ class Observed:
     """Each job's SSE reader: the seqs it read, in order, and whether it read the terminal event."""
     kv_history: dict[str, str] = field(default_factory=dict)
     """For a job whose KV record is not the fold of its events: every revision of the record, in brief."""
+    queue_entries: dict[str, str] = field(default_factory=dict)
+    """For a job that did not end: its KV ``dispatch_queue`` entries, in brief."""
 
 
 @dataclass
@@ -129,9 +131,8 @@ def _job_problems(job_id: str, events: list[Stored], observed: Observed) -> list
     if record is None:
         problems.append(f"{job_id}: acknowledged (201) but no KV record")
     elif not record.terminal or not terminals:
-        detail = observed.kv_history.get(job_id, "")  # its queue entries
         problems.append(f"{job_id}: acknowledged (201) but not terminal (KV {record.status}, stream {terminals}) "
-                        f"{detail}".rstrip())  # fmt: skip
+                        f"{observed.queue_entries.get(job_id, '')}".rstrip())  # fmt: skip
     if len(terminals) > 1:
         ended = [f"{s.event.type} #{s.seq} a{s.event.attempt} by {s.event.source}" for s in events
                  if s.event.type in TERMINAL_JOB_EVENTS]  # fmt: skip

@@ -80,8 +80,7 @@ async def observe(nc: NatsClient, stack: NsStack, job_ids: list[str], receiver: 
         observed.kv_history[job_id] = await _revisions(nc, stack, stored[job_id][0].event.tenant, job_id)
     for job_id in [j for j, record in kv.items() if stored[j] and not (record and record.terminal)]:
         with contextlib.suppress(Exception):  # a report's detail: a read that fails leaves it out
-            queued = await _queue_entries(nc, stack, stored[job_id][0].event.tenant, job_id)
-            observed.kv_history[job_id] = f"{observed.kv_history.get(job_id, '')} {queued}".strip()
+            observed.queue_entries[job_id] = await _queue_entries(nc, stack, stored[job_id][0].event.tenant, job_id)
     return observed
 
 
