@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
+import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
@@ -78,8 +79,6 @@ previous test's namespace was deleted. With one stream always left, the director
 
 
 async def _keep_a_stream(url: str) -> None:
-    import nats
-
     client = await nats.connect(url, connect_timeout=5)
     try:
         await client.jetstream().add_stream(name=KEPT_STREAM, subjects=["kept.>"])
