@@ -30,7 +30,9 @@ whoever publishes it: the worker, the dispatcher (a timeout, a silence, a pipeli
 fold (an unroutable job). So the first ending stored ends the attempt and, within the duplicate
 window, a later one is answered as a duplicate and not stored: a worker whose ``job.succeeded`` was
 still on its way when the dispatcher gave its attempt up (``job.retrying``) does not end the job a
-second time once the next attempt succeeds.
+second time once the next attempt succeeds. A ``job.canceled`` ends an attempt too (the one running,
+or the one queued that will not run) and is published so, and only while the job has no
+``job.canceled`` yet: a cancel racing a run's end stores one of them.
 
 The platform's ids never start with ``w-``; every id a worker may use is
 ``w-{job}-a{attempt}-{suffix}`` (:func:`worker_event_id`), and the gateway's ingest route refuses

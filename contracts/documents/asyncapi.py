@@ -54,6 +54,11 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
 def _msg_id_doc(event: EventType) -> str:
     if event in ATTEMPT_ENDINGS:
         return "end-{job}-a{attempt} (dedup: one ending per attempt, the worker's or the dispatcher's)."
+    if event is EventType.JOB_CANCELED:
+        return (
+            "end-{job}-a{attempt} of the attempt it ends (dedup against that attempt's other endings); "
+            "stored once per job (Nats-Expected-Last-Subject-Sequence 0 on its own subject)."
+        )
     return "The envelope id (dedup)."
 
 

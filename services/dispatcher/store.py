@@ -18,14 +18,14 @@ import time
 from datetime import datetime
 
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.errors import APIError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts import streams
 from contracts.envelope import EventEnvelope, utc_now
-from contracts.event_ids import attempt_event_id, failed_event_id, ticket_msg_id
-from contracts.events.jobs import JobDispatchedPayload, JobFailedPayload
+from contracts.event_ids import attempt_end_msg_id, attempt_event_id, canceled_event_id, failed_event_id, ticket_msg_id
+from contracts.events.jobs import JobCanceledPayload, JobDispatchedPayload, JobFailedPayload
 from contracts.events.registry import ATTEMPT_ENDINGS, EventType, job_created_event, job_event_name, make_event
 from contracts.ids import ResourceId, TenantId, tenant_key
 from contracts.job_record import JobRecord
@@ -33,7 +33,7 @@ from contracts.record_repair import INVALID_RECORD, UnreadableRecordError, faile
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.kv import kv_write
-from services.common.nats.publish import publish_event
+from services.common.nats.publish import WRONG_LAST_SEQUENCE, fence_headers, publish_event
 from services.common.observability import tracing
 from services.dispatcher.fold.records import Pricing, apply, no_pricing
 
@@ -169,6 +169,32 @@ class JobEvents:
         subject = self.subjects.job_event(record.tenant, record.id, job_event_name(type_))
         ack = await publish_event(self.js, subject, event, msg_id=msg_id)
         if ack.duplicate and type_ in ATTEMPT_ENDINGS:
+            return EventEnvelope.from_json_bytes((await self.js.get_msg(self.ns.stream(JOBS), ack.seq)).data or b"{}")
+        return event
+
+    async def publish_canceled(
+        self, record: JobRecord, payload: JobCanceledPayload, ends: int, attempt: int | None = None
+    ) -> EventEnvelope:
+        """Publish the job's ``job.canceled``, which ends attempt ``ends`` (the one running, or the one
+        queued that will not run); the job's ending stored. Stored once per job, whoever cancels: only
+        while the job has no ``job.canceled`` (fenced on its subject, with no time limit), and with that
+        attempt's ending ``Nats-Msg-Id``, so a worker's ending stored first wins (and is handed back)
+        and one arriving after is dropped as a duplicate: a cancel racing a run's end is one ending.
+        ``attempt``: the event's (default: the record's)."""
+        subject = self.subjects.job_event(record.tenant, record.id, "canceled")
+        event = make_event(
+            EventType.JOB_CANCELED, payload, tenant=record.tenant, source=self.source, job_id=record.id,
+            kind=record.kind, attempt=attempt or record.attempt, event_id=canceled_event_id(record.id),
+        )  # fmt: skip
+        try:
+            ack = await publish_event(
+                self.js, subject, event, msg_id=attempt_end_msg_id(record.id, ends), headers=fence_headers(subject, 0)
+            )
+        except APIError as exc:
+            if exc.err_code != WRONG_LAST_SEQUENCE:
+                raise
+            return await self.last(record, "canceled") or event  # canceled before (a retried publish: by us)
+        if ack.duplicate:  # the attempt's ending, stored first
             return EventEnvelope.from_json_bytes((await self.js.get_msg(self.ns.stream(JOBS), ack.seq)).data or b"{}")
         return event
 

@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from contracts.api.uploads import UploadRecord, UploadStatus
 from contracts.envelope import EventEnvelope
-from contracts.event_ids import canceled_event_id, failed_event_id, queued_event_id
+from contracts.event_ids import failed_event_id, queued_event_id
 from contracts.events import jobs as je
 from contracts.events.registry import EventType, parse_payload_as
 from contracts.ids import tenant_key
@@ -92,8 +92,8 @@ class Reactions:
                 await self.enqueue(record, record.attempt + 1, delay)
             case EventType.JOB_CANCEL_REQUESTED if record.status in (_S.CREATED, _S.QUEUED, _S.RETRYING):
                 payload = je.JobCanceledPayload(reason="canceled before it ran")
-                await self.events.publish(record, EventType.JOB_CANCELED, payload, canceled_event_id(record.id))
-                attempt = record.attempt + (record.status is _S.RETRYING)
+                attempt = record.attempt + (record.status is _S.RETRYING)  # the attempt it ends, queued
+                await self.events.publish_canceled(record, payload, attempt)
                 await self.queue.remove(entry_key(str(record.kind), record.tenant, record.id, attempt))
 
     async def enqueue(
@@ -145,7 +145,7 @@ class Reactions:
             return
         if record.cancel_requested:
             payload = je.JobCanceledPayload(reason="canceled before it ran")
-            await self.events.publish(record, EventType.JOB_CANCELED, payload, canceled_event_id(record.id))
+            await self.events.publish_canceled(record, payload, record.attempt)
             return
         upload_ids, known = record.spec.upload_ids(), known or {}
         found = {u: await self._upload(record.tenant, u) for u in upload_ids if u not in known}

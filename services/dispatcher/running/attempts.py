@@ -29,7 +29,7 @@ from typing import Any
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
-from contracts.event_ids import attempt_event_id, canceled_event_id, stage_event_name
+from contracts.event_ids import attempt_event_id, stage_event_name
 from contracts.events import jobs as je
 from contracts.events.registry import ATTEMPT_ENDINGS, EventType, job_event_name
 from contracts.job_record import Artifact, JobError, JobRecord, JobStatus, StageStatus
@@ -320,11 +320,9 @@ class Attempts:
         if verdict.reason in ("timeout", "silent", "cancel", "ended"):
             await self._cancel_run(held, launch, backend)
         if verdict.reason == "cancel":
-            held.outcome = "canceled"
-            canceled = canceled_event_id(held.ticket.job_id)  # once per job, as when canceled before a run
-            await self.events.publish(
-                held.record, EventType.JOB_CANCELED, je.JobCanceledPayload(), canceled, held.ticket.attempt
-            )
+            attempt = held.ticket.attempt
+            ending = await self.events.publish_canceled(held.record, je.JobCanceledPayload(), attempt, attempt)
+            held.outcome = ending.type.removeprefix("job.")  # canceled, unless its worker's ending came first
         elif verdict.reason == "timeout":
             await self._retry_or_fail(held, "timeout", verdict.message, held.route.retries.retry_on_timeout)
         elif verdict.reason in ("silent", "lost"):
