@@ -61,6 +61,14 @@ def scratch_first(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
     return {"attempt": ctx.attempt}
 
 
+def ends_on_cancel(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
+    """Runs until its job's cancel is heard, then succeeds at once (ignoring it): its ending races the
+    dispatcher's cancel (the worker hears the request straight away, the dispatcher through its record)."""
+    _mark(ctx)
+    ctx.cancel_event.wait(30)
+    return {"ok": True}
+
+
 def sleeps(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
     """Runs for 0.4 s."""
     _mark(ctx)

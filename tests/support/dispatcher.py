@@ -117,6 +117,15 @@ async def request_cancel(js: JetStreamContext, subjects: Subjects, job_id: str, 
     await publish_event(js, subject, event)
 
 
+async def tickets_done(js: JetStreamContext, stream: str, within_s: float = 20.0) -> None:
+    """Until every ticket was acked (the work-queue stream is empty): each holder concluded its attempt."""
+    for _ in range(int(within_s / 0.05)):
+        if (await js.stream_info(stream)).state.messages == 0:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"tickets still held after {within_s} s")
+
+
 class EventLog:
     """Every job event of a namespace, in stream order, with waits on conditions (no sleeps)."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 
@@ -18,7 +17,7 @@ from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.publish import EXPECTED_LAST, EXPECTED_LAST_SUBJECT
 from tests.dispatcher.conftest import StartDispatcher
-from tests.support.dispatcher import POSE, EventLog, local_route, request_cancel, submit, wait_record
+from tests.support.dispatcher import POSE, EventLog, local_route, request_cancel, submit, tickets_done, wait_record
 
 S = JobStatus
 
@@ -26,15 +25,6 @@ S = JobStatus
 def worker_pid(log: EventLog, job_id: str, attempt: int = 1) -> int:
     started = next(e for e in log.events[job_id] if e.type == "job.started" and e.attempt == attempt)
     return int(started.data["worker"].removeprefix("local-"))
-
-
-async def tickets_done(js: JetStreamContext, stream: str, within_s: float = 20.0) -> None:
-    """Until every ticket was acked (the work-queue stream is empty)."""
-    for _ in range(int(within_s / 0.05)):
-        if (await js.stream_info(stream)).state.messages == 0:
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError(f"tickets still held after {within_s} s")
 
 
 async def fence_of_ending(

@@ -64,6 +64,8 @@ class Report:
     failed: int = 0
     unknown: int = 0
     terminal: int = 0
+    canceled: int = 0
+    """Terminal jobs that ended canceled (the load cancels some: :data:`~tests.support.netns.load.CANCEL_EVERY`)."""
     lost: int = 0
     retried: int = 0
     """Attempts that ended in ``job.retrying`` and were tried again."""
@@ -85,7 +87,8 @@ class Report:
         recover = f"{self.recover_s:.1f} s" if self.recover_s is not None else "–"
         return (
             f"{self.fault}: offered {self.offered}, acknowledged {self.acknowledged}, failed {self.failed}, "
-            f"unknown {self.unknown}, terminal {self.terminal}, lost {self.lost}, retried {self.retried} "
+            f"unknown {self.unknown}, terminal {self.terminal} (canceled {self.canceled}), lost {self.lost}, "
+            f"retried {self.retried} "
             f"(stale events {self.stale_events}), "
             f"SSE gaps {self.sse_gaps}, webhooks {self.webhooks_expected - self.webhooks_missing}/"
             f"{self.webhooks_expected} (duplicates {self.webhook_duplicates}), sessions: {sessions}, "
@@ -112,6 +115,7 @@ def check(history: History, phase: str, observed: Observed) -> Report:
             report.lost += 1
         else:
             report.terminal += 1
+            report.canceled += record.status == "canceled"
         problems, stale = _attempt_problems(job_id, events)
         report.problems += problems
         report.stale_events += stale

@@ -4,6 +4,9 @@
   and sent again with it on no answer, a 5xx, a 409 or 429 (at most :data:`SUBMIT_FOR_S`): ``ok`` on
   201/200, ``fail`` on another 4xx, ``unknown`` if none came; each acknowledged job gets an
   :class:`SseFollower`;
+* every :data:`CANCEL_EVERY`-th acknowledged job is canceled (``POST /v1/jobs/{id}/cancel``, 202 or 409
+  once it ended) up to :data:`CANCEL_WITHIN_S` after its 201: before it runs, while it runs or as it
+  ends, so a cancel racing a run's end meets every fault (the job still ends exactly once);
 * :class:`SseFollower`: the job's SSE stream to its terminal event, reopened with ``Last-Event-ID``
   on the *other* notifier whenever it breaks or goes quiet (a load balancer's view);
 * :mod:`tests.support.netns.sessions`: live sessions streaming frames and joints.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 import uuid
 from typing import Any
@@ -35,6 +39,9 @@ IN_FLIGHT = 64
 FOLLOW_FOR_S = 240.0
 IDLE_S = 8.0
 """An SSE stream with no event for this long is reopened on the other notifier."""
+CANCEL_EVERY = 4
+CANCEL_WITHIN_S = 1.0
+"""A canceled job's cancel comes this long after its 201 at most (a job of the suite runs ~0.5 s)."""
 
 
 class Clients:
@@ -45,6 +52,7 @@ class Clients:
         self.headers = {"Authorization": f"Bearer {key}"}
         self.http = httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S, headers=self.headers)
         self.followers: dict[str, SseFollower] = {}
+        self.acknowledged = 0
         self.pending: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(IN_FLIGHT)
 
@@ -86,8 +94,18 @@ class Clients:
         op = self.history.invoke("submitter", "submit", idempotency)
         await self.call(op, "POST", "/v1/jobs", {200, 201}, JOB, {"Idempotency-Key": idempotency}, SUBMIT_FOR_S)
         if op.outcome == "ok":
-            op.value = str(op.value["id"])
-            self.followers[op.value] = SseFollower(op.value, self.notifiers, self.key)
+            job_id = op.value = str(op.value["id"])
+            self.followers[job_id] = SseFollower(job_id, self.notifiers, self.key)
+            self.acknowledged += 1
+            if self.acknowledged % CANCEL_EVERY == 0:
+                await self.cancel(job_id, random.Random(job_id).uniform(0, CANCEL_WITHIN_S))
+
+    async def cancel(self, job_id: str, after_s: float) -> None:
+        """Cancel ``job_id`` ``after_s`` from now (again on no answer or a 5xx): ``ok`` on 202, or 409 when
+        it ended first."""
+        await asyncio.sleep(after_s)
+        op = self.history.invoke("canceler", "cancel", job_id)
+        await self.call(op, "POST", f"/v1/jobs/{job_id}/cancel", {202, 409}, None, retry_for_s=SUBMIT_FOR_S)
 
     async def steady(self, rate: float, stop: asyncio.Event) -> int:
         """Submit ``rate`` jobs a second (each in its own task) until ``stop`` is set; how many were offered."""
