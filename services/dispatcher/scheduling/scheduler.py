@@ -13,6 +13,8 @@ each due entry that lacks a ticket one, every ``queue_sweep_interval_s``.
 A redelivered ticket (its holder died, or nak'ed) finds the entry it claimed (``claimed_by`` = its
 stream sequence) and runs or adopts that attempt, as before; the kind is re-read first, so a mirror that
 has not seen the claim yet (its watch lagging after an outage) does not make it claim a second entry.
+Should the re-read lag too (its listing served by a replica still catching up), a redelivered ticket
+that loses an entry's claim reads that entry from the bucket's leader: the winner may be its own claim.
 The SFQ clock of each kind is one KV ``dispatch_fair`` key, read from this replica's watched view of it
 and moved by compare-and-set after each claim, in the background (:mod:`services.dispatcher.scheduling.fair_clock`).
 
@@ -131,6 +133,8 @@ class Scheduler:
                 self.clocks.charge_soon(kind, entry.tenant, weights.get(entry.tenant) or self.weight(entry.tenant))
                 self.on_start(kind, entry.tenant)
                 return Decision(*claimed, fresh=True)
+            if redelivered and (own := await self.queue.claim_of(entry.key, seq)) is not None:
+                return Decision(*own)  # lost to its own claim, which the re-read kind lacked (a lagging replica)
             lost.add(entry.key)
         return Decision()  # lost every race: the top-up gives the entries another ticket
 

@@ -113,6 +113,32 @@ async def test_a_redelivered_ticket_finds_the_entry_it_claimed_before_behind_a_l
         await clocks.stop()
 
 
+async def test_a_redelivered_ticket_whose_reread_lags_too_finds_its_claim_once_it_loses_to_it(
+    js: JetStreamContext, declared: Declarations, namespace: Namespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, but the kind's re-read lags as well (its listing is an R1 consumer, which the server may
+    place on a replica still catching up after a pause; stood in for here by a re-read that changes
+    nothing). The ticket picks the head again and loses the compare-and-set to its own claim; it then
+    reads the head from the bucket's leader and runs it, claiming nothing more. Before, it claimed the
+    second entry and the head stayed claimed by a ticket gone from DISPATCH, until the stale-claim sweep."""
+    bucket = await js.key_value(namespace.bucket(streams.KV_DISPATCH_QUEUE))
+    head, second, scheduler, clocks = await _head_claimed_elsewhere(js, namespace, bucket)
+
+    async def lagging(kind: str) -> None:
+        """A listing that brings nothing newer than the mirror."""
+
+    monkeypatch.setattr(scheduler.queue, "reload_kind", lagging)
+    try:
+        decision = await scheduler.take("pose", seq=1, redelivered=True)
+        assert decision.entry is not None
+        assert (decision.entry.key, decision.entry.claimed_by, decision.fresh) == (head.key, 1, False)
+        assert scheduler.queue.held_by("pose", 1) == (decision.entry, decision.revision)
+        assert QueueEntry.model_validate_json((await bucket.get(second.key)).value or b"").claimed_by is None
+        await clocks.settled(5.0)
+    finally:
+        await clocks.stop()
+
+
 async def test_an_entry_written_while_a_kind_is_reread_stays_in_the_mirror(
     js: JetStreamContext, declared: Declarations, namespace: Namespace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
