@@ -33,7 +33,7 @@ from contracts.subjects import Namespace, Subjects
 from services.common.config import nats_servers
 from services.common.http.nats_failover import StuckServerWatch
 from services.common.nats.connection import RECONNECT_WAIT_S
-from services.common.nats.publish import WRONG_LAST_SEQUENCE, fence_headers, publish_event
+from services.common.nats.publish import FENCED_OUT, fence_headers, publish_event
 from services.common.observability import tracing
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class NatsSink:
             told = self.watch.failed if self.watch is not None else None
             await publish_event(self._nc.jetstream(), subject, event, headers=fence, unavailable=told)
         except APIError as exc:
-            if fence is None or exc.err_code != WRONG_LAST_SEQUENCE:
+            if fence is None or exc.err_code not in FENCED_OUT:
                 raise
             log.warning("%s of %s attempt %s not stored: the job was dispatched again since (superseded)",
                         event.type, event.job_id, event.attempt)  # fmt: skip

@@ -33,7 +33,7 @@ from contracts.record_repair import INVALID_RECORD, UnreadableRecordError, faile
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.kv import kv_write
-from services.common.nats.publish import WRONG_LAST_SEQUENCE, fence_headers, publish_event
+from services.common.nats.publish import FENCED_OUT, fence_headers, publish_event
 from services.common.observability import tracing
 from services.dispatcher.fold.records import Pricing, apply, no_pricing
 
@@ -191,7 +191,7 @@ class JobEvents:
                 self.js, subject, event, msg_id=attempt_end_msg_id(record.id, ends), headers=fence_headers(subject, 0)
             )
         except APIError as exc:
-            if exc.err_code != WRONG_LAST_SEQUENCE:
+            if exc.err_code not in FENCED_OUT:
                 raise
             return await self.last(record, "canceled") or event  # canceled before (a retried publish: by us)
         if ack.duplicate:  # the attempt's ending, stored first

@@ -77,7 +77,7 @@ async def jobs_leader(cluster: NatsCluster, ns: Namespace) -> EmbeddedNats:
     try:
         js = nc.jetstream(timeout=10.0)
         decls = declarations(ns, replicas=3)
-        await apply_declarations(js, decls.model_copy(update={"streams": (decls.stream(JOBS),), "buckets": ()}))
+        await apply_declarations(js, decls.model_copy(update={"streams": (decls.stream(JOBS, ns),), "buckets": ()}))
         await wait_current(js, [ns.stream(JOBS)])
         info = await js.stream_info(ns.stream(JOBS))
         assert info.cluster is not None

@@ -32,6 +32,7 @@ before it, reads the same messages either way.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,7 +41,7 @@ import nats.js.client
 import nats.js.manager
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 MARKER_REASON = "Nats-Marker-Reason"
@@ -141,13 +142,31 @@ def _entry(key: str, headers: dict[str, str] | None, data: bytes | None, seq: in
     return None if gone else KvItem(key, data or b"", seq)
 
 
+CREATE_TRIES = 5
+"""How many times :func:`kv_create` creates again a key that another write is taking right then."""
+
+
+async def kv_create(kv: KeyValue, key: str, value: bytes) -> int:
+    """``kv.create``: ``key`` made with ``value`` (its revision) unless it holds a value, else
+    ``KeyWrongLastSequenceError``. On a clustered bucket a create that loses to another write still in
+    flight (proposed, not yet applied on the leader) is refused, and nats-py's re-read of the key (to
+    tell a deleted key, which it makes again) finds nothing yet: it raised ``KeyNotFoundError``, which
+    no caller expects of a lost create. Such a create is made again, after a moment."""
+    for attempt in range(1, CREATE_TRIES + 1):
+        try:
+            return int(await kv.create(key, value))
+        except KeyNotFoundError:
+            await asyncio.sleep(0.005 * attempt)
+    raise KeyWrongLastSequenceError(description=f"{key} was being written each time it was created")
+
+
 async def kv_write(kv: KeyValue, key: str, value: bytes, revision: int | None) -> int | None:
     """Write ``value`` under ``key`` if the key is still at ``revision`` (``None``: no value yet), the
     compare-and-set every read-modify-write here makes; the new revision, ``None`` when another write
     came first (read again and apply again)."""
     try:
         if revision is None:
-            return int(await kv.create(key, value))
+            return await kv_create(kv, key, value)
         return int(await kv.update(key, value, last=revision))
     except KeyWrongLastSequenceError:
         return None

@@ -59,6 +59,11 @@ DUPLICATE_IN_PROCESS = 10158
 yet be stored, so the publish is sent again."""
 WRONG_LAST_SEQUENCE = 10071
 """JetStream's error code for a publish whose expected last (subject) sequence no longer holds."""
+WRONG_LAST_SEQUENCE_IN_FLIGHT = 10164
+"""The same refusal from a clustered stream's leader while another write of that subject is in flight
+(proposed, not yet applied): whether it holds cannot be told, so it is refused all the same."""
+FENCED_OUT = frozenset({WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_IN_FLIGHT})
+"""The error codes of a publish refused by its expected last (subject) sequence."""
 EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_LAST_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 REPLAY_OF = "Gpurelay-Replay-Of"
@@ -80,7 +85,7 @@ def dedup_headers(event: EventEnvelope, msg_id: str | None = None) -> dict[str, 
 
 def fence_headers(subject: str, seq: int) -> dict[str, str]:
     """The headers that store a publish only while ``seq`` is the stream's last message on ``subject``
-    (another subject than the publish's own); otherwise JetStream refuses it (:data:`WRONG_LAST_SEQUENCE`).
+    (another subject than the publish's own); otherwise JetStream refuses it (an error code in :data:`FENCED_OUT`).
     Checked before the duplicate window: a resend after the fence moved is refused, not acked."""
     return {EXPECTED_LAST: str(seq), EXPECTED_LAST_SUBJECT: subject}
 

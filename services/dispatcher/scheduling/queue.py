@@ -30,8 +30,8 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.job_record import JobRecord
-from services.common.nats.kv import kv_entries
-from services.common.nats.publish import WRONG_LAST_SEQUENCE
+from services.common.nats.kv import kv_create, kv_entries
+from services.common.nats.publish import FENCED_OUT
 from services.common.nats.quiet_watch import watch_keys
 from services.dispatcher.scheduling.fair import DEFAULT_PRIORITY, Candidate
 from services.dispatcher.scheduling.lines import Order, WaitingLines, line_order
@@ -119,7 +119,7 @@ class QueueIndex:
     async def enqueue(self, entry: QueueEntry) -> bool:
         """Create ``entry``; ``False`` (and left as it is) when it exists: a redelivered reaction."""
         try:
-            revision = await self.kv.create(entry.key, entry.model_dump_json().encode())
+            revision = await kv_create(self.kv, entry.key, entry.model_dump_json().encode())
         except KeyWrongLastSequenceError:
             return False
         self._remember(entry, revision)
@@ -133,7 +133,7 @@ class QueueIndex:
         except KeyWrongLastSequenceError:
             return False
         except BadRequestError as exc:  # nats-py's delete reports a lost compare-and-set as a bare 400
-            if exc.err_code != WRONG_LAST_SEQUENCE:
+            if exc.err_code not in FENCED_OUT:
                 raise
             return False
         self._forget(key)

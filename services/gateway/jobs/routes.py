@@ -29,6 +29,7 @@ from services.common.auth.apikeys import Principal
 from services.common.auth.scoped import kind_refusal
 from services.common.http.auth import narrowed
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
+from services.common.nats.kv import kv_create
 from services.common.observability.metrics import JOBS_CREATED
 from services.gateway.deps import JobsRead, JobsWrite, StateDep
 from services.gateway.jobs.artifacts import events_token, signed_artifacts
@@ -122,7 +123,7 @@ async def _claim(state: GatewayState, tenant: str, key: str, spec: JobSpec, job_
     claim = IdempotencyClaim(job_id=job_id, body_sha256=IdempotencyClaim.digest(spec))
     for _ in range(3):
         try:
-            await state.kv.idempotency.create(kv_key, claim.model_dump_json().encode())
+            await kv_create(state.kv.idempotency, kv_key, claim.model_dump_json().encode())
             return claim.job_id, True
         except KeyWrongLastSequenceError:
             try:

@@ -32,7 +32,8 @@ from contracts.job_record import JobRecord
 from contracts.session_feed import H_SEQ
 from contracts.streams import FRAMES
 from services.common.http.problem import ProblemError
-from services.common.nats.publish import EXPECTED_LAST, WRONG_LAST_SEQUENCE
+from services.common.nats.kv import kv_create
+from services.common.nats.publish import EXPECTED_LAST, FENCED_OUT
 from services.gateway.sessions.lru import Lru
 from services.gateway.state import GatewayState
 
@@ -84,7 +85,7 @@ class FrameNumbering:
                 ack = await self.state.js.publish(subject, data, headers=headers, timeout=PUBLISH_TIMEOUT_S)
             except APIError as exc:
                 self._known.pop(key)
-                if exc.err_code == WRONG_LAST_SEQUENCE:
+                if exc.err_code in FENCED_OUT:
                     continue  # another writer took seq: read its frame and go on after it
                 raise unrecorded(exc) from exc
             except (nats.errors.Error, TimeoutError) as exc:
@@ -116,7 +117,7 @@ class FrameNumbering:
                 return 0
             entry = entry_of(record)
             try:
-                self._floors.put(key, (entry, await kv.create(key, entry.model_dump_json().encode())))
+                self._floors.put(key, (entry, await kv_create(kv, key, entry.model_dump_json().encode())))
                 return 0
             except KeyWrongLastSequenceError:
                 got = await kv.get(key)

@@ -33,6 +33,7 @@ from nats.js.kv import KeyValue
 from contracts.streams import KV_NOTIFIER_LEASES
 from contracts.subjects import Namespace
 from services.common.nats.connection import cancel_and_wait, cancel_requested
+from services.common.nats.kv import kv_create
 
 log = logging.getLogger(__name__)
 BUCKET = KV_NOTIFIER_LEASES
@@ -100,7 +101,7 @@ class Leases:
     async def _acquire(self, name: str) -> int:
         while True:
             try:
-                return await self.kv.create(name, self.owner)
+                return await kv_create(self.kv, name, self.owner)
             except KeyWrongLastSequenceError:
                 pass  # held by another replica: it expires within the TTL if that one died
             except (nats.errors.Error, TimeoutError) as exc:

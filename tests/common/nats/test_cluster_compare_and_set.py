@@ -1,0 +1,91 @@
+"""Compare-and-set writes racing on a 3-node cluster, as replicas race in production.
+
+A clustered stream's leader refuses a write whose expected last sequence it cannot judge while another
+write of the same subject is in flight (error 10164, beside 10071's plain mismatch), and nats-py's
+``kv.create``, refused so, re-reads the key to tell a deleted one and finds nothing yet: it raised
+``KeyNotFoundError`` (for about 1 loser in 20 of four racing creates here). :func:`kv_create` and every
+fenced publish (:data:`~services.common.nats.publish.FENCED_OUT`) read both as a lost race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import nats
+from nats.js.api import KeyValueConfig
+from nats.js.errors import KeyWrongLastSequenceError
+
+from contracts.envelope import utc_now
+from contracts.events.jobs import JobCanceledPayload
+from contracts.ids import new_id
+from contracts.job_record import JobRecord
+from contracts.specs.jobs import parse_job_spec
+from contracts.streams import JOBS
+from contracts.subjects import Namespace, Subjects
+from services.common.nats.kv import kv_create
+from services.dispatcher.store import JobEvents
+from tests.support.dispatcher import POSE
+from tests.support.stopping import jobs_leader, pausable_cluster
+
+RACERS = 4
+ROUNDS = 60
+
+
+async def _race(calls: list[Callable[[], Awaitable[Any]]]) -> Counter[str]:
+    """Run ``calls`` at once: how each ended (``ok`` or its exception's name)."""
+
+    async def one(call: Callable[[], Awaitable[Any]]) -> str:
+        try:
+            await call()
+        except Exception as exc:  # noqa: BLE001 - the test counts what comes back
+            return type(exc).__name__
+        return "ok"
+
+    return Counter(await asyncio.gather(*(one(call) for call in calls)))
+
+
+async def test_racing_creates_of_a_key_make_it_once_and_every_other_one_is_told_it_exists(tmp_path: Path) -> None:
+    async with pausable_cluster(tmp_path / "cluster") as cluster:
+        clients = [await nats.connect(node.url) for node in cluster.nodes]
+        try:
+            await clients[0].jetstream().create_key_value(KeyValueConfig(bucket="claims", replicas=3))
+            buckets = [await nc.jetstream().key_value("claims") for nc in clients]
+            outcomes: Counter[str] = Counter()
+            for round_ in range(ROUNDS):
+                creates = [functools.partial(kv_create, buckets[i % 3], f"k{round_}", b"mine") for i in range(RACERS)]
+                outcomes += await _race(creates)
+            assert outcomes == {"ok": ROUNDS, KeyWrongLastSequenceError.__name__: ROUNDS * (RACERS - 1)}
+        finally:
+            for nc in clients:
+                await nc.close()
+
+
+async def test_racing_cancels_of_a_job_store_one_and_raise_nothing(tmp_path: Path) -> None:
+    """The fold and holders cancel one job at once, from other nodes: one ``job.canceled`` is stored
+    (its fence), each publisher is handed that one, none fails on the leader's in-flight refusal."""
+    ns = Namespace("t" + new_id("ns")[-10:])
+    async with pausable_cluster(tmp_path / "cluster") as cluster:
+        await jobs_leader(cluster, ns)
+        clients = [await nats.connect(node.url) for node in cluster.nodes]
+        try:
+            events = [JobEvents(nc.jetstream(timeout=10.0), ns) for nc in clients]
+            spec, subjects, js = parse_job_spec(POSE), Subjects(ns), clients[0].jetstream()
+            payload = JobCanceledPayload(reason="canceled while it ran")
+            outcomes: Counter[str] = Counter()
+            for _ in range(ROUNDS // 3):
+                record = JobRecord.new(new_id("job"), "acme", spec, utc_now())
+                cancels = [
+                    functools.partial(events[i % 3].publish_canceled, record, payload, 1 + i % 2) for i in range(RACERS)
+                ]  # the fold's (ending attempt 2) and the holder's (attempt 1), twice each
+                outcomes += await _race(cancels)
+                info = await js.stream_info(ns.stream(JOBS), subjects_filter=subjects.job_events("acme", record.id))
+                assert info.state.subjects == {subjects.job_event("acme", record.id, "canceled"): 1}
+            assert outcomes == {"ok": RACERS * (ROUNDS // 3)}
+        finally:
+            for nc in clients:
+                await nc.close()
