@@ -160,9 +160,14 @@ class Attempts:
 
     async def _drop(self, decision: Decision, msg: Msg) -> None:
         """Nothing to run for this claim: drop its entry, free the slot."""
-        if decision.entry is not None and not await self.scheduler.release(decision.entry, decision.revision):
-            log.warning("queue entry %s moved on from revision %d before it was dropped", decision.entry.key,
-                        decision.revision, extra={"job_id": decision.entry.job_id})  # fmt: skip
+        entry = decision.entry
+        if entry is not None and not await self.scheduler.release(entry, decision.revision):
+            await self.scheduler.queue.reload(entry.key)  # the bucket leader's, not a lagging view
+            if self.scheduler.queue.revision(entry.key) is None:  # dropped by another: a cancel before the run
+                log.info("queue entry %s was dropped before this ticket dropped it", entry.key)
+            else:
+                log.warning("queue entry %s moved on from revision %d before it was dropped", entry.key,
+                            decision.revision, extra={"job_id": entry.job_id})  # fmt: skip
         await msg.ack()
 
     def holding(self) -> list[str]:
