@@ -6,11 +6,11 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from pydantic import BaseModel
 
-from contracts.event_ids import attempt_event_id
-from contracts.events.jobs import JobDispatchedPayload, JobRetryingPayload
+from contracts.event_ids import attempt_end_msg_id, attempt_event_id, canceled_event_id
+from contracts.events.jobs import JobCanceledPayload, JobDispatchedPayload, JobRetryingPayload
 from contracts.events.registry import EventType, job_event_name, make_event
 from contracts.subjects import Subjects
-from services.common.nats.publish import publish_event
+from services.common.nats.publish import fence_headers, publish_event
 from tests.support.lap import TENANT
 
 
@@ -37,3 +37,15 @@ async def retrying(js: JetStreamContext, subjects: Subjects, job_id: str, attemp
     """Publish ``attempt``'s ``job.retrying`` (the dispatcher gave it up: silent, timed out); the ack."""
     payload = JobRetryingPayload(reason="worker_lost", next_attempt=attempt + 1)
     return await dispatcher_event(js, subjects, job_id, attempt, EventType.JOB_RETRYING, payload, "retrying")
+
+
+async def canceled(js: JetStreamContext, subjects: Subjects, job_id: str, ends: int) -> PubAck:
+    """Publish the job's ``job.canceled`` as the dispatcher does (its id, the ``Nats-Msg-Id`` of the attempt
+    ``ends``, fenced to one per job); the ack."""
+    event = make_event(
+        EventType.JOB_CANCELED, JobCanceledPayload(), tenant=TENANT, source="dispatcher", job_id=job_id,
+        kind="lap_compare", attempt=ends, event_id=canceled_event_id(job_id),
+    )  # fmt: skip
+    subject = subjects.job_event(TENANT, job_id, "canceled")
+    msg_id, fence = attempt_end_msg_id(job_id, ends), fence_headers(subject, 0)
+    return await publish_event(js, subject, event, msg_id=msg_id, headers=fence)

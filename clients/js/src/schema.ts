@@ -269,7 +269,9 @@ export interface paths {
          *     time without a timezone, an id not of the form ``w-{job_id}-a{attempt}-{suffix}``, a type
          *     workers may not send (created, queued, dispatched, retrying, cancel_*, canceled), invalid data,
          *     an artifact key outside ``{storage prefix}results/{tenant}/{job_id}/``, or more than
-         *     ``ingest_max_events`` events. Nothing is published unless every event passes.
+         *     ``ingest_max_events`` events. Nothing is published unless every event passes. An ending
+         *     (``job.succeeded``, ``job.failed``) after the job's ``job.canceled`` is not stored and counts as a
+         *     duplicate.
          */
         post: operations["ingest_events_v1_internal_jobs__job_id__events_post"];
         delete?: never;

@@ -10,7 +10,9 @@ worker may not emit, data invalid for its type, an artifact key outside the job'
 (:func:`~services.common.storage.check_result_key`). Accepted events go to
 ``jobs.{tenant}.{job_id}.{event}`` with ``Nats-Msg-Id`` = event id, all published at once and
 acknowledged together, so a resent event is stored once (within the JOBS duplicate window) and
-counted in ``duplicates``. They go out on the connection of the worker role's NATS user
+counted in ``duplicates``. An ending (``job.succeeded``, ``job.failed``) is stored only while the job
+has no ``job.canceled``: one that comes after a cancel is not stored and counts as a duplicate (the
+job's end is stored), however late it comes. They go out on the connection of the worker role's NATS user
 (``ingest_nats_user``) where one is set: the gateway's own user may not publish a worker's events.
 """
 
@@ -22,6 +24,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Path
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+from nats.js.errors import APIError
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from contracts.envelope import EventEnvelope
@@ -34,13 +39,15 @@ from services.common.auth.ingest_tokens import IngestClaims, verify_ingest_token
 from services.common.auth.tokens import TokenExpiredError, TokenInvalidError
 from services.common.http.auth import forbidden, unauthorized
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
-from services.common.nats.publish import publish_event_async
+from services.common.nats.publish import FENCED_OUT, event_headers, fence_headers, publish_event_async
 from services.common.storage import InvalidKeyError, check_result_key, results_prefix
 from services.gateway.deps import StateDep
 
 router = APIRouter(prefix="/v1/internal", tags=["internal"])
 PUBLISH_TIMEOUT_S = 10.0
 
+ENDINGS = frozenset({EventType.JOB_SUCCEEDED, EventType.JOB_FAILED})
+"""A worker's endings of its attempt: not stored once the job was canceled (:func:`_ending`)."""
 WORKER_EVENT_TYPES: frozenset[EventType] = frozenset(
     {
         EventType.JOB_STARTED,
@@ -181,7 +188,9 @@ async def ingest_events(
     time without a timezone, an id not of the form ``w-{job_id}-a{attempt}-{suffix}``, a type
     workers may not send (created, queued, dispatched, retrying, cancel_*, canceled), invalid data,
     an artifact key outside ``{storage prefix}results/{tenant}/{job_id}/``, or more than
-    ``ingest_max_events`` events. Nothing is published unless every event passes.
+    ``ingest_max_events`` events. Nothing is published unless every event passes. An ending
+    (``job.succeeded``, ``job.failed``) after the job's ``job.canceled`` is not stored and counts as a
+    duplicate.
     """
     if job_id != claims.job_id:
         raise forbidden(f"The ingest token is for job {claims.job_id!r}, not {job_id!r}.")
@@ -193,12 +202,17 @@ async def ingest_events(
         raise unprocessable("Too many events.", field_error(("body", "events"), f"at most {limit} per request"))
     _check(located, claims, state.settings.storage_prefix)
     events = [event for _, event in located]
-    subjects = state.subjects
+    subjects, js = state.subjects, state.ingest_js or state.js
+    canceled = subjects.job_event(claims.tenant, claims.job_id, "canceled")
     futures: list[asyncio.Future[Any]] = []
+    endings: list[PubAck | None] = []
     try:
         for event in events:
             subject = subjects.job_event(claims.tenant, claims.job_id, job_event_name(event.type))
-            futures.append(await publish_event_async(state.ingest_js or state.js, subject, event))
+            if event.type in ENDINGS:
+                endings.append(await asyncio.wait_for(_ending(js, subject, event, canceled), PUBLISH_TIMEOUT_S))
+            else:
+                futures.append(await publish_event_async(js, subject, event))
         acks = await asyncio.wait_for(asyncio.gather(*futures), PUBLISH_TIMEOUT_S)
     except (NatsError, TimeoutError) as exc:
         for future in futures:
@@ -208,5 +222,20 @@ async def ingest_events(
             f"The event log did not accept the events ({type(exc).__name__}); retry.",
             headers={"Retry-After": "1"},
         ) from None
-    duplicates = sum(1 for ack in acks if ack.duplicate)
-    return IngestResult(accepted=len(acks), duplicates=duplicates)
+    acks += [ack for ack in endings if ack is not None]
+    refused = sum(ack is None for ack in endings)  # the job was canceled first: its end is stored
+    duplicates = sum(1 for ack in acks if ack.duplicate) + refused
+    return IngestResult(accepted=len(acks) + refused, duplicates=duplicates)
+
+
+async def _ending(js: JetStreamContext, subject: str, event: EventEnvelope, canceled: str) -> PubAck | None:
+    """Publish the attempt's ending only while the job has no ``job.canceled`` (fenced on its subject: a
+    Modal worker's ending has no fence of its own, its ``job.dispatched`` follows the spawn); ``None``
+    when refused so. Awaited: nats-py's ``publish_async`` never completes a refused publish's future."""
+    headers = {**fence_headers(canceled, 0), **event_headers(event)}
+    try:
+        return await js.publish(subject, event.to_json_bytes(), headers=headers, timeout=PUBLISH_TIMEOUT_S)
+    except APIError as exc:
+        if exc.err_code not in FENCED_OUT:
+            raise
+        return None

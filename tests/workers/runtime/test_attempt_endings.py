@@ -19,12 +19,12 @@ from nats.js import JetStreamContext
 from bench.harness.secrets import INGEST_SECRET
 from contracts.event_ids import worker_event_id
 from contracts.events.jobs import JobSucceededPayload
-from contracts.events.registry import ATTEMPT_ENDINGS, EventType, make_event
+from contracts.events.registry import ATTEMPT_ENDINGS, TERMINAL_JOB_EVENTS, EventType, make_event
 from contracts.subjects import Namespace, Subjects
 from modal_workers.runtime.sinks import IngestSink
 from modal_workers.runtime.worker_runtime import WorkerContext, WorkerRuntime
 from services.common.auth.ingest_tokens import mint_ingest_token
-from tests.support.attempts import dispatched, retrying
+from tests.support.attempts import canceled, dispatched, retrying
 from tests.support.gateway import Gateway, stored
 from tests.support.lap import TENANT, closing, lap_request, local_storage
 
@@ -90,14 +90,9 @@ async def test_the_dispatcher_giving_up_an_attempt_its_worker_ended_is_told_so(
     assert await _endings(js, namespace, subjects, job_id) == [("job.succeeded", 1)]
 
 
-async def test_through_the_ingest_route_too(
-    gateway: Gateway, js: JetStreamContext, namespace: Namespace, subjects: Subjects, tmp_path: Path
-) -> None:
-    """A Modal worker's ending (the ingest route, no fence: its job.dispatched follows the spawn) after its
-    attempt's job.retrying is a duplicate: the route answers it as one, and the stream keeps one ending."""
-    request = lap_request({"video": "upl_x"})
-    job_id = request.job_id
-    assert not (await retrying(js, subjects, job_id, 1)).duplicate
+async def _ending_through_the_route(gateway: Gateway, job_id: str) -> IngestSink:
+    """Attempt 1's ``job.succeeded`` posted as a Modal worker posts it (its ingest token, its sink); the
+    sink, closed."""
     token = mint_ingest_token(INGEST_SECRET.encode(), TENANT, job_id, 1, ttl_s=600)
     sink = IngestSink(f"{gateway.url}/v1/internal/jobs/{job_id}/events", token, backoff_s=0.01)
     ending = make_event(
@@ -108,8 +103,34 @@ async def test_through_the_ingest_route_too(
         await sink.send("succeeded", ending)
     finally:
         await sink.close()
+    return sink
+
+
+async def test_through_the_ingest_route_too(
+    gateway: Gateway, js: JetStreamContext, namespace: Namespace, subjects: Subjects, tmp_path: Path
+) -> None:
+    """A Modal worker's ending (the ingest route, no fence: its job.dispatched follows the spawn) after its
+    attempt's job.retrying is a duplicate: the route answers it as one, and the stream keeps one ending."""
+    request = lap_request({"video": "upl_x"})
+    job_id = request.job_id
+    assert not (await retrying(js, subjects, job_id, 1)).duplicate
+    sink = await _ending_through_the_route(gateway, job_id)
     assert await _endings(js, namespace, subjects, job_id) == [("job.retrying", 1)]
+    token = mint_ingest_token(INGEST_SECRET.encode(), TENANT, job_id, 1, ttl_s=600)
     runtime = WorkerRuntime(lambda: IngestSink.create(sink.url, token), lambda: local_storage(tmp_path))
     with closing(runtime):  # a whole late run of attempt 1 through the route: its ending dropped too
         assert (await asyncio.to_thread(runtime.run, quick, request)).status == "succeeded"
     assert await _endings(js, namespace, subjects, job_id) == [("job.retrying", 1)]
+
+
+async def test_an_ending_through_the_ingest_route_after_the_job_was_canceled_is_not_stored(
+    gateway: Gateway, js: JetStreamContext, namespace: Namespace, subjects: Subjects
+) -> None:
+    """A Modal worker's ending reaches the route after a cancel that ended another attempt (the fold's,
+    its record lagging) or came more than the duplicate window before: no ``Nats-Msg-Id`` ties them, so
+    the job's ``job.canceled`` fences it. The route answers it as a duplicate; the job ends once."""
+    job_id = lap_request({"video": "upl_x"}).job_id
+    assert not (await canceled(js, subjects, job_id, 2)).duplicate  # the fold ended attempt 2 (queued)
+    await _ending_through_the_route(gateway, job_id)
+    events = await stored(js, namespace, subjects.job_events(TENANT, job_id))
+    assert [e.type for e in events if e.type in TERMINAL_JOB_EVENTS] == ["job.canceled"]
