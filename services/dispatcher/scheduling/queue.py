@@ -25,7 +25,7 @@ import logging
 import time
 from collections import defaultdict
 
-from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -203,26 +203,14 @@ class QueueIndex:
         return None if entry is None else self.by_kind[kind][entry.key]
 
     async def reload(self, key: str) -> None:
-        """Re-read one key into the mirror."""
+        """Re-read one key into the mirror: the bucket leader's (a message get; the buckets have no direct
+        gets, which a replica still catching up may answer)."""
         try:
             got = await self.kv.get(key)
         except KeyNotFoundError:
             self._forget(key)
             return
         self._take(key, got.value, got.revision)
-
-    async def claim_of(self, key: str, seq: int) -> tuple[QueueEntry, int] | None:
-        """The entry ``key`` as the bucket's leader has it (a message get, not a direct get a lagging
-        replica may answer), taken into the mirror, when token ``seq`` holds it: a redelivered token
-        that lost the race for ``key`` to its own earlier claim, which this mirror has not seen."""
-        try:
-            msg = await self.kv._js.get_last_msg(self.kv._stream, f"{self.kv._pre}{key}", direct=False)
-        except NotFoundError:
-            return None
-        if msg.data:
-            self._take(key, msg.data, msg.seq)
-        held = self._held(key)
-        return held if held is not None and held[0].claimed_by == seq else None
 
     async def reload_kind(self, kind: str) -> None:
         """Re-read every entry of ``kind`` into the mirror (it may lag the bucket). What the mirror

@@ -133,8 +133,10 @@ class Scheduler:
                 self.clocks.charge_soon(kind, entry.tenant, weights.get(entry.tenant) or self.weight(entry.tenant))
                 self.on_start(kind, entry.tenant)
                 return Decision(*claimed, fresh=True)
-            if redelivered and (own := await self.queue.claim_of(entry.key, seq)) is not None:
-                return Decision(*own)  # lost to its own claim, which the re-read kind lacked (a lagging replica)
+            if redelivered:  # it may have lost to its own claim, which the re-read kind lacked (a lagging replica)
+                await self.queue.reload(entry.key)
+                if (held := self.queue.held_by(kind, seq)) is not None:
+                    return Decision(held[0], held[1])
             lost.add(entry.key)
         return Decision()  # lost every race: the top-up gives the entries another ticket
 
