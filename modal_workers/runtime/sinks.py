@@ -23,8 +23,6 @@ import random
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from nats.js.errors import APIError
-
 from contracts.api.sessions import SessionEntry
 from contracts.envelope import EventEnvelope
 from contracts.runs import RunRequest
@@ -33,7 +31,7 @@ from contracts.subjects import Namespace, Subjects
 from services.common.config import nats_servers
 from services.common.http.nats_failover import StuckServerWatch
 from services.common.nats.connection import RECONNECT_WAIT_S
-from services.common.nats.publish import FENCED_OUT, fence_headers, publish_event
+from services.common.nats.publish import publish_event, publish_fenced
 from services.common.observability import tracing
 
 log = logging.getLogger(__name__)
@@ -110,15 +108,12 @@ class NatsSink:
         (this host was cut off, another replica retried it) has this one dropped, not stored as a second end."""
         assert event.job_id is not None
         subject = self.subjects.job_event(event.tenant, event.job_id, subject_event)
-        fence = None
-        if dispatched_seq:
-            fence = fence_headers(self.subjects.job_event(event.tenant, event.job_id, "dispatched"), dispatched_seq)
-        try:
-            told = self.watch.failed if self.watch is not None else None
-            await publish_event(self._nc.jetstream(), subject, event, headers=fence, unavailable=told)
-        except APIError as exc:
-            if fence is None or exc.err_code not in FENCED_OUT:
-                raise
+        js, told = self._nc.jetstream(), self.watch.failed if self.watch is not None else None
+        if not dispatched_seq:
+            await publish_event(js, subject, event, unavailable=told)
+            return
+        fence = (self.subjects.job_event(event.tenant, event.job_id, "dispatched"), dispatched_seq)
+        if await publish_fenced(js, subject, event, fence, unavailable=told) is None:
             log.warning("%s of %s attempt %s not stored: the job was dispatched again since (superseded)",
                         event.type, event.job_id, event.attempt)  # fmt: skip
 

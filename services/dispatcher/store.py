@@ -18,7 +18,7 @@ import time
 from datetime import datetime
 
 from nats.js import JetStreamContext
-from nats.js.errors import APIError, KeyNotFoundError, NotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,7 +33,7 @@ from contracts.record_repair import INVALID_RECORD, UnreadableRecordError, faile
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.kv import kv_write
-from services.common.nats.publish import FENCED_OUT, fence_headers, publish_event
+from services.common.nats.publish import publish_event, publish_fenced
 from services.common.observability import tracing
 from services.dispatcher.fold.records import Pricing, apply, no_pricing
 
@@ -168,9 +168,7 @@ class JobEvents:
         )
         subject = self.subjects.job_event(record.tenant, record.id, job_event_name(type_))
         ack = await publish_event(self.js, subject, event, msg_id=msg_id)
-        if ack.duplicate and type_ in ATTEMPT_ENDINGS:
-            return EventEnvelope.from_json_bytes((await self.js.get_msg(self.ns.stream(JOBS), ack.seq)).data or b"{}")
-        return event
+        return await self._stored(ack.seq) if ack.duplicate and type_ in ATTEMPT_ENDINGS else event
 
     async def publish_canceled(
         self, record: JobRecord, payload: JobCanceledPayload, ends: int, attempt: int | None = None
@@ -186,17 +184,10 @@ class JobEvents:
             EventType.JOB_CANCELED, payload, tenant=record.tenant, source=self.source, job_id=record.id,
             kind=record.kind, attempt=attempt or record.attempt, event_id=canceled_event_id(record.id),
         )  # fmt: skip
-        try:
-            ack = await publish_event(
-                self.js, subject, event, msg_id=attempt_end_msg_id(record.id, ends), headers=fence_headers(subject, 0)
-            )
-        except APIError as exc:
-            if exc.err_code not in FENCED_OUT:
-                raise
+        ack = await publish_fenced(self.js, subject, event, (subject, 0), msg_id=attempt_end_msg_id(record.id, ends))
+        if ack is None:
             return await self.last(record, "canceled") or event  # canceled before (a retried publish: by us)
-        if ack.duplicate:  # the attempt's ending, stored first
-            return EventEnvelope.from_json_bytes((await self.js.get_msg(self.ns.stream(JOBS), ack.seq)).data or b"{}")
-        return event
+        return await self._stored(ack.seq) if ack.duplicate else event  # duplicate: the attempt's ending, stored first
 
     async def publish_dispatched(self, record: JobRecord, payload: JobDispatchedPayload, attempt: int) -> int:
         """Publish ``attempt``'s ``job.dispatched``; its JOBS sequence when this launch is the one stored,
@@ -211,7 +202,7 @@ class JobEvents:
         ack = await publish_event(self.js, self.subjects.job_event(record.tenant, record.id, "dispatched"), event)
         if not ack.duplicate:
             return ack.seq
-        stored = EventEnvelope.from_json_bytes((await self.js.get_msg(self.ns.stream(JOBS), ack.seq)).data or b"{}")
+        stored = await self._stored(ack.seq)
         return ack.seq if stored.data.get("call_id") == payload.call_id and stored.time == event.time else 0
 
     async def publish_created(self, record: JobRecord) -> bool:
@@ -220,6 +211,10 @@ class JobEvents:
         subject = self.subjects.job_event(record.tenant, record.id, "created")
         ack = await publish_event(self.js, subject, event)
         return not ack.duplicate
+
+    async def _stored(self, seq: int) -> EventEnvelope:
+        """The event JOBS holds at ``seq`` (what a duplicate publish was a duplicate of)."""
+        return EventEnvelope.from_json_bytes((await self.js.get_msg(self.ns.stream(JOBS), seq)).data or b"{}")
 
     async def last(self, record: JobRecord, name: str) -> EventEnvelope | None:
         """The job's latest ``job.{name}`` event in the stream (not the record), if any."""

@@ -113,6 +113,27 @@ async def publish_event(
     return await until_stored(lambda: js.publish(subject, body, headers=headers), subject, unavailable=unavailable)
 
 
+async def publish_fenced(
+    js: JetStreamContext,
+    subject: str,
+    event: EventEnvelope,
+    fence: tuple[str, int],
+    *,
+    msg_id: str | None = None,
+    unavailable: Callable[[], None] | None = None,
+) -> PubAck | None:
+    """:func:`publish_event` behind ``fence`` (a subject and the sequence that must be its last:
+    :func:`fence_headers`); the ack, or ``None`` when the fence refused it (:data:`FENCED_OUT`)."""
+    try:
+        return await publish_event(
+            js, subject, event, msg_id=msg_id, headers=fence_headers(*fence), unavailable=unavailable
+        )
+    except nats.js.errors.APIError as exc:
+        if exc.err_code not in FENCED_OUT:
+            raise
+        return None
+
+
 async def publish_event_async(js: JetStreamContext, subject: str, event: EventEnvelope) -> asyncio.Future[PubAck]:
     """Publish ``event`` on ``subject`` once (by its id) without waiting: the future of its ack."""
     return await js.publish_async(subject, event.to_json_bytes(), headers=event_headers(event))

@@ -24,9 +24,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Path
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from nats.errors import Error as NatsError
-from nats.js import JetStreamContext
 from nats.js.api import PubAck
-from nats.js.errors import APIError
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from contracts.envelope import EventEnvelope
@@ -39,7 +37,7 @@ from services.common.auth.ingest_tokens import IngestClaims, verify_ingest_token
 from services.common.auth.tokens import TokenExpiredError, TokenInvalidError
 from services.common.http.auth import forbidden, unauthorized
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
-from services.common.nats.publish import FENCED_OUT, event_headers, fence_headers, publish_event_async
+from services.common.nats.publish import publish_event_async, publish_fenced
 from services.common.storage import InvalidKeyError, check_result_key, results_prefix
 from services.gateway.deps import StateDep
 
@@ -47,7 +45,7 @@ router = APIRouter(prefix="/v1/internal", tags=["internal"])
 PUBLISH_TIMEOUT_S = 10.0
 
 ENDINGS = frozenset({EventType.JOB_SUCCEEDED, EventType.JOB_FAILED})
-"""A worker's endings of its attempt: not stored once the job was canceled (:func:`_ending`)."""
+"""A worker's endings of its attempt: not stored once the job was canceled."""
 WORKER_EVENT_TYPES: frozenset[EventType] = frozenset(
     {
         EventType.JOB_STARTED,
@@ -209,8 +207,10 @@ async def ingest_events(
     try:
         for event in events:
             subject = subjects.job_event(claims.tenant, claims.job_id, job_event_name(event.type))
-            if event.type in ENDINGS:
-                endings.append(await asyncio.wait_for(_ending(js, subject, event, canceled), PUBLISH_TIMEOUT_S))
+            if event.type in ENDINGS:  # stored only while the job has no job.canceled; awaited, as
+                # publish_async never completes the future of a refused publish
+                ending = publish_fenced(js, subject, event, (canceled, 0))
+                endings.append(await asyncio.wait_for(ending, PUBLISH_TIMEOUT_S))
             else:
                 futures.append(await publish_event_async(js, subject, event))
         acks = await asyncio.wait_for(asyncio.gather(*futures), PUBLISH_TIMEOUT_S)
@@ -226,16 +226,3 @@ async def ingest_events(
     refused = sum(ack is None for ack in endings)  # the job was canceled first: its end is stored
     duplicates = sum(1 for ack in acks if ack.duplicate) + refused
     return IngestResult(accepted=len(acks) + refused, duplicates=duplicates)
-
-
-async def _ending(js: JetStreamContext, subject: str, event: EventEnvelope, canceled: str) -> PubAck | None:
-    """Publish the attempt's ending only while the job has no ``job.canceled`` (fenced on its subject: a
-    Modal worker's ending has no fence of its own, its ``job.dispatched`` follows the spawn); ``None``
-    when refused so. Awaited: nats-py's ``publish_async`` never completes a refused publish's future."""
-    headers = {**fence_headers(canceled, 0), **event_headers(event)}
-    try:
-        return await js.publish(subject, event.to_json_bytes(), headers=headers, timeout=PUBLISH_TIMEOUT_S)
-    except APIError as exc:
-        if exc.err_code not in FENCED_OUT:
-            raise
-        return None
