@@ -82,12 +82,18 @@ class NatsCluster:
         """Give every node a route port and the routes to all nodes; ``fresh``: new client and monitor
         ports too (another process took one of the picked ports before a node bound it)."""
         host = self.nodes[0].host
-        route_ports = [free_port(host) for _ in self.nodes]
+        taken: set[int] = set() if fresh else {p for node in self.nodes for p in (node.port, node.monitor_port) if p}
+        route_ports: list[int] = []
+        for _ in self.nodes:
+            route_ports.append(free_port(host, taken))
+            taken.add(route_ports[-1])
         routes = tuple(f"nats-route://{host}:{port}" for port in route_ports)
         for node, port in zip(self.nodes, route_ports, strict=True):
             node.cluster = ClusterConfig(name=self._name, port=port, routes=routes)
             if fresh:
-                node.port, node.monitor_port = free_port(host), free_port(host)
+                node.port = free_port(host, taken)
+                node.monitor_port = free_port(host, taken | {node.port})
+                taken |= {node.port, node.monitor_port}
 
     def start(self, timeout_s: float = 20.0, attempts: int = 3) -> NatsCluster:
         """Start every node (all launched first: each retries its routes) and wait until each accepts clients.

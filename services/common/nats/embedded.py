@@ -33,6 +33,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Collection
 from pathlib import Path
 from types import TracebackType
 
@@ -76,11 +77,15 @@ def default_gomaxprocs() -> int:
     return max(1, usable_cores() // 2)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+def free_port(host: str = "127.0.0.1", besides: Collection[int] = ()) -> int:
+    """A TCP port that was free a moment ago, none of ``besides`` (ports picked for the same server: the
+    kernel may hand a port just let go of out again, and a server given one port twice cannot start)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in besides:
+            return port
 
 
 def server_name_at(host: str, port: int, timeout_s: float = 0.2) -> str:
@@ -139,7 +144,7 @@ class EmbeddedNats:
         self.authorization = authorization
         """The users block (:mod:`services.common.nats.server_auth`); ``None``: no authentication."""
         self.tls = tls
-        self.monitor_port = None if monitor_port is None else (monitor_port or free_port(host))
+        self.monitor_port = None if monitor_port is None else (monitor_port or free_port(host, {self.port}))
         """The HTTP monitoring port (``/varz``), ``None``: no monitoring."""
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path = self.store_dir / "nats-server.log"
@@ -175,7 +180,7 @@ class EmbeddedNats:
                 if not self._port_picked or attempt == 2:
                     raise
                 log.warning("port %d was taken before nats-server bound it; picking another", self.port)
-                self.port = free_port(self.host)
+                self.port = free_port(self.host, {self.monitor_port or 0})
         raise AssertionError("unreachable")
 
     def launch(self) -> None:

@@ -19,7 +19,7 @@ def test_a_picked_port_another_server_took_is_picked_again(tmp_path: Path, monke
     with EmbeddedNats(tmp_path / "neighbour") as neighbour:
         free = embedded_nats.free_port
         picks = itertools.chain([neighbour.port], iter(free, None))
-        monkeypatch.setattr(embedded_nats, "free_port", lambda host="127.0.0.1": next(picks))
+        monkeypatch.setattr(embedded_nats, "free_port", lambda host="127.0.0.1", besides=(): next(picks))
         with EmbeddedNats(tmp_path / "ours") as ours:
             assert ours.port != neighbour.port
             assert ours.pid is not None
