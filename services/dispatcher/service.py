@@ -1,7 +1,7 @@
 """The dispatcher service: consumers on JetStream wired to the fold, tickets and backends.
 
-Consumers (every one a durable pull consumer shared by all replicas, with an explicit ack policy; the
-hot ones, the fold's and the tickets', are nats-py pull loops, the uploads' a FastStream subscriber):
+Consumers (every one a durable pull consumer shared by all replicas, with an explicit ack policy, read
+by a nats-py pull loop on the replica's one watched connection, :mod:`services.dispatcher.subscribers`):
 
 * ``dispatcher-fold-{p}`` on ``fold.{p}.>`` (``JOBS_FOLD``), one per partition of the job events by
   job id (:mod:`services.dispatcher.fold.partitions`): folds each event into KV ``jobs`` and reacts
@@ -11,7 +11,8 @@ hot ones, the fold's and the tickets', are nats-py pull loops, the uploads' a Fa
   :func:`~services.dispatcher.fold.records.fold` of the stream, while partitions fold in parallel.
   ``fold_partitions=0``: the serial ``dispatcher-jobs`` on ``jobs.>`` (JOBS) instead, one event
   in flight (``max_ack_pending=1``).
-* ``dispatcher-uploads`` on ``uploads.>`` (JOBS): releases jobs waiting on the upload.
+* ``dispatcher-uploads`` on ``uploads.>`` (JOBS): releases jobs waiting on the upload (one event at a
+  time, as the serial fold: :class:`~services.dispatcher.fold.serial.EventConsumer`).
 * ``dispatch-{kind}`` on ``dispatch.{kind}`` (DISPATCH), one per routed kind, ``max_ack_pending`` =
   the route's concurrency (:mod:`services.dispatcher.running.tickets`):
   :class:`~services.dispatcher.running.attempts.Attempts` holds each ticket until its attempt ends: the ack
@@ -44,7 +45,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from faststream.nats import JStream, NatsBroker
 from nats.aio.client import Client as NatsClient
 
 from contracts import streams
@@ -60,6 +60,7 @@ from services.dispatcher.fold.audit import FoldAudit
 from services.dispatcher.fold.partition import fold_consumers
 from services.dispatcher.fold.reactions import Reactions
 from services.dispatcher.fold.records import route_pricing
+from services.dispatcher.fold.serial import EventConsumer
 from services.dispatcher.fold.source_watch import SourceWatch
 from services.dispatcher.kv_writes import WriteLog
 from services.dispatcher.observe import start_sampling
@@ -82,7 +83,7 @@ from services.dispatcher.scheduling.sweeper import CreatedSweeper
 from services.dispatcher.scheduling.tallies import Tallies
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.store import DISPATCH_STREAM, JobEvents, JobStore, declare_dispatch
-from services.dispatcher.subscribers import bound_and_watch, make_broker, subscribe_events
+from services.dispatcher.subscribers import bound_and_watch
 from services.dispatcher.sweeps import every
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,6 @@ class Dispatcher:
         self._top_up: Callable[[], Awaitable[object]] = _nothing
         self.pool: LocalPool | None = None
         self.nc: NatsClient | None = None
-        self.broker: NatsBroker | None = None
         self.attempts: Attempts | None = None
         self.retention: Retention | None = None
         self.sweeper: CreatedSweeper | None = None
@@ -196,21 +196,16 @@ class Dispatcher:
         self.audit = FoldAudit(store, reactions, s.fold_audit_after_s, s.fold_audit_per_sweep,
                                s.fold_audit_candidates, s.fold_audit_max_events, writes=writes)  # fmt: skip
         self.guard = guard = ConsumerGuard(js, s.subjects)
-        self.broker = broker = make_broker(s)
-        jobs_stream = JStream(ns.stream(streams.JOBS), declare=False)
         folds = await fold_consumers(nc, s, guard, reactions, watch.failed)
         if s.fold_partitions and s.nats_replicas > 1:  # its source stalls on an election (fold/source_watch.py)
             self.source_watch = SourceWatch(nc, ns.stream(streams.JOBS_FOLD), ns.stream(streams.JOBS))
             await self.source_watch.start()
-        takers = [TicketConsumer(js, s, guard, dispatch_stream, kind, route.concurrency, self.attempts.on_ticket)
-                  for kind, route in self.routes.items()]  # fmt: skip
-        consumers = [
-            *(fold.consumer for fold in folds),
-            subscribe_events(broker, guard, s, jobs_stream, ns.subject("uploads.>"), "dispatcher-uploads",
-                             reactions.on_upload_completed),
-            *(taker.consumer for taker in takers),
-        ]  # fmt: skip
-        await broker.start()
+        uploads = EventConsumer(js, s, guard, ns.stream(streams.JOBS), ns.subject("uploads.>"), "dispatcher-uploads",
+                                reactions.on_upload_completed, watch.failed)  # fmt: skip
+        takers = [TicketConsumer(js, s, guard, dispatch_stream, kind, route.concurrency, self.attempts.on_ticket,
+                                 watch.failed) for kind, route in self.routes.items()]  # fmt: skip
+        consumers = [*(fold.consumer for fold in folds), uploads.consumer, *(taker.consumer for taker in takers)]
+        await uploads.start()
         for fold in folds:
             await fold.start()
         for taker in takers:
@@ -234,6 +229,7 @@ class Dispatcher:
             sweeping("stale-claims", s.claim_check_interval_s, self.stale_claims.sweep),
             sweeping("tally-flush", s.tally_flush_interval_s, self.tallies.flush),
             *(asyncio.create_task(fold.run(), name=fold.durable) for fold in folds),
+            asyncio.create_task(uploads.run(), name=uploads.durable),
             *(asyncio.create_task(taker.run(), name=taker.durable) for taker in takers),
         ]
         log.info("dispatcher started", extra={"kinds": sorted(self.routes)})
@@ -275,9 +271,6 @@ class Dispatcher:
             for subscription in self._advisories:
                 with contextlib.suppress(Exception):
                     await subscription.unsubscribe()
-            if self.broker is not None:
-                with contextlib.suppress(Exception):
-                    await self.broker.stop()
         with clock.part("attempts"):
             if self.attempts is not None:
                 await self.attempts.stop()

@@ -175,7 +175,7 @@ async def test_a_message_the_server_stops_redelivering_is_dead_lettered_from_its
         for _ in range(2):  # delivered twice, never acked: a crashed or hung handler
             [msg] = await sub.fetch(1, timeout=10)
             assert msg.data == b"never handled"
-        third = asyncio.create_task(sub.fetch(1, timeout=5))  # the consumer keeps pulling, as FastStream does
+        third = asyncio.create_task(sub.fetch(1, timeout=5))  # the consumer keeps pulling, as a pull loop does
         [letter] = await dead_letters(js, namespace, "probe", 1)
         with pytest.raises(nats.errors.TimeoutError):
             await third  # not delivered a third time

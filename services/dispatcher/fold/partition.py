@@ -50,7 +50,7 @@ from services.dispatcher.fold.pinned_pull import (
     first_deliveries,
 )
 from services.dispatcher.fold.reactions import Reactions
-from services.dispatcher.fold.serial import FOLD_LABEL, FoldConsumer, FoldDurable
+from services.dispatcher.fold.serial import FOLD_LABEL, EventConsumer, FoldDurable
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.subscribers import Consumer
 
@@ -348,14 +348,14 @@ async def fold_consumers(
     guard: ConsumerGuard,
     reactions: Reactions,
     unavailable: Callable[[], None] = unwatched,
-) -> list[FoldConsumer] | list[PartitionFold]:
+) -> list[EventConsumer] | list[PartitionFold]:
     """One :class:`PartitionFold` per partition of ``JOBS_FOLD`` (declared here:
     :mod:`~services.dispatcher.fold.partitions`), each telling ``unavailable`` of NATS failing it, or the
     serial ``dispatcher-jobs`` on JOBS' ``jobs.>`` (one event at a time) when ``fold_partitions`` is 0."""
     s, ns, js = settings, settings.ns, nc.jetstream()
     if not s.fold_partitions:
-        serial = FoldConsumer(js, s, guard, ns.stream(streams.JOBS), ns.subject("jobs.>"), SERIAL_DURABLE,
-                              reactions.on_job_event)  # fmt: skip
+        serial = EventConsumer(js, s, guard, ns.stream(streams.JOBS), ns.subject("jobs.>"), SERIAL_DURABLE,
+                               reactions.on_job_event, unavailable)  # fmt: skip
         return [serial]
     stream = await declare_fold_stream(js, ns, s.fold_partitions, s.nats_replicas)
     return [PartitionFold(nc, s, guard, reactions, stream, p, unavailable) for p in range(s.fold_partitions)]

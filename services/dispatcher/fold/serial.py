@@ -1,15 +1,16 @@
 """The serial fold consumer, and what every fold consumer shares.
 
-* :class:`FoldConsumer`, the serial fold (``fold_partitions = 0``): one event in flight
+* :class:`EventConsumer`, the serial fold (``fold_partitions = 0``) and the uploads' completions
+  (``dispatcher-uploads``, which release the jobs waiting on them): one event in flight
   (``max_ack_pending=1``) across every replica, each event guarded like every dispatcher consumer
   (:class:`~services.dispatcher.consumers.ConsumerGuard`: ack, nak with a delay, dead letter after
-  ``event_max_deliver``).
+  ``event_max_deliver``), a consumer found gone made again (:mod:`~services.dispatcher.pull_loop`).
 * The partitioned fold (the default) is :mod:`~services.dispatcher.fold.partition`, which also makes
   the consumers (:func:`~services.dispatcher.fold.partition.fold_consumers`).
 
 Both read nats-py directly rather than through FastStream: the per-message overhead is the fold's
 ceiling, and FastStream's (dependency injection, a worker-thread hop per decode) was more than half
-of it.
+of it. The uploads' completions followed (FastStream's pull loop asked again at once after a 503).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from services.common.http.nats_failover import unwatched
 from services.common.observability.metric_labels import subject_event_label
 from services.common.observability.metrics import EVENTS_CONSUMED
 from services.common.observability.tracing import consumer_span
@@ -56,8 +58,9 @@ class FoldDurable:
 
 
 @dataclass
-class FoldConsumer(FoldDurable):
-    """One fold consumer: ``durable`` on ``subject`` of ``stream``, folding with ``handler``."""
+class EventConsumer(FoldDurable):
+    """``durable`` on ``subject`` of ``stream``, one event at a time, handled by ``handler``; a refused
+    pull tells ``unavailable`` (the replica's stuck-server watch)."""
 
     js: JetStreamContext
     settings: DispatcherSettings
@@ -66,10 +69,11 @@ class FoldConsumer(FoldDurable):
     subject: str
     durable: str
     handler: Fold
+    unavailable: Callable[[], None] = unwatched
     _psub: JetStreamContext.PullSubscription | None = None
 
-    async def start(self) -> None:
-        """Create (or bind) the durable consumer."""
+    async def start(self) -> JetStreamContext.PullSubscription:
+        """Create (or bind) the durable consumer; its binding."""
         config = ConsumerConfig(
             durable_name=self.durable,
             filter_subject=self.subject,
@@ -80,11 +84,13 @@ class FoldConsumer(FoldDurable):
             max_ack_pending=1,
         )
         self._psub = await self.js.pull_subscribe(self.subject, durable=self.durable, stream=self.stream, config=config)
+        return self._psub
 
     async def run(self) -> None:
-        """Fold forever (cancel to stop: an event being folded is redelivered, folding it again is harmless)."""
+        """Handle events until cancelled (one being handled is redelivered: the fold and the uploads'
+        releases are idempotent)."""
         assert self._psub is not None, "start() first"
-        await pull_one_at_a_time(self._psub, self.durable, self.handle)
+        await pull_one_at_a_time(self._psub, self.durable, self.handle, self.start, self.unavailable)
 
     @property
     def label(self) -> str:
@@ -92,7 +98,7 @@ class FoldConsumer(FoldDurable):
         return FOLD_LABEL if self.durable.startswith(FOLD_LABEL) else self.durable
 
     async def handle(self, msg: Msg) -> None:
-        """Fold one event, guarded, counted and traced."""
+        """Handle one event, guarded, counted and traced."""
         event_type = subject_event_label(msg.subject)
         EVENTS_CONSUMED.labels(self.label, event_type).inc()
         attributes = span_attributes(msg, self.durable)

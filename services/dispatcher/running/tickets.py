@@ -9,9 +9,9 @@ only then pulls the next: tickets spread over the replicas by capacity.
 
 Every ticket runs guarded (:class:`~services.dispatcher.consumers.ConsumerGuard`, manual acks: the
 holder acks when its attempt ends), counted and traced like every dispatcher consumer. The loop is
-nats-py's own pull rather than a FastStream subscriber: a ticket is on the way to every start, and
-FastStream's per-message work (dependency injection, a worker-thread hop per decode) was most of
-the ticket's own cost.
+nats-py's own pull (:mod:`~services.dispatcher.pull_loop`) rather than a FastStream subscriber: a ticket
+is on the way to every start, and FastStream's per-message work (dependency injection, a worker-thread
+hop per decode) was most of the ticket's own cost.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from services.common.http.nats_failover import unwatched
 from services.common.observability.metrics import EVENTS_CONSUMED
 from services.common.observability.tracing import consumer_span
 from services.dispatcher.consumers import ConsumerGuard, Redelivery, span_attributes
@@ -47,6 +48,8 @@ class TicketConsumer:
     kind: str
     limit: int
     handler: OnTicket
+    unavailable: Callable[[], None] = unwatched
+    """Told of each refused pull (the replica's stuck-server watch)."""
     durable: str = field(init=False)
     _psub: JetStreamContext.PullSubscription | None = None
 
@@ -64,8 +67,8 @@ class TicketConsumer:
         """What :func:`~services.dispatcher.subscribers.bound_and_watch` and the metrics need."""
         return Consumer(self.stream, self.durable, self.policy)
 
-    async def start(self) -> None:
-        """Create (or bind) the durable consumer."""
+    async def start(self) -> JetStreamContext.PullSubscription:
+        """Create (or bind) the durable consumer; its binding."""
         subject = dispatch_subject(self.settings.ns, self.kind)
         config = ConsumerConfig(
             durable_name=self.durable, filter_subject=subject, deliver_policy=DeliverPolicy.ALL,
@@ -73,11 +76,13 @@ class TicketConsumer:
             max_deliver=self.policy.max_deliver, max_ack_pending=self.limit,
         )  # fmt: skip
         self._psub = await self.js.pull_subscribe(subject, durable=self.durable, stream=self.stream, config=config)
+        return self._psub
 
     async def run(self) -> None:
-        """Take tickets until cancelled (one being placed is redelivered after its ack wait, or adopted)."""
+        """Take tickets until cancelled (one being placed is redelivered after its ack wait, or adopted);
+        a consumer found gone is made again."""
         assert self._psub is not None, "start() first"
-        await pull_one_at_a_time(self._psub, self.durable, self.handle)
+        await pull_one_at_a_time(self._psub, self.durable, self.handle, self.start, self.unavailable)
 
     async def handle(self, msg: Msg) -> None:
         """Place one ticket, guarded, counted and traced (the holder acks it, not this)."""
