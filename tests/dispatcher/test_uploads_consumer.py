@@ -1,7 +1,8 @@
 """The uploads' completions (``dispatcher-uploads``) are pulled like every other dispatcher consumer.
 
 A pull answered 503 (its consumer gone, or its server cut off from JetStream) waits before the next one
-and makes the consumer again. FastStream's pull loop, which read this consumer before, swallowed that
+and makes the consumer again; a pull open when the consumer is deleted ends on the deletion's advisory.
+FastStream's pull loop, which read this consumer before, swallowed that
 503 and asked again at once: with the consumer deleted, a dispatcher sent thousands of pull requests a
 second for as long as it ran, and a job waiting on an upload was never released.
 """
@@ -65,9 +66,15 @@ def _upload(status: UploadStatus) -> UploadRecord:
 async def test_a_deleted_uploads_consumer_is_made_again_and_releases_the_job_waiting_on_its_upload(
     start_dispatcher: StartDispatcher, js: JetStreamContext, jobs_kv: KeyValue, subjects: Subjects, namespace: Namespace
 ) -> None:
-    """On FastStream's loop the job stayed ``created`` for good (the consumer was never made again)."""
+    """On FastStream's loop the job stayed ``created`` for good (the consumer was never made again); on a
+    loop that waited for its open pull to expire, for 35 s."""
     await start_dispatcher({"pose": local_route("noop")})
     jobs = namespace.stream(streams.JOBS)
+
+    async def pulling() -> bool:  # its long pull open: the server may never end it (no 409 on a delete)
+        return bool((await js.consumer_info(jobs, "dispatcher-uploads")).num_waiting)
+
+    await wait_for(pulling, timeout_s=30, what="the uploads' open pull")
     await js.delete_consumer(jobs, "dispatcher-uploads")
     uploads = await js.key_value(namespace.bucket(streams.KV_UPLOADS))
     waits = await js.key_value(namespace.bucket(streams.KV_DISPATCHER_WAITS))

@@ -9,8 +9,10 @@ wait. A request lost with a connection is noticed at the reconnect (checked ever
 :data:`CHECK_S`, locally, with no message), not at its expiry; so is one lost with the consumer's leader
 (its ``LEADER_ELECTED`` advisory): a leader that steps down drops its waiting requests silently, and the
 new one answers 409 only to those it heard of, which a request sent while the cluster was split or the
-leader paused may not be (``-m netfaults`` tickets waited out the 30 s). nats-py (2.16) offers neither, so the
-requests are the JetStream API's own JSON (``CONSUMER.MSG.NEXT``) and the messages nats-py's own.
+leader paused may not be (``-m netfaults`` tickets waited out the 30 s). So is one open on a consumer
+that was deleted (its ``DELETED`` advisory; a fresh-clone run waited out the 30 s there too). nats-py
+(2.16) offers none of this, so the requests are the JetStream API's own JSON (``CONSUMER.MSG.NEXT``)
+and the messages nats-py's own.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ STATUS_GRACE_S = 5.0
 NANOS = 1_000_000_000
 LEADER_ELECTED = "$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.{stream}.{durable}"
 """The advisory of a consumer's new leader: a request sent before it may never end."""
+CONSUMER_DELETED = "$JS.EVENT.ADVISORY.CONSUMER.DELETED.{stream}.{durable}"
+"""The advisory of a deleted consumer: a request open on it may never end either (the server does not
+always answer it 409), so the next one is sent at once, and its 503 tells the caller."""
 
 
 class PullInbox:
@@ -116,10 +121,10 @@ class LongPull:
     ) -> None:
         self.inbox = PullInbox(nc, stream, durable, bound=batch + 64)
         self.batch, self.expires_s = batch, expires_s
-        self._elected_subject = LEADER_ELECTED.format(stream=stream, durable=durable)
-        self._elected: Subscription | None = None
+        self._advisories = [f.format(stream=stream, durable=durable) for f in (LEADER_ELECTED, CONSUMER_DELETED)]
+        self._heard: list[Subscription] = []
         self.elections = 0
-        """Leader elections of the consumer heard so far."""
+        """Leader elections and deletions of the consumer heard so far (each ends the open request)."""
         self._open: str | None = None
         self._left = 0
         self._gone_at = 0.0
@@ -133,8 +138,9 @@ class LongPull:
     async def take(self, most: int) -> list[Msg]:
         """The next message, and with it those that came along (``most`` in all)."""
         loop = asyncio.get_running_loop()
-        if self._elected is None:
-            self._elected = await self.inbox.nc.subscribe(self._elected_subject, cb=self._on_elected)
+        if not self._heard:
+            subscribe = self.inbox.nc.subscribe
+            self._heard = [await subscribe(subject, cb=self._on_request_lost) for subject in self._advisories]
         while True:
             if self._open is None:
                 self._reconnects, self._elections = self.inbox.reconnects(), self.elections
@@ -151,7 +157,7 @@ class LongPull:
                     or self.elections != self._elections
                     or loop.time() >= self._gone_at
                 ):
-                    self._open = None  # lost with the connection or the consumer's leader, or its status is overdue
+                    self._open = None  # lost with the connection, the consumer or its leader, or its status is overdue
                 continue
             if self._delivered(msg):
                 taken = [msg]
@@ -178,14 +184,14 @@ class LongPull:
             raise PullEnded(self.inbox.durable, status, headers.get("Description", ""))
         return False
 
-    async def _on_elected(self, msg: Msg) -> None:
+    async def _on_request_lost(self, msg: Msg) -> None:
         self.elections += 1
 
     async def close(self) -> list[Msg]:
         """End the open request; the deliveries it brought that :meth:`take` did not hand out."""
         self._open = None
-        elected, self._elected = self._elected, None
-        if elected is not None:
+        heard, self._heard = self._heard, []
+        for subscription in heard:
             with contextlib.suppress(Exception):
-                await elected.unsubscribe()
+                await subscription.unsubscribe()
         return [msg for msg in await self.inbox.end() if not (msg.headers or {}).get("Status")]
