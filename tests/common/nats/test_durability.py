@@ -67,7 +67,7 @@ async def test_gpurelay_dev_syncs_always_and_connects_each_part_as_its_role(tmp_
         assert stack.nats is not None
         assert (await jetstream_config(stack.nats.monitor_url)).get("sync_always") is True
         users = await _authorized_users(stack.nats.monitor_url)
-        # The gateway (and its ingest route as the worker), the dispatcher (and its broker), the notifier,
+        # The gateway (and its ingest route as the worker), the dispatcher, the notifier,
         # the pool's two workers; nobody without a user, nobody as the operator once it has bootstrapped.
         assert sorted(set(users)) == ["dispatcher", "gateway", "notifier", "worker"], users
         assert users.count("worker") == 3, users
