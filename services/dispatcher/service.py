@@ -60,6 +60,7 @@ from services.dispatcher.fold.audit import FoldAudit
 from services.dispatcher.fold.partition import fold_consumers
 from services.dispatcher.fold.reactions import Reactions
 from services.dispatcher.fold.records import route_pricing
+from services.dispatcher.fold.refold import Refolds
 from services.dispatcher.fold.serial import EventConsumer
 from services.dispatcher.fold.source_watch import SourceWatch
 from services.dispatcher.kv_writes import WriteLog
@@ -128,6 +129,7 @@ class Dispatcher:
         self.sweeper: CreatedSweeper | None = None
         self.stale_claims: StaleClaims | None = None
         self.audit: FoldAudit | None = None
+        self.refolds: Refolds | None = None
         self.guard: ConsumerGuard | None = None
         self.nats_watch: StuckServerWatch | None = None
         """Moves ``nc`` off a server cut off from its cluster: told by the fold partitions and the sweeps."""
@@ -196,7 +198,8 @@ class Dispatcher:
         self.audit = FoldAudit(store, reactions, s.fold_audit_after_s, s.fold_audit_per_sweep,
                                s.fold_audit_candidates, s.fold_audit_max_events, writes=writes)  # fmt: skip
         self.guard = guard = ConsumerGuard(js, s.subjects)
-        folds = await fold_consumers(nc, s, guard, reactions, watch.failed)
+        self.refolds = Refolds(reactions, s.fold_audit_max_events, s.fold_refolds_waiting, watch.failed)
+        folds = await fold_consumers(nc, s, guard, reactions, watch.failed, self.refolds.add)
         if s.fold_partitions and s.nats_replicas > 1:  # its source stalls on an election (fold/source_watch.py)
             self.source_watch = SourceWatch(nc, ns.stream(streams.JOBS_FOLD), ns.stream(streams.JOBS))
             await self.source_watch.start()
@@ -225,6 +228,7 @@ class Dispatcher:
             sweeping("retain", s.retention_sweep_interval_s, self.retention.sweep, first=True),
             sweeping("created-sweep", s.created_sweep_interval_s, self.sweep_created),
             sweeping("fold-audit", s.fold_audit_interval_s, self.audit.sweep),
+            asyncio.create_task(self.refolds.run(), name="fold-refolds"),
             sweeping("queue-top-up", s.queue_sweep_interval_s, self._top_up),
             sweeping("stale-claims", s.claim_check_interval_s, self.stale_claims.sweep),
             sweeping("tally-flush", s.tally_flush_interval_s, self.tallies.flush),
@@ -250,7 +254,7 @@ class Dispatcher:
         and the local pool's occupancy (``None`` without a local pool)."""
         counters: dict[str, Any] = self.guard.metrics() if self.guard else {"dead_lettered": {}, "handler_errors": {}}
         pool = self.pool.occupancy() if self.pool else None
-        repaired = self.audit.repaired if self.audit else 0
+        repaired = (self.audit.repaired if self.audit else 0) + (self.refolds.refolded if self.refolds else 0)
         republished = self.sweeper.republished if self.sweeper else 0
         released = self.stale_claims.released if self.stale_claims else 0
         return counters | {"created_republished": republished, "fold_repaired": repaired, "claims_released": released,

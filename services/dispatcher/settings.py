@@ -84,6 +84,10 @@ class DispatcherSettings(BaseServiceSettings):
     fold_audit_max_events: int = Field(
         default=10_000, ge=1, le=1_000_000, description="A job with more events than this is not audited (logged)."
     )
+    fold_refolds_waiting: int = Field(
+        default=10_000, ge=1, le=1_000_000,
+        description="Jobs waiting to be folded again after a redelivery; more are dropped (logged).",
+    )  # fmt: skip
     tenant_weights: dict[str, float] = Field(
         default_factory=dict,
         description='Fair-share weight per tenant (JSON, e.g. {"acme": 3}); a kind\'s slots are shared by weight.',

@@ -63,8 +63,8 @@ JOBS_FINISHED = Counter(
     registry=None,
 )  # fmt: skip
 FOLD_REPAIRS = Counter(
-    "gpurelay_fold_repairs", "Job records the fold audit found differing from their stream and rewrote "
-    "(each one an event the fold missed).", registry=None,
+    "gpurelay_fold_repairs", "Job records the fold audit, or a refold after a redelivery, found differing from "
+    "their stream and rewrote (each one an event the fold missed or folded out of order).", registry=None,
 )  # fmt: skip
 JOB_QUEUE_WAIT = Histogram(
     "gpurelay_job_queue_wait_seconds", "From an attempt's ticket (or its retry time) to its launch, by kind.",

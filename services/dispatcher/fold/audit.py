@@ -29,17 +29,16 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.kv import KV_OP
 
-from contracts import streams
 from contracts.envelope import EventEnvelope, utc_now
 from contracts.job_record import TERMINAL, JobRecord
-from contracts.subjects import Subjects
 from services.common.observability.metrics import FOLD_REPAIRS
-from services.dispatcher.fold.reactions import REACTS_TO, Reactions
+from services.dispatcher.fold.history import job_history
+from services.dispatcher.fold.reactions import Reactions
 from services.dispatcher.fold.records import fold
-from services.dispatcher.kv_writes import READ_BATCH, READ_TIMEOUT_S, WriteLog
+from services.dispatcher.fold.refold import latest_reacting, write_back
+from services.dispatcher.kv_writes import WriteLog
 from services.dispatcher.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -119,21 +118,17 @@ class FoldAudit:
             return False
         self.audited += 1
         folded = fold(events, self.store.pricing)
-        latest = {event.type: event for event in events if event.type in REACTS_TO}
         if folded == record:
-            return await self._resume(record, latest, len(events))
+            return await self._resume(record, latest_reacting(events), len(events))
         if folded is None:
             return False
-        if await self.store.put(folded, revision) is None:  # it moved meanwhile: the fold is at work on it
+        if not await write_back(self.reactions, folded, revision, events):  # it moved: the fold is at work on it
             return False
         self.repaired += 1
-        FOLD_REPAIRS.inc()
         log.warning(
             "job %s: its record (%s) differed from the fold of its %d events (%s); rewritten",
             job_id, record.status, len(events), folded.status, extra={"job_id": job_id},
         )  # fmt: skip
-        for event in latest.values():
-            await self.reactions.react(event, folded)
         return True
 
     async def _resume(self, record: JobRecord, latest: dict[str, EventEnvelope], events: int) -> bool:
@@ -152,24 +147,4 @@ class FoldAudit:
 
     async def events(self, tenant: str, job_id: str) -> list[EventEnvelope] | None:
         """The job's events in JOBS, in stream order (``None``: more than ``max_events``)."""
-        js, ns = self.store.kv._js, self.reactions.events.ns
-        config = ConsumerConfig(
-            ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=30.0, mem_storage=True
-        )
-        subject = Subjects(ns).job_events(tenant, job_id)
-        sub = await js.pull_subscribe(subject, stream=ns.stream(streams.JOBS), config=config)
-        events: list[EventEnvelope] = []
-        try:
-            remaining = (await sub.consumer_info()).num_pending or 0
-            if remaining > self.max_events:
-                return None
-            while remaining > 0:
-                for msg in await sub.fetch(min(remaining, READ_BATCH), timeout=READ_TIMEOUT_S):
-                    remaining -= 1
-                    try:
-                        events.append(EventEnvelope.from_json_bytes(msg.data))
-                    except ValueError:  # not an event: the fold dead-letters it, and so skips it here
-                        continue
-        finally:
-            await sub.unsubscribe()
-        return events
+        return await job_history(self.store.kv._js, self.reactions.events.ns, tenant, job_id, self.max_events)

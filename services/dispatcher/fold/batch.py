@@ -13,7 +13,8 @@ could come after later events of the same job): an event whose fold or reaction 
 again, from the record re-read, up to ``event_max_deliver`` times with the growing delay, then
 dead-lettered, and its job goes on with the next. Errors of the infrastructure (NATS down, a
 timeout) are retried until the batch's deadline; past it the batch is given up and redelivered
-whole (folding an event again in order changes nothing).
+whole (folding an event again in order changes nothing). A job with a redelivered event, which may
+have come after later ones, is handed on to be folded again from JOBS (:mod:`~services.dispatcher.fold.refold`).
 """
 
 from __future__ import annotations
@@ -85,6 +86,10 @@ class RecordCache:
         self._records.pop((tenant, job_id), None)
 
 
+def _no_refold(tenant: str, job_id: str) -> None:
+    """No one folds jobs again (a fold without :class:`~services.dispatcher.fold.refold.Refolds`)."""
+
+
 @dataclass
 class _JobRun:
     """One job's events of the batch, and its record as folded so far."""
@@ -109,8 +114,11 @@ class BatchFold:
         durable: str,
         label: str,
         cache: RecordCache | None = None,
+        refold_later: Callable[[str, str], None] | None = None,
     ) -> None:
         self.reactions, self.guard, self.policy = reactions, guard, policy
+        self.refold_later = refold_later or _no_refold
+        """Told (tenant, job id) of each job with a redelivered event (:mod:`~services.dispatcher.fold.refold`)."""
         self.cache = cache or RecordCache(0)
         self._counters: dict[str, Counter] = {}
         self.store: JobStore = reactions.store
@@ -152,6 +160,8 @@ class BatchFold:
             self._take_created(run, msg, event)
             await self._step(run, msg, event, deadline)
         await self._retrying(run, deadline, lambda: self._flush(run))
+        if any(msg.metadata.num_delivered > 1 for msg, _ in run.events):  # maybe after later events
+            self.refold_later(run.tenant, run.job_id)
 
     async def _step(self, run: _JobRun, msg: Msg, event: EventEnvelope, deadline: float) -> None:
         """Fold one event (and react), retried in place; dead-lettered after ``max_deliver`` tries."""

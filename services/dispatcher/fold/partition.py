@@ -90,6 +90,8 @@ class PartitionFold(FoldDurable):
     partition: int
     unavailable: Callable[[], None] = unwatched
     """Told each time NATS failed a pull, a batch's fold or its acks (the replica's stuck-server watch)."""
+    refold_later: Callable[[str, str], None] | None = None
+    """Told of each job with a redelivered event (:class:`~services.dispatcher.fold.refold.Refolds`)."""
     durable: str = field(init=False)
     _pinned: PinnedConsumer | None = None
     _puller: PinnedPull | None = None
@@ -129,7 +131,7 @@ class PartitionFold(FoldDurable):
         puller = self._puller
         assert puller is not None, "start() first"
         cache = RecordCache(self.settings.fold_record_cache)
-        folder = BatchFold(self.reactions, self.guard, self.policy, self.durable, FOLD_LABEL, cache)
+        folder = BatchFold(self.reactions, self.guard, self.policy, self.durable, FOLD_LABEL, cache, self.refold_later)
         await self._unpin_if_dead()
         pinned_at, releasing = time.monotonic(), False
         quiet_at = time.monotonic() + QUIET_AFTER_S
@@ -348,6 +350,7 @@ async def fold_consumers(
     guard: ConsumerGuard,
     reactions: Reactions,
     unavailable: Callable[[], None] = unwatched,
+    refold_later: Callable[[str, str], None] | None = None,
 ) -> list[EventConsumer] | list[PartitionFold]:
     """One :class:`PartitionFold` per partition of ``JOBS_FOLD`` (declared here:
     :mod:`~services.dispatcher.fold.partitions`), each telling ``unavailable`` of NATS failing it, or the
@@ -358,4 +361,5 @@ async def fold_consumers(
                                reactions.on_job_event, unavailable)  # fmt: skip
         return [serial]
     stream = await declare_fold_stream(js, ns, s.fold_partitions, s.nats_replicas)
-    return [PartitionFold(nc, s, guard, reactions, stream, p, unavailable) for p in range(s.fold_partitions)]
+    return [PartitionFold(nc, s, guard, reactions, stream, p, unavailable, refold_later)
+            for p in range(s.fold_partitions)]  # fmt: skip

@@ -1,0 +1,151 @@
+"""An event redelivered after later events of its job were folded: the job is folded again from JOBS.
+
+A netfaults run (n2's slow link) left a job's KV record ``succeeded`` without ``started_at`` while JOBS
+held its ``job.started``: the event came to the fold again only after ``job.succeeded`` had been folded
+(a batch given back whose nak was slow, while the open pull delivered what came next), and folded
+then it changed nothing. Here a real consumer delivers one job's events as a fold partition reads them:
+``job.started`` is delivered and never folded (lost with a connection), ``job.succeeded`` is folded, and
+``job.started`` comes again after the ack wait: the fold hands the job to :class:`Refolds`, which
+writes the record back as the fold of the job's history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
+from nats.js.kv import KeyValue
+
+from bench.harness.waiting import wait_for
+from contracts.events import jobs as je
+from contracts.events.registry import EventType, make_event
+from contracts.ids import tenant_key
+from contracts.job_record import JobRecord, JobStatus
+from contracts.streams import JOBS
+from contracts.subjects import Namespace, Subjects
+from services.common.nats.connection import cancel_and_wait
+from services.common.nats.publish import publish_event
+from services.dispatcher.consumers import ConsumerGuard, Redelivery
+from services.dispatcher.fold.batch import BatchFold
+from services.dispatcher.fold.history import job_history
+from services.dispatcher.fold.reactions import Reactions
+from services.dispatcher.fold.records import fold
+from services.dispatcher.fold.refold import Refolds
+from services.dispatcher.store import JobEvents, JobStore
+from tests.support.dispatcher import POSE, read_record, submit
+
+E = EventType
+POLICY = Redelivery(max_deliver=3, retry_delay_s=0.05, retry_delay_max_s=0.2)
+ACK_WAIT_S = 1.0
+
+
+async def _job(js: JetStreamContext, kv: KeyValue, subjects: Subjects) -> str:
+    """A pose job created as the gateway does, and its attempt's events as the dispatcher and a worker
+    publish them: queued, dispatched, started, succeeded."""
+    job_id = await submit(js, kv, subjects, POSE)
+    steps = [
+        (E.JOB_QUEUED, je.JobQueuedPayload()),
+        (E.JOB_DISPATCHED, je.JobDispatchedPayload(backend="local", function="f", call_id="c1")),
+        (E.JOB_STARTED, je.JobStartedPayload(worker="w")),
+        (E.JOB_SUCCEEDED, je.JobSucceededPayload(result={"ok": True})),
+    ]
+    for type_, payload in steps:
+        event = make_event(type_, payload, tenant="acme", source="test", job_id=job_id, kind="pose", attempt=1)
+        await publish_event(js, subjects.job_event("acme", job_id, type_.removeprefix("job.")), event)
+    return job_id
+
+
+@dataclass
+class Delivered:
+    """One job's events delivered by a consumer on JOBS as a fold partition reads them, its ``job.created``
+    taken; the partition's batch fold, and the refolds it hands jobs to, running."""
+
+    job_id: str
+    sub: JetStreamContext.PullSubscription
+    folder: BatchFold
+    refolds: Refolds
+
+
+@pytest.fixture
+async def delivered(
+    js: JetStreamContext, jobs_kv: KeyValue, namespace: Namespace, subjects: Subjects
+) -> AsyncIterator[Delivered]:
+    """Over a bare set of reactions (no routes, no queue: none of these events but ``job.created`` has a
+    reaction, and this fold is not given that one); the deliveries due again after :data:`ACK_WAIT_S`."""
+    reactions = Reactions(JobStore(jobs_kv), JobEvents(js, namespace), jobs_kv, jobs_kv, {}, None, None)  # type: ignore[arg-type]
+    refolds = Refolds(reactions, max_events=100, most_waiting=100)
+    folder = BatchFold(reactions, ConsumerGuard(js, subjects), POLICY, "refold-test", "test", refold_later=refolds.add)
+    job_id = await _job(js, jobs_kv, subjects)
+    config = ConsumerConfig(ack_wait=ACK_WAIT_S, max_deliver=5)
+    sub = await js.pull_subscribe(
+        subjects.job_events("acme", job_id), durable="refold-test", stream=namespace.stream(JOBS), config=config
+    )
+    (created,) = await sub.fetch(1)  # the record is the one the gateway made
+    await created.ack_sync()
+    running = asyncio.create_task(refolds.run())
+    try:
+        yield Delivered(job_id, sub, folder, refolds)
+    finally:
+        await cancel_and_wait([running])
+
+
+async def _folded(js: JetStreamContext, namespace: Namespace, job_id: str) -> JobRecord | None:
+    history = await job_history(js, namespace, "acme", job_id, most_events=100)
+    assert history is not None
+    return fold(history)
+
+
+async def _fold(folder: BatchFold, msgs: list[Msg]) -> None:
+    await folder.fold(msgs, time.monotonic() + 30.0)
+    for msg in msgs:
+        await msg.ack_sync()
+
+
+async def test_an_event_redelivered_after_later_ones_of_its_job_is_folded_in_stream_order(
+    js: JetStreamContext, jobs_kv: KeyValue, namespace: Namespace, delivered: Delivered
+) -> None:
+    job_id, sub, folder, refolds = delivered.job_id, delivered.sub, delivered.folder, delivered.refolds
+    await _fold(folder, await sub.fetch(2))  # queued, dispatched
+    (lost,) = await sub.fetch(1)
+    assert lost.subject.endswith(".started")  # delivered, and never folded: lost with its connection
+    await _fold(folder, await sub.fetch(1))  # job.succeeded, delivered for the first time
+    gap = await read_record(jobs_kv, job_id)
+    assert (gap.status, gap.timings.started_at) == (JobStatus.SUCCEEDED, None)  # it went past job.started
+    assert refolds.refolded == 0
+
+    (again,) = await sub.fetch(1, timeout=10 * ACK_WAIT_S)  # due again after the ack wait
+    assert again.subject.endswith(".started")
+    assert again.metadata.num_delivered == 2
+    await _fold(folder, [again])  # folded on its own, it changes nothing: the job is folded again
+
+    folded = await _folded(js, namespace, job_id)
+    assert folded is not None
+    assert folded.timings.started_at is not None
+
+    async def refolded() -> bool:
+        return await read_record(jobs_kv, job_id) == folded
+
+    await wait_for(refolded, timeout_s=20, what="the record written back as the fold of its events")
+    assert refolds.refolded == 1
+
+
+async def test_a_redelivered_batch_its_record_already_agrees_with_is_not_written_again(
+    js: JetStreamContext, jobs_kv: KeyValue, namespace: Namespace, delivered: Delivered
+) -> None:
+    job_id, sub, folder, refolds = delivered.job_id, delivered.sub, delivered.folder, delivered.refolds
+    batch = await sub.fetch(4)
+    await folder.fold(batch, time.monotonic() + 30.0)  # folded, its acks lost: the whole batch comes again
+    writes = len(await jobs_kv.history(tenant_key("acme", job_id)))
+    again = await sub.fetch(4, timeout=10 * ACK_WAIT_S)
+    assert [msg.metadata.num_delivered for msg in again] == [2, 2, 2, 2]
+    await _fold(folder, again)
+    await wait_for(lambda: refolds.waiting == 0, timeout_s=20, what="the job folded again")
+    assert len(await jobs_kv.history(tenant_key("acme", job_id))) == writes  # it agreed: not written
+    assert refolds.refolded == 0
+    assert await read_record(jobs_kv, job_id) == await _folded(js, namespace, job_id)
