@@ -30,7 +30,7 @@ from nats.aio.subscription import Subscription
 
 from services.common.event_loop import get_within
 from services.common.nats.connection import is_unavailable
-from services.common.nats.long_pull import LEADER_ELECTED
+from services.common.nats.long_pull import CONSUMER_DELETED, LEADER_ELECTED
 
 log = logging.getLogger(__name__)
 API = "$JS.API"
@@ -137,7 +137,9 @@ class PinnedPull:
     A new leader of the consumer (its advisory) tells its predecessor's waiting requests so (409) only
     when it had heard of them, which a request sent while the cluster was split or a node paused may
     miss: then nothing came for a request's whole life (30 s) after the fault healed. So an election
-    makes the open request uncertain at once, as an overdue one is, and the next one is sent.
+    makes the open request uncertain at once, as an overdue one is, and the next one is sent. A deletion
+    of the consumer (its advisory) ends the open request for sure, where no status may come either: the
+    next one is refused (503), and the caller makes the consumer again at once, not after 30 s.
     """
 
     def __init__(self, nc: NatsClient, consumer: PinnedConsumer) -> None:
@@ -148,9 +150,11 @@ class PinnedPull:
         self.pulls = 0
         """Pull requests sent so far."""
         self._sub: Subscription | None = None
-        self._elected: Subscription | None = None
+        self._advised: list[Subscription] = []
         self.elections = 0
         """Leader elections of the consumer heard so far (each ends the requests sent before it)."""
+        self.deletions = 0
+        """Deletions of the consumer heard so far (each ends every request sent before it, for sure)."""
         self._pin: str | None = None
         self._open: _Request | None = None
         self._ready: deque[Msg] = deque()
@@ -167,12 +171,16 @@ class PinnedPull:
         """Open the inbox."""
         if self._sub is None:
             self._sub = await self.nc.subscribe(f"{self._inbox}.*", cb=self._on_msg)
-        if self._elected is None:
-            subject = LEADER_ELECTED.format(stream=self.consumer.stream, durable=self.consumer.durable)
-            self._elected = await self.nc.subscribe(subject, cb=self._on_elected)
+        if not self._advised:
+            for advisory, heard in ((LEADER_ELECTED, self._on_elected), (CONSUMER_DELETED, self._on_deleted)):
+                subject = advisory.format(stream=self.consumer.stream, durable=self.consumer.durable)
+                self._advised.append(await self.nc.subscribe(subject, cb=heard))
 
     async def _on_elected(self, msg: Msg) -> None:
         self.elections += 1
+
+    async def _on_deleted(self, msg: Msg) -> None:
+        self.deletions += 1
 
     async def _on_msg(self, msg: Msg) -> None:
         try:
@@ -182,7 +190,7 @@ class PinnedPull:
 
     async def close(self) -> None:
         """Close the inbox (what it still holds is redelivered after the ack wait)."""
-        subs, self._sub, self._elected = (self._sub, self._elected), None, None
+        subs, self._sub, self._advised = (self._sub, *self._advised), None, []
         for sub in subs:
             if sub is not None:
                 with contextlib.suppress(Exception):
@@ -206,7 +214,8 @@ class PinnedPull:
         request = self._uncertain
         if request is None:
             return False
-        if self._reconnects() != request.reconnects or asyncio.get_running_loop().time() >= request.unsure_until:
+        gone = self._reconnects() != request.reconnects or request.deletions != self.deletions
+        if gone or asyncio.get_running_loop().time() >= request.unsure_until:
             self._uncertain = None
             return False
         return True
@@ -228,6 +237,9 @@ class PinnedPull:
             assert self._open is not None
             if self._open.reconnects != self._reconnects():  # the server dropped it with the old connection
                 self._open = None
+                continue
+            if self._open.deletions != self.deletions:  # gone with its consumer: the next one is refused (503)
+                self._open, self._uncertain, self._pin = None, None, None
                 continue
             if self._open.elections != self.elections:  # sent to a former leader: it may never end
                 self._give_up_waiting(loop.time(), force=True, why="the consumer has a new leader")
@@ -300,7 +312,8 @@ class PinnedPull:
         }
         self.pulls += 1
         loop = asyncio.get_running_loop()
-        self._open = _Request(reply, size, loop.time() + expires_s + STATUS_GRACE_S, self._reconnects(), self.elections)
+        presumed_gone_at = loop.time() + expires_s + STATUS_GRACE_S
+        self._open = _Request(reply, size, presumed_gone_at, self._reconnects(), self.elections, self.deletions)
         await self.nc.publish(self._next, json.dumps(body).encode(), reply=reply)
 
     def _take(self, msg: Msg) -> None:
@@ -373,12 +386,14 @@ def first_deliveries(msgs: list[Msg]) -> bool:
 @dataclass(slots=True)
 class _Request:
     """A pull request: its reply subject, how many messages it may still deliver, when its status is
-    overdue, and the connection's reconnect count and the consumer's elections when it was sent."""
+    overdue, and the connection's reconnect count and the consumer's elections and deletions when it was
+    sent."""
 
     reply: str
     left: int
     presumed_gone_at: float
     reconnects: int
     elections: int = 0
+    deletions: int = 0
     unsure_until: float = 0.0
     """Once given up on without its status: when it is taken for gone whatever comes."""
