@@ -105,7 +105,8 @@ class Refolds:
                 continue  # the fold wrote it meanwhile: read it again
             self.refolded += 1
             log.warning(
-                "job %s: an event came again after later ones; its record (%s) is the fold of its %d events (%s)",
+                "job %s: folded again after a redelivery: its record (%s) differed from the fold of its %d events "
+                "(%s); rewritten",
                 job_id, record.status, len(events), folded.status, extra={"job_id": job_id},
             )  # fmt: skip
             return True
