@@ -15,7 +15,8 @@ batch given back is redelivered, and would be refolded again), and on a slow lin
 few round trips. Redeliveries come only after a fault, so a healthy run reads nothing here. The jobs
 waiting are bounded (``fold_refolds_waiting``; past it a job is dropped, and logged: the audit still
 looks at it unless it is terminal), and a refold that fails is tried again after :data:`RETRY_S` until
-it is done or the dispatcher stops (whose waiting jobs are dropped the same way).
+it is done, for :data:`GIVE_UP_S` at most (then dropped and logged as an error), or the dispatcher stops
+(whose waiting jobs are dropped the same way).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from services.dispatcher.store import CAS_ATTEMPTS
 log = logging.getLogger(__name__)
 RETRY_S = 1.0
 """How long a refold that failed (NATS away) waits before it is tried again."""
+GIVE_UP_S = 600.0
+"""How long a job's refold is tried again, from when it was first asked for."""
 
 
 class Refolds:
@@ -47,7 +50,8 @@ class Refolds:
         self.reactions, self.max_events, self.most_waiting = reactions, max_events, most_waiting
         self.failed = failed
         """Told of each refold that failed (the replica's stuck-server watch)."""
-        self._waiting: dict[tuple[str, str], None] = {}
+        self._waiting: dict[tuple[str, str], float] = {}
+        """(tenant, job id) → when its refold was asked for (``loop.time()``)."""
         self._wake = asyncio.Event()
         self.refolded = 0
         """Records written back as the fold of their job's history."""
@@ -62,7 +66,7 @@ class Refolds:
             self.left += 1
             log.warning("job %s: %d jobs already wait to be folded again; dropped", job_id, self.most_waiting)
             return
-        self._waiting[(tenant, job_id)] = None
+        self._waiting[(tenant, job_id)] = asyncio.get_running_loop().time()
         self._wake.set()
 
     @property
@@ -75,16 +79,20 @@ class Refolds:
             await self._wake.wait()
             self._wake.clear()
             while self._waiting:
-                tenant, job_id = next(iter(self._waiting))
+                key = tenant, job_id = next(iter(self._waiting))
                 try:
                     await self.refold(tenant, job_id)
                 except Exception as exc:  # noqa: BLE001 - NATS away: tried again, after the others
                     self.failed()
+                    asked = self._waiting.pop(key)
+                    if asyncio.get_running_loop().time() - asked >= GIVE_UP_S:
+                        log.error("job %s: could not be folded again for %g s (%r); given up", job_id, GIVE_UP_S, exc)
+                        continue
                     log.warning("job %s: could not be folded again (%r); trying again in %g s", job_id, exc, RETRY_S)
-                    self._waiting[(tenant, job_id)] = self._waiting.pop((tenant, job_id))
+                    self._waiting[key] = asked  # after the others
                     await asyncio.sleep(RETRY_S)
                     continue
-                self._waiting.pop((tenant, job_id), None)
+                self._waiting.pop(key, None)
 
     async def refold(self, tenant: str, job_id: str) -> bool:
         """Write the job's record as the fold of its events if it differs (compare-and-set, read again on

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ from contracts.subjects import Namespace, Subjects
 from services.common.nats.connection import cancel_and_wait
 from services.common.nats.publish import publish_event
 from services.dispatcher.consumers import ConsumerGuard, Redelivery
+from services.dispatcher.fold import refold
 from services.dispatcher.fold.batch import BatchFold
 from services.dispatcher.fold.history import job_history
 from services.dispatcher.fold.reactions import Reactions
@@ -149,3 +151,33 @@ async def test_a_redelivered_batch_its_record_already_agrees_with_is_not_written
     assert len(await jobs_kv.history(tenant_key("acme", job_id))) == writes  # it agreed: not written
     assert refolds.refolded == 0
     assert await read_record(jobs_kv, job_id) == await _folded(js, namespace, job_id)
+
+
+async def test_a_refold_that_fails_is_tried_again_until_it_is_done_or_given_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NATS away: tried again after the others; one that keeps failing is given up on; the waiting jobs are
+    bounded (one more is dropped, and counted)."""
+    monkeypatch.setattr(refold, "RETRY_S", 0.01)
+    monkeypatch.setattr(refold, "GIVE_UP_S", 2.0)
+    tries: Counter[str] = Counter()
+
+    async def flaky(self: Refolds, tenant: str, job_id: str) -> bool:
+        tries[job_id] += 1
+        if job_id == "job_never" or tries[job_id] < 3:
+            raise TimeoutError
+        return True
+
+    monkeypatch.setattr(Refolds, "refold", flaky)
+    failures: list[int] = []
+    refolds = Refolds(None, max_events=1, most_waiting=2, failed=lambda: failures.append(1))  # type: ignore[arg-type]
+    running = asyncio.create_task(refolds.run())
+    try:
+        for job_id in ("job_flaky", "job_never", "job_flaky", "job_over"):
+            refolds.add("acme", job_id)
+        assert (refolds.waiting, refolds.left) == (2, 1)  # job_flaky once; job_over past the bound
+        await wait_for(lambda: refolds.waiting == 0, timeout_s=20, what="every refold done or given up")
+    finally:
+        await cancel_and_wait([running])
+    assert tries["job_flaky"] == 3
+    assert tries["job_never"] >= 2
+    assert "job_over" not in tries
+    assert len(failures) == tries["job_flaky"] - 1 + tries["job_never"]
