@@ -24,6 +24,7 @@ and their reactions are idempotent. Each repair is logged as a warning and count
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -122,14 +123,16 @@ class FoldAudit:
             return await self._resume(record, latest_reacting(events), len(events))
         if folded is None:
             return False
-        if not await write_back(self.reactions, folded, revision, events):  # it moved: the fold is at work on it
-            return False
+        return await write_back(  # not written: it moved, the fold is at work on it
+            self.reactions, folded, revision, events, functools.partial(self._rewritten, record, folded, events)
+        )
+
+    def _rewritten(self, record: JobRecord, folded: JobRecord, events: list[EventEnvelope]) -> None:
         self.repaired += 1
         log.warning(
             "job %s: its record (%s) differed from the fold of its %d events (%s); rewritten",
-            job_id, record.status, len(events), folded.status, extra={"job_id": job_id},
+            record.id, record.status, len(events), folded.status, extra={"job_id": record.id},
         )  # fmt: skip
-        return True
 
     async def _resume(self, record: JobRecord, latest: dict[str, EventEnvelope], events: int) -> bool:
         """The reaction an agreeing record still waits on, done again (:meth:`Reactions.resume`);

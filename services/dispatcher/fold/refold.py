@@ -22,6 +22,7 @@ it is done, for :data:`GIVE_UP_S` at most (then dropped and logged as an error),
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 
@@ -109,16 +110,20 @@ class Refolds:
             folded = fold(events, store.pricing)
             if folded is None or folded == record:
                 return False
-            if not await write_back(self.reactions, folded, revision, events):
-                continue  # the fold wrote it meanwhile: read it again
-            self.refolded += 1
-            log.warning(
-                "job %s: folded again after a redelivery: its record (%s) differed from the fold of its %d events "
-                "(%s); rewritten",
-                job_id, record.status, len(events), folded.status, extra={"job_id": job_id},
-            )  # fmt: skip
-            return True
+            if await write_back(
+                self.reactions, folded, revision, events, functools.partial(self._rewritten, record, folded, events)
+            ):
+                return True
+            # the fold wrote it meanwhile: read it again
         raise RuntimeError(f"job {job_id}: too many concurrent updates")
+
+    def _rewritten(self, record: JobRecord, folded: JobRecord, events: list[EventEnvelope]) -> None:
+        self.refolded += 1
+        log.warning(
+            "job %s: folded again after a redelivery: its record (%s) differed from the fold of its %d events "
+            "(%s); rewritten",
+            record.id, record.status, len(events), folded.status, extra={"job_id": record.id},
+        )  # fmt: skip
 
 
 def latest_reacting(events: list[EventEnvelope]) -> dict[str, EventEnvelope]:
@@ -127,13 +132,19 @@ def latest_reacting(events: list[EventEnvelope]) -> dict[str, EventEnvelope]:
 
 
 async def write_back(
-    reactions: Reactions, folded: JobRecord, revision: int | None, events: list[EventEnvelope]
+    reactions: Reactions,
+    folded: JobRecord,
+    revision: int | None,
+    events: list[EventEnvelope],
+    written: Callable[[], None],
 ) -> bool:
-    """Write ``folded``, the fold of a job's ``events``, over the record at ``revision`` (compare-and-set),
-    counted in ``gpurelay_fold_repairs``, then run the reactions of its history; whether it was written
-    (not: another write came first)."""
+    """Write ``folded``, the fold of a job's ``events``, over the record at ``revision`` (compare-and-set);
+    once written, tell ``written`` and count it in ``gpurelay_fold_repairs`` before the reactions of its
+    history run (they move the record on: whoever waits for that finds the repair counted); whether it
+    was written (not: another write came first)."""
     if await reactions.store.put(folded, revision) is None:
         return False
+    written()
     FOLD_REPAIRS.inc()
     for event in latest_reacting(events).values():
         await reactions.react(event, folded)

@@ -130,11 +130,9 @@ async def test_an_event_redelivered_after_later_ones_of_its_job_is_folded_in_str
     assert folded is not None
     assert folded.timings.started_at is not None
 
-    async def refolded() -> bool:
-        return await read_record(jobs_kv, job_id) == folded
-
-    await wait_for(refolded, timeout_s=20, what="the record written back as the fold of its events")
+    await wait_for(lambda: refolds.refolded, timeout_s=20, what="the record written back as the fold of its events")
     assert refolds.refolded == 1
+    assert await read_record(jobs_kv, job_id) == folded
 
 
 async def test_a_redelivered_batch_its_record_already_agrees_with_is_not_written_again(
