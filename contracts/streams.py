@@ -103,6 +103,7 @@ KV_DISPATCHER_WAITS = "dispatcher_waits"
 KV_DISPATCH_QUEUE = "dispatch_queue"
 KV_DISPATCH_FAIR = "dispatch_fair"
 KV_DISPATCH_RUNTIMES = "dispatch_runtimes"
+KV_FOLD_REFOLDS = "fold_refolds"
 KV_QUOTAS = "quotas"
 KV_TENANT_USAGE = "tenant_usage"
 KV_TENANT_CORS = "tenant_cors"
@@ -223,6 +224,11 @@ def declarations(
             ),
             BucketDecl(name=ns.bucket(KV_DISPATCH_FAIR), description="{kind}: the kind's fair-share clock."),
             BucketDecl(name=ns.bucket(KV_DISPATCH_RUNTIMES), description="{kind}: recent run times, for ETAs."),
+            BucketDecl(
+                name=ns.bucket(KV_FOLD_REFOLDS),
+                ttl_s=DAY,
+                description="{tenant}.{job_id}: a job to fold again from JOBS (an event of it came to the fold again).",
+            ),
             BucketDecl(name=ns.bucket(KV_QUOTAS), description="{tenant}: its quotas over the deployment's defaults."),
             BucketDecl(
                 name=ns.bucket(KV_TENANT_USAGE), ttl_s=2 * DAY, description="{tenant}.{YYYYMMDD}: GPU-seconds used."

@@ -198,7 +198,8 @@ class Dispatcher:
         self.audit = FoldAudit(store, reactions, s.fold_audit_after_s, s.fold_audit_per_sweep,
                                s.fold_audit_candidates, s.fold_audit_max_events, writes=writes)  # fmt: skip
         self.guard = guard = ConsumerGuard(js, s.subjects)
-        self.refolds = Refolds(reactions, s.fold_audit_max_events, s.fold_refolds_waiting, watch.failed)
+        marks = await js.key_value(ns.bucket(streams.KV_FOLD_REFOLDS))
+        self.refolds = Refolds(reactions, s.fold_audit_max_events, s.fold_refolds_waiting, watch.failed, marks)
         folds = await fold_consumers(nc, s, guard, reactions, watch.failed, self.refolds.add)
         if s.fold_partitions and s.nats_replicas > 1:  # its source stalls on an election (fold/source_watch.py)
             self.source_watch = SourceWatch(nc, ns.stream(streams.JOBS_FOLD), ns.stream(streams.JOBS))

@@ -88,6 +88,7 @@ GRANTS: dict[Role, Grant] = {
         buckets={
             s.KV_JOBS: WRITE, s.KV_UPLOADS: READ, s.KV_DISPATCHER_WAITS: WRITE, s.KV_DISPATCH_QUEUE: WRITE,
             s.KV_DISPATCH_FAIR: WRITE, s.KV_DISPATCH_RUNTIMES: WRITE, s.KV_QUOTAS: READ, s.KV_TENANT_USAGE: WRITE,
+            s.KV_FOLD_REFOLDS: WRITE,
         },
     ),
     "notifier": Grant(

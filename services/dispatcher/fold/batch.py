@@ -86,7 +86,7 @@ class RecordCache:
         self._records.pop((tenant, job_id), None)
 
 
-def _no_refold(tenant: str, job_id: str) -> None:
+async def _no_refold(tenant: str, job_id: str) -> None:
     """No one folds jobs again (a fold without :class:`~services.dispatcher.fold.refold.Refolds`)."""
 
 
@@ -114,11 +114,12 @@ class BatchFold:
         durable: str,
         label: str,
         cache: RecordCache | None = None,
-        refold_later: Callable[[str, str], None] | None = None,
+        refold_later: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
         self.reactions, self.guard, self.policy = reactions, guard, policy
         self.refold_later = refold_later or _no_refold
-        """Told (tenant, job id) of each job with a redelivered event (:mod:`~services.dispatcher.fold.refold`)."""
+        """Told (tenant, job id) of each job with a redelivered event, before the batch is acked
+        (:mod:`~services.dispatcher.fold.refold`: it marks the job in KV)."""
         self.cache = cache or RecordCache(0)
         self._counters: dict[str, Counter] = {}
         self.store: JobStore = reactions.store
@@ -161,7 +162,7 @@ class BatchFold:
             await self._step(run, msg, event, deadline)
         await self._retrying(run, deadline, lambda: self._flush(run))
         if any(msg.metadata.num_delivered > 1 for msg, _ in run.events):  # maybe after later events
-            self.refold_later(run.tenant, run.job_id)
+            await self._retrying(run, deadline, lambda: self.refold_later(run.tenant, run.job_id))
 
     async def _step(self, run: _JobRun, msg: Msg, event: EventEnvelope, deadline: float) -> None:
         """Fold one event (and react), retried in place; dead-lettered after ``max_deliver`` tries."""

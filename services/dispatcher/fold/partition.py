@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 from nats.aio.client import Client as NatsClient
@@ -90,7 +90,7 @@ class PartitionFold(FoldDurable):
     partition: int
     unavailable: Callable[[], None] = unwatched
     """Told each time NATS failed a pull, a batch's fold or its acks (the replica's stuck-server watch)."""
-    refold_later: Callable[[str, str], None] | None = None
+    refold_later: Callable[[str, str], Awaitable[None]] | None = None
     """Told of each job with a redelivered event (:class:`~services.dispatcher.fold.refold.Refolds`)."""
     durable: str = field(init=False)
     _pinned: PinnedConsumer | None = None
@@ -350,7 +350,7 @@ async def fold_consumers(
     guard: ConsumerGuard,
     reactions: Reactions,
     unavailable: Callable[[], None] = unwatched,
-    refold_later: Callable[[str, str], None] | None = None,
+    refold_later: Callable[[str, str], Awaitable[None]] | None = None,
 ) -> list[EventConsumer] | list[PartitionFold]:
     """One :class:`PartitionFold` per partition of ``JOBS_FOLD`` (declared here:
     :mod:`~services.dispatcher.fold.partitions`), each telling ``unavailable`` of NATS failing it, or the

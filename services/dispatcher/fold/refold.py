@@ -12,11 +12,16 @@ does (each checks the record and publishes with a deterministic id).
 
 It runs beside the partitions, not in the batch: its reads must not take a batch past its deadline (a
 batch given back is redelivered, and would be refolded again), and on a slow link a job's history is a
-few round trips. Redeliveries come only after a fault, so a healthy run reads nothing here. The jobs
-waiting are bounded (``fold_refolds_waiting``; past it a job is dropped, and logged: the audit still
-looks at it unless it is terminal), and a refold that fails is tried again after :data:`RETRY_S` until
-it is done, for :data:`GIVE_UP_S` at most (then dropped and logged as an error), or the dispatcher stops
-(whose waiting jobs are dropped the same way).
+few round trips. Redeliveries come only after a fault, so a healthy run reads nothing here. A waiting
+job is marked in KV ``fold_refolds`` (key ``{tenant}.{job_id}``) before the batch that asked is acked
+(a mark that cannot be written fails the batch: it is given back, and comes again), and the mark is
+deleted once the job is folded again; a replica reads the marks as it starts, so the jobs a stopped or
+dead replica left waiting are folded again by the next one to start (another replica's jobs too: a
+refold twice writes once). The jobs waiting are bounded (``fold_refolds_waiting``; past it a job is
+neither marked nor kept, and logged: the audit still looks at it unless it is terminal), and a refold
+that fails is tried again after :data:`RETRY_S` until it is done, for :data:`GIVE_UP_S` at most (then
+dropped, and logged as an error: its mark is left for the next replica to start). The bucket forgets a
+mark after a day.
 """
 
 from __future__ import annotations
@@ -25,10 +30,17 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
+from typing import NamedTuple
+
+from nats.js.errors import APIError
+from nats.js.kv import KeyValue
 
 from contracts.envelope import EventEnvelope
+from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
 from services.common.http.nats_failover import unwatched
+from services.common.nats.kv import kv_scan
+from services.common.nats.publish import FENCED_OUT
 from services.common.observability.metrics import FOLD_REPAIRS
 from services.dispatcher.fold.history import job_history
 from services.dispatcher.fold.reactions import REACTS_TO, Reactions
@@ -42,32 +54,48 @@ GIVE_UP_S = 600.0
 """How long a job's refold is tried again, from when it was first asked for."""
 
 
+class _Waiting(NamedTuple):
+    asked: float
+    """When its refold was first asked for (``loop.time()``)."""
+    mark: int | None
+    """The revision of its mark in KV ``fold_refolds`` (``None``: not marked)."""
+
+
 class Refolds:
     """The jobs waiting to be folded again, and the loop (:meth:`run`) that does it, oldest first."""
 
     def __init__(
-        self, reactions: Reactions, max_events: int, most_waiting: int, failed: Callable[[], None] = unwatched
+        self,
+        reactions: Reactions,
+        max_events: int,
+        most_waiting: int,
+        failed: Callable[[], None] = unwatched,
+        marks: KeyValue | None = None,
     ) -> None:
         self.reactions, self.max_events, self.most_waiting = reactions, max_events, most_waiting
         self.failed = failed
         """Told of each refold that failed (the replica's stuck-server watch)."""
-        self._waiting: dict[tuple[str, str], float] = {}
-        """(tenant, job id) → when its refold was asked for (``loop.time()``)."""
+        self.marks = marks
+        """KV ``fold_refolds``, where each waiting job is marked (``None``: nowhere, in tests)."""
+        self._waiting: dict[tuple[str, str], _Waiting] = {}
+        """(tenant, job id) → when its refold was asked for, and its mark."""
         self._wake = asyncio.Event()
         self.refolded = 0
         """Records written back as the fold of their job's history."""
         self.left = 0
         """Jobs dropped because :attr:`most_waiting` were waiting."""
 
-    def add(self, tenant: str, job_id: str) -> None:
-        """Fold ``job_id`` again soon (once however often it is added before then)."""
+    async def add(self, tenant: str, job_id: str) -> None:
+        """Fold ``job_id`` again soon (once however often it is added before then), marked in KV first:
+        raises if the mark cannot be written (the caller's batch is then given back)."""
         if (tenant, job_id) in self._waiting:
             return
         if len(self._waiting) >= self.most_waiting:
             self.left += 1
             log.warning("job %s: %d jobs already wait to be folded again; dropped", job_id, self.most_waiting)
             return
-        self._waiting[(tenant, job_id)] = asyncio.get_running_loop().time()
+        mark = None if self.marks is None else await self.marks.put(tenant_key(tenant, job_id), b"")
+        self._waiting.setdefault((tenant, job_id), _Waiting(asyncio.get_running_loop().time(), mark))
         self._wake.set()
 
     @property
@@ -75,7 +103,9 @@ class Refolds:
         return len(self._waiting)
 
     async def run(self) -> None:
-        """Fold the waiting jobs again until cancelled."""
+        """Fold again the jobs marked in KV (left by a replica that stopped), then each waiting job, until
+        cancelled."""
+        await self._read_marks()
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -83,17 +113,49 @@ class Refolds:
                 key = tenant, job_id = next(iter(self._waiting))
                 try:
                     await self.refold(tenant, job_id)
+                    await self._unmark(key)
                 except Exception as exc:  # noqa: BLE001 - NATS away: tried again, after the others
                     self.failed()
-                    asked = self._waiting.pop(key)
-                    if asyncio.get_running_loop().time() - asked >= GIVE_UP_S:
-                        log.error("job %s: could not be folded again for %g s (%r); given up", job_id, GIVE_UP_S, exc)
+                    waiting = self._waiting.pop(key)
+                    if asyncio.get_running_loop().time() - waiting.asked >= GIVE_UP_S:
+                        log.error(
+                            "job %s: could not be folded again for %g s (%r); given up here (its mark is read again "
+                            "by the next replica to start)", job_id, GIVE_UP_S, exc,
+                        )  # fmt: skip
                         continue
                     log.warning("job %s: could not be folded again (%r); trying again in %g s", job_id, exc, RETRY_S)
-                    self._waiting[key] = asked  # after the others
+                    self._waiting[key] = waiting  # after the others
                     await asyncio.sleep(RETRY_S)
-                    continue
-                self._waiting.pop(key, None)
+
+    async def _read_marks(self) -> None:
+        """Take in every job marked in KV, tried until it is read."""
+        while self.marks is not None:
+            try:
+                marked = await kv_scan(self.marks, ">")
+            except Exception as exc:  # noqa: BLE001 - NATS away: tried again
+                self.failed()
+                log.warning("the jobs marked to be folded again could not be read (%r); trying again", exc)
+                await asyncio.sleep(RETRY_S)
+                continue
+            now = asyncio.get_running_loop().time()
+            for item in marked:
+                tenant, job_id = item.key.split(".", 1)
+                self._waiting.setdefault((tenant, job_id), _Waiting(now, item.revision))
+            if marked:
+                log.warning("%d jobs were marked to be folded again (a replica stopped first)", len(marked))
+                self._wake.set()
+            return
+
+    async def _unmark(self, key: tuple[str, str]) -> None:
+        """The job is folded again: forget it, and its mark unless it was marked again since."""
+        waiting = self._waiting[key]
+        if self.marks is not None and waiting.mark is not None:
+            try:
+                await self.marks.delete(tenant_key(*key), last=waiting.mark)
+            except APIError as exc:  # marked again (another replica had the job redelivered): it deletes the mark
+                if exc.err_code not in FENCED_OUT:
+                    raise
+        del self._waiting[key]
 
     async def refold(self, tenant: str, job_id: str) -> bool:
         """Write the job's record as the fold of its events if it differs (compare-and-set, read again on

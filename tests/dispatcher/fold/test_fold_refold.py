@@ -6,7 +6,8 @@ held its ``job.started``: the event came to the fold again only after ``job.succ
 then it changed nothing. Here a real consumer delivers one job's events as a fold partition reads them:
 ``job.started`` is delivered and never folded (lost with a connection), ``job.succeeded`` is folded, and
 ``job.started`` comes again after the ack wait: the fold hands the job to :class:`Refolds`, which
-writes the record back as the fold of the job's history.
+marks it in KV ``fold_refolds`` before the batch is acked and writes the record back as the fold of the
+job's history; a replica that stops first leaves the mark to the next one that starts.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from contracts.events import jobs as je
 from contracts.events.registry import EventType, make_event
 from contracts.ids import tenant_key
 from contracts.job_record import JobRecord, JobStatus
-from contracts.streams import JOBS
+from contracts.streams import JOBS, KV_FOLD_REFOLDS
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.connection import cancel_and_wait
+from services.common.nats.kv import kv_scan
 from services.common.nats.publish import publish_event
 from services.dispatcher.consumers import ConsumerGuard, Redelivery
 from services.dispatcher.fold import refold
@@ -72,6 +74,9 @@ class Delivered:
     sub: JetStreamContext.PullSubscription
     folder: BatchFold
     refolds: Refolds
+    running: asyncio.Task[None]
+    marks: KeyValue
+    """KV ``fold_refolds``."""
 
 
 @pytest.fixture
@@ -81,7 +86,8 @@ async def delivered(
     """Over a bare set of reactions (no routes, no queue: none of these events but ``job.created`` has a
     reaction, and this fold is not given that one); the deliveries due again after :data:`ACK_WAIT_S`."""
     reactions = Reactions(JobStore(jobs_kv), JobEvents(js, namespace), jobs_kv, jobs_kv, {}, None, None)  # type: ignore[arg-type]
-    refolds = Refolds(reactions, max_events=100, most_waiting=100)
+    marks = await js.key_value(namespace.bucket(KV_FOLD_REFOLDS))
+    refolds = Refolds(reactions, max_events=100, most_waiting=100, marks=marks)
     folder = BatchFold(reactions, ConsumerGuard(js, subjects), POLICY, "refold-test", "test", refold_later=refolds.add)
     job_id = await _job(js, jobs_kv, subjects)
     config = ConsumerConfig(ack_wait=ACK_WAIT_S, max_deliver=5)
@@ -92,7 +98,7 @@ async def delivered(
     await created.ack_sync()
     running = asyncio.create_task(refolds.run())
     try:
-        yield Delivered(job_id, sub, folder, refolds)
+        yield Delivered(job_id, sub, folder, refolds, running, marks)
     finally:
         await cancel_and_wait([running])
 
@@ -133,6 +139,52 @@ async def test_an_event_redelivered_after_later_ones_of_its_job_is_folded_in_str
     await wait_for(lambda: refolds.refolded, timeout_s=20, what="the record written back as the fold of its events")
     assert refolds.refolded == 1
     assert await read_record(jobs_kv, job_id) == folded
+    await wait_for(lambda: refolds.waiting == 0, timeout_s=20, what="the refold done")
+    assert await kv_scan(delivered.marks, ">") == []  # its mark deleted
+
+
+async def test_a_job_a_stopped_replica_left_waiting_is_folded_again_by_the_next_to_start(
+    js: JetStreamContext, jobs_kv: KeyValue, namespace: Namespace, delivered: Delivered
+) -> None:
+    """The mark is written before the batch is acked: the redelivery is gone from the consumer, and the
+    replica that had it stops before its refold; the next one to start reads the mark."""
+    job_id, sub, folder, marks = delivered.job_id, delivered.sub, delivered.folder, delivered.marks
+    await cancel_and_wait([delivered.running])  # this replica's refolds stop
+    await _fold(folder, await sub.fetch(2))
+    await sub.fetch(1)  # job.started, lost
+    await _fold(folder, await sub.fetch(1))
+    (again,) = await sub.fetch(1, timeout=10 * ACK_WAIT_S)
+    await _fold(folder, [again])  # acked: the consumer has nothing more of the job
+    assert [item.key for item in await kv_scan(marks, ">")] == [tenant_key("acme", job_id)]
+    assert (await read_record(jobs_kv, job_id)).timings.started_at is None
+
+    reactions = delivered.refolds.reactions
+    next_one = Refolds(reactions, max_events=100, most_waiting=100, marks=marks)
+    running = asyncio.create_task(next_one.run())
+    try:
+        await wait_for(lambda: next_one.refolded, timeout_s=20, what="the marked job folded again")
+        await wait_for(lambda: next_one.waiting == 0, timeout_s=20, what="its mark deleted")
+    finally:
+        await cancel_and_wait([running])
+    assert await read_record(jobs_kv, job_id) == await _folded(js, namespace, job_id)
+    assert await kv_scan(marks, ">") == []
+
+
+async def test_a_mark_written_again_meanwhile_is_left_to_whoever_wrote_it(
+    jobs_kv: KeyValue, delivered: Delivered
+) -> None:
+    """Another replica had the job redelivered and marked it again while this one folded it: this one's
+    delete (on its own mark's revision) is refused, and the other's mark stays."""
+    job_id, marks, refolds = delivered.job_id, delivered.marks, delivered.refolds
+    await cancel_and_wait([delivered.running])
+    await refolds.add("acme", job_id)
+    again = await marks.put(tenant_key("acme", job_id), b"")
+    running = asyncio.create_task(refolds.run())
+    try:
+        await wait_for(lambda: refolds.waiting == 0, timeout_s=20, what="the job folded again")
+    finally:
+        await cancel_and_wait([running])
+    assert [(item.key, item.revision) for item in await kv_scan(marks, ">")] == [(tenant_key("acme", job_id), again)]
 
 
 async def test_a_redelivered_batch_its_record_already_agrees_with_is_not_written_again(
@@ -170,7 +222,7 @@ async def test_a_refold_that_fails_is_tried_again_until_it_is_done_or_given_up(m
     running = asyncio.create_task(refolds.run())
     try:
         for job_id in ("job_flaky", "job_never", "job_flaky", "job_over"):
-            refolds.add("acme", job_id)
+            await refolds.add("acme", job_id)
         assert (refolds.waiting, refolds.left) == (2, 1)  # job_flaky once; job_over past the bound
         await wait_for(lambda: refolds.waiting == 0, timeout_s=20, what="every refold done or given up")
     finally:
