@@ -102,7 +102,8 @@ async def test_usage_is_added_on_the_last_write_without_a_read_and_reread_after_
         reads.append(key)
         return await usage_get(key, *args, **kwargs)  # type: ignore[arg-type]
 
-    mine.usage = cast(KeyValue, SimpleNamespace(get=counted_get, create=buckets[1].create, update=buckets[1].update))
+    usage = buckets[1]  # its writes as they are (kv_write publishes on the bucket's own subjects)
+    mine.usage = cast(KeyValue, SimpleNamespace(get=counted_get, create=usage.create, _js=usage._js, _pre=usage._pre))
     await mine.add_gpu_seconds("acme", 1.5)
     await mine.add_gpu_seconds("acme", 2.0)
     assert len(reads) == 1  # the first add read (nothing there yet); the second added on its own write

@@ -44,6 +44,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
+from services.common.nats.publish import EXPECTED_LAST, WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_IN_FLIGHT
+
 MARKER_REASON = "Nats-Marker-Reason"
 """Set on the server's own delete/expiry markers (nats-server 2.11+)."""
 FETCH_BATCH = 256
@@ -143,7 +145,16 @@ def _entry(key: str, headers: dict[str, str] | None, data: bytes | None, seq: in
 
 
 CREATE_TRIES = 5
-"""How many times :func:`kv_create` creates again a key that another write is taking right then."""
+"""How many times :func:`kv_create` creates again a key that another write is taking right then, and
+:func:`kv_update` sends again a write refused while another write of its key is in flight."""
+
+
+class WriteInFlight(TimeoutError):
+    """A compare-and-set that the key's leader refused each time while another write of the key was in
+    flight (JetStream 10164: proposed, not yet applied). Whether it holds cannot be told until that write
+    is applied, which a leader that lost its quorum does not do: an earlier write of the caller's own
+    that timed out stays in flight so, and the key reads as it was. Not a conflict, then, but the
+    infrastructure's failure, retried as a time-out is."""
 
 
 async def kv_create(kv: KeyValue, key: str, value: bytes) -> int:
@@ -151,23 +162,45 @@ async def kv_create(kv: KeyValue, key: str, value: bytes) -> int:
     ``KeyWrongLastSequenceError``. On a clustered bucket a create that loses to another write still in
     flight (proposed, not yet applied on the leader) is refused, and nats-py's re-read of the key (to
     tell a deleted key, which it makes again) finds nothing yet: it raised ``KeyNotFoundError``, which
-    no caller expects of a lost create. Such a create is made again, after a moment."""
+    no caller expects of a lost create. Such a create is made again, after a moment; :class:`WriteInFlight`
+    when that write stays in flight."""
     for attempt in range(1, CREATE_TRIES + 1):
         try:
             return int(await kv.create(key, value))
         except KeyNotFoundError:
             await asyncio.sleep(0.005 * attempt)
-    raise KeyWrongLastSequenceError(description=f"{key} was being written each time it was created")
+    raise WriteInFlight(f"{key}: another write of it stayed in flight each time it was created")
+
+
+async def kv_update(kv: KeyValue, key: str, value: bytes, revision: int) -> int:
+    """``kv.update``: ``value`` written under ``key`` if the key is still at ``revision`` (the new
+    revision), else ``KeyWrongLastSequenceError``. nats-py reads a refusal while another write of the
+    key is in flight (10164) as that conflict too, and a compare-and-set loop then reads the key
+    unchanged and is refused again at once: a leader without its quorum, holding a write of the loop's
+    own that timed out, turns every try into a conflict within milliseconds (the likely course of a
+    netfaults run whose fold had one write refused 50 times in a row). Such a write is sent again after
+    a moment, and :class:`WriteInFlight` when it stays refused."""
+    for attempt in range(1, CREATE_TRIES + 1):
+        try:
+            ack = await kv._js.publish(f"{kv._pre}{key}", value, headers={EXPECTED_LAST: str(revision)})
+            return int(ack.seq)
+        except APIError as exc:
+            if exc.err_code == WRONG_LAST_SEQUENCE:
+                raise KeyWrongLastSequenceError(description=exc.description) from exc
+            if exc.err_code != WRONG_LAST_SEQUENCE_IN_FLIGHT:
+                raise
+        await asyncio.sleep(0.005 * attempt)
+    raise WriteInFlight(f"{key}: another write of it stayed in flight each time it was written")
 
 
 async def kv_write(kv: KeyValue, key: str, value: bytes, revision: int | None) -> int | None:
     """Write ``value`` under ``key`` if the key is still at ``revision`` (``None``: no value yet), the
     compare-and-set every read-modify-write here makes; the new revision, ``None`` when another write
-    came first (read again and apply again)."""
+    came first (read again and apply again); :class:`WriteInFlight` when that cannot be told."""
     try:
         if revision is None:
             return await kv_create(kv, key, value)
-        return int(await kv.update(key, value, last=revision))
+        return await kv_update(kv, key, value, revision)
     except KeyWrongLastSequenceError:
         return None
 

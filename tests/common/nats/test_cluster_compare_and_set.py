@@ -4,19 +4,24 @@ A clustered stream's leader refuses a write whose expected last sequence it cann
 write of the same subject is in flight (error 10164, beside 10071's plain mismatch), and nats-py's
 ``kv.create``, refused so, re-reads the key to tell a deleted one and finds nothing yet: it raised
 ``KeyNotFoundError`` (for about 1 loser in 20 of four racing creates here). :func:`kv_create` and every
-fenced publish (:data:`~services.common.nats.publish.FENCED_OUT`) read both as a lost race.
+fenced publish (:data:`~services.common.nats.publish.FENCED_OUT`) read both as a lost race. A write
+that stays in flight (its leader paused away from its quorum) is no race: :func:`kv_write` raises
+:class:`WriteInFlight` for it, where nats-py's ``kv.update`` answered a conflict each time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import signal
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import nats
+import pytest
 from nats.js.api import KeyValueConfig
 from nats.js.errors import KeyWrongLastSequenceError
 
@@ -27,10 +32,10 @@ from contracts.job_record import JobRecord
 from contracts.specs.jobs import parse_job_spec
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.kv import kv_create
+from services.common.nats.kv import WriteInFlight, kv_create, kv_write
 from services.dispatcher.store import JobEvents
 from tests.support.dispatcher import POSE
-from tests.support.stopping import jobs_leader, pausable_cluster
+from tests.support.stopping import jobs_leader, pausable_cluster, sigstop
 
 RACERS = 4
 ROUNDS = 60
@@ -89,3 +94,56 @@ async def test_racing_cancels_of_a_job_store_one_and_raise_nothing(tmp_path: Pat
         finally:
             for nc in clients:
                 await nc.close()
+
+
+async def _once_applied(call: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """``call(*args)`` once no write of its key is in flight any more (the followers catching up)."""
+    for _ in range(100):
+        try:
+            return await call(*args)
+        except WriteInFlight:
+            await asyncio.sleep(0.1)
+    raise AssertionError("a write stayed in flight for 10 s after the quorum came back")
+
+
+async def test_a_write_left_in_flight_by_a_lost_quorum_is_not_taken_for_a_conflict(tmp_path: Path) -> None:
+    """The bucket's leader loses its quorum (both followers paused): a compare-and-set times out and stays
+    in flight, and the next one on the same revision is refused (10164) while the key still reads as it
+    was. That is no conflict to read again and retry at once (a compare-and-set loop spent its every try
+    so): :class:`WriteInFlight`, a time-out. With the quorum back, the first write is applied, and the same
+    revision is then a conflict."""
+    async with pausable_cluster(tmp_path / "cluster") as cluster:
+        nc = await nats.connect(cluster.nodes[0].url)
+        try:
+            await nc.jetstream().create_key_value(KeyValueConfig(bucket="records", replicas=3))
+            info = await nc.jetstream().stream_info("KV_records")
+            assert info.cluster is not None
+            leader = cluster.node(info.cluster.leader or "")
+        finally:
+            await nc.close()
+        nc = await nats.connect(leader.url)
+        try:
+            kv = await nc.jetstream(timeout=1.0).key_value("records")
+            revision = await kv_write(kv, "job", b"v0", None)
+            assert revision is not None
+            followers = [node for node in cluster.nodes if node is not leader]
+            for node in followers:
+                assert node.pid is not None
+                sigstop(node.pid)
+            try:
+                with pytest.raises(TimeoutError) as first:
+                    await kv_write(kv, "job", b"v1", revision)
+                assert type(first.value) is not WriteInFlight  # the write itself: proposed, unanswered
+                with pytest.raises(WriteInFlight):  # not a conflict (None)
+                    await kv_write(kv, "job", b"v2", revision)
+                assert (await kv.get("job")).value == b"v0"  # the key reads as it was
+            finally:
+                for node in followers:
+                    assert node.pid is not None
+                    os.kill(node.pid, signal.SIGCONT)
+            kv = await nc.jetstream(timeout=10.0).key_value("records")
+            assert await _once_applied(kv_write, kv, "job", b"v3", revision) is None  # v1 applied: a conflict
+            entry = await kv.get("job")
+            assert (entry.value, entry.revision) == (b"v1", revision + 1)
+        finally:
+            await nc.close()
