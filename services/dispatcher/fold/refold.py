@@ -128,7 +128,8 @@ class Refolds:
                     await asyncio.sleep(RETRY_S)
 
     async def _read_marks(self) -> None:
-        """Take in every job marked in KV, tried until it is read."""
+        """Take in the jobs marked in KV (as many as may wait: the rest stay marked for the next start),
+        tried until they are read."""
         while self.marks is not None:
             try:
                 marked = await kv_scan(self.marks, ">")
@@ -138,11 +139,13 @@ class Refolds:
                 await asyncio.sleep(RETRY_S)
                 continue
             now = asyncio.get_running_loop().time()
-            for item in marked:
+            taken = marked[: max(0, self.most_waiting - len(self._waiting))]
+            for item in taken:
                 tenant, job_id = item.key.split(".", 1)
                 self._waiting.setdefault((tenant, job_id), _Waiting(now, item.revision))
             if marked:
-                log.warning("%d jobs were marked to be folded again (a replica stopped first)", len(marked))
+                log.warning("%d jobs were marked to be folded again (a replica stopped first); %d taken",
+                            len(marked), len(taken))  # fmt: skip
                 self._wake.set()
             return
 

@@ -231,3 +231,24 @@ async def test_a_refold_that_fails_is_tried_again_until_it_is_done_or_given_up(m
     assert tries["job_never"] >= 2
     assert "job_over" not in tries
     assert len(failures) == tries["job_flaky"] - 1 + tries["job_never"]
+
+
+async def test_marks_past_the_bound_stay_marked_for_the_next_start(delivered: Delivered) -> None:
+    """A replica takes in as many marked jobs as may wait; the rest stay marked (jobs without a record
+    here: each refold finds nothing to write, and its mark is deleted)."""
+    marks = delivered.marks
+    await cancel_and_wait([delivered.running])
+    for job_id in ("job_a", "job_b", "job_c"):
+        await marks.put(tenant_key("acme", job_id), b"")
+    bounded = Refolds(delivered.refolds.reactions, max_events=100, most_waiting=2, marks=marks)
+    running = asyncio.create_task(bounded.run())
+
+    async def one_left() -> bool:
+        return len(await kv_scan(marks, ">")) == 1
+
+    try:
+        await wait_for(one_left, timeout_s=20, what="two of the three marks deleted")
+        await wait_for(lambda: bounded.waiting == 0, timeout_s=20, what="the two refolds done")
+    finally:
+        await cancel_and_wait([running])
+    assert await one_left()
