@@ -84,17 +84,18 @@ class ConsumerGuard:
 
     async def run(
         self, consumer: str, msg: Msg, handler: Callable[[], Awaitable[object]], policy: Redelivery, *, ack: bool
-    ) -> None:
-        """Handle ``msg``; ack it on success when ``ack``; on failure nak it, or dead-letter it and move on."""
+    ) -> bool:
+        """Handle ``msg``; ack it on success when ``ack``; on failure nak it, or dead-letter it and move on.
+        Whether it is settled (handled, or dead-lettered), not given back to come again."""
         try:
             await self._handle(consumer, msg, handler, policy)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - every failure is logged, redelivered or dead-lettered
-            await self._failed(consumer, msg, exc, policy)
-            return
+            return await self._failed(consumer, msg, exc, policy)
         if ack:
             await msg.ack()
+        return True
 
     async def _handle(
         self, consumer: str, msg: Msg, handler: Callable[[], Awaitable[object]], policy: Redelivery
@@ -115,7 +116,7 @@ class ConsumerGuard:
                     with contextlib.suppress(Exception):
                         await msg.in_progress()
 
-    async def _failed(self, consumer: str, msg: Msg, exc: Exception, policy: Redelivery) -> None:
+    async def _failed(self, consumer: str, msg: Msg, exc: Exception, policy: Redelivery) -> bool:
         meta = msg.metadata
         delivery = meta.num_delivered or 1
         give_up = isinstance(exc, PoisonMessage) or delivery >= policy.max_deliver
@@ -134,8 +135,9 @@ class ConsumerGuard:
             )  # fmt: skip
             if await self.dead_letter(letter):
                 await msg.term()
-                return
+                return True
         await msg.nak(delay=policy.delay_s(delivery))
+        return False
 
     async def dead_letter(self, letter: DeadLetter) -> bool:
         """Store ``letter`` in the dead letter (once per message); ``False`` if it could not be stored."""

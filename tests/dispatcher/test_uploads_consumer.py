@@ -17,7 +17,8 @@ import httpx
 import pytest
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.errors import ServiceUnavailableError
+from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
 from bench.harness.waiting import wait_for
@@ -124,3 +125,44 @@ async def test_a_pull_loop_whose_consumer_is_gone_pauses_between_pulls_and_tells
     assert sent <= MOST_PULLS, f"{sent} messages in {QUIET_S} s"
     assert len(told) >= 2
     assert len(told) - 1 <= len(remakes) <= len(told)  # a remake after each refusal's pause
+
+
+async def test_a_remade_uploads_consumer_starts_after_the_last_completion_settled_not_at_the_first(
+    start_dispatcher: StartDispatcher, js: JetStreamContext, subjects: Subjects, namespace: Namespace
+) -> None:
+    """Made again from JOBS' first event, it delivered every upload completion the stream held again,
+    one at a time (``max_ack_pending`` 1), ahead of the new ones: counted, not timed."""
+    await start_dispatcher({"pose": local_route("noop")})
+    jobs = namespace.stream(streams.JOBS)
+
+    async def complete(upload_id: str) -> int:
+        payload = UploadCompletedPayload(
+            upload_id=upload_id, key=f"uploads/acme/{upload_id}/v.mp4", filename="v.mp4", content_type="video/mp4",
+            size=10,
+        )  # fmt: skip
+        event = make_event(EventType.UPLOAD_COMPLETED, payload, tenant="acme", source="gateway", event_id=upload_id)
+        ack = await js.publish(subjects.upload_completed("acme", upload_id), event.to_json_bytes())
+        return int(ack.seq)
+
+    async def settled(seq: int) -> bool:
+        return (await js.consumer_info(jobs, "dispatcher-uploads")).ack_floor.stream_seq >= seq
+
+    for upload_id in ("upl_a", "upl_b"):
+        last = await complete(upload_id)
+    await wait_for(lambda: settled(last), timeout_s=30, what="both completions settled")
+    await js.delete_consumer(jobs, "dispatcher-uploads")
+
+    async def remade() -> bool:
+        try:
+            await js.consumer_info(jobs, "dispatcher-uploads")
+        except NotFoundError:
+            return False
+        return True
+
+    await wait_for(remade, timeout_s=30, what="the consumer made again")
+    config = (await js.consumer_info(jobs, "dispatcher-uploads")).config
+    assert (config.deliver_policy, config.opt_start_seq) == (DeliverPolicy.BY_START_SEQUENCE, last + 1)
+    newest = await complete("upl_c")
+    await wait_for(lambda: settled(newest), timeout_s=30, what="the new completion settled")
+    info = await js.consumer_info(jobs, "dispatcher-uploads")
+    assert info.delivered.consumer_seq == 1  # the new one only (from the first: all three)

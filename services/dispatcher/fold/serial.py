@@ -71,9 +71,15 @@ class EventConsumer(FoldDurable):
     handler: Fold
     unavailable: Callable[[], None] = unwatched
     _psub: JetStreamContext.PullSubscription | None = None
+    _settled: int = 0
+    """The stream sequence of the last event settled here (handled or dead-lettered; 0: none yet)."""
 
     async def start(self) -> JetStreamContext.PullSubscription:
-        """Create (or bind) the durable consumer; its binding."""
+        """Create (or bind) the durable consumer; its binding. Made again after it was lost (its pull
+        refused), it starts after the last event settled here, not at the stream's first: one event is
+        unacknowledged at most, so every event before that one was settled (by whichever replica), and
+        those settled elsewhere since come again (the fold and the releases are idempotent). From the
+        first, every upload completion JOBS holds came again, one at a time, ahead of new ones."""
         config = ConsumerConfig(
             durable_name=self.durable,
             filter_subject=self.subject,
@@ -83,6 +89,8 @@ class EventConsumer(FoldDurable):
             max_deliver=self.policy.max_deliver,
             max_ack_pending=1,
         )
+        if self._settled:
+            config.deliver_policy, config.opt_start_seq = DeliverPolicy.BY_START_SEQUENCE, self._settled + 1
         self._psub = await self.js.pull_subscribe(self.subject, durable=self.durable, stream=self.stream, config=config)
         return self._psub
 
@@ -103,4 +111,5 @@ class EventConsumer(FoldDurable):
         EVENTS_CONSUMED.labels(self.label, event_type).inc()
         attributes = span_attributes(msg, self.durable)
         with consumer_span(f"{self.label} {event_type}", msg.headers, **attributes):
-            await self.guard.run(self.durable, msg, lambda: self.handler(msg.data), self.policy, ack=True)
+            if await self.guard.run(self.durable, msg, lambda: self.handler(msg.data), self.policy, ack=True):
+                self._settled = max(self._settled, msg.metadata.sequence.stream)
