@@ -30,7 +30,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.job_record import JobRecord
-from services.common.nats.kv import kv_create, kv_entries
+from services.common.nats.kv import kv_create, kv_entries, kv_update
 from services.common.nats.publish import FENCED_OUT
 from services.common.nats.quiet_watch import watch_keys
 from services.dispatcher.scheduling.fair import DEFAULT_PRIORITY, Candidate
@@ -143,7 +143,7 @@ class QueueIndex:
         """Mark ``entry`` held by token ``seq`` if it is still at ``revision``; the claimed entry."""
         claimed = entry.model_copy(update={"claimed_by": seq})
         try:
-            new_revision = await self.kv.update(entry.key, claimed.model_dump_json().encode(), last=revision)
+            new_revision = await kv_update(self.kv, entry.key, claimed.model_dump_json().encode(), revision)
         except KeyWrongLastSequenceError:  # claimed or dropped by another: the watch brings it
             return None
         self._remember(claimed, new_revision)
@@ -153,7 +153,7 @@ class QueueIndex:
         """Write ``entry`` back unclaimed if it is still at ``revision``; ``False`` when it moved on."""
         unclaimed = entry.model_copy(update={"claimed_by": None})
         try:
-            new_revision = await self.kv.update(entry.key, unclaimed.model_dump_json().encode(), last=revision)
+            new_revision = await kv_update(self.kv, entry.key, unclaimed.model_dump_json().encode(), revision)
         except KeyWrongLastSequenceError:
             return False
         self._remember(unclaimed, new_revision)

@@ -32,7 +32,7 @@ from contracts.job_record import JobRecord
 from contracts.session_feed import H_SEQ
 from contracts.streams import FRAMES
 from services.common.http.problem import ProblemError
-from services.common.nats.kv import kv_create
+from services.common.nats.kv import kv_create, kv_update
 from services.common.nats.publish import EXPECTED_LAST, FENCED_OUT
 from services.gateway.sessions.lru import Lru
 from services.gateway.state import GatewayState
@@ -169,7 +169,7 @@ class FrameNumbering:
                     return
                 moved = entry.model_copy(update={"frames": seq})
                 try:
-                    revision = await kv.update(key, moved.model_dump_json().encode(), last=revision)
+                    revision = await kv_update(kv, key, moved.model_dump_json().encode(), revision)
                     self._floors.put(key, (moved, revision))
                     return
                 except KeyWrongLastSequenceError:

@@ -33,6 +33,7 @@ from contracts.events.uploads import UploadCompletedPayload
 from contracts.ids import ID_PATTERN, new_id, tenant_key
 from services.common.auth.apikeys import Principal
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
+from services.common.nats.kv import kv_update
 from services.common.storage import (
     ObjectChangedError,
     ObjectInfo,
@@ -207,8 +208,8 @@ async def complete_upload(upload_id: UploadIdPath, state: StateDep, principal: U
     )
     fresh = True
     try:
-        await state.kv.uploads.update(
-            tenant_key(principal.tenant, record.id), done.model_dump_json().encode(), last=revision
+        await kv_update(
+            state.kv.uploads, tenant_key(principal.tenant, record.id), done.model_dump_json().encode(), revision
         )
     except KeyWrongLastSequenceError:  # a concurrent complete won: answer with its record
         done, _ = await _entry(state.kv.uploads, principal, upload_id)

@@ -29,7 +29,7 @@ from contracts.api.webhooks import (
 )
 from contracts.ids import ID_PATTERN, InvalidIdError, new_id, tenant_key, tenant_key_filter
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
-from services.common.nats.kv import kv_entries
+from services.common.nats.kv import kv_entries, kv_update
 from services.common.ssrf import SsrfError, check_url
 from services.gateway.deps import KeyDep, StateDep
 from services.gateway.state import GatewayState
@@ -84,7 +84,7 @@ async def _mutate(
         record, revision = await load_endpoint(kv, tenant, endpoint_id)
         updated = change(record).model_copy(update={"updated_at": datetime.now(UTC)})
         try:
-            await kv.update(_key(tenant, endpoint_id), updated.model_dump_json().encode(), last=revision)
+            await kv_update(kv, _key(tenant, endpoint_id), updated.model_dump_json().encode(), revision)
         except KeyWrongLastSequenceError:
             continue
         return updated

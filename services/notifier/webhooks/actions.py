@@ -17,6 +17,7 @@ from contracts.events.registry import EventType, make_event
 from contracts.events.webhooks import WebhookDeadLetteredPayload
 from contracts.ids import tenant_key
 from contracts.subjects import Subjects
+from services.common.nats.kv import kv_update
 from services.common.nats.publish import publish_event
 from services.notifier.webhooks.sender import AttemptResult
 
@@ -87,7 +88,7 @@ async def disable_endpoint(kv: KeyValue, tenant: str, endpoint_id: str, reason: 
             return True
         updated = record.model_copy(update={"enabled": False, "disabled_reason": reason, "updated_at": utc_now()})
         try:
-            await kv.update(key, updated.model_dump_json().encode(), last=entry.revision)
+            await kv_update(kv, key, updated.model_dump_json().encode(), entry.revision or 0)
         except KeyWrongLastSequenceError:
             continue
         log.warning("webhook endpoint disabled", extra={"tenant": tenant, "endpoint": endpoint_id, "reason": reason})

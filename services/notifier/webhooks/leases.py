@@ -33,7 +33,7 @@ from nats.js.kv import KeyValue
 from contracts.streams import KV_NOTIFIER_LEASES
 from contracts.subjects import Namespace
 from services.common.nats.connection import cancel_and_wait, cancel_requested
-from services.common.nats.kv import kv_create
+from services.common.nats.kv import kv_create, kv_update
 
 log = logging.getLogger(__name__)
 BUCKET = KV_NOTIFIER_LEASES
@@ -113,7 +113,7 @@ class Leases:
         while True:
             await asyncio.sleep(self.ttl_s / 3)
             try:
-                revision = await self.kv.update(name, self.owner, last=revision)
+                revision = await kv_update(self.kv, name, self.owner, revision)
             except KeyWrongLastSequenceError:
                 return revision
             except (nats.errors.Error, TimeoutError) as exc:

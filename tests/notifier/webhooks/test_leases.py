@@ -22,20 +22,22 @@ TTL_S = 0.6
 
 
 class CancelSwallowingKv:
-    """KV whose ``update`` keeps going when cancelled mid-way (as 3.11's ``wait_for`` may)."""
+    """KV whose compare-and-set (:func:`~services.common.nats.kv.kv_update`'s publish on its JetStream
+    context) keeps going when cancelled mid-way (as 3.11's ``wait_for`` may)."""
 
     def __init__(self, kv: KeyValue) -> None:
         self.kv = kv
+        self._js = self  # kv_update publishes here; every other call goes to the real bucket
         self.updating = asyncio.Event()
         self.swallowed = 0
 
-    async def update(self, *args: Any, **kwargs: Any) -> int:
+    async def publish(self, *args: Any, **kwargs: Any) -> Any:
         self.updating.set()
         try:
             await asyncio.sleep(TTL_S / 6)  # the reply on its way
         except asyncio.CancelledError:
             self.swallowed += 1  # the reply came with the cancel: the reply wins
-        return await self.kv.update(*args, **kwargs)
+        return await self.kv._js.publish(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.kv, name)
