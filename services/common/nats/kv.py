@@ -182,9 +182,21 @@ async def kv_update(kv: KeyValue, key: str, value: bytes, revision: int) -> int:
     own that timed out, turns every try into a conflict within milliseconds (the likely course of a
     netfaults run whose fold had one write refused 50 times in a row). Such a write is sent again after
     a moment, and :class:`WriteInFlight` when it stays refused."""
+    return await _fenced(kv, key, value, {EXPECTED_LAST: str(revision)})
+
+
+async def kv_delete(kv: KeyValue, key: str, revision: int) -> None:
+    """``kv.delete(key, last=revision)``: ``key`` deleted if it is still at ``revision``, else
+    ``KeyWrongLastSequenceError`` (nats-py: a bare 400, a refusal in flight too); a refusal while
+    another write of the key is in flight is sent again, as :func:`kv_update` does."""
+    await _fenced(kv, key, b"", {KV_OP: KV_DEL, EXPECTED_LAST: str(revision)})
+
+
+async def _fenced(kv: KeyValue, key: str, value: bytes, headers: dict[str, str]) -> int:
+    """Publish ``value`` under ``key`` with the expected-last ``headers``: its stream sequence."""
     for attempt in range(1, IN_FLIGHT_TRIES + 1):
         try:
-            ack = await kv._js.publish(f"{kv._pre}{key}", value, headers={EXPECTED_LAST: str(revision)})
+            ack = await kv._js.publish(f"{kv._pre}{key}", value, headers=headers)
             return int(ack.seq)
         except APIError as exc:
             if exc.err_code == WRONG_LAST_SEQUENCE:

@@ -27,20 +27,20 @@ mark after a day.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Callable
 from typing import NamedTuple
 
-from nats.js.errors import APIError
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from contracts.envelope import EventEnvelope
 from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
 from services.common.http.nats_failover import unwatched
-from services.common.nats.kv import kv_scan
-from services.common.nats.publish import FENCED_OUT
+from services.common.nats.kv import WriteInFlight, kv_delete, kv_scan
 from services.common.observability.metrics import FOLD_REPAIRS
 from services.dispatcher.fold.history import job_history
 from services.dispatcher.fold.reactions import REACTS_TO, Reactions
@@ -153,11 +153,9 @@ class Refolds:
         """The job is folded again: forget it, and its mark unless it was marked again since."""
         waiting = self._waiting[key]
         if self.marks is not None and waiting.mark is not None:
-            try:
-                await self.marks.delete(tenant_key(*key), last=waiting.mark)
-            except APIError as exc:  # marked again (another replica had the job redelivered): it deletes the mark
-                if exc.err_code not in FENCED_OUT:
-                    raise
+            # marked again (another replica had the job redelivered), or being marked: it deletes the mark
+            with contextlib.suppress(KeyWrongLastSequenceError, WriteInFlight):
+                await kv_delete(self.marks, tenant_key(*key), waiting.mark)
         del self._waiting[key]
 
     async def refold(self, tenant: str, job_id: str) -> bool:

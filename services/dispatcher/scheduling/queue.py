@@ -25,13 +25,12 @@ import logging
 import time
 from collections import defaultdict
 
-from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.job_record import JobRecord
-from services.common.nats.kv import kv_create, kv_entries, kv_update
-from services.common.nats.publish import FENCED_OUT
+from services.common.nats.kv import kv_create, kv_delete, kv_entries, kv_update
 from services.common.nats.quiet_watch import watch_keys
 from services.dispatcher.scheduling.fair import DEFAULT_PRIORITY, Candidate
 from services.dispatcher.scheduling.lines import Order, WaitingLines, line_order
@@ -129,12 +128,11 @@ class QueueIndex:
         """Delete an entry (only at ``revision`` when given); ``False`` when it moved on."""
         key = entry_or_key if isinstance(entry_or_key, str) else entry_or_key.key
         try:
-            await self.kv.delete(key, last=revision)
+            if revision is None:
+                await self.kv.delete(key)
+            else:
+                await kv_delete(self.kv, key, revision)
         except KeyWrongLastSequenceError:
-            return False
-        except BadRequestError as exc:  # nats-py's delete reports a lost compare-and-set as a bare 400
-            if exc.err_code not in FENCED_OUT:
-                raise
             return False
         self._forget(key)
         return True

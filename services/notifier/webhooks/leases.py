@@ -33,7 +33,7 @@ from nats.js.kv import KeyValue
 from contracts.streams import KV_NOTIFIER_LEASES
 from contracts.subjects import Namespace
 from services.common.nats.connection import cancel_and_wait, cancel_requested
-from services.common.nats.kv import kv_create, kv_update
+from services.common.nats.kv import kv_create, kv_delete, kv_update
 
 log = logging.getLogger(__name__)
 BUCKET = KV_NOTIFIER_LEASES
@@ -125,4 +125,4 @@ class Leases:
         with contextlib.suppress(Exception):
             entry = await self.kv.get(name)
             if entry.value == self.owner and entry.revision is not None:
-                await self.kv.delete(name, last=entry.revision)
+                await kv_delete(self.kv, name, entry.revision)

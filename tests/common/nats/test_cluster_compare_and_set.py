@@ -175,7 +175,8 @@ async def test_a_claim_refused_while_another_is_in_flight_is_no_lost_race(tmp_pa
     """Ticket 7's claim of a queue entry times out on a leader without its quorum; ticket 8's claim of
     the same entry is refused while 7's is in flight. Read as a lost race (nats-py's ``kv.update``), 8
     went on to claim another entry, and the one it left could end up claimed twice over. It is a time-out
-    (:class:`WriteInFlight`): the ticket is retried. Once 7's claim is applied, 8's is a lost race."""
+    (:class:`WriteInFlight`): the ticket is retried. A delete of the entry at that revision is refused
+    alike (nats-py's bare 400: the entry read as moved on). Once 7's claim is applied, 8's is a lost race."""
     async with pausable_cluster(tmp_path / "cluster") as cluster, _on_the_leader(cluster, "queue") as (nc, leader):
         queue = QueueIndex(await nc.jetstream(timeout=1.0).key_value("queue"))
         entry = QueueEntry(tenant="acme", job_id=new_id("job"), kind="pose", attempt=1, enqueued_at=time.time())
@@ -188,15 +189,19 @@ async def test_a_claim_refused_while_another_is_in_flight_is_no_lost_race(tmp_pa
             assert type(first.value) is not WriteInFlight
             with pytest.raises(WriteInFlight):  # not None: no lost race
                 await queue.claim(entry, revision, 8)
+            with pytest.raises(WriteInFlight):  # not False: the entry has not moved on yet
+                await queue.remove(entry.key, revision)
         queue.kv = await nc.jetstream(timeout=10.0).key_value("queue")
         assert await _once_applied(queue.claim, entry, revision, 8) is None  # 7's claim applied: lost
+        assert await queue.remove(entry.key, revision) is False  # and the entry moved on
         stored = QueueEntry.model_validate_json((await queue.kv.get(entry.key)).value or b"")
         assert stored.claimed_by == 7
 
 
-def test_every_compare_and_set_of_a_kv_key_goes_through_kv_update() -> None:
-    """nats-py's ``kv.update(key, value, last=...)`` reads an in-flight refusal as a conflict; every
-    compare-and-set in the services and workers is :func:`kv_update` (or :func:`kv_write`) instead."""
+def test_every_compare_and_set_of_a_kv_key_goes_through_kv_update_or_kv_delete() -> None:
+    """nats-py's ``kv.update(key, value, last=...)`` and ``kv.delete(key, last=...)`` read an in-flight
+    refusal as a conflict; every compare-and-set in the services and workers is :func:`kv_update` (or
+    :func:`kv_write`) or :func:`kv_delete` instead."""
     direct: list[str] = []
     for root in ("services", "modal_workers"):
         for path in sorted((REPO / root).rglob("*.py")):
@@ -204,7 +209,7 @@ def test_every_compare_and_set_of_a_kv_key_goes_through_kv_update() -> None:
                 if (
                     isinstance(node, ast.Call)
                     and isinstance(node.func, ast.Attribute)
-                    and node.func.attr == "update"
+                    and node.func.attr in ("update", "delete")
                     and any(keyword.arg == "last" for keyword in node.keywords)
                 ):
                     direct.append(f"{path.relative_to(REPO)}:{node.lineno}")
