@@ -12,10 +12,12 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import nats
+from nats.aio.client import Client as NatsClient
+from nats.js.api import KeyValueConfig
 
 from contracts.streams import JOBS, declarations
 from contracts.subjects import Namespace
@@ -85,3 +87,36 @@ async def jobs_leader(cluster: NatsCluster, ns: Namespace) -> EmbeddedNats:
         return cluster.node(info.cluster.leader)
     finally:
         await nc.close()
+
+
+@contextlib.asynccontextmanager
+async def on_bucket_leader(cluster: NatsCluster, bucket: str) -> AsyncIterator[tuple[NatsClient, EmbeddedNats]]:
+    """A client of the leader of a new 3-replica ``bucket``, and that leader."""
+    nc = await nats.connect(cluster.nodes[0].url)
+    try:
+        await nc.jetstream().create_key_value(KeyValueConfig(bucket=bucket, replicas=3))
+        info = await nc.jetstream().stream_info(f"KV_{bucket}")
+        assert info.cluster is not None
+        leader = cluster.node(info.cluster.leader or "")
+    finally:
+        await nc.close()
+    nc = await nats.connect(leader.url)
+    try:
+        yield nc, leader
+    finally:
+        await nc.close()
+
+
+@contextlib.contextmanager
+def quorum_lost(cluster: NatsCluster, leader: EmbeddedNats) -> Iterator[None]:
+    """The leader's followers paused (SIGSTOP) while inside, continued after."""
+    followers = [node for node in cluster.nodes if node is not leader]
+    for node in followers:
+        assert node.pid is not None
+        sigstop(node.pid)
+    try:
+        yield
+    finally:
+        for node in followers:
+            assert node.pid is not None
+            os.kill(node.pid, signal.SIGCONT)

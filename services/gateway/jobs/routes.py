@@ -28,7 +28,13 @@ from contracts.specs.jobs import JobKind, JobSpec
 from services.common.auth.apikeys import Principal
 from services.common.auth.scoped import kind_refusal
 from services.common.http.auth import narrowed
-from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
+from services.common.http.problem import (
+    UNAVAILABLE_RETRY_AFTER_S,
+    ProblemError,
+    field_error,
+    problem_responses,
+    unprocessable,
+)
 from services.common.nats.kv import kv_create
 from services.common.observability.metrics import JOBS_CREATED
 from services.gateway.deps import JobsRead, JobsWrite, StateDep
@@ -105,10 +111,13 @@ async def _create(
     record = JobRecord.new(job_id, tenant, spec, utc_now(), subject=owner.subject)
     headers: dict[str, str] = {}  # the revision only of a record made here (the fold need not read it)
     try:
-        revision = await state.kv.jobs.create(tenant_key(tenant, job_id), record.model_dump_json().encode())
+        revision = await kv_create(state.kv.jobs, tenant_key(tenant, job_id), record.model_dump_json().encode())
         headers[CREATED_RECORD_REVISION] = str(revision)
         JOBS_CREATED.labels(record.kind).inc()
-    except KeyWrongLastSequenceError:
+    except KeyWrongLastSequenceError:  # made by an earlier try of this request (its Idempotency-Key)
+        if await get_record(state, tenant, job_id) is None:  # that try's create is still in flight
+            retry = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)}
+            raise ProblemError(503, "The job is still being created; retry.", headers=retry) from None
         record, replay = await load_job(state, owner, job_id), True
     event = job_created_event(record, upload_sizes=upload_sizes)
     subject = state.subjects.job_event(tenant, job_id, "created")

@@ -13,19 +13,15 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import contextlib
 import functools
-import os
-import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
-from nats.aio.client import Client as NatsClient
 from nats.js.api import KeyValueConfig
 from nats.js.errors import KeyWrongLastSequenceError
 
@@ -36,13 +32,11 @@ from contracts.job_record import JobRecord
 from contracts.specs.jobs import parse_job_spec
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.cluster import NatsCluster
-from services.common.nats.embedded import EmbeddedNats
 from services.common.nats.kv import WriteInFlight, kv_create, kv_write
 from services.dispatcher.scheduling.queue import QueueEntry, QueueIndex
 from services.dispatcher.store import JobEvents
 from tests.support.dispatcher import POSE
-from tests.support.stopping import jobs_leader, pausable_cluster, sigstop
+from tests.support.stopping import jobs_leader, on_bucket_leader, pausable_cluster, quorum_lost
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -115,50 +109,17 @@ async def _once_applied(call: Callable[..., Awaitable[Any]], *args: Any) -> Any:
     raise AssertionError("a write stayed in flight for 10 s after the quorum came back")
 
 
-@contextlib.asynccontextmanager
-async def _on_the_leader(cluster: NatsCluster, bucket: str) -> AsyncIterator[tuple[NatsClient, EmbeddedNats]]:
-    """A client of the leader of a new 3-replica ``bucket``, and that leader."""
-    nc = await nats.connect(cluster.nodes[0].url)
-    try:
-        await nc.jetstream().create_key_value(KeyValueConfig(bucket=bucket, replicas=3))
-        info = await nc.jetstream().stream_info(f"KV_{bucket}")
-        assert info.cluster is not None
-        leader = cluster.node(info.cluster.leader or "")
-    finally:
-        await nc.close()
-    nc = await nats.connect(leader.url)
-    try:
-        yield nc, leader
-    finally:
-        await nc.close()
-
-
-@contextlib.contextmanager
-def _quorum_lost(cluster: NatsCluster, leader: EmbeddedNats) -> Iterator[None]:
-    """The leader's followers paused (SIGSTOP) while inside, continued after."""
-    followers = [node for node in cluster.nodes if node is not leader]
-    for node in followers:
-        assert node.pid is not None
-        sigstop(node.pid)
-    try:
-        yield
-    finally:
-        for node in followers:
-            assert node.pid is not None
-            os.kill(node.pid, signal.SIGCONT)
-
-
 async def test_a_write_left_in_flight_by_a_lost_quorum_is_not_taken_for_a_conflict(tmp_path: Path) -> None:
     """The bucket's leader loses its quorum (both followers paused): a compare-and-set times out and stays
     in flight, and the next one on the same revision is refused (10164) while the key still reads as it
     was. That is no conflict to read again and retry at once (a compare-and-set loop spent its every try
     so): :class:`WriteInFlight`, a time-out. With the quorum back, the first write is applied, and the same
     revision is then a conflict."""
-    async with pausable_cluster(tmp_path / "cluster") as cluster, _on_the_leader(cluster, "records") as (nc, leader):
+    async with pausable_cluster(tmp_path / "cluster") as cluster, on_bucket_leader(cluster, "records") as (nc, leader):
         kv = await nc.jetstream(timeout=1.0).key_value("records")
         revision = await kv_write(kv, "job", b"v0", None)
         assert revision is not None
-        with _quorum_lost(cluster, leader):
+        with quorum_lost(cluster, leader):
             with pytest.raises(TimeoutError) as first:
                 await kv_write(kv, "job", b"v1", revision)
             assert type(first.value) is not WriteInFlight  # the write itself: proposed, unanswered
@@ -177,13 +138,13 @@ async def test_a_claim_refused_while_another_is_in_flight_is_no_lost_race(tmp_pa
     went on to claim another entry, and the one it left could end up claimed twice over. It is a time-out
     (:class:`WriteInFlight`): the ticket is retried. A delete of the entry at that revision is refused
     alike (nats-py's bare 400: the entry read as moved on). Once 7's claim is applied, 8's is a lost race."""
-    async with pausable_cluster(tmp_path / "cluster") as cluster, _on_the_leader(cluster, "queue") as (nc, leader):
+    async with pausable_cluster(tmp_path / "cluster") as cluster, on_bucket_leader(cluster, "queue") as (nc, leader):
         queue = QueueIndex(await nc.jetstream(timeout=1.0).key_value("queue"))
         entry = QueueEntry(tenant="acme", job_id=new_id("job"), kind="pose", attempt=1, enqueued_at=time.time())
         assert await queue.enqueue(entry)
         revision = queue.revision(entry.key)
         assert revision is not None
-        with _quorum_lost(cluster, leader):
+        with quorum_lost(cluster, leader):
             with pytest.raises(TimeoutError) as first:
                 await queue.claim(entry, revision, 7)
             assert type(first.value) is not WriteInFlight
