@@ -137,6 +137,16 @@ async def kv_scan(kv: KeyValue, key_filter: str, most_gets: int = SCAN_GETS) -> 
     return await kv_entries(kv, key_filter)
 
 
+async def kv_last(kv: KeyValue, key: str) -> KvItem | None:
+    """``key``'s latest entry as the bucket's stream leader holds it (a message get: a direct get may be
+    answered by a replica that lags); ``None`` when deleted or never written."""
+    try:
+        msg = await kv._js.get_last_msg(kv._stream, f"{kv._pre}{key}")
+    except NotFoundError:
+        return None
+    return _entry(key, msg.headers, msg.data, msg.seq or 0)
+
+
 def _entry(key: str, headers: dict[str, str] | None, data: bytes | None, seq: int) -> KvItem | None:
     """The entry a stored message holds; ``None`` for a delete, a purge or the server's own marker."""
     headers = headers or {}

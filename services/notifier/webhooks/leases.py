@@ -6,7 +6,9 @@ lease is a key in KV ``notifier_leases`` (bucket TTL ``webhook_lease_ttl_s``) cr
 and renewed (compare-and-set) every third of the TTL; the holder deletes it when its work ends. A
 replica that dies loses it within the TTL, and another takes the work over (its unacked messages
 come back after the ack wait; the delivery's start-up scan keeps their jobs in order). A holder that
-fails to renew (another took the lease: it was away longer than the TTL) stops its work at once.
+fails to renew (another took the lease: it was away longer than the TTL) stops its work at once; one
+refused because its own earlier renewal, which timed out, landed after all reads the lease from the
+stream's leader and goes on (it stopped its work until the TTL ran out).
 
 The TTL is 15 s (``webhook_lease_ttl_s``), a renewal every 5 s: each renewal is a write and its reply,
 and a 5 s TTL (a renewal every 1.7 s) was a quarter of the idle stack's messages (issue 34: ≤ 5/s at
@@ -33,7 +35,7 @@ from nats.js.kv import KeyValue
 from contracts.streams import KV_NOTIFIER_LEASES
 from contracts.subjects import Namespace
 from services.common.nats.connection import cancel_and_wait, cancel_requested
-from services.common.nats.kv import kv_create, kv_delete, kv_update
+from services.common.nats.kv import kv_create, kv_delete, kv_last, kv_update
 
 log = logging.getLogger(__name__)
 BUCKET = KV_NOTIFIER_LEASES
@@ -102,8 +104,10 @@ class Leases:
         while True:
             try:
                 return await kv_create(self.kv, name, self.owner)
-            except KeyWrongLastSequenceError:
-                pass  # held by another replica: it expires within the TTL if that one died
+            except KeyWrongLastSequenceError:  # held by another replica: it expires within the TTL if that one died
+                with contextlib.suppress(nats.errors.Error, TimeoutError):
+                    if (revision := await self._mine(name)) is not None:  # by this one: an earlier try landed
+                        return revision
             except (nats.errors.Error, TimeoutError) as exc:
                 log.debug("lease %s: %r", name, exc)
             await asyncio.sleep(self.ttl_s / 3)
@@ -115,11 +119,24 @@ class Leases:
             try:
                 revision = await kv_update(self.kv, name, self.owner, revision)
             except KeyWrongLastSequenceError:
-                return revision
+                try:
+                    mine = await self._mine(name)
+                except (nats.errors.Error, TimeoutError):
+                    mine = None  # not known: taken as lost
+                if mine is None:
+                    return revision
+                revision = mine  # a renewal that timed out landed after all: the lease is still this one's
             except (nats.errors.Error, TimeoutError) as exc:
                 log.warning("lease %s not renewed: %r", name, exc)
             if cancel_requested():  # stopped while the reply came: nats-py's request kept the reply
                 raise asyncio.CancelledError
+
+    async def _mine(self, name: str) -> int | None:
+        """The revision of ``name`` while it holds this replica's lease, else ``None`` (the owner value is
+        this process's own; read from the stream's leader, as a lagging replica could still show a lease
+        another has taken since)."""
+        entry = await kv_last(self.kv, name)
+        return entry.revision if entry is not None and entry.value == self.owner else None
 
     async def _release(self, name: str) -> None:
         with contextlib.suppress(Exception):

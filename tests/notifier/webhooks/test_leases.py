@@ -71,3 +71,48 @@ async def test_a_bucket_made_with_another_ttl_gets_the_configured_one(
     assert (status.stream_info.config.duplicate_window or 0) <= 15.0
     await open_leases(js, namespace, 15.0)  # the same TTL: nothing to change
     assert (await leases.kv.status()).ttl == 15.0
+
+
+async def test_a_renewal_that_landed_unanswered_keeps_the_lease_and_its_work(
+    js: JetStreamContext, namespace: Namespace
+) -> None:
+    """A renewal that timed out and was stored all the same leaves the holder on an old revision, so
+    the next renewal is refused. The lease still holds the holder's own value: the holder goes on, its
+    work never stopped (it stopped it, and got the lease back only once the TTL ran out)."""
+    ttl_s = 3.0  # a renewal every second: a loaded machine's pauses stay far below it
+    leases = await open_leases(js, namespace, ttl_s)
+    started, holding, done = 0, asyncio.Event(), asyncio.Event()
+
+    async def work() -> None:
+        nonlocal started
+        started += 1
+        holding.set()
+        await done.wait()
+
+    run = asyncio.create_task(leases.run("fanout", work))
+    await asyncio.wait_for(holding.wait(), timeout=5 * ttl_s)
+    landed = await leases.kv.put("fanout", leases.owner)  # what the unanswered renewal stored
+    for _ in range(50):  # the holder's next renewal, on the revision it read back
+        if (await leases.kv.get("fanout")).revision != landed:
+            break
+        await asyncio.sleep(ttl_s / 10)
+    done.set()
+    await asyncio.wait_for(run, timeout=5 * ttl_s)
+    assert started == 1, "the work went on under the lease it still held"
+
+
+async def test_a_lease_whose_create_landed_unanswered_is_taken_as_it_stands(
+    js: JetStreamContext, namespace: Namespace
+) -> None:
+    """A create that timed out and was stored all the same: the next try is refused (the key exists),
+    and the key holds the replica's own value, so the lease is its own at that revision (it waited for
+    the TTL to run out, and created the lease again)."""
+    leases = await open_leases(js, namespace, 3.0)
+    landed = await leases.kv.put("fanout", leases.owner)  # what the unanswered create stored
+    seen: list[int | None] = []
+
+    async def work() -> None:  # runs as the lease is acquired; the first renewal is a second later
+        seen.append((await leases.kv.get("fanout")).revision)
+
+    await asyncio.wait_for(leases.run("fanout", work), timeout=10.0)
+    assert seen == [landed]
