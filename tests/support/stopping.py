@@ -8,12 +8,14 @@ the test sent after the kill). :func:`sigstop` waits until every thread is stopp
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -22,10 +24,11 @@ from nats.js.api import KeyValueConfig
 from contracts.streams import JOBS, declarations
 from contracts.subjects import Namespace
 from services.common.nats.cluster import NatsCluster, wait_current, wait_jetstream
-from services.common.nats.connection import apply_declarations
+from services.common.nats.connection import apply_declarations, is_unavailable
 from services.common.nats.embedded import EmbeddedNats
 
 STOP_TAKES_HOLD_S = 10.0
+T = TypeVar("T")
 
 
 def thread_states(pid: int) -> list[str]:
@@ -120,3 +123,17 @@ def quorum_lost(cluster: NatsCluster, leader: EmbeddedNats) -> Iterator[None]:
         for node in followers:
             assert node.pid is not None
             os.kill(node.pid, signal.SIGCONT)
+
+
+async def once_available(call: Callable[..., Awaitable[T]], *args: Any, within_s: float = 30.0) -> T:
+    """``call(*args)`` once NATS answers it: tried again while it fails as NATS being away for a moment
+    (:func:`~services.common.nats.connection.is_unavailable`: a write still in flight, a cluster
+    electing a leader after its paused nodes came back), for up to ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            return await call(*args)
+        except Exception as exc:
+            if not is_unavailable(exc) or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.1)

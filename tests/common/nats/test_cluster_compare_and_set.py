@@ -36,7 +36,7 @@ from services.common.nats.kv import WriteInFlight, kv_create, kv_write
 from services.dispatcher.scheduling.queue import QueueEntry, QueueIndex
 from services.dispatcher.store import JobEvents
 from tests.support.dispatcher import POSE
-from tests.support.stopping import jobs_leader, on_bucket_leader, pausable_cluster, quorum_lost
+from tests.support.stopping import jobs_leader, on_bucket_leader, once_available, pausable_cluster, quorum_lost
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -99,16 +99,6 @@ async def test_racing_cancels_of_a_job_store_one_and_raise_nothing(tmp_path: Pat
                 await nc.close()
 
 
-async def _once_applied(call: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-    """``call(*args)`` once no write of its key is in flight any more (the followers catching up)."""
-    for _ in range(100):
-        try:
-            return await call(*args)
-        except WriteInFlight:
-            await asyncio.sleep(0.1)
-    raise AssertionError("a write stayed in flight for 10 s after the quorum came back")
-
-
 async def test_a_write_left_in_flight_by_a_lost_quorum_is_not_taken_for_a_conflict(tmp_path: Path) -> None:
     """The bucket's leader loses its quorum (both followers paused): a compare-and-set times out and stays
     in flight, and the next one on the same revision is refused (10164) while the key still reads as it
@@ -127,8 +117,8 @@ async def test_a_write_left_in_flight_by_a_lost_quorum_is_not_taken_for_a_confli
                 await kv_write(kv, "job", b"v2", revision)
             assert (await kv.get("job")).value == b"v0"  # the key reads as it was
         kv = await nc.jetstream(timeout=10.0).key_value("records")
-        assert await _once_applied(kv_write, kv, "job", b"v3", revision) is None  # v1 applied: a conflict
-        entry = await kv.get("job")
+        assert await once_available(kv_write, kv, "job", b"v3", revision) is None  # v1 applied: a conflict
+        entry = await once_available(kv.get, "job")
         assert (entry.value, entry.revision) == (b"v1", revision + 1)
 
 
@@ -153,9 +143,9 @@ async def test_a_claim_refused_while_another_is_in_flight_is_no_lost_race(tmp_pa
             with pytest.raises(WriteInFlight):  # not False: the entry has not moved on yet
                 await queue.remove(entry.key, revision)
         queue.kv = await nc.jetstream(timeout=10.0).key_value("queue")
-        assert await _once_applied(queue.claim, entry, revision, 8) is None  # 7's claim applied: lost
-        assert await queue.remove(entry.key, revision) is False  # and the entry moved on
-        stored = QueueEntry.model_validate_json((await queue.kv.get(entry.key)).value or b"")
+        assert await once_available(queue.claim, entry, revision, 8) is None  # 7's claim applied: lost
+        assert await once_available(queue.remove, entry.key, revision) is False  # and the entry moved on
+        stored = QueueEntry.model_validate_json((await once_available(queue.kv.get, entry.key)).value or b"")
         assert stored.claimed_by == 7
 
 

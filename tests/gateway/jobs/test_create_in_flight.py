@@ -25,7 +25,7 @@ from services.common.auth.apikeys import Principal
 from services.common.http.problem import ProblemError
 from services.gateway.jobs.routes import _create
 from tests.support.dispatcher import POSE
-from tests.support.stopping import on_bucket_leader, pausable_cluster, quorum_lost
+from tests.support.stopping import on_bucket_leader, once_available, pausable_cluster, quorum_lost
 
 
 async def test_a_retried_create_while_the_first_is_in_flight_is_a_503_not_a_500(tmp_path: Path) -> None:
@@ -48,7 +48,7 @@ async def _applied(kv: KeyValue, key: str) -> JobRecord:
     """The record under ``key`` once its create is applied (the followers catching up)."""
     for _ in range(100):
         try:
-            return JobRecord.model_validate_json((await kv.get(key)).value or b"")
+            return JobRecord.model_validate_json((await once_available(kv.get, key)).value or b"")
         except KeyNotFoundError:
             await asyncio.sleep(0.1)
     raise AssertionError(f"{key} was not created within 10 s of the quorum's return")
