@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.js.api import KeyValueConfig
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
 
 from contracts.streams import JOBS, declarations
 from contracts.subjects import Namespace
@@ -136,4 +138,16 @@ async def once_available(call: Callable[..., Awaitable[T]], *args: Any, within_s
         except Exception as exc:
             if not is_unavailable(exc) or time.monotonic() > deadline:
                 raise
+        await asyncio.sleep(0.1)
+
+
+async def once_created(kv: KeyValue, key: str, within_s: float = 10.0) -> bytes:
+    """The value of ``key`` once its create is applied (a write left in flight by a lost quorum, the
+    followers catching up after they came back)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            return (await once_available(kv.get, key)).value or b""
+        except KeyNotFoundError:
+            assert time.monotonic() < deadline, f"{key} was not created within {within_s:g} s"
         await asyncio.sleep(0.1)

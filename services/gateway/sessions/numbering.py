@@ -32,7 +32,7 @@ from contracts.job_record import JobRecord
 from contracts.session_feed import H_SEQ
 from contracts.streams import FRAMES
 from services.common.http.problem import ProblemError
-from services.common.nats.kv import kv_create, kv_update
+from services.common.nats.kv import WriteInFlight, kv_create, kv_update
 from services.common.nats.publish import EXPECTED_LAST, FENCED_OUT
 from services.gateway.sessions.lru import Lru
 from services.gateway.state import GatewayState
@@ -120,7 +120,10 @@ class FrameNumbering:
                 self._floors.put(key, (entry, await kv_create(kv, key, entry.model_dump_json().encode())))
                 return 0
             except KeyWrongLastSequenceError:
-                got = await kv.get(key)
+                try:
+                    got = await kv.get(key)
+                except KeyNotFoundError:  # an earlier try's create, still in flight (a leader without its quorum)
+                    raise WriteInFlight(f"{key}: the session's entry is still being created") from None
         entry = SessionEntry.model_validate_json(got.value or b"")
         self._floors.put(key, (entry, got.revision or 0))
         return entry.frames
