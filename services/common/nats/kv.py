@@ -156,10 +156,11 @@ def _entry(key: str, headers: dict[str, str] | None, data: bytes | None, seq: in
 
 CREATE_TRIES = 5
 """How many times :func:`kv_create` creates again a key that another write is taking right then."""
-IN_FLIGHT_TRIES = 7
+IN_FLIGHT_TRIES = 8
 """How many times :func:`kv_update` sends a write refused while another write of its key is in flight,
-waiting twice as long each time (1.27 s in all): a racing write on a loaded machine can take more
-than 75 ms to apply (3 of 180 racing creates here), one kept by a leader without its quorum stays."""
+waiting twice as long between tries (the last 1.27 s after the first): a racing write on a loaded
+machine can take more than 75 ms to apply (3 of 180 racing creates here), one kept by a leader without
+its quorum stays."""
 
 
 class WriteInFlight(TimeoutError):
@@ -204,7 +205,9 @@ async def kv_delete(kv: KeyValue, key: str, revision: int) -> None:
 
 async def _fenced(kv: KeyValue, key: str, value: bytes, headers: dict[str, str]) -> int:
     """Publish ``value`` under ``key`` with the expected-last ``headers``: its stream sequence."""
-    for attempt in range(1, IN_FLIGHT_TRIES + 1):
+    for attempt in range(IN_FLIGHT_TRIES):
+        if attempt:
+            await asyncio.sleep(0.005 * 2**attempt)  # 10 ms, then twice as long each time
         try:
             ack = await kv._js.publish(f"{kv._pre}{key}", value, headers=headers)
             return int(ack.seq)
@@ -213,7 +216,6 @@ async def _fenced(kv: KeyValue, key: str, value: bytes, headers: dict[str, str])
                 raise KeyWrongLastSequenceError(description=exc.description) from exc
             if exc.err_code != WRONG_LAST_SEQUENCE_IN_FLIGHT:
                 raise
-        await asyncio.sleep(0.005 * 2**attempt)
     raise WriteInFlight(f"{key}: another write of it stayed in flight each time it was written")
 
 
