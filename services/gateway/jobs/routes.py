@@ -62,7 +62,11 @@ IdempotencyKey = Annotated[
 async def load_job(state: GatewayState, viewer: Principal, job_id: str) -> JobRecord:
     """The caller's job record; 404 for any other id (another tenant's, or another subject's for a
     subject-bound token)."""
-    record = await get_record(state, viewer.tenant, job_id)
+    return seen_by(viewer, job_id, await get_record(state, viewer.tenant, job_id))
+
+
+def seen_by(viewer: Principal, job_id: str, record: JobRecord | None) -> JobRecord:
+    """``record`` if it is the caller's; 404 otherwise (none, or another subject's)."""
     if record is None or not viewer.sees(record.subject):
         raise ProblemError(404, f"No job {job_id!r}.")
     return record
@@ -115,10 +119,11 @@ async def _create(
         headers[CREATED_RECORD_REVISION] = str(revision)
         JOBS_CREATED.labels(record.kind).inc()
     except KeyWrongLastSequenceError:  # made by an earlier try of this request (its Idempotency-Key)
-        if await get_record(state, tenant, job_id) is None:  # that try's create is still in flight
+        found = await get_record(state, tenant, job_id)
+        if found is None:  # that try's create is still in flight
             retry = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)}
             raise ProblemError(503, "The job is still being created; retry.", headers=retry) from None
-        record, replay = await load_job(state, owner, job_id), True
+        record, replay = seen_by(owner, job_id, found), True
     event = job_created_event(record, upload_sizes=upload_sizes)
     subject = state.subjects.job_event(tenant, job_id, "created")
     await state.publish_once(subject, event, check=replay, headers=headers)
