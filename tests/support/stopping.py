@@ -23,6 +23,7 @@ from nats.js.api import KeyValueConfig
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from bench.harness.waiting import wait_for
 from contracts.streams import JOBS, declarations
 from contracts.subjects import Namespace
 from services.common.nats.cluster import NatsCluster, wait_current, wait_jetstream
@@ -144,10 +145,11 @@ async def once_available(call: Callable[..., Awaitable[T]], *args: Any, within_s
 async def once_created(kv: KeyValue, key: str, within_s: float = 10.0) -> bytes:
     """The value of ``key`` once its create is applied (a write left in flight by a lost quorum, the
     followers catching up after they came back)."""
-    deadline = time.monotonic() + within_s
-    while True:
-        try:
-            return (await once_available(kv.get, key)).value or b""
-        except KeyNotFoundError:
-            assert time.monotonic() < deadline, f"{key} was not created within {within_s:g} s"
-        await asyncio.sleep(0.1)
+
+    async def entry() -> KeyValue.Entry | None:
+        with contextlib.suppress(KeyNotFoundError):
+            return await once_available(kv.get, key)
+        return None
+
+    found = await wait_for(entry, timeout_s=within_s, what=f"{key} created", every_s=0.1)
+    return found.value or b""

@@ -15,6 +15,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from bench.harness.waiting import wait_for
 from contracts.subjects import Namespace
 from services.notifier.webhooks.leases import Leases, open_leases
 
@@ -92,10 +93,11 @@ async def test_a_renewal_that_landed_unanswered_keeps_the_lease_and_its_work(
     run = asyncio.create_task(leases.run("fanout", work))
     await asyncio.wait_for(holding.wait(), timeout=5 * ttl_s)
     landed = await leases.kv.put("fanout", leases.owner)  # what the unanswered renewal stored
-    for _ in range(50):  # the holder's next renewal, on the revision it read back
-        if (await leases.kv.get("fanout")).revision != landed:
-            break
-        await asyncio.sleep(ttl_s / 10)
+
+    async def renewed() -> bool:  # the holder's next renewal, on the revision it read back (or a new create)
+        return (await leases.kv.get("fanout")).revision != landed
+
+    await wait_for(renewed, timeout_s=5 * ttl_s, what="the next renewal", every_s=ttl_s / 10)
     done.set()
     await asyncio.wait_for(run, timeout=5 * ttl_s)
     assert started == 1, "the work went on under the lease it still held"
