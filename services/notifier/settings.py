@@ -68,6 +68,13 @@ class NotifierSettings(ApiKeySettings):
     webhook_endpoint_concurrency: int = Field(
         default=32, ge=1, le=256, description="Webhook attempts in flight per endpoint queue (one per job at a time)."
     )
+    webhook_max_ack_pending: int = Field(
+        default=256,
+        ge=1,
+        le=10_000,
+        description="Deliveries one endpoint queue holds unacknowledged at most: attempting, waiting for a retry, "
+        "or held behind an older one of their job (its consumer's max_ack_pending).",
+    )
     webhook_endpoint_rate_per_s: float = Field(
         default=0.0, ge=0, description="Webhook attempts per second per endpoint queue (0: no limit)."
     )

@@ -2,7 +2,7 @@
 
 The gateway and the notifier install :func:`install_error_handlers`; routes raise :class:`ProblemError`
 (or answer :func:`problem`); :func:`use_problem_json_in_openapi` documents it. A NATS error that
-says the event log is away for a moment (:data:`~services.common.nats.connection.UNAVAILABLE`) is a 503 with
+says the event log is away for a moment (:data:`~services.common.nats.connection.NATS_AWAY`) is a 503 with
 ``Retry-After``, never a 500: clients retry it. Every 503, that one or a route's own
 :class:`ProblemError`, is told to each :class:`~services.common.http.nats_failover.StuckServerWatch`
 in ``app.state.nats_watches`` (one per NATS connection of the app: each asks its own server), so a
@@ -17,7 +17,6 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
-import nats.js.errors
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -27,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts.record_repair import INVALID_RECORD, UnreadableRecordError
 from services.common.http.nats_failover import StuckServerWatch
-from services.common.nats.connection import UNAVAILABLE
+from services.common.nats.connection import NATS_AWAY
 
 PROBLEM_JSON = "application/problem+json"
 UNAVAILABLE_RETRY_AFTER_S = 1
@@ -103,7 +102,7 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = "The event log cannot answer right now (NATS reconnecting or electing a leader); retry."
         return problem(503, detail, headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
 
-    for unavailable in (*UNAVAILABLE, nats.js.errors.ServiceUnavailableError):  # JetStream's 503s too
+    for unavailable in NATS_AWAY:
         app.add_exception_handler(unavailable, _unavailable)  # type: ignore[arg-type] # a Request's or a WebSocket's
 
     @app.exception_handler(UnreadableRecordError)

@@ -73,6 +73,10 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
 )
 """Errors that say NATS is away for now (a server restarting, a cluster electing a stream leader), not that
 the request is wrong: worth retrying (:func:`is_unavailable`), and a 503 to an HTTP client."""
+NATS_AWAY: tuple[type[Exception], ...] = (*UNAVAILABLE, nats.js.errors.ServiceUnavailableError)
+"""What a call meets while NATS is slow or away: :data:`UNAVAILABLE`, and JetStream's 503s (a pull or a request
+that no stream leader took, during an election or a cut). Not every such 503 passes (see
+:data:`JETSTREAM_UNAVAILABLE_CODE`): answered as "away" (a 503, a warning), not retried blindly."""
 JETSTREAM_UNAVAILABLE_CODE = 10008
 """JetStream's "system temporarily unavailable" (a 503 while a cluster elects its meta leader); its other
 503s are refusals, such as a stream at its per-subject limit, that no retry cures."""

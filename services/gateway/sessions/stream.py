@@ -30,7 +30,6 @@ from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import ServiceUnavailableError
 from pydantic import ValidationError
 from starlette.websockets import WebSocketState
 
@@ -43,7 +42,7 @@ from services.common.auth.apikeys import Principal
 from services.common.auth.key_cache import CredentialRefusedError
 from services.common.auth.scoped import Scope, allows
 from services.common.http.problem import ProblemError
-from services.common.nats.connection import UNAVAILABLE
+from services.common.nats.connection import NATS_AWAY
 from services.common.nats.kv import last_seq
 from services.common.nats.quiet_watch import renew_on_reconnect
 from services.gateway.sessions.http import PrincipalOf, image_type, socket_session
@@ -52,9 +51,6 @@ from services.gateway.ws_auth import WS_FORBIDDEN, WS_UNAUTHORIZED
 from services.gateway.ws_text import BadMessageError, json_object
 
 log = logging.getLogger(__name__)
-NATS_AWAY: tuple[type[Exception], ...] = (*UNAVAILABLE, ServiceUnavailableError)
-"""What a frame or control message meets while NATS is slow or away: an ``unavailable`` error, the socket kept
-(before, it went up to the app's handlers and the connection dropped without a close frame)."""
 ERROR_CODES = {404: "not_found", 409: "session_ended", 413: "frame_too_large", 422: "invalid", 429: "rate_limited"}
 
 
@@ -95,7 +91,7 @@ class _Socket:
                 await self.error(ERROR_CODES.get(exc.status, "unavailable"), exc.detail)
             except UnreadableRecordError:
                 await self.error(INVALID_RECORD, "The session's stored record is not valid.")
-            except NATS_AWAY:  # NATS slow or away: this frame or control only, as a 503 over HTTP
+            except NATS_AWAY:  # this frame or control only, as a 503 over HTTP; the socket is kept
                 await self.error("unavailable", "The event log cannot answer right now; send it again.")
 
     async def _frame(self, data: bytes) -> None:

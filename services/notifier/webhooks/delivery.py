@@ -1,7 +1,7 @@
 """One endpoint's webhook delivery: its queue ``webhooks.{tenant}.{endpoint}.deliver`` read in lanes.
 
 Each queue (an endpoint's, or a tenant's shared job-hook queue ``webhooks.{tenant}.jobhooks.deliver``)
-has a durable pull consumer with ``max_ack_pending=MAX_ACK_PENDING``; :class:`EndpointDelivery` keeps
+has a durable pull consumer with ``max_ack_pending`` = ``webhook_max_ack_pending``; :class:`EndpointDelivery` keeps
 per-job lanes (:mod:`services.notifier.webhooks.lanes`), so a delivery waiting for a retry (a NAK with a delay)
 holds back only that job's later deliveries (kept unacked in memory, with ``in_progress`` heartbeats).
 The wait is the message's redelivery delay and its attempt count is in its delivery state (stored before
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 FETCH_WAIT_S = 5.0
 IDLE_EXIT_S = 60.0
 JOB_HOOK_INACTIVE_S = 2 * 86_400.0  # only the per-job queues made before the shared job-hook queue
-MAX_ACK_PENDING = 256
 FETCH_BATCH = 64
 
 
@@ -80,7 +79,7 @@ class EndpointDelivery:
             filter_subject=self.subject,
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
-            max_ack_pending=MAX_ACK_PENDING,
+            max_ack_pending=self.ctx.settings.webhook_max_ack_pending,
             max_deliver=-1,
             ack_wait=self.ctx.settings.webhook_ack_wait_s,
             inactive_threshold=JOB_HOOK_INACTIVE_S if legacy_job_hook else None,
@@ -89,11 +88,11 @@ class EndpointDelivery:
         psub = await js.pull_subscribe(self.subject, durable=config.durable_name, stream=stream, config=config)
         try:
             info = await psub.consumer_info()
-            if info.config.max_ack_pending != MAX_ACK_PENDING:  # made before per-job lanes: still in order
+            if info.config.max_ack_pending != config.max_ack_pending:  # made before per-job lanes, or resized
                 try:
                     await js.add_consumer(stream, config)  # an update of the durable
                 except (nats.js.errors.Error, nats.errors.Error):
-                    log.warning("could not raise max_ack_pending", extra={"tenant": self.tenant})
+                    log.warning("could not change max_ack_pending", extra={"tenant": self.tenant})
             lanes = await start_lanes(js, stream, self.subject, info)
             self.exhausted.count = await self.ctx.store.get_exhausted(self.tenant, self.endpoint_id)
             await self._loop(psub, lanes)
@@ -108,13 +107,14 @@ class EndpointDelivery:
         beat = Heartbeat(lanes, max(0.2, self.ctx.settings.webhook_ack_wait_s / 3), loop.time())
         flight = Flight(self.ctx.settings.webhook_endpoint_concurrency, self.ctx.settings.webhook_endpoint_rate_per_s)
         fetch: asyncio.Task[list[Msg]] | None = None
+        most = self.ctx.settings.webhook_max_ack_pending
         try:
             while not await self.stopped():
                 self.ctx.kicked.discard(self.key)
-                if fetch is None and lanes.outstanding < MAX_ACK_PENDING:
-                    batch = max(1, min(FETCH_BATCH, MAX_ACK_PENDING - lanes.outstanding))
+                if fetch is None:  # one at the window's end: JetStream sends a NAKed retry then, nothing new
+                    batch = max(1, min(FETCH_BATCH, most - lanes.outstanding))
                     fetch = asyncio.create_task(_fetch(psub, batch))
-                waits = [t for t in (fetch, *flight.tasks) if t is not None]
+                waits = [fetch, *flight.tasks]
                 timeout = min(FETCH_WAIT_S, beat.every_s) if lanes.held else FETCH_WAIT_S
                 if (pace := flight.pace_s(loop.time(), lanes)) is not None:
                     timeout = min(timeout, pace)
