@@ -163,6 +163,12 @@ machine can take more than 75 ms to apply (3 of 180 racing creates here), one ke
 its quorum stays."""
 
 
+def in_flight_pause_s(refusals: int) -> float:
+    """The wait before a write is sent again after its ``refusals``-th refusal while another write of its
+    key (or subject) was in flight: 10 ms, then twice as long each time."""
+    return 0.005 * float(2**refusals)
+
+
 class WriteInFlight(TimeoutError):
     """A compare-and-set that the key's leader refused each time while another write of the key was in
     flight (JetStream 10164: proposed, not yet applied). Whether it holds cannot be told until that write
@@ -207,7 +213,7 @@ async def _fenced(kv: KeyValue, key: str, value: bytes, headers: dict[str, str])
     """Publish ``value`` under ``key`` with the expected-last ``headers``: its stream sequence."""
     for attempt in range(IN_FLIGHT_TRIES):
         if attempt:
-            await asyncio.sleep(0.005 * 2**attempt)  # 10 ms, then twice as long each time
+            await asyncio.sleep(in_flight_pause_s(attempt))
         try:
             ack = await kv._js.publish(f"{kv._pre}{key}", value, headers=headers)
             return int(ack.seq)

@@ -6,7 +6,10 @@ last message: one writer wins each number (another replica, a restarted gateway)
 subject's last frame again and takes the next. The numbers are unique, in the order the frames are
 stored, and without a gap (a publish that fails takes no number). One request per frame: this process
 keeps each session's last (seq, stream sequence) and reads the stream only when it is not known or
-went stale.
+went stale. A publish refused while another of the subject is in flight (10164: a leader that lost its
+quorum keeps a timed-out frame so) is sent again after a wait, as :func:`~services.common.nats.kv.kv_update`
+sends a KV write, and is a 503 when it stays refused; once that frame is applied, the fence refuses the
+seq and the numbering reads it.
 
 The session's KV entry (:class:`~contracts.api.sessions.SessionEntry`) is made before its first frame
 (what binds a robot to the session) and its ``frames`` follows the numbering in the background, at most
@@ -32,8 +35,8 @@ from contracts.job_record import JobRecord
 from contracts.session_feed import H_SEQ
 from contracts.streams import FRAMES
 from services.common.http.problem import ProblemError
-from services.common.nats.kv import WriteInFlight, kv_create, kv_update
-from services.common.nats.publish import EXPECTED_LAST, FENCED_OUT
+from services.common.nats.kv import IN_FLIGHT_TRIES, WriteInFlight, in_flight_pause_s, kv_create, kv_update
+from services.common.nats.publish import EXPECTED_LAST, WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_IN_FLIGHT
 from services.gateway.sessions.lru import Lru
 from services.gateway.state import GatewayState
 
@@ -77,6 +80,7 @@ class FrameNumbering:
         subject = self.state.subjects.session_frames(record.tenant, record.id)
         if self._floors.get(key) is None:
             await self._floor(record, key, create=True)
+        refused_in_flight = 0
         for _ in range(ATTEMPTS):
             known = self._known.get(key) or await self._read(record, key, subject)
             seq = known[0] + 1
@@ -84,8 +88,15 @@ class FrameNumbering:
             try:
                 ack = await self.state.js.publish(subject, data, headers=headers, timeout=PUBLISH_TIMEOUT_S)
             except APIError as exc:
+                if exc.err_code == WRONG_LAST_SEQUENCE_IN_FLIGHT:  # another frame's publish, not applied yet
+                    refused_in_flight += 1
+                    if refused_in_flight == IN_FLIGHT_TRIES:
+                        raise unrecorded(WriteInFlight(f"{subject}: a frame stayed in flight")) from exc
+                    self._known.put(key, known)  # sent again as it is, not read again
+                    await asyncio.sleep(in_flight_pause_s(refused_in_flight))
+                    continue  # once applied, the fence refuses this seq (10071): read that frame then
                 self._known.pop(key)
-                if exc.err_code in FENCED_OUT:
+                if exc.err_code == WRONG_LAST_SEQUENCE:
                     continue  # another writer took seq: read its frame and go on after it
                 raise unrecorded(exc) from exc
             except (nats.errors.Error, TimeoutError) as exc:
