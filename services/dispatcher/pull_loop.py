@@ -24,6 +24,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from services.common.http.nats_failover import unwatched
+from services.common.nats.connection import log_failure
 from services.common.nats.long_pull import LongPull, PullEnded
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,8 @@ async def pull_one_at_a_time(
                 if refused.status == "503" and remake is not None:
                     await _remake(durable, remake)
                 continue
-            except Exception:  # a broken pull must not end the loop for good
-                log.exception("%s: pull failed; retrying", durable)
+            except Exception as exc:  # noqa: BLE001 - a broken pull must not end the loop for good
+                log_failure(log, exc, "%s: pull failed; retrying", durable)
                 await asyncio.sleep(FAILED_PAUSE_S)
                 continue
             await handle(msg)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from services.common.http.nats_failover import unwatched
+from services.common.nats.connection import log_failure
 
 log = logging.getLogger(__name__)
 REPEAT_LOG_S = 30.0
@@ -37,13 +38,13 @@ async def every(
     while True:
         try:
             await sweep()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - logged by log_failure
             failures += 1
             failed()
             now = time.monotonic()
             if failures == 1:
                 logged_at = now
-                log.exception("%s failed; the next one runs in %g s", name, interval_s)
+                log_failure(log, exc, "%s failed; the next one runs in %g s", name, interval_s)
             elif now - logged_at >= repeat_log_s:
                 logged_at = now
                 log.warning("%s still fails (%d runs in a row): %r", name, failures, exc)

@@ -25,7 +25,7 @@ from services.common.http.health import install_health, nats_probe
 from services.common.http.metrics import install_metrics
 from services.common.http.problem import install_error_handlers
 from services.common.http.tenant_origins import TenantOrigins
-from services.common.nats.connection import cancel_and_wait, connect
+from services.common.nats.connection import cancel_and_wait, connect, log_failure
 from services.common.nats.round_trip import round_trip
 from services.common.observability.tracing import fastapi_telemetry
 from services.notifier.observe import start_sampling
@@ -129,8 +129,8 @@ async def fan_out_forever(state: NotifierState, fanout: FanOut) -> None:
             await state.leases.run("fanout", fanout.run)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("webhook fan-out failed; it starts again in %g s", FANOUT_RESTART_PAUSE_S)
+        except Exception as exc:  # noqa: BLE001 - logged by log_failure
+            log_failure(log, exc, "webhook fan-out failed; it starts again in %g s", FANOUT_RESTART_PAUSE_S)
         await asyncio.sleep(FANOUT_RESTART_PAUSE_S)
 
 

@@ -1,5 +1,6 @@
-"""A sweep that keeps failing (NATS away) is logged once with its traceback, then quietly, then when it
-works again: not a traceback per run (two a second for the queue's top-up before)."""
+"""A sweep that keeps failing is logged once, then quietly, then when it works again: not a traceback
+per run (two a second for the queue's top-up before). The first failure is a warning naming the error
+when NATS is away (what a fault brings to every sweep at once), an error with its traceback otherwise."""
 
 from __future__ import annotations
 
@@ -15,16 +16,18 @@ FAILURES = 20
 
 
 class FlakySweep:
-    """Fails :data:`FAILURES` times (as a sweep does while a stream has no leader), then works."""
+    """Fails :data:`FAILURES` times with ``error`` (by default as a sweep does while a stream has no
+    leader), then works."""
 
-    def __init__(self) -> None:
+    def __init__(self, error: type[Exception] = TimeoutError) -> None:
         self.runs = 0
+        self.error = error
         self.worked = asyncio.Event()
 
     async def __call__(self) -> None:
         self.runs += 1
         if self.runs <= FAILURES:
-            raise TimeoutError("nats: timeout")
+            raise self.error("nats: timeout" if self.error is TimeoutError else "a bug")
         self.worked.set()
 
 
@@ -37,7 +40,7 @@ async def run_until_it_works(sweep: FlakySweep, repeat_log_s: float) -> None:
 
 
 async def test_a_run_of_failures_logs_one_traceback_and_the_recovery(caplog: pytest.LogCaptureFixture) -> None:
-    sweep = FlakySweep()
+    sweep = FlakySweep(RuntimeError)
     with caplog.at_level(logging.INFO, logger=sweeps.__name__):
         await run_until_it_works(sweep, repeat_log_s=3600)
     records = [r for r in caplog.records if r.name == sweeps.__name__]
@@ -46,12 +49,25 @@ async def test_a_run_of_failures_logs_one_traceback_and_the_recovery(caplog: pyt
     assert f"after {FAILURES} failed runs" in records[1].getMessage()
 
 
+async def test_a_run_of_failures_while_nats_is_away_logs_one_warning_and_the_recovery(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sweep = FlakySweep(TimeoutError)
+    with caplog.at_level(logging.INFO, logger=sweeps.__name__):
+        await run_until_it_works(sweep, repeat_log_s=3600)
+    records = [r for r in caplog.records if r.name == sweeps.__name__]
+    assert [r.levelname for r in records] == ["WARNING", "INFO"]
+    assert records[0].exc_info is None
+    assert "(NATS away: TimeoutError('nats: timeout'))" in records[0].getMessage()
+    assert f"after {FAILURES} failed runs" in records[1].getMessage()
+
+
 async def test_a_sweep_still_failing_is_logged_again_in_one_line(caplog: pytest.LogCaptureFixture) -> None:
     sweep = FlakySweep()
     with caplog.at_level(logging.INFO, logger=sweeps.__name__):
         await run_until_it_works(sweep, repeat_log_s=0)
     records = [r for r in caplog.records if r.name == sweeps.__name__]
-    repeats = [r for r in records if r.levelname == "WARNING"]
+    repeats = [r for r in records if r.levelname == "WARNING" and "still fails" in r.getMessage()]
     assert len(repeats) == FAILURES - 1
     assert all(r.exc_info is None for r in repeats)
     assert f"({FAILURES} runs in a row)" in repeats[-1].getMessage()

@@ -89,6 +89,15 @@ def is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, UNAVAILABLE)
 
 
+def log_failure(logger: logging.Logger, exc: BaseException, message: str, *args: object, **kwargs: Any) -> None:
+    """Log a failed run of background work that carries on: NATS away (:data:`NATS_AWAY`, what a fault
+    brings by the hundred) as a warning naming the error, any other error with its traceback."""
+    if isinstance(exc, NATS_AWAY):
+        logger.warning(f"{message} (NATS away: %r)", *args, exc, **kwargs)
+    else:
+        logger.error(message, *args, exc_info=exc, **kwargs)
+
+
 RECONNECT_WAIT_S = 0.5
 """The pause between two reconnect attempts to the same server."""
 PING_INTERVAL_S = 10.0

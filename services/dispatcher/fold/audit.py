@@ -34,6 +34,7 @@ from nats.js.kv import KV_OP
 
 from contracts.envelope import EventEnvelope, utc_now
 from contracts.job_record import TERMINAL, JobRecord
+from services.common.nats.connection import log_failure
 from services.common.observability.metrics import FOLD_REPAIRS
 from services.dispatcher.fold.history import job_history
 from services.dispatcher.fold.reactions import Reactions
@@ -99,8 +100,9 @@ class FoldAudit:
             self.candidates.pop(key, None)
             try:
                 moved = await self.audit(tenant, job_id)
-            except Exception:  # one job's failure must not end the sweep
-                log.exception("job %s: the fold audit failed; tried again later", job_id, extra={"job_id": job_id})
+            except Exception as exc:  # noqa: BLE001 - one job's failure must not end the sweep
+                why = "job %s: the fold audit failed; tried again later"
+                log_failure(log, exc, why, job_id, extra={"job_id": job_id})
                 moved = False
             self.candidates[key] = (tenant, job_id, now)  # looked at again after another ``after``
             if moved:

@@ -35,7 +35,7 @@ from nats.aio.msg import Msg
 
 from contracts import streams
 from services.common.http.nats_failover import unwatched
-from services.common.nats.connection import cancel_requested
+from services.common.nats.connection import cancel_requested, log_failure
 from services.dispatcher.consumers import ConsumerGuard
 from services.dispatcher.fold.acks import BatchAcks
 from services.dispatcher.fold.batch import BatchFold, RecordCache
@@ -269,13 +269,13 @@ class PartitionFold(FoldDurable):
             with contextlib.suppress(Exception):
                 assert self._pinned is not None
                 await self._pinned.ensure(self.nc)
-        except Exception:  # a broken pull must not end the fold for good
+        except Exception as exc:  # noqa: BLE001 - a broken pull must not end the fold for good
             if cancel_requested():  # nats-py turns a cancel on a closed connection into an error
                 raise asyncio.CancelledError from None
             if self.nc.is_closed:
                 raise asyncio.CancelledError from None
             self.unavailable()
-            log.exception("%s: pull failed; retrying", self.durable)
+            log_failure(log, exc, "%s: pull failed; retrying", self.durable)
             await asyncio.sleep(0.5)
         return []
 
@@ -290,8 +290,8 @@ class PartitionFold(FoldDurable):
             if not done.done() or done.cancelled():
                 self._settled = False
             raise
-        except Exception:  # never let a partition's fold end
-            log.exception("%s: a batch failed", self.durable)
+        except Exception as exc:  # noqa: BLE001 - never let a partition's fold end
+            log_failure(log, exc, "%s: a batch failed", self.durable)
 
     async def _complete(self, folder: BatchFold, msgs: list[Msg], puller: PinnedPull, arrived: float) -> None:
         """Fold ``msgs`` and ack them. Folding is cut off at 80 % of the ack wait since the batch
@@ -309,9 +309,9 @@ class PartitionFold(FoldDurable):
                 await folder.fold(msgs, deadline)
             await self._acks.ack(msgs)
             self._settled = True
-        except Exception:
+        except Exception as exc:  # noqa: BLE001 - logged by log_failure
             self.unavailable()
-            log.exception("%s: a batch of %d events is given back to be redelivered", self.durable, len(msgs))
+            log_failure(log, exc, "%s: a batch of %d events is given back to be redelivered", self.durable, len(msgs))
             folder.cache.reset(None)
             try:
                 await self._acks.nak(msgs + await puller.drain(FETCH_WAIT_S + 1.0))

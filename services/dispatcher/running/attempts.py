@@ -35,7 +35,7 @@ from contracts.events.registry import ATTEMPT_ENDINGS, EventType, job_event_name
 from contracts.job_record import Artifact, JobError, JobRecord, JobStatus, StageStatus
 from contracts.route_table import Route
 from contracts.runs import RunRequest, StagePlan
-from services.common.nats.connection import cancel_and_wait
+from services.common.nats.connection import cancel_and_wait, log_failure
 from services.common.observability import tracing
 from services.dispatcher.consumers import PoisonMessage
 from services.dispatcher.observe import observe_attempt, observe_launch
@@ -206,8 +206,8 @@ class Attempts:
             await self._drop(held.claim, held.msg)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("attempt supervision failed", extra={"job_id": held.ticket.job_id})
+        except Exception as exc:  # noqa: BLE001 - logged by log_failure
+            log_failure(log, exc, "attempt supervision failed", extra={"job_id": held.ticket.job_id})
             with contextlib.suppress(Exception):
                 await held.msg.nak(delay=1.0)
         finally:

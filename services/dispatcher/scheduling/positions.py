@@ -32,7 +32,7 @@ from contracts.event_ids import attempt_event_id
 from contracts.events.jobs import JobPositionPayload, JobQueuedPayload
 from contracts.events.registry import EventType, make_event
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.connection import cancel_and_wait
+from services.common.nats.connection import cancel_and_wait, log_failure
 from services.common.nats.publish import publish_event
 from services.dispatcher.scheduling.queue import QueueEntry, QueueIndex
 from services.dispatcher.scheduling.run_times import RunTimes, size_class
@@ -100,8 +100,8 @@ class Positions:
         try:
             for index, entry in enumerate(self.waiting(kind, tenant, self.top)):
                 await self._announce(entry, index + 1)
-        except Exception:
-            log.exception("queue positions of %s/%s not published", kind, tenant)
+        except Exception as exc:  # noqa: BLE001 - logged by log_failure
+            log_failure(log, exc, "queue positions of %s/%s not published", kind, tenant)
         for key in [k for k in self.published if self.queue.revision(k) is None]:
             del self.published[key]
 

@@ -30,6 +30,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.job_record import JobRecord
+from services.common.nats.connection import log_failure
 from services.common.nats.kv import kv_create, kv_delete, kv_entries, kv_update
 from services.common.nats.quiet_watch import watch_keys
 from services.dispatcher.scheduling.fair import DEFAULT_PRIORITY, Candidate
@@ -257,8 +258,8 @@ class QueueIndex:
                     self.watched = max(self.watched, update.revision or 0)  # in stream order: all before too
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("dispatch_queue watch failed; restarting it")
+            except Exception as exc:  # noqa: BLE001 - logged by log_failure
+                log_failure(log, exc, "dispatch_queue watch failed; restarting it")
                 await asyncio.sleep(1.0)
 
     def _take(self, key: str, value: bytes | None, revision: int | None) -> None:

@@ -20,6 +20,7 @@ import logging
 from collections import defaultdict
 
 from contracts.quotas import subject_usage_key, usage_key
+from services.common.nats.connection import log_failure
 from services.common.quotas import QuotaBook
 from services.dispatcher.scheduling.queue import QueueEntry
 from services.dispatcher.scheduling.run_times import RunTimes, size_class
@@ -62,7 +63,7 @@ class Tallies:
                 self._usage[key] += seconds
                 if not isinstance(exc, Exception):
                     raise
-                log.exception("usage of %s not written; kept for the next flush", key)
+                log_failure(log, exc, "usage of %s not written; kept for the next flush", key)
         for kind in list(self._runs):
             observed = self._runs.pop(kind)
             try:
@@ -71,4 +72,4 @@ class Tallies:
                 self._runs[kind][:0] = observed
                 if not isinstance(exc, Exception):
                     raise
-                log.exception("run times of %s not written; kept for the next flush", kind)
+                log_failure(log, exc, "run times of %s not written; kept for the next flush", kind)

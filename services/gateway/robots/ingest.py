@@ -36,7 +36,7 @@ from nats.js.errors import KeyNotFoundError
 from contracts.api.robots import JointSampleIn, utc_iso
 from services.common.auth.apikeys import Principal
 from services.common.http.problem import field_error
-from services.common.nats.connection import cancel_and_wait
+from services.common.nats.connection import cancel_and_wait, log_failure
 from services.common.nats.round_trip import round_trip
 from services.common.observability.metrics import EVENTS_PUBLISHED
 from services.gateway.robots.registry import RobotRegistry
@@ -185,8 +185,8 @@ class Telemetry:
             await asyncio.sleep(self.flush_s)
             try:
                 await self.flush()
-            except Exception:  # keep flushing whatever happens
-                log.exception("flushing the latest joint angles failed")
+            except Exception as exc:  # noqa: BLE001 - keep flushing whatever happens
+                log_failure(log, exc, "flushing the latest joint angles failed")
 
 
 def count_errors(

@@ -19,7 +19,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from services.common.nats.connection import NATS_AWAY, cancel_and_wait
+from services.common.nats.connection import cancel_and_wait, log_failure
 from services.notifier.settings import NotifierSettings
 from services.notifier.webhooks.attempts import DeliveryContext
 from services.notifier.webhooks.deliveries import DeliveryStore
@@ -124,12 +124,8 @@ class DeliveryLoops:
                     await self.leases.run(f"delivery.{consumer_name(tenant, endpoint_id)}", delivery.serve)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
-            where = {"tenant": tenant, "endpoint": endpoint_id}
-            if isinstance(exc, NATS_AWAY):  # no fault of the delivery's: its next run binds the consumer again
-                log.warning("webhook delivery stopped, NATS away: %r", exc, extra=where)
-            else:
-                log.exception("webhook delivery failed", extra=where)
+        except Exception as exc:  # noqa: BLE001 - logged by log_failure; its next run binds the consumer again
+            log_failure(log, exc, "webhook delivery failed", extra={"tenant": tenant, "endpoint": endpoint_id})
             await asyncio.sleep(RESTART_PAUSE_S)
             self.ctx.kicked.add(key)
         finally:

@@ -47,7 +47,7 @@ from contracts.envelope import EventEnvelope, utc_now
 from contracts.event_ids import delivery_msg_id
 from contracts.specs.jobs import WebhookTarget
 from services.common.http.nats_failover import unwatched
-from services.common.nats.connection import cancel_requested
+from services.common.nats.connection import cancel_requested, log_failure
 from services.common.nats.long_pull import LongPull, PullEnded
 from services.common.observability import metrics, tracing
 from services.common.observability.metric_labels import event_type_label
@@ -151,8 +151,8 @@ class FanOut:
                 settled = False  # a batch cut short keeps what follows it for the ack wait too (order)
                 try:
                     await self.process(msgs, acks)
-                except Exception:
-                    log.exception("webhook fan-out failed; the batch is retried")
+                except Exception as exc:  # noqa: BLE001 - logged by log_failure
+                    log_failure(log, exc, "webhook fan-out failed; the batch is retried")
                     await asyncio.sleep(1.0)
                     rest = await puller.close()
                     acks.received(rest)
