@@ -107,7 +107,9 @@ PING_INTERVAL_S = 10.0
 def connection_options(settings: BaseServiceSettings, name: str) -> dict[str, Any]:
     """How every service connects (nats-py's options): all the servers of ``nats_url``, reconnecting
     forever, each change of connection logged, as the settings' user over their TLS
-    (:func:`~services.common.nats.identity.identity_options`).
+    (:func:`~services.common.nats.identity.identity_options`). An error the client reports on its own (a
+    reconnect that fails, a server gone mid-read) is one warning line, not nats-py's traceback: a fault
+    brought some 170 of them to a netfaults run. A slow consumer or a permissions violation is an error.
 
     Reconnecting never gives up (nats-py's default stops after 60 attempts, two minutes of an
     outage, and leaves the client closed for good); while it reconnects, publishes wait in a
@@ -121,6 +123,10 @@ def connection_options(settings: BaseServiceSettings, name: str) -> dict[str, An
     async def reconnected() -> None:
         log.warning("NATS connection re-established", extra={"connection": label})
 
+    async def errored(exc: Exception) -> None:  # nats-py's own logs each with a traceback, each try
+        refused = isinstance(exc, nats.errors.SlowConsumerError) or "permission" in str(exc).lower()
+        log.log(logging.ERROR if refused else logging.WARNING, "NATS: %r", exc, extra={"connection": label})
+
     return identity_options(settings) | {
         "servers": settings.nats_servers,
         "name": label,
@@ -131,6 +137,7 @@ def connection_options(settings: BaseServiceSettings, name: str) -> dict[str, An
         "ping_interval": PING_INTERVAL_S,
         "disconnected_cb": disconnected,
         "reconnected_cb": reconnected,
+        "error_cb": errored,
     }
 
 
