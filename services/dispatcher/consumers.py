@@ -35,6 +35,7 @@ from nats.js import JetStreamContext
 
 from contracts.dead_letters import DeadLetter, one_line
 from contracts.subjects import Subjects
+from services.common.nats.connection import log_failure
 
 log = logging.getLogger(__name__)
 TRANSIENT: tuple[type[BaseException], ...] = (NatsError, TimeoutError, ConnectionError)
@@ -121,13 +122,13 @@ class ConsumerGuard:
         delivery = meta.num_delivered or 1
         give_up = isinstance(exc, PoisonMessage) or delivery >= policy.max_deliver
         self.handler_errors[consumer] += 1
-        log.error(
-            "%s: handling %s (stream sequence %s) failed on delivery %d of %d; %s",
-            consumer, msg.subject, meta.sequence.stream, delivery, policy.max_deliver,
-            "dead-lettering it" if give_up else "it will be redelivered",
-            exc_info=exc,
-            extra={"consumer": consumer, "subject": msg.subject, "delivery": delivery},
-        )  # fmt: skip
+        why = "%s: handling %s (stream sequence %s) failed on delivery %d of %d; %s"
+        args = (consumer, msg.subject, meta.sequence.stream, delivery, policy.max_deliver)
+        extra = {"consumer": consumer, "subject": msg.subject, "delivery": delivery}
+        if give_up:
+            log.error(why, *args, "dead-lettering it", exc_info=exc, extra=extra)
+        else:  # NATS away (a warning) or any other error (with its traceback)
+            log_failure(log, exc, why, *args, "it will be redelivered", extra=extra)
         if give_up:
             letter = DeadLetter(
                 service=self.service, consumer=consumer, stream=meta.stream, subject=msg.subject,

@@ -219,8 +219,8 @@ class PartitionFold(FoldDurable):
         while True:
             try:
                 pending = await self._unacknowledged()
-            except Exception:  # the last count stands; with none yet, read on until the time-out
-                log.warning("%s: could not count the unacknowledged events at a new pin", self.durable, exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - the last count stands; with none yet, read on until the time-out
+                log_failure(log, exc, "%s: could not count the unacknowledged events at a new pin", self.durable)
             if (pending is not None and held + len(more) >= pending) or loop.time() >= deadline:
                 break
             round_end = min(loop.time() + LEFTOVERS_WAIT_S, deadline)

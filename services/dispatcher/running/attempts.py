@@ -352,8 +352,8 @@ class Attempts:
                 event = await self.events.last(held.record, name)
                 if event is not None and event.attempt == held.ticket.attempt:
                     return name
-        except Exception:  # NATS away: concluded as before (retried, its call canceled)
-            log.warning("the stream could not say whether attempt %d ended", held.ticket.attempt, exc_info=True)
+        except Exception as exc:  # noqa: BLE001 - NATS away: concluded as before (retried, its call canceled)
+            log_failure(log, exc, "the stream could not say whether attempt %d ended", held.ticket.attempt)
         return None
 
     async def _cancel_run(self, held: Held, launch: Launch | None, backend: Backend) -> None:

@@ -29,6 +29,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import ValidationError
 
+from services.common.nats.connection import log_failure
 from services.common.nats.kv import kv_write
 from services.common.nats.kv_watch import KvWatch
 from services.dispatcher.scheduling.fair import FairState
@@ -113,8 +114,8 @@ class FairClocks:
             await asyncio.wait({before})
         try:
             await self.charge(kind, tenant, weight, *(await self.state(kind)))
-        except Exception:  # the clock lags one start; the next write corrects it
-            log.warning("fair-share clock of %s not advanced for a start of %s", kind, tenant, exc_info=True)
+        except Exception as exc:  # noqa: BLE001 - the clock lags one start; the next write corrects it
+            log_failure(log, exc, "fair-share clock of %s not advanced for a start of %s", kind, tenant)
 
     async def _read(self, kind: str) -> tuple[FairState, int | None]:
         self.reads += 1

@@ -35,6 +35,7 @@ from contracts.job_record import JobRecord
 from contracts.session_feed import H_SEQ
 from contracts.streams import FRAMES
 from services.common.http.problem import ProblemError
+from services.common.nats.connection import log_failure
 from services.common.nats.kv import IN_FLIGHT_TRIES, WriteInFlight, in_flight_pause_s, kv_create, kv_update
 from services.common.nats.publish import EXPECTED_LAST, WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_IN_FLIGHT
 from services.gateway.sessions.lru import Lru
@@ -188,8 +189,8 @@ class FrameNumbering:
                     return
                 except KeyWrongLastSequenceError:
                     self._floors.pop(key)
-        except Exception:
-            log.warning("could not move the frame floor of session %s", key, exc_info=True)
+        except Exception as exc:  # noqa: BLE001 - the stream has the frames; the next checkpoint moves it
+            log_failure(log, exc, "could not move the frame floor of session %s", key)
 
     async def close(self) -> None:
         """Write every floor still due now (the gateway stops)."""

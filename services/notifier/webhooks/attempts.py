@@ -15,6 +15,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from contracts.envelope import utc_now
+from services.common.nats.connection import log_failure
 from services.common.observability import tracing
 from services.common.observability.metric_labels import EndpointLabels
 from services.common.webhook_queue import H_ENDPOINT, H_EVENT, H_JOB, H_REPLAY_OF, H_TYPE, H_URL, source_seq
@@ -173,5 +174,5 @@ def _record(ctx: DeliveryContext, tenant: str, endpoint_id: str, state: Delivery
 
 
 def _written(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("could not store a delivery state", exc_info=task.exception())
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log_failure(log, exc, "could not store a delivery state")
