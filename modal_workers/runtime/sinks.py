@@ -30,7 +30,7 @@ from contracts.streams import FRAMES
 from contracts.subjects import Namespace, Subjects
 from services.common.config import nats_servers
 from services.common.http.nats_failover import StuckServerWatch
-from services.common.nats.connection import RECONNECT_WAIT_S
+from services.common.nats.connection import RECONNECT_WAIT_S, error_reporter
 from services.common.nats.publish import publish_event, publish_fenced
 from services.common.observability import tracing
 
@@ -95,6 +95,7 @@ class NatsSink:
         sink._nc = await nats.connect(
             nats_servers(nats_url),
             name="gpurelay-worker",
+            error_cb=error_reporter("gpurelay-worker"),
             max_reconnect_attempts=-1,
             reconnect_time_wait=RECONNECT_WAIT_S,
             **options,
@@ -150,11 +151,16 @@ class NatsSink:
         return await NatsSourcePublisher.open(self._nc.jetstream(), self.subjects.ns, entry, f"worker/{request.kind}")
 
     async def close(self) -> None:
-        """Flush and close the connection."""
+        """Flush and close the connection (closed as it is while it reconnects: nothing can be flushed)."""
+        import nats.errors
+
         if self.watch is not None:
             await self.watch.stop()
         if self._nc is not None:
-            await self._nc.drain()
+            try:
+                await self._nc.drain()
+            except nats.errors.ConnectionReconnectingError:  # drain refuses; close still stops the reconnects
+                await self._nc.close()
 
 
 class IngestSink:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,12 +104,23 @@ PING_INTERVAL_S = 10.0
 """A connection that answers no ping for two intervals is given up and reconnected (a silent peer)."""
 
 
+def error_reporter(label: str) -> Callable[[Exception], Awaitable[None]]:
+    """nats-py's ``error_cb`` for the connection ``label``: each error the client reports on its own is one
+    line, a warning (a reconnect refused, a server gone mid-read) or, for a slow consumer or a permissions
+    violation, an error. nats-py's default logs each at ERROR with its traceback, every reconnect try."""
+
+    async def report(exc: Exception) -> None:
+        refused = isinstance(exc, nats.errors.SlowConsumerError) or "permission" in str(exc).lower()
+        log.log(logging.ERROR if refused else logging.WARNING, "NATS: %r", exc, extra={"connection": label})
+
+    return report
+
+
 def connection_options(settings: BaseServiceSettings, name: str) -> dict[str, Any]:
     """How every service connects (nats-py's options): all the servers of ``nats_url``, reconnecting
     forever, each change of connection logged, as the settings' user over their TLS
-    (:func:`~services.common.nats.identity.identity_options`). An error the client reports on its own (a
-    reconnect that fails, a server gone mid-read) is one warning line, not nats-py's traceback: a fault
-    brought some 170 of them to a netfaults run. A slow consumer or a permissions violation is an error.
+    (:func:`~services.common.nats.identity.identity_options`); the client's own errors in one line each
+    (:func:`error_reporter`: a fault brought some 170 tracebacks to a netfaults run before).
 
     Reconnecting never gives up (nats-py's default stops after 60 attempts, two minutes of an
     outage, and leaves the client closed for good); while it reconnects, publishes wait in a
@@ -123,10 +134,6 @@ def connection_options(settings: BaseServiceSettings, name: str) -> dict[str, An
     async def reconnected() -> None:
         log.warning("NATS connection re-established", extra={"connection": label})
 
-    async def errored(exc: Exception) -> None:  # nats-py's own logs each with a traceback, each try
-        refused = isinstance(exc, nats.errors.SlowConsumerError) or "permission" in str(exc).lower()
-        log.log(logging.ERROR if refused else logging.WARNING, "NATS: %r", exc, extra={"connection": label})
-
     return identity_options(settings) | {
         "servers": settings.nats_servers,
         "name": label,
@@ -137,7 +144,7 @@ def connection_options(settings: BaseServiceSettings, name: str) -> dict[str, An
         "ping_interval": PING_INTERVAL_S,
         "disconnected_cb": disconnected,
         "reconnected_cb": reconnected,
-        "error_cb": errored,
+        "error_cb": error_reporter(label),
     }
 
 

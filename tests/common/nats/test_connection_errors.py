@@ -1,27 +1,46 @@
 """What a service's NATS connection logs on its own while its server is away: one warning line per
 error, not nats-py's default ("nats: encountered error" at ERROR, with a traceback, for every failed
-reconnect: some 170 of a netfaults run's 226 tracebacks)."""
+reconnect: some 170 of a netfaults run's 226 tracebacks), a service's connection and a worker's alike.
+A worker's sink closed while it reconnects is closed (its drain raised)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
 from bench.harness.waiting import wait_for
+from modal_workers.runtime.sinks import NatsSink
 from services.common.config import BaseServiceSettings
 from services.common.nats import connection
 from services.common.nats.connection import connect
 from services.common.nats.embedded import EmbeddedNats
 
 
+async def service_connection(url: str) -> Closable:
+    """A service's connection (every service connects so)."""
+    return await connect(BaseServiceSettings(nats_url=url), "errors-test")
+
+
+async def worker_connection(url: str) -> Closable:
+    """A worker's event sink (a local pool's or a Modal worker's connection)."""
+    return await NatsSink.connect(url)
+
+
+class Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+@pytest.mark.parametrize("connection_of", [service_connection, worker_connection])
 async def test_a_server_gone_is_told_in_warnings_without_tracebacks(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, connection_of: Callable[[str], Awaitable[Closable]]
 ) -> None:
     caplog.set_level(logging.WARNING)
     server = EmbeddedNats(tmp_path / "nats").start()
-    nc = await connect(BaseServiceSettings(nats_url=server.url), "errors-test")
+    nc = await connection_of(server.url)
     try:
         server.stop()
 
