@@ -8,7 +8,11 @@ replica that dies loses it within the TTL, and another takes the work over (its 
 come back after the ack wait; the delivery's start-up scan keeps their jobs in order). A holder that
 fails to renew (another took the lease: it was away longer than the TTL) stops its work at once; one
 refused because its own earlier renewal, which timed out, landed after all reads the lease from the
-stream's leader and goes on (it stopped its work until the TTL ran out).
+stream's leader and goes on (it stopped its work until the TTL ran out). A holder whose renewals go
+unanswered stops its work too, before its key may expire (its next renewal would come later than a
+TTL after the last write known to hold was sent): another replica may take the lease from then on,
+where a holder cut off from the bucket's leader went on working, and the work ran twice at once (in a
+netfaults partition both notifiers served one endpoint's queue for 14 s).
 
 The TTL is 15 s (``webhook_lease_ttl_s``), a renewal every 5 s: each renewal is a write and its reply,
 and a 5 s TTL (a renewal every 1.7 s) was a quarter of the idle stack's messages (issue 34: ≤ 5/s at
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -80,9 +85,9 @@ class Leases:
     async def run(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
         """Wait for the lease ``name``, then run ``work`` while holding it (again if the lease is lost)."""
         while True:
-            revision = await self._acquire(name)
+            revision, written = await self._acquire(name)
             task = asyncio.ensure_future(work())
-            renew = asyncio.create_task(self._renew(name, revision))
+            renew = asyncio.create_task(self._renew(name, revision, written))
             try:
                 done, _ = await asyncio.wait({task, renew}, return_when=asyncio.FIRST_COMPLETED)
             except asyncio.CancelledError:  # stopping: hand the lease over at once
@@ -100,24 +105,31 @@ class Leases:
     async def _stop(*tasks: asyncio.Future[Any]) -> None:
         await cancel_and_wait(tasks)
 
-    async def _acquire(self, name: str) -> int:
+    async def _acquire(self, name: str) -> tuple[int, float]:
+        """The lease's revision once this replica holds it, and when the write that holds it was sent."""
         while True:
+            sent = time.monotonic()
             try:
-                return await kv_create(self.kv, name, self.owner)
+                return await kv_create(self.kv, name, self.owner), sent
             except KeyWrongLastSequenceError:  # held by another replica: it expires within the TTL if that one died
-                with contextlib.suppress(nats.errors.Error, TimeoutError):
-                    if (revision := await self._mine(name)) is not None:  # by this one: an earlier try landed
-                        return revision
+                with contextlib.suppress(KeyWrongLastSequenceError, nats.errors.Error, TimeoutError):
+                    if (revision := await self._mine(name)) is not None:  # by this one: an earlier write landed
+                        sent = time.monotonic()  # renewed at once: when that write was stored is not known
+                        return await kv_update(self.kv, name, self.owner, revision), sent
             except (nats.errors.Error, TimeoutError) as exc:
                 log.debug("lease %s: %r", name, exc)
             await asyncio.sleep(self.ttl_s / 3)
 
-    async def _renew(self, name: str, revision: int) -> int:
-        """Renew until the lease is lost (another holds it): then return."""
+    async def _renew(self, name: str, revision: int, written: float) -> int:
+        """Renew until the lease is lost, then return: another holds it, or no renewal has been confirmed
+        for so long that the key may expire before the next (``written``: when the last write known to
+        hold was sent, a lower bound of when the server stored it and its TTL began)."""
+        unanswered: float | None = None  # the first renewal since ``written`` that may have landed unanswered
         while True:
             await asyncio.sleep(self.ttl_s / 3)
+            sent = time.monotonic()
             try:
-                revision = await kv_update(self.kv, name, self.owner, revision)
+                revision, written, unanswered = await kv_update(self.kv, name, self.owner, revision), sent, None
             except KeyWrongLastSequenceError:
                 try:
                     mine = await self._mine(name)
@@ -126,7 +138,13 @@ class Leases:
                 if mine is None:
                     return revision
                 revision = mine  # a renewal that timed out landed after all: the lease is still this one's
+                written, unanswered = unanswered if unanswered is not None else written, None
             except (nats.errors.Error, TimeoutError) as exc:
+                unanswered = sent if unanswered is None else unanswered
+                unconfirmed = time.monotonic() - written
+                if unconfirmed + self.ttl_s / 3 >= self.ttl_s:  # the next try may come after the key expired
+                    log.warning("lease %s unconfirmed for %.1f s (%r); its work stops", name, unconfirmed, exc)
+                    return revision
                 log.warning("lease %s not renewed: %r", name, exc)
             if cancel_requested():  # stopped while the reply came: nats-py's request kept the reply
                 raise asyncio.CancelledError

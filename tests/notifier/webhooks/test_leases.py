@@ -9,6 +9,7 @@ the work ends, so the race is hit every time instead of once in a few hundred lo
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -17,6 +18,7 @@ from nats.js.kv import KeyValue
 
 from bench.harness.waiting import wait_for
 from contracts.subjects import Namespace
+from services.common.nats.connection import cancel_and_wait
 from services.notifier.webhooks.leases import Leases, open_leases
 
 TTL_S = 0.6
@@ -107,8 +109,9 @@ async def test_a_lease_whose_create_landed_unanswered_is_taken_as_it_stands(
     js: JetStreamContext, namespace: Namespace
 ) -> None:
     """A create that timed out and was stored all the same: the next try is refused (the key exists),
-    and the key holds the replica's own value, so the lease is its own at that revision (it waited for
-    the TTL to run out, and created the lease again)."""
+    and the key holds the replica's own value, so the lease is its own, renewed at once from that
+    revision (it waited for the TTL to run out, and created the lease again). The renewal is what its
+    TTL counts from: when the landed write was stored is not known."""
     leases = await open_leases(js, namespace, 3.0)
     landed = await leases.kv.put("fanout", leases.owner)  # what the unanswered create stored
     seen: list[int | None] = []
@@ -117,4 +120,67 @@ async def test_a_lease_whose_create_landed_unanswered_is_taken_as_it_stands(
         seen.append((await leases.kv.get("fanout")).revision)
 
     await asyncio.wait_for(leases.run("fanout", work), timeout=10.0)
-    assert seen == [landed]
+    assert seen == [landed + 1]  # the renewal of the landed write: the bucket's next message
+
+
+class CutOff:
+    """A lease bucket whose writes and reads time out while ``failing``, as from a replica cut off from
+    the bucket's leader (a compare-and-set and a read from the leader go through its JetStream context,
+    here; a create is its own call); its other calls go to the real bucket and its JetStream context."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv, self.failing = kv, False
+        self._js = self
+
+    def _reach(self) -> None:
+        if self.failing:
+            raise TimeoutError("nats: timeout")
+
+    async def publish(self, *args: Any, **kwargs: Any) -> Any:
+        self._reach()
+        return await self.kv._js.publish(*args, **kwargs)
+
+    async def create(self, *args: Any, **kwargs: Any) -> Any:
+        self._reach()
+        return await self.kv.create(*args, **kwargs)
+
+    async def get_last_msg(self, *args: Any, **kwargs: Any) -> Any:
+        self._reach()
+        return await self.kv._js.get_last_msg(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kv, name) if hasattr(self.kv, name) else getattr(self.kv._js, name)
+
+
+async def test_a_holder_whose_renewals_go_unanswered_stops_before_another_can_take_over(
+    js: JetStreamContext, namespace: Namespace
+) -> None:
+    """The work stops before the key may expire, so the replica that takes the lease after it never runs
+    the work at the same time: before, the cut-off holder worked on until a renewal was refused."""
+    ttl_s = 3.0  # a renewal every second
+    real = await open_leases(js, namespace, ttl_s)
+    cut_off = CutOff(real.kv)
+    first, second = Leases(cut_off, ttl_s), Leases(real.kv, ttl_s)  # type: ignore[arg-type]
+    log: list[str] = []
+    holding = asyncio.Event()
+
+    def work_of(replica: str) -> Callable[[], Awaitable[None]]:
+        async def work() -> None:
+            log.append(f"{replica} starts")
+            holding.set()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                log.append(f"{replica} stops")
+
+        return work
+
+    runs = [asyncio.create_task(first.run("fanout", work_of("first")))]
+    try:
+        await asyncio.wait_for(holding.wait(), timeout=5 * ttl_s)
+        cut_off.failing = True
+        runs.append(asyncio.create_task(second.run("fanout", work_of("second"))))
+        await wait_for(lambda: "second starts" in log, timeout_s=10 * ttl_s, what="the second replica's work")
+    finally:
+        await cancel_and_wait(runs)
+    assert log[:3] == ["first starts", "first stops", "second starts"]
