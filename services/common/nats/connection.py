@@ -90,9 +90,13 @@ def is_unavailable(exc: BaseException) -> bool:
 
 
 def log_failure(logger: logging.Logger, exc: BaseException, message: str, *args: object, **kwargs: Any) -> None:
-    """Log a failed run of background work that carries on: NATS away (:data:`NATS_AWAY`, what a fault
-    brings by the hundred) as a warning naming the error, any other error with its traceback."""
-    if isinstance(exc, NATS_AWAY):
+    """Log a failed run of background work that carries on: NATS away (:data:`NATS_AWAY`, or an error
+    raised from it, such as a fold batch whose time ran out on it; what a fault brings by the hundred)
+    as a warning naming the error, any other error with its traceback."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, NATS_AWAY):
+        cause = cause.__cause__
+    if cause is not None:
         logger.warning(f"{message} (NATS away: %r)", *args, exc, **kwargs)
     else:
         logger.error(message, *args, exc_info=exc, **kwargs)

@@ -16,7 +16,7 @@ from bench.harness.waiting import wait_for
 from modal_workers.runtime.sinks import NatsSink
 from services.common.config import BaseServiceSettings
 from services.common.nats import connection
-from services.common.nats.connection import connect
+from services.common.nats.connection import connect, log_failure
 from services.common.nats.embedded import EmbeddedNats
 
 
@@ -54,3 +54,23 @@ async def test_a_server_gone_is_told_in_warnings_without_tracebacks(
         server.stop()
     assert all(r.levelno == logging.WARNING and r.exc_info is None for r in told)
     assert [r.getMessage() for r in caplog.records if r.name == "nats.aio.client"] == []
+
+
+def test_a_failure_raised_from_nats_away_is_a_warning_and_any_other_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    """:func:`~services.common.nats.connection.log_failure`: what NATS being away raised, directly or as
+    the cause of another error (a fold batch whose time ran out on it), is a warning without a traceback."""
+    caplog.set_level(logging.WARNING)
+    logger = logging.getLogger("tests.log_failure")
+    try:
+        try:
+            raise TimeoutError("nats: timeout")
+        except TimeoutError as away:
+            raise RuntimeError("a batch ran out of time") from away
+    except RuntimeError as exc:
+        log_failure(logger, exc, "batch %d given back", 1)
+    log_failure(logger, RuntimeError("a bug"), "batch %d given back", 2)
+    first, second = [r for r in caplog.records if r.name == logger.name]
+    assert (first.levelno, first.exc_info) == (logging.WARNING, None)
+    assert first.getMessage() == "batch 1 given back (NATS away: RuntimeError('a batch ran out of time'))"
+    assert second.levelno == logging.ERROR
+    assert second.exc_info is not None
