@@ -125,11 +125,10 @@ class ConsumerGuard:
         why = "%s: handling %s (stream sequence %s) failed on delivery %d of %d; %s"
         args = (consumer, msg.subject, meta.sequence.stream, delivery, policy.max_deliver)
         extra = {"consumer": consumer, "subject": msg.subject, "delivery": delivery}
-        if give_up:
-            log.error(why, *args, "dead-lettering it", exc_info=exc, extra=extra)
-        else:  # NATS away (a warning) or any other error (with its traceback)
+        if not give_up:  # NATS away (a warning) or any other error (with its traceback)
             log_failure(log, exc, why, *args, "it will be redelivered", extra=extra)
-        if give_up:
+        else:
+            log.error(why, *args, "dead-lettering it", exc_info=exc, extra=extra)
             letter = DeadLetter(
                 service=self.service, consumer=consumer, stream=meta.stream, subject=msg.subject,
                 sequence=meta.sequence.stream, deliveries=delivery, error=describe(exc), data=msg.data,
