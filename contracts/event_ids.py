@@ -11,7 +11,9 @@ first attempt (:func:`failed_event_id`).
 * gateway: ``created-{job}`` (:func:`created_event_id`, also the sweeper's), ``cancel-{job}``
   (:func:`cancel_requested_event_id`), ``stop-{session}`` (:func:`stop_requested_event_id`, also
   the stop control message's ``Nats-Msg-Id``), ``reset-{session}-{nonce}`` (:func:`reset_msg_id`),
-  ``upload-completed-{upload}`` (:func:`upload_completed_event_id`);
+  ``upload-completed-{upload}`` (:func:`upload_completed_event_id`); a frame's ``Nats-Msg-Id`` is
+  ``frame-{session}-{seq}`` (:func:`frame_msg_id`), or ``frame-{session}-k{digest}`` when the client
+  sent an ``Idempotency-Key`` (:func:`frame_key_msg_id`);
 * dispatcher: ``{job}-{name}`` once per job (:func:`job_event_id`: ``queued``, ``canceled``),
   ``{job}-a{n}-{name}`` once per attempt (:func:`attempt_event_id`: ``dispatched``, ``retrying``,
   ``failed``, ``succeeded``, ``stage{i}-{status}``, and the dispatch ticket's ``ticket``);
@@ -94,6 +96,13 @@ def reset_msg_id(session_id: str, nonce: int) -> str:
 def frame_msg_id(session_id: str, seq: int) -> str:
     """``frame-{session}-{seq}``: the ``Nats-Msg-Id`` of a session's frame ``seq`` (stored once)."""
     return f"frame-{session_id}-{seq}"
+
+
+def frame_key_msg_id(session_id: str, idempotency_key: str) -> str:
+    """``frame-{session}-k{digest}``: the ``Nats-Msg-Id`` of a frame sent with an ``Idempotency-Key``, in
+    place of its seq's, so a retry of that frame within FRAMES' duplicate window is answered with the
+    seq it was stored as, not stored again as the next frame."""
+    return f"frame-{session_id}-k{_digest(idempotency_key, 32)}"
 
 
 def upload_completed_event_id(upload_id: str) -> str:

@@ -658,6 +658,7 @@ export interface paths {
         /**
          * Push one frame
          * @description Accept one frame (checked magic bytes, size and rate); ``seq`` numbers the session's frames from 1.
+         *     With an ``Idempotency-Key``, a retry of a frame already stored answers that frame's ``seq``.
          */
         post: operations["post_frame_v1_sessions__session_id__frames_post"];
         delete?: never;
@@ -5837,6 +5838,8 @@ export interface operations {
             header?: {
                 /** @description 16 numbers: a 4x4 camera→world pose. */
                 "Gpurelay-Pose"?: string | null;
+                /** @description Retry-safe frame (1-255 printable ASCII): a repeat within FRAMES' duplicate window (2 min) is answered with the seq the first was stored as. */
+                "Idempotency-Key"?: string | null;
             };
             path: {
                 /** @description A session id (a job id), e.g. job_0193... */

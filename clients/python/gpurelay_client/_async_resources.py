@@ -93,10 +93,14 @@ class AsyncSessions:
         flow = _sessions.control_flow(session_id(session), "reset", self._retries)
         return await self._client._run(flow)
 
-    async def send_frame(self, session: SessionRef, frame: Frame, *, ts: float | None = None) -> FrameAccepted:
-        """One frame over HTTP (the socket's :meth:`AsyncSession.send_frame` is the fast path)."""
+    async def send_frame(
+        self, session: SessionRef, frame: Frame, *, ts: float | None = None, idempotency_key: str | None = None
+    ) -> FrameAccepted:
+        """One frame over HTTP (the socket's :meth:`AsyncSession.send_frame` is the fast path). It carries
+        ``idempotency_key`` (a fresh one when none is given), so a retry stores it once."""
         data = encode_frame(frame)
-        flow = _sessions.frame_flow(session_id(session), data, sniff(data) or "image/jpeg", ts, self._retries)
+        content_type = sniff(data) or "image/jpeg"
+        flow = _sessions.frame_flow(session_id(session), data, content_type, ts, idempotency_key, self._retries)
         return await self._client._run(flow)
 
 

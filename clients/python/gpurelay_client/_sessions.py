@@ -1,5 +1,6 @@
 """Session flows both clients run (``/v1/sessions``): start with an ``Idempotency-Key``, read, and
-the HTTP forms of a frame, stop and reset (the socket's are in the clients' ``Session``)."""
+the HTTP forms of a frame (with an ``Idempotency-Key`` too), stop and reset (the socket's are in the
+clients' ``Session``)."""
 
 from __future__ import annotations
 
@@ -40,15 +41,14 @@ def control_flow(session_id: str, action: str, retries: int) -> Flow[SessionOut]
     return call(request, SessionOut, retries)
 
 
-def frame_flow(session_id: str, frame: bytes, content_type: str, ts: float | None, retries: int) -> Flow[FrameAccepted]:
-    """``POST /v1/sessions/{id}/frames``: one frame over HTTP (not retried: it would be a second frame)."""
+def frame_flow(
+    session_id: str, frame: bytes, content_type: str, ts: float | None, idempotency_key: str | None, retries: int
+) -> Flow[FrameAccepted]:
+    """``POST /v1/sessions/{id}/frames``: one frame over HTTP, retried safely under its ``Idempotency-Key``
+    (yours, or a fresh one): a retry of a frame that was stored answers the seq it was stored as."""
     params = {"ts": ts} if ts is not None else None
+    headers = {"Content-Type": content_type, "Idempotency-Key": idempotency_key or f"gpurelay-py-{uuid.uuid4()}"}
     request = Request(
-        "POST",
-        f"/v1/sessions/{segment(session_id)}/frames",
-        params=params,
-        content=frame,
-        headers={"Content-Type": content_type},
-        retryable=False,
+        "POST", f"/v1/sessions/{segment(session_id)}/frames", params=params, content=frame, headers=headers
     )
     return call(request, FrameAccepted, retries)

@@ -99,10 +99,14 @@ class Sessions:
         flow = _sessions.control_flow(session_id(session), "reset", self._retries)
         return self._client._run(flow)
 
-    def send_frame(self, session: SessionRef, frame: Frame, *, ts: float | None = None) -> FrameAccepted:
-        """One frame over HTTP (the socket's :meth:`Session.send_frame` is the fast path)."""
+    def send_frame(
+        self, session: SessionRef, frame: Frame, *, ts: float | None = None, idempotency_key: str | None = None
+    ) -> FrameAccepted:
+        """One frame over HTTP (the socket's :meth:`Session.send_frame` is the fast path). It carries
+        ``idempotency_key`` (a fresh one when none is given), so a retry stores it once."""
         data = encode_frame(frame)
-        flow = _sessions.frame_flow(session_id(session), data, sniff(data) or "image/jpeg", ts, self._retries)
+        content_type = sniff(data) or "image/jpeg"
+        flow = _sessions.frame_flow(session_id(session), data, content_type, ts, idempotency_key, self._retries)
         return self._client._run(flow)
 
 

@@ -26,6 +26,7 @@ from services.gateway.ws_auth import (
     ws_credential,
 )
 
+FRAME_KEY_MAX = 255
 PrincipalOf = Callable[[str | None], Awaitable[Principal | None]]
 """A credential's principal, or ``None`` once it has closed the socket saying why."""
 
@@ -83,6 +84,14 @@ def pose_header(value: str | None) -> list[float] | None:
         bad = field_error(("header", "Gpurelay-Pose"), "not 16 numbers")
         raise unprocessable("Gpurelay-Pose must be a JSON list of 16 numbers.", bad)
     return [float(v) for v in pose]
+
+
+def frame_key(value: str | None) -> str | None:
+    """The optional ``Idempotency-Key`` of a frame: 1 to 255 printable ASCII characters (else 422)."""
+    if value is None or (len(value) <= FRAME_KEY_MAX and value.isascii() and value.isprintable() and value):
+        return value
+    bad = field_error(("header", "Idempotency-Key"), f"not 1 to {FRAME_KEY_MAX} printable ASCII characters")
+    raise unprocessable(f"The Idempotency-Key must be 1 to {FRAME_KEY_MAX} printable ASCII characters.", bad)
 
 
 async def snapshot_response(state: GatewayState, record: JobRecord, if_none_match: str | None) -> Response:

@@ -78,9 +78,16 @@ class SessionIntake:
         return self._records.put(key, (record, time.monotonic()))[0]
 
     async def accept_frame(
-        self, record: JobRecord, data: bytes, content_type: str, ts: float | None, pose: list[float] | None
+        self,
+        record: JobRecord,
+        data: bytes,
+        content_type: str,
+        ts: float | None,
+        pose: list[float] | None,
+        idempotency_key: str | None = None,
     ) -> FrameAccepted:
-        """Number and publish one frame of a live session (checked image bytes); 409 once it ended."""
+        """Number and publish one frame of a live session (checked image bytes); 409 once it ended. A frame
+        sent again with its ``idempotency_key`` answers the seq it was stored as."""
         key = tenant_key(record.tenant, record.id)
         if self._stopped.get(key):
             record = record.with_session(stop_requested=True)
@@ -94,7 +101,7 @@ class SessionIntake:
         at = ts if ts is not None else time.time()
         async with lock:
             seq = await self.numbering.publish(
-                record, data, lambda n: frame_headers(record.id, n, at, content_type, pose)
+                record, data, lambda n: frame_headers(record.id, n, at, content_type, pose), idempotency_key
             )
         SESSION_FRAMES.labels("accepted").inc()
         return FrameAccepted(seq=seq, frame_count=seq)

@@ -11,6 +11,12 @@ quorum keeps a timed-out frame so) is sent again after a wait, as :func:`~servic
 sends a KV write, and is a 503 when it stays refused; once that frame is applied, the fence refuses the
 seq and the numbering reads it.
 
+A frame sent with an ``Idempotency-Key`` is published with that key's ``Nats-Msg-Id``
+(:func:`~contracts.event_ids.frame_key_msg_id`) instead of its seq's. JetStream checks the id before
+the fence, so a retry of a frame that was stored (its first try timed out: a 503) is answered as a
+duplicate with the stream sequence it was stored at, and gets the seq it was given then, within
+FRAMES' duplicate window; while that first try is in flight it is refused (10158) and waits as above.
+
 The session's KV entry (:class:`~contracts.api.sessions.SessionEntry`) is made before its first frame
 (what binds a robot to the session) and its ``frames`` follows the numbering in the background, at most
 once per :data:`CHECKPOINT_S` a session (and when the gateway stops): the floor numbering goes on from
@@ -30,14 +36,21 @@ from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 
 from contracts.api.sessions import SessionEntry
 from contracts.envelope import utc_now
+from contracts.event_ids import frame_key_msg_id
 from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
 from contracts.session_feed import H_SEQ
 from contracts.streams import FRAMES
-from services.common.http.problem import ProblemError
+from services.common.http.problem import ProblemError, field_error, unprocessable
 from services.common.nats.connection import log_failure
 from services.common.nats.kv import IN_FLIGHT_TRIES, WriteInFlight, in_flight_pause_s, kv_create, kv_update
-from services.common.nats.publish import EXPECTED_LAST, WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_IN_FLIGHT
+from services.common.nats.publish import (
+    DUPLICATE_IN_PROCESS,
+    EXPECTED_LAST,
+    MSG_ID,
+    WRONG_LAST_SEQUENCE,
+    WRONG_LAST_SEQUENCE_IN_FLIGHT,
+)
 from services.gateway.sessions.lru import Lru
 from services.gateway.state import GatewayState
 
@@ -48,6 +61,9 @@ CHECKPOINT_S = 1.0
 ATTEMPTS = 20
 HeadersOf = Callable[[int], dict[str, str]]
 """The headers of the frame numbered ``seq``."""
+IN_FLIGHT = frozenset({WRONG_LAST_SEQUENCE_IN_FLIGHT, DUPLICATE_IN_PROCESS})
+"""A refusal while an earlier publish is proposed and not yet applied: another frame of the subject, or
+this key's own first try."""
 Known = tuple[int, int]
 """A session's last frame: (its seq, its FRAMES stream sequence; 0 when the subject holds none)."""
 
@@ -73,23 +89,29 @@ class FrameNumbering:
         self._due: dict[str, int] = {}
         self._writers: dict[str, asyncio.Task[None]] = {}
 
-    async def publish(self, record: JobRecord, data: bytes, headers_of: HeadersOf) -> int:
-        """Publish ``data`` as the session's next frame (``headers_of(seq)`` its headers); its seq.
+    async def publish(
+        self, record: JobRecord, data: bytes, headers_of: HeadersOf, idempotency_key: str | None = None
+    ) -> int:
+        """Publish ``data`` as the session's next frame (``headers_of(seq)`` its headers); its seq, or the
+        seq ``idempotency_key``'s frame was stored as (422 when that was another frame).
 
         The caller holds the session's lock in this process. 503 when it cannot be stored."""
         key = tenant_key(record.tenant, record.id)
         subject = self.state.subjects.session_frames(record.tenant, record.id)
         if self._floors.get(key) is None:
             await self._floor(record, key, create=True)
+        msg_id = None if idempotency_key is None else frame_key_msg_id(record.id, idempotency_key)
         refused_in_flight = 0
         for _ in range(ATTEMPTS):
             known = self._known.get(key) or await self._read(record, key, subject)
             seq = known[0] + 1
             headers = headers_of(seq) | {EXPECTED_LAST: str(known[1])}
+            if msg_id is not None:
+                headers[MSG_ID] = msg_id
             try:
                 ack = await self.state.js.publish(subject, data, headers=headers, timeout=PUBLISH_TIMEOUT_S)
             except APIError as exc:
-                if exc.err_code == WRONG_LAST_SEQUENCE_IN_FLIGHT:  # another frame's publish, not applied yet
+                if exc.err_code in IN_FLIGHT:  # another frame's publish, or this key's, not applied yet
                     refused_in_flight += 1
                     if refused_in_flight == IN_FLIGHT_TRIES:
                         raise unrecorded(WriteInFlight(f"{subject}: a frame stayed in flight")) from exc
@@ -103,12 +125,30 @@ class FrameNumbering:
             except (nats.errors.Error, TimeoutError) as exc:
                 self._known.pop(key)  # stored or not: read again next time
                 raise unrecorded(exc) from exc
+            if ack.duplicate and msg_id is not None:  # this key's frame, stored before
+                self._known.pop(key)
+                return await self._stored_as(subject, int(ack.seq or 0), data)
             self._known.put(key, (seq, ack.seq))
             if ack.duplicate:
                 continue  # that seq's message id was taken within the duplicate window: it is the last one
             self._checkpoint(key, seq)
             return seq
         raise ProblemError(503, "The session's frame numbering is contended; retry.", headers={"Retry-After": "1"})
+
+    async def _stored_as(self, subject: str, stream_seq: int, data: bytes) -> int:
+        """The seq of the frame an ``Idempotency-Key`` stored at ``stream_seq``: 422 when its bytes are
+        not ``data``, 409 when FRAMES no longer holds it (its age or byte limit)."""
+        try:
+            stored = await self.state.js.get_msg(self.stream, seq=stream_seq)
+        except NotFoundError:
+            raise ProblemError(409, "The frame of this Idempotency-Key was recorded and is no longer held.") from None
+        except (nats.errors.Error, TimeoutError) as exc:
+            why = "The frame of this Idempotency-Key could not be read; retry."
+            raise ProblemError(503, why, headers={"Retry-After": "1"}) from exc
+        if stored.subject != subject or stored.data != data:
+            reused = field_error(("header", "Idempotency-Key"), "reused with another frame; use a new key")
+            raise unprocessable("This Idempotency-Key was used with another frame.", reused)
+        return int((stored.headers or {}).get(H_SEQ, 0))
 
     async def _read(self, record: JobRecord, key: str, subject: str) -> Known:
         """The session's last frame from FRAMES, or its KV floor when FRAMES holds none."""

@@ -27,7 +27,7 @@ from services.common.http.problem import ProblemError, field_error, problem_resp
 from services.gateway.deps import SessionsRead, SessionsWrite, StateDep, authenticate, bearer_credential, check_scope
 from services.gateway.jobs.routes import IdempotencyKey, check_kind, submit_job
 from services.gateway.sessions.feed import session_feed
-from services.gateway.sessions.http import intake_of, pose_header, read_frame, snapshot_response
+from services.gateway.sessions.http import frame_key, intake_of, pose_header, read_frame, snapshot_response
 from services.gateway.sessions.intake import SessionIntake
 from services.gateway.sessions.stream import session_stream
 from services.gateway.sessions.view import session_out
@@ -51,6 +51,14 @@ CaptureTime = Annotated[
     float | None, Query(ge=0, le=1e11, allow_inf_nan=False, description="Capture time, UNIX seconds (default: now).")
 ]
 PoseHeader = Annotated[str | None, Header(alias="Gpurelay-Pose", description="16 numbers: a 4x4 camera→world pose.")]
+FrameKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Retry-safe frame (1-255 printable ASCII): a repeat within FRAMES' duplicate window (2 min) "
+        "is answered with the seq the first was stored as.",
+    ),
+]
 FRAME_DOC = {
     "content": {
         "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
@@ -139,12 +147,15 @@ async def post_frame(
     principal: SessionsWrite,
     ts: CaptureTime = None,
     pose: PoseHeader = None,
+    idempotency_key: FrameKeyHeader = None,
 ) -> FrameAccepted:
-    """Accept one frame (checked magic bytes, size and rate); ``seq`` numbers the session's frames from 1."""
+    """Accept one frame (checked magic bytes, size and rate); ``seq`` numbers the session's frames from 1.
+    With an ``Idempotency-Key``, a retry of a frame already stored answers that frame's ``seq``."""
     record = await own_session(request, principal, session_id)
     check_kind(principal, record.kind)
+    key = frame_key(idempotency_key)
     data, content_type = await read_frame(request, state)
-    return await intake_of(request).accept_frame(record, data, content_type, ts, pose_header(pose))
+    return await intake_of(request).accept_frame(record, data, content_type, ts, pose_header(pose), key)
 
 
 class PlainFrameRoute(Route):
@@ -173,9 +184,10 @@ class PlainFrameRoute(Route):
         principal = check_scope(principal, Scope.SESSIONS_WRITE)
         record = await own_session(request, principal, request.path_params["session_id"])
         check_kind(principal, record.kind)
+        key = frame_key(request.headers.get("idempotency-key"))
         data, content_type = await read_frame(request, state)
         pose = pose_header(request.headers.get("gpurelay-pose"))
-        accepted = await intake_of(request).accept_frame(record, data, content_type, None, pose)
+        accepted = await intake_of(request).accept_frame(record, data, content_type, None, pose, key)
         return Response(accepted.model_dump_json(), 202, media_type="application/json")
 
 

@@ -1,6 +1,7 @@
 """What the client does when the network or the server fails, through a proxy that breaks things for real:
 a stream cut mid-job resumes with no gap and no repeat, a 503 is retried after its Retry-After, and a
-create whose answer was lost is retried under its Idempotency-Key into exactly one job."""
+create (or an HTTP frame) whose answer was lost is retried under its Idempotency-Key into exactly one
+job (or frame)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from gpurelay_client import Client, ServiceUnavailable
 
 from tests.clients.python.proxy import DROP_ANSWER, FORWARD, REFUSE_503, Action, Proxy
 from tests.clients.python.stack import ThreadedStack
+from tests.support.sessions import jpeg
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -99,6 +101,25 @@ def test_a_create_whose_answer_was_lost_is_retried_into_exactly_one_job(
     assert [p.action for p in posts[:2]] == [DROP_ANSWER, FORWARD]
     assert posts[0].headers["idempotency-key"] == posts[1].headers["idempotency-key"]
     assert listed == [job.id], "the retried create made a second job"
+
+
+def test_a_frame_whose_answer_was_lost_is_retried_into_exactly_one_frame(stack: ThreadedStack, proxy: Proxy) -> None:
+    with Client(stack.url, api_key=stack.api_key) as direct:
+        session = direct.sessions.start("splat", {"idle_timeout_s": 60})
+        frames = f"/v1/sessions/{session.id}/frames"
+        proxy.decide = first_only("POST", frames, DROP_ANSWER)  # type: ignore[assignment]
+        with Client(proxy.url, api_key=stack.api_key) as client:
+            first = client.sessions.send_frame(session, jpeg(1))
+            second = client.sessions.send_frame(session, jpeg(2))
+        received = direct.sessions.get(session).frames_received
+        direct.sessions.stop(session)
+        session.close()
+    posts = proxy.requests("POST", frames)
+    assert [p.action for p in posts] == [DROP_ANSWER, FORWARD, FORWARD]
+    keys = [p.headers["idempotency-key"] for p in posts]
+    assert keys[0] == keys[1] != keys[2]
+    assert (first.seq, second.seq) == (1, 2), "the retried frame was stored twice"
+    assert received == 2
 
 
 def test_a_create_without_its_key_is_not_sent_twice(stack: ThreadedStack, proxy: Proxy) -> None:

@@ -73,3 +73,36 @@ def test_only_a_raw_image_without_a_query_takes_the_plain_route(gateway: Gateway
     assert route.matches(scope(content_type=b"image/png; q=1"))[0].name == "FULL"
     for other in (scope("GET"), scope(query=b"ts=1"), scope(content_type=b"multipart/form-data; boundary=x")):
         assert route.matches(other)[0].name == "NONE"
+
+
+async def test_a_frame_sent_again_with_its_idempotency_key_answers_the_seq_it_was_stored_as(
+    gateway: Gateway, acme: Tenant
+) -> None:
+    sid = (await acme.http.post("/v1/sessions", json={"kind": "splat"})).json()["id"]
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+
+        async def post(frame: bytes, key: str | None = None, query: str = "") -> httpx.Response:
+            headers = {"Authorization": f"Bearer {acme.key}", "Content-Type": "image/jpeg"}
+            headers |= {"Idempotency-Key": key} if key is not None else {}
+            return await http.post(f"/v1/sessions/{sid}/frames{query}", content=frame, headers=headers)
+
+        async def seq(frame: bytes, key: str | None = None, query: str = "") -> int:
+            response = await post(frame, key, query)
+            assert response.status_code == 202, response.text
+            return int(response.json()["seq"])
+
+        assert await seq(jpeg(1), "cam-1") == 1
+        assert await seq(jpeg(1), "cam-1") == 1  # the plain route
+        assert await seq(jpeg(1), "cam-1", DOCUMENTED) == 1  # the documented one
+        assert await seq(jpeg(2), "cam-2", DOCUMENTED) == 2
+        assert await seq(jpeg(2), "cam-2") == 2
+        assert await seq(jpeg(1)) == 3  # without a key each frame is a new one
+        assert await seq(jpeg(1)) == 4
+        for bad_key, frame in (("cam-1", jpeg(3)), ("k" * 256, jpeg(3)), ("", jpeg(3))):
+            plain, documented = await post(frame, bad_key), await post(frame, bad_key, DOCUMENTED)
+            assert plain.status_code == 422, plain.text
+            assert plain.headers["content-type"] == "application/problem+json"
+            assert answer(plain) == answer(documented)
+            assert "Idempotency-Key" in plain.json()["detail"]
+    received = (await acme.http.get(f"/v1/sessions/{sid}")).json()["frames_received"]
+    assert received == 4
