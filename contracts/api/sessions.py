@@ -110,7 +110,8 @@ class FrameAccepted(Contract):
 
 
 class FrameMeta(Contract):
-    """Session socket, client → server: ``{"type": "frame", "ts"?, "pose"?}`` describes the next binary frame."""
+    """Session socket, client → server: ``{"type": "frame", "ts"?, "pose"?, "key"?}`` describes the next
+    binary frame."""
 
     model_config = _BODY
 
@@ -118,6 +119,14 @@ class FrameMeta(Contract):
     ts: float | None = Field(default=None, ge=0, le=1e11, description="Capture time, UNIX seconds.")
     pose: list[float] | None = Field(
         default=None, min_length=16, max_length=16, description="Camera→world, 4 × 4 row-major."
+    )
+    key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        pattern=r"^[ -~]+$",
+        description="The frame's idempotency key: the frame sent again with it (its socket dropped before "
+        "the ack) is acked with the seq it was stored as, within FRAMES' duplicate window (2 min).",
     )
 
 

@@ -7,12 +7,13 @@ credential closes 4401, one out of scope 4403, a session of another tenant or su
 one whose stored record does not validate 4409.
 
 In: a binary message is one JPEG or PNG frame; a text ``{"type": "frame", "ts": <unix s>, "pose":
-[16 numbers]?}`` just before it describes it. ``{"type": "stop"}`` and ``{"type": "reset"}`` control
-the session. Out: ``{"type": "ack", "seq", "ts"}`` for each frame as soon as it is stored (before any
-inference), ``{"type": "control", "action"}`` for each control, ``{"type": "event", "seq",
-"event"}`` for each of the session's events (progress, snapshots, results, the terminal event; not
-heartbeats; ``seq`` is the JOBS stream sequence, ``?after=SEQ`` resumes after it), and ``{"type":
-"error", "code", "message"}`` for a bad message, after which the socket stays open. A text message
+[16 numbers]?, "key": <idempotency key>?}`` just before it describes it (a frame sent again with its
+key, after a dropped socket, is acked with the seq it was stored as). ``{"type": "stop"}`` and
+``{"type": "reset"}`` control the session. Out: ``{"type": "ack", "seq", "ts"}`` for each frame as
+soon as it is stored (before any inference), ``{"type": "control", "action"}`` for each control,
+``{"type": "event", "seq", "event"}`` for each of the session's events (progress, snapshots, results,
+the terminal event; not heartbeats; ``seq`` is the JOBS stream sequence, ``?after=SEQ`` resumes after
+it), and ``{"type": "error", "code", "message"}`` for a bad message, after which the socket stays open. A text message
 is one JSON object of at most ``ws_max_message_bytes`` characters, plain JSON (no ``NaN`` or
 ``Infinity``, nesting bounded: :mod:`services.gateway.ws_text`). A message over
 ``session_frame_max_bytes`` closes it with 1009 (the server refuses it before reading it); the
@@ -51,6 +52,8 @@ from services.gateway.ws_auth import WS_FORBIDDEN, WS_UNAUTHORIZED
 from services.gateway.ws_text import BadMessageError, json_object
 
 log = logging.getLogger(__name__)
+NO_META = FrameMeta(type="frame")
+"""A frame sent without a description."""
 ERROR_CODES = {404: "not_found", 409: "session_ended", 413: "frame_too_large", 422: "invalid", 429: "rate_limited"}
 
 
@@ -100,10 +103,9 @@ class _Socket:
             raise ProblemError(413, "The frame is too large.")
         content_type = image_type(data)
         record = await self.intake.record(self.record.tenant, self.record.id)
-        accepted = await self.intake.accept_frame(
-            record, data, content_type, meta.ts if meta else None, meta.pose if meta else None
-        )
-        await self.send({"type": "ack", "seq": accepted.seq, "ts": meta.ts if meta and meta.ts else time.time()})
+        meta = meta or NO_META
+        accepted = await self.intake.accept_frame(record, data, content_type, meta.ts, meta.pose, meta.key)
+        await self.send({"type": "ack", "seq": accepted.seq, "ts": meta.ts or time.time()})
 
     async def _text(self, text: str) -> None:
         try:

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 import nats.errors
 import pytest
 from nats.js import JetStreamContext
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from contracts.events.jobs import JobHeartbeatPayload, JobProgressPayload, JobSucceededPayload
@@ -65,6 +66,35 @@ async def test_frames_are_acked_in_order_and_stored(acme: Tenant, js: JetStreamC
     first, second = await frames_stored(js, namespace, "acme", str(session["id"]), 2)
     assert (first.data, second.data) == (jpeg(1), jpeg(2))
     assert second.headers[H_TS] == "1700000001.5"
+
+
+async def test_a_frame_sent_again_with_its_key_on_a_new_socket_is_acked_with_the_seq_it_was_stored_as(
+    acme: Tenant, js: JetStreamContext, namespace: Namespace
+) -> None:
+    session = await start(acme)
+
+    async def send(ws: ClientConnection, frame: bytes, key: str) -> dict[str, object]:
+        await ws.send(json.dumps({"type": "frame", "key": key}))
+        await ws.send(frame)
+        return await next_json(ws)
+
+    async with open_socket(stream_url(session), acme.key) as ws:
+        assert (await send(ws, jpeg(1), "f-1"))["seq"] == 1
+        assert (await send(ws, jpeg(2), "f-2"))["seq"] == 2
+    async with open_socket(stream_url(session), acme.key) as ws:  # as after a dropped socket
+        assert (await send(ws, jpeg(2), "f-2"))["seq"] == 2
+        assert (await send(ws, jpeg(3), "f-3"))["seq"] == 3
+        reused = await send(ws, jpeg(4), "f-3")
+        assert (reused["type"], reused["code"]) == ("error", "invalid")
+        assert "Idempotency-Key" in str(reused["message"])
+        for bad in ("", "k" * 256, "tab\t"):
+            await ws.send(json.dumps({"type": "frame", "key": bad}))
+            assert (await next_json(ws))["code"] == "invalid"
+        await ws.send(jpeg(4))
+        assert (await next_json(ws))["seq"] == 4
+    stored = await frames_stored(js, namespace, "acme", str(session["id"]), 4)
+    assert [m.data for m in stored] == [jpeg(1), jpeg(2), jpeg(3), jpeg(4)]
+    assert await frames_count(js, namespace, "acme", str(session["id"])) == 4  # each once
 
 
 async def test_bad_messages_get_an_error_and_the_socket_stays_open(acme: Tenant) -> None:
