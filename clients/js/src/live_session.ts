@@ -3,12 +3,14 @@
  * it, and the session's events out (progress, results, snapshots, alerts, its end). The socket
  * authenticates with its first message, the session's own stream token (a browser cannot set
  * headers on a WebSocket). A dropped socket is opened again with `?after=<last event seq>`, so no
- * event is missed; frames in flight at the drop reject, calls made while it is down wait for it.
+ * event is missed; calls made while it is down wait for it. Each frame carries an idempotency key, so
+ * a frame in flight at the drop is sent again on the new socket, in order, and stored once (acked with
+ * the seq it was stored as); a stop or reset in flight rejects.
  */
 import { SessionError } from "./errors.js";
 import { TERMINAL_EVENT_TYPES, type JobEvent } from "./events.js";
 import type { Transport } from "./http.js";
-import { delay, withQuery, type WebSocketConstructor } from "./runtime.js";
+import { delay, randomKey, withQuery, type WebSocketConstructor } from "./runtime.js";
 import type { Session } from "./sessions.js";
 import { settle } from "./settle.js";
 import { Emitter, frameMeta, ROUTED, type Ack, type FrameOptions, type SessionEvents, type SessionOptions } from "./socket_messages.js";
@@ -69,22 +71,34 @@ export class LiveSession {
     return this.listeners.on(type, listener);
   }
 
-  /** Send one JPEG or PNG frame; resolves with its ack (before any inference), rejects with a {@link SessionError}. */
+  /** Send one JPEG or PNG frame; resolves with its ack (before any inference), rejects with a {@link SessionError}.
+   * A socket that drops before the ack is opened again and the frame sent again under its key (`maxReconnects`
+   * times at most), so it is stored once. */
   sendFrame(frame: Blob | ArrayBuffer | ArrayBufferView, options: FrameOptions = {}): Promise<Ack> {
     let meta: ReturnType<typeof frameMeta>;
     try {
-      meta = frameMeta(options);
+      meta = frameMeta(options, `gpurelay-js-${randomKey()}`);
     } catch (error) {
       return Promise.reject(error);
     }
-    const sent = this.enqueue(async (ws) => {
-      const bytes = frame instanceof Blob ? await frame.arrayBuffer() : frame;
-      const ack = this.expect<Ack>("frame");
-      if (meta) ws.send(JSON.stringify(meta));
-      ws.send(bytes as ArrayBuffer);
-      return { ack };
-    });
-    return sent.then((s) => s.ack);
+    const resends = this.options.maxReconnects ?? 10;
+    const attempt = (left: number): Promise<Ack> => {
+      const sent = this.enqueue(async (ws) => {
+        const bytes = frame instanceof Blob ? await frame.arrayBuffer() : frame;
+        const ack = this.expect<Ack>("frame");
+        ws.send(JSON.stringify(meta));
+        ws.send(bytes as ArrayBuffer);
+        return { ack };
+      });
+      return sent
+        .then((s) => s.ack)
+        .catch((error: unknown) => {
+          const dropped = error instanceof SessionError && error.code === "disconnected";
+          if (dropped && left > 0 && !this.closing && !this.endEvent) return attempt(left - 1);
+          throw error;
+        });
+    };
+    return attempt(resends);
   }
 
   /** Finish: the worker writes its final outputs and the session succeeds ({@link finished} gives the record);

@@ -56,16 +56,24 @@ export const ROUTED: Record<string, keyof SessionEvents> = {
 };
 
 /** The frame's description sent just before it, checked here as the gateway would (none when empty). */
-export function frameMeta(options: FrameOptions): { type: "frame"; ts?: number; pose?: number[] } | undefined {
+export function frameMeta(
+  options: FrameOptions,
+  key?: string,
+): { type: "frame"; ts?: number; pose?: number[]; key?: string } | undefined {
   const { ts, pose } = options;
-  if (ts === undefined && pose === undefined) return undefined;
+  if (ts === undefined && pose === undefined && key === undefined) return undefined;
   if (ts !== undefined && !(Number.isFinite(ts) && ts >= 0 && ts <= 1e11)) {
     throw new TypeError("ts: a capture time in UNIX seconds (0 to 1e11).");
   }
   if (pose !== undefined && !(pose.length === 16 && pose.every((v) => Number.isFinite(v)))) {
     throw new TypeError("pose: 16 finite numbers (a 4 × 4 camera-to-world matrix, row-major).");
   }
-  return { type: "frame", ...(ts === undefined ? {} : { ts }), ...(pose === undefined ? {} : { pose }) };
+  return {
+    type: "frame",
+    ...(ts === undefined ? {} : { ts }),
+    ...(pose === undefined ? {} : { pose }),
+    ...(key === undefined ? {} : { key }),
+  };
 }
 
 type Listener = (value: never) => void;

@@ -122,6 +122,28 @@ describe("sessions", () => {
     await proxy.close();
   });
 
+  test("a frame whose ack was lost in a drop is sent again under its key: acked with its seq, stored once", async () => {
+    const proxy = await startProxy(stack.url);
+    const proxied = throughProxy(WebSocket, proxy);
+    const session = await nodeClient({ WebSocket: proxied.Impl }).sessions.start({ kind: "vlm" });
+    assert.equal((await session.sendFrame(frame(1))).seq, 1);
+    proxy.mute(); // the gateway stores frame 2; its ack goes nowhere
+    const second = session.sendFrame(frame(2));
+    for (let tries = 0; (await client.sessions.get(session.id)).frames_received < 2; tries += 1) {
+      assert.ok(tries < 300, "frame 2 was never stored");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    proxy.mute(false);
+    proxy.drop();
+    assert.equal((await second).seq, 2, "sent again and stored as a new frame");
+    assert.equal((await session.sendFrame(frame(3))).seq, 3);
+    assert.equal((await client.sessions.get(session.id)).frames_received, 3);
+    assert.equal(proxied.urls.length, 2);
+    await session.stop();
+    assert.deepEqual((await session.finished()).result.seqs, [1, 2, 3]);
+    await proxy.close();
+  });
+
   test("connect() opens the socket of an existing session; with after: it replays what followed", async () => {
     const created = await client.sessions.create({ kind: "vlm" });
     assert.equal(created.state, "starting");

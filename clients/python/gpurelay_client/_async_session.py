@@ -17,7 +17,17 @@ from gpurelay_client._core import backoff_s, segment
 from gpurelay_client._errors import APITimeoutError, GpurelayError, SessionClosed, SessionError
 from gpurelay_client._events import Event
 from gpurelay_client._models import SessionOut, SessionResultPayload
-from gpurelay_client._session_protocol import Frame, FrameAck, SessionProtocol, encode_frame, frame_meta, result_of
+from gpurelay_client._session_protocol import (
+    Frame,
+    FrameAck,
+    FrameRetries,
+    SessionProtocol,
+    encode_frame,
+    frame_key,
+    frame_meta,
+    opens_later,
+    result_of,
+)
 from gpurelay_client._sync_session import MAX_MESSAGE_BYTES, closed
 
 if TYPE_CHECKING:
@@ -83,15 +93,41 @@ class AsyncSession(_session_protocol.SessionLifecycle):
             if (reply := self._protocol.receive(raw)) is not None:
                 return reply
 
+    async def _reopen(self, drops: int) -> None:
+        """Open the socket again after a backoff (events resume after the last one seen); while it
+        cannot be opened for a moment (the gateway restarting), tried again, ``stream_max_reconnects``
+        tries in all."""
+        while True:
+            await asyncio.sleep(backoff_s(drops - 1))
+            self._protocol.pending.clear()
+            try:
+                self._ws = await self._connect()
+                return
+            except Exception as exc:
+                drops += 1
+                if not opens_later(exc) or drops > self._client.options.stream_max_reconnects:
+                    raise SessionClosed(None, f"and could not be opened again: {exc}") from exc
+
     async def send_frame(
         self, frame: Frame, *, ts: float | None = None, pose: Sequence[float] | None = None
     ) -> FrameAck:
         """Send one frame (JPEG/PNG bytes, or an image array encoded to JPEG if OpenCV is installed),
-        with its capture time and camera pose if known; the server's ack (``seq``) once it is stored."""
-        data, meta = encode_frame(frame), frame_meta(ts, pose)
-        await self._send(*([meta] if meta else []), data)
-        self._protocol.expect("ack")
-        return SessionProtocol.ack(await self._reply())
+        with its capture time and camera pose if known; the server's ack (``seq``) once it is stored.
+
+        A socket that drops before the ack is opened again and the frame sent again under its
+        idempotency key, so it is stored once (``stream_max_reconnects`` drops in a row); an
+        ``unavailable`` answer is retried too (``max_retries``)."""
+        data, meta = encode_frame(frame), frame_meta(ts, pose, frame_key())
+        retries = FrameRetries(self._client.options.stream_max_reconnects, self._retries)
+        while True:
+            try:
+                await self._send(*([meta] if meta else []), data)
+                self._protocol.expect("ack")
+                return SessionProtocol.ack(await self._reply())
+            except SessionClosed as exc:
+                await self._reopen(retries.reopen_after(exc, self._protocol.ended))
+            except SessionError as exc:
+                await asyncio.sleep(retries.pause_after(exc))
 
     async def _control(self, action: str) -> None:
         try:  # a socket closed before the stop went out may mean the session ended already
@@ -129,9 +165,7 @@ class AsyncSession(_session_protocol.SessionLifecycle):
                 code = exc.rcvd.code if exc.rcvd else None
                 if (code is not None and code >= 4000) or failures > self._client.options.stream_max_reconnects:
                     raise closed(exc) from None
-                await asyncio.sleep(backoff_s(failures - 1))
-                self._protocol.pending.clear()
-                self._ws = await self._connect()
+                await self._reopen(failures)
                 continue
             self._protocol.receive(raw)
             failures = 0

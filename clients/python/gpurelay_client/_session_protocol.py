@@ -5,19 +5,24 @@ The server answers each frame with one ``ack`` (or one ``error``) and each stop 
 replies with what was sent and keeps the events for ``events()``, and remembers the latest
 ``session.ready`` (the worker is live) and every ``session.resumed`` (a lost worker's session went on).
 Frames are JPEG or PNG bytes; a numpy image is encoded to JPEG with OpenCV when it is installed (neither
-is a dependency).
+is a dependency). Each frame carries an idempotency key (``key`` in its description), so a frame whose
+socket dropped before its ack is sent again on a new socket and stored once (:func:`reopens`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gpurelay_client._errors import GpurelayError, SessionError
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from gpurelay_client._core import backoff_s
+from gpurelay_client._errors import GpurelayError, SessionClosed, SessionError
 from gpurelay_client._events import Event, parse_event
 from gpurelay_client._models import SessionReadyPayload, SessionResultPayload, SessionResumedPayload
 
@@ -55,11 +60,61 @@ def encode_frame(frame: Frame, quality: int = 90) -> bytes:
     return bytes(encoded.tobytes())
 
 
-def frame_meta(ts: float | None, pose: Sequence[float] | None) -> str | None:
+FINAL_CLOSES = frozenset({1000, 1008, 1009})
+"""Close codes after which the socket is not opened again (nor is any 4xxx, a refusal): the server's
+close after the terminal event, a credential not sent in time, a message over the cap."""
+
+
+def reopens(code: int | None, drops: int, limit: int) -> bool:
+    """Whether a socket closed with ``code`` (``None``: cut without a close) is opened again, after
+    ``drops`` drops in a row of at most ``limit``."""
+    return code not in FINAL_CLOSES and (code is None or code < 4000) and drops <= limit
+
+
+def opens_later(exc: BaseException) -> bool:
+    """Whether opening the socket failed for a moment (the gateway restarting: no connection, one closed
+    in the handshake, a time-out, a 5xx answer), so it is tried again; not for a refusal (4xx)."""
+    if isinstance(exc, InvalidStatus):
+        return exc.response.status_code >= 500
+    return isinstance(exc, OSError | TimeoutError | InvalidHandshake | ConnectionClosed)
+
+
+@dataclass
+class FrameRetries:
+    """One frame's tries: after its socket dropped, the socket is opened again (``max_reconnects`` drops
+    in a row at most; never after the session ended or a final close); after ``unavailable``, the frame
+    is sent again after a pause (``max_retries``). Its idempotency key makes either safe."""
+
+    max_reconnects: int
+    max_retries: int
+    drops: int = 0
+    refusals: int = 0
+
+    def reopen_after(self, exc: SessionClosed, ended: bool) -> int:
+        """The drops so far, when the socket is to be opened again; ``exc`` raised when not."""
+        self.drops += 1
+        if ended or not reopens(exc.code, self.drops, self.max_reconnects):
+            raise exc
+        return self.drops
+
+    def pause_after(self, exc: SessionError) -> float:
+        """The pause before the frame is sent again; ``exc`` raised when it is not to be."""
+        self.refusals += 1
+        if exc.code != "unavailable" or self.refusals > self.max_retries:
+            raise exc
+        return backoff_s(self.refusals - 1)
+
+
+def frame_key() -> str:
+    """A new frame's idempotency key."""
+    return f"gpurelay-py-{uuid.uuid4().hex}"
+
+
+def frame_meta(ts: float | None, pose: Sequence[float] | None, key: str | None = None) -> str | None:
     """The ``{"type": "frame"}`` message that describes the next frame, when there is something to say."""
-    if ts is None and pose is None:
+    if ts is None and pose is None and key is None:
         return None
-    message: dict[str, Any] = {"type": "frame"}
+    message: dict[str, Any] = {"type": "frame"} | ({"key": key} if key is not None else {})
     if ts is not None:
         if not math.isfinite(ts) or ts < 0:
             raise ValueError("ts must be a finite Unix time in seconds")

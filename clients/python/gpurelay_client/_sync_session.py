@@ -20,10 +20,13 @@ from gpurelay_client._models import SessionOut, SessionResultPayload
 from gpurelay_client._session_protocol import (
     Frame,
     FrameAck,
+    FrameRetries,
     SessionLifecycle,
     SessionProtocol,
     encode_frame,
+    frame_key,
     frame_meta,
+    opens_later,
     result_of,
 )
 
@@ -88,13 +91,39 @@ class Session(SessionLifecycle):
             if (reply := self._protocol.receive(raw)) is not None:
                 return reply
 
+    def _reopen(self, drops: int) -> None:
+        """Open the socket again after a backoff (events resume after the last one seen); while it
+        cannot be opened for a moment (the gateway restarting), tried again, ``stream_max_reconnects``
+        tries in all."""
+        while True:
+            time.sleep(backoff_s(drops - 1))
+            self._protocol.pending.clear()
+            try:
+                self._ws = self._connect()
+                return
+            except Exception as exc:
+                drops += 1
+                if not opens_later(exc) or drops > self._client.options.stream_max_reconnects:
+                    raise SessionClosed(None, f"and could not be opened again: {exc}") from exc
+
     def send_frame(self, frame: Frame, *, ts: float | None = None, pose: Sequence[float] | None = None) -> FrameAck:
         """Send one frame (JPEG/PNG bytes, or an image array encoded to JPEG if OpenCV is installed),
-        with its capture time and camera pose if known; the server's ack (``seq``) once it is stored."""
-        data, meta = encode_frame(frame), frame_meta(ts, pose)
-        self._send(*([meta] if meta else []), data)
-        self._protocol.expect("ack")
-        return SessionProtocol.ack(self._reply())
+        with its capture time and camera pose if known; the server's ack (``seq``) once it is stored.
+
+        A socket that drops before the ack is opened again and the frame sent again under its
+        idempotency key, so it is stored once (``stream_max_reconnects`` drops in a row); an
+        ``unavailable`` answer is retried too (``max_retries``)."""
+        data, meta = encode_frame(frame), frame_meta(ts, pose, frame_key())
+        retries = FrameRetries(self._client.options.stream_max_reconnects, self._retries)
+        while True:
+            try:
+                self._send(*([meta] if meta else []), data)
+                self._protocol.expect("ack")
+                return SessionProtocol.ack(self._reply())
+            except SessionClosed as exc:
+                self._reopen(retries.reopen_after(exc, self._protocol.ended))
+            except SessionError as exc:
+                time.sleep(retries.pause_after(exc))
 
     def _control(self, action: str) -> None:
         try:  # a socket closed before the stop went out may mean the session ended already
@@ -132,9 +161,7 @@ class Session(SessionLifecycle):
                 code = exc.rcvd.code if exc.rcvd else None
                 if (code is not None and code >= 4000) or failures > self._client.options.stream_max_reconnects:
                     raise closed(exc) from None
-                time.sleep(backoff_s(failures - 1))
-                self._protocol.pending.clear()
-                self._ws = self._connect()
+                self._reopen(failures)
                 continue
             self._protocol.receive(raw)
             failures = 0

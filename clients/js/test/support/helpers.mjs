@@ -61,11 +61,13 @@ export function recordingFetch(before = async () => undefined) {
   return { fetch: record, requests };
 }
 
-/** A TCP proxy to `target` (a URL's host and port); `drop()` cuts every open connection. */
+/** A TCP proxy to `target` (a URL's host and port); `drop()` cuts every open connection, `mute()` drops what
+ * the server sends from then on (an answer lost on its way) until `mute(false)`. */
 export async function startProxy(target) {
   const { hostname, port } = new URL(target);
   const open = new Set();
   let connections = 0;
+  let muted = false;
   const server = createServer((inbound) => {
     connections += 1;
     const outbound = connect(Number(port), hostname);
@@ -78,7 +80,10 @@ export async function startProxy(target) {
     };
     inbound.on("error", forget).on("close", forget);
     outbound.on("error", forget).on("close", forget);
-    inbound.pipe(outbound).pipe(inbound);
+    inbound.pipe(outbound);
+    outbound.on("data", (chunk) => {
+      if (!muted) inbound.write(chunk);
+    });
   });
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
   const proxyPort = server.address().port;
@@ -95,6 +100,9 @@ export async function startProxy(target) {
     drop() {
       for (const socket of open) socket.destroy();
       open.clear();
+    },
+    mute(on = true) {
+      muted = on;
     },
     close() {
       this.drop();
