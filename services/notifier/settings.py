@@ -75,6 +75,13 @@ class NotifierSettings(ApiKeySettings):
         description="Deliveries one endpoint queue holds unacknowledged at most: attempting, waiting for a retry, "
         "or held behind an older one of their job (its consumer's max_ack_pending).",
     )
+    webhook_delivered_memory: int = Field(
+        default=16_384,
+        ge=0,
+        le=1_000_000,
+        description="Queue messages this notifier delivered that it remembers (their stream sequences): one that "
+        "comes back (its ack was lost, as in a partition) is acked again, not sent again (0: none remembered).",
+    )
     webhook_endpoint_rate_per_s: float = Field(
         default=0.0, ge=0, description="Webhook attempts per second per endpoint queue (0: no limit)."
     )

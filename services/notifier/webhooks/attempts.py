@@ -1,4 +1,6 @@
-"""One delivery attempt of a queued webhook message: send it, then ack, retry later or dead-letter it.
+"""One delivery attempt of a queued webhook message: send it, then ack, retry later or dead-letter it;
+a redelivered message this process delivered already is only acked
+(:class:`~services.notifier.webhooks.deliveries.DeliveredMemory`).
 
 Each attempt and each delivery that ends is counted by endpoint (:mod:`services.notifier.observe`).
 """
@@ -22,7 +24,7 @@ from services.common.webhook_queue import H_ENDPOINT, H_EVENT, H_JOB, H_REPLAY_O
 from services.notifier.observe import DEAD_LETTERED, observe_attempt, observe_ended
 from services.notifier.settings import NotifierSettings
 from services.notifier.webhooks.actions import disable_endpoint, next_delay, publish_dead_letter
-from services.notifier.webhooks.deliveries import DeliveryState, DeliveryStore
+from services.notifier.webhooks.deliveries import DeliveredMemory, DeliveryState, DeliveryStore
 from services.notifier.webhooks.sender import AttemptResult, Sender
 from services.notifier.webhooks.targets import EndpointCache, is_job_hook_queue, job_webhook_secret
 
@@ -42,11 +44,14 @@ class DeliveryContext:
     """Queues with work announced since their delivery last looked (a kick)."""
     writes: set[asyncio.Task[None]] = field(default_factory=set)
     """Delivery-state writes under way in the background."""
+    delivered: DeliveredMemory = field(init=False)
+    """The queue messages this process delivered, by stream sequence (the latest ``webhook_delivered_memory``)."""
     labels: EndpointLabels = field(init=False)
     """The ``endpoint`` label of the webhook metrics (the first ``metrics_max_endpoints`` endpoints)."""
 
     def __post_init__(self) -> None:
         self.labels = EndpointLabels(self.settings.metrics_max_endpoints)
+        self.delivered = DeliveredMemory(self.settings.webhook_delivered_memory)
 
     def label(self, tenant: str, queue: str, endpoint_id: str) -> str:
         """The metrics label of ``tenant``'s endpoint ``endpoint_id`` read from ``queue``."""
@@ -68,6 +73,10 @@ class Exhaustion:
 
 async def attempt(ctx: DeliveryContext, tenant: str, queue: str, msg: Msg, exhausted: Exhaustion) -> bool:
     """Attempt one delivery; ack, retry later, or dead-letter it; whether it is finished (acked or terminated)."""
+    seq = msg.metadata.sequence.stream
+    if (msg.metadata.num_delivered or 1) > 1 and seq in ctx.delivered:  # delivered; its ack did not land
+        await msg.ack()  # again, not sent again (services.notifier.webhooks.deliveries.DeliveredMemory)
+        return True
     headers = msg.headers or {}
     event_id, event_type, job_id = headers[H_EVENT], headers[H_TYPE], headers.get(H_JOB) or None
     endpoint_id, now = headers.get(H_ENDPOINT) or queue, utc_now()
@@ -102,6 +111,7 @@ async def attempt(ctx: DeliveryContext, tenant: str, queue: str, msg: Msg, exhau
         retry_after_max_s=s.webhook_retry_after_max_s,
     )
     if result.delivered:
+        ctx.delivered.add(seq)
         await msg.ack()
         state.status = "delivered"
         if exhausted.count:

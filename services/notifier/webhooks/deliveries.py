@@ -8,11 +8,19 @@ attempts it has had: a retrying state is stored before its NAK. JetStream's deli
 the attempt count (a delivery held in a lane when its delivery stopped, or NAKed while its endpoint was
 disabled, was no attempt). The retry wait itself is the message's redelivery delay in its queue; a
 state lost or expired only means more attempts, never a lost delivery.
+
+:class:`DeliveredMemory` is each notifier's own record of the queue messages it delivered, by stream
+sequence. An accepted attempt is acked; when that ack does not reach the consumer's leader (a replica
+cut off from it, as in a partition, or a leader change), JetStream delivers the message again after
+the ack wait and it would be sent again, a duplicate the receiver must drop by ``webhook-id``. A
+redelivered message this process delivered is acked again instead. The memory is bounded (the oldest
+go first) and another replica that takes the queue over does not have it: delivery stays at least once.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from datetime import datetime
 from typing import Literal
 
@@ -123,3 +131,21 @@ class DeliveryStore:
     async def set_exhausted(self, tenant: str, endpoint_id: str, count: int) -> None:
         """Store the endpoint's exhaustion count."""
         await self.kv.put(f"{tenant}.{endpoint_id}.exhausted", str(count).encode())
+
+
+class DeliveredMemory:
+    """The latest ``size`` stream sequences of queue messages this process delivered (``0``: none kept)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._seqs: OrderedDict[int, None] = OrderedDict()
+
+    def add(self, seq: int) -> None:
+        """``seq`` was delivered."""
+        if self.size:
+            self._seqs[seq] = None
+            if len(self._seqs) > self.size:
+                self._seqs.popitem(last=False)
+
+    def __contains__(self, seq: object) -> bool:
+        return seq in self._seqs

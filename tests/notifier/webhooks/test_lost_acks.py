@@ -1,0 +1,72 @@
+"""A delivery whose ack is lost on its way to the consumer's leader (a replica cut off from it, as in a
+netfaults partition) comes back after the ack wait. The notifier that delivered it acks it again and
+does not send it again: the receiver gets each event once."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from bench.harness.receivers import Receiver
+from bench.harness.waiting import wait_for
+from contracts.events.registry import EventType
+from contracts.streams import WEBHOOK_DELIVERIES
+from contracts.subjects import Namespace, Subjects
+from services.notifier.webhooks.delivery import consumer_name
+from tests.support.events import create_endpoint, create_job, job_event, publish
+
+pytestmark = pytest.mark.usefixtures("notifier")
+ACK_WAIT_S = 1.0
+
+
+class LostAcks:
+    """``Msg.ack`` of the first ``count`` webhook deliveries goes nowhere (is not sent), as an ack from a
+    replica cut off from the consumer's leader; every other ack is sent."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, stream: str, count: int) -> None:
+        self.left, self.lost, self.lock = count, 0, threading.Lock()
+        sent = Msg.ack
+
+        async def ack(msg: Msg) -> None:
+            with self.lock:
+                lose = self.left > 0 and stream in (msg.reply or "")
+                self.left -= int(lose)
+                self.lost += int(lose)
+            if not lose:
+                await sent(msg)
+
+        monkeypatch.setattr(Msg, "ack", ack)
+
+
+@pytest.mark.parametrize("notifier_overrides", [{"webhook_ack_wait_s": ACK_WAIT_S}])
+async def test_a_delivery_whose_ack_was_lost_is_acked_again_not_sent_again(
+    receiver: tuple[Receiver, str],
+    js: JetStreamContext,
+    subjects: Subjects,
+    namespace: Namespace,
+    jobs_kv: KeyValue,
+    webhooks_kv: KeyValue,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = namespace.stream(WEBHOOK_DELIVERIES)
+    lost = LostAcks(monkeypatch, stream, 2)
+    rx, base = receiver
+    endpoint = await create_endpoint(webhooks_kv, "acme", f"{base}/hook")
+    events = [job_event("acme", await create_job(jobs_kv, "acme"), EventType.JOB_LOG) for _ in range(3)]
+    for event in events:
+        await publish(js, subjects, event)
+    await wait_for(lambda: rx.unique("/hook") >= len(events), timeout_s=30, what="every event delivered")
+
+    async def settled() -> Any:  # the two whose acks were lost delivered again (consumer seqs 4 and 5) and acked
+        info = await js.consumer_info(stream, consumer_name("acme", endpoint.id))
+        return info if info.num_ack_pending == 0 and info.delivered.consumer_seq >= len(events) + 2 else None
+
+    info = await wait_for(settled, timeout_s=30, what="the deliveries whose acks were lost, back", every_s=0.2)
+    assert lost.lost == 2
+    assert info.num_pending == 0
+    assert sorted(c.webhook_id for c in rx.on("/hook")) == sorted(e.id for e in events)  # each sent once
