@@ -52,12 +52,16 @@ class Receiver:
     """Requests whose signature did not verify (answered 401, never counted as received)."""
     accepted: list[Captured] = field(default_factory=list)
     """Requests answered 2xx: deliveries the notifier takes as done."""
+    answer_after: threading.Event | None = None
+    """When set: each request is recorded as it comes and answered once this event is set (at most 30 s)."""
 
     def app(self) -> Starlette:
         """The Starlette app that answers on any path."""
 
         async def handle(request: Request) -> Response:
             status, headers = self.record(request.url.path, dict(request.headers), await request.body())
+            if self.answer_after is not None:
+                await asyncio.to_thread(self.answer_after.wait, 30.0)
             return Response(b"ok", status_code=status, headers=headers)
 
         return Starlette(routes=[Route("/{path:path}", handle, methods=["POST"])])

@@ -44,6 +44,8 @@ class DeliveryContext:
     """Queues with work announced since their delivery last looked (a kick)."""
     writes: set[asyncio.Task[None]] = field(default_factory=set)
     """Delivery-state writes under way in the background."""
+    finishing: set[asyncio.Task[bool]] = field(default_factory=set)
+    """Attempts under way (each shielded: one whose delivery stopped ends, and acks, on its own)."""
     delivered: DeliveredMemory = field(init=False)
     """The queue messages this process delivered, by stream sequence (the latest ``webhook_delivered_memory``)."""
     labels: EndpointLabels = field(init=False)

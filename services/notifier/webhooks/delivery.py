@@ -23,6 +23,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from services.common.nats.connection import log_failure
 from services.common.observability import tracing
 from services.common.webhook_queue import H_ENDPOINT, H_TYPE, JOB_HOOK_PREFIX
 from services.notifier.webhooks.attempts import DeliveryContext, Exhaustion, attempt
@@ -35,6 +36,9 @@ FETCH_WAIT_S = 5.0
 IDLE_EXIT_S = 60.0
 JOB_HOOK_INACTIVE_S = 2 * 86_400.0  # only the per-job queues made before the shared job-hook queue
 FETCH_BATCH = 64
+UNSEEN_RECHECK_S = 15.0
+"""How often a delivery holding messages behind unseen ones asks whether those were acked meanwhile (by an
+attempt of an earlier run that went on after it stopped: they never come to this run)."""
 
 
 def consumer_name(tenant: str, endpoint_id: str) -> str:
@@ -104,10 +108,11 @@ class EndpointDelivery:
         """Fetch in the background and start every ready message, up to the endpoint's concurrency and pace."""
         loop = asyncio.get_running_loop()
         idle_since = loop.time()
-        beat = Heartbeat(lanes, max(0.2, self.ctx.settings.webhook_ack_wait_s / 3), loop.time())
         flight = Flight(self.ctx.settings.webhook_endpoint_concurrency, self.ctx.settings.webhook_endpoint_rate_per_s)
+        beat = Heartbeat(lanes, flight, max(0.2, self.ctx.settings.webhook_ack_wait_s / 3), loop.time())
         fetch: asyncio.Task[list[Msg]] | None = None
         most = self.ctx.settings.webhook_max_ack_pending
+        checked_at = loop.time()
         try:
             while not await self.stopped():
                 self.ctx.kicked.discard(self.key)
@@ -115,7 +120,7 @@ class EndpointDelivery:
                     batch = max(1, min(FETCH_BATCH, most - lanes.outstanding))
                     fetch = asyncio.create_task(_fetch(psub, batch))
                 waits = [fetch, *flight.tasks]
-                timeout = min(FETCH_WAIT_S, beat.every_s) if lanes.held else FETCH_WAIT_S
+                timeout = min(FETCH_WAIT_S, beat.every_s) if beat.beating else FETCH_WAIT_S
                 if (pace := flight.pace_s(loop.time(), lanes)) is not None:
                     timeout = min(timeout, pace)
                 done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -123,13 +128,16 @@ class EndpointDelivery:
                 if fetch is not None and fetch in done:
                     msgs, fetch = fetch.result(), None
                     for msg in msgs:
-                        lanes.admit(msg)
+                        if msg.metadata.sequence.stream not in flight.msgs:  # else a copy: its attempt settles it
+                            lanes.admit(msg)
                     if msgs:
                         idle_since = loop.time()
-                        if lanes.unseen and lanes.held:
-                            pending = (await psub.consumer_info()).num_ack_pending
-                            if pending is not None:
-                                lanes.all_known(pending)
+                    # An unseen message may also never come: acked by an attempt that outlived its run.
+                    if lanes.unseen and lanes.held and (msgs or loop.time() - checked_at >= UNSEEN_RECHECK_S):
+                        checked_at = loop.time()
+                        pending = (await psub.consumer_info()).num_ack_pending
+                        if pending is not None:
+                            lanes.all_known(pending)
                 flight.start_ready(lanes, loop.time(), self._handle)
                 await beat.maybe(loop.time())
                 if loop.time() - idle_since > IDLE_EXIT_S and not lanes.held and not flight.tasks:
@@ -145,14 +153,27 @@ class EndpointDelivery:
             await flight.close()
 
     async def _handle(self, msg: Msg) -> bool:
-        """Attempt one message (a span in its event's trace); whether it is finished (acked or terminated)."""
+        """Attempt one message (a span in its event's trace); whether it is finished (acked or terminated).
+
+        The attempt is shielded from its delivery's stop (a lease lost, the notifier stopping): once its
+        request is sent, the endpoint may have the event, and an attempt cut short there leaves its
+        message unacked, to be sent again after the ack wait by whichever replica serves the queue then.
+        It ends on its own instead (within ``webhook_timeout_s``) and acks, NAKs or dead-letters its
+        message as it would have."""
         headers = msg.headers or {}
         attributes = {
             "webhook.endpoint": headers.get(H_ENDPOINT) or self.endpoint_id,
             "event.type": headers.get(H_TYPE, ""),
         }
         with tracing.consumer_span("webhook deliver", headers, **attributes):
-            return await attempt(self.ctx, self.tenant, self.endpoint_id, msg, self.exhausted)
+            task = asyncio.ensure_future(attempt(self.ctx, self.tenant, self.endpoint_id, msg, self.exhausted))
+            self.ctx.finishing.add(task)
+            task.add_done_callback(self.ctx.finishing.discard)
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                task.add_done_callback(_ended_alone)
+                raise
 
     async def _forget(self) -> None:
         """The endpoint was deleted: drop its queue and consumer."""
@@ -160,6 +181,13 @@ class EndpointDelivery:
             await self.ctx.js.purge_stream(self.ctx.stream, subject=self.subject)
         with contextlib.suppress(NotFoundError):
             await self.ctx.js.delete_consumer(self.ctx.stream, consumer_name(self.tenant, self.endpoint_id))
+
+
+def _ended_alone(task: asyncio.Task[bool]) -> None:
+    """An attempt that went on after its delivery stopped ended: its failure, if any, is logged (no one
+    else reads it; its message comes back after the ack wait)."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log_failure(log, exc, "a webhook attempt that went on after its delivery stopped failed")
 
 
 async def _fetch(psub: JetStreamContext.PullSubscription, batch: int) -> list[Msg]:

@@ -105,12 +105,16 @@ class DeliveryLoops:
         log.warning("endpoints not caught up; a kick is ignored", extra={"tenant": tenant, "endpoint": queue})
 
     async def stop(self) -> None:
-        """Cancel every delivery (unacked deliveries are redelivered later)."""
+        """Cancel every delivery, and let the attempts under way end (for up to ``webhook_timeout_s`` and
+        a second), so that what an endpoint got is acked; unacked deliveries are redelivered later."""
         self.closing = True
         if self._kicks is not None:
             with contextlib.suppress(Exception):
                 await self._kicks.unsubscribe()
         await cancel_and_wait([*self.running.values(), *self._kicked])
+        if self.ctx.finishing:
+            await asyncio.wait(set(self.ctx.finishing), timeout=self.ctx.settings.webhook_timeout_s + 1.0)
+            await cancel_and_wait(list(self.ctx.finishing))
         await asyncio.gather(*self.ctx.writes, return_exceptions=True)
 
     async def _run(self, tenant: str, endpoint_id: str) -> None:

@@ -133,18 +133,26 @@ async def start_lanes(js: JetStreamContext, stream: str, subject: str, info: Con
 
 
 class Heartbeat:
-    """Keeps held messages from being redelivered while they wait in memory (``in_progress``)."""
+    """Keeps held messages and those being attempted from being redelivered (``in_progress``) while they
+    wait in memory or for their endpoint: a redelivery of a message under way was attempted a second
+    time at once (an attempt slowed by NATS past the ack wait, as on a lossy link)."""
 
-    def __init__(self, lanes: Lanes, every_s: float, now: float) -> None:
-        self.lanes, self.every_s, self.last = lanes, every_s, now
+    def __init__(self, lanes: Lanes, flight: Flight, every_s: float, now: float) -> None:
+        self.lanes, self.flight, self.every_s, self.last = lanes, flight, every_s, now
+
+    @property
+    def beating(self) -> bool:
+        """Whether any message is kept alive so."""
+        return bool(self.lanes.held or self.flight.msgs)
 
     async def maybe(self, now: float) -> None:
         """Beat if ``every_s`` has passed since the last beat."""
         if now - self.last < self.every_s:
             return
-        for msg in list(self.lanes.held.values()):
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
+        for msg in [*self.lanes.held.values(), *self.flight.msgs.values()]:
+            if not msg.is_acked:  # an attempt's ack or NAK went first: a beat now would undo a NAK's delay
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
         self.last = asyncio.get_running_loop().time()
 
 
@@ -155,6 +163,8 @@ class Flight:
         self.concurrency = concurrency
         self.gap_s = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
         self.running: dict[asyncio.Task[bool], int] = {}
+        self.msgs: dict[int, Msg] = {}
+        """The message of each attempt running, by stream sequence."""
         self.next_at = 0.0
         """The earliest (loop) time the pace allows the next start."""
 
@@ -181,7 +191,8 @@ class Flight:
             looked.add(lane)
             if not lanes.ready(seq):
                 continue
-            task = asyncio.ensure_future(handle(lanes.held.pop(seq)))
+            msg = self.msgs[seq] = lanes.held.pop(seq)
+            task = asyncio.ensure_future(handle(msg))
             self.running[task] = seq
             if self.gap_s:
                 self.next_at = max(self.next_at, now) + self.gap_s
@@ -191,7 +202,10 @@ class Flight:
         attempt's error is raised (the delivery is restarted; its message is redelivered)."""
         for task in done:
             seq = self.running.pop(task, None)  # type: ignore[call-overload]  # a task of another kind: None
-            if seq is None or task.cancelled():
+            if seq is None:
+                continue
+            self.msgs.pop(seq, None)
+            if task.cancelled():
                 continue
             if (error := task.exception()) is not None:
                 raise error
@@ -207,3 +221,4 @@ class Flight:
         """Wait for the attempts still running."""
         await asyncio.gather(*self.running, return_exceptions=True)
         self.running.clear()
+        self.msgs.clear()

@@ -1,21 +1,28 @@
-"""A delivery whose ack is lost on its way to the consumer's leader (a replica cut off from it, as in a
-netfaults partition) comes back after the ack wait. The notifier that delivered it acks it again and
-does not send it again: the receiver gets each event once."""
+"""Deliveries the endpoint got must not be sent again.
+
+A delivery whose ack is lost on its way to the consumer's leader (a replica cut off from it, as in a
+netfaults partition) comes back after the ack wait: the notifier that delivered it acks it again and
+does not send it again. An attempt in flight when its delivery stops (the lease lost, as a lossy link
+had one replica's renewals come too late) ends on its own and acks: it was cut short before, its message
+came back after the ack wait and was sent again (24 duplicates in a netfaults run's lossy-link phase).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
 import pytest
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from bench.harness.receivers import Receiver
 from bench.harness.waiting import wait_for
 from contracts.events.registry import EventType
-from contracts.streams import WEBHOOK_DELIVERIES
+from contracts.streams import KV_NOTIFIER_LEASES, WEBHOOK_DELIVERIES
 from contracts.subjects import Namespace, Subjects
 from services.notifier.webhooks.delivery import consumer_name
 from tests.support.events import create_endpoint, create_job, job_event, publish
@@ -70,3 +77,69 @@ async def test_a_delivery_whose_ack_was_lost_is_acked_again_not_sent_again(
     assert lost.lost == 2
     assert info.num_pending == 0
     assert sorted(c.webhook_id for c in rx.on("/hook")) == sorted(e.id for e in events)  # each sent once
+
+
+async def test_an_attempt_in_flight_when_its_lease_is_lost_ends_and_acks_and_is_not_made_again(
+    receiver: tuple[Receiver, str],
+    js: JetStreamContext,
+    subjects: Subjects,
+    namespace: Namespace,
+    jobs_kv: KeyValue,
+    webhooks_kv: KeyValue,
+) -> None:
+    rx, base = receiver
+    rx.answer_after = answer = threading.Event()
+    endpoint = await create_endpoint(webhooks_kv, "acme", f"{base}/hook")
+    event = job_event("acme", await create_job(jobs_kv, "acme"), EventType.JOB_LOG)
+    await publish(js, subjects, event)
+    await wait_for(lambda: rx.unique("/hook") == 1, timeout_s=30, what="the attempt under way, its answer held")
+    leases = await js.key_value(namespace.bucket(KV_NOTIFIER_LEASES))
+    name = f"delivery.{consumer_name('acme', endpoint.id)}"
+    taken = (await leases.get(name)).revision
+    await leases.delete(name)  # the holder's next renewal finds it gone: the lease is lost, its work stops
+
+    async def taken_again() -> bool:  # after the stop: the holder takes the lease anew
+        try:
+            return ((await leases.get(name)).revision or 0) > (taken or 0) + 1
+        except KeyNotFoundError:
+            return False
+
+    await wait_for(taken_again, timeout_s=30, what="the lease lost and taken again", every_s=0.1)
+    answer.set()
+    stream = namespace.stream(WEBHOOK_DELIVERIES)
+
+    async def acked() -> bool:
+        info = await js.consumer_info(stream, consumer_name("acme", endpoint.id))
+        return info.num_ack_pending == 0 and (info.ack_floor.stream_seq or 0) >= 1
+
+    await wait_for(acked, timeout_s=30, what="the delivery acked", every_s=0.1)
+    assert [c.webhook_id for c in rx.on("/hook")] == [event.id]  # once: the attempt ended and acked it
+
+
+@pytest.mark.parametrize("notifier_overrides", [{"webhook_ack_wait_s": ACK_WAIT_S, "webhook_timeout_s": 10.0}])
+async def test_an_attempt_slower_than_the_ack_wait_is_made_once(
+    receiver: tuple[Receiver, str],
+    js: JetStreamContext,
+    subjects: Subjects,
+    namespace: Namespace,
+    jobs_kv: KeyValue,
+    webhooks_kv: KeyValue,
+) -> None:
+    """The endpoint answers after three ack waits: the attempt's message is kept alive meanwhile, and a
+    redelivery of it (a beat held up) is left to the attempt under way; it was attempted a second time at once."""
+    rx, base = receiver
+    rx.answer_after = answer = threading.Event()
+    endpoint = await create_endpoint(webhooks_kv, "acme", f"{base}/hook")
+    event = job_event("acme", await create_job(jobs_kv, "acme"), EventType.JOB_LOG)
+    await publish(js, subjects, event)
+    await wait_for(lambda: rx.unique("/hook") == 1, timeout_s=30, what="the attempt under way, its answer held")
+    await asyncio.sleep(3 * ACK_WAIT_S)  # the message would have been redelivered twice by now
+    answer.set()
+    stream = namespace.stream(WEBHOOK_DELIVERIES)
+
+    async def acked() -> bool:
+        info = await js.consumer_info(stream, consumer_name("acme", endpoint.id))
+        return info.num_ack_pending == 0 and (info.ack_floor.stream_seq or 0) >= 1
+
+    await wait_for(acked, timeout_s=30, what="the delivery acked", every_s=0.1)
+    assert [c.webhook_id for c in rx.on("/hook")] == [event.id]
