@@ -9,10 +9,13 @@ come back after the ack wait; the delivery's start-up scan keeps their jobs in o
 fails to renew (another took the lease: it was away longer than the TTL) stops its work at once; one
 refused because its own earlier renewal, which timed out, landed after all reads the lease from the
 stream's leader and goes on (it stopped its work until the TTL ran out). A holder whose renewals go
-unanswered stops its work too, before its key may expire (its next renewal would come later than a
-TTL after the last write known to hold was sent): another replica may take the lease from then on,
-where a holder cut off from the bucket's leader went on working, and the work ran twice at once (in a
-netfaults partition both notifiers served one endpoint's queue for 14 s).
+unanswered stops its work too, before its key may expire: when its next renewal would come later than
+a TTL after the last write known to hold was sent, or when a renewal is still unanswered a tenth of the
+TTL before then (:data:`STOP_MARGIN`; nats-py's 5 s request time-out outlasts a short TTL). Another
+replica may take the lease from then on, where a holder cut off from the bucket's leader went on
+working, and the work ran twice at once (in a netfaults partition both notifiers served one endpoint's
+queue for 14 s). A holder that stops so, yet still held the lease, takes it again; its deliveries'
+attempts under way end on their own (:meth:`~services.notifier.webhooks.delivery.EndpointDelivery._handle`).
 
 The TTL is 15 s (``webhook_lease_ttl_s``), a renewal every 5 s: each renewal is a write and its reply,
 and a 5 s TTL (a renewal every 1.7 s) was a quarter of the idle stack's messages (issue 34: ≤ 5/s at
@@ -44,6 +47,9 @@ from services.common.nats.kv import kv_create, kv_delete, kv_last, kv_update
 
 log = logging.getLogger(__name__)
 BUCKET = KV_NOTIFIER_LEASES
+STOP_MARGIN = 0.1
+"""The share of the TTL left when a holder whose renewal is still unanswered stops its work: its key
+may expire from a TTL after the last write known to hold was sent, and the work needs a moment to stop."""
 
 
 async def open_leases(js: JetStreamContext, ns: Namespace, ttl_s: float, replicas: int = 1) -> Leases:
@@ -128,11 +134,13 @@ class Leases:
         while True:
             await asyncio.sleep(self.ttl_s / 3)
             sent = time.monotonic()
-            try:
-                revision, written, unanswered = await kv_update(self.kv, name, self.owner, revision), sent, None
+            try:  # answered before the key may expire, or the work stops: a late answer may come after another took it
+                async with asyncio.timeout(max(0.0, written + self.ttl_s * (1 - STOP_MARGIN) - sent)):
+                    revision, written, unanswered = await kv_update(self.kv, name, self.owner, revision), sent, None
             except KeyWrongLastSequenceError:
                 try:
-                    mine = await self._mine(name)
+                    async with asyncio.timeout(max(0.0, written + self.ttl_s * (1 - STOP_MARGIN) - time.monotonic())):
+                        mine = await self._mine(name)
                 except (nats.errors.Error, TimeoutError):
                     mine = None  # not known: taken as lost
                 if mine is None:

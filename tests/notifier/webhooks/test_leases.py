@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
@@ -124,42 +125,47 @@ async def test_a_lease_whose_create_landed_unanswered_is_taken_as_it_stands(
 
 
 class CutOff:
-    """A lease bucket whose writes and reads time out while ``failing``, as from a replica cut off from
-    the bucket's leader (a compare-and-set and a read from the leader go through its JetStream context,
-    here; a create is its own call); its other calls go to the real bucket and its JetStream context."""
+    """A lease bucket whose writes and reads time out while ``failing`` (after ``timeout_s``, as nats-py's
+    request time-out), as from a replica cut off from the bucket's leader (a compare-and-set and a read
+    from the leader go through its JetStream context, here; a create is its own call); its other calls go
+    to the real bucket and its JetStream context."""
 
-    def __init__(self, kv: KeyValue) -> None:
-        self.kv, self.failing = kv, False
+    def __init__(self, kv: KeyValue, timeout_s: float = 0.0) -> None:
+        self.kv, self.failing, self.timeout_s = kv, False, timeout_s
         self._js = self
 
-    def _reach(self) -> None:
+    async def _reach(self) -> None:
         if self.failing:
+            await asyncio.sleep(self.timeout_s)
             raise TimeoutError("nats: timeout")
 
     async def publish(self, *args: Any, **kwargs: Any) -> Any:
-        self._reach()
+        await self._reach()
         return await self.kv._js.publish(*args, **kwargs)
 
     async def create(self, *args: Any, **kwargs: Any) -> Any:
-        self._reach()
+        await self._reach()
         return await self.kv.create(*args, **kwargs)
 
     async def get_last_msg(self, *args: Any, **kwargs: Any) -> Any:
-        self._reach()
+        await self._reach()
         return await self.kv._js.get_last_msg(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.kv, name) if hasattr(self.kv, name) else getattr(self.kv._js, name)
 
 
+@pytest.mark.parametrize("request_timeout_s", [0.0, 5.0])
 async def test_a_holder_whose_renewals_go_unanswered_stops_before_another_can_take_over(
-    js: JetStreamContext, namespace: Namespace
+    js: JetStreamContext, namespace: Namespace, request_timeout_s: float
 ) -> None:
     """The work stops before the key may expire, so the replica that takes the lease after it never runs
-    the work at the same time: before, the cut-off holder worked on until a renewal was refused."""
+    the work at the same time: before, the cut-off holder worked on until a renewal was refused. Each
+    renewal fails at once, or only after nats-py's 5 s request time-out, longer than the TTL (the holder
+    worked on until then)."""
     ttl_s = 3.0  # a renewal every second
     real = await open_leases(js, namespace, ttl_s)
-    cut_off = CutOff(real.kv)
+    cut_off = CutOff(real.kv, request_timeout_s)
     first, second = Leases(cut_off, ttl_s), Leases(real.kv, ttl_s)  # type: ignore[arg-type]
     log: list[str] = []
     holding = asyncio.Event()
