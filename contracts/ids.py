@@ -48,6 +48,15 @@ ResourceId = Annotated[str, Field(pattern=ID_PATTERN.pattern, min_length=1, max_
 """Any other id used as a subject token (upload, session, robot, endpoint)."""
 
 
+IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[ -~]{1,255}$")
+"""A client's ``Idempotency-Key`` (a job's, a batch item's, a frame's): 1-255 printable ASCII characters."""
+IDEMPOTENCY_KEY_MAX = 255
+IDEMPOTENCY_KEY_CHARS = r"^[ -~]+$"
+"""The same rule's characters, for a JSON Schema ``pattern`` beside ``maxLength``."""
+IdempotencyKeyText = Annotated[str, Field(pattern=IDEMPOTENCY_KEY_CHARS, min_length=1, max_length=IDEMPOTENCY_KEY_MAX)]
+"""An ``Idempotency-Key`` in a body (:data:`IDEMPOTENCY_KEY_PATTERN`, as JSON Schema states it)."""
+
+
 SUBJECT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@|+=-]{0,127}$")
 """An app's end user as the app names it: 1-128 characters, letters, digits and ``_.:@|+=-`` (an email, an
 ``auth0|...`` id). Never part of a subject or a KV key as it is (see :func:`subject_digest`)."""

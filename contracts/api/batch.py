@@ -6,6 +6,7 @@ from pydantic import ConfigDict, Field
 
 from contracts.api.jobs import JobOut
 from contracts.base import Contract, JsonObject
+from contracts.ids import IdempotencyKeyText
 
 BATCH_MAX = 1000
 """The most specs one batch holds."""
@@ -18,7 +19,7 @@ class JobBatchItem(Contract):
     model_config = ConfigDict(extra="forbid")
 
     spec: JsonObject
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=255, pattern=r"^[ -~]+$")
+    idempotency_key: IdempotencyKeyText | None = None
 
 
 class JobBatchIn(Contract):

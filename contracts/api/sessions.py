@@ -15,7 +15,7 @@ from pydantic import ConfigDict, Discriminator, Field, WrapValidator
 
 from contracts.api.jobs import field_locations
 from contracts.base import Contract, JsonObject
-from contracts.ids import JobId, ResourceId, SubjectId, TenantId
+from contracts.ids import IdempotencyKeyText, JobId, ResourceId, SubjectId, TenantId
 from contracts.job_record import Artifact, JobCost, JobError, JobStatus, SessionState
 from contracts.specs.jobs import JobKind, SplatSpec, VlmSpec, WebhookTarget
 from contracts.specs.session_source import Speed
@@ -120,11 +120,8 @@ class FrameMeta(Contract):
     pose: list[float] | None = Field(
         default=None, min_length=16, max_length=16, description="Camera→world, 4 × 4 row-major."
     )
-    key: str | None = Field(
+    key: IdempotencyKeyText | None = Field(
         default=None,
-        min_length=1,
-        max_length=255,
-        pattern=r"^[ -~]+$",
         description="The frame's idempotency key: the frame sent again with it (its socket dropped before "
         "the ack) is acked with the seq it was stored as, within FRAMES' duplicate window (2 min).",
     )

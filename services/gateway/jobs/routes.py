@@ -22,7 +22,7 @@ from pydantic import AwareDatetime
 from contracts.api.jobs import IdempotencyClaim, JobCreate, JobList, JobOut, JobUrls
 from contracts.envelope import utc_now
 from contracts.events.registry import CREATED_RECORD_REVISION, job_created_event
-from contracts.ids import SubjectId, new_id, tenant_key
+from contracts.ids import IDEMPOTENCY_KEY_CHARS, IDEMPOTENCY_KEY_MAX, SubjectId, new_id, tenant_key
 from contracts.job_record import JobRecord, JobStatus
 from contracts.specs.jobs import JobKind, JobSpec
 from services.common.auth.apikeys import Principal
@@ -52,8 +52,8 @@ IdempotencyKey = Annotated[
     Header(
         alias="Idempotency-Key",
         min_length=1,
-        max_length=255,
-        pattern=r"^[ -~]+$",
+        max_length=IDEMPOTENCY_KEY_MAX,
+        pattern=IDEMPOTENCY_KEY_CHARS,
         description="Retry-safe submission: the same key and body answer the same job for 24 h.",
     ),
 ]

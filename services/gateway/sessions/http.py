@@ -8,6 +8,7 @@ from fastapi import Request, Response, WebSocket
 from fastapi.responses import StreamingResponse
 
 from contracts.base import load_json
+from contracts.ids import IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_KEY_PATTERN
 from contracts.job_record import JobRecord
 from contracts.record_repair import UnreadableRecordError
 from contracts.session_feed import IMAGE_TYPES
@@ -26,7 +27,6 @@ from services.gateway.ws_auth import (
     ws_credential,
 )
 
-FRAME_KEY_MAX = 255
 PrincipalOf = Callable[[str | None], Awaitable[Principal | None]]
 """A credential's principal, or ``None`` once it has closed the socket saying why."""
 
@@ -87,11 +87,11 @@ def pose_header(value: str | None) -> list[float] | None:
 
 
 def frame_key(value: str | None) -> str | None:
-    """The optional ``Idempotency-Key`` of a frame: 1 to 255 printable ASCII characters (else 422)."""
-    if value is None or (len(value) <= FRAME_KEY_MAX and value.isascii() and value.isprintable() and value):
+    """The optional ``Idempotency-Key`` of a frame (:data:`~contracts.ids.IDEMPOTENCY_KEY_PATTERN`, else 422)."""
+    if value is None or IDEMPOTENCY_KEY_PATTERN.fullmatch(value):
         return value
-    bad = field_error(("header", "Idempotency-Key"), f"not 1 to {FRAME_KEY_MAX} printable ASCII characters")
-    raise unprocessable(f"The Idempotency-Key must be 1 to {FRAME_KEY_MAX} printable ASCII characters.", bad)
+    bad = field_error(("header", "Idempotency-Key"), f"not 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters")
+    raise unprocessable(f"The Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters.", bad)
 
 
 async def snapshot_response(state: GatewayState, record: JobRecord, if_none_match: str | None) -> Response:
