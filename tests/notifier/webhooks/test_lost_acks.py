@@ -76,7 +76,31 @@ async def test_a_delivery_whose_ack_was_lost_is_acked_again_not_sent_again(
     info = await wait_for(settled, timeout_s=30, what="the deliveries whose acks were lost, back", every_s=0.2)
     assert lost.lost == 2
     assert info.num_pending == 0
-    assert sorted(c.webhook_id for c in rx.on("/hook")) == sorted(e.id for e in events)  # each sent once
+    assert sorted(rx.ids("/hook")) == sorted(e.id for e in events)  # each sent once
+
+
+async def one_event_answer_held(
+    receiver: tuple[Receiver, str], js: JetStreamContext, subjects: Subjects, jobs_kv: KeyValue, webhooks_kv: KeyValue
+) -> tuple[str, str, threading.Event]:
+    """An endpoint whose answers wait for the event returned, and one job event published to it, once its
+    attempt is under way: (endpoint id, event id, the event that lets the answer go)."""
+    rx, base = receiver
+    rx.answer_after = answer = threading.Event()
+    endpoint = await create_endpoint(webhooks_kv, "acme", f"{base}/hook")
+    event = job_event("acme", await create_job(jobs_kv, "acme"), EventType.JOB_LOG)
+    await publish(js, subjects, event)
+    await wait_for(lambda: rx.unique("/hook") == 1, timeout_s=30, what="the attempt under way, its answer held")
+    return endpoint.id, event.id, answer
+
+
+async def until_acked(js: JetStreamContext, namespace: Namespace, endpoint_id: str) -> None:
+    """Until the endpoint queue's consumer has its first message acked and nothing unacknowledged."""
+
+    async def acked() -> bool:
+        info = await js.consumer_info(namespace.stream(WEBHOOK_DELIVERIES), consumer_name("acme", endpoint_id))
+        return info.num_ack_pending == 0 and (info.ack_floor.stream_seq or 0) >= 1
+
+    await wait_for(acked, timeout_s=30, what="the delivery acked", every_s=0.1)
 
 
 async def test_an_attempt_in_flight_when_its_lease_is_lost_ends_and_acks_and_is_not_made_again(
@@ -87,14 +111,9 @@ async def test_an_attempt_in_flight_when_its_lease_is_lost_ends_and_acks_and_is_
     jobs_kv: KeyValue,
     webhooks_kv: KeyValue,
 ) -> None:
-    rx, base = receiver
-    rx.answer_after = answer = threading.Event()
-    endpoint = await create_endpoint(webhooks_kv, "acme", f"{base}/hook")
-    event = job_event("acme", await create_job(jobs_kv, "acme"), EventType.JOB_LOG)
-    await publish(js, subjects, event)
-    await wait_for(lambda: rx.unique("/hook") == 1, timeout_s=30, what="the attempt under way, its answer held")
+    endpoint_id, event_id, answer = await one_event_answer_held(receiver, js, subjects, jobs_kv, webhooks_kv)
     leases = await js.key_value(namespace.bucket(KV_NOTIFIER_LEASES))
-    name = f"delivery.{consumer_name('acme', endpoint.id)}"
+    name = f"delivery.{consumer_name('acme', endpoint_id)}"
     taken = (await leases.get(name)).revision
     await leases.delete(name)  # the holder's next renewal finds it gone: the lease is lost, its work stops
 
@@ -106,14 +125,8 @@ async def test_an_attempt_in_flight_when_its_lease_is_lost_ends_and_acks_and_is_
 
     await wait_for(taken_again, timeout_s=30, what="the lease lost and taken again", every_s=0.1)
     answer.set()
-    stream = namespace.stream(WEBHOOK_DELIVERIES)
-
-    async def acked() -> bool:
-        info = await js.consumer_info(stream, consumer_name("acme", endpoint.id))
-        return info.num_ack_pending == 0 and (info.ack_floor.stream_seq or 0) >= 1
-
-    await wait_for(acked, timeout_s=30, what="the delivery acked", every_s=0.1)
-    assert [c.webhook_id for c in rx.on("/hook")] == [event.id]  # once: the attempt ended and acked it
+    await until_acked(js, namespace, endpoint_id)
+    assert receiver[0].ids("/hook") == [event_id]  # once: the attempt ended and acked it
 
 
 @pytest.mark.parametrize("notifier_overrides", [{"webhook_ack_wait_s": ACK_WAIT_S, "webhook_timeout_s": 10.0}])
@@ -127,19 +140,8 @@ async def test_an_attempt_slower_than_the_ack_wait_is_made_once(
 ) -> None:
     """The endpoint answers after three ack waits: the attempt's message is kept alive meanwhile, and a
     redelivery of it (a beat held up) is left to the attempt under way; it was attempted a second time at once."""
-    rx, base = receiver
-    rx.answer_after = answer = threading.Event()
-    endpoint = await create_endpoint(webhooks_kv, "acme", f"{base}/hook")
-    event = job_event("acme", await create_job(jobs_kv, "acme"), EventType.JOB_LOG)
-    await publish(js, subjects, event)
-    await wait_for(lambda: rx.unique("/hook") == 1, timeout_s=30, what="the attempt under way, its answer held")
-    await asyncio.sleep(3 * ACK_WAIT_S)  # the message would have been redelivered twice by now
+    endpoint_id, event_id, answer = await one_event_answer_held(receiver, js, subjects, jobs_kv, webhooks_kv)
+    await asyncio.sleep(3 * ACK_WAIT_S)  # nothing to wait on: without the beats it was redelivered twice by now
     answer.set()
-    stream = namespace.stream(WEBHOOK_DELIVERIES)
-
-    async def acked() -> bool:
-        info = await js.consumer_info(stream, consumer_name("acme", endpoint.id))
-        return info.num_ack_pending == 0 and (info.ack_floor.stream_seq or 0) >= 1
-
-    await wait_for(acked, timeout_s=30, what="the delivery acked", every_s=0.1)
-    assert [c.webhook_id for c in rx.on("/hook")] == [event.id]
+    await until_acked(js, namespace, endpoint_id)
+    assert receiver[0].ids("/hook") == [event_id]
