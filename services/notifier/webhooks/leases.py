@@ -134,12 +134,13 @@ class Leases:
         while True:
             await asyncio.sleep(self.ttl_s / 3)
             sent = time.monotonic()
-            try:  # answered before the key may expire, or the work stops: a late answer may come after another took it
-                async with asyncio.timeout(max(0.0, written + self.ttl_s * (1 - STOP_MARGIN) - sent)):
+            held_until = written + self.ttl_s * (1 - STOP_MARGIN)  # answered by then, or the work stops
+            try:  # a later answer may come after another replica took the lease
+                async with asyncio.timeout(max(0.0, held_until - sent)):
                     revision, written, unanswered = await kv_update(self.kv, name, self.owner, revision), sent, None
             except KeyWrongLastSequenceError:
                 try:
-                    async with asyncio.timeout(max(0.0, written + self.ttl_s * (1 - STOP_MARGIN) - time.monotonic())):
+                    async with asyncio.timeout(max(0.0, held_until - time.monotonic())):
                         mine = await self._mine(name)
                 except (nats.errors.Error, TimeoutError):
                     mine = None  # not known: taken as lost
