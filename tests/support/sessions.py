@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import cv2
+import httpx
 import numpy as np
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
@@ -34,6 +35,15 @@ def png(seed: int = 0, size: tuple[int, int] = (64, 48)) -> bytes:
     ok, encoded = cv2.imencode(".png", rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
     assert ok
     return encoded.tobytes()
+
+
+async def post_frame(
+    http: httpx.AsyncClient, api_key: str, session_id: str, frame: bytes, key: str | None = None, query: str = ""
+) -> httpx.Response:
+    """``POST /v1/sessions/{session_id}/frames{query}`` of a raw JPEG, with ``key`` as its Idempotency-Key."""
+    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "image/jpeg"}
+    headers |= {"Idempotency-Key": key} if key is not None else {}
+    return await http.post(f"/v1/sessions/{session_id}/frames{query}", content=frame, headers=headers)
 
 
 def ws_url(http_url: str) -> str:

@@ -31,8 +31,9 @@ from contracts.record_repair import read_record
 from contracts.session_feed import ControlMessage, frame_headers
 from services.common.http.problem import ProblemError
 from services.common.observability.metrics import SESSION_FRAMES
+from services.gateway.sessions.frame_keys import unrecorded
 from services.gateway.sessions.lru import Lru, TokenBucket
-from services.gateway.sessions.numbering import FrameNumbering, unrecorded
+from services.gateway.sessions.numbering import FrameNumbering
 from services.gateway.state import GatewayState
 
 PUBLISH_TIMEOUT_S = 5.0
@@ -87,11 +88,14 @@ class SessionIntake:
         idempotency_key: str | None = None,
     ) -> FrameAccepted:
         """Number and publish one frame of a live session (checked image bytes); 409 once it ended. A frame
-        sent again with its ``idempotency_key`` answers the seq it was stored as."""
+        sent again with its ``idempotency_key`` answers the seq it was stored as, after the end too."""
         key = tenant_key(record.tenant, record.id)
         if self._stopped.get(key):
             record = record.with_session(stop_requested=True)
         if record.terminal or (record.session is not None and record.session.stop_requested):
+            stored = None if idempotency_key is None else await self.numbering.stored_seq(record, data, idempotency_key)
+            if stored is not None:  # a retry of a frame stored before the session ended
+                return FrameAccepted(seq=stored, frame_count=stored)
             SESSION_FRAMES.labels("ended").inc()
             raise gone(record)
         if getattr(record.spec, "source", None) is not None:

@@ -41,16 +41,11 @@ from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
 from contracts.session_feed import H_SEQ
 from contracts.streams import FRAMES
-from services.common.http.problem import ProblemError, field_error, unprocessable
+from services.common.http.problem import ProblemError
 from services.common.nats.connection import log_failure
 from services.common.nats.kv import IN_FLIGHT_TRIES, WriteInFlight, in_flight_pause_s, kv_create, kv_update
-from services.common.nats.publish import (
-    DUPLICATE_IN_PROCESS,
-    EXPECTED_LAST,
-    MSG_ID,
-    WRONG_LAST_SEQUENCE,
-    WRONG_LAST_SEQUENCE_IN_FLIGHT,
-)
+from services.common.nats.publish import EXPECTED_LAST, MSG_ID, WRONG_LAST_SEQUENCE
+from services.gateway.sessions.frame_keys import IN_FLIGHT, stored_as, stored_seq, unrecorded
 from services.gateway.sessions.lru import Lru
 from services.gateway.state import GatewayState
 
@@ -61,9 +56,6 @@ CHECKPOINT_S = 1.0
 ATTEMPTS = 20
 HeadersOf = Callable[[int], dict[str, str]]
 """The headers of the frame numbered ``seq``."""
-IN_FLIGHT = frozenset({WRONG_LAST_SEQUENCE_IN_FLIGHT, DUPLICATE_IN_PROCESS})
-"""A refusal while an earlier publish is proposed and not yet applied: another frame of the subject, or
-this key's own first try."""
 Known = tuple[int, int]
 """A session's last frame: (its seq, its FRAMES stream sequence; 0 when the subject holds none)."""
 
@@ -127,7 +119,7 @@ class FrameNumbering:
                 raise unrecorded(exc) from exc
             if ack.duplicate and msg_id is not None:  # this key's frame, stored before
                 self._known.pop(key)
-                return await self._stored_as(subject, int(ack.seq or 0), data)
+                return await stored_as(self.state.js, self.stream, subject, int(ack.seq or 0), data)
             self._known.put(key, (seq, ack.seq))
             if ack.duplicate:
                 continue  # that seq's message id was taken within the duplicate window: it is the last one
@@ -135,20 +127,11 @@ class FrameNumbering:
             return seq
         raise ProblemError(503, "The session's frame numbering is contended; retry.", headers={"Retry-After": "1"})
 
-    async def _stored_as(self, subject: str, stream_seq: int, data: bytes) -> int:
-        """The seq of the frame an ``Idempotency-Key`` stored at ``stream_seq``: 422 when its bytes are
-        not ``data``, 409 when FRAMES no longer holds it (its age or byte limit)."""
-        try:
-            stored = await self.state.js.get_msg(self.stream, seq=stream_seq)
-        except NotFoundError:
-            raise ProblemError(409, "The frame of this Idempotency-Key was recorded and is no longer held.") from None
-        except (nats.errors.Error, TimeoutError) as exc:
-            why = "The frame of this Idempotency-Key could not be read; retry."
-            raise ProblemError(503, why, headers={"Retry-After": "1"}) from exc
-        if stored.subject != subject or stored.data != data:
-            reused = field_error(("header", "Idempotency-Key"), "reused with another frame; use a new key")
-            raise unprocessable("This Idempotency-Key was used with another frame.", reused)
-        return int((stored.headers or {}).get(H_SEQ, 0))
+    async def stored_seq(self, record: JobRecord, data: bytes, idempotency_key: str) -> int | None:
+        """The seq ``idempotency_key``'s frame was stored as, or None (:func:`.frame_keys.stored_seq`)."""
+        subject = self.state.subjects.session_frames(record.tenant, record.id)
+        msg_id = frame_key_msg_id(record.id, idempotency_key)
+        return await stored_seq(self.state.js, self.stream, subject, msg_id, data, PUBLISH_TIMEOUT_S)
 
     async def _read(self, record: JobRecord, key: str, subject: str) -> Known:
         """The session's last frame from FRAMES, or its KV floor when FRAMES holds none."""
@@ -240,9 +223,3 @@ class FrameNumbering:
         await asyncio.gather(*writers, return_exceptions=True)
         due, self._due = self._due, {}
         await asyncio.gather(*(self._raise_floor(key, seq) for key, seq in due.items()))
-
-
-def unrecorded(exc: BaseException) -> ProblemError:
-    """503: the frame could not be stored."""
-    why = f"The frame could not be recorded ({type(exc).__name__}); retry."
-    return ProblemError(503, why, headers={"Retry-After": "1"})

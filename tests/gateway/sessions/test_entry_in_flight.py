@@ -175,6 +175,12 @@ async def test_a_frame_sent_again_with_its_idempotency_key_after_a_time_out_is_t
         with pytest.raises(ProblemError) as reused:
             await frames.publish(b"frame 4", "cam-3")
         assert reused.value.status == 422
+        # what a retry is answered once the session takes no more: the seq it was stored as, or nothing
+        assert await frames.numbering.stored_seq(frames.record, b"frame 2", "cam-2") == 2
+        assert await frames.numbering.stored_seq(frames.record, b"frame 4", "cam-4") is None
+        with pytest.raises(ProblemError) as other:
+            await frames.numbering.stored_seq(frames.record, b"frame 4", "cam-3")
+        assert other.value.status == 422
         assert await frames.stored() == [b"frame 1", b"frame 2", b"frame 3"]  # each once
 
 

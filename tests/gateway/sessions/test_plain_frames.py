@@ -12,7 +12,7 @@ import pytest
 
 from services.gateway.sessions.routes import PlainFrameRoute
 from tests.support.gateway import Gateway, Tenant
-from tests.support.sessions import jpeg
+from tests.support.sessions import jpeg, post_frame
 
 DOCUMENTED = "?ts=1700000000.5"  # a query: the request goes to the FastAPI route
 
@@ -82,9 +82,7 @@ async def test_a_frame_sent_again_with_its_idempotency_key_answers_the_seq_it_wa
     async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
 
         async def post(frame: bytes, key: str | None = None, query: str = "") -> httpx.Response:
-            headers = {"Authorization": f"Bearer {acme.key}", "Content-Type": "image/jpeg"}
-            headers |= {"Idempotency-Key": key} if key is not None else {}
-            return await http.post(f"/v1/sessions/{sid}/frames{query}", content=frame, headers=headers)
+            return await post_frame(http, acme.key, sid, frame, key, query)
 
         async def seq(frame: bytes, key: str | None = None, query: str = "") -> int:
             response = await post(frame, key, query)
