@@ -13,7 +13,14 @@ export interface FrameOptions {
   ts?: number;
   /** 4 × 4 camera-to-world, row-major (16 numbers): a splat session's pose for this frame. */
   pose?: number[];
+  /** The frame's idempotency key (1-255 printable ASCII; default: a fresh one per call): the frame sent again
+   * with it, on this socket or another, within FRAMES' duplicate window (2 min), is acked with the seq it was
+   * stored as. */
+  key?: string;
 }
+
+/** A frame's idempotency key as the gateway takes it. */
+const FRAME_KEY = /^[ -~]{1,255}$/;
 
 export interface SessionEvents {
   ack: Ack;
@@ -55,12 +62,14 @@ export const ROUTED: Record<string, keyof SessionEvents> = {
   "session.resumed": "resumed",
 };
 
-/** The frame's description sent just before it, checked here as the gateway would (none when empty). */
+/** The frame's description sent just before it, checked here as the gateway would (none when empty); its key is
+ * `options.key`, else `fallbackKey`. */
 export function frameMeta(
   options: FrameOptions,
-  key?: string,
+  fallbackKey?: string,
 ): { type: "frame"; ts?: number; pose?: number[]; key?: string } | undefined {
   const { ts, pose } = options;
+  const key = options.key ?? fallbackKey;
   if (ts === undefined && pose === undefined && key === undefined) return undefined;
   if (ts !== undefined && !(Number.isFinite(ts) && ts >= 0 && ts <= 1e11)) {
     throw new TypeError("ts: a capture time in UNIX seconds (0 to 1e11).");
@@ -68,6 +77,7 @@ export function frameMeta(
   if (pose !== undefined && !(pose.length === 16 && pose.every((v) => Number.isFinite(v)))) {
     throw new TypeError("pose: 16 finite numbers (a 4 × 4 camera-to-world matrix, row-major).");
   }
+  if (key !== undefined && !FRAME_KEY.test(key)) throw new TypeError("key: 1-255 printable ASCII characters.");
   return {
     type: "frame",
     ...(ts === undefined ? {} : { ts }),

@@ -144,6 +144,22 @@ describe("sessions", () => {
     await proxy.close();
   });
 
+  test("a frame sent again with the app's own key is acked with the seq it was stored as, on another socket too", async () => {
+    const session = await client.sessions.start({ kind: "vlm" });
+    assert.equal((await session.sendFrame(frame(1), { key: "cam-1" })).seq, 1);
+    assert.equal((await session.sendFrame(frame(2), { key: "cam-2" })).seq, 2);
+    const again = await client.sessions.connect(session.session.id); // the app gave up on the first socket
+    assert.equal((await again.sendFrame(frame(1), { key: "cam-1" })).seq, 1);
+    again.close();
+    for (const key of ["", "k".repeat(256), "caf\u00e9"]) {
+      await assert.rejects(session.sendFrame(frame(3), { key }), TypeError);
+    }
+    assert.equal((await session.sendFrame(frame(1))).seq, 3); // without a key: a new frame
+    assert.equal((await session.refresh()).frames_received, 3);
+    await session.stop();
+    assert.equal((await session.finished()).status, "succeeded");
+  });
+
   test("connect() opens the socket of an existing session; with after: it replays what followed", async () => {
     const created = await client.sessions.create({ kind: "vlm" });
     assert.equal(created.state, "starting");

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from collections import deque
 from collections.abc import Sequence
@@ -110,10 +111,16 @@ def frame_key() -> str:
     return f"gpurelay-py-{uuid.uuid4().hex}"
 
 
+FRAME_KEY = re.compile(r"[ -~]{1,255}")
+"""A frame's idempotency key as the gateway takes it: 1-255 printable ASCII characters."""
+
+
 def frame_meta(ts: float | None, pose: Sequence[float] | None, key: str | None = None) -> str | None:
     """The ``{"type": "frame"}`` message that describes the next frame, when there is something to say."""
     if ts is None and pose is None and key is None:
         return None
+    if key is not None and not FRAME_KEY.fullmatch(key):
+        raise ValueError("idempotency_key must be 1-255 printable ASCII characters")
     message: dict[str, Any] = {"type": "frame"} | ({"key": key} if key is not None else {})
     if ts is not None:
         if not math.isfinite(ts) or ts < 0:

@@ -106,14 +106,26 @@ class Session(SessionLifecycle):
                 if not opens_later(exc) or drops > self._client.options.stream_max_reconnects:
                     raise SessionClosed(None, f"and could not be opened again: {exc}") from exc
 
-    def send_frame(self, frame: Frame, *, ts: float | None = None, pose: Sequence[float] | None = None) -> FrameAck:
+    def send_frame(
+        self,
+        frame: Frame,
+        *,
+        ts: float | None = None,
+        pose: Sequence[float] | None = None,
+        idempotency_key: str | None = None,
+    ) -> FrameAck:
         """Send one frame (JPEG/PNG bytes, or an image array encoded to JPEG if OpenCV is installed),
         with its capture time and camera pose if known; the server's ack (``seq``) once it is stored.
 
         A socket that drops before the ack is opened again and the frame sent again under its
         idempotency key, so it is stored once (``stream_max_reconnects`` drops in a row); an
-        ``unavailable`` answer is retried too (``max_retries``)."""
-        data, meta = encode_frame(frame), frame_meta(ts, pose, frame_key())
+        ``unavailable`` answer is retried too (``max_retries``). The key is ``idempotency_key`` (1-255
+        printable ASCII) when given, else a fresh one: the app's own key makes the frame safe to send
+        again after this call gave up, on this socket or another, within FRAMES' duplicate window."""
+        data, meta = (
+            encode_frame(frame),
+            frame_meta(ts, pose, frame_key() if idempotency_key is None else idempotency_key),
+        )
         retries = FrameRetries(self._client.options.stream_max_reconnects, self._retries)
         while True:
             try:

@@ -57,6 +57,7 @@ async def test_a_session_and_the_publisher(stack: ThreadedStack) -> None:
         async with await client.sessions.start("splat", {"idle_timeout_s": 60}) as session:
             acks = [await session.send_frame(jpeg(k)) for k in range(5)]
             acks.append(await session.send_frame(np.zeros((32, 32, 3), np.uint8)))
+            keyed = [await session.send_frame(jpeg(9), idempotency_key="cam-9") for _ in range(2)]
             await session.stop()
             events = session.take_events() + [event async for event in session.events()]
         streamed = [event async for event in client.sessions.stream(session.id)]
@@ -65,8 +66,9 @@ async def test_a_session_and_the_publisher(stack: ThreadedStack) -> None:
                 await arm.publish([0.01 * k] * 6)
         latest = await client.robots.latest("arm-async")
     assert [a.seq for a in acks] == [1, 2, 3, 4, 5, 6]
+    assert [a.seq for a in keyed] == [7, 7]  # the app's own key: the frame sent again is the one stored
     results = [e.data.first_seq for e in events if e.type == "session.result"]
-    assert results == [1, 2, 3, 4, 5, 6]
+    assert results == [1, 2, 3, 4, 5, 6, 7]
     assert isinstance(events[-1].data, JobSucceededPayload)
     assert [e.id for e in events] == [e.id for e in streamed][-len(events) :]
     assert (arm.stats().sent, arm.stats().accepted, arm.stats().dropped) == (20, 20, 0)

@@ -75,6 +75,24 @@ def test_a_reset_goes_through_the_socket_and_another_tenants_session_is_not_foun
         stranger.sessions.get(session.id)
 
 
+def test_a_frame_sent_again_with_the_apps_own_key_is_acked_with_the_seq_it_was_stored_as(client: Client) -> None:
+    with client.sessions.start("vlm", {"idle_timeout_s": 60}) as session:
+        assert session.send_frame(jpeg(1), idempotency_key="cam-1").seq == 1
+        assert session.send_frame(jpeg(2), idempotency_key="cam-2").seq == 2
+        again = client.sessions.connect(session.id)  # another socket: the app gave up and retried
+        try:
+            assert again.send_frame(jpeg(1), idempotency_key="cam-1").seq == 1
+        finally:
+            again.close()  # the socket only: leaving a ``with`` would stop the session
+        assert client.sessions.send_frame(session.id, jpeg(2), idempotency_key="cam-2").seq == 2  # or over HTTP
+        for bad in ("", "k" * 256, "caf\u00e9"):
+            with pytest.raises(ValueError, match="idempotency_key"):
+                session.send_frame(jpeg(3), idempotency_key=bad)
+        assert session.send_frame(jpeg(3)).seq == 3  # without one, a fresh key: a new frame
+        assert client.sessions.get(session.id).frames_received == 3
+        session.stop()
+
+
 def test_a_stop_after_the_session_ended_elsewhere_is_not_an_error(client: Client) -> None:
     with client.sessions.start("vlm", {"idle_timeout_s": 60}) as session:
         session.send_frame(jpeg(1))
