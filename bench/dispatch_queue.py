@@ -29,7 +29,7 @@ from contracts import streams
 from contracts.quotas import TenantQuota
 from contracts.streams import declarations
 from contracts.subjects import Namespace
-from services.common.nats.connection import apply_declarations
+from services.common.nats.declarations import apply_declarations
 from services.common.nats.embedded import EmbeddedNats
 from services.common.quotas import QuotaBook
 from services.dispatcher.scheduling.fair import FairState, pick

@@ -39,7 +39,7 @@ from contracts.job_record import JobRecord
 from contracts.specs.jobs import parse_job_spec
 from contracts.streams import KV_JOBS, declarations
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.connection import apply_declarations
+from services.common.nats.declarations import apply_declarations
 from services.common.nats.publish import publish_event
 from services.dispatcher.fold.partitions import declare_fold_stream, fold_pending, fold_settled
 

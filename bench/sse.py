@@ -39,7 +39,7 @@ from contracts.ids import new_id
 from contracts.streams import KV_APIKEYS, declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.auth.apikeys import ApiKeyStore
-from services.common.nats.connection import apply_declarations
+from services.common.nats.declarations import apply_declarations
 from services.common.nats.embedded import EmbeddedNats
 
 RATE = 1000  # events/s, aggregate

@@ -1,7 +1,7 @@
 """JetStream stream and KV bucket declarations (v1), as plain data.
 
 :func:`declarations` lists every stream and bucket of a namespace; the services apply them with
-``services.common.nats.connection.apply_declarations``, which is idempotent (applying twice changes
+``services.common.nats.declarations.apply_declarations``, which is idempotent (applying twice changes
 nothing; a changed declaration updates the stream in place).
 """
 

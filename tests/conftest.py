@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from contracts.streams import KV_APIKEYS, Declarations, declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.auth.apikeys import ApiKeyStore
-from services.common.nats.connection import apply_declarations
+from services.common.nats.declarations import apply_declarations
 from services.common.nats.embedded import EmbeddedNats
 from services.common.observability import tracing
 from services.gateway.app import create_app

@@ -22,7 +22,7 @@ from contracts.streams import KV_APIKEYS
 from contracts.subjects import Namespace
 from services.common.auth.apikeys import ApiKeyStore
 from services.common.config import BaseServiceSettings
-from services.common.nats.connection import declare_all
+from services.common.nats.declarations import declare_all
 from services.common.nats.identity import identity_env, identity_options, identity_settings
 from services.common.nats.permissions import Role
 from services.dispatcher.fold.records import Pricing, route_pricing

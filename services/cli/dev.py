@@ -28,7 +28,8 @@ from services.cli.dev_secrets import DevNatsUsers, dev_secret
 from services.common.auth.apikeys import ApiKeyStore, generate_key
 from services.common.config import BaseServiceSettings, dev_env_path
 from services.common.http_server import EmbeddedHttpServer
-from services.common.nats.connection import apply_declarations, connect, declarations_of
+from services.common.nats.connection import connect
+from services.common.nats.declarations import apply_declarations, declarations_of
 from services.common.nats.embedded import EmbeddedNats
 from services.common.processes import DirectoryInUseError, DirectoryLock
 from services.dispatcher.running.modal_backend import ModalClient

@@ -19,7 +19,8 @@ from rich.console import Console
 
 from contracts.subjects import Namespace
 from services.common.config import BaseServiceSettings, load_settings
-from services.common.nats.connection import ApplyReport, apply_declarations, connect, declarations_of
+from services.common.nats.connection import connect
+from services.common.nats.declarations import ApplyReport, apply_declarations, declarations_of
 from services.common.nats.server_auth import deploy_authorization
 
 nats_app = typer.Typer(help="Apply the stream and bucket declarations; print the NATS users' config.")

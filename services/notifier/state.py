@@ -12,7 +12,7 @@ from contracts import streams
 from services.common.auth.apikeys import ApiKeyStore
 from services.common.auth.key_cache import KeyCache
 from services.common.http.nats_failover import StuckServerWatch
-from services.common.nats.connection import declare_all
+from services.common.nats.declarations import declare_all
 from services.notifier.settings import NotifierSettings
 from services.notifier.sse.hub import Hub
 from services.notifier.sse.slots import StreamSlots, stream_slots

@@ -20,7 +20,7 @@ from contracts.session_feed import FeedFrame
 from contracts.streams import FRAMES, declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.cluster import wait_current
-from services.common.nats.connection import apply_declarations
+from services.common.nats.declarations import apply_declarations
 from services.common.nats.publish import until_answered
 from services.common.session_feed import NatsSessionFeed
 from tests.common.test_session_feed_start import SESSION, publish_frame

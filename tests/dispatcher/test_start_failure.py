@@ -20,7 +20,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from bench.harness.fault_stack import ROUTES, connect_test_client
 from bench.harness.service_processes import ServiceProcess, service_env
 from services.common.config import BaseServiceSettings
-from services.common.nats.connection import declare_all
+from services.common.nats.declarations import declare_all
 from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.fold.partitions import declare_fold_stream, partition_subject
 

@@ -23,7 +23,7 @@ from contracts.job_record import JobRecord
 from contracts.streams import KV_JOBS
 from contracts.subjects import Namespace
 from services.cli.dev import DEV_TENANT
-from services.common.nats.record_watch import latest_record
+from services.common.nats.kv_watch import latest_record
 from tests.support.http import bound_socket, serve
 from tests.support.nats import connect_env
 

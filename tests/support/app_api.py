@@ -21,7 +21,7 @@ from contracts.streams import KV_JOBS
 from contracts.subjects import Namespace
 from services.cli.dev import DEV_TENANT, DevStack
 from services.common.auth.apikeys import ApiKeyStore
-from services.common.nats.record_watch import latest_record
+from services.common.nats.kv_watch import latest_record
 from tests.support.lap import lap_positions, lap_speeds, scrolling_video
 from tests.support.nats import connect_env
 

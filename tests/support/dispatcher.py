@@ -27,8 +27,8 @@ from contracts.job_record import JobRecord
 from contracts.route_table import RetryPolicy, Route, Stage
 from contracts.specs.jobs import parse_job_spec
 from contracts.subjects import Namespace, Subjects
+from services.common.nats.kv_watch import latest_record
 from services.common.nats.publish import publish_event
-from services.common.nats.record_watch import latest_record
 from services.dispatcher.fold.dead_pin import pinned_client
 from services.dispatcher.fold.pinned_pull import jetstream_api
 from services.dispatcher.settings import DispatcherSettings

@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 from contracts.streams import declarations
 from contracts.subjects import Namespace
 from services.common.config import BaseServiceSettings
-from services.common.nats.connection import apply_declarations
+from services.common.nats.declarations import apply_declarations
 from services.common.nats.embedded import EmbeddedNats
 from services.common.nats.identity import identity_options, identity_settings
 from services.common.nats.permissions import Role

@@ -1,4 +1,5 @@
-"""One watcher of a KV bucket, the base of every in-memory view kept true by KV changes.
+"""One watcher of a KV bucket, the base of every in-memory view kept true by KV changes; and the bounded
+wait for a job's record to reach a state (:func:`latest_record`).
 
 :class:`KvWatch` reads the bucket's current entries (the snapshot), then every change, and hands
 each entry to its owner (``on_entry(entry, initial)``, ``initial`` while the snapshot is read).
@@ -25,6 +26,9 @@ import nats.errors
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from contracts.ids import tenant_key
+from contracts.job_record import JobRecord
+from contracts.record_repair import UnreadableRecordError, read_record
 from services.common.nats.connection import cancel_and_wait
 from services.common.nats.quiet_watch import watch_keys
 
@@ -115,3 +119,30 @@ class KvWatch:
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()  # type: ignore[no-untyped-call]
+
+
+async def latest_record(
+    kv: KeyValue, tenant: str, job_id: str, done: Callable[[JobRecord], bool], timeout_s: float
+) -> JobRecord | None:
+    """The job's record as soon as ``done(record)`` holds; after ``timeout_s`` the last one seen
+    (which does not satisfy ``done``), or ``None`` when the job has no record. A revision that does
+    not validate is passed over. A watch of the one key, no polling: the owner of the gateway's reads
+    that must not answer from a record older than an event already seen (the dashboard's panels, the
+    seed's ``/stop-training``) and of the tests that wait on a record."""
+    record: JobRecord | None = None
+    watcher = await kv.watch(tenant_key(tenant, job_id))
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                async for entry in watcher:
+                    if entry is not None and entry.value:
+                        try:
+                            record = read_record(entry.value)
+                        except UnreadableRecordError as exc:  # the dispatcher may write a readable one next
+                            log.warning("job %s: %s", job_id, exc, extra={"job_id": job_id})
+                            continue
+                        if done(record):
+                            return record
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    return record

@@ -33,7 +33,7 @@ from contracts.base import Contract
 from contracts.job_record import JobRecord, JobStatus
 from services.common.auth.tokens import TokenExpiredError, TokenInvalidError, verify_token
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
-from services.common.nats.record_watch import latest_record
+from services.common.nats.kv_watch import latest_record
 from services.gateway.robots.routes import publish_samples, telemetry_of
 from services.gateway.sessions.http import intake_of, read_frame, snapshot_response
 from services.gateway.sessions.intake import SessionIntake

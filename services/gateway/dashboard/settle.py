@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from contracts.ids import ID_PATTERN
 from contracts.job_record import JobRecord
-from services.common.nats.record_watch import latest_record
+from services.common.nats.kv_watch import latest_record
 from services.gateway.state import GatewayState
 
 SETTLE_S = 15.0

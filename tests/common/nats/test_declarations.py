@@ -11,7 +11,7 @@ from nats.js.errors import APIError
 from contracts.streams import JOBS, KV_IDEMPOTENCY, KV_JOBS, KV_ROBOTS, Declarations, declarations
 from contracts.subjects import Namespace
 from services.common.config import BaseServiceSettings
-from services.common.nats.connection import apply_declarations, bucket_config, declarations_of, stream_config
+from services.common.nats.declarations import apply_declarations, bucket_config, declarations_of, stream_config
 
 
 async def test_applying_twice_leaves_equal_configs(js: JetStreamContext, decls: Declarations) -> None:
@@ -28,7 +28,7 @@ async def test_applying_twice_leaves_equal_configs(js: JetStreamContext, decls: 
 async def test_applying_logs_what_it_created_at_info(
     js: JetStreamContext, decls: Declarations, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, "services.common.nats.connection"):
+    with caplog.at_level(logging.INFO, "services.common.nats.declarations"):
         report = await apply_declarations(js, decls)  # a reserved LogRecord key in ``extra`` raised here
     (applied,) = [r for r in caplog.records if r.getMessage() == "jetstream declarations applied"]
     assert applied.__dict__["declarations_created"] == report.created != []

@@ -23,7 +23,7 @@ from services.cli.dev import DevStack
 from services.cli.dev_secrets import nats_password_path
 from services.common.config import BaseServiceSettings, dev_env_path
 from services.common.nats.cluster import NatsCluster
-from services.common.nats.connection import apply_declarations
+from services.common.nats.declarations import apply_declarations
 from services.common.nats.embedded import EmbeddedNats, free_port
 from services.common.nats.identity import identity_options
 from services.common.nats.permissions import ROLES, Role

@@ -12,7 +12,7 @@ from contracts.events.jobs import JobLogPayload
 from contracts.events.registry import EventType, make_event
 from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.connection import apply_declarations
+from services.common.nats.declarations import apply_declarations
 from services.common.nats.publish import MSG_ID, publish_event, publish_event_async
 
 

@@ -30,7 +30,7 @@ from contracts.ids import tenant_key
 from contracts.streams import DISPATCH, JOBS, JOBS_FOLD, KV_APIKEYS, KV_JOBS, KV_UPLOADS, KV_WEBHOOKS, declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.config import BaseServiceSettings
-from services.common.nats.connection import NotDeclaredError, apply_declarations, check_declarations, declare_all
+from services.common.nats.declarations import NotDeclaredError, apply_declarations, check_declarations, declare_all
 from services.common.nats.embedded import EmbeddedNats
 from services.common.nats.identity import identity_options
 from services.common.nats.long_pull import LEADER_ELECTED

@@ -24,7 +24,7 @@ from contracts.specs.jobs import parse_job_spec
 from contracts.streams import JOBS, KV_JOBS, declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.config import BaseServiceSettings
-from services.common.nats.connection import apply_declarations
+from services.common.nats.declarations import apply_declarations
 from services.common.nats.embedded import EmbeddedNats
 from services.common.nats.identity import identity_options, identity_settings
 from services.common.nats.permissions import Role

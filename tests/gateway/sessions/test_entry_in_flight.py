@@ -38,7 +38,7 @@ from contracts.streams import FRAMES, declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.http.problem import ProblemError
 from services.common.nats.cluster import NatsCluster
-from services.common.nats.connection import apply_declarations
+from services.common.nats.declarations import apply_declarations
 from services.common.nats.embedded import EmbeddedNats
 from services.common.nats.kv import IN_FLIGHT_TRIES, WriteInFlight
 from services.gateway.sessions import numbering as numbering_module

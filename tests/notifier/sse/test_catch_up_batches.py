@@ -19,7 +19,7 @@ from bench.harness.waiting import wait_for
 from contracts.events.registry import EventType
 from contracts.streams import JOBS, Declarations
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.connection import apply_declarations
+from services.common.nats.declarations import apply_declarations
 from services.common.nats.embedded import EmbeddedNats
 from services.notifier.sse.catch_up import BATCH, CatchUpReader
 from services.notifier.sse.direct_get import Stored

@@ -25,7 +25,7 @@ from contracts.streams import KV_APIKEYS
 from contracts.subjects import Namespace
 from services.common.auth.apikeys import ApiKeyStore
 from services.common.config import BaseServiceSettings
-from services.common.nats.connection import declare_all
+from services.common.nats.declarations import declare_all
 from services.common.nats.identity import identity_env
 from services.common.nats.permissions import Role
 from services.common.processes import preexec_die_with_parent
