@@ -112,18 +112,30 @@ class Leases:
         await cancel_and_wait(tasks)
 
     async def _acquire(self, name: str) -> tuple[int, float]:
-        """The lease's revision once this replica holds it, and when the write that holds it was sent."""
+        """The lease's revision once this replica holds it, and when the write that holds it was sent.
+
+        A write answered more than a third of the TTL after it was sent is confirmed by a renewal at once
+        before the work starts: its key may expire soon after the answer (its TTL counts from when it was
+        stored, at most the send), and the first renewal would find the lease past its bound and stop the
+        work it had just started (in a netfaults partition, "unconfirmed for 6.0 s")."""
         while True:
-            sent = time.monotonic()
+            sent, revision = time.monotonic(), None
             try:
-                return await kv_create(self.kv, name, self.owner), sent
+                revision = await kv_create(self.kv, name, self.owner)
             except KeyWrongLastSequenceError:  # held by another replica: it expires within the TTL if that one died
                 with contextlib.suppress(KeyWrongLastSequenceError, nats.errors.Error, TimeoutError):
-                    if (revision := await self._mine(name)) is not None:  # by this one: an earlier write landed
+                    if (mine := await self._mine(name)) is not None:  # by this one: an earlier write landed
                         sent = time.monotonic()  # renewed at once: when that write was stored is not known
-                        return await kv_update(self.kv, name, self.owner, revision), sent
+                        revision = await kv_update(self.kv, name, self.owner, mine)
             except (nats.errors.Error, TimeoutError) as exc:
                 log.debug("lease %s: %r", name, exc)
+            if revision is not None:
+                if (answered_after := time.monotonic() - sent) <= self.ttl_s / 3:
+                    return revision, sent
+                log.warning(
+                    "lease %s written, answered after %.1f s; renewed before its work starts", name, answered_after
+                )
+                continue  # the key is this replica's, or expired: either way the next write holds it
             await asyncio.sleep(self.ttl_s / 3)
 
     async def _renew(self, name: str, revision: int, written: float) -> int:

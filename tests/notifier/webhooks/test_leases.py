@@ -124,6 +124,52 @@ async def test_a_lease_whose_create_landed_unanswered_is_taken_as_it_stands(
     assert seen == [landed + 1]  # the renewal of the landed write: the bucket's next message
 
 
+class LateCreates:
+    """A lease bucket whose creates are stored at once and answered ``late_s`` later (a leader slow to
+    reply); its other calls go to the real bucket."""
+
+    def __init__(self, kv: KeyValue, late_s: float) -> None:
+        self.kv, self.late_s = kv, late_s
+
+    async def create(self, *args: Any, **kwargs: Any) -> Any:
+        revision = await self.kv.create(*args, **kwargs)
+        await asyncio.sleep(self.late_s)
+        return revision
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kv, name)
+
+
+async def test_a_lease_whose_create_is_answered_late_is_renewed_before_its_work_starts(
+    js: JetStreamContext, namespace: Namespace
+) -> None:
+    """The create's answer comes after the holder's bound (0.9 of the TTL after the send): its key may
+    expire any moment. Before, the work started and the first renewal stopped it at once ("unconfirmed");
+    now the lease is renewed first and the work starts once, on the renewal's revision, and goes on."""
+    ttl_s = 3.0
+    real = await open_leases(js, namespace, ttl_s)
+    leases = Leases(LateCreates(real.kv, 0.95 * ttl_s), ttl_s)  # type: ignore[arg-type]
+    log: list[str] = []
+    seen: list[int | None] = []
+
+    async def work() -> None:
+        log.append("starts")
+        seen.append((await real.kv.get("fanout")).revision)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            log.append("stops")
+
+    run = asyncio.create_task(leases.run("fanout", work))
+    try:
+        await wait_for(lambda: bool(seen), timeout_s=5 * ttl_s, what="the work")
+        await asyncio.sleep(2 * ttl_s)  # two TTLs of renewals
+        assert log == ["starts"]
+    finally:
+        await cancel_and_wait([run])
+    assert seen == [2]  # the create's revision 1, renewed as 2 before the work started
+
+
 class CutOff:
     """A lease bucket whose writes and reads time out while ``failing`` (after ``timeout_s``, as nats-py's
     request time-out), as from a replica cut off from the bucket's leader (a compare-and-set and a read
