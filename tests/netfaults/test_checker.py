@@ -71,7 +71,19 @@ def test_a_whole_history_passes_with_its_figures() -> None:
     assert report.problems == []
     assert (report.offered, report.acknowledged, report.unknown, report.terminal, report.lost) == (4, 3, 1, 3, 0)
     assert (report.webhooks_expected, report.webhooks_missing, report.webhook_duplicates) == (18, 0, 3)
+    assert report.duplicated_types == {"job.dispatched": 3}  # the redelivery of each job's third event
+    assert "(duplicates 3: job.dispatched 3)" in report.line()
     assert report.sessions == {"succeeded": 1}
+
+
+def test_an_event_stored_twice_is_told_apart_from_a_webhook_delivered_twice() -> None:
+    history, observed = run(jobs=1)
+    ((job_id, events),) = observed.stored.items()
+    again = Stored(events[-1].seq + 1, events[1].event)  # job.queued sent again as a new message
+    observed.stored[job_id] = [*events, again]
+    observed.webhooks[job_id].append(webhook(again.event))
+    report = check(history, PHASE, observed)
+    assert report.duplicated_types == {"job.dispatched": 1, "job.queued": 1, "stored twice": 1}
 
 
 def test_a_planted_loss_gap_and_missing_webhook_each_fail_the_check() -> None:

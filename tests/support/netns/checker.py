@@ -75,6 +75,9 @@ class Report:
     webhooks_expected: int = 0
     webhooks_missing: int = 0
     webhook_duplicates: int = 0
+    duplicated_types: Counter[str] = field(default_factory=Counter)
+    """The event types of the webhooks delivered more than once, and ``stored twice`` for an event id
+    JOBS holds at two sequences (sent again as a new event, not delivered twice): where to look."""
     sessions: Counter[str] = field(default_factory=Counter)
     """How the sessions ended: ``succeeded``, or the error code."""
     frames_acked: int = 0
@@ -91,9 +94,14 @@ class Report:
             f"retried {self.retried} "
             f"(stale events {self.stale_events}), "
             f"SSE gaps {self.sse_gaps}, webhooks {self.webhooks_expected - self.webhooks_missing}/"
-            f"{self.webhooks_expected} (duplicates {self.webhook_duplicates}), sessions: {sessions}, "
+            f"{self.webhooks_expected} (duplicates {self.webhook_duplicates}{self._duplicated()}), "
+            f"sessions: {sessions}, "
             f"recovered in {recover}; {len(self.problems)} problems"
         )
+
+    def _duplicated(self) -> str:
+        kinds = ", ".join(f"{kind} {n}" for kind, n in self.duplicated_types.most_common())
+        return f": {kinds}" if kinds else ""
 
 
 def check(history: History, phase: str, observed: Observed) -> Report:
@@ -200,6 +208,13 @@ def _webhooks(report: Report, job_id: str, events: list[Stored], got: list[tuple
     missing = expected - bodies.keys()
     report.webhooks_missing += len(missing)
     report.webhook_duplicates += len(got) - len(bodies)
+    types = {s.event.id: s.event.type for s in events}
+    for webhook_id, n in Counter(webhook_id for webhook_id, _ in got).items():
+        if n > 1:
+            report.duplicated_types[str(types.get(webhook_id, "unknown"))] += n - 1
+    stored_twice = len(events) - len({s.event.id for s in events})
+    if stored_twice:
+        report.duplicated_types["stored twice"] += stored_twice
     if missing:
         report.problems.append(f"{job_id}: {len(missing)} events never reached the webhook receiver")
     if unexpected := bodies.keys() - expected:
