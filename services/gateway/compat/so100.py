@@ -18,8 +18,8 @@ allowlist setting, as for every route.
 After the session ends the read routes keep answering (until the token or the results expire) and
 the write routes answer 409 ``{success: false, error}`` (``/stop-training`` of a session that
 succeeded repeats its answer, as a repeated stop); every error carries ``success: false`` and
-``error`` beside the problem+json fields.
-"""
+``error`` beside the problem+json fields. A frame or a joint sample within ``session_record_cache_s``
+of an end decided elsewhere may still be taken, as on the native frame route."""
 
 from __future__ import annotations
 
@@ -57,8 +57,10 @@ class CompatFailure(ProblemError):
         super().__init__(status, detail, success=False, error=detail)
 
 
-async def _session(request: Request, token: str) -> tuple[SessionIntake, JobRecord]:
-    """The token's splat session (its record read afresh); 404 for a bad token."""
+async def _session(request: Request, token: str, *, fresh: bool = True) -> tuple[SessionIntake, JobRecord]:
+    """The token's splat session; 404 for a bad token. Its record is read afresh, but for the routes a
+    robot loop calls at its own rate (a frame, a joint sample), which take it as the native frame route
+    does: reused for ``session_record_cache_s`` (one KV read a second, not one a request)."""
     secret = request.app.state.settings.signing_secret.get_secret_value().encode()
     try:
         claims = verify_token(secret, token, "compat")
@@ -68,7 +70,7 @@ async def _session(request: Request, token: str) -> tuple[SessionIntake, JobReco
     if not isinstance(tenant, str) or not isinstance(session_id, str):
         raise CompatFailure(404, "No such session.")
     intake = intake_of(request)
-    return intake, await intake.record(tenant, session_id, fresh=True)
+    return intake, await intake.record(tenant, session_id, fresh=fresh)
 
 
 def _writable(record: JobRecord) -> None:
@@ -100,8 +102,8 @@ def _figures(record: JobRecord) -> dict[str, Any]:
 @router.post("/upload-frame", summary="Seed: upload one frame", responses=problem_responses(409, 413, 422, 429))
 async def upload_frame(token: Token, request: Request) -> dict[str, Any]:
     """A frame (multipart ``file``) → ``{success, frame_count, chunks_uploaded}``."""
-    intake, record = await _session(request, token)
-    _writable(record)
+    intake, record = await _session(request, token, fresh=False)
+    _writable(intake.current(record))
     data, content_type = await read_frame(request, intake.state)
     accepted = await intake.accept_frame(record, data, content_type, None, None)
     chunks = _figures(record)["chunks_uploaded"]
@@ -111,8 +113,8 @@ async def upload_frame(token: Token, request: Request) -> dict[str, Any]:
 @router.post("/update-joint-angles", summary="Seed: the robot's joint angles", responses=problem_responses(409, 422))
 async def update_joint_angles(token: Token, request: Request) -> dict[str, Any]:
     """``{"joint_angles": [radians]}`` → ``{success, joint_angles}``; they go to the session's robot."""
-    _, record = await _session(request, token)
-    _writable(record)
+    intake, record = await _session(request, token, fresh=False)
+    _writable(intake.current(record))
     try:
         body = JointAnglesBody.model_validate_json(await request.body())
     except ValidationError as exc:

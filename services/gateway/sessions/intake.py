@@ -89,9 +89,7 @@ class SessionIntake:
     ) -> FrameAccepted:
         """Number and publish one frame of a live session (checked image bytes); 409 once it ended. A frame
         sent again with its ``idempotency_key`` answers the seq it was stored as, after the end too."""
-        key = tenant_key(record.tenant, record.id)
-        if self._stopped.get(key):
-            record = record.with_session(stop_requested=True)
+        key, record = tenant_key(record.tenant, record.id), self.current(record)
         if record.terminal or (record.session is not None and record.session.stop_requested):
             stored = None if idempotency_key is None else await self.numbering.stored_seq(record, data, idempotency_key)
             if stored is not None:  # a retry of a frame stored before the session ended
@@ -109,6 +107,12 @@ class SessionIntake:
             )
         SESSION_FRAMES.labels("accepted").inc()
         return FrameAccepted(seq=seq, frame_count=seq)
+
+    def current(self, record: JobRecord) -> JobRecord:
+        """``record`` with a stop this process passed on in force (a record read before it, or cached)."""
+        if self._stopped.get(tenant_key(record.tenant, record.id)):
+            return record.with_session(stop_requested=True)
+        return record
 
     def _check_rate(self, key: str) -> None:
         rate, now = self.settings.session_max_frames_per_s, time.monotonic()
