@@ -3,6 +3,7 @@ workload, scoped tokens minted through ``POST /v1/tokens``, and clients that sen
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -16,7 +17,9 @@ import yaml
 from nats.aio.client import Client as NatsClient
 from nats.js.kv import KeyValue
 
+from contracts.ids import tenant_key_filter
 from contracts.job_record import JobRecord
+from contracts.record_repair import read_record
 from contracts.streams import KV_JOBS
 from contracts.subjects import Namespace
 from services.cli.dev import DEV_TENANT, DevStack
@@ -141,6 +144,34 @@ async def record_when(
     assert record is not None, f"no record of {job_id} within {timeout_s} s"
     assert done(record), f"{job_id} never got there within {timeout_s} s: {record.status}"
     return record
+
+
+async def records_when(
+    stack: AppStack, job_ids: list[str], done: Callable[[JobRecord], bool], timeout_s: float = 60.0
+) -> list[JobRecord]:
+    """Each job's record once ``done(record)`` held for it, in ``job_ids``' order: one KV watch of the dev
+    tenant's records, not one a job (200 watches made at once timed out on a loaded machine)."""
+    remaining = set(job_ids)
+    reached: dict[str, JobRecord] = {}
+    last: dict[str, JobRecord] = {}
+    watcher = await stack.jobs.watch(tenant_key_filter(DEV_TENANT))
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                async for entry in watcher:
+                    job_id = entry.key.partition(".")[2] if entry is not None and entry.value else ""
+                    if job_id in remaining:
+                        last[job_id] = record = read_record(entry.value)
+                        if done(record):
+                            remaining.discard(job_id)
+                            reached[job_id] = record
+                            if not remaining:
+                                break
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    late = sorted(remaining)
+    assert not late, f"{len(late)} of {len(job_ids)} not there within {timeout_s} s: {late[0]} {last.get(late[0])}"
+    return [reached[job_id] for job_id in job_ids]
 
 
 def small_video(folder: Path) -> bytes:

@@ -3,12 +3,11 @@ bounded by since/until); 200 queued jobs canceled by one filter, idempotently.""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from pathlib import Path
 
 from contracts.job_record import JobStatus
-from tests.support.app_api import AppStack, lap_spec, record_when, small_video, upload_file
+from tests.support.app_api import AppStack, lap_spec, record_when, records_when, small_video, upload_file
 
 SAMPLES = 10_000
 BATCH = 1000
@@ -66,7 +65,7 @@ async def test_two_hundred_queued_jobs_are_canceled_by_one_filter(stack: AppStac
     ids = [r["job"]["id"] for r in created]
     assert len(set(ids)) == 200
     kept = (await stack.api.post("/v1/jobs", json=lap_spec(upload))).json()["id"]  # not delayed: it runs
-    await asyncio.gather(*(record_when(stack, i, lambda r: r.status is JobStatus.QUEUED) for i in ids))
+    await records_when(stack, ids, lambda r: r.status is JobStatus.QUEUED)
     # Out of the queue before the filter is applied (a loaded machine kept it queued: the filter took it too).
     await record_when(stack, kept, lambda r: r.status not in (JobStatus.CREATED, JobStatus.QUEUED), 120)
     response = await stack.api.post("/v1/jobs:cancel", json={"filter": {"kind": "lap_compare", "status": "queued"}})
@@ -76,7 +75,7 @@ async def test_two_hundred_queued_jobs_are_canceled_by_one_filter(stack: AppStac
     outcomes = {r["id"]: r["outcome"] for r in answer["results"]}
     assert set(ids) <= set(outcomes)
     assert {outcomes[i] for i in ids} == {"requested"}
-    canceled = await asyncio.gather(*(record_when(stack, i, lambda r: r.terminal, 60) for i in ids))
+    canceled = await records_when(stack, ids, lambda r: r.terminal, 60)
     assert {r.status for r in canceled} == {JobStatus.CANCELED}
     again = (await stack.api.post("/v1/jobs:cancel", json={"ids": ids})).json()["results"]
     assert [(r["id"], r["outcome"], r["status"]) for r in again] == [(i, "ended", "canceled") for i in ids]

@@ -25,7 +25,7 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
     """This module's nats-server: the first node of a cluster of three (each test connects to it)."""
     import asyncio
 
-    cluster = NatsCluster(tmp_path_factory.mktemp("cluster")).start()
+    cluster = NatsCluster(tmp_path_factory.mktemp("cluster"), sync_interval="2m").start()  # no power is cut here
     try:
         asyncio.run(wait_jetstream(cluster.url, 30))
         yield cluster.nodes[0]
