@@ -10,7 +10,7 @@
 import { SessionError } from "./errors.js";
 import { TERMINAL_EVENT_TYPES, type JobEvent } from "./events.js";
 import type { Transport } from "./http.js";
-import { delay, randomKey, withQuery, type WebSocketConstructor } from "./runtime.js";
+import { delay, withQuery, type WebSocketConstructor } from "./runtime.js";
 import type { Session } from "./sessions.js";
 import { settle } from "./settle.js";
 import { Emitter, frameMeta, ROUTED, type Ack, type FrameOptions, type SessionEvents, type SessionOptions } from "./socket_messages.js";
@@ -77,7 +77,7 @@ export class LiveSession {
   sendFrame(frame: Blob | ArrayBuffer | ArrayBufferView, options: FrameOptions = {}): Promise<Ack> {
     let meta: ReturnType<typeof frameMeta>;
     try {
-      meta = frameMeta(options, `gpurelay-js-${randomKey()}`);
+      meta = frameMeta(options);
     } catch (error) {
       return Promise.reject(error);
     }

@@ -1,6 +1,7 @@
 /** A live session's socket messages as the client sees them: acks, frame descriptions, its events. */
 import type { SessionError } from "./errors.js";
 import type { JobEvent } from "./events.js";
+import { randomKey } from "./runtime.js";
 
 /** A frame's acknowledgement: its `seq` (from 1) and capture time. */
 export interface Ack {
@@ -62,28 +63,19 @@ export const ROUTED: Record<string, keyof SessionEvents> = {
   "session.resumed": "resumed",
 };
 
-/** The frame's description sent just before it, checked here as the gateway would (none when empty); its key is
- * `options.key`, else `fallbackKey`. */
-export function frameMeta(
-  options: FrameOptions,
-  fallbackKey?: string,
-): { type: "frame"; ts?: number; pose?: number[]; key?: string } | undefined {
+/** The frame's description sent just before it, checked here as the gateway would; its key is `options.key`, else a
+ * fresh one. */
+export function frameMeta(options: FrameOptions): { type: "frame"; ts?: number; pose?: number[]; key: string } {
   const { ts, pose } = options;
-  const key = options.key ?? fallbackKey;
-  if (ts === undefined && pose === undefined && key === undefined) return undefined;
+  const key = options.key ?? `gpurelay-js-${randomKey()}`;
   if (ts !== undefined && !(Number.isFinite(ts) && ts >= 0 && ts <= 1e11)) {
     throw new TypeError("ts: a capture time in UNIX seconds (0 to 1e11).");
   }
   if (pose !== undefined && !(pose.length === 16 && pose.every((v) => Number.isFinite(v)))) {
     throw new TypeError("pose: 16 finite numbers (a 4 × 4 camera-to-world matrix, row-major).");
   }
-  if (key !== undefined && !FRAME_KEY.test(key)) throw new TypeError("key: 1-255 printable ASCII characters.");
-  return {
-    type: "frame",
-    ...(ts === undefined ? {} : { ts }),
-    ...(pose === undefined ? {} : { pose }),
-    ...(key === undefined ? {} : { key }),
-  };
+  if (!FRAME_KEY.test(key)) throw new TypeError("key: 1-255 printable ASCII characters.");
+  return { type: "frame", ...(ts === undefined ? {} : { ts }), ...(pose === undefined ? {} : { pose }), key };
 }
 
 type Listener = (value: never) => void;

@@ -115,13 +115,13 @@ FRAME_KEY = re.compile(r"[ -~]{1,255}")
 """A frame's idempotency key as the gateway takes it: 1-255 printable ASCII characters."""
 
 
-def frame_meta(ts: float | None, pose: Sequence[float] | None, key: str | None = None) -> str | None:
-    """The ``{"type": "frame"}`` message that describes the next frame, when there is something to say."""
-    if ts is None and pose is None and key is None:
-        return None
-    if key is not None and not FRAME_KEY.fullmatch(key):
+def frame_meta(ts: float | None, pose: Sequence[float] | None, key: str | None = None) -> str:
+    """The ``{"type": "frame"}`` message sent before each frame: its idempotency key (``key``, else a fresh
+    one), and its time and pose when known."""
+    key = frame_key() if key is None else key
+    if not FRAME_KEY.fullmatch(key):
         raise ValueError("idempotency_key must be 1-255 printable ASCII characters")
-    message: dict[str, Any] = {"type": "frame"} | ({"key": key} if key is not None else {})
+    message: dict[str, Any] = {"type": "frame", "key": key}
     if ts is not None:
         if not math.isfinite(ts) or ts < 0:
             raise ValueError("ts must be a finite Unix time in seconds")

@@ -24,7 +24,6 @@ from gpurelay_client._session_protocol import (
     SessionLifecycle,
     SessionProtocol,
     encode_frame,
-    frame_key,
     frame_meta,
     opens_later,
     result_of,
@@ -122,14 +121,11 @@ class Session(SessionLifecycle):
         ``unavailable`` answer is retried too (``max_retries``). The key is ``idempotency_key`` (1-255
         printable ASCII) when given, else a fresh one: the app's own key makes the frame safe to send
         again after this call gave up, on this socket or another, within FRAMES' duplicate window."""
-        data, meta = (
-            encode_frame(frame),
-            frame_meta(ts, pose, frame_key() if idempotency_key is None else idempotency_key),
-        )
+        data, meta = encode_frame(frame), frame_meta(ts, pose, idempotency_key)
         retries = FrameRetries(self._client.options.stream_max_reconnects, self._retries)
         while True:
             try:
-                self._send(*([meta] if meta else []), data)
+                self._send(meta, data)
                 self._protocol.expect("ack")
                 return SessionProtocol.ack(self._reply())
             except SessionClosed as exc:
