@@ -2,10 +2,11 @@
 keyed frame sent again after its session stopped (its first answer lost) answers the seq it was stored as.
 
 A server without a cluster checks a publish's fence before its message id, so there such a retry is a
-409 (see :meth:`~services.gateway.sessions.numbering.FrameNumbering.stored_seq`)."""
+409 (see :func:`~services.gateway.sessions.frame_keys.stored_seq`)."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Iterator
 
@@ -23,8 +24,6 @@ DOCUMENTED = "?ts=1700000000.5"  # a query: the request goes to the FastAPI rout
 @pytest.fixture(scope="module")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
     """This module's nats-server: the first node of a cluster of three (each test connects to it)."""
-    import asyncio
-
     cluster = NatsCluster(tmp_path_factory.mktemp("cluster"), sync_interval="2m").start()  # no power is cut here
     try:
         asyncio.run(wait_jetstream(cluster.url, 30))
