@@ -30,7 +30,7 @@ from contracts.streams import FRAMES
 from contracts.subjects import Namespace, Subjects
 from services.common.config import nats_servers
 from services.common.http.nats_failover import StuckServerWatch
-from services.common.nats.connection import RECONNECT_WAIT_S, error_reporter
+from services.common.nats.connection import client_options
 from services.common.nats.publish import publish_event, publish_fenced
 from services.common.observability import tracing
 
@@ -92,14 +92,7 @@ class NatsSink:
         import nats
 
         sink = cls(nats_url, namespace)
-        sink._nc = await nats.connect(
-            nats_servers(nats_url),
-            name="gpurelay-worker",
-            error_cb=error_reporter("gpurelay-worker"),
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=RECONNECT_WAIT_S,
-            **options,
-        )
+        sink._nc = await nats.connect(nats_servers(nats_url), **(client_options("gpurelay-worker") | options))
         sink.watch = StuckServerWatch(sink._nc, sink.subjects.ns.stream(FRAMES))  # a stream workers may read
         return sink
 

@@ -1,14 +1,17 @@
 """What a service's NATS connection logs on its own while its server is away: one warning line per
 error, not nats-py's default ("nats: encountered error" at ERROR, with a traceback, for every failed
 reconnect: some 170 of a netfaults run's 226 tracebacks), a service's connection and a worker's alike.
-A worker's sink closed while it reconnects is closed (its drain raised)."""
+A worker's sink closed while it reconnects is closed (its drain raised). Both leave a server that went
+silent with its socket open after two unanswered pings."""
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 
@@ -54,6 +57,28 @@ async def test_a_server_gone_is_told_in_warnings_without_tracebacks(
         server.stop()
     assert all(r.levelno == logging.WARNING and r.exc_info is None for r in told)
     assert [r.getMessage() for r in caplog.records if r.name == "nats.aio.client"] == []
+
+
+@pytest.mark.parametrize("connection_of", [service_connection, worker_connection])
+async def test_a_silent_server_is_left_after_two_unanswered_pings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, connection_of: Callable[[str], Awaitable[Closable]]
+) -> None:
+    """A stopped (SIGSTOP) nats-server keeps its sockets open and answers nothing, as a host cut off
+    without a reset does: the client calls the connection stale after two pings, not after nats-py's
+    default of two 2-minute ones (the worker's sink set none before)."""
+    monkeypatch.setattr(connection, "PING_INTERVAL_S", 0.5)
+    server = EmbeddedNats(tmp_path / "nats").start()
+    opened = await connection_of(server.url)
+    client: Any = opened._nc if isinstance(opened, NatsSink) else opened
+    assert server.pid is not None
+    assert client.is_connected
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        await wait_for(lambda: not client.is_connected, timeout_s=15, what="the silent server's connection left")
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+        await opened.close()
+        server.stop()
 
 
 def test_a_failure_raised_from_nats_away_is_a_warning_and_any_other_an_error(caplog: pytest.LogCaptureFixture) -> None:
