@@ -84,6 +84,9 @@ WAITS_LISTING = ("consumer create", "$JS.API.CONSUMER.CREATE.KV_dispatcher_waits
 """A consumer made to list an upload's waiting jobs (two per submitted job before ``kv_scan``). Not every
 consumer: the dispatcher's two sweeps of KV ``jobs`` writes (created records, the fold audit: every
 15 s) read what a job wrote with a consumer each, in the window when a sweep comes within it."""
+WAITS_GET = ("stream msg get", "$JS.API.STREAM.MSG.GET.KV_dispatcher_waits")
+"""A read of an upload's wait notes: none when no job named the upload while it was pending (its
+completion says so, ``contracts/events/uploads.py``), as ``gpurelay submit`` completes before the job."""
 NOT_HUB = (FANOUT_DURABLE, "dispatcher-uploads")
 """JOBS' consumers that deliver in a job-only run: the fan-out, the uploads' completions, and the
 fold's source (``JS_SRC_…``); an SSE hub with no connection has no consumer (issue 34)."""
@@ -155,3 +158,4 @@ async def test_one_job_and_thirty_idle_seconds_stay_within_their_message_budgets
     assert whole.total <= budget, (events, whole.seconds, whole.breakdown())
     assert whole.sources[FANOUT_ACKS] <= fanout_acks_allowed(whole), whole.breakdown()
     assert not whole.sources[WAITS_LISTING], whole.breakdown()  # the uploads' waiting jobs read by gets
+    assert not whole.sources[WAITS_GET], whole.breakdown()  # and only for an awaited upload: none here

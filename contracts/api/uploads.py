@@ -87,7 +87,12 @@ class UploadRecord(Contract):
     created_at: AwareDatetime
     completed_at: AwareDatetime | None = None
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    awaited: bool | None = Field(
+        default=None,
+        description="Whether a job or session naming it was accepted while it was pending (and may wait for "
+        "its completion); set before that job is published. None: a record written before this was kept.",
+    )
 
     def to_out(self) -> UploadOut:
         """The client's view of this record."""
-        return UploadOut.model_validate(self.model_dump(exclude={"tenant", "key"}))
+        return UploadOut.model_validate(self.model_dump(exclude={"tenant", "key", "awaited"}))

@@ -9,6 +9,12 @@ from pydantic import ConfigDict, Field, field_validator
 from contracts.base import Contract
 from contracts.ids import ResourceId
 
+UPLOAD_AWAITED = "Gpurelay-Upload-Awaited"
+"""A header of ``upload.completed`` as the gateway publishes it: ``0`` when no job or session named the
+upload while it was pending (the record's ``awaited``), so none waits on it and the dispatcher reads no
+KV ``dispatcher_waits`` (issue 34: a message get and its reply an upload); ``1``, or none at all (a
+republished copy, an older gateway's event): it reads them."""
+
 _BAD_FILENAME = re.compile(r"[/\\\x00-\x1f\x7f]")
 
 

@@ -358,7 +358,7 @@ async def fold_consumers(
     s, ns, js = settings, settings.ns, nc.jetstream()
     if not s.fold_partitions:
         serial = EventConsumer(js, s, guard, ns.stream(streams.JOBS), ns.subject("jobs.>"), SERIAL_DURABLE,
-                               reactions.on_job_event, unavailable)  # fmt: skip
+                               lambda msg: reactions.on_job_event(msg.data), unavailable)  # fmt: skip
         return [serial]
     stream = await declare_fold_stream(js, ns, s.fold_partitions, s.nats_replicas)
     return [PartitionFold(nc, s, guard, reactions, stream, p, unavailable, refold_later)

@@ -5,7 +5,8 @@
   *before* the uploads are read, so an ``upload.completed`` that races the check still finds it.
 * ``upload.completed``: re-check each job waiting on that upload (event-driven, no polling); the notes
   are read by :func:`~services.common.nats.kv.kv_scan` (an upload has a note or two, most none: a
-  message get each and one more, where a consumer's listing cost ~8 messages per upload, issue 34).
+  message get each and one more, where a consumer's listing cost ~8 messages per upload, issue 34),
+  unless the gateway's header says no job named the upload while it was pending (none is read then).
 * releasing a job (``job.queued``) and ``job.retrying``: put the attempt in its kind's queue index
   (due after the backoff) and publish its dispatch ticket (:mod:`services.dispatcher.scheduling.scheduler`).
   A released job is queued at once, before its ``job.queued`` is folded: a ticket that claims its
@@ -28,6 +29,7 @@ from __future__ import annotations
 import functools
 import logging
 
+from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
@@ -37,6 +39,7 @@ from contracts.envelope import EventEnvelope
 from contracts.event_ids import failed_event_id, queued_event_id
 from contracts.events import jobs as je
 from contracts.events.registry import EventType, parse_payload_as
+from contracts.events.uploads import UPLOAD_AWAITED
 from contracts.ids import tenant_key
 from contracts.job_record import JobError, JobRecord, JobStatus
 from contracts.route_table import Route
@@ -196,9 +199,12 @@ class Reactions:
             await self.enqueue(record, attempt)
         return f"attempt {attempt} queued"
 
-    async def on_upload_completed(self, body: bytes) -> None:
-        """Re-check every job that waits on the completed upload."""
-        event = parse_envelope(body)
+    async def on_upload_completed(self, msg: Msg) -> None:
+        """Re-check every job that waits on the completed upload; none when the gateway says no job named
+        it while it was pending (:data:`~contracts.events.uploads.UPLOAD_AWAITED` ``0``)."""
+        if (msg.headers or {}).get(UPLOAD_AWAITED) == "0":
+            return
+        event = parse_envelope(msg.data)
         upload_id = event.subject or ""
         waiting = await kv_scan(self.waits, f"{event.tenant}.{upload_id}.*")  # a few keys: gets, no consumer
         job_ids = [item.key.rsplit(".", 1)[1] for item in waiting]

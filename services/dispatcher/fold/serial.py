@@ -35,7 +35,8 @@ from services.dispatcher.subscribers import Consumer
 log = logging.getLogger(__name__)
 FOLD_LABEL = "dispatcher-fold"
 """The ``consumer`` label and span name prefix of every partition's fold (the partitions share them)."""
-Fold = Callable[[bytes], Awaitable[object]]
+Handler = Callable[[Msg], Awaitable[object]]
+"""Handles one event: its body, and the headers where they tell something (``upload.completed``'s)."""
 
 
 class FoldDurable:
@@ -68,7 +69,7 @@ class EventConsumer(FoldDurable):
     stream: str
     subject: str
     durable: str
-    handler: Fold
+    handler: Handler
     unavailable: Callable[[], None] = unwatched
     _psub: JetStreamContext.PullSubscription | None = None
     _settled: int = 0
@@ -111,5 +112,5 @@ class EventConsumer(FoldDurable):
         EVENTS_CONSUMED.labels(self.label, event_type).inc()
         attributes = span_attributes(msg, self.durable)
         with consumer_span(f"{self.label} {event_type}", msg.headers, **attributes):
-            if await self.guard.run(self.durable, msg, lambda: self.handler(msg.data), self.policy, ack=True):
+            if await self.guard.run(self.durable, msg, lambda: self.handler(msg), self.policy, ack=True):
                 self._settled = max(self._settled, msg.metadata.sequence.stream)

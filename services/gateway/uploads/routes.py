@@ -10,7 +10,9 @@ the client may send it again; a completed one stays sealed: the local backend re
 and on S3, where a URL cannot be revoked, its users compare it with the seal before using it. The
 record is the source of truth: completing a completed upload answers the same record and only
 publishes when the event is missing from the stream (a crash between the KV write and the
-publish), so the event exists once.
+publish), so the event exists once. The event's ``Gpurelay-Upload-Awaited`` header says whether a job
+named the upload while it was pending (the record's ``awaited``): without one the dispatcher reads no
+waits for it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from contracts.api.uploads import PresignedUpload, UploadCreate, UploadOut, Uplo
 from contracts.envelope import EventEnvelope
 from contracts.event_ids import upload_completed_event_id
 from contracts.events.registry import EventType, make_event
-from contracts.events.uploads import UploadCompletedPayload
+from contracts.events.uploads import UPLOAD_AWAITED, UploadCompletedPayload
 from contracts.ids import ID_PATTERN, new_id, tenant_key
 from services.common.auth.apikeys import Principal
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
@@ -47,6 +49,7 @@ from services.gateway.deps import StateDep, UploadsWrite
 from services.gateway.settings import GatewaySettings
 from services.gateway.state import GatewayState
 from services.gateway.uploads import magic
+from services.gateway.uploads.inputs import MARK_TRIES
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 UploadIdPath = Annotated[str, Path(description="An upload id, e.g. upl_0193...")]
@@ -172,6 +175,7 @@ async def create_upload(
         content_type=content_type,
         size=body.size,
         created_at=datetime.now(UTC),
+        awaited=False,
     )
     await state.kv.uploads.create(tenant_key(principal.tenant, upload_id), record.model_dump_json().encode())
     signed = await state.storage.presign_put(key, content_type, body.size, upload_url_ttl_s(settings, body.size))
@@ -200,25 +204,39 @@ async def complete_upload(upload_id: UploadIdPath, state: StateDep, principal: U
     subject = state.subjects.upload_completed(principal.tenant, record.id)
     if record.status is UploadStatus.COMPLETED:
         state.completed_uploads.put(tenant_key(principal.tenant, record.id), record)
-        await state.publish_once(subject, _completed_event(record))
+        await state.publish_once(subject, _completed_event(record), headers=_awaited_header(record))
         return record.to_out()
     sha256 = await _verify(state, record)
-    done = record.model_copy(
-        update={"status": UploadStatus.COMPLETED, "completed_at": datetime.now(UTC), "sha256": sha256}
-    )
-    fresh = True
-    try:
-        await kv_update(
-            state.kv.uploads, tenant_key(principal.tenant, record.id), done.model_dump_json().encode(), revision
-        )
-    except KeyWrongLastSequenceError:  # a concurrent complete won: answer with its record
-        done, _ = await _entry(state.kv.uploads, principal, upload_id)
-        if done.status is not UploadStatus.COMPLETED:
-            raise ProblemError(409, "The upload changed concurrently; retry.") from None
-        fresh = False
+    done, fresh = await _mark_completed(state, principal, record, revision, sha256)
     state.completed_uploads.put(tenant_key(principal.tenant, done.id), done)
-    await state.publish_once(subject, _completed_event(done), check=not fresh)
+    await state.publish_once(subject, _completed_event(done), check=not fresh, headers=_awaited_header(done))
     return done.to_out()
+
+
+async def _mark_completed(
+    state: GatewayState, principal: Principal, record: UploadRecord, revision: int, sha256: str | None
+) -> tuple[UploadRecord, bool]:
+    """The verified upload's record written completed over ``revision`` (compare-and-set), and ``True``;
+    or the record a concurrent complete wrote, and ``False``. A job marking the pending record awaited
+    meanwhile (:mod:`~services.gateway.uploads.inputs`) is read and completed over, mark kept."""
+    key = tenant_key(principal.tenant, record.id)
+    for _ in range(MARK_TRIES):
+        done = record.model_copy(
+            update={"status": UploadStatus.COMPLETED, "completed_at": datetime.now(UTC), "sha256": sha256}
+        )
+        try:
+            await kv_update(state.kv.uploads, key, done.model_dump_json().encode(), revision)
+            return done, True
+        except KeyWrongLastSequenceError:
+            record, revision = await _entry(state.kv.uploads, principal, record.id)
+            if record.status is UploadStatus.COMPLETED:  # a concurrent complete won: answer with its record
+                return record, False
+    raise ProblemError(409, "The upload changed concurrently; retry.")
+
+
+def _awaited_header(record: UploadRecord) -> dict[str, str]:
+    """``upload.completed``'s :data:`UPLOAD_AWAITED` header: whether a job may wait on the upload."""
+    return {UPLOAD_AWAITED: "0" if record.awaited is False else "1"}
 
 
 @router.get("/{upload_id}", summary="Read an upload", responses=problem_responses(401, 403, 404, 422))
