@@ -27,11 +27,16 @@ from bench.harness.platform_runs import at_rest, embedded_stack, job_only, stack
 REST_S = 30.0
 CATCH_UP_EVENTS = 1_000
 WARM_S = 3.0
+SETTLE_S = 2.0
+"""The pause before each measured run, so the previous run's tail (a fold partition's pin given up, the
+SSE follower's consumer deleted, a tally) is not counted in the next one's window."""
 NOTES = [
     "platform_cost: `gpurelay dev`'s stack in the bench process (gateway, notifier, dispatcher; nats-server "
     "and the local pool as children), a subscriber on `>` counting every message the server routes "
     "(bench/harness/message_counter.py): requests, replies, the messages pull consumers deliver, acks, the "
-    "server's API advisories, KV writes and their republish. Jobs: the median of 3 of each; the submit run is "
+    "server's API advisories, KV writes and their republish. Jobs: the median of 3 of each, each run 2 s after "
+    "the one before (since 2026-11-28: the first job-only run after the submitted ones counted their tail, a "
+    "pin given up and a follower's consumer deleted, 65-93 messages in two runs that day); the submit run is "
     "a lap_compare job on two synthetic laps (its progress events follow the machine's speed, so its count "
     "varies a little); the job-only run a no-op pose job (deterministic). Baseline: the job's own events. At "
     "rest: 30 s (every long pull renewed once) with no job and no client, after 3 s of warm-up. Memory: VmRSS "
@@ -124,6 +129,15 @@ NOTES = [
     "advisories (JetStream API audits, fold partitions' pins and let-gos) and the republish of the gateway's first "
     "record write (no follower yet) would not be sent without it; the figures count them all, as the issue "
     "defines them.",
+    "platform_cost (awaited uploads, 2026-11-28): a job or session accepted while an upload it names is pending "
+    "marks the upload's record awaited (a compare-and-set before its job.created), and upload.completed carries "
+    "the mark in a header, so the dispatcher reads its wait notes (a message get of KV dispatcher_waits, its "
+    "reply and the API advisory) only for an upload a job may wait on; gpurelay submit completes its uploads "
+    "before the job, so none of its two is. Submitted lap_compare run, 3 runs a stack, the two trees "
+    "alternating twice: waits reads 0 against 2 in every run, 231 messages median (225-250) against 242 "
+    "(231-256) for main before it. The job-only run counts from its POST, after the upload: unchanged (61, 61 "
+    "and 63 in both trees, each run 1.5 s after the one before); its row's fall from run H's 67 is the pause "
+    "the runs now take (above), not a cut.",
 ]
 
 
@@ -150,8 +164,13 @@ async def measure() -> list[Result]:
             rest = await at_rest(stack, REST_S)
             rss = stack_rss_mb()
             await submitted(stack)  # warm-up: the first lap_compare imports its libraries
-            submits = [await submitted(stack) for _ in range(REPEATS)]
-            only = [await job_only(stack) for _ in range(REPEATS)]
+            submits, only = [], []
+            for _ in range(REPEATS):
+                await asyncio.sleep(SETTLE_S)
+                submits.append(await submitted(stack))
+            for _ in range(REPEATS):
+                await asyncio.sleep(SETTLE_S)
+                only.append(await job_only(stack))
             catch_up, catch_up_whole = await catch_up_requests(stack, CATCH_UP_EVENTS)
             one_by_one, one_by_one_whole = await catch_up_requests(stack, CATCH_UP_EVENTS, one_get_each=True)
     assert catch_up_whole, "the catch-up in batches lost or reordered events"
