@@ -10,7 +10,10 @@ stuck-server watch), waits :data:`REFUSED_PAUSE_S` and, after a 503, makes the c
 (``remake``): never a request straight after a refusal, which FastStream's pull loop sent (thousands a
 second with the uploads' consumer deleted, and it never made it again). A cancel ends the open request
 at once, and a message it had brought that was not handled yet is given back (nak'ed) for another
-replica to take at once, not after its ack wait.
+replica to take at once, not after its ack wait. A cancel that a request swallowed (3.11's ``wait_for``
+returns a reply that lands with the cancel) ends the loop before its next pull all the same
+(:func:`~services.common.nats.connection.cancel_requested`): under load a busy kind's ticket loop went on
+taking tickets, and its replica's stop waited for the second cancel, 15 s later.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from services.common.http.nats_failover import unwatched
-from services.common.nats.connection import log_failure
+from services.common.nats.connection import cancel_requested, log_failure
 from services.common.nats.long_pull import LongPull, PullEnded
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,8 @@ async def pull_one_at_a_time(
     await _unbind(psub)
     try:
         while True:
+            if cancel_requested():
+                raise asyncio.CancelledError
             try:
                 msg = await puller.next()
             except asyncio.CancelledError:
@@ -64,6 +69,10 @@ async def pull_one_at_a_time(
                 log_failure(log, exc, "%s: pull failed; retrying", durable)
                 await asyncio.sleep(FAILED_PAUSE_S)
                 continue
+            if cancel_requested():  # the pull brought it as the cancel came: another replica takes it now
+                with contextlib.suppress(Exception):
+                    await msg.nak()
+                raise asyncio.CancelledError
             await handle(msg)
     finally:
         with contextlib.suppress(Exception):
