@@ -5,6 +5,7 @@ when NATS is away (what a fault brings to every sweep at once), an error with it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import pytest
@@ -82,3 +83,26 @@ async def test_each_failed_run_is_told_and_a_run_that_works_is_not() -> None:
     finally:
         await cancel_and_wait([task])
     assert told == list(range(1, FAILURES + 1))
+
+
+async def test_a_cancel_the_sweep_swallowed_still_ends_the_loop_before_the_next_run() -> None:
+    """As a sweep's request whose reply came with the cancel: the loop ends, not at the second cancel (15 s)."""
+    runs, in_sweep = 0, asyncio.Event()
+
+    async def swallowing() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:  # later runs end at once, so a loop that went on still ends at a cancel in its sleep
+            in_sweep.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()
+
+    task = asyncio.create_task(sweeps.every(0.001, swallowing, first=True))
+    try:
+        await asyncio.wait_for(in_sweep.wait(), 10)
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=5)
+        assert task in done, f"the loop went on after its cancel ({runs} runs)"
+        assert runs == 1
+    finally:
+        await cancel_and_wait([task], again_s=0.5, slow_s=0.25)
