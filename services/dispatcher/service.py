@@ -226,7 +226,7 @@ class Dispatcher:
         self._tasks = [
             asyncio.create_task(queue.follow(), name="queue-follow"),
             asyncio.create_task(hearing.link.run(), name="link-watch"),
-            asyncio.create_task(self._keep_tickets(), name="keep-tickets"),
+            sweeping("keep-tickets", s.ticket_ack_wait_s / 3, self.attempts.refresh),
             sweeping("retain", s.retention_sweep_interval_s, self.retention.sweep, first=True),
             sweeping("created-sweep", s.created_sweep_interval_s, self.sweep_created),
             sweeping("fold-audit", s.fold_audit_interval_s, self.audit.sweep),
@@ -239,12 +239,6 @@ class Dispatcher:
             *(asyncio.create_task(taker.run(), name=taker.durable) for taker in takers),
         ]
         log.info("dispatcher started", extra={"kinds": sorted(self.routes)})
-
-    async def _keep_tickets(self) -> None:
-        assert self.attempts is not None
-        while True:
-            await asyncio.sleep(self.settings.ticket_ack_wait_s / 3)
-            await self.attempts.refresh()
 
     async def sweep_created(self) -> list[str]:
         """Publish the missing ``job.created`` of records stuck in ``created``; their job ids."""

@@ -4,6 +4,7 @@ its attempt runs, is kept rather than acked, which would leave such a claim behi
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -126,6 +127,28 @@ async def test_a_held_ticket_delivered_again_is_kept_until_its_attempt_ends(
     instant.finish.set()
     assert (await wait_record(jobs_kv, job_id, lambda r: r.terminal)).status is S.SUCCEEDED
     await wait_for(lambda: _messages(js, stream, 0), 10.0, "the held ticket acked")
+
+
+async def test_a_held_ticket_is_kept_alive_past_its_ack_wait_while_its_attempt_runs(
+    start_dispatcher: StartDispatcher, instant: InstantBackend, js: JetStreamContext, jobs_kv: KeyValue,
+    subjects: Subjects,
+) -> None:  # fmt: skip
+    """The replica's keep-tickets sweep tells JetStream every ``ticket_ack_wait_s / 3`` that a held ticket is
+    in progress: a run longer than the ack wait is not delivered again (the case above, without the sweep)."""
+    instant.gate.set()
+    instant.finish.clear()
+    ack_wait_s = 2.0  # the sweep every 0.67 s: a redelivery needs the loop stalled for 1.3 s
+    dispatcher = await start_dispatcher(
+        {"pose": local_route("noop")}, {"local": instant}, ticket_ack_wait_s=ack_wait_s, heartbeat_interval_s=30.0
+    )
+    job_id = await submit(js, jobs_kv, subjects, POSE)
+    await wait_record(jobs_kv, job_id, lambda r: r.status in (S.DISPATCHED, S.RUNNING))
+    attempts = dispatcher.attempts
+    assert attempts is not None
+    await asyncio.sleep(2.5 * ack_wait_s)  # without the sweep: delivered at 0, 2 and 4 s
+    assert [held.msg.metadata.num_delivered for held in attempts.held.values()] == [1]
+    instant.finish.set()
+    assert (await wait_record(jobs_kv, job_id, lambda r: r.terminal)).status is S.SUCCEEDED
 
 
 async def _messages(js: JetStreamContext, stream: str, count: int) -> bool:
