@@ -1,5 +1,6 @@
 """The dispatcher's periodic sweeps (retention, created records, the fold audit, the queue's top-up,
-the tallies): each runs every few seconds for the life of the dispatcher, and a failed one is logged.
+the tallies, the held tickets' keep-alive): each runs every few seconds for the life of the dispatcher,
+and a failed one is logged.
 
 A sweep fails on every run while NATS is away (a paused server, a stream with no leader): logged with
 its traceback each time, the queue's top-up alone wrote two a second. So a run of failures logs its
