@@ -34,6 +34,7 @@ Every method may be called from any thread of the workload.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import mimetypes
 import shutil
@@ -101,6 +102,8 @@ class WorkerContext:
         self.session: Any = None
         """A live session's :class:`~modal_workers.runtime.live_session.LiveSession` during its run (else ``None``)."""
         self._inputs: dict[str, Path] = {}
+        self._unsettled: set[Any] = set()
+        self._unsettled_lock = threading.Lock()
 
     @property
     def work_dir(self) -> Path:
@@ -261,7 +264,26 @@ class WorkerContext:
             type_, payload, tenant=req.tenant, source=f"worker/{req.kind}", job_id=req.job_id,
             kind=req.kind, attempt=req.attempt, event_id=worker_event_id(req.job_id, req.attempt, name),
         )  # fmt: skip
-        return self._runtime.send(job_event_name(type_), event, req.dispatched_seq if ending else 0)
+        future = self._runtime.send(job_event_name(type_), event, req.dispatched_seq if ending else 0)
+        with self._unsettled_lock:
+            self._unsettled.add(future)
+        future.add_done_callback(self._settled)
+        return future
+
+    def _settled(self, future: Any) -> None:
+        with self._unsettled_lock:
+            self._unsettled.discard(future)
+
+    def settle_sent(self, timeout: float) -> bool:
+        """Wait until every event this run sent is stored or given up (``timeout`` seconds at most); whether
+        all were. The runtime calls it before the outcome goes back, so that no event of this attempt can
+        be stored after what the dispatcher does next (the next stage's first event, ``job.retrying``)."""
+        with self._unsettled_lock:
+            pending = list(self._unsettled)
+        if not pending:
+            return True
+        _, not_done = concurrent.futures.wait(pending, timeout=timeout)
+        return not not_done
 
     def started(self) -> Any:
         """Emit ``job.started`` (one id per attempt and stage)."""

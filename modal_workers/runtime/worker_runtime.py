@@ -188,6 +188,8 @@ class WorkerRuntime:
                 beat.cancel()
                 ctx.stop_progress()
             _settle(ctx.finished(outcome))
+            if not ctx.settle_sent(60.0):  # a stage's or a retryable run's events land before what follows
+                log.warning("job %s: events still unsent after 60 s; the outcome goes back", request.job_id)
         except Exception:  # the sink is down: the outcome still goes back
             log.exception("job %s: events could not be delivered", request.job_id)
             outcome = Outcome(
