@@ -177,6 +177,7 @@ class EndpointDelivery:
 
     async def _forget(self) -> None:
         """The endpoint was deleted: drop its queue and consumer."""
+        log.info("endpoint %s of %s is gone: its queue is dropped", self.endpoint_id, self.tenant)
         with contextlib.suppress(NotFoundError):
             await self.ctx.js.purge_stream(self.ctx.stream, subject=self.subject)
         with contextlib.suppress(NotFoundError):

@@ -14,6 +14,7 @@ the signing secret, so the gateway can show a tenant its job-webhook secret with
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -80,6 +81,7 @@ class EndpointCache:
         self.records: dict[str, dict[str, WebhookRecord]] = {}
         self._watch = KvWatch(kv, self._apply, name="webhook-endpoints-watcher")
         self._notices = WriteNotices(js._nc, bucket)
+        self._checking = asyncio.Lock()  # one check at a time: see caught_up
         self.listeners: list[Callable[[str, str, WebhookRecord | None, WebhookRecord | None], None]] = []
         """Called with ``(tenant, endpoint id, old record, new record)`` on every change."""
 
@@ -112,14 +114,20 @@ class EndpointCache:
     async def caught_up(self, timeout_s: float = 5.0) -> None:
         """Wait until every KV write stored before any message this connection has received (the event
         about to be fanned out, a kick) has reached the cache: at once when no write was noticed since
-        the last time it had (:class:`WriteNotices`, on a single server), else by asking the bucket."""
-        if not self._notices.check_due():
-            return
-        try:
-            await self._watch.caught_up(self.js, self.bucket, timeout_s)
-        except BaseException:
-            self._notices.unchecked()
-            raise
+        the last time it had (:class:`WriteNotices`, on a single server), else by asking the bucket.
+
+        Checks go one at a time: the notices count as checked when a check is *sent*, so a caller that
+        found nothing due beside a check on its way (a kick beside the fan-out's batch) would otherwise
+        read the cache before that check's answer brought the write in, and take a live endpoint for a
+        deleted one."""
+        async with self._checking:
+            if not self._notices.check_due():
+                return
+            try:
+                await self._watch.caught_up(self.js, self.bucket, timeout_s)
+            except BaseException:
+                self._notices.unchecked()
+                raise
 
     def matching(self, tenant: str, event_type: str) -> list[WebhookRecord]:
         """The enabled endpoints of ``tenant`` subscribed to ``event_type``."""
