@@ -7,6 +7,7 @@ role's user only checks that the streams and buckets it binds to are there (:fun
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ from nats.js.errors import NotFoundError
 from contracts.streams import BucketDecl, Declarations, StreamDecl, declarations
 from services.common.config import BaseServiceSettings
 from services.common.nats.permissions import bound_streams, role_of
+from services.common.nats.publish import until_answered
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +152,17 @@ async def _apply_bucket(js: JetStreamContext, decl: BucketDecl, report: ApplyRep
 
 
 async def apply_declarations(js: JetStreamContext, decls: Declarations) -> ApplyReport:
-    """Create missing streams and buckets, update changed ones, leave equal ones alone."""
+    """Create missing streams and buckets, update changed ones, leave equal ones alone.
+
+    Each step is tried again while NATS is slow or away (:func:`until_answered`): every one may be, since
+    a stream made by a request whose answer was lost is found the next time, and an equal update does
+    nothing."""
     report = ApplyReport()
     for stream in decls.streams:
-        await _apply_stream(js, stream_config(stream), report)
+        wanted = stream_config(stream)
+        await until_answered(functools.partial(_apply_stream, js, wanted, report), f"declare stream {wanted.name}")
     for bucket in decls.buckets:
-        await _apply_bucket(js, bucket, report)
+        await until_answered(functools.partial(_apply_bucket, js, bucket, report), f"declare bucket {bucket.name}")
     if report.created or report.updated:
         # not ``created``: a LogRecord attribute, which ``extra`` may not overwrite (KeyError at INFO)
         applied = {"declarations_created": report.created, "declarations_updated": report.updated}
