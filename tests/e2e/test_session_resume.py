@@ -177,13 +177,16 @@ async def test_a_killed_workers_session_resumes_in_its_slot_before_the_session_q
 ) -> None:
     env, api = resume_stack
     first = (await start(api, robot_id="arm-first"))["id"]
-    await record_when(env, first, lambda r: r.session_state == "live")
+    await record_when(env, first, lambda r: r.session_state == "live", timeout_s=WAIT_S)
     second = (await start(api, robot_id="arm-second"))["id"]
-    await record_when(env, second, lambda r: r.status == "queued")  # one slot: it waits behind the first
+    # one slot: it waits behind the first
+    await record_when(env, second, lambda r: r.status == "queued", timeout_s=WAIT_S)
     kill(tmp_path, first, attempt=1)
     # the lost session's slot goes to its resume, not to the session queued behind it: one slot, so the
     # resume being live means the second still waits (before, it took the slot for as long as it lived)
-    resumed = await record_when(env, first, lambda r: r.session is not None and r.session.ready_attempt == 2)
+    resumed = await record_when(
+        env, first, lambda r: r.session is not None and r.session.ready_attempt == 2, timeout_s=WAIT_S
+    )
     assert (resumed.status, resumed.session_state) == ("running", "live")
     assert (await api.get(f"/v1/jobs/{second}")).json()["status"] == "queued"
     assert (await api.post(f"/v1/sessions/{first}/stop")).status_code == 202

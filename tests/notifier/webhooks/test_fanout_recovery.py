@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 from nats.js import JetStreamContext
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from bench.harness.receivers import Receiver
@@ -74,15 +75,26 @@ async def test_a_deleted_fanout_consumer_is_made_again_and_what_was_stored_meanw
     await deliver("an event after the consumer came back")
 
 
+async def take_over(leases: KeyValue) -> tuple[KeyValue.Entry, int]:
+    """Write the fan-out lease as another replica would: the entry it replaced and the new revision. The
+    holder renews it every half second, so a renewal between the read and the compare-and-set is read
+    again (the write is refused, an answer, not a stall), at most 20 times."""
+    for _ in range(20):
+        held = await leases.get("fanout")
+        assert held.revision is not None
+        try:
+            return held, await leases.update("fanout", b"another replica", last=held.revision)
+        except KeyWrongLastSequenceError:
+            continue
+    raise AssertionError("the holder renewed before every one of 20 takeovers")
+
+
 async def test_a_fanout_whose_lease_was_lost_while_its_consumer_went_starts_again_when_it_holds_it(
     deliver: Deliver, receiver: tuple[Receiver, str], js: JetStreamContext, subjects: Subjects, jobs_kv: KeyValue,
     namespace: Namespace,
 ) -> None:  # fmt: skip
     leases = await js.key_value(namespace.bucket(BUCKET))
-    held = await leases.get("fanout")
-    assert held.revision is not None
-
-    taken = await leases.update("fanout", b"another replica", last=held.revision)  # the holder's next renew fails
+    held, taken = await take_over(leases)  # the holder's next renew fails
     await consumer_gone(js, namespace)
     missed = await stored_while_gone(js, subjects, jobs_kv, namespace)
     await leases.delete("fanout", last=taken)  # the other replica lets go: the notifier takes the lease back
