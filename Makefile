@@ -66,11 +66,19 @@ netfaults-tools:
 # as their nodes' timing is what they test. Each run lists its 25 slowest tests (CI's whole run must
 # stay well under 25 minutes: this is where to look first).
 PYTEST_WORKERS ?= 3
+# Each phase has a time limit well inside CI's 90 minutes: past it pytest is interrupted (SIGINT), prints
+# what failed so far and the tests still running (tests/support/running.py), and the phase fails, so a
+# hang is named in the log instead of CI ending the job without a word.
+LIMIT := timeout --foreground --signal=INT --kill-after=60
+PARALLEL_LIMIT_S ?= 2400
+SERIAL_LIMIT_S   ?= 600
+NETFAULTS_LIMIT_S ?= 900
+CLIENT_JS_LIMIT_S ?= 600
 
 pytest: venv browser netfaults-tools examples
-	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not netfaults and not serial" --durations=25
-	$(VENV)/bin/pytest -m serial
-	$(VENV)/bin/pytest -m netfaults tests/netfaults
+	$(LIMIT) $(PARALLEL_LIMIT_S) $(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not netfaults and not serial" --durations=25
+	$(LIMIT) $(SERIAL_LIMIT_S) $(VENV)/bin/pytest -m serial
+	$(LIMIT) $(NETFAULTS_LIMIT_S) $(VENV)/bin/pytest -m netfaults tests/netfaults
 
 # The TypeScript client (clients/js): installed from its lockfile, built, its API types checked against
 # docs/openapi.json, and its tests run against a `gpurelay dev` they start (Chromium's tests as above).
@@ -86,7 +94,7 @@ client-js-build: $(JS_STAMP)
 	cd $(JS) && npm run build
 
 client-js: venv browser client-js-build
-	cd $(JS) && npm run check:types && npm test
+	cd $(JS) && npm run check:types && $(LIMIT) $(CLIENT_JS_LIMIT_S) npm test
 
 # The web examples (examples/*-web): each installed from its lockfile (the client as a link to
 # clients/js) and built with vite; tests/examples drives the builds in Chromium.

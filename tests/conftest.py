@@ -34,6 +34,8 @@ from tests.support.gateway import Gateway, Tenant, gateway_settings
 from tests.support.http import bound_socket, serve
 from tests.support.ordering import longest_first
 
+pytest_plugins = ["tests.support.running"]
+
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA = ROOT / ".gpurelay-test"
 
