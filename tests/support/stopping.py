@@ -154,3 +154,17 @@ async def once_created(kv: KeyValue, key: str, within_s: float = 10.0) -> bytes:
 
     found = await wait_for(entry, timeout_s=within_s, what=f"{key} created", every_s=0.1)
     return found.value or b""
+
+
+async def through_a_stall(
+    pid: int, call: Callable[[], Awaitable[T]], stall_s: float = 1.5, within_s: float = 30.0
+) -> T:
+    """``call()`` made while the server ``pid`` is stopped (SIGSTOP: a stalled host, its sockets open and
+    silent) for ``stall_s``, then resumed; its answer within ``within_s``. The server is always resumed."""
+    sigstop(pid)
+    try:
+        made = asyncio.ensure_future(call())
+        await asyncio.sleep(stall_s)  # the stall itself: every request meanwhile times out
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    return await asyncio.wait_for(made, within_s)

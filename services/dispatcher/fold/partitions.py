@@ -17,6 +17,7 @@ Changing N re-maps jobs to partitions: change it only while no events wait (the 
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from nats.js import JetStreamContext
@@ -25,6 +26,7 @@ from nats.js.errors import NotFoundError
 
 from contracts import streams
 from contracts.subjects import Namespace
+from services.common.nats.publish import until_answered
 
 log = logging.getLogger(__name__)
 FOLD_STREAM = streams.JOBS_FOLD
@@ -52,7 +54,14 @@ async def declare_fold_stream(js: JetStreamContext, ns: Namespace, partitions: i
 
     A new one starts after what the serial fold already folded (its consumer's ack floor), or at
     JOBS' start when there was none (the fold is idempotent: folding an event again changes nothing).
+    Tried again while NATS is slow or away (a dispatcher starting beside a stalled server): every step
+    may be, as a stream made by a request whose answer was lost is found mapped the next time.
     """
+    declare = functools.partial(_declare_fold_stream, js, ns, partitions, replicas)
+    return await until_answered(declare, "declare the fold's stream")
+
+
+async def _declare_fold_stream(js: JetStreamContext, ns: Namespace, partitions: int, replicas: int) -> str:
     name, transform = ns.stream(FOLD_STREAM), _transform(ns, partitions)
     try:
         info = await js.stream_info(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import nats
 import pytest
@@ -21,7 +22,9 @@ from contracts.events.jobs import (
     JobStartedPayload,
 )
 from contracts.events.registry import EventType
+from contracts.streams import JOBS, declarations
 from contracts.subjects import Namespace, Subjects
+from services.common.nats.declarations import apply_declarations
 from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.fold.partition import PIN_MARGIN_S
 from services.dispatcher.fold.partitions import (
@@ -46,6 +49,7 @@ from tests.support.dispatcher import (
     wait_record,
 )
 from tests.support.events import job_event, publish
+from tests.support.stopping import through_a_stall
 
 PARTITIONS = 4
 BURST = 300
@@ -198,3 +202,23 @@ async def test_redeliveries_out_of_stream_order_are_folded_in_stream_order(
         record = await read_record(jobs_kv, job)
         assert record == fold(event_log.events[job], route_pricing({"pose": 3.6}))
         assert record.call_id == f"c-{job}"
+
+
+async def test_the_fold_stream_declared_while_the_server_stalls_is_made_once_it_answers(
+    tmp_path: Path, namespace: Namespace
+) -> None:
+    """A dispatcher starting beside a stalled server (SIGSTOP) tries the fold stream's steps again
+    instead of failing its start on the first time-out (CI: ``stream_info`` unanswered for 5 s)."""
+    server = EmbeddedNats(tmp_path / "nats").start()
+    assert server.pid is not None
+    nc = await nats.connect(server.url)
+    js = nc.jetstream(timeout=0.5)
+    try:
+        await apply_declarations(js, declarations(namespace, frames_max_bytes=1 << 20))
+        stream = await through_a_stall(server.pid, lambda: declare_fold_stream(js, namespace, 2))
+        assert stream == namespace.stream(FOLD_STREAM)
+        (source,) = (await js.stream_info(stream)).config.sources or []
+        assert source.name == namespace.stream(JOBS)
+    finally:
+        await nc.close()
+        server.stop()

@@ -75,6 +75,7 @@ async def test_a_window_of_deliveries_all_waiting_for_retries_keeps_its_delivery
     assert errors_logged(caplog) == []  # the delivery never died and started again
 
 
+@pytest.mark.parametrize("notifier_overrides", [{"webhook_lease_ttl_s": 15.0}])  # a stalled server: lease kept
 async def test_a_delivery_whose_consumer_is_gone_is_bound_again_with_a_warning(
     receiver: tuple[Receiver, str],
     js: JetStreamContext,
