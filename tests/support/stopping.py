@@ -161,10 +161,10 @@ async def through_a_stall(
 ) -> T:
     """``call()`` made while the server ``pid`` is stopped (SIGSTOP: a stalled host, its sockets open and
     silent) for ``stall_s``, then resumed; its answer within ``within_s``. The server is always resumed."""
-    sigstop(pid)
     try:
+        sigstop(pid)
         made = asyncio.ensure_future(call())
         await asyncio.sleep(stall_s)  # the stall itself: every request meanwhile times out
     finally:
-        os.kill(pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGCONT)  # also when the stop did not take hold in time (it may yet)
     return await asyncio.wait_for(made, within_s)
