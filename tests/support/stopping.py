@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import nats
 from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
@@ -154,6 +155,21 @@ async def once_created(kv: KeyValue, key: str, within_s: float = 10.0) -> bytes:
 
     found = await wait_for(entry, timeout_s=within_s, what=f"{key} created", every_s=0.1)
     return found.value or b""
+
+
+@contextlib.asynccontextmanager
+async def stallable_server(root: Path, request_timeout_s: float = 0.5) -> AsyncIterator[tuple[int, JetStreamContext]]:
+    """A server of its own (the suite's shared one must never be stopped) under ``root``: its pid, for
+    :func:`through_a_stall`, and a JetStream context whose requests time out after ``request_timeout_s``,
+    so that a stall is felt at once."""
+    server = EmbeddedNats(root).start()
+    assert server.pid is not None
+    nc = await nats.connect(server.url)
+    try:
+        yield server.pid, nc.jetstream(timeout=request_timeout_s)
+    finally:
+        await nc.close()
+        server.stop()
 
 
 async def through_a_stall(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import nats
 import pytest
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
@@ -14,8 +13,7 @@ from contracts.streams import JOBS, KV_IDEMPOTENCY, KV_JOBS, KV_ROBOTS, Declarat
 from contracts.subjects import Namespace
 from services.common.config import BaseServiceSettings
 from services.common.nats.declarations import apply_declarations, bucket_config, declarations_of, stream_config
-from services.common.nats.embedded import EmbeddedNats
-from tests.support.stopping import through_a_stall
+from tests.support.stopping import stallable_server, through_a_stall
 
 
 async def test_applying_twice_leaves_equal_configs(js: JetStreamContext, decls: Declarations) -> None:
@@ -149,18 +147,11 @@ async def test_declarations_applied_while_the_server_stalls_go_through_once_it_a
 ) -> None:
     """A server that stops answering for a while makes a step time out; the step is tried again, not
     given up, and the whole set is there once the server answers again."""
-    server = EmbeddedNats(tmp_path / "nats").start()
-    assert server.pid is not None
-    nc = await nats.connect(server.url)
-    js = nc.jetstream(timeout=0.5)
     decls = declarations(namespace, frames_max_bytes=1 << 20)
-    try:
-        report = await through_a_stall(server.pid, lambda: apply_declarations(js, decls))
+    async with stallable_server(tmp_path / "nats") as (pid, js):
+        report = await through_a_stall(pid, lambda: apply_declarations(js, decls))
         assert sorted(report.created + report.unchanged) == sorted(
             [s.name for s in decls.streams] + [b.name for b in decls.buckets]
         )
         for stream in decls.streams:
             assert (await js.stream_info(stream.name)).config.name == stream.name
-    finally:
-        await nc.close()
-        server.stop()

@@ -49,7 +49,7 @@ from tests.support.dispatcher import (
     wait_record,
 )
 from tests.support.events import job_event, publish
-from tests.support.stopping import through_a_stall
+from tests.support.stopping import stallable_server, through_a_stall
 
 PARTITIONS = 4
 BURST = 300
@@ -209,16 +209,9 @@ async def test_the_fold_stream_declared_while_the_server_stalls_is_made_once_it_
 ) -> None:
     """A dispatcher starting beside a stalled server (SIGSTOP) tries the fold stream's steps again
     instead of failing its start on the first time-out (CI: ``stream_info`` unanswered for 5 s)."""
-    server = EmbeddedNats(tmp_path / "nats").start()
-    assert server.pid is not None
-    nc = await nats.connect(server.url)
-    js = nc.jetstream(timeout=0.5)
-    try:
+    async with stallable_server(tmp_path / "nats") as (pid, js):
         await apply_declarations(js, declarations(namespace, frames_max_bytes=1 << 20))
-        stream = await through_a_stall(server.pid, lambda: declare_fold_stream(js, namespace, 2))
+        stream = await through_a_stall(pid, lambda: declare_fold_stream(js, namespace, 2))
         assert stream == namespace.stream(FOLD_STREAM)
         (source,) = (await js.stream_info(stream)).config.sources or []
         assert source.name == namespace.stream(JOBS)
-    finally:
-        await nc.close()
-        server.stop()

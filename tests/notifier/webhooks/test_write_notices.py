@@ -79,9 +79,10 @@ async def test_a_caller_finding_nothing_due_waits_for_the_check_on_its_way(
     async with watching(nats_server, nc, js, namespace) as (cache, writer, events, probe):
         await cache.caught_up()
         answered: list[str] = []
-        check = cache._watch.caught_up
+        check, sent = cache._watch.caught_up, asyncio.Event()
 
         async def slow_check(*args: Any) -> None:
+            sent.set()
             await asyncio.sleep(0.2)
             await check(*args)
             answered.append("check")
@@ -92,8 +93,9 @@ async def test_a_caller_finding_nothing_due_waits_for_the_check_on_its_way(
             record = await create_endpoint(webhooks, "acme", f"http://127.0.0.1:9/{n}")
             await writer.publish(probe, b"an event stored after the write")
             await events.get()
+            sent.clear()
             batch = asyncio.ensure_future(cache.caught_up())
-            await asyncio.sleep(0)  # the batch's call has sent its check
+            await sent.wait()  # the batch's call has sent its check
             await cache.caught_up()  # the kick's
             answered.append("kick")
             await batch
