@@ -46,7 +46,7 @@ def notifier() -> None:
 @serve_app.command()
 def dispatcher() -> None:
     """Route jobs to workers; serves /healthz on GPURELAY_PORT (default 8002)."""
-    # Become ``python -m services.dispatcher`` (same pid, same environment): its local pool spawns
-    # workers that import the main module, and this console script's is the whole CLI (seconds of
-    # imports per worker, on every start and every replaced worker).
+    # Become ``python -m services.dispatcher`` (same pid, same environment), so the process holds the
+    # dispatcher's imports, not this console script's whole CLI. (Its pool processes skip the main
+    # module either way: services.common.processes.spawning_without_main.)
     os.execv(sys.executable, [sys.executable, "-m", "services.dispatcher"])  # noqa: S606 - no shell: this very interpreter

@@ -12,6 +12,7 @@
   kernel drops it when the process dies, however it dies), so two processes never share a data dir.
 - :func:`use_scratch`: a process's temporary files in a folder named by its pid, which whoever
   started it removes once it is gone (:mod:`services.dispatcher.running.scratch`).
+- :func:`spawning_without_main`: a ``spawn`` child that does not run the parent's main module again.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
@@ -77,6 +79,33 @@ def use_scratch(root: Path) -> Path:
     folder.mkdir(mode=0o700, exist_ok=True)
     os.environ["TMPDIR"] = tempfile.tempdir = str(folder)
     return folder
+
+
+@contextmanager
+def spawning_without_main() -> Iterator[None]:
+    """A ``spawn`` child started inside this block does not import this process's main module again.
+
+    multiprocessing's spawn runs the parent's ``__main__`` once more in the child (as ``__mp_main__``), in
+    case the target or its arguments were defined there. A target in a named module needs none of it, and
+    ``gpurelay``'s main module is its console script, which imports the whole CLI: every local pool
+    process paid for it (about 110 MB and 2 s of CPU each). Spawn reads ``__main__.__file__`` and
+    ``__spec__`` as the child starts (``spawn.get_preparation_data``, inside ``Process.start``), so they are
+    hidden for that call, on the caller's thread; the child still gets ``sys.path`` and the directory.
+    """
+    main = sys.modules.get("__main__")
+    path, spec = getattr(main, "__file__", None), getattr(main, "__spec__", None)
+    if main is None or (path is None and spec is None):
+        yield
+        return
+    if path is not None:
+        del main.__file__
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__spec__ = spec
+        if path is not None:
+            main.__file__ = path
 
 
 def usable_cores() -> int:

@@ -1,6 +1,7 @@
 """The local backend's pool of warm worker processes.
 
-``size`` processes are started ahead of time (``spawn``: no inherited event loop or sockets), each
+``size`` processes are started ahead of time (``spawn``: no inherited event loop or sockets, and without
+the dispatcher's main module: see :func:`~services.common.processes.spawning_without_main`), each
 connected to NATS and waiting on its pipe (see :mod:`modal_workers.runtime.local_host`), so an
 attempt starts without an interpreter start-up. The dispatcher :meth:`LocalPool.acquire`\\ s an
 idle process, :meth:`LocalPool.run`\\ s a request on it, and gets its outcome back over the pipe.
@@ -29,6 +30,7 @@ from typing import Any
 from contracts.runs import Outcome, RunRequest
 from modal_workers.runtime.local_host import worker_main
 from services.common.nats.identity import as_identity
+from services.common.processes import spawning_without_main
 from services.dispatcher.running.scratch import PoolScratch
 from services.dispatcher.settings import DispatcherSettings
 
@@ -90,7 +92,8 @@ class LocalPool:
         process = self._ctx.Process(target=worker_main, args=args, daemon=False)
         # From the loop's thread, not a worker thread: the parent-death signal follows the thread
         # that started the child, and this one lives as long as the process.
-        process.start()
+        with spawning_without_main():  # the worker imports what it runs, not the dispatcher's CLI
+            process.start()
         child.close()
         proc = PoolProcess(process, parent)
         self._all.add(proc)
