@@ -6,9 +6,8 @@ server and :data:`ROUTES` (``lap_compare`` as in ``deploy/routes.yaml``, ``pose`
 settled end (its record terminal, its queue entry deleted, its run time tallied, its events' held
 fan-out ack sent: the whole of its tail, which a window ending at its record cut at random),
 :func:`submitted` counts a ``lap_compare`` job as ``gpurelay submit`` runs it (two uploads,
-the job, one SSE follower), :func:`at_rest` counts a stretch with no job and no client, and
-:func:`stack_rss_mb` sums the resident memory of every process of the stack. Shared by ``bench/`` and
-the message-budget test.
+the job, one SSE follower) and :func:`at_rest` counts a stretch with no job and no client. Shared by
+``bench/`` and the message-budget test.
 """
 
 from __future__ import annotations
@@ -219,26 +218,3 @@ async def at_rest(stack: Stack, seconds: float) -> Tally:
     async with stack.counter.window() as tally:
         await asyncio.sleep(seconds)
     return tally
-
-
-def stack_rss_mb(root: int | None = None) -> float:
-    """The resident memory (``VmRSS``) of ``root`` (this process) and every live descendant, in MB:
-    the embedded stack's gateway, notifier and dispatcher (this process), nats-server and the pool."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-    tree, frontier = set[int](), [root or os.getpid()]
-    while frontier:
-        pid = frontier.pop()
-        if pid not in tree:
-            tree.add(pid)
-            frontier += [child for child, parent in parents.items() if parent == pid]
-    total_kb = 0
-    for pid in tree:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total_kb += int(line.split()[1])
-    return total_kb / 1024
