@@ -142,7 +142,7 @@ NOTES = [
     "and 63 in both trees, each run 1.5 s after the one before); its row's fall from run H's 67 is the pause "
     "the runs now take (above), not a cut.",
     "platform_cost (pool processes without the CLI, 2026-11-29): a local pool process is spawned without running "
-    "its dispatcher's main module again (services/common/processes.spawning_without_main). spawn runs the "
+    "its dispatcher's main module again (services.common.processes.spawning_without_main). spawn runs the "
     "parent's main file in each child, and gpurelay's is the console script, which imports the whole CLI "
     "(FastAPI, the gateway, the notifier, the demo's media): each pool process held about 147 MB, now 85 MB. "
     "`gpurelay dev` at rest (two pool processes), the two trees alternating twice on this machine: 354 and "
@@ -217,11 +217,7 @@ async def measure() -> list[Result]:
             one_by_one,
         ),
         Result("platform: NATS messages/s at rest, whole embedded stack (target ≤ 5)", per_s, "messages/s"),
-        Result(
-            "platform: memory at rest, gpurelay dev as a user starts it, every process's RSS (target ≤ 600 MB)",
-            rss,
-            "MB",
-        ),
+        Result("platform: memory at rest, whole embedded stack, every process's RSS (target ≤ 600 MB)", rss, "MB"),
     ]
 
 
