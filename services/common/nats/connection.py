@@ -130,7 +130,7 @@ def client_options(label: str) -> dict[str, Any]:
     }
 
 
-def connection_options(settings: BaseServiceSettings, name: str) -> dict[str, Any]:
+def connection_options(settings: BaseServiceSettings, name: str, client: NatsClient | None = None) -> dict[str, Any]:
     """How every service connects (nats-py's options): all the servers of ``nats_url``, reconnecting
     forever, each change of connection logged, as the settings' user over their TLS
     (:func:`~services.common.nats.identity.identity_options`); the client's own errors in one line each
@@ -139,10 +139,15 @@ def connection_options(settings: BaseServiceSettings, name: str) -> dict[str, An
     Reconnecting never gives up (nats-py's default stops after 60 attempts, two minutes of an
     outage, and leaves the client closed for good); while it reconnects, publishes wait in a
     bounded buffer (nats-py's ``pending_size``, 2 MiB) and requests time out, which callers retry.
+    nats-py calls ``disconnected_cb`` on its own ``close()`` too: given the ``client`` these options are
+    for, a close is logged as one (debug), not as a lost connection.
     """
     label = f"gpurelay-{name}"
 
     async def disconnected() -> None:
+        if client is not None and client.is_closed:  # closed on purpose: nothing was lost
+            log.debug("NATS connection closed", extra={"connection": label})
+            return
         log.warning("NATS connection lost; reconnecting", extra={"connection": label})
 
     async def reconnected() -> None:
@@ -158,4 +163,6 @@ def connection_options(settings: BaseServiceSettings, name: str) -> dict[str, An
 
 async def connect(settings: BaseServiceSettings, name: str) -> NatsClient:
     """A NATS connection named after the service, reconnecting forever (:func:`connection_options`)."""
-    return await nats.connect(**connection_options(settings, name))
+    client = NatsClient()
+    await client.connect(**connection_options(settings, name, client))
+    return client

@@ -99,3 +99,28 @@ def test_a_failure_raised_from_nats_away_is_a_warning_and_any_other_an_error(cap
     assert first.getMessage() == "batch 1 given back (NATS away: RuntimeError('a batch ran out of time'))"
     assert second.levelno == logging.ERROR
     assert second.exc_info is not None
+
+
+async def test_a_connection_closed_on_purpose_is_not_told_as_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """nats-py calls ``disconnected_cb`` on ``close()`` too: every service's stop, and ``gpurelay dev``'s
+    start (its setup connection), printed "NATS connection lost; reconnecting". A server gone still does."""
+    caplog.set_level(logging.DEBUG, logger=connection.__name__)
+    server = EmbeddedNats(tmp_path / "nats").start()
+
+    def said(message: str) -> list[int]:
+        return [r.levelno for r in caplog.records if r.name == connection.__name__ and r.getMessage() == message]
+
+    try:
+        closed = await connect(BaseServiceSettings(nats_url=server.url), "closed-test")
+        await closed.close()
+        assert said("NATS connection lost; reconnecting") == []
+        assert said("NATS connection closed") == [logging.DEBUG]
+        lost = await connect(BaseServiceSettings(nats_url=server.url), "lost-test")
+        server.stop()
+        await wait_for(lambda: said("NATS connection lost; reconnecting"), timeout_s=15, what="the loss told")
+        await lost.close()
+    finally:
+        server.stop()
+    assert said("NATS connection lost; reconnecting") == [logging.WARNING]
