@@ -7,6 +7,8 @@ is the one check that a key lies under its job's results.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from services.common.config import BaseServiceSettings
 from services.common.storage.base import (
     DEFAULT_CHUNK_SIZE,
@@ -30,13 +32,26 @@ from services.common.storage.base import (
     validate_prefix,
 )
 from services.common.storage.local import LocalStorage
-from services.common.storage.s3 import S3Storage
 from services.common.storage.seals import check_sealed, is_sealed, seal, seal_key, unseal
 from services.common.storage.signing import (
     SignatureError,
     SignatureExpiredError,
     SignatureInvalidError,
 )
+
+if TYPE_CHECKING:
+    from services.common.storage.s3 import S3Storage
+else:
+
+    def __getattr__(name: str) -> Any:
+        """``S3Storage`` on first use: aioboto3 and botocore (about 17 MB a process) load only where S3 is
+        the backend, not in ``gpurelay dev``'s processes and local pool, which keep files on disk."""
+        if name == "S3Storage":
+            from services.common.storage.s3 import S3Storage
+
+            return S3Storage
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -75,5 +90,7 @@ __all__ = [
 def make_storage(settings: BaseServiceSettings) -> Storage:
     """The backend named by ``settings.storage_backend``."""
     if settings.storage_backend == "s3":
+        from services.common.storage.s3 import S3Storage
+
         return S3Storage.from_settings(settings)
     return LocalStorage.from_settings(settings)
