@@ -148,6 +148,11 @@ NOTES = [
     "`gpurelay dev` at rest (two pool processes), the two trees alternating twice on this machine: 354 and "
     "355 MB against 476 and 476 MB for main before it; its time from start to ready, 3 runs each while a test "
     "suite ran beside it: 6.9-7.7 s against 9.2-11.4 s.",
+    "platform_cost (S3 on first use, 2026-11-29): services.common.storage imports its S3 backend (aioboto3, "
+    "botocore) when a process first makes or names one, so `gpurelay dev`'s process and its two pool processes, "
+    "whose files stay on disk, hold no S3 client (about 17 MB each before; a pool process 66 MB, was 85). "
+    "`gpurelay dev` at rest, the two trees alternating twice: 317 and 317 MB against 354 and 355 MB for main "
+    "before it.",
 ]
 
 
