@@ -88,7 +88,7 @@ def spawning_without_main() -> Iterator[None]:
     multiprocessing's spawn runs the parent's ``__main__`` once more in the child (as ``__mp_main__``), in
     case the target or its arguments were defined there. A target in a named module needs none of it, and
     ``gpurelay``'s main module is its console script, which imports the whole CLI: every local pool
-    process paid for it (about 110 MB and 2 s of CPU each). Spawn reads ``__main__.__file__`` and
+    process paid for it (about 60 MB and over a second of CPU each). Spawn reads ``__main__.__file__`` and
     ``__spec__`` as the child starts (``spawn.get_preparation_data``, inside ``Process.start``), so they are
     hidden for that call, on the caller's thread; the child still gets ``sys.path`` and the directory.
     """
