@@ -14,6 +14,7 @@ JSON summary on stdout. ``--rebuild jobs`` folds JOBS into a fresh projection in
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ import typer
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
@@ -36,6 +38,8 @@ from services.common.nats.quiet_watch import renew_on_reconnect
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 IDLE_S = 0.5
+BEHIND_S = 30.0
+"""How long a read waits for a consumer on a lagging replica to deliver what the stream's leader holds."""
 __all__ = ["consumer_config", "line", "parse_since", "parse_until", "replay_stream", "stored_time"]
 
 
@@ -114,30 +118,60 @@ async def read_range(
         config = replace(
             config, deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first, opt_start_time=None
         )
+    end = await last_wanted(js, name, wanted, last)
+    if not follow and end < first:
+        return
     sub = renew_on_reconnect(await js.subscribe(wanted, stream=name, ordered_consumer=True, config=config))
     try:
         info = await sub.consumer_info()  # a fresh consumer: what it delivered already plus what is left
         pending = (info.delivered.consumer_seq if info.delivered else 0) + (info.num_pending or 0)
         on_start(min(pending, bounds.limit) if bounds.limit is not None else pending)
+        seen, behind_since = 0, time.monotonic()
         while bounds.limit is None or count < bounds.limit:
             try:
                 msg = await sub.next_msg(timeout=IDLE_S)
             except NatsTimeoutError:
                 if not follow and sub.pending_msgs == 0 and (await sub.consumer_info()).num_pending == 0:
-                    return
+                    if seen >= end or not await still_stored(js, name, end):
+                        return  # the rest was deleted meanwhile
+                    if time.monotonic() - behind_since > BEHIND_S:
+                        stuck = f"{name}: the reading consumer's replica stopped at {seen} of {end}"
+                        raise TimeoutError(stuck) from None
                 continue
-            seq = msg.metadata.sequence.stream
+            seq, behind_since = msg.metadata.sequence.stream, time.monotonic()
             if seq < first:
                 continue
+            seen = seq
             if (not follow and seq > last) or bounds.past(msg):
                 return
             if since is None or stored_time(msg) >= since:  # the server may start early
                 count += 1
                 yield msg
-            if not follow and (msg.metadata.num_pending == 0 or seq >= last):
+            if not follow and seq >= end:
                 return
     finally:
         await sub.unsubscribe()
+
+
+async def last_wanted(js: JetStreamContext, name: str, wanted: str, last: int) -> int:
+    """The last sequence a read to ``last`` wants, as the stream's leader holds it: the last message on
+    ``wanted`` (0: none). The read's consumer may sit on a replica still catching up (a node back from
+    a partition), whose pending count says 0 before that end; the read waits for it instead."""
+    if not wanted:
+        return last
+    try:
+        return min((await js.get_last_msg(name, wanted)).seq or 0, last)
+    except NotFoundError:
+        return 0
+
+
+async def still_stored(js: JetStreamContext, name: str, seq: int) -> bool:
+    """Whether the stream's leader still holds message ``seq`` (not deleted, aged out or purged)."""
+    try:
+        await js.get_msg(name, seq)
+    except NotFoundError:
+        return False
+    return True
 
 
 async def replay_stream(
