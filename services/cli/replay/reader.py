@@ -133,7 +133,7 @@ async def read_range(
             except NatsTimeoutError:
                 if not follow and sub.pending_msgs == 0 and (await sub.consumer_info()).num_pending == 0:
                     if seen >= end or not await still_stored(js, name, end):
-                        return  # the rest was deleted meanwhile
+                        return  # read to its end, or the rest was deleted meanwhile
                     if time.monotonic() - behind_since > BEHIND_S:
                         stuck = f"{name}: the reading consumer's replica stopped at {seen} of {end}"
                         raise TimeoutError(stuck) from None
