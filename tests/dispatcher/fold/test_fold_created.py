@@ -36,9 +36,8 @@ def fold_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     another writer or a transient error drops it; a new pin empties the cache). A loaded machine makes those
     at random: the claim of a lingering job's ticket writes its record before the fold does (CI: 2 reads)."""
     reads: list[str] = []
-    kept: set[str] = set()
     forgotten: set[str] = set()
-    load, stale, keep, reset = BatchFold._load, BatchFold._stale, RecordCache.keep, RecordCache.reset
+    load, stale, reset = BatchFold._load, BatchFold._stale, RecordCache.reset
 
     async def counted(self: BatchFold, run: _JobRun) -> None:
         if self.cache.get(run.tenant, run.job_id) is None and run.job_id not in forgotten:
@@ -49,18 +48,12 @@ def fold_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         forgotten.add(run.job_id)
         stale(self, run)
 
-    def kept_one(self: RecordCache, record: JobRecord | None, revision: int | None) -> None:
-        if record is not None:
-            kept.add(record.id)
-        keep(self, record, revision)
-
     def emptied(self: RecordCache, pin: str | None) -> None:
-        forgotten.update(kept)
+        forgotten.update(job_id for _, job_id in self._records)
         reset(self, pin)
 
     monkeypatch.setattr(BatchFold, "_load", counted)
     monkeypatch.setattr(BatchFold, "_stale", dropped)
-    monkeypatch.setattr(RecordCache, "keep", kept_one)
     monkeypatch.setattr(RecordCache, "reset", emptied)
     return reads
 
