@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from datetime import datetime
 from types import TracebackType
 from typing import Self
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import WebSocketException
+from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from gpurelay_client._joints import CLOSE_MESSAGE, Counters, Joints, Policy, PublisherStats, sample_message
 
@@ -41,6 +42,7 @@ class AsyncJointPublisher:
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._closing = asyncio.Event()
+        self._close_by = 0.0  # set by close: when the final ack stops being waited for
         self._task = asyncio.get_running_loop().create_task(self._run(), name="gpurelay-joints")
 
     async def publish(self, joints: Joints, ts: float | datetime | None = None) -> None:
@@ -64,8 +66,10 @@ class AsyncJointPublisher:
         """The totals so far."""
         return self._counters.snapshot()
 
-    async def close(self, timeout_s: float = 2.0) -> None:
-        """Send what is queued (for at most about ``timeout_s``), ask for a final ack, stop the task."""
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Send what is queued, ask for a final ack and wait for it, all within about ``timeout_s``;
+        stop the task. It returns as soon as the server has acked and closed the socket."""
+        self._close_by = time.monotonic() + timeout_s
         self._closing.set()
         self._wake.set()
         try:
@@ -112,12 +116,12 @@ class AsyncJointPublisher:
                     await self._wake.wait()
             self._wake.clear()
             await self._send_batch(ws)
-            await self._read_acks(ws, wait_s=0.0)
+            await self._read_acks(ws)
             if self._closing.is_set():
                 while self._pending and await self._send_batch(ws):
                     pass
                 await ws.send(CLOSE_MESSAGE)
-                await self._read_acks(ws, wait_s=1.0)
+                await self._read_final_ack(ws)
                 return
 
     async def _send_batch(self, ws: ClientConnection) -> int:
@@ -133,14 +137,22 @@ class AsyncJointPublisher:
             count += 1
         return count
 
-    async def _read_acks(self, ws: ClientConnection, wait_s: float) -> None:
-        """Take the acks and errors that have arrived (waiting up to ``wait_s`` for the first)."""
-        timeout = wait_s
+    async def _read_final_ack(self, ws: ClientConnection) -> None:
+        """Take replies until the server closes the socket after its final ack, or close's time is up."""
+        while (left := self._close_by - time.monotonic()) > 0:
+            try:
+                async with asyncio.timeout(left):
+                    raw = await ws.recv()
+            except (TimeoutError, ConnectionClosed):
+                return
+            self._counters.reply(raw)
+
+    async def _read_acks(self, ws: ClientConnection) -> None:
+        """Take the acks and errors that have arrived, without waiting (beyond a millisecond)."""
         while True:
             try:
-                async with asyncio.timeout(timeout if timeout > 0 else 0.001):
+                async with asyncio.timeout(0.001):
                     raw = await ws.recv()
             except TimeoutError:
                 return
-            timeout = 0.0
             self._counters.reply(raw)

@@ -11,12 +11,13 @@ wait for room (up to ``block_timeout_s``, then the oldest is dropped). ``close``
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from datetime import datetime
 from types import TracebackType
 from typing import Self
 
-from websockets.exceptions import WebSocketException
+from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
 from gpurelay_client._joints import CLOSE_MESSAGE, Counters, Joints, Policy, PublisherStats, sample_message
@@ -47,6 +48,7 @@ class JointPublisher:
         self._lock = threading.Condition()
         self._wake = threading.Event()
         self._closing = threading.Event()
+        self._close_by = 0.0  # set by close: when the final ack stops being waited for
         self._thread = threading.Thread(target=self._run, name="gpurelay-joints", daemon=True)
         self._thread.start()
 
@@ -68,8 +70,10 @@ class JointPublisher:
         with self._lock:
             return self._counters.snapshot()
 
-    def close(self, timeout_s: float = 2.0) -> None:
-        """Send what is queued (for at most about ``timeout_s``), ask for a final ack, stop the thread."""
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Send what is queued, ask for a final ack and wait for it, all within about ``timeout_s``;
+        stop the thread. It returns as soon as the server has acked and closed the socket."""
+        self._close_by = time.monotonic() + timeout_s
         self._closing.set()
         self._wake.set()
         if self._thread.is_alive():
@@ -112,12 +116,12 @@ class JointPublisher:
             self._wake.wait(0.5)
             self._wake.clear()
             self._send_batch(ws)
-            self._read_acks(ws, wait_s=0.0)
+            self._read_acks(ws)
             if self._closing.is_set():
                 while self._pending and self._send_batch(ws):
                     pass
                 ws.send(CLOSE_MESSAGE)
-                self._read_acks(ws, wait_s=1.0)
+                self._read_final_ack(ws)
                 return
 
     def _send_batch(self, ws: ClientConnection) -> int:
@@ -137,14 +141,23 @@ class JointPublisher:
             count += 1
         return count
 
-    def _read_acks(self, ws: ClientConnection, wait_s: float) -> None:
-        """Take the acks and errors that have arrived (waiting up to ``wait_s`` for the first)."""
-        timeout = wait_s
+    def _read_final_ack(self, ws: ClientConnection) -> None:
+        """Take replies until the server closes the socket, which it does right after its final ack
+        (a loaded server may take seconds to confirm the last samples), or until close's time is up."""
+        while (left := self._close_by - time.monotonic()) > 0:
+            try:
+                raw = ws.recv(timeout=left)
+            except (TimeoutError, ConnectionClosed):
+                return
+            with self._lock:
+                self._counters.reply(raw)
+
+    def _read_acks(self, ws: ClientConnection) -> None:
+        """Take the acks and errors that have arrived, without waiting."""
         while True:
             try:
-                raw = ws.recv(timeout=timeout)
+                raw = ws.recv(timeout=0.0)
             except TimeoutError:
                 return
-            timeout = 0.0
             with self._lock:
                 self._counters.reply(raw)
