@@ -2355,6 +2355,21 @@ export interface components {
             queued: number;
         };
         /**
+         * Readiness
+         * @description ``/readyz``'s 200 body; its 503 problem carries the same ``checks``, some not ``"ok"``.
+         */
+        Readiness: {
+            /** Checks */
+            checks: {
+                [key: string]: string;
+            };
+            /**
+             * Status
+             * @constant
+             */
+            status: "ok";
+        };
+        /**
          * RecordedAlert
          * @description A ``session.alert`` the worker emitted, with the time it was published.
          */
@@ -4088,13 +4103,22 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description Ready */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Readiness"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };

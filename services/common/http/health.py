@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from nats.aio.client import Client as NatsClient
+from pydantic import BaseModel
 
-from services.common.http.problem import problem
+from services.common.http.problem import problem, problem_responses
 from services.common.nats.round_trip import round_trip
 
 READY_TIMEOUT_S = 2.0
@@ -23,6 +24,13 @@ READY_TIMEOUT_S = 2.0
 
 Probe = Callable[[], Awaitable[None]]
 """A readiness check: returns when its dependency answers, raises otherwise."""
+
+
+class Readiness(BaseModel):
+    """``/readyz``'s 200 body; its 503 problem carries the same ``checks``, some not ``"ok"``."""
+
+    status: Literal["ok"]
+    checks: dict[str, str]
 
 
 def nats_probe(connection: Callable[[], NatsClient | None]) -> Probe:
@@ -61,6 +69,12 @@ def install_health(app: FastAPI, probes: Mapping[str, Probe], *, readiness_doc: 
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], response_model=None, description=readiness_doc)
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        response_model=None,
+        description=readiness_doc,
+        responses={200: {"model": Readiness, "description": "Ready"}, **problem_responses(503)},
+    )
     async def readyz() -> Response:
         return await readiness(probes)

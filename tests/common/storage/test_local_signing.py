@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,8 +10,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pytest
+import schemathesis
 
 from bench.harness.secrets import SIGNING_SECRET
+from services.cli.openapi import OPENAPI_PATH
 from services.common.nats.embedded import EmbeddedNats
 from services.common.storage import InvalidKeyError, LocalStorage
 from services.common.storage.signing import (
@@ -189,11 +192,19 @@ async def test_symlinks_cannot_escape_the_root(
     assert [info.key async for info in local_storage.list()] == []
 
 
+def assert_readiness_documented(response: httpx.Response) -> None:
+    """``response`` of ``/readyz`` has a status and a body the committed OpenAPI document gives it."""
+    document = json.loads(OPENAPI_PATH.read_text())
+    assert str(response.status_code) in document["paths"]["/readyz"]["get"]["responses"]
+    schemathesis.openapi.from_dict(document)["/readyz"]["GET"].validate_response(response)
+
+
 async def test_health_and_readiness(gateway: Gateway, http: httpx.AsyncClient) -> None:
     assert (await http.get(f"{gateway.url}/healthz")).json() == {"status": "ok"}
     ready = await http.get(f"{gateway.url}/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json() == {"status": "ok", "checks": {"storage": "ok", "nats": "ok"}}
+    assert_readiness_documented(ready)
 
 
 async def test_not_ready_when_nats_goes_away(tmp_path: Path) -> None:
@@ -209,6 +220,7 @@ async def test_not_ready_when_nats_goes_away(tmp_path: Path) -> None:
             assert_problem(not_ready, 503)
             assert not_ready.json()["checks"]["storage"] == "ok"
             assert not_ready.json()["checks"]["nats"] != "ok"
+            assert_readiness_documented(not_ready)
     finally:
         server.stop()
     assert app.state.nats is None
