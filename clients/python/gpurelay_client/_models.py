@@ -602,6 +602,13 @@ class QuotaUse(ApiModel):
     queued: int
 
 
+class Readiness(ApiModel):
+    """``/readyz``'s 200 body; its 503 problem carries the same ``checks``, some not ``"ok"``."""
+
+    checks: dict[str, str]
+    status: Literal["ok"]
+
+
 class RecordedAlert(ApiModel):
     """A ``session.alert`` the worker emitted, with the time it was published."""
 
