@@ -17,7 +17,16 @@ from contracts.job_record import JobStatus, StageStatus
 from contracts.subjects import Namespace, Subjects
 from services.common.storage import LocalStorage
 from tests.dispatcher.conftest import StartDispatcher
-from tests.support.dispatcher import NERF, POSE, EventLog, local_route, pipeline_route, submit, wait_record
+from tests.support.dispatcher import (
+    NERF,
+    PATIENT_MISSES,
+    POSE,
+    EventLog,
+    local_route,
+    pipeline_route,
+    submit,
+    wait_record,
+)
 
 S = JobStatus
 
@@ -108,8 +117,8 @@ async def test_the_concurrency_limit_holds_across_replicas_and_queued_jobs_wait(
     event_log: EventLog,
 ) -> None:
     routes = {"pose": local_route("sleeps", concurrency=2)}
-    await start_dispatcher(routes)
-    await start_dispatcher(routes)
+    await start_dispatcher(routes, heartbeat_misses=PATIENT_MISSES)
+    await start_dispatcher(routes, heartbeat_misses=PATIENT_MISSES)
     jobs = [await submit(js, jobs_kv, subjects, POSE) for _ in range(6)]
     await event_log.wait_ended(jobs, 30)
     spans = []

@@ -15,7 +15,7 @@ from contracts.subjects import Namespace, Subjects
 from services.dispatcher.fold.partitions import fold_settled
 from services.dispatcher.fold.records import fold, route_pricing
 from services.dispatcher.settings import DispatcherSettings
-from tests.support.dispatcher import POSE, EventLog, read_record, submit
+from tests.support.dispatcher import PATIENT_MISSES, POSE, EventLog, read_record, submit
 from tests.support.dispatcher_processes import StartReplica
 
 
@@ -50,7 +50,8 @@ async def test_200_jobs_over_2_replicas_each_run_once_and_kv_is_the_fold(
     event_log: EventLog,
     tmp_path: Path,
 ) -> None:
-    both = [replicas("noop"), replicas("noop")]
+    patient = {"GPURELAY_HEARTBEAT_MISSES": str(PATIENT_MISSES)}
+    both = [replicas("noop", **patient), replicas("noop", **patient)]
     await asyncio.gather(*(r.ready() for r in both))
     jobs = await asyncio.gather(*(submit(js, jobs_kv, subjects, POSE) for _ in range(200)))
     await event_log.wait_ended(list(jobs), 60)
@@ -74,13 +75,14 @@ async def test_a_replica_sigkilled_mid_flight_loses_no_job_and_runs_none_twice(
     event_log: EventLog,
     tmp_path: Path,
 ) -> None:
-    first = replicas("sleeps")
+    patient = {"GPURELAY_HEARTBEAT_MISSES": str(PATIENT_MISSES)}  # a run twice must be the kill's doing
+    first = replicas("sleeps", **patient)
     await first.ready()
     jobs = [await submit(js, jobs_kv, subjects, POSE) for _ in range(12)]
     await event_log.wait(lambda: sum(1 for j in jobs if event_log.ended(j)) >= 2, 30)
     first.kill()
     assert sum(1 for j in jobs if event_log.ended(j)) < len(jobs)  # it died mid-flight
-    second = replicas("sleeps")
+    second = replicas("sleeps", **patient)
     await second.ready()
     await event_log.wait_ended(jobs, 60)
     assert {event_log.ended(j) for j in jobs} == {"job.succeeded"}

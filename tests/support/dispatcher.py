@@ -38,6 +38,12 @@ NERF = {"kind": "nerf", "inputs": {"images": {"url": "https://example.com/i.zip"
 W = "tests.dispatcher.workloads"
 
 
+PATIENT_MISSES = 10
+"""``heartbeat_misses`` for tests about something other than a silent worker: 3 s of silence (at the
+tests' 0.3 s heartbeats) before an attempt is lost. A loaded CI machine starved a pool process for
+1.2 s, and the live attempt it ran was retried while it still ran (a third job over a limit of 2)."""
+
+
 def dispatcher_settings(nats_url: str, ns: Namespace, data_dir: Path, **overrides: Any) -> DispatcherSettings:
     """Fast settings for tests: short heartbeats and ack waits, local storage under ``data_dir``."""
     values: dict[str, Any] = {
