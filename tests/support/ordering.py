@@ -5,6 +5,8 @@ the heaviest files (``tests/workers``: splat and NeRF training) came last and on
 while the others had finished: the phase's tail. A file's weight is the longest time-out its tests
 declare (``@pytest.mark.timeout``, the suite's default otherwise): a test given minutes is one that
 takes them. Heavier files go first, the rest keep their order (longest processing time first).
+xdist keeps that order only with ``--no-loadscope-reorder`` (the Makefile passes it): by default it
+hands out the files with the most tests first, which put the one-test training files last again.
 """
 
 from __future__ import annotations
