@@ -62,10 +62,9 @@ netfaults-tools:
 	fi
 
 # The suite runs in PYTEST_WORKERS processes, each taking whole test files (module fixtures are set up
-# once), the heaviest files first (tests/support/ordering.py; xdist's own reorder, by test count, would
-# hand out the one-test training files last); the tests marked serial (a TLS cluster) and the
-# network-fault suite run on their own afterwards, as their nodes' timing is what they test. Each run
-# lists its 25 slowest tests (CI's whole run must stay well under 25 minutes: this is where to look first).
+# once); the tests marked serial (a TLS cluster) and the network-fault suite run on their own afterwards,
+# as their nodes' timing is what they test. Each run lists its 25 slowest tests (CI's whole run must
+# stay well under 25 minutes: this is where to look first).
 PYTEST_WORKERS ?= 3
 # Each phase has a time limit well inside CI's 90 minutes: past it pytest is interrupted (SIGINT), prints
 # what failed so far and the tests still running (tests/support/running.py), and the phase fails, so a
@@ -77,7 +76,7 @@ NETFAULTS_LIMIT_S ?= 900
 CLIENT_JS_LIMIT_S ?= 600
 
 pytest: venv browser netfaults-tools examples
-	$(LIMIT) $(PARALLEL_LIMIT_S) $(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not netfaults and not serial" --durations=25
+	$(LIMIT) $(PARALLEL_LIMIT_S) $(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not netfaults and not serial" --durations=25
 	$(LIMIT) $(SERIAL_LIMIT_S) $(VENV)/bin/pytest -m serial
 	$(LIMIT) $(NETFAULTS_LIMIT_S) $(VENV)/bin/pytest -m netfaults tests/netfaults
 
