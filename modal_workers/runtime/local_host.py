@@ -1,17 +1,18 @@
 """The body of one local pool process: a warm worker that runs attempts sent over its pipe.
 
 The dispatcher's :class:`~services.dispatcher.running.local_pool.LocalPool` starts :func:`worker_main`
-in each of its processes (the one place the dispatcher imports the workers' code). It starts its own
-session (so the dispatcher can end the whole process group on cancel), adds ``env`` (the dispatcher's
-``local_worker_env``) to its environment, connects to NATS once, reports ``ready``, then for each
+in each of its processes (the one place the dispatcher imports the workers' code), forked by the pool's
+fork server. It starts its own session (so the dispatcher can end the whole process group on cancel),
+takes ``env`` as its whole environment (the dispatcher's as the process starts, its ``local_worker_env``
+on top: the fork server's is as old as the server), connects to NATS once, reports ``ready``, then for each
 :class:`~contracts.runs.RunRequest` it receives loads the workload (``module:function``, cached), runs
 it through the runtime (events straight to NATS with :class:`~modal_workers.runtime.sinks.NatsSink`)
 and sends back the :class:`~contracts.runs.Outcome`. It exits when the pipe closes (the dispatcher
 went away) or on ``None``. With an OTLP endpoint configured it exports its spans (each run's, in the
 job's trace), flushed after every run. Given the dispatcher's pid
-(``local_workers_die_with_dispatcher``), it also ends, busy or not, when the dispatcher dies: the
-kernel sends it SIGTERM then (Linux), on which it ends its whole process group, so whatever the
-workload started goes too.
+(``local_workers_die_with_dispatcher``), it also ends, busy or not, when the dispatcher dies: a thread
+waiting on the dispatcher's pidfd (Linux) ends its whole process group then, so whatever the workload
+started goes too.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common.config import BaseServiceSettings
-from services.common.processes import die_with_parent, use_scratch
+from services.common.processes import die_with_parent, use_scratch, when_process_ends
 
 
 def _end_group(signum: int, frame: object) -> None:
@@ -41,15 +42,19 @@ def worker_main(
     """Serve run requests from ``conn`` until it closes or the process ``parent_pid`` dies.
 
     ``settings`` are the dispatcher's (NATS, storage, tracing: what every service shares); ``env`` is
-    what the workers get on top of the dispatcher's environment; temporary files go to this process's
-    folder under ``scratch_root``, which the pool removes once the process is gone.
+    the environment to run in; temporary files go to this process's folder under ``scratch_root``,
+    which the pool removes once the process is gone.
     """
     os.setsid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the dispatcher's to handle
     if parent_pid is not None:
         signal.signal(signal.SIGTERM, _end_group)
-        die_with_parent(parent_pid, signal.SIGTERM)
-    os.environ.update(env)  # before any workload reads its settings
+        # The parent is the fork server, which outlives the dispatcher while its children live: follow the
+        # dispatcher itself (the kernel's parent-death signal where pidfds are missing).
+        if not when_process_ends(parent_pid, lambda: _end_group(signal.SIGTERM, None)):
+            die_with_parent(os.getppid(), signal.SIGTERM)
+    os.environ.clear()  # before any workload reads its settings
+    os.environ.update(env)
     if scratch_root is not None:
         use_scratch(Path(scratch_root))
     from contracts.runs import RunRequest

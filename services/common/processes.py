@@ -1,5 +1,6 @@
 """Process lifetimes: children that die with their parent, recorded pids, an exclusive directory lock.
 
+- :func:`when_process_ends`: the same for a process that is not the parent (a fork server's child).
 - :func:`die_with_parent` (in a child) and :func:`preexec_die_with_parent` (for ``subprocess``):
   on Linux the kernel sends the child a signal when its parent dies (``PR_SET_PDEATHSIG``), even
   by SIGKILL, so neither nats-server nor a pool worker outlives ``gpurelay dev`` in its own
@@ -12,7 +13,7 @@
   kernel drops it when the process dies, however it dies), so two processes never share a data dir.
 - :func:`use_scratch`: a process's temporary files in a folder named by its pid, which whoever
   started it removes once it is gone (:mod:`services.dispatcher.running.scratch`).
-- :func:`spawning_without_main`: a ``spawn`` child that does not run the parent's main module again.
+- :func:`spawning_without_main`: a ``spawn`` (or fork server's) child that does not run the parent's main module again.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import select
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -52,6 +54,28 @@ def die_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     if os.getppid() != parent_pid:  # the parent died before the signal was armed
         os._exit(1)
+
+
+def when_process_ends(pid: int, action: Callable[[], object]) -> bool:
+    """Run ``action`` on a daemon thread as soon as process ``pid`` ends, at once if it is gone already.
+
+    For a process whose parent is not the one to follow (a fork server's child follows the dispatcher):
+    it waits on a pidfd (Linux 5.3 and newer), which any process may open. ``False`` where there are none.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        action()
+        return True
+    except (AttributeError, OSError):
+        return False
+
+    def wait() -> None:
+        select.select([fd], [], [])
+        action()
+
+    threading.Thread(target=wait, name=f"when-{pid}-ends", daemon=True).start()
+    return True
 
 
 def preexec_die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None]:
@@ -83,7 +107,7 @@ def use_scratch(root: Path) -> Path:
 
 @contextmanager
 def spawning_without_main() -> Iterator[None]:
-    """A ``spawn`` child started inside this block does not import this process's main module again.
+    """A ``spawn`` or fork server's child started inside this block does not import this process's main module again.
 
     multiprocessing's spawn runs the parent's ``__main__`` once more in the child (as ``__mp_main__``), in
     case the target or its arguments were defined there. A target in a named module needs none of it, and

@@ -76,6 +76,8 @@ async def test_a_sigkilled_dispatcher_takes_its_busy_workers_and_their_children(
         assert all(is_running(pid) for pid in pids)
         dispatcher.kill()
         assert await _gone(pids, timeout_s=15) == [], "a worker or its child outlived the dispatcher"
+        async with asyncio.timeout(15):  # its fork server and resource tracker, which hold its stdout, end too
+            await dispatcher.stdout.read()
     finally:
         with contextlib.suppress(ProcessLookupError):
             dispatcher.kill()
