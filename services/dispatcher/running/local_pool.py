@@ -105,8 +105,8 @@ class LocalPool:
         env = {**os.environ, **s.local_worker_env}  # the fork server's own is as old as the server
         args = (child, worker, env, parent_pid, scratch)
         process = self._ctx.Process(target=worker_main, args=args, daemon=False)
-        # From the loop's thread, not a worker thread: the parent-death signal follows the thread
-        # that started the child, and this one lives as long as the process.
+        # On the loop's thread, one at a time (spawning_without_main hides __main__ for the call). The first
+        # start waits for the fork server's imports (about 0.7 s, while the dispatcher starts); later ones a fork.
         with spawning_without_main():  # the worker imports what it runs, not the dispatcher's CLI
             process.start()
         child.close()
