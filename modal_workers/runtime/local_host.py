@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common.config import BaseServiceSettings
-from services.common.processes import die_with_parent, use_scratch, when_process_ends
+from services.common.processes import use_scratch, when_process_ends
 
 
 def _end_group(signum: int, frame: object) -> None:
@@ -50,9 +50,8 @@ def worker_main(
     if parent_pid is not None:
         signal.signal(signal.SIGTERM, _end_group)
         # The parent is the fork server, which outlives the dispatcher while its children live: follow the
-        # dispatcher itself (the kernel's parent-death signal where pidfds are missing).
-        if not when_process_ends(parent_pid, lambda: _end_group(signal.SIGTERM, None)):
-            die_with_parent(os.getppid(), signal.SIGTERM)
+        # dispatcher itself.
+        when_process_ends(parent_pid, lambda: _end_group(signal.SIGTERM, None))
     os.environ.clear()  # before any workload reads its settings
     os.environ.update(env)
     if scratch_root is not None:

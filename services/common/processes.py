@@ -56,26 +56,19 @@ def die_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> None:
         os._exit(1)
 
 
-def when_process_ends(pid: int, action: Callable[[], object]) -> bool:
+def when_process_ends(pid: int, action: Callable[[], object]) -> None:
     """Run ``action`` on a daemon thread as soon as process ``pid`` ends, at once if it is gone already.
 
     For a process whose parent is not the one to follow (a fork server's child follows the dispatcher):
-    it waits on a pidfd (Linux 5.3 and newer), which any process may open. ``False`` where there are none.
+    :func:`wait_exited` waits on its pidfd (Linux 5.3 and newer), which any process may open.
     """
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        action()
-        return True
-    except (AttributeError, OSError):
-        return False
 
     def wait() -> None:
-        select.select([fd], [], [])
+        while not wait_exited(pid, timeout_s=3600.0):
+            pass
         action()
 
     threading.Thread(target=wait, name=f"when-{pid}-ends", daemon=True).start()
-    return True
 
 
 def preexec_die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None]:
