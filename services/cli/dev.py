@@ -132,6 +132,7 @@ class DevStack:
         self.nats = EmbeddedNats(
             self.data_dir / "nats", port=self.nats_port, host=self.host, monitor_port=0,
             sync_interval=deployment.nats_sync_interval, authorization=users.authorization(declarations_of(deployment)),
+            max_file_store=deployment.nats_max_file_store,
         )  # fmt: skip
         self.nats.launch()  # from the loop's thread, which lives as long as we do: the server dies with us
         await asyncio.to_thread(self.nats.wait_ready)

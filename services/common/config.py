@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.quotas import TenantQuota
 from contracts.subjects import Namespace, Subjects
+from services.common.nats.server_config import MAX_FILE_STORE
 
 PLACEHOLDER_PREFIX = "dev-insecure-"
 """Every default secret starts with this; such a value is refused outside dev and test."""
@@ -71,6 +72,12 @@ class BaseServiceSettings(BaseSettings):
         description="The embedded nats-server's (gpurelay dev) JetStream fsync: always (every write, before "
         "its ack), or a period such as 120s (NATS' default: acknowledged writes of the last period may be lost "
         "on power loss or an OS crash).",
+    )
+    nats_max_file_store: int = Field(
+        default=MAX_FILE_STORE,
+        gt=0,
+        description="The embedded nats-server's (gpurelay dev) JetStream file store limit in bytes; the "
+        "streams' byte caps must fit in it.",
     )
     nats_replicas: int = Field(
         default=1, ge=1, le=5, description="Copies of every stream and KV bucket on a NATS cluster (3 on three nodes)."

@@ -37,7 +37,7 @@ from collections.abc import Collection
 from pathlib import Path
 from types import TracebackType
 
-from services.common.nats.server_config import SYNC_ALWAYS, ClusterConfig, ServerConfig, ServerTls
+from services.common.nats.server_config import MAX_FILE_STORE, SYNC_ALWAYS, ClusterConfig, ServerConfig, ServerTls
 from services.common.processes import PidFile, preexec_die_with_parent, usable_cores, wait_exited
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ class EmbeddedNats:
         authorization: str | None = None,
         tls: ServerTls | None = None,
         monitor_port: int | None = None,
+        max_file_store: int | None = MAX_FILE_STORE,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.gomaxprocs = gomaxprocs or default_gomaxprocs()
@@ -146,6 +147,8 @@ class EmbeddedNats:
         self.tls = tls
         self.monitor_port = None if monitor_port is None else (monitor_port or free_port(host, {self.port}))
         """The HTTP monitoring port (``/varz``), ``None``: no monitoring."""
+        self.max_file_store = max_file_store
+        """JetStream's file store limit in bytes; ``None``: nats-server's default, 75 % of the free disk."""
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path = self.store_dir / "nats-server.log"
         self.config_path = self.store_dir / "nats-server.conf"
@@ -217,6 +220,7 @@ class EmbeddedNats:
             store_dir=self.store_dir, max_payload=self.max_payload, host=self.host,
             sync_interval=self.sync_interval, server_name=self.server_name, cluster=self.cluster,
             tls=self.tls, authorization=self.authorization, monitor_port=self.monitor_port,
+            max_file_store=self.max_file_store,
         )  # fmt: skip
 
     def wait_ready(self, timeout_s: float = 10.0) -> EmbeddedNats:

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SYNC_ALWAYS = "always"
+MAX_FILE_STORE = 16 * 1024**3
+"""JetStream's file store limit for an embedded server: twice the streams' default byte caps (8 GiB).
+Left unset, nats-server takes 75 % of the disk free at its start, and a stream whose cap does not fit
+that is refused ("insufficient storage resources"), so the stack's start would depend on free disk."""
 
 
 @dataclass(frozen=True)
@@ -69,12 +73,16 @@ class ServerConfig:
     ``None``: any client may connect and do anything (the tests' shared server)."""
     monitor_port: int | None = None
     """The HTTP monitoring port (``/varz``, ``/healthz``) on ``host``; ``None``: none."""
+    max_file_store: int | None = MAX_FILE_STORE
+    """JetStream's file store limit in bytes; ``None``: nats-server's default (75 % of the free disk)."""
 
     def render(self) -> str:
         """The config file's text."""
         sync = self.sync_interval if self.sync_interval == SYNC_ALWAYS else _quote(self.sync_interval)
         text = f"max_payload: {self.max_payload}\n"
-        text += f"jetstream {{\n  store_dir: {_quote(str(self.store_dir / 'jetstream'))}\n  sync_interval: {sync}\n}}\n"
+        limit = "" if self.max_file_store is None else f"  max_file_store: {self.max_file_store}\n"
+        text += f"jetstream {{\n  store_dir: {_quote(str(self.store_dir / 'jetstream'))}\n  sync_interval: {sync}\n"
+        text += f"{limit}}}\n"
         if self.server_name:
             text += f"server_name: {self.server_name}\n"
         if self.monitor_port is not None:

@@ -82,16 +82,18 @@ async def test_gpurelay_dev_syncs_always_and_connects_each_part_as_its_role(tmp_
         await stack.stop()
 
 
-async def test_gpurelay_dev_takes_the_period_an_operator_chooses(
+async def test_gpurelay_dev_takes_the_period_and_store_limit_an_operator_chooses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GPURELAY_NATS_SYNC_INTERVAL", "120s")
+    monkeypatch.setenv("GPURELAY_NATS_MAX_FILE_STORE", str(12 * 1024**3))
     stack = DevStack(data_dir=tmp_path / "data", port=0)
     try:
         await stack.start()
         assert stack.nats is not None
         config = await jetstream_config(stack.nats.monitor_url)
         assert (config.get("sync_always"), config["sync_interval"]) == (None, 120 * SECOND)
+        assert config["max_storage"] == 12 * 1024**3
     finally:
         await stack.stop()
 

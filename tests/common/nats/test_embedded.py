@@ -1,4 +1,5 @@
-"""The embedded nats-server's Go scheduler: GOMAXPROCS half the usable cores unless told otherwise."""
+"""The embedded nats-server's Go scheduler (GOMAXPROCS half the usable cores unless told otherwise) and its
+JetStream store limit (its own, not a share of the disk free at its start)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,19 @@ from pathlib import Path
 
 import nats
 import pytest
+from nats.js.api import StreamConfig
+from nats.js.errors import ServerError
 
+from contracts.streams import declarations
+from contracts.subjects import Namespace
 from services.common.nats import embedded as embedded_nats
+from services.common.nats.declarations import apply_declarations
 from services.common.nats.embedded import EmbeddedNats, default_gomaxprocs
+from services.common.nats.server_config import MAX_FILE_STORE
+from tests.support.nats_deploy import monitor
+
+INSUFFICIENT_STORAGE = 10047
+"""JetStream's error code for a stream whose byte cap does not fit the store's limit."""
 
 
 def _environ(pid: int) -> dict[str, str]:
@@ -45,5 +56,24 @@ async def test_the_server_runs_with_its_gomaxprocs_and_serves(tmp_path: Path, mo
         nc = await nats.connect(server.url)
         try:
             assert (await nc.jetstream().account_info()).streams == 0
+        finally:
+            await nc.close()
+
+
+async def test_the_store_limit_is_the_servers_own_and_holds_the_streams_default_caps(tmp_path: Path) -> None:
+    with EmbeddedNats(tmp_path / "default", monitor_port=0) as server:
+        assert server.monitor_url is not None
+        assert (await monitor(server.monitor_url, "varz"))["jetstream"]["config"]["max_storage"] == MAX_FILE_STORE
+        nc = await nats.connect(server.url)
+        try:  # FRAMES, TELEMETRY and the webhook queue cap 8 GiB between them, whatever the disk has free
+            await apply_declarations(nc.jetstream(timeout=10.0), declarations(Namespace("limit")))
+        finally:
+            await nc.close()
+    with EmbeddedNats(tmp_path / "small", max_file_store=4 * 1024**2) as server:
+        nc = await nats.connect(server.url)
+        try:
+            with pytest.raises(ServerError) as refused:
+                await nc.jetstream().add_stream(StreamConfig(name="BIG", subjects=["big"], max_bytes=8 * 1024**2))
+            assert refused.value.err_code == INSUFFICIENT_STORAGE
         finally:
             await nc.close()
