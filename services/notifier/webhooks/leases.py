@@ -3,7 +3,8 @@
 The webhook order needs one writer: two replicas fanning out different batches would interleave a
 job's deliveries in its queue, and two serving one queue would attempt one job's events at once. A
 lease is a key in KV ``notifier_leases`` (bucket TTL ``webhook_lease_ttl_s``) created by its holder
-and renewed (compare-and-set) every third of the TTL; the holder deletes it when its work ends. A
+and renewed (compare-and-set) every third of the TTL; the holder deletes it when its work ends (for
+up to :data:`RELEASE_S`, else it expires). A
 replica that dies loses it within the TTL, and another takes the work over (its unacked messages
 come back after the ack wait; the delivery's start-up scan keeps their jobs in order). A holder that
 fails to renew (another took the lease: it was away longer than the TTL) stops its work at once; one
@@ -50,6 +51,10 @@ BUCKET = KV_NOTIFIER_LEASES
 STOP_MARGIN = 0.1
 """The share of the TTL left when a holder whose renewal is still unanswered stops its work: its key
 may expire from a TTL after the last write known to hold was sent, and the work needs a moment to stop."""
+RELEASE_S = 2.0
+"""How long a holder whose work ended waits for its lease's deletion: one unanswered by then (NATS away or
+slow) expires with the TTL, and another replica takes the work then; the holder's stop is not held up
+by it (a notifier's SIGTERM stop ran past its 10 s grace on two 5 s KV requests to a loaded server)."""
 
 
 async def open_leases(js: JetStreamContext, ns: Namespace, ttl_s: float, replicas: int = 1) -> Leases:
@@ -178,7 +183,9 @@ class Leases:
         return entry.revision if entry is not None and entry.value == self.owner else None
 
     async def _release(self, name: str) -> None:
+        """Delete the lease while it is this replica's, for up to :data:`RELEASE_S`; else it expires."""
         with contextlib.suppress(Exception):
-            entry = await self.kv.get(name)
-            if entry.value == self.owner and entry.revision is not None:
-                await kv_delete(self.kv, name, entry.revision)
+            async with asyncio.timeout(RELEASE_S):
+                entry = await self.kv.get(name)
+                if entry.value == self.owner and entry.revision is not None:
+                    await kv_delete(self.kv, name, entry.revision)
