@@ -153,12 +153,16 @@ def connection_options(settings: BaseServiceSettings, name: str, client: NatsCli
     async def reconnected() -> None:
         log.warning("NATS connection re-established", extra={"connection": label})
 
-    return identity_options(settings) | client_options(label) | {
-        "servers": settings.nats_servers,
-        "connect_timeout": settings.nats_connect_timeout_s,
-        "disconnected_cb": disconnected,
-        "reconnected_cb": reconnected,
-    }
+    return (
+        identity_options(settings)
+        | client_options(label)
+        | {
+            "servers": settings.nats_servers,
+            "connect_timeout": settings.nats_connect_timeout_s,
+            "disconnected_cb": disconnected,
+            "reconnected_cb": reconnected,
+        }
+    )
 
 
 async def connect(settings: BaseServiceSettings, name: str) -> NatsClient:
