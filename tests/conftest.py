@@ -64,12 +64,18 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
     the power (a killed process loses nothing the page cache holds), and a sync per write made the
     NATS-bound tests about 40 % slower on the shared 2-core machine. The servers the fault tests, the
     durability tests and ``gpurelay dev`` start run ``always``.
+
+    A stream a test leaves on it fails the session (at its last test's teardown): its byte cap stays
+    reserved against the server's store limit, and a namespace's default caps (8 GiB) left by one test
+    made later tests' declarations fail as insufficient storage (10047) on a fresh clone.
     """
     server = EmbeddedNats(tmp_path_factory.mktemp("nats"), sync_interval="2m")
     server.start()
     asyncio.run(_keep_a_stream(server.url))
     yield server
+    left = asyncio.run(_streams_left(server.url))
     server.stop()
+    assert not left, f"streams left on the session's nats-server (use the namespace fixture): {sorted(left)}"
 
 
 KEPT_STREAM = "KEPT"
@@ -78,6 +84,18 @@ remove the account's store directory in the background ("cleanup directories aft
 its ``stream.go``), which can race a stream created just after. A fresh-clone ``make test`` failed
 that way once: "could not create storage directory" (10049) for a test's first stream after the
 previous test's namespace was deleted. With one stream always left, the directory stays."""
+
+
+async def _streams_left(url: str) -> set[str]:
+    """The streams on the server but :data:`KEPT_STREAM` (none known where the server no longer answers)."""
+    try:
+        client = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0)
+    except Exception:  # noqa: BLE001 - a server a test stopped for good: the tests that needed it failed already
+        return set()
+    try:
+        return {info.config.name or "" for info in await client.jetstream().streams_info()} - {KEPT_STREAM}
+    finally:
+        await client.close()
 
 
 async def _keep_a_stream(url: str) -> None:

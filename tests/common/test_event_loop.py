@@ -12,6 +12,7 @@ import pytest
 import uvloop
 
 from bench.harness.service_processes import ServiceProcess, service_env
+from contracts.subjects import Namespace
 from services.common import event_loop
 from services.common.nats.embedded import EmbeddedNats
 
@@ -64,11 +65,11 @@ async def _healthz_loop(dispatcher: ServiceProcess) -> str:
 
 @pytest.mark.timeout(120)
 async def test_the_dispatcher_process_runs_on_uvloop_unless_told_otherwise(
-    nats_server: EmbeddedNats, tmp_path: Path
+    nats_server: EmbeddedNats, namespace: Namespace, tmp_path: Path
 ) -> None:
     routes = tmp_path / "routes.yaml"
     routes.write_text(ROUTES)
-    env = service_env(nats_server.url, tmp_path / "data", routes, namespace="loopkind", local_pool_size=1)
+    env = service_env(nats_server.url, tmp_path / "data", routes, namespace=namespace.name, local_pool_size=1)
     assert await _healthz_loop(ServiceProcess("dispatcher", env, tmp_path / "uvloop.log")) == "uvloop"
     asyncio_env = {**env, event_loop.ENV: "asyncio"}
     assert await _healthz_loop(ServiceProcess("dispatcher", asyncio_env, tmp_path / "asyncio.log")) == "asyncio"
