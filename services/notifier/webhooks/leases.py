@@ -97,6 +97,9 @@ class Leases:
         """Wait for the lease ``name``, then run ``work`` while holding it (again if the lease is lost)."""
         while True:
             revision, written = await self._acquire(name)
+            if cancel_requested():  # stopped while the write's reply came (nats-py kept the reply): no work
+                await self._release(name)
+                raise asyncio.CancelledError
             task = asyncio.ensure_future(work())
             renew = asyncio.create_task(self._renew(name, revision, written))
             try:
@@ -124,6 +127,8 @@ class Leases:
         stored, at most the send), and the first renewal would find the lease past its bound and stop the
         work it had just started (in a netfaults partition, "unconfirmed for 6.0 s")."""
         while True:
+            if cancel_requested():  # a write's reply came with the stop: the stop wins
+                raise asyncio.CancelledError
             sent, revision = time.monotonic(), None
             try:
                 revision = await kv_create(self.kv, name, self.owner)

@@ -20,7 +20,7 @@ from nats.js.kv import KeyValue
 from bench.harness.waiting import wait_for
 from contracts.subjects import Namespace
 from services.common.nats.connection import cancel_and_wait
-from services.notifier.webhooks.leases import RELEASE_S, Leases, open_leases
+from services.notifier.webhooks.leases import Leases, open_leases
 
 TTL_S = 0.6
 
@@ -236,41 +236,3 @@ async def test_a_holder_whose_renewals_go_unanswered_stops_before_another_can_ta
     finally:
         await cancel_and_wait(runs)
     assert log[:3] == ["first starts", "first stops", "second starts"]
-
-
-class UnansweredReadsKv:
-    """KV whose reads are never answered (a server that stopped answering as the holder stops)."""
-
-    def __init__(self, kv: KeyValue) -> None:
-        self.kv = kv
-        self._js = kv._js
-
-    async def get(self, *args: Any, **kwargs: Any) -> Any:
-        await asyncio.Event().wait()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.kv, name)
-
-
-async def test_a_stopped_holder_whose_release_goes_unanswered_leaves_the_lease_to_its_ttl(
-    js: JetStreamContext, namespace: Namespace
-) -> None:
-    """The stop gives up the release after :data:`RELEASE_S` (before, it waited for every KV request's
-    own time-out, and here for ever); the lease then expires within the TTL and another replica takes it."""
-    real = await open_leases(js, namespace, TTL_S)
-    holder, taker = Leases(UnansweredReadsKv(real.kv), TTL_S), Leases(real.kv, TTL_S)  # type: ignore[arg-type]
-    holding, taken = asyncio.Event(), asyncio.Event()
-
-    async def hold() -> None:
-        holding.set()
-        await asyncio.Event().wait()
-
-    async def take() -> None:
-        taken.set()
-
-    run = asyncio.create_task(holder.run("delivery.y", hold))
-    await asyncio.wait_for(holding.wait(), timeout=5 * TTL_S)
-    run.cancel()
-    await asyncio.wait_for(asyncio.gather(run, return_exceptions=True), timeout=RELEASE_S + 10 * TTL_S)
-    await asyncio.wait_for(taker.run("delivery.y", take), timeout=10 * TTL_S)
-    assert taken.is_set()
