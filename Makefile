@@ -8,11 +8,6 @@ export YOLO_OFFLINE := 1
 export YOLO_CONFIG_DIR := $(CURDIR)/.gpurelay-test/yolo
 export XDG_CONFIG_HOME := $(CURDIR)/.gpurelay-test/xdg-config
 export XDG_CACHE_HOME := $(CURDIR)/.gpurelay-test/xdg-cache
-# Python keeps each module's bytecode once compiled (pip compiles nothing at install: most of what it
-# would compile, torch's and the other wheels' unused modules, no process ever imports). A machine that
-# exports PYTHONDONTWRITEBYTECODE would otherwise have every process, hundreds in the suite, compile
-# gpurelay's modules and the wheels' from source again.
-unexport PYTHONDONTWRITEBYTECODE
 
 CHROMIUM ?= /usr/bin/chromium
 
@@ -21,7 +16,7 @@ CHROMIUM ?= /usr/bin/chromium
 $(STAMP): pyproject.toml clients/python/pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check --no-compile -c constraints.txt -e '.[dev,ml,rerun]' -e ./clients/python
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,ml,rerun]' -e ./clients/python
 	touch $(STAMP)
 
 venv: $(STAMP)
