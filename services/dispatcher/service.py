@@ -51,7 +51,7 @@ from contracts import streams
 from contracts.route_table import DEFAULT_ROUTES, Route, load_route_table
 from services.common.http.nats_failover import StuckServerWatch
 from services.common.nats.connection import cancel_and_wait, connect
-from services.common.nats.declarations import declare_all
+from services.common.nats.declarations import bind_bucket, declare_all
 from services.common.observability import metrics
 from services.common.observability.stop_clock import StopClock
 from services.common.quotas import QuotaBook
@@ -147,8 +147,8 @@ class Dispatcher:
         js = nc.jetstream()
         await declare_all(js, s)
         waits, dispatch_stream = await declare_dispatch(js, ns)
-        jobs_kv = await js.key_value(ns.bucket(streams.KV_JOBS))
-        uploads_kv = await js.key_value(ns.bucket(streams.KV_UPLOADS))
+        jobs_kv = await bind_bucket(js, ns.bucket(streams.KV_JOBS))
+        uploads_kv = await bind_bucket(js, ns.bucket(streams.KV_UPLOADS))
         prices = {kind: route.price_per_gpu_hour for kind, route in self.routes.items()}
         events = JobEvents(js, ns)
         store = JobStore(jobs_kv, route_pricing(prices), events)
@@ -161,14 +161,15 @@ class Dispatcher:
             backends["modal"] = ModalBackend(s, self.modal_client)
         backends |= self.extra_backends
         order = line_order(s.scheduling_policy, s.priority_ageing_s)
-        self.queue = queue = QueueIndex(await js.key_value(ns.bucket(streams.KV_DISPATCH_QUEUE)), order)
-        self.clocks = clocks = FairClocks(await js.key_value(ns.bucket(streams.KV_DISPATCH_FAIR)))
+        self.queue = queue = QueueIndex(await bind_bucket(js, ns.bucket(streams.KV_DISPATCH_QUEUE)), order)
+        self.clocks = clocks = FairClocks(await bind_bucket(js, ns.bucket(streams.KV_DISPATCH_FAIR)))
         await clocks.start()
-        runtimes = RunTimes(await js.key_value(ns.bucket(streams.KV_DISPATCH_RUNTIMES)), s.eta_window)
+        runtimes = RunTimes(await bind_bucket(js, ns.bucket(streams.KV_DISPATCH_RUNTIMES)), s.eta_window)
         self.runtimes = runtimes
         await runtimes.start()
         quotas = QuotaBook(
-            await js.key_value(ns.bucket(streams.KV_QUOTAS)), await js.key_value(ns.bucket(streams.KV_TENANT_USAGE)),
+            await bind_bucket(js, ns.bucket(streams.KV_QUOTAS)),
+            await bind_bucket(js, ns.bucket(streams.KV_TENANT_USAGE)),
             s.quota_defaults, s.quota_cache_s,
         )  # fmt: skip
         self.quotas = quotas
@@ -199,7 +200,7 @@ class Dispatcher:
         self.audit = FoldAudit(store, reactions, s.fold_audit_after_s, s.fold_audit_per_sweep,
                                s.fold_audit_candidates, s.fold_audit_max_events, writes=writes)  # fmt: skip
         self.guard = guard = ConsumerGuard(js, s.subjects)
-        marks = await js.key_value(ns.bucket(streams.KV_FOLD_REFOLDS))
+        marks = await bind_bucket(js, ns.bucket(streams.KV_FOLD_REFOLDS))
         self.refolds = Refolds(reactions, s.fold_audit_max_events, s.fold_refolds_waiting, watch.failed, marks)
         folds = await fold_consumers(nc, s, guard, reactions, watch.failed, self.refolds.add)
         if s.fold_partitions and s.nats_replicas > 1:  # its source stalls on an election (fold/source_watch.py)

@@ -32,6 +32,7 @@ from contracts.job_record import JobRecord
 from contracts.record_repair import INVALID_RECORD, UnreadableRecordError, failed_in_place_of, read_record
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
+from services.common.nats.declarations import bind_bucket
 from services.common.nats.kv import kv_write
 from services.common.nats.publish import publish_event, publish_fenced
 from services.common.observability import tracing
@@ -67,7 +68,7 @@ def dispatch_subject(ns: Namespace, kind: str) -> str:
 
 async def declare_dispatch(js: JetStreamContext, ns: Namespace) -> tuple[KeyValue, str]:
     """The dispatcher's ticket stream and waits bucket (declared with the rest by ``declare_all``)."""
-    return await js.key_value(ns.bucket(WAITS_BUCKET)), ns.stream(DISPATCH_STREAM)
+    return await bind_bucket(js, ns.bucket(WAITS_BUCKET)), ns.stream(DISPATCH_STREAM)
 
 
 class JobStore:

@@ -22,7 +22,7 @@ from services.common.http.nats_failover import StuckServerWatch
 from services.common.http.problem import install_error_handlers, use_problem_json_in_openapi
 from services.common.http.tenant_origins import TenantOrigins
 from services.common.nats.connection import connect
-from services.common.nats.declarations import declare_all
+from services.common.nats.declarations import bind_bucket, declare_all
 from services.common.nats.identity import as_identity
 from services.common.observability.tracing import fastapi_telemetry
 from services.common.storage import LocalStorage, Storage, make_storage
@@ -80,7 +80,7 @@ def create_app(settings: GatewaySettings, *, storage: Storage | None = None) -> 
                 if state.admission is not None:
                     await state.admission.book.start()
                     started.push_async_callback(state.admission.book.stop)
-                origins = TenantOrigins(await state.js.key_value(settings.ns.bucket(KV_TENANT_CORS)))
+                origins = TenantOrigins(await bind_bucket(state.js, settings.ns.bucket(KV_TENANT_CORS)))
                 await origins.start()
                 started.push_async_callback(origins.stop)
                 app.state.tenant_origins = origins

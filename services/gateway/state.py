@@ -19,6 +19,7 @@ from contracts.subjects import Subjects
 from services.common.auth.apikeys import ApiKeyStore
 from services.common.auth.key_cache import KeyCache
 from services.common.http.problem import ProblemError
+from services.common.nats.declarations import bind_bucket
 from services.common.nats.publish import publish_event
 from services.common.storage import Storage
 from services.gateway.jobs.admission import Admission
@@ -73,7 +74,7 @@ class GatewayState:
         ns = settings.ns
 
         async def bucket(name: str) -> KeyValue:
-            return await js.key_value(ns.bucket(name))
+            return await bind_bucket(js, ns.bucket(name))
 
         kv = Buckets(
             jobs=await bucket(streams.KV_JOBS),

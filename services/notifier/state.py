@@ -12,7 +12,8 @@ from contracts import streams
 from services.common.auth.apikeys import ApiKeyStore
 from services.common.auth.key_cache import KeyCache
 from services.common.http.nats_failover import StuckServerWatch
-from services.common.nats.declarations import declare_all
+from services.common.nats.declarations import bind_bucket, declare_all
+from services.common.nats.publish import until_answered
 from services.notifier.settings import NotifierSettings
 from services.notifier.sse.hub import Hub
 from services.notifier.sse.slots import StreamSlots, stream_slots
@@ -61,11 +62,16 @@ async def open_state(settings: NotifierSettings, nc: NatsClient) -> NotifierStat
     await declare_all(js, settings)
 
     async def bucket(name: str) -> KeyValue:
-        return await js.key_value(ns.bucket(name))
+        return await bind_bucket(js, ns.bucket(name))
 
     webhooks = await bucket(streams.KV_WEBHOOKS)
-    leases = await open_leases(js, ns, settings.webhook_lease_ttl_s, settings.nats_replicas)
-    store = DeliveryStore(await open_bucket(js, ns, settings.webhook_deliveries_ttl_s, settings.nats_replicas))
+    # both bind their bucket, or make it on first use: made again as a whole while JetStream is away
+    s = settings
+    leases = await until_answered(lambda: open_leases(js, ns, s.webhook_lease_ttl_s, s.nats_replicas), "open leases")
+    deliveries = await until_answered(
+        lambda: open_bucket(js, ns, s.webhook_deliveries_ttl_s, s.nats_replicas), "open the deliveries bucket"
+    )
+    store = DeliveryStore(deliveries)
     endpoints = EndpointCache(webhooks, js, ns.bucket(streams.KV_WEBHOOKS))
     watch = StuckServerWatch(nc, ns.stream(streams.JOBS))
     sender = Sender(

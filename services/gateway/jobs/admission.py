@@ -34,6 +34,7 @@ from contracts.quotas import TenantQuota, seconds_to_midnight
 from contracts.specs.jobs import JobSpec
 from contracts.subjects import Namespace
 from services.common.http.problem import ProblemError
+from services.common.nats.declarations import bind_bucket
 from services.common.nats.kv import kv_entries
 from services.common.quotas import QuotaBook
 
@@ -52,13 +53,13 @@ class Admission:
     async def open(cls, js: JetStreamContext, ns: Namespace, defaults: TenantQuota, cache_s: float) -> Admission:
         """Bind the buckets (declared by ``declare_all``)."""
         book = QuotaBook(
-            await js.key_value(ns.bucket(streams.KV_QUOTAS)),
-            await js.key_value(ns.bucket(streams.KV_TENANT_USAGE)),
+            await bind_bucket(js, ns.bucket(streams.KV_QUOTAS)),
+            await bind_bucket(js, ns.bucket(streams.KV_TENANT_USAGE)),
             defaults,
             cache_s,
         )
-        queue = await js.key_value(ns.bucket(streams.KV_DISPATCH_QUEUE))
-        return cls(book, queue, await js.key_value(ns.bucket(streams.KV_DISPATCH_RUNTIMES)))
+        queue = await bind_bucket(js, ns.bucket(streams.KV_DISPATCH_QUEUE))
+        return cls(book, queue, await bind_bucket(js, ns.bucket(streams.KV_DISPATCH_RUNTIMES)))
 
     async def check(self, tenant: str, spec: JobSpec, subject: str | None = None) -> None:
         """429 (problem+json, ``Retry-After``) when ``spec`` would pass one of the tenant's quotas, or (for

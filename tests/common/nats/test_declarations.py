@@ -12,7 +12,13 @@ from nats.js.errors import APIError
 from contracts.streams import JOBS, KV_IDEMPOTENCY, KV_JOBS, KV_ROBOTS, Declarations, declarations
 from contracts.subjects import Namespace
 from services.common.config import BaseServiceSettings
-from services.common.nats.declarations import apply_declarations, bucket_config, declarations_of, stream_config
+from services.common.nats.declarations import (
+    apply_declarations,
+    bind_bucket,
+    bucket_config,
+    declarations_of,
+    stream_config,
+)
 from tests.support.stopping import stallable_server, through_a_stall
 
 
@@ -155,3 +161,16 @@ async def test_declarations_applied_while_the_server_stalls_go_through_once_it_a
         )
         for stream in decls.streams:
             assert (await js.stream_info(stream.name)).config.name == stream.name
+
+
+async def test_a_bucket_bound_while_the_server_stalls_is_bound_once_it_answers(
+    tmp_path: Path, namespace: Namespace
+) -> None:
+    """What a service binds right after its declarations: a stall there (or a cluster's 503 between meta
+    leaders) is waited out, where ``js.key_value`` raised and the service exited during its start."""
+    decls = declarations(namespace, frames_max_bytes=1 << 20)
+    async with stallable_server(tmp_path / "nats") as (pid, js):
+        await apply_declarations(js, decls)
+        name = namespace.bucket(KV_JOBS)
+        kv = await through_a_stall(pid, lambda: bind_bucket(js, name))
+        assert (await kv.status()).bucket == name
