@@ -51,7 +51,8 @@ from contracts import streams
 from contracts.route_table import DEFAULT_ROUTES, Route, load_route_table
 from services.common.http.nats_failover import StuckServerWatch
 from services.common.nats.connection import cancel_and_wait, connect
-from services.common.nats.declarations import bind_bucket, declare_all
+from services.common.nats.declarations import declare_all
+from services.common.nats.kv import bind_bucket
 from services.common.observability import metrics
 from services.common.observability.stop_clock import StopClock
 from services.common.quotas import QuotaBook

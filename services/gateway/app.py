@@ -22,8 +22,9 @@ from services.common.http.nats_failover import StuckServerWatch
 from services.common.http.problem import install_error_handlers, use_problem_json_in_openapi
 from services.common.http.tenant_origins import TenantOrigins
 from services.common.nats.connection import connect
-from services.common.nats.declarations import bind_bucket, declare_all
+from services.common.nats.declarations import declare_all
 from services.common.nats.identity import as_identity
+from services.common.nats.kv import bind_bucket
 from services.common.observability.tracing import fastapi_telemetry
 from services.common.storage import LocalStorage, Storage, make_storage
 from services.gateway.blobs import blob_router

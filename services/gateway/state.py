@@ -19,7 +19,7 @@ from contracts.subjects import Subjects
 from services.common.auth.apikeys import ApiKeyStore
 from services.common.auth.key_cache import KeyCache
 from services.common.http.problem import ProblemError
-from services.common.nats.declarations import bind_bucket
+from services.common.nats.kv import bind_bucket
 from services.common.nats.publish import publish_event
 from services.common.storage import Storage
 from services.gateway.jobs.admission import Admission

@@ -12,7 +12,8 @@ from contracts import streams
 from services.common.auth.apikeys import ApiKeyStore
 from services.common.auth.key_cache import KeyCache
 from services.common.http.nats_failover import StuckServerWatch
-from services.common.nats.declarations import bind_bucket, declare_all
+from services.common.nats.declarations import declare_all
+from services.common.nats.kv import bind_bucket
 from services.common.nats.publish import until_answered
 from services.notifier.settings import NotifierSettings
 from services.notifier.sse.hub import Hub

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, KeyValueConfig, RePublish, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
-from nats.js.kv import KeyValue
 
 from contracts.streams import BucketDecl, Declarations, StreamDecl, declarations
 from services.common.config import BaseServiceSettings
@@ -216,10 +215,3 @@ def declarations_of(settings: BaseServiceSettings) -> Declarations:
         robots_ttl_s=settings.robot_latest_ttl_s,
         replicas=settings.nats_replicas,
     )
-
-
-async def bind_bucket(js: JetStreamContext, name: str) -> KeyValue:
-    """Bind the declared bucket ``name``, again while JetStream is away for a moment: a cluster between
-    meta leaders answers 503 (10008) even just after the declarations were answered, and a service that
-    starts then waits for it instead of exiting (a notifier did, in a fresh clone's cluster fault test)."""
-    return await until_answered(lambda: js.key_value(name), f"bind KV {name}")

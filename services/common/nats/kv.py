@@ -28,6 +28,9 @@ message it handed on, or from the stream's first when none came yet, and cannot 
 time again at all (it keeps the start time beside the sequence it resumes from: nats-server refuses
 that, error 10094). A reader that starts at an explicit sequence found here, and drops what comes
 before it, reads the same messages either way.
+
+A bucket a service binds at its start (:func:`bind_bucket`) is bound again while JetStream is away for a
+moment.
 """
 
 from __future__ import annotations
@@ -44,7 +47,12 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
-from services.common.nats.publish import EXPECTED_LAST, WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_IN_FLIGHT
+from services.common.nats.publish import (
+    EXPECTED_LAST,
+    WRONG_LAST_SEQUENCE,
+    WRONG_LAST_SEQUENCE_IN_FLIGHT,
+    until_answered,
+)
 
 MARKER_REASON = "Nats-Marker-Reason"
 """Set on the server's own delete/expiry markers (nats-server 2.11+)."""
@@ -268,3 +276,10 @@ async def seq_before(js: JetStreamContext, stream: str, since: datetime, subject
     if answer.get("error", {}).get("err_code") == NO_MESSAGE_FOUND:
         return before
     raise APIError.from_error(answer.get("error", {}))
+
+
+async def bind_bucket(js: JetStreamContext, name: str) -> KeyValue:
+    """Bind the declared bucket ``name``, again while JetStream is away for a moment: a cluster between
+    meta leaders answers 503 (10008) even just after the declarations were answered, and a service that
+    starts then waits for it instead of exiting (a notifier did, in a fresh clone's cluster fault test)."""
+    return await until_answered(lambda: js.key_value(name), f"bind KV {name}")

@@ -34,8 +34,7 @@ from contracts.quotas import TenantQuota, seconds_to_midnight
 from contracts.specs.jobs import JobSpec
 from contracts.subjects import Namespace
 from services.common.http.problem import ProblemError
-from services.common.nats.declarations import bind_bucket
-from services.common.nats.kv import kv_entries
+from services.common.nats.kv import bind_bucket, kv_entries
 from services.common.quotas import QuotaBook
 
 DEFAULT_RETRY_AFTER_S = 30

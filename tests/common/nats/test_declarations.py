@@ -14,11 +14,11 @@ from contracts.subjects import Namespace
 from services.common.config import BaseServiceSettings
 from services.common.nats.declarations import (
     apply_declarations,
-    bind_bucket,
     bucket_config,
     declarations_of,
     stream_config,
 )
+from services.common.nats.kv import bind_bucket
 from tests.support.stopping import stallable_server, through_a_stall
 
 
