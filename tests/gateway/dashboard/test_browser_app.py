@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from contracts.job_record import TERMINAL
 from tests.support.app_api import small_video
 from tests.support.browser import SCAN_PAGE, browser_timeout, key_secret, record_traffic
 from tests.support.dashboard import ThreadedStack
@@ -96,6 +97,6 @@ def job_when_ended(gateway: str, key: str, job_id: str, timeout_s: float = 30.0)
     deadline, headers = time.monotonic() + timeout_s, {"Authorization": f"Bearer {key}"}
     while True:
         job: dict[str, Any] = httpx.get(f"{gateway}/v1/jobs/{job_id}", headers=headers).json()
-        if job["status"] in ("succeeded", "failed", "canceled") or time.monotonic() > deadline:
+        if job["status"] in TERMINAL or time.monotonic() > deadline:
             return job
         time.sleep(0.1)
