@@ -11,16 +11,17 @@ from tools.uv_install import uv_options
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_every_source_setting_becomes_its_uv_option_once() -> None:
+def test_every_source_setting_becomes_its_uv_option_from_where_pip_takes_it() -> None:
     listing = "\n".join([
         "global.cert='/etc/ssl/certs/ca-certificates.crt'",
         "global.constraint='/etc/xdg/pip/constraints.txt'",
         "global.extra-index-url='file:///opt/a/simple file:///opt/b/simple'",
-        "global.find-links='/opt/wheels'",
+        "global.find-links='/opt/files'",
         ":env:.find-links='/opt/wheels'",
         ":env:.default-timeout='180'",
         "global.index-url='https://mirror.example/simple'",
-        ":env:.index-url='https://env.example/simple'",
+        "install.index-url='https://install.example/simple'",
+        "freeze.find-links='/opt/freeze'",  # another command's section
     ])  # fmt: skip
     options = uv_options(listing)
     pairs = list(zip(options[::2], options[1::2], strict=True))
@@ -29,8 +30,8 @@ def test_every_source_setting_becomes_its_uv_option_once() -> None:
         ("--constraint", "/etc/xdg/pip/constraints.txt"),
         ("--extra-index-url", "file:///opt/a/simple"),
         ("--extra-index-url", "file:///opt/b/simple"),
-        ("--find-links", "/opt/wheels"),
-        ("--index-url", "https://env.example/simple"),  # the environment's, as pip takes it
+        ("--find-links", "/opt/wheels"),  # PIP_FIND_LINKS replaces the files' value, as for pip
+        ("--index-url", "https://install.example/simple"),  # [install] over [global]
     ])  # fmt: skip
     assert options.index("file:///opt/a/simple") < options.index("file:///opt/b/simple")
 

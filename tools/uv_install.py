@@ -4,8 +4,8 @@
 machine (2026-11-29, both cold caches, both compiling bytecode; the same 218 packages at the same
 versions). uv reads no ``pip.conf`` and no ``PIP_*`` variable, so this passes pip's ``index-url``,
 ``extra-index-url``, ``find-links``, ``constraint`` and ``cert`` settings (as ``pip config list``
-shows them: files and environment; the environment's ``index-url`` and ``cert`` win, as for pip) as
-uv's options, and resolves across every index as pip does (``unsafe-best-match``).
+shows them: files and environment, each setting from where pip takes it) as uv's options, and resolves
+across every index as pip does (``unsafe-best-match``).
 
 Usage: ``python tools/uv_install.py <uv pip install arguments>`` (uv installed beside the interpreter).
 """
@@ -24,27 +24,27 @@ OPTIONS = {
     "constraint": "--constraint",
     "cert": "--cert",
 }
-SINGLE = {"index-url", "cert"}
-"""Settings that take one value."""
+SCOPES = (":env:", "install", "global")
+"""Where a setting comes from, first wins: the environment over a file's ``[install]`` over its ``[global]``, as
+pip takes them (a ``PIP_*`` variable replaces the files' value of that setting, it does not add to it)."""
 
 
 def uv_options(listing: str) -> list[str]:
     """uv's options for the lines of ``pip config list`` (``scope.key='value'``)."""
-    values: dict[str, list[str]] = {}
-    for line in sorted(listing.splitlines(), key=lambda line: not line.startswith(":env:")):
+    chosen: dict[str, tuple[int, str]] = {}
+    for line in listing.splitlines():
         name, sep, quoted = line.partition("=")
-        key = name.rsplit(".", 1)[-1]
-        if not sep or key not in OPTIONS:
+        scope, _, key = name.rpartition(".")
+        if not sep or key not in OPTIONS or scope not in SCOPES:
             continue
         try:
             value = str(ast.literal_eval(quoted))
         except (ValueError, SyntaxError):
             value = quoted
-        seen = values.setdefault(key, [])
-        for item in value.split():
-            if item not in seen and not (key in SINGLE and seen):
-                seen.append(item)
-    return [part for key, items in values.items() for item in items for part in (OPTIONS[key], item)]
+        rank = SCOPES.index(scope)
+        if key not in chosen or rank < chosen[key][0]:
+            chosen[key] = (rank, value)
+    return [part for key, (_, value) in chosen.items() for item in value.split() for part in (OPTIONS[key], item)]
 
 
 def main(args: list[str]) -> int:
