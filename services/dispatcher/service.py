@@ -202,7 +202,8 @@ class Dispatcher:
                                s.fold_audit_candidates, s.fold_audit_max_events, writes=writes)  # fmt: skip
         self.guard = guard = ConsumerGuard(js, s.subjects)
         marks = await bind_bucket(js, ns.bucket(streams.KV_FOLD_REFOLDS))
-        self.refolds = Refolds(reactions, s.fold_audit_max_events, s.fold_refolds_waiting, watch.failed, marks)
+        self.refolds = Refolds(reactions, s.fold_audit_max_events, s.fold_refolds_waiting, watch.failed, marks,
+                               s.fold_refold_marks_every_s)  # fmt: skip
         folds = await fold_consumers(nc, s, guard, reactions, watch.failed, self.refolds.add)
         if s.fold_partitions and s.nats_replicas > 1:  # its source stalls on an election (fold/source_watch.py)
             self.source_watch = SourceWatch(nc, ns.stream(streams.JOBS_FOLD), ns.stream(streams.JOBS))

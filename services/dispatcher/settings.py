@@ -88,6 +88,11 @@ class DispatcherSettings(BaseServiceSettings):
         default=10_000, ge=1, le=1_000_000,
         description="Jobs waiting to be folded again after a redelivery; more are dropped (logged).",
     )  # fmt: skip
+    fold_refold_marks_every_s: float = Field(
+        default=300.0, gt=0, le=86_400,
+        description="How often a replica reads KV fold_refolds again and folds again the jobs marked there that it "
+        "does not hold (left by a replica that died, or by a refold given up).",
+    )  # fmt: skip
     tenant_weights: dict[str, float] = Field(
         default_factory=dict,
         description='Fair-share weight per tenant (JSON, e.g. {"acme": 3}); a kind\'s slots are shared by weight.',

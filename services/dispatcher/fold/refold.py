@@ -20,8 +20,10 @@ dead replica left waiting are folded again by the next one to start (another rep
 refold twice writes once). The jobs waiting are bounded (``fold_refolds_waiting``; past it a job is
 neither marked nor kept, and logged: the audit still looks at it unless it is terminal), and a refold
 that fails is tried again after :data:`RETRY_S` until it is done, for :data:`GIVE_UP_S` at most (then
-dropped, and logged as an error: its mark is left for the next replica to start). The bucket forgets a
-mark after a day.
+dropped, and logged as an error: its mark is left). Each replica also reads the marks again every
+``fold_refold_marks_every_s`` and takes those it does not hold: a mark left by a replica that died and
+never started again, or by a refold given up, is folded again by a replica still running (a refold twice
+writes once), not a day later when the bucket forgets it.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ RETRY_S = 1.0
 """How long a refold that failed (NATS away) waits before it is tried again."""
 GIVE_UP_S = 600.0
 """How long a job's refold is tried again, from when it was first asked for."""
+MARKS_EVERY_S = 300.0
+"""How often a running replica reads the marks again (``fold_refold_marks_every_s``)."""
 
 
 class _Waiting(NamedTuple):
@@ -71,8 +75,10 @@ class Refolds:
         most_waiting: int,
         failed: Callable[[], None] = unwatched,
         marks: KeyValue | None = None,
+        marks_every_s: float = MARKS_EVERY_S,
     ) -> None:
         self.reactions, self.max_events, self.most_waiting = reactions, max_events, most_waiting
+        self.marks_every_s = marks_every_s
         self.failed = failed
         """Told of each refold that failed (the replica's stuck-server watch)."""
         self.marks = marks
@@ -84,6 +90,8 @@ class Refolds:
         """Records written back as the fold of their job's history."""
         self.left = 0
         """Jobs dropped because :attr:`most_waiting` were waiting."""
+        self.reads = 0
+        """Times the marks in KV were read."""
 
     async def add(self, tenant: str, job_id: str) -> None:
         """Fold ``job_id`` again soon (once however often it is added before then), marked in KV first:
@@ -104,10 +112,17 @@ class Refolds:
 
     async def run(self) -> None:
         """Fold again the jobs marked in KV (left by a replica that stopped), then each waiting job, until
-        cancelled."""
-        await self._read_marks()
+        cancelled; the marks are read again every :attr:`marks_every_s`."""
+        loop = asyncio.get_running_loop()
+        await self._read_marks(until_read=True)
+        next_read = loop.time() + self.marks_every_s
         while True:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, next_read - loop.time())):
+                    await self._wake.wait()
+            if loop.time() >= next_read:
+                await self._read_marks(until_read=False)
+                next_read = loop.time() + self.marks_every_s
             self._wake.clear()
             while self._waiting:
                 key = tenant, job_id = next(iter(self._waiting))
@@ -127,25 +142,29 @@ class Refolds:
                     self._waiting[key] = waiting  # after the others
                     await asyncio.sleep(RETRY_S)
 
-    async def _read_marks(self) -> None:
-        """Take in the jobs marked in KV (as many as may wait: the rest stay marked for the next start),
-        tried until they are read."""
+    async def _read_marks(self, until_read: bool) -> None:
+        """Take in the jobs marked in KV that do not wait here already (as many as may wait: the rest stay
+        marked for a later read), tried until they are read when ``until_read`` (at the start), else once."""
         while self.marks is not None:
             try:
                 marked = await kv_scan(self.marks, ">")
-            except Exception as exc:  # noqa: BLE001 - NATS away: tried again
+            except Exception as exc:  # noqa: BLE001 - NATS away: tried again, now or at the next read
                 self.failed()
-                log.warning("the jobs marked to be folded again could not be read (%r); trying again", exc)
+                log.warning("the jobs marked to be folded again could not be read (%r)", exc)
+                if not until_read:
+                    return
                 await asyncio.sleep(RETRY_S)
                 continue
+            self.reads += 1
             now = asyncio.get_running_loop().time()
-            taken = marked[: max(0, self.most_waiting - len(self._waiting))]
+            new = [item for item in marked if tuple(item.key.split(".", 1)) not in self._waiting]
+            taken = new[: max(0, self.most_waiting - len(self._waiting))]
             for item in taken:
                 tenant, job_id = item.key.split(".", 1)
-                self._waiting.setdefault((tenant, job_id), _Waiting(now, item.revision))
-            if marked:
-                log.warning("%d jobs were marked to be folded again (a replica stopped first); %d taken",
-                            len(marked), len(taken))  # fmt: skip
+                self._waiting[tenant, job_id] = _Waiting(now, item.revision)
+            if new:
+                log.warning("%d jobs were marked to be folded again by a replica that stopped or gave up; %d taken",
+                            len(new), len(taken))  # fmt: skip
                 self._wake.set()
             return
 

@@ -7,7 +7,8 @@ then it changed nothing. Here a real consumer delivers one job's events as a fol
 ``job.started`` is delivered and never folded (lost with a connection), ``job.succeeded`` is folded, and
 ``job.started`` comes again after the ack wait: the fold hands the job to :class:`Refolds`, which
 marks it in KV ``fold_refolds`` before the batch is acked and writes the record back as the fold of the
-job's history; a replica that stops first leaves the mark to the next one that starts.
+job's history; a replica that stops first leaves the mark to the next one that starts, and to the
+replicas still running, which read the marks again every ``fold_refold_marks_every_s``.
 """
 
 from __future__ import annotations
@@ -166,6 +167,31 @@ async def test_a_job_a_stopped_replica_left_waiting_is_folded_again_by_the_next_
         await wait_for(lambda: next_one.waiting == 0, timeout_s=20, what="its mark deleted")
     finally:
         await cancel_and_wait([running])
+    assert await read_record(jobs_kv, job_id) == await _folded(js, namespace, job_id)
+    assert await kv_scan(marks, ">") == []
+
+
+async def test_a_job_a_dead_replica_left_marked_is_folded_again_by_one_still_running(
+    js: JetStreamContext, jobs_kv: KeyValue, namespace: Namespace, delivered: Delivered
+) -> None:
+    """The replica that marked the job dies before its refold and never starts again; another, running
+    since before the mark, finds it at its next read of the marks (not a day later, when the bucket forgets it)."""
+    job_id, sub, folder, marks = delivered.job_id, delivered.sub, delivered.folder, delivered.marks
+    await cancel_and_wait([delivered.running])  # the replica that will mark the job: its refolds never run
+    survivor = Refolds(delivered.refolds.reactions, max_events=100, most_waiting=100, marks=marks, marks_every_s=0.2)
+    running = asyncio.create_task(survivor.run())
+    try:
+        await wait_for(lambda: survivor.reads, timeout_s=20, what="the running replica's first read of the marks")
+        await _fold(folder, await sub.fetch(2))
+        await sub.fetch(1)  # job.started, lost
+        await _fold(folder, await sub.fetch(1))
+        (again,) = await sub.fetch(1, timeout=10 * ACK_WAIT_S)
+        await _fold(folder, [again])  # marked by the dead replica, and acked
+        await wait_for(lambda: survivor.refolded, timeout_s=20, what="the marked job folded again")
+        await wait_for(lambda: survivor.waiting == 0, timeout_s=20, what="its mark deleted")
+    finally:
+        await cancel_and_wait([running])
+    assert survivor.reads >= 2
     assert await read_record(jobs_kv, job_id) == await _folded(js, namespace, job_id)
     assert await kv_scan(marks, ">") == []
 
