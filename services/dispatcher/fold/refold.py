@@ -65,6 +65,12 @@ class _Waiting(NamedTuple):
     """The revision of its mark in KV ``fold_refolds`` (``None``: not marked)."""
 
 
+def _job_of(mark: str) -> tuple[str, str]:
+    """The (tenant, job id) a mark's key ``{tenant}.{job_id}`` names."""
+    tenant, job_id = mark.split(".", 1)
+    return tenant, job_id
+
+
 class Refolds:
     """The jobs waiting to be folded again, and the loop (:meth:`run`) that does it, oldest first."""
 
@@ -157,11 +163,10 @@ class Refolds:
                 continue
             self.reads += 1
             now = asyncio.get_running_loop().time()
-            new = [item for item in marked if tuple(item.key.split(".", 1)) not in self._waiting]
+            new = [(key, item.revision) for item in marked if (key := _job_of(item.key)) not in self._waiting]
             taken = new[: max(0, self.most_waiting - len(self._waiting))]
-            for item in taken:
-                tenant, job_id = item.key.split(".", 1)
-                self._waiting[tenant, job_id] = _Waiting(now, item.revision)
+            for key, revision in taken:
+                self._waiting[key] = _Waiting(now, revision)
             if new:
                 log.warning("%d jobs were marked to be folded again by a replica that stopped or gave up; %d taken",
                             len(new), len(taken))  # fmt: skip
