@@ -46,6 +46,33 @@ async def post_frame(
     return await http.post(f"/v1/sessions/{session_id}/frames{query}", content=frame, headers=headers)
 
 
+async def keyed_frames_answered_after_stop(gateway_url: str, api: httpx.AsyncClient, api_key: str) -> None:
+    """Two keyed frames, the session stopped, then each sent again (their first answers lost): each answers
+    the seq it was stored as (on a plain JPEG POST and on the documented route), the key with other bytes
+    is a 422, and a frame never stored (a new key, or none) is a 409: the session takes no more."""
+    documented = "?ts=1700000000.5"  # a query: the request goes to the FastAPI route, not PlainFrameRoute
+    sid = (await api.post("/v1/sessions", json={"kind": "splat"})).json()["id"]
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as http:
+        for n in (1, 2):
+            sent = await post_frame(http, api_key, sid, jpeg(n), f"cam-{n}")
+            assert (sent.status_code, sent.json()["seq"]) == (202, n), sent.text
+        stopped = await api.post(f"/v1/sessions/{sid}/stop")
+        assert stopped.status_code == 202, stopped.text
+        for query in ("", documented):
+            for n in (1, 2):  # the answer of a try that was lost: the frame is stored, its seq kept
+                again = await post_frame(http, api_key, sid, jpeg(n), f"cam-{n}", query)
+                assert again.status_code == 202, again.text
+                assert again.json()["seq"] == n
+            reused = await post_frame(http, api_key, sid, jpeg(3), "cam-1", query)
+            assert reused.status_code == 422, reused.text
+            for key in ("cam-3", None):  # a frame never stored: the session takes no more
+                late = await post_frame(http, api_key, sid, jpeg(3), key, query)
+                assert late.status_code == 409, late.text
+                assert late.headers["content-type"] == "application/problem+json"
+    received = (await api.get(f"/v1/sessions/{sid}")).json()["frames_received"]
+    assert received == 2
+
+
 def ws_url(http_url: str) -> str:
     """``http://…`` → ``ws://…``."""
     return "ws" + http_url.removeprefix("http")

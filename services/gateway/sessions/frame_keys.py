@@ -2,7 +2,9 @@
 
 A keyed frame's ``Nats-Msg-Id`` is its key's (:func:`~contracts.event_ids.frame_key_msg_id`); JetStream
 answers a retry within FRAMES' duplicate window with the stream sequence of the first, and the frame
-read there gives the seq it was numbered (or shows the key was used with other bytes).
+read there gives the seq it was numbered (or shows the key was used with other bytes). Once its session
+takes no more, such a retry is sent with a fence nothing passes (:func:`stored_seq`), so only a duplicate
+is answered and nothing is stored.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ IN_FLIGHT = frozenset({WRONG_LAST_SEQUENCE_IN_FLIGHT, DUPLICATE_IN_PROCESS})
 this key's own first try."""
 NO_LAST = str(2**62)
 """A last subject sequence no stream reaches: a fence that refuses every publish it is sent with."""
+EXPECTED_LAST_MSG_ID = "Nats-Expected-Last-Msg-Id"
+NO_MSG_ID = "gpurelay-fence-no-message"
+"""A last message id no publish is sent with: the fence of an unreplicated stream."""
+WRONG_LAST_MSG_ID = 10070
+"""JetStream's refusal of a publish whose expected last message id does not hold."""
 
 
 def unrecorded(exc: BaseException) -> ProblemError:
@@ -59,18 +66,30 @@ async def stored_seq(
     """The seq the frame of ``msg_id`` was stored as, or None when FRAMES' duplicate window holds none:
     what a retry of a stored frame is answered once its session takes no more.
 
-    The message id is sent with a fence no subject passes (:data:`NO_LAST`), so nothing is stored. A
-    replicated stream's leader answers a duplicate before it checks that fence (nats-server's
-    ``checkMsgHeadersPreClusteredProposal``); a server without a cluster checks the fence first, so there
-    the answer is None (a 409), as it is once the duplicate window has passed.
-    ``Nats-Expected-Last-Msg-Id``, checked after the duplicate on both, is not used: on a replicated
-    stream its refusal stops the stream (nats-server 2.15.1 logs a "critical write error")."""
-    headers = {MSG_ID: msg_id, EXPECTED_LAST: NO_LAST}
+    The message id is sent with a fence that refuses every publish, so nothing is stored; the fence is
+    one the stream checks *after* the id, so a duplicate is still answered as one. Which fence that is
+    depends on the stream's replicas (nats-server 2.15), read here each time (this path is rare, and a
+    stream can be scaled while the gateway runs):
+    - replicated: a last subject sequence no stream reaches (:data:`NO_LAST`). Its leader checks the id
+      first (``checkMsgHeadersPreClusteredProposal``). ``Nats-Expected-Last-Msg-Id`` is not used there:
+      its refusal stops a replicated stream ("critical write error").
+    - one replica (``gpurelay dev``'s single server, or R1 in a cluster): the subject sequence is checked
+      before the id there, so the fence is a last message id no publish carries (:data:`NO_MSG_ID`),
+      which is checked after it."""
+    try:
+        info = await js.stream_info(stream)
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise unrecorded(exc) from exc
+    if (info.config.num_replicas or 1) > 1:
+        fence, fenced_out = {EXPECTED_LAST: NO_LAST}, WRONG_LAST_SEQUENCE
+    else:
+        fence, fenced_out = {EXPECTED_LAST_MSG_ID: NO_MSG_ID}, WRONG_LAST_MSG_ID
+    headers = {MSG_ID: msg_id, **fence}
     for refused in range(1, IN_FLIGHT_TRIES + 1):
         try:
             ack = await js.publish(subject, data, headers=headers, timeout=timeout_s)
         except APIError as exc:
-            if exc.err_code == WRONG_LAST_SEQUENCE:
+            if exc.err_code == fenced_out:
                 return None
             if exc.err_code not in IN_FLIGHT or refused == IN_FLIGHT_TRIES:
                 raise unrecorded(exc) from exc
@@ -78,7 +97,7 @@ async def stored_seq(
             continue
         except (nats.errors.Error, TimeoutError) as exc:
             raise unrecorded(exc) from exc
-        if not ack.duplicate:  # the fence passed: no stream reaches NO_LAST
+        if not ack.duplicate:  # the fence passed: it cannot
             raise ProblemError(503, "The frame could not be checked; retry.", headers={"Retry-After": "1"})
         return await stored_as(js, stream, subject, int(ack.seq or 0), data)
     raise AssertionError("unreachable: the last refusal raises")

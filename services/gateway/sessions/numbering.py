@@ -12,10 +12,11 @@ sends a KV write, and is a 503 when it stays refused; once that frame is applied
 seq and the numbering reads it.
 
 A frame sent with an ``Idempotency-Key`` is published with that key's ``Nats-Msg-Id``
-(:func:`~contracts.event_ids.frame_key_msg_id`) instead of its seq's. JetStream checks the id before
-the fence, so a retry of a frame that was stored (its first try timed out: a 503) is answered as a
-duplicate with the stream sequence it was stored at, and gets the seq it was given then, within
-FRAMES' duplicate window; while that first try is in flight it is refused (10158) and waits as above.
+(:func:`~contracts.event_ids.frame_key_msg_id`) instead of its seq's. A retry of a frame that was
+stored (its first try timed out: a 503) is answered as a duplicate with the stream sequence it was stored
+at, and gets the seq it was given then, within FRAMES' duplicate window: a replicated stream checks the id
+before the fence, one with a single replica after it, and a fence read again passes. While that first try
+is in flight it is refused (10158) and waits as above.
 
 The session's KV entry (:class:`~contracts.api.sessions.SessionEntry`) is made before its first frame
 (what binds a robot to the session) and its ``frames`` follows the numbering in the background, at most
