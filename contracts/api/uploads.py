@@ -87,6 +87,12 @@ class UploadRecord(Contract):
     created_at: AwareDatetime
     completed_at: AwareDatetime | None = None
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    etag: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="The ETag of the object verified at completion (what its seal holds), so a concurrent "
+        "complete that refused other bytes puts the seal back. None while pending, or completed before this was kept.",
+    )
     awaited: bool | None = Field(
         default=None,
         description="Whether a job or session naming it was accepted while it was pending (and may wait for "
@@ -95,4 +101,4 @@ class UploadRecord(Contract):
 
     def to_out(self) -> UploadOut:
         """The client's view of this record."""
-        return UploadOut.model_validate(self.model_dump(exclude={"tenant", "key", "awaited"}))
+        return UploadOut.model_validate(self.model_dump(exclude={"tenant", "key", "awaited", "etag"}))

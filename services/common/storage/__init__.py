@@ -32,7 +32,7 @@ from services.common.storage.base import (
     validate_prefix,
 )
 from services.common.storage.local import LocalStorage
-from services.common.storage.seals import check_sealed, is_sealed, seal, seal_key, unseal
+from services.common.storage.seals import check_sealed, is_sealed, put_seal, seal, seal_key, unseal
 from services.common.storage.signing import (
     SignatureError,
     SignatureExpiredError,
@@ -75,6 +75,7 @@ __all__ = [
     "content_disposition",
     "is_sealed",
     "make_storage",
+    "put_seal",
     "result_key",
     "results_prefix",
     "sanitize_filename",

@@ -56,9 +56,15 @@ async def seal(storage: Storage, key: str) -> ObjectInfo:
     info = await storage.head(key)
     if info is None:
         raise ObjectNotFoundError(key)
-    record = json.dumps({"size": info.size, "etag": info.etag}).encode()
-    await storage.put(seal_key(key), record, "application/json")
+    await put_seal(storage, key, info.size, info.etag)
     return info
+
+
+async def put_seal(storage: Storage, key: str, size: int, etag: str) -> None:
+    """Seal ``key`` as the object of ``size`` bytes and ``etag`` (what :func:`seal` found, or put back
+    from a completed upload's record over a concurrent complete's seal or unseal)."""
+    record = json.dumps({"size": size, "etag": etag}).encode()
+    await storage.put(seal_key(key), record, "application/json")
 
 
 async def unseal(storage: Storage, key: str) -> None:

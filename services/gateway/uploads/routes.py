@@ -4,10 +4,12 @@
 lives ``upload_url_ttl_s`` plus the time to send the declared size at ``upload_url_min_bytes_per_s``.
 ``POST /v1/uploads/{id}/complete`` seals the object (:mod:`~services.common.storage.seals`), checks
 it (it exists, its size is the declared one, its magic bytes fit the declared type, all read
-pinned to the sealed ETag), marks the record completed with compare-and-set and publishes
-``upload.completed`` with the event id ``upload-completed-{id}``. A refused object is unsealed, so
-the client may send it again; a completed one stays sealed: the local backend refuses a later PUT,
-and on S3, where a URL cannot be revoked, its users compare it with the seal before using it. The
+pinned to the sealed ETag: :mod:`~services.gateway.uploads.verify`), marks the record completed with
+compare-and-set (the verified ETag in it) and publishes ``upload.completed`` with the event id
+``upload-completed-{id}``. A refused object is unsealed, so the client may send it again; a completed
+one stays sealed, also when completes of it ran at once (each ends by putting the seal back from the
+completed record): the local backend refuses a later PUT, and on S3, where a URL cannot be revoked,
+its users compare it with the seal before using it. The
 record is the source of truth: completing a completed upload answers the same record and only
 publishes when the event is missing from the stream (a crash between the KV write and the
 publish), so the event exists once. The event's ``Gpurelay-Upload-Awaited`` header says whether a job
@@ -17,8 +19,7 @@ waits for it.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
+import logging
 import math
 from datetime import UTC, datetime
 from typing import Annotated
@@ -35,22 +36,17 @@ from contracts.events.uploads import UPLOAD_AWAITED, UploadCompletedPayload
 from contracts.ids import ID_PATTERN, new_id, tenant_key
 from services.common.auth.apikeys import Principal
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
+from services.common.nats.connection import log_failure
 from services.common.nats.kv import kv_update
-from services.common.storage import (
-    ObjectChangedError,
-    ObjectInfo,
-    ObjectNotFoundError,
-    seal,
-    unseal,
-    upload_key,
-)
+from services.common.storage import upload_key
 from services.common.storage.base import MAX_EXPIRES_S
 from services.gateway.deps import StateDep, UploadsWrite
 from services.gateway.settings import GatewaySettings
 from services.gateway.state import GatewayState
-from services.gateway.uploads import magic
 from services.gateway.uploads.inputs import MARK_TRIES
+from services.gateway.uploads.verify import keep_seal, verify
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 UploadIdPath = Annotated[str, Path(description="An upload id, e.g. upl_0193...")]
 
@@ -93,54 +89,6 @@ def _completed_event(record: UploadRecord) -> EventEnvelope:
 def upload_url_ttl_s(settings: GatewaySettings, size: int) -> int:
     """How long the PUT of ``size`` bytes is signed for: a few minutes plus the time to send them."""
     return min(MAX_EXPIRES_S, settings.upload_url_ttl_s + math.ceil(size / settings.upload_url_min_bytes_per_s))
-
-
-async def _sha256(state: GatewayState, key: str, etag: str) -> str:
-    digest = hashlib.sha256()
-    async for chunk in state.storage.open_read(key, if_match=etag):
-        await asyncio.to_thread(digest.update, chunk)
-    return digest.hexdigest()
-
-
-async def _verify(state: GatewayState, record: UploadRecord) -> str | None:
-    """Seal the stored object and check it against the declaration; its SHA-256 when small enough.
-
-    A refused object is unsealed (those refusals depend on the bytes alone, so concurrent
-    completes of one upload all refuse or all accept).
-    """
-    try:
-        info = await seal(state.storage, record.key)
-    except ObjectNotFoundError:
-        raise ProblemError(
-            409, "No bytes have been uploaded yet: PUT the file to the pre-signed URL, then complete."
-        ) from None
-    try:
-        return await _check(state, record, info)
-    except ObjectChangedError:
-        await unseal(state.storage, record.key)
-        raise ProblemError(409, "The file changed while it was being verified; complete again.") from None
-    except ProblemError:
-        await unseal(state.storage, record.key)
-        raise
-
-
-async def _check(state: GatewayState, record: UploadRecord, info: ObjectInfo) -> str | None:
-    """Size and magic bytes of the object ``info`` describes (reads pinned to its ETag); its SHA-256."""
-    if info.size != record.size:
-        raise unprocessable(
-            "The stored object does not have the declared size.",
-            field_error(("size",), f"declared {record.size} bytes, storage holds {info.size}"),
-        )
-    head = await state.storage.read_range(record.key, 0, magic.HEAD_BYTES, if_match=info.etag)
-    if not magic.matches(record.content_type, head):
-        seen = magic.sniff(head) or "an unrecognised format"
-        raise unprocessable(
-            "The file's content does not match its declared type.",
-            field_error(("content_type",), f"declared {record.content_type}, the bytes look like {seen}"),
-        )
-    if info.size > state.settings.upload_sha256_max_bytes:
-        return None
-    return await _sha256(state, record.key, info.etag)
 
 
 @router.post(
@@ -203,26 +151,43 @@ async def complete_upload(upload_id: UploadIdPath, state: StateDep, principal: U
     record, revision = await _entry(state.kv.uploads, principal, upload_id)
     subject = state.subjects.upload_completed(principal.tenant, record.id)
     if record.status is UploadStatus.COMPLETED:
+        await keep_seal(state, record)
         state.completed_uploads.put(tenant_key(principal.tenant, record.id), record)
         await state.publish_once(subject, _completed_event(record), headers=_awaited_header(record))
         return record.to_out()
-    sha256 = await _verify(state, record)
-    done, fresh = await _mark_completed(state, principal, record, revision, sha256)
+    try:
+        info, sha256 = await verify(state, record)
+    except Exception:
+        await _keep_seal_after_refusal(state, principal, upload_id)
+        raise
+    done, fresh = await _mark_completed(state, principal, record, revision, info.etag, sha256)
+    await keep_seal(state, done)  # over a concurrent complete's unseal, or (not fresh) over this one's seal
     state.completed_uploads.put(tenant_key(principal.tenant, done.id), done)
     await state.publish_once(subject, _completed_event(done), check=not fresh, headers=_awaited_header(done))
     return done.to_out()
 
 
+async def _keep_seal_after_refusal(state: GatewayState, principal: Principal, upload_id: str) -> None:
+    """After this complete sealed, and maybe unsealed, bytes it refused: the seal put back when another
+    complete has completed the upload meanwhile (:mod:`~services.gateway.uploads.verify`). What fails here
+    is logged: the refusal is what the client is answered."""
+    try:
+        await keep_seal(state, (await _entry(state.kv.uploads, principal, upload_id))[0])
+    except Exception as exc:  # noqa: BLE001 - the refusal is raised on; this one is told in the log
+        log_failure(log, exc, f"upload {upload_id}: its seal could not be checked after a refused complete")
+
+
 async def _mark_completed(
-    state: GatewayState, principal: Principal, record: UploadRecord, revision: int, sha256: str | None
+    state: GatewayState, principal: Principal, record: UploadRecord, revision: int, etag: str, sha256: str | None
 ) -> tuple[UploadRecord, bool]:
     """The verified upload's record written completed over ``revision`` (compare-and-set), and ``True``;
     or the record a concurrent complete wrote, and ``False``. A job marking the pending record awaited
     meanwhile (:mod:`~services.gateway.uploads.inputs`) is read and completed over, mark kept."""
     key = tenant_key(principal.tenant, record.id)
     for _ in range(MARK_TRIES):
+        now = datetime.now(UTC)
         done = record.model_copy(
-            update={"status": UploadStatus.COMPLETED, "completed_at": datetime.now(UTC), "sha256": sha256}
+            update={"status": UploadStatus.COMPLETED, "completed_at": now, "sha256": sha256, "etag": etag}
         )
         try:
             await kv_update(state.kv.uploads, key, done.model_dump_json().encode(), revision)

@@ -7,7 +7,9 @@ would use the replaced file is refused by the gateway, or fails with ``input_cha
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -42,6 +44,7 @@ class UploadApi:
     backend: str
     http: httpx.AsyncClient
     storage: Storage
+    app: Any
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -66,11 +69,12 @@ async def api(
     if request.param == "s3":
         storage = S3Storage.from_settings(settings)
         await storage.ensure_bucket()
-    with serve(create_app(settings), sock):
+    app = create_app(settings)
+    with serve(app, sock):
         _, key = await ApiKeyStore(await js.key_value(namespace.bucket(KV_APIKEYS))).create("acme")
         auth = {"Authorization": f"Bearer {key}"}
         async with httpx.AsyncClient(base_url=url, headers=auth, timeout=30) as http:  # a loaded machine: seconds
-            yield UploadApi(request.param, http, storage)
+            yield UploadApi(request.param, http, storage, app)
     await storage.aclose()
 
 
@@ -134,3 +138,52 @@ async def test_an_upload_url_lives_minutes_sized_to_the_file(api: UploadApi) -> 
         assert query["X-Amz-Expires"] == [str(expected)]
     else:
         assert before + expected - 1 <= int(query["exp"][0]) <= after + expected + 1
+
+
+async def test_a_complete_refusing_bytes_another_then_completed_leaves_the_upload_sealed(api: UploadApi) -> None:
+    """Complete A refuses the first bytes and, before it unseals them, the file is sent again and complete B
+    accepts it. On S3 (where the URL still writes) A's unseal used to remove B's seal: the completed upload's
+    file could then be replaced unnoticed. Locally A's seal holds the second PUT off until A unseals."""
+    body = {"filename": "lap.mp4", "content_type": "video/mp4", "size": len(ORIGINAL)}
+    signed = (await api.http.post("/v1/uploads", json=body)).json()
+    assert (await send(signed, b"\x89PNG\r\n\x1a\n" + ORIGINAL[8:])).status_code in (200, 201)
+    storage = api.app.state.gateway.storage  # the gateway's own (its loop runs in uvicorn's thread)
+    delete, unsealing, go_on = storage.delete, threading.Event(), threading.Event()
+
+    async def held_delete(key: str) -> None:
+        if ".seals/" in key:  # A's unseal waits for the test
+            unsealing.set()
+            await asyncio.to_thread(go_on.wait, 30)
+        await delete(key)
+
+    storage.delete = held_delete
+    try:
+        complete_a = asyncio.create_task(api.http.post(f"/v1/uploads/{signed['id']}/complete"))
+        assert await asyncio.to_thread(unsealing.wait, 30), "complete A never came to its unseal"
+        resent = await send(signed, ORIGINAL)
+        if api.backend == "local":
+            assert resent.status_code == 409, resent.text  # A's seal holds the file
+        else:
+            assert resent.status_code == 200, resent.text
+            complete_b = await api.http.post(f"/v1/uploads/{signed['id']}/complete")
+            assert complete_b.status_code == 200, complete_b.text
+            assert complete_b.json()["sha256"] == hashlib.sha256(ORIGINAL).hexdigest()
+        go_on.set()
+        assert (await complete_a).status_code == 422
+    finally:
+        go_on.set()
+        storage.delete = delete
+    if api.backend == "local":
+        assert (await send(signed, ORIGINAL)).status_code in (200, 201)  # unsealed: sent again ...
+        done = await api.http.post(f"/v1/uploads/{signed['id']}/complete")  # ... and completed
+        assert done.status_code == 200, done.text
+    record = (await api.http.get(f"/v1/uploads/{signed['id']}")).json()
+    assert record["status"] == "completed"
+    replaced = await send(signed, REPLACED)
+    job = await api.http.post("/v1/jobs", json={"kind": "pose", "inputs": {"video": {"upload_id": signed["id"]}}})
+    if api.backend == "local":
+        assert (replaced.status_code, job.status_code) == (409, 201), (replaced.text, job.text)
+    else:
+        assert replaced.status_code == 200  # the URL still writes ...
+        assert job.status_code == 422, job.text  # ... and the upload, still sealed, refuses the changed file
+        assert "replaced" in job.json()["errors"][0]["msg"]

@@ -136,10 +136,10 @@ async def test_a_mark_between_a_completes_read_and_its_write_is_completed_over(
     state, upload_id, read_by_complete, revision = await pending_upload(acme, js, namespace, video)
     await submit(acme, upload_id)  # marks the record: the revision the complete read is gone
     principal = Principal(tenant="acme", key_id="test")
-    done, fresh = await routes._mark_completed(state, principal, read_by_complete, revision, None)
+    done, fresh = await routes._mark_completed(state, principal, read_by_complete, revision, "etag-1", None)
     assert fresh
     stored, _ = await _record(state, upload_id)
-    assert (stored.status, stored.awaited) == (UploadStatus.COMPLETED, True)
+    assert (stored.status, stored.awaited, stored.etag) == (UploadStatus.COMPLETED, True, "etag-1")
     assert stored == done
 
 
