@@ -151,7 +151,6 @@ async def complete_upload(upload_id: UploadIdPath, state: StateDep, principal: U
     record, revision = await _entry(state.kv.uploads, principal, upload_id)
     subject = state.subjects.upload_completed(principal.tenant, record.id)
     if record.status is UploadStatus.COMPLETED:
-        await keep_seal(state, record)
         state.completed_uploads.put(tenant_key(principal.tenant, record.id), record)
         await state.publish_once(subject, _completed_event(record), headers=_awaited_header(record))
         return record.to_out()
