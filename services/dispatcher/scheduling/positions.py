@@ -14,7 +14,10 @@ place is bettered by the time the entry is in the queue, and, while it is among 
 once per ``queue_position_interval_s`` per kind and tenant: the starts in between coalesce, so the
 fold sees at most ``top / interval`` such events per second and tenant). A replica publishes a job's position
 only when it is lower than the last it published (so a feed never shows it going back; a higher
-priority job arriving ahead holds it instead), each with the id ``{job}-a{n}-pos{p}``.
+priority job arriving ahead holds it instead), each with the id ``{job}-a{n}-pos{p}``. The last place
+of an entry is forgotten once the mirror has dropped it; one told before its entry is in the mirror
+(its ``job.queued`` is published before the entry is made) is kept meanwhile, up to
+:data:`UNSEEN_KEPT_S`, or an update between the two would forget it and tell the place again.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from services.dispatcher.scheduling.queue import QueueEntry, QueueIndex
 from services.dispatcher.scheduling.run_times import RunTimes, size_class
 
 log = logging.getLogger(__name__)
+UNSEEN_KEPT_S = 60.0
+"""How long a place told before its entry was in the mirror is kept while the mirror lacks the entry."""
 
 
 class Positions:
@@ -58,6 +63,9 @@ class Positions:
         self.concurrency, self.weight, self.top = concurrency, weight, top
         self.interval_s = interval_s
         self.published: dict[str, int] = {}
+        """The last place told of each entry's job (its ``job.queued`` or ``job.position``)."""
+        self._unseen: dict[str, float] = {}
+        """Entries whose place was told before the mirror had them: when (monotonic)."""
         self._pending: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     def waiting(self, kind: str, tenant: str, first: int | None = None) -> list[QueueEntry]:
@@ -69,7 +77,7 @@ class Positions:
         it needs no ``job.position`` of its own: :meth:`queued` then says only a better place)."""
         position = self.queue.lines.place_of(entry)
         eta = await self.eta_s(entry, position)
-        self.published[entry.key] = position
+        self._told(entry.key, position)
         at = datetime.now(UTC) + timedelta(seconds=eta) if eta is not None else None
         return JobQueuedPayload(position=position, eta_s=eta, eta_at=at)
 
@@ -102,8 +110,22 @@ class Positions:
                 await self._announce(entry, index + 1)
         except Exception as exc:  # noqa: BLE001 - logged by log_failure
             log_failure(log, exc, "queue positions of %s/%s not published", kind, tenant)
-        for key in [k for k in self.published if self.queue.revision(k) is None]:
-            del self.published[key]
+        self._forget_dropped()
+
+    def _told(self, key: str, position: int) -> None:
+        self.published[key] = position
+        if self.queue.revision(key) is None:  # told before the mirror has it
+            self._unseen.setdefault(key, time.monotonic())
+
+    def _forget_dropped(self) -> None:
+        """Forget the places of entries the mirror no longer holds (kept a while for one not yet in it)."""
+        now = time.monotonic()
+        for key in list(self.published):
+            if self.queue.revision(key) is not None:
+                self._unseen.pop(key, None)
+            elif key not in self._unseen or now - self._unseen[key] >= UNSEEN_KEPT_S:
+                del self.published[key]
+                self._unseen.pop(key, None)
 
     async def eta_s(self, entry: QueueEntry, position: int) -> float | None:
         """Seconds until ``entry``, at ``position`` of its tenant's queue, should start."""
@@ -123,7 +145,7 @@ class Positions:
             if then is not None:
                 await then()
             return
-        self.published[entry.key] = position
+        self._told(entry.key, position)
         eta = await self.eta_s(entry, position)
         at = datetime.now(UTC) + timedelta(seconds=eta) if eta is not None else None
         payload = JobPositionPayload(position=position, eta_s=eta, eta_at=at)
