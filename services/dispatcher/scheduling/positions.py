@@ -115,7 +115,7 @@ class Positions:
     def _told(self, key: str, position: int) -> None:
         self.published[key] = position
         if self.queue.revision(key) is None:  # told before the mirror has it
-            self._unseen.setdefault(key, time.monotonic())
+            self._unseen[key] = time.monotonic()
 
     def _forget_dropped(self) -> None:
         """Forget the places of entries the mirror no longer holds (kept a while for one not yet in it)."""
