@@ -19,8 +19,10 @@ waits for it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -157,23 +159,25 @@ async def complete_upload(upload_id: UploadIdPath, state: StateDep, principal: U
     try:
         info, sha256 = await verify(state, record)
     except Exception:
-        await _keep_seal_after_refusal(state, principal, upload_id)
+        with _seal_failure_logged(upload_id):  # completed meanwhile by another complete: its seal back
+            await keep_seal(state, (await _entry(state.kv.uploads, principal, upload_id))[0])
         raise
     done, fresh = await _mark_completed(state, principal, record, revision, info.etag, sha256)
-    await keep_seal(state, done)  # over a concurrent complete's unseal, or (not fresh) over this one's seal
     state.completed_uploads.put(tenant_key(principal.tenant, done.id), done)
     await state.publish_once(subject, _completed_event(done), check=not fresh, headers=_awaited_header(done))
+    with _seal_failure_logged(upload_id):  # over a concurrent complete's unseal, or (not fresh) this one's seal
+        await keep_seal(state, done)
     return done.to_out()
 
 
-async def _keep_seal_after_refusal(state: GatewayState, principal: Principal, upload_id: str) -> None:
-    """After this complete sealed, and maybe unsealed, bytes it refused: the seal put back when another
-    complete has completed the upload meanwhile (:mod:`~services.gateway.uploads.verify`). What fails here
-    is logged: the refusal is what the client is answered."""
+@contextlib.contextmanager
+def _seal_failure_logged(upload_id: str) -> Iterator[None]:
+    """A seal that could not be put back (:mod:`~services.gateway.uploads.verify`) is logged: what the
+    complete answers stands (the upload completed and its event published, or the refusal)."""
     try:
-        await keep_seal(state, (await _entry(state.kv.uploads, principal, upload_id))[0])
-    except Exception as exc:  # noqa: BLE001 - the refusal is raised on; this one is told in the log
-        log_failure(log, exc, f"upload {upload_id}: its seal could not be checked after a refused complete")
+        yield
+    except Exception as exc:  # noqa: BLE001 - told in the log; the complete's own answer goes on
+        log_failure(log, exc, f"upload {upload_id}: its seal could not be put back")
 
 
 async def _mark_completed(
