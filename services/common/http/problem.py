@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from contracts.record_repair import INVALID_RECORD, UnreadableRecordError
 from services.common.http.nats_failover import StuckServerWatch
 from services.common.nats.connection import NATS_AWAY
+from services.common.storage.base import StorageError
 
 PROBLEM_JSON = "application/problem+json"
 UNAVAILABLE_RETRY_AFTER_S = 1
@@ -78,7 +79,8 @@ def _clean_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Every error as problem+json: ours, FastAPI's validation errors, HTTP errors, the unexpected."""
+    """Every error as problem+json: ours, FastAPI's validation errors, HTTP errors, NATS or the object
+    storage away (503), the unexpected (500)."""
 
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
@@ -117,6 +119,16 @@ def install_error_handlers(app: FastAPI) -> None:
         if await _closed_socket(request, WS_INTERNAL_ERROR, "unexpected error"):
             return None
         return problem(500, "An unexpected error occurred; it has been logged.")
+
+    @app.exception_handler(StorageError)
+    async def _storage(request: Request, exc: StorageError) -> JSONResponse | None:
+        if type(exc) is not StorageError:  # a missing, changed or invalid object no route answered: a bug
+            return await _unexpected(request, exc)
+        log.warning("object storage failed on %s %s: %s", _method(request), request.url.path, exc)
+        if await _closed_socket(request, WS_TRY_AGAIN_LATER, "object storage unavailable; retry"):
+            return None
+        detail = "The object storage cannot answer right now; retry."
+        return problem(503, detail, headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
 
 
 def _tell_watches(request: Request) -> None:
