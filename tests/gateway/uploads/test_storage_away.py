@@ -5,18 +5,29 @@ signature needs no request), and completing the upload, which reads the stored o
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
+
 import pytest
 
-from services.common.nats.embedded import free_port
 from tests.support.gateway import Tenant
 
 
 @pytest.fixture
-def gateway_overrides() -> dict[str, object]:
+def refusing_port() -> Iterator[int]:
+    """A loopback port bound and never listened on: connections to it are refused, and no one else can
+    take it while the test runs."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def gateway_overrides(refusing_port: int) -> dict[str, object]:
     return {
         "storage_backend": "s3",
         "storage_bucket": "gpurelay-test-away",
-        "s3_endpoint_url": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        "s3_endpoint_url": f"http://127.0.0.1:{refusing_port}",
         "s3_access_key_id": "test",
         "s3_secret_access_key": "test-secret",
     }
