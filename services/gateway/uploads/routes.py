@@ -7,8 +7,8 @@ it (it exists, its size is the declared one, its magic bytes fit the declared ty
 pinned to the sealed ETag: :mod:`~services.gateway.uploads.verify`), marks the record completed with
 compare-and-set (the verified ETag in it) and publishes ``upload.completed`` with the event id
 ``upload-completed-{id}``. A refused object is unsealed, so the client may send it again; a completed
-one stays sealed, also when completes of it ran at once (each ends by putting the seal back from the
-completed record): the local backend refuses a later PUT, and on S3, where a URL cannot be revoked,
+one stays sealed, also when completes of it ran at once (each that sealed ends by putting the seal back
+from the completed record): the local backend refuses a later PUT, and on S3, where a URL cannot be revoked,
 its users compare it with the seal before using it. The
 record is the source of truth: completing a completed upload answers the same record and only
 publishes when the event is missing from the stream (a crash between the KV write and the

@@ -9,8 +9,8 @@ Two completes of one upload may run at once (retries, two gateway replicas) whil
 the object as it found it, and the refusing one unseals it, so without care the completed upload is
 left sealed to bytes no one verified, or not sealed at all (its bytes then replaceable, and
 ``check_sealed`` passing them). So the completed record keeps the verified ETag (``etag``), and every
-complete ends with :func:`keep_seal`: the upload's seal put back from its completed record. The
-winner does so after its compare-and-set, and the others after their last seal write, on the record
+complete that sealed ends with :func:`keep_seal`: the upload's seal put back from its completed record.
+The winner does so after its compare-and-set, and the others after their last seal write, on the record
 read then. So the last write to the seal is always one of these, from the completed record.
 """
 
