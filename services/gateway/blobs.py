@@ -17,17 +17,17 @@ from typing import BinaryIO
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from services.common.http.problem import problem
+from services.common.http.problem import problem, problem_responses
 from services.common.storage import (
     DEFAULT_CHUNK_SIZE,
     InvalidKeyError,
+    KeyConflictError,
     LocalStorage,
     ObjectNotFoundError,
     ObjectSealedError,
     ObjectTooLargeError,
     SignatureError,
     SignatureExpiredError,
-    StorageError,
     content_disposition,
     is_sealed,
     validate_key,
@@ -68,7 +68,12 @@ def blob_router(storage: LocalStorage) -> APIRouter:
     """The signed blob routes serving ``storage``."""
     router = APIRouter(tags=["blobs"])
 
-    @router.put("/v1/blobs/{key:path}", status_code=201, response_model=None)
+    @router.put(
+        "/v1/blobs/{key:path}",
+        status_code=201,
+        response_model=None,
+        responses=problem_responses(400, 403, 409, 413, 503, 507),
+    )
     async def put_blob(key: str, request: Request) -> Response:
         grant = _authorize(storage, "put", key, request)
         if isinstance(grant, Response):
@@ -91,11 +96,11 @@ def blob_router(storage: LocalStorage) -> APIRouter:
             return problem(413, f"The body may not exceed {grant.max_size} bytes.")
         except ObjectSealedError:
             return _sealed()
-        except StorageError as exc:
+        except KeyConflictError as exc:
             return problem(409, str(exc), title="Key conflict")
         return Response(status_code=201, headers={"ETag": f'"{info.etag}"'})
 
-    @router.get("/v1/blobs/{key:path}", response_model=None)
+    @router.get("/v1/blobs/{key:path}", response_model=None, responses=problem_responses(400, 403, 404, 416))
     async def get_blob(key: str, request: Request) -> Response:
         grant = _authorize(storage, "get", key, request)
         if isinstance(grant, Response):

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from contracts.record_repair import INVALID_RECORD, UnreadableRecordError
 from services.common.http.nats_failover import StuckServerWatch
 from services.common.nats.connection import NATS_AWAY
-from services.common.storage.base import StorageError
+from services.common.storage.base import StorageError, StorageFullError
 
 PROBLEM_JSON = "application/problem+json"
 UNAVAILABLE_RETRY_AFTER_S = 1
@@ -80,7 +80,7 @@ def _clean_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Every error as problem+json: ours, FastAPI's validation errors, HTTP errors, NATS or the object
-    storage away (503), the unexpected (500)."""
+    storage away (503), the object storage full (507), the unexpected (500)."""
 
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
@@ -122,6 +122,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StorageError)
     async def _storage(request: Request, exc: StorageError) -> JSONResponse | None:
+        if isinstance(exc, StorageFullError):  # waiting will not help: an operator must make room
+            log.error("object storage full on %s %s: %s", _method(request), request.url.path, exc)
+            if await _closed_socket(request, WS_INTERNAL_ERROR, "object storage full"):
+                return None
+            return problem(507, "The object storage has no room left; nothing was stored.")
         if type(exc) is not StorageError:  # a missing, changed or invalid object no route answered: a bug
             return await _unexpected(request, exc)
         log.warning("object storage failed on %s %s: %s", _method(request), request.url.path, exc)

@@ -13,6 +13,7 @@ from services.common.config import BaseServiceSettings
 from services.common.storage.base import (
     DEFAULT_CHUNK_SIZE,
     InvalidKeyError,
+    KeyConflictError,
     ObjectChangedError,
     ObjectInfo,
     ObjectNotFoundError,
@@ -22,6 +23,7 @@ from services.common.storage.base import (
     PutData,
     Storage,
     StorageError,
+    StorageFullError,
     check_result_key,
     content_disposition,
     result_key,
@@ -56,6 +58,7 @@ else:
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "InvalidKeyError",
+    "KeyConflictError",
     "LocalStorage",
     "ObjectChangedError",
     "ObjectInfo",
@@ -70,6 +73,7 @@ __all__ = [
     "SignatureInvalidError",
     "Storage",
     "StorageError",
+    "StorageFullError",
     "check_result_key",
     "check_sealed",
     "content_disposition",

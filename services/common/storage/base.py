@@ -55,6 +55,14 @@ class ObjectSealedError(StorageError):
     """The object is sealed (its upload completed): it may not be replaced."""
 
 
+class KeyConflictError(StorageError):
+    """The key names a folder of other objects, or a folder of it is an object (S3 allows both, a file tree not)."""
+
+
+class StorageFullError(StorageError):
+    """The storage has no room left for the object (a full disk or quota): nothing was stored."""
+
+
 @dataclass(frozen=True)
 class PresignedRequest:
     """An HTTP request a client may make without credentials: send ``headers`` verbatim."""

@@ -4,7 +4,7 @@ Layout under the root: ``objects/{key}`` (the bytes), ``meta/{h[:2]}/{h}.json`` 
 SHA-256 of the key (content type, etag) and ``tmp/`` (uploads in progress, renamed into place when
 complete, so a reader never sees a partial object). Object paths are resolved, symlinks included,
 and must stay under ``objects/``. A key cannot be both an object and a "folder" of other objects
-here (S3 allows it); such a put fails with :class:`StorageError`. A sealed key
+here (S3 allows it); such a put fails with :class:`KeyConflictError`. A sealed key
 (:mod:`~services.common.storage.seals`) is never replaced: the check and the rename that would
 replace it hold one lock, so a seal and a write cannot cross.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from pydantic import SecretStr
 
@@ -32,6 +33,7 @@ from services.common.storage import signing
 from services.common.storage.base import (
     DEFAULT_CHUNK_SIZE,
     InvalidKeyError,
+    KeyConflictError,
     ObjectChangedError,
     ObjectInfo,
     ObjectNotFoundError,
@@ -41,6 +43,7 @@ from services.common.storage.base import (
     PutData,
     Storage,
     StorageError,
+    StorageFullError,
     iter_chunks,
     validate_content_type,
     validate_expires,
@@ -50,6 +53,7 @@ from services.common.storage.base import (
 from services.common.storage.seals import seal_key_of
 
 _WRITE_BUFFER = 1024 * 1024
+_T = TypeVar("_T")
 
 
 class LocalStorage(Storage):
@@ -225,15 +229,16 @@ class LocalStorage(Storage):
     ) -> ObjectInfo:
         """Stream ``chunks`` to a temporary file, then rename it into place.
 
-        Raises :class:`ObjectTooLargeError` as soon as more than ``max_size`` bytes arrive, and
-        :class:`ObjectSealedError` when ``key`` is sealed; the temporary file is removed and any
-        existing object is left untouched.
+        Raises :class:`ObjectTooLargeError` as soon as more than ``max_size`` bytes arrive,
+        :class:`ObjectSealedError` when ``key`` is sealed, :class:`StorageFullError` when the disk has
+        no room and :class:`StorageError` when it refuses the write otherwise; the temporary file is
+        removed and any existing object is left untouched.
         """
         validate_content_type(content_type)
         dest, meta = self.object_path(key), self._meta_path(key)
         sealed = self.object_path(seal) if (seal := seal_key_of(key)) else None
         tmp = self.tmp / f"{uuid.uuid4().hex}.part"
-        handle = await asyncio.to_thread(tmp.open, "xb")
+        handle = await _on_disk(key, tmp.open, "xb")
         try:
             md5, size, buffer = hashlib.md5(usedforsecurity=False), 0, bytearray()
             async for chunk in chunks:
@@ -243,13 +248,14 @@ class LocalStorage(Storage):
                 md5.update(chunk)
                 buffer += chunk
                 if len(buffer) >= _WRITE_BUFFER:
-                    await asyncio.to_thread(handle.write, bytes(buffer))
+                    await _on_disk(key, handle.write, bytes(buffer))
                     buffer.clear()
-            await asyncio.to_thread(self._finish, handle, bytes(buffer))
+            await _on_disk(key, self._finish, handle, bytes(buffer))
             record = {"content_type": content_type, "etag": md5.hexdigest()}
-            await asyncio.to_thread(self._commit, tmp, dest, meta, record, sealed)
+            await _on_disk(key, self._commit, tmp, dest, meta, record, sealed)
         except BaseException:
-            handle.close()
+            with contextlib.suppress(OSError):  # a full disk refuses the close's flush too
+                handle.close()
             tmp.unlink(missing_ok=True)
             raise
         info = await self.head(key)
@@ -276,7 +282,8 @@ class LocalStorage(Storage):
                 os.replace(meta_tmp, meta)
                 os.replace(tmp, dest)
         except (NotADirectoryError, IsADirectoryError, FileExistsError) as exc:
-            raise StorageError(f"key conflicts with an existing object or folder: {dest}") from exc
+            key = dest.relative_to(self.objects).as_posix()  # the key, not the server's path
+            raise KeyConflictError(f"key conflicts with an existing object or folder: {key}") from exc
         finally:
             meta_tmp.unlink(missing_ok=True)
 
@@ -313,3 +320,16 @@ class LocalStorage(Storage):
 
     async def aclose(self) -> None:
         """Nothing to release."""
+
+
+async def _on_disk(key: str, operation: Callable[..., _T], *args: object) -> _T:
+    """``operation``, a step of writing ``key``, in a thread. The file system refusing it is a
+    :class:`StorageFullError` (no room: the client can only wait for an operator) or a
+    :class:`StorageError` (read-only, an I/O error: the storage is away), never a bare ``OSError`` a
+    caller could take for its client's connection failing."""
+    try:
+        return await asyncio.to_thread(operation, *args)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFullError(f"no space left on the storage for {key}") from exc
+        raise StorageError(f"the storage refused the write of {key}: {exc.strerror or exc}") from exc

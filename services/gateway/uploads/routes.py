@@ -142,7 +142,7 @@ async def create_upload(
 @router.post(
     "/{upload_id}/complete",
     summary="Verify an upload and publish upload.completed",
-    responses=problem_responses(401, 403, 404, 409, 422, 503),
+    responses=problem_responses(401, 403, 404, 409, 422, 503, 507),
 )
 async def complete_upload(upload_id: UploadIdPath, state: StateDep, principal: UploadsWrite) -> UploadOut:
     """Check size and magic bytes; idempotent: completing twice answers the same record.
