@@ -131,8 +131,11 @@ def events_client(env: dict[str, str]) -> AsyncClient:
     return AsyncClient(env["GPURELAY_URL"], api_key=env["GPURELAY_API_KEY"])
 
 
-async def events(env: dict[str, str], job_id: str, timeout_s: float = 45.0) -> list[Event]:
-    """The job's SSE stream from the start to its terminal event (the client's ``jobs.stream``; bounded)."""
+async def events(env: dict[str, str], job_id: str, timeout_s: float = 120.0) -> list[Event]:
+    """The job's SSE stream from the start to its terminal event (the client's ``jobs.stream``; bounded).
+
+    The bound covers the job's whole run, which a loaded machine slows several times over (a lap job
+    of ~10 s took over 45 s under a stress run): it only ends a test that hangs."""
     async with asyncio.timeout(timeout_s), events_client(env) as client:
         return [event async for event in client.jobs.stream(job_id)]
 

@@ -21,7 +21,7 @@ from services.cli.dev import DevStack
 from tests.e2e.support import auth, download, events, lap_job, receiver, settled
 from tests.support.lap import frame_count, scrolling_video
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(180)
 
 FRAMES = 96
 """Frames of the big lap: 640x360 at full size takes long enough for ≥ 3 throttled progress events."""
