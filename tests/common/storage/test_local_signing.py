@@ -141,6 +141,19 @@ async def test_over_size_put_is_refused_without_leftovers(local_storage: LocalSt
     assert await local_storage.read_all("t/u/keep.bin") == b"z" * 1000
 
 
+async def test_a_key_that_is_a_folder_of_objects_is_a_409_naming_the_key_not_the_servers_path(
+    local_storage: LocalStorage, http: httpx.AsyncClient
+) -> None:
+    await local_storage.put("t/u/clip.mp4/inner.bin", b"inner", "application/octet-stream")
+    put = await local_storage.presign_put("t/u/clip.mp4", "video/mp4", 100)
+    refused = await http.put(put.url, content=b"v" * 10, headers=put.headers)
+    assert_problem(refused, 409, "Key conflict")
+    assert "t/u/clip.mp4" in refused.json()["detail"]
+    assert str(local_storage.root) not in refused.text
+    assert list(local_storage.tmp.iterdir()) == []
+    assert await local_storage.read_all("t/u/clip.mp4/inner.bin") == b"inner"
+
+
 async def test_missing_object_is_404(local_storage: LocalStorage, http: httpx.AsyncClient) -> None:
     assert_problem(await http.get(await local_storage.presign_get("t/u/nothing.bin")), 404)
 
