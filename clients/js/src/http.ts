@@ -29,8 +29,10 @@ export interface RequestOptions {
   signal?: AbortSignal;
 }
 
-const RETRIED = new Set([429, 503]);
-const FIRST_BACKOFF_MS = 500;
+/** Answers that mean "not now", retried after their `Retry-After` or a backoff. */
+export const RETRIED = new Set([429, 503]);
+/** The first backoff, doubled at each retry, where an answer names no `Retry-After`. */
+export const FIRST_BACKOFF_MS = 500;
 
 export class Transport {
   constructor(readonly options: TransportOptions) {}

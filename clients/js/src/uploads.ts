@@ -1,11 +1,13 @@
 /**
  * Uploads: declare the file, send its bytes straight to the pre-signed URL (object storage, not the
  * gateway), then complete it. In a browser the bytes go through XMLHttpRequest, whose upload
- * progress events drive `onProgress`; elsewhere through fetch (progress: 0, then all of it).
+ * progress events drive `onProgress`; elsewhere through fetch (progress: 0, then all of it). The
+ * bytes are sent whole again after an answer of "not now" (429, 503: S3's SlowDown) or none at all,
+ * as the client retries its other calls.
  */
-import { GpurelayError } from "./errors.js";
-import type { Transport } from "./http.js";
-import type { Sent, XMLHttpRequestConstructor } from "./runtime.js";
+import { GpurelayError, retryAfterS } from "./errors.js";
+import { FIRST_BACKOFF_MS, RETRIED, type Transport } from "./http.js";
+import { delay, type Sent, type XMLHttpRequestConstructor } from "./runtime.js";
 import type { components } from "./schema.js";
 
 export type Upload = Sent<components["schemas"]["UploadOut"]>;
@@ -46,8 +48,7 @@ export class Uploads {
     });
     const report = options.onProgress ?? (() => undefined);
     report({ loaded: 0, total: blob.size });
-    if (this.XHR) await this.putWithProgress(this.XHR, signed, blob, report, options.signal);
-    else await this.put(signed, blob, options.signal);
+    await this.send(signed, blob, report, options.signal);
     report({ loaded: blob.size, total: blob.size });
     return this.http.request<Upload>("POST", `/v1/uploads/${encodeURIComponent(signed.id)}/complete`, {
       signal: options.signal,
@@ -57,6 +58,31 @@ export class Uploads {
   /** An upload's record. */
   get(id: string, options: { signal?: AbortSignal } = {}): Promise<Upload> {
     return this.http.request<Upload>("GET", `/v1/uploads/${encodeURIComponent(id)}`, options);
+  }
+
+  /** The bytes to the pre-signed URL, sent again from the start (a Blob reads from its start each time,
+   * and a PUT of the same bytes changes nothing) up to `maxRetries` times, progress back at 0. */
+  private async send(
+    signed: PresignedUpload,
+    blob: Blob,
+    report: (progress: UploadProgress) => void,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const { maxRetries, maxRetryDelayMs } = this.http.options;
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        if (this.XHR) await this.putWithProgress(this.XHR, signed, blob, report, signal);
+        else await this.put(signed, blob, signal);
+        return;
+      } catch (error) {
+        const notNow = error instanceof GpurelayError && (error.status === 0 || RETRIED.has(error.status));
+        if (!notNow || signal?.aborted || attempt >= maxRetries) throw error;
+        const asked = error.retryAfterS;
+        const waitMs = asked !== undefined ? asked * 1000 : FIRST_BACKOFF_MS * 2 ** attempt;
+        await delay(Math.min(waitMs, maxRetryDelayMs), signal);
+        report({ loaded: 0, total: blob.size });
+      }
+    }
   }
 
   private async put(signed: PresignedUpload, blob: Blob, signal?: AbortSignal): Promise<void> {
@@ -87,8 +113,9 @@ export class Uploads {
       };
       xhr.onload = () => {
         signal?.removeEventListener("abort", abort);
+        const asked = retryAfterS(xhr.getResponseHeader("retry-after"));
         if (xhr.status >= 200 && xhr.status < 300) resolve();
-        else reject(GpurelayError.fromBody(xhr.status, xhr.statusText, xhr.responseText));
+        else reject(GpurelayError.fromBody(xhr.status, xhr.statusText, xhr.responseText, asked));
       };
       xhr.onerror = () => reject(GpurelayError.unreachable(signed.url, new Error("the upload was interrupted")));
       xhr.onabort = () => reject(GpurelayError.unreachable(signed.url, signal?.reason ?? new Error("aborted")));

@@ -26,6 +26,32 @@ describe("uploads", () => {
     video = upload;
   });
 
+  test("the storage's answer lost on a real connection: the bytes are sent again and the upload completes", async () => {
+    const proxy = await startProxy(stack.url);
+    const blob = mediaBlob("lap.mp4", "video/mp4");
+    const puts = [];
+    const storageThroughProxy = async (url, init = {}) => {
+      if ((init.method ?? "GET") !== "PUT") return fetch(url, init);
+      puts.push(String(url));
+      if (puts.length > 1) return fetch(proxy.rewrite(url), init);
+      proxy.mute(); // the first PUT's answer never reaches the client ...
+      const answer = fetch(proxy.rewrite(url), init);
+      await proxy.lost();
+      proxy.drop(); // ... and its connection is cut: it got no answer at all
+      proxy.mute(false);
+      return answer;
+    };
+    const progress = [];
+    const viaProxy = nodeClient({ fetch: storageThroughProxy, maxRetryDelayMs: 50 });
+    const upload = await viaProxy.uploads.upload(blob, { filename: "lap.mp4", onProgress: (p) => progress.push(p.loaded) });
+    await proxy.close();
+    assert.equal(upload.status, "completed");
+    assert.equal(upload.size, blob.size);
+    assert.equal(puts.length, 2, "the PUT was sent again, once");
+    assert.equal(puts[0], puts[1], "to the same signed URL");
+    assert.deepEqual(progress, [0, 0, blob.size], "progress starts again from 0");
+  });
+
   test("bytes that are not what they claim: the completion's problem, with its field", async () => {
     const fake = new Blob([new Uint8Array(2048).fill(7)], { type: "video/mp4" });
     const error = await client.uploads.upload(fake, { filename: "noise.mp4" }).catch((e) => e);

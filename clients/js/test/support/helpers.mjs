@@ -62,12 +62,14 @@ export function recordingFetch(before = async () => undefined) {
 }
 
 /** A TCP proxy to `target` (a URL's host and port); `drop()` cuts every open connection, `mute()` drops what
- * the server sends from then on (an answer lost on its way) until `mute(false)`. */
+ * the server sends from then on (an answer lost on its way) until `mute(false)`, and `lost()` resolves
+ * once it has dropped some. */
 export async function startProxy(target) {
   const { hostname, port } = new URL(target);
   const open = new Set();
   let connections = 0;
   let muted = false;
+  let onLost = () => undefined;
   const server = createServer((inbound) => {
     connections += 1;
     const outbound = connect(Number(port), hostname);
@@ -83,6 +85,7 @@ export async function startProxy(target) {
     inbound.pipe(outbound);
     outbound.on("data", (chunk) => {
       if (!muted) inbound.write(chunk);
+      else onLost();
     });
   });
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -103,6 +106,14 @@ export async function startProxy(target) {
     },
     mute(on = true) {
       muted = on;
+    },
+    lost() {
+      return new Promise((resolve) => {
+        onLost = () => {
+          onLost = () => undefined;
+          resolve();
+        };
+      });
     },
     close() {
       this.drop();
