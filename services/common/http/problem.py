@@ -23,6 +23,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from contracts.record_repair import INVALID_RECORD, UnreadableRecordError
 from services.common.http.nats_failover import StuckServerWatch
@@ -79,8 +80,9 @@ def _clean_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Every error as problem+json: ours, FastAPI's validation errors, HTTP errors, NATS or the object
-    storage away (503), the object storage full (507), the unexpected (500)."""
+    """Every error as problem+json: ours, FastAPI's validation errors, HTTP errors, a client gone
+    mid-body (logged at INFO), NATS or the object storage away (503), the object storage full (507),
+    the unexpected (500)."""
 
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
@@ -106,6 +108,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for unavailable in NATS_AWAY:
         app.add_exception_handler(unavailable, _unavailable)  # type: ignore[arg-type] # a Request's or a WebSocket's
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _: ClientDisconnect) -> JSONResponse:
+        # A client that went away mid-body (a tab closed during an upload) is no server error: no
+        # traceback at ERROR for an operator to chase. The answer goes nowhere; it is only for the log.
+        log.info("client went away during %s %s", _method(request), request.url.path)
+        return problem(400, "The request's body was cut short: the client went away.")
 
     @app.exception_handler(UnreadableRecordError)
     async def _unreadable(request: Request, exc: UnreadableRecordError) -> JSONResponse:
