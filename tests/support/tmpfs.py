@@ -17,13 +17,16 @@ import pytest
 MOUNT_TIMEOUT_S = 10.0
 
 
+def _cannot(reason: str) -> None:
+    if os.environ.get("GPURELAY_REQUIRE_NETFAULTS") == "1":
+        pytest.fail(f"GPURELAY_REQUIRE_NETFAULTS=1 but {reason}")
+    pytest.skip(reason)
+
+
 def require_mount() -> None:
-    """Skip (or, where root-only tests are required, fail) unless this process may mount."""
+    """Skip (or, where root-only tests are required, fail) unless this process runs as root."""
     if os.geteuid() != 0:
-        reason = "mounting a small tmpfs (a disk that fills up) needs root"
-        if os.environ.get("GPURELAY_REQUIRE_NETFAULTS") == "1":
-            pytest.fail(f"GPURELAY_REQUIRE_NETFAULTS=1 but {reason}")
-        pytest.skip(reason)
+        _cannot("mounting a small tmpfs (a disk that fills up) needs root")
 
 
 def _mount(*args: str) -> None:
@@ -36,7 +39,10 @@ def small_tmpfs(path: Path, size_bytes: int) -> Iterator[Path]:
     holds open does not keep it mounted)."""
     require_mount()
     path.mkdir(parents=True, exist_ok=True)
-    _mount("-t", "tmpfs", "-o", f"size={size_bytes},mode=0700", "gpurelay-test", str(path))
+    try:
+        _mount("-t", "tmpfs", "-o", f"size={size_bytes},mode=0700", "gpurelay-test", str(path))
+    except subprocess.CalledProcessError as exc:  # root without the right to mount (a locked-down container)
+        _cannot(f"mount refused a tmpfs: {exc.stderr.decode(errors='replace').strip()}")
     try:
         yield path
     finally:
