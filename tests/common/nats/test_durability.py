@@ -27,6 +27,7 @@ from services.common.nats.declarations import apply_declarations
 from services.common.nats.embedded import EmbeddedNats, free_port
 from services.common.nats.identity import identity_options
 from services.common.nats.permissions import ROLES, Role
+from services.common.nats.server_config import ServerTls
 from tests.support.nats_deploy import DEPLOY_NATS, ConfigServer, deployable_copy, make_certs, monitor, role_passwords
 
 SECOND = 1_000_000_000
@@ -149,19 +150,16 @@ async def test_the_cluster_configs_form_a_tls_cluster_that_syncs_always_with_r3_
     tmp_path: Path, config_servers: list[ConfigServer]
 ) -> None:
     tls = make_certs(tmp_path / "certs")
-    clients = {n: free_port() for n in (1, 2, 3)}
-    routes = {n: free_port() for n in (1, 2, 3)}
-    monitors = {n: free_port() for n in (1, 2, 3)}
-    for n in (1, 2, 3):
-        replace = {f"nats-route://nats-{m}:6222": f"nats-route://127.0.0.1:{routes[m]}" for m in (1, 2, 3)}
-        replace |= {
-            "listen: 0.0.0.0:4222": f"listen: 127.0.0.1:{clients[n]}",
-            "http: 0.0.0.0:8222": f"http: 127.0.0.1:{monitors[n]}",
-            "listen: 0.0.0.0:6222": f"listen: 127.0.0.1:{routes[n]}",
-        }
-        config = deployable_copy(DEPLOY_NATS / "cluster" / f"nats-{n}.conf", tmp_path / f"nats-{n}", tls, replace)
-        config_servers.append(server := ConfigServer(config, f"http://127.0.0.1:{monitors[n]}"))
-        server.start(timeout_s=30.0)  # in the list first: teardown stops it whatever interrupts its start
+    for attempt in range(1, PORT_TRIES + 1):
+        try:
+            clients = _start_cluster(tmp_path / f"try-{attempt}", tls, config_servers)
+            break
+        except PortTakenError:
+            for server in config_servers:
+                server.stop()
+            config_servers.clear()
+            if attempt == PORT_TRIES:
+                raise
     for server in config_servers:
         varz = await monitor(server.monitor_url, "varz")
         assert varz["jetstream"]["config"].get("sync_always") is True, server.config
@@ -185,6 +183,40 @@ async def test_the_cluster_configs_form_a_tls_cluster_that_syncs_always_with_r3_
     finally:
         with contextlib.suppress(TimeoutError):  # a close waits on a reconnect that may never come
             await asyncio.wait_for(operator.close(), 10)
+
+
+PORT_TRIES = 3
+"""Clusters formed before the test gives up: the ports are picked free up front, and the first nodes'
+outgoing route connections (ephemeral ports, the same range) once took the third node's route port
+before it bound it ("bind: address already in use", a fresh clone's serial phase)."""
+
+
+class PortTakenError(RuntimeError):
+    """A node could not bind a port picked free for it: another socket took it first."""
+
+
+def _start_cluster(folder: Path, tls: ServerTls, servers: list[ConfigServer]) -> dict[int, int]:
+    """The 3 nodes of ``deploy/nats/cluster`` on loopback ports picked here, each appended to
+    ``servers`` before its start (teardown stops it whatever interrupts the start); the client ports."""
+    clients = {n: free_port() for n in (1, 2, 3)}
+    routes = {n: free_port(besides=clients.values()) for n in (1, 2, 3)}
+    monitors = {n: free_port(besides=[*clients.values(), *routes.values()]) for n in (1, 2, 3)}
+    for n in (1, 2, 3):
+        replace = {f"nats-route://nats-{m}:6222": f"nats-route://127.0.0.1:{routes[m]}" for m in (1, 2, 3)}
+        replace |= {
+            "listen: 0.0.0.0:4222": f"listen: 127.0.0.1:{clients[n]}",
+            "http: 0.0.0.0:8222": f"http: 127.0.0.1:{monitors[n]}",
+            "listen: 0.0.0.0:6222": f"listen: 127.0.0.1:{routes[n]}",
+        }
+        config = deployable_copy(DEPLOY_NATS / "cluster" / f"nats-{n}.conf", folder / f"nats-{n}", tls, replace)
+        servers.append(server := ConfigServer(config, f"http://127.0.0.1:{monitors[n]}"))
+        try:
+            server.start(timeout_s=30.0)
+        except RuntimeError as exc:
+            if "address already in use" in str(exc):
+                raise PortTakenError(str(exc)[-300:]) from exc
+            raise
+    return clients
 
 
 async def _declare_when_the_cluster_is_up(nc: NatsClient, decls: Any) -> list[str]:
