@@ -14,7 +14,7 @@ from services.common.auth.key_cache import KeyCache
 from services.common.http.nats_failover import StuckServerWatch
 from services.common.nats.declarations import declare_all
 from services.common.nats.kv import bind_bucket
-from services.common.nats.publish import until_answered
+from services.common.nats.publish import placement_pending, until_answered
 from services.notifier.settings import NotifierSettings
 from services.notifier.sse.hub import Hub
 from services.notifier.sse.slots import StreamSlots, stream_slots
@@ -67,10 +67,17 @@ async def open_state(settings: NotifierSettings, nc: NatsClient) -> NotifierStat
 
     webhooks = await bucket(streams.KV_WEBHOOKS)
     # both bind their bucket, or make it on first use: made again as a whole while JetStream is away
+    # (or a forming cluster cannot place it yet)
     s = settings
-    leases = await until_answered(lambda: open_leases(js, ns, s.webhook_lease_ttl_s, s.nats_replicas), "open leases")
+    leases = await until_answered(
+        lambda: open_leases(js, ns, s.webhook_lease_ttl_s, s.nats_replicas),
+        "open leases",
+        also_retried=placement_pending,
+    )
     deliveries = await until_answered(
-        lambda: open_bucket(js, ns, s.webhook_deliveries_ttl_s, s.nats_replicas), "open the deliveries bucket"
+        lambda: open_bucket(js, ns, s.webhook_deliveries_ttl_s, s.nats_replicas),
+        "open the deliveries bucket",
+        also_retried=placement_pending,
     )
     store = DeliveryStore(deliveries)
     endpoints = EndpointCache(webhooks, js, ns.bucket(streams.KV_WEBHOOKS))

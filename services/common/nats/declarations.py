@@ -18,7 +18,7 @@ from nats.js.errors import NotFoundError
 from contracts.streams import BucketDecl, Declarations, StreamDecl, declarations
 from services.common.config import BaseServiceSettings
 from services.common.nats.permissions import bound_streams, role_of
-from services.common.nats.publish import until_answered
+from services.common.nats.publish import placement_pending, until_answered
 
 log = logging.getLogger(__name__)
 
@@ -156,13 +156,16 @@ async def apply_declarations(js: JetStreamContext, decls: Declarations) -> Apply
 
     Each step is tried again while NATS is slow or away (:func:`until_answered`): every one may be, since
     a stream made by a request whose answer was lost is found the next time, and an equal update does
-    nothing."""
+    nothing. So is a replicated stream a forming cluster cannot place yet (:func:`placement_pending`),
+    until its last node joins or the retries run out."""
     report = ApplyReport()
     for stream in decls.streams:
         wanted = stream_config(stream)
-        await until_answered(functools.partial(_apply_stream, js, wanted, report), f"declare stream {wanted.name}")
+        apply = functools.partial(_apply_stream, js, wanted, report)
+        await until_answered(apply, f"declare stream {wanted.name}", also_retried=placement_pending)
     for bucket in decls.buckets:
-        await until_answered(functools.partial(_apply_bucket, js, bucket, report), f"declare bucket {bucket.name}")
+        apply = functools.partial(_apply_bucket, js, bucket, report)
+        await until_answered(apply, f"declare bucket {bucket.name}", also_retried=placement_pending)
     if report.created or report.updated:
         # not ``created``: a LogRecord attribute, which ``extra`` may not overwrite (KeyError at INFO)
         applied = {"declarations_created": report.created, "declarations_updated": report.updated}

@@ -52,6 +52,9 @@ RETRY_FOR_S = 20.0
 """How long a publish goes on trying while NATS is away (a leader election takes seconds)."""
 RETRY_DELAY_S = (0.05, 1.0)
 """The first pause between two tries, and the longest (doubling in between)."""
+PLACEMENT_PENDING = 10005
+"""JetStream's "no suitable peers for placement": a replicated stream asked of a cluster that does not
+know enough nodes yet (one still starting or joining), or never will (more replicas than nodes)."""
 
 MSG_ID = "Nats-Msg-Id"
 DUPLICATE_IN_PROCESS = 10158
@@ -174,6 +177,12 @@ async def until_stored(
     return await until_answered(publish, f"publish to {subject}", retry_for_s, unavailable, in_process)
 
 
+def placement_pending(exc: Exception) -> bool:
+    """Whether ``exc`` is JetStream refusing to place a stream for want of peers (:data:`PLACEMENT_PENDING`):
+    tried again by the steps that make streams, as a forming cluster answers it until its last node joins."""
+    return isinstance(exc, nats.js.errors.APIError) and exc.err_code == PLACEMENT_PENDING
+
+
 async def until_answered(
     call: Callable[[], Awaitable[T]],
     what: str,
@@ -193,6 +202,6 @@ async def until_answered(
                 unavailable()
             if not (is_unavailable(exc) or also_retried(exc)) or time.monotonic() + delay > deadline:
                 raise
-            log.info("%s retried: NATS unavailable (%s)", what, type(exc).__name__)
+            log.info("%s retried: %s", what, "NATS unavailable" if is_unavailable(exc) else exc)
             await asyncio.sleep(delay)
             delay = min(RETRY_DELAY_S[1], delay * 2)

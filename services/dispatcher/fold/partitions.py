@@ -26,7 +26,7 @@ from nats.js.errors import NotFoundError
 
 from contracts import streams
 from contracts.subjects import Namespace
-from services.common.nats.publish import until_answered
+from services.common.nats.publish import placement_pending, until_answered
 
 log = logging.getLogger(__name__)
 FOLD_STREAM = streams.JOBS_FOLD
@@ -55,10 +55,11 @@ async def declare_fold_stream(js: JetStreamContext, ns: Namespace, partitions: i
     A new one starts after what the serial fold already folded (its consumer's ack floor), or at
     JOBS' start when there was none (the fold is idempotent: folding an event again changes nothing).
     Tried again while NATS is slow or away (a dispatcher starting beside a stalled server): every step
-    may be, as a stream made by a request whose answer was lost is found mapped the next time.
+    may be, as a stream made by a request whose answer was lost is found mapped the next time. So is a
+    replicated one a forming cluster cannot place yet (:func:`placement_pending`).
     """
     declare = functools.partial(_declare_fold_stream, js, ns, partitions, replicas)
-    return await until_answered(declare, "declare the fold's stream")
+    return await until_answered(declare, "declare the fold's stream", also_retried=placement_pending)
 
 
 async def _declare_fold_stream(js: JetStreamContext, ns: Namespace, partitions: int, replicas: int) -> str:
