@@ -103,13 +103,18 @@ async def _serial_floor(js: JetStreamContext, ns: Namespace) -> int | None:
 
 
 async def fold_settled(js: JetStreamContext, ns: Namespace, partitions: int) -> bool:
-    """Whether the fold has folded everything stored in JOBS so far (tests and benchmarks)."""
+    """Whether the fold has folded everything stored in JOBS so far (tests and benchmarks). Not before
+    ``JOBS_FOLD``'s source has been heard from: until then its lag reads 0 whatever JOBS holds (a source
+    whose first setup failed is tried again only 10 s later, so "settled" came before anything was
+    copied, and a test then waited 10 s for its events)."""
     if partitions == 0:
         info = await js.consumer_info(ns.stream(streams.JOBS), SERIAL_DURABLE)
         return bool(info.num_pending == 0 and info.num_ack_pending == 0)
     stream = await js.stream_info(ns.stream(FOLD_STREAM))
-    lag = sum(source.lag or 0 for source in stream.sources or [])
-    return stream.state.messages == 0 and lag == 0
+    sources = stream.sources or []
+    heard = bool(sources) and all(source.active is not None and source.active >= 0 for source in sources)
+    lag = sum(source.lag or 0 for source in sources)
+    return heard and stream.state.messages == 0 and lag == 0
 
 
 async def fold_pending(js: JetStreamContext, ns: Namespace, partitions: int) -> int:

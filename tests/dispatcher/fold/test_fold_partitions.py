@@ -215,3 +215,20 @@ async def test_the_fold_stream_declared_while_the_server_stalls_is_made_once_it_
         assert stream == namespace.stream(FOLD_STREAM)
         (source,) = (await js.stream_info(stream)).config.sources or []
         assert source.name == namespace.stream(JOBS)
+
+
+async def test_the_fold_is_not_settled_before_its_source_has_copied_anything(
+    js: JetStreamContext, jobs_kv: KeyValue, subjects: Subjects, namespace: Namespace
+) -> None:
+    """Jobs stored, ``JOBS_FOLD`` made a moment later: its source is set up after a short jitter (or,
+    after a failed first try, 10 s later), and until then its lag reads 0. ``fold_settled`` said
+    settled then, and a test went on to wait 10 s for events never folded (a fresh clone's run)."""
+    await submit(js, jobs_kv, subjects, WAITS_ON_AN_UPLOAD)
+    await declare_fold_stream(js, namespace, PARTITIONS)
+    assert not await fold_settled(js, namespace, PARTITIONS)  # the old helper: settled, with nothing copied
+    await wait_for(lambda: _copied(js, namespace), timeout_s=30, what="the job.created copied into JOBS_FOLD")
+    assert not await fold_settled(js, namespace, PARTITIONS)  # copied, but no one folds it
+
+
+async def _copied(js: JetStreamContext, ns: Namespace) -> bool:
+    return (await js.stream_info(ns.stream(FOLD_STREAM))).state.messages > 0
