@@ -76,11 +76,11 @@ class Exhaustion:
 async def attempt(ctx: DeliveryContext, tenant: str, queue: str, msg: Msg, exhausted: Exhaustion) -> bool:
     """Attempt one delivery; ack, retry later, or dead-letter it; whether it is finished (acked or terminated)."""
     seq = msg.metadata.sequence.stream
-    if (msg.metadata.num_delivered or 1) > 1 and seq in ctx.delivered:  # delivered; its ack did not land
-        await msg.ack()  # again, not sent again (services.notifier.webhooks.deliveries.DeliveredMemory)
-        return True
     headers = msg.headers or {}
     event_id, event_type, job_id = headers[H_EVENT], headers[H_TYPE], headers.get(H_JOB) or None
+    if ctx.delivered.delivered(seq, event_id):  # its ack did not land (redelivered, or by a consumer made again)
+        await msg.ack()  # again, not sent again (services.notifier.webhooks.deliveries.DeliveredMemory)
+        return True
     endpoint_id, now = headers.get(H_ENDPOINT) or queue, utc_now()
     if is_job_hook_queue(queue):
         url = headers[H_URL]
@@ -113,7 +113,7 @@ async def attempt(ctx: DeliveryContext, tenant: str, queue: str, msg: Msg, exhau
         retry_after_max_s=s.webhook_retry_after_max_s,
     )
     if result.delivered:
-        ctx.delivered.add(seq)
+        ctx.delivered.add(seq, event_id)
         await msg.ack()
         state.status = "delivered"
         if exhausted.count:

@@ -13,8 +13,10 @@ state lost or expired only means more attempts, never a lost delivery.
 sequence. An accepted attempt is acked; when that ack does not reach the consumer's leader (a replica
 cut off from it, as in a partition, or a leader change), JetStream delivers the message again after
 the ack wait and it would be sent again, a duplicate the receiver must drop by ``webhook-id``. A
-redelivered message this process delivered is acked again instead. The memory is bounded (the oldest
-go first) and another replica that takes the queue over does not have it: delivery stays at least once.
+redelivered message this process delivered is acked again instead, and so is one a consumer made
+again delivers anew (deleted under the delivery before that ack landed; its delivery count starts
+again at 1). The memory is bounded (the oldest go first) and another replica that takes the queue over
+does not have it: delivery stays at least once.
 """
 
 from __future__ import annotations
@@ -134,18 +136,20 @@ class DeliveryStore:
 
 
 class DeliveredMemory:
-    """The latest ``size`` stream sequences of queue messages this process delivered (``0``: none kept)."""
+    """The latest ``size`` queue messages this process delivered, by stream sequence and event id
+    (``0``: none kept). Both must match: a stream made again numbers new messages from 1."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._seqs: OrderedDict[int, None] = OrderedDict()
+        self._seqs: OrderedDict[int, str] = OrderedDict()
 
-    def add(self, seq: int) -> None:
-        """``seq`` was delivered."""
+    def add(self, seq: int, event_id: str) -> None:
+        """The message at ``seq``, of event ``event_id``, was delivered."""
         if self.size:
-            self._seqs[seq] = None
+            self._seqs[seq] = event_id
             if len(self._seqs) > self.size:
                 self._seqs.popitem(last=False)
 
-    def __contains__(self, seq: object) -> bool:
-        return seq in self._seqs
+    def delivered(self, seq: int, event_id: str) -> bool:
+        """Whether the message at ``seq`` of event ``event_id`` is one this process delivered."""
+        return self._seqs.get(seq) == event_id

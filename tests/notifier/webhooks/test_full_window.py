@@ -95,6 +95,8 @@ async def test_a_delivery_whose_consumer_is_gone_is_bound_again_with_a_warning(
     await js.delete_consumer(namespace.stream(WEBHOOK_DELIVERIES), consumer_name("acme", endpoint.id))
     await publish(js, subjects, second)
     await wait_for(lambda: rx.unique("/hook") >= 2, timeout_s=30, what="the second, once the consumer is back")
+    # first once: deleted before its ack landed, the consumer made again delivers it anew, and the
+    # notifier that delivered it acks it, not sends it again (DeliveredMemory; 1 run in 6 under load before)
     assert [c.webhook_id for c in rx.accepted_on("/hook")] == [first.id, second.id]
     assert errors_logged(caplog) == []  # NATS refusing the pull (no consumer answers: a 503) is a warning, no traceback
     assert any("NATS away" in r.getMessage() for r in caplog.records)
