@@ -218,7 +218,7 @@ class Dispatcher:
             await fold.start()
         for taker in takers:
             await taker.start()
-        self._advisories = await bound_and_watch(nc, guard, consumers)
+        self._advisories = await bound_and_watch(nc, js, guard, consumers)
         if s.metrics_enabled:
             metrics.register("dispatcher")
             self._stop_sampling = start_sampling(js, [(c.stream, c.durable) for c in consumers], self.pool)
