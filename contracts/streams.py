@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field
 
 from contracts.base import Contract
-from contracts.subjects import JOB_RECORDS, NO_NAMESPACE, Namespace
+from contracts.subjects import JOB_RECORDS, NO_NAMESPACE, Namespace, job_slot_transform
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -43,6 +43,9 @@ class StreamDecl(Contract):
         default=False,
         description="Direct gets (``$JS.API.DIRECT.GET``), batches included, answered by any replica, not only the "
         "leader.",
+    )
+    subject_transform: tuple[str, str] | None = Field(
+        default=None, description="Each stored subject matching the source rewritten as the destination."
     )
     description: str = ""
 
@@ -162,6 +165,7 @@ def declarations(
                 duplicate_window_s=120.0,
                 max_consumers=JOBS_MAX_CONSUMERS,
                 allow_direct=True,  # SSE catch-ups read it in batches (services/notifier/sse/catch_up.py)
+                subject_transform=job_slot_transform(ns),  # the fold's partitions read slots of it
                 description="Every job and upload event: the platform's log of record.",
             ),
             StreamDecl(

@@ -37,6 +37,13 @@ JOB_EVENT_NAMES: frozenset[str] = frozenset(
     }
 )
 """The last token of ``jobs.{tenant}.{job_id}.{event}`` (job events, then a session's own)."""
+JOB_SLOTS = 32
+"""How many slots JOBS spreads jobs over: it stores each job event ``jobs.{tenant}.{job_id}.{event}`` as
+``jobs.{tenant}.{job_id}.{event}.{slot}``, the slot a hash of the tenant and job id that the server
+computes (a stream ``subject_transform``, :func:`job_slot_transform`). Every event of a job has the same
+slot, so the dispatcher's fold partitions read JOBS itself, each a set of slots, in stream order. The
+platform publishes, and core subscribers see, the 4-token subject; JetStream reads (consumers, gets,
+``Nats-Expected-Last-Subject-Sequence-Subject``) see the stored one: :meth:`Subjects.stored_job_event`."""
 JOB_RECORDS = "records"
 """KV ``jobs`` republishes each stored record on ``records.{tenant}.{job_id}`` (a bucket's ``republish``)."""
 
@@ -71,6 +78,19 @@ class Namespace:
         return subject
 
 
+def job_event_token(ns: Namespace, subject: str) -> str:
+    """The event of a job subject, published (``jobs.{t}.{j}.{event}``) or stored (with its slot token)
+    under ``ns``; ``""`` for any other subject."""
+    tokens = ns.strip(subject).split(".")
+    return tokens[3] if len(tokens) in (4, 5) and tokens[0] == "jobs" else ""
+
+
+def job_slot_transform(ns: Namespace) -> tuple[str, str]:
+    """JOBS' ``subject_transform`` (source, destination): each job event stored with its slot token."""
+    dest = f"jobs.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}.{{{{wildcard(3)}}}}.{{{{partition({JOB_SLOTS},1,2)}}}}"
+    return ns.subject("jobs.*.*.*"), ns.subject(dest)
+
+
 NO_NAMESPACE = Namespace()
 """The empty namespace: the plain v1 subjects."""
 
@@ -89,8 +109,18 @@ class Subjects:
         return self.ns.subject(f"jobs.{validate_id(tenant, 'tenant')}.{validate_id(job_id, 'job id')}.{event}")
 
     def job_events(self, tenant: str, job_id: str) -> str:
-        """Filter for every event of one job."""
-        return self.ns.subject(f"jobs.{validate_id(tenant, 'tenant')}.{validate_id(job_id, 'job id')}.*")
+        """Filter for every event of one job, as published and as JOBS stores it (its slot token)."""
+        return self.ns.subject(f"jobs.{validate_id(tenant, 'tenant')}.{validate_id(job_id, 'job id')}.>")
+
+    def stored_job_event(self, tenant: str, job_id: str, event: str) -> str:
+        """One job event as JOBS stores it, ``jobs.{tenant}.{job_id}.{event}.*`` (its slot token, one per
+        job: exact): what a get of its last message or a fence on its subject names. The published
+        subject names nothing stored, so a fence ``(subject, 0)`` on it would always pass."""
+        return self.job_event(tenant, job_id, event) + ".*"
+
+    def job_slot(self, slot: int) -> str:
+        """Filter for the stored events of every job in ``slot`` (:data:`JOB_SLOTS`)."""
+        return self.ns.subject(f"jobs.*.*.*.{slot}")
 
     def tenant_jobs(self, tenant: str) -> str:
         """Filter for every job event of one tenant."""

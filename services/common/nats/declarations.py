@@ -12,7 +12,15 @@ import logging
 from dataclasses import dataclass, field
 
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, KeyValueConfig, RePublish, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    RePublish,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+    SubjectTransform,
+)
 from nats.js.errors import NotFoundError
 
 from contracts.streams import BucketDecl, Declarations, StreamDecl, declarations
@@ -40,6 +48,7 @@ def stream_config(decl: StreamDecl) -> StreamConfig:
         max_consumers=decl.max_consumers,
         num_replicas=decl.replicas,
         allow_direct=decl.allow_direct,
+        subject_transform=SubjectTransform(*decl.subject_transform) if decl.subject_transform else None,
     )
 
 
@@ -90,7 +99,12 @@ def _stream_differs(current: StreamConfig, wanted: StreamConfig) -> bool:
         or (current.description or None) != (wanted.description or None)
         or (current.num_replicas or 1) != (wanted.num_replicas or 1)
         or bool(current.allow_direct) != bool(wanted.allow_direct)
+        or _transform(current.subject_transform) != _transform(wanted.subject_transform)
     )
+
+
+def _transform(transform: SubjectTransform | None) -> tuple[str, str] | None:
+    return (transform.src, transform.dest) if transform else None
 
 
 def _or(value: object, default: object) -> object:
