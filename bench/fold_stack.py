@@ -41,7 +41,7 @@ from contracts.streams import KV_JOBS, declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.declarations import apply_declarations
 from services.common.nats.publish import publish_event
-from services.dispatcher.fold.partitions import declare_fold_stream, fold_pending, fold_settled
+from services.dispatcher.fold.partitions import fold_pending, fold_settled
 
 ROOT = Path(__file__).resolve().parent.parent
 TENANT = "bench"
@@ -133,8 +133,6 @@ async def drain_rate(url: str, tmp: Path, partitions: int, jobs: int, events: in
     sampler: list[asyncio.Task[None]] = []
 
     async def prepare(nc: NatsClient, ns: Namespace) -> None:
-        if partitions:
-            await declare_fold_stream(nc.jetstream(), ns, partitions)
         await publish_heartbeats(nc, ns, [(await create(nc, ns, WAITING))[0] for _ in range(jobs)], events)
         sampler.append(asyncio.create_task(_sample(nc, ns, partitions, samples)))
 

@@ -23,6 +23,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 API = "$JS.API."
+FOLD_DURABLE = "dispatcher-fold-"
+"""The fold partitions' consumers on JOBS, whose pulls a breakdown names apart (an SSE catch-up's are not theirs)."""
 API_KINDS = {
     "CONSUMER.MSG.NEXT.": "pull request",
     "CONSUMER.INFO.": "consumer info",
@@ -81,6 +83,8 @@ def bucket_of(subject: str, reply: str = "") -> str:
         return "_INBOX"
     if subject.startswith(API):
         parts = subject.split(".")
+        if subject.startswith(f"{API}CONSUMER.MSG.NEXT.") and parts[-1].startswith(FOLD_DURABLE):
+            return ".".join(parts[:6]) + f".{FOLD_DURABLE}*"  # the fold's partitions pull on JOBS itself
         return ".".join(parts[:6]) if parts[2] == "CONSUMER" or parts[3] == "MSG" else ".".join(parts[:5])
     if subject.startswith("$JS.ACK."):
         parts = subject.split(".")

@@ -3,8 +3,8 @@
 Consumers (every one a durable pull consumer shared by all replicas, with an explicit ack policy, read
 by a nats-py pull loop on the replica's one watched connection, :mod:`services.dispatcher.subscribers`):
 
-* ``dispatcher-fold-{p}`` on ``fold.{p}.>`` (``JOBS_FOLD``), one per partition of the job events by
-  job id (:mod:`services.dispatcher.fold.partitions`): folds each event into KV ``jobs`` and reacts
+* ``dispatcher-fold-{p}`` on JOBS' slots ``jobs.*.*.*.{slot}`` of partition ``p``, one per partition of
+  the job events by job id (:mod:`services.dispatcher.fold.partitions`): folds each event into KV ``jobs`` and reacts
   (:mod:`services.dispatcher.fold.reactions`). Each partition is pinned to one replica at a time, which
   folds a batch of up to ``fold_batch`` events (:mod:`services.dispatcher.fold.serial`), so each
   job's record is folded in stream order by one writer and KV equals
@@ -53,6 +53,7 @@ from services.common.http.nats_failover import StuckServerWatch
 from services.common.nats.connection import cancel_and_wait, connect
 from services.common.nats.declarations import declare_all
 from services.common.nats.kv import bind_bucket
+from services.common.nats.publish import until_answered
 from services.common.observability import metrics
 from services.common.observability.stop_clock import StopClock
 from services.common.quotas import QuotaBook
@@ -60,11 +61,11 @@ from services.common.storage import Storage, make_storage
 from services.dispatcher.consumers import ConsumerGuard
 from services.dispatcher.fold.audit import FoldAudit
 from services.dispatcher.fold.partition import fold_consumers
+from services.dispatcher.fold.partitions import retire_fold_copy
 from services.dispatcher.fold.reactions import Reactions
 from services.dispatcher.fold.records import route_pricing
 from services.dispatcher.fold.refold import Refolds
 from services.dispatcher.fold.serial import EventConsumer
-from services.dispatcher.fold.source_watch import SourceWatch
 from services.dispatcher.kv_writes import WriteLog
 from services.dispatcher.observe import start_sampling
 from services.dispatcher.retention import Retention
@@ -135,7 +136,6 @@ class Dispatcher:
         self.guard: ConsumerGuard | None = None
         self.nats_watch: StuckServerWatch | None = None
         """Moves ``nc`` off a server cut off from its cluster: told by the fold partitions and the sweeps."""
-        self.source_watch: SourceWatch | None = None
         self._advisories: list[Any] = []
         self._stop_sampling: Callable[[], None] = lambda: None
         self._tasks: list[asyncio.Task[None]] = []
@@ -205,9 +205,6 @@ class Dispatcher:
         self.refolds = Refolds(reactions, s.fold_audit_max_events, s.fold_refolds_waiting, watch.failed, marks,
                                s.fold_refold_marks_every_s)  # fmt: skip
         folds = await fold_consumers(nc, s, guard, reactions, watch.failed, self.refolds.add)
-        if s.fold_partitions and s.nats_replicas > 1:  # its source stalls on an election (fold/source_watch.py)
-            self.source_watch = SourceWatch(nc, ns.stream(streams.JOBS_FOLD), ns.stream(streams.JOBS))
-            await self.source_watch.start()
         uploads = EventConsumer(js, s, guard, ns.stream(streams.JOBS), ns.subject("uploads.>"), "dispatcher-uploads",
                                 reactions.on_upload_completed, watch.failed)  # fmt: skip
         takers = [TicketConsumer(js, s, guard, dispatch_stream, kind, route.concurrency, self.attempts.on_ticket,
@@ -216,6 +213,8 @@ class Dispatcher:
         await uploads.start()
         for fold in folds:
             await fold.start()
+        if s.fold_partitions:  # an upgrade: the partitions' consumers on JOBS start after what it held
+            await until_answered(lambda: retire_fold_copy(js, ns), "retire the fold's copy of JOBS")
         for taker in takers:
             await taker.start()
         self._advisories = await bound_and_watch(nc, js, guard, consumers)
@@ -268,8 +267,6 @@ class Dispatcher:
             await cancel_and_wait(self._tasks)
             if self.nats_watch is not None:
                 await self.nats_watch.stop()
-            if self.source_watch is not None:
-                await self.source_watch.stop()
         with clock.part("consumers"):
             for subscription in self._advisories:
                 with contextlib.suppress(Exception):

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
+from contracts.subjects import JOB_SLOTS
 from services.common.config import PLACEHOLDER_PREFIX, BaseServiceSettings
 
 LINGER_SHARE_OF_ACK_WAIT = 0.2
@@ -131,7 +132,7 @@ class DispatcherSettings(BaseServiceSettings):
     fold_partitions: int = Field(
         default=8,
         ge=0,
-        le=64,
+        le=JOB_SLOTS,
         description="Partitions of the fold by job (parallel, each job in order); 0: one serial fold consumer.",
     )
     fold_batch: int = Field(

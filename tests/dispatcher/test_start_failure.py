@@ -4,8 +4,9 @@ health port is taken (a fault-suite run's dispatcher sat 120 s unready: another 
 Found by the network-fault suite: on a busy 3-node cluster a JetStream request of the fold's start
 timed out (5 s), ``Dispatcher.start`` raised after the local pool had spawned its workers, and
 ``serve`` never stopped the dispatcher: the process sat in ``waitpid`` for the pool's (non-daemon)
-workers for ever, so nothing could restart it. Here the failure is made certain: a consumer on
-``JOBS_FOLD`` that overlaps partition 0's, so the fold's consumer cannot be created.
+workers for ever, so nothing could restart it. Here the failure is made certain: JOBS takes one
+consumer only (a limit its declaration does not change), which ``dispatcher-uploads`` takes first, so
+the fold's first partition consumer cannot be created.
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from nats.js.api import AckPolicy, ConsumerConfig
 
 from bench.harness.fault_stack import ROUTES, connect_test_client
 from bench.harness.service_processes import ServiceProcess, service_env
+from contracts.streams import JOBS
 from services.common.config import BaseServiceSettings
 from services.common.nats.declarations import declare_all
 from services.common.nats.embedded import EmbeddedNats
-from services.dispatcher.fold.partitions import declare_fold_stream, partition_subject
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 EXIT_WITHIN_S = 60.0
@@ -36,10 +36,9 @@ async def test_a_dispatcher_whose_start_fails_exits(tmp_path: Path) -> None:
         try:
             js = nc.jetstream()
             await declare_all(js, settings)
-            stream = await declare_fold_stream(js, settings.ns, 8)
-            blocker = ConsumerConfig(durable_name="blocker", filter_subject=partition_subject(settings.ns, 0),
-                                     ack_policy=AckPolicy.EXPLICIT)  # fmt: skip
-            await js.add_consumer(stream, blocker)  # a work queue takes one consumer per subject
+            jobs = (await js.stream_info(settings.ns.stream(JOBS))).config
+            await js.delete_stream(settings.ns.stream(JOBS))  # a stream's consumer limit cannot be lowered
+            await js.add_stream(jobs.evolve(max_consumers=1))
         finally:
             await nc.close()
         dispatcher = await dispatcher_on(tmp_path, server)

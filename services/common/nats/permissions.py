@@ -83,8 +83,8 @@ GRANTS: dict[Role, Grant] = {
         publish=(*job_events(DISPATCHER_EVENTS), "dispatch.>", "deadletter.dispatcher.>"),
         subscribe=(f"{JOB_RECORDS}.>", *job_events(["heartbeat"])),  # heard as they pass (running/hearing.py)
         streams={
-            s.JOBS: READ | {"elections"}, s.DISPATCH: READ, s.DEADLETTER: frozenset({"info"}), s.JOBS_FOLD: MANAGE,
-        },  # elections: the fold's source watch (fold/source_watch.py)
+            s.JOBS: READ, s.DISPATCH: READ, s.DEADLETTER: frozenset({"info"}), s.JOBS_FOLD: MANAGE,
+        },  # JOBS_FOLD: an upgrade retires the copy an earlier version folded from (fold/partitions.py)
         buckets={
             s.KV_JOBS: WRITE, s.KV_UPLOADS: READ, s.KV_DISPATCHER_WAITS: WRITE, s.KV_DISPATCH_QUEUE: WRITE,
             s.KV_DISPATCH_FAIR: WRITE, s.KV_DISPATCH_RUNTIMES: WRITE, s.KV_QUOTAS: READ, s.KV_TENANT_USAGE: WRITE,

@@ -1,6 +1,6 @@
-"""One partition of ``JOBS_FOLD``, folded a batch at a time by the replica that holds its pin.
+"""One partition of the fold (a set of JOBS' slots), folded a batch at a time by the replica that holds its pin.
 
-The partition's durable consumer is pinned to one replica at a time
+The partition's durable consumer on JOBS is pinned to one replica at a time
 (:mod:`~services.dispatcher.fold.pinned_pull`). The holder keeps a pull open, takes what has come as a
 batch (up to ``fold_batch`` events), folds it (:mod:`~services.dispatcher.fold.batch`: per job in
 stream order, one KV write per job and batch) and acks it (:mod:`~services.dispatcher.fold.acks`: a
@@ -36,12 +36,13 @@ from nats.aio.msg import Msg
 from contracts import streams
 from services.common.http.nats_failover import unwatched
 from services.common.nats.connection import cancel_requested, log_failure
+from services.common.nats.publish import until_answered
 from services.dispatcher.consumers import ConsumerGuard
 from services.dispatcher.fold.acks import BatchAcks
 from services.dispatcher.fold.batch import BatchFold, RecordCache
 from services.dispatcher.fold.dead_pin import unpin_if_dead
 from services.dispatcher.fold.linger import linger, lingers
-from services.dispatcher.fold.partitions import SERIAL_DURABLE, declare_fold_stream, fold_durable, partition_subject
+from services.dispatcher.fold.partitions import SERIAL_DURABLE, fold_durable, fold_start, partition_filters
 from services.dispatcher.fold.pinned_pull import (
     ConsumerUnavailable,
     PinnedConsumer,
@@ -80,7 +81,7 @@ them again (for up to the pin's time-out in all)."""
 
 @dataclass
 class PartitionFold(FoldDurable):
-    """One partition of ``JOBS_FOLD``, folded a batch at a time while this replica holds its pin."""
+    """One partition of the fold, folded a batch at a time while this replica holds its pin."""
 
     nc: NatsClient
     settings: DispatcherSettings
@@ -92,6 +93,10 @@ class PartitionFold(FoldDurable):
     """Told each time NATS failed a pull, a batch's fold or its acks (the replica's stuck-server watch)."""
     refold_later: Callable[[str, str], Awaitable[None]] | None = None
     """Told of each job with a redelivered event (:class:`~services.dispatcher.fold.refold.Refolds`)."""
+    floor: int | None = None
+    """Where its consumer starts if made now (JOBS keeps what was folded): the fold's floor when this
+    replica started (:func:`~services.dispatcher.fold.partitions.fold_start`), raised as the consumer's
+    info shows it acknowledged further; ``None``: JOBS' first (a new deployment)."""
     durable: str = field(init=False)
     _pinned: PinnedConsumer | None = None
     _puller: PinnedPull | None = None
@@ -101,6 +106,8 @@ class PartitionFold(FoldDurable):
     _let_go_at: int | None = None
     """The consumer sequence of the last delivery to this replica when it last let go of the pin with
     everything settled (``None`` since it was pinned again, or never)."""
+    _folded_to: int = 0
+    """The highest stream sequence of a batch this replica folded and acked (a batch nak'ed comes again first)."""
 
     def __post_init__(self) -> None:
         self.durable = fold_durable(self.partition)
@@ -117,11 +124,12 @@ class PartitionFold(FoldDurable):
         """Create (or re-make) the pinned consumer and open this replica's inbox for it."""
         s = self.settings
         self._pinned = PinnedConsumer(
-            self.stream, self.durable, partition_subject(s.ns, self.partition), ack_wait_s=s.event_ack_wait_s,
+            self.stream, self.durable, tuple(partition_filters(s.ns, self.partition, s.fold_partitions)),
+            ack_wait_s=s.event_ack_wait_s,
             max_deliver=s.fold_max_deliver, max_ack_pending=s.fold_batch,
             pin_timeout_s=s.event_ack_wait_s + PIN_MARGIN_S,
         )  # fmt: skip
-        await self._pinned.ensure(self.nc)
+        self._raise_floor(await self._pinned.ensure(self.nc, self.floor))
         self._puller = PinnedPull(self.nc, self._pinned)
         await self._puller.start()
 
@@ -234,7 +242,14 @@ class PartitionFold(FoldDurable):
 
     async def _unacknowledged(self) -> int:
         """How many of the partition's events the consumer counts as delivered and not acknowledged."""
-        return (await self.nc.jetstream().consumer_info(self.stream, self.durable)).num_ack_pending or 0
+        info = await self.nc.jetstream().consumer_info(self.stream, self.durable)
+        self._raise_floor((info.ack_floor.stream_seq or 0) + 1 if info.ack_floor else None)
+        return info.num_ack_pending or 0
+
+    def _raise_floor(self, floor: int | None) -> None:
+        """The consumer acknowledged everything below ``floor``: one made again need not start lower."""
+        if floor is not None:
+            self.floor = max(self.floor or 0, floor)
 
     async def _let_go(self, puller: PinnedPull) -> None:
         """Give back what the open request still delivers (nak'ed: it comes again first, to whoever
@@ -268,7 +283,7 @@ class PartitionFold(FoldDurable):
             await asyncio.sleep(UNAVAILABLE_BACKOFF_S)
             with contextlib.suppress(Exception):
                 assert self._pinned is not None
-                await self._pinned.ensure(self.nc)
+                self._raise_floor(await self._pinned.ensure(self.nc, self.floor))
         except Exception as exc:  # noqa: BLE001 - a broken pull must not end the fold for good
             if cancel_requested():  # nats-py turns a cancel on a closed connection into an error
                 raise asyncio.CancelledError from None
@@ -309,6 +324,7 @@ class PartitionFold(FoldDurable):
                 await folder.fold(msgs, deadline)
             await self._acks.ack(msgs)
             self._settled = True
+            self._folded_to = max([self._folded_to, *(msg.metadata.sequence.stream for msg in msgs)])
         except Exception as exc:  # noqa: BLE001 - logged by log_failure
             self.unavailable()
             log_failure(log, exc, "%s: a batch of %d events is given back to be redelivered", self.durable, len(msgs))
@@ -341,6 +357,8 @@ class PartitionFold(FoldDurable):
             self.unavailable()
             log.warning("%s: the server did not confirm the acks (%r)", self.durable, exc)
             return False
+        if self._settled:  # every event it was given is acked, and no one else was given any while it
+            self._raise_floor(self._folded_to + 1)  # held the pin (a new pin gathers what others left)
         return True
 
 
@@ -352,14 +370,14 @@ async def fold_consumers(
     unavailable: Callable[[], None] = unwatched,
     refold_later: Callable[[str, str], Awaitable[None]] | None = None,
 ) -> list[EventConsumer] | list[PartitionFold]:
-    """One :class:`PartitionFold` per partition of ``JOBS_FOLD`` (declared here:
-    :mod:`~services.dispatcher.fold.partitions`), each telling ``unavailable`` of NATS failing it, or the
+    """One :class:`PartitionFold` per partition of JOBS' slots (:mod:`~services.dispatcher.fold.partitions`),
+    starting where the fold got to if its consumer is made now, each telling ``unavailable`` of NATS failing it, or the
     serial ``dispatcher-jobs`` on JOBS' ``jobs.>`` (one event at a time) when ``fold_partitions`` is 0."""
     s, ns, js = settings, settings.ns, nc.jetstream()
     if not s.fold_partitions:
         serial = EventConsumer(js, s, guard, ns.stream(streams.JOBS), ns.subject("jobs.>"), SERIAL_DURABLE,
                                lambda msg: reactions.on_job_event(msg.data), unavailable)  # fmt: skip
         return [serial]
-    stream = await declare_fold_stream(js, ns, s.fold_partitions, s.nats_replicas)
-    return [PartitionFold(nc, s, guard, reactions, stream, p, unavailable, refold_later)
+    floor = await until_answered(lambda: fold_start(js, ns, s.fold_partitions), "find where the fold starts")
+    return [PartitionFold(nc, s, guard, reactions, ns.stream(streams.JOBS), p, unavailable, refold_later, floor)
             for p in range(s.fold_partitions)]  # fmt: skip

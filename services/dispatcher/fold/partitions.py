@@ -1,37 +1,40 @@
-"""The partitioned fold: JOBS' job events copied into N partitions by a hash of the job id.
+"""The partitioned fold: JOBS' job events read in N partitions, each a set of JOBS' slots.
 
-Stream ``JOBS_FOLD`` (the dispatcher's own, declared here at start) sources ``jobs.*.*.*`` from
-JOBS with a subject transform into ``fold.{partition}.{tenant}.{job}.{event}``, where
-``partition = {{partition(N, tenant, job)}}``: a hash of the tenant and job id, computed by the
-server. Every event of a job lands in the same partition, in JOBS order. Each partition has one
-durable pull consumer ``dispatcher-fold-{p}``, pinned to one replica at a time
-(:mod:`~services.dispatcher.fold.serial`): the holder folds a batch, acks it and lets go, so each
+JOBS stores each job event with a slot token, ``jobs.{tenant}.{job}.{event}.{slot}``, the slot a hash
+of the tenant and job id that the server computes (:data:`~contracts.subjects.JOB_SLOTS`, a stream
+``subject_transform``). Partition ``p`` of N reads the slots ``s`` with ``s % N == p``: every event of
+a job lands in the same partition, in JOBS order. Each partition has one durable pull consumer
+``dispatcher-fold-{p}`` on JOBS itself, pinned to one replica at a time
+(:mod:`~services.dispatcher.fold.partition`): the holder folds a batch, acks it and lets go, so each
 partition has a single writer of its jobs' records folding them in stream order (KV equals
 :func:`~services.dispatcher.fold.records.fold` of the stream), while the N partitions fold in parallel,
-across replicas. The stream is a work queue: a folded (acked)
-event leaves it, so it holds only the fold's backlog.
+across replicas. Reading JOBS itself, not a copy of it, stores and syncs each event once (the copy,
+``JOBS_FOLD``, cost more than half of nats-server's time per event: ``bench/fold_feed.py``).
 
-``fold_partitions = 0`` keeps the serial fold: one consumer ``dispatcher-jobs`` on JOBS.
-Changing N re-maps jobs to partitions: change it only while no events wait (the fold drained).
+JOBS keeps 30 days, so a partition's consumer made anew never starts at its first message: it starts
+at the floor :func:`fold_start` finds (what was folded already), and the fold is idempotent for what
+comes again. ``fold_partitions = 0`` keeps the serial fold: one consumer ``dispatcher-jobs`` on JOBS.
+Changing N re-maps slots to partitions: change it only while no events wait (the fold drained).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 
 from nats.js import JetStreamContext
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig, StreamSource, SubjectTransform
 from nats.js.errors import NotFoundError
 
 from contracts import streams
-from contracts.subjects import Namespace
-from services.common.nats.publish import placement_pending, until_answered
+from contracts.subjects import JOB_SLOTS, Namespace, Subjects
 
 log = logging.getLogger(__name__)
-FOLD_STREAM = streams.JOBS_FOLD
+RETIRED_STREAM = streams.JOBS_FOLD
+"""The copy of JOBS the partitions read before (sourced, by partition): an upgrade starts after what it
+held and deletes it (:func:`retire_fold_copy`)."""
 SERIAL_DURABLE = "dispatcher-jobs"
 """The serial fold's consumer on JOBS (``fold_partitions = 0``), and where an upgrade starts from."""
+SOURCE_HEADER = "Nats-Stream-Source"
+"""What a sourced message carries: its origin stream, then its sequence there."""
 
 
 def fold_durable(partition: int) -> str:
@@ -39,57 +42,34 @@ def fold_durable(partition: int) -> str:
     return f"dispatcher-fold-{partition}"
 
 
-def partition_subject(ns: Namespace, partition: int) -> str:
-    """The filter of one partition's events."""
-    return ns.subject(f"fold.{partition}.>")
+def partition_slots(partition: int, partitions: int) -> list[int]:
+    """The JOBS slots partition ``partition`` of ``partitions`` reads."""
+    return [slot for slot in range(JOB_SLOTS) if slot % partitions == partition]
 
 
-def _transform(ns: Namespace, partitions: int) -> SubjectTransform:
-    dest = f"fold.{{{{partition({partitions},1,2)}}}}.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}.{{{{wildcard(3)}}}}"
-    return SubjectTransform(src=ns.subject("jobs.*.*.*"), dest=ns.subject(dest))
+def partition_filters(ns: Namespace, partition: int, partitions: int) -> list[str]:
+    """The filter subjects of one partition's consumer: its slots of JOBS."""
+    subjects = Subjects(ns)
+    return [subjects.job_slot(slot) for slot in partition_slots(partition, partitions)]
 
 
-async def declare_fold_stream(js: JetStreamContext, ns: Namespace, partitions: int, replicas: int = 1) -> str:
-    """Make (or re-map) ``JOBS_FOLD`` with ``partitions`` partitions; its name.
+async def fold_start(js: JetStreamContext, ns: Namespace, partitions: int) -> int | None:
+    """The first JOBS sequence a partition consumer made now starts at; ``None``: JOBS' first.
 
-    A new one starts after what the serial fold already folded (its consumer's ack floor), or at
-    JOBS' start when there was none (the fold is idempotent: folding an event again changes nothing).
-    Tried again while NATS is slow or away (a dispatcher starting beside a stalled server): every step
-    may be, as a stream made by a request whose answer was lost is found mapped the next time. So is a
-    replicated one a forming cluster cannot place yet (:func:`placement_pending`).
-    """
-    declare = functools.partial(_declare_fold_stream, js, ns, partitions, replicas)
-    return await until_answered(declare, "declare the fold's stream", also_retried=placement_pending)
-
-
-async def _declare_fold_stream(js: JetStreamContext, ns: Namespace, partitions: int, replicas: int) -> str:
-    name, transform = ns.stream(FOLD_STREAM), _transform(ns, partitions)
-    try:
-        info = await js.stream_info(name)
-    except NotFoundError:
-        info = None
-    if info is not None:
-        sources = info.config.sources or []
-        if sources and sources[0].subject_transforms and sources[0].subject_transforms[0].dest == transform.dest:
-            return name
-        log.warning("the fold's partitions change to %d: jobs move between partitions", partitions)
-        source = StreamSource(name=ns.stream(streams.JOBS), subject_transforms=[transform])
-        if sources:
-            source.opt_start_seq = sources[0].opt_start_seq
-        await js.update_stream(info.config.evolve(sources=[source]))
-        return name
-    source = StreamSource(name=ns.stream(streams.JOBS), subject_transforms=[transform])
-    source.opt_start_seq = await _serial_floor(js, ns)
-    config = StreamConfig(
-        name=name,
-        description="JOBS' job events by fold partition (a hash of the job id); the fold's work queue.",
-        retention=RetentionPolicy.WORK_QUEUE,
-        storage=StorageType.FILE,
-        num_replicas=replicas,
-        sources=[source],
-    )
-    await js.add_stream(config)
-    return name
+    Made again (its configuration changed, or found gone), the lowest ack floor of the partitions that
+    exist: nothing below it waits to be folded. The first time, after what the serial fold acknowledged
+    or the retired copy held (an upgrade), else at JOBS' first (a new deployment)."""
+    floors = []
+    for partition in range(JOB_SLOTS):  # every partition there may be, a changed N's too
+        try:
+            info = await js.consumer_info(ns.stream(streams.JOBS), fold_durable(partition))
+        except NotFoundError:
+            continue
+        floor = info.ack_floor.stream_seq if info.ack_floor and info.ack_floor.stream_seq else 0
+        floors.append(floor + 1)
+    if floors:
+        return min(floors)
+    return await _serial_floor(js, ns) or await _copy_floor(js, ns)
 
 
 async def _serial_floor(js: JetStreamContext, ns: Namespace) -> int | None:
@@ -102,28 +82,50 @@ async def _serial_floor(js: JetStreamContext, ns: Namespace) -> int | None:
     return floor + 1 if floor else None
 
 
+async def _copy_floor(js: JetStreamContext, ns: Namespace) -> int | None:
+    """The first JOBS sequence the retired copy had not folded: its oldest message's origin, else the
+    first it had not copied yet (JOBS' last, read first, less its lag); ``None``: there is no copy."""
+    last = (await js.stream_info(ns.stream(streams.JOBS))).state.last_seq
+    try:
+        copy = await js.stream_info(ns.stream(RETIRED_STREAM))
+    except NotFoundError:
+        return None
+    lag = sum(source.lag or 0 for source in copy.sources or [])
+    start = max(1, last - lag + 1)
+    if copy.state.messages:
+        first = await js.get_msg(ns.stream(RETIRED_STREAM), copy.state.first_seq)
+        origin = (first.headers or {}).get(SOURCE_HEADER, "").split(" ")
+        if len(origin) > 1 and origin[1].isdigit():
+            start = min(start, int(origin[1]))
+        else:  # not as nats-server writes it: fold all of JOBS again rather than skip an event
+            return None
+    log.warning("the fold reads JOBS from sequence %d on (the copy JOBS_FOLD retires)", start)
+    return start
+
+
+async def retire_fold_copy(js: JetStreamContext, ns: Namespace) -> None:
+    """Delete the copy the partitions read before, once their consumers on JOBS exist."""
+    try:
+        await js.delete_stream(ns.stream(RETIRED_STREAM))
+    except NotFoundError:
+        return
+    log.warning("the fold's copy of JOBS, JOBS_FOLD, is deleted: the partitions read JOBS")
+
+
 async def fold_settled(js: JetStreamContext, ns: Namespace, partitions: int) -> bool:
-    """Whether the fold has folded everything stored in JOBS so far (tests and benchmarks). Not before
-    ``JOBS_FOLD``'s source has been heard from: until then its lag reads 0 whatever JOBS holds (a source
-    whose first setup failed is tried again only 10 s later, so "settled" came before anything was
-    copied, and a test then waited 10 s for its events)."""
-    if partitions == 0:
-        info = await js.consumer_info(ns.stream(streams.JOBS), SERIAL_DURABLE)
-        return bool(info.num_pending == 0 and info.num_ack_pending == 0)
-    stream = await js.stream_info(ns.stream(FOLD_STREAM))
-    sources = stream.sources or []
-    heard = bool(sources) and all(source.active is not None and source.active >= 0 for source in sources)
-    lag = sum(source.lag or 0 for source in sources)
-    return heard and stream.state.messages == 0 and lag == 0
+    """Whether the fold has folded everything stored in JOBS so far (tests and benchmarks)."""
+    return await fold_pending(js, ns, partitions) == 0
 
 
 async def fold_pending(js: JetStreamContext, ns: Namespace, partitions: int) -> int:
-    """How many events stored in JOBS the fold has yet to fold (benchmarks): unacknowledged ones."""
-    if partitions == 0:
+    """How many events stored in JOBS the fold has yet to fold (tests and benchmarks): those its
+    consumers have not delivered or not seen acknowledged; before a consumer exists, all of JOBS."""
+    durables = [SERIAL_DURABLE] if partitions == 0 else [fold_durable(p) for p in range(partitions)]
+    pending = 0
+    for durable in durables:
         try:
-            info = await js.consumer_info(ns.stream(streams.JOBS), SERIAL_DURABLE)
+            info = await js.consumer_info(ns.stream(streams.JOBS), durable)
         except NotFoundError:  # not made yet: everything is left
             return int((await js.stream_info(ns.stream(streams.JOBS))).state.messages)
-        return int((info.num_pending or 0) + (info.num_ack_pending or 0))
-    stream = await js.stream_info(ns.stream(FOLD_STREAM))
-    return int(stream.state.messages + sum(source.lag or 0 for source in stream.sources or []))
+        pending += (info.num_pending or 0) + (info.num_ack_pending or 0)
+    return pending

@@ -66,18 +66,17 @@ class PinnedConsumer:
 
     stream: str
     durable: str
-    filter_subject: str
+    filter_subjects: tuple[str, ...]
     ack_wait_s: float
     max_deliver: int
     max_ack_pending: int
     pin_timeout_s: float
 
     def config(self) -> dict[str, Any]:
-        """The consumer's configuration as the JetStream API takes it."""
+        """The consumer's configuration as the JetStream API takes it (where it starts aside)."""
         return {
             "durable_name": self.durable,
-            "filter_subject": self.filter_subject,
-            "deliver_policy": "all",
+            "filter_subjects": list(self.filter_subjects),
             "ack_policy": "explicit",
             "ack_wait": int(self.ack_wait_s * NANOS),
             "max_deliver": self.max_deliver,
@@ -87,20 +86,28 @@ class PinnedConsumer:
             "priority_timeout": int(self.pin_timeout_s * NANOS),
         }
 
-    async def ensure(self, nc: NatsClient) -> None:
-        """Create the consumer, or replace one made with another configuration (a stream in work-queue
-        retention keeps what was not acknowledged: the new consumer starts from it)."""
+    async def ensure(self, nc: NatsClient, start_seq: int | None) -> int | None:
+        """Create the consumer, or replace one made with another configuration; the first stream
+        sequence not acknowledged yet, as its info says (``None``: made now). One made now starts at
+        ``start_seq`` (``None``: the stream's first): the stream keeps what was acknowledged, so a
+        consumer made anew starts where the fold had got to, not at the stream's first message."""
         wanted = self.config()
         info = await jetstream_api(nc, f"CONSUMER.INFO.{self.stream}.{self.durable}", None, missing_ok=True)
         if info is not None:
             have = info.get("config", {})
+            floor = int((info.get("ack_floor") or {}).get("stream_seq") or 0) + 1
+            have["filter_subjects"] = have.get("filter_subjects") or [have.get("filter_subject")]
             if all(have.get(key) == value for key, value in wanted.items()):
-                return
-            log.warning("fold consumer %s changes its configuration: made again", self.durable)
+                return floor
+            log.warning("fold consumer %s changes its configuration: made again from %d", self.durable, floor)
+            start_seq = floor if start_seq is None else min(start_seq, floor)
             await jetstream_api(nc, f"CONSUMER.DELETE.{self.stream}.{self.durable}", None, missing_ok=True)
+        start = {"deliver_policy": "by_start_sequence", "opt_start_seq": start_seq} if start_seq else {}
+        config = {**wanted, **(start or {"deliver_policy": "all"})}
         await jetstream_api(
-            nc, f"CONSUMER.CREATE.{self.stream}.{self.durable}", {"stream_name": self.stream, "config": wanted}
+            nc, f"CONSUMER.CREATE.{self.stream}.{self.durable}", {"stream_name": self.stream, "config": config}
         )
+        return None
 
 
 async def jetstream_api(nc: NatsClient, verb: str, body: dict[str, Any] | None, missing_ok: bool = False) -> Any:

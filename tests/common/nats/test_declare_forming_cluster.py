@@ -4,7 +4,7 @@ JetStream answers as soon as a meta leader is elected, but a three-replica strea
 until three nodes are known: nats-server refuses it with 10005, "no suitable peers for placement". A
 fresh clone's test run met that right after ``wait_jetstream`` on a new cluster: ``apply_declarations``
 raised it at once. So would an operator declaring the streams of a cluster whose last node is still
-starting. Both steps that make streams (``apply_declarations`` and the fold's ``JOBS_FOLD``) now try it
+starting. The steps that make streams (``apply_declarations``, the notifier's buckets) now try it
 again for as long as they wait out NATS being away, then give the refusal.
 
 A cluster that knows fewer nodes than a stream's replicas is that state made lasting (four replicas on
@@ -30,7 +30,6 @@ from services.common.nats import publish
 from services.common.nats.cluster import NatsCluster, wait_jetstream
 from services.common.nats.declarations import apply_declarations
 from services.common.nats.publish import PLACEMENT_PENDING, placement_pending, until_answered
-from services.dispatcher.fold.partitions import declare_fold_stream
 
 
 class _Retried(logging.Handler):
@@ -74,7 +73,6 @@ async def test_a_stream_the_cluster_cannot_place_yet_is_declared_again_then_refu
             only_jobs = decls.model_copy(update={"streams": (decls.stream(JOBS, ns),), "buckets": ()})
             applying = asyncio.create_task(apply_declarations(js, only_jobs))
             await _tried_again(applying, retried)
-            await _tried_again(asyncio.create_task(declare_fold_stream(js, ns, 2, replicas=4)), retried)
             tries = 0
 
             async def make() -> None:

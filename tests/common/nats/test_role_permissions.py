@@ -11,7 +11,6 @@ of its own), the server's log names the user and the subject, and nothing of it 
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,8 +21,8 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import NoKeysError
+from nats.js.api import ConsumerConfig, DeliverPolicy, StreamConfig
+from nats.js.errors import NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 
 from contracts.ids import tenant_key
@@ -36,8 +35,8 @@ from services.common.nats.identity import identity_options
 from services.common.nats.long_pull import LEADER_ELECTED
 from services.common.nats.permissions import Role, bound_streams, inbox_prefix, user_name
 from services.common.nats.server_auth import render_authorization
-from services.dispatcher.fold.partitions import declare_fold_stream
-from services.dispatcher.fold.source_watch import leader_elected
+from services.dispatcher.fold.partitions import fold_durable, partition_filters, retire_fold_copy
+from services.dispatcher.fold.pinned_pull import PinnedConsumer
 from tests.support.nats_deploy import role_passwords
 
 NS = Namespace("rp")
@@ -253,16 +252,20 @@ def test_the_servers_config_holds_the_roles_users_only(secured: EmbeddedNats) ->
 
 
 @pytest.mark.usefixtures("declared")
-async def test_the_dispatcher_may_restart_the_folds_source_and_no_other_stream(connect_as: ConnectAs) -> None:
-    """Its source watch (services/dispatcher/fold/source_watch.py) hears both streams' leader elections and
-    has ``JOBS_FOLD``'s leader step down; JOBS' it may not."""
+async def test_the_dispatcher_may_retire_the_folds_copy_and_read_jobs_slots(connect_as: ConnectAs) -> None:
+    """An upgrade deletes ``JOBS_FOLD``, the copy of JOBS an earlier version folded from
+    (services/dispatcher/fold/partitions.py), and makes the partitions' pinned consumers on JOBS; it may
+    not have JOBS' leader step down (nothing of it needs that since the copy's source watch went)."""
     dispatcher: RoleClient = await connect_as("dispatcher")
-    fold = await declare_fold_stream(dispatcher.js, NS, 2)
-    for stream in (fold, NS.stream(JOBS)):
-        await dispatcher.nc.subscribe(leader_elected(stream))
-    reply = await dispatcher.nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{fold}", b"", timeout=5)
-    assert json.loads(reply.data)["error"]["code"] != 403  # answered: a lone server has no one to step down to
-    assert dispatcher.errors.empty()  # neither subscription was refused
+    copy = NS.stream(JOBS_FOLD)
+    await dispatcher.js.add_stream(StreamConfig(name=copy, subjects=[NS.subject("fold.>")]))  # as it was made
+    await retire_fold_copy(dispatcher.js, NS)
+    with pytest.raises(NotFoundError):
+        await dispatcher.js.stream_info(copy)
+    consumer = PinnedConsumer(NS.stream(JOBS), fold_durable(0), tuple(partition_filters(NS, 0, 2)), ack_wait_s=5.0,
+                              max_deliver=3, max_ack_pending=8, pin_timeout_s=7.0)  # fmt: skip
+    await consumer.ensure(dispatcher.nc, None)
+    assert dispatcher.errors.empty()
     await dispatcher.publish_refused(f"$JS.API.STREAM.LEADER.STEPDOWN.{NS.stream(JOBS)}")
 
 
@@ -273,7 +276,7 @@ async def test_pullers_may_hear_their_consumers_elections(connect_as: ConnectAs)
     notifier: RoleClient = await connect_as("notifier")
     for client, stream, durable in (
         (dispatcher, NS.stream(DISPATCH), "dispatch-pose"),
-        (dispatcher, NS.stream(JOBS_FOLD), "dispatcher-fold-0"),
+        (dispatcher, NS.stream(JOBS), "dispatcher-fold-0"),
         (notifier, NS.stream(JOBS), "notifier_fanout"),
     ):
         await client.nc.subscribe(LEADER_ELECTED.format(stream=stream, durable=durable))

@@ -16,11 +16,12 @@ from nats.js.kv import KeyValue
 from bench.harness.message_counter import MessageCounter
 from bench.harness.waiting import wait_for
 from contracts.events.registry import EventType
+from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.fold.acks import BatchAcks
 from services.dispatcher.fold.partition import FETCH_WAIT_S, HOLD_S
-from services.dispatcher.fold.partitions import FOLD_STREAM, fold_settled
+from services.dispatcher.fold.partitions import fold_settled
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import local_route
 from tests.support.events import create_job, job_event, publish
@@ -78,7 +79,7 @@ async def test_spaced_events_are_each_acked_with_one_request_for_the_spell(
     publishes past the hold (each gap a quiet spell of its own, confirmed) or stall a confirm past its
     timeout (the next spell confirms again): each such is one request more, counted from what happened."""
     await start_dispatcher({"pose": local_route("noop")}, fold_partitions=1)
-    stream = namespace.stream(FOLD_STREAM)
+    stream = namespace.stream(JOBS)
     acks: list[Msg] = []
     counter = MessageCounter()
     counter.observers.append(lambda msg: acks.append(msg) if msg.subject.startswith(f"$JS.ACK.{stream}.") else None)

@@ -21,11 +21,15 @@ from contracts.envelope import utc_now
 from contracts.events.registry import EventType
 from contracts.ids import tenant_key
 from contracts.job_record import JobStatus
+from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.dispatcher.fold.audit import FoldAudit
-from services.dispatcher.fold.partitions import FOLD_STREAM, declare_fold_stream
+from services.dispatcher.fold.partition import PIN_MARGIN_S
+from services.dispatcher.fold.partitions import fold_durable, fold_settled, partition_filters
+from services.dispatcher.fold.pinned_pull import PinnedConsumer
 from services.dispatcher.fold.reactions import Reactions
 from services.dispatcher.scheduling.queue import QueueEntry, entry_key
+from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.store import JobEvents, JobStore
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, local_route, read_record, request_cancel, submit, wait_record
@@ -36,22 +40,19 @@ WAITS_ON_AN_UPLOAD = {"kind": "pose", "inputs": {"video": {"upload_id": "upl_nev
 FAST_AUDIT = {"fold_partitions": PARTITIONS, "fold_audit_after_s": 0.5, "fold_audit_interval_s": 0.2}
 
 
-async def _drop_from_fold(js: JetStreamContext, ns: Namespace, job_id: str, event: str, stored: int) -> None:
-    """Delete ``job_id``'s ``event`` from ``JOBS_FOLD`` once ``stored`` events were sourced into it: the fold
-    never sees it, as when sourcing skips it."""
-    stream = ns.stream(FOLD_STREAM)
-
-    async def sourced() -> bool:
-        return (await js.stream_info(stream)).state.messages >= stored
-
-    await wait_for(sourced, timeout_s=10, what="the events sourced into JOBS_FOLD")
-    for partition in range(PARTITIONS):  # the server picked the partition: look in each
+async def _fold_after(js: JetStreamContext, settings: DispatcherSettings, seq: int) -> None:
+    """Make every fold partition's consumer (as the dispatcher makes it) start after JOBS' ``seq``: the
+    fold never sees the events up to it, as when a batch was acked without its write."""
+    s = settings
+    for partition in range(PARTITIONS):
+        consumer = PinnedConsumer(
+            s.ns.stream(JOBS), fold_durable(partition), tuple(partition_filters(s.ns, partition, PARTITIONS)),
+            ack_wait_s=s.event_ack_wait_s, max_deliver=s.fold_max_deliver, max_ack_pending=s.fold_batch,
+            pin_timeout_s=s.event_ack_wait_s + PIN_MARGIN_S,
+        )  # fmt: skip
         with contextlib.suppress(NotFoundError):
-            msg = await js.get_last_msg(stream, ns.subject(f"fold.{partition}.acme.{job_id}.{event}"))
-            break
-    else:
-        raise AssertionError(f"{event} of {job_id} is in no partition")
-    await js.delete_msg(stream, msg.seq)
+            await js.delete_consumer(s.ns.stream(JOBS), fold_durable(partition))
+        await consumer.ensure(js._nc, seq + 1)
 
 
 @pytest.mark.parametrize(
@@ -67,17 +68,22 @@ async def test_a_missed_event_is_repaired_and_acted_on(
     jobs_kv: KeyValue,
     subjects: Subjects,
     namespace: Namespace,
+    settings: DispatcherSettings,
     event_log: EventLog,
     spec: dict[str, Any],
     missed: str,
     cancel: bool,
     ends: JobStatus,
 ) -> None:
-    await declare_fold_stream(js, namespace, PARTITIONS)  # the events wait there: no dispatcher folds yet
     job_id = await submit(js, jobs_kv, subjects, spec)
-    if cancel:
+    if cancel:  # job.created folded, then job.cancel_requested missed
+        first = await start_dispatcher({"pose": local_route("noop")}, **FAST_AUDIT)
+        await wait_for(lambda: fold_settled(js, namespace, PARTITIONS), timeout_s=20, what="job.created folded")
+        await first.stop()
         await request_cancel(js, subjects, job_id)
-    await _drop_from_fold(js, namespace, job_id, missed, stored=1 + cancel)  # as if sourcing skipped it
+    await _fold_after(
+        js, settings.model_copy(update=FAST_AUDIT), (await js.stream_info(namespace.stream(JOBS))).state.last_seq
+    )
     dispatcher = await start_dispatcher({"pose": local_route("noop")}, **FAST_AUDIT)
     record = await wait_record(jobs_kv, job_id, lambda r: r.terminal, within_s=30)
     assert record.status is ends  # the reaction to the missed event ran

@@ -73,7 +73,7 @@ async def test_the_fold_writes_a_new_jobs_next_record_without_reading_the_first(
     assert fold_reads.count(job_id) == 0  # the created record's revision came with job.created, then the cache
 
     key = tenant_key("acme", job_id)
-    created = await js.get_last_msg(namespace.stream(JOBS), subjects.job_event("acme", job_id, "created"))
+    created = await js.get_last_msg(namespace.stream(JOBS), subjects.stored_job_event("acme", job_id, "created"))
     first, second = (await jobs_kv.history(key))[:2]
     assert (created.headers or {}).get(CREATED_RECORD_REVISION) == str(first.revision)
     assert first.value is not None

@@ -17,11 +17,12 @@ from nats.js.kv import KeyValue
 from bench.harness.message_counter import MessageCounter
 from bench.harness.waiting import wait_for
 from contracts.job_record import JobStatus
+from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.fold.dead_pin import _settled_delivery
 from services.dispatcher.fold.partition import QUIET_AFTER_S, PartitionFold
-from services.dispatcher.fold.partitions import FOLD_STREAM, fold_durable
+from services.dispatcher.fold.partitions import fold_durable
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, fold_pin, local_route, submit, wait_record
 
@@ -68,7 +69,7 @@ async def test_a_partition_pinned_again_after_letting_go_folds_without_counting_
     """One replica, one partition: a job, the partition quiet (pin given back), then a job more: it is
     folded to its end and no consumer info of the partition is asked for (one per pin before)."""
     await start_dispatcher({"pose": local_route("noop")}, fold_partitions=1)
-    stream, durable = namespace.stream(FOLD_STREAM), fold_durable(0)
+    stream, durable = namespace.stream(JOBS), fold_durable(0)
     await event_log.wait_ended([await submit(js, jobs_kv, subjects, POSE)], within_s=30)
 
     async def unpinned() -> bool:

@@ -22,11 +22,12 @@ from contracts.events import jobs as je
 from contracts.events.registry import EventType
 from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
+from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.dispatcher.fold import partition
 from services.dispatcher.fold.acks import BatchAcks
 from services.dispatcher.fold.partition import PartitionFold
-from services.dispatcher.fold.partitions import FOLD_STREAM, fold_durable
+from services.dispatcher.fold.partitions import fold_durable
 from services.dispatcher.fold.pinned_pull import PinnedPull
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, dispatcher_settings, local_route, submit, wait_record
@@ -69,7 +70,7 @@ async def test_the_held_ack_goes_as_the_next_batch_arrives_not_after_its_linger(
         {"pose": local_route("noop")}, fold_partitions=1, fold_linger_s=LINGER_S, fold_pin_hold_s=60.0,
         event_ack_wait_s=ACK_WAIT_S,
     )  # fmt: skip
-    stream, durable = namespace.stream(FOLD_STREAM), fold_durable(0)
+    stream, durable = namespace.stream(JOBS), fold_durable(0)
     job = await create_job(jobs_kv, "acme")
     await publish(js, subjects, job_event("acme", job, EventType.JOB_QUEUED, je.JobQueuedPayload()))
 
@@ -107,7 +108,7 @@ async def test_a_batch_is_folded_within_its_share_of_the_ack_wait_from_its_arriv
         return None
 
     holder = SimpleNamespace(
-        settings=SimpleNamespace(event_ack_wait_s=10.0), _settled=True, _acks=SimpleNamespace(ack=ack)
+        settings=SimpleNamespace(event_ack_wait_s=10.0), _settled=True, _acks=SimpleNamespace(ack=ack), _folded_to=0
     )
     arrived = time.monotonic() - 1.5  # it lingered 1.5 s
     folder = SimpleNamespace(fold=fold)

@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from contracts.job_record import JobStatus
+from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.dispatcher.fold.batch import BatchExpired, BatchFold
 from services.dispatcher.fold.partitions import fold_durable
@@ -52,7 +53,7 @@ async def test_a_batch_given_back_more_often_than_event_max_deliver_is_folded_no
     dispatcher = await start_dispatcher(
         {"pose": local_route("noop")}, fold_partitions=1, event_max_deliver=EVENT_MAX_DELIVER, event_ack_wait_s=2.0
     )
-    info = await js.consumer_info(namespace.stream("JOBS_FOLD"), fold_durable(0))
+    info = await js.consumer_info(namespace.stream(JOBS), fold_durable(0))
     assert info.config.max_deliver == dispatcher.settings.fold_max_deliver == 100
     job_id = await submit(js, jobs_kv, subjects, POSE)
     record = await wait_record(jobs_kv, job_id, lambda r: r.terminal, 60)

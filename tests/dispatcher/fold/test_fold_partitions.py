@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import nats
 import pytest
@@ -22,18 +21,11 @@ from contracts.events.jobs import (
     JobStartedPayload,
 )
 from contracts.events.registry import EventType
-from contracts.streams import JOBS, declarations
+from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.declarations import apply_declarations
 from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.fold.partition import PIN_MARGIN_S
-from services.dispatcher.fold.partitions import (
-    FOLD_STREAM,
-    declare_fold_stream,
-    fold_durable,
-    fold_settled,
-    partition_subject,
-)
+from services.dispatcher.fold.partitions import fold_durable, fold_settled, partition_filters
 from services.dispatcher.fold.pinned_pull import PinnedConsumer, PinnedPull
 from services.dispatcher.fold.records import fold, route_pricing
 from services.dispatcher.settings import DispatcherSettings
@@ -49,7 +41,6 @@ from tests.support.dispatcher import (
     wait_record,
 )
 from tests.support.events import job_event, publish
-from tests.support.stopping import stallable_server, through_a_stall
 
 PARTITIONS = 4
 BURST = 300
@@ -90,7 +81,7 @@ async def test_random_interleavings_fold_in_parallel_and_kv_is_the_fold(
     pricing = route_pricing({"pose": 3.6})
     for job in jobs:
         assert await read_record(jobs_kv, job) == fold(event_log.events[job], pricing)
-    stream = namespace.stream(FOLD_STREAM)
+    stream = namespace.stream(JOBS)
     folded = [(await js.consumer_info(stream, fold_durable(p))).delivered.stream_seq for p in range(PARTITIONS)]
     assert sum(1 for seq in folded if seq) >= 2  # the jobs spread over the partitions
 
@@ -162,9 +153,8 @@ async def test_redeliveries_out_of_stream_order_are_folded_in_stream_order(
     dispatched, started: out of order, dispatched and started would be ignored and KV would not be
     the fold). ``one-at-a-time``: the redeliveries reach the new holder in separate reads (as a
     burst split over TCP segments can), so it must gather every unacknowledged one before folding."""
-    stream = await declare_fold_stream(js, namespace, 1)
     consumer = PinnedConsumer(
-        stream, fold_durable(0), partition_subject(namespace, 0), ack_wait_s=1.0,
+        namespace.stream(JOBS), fold_durable(0), tuple(partition_filters(namespace, 0, 1)), ack_wait_s=1.0,
         max_deliver=settings.event_max_deliver, max_ack_pending=settings.fold_batch, pin_timeout_s=1.0 + PIN_MARGIN_S,
     )  # fmt: skip
     jobs = [await submit(js, jobs_kv, subjects, WAITS_ON_AN_UPLOAD) for _ in range(6)]
@@ -177,7 +167,7 @@ async def test_redeliveries_out_of_stream_order_are_folded_in_stream_order(
         ):
             await publish(js, subjects, job_event("acme", job, type_, payload))
     dying = await nats.connect(nats_server.url)
-    await consumer.ensure(dying)
+    await consumer.ensure(dying, None)
     holder = PinnedPull(dying, consumer)
     await holder.start()
     held: list[Msg] = []
@@ -202,33 +192,3 @@ async def test_redeliveries_out_of_stream_order_are_folded_in_stream_order(
         record = await read_record(jobs_kv, job)
         assert record == fold(event_log.events[job], route_pricing({"pose": 3.6}))
         assert record.call_id == f"c-{job}"
-
-
-async def test_the_fold_stream_declared_while_the_server_stalls_is_made_once_it_answers(
-    tmp_path: Path, namespace: Namespace
-) -> None:
-    """A dispatcher starting beside a stalled server (SIGSTOP) tries the fold stream's steps again
-    instead of failing its start on the first time-out (CI: ``stream_info`` unanswered for 5 s)."""
-    async with stallable_server(tmp_path / "nats") as (pid, js):
-        await apply_declarations(js, declarations(namespace, frames_max_bytes=1 << 20))
-        stream = await through_a_stall(pid, lambda: declare_fold_stream(js, namespace, 2))
-        assert stream == namespace.stream(FOLD_STREAM)
-        (source,) = (await js.stream_info(stream)).config.sources or []
-        assert source.name == namespace.stream(JOBS)
-
-
-async def test_the_fold_is_not_settled_before_its_source_has_copied_anything(
-    js: JetStreamContext, jobs_kv: KeyValue, subjects: Subjects, namespace: Namespace
-) -> None:
-    """Jobs stored, ``JOBS_FOLD`` made a moment later: its source is set up after a short jitter (or,
-    after a failed first try, 10 s later), and until then its lag reads 0. ``fold_settled`` said
-    settled then, and a test went on to wait 10 s for events never folded (a fresh clone's run)."""
-    await submit(js, jobs_kv, subjects, WAITS_ON_AN_UPLOAD)
-    await declare_fold_stream(js, namespace, PARTITIONS)
-    assert not await fold_settled(js, namespace, PARTITIONS)  # the old helper: settled, with nothing copied
-    await wait_for(lambda: _copied(js, namespace), timeout_s=30, what="the job.created copied into JOBS_FOLD")
-    assert not await fold_settled(js, namespace, PARTITIONS)  # copied, but no one folds it
-
-
-async def _copied(js: JetStreamContext, ns: Namespace) -> bool:
-    return (await js.stream_info(ns.stream(FOLD_STREAM))).state.messages > 0

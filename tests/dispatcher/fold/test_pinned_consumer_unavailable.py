@@ -37,16 +37,16 @@ async def test_a_consumer_is_ensured_across_a_pause_longer_than_a_request(
         try:
             js = nc.jetstream()
             await js.add_stream(StreamConfig(name="WQ", subjects=["wq.>"], retention=RetentionPolicy.WORK_QUEUE))
-            consumer = PinnedConsumer("WQ", "fold", "wq.>", ack_wait_s=8.0, max_deliver=3, max_ack_pending=64,
+            consumer = PinnedConsumer("WQ", "fold", ("wq.>",), ack_wait_s=8.0, max_deliver=3, max_ack_pending=64,
                                       pin_timeout_s=10.0)  # fmt: skip
             sigstop(server.pid)
             try:
-                ensuring = asyncio.create_task(consumer.ensure(nc))
+                ensuring = asyncio.create_task(consumer.ensure(nc, None))
                 await asyncio.sleep(PAUSE_S)  # the pause (the fault), not a wait for a result
                 assert not ensuring.done()  # no answer yet, and no failure either
             finally:
                 os.kill(server.pid, signal.SIGCONT)
             await asyncio.wait_for(ensuring, 30)
-            assert (await js.consumer_info("WQ", "fold")).config.filter_subject == "wq.>"
+            assert (await js.consumer_info("WQ", "fold")).config.filter_subjects == ["wq.>"]
         finally:
             await nc.close()

@@ -25,10 +25,10 @@ async def pullers(
     """Two clients' pullers on one pinned consumer of a fresh stream: the first holds the pin."""
     stream, subject = namespace.stream("PINNED"), namespace.subject("pinned.>")
     await js.add_stream(StreamConfig(name=stream, subjects=[subject]))
-    consumer = PinnedConsumer(stream, "fold", subject, ack_wait_s=30.0, max_deliver=3, max_ack_pending=256,
+    consumer = PinnedConsumer(stream, "fold", (subject,), ack_wait_s=30.0, max_deliver=3, max_ack_pending=256,
                               pin_timeout_s=32.0)  # fmt: skip
     clients: list[NatsClient] = [await nats.connect(nats_server.url) for _ in range(2)]
-    await consumer.ensure(clients[0])
+    await consumer.ensure(clients[0], None)
     holder, other = PinnedPull(clients[0], consumer), PinnedPull(clients[1], consumer)
     for puller in (holder, other):
         await puller.start()

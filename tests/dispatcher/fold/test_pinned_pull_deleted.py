@@ -37,10 +37,10 @@ async def held(
     """A pinned consumer of a fresh stream and a client's puller on it (started: advisories heard)."""
     stream, subject = namespace.stream("DELETED"), namespace.subject("deleted.>")
     await js.add_stream(StreamConfig(name=stream, subjects=[subject], retention=RetentionPolicy.WORK_QUEUE))
-    consumer = PinnedConsumer(stream, "fold", subject, ack_wait_s=30.0, max_deliver=3, max_ack_pending=64,
+    consumer = PinnedConsumer(stream, "fold", (subject,), ack_wait_s=30.0, max_deliver=3, max_ack_pending=64,
                               pin_timeout_s=32.0)  # fmt: skip
     client: NatsClient = await nats.connect(nats_server.url)
-    await consumer.ensure(client)
+    await consumer.ensure(client, None)
     puller = PinnedPull(client, consumer)
     await puller.start()
     try:
@@ -89,7 +89,7 @@ async def test_a_deleted_consumers_open_pull_ends_and_the_next_is_refused(
         await cancel_and_wait([pulling])
     assert puller.idle  # nothing of the deleted consumer can still come
 
-    await consumer.ensure(js._nc)  # as the partition does after a refusal
+    await consumer.ensure(js._nc, None)  # as the partition does after a refusal
     await js.publish(namespace.subject("deleted.b"), b"after")
     (after,) = await puller.batch(1, 10.0)
     assert after.data == b"after"

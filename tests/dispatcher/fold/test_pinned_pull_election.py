@@ -29,12 +29,12 @@ elects in time)."""
 
 
 async def test_a_request_left_with_a_paused_leader_is_replaced_once_another_leads(tmp_path: Path) -> None:
-    consumer = PinnedConsumer("FOLDS", "fold-0", "folds.>", ack_wait_s=5.0, max_deliver=5, max_ack_pending=10,
+    consumer = PinnedConsumer("FOLDS", "fold-0", ("folds.>",), ack_wait_s=5.0, max_deliver=5, max_ack_pending=10,
                               pin_timeout_s=4.0)  # fmt: skip
     async with pausable_cluster(tmp_path / "cluster") as cluster:
         nc = await nats.connect(servers=cluster.url.split(","), connect_timeout=2)
         await nc.jetstream(timeout=10.0).add_stream(StreamConfig(name="FOLDS", subjects=["folds.>"], num_replicas=3))
-        await consumer.ensure(nc)
+        await consumer.ensure(nc, None)
         await nc.close()
         paused = await leader_of(cluster, "FOLDS", "fold-0")
         async with around(cluster, paused) as (admin, pulling):

@@ -47,9 +47,9 @@ async def test_a_pull_overdue_across_a_pause_settles_without_spinning(
     monkeypatch.setattr(pinned_pull, "STATUS_GRACE_S", 0.5)  # overdue within the pause
     js = nc.jetstream()
     await js.add_stream(StreamConfig(name="PAUSED", subjects=["paused.>"]))
-    consumer = PinnedConsumer("PAUSED", "fold", "paused.>", ack_wait_s=8.0, max_deliver=3, max_ack_pending=64,
+    consumer = PinnedConsumer("PAUSED", "fold", ("paused.>",), ack_wait_s=8.0, max_deliver=3, max_ack_pending=64,
                               pin_timeout_s=10.0)  # fmt: skip
-    await consumer.ensure(nc)
+    await consumer.ensure(nc, None)
     puller = PinnedPull(nc, consumer)
     await puller.start()
     await js.publish("paused.a", b"first")

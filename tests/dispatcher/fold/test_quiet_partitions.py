@@ -11,10 +11,11 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from bench.harness.message_counter import MessageCounter
+from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.fold.partition import IDLE_PULL_S, QUIET_AFTER_S
-from services.dispatcher.fold.partitions import FOLD_STREAM, fold_durable
+from services.dispatcher.fold.partitions import fold_durable
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, fold_pin, local_route, submit
 
@@ -37,7 +38,7 @@ async def test_quiet_partitions_pull_once_in_a_long_while_and_fold_a_new_job_at_
     end in seconds (its partition's waiting pull takes its first event, not the next safety pull)."""
     for _ in range(REPLICAS):
         await start_dispatcher({"pose": local_route("noop")}, fold_partitions=PARTITIONS)
-    stream = namespace.stream(FOLD_STREAM)
+    stream = namespace.stream(JOBS)
     counter = MessageCounter()
     await counter.start(nats_server.url)
     try:

@@ -19,14 +19,15 @@ from nats.js.kv import KeyValue
 from bench.harness.waiting import wait_for
 from contracts.events.jobs import JobHeartbeatPayload
 from contracts.events.registry import EventType
+from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
-from services.dispatcher.fold.partitions import FOLD_STREAM, fold_durable, fold_settled
+from services.dispatcher.fold.partitions import fold_durable, fold_settled
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import fold_consumer_info, local_route, submit, wait_record
 from tests.support.events import job_event, publish
 
 PARTITIONS = 4
-JOBS = 12
+JOB_COUNT = 12
 PIN_TIMEOUT_S = 22.0
 """The pin's timeout here (ack wait 20 s + 2 s): a partition pinned to the gone replica's request waits it."""
 FOLDED_WITHIN_S = 6.0
@@ -36,7 +37,7 @@ WAITS_ON_AN_UPLOAD = {"kind": "pose", "inputs": {"video": {"upload_id": "upl_nev
 async def _requests_waiting(nc: NatsClient, ns: Namespace, at_least: int) -> bool:
     """Whether every partition is pinned to no one (quiet) with ``at_least`` pulls waiting on it."""
     for partition in range(PARTITIONS):
-        info = await fold_consumer_info(nc, ns.stream(FOLD_STREAM), fold_durable(partition))
+        info = await fold_consumer_info(nc, ns.stream(JOBS), fold_durable(partition))
         pinned = ((info.get("priority_groups") or [{}])[0]).get("pinned_client_id")
         if pinned or info.get("num_waiting", 0) < at_least:
             return False
@@ -53,7 +54,7 @@ async def test_a_replica_stopped_with_quiet_partitions_leaves_none_pinned_to_it(
 ) -> None:
     overrides = {"fold_partitions": PARTITIONS, "event_ack_wait_s": PIN_TIMEOUT_S - 2.0}
     first = await start_dispatcher({"pose": local_route("noop")}, **overrides)
-    jobs = [await submit(js, jobs_kv, subjects, WAITS_ON_AN_UPLOAD) for _ in range(JOBS)]
+    jobs = [await submit(js, jobs_kv, subjects, WAITS_ON_AN_UPLOAD) for _ in range(JOB_COUNT)]
     await wait_for(lambda: fold_settled(js, namespace, PARTITIONS), timeout_s=30, what="the first replica folded")
     quiet = "every partition quiet, the first replica's pull waiting on it"
     await wait_for(lambda: _requests_waiting(nc, namespace, 1), timeout_s=20, what=quiet)

@@ -16,10 +16,11 @@ from nats.js.kv import KeyValue
 
 from contracts.ids import new_id
 from contracts.job_record import TERMINAL
+from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.dispatcher.fold.dead_pin import pinned_client
 from services.dispatcher.fold.partition import IDLE_PULL_S, QUIET_AFTER_S
-from services.dispatcher.fold.partitions import FOLD_STREAM, fold_durable
+from services.dispatcher.fold.partitions import fold_durable
 from services.dispatcher.settings import DispatcherSettings
 from tests.support.dispatcher import POSE, fold_consumer_info, submit, wait_record
 from tests.support.dispatcher_processes import Replica, StartReplica
@@ -53,7 +54,7 @@ async def partition_states(nc: NatsClient, ns: Namespace) -> list[dict[str, obje
     """Per partition: its pin (if any), requests waiting, and events delivered so far."""
     states = []
     for partition in range(PARTITIONS):
-        info = await fold_consumer_info(nc, ns.stream(FOLD_STREAM), fold_durable(partition))
+        info = await fold_consumer_info(nc, ns.stream(JOBS), fold_durable(partition))
         delivered = info.get("delivered", {}).get("stream_seq", 0)
         states.append({"pin": pinned_client(info), "waiting": info["num_waiting"], "seq": delivered})
     return states
