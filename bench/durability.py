@@ -72,10 +72,10 @@ NOTES: list[str] = [
     "here (one machine).",
     "durability, CPU (2026-11-27, three runs within the hour): at 100 jobs/s, every process 11.0-12.6 ms a "
     "job against 8.3-9.8 with 2m, nats-server's share 4.4-4.8 against 2.4-3.0: the fsyncs of a job's ~17 "
-    "stream and KV writes (its 5 events, their 5 copies in JOBS_FOLD, the record's 2, the queue entry's 3, the "
-    "ticket) cost ~2 ms of the server's CPU, so issue 34's ≤ 4 ms a job over every process is below what "
-    "nats-server alone spends with every write fsynced before its ack; what is left to cut is writes and "
-    "messages per job.",
+    "stream and KV writes (its 5 events, their 5 copies in JOBS_FOLD until 2026-11-30, the record's 2, the "
+    "queue entry's 3, the ticket) cost ~2 ms of the server's CPU, so issue 34's ≤ 4 ms a job over every "
+    "process is below what nats-server alone spends with every write fsynced before its ack; what is left to "
+    "cut is writes and messages per job.",
 ]
 
 

@@ -1,10 +1,11 @@
-"""What feeding the fold costs nats-server per job event: today's sourced copy against a partition token.
+"""What feeding the fold costs nats-server per job event: the sourced copy it read against a partition token.
 
-Issue 34's largest lever left. Today the fold reads ``JOBS_FOLD``, a work-queue stream that sources
-JOBS' job events with a subject transform into ``fold.{partition}.…``
-(:mod:`services.dispatcher.fold.partitions`): every event is stored (and fsynced) twice, delivered
+The measurement behind issue 34's largest step. Until 2026-11-30 the fold read ``JOBS_FOLD``, a
+work-queue stream that sourced JOBS' job events with a subject transform into ``fold.{partition}.…``:
+every event is stored (and fsynced) twice, delivered
 twice (once into the copy, once to the fold) and acked one by one (a work queue refuses ``AckAll``,
-error 10098). The other way measured here keeps one copy: JOBS itself stores each job event with a
+error 10098). The other way measured here, which the product took (JOBS' slots,
+:mod:`services.dispatcher.fold.partitions`), keeps one copy: JOBS itself stores each job event with a
 trailing partition token (a stream ``subject_transform`` ``jobs.*.*.*`` →
 ``jobs.{tenant}.{job}.{event}.{{partition(8,1,2)}}``), and each partition's consumer filters
 ``jobs.*.*.*.{p}`` on JOBS and acks a batch with one ``AckAll`` ack (or, measured too, each event as
@@ -78,7 +79,8 @@ NOTES = [
     "AckAll saves messages but next to no CPU. The token keeps the fences the platform uses (checked on "
     "nats-server 2.15.1): Nats-Expected-Last-Subject-Sequence on a publish's own subject is checked against "
     "its stored (transformed) subject; one naming another subject must name it as stored, or as "
-    "jobs.{tenant}.{job}.{event}.*, exact since a job has one partition. Not in the product yet (issue 34).",
+    "jobs.{tenant}.{job}.{event}.*, exact since a job has one partition. In the product since 2026-11-30 (32 "
+    "slots, each partition a set of them; each event acked).",
 ]
 
 

@@ -114,7 +114,8 @@ KV_TENANT_CORS = "tenant_cors"
 # Made by the one service that uses them, in its own shape (not in :func:`declarations`); named here so
 # that the NATS permissions (services/common/nats/permissions.py) can grant them.
 JOBS_FOLD = "JOBS_FOLD"
-"""The dispatcher's fold partitions: JOBS' job events sourced by a hash of the job id."""
+"""The copy of JOBS (sourced by fold partition) the dispatcher folded from until 2026-11-30: one that finds it
+starts its partitions on JOBS after what it held, then deletes it (services/dispatcher/fold/partitions.py)."""
 KV_NOTIFIER_LEASES = "notifier_leases"
 """Who of the notifier replicas runs the fan-out and each delivery queue."""
 KV_WEBHOOK_DELIVERIES = "webhook_deliveries"

@@ -1,7 +1,7 @@
 """A fold partition's acks: each event acked as its batch is folded, one request per quiet spell.
 
-The consumers of ``JOBS_FOLD`` ack each event explicitly (a work-queue stream takes no other ack
-policy: nats-server refuses ``AckPolicy.ALL`` there, error 10098). Before, the last ack of every
+The partitions' consumers ack each event explicitly (they read ``JOBS_FOLD``, a work-queue copy
+that refused ``AckPolicy.ALL``, until they read JOBS itself). Before, the last ack of every
 batch went as a request, so that the holder knew the server had handled the batch's acks (a consumer
 handles its acks in order) before it let go of the pin: a reply per batch, and a partition's batches
 are mostly single events (issue 34). :class:`BatchAcks` publishes every ack but the last folded

@@ -1,7 +1,7 @@
 """Anti-entropy for the fold: job records that disagree with their stream, found and rewritten.
 
 The fold keeps KV ``jobs`` equal to :func:`~services.dispatcher.fold.records.fold` of JOBS, but an event
-that never reaches the fold (a sourcing gap into ``JOBS_FOLD``, a batch acked without its write) leaves
+that never reaches the fold (a batch acked without its write, a consumer made anew past it) leaves
 a record behind for good: nothing redelivers it. :class:`FoldAudit` looks again at records that stopped
 moving. At each sweep (every ``fold_audit_interval_s``) it reads what KV ``jobs`` stored since the last
 one (:meth:`FoldAudit.scan`, :func:`~services.dispatcher.kv_writes.read_writes`) and keeps
