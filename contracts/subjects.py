@@ -85,6 +85,22 @@ def job_event_token(ns: Namespace, subject: str) -> str:
     return tokens[3] if len(tokens) in (4, 5) and tokens[0] == "jobs" else ""
 
 
+def event_token(subject: str) -> str:
+    """The event token of a job event's subject in any form, under any namespace: its last token, or
+    the one before when the last is a slot (JOBS' stored form, ``jobs.{t}.{j}.{event}.{slot}``). No
+    event name is a number."""
+    head, _, last = subject.rpartition(".")
+    return head.rpartition(".")[2] if last.isdigit() and head else last
+
+
+def stored_subject(ns: Namespace, subject: str) -> str:
+    """What names the messages JOBS stores for the published ``subject`` (a get of its last message, a
+    fence on it, a filter): a job event's ``jobs.{t}.{j}.{event}`` with its slot token (``.*``, one slot
+    per job: exact); any other subject (an upload's, a filter with ``>``) as it is."""
+    tokens = ns.strip(subject).split(".")
+    return f"{subject}.*" if len(tokens) == 4 and tokens[0] == "jobs" and tokens[3] != ">" else subject
+
+
 def job_slot_transform(ns: Namespace) -> tuple[str, str]:
     """JOBS' ``subject_transform`` (source, destination): each job event stored with its slot token."""
     dest = f"jobs.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}.{{{{wildcard(3)}}}}.{{{{partition({JOB_SLOTS},1,2)}}}}"
@@ -116,7 +132,7 @@ class Subjects:
         """One job event as JOBS stores it, ``jobs.{tenant}.{job_id}.{event}.*`` (its slot token, one per
         job: exact): what a get of its last message or a fence on its subject names. The published
         subject names nothing stored, so a fence ``(subject, 0)`` on it would always pass."""
-        return self.job_event(tenant, job_id, event) + ".*"
+        return stored_subject(self.ns, self.job_event(tenant, job_id, event))
 
     def job_slot(self, slot: int) -> str:
         """Filter for the stored events of every job in ``slot`` (:data:`JOB_SLOTS`)."""

@@ -21,7 +21,10 @@ ASYNCAPI_PATH = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.json"
 _CHANNELS: dict[str, tuple[str, str, list[EventType]]] = {
     "jobEvents": (
         "jobs.{tenant}.{job_id}.{event}",
-        "Every job event; {event} is the last part of the type (job.progress → progress).",
+        "Every job event; {event} is the last part of the type (job.progress → progress). Published (and "
+        "seen by core NATS subscribers) on this subject; stream JOBS stores it as "
+        "jobs.{tenant}.{job_id}.{event}.{slot} (a subject transform; the slot, 0-31, a hash of tenant and job), "
+        "the subject JetStream consumers, message gets and expected-last-subject-sequence fences see.",
         [t for t in EventType if t.startswith("job.")],
     ),
     "uploadCompleted": (
@@ -57,7 +60,7 @@ def _msg_id_doc(event: EventType) -> str:
     if event is EventType.JOB_CANCELED:
         return (
             "end-{job}-a{attempt} of the attempt it ends (dedup against that attempt's other endings); "
-            "stored once per job (Nats-Expected-Last-Subject-Sequence 0 on its own subject)."
+            "stored once per job (Nats-Expected-Last-Subject-Sequence 0 on its stored subject)."
         )
     return "The envelope id (dedup)."
 

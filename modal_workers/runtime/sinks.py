@@ -106,7 +106,7 @@ class NatsSink:
         if not dispatched_seq:
             await publish_event(js, subject, event, unavailable=told)
             return
-        fence = (self.subjects.job_event(event.tenant, event.job_id, "dispatched"), dispatched_seq)
+        fence = (self.subjects.stored_job_event(event.tenant, event.job_id, "dispatched"), dispatched_seq)
         if await publish_fenced(js, subject, event, fence, unavailable=told) is None:
             log.warning("%s of %s attempt %s not stored: the job was dispatched again since (superseded)",
                         event.type, event.job_id, event.attempt)  # fmt: skip

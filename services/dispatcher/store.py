@@ -184,7 +184,8 @@ class JobEvents:
             EventType.JOB_CANCELED, payload, tenant=record.tenant, source=self.source, job_id=record.id,
             kind=record.kind, attempt=attempt or record.attempt, event_id=canceled_event_id(record.id),
         )  # fmt: skip
-        ack = await publish_fenced(self.js, subject, event, (subject, 0), msg_id=attempt_end_msg_id(record.id, ends))
+        fence = (self.subjects.stored_job_event(record.tenant, record.id, "canceled"), 0)  # as JOBS stores it
+        ack = await publish_fenced(self.js, subject, event, fence, msg_id=attempt_end_msg_id(record.id, ends))
         if ack is None:
             return await self.last(record, "canceled") or event  # canceled before (a retried publish: by us)
         return await self._stored(ack.seq) if ack.duplicate else event  # duplicate: the attempt's ending, stored first
@@ -218,7 +219,7 @@ class JobEvents:
 
     async def last(self, record: JobRecord, name: str) -> EventEnvelope | None:
         """The job's latest ``job.{name}`` event in the stream (not the record), if any."""
-        subject = self.subjects.job_event(record.tenant, record.id, name)
+        subject = self.subjects.stored_job_event(record.tenant, record.id, name)
         try:
             msg = await self.js.get_last_msg(self.ns.stream(JOBS), subject)
         except NotFoundError:
@@ -227,7 +228,7 @@ class JobEvents:
 
     async def created_trace(self, record: JobRecord) -> dict[str, str]:
         """The trace context ``job.created`` was published with (the request that made the job)."""
-        subject = self.subjects.job_event(record.tenant, record.id, "created")
+        subject = self.subjects.stored_job_event(record.tenant, record.id, "created")
         try:
             msg = await self.js.get_last_msg(self.ns.stream(JOBS), subject)
         except NotFoundError:

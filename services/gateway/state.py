@@ -15,7 +15,7 @@ from nats.js.kv import KeyValue
 from contracts import streams
 from contracts.api.uploads import UploadRecord
 from contracts.envelope import EventEnvelope
-from contracts.subjects import Subjects
+from contracts.subjects import Subjects, stored_subject
 from services.common.auth.apikeys import ApiKeyStore
 from services.common.auth.key_cache import KeyCache
 from services.common.http.problem import ProblemError
@@ -113,8 +113,8 @@ class GatewayState:
     async def publish_once(
         self, subject: str, event: EventEnvelope, *, check: bool = True, headers: Mapping[str, str] | None = None
     ) -> None:
-        """Publish ``event`` (with ``headers``) unless ``subject`` already holds a message (with ``check``);
-        503 on failure.
+        """Publish ``event`` (with ``headers``) unless JOBS already holds a message of ``subject`` (with
+        ``check``; a job event's read as JOBS stores it, with its slot token); 503 on failure.
 
         ``Nats-Msg-Id`` dedups repeats within the stream's window; the check covers any later repeat
         (a retried request after a crash between the KV write and the publish).
@@ -122,7 +122,8 @@ class GatewayState:
         try:
             if check:
                 try:
-                    await self.js.get_last_msg(self.settings.ns.stream(streams.JOBS), subject)
+                    stored = stored_subject(self.settings.ns, subject)
+                    await self.js.get_last_msg(self.settings.ns.stream(streams.JOBS), stored)
                     return
                 except NotFoundError:
                     pass

@@ -35,7 +35,7 @@ from contracts.events.registry import EventType, make_event
 from contracts.ids import tenant_key
 from contracts.job_record import Artifact, JobCost, JobError, JobRecord, JobStatus
 from contracts.streams import KV_JOBS
-from contracts.subjects import Namespace, Subjects
+from contracts.subjects import Namespace, Subjects, stored_subject
 from services.cli.main import app
 from services.common.nats.embedded import EmbeddedNats
 from services.notifier.app import create_app as create_notifier
@@ -90,8 +90,10 @@ def notifier_url(tmp_path: Path, nats_server: EmbeddedNats, namespace: Namespace
 
 
 async def stored(js: JetStreamContext, namespace: Namespace, subject: str) -> list[EventEnvelope]:
-    """Every event of JOBS on ``subject`` (relative to the namespace), in order."""
-    sub = await js.subscribe(namespace.subject(subject), stream=namespace.stream("JOBS"), ordered_consumer=True)
+    """Every event of JOBS on ``subject`` (relative to the namespace; one job event read as JOBS stores it),
+    in order."""
+    wanted = stored_subject(namespace, namespace.subject(subject))
+    sub = await js.subscribe(wanted, stream=namespace.stream("JOBS"), ordered_consumer=True)
     out: list[EventEnvelope] = []
     try:
         while True:

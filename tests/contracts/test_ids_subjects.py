@@ -9,7 +9,14 @@ from pydantic import ValidationError
 
 from contracts.envelope import EventEnvelope
 from contracts.ids import InvalidIdError, new_id, new_uuid7, validate_id
-from contracts.subjects import JOB_EVENT_NAMES, Namespace, Subjects
+from contracts.subjects import (
+    JOB_EVENT_NAMES,
+    Namespace,
+    Subjects,
+    event_token,
+    job_event_token,
+    stored_subject,
+)
 
 BAD_IDS = [
     "",
@@ -88,6 +95,31 @@ def test_subjects_shape() -> None:
     assert Subjects(Namespace("t1")).robot_joints("acme", "r1") == "t1.robots.acme.r1.joints"
     for event in JOB_EVENT_NAMES:
         assert S.job_event("acme", "job_1", event).split(".")[-1] == event
+
+
+@pytest.mark.parametrize("ns", [Namespace(), Namespace("t1")])
+def test_a_job_events_name_is_read_from_its_published_and_its_stored_subject(ns: Namespace) -> None:
+    """JOBS stores ``jobs.{t}.{j}.{event}`` as ``jobs.{t}.{j}.{event}.{slot}``: the event is the token
+    after the job id, not the last one (the slot)."""
+    subjects = Subjects(ns)
+    for event in JOB_EVENT_NAMES:
+        published = subjects.job_event("acme", "job_1", event)
+        stored = f"{published}.17"
+        assert job_event_token(ns, published) == job_event_token(ns, stored) == event
+        assert event_token(published) == event_token(stored) == event
+    assert job_event_token(ns, subjects.upload_completed("acme", "u1")) == ""
+    assert event_token(subjects.upload_completed("acme", "u1")) == "completed"
+
+
+def test_a_job_events_stored_subject_names_its_slot() -> None:
+    ns = Namespace("t1")
+    published = Subjects(ns).job_event("acme", "job_1", "canceled")
+    assert Subjects(ns).stored_job_event("acme", "job_1", "canceled") == "t1.jobs.acme.job_1.canceled.*"
+    assert stored_subject(ns, published) == "t1.jobs.acme.job_1.canceled.*"
+    assert stored_subject(ns, "t1.jobs.*.*.succeeded") == "t1.jobs.*.*.succeeded.*"
+    for unchanged in ("t1.jobs.acme.job_1.>", "t1.jobs.acme.>", "t1.uploads.acme.u1.completed", "t1.jobs.>"):
+        assert stored_subject(ns, unchanged) == unchanged
+    assert Subjects(ns).job_events("acme", "job_1") == "t1.jobs.acme.job_1.>"
 
 
 def test_job_event_rejects_unknown_event() -> None:

@@ -49,7 +49,7 @@ async def _worker_ends(
         type_, payload, tenant="acme", source="worker/pose", job_id=job_id, kind="pose", attempt=1,
         event_id=worker_event_id(job_id, 1, name),
     )  # fmt: skip
-    headers = fence_headers(subjects.job_event("acme", job_id, "dispatched"), fence)
+    headers = fence_headers(subjects.stored_job_event("acme", job_id, "dispatched"), fence)
     return await publish_event(js, subjects.job_event("acme", job_id, name), event, headers=headers)
 
 

@@ -27,7 +27,7 @@ async def test_the_sweepers_job_created_is_the_gateways_and_is_dropped(
     assert not await JobEvents(js, namespace).publish_created(record)  # a duplicate of the gateway's
     info = await js.stream_info(namespace.stream(streams.JOBS), subjects_filter=subjects.job_events("acme", job_id))
     assert info.state.subjects == {subjects.job_event("acme", job_id, "created"): 1}
-    msg = await js.get_last_msg(namespace.stream(streams.JOBS), subjects.job_event("acme", job_id, "created"))
+    msg = await js.get_last_msg(namespace.stream(streams.JOBS), subjects.stored_job_event("acme", job_id, "created"))
     assert msg.headers is not None
     assert msg.headers["Nats-Msg-Id"] == created_event_id(job_id)
 
@@ -53,6 +53,6 @@ async def test_an_attempt_its_worker_ended_first_is_not_given_up_again(
     assert (stored.id, stored.type) == (worker_end.id, "job.succeeded")
     info = await js.stream_info(namespace.stream(streams.JOBS), subjects_filter=subjects.job_events("acme", job_id))
     assert subjects.job_event("acme", job_id, "retrying") not in (info.state.subjects or {})
-    msg = await js.get_last_msg(namespace.stream(streams.JOBS), subjects.job_event("acme", job_id, "succeeded"))
+    msg = await js.get_last_msg(namespace.stream(streams.JOBS), subjects.stored_job_event("acme", job_id, "succeeded"))
     assert msg.headers is not None
     assert msg.headers["Nats-Msg-Id"] == attempt_end_msg_id(job_id, 1)

@@ -47,5 +47,6 @@ async def canceled(js: JetStreamContext, subjects: Subjects, job_id: str, ends: 
         kind="lap_compare", attempt=ends, event_id=canceled_event_id(job_id),
     )  # fmt: skip
     subject = subjects.job_event(TENANT, job_id, "canceled")
-    msg_id, fence = attempt_end_msg_id(job_id, ends), fence_headers(subject, 0)
+    fence = fence_headers(subjects.stored_job_event(TENANT, job_id, "canceled"), 0)  # as JOBS stores it
+    msg_id = attempt_end_msg_id(job_id, ends)
     return await publish_event(js, subject, event, msg_id=msg_id, headers=fence)

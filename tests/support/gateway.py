@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from bench.harness.secrets import INGEST_SECRET, SIGNING_SECRET
 from contracts.envelope import EventEnvelope
-from contracts.subjects import Namespace
+from contracts.subjects import Namespace, stored_subject
 from services.gateway.settings import GatewaySettings
 
 
@@ -59,7 +59,8 @@ class Tenant:
 
 
 async def stored(js: JetStreamContext, ns: Namespace, subject: str) -> list[EventEnvelope]:
-    """Every event on ``subject`` (wildcards allowed) in JOBS, in order.
+    """Every event on ``subject`` (wildcards allowed; one job event as published is read as JOBS stores
+    it, with its slot token: :func:`~contracts.subjects.stored_subject`) in JOBS, in order.
 
     The gateway answers only after JetStream acked its publish, so no waiting is needed.
     """
@@ -67,7 +68,7 @@ async def stored(js: JetStreamContext, ns: Namespace, subject: str) -> list[Even
     seq = 1
     while True:
         try:
-            msg = await js.get_msg(ns.stream("JOBS"), seq=seq, subject=subject, next=True)
+            msg = await js.get_msg(ns.stream("JOBS"), seq=seq, subject=stored_subject(ns, subject), next=True)
         except NotFoundError:
             return events
         events.append(EventEnvelope.from_json_bytes(msg.data or b""))

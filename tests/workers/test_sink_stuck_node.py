@@ -50,7 +50,7 @@ async def test_an_event_sent_while_the_workers_node_is_stopped_is_stored_through
                     await sink.send("log", event)  # raises once RETRY_FOR_S of tries went nowhere
                     took = asyncio.get_running_loop().time() - began
                     print(f"stored {took:.1f} s after it was sent (tries for {RETRY_FOR_S:g} s at most)")
-                    stored = await js.get_last_msg(JOBS, subjects.job_event("acme", "job_sink_moves", "log"))
+                    stored = await js.get_last_msg(JOBS, subjects.stored_job_event("acme", "job_sink_moves", "log"))
                     assert stored.headers is not None
                     assert stored.headers["Nats-Msg-Id"] == event.id
                     assert sink.watch.moves == 1

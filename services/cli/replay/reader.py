@@ -28,6 +28,8 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from contracts.streams import JOBS
+from contracts.subjects import stored_subject
 from services.cli.replay.progress import replay_progress
 from services.cli.replay.targets import Tally, Target, line, stored_time
 from services.common.config import BaseServiceSettings
@@ -112,6 +114,8 @@ async def read_range(
     except NotFoundError:
         raise typer.BadParameter(f"no stream {name}", param_hint="--stream") from None
     wanted = settings.ns.subject(subject) if subject else ""
+    if wanted and stream == JOBS:  # one job event named as published: as JOBS stores it (its slot token)
+        wanted = stored_subject(settings.ns, wanted)
     since, count, first = config.opt_start_time, 0, config.opt_start_seq or 0
     if config.deliver_policy == DeliverPolicy.BY_START_TIME and since is not None:
         first = await seq_before(js, name, since, wanted or None) + 1

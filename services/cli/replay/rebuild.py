@@ -31,6 +31,7 @@ from contracts.ids import InvalidIdError, tenant_key
 from contracts.job_record import JobRecord
 from contracts.route_table import DEFAULT_ROUTES, load_route_table
 from contracts.streams import JOBS, KV_JOBS, KV_JOBS_REBUILD
+from contracts.subjects import Subjects
 from services.cli.replay.progress import replay_progress
 from services.cli.replay.reader import consumer_config, read_range
 from services.common.config import BaseServiceSettings
@@ -159,7 +160,8 @@ async def swap_in(nc: NatsClient, settings: BaseServiceSettings, live: KeyValue,
             revision, value = entry.revision, entry.value
         except KeyNotFoundError:
             revision, value = None, None
-        folded = await fold_jobs(nc, settings, f"jobs.{tenant}.{job_id}.*", pricing, show_progress=False)
+        events = Subjects().job_events(tenant, job_id)  # namespace-relative; both forms (JOBS adds a slot token)
+        folded = await fold_jobs(nc, settings, events, pricing, show_progress=False)
         record = folded.get(key)
         if record is None or (value is not None and _record(value) == record):
             return False

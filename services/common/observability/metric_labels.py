@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from contracts.events.registry import JOB_EVENT_TYPES, EventType
+from contracts.subjects import event_token
 
 OTHER = "other"
 UNMATCHED = "unmatched"
@@ -49,8 +50,9 @@ def event_type_label(value: str | None) -> str:
 
 
 def subject_event_label(subject: str) -> str:
-    """The event type of a JOBS subject (``….jobs.{tenant}.{job}.{event}``, ``….uploads.….completed``)."""
-    return _BY_TOKEN.get(subject.rpartition(".")[2], OTHER)
+    """The event type of a JOBS subject (``….jobs.{tenant}.{job}.{event}``, as stored with its slot token
+    too; ``….uploads.….completed``)."""
+    return _BY_TOKEN.get(event_token(subject), OTHER)
 
 
 def status_class(status: int | None) -> str:

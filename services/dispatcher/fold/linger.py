@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from nats.aio.msg import Msg
 
 from contracts.events.registry import EventType, job_event_name
+from contracts.subjects import event_token
 
 LINGERING = frozenset(
     job_event_name(t)
@@ -54,7 +55,7 @@ Pull = Callable[[int, float], Awaitable[list[Msg]]]
 
 def lingers(msgs: list[Msg]) -> bool:
     """Whether ``msgs`` are all :data:`LINGERING` events."""
-    return all(msg.subject.rsplit(".", 1)[-1] in LINGERING for msg in msgs)
+    return all(event_token(msg.subject) in LINGERING for msg in msgs)  # a stored subject ends with its slot
 
 
 async def linger(pull: Pull, room: int, linger_s: float, renew: bool = False) -> list[Msg]:

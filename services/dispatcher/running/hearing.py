@@ -131,7 +131,7 @@ class Hearing:
         monotonic; the first one found counts by the age of its stamp). Called while :meth:`listening`
         to the attempt. The record can lag behind the log, and the log behind the heartbeats passing."""
         since = max(await self.link.observing_since(), self.heard(tenant, job_id, attempt))
-        subject = self.subjects.job_event(tenant, job_id, "heartbeat")
+        subject = self.subjects.stored_job_event(tenant, job_id, "heartbeat")  # as JOBS stores it
         try:
             last = await self.nc.jetstream().get_last_msg(self.stream, subject)
         except NotFoundError:

@@ -201,7 +201,7 @@ async def ingest_events(
     _check(located, claims, state.settings.storage_prefix)
     events = [event for _, event in located]
     subjects, js = state.subjects, state.ingest_js or state.js
-    canceled = subjects.job_event(claims.tenant, claims.job_id, "canceled")
+    canceled = subjects.stored_job_event(claims.tenant, claims.job_id, "canceled")  # the fence: as JOBS stores it
     futures: list[asyncio.Future[Any]] = []
     endings: list[PubAck | None] = []
     try:

@@ -112,8 +112,8 @@ class DeadLetters:
                 return msg.data
         if item.job_id is None:
             return None
-        try:
-            subject = self.subjects.job_event(target.tenant, item.job_id, job_event_name(item.event_type))
+        try:  # as JOBS stores it (its slot token)
+            subject = self.subjects.stored_job_event(target.tenant, item.job_id, job_event_name(item.event_type))
         except ValueError:
             return None
         seq = 1

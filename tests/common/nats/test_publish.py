@@ -31,7 +31,7 @@ async def test_a_repeated_event_is_stored_once_by_its_id(
     batch = await asyncio.gather(*[await publish_event_async(js, subject, event) for _ in range(3)])
     assert (bool(first.duplicate), again.duplicate, [ack.duplicate for ack in batch]) == (False, True, [True] * 3)
     assert {first.seq, again.seq} | {ack.seq for ack in batch} == {first.seq}
-    msg = await js.get_last_msg(namespace.stream(streams.JOBS), subject)
+    msg = await js.get_last_msg(namespace.stream(streams.JOBS), subjects.stored_job_event("acme", "job_1", "log"))
     assert msg.headers is not None
     assert msg.headers[MSG_ID] == "e-1"
 
@@ -58,4 +58,5 @@ async def test_a_publish_waits_for_its_stream_to_answer(
     ack = await publish_event(js, subject, event)
     await later
     assert ack.stream == namespace.stream(streams.JOBS)
-    assert (await js.get_last_msg(namespace.stream(streams.JOBS), subject)).data == event.to_json_bytes()
+    stored = subjects.stored_job_event("acme", "job_1", "log")
+    assert (await js.get_last_msg(namespace.stream(streams.JOBS), stored)).data == event.to_json_bytes()

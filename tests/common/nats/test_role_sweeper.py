@@ -71,7 +71,7 @@ async def test_the_dispatcher_publishes_a_lost_job_created_as_its_own_user(
     later = record.created_at + timedelta(minutes=5)
     sweeper = CreatedSweeper(JobStore(await js.key_value(NS.bucket(KV_JOBS))), JobEvents(js, NS), 60.0, lambda: later)
     assert await sweeper.sweep() == [record.id]
-    subject = Subjects(NS).job_event("acme", record.id, "created")
+    subject = Subjects(NS).stored_job_event("acme", record.id, "created")
     stored = await connect["operator"].jetstream(timeout=5.0).get_last_msg(NS.stream(JOBS), subject)
     assert stored.headers is not None
     assert stored.headers["Nats-Msg-Id"] == f"created-{record.id}"

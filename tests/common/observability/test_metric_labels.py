@@ -22,3 +22,11 @@ def test_event_types_are_the_registrys() -> None:
     assert subject_event_label("jobs.acme.job_1.snapshot") == "session.snapshot"
     assert subject_event_label("uploads.acme.upl_1.completed") == "upload.completed"
     assert subject_event_label("jobs.acme.job_1.whatever") == OTHER
+
+
+def test_a_stored_job_subject_is_labelled_by_its_event_not_its_slot() -> None:
+    """JOBS stores a job event with a slot token after the event (consumers deliver that subject)."""
+    assert subject_event_label("t1.jobs.acme.job_1.progress.7") == "job.progress"
+    assert subject_event_label("jobs.acme.job_1.canceled.31") == "job.canceled"
+    assert subject_event_label("jobs.acme.job_1.snapshot.0") == "session.snapshot"
+    assert subject_event_label("jobs.acme.job_1.whatever.3") == OTHER

@@ -21,7 +21,7 @@ async def stored_headers(js: JetStreamContext, namespace: Namespace, subjects: S
     """Publish a progress event the one way envelopes are published; the headers JOBS stored."""
     subject = subjects.job_event("acme", "job_0001", "progress")
     await publish_event(js, subject, event())
-    msg = await js.get_last_msg(namespace.stream(JOBS), subject)
+    msg = await js.get_last_msg(namespace.stream(JOBS), subjects.stored_job_event("acme", "job_0001", "progress"))
     return dict(msg.headers or {})
 
 

@@ -33,10 +33,10 @@ async def fence_of_ending(
     """The JOBS sequence the stored job.succeeded was fenced by (its expected last job.dispatched), and
     the sequence of the job's last job.dispatched."""
     stream = namespace.stream(JOBS)
-    ending = await js.get_last_msg(stream, subjects.job_event(record.tenant, record.id, "succeeded"))
-    dispatched = await js.get_last_msg(stream, subjects.job_event(record.tenant, record.id, "dispatched"))
+    ending = await js.get_last_msg(stream, subjects.stored_job_event(record.tenant, record.id, "succeeded"))
+    dispatched = await js.get_last_msg(stream, subjects.stored_job_event(record.tenant, record.id, "dispatched"))
     assert ending.headers is not None
-    assert ending.headers[EXPECTED_LAST_SUBJECT] == subjects.job_event(record.tenant, record.id, "dispatched")
+    assert ending.headers[EXPECTED_LAST_SUBJECT] == subjects.stored_job_event(record.tenant, record.id, "dispatched")
     return int(ending.headers[EXPECTED_LAST]), dispatched.seq
 
 

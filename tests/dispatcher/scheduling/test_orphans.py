@@ -74,7 +74,7 @@ async def test_a_record_is_due_only_after_the_setting(
     sweeper.on_record(record)  # another replica, or a second sweep: stored once all the same
     assert await sweeper.sweep() == []
     assert sweeper.republished == 1
-    subject = Subjects(namespace).job_event("acme", record.id, "created")
+    subject = Subjects(namespace).stored_job_event("acme", record.id, "created")
     msg = await js.get_last_msg(namespace.stream(streams.JOBS), subject)
     assert msg.headers is not None
     assert msg.headers["Nats-Msg-Id"] == f"created-{record.id}"

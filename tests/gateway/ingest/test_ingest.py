@@ -69,7 +69,7 @@ async def test_a_progress_event_lands_on_its_subject_with_its_id(
     response = await post(anonymous, progress, token())
     assert response.status_code == 202, response.text
     assert response.json() == {"accepted": 1, "duplicates": 0}
-    msg = await js.get_last_msg(namespace.stream(JOBS), subjects.job_event("acme", JOB, "progress"))
+    msg = await js.get_last_msg(namespace.stream(JOBS), subjects.stored_job_event("acme", JOB, "progress"))
     assert msg.headers is not None
     assert msg.headers["Nats-Msg-Id"] == progress.id
     assert msg.data is not None

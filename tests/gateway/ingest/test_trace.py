@@ -35,7 +35,7 @@ async def test_the_workers_trace_goes_through_the_ingest_route_into_the_stored_e
             await sink.send("progress", event())
     finally:
         await sink.close()
-    msg = await js.get_last_msg(namespace.stream(JOBS), subjects.job_event("acme", JOB, "progress"))
+    msg = await js.get_last_msg(namespace.stream(JOBS), subjects.stored_job_event("acme", JOB, "progress"))
     _, trace_id, parent_id, _ = (msg.headers or {})["traceparent"].split("-")
 
     worker = run.get_span_context()

@@ -95,7 +95,7 @@ async def test_job_created_carries_the_revision_of_the_record_the_fold_would_mak
     job_id = (await created(acme, pose(upload_id, batch_size=2)))["id"]
     kv = await js.key_value(namespace.bucket(KV_JOBS))
     entry = await kv.get(tenant_key("acme", job_id))
-    msg = await js.get_last_msg(namespace.stream(JOBS), subjects.job_event("acme", job_id, "created"))
+    msg = await js.get_last_msg(namespace.stream(JOBS), subjects.stored_job_event("acme", job_id, "created"))
     assert (msg.headers or {})[CREATED_RECORD_REVISION] == str(entry.revision)
     # the fold makes the record from the event instead of reading it: it must be the one created
     assert apply(None, EventEnvelope.from_json_bytes(msg.data or b"{}")) == JobRecord.model_validate_json(

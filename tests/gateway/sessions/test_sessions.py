@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 from contracts.envelope import EventEnvelope
 from contracts.session_feed import H_POSE, H_SEQ, H_TS
 from contracts.streams import JOBS
-from contracts.subjects import Namespace
+from contracts.subjects import Namespace, Subjects
 from tests.support.gateway import Gateway, Tenant
 from tests.support.sessions import frames_count, frames_stored, jpeg, png
 
@@ -145,7 +145,9 @@ async def test_stop_and_reset_go_in_order_with_the_frames(
     stored = await frames_stored(js, namespace, "acme", sid, 4)
     assert [m.subject.rsplit(".", 1)[1] for m in stored] == ["frames", "control", "frames", "control"]
     assert [json.loads(m.data)["action"] for m in stored if m.subject.endswith("control")] == ["reset", "stop"]
-    last = await js.get_last_msg(namespace.stream(JOBS), namespace.subject(f"jobs.acme.{sid}.stop_requested"))
+    last = await js.get_last_msg(
+        namespace.stream(JOBS), Subjects(namespace).stored_job_event("acme", sid, "stop_requested")
+    )
     assert EventEnvelope.model_validate_json(last.data or b"").type == "session.stop_requested"
 
 
