@@ -78,13 +78,6 @@ class Namespace:
         return subject
 
 
-def job_event_token(ns: Namespace, subject: str) -> str:
-    """The event of a job subject, published (``jobs.{t}.{j}.{event}``) or stored (with its slot token)
-    under ``ns``; ``""`` for any other subject."""
-    tokens = ns.strip(subject).split(".")
-    return tokens[3] if len(tokens) in (4, 5) and tokens[0] == "jobs" else ""
-
-
 def event_token(subject: str) -> str:
     """The event token of a job event's subject in any form, under any namespace: its last token, or
     the one before when the last is a slot (JOBS' stored form, ``jobs.{t}.{j}.{event}.{slot}``). No

@@ -14,7 +14,6 @@ from contracts.subjects import (
     Namespace,
     Subjects,
     event_token,
-    job_event_token,
     stored_subject,
 )
 
@@ -105,9 +104,7 @@ def test_a_job_events_name_is_read_from_its_published_and_its_stored_subject(ns:
     for event in JOB_EVENT_NAMES:
         published = subjects.job_event("acme", "job_1", event)
         stored = f"{published}.17"
-        assert job_event_token(ns, published) == job_event_token(ns, stored) == event
         assert event_token(published) == event_token(stored) == event
-    assert job_event_token(ns, subjects.upload_completed("acme", "u1")) == ""
     assert event_token(subjects.upload_completed("acme", "u1")) == "completed"
 
 

@@ -31,7 +31,7 @@ from contracts.ids import new_id
 from contracts.job_record import JobRecord
 from contracts.specs.jobs import parse_job_spec
 from contracts.streams import JOBS
-from contracts.subjects import Namespace, Subjects, job_event_token
+from contracts.subjects import Namespace, Subjects, event_token
 from services.common.nats.kv import WriteInFlight, kv_create, kv_write
 from services.dispatcher.scheduling.queue import QueueEntry, QueueIndex
 from services.dispatcher.store import JobEvents
@@ -92,7 +92,7 @@ async def test_racing_cancels_of_a_job_store_one_and_raise_nothing(tmp_path: Pat
                 ]  # the fold's (ending attempt 2) and the holder's (attempt 1), twice each
                 outcomes += await _race(cancels)
                 info = await js.stream_info(ns.stream(JOBS), subjects_filter=subjects.job_events("acme", record.id))
-                stored = {job_event_token(ns, subject): n for subject, n in (info.state.subjects or {}).items()}
+                stored = {event_token(subject): n for subject, n in (info.state.subjects or {}).items()}
                 assert stored == {"canceled": 1}  # stored as jobs.….canceled.{slot}
             assert outcomes == {"ok": RACERS * (ROUNDS // 3)}
         finally:

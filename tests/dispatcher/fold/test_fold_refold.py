@@ -31,7 +31,7 @@ from contracts.events.registry import EventType, make_event
 from contracts.ids import tenant_key
 from contracts.job_record import JobRecord, JobStatus
 from contracts.streams import JOBS, KV_FOLD_REFOLDS
-from contracts.subjects import Namespace, Subjects, job_event_token
+from contracts.subjects import Namespace, Subjects, event_token
 from services.common.nats.connection import cancel_and_wait
 from services.common.nats.kv import kv_scan
 from services.common.nats.publish import publish_event
@@ -122,14 +122,14 @@ async def test_an_event_redelivered_after_later_ones_of_its_job_is_folded_in_str
     job_id, sub, folder, refolds = delivered.job_id, delivered.sub, delivered.folder, delivered.refolds
     await _fold(folder, await sub.fetch(2))  # queued, dispatched
     (lost,) = await sub.fetch(1)
-    assert job_event_token(namespace, lost.subject) == "started"  # delivered, never folded: lost with its connection
+    assert event_token(lost.subject) == "started"  # delivered, never folded: lost with its connection
     await _fold(folder, await sub.fetch(1))  # job.succeeded, delivered for the first time
     gap = await read_record(jobs_kv, job_id)
     assert (gap.status, gap.timings.started_at) == (JobStatus.SUCCEEDED, None)  # it went past job.started
     assert refolds.refolded == 0
 
     (again,) = await sub.fetch(1, timeout=10 * ACK_WAIT_S)  # due again after the ack wait
-    assert job_event_token(namespace, again.subject) == "started"
+    assert event_token(again.subject) == "started"
     assert again.metadata.num_delivered == 2
     await _fold(folder, [again])  # folded on its own, it changes nothing: the job is folded again
 
