@@ -107,7 +107,11 @@ class NatsSink:
             await publish_event(js, subject, event, unavailable=told)
             return
         fence = (self.subjects.stored_job_event(event.tenant, event.job_id, "dispatched"), dispatched_seq)
-        if await publish_fenced(js, subject, event, fence, unavailable=told) is None:
+        stored = await publish_fenced(js, subject, event, fence, unavailable=told)
+        if stored is None:  # dispatched before JOBS stored slot tokens (an upgrade): its subject has none
+            fence = (self.subjects.job_event(event.tenant, event.job_id, "dispatched"), dispatched_seq)
+            stored = await publish_fenced(js, subject, event, fence, unavailable=told)
+        if stored is None:
             log.warning("%s of %s attempt %s not stored: the job was dispatched again since (superseded)",
                         event.type, event.job_id, event.attempt)  # fmt: skip
 
