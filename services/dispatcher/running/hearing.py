@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 
 from contracts import streams
@@ -121,6 +122,15 @@ class Hearing:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
 
+    async def _last_heartbeat(self, tenant: str, job_id: str) -> RawStreamMsg:
+        """The job's last heartbeat in JOBS: as JOBS stores it (its slot token), else as published (a
+        stream made before JOBS stored slots)."""
+        js = self.nc.jetstream()
+        try:
+            return await js.get_last_msg(self.stream, self.subjects.stored_job_event(tenant, job_id, "heartbeat"))
+        except NotFoundError:
+            return await js.get_last_msg(self.stream, self.subjects.job_event(tenant, job_id, "heartbeat"))
+
     def heard(self, tenant: str, job_id: str, attempt: int) -> float:
         """When a heartbeat of the attempt last passed by (0: none heard, or not listening)."""
         return self._heard.get((tenant, job_id, attempt), 0.0)
@@ -131,9 +141,8 @@ class Hearing:
         monotonic; the first one found counts by the age of its stamp). Called while :meth:`listening`
         to the attempt. The record can lag behind the log, and the log behind the heartbeats passing."""
         since = max(await self.link.observing_since(), self.heard(tenant, job_id, attempt))
-        subject = self.subjects.stored_job_event(tenant, job_id, "heartbeat")  # as JOBS stores it
         try:
-            last = await self.nc.jetstream().get_last_msg(self.stream, subject)
+            last = await self._last_heartbeat(tenant, job_id)
         except NotFoundError:
             return since
         except Exception:  # noqa: BLE001 - the log cannot be read now: no silence can be called now
