@@ -9,7 +9,7 @@ from contracts import streams
 from contracts.event_ids import attempt_end_msg_id, attempt_event_id, created_event_id, worker_event_id
 from contracts.events.jobs import JobRetryingPayload, JobSucceededPayload
 from contracts.events.registry import EventType, make_event
-from contracts.subjects import Namespace, Subjects, job_event_token
+from contracts.subjects import Namespace, Subjects, event_token
 from services.common.nats.publish import publish_event
 from services.dispatcher.store import JobEvents
 from tests.support.dispatcher import read_record
@@ -26,7 +26,7 @@ async def test_the_sweepers_job_created_is_the_gateways_and_is_dropped(
     record = await read_record(jobs_kv, job_id)
     assert not await JobEvents(js, namespace).publish_created(record)  # a duplicate of the gateway's
     info = await js.stream_info(namespace.stream(streams.JOBS), subjects_filter=subjects.job_events("acme", job_id))
-    assert {job_event_token(namespace, s): n for s, n in (info.state.subjects or {}).items()} == {"created": 1}
+    assert {event_token(s): n for s, n in (info.state.subjects or {}).items()} == {"created": 1}
     msg = await js.get_last_msg(namespace.stream(streams.JOBS), subjects.stored_job_event("acme", job_id, "created"))
     assert msg.headers is not None
     assert msg.headers["Nats-Msg-Id"] == created_event_id(job_id)
