@@ -163,6 +163,15 @@ NOTES = [
     "table's memory row (RSS) was taken before it. The test suite's parallel phase on a fresh clone: 929 s against "
     "999-1051 s for three runs of main before it that day (a CPU-bound phase; its 334 spawned pool processes had used"
     " 596 of its 1,610 CPU-seconds, about 330 of them starting up).",
+    "platform_cost (the fold reads JOBS, 2026-11-30): JOBS stores each job event with a slot token (a stream "
+    "subject_transform, 32 slots) and the fold's partitions read their slots of JOBS itself, not JOBS_FOLD, "
+    "the work-queue copy sourced from it (each event stored and fsynced a second time, delivered into the "
+    "copy, the source's 1 s heartbeat). Job-only run, 3 runs a stack, each tree once in the same hour: 56 "
+    "messages (56, 56) against 61 (61, 61) for main before it (the 5 deliveries into the copy); at rest 2.33 "
+    "messages/s against 3.53 (the copy's source heartbeat). CPU per job at 50 jobs/s, 2 dispatchers, 8 "
+    "partitions, every process (500 jobs, 2 rounds a run, the trees alternating three times, median of 6; "
+    "this VM ran slow that hour): 23.5 ms (21.5-25.1) against 25.0 (22.0-27.2), nats-server's share 8.2 ms "
+    "(7.6-8.7) against 9.7 (8.8-10.6), 0.84x; p50 created -> started 12.0 ms against 13.0.",
 ]
 
 
