@@ -25,7 +25,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from contracts import streams
-from contracts.subjects import JOB_SLOTS, Namespace, Subjects
+from contracts.subjects import JOB_SLOTS, Namespace, Subjects, job_slot_transform
+from services.common.nats.declarations import NotDeclaredError
 
 log = logging.getLogger(__name__)
 RETIRED_STREAM = streams.JOBS_FOLD
@@ -58,7 +59,11 @@ async def fold_start(js: JetStreamContext, ns: Namespace, partitions: int) -> in
 
     Made again (its configuration changed, or found gone), the lowest ack floor of the partitions that
     exist: nothing below it waits to be folded. The first time, after what the serial fold acknowledged
-    or the retired copy held (an upgrade), else at JOBS' first (a new deployment)."""
+    or the retired copy held (an upgrade), else at JOBS' first (a new deployment). Raises
+    :class:`~services.common.nats.declarations.NotDeclaredError` when JOBS does not store slot tokens
+    (a service connected as a NATS user only checks the streams, and the partitions' filters would
+    match nothing: the fold would wait for ever)."""
+    await _check_slots(js, ns)
     floors = []
     for partition in range(JOB_SLOTS):  # every partition there may be, a changed N's too
         try:
@@ -70,6 +75,15 @@ async def fold_start(js: JetStreamContext, ns: Namespace, partitions: int) -> in
     if floors:
         return min(floors)
     return await _serial_floor(js, ns) or await _copy_floor(js, ns)
+
+
+async def _check_slots(js: JetStreamContext, ns: Namespace) -> None:
+    transform = (await js.stream_info(ns.stream(streams.JOBS))).config.subject_transform
+    if transform is None or (transform.src, transform.dest) != job_slot_transform(ns):
+        raise NotDeclaredError(
+            "JOBS does not store its job events' slot tokens, which the fold's partitions read: run "
+            "`gpurelay nats declare` as the operator first (docs/operations.md, Upgrades)"
+        )
 
 
 async def _serial_floor(js: JetStreamContext, ns: Namespace) -> int | None:

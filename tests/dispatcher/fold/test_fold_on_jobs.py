@@ -20,6 +20,7 @@ from contracts.events.jobs import JobHeartbeatPayload
 from contracts.events.registry import EventType
 from contracts.streams import JOBS, JOBS_FOLD
 from contracts.subjects import Namespace, Subjects
+from services.common.nats.declarations import NotDeclaredError
 from services.dispatcher.fold.partitions import fold_durable, fold_settled, fold_start, retire_fold_copy
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import local_route, submit, wait_record
@@ -83,3 +84,16 @@ async def test_an_upgrade_starts_after_what_the_copy_held_and_retires_it(
 async def _held(js: JetStreamContext, copy: str, last: int) -> bool:
     info = await js.stream_info(copy)
     return info.state.messages == last and all((s.lag or 0) == 0 for s in info.sources or [])
+
+
+async def test_the_partitions_refuse_a_jobs_that_stores_no_slot_tokens(
+    js: JetStreamContext, jobs_kv: KeyValue, namespace: Namespace
+) -> None:
+    """JOBS declared before the slots and not declared again (a dispatcher connected as a NATS user only
+    checks the streams): the partitions' filters would match nothing and the fold would wait for ever,
+    so the start fails and says what to run."""
+    stream = namespace.stream(JOBS)
+    config = (await js.stream_info(stream)).config
+    await js.update_stream(config.evolve(subject_transform=None))
+    with pytest.raises(NotDeclaredError, match="gpurelay nats declare"):
+        await fold_start(js, namespace, PARTITIONS)
