@@ -90,24 +90,42 @@ class PinnedConsumer:
         """Create the consumer, or replace one made with another configuration; the first stream
         sequence not acknowledged yet, as its info says (``None``: made now). One made now starts at
         ``start_seq`` (``None``: the stream's first): the stream keeps what was acknowledged, so a
-        consumer made anew starts where the fold had got to, not at the stream's first message."""
-        wanted = self.config()
+        consumer made anew starts where the fold had got to, not at the stream's first message.
+        Another replica may make it meanwhile with its own floor: the server refuses this create (its
+        start differs), and the consumer that one made is taken when it matches apart from its start."""
         info = await jetstream_api(nc, f"CONSUMER.INFO.{self.stream}.{self.durable}", None, missing_ok=True)
         if info is not None:
-            have = info.get("config", {})
-            floor = int((info.get("ack_floor") or {}).get("stream_seq") or 0) + 1
-            have["filter_subjects"] = have.get("filter_subjects") or [have.get("filter_subject")]
-            if all(have.get(key) == value for key, value in wanted.items()):
+            if (floor := self._floor_if_matching(info)) is not None:
                 return floor
+            floor = _ack_floor(info)
             log.warning("fold consumer %s changes its configuration: made again from %d", self.durable, floor)
             start_seq = floor if start_seq is None else min(start_seq, floor)
             await jetstream_api(nc, f"CONSUMER.DELETE.{self.stream}.{self.durable}", None, missing_ok=True)
         start = {"deliver_policy": "by_start_sequence", "opt_start_seq": start_seq} if start_seq else {}
-        config = {**wanted, **(start or {"deliver_policy": "all"})}
-        await jetstream_api(
-            nc, f"CONSUMER.CREATE.{self.stream}.{self.durable}", {"stream_name": self.stream, "config": config}
-        )
+        config = {**self.config(), **(start or {"deliver_policy": "all"})}
+        try:
+            await jetstream_api(
+                nc, f"CONSUMER.CREATE.{self.stream}.{self.durable}", {"stream_name": self.stream, "config": config}
+            )
+        except PinnedPullError:
+            info = await jetstream_api(nc, f"CONSUMER.INFO.{self.stream}.{self.durable}", None, missing_ok=True)
+            if info is None or (floor := self._floor_if_matching(info)) is None:
+                raise
+            log.info("fold consumer %s was made by another replica meanwhile", self.durable)
+            return floor
         return None
+
+    def _floor_if_matching(self, info: dict[str, Any]) -> int | None:
+        """The consumer's first unacknowledged stream sequence, if ``info`` shows it configured as
+        wanted (where it starts aside); ``None`` if not."""
+        have = info.get("config", {})
+        have["filter_subjects"] = have.get("filter_subjects") or [have.get("filter_subject")]
+        return _ack_floor(info) if all(have.get(key) == value for key, value in self.config().items()) else None
+
+
+def _ack_floor(info: dict[str, Any]) -> int:
+    """The first stream sequence a consumer's info shows not acknowledged."""
+    return int((info.get("ack_floor") or {}).get("stream_seq") or 0) + 1
 
 
 async def jetstream_api(nc: NatsClient, verb: str, body: dict[str, Any] | None, missing_ok: bool = False) -> Any:
