@@ -146,7 +146,7 @@ class WorkerContext:
 
     def progress(self, fraction: float, message: str | None = None, metrics: dict[str, Any] | None = None) -> None:
         """Report how far this run is (0..1) and, optionally, the workload's figures (``metrics``, at
-        most 32 JSON scalars); throttled to ten a second (the latest report goes when its interval
+        most 32 JSON scalars); throttled to four a second (the latest report goes when its interval
         ends), monotonic per attempt."""
         self._progress.report(fraction, message, metrics)
 

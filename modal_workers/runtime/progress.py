@@ -1,4 +1,4 @@
-"""Progress reports throttled to ten a second, the latest one never lost.
+"""Progress reports throttled to four a second, the latest one never lost.
 
 :class:`ProgressThrottle` sends a report at once when the last one went at least
 :data:`PROGRESS_MIN_INTERVAL_S` ago (or it is 100 %); otherwise it keeps it as *pending* (a newer
@@ -17,8 +17,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-PROGRESS_MIN_INTERVAL_S = 0.1
-"""At most ten progress events a second per job (the first and the last always go)."""
+PROGRESS_MIN_INTERVAL_S = 0.25
+"""At most four progress events a second per job (the first and the last always go). Each one is a
+stored event that the fold, the notifier and every follower read (issue 34: about 6 messages); a
+bar moved four times a second still looks smooth, and the fold writes the record no more often
+(``fold_linger_s``)."""
 Report = tuple[float, str | None, dict[str, Any] | None]
 """A progress report: fraction, message, metrics."""
 
