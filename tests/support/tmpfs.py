@@ -52,3 +52,24 @@ def small_tmpfs(path: Path, size_bytes: int) -> Iterator[Path]:
 def remount(path: Path, *, read_only: bool) -> None:
     """Make the tmpfs at ``path`` read-only (a disk the kernel turned read-only), or writable again."""
     _mount("-o", f"remount,{'ro' if read_only else 'rw'}", str(path))
+
+
+@contextmanager
+def unreadable_file(path: Path) -> Iterator[Path]:
+    """``path`` (a file) made one whose every read fails with EIO, as a failing disk's would: the
+    memory file of a sleeping child (``/proc/{pid}/mem``, unmapped at offset 0) bind-mounted over it.
+    Unmounted and the child stopped on the way out."""
+    require_mount()
+    sleeper = subprocess.Popen(["sleep", "300"])
+    try:
+        try:
+            _mount("--bind", f"/proc/{sleeper.pid}/mem", str(path))
+        except subprocess.CalledProcessError as exc:  # root without the right to mount
+            _cannot(f"mount refused a bind mount: {exc.stderr.decode(errors='replace').strip()}")
+        try:
+            yield path
+        finally:
+            subprocess.run(["umount", str(path)], check=False, capture_output=True, timeout=MOUNT_TIMEOUT_S)
+    finally:
+        sleeper.kill()
+        sleeper.wait(MOUNT_TIMEOUT_S)

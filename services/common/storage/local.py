@@ -156,7 +156,7 @@ class LocalStorage(Storage):
 
     async def head(self, key: str) -> ObjectInfo | None:
         """The object's size, content type, etag and modification time, or ``None``."""
-        return await asyncio.to_thread(self._head, key)
+        return await _off_disk(key, self._head, key)
 
     def _open(self, key: str) -> tuple[BinaryIO, ObjectInfo]:
         path = self.object_path(key)
@@ -168,7 +168,7 @@ class LocalStorage(Storage):
 
     async def open_file(self, key: str) -> tuple[BinaryIO, ObjectInfo]:
         """An open handle and the metadata of that very file (immune to a concurrent replace)."""
-        return await asyncio.to_thread(self._open, key)
+        return await _off_disk(key, self._open, key)
 
     async def _open_matching(self, key: str, if_match: str | None) -> BinaryIO:
         handle, info = await self.open_file(key)
@@ -183,7 +183,7 @@ class LocalStorage(Storage):
         """Stream the file in chunks of at most ``chunk_size`` bytes."""
         handle = await self._open_matching(key, if_match)
         try:
-            while chunk := await asyncio.to_thread(handle.read, chunk_size):
+            while chunk := await _off_disk(key, handle.read, chunk_size):
                 yield chunk
         finally:
             handle.close()
@@ -194,14 +194,14 @@ class LocalStorage(Storage):
             raise ValueError("start and length must be >= 0")
         handle = await self._open_matching(key, if_match)
         try:
-            await asyncio.to_thread(handle.seek, start)
-            return await asyncio.to_thread(handle.read, length)
+            await _off_disk(key, handle.seek, start)
+            return await _off_disk(key, handle.read, length)
         finally:
             handle.close()
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         """Objects whose key starts with ``prefix``, in key (UTF-8 byte) order."""
-        for info in await asyncio.to_thread(self._list, validate_prefix(prefix)):
+        for info in await _off_disk(prefix, self._list, validate_prefix(prefix)):
             yield info
 
     def _list(self, prefix: str) -> builtins.list[ObjectInfo]:
@@ -289,7 +289,7 @@ class LocalStorage(Storage):
 
     async def delete(self, key: str) -> None:
         """Remove the object and its metadata, then any folders left empty."""
-        await asyncio.to_thread(self._delete, key)
+        await _on_disk(key, self._delete, key)
 
     def _delete(self, key: str) -> None:
         path = self.object_path(key)
@@ -333,3 +333,13 @@ async def _on_disk(key: str, operation: Callable[..., _T], *args: object) -> _T:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StorageFullError(f"no space left on the storage for {key}") from exc
         raise StorageError(f"the storage refused the write of {key}: {exc.strerror or exc}") from exc
+
+
+async def _off_disk(key: str, operation: Callable[..., _T], *args: object) -> _T:
+    """``operation``, a step of reading ``key``, in a thread. The file system failing it (an I/O error,
+    a disk gone) is a :class:`StorageError`, so the client is told to retry (a 503), not a 500; a
+    missing object is the operation's own :class:`ObjectNotFoundError` (or ``None``)."""
+    try:
+        return await asyncio.to_thread(operation, *args)
+    except OSError as exc:
+        raise StorageError(f"the storage could not read {key}: {exc.strerror or exc}") from exc
