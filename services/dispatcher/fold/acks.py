@@ -13,7 +13,7 @@ wait in tests: the event came again). Every ack still covers only an event alrea
 waits past a fraction of a second (the ack wait is 30 s): what the server redelivers, and when, is as
 before. A replica that dies with an ack held leaves its pin to time out (``event_ack_wait_s`` + 2 s),
 as one that dies with a batch in hand did and does: a starting replica unpins at once only a pin with
-nothing unacknowledged (:mod:`~services.dispatcher.fold.dead_pin`).
+nothing unacknowledged (:mod:`~services.dispatcher.fold.handover`).
 """
 
 from __future__ import annotations

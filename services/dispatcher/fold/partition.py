@@ -16,8 +16,9 @@ a new pin id drops them (every write is a compare-and-set on the revision in any
 
 A replica that dies holding a batch keeps the pin until its events are due for redelivery
 (``event_ack_wait_s`` + :data:`PIN_MARGIN_S`), so the next holder gets them before anything newer
-(in no particular order: it gathers every unacknowledged event before folding, :meth:`_leftovers`,
-unless its first deliveries come right after its own last ones: no one was delivered anything since);
+(in no particular order: it gathers every unacknowledged event before folding,
+:mod:`~services.dispatcher.fold.handover`, unless its first deliveries come right after its own last
+ones: no one was delivered anything since);
 one that stops with every batch settled gives back what its open pull still brings and unpins at once.
 """
 
@@ -40,16 +41,11 @@ from services.common.nats.publish import until_answered
 from services.dispatcher.consumers import ConsumerGuard
 from services.dispatcher.fold.acks import BatchAcks
 from services.dispatcher.fold.batch import BatchFold, RecordCache
-from services.dispatcher.fold.dead_pin import unpin_if_dead
+from services.dispatcher.fold.handover import gather_leftovers, next_after_let_go, unpin_if_dead
 from services.dispatcher.fold.linger import linger, lingers
 from services.dispatcher.fold.partitions import SERIAL_DURABLE, fold_durable, fold_start, partition_filters
-from services.dispatcher.fold.pinned_pull import (
-    ConsumerUnavailable,
-    PinnedConsumer,
-    PinnedPull,
-    delivery_seq,
-    first_deliveries,
-)
+from services.dispatcher.fold.pinned_consumer import ConsumerUnavailable, PinnedConsumer
+from services.dispatcher.fold.pinned_pull import PinnedPull
 from services.dispatcher.fold.reactions import Reactions
 from services.dispatcher.fold.serial import FOLD_LABEL, EventConsumer, FoldDurable
 from services.dispatcher.settings import DispatcherSettings
@@ -74,9 +70,6 @@ STOP_GRACE_S = 5.0
 """How long a stop lets a partition finish the batch in hand (fold, ack)."""
 UNAVAILABLE_BACKOFF_S = 1.0
 """How long a partition waits after a pull found no consumer, before it makes the consumer again."""
-LEFTOVERS_WAIT_S = 2.0
-"""How long a new holder waits for the unacknowledged events a previous holder left before it counts
-them again (for up to the pin's time-out in all)."""
 
 
 @dataclass
@@ -163,7 +156,7 @@ class PartitionFold(FoldDurable):
                     if cache.pin != puller.pin:  # another replica may have folded these jobs meanwhile
                         cache.reset(puller.pin)
                         pinned_at, releasing = time.monotonic(), False
-                        if not self._next_after_let_go(msgs):
+                        if not next_after_let_go(self._let_go_at, msgs):
                             msgs += await self._leftovers(puller, len(msgs))
                     self._let_go_at = None
                     await self._release()  # folded before these came: acked now, not after their linger
@@ -197,48 +190,16 @@ class PartitionFold(FoldDurable):
         return await linger(lambda n, wait_s: self._pull(puller, more=more, size=n, wait_s=wait_s), room,
                             self.settings.fold_linger_s, renew=more)  # fmt: skip
 
-    def _next_after_let_go(self, msgs: list[Msg]) -> bool:
-        """Whether ``msgs``, at a new pin, are the first deliveries since this replica let go of the pin
-        with every event it had acknowledged (confirmed): then no one else was delivered anything
-        meanwhile, so no holder left events unacknowledged, and :meth:`_leftovers` need not count
-        them (a request and its reply per pin, issue 34)."""
-        return (
-            self._let_go_at is not None
-            and bool(msgs)
-            and delivery_seq(msgs[0]) == self._let_go_at + 1
-            and first_deliveries(msgs)
-        )
-
     async def _leftovers(self, puller: PinnedPull, held: int) -> list[Msg]:
-        """At a new pin: every event still unacknowledged (a holder that died left them, and the server
-        redelivers them in no particular order), so they are folded together, in stream order, before
-        anything newer. Read until this replica holds as many as the consumer counts, counted again
-        every :data:`LEFTOVERS_WAIT_S` (the last holder's acks may still be landing), for up to the
-        pin's time-out: by then the server has redelivered each of them. Folding before they all came
-        folded a job's events out of order (after a 15 s pause: its job.dispatched after its
-        job.started, so KV lost what job.dispatched said). A count that fails (the server not
-        answering yet, as a paused node comes back) is asked again each round, and until one
-        answers every round reads on: without a count, only the pin's time-out says they all came.
-        A pull that fails there is :meth:`_pull`'s, as anywhere: waited out, not the partition's end."""
-        more: list[Msg] = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.event_ack_wait_s + PIN_MARGIN_S
-        pending: int | None = None
-        while True:
-            try:
-                pending = await self._unacknowledged()
-            except Exception as exc:  # noqa: BLE001 - the last count stands; with none yet, read on until the time-out
-                log_failure(log, exc, "%s: could not count the unacknowledged events at a new pin", self.durable)
-            if (pending is not None and held + len(more) >= pending) or loop.time() >= deadline:
-                break
-            round_end = min(loop.time() + LEFTOVERS_WAIT_S, deadline)
-            got = await self._pull(puller, more=True, wait_s=round_end - loop.time())
-            more += got
-            if not got:  # a pull that ends at once (another's pin, a failure) waits out its round: no spin
-                await asyncio.sleep(max(0.0, round_end - loop.time()))
-        if pending is None or held + len(more) < pending:
-            log.warning("%s: %d of %s unacknowledged events came at a new pin", self.durable, held + len(more), pending)
-        return more
+        """At a new pin: every event a previous holder left unacknowledged, read for up to the pin's
+        time-out (:func:`~services.dispatcher.fold.handover.gather_leftovers`). A pull that fails there is
+        :meth:`_pull`'s, as anywhere: waited out, not the partition's end."""
+        within_s = self.settings.event_ack_wait_s + PIN_MARGIN_S
+
+        def pull(wait_s: float) -> Awaitable[list[Msg]]:
+            return self._pull(puller, more=True, wait_s=wait_s)
+
+        return await gather_leftovers(self.durable, held, within_s, self._unacknowledged, pull)
 
     async def _unacknowledged(self) -> int:
         """How many of the partition's events the consumer counts as delivered and not acknowledged."""
@@ -260,7 +221,7 @@ class PartitionFold(FoldDurable):
         await puller.unpin()
 
     async def _unpin_if_dead(self) -> None:
-        """Free a partition left pinned to a replica that is gone (:mod:`~services.dispatcher.fold.dead_pin`);
+        """Free a partition left pinned to a replica that is gone (:mod:`~services.dispatcher.fold.handover`);
         with nothing unacknowledged, its first pin is taken as one after a let-go."""
         assert self._pinned is not None
         try:

@@ -13,9 +13,11 @@ from typing import Any, cast
 import pytest
 from nats.aio.msg import Msg
 
+from services.dispatcher.fold import handover
 from services.dispatcher.fold import partition as partition_module
 from services.dispatcher.fold.partition import PartitionFold
-from services.dispatcher.fold.pinned_pull import ConsumerUnavailable, PinnedPull
+from services.dispatcher.fold.pinned_consumer import ConsumerUnavailable
+from services.dispatcher.fold.pinned_pull import PinnedPull
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -66,14 +68,14 @@ def new_holder(unacknowledged: Any, ack_wait_s: float) -> Any:
 async def test_a_straggler_that_comes_after_the_first_wait_is_folded_with_the_batch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(partition_module, "LEFTOVERS_WAIT_S", 0.2)
+    monkeypatch.setattr(handover, "LEFTOVERS_WAIT_S", 0.2)
     puller = SlowLeftovers(late=3)  # two waits of LEFTOVERS_WAIT_S pass before it comes
     more = await PartitionFold._leftovers(holder([2]), cast(PinnedPull, puller), held=1)
     assert more == [puller.straggler]
 
 
 async def test_acks_of_the_last_holder_that_land_meanwhile_end_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(partition_module, "LEFTOVERS_WAIT_S", 0.2)
+    monkeypatch.setattr(handover, "LEFTOVERS_WAIT_S", 0.2)
     puller = SlowLeftovers(late=10_000)  # nothing comes: the second event was acknowledged after all
     more = await PartitionFold._leftovers(holder([2, 2, 1]), cast(PinnedPull, puller), held=1)
     assert more == []
@@ -85,7 +87,7 @@ async def test_a_count_the_server_does_not_answer_yet_does_not_end_the_wait(monk
     as the node came back, its count of unacknowledged events went unanswered, and it folded what was new
     without the event it had left unacknowledged (KV lost what a job.dispatched said). A failed count is
     asked again; until one answers, the new holder reads on."""
-    monkeypatch.setattr(partition_module, "LEFTOVERS_WAIT_S", 0.2)
+    monkeypatch.setattr(handover, "LEFTOVERS_WAIT_S", 0.2)
     looks = iter([RuntimeError("nats: no responders"), RuntimeError("nats: no responders"), 2])
 
     async def unacknowledged() -> int:
@@ -102,7 +104,7 @@ async def test_a_count_the_server_does_not_answer_yet_does_not_end_the_wait(monk
 async def test_with_no_count_at_all_the_new_holder_reads_until_the_pins_time_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(partition_module, "LEFTOVERS_WAIT_S", 0.2)
+    monkeypatch.setattr(handover, "LEFTOVERS_WAIT_S", 0.2)
     monkeypatch.setattr(partition_module, "PIN_MARGIN_S", 0.0)
 
     async def unanswered() -> int:
@@ -128,7 +130,7 @@ class UnavailableFirst(SlowLeftovers):
 async def test_a_pull_that_fails_while_gathering_is_waited_out_not_the_partitions_end(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(partition_module, "LEFTOVERS_WAIT_S", 0.2)
+    monkeypatch.setattr(handover, "LEFTOVERS_WAIT_S", 0.2)
     monkeypatch.setattr(partition_module, "UNAVAILABLE_BACKOFF_S", 0.05)
     fold = new_holder(holder([2])._unacknowledged, 30.0)
     fold.nc, fold._pinned = SimpleNamespace(is_closed=False), None
@@ -147,7 +149,7 @@ class RefusedAtOnce(SlowLeftovers):
 
 
 async def test_pulls_that_end_at_once_with_no_count_do_not_spin(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(partition_module, "LEFTOVERS_WAIT_S", 0.2)
+    monkeypatch.setattr(handover, "LEFTOVERS_WAIT_S", 0.2)
     monkeypatch.setattr(partition_module, "PIN_MARGIN_S", 0.0)
     asks = 0
 

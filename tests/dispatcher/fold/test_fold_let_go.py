@@ -5,9 +5,6 @@ request, its reply and an API advisory per pin, issue 34); any other first deliv
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-from typing import Any
-
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -20,8 +17,8 @@ from contracts.job_record import JobStatus
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.embedded import EmbeddedNats
-from services.dispatcher.fold.dead_pin import _settled_delivery
-from services.dispatcher.fold.partition import QUIET_AFTER_S, PartitionFold
+from services.dispatcher.fold.handover import _settled_delivery, next_after_let_go
+from services.dispatcher.fold.partition import QUIET_AFTER_S
 from services.dispatcher.fold.partitions import fold_durable
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, fold_pin, local_route, submit, wait_record
@@ -36,8 +33,7 @@ def delivered(consumer_seq: int, times: int = 1) -> Msg:
 
 
 def after_let_go(let_go_at: int | None, msgs: list[Msg]) -> bool:
-    partition: Any = SimpleNamespace(_let_go_at=let_go_at)
-    return bool(PartitionFold._next_after_let_go(partition, msgs))
+    return next_after_let_go(let_go_at, msgs)
 
 
 def test_only_first_deliveries_right_after_its_own_last_skip_the_count() -> None:

@@ -17,8 +17,8 @@ import pytest
 from nats.js.api import RetentionPolicy, StreamConfig
 
 from services.common.nats.embedded import EmbeddedNats
-from services.dispatcher.fold import pinned_pull
-from services.dispatcher.fold.pinned_pull import PinnedConsumer
+from services.dispatcher.fold import pinned_consumer
+from services.dispatcher.fold.pinned_consumer import PinnedConsumer
 from tests.support.stopping import sigstop
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
@@ -30,7 +30,7 @@ PAUSE_S = 2.0
 async def test_a_consumer_is_ensured_across_a_pause_longer_than_a_request(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pinned_pull, "API_TIMEOUT_S", REQUEST_TIMEOUT_S)
+    monkeypatch.setattr(pinned_consumer, "API_TIMEOUT_S", REQUEST_TIMEOUT_S)
     with EmbeddedNats(tmp_path / "nats") as server:
         assert server.pid is not None
         nc = await nats.connect(server.url, max_reconnect_attempts=-1)

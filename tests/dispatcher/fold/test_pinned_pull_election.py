@@ -18,7 +18,8 @@ import pytest
 from nats.js.api import StreamConfig
 
 from bench.harness.waiting import wait_for
-from services.dispatcher.fold.pinned_pull import PinnedConsumer, PinnedPull
+from services.dispatcher.fold.pinned_consumer import PinnedConsumer
+from services.dispatcher.fold.pinned_pull import PinnedPull
 from tests.support.consumer_leaders import around, leader_of, store, until_led_elsewhere
 from tests.support.stopping import pausable_cluster, sigstop
 

@@ -20,7 +20,8 @@ from nats.js.api import StreamConfig
 
 from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.fold import pinned_pull
-from services.dispatcher.fold.pinned_pull import PinnedConsumer, PinnedPull
+from services.dispatcher.fold.pinned_consumer import PinnedConsumer
+from services.dispatcher.fold.pinned_pull import PinnedPull
 from tests.support.stopping import sigstop
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(90)]

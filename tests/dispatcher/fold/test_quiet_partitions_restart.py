@@ -18,7 +18,7 @@ from contracts.ids import new_id
 from contracts.job_record import TERMINAL
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
-from services.dispatcher.fold.dead_pin import pinned_client
+from services.dispatcher.fold.handover import pinned_client
 from services.dispatcher.fold.partition import IDLE_PULL_S, QUIET_AFTER_S
 from services.dispatcher.fold.partitions import fold_durable
 from services.dispatcher.settings import DispatcherSettings
