@@ -24,22 +24,31 @@ from bench.harness.catch_up_cost import catch_up_requests
 from bench.harness.dev_memory import dev_rss_mb
 from bench.harness.message_counter import Tally
 from bench.harness.platform_runs import at_rest, embedded_stack, job_only, submitted
+from services.dispatcher.fold.partition import FETCH_WAIT_S, QUIET_AFTER_S
 
 REST_S = 30.0
+JOB_ONLY_RUNS = 5
+"""Job-only runs (the median is the figure): a run's window may also hold the stack's own periodic
+writes (a notifier lease renewed every 5 s, the fair-share clock read again after an idle spell),
+7 to 15 messages more in about one run in four; the job's own cost is the same in every run."""
 CATCH_UP_EVENTS = 1_000
 WARM_S = 3.0
-SETTLE_S = 2.0
-"""The pause before each measured run, so the previous run's tail (a fold partition's pin given up, the
-SSE follower's consumer deleted, a tally) is not counted in the next one's window."""
+SETTLE_S = QUIET_AFTER_S + FETCH_WAIT_S + 1.5
+"""The pause before each measured run (4.5 s), so the previous run's tail (a fold partition's pin given
+up once it was quiet for QUIET_AFTER_S and its open pull ran out, the SSE follower's consumer deleted, a
+tally) is not counted in the next one's window (2 s until 2026-11-30: job-only runs of 56 to 88
+messages in one run, the pins of a lap_compare's partitions given up inside them)."""
 NOTES = [
     "platform_cost: `gpurelay dev`'s stack in the bench process (gateway, notifier, dispatcher; nats-server "
     "and the local pool as children), a subscriber on `>` counting every message the server routes "
     "(bench/harness/message_counter.py): requests, replies, the messages pull consumers deliver, acks, the "
-    "server's API advisories, KV writes and their republish. Jobs: the median of 3 of each, each run 2 s after "
-    "the one before (since 2026-11-28: the first job-only run after the submitted ones counted their tail, a "
-    "pin given up and a follower's consumer deleted, 65-93 messages in two runs that day); the submit run is "
+    "server's API advisories, KV writes and their republish. Jobs: the median of 3 submitted runs and of 5 "
+    "job-only runs (3 until 2026-11-30), each run 4.5 s after the one before (2 s until 2026-11-30; since "
+    "2026-11-28: the first job-only run after the submitted ones counted their tail, a pin given up and a "
+    "follower's consumer deleted, 65-93 messages in two runs that day, 88 on 2026-11-30); the submit run is "
     "a lap_compare job on two synthetic laps (its progress events follow the machine's speed, so its count "
-    "varies a little); the job-only run a no-op pose job (deterministic). Baseline: the job's own events. At "
+    "varies a little); the job-only run a no-op pose job (deterministic, but for the stack's own periodic writes "
+    "that may fall in its window). Baseline: the job's own events. At "
     "rest: 30 s (every long pull renewed once) with no job and no client, after 3 s of warm-up. Memory: VmRSS "
     "summed over every process of `gpurelay dev` started as its own command (bench/harness/dev_memory.py), 3 s "
     "after it said it was ready, no job run (since 2026-11-29; before, the stack in the bench process, whose "
@@ -172,6 +181,13 @@ NOTES = [
     "partitions, every process (500 jobs, 2 rounds a run, the trees alternating three times, median of 6; "
     "this VM ran slow that hour): 23.5 ms (21.5-25.1) against 25.0 (22.0-27.2), nats-server's share 8.2 ms "
     "(7.6-8.7) against 9.7 (8.8-10.6), 0.84x; p50 created -> started 12.0 ms against 13.0.",
+    "platform_cost (progress four a second, 2026-11-30): a workload's progress reports are throttled to one per "
+    "0.25 s, not 0.1 s (modal_workers/runtime/progress.py; the first, any 100 % and the last still go). Each "
+    "report is a stored event: its publish and reply, the fold's delivery and ack, the fan-out's delivery and "
+    "each follower's, about 6 messages; the fold wrote the record no more than every fold_linger_s (0.25 s) "
+    "anyway. Submitted lap_compare run, 3 runs a stack, the two trees alternating twice: 188.5 messages median "
+    "(182-213) against 229.5 (211-243) for main before it, progress events 5-6 against 10-12. The cut is "
+    "fewer events, not a cheaper one: a job with no progress (the job-only run) is unchanged.",
 ]
 
 
@@ -201,7 +217,7 @@ async def measure() -> list[Result]:
             for _ in range(REPEATS):
                 await asyncio.sleep(SETTLE_S)
                 submits.append(await submitted(stack))
-            for _ in range(REPEATS):
+            for _ in range(JOB_ONLY_RUNS):
                 await asyncio.sleep(SETTLE_S)
                 only.append(await job_only(stack))
             catch_up, catch_up_whole = await catch_up_requests(stack, CATCH_UP_EVENTS)
