@@ -2,7 +2,7 @@
 
 =============================================  =====================================================
 ``ctx.progress(fraction, message=None,``       report 0..1 (and the workload's figures);
-``metrics=None)``                              throttled to ≤ 10/s, monotonic; the first, 100 %
+``metrics=None)``                              throttled to ≤ 4/s, monotonic; the first, 100 %
                                                and the last reported always go (a throttled
                                                report at the end of its interval)
 ``ctx.log(message, level="info")``             one ``job.log`` line
