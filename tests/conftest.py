@@ -38,6 +38,8 @@ pytest_plugins = ["tests.support.running"]
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA = ROOT / ".gpurelay-test"
+JS_API_TIMEOUT_S = 15.0
+"""How long the tests' own JetStream API requests wait (nats-py: 5 s)."""
 
 # Nothing in the tests may reach a hub or write into the home directory.
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -166,8 +168,10 @@ async def nc(nats_server: EmbeddedNats) -> AsyncIterator[NatsClient]:
 
 @pytest.fixture
 async def js(nc: NatsClient) -> JetStreamContext:
-    """A JetStream context."""
-    return nc.jetstream()
+    """A JetStream context whose API requests wait up to :data:`JS_API_TIMEOUT_S`: the session's shared
+    server, on a 2-core machine running three test workers (one of them a COLMAP reconstruction on every
+    core), once took longer than nats-py's 5 s to answer a fixture's stream info on a fresh clone."""
+    return nc.jetstream(timeout=JS_API_TIMEOUT_S)
 
 
 @pytest.fixture
