@@ -141,8 +141,11 @@ async def test_many_connections_share_one_consumer_and_each_gets_its_events_in_o
             reader = await stack.enter_async_context(_stream(http, f"/v1/jobs/{job}/events", after))
             readers.append((job, after, reader))
             await put(job, EventType.JOB_LOG)  # published during the hand-overs
-        await wait_for(lambda: sse_streams(notifier, js), what="the streams' taps")
-        assert await sse_streams(notifier, js) == streams
+
+        async def every_tap() -> bool:  # a stream's tap follows just after its response began, not before
+            return await sse_streams(notifier, js) == streams
+
+        await wait_for(every_tap, what="the streams' taps")
         assert (await js.stream_info(stream)).state.consumer_count == consumers_idle + 1  # the hub, for all
         for job in jobs:
             await put(job, EventType.JOB_SUCCEEDED)
