@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from services.common.processes import preexec_die_with_parent
+
 MOUNT_TIMEOUT_S = 10.0
 
 
@@ -60,7 +62,7 @@ def unreadable_file(path: Path) -> Iterator[Path]:
     memory file of a sleeping child (``/proc/{pid}/mem``, unmapped at offset 0) bind-mounted over it.
     Unmounted and the child stopped on the way out."""
     require_mount()
-    sleeper = subprocess.Popen(["sleep", "300"])
+    sleeper = subprocess.Popen(["sleep", "300"], preexec_fn=preexec_die_with_parent())
     try:
         try:
             _mount("--bind", f"/proc/{sleeper.pid}/mem", str(path))
