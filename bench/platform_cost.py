@@ -29,7 +29,7 @@ from services.dispatcher.fold.partition import FETCH_WAIT_S, QUIET_AFTER_S
 REST_S = 30.0
 JOB_ONLY_RUNS = 5
 """Job-only runs (the median is the figure): a run's window may also hold the stack's own periodic
-writes (a notifier lease renewed every 5 s, the fair-share clock read again after an idle spell),
+writes (a notifier lease renewed every 5 s; the first job of a kind also writes its fair-share clock),
 7 to 15 messages more in about one run in four; the job's own cost is the same in every run."""
 CATCH_UP_EVENTS = 1_000
 WARM_S = 3.0
