@@ -43,7 +43,7 @@ from services.dispatcher.fold.acks import BatchAcks
 from services.dispatcher.fold.batch import BatchFold, RecordCache
 from services.dispatcher.fold.handover import gather_leftovers, next_after_let_go, unpin_if_dead
 from services.dispatcher.fold.linger import linger, lingers
-from services.dispatcher.fold.partitions import SERIAL_DURABLE, fold_durable, fold_start, partition_filters
+from services.dispatcher.fold.partitions import SERIAL_DURABLE, acked_to, fold_durable, fold_start, partition_filters
 from services.dispatcher.fold.pinned_consumer import ConsumerUnavailable, PinnedConsumer
 from services.dispatcher.fold.pinned_pull import PinnedPull
 from services.dispatcher.fold.reactions import Reactions
@@ -204,7 +204,7 @@ class PartitionFold(FoldDurable):
     async def _unacknowledged(self) -> int:
         """How many of the partition's events the consumer counts as delivered and not acknowledged."""
         info = await self.nc.jetstream().consumer_info(self.stream, self.durable)
-        self._raise_floor((info.ack_floor.stream_seq or 0) + 1 if info.ack_floor else None)
+        self._raise_floor(acked_to(info) + 1 if info.ack_floor else None)
         return info.num_ack_pending or 0
 
     def _raise_floor(self, floor: int | None) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo, StreamInfo
 from nats.js.errors import NotFoundError
 
 from contracts import streams
@@ -63,22 +64,27 @@ async def fold_start(js: JetStreamContext, ns: Namespace, partitions: int) -> in
     :class:`~services.common.nats.declarations.NotDeclaredError` when JOBS does not store slot tokens
     (a service connected as a NATS user only checks the streams, and the partitions' filters would
     match nothing: the fold would wait for ever)."""
-    await _check_slots(js, ns)
+    jobs = await js.stream_info(ns.stream(streams.JOBS))  # before the copy's lag is read (_copy_floor)
+    _check_slots(jobs, ns)
     floors = []
     for partition in range(JOB_SLOTS):  # every partition there may be, a changed N's too
         try:
             info = await js.consumer_info(ns.stream(streams.JOBS), fold_durable(partition))
         except NotFoundError:
             continue
-        floor = info.ack_floor.stream_seq if info.ack_floor and info.ack_floor.stream_seq else 0
-        floors.append(floor + 1)
+        floors.append(acked_to(info) + 1)
     if floors:
         return min(floors)
-    return await _serial_floor(js, ns) or await _copy_floor(js, ns)
+    return await _serial_floor(js, ns) or await _copy_floor(js, ns, jobs.state.last_seq)
 
 
-async def _check_slots(js: JetStreamContext, ns: Namespace) -> None:
-    transform = (await js.stream_info(ns.stream(streams.JOBS))).config.subject_transform
+def acked_to(info: ConsumerInfo) -> int:
+    """The last stream sequence below which a consumer has every message acknowledged (0: none)."""
+    return info.ack_floor.stream_seq if info.ack_floor and info.ack_floor.stream_seq else 0
+
+
+def _check_slots(jobs: StreamInfo, ns: Namespace) -> None:
+    transform = jobs.config.subject_transform
     if transform is None or (transform.src, transform.dest) != job_slot_transform(ns):
         raise NotDeclaredError(
             "JOBS does not store its job events' slot tokens, which the fold's partitions read: run "
@@ -92,14 +98,14 @@ async def _serial_floor(js: JetStreamContext, ns: Namespace) -> int | None:
         info = await js.consumer_info(ns.stream(streams.JOBS), SERIAL_DURABLE)
     except NotFoundError:
         return None
-    floor = info.ack_floor.stream_seq if info.ack_floor and info.ack_floor.stream_seq else 0
+    floor = acked_to(info)
     return floor + 1 if floor else None
 
 
-async def _copy_floor(js: JetStreamContext, ns: Namespace) -> int | None:
+async def _copy_floor(js: JetStreamContext, ns: Namespace, last: int) -> int | None:
     """The first JOBS sequence the retired copy had not folded: its oldest message's origin, else the
-    first it had not copied yet (JOBS' last, read first, less its lag); ``None``: there is no copy."""
-    last = (await js.stream_info(ns.stream(streams.JOBS))).state.last_seq
+    first it had not copied yet (JOBS' ``last``, read before the copy, less its lag); ``None``: there is
+    no copy."""
     try:
         copy = await js.stream_info(ns.stream(RETIRED_STREAM))
     except NotFoundError:
