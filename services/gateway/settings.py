@@ -52,7 +52,9 @@ class GatewaySettings(ApiKeySettings):
         default=1024**2, ge=1, description="Slowest upload rate granted time in the PUT's lifetime (bytes/s)."
     )
     upload_cache_max: int = Field(
-        default=10_000, ge=1, description="Completed uploads' records a gateway keeps (they never change) for submits."
+        default=10_000,
+        ge=1,
+        description="Upload records a gateway keeps, of each: completed (submits), pending (their complete).",
     )
     upload_sha256_max_bytes: int = Field(
         default=64 * 1024**2, ge=0, description="Uploads up to this size are hashed at complete (0: never)."

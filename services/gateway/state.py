@@ -58,6 +58,9 @@ class GatewayState:
     (``ingest_nats_user``); ``None``: :attr:`js`."""
     completed_uploads: Lru[UploadRecord] = field(default_factory=lambda: Lru(10_000))
     """Completed uploads' records by tenant key (:mod:`services.gateway.uploads.inputs`)."""
+    pending_uploads: Lru[tuple[UploadRecord, int]] = field(default_factory=lambda: Lru(10_000))
+    """Pending uploads' records and revisions this gateway wrote, by tenant key, for their complete
+    (:mod:`services.gateway.uploads.routes`)."""
 
     @property
     def subjects(self) -> Subjects:
@@ -102,6 +105,7 @@ class GatewayState:
             admission=await Admission.open(js, ns, settings.quota_defaults, settings.quota_cache_s),
             ingest_js=ingest_nc.jetstream() if ingest_nc is not None else None,
             completed_uploads=Lru(settings.upload_cache_max),
+            pending_uploads=Lru(settings.upload_cache_max),
         )
 
     async def publish_event(

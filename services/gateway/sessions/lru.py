@@ -31,9 +31,9 @@ class Lru(Generic[_V]):
             self._items.popitem(last=False)
         return value
 
-    def pop(self, key: str) -> None:
-        """Forget ``key`` (nothing if it is not held)."""
-        self._items.pop(key, None)
+    def pop(self, key: str) -> _V | None:
+        """Forget ``key``: its value, or ``None`` when it was not held."""
+        return self._items.pop(key, None)
 
 
 @dataclass

@@ -91,7 +91,8 @@ async def _awaited(
             return record, revision  # a record from before ``awaited`` was kept counts as awaited
         marked = record.model_copy(update={"awaited": True})
         try:
-            return marked, await kv_update(state.kv.uploads, key, marked.model_dump_json().encode(), revision)
+            revision = await kv_update(state.kv.uploads, key, marked.model_dump_json().encode(), revision)
+            return state.pending_uploads.put(key, (marked, revision))  # what a complete here writes over
         except KeyWrongLastSequenceError:
             found = await _read(state, key)
             if found is None:

@@ -2,7 +2,8 @@
 
 ``POST /v1/uploads`` records a pending upload in KV ``uploads`` and returns a pre-signed PUT that
 lives ``upload_url_ttl_s`` plus the time to send the declared size at ``upload_url_min_bytes_per_s``.
-``POST /v1/uploads/{id}/complete`` seals the object (:mod:`~services.common.storage.seals`), checks
+``POST /v1/uploads/{id}/complete`` (on the record the gateway kept when it created the upload, else
+read: ``upload_cache_max``) seals the object (:mod:`~services.common.storage.seals`), checks
 it (it exists, its size is the declared one, its magic bytes fit the declared type, all read
 pinned to the sealed ETag: :mod:`~services.gateway.uploads.verify`), marks the record completed with
 compare-and-set (the verified ETag in it) and publishes ``upload.completed`` with the event id
@@ -69,6 +70,18 @@ async def _entry(kv: KeyValue, viewer: Principal, upload_id: str) -> tuple[Uploa
     raise ProblemError(404, f"No upload {upload_id!r}.")
 
 
+async def _to_complete(state: GatewayState, viewer: Principal, upload_id: str) -> tuple[UploadRecord, int]:
+    """The record a complete starts from and its revision: the pending one this gateway wrote, kept since
+    (taken out: the complete writes the next), or read (a message get and its reply less per upload).
+    A kept one may be stale (another gateway completed it, or marked it awaited): the completed write is a
+    compare-and-set on its revision, refused then, and reads it again (:func:`_mark_completed`)."""
+    if ID_PATTERN.fullmatch(upload_id):
+        kept = state.pending_uploads.pop(tenant_key(viewer.tenant, upload_id))
+        if kept is not None and viewer.sees(kept[0].subject):
+            return kept
+    return await _entry(state.kv.uploads, viewer, upload_id)
+
+
 def _completed_event(record: UploadRecord) -> EventEnvelope:
     payload = UploadCompletedPayload(
         upload_id=record.id,
@@ -127,7 +140,8 @@ async def create_upload(
         created_at=datetime.now(UTC),
         awaited=False,
     )
-    await state.kv.uploads.create(tenant_key(principal.tenant, upload_id), record.model_dump_json().encode())
+    revision = await state.kv.uploads.create(tenant_key(principal.tenant, upload_id), record.model_dump_json().encode())
+    state.pending_uploads.put(tenant_key(principal.tenant, upload_id), (record, revision))
     signed = await state.storage.presign_put(key, content_type, body.size, upload_url_ttl_s(settings, body.size))
     response.headers["Location"] = f"{settings.url}/v1/uploads/{upload_id}"
     return PresignedUpload(
@@ -150,24 +164,38 @@ async def complete_upload(upload_id: UploadIdPath, state: StateDep, principal: U
     Once completed, the file can no longer be replaced (409 on the local backend's PUT; on S3 a job
     whose input changed after completion is refused or fails with ``input_changed``).
     """
-    record, revision = await _entry(state.kv.uploads, principal, upload_id)
+    record, revision = await _to_complete(state, principal, upload_id)
+    key = tenant_key(principal.tenant, record.id)
     subject = state.subjects.upload_completed(principal.tenant, record.id)
-    if record.status is UploadStatus.COMPLETED:
-        state.completed_uploads.put(tenant_key(principal.tenant, record.id), record)
-        await state.publish_once(subject, _completed_event(record), headers=_awaited_header(record))
-        return record.to_out()
-    try:
-        info, sha256 = await verify(state, record)
-    except Exception:
-        with _seal_failure_logged(upload_id):  # completed meanwhile by another complete: its seal back
-            await keep_seal(state, (await _entry(state.kv.uploads, principal, upload_id))[0])
-        raise
-    done, fresh = await _mark_completed(state, principal, record, revision, info.etag, sha256)
-    state.completed_uploads.put(tenant_key(principal.tenant, done.id), done)
-    await state.publish_once(subject, _completed_event(done), check=not fresh, headers=_awaited_header(done))
-    with _seal_failure_logged(upload_id):  # over a concurrent complete's unseal, or (not fresh) this one's seal
-        await keep_seal(state, done)
-    return done.to_out()
+    if record.status is not UploadStatus.COMPLETED:
+        try:
+            info, sha256 = await verify(state, record)
+        except Exception:
+            completed = await _completed_meanwhile(state, principal, upload_id)
+            if completed is None:
+                raise
+            record = completed  # answered as any complete of a completed upload, below
+        else:
+            done, fresh = await _mark_completed(state, principal, record, revision, info.etag, sha256)
+            state.completed_uploads.put(key, done)
+            await state.publish_once(subject, _completed_event(done), check=not fresh, headers=_awaited_header(done))
+            with _seal_failure_logged(upload_id):  # over a concurrent complete's unseal, or (not fresh) this one's seal
+                await keep_seal(state, done)
+            return done.to_out()
+    state.completed_uploads.put(key, record)
+    await state.publish_once(subject, _completed_event(record), headers=_awaited_header(record))
+    return record.to_out()
+
+
+async def _completed_meanwhile(state: GatewayState, principal: Principal, upload_id: str) -> UploadRecord | None:
+    """After a refused check: the upload's record when another complete completed it meanwhile (or before,
+    the record this one started from kept from its creation), its seal put back as that complete verified
+    it; ``None``: the refusal stands."""
+    with _seal_failure_logged(upload_id):
+        record = (await _entry(state.kv.uploads, principal, upload_id))[0]
+        await keep_seal(state, record)
+        return record if record.status is UploadStatus.COMPLETED else None
+    return None
 
 
 @contextlib.contextmanager

@@ -60,9 +60,10 @@ def waits_reads(tally: Tally, namespace: Namespace) -> int:
 
 async def uploads_state(js: JetStreamContext, namespace: Namespace) -> GatewayState:
     """What the mark and the complete use of a gateway's state, on the test's own connection (the served
-    gateway's runs on its server's loop): KV ``uploads`` and the completed uploads' cache."""
+    gateway's runs on its server's loop): KV ``uploads`` and the uploads' caches. As another gateway's."""
     uploads = await js.key_value(namespace.bucket(streams.KV_UPLOADS))
-    return cast(GatewayState, SimpleNamespace(kv=SimpleNamespace(uploads=uploads), completed_uploads=Lru(8)))
+    kv = SimpleNamespace(uploads=uploads)
+    return cast(GatewayState, SimpleNamespace(kv=kv, completed_uploads=Lru(8), pending_uploads=Lru(8)))
 
 
 async def _record(state: GatewayState, upload_id: str) -> tuple[UploadRecord, int]:
@@ -152,3 +153,17 @@ async def test_a_mark_that_finds_the_upload_completed_takes_it_as_complete(
     assert found is not None
     assert (found[0].status, found[0].awaited) == (UploadStatus.COMPLETED, False)
     assert (await _record(state, upload_id))[0] == found[0]  # nothing written over the completed record
+
+
+async def test_a_record_the_gateway_kept_from_before_another_gateways_mark_is_completed_with_the_mark(
+    acme: Tenant, js: JetStreamContext, namespace: Namespace, video: bytes
+) -> None:
+    # The served gateway created the upload and kept its pending record; another marks it (a job named it).
+    elsewhere, upload_id, record, revision = await pending_upload(acme, js, namespace, video)
+    assert await inputs._awaited(elsewhere, tenant_key("acme", upload_id), record, revision) is not None
+    assert (await acme.http.post(f"/v1/uploads/{upload_id}/complete")).status_code == 200
+    stored, _ = await _record(elsewhere, upload_id)
+    assert (stored.status, stored.awaited) == (UploadStatus.COMPLETED, True)
+    completed = namespace.subject(f"uploads.acme.{upload_id}.completed")
+    event = await js.get_last_msg(namespace.stream(streams.JOBS), completed)
+    assert (event.headers or {}).get(UPLOAD_AWAITED) == "1"  # a job waiting on it is told
