@@ -23,6 +23,7 @@ from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from modal_workers.pose import infer as pose_infer
 from modal_workers.pose.synth import signal_preserving, write_video
+from modal_workers.runtime import context
 from modal_workers.runtime.sinks import NatsSink
 from modal_workers.runtime.worker_runtime import WorkerRuntime
 from services.common.nats.embedded import EmbeddedNats
@@ -192,8 +193,10 @@ async def test_batch_sizes_1_and_8_give_the_same_people_in_every_frame(
 
 async def test_progress_arrives_during_inference(
     nats_server: EmbeddedNats, namespace: Namespace, js: JetStreamContext, declared: object,
-    storage: LocalStorage, video: Path,
+    storage: LocalStorage, video: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
+    # every progress report sent: throttled, a fast machine's inference fits in one 0.25 s interval
+    monkeypatch.setattr(context, "PROGRESS_MIN_INTERVAL_S", 0.0)
     ran = await run_pose(nats_server, namespace, js, storage, video, job_id="jpose2", batch_size=1)
     assert ran.outcome.status == "succeeded", ran.outcome.error
     types = ran.types()
