@@ -61,7 +61,7 @@ from services.common.storage import Storage, make_storage
 from services.dispatcher.consumers import ConsumerGuard
 from services.dispatcher.fold.audit import FoldAudit
 from services.dispatcher.fold.partition import fold_consumers
-from services.dispatcher.fold.partitions import retire_fold_copy
+from services.dispatcher.fold.partitions import retire_fold_copy, retire_other_partitions
 from services.dispatcher.fold.reactions import Reactions
 from services.dispatcher.fold.records import route_pricing
 from services.dispatcher.fold.refold import Refolds
@@ -215,6 +215,7 @@ class Dispatcher:
             await fold.start()
         if s.fold_partitions:  # an upgrade: the partitions' consumers on JOBS start after what it held
             await until_answered(lambda: retire_fold_copy(js, ns), "retire the fold's copy of JOBS")
+        await until_answered(lambda: retire_other_partitions(js, ns, s.fold_partitions), "retire other partitions")
         for taker in takers:
             await taker.start()
         self._advisories = await bound_and_watch(nc, js, guard, consumers)

@@ -14,7 +14,9 @@ across replicas. Reading JOBS itself, not a copy of it, stores and syncs each ev
 JOBS keeps 30 days, so a partition's consumer made anew never starts at its first message: it starts
 at the floor :func:`fold_start` finds (what was folded already), and the fold is idempotent for what
 comes again. ``fold_partitions = 0`` keeps the serial fold: one consumer ``dispatcher-jobs`` on JOBS.
-Changing N re-maps slots to partitions: change it only while no events wait (the fold drained).
+Changing N re-maps slots to partitions: change it with every replica stopped (two N at once fold a job's
+events in two partitions), ideally while no events wait (the fold drained). The first replica of the new
+N deletes the consumers of the partitions it does not have (:func:`retire_other_partitions`).
 """
 
 from __future__ import annotations
@@ -130,6 +132,23 @@ async def retire_fold_copy(js: JetStreamContext, ns: Namespace) -> None:
     except NotFoundError:
         return
     log.warning("the fold's copy of JOBS, JOBS_FOLD, is deleted: the partitions read JOBS")
+
+
+async def retire_other_partitions(js: JetStreamContext, ns: Namespace, partitions: int) -> list[int]:
+    """Delete the consumers of the partitions from ``partitions`` on (all with the serial fold): a larger N's,
+    left when N shrank. Called once this N's consumers exist, so :func:`fold_start` counted their floors.
+    Kept, they held their floors: an N grown again took them, and the partitions made again their lowest,
+    folding again all that came meanwhile. The partitions deleted."""
+    retired = []
+    for partition in range(partitions, JOB_SLOTS):
+        try:
+            await js.delete_consumer(ns.stream(streams.JOBS), fold_durable(partition))
+        except NotFoundError:
+            continue
+        retired.append(partition)
+    if retired:
+        log.warning("the fold's consumers of partitions %s are deleted: fold_partitions is %d", retired, partitions)
+    return retired
 
 
 async def fold_settled(js: JetStreamContext, ns: Namespace, partitions: int) -> bool:

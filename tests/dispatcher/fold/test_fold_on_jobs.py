@@ -21,7 +21,7 @@ from contracts.events.registry import EventType
 from contracts.streams import JOBS, JOBS_FOLD
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.declarations import NotDeclaredError
-from services.dispatcher.fold.partitions import fold_durable, fold_settled, fold_start, retire_fold_copy
+from services.dispatcher.fold.partitions import acked_to, fold_durable, fold_settled, fold_start, retire_fold_copy
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import local_route, submit, wait_record
 from tests.support.events import job_event, publish
@@ -51,6 +51,37 @@ async def test_a_partition_consumer_deleted_is_made_again_from_the_folds_floor(
     made = await js.consumer_info(stream, fold_durable(0))
     assert made.config.deliver_policy == DeliverPolicy.BY_START_SEQUENCE
     assert made.config.opt_start_seq == floor
+
+
+async def test_a_smaller_n_deletes_the_larger_ones_consumers_so_growing_again_starts_at_the_folds_floor(
+    start_dispatcher: StartDispatcher, js: JetStreamContext, jobs_kv: KeyValue, subjects: Subjects, namespace: Namespace
+) -> None:
+    """N goes 4, 2, 4. The first dispatcher of N=2 deletes partitions 2 and 3's consumers, so at N=4 again
+    every partition is made at the fold's floor. Kept, 2 and 3 would start where they stopped, and the
+    others at their floors: all that N=2 folded would be folded again."""
+    stream, routes = namespace.stream(JOBS), {"pose": local_route("noop")}
+
+    async def fold_jobs(partitions: int) -> None:
+        for _ in range(8):
+            await submit(js, jobs_kv, subjects, WAITS_ON_AN_UPLOAD)
+        await wait_for(lambda: fold_settled(js, namespace, partitions), timeout_s=30, what="the jobs folded")
+
+    larger = await start_dispatcher(routes, fold_partitions=4)
+    await fold_jobs(4)
+    first = acked_to(await js.consumer_info(stream, fold_durable(3)))
+    await larger.stop()  # N changes with every replica stopped
+    smaller = await start_dispatcher(routes, fold_partitions=2)
+    for partition in (2, 3):
+        with pytest.raises(NotFoundError):
+            await js.consumer_info(stream, fold_durable(partition))
+    await fold_jobs(2)
+    floor = min([acked_to(await js.consumer_info(stream, fold_durable(p))) for p in (0, 1)]) + 1
+    assert floor > first + 1
+    await smaller.stop()
+    await start_dispatcher(routes, fold_partitions=4)
+    for partition in range(4):
+        made = await js.consumer_info(stream, fold_durable(partition))
+        assert (made.config.deliver_policy, made.config.opt_start_seq) == (DeliverPolicy.BY_START_SEQUENCE, floor)
 
 
 async def test_an_upgrade_starts_after_what_the_copy_held_and_retires_it(
