@@ -215,7 +215,7 @@ class Dispatcher:
             await fold.start()
         if s.fold_partitions:  # an upgrade: the partitions' consumers on JOBS start after what it held
             await until_answered(lambda: retire_fold_copy(js, ns), "retire the fold's copy of JOBS")
-        await until_answered(lambda: retire_other_partitions(js, ns, s.fold_partitions), "retire other partitions")
+        await until_answered(lambda: retire_other_partitions(nc, ns, s.fold_partitions), "retire other partitions")
         for taker in takers:
             await taker.start()
         self._advisories = await bound_and_watch(nc, js, guard, consumers)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 
+from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo, StreamInfo
 from nats.js.errors import NotFoundError
@@ -30,6 +31,7 @@ from nats.js.errors import NotFoundError
 from contracts import streams
 from contracts.subjects import JOB_SLOTS, Namespace, Subjects, job_slot_transform
 from services.common.nats.declarations import NotDeclaredError
+from services.dispatcher.fold.pinned_consumer import jetstream_api
 
 log = logging.getLogger(__name__)
 RETIRED_STREAM = streams.JOBS_FOLD
@@ -57,7 +59,22 @@ def partition_filters(ns: Namespace, partition: int, partitions: int) -> list[st
     return [subjects.job_slot(slot) for slot in partition_slots(partition, partitions)]
 
 
-async def fold_start(js: JetStreamContext, ns: Namespace, partitions: int) -> int | None:
+async def partitions_made(nc: NatsClient, ns: Namespace) -> set[int]:
+    """The partitions, of any N, whose consumer exists on JOBS: one listing of its consumers' names (in pages
+    of the server's limit, 1,024), where reading or deleting each of the 32 there may be took 32 requests."""
+    stream, offset = ns.stream(streams.JOBS), 0
+    names: set[str] = set()
+    while True:
+        page = await jetstream_api(nc, f"CONSUMER.NAMES.{stream}", {"offset": offset})
+        listed = page.get("consumers") or []
+        names.update(listed)
+        offset += len(listed)
+        if not listed or offset >= int(page.get("total") or 0):
+            break
+    return {p for p in range(JOB_SLOTS) if fold_durable(p) in names}
+
+
+async def fold_start(js: JetStreamContext, ns: Namespace, partitions: int, made: set[int] | None = None) -> int | None:
     """The first JOBS sequence a partition consumer made now starts at; ``None``: JOBS' first.
 
     Made again (its configuration changed, or found gone), the lowest ack floor of the partitions that
@@ -65,11 +82,12 @@ async def fold_start(js: JetStreamContext, ns: Namespace, partitions: int) -> in
     or the retired copy held (an upgrade), else at JOBS' first (a new deployment). Raises
     :class:`~services.common.nats.declarations.NotDeclaredError` when JOBS does not store slot tokens
     (a service connected as a NATS user only checks the streams, and the partitions' filters would
-    match nothing: the fold would wait for ever)."""
+    match nothing: the fold would wait for ever). ``made``: the partitions whose consumer exists
+    (:func:`partitions_made`), else each of the 32 is asked for."""
     jobs = await js.stream_info(ns.stream(streams.JOBS))  # before the copy's lag is read (_copy_floor)
     _check_slots(jobs, ns)
     floors = []
-    for partition in range(JOB_SLOTS):  # every partition there may be, a changed N's too
+    for partition in sorted(made) if made is not None else range(JOB_SLOTS):  # a changed N's too
         try:
             info = await js.consumer_info(ns.stream(streams.JOBS), fold_durable(partition))
         except NotFoundError:
@@ -134,13 +152,13 @@ async def retire_fold_copy(js: JetStreamContext, ns: Namespace) -> None:
     log.warning("the fold's copy of JOBS, JOBS_FOLD, is deleted: the partitions read JOBS")
 
 
-async def retire_other_partitions(js: JetStreamContext, ns: Namespace, partitions: int) -> list[int]:
+async def retire_other_partitions(nc: NatsClient, ns: Namespace, partitions: int) -> list[int]:
     """Delete the consumers of the partitions from ``partitions`` on (all with the serial fold): a larger N's,
     left when N shrank. Called once this N's consumers exist, so :func:`fold_start` counted their floors.
     Kept, they held their floors: an N grown again took them, and the partitions made again their lowest,
     folding again all that came meanwhile. The partitions deleted."""
-    retired = []
-    for partition in range(partitions, JOB_SLOTS):
+    js, retired = nc.jetstream(), []
+    for partition in sorted(p for p in await partitions_made(nc, ns) if p >= partitions):
         try:
             await js.delete_consumer(ns.stream(streams.JOBS), fold_durable(partition))
         except NotFoundError:

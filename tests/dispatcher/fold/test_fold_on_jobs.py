@@ -15,12 +15,14 @@ from nats.js.api import DeliverPolicy, RetentionPolicy, StreamConfig, StreamSour
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
+from bench.harness.message_counter import MessageCounter
 from bench.harness.waiting import wait_for
 from contracts.events.jobs import JobHeartbeatPayload
 from contracts.events.registry import EventType
 from contracts.streams import JOBS, JOBS_FOLD
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.declarations import NotDeclaredError
+from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.fold.partitions import acked_to, fold_durable, fold_settled, fold_start, retire_fold_copy
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import local_route, submit, wait_record
@@ -82,6 +84,32 @@ async def test_a_smaller_n_deletes_the_larger_ones_consumers_so_growing_again_st
     for partition in range(4):
         made = await js.consumer_info(stream, fold_durable(partition))
         assert (made.config.deliver_policy, made.config.opt_start_seq) == (DeliverPolicy.BY_START_SEQUENCE, floor)
+
+
+async def test_a_start_lists_the_folds_consumers_once_and_reads_only_those_made(
+    start_dispatcher: StartDispatcher, nats_server: EmbeddedNats, namespace: Namespace
+) -> None:
+    """Where the fold starts and which partitions another N left are found from one listing of JOBS'
+    consumers: a start reads the infos of its own partitions' consumers and deletes none (it read all
+    32 there may be, and asked to delete each beyond N)."""
+    routes = {"pose": local_route("noop")}
+    await (await start_dispatcher(routes, fold_partitions=PARTITIONS)).stop()
+    counter = MessageCounter()
+    await counter.start(nats_server.url)
+    try:
+        async with counter.window() as tally:
+            await start_dispatcher(routes, fold_partitions=PARTITIONS)
+    finally:
+        await counter.stop()
+
+    def requests(kind: str, source_ends: str = "") -> int:
+        return sum(n for (k, source), n in tally.sources.items() if k == kind and source.endswith(source_ends))
+
+    infos = [requests("consumer info", f".{fold_durable(p)}") for p in range(32)]
+    assert sum(infos) == sum(infos[:PARTITIONS]) > 0, tally.breakdown(40)  # only its own partitions' read
+    assert requests("consumer delete") == 0, tally.breakdown(40)
+    names = requests("other api", f"CONSUMER.NAMES.{namespace.stream(JOBS)}")
+    assert names == 2, tally.breakdown(40)  # the floor's, and the retired partitions'
 
 
 async def test_an_upgrade_starts_after_what_the_copy_held_and_retires_it(
