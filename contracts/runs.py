@@ -16,6 +16,13 @@ from pydantic import ConfigDict, Field
 from contracts.base import Contract, JsonObject
 from contracts.job_record import Artifact, JobError
 
+PROGRESS_MIN_INTERVAL_S = 0.25
+"""The least time between two progress reports of a run, by default: at most four ``job.progress`` a second
+(the first, any 100 % and the last always go). Each one is a stored event that the fold, the notifier and
+every follower read (issue 34: about 6 messages); a bar moved four times a second still looks smooth, and
+the fold writes the record no more often (``fold_linger_s``). The dispatcher's
+``progress_min_interval_s`` sets it for every run."""
+
 
 class StagePlan(Contract):
     """Which pipeline stage a run is, and its share of the overall progress."""
@@ -44,6 +51,12 @@ class RunRequest(Contract):
     stage: StagePlan | None = None
     worker: str = "worker"
     heartbeat_interval_s: float = 10.0
+    progress_min_interval_s: float = Field(
+        default=PROGRESS_MIN_INTERVAL_S,
+        ge=0,
+        le=60,
+        description="The least time between two progress reports the worker sends (0: every one).",
+    )
     storage_prefix: str = ""
     created_at: datetime | None = Field(
         default=None, description="When the job was created: a live session reads its robot's joints from then."

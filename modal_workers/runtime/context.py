@@ -2,7 +2,7 @@
 
 =============================================  =====================================================
 ``ctx.progress(fraction, message=None,``       report 0..1 (and the workload's figures);
-``metrics=None)``                              throttled to ≤ 4/s, monotonic; the first, 100 %
+``metrics=None)``                              throttled (≤ 4/s by default), monotonic; the first, 100 %
                                                and the last reported always go (a throttled
                                                report at the end of its interval)
 ``ctx.log(message, level="info")``             one ``job.log`` line
@@ -55,7 +55,7 @@ from contracts.recordings.manifest import RecordingManifest
 from contracts.runs import Outcome, RunRequest
 from contracts.specs.jobs import InputRef
 from modal_workers.runtime import inputs as runtime_io
-from modal_workers.runtime.progress import PROGRESS_MIN_INTERVAL_S, ProgressThrottle
+from modal_workers.runtime.progress import ProgressThrottle
 from services.common.recordings import StoredRecording
 from services.common.storage import result_key
 
@@ -98,7 +98,7 @@ class WorkerContext:
         self.cancel_event = threading.Event()
         self.artifacts: list[Artifact] = []
         self._sent_fraction = -1.0
-        self._progress = ProgressThrottle(self._send_progress, PROGRESS_MIN_INTERVAL_S)
+        self._progress = ProgressThrottle(self._send_progress, request.progress_min_interval_s)
         self.session: Any = None
         """A live session's :class:`~modal_workers.runtime.live_session.LiveSession` during its run (else ``None``)."""
         self._inputs: dict[str, Path] = {}
@@ -146,8 +146,8 @@ class WorkerContext:
 
     def progress(self, fraction: float, message: str | None = None, metrics: dict[str, Any] | None = None) -> None:
         """Report how far this run is (0..1) and, optionally, the workload's figures (``metrics``, at
-        most 32 JSON scalars); throttled to four a second (the latest report goes when its interval
-        ends), monotonic per attempt."""
+        most 32 JSON scalars); throttled to one per ``request.progress_min_interval_s`` (four a second
+        by default; the latest report goes when its interval ends), monotonic per attempt."""
         self._progress.report(fraction, message, metrics)
 
     def flush_progress(self) -> None:

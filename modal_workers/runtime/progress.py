@@ -1,7 +1,8 @@
-"""Progress reports throttled to four a second, the latest one never lost.
+"""Progress reports throttled (four a second by default), the latest one never lost.
 
-:class:`ProgressThrottle` sends a report at once when the last one went at least
-:data:`PROGRESS_MIN_INTERVAL_S` ago (or it is 100 %); otherwise it keeps it as *pending* (a newer
+:class:`ProgressThrottle` sends a report at once when the last one went at least the run's
+``progress_min_interval_s`` ago (:data:`~contracts.runs.PROGRESS_MIN_INTERVAL_S` by default) or it is
+100 %; otherwise it keeps it as *pending* (a newer
 one replaces it) and sends it when the interval ends, from a timer thread. So a workload that
 reports in bursts and then goes quiet, as a live session between chunks does, still has its latest
 figures out within the interval. :meth:`ProgressThrottle.flush` sends the pending report now (before
@@ -17,11 +18,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-PROGRESS_MIN_INTERVAL_S = 0.25
-"""At most four progress events a second per job (the first and the last always go). Each one is a
-stored event that the fold, the notifier and every follower read (issue 34: about 6 messages); a
-bar moved four times a second still looks smooth, and the fold writes the record no more often
-(``fold_linger_s``)."""
 Report = tuple[float, str | None, dict[str, Any] | None]
 """A progress report: fraction, message, metrics."""
 

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
+from contracts.runs import PROGRESS_MIN_INTERVAL_S
 from contracts.subjects import JOB_SLOTS
 from services.common.config import PLACEHOLDER_PREFIX, BaseServiceSettings
 
@@ -46,6 +47,12 @@ class DispatcherSettings(BaseServiceSettings):
     )
     local_worker_nats_password: SecretStr | None = Field(default=None, description="That user's password.")
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
+    progress_min_interval_s: float = Field(
+        default=PROGRESS_MIN_INTERVAL_S,
+        ge=0,
+        le=60,
+        description="The least time between two job.progress a worker sends (0: every one; the last always goes).",
+    )
     heartbeat_misses: int = Field(default=3, ge=1)
     artifact_retention_hours: float = Field(default=48.0, gt=0)
     recording_retention_hours: float = Field(

@@ -39,6 +39,13 @@ def quick(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
     return {"ok": True, "attempt": ctx.attempt}
 
 
+def reports_nine(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
+    """Reports progress nine times at once, then succeeds (what the throttle sends of them, a test counts)."""
+    for step in range(1, 10):
+        ctx.progress(step / 10, f"step {step}")
+    return {"ok": True}
+
+
 def slow_first(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
     """Attempt 1 runs (with heartbeats) until killed or timed out; later attempts succeed."""
     _mark(ctx)

@@ -249,6 +249,7 @@ class Attempts:
                 inputs=inputs,
                 stage=plan,
                 heartbeat_interval_s=self.settings.heartbeat_interval_s,
+                progress_min_interval_s=self.settings.progress_min_interval_s,
                 storage_prefix=self.settings.storage_prefix,
                 created_at=held.record.created_at,
                 trace=tracing.inject({}),

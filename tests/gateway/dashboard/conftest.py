@@ -48,12 +48,13 @@ class Browsing:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedStack]:
-    """The embedded stack (``gpurelay dev``: gateway with notifier, dispatcher, local pool, NATS)."""
+    """The embedded stack (``gpurelay dev``: gateway with notifier, dispatcher, local pool, NATS), its workers
+    sending every progress report: a bar's moves are what the pages show, however fast a job runs here."""
     require_chromium()
     folder = tmp_path_factory.mktemp("dashboard")
     table = yaml.safe_load((ROOT / "deploy" / "routes.yaml").read_text())
     table["profiles"]["dev"]["vlm"] = ECHO_ROUTE  # VLM answers without a model: the echo workload's
-    with running_stack(folder, yaml.safe_dump(table)) as running:
+    with running_stack(folder, yaml.safe_dump(table), GPURELAY_PROGRESS_MIN_INTERVAL_S="0") as running:
         yield running
 
 

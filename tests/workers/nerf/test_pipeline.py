@@ -24,7 +24,6 @@ from bench.harness.nerf_scene import View, ring_cameras, scene_zip, umeyama
 from contracts.envelope import EventEnvelope
 from contracts.ids import new_id
 from contracts.runs import Outcome
-from modal_workers.runtime import context
 from modal_workers.runtime.worker_runtime import WorkerRuntime, load_workload
 from tests.support.lap import MemorySink, frame_count, local_storage, upload
 from tests.support.nerf_jobs import archive, stage_request, tiny_png
@@ -183,14 +182,12 @@ def test_render_delivers_zips_of_rgba_pngs_transparent_around_an_opaque_centre(r
     assert frame_count(rendered.root / "preview.webm") == 3  # the same frames at 12 fps of the preview's 24
 
 
-def test_photos_colmap_cannot_register_fail_the_job_with_sfm_failed_and_the_count(
-    scene: Scene, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # every progress report sent, so the second round's shows (throttled, it fell within the first's 0.25 s)
-    monkeypatch.setattr(context, "PROGRESS_MIN_INTERVAL_S", 0.0)
+def test_photos_colmap_cannot_register_fail_the_job_with_sfm_failed_and_the_count(scene: Scene) -> None:
     noise = scene.root / "noise.zip"
     noise.write_bytes(archive({f"n{i}.png": tiny_png(i, 96) for i in range(8)}))
     request = stage_request("colmap", new_id("job"), upload(scene.runtime, noise), {})
+    # every progress report sent, so the second round's shows (throttled, it fell within the first's 0.25 s)
+    request = request.model_copy(update={"progress_min_interval_s": 0.0})
     before = len(scene.sink.events)
     outcome = scene.runtime.run(load_workload(request.function), request)
     messages = [e.data.get("message") for e in scene.sink.events[before:] if e.type == "job.progress"]

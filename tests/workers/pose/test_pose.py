@@ -18,12 +18,11 @@ import pytest
 from nats.js import JetStreamContext
 
 from contracts.envelope import EventEnvelope
-from contracts.runs import Outcome, RunRequest
+from contracts.runs import PROGRESS_MIN_INTERVAL_S, Outcome, RunRequest
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from modal_workers.pose import infer as pose_infer
 from modal_workers.pose.synth import signal_preserving, write_video
-from modal_workers.runtime import context
 from modal_workers.runtime.sinks import NatsSink
 from modal_workers.runtime.worker_runtime import WorkerRuntime
 from services.common.nats.embedded import EmbeddedNats
@@ -69,14 +68,15 @@ def video(tmp_path: Path) -> Path:
 
 async def run_pose(
     nats_server: EmbeddedNats, ns: Namespace, js: JetStreamContext, storage: LocalStorage, video: Path,
-    job_id: str = "jpose1", **params: Any,
+    job_id: str = "jpose1", every_progress: bool = False, **params: Any,
 ) -> Ran:  # fmt: skip
     """Upload ``video``, run a pose job through :class:`WorkerRuntime` and collect what it produced."""
     data = await asyncio.to_thread(video.read_bytes)
     await storage.put(upload_key("", "acme", "up" + job_id, video.name), data, "video/mp4")
     spec = {"kind": "pose", "inputs": {"video": {"upload_id": "up" + job_id}}, "params": {"imgsz": 160, **params}}
     request = RunRequest(tenant="acme", job_id=job_id, kind="pose", attempt=1, spec=spec,
-                         function="modal_workers.pose:run", heartbeat_interval_s=1.0)  # fmt: skip
+                         function="modal_workers.pose:run", heartbeat_interval_s=1.0,
+                         progress_min_interval_s=0.0 if every_progress else PROGRESS_MIN_INTERVAL_S)  # fmt: skip
 
     def work() -> Outcome:
         runtime = WorkerRuntime(lambda: NatsSink.connect(nats_server.url, ns.name), lambda: storage)
@@ -193,11 +193,10 @@ async def test_batch_sizes_1_and_8_give_the_same_people_in_every_frame(
 
 async def test_progress_arrives_during_inference(
     nats_server: EmbeddedNats, namespace: Namespace, js: JetStreamContext, declared: object,
-    storage: LocalStorage, video: Path, monkeypatch: pytest.MonkeyPatch,
+    storage: LocalStorage, video: Path,
 ) -> None:  # fmt: skip
     # every progress report sent: throttled, a fast machine's inference fits in one 0.25 s interval
-    monkeypatch.setattr(context, "PROGRESS_MIN_INTERVAL_S", 0.0)
-    ran = await run_pose(nats_server, namespace, js, storage, video, job_id="jpose2", batch_size=1)
+    ran = await run_pose(nats_server, namespace, js, storage, video, job_id="jpose2", every_progress=True, batch_size=1)
     assert ran.outcome.status == "succeeded", ran.outcome.error
     types = ran.types()
     first_artifact = types.index("job.artifact")
