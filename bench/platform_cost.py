@@ -188,6 +188,21 @@ NOTES = [
     "anyway. Submitted lap_compare run, 3 runs a stack, the two trees alternating twice: 188.5 messages median "
     "(182-213) against 229.5 (211-243) for main before it, progress events 5-6 against 10-12. The cut is "
     "fewer events, not a cheaper one: a job with no progress (the job-only run) is unchanged.",
+    "platform_cost (pending uploads kept, 2026-11-30): a gateway keeps the pending record and revision of each "
+    "upload it created (services/gateway/uploads/routes.py, upload_cache_max), and a complete on it writes the "
+    "completed record over that revision instead of reading it first (a message get and its reply per upload; "
+    "a record changed meanwhile, marked awaited or completed by another gateway, refuses the compare-and-set and "
+    "is read then). Submitted lap_compare run (two uploads), 3 runs a stack, the two trees alternating four "
+    "times (runs 2.5 s apart twice, 4.5 s twice): 188.5 messages median (185-218) against 191.5 (189-225) for "
+    "main before it; the quietest run of each stack 185 against 189. The job-only run counts from its POST, "
+    "after the upload: unchanged.",
+    "platform_cost (where nats-server's time goes: fsync, 2026-11-30): the same stack as the CPU rows (2 "
+    "dispatchers, 8 partitions, 50 jobs/s, 500 jobs, 2 rounds a run), nats-server's sync_interval always (the "
+    "default since the durability issue: each stored write fsynced before its ack) against 2m, alternating "
+    "twice: nats-server 8.4-9.0 ms of CPU per job against 5.6-5.9, every process 24.3-26.6 ms against "
+    "21.8-22.8, p50 created -> started 12.5-15.1 ms against 10.6-11.1. A third of nats-server's share is "
+    "the fsyncs of a job's 13 stored writes (6 events and the ticket, 7 KV writes): fewer writes per job, not "
+    "a cheaper broker setting, is what lowers it without trading the guarantee.",
 ]
 
 
