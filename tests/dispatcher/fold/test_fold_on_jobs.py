@@ -59,8 +59,10 @@ async def test_a_smaller_n_deletes_the_larger_ones_consumers_so_growing_again_st
     start_dispatcher: StartDispatcher, js: JetStreamContext, jobs_kv: KeyValue, subjects: Subjects, namespace: Namespace
 ) -> None:
     """N goes 4, 2, 4. The first dispatcher of N=2 deletes partitions 2 and 3's consumers, so at N=4 again
-    every partition is made at the fold's floor. Kept, 2 and 3 would start where they stopped, and the
-    others at their floors: all that N=2 folded would be folded again."""
+    every partition is made at the fold's floor. Kept, 2 and 3 would start where they stopped (made when
+    JOBS was new, from its first message), and 0 and 1 at the lowest floor of all four: all that N=2 folded
+    would be folded again. (How far N=2's partitions got depends on which slots its jobs hashed to, so
+    the test compares the consumers with the floor the fold reached, not with a sequence it chose.)"""
     stream, routes = namespace.stream(JOBS), {"pose": local_route("noop")}
 
     async def fold_jobs(partitions: int) -> None:
@@ -70,7 +72,6 @@ async def test_a_smaller_n_deletes_the_larger_ones_consumers_so_growing_again_st
 
     larger = await start_dispatcher(routes, fold_partitions=4)
     await fold_jobs(4)
-    first = acked_to(await js.consumer_info(stream, fold_durable(3)))
     await larger.stop()  # N changes with every replica stopped
     smaller = await start_dispatcher(routes, fold_partitions=2)
     for partition in (2, 3):
@@ -78,7 +79,6 @@ async def test_a_smaller_n_deletes_the_larger_ones_consumers_so_growing_again_st
             await js.consumer_info(stream, fold_durable(partition))
     await fold_jobs(2)
     floor = min([acked_to(await js.consumer_info(stream, fold_durable(p))) for p in (0, 1)]) + 1
-    assert floor > first + 1
     await smaller.stop()
     await start_dispatcher(routes, fold_partitions=4)
     for partition in range(4):
