@@ -15,7 +15,7 @@ from nats.js.api import DeliverPolicy, RetentionPolicy, StreamConfig, StreamSour
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
-from bench.harness.message_counter import MessageCounter
+from bench.harness.message_counter import counting
 from bench.harness.waiting import wait_for
 from contracts.events.jobs import JobHeartbeatPayload
 from contracts.events.registry import EventType
@@ -94,13 +94,8 @@ async def test_a_start_lists_the_folds_consumers_once_and_reads_only_those_made(
     32 there may be, and asked to delete each beyond N)."""
     routes = {"pose": local_route("noop")}
     await (await start_dispatcher(routes, fold_partitions=PARTITIONS)).stop()
-    counter = MessageCounter()
-    await counter.start(nats_server.url)
-    try:
-        async with counter.window() as tally:
-            await start_dispatcher(routes, fold_partitions=PARTITIONS)
-    finally:
-        await counter.stop()
+    async with counting(nats_server.url) as counter, counter.window() as tally:
+        await start_dispatcher(routes, fold_partitions=PARTITIONS)
 
     def requests(kind: str, source_ends: str = "") -> int:
         return sum(n for (k, source), n in tally.sources.items() if k == kind and source.endswith(source_ends))

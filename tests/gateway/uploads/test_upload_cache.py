@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.harness.message_counter import MessageCounter, Tally
+from bench.harness.message_counter import Tally, counting
 from contracts.ids import tenant_key
 from contracts.streams import KV_UPLOADS
 from contracts.subjects import Namespace
@@ -38,9 +38,7 @@ async def test_a_completed_upload_is_read_from_kv_at_most_once_and_a_pending_one
     state: GatewayState = gateway.app.state.gateway
     completed, pending = await uploaded(acme, video), await uploaded(acme, video)
     assert (await acme.http.post(f"/v1/uploads/{completed}/complete")).status_code == 200
-    counter = MessageCounter()
-    await counter.start(nats_server.url)
-    try:
+    async with counting(nats_server.url) as counter:
         async with counter.window() as tally:
             await submit(acme, completed)  # completed by this gateway: kept since
             await submit(acme, completed)
@@ -56,8 +54,6 @@ async def test_a_completed_upload_is_read_from_kv_at_most_once_and_a_pending_one
             await submit(acme, pending)
             await submit(acme, pending)
         assert upload_reads(tally, namespace) == 2, tally.breakdown(30)
-    finally:
-        await counter.stop()
 
 
 async def test_a_complete_on_the_gateway_that_created_the_upload_reads_no_kv(
@@ -67,17 +63,13 @@ async def test_a_complete_on_the_gateway_that_created_the_upload_reads_no_kv(
     state: GatewayState = gateway.app.state.gateway
     created_here, created_elsewhere = await uploaded(acme, video), await uploaded(acme, video)
     state.pending_uploads.pop(tenant_key("acme", created_elsewhere))  # as if another gateway created it
-    counter = MessageCounter()
-    await counter.start(nats_server.url)
-    try:
+    async with counting(nats_server.url) as counter:
         async with counter.window() as tally:
             assert (await acme.http.post(f"/v1/uploads/{created_here}/complete")).status_code == 200
         assert upload_reads(tally, namespace) == 0, tally.breakdown(30)
         async with counter.window() as tally:
             assert (await acme.http.post(f"/v1/uploads/{created_elsewhere}/complete")).status_code == 200
         assert upload_reads(tally, namespace) == 1, tally.breakdown(30)
-    finally:
-        await counter.stop()
 
 
 async def test_a_kept_pending_record_another_gateway_completed_meanwhile_answers_that_completion(
