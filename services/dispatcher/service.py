@@ -61,7 +61,7 @@ from services.common.storage import Storage, make_storage
 from services.dispatcher.consumers import ConsumerGuard
 from services.dispatcher.fold.audit import FoldAudit
 from services.dispatcher.fold.partition import fold_consumers
-from services.dispatcher.fold.partitions import retire_fold_copy, retire_other_partitions
+from services.dispatcher.fold.partitions import partitions_made, retire_fold_copy, retire_other_partitions
 from services.dispatcher.fold.reactions import Reactions
 from services.dispatcher.fold.records import route_pricing
 from services.dispatcher.fold.refold import Refolds
@@ -204,7 +204,8 @@ class Dispatcher:
         marks = await bind_bucket(js, ns.bucket(streams.KV_FOLD_REFOLDS))
         self.refolds = Refolds(reactions, s.fold_audit_max_events, s.fold_refolds_waiting, watch.failed, marks,
                                s.fold_refold_marks_every_s)  # fmt: skip
-        folds = await fold_consumers(nc, s, guard, reactions, watch.failed, self.refolds.add)
+        made = await until_answered(lambda: partitions_made(nc, ns), "list the fold's consumers")
+        folds = await fold_consumers(nc, s, guard, reactions, made, watch.failed, self.refolds.add)
         uploads = EventConsumer(js, s, guard, ns.stream(streams.JOBS), ns.subject("uploads.>"), "dispatcher-uploads",
                                 reactions.on_upload_completed, watch.failed)  # fmt: skip
         takers = [TicketConsumer(js, s, guard, dispatch_stream, kind, route.concurrency, self.attempts.on_ticket,
@@ -215,7 +216,7 @@ class Dispatcher:
             await fold.start()
         if s.fold_partitions:  # an upgrade: the partitions' consumers on JOBS start after what it held
             await until_answered(lambda: retire_fold_copy(js, ns), "retire the fold's copy of JOBS")
-        await until_answered(lambda: retire_other_partitions(nc, ns, s.fold_partitions), "retire other partitions")
+        await until_answered(lambda: retire_other_partitions(js, ns, s.fold_partitions, made), "retire old partitions")
         for taker in takers:
             await taker.start()
         self._advisories = await bound_and_watch(nc, js, guard, consumers)

@@ -43,14 +43,7 @@ from services.dispatcher.fold.acks import BatchAcks
 from services.dispatcher.fold.batch import BatchFold, RecordCache
 from services.dispatcher.fold.handover import gather_leftovers, next_after_let_go, unpin_if_dead
 from services.dispatcher.fold.linger import linger, lingers
-from services.dispatcher.fold.partitions import (
-    SERIAL_DURABLE,
-    acked_to,
-    fold_durable,
-    fold_start,
-    partition_filters,
-    partitions_made,
-)
+from services.dispatcher.fold.partitions import SERIAL_DURABLE, acked_to, fold_durable, fold_start, partition_filters
 from services.dispatcher.fold.pinned_consumer import ConsumerUnavailable, PinnedConsumer
 from services.dispatcher.fold.pinned_pull import PinnedPull
 from services.dispatcher.fold.reactions import Reactions
@@ -335,6 +328,7 @@ async def fold_consumers(
     settings: DispatcherSettings,
     guard: ConsumerGuard,
     reactions: Reactions,
+    made: set[int],
     unavailable: Callable[[], None] = unwatched,
     refold_later: Callable[[str, str], Awaitable[None]] | None = None,
 ) -> list[EventConsumer] | list[PartitionFold]:
@@ -346,7 +340,6 @@ async def fold_consumers(
         serial = EventConsumer(js, s, guard, ns.stream(streams.JOBS), ns.subject("jobs.>"), SERIAL_DURABLE,
                                lambda msg: reactions.on_job_event(msg.data), unavailable)  # fmt: skip
         return [serial]
-    made = await until_answered(lambda: partitions_made(nc, ns), "list the fold's consumers")
     floor = await until_answered(lambda: fold_start(js, ns, s.fold_partitions, made), "find where the fold starts")
     return [PartitionFold(nc, s, guard, reactions, ns.stream(streams.JOBS), p, unavailable, refold_later, floor)
             for p in range(s.fold_partitions)]  # fmt: skip

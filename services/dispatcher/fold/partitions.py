@@ -152,13 +152,14 @@ async def retire_fold_copy(js: JetStreamContext, ns: Namespace) -> None:
     log.warning("the fold's copy of JOBS, JOBS_FOLD, is deleted: the partitions read JOBS")
 
 
-async def retire_other_partitions(nc: NatsClient, ns: Namespace, partitions: int) -> list[int]:
-    """Delete the consumers of the partitions from ``partitions`` on (all with the serial fold): a larger N's,
-    left when N shrank. Called once this N's consumers exist, so :func:`fold_start` counted their floors.
-    Kept, they held their floors: an N grown again took them, and the partitions made again their lowest,
-    folding again all that came meanwhile. The partitions deleted."""
-    js, retired = nc.jetstream(), []
-    for partition in sorted(p for p in await partitions_made(nc, ns) if p >= partitions):
+async def retire_other_partitions(js: JetStreamContext, ns: Namespace, partitions: int, made: set[int]) -> list[int]:
+    """Delete the consumers of the partitions from ``partitions`` on (all with the serial fold) among ``made``
+    (:func:`partitions_made`, listed at the start: a replica makes none from N on): a larger N's, left when
+    N shrank. Called once this N's consumers exist, so :func:`fold_start` counted their floors. Kept, they
+    held their floors: an N grown again took them, and the partitions made again their lowest, folding
+    again all that came meanwhile. The partitions deleted."""
+    retired = []
+    for partition in sorted(p for p in made if p >= partitions):
         try:
             await js.delete_consumer(ns.stream(streams.JOBS), fold_durable(partition))
         except NotFoundError:

@@ -91,7 +91,7 @@ async def test_a_start_lists_the_folds_consumers_once_and_reads_only_those_made(
 ) -> None:
     """Where the fold starts and which partitions another N left are found from one listing of JOBS'
     consumers: a start reads the infos of its own partitions' consumers and deletes none (it read all
-    32 there may be, and asked to delete each beyond N)."""
+    32 there may be, and once asked to delete each beyond N)."""
     routes = {"pose": local_route("noop")}
     await (await start_dispatcher(routes, fold_partitions=PARTITIONS)).stop()
     async with counting(nats_server.url) as counter, counter.window() as tally:
@@ -104,7 +104,7 @@ async def test_a_start_lists_the_folds_consumers_once_and_reads_only_those_made(
     assert sum(infos) == sum(infos[:PARTITIONS]) > 0, tally.breakdown(40)  # only its own partitions' read
     assert requests("consumer delete") == 0, tally.breakdown(40)
     names = requests("other api", f"CONSUMER.NAMES.{namespace.stream(JOBS)}")
-    assert names == 2, tally.breakdown(40)  # the floor's, and the retired partitions'
+    assert names == 1, tally.breakdown(40)  # one, for the floor and the retired partitions
 
 
 async def test_an_upgrade_starts_after_what_the_copy_held_and_retires_it(
