@@ -107,7 +107,7 @@ async def test_an_adopted_attempt_whose_worker_already_ended_it_is_neither_retri
     )
     ticket = Ticket(tenant="acme", job_id=job, kind="pose", attempt=1)
     held = Held(ticket=ticket, msg=cast(Msg, None), record=lagging, route=route)
-    await dispatcher.attempts._conclude(held, Verdict("silent", message="no heartbeat for 1.8 s"), None, backend)
+    await dispatcher.attempts.runner.conclude(held, Verdict("silent", message="no heartbeat for 1.8 s"), None, backend)
     assert held.outcome == "succeeded"
     assert backend.canceled_calls == []  # its pool process has other work by now
     await asyncio.sleep(0.5)  # a retrying event, had one been published, is back by then
