@@ -42,6 +42,9 @@ class Runner:
         self.settings, self.events, self.silence, self.hearing = settings, events, silence, hearing
 
     async def run_stages(self, held: Held, backend: Backend, reservation: Any) -> None:
+        """Launch each stage in turn on ``backend`` (the first on ``reservation``; the first launch publishes
+        ``job.dispatched``, which fences every stage's worker), each taking the artifacts of the one before,
+        wait for its verdict and conclude the attempt (a pipeline's ``job.succeeded`` after its last stage)."""
         route, ticket = held.route, held.ticket
         steps, weights = route.steps(), route.weights()
         inputs: tuple[Artifact, ...] = ()
