@@ -38,7 +38,7 @@ from services.dispatcher.running.backends import Backend
 from services.dispatcher.running.hearing import Hearing, since_stamp
 from services.dispatcher.running.held_records import Follower, HeldRecords
 from services.dispatcher.running.runner import Runner
-from services.dispatcher.running.supervision import Held, wait_for_verdict
+from services.dispatcher.running.supervision import Held
 from services.dispatcher.scheduling.queue import entry_key
 from services.dispatcher.scheduling.scheduler import Decision, Scheduler
 from services.dispatcher.settings import DispatcherSettings
@@ -67,11 +67,10 @@ class Attempts:
         self.settings, self.routes, self.backends = settings, routes, backends
         self.store, self.events, self.scheduler, self.records = store, events, scheduler, records
         self.held: dict[tuple[str, int], Held] = {}
-        self.silence = settings.heartbeat_interval_s * settings.heartbeat_misses
-        self.hearing = hearing
-        """What a silence is confirmed against before it is called (``None``: the record alone)."""
-        self.runner = Runner(settings, events, self.silence, hearing)
-        """Launches each attempt's stages and concludes it (:mod:`~services.dispatcher.running.runner`)."""
+        silence = settings.heartbeat_interval_s * settings.heartbeat_misses
+        self.runner = Runner(settings, events, silence, hearing)
+        """Launches each attempt's stages, or watches one run elsewhere, and concludes it (``hearing``: what a
+        silence is confirmed against before it is called; ``None``: the record alone)."""
 
     # -- tickets ----------------------------------------------------------------------------
     async def on_ticket(self, body: bytes, msg: Msg) -> None:
@@ -191,9 +190,7 @@ class Attempts:
         try:
             with tracing.span(f"attempt {ticket.kind}", attributes={**attributes, "adopted": adopting}):
                 if adopting:
-                    timeout_at = held.began + held.route.timeout_s
-                    verdict = await wait_for_verdict(held, None, timeout_at, self.silence, self.hearing)
-                    await self.runner.conclude(held, verdict, None, backend)
+                    await self.runner.watch(held, backend)
                 else:
                     await self.runner.run_stages(held, backend, reservation)
             ran_s = time.monotonic() - held.began

@@ -41,6 +41,13 @@ class Runner:
     ) -> None:
         self.settings, self.events, self.silence, self.hearing = settings, events, silence, hearing
 
+    async def watch(self, held: Held, backend: Backend) -> None:
+        """Supervise an attempt run elsewhere (adopted from a replica that died, or launched by another
+        first) from its record alone until its verdict, and conclude it: never run a second time."""
+        timeout_at = held.began + held.route.timeout_s
+        verdict = await wait_for_verdict(held, None, timeout_at, self.silence, self.hearing)
+        await self.conclude(held, verdict, None, backend)
+
     async def run_stages(self, held: Held, backend: Backend, reservation: Any) -> None:
         """Launch each stage in turn on ``backend`` (the first on ``reservation``; the first launch publishes
         ``job.dispatched``, which fences every stage's worker), each taking the artifacts of the one before,
@@ -96,9 +103,7 @@ class Runner:
             except LaunchedElsewhereError:  # another replica launched this attempt first: watch, never run it twice
                 log.warning("attempt launched by another replica; supervised from its record",
                             extra={"job_id": ticket.job_id, "attempt": ticket.attempt})  # fmt: skip
-                timeout_at = held.began + route.timeout_s
-                await self.conclude(held, await wait_for_verdict(held, None, timeout_at, self.silence, self.hearing),
-                                     None, backend)  # fmt: skip
+                await self.watch(held, backend)
                 return
             if plan is not None:
                 await self._stage(held, plan, StageStatus.RUNNING)
