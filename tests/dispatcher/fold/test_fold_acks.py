@@ -22,6 +22,7 @@ from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects, event_token
 from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.fold.acks import BatchAcks
+from services.dispatcher.fold.partition import FETCH_WAIT_S
 from services.dispatcher.fold.partitions import fold_durable, fold_settled
 from services.dispatcher.fold.pinned_pull import PinnedPull
 from tests.dispatcher.conftest import StartDispatcher
@@ -134,7 +135,8 @@ async def test_a_burst_of_events_is_acknowledged_with_fewer_acks_than_events(
     await start_dispatcher({"pose": local_route("noop")}, fold_partitions=1)
     stream = namespace.stream(JOBS)
     job = await create_job(jobs_kv, "acme")
-    await wait_for(lambda: fold_settled(js, namespace, 1), timeout_s=30, what="the fold settled")  # its acks landed
+    await wait_for(lambda: fold_settled(js, namespace, 1), timeout_s=30, what="the fold settled")
+    await asyncio.sleep(FETCH_WAIT_S + 0.5)  # every ack of what came before sent
     acks: list[Msg] = []
     async with counting(nats_server.url) as counter:
         counter.observers.append(lambda msg: acks.append(msg) if msg.subject.startswith(f"$JS.ACK.{stream}.") else None)
