@@ -13,14 +13,13 @@ stays under a tenth of it), and when it covers ``most_held`` events (the consume
 **Never over an event not folded.** An AckAll ack would acknowledge an event delivered to this replica
 and lost on the way (a reconnect drops what the server sent meanwhile), or one a previous holder left,
 never folded. So it is held only while every delivery of the pin came here: each delivery carries the
-consumer's delivery sequence, and :meth:`see` checks that a batch's deliveries come right after the
-last ones (:attr:`through`). At a new pin that is known only when this replica let go of the pin last with
+consumer's delivery sequence, and :meth:`see` checks that a batch's come right after the last ones
+(:attr:`through`). At a new pin that is known only when this replica let go of the pin last with
 everything acknowledged and is the first delivered to since (:meth:`new_pin`). Otherwise (a new pin after
 another holder, a gap) the partition folds on and keeps what it folded unacknowledged (:attr:`unsafe`)
 until the consumer's info shows every unacknowledged event of the consumer among them
-(:meth:`settle_with`): with AckAll, what is unacknowledged is every delivered event after the ack floor
-(bar one given up at ``fold_max_deliver``), so counting them tells. A lost delivery comes again after the
-ack wait and is refolded as any redelivery.
+(:meth:`settle_with`): with AckAll, what is unacknowledged is every delivered event after the ack floor, so
+counting them is exact. A lost delivery comes again after the ack wait and is refolded as any redelivery.
 """
 
 from __future__ import annotations
@@ -31,14 +30,17 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from services.dispatcher.fold.pinned_pull import delivery_seq
-
 ACK, NAK = b"+ACK", b"-NAK"
 
 
 def stream_seq(msg: Msg) -> int:
     """The stream sequence of a delivered event."""
     return int(msg.metadata.sequence.stream)
+
+
+def delivery_seq(msg: Msg) -> int:
+    """The consumer (delivery) sequence of a delivered event."""
+    return int(msg.metadata.sequence.consumer)
 
 
 class BatchAcks:
