@@ -98,8 +98,7 @@ class BatchAcks:
     def settle_with(self, info: dict[str, Any]) -> bool:
         """Whether the consumer's ``info`` (as the JetStream API answers it) shows every unacknowledged
         event among those folded here and nothing delivered since: then :attr:`unsafe` is held for one ack
-        (sent as the next batch comes, or as a request if none comes within the quiet spell's wait) and
-        the pin's deliveries are known again."""
+        and the pin's deliveries are known again."""
         floor = int((info.get("ack_floor") or {}).get("stream_seq") or 0)
         delivered = int((info.get("delivered") or {}).get("consumer_seq") or 0)
         mine = {seq: msg for seq, msg in self.unsafe.items() if seq > floor}
@@ -107,7 +106,8 @@ class BatchAcks:
             return False
         self.unsafe.clear()
         self.through = delivered
-        self._hold(list(mine.values()), 0.0)  # arrived who knows when: it goes as the next batch comes
+        if mine:
+            self._hold(list(mine.values()), time.monotonic())
         return True
 
     def _hold(self, msgs: list[Msg], arrived: float) -> None:
