@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, DeliverPolicy, RetentionPolicy, StreamConfig, StreamSource, SubjectTransform
+from nats.js.api import DeliverPolicy, RetentionPolicy, StreamConfig, StreamSource, SubjectTransform
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
@@ -24,7 +24,6 @@ from contracts.subjects import Namespace, Subjects
 from services.common.nats.declarations import NotDeclaredError
 from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.fold.partitions import acked_to, fold_durable, fold_settled, fold_start, retire_fold_copy
-from services.dispatcher.fold.pinned_consumer import jetstream_api
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import local_route, submit, wait_record
 from tests.support.events import job_event, publish
@@ -152,43 +151,3 @@ async def test_the_partitions_refuse_a_jobs_that_stores_no_slot_tokens(
     await js.update_stream(config.evolve(subject_transform=None))
     with pytest.raises(NotDeclaredError, match="gpurelay nats declare"):
         await fold_start(js, namespace, PARTITIONS)
-
-
-async def test_a_partition_consumer_made_with_explicit_acks_is_made_again_with_ackall_at_its_floor(
-    start_dispatcher: StartDispatcher,
-    js: JetStreamContext,
-    jobs_kv: KeyValue,
-    subjects: Subjects,
-    namespace: Namespace,
-) -> None:
-    """A partition consumer as the release before this one made it (``EXPLICIT`` acks; JetStream cannot
-    change a consumer's ack policy) is deleted and made again with AckAll by the next dispatcher to start,
-    at the fold's floor (nothing folded skipped), and folds on."""
-    stream, routes = namespace.stream(JOBS), {"pose": local_route("noop")}
-    first = await start_dispatcher(routes, fold_partitions=PARTITIONS)
-    jobs = [await submit(js, jobs_kv, subjects, WAITS_ON_AN_UPLOAD) for _ in range(4)]
-    await wait_for(lambda: fold_settled(js, namespace, PARTITIONS), timeout_s=30, what="the jobs folded")
-    await first.stop()
-    floors = [acked_to(await js.consumer_info(stream, fold_durable(p))) + 1 for p in range(PARTITIONS)]
-    old = await jetstream_api(js._nc, f"CONSUMER.INFO.{stream}.{fold_durable(0)}", None)
-    config = {
-        **old["config"],
-        "ack_policy": "explicit",
-        "deliver_policy": "by_start_sequence",
-        "opt_start_seq": floors[0],
-    }
-    await js.delete_consumer(stream, fold_durable(0))
-    await jetstream_api(
-        js._nc, f"CONSUMER.CREATE.{stream}.{fold_durable(0)}", {"stream_name": stream, "config": config}
-    )
-    assert (await js.consumer_info(stream, fold_durable(0))).config.ack_policy == AckPolicy.EXPLICIT
-    await start_dispatcher(routes, fold_partitions=PARTITIONS)
-    made = await js.consumer_info(stream, fold_durable(0))
-    assert made.config.ack_policy == AckPolicy.ALL
-    assert made.config.opt_start_seq == min(floors)
-    at = datetime.now(UTC)
-    for job in jobs:
-        beat = job_event("acme", job, EventType.JOB_HEARTBEAT, JobHeartbeatPayload())
-        await publish(js, subjects, beat.model_copy(update={"time": at}))
-    for job in jobs:
-        await wait_record(jobs_kv, job, lambda r: r.heartbeat_at == at, within_s=20)
