@@ -203,16 +203,6 @@ NOTES = [
     "21.8-22.8, p50 created -> started 12.5-15.1 ms against 10.6-11.1. A third of nats-server's share is "
     "the fsyncs of a job's 13 stored writes (6 events and the ticket, 7 KV writes): fewer writes per job, not "
     "a cheaper broker setting, is what lowers it without trading the guarantee.",
-    "platform_cost (the fold's AckAll acks, 2026-11-30): the fold partitions' consumers ack with AckPolicy.ALL "
-    "(services/dispatcher/fold/acks.py): one ack of the highest folded event covers every batch folded since "
-    "the last, held while batches come (a request after 0.25 s with nothing more, a plain ack once held a tenth "
-    "of the ack wait, 1 s at most), and only while the pin's deliveries came one after the other (an ack over "
-    "a delivery lost on its way would acknowledge it unfolded). Each event was acked on its own before. Same "
-    "runs, the two trees alternating twice, 3 submitted and 5 job-only runs a stack: submitted lap_compare run "
-    "165 messages median (160-187) against 185 (177-198) for main before it, its fold acks 1 against 15; "
-    "job-only run 52 (52-55) against 57 (56-59), fold acks 1 against 5. At load (2 dispatchers, 8 partitions, "
-    "50 jobs/s, 500 jobs): 45.1-45.6 messages per job against 49.4; CPU per job unchanged within the noise "
-    "(18.7-19.7 ms every process, nats-server 6.7-7.0, against 17.7-20.5 and 6.3-7.2).",
 ]
 
 

@@ -3,10 +3,10 @@
 The partition's durable consumer on JOBS is pinned to one replica at a time
 (:mod:`~services.dispatcher.fold.pinned_pull`). The holder keeps a pull open, takes what has come as a
 batch (up to ``fold_batch`` events), folds it (:mod:`~services.dispatcher.fold.batch`: per job in
-stream order, one KV write per job and batch) and acks it (:mod:`~services.dispatcher.fold.acks`: one
-AckAll ack for the batches folded since the last, a request once it has nothing more). It keeps the pin
-for ``fold_pin_hold_s``, then lets its open pull run out and unpins, so the next batch goes to whichever
-replica asks first (the partitions spread over the replicas that way). A partition that got nothing for
+stream order, one KV write per job and batch) and acks it (:mod:`~services.dispatcher.fold.acks`: a
+request once it has nothing more, not per batch). It keeps the pin for ``fold_pin_hold_s``, then lets
+its open pull run out and unpins, so the next batch goes to whichever replica asks first
+(the partitions spread over the replicas that way). A partition that got nothing for
 :data:`QUIET_AFTER_S` unpins the same way and then waits, pinned to none, in a pull of one event
 lasting :data:`IDLE_PULL_S` (issue 34: an idle fold's pulls); the event that comes ends it and pins
 this replica, so a holder never has a long pull open and no hand-over waits for one. While one pin id
@@ -44,7 +44,7 @@ from services.dispatcher.fold.batch import BatchFold, RecordCache
 from services.dispatcher.fold.handover import gather_leftovers, next_after_let_go, unpin_if_dead
 from services.dispatcher.fold.linger import linger, lingers
 from services.dispatcher.fold.partitions import SERIAL_DURABLE, acked_to, fold_durable, fold_start, partition_filters
-from services.dispatcher.fold.pinned_consumer import ConsumerUnavailable, PinnedConsumer, jetstream_api
+from services.dispatcher.fold.pinned_consumer import ConsumerUnavailable, PinnedConsumer
 from services.dispatcher.fold.pinned_pull import PinnedPull
 from services.dispatcher.fold.reactions import Reactions
 from services.dispatcher.fold.serial import FOLD_LABEL, EventConsumer, FoldDurable
@@ -59,8 +59,6 @@ HOLD_S = 0.25
 """How long a held ack waits for the next batch (on the open request: no pull more) before it goes as a
 request (:mod:`~services.dispatcher.fold.acks`); a replica that dies with one held leaves its pin to
 time out, as one that dies with a batch in hand."""
-HOLD_MOST_S = 1.0
-"""The longest a held ack waits once the next batch came (less with a short ack wait: a tenth of it)."""
 QUIET_AFTER_S = 2.0
 """A partition that got nothing for this long lets go of its pin and waits with :data:`IDLE_PULL_S` pulls."""
 IDLE_PULL_S = 30.0
@@ -106,9 +104,7 @@ class PartitionFold(FoldDurable):
 
     def __post_init__(self) -> None:
         self.durable = fold_durable(self.partition)
-        ack_wait = self.settings.event_ack_wait_s
-        hold_s = min(HOLD_MOST_S, 0.1 * ack_wait)
-        self._acks = BatchAcks(self.nc, min(5.0, 0.1 * ack_wait + 0.5), hold_s, self.settings.fold_batch // 2)
+        self._acks = BatchAcks(self.nc, min(5.0, 0.1 * self.settings.event_ack_wait_s + 0.5))
 
     @property
     def consumer(self) -> Consumer:
@@ -160,22 +156,14 @@ class PartitionFold(FoldDurable):
                     if cache.pin != puller.pin:  # another replica may have folded these jobs meanwhile
                         cache.reset(puller.pin)
                         pinned_at, releasing = time.monotonic(), False
-                        after_let_go = next_after_let_go(self._let_go_at, msgs)
-                        self._acks.new_pin(self._let_go_at if after_let_go else None)
-                        self._acks.see(msgs)
-                        if not after_let_go:
-                            msgs += (left := await self._leftovers(puller, len(msgs)))
-                            self._acks.see(left)
-                    elif self._acks.see(msgs):  # a delivery lost: the held ack covers only what came before it
-                        log.warning("%s: a delivery did not come here; no ack past it until it is folded", self.durable)
-                        await self._confirmed()
+                        if not next_after_let_go(self._let_go_at, msgs):
+                            msgs += await self._leftovers(puller, len(msgs))
                     self._let_go_at = None
                     await self._release()  # folded before these came: acked now, not after their linger
                     arrived = time.monotonic()
                     if lingers(msgs):  # requests more unless the pin is held long enough (events came: not quiet)
                         pin_due = time.monotonic() - pinned_at >= self.settings.fold_pin_hold_s
-                        msgs += (more := await self._linger(puller, len(msgs), more=not pin_due))
-                        self._acks.see(more)
+                        msgs += await self._linger(puller, len(msgs), more=not pin_due)
                     await self._complete_shielded(folder, msgs, puller, arrived)
                     releasing = time.monotonic() - pinned_at >= self.settings.fold_pin_hold_s
                 if releasing and puller.idle:  # held long enough (or quiet), and nothing of this pin in flight
@@ -295,10 +283,8 @@ class PartitionFold(FoldDurable):
         try:
             async with asyncio.timeout(deadline - time.monotonic()):
                 await folder.fold(msgs, deadline)
-            await self._acks.folded(msgs, arrived)
-            if not self._acks.safe:
-                await self._settle_acks()
-            self._settled = self._acks.safe
+            await self._acks.ack(msgs)
+            self._settled = True
             self._folded_to = max([self._folded_to, *(msg.metadata.sequence.stream for msg in msgs)])
         except Exception as exc:  # noqa: BLE001 - logged by log_failure
             self.unavailable()
@@ -306,23 +292,12 @@ class PartitionFold(FoldDurable):
             folder.cache.reset(None)
             try:
                 await self._acks.nak(msgs + await puller.drain(FETCH_WAIT_S + 1.0))
+                self._settled = True
             except Exception:  # noqa: BLE001 - unknown: wait until they are due for redelivery anyway
                 log.warning("%s: the server did not confirm the nak; pulling again in %g s", self.durable, ack_wait)
                 await asyncio.sleep(ack_wait + PIN_MARGIN_S)
-            self._settled = self._acks.safe  # what was folded before a gap still waits for its ack
+                self._settled = True
             return
-
-    async def _settle_acks(self) -> None:
-        """Whether the consumer's info shows every unacknowledged event folded here (then they are acked as
-        one; :meth:`~services.dispatcher.fold.acks.BatchAcks.settle_with`). Not known when NATS does not
-        answer: asked again after the next batch, and its events come again after the ack wait at worst."""
-        try:
-            info = await jetstream_api(self.nc, f"CONSUMER.INFO.{self.stream}.{self.durable}", None)
-        except Exception as exc:  # noqa: BLE001 - asked again after the next batch
-            self.unavailable()
-            log.warning("%s: could not read the consumer to ack what was folded (%r)", self.durable, exc)
-            return
-        self._acks.settle_with(info)
 
     async def _release(self) -> None:
         """Send the held ack as a plain ack (:meth:`~services.dispatcher.fold.acks.BatchAcks.release`); one

@@ -40,7 +40,7 @@ class ConsumerUnavailable(PinnedPullError):
 
 @dataclass(frozen=True, slots=True)
 class PinnedConsumer:
-    """A durable pull consumer (AckAll acks) whose one priority group is pinned to one client at a time.
+    """A durable pull consumer (explicit acks) whose one priority group is pinned to one client at a time.
 
     ``pin_timeout_s`` must exceed ``ack_wait_s``: a client that died holding a batch is unpinned only
     after its messages are due for redelivery, so the next client gets them before anything newer.
@@ -59,7 +59,7 @@ class PinnedConsumer:
         return {
             "durable_name": self.durable,
             "filter_subjects": list(self.filter_subjects),
-            "ack_policy": "all",  # one ack for many (fold/acks.py); a consumer made before is made again
+            "ack_policy": "explicit",
             "ack_wait": int(self.ack_wait_s * NANOS),
             "max_deliver": self.max_deliver,
             "max_ack_pending": self.max_ack_pending,

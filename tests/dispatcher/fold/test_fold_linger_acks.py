@@ -1,12 +1,11 @@
-"""A lingering batch and the ack wait (services/dispatcher/fold/partition.py, acks.py): an ack held for
-its hold goes as the next batch arrives, not once that batch has lingered and been folded; a linger
+"""A lingering batch and the ack wait (services/dispatcher/fold/partition.py, acks.py): the ack the last
+batch held goes as the next batch arrives, not once that batch has lingered and been folded; a linger
 may take at most a fifth of the ack wait, and the fold's deadline counts from the batch's arrival. A
 5 s linger on the tests' 2 s ack wait had the server redeliver what lingered: in CI a redelivered
 job.queued ended a launch's wait, and the launch was written in parts."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -58,11 +57,10 @@ async def test_the_held_ack_goes_as_the_next_batch_arrives_not_after_its_linger(
     namespace: Namespace,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """job.queued folded (its ack held: the quiet spell's wait is made long here, so the next event surely
-    finds it held), then, once it was held for its hold (a tenth of the ack wait, at most
-    ``HOLD_MOST_S``), job.dispatched, which lingers 5 s: while it lingers, the consumer counts one event
-    unacknowledged (job.dispatched), not two. Held for less, the next batch's ack covers it (AckAll);
-    held longer, it would wait on that batch's linger and fold, which may take most of the ack wait."""
+    """job.queued folded (its ack held: the hold is made long here, so the next event surely finds it
+    held), then job.dispatched, which lingers 5 s: while it lingers, the consumer counts one event
+    unacknowledged (job.dispatched), not two. Before, job.queued's ack went only with the acks of the
+    batch after it, once that batch was folded: both stayed unacknowledged until the record was written."""
     monkeypatch.setattr(partition, "HOLD_S", 60.0)
     # Nor does the partition go quiet (2 s after the event came, so at once after its 5 s linger): a quiet
     # partition confirms the held ack when its open request runs out, a window of a second that a loaded
@@ -85,7 +83,6 @@ async def test_the_held_ack_goes_as_the_next_batch_arrives_not_after_its_linger(
     await wait_for(queued, 30, what="the job queued")
     await wait_for(lambda: unacknowledged(1), 30, what="job.queued's ack held")
     queued_seq = (await js.stream_info(stream)).state.last_seq
-    await asyncio.sleep(partition.HOLD_MOST_S + 0.2)  # held for its hold (1 s with a 30 s ack wait)
     dispatched = je.JobDispatchedPayload(backend="local", function="pose")
     await publish(js, subjects, job_event("acme", job, EventType.JOB_DISPATCHED, dispatched))
 
@@ -107,11 +104,12 @@ async def test_a_batch_is_folded_within_its_share_of_the_ack_wait_from_its_arriv
     async def fold(msgs: list[Msg], deadline: float) -> None:
         deadlines.append(deadline)
 
-    async def folded(msgs: list[Msg], arrived: float) -> None:
+    async def ack(msgs: list[Msg]) -> None:
         return None
 
-    acks = SimpleNamespace(folded=folded, safe=True)
-    holder = SimpleNamespace(settings=SimpleNamespace(event_ack_wait_s=10.0), _settled=True, _acks=acks, _folded_to=0)
+    holder = SimpleNamespace(
+        settings=SimpleNamespace(event_ack_wait_s=10.0), _settled=True, _acks=SimpleNamespace(ack=ack), _folded_to=0
+    )
     arrived = time.monotonic() - 1.5  # it lingered 1.5 s
     folder = SimpleNamespace(fold=fold)
     await PartitionFold._complete(holder, folder, [], cast(PinnedPull, None), arrived)  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import nats
 import pytest
-from nats.js.api import StreamConfig
+from nats.js.api import RetentionPolicy, StreamConfig
 
 from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.fold import pinned_consumer
@@ -36,9 +36,9 @@ async def test_a_consumer_is_ensured_across_a_pause_longer_than_a_request(
         nc = await nats.connect(server.url, max_reconnect_attempts=-1)
         try:
             js = nc.jetstream()
-            await js.add_stream(StreamConfig(name="EVENTS", subjects=["events.>"]))  # limits retention, as JOBS
-            consumer = PinnedConsumer("EVENTS", "fold", ("events.>",), ack_wait_s=8.0, max_deliver=3,
-                                      max_ack_pending=64, pin_timeout_s=10.0)  # fmt: skip
+            await js.add_stream(StreamConfig(name="WQ", subjects=["wq.>"], retention=RetentionPolicy.WORK_QUEUE))
+            consumer = PinnedConsumer("WQ", "fold", ("wq.>",), ack_wait_s=8.0, max_deliver=3, max_ack_pending=64,
+                                      pin_timeout_s=10.0)  # fmt: skip
             sigstop(server.pid)
             try:
                 ensuring = asyncio.create_task(consumer.ensure(nc, None))
@@ -47,6 +47,6 @@ async def test_a_consumer_is_ensured_across_a_pause_longer_than_a_request(
             finally:
                 os.kill(server.pid, signal.SIGCONT)
             await asyncio.wait_for(ensuring, 30)
-            assert (await js.consumer_info("EVENTS", "fold")).config.filter_subjects == ["events.>"]
+            assert (await js.consumer_info("WQ", "fold")).config.filter_subjects == ["wq.>"]
         finally:
             await nc.close()

@@ -17,7 +17,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import StreamConfig
+from nats.js.api import RetentionPolicy, StreamConfig
 
 from bench.harness.waiting import wait_for
 from contracts.subjects import Namespace
@@ -37,7 +37,7 @@ async def held(
 ) -> AsyncIterator[tuple[JetStreamContext, PinnedConsumer, PinnedPull]]:
     """A pinned consumer of a fresh stream and a client's puller on it (started: advisories heard)."""
     stream, subject = namespace.stream("DELETED"), namespace.subject("deleted.>")
-    await js.add_stream(StreamConfig(name=stream, subjects=[subject]))  # limits retention, as JOBS
+    await js.add_stream(StreamConfig(name=stream, subjects=[subject], retention=RetentionPolicy.WORK_QUEUE))
     consumer = PinnedConsumer(stream, "fold", (subject,), ack_wait_s=30.0, max_deliver=3, max_ack_pending=64,
                               pin_timeout_s=32.0)  # fmt: skip
     client: NatsClient = await nats.connect(nats_server.url)
@@ -90,8 +90,7 @@ async def test_a_deleted_consumers_open_pull_ends_and_the_next_is_refused(
         await cancel_and_wait([pulling])
     assert puller.idle  # nothing of the deleted consumer can still come
 
-    folded_to = (await js.stream_info(consumer.stream)).state.last_seq
-    await consumer.ensure(js._nc, folded_to + 1)  # as the partition does after a refusal, from its floor
+    await consumer.ensure(js._nc, None)  # as the partition does after a refusal
     await js.publish(namespace.subject("deleted.b"), b"after")
     (after,) = await puller.batch(1, 10.0)
     assert after.data == b"after"
