@@ -34,6 +34,17 @@ class Stored:
     event: EventEnvelope
 
 
+def events_brief(events: list[Stored]) -> str:
+    """A job's events in brief, in stream order (sequence, type, attempt; a queue place's position), for a
+    report: with the KV revisions, they show which event the record missed or took out of order."""
+    brief = []
+    for stored in events:
+        place = stored.event.data.get("position") if stored.event.type in ("job.queued", "job.position") else None
+        at = f" p{place}" if place is not None else ""
+        brief.append(f"#{stored.seq}:{stored.event.type.removeprefix('job.')}/a{stored.event.attempt}{at}")
+    return "[JOBS " + ", ".join(brief) + "]"
+
+
 async def retrying(read: Callable[[], Awaitable[T]], timeout_s: float = READ_RETRY_S) -> T:
     """``read()``, again while NATS is away (a cluster electing a leader), for at most ``timeout_s``."""
     deadline = time.monotonic() + timeout_s

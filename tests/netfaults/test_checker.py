@@ -167,3 +167,20 @@ def test_a_job_that_did_not_end_is_reported_with_its_queue_entries() -> None:
         and p.endswith("claimed_by=113 (gone from DISPATCH)]")
         for p in report.problems
     ), report.problems
+
+
+def test_a_record_off_the_fold_is_reported_with_the_jobs_events_and_a_fold_behind_fails_the_check() -> None:
+    history, observed = run(jobs=1)
+    (job,) = observed.stored
+    record = observed.kv[job]
+    assert record is not None
+    observed.kv[job] = record.model_copy(update={"updated_at": datetime(2020, 1, 1, tzinfo=UTC)})
+    report = check(history, PHASE, observed)
+    (off,) = [p for p in report.problems if "KV record != fold(stream)" in p]
+    assert off.endswith("[JOBS #1:created/a1, #2:queued/a1, #3:dispatched/a1, #4:started/a1, #5:log/a1, "
+                        "#6:succeeded/a1]"), off  # fmt: skip
+    history, observed = run(jobs=1)
+    assert check(history, PHASE, observed).problems == []
+    observed.fold_left = "2 events, 1 jobs to fold again ['acme.job_0']"
+    report = check(history, PHASE, observed)
+    assert report.problems == [f"the fold had not caught up when KV was read: {observed.fold_left}"]

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from bench.harness.fault_reads import Stored
+from bench.harness.fault_reads import Stored, events_brief
 from contracts.events.registry import TERMINAL_JOB_EVENTS
 from contracts.job_record import JobRecord
 from tests.support.netns.history import History
@@ -50,6 +50,9 @@ class Observed:
     """Each job's SSE reader: the seqs it read, in order, and whether it read the terminal event."""
     kv_history: dict[str, str] = field(default_factory=dict)
     """For a job whose KV record is not the fold of its events: every revision of the record, in brief."""
+    fold_left: str = ""
+    """What the fold had not folded yet when KV was read, once the wait for it ran out ("": it had folded
+    everything stored, and no job waited to be folded again)."""
     queue_entries: dict[str, str] = field(default_factory=dict)
     """For a job that did not end: its KV ``dispatch_queue`` entries, in brief."""
 
@@ -110,6 +113,8 @@ def check(history: History, phase: str, observed: Observed) -> Report:
     report = Report(phase, offered=len(submits))
     counts = Counter(op.outcome for op in submits)
     report.acknowledged, report.failed, report.unknown = counts["ok"], counts["fail"], counts["unknown"]
+    if observed.fold_left:
+        report.problems.append(f"the fold had not caught up when KV was read: {observed.fold_left}")
     for job_id in history.acknowledged_jobs(phase):
         events = observed.stored.get(job_id, [])
         if not events:
@@ -154,7 +159,7 @@ def _job_problems(job_id: str, events: list[Stored], observed: Observed) -> list
         history = observed.kv_history.get(job_id, "")
         problems.append(
             f"{job_id}: KV record != fold(stream): {record.status} vs {folded and folded.status} "
-            f"(fields that differ: {record_diff(record, folded)}) {history}"
+            f"(fields that differ: {record_diff(record, folded)}) {history} {events_brief(events)}"
         )
     return problems
 

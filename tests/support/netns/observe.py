@@ -2,8 +2,8 @@
 
 :func:`recovered` waits until every submission made before the heal is answered and, if acknowledged,
 terminal (its time is the fault's time to recover); :func:`observe` waits for the rest, the SSE
-readers and the webhooks, then reads the receiver, then JOBS and KV ``jobs`` (so every webhook read has its event
-in what JOBS gave; reads start again while NATS is away:
+readers and the webhooks, then reads the receiver, then JOBS, then waits for the fold to catch up, then reads
+KV ``jobs`` (so every webhook read has its event in what JOBS gave; reads start again while NATS is away:
 :mod:`bench.harness.fault_reads`). A wait that runs out is not an error here: the checker then says
 what is missing.
 """
@@ -23,10 +23,12 @@ from bench.harness.receivers import Receiver
 from bench.harness.waiting import wait_for
 from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
-from contracts.streams import DISPATCH, KV_DISPATCH_QUEUE, KV_JOBS
+from contracts.streams import DISPATCH, KV_DISPATCH_QUEUE, KV_FOLD_REFOLDS, KV_JOBS
 from services.common.nats.kv import kv_entries
+from services.dispatcher.fold.partitions import fold_pending
 from services.dispatcher.fold.records import fold
 from services.dispatcher.scheduling.queue import QueueEntry
+from services.dispatcher.settings import DispatcherSettings
 from tests.support.netns.checker import Observed
 from tests.support.netns.history import History
 from tests.support.netns.load import SseFollower
@@ -37,6 +39,9 @@ FINAL_READS = 3
 the webhooks are missing from them."""
 LATE_WEBHOOK_WAIT_S = 10.0
 """How long such late events' webhooks are waited for before they are read again."""
+FOLD_CATCH_UP_S = 30.0
+"""How long KV's read waits for the fold to fold every event stored and every job marked to be folded again
+(a record terminal in KV may still miss an earlier event redelivered after the heal)."""
 
 
 async def recovered(nc: NatsClient, stack: NsStack, history: History, phase: str, timeout_s: float) -> float:
@@ -90,15 +95,42 @@ async def observe(nc: NatsClient, stack: NsStack, job_ids: list[str], receiver: 
         with contextlib.suppress(AssertionError):  # stored since (a superseded attempt's late writes): on their way
             late = functools.partial(_all_came, receiver, path, stored)
             await wait_for(late, LATE_WEBHOOK_WAIT_S, "the late events' webhooks", every_s=0.1)
+    left = await _fold_caught_up(nc, stack, FOLD_CATCH_UP_S)
     kv, folded = await _records(nc, stack, stored)
     sse = {j: (f.seqs, f.done) for j, f in followers.items() if j in stored}
-    observed = Observed(stored, kv, folded, {j: got.get(j, []) for j in job_ids}, sse)
+    observed = Observed(stored, kv, folded, {j: got.get(j, []) for j in job_ids}, sse, fold_left=left)
     for job_id in [j for j in stored if kv[j] is not None and kv[j] != folded[j]]:
         observed.kv_history[job_id] = await _revisions(nc, stack, stored[job_id][0].event.tenant, job_id)
     for job_id in [j for j, record in kv.items() if stored[j] and not (record and record.terminal)]:
         with contextlib.suppress(Exception):  # a report's detail: a read that fails leaves it out
             observed.queue_entries[job_id] = await _queue_entries(nc, stack, stored[job_id][0].event.tenant, job_id)
     return observed
+
+
+async def _fold_caught_up(nc: NatsClient, stack: NsStack, timeout_s: float) -> str:
+    """Wait (at most ``timeout_s``) until every fold partition consumer has delivered and seen acknowledged
+    every event of JOBS and no job is marked to be folded again (KV ``fold_refolds``); what was left
+    then ("": nothing). KV == fold(stream) holds once the fold has caught up, not before: a redelivery
+    after the heal, or its refold, may land after the job's terminal event was folded."""
+    js = nc.jetstream(timeout=10.0)
+    ns, partitions = stack.settings.ns, DispatcherSettings.model_fields["fold_partitions"].default
+    left = ["not read"]
+
+    async def caught_up() -> bool:
+        try:
+            marks = await retrying(lambda: js.key_value(ns.bucket(KV_FOLD_REFOLDS)))
+            marked = await retrying(functools.partial(kv_entries, marks, meta_only=True))
+            pending = await retrying(functools.partial(fold_pending, js, ns, partitions))
+        except Exception as exc:  # noqa: BLE001 - asked again until the wait runs out, then reported
+            left[:] = [f"not read ({exc!r})"]
+            return False
+        left[:] = [f"{pending} events", f"{len(marked)} jobs to fold again {[m.key for m in marked][:5]}"]
+        return pending == 0 and not marked
+
+    with contextlib.suppress(AssertionError):
+        await wait_for(caught_up, timeout_s, "the fold caught up", every_s=0.2)
+        return ""
+    return ", ".join(left)
 
 
 async def _queue_entries(nc: NatsClient, stack: NsStack, tenant: str, job_id: str) -> str:
