@@ -34,15 +34,20 @@ class Stored:
     event: EventEnvelope
 
 
+BRIEF_EVENTS = 80
+"""The most events of a job :func:`events_brief` names (the rest are counted)."""
+
+
 def events_brief(events: list[Stored]) -> str:
     """A job's events in brief, in stream order (sequence, type, attempt; a queue place's position), for a
     report: with the KV revisions, they show which event the record missed or took out of order."""
     brief = []
-    for stored in events:
+    for stored in events[:BRIEF_EVENTS]:
         place = stored.event.data.get("position") if stored.event.type in ("job.queued", "job.position") else None
         at = f" p{place}" if place is not None else ""
         brief.append(f"#{stored.seq}:{stored.event.type.removeprefix('job.')}/a{stored.event.attempt}{at}")
-    return "[JOBS " + ", ".join(brief) + "]"
+    more = f", {len(events) - BRIEF_EVENTS} more" if len(events) > BRIEF_EVENTS else ""
+    return "[JOBS " + ", ".join(brief) + more + "]"
 
 
 async def retrying(read: Callable[[], Awaitable[T]], timeout_s: float = READ_RETRY_S) -> T:

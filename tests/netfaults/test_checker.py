@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bench.harness.fault_reads import Stored
+from bench.harness.fault_reads import BRIEF_EVENTS, Stored, events_brief
 from contracts.envelope import EventEnvelope
 from contracts.events.jobs import (
     JobCreatedPayload,
@@ -179,6 +179,8 @@ def test_a_record_off_the_fold_is_reported_with_the_jobs_events_and_a_fold_behin
     (off,) = [p for p in report.problems if "KV record != fold(stream)" in p]
     assert off.endswith("[JOBS #1:created/a1, #2:queued/a1, #3:dispatched/a1, #4:started/a1, #5:log/a1, "
                         "#6:succeeded/a1]"), off  # fmt: skip
+    many = [Stored(n, job_event("acme", job, EventType.JOB_LOG)) for n in range(1, BRIEF_EVENTS + 6)]
+    assert events_brief(many).endswith(f"#{BRIEF_EVENTS}:log/a1, 5 more]")  # a long history is cut short
     history, observed = run(jobs=1)
     assert check(history, PHASE, observed).problems == []
     observed.fold_left = "2 events, 1 jobs to fold again ['acme.job_0']"
