@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import time
 
 from nats.aio.client import Client as NatsClient
 from nats.js.errors import KeyNotFoundError, NotFoundError
@@ -24,7 +25,7 @@ from bench.harness.waiting import wait_for
 from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
 from contracts.streams import DISPATCH, KV_DISPATCH_QUEUE, KV_FOLD_REFOLDS, KV_JOBS
-from services.common.nats.kv import kv_entries
+from services.common.nats.kv import kv_entries, kv_scan
 from services.dispatcher.fold.partitions import fold_pending
 from services.dispatcher.fold.records import fold
 from services.dispatcher.scheduling.queue import QueueEntry
@@ -42,6 +43,8 @@ LATE_WEBHOOK_WAIT_S = 10.0
 FOLD_CATCH_UP_S = 30.0
 """How long KV's read waits for the fold to fold every event stored and every job marked to be folded again
 (a record terminal in KV may still miss an earlier event redelivered after the heal)."""
+FOLD_LOOK_EVERY_S = 0.2
+"""How often the fold is looked at while KV's read waits for it."""
 
 
 async def recovered(nc: NatsClient, stack: NsStack, history: History, phase: str, timeout_s: float) -> float:
@@ -109,28 +112,26 @@ async def observe(nc: NatsClient, stack: NsStack, job_ids: list[str], receiver: 
 
 async def _fold_caught_up(nc: NatsClient, stack: NsStack, timeout_s: float) -> str:
     """Wait (at most ``timeout_s``) until every fold partition consumer has delivered and seen acknowledged
-    every event of JOBS and no job is marked to be folded again (KV ``fold_refolds``); what was left
-    then ("": nothing). KV == fold(stream) holds once the fold has caught up, not before: a redelivery
-    after the heal, or its refold, may land after the job's terminal event was folded."""
+    every event of JOBS and no job is marked to be folded again (KV ``fold_refolds``, scanned as the
+    refolds scan it); what was left then ("": nothing). KV == fold(stream) holds once the fold has caught
+    up, not before: a redelivery after the heal, or its refold, may land after the job's terminal event
+    was folded. A read that fails (NATS away) is tried again at the next look."""
     js = nc.jetstream(timeout=10.0)
     ns, partitions = stack.settings.ns, DispatcherSettings.model_fields["fold_partitions"].default
-    left = ["not read"]
-
-    async def caught_up() -> bool:
+    deadline, marks = time.monotonic() + timeout_s, None
+    while True:
         try:
-            marks = await retrying(lambda: js.key_value(ns.bucket(KV_FOLD_REFOLDS)))
-            marked = await retrying(functools.partial(kv_entries, marks, meta_only=True))
-            pending = await retrying(functools.partial(fold_pending, js, ns, partitions))
-        except Exception as exc:  # noqa: BLE001 - asked again until the wait runs out, then reported
-            left[:] = [f"not read ({exc!r})"]
-            return False
-        left[:] = [f"{pending} events", f"{len(marked)} jobs to fold again {[m.key for m in marked][:5]}"]
-        return pending == 0 and not marked
-
-    with contextlib.suppress(AssertionError):
-        await wait_for(caught_up, timeout_s, "the fold caught up", every_s=0.2)
-        return ""
-    return ", ".join(left)
+            marks = marks or await js.key_value(ns.bucket(KV_FOLD_REFOLDS))
+            marked = [item.key for item in await kv_scan(marks, ">")]
+            pending = await fold_pending(js, ns, partitions)
+            if pending == 0 and not marked:
+                return ""
+            left = f"{pending} events, {len(marked)} jobs to fold again {marked[:5]}"
+        except Exception as exc:  # noqa: BLE001 - looked at again until the wait runs out, then reported
+            left = f"not read ({exc!r})"
+        if time.monotonic() >= deadline:
+            return left
+        await asyncio.sleep(FOLD_LOOK_EVERY_S)
 
 
 async def _queue_entries(nc: NatsClient, stack: NsStack, tenant: str, job_id: str) -> str:
