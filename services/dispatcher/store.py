@@ -18,6 +18,7 @@ import time
 from datetime import datetime
 
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,7 +34,7 @@ from contracts.record_repair import INVALID_RECORD, UnreadableRecordError, faile
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.kv import bind_bucket, kv_write
-from services.common.nats.publish import publish_event, publish_fenced
+from services.common.nats.publish import publish_event, publish_fenced, publish_following
 from services.common.observability import tracing
 from services.dispatcher.fold.records import Pricing, apply, no_pricing
 
@@ -142,6 +143,7 @@ class JobEvents:
 
     def __init__(self, js: JetStreamContext, ns: Namespace, source: str = "dispatcher") -> None:
         self.js, self.ns, self.subjects, self.source = js, ns, Subjects(ns), source
+        self.jobs = ns.stream(JOBS)
 
     async def publish(
         self,
@@ -195,12 +197,26 @@ class JobEvents:
         else 0. Its id is the attempt's, so a second launch of the same attempt (a ticket redelivered
         while its first holder stalled between claim and launch) is a duplicate. Only this very event
         (its call id *and* its time) makes the stored copy ours, a retried publish of this launch: a
-        call id alone does not, as one pool process of one replica launches many runs."""
+        call id alone does not, as one pool process of one replica launches many runs.
+
+        It follows the job's last ``job.dispatched`` (:func:`publish_following`): while it is in flight, the
+        attempt before's worker, whose every event is fenced on that subject, is refused rather than stored
+        after it. One of this attempt, or a later one, already there (past the duplicate window) is 0."""
         event = make_event(
             EventType.JOB_DISPATCHED, payload, tenant=record.tenant, source=self.source, job_id=record.id,
             kind=record.kind, attempt=attempt, event_id=attempt_event_id(record.id, attempt, "dispatched"),
         )  # fmt: skip
-        ack = await publish_event(self.js, self.subjects.job_event(record.tenant, record.id, "dispatched"), event)
+        subject = self.subjects.job_event(record.tenant, record.id, "dispatched")
+        fence, follows = self.subjects.stored_job_event(record.tenant, record.id, "dispatched"), 0
+        while True:
+            ack = await publish_following(self.js, self.jobs, subject, event, fence, follows)
+            if isinstance(ack, PubAck):
+                break
+            latest, follows = EventEnvelope.from_json_bytes(ack.data or b"{}"), ack.seq or 0
+            if latest.id == event.id and latest.time == event.time:  # ours: a retry after its ack was lost
+                return follows
+            if (latest.attempt or 0) >= attempt:
+                return 0
         if not ack.duplicate:
             return ack.seq
         stored = await self._stored(ack.seq)

@@ -9,8 +9,9 @@ from pydantic import BaseModel
 from contracts.event_ids import attempt_end_msg_id, attempt_event_id, canceled_event_id
 from contracts.events.jobs import JobCanceledPayload, JobDispatchedPayload, JobRetryingPayload
 from contracts.events.registry import EventType, job_event_name, make_event
+from contracts.streams import JOBS
 from contracts.subjects import Subjects
-from services.common.nats.publish import fence_headers, publish_event
+from services.common.nats.publish import fence_headers, publish_event, publish_following
 from tests.support.lap import TENANT
 
 
@@ -27,9 +28,22 @@ async def dispatcher_event(
 
 
 async def dispatched(js: JetStreamContext, subjects: Subjects, job_id: str, attempt: int) -> int:
-    """Publish ``attempt``'s ``job.dispatched`` (local pool); its JOBS sequence, the worker's fence."""
-    payload = JobDispatchedPayload(backend="local", function="quick")
-    ack = await dispatcher_event(js, subjects, job_id, attempt, EventType.JOB_DISPATCHED, payload, "dispatched")
+    """Publish ``attempt``'s ``job.dispatched`` (local pool) as the dispatcher does, following the job's last
+    one (:func:`~services.common.nats.publish.publish_following`); its JOBS sequence, the worker's fence."""
+    event = make_event(
+        EventType.JOB_DISPATCHED, JobDispatchedPayload(backend="local", function="quick"), tenant=TENANT,
+        source="dispatcher", job_id=job_id, kind="lap_compare", attempt=attempt,
+        event_id=attempt_event_id(job_id, attempt, "dispatched"),
+    )  # fmt: skip
+    subject, fence = (
+        subjects.job_event(TENANT, job_id, "dispatched"),
+        subjects.stored_job_event(TENANT, job_id, "dispatched"),
+    )
+    follows = 0
+    while not isinstance(
+        ack := await publish_following(js, subjects.ns.stream(JOBS), subject, event, fence, follows), PubAck
+    ):
+        follows = ack.seq or 0
     return ack.seq
 
 

@@ -36,7 +36,7 @@ from typing import TypeVar
 
 import nats.js.errors
 from nats.js import JetStreamContext
-from nats.js.api import PubAck
+from nats.js.api import PubAck, RawStreamMsg
 
 from contracts.envelope import EventEnvelope
 from contracts.event_ids import attempt_end_msg_id
@@ -135,6 +135,29 @@ async def publish_fenced(
         if exc.err_code not in FENCED_OUT:
             raise
         return None
+
+
+async def publish_following(
+    js: JetStreamContext, stream: str, subject: str, event: EventEnvelope, fence_subject: str, follows: int
+) -> PubAck | RawStreamMsg:
+    """Publish ``event`` fenced on ``fence_subject`` being at ``follows``, for the mark that fence puts on
+    it: while this publish is in flight, a clustered leader refuses every other publish fenced on that
+    subject (10164) instead of judging it against the message this one follows, and stores it after.
+    A plain publish marks only its own subject, which a fence on a slot-token wildcard never names. The
+    ack; or, when ``fence_subject`` has moved past ``follows``, its last message (the caller decides,
+    and may publish again following it). A refusal while another write of it is in flight is tried
+    again for as long as a publish rides out NATS being away."""
+    deadline, delay = time.monotonic() + RETRY_FOR_S, RETRY_DELAY_S[0]
+    while True:
+        try:
+            return await publish_event(js, subject, event, headers=fence_headers(fence_subject, follows))
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == WRONG_LAST_SEQUENCE:
+                return await js.get_last_msg(stream, fence_subject)
+            if exc.err_code != WRONG_LAST_SEQUENCE_IN_FLIGHT or time.monotonic() + delay > deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(RETRY_DELAY_S[1], delay * 2)
 
 
 async def publish_event_async(js: JetStreamContext, subject: str, event: EventEnvelope) -> asyncio.Future[PubAck]:
