@@ -21,7 +21,8 @@
                                                a reader of the copies it names, or ``None``
 ``ctx.work_dir``                               a temporary folder for outputs (made on first use),
                                                removed after the run
-``ctx.cancelled`` / ``ctx.check_cancelled()``  whether the job's cancel was seen / raise
+``ctx.cancelled`` / ``ctx.check_cancelled()``  whether the job's cancel was seen (or the attempt
+                                               was dispatched again elsewhere) / raise
                                                :class:`CancelledError` if so
 ``ctx.spec`` · ``ctx.request`` · ``ctx.attempt`` · ``ctx.inputs``  the spec, the run request, the
                                                attempt number, the previous stage's artifacts
@@ -55,6 +56,7 @@ from contracts.recordings.manifest import RecordingManifest
 from contracts.runs import Outcome, RunRequest
 from contracts.specs.jobs import InputRef
 from modal_workers.runtime import inputs as runtime_io
+from modal_workers.runtime.attempt_fence import AttemptSuperseded
 from modal_workers.runtime.progress import ProgressThrottle
 from services.common.recordings import StoredRecording
 from services.common.storage import result_key
@@ -72,8 +74,8 @@ class RunHost(Protocol):
         """Run ``coro`` on the runtime's loop and wait for its value."""
 
     def send(self, subject_event: str, event: EventEnvelope, dispatched_seq: int = 0) -> Any:
-        """Queue ``event`` for the sink (an ending fenced by ``dispatched_seq``); a future that completes once
-        it is stored."""
+        """Queue ``event`` for the sink (fenced by ``dispatched_seq``); a future that completes once it is
+        stored."""
 
 
 class CancelledError(Exception):
@@ -96,6 +98,9 @@ class WorkerContext:
         self._work_dir_lock = threading.Lock()
         self.spec: Any = None
         self.cancel_event = threading.Event()
+        self.superseded = False
+        """Whether an event was refused because the job was dispatched again: the run is cancelled, and
+        nothing more of it is sent (:mod:`~modal_workers.runtime.attempt_fence`)."""
         self.artifacts: list[Artifact] = []
         self._sent_fraction = -1.0
         self._progress = ProgressThrottle(self._send_progress, request.progress_min_interval_s)
@@ -252,19 +257,24 @@ class WorkerContext:
         return manifest, lambda key: rt.call(stored.read(key), timeout=rt.input_timeout_s)
 
     # -- used by the runtime ----------------------------------------------------------------------
-    def emit(self, type_: EventType, payload: BaseModel, name: str | None = None, *, ending: bool = False) -> Any:
+    def emit(self, type_: EventType, payload: BaseModel, name: str | None = None) -> Any:
         """Queue one event of this attempt; a future that completes once it is stored.
 
         Its id is in the attempt's worker namespace (:func:`~contracts.event_ids.worker_event_id`):
-        derived from ``name`` (deterministic, so a resend is stored once), else random. The attempt's
-        ``ending`` is fenced by its ``job.dispatched`` (:attr:`~contracts.runs.RunRequest.dispatched_seq`).
+        derived from ``name`` (deterministic, so a resend is stored once), else random. Every event is
+        fenced by the attempt's ``job.dispatched`` (:attr:`~contracts.runs.RunRequest.dispatched_seq`):
+        once one is refused as superseded, none is sent any more (a future already done, with ``None``).
         """
+        if self.superseded:
+            done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            done.set_result(None)
+            return done
         req = self.request
         event = make_event(
             type_, payload, tenant=req.tenant, source=f"worker/{req.kind}", job_id=req.job_id,
             kind=req.kind, attempt=req.attempt, event_id=worker_event_id(req.job_id, req.attempt, name),
         )  # fmt: skip
-        future = self._runtime.send(job_event_name(type_), event, req.dispatched_seq if ending else 0)
+        future = self._runtime.send(job_event_name(type_), event, req.dispatched_seq)
         with self._unsettled_lock:
             self._unsettled.add(future)
         future.add_done_callback(self._settled)
@@ -273,6 +283,9 @@ class WorkerContext:
     def _settled(self, future: Any) -> None:
         with self._unsettled_lock:
             self._unsettled.discard(future)
+        if not future.cancelled() and isinstance(future.exception(), AttemptSuperseded):
+            self.superseded = True
+            self.cancel_event.set()  # a workload that checks stops; what it sends is dropped
 
     def settle_sent(self, timeout: float) -> bool:
         """Wait until every event this run sent is stored or given up (``timeout`` seconds at most); whether
@@ -299,8 +312,8 @@ class WorkerContext:
         """Emit the terminal event the worker owns (none for stages and retryable errors)."""
         if outcome.status == "succeeded" and self.request.stage is None:
             payload: BaseModel = je.JobSucceededPayload(result=outcome.result, artifacts=outcome.artifacts)
-            return self.emit(EventType.JOB_SUCCEEDED, payload, "succeeded", ending=True)
+            return self.emit(EventType.JOB_SUCCEEDED, payload, "succeeded")
         if outcome.status == "permanent" and outcome.error is not None:
             payload = je.JobFailedPayload(error=outcome.error)
-            return self.emit(EventType.JOB_FAILED, payload, "failed", ending=True)
+            return self.emit(EventType.JOB_FAILED, payload, "failed")
         return None

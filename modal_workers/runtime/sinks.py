@@ -28,10 +28,11 @@ from contracts.envelope import EventEnvelope
 from contracts.runs import RunRequest
 from contracts.streams import FRAMES
 from contracts.subjects import Namespace, Subjects
+from modal_workers.runtime.attempt_fence import AttemptSuperseded, publish_in_attempt
 from services.common.config import nats_servers
 from services.common.http.nats_failover import StuckServerWatch
 from services.common.nats.connection import client_options
-from services.common.nats.publish import publish_event, publish_fenced
+from services.common.nats.publish import publish_event
 from services.common.observability import tracing
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,9 @@ class EventSink(Protocol):
     """Where events go (NATS, or the gateway's ingest route)."""
 
     async def send(self, subject_event: str, event: EventEnvelope, *, dispatched_seq: int = 0) -> None:
-        """Store ``event`` (``subject_event`` is the last subject token, e.g. ``progress``)."""
+        """Store ``event`` (``subject_event`` is the last subject token, e.g. ``progress``); with
+        ``dispatched_seq``, only while that is its job's latest ``job.dispatched``, else
+        :class:`~modal_workers.runtime.attempt_fence.AttemptSuperseded`."""
 
 
 @runtime_checkable
@@ -97,23 +100,22 @@ class NatsSink:
         return sink
 
     async def send(self, subject_event: str, event: EventEnvelope, *, dispatched_seq: int = 0) -> None:
-        """Publish and wait for the stream's ack. With ``dispatched_seq`` (the attempt's ending), stored
-        only while that is still the job's latest ``job.dispatched``: an attempt dispatched again meanwhile
-        (this host was cut off, another replica retried it) has this one dropped, not stored as a second end."""
+        """Publish and wait for the stream's ack. With ``dispatched_seq`` (the attempt's ``job.dispatched``),
+        stored only while that is still the job's latest ``job.dispatched``: once the job was dispatched
+        again (this host was cut off, another replica retried it), :class:`AttemptSuperseded` and nothing
+        stored (:mod:`~modal_workers.runtime.attempt_fence`)."""
         assert event.job_id is not None
         subject = self.subjects.job_event(event.tenant, event.job_id, subject_event)
         js, told = self._nc.jetstream(), self.watch.failed if self.watch is not None else None
         if not dispatched_seq:
             await publish_event(js, subject, event, unavailable=told)
             return
-        fence = (self.subjects.stored_job_event(event.tenant, event.job_id, "dispatched"), dispatched_seq)
-        stored = await publish_fenced(js, subject, event, fence, unavailable=told)
-        if stored is None:  # dispatched before JOBS stored slot tokens (an upgrade): its subject has none
-            fence = (self.subjects.job_event(event.tenant, event.job_id, "dispatched"), dispatched_seq)
-            stored = await publish_fenced(js, subject, event, fence, unavailable=told)
-        if stored is None:
+        try:
+            await publish_in_attempt(js, self.subjects, subject, event, dispatched_seq, told)
+        except AttemptSuperseded:
             log.warning("%s of %s attempt %s not stored: the job was dispatched again since (superseded)",
                         event.type, event.job_id, event.attempt)  # fmt: skip
+            raise
 
     async def watch_cancel(self, tenant: str, job_id: str, on_cancel: Callable[[], None]) -> Any:
         """Call ``on_cancel`` when the job's ``job.cancel_requested`` is published; the subscription.

@@ -46,6 +46,7 @@ from contracts.runs import PROGRESS_MIN_INTERVAL_S, Outcome, RunRequest
 from contracts.specs.jobs import parse_job_spec
 from modal_workers.runtime import inputs as runtime_io
 from modal_workers.runtime import sinks as runtime_sinks
+from modal_workers.runtime.attempt_fence import AttemptSuperseded
 from modal_workers.runtime.context import CancelledError, WorkerContext, guess_content_type
 from modal_workers.runtime.errors import PermanentError
 from modal_workers.runtime.session_resume import is_resumable
@@ -149,6 +150,8 @@ class WorkerRuntime:
                     try:
                         await self.sink.send(subject_event, event, dispatched_seq=dispatched_seq)
                         return
+                    except AttemptSuperseded:  # another try cannot be stored either
+                        raise
                     except Exception:
                         if delay is None:
                             log.exception("event %s (%s) could not be sent", event.id, event.type)
@@ -189,6 +192,8 @@ class WorkerRuntime:
             _settle(ctx.finished(outcome))
             if not ctx.settle_sent(60.0):  # a stage's or a retryable run's events land before what follows
                 log.warning("job %s: events still unsent after 60 s; the outcome goes back", request.job_id)
+        except AttemptSuperseded:  # its job.started or its end refused: the job was dispatched again
+            outcome = superseded(request)
         except Exception:  # the sink is down: the outcome still goes back
             log.exception("job %s: events could not be delivered", request.job_id)
             outcome = Outcome(
@@ -213,6 +218,8 @@ class WorkerRuntime:
         except ValidationError as exc:  # the spec itself is wrong: no attempt can fix it
             return Outcome(status="permanent", error=JobError(code="invalid_spec", message=str(exc)[:4000]))
         except CancelledError:
+            if ctx.superseded:  # no dispatcher is left to end this run: it ends now
+                return superseded(ctx.request)
             time.sleep(self.cancel_grace_s)  # the dispatcher ends the run meanwhile
             error = JobError(code="canceled", message="the job was canceled", retryable=True)
             return Outcome(status="retryable", error=error)
@@ -259,6 +266,12 @@ class WorkerRuntime:
         self._thread.join(timeout=10)
         if not self._thread.is_alive():
             self.loop.close()
+
+
+def superseded(request: RunRequest) -> Outcome:
+    """The outcome of a run whose attempt was dispatched again: nothing more of it was stored."""
+    message = f"attempt {request.attempt} was dispatched again elsewhere; this run stopped"
+    return Outcome(status="retryable", error=JobError(code="superseded", message=message, retryable=True))
 
 
 def _settle(future: Any, timeout: float = 60.0) -> None:

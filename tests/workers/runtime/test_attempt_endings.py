@@ -3,8 +3,9 @@
 A worker's ``job.succeeded`` and the dispatcher's ``job.retrying`` (it gave the attempt up: silent,
 timed out) race when the worker's link is slow: bytes a killed worker left in a slow link reach the
 server after the dispatcher's event. Both are published with the attempt's ``Nats-Msg-Id``
-(:func:`contracts.event_ids.attempt_end_msg_id`), so the first stored wins; the local pool's ending is
-also fenced by its ``job.dispatched`` (a later attempt dispatched past the duplicate window).
+(:func:`contracts.event_ids.attempt_end_msg_id`), so the first stored wins; every event of a local run,
+its ending too, is also fenced by its ``job.dispatched`` (a later attempt dispatched past the duplicate
+window: test_superseded_attempt.py).
 """
 
 from __future__ import annotations
@@ -45,19 +46,20 @@ async def _endings(js: JetStreamContext, ns: Namespace, subjects: Subjects, job_
 async def test_an_attempt_dispatched_again_meanwhile_cannot_end_the_job(
     local_runtime: WorkerRuntime, js: JetStreamContext, namespace: Namespace, subjects: Subjects
 ) -> None:
-    """A local run's job.succeeded is fenced by its attempt's job.dispatched: attempt 1, whose host was
-    cut off while attempt 2 was dispatched, runs to the end but its ending is not stored (it was, as a
-    second job.succeeded, before the fence); attempt 2's is. The rest of attempt 1's events are stored:
-    the fold ignores another attempt's progress."""
+    """A local run's events are fenced by its attempt's job.dispatched: attempt 1, whose host was cut off
+    while attempt 2 was dispatched, stores nothing (its job.started is refused, so it does not run: the
+    outcome says superseded); attempt 2 runs and ends the job. Before the fence only its ending was
+    dropped, and the rest of attempt 1 was stored after attempt 2 had begun."""
     first = lap_request({"video": "upl_x"})
     job_id = first.job_id
     first = first.model_copy(update={"dispatched_seq": await dispatched(js, subjects, job_id, 1)})
     second = first.model_copy(update={"attempt": 2, "dispatched_seq": await dispatched(js, subjects, job_id, 2)})
-    assert (await asyncio.to_thread(local_runtime.run, quick, first)).status == "succeeded"
+    outcome = await asyncio.to_thread(local_runtime.run, quick, first)
+    assert (outcome.status, outcome.error and outcome.error.code) == ("retryable", "superseded")
     assert (await asyncio.to_thread(local_runtime.run, quick, second)).status == "succeeded"
     assert await _endings(js, namespace, subjects, job_id) == [("job.succeeded", 2)]
     events = await stored(js, namespace, subjects.job_events(TENANT, job_id))
-    assert [(e.type, e.attempt) for e in events if e.type == "job.started"] == [("job.started", 1), ("job.started", 2)]
+    assert {e.attempt for e in events if e.source.startswith("worker")} == {2}
 
 
 async def test_a_worker_ending_after_the_dispatcher_gave_its_attempt_up_is_not_stored(

@@ -8,12 +8,14 @@ worker went silent. The sink fences such an ending on the subject as it was stor
 
 from __future__ import annotations
 
+import pytest
 from nats.js import JetStreamContext
 
 from contracts.events.jobs import JobSucceededPayload
 from contracts.events.registry import EventType, make_event
 from contracts.streams import JOBS, declarations
 from contracts.subjects import Namespace, Subjects, event_token
+from modal_workers.runtime.attempt_fence import AttemptSuperseded
 from modal_workers.runtime.sinks import NatsSink
 from services.common.nats.declarations import apply_declarations, stream_config
 from services.common.nats.embedded import EmbeddedNats
@@ -37,7 +39,11 @@ async def test_an_ending_fenced_on_a_dispatched_stored_before_the_slot_tokens_is
         for job_id, seq in ((JOB, old), ("job_other", superseded + 1000)):  # the second: not its latest
             event = make_event(EventType.JOB_SUCCEEDED, JobSucceededPayload(), tenant=TENANT, source="worker",
                                job_id=job_id, kind="pose", attempt=1)  # fmt: skip
-            await sink.send("succeeded", event, dispatched_seq=seq)
+            if job_id == JOB:
+                await sink.send("succeeded", event, dispatched_seq=seq)
+            else:
+                with pytest.raises(AttemptSuperseded):
+                    await sink.send("succeeded", event, dispatched_seq=seq)
     finally:
         await sink.close()
     stored = (await js.stream_info(namespace.stream(JOBS), subjects_filter=">")).state.subjects or {}
