@@ -191,8 +191,11 @@ class WorkerContext:
 
     def store(self, name: str, data: bytes | Path | str, content_type: str | None = None) -> Artifact:
         """Store ``data`` under ``results/{tenant}/{job_id}/{name}`` with its type, size and sha256; no event
-        (a live session's snapshots announce themselves with their own)."""
+        (a live session's snapshots announce themselves with their own). :class:`CancelledError` instead
+        once the attempt is known to be superseded."""
         req = self.request
+        if self.superseded:  # the key is the job's, not the attempt's: the later attempt's copy stays
+            raise CancelledError(f"attempt {req.attempt} of job {req.job_id} was dispatched again")
         content_type = content_type or guess_content_type(name)
         key = result_key(req.storage_prefix, req.tenant, req.job_id, name)
         body: bytes | Path = Path(data) if isinstance(data, str) else data

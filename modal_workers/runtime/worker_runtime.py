@@ -192,6 +192,8 @@ class WorkerRuntime:
             _settle(ctx.finished(outcome))
             if not ctx.settle_sent(60.0):  # a stage's or a retryable run's events land before what follows
                 log.warning("job %s: events still unsent after 60 s; the outcome goes back", request.job_id)
+            if ctx.superseded:  # whatever the workload made of it, none of its ending was stored
+                outcome = superseded(request)
         except AttemptSuperseded:  # its job.started or its end refused: the job was dispatched again
             outcome = superseded(request)
         except Exception:  # the sink is down: the outcome still goes back

@@ -33,7 +33,7 @@ from contracts.streams import declarations
 from contracts.subjects import Namespace, Subjects
 from modal_workers.runtime import attempt_fence
 from modal_workers.runtime.sinks import NatsSink
-from modal_workers.runtime.worker_runtime import WorkerContext, WorkerRuntime
+from modal_workers.runtime.worker_runtime import CancelledError, WorkerContext, WorkerRuntime
 from services.common.nats.cluster import NatsCluster, wait_current, wait_jetstream
 from services.common.nats.declarations import apply_declarations
 from services.common.nats.embedded import EmbeddedNats
@@ -119,22 +119,31 @@ async def test_a_run_that_checks_for_a_cancel_stops_at_its_first_event_after_the
 
 
 async def test_a_run_that_never_checks_runs_on_but_stores_nothing_more(
-    patient_runtime: WorkerRuntime, js: Any, namespace: Namespace, subjects: Subjects
+    patient_runtime: WorkerRuntime, js: Any, namespace: Namespace, subjects: Subjects, tmp_path: Path
 ) -> None:
     """Its log lines after the new dispatch and its ``job.succeeded`` are dropped: the first is refused,
-    the rest not even sent. Its outcome says superseded, not succeeded."""
+    the rest not even sent. Its outcome says superseded, not succeeded. An artifact it stores once it knows
+    is not written (the key is the job's: it would replace the later attempt's copy)."""
     handshake = Redispatch()
+    refused: list[str] = []
 
     def workload(spec: Any, ctx: WorkerContext) -> dict[str, Any]:
         handshake.halfway(ctx)
         for tick in range(3):
             ctx.log(f"after {tick}")
             handshake.ticks_after += 1
+        assert ctx.cancel_event.wait(30)  # the first line's refusal reached the run
+        try:
+            ctx.artifact("out.json", b"{}")
+        except CancelledError as exc:
+            refused.append(str(exc))
         return {"ok": True}
 
     first = await handshake.run_superseded(patient_runtime, workload, js, subjects)
     assert handshake.ticks_after == 3
     assert await _worker_events_after(js, namespace, subjects, first.job_id) == []
+    assert refused == [f"attempt 1 of job {first.job_id} was dispatched again"]
+    assert not await asyncio.to_thread(lambda: list(tmp_path.rglob("out.json")))
 
 
 @pytest.fixture(scope="module")
