@@ -56,8 +56,8 @@ from contracts.recordings.manifest import RecordingManifest
 from contracts.runs import Outcome, RunRequest
 from contracts.specs.jobs import InputRef
 from modal_workers.runtime import inputs as runtime_io
-from modal_workers.runtime.attempt_fence import AttemptSuperseded
 from modal_workers.runtime.progress import ProgressThrottle
+from modal_workers.runtime.sinks.attempt_fence import AttemptSuperseded
 from services.common.recordings import StoredRecording
 from services.common.storage import result_key
 
@@ -100,7 +100,7 @@ class WorkerContext:
         self.cancel_event = threading.Event()
         self.superseded = False
         """Whether an event was refused because the job was dispatched again: the run is cancelled, and
-        nothing more of it is sent (:mod:`~modal_workers.runtime.attempt_fence`)."""
+        nothing more of it is sent (:mod:`~modal_workers.runtime.sinks.attempt_fence`)."""
         self.artifacts: list[Artifact] = []
         self._sent_fraction = -1.0
         self._progress = ProgressThrottle(self._send_progress, request.progress_min_interval_s)

@@ -46,12 +46,12 @@ from contracts.runs import PROGRESS_MIN_INTERVAL_S, Outcome, RunRequest
 from contracts.specs.jobs import parse_job_spec
 from modal_workers.runtime import inputs as runtime_io
 from modal_workers.runtime import sinks as runtime_sinks
-from modal_workers.runtime.attempt_fence import AttemptSuperseded
 from modal_workers.runtime.context import CancelledError, WorkerContext, guess_content_type
 from modal_workers.runtime.errors import PermanentError
 from modal_workers.runtime.session_resume import is_resumable
 from modal_workers.runtime.session_run import live_session
 from modal_workers.runtime.sinks import EventSink
+from modal_workers.runtime.sinks.attempt_fence import AttemptSuperseded
 from modal_workers.runtime.yields import ArtifactOut, Log, Progress, Result, drive
 from services.common import event_loop
 from services.common.observability import tracing

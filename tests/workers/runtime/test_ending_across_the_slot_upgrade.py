@@ -15,8 +15,8 @@ from contracts.events.jobs import JobSucceededPayload
 from contracts.events.registry import EventType, make_event
 from contracts.streams import JOBS, declarations
 from contracts.subjects import Namespace, Subjects, event_token
-from modal_workers.runtime.attempt_fence import AttemptSuperseded
 from modal_workers.runtime.sinks import NatsSink
+from modal_workers.runtime.sinks.attempt_fence import AttemptSuperseded
 from services.common.nats.declarations import apply_declarations, stream_config
 from services.common.nats.embedded import EmbeddedNats
 from tests.support.attempts import dispatched

@@ -1,7 +1,7 @@
 """A local run whose attempt was dispatched again stores nothing more and stops.
 
 Every event of a local run is fenced by its attempt's ``job.dispatched``
-(:mod:`modal_workers.runtime.attempt_fence`). A pool process whose dispatcher stood still (or whose host
+(:mod:`modal_workers.runtime.sinks.attempt_fence`). A pool process whose dispatcher stood still (or whose host
 was cut off) while another replica gave its attempt up and dispatched the job again went on running: the
 network-fault suite, with a core kept busy, found its log lines and a heartbeat stored seconds after the
 next attempt had started, two attempts of one job alive at once. Now its first event after the new
@@ -31,8 +31,7 @@ from contracts.events.registry import EventType, make_event
 from contracts.runs import RunRequest
 from contracts.streams import declarations
 from contracts.subjects import Namespace, Subjects
-from modal_workers.runtime import attempt_fence
-from modal_workers.runtime.sinks import NatsSink
+from modal_workers.runtime.sinks import NatsSink, attempt_fence
 from modal_workers.runtime.worker_runtime import CancelledError, WorkerContext, WorkerRuntime
 from services.common.nats.cluster import NatsCluster, wait_current, wait_jetstream
 from services.common.nats.declarations import apply_declarations
