@@ -243,7 +243,12 @@ class WorkerRuntime:
         except Exception:  # the cancel watch is best effort
             log.warning("job %s: no cancel watch", req.job_id, exc_info=True)
             watch = None
-        await asyncio.wrap_future(ctx.started())
+        try:
+            await asyncio.wrap_future(ctx.started())
+        except BaseException:  # not started (superseded, events undeliverable): no run to watch
+            if watch is not None:
+                self._unwatch(watch)
+            raise
         return watch
 
     async def _heartbeats(self, ctx: WorkerContext) -> None:

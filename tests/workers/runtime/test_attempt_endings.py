@@ -56,6 +56,10 @@ async def test_an_attempt_dispatched_again_meanwhile_cannot_end_the_job(
     second = first.model_copy(update={"attempt": 2, "dispatched_seq": await dispatched(js, subjects, job_id, 2)})
     outcome = await asyncio.to_thread(local_runtime.run, quick, first)
     assert (outcome.status, outcome.error and outcome.error.code) == ("retryable", "superseded")
+    # its cancel watch is gone (a pool process serves many runs): looked at once the unwatch has run
+    await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(asyncio.sleep(0), local_runtime.loop))
+    cancel = subjects.job_event(TENANT, job_id, "cancel_requested")
+    assert cancel not in [sub.subject for sub in local_runtime.sink._nc._subs.values()]  # type: ignore[attr-defined]
     assert (await asyncio.to_thread(local_runtime.run, quick, second)).status == "succeeded"
     assert await _endings(js, namespace, subjects, job_id) == [("job.succeeded", 2)]
     events = await stored(js, namespace, subjects.job_events(TENANT, job_id))
