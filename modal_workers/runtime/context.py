@@ -77,6 +77,9 @@ class RunHost(Protocol):
         """Queue ``event`` for the sink (fenced by ``dispatched_seq``); a future that completes once it is
         stored."""
 
+    def superseded(self, request: RunRequest) -> None:
+        """Told once when the run of ``request`` finds its attempt dispatched again."""
+
 
 class CancelledError(Exception):
     """Raised by :meth:`WorkerContext.check_cancelled` once the job's cancel was requested."""
@@ -286,9 +289,10 @@ class WorkerContext:
     def _settled(self, future: Any) -> None:
         with self._unsettled_lock:
             self._unsettled.discard(future)
-        if not future.cancelled() and isinstance(future.exception(), AttemptSuperseded):
+        if not future.cancelled() and isinstance(future.exception(), AttemptSuperseded) and not self.superseded:
             self.superseded = True
             self.cancel_event.set()  # a workload that checks stops; what it sends is dropped
+            self._runtime.superseded(self.request)
 
     def settle_sent(self, timeout: float) -> bool:
         """Wait until every event this run sent is stored or given up (``timeout`` seconds at most); whether

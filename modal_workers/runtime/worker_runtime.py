@@ -114,7 +114,8 @@ class WorkerRuntime:
     ``max_input_bytes`` caps each downloaded input and ``input_timeout_s`` its download time;
     ``cancel_grace_s`` is how long a run that stopped on a cancel waits for the dispatcher to end
     it (it kills the process group, or cancels the Modal call, and publishes ``job.canceled``)
-    before it reports back as retryable.
+    before it reports back as retryable. ``on_superseded`` is told when a run finds its attempt
+    dispatched again (:meth:`superseded`).
     """
 
     def __init__(
@@ -125,9 +126,10 @@ class WorkerRuntime:
         max_input_bytes: int = runtime_io.DEFAULT_MAX_INPUT_BYTES,
         input_timeout_s: float = 900.0,
         cancel_grace_s: float = 30.0,
+        on_superseded: Callable[[RunRequest], None] | None = None,
     ) -> None:
         self.max_input_bytes, self.input_timeout_s = max_input_bytes, input_timeout_s
-        self.cancel_grace_s = cancel_grace_s
+        self.cancel_grace_s, self.on_superseded = cancel_grace_s, on_superseded
         self.loop = event_loop.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="worker-events", daemon=True)
         self._thread.start()
@@ -166,6 +168,12 @@ class WorkerRuntime:
         future completes once it is stored."""
         coro = self._send(subject_event, event, self._trace, dispatched_seq)
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def superseded(self, request: RunRequest) -> None:
+        """The run of ``request`` found its attempt dispatched again: told to ``on_superseded`` (the local
+        pool's process ends itself if the workload does not stop)."""
+        if self.on_superseded is not None:
+            self.on_superseded(request)
 
     def run(self, workload: Workload, request: RunRequest) -> Outcome:
         """Run ``workload`` for ``request`` in a span of the job's trace (``request.trace``): every event

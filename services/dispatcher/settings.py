@@ -46,6 +46,12 @@ class DispatcherSettings(BaseServiceSettings):
         "own).",
     )
     local_worker_nats_password: SecretStr | None = Field(default=None, description="That user's password.")
+    local_worker_superseded_grace_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a pool worker whose attempt was dispatched again elsewhere "
+        "waits for its workload to stop before it ends its process group (one that never checks for a cancel).",
+    )
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
     progress_min_interval_s: float = Field(
         default=PROGRESS_MIN_INTERVAL_S,

@@ -14,7 +14,9 @@ the event loop's readers, so a non-zero exit or a SIGKILL raises :class:`WorkerL
 as the kernel reports it (no polling). :meth:`LocalPool.kill` ends the process group; every dead
 process is replaced in the background. With ``local_workers_die_with_dispatcher`` (``gpurelay
 dev``) the processes die with this one however it ends; otherwise a busy one finishes its attempt
-and reports straight to NATS, and an idle one exits when its pipe closes.
+and reports straight to NATS (unless the attempt is dispatched again meanwhile: it then stops, and ends
+itself ``local_worker_superseded_grace_s`` later if its workload does not), and an idle one exits when
+its pipe closes.
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ class LocalPool:
         worker = as_identity(s, s.local_worker_nats_user, s.local_worker_nats_password)  # not the dispatcher's
         scratch = str(self.scratch.root) if self.scratch.root is not None else None
         env = {**os.environ, **s.local_worker_env}  # the fork server's own is as old as the server
-        args = (child, worker, env, parent_pid, scratch)
+        args = (child, worker, env, parent_pid, scratch, s.local_worker_superseded_grace_s)
         process = self._ctx.Process(target=worker_main, args=args, daemon=False)
         # On the loop's thread, one at a time (spawning_without_main hides __main__ for the call). The first
         # start waits for the fork server's imports (about 0.7 s, while the dispatcher starts); later ones a fork.
