@@ -4,10 +4,10 @@ What a sink is (``protocols``), the two sinks (``nats_sink``, ``ingest_sink``) a
 a local run is published behind (``attempt_fence``); the names are re-exported here.
 
 * :class:`NatsSink` publishes each event straight to JetStream on
-  ``jobs.{tenant}.{job}.{event}``, deduplicated by ``Nats-Msg-Id`` = the event id, and waits for
-  the stream's ack. It also watches the job's cancel (:meth:`NatsSink.watch_cancel`: a core NATS
-  subscription to ``jobs.{tenant}.{job}.cancel_requested``, no consumer), so a workload can stop
-  early.
+  ``jobs.{tenant}.{job}.{event}``, deduplicated by ``Nats-Msg-Id`` = the event id and fenced by its
+  attempt's ``job.dispatched`` (``attempt_fence``), and waits for the stream's ack. It also watches the
+  job's cancel (:meth:`NatsSink.watch_cancel`: a core NATS subscription to
+  ``jobs.{tenant}.{job}.cancel_requested``, no consumer), so a workload can stop early.
 * :class:`IngestSink` posts events to the gateway's ingest route
   (``POST /v1/internal/jobs/{id}/events``) with the job-scoped token, retrying transient failures
   (connection errors, 408, 429, 5xx) with exponential backoff. Each event keeps its id across
