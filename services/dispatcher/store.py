@@ -212,11 +212,14 @@ class JobEvents:
             ack = await publish_following(self.js, self.jobs, subject, event, fence, follows)
             if isinstance(ack, PubAck):
                 break
-            latest, follows = EventEnvelope.from_json_bytes(ack.data or b"{}"), ack.seq or 0
+            latest = EventEnvelope.from_json_bytes(ack.data or b"{}")
             if latest.id == event.id and latest.time == event.time:  # ours: a retry after its ack was lost
-                return follows
+                return ack.seq or 0
             if (latest.attempt or 0) >= attempt:
                 return 0
+            if (ack.seq or 0) <= follows:  # refused, yet the subject has not moved on: never spin on it
+                raise RuntimeError(f"job.dispatched of {record.id} refused at {follows} with nothing after it")
+            follows = ack.seq or 0
         if not ack.duplicate:
             return ack.seq
         stored = await self._stored(ack.seq)

@@ -6,13 +6,16 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from pydantic import BaseModel
 
+from contracts.envelope import utc_now
 from contracts.event_ids import attempt_end_msg_id, attempt_event_id, canceled_event_id
 from contracts.events.jobs import JobCanceledPayload, JobDispatchedPayload, JobRetryingPayload
 from contracts.events.registry import EventType, job_event_name, make_event
-from contracts.streams import JOBS
+from contracts.job_record import JobRecord
+from contracts.specs.jobs import parse_job_spec
 from contracts.subjects import Subjects
-from services.common.nats.publish import fence_headers, publish_event, publish_following
-from tests.support.lap import TENANT
+from services.common.nats.publish import fence_headers, publish_event
+from services.dispatcher.store import JobEvents
+from tests.support.lap import TENANT, lap_request
 
 
 async def dispatcher_event(
@@ -28,23 +31,12 @@ async def dispatcher_event(
 
 
 async def dispatched(js: JetStreamContext, subjects: Subjects, job_id: str, attempt: int) -> int:
-    """Publish ``attempt``'s ``job.dispatched`` (local pool) as the dispatcher does, following the job's last
-    one (:func:`~services.common.nats.publish.publish_following`); its JOBS sequence, the worker's fence."""
-    event = make_event(
-        EventType.JOB_DISPATCHED, JobDispatchedPayload(backend="local", function="quick"), tenant=TENANT,
-        source="dispatcher", job_id=job_id, kind="lap_compare", attempt=attempt,
-        event_id=attempt_event_id(job_id, attempt, "dispatched"),
-    )  # fmt: skip
-    subject, fence = (
-        subjects.job_event(TENANT, job_id, "dispatched"),
-        subjects.stored_job_event(TENANT, job_id, "dispatched"),
-    )
-    follows = 0
-    while not isinstance(
-        ack := await publish_following(js, subjects.ns.stream(JOBS), subject, event, fence, follows), PubAck
-    ):
-        follows = ack.seq or 0
-    return ack.seq
+    """Publish ``attempt``'s ``job.dispatched`` (local pool) with the dispatcher's own
+    :meth:`~services.dispatcher.store.JobEvents.publish_dispatched` (following the job's last one); its JOBS
+    sequence, the worker's fence."""
+    record = JobRecord.new(job_id, TENANT, parse_job_spec(lap_request({"video": "upl_x"}).spec), utc_now())
+    payload = JobDispatchedPayload(backend="local", function="quick")
+    return await JobEvents(js, subjects.ns).publish_dispatched(record, payload, attempt)
 
 
 async def retrying(js: JetStreamContext, subjects: Subjects, job_id: str, attempt: int) -> PubAck:

@@ -29,6 +29,7 @@ consumers continue the job's trace, and is counted by type (``gpurelay_events_pu
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -147,17 +148,17 @@ async def publish_following(
     ack; or, when ``fence_subject`` has moved past ``follows``, its last message (the caller decides,
     and may publish again following it). A refusal while another write of it is in flight is tried
     again for as long as a publish rides out NATS being away."""
-    deadline, delay = time.monotonic() + RETRY_FOR_S, RETRY_DELAY_S[0]
-    while True:
-        try:
-            return await publish_event(js, subject, event, headers=fence_headers(fence_subject, follows))
-        except nats.js.errors.APIError as exc:
-            if exc.err_code == WRONG_LAST_SEQUENCE:
-                return await js.get_last_msg(stream, fence_subject)
-            if exc.err_code != WRONG_LAST_SEQUENCE_IN_FLIGHT or time.monotonic() + delay > deadline:
-                raise
-        await asyncio.sleep(delay)
-        delay = min(RETRY_DELAY_S[1], delay * 2)
+
+    def in_flight(exc: Exception) -> bool:
+        return isinstance(exc, nats.js.errors.APIError) and exc.err_code == WRONG_LAST_SEQUENCE_IN_FLIGHT
+
+    publish = functools.partial(publish_event, js, subject, event, headers=fence_headers(fence_subject, follows))
+    try:
+        return await until_answered(publish, f"publish to {subject}", also_retried=in_flight)
+    except nats.js.errors.APIError as exc:
+        if exc.err_code != WRONG_LAST_SEQUENCE:
+            raise
+        return await js.get_last_msg(stream, fence_subject)
 
 
 async def publish_event_async(js: JetStreamContext, subject: str, event: EventEnvelope) -> asyncio.Future[PubAck]:

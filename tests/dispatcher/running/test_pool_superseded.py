@@ -16,12 +16,11 @@ import pytest
 from nats.js import JetStreamContext
 
 from contracts.events.registry import EventType
-from contracts.streams import Declarations
-from contracts.subjects import Namespace, Subjects
+from contracts.subjects import Subjects
 from services.dispatcher.running.local_pool import LocalPool, WorkerLostError
 from services.dispatcher.settings import DispatcherSettings
 from tests.support.attempts import dispatched
-from tests.support.dispatcher import W
+from tests.support.dispatcher import EventLog, W
 from tests.support.gateway import stored
 from tests.support.lap import TENANT, lap_request
 
@@ -29,13 +28,8 @@ pytestmark = pytest.mark.timeout(120)
 GRACE_S = 1.0
 
 
-async def _started(js: JetStreamContext, namespace: Namespace, subjects: Subjects, job_id: str) -> bool:
-    events = await stored(js, namespace, subjects.job_events(TENANT, job_id))
-    return any(e.type == EventType.JOB_STARTED for e in events)
-
-
 async def test_a_superseded_run_that_never_checks_ends_its_pool_process_after_the_grace(
-    settings: DispatcherSettings, js: JetStreamContext, namespace: Namespace, subjects: Subjects, declared: Declarations
+    settings: DispatcherSettings, js: JetStreamContext, subjects: Subjects, event_log: EventLog
 ) -> None:
     pool = LocalPool(settings.model_copy(update={"local_worker_superseded_grace_s": GRACE_S}), size=1)
     await pool.start()
@@ -46,17 +40,12 @@ async def test_a_superseded_run_that_never_checks_ends_its_pool_process_after_th
         job_id = request.job_id
         request = request.model_copy(update={"dispatched_seq": await dispatched(js, subjects, job_id, 1)})
         running = asyncio.create_task(pool.run(proc, request))
-        for _ in range(600):  # its job.started stored: the run is under way
-            if await _started(js, namespace, subjects, job_id):
-                break
-            await asyncio.sleep(0.05)
-        else:
-            pytest.fail("the run never started")
+        await event_log.wait(lambda: event_log.first(job_id, "job.started") is not None, 30)  # under way
         await dispatched(js, subjects, job_id, 2)  # another replica retried the attempt
         with pytest.raises(WorkerLostError) as lost:
             await asyncio.wait_for(running, 60)  # `forever` sleeps 600 s
         assert lost.value.pid == pid
-        events = await stored(js, namespace, subjects.job_events(TENANT, job_id))
+        events = await stored(js, subjects.ns, subjects.job_events(TENANT, job_id))
         redispatch = next(i for i, e in enumerate(events) if e.type == EventType.JOB_DISPATCHED and e.attempt == 2)
         assert [e.type for e in events[redispatch:] if e.source.startswith("worker")] == []
         replaced: Any = await asyncio.wait_for(pool.acquire(), 90)  # the pool started another in its place

@@ -89,8 +89,7 @@ async def _attempt_one(js: Any, subjects: Subjects) -> RunRequest:
 
 
 async def _worker_events_after(js: Any, namespace: Namespace, subjects: Subjects, job_id: str) -> list[str]:
-    """The worker events of attempt 1 stored after attempt 2's ``job.dispatched``, and the worker events
-    of attempt 1 before it (``type:message``), in stream order."""
+    """The worker events stored after attempt 2's ``job.dispatched`` (``type:message``), in stream order."""
     events = await stored(js, namespace, subjects.job_events(TENANT, job_id))
     redispatch = next(i for i, e in enumerate(events) if e.type == EventType.JOB_DISPATCHED and e.attempt == 2)
     return [f"{e.type}:{e.data.get('message', '')}" for e in events[redispatch:] if e.source.startswith("worker")]
