@@ -163,8 +163,11 @@ class Reactions:
         sizes = [known[u] if u in known else _size(found[u]) for u in upload_ids]
         entry = new_entry(record, record.attempt, input_bytes=await self._input_bytes(record, sizes))
         queued = await self.positions.told_in_queued(entry)  # its place, so no job.position follows
-        await self.events.publish(record, EventType.JOB_QUEUED, queued, queued_event_id(record.id))
-        await self.enqueue(record, record.attempt, entry=entry)  # now, not when job.queued is folded
+        try:
+            await self.events.publish(record, EventType.JOB_QUEUED, queued, queued_event_id(record.id))
+            await self.enqueue(record, record.attempt, entry=entry)  # now, not when job.queued is folded
+        finally:
+            self.positions.made(entry)
         for upload_id in upload_ids if noted else ():
             await self.waits.delete(f"{record.tenant}.{upload_id}.{record.id}")
 

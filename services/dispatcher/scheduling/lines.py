@@ -63,7 +63,7 @@ class WaitingLines(Generic[Entry]):
             return
         line = self._lines.setdefault(entry.kind, {}).get(entry.tenant)
         if line is None:
-            line = self._lines[entry.kind][entry.tenant] = SortedKeyList(key=self._sort_key)
+            line = self._lines[entry.kind][entry.tenant] = SortedKeyList(key=self.sort_key)
         line.add(entry)
         self._placed[entry.key] = entry
 
@@ -101,7 +101,8 @@ class WaitingLines(Generic[Entry]):
         if (placed := self.position(entry.key)) is not None:
             return placed
         line = self._lines.get(entry.kind, {}).get(entry.tenant)
-        return 1 + (int(line.bisect_key_left(self._sort_key(entry))) if line is not None else 0)
+        return 1 + (int(line.bisect_key_left(self.sort_key(entry))) if line is not None else 0)
 
-    def _sort_key(self, entry: Entry) -> tuple[float, float, str]:
+    def sort_key(self, entry: Entry) -> tuple[float, float, str]:
+        """Where ``entry`` sorts in its tenant's line (smaller first)."""
         return (*self.order(entry), entry.key)

@@ -17,7 +17,10 @@ only when it is lower than the last it published (so a feed never shows it going
 priority job arriving ahead holds it instead), each with the id ``{job}-a{n}-pos{p}``. The last place
 of an entry is forgotten once the mirror has dropped it; one told before its entry is in the mirror
 (its ``job.queued`` is published before the entry is made) is kept meanwhile, up to
-:data:`UNSEEN_KEPT_S`, or an update between the two would forget it and tell the place again.
+:data:`UNSEEN_KEPT_S`, or an update between the two would forget it and tell the place again. For the
+same reason a place told in ``job.queued`` counts the entries ahead of it that this replica told and is
+still making (:meth:`Positions.made` ends that): a job submitted once an earlier one's ``job.queued``
+was seen is not told a place one short.
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ class Positions:
         self._unseen: dict[str, float] = {}
         """Entries whose place was told before the mirror had them: when (monotonic)."""
         self._pending: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._making: dict[str, QueueEntry] = {}
+        """Entries whose place ``job.queued`` told, whose KV create is not yet done (by key)."""
 
     def waiting(self, kind: str, tenant: str, first: int | None = None) -> list[QueueEntry]:
         """``tenant``'s unclaimed entries of ``kind`` in the order they would start (the ``first`` ones)."""
@@ -75,11 +80,32 @@ class Positions:
     async def told_in_queued(self, entry: QueueEntry) -> JobQueuedPayload:
         """``job.queued`` for the entry about to be queued, with the place it will have and its ETA (so
         it needs no ``job.position`` of its own: :meth:`queued` then says only a better place)."""
-        position = self.queue.lines.place_of(entry)
-        eta = await self.eta_s(entry, position)
+        position = self.queue.lines.place_of(entry) + self._made_ahead(entry)
+        self._making[entry.key] = entry
+        try:
+            eta = await self.eta_s(entry, position)
+        except BaseException:
+            self.made(entry)
+            raise
         self._told(entry.key, position)
         at = datetime.now(UTC) + timedelta(seconds=eta) if eta is not None else None
         return JobQueuedPayload(position=position, eta_s=eta, eta_at=at)
+
+    def made(self, entry: QueueEntry) -> None:
+        """The entry whose place :meth:`told_in_queued` told is made (in the mirror), or will not be."""
+        self._making.pop(entry.key, None)
+
+    def _made_ahead(self, entry: QueueEntry) -> int:
+        """The entries of ``entry``'s line told and still being made, which the mirror lacks, ahead of it."""
+        lines, mine = self.queue.lines, self.queue.lines.sort_key(entry)
+        return sum(
+            1
+            for other in self._making.values()
+            if (other.kind, other.tenant) == (entry.kind, entry.tenant)
+            and other.key != entry.key
+            and self.queue.revision(other.key) is None
+            and lines.sort_key(other) < mine
+        )
 
     async def queued(self, entry: QueueEntry, then: Callable[[], Awaitable[None]] | None = None) -> None:
         """Announce a newly queued attempt's position; ``then`` (its ticket's publish) is sent right

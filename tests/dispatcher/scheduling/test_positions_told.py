@@ -71,3 +71,25 @@ async def test_a_told_place_whose_entry_never_comes_is_forgotten_after_a_while(
     monkeypatch.setattr(positions_module, "UNSEEN_KEPT_S", 0.0)
     await positions._update("pose", "acme")
     assert positions.published == {}  # bounded: not kept for good
+
+
+async def test_a_place_counts_the_entries_ahead_still_being_made(
+    js: JetStreamContext, declared: Declarations, namespace: Namespace
+) -> None:
+    """The fold tells a job's place, publishes its ``job.queued``, then makes the entry: a job queued
+    meanwhile (another partition; a client that saw the first ``job.queued`` and submitted again) is
+    not told a place one short, the flake of the queue position test's ETA."""
+    positions, queue = await _positions(js, namespace)
+    first, second, third = _entry("job-1"), _entry("job-2"), _entry("job-3")
+    assert (await positions.told_in_queued(first)).position == 1  # its KV create not yet done
+    assert (await positions.told_in_queued(second)).position == 2  # counts the first
+    assert await queue.enqueue(first)  # made, in the mirror: counted once, not twice
+    assert (await positions.told_in_queued(third)).position == 3
+    positions.made(first)
+    positions.made(third)
+    positions.made(second)  # never made (its create failed): no longer ahead of anyone
+    assert (await positions.told_in_queued(_entry("job-4"))).position == 2
+    earlier = QueueEntry(tenant="acme", job_id="job-0", kind="pose", attempt=1, enqueued_at=first.enqueued_at - 1)
+    assert (await positions.told_in_queued(earlier)).position == 1  # the one made later, behind it, is not counted
+    other = QueueEntry(tenant="globex", job_id="job-g", kind="pose", attempt=1, enqueued_at=time.time())
+    assert (await positions.told_in_queued(other)).position == 1  # another tenant's line
