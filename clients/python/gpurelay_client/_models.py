@@ -3,6 +3,7 @@ from docs/openapi.json and docs/asyncapi.json. Do not edit; regenerate (a test c
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -95,11 +96,31 @@ class DeadLetterPage(ApiModel):
     data: list[DeadLetterItem]
     next_after: int | None = None
 
+    def __iter__(self) -> Iterator[DeadLetterItem]:  # type: ignore[override]
+        """The rows, as a list iterates (a pydantic model would iterate its fields)."""
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> DeadLetterItem:
+        return self.data[index]
+
 
 class DeliveryList(ApiModel):
     """``GET /v1/webhooks/{id}/deliveries``: newest first."""
 
     data: list[DeliveryState]
+
+    def __iter__(self) -> Iterator[DeliveryState]:  # type: ignore[override]
+        """The rows, as a list iterates (a pydantic model would iterate its fields)."""
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> DeliveryState:
+        return self.data[index]
 
 
 class DeliveryState(ApiModel):
@@ -265,6 +286,16 @@ class JobList(ApiModel):
     items: list[JobOut]
     next_cursor: str | None = None
 
+    def __iter__(self) -> Iterator[JobOut]:  # type: ignore[override]
+        """The rows, as a list iterates (a pydantic model would iterate its fields)."""
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> JobOut:
+        return self.items[index]
+
 
 class JobLogPayload(ApiModel):
     """``job.log``: one log line from the worker."""
@@ -405,6 +436,16 @@ class JointHistory(ApiModel):
     next_cursor: str | None = None
     robot_id: str
 
+    def __iter__(self) -> Iterator[JointRecord]:  # type: ignore[override]
+        """The rows, as a list iterates (a pydantic model would iterate its fields)."""
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> JointRecord:
+        return self.items[index]
+
 
 class JointRecord(ApiModel):
     """One stored sample: the sample, its place in the stream and when gpurelay received it."""
@@ -441,6 +482,16 @@ class KindList(ApiModel):
     """Every workload this deployment routes (a token limited to kinds: those)."""
 
     items: list[KindOut]
+
+    def __iter__(self) -> Iterator[KindOut]:  # type: ignore[override]
+        """The rows, as a list iterates (a pydantic model would iterate its fields)."""
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> KindOut:
+        return self.items[index]
 
 
 class KindOut(ApiModel):
@@ -714,6 +765,16 @@ class RobotList(ApiModel):
 
     items: list[RobotOut]
 
+    def __iter__(self) -> Iterator[RobotOut]:  # type: ignore[override]
+        """The rows, as a list iterates (a pydantic model would iterate its fields)."""
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> RobotOut:
+        return self.items[index]
+
 
 class RobotOut(ApiModel):
     """A robot that sent joint angles lately (it is forgotten ``robot_latest_ttl_s`` after its last)."""
@@ -788,6 +849,16 @@ class SessionList(ApiModel):
 
     items: list[SessionOut]
     next_cursor: str | None = None
+
+    def __iter__(self) -> Iterator[SessionOut]:  # type: ignore[override]
+        """The rows, as a list iterates (a pydantic model would iterate its fields)."""
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> SessionOut:
+        return self.items[index]
 
 
 class SessionOut(ApiModel):
@@ -1101,6 +1172,16 @@ class WebhookList(ApiModel):
     """The tenant's endpoints, oldest first."""
 
     data: list[WebhookEndpoint]
+
+    def __iter__(self) -> Iterator[WebhookEndpoint]:  # type: ignore[override]
+        """The rows, as a list iterates (a pydantic model would iterate its fields)."""
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> WebhookEndpoint:
+        return self.data[index]
 
 
 class WebhookTarget(ApiModel):

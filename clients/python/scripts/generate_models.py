@@ -5,7 +5,9 @@
 
 Models are for reading what the server sends, so they are tolerant: every field's type and default
 follows the schema, but constraints (lengths, bounds, patterns) are the server's to enforce, and a
-field the client does not know yet is kept (``extra="allow"``). Taken: every schema a public
+field the client does not know yet is kept (``extra="allow"``). A list or page answer (its rows in
+``items`` or ``data``) iterates, counts and indexes its rows as a list does (``for kind in
+client.kinds.list()``), where a pydantic model would iterate its fields. Taken: every schema a public
 response of openapi.json reaches (a ``-Output`` variant loses its suffix), and every event payload
 of asyncapi.json, with ``EVENT_PAYLOADS`` mapping an event type to its payload model. A schema in
 both documents must render to the same class, or generation fails.
@@ -32,6 +34,7 @@ from docs/openapi.json and docs/asyncapi.json. Do not edit; regenerate (a test c
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -43,6 +46,21 @@ class ApiModel(BaseModel):
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 '''
+
+
+ROW_FIELDS = ("items", "data")
+"""The field holding a list or page answer's rows, the first of these that is a list of models."""
+ROWS = """
+    def __iter__(self) -> Iterator[{row}]:  # type: ignore[override]
+        \"\"\"The rows, as a list iterates (a pydantic model would iterate its fields).\"\"\"
+        return iter(self.{field})
+
+    def __len__(self) -> int:
+        return len(self.{field})
+
+    def __getitem__(self, index: int) -> {row}:
+        return self.{field}[index]
+"""
 
 
 def literal(value: Any) -> str:
@@ -132,7 +150,15 @@ class Renderer:
         required = set(schema.get("required", []))
         for prop, node in sorted(schema["properties"].items()):
             lines.append(self.field(prop, node, prop in required))
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + self.rows(schema)
+
+    def rows(self, schema: dict[str, Any]) -> str:
+        """A list or page answer's list methods over its rows (:data:`ROWS`); nothing for another object."""
+        for name in ROW_FIELDS:
+            node = schema["properties"].get(name, {})
+            if name in schema.get("required", []) and node.get("type") == "array" and "$ref" in node.get("items", {}):
+                return ROWS.format(field=name, row=class_name(node["items"]["$ref"]))
+        return ""
 
 
 def refs(node: Any) -> set[str]:

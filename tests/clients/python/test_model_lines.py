@@ -28,3 +28,32 @@ def test_a_short_union_stays_on_one_line_and_a_long_one_wraps() -> None:
     wrapped = renderer.field("spec", union(*long_names), True)
     inner = " | ".join(long_names) + ', Field(discriminator="kind")'
     assert wrapped == f"    spec: Annotated[\n        {inner}\n    ]"
+
+
+def test_every_list_and_page_answer_iterates_counts_and_indexes_its_rows() -> None:
+    """``for kind in client.kinds.list()``: a pydantic model would yield ``(field, value)`` pairs."""
+    from gpurelay_client import _models
+
+    rows_of = {
+        _models.KindList: "items",
+        _models.RobotList: "items",
+        _models.SessionList: "items",
+        _models.JobList: "items",
+        _models.JointHistory: "items",
+        _models.WebhookList: "data",
+        _models.DeliveryList: "data",
+        _models.DeadLetterPage: "data",
+    }
+    listed = {
+        model
+        for model in vars(_models).values()
+        if isinstance(model, type) and issubclass(model, _models.ApiModel) and "__iter__" in vars(model)
+    }
+    assert listed == set(rows_of)  # every answer with rows, and nothing else
+    for model, field in rows_of.items():
+        rows = [object(), object()]
+        answer = model.model_construct(**{field: rows, "next_cursor": "c"})
+        assert (list(answer), len(answer), answer[1]) == (rows, 2, rows[1])
+        assert getattr(answer, field) is rows  # still a model, its fields as they were
+        assert repr(answer).startswith(model.__name__)
+        assert not model.model_construct(**{field: []})  # empty is falsy, as a list

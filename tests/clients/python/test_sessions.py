@@ -173,7 +173,7 @@ def test_a_real_delivery_verifies_and_a_forged_one_does_not(
     with Client(stack.url, api_key=stack.new_key("hooked")) as client:
         endpoint = client.webhooks.create(url, ["job.succeeded"])
         job = client.jobs.run("lap_compare", inputs={"video": lap_video}, params={"downscale_width": 160}, timeout=90)
-        assert [e.id for e in client.webhooks.list().data] == [endpoint.id]
+        assert [e.id for e in client.webhooks.list()] == [endpoint.id]
     import asyncio
 
     asyncio.run(wait_for(lambda: hooks.on("/hooks"), 30, "the job.succeeded delivery"))
