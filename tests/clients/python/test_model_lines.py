@@ -4,6 +4,7 @@ discriminated union wrapped as ``ruff format`` wraps it (the job spec's union of
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from tests.clients.python.test_contract import ROOT, generator
 
@@ -34,7 +35,7 @@ def test_every_list_and_page_answer_iterates_counts_and_indexes_its_rows() -> No
     """``for kind in client.kinds.list()``: a pydantic model would yield ``(field, value)`` pairs."""
     from gpurelay_client import _models
 
-    rows_of = {
+    rows_of: dict[Any, str] = {
         _models.KindList: "items",
         _models.RobotList: "items",
         _models.SessionList: "items",
