@@ -15,6 +15,7 @@ from rich.table import Table
 from contracts.job_record import JobStatus
 from contracts.specs.jobs import JobKind
 from services.cli.client import as_dict, async_client, cli_settings, kind_name, run, status_name
+from services.cli.tables import print_table
 from services.common.queue_place import queue_place_text
 
 jobs_app = typer.Typer(help="List, show and cancel jobs.", no_args_is_help=True)
@@ -150,7 +151,7 @@ def list_jobs(
             short_time(job.get("created_at")),
             short_time(job.get("updated_at")),
         )
-    Console().print(table)
+    print_table(table, "id", "status")
 
 
 @jobs_app.command("show")

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from contracts.ids import validate_id
 from contracts.streams import KV_APIKEYS
+from services.cli.tables import print_table
 from services.common.auth.apikeys import ApiKeyStore
 from services.common.config import BaseServiceSettings, load_settings
 from services.common.nats.connection import connect
@@ -74,4 +75,4 @@ def list_keys(
     table = Table("key id", "tenant", "name", "created", "revoked")
     for r in _with_store(data_dir, lambda store: store.list(tenant)):
         table.add_row(r.key_id, r.tenant, r.name, r.created_at.isoformat(timespec="seconds"), str(r.revoked_at or ""))
-    Console().print(table)
+    print_table(table, "key id", "tenant")

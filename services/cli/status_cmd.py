@@ -14,6 +14,7 @@ from rich.table import Table
 from services.cli.client import cli_settings
 from services.cli.jobs import human_size
 from services.cli.status import collect
+from services.cli.tables import print_table
 from services.common.nats.connection import connect
 
 
@@ -90,4 +91,4 @@ def status(
         return
     console = Console()
     for table in tables(report):
-        console.print(table)
+        print_table(table, "stream", "consumer", "bucket", "kind", "tenant", "endpoint", console=console)

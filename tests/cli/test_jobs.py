@@ -59,6 +59,15 @@ async def test_ls_follows_the_cursor_and_filters(env: dict[str, str], acme: Tena
     assert bad.exit_code == 2
 
 
+async def test_ls_piped_prints_whole_ids_whatever_the_width(env: dict[str, str], acme: Tenant) -> None:
+    """``gpurelay jobs ls | grep``: not a terminal, so rich would fit the table to ``COLUMNS``."""
+    ids = await make_jobs(acme, 2)
+    narrow = await invoke(["jobs", "ls"], {**env, "COLUMNS": "60"})
+    assert narrow.exit_code == 0, narrow.output
+    assert [i for i in ids if i in narrow.stdout] == ids
+    assert "…" not in narrow.stdout
+
+
 async def test_show_table_json_and_missing(env: dict[str, str], acme: Tenant) -> None:
     (job_id,) = await make_jobs(acme, 1)
     table = await invoke(["jobs", "show", job_id], env)

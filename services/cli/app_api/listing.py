@@ -15,6 +15,7 @@ from contracts.specs.jobs import JobKind
 from services.cli.app_api.connect import api_client, echo_json, utc
 from services.cli.client import kind_name, status_name
 from services.cli.jobs import short_time
+from services.cli.tables import print_table
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Read dev.env from this data dir.")]
 
@@ -34,7 +35,7 @@ def list_sessions(
     for s in page.items:
         created = short_time(s.created_at.isoformat())
         table.add_row(s.id, s.kind, s.state, s.robot_id or "", str(s.frames_received), s.subject or "", created)
-    Console().print(table)
+    print_table(table, "id", "robot", "subject")
 
 
 def cancel(

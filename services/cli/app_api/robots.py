@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from services.cli.app_api.connect import api_client, utc
 from services.cli.client import err_console
 from services.cli.jobs import short_time
+from services.cli.tables import print_table
 
 robots_app = typer.Typer(help="List robots and read their joint history.", no_args_is_help=True)
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Read dev.env from this data dir.")]
@@ -28,7 +28,7 @@ def list_robots(data_dir: DataDir = None) -> None:
     for robot in robots:
         session = f"{robot.session.id} ({robot.session.state})" if robot.session else ""
         table.add_row(robot.id, short_time(robot.last_sample_at.isoformat()), str(robot.joint_count), session)
-    Console().print(table)
+    print_table(table, "robot", "session")
 
 
 @robots_app.command("joints")

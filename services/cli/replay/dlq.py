@@ -19,6 +19,7 @@ from rich.table import Table
 from contracts.api.dead_letters import PAGE_MAX
 from services.cli.client import async_client, cli_settings, run
 from services.cli.jobs import short_time
+from services.cli.tables import print_table
 
 dlq_app = typer.Typer(help="A webhook endpoint's dead letters: list, show, redrive.", no_args_is_help=True)
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Read dev.env from this data dir.")]
@@ -63,7 +64,7 @@ def list_dead_letters(
             str(d["id"]), d["event_id"], d["event_type"], d.get("job_id") or "", str(d["attempts"]),
             last[:40], short_time(d.get("dead_lettered_at")),
         )  # fmt: skip
-    Console().print(table)
+    print_table(table, "id", "event", "job")
 
 
 @dlq_app.command("show")
