@@ -27,6 +27,7 @@ from contracts.streams import KV_APIKEYS
 from services.cli.dev_secrets import DevNatsUsers, dev_secret
 from services.common.auth.apikeys import ApiKeyStore, generate_key
 from services.common.config import BaseServiceSettings, dev_env_path
+from services.common.http.one_origin import serve_routes_of
 from services.common.http_server import EmbeddedHttpServer
 from services.common.nats.connection import connect
 from services.common.nats.declarations import apply_declarations, declarations_of
@@ -176,12 +177,12 @@ class DevStack:
         self.dispatcher = Dispatcher(dispatcher, modal_client=self.modal_client)
         await self.dispatcher.start()
         # One origin, as the reverse proxy gives in production: the notifier's routes (SSE,
-        # webhook deliveries) answer wherever the gateway has no route of its own.
+        # webhook deliveries) beside the gateway's.
         notifier = create_notifier_app(NotifierSettings(**shared, **users.settings("notifier")))
         self._notifier_lifespan = notifier.router.lifespan_context(notifier)
         await self._notifier_lifespan.__aenter__()
         gateway = create_app(settings)
-        gateway.mount("/", notifier)
+        serve_routes_of(gateway, notifier)
         await self.gateway.start(gateway)
         self.env = {**base, "GPURELAY_URL": self.gateway.url, "GPURELAY_API_KEY": dev_key}
         self._write_env()

@@ -57,6 +57,12 @@ async def test_dev_writes_env_serves_and_stops_cleanly(tmp_path: Path) -> None:
             assert hook.status_code == 201, hook.text
             deliveries = await client.get(f"/v1/webhooks/{hook.json()['id']}/deliveries")
             assert deliveries.status_code == 200, deliveries.text
+            # A gateway path asked with a method it lacks is a 405, not a 404 from the notifier.
+            wrong = await client.put("/v1/jobs")
+            assert (wrong.status_code, wrong.headers["content-type"]) == (405, "application/problem+json")
+            assert "POST" in wrong.headers["allow"]
+            assert (await client.delete("/v1/webhooks/missing/deliveries")).status_code == 405
+            assert (await client.get("/v1/nothing")).status_code == 404
         nc = await connect_env(env)
         js = nc.jetstream()
         ack = await js.publish("jobs.acme.job_1.created", b"{}", headers={"Nats-Msg-Id": "persist-1"})
