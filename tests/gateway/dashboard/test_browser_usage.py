@@ -3,6 +3,8 @@ Playwright): the chart of GPU-seconds and cost per day is painted, the form show
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.gateway.dashboard.conftest import Browsing
@@ -19,6 +21,9 @@ def test_the_usage_chart_is_painted_and_the_form_shows_the_price(browsing: Brows
     page.goto("/usage?days=14")
     page.wait_for_selector("#usage-chart canvas")
     assert page.get_attribute("#usage-chart", "data-points") == "14"
+    # the time axis reaches half a day past the first and the last day: their bars are whole
+    page.wait_for_selector("#usage-chart[data-span]")
+    assert json.loads(page.get_attribute("#usage-chart", "data-span") or "null") == [-43200, 43200]
     assert page.locator(".u-legend").count() == 1
     shot(browsing, "usage", "Usage", "Per day", "Per kind", "Quotas today")
     page.click("nav >> text=New job")
