@@ -139,6 +139,8 @@ def test_a_lap_is_uploaded_submitted_watched_live_and_shown_as_charts_and_video(
     assert painted > 500  # the speed line and axes are drawn
     page.wait_for_selector("#delta-chart[data-points] canvas")  # with a reference: the per-segment deltas
     assert int(page.get_attribute("#delta-chart", "data-points") or 0) >= 5
+    page.wait_for_selector("#delta-chart[data-span]")  # its edge bars whole: half a segment past each end
+    assert json.loads(page.get_attribute("#delta-chart", "data-span") or "null") == [-0.5, 0.5]
     assert "overlay.mp4" in page.inner_text("#artifacts")
     video = page.evaluate(VIDEO_STATE, "video[data-video='overlay.mp4']")  # the WebM rendition plays
     assert video["ready"] == "playing", video

@@ -3,11 +3,15 @@
 
 const COLOURS = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6"];
 
+// options.xPad: how far the x axis reaches past the first and the last x (bars: half a bar's step, so
+// the edge bars are drawn whole); the chart says it in data-span once drawn.
 function chart(target, title, xs, ys, options = {}) {
   const width = Math.max(280, target.clientWidth || 600);
+  const pad = options.xPad || 0;
   const opts = {
     title, width, height: 220,
-    scales: { x: { time: false } },
+    scales: { x: { time: false, range: (u, min, max) => [min - pad, max + pad] } },
+    hooks: { ready: [(u) => (target.dataset.span = JSON.stringify([u.scales.x.min - xs[0], u.scales.x.max - xs.at(-1)]))] },
     series: [{ label: options.xLabel || "x" }, { label: options.yLabel || "y", stroke: "#1f5fbf", width: 2, ...(options.series || {}) }],
     axes: [{ label: options.xLabel }, { label: options.yLabel }],
   };
@@ -31,7 +35,7 @@ async function lapCharts(box) {
   }
   const bars = window.uPlot.paths.bars({ size: [0.7, 60] });
   chart(delta, "Per-segment delta", segments.map((s) => s.index + 1), segments.map((s) => s.delta_s),
-    { xLabel: "segment", yLabel: "delta (s)", series: { paths: bars, fill: "#f5823199", stroke: "#f58231" } });
+    { xLabel: "segment", yLabel: "delta (s)", xPad: 0.5, series: { paths: bars, fill: "#f5823199", stroke: "#f58231" } });
 }
 
 function project(h, x, y) {
