@@ -122,6 +122,7 @@ def test_a_lap_is_uploaded_submitted_watched_live_and_shown_as_charts_and_video(
     assert uploads[0] < 100  # the bar moved up to 100 %
     page.evaluate("window.__sameDocument = true")
     page.wait_for_function("document.getElementById('job-status').textContent === 'succeeded'", timeout=90_000)
+    assert page.inner_text("#job-message") == ""  # not the last progress message ("uploading artifacts")
     moves = [v for v in recorded(b, "job-progress") if 0 < v < 1]
     assert len(set(moves)) >= 2, recorded(b, "job-progress")  # the bar moved, live
     assert recorded(b, "job-progress")[-1] == 1
@@ -195,6 +196,12 @@ def test_a_running_job_is_canceled_from_its_page(
     assert page.is_hidden("#cancel")
     assert "job.cancel_requested" in page.inner_text("#event-log")
     shot(b, "job-canceled", "canceled", "Cancellation requested.")
+    # ended: no progress message left saying what it was doing, and no artifact still to come
+    assert page.inner_text("#job-message") == ""
+    page.wait_for_function("document.getElementById('artifacts').innerText.trim() === 'None.'", timeout=30_000)
+    page.reload()
+    page.wait_for_selector("#artifacts")
+    assert (page.inner_text("#job-message"), page.inner_text("#artifacts").strip()) == ("", "None.")
     b.expect_no_errors()
 
 

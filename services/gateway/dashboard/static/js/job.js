@@ -79,6 +79,7 @@ function onEvent(type, raw) {
   if (TERMINAL[type]) {
     setStatus(TERMINAL[type]);
     if (type === "job.succeeded") setFraction(1);
+    message.textContent = ""; // the last progress message ("uploading artifacts") no longer says what happens
     cancel.hidden = true;
     root.dataset.terminal = "true";
     source.close();
