@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from contracts.record_repair import INVALID_RECORD, UnreadableRecordError
+from services.common.http.allowed import allow_header
 from services.common.http.nats_failover import StuckServerWatch
 from services.common.nats.connection import NATS_AWAY
 from services.common.storage.base import StorageError, StorageFullError
@@ -95,8 +96,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem(422, "The request is not valid.", title="Validation failed", errors=_clean_errors(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:  # every method of the path, not one route's
+            headers["Allow"] = allow_header(request.app, request.scope["path"], headers.get("Allow", ""))
+        return problem(exc.status_code, str(exc.detail), headers=headers)
 
     async def _unavailable(request: Request, exc: Exception) -> JSONResponse | None:
         log.warning("NATS unavailable on %s %s: %r", _method(request), request.url.path, exc)
