@@ -40,3 +40,15 @@ async def test_allow_names_every_method_of_the_path() -> None:
     assert jobs.headers["content-type"].startswith(PROBLEM_JSON)
     assert jobs.headers["allow"] == "GET, HEAD, POST"
     assert (one.status_code, one.headers["allow"]) == (405, "DELETE, GET, HEAD")
+
+
+async def test_an_app_without_a_document_still_answers_405_with_starlettes_allow() -> None:
+    app = _app()
+
+    def broken() -> dict[str, object]:
+        raise RuntimeError("no schema")
+
+    app.openapi = broken  # type: ignore[method-assign]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        jobs = await http.put("/jobs")
+    assert (jobs.status_code, jobs.headers["allow"]) == (405, "POST")  # not a 500

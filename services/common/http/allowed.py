@@ -8,10 +8,13 @@ document that matches, with the ones Starlette named (a route outside the docume
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 from starlette.routing import compile_path
+
+log = logging.getLogger(__name__)
 
 
 def allow_header(app: Any, path: str, named: str) -> str:
@@ -29,7 +32,11 @@ def _paths(app: Any) -> list[tuple[re.Pattern[str], set[str]]]:
     """Each path template of ``app``'s OpenAPI document as a pattern, with its methods (kept on the app)."""
     cached: list[tuple[re.Pattern[str], set[str]]] | None = getattr(app.state, "allowed_paths", None)
     if cached is None:
-        paths = app.openapi().get("paths", {})
+        try:
+            paths = app.openapi().get("paths", {})
+        except Exception:  # a 405 is never made a 500: Starlette's Allow stands alone
+            log.exception("no OpenAPI document to tell a 405's Allow from")
+            paths = {}
         cached = [(compile_path(template)[0], {m.upper() for m in ops}) for template, ops in paths.items()]
         app.state.allowed_paths = cached
     return cached
