@@ -10,7 +10,7 @@ function chart(target, title, xs, ys, options = {}) {
   const pad = options.xPad || 0;
   const opts = {
     title, width, height: 220,
-    scales: { x: { time: false, range: (u, min, max) => [min - pad, max + pad] } },
+    scales: { x: pad ? { time: false, range: (u, min, max) => [min - pad, max + pad] } : { time: false } },
     hooks: { ready: [(u) => (target.dataset.span = JSON.stringify([u.scales.x.min - xs[0], u.scales.x.max - xs.at(-1)]))] },
     series: [{ label: options.xLabel || "x" }, { label: options.yLabel || "y", stroke: "#1f5fbf", width: 2, ...(options.series || {}) }],
     axes: [{ label: options.xLabel }, { label: options.yLabel }],
