@@ -15,6 +15,26 @@ from typing import Any
 from contracts.api.kinds import KindOut
 
 ZIP = "application/zip"
+UNITS = {"s": "s", "ms": "ms", "deg": "°"}
+"""A parameter's name ending in a unit (``max_duration_s``): its label says it in brackets."""
+WORDS = {
+    "fps": "FPS", "iou": "IoU", "sh": "SH", "sfm": "SfM", "urdf": "URDF", "rpy": "RPY", "xyz": "XYZ",
+    "hfov": "horizontal FOV", "imgsz": "image size", "vid": "video", "conf": "confidence",
+}  # fmt: skip
+"""Words of parameter names a label spells out."""
+
+
+def label_of(name: str, title: str | None = None) -> str:
+    """A parameter's label: its schema's own title, else its name as words (``max_duration_s`` → ``Max
+    duration (s)``, not pydantic's ``Max Duration S``)."""
+    if title and title != name.replace("_", " ").title():
+        return title
+    words = name.split("_")
+    unit = UNITS.get(words[-1]) if len(words) > 1 else None
+    words = [WORDS.get(word, word) for word in (words[:-1] if unit else words)]
+    text = " ".join(words)
+    text = text[:1].upper() + text[1:]
+    return f"{text} ({unit})" if unit else text
 
 
 @dataclass(frozen=True)
@@ -100,7 +120,7 @@ def param_fields(kind: KindOut) -> list[ParamField]:
         fields.append(
             ParamField(
                 name=name,
-                label=str(raw.get("title") or name),
+                label=label_of(name, raw.get("title")),
                 control=control,
                 default=raw.get("default"),
                 description=str(raw.get("description") or ""),

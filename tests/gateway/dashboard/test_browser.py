@@ -122,7 +122,7 @@ def test_a_lap_is_uploaded_submitted_watched_live_and_shown_as_charts_and_video(
     page.wait_for_selector("[data-loc='params.downscale_width']:not(:empty)")
     assert "64" in page.inner_text("[data-loc='params.downscale_width']")  # "greater than or equal to 64"
     assert page.is_visible("#form-problem")
-    shot(b, "new-job-refused", "New job", "Downscale Width", "64")
+    shot(b, "new-job-refused", "New job", "Downscale width", "64")
     page.fill("#p-downscale_width", "640")
     page.add_init_script(RECORD_QUEUE_PLACE)
     page.click("#submit-job")

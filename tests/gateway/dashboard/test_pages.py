@@ -154,12 +154,15 @@ async def test_the_new_job_form_is_generated_from_the_kinds_schema(signed_in: ht
     assert 'min="64"' in page.text
     assert 'max="1920"' in page.text
     assert 'id="up-video"' in page.text  # the upload's progress bar
+    assert "Max duration (s)" in page.text  # its name as words with its unit, not pydantic's title
+    assert "Max Duration S" not in page.text
     assert unlabelled_controls(page.text) == []
     pose = await signed_in.get("/jobs/new?kind=pose", headers={"HX-Request": "true"})
     assert "<html" not in pose.text
     assert 'name="param:batch_size"' in pose.text
     assert 'value="8"' in pose.text
     assert 'data-control="checkbox" checked' in pose.text  # track defaults to true
+    assert "IoU" in pose.text
     kinds = (await signed_in.get("/jobs/new?kind=splat")).text.split('id="kind"')[1].split("</select>")[0]
     assert 'value="lap_compare" selected' in kinds  # a session kind is not a job: the first kind instead
     assert "splat" not in kinds
