@@ -162,8 +162,8 @@ class Reactions:
                 return
         sizes = [known[u] if u in known else _size(found[u]) for u in upload_ids]
         entry = new_entry(record, record.attempt, input_bytes=await self._input_bytes(record, sizes))
-        queued = await self.positions.told_in_queued(entry)  # its place, so no job.position follows
         try:
+            queued = await self.positions.told_in_queued(entry)  # its place, so no job.position follows
             await self.events.publish(record, EventType.JOB_QUEUED, queued, queued_event_id(record.id))
             await self.enqueue(record, record.attempt, entry=entry)  # now, not when job.queued is folded
         finally:

@@ -81,12 +81,8 @@ class Positions:
         """``job.queued`` for the entry about to be queued, with the place it will have and its ETA (so
         it needs no ``job.position`` of its own: :meth:`queued` then says only a better place)."""
         position = self.queue.lines.place_of(entry) + self._made_ahead(entry)
-        self._making[entry.key] = entry
-        try:
-            eta = await self.eta_s(entry, position)
-        except BaseException:
-            self.made(entry)
-            raise
+        self._making[entry.key] = entry  # until made(), which the caller owes however this ends
+        eta = await self.eta_s(entry, position)
         self._told(entry.key, position)
         at = datetime.now(UTC) + timedelta(seconds=eta) if eta is not None else None
         return JobQueuedPayload(position=position, eta_s=eta, eta_at=at)
