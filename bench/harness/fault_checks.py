@@ -94,7 +94,7 @@ def _job_of(body: bytes) -> str | None:
 def sse_problems(reader: SseReader, stored: list[Stored]) -> list[str]:
     """How what ``reader`` read differs from its job's events up to the terminal one (empty: gap-free)."""
     if not reader.task.done():
-        return [f"{reader.job_id}: the SSE reader has not reached a terminal event"]
+        return [f"{reader.job_id}: the SSE reader has not reached a terminal event ({reader.where()})"]
     if reader.task.cancelled():
         return [f"{reader.job_id}: the SSE reader was cancelled before a terminal event"]
     if reader.task.exception() is not None:

@@ -72,10 +72,13 @@ class SseReader:
         self.events: list[Event] = []
         self.connections = 0
         """How many openings of the stream delivered events: 1 + the resumptions."""
+        self.failures = 0
+        """Openings in a row, up to now, that delivered no event."""
+        self.last_error: str | None = None
+        """The last error an opening ended with (what a stalled reader was told)."""
         self.task = asyncio.create_task(self._read(), name=f"sse:{job_id}")
 
     async def _read(self) -> None:
-        failures = 0
         async with AsyncClient(self.base_url, api_key=self.key, timeout=10.0, stream_max_reconnects=0) as client:
             while not (self.events and self.events[-1].terminal):
                 after = self.events[-1].id if self.events else None
@@ -84,16 +87,23 @@ class SseReader:
                     async for event in client.jobs.stream(self.job_id, after=after):
                         self.events.append(event)
                 except APIError as exc:
+                    self.last_error = repr(exc)
                     if exc.status not in NOT_NOW:
                         raise
-                except StreamError:
-                    pass
+                except StreamError as exc:
+                    self.last_error = repr(exc)
                 self.connections += len(self.events) > read
-                failures = 0 if len(self.events) > read else failures + 1
-                if failures > MAX_FAILURES:
-                    raise StreamError(f"{self.job_id}: {failures} openings in a row without an event")
+                self.failures = 0 if len(self.events) > read else self.failures + 1
+                if self.failures > MAX_FAILURES:
+                    raise StreamError(f"{self.job_id}: {self.failures} openings in a row without an event")
                 if not self.events[-1:] or not self.events[-1].terminal:
                     await asyncio.sleep(RESUME_S)
+
+    def where(self) -> str:
+        """Where the reader is: events read, the last one, openings and the last error."""
+        last = f"{self.events[-1].type} at {self.events[-1].id}" if self.events else "none"
+        return (f"{len(self.events)} events read (last: {last}), {self.connections} openings with events, "
+                f"{self.failures} without in a row, last error {self.last_error}")  # fmt: skip
 
     @property
     def seqs(self) -> list[int]:

@@ -96,7 +96,7 @@ async def test_a_node_killed_mid_job_and_another_mid_delivery_lose_nothing(
     await wait_for(logged, 30, "steps logged with a node down")
     fault.release()
     held = await settle(nc, fault.settings, job_ids, fault.pricing, {"/hook": receiver}, readers, 90)
-    assert held.problems() == []
+    assert held.problems() == [], fault.notifier.log_excerpt(60)
     first.start()
     streams = [info.config.name or "" for info in await js.streams_info()]
     await wait_current(js, streams, 60)
@@ -113,7 +113,7 @@ async def test_a_node_killed_mid_job_and_another_mid_delivery_lose_nothing(
     )
     second.start()
     print(result, "refused", len(refused), "nodes killed", first.server_name, second.server_name)
-    assert result.problems() == []
+    assert result.problems() == [], fault.notifier.log_excerpt(60)
     assert result.webhooks_missing == 0
     assert result.jobs == HELD_JOBS + LATER_JOBS
     server.close()

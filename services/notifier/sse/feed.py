@@ -93,8 +93,9 @@ class Feed:
     A delivery can also be lost while the consumer lives: written to a connection that resets while its
     pull goes on (the server keeps the pull, nats-py subscribes its inbox again, and the next messages
     come through it). The consumer acknowledges nothing, so the server never sends it again; the gap
-    shows in the consumer's delivery sequence, which counts every delivery one by one, and the feed
-    then makes a new consumer after the last sequence it read. Nothing is skipped or read twice.
+    shows in the consumer's delivery sequence, which counts every delivery one by one (in the next
+    delivery, or, when none follows, in the pull's idle heartbeat, which names the last one sent), and the
+    feed then makes a new consumer after the last sequence it read. Nothing is skipped or read twice.
     """
 
     def __init__(
@@ -227,6 +228,10 @@ class Feed:
                 # (after a lost delivery this feed deletes it itself, its pull still open: not an end)
             if status != "100":  # 408/409/404: the request ended; send another
                 self._done.set()
+            elif self._missed_before(headers) and not self._lost:
+                log.warning("an SSE feed missed its last delivery after %d; reading again from there", self.last_seq)
+                self._lost = True
+                self._done.set()
             return
         try:
             seq, delivered = msg.metadata.sequence.stream, msg.metadata.sequence.consumer
@@ -247,6 +252,17 @@ class Feed:
         item = read_item(seq, msg.subject, msg.data, msg.headers)
         if item is not None:
             self.queue.put_nowait(item)  # never full: we asked for at most the room there was
+
+    def _missed_before(self, heartbeat: dict[str, str]) -> bool:
+        """Whether an idle heartbeat says the consumer delivered more than was taken: a lost delivery that
+        no later one showed (the last event, a job's terminal one, would wait for good). Its stream
+        sequence must be past the last read too (a heartbeat of the consumer this one replaced says less)."""
+        try:
+            consumer = int(heartbeat.get("Nats-Last-Consumer", "0"))
+            stream = int(heartbeat.get("Nats-Last-Stream", "0"))
+        except ValueError:
+            return False
+        return consumer > self._delivered and stream > self.last_seq
 
     async def get(self, timeout_s: float | None) -> Item | None:
         """The next event, or ``None`` after ``timeout_s`` (at most a second: check :attr:`gone`)."""
