@@ -46,7 +46,9 @@ class AsyncClient:
     ``timeout`` bounds each request (seconds); ``max_retries`` the retries of one request (429/503 after
     ``Retry-After``, a lost connection after a backoff; a POST only when it carries an
     ``Idempotency-Key`` or is idempotent); ``stream_max_reconnects`` the reconnections of an event
-    stream in a row without an event. ``events_url``: where the SSE routes are, when not on ``base_url``.
+    stream in a row without an event; ``stream_idle_timeout`` how long a stream may stay silent (the
+    server's keep-alive comes every 15 s) before it is taken as cut and resumed. ``events_url``: where
+    the SSE routes are, when not on ``base_url``.
     """
 
     def __init__(
@@ -59,9 +61,10 @@ class AsyncClient:
         max_retries: int = 3,
         events_url: str | None = None,
         stream_max_reconnects: int = 10,
+        stream_idle_timeout: float = 60.0,
     ) -> None:
         self.options = ClientOptions.make(
-            base_url, api_key, token, timeout, max_retries, events_url, stream_max_reconnects
+            base_url, api_key, token, timeout, max_retries, events_url, stream_max_reconnects, stream_idle_timeout
         )
         self._http = httpx.AsyncClient(base_url=self.options.base_url, headers=self.options.headers(), timeout=timeout)
         self._storage = httpx.AsyncClient(timeout=httpx.Timeout(timeout, write=None))  # pre-signed URLs: no API key
@@ -139,7 +142,7 @@ class AsyncClient:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise APITimeoutError(f"{url}: no terminal event in time")
-            timeout = httpx.Timeout(self.options.timeout, read=left)
+            timeout = httpx.Timeout(self.options.timeout, read=self.options.stream_read_s(left))
             try:
                 async with self._http.stream("GET", url, headers=dict(request.headers), timeout=timeout) as response:
                     if response.is_error:

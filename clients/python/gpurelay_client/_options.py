@@ -28,6 +28,10 @@ class ClientOptions:
     max_retries: int
     events_url: str
     stream_max_reconnects: int
+    stream_idle_timeout: float = 60.0
+    """Seconds an event stream may stay silent before it is taken as cut and resumed: the notifier sends a
+    keep-alive every 15 s, so a longer silence is a connection that died without closing (a host gone,
+    a partition), on which a read would otherwise wait for good."""
 
     @classmethod
     def make(
@@ -39,6 +43,7 @@ class ClientOptions:
         max_retries: int,
         events_url: str | None,
         stream_max_reconnects: int,
+        stream_idle_timeout: float = 60.0,
     ) -> ClientOptions:
         """Resolve the arguments (and the environment); a :class:`GpurelayError` for a contradiction."""
         if api_key is not None and token is not None:
@@ -46,14 +51,19 @@ class ClientOptions:
         url = base_url or os.environ.get("GPURELAY_URL")
         if not url:
             raise GpurelayError("no base_url: pass Client(base_url) or set GPURELAY_URL")
-        if max_retries < 0 or timeout <= 0:
-            raise GpurelayError("max_retries must be >= 0 and timeout > 0")
+        if max_retries < 0 or timeout <= 0 or stream_idle_timeout <= 0:
+            raise GpurelayError("max_retries must be >= 0, timeout and stream_idle_timeout > 0")
         credential = api_key if api_key is not None else token
         if credential is None:
             credential = os.environ.get("GPURELAY_API_KEY") or None
         url = url.rstrip("/")
         events = (events_url or os.environ.get("GPURELAY_EVENTS_URL") or url).rstrip("/")
-        return cls(url, credential, timeout, max_retries, events, stream_max_reconnects)
+        return cls(url, credential, timeout, max_retries, events, stream_max_reconnects, stream_idle_timeout)
+
+    def stream_read_s(self, left: float | None) -> float:
+        """How long one read of an event stream may wait: :attr:`stream_idle_timeout`, or the ``left``
+        of a caller's deadline when that is sooner."""
+        return self.stream_idle_timeout if left is None else min(left, self.stream_idle_timeout)
 
     def headers(self) -> dict[str, str]:
         """Headers of every API request."""

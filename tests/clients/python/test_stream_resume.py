@@ -1,15 +1,18 @@
 """``jobs.stream`` against stand-in SSE endpoints that misbehave on purpose (what the CLI's ``submit`` and
 ``session`` watch through): a dropped connection and a stream that ends early are resumed with
-``Last-Event-ID`` after the server's ``retry:`` hint, an answer of "not now" (503) is waited out, and an
-error answer (401) raises the typed problem at once."""
+``Last-Event-ID`` after the server's ``retry:`` hint, an answer of "not now" (503) is waited out, an
+error answer (401) raises the typed problem at once, and a stream gone silent (no event, no keep-alive)
+is taken as cut after ``stream_idle_timeout`` and resumed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator
 
 import pytest
-from gpurelay_client import AsyncClient, Unauthorized
+from gpurelay_client import AsyncClient, Client, GpurelayError, Unauthorized
 from gpurelay_client._models import JobProgressPayload
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -91,3 +94,49 @@ async def test_a_503_is_waited_out() -> None:
             got = [e async for e in client.jobs.stream("job_1")]
     assert [(e.id, e.type) for e in got] == [("1", "job.succeeded")]
     assert len(calls) == 2
+
+
+def silent_then_done(openings: list[str | None], released: threading.Event) -> Starlette:
+    """A stand-in SSE endpoint whose first connection sends one event and then nothing, never closing (a
+    host that died without a word); a later one sends the rest."""
+
+    async def events(request: Request) -> Response:
+        last = request.headers.get("last-event-id")
+        openings.append(last)
+        if last is None:
+
+            async def silent() -> AsyncIterator[str]:
+                yield frame(1, "job.started")
+                await asyncio.to_thread(released.wait, 30)  # no keep-alive either, until the test ends
+
+            return StreamingResponse(silent(), media_type="text/event-stream")
+        return Response(frame(2, "job.succeeded", 1.0), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/v1/jobs/{job_id}/events", events)])
+
+
+async def test_a_stream_silent_past_its_idle_timeout_is_resumed_in_both_twins() -> None:
+    openings: list[str | None] = []
+    released = threading.Event()
+    sock = bound_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    with serve(silent_then_done(openings, released), sock):
+        try:
+            async with AsyncClient(url, api_key="k", stream_idle_timeout=0.5) as client:
+                async with asyncio.timeout(20):  # without the idle timeout the read waits for good
+                    got = [(e.id, e.type) async for e in client.jobs.stream("job_1")]
+
+            def blocking() -> list[tuple[str | None, str]]:
+                with Client(url, api_key="k", stream_idle_timeout=0.5) as sync:
+                    return [(e.id, e.type) for e in sync.jobs.stream("job_1")]
+
+            sync_got = await asyncio.wait_for(asyncio.to_thread(blocking), 20)
+        finally:
+            released.set()
+    assert got == sync_got == [("1", "job.started"), ("2", "job.succeeded")]
+    assert openings == [None, "1", None, "1"]
+
+
+def test_a_stream_idle_timeout_must_be_positive() -> None:
+    with pytest.raises(GpurelayError, match="stream_idle_timeout"):
+        Client("http://127.0.0.1:9", api_key="k", stream_idle_timeout=0)
