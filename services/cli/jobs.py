@@ -15,10 +15,10 @@ from rich.table import Table
 from contracts.job_record import JobStatus
 from contracts.specs.jobs import JobKind
 from services.cli.client import as_dict, async_client, cli_settings, kind_name, run, status_name
-from services.cli.tables import print_table
+from services.cli.output import CommandGroup, print_table
 from services.common.queue_place import queue_place_text
 
-jobs_app = typer.Typer(help="List, show and cancel jobs.", no_args_is_help=True)
+jobs_app = CommandGroup(help="List, show and cancel jobs.", no_args_is_help=True)
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Read dev.env from this data dir.")]
 STATUS_STYLE = {"succeeded": "green", "failed": "red", "canceled": "yellow", "running": "cyan"}
 

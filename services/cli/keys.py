@@ -13,12 +13,12 @@ from rich.table import Table
 
 from contracts.ids import validate_id
 from contracts.streams import KV_APIKEYS
-from services.cli.tables import print_table
+from services.cli.output import CommandGroup, print_table
 from services.common.auth.apikeys import ApiKeyStore
 from services.common.config import BaseServiceSettings, load_settings
 from services.common.nats.connection import connect
 
-keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+keys_app = CommandGroup(help="Create, list and revoke API keys.", no_args_is_help=True)
 console = Console(stderr=True)
 T = TypeVar("T")
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Read dev.env from this data dir.")]

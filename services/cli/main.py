@@ -23,6 +23,7 @@ from services.cli.dev import DataDirInUseError, DevStack, print_ready, run_until
 from services.cli.jobs import jobs_app
 from services.cli.keys import keys_app
 from services.cli.nats_cmd import nats_app
+from services.cli.output import CommandGroup
 from services.cli.replay.command import replay
 from services.cli.replay.dlq import dlq_app
 from services.cli.serve import serve_app
@@ -33,7 +34,7 @@ from services.cli.submit import submit
 from services.common.config import BaseServiceSettings
 from services.common.observability.tracing import setup_tracing
 
-app = typer.Typer(
+app = CommandGroup(
     name="gpurelay", help="Run GPU jobs on media and robot data, and watch them live.", no_args_is_help=True
 )
 console = Console(stderr=True)

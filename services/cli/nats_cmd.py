@@ -18,12 +18,13 @@ import typer
 from rich.console import Console
 
 from contracts.subjects import Namespace
+from services.cli.output import CommandGroup
 from services.common.config import BaseServiceSettings, load_settings
 from services.common.nats.connection import connect
 from services.common.nats.declarations import ApplyReport, apply_declarations, declarations_of
 from services.common.nats.server_auth import deploy_authorization
 
-nats_app = typer.Typer(help="Apply the stream and bucket declarations; print the NATS users' config.")
+nats_app = CommandGroup(help="Apply the stream and bucket declarations; print the NATS users' config.")
 console = Console(stderr=True)
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Read dev.env from this data dir.")]
 

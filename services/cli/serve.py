@@ -9,8 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-import typer
-
+from services.cli.output import CommandGroup
 from services.common.config import load_settings
 from services.common.http_server import serve_forever
 from services.common.observability.logging import setup_logging
@@ -18,7 +17,7 @@ from services.common.observability.tracing import setup_tracing
 from services.gateway.settings import GatewaySettings
 from services.notifier.settings import NotifierSettings
 
-serve_app = typer.Typer(add_completion=False)
+serve_app = CommandGroup(add_completion=False)
 
 
 @serve_app.command()

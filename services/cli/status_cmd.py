@@ -13,8 +13,8 @@ from rich.table import Table
 
 from services.cli.client import cli_settings
 from services.cli.jobs import human_size
+from services.cli.output import print_table
 from services.cli.status import collect
-from services.cli.tables import print_table
 from services.common.nats.connection import connect
 
 

@@ -9,8 +9,9 @@ from typing import Annotated, Any
 import typer
 
 from services.cli.client import async_client, cli_settings, run
+from services.cli.output import CommandGroup
 
-cors_app = typer.Typer(help="Show or set your tenant's CORS origins.", no_args_is_help=True)
+cors_app = CommandGroup(help="Show or set your tenant's CORS origins.", no_args_is_help=True)
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Read dev.env from this data dir.")]
 
 

@@ -15,7 +15,7 @@ from contracts.specs.jobs import JobKind
 from services.cli.app_api.connect import api_client, echo_json, utc
 from services.cli.client import kind_name, status_name
 from services.cli.jobs import short_time
-from services.cli.tables import print_table
+from services.cli.output import print_table
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Read dev.env from this data dir.")]
 

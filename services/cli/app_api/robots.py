@@ -13,9 +13,9 @@ from rich.table import Table
 from services.cli.app_api.connect import api_client, utc
 from services.cli.client import err_console
 from services.cli.jobs import short_time
-from services.cli.tables import print_table
+from services.cli.output import CommandGroup, print_table
 
-robots_app = typer.Typer(help="List robots and read their joint history.", no_args_is_help=True)
+robots_app = CommandGroup(help="List robots and read their joint history.", no_args_is_help=True)
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Read dev.env from this data dir.")]
 
 

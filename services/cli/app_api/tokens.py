@@ -11,8 +11,9 @@ import typer
 from contracts.api.tokens import Scope
 from contracts.specs.jobs import JobKind
 from services.cli.app_api.connect import api_client, echo_json
+from services.cli.output import CommandGroup
 
-tokens_app = typer.Typer(help="Mint short-lived scoped tokens.", no_args_is_help=True)
+tokens_app = CommandGroup(help="Mint short-lived scoped tokens.", no_args_is_help=True)
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Read dev.env from this data dir.")]
 
 

@@ -19,9 +19,9 @@ from rich.table import Table
 from contracts.api.dead_letters import PAGE_MAX
 from services.cli.client import async_client, cli_settings, run
 from services.cli.jobs import short_time
-from services.cli.tables import print_table
+from services.cli.output import CommandGroup, print_table
 
-dlq_app = typer.Typer(help="A webhook endpoint's dead letters: list, show, redrive.", no_args_is_help=True)
+dlq_app = CommandGroup(help="A webhook endpoint's dead letters: list, show, redrive.", no_args_is_help=True)
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Read dev.env from this data dir.")]
 Endpoint = Annotated[str, typer.Argument(help="The endpoint id (whe_...) or a job's webhook (jobhook-JOB_ID).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]

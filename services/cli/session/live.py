@@ -24,8 +24,9 @@ from rich.table import Table
 
 from services.cli.client import as_dict, async_client, cli_settings, run
 from services.cli.jobs import show_record
+from services.cli.output import CommandGroup
 
-sessions_app = typer.Typer(help="Start, feed, show and stop live sessions.", no_args_is_help=True)
+sessions_app = CommandGroup(help="Start, feed, show and stop live sessions.", no_args_is_help=True)
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Read dev.env from this data dir.")]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 JPEG_QUALITY = 90
