@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts.route_table import DEFAULT_ROUTES
-from contracts.streams import JOBS
+from contracts.streams import DEADLETTER, FRAMES, JOBS, TELEMETRY
 from services.cli.client import cli_settings
 from services.cli.replay.reader import Bounds, consumer_config, parse_since, parse_until, replay_to
 from services.cli.replay.rebuild import Rebuild, rebuild_jobs, route_prices
@@ -22,6 +23,16 @@ from services.common.nats.connection import connect
 
 err = Console(stderr=True)
 Opt = typer.Option
+
+
+class ReplayStream(StrEnum):
+    """The streams a replay reads (``--stream``, any case): the others are work queues, read only by their
+    services (a name outside these was a NATS permission error, then a time-out, for the CLI's user)."""
+
+    JOBS = JOBS
+    TELEMETRY = TELEMETRY
+    FRAMES = FRAMES
+    DEADLETTER = DEADLETTER
 
 
 def _check(
@@ -47,7 +58,9 @@ def replay(
     from_seq: Annotated[int | None, Opt("--from", min=1, help="Start at this stream sequence.")] = None,
     until: Annotated[str | None, Opt(help="Stop after this sequence (digits) or time (as --since).")] = None,
     limit: Annotated[int | None, Opt(min=1, help="At most this many messages.")] = None,
-    stream: Annotated[str, Opt(help="The stream (JOBS, TELEMETRY, FRAMES, DEADLETTER).")] = JOBS,
+    stream_name: Annotated[
+        ReplayStream, Opt("--stream", case_sensitive=False, help="The stream to read.")
+    ] = ReplayStream.JOBS,
     follow: Annotated[bool, Opt("--follow/--no-follow", help="Keep reading new messages (stdout only).")] = False,
     to_subject: Annotated[str | None, Opt("--to-subject", help="Republish on this subject, marked.")] = None,
     to_webhook: Annotated[str | None, Opt("--to-webhook", help="Deliver to this endpoint (whe_...).")] = None,
@@ -62,6 +75,7 @@ def replay(
 ) -> None:
     """Replay a stream, from a sequence or a time, filtered by subject, to stdout (JSON lines), a
     subject, a webhook endpoint, or rebuild the jobs projection from it."""
+    stream = stream_name.value
     targets = {"--to-subject": to_subject, "--to-webhook": to_webhook, "--rebuild": rebuild}
     _check(since, from_seq, targets, follow, rebuild)
     if apply_rebuild and (rebuild is None or dry_run):

@@ -53,7 +53,9 @@ def parse_since(value: str, now: datetime | None = None) -> datetime:
     try:
         when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise typer.BadParameter(f"{value!r} is neither ISO 8601 nor a duration like 10m or 2h") from None
+        raise typer.BadParameter(
+            f"{value!r} is neither ISO 8601 nor a duration like 10m or 2h", param_hint="--since"
+        ) from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
@@ -78,7 +80,13 @@ def parse_until(value: str | None, limit: int | None = None) -> Bounds:
         return Bounds(limit=limit)
     if value.strip().isdigit():
         return Bounds(seq=int(value), limit=limit)
-    return Bounds(time=parse_since(value), limit=limit)
+    try:
+        return Bounds(time=parse_since(value), limit=limit)
+    except typer.BadParameter:
+        raise typer.BadParameter(
+            f"{value!r} is neither a stream sequence (digits), ISO 8601 nor a duration like 10m or 2h",
+            param_hint="--until",
+        ) from None
 
 
 def consumer_config(start_seq: int | None, since: datetime | None) -> ConsumerConfig:

@@ -165,11 +165,29 @@ async def test_a_follow_since_a_time_reads_on_after_its_consumer_is_made_again(
 
 
 @pytest.mark.parametrize(
-    "args", [["--since", "yesterday"], ["--since", "1m", "--from", "3"], ["--from", "0"], ["--stream", "NOPE"]]
+    ("args", "said"),
+    [
+        (["--since", "yesterday"], "for --since: 'yesterday' is neither ISO 8601"),
+        (["--until", "abc"], "for --until: 'abc' is neither a stream sequence (digits)"),
+        (["--since", "1m", "--from", "3"], "--since or --from"),
+        (["--from", "0"], "--from"),
+        (["--stream", "NOPE"], "'nope' is not one of 'jobs', 'telemetry', 'frames', 'deadletter'"),
+        (["--stream", "WEBHOOK_DELIVERIES"], "'webhook_deliveries' is not one of"),  # a work queue
+    ],
 )
-async def test_bad_usage_exits_2(env: dict[str, str], declared: Declarations, args: list[str]) -> None:
+async def test_bad_usage_exits_2_naming_the_option(
+    env: dict[str, str], declared: Declarations, args: list[str], said: str
+) -> None:
     result = await replay(args, env)
     assert result.exit_code == 2, result.output
+    assert said.lower() in " ".join(result.output.replace("│", " ").split()).lower(), result.output
+    assert "Traceback" not in result.output
+
+
+async def test_a_stream_is_named_in_any_case(
+    env: dict[str, str], js: JetStreamContext, namespace: Namespace, history: list[int]
+) -> None:
+    assert lines(await replay(["--stream", "jobs"], env)) == await expected(js, namespace, history)
 
 
 def test_parse_since() -> None:
