@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from types import SimpleNamespace
-from typing import cast
 
 from bench.harness.fault_checks import sse_problems
 from bench.harness.fault_clients import SseReader
@@ -33,8 +31,13 @@ async def test_an_sse_reader_cut_before_its_terminal_event_is_a_problem_not_a_cr
         await asyncio.sleep(60)
 
     task = asyncio.create_task(reads_forever())
-    reader = cast(SseReader, SimpleNamespace(job_id="job_1", task=task, seqs=[]))
-    assert sse_problems(reader, []) == ["job_1: the SSE reader has not reached a terminal event"]
+    reader = SseReader.__new__(SseReader)  # its state, without the task __init__ starts
+    reader.job_id, reader.task, reader.events, reader.connections = "job_1", task, [], 2
+    reader.failures, reader.last_error = 3, "StreamError('cut')"
+    assert sse_problems(reader, []) == [
+        "job_1: the SSE reader has not reached a terminal event (0 events read (last: none), 2 openings with "
+        "events, 3 without in a row, last error StreamError('cut'))"
+    ]
     task.cancel()
     await asyncio.wait([task])
     assert sse_problems(reader, []) == ["job_1: the SSE reader was cancelled before a terminal event"]
