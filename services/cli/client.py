@@ -4,7 +4,8 @@
 Settings come from ``GPURELAY_*`` or ``<data dir>/dev.env`` (``GPURELAY_URL``, ``GPURELAY_API_KEY``,
 ``GPURELAY_EVENTS_URL``). An error answer is the client's :class:`~gpurelay_client.APIError` with its
 RFC 9457 problem; :func:`run` prints it (status, title, detail, each field at fault) and exits 1, so
-commands only write the happy path.
+commands only write the happy path. The operator's commands that speak NATS themselves (replay, status,
+keys) connect through :func:`nats_connection`, which gives up after :data:`NATS_WAIT_S` and says so.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from gpurelay_client import APIConnectionError, APIError, AsyncClient, Client, GpurelayError
+from nats.aio.client import Client as NatsClient
 from pydantic import BaseModel
 from rich.console import Console
 
 from contracts.job_record import JobStatus
 from contracts.specs.jobs import JobKind
 from services.common.config import BaseServiceSettings, load_settings
+from services.common.nats.connection import connect
 
 if TYPE_CHECKING:
     from gpurelay_client._models import JobKind as KindName
@@ -31,6 +34,8 @@ T = TypeVar("T")
 err_console = Console(stderr=True)
 MAX_RETRIES = 2
 """Retries of one request (a 429/503 after its ``Retry-After``, a lost connection when safe to resend)."""
+NATS_WAIT_S = 15.0
+"""How long a command tries to reach NATS before it exits 1 (a service's connection tries for ever)."""
 
 
 def cli_settings(data_dir: Path | None) -> BaseServiceSettings:
@@ -84,6 +89,20 @@ def run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     except KeyboardInterrupt:
         err_console.print("interrupted (a submitted job keeps running: `gpurelay jobs show ID`)")
         raise typer.Exit(130) from None
+
+
+async def nats_connection(settings: BaseServiceSettings, name: str) -> NatsClient:
+    """A connection as the services make it, once it is made; NATS unreachable for :data:`NATS_WAIT_S`
+    (the stack down, a wrong ``GPURELAY_NATS_URL``): say so and exit 1, instead of retrying for ever."""
+    try:
+        async with asyncio.timeout(NATS_WAIT_S):
+            return await connect(settings, name)
+    except TimeoutError:
+        err_console.print(
+            f"[bold red]cannot reach NATS[/] at {settings.nats_url} within {NATS_WAIT_S:g} s: is the stack "
+            "running? (GPURELAY_NATS_URL, or --data-dir for a `gpurelay dev` stack's dev.env)"
+        )
+        raise typer.Exit(1) from None
 
 
 def as_dict(model: BaseModel) -> dict[str, Any]:

@@ -13,10 +13,10 @@ from rich.table import Table
 
 from contracts.ids import validate_id
 from contracts.streams import KV_APIKEYS
+from services.cli.client import nats_connection
 from services.cli.output import CommandGroup, print_table
 from services.common.auth.apikeys import ApiKeyStore
 from services.common.config import BaseServiceSettings, load_settings
-from services.common.nats.connection import connect
 
 keys_app = CommandGroup(help="Create, list and revoke API keys.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -28,7 +28,7 @@ def _with_store(data_dir: Path | None, action: Callable[[ApiKeyStore], Awaitable
     settings = load_settings(BaseServiceSettings, data_dir)
 
     async def run() -> T:
-        nc = await connect(settings, "cli")
+        nc = await nats_connection(settings, "cli")
         try:
             kv = await nc.jetstream().key_value(settings.ns.bucket(KV_APIKEYS))
             return await action(ApiKeyStore(kv))

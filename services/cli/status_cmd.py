@@ -11,11 +11,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.cli.client import cli_settings
+from services.cli.client import cli_settings, nats_connection
 from services.cli.jobs import human_size
 from services.cli.output import print_table
 from services.cli.status import collect
-from services.common.nats.connection import connect
 
 
 def _age(seconds: float | None) -> str:
@@ -79,7 +78,7 @@ def status(
     settings = cli_settings(data_dir)
 
     async def gather() -> dict[str, Any]:
-        nc = await connect(settings, "cli-status")
+        nc = await nats_connection(settings, "cli-status")
         try:
             return await collect(nc, settings, dispatcher_url)
         finally:

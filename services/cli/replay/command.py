@@ -14,12 +14,11 @@ from rich.table import Table
 
 from contracts.route_table import DEFAULT_ROUTES
 from contracts.streams import DEADLETTER, FRAMES, JOBS, TELEMETRY
-from services.cli.client import cli_settings
+from services.cli.client import cli_settings, nats_connection
 from services.cli.replay.reader import Bounds, consumer_config, parse_since, parse_until, replay_to
 from services.cli.replay.rebuild import Rebuild, rebuild_jobs, route_prices
 from services.cli.replay.targets import StdoutTarget, SubjectTarget, Tally, Target, WebhookTarget
 from services.common.config import BaseServiceSettings
-from services.common.nats.connection import connect
 
 err = Console(stderr=True)
 Opt = typer.Option
@@ -114,7 +113,7 @@ async def _replay(
     dry_run: bool,
     follow: bool,
 ) -> Tally:
-    nc = await connect(settings, "cli-replay")
+    nc = await nats_connection(settings, "cli-replay")
     try:
         target: Target
         if to_subject:
@@ -133,7 +132,7 @@ async def _replay(
 
 
 async def _rebuild(settings: BaseServiceSettings, subject: str, pricing: Any, apply_changes: bool) -> Rebuild:
-    nc = await connect(settings, "cli-rebuild")
+    nc = await nats_connection(settings, "cli-rebuild")
     try:
         return await rebuild_jobs(nc, settings, subject, pricing, apply_changes=apply_changes)
     finally:

@@ -30,10 +30,10 @@ from nats.js.errors import NotFoundError
 
 from contracts.streams import JOBS
 from contracts.subjects import stored_subject
+from services.cli.client import nats_connection
 from services.cli.replay.progress import replay_progress
 from services.cli.replay.targets import Tally, Target, line, stored_time
 from services.common.config import BaseServiceSettings
-from services.common.nats.connection import connect
 from services.common.nats.kv import seq_before
 from services.common.nats.quiet_watch import renew_on_reconnect
 
@@ -197,7 +197,7 @@ async def replay_stream(
     bounds: Bounds = Bounds(),
 ) -> int:
     """Emit every matching message as a line; returns how many. Ends when caught up unless ``follow``."""
-    nc = await connect(settings, "cli-replay")
+    nc = await nats_connection(settings, "cli-replay")
     count = 0
     try:
         async for msg in read_range(nc, settings, stream, subject, config, bounds, follow=follow):
