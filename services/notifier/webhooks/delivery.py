@@ -137,7 +137,7 @@ class EndpointDelivery:
                         checked_at = loop.time()
                         pending = (await psub.consumer_info()).num_ack_pending
                         if pending is not None:
-                            lanes.all_known(pending)
+                            lanes.all_known(pending, flight.answered())  # counted after the answer
                 flight.start_ready(lanes, loop.time(), self._handle)
                 await beat.maybe(loop.time())
                 if loop.time() - idle_since > IDLE_EXIT_S and not lanes.held and not flight.tasks:

@@ -102,9 +102,12 @@ class Lanes:
         if not seqs:
             del self.unfinished[lane]
 
-    def all_known(self, num_ack_pending: int) -> None:
-        """The consumer's ack-pending count is no more than what this run tracks: nothing unseen is left."""
-        if self.unseen and num_ack_pending <= self.outstanding:
+    def all_known(self, num_ack_pending: int, answered: int) -> None:
+        """The consumer's ack-pending count is no more than what this run tracks and has not answered:
+        nothing unseen is left. ``answered``: tracked messages whose attempt sent its ack (or NAK) by the
+        time the count came; the server may have counted that ack, and without it an unseen message
+        would pass for one of those (its job's next event then went first: seen in CI)."""
+        if self.unseen and num_ack_pending <= self.outstanding - answered:
             self.unseen = 0
 
 
@@ -167,6 +170,11 @@ class Flight:
         """The message of each attempt running, by stream sequence."""
         self.next_at = 0.0
         """The earliest (loop) time the pace allows the next start."""
+
+    def answered(self) -> int:
+        """Attempts whose message was acked, NAKed or terminated and that are not settled yet (still
+        counted in the lanes; a NAKed one is still pending on the consumer, so counting it is only careful)."""
+        return sum(1 for msg in self.msgs.values() if msg.is_acked)
 
     @property
     def tasks(self) -> list[asyncio.Task[bool]]:
