@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
@@ -87,14 +88,21 @@ async def webhook_dead_letters(
     js: JetStreamContext, subjects: Subjects, tenant: str, endpoint_id: str
 ) -> list[tuple[WebhookDeadLetteredPayload, dict[str, str]]]:
     """Every ``webhook.dead_lettered`` of the endpoint in DEADLETTER, in order, with its headers."""
-    stream, subject = subjects.ns.stream(DEADLETTER), subjects.webhook_dead(tenant, endpoint_id)
     found: list[tuple[WebhookDeadLetteredPayload, dict[str, str]]] = []
+    for msg in await stored_on(js, subjects.ns.stream(DEADLETTER), subjects.webhook_dead(tenant, endpoint_id)):
+        envelope = EventEnvelope.from_json_bytes(msg.data or b"")
+        found.append((WebhookDeadLetteredPayload.model_validate(envelope.data), dict(msg.headers or {})))
+    return found
+
+
+async def stored_on(js: JetStreamContext, stream: str, subject: str) -> list[RawStreamMsg]:
+    """Every message of ``stream`` on ``subject``, in stream order (direct gets)."""
+    found: list[RawStreamMsg] = []
     seq = 1
     while True:
         try:
             msg = await js.get_msg(stream, seq=seq, subject=subject, next=True)
         except NotFoundError:
             return found
-        envelope = EventEnvelope.from_json_bytes(msg.data or b"")
-        found.append((WebhookDeadLetteredPayload.model_validate(envelope.data), dict(msg.headers or {})))
+        found.append(msg)
         seq = (msg.seq or seq) + 1

@@ -70,6 +70,15 @@ RETRY_PAUSE_S = 1.0
 _T = TypeVar("_T")
 
 
+class EndpointsBehind(Exception):
+    """A batch cannot be fanned out yet: the endpoints cache may miss an endpoint written before it.
+
+    Raised, not answered by naking the batch alone: the long pull has brought the events after it, and
+    they would be fanned out before the naked ones came back (queue order ≠ stream order; a CI run's
+    endpoint got one job's event after the next two). The failure path gives back the batch and all
+    that came after it, in order."""
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """One (event, endpoint) pair to enqueue."""
@@ -190,15 +199,13 @@ class FanOut:
         return info
 
     async def process(self, msgs: list[Msg], acks: HeldAcks) -> None:
-        """Enqueue every delivery of ``msgs``, then hand them to ``acks`` as handled (or, while the endpoints
-        cache has not seen every KV write, nak them all: an endpoint made before an event gets that event)."""
+        """Enqueue every delivery of ``msgs``, then hand them to ``acks`` as handled. While the endpoints
+        cache has not seen every KV write it raises :class:`EndpointsBehind` (an endpoint made before an
+        event gets that event): the batch is given back like a failed one, with what came after it."""
         try:
             await self.endpoints.caught_up()
-        except TimeoutError:  # the cache missed writes (e.g. NATS restarted) and watches anew
-            log.warning("webhook fan-out waits for the endpoints cache; the batch is retried")
-            for msg in msgs:
-                await msg.nak()
-            return
+        except TimeoutError as exc:  # the cache missed writes (e.g. NATS restarted) and watches anew
+            raise EndpointsBehind("the endpoints cache has not seen every KV write yet") from exc
         sends: list[tuple[QueuedDelivery, EventEnvelope, asyncio.Task[object]]] = []
         for msg in msgs:
             envelope = self._envelope(msg)
