@@ -120,10 +120,13 @@ class HeldAcks:
 
     async def _none_unseen(self) -> bool:
         """Whether every message pending on the consumer is one received here (then the delivery
-        sequence counts again from the server's): a pending one never received must not be acked."""
+        sequence counts again from the server's): a pending one never received must not be acked. What
+        is held is taken before asking: one received during the request may not be in the server's count,
+        and would pass for the unseen one."""
+        before = self._open | self._done.keys()
         info = await self._read_info()
         floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
-        held = sum(1 for seq in self._open | self._done.keys() if seq > floor)
+        held = sum(1 for seq in before if seq > floor)
         if (info.num_ack_pending or 0) > held:
             return False
         self._unseen = False

@@ -14,7 +14,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, StreamConfig
 
 from bench.harness.waiting import wait_for
 from contracts.subjects import Namespace
@@ -177,3 +177,30 @@ async def test_an_event_redelivered_while_the_held_ack_is_sent_does_not_break_th
     msgs[-1].ack = ack_meeting_a_redelivery  # type: ignore[method-assign]
     await held.flush()
     await ack_all.settles((3, 0), "the held ack covering all three")
+
+
+async def test_a_delivery_received_while_the_consumer_is_asked_does_not_hide_a_dead_holders_event(
+    ack_all: Consumer, nc: NatsClient
+) -> None:
+    """The count of pending messages this binding holds is taken before the consumer is asked: a delivery
+    that came during the request, after the server counted, made the dead holder's pending event look
+    like one of this binding's, and the AckAll ack covered it (lost, never fanned out)."""
+    await ack_all.take(1)  # a holder that died with 1 in hand
+    late: list[Msg] = []
+
+    async def read_info_meeting_a_delivery() -> ConsumerInfo:
+        info = await ack_all.psub.consumer_info()
+        late.extend(await ack_all.take(1))  # the next event, delivered after the server's count
+        held.received(late)
+        return info
+
+    held = HeldAcks(await ack_all.psub.consumer_info(), read_info_meeting_a_delivery, every_s=60.0)
+    msgs = await ack_all.take(2)
+    assert seqs(msgs) == [2, 3]
+    held.received(msgs)
+    await held.handled(msgs)
+    await held.flush()
+    assert seqs(late) == [4]
+    await nc.flush()
+    assert not ack_all.acks, "no ack over the dead holder's event 1"
+    assert await ack_all.pending() == (0, 4)
