@@ -53,6 +53,11 @@ async def test_sessions_robots_and_usage(env: dict[str, str], acme: Tenant) -> N
     assert joints.exit_code == 0, joints.output
     assert [json.loads(line)["sample"]["seq"] for line in joints.stdout.splitlines()] == [0, 1]
     assert "2 samples (more" in joints.stderr
+    unknown = await invoke(["robots", "joints", "arm-9"], env)
+    assert (unknown.exit_code, unknown.stdout) == (0, "")
+    assert "robot 'arm-9' sent none (`gpurelay robots ls`" in unknown.stderr
+    later = await invoke(["robots", "joints", "arm-3", "--since", "2999-01-01T00:00:00"], env)
+    assert "robot 'arm-3' sent none in that window" in later.stderr
     robots = await invoke(["robots", "ls"], env)
     assert "arm-3" in robots.stdout
     await make_jobs(acme, 2)

@@ -52,4 +52,9 @@ def joints(
             printed += len(page.items)
             if (cursor := page.next_cursor) is None:
                 break
+    if printed == 0:  # an unknown robot reads as one with no samples: say which it could be
+        within = " in that window" if since or until else ""
+        hint = "`gpurelay robots ls` lists those that did"
+        err_console.print(f"0 samples: robot {robot_id!r} sent none{within} ({hint})")
+        return
     err_console.print(f"{printed} samples" + (" (more: raise --limit)" if cursor else ""))
