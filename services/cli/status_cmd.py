@@ -11,10 +11,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.cli.client import cli_settings, nats_connection
+from services.cli.client import nats_connection
 from services.cli.jobs import human_size
 from services.cli.output import print_table
 from services.cli.status import collect
+from services.common.config import BaseServiceSettings, load_settings
+
+
+class StatusSettings(BaseServiceSettings):
+    """The CLI's settings and the dispatcher's health URL (``gpurelay dev`` writes it to dev.env)."""
+
+    dispatcher_url: str | None = None
 
 
 def _age(seconds: float | None) -> str:
@@ -70,12 +77,15 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
     dispatcher_url: Annotated[
         str | None,
-        typer.Option(envvar="GPURELAY_DISPATCHER_URL", help="The dispatcher's health URL base (pool occupancy)."),
+        typer.Option(
+            envvar="GPURELAY_DISPATCHER_URL", help="The dispatcher's health URL base (pool occupancy; dev.env has one)."
+        ),
     ] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Read dev.env from this data dir.")] = None,
 ) -> None:
     """Streams, consumers and their lag, KV sizes, dispatch per kind, the local pool, failing webhooks."""
-    settings = cli_settings(data_dir)
+    settings = load_settings(StatusSettings, data_dir)
+    dispatcher_url = dispatcher_url or settings.dispatcher_url
 
     async def gather() -> dict[str, Any]:
         nc = await nats_connection(settings, "cli-status")

@@ -63,6 +63,13 @@ async def test_dev_writes_env_serves_and_stops_cleanly(tmp_path: Path) -> None:
             assert wrong.headers["allow"] == "GET, HEAD, POST"  # every method of the path
             assert (await client.delete("/v1/webhooks/missing/deliveries")).status_code == 405
             assert (await client.get("/v1/nothing")).status_code == 404
+        # `gpurelay status` finds the dispatcher's health in dev.env: the local pool is in its report.
+        status = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.cli.main", "status", "--data-dir", str(data_dir), "--json",
+            stdout=asyncio.subprocess.PIPE, env=dev_env(),
+        )  # fmt: skip
+        report = json.loads((await asyncio.wait_for(status.communicate(), 60))[0])
+        assert report["local_pool"]["size"] == 2, report["local_pool"]
         nc = await connect_env(env)
         js = nc.jetstream()
         ack = await js.publish("jobs.acme.job_1.created", b"{}", headers={"Nats-Msg-Id": "persist-1"})
@@ -72,6 +79,7 @@ async def test_dev_writes_env_serves_and_stops_cleanly(tmp_path: Path) -> None:
         assert await asyncio.wait_for(proc.wait(), 20) == 0
         assert not _port_open(env["GPURELAY_NATS_URL"]), "nats-server outlived gpurelay dev"
         assert not _port_open(env["GPURELAY_URL"])
+        assert not _port_open(env["GPURELAY_DISPATCHER_URL"])
         assert not dev_env_path(data_dir).exists()
 
     # Data persists in the data dir across restarts, and the dev key stays the same.
