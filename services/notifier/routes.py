@@ -7,10 +7,11 @@ the cap is a 429 before any consumer is made. The app state comes in as ``StateD
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
-from sse_starlette import EventSourceResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from contracts.ids import ID_PATTERN
 from services.common.http.problem import field_error, problem_responses, unprocessable
@@ -34,6 +35,14 @@ After = Annotated[
         description=f"Resume after this stream sequence (as Last-Event-ID): ASCII digits, 0 to {MAX_RESUME_SEQ}.",
         examples=["42"],
         json_schema_extra={"pattern": "^[0-9]{1,20}$"},  # documented; checked (with the bound) by _sequence
+    ),
+]
+Ping = Annotated[
+    Literal["comment", "event"],
+    Query(
+        description="The keep-alive sent every GPURELAY_SSE_HEARTBEAT_S (15 s): an SSE comment, which an "
+        "EventSource hides, or a `ping` event (data: the server's time, no id), by which a browser's client "
+        "tells a connection that went silent from a quiet stream.",
     ),
 ]
 SSE_DOC = {"content": {"text/event-stream": {}}, "description": "Server-Sent Events."}
@@ -64,6 +73,7 @@ def _respond(
     after: int,
     *,
     close_on_terminal: bool,
+    ping: str = "comment",
     filters: Filters | None = None,
 ) -> EventSourceResponse:
     s = state.settings
@@ -86,10 +96,16 @@ def _respond(
     return SlotEventSource(
         stream,
         ping=s.sse_heartbeat_s,
+        ping_message_factory=_ping_event if ping == "event" else None,
         send_timeout=s.sse_send_timeout_s,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         release=release,
     )
+
+
+def _ping_event() -> ServerSentEvent:
+    """A keep-alive an EventSource hands to its page (its data must not be empty for that)."""
+    return ServerSentEvent(data=datetime.now(UTC).isoformat(), event="ping")
 
 
 @router.get(
@@ -99,7 +115,7 @@ def _respond(
     responses={200: SSE_DOC, **problem_responses(401, 403, 404, 429)},
 )
 async def job_events(
-    request: Request, state: StateDep, job_id: Annotated[str, Path()], after: After = None
+    request: Request, state: StateDep, job_id: Annotated[str, Path()], after: After = None, ping: Ping = "comment"
 ) -> EventSourceResponse:
     """One job's events: replayed from the start (or after ``Last-Event-ID``), then live; ends after
     the terminal event. Auth: an API key, or a token with ``events:read`` (the job's stream token in
@@ -111,7 +127,8 @@ async def job_events(
     if not await visible(state.jobs, viewer, job_id):
         raise not_found("job", job_id)
     subject = state.settings.subjects.job_events(tenant, job_id)
-    return _respond(state, job_key(tenant, job_id), [subject], _start_after(request, after), close_on_terminal=True)
+    start = _start_after(request, after)
+    return _respond(state, job_key(tenant, job_id), [subject], start, close_on_terminal=True, ping=ping)
 
 
 @router.get(
@@ -121,7 +138,11 @@ async def job_events(
     responses={200: SSE_DOC, **problem_responses(401, 403, 404, 429)},
 )
 async def session_events(
-    request: Request, state: StateDep, session_id: Annotated[str, Path()], after: After = None
+    request: Request,
+    state: StateDep,
+    session_id: Annotated[str, Path()],
+    after: After = None,
+    ping: Ping = "comment",
 ) -> EventSourceResponse:
     """A live session's events (a session runs as a job of kind splat or vlm with the same id)."""
     viewer = await reader(request, state.key_cache, session_id)
@@ -134,7 +155,7 @@ async def session_events(
         raise not_found("session", session_id)
     subject = state.settings.subjects.job_events(tenant, session_id)
     key = job_key(tenant, session_id)
-    return _respond(state, key, [subject], _start_after(request, after), close_on_terminal=True)
+    return _respond(state, key, [subject], _start_after(request, after), close_on_terminal=True, ping=ping)
 
 
 @router.get(
@@ -149,6 +170,7 @@ async def tenant_events(
     after: After = None,
     types: Annotated[list[str] | None, Query(description="Event types or globs, e.g. job.succeeded,job.*")] = None,
     kinds: Annotated[list[str] | None, Query(description="Job kinds, e.g. pose,nerf")] = None,
+    ping: Ping = "comment",
 ) -> EventSourceResponse:
     """Every job and upload event of the caller's tenant, filtered, resumable; never ends.
     Auth: an API key, or a token with ``events:read`` not bound to a job or a subject (a dashboard page's
@@ -158,7 +180,7 @@ async def tenant_events(
     filters = Filters(types=tuple(_split(types)), kinds=frozenset(_split(kinds)))
     subjects = [s.tenant_jobs(tenant), state.settings.ns.subject(f"uploads.{tenant}.>")]
     start = _start_after(request, after)
-    return _respond(state, tenant_key(tenant), subjects, start, close_on_terminal=False, filters=filters)
+    return _respond(state, tenant_key(tenant), subjects, start, close_on_terminal=False, ping=ping, filters=filters)
 
 
 def _split(values: list[str] | None) -> list[str]:

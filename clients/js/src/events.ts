@@ -4,7 +4,10 @@
  * The stream URL is the one the record gives (`urls.events`, with a short-lived stream token as
  * `?token=`, since an EventSource cannot send headers). After a drop the client closes the
  * EventSource and opens a fresh one itself, with a fresh token and `?after=<last event id>`, so
- * nothing is missed or repeated; it stops at the terminal event.
+ * nothing is missed or repeated; it stops at the terminal event. The stream is asked for its
+ * keep-alive as a `ping` event (`?ping=event`: an EventSource hides the default comment), so a
+ * connection that went silent (a host that died without closing it, a network that drops what the
+ * server sends) is told from a quiet job and resumed after `idleTimeoutMs`.
  */
 import { GpurelayError, type Problem } from "./errors.js";
 import { withQuery, type EventSourceConstructor, type Sent } from "./runtime.js";
@@ -56,12 +59,18 @@ export interface SubscribeOptions {
   onError?: (error: GpurelayError) => void;
   /** Drops in a row (no event in between) before giving up. Default 10. */
   maxReconnects?: number;
+  /**
+   * A stream with neither an event nor a keep-alive for this long is taken as cut and resumed.
+   * Default 60000 (the server's keep-alive comes every 15 s); 0 never.
+   */
+  idleTimeoutMs?: number;
 }
 
 /** Where a stream's URL comes from: read the record again for a fresh stream token. */
 export type StreamUrl = () => Promise<string>;
 
 const BACKOFF_MS = [250, 500, 1000, 2000, 5000];
+const IDLE_TIMEOUT_MS = 60_000;
 
 /** Follow a stream until its terminal event; the returned function stops following. */
 export function follow(
@@ -75,15 +84,18 @@ export function follow(
   }
   const Source = EventSourceImpl;
   const maxReconnects = options.maxReconnects ?? 10;
+  const idleTimeoutMs = options.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
   let after = options.after ?? 0;
   let stopped = false;
   let drops = 0;
   let source: EventSource | undefined;
   let timer: ReturnType<typeof setTimeout> | undefined;
+  let idle: ReturnType<typeof setTimeout> | undefined;
 
   const stop = (): void => {
     stopped = true;
     clearTimeout(timer);
+    clearTimeout(idle);
     source?.close();
   };
   const fail = (error: GpurelayError): void => {
@@ -91,8 +103,19 @@ export function follow(
     stop();
     options.onError?.(error);
   };
+  const lost = (): void => {
+    // A drop, a refusal or a silent connection: either way this source is done; a fresh one resumes after `after`.
+    clearTimeout(idle);
+    source?.close();
+    reconnect();
+  };
+  const alive = (): void => {
+    clearTimeout(idle);
+    if (idleTimeoutMs > 0 && !stopped) idle = setTimeout(lost, idleTimeoutMs);
+  };
   const onMessage = (message: MessageEvent<string>): void => {
     if (stopped) return;
+    alive();
     drops = 0;
     const seq = /^\d+$/.test(message.lastEventId) ? Number(message.lastEventId) : null;
     if (seq !== null && seq <= after) return; // already delivered before a drop
@@ -129,13 +152,11 @@ export function follow(
       return;
     }
     if (stopped) return;
-    source = new Source(withQuery(url, { after: after || undefined }));
+    source = new Source(withQuery(url, { after: after || undefined, ping: "event" }));
     for (const type of JOB_EVENT_TYPES) source.addEventListener(type, onMessage as EventListener);
-    source.onerror = () => {
-      // A drop, or a refusal: either way this source is done; a fresh one resumes after `after`.
-      source?.close();
-      reconnect();
-    };
+    source.addEventListener("ping", alive);
+    source.onerror = lost;
+    alive();
   };
   void open();
   return stop;

@@ -4391,6 +4391,8 @@ export interface operations {
                 types?: string[] | null;
                 /** @description Job kinds, e.g. pose,nerf */
                 kinds?: string[] | null;
+                /** @description The keep-alive sent every GPURELAY_SSE_HEARTBEAT_S (15 s): an SSE comment, which an EventSource hides, or a `ping` event (data: the server's time, no id), by which a browser's client tells a connection that went silent from a quiet stream. */
+                ping?: "comment" | "event";
             };
             header?: never;
             path?: never;
@@ -5166,6 +5168,8 @@ export interface operations {
             query?: {
                 /** @description Resume after this stream sequence (as Last-Event-ID): ASCII digits, 0 to 18446744073709551614. */
                 after?: string | null;
+                /** @description The keep-alive sent every GPURELAY_SSE_HEARTBEAT_S (15 s): an SSE comment, which an EventSource hides, or a `ping` event (data: the server's time, no id), by which a browser's client tells a connection that went silent from a quiet stream. */
+                ping?: "comment" | "event";
             };
             header?: never;
             path: {
@@ -5878,6 +5882,8 @@ export interface operations {
             query?: {
                 /** @description Resume after this stream sequence (as Last-Event-ID): ASCII digits, 0 to 18446744073709551614. */
                 after?: string | null;
+                /** @description The keep-alive sent every GPURELAY_SSE_HEARTBEAT_S (15 s): an SSE comment, which an EventSource hides, or a `ping` event (data: the server's time, no id), by which a browser's client tells a connection that went silent from a quiet stream. */
+                ping?: "comment" | "event";
             };
             header?: never;
             path: {

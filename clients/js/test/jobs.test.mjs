@@ -5,7 +5,16 @@ import assert from "node:assert/strict";
 import { before, describe, test } from "node:test";
 import { EventSource } from "eventsource";
 import { GpurelayError } from "../dist/index.js";
-import { mediaBlob, nodeClient, releaseHeldJobs, recordingFetch, stack, startProxy, throughProxy } from "./support/helpers.mjs";
+import {
+  mediaBlob,
+  nodeClient,
+  releaseHeldJobs,
+  recordingFetch,
+  signal,
+  stack,
+  startProxy,
+  throughProxy,
+} from "./support/helpers.mjs";
 
 const client = nodeClient();
 let video;
@@ -173,6 +182,39 @@ describe("jobs", () => {
     assert.equal(types[0], "job.created");
     assert.equal(types.filter((t) => t === "job.succeeded").length, 1);
     assert.equal(events.at(-1).envelope.job_id, job.id);
+  });
+
+  test("a stream gone silent is resumed after idleTimeoutMs; the server's ping events keep a quiet one open", async () => {
+    const proxy = await startProxy(stack.url);
+    const events = [];
+    const seenAtConnect = [];
+    const proxied = throughProxy(EventSource, proxy, () => {
+      seenAtConnect.push(events.at(-1)?.seq ?? 0);
+      proxy.mute(false); // a fresh connection is heard
+    });
+    const viaProxy = nodeClient({ EventSource: proxied.Impl });
+    const job = await viaProxy.jobs.create(delayed(video.id)); // queued for an hour: a quiet stream
+    const queued = signal();
+    const end = new Promise((resolve, reject) => {
+      const onEvent = (event) => (events.push(event), event.type === "job.queued" && queued.resolve());
+      viaProxy.jobs.subscribe(job.id, onEvent, { onEnd: resolve, onError: reject, idleTimeoutMs: 3000 });
+    });
+    await queued.promise;
+    await new Promise((resolve) => setTimeout(resolve, 4500)); // quiet past the idle timeout (pings every 1 s here)
+    assert.equal(proxied.urls.length, 1, "a quiet stream whose pings come is not taken as cut");
+    proxy.mute(); // what the server sends is lost from now on, and the connection stays open
+    await client.jobs.cancel(job.id);
+    const last = await end;
+    await proxy.close();
+    assert.equal(last.type, "job.canceled");
+    assert.equal(proxied.urls.length, 2, "opened again once, after the silence");
+    assert.match(proxied.urls[0], /[?&]ping=event/);
+    const resumedAfter = Number(new URL(proxied.urls[1]).searchParams.get("after"));
+    assert.equal(resumedAfter, seenAtConnect[1], "resumed after the last event seen");
+    const seqs = events.map((e) => e.seq).filter((s) => s !== null);
+    assert.deepEqual(seqs, [...new Set(seqs)].sort((a, b) => a - b), "stream order, no event twice");
+    const types = events.map((e) => e.type).filter((t) => ["job.created", "job.queued", "job.canceled"].includes(t));
+    assert.deepEqual(types, ["job.created", "job.queued", "job.canceled"]);
   });
 
   test("subscribe's unsubscribe stops the events", async () => {

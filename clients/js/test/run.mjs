@@ -74,6 +74,7 @@ try {
     logPath: devLog,
     env: {
       GPURELAY_ROUTE_TABLE: join(work, "routes.yaml"),
+      GPURELAY_SSE_HEARTBEAT_S: "1", // the streams' keep-alive, which the client's idle timeout counts on
       GPURELAY_CORS_ORIGINS: JSON.stringify([site.origin]),
       GPURELAY_TEST_MARKS: marks,
     },

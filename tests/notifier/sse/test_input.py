@@ -1,9 +1,10 @@
-"""Resume points of the SSE routes: a bad ``Last-Event-ID`` or ``?after=`` is a 422 before any stream."""
+"""The SSE routes' query: a bad ``Last-Event-ID`` or ``?after=`` is a 422 before any stream; ``?ping=event``."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import httpx
 import pytest
@@ -85,3 +86,24 @@ async def test_the_largest_resume_point_streams(acme_http: httpx.AsyncClient, wh
         ping = await reader.next(timeout_s=5, comments=True)  # the stream stays open (no early end)
         assert ping is not None
         assert not reader.ended
+
+
+async def test_ping_event_makes_the_keep_alive_an_event_a_page_sees(
+    acme_http: httpx.AsyncClient, jobs_kv: KeyValue
+) -> None:
+    """``?ping=event``: the keep-alive is a ``ping`` event with data (an EventSource hands those to its page,
+    never a comment), and no id (the resume point stays the last event's); any other value is a 422."""
+    async with acme_http.stream("GET", "/v1/events", params={"ping": "event"}) as response:
+        assert response.status_code == 200
+        reader = SseReader(response.aiter_lines())
+        frame = await reader.next(timeout_s=5)  # data frames only: the hello is a comment
+        assert frame is not None
+        assert (frame.event, frame.id) == ("ping", None)
+        assert datetime.fromisoformat(frame.data).tzinfo is not None
+    async with acme_http.stream("GET", "/v1/events") as response:  # the default: comments only
+        reader = SseReader(response.aiter_lines())
+        frames = [await reader.next(timeout_s=5, comments=True) for _ in range(3)]  # hello, retry hint, ping
+        assert [(f.comment or "")[:4] for f in frames if f is not None] == ["gpur", "", "ping"]
+        assert [f.event for f in frames if f is not None] == [None, None, None]
+    job_id = await create_job(jobs_kv, "acme")
+    await _assert_problem(acme_http, f"/v1/jobs/{job_id}/events", "query.ping", params={"ping": "frame"})
