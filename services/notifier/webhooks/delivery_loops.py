@@ -18,14 +18,19 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.errors import APIError
 
+from contracts.envelope import EventEnvelope, utc_now
 from services.common.nats.connection import cancel_and_wait, log_failure
+from services.common.webhook_queue import QueuedDelivery
+from services.notifier.observe import REFUSED, observe_ended
 from services.notifier.settings import NotifierSettings
+from services.notifier.webhooks.actions import publish_dead_letter
 from services.notifier.webhooks.attempts import DeliveryContext
-from services.notifier.webhooks.deliveries import DeliveryStore
+from services.notifier.webhooks.deliveries import DeliveryState, DeliveryStore
 from services.notifier.webhooks.delivery import EndpointDelivery, consumer_name
 from services.notifier.webhooks.leases import Leases
-from services.notifier.webhooks.sender import Sender
+from services.notifier.webhooks.sender import AttemptResult, Sender
 from services.notifier.webhooks.targets import EndpointCache
 
 log = logging.getLogger(__name__)
@@ -137,3 +142,30 @@ class DeliveryLoops:
                 del self.running[key]
                 if key in self.ctx.kicked:  # work arrived while stopping: start again
                     self.ensure(tenant, endpoint_id)
+
+    async def refused(self, delivery: QueuedDelivery, envelope: EventEnvelope, error: APIError) -> None:
+        """The fan-out found ``delivery``'s queue at a limit: dead-letter it now (no attempt was made)."""
+        reason = f"refused: the delivery queue is full ({error.description})"
+        await publish_dead_letter(
+            self.ctx.js,
+            self.ctx.settings.subjects,
+            tenant=delivery.tenant,
+            endpoint_id=delivery.endpoint_id,
+            event_id=envelope.id,
+            event_type=envelope.type,
+            job_id=envelope.job_id,
+            attempts=0,
+            result=AttemptResult(status=None, error=reason),
+            source_seq=delivery.source_seq,
+        )
+        state = DeliveryState(
+            event_id=envelope.id,
+            event_type=envelope.type,
+            job_id=envelope.job_id,
+            status="dead_lettered",
+            last_error=reason,
+            last_attempt_at=utc_now(),
+        )
+        await self.store.put(delivery.tenant, delivery.endpoint_id, state)
+        observe_ended(self.ctx.label(delivery.tenant, delivery.queue, delivery.endpoint_id), REFUSED)
+        log.warning("webhook queue full: delivery dead-lettered", extra={"endpoint": delivery.endpoint_id})

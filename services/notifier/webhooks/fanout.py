@@ -43,23 +43,18 @@ from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import APIError
 from pydantic import ValidationError
 
-from contracts.envelope import EventEnvelope, utc_now
+from contracts.envelope import EventEnvelope
 from contracts.event_ids import delivery_msg_id
-from contracts.specs.jobs import WebhookTarget
 from services.common.http.nats_failover import unwatched
 from services.common.nats.connection import cancel_requested, log_failure
 from services.common.nats.long_pull import LongPull, PullEnded
 from services.common.observability import metrics, tracing
 from services.common.observability.metric_labels import event_type_label
 from services.common.webhook_queue import QueuedDelivery, enqueue, is_queue_full
-from services.notifier.observe import REFUSED, observe_ended
 from services.notifier.settings import NotifierSettings
-from services.notifier.webhooks.actions import publish_dead_letter
-from services.notifier.webhooks.deliveries import DeliveryState
 from services.notifier.webhooks.delivery_loops import DeliveryLoops
 from services.notifier.webhooks.fanout_acks import HeldAcks
-from services.notifier.webhooks.sender import AttemptResult
-from services.notifier.webhooks.targets import EndpointCache, JobHooks, job_hook_id
+from services.notifier.webhooks.targets import EndpointCache, JobHooks, targets_of
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +72,6 @@ class EndpointsBehind(Exception):
     they would be fanned out before the naked ones came back (queue order ≠ stream order; a CI run's
     endpoint got one job's event after the next two). The failure path gives back the batch and all
     that came after it, in order."""
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One (event, endpoint) pair to enqueue."""
-
-    tenant: str
-    endpoint_id: str
-    url: str | None  # only for per-job webhooks; KV endpoints are looked up at delivery time
 
 
 @dataclass
@@ -208,11 +194,11 @@ class FanOut:
             raise EndpointsBehind("the endpoints cache has not seen every KV write yet") from exc
         sends: list[tuple[QueuedDelivery, EventEnvelope, asyncio.Task[object]]] = []
         for msg in msgs:
-            envelope = self._envelope(msg)
+            envelope = self.envelope_of(msg)
             metrics.EVENTS_CONSUMED.labels(FANOUT_DURABLE, event_type_label(envelope.type if envelope else None)).inc()
             if envelope is None:
                 continue
-            for target in await self.targets(envelope):
+            for target in await targets_of(envelope, self.endpoints, self.job_hooks):
                 delivery = QueuedDelivery(
                     tenant=target.tenant,
                     endpoint_id=target.endpoint_id,
@@ -236,42 +222,15 @@ class FanOut:
                 started.add((delivery.tenant, delivery.queue))
             elif is_queue_full(error):
                 assert isinstance(error, APIError)
-                await self._refused(delivery, envelope, error)
+                await self.delivery.refused(delivery, envelope, error)
             else:
                 raise error  # the batch is fanned out again (duplicates are dropped by Nats-Msg-Id)
         for tenant, queue in started:
             self.delivery.ensure(tenant, queue)
         await acks.handled(msgs)
 
-    async def _refused(self, delivery: QueuedDelivery, envelope: EventEnvelope, error: APIError) -> None:
-        """The queue is at a limit: dead-letter the delivery now (no attempt was made)."""
-        reason = f"refused: the delivery queue is full ({error.description})"
-        await publish_dead_letter(
-            self.js,
-            self.settings.subjects,
-            tenant=delivery.tenant,
-            endpoint_id=delivery.endpoint_id,
-            event_id=envelope.id,
-            event_type=envelope.type,
-            job_id=envelope.job_id,
-            attempts=0,
-            result=AttemptResult(status=None, error=reason),
-            source_seq=delivery.source_seq,
-        )
-        state = DeliveryState(
-            event_id=envelope.id,
-            event_type=envelope.type,
-            job_id=envelope.job_id,
-            status="dead_lettered",
-            last_error=reason,
-            last_attempt_at=utc_now(),
-        )
-        await self.delivery.store.put(delivery.tenant, delivery.endpoint_id, state)
-        label = self.delivery.ctx.label(delivery.tenant, delivery.queue, delivery.endpoint_id)
-        observe_ended(label, REFUSED)
-        log.warning("webhook queue full: delivery dead-lettered", extra={"endpoint": delivery.endpoint_id})
-
-    def _envelope(self, msg: Msg) -> EventEnvelope | None:
+    def envelope_of(self, msg: Msg) -> EventEnvelope | None:
+        """``msg``'s envelope; ``None`` (logged) when it is none, or its tenant is not its subject's."""
         tokens = self.settings.ns.strip(msg.subject).split(".")
         try:
             envelope = EventEnvelope.from_json_bytes(msg.data)
@@ -282,22 +241,3 @@ class FanOut:
             log.warning("skipping an event whose tenant differs from its subject's", extra={"subject": msg.subject})
             return None
         return envelope
-
-    async def targets(self, envelope: EventEnvelope) -> list[Delivery]:
-        """The endpoints ``envelope`` goes to."""
-        tenant = envelope.tenant
-        found = [Delivery(tenant, r.id, None) for r in self.endpoints.matching(tenant, envelope.type)]
-        if envelope.job_id is None:
-            return found
-        if envelope.type == "job.created":
-            hook = envelope.data.get("spec", {}).get("webhook")
-            try:
-                target = WebhookTarget.model_validate(hook) if hook else None
-            except ValidationError:
-                target = None
-            self.job_hooks.remember(tenant, envelope.job_id, target)
-        else:
-            target = await self.job_hooks.get(tenant, envelope.job_id)
-        if target is not None and target.matches(envelope.type):
-            found.append(Delivery(tenant, job_hook_id(envelope.job_id), str(target.url)))
-        return found

@@ -10,6 +10,8 @@ A per-job webhook (``spec.webhook``) has no KV record. Its endpoint id is ``jobh
 secret derived from the deployment's ``signing_secret`` (:func:`job_webhook_secret`): ``whsec_`` +
 base64(HMAC-SHA256(signing secret, ``"gpurelay/job-webhook/" + tenant``)). Gateway and notifier share
 the signing secret, so the gateway can show a tenant its job-webhook secret without storing one.
+
+:func:`targets_of` names the endpoints one event goes to.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from contracts.api.webhooks import WebhookRecord
+from contracts.envelope import EventEnvelope
 from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
 from contracts.specs.jobs import WebhookTarget
@@ -172,3 +175,33 @@ class JobHooks:
                 log.warning("unreadable job record", extra={"key": key})
         self.remember(tenant, job_id, target)
         return target
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One (event, endpoint) pair to enqueue."""
+
+    tenant: str
+    endpoint_id: str
+    url: str | None  # only for per-job webhooks; KV endpoints are looked up at delivery time
+
+
+async def targets_of(envelope: EventEnvelope, endpoints: EndpointCache, job_hooks: JobHooks) -> list[Delivery]:
+    """The endpoints ``envelope`` goes to: its tenant's enabled KV endpoints whose globs match its type,
+    and its job's own webhook when that matches (remembered from ``job.created``, else read)."""
+    tenant = envelope.tenant
+    found = [Delivery(tenant, r.id, None) for r in endpoints.matching(tenant, envelope.type)]
+    if envelope.job_id is None:
+        return found
+    if envelope.type == "job.created":
+        hook = envelope.data.get("spec", {}).get("webhook")
+        try:
+            target = WebhookTarget.model_validate(hook) if hook else None
+        except ValidationError:
+            target = None
+        job_hooks.remember(tenant, envelope.job_id, target)
+    else:
+        target = await job_hooks.get(tenant, envelope.job_id)
+    if target is not None and target.matches(envelope.type):
+        found.append(Delivery(tenant, job_hook_id(envelope.job_id), str(target.url)))
+    return found
