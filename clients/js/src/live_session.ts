@@ -5,7 +5,9 @@
  * headers on a WebSocket). A dropped socket is opened again with `?after=<last event seq>`, so no
  * event is missed; calls made while it is down wait for it. Each frame carries an idempotency key, so
  * a frame in flight at the drop is sent again on the new socket, in order, and stored once (acked with
- * the seq it was stored as); a stop or reset in flight rejects.
+ * the seq it was stored as); a stop or reset in flight rejects. A socket that has been silent for half
+ * of `idleTimeoutMs` is pinged, and one still silent at its end is taken as dropped: a host gone without
+ * closing it sends no close, and a page would otherwise wait for ever.
  */
 import { SessionError } from "./errors.js";
 import { TERMINAL_EVENT_TYPES, type JobEvent } from "./events.js";
@@ -21,6 +23,7 @@ type Pending = { kind: "frame" | "stop" | "reset"; resolve: (value: never) => vo
 const REFUSED = new Set([1008, 4401, 4404, 4409]);
 const BACKOFF_MS = [250, 500, 1000, 2000, 5000];
 const SOCKET_OPEN = 1;
+const IDLE_TIMEOUT_MS = 30_000;
 
 /** At most this many messages are held while a session is being handed to its caller. */
 const HELD_MAX = 10_000;
@@ -37,6 +40,7 @@ export class LiveSession {
   private lastSeq = 0;
   private closing = false;
   private drops = 0;
+  private idle: ReturnType<typeof setTimeout> | undefined;
   private endEvent: JobEvent | undefined;
   private readonly ended: Promise<JobEvent>;
   private settleEnd!: { resolve: (e: JobEvent) => void; reject: (e: Error) => void };
@@ -133,6 +137,7 @@ export class LiveSession {
   /** Close the socket (the session goes on until it is stopped, or idle for `params.idle_timeout_s`). */
   close(): void {
     this.closing = true;
+    clearTimeout(this.idle);
     this.ws?.close(1000);
     this.failPending(new SessionError("closed", "the socket was closed"));
   }
@@ -201,9 +206,13 @@ export class LiveSession {
       ws.onopen = () => {
         opened = true;
         ws.send(JSON.stringify({ auth: token }));
+        this.watch(ws);
         resolve();
       };
-      ws.onmessage = (message: MessageEvent) => this.onMessage(message.data);
+      ws.onmessage = (message: MessageEvent) => {
+        this.watch(ws);
+        this.onMessage(message.data);
+      };
       ws.onerror = () => undefined; // a close follows, with its code
       ws.onclose = (e: CloseEvent) => {
         const refused = REFUSED.has(e.code);
@@ -213,7 +222,33 @@ export class LiveSession {
     });
   }
 
+  /** Heard from `ws`: ping it after half the idle timeout of silence, give it up after all of it. */
+  private watch(ws: WebSocket): void {
+    clearTimeout(this.idle);
+    const limit = this.options.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
+    if (limit <= 0 || this.closing || this.endEvent) return;
+    this.idle = setTimeout(() => {
+      if (this.ws !== ws || ws.readyState !== SOCKET_OPEN) return;
+      ws.send(JSON.stringify({ type: "ping" })); // answered with a pong
+      this.idle = setTimeout(() => this.silent(ws, limit), limit - Math.floor(limit / 2));
+    }, Math.floor(limit / 2));
+  }
+
+  /** `ws` answered nothing for `limit` ms: drop it (its close may never come) and open another. */
+  private silent(ws: WebSocket, limit: number): void {
+    if (this.ws !== ws) return;
+    ws.onmessage = null;
+    ws.onclose = null;
+    try {
+      ws.close();
+    } catch {
+      // closing a socket that is already going: nothing to do
+    }
+    this.onClose(1006, `nothing heard for ${limit} ms`, false);
+  }
+
   private onClose(code: number, reason: string, refused: boolean): void {
+    clearTimeout(this.idle);
     this.ws = undefined;
     const why = code === 1009 ? "frame_too_large" : "disconnected";
     this.failPending(new SessionError(why, `the socket closed (${code}) ${reason}`.trim()));

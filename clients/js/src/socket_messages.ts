@@ -51,6 +51,11 @@ export interface SessionEvents {
 export interface SessionOptions {
   /** Drops in a row before giving up. Default 10. */
   maxReconnects?: number;
+  /**
+   * A socket that hears nothing for half this long is sent a ping (the gateway answers a pong); one that
+   * hears nothing for all of it is taken as dropped and opened again. Default 30000; 0 never.
+   */
+  idleTimeoutMs?: number;
 }
 
 /** Which {@link SessionEvents} name each event type is also given under. */

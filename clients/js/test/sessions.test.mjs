@@ -122,6 +122,31 @@ describe("sessions", () => {
     await proxy.close();
   });
 
+  test("a socket gone silent is opened again after idleTimeoutMs; its pongs keep a quiet one", async () => {
+    const proxy = await startProxy(stack.url);
+    const proxied = throughProxy(WebSocket, proxy, () => proxy.mute(false)); // a fresh socket is heard
+    const session = await nodeClient({ WebSocket: proxied.Impl }).sessions.start({ kind: "vlm" }, { idleTimeoutMs: 2000 });
+    const events = [];
+    session.on("event", (e) => events.push(e));
+    const first = collect(session, "result", 1);
+    assert.equal((await session.sendFrame(frame(1))).seq, 1);
+    await first;
+    await new Promise((resolve) => setTimeout(resolve, 3500)); // quiet past the idle timeout: pinged at 1 s
+    assert.equal(proxied.urls.length, 1, "a quiet socket that answers its pings is kept");
+    const lastBefore = events.at(-1).seq;
+    const up = collect(session, "reconnect", 1);
+    proxy.mute(); // nothing the gateway sends arrives from now on, and the socket stays open
+    const second = session.sendFrame(frame(2)); // stored, its ack lost: sent again on the new socket
+    assert.deepEqual(await up, [{ after: lastBefore }]);
+    assert.equal((await second).seq, 2, "acked on the new socket with the seq it was stored as");
+    assert.equal(proxied.urls.length, 2);
+    await session.stop();
+    assert.deepEqual((await session.finished()).result.seqs, [1, 2]);
+    const seqs = events.map((e) => e.seq);
+    assert.deepEqual(seqs, [...new Set(seqs)].sort((a, b) => a - b), "stream order, no event twice");
+    await proxy.close();
+  });
+
   test("a frame whose ack was lost in a drop is sent again under its key: acked with its seq, stored once", async () => {
     const proxy = await startProxy(stack.url);
     const proxied = throughProxy(WebSocket, proxy);

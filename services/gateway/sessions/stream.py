@@ -9,7 +9,9 @@ one whose stored record does not validate 4409.
 In: a binary message is one JPEG or PNG frame; a text ``{"type": "frame", "ts": <unix s>, "pose":
 [16 numbers]?, "key": <idempotency key>?}`` just before it describes it (a frame sent again with its
 key, after a dropped socket, is acked with the seq it was stored as). ``{"type": "stop"}`` and
-``{"type": "reset"}`` control the session. Out: ``{"type": "ack", "seq", "ts"}`` for each frame as
+``{"type": "reset"}`` control the session; ``{"type": "ping"}`` is answered ``{"type": "pong"}`` (a
+client that heard nothing for a while asks, and takes a socket that stays silent as dropped: a host gone
+without closing it sends no close). Out: ``{"type": "ack", "seq", "ts"}`` for each frame as
 soon as it is stored (before any inference), ``{"type": "control", "action"}`` for each control,
 ``{"type": "event", "seq", "event"}`` for each of the session's events (progress, snapshots, results,
 the terminal event; not heartbeats; ``seq`` is the JOBS stream sequence, ``?after=SEQ`` resumes after
@@ -118,13 +120,15 @@ class _Socket:
             record = await self.intake.record(self.record.tenant, self.record.id, fresh=True)
             await self.intake.control(record, kind)
             await self.send({"type": "control", "action": kind})
+        elif kind == "ping":
+            await self.send({"type": "pong"})
         elif kind == "frame":
             try:
                 self.meta = FrameMeta.model_validate(message)
             except ValidationError as exc:
                 await self.error("invalid", str(exc.errors()[0]["msg"]))
         else:
-            await self.error("invalid", "Send a binary frame or {'type': 'frame' | 'stop' | 'reset'}.")
+            await self.error("invalid", "Send a binary frame or {'type': 'frame' | 'stop' | 'reset' | 'ping'}.")
 
     async def events(self, after: int) -> None:
         """The session's events (no heartbeats) until its terminal event; then close 1000."""

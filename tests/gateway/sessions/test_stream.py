@@ -114,6 +114,21 @@ async def test_bad_messages_get_an_error_and_the_socket_stays_open(acme: Tenant)
         assert (await next_json(ws, skip=("event",)))["code"] == "session_ended"
 
 
+async def test_a_ping_is_answered_pong_between_a_frames_description_and_its_bytes(acme: Tenant) -> None:
+    """A client's liveness check: a pong for each ping, and a ping after a frame's description leaves
+    the description to the frame that follows."""
+    session = await start(acme)
+    async with open_socket(stream_url(session), acme.key) as ws:
+        await ws.send(json.dumps({"type": "ping"}))
+        assert await next_json(ws, skip=("event",)) == {"type": "pong"}
+        await ws.send(json.dumps({"type": "frame", "ts": 1700000002.5}))
+        await ws.send(json.dumps({"type": "ping"}))
+        await ws.send(jpeg(1))
+        assert await next_json(ws, skip=("event",)) == {"type": "pong"}
+        ack = await next_json(ws, skip=("event",))
+        assert (ack["type"], ack["seq"], ack["ts"]) == ("ack", 1, 1700000002.5)
+
+
 async def test_an_oversize_message_closes_1009(acme: Tenant) -> None:
     session = await start(acme)
     async with open_socket(stream_url(session), acme.key, max_size=None) as ws:

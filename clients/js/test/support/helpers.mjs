@@ -62,8 +62,9 @@ export function recordingFetch(before = async () => undefined) {
 }
 
 /** A TCP proxy to `target` (a URL's host and port); `drop()` cuts every open connection, `mute()` drops what
- * the server sends from then on (an answer lost on its way) until `mute(false)`, and `lost()` resolves
- * once it has dropped some. */
+ * the server sends from then on (an answer lost on its way, or a host gone: a close from the server is not
+ * passed on either, so the client's side stays open and silent) until `mute(false)`, and `lost()`
+ * resolves once it has dropped some. */
 export async function startProxy(target) {
   const { hostname, port } = new URL(target);
   const open = new Set();
@@ -80,8 +81,13 @@ export async function startProxy(target) {
       inbound.destroy();
       outbound.destroy();
     };
+    const hangUp = () => {
+      if (!muted) return forget();
+      open.delete(outbound); // the client is not told: to it the connection is open, and silent
+      outbound.destroy();
+    };
     inbound.on("error", forget).on("close", forget);
-    outbound.on("error", forget).on("close", forget);
+    outbound.on("error", hangUp).on("close", hangUp);
     inbound.pipe(outbound);
     outbound.on("data", (chunk) => {
       if (!muted) inbound.write(chunk);
