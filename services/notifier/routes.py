@@ -37,8 +37,9 @@ After = Annotated[
         json_schema_extra={"pattern": "^[0-9]{1,20}$"},  # documented; checked (with the bound) by _sequence
     ),
 ]
+PingKind = Literal["comment", "event"]
 Ping = Annotated[
-    Literal["comment", "event"],
+    PingKind,
     Query(
         description="The keep-alive sent every GPURELAY_SSE_HEARTBEAT_S (15 s): an SSE comment, which an "
         "EventSource hides, or a `ping` event (data: the server's time, no id), by which a browser's client "
@@ -73,7 +74,7 @@ def _respond(
     after: int,
     *,
     close_on_terminal: bool,
-    ping: str = "comment",
+    ping: PingKind,
     filters: Filters | None = None,
 ) -> EventSourceResponse:
     s = state.settings
