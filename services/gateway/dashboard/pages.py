@@ -98,6 +98,7 @@ async def logout(viewer: ViewerDep, state: StateDep, csrf: Annotated[str, Form(m
 
 @router.get("/token")
 async def fresh_token(viewer: ViewerDep, state: StateDep) -> JSONResponse:
-    """A fresh API token for a page open longer than the token lives (same-origin scripts only)."""
-    body = {"token": viewer.token, "expires_in": state.settings.dashboard_token_ttl_s}
+    """A fresh API token for a page open longer than the token lives (same-origin scripts only), and a
+    fresh feed token for its live list (``feed_token``, as the jobs page's)."""
+    body = {"token": viewer.token, "expires_in": state.settings.dashboard_token_ttl_s, "feed_token": viewer.feed_token}
     return JSONResponse(body, headers={"Cache-Control": "no-store"})

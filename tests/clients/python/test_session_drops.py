@@ -14,8 +14,8 @@ from gpurelay_client import AsyncClient, Client, SessionClosed
 
 from bench.harness.waiting import wait_for
 from tests.clients.python.stack import ThreadedStack
-from tests.clients.python.tcp_proxy import TcpProxy
 from tests.support.sessions import jpeg
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(120)
 

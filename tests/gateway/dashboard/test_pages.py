@@ -11,6 +11,7 @@ import pytest
 
 from bench.harness.waiting import wait_for
 from services.common.auth.apikeys import ApiKeyStore
+from services.common.auth.tokens import verify_token
 from tests.support.dashboard import (
     SESSION_COOKIE,
     hidden_value,
@@ -113,7 +114,7 @@ async def test_the_jobs_list_shows_this_tenants_jobs_filtered_with_a_live_feed(
     assert listing.status_code == 200
     assert mine in listing.text
     assert theirs not in listing.text
-    assert 'sse-connect="/v1/events?token=' in listing.text
+    assert 'data-events="/v1/events?token=' in listing.text  # static/js/jobs_live.js follows it
     after = re.search(r"&after=(\d+)\"", listing.text)
     assert after is not None
     assert int(after.group(1)) >= 2  # the feed starts after both jobs' events: opening never replays history
@@ -202,6 +203,8 @@ async def test_the_pages_api_token_opens_the_api_until_the_key_is_revoked(
         assert (await api.get("/v1/jobs")).status_code == 200
         fresh = (await signed_in.get("/token")).json()
         assert fresh["expires_in"] == gateway.settings.dashboard_token_ttl_s
+        feed = verify_token(gateway.settings.signing_secret.get_secret_value().encode(), fresh["feed_token"], "api")
+        assert (feed["tenant"], feed["scopes"], feed.get("job")) == ("acme", ["events:read"], None)  # the live list's
         assert await api_keys.revoke(acme.key_id)
         # The gateway's key cache hears the revocation on its KV watch (milliseconds; a loaded machine may take longer).
 

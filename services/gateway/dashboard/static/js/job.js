@@ -1,6 +1,7 @@
 // One job, live: its SSE stream (urls.events, a stream token) moves the progress bar, the stage, the
 // ETA and the event log; the terminal event reloads the details panel (artifacts, results).
 import { api, el } from "/static/js/api.js";
+import { follow } from "/static/js/live.js";
 import { drawResults } from "/static/js/results.js";
 
 const root = document.getElementById("job");
@@ -16,7 +17,7 @@ const queue = document.getElementById("job-queue");
 const TERMINAL = { "job.succeeded": "succeeded", "job.failed": "failed", "job.canceled": "canceled" };
 const STATUS = { "job.queued": "queued", "job.dispatched": "dispatched", "job.started": "running", "job.retrying": "retrying" };
 let startedAt = root.dataset.started ? Date.parse(root.dataset.started) : null;
-let source = null;
+let stop = null;
 
 function setStatus(status) {
   statusEl.textContent = status;
@@ -82,7 +83,7 @@ function onEvent(type, raw) {
     message.textContent = ""; // the last progress message ("uploading artifacts") no longer says what happens
     cancel.hidden = true;
     root.dataset.terminal = "true";
-    source.close();
+    stop();
     refreshPanel();
   }
 }
@@ -90,10 +91,10 @@ function onEvent(type, raw) {
 const TYPES = ["job.created", "job.queued", "job.position", "job.dispatched", "job.started", "job.progress", "job.log", "job.artifact",
   "job.stage", "job.retrying", "job.cancel_requested", "job.succeeded", "job.failed", "job.canceled"];
 
-function follow() {
-  source = new EventSource(root.dataset.events);
-  for (const type of TYPES) source.addEventListener(type, (e) => onEvent(type, e.data));
-  source.onerror = () => { if (root.dataset.terminal === "true") source.close(); };
+// A fresh events URL (its stream token) for a page open longer than the last one lives.
+async function eventsUrl() {
+  const r = await api(`/v1/jobs/${root.dataset.job}`);
+  return r.ok ? r.body.urls.events : null;
 }
 
 cancel.addEventListener("click", async () => {
@@ -104,5 +105,5 @@ cancel.addEventListener("click", async () => {
 });
 
 document.body.addEventListener("htmx:afterSwap", (e) => { if (e.target.id === "panel") drawResults(); });
-follow();
+stop = follow({ url: root.dataset.events, refresh: eventsUrl, types: TYPES, onEvent });
 drawResults();

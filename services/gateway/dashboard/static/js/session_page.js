@@ -1,24 +1,25 @@
 // One session: its SSE stream (urls.events) reloads the panel when the session ends (recording,
 // comparison); export submits a session_export job and opens it, replay starts a replay and opens it.
 import { api, clearProblem, showProblem } from "/static/js/api.js";
+import { follow } from "/static/js/live.js";
 
 const root = document.getElementById("session");
 const problem = document.getElementById("action-problem");
 const replay = document.getElementById("replay");
 const END = ["job.succeeded", "job.failed", "job.canceled"];
+let stop = () => {};
 
-function follow() {
-  if (root.dataset.terminal === "true") return;
-  const source = new EventSource(root.dataset.events);
-  for (const type of END) {
-    source.addEventListener(type, async () => {
-      source.close();
-      root.dataset.terminal = "true";
-      await window.htmx.ajax("GET", `/sessions/${root.dataset.session}/panel?settle=true`, { target: "#panel", swap: "innerHTML" });
-      replay.disabled = false;
-    });
-  }
-  source.onerror = () => { if (root.dataset.terminal === "true") source.close(); };
+async function ended() {
+  stop();
+  root.dataset.terminal = "true";
+  await window.htmx.ajax("GET", `/sessions/${root.dataset.session}/panel?settle=true`, { target: "#panel", swap: "innerHTML" });
+  replay.disabled = false;
+}
+
+// A fresh events URL (its stream token) for a page open longer than the last one lives.
+async function eventsUrl() {
+  const r = await api(`/v1/sessions/${root.dataset.session}`);
+  return r.ok ? r.body.urls.events : null;
 }
 
 document.getElementById("export-form").addEventListener("submit", async (event) => {
@@ -43,4 +44,4 @@ document.getElementById("replay-form").addEventListener("submit", async (event) 
   if (r.ok) window.location.assign(`/sessions/${r.body.id}`); else showProblem(problem, r.body);
 });
 
-follow();
+if (root.dataset.terminal !== "true") stop = follow({ url: root.dataset.events, refresh: eventsUrl, types: END, onEvent: ended });

@@ -1,7 +1,9 @@
-"""A TCP proxy on loopback in front of the gateway, for a session's socket: it passes bytes both ways
-until a test says otherwise. ``mute()`` reads the server's bytes and drops them (an answer lost on its
-way), ``cut()`` closes every connection at once (a dropped socket), ``refuse(n)`` closes the next ``n``
-connections as soon as they are accepted (a gateway restarting)."""
+"""A TCP proxy on loopback in front of the gateway, for a session's socket or a page's streams: it passes
+bytes both ways until a test says otherwise. ``mute()`` reads the server's bytes and drops them (an answer
+lost on its way), ``mute_where(marker)`` only on the connections open now whose latest request names
+``marker`` (a stream whose host went silent, where new connections still get through), ``cut()`` closes
+every connection at once (a dropped socket), ``refuse(n)`` closes the next ``n`` connections as soon as
+they are accepted (a gateway restarting)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import threading
 from urllib.parse import urlsplit
 
 CHUNK = 65536
+METHODS = {b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"HEAD", b"OPTIONS"}
 
 
 class TcpProxy:
@@ -24,6 +27,11 @@ class TcpProxy:
         self.accepted = self.refused = 0
         self._muted, self._to_refuse = False, 0
         self._open: set[socket.socket] = set()
+        self._requests: dict[socket.socket, bytes] = {}
+        """Each client connection's latest request line."""
+        self._silenced: set[socket.socket] = set()
+        self.history: list[bytes] = []
+        """Every request line, in order."""
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
@@ -31,6 +39,18 @@ class TcpProxy:
     def mute(self, muted: bool = True) -> None:
         """Drop (``True``) or pass on (``False``) what the server sends from now."""
         self._muted = muted
+
+    def mute_where(self, marker: bytes) -> int:
+        """Drop what the server sends from now on the open connections whose latest request line holds
+        ``marker``; how many there are."""
+        with self._lock:
+            self._silenced = {sock for sock, line in self._requests.items() if marker in line}
+            return len(self._silenced)
+
+    def opened_with(self, marker: bytes) -> int:
+        """How many requests so far had ``marker`` in their request line."""
+        with self._lock:
+            return sum(marker in line for line in self.history)
 
     def refuse(self, count: int) -> None:
         """Close the next ``count`` connections at once."""
@@ -82,13 +102,19 @@ class TcpProxy:
     def _pump(self, source: socket.socket, sink: socket.socket, from_server: bool) -> None:
         try:
             while chunk := source.recv(CHUNK):
-                if not (from_server and self._muted):
+                if not from_server and chunk[:8].split(b" ", 1)[0] in METHODS:
+                    with self._lock:
+                        self._requests[source] = chunk.split(b"\r\n", 1)[0]
+                        self.history.append(self._requests[source])
+                if not (from_server and (self._muted or sink in self._silenced)):
                     sink.sendall(chunk)
         except OSError:
             pass
         finally:
             with self._lock:
                 self._open -= {source, sink}
+                for sock in (source, sink):
+                    self._requests.pop(sock, None)
             for sock in (source, sink):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)

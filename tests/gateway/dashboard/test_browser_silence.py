@@ -1,0 +1,148 @@
+"""A dashboard page whose event stream goes silent (its host gone without closing) opens it again and
+misses nothing: a job page resumes after the last event it showed, the jobs list follows its feed
+again; one whose stream drops after its token expired follows it on a fresh token. Real Chromium
+through a TCP proxy in front of the embedded stack; the proxy drops what the server sends on the
+stream's connection only, so the page's other requests still get through. The stack sends its
+keep-alive every second, the pages give a stream 3 s and a stream token lives 10 s."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.gateway.dashboard.conftest import ROOT, Browsing, _open
+from tests.gateway.dashboard.test_browser import api, sign_in
+from tests.support.browser import browser_timeout, require_chromium
+from tests.support.dashboard import ThreadedStack, running_stack
+from tests.support.lap import scrolling_video
+from tests.support.tcp_proxy import TcpProxy
+
+pytestmark = [browser_timeout(180), pytest.mark.slow]
+
+IDLE_S = 3
+"""The pages' ``GPURELAY_DASHBOARD_SSE_IDLE_S`` here (the notifier's keep-alive: every second)."""
+TOKEN_TTL_S = 10
+"""``GPURELAY_STREAM_TOKEN_TTL_S`` here: a silent stream is opened again on its URL well within it."""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedStack]:
+    require_chromium()
+    folder = tmp_path_factory.mktemp("silence")
+    routes = yaml.safe_dump(yaml.safe_load((ROOT / "deploy" / "routes.yaml").read_text()))
+    env = {
+        "GPURELAY_SSE_HEARTBEAT_S": "1",
+        "GPURELAY_DASHBOARD_SSE_IDLE_S": str(IDLE_S),
+        "GPURELAY_STREAM_TOKEN_TTL_S": str(TOKEN_TTL_S),
+    }
+    with running_stack(folder, routes, **env) as running:
+        yield running
+
+
+@pytest.fixture
+def proxy(stack: ThreadedStack) -> Iterator[TcpProxy]:
+    running = TcpProxy(stack.env["GPURELAY_URL"])
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+@pytest.fixture
+def browsing(chromium: Any, proxy: TcpProxy) -> Iterator[Browsing]:
+    """A page that reaches the stack through :func:`proxy`."""
+    yield from _open(chromium, proxy.url, viewport={"width": 1280, "height": 900})
+
+
+def eventually(check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def waiting_job(client: httpx.Client, folder: Path) -> str:
+    """A lap_compare job waiting for its input (the upload's file sent, not completed). The tests cancel
+    it: a page on the proxy's origin could not fetch a result's files from the gateway's."""
+    data = scrolling_video(folder / "lap.mp4", [2.5 * k for k in range(24)]).read_bytes()
+    signed = client.post("/v1/uploads", json={"filename": "lap.mp4", "content_type": "video/mp4", "size": len(data)})
+    assert signed.status_code == 201, signed.text
+    put = httpx.put(signed.json()["url"], content=data, headers=signed.json()["headers"])
+    assert put.status_code < 300, put.text
+    job = client.post("/v1/jobs", json={"kind": "lap_compare", "inputs": {"video": {"upload_id": signed.json()["id"]}}})
+    assert job.status_code == 201, job.text
+    return str(job.json()["id"])
+
+
+def job_page(b: Browsing, client: httpx.Client, folder: Path) -> tuple[str, bytes]:
+    """A waiting job's page (signed in), its stream open; the job's id and its stream's request line's path."""
+    job_id = waiting_job(client, folder)
+    b.page.goto(f"/jobs/{job_id}")
+    b.page.wait_for_selector("#event-log li[data-type='job.created']")
+    return job_id, f"/v1/jobs/{job_id}/events?".encode()
+
+
+def canceled(b: Browsing, client: httpx.Client, job_id: str) -> list[str]:
+    """Cancel ``job_id`` (its next events); the event types its page then shows."""
+    assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+    b.page.wait_for_function("document.getElementById('job-status').textContent === 'canceled'", timeout=60_000)
+    shown: list[str] = b.page.eval_on_selector_all("#event-log li", "items => items.map((li) => li.dataset.type)")
+    return shown
+
+
+def test_a_job_page_whose_stream_goes_silent_resumes_after_its_last_event(
+    browsing: Browsing, proxy: TcpProxy, stack: ThreadedStack, tmp_path: Path
+) -> None:
+    sign_in(browsing, stack.env["GPURELAY_API_KEY"])
+    assert browsing.page.get_attribute('meta[name="gpurelay-sse-idle-ms"]', "content") == str(IDLE_S * 1000)
+    with api(stack) as client:
+        job_id, stream = job_page(browsing, client, tmp_path)
+        assert proxy.mute_where(stream) == 1
+        opened = proxy.opened_with(stream)  # the page hears nothing more on it, not even a keep-alive
+        eventually(lambda: proxy.opened_with(stream) > opened, "the page never opened its silent stream again")
+        again = [line for line in proxy.history if stream in line][-1]
+        assert b"&after=" in again, again  # resumed after job.created, not from the start
+        shown = canceled(browsing, client, job_id)
+    assert shown == ["job.created", "job.cancel_requested", "job.canceled"], shown  # none missed, none twice
+    browsing.expect_no_errors()
+
+
+def test_the_jobs_list_whose_feed_goes_silent_follows_it_again(
+    browsing: Browsing, proxy: TcpProxy, stack: ThreadedStack, tmp_path: Path
+) -> None:
+    sign_in(browsing, stack.env["GPURELAY_API_KEY"])
+    feed = b"GET /v1/events?"
+    eventually(lambda: proxy.opened_with(feed) >= 1, "the list never opened its feed")
+    assert proxy.mute_where(feed) == 1
+    opened = proxy.opened_with(feed)
+    eventually(lambda: proxy.opened_with(feed) > opened, "the list never opened its silent feed again")
+    with api(stack) as client:
+        job_id = waiting_job(client, tmp_path)
+    browsing.page.wait_for_selector(f"tr[data-job='{job_id}']")  # the list reloaded its rows on job.created
+    browsing.expect_no_errors()
+
+
+def test_a_job_page_whose_stream_drops_after_its_token_expired_follows_it_on_a_fresh_token(
+    browsing: Browsing, proxy: TcpProxy, stack: ThreadedStack, tmp_path: Path
+) -> None:
+    sign_in(browsing, stack.env["GPURELAY_API_KEY"])
+    with api(stack) as client:
+        job_id, stream = job_page(browsing, client, tmp_path)
+        first = str(browsing.page.get_attribute("#job", "data-events"))
+        time.sleep(TOKEN_TTL_S + 1)
+        with httpx.stream("GET", first, timeout=30) as refused:  # the token alone, as the page sends it
+            assert refused.status_code == 401  # the page's URL opens nothing any more
+        opened = proxy.opened_with(stream)
+        proxy.cut()
+        eventually(lambda: proxy.opened_with(stream) > opened, "the page never followed its dropped stream again")
+        shown = canceled(browsing, client, job_id)
+    again = [line for line in proxy.history if stream in line][-1]
+    assert first.split("token=")[1].split("&")[0].encode() not in again  # a fresh token
+    assert shown == ["job.created", "job.cancel_requested", "job.canceled"], shown
+    browsing.expect_no_errors("ERR_INCOMPLETE_CHUNKED_ENCODING")  # the stream the proxy cut, as the browser tells it
