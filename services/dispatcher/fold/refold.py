@@ -24,6 +24,14 @@ dropped, and logged as an error: its mark is left). Each replica also reads the 
 ``fold_refold_marks_every_s`` and takes those it does not hold: a mark left by a replica that died and
 never started again, or by a refold given up, is folded again by a replica still running (a refold twice
 writes once), not a day later when the bucket forgets it.
+
+A mark is written with compare-and-set on the key's last revision (made, or written over the mark or
+delete it finds), never a plain put: a write that timed out may still reach the bucket later (its
+server paused, then back: a netfaults run's replica failed over while its put sat in the paused
+server's socket), after the refold it asked for had ended and deleted the mark. Written so, it is
+refused then; a plain put stored it, and the job stayed marked until the next read of the marks. A
+delete of the mark that stays in flight (:class:`~services.common.nats.kv.WriteInFlight`) is a failure
+of the refold, tried again: a delete that never lands left the mark too.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from contracts.envelope import EventEnvelope
 from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
 from services.common.http.nats_failover import unwatched
-from services.common.nats.kv import WriteInFlight, kv_delete, kv_scan
+from services.common.nats.kv import kv_delete, kv_last, kv_scan, kv_write
 from services.common.observability.metrics import FOLD_REPAIRS
 from services.dispatcher.fold.history import job_history
 from services.dispatcher.fold.reactions import REACTS_TO, Reactions
@@ -108,9 +116,19 @@ class Refolds:
             self.left += 1
             log.warning("job %s: %d jobs already wait to be folded again; dropped", job_id, self.most_waiting)
             return
-        mark = None if self.marks is None else await self.marks.put(tenant_key(tenant, job_id), b"")
+        mark = None if self.marks is None else await self._mark(tenant_key(tenant, job_id))
         self._waiting.setdefault((tenant, job_id), _Waiting(asyncio.get_running_loop().time(), mark))
         self._wake.set()
+
+    async def _mark(self, key: str) -> int:
+        """Mark ``key`` (its revision), compare-and-set on the revision read first (see the module docstring)."""
+        assert self.marks is not None
+        for _ in range(CAS_ATTEMPTS):
+            last = await kv_last(self.marks, key)  # None: never written, or deleted (made again)
+            written = await kv_write(self.marks, key, b"", last.revision if last else None)
+            if written is not None:
+                return written
+        raise RuntimeError(f"{key}: marked by others each time it was marked")
 
     @property
     def waiting(self) -> int:
@@ -177,8 +195,9 @@ class Refolds:
         """The job is folded again: forget it, and its mark unless it was marked again since."""
         waiting = self._waiting[key]
         if self.marks is not None and waiting.mark is not None:
-            # marked again (another replica had the job redelivered), or being marked: it deletes the mark
-            with contextlib.suppress(KeyWrongLastSequenceError, WriteInFlight):
+            # marked again (another replica had the job redelivered), or being marked: it deletes the mark;
+            # a delete that stays in flight (WriteInFlight) is raised: the refold is tried again
+            with contextlib.suppress(KeyWrongLastSequenceError):
                 await kv_delete(self.marks, tenant_key(*key), waiting.mark)
         del self._waiting[key]
 

@@ -23,7 +23,8 @@ import pytest
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
-from nats.js.kv import KeyValue
+from nats.js.errors import APIError
+from nats.js.kv import KV_DEL, KV_OP, KeyValue
 
 from bench.harness.waiting import wait_for
 from contracts.events import jobs as je
@@ -34,7 +35,7 @@ from contracts.streams import JOBS, KV_FOLD_REFOLDS
 from contracts.subjects import Namespace, Subjects, event_token
 from services.common.nats.connection import cancel_and_wait
 from services.common.nats.kv import kv_scan
-from services.common.nats.publish import publish_event
+from services.common.nats.publish import WRONG_LAST_SEQUENCE, publish_event
 from services.dispatcher.consumers import ConsumerGuard, Redelivery
 from services.dispatcher.fold import refold
 from services.dispatcher.fold.batch import BatchFold
@@ -278,3 +279,34 @@ async def test_marks_past_the_bound_stay_marked_for_the_next_start(delivered: De
     finally:
         await cancel_and_wait([running])
     assert await one_left()
+
+
+async def test_a_marks_write_that_reaches_the_bucket_after_its_refold_ended_is_refused(
+    js: JetStreamContext, delivered: Delivered
+) -> None:
+    """A mark's write that timed out may reach the bucket later (its server paused, then back), after the
+    refold it asked for deleted the mark: every write of the mark, sent again then, is refused, and no mark
+    is left for a job folded already (a netfaults run's plain put was stored so, and the job stayed marked)."""
+    job_id, marks, refolds = delivered.job_id, delivered.marks, delivered.refolds
+    await cancel_and_wait([delivered.running])
+    sent: list[Msg] = []
+
+    async def saw(msg: Msg) -> None:
+        sent.append(msg)
+
+    sub = await js._nc.subscribe(f"{marks._pre}>", cb=saw)  # each write of the bucket as it is sent
+    for _ in range(2):  # a mark made, then made again over its delete
+        await refolds.add("acme", job_id)
+        running = asyncio.create_task(refolds.run())
+        try:
+            await wait_for(lambda: refolds.waiting == 0, timeout_s=20, what="the job folded again")
+        finally:
+            await cancel_and_wait([running])
+    await sub.unsubscribe()
+    writes = [msg for msg in sent if (msg.headers or {}).get(KV_OP) != KV_DEL]
+    assert len(writes) >= 2, sent
+    for late in writes:
+        with pytest.raises(APIError) as refused:
+            await js.publish(late.subject, late.data, headers=late.headers)
+        assert refused.value.err_code == WRONG_LAST_SEQUENCE, late.headers
+    assert await kv_scan(marks, ">") == []
