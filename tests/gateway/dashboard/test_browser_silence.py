@@ -1,6 +1,7 @@
 """A dashboard page whose event stream goes silent (its host gone without closing) opens it again and
 misses nothing: a job page resumes after the last event it showed, the jobs list follows its feed
-again; one whose stream drops after its token expired follows it on a fresh token. Real Chromium
+again; one whose stream drops after its token expired follows it on a fresh token; a live session's
+socket gone silent is opened again and its frames go on. Real Chromium
 through a TCP proxy in front of the embedded stack; the proxy drops what the server sends on the
 stream's connection only, so the page's other requests still get through. The stack sends its
 keep-alive every second, the pages give a stream 3 s and a stream token lives 10 s."""
@@ -13,14 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import yaml
 
-from tests.gateway.dashboard.conftest import ROOT, Browsing, _open
-from tests.gateway.dashboard.test_browser import api, sign_in
+from tests.gateway.dashboard.conftest import ECHO_ROUTE, ROOT, Browsing, _open
+from tests.gateway.dashboard.test_browser import api, sign_in, start_session
 from tests.support.browser import browser_timeout, require_chromium
 from tests.support.dashboard import ThreadedStack, running_stack
-from tests.support.lap import scrolling_video
+from tests.support.lap import scrolling_video, write_video
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = [browser_timeout(180), pytest.mark.slow]
@@ -35,7 +37,9 @@ TOKEN_TTL_S = 10
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedStack]:
     require_chromium()
     folder = tmp_path_factory.mktemp("silence")
-    routes = yaml.safe_dump(yaml.safe_load((ROOT / "deploy" / "routes.yaml").read_text()))
+    table = yaml.safe_load((ROOT / "deploy" / "routes.yaml").read_text())
+    table["profiles"]["dev"]["vlm"] = ECHO_ROUTE  # a session's frames answered without a model
+    routes = yaml.safe_dump(table)
     env = {
         "GPURELAY_SSE_HEARTBEAT_S": "1",
         "GPURELAY_DASHBOARD_SSE_IDLE_S": str(IDLE_S),
@@ -146,3 +150,26 @@ def test_a_job_page_whose_stream_drops_after_its_token_expired_follows_it_on_a_f
     assert first.split("token=")[1].split("&")[0].encode() not in again  # a fresh token
     assert shown == ["job.created", "job.cancel_requested", "job.canceled"], shown
     browsing.expect_no_errors("ERR_INCOMPLETE_CHUNKED_ENCODING")  # the stream the proxy cut, as the browser tells it
+
+
+def test_a_sessions_socket_gone_silent_is_opened_again_and_its_frames_go_on(
+    browsing: Browsing, proxy: TcpProxy, stack: ThreadedStack, tmp_path: Path
+) -> None:
+    page, socket = browsing.page, b"/stream?"
+    scene = np.random.default_rng(5).integers(0, 255, (30, 40, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+    frames = (np.roll(scene, 2 * k, axis=1) for k in range(360))
+    start_session(
+        browsing, stack, "vlm", {"idle_timeout_s": 600}, write_video(tmp_path / "walk.webm", frames, 12.0, "VP80")
+    )
+    page.wait_for_function("Number(document.getElementById('s-acked').textContent) >= 3", timeout=60_000)
+    assert proxy.mute_where(socket) == 1
+    opened = proxy.opened_with(socket)  # its acks, events and pongs dropped from now on
+    eventually(lambda: proxy.opened_with(socket) > opened, "the page never opened its silent socket again")
+    again = [line for line in proxy.history if socket in line][-1]
+    assert b"after=1 " not in again, again  # resumed after the events it had, not from the first
+    acked = int(page.inner_text("#s-acked"))
+    page.wait_for_function(f"Number(document.getElementById('s-acked').textContent) >= {acked + 3}", timeout=30_000)
+    page.click("#s-stop")
+    page.wait_for_function("document.getElementById('s-state').textContent === 'succeeded'", timeout=60_000)
+    assert "socket silent; opening it again" in page.inner_text("#s-log")
+    browsing.expect_no_errors()

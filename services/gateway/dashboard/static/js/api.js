@@ -1,5 +1,6 @@
-// The API from the browser: same origin, the page's short-lived bearer token (refreshed on a 401
-// from the cookie-backed /token), problem+json shown next to the fields it names.
+// The API from the browser: same origin (every URL taken as a path on it), the page's short-lived
+// bearer token (refreshed on a 401 from the cookie-backed /token), problem+json shown next to the
+// fields it names.
 
 const meta = document.querySelector('meta[name="gpurelay-token"]');
 let token = meta ? meta.content : "";
@@ -13,11 +14,14 @@ export async function refreshToken() {
   return token;
 }
 
+// `path`, or a URL the API gave (a job's `urls.cancel`, a session's `urls.stop`), on this page's origin:
+// the gateway's, whatever host name or proxy the page came through.
 async function send(path, options) {
+  const url = new URL(path, location.href);
   const headers = { accept: "application/json", ...(options.headers || {}), authorization: "Bearer " + token };
   let body = options.body;
   if (options.json !== undefined) { headers["content-type"] = "application/json"; body = JSON.stringify(options.json); }
-  return fetch(path, { method: options.method || "GET", headers, body, credentials: "omit" });
+  return fetch(url.pathname + url.search, { method: options.method || "GET", headers, body, credentials: "omit" });
 }
 
 // {ok, status, body}: body is the parsed JSON (a problem document on errors), or null.

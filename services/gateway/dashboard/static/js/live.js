@@ -7,9 +7,9 @@
 // after a pause. Either way it resumes with `?after=` the last event's id, and an event seen before
 // is not handed on twice. Every URL is taken as a path on this page's origin.
 
-const BACKOFF_MS = [1000, 2000, 5000, 10000];
+export const BACKOFF_MS = [1000, 2000, 5000, 10000];
 const meta = document.querySelector('meta[name="gpurelay-sse-idle-ms"]');
-const IDLE_MS = meta ? Number(meta.content) : 60000;
+export const IDLE_MS = meta ? Number(meta.content) : 60000;
 
 function onThisOrigin(url, params) {
   const u = new URL(url, location.href);

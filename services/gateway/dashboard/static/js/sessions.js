@@ -1,7 +1,11 @@
 // Live sessions: start one, send frames over its WebSocket (from a video file or the camera),
 // watch its events; a splat session's latest PLY is shown in a Spark 3D view refreshed on each
-// snapshot, a vlm session's answers are listed as they come.
-import { api, clearProblem, currentToken, el, showProblem } from "/static/js/api.js";
+// snapshot, a vlm session's answers are listed as they come. A socket that closes before the
+// session ends, or stays silent for the page's idle time (a ping after half of it goes unanswered:
+// a host gone without closing), is opened again after its last event (`?after=`) on a fresh token;
+// frames go on over the new one (one in flight at the drop is not sent again: a live feed).
+import { api, clearProblem, currentToken, el, refreshToken, showProblem } from "/static/js/api.js";
+import { BACKOFF_MS, IDLE_MS } from "/static/js/live.js";
 import { orbitPose, SplatView } from "/static/js/splat_view.js";
 
 const form = document.getElementById("start-session");
@@ -9,6 +13,7 @@ const box = document.getElementById("s-problem");
 const preview = document.getElementById("s-preview");
 const $ = (id) => document.getElementById(id);
 let session = null, socket = null, timer = null, sent = 0, acked = 0, snapshots = 0, view = null, poses = "orbit";
+let after = 1, ended = false, drops = 0, pinging = null, silent = null; // the socket's resume point and watch
 
 function logLine(text) {
   $("s-log").append(el("li", {}, text));
@@ -31,7 +36,10 @@ form.addEventListener("submit", async (event) => {
 });
 
 function open(created) {
+  if (socket) { socket.onclose = socket.onmessage = null; socket.close(); watchOff(); } // the page's last session
   session = created;
+  ended = false;
+  drops = 0;
   $("session").hidden = false;
   $("s-id").textContent = created.id;
   $("s-state").textContent = created.state;
@@ -40,17 +48,63 @@ function open(created) {
   if (created.kind === "splat") {
     try { view = new SplatView($("splat-canvas")); } catch (e) { $("splat-note").textContent = `The 3D view needs WebGL: ${e.message}`; }
   }
-  socket = new WebSocket(`${created.urls.stream}?after=1`); // from its first event: its ready may come first
-  socket.binaryType = "arraybuffer";
-  socket.onopen = () => socket.send(JSON.stringify({ auth: currentToken() }));
-  socket.onmessage = (m) => onMessage(JSON.parse(m.data));
-  socket.onclose = (e) => logLine(`socket closed (${e.code})`);
+  after = 1; // from its first event: its ready may come first
+  connect();
 }
 
+// The session's socket on this page's origin (the gateway's, as urls.stream names it; a proxy or another
+// host name in front of it serves it too).
+function streamUrl() {
+  const url = new URL(session.urls.stream, location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  url.host = location.host;
+  url.searchParams.set("after", String(after));
+  return url.href;
+}
+
+function connect() {
+  socket = new WebSocket(streamUrl());
+  socket.binaryType = "arraybuffer";
+  socket.onopen = () => { socket.send(JSON.stringify({ auth: currentToken() })); heard(); };
+  socket.onmessage = (m) => { heard(); onMessage(JSON.parse(m.data)); };
+  socket.onclose = (e) => {
+    watchOff();
+    if (ended) { logLine(`socket closed (${e.code})`); return; }
+    const wait = BACKOFF_MS[Math.min(drops, BACKOFF_MS.length - 1)];
+    logLine(`socket closed (${e.code}); opening it again in ${wait / 1000} s`);
+    drops += 1;
+    setTimeout(reopen, wait);
+  };
+}
+
+async function reopen() {
+  try { await refreshToken(); } catch { return; } // signed out: the sign-in page opens
+  if (!ended) connect();
+}
+
+// Anything the socket brings shows it alive: a ping after half the idle time of silence, and a socket
+// still silent at its end is dropped (its close would wait on a peer that is gone) and opened again.
+function heard() {
+  watchOff();
+  if (IDLE_MS <= 0 || ended) return;
+  pinging = setTimeout(() => { if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "ping" })); }, IDLE_MS / 2);
+  silent = setTimeout(() => {
+    const dead = socket;
+    dead.onclose = dead.onmessage = null;
+    dead.close();
+    logLine("socket silent; opening it again");
+    connect();
+  }, IDLE_MS);
+}
+
+function watchOff() { clearTimeout(pinging); clearTimeout(silent); }
+
 async function onMessage(message) {
-  if (message.type === "ack") { acked += 1; $("s-acked").textContent = acked; return; }
+  if (message.type === "pong") return;
+  if (message.type === "ack") { acked += 1; drops = 0; $("s-acked").textContent = acked; return; }
   if (message.type === "error") { logLine(`error ${message.code}: ${message.message}`); return; }
   if (message.type !== "event") return;
+  if (Number.isInteger(message.seq) && message.seq > after) after = message.seq;
   const envelope = message.event, data = envelope.data || {};
   logLine(`${envelope.type}${data.message ? " — " + data.message : ""}`);
   if (envelope.type === "session.ready") $("s-state").textContent = "live"; // the worker's model is loaded
@@ -61,7 +115,12 @@ async function onMessage(message) {
   }
   if (envelope.type === "session.snapshot") { snapshots += 1; $("s-snapshots").textContent = snapshots; await showSnapshot(data.artifact, data.seq); }
   if (envelope.type === "session.result") $("vlm-results").append(el("li", {}, `#${data.chunk} (frames ${data.first_seq}–${data.last_seq}): ${data.text}`));
-  if (["job.succeeded", "job.failed", "job.canceled"].includes(envelope.type)) { $("s-state").textContent = envelope.type.slice(4); stopFrames(); }
+  if (["job.succeeded", "job.failed", "job.canceled"].includes(envelope.type)) {
+    ended = true;
+    watchOff();
+    $("s-state").textContent = envelope.type.slice(4);
+    stopFrames();
+  }
 }
 
 let showing = false;
