@@ -45,12 +45,12 @@ class GatewaySettings(ApiKeySettings):
     dashboard_token_ttl_s: int = Field(
         default=900, ge=30, le=86_400, description="Lifetime of the short API token a dashboard page holds (s)."
     )
-    dashboard_sse_idle_s: float = Field(
+    dashboard_stream_idle_s: float = Field(
         default=60,
         ge=0,
         le=3600,
-        description="A dashboard page takes its event stream as dead after this long with neither an event nor a "
-        "keep-alive (4 of the notifier's 15 s) and opens it again (s; 0: never).",
+        description="A dashboard page takes its event stream or session socket as dead after this long with "
+        "neither a message nor a keep-alive (4 of the notifier's 15 s) and opens it again (s; 0: never).",
     )
     upload_url_ttl_s: int = Field(
         default=300, ge=1, le=86_400, description="A pre-signed upload PUT lives this long, plus the sending time."

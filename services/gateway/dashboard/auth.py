@@ -52,8 +52,8 @@ class Viewer:
     """A short-lived bearer token for the API (``dashboard_token_ttl_s``)."""
     feed_token: str
     """An ``events:read`` token that opens the tenant's SSE feed."""
-    sse_idle_ms: int
-    """How long a page's event stream may be silent before the page opens it again (``dashboard_sse_idle_s``)."""
+    stream_idle_ms: int
+    """How long a page's stream or socket may be silent before it is opened again (``dashboard_stream_idle_s``)."""
 
     @property
     def tenant(self) -> str:
@@ -109,7 +109,7 @@ async def viewer_of(request: Request, state: GatewayState) -> Viewer | None:
         csrf=data["c"],
         token=page_token(secret, principal, settings.dashboard_token_ttl_s),
         feed_token=feed_token(secret, principal, settings.stream_token_ttl_s),
-        sse_idle_ms=round(settings.dashboard_sse_idle_s * 1000),
+        stream_idle_ms=round(settings.dashboard_stream_idle_s * 1000),
     )
 
 

@@ -28,7 +28,7 @@ from tests.support.tcp_proxy import TcpProxy
 pytestmark = [browser_timeout(180), pytest.mark.slow]
 
 IDLE_S = 3
-"""The pages' ``GPURELAY_DASHBOARD_SSE_IDLE_S`` here (the notifier's keep-alive: every second)."""
+"""The pages' ``GPURELAY_DASHBOARD_STREAM_IDLE_S`` here (the notifier's keep-alive: every second)."""
 TOKEN_TTL_S = 10
 """``GPURELAY_STREAM_TOKEN_TTL_S`` here: a silent stream is opened again on its URL well within it."""
 
@@ -42,7 +42,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedStack]:
     routes = yaml.safe_dump(table)
     env = {
         "GPURELAY_SSE_HEARTBEAT_S": "1",
-        "GPURELAY_DASHBOARD_SSE_IDLE_S": str(IDLE_S),
+        "GPURELAY_DASHBOARD_STREAM_IDLE_S": str(IDLE_S),
         "GPURELAY_STREAM_TOKEN_TTL_S": str(TOKEN_TTL_S),
     }
     with running_stack(folder, routes, **env) as running:
@@ -104,7 +104,7 @@ def test_a_job_page_whose_stream_goes_silent_resumes_after_its_last_event(
     browsing: Browsing, proxy: TcpProxy, stack: ThreadedStack, tmp_path: Path
 ) -> None:
     sign_in(browsing, stack.env["GPURELAY_API_KEY"])
-    assert browsing.page.get_attribute('meta[name="gpurelay-sse-idle-ms"]', "content") == str(IDLE_S * 1000)
+    assert browsing.page.get_attribute('meta[name="gpurelay-stream-idle-ms"]', "content") == str(IDLE_S * 1000)
     with api(stack) as client:
         job_id, stream = job_page(browsing, client, tmp_path)
         assert proxy.mute_where(stream) == 1

@@ -1,14 +1,14 @@
 // A page's SSE stream that outlives a silent or dropped connection. The stream is asked for its
 // keep-alive as a `ping` event (`?ping=event`: an EventSource hides the default comment), so a
 // connection that has carried neither an event nor a ping for the page's idle time (the
-// gpurelay-sse-idle-ms meta, from GPURELAY_DASHBOARD_SSE_IDLE_S) is taken as dead: a host gone
+// gpurelay-stream-idle-ms meta, from GPURELAY_DASHBOARD_STREAM_IDLE_S) is taken as dead: a host gone
 // without closing left a page waiting for ever. A silent stream is opened again at once on the same
 // URL; one the server closed or refused (its token expired, a restart) on a fresh URL from `refresh`,
 // after a pause. Either way it resumes with `?after=` the last event's id, and an event seen before
 // is not handed on twice. Every URL is taken as a path on this page's origin.
 
 export const BACKOFF_MS = [1000, 2000, 5000, 10000];
-const meta = document.querySelector('meta[name="gpurelay-sse-idle-ms"]');
+const meta = document.querySelector('meta[name="gpurelay-stream-idle-ms"]');
 export const IDLE_MS = meta ? Number(meta.content) : 60000;
 
 function onThisOrigin(url, params) {
