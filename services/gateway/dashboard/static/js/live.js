@@ -58,6 +58,7 @@ export function follow({ url, refresh, types, onEvent, idleMs = IDLE_MS }) {
     source.close();
     if (stopped) return;
     await new Promise((done) => setTimeout(done, BACKOFF_MS[Math.min(drops, BACKOFF_MS.length - 1)]));
+    if (stopped) return;
     drops += 1;
     try { current = (await refresh()) || current; } catch { /* the last URL once more */ }
     open();
