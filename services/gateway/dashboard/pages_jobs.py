@@ -22,7 +22,7 @@ from services.gateway.dashboard.auth import Viewer
 from services.gateway.dashboard.forms import input_fields, job_kinds, param_fields, price_text
 from services.gateway.dashboard.pages import ViewerDep
 from services.gateway.dashboard.render import error_page, or_error_page, page
-from services.gateway.dashboard.results import results_view
+from services.gateway.dashboard.results import on_this_origin, results_view
 from services.gateway.dashboard.settle import record_when
 from services.gateway.deps import StateDep
 from services.gateway.jobs.routes import get_job, list_jobs
@@ -124,7 +124,9 @@ async def new_job_page(
 
 
 async def _job(request: Request, state: StateDep, viewer: ViewerDep, job_id: str) -> JobOut | HTMLResponse:
-    return await or_error_page(request, viewer, f"job {job_id!r}", get_job(job_id, state, viewer.principal))
+    """The job as its page shows it (its URLs on the gateway's origin as paths), or the error page."""
+    job = await or_error_page(request, viewer, f"job {job_id!r}", get_job(job_id, state, viewer.principal))
+    return job if isinstance(job, HTMLResponse) else on_this_origin(job, state.settings.url)
 
 
 @router.get("/jobs/{job_id}")

@@ -103,6 +103,21 @@ def _videos(media: list[dict[str, str]]) -> list[dict[str, Any]]:
     return videos
 
 
+def on_this_origin(job: JobOut, base: str) -> JobOut:
+    """``job`` with each URL on the gateway's own origin (``base``, ``GPURELAY_URL``) as a path, so a page
+    reached under another host name or through a proxy fetches its results where it came from: a script's
+    fetch of a result at ``base`` from there is cross-origin, refused without CORS headers (local storage's
+    signed URLs are the gateway's; an object store's stay as they are)."""
+    origin = base.rstrip("/")
+
+    def here(url: str) -> str:
+        return url[len(origin) :] if url.startswith(origin + "/") else url
+
+    artifacts = [a.model_copy(update={"url": here(a.url)}) if a.url else a for a in job.artifacts]
+    urls = job.urls.model_copy(update={name: here(url) for name, url in job.urls.model_dump().items()})
+    return job.model_copy(update={"artifacts": artifacts, "urls": urls})
+
+
 def results_view(job: JobOut) -> ResultsView:
     """The pictures of ``job``'s results (empty until it has artifacts)."""
     urls = _urls(job)

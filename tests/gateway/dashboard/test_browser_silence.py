@@ -1,7 +1,8 @@
 """A dashboard page whose event stream goes silent (its host gone without closing) opens it again and
 misses nothing: a job page resumes after the last event it showed, the jobs list follows its feed
 again; one whose stream drops after its token expired follows it on a fresh token; a live session's
-socket gone silent is opened again and its frames go on. Real Chromium
+socket gone silent is opened again and its frames go on; a job page reached through the proxy (another
+origin than ``GPURELAY_URL``) fetches its results and draws them. Real Chromium
 through a TCP proxy in front of the embedded stack; the proxy drops what the server sends on the
 stream's connection only, so the page's other requests still get through. The stack sends its
 keep-alive every second, the pages give a stream 3 s and a stream token lives 10 s."""
@@ -19,7 +20,7 @@ import pytest
 import yaml
 
 from tests.gateway.dashboard.conftest import ECHO_ROUTE, ROOT, Browsing, _open
-from tests.gateway.dashboard.test_browser import api, sign_in, start_session
+from tests.gateway.dashboard.test_browser import api, sign_in, start_session, submitted_lap
 from tests.support.browser import browser_timeout, require_chromium
 from tests.support.dashboard import ThreadedStack, running_stack
 from tests.support.lap import scrolling_video, write_video
@@ -140,7 +141,7 @@ def test_a_job_page_whose_stream_drops_after_its_token_expired_follows_it_on_a_f
         job_id, stream = job_page(browsing, client, tmp_path)
         first = str(browsing.page.get_attribute("#job", "data-events"))
         time.sleep(TOKEN_TTL_S + 1)
-        with httpx.stream("GET", first, timeout=30) as refused:  # the token alone, as the page sends it
+        with httpx.stream("GET", stack.env["GPURELAY_URL"] + first, timeout=30) as refused:  # the token alone
             assert refused.status_code == 401  # the page's URL opens nothing any more
         opened = proxy.opened_with(stream)
         proxy.cut()
@@ -173,3 +174,16 @@ def test_a_sessions_socket_gone_silent_is_opened_again_and_its_frames_go_on(
     page.wait_for_function("document.getElementById('s-state').textContent === 'succeeded'", timeout=60_000)
     assert "socket silent; opening it again" in page.inner_text("#s-log")
     browsing.expect_no_errors()
+
+
+def test_a_job_page_reached_through_a_proxy_draws_its_results(
+    browsing: Browsing, stack: ThreadedStack, tmp_path: Path
+) -> None:
+    sign_in(browsing, stack.env["GPURELAY_API_KEY"])
+    with api(stack) as client:
+        job_id = submitted_lap(client, scrolling_video(tmp_path / "lap.mp4", [3.0 * k for k in range(48)]))
+    browsing.page.goto(f"/jobs/{job_id}")
+    browsing.page.wait_for_function("document.getElementById('job-status').textContent === 'succeeded'", timeout=90_000)
+    browsing.page.wait_for_selector("#speed-chart[data-points] canvas")  # metrics.json fetched on this origin
+    assert int(browsing.page.get_attribute("#speed-chart", "data-points") or 0) > 0
+    browsing.expect_no_errors()  # no CORS refusal of a result at GPURELAY_URL's origin
