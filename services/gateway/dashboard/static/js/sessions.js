@@ -73,13 +73,13 @@ function connect() {
     const wait = BACKOFF_MS[Math.min(drops, BACKOFF_MS.length - 1)];
     logLine(`socket closed (${e.code}); opening it again in ${wait / 1000} s`);
     drops += 1;
-    setTimeout(reopen, wait);
+    setTimeout(() => reopen(session), wait);
   };
 }
 
-async function reopen() {
+async function reopen(of) {
   try { await refreshToken(); } catch { return; } // signed out: the sign-in page opens
-  if (!ended) connect();
+  if (!ended && session === of) connect(); // not when another session was started meanwhile
 }
 
 // Anything the socket brings shows it alive: a ping after half the idle time of silence, and a socket
