@@ -30,6 +30,7 @@ from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
 from contracts.record_repair import UnreadableRecordError, read_record
 from services.common.nats.connection import cancel_and_wait
+from services.common.nats.publish import until_answered
 from services.common.nats.quiet_watch import watch_keys
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,13 @@ class KvWatch:
         return self.snapshot_done.is_set() and self._task is not None and not self._task.done()
 
     async def start(self, snapshot_timeout_s: float) -> None:
-        """Start watching; wait up to ``snapshot_timeout_s`` for the snapshot (``TimeoutError`` after)."""
-        watcher = await watch_keys(self.kv, meta_only=self.meta_only)
+        """Start watching; wait up to ``snapshot_timeout_s`` for the snapshot (``TimeoutError`` after). A watch
+        that NATS does not answer in time (a loaded or failing-over server: a dispatcher's start failed so in
+        CI, its fair clocks' consumer info unanswered) is made again meanwhile: nats-py drops a watch that
+        failed, and a consumer made late, with nothing subscribed to it, is deleted when it goes idle."""
+        watcher = await until_answered(
+            lambda: watch_keys(self.kv, meta_only=self.meta_only), f"{self.name} start", snapshot_timeout_s
+        )
         self._task = asyncio.create_task(self._watch(watcher), name=self.name)
         await asyncio.wait_for(self.snapshot_done.wait(), snapshot_timeout_s)
 
