@@ -63,11 +63,13 @@ class KvWatch:
         that NATS does not answer in time (a loaded or failing-over server: a dispatcher's start failed so in
         CI, its fair clocks' consumer info unanswered) is made again meanwhile: nats-py drops a watch that
         failed, and a consumer made late, with nothing subscribed to it, is deleted when it goes idle."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + snapshot_timeout_s
         watcher = await until_answered(
             lambda: watch_keys(self.kv, meta_only=self.meta_only), f"{self.name} start", snapshot_timeout_s
         )
         self._task = asyncio.create_task(self._watch(watcher), name=self.name)
-        await asyncio.wait_for(self.snapshot_done.wait(), snapshot_timeout_s)
+        await asyncio.wait_for(self.snapshot_done.wait(), max(0.0, deadline - loop.time()))
 
     async def start_or_go_without(self, snapshot_timeout_s: float, without: str) -> None:
         """:meth:`start` for a view that only saves reads: a watch that cannot start is logged (``without``:

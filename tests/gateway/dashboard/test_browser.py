@@ -96,16 +96,27 @@ def api(stack: ThreadedStack, key: str | None = None) -> httpx.Client:
     return httpx.Client(base_url=stack.env["GPURELAY_URL"], headers=headers, timeout=30)
 
 
-def submitted_lap(client: httpx.Client, path: Path) -> str:
+def sent_upload(client: httpx.Client, path: Path) -> str:
+    """The id of an upload of ``path``, its file sent to the pre-signed URL (not completed yet)."""
     data = path.read_bytes()
     signed = client.post("/v1/uploads", json={"filename": path.name, "content_type": "video/mp4", "size": len(data)})
     assert signed.status_code == 201, signed.text
     put = httpx.put(signed.json()["url"], content=data, headers=signed.json()["headers"])
     assert put.status_code < 300, put.text
-    assert client.post(f"/v1/uploads/{signed.json()['id']}/complete").status_code == 200
-    job = client.post("/v1/jobs", json={"kind": "lap_compare", "inputs": {"video": {"upload_id": signed.json()["id"]}}})
+    return str(signed.json()["id"])
+
+
+def lap_job(client: httpx.Client, upload_id: str) -> str:
+    """A lap_compare job of ``upload_id``'s video."""
+    job = client.post("/v1/jobs", json={"kind": "lap_compare", "inputs": {"video": {"upload_id": upload_id}}})
     assert job.status_code == 201, job.text
     return str(job.json()["id"])
+
+
+def submitted_lap(client: httpx.Client, path: Path) -> str:
+    upload_id = sent_upload(client, path)
+    assert client.post(f"/v1/uploads/{upload_id}/complete").status_code == 200
+    return lap_job(client, upload_id)
 
 
 def test_a_lap_is_uploaded_submitted_watched_live_and_shown_as_charts_and_video(

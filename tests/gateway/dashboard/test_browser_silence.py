@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tests.gateway.dashboard.conftest import ECHO_ROUTE, ROOT, Browsing, _open
-from tests.gateway.dashboard.test_browser import api, sign_in, start_session, submitted_lap
+from tests.gateway.dashboard.test_browser import api, lap_job, sent_upload, sign_in, start_session, submitted_lap
 from tests.support.browser import browser_timeout, require_chromium
 from tests.support.dashboard import ThreadedStack, running_stack
 from tests.support.lap import scrolling_video, write_video
@@ -66,6 +66,8 @@ def browsing(chromium: Any, proxy: TcpProxy) -> Iterator[Browsing]:
 
 
 def eventually(check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    """Poll ``check`` until it holds; fail naming ``what`` after ``timeout_s`` (the page runs in this thread's
+    Playwright, so no event loop to await on)."""
     deadline = time.monotonic() + timeout_s
     while not check():
         assert time.monotonic() < deadline, what
@@ -73,16 +75,15 @@ def eventually(check: Callable[[], bool], what: str, timeout_s: float = 30.0) ->
 
 
 def waiting_job(client: httpx.Client, folder: Path) -> str:
-    """A lap_compare job waiting for its input (the upload's file sent, not completed). The tests cancel
-    it: a page on the proxy's origin could not fetch a result's files from the gateway's."""
-    data = scrolling_video(folder / "lap.mp4", [2.5 * k for k in range(24)]).read_bytes()
-    signed = client.post("/v1/uploads", json={"filename": "lap.mp4", "content_type": "video/mp4", "size": len(data)})
-    assert signed.status_code == 201, signed.text
-    put = httpx.put(signed.json()["url"], content=data, headers=signed.json()["headers"])
-    assert put.status_code < 300, put.text
-    job = client.post("/v1/jobs", json={"kind": "lap_compare", "inputs": {"video": {"upload_id": signed.json()["id"]}}})
-    assert job.status_code == 201, job.text
-    return str(job.json()["id"])
+    """A lap_compare job waiting for its input (the upload's file sent, not completed): it stays unended,
+    with no event of its own, until a test cancels it."""
+    return lap_job(client, sent_upload(client, scrolling_video(folder / "lap.mp4", [2.5 * k for k in range(24)])))
+
+
+def token_status(url: str) -> int:
+    """What ``url`` answers its token alone, as a page sends it (an open stream is left at once)."""
+    with httpx.stream("GET", url, timeout=30) as answer:
+        return answer.status_code
 
 
 def job_page(b: Browsing, client: httpx.Client, folder: Path) -> tuple[str, bytes]:
@@ -140,9 +141,8 @@ def test_a_job_page_whose_stream_drops_after_its_token_expired_follows_it_on_a_f
     with api(stack) as client:
         job_id, stream = job_page(browsing, client, tmp_path)
         first = str(browsing.page.get_attribute("#job", "data-events"))
-        time.sleep(TOKEN_TTL_S + 1)
-        with httpx.stream("GET", stack.env["GPURELAY_URL"] + first, timeout=30) as refused:  # the token alone
-            assert refused.status_code == 401  # the page's URL opens nothing any more
+        url = stack.env["GPURELAY_URL"] + first
+        eventually(lambda: token_status(url) == 401, "the page's stream token expired", timeout_s=TOKEN_TTL_S + 10)
         opened = proxy.opened_with(stream)
         proxy.cut()
         eventually(lambda: proxy.opened_with(stream) > opened, "the page never followed its dropped stream again")

@@ -7,11 +7,18 @@ let token = meta ? meta.content : "";
 
 export function currentToken() { return token; }
 
-export async function refreshToken() {
+// Fresh tokens from the cookie-backed /token: the page's API token (kept) and a feed token for the
+// tenant's SSE feed; signed out, the sign-in page opens.
+export async function freshTokens() {
   const r = await fetch("/token", { credentials: "same-origin", headers: { accept: "application/json" } });
   if (!r.ok) { window.location.assign("/login?next=" + encodeURIComponent(location.pathname)); throw new Error("signed out"); }
-  token = (await r.json()).token;
-  return token;
+  const fresh = await r.json();
+  token = fresh.token;
+  return fresh;
+}
+
+export async function refreshToken() {
+  return (await freshTokens()).token;
 }
 
 // `path`, or a URL the API gave (a job's `urls.cancel`, a session's `urls.stop`), on this page's origin:
