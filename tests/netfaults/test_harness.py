@@ -105,7 +105,7 @@ async def test_the_proxy_delays_loses_and_stalls_but_never_corrupts(net: TestNet
         return await reader.readexactly(len(data)), time.monotonic() - began
 
     assert (await round_trip(payload))[0] == payload
-    await proxy.impair(Impairment(delay_s=0.2, jitter_s=0.05, loss=0.5))
+    await proxy.impair(Impairment(delay_s=0.2, jitter_s=0.05, loss=1.0))  # every chunk "lost": counted for sure
     echoed, took = await round_trip(payload)
     assert echoed == payload  # delayed and "lost" chunks come late, in order, whole
     assert took >= 2 * 0.15  # each way waited at least delay - jitter: a lower bound, never a race
