@@ -204,11 +204,13 @@ class NotDeclaredError(RuntimeError):
 
 async def check_declarations(js: JetStreamContext, names: list[str]) -> ApplyReport:
     """The streams ``names`` (a KV bucket's is ``KV_{bucket}``) as they are (``unchanged``: none is touched);
-    raise :class:`NotDeclaredError` naming those missing."""
+    raise :class:`NotDeclaredError` naming those missing. Each look is tried again while NATS is slow or away
+    (:func:`until_answered`): a loaded cluster left a gateway's look unanswered within its time-out, and the
+    gateway exited during start-up."""
     report, missing = ApplyReport(), []
     for name in names:
         try:
-            await js.stream_info(name)
+            await until_answered(functools.partial(js.stream_info, name), f"look up stream {name}")
         except NotFoundError:
             missing.append(name)
         else:
