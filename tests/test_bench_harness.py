@@ -1,4 +1,5 @@
-"""The bench harness: what a failed check shows of a child's log, and of an SSE reader cut short."""
+"""The bench harness: what a failed check shows of a child's log, of a child that exited during start-up,
+and of an SSE reader cut short."""
 
 from __future__ import annotations
 
@@ -6,9 +7,17 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
+
 from bench.harness.fault_checks import sse_problems
 from bench.harness.fault_clients import SseReader
+from bench.harness.fault_stack import FaultStack
 from bench.harness.service_processes import ServiceProcess
+from contracts.streams import declarations
+from contracts.subjects import Namespace
+from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server_auth import render_authorization
+from tests.support.nats_deploy import role_passwords
 
 
 def test_the_log_excerpt_keeps_warnings_and_errors_of_console_and_json_logs(tmp_path: Path) -> None:
@@ -24,6 +33,23 @@ def test_the_log_excerpt_keeps_warnings_and_errors_of_console_and_json_logs(tmp_
     log.write_text("\n".join(lines) + "\n")
     excerpt = ServiceProcess("dispatcher", {}, log).log_excerpt()
     assert excerpt.splitlines() == ["dispatcher, last of 3 warnings and errors:", lines[2], lines[3], lines[5]]
+
+
+async def test_a_child_that_exits_during_start_up_is_reported_with_its_last_error(tmp_path: Path) -> None:
+    """A CI summary shows an error's first line only, and the child's log is gone with the run: the line
+    names why the child exited. Here a gateway as its role's user on a server where nothing is declared."""
+    users = role_passwords()
+    authorization = render_authorization(Namespace(), declarations(Namespace()), users)
+    with EmbeddedNats(tmp_path / "nats", authorization=authorization) as server:
+        gateway = FaultStack(tmp_path / "stack", server.url, users=users).gateway
+        try:
+            with pytest.raises(RuntimeError) as raised:
+                await gateway.start(timeout_s=60)
+        finally:
+            gateway.stop()
+    first_line = str(raised.value).splitlines()[0]
+    assert first_line.startswith("gateway exited during start-up (")
+    assert "NotDeclaredError: streams " in first_line, first_line
 
 
 async def test_an_sse_reader_cut_before_its_terminal_event_is_a_problem_not_a_crash() -> None:

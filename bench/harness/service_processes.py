@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -35,6 +36,8 @@ READY_S = 120.0
 PORT_MOVES = 3
 """How many times a child whose port another process took first (between the pick and its bind) is started
 again on a new one."""
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Timeout)\w*: ")
+"""A traceback's last line, naming the exception (``nats.errors.TimeoutError: nats: timeout``)."""
 RETRY_SCHEDULE_S = [0.0, 0.2, 0.5, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0]
 """Webhook retries of the fault stack: ~33 s of attempts, more than any outage it is put through."""
 
@@ -138,10 +141,22 @@ class ServiceProcess:
                         raise TimeoutError(f"{self.service} not ready in {timeout_s}s; see {self.log}")
                     await asyncio.sleep(0.05)
             if self.process is None or moves == PORT_MOVES or not self._port_was_taken():
-                raise RuntimeError(f"{self.service} exited during start-up; see {self.log}")
+                raise RuntimeError(f"{self.service} exited during start-up ({self._last_words()}); see {self.log}")
             moves += 1
             self._take_port()
             self.launch()
+
+    def _last_words(self) -> str:
+        """The last exception line the last start wrote (``SomeError: why``; else its last line): a CI summary
+        shows only an error's first line, and the log is gone with the run."""
+        try:
+            with self.log.open("rb") as log:
+                log.seek(self._log_from)
+                lines = log.read().decode(errors="replace").strip().splitlines()
+        except OSError as exc:
+            return f"no log: {exc}"
+        raised = [line for line in lines if EXCEPTION_LINE.match(line)]
+        return (raised or lines or ["it wrote nothing"])[-1][:300]
 
     def _port_was_taken(self) -> bool:
         """Whether the last start's output says its port was in use (uvicorn's words and Python's)."""
