@@ -26,6 +26,7 @@ from services.common.http.metrics import install_metrics
 from services.common.http.problem import install_error_handlers
 from services.common.http.tenant_origins import TenantOrigins
 from services.common.nats.connection import cancel_and_wait, connect, log_failure
+from services.common.nats.kv import bind_bucket
 from services.common.nats.round_trip import round_trip
 from services.common.observability.tracing import fastapi_telemetry
 from services.notifier.observe import start_sampling
@@ -93,7 +94,7 @@ def create_app(settings: NotifierSettings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with running(settings) as state:
-            origins = TenantOrigins(await state.js.key_value(settings.ns.bucket(KV_TENANT_CORS)))
+            origins = TenantOrigins(await bind_bucket(state.js, settings.ns.bucket(KV_TENANT_CORS)))
             await origins.start()
             app.state.notifier, app.state.tenant_origins = state, origins
             app.state.nats_watches = (state.nats_watch,)  # the 503 handler tells it of each request NATS failed

@@ -22,6 +22,7 @@ from nats.js.errors import APIError
 
 from contracts.envelope import EventEnvelope, utc_now
 from services.common.nats.connection import cancel_and_wait, log_failure
+from services.common.nats.publish import until_answered
 from services.common.webhook_queue import QueuedDelivery
 from services.notifier.observe import REFUSED, observe_ended
 from services.notifier.settings import NotifierSettings
@@ -74,10 +75,13 @@ class DeliveryLoops:
     async def resume_all(self) -> None:
         """Start a delivery for every endpoint queue that has a consumer or waiting messages (pending work
         survives restarts; a replay or redrive may have filled a queue no delivery ever served)."""
-        prefix = self.ctx.settings.ns.subject("webhooks.")
-        subjects = [info.config.filter_subject or "" for info in await self.ctx.js.consumers_info(self.ctx.stream)
+        prefix, js, stream = self.ctx.settings.ns.subject("webhooks."), self.ctx.js, self.ctx.stream
+        consumers = await until_answered(lambda: js.consumers_info(stream), "list the delivery queues' consumers")
+        subjects = [info.config.filter_subject or "" for info in consumers
                     if (info.config.durable_name or "").startswith("whd_")]  # fmt: skip
-        waiting = await self.ctx.js.stream_info(self.ctx.stream, subjects_filter=prefix + "*.*.deliver")
+        waiting = await until_answered(
+            lambda: js.stream_info(stream, subjects_filter=prefix + "*.*.deliver"), "list the waiting deliveries"
+        )
         subjects += list((waiting.state.subjects or {}).keys())
         for subject in subjects:
             if subject.startswith(prefix):

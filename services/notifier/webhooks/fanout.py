@@ -48,6 +48,7 @@ from contracts.event_ids import delivery_msg_id
 from services.common.http.nats_failover import unwatched
 from services.common.nats.connection import cancel_requested, log_failure
 from services.common.nats.long_pull import LongPull, PullEnded
+from services.common.nats.publish import until_answered
 from services.common.observability import metrics, tracing
 from services.common.observability.metric_labels import event_type_label
 from services.common.webhook_queue import QueuedDelivery, enqueue, is_queue_full
@@ -126,7 +127,7 @@ class FanOut:
 
     async def declare(self) -> None:
         """Make the durable consumer now (at start-up: events stored from then on are fanned out)."""
-        psub = await self.subscribe()
+        psub = await until_answered(self.subscribe, "make the webhook fan-out's consumer")
         await psub.unsubscribe()
 
     async def _fetch_until_broken(self, psub: JetStreamContext.PullSubscription, acks: HeldAcks) -> Exception:

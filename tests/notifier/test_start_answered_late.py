@@ -1,0 +1,65 @@
+"""A notifier whose start-up steps meet a JetStream that answers late asks again instead of failing its start.
+
+A gateway on a loaded 3-node cluster exited during start-up in CI when one JetStream request went unanswered
+within its time-out (5 s). Here the server is stopped (SIGSTOP) for longer than that just as the notifier
+looks for its waiting webhook deliveries, and again as it makes its fan-out consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+
+from contracts.streams import JOBS, declarations
+from contracts.subjects import Namespace
+from services.common.nats.declarations import apply_declarations
+from services.common.nats.embedded import EmbeddedNats
+from services.notifier.app import running
+from services.notifier.webhooks.delivery_loops import DeliveryLoops
+from services.notifier.webhooks.fanout import FANOUT_DURABLE, FanOut
+from tests.support.notifier import notifier_settings
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+PAUSE_S = 6.0
+"""Longer than the notifier's JetStream time-out (nats-py's default, 5 s): its request goes unanswered."""
+
+
+async def test_a_notifier_started_while_jetstream_answers_late_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    namespace = Namespace("late")
+    server = EmbeddedNats(tmp_path / "nats").start()
+    pid = server.pid
+    assert pid is not None
+    paused: list[str] = []
+
+    def paused_first(name: str, step: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def step_after_a_pause(*args: Any) -> Any:
+            os.kill(pid, signal.SIGSTOP)
+            asyncio.get_running_loop().call_later(PAUSE_S, os.kill, pid, signal.SIGCONT)
+            paused.append(name)
+            return await step(*args)
+
+        return step_after_a_pause
+
+    monkeypatch.setattr(DeliveryLoops, "resume_all", paused_first("resume_all", DeliveryLoops.resume_all))
+    monkeypatch.setattr(FanOut, "declare", paused_first("declare", FanOut.declare))
+    try:
+        nc = await nats.connect(server.url)
+        try:
+            await apply_declarations(nc.jetstream(timeout=10), declarations(namespace))
+        finally:
+            await nc.close()
+        async with running(notifier_settings(server.url, namespace, tmp_path / "data")) as state:
+            assert paused == ["resume_all", "declare"]
+            fanout = await state.js.consumer_info(namespace.stream(JOBS), FANOUT_DURABLE)
+            assert fanout.config.durable_name == FANOUT_DURABLE
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        server.stop()
