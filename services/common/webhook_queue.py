@@ -8,6 +8,10 @@ and job, its JOBS sequence, and for a replayed or redriven copy where the copy c
 notifier's fan-out fills the queues; an operator's replay and a dead letter's redrive put a delivery
 back the same way (:func:`enqueue`), so it goes through the same signed, retried attempts.
 
+A batch enqueued together (the fan-out's) goes through :class:`ChainedSends`: its publishes go out at once,
+but one job's deliveries to one queue one after another, so a publish that fails mid-batch cannot leave the
+next one of that job stored before it.
+
 Whoever enqueues outside the notifier's fan-out then :func:`kick`\\ s the queue: a core NATS message on
 ``webhooks.{tenant}.{queue}.kick`` that makes a notifier start that queue's delivery (a notifier that
 is down finds the waiting queue when it starts).
@@ -15,7 +19,8 @@ is down finds the waiting queue when it starts).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from nats.aio.client import Client as NatsClient
@@ -110,3 +115,41 @@ async def kick(nc: NatsClient, subjects: Subjects, tenant: str, queue: str) -> N
     """Tell the notifiers that ``queue`` of ``tenant`` has work (core NATS; flushed)."""
     await nc.publish(subjects.webhook_kick(tenant, queue), b"")
     await nc.flush()
+
+
+ChainKey = tuple[str, str, str | None]
+"""The tenant, the delivery queue and the job (``None``: an event of no job, such as an upload's)."""
+
+
+class NotSentAfterFailure(Exception):
+    """A delivery not published because the previous one of its job to its queue failed."""
+
+
+class ChainedSends:
+    """The publishes of one batch: sent together, each (tenant, queue, job) in order.
+
+    Each task writes its publish before it first waits, so a batch of 256 costs about one round trip. But
+    when one publish fails and a later one of the same job to the same queue is stored (a queue's stream
+    leader lost mid-batch in a cluster: the first went to the old leader, the next to the new one), the
+    batch enqueued again stores the first after the next, and the endpoint gets that job's events out of
+    order (its delivery keeps queue order per job). So a delivery is published once the previous one of
+    its (tenant, queue, job) is stored; after a failure it is not sent (:class:`NotSentAfterFailure`), and
+    the batch, enqueued again, stores both in order. A full queue's refusal (:func:`is_queue_full`) is no
+    failure here: that delivery is dead-lettered, and the next one is tried."""
+
+    def __init__(self) -> None:
+        self._last: dict[ChainKey, asyncio.Future[object]] = {}
+
+    def send(self, key: ChainKey, publish: Callable[[], Awaitable[object]]) -> asyncio.Future[object]:
+        """``publish()`` as a task, started once the previous send of ``key`` is stored."""
+        sent = self._last[key] = asyncio.ensure_future(_after(self._last.get(key), publish))
+        return sent
+
+
+async def _after(before: asyncio.Future[object] | None, publish: Callable[[], Awaitable[object]]) -> object:
+    if before is not None:
+        await asyncio.wait([before])
+        error = before.exception()
+        if error is not None and not is_queue_full(error):
+            raise NotSentAfterFailure("the previous delivery of this job to this queue failed") from error
+    return await publish()

@@ -7,8 +7,9 @@ to the tenant's shared ``webhooks.{tenant}.jobhooks.deliver``, its endpoint id i
 ``Nats-Msg-Id = "{event_id}:{endpoint_id}"``, so a batch fanned out twice (a crash before the ack)
 is stored once within the stream's duplicate window; it keeps the event's trace context
 (``traceparent``), so its delivery attempts are spans of the event's trace. A batch's publishes are
-sent together (in order); its events are handled once every publish is answered, and acked by one
-held AckAll ack (:mod:`~services.notifier.webhooks.fanout_acks`). A queue at its limit
+sent together (in order; one job's to one queue one after another:
+:class:`~services.common.webhook_queue.ChainedSends`); its events are handled once every publish is
+answered, and acked by one held AckAll ack (:mod:`~services.notifier.webhooks.fanout_acks`). A queue at its limit
 (``webhook_queue_max_msgs`` per endpoint, ``webhook_queue_max_bytes`` in all) refuses the new
 delivery: it is dead-lettered at once (attempts 0), and the queue keeps what it holds. nats-py's
 ``publish_async`` is not used: an error answer (such as that refusal) never completes its future. A
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -51,7 +53,7 @@ from services.common.nats.long_pull import LongPull, PullEnded
 from services.common.nats.publish import until_answered
 from services.common.observability import metrics, tracing
 from services.common.observability.metric_labels import event_type_label
-from services.common.webhook_queue import QueuedDelivery, enqueue, is_queue_full
+from services.common.webhook_queue import ChainedSends, QueuedDelivery, enqueue, is_queue_full
 from services.notifier.settings import NotifierSettings
 from services.notifier.webhooks.delivery_loops import DeliveryLoops
 from services.notifier.webhooks.fanout_acks import HeldAcks
@@ -193,7 +195,8 @@ class FanOut:
             await self.endpoints.caught_up()
         except TimeoutError as exc:  # the cache missed writes (e.g. NATS restarted) and watches anew
             raise EndpointsBehind("the endpoints cache has not seen every KV write yet") from exc
-        sends: list[tuple[QueuedDelivery, EventEnvelope, asyncio.Task[object]]] = []
+        sends: list[tuple[QueuedDelivery, EventEnvelope, asyncio.Future[object]]] = []
+        chains = ChainedSends()  # one job's deliveries to one queue in order, even when one fails
         for msg in msgs:
             envelope = self.envelope_of(msg)
             metrics.EVENTS_CONSUMED.labels(FANOUT_DURABLE, event_type_label(envelope.type if envelope else None)).inc()
@@ -211,14 +214,14 @@ class FanOut:
                     trace=tracing.trace_headers(msg.headers),
                 )
                 msg_id = delivery_msg_id(envelope.id, delivery.endpoint_id)
-                # tasks start in creation order, each writing its publish before it first waits
-                send = asyncio.ensure_future(enqueue(self.js, self.settings.subjects, delivery, msg.data, msg_id))
+                publish = functools.partial(enqueue, self.js, self.settings.subjects, delivery, msg.data, msg_id)
+                send = chains.send((delivery.tenant, delivery.queue, delivery.job_id), publish)
                 sends.append((delivery, envelope, send))
         if sends:
             await asyncio.wait([task for _, _, task in sends])
+        errors = [task.exception() for _, _, task in sends]  # each read: one never read is logged when collected
         started: set[tuple[str, str]] = set()
-        for delivery, envelope, task in sends:
-            error = task.exception()
+        for (delivery, envelope, _), error in zip(sends, errors, strict=True):
             if error is None:
                 started.add((delivery.tenant, delivery.queue))
             elif is_queue_full(error):

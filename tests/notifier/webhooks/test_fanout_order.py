@@ -1,4 +1,5 @@
-"""The webhook fan-out keeps an endpoint's queue in stream order when a batch cannot be fanned out yet.
+"""The webhook fan-out keeps an endpoint's queue in stream order when a batch cannot be fanned out yet, and
+when one publish of a batch fails while the next ones of the same job would have been stored.
 
 The fan-out reads through one long pull, so the events after a batch are already on their way while it
 is handled. A batch met by an endpoints cache that has not seen every KV write (``caught_up`` timed out)
@@ -9,22 +10,28 @@ job's event after the next two (a fresh-clone CI run of tests/faults/test_replic
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
 import nats
+import nats.errors
 import pytest
+from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from bench.harness.waiting import wait_for
+from contracts.envelope import EventEnvelope
 from contracts.events.registry import EventType
 from contracts.streams import JOBS, WEBHOOK_DELIVERIES
-from contracts.subjects import Namespace
+from contracts.subjects import Namespace, Subjects
 from services.common.nats.connection import cancel_and_wait
 from services.common.nats.embedded import EmbeddedNats
-from services.common.webhook_queue import H_EVENT
+from services.common.webhook_queue import H_EVENT, QueuedDelivery, enqueue
 from services.notifier.settings import NotifierSettings
-from services.notifier.state import open_state
+from services.notifier.state import NotifierState, open_state
+from services.notifier.webhooks import fanout as fanout_module
 from services.notifier.webhooks.delivery_loops import DeliveryLoops
 from services.notifier.webhooks.fanout import FANOUT_DURABLE, FanOut
 from services.notifier.webhooks.targets import JobHooks
@@ -42,9 +49,34 @@ class _NoDelivery:
         """Nothing: no delivery runs in this test."""
 
 
-async def test_a_batch_met_by_an_endpoints_cache_behind_reaches_the_queue_before_the_events_after_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@dataclass
+class OneJob:
+    """A notifier's state on a fresh server, one endpoint of tenant acme, one job's events (not stored yet)
+    and a declared fan-out, not running."""
+
+    settings: NotifierSettings
+    nc: NatsClient
+    state: NotifierState
+    endpoint_id: str
+    events: list[EventEnvelope]
+    fanout: FanOut
+
+    async def publish(self, event: EventEnvelope) -> None:
+        """Store ``event`` on JOBS."""
+        await publish(self.state.js, self.settings.subjects, event)
+
+    async def fanned_out(self) -> list[str]:
+        """Run the fan-out until the endpoint's queue holds every event; the event ids there, in order."""
+        running = asyncio.create_task(self.fanout.run())
+        try:
+            return await _queue(self.state.js, self.settings, self.endpoint_id, EVENTS)
+        finally:
+            await cancel_and_wait([running])
+
+
+@pytest.fixture
+async def one_job(tmp_path: Path) -> AsyncIterator[OneJob]:
+    """See :class:`OneJob`."""
     with EmbeddedNats(tmp_path / "nats") as server:
         settings = notifier_settings(server.url, Namespace(), tmp_path)
         nc = await nats.connect(server.url)
@@ -58,38 +90,64 @@ async def test_a_batch_met_by_an_endpoints_cache_behind_reaches_the_queue_before
                 settings, state.js, state.endpoints, JobHooks(state.jobs), cast(DeliveryLoops, _NoDelivery())
             )
             await fanout.declare()
-            caught_up, checks = state.endpoints.caught_up, 0
-
-            async def behind_at_first() -> None:
-                """The first check, on the first event alone, times out once the rest are on their way here."""
-                nonlocal checks
-                checks += 1
-                if checks > 1:
-                    return await caught_up()
-                for event in events[1:]:
-                    await publish(state.js, settings.subjects, event)
-
-                async def all_sent() -> bool:
-                    info = await state.js.consumer_info(settings.ns.stream(JOBS), FANOUT_DURABLE)
-                    return (info.delivered.consumer_seq or 0) >= EVENTS
-
-                await wait_for(all_sent, 10, "the later events sent to the fan-out's open pull")
-                await nc.flush()
-                await asyncio.sleep(0.2)  # handed to the pull's inbox
-                raise TimeoutError
-
-            monkeypatch.setattr(state.endpoints, "caught_up", behind_at_first)
-            running = asyncio.create_task(fanout.run())
-            try:
-                await publish(state.js, settings.subjects, events[0])
-                queued = await _queue(state.js, settings, endpoint.id, EVENTS)
-            finally:
-                await cancel_and_wait([running])
-            assert checks >= 2, "the first batch was never met by the cache behind"
-            assert queued == [event.id for event in events]
+            yield OneJob(settings, nc, state, endpoint.id, events, fanout)
             await state.endpoints.stop()
         finally:
             await nc.close()
+
+
+async def test_a_batch_met_by_an_endpoints_cache_behind_reaches_the_queue_before_the_events_after_it(
+    one_job: OneJob, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state, events = one_job.state, one_job.events
+    caught_up, checks = state.endpoints.caught_up, 0
+
+    async def behind_at_first() -> None:
+        """The first check, on the first event alone, times out once the rest are on their way here."""
+        nonlocal checks
+        checks += 1
+        if checks > 1:
+            return await caught_up()
+        for event in events[1:]:
+            await one_job.publish(event)
+
+        async def all_sent() -> bool:
+            info = await state.js.consumer_info(one_job.settings.ns.stream(JOBS), FANOUT_DURABLE)
+            return (info.delivered.consumer_seq or 0) >= EVENTS
+
+        await wait_for(all_sent, 10, "the later events sent to the fan-out's open pull")
+        await one_job.nc.flush()
+        await asyncio.sleep(0.2)  # handed to the pull's inbox
+        raise TimeoutError
+
+    monkeypatch.setattr(state.endpoints, "caught_up", behind_at_first)
+    await one_job.publish(events[0])
+    queued = await one_job.fanned_out()
+    assert checks >= 2, "the first batch was never met by the cache behind"
+    assert queued == [event.id for event in events]
+
+
+async def test_a_publish_failed_mid_batch_leaves_no_later_delivery_of_its_job_stored_before_it(
+    one_job: OneJob, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queue's leader lost mid-batch fails one publish while the next reach the new leader; the batch is
+    fanned out again. The failure is the only thing faked: the first publish of the job's second event."""
+    events, failed = one_job.events, list[str]()
+
+    async def lost_once(js: JetStreamContext, subjects: Subjects, delivery: QueuedDelivery,
+                        body: bytes, msg_id: str) -> object:  # fmt: skip
+        if delivery.event_id == events[1].id and not failed:
+            failed.append(delivery.event_id)
+            await asyncio.sleep(0.2)  # the publishes after it are answered meanwhile
+            raise nats.errors.TimeoutError
+        return await enqueue(js, subjects, delivery, body, msg_id)
+
+    monkeypatch.setattr(fanout_module, "enqueue", lost_once)
+    for event in events:  # stored before the fan-out pulls: one batch
+        await one_job.publish(event)
+    queued = await one_job.fanned_out()
+    assert failed == [events[1].id]
+    assert queued == [event.id for event in events]
 
 
 async def _queue(js: JetStreamContext, settings: NotifierSettings, endpoint_id: str, count: int) -> list[str]:
