@@ -56,7 +56,7 @@ class BenchHost:
         self.chunks = 0
 
     def store(self, name: str, data: Any, content_type: str | None = None) -> Any:
-        from contracts.job_record import Artifact
+        from contracts.job_parts import Artifact
 
         return Artifact(name=name, key=name, content_type=content_type or "application/octet-stream",
                         size=len(data), sha256="0" * 64)  # fmt: skip

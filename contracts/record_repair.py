@@ -20,7 +20,8 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import from_json
 
-from contracts.job_record import JobError, JobRecord, JobStatus
+from contracts.job_parts import JobError, JobStatus
+from contracts.job_record import JobRecord
 from contracts.specs.jobs import SPEC_MODELS, JobSpecBase
 
 INVALID_RECORD = "invalid_record"

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field
 
 from contracts.base import Contract, JsonObject
-from contracts.job_record import Artifact, JobError
+from contracts.job_parts import Artifact, JobError
 
 PROGRESS_MIN_INTERVAL_S = 0.25
 """The least time between two progress reports of a run, by default: at most four ``job.progress`` a second

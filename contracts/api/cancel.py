@@ -8,7 +8,7 @@ from pydantic import AwareDatetime, ConfigDict, Field, model_validator
 
 from contracts.base import Contract
 from contracts.ids import JobId, SubjectId
-from contracts.job_record import TERMINAL, JobStatus
+from contracts.job_parts import TERMINAL, JobStatus
 from contracts.specs.jobs import JobKind
 
 CANCEL_MAX = 1000

@@ -27,16 +27,7 @@ from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from contracts.base import Contract, JsonObject
 from contracts.ids import ID_PATTERN, JobId, SubjectId
-from contracts.job_record import (
-    Artifact,
-    JobCost,
-    JobError,
-    JobProgress,
-    JobStatus,
-    JobTimings,
-    QueuePlace,
-    StageState,
-)
+from contracts.job_parts import Artifact, JobCost, JobError, JobProgress, JobStatus, JobTimings, QueuePlace, StageState
 from contracts.specs.jobs import (
     SPEC_MODELS,
     JobKind,

@@ -12,7 +12,7 @@ from pydantic import ConfigDict, Field
 from contracts.base import Contract
 from contracts.events.robots import JointSample
 from contracts.ids import JobId, ResourceId
-from contracts.job_record import SessionState
+from contracts.job_parts import SessionState
 
 _BODY = ConfigDict(extra="forbid")
 

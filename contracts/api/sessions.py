@@ -16,7 +16,7 @@ from pydantic import ConfigDict, Discriminator, Field, WrapValidator
 from contracts.api.jobs import field_locations
 from contracts.base import Contract, JsonObject
 from contracts.ids import IdempotencyKeyText, JobId, ResourceId, SubjectId, TenantId
-from contracts.job_record import Artifact, JobCost, JobError, JobStatus, SessionState
+from contracts.job_parts import Artifact, JobCost, JobError, JobStatus, SessionState
 from contracts.specs.jobs import JobKind, SplatSpec, VlmSpec, WebhookTarget
 from contracts.specs.session_source import Speed
 

@@ -12,7 +12,7 @@ from pydantic import AwareDatetime, ConfigDict, Field, PositiveInt
 
 from contracts.base import Contract, JsonObject
 from contracts.ids import SubjectId
-from contracts.job_record import Artifact, JobError, Metrics, StageStatus
+from contracts.job_parts import Artifact, JobError, Metrics, StageStatus
 from contracts.specs.jobs import JobSpec
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -103,7 +103,7 @@ class JobArtifactPayload(Artifact):
     """``job.artifact``: a result file was written to storage."""
 
     def to_artifact(self) -> Artifact:
-        """The same fields as a plain :class:`~contracts.job_record.Artifact`."""
+        """The same fields as a plain :class:`~contracts.job_parts.Artifact`."""
         return Artifact.model_validate(self.model_dump())
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pydantic import ConfigDict, Field, model_validator
 
 from contracts.base import Contract, JsonObject
-from contracts.job_record import Artifact
+from contracts.job_parts import Artifact
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 MAX_RESULT_TEXT = 16_000

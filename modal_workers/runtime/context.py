@@ -51,7 +51,7 @@ from contracts.envelope import EventEnvelope
 from contracts.event_ids import worker_event_id
 from contracts.events import jobs as je
 from contracts.events.registry import EventType, job_event_name, make_event
-from contracts.job_record import Artifact
+from contracts.job_parts import Artifact
 from contracts.recordings.manifest import RecordingManifest
 from contracts.runs import Outcome, RunRequest
 from contracts.specs.jobs import InputRef

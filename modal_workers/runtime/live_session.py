@@ -50,7 +50,7 @@ from pydantic import BaseModel
 
 from contracts.events import sessions as se
 from contracts.events.registry import EventType
-from contracts.job_record import Artifact
+from contracts.job_parts import Artifact
 from contracts.specs.session_params import SessionParams
 from modal_workers.runtime.recording.writer import RecordingWriter
 from modal_workers.runtime.session_frames import SessionBatch, SessionFrame

@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 from pydantic import ConfigDict, Field, ValidationError
 
 from contracts.base import Contract, JsonObject
-from contracts.job_record import Artifact
+from contracts.job_parts import Artifact
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])

@@ -41,7 +41,7 @@ from opentelemetry.context import Context
 from pydantic import ValidationError
 
 from contracts.envelope import EventEnvelope
-from contracts.job_record import JobError
+from contracts.job_parts import JobError
 from contracts.runs import PROGRESS_MIN_INTERVAL_S, Outcome, RunRequest
 from contracts.specs.jobs import parse_job_spec
 from modal_workers.runtime import inputs as runtime_io

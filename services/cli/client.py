@@ -21,7 +21,7 @@ from nats.aio.client import Client as NatsClient
 from pydantic import BaseModel
 from rich.console import Console
 
-from contracts.job_record import JobStatus
+from contracts.job_parts import JobStatus
 from contracts.specs.jobs import JobKind
 from services.common.config import BaseServiceSettings, load_settings
 from services.common.nats.connection import connect

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from contracts.job_record import JobStatus
+from contracts.job_parts import JobStatus
 from contracts.specs.jobs import JobKind
 from services.cli.client import as_dict, async_client, cli_settings, kind_name, run, status_name
 from services.cli.output import CommandGroup, print_table

@@ -33,7 +33,8 @@ from contracts.events.jobs import (
 )
 from contracts.events.registry import EventType, make_event
 from contracts.ids import tenant_key
-from contracts.job_record import Artifact, JobCost, JobError, JobRecord, JobStatus
+from contracts.job_parts import Artifact, JobCost, JobError, JobStatus
+from contracts.job_record import JobRecord
 from contracts.streams import KV_JOBS
 from contracts.subjects import Namespace, Subjects, stored_subject
 from services.cli.main import app

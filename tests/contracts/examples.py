@@ -28,7 +28,7 @@ from contracts.events.registry import EventType
 from contracts.events.robots import JointSample
 from contracts.events.uploads import UploadCompletedPayload
 from contracts.events.webhooks import WebhookDeadLetteredPayload
-from contracts.job_record import Artifact, JobError, StageStatus
+from contracts.job_parts import Artifact, JobError, StageStatus
 from contracts.specs.jobs import JobSpec, parse_job_spec
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)

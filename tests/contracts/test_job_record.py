@@ -10,20 +10,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from contracts.job_record import (
+from contracts.job_parts import (
     ALLOWED,
     TERMINAL,
     Artifact,
     IllegalTransitionError,
     JobCost,
     JobError,
-    JobRecord,
     JobStatus,
     StageState,
     StageStatus,
     can_transition,
     check_transition,
 )
+from contracts.job_record import JobRecord
 from tests.contracts.examples import ARTIFACT, T0, spec
 
 S = JobStatus

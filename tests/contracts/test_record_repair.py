@@ -7,7 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from contracts.job_record import JobCost, JobRecord, JobStatus
+from contracts.job_parts import JobCost, JobStatus
+from contracts.job_record import JobRecord
 from contracts.record_repair import INVALID_RECORD, UnreadableRecordError, failed_in_place_of, read_record
 from contracts.specs.jobs import parse_job_spec
 from tests.contracts.examples import T0, spec

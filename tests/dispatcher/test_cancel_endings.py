@@ -16,7 +16,8 @@ from nats.js.kv import KeyValue
 from contracts.event_ids import worker_event_id
 from contracts.events.jobs import JobCanceledPayload, JobFailedPayload, JobSucceededPayload
 from contracts.events.registry import TERMINAL_JOB_EVENTS, EventType, make_event
-from contracts.job_record import JobError, JobRecord
+from contracts.job_parts import JobError
+from contracts.job_record import JobRecord
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.publish import fence_headers, publish_event
 from services.dispatcher.store import JobEvents

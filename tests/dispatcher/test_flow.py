@@ -13,7 +13,7 @@ from contracts.api.uploads import UploadRecord, UploadStatus
 from contracts.events.registry import EventType, make_event
 from contracts.events.uploads import UploadCompletedPayload
 from contracts.ids import tenant_key
-from contracts.job_record import JobStatus, StageStatus
+from contracts.job_parts import JobStatus, StageStatus
 from contracts.subjects import Namespace, Subjects
 from services.common.storage import LocalStorage
 from tests.dispatcher.conftest import StartDispatcher

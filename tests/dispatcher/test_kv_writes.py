@@ -10,7 +10,8 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig
 
 from contracts.ids import tenant_key
-from contracts.job_record import JobRecord, JobStatus
+from contracts.job_parts import JobStatus
+from contracts.job_record import JobRecord
 from contracts.specs.jobs import parse_job_spec
 from contracts.streams import KV_JOBS
 from contracts.subjects import Namespace

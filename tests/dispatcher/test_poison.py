@@ -20,7 +20,7 @@ from contracts.dead_letters import DeadLetter
 from contracts.events.jobs import JobCancelRequestedPayload
 from contracts.events.registry import EventType, make_event
 from contracts.ids import new_id, tenant_key
-from contracts.job_record import JobStatus
+from contracts.job_parts import JobStatus
 from contracts.streams import JOBS, Declarations
 from contracts.subjects import Namespace, Subjects
 from services.dispatcher.__main__ import health_app

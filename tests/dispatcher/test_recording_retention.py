@@ -9,7 +9,8 @@ from pathlib import Path
 from nats.js.kv import KeyValue
 
 from contracts.envelope import utc_now
-from contracts.job_record import Artifact, JobRecord, JobStatus
+from contracts.job_parts import Artifact, JobStatus
+from contracts.job_record import JobRecord
 from contracts.specs.jobs import parse_job_spec
 from contracts.subjects import Namespace
 from services.common.storage import LocalStorage, result_key

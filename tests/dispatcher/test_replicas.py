@@ -10,7 +10,7 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from contracts.job_record import JobStatus
+from contracts.job_parts import JobStatus
 from contracts.subjects import Namespace, Subjects
 from services.dispatcher.fold.partitions import fold_settled
 from services.dispatcher.fold.records import fold, route_pricing

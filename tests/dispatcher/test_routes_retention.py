@@ -11,7 +11,8 @@ from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from contracts.envelope import utc_now
-from contracts.job_record import Artifact, JobRecord, JobStatus
+from contracts.job_parts import Artifact, JobStatus
+from contracts.job_record import JobRecord
 from contracts.route_table import DEFAULT_ROUTES, RetryPolicy, load_route_table, parse_route_table
 from contracts.specs.jobs import parse_job_spec
 from services.common.storage import LocalStorage, result_key

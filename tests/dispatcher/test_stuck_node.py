@@ -20,7 +20,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from contracts.job_record import JobStatus
+from contracts.job_parts import JobStatus
 from contracts.streams import JOBS, KV_JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.nats import connection

@@ -10,7 +10,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from contracts.job_record import Artifact
+from contracts.job_parts import Artifact
 from contracts.route_table import DEFAULT_ROUTES, RetryPolicy, Route, load_route_table
 from contracts.runs import RunRequest, StagePlan
 from tests.support.gateway import Tenant, uploaded

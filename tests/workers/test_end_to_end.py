@@ -10,7 +10,7 @@ import pytest
 from nats.js import JetStreamContext
 
 from contracts import streams
-from contracts.job_record import JobStatus
+from contracts.job_parts import JobStatus
 from contracts.route_table import RetryPolicy
 from contracts.subjects import Namespace
 from modal_workers.pose.synth import write_video

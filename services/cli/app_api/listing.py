@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from contracts.job_record import JobStatus, SessionState
+from contracts.job_parts import JobStatus, SessionState
 from contracts.specs.jobs import JobKind
 from services.cli.app_api.connect import api_client, echo_json, utc
 from services.cli.client import kind_name, status_name

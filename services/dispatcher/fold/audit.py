@@ -33,7 +33,8 @@ from nats.aio.msg import Msg
 from nats.js.kv import KV_OP
 
 from contracts.envelope import EventEnvelope, utc_now
-from contracts.job_record import TERMINAL, JobRecord
+from contracts.job_parts import TERMINAL
+from contracts.job_record import JobRecord
 from services.common.nats.connection import log_failure
 from services.common.observability.metrics import FOLD_REPAIRS
 from services.dispatcher.fold.history import job_history

@@ -41,7 +41,8 @@ from contracts.events import jobs as je
 from contracts.events.registry import EventType, parse_payload_as
 from contracts.events.uploads import UPLOAD_AWAITED
 from contracts.ids import tenant_key
-from contracts.job_record import JobError, JobRecord, JobStatus
+from contracts.job_parts import JobError, JobStatus
+from contracts.job_record import JobRecord
 from contracts.route_table import Route
 from services.common.nats.kv import kv_scan
 from services.common.observability import tracing

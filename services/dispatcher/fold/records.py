@@ -22,17 +22,17 @@ from contracts.envelope import EventEnvelope
 from contracts.events import jobs as je
 from contracts.events import sessions as se
 from contracts.events.registry import parse_payload
-from contracts.job_record import (
+from contracts.job_parts import (
     Artifact,
     JobCost,
     JobError,
-    JobRecord,
     JobStatus,
     QueuePlace,
     StageState,
     StageStatus,
     can_transition,
 )
+from contracts.job_record import JobRecord
 from contracts.specs.jobs import JobKind
 
 Pricing = Callable[[str, str | None], float]

@@ -28,7 +28,8 @@ from typing import Any
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
-from contracts.job_record import JobRecord, JobStatus
+from contracts.job_parts import JobStatus
+from contracts.job_record import JobRecord
 from contracts.route_table import Route
 from services.common.nats.connection import cancel_and_wait, log_failure
 from services.common.observability import tracing

@@ -19,7 +19,7 @@ from typing import Any
 from contracts.event_ids import attempt_event_id, stage_event_name
 from contracts.events import jobs as je
 from contracts.events.registry import ATTEMPT_ENDINGS, EventType, job_event_name
-from contracts.job_record import Artifact, JobError, StageStatus
+from contracts.job_parts import Artifact, JobError, StageStatus
 from contracts.runs import RunRequest, StagePlan
 from services.common.nats.connection import log_failure
 from services.common.observability import tracing

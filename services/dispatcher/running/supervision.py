@@ -20,7 +20,8 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from contracts.job_record import JobRecord, JobStatus
+from contracts.job_parts import JobStatus
+from contracts.job_record import JobRecord
 from contracts.route_table import Route
 from contracts.runs import Outcome
 from services.dispatcher.running.backends import Launch

@@ -29,7 +29,8 @@ from nats.js.kv import KV_OP
 
 from contracts.envelope import utc_now
 from contracts.ids import tenant_key
-from contracts.job_record import JobRecord, JobStatus
+from contracts.job_parts import JobStatus
+from contracts.job_record import JobRecord
 from contracts.record_repair import UnreadableRecordError
 from services.dispatcher.kv_writes import WriteLog
 from services.dispatcher.store import JobEvents, JobStore

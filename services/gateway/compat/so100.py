@@ -30,7 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.api.robots import JointAngles, JointSampleIn
 from contracts.base import Contract
-from contracts.job_record import JobRecord, JobStatus
+from contracts.job_parts import JobStatus
+from contracts.job_record import JobRecord
 from services.common.auth.tokens import TokenExpiredError, TokenInvalidError, verify_token
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
 from services.common.nats.kv_watch import latest_record

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse
 
 from contracts import streams
 from contracts.api.jobs import JobOut
-from contracts.job_record import JobStatus
+from contracts.job_parts import JobStatus
 from contracts.specs.jobs import JobKind
 from services.common.http.problem import ProblemError
 from services.gateway.dashboard.auth import Viewer

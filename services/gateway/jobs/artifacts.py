@@ -6,7 +6,8 @@ import logging
 from datetime import timedelta
 
 from contracts.envelope import utc_now
-from contracts.job_record import Artifact, JobRecord
+from contracts.job_parts import Artifact
+from contracts.job_record import JobRecord
 from services.common.auth.apikeys import Principal
 from services.common.auth.scoped import stream_token
 from services.common.storage import InvalidKeyError, check_result_key

@@ -23,7 +23,8 @@ from contracts.api.jobs import IdempotencyClaim, JobCreate, JobList, JobOut, Job
 from contracts.envelope import utc_now
 from contracts.events.registry import CREATED_RECORD_REVISION, job_created_event
 from contracts.ids import IDEMPOTENCY_KEY_CHARS, IDEMPOTENCY_KEY_MAX, SubjectId, new_id, tenant_key
-from contracts.job_record import JobRecord, JobStatus
+from contracts.job_parts import JobStatus
+from contracts.job_record import JobRecord
 from contracts.specs.jobs import JobKind, JobSpec
 from services.common.auth.apikeys import Principal
 from services.common.auth.scoped import kind_refusal

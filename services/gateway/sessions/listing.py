@@ -9,7 +9,8 @@ from fastapi import APIRouter, Query, Request
 
 from contracts.api.sessions import SessionList
 from contracts.ids import SubjectId
-from contracts.job_record import JobRecord, JobStatus, SessionState
+from contracts.job_parts import JobStatus, SessionState
+from contracts.job_record import JobRecord
 from contracts.specs.jobs import SESSION_KINDS, JobKind
 from services.common.http.problem import problem_responses
 from services.gateway.deps import JobsRead, StateDep

@@ -12,7 +12,8 @@ from datetime import timedelta
 
 from contracts.api.sessions import SessionOut, SessionUrls
 from contracts.envelope import utc_now
-from contracts.job_record import JobRecord, JobStatus
+from contracts.job_parts import JobStatus
+from contracts.job_record import JobRecord
 from services.common.auth.apikeys import Principal
 from services.common.auth.tokens import mint_token
 from services.common.storage import InvalidKeyError, check_result_key

@@ -18,7 +18,8 @@ from pydantic import AwareDatetime
 from contracts.api.usage import GroupBy, QuotaUse, UsageGroup, UsageOut
 from contracts.envelope import utc_now
 from contracts.ids import SubjectId
-from contracts.job_record import JobRecord, JobStatus
+from contracts.job_parts import JobStatus
+from contracts.job_record import JobRecord
 from services.common.auth.apikeys import Principal
 from services.common.http.problem import field_error, problem_responses, unprocessable
 from services.gateway.deps import JobsRead, StateDep

@@ -13,7 +13,8 @@ from nats.js.errors import BucketNotFoundError
 from typer.testing import CliRunner
 
 from contracts.ids import new_id, tenant_key
-from contracts.job_record import JobRecord, JobStatus
+from contracts.job_parts import JobStatus
+from contracts.job_record import JobRecord
 from contracts.route_table import RouteTable
 from contracts.streams import KV_JOBS, Declarations
 from contracts.subjects import Namespace, Subjects

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from contracts.envelope import EventEnvelope
 from contracts.events import jobs as je
 from contracts.events.registry import EventType, make_event
-from contracts.job_record import Artifact, JobError, JobStatus, StageStatus
+from contracts.job_parts import Artifact, JobError, JobStatus, StageStatus
 from contracts.specs.jobs import parse_job_spec
 from services.dispatcher.fold.records import apply, fold, route_pricing
 from tests.support.dispatcher import POSE

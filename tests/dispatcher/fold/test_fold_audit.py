@@ -20,7 +20,7 @@ from contracts import streams
 from contracts.envelope import utc_now
 from contracts.events.registry import EventType
 from contracts.ids import tenant_key
-from contracts.job_record import JobStatus
+from contracts.job_parts import JobStatus
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.dispatcher.fold.audit import FoldAudit

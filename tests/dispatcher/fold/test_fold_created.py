@@ -18,7 +18,8 @@ from nats.js.kv import KeyValue
 from contracts.envelope import EventEnvelope, utc_now
 from contracts.events.registry import CREATED_RECORD_REVISION, job_created_event
 from contracts.ids import new_id, tenant_key
-from contracts.job_record import JobRecord, JobStatus
+from contracts.job_parts import JobStatus
+from contracts.job_record import JobRecord
 from contracts.specs.jobs import parse_job_spec
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects

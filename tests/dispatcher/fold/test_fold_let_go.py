@@ -13,7 +13,7 @@ from nats.js.kv import KeyValue
 
 from bench.harness.message_counter import MessageCounter
 from bench.harness.waiting import wait_for
-from contracts.job_record import JobStatus
+from contracts.job_parts import JobStatus
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.embedded import EmbeddedNats

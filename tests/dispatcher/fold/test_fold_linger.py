@@ -17,7 +17,8 @@ from bench.harness.waiting import wait_for
 from contracts.events import jobs as je
 from contracts.events.registry import EventType
 from contracts.ids import tenant_key
-from contracts.job_record import JobRecord, StageStatus
+from contracts.job_parts import StageStatus
+from contracts.job_record import JobRecord
 from contracts.subjects import Subjects
 from services.dispatcher.fold.linger import linger, lingers
 from services.dispatcher.fold.partition import FETCH_WAIT_S

@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from contracts.job_record import JobStatus
+from contracts.job_parts import JobStatus
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.dispatcher.fold.batch import BatchExpired, BatchFold

@@ -22,7 +22,7 @@ from contracts.envelope import EventEnvelope
 from contracts.events import jobs as je
 from contracts.events import sessions as se
 from contracts.events.registry import EventType, make_event
-from contracts.job_record import Artifact, JobError, StageStatus
+from contracts.job_parts import Artifact, JobError, StageStatus
 from contracts.specs.jobs import parse_job_spec
 from services.dispatcher.fold.records import fold, route_pricing
 from tests.dispatcher.fold.test_fold import SPEC, T0

@@ -30,7 +30,8 @@ from bench.harness.waiting import wait_for
 from contracts.events import jobs as je
 from contracts.events.registry import EventType, make_event
 from contracts.ids import tenant_key
-from contracts.job_record import JobRecord, JobStatus
+from contracts.job_parts import JobStatus
+from contracts.job_record import JobRecord
 from contracts.streams import JOBS, KV_FOLD_REFOLDS
 from contracts.subjects import Namespace, Subjects, event_token
 from services.common.nats.connection import cancel_and_wait

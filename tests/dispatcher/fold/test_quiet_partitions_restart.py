@@ -15,7 +15,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from contracts.ids import new_id
-from contracts.job_record import TERMINAL
+from contracts.job_parts import TERMINAL
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.dispatcher.fold.handover import pinned_client

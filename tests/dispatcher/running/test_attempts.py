@@ -11,7 +11,8 @@ from nats.js.kv import KeyValue
 
 from contracts.envelope import EventEnvelope
 from contracts.event_ids import worker_event_id
-from contracts.job_record import JobRecord, JobStatus
+from contracts.job_parts import JobStatus
+from contracts.job_record import JobRecord
 from contracts.route_table import RetryPolicy
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects

@@ -13,7 +13,8 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
 
-from contracts.job_record import JobRecord, JobStatus
+from contracts.job_parts import JobStatus
+from contracts.job_record import JobRecord
 from contracts.streams import JOBS
 from contracts.subjects import Subjects
 from services.dispatcher.running import hearing as hearing_module

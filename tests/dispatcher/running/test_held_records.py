@@ -14,7 +14,8 @@ from nats.js.kv import KeyValue
 from bench.harness.waiting import wait_for
 from contracts.envelope import utc_now
 from contracts.ids import new_id, tenant_key
-from contracts.job_record import JobRecord, JobStatus
+from contracts.job_parts import JobStatus
+from contracts.job_record import JobRecord
 from contracts.specs.jobs import parse_job_spec
 from contracts.subjects import Subjects
 from services.dispatcher.running.held_records import HeldRecords

@@ -11,7 +11,7 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from contracts.job_record import JobStatus
+from contracts.job_parts import JobStatus
 from contracts.route_table import DEFAULT_ROUTES, Route, load_route_table
 from contracts.runs import Outcome, RunRequest
 from contracts.subjects import Namespace, Subjects

@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from contracts.job_record import JobStatus
+from contracts.job_parts import JobStatus
 from contracts.subjects import Subjects
 from services.common.processes import is_running
 from services.dispatcher.running.backends import LocalBackend

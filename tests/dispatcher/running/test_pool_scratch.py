@@ -17,7 +17,7 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from contracts.job_record import JobStatus
+from contracts.job_parts import JobStatus
 from contracts.subjects import Subjects
 from services.common.processes import scratch_folder
 from services.dispatcher.running.scratch import PoolScratch, root_prefix, sweep_left_over

@@ -11,7 +11,8 @@ from typing import Any, cast
 import pytest
 from nats.aio.msg import Msg
 
-from contracts.job_record import JobRecord, JobStatus
+from contracts.job_parts import JobStatus
+from contracts.job_record import JobRecord
 from contracts.runs import Outcome
 from services.dispatcher.running import supervision
 from services.dispatcher.running.backends import Launch

@@ -11,7 +11,8 @@ from contracts import streams
 from contracts.envelope import utc_now
 from contracts.events.registry import job_created_event
 from contracts.ids import new_id, tenant_key
-from contracts.job_record import JobRecord, JobStatus
+from contracts.job_parts import JobStatus
+from contracts.job_record import JobRecord
 from contracts.specs.jobs import parse_job_spec
 from contracts.subjects import Namespace, Subjects
 from services.dispatcher.scheduling.sweeper import CreatedSweeper

@@ -14,7 +14,7 @@ from nats.js.kv import KeyValue
 from bench.harness.waiting import wait_for
 from contracts import streams
 from contracts.ids import new_id
-from contracts.job_record import JobStatus
+from contracts.job_parts import JobStatus
 from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
 from services.dispatcher.scheduling.queue import QueueEntry, QueueIndex

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from contracts.job_record import JobStatus
+from contracts.job_parts import JobStatus
 from tests.support.app_api import AppStack, lap_spec, record_when, records_when, small_video, upload_file
 
 SAMPLES = 10_000

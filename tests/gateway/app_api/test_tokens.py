@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from bench.harness.waiting import wait_for
-from contracts.job_record import JobStatus
+from contracts.job_parts import JobStatus
 from contracts.quotas import subject_usage_key
 from contracts.streams import KV_QUOTAS, KV_TENANT_USAGE
 from services.cli.dev import DEV_TENANT

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from contracts.job_record import TERMINAL
+from contracts.job_parts import TERMINAL
 from tests.support.app_api import small_video
 from tests.support.browser import SCAN_PAGE, browser_timeout, key_secret, record_traffic
 from tests.support.dashboard import ThreadedStack

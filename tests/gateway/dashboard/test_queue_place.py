@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from contracts.api.jobs import JobOut
-from contracts.job_record import JobStatus, QueuePlace
+from contracts.job_parts import JobStatus, QueuePlace
 from services.gateway.dashboard.render import TEMPLATES
 from services.gateway.dashboard.results import results_view
 from tests.gateway.dashboard.test_results import job

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from contracts.api.jobs import JobOut, JobUrls
-from contracts.job_record import Artifact, JobCost, JobProgress, JobStatus, JobTimings
+from contracts.job_parts import Artifact, JobCost, JobProgress, JobStatus, JobTimings
 from contracts.specs.jobs import parse_job_spec
 from services.gateway.dashboard.render import TEMPLATES
 from services.gateway.dashboard.results import results_view

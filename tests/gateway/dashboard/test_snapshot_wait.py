@@ -8,7 +8,8 @@ import hashlib
 
 from contracts.envelope import utc_now
 from contracts.ids import new_id
-from contracts.job_record import Artifact, JobRecord
+from contracts.job_parts import Artifact
+from contracts.job_record import JobRecord
 from contracts.specs.jobs import parse_job_spec
 from services.gateway.dashboard.pages_live import holds_snapshot
 

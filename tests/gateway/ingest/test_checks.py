@@ -11,7 +11,7 @@ from nats.js import JetStreamContext
 from contracts.event_ids import worker_event_id
 from contracts.events.jobs import JobArtifactPayload, JobSucceededPayload
 from contracts.events.registry import EventType
-from contracts.job_record import Artifact
+from contracts.job_parts import Artifact
 from contracts.subjects import Namespace
 from tests.gateway.ingest.test_ingest import JOB, event, post, stored_count, token
 

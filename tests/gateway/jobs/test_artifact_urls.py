@@ -8,7 +8,8 @@ import pytest
 from nats.js import JetStreamContext
 
 from contracts.ids import new_id
-from contracts.job_record import Artifact, JobRecord, JobStatus
+from contracts.job_parts import Artifact, JobStatus
+from contracts.job_record import JobRecord
 from contracts.specs.jobs import parse_job_spec
 from contracts.subjects import Namespace
 from services.common.storage import InvalidKeyError, check_result_key, result_key

@@ -16,7 +16,8 @@ from contracts.api.jobs import IdempotencyClaim, JobCreate
 from contracts.envelope import EventEnvelope
 from contracts.events.registry import CREATED_RECORD_REVISION
 from contracts.ids import new_id, tenant_key
-from contracts.job_record import Artifact, JobRecord, JobStatus
+from contracts.job_parts import Artifact, JobStatus
+from contracts.job_record import JobRecord
 from contracts.specs.jobs import SPEC_MODELS, parse_job_spec
 from contracts.streams import JOBS, KV_IDEMPOTENCY, KV_JOBS
 from contracts.subjects import Namespace, Subjects

@@ -23,7 +23,7 @@ from contracts import streams
 from contracts.api.uploads import UploadRecord, UploadStatus
 from contracts.events.uploads import UPLOAD_AWAITED
 from contracts.ids import tenant_key
-from contracts.job_record import JobStatus
+from contracts.job_parts import JobStatus
 from contracts.subjects import Namespace
 from services.common.auth.apikeys import Principal
 from services.common.nats.embedded import EmbeddedNats

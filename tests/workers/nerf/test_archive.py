@@ -9,7 +9,8 @@ import pytest
 from nats.js import JetStreamContext
 
 from contracts import streams
-from contracts.job_record import JobRecord, JobStatus, StageStatus
+from contracts.job_parts import JobStatus, StageStatus
+from contracts.job_record import JobRecord
 from contracts.subjects import Namespace
 from modal_workers.nerf.archive import image_size, unpack_photos
 from modal_workers.nerf.settings import NerfSettings

@@ -15,7 +15,7 @@ from nats.js import JetStreamContext
 from bench.harness.nerf_scene import View, scene_zip
 from contracts import streams
 from contracts.envelope import EventEnvelope
-from contracts.job_record import JobStatus
+from contracts.job_parts import JobStatus
 from contracts.route_table import RetryPolicy
 from contracts.subjects import Namespace
 from services.common.nats.embedded import EmbeddedNats

@@ -13,7 +13,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from contracts.job_record import Artifact
+from contracts.job_parts import Artifact
 from contracts.session_feed import FeedBacklog, FeedControl, FeedFrame, FeedJoints
 from contracts.specs.session_params import VlmParams
 from modal_workers.runtime.live_session import LiveSession

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from contracts.job_record import Artifact
+from contracts.job_parts import Artifact
 from contracts.specs.session_params import SplatParams
 from modal_workers.runtime.session_frames import SessionFrame
 from modal_workers.runtime.session_resume import ResumePoint

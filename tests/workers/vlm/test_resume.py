@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts.job_record import Artifact
+from contracts.job_parts import Artifact
 from contracts.specs.session_params import VlmParams
 from modal_workers.runtime.session_resume import ResumePoint
 from modal_workers.vlm.resume import conversation_json, restore, resume_state
