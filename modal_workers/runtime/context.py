@@ -54,7 +54,7 @@ from contracts.events.registry import EventType, job_event_name, make_event
 from contracts.job_parts import Artifact
 from contracts.recordings.manifest import RecordingManifest
 from contracts.runs import Outcome, RunRequest
-from contracts.specs.jobs import InputRef
+from contracts.specs.job_inputs import InputRef
 from modal_workers.runtime import inputs as runtime_io
 from modal_workers.runtime.progress import ProgressThrottle
 from modal_workers.runtime.sinks.attempt_fence import AttemptSuperseded

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from contracts.specs.jobs import InputRef
+from contracts.specs.job_inputs import InputRef
 from services.common.storage import ObjectChangedError, ObjectNotFoundError, Storage, StorageError, check_sealed
 from services.common.storage.base import sanitize_filename
 

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from contracts.specs.job_inputs import InputRef
 from contracts.specs.jobs import (
     BATCH_KINDS,
     SESSION_KINDS,
     SPEC_MODELS,
-    InputRef,
     JobKind,
     JobSpecAdapter,
     LapCompareSpec,

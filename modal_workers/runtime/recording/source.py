@@ -23,7 +23,7 @@ from typing import Any
 
 from contracts.recordings.joints import named_radians
 from contracts.recordings.manifest import RecordedFrame, RecordingManifest
-from contracts.specs.jobs import InputRef
+from contracts.specs.job_inputs import InputRef
 from contracts.specs.session_source import DatasetSource, RecordingSource
 from modal_workers.media.dataset_zip import UnpackLimits, unpack
 from modal_workers.media.lerobot_source import LeRobotReader

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from contracts.specs.jobs import InputRef
+from contracts.specs.job_inputs import InputRef
 from contracts.streams import KV_APIKEYS
 from contracts.subjects import Namespace
 from modal_workers.runtime.inputs import InputError, download_input

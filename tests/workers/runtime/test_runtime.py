@@ -18,7 +18,7 @@ import uvloop
 from contracts.envelope import EventEnvelope
 from contracts.event_ids import is_worker_event_id, worker_event_id
 from contracts.runs import PROGRESS_MIN_INTERVAL_S, StagePlan
-from contracts.specs.jobs import InputRef
+from contracts.specs.job_inputs import InputRef
 from modal_workers.lap_compare import workload as lap_compare
 from modal_workers.runtime.inputs import InputError, download_input
 from modal_workers.runtime.worker_runtime import (
