@@ -2,7 +2,8 @@
 
 A gateway on a loaded 3-node cluster exited during start-up in CI when one JetStream request went unanswered
 within its time-out (5 s). Here the server is stopped (SIGSTOP) for longer than that just as the notifier
-looks for its waiting webhook deliveries, and again as it makes its fan-out consumer."""
+reads the JOBS stream's config for its SSE feeds, again as it looks for its waiting webhook deliveries, and
+again as it makes its fan-out consumer."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from contracts.subjects import Namespace
 from services.common.nats.declarations import apply_declarations
 from services.common.nats.embedded import EmbeddedNats
 from services.notifier.app import running
+from services.notifier.sse.hub import Hub
 from services.notifier.webhooks.delivery_loops import DeliveryLoops
 from services.notifier.webhooks.fanout import FANOUT_DURABLE, FanOut
 from tests.support.notifier import notifier_settings
@@ -48,6 +50,7 @@ async def test_a_notifier_started_while_jetstream_answers_late_starts(
 
         return step_after_a_pause
 
+    monkeypatch.setattr(Hub, "start", paused_first("hub", Hub.start))
     monkeypatch.setattr(DeliveryLoops, "resume_all", paused_first("resume_all", DeliveryLoops.resume_all))
     monkeypatch.setattr(FanOut, "declare", paused_first("declare", FanOut.declare))
     try:
@@ -57,7 +60,7 @@ async def test_a_notifier_started_while_jetstream_answers_late_starts(
         finally:
             await nc.close()
         async with running(notifier_settings(server.url, namespace, tmp_path / "data")) as state:
-            assert paused == ["resume_all", "declare"]
+            assert paused == ["hub", "resume_all", "declare"]
             fanout = await state.js.consumer_info(namespace.stream(JOBS), FANOUT_DURABLE)
             assert fanout.config.durable_name == FANOUT_DURABLE
     finally:

@@ -28,6 +28,7 @@ from nats.js import JetStreamContext
 
 from services.common.http.nats_failover import unwatched
 from services.common.nats.connection import cancel_and_wait
+from services.common.nats.publish import until_answered
 from services.notifier.sse.catch_up import BATCH, DirectGets
 from services.notifier.sse.feed import RECOVER_S, RETRY_S, Feed, Item
 
@@ -88,7 +89,7 @@ class Hub:
 
     async def start(self) -> None:
         """Read whether the stream answers direct gets; the feed waits for a first tap (:meth:`follow`)."""
-        info = await self.js.stream_info(self.stream)
+        info = await until_answered(lambda: self.js.stream_info(self.stream), f"read stream {self.stream}'s config")
         if not info.config.allow_direct:
             self.direct.refuse(self.stream)
 
