@@ -211,14 +211,14 @@ class Dispatcher:
         takers = [TicketConsumer(js, s, guard, dispatch_stream, kind, route.concurrency, self.attempts.on_ticket,
                                  watch.failed) for kind, route in self.routes.items()]  # fmt: skip
         consumers = [*(fold.consumer for fold in folds), uploads.consumer, *(taker.consumer for taker in takers)]
-        await uploads.start()
-        for fold in folds:
-            await fold.start()
+        await until_answered(uploads.start, "make the uploads consumer")  # each step asked again while JetStream
+        for fold in folds:  # answers late: a loaded cluster left one unanswered, and the start failed
+            await until_answered(fold.start, f"make {fold.consumer.durable}")
         if s.fold_partitions:  # an upgrade: the partitions' consumers on JOBS start after what it held
             await until_answered(lambda: retire_fold_copy(js, ns), "retire the fold's copy of JOBS")
         await until_answered(lambda: retire_other_partitions(js, ns, s.fold_partitions, made), "retire old partitions")
         for taker in takers:
-            await taker.start()
+            await until_answered(taker.start, f"make {taker.consumer.durable}")
         self._advisories = await bound_and_watch(nc, js, guard, consumers)
         if s.metrics_enabled:
             metrics.register("dispatcher")
