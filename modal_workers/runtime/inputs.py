@@ -76,7 +76,7 @@ async def download_input(
 
 
 def _default_url_client() -> Any:
-    from services.common.ssrf import guarded_client
+    from services.common.ssrf_transport import guarded_client
 
     return guarded_client(timeout_s=60.0)
 

@@ -11,14 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.common.ssrf import (
-    GuardedTransport,
-    PinnedTransport,
-    Resolver,
-    SsrfError,
-    check_url,
-    guarded_client,
-)
+from services.common.ssrf import Resolver, SsrfError, check_url
+from services.common.ssrf_transport import GuardedTransport, PinnedTransport, guarded_client
 
 
 def resolving_to(*addresses: str) -> tuple[list[int], Resolver]:
