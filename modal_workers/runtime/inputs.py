@@ -16,7 +16,7 @@ from typing import Any
 
 from contracts.specs.job_inputs import InputRef
 from services.common.storage import ObjectChangedError, ObjectNotFoundError, Storage, StorageError, check_sealed
-from services.common.storage.base import sanitize_filename
+from services.common.storage.keys import sanitize_filename
 
 DEFAULT_MAX_INPUT_BYTES = 4 * 1024**3
 

@@ -29,7 +29,7 @@ from contracts.record_repair import INVALID_RECORD, UnreadableRecordError
 from services.common.http.allowed import allow_header
 from services.common.http.nats_failover import StuckServerWatch
 from services.common.nats.connection import NATS_AWAY
-from services.common.storage.base import StorageError, StorageFullError
+from services.common.storage.errors import StorageError, StorageFullError
 
 PROBLEM_JSON = "application/problem+json"
 UNAVAILABLE_RETRY_AFTER_S = 1

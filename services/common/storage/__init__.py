@@ -12,18 +12,22 @@ from typing import TYPE_CHECKING, Any
 from services.common.config import BaseServiceSettings
 from services.common.storage.base import (
     DEFAULT_CHUNK_SIZE,
-    InvalidKeyError,
-    KeyConflictError,
-    ObjectChangedError,
     ObjectInfo,
-    ObjectNotFoundError,
-    ObjectSealedError,
-    ObjectTooLargeError,
     PresignedRequest,
     PutData,
     Storage,
+)
+from services.common.storage.errors import (
+    InvalidKeyError,
+    KeyConflictError,
+    ObjectChangedError,
+    ObjectNotFoundError,
+    ObjectSealedError,
+    ObjectTooLargeError,
     StorageError,
     StorageFullError,
+)
+from services.common.storage.keys import (
     check_result_key,
     content_disposition,
     result_key,

@@ -32,24 +32,25 @@ from services.common.config import BaseServiceSettings
 from services.common.storage import signing
 from services.common.storage.base import (
     DEFAULT_CHUNK_SIZE,
-    InvalidKeyError,
-    KeyConflictError,
-    ObjectChangedError,
     ObjectInfo,
-    ObjectNotFoundError,
-    ObjectSealedError,
-    ObjectTooLargeError,
     PresignedRequest,
     PutData,
     Storage,
-    StorageError,
-    StorageFullError,
     iter_chunks,
     validate_content_type,
     validate_expires,
-    validate_key,
-    validate_prefix,
 )
+from services.common.storage.errors import (
+    InvalidKeyError,
+    KeyConflictError,
+    ObjectChangedError,
+    ObjectNotFoundError,
+    ObjectSealedError,
+    ObjectTooLargeError,
+    StorageError,
+    StorageFullError,
+)
+from services.common.storage.keys import validate_key, validate_prefix
 from services.common.storage.seals import seal_key_of
 
 _WRITE_BUFFER = 1024 * 1024

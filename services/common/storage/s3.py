@@ -21,21 +21,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 from services.common.config import BaseServiceSettings
 from services.common.storage.base import (
     DEFAULT_CHUNK_SIZE,
-    InvalidKeyError,
-    ObjectChangedError,
     ObjectInfo,
-    ObjectNotFoundError,
     PresignedRequest,
     PutData,
     Storage,
-    StorageError,
-    content_disposition,
     iter_chunks,
     validate_content_type,
     validate_expires,
-    validate_key,
-    validate_prefix,
 )
+from services.common.storage.errors import InvalidKeyError, ObjectChangedError, ObjectNotFoundError, StorageError
+from services.common.storage.keys import content_disposition, validate_key, validate_prefix
 from services.common.storage.seals import seal_key_of
 
 if TYPE_CHECKING:

@@ -19,14 +19,9 @@ from __future__ import annotations
 
 import json
 
-from services.common.storage.base import (
-    InvalidKeyError,
-    ObjectChangedError,
-    ObjectInfo,
-    ObjectNotFoundError,
-    Storage,
-    validate_key,
-)
+from services.common.storage.base import ObjectInfo, Storage
+from services.common.storage.errors import InvalidKeyError, ObjectChangedError, ObjectNotFoundError
+from services.common.storage.keys import validate_key
 
 SEALS_SUFFIX = ".seals"
 
@@ -34,7 +29,7 @@ SEALS_SUFFIX = ".seals"
 def seal_key(key: str) -> str:
     """Where the seal of ``key`` is kept: ``{folder}.seals/{name}.json``, beside the object's folder.
 
-    :class:`~services.common.storage.base.InvalidKeyError` when that key would be too long (such
+    :class:`~services.common.storage.errors.InvalidKeyError` when that key would be too long (such
     an object cannot be sealed).
     """
     folder, slash, name = validate_key(key).rpartition("/")
