@@ -1,22 +1,19 @@
 """The S3 backend (aioboto3): AWS S3, Backblaze B2, Cloudflare R2, MinIO.
 
-Signature v4 always; path-style addressing whenever an endpoint URL is set (MinIO, B2, R2 and
-test servers rarely resolve virtual-host bucket names). One client is opened lazily and kept
-until :meth:`S3Storage.aclose`. The bucket is only created by an explicit :meth:`ensure_bucket`.
+Its clients, how botocore's errors read and the bucket's creation live in
+:mod:`~services.common.storage.s3_clients`; its uploads in :mod:`~services.common.storage.s3_uploads`.
+The bucket is only created by an explicit :meth:`S3Storage.ensure_bucket`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
-import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import aioboto3
-from aiobotocore.config import AioConfig
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from services.common.config import BaseServiceSettings
 from services.common.storage.base import (
@@ -25,51 +22,18 @@ from services.common.storage.base import (
     PresignedRequest,
     PutData,
     Storage,
-    iter_chunks,
     validate_content_type,
     validate_expires,
 )
 from services.common.storage.errors import InvalidKeyError, ObjectChangedError, ObjectNotFoundError, StorageError
 from services.common.storage.keys import content_disposition, validate_key, validate_prefix
+from services.common.storage.s3_clients import S3Clients, create_bucket, error_code, storage_errors
+from services.common.storage.s3_uploads import MIN_PART_SIZE, upload
 from services.common.storage.seals import seal_key_of
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
-    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef, ObjectIdentifierTypeDef
-
-_MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
-MIN_PART_SIZE = 5 * 1024 * 1024
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-@contextlib.contextmanager
-def _errors(what: str, key: str | None = None) -> Iterator[None]:
-    """Map botocore errors to :class:`ObjectNotFoundError` (with ``key``) or :class:`StorageError`."""
-    try:
-        yield
-    except ClientError as exc:
-        if key is not None and _code(exc) in _MISSING:
-            raise ObjectNotFoundError(key) from exc
-        if key is not None and _code(exc) in ("PreconditionFailed", "412"):
-            raise ObjectChangedError(key) from exc
-        raise StorageError(f"{what} failed: {exc}") from exc
-    except BotoCoreError as exc:
-        raise StorageError(f"{what} failed: {exc}") from exc
-
-
-async def _rechunk(chunks: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
-    """``chunks`` regrouped into pieces of exactly ``size`` bytes, the last one shorter."""
-    buffer = bytearray()
-    async for chunk in chunks:
-        buffer += chunk
-        while len(buffer) >= size:
-            yield bytes(buffer[:size])
-            del buffer[:size]
-    if buffer:
-        yield bytes(buffer)
+    from types_aiobotocore_s3.type_defs import ObjectIdentifierTypeDef
 
 
 def _etag(raw: str | None) -> str:
@@ -90,7 +54,7 @@ class S3Storage(Storage):
     Without keys the default AWS credential chain applies. URLs are signed for
     ``public_endpoint_url`` when the clients reach the store elsewhere than this service does.
     ``part_size`` is the multipart chunk (at least 5 MiB); ``session`` lets several stores share
-    one aioboto3 session and the service models it has parsed.
+    one aioboto3 session and the service models it has parsed (see :class:`S3Clients`).
     """
 
     def __init__(
@@ -114,19 +78,9 @@ class S3Storage(Storage):
         self.region = region
         self.default_ttl_s = validate_expires(default_ttl_s)
         self.part_size = part_size
-        self._session = session or aioboto3.Session()
-        self._key_id, self._secret = access_key_id, secret_access_key
-        self._config = AioConfig(
-            signature_version="s3v4",
-            s3={"addressing_style": "path" if endpoint_url else "auto"},
-            retries={"max_attempts": 3, "mode": "standard"},
-            # Default CRC checksums (botocore >= 1.36) break many S3-compatible services.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
+        self._clients = S3Clients(
+            region, access_key_id, secret_access_key, path_style=bool(endpoint_url), session=session
         )
-        self._stack = contextlib.AsyncExitStack()
-        self._clients: dict[str | None, S3Client] = {}
-        self._lock = asyncio.Lock()
 
     @classmethod
     def from_settings(cls, settings: BaseServiceSettings) -> S3Storage:
@@ -145,49 +99,22 @@ class S3Storage(Storage):
 
     async def client(self, endpoint_url: str | None = None) -> S3Client:
         """The shared client (for ``endpoint_url``, default the configured one), opened on first use."""
-        endpoint = endpoint_url or self.endpoint_url
-        async with self._lock:
-            if endpoint not in self._clients:
-                factory = self._session.client(
-                    "s3",
-                    endpoint_url=endpoint,
-                    region_name=self.region,
-                    aws_access_key_id=self._key_id,
-                    aws_secret_access_key=self._secret,
-                    config=self._config,
-                )
-                self._clients[endpoint] = await self._stack.enter_async_context(factory)
-            return self._clients[endpoint]
+        return await self._clients.get(endpoint_url or self.endpoint_url)
 
     async def _presigner(self) -> S3Client:
         return await self.client(self.public_endpoint_url)
 
     async def aclose(self) -> None:
         """Close the clients."""
-        self._clients.clear()
-        await self._stack.aclose()
+        await self._clients.aclose()
 
     async def ensure_bucket(self) -> None:
         """Create the bucket unless it exists."""
-        s3 = await self.client()
-        try:
-            await s3.head_bucket(Bucket=self.bucket)
-            return
-        except ClientError as exc:
-            if _code(exc) not in _MISSING:
-                raise StorageError(f"cannot check bucket {self.bucket!r}: {exc}") from exc
-        kwargs: dict[str, Any] = {"Bucket": self.bucket}
-        if self.region != "us-east-1":
-            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
-        try:
-            await s3.create_bucket(**kwargs)
-        except ClientError as exc:
-            if _code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                raise StorageError(f"cannot create bucket {self.bucket!r}: {exc}") from exc
+        await create_bucket(await self.client(), self.bucket, self.region)
 
     async def ping(self) -> None:
         """Check that the bucket is reachable with these credentials."""
-        with _errors(f"HEAD bucket {self.bucket!r}"):
+        with storage_errors(f"HEAD bucket {self.bucket!r}"):
             await (await self.client()).head_bucket(Bucket=self.bucket)
 
     def _ttl(self, expires_s: int | None) -> int:
@@ -218,7 +145,7 @@ class S3Storage(Storage):
     async def head(self, key: str) -> ObjectInfo | None:
         """HEAD the object; ``None`` when missing."""
         try:
-            with _errors(f"HEAD {key!r}", key):
+            with storage_errors(f"HEAD {key!r}", key):
                 resp = await (await self.client()).head_object(Bucket=self.bucket, Key=validate_key(key))
         except ObjectNotFoundError:
             return None
@@ -234,7 +161,7 @@ class S3Storage(Storage):
         self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE, *, if_match: str | None = None
     ) -> AsyncIterator[bytes]:
         """Stream the body in chunks of at most ``chunk_size`` bytes (``if_match``: S3's If-Match)."""
-        with _errors(f"GET {key!r}", key):
+        with storage_errors(f"GET {key!r}", key):
             s3, params = await self.client(), _get_params(self.bucket, key, if_match)
             resp = await s3.get_object(**params)
             body = resp["Body"]
@@ -252,13 +179,13 @@ class S3Storage(Storage):
             return b""
         s3, params = await self.client(), _get_params(self.bucket, key, if_match)
         try:
-            with _errors(f"GET {key!r}", key):
+            with storage_errors(f"GET {key!r}", key):
                 resp = await s3.get_object(**params, Range=f"bytes={start}-{start + length - 1}")
                 body = resp["Body"]
                 async with body:
                     data: bytes = await body.read()
         except StorageError as exc:
-            if isinstance(exc.__cause__, ClientError) and _code(exc.__cause__) == "InvalidRange":
+            if isinstance(exc.__cause__, ClientError) and error_code(exc.__cause__) == "InvalidRange":
                 return b""
             raise
         return data[:length]
@@ -268,48 +195,16 @@ class S3Storage(Storage):
         validate_key(key)
         validate_content_type(content_type)
         s3 = await self.client()
-        with _errors(f"PUT {key!r}"):
-            if isinstance(data, bytes | bytearray | memoryview):
-                await s3.put_object(Bucket=self.bucket, Key=key, Body=bytes(data), ContentType=content_type)
-            else:
-                await self._put_stream(s3, key, iter_chunks(data, self.part_size), content_type)
+        with storage_errors(f"PUT {key!r}"):
+            await upload(s3, self.bucket, key, data, content_type, part_size=self.part_size)
         info = await self.head(key)
         if info is None:
             raise StorageError(f"object missing right after upload: {key}")
         return info
 
-    async def _put_stream(self, s3: S3Client, key: str, chunks: AsyncIterable[bytes], ctype: str) -> None:
-        pieces = _rechunk(chunks, self.part_size)
-        first, second = await anext(pieces, b""), await anext(pieces, None)
-        if second is None:
-            await s3.put_object(Bucket=self.bucket, Key=key, Body=first, ContentType=ctype)
-            return
-        created = await s3.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=ctype)
-        upload_id = created["UploadId"]
-        parts: builtins.list[CompletedPartTypeDef] = []
-        try:
-            for body in (first, second):
-                parts.append(await self._upload_part(s3, key, upload_id, len(parts) + 1, body))
-            async for body in pieces:
-                parts.append(await self._upload_part(s3, key, upload_id, len(parts) + 1, body))
-            await s3.complete_multipart_upload(
-                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-            )
-        except BaseException:
-            with contextlib.suppress(ClientError, BotoCoreError):
-                abort = s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-                await asyncio.shield(abort)
-            raise
-
-    async def _upload_part(
-        self, s3: S3Client, key: str, upload_id: str, number: int, body: bytes
-    ) -> CompletedPartTypeDef:
-        resp = await s3.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body)
-        return {"PartNumber": number, "ETag": resp["ETag"]}
-
     async def delete(self, key: str) -> None:
         """Delete the object (no error when missing) and its seal, if any."""
-        with _errors(f"DELETE {key!r}"):
+        with storage_errors(f"DELETE {key!r}"):
             await (await self.client()).delete_object(Bucket=self.bucket, Key=validate_key(key))
             if (seal := seal_key_of(key)) is not None:
                 await (await self.client()).delete_object(Bucket=self.bucket, Key=seal)
@@ -317,7 +212,7 @@ class S3Storage(Storage):
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         """ListObjectsV2 pages; listings carry no content type."""
         paginator = (await self.client()).get_paginator("list_objects_v2")
-        with _errors(f"LIST {prefix!r}"):
+        with storage_errors(f"LIST {prefix!r}"):
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=validate_prefix(prefix)):
                 for item in page.get("Contents", []):
                     yield ObjectInfo(
@@ -336,7 +231,7 @@ class S3Storage(Storage):
         keys = [info.key async for info in self.list(prefix)]
         for start in range(0, len(keys), 1000):
             batch: builtins.list[ObjectIdentifierTypeDef] = [{"Key": k} for k in keys[start : start + 1000]]
-            with _errors(f"DELETE under {prefix!r}"):
+            with storage_errors(f"DELETE under {prefix!r}"):
                 resp = await s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
             if errors := resp.get("Errors"):
                 raise StorageError(f"could not delete {len(errors)} objects, e.g. {errors[0]}")

@@ -21,7 +21,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from services.common.storage import LocalStorage, S3Storage, Storage
-from services.common.storage.s3 import MIN_PART_SIZE
+from services.common.storage.s3_uploads import MIN_PART_SIZE
 from tests.support.gateway import Gateway
 
 
