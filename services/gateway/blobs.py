@@ -39,7 +39,7 @@ from services.gateway.headers import byte_range, decimal
 def _authorize(storage: LocalStorage, op: Op, key: str, request: Request) -> Grant | JSONResponse:
     try:
         validate_key(key)
-        storage.object_path(key)
+        storage.files.object_path(key)
     except InvalidKeyError as exc:
         return problem(400, str(exc), title="Invalid key")
     try:

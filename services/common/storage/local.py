@@ -1,24 +1,18 @@
 """The embedded storage backend: files under the data directory, URLs signed with HMAC.
 
-Layout under the root: ``objects/{key}`` (the bytes), ``meta/{h[:2]}/{h}.json`` with ``h`` the
-SHA-256 of the key (content type, etag) and ``tmp/`` (uploads in progress, renamed into place when
-complete, so a reader never sees a partial object). Object paths are resolved, symlinks included,
-and must stay under ``objects/``. A key cannot be both an object and a "folder" of other objects
-here (S3 allows it); such a put fails with :class:`KeyConflictError`. A sealed key
-(:mod:`~services.common.storage.seals`) is never replaced: the check and the rename that would
-replace it hold one lock, so a seal and a write cannot cross.
+:class:`~services.common.storage.local_files.ObjectFiles` lays the files out and holds the blocking
+steps that read, commit and remove them; this backend runs those steps in a thread, streams a write
+into a temporary file first, and signs the URLs the gateway's blob routes serve
+(:mod:`~services.common.storage.signing`). A file system failing a step reads as a
+:class:`StorageError` (:class:`StorageFullError` when full), never as a bare ``OSError``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
 import errno
 import hashlib
-import json
-import os
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
@@ -40,17 +34,9 @@ from services.common.storage.base import (
     validate_content_type,
     validate_expires,
 )
-from services.common.storage.errors import (
-    InvalidKeyError,
-    KeyConflictError,
-    ObjectChangedError,
-    ObjectNotFoundError,
-    ObjectSealedError,
-    ObjectTooLargeError,
-    StorageError,
-    StorageFullError,
-)
-from services.common.storage.keys import validate_key, validate_prefix
+from services.common.storage.errors import ObjectChangedError, ObjectTooLargeError, StorageError, StorageFullError
+from services.common.storage.keys import validate_prefix
+from services.common.storage.local_files import ObjectFiles
 from services.common.storage.seals import seal_key_of
 
 _WRITE_BUFFER = 1024 * 1024
@@ -58,7 +44,7 @@ _T = TypeVar("_T")
 
 
 class LocalStorage(Storage):
-    """Objects as files under ``root``; signed URLs served by the gateway's blob routes."""
+    """Objects as files under ``root`` (:attr:`files`); signed URLs served by the gateway's blob routes."""
 
     def __init__(
         self,
@@ -69,17 +55,11 @@ class LocalStorage(Storage):
         default_ttl_s: int = 3600,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.root = Path(root).resolve()
-        self.objects = self.root / "objects"
-        self.meta = self.root / "meta"
-        self.tmp = self.root / "tmp"
-        for folder in (self.objects, self.meta, self.tmp):
-            folder.mkdir(parents=True, exist_ok=True)
+        self.files = ObjectFiles(root)
         self.base_url = base_url.rstrip("/")
         self._secret = secret.get_secret_value().encode() if isinstance(secret, SecretStr) else secret
         self.default_ttl_s = validate_expires(default_ttl_s)
         self.clock = clock
-        self._commits = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: BaseServiceSettings, *, clock: Callable[[], float] = time.time) -> LocalStorage:
@@ -92,23 +72,8 @@ class LocalStorage(Storage):
             clock=clock,
         )
 
-    @staticmethod
-    def _inside(tree: Path, relative: str) -> Path:
-        resolved = (tree / relative).resolve()
-        if not resolved.is_relative_to(tree) or resolved == tree:
-            raise InvalidKeyError(f"key escapes the storage root: {relative!r}")
-        return resolved
-
-    def object_path(self, key: str) -> Path:
-        """The file holding ``key``, checked to stay under the objects tree."""
-        return self._inside(self.objects, validate_key(key))
-
-    def _meta_path(self, key: str) -> Path:
-        digest = hashlib.sha256(validate_key(key).encode("utf-8", "surrogatepass")).hexdigest()
-        return self.meta / digest[:2] / f"{digest}.json"
-
     def _expiry(self, key: str, expires_s: int | None) -> int:
-        self.object_path(key)
+        self.files.object_path(key)
         return int(self.clock()) + validate_expires(self.default_ttl_s if expires_s is None else expires_s)
 
     async def presign_put(
@@ -135,41 +100,13 @@ class LocalStorage(Storage):
         """Check a signed URL's query for ``op`` on ``key`` (raises :class:`signing.SignatureError`)."""
         return signing.verify(self._secret, op, key, query, now=self.clock())
 
-    def _info(self, key: str, stat: os.stat_result) -> ObjectInfo:
-        meta: dict[str, str] = {}
-        with contextlib.suppress(OSError, ValueError):
-            meta = json.loads(self._meta_path(key).read_text())
-        return ObjectInfo(
-            key=key,
-            size=stat.st_size,
-            content_type=meta.get("content_type", "application/octet-stream"),
-            etag=meta.get("etag") or f"{stat.st_mtime_ns:x}-{stat.st_size:x}",
-            last_modified=datetime.fromtimestamp(stat.st_mtime, UTC),
-        )
-
-    def _head(self, key: str) -> ObjectInfo | None:
-        path = self.object_path(key)
-        try:
-            stat = path.stat()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        return self._info(key, stat) if path.is_file() else None
-
     async def head(self, key: str) -> ObjectInfo | None:
         """The object's size, content type, etag and modification time, or ``None``."""
-        return await _off_disk(key, self._head, key)
-
-    def _open(self, key: str) -> tuple[BinaryIO, ObjectInfo]:
-        path = self.object_path(key)
-        try:
-            handle = path.open("rb")
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            raise ObjectNotFoundError(key) from None
-        return handle, self._info(key, os.fstat(handle.fileno()))
+        return await _off_disk(key, self.files.head, key)
 
     async def open_file(self, key: str) -> tuple[BinaryIO, ObjectInfo]:
         """An open handle and the metadata of that very file (immune to a concurrent replace)."""
-        return await _off_disk(key, self._open, key)
+        return await _off_disk(key, self.files.open, key)
 
     async def _open_matching(self, key: str, if_match: str | None) -> BinaryIO:
         handle, info = await self.open_file(key)
@@ -202,24 +139,8 @@ class LocalStorage(Storage):
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         """Objects whose key starts with ``prefix``, in key (UTF-8 byte) order."""
-        for info in await _off_disk(prefix, self._list, validate_prefix(prefix)):
+        for info in await _off_disk(prefix, self.files.list, validate_prefix(prefix)):
             yield info
-
-    def _list(self, prefix: str) -> builtins.list[ObjectInfo]:
-        start = self.objects / prefix.rpartition("/")[0]
-        found: builtins.list[ObjectInfo] = []
-        for folder, _dirs, files in os.walk(start):
-            for name in files:
-                key = (Path(folder) / name).relative_to(self.objects).as_posix()
-                if not key.startswith(prefix):
-                    continue
-                try:
-                    info = self._head(key)
-                except InvalidKeyError:
-                    continue
-                if info is not None:
-                    found.append(info)
-        return sorted(found, key=lambda info: info.key.encode())
 
     async def put(self, key: str, data: PutData, content_type: str) -> ObjectInfo:
         """Store ``data`` atomically."""
@@ -236,9 +157,10 @@ class LocalStorage(Storage):
         removed and any existing object is left untouched.
         """
         validate_content_type(content_type)
-        dest, meta = self.object_path(key), self._meta_path(key)
-        sealed = self.object_path(seal) if (seal := seal_key_of(key)) else None
-        tmp = self.tmp / f"{uuid.uuid4().hex}.part"
+        files = self.files
+        dest, meta = files.object_path(key), files.meta_path(key)
+        sealed = files.object_path(seal) if (seal := seal_key_of(key)) else None
+        tmp = files.tmp / f"{uuid.uuid4().hex}.part"
         handle = await _on_disk(key, tmp.open, "xb")
         try:
             md5, size, buffer = hashlib.md5(usedforsecurity=False), 0, bytearray()
@@ -251,9 +173,9 @@ class LocalStorage(Storage):
                 if len(buffer) >= _WRITE_BUFFER:
                     await _on_disk(key, handle.write, bytes(buffer))
                     buffer.clear()
-            await _on_disk(key, self._finish, handle, bytes(buffer))
+            await _on_disk(key, files.finish, handle, bytes(buffer))
             record = {"content_type": content_type, "etag": md5.hexdigest()}
-            await _on_disk(key, self._commit, tmp, dest, meta, record, sealed)
+            await _on_disk(key, files.commit, tmp, dest, meta, record, sealed)
         except BaseException:
             with contextlib.suppress(OSError):  # a full disk refuses the close's flush too
                 handle.close()
@@ -264,60 +186,14 @@ class LocalStorage(Storage):
             raise StorageError(f"object vanished right after it was written: {key}")
         return info
 
-    @staticmethod
-    def _finish(handle: BinaryIO, tail: bytes) -> None:
-        handle.write(tail)
-        handle.flush()
-        os.fsync(handle.fileno())
-        handle.close()
-
-    def _commit(self, tmp: Path, dest: Path, meta: Path, record: dict[str, str], sealed: Path | None) -> None:
-        meta_tmp = self.tmp / f"{uuid.uuid4().hex}.json"
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            meta.parent.mkdir(parents=True, exist_ok=True)
-            meta_tmp.write_text(json.dumps(record))
-            with self._commits:
-                if sealed is not None and sealed.is_file():
-                    raise ObjectSealedError(f"the object is sealed (its upload completed): {dest.name}")
-                os.replace(meta_tmp, meta)
-                os.replace(tmp, dest)
-        except (NotADirectoryError, IsADirectoryError, FileExistsError) as exc:
-            key = dest.relative_to(self.objects).as_posix()  # the key, not the server's path
-            raise KeyConflictError(f"key conflicts with an existing object or folder: {key}") from exc
-        finally:
-            meta_tmp.unlink(missing_ok=True)
-
     async def delete(self, key: str) -> None:
         """Remove the object and its metadata, then any folders left empty."""
-        await _on_disk(key, self._delete, key)
-
-    def _delete(self, key: str) -> None:
-        path = self.object_path(key)
-        try:
-            path.unlink()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return
-        self._meta_path(key).unlink(missing_ok=True)
-        self._prune(path)
-        if (seal := seal_key_of(key)) is not None:
-            self._delete(seal)  # a seal goes with its object
-
-    def _prune(self, path: Path) -> None:
-        """Remove the folders of ``path`` left empty, up to the objects tree."""
-        for parent in path.parents:
-            if parent == self.objects or not parent.is_relative_to(self.objects):
-                break
-            try:
-                parent.rmdir()
-            except OSError:
-                break
+        await _on_disk(key, self.files.delete, key)
 
     async def ping(self) -> None:
         """Check that the root is a writable folder."""
-        folders = (self.objects, self.meta, self.tmp)
-        if not await asyncio.to_thread(lambda: all(os.access(p, os.W_OK | os.X_OK) for p in folders)):
-            raise StorageError(f"storage root is not a writable folder: {self.root}")
+        if not await asyncio.to_thread(self.files.writable):
+            raise StorageError(f"storage root is not a writable folder: {self.files.root}")
 
     async def aclose(self) -> None:
         """Nothing to release."""

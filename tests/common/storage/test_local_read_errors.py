@@ -26,11 +26,11 @@ async def storage(tmp_path: Path) -> LocalStorage:
 
 async def test_a_read_the_disk_fails_is_a_storage_error_naming_the_key(storage: LocalStorage) -> None:
     assert (await storage.read_range(KEY, 0, 8))[4:8] == b"ftyp"  # readable before
-    with unreadable_file(storage.object_path(KEY)):
+    with unreadable_file(storage.files.object_path(KEY)):
         with pytest.raises(StorageError, match=f"could not read {re.escape(KEY)}") as raised:
             await storage.read_range(KEY, 0, 8)
         assert type(raised.value) is StorageError  # the plain one: the 503, not a missing object's 404
-        assert str(storage.root) not in str(raised.value)  # no server path in what a client may see
+        assert str(storage.files.root) not in str(raised.value)  # no server path in what a client may see
         with pytest.raises(StorageError, match="could not read"):
             async for _ in storage.open_read(KEY):
                 pass

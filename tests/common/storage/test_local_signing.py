@@ -134,7 +134,7 @@ async def test_over_size_put_is_refused_without_leftovers(local_storage: LocalSt
     streamed = await http.put(put.url, content=chunked(), headers=put.headers)
     assert_problem(streamed, 413)
     assert await local_storage.read_all("t/u/keep.bin") == b"original"
-    assert list(local_storage.tmp.iterdir()) == []
+    assert list(local_storage.files.tmp.iterdir()) == []
 
     exact = await http.put(put.url, content=b"z" * 1000, headers=put.headers)
     assert exact.status_code == 201
@@ -149,8 +149,8 @@ async def test_a_key_that_is_a_folder_of_objects_is_a_409_naming_the_key_not_the
     refused = await http.put(put.url, content=b"v" * 10, headers=put.headers)
     assert_problem(refused, 409, "Key conflict")
     assert "t/u/clip.mp4" in refused.json()["detail"]
-    assert str(local_storage.root) not in refused.text
-    assert list(local_storage.tmp.iterdir()) == []
+    assert str(local_storage.files.root) not in refused.text
+    assert list(local_storage.files.tmp.iterdir()) == []
     assert await local_storage.read_all("t/u/clip.mp4/inner.bin") == b"inner"
 
 
@@ -185,8 +185,8 @@ async def test_symlinks_cannot_escape_the_root(
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret.txt").write_text("top secret")
-    (local_storage.objects / "evil").symlink_to(outside, target_is_directory=True)
-    (local_storage.objects / "link.txt").symlink_to(outside / "secret.txt")
+    (local_storage.files.objects / "evil").symlink_to(outside, target_is_directory=True)
+    (local_storage.files.objects / "link.txt").symlink_to(outside / "secret.txt")
 
     for key in ("evil/secret.txt", "link.txt", "evil/new.txt"):
         with pytest.raises(InvalidKeyError):

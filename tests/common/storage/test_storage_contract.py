@@ -251,7 +251,7 @@ def test_make_storage_picks_the_backend(tmp_path: Path) -> None:
     common: dict[str, Any] = {"profile": "test", "data_dir": tmp_path, "url": "http://gw.example/"}
     local = make_storage(BaseServiceSettings(**common))
     assert isinstance(local, LocalStorage)
-    assert local.root == (tmp_path / "blobs").resolve()
+    assert local.files.root == (tmp_path / "blobs").resolve()
     assert local.base_url == "http://gw.example"
     s3 = make_storage(
         BaseServiceSettings(

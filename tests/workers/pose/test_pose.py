@@ -99,8 +99,8 @@ async def run_pose(
     await sub.unsubscribe()
     files = {}
     for artifact in outcome.artifacts:
-        path = storage.objects / artifact.key
-        files[artifact.name] = path if path.is_file() else _find(storage.root, artifact.key)
+        path = storage.files.objects / artifact.key
+        files[artifact.name] = path if path.is_file() else _find(storage.files.root, artifact.key)
     return Ran(outcome, events, files)
 
 
