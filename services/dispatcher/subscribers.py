@@ -1,7 +1,7 @@
 """What the dispatcher's durable pull consumers share: their description, bounds and advisories.
 
 Every consumer is a nats-py pull loop (:mod:`~services.dispatcher.pull_loop`, the fold partitions' own in
-:mod:`~services.dispatcher.fold.pinned_pull`) on the replica's one connection, which its stuck-server
+:mod:`~services.dispatcher.fold.pinned.pull`) on the replica's one connection, which its stuck-server
 watch moves off a server cut off from JetStream. Each is created with an explicit ``max_deliver`` and
 acked by hand: the :class:`~services.dispatcher.consumers.ConsumerGuard` acks, naks with a delay, or
 dead-letters (:mod:`services.dispatcher.consumers`). :func:`bound_and_watch` brings consumers made before

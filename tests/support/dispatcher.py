@@ -30,7 +30,7 @@ from contracts.subjects import Namespace, Subjects
 from services.common.nats.kv_watch import latest_record
 from services.common.nats.publish import publish_event
 from services.dispatcher.fold.handover import pinned_client
-from services.dispatcher.fold.pinned_consumer import jetstream_api
+from services.dispatcher.fold.pinned.consumer import jetstream_api
 from services.dispatcher.settings import DispatcherSettings
 
 POSE = {"kind": "pose", "inputs": {"video": {"url": "https://example.com/v.mp4"}}}

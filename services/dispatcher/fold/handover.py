@@ -29,8 +29,8 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from services.common.nats.connection import log_failure
-from services.dispatcher.fold.pinned_consumer import GROUP, PinnedConsumer, jetstream_api
-from services.dispatcher.fold.pinned_pull import delivery_seq, first_deliveries
+from services.dispatcher.fold.pinned.consumer import GROUP, PinnedConsumer, jetstream_api
+from services.dispatcher.fold.pinned.pull import delivery_seq, first_deliveries
 
 log = logging.getLogger(__name__)
 LEFTOVERS_WAIT_S = 2.0

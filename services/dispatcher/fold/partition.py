@@ -1,7 +1,7 @@
 """One partition of the fold (a set of JOBS' slots), folded a batch at a time by the replica that holds its pin.
 
 The partition's durable consumer on JOBS is pinned to one replica at a time
-(:mod:`~services.dispatcher.fold.pinned_pull`). The holder keeps a pull open, takes what has come as a
+(:mod:`~services.dispatcher.fold.pinned.pull`). The holder keeps a pull open, takes what has come as a
 batch (up to ``fold_batch`` events), folds it (:mod:`~services.dispatcher.fold.batch`: per job in
 stream order, one KV write per job and batch) and acks it (:mod:`~services.dispatcher.fold.acks`: a
 request once it has nothing more, not per batch). It keeps the pin for ``fold_pin_hold_s``, then lets
@@ -44,8 +44,8 @@ from services.dispatcher.fold.batch import BatchFold, RecordCache
 from services.dispatcher.fold.handover import gather_leftovers, next_after_let_go, unpin_if_dead
 from services.dispatcher.fold.linger import linger, lingers
 from services.dispatcher.fold.partitions import SERIAL_DURABLE, acked_to, fold_durable, fold_start, partition_filters
-from services.dispatcher.fold.pinned_consumer import ConsumerUnavailable, PinnedConsumer
-from services.dispatcher.fold.pinned_pull import PinnedPull
+from services.dispatcher.fold.pinned.consumer import ConsumerUnavailable, PinnedConsumer
+from services.dispatcher.fold.pinned.pull import PinnedPull
 from services.dispatcher.fold.reactions import Reactions
 from services.dispatcher.fold.serial import FOLD_LABEL, EventConsumer, FoldDurable
 from services.dispatcher.settings import DispatcherSettings

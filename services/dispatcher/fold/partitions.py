@@ -31,7 +31,7 @@ from nats.js.errors import NotFoundError
 from contracts import streams
 from contracts.subjects import JOB_SLOTS, Namespace, Subjects, job_slot_transform
 from services.common.nats.declarations import NotDeclaredError
-from services.dispatcher.fold.pinned_consumer import jetstream_api
+from services.dispatcher.fold.pinned.consumer import jetstream_api
 
 log = logging.getLogger(__name__)
 RETIRED_STREAM = streams.JOBS_FOLD

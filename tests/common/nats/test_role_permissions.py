@@ -36,7 +36,7 @@ from services.common.nats.long_pull import LEADER_ELECTED
 from services.common.nats.permissions import Role, bound_streams, inbox_prefix, user_name
 from services.common.nats.server_auth import render_authorization
 from services.dispatcher.fold.partitions import fold_durable, partition_filters, retire_fold_copy
-from services.dispatcher.fold.pinned_consumer import PinnedConsumer
+from services.dispatcher.fold.pinned.consumer import PinnedConsumer
 from tests.support.nats_deploy import role_passwords
 
 NS = Namespace("rp")

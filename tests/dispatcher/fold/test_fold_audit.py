@@ -26,7 +26,7 @@ from contracts.subjects import Namespace, Subjects
 from services.dispatcher.fold.audit import FoldAudit
 from services.dispatcher.fold.partition import PIN_MARGIN_S
 from services.dispatcher.fold.partitions import fold_durable, fold_settled, partition_filters
-from services.dispatcher.fold.pinned_consumer import PinnedConsumer
+from services.dispatcher.fold.pinned.consumer import PinnedConsumer
 from services.dispatcher.fold.reactions import Reactions
 from services.dispatcher.scheduling.queue import QueueEntry, entry_key
 from services.dispatcher.settings import DispatcherSettings

@@ -16,8 +16,8 @@ from nats.aio.msg import Msg
 from services.dispatcher.fold import handover
 from services.dispatcher.fold import partition as partition_module
 from services.dispatcher.fold.partition import PartitionFold
-from services.dispatcher.fold.pinned_consumer import ConsumerUnavailable
-from services.dispatcher.fold.pinned_pull import PinnedPull
+from services.dispatcher.fold.pinned.consumer import ConsumerUnavailable
+from services.dispatcher.fold.pinned.pull import PinnedPull
 
 pytestmark = pytest.mark.timeout(60)
 

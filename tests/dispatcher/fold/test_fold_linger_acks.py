@@ -28,7 +28,7 @@ from services.dispatcher.fold import partition
 from services.dispatcher.fold.acks import BatchAcks
 from services.dispatcher.fold.partition import PartitionFold
 from services.dispatcher.fold.partitions import fold_durable
-from services.dispatcher.fold.pinned_pull import PinnedPull
+from services.dispatcher.fold.pinned.pull import PinnedPull
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, dispatcher_settings, local_route, submit, wait_record
 from tests.support.events import create_job, job_event, publish

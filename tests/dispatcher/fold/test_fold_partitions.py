@@ -26,8 +26,8 @@ from contracts.subjects import Namespace, Subjects
 from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.fold.partition import PIN_MARGIN_S
 from services.dispatcher.fold.partitions import fold_durable, fold_settled, partition_filters
-from services.dispatcher.fold.pinned_consumer import PinnedConsumer
-from services.dispatcher.fold.pinned_pull import PinnedPull
+from services.dispatcher.fold.pinned.consumer import PinnedConsumer
+from services.dispatcher.fold.pinned.pull import PinnedPull
 from services.dispatcher.fold.records import fold, route_pricing
 from services.dispatcher.settings import DispatcherSettings
 from tests.dispatcher.conftest import StartDispatcher

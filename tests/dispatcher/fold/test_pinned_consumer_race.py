@@ -16,7 +16,7 @@ import pytest
 from nats.js.api import StreamConfig
 
 from services.common.nats.embedded import EmbeddedNats
-from services.dispatcher.fold.pinned_consumer import PinnedConsumer
+from services.dispatcher.fold.pinned.consumer import PinnedConsumer
 
 pytestmark = pytest.mark.timeout(60)
 

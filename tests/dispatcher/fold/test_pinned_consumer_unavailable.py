@@ -17,8 +17,8 @@ import pytest
 from nats.js.api import RetentionPolicy, StreamConfig
 
 from services.common.nats.embedded import EmbeddedNats
-from services.dispatcher.fold import pinned_consumer
-from services.dispatcher.fold.pinned_consumer import PinnedConsumer
+from services.dispatcher.fold.pinned import consumer as pinned_consumer
+from services.dispatcher.fold.pinned.consumer import PinnedConsumer
 from tests.support.stopping import sigstop
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]

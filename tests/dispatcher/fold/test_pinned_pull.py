@@ -15,8 +15,8 @@ from nats.js.api import StreamConfig
 from contracts.subjects import Namespace
 from services.common.nats.connection import cancel_and_wait
 from services.common.nats.embedded import EmbeddedNats
-from services.dispatcher.fold.pinned_consumer import PinnedConsumer
-from services.dispatcher.fold.pinned_pull import PinnedPull
+from services.dispatcher.fold.pinned.consumer import PinnedConsumer
+from services.dispatcher.fold.pinned.pull import PinnedPull
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ from bench.harness.waiting import wait_for
 from contracts.subjects import Namespace
 from services.common.nats.connection import cancel_and_wait
 from services.common.nats.embedded import EmbeddedNats
-from services.dispatcher.fold.pinned_consumer import ConsumerUnavailable, PinnedConsumer
-from services.dispatcher.fold.pinned_pull import PinnedPull
+from services.dispatcher.fold.pinned.consumer import ConsumerUnavailable, PinnedConsumer
+from services.dispatcher.fold.pinned.pull import PinnedPull
 
 LONG_PULL_S = 60.0
 """Longer than the test's own time-out: only the advisory can end the request in time."""

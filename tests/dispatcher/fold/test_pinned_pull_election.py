@@ -1,5 +1,5 @@
 """A pinned pull whose request went to a consumer leader that was paused: once another node leads the
-consumer, the request is replaced at once (:class:`~services.dispatcher.fold.pinned_pull.PinnedPull`),
+consumer, the request is replaced at once (:class:`~services.dispatcher.fold.pinned.pull.PinnedPull`),
 on three real nodes.
 
 The new leader tells the waiting requests it heard of (409 Leadership Change); one sent while the leader
@@ -18,8 +18,8 @@ import pytest
 from nats.js.api import StreamConfig
 
 from bench.harness.waiting import wait_for
-from services.dispatcher.fold.pinned_consumer import PinnedConsumer
-from services.dispatcher.fold.pinned_pull import PinnedPull
+from services.dispatcher.fold.pinned.consumer import PinnedConsumer
+from services.dispatcher.fold.pinned.pull import PinnedPull
 from tests.support.consumer_leaders import around, leader_of, store, until_led_elsewhere
 from tests.support.stopping import pausable_cluster, sigstop
 

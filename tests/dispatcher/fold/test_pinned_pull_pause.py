@@ -19,9 +19,9 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import StreamConfig
 
 from services.common.nats.embedded import EmbeddedNats
-from services.dispatcher.fold import pinned_pull
-from services.dispatcher.fold.pinned_consumer import PinnedConsumer
-from services.dispatcher.fold.pinned_pull import PinnedPull
+from services.dispatcher.fold.pinned import pull as pinned_pull
+from services.dispatcher.fold.pinned.consumer import PinnedConsumer
+from services.dispatcher.fold.pinned.pull import PinnedPull
 from tests.support.stopping import sigstop
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(90)]

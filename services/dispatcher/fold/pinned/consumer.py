@@ -4,7 +4,7 @@ nats-py (2.16) has no priority groups, so a fold partition's durable consumer, i
 pinned to one client at a time (``pinned_client``, nats-server 2.11+), is made here with
 ``CONSUMER.CREATE`` (:class:`PinnedConsumer`), and every API request of the fold goes through
 :func:`jetstream_api`, which asks again while NATS is away. Pulling it is
-:mod:`~services.dispatcher.fold.pinned_pull`'s.
+:mod:`~services.dispatcher.fold.pinned.pull`'s.
 """
 
 from __future__ import annotations

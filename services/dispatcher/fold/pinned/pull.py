@@ -8,7 +8,7 @@ events stream to the holder as they are stored. The server assigns a pin only wh
 keeps a request without a pin id waiting (no 423) while another client holds the pin: so an unpinned
 client may wait long in a request for one message (an idle partition), which the message that pins it
 ends. nats-py (2.16) has no priority groups, so the consumer is made
-(:mod:`~services.dispatcher.fold.pinned_consumer`) and pulled with the JetStream API's own JSON requests
+(:mod:`~services.dispatcher.fold.pinned.consumer`) and pulled with the JetStream API's own JSON requests
 (``CONSUMER.MSG.NEXT`` with ``group`` and ``id``, ``CONSUMER.UNPIN``); the messages are nats-py's own
 :class:`~nats.aio.msg.Msg` (ack as usual).
 """
@@ -29,7 +29,7 @@ from nats.aio.subscription import Subscription
 
 from services.common.event_loop import get_within
 from services.common.nats.long_pull import CONSUMER_DELETED, LEADER_ELECTED
-from services.dispatcher.fold.pinned_consumer import (
+from services.dispatcher.fold.pinned.consumer import (
     API,
     GROUP,
     NANOS,
