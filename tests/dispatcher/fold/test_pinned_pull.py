@@ -59,10 +59,10 @@ async def test_an_idle_holder_waits_in_its_pull_while_another_client_waits_too(
     waiting = asyncio.create_task(pull_forever(other))
     try:
         await asyncio.sleep(0.2)  # the other's pull is on the consumer's books
-        before, began = holder.pulls, time.monotonic()
+        before, began = holder.requests.pulls, time.monotonic()
         while time.monotonic() - began < 2.0:
             assert await holder.batch(256, 1.0) == []
-        assert holder.pulls - before <= 8, f"{holder.pulls - before} pulls in 2 s while idle"
+        assert holder.requests.pulls - before <= 8, f"{holder.requests.pulls - before} pulls in 2 s while idle"
     finally:
         await cancel_and_wait([waiting])  # cancelled again if 3.11's wait_for swallowed it
 
@@ -78,7 +78,7 @@ async def test_the_holder_gets_a_backlog_in_order_on_one_open_request_while_anot
         await asyncio.sleep(0.2)
         for n in range(50):
             await js.publish(subject, str(n).encode())
-        before, msgs = holder.pulls, []
+        before, msgs = holder.requests.pulls, []
         while len(msgs) < 50:
             got = await holder.batch(256, 1.0)
             assert got, f"the backlog stopped after {len(msgs)}"
@@ -86,7 +86,7 @@ async def test_the_holder_gets_a_backlog_in_order_on_one_open_request_while_anot
             for msg in got:
                 await msg.ack()
         assert [m.data for m in msgs] == [str(n).encode() for n in range(50)]
-        assert holder.pulls - before <= 1, "one open request carried them"
+        assert holder.requests.pulls - before <= 1, "one open request carried them"
         assert other.pin is None  # only the holder was given any
     finally:
         await cancel_and_wait([waiting])  # cancelled again if 3.11's wait_for swallowed it

@@ -50,6 +50,6 @@ async def test_a_request_left_with_a_paused_leader_is_replaced_once_another_lead
                 await store(admin, "folds.a", b"after")
                 got = await waiting
                 assert [msg.data for msg in got] == [b"after"]
-                assert puller.elections >= 1
+                assert puller.requests.elections >= 1
             finally:
                 await puller.close()

@@ -19,7 +19,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import StreamConfig
 
 from services.common.nats.embedded import EmbeddedNats
-from services.dispatcher.fold.pinned import pull as pinned_pull
+from services.dispatcher.fold.pinned import requests as pull_requests
 from services.dispatcher.fold.pinned.consumer import PinnedConsumer
 from services.dispatcher.fold.pinned.pull import PinnedPull
 from tests.support.stopping import sigstop
@@ -45,7 +45,7 @@ async def test_a_pull_overdue_across_a_pause_settles_without_spinning(
     paused_server: tuple[EmbeddedNats, NatsClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server, nc = paused_server
-    monkeypatch.setattr(pinned_pull, "STATUS_GRACE_S", 0.5)  # overdue within the pause
+    monkeypatch.setattr(pull_requests, "STATUS_GRACE_S", 0.5)  # overdue within the pause
     js = nc.jetstream()
     await js.add_stream(StreamConfig(name="PAUSED", subjects=["paused.>"]))
     consumer = PinnedConsumer("PAUSED", "fold", ("paused.>",), ack_wait_s=8.0, max_deliver=3, max_ack_pending=64,
