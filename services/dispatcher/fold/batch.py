@@ -22,26 +22,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
 from prometheus_client import Counter
 
 from contracts.dead_letters import DeadLetter
 from contracts.envelope import EventEnvelope
-from contracts.events.registry import CREATED_RECORD_REVISION, EventType
-from contracts.job_record import JobRecord
 from services.common.observability import tracing
 from services.common.observability.metric_labels import subject_event_label
 from services.common.observability.metrics import EVENTS_CONSUMED
 from services.dispatcher.consumers import TRANSIENT, ConsumerGuard, PoisonMessage, Redelivery, describe, span_attributes
+from services.dispatcher.fold.batch_records import BatchRecords, JobRun, RecordCache
 from services.dispatcher.fold.reactions import REACTS_TO, Reactions, parse_envelope
 from services.dispatcher.fold.records import apply
 from services.dispatcher.observe import observe_folded
-from services.dispatcher.store import CAS_ATTEMPTS, JobStore
+from services.dispatcher.store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -50,57 +47,8 @@ class BatchExpired(Exception):
     """The batch ran past its deadline on errors of the infrastructure: redeliver it whole."""
 
 
-class RecordCache:
-    """The job records one partition's holder has read or written under one pin, with their revisions:
-    the latest ``size`` (least recently used out first). Only the pin holder writes its jobs, so
-    while the pin id lasts they are what KV holds; :meth:`reset` when it changes."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.pin: str | None = None
-        self._records: OrderedDict[tuple[str, str], tuple[JobRecord, int]] = OrderedDict()
-
-    def reset(self, pin: str | None) -> None:
-        """Forget every record; keep records under ``pin`` from now on (``None``: keep none)."""
-        self.pin = pin
-        self._records.clear()
-
-    def get(self, tenant: str, job_id: str) -> tuple[JobRecord, int] | None:
-        """The record of a job and its revision, if kept."""
-        found = self._records.get((tenant, job_id))
-        if found is not None:
-            self._records.move_to_end((tenant, job_id))
-        return found
-
-    def keep(self, record: JobRecord | None, revision: int | None) -> None:
-        """Keep ``record`` at ``revision`` (nothing without a pin, a record or a revision)."""
-        if self.size <= 0 or self.pin is None or record is None or revision is None:
-            return
-        self._records[record.tenant, record.id] = (record, revision)
-        self._records.move_to_end((record.tenant, record.id))
-        while len(self._records) > self.size:
-            self._records.popitem(last=False)
-
-    def drop(self, tenant: str, job_id: str) -> None:
-        """Forget one job's record (it is read from KV next time)."""
-        self._records.pop((tenant, job_id), None)
-
-
 async def _no_refold(tenant: str, job_id: str) -> None:
     """No one folds jobs again (a fold without :class:`~services.dispatcher.fold.refold.Refolds`)."""
-
-
-@dataclass
-class _JobRun:
-    """One job's events of the batch, and its record as folded so far."""
-
-    tenant: str
-    job_id: str
-    events: list[tuple[Msg, EventEnvelope]] = field(default_factory=list)
-    record: JobRecord | None = None
-    revision: int | None = None
-    loaded: bool = False
-    unwritten: list[EventEnvelope] = field(default_factory=list)
 
 
 class BatchFold:
@@ -123,12 +71,13 @@ class BatchFold:
         self.cache = cache or RecordCache(0)
         self._counters: dict[str, Counter] = {}
         self.store: JobStore = reactions.store
+        self.records = BatchRecords(self.store, self.cache)
         self.durable, self.label = durable, label
 
     async def fold(self, msgs: list[Msg], deadline: float) -> None:
         """Fold every event of ``msgs`` (dead-lettering those that cannot be); :class:`BatchExpired`
         when errors of the infrastructure outlast ``deadline`` (``time.monotonic()``)."""
-        runs: dict[tuple[str, str], _JobRun] = {}
+        runs: dict[tuple[str, str], JobRun] = {}
         # Redeliveries (a holder died, or its acks went unconfirmed) come in no particular order.
         for msg in sorted(msgs, key=lambda m: m.metadata.sequence.stream):
             self._consumed(subject_event_label(msg.subject)).inc()
@@ -139,7 +88,7 @@ class BatchFold:
                 continue
             if event.job_id is None:
                 continue
-            run = runs.setdefault((event.tenant, event.job_id), _JobRun(event.tenant, event.job_id))
+            run = runs.setdefault((event.tenant, event.job_id), JobRun(event.tenant, event.job_id))
             run.events.append((msg, event))
         # Every job's run ends before a failure is raised: the batch is then given back, and no run of
         # it may still be writing while its events are folded again.
@@ -156,15 +105,15 @@ class BatchFold:
             child = self._counters[event_type] = EVENTS_CONSUMED.labels(self.label, event_type)
         return child
 
-    async def _fold_run(self, run: _JobRun, deadline: float) -> None:
+    async def _fold_run(self, run: JobRun, deadline: float) -> None:
         for msg, event in run.events:
-            self._take_created(run, msg, event)
+            self.records.take_created(run, msg, event)
             await self._step(run, msg, event, deadline)
-        await self._retrying(run, deadline, lambda: self._flush(run))
+        await self._retrying(run, deadline, lambda: self.records.flush(run))
         if any(msg.metadata.num_delivered > 1 for msg, _ in run.events):  # maybe after later events
             await self._retrying(run, deadline, lambda: self.refold_later(run.tenant, run.job_id))
 
-    async def _step(self, run: _JobRun, msg: Msg, event: EventEnvelope, deadline: float) -> None:
+    async def _step(self, run: JobRun, msg: Msg, event: EventEnvelope, deadline: float) -> None:
         """Fold one event (and react), retried in place; dead-lettered after ``max_deliver`` tries."""
         with self._span(msg, event):
             tries = 0
@@ -176,7 +125,7 @@ class BatchFold:
                 except BatchExpired:
                     raise
                 except Exception as exc:  # noqa: BLE001 - logged, retried or dead-lettered
-                    self._stale(run)  # re-read the record (and re-apply what is not written) next try
+                    self.records.stale(run)  # re-read the record (and re-apply what is not written) next try
                     if tries >= self.policy.max_deliver:
                         run.unwritten = [e for e in run.unwritten if e is not event]
                         await self._give_up(msg, exc, tries)
@@ -192,7 +141,7 @@ class BatchFold:
         attributes = span_attributes(msg, self.durable)
         return tracing.consumer_span(f"{self.label} {subject_event_label(msg.subject)}", msg.headers, **attributes)
 
-    async def _retrying(self, run: _JobRun, deadline: float, step: Callable[[], Awaitable[None]]) -> None:
+    async def _retrying(self, run: JobRun, deadline: float, step: Callable[[], Awaitable[None]]) -> None:
         """Run ``step`` again while it fails on the infrastructure, until ``deadline``."""
         delay = self.policy.retry_delay_s
         while True:
@@ -203,70 +152,21 @@ class BatchFold:
                 if time.monotonic() + delay > deadline:
                     raise BatchExpired(f"job {run.job_id}: {describe(exc)}") from exc
                 log.warning("%s: transient error on job %s, retried: %s", self.durable, run.job_id, describe(exc))
-                self._stale(run)
+                self.records.stale(run)
                 await asyncio.sleep(delay)
                 delay = min(self.policy.retry_delay_max_s, delay * 2)
 
-    async def _fold_event(self, run: _JobRun, event: EventEnvelope) -> None:
+    async def _fold_event(self, run: JobRun, event: EventEnvelope) -> None:
         if not run.loaded:
-            await self._load(run)
+            await self.records.load(run)
         moved = apply(run.record, event, self.store.pricing)
         if moved is not None and moved is not run.record:
             run.record = moved
             run.unwritten.append(event)
             observe_folded(moved)
         if event.type in REACTS_TO and run.record is not None:
-            await self._flush(run)
+            await self.records.flush(run)
             await self.reactions.react(event, run.record)
-
-    def _take_created(self, run: _JobRun, msg: Msg, event: EventEnvelope) -> None:
-        """At a new job's ``job.created``, first delivered, its record as the gateway created it (the event
-        makes it; the header has its revision) instead of reading it back. A later write of a record that
-        moved meanwhile fails its compare-and-set and reads it then."""
-        revision = (msg.headers or {}).get(CREATED_RECORD_REVISION, "")
-        if run.loaded or run.unwritten or event.type != EventType.JOB_CREATED or not revision.isdigit():
-            return
-        if msg.metadata.num_delivered != 1 or self.cache.get(run.tenant, run.job_id) is not None:
-            return  # a redelivery: the first may have moved the record and reacted
-        if (made := apply(None, event, self.store.pricing)) is None:
-            return  # a payload this fold cannot read: the record it reads still gets its reaction
-        run.record, run.revision, run.loaded = made, int(revision), True
-        self.cache.keep(made, run.revision)
-
-    def _stale(self, run: _JobRun) -> None:
-        """The run's record may not be KV's: read it again before the next step."""
-        run.loaded = False
-        self.cache.drop(run.tenant, run.job_id)
-
-    async def _load(self, run: _JobRun) -> None:
-        """The record (kept, else read) with the run's events not yet written re-applied."""
-        kept = self.cache.get(run.tenant, run.job_id)
-        if kept is not None:
-            run.record, run.revision = kept
-        else:
-            run.record, run.revision = await self.store.get(run.tenant, run.job_id)
-            self.cache.keep(run.record, run.revision)
-        for event in run.unwritten:
-            run.record = apply(run.record, event, self.store.pricing)
-        run.loaded = True
-
-    async def _flush(self, run: _JobRun) -> None:
-        """Write the record if events moved it (compare-and-set; on a conflict re-read and re-apply)."""
-        for _ in range(CAS_ATTEMPTS):
-            if not run.unwritten:
-                return
-            if not run.loaded:
-                await self._load(run)
-            if run.record is None:
-                run.unwritten = []
-                return
-            revision = await self.store.put(run.record, run.revision)
-            if revision is not None:
-                run.revision, run.unwritten = revision, []
-                self.cache.keep(run.record, revision)
-                return
-            self._stale(run)
-        raise RuntimeError(f"job {run.job_id}: too many concurrent updates")
 
     async def _give_up(self, msg: Msg, exc: Exception, tries: int) -> None:
         """Dead-letter ``msg`` after ``tries`` (the batch's ack then covers it)."""

@@ -40,7 +40,8 @@ from services.common.nats.connection import cancel_requested, log_failure
 from services.common.nats.publish import until_answered
 from services.dispatcher.consumers import ConsumerGuard
 from services.dispatcher.fold.acks import BatchAcks
-from services.dispatcher.fold.batch import BatchFold, RecordCache
+from services.dispatcher.fold.batch import BatchFold
+from services.dispatcher.fold.batch_records import RecordCache
 from services.dispatcher.fold.handover import gather_leftovers, next_after_let_go, unpin_if_dead
 from services.dispatcher.fold.linger import linger, lingers
 from services.dispatcher.fold.partitions import SERIAL_DURABLE, acked_to, fold_durable, fold_start, partition_filters

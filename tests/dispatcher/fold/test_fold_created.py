@@ -24,7 +24,7 @@ from contracts.specs.jobs import parse_job_spec
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.publish import REPLAY_OF, copied_headers, publish_event
-from services.dispatcher.fold.batch import BatchFold, RecordCache, _JobRun
+from services.dispatcher.fold.batch_records import BatchRecords, JobRun, RecordCache
 from services.dispatcher.fold.records import apply
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, local_route, submit, wait_record
@@ -38,14 +38,14 @@ def fold_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     at random: the claim of a lingering job's ticket writes its record before the fold does (CI: 2 reads)."""
     reads: list[str] = []
     forgotten: set[str] = set()
-    load, stale, reset = BatchFold._load, BatchFold._stale, RecordCache.reset
+    load, stale, reset = BatchRecords.load, BatchRecords.stale, RecordCache.reset
 
-    async def counted(self: BatchFold, run: _JobRun) -> None:
+    async def counted(self: BatchRecords, run: JobRun) -> None:
         if self.cache.get(run.tenant, run.job_id) is None and run.job_id not in forgotten:
             reads.append(run.job_id)
         await load(self, run)
 
-    def dropped(self: BatchFold, run: _JobRun) -> None:
+    def dropped(self: BatchRecords, run: JobRun) -> None:
         forgotten.add(run.job_id)
         stale(self, run)
 
@@ -53,8 +53,8 @@ def fold_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         forgotten.update(job_id for _, job_id in self._records)
         reset(self, pin)
 
-    monkeypatch.setattr(BatchFold, "_load", counted)
-    monkeypatch.setattr(BatchFold, "_stale", dropped)
+    monkeypatch.setattr(BatchRecords, "load", counted)
+    monkeypatch.setattr(BatchRecords, "stale", dropped)
     monkeypatch.setattr(RecordCache, "reset", emptied)
     return reads
 
