@@ -24,7 +24,8 @@ from bench.harness.catch_up_cost import catch_up_requests
 from bench.harness.dev_memory import dev_rss_mb
 from bench.harness.message_counter import Tally
 from bench.harness.platform_runs import at_rest, embedded_stack, job_only, submitted
-from services.dispatcher.fold.partition import FETCH_WAIT_S, QUIET_AFTER_S
+from services.dispatcher.fold.partition import QUIET_AFTER_S
+from services.dispatcher.fold.partition_pulls import FETCH_WAIT_S
 
 REST_S = 30.0
 JOB_ONLY_RUNS = 5

@@ -26,7 +26,7 @@ def test_the_log_excerpt_keeps_warnings_and_errors_of_console_and_json_logs(tmp_
         "dispatcher ready",
         "01:07:31 INFO  services.dispatcher.service: dispatcher started",
         "01:07:32 WARNING services.common.observability.stop_clock: dispatcher took 9.8 s to stop: tasks 9.1 s",
-        "01:07:33 ERROR services.dispatcher.fold.partition: dispatcher-fold-3: a batch failed",
+        "01:07:33 ERROR services.dispatcher.fold.acks: dispatcher-fold-3: a batch failed",
         json.dumps({"level": "INFO", "message": "quiet"}),
         json.dumps({"level": "WARNING", "message": "NATS connection lost; reconnecting"}),
     ]

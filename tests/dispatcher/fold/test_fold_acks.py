@@ -20,7 +20,8 @@ from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.embedded import EmbeddedNats
 from services.dispatcher.fold.acks import BatchAcks
-from services.dispatcher.fold.partition import FETCH_WAIT_S, HOLD_S
+from services.dispatcher.fold.partition import HOLD_S
+from services.dispatcher.fold.partition_pulls import FETCH_WAIT_S
 from services.dispatcher.fold.partitions import fold_settled
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import local_route

@@ -24,7 +24,7 @@ from contracts.job_parts import JobStatus
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.dispatcher.fold.audit import FoldAudit
-from services.dispatcher.fold.partition import PIN_MARGIN_S
+from services.dispatcher.fold.partition_pulls import PIN_MARGIN_S
 from services.dispatcher.fold.partitions import fold_durable, fold_settled, partition_filters
 from services.dispatcher.fold.pinned.consumer import PinnedConsumer
 from services.dispatcher.fold.reactions import Reactions

@@ -13,11 +13,9 @@ from typing import Any, cast
 import pytest
 from nats.aio.msg import Msg
 
-from services.dispatcher.fold import handover
-from services.dispatcher.fold import partition as partition_module
-from services.dispatcher.fold.partition import PartitionFold
+from services.dispatcher.fold import handover, partition_pulls
+from services.dispatcher.fold.partition_pulls import PartitionPulls
 from services.dispatcher.fold.pinned.consumer import ConsumerUnavailable
-from services.dispatcher.fold.pinned.pull import PinnedPull
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -38,7 +36,7 @@ class SlowLeftovers:
         return []
 
 
-def holder(counts: list[int]) -> Any:
+def holder(counts: list[int], puller: SlowLeftovers) -> Any:
     """A partition's new holder whose consumer counts ``counts`` unacknowledged events, one look after another
     (the last count stays)."""
     looks = iter(counts)
@@ -48,20 +46,20 @@ def holder(counts: list[int]) -> Any:
         last[0] = next(looks, last[0])
         return last[0]
 
-    return new_holder(unacknowledged, ack_wait_s=30.0)
+    return new_holder(unacknowledged, ack_wait_s=30.0, puller=puller)
 
 
-def new_holder(unacknowledged: Any, ack_wait_s: float) -> Any:
-    """A partition's new holder: its consumer count, its settings and its pulls (the puller's, as
-    :meth:`PartitionFold._pull` makes them)."""
+def new_holder(unacknowledged: Any, ack_wait_s: float, puller: SlowLeftovers) -> Any:
+    """A partition's new holder: its consumer count, its settings and its pulls (``puller``'s, as
+    :meth:`PartitionPulls.pull` makes them)."""
 
-    async def pull(puller: Any, more: bool, size: int | None = None, wait_s: float = 1.0) -> list[Msg]:
+    async def pull(more: bool, size: int | None = None, wait_s: float = 1.0) -> list[Msg]:
         return list(await puller.batch(size or 512, wait_s, more))
 
     settings = SimpleNamespace(event_ack_wait_s=ack_wait_s, fold_batch=512)
     return SimpleNamespace(
-        settings=settings, durable="dispatcher-fold-2", _unacknowledged=unacknowledged, _pull=pull,
-        unavailable=lambda: None,
+        settings=settings, durable="dispatcher-fold-2", unacknowledged=unacknowledged, pull=pull,
+        unavailable=lambda: None, puller=puller,
     )  # fmt: skip
 
 
@@ -70,14 +68,14 @@ async def test_a_straggler_that_comes_after_the_first_wait_is_folded_with_the_ba
 ) -> None:
     monkeypatch.setattr(handover, "LEFTOVERS_WAIT_S", 0.2)
     puller = SlowLeftovers(late=3)  # two waits of LEFTOVERS_WAIT_S pass before it comes
-    more = await PartitionFold._leftovers(holder([2]), cast(PinnedPull, puller), held=1)
+    more = await PartitionPulls.leftovers(holder([2], puller), held=1)
     assert more == [puller.straggler]
 
 
 async def test_acks_of_the_last_holder_that_land_meanwhile_end_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(handover, "LEFTOVERS_WAIT_S", 0.2)
     puller = SlowLeftovers(late=10_000)  # nothing comes: the second event was acknowledged after all
-    more = await PartitionFold._leftovers(holder([2, 2, 1]), cast(PinnedPull, puller), held=1)
+    more = await PartitionPulls.leftovers(holder([2, 2, 1], puller), held=1)
     assert more == []
     assert puller.pulls == 2  # counted again after each wait; not until the pin's time-out (32 s)
 
@@ -97,7 +95,7 @@ async def test_a_count_the_server_does_not_answer_yet_does_not_end_the_wait(monk
         return look
 
     puller = SlowLeftovers(late=3)
-    more = await PartitionFold._leftovers(new_holder(unacknowledged, 30.0), cast(PinnedPull, puller), held=1)
+    more = await PartitionPulls.leftovers(new_holder(unacknowledged, 30.0, puller), held=1)
     assert more == [puller.straggler]
 
 
@@ -105,14 +103,14 @@ async def test_with_no_count_at_all_the_new_holder_reads_until_the_pins_time_out
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(handover, "LEFTOVERS_WAIT_S", 0.2)
-    monkeypatch.setattr(partition_module, "PIN_MARGIN_S", 0.0)
+    monkeypatch.setattr(partition_pulls, "PIN_MARGIN_S", 0.0)
 
     async def unanswered() -> int:
         raise TimeoutError
 
     puller = SlowLeftovers(late=4)
     began = asyncio.get_running_loop().time()
-    more = await PartitionFold._leftovers(new_holder(unanswered, 1.5), cast(PinnedPull, puller), held=1)
+    more = await PartitionPulls.leftovers(new_holder(unanswered, 1.5, puller), held=1)
     assert more == [puller.straggler]
     assert asyncio.get_running_loop().time() - began >= 1.5, "read on until the pin's time-out"
 
@@ -131,12 +129,12 @@ async def test_a_pull_that_fails_while_gathering_is_waited_out_not_the_partition
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(handover, "LEFTOVERS_WAIT_S", 0.2)
-    monkeypatch.setattr(partition_module, "UNAVAILABLE_BACKOFF_S", 0.05)
-    fold = new_holder(holder([2])._unacknowledged, 30.0)
-    fold.nc, fold._pinned = SimpleNamespace(is_closed=False), None
-    fold._pull = functools.partial(PartitionFold._pull, fold)  # the real one: a failed pull is waited out
+    monkeypatch.setattr(partition_pulls, "UNAVAILABLE_BACKOFF_S", 0.05)
     puller = UnavailableFirst(late=3)
-    more = await PartitionFold._leftovers(fold, cast(PinnedPull, puller), held=1)
+    pulls = holder([2], puller)
+    pulls.nc, pulls.pinned = SimpleNamespace(is_closed=False), None
+    pulls.pull = functools.partial(PartitionPulls.pull, pulls)  # the real one: a failed pull is waited out
+    more = await PartitionPulls.leftovers(pulls, held=1)
     assert more == [puller.straggler]
 
 
@@ -150,7 +148,7 @@ class RefusedAtOnce(SlowLeftovers):
 
 async def test_pulls_that_end_at_once_with_no_count_do_not_spin(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(handover, "LEFTOVERS_WAIT_S", 0.2)
-    monkeypatch.setattr(partition_module, "PIN_MARGIN_S", 0.0)
+    monkeypatch.setattr(partition_pulls, "PIN_MARGIN_S", 0.0)
     asks = 0
 
     async def unanswered() -> int:
@@ -159,5 +157,5 @@ async def test_pulls_that_end_at_once_with_no_count_do_not_spin(monkeypatch: pyt
         raise TimeoutError
 
     puller = RefusedAtOnce(late=0)
-    assert await PartitionFold._leftovers(new_holder(unanswered, 1.0), cast(PinnedPull, puller), held=1) == []
+    assert await PartitionPulls.leftovers(new_holder(unanswered, 1.0, puller), held=1) == []
     assert asks <= 7, f"{asks} counts in 1 s of 0.2 s rounds: the loop spun"

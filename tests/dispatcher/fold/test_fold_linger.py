@@ -21,7 +21,7 @@ from contracts.job_parts import StageStatus
 from contracts.job_record import JobRecord
 from contracts.subjects import Subjects
 from services.dispatcher.fold.linger import linger, lingers
-from services.dispatcher.fold.partition import FETCH_WAIT_S
+from services.dispatcher.fold.partition_pulls import FETCH_WAIT_S
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import EventLog, local_route, record_writes
 from tests.support.events import create_job, job_event, publish

@@ -25,8 +25,8 @@ from contracts.job_record import JobRecord
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.dispatcher.fold import partition
-from services.dispatcher.fold.acks import BatchAcks
-from services.dispatcher.fold.partition import PartitionFold
+from services.dispatcher.fold.acks import BatchAcks, BatchSettler
+from services.dispatcher.fold.batch import BatchFold
 from services.dispatcher.fold.partitions import fold_durable
 from services.dispatcher.fold.pinned.pull import PinnedPull
 from tests.dispatcher.conftest import StartDispatcher
@@ -107,14 +107,13 @@ async def test_a_batch_is_folded_within_its_share_of_the_ack_wait_from_its_arriv
     async def ack(msgs: list[Msg]) -> None:
         return None
 
-    holder = SimpleNamespace(
-        settings=SimpleNamespace(event_ack_wait_s=10.0), _settled=True, _acks=SimpleNamespace(ack=ack), _folded_to=0
-    )
+    acks = cast(BatchAcks, SimpleNamespace(ack=ack))
+    settler = BatchSettler(acks, "dispatcher-fold-0", 10.0, unavailable=lambda: None, raise_floor=lambda floor: None)
     arrived = time.monotonic() - 1.5  # it lingered 1.5 s
-    folder = SimpleNamespace(fold=fold)
-    await PartitionFold._complete(holder, folder, [], cast(PinnedPull, None), arrived)  # type: ignore[arg-type]
+    folder = cast(BatchFold, SimpleNamespace(fold=fold))
+    await settler.complete(folder, [], cast(PinnedPull, None), arrived)
     assert deadlines == [arrived + 8.0]
-    assert holder._settled
+    assert settler.settled
 
 
 async def test_a_held_ack_that_cannot_be_sent_as_the_next_batch_comes_does_not_end_the_fold(
