@@ -30,7 +30,7 @@ from contracts.quotas import TenantQuota
 from contracts.streams import declarations
 from contracts.subjects import Namespace
 from services.common.nats.declarations import apply_declarations
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.common.quotas import QuotaBook
 from services.dispatcher.scheduling.fair import FairState, pick
 from services.dispatcher.scheduling.fair_clock import FairClocks

@@ -32,8 +32,8 @@ from contracts.route_table import RetryPolicy, Route, Stage
 from contracts.runs import Outcome, RunRequest
 from contracts.specs.jobs import parse_job_spec
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.embedded import EmbeddedNats
 from services.common.nats.publish import publish_event
+from services.common.nats.server.embedded import EmbeddedNats
 from services.dispatcher.running.backends import Announce, Launch
 from services.dispatcher.service import Dispatcher
 from services.dispatcher.settings import DispatcherSettings

@@ -37,7 +37,7 @@ from contracts.route_table import RetryPolicy, Route
 from contracts.streams import KV_APIKEYS
 from services.common.auth.apikeys import ApiKeyStore
 from services.common.http_server import EmbeddedHttpServer
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.dispatcher.service import Dispatcher
 from services.dispatcher.settings import DispatcherSettings
 from services.gateway.app import create_app

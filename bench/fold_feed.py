@@ -52,8 +52,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPEATS, Result, format_table
-from services.common.nats.embedded import EmbeddedNats
-from services.common.nats.server_config import SYNC_ALWAYS
+from services.common.nats.server.config import SYNC_ALWAYS
+from services.common.nats.server.embedded import EmbeddedNats
 
 PARTITIONS = 8
 JOBS = 400

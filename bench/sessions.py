@@ -46,7 +46,7 @@ from contracts.session_feed import H_SEQ, H_TS
 from contracts.streams import KV_APIKEYS
 from contracts.subjects import Namespace, Subjects
 from services.common.auth.apikeys import ApiKeyStore
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 
 NAMESPACE = Namespace("bench")
 TENANT = "bench"

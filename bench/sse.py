@@ -40,7 +40,7 @@ from contracts.streams import KV_APIKEYS, declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.auth.apikeys import ApiKeyStore
 from services.common.nats.declarations import apply_declarations
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 
 RATE = 1000  # events/s, aggregate
 SECONDS = 3.0

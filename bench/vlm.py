@@ -163,7 +163,7 @@ async def measure_live(model_dir: Path, tmp: Path) -> dict[str, Any]:
     from contracts.subjects import Namespace
     from modal_workers.vlm.model import device
     from services.common.auth.apikeys import ApiKeyStore
-    from services.common.nats.embedded import EmbeddedNats
+    from services.common.nats.server.embedded import EmbeddedNats
 
     ns, count = Namespace("benchvlm"), int(LIVE_FPS * LIVE_SECONDS)
     with EmbeddedNats(tmp / "nats") as server:

@@ -27,7 +27,7 @@ from contracts.streams import KV_APIKEYS, Declarations, declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.auth.apikeys import ApiKeyStore
 from services.common.nats.declarations import apply_declarations
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.common.observability import tracing
 from services.gateway.app import create_app
 from tests.support.gateway import Gateway, Tenant, gateway_settings

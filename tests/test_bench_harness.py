@@ -15,8 +15,8 @@ from bench.harness.fault_stack import FaultStack
 from bench.harness.service_processes import ServiceProcess
 from contracts.streams import declarations
 from contracts.subjects import Namespace
-from services.common.nats.embedded import EmbeddedNats
-from services.common.nats.server_auth import render_authorization
+from services.common.nats.server.auth import render_authorization
+from services.common.nats.server.embedded import EmbeddedNats
 from tests.support.nats_deploy import role_passwords
 
 

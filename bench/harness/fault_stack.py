@@ -72,7 +72,7 @@ class FaultStack:
     ``vlm`` sessions the echo workload (:mod:`bench.harness.session_echo`, resumable: a lost worker's
     session resumes, up to 3 attempts) in ``sessions`` more pool processes (none: they share the jobs'
     processes). On a server with ``users`` (passwords by role:
-    :mod:`services.common.nats.server_auth`), each service connects as its role, as compose runs them;
+    :mod:`services.common.nats.server.auth`), each service connects as its role, as compose runs them;
     the test's client then connects as the operator (:func:`connect_test_client` with the same users)."""
 
     def __init__(

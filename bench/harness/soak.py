@@ -24,7 +24,7 @@ from bench.harness.fault_checks import Audit, settle
 from bench.harness.fault_clients import SseReader, add_endpoint, submit
 from bench.harness.fault_stack import FaultStack, connect_test_client
 from bench.harness.receivers import Receiver, serve_fast
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 
 SETTLE_S = 120.0
 

@@ -32,7 +32,7 @@ from services.common.http.one_origin import serve_routes_of
 from services.common.http_server import EmbeddedHttpServer
 from services.common.nats.connection import connect
 from services.common.nats.declarations import apply_declarations, declarations_of
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.common.processes import DirectoryInUseError, DirectoryLock
 from services.dispatcher.__main__ import health_app
 from services.dispatcher.running.modal_backend import ModalClient

@@ -22,7 +22,7 @@ from contracts.streams import Declarations
 from contracts.subjects import Namespace
 from services.common.nats.identity import identity_env, identity_settings
 from services.common.nats.permissions import ROLES, Role
-from services.common.nats.server_auth import Password, render_authorization
+from services.common.nats.server.auth import Password, render_authorization
 
 
 def dev_secret(data_dir: Path, name: str, make: Callable[[], str] = lambda: secrets.token_urlsafe(32)) -> str:

@@ -22,7 +22,7 @@ from services.cli.output import CommandGroup
 from services.common.config import BaseServiceSettings, load_settings
 from services.common.nats.connection import connect
 from services.common.nats.declarations import ApplyReport, apply_declarations, declarations_of
-from services.common.nats.server_auth import deploy_authorization
+from services.common.nats.server.auth import deploy_authorization
 
 nats_app = CommandGroup(help="Apply the stream and bucket declarations; print the NATS users' config.")
 console = Console(stderr=True)

@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.quotas import TenantQuota
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.server_config import MAX_FILE_STORE
+from services.common.nats.server.config import MAX_FILE_STORE
 
 PLACEHOLDER_PREFIX = "dev-insecure-"
 """Every default secret starts with this; such a value is refused outside dev and test."""

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from contracts.subjects import Namespace
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from tests.cli.test_jobs import make_jobs
 from tests.cli.test_submit import cli_env, invoke
 from tests.support.gateway import Gateway, Tenant

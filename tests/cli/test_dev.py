@@ -195,7 +195,7 @@ async def test_demo_serve_keeps_the_stack_until_ctrl_c(tmp_path: Path) -> None:
 
 async def test_a_failed_start_stops_what_did_start(tmp_path: Path) -> None:
     from services.cli.dev import DevStack
-    from services.common.nats.embedded import free_port
+    from services.common.nats.server.embedded import free_port
 
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
@@ -299,7 +299,7 @@ async def test_a_second_dev_on_a_data_dir_in_use_refuses(tmp_path: Path) -> None
 
 async def test_a_stale_nats_server_on_the_store_is_stopped_not_joined(tmp_path: Path) -> None:
     """A nats-server left running by an older run on the same store is ended before a new one starts."""
-    from services.common.nats.embedded import EmbeddedNats
+    from services.common.nats.server.embedded import EmbeddedNats
 
     data_dir = tmp_path / "data"
     stale = EmbeddedNats(data_dir / "nats").start()

@@ -12,7 +12,7 @@ from contracts.streams import KV_APIKEYS, Declarations
 from contracts.subjects import Namespace
 from services.cli.main import app
 from services.common.auth.apikeys import ApiKeyStore
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from services.cli.robot_publisher import (
     joint_radians,
 )
 from services.common.auth.apikeys import ApiKeyStore
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.gateway.app import create_app
 from tests.support.gateway import Gateway, Tenant, gateway_settings
 from tests.support.http import bound_socket, serve

@@ -10,7 +10,7 @@ import pytest
 from nats.js import JetStreamContext
 
 from contracts.subjects import Namespace
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from tests.cli.test_submit import cli_env, invoke, make_video
 from tests.support.gateway import Gateway, Tenant
 from tests.support.sessions import frames_stored, jpeg

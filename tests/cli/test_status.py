@@ -18,7 +18,7 @@ from contracts.events.registry import EventType
 from contracts.streams import DISPATCH, JOBS, KV_JOBS, WEBHOOK_DELIVERIES, Declarations
 from contracts.subjects import Namespace, Subjects
 from services.cli.main import app
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.dispatcher.__main__ import health_app
 from services.dispatcher.service import Dispatcher
 from services.notifier.webhooks.actions import publish_dead_letter

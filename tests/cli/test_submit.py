@@ -38,7 +38,7 @@ from contracts.job_record import JobRecord
 from contracts.streams import KV_JOBS
 from contracts.subjects import Namespace, Subjects, stored_subject
 from services.cli.main import app
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.notifier.app import create_app as create_notifier
 from tests.support.events import publish
 from tests.support.gateway import Gateway, Tenant

@@ -14,7 +14,7 @@ import uvloop
 from bench.harness.service_processes import ServiceProcess, service_env
 from contracts.subjects import Namespace
 from services.common import event_loop
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 
 
 async def _kind() -> tuple[str, type[asyncio.AbstractEventLoop]]:

@@ -17,7 +17,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import ClusterInfo, PeerInfo, StreamConfig, StreamInfo, StreamState
 
 from services.common.http.nats_failover import PROBE_EVERY_S, STUCK_AFTER_S, StuckServerWatch, without_quorum
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from tests.support.stopping import sigstop
 
 pytestmark = pytest.mark.timeout(90)

@@ -20,7 +20,7 @@ from contracts.events.robots import JointSample
 from contracts.session_feed import H_SEQ, H_TS, FeedBacklog, FeedFrame, FeedJoints
 from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.common.session_feed import FeedStart, NatsSessionFeed
 
 SESSION = "ses_0123456789abcdef0123456789abcdef"

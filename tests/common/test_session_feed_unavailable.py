@@ -19,9 +19,9 @@ from bench.harness.waiting import wait_for
 from contracts.session_feed import FeedFrame
 from contracts.streams import FRAMES, declarations
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.cluster import wait_current
 from services.common.nats.declarations import apply_declarations
 from services.common.nats.publish import until_answered
+from services.common.nats.server.cluster import wait_current
 from services.common.session_feed import NatsSessionFeed
 from tests.common.test_session_feed_start import SESSION, publish_frame
 from tests.support.stopping import pausable_cluster, sigstop

@@ -14,7 +14,7 @@ from contracts import streams
 from contracts.route_table import Route
 from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.dispatcher.running.backends import Backend
 from services.dispatcher.service import Dispatcher
 from services.dispatcher.settings import DispatcherSettings

@@ -22,7 +22,7 @@ from contracts.job_parts import JobStatus
 from contracts.streams import KV_JOBS
 from contracts.subjects import Namespace
 from services.common.nats.declarations import declare_all
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.dispatcher.fold.partition import PartitionFold
 from services.dispatcher.fold.serial import EventConsumer
 from services.dispatcher.running.tickets import TicketConsumer

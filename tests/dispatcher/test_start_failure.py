@@ -22,7 +22,7 @@ from bench.harness.service_processes import ServiceProcess, service_env
 from contracts.streams import JOBS
 from services.common.config import BaseServiceSettings
 from services.common.nats.declarations import declare_all
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 EXIT_WITHIN_S = 60.0

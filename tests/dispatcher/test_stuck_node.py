@@ -24,8 +24,8 @@ from contracts.job_parts import JobStatus
 from contracts.streams import JOBS, KV_JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.nats import connection
-from services.common.nats.cluster import wait_current
 from services.common.nats.declarations import declare_all
+from services.common.nats.server.cluster import wait_current
 from services.dispatcher.service import Dispatcher
 from tests.support.dispatcher import POSE, dispatcher_settings, local_route, read_record, submit, wait_record
 from tests.support.scheduling import InstantBackend

@@ -30,8 +30,8 @@ from contracts.ids import tenant_key
 from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.connection import cancel_and_wait
-from services.common.nats.embedded import EmbeddedNats
 from services.common.nats.kv import kv_entries
+from services.common.nats.server.embedded import EmbeddedNats
 from services.dispatcher.pull_loop import pull_one_at_a_time
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import local_route, submit, wait_record

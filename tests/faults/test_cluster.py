@@ -24,9 +24,9 @@ from bench.harness.receivers import Captured, Receiver, serve_fast
 from bench.harness.waiting import wait_for
 from contracts.streams import JOBS, WEBHOOK_DELIVERIES, declarations
 from contracts.subjects import Namespace
-from services.common.nats.cluster import NatsCluster, wait_current, wait_jetstream
-from services.common.nats.embedded import EmbeddedNats
-from services.common.nats.server_auth import render_authorization
+from services.common.nats.server.auth import render_authorization
+from services.common.nats.server.cluster import NatsCluster, wait_current, wait_jetstream
+from services.common.nats.server.embedded import EmbeddedNats
 from tests.support.nats_deploy import role_passwords
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]

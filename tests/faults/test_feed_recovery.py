@@ -17,8 +17,8 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
 from bench.harness.fault_stack import connect_test_client
-from services.common.nats.embedded import EmbeddedNats
 from services.common.nats.publish import MSG_ID, until_stored
+from services.common.nats.server.embedded import EmbeddedNats
 from services.notifier.sse.feed import Feed
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]

@@ -23,7 +23,7 @@ from bench.harness.fault_stack import FaultStack, connect_test_client
 from bench.harness.receivers import Receiver, serve_fast
 from bench.harness.service_processes import ServiceProcess
 from bench.harness.waiting import wait_for
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 JOBS = 16

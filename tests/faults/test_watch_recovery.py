@@ -18,7 +18,7 @@ from bench.harness.waiting import wait_for
 from contracts.streams import KV_WEBHOOKS, declarations
 from contracts.subjects import Namespace
 from services.common.nats.declarations import apply_declarations
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.notifier.webhooks.targets import EndpointCache
 from tests.support.events import create_endpoint
 

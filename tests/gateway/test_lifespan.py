@@ -10,8 +10,8 @@ from contracts.streams import JOBS
 from contracts.subjects import Namespace
 from services.common.http.nats_failover import StuckServerWatch
 from services.common.http.tenant_origins import TenantOrigins
-from services.common.nats.embedded import EmbeddedNats
 from services.common.nats.identity import identity_settings
+from services.common.nats.server.embedded import EmbeddedNats
 from services.gateway.app import create_app
 from services.gateway.state import GatewayState
 from tests.support.gateway import gateway_settings

@@ -22,8 +22,8 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import StreamConfig
 
 from services.common.http.nats_failover import StuckServerWatch
-from services.common.nats.cluster import wait_current, wait_jetstream
 from services.common.nats.connection import UNAVAILABLE
+from services.common.nats.server.cluster import wait_current, wait_jetstream
 from tests.netfaults.conftest import require_netns
 from tests.support.netns.faults import NetFaults
 from tests.support.netns.nats_nodes import NsCluster

@@ -14,7 +14,7 @@ from bench.harness.receivers import Receiver
 from contracts.streams import KV_APIKEYS, KV_JOBS, KV_WEBHOOKS, Declarations
 from contracts.subjects import Namespace
 from services.common.auth.apikeys import ApiKeyStore
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.notifier.app import create_app
 from tests.support.http import bound_socket, serve
 from tests.support.notifier import Notifier, notifier_settings

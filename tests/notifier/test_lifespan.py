@@ -7,7 +7,7 @@ from pathlib import Path
 from contracts.streams import JOBS
 from contracts.subjects import Namespace
 from services.common.http.nats_failover import StuckServerWatch
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.notifier.app import create_app
 from services.notifier.state import NotifierState
 from tests.support.notifier import notifier_settings

@@ -20,7 +20,7 @@ import pytest
 from contracts.streams import JOBS, declarations
 from contracts.subjects import Namespace
 from services.common.nats.declarations import apply_declarations
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.notifier.app import running
 from services.notifier.sse.hub import Hub
 from services.notifier.webhooks.delivery_loops import DeliveryLoops

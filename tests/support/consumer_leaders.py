@@ -10,8 +10,8 @@ import nats
 from nats.aio.client import Client as NatsClient
 
 from bench.harness.waiting import wait_for
-from services.common.nats.cluster import NatsCluster, wait_current
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.cluster import NatsCluster, wait_current
+from services.common.nats.server.embedded import EmbeddedNats
 
 
 async def leader_of(cluster: NatsCluster, stream: str, durable: str) -> EmbeddedNats:

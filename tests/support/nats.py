@@ -18,10 +18,10 @@ from contracts.streams import declarations
 from contracts.subjects import Namespace
 from services.common.config import BaseServiceSettings
 from services.common.nats.declarations import apply_declarations
-from services.common.nats.embedded import EmbeddedNats
 from services.common.nats.identity import identity_options, identity_settings
 from services.common.nats.permissions import Role
-from services.common.nats.server_auth import render_authorization
+from services.common.nats.server.auth import render_authorization
+from services.common.nats.server.embedded import EmbeddedNats
 from tests.support.nats_deploy import role_passwords
 
 

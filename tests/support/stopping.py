@@ -27,10 +27,10 @@ from nats.js.kv import KeyValue
 from bench.harness.waiting import wait_for
 from contracts.streams import JOBS, declarations
 from contracts.subjects import Namespace
-from services.common.nats.cluster import NatsCluster, wait_current, wait_jetstream
 from services.common.nats.connection import is_unavailable
 from services.common.nats.declarations import apply_declarations
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.cluster import NatsCluster, wait_current, wait_jetstream
+from services.common.nats.server.embedded import EmbeddedNats
 
 STOP_TAKES_HOLD_S = 10.0
 T = TypeVar("T")

@@ -14,7 +14,7 @@ from contracts.job_parts import JobStatus
 from contracts.route_table import RetryPolicy
 from contracts.subjects import Namespace
 from modal_workers.pose.synth import write_video
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.dispatcher.service import Dispatcher
 from tests.support.dispatcher import dispatcher_settings, local_route, wait_record
 from tests.support.gateway import Gateway, Tenant, uploaded

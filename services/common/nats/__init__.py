@@ -1,2 +1,2 @@
-"""NATS as every process uses it: connecting and declaring, the embedded server and its cluster, KV
-listings and watches, publishing, round trips."""
+"""NATS as every process uses it: connecting and declaring, KV listings, writes and watches, publishing,
+round trips; running a nats-server is :mod:`services.common.nats.server`."""

@@ -11,7 +11,7 @@ from nats.js import JetStreamContext
 from contracts.events.registry import EventType
 from contracts.streams import WEBHOOK_DELIVERIES
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.common.webhook_queue import H_EVENT, H_REPLAY_OF
 from services.notifier.webhooks.actions import publish_dead_letter
 from services.notifier.webhooks.sender import AttemptResult

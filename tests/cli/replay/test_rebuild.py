@@ -20,7 +20,7 @@ from contracts.streams import KV_JOBS, Declarations
 from contracts.subjects import Namespace, Subjects
 from services.cli.main import app
 from services.cli.replay.rebuild import REBUILD_BUCKET
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.dispatcher.service import Dispatcher
 from tests.support.dispatcher import POSE, dispatcher_settings, local_route, request_cancel, submit, wait_record
 

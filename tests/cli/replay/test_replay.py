@@ -21,7 +21,7 @@ from services.cli.main import app
 from services.cli.replay.reader import consumer_config, parse_since, replay_stream
 from services.common.config import BaseServiceSettings
 from services.common.nats.connection import cancel_and_wait
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from tests.support.events import job_event, publish
 
 

@@ -13,7 +13,7 @@ from contracts.event_ids import replay_msg_id
 from contracts.events.registry import EventType
 from contracts.streams import JOBS, Declarations
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from tests.cli.replay.test_replay import lines, replay
 from tests.support.events import job_event, publish
 

@@ -18,7 +18,7 @@ import pytest
 from contracts.streams import declarations
 from contracts.subjects import Namespace
 from services.common.nats.declarations import NotDeclaredError, apply_declarations, check_declarations
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 
 PAUSE_S = 1.5
 """How long the server answers nothing: three of the context's time-outs."""

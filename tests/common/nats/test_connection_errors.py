@@ -20,7 +20,7 @@ from modal_workers.runtime.sinks import NatsSink
 from services.common.config import BaseServiceSettings
 from services.common.nats import connection
 from services.common.nats.connection import connect, log_failure
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 
 
 async def service_connection(url: str) -> Closable:

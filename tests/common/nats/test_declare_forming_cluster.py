@@ -27,9 +27,9 @@ from contracts.ids import new_id
 from contracts.streams import JOBS, declarations
 from contracts.subjects import Namespace
 from services.common.nats import publish
-from services.common.nats.cluster import NatsCluster, wait_jetstream
 from services.common.nats.declarations import apply_declarations
 from services.common.nats.publish import PLACEMENT_PENDING, placement_pending, until_answered
+from services.common.nats.server.cluster import NatsCluster, wait_jetstream
 
 
 class _Retried(logging.Handler):

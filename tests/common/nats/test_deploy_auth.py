@@ -15,9 +15,9 @@ from contracts.streams import OWNED_BUCKETS, OWNED_STREAMS, declarations
 from contracts.subjects import Namespace
 from services.cli.main import app
 from services.common.nats import permissions
-from services.common.nats.embedded import EmbeddedNats
 from services.common.nats.permissions import GRANTS, MANAGE, READ, ROLES, WORKER_EVENTS, role_permissions
-from services.common.nats.server_auth import deploy_authorization
+from services.common.nats.server.auth import deploy_authorization
+from services.common.nats.server.embedded import EmbeddedNats
 from services.gateway.ingest.routes import WORKER_EVENT_TYPES
 from tests.support.nats_deploy import DEPLOY_NATS
 

@@ -22,12 +22,12 @@ from contracts.subjects import Subjects
 from services.cli.dev import DevStack
 from services.cli.dev_secrets import nats_password_path
 from services.common.config import BaseServiceSettings, dev_env_path
-from services.common.nats.cluster import NatsCluster
 from services.common.nats.declarations import apply_declarations
-from services.common.nats.embedded import EmbeddedNats, free_port
 from services.common.nats.identity import identity_options
 from services.common.nats.permissions import ROLES, Role
-from services.common.nats.server_config import ServerTls
+from services.common.nats.server.cluster import NatsCluster
+from services.common.nats.server.config import ServerTls
+from services.common.nats.server.embedded import EmbeddedNats, free_port
 from tests.support.nats_deploy import DEPLOY_NATS, ConfigServer, deployable_copy, make_certs, monitor, role_passwords
 
 SECOND = 1_000_000_000

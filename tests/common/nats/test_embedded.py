@@ -12,10 +12,10 @@ from nats.js.errors import ServerError
 
 from contracts.streams import declarations
 from contracts.subjects import Namespace
-from services.common.nats import embedded as embedded_nats
 from services.common.nats.declarations import apply_declarations
-from services.common.nats.embedded import EmbeddedNats, default_gomaxprocs
-from services.common.nats.server_config import MAX_FILE_STORE
+from services.common.nats.server import embedded as embedded_nats
+from services.common.nats.server.config import MAX_FILE_STORE
+from services.common.nats.server.embedded import EmbeddedNats, default_gomaxprocs
 from tests.support.nats_deploy import monitor
 
 INSUFFICIENT_STORAGE = 10047

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from services.common.nats import embedded as embedded_nats
-from services.common.nats.cluster import NatsCluster, wait_jetstream
-from services.common.nats.embedded import EmbeddedNats, server_name_at
+from services.common.nats.server import embedded as embedded_nats
+from services.common.nats.server.cluster import NatsCluster, wait_jetstream
+from services.common.nats.server.embedded import EmbeddedNats, server_name_at
 
 
 def test_a_picked_port_another_server_took_is_picked_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

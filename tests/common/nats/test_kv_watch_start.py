@@ -16,8 +16,8 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
 from bench.harness.waiting import wait_for
-from services.common.nats.embedded import EmbeddedNats
 from services.common.nats.kv_watch import KvWatch
+from services.common.nats.server.embedded import EmbeddedNats
 
 PAUSE_S = 1.5
 """How long the server answers nothing: three of the context's time-outs."""

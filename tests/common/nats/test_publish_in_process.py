@@ -19,8 +19,8 @@ import nats
 import pytest
 from nats.js.api import StreamConfig
 
-from services.common.nats.cluster import NatsCluster, wait_current, wait_jetstream
 from services.common.nats.publish import MSG_ID, until_stored
+from services.common.nats.server.cluster import NatsCluster, wait_current, wait_jetstream
 from tests.support.stopping import sigstop
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(90)]

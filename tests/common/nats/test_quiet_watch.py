@@ -11,8 +11,8 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
 from bench.harness.waiting import wait_for
-from services.common.nats.embedded import EmbeddedNats
 from services.common.nats.quiet_watch import WATCH_HEARTBEAT_S, watch_keys
+from services.common.nats.server.embedded import EmbeddedNats
 
 SEEN_WITHIN_S = 8.0
 """Well under two missed heartbeats (30 s): only the reconnect can have made the consumer anew."""

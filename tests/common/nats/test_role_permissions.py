@@ -2,7 +2,7 @@
 works, and a sample of what it must not is refused by the server.
 
 Each test's server has its own store and the ``authorization`` block of
-:func:`~services.common.nats.server_auth.render_authorization` (namespace ``rp``, so the namespaced
+:func:`~services.common.nats.server.auth.render_authorization` (namespace ``rp``, so the namespaced
 names are what is granted). A refusal counts only when the server said it: nats-py hands the server's
 ``-ERR 'Permissions Violation ...'`` to the connection's error callback (the client knows no permissions
 of its own), the server's log names the user and the subject, and nothing of it reached a stream.
@@ -30,11 +30,11 @@ from contracts.streams import DISPATCH, JOBS, JOBS_FOLD, KV_APIKEYS, KV_JOBS, KV
 from contracts.subjects import Namespace, Subjects
 from services.common.config import BaseServiceSettings
 from services.common.nats.declarations import NotDeclaredError, apply_declarations, check_declarations, declare_all
-from services.common.nats.embedded import EmbeddedNats
 from services.common.nats.identity import identity_options
 from services.common.nats.long_pull import LEADER_ELECTED
 from services.common.nats.permissions import Role, bound_streams, inbox_prefix, user_name
-from services.common.nats.server_auth import render_authorization
+from services.common.nats.server.auth import render_authorization
+from services.common.nats.server.embedded import EmbeddedNats
 from services.dispatcher.fold.partitions import fold_durable, partition_filters, retire_fold_copy
 from services.dispatcher.fold.pinned.consumer import PinnedConsumer
 from tests.support.nats_deploy import role_passwords

@@ -25,10 +25,10 @@ from contracts.streams import JOBS, KV_JOBS, declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.config import BaseServiceSettings
 from services.common.nats.declarations import apply_declarations
-from services.common.nats.embedded import EmbeddedNats
 from services.common.nats.identity import identity_options, identity_settings
 from services.common.nats.permissions import Role
-from services.common.nats.server_auth import render_authorization
+from services.common.nats.server.auth import render_authorization
+from services.common.nats.server.embedded import EmbeddedNats
 from services.dispatcher.scheduling.sweeper import CreatedSweeper
 from services.dispatcher.store import JobEvents, JobStore
 from tests.support.dispatcher import POSE

@@ -10,8 +10,8 @@ from pathlib import Path
 import nats
 import pytest
 
-from services.common.nats.embedded import EmbeddedNats
 from services.common.nats.round_trip import round_trip
+from services.common.nats.server.embedded import EmbeddedNats
 from tests.support.stopping import sigstop
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]

@@ -10,10 +10,10 @@ import nats
 import pytest
 
 from services.common.config import BaseServiceSettings
-from services.common.nats.cluster import NatsCluster, wait_jetstream
 from services.common.nats.connection import connect
-from services.common.nats.embedded import EmbeddedNats
 from services.common.nats.identity import identity_options
+from services.common.nats.server.cluster import NatsCluster, wait_jetstream
+from services.common.nats.server.embedded import EmbeddedNats
 from tests.support.nats_deploy import make_certs, monitor
 
 

@@ -14,7 +14,7 @@ import schemathesis
 
 from bench.harness.secrets import SIGNING_SECRET
 from services.cli.openapi import OPENAPI_PATH
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.common.storage import InvalidKeyError, LocalStorage
 from services.common.storage.signing import (
     Grant,

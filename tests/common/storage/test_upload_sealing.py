@@ -26,7 +26,7 @@ from contracts.streams import KV_APIKEYS
 from contracts.subjects import Namespace
 from modal_workers.runtime.inputs import InputError, download_input
 from services.common.auth.apikeys import ApiKeyStore
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.common.storage import LocalStorage, S3Storage, Storage
 from services.gateway.app import create_app
 from tests.common.storage.conftest import S3Target

@@ -18,7 +18,7 @@ from bench.harness.waiting import wait_for
 from contracts.events.registry import EventType
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.dispatcher.fold.acks import BatchAcks
 from services.dispatcher.fold.partition import HOLD_S
 from services.dispatcher.fold.partition_pulls import FETCH_WAIT_S

@@ -16,7 +16,7 @@ from bench.harness.waiting import wait_for
 from contracts.job_parts import JobStatus
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.dispatcher.fold.handover import _settled_delivery, next_after_let_go
 from services.dispatcher.fold.partition import QUIET_AFTER_S
 from services.dispatcher.fold.partitions import fold_durable

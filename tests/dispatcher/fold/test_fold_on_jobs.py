@@ -22,7 +22,7 @@ from contracts.events.registry import EventType
 from contracts.streams import JOBS, JOBS_FOLD
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.declarations import NotDeclaredError
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.dispatcher.fold.partitions import acked_to, fold_durable, fold_settled, fold_start, retire_fold_copy
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import local_route, submit, wait_record

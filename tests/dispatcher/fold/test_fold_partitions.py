@@ -23,7 +23,7 @@ from contracts.events.jobs import (
 from contracts.events.registry import EventType
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.dispatcher.fold.partition_pulls import PIN_MARGIN_S
 from services.dispatcher.fold.partitions import fold_durable, fold_settled, partition_filters
 from services.dispatcher.fold.pinned.consumer import PinnedConsumer

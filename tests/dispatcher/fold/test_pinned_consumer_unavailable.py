@@ -16,7 +16,7 @@ import nats
 import pytest
 from nats.js.api import RetentionPolicy, StreamConfig
 
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.dispatcher.fold.pinned import consumer as pinned_consumer
 from services.dispatcher.fold.pinned.consumer import PinnedConsumer
 from tests.support.stopping import sigstop

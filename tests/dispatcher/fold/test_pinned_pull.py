@@ -14,7 +14,7 @@ from nats.js.api import StreamConfig
 
 from contracts.subjects import Namespace
 from services.common.nats.connection import cancel_and_wait
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.dispatcher.fold.pinned.consumer import PinnedConsumer
 from services.dispatcher.fold.pinned.pull import PinnedPull
 

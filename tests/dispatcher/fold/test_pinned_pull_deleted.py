@@ -22,7 +22,7 @@ from nats.js.api import RetentionPolicy, StreamConfig
 from bench.harness.waiting import wait_for
 from contracts.subjects import Namespace
 from services.common.nats.connection import cancel_and_wait
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.dispatcher.fold.pinned.consumer import ConsumerUnavailable, PinnedConsumer
 from services.dispatcher.fold.pinned.pull import PinnedPull
 

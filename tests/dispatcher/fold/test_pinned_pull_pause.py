@@ -18,7 +18,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js.api import StreamConfig
 
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.dispatcher.fold.pinned import requests as pull_requests
 from services.dispatcher.fold.pinned.consumer import PinnedConsumer
 from services.dispatcher.fold.pinned.pull import PinnedPull

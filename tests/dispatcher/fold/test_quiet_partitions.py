@@ -13,7 +13,7 @@ from nats.js.kv import KeyValue
 from bench.harness.message_counter import MessageCounter
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.dispatcher.fold.partition import IDLE_PULL_S, QUIET_AFTER_S
 from services.dispatcher.fold.partitions import fold_durable
 from tests.dispatcher.conftest import StartDispatcher

@@ -16,7 +16,7 @@ from nats.js.kv import KeyValue
 from contracts import streams
 from contracts.subjects import Namespace, Subjects
 from services.common.auth.apikeys import ApiKeyStore
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.dispatcher.store import dispatch_subject
 from services.notifier.app import create_app
 from tests.dispatcher.conftest import StartDispatcher

@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 from contracts import streams
 from contracts.quotas import TenantQuota, seconds_to_midnight
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.common.quotas import QuotaBook
 from services.dispatcher.service import Dispatcher
 from tests.support.dispatcher import POSE, dispatcher_settings, local_route

@@ -37,10 +37,10 @@ from contracts.specs.jobs import parse_job_spec
 from contracts.streams import FRAMES, declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.http.problem import ProblemError
-from services.common.nats.cluster import NatsCluster
 from services.common.nats.declarations import apply_declarations
-from services.common.nats.embedded import EmbeddedNats
 from services.common.nats.kv import IN_FLIGHT_TRIES, WriteInFlight
+from services.common.nats.server.cluster import NatsCluster
+from services.common.nats.server.embedded import EmbeddedNats
 from services.gateway.sessions import numbering as numbering_module
 from services.gateway.sessions.numbering import FrameNumbering
 from tests.support.stopping import (

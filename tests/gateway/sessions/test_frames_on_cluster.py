@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.common.nats.cluster import NatsCluster, wait_jetstream
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.cluster import NatsCluster, wait_jetstream
+from services.common.nats.server.embedded import EmbeddedNats
 from tests.support.gateway import Gateway, Tenant
 from tests.support.sessions import keyed_frames_answered_after_stop
 

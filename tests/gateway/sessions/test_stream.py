@@ -19,7 +19,7 @@ from contracts.events.jobs import JobHeartbeatPayload, JobProgressPayload, JobSu
 from contracts.events.registry import EventType
 from contracts.session_feed import H_TS
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from tests.support.gateway import Gateway, Tenant
 from tests.support.sessions import (
     frames_count,

@@ -26,7 +26,7 @@ from contracts.ids import tenant_key
 from contracts.job_parts import JobStatus
 from contracts.subjects import Namespace
 from services.common.auth.apikeys import Principal
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.dispatcher.service import Dispatcher
 from services.gateway.sessions.lru import Lru
 from services.gateway.state import GatewayState

@@ -13,7 +13,7 @@ from bench.harness.message_counter import Tally, counting
 from contracts.ids import tenant_key
 from contracts.streams import KV_UPLOADS
 from contracts.subjects import Namespace
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.gateway.state import GatewayState
 from tests.support.gateway import Gateway, Tenant, uploaded
 from tests.support.lap import square_video

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.nats.cluster import NatsCluster
+from services.common.nats.server.cluster import NatsCluster
 from tests.support.stopping import pausable_cluster
 
 

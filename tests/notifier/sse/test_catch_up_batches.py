@@ -20,7 +20,7 @@ from contracts.events.registry import EventType
 from contracts.streams import JOBS, Declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.declarations import apply_declarations
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.notifier.sse.catch_up import BATCH, CatchUpReader
 from services.notifier.sse.direct_get import Stored
 from services.notifier.sse.hub import Hub, job_key, tenant_key

@@ -24,8 +24,8 @@ from bench.harness.waiting import wait_for
 from contracts.events.registry import EventType
 from contracts.streams import JOBS, declarations
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.cluster import NatsCluster, wait_current
 from services.common.nats.declarations import apply_declarations
+from services.common.nats.server.cluster import NatsCluster, wait_current
 from services.notifier.sse.hub import Hub, job_key
 from services.notifier.sse.tap import Tap
 from tests.support.events import job_event, publish

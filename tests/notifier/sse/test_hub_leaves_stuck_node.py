@@ -21,7 +21,7 @@ from contracts.events.registry import EventType
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
 from services.common.http.nats_failover import StuckServerWatch
-from services.common.nats.cluster import NatsCluster
+from services.common.nats.server.cluster import NatsCluster
 from services.notifier.sse.hub import Hub, job_key
 from services.notifier.sse.tap import Tap
 from tests.support.events import job_event, publish

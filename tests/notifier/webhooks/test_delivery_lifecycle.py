@@ -22,7 +22,7 @@ from contracts.events.registry import EventType
 from contracts.ids import tenant_key
 from contracts.streams import WEBHOOK_DELIVERIES, Declarations
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.notifier.app import create_app
 from services.notifier.state import NotifierState
 from services.notifier.webhooks.delivery import consumer_name

@@ -27,7 +27,7 @@ from contracts.events.registry import EventType
 from contracts.streams import JOBS, WEBHOOK_DELIVERIES
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.connection import cancel_and_wait
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.common.webhook_queue import H_EVENT, QueuedDelivery, enqueue
 from services.notifier.settings import NotifierSettings
 from services.notifier.state import NotifierState, open_state

@@ -14,7 +14,7 @@ import pytest
 
 from contracts.subjects import Namespace
 from services.common.nats.connection import cancel_and_wait
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.notifier.state import open_state
 from services.notifier.webhooks.fanout import FanOut
 from services.notifier.webhooks.targets import JobHooks

@@ -25,7 +25,7 @@ from bench.harness.secrets import SIGNING_SECRET
 from bench.harness.waiting import wait_for
 from contracts.events.registry import EventType, job_event_name
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from tests.conftest import ROOT
 from tests.support.events import create_endpoint, job_event
 from tests.support.notifier import fanout_consumer_exists

@@ -20,7 +20,7 @@ from bench.harness.waiting import wait_for
 from contracts.events.registry import EventType
 from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.notifier.app import create_app
 from tests.support.events import create_endpoint, create_job, job_event, publish
 from tests.support.http import bound_socket, serve

@@ -18,7 +18,7 @@ from contracts.events.registry import EventType
 from contracts.streams import WEBHOOK_DELIVERIES
 from contracts.subjects import Namespace, Subjects
 from services.cli.main import app
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from tests.support.events import create_endpoint, create_job, job_event, publish
 from tests.support.notifier import Notifier
 

@@ -16,7 +16,7 @@ from contracts.event_ids import dead_letter_msg_id, replay_msg_id, replay_of
 from contracts.events.registry import EventType
 from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.common.webhook_queue import QueuedDelivery, enqueue, kick
 from services.notifier.app import create_app
 from tests.support.events import create_endpoint, create_job, job_event, publish, webhook_dead_letters

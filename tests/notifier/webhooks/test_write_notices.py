@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from bench.harness.message_counter import counting
 from contracts.streams import KV_WEBHOOKS, Declarations
 from contracts.subjects import Namespace
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.notifier.webhooks.targets import EndpointCache
 from tests.support.events import create_endpoint
 

@@ -5,7 +5,7 @@
 address, clients on :data:`CLIENT_PORT` and routes on :data:`ROUTE_PORT` as in
 ``deploy/nats/cluster/``. :class:`NsCluster` is three of them, every stream and bucket at 3
 replicas once the services are told so; given the roles' passwords, each node has a user per role
-(:mod:`services.common.nats.server_auth`), as the committed cluster does, and refuses anyone else.
+(:mod:`services.common.nats.server.auth`), as the committed cluster does, and refuses anyone else.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from nats.js import JetStreamContext
 
 from contracts.streams import declarations
 from contracts.subjects import Namespace
-from services.common.nats.embedded import EmbeddedNats, find_nats_server
 from services.common.nats.permissions import Role
-from services.common.nats.server_auth import render_authorization
-from services.common.nats.server_config import ClusterConfig
+from services.common.nats.server.auth import render_authorization
+from services.common.nats.server.config import ClusterConfig
+from services.common.nats.server.embedded import EmbeddedNats, find_nats_server
 from services.common.processes import preexec_die_with_parent
 from tests.support.netns.network import TestNet
 from tests.support.netns.process import Pausable

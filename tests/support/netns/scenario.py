@@ -27,7 +27,7 @@ from bench.harness.fault_stack import connect_test_client, operator_options
 from bench.harness.receivers import Receiver, serve_fast
 from bench.harness.service_processes import ROOT
 from bench.harness.waiting import wait_for
-from services.common.nats.cluster import wait_current, wait_jetstream
+from services.common.nats.server.cluster import wait_current, wait_jetstream
 from tests.support.nats_deploy import role_passwords
 from tests.support.netns.checker import Report, check, slowest
 from tests.support.netns.commands import ip

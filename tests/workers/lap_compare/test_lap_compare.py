@@ -17,7 +17,7 @@ from modal_workers.lap_compare import workload as lap_compare
 from modal_workers.media.video import sampled_count
 from modal_workers.media.video_out import WEBM_ENV, WEBM_FPS_ENV, WEBM_WIDTH_ENV
 from modal_workers.runtime.worker_runtime import WorkerRuntime
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from tests.support.dispatcher import EventLog
 from tests.support.lap import (
     frame_count,

@@ -15,7 +15,7 @@ from contracts.subjects import Namespace
 from modal_workers.nerf.archive import image_size, unpack_photos
 from modal_workers.nerf.settings import NerfSettings
 from modal_workers.runtime.worker_runtime import PermanentError
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.dispatcher.service import Dispatcher
 from tests.support.dispatcher import EventLog, dispatcher_settings, wait_record
 from tests.support.gateway import Gateway, Tenant

@@ -18,7 +18,7 @@ from contracts.envelope import EventEnvelope
 from contracts.job_parts import JobStatus
 from contracts.route_table import RetryPolicy
 from contracts.subjects import Namespace
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.dispatcher.service import Dispatcher
 from tests.support.dispatcher import EventLog, dispatcher_settings, wait_record
 from tests.support.gateway import Gateway, Tenant

@@ -25,7 +25,7 @@ from modal_workers.pose import infer as pose_infer
 from modal_workers.pose.synth import signal_preserving, write_video
 from modal_workers.runtime.sinks import NatsSink
 from modal_workers.runtime.worker_runtime import WorkerRuntime
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from services.common.storage import LocalStorage, upload_key
 from tests.workers.pose.support import CONF, assert_same_people, frames_of, match_people
 

@@ -10,7 +10,7 @@ import pytest
 from contracts.streams import Declarations
 from contracts.subjects import Namespace
 from modal_workers.runtime.worker_runtime import WorkerRuntime
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from tests.support.lap import closing, nats_runtime
 
 

@@ -18,7 +18,7 @@ from contracts.subjects import Namespace, Subjects, event_token
 from modal_workers.runtime.sinks import NatsSink
 from modal_workers.runtime.sinks.attempt_fence import AttemptSuperseded
 from services.common.nats.declarations import apply_declarations, stream_config
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.embedded import EmbeddedNats
 from tests.support.attempts import dispatched
 from tests.support.lap import TENANT
 

@@ -33,9 +33,9 @@ from contracts.streams import declarations
 from contracts.subjects import Namespace, Subjects
 from modal_workers.runtime.sinks import NatsSink, attempt_fence
 from modal_workers.runtime.worker_runtime import CancelledError, WorkerContext, WorkerRuntime
-from services.common.nats.cluster import NatsCluster, wait_current, wait_jetstream
 from services.common.nats.declarations import apply_declarations
-from services.common.nats.embedded import EmbeddedNats
+from services.common.nats.server.cluster import NatsCluster, wait_current, wait_jetstream
+from services.common.nats.server.embedded import EmbeddedNats
 from tests.support.attempts import dispatched
 from tests.support.gateway import stored
 from tests.support.lap import TENANT, closing, lap_request, nats_runtime

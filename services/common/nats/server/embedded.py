@@ -3,7 +3,7 @@
 Used by ``gpurelay dev`` and by the tests: JetStream on a data directory, on a given or free
 port; :meth:`EmbeddedNats.start` returns once the server accepts connections and
 :meth:`EmbeddedNats.stop` ends exactly the process it started. Its config
-(:mod:`services.common.nats.server_config`) syncs every JetStream write to disk before acknowledging
+(:mod:`services.common.nats.server.config`) syncs every JetStream write to disk before acknowledging
 it unless given a ``sync_interval``, and holds users (``authorization``) and TLS when given them.
 
 The server dies with the process that started it (SIGTERM, which nats-server answers with a clean
@@ -37,7 +37,7 @@ from collections.abc import Collection
 from pathlib import Path
 from types import TracebackType
 
-from services.common.nats.server_config import MAX_FILE_STORE, SYNC_ALWAYS, ClusterConfig, ServerConfig, ServerTls
+from services.common.nats.server.config import MAX_FILE_STORE, SYNC_ALWAYS, ClusterConfig, ServerConfig, ServerTls
 from services.common.processes import PidFile, preexec_die_with_parent, usable_cores, wait_exited
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class EmbeddedNats:
         self.sync_interval = sync_interval
         """JetStream's fsync: ``always`` (before each ack) or a period such as ``120s``."""
         self.authorization = authorization
-        """The users block (:mod:`services.common.nats.server_auth`); ``None``: no authentication."""
+        """The users block (:mod:`services.common.nats.server.auth`); ``None``: no authentication."""
         self.tls = tls
         self.monitor_port = None if monitor_port is None else (monitor_port or free_port(host, {self.port}))
         """The HTTP monitoring port (``/varz``), ``None``: no monitoring."""

@@ -6,7 +6,7 @@ fsync setting go to every node alike. The nodes listen on loopback on free
 ports; :attr:`NatsCluster.url` lists every node's client URL, separated by commas, which is how
 ``GPURELAY_NATS_URL`` names a cluster. With ``GPURELAY_NATS_REPLICAS=3`` every stream and bucket
 keeps a copy on each of three nodes, so any one may fail. The fault tests kill and restart nodes
-(:meth:`~services.common.nats.embedded.EmbeddedNats.kill`, then ``start``: same port, same store).
+(:meth:`~services.common.nats.server.embedded.EmbeddedNats.kill`, then ``start``: same port, same store).
 
 :func:`wait_jetstream` waits until the cluster answers JetStream requests (its meta leader is
 elected); :func:`wait_current` until every replica of some streams is current again (a restarted
@@ -28,8 +28,8 @@ import nats.errors
 from nats.js import JetStreamContext
 from nats.js.errors import Error as JetStreamError
 
-from services.common.nats.embedded import EmbeddedNats, PortTakenError, free_port
-from services.common.nats.server_config import SYNC_ALWAYS, ClusterConfig, ServerTls
+from services.common.nats.server.config import SYNC_ALWAYS, ClusterConfig, ServerTls
+from services.common.nats.server.embedded import EmbeddedNats, PortTakenError, free_port
 
 log = logging.getLogger(__name__)
 

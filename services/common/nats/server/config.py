@@ -1,6 +1,6 @@
 """The config file of an embedded nats-server: JetStream's store and fsync, its cluster, TLS and users.
 
-:class:`ServerConfig` renders what :class:`~services.common.nats.embedded.EmbeddedNats` writes (mode 0600:
+:class:`ServerConfig` renders what :class:`~services.common.nats.server.embedded.EmbeddedNats` writes (mode 0600:
 with users, it holds their passwords). JetStream syncs every write to disk before acknowledging it
 (``sync_interval: always``) unless told a period: NATS' default of 2 minutes acknowledges writes that a
 power loss or an OS crash can lose (docs/operations.md, Durability).
@@ -69,7 +69,7 @@ class ServerConfig:
     cluster: ClusterConfig | None = None
     tls: ServerTls | None = None
     authorization: str | None = None
-    """An ``authorization { ... }`` block (:func:`~services.common.nats.server_auth.render_authorization`);
+    """An ``authorization { ... }`` block (:func:`~services.common.nats.server.auth.render_authorization`);
     ``None``: any client may connect and do anything (the tests' shared server)."""
     monitor_port: int | None = None
     """The HTTP monitoring port (``/varz``, ``/healthz``) on ``host``; ``None``: none."""
