@@ -14,7 +14,8 @@ from typing import Any
 
 from bench.common import Result
 from bench.fold_stack import cpu_seconds, created_to_started, dispatchers, drain_rate, fold_rate
-from services.common.nats.server.embedded import EmbeddedNats, default_gomaxprocs
+from services.common.nats.server.binary import default_gomaxprocs
+from services.common.nats.server.embedded import EmbeddedNats
 from services.common.processes import usable_cores
 
 FOLD_PARTITIONS = 8

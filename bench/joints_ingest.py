@@ -45,7 +45,8 @@ from contracts.streams import KV_APIKEYS, TELEMETRY
 from contracts.subjects import Namespace, Subjects
 from services.common.auth.apikeys import ApiKeyStore
 from services.common.config import WS_MAX_MESSAGE_BYTES
-from services.common.nats.server.embedded import EmbeddedNats, free_port
+from services.common.nats.server.embedded import EmbeddedNats
+from services.common.nats.server.ports import free_port
 from services.gateway.settings import GatewaySettings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -40,7 +40,7 @@ from contracts.session_feed import H_SEQ, FeedJoints
 from contracts.streams import FRAMES
 from contracts.subjects import Namespace
 from modal_workers.runtime.session_input import SessionInput
-from services.common.nats.server.embedded import free_port
+from services.common.nats.server.ports import free_port
 from services.common.session_feed import FeedItem, NatsSessionFeed
 
 ROOT = Path(__file__).resolve().parent.parent

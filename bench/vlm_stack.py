@@ -22,7 +22,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench.session_worker import ROOT
-from services.common.nats.server.embedded import free_port
+from services.common.nats.server.ports import free_port
 
 ROUTES = """
 profiles:

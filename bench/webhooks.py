@@ -40,7 +40,8 @@ from contracts.specs.jobs import parse_job_spec
 from contracts.streams import KV_JOBS, KV_WEBHOOKS, declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.declarations import apply_declarations
-from services.common.nats.server.embedded import EmbeddedNats, free_port
+from services.common.nats.server.embedded import EmbeddedNats
+from services.common.nats.server.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = 1000

@@ -20,7 +20,7 @@ import yaml
 from pydantic import SecretStr, ValidationError
 
 from services.common.config import PLACEHOLDER_PREFIX, BaseServiceSettings
-from services.common.nats.server.embedded import NatsServerError, find_nats_server
+from services.common.nats.server.binary import NatsServerError, find_nats_server
 from services.common.observability import metrics
 from services.dispatcher.settings import DispatcherSettings
 from services.gateway.settings import GatewaySettings

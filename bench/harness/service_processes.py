@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 from bench.harness.secrets import INGEST_SECRET, SIGNING_SECRET
-from services.common.nats.server.embedded import free_port
+from services.common.nats.server.ports import free_port
 from services.common.processes import preexec_die_with_parent
 
 ROOT = Path(__file__).resolve().parents[2]

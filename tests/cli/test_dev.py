@@ -195,7 +195,7 @@ async def test_demo_serve_keeps_the_stack_until_ctrl_c(tmp_path: Path) -> None:
 
 async def test_a_failed_start_stops_what_did_start(tmp_path: Path) -> None:
     from services.cli.dev import DevStack
-    from services.common.nats.server.embedded import free_port
+    from services.common.nats.server.ports import free_port
 
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))

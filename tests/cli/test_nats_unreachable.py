@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from services.cli import client
 from services.cli.main import app
-from services.common.nats.server.embedded import free_port
+from services.common.nats.server.ports import free_port
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -29,8 +29,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from services.common.nats.permissions import ROLES, Role
 from services.common.nats.server.auth import password_variable
+from services.common.nats.server.binary import find_nats_server
 from services.common.nats.server.config import ServerTls
-from services.common.nats.server.embedded import find_nats_server
 from services.common.processes import preexec_die_with_parent
 
 ROOT = Path(__file__).resolve().parents[2]

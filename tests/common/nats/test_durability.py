@@ -27,7 +27,8 @@ from services.common.nats.identity import identity_options
 from services.common.nats.permissions import ROLES, Role
 from services.common.nats.server.cluster import NatsCluster
 from services.common.nats.server.config import ServerTls
-from services.common.nats.server.embedded import EmbeddedNats, free_port
+from services.common.nats.server.embedded import EmbeddedNats
+from services.common.nats.server.ports import free_port
 from tests.support.nats_deploy import DEPLOY_NATS, ConfigServer, deployable_copy, make_certs, monitor, role_passwords
 
 SECOND = 1_000_000_000

@@ -13,9 +13,10 @@ from nats.js.errors import ServerError
 from contracts.streams import declarations
 from contracts.subjects import Namespace
 from services.common.nats.declarations import apply_declarations
-from services.common.nats.server import embedded as embedded_nats
+from services.common.nats.server import binary as nats_binary
+from services.common.nats.server.binary import default_gomaxprocs
 from services.common.nats.server.config import MAX_FILE_STORE
-from services.common.nats.server.embedded import EmbeddedNats, default_gomaxprocs
+from services.common.nats.server.embedded import EmbeddedNats
 from tests.support.nats_deploy import monitor
 
 INSUFFICIENT_STORAGE = 10047
@@ -32,7 +33,7 @@ def test_the_default_is_half_the_usable_cores_and_at_least_one(
     monkeypatch: pytest.MonkeyPatch, cores: int, expected: int
 ) -> None:
     monkeypatch.delenv("GOMAXPROCS", raising=False)
-    monkeypatch.setattr(embedded_nats, "usable_cores", lambda: cores)
+    monkeypatch.setattr(nats_binary, "usable_cores", lambda: cores)
     assert default_gomaxprocs() == expected
 
 
@@ -40,7 +41,7 @@ def test_the_default_is_half_the_usable_cores_and_at_least_one(
 def test_a_gomaxprocs_in_the_environment_wins_only_when_it_is_a_count(
     monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
-    monkeypatch.setattr(embedded_nats, "usable_cores", lambda: 8)
+    monkeypatch.setattr(nats_binary, "usable_cores", lambda: 8)
     monkeypatch.setenv("GOMAXPROCS", "3")
     assert default_gomaxprocs() == 3
     monkeypatch.setenv("GOMAXPROCS", value)

@@ -12,13 +12,13 @@ import pytest
 
 from services.common.nats.server import embedded as embedded_nats
 from services.common.nats.server.cluster import NatsCluster, wait_jetstream
-from services.common.nats.server.embedded import EmbeddedNats, server_name_at
+from services.common.nats.server.embedded import EmbeddedNats
+from services.common.nats.server.ports import free_port, server_name_at
 
 
 def test_a_picked_port_another_server_took_is_picked_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with EmbeddedNats(tmp_path / "neighbour") as neighbour:
-        free = embedded_nats.free_port
-        picks = itertools.chain([neighbour.port], iter(free, None))
+        picks = itertools.chain([neighbour.port], iter(free_port, None))
         monkeypatch.setattr(embedded_nats, "free_port", lambda host="127.0.0.1", besides=(): next(picks))
         with EmbeddedNats(tmp_path / "ours") as ours:
             assert ours.port != neighbour.port

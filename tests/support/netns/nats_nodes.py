@@ -1,6 +1,6 @@
 """A 3-node NATS cluster whose nodes are separate hosts: each in its own namespace, on its own address.
 
-:class:`NsNats` is :class:`~services.common.embedded_nats.EmbeddedNats` started through
+:class:`NsNats` is :class:`~services.common.nats.server.embedded.EmbeddedNats` started through
 ``ip netns exec`` (its pid is the server's: pause, kill and stop act on it), listening on its host's
 address, clients on :data:`CLIENT_PORT` and routes on :data:`ROUTE_PORT` as in
 ``deploy/nats/cluster/``. :class:`NsCluster` is three of them, every stream and bucket at 3
@@ -22,8 +22,9 @@ from contracts.streams import declarations
 from contracts.subjects import Namespace
 from services.common.nats.permissions import Role
 from services.common.nats.server.auth import render_authorization
+from services.common.nats.server.binary import find_nats_server
 from services.common.nats.server.config import ClusterConfig
-from services.common.nats.server.embedded import EmbeddedNats, find_nats_server
+from services.common.nats.server.embedded import EmbeddedNats
 from services.common.processes import preexec_die_with_parent
 from tests.support.netns.network import TestNet
 from tests.support.netns.process import Pausable

@@ -29,7 +29,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import Error as JetStreamError
 
 from services.common.nats.server.config import SYNC_ALWAYS, ClusterConfig, ServerTls
-from services.common.nats.server.embedded import EmbeddedNats, PortTakenError, free_port
+from services.common.nats.server.embedded import EmbeddedNats
+from services.common.nats.server.ports import PortTakenError, free_port
 
 log = logging.getLogger(__name__)
 

