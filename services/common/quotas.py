@@ -20,8 +20,8 @@ from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from contracts.quotas import TenantQuota, TenantUsage, subject_usage_key, usage_key
-from services.common.nats.kv import kv_write
 from services.common.nats.kv_watch import KvWatch
+from services.common.nats.kv_writes import kv_write
 
 log = logging.getLogger(__name__)
 CAS_ATTEMPTS = 50

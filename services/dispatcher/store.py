@@ -33,7 +33,8 @@ from contracts.job_record import JobRecord
 from contracts.record_repair import INVALID_RECORD, UnreadableRecordError, failed_in_place_of, read_record
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects
-from services.common.nats.kv import bind_bucket, kv_write
+from services.common.nats.kv import bind_bucket
+from services.common.nats.kv_writes import kv_write
 from services.common.nats.publish import publish_event, publish_fenced, publish_following
 from services.common.observability import tracing
 from services.dispatcher.fold.records import Pricing, apply, no_pricing

@@ -35,7 +35,8 @@ from contracts.subjects import Subjects
 from services.cli.replay.progress import replay_progress
 from services.cli.replay.reader import consumer_config, read_range
 from services.common.config import BaseServiceSettings
-from services.common.nats.kv import kv_entries, kv_write
+from services.common.nats.kv import kv_entries
+from services.common.nats.kv_writes import kv_write
 from services.dispatcher.fold.records import Pricing, apply, route_pricing
 
 REBUILD_BUCKET = KV_JOBS_REBUILD

@@ -30,7 +30,7 @@ delete it finds), never a plain put: a write that timed out may still reach the 
 server paused, then back: a netfaults run's replica failed over while its put sat in the paused
 server's socket), after the refold it asked for had ended and deleted the mark. Written so, it is
 refused then; a plain put stored it, and the job stayed marked until the next read of the marks. A
-delete of the mark that stays in flight (:class:`~services.common.nats.kv.WriteInFlight`) is a failure
+delete of the mark that stays in flight (:class:`~services.common.nats.kv_writes.WriteInFlight`) is a failure
 of the refold, tried again: a delete that never lands left the mark too.
 """
 
@@ -50,7 +50,8 @@ from contracts.envelope import EventEnvelope
 from contracts.ids import tenant_key
 from contracts.job_record import JobRecord
 from services.common.http.nats_failover import unwatched
-from services.common.nats.kv import kv_delete, kv_last, kv_scan, kv_write
+from services.common.nats.kv import kv_last, kv_scan
+from services.common.nats.kv_writes import kv_delete, kv_write
 from services.common.observability.metrics import FOLD_REPAIRS
 from services.dispatcher.fold.history import job_history
 from services.dispatcher.fold.reactions import REACTS_TO, Reactions

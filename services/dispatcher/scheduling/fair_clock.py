@@ -30,8 +30,8 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import ValidationError
 
 from services.common.nats.connection import log_failure
-from services.common.nats.kv import kv_write
 from services.common.nats.kv_watch import KvWatch
+from services.common.nats.kv_writes import kv_write
 from services.dispatcher.scheduling.fair import FairState
 from services.dispatcher.store import CAS_ATTEMPTS
 

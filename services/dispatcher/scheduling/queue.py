@@ -31,7 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.job_record import JobRecord
 from services.common.nats.connection import log_failure
-from services.common.nats.kv import kv_create, kv_delete, kv_entries, kv_update
+from services.common.nats.kv import kv_entries
+from services.common.nats.kv_writes import kv_create, kv_delete, kv_update
 from services.common.nats.quiet_watch import watch_keys
 from services.dispatcher.scheduling.fair import DEFAULT_PRIORITY, Candidate
 from services.dispatcher.scheduling.lines import Order, WaitingLines, line_order

@@ -12,8 +12,8 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.common.nats.kv import kv_write
 from services.common.nats.kv_watch import KvWatch
+from services.common.nats.kv_writes import kv_write
 from services.dispatcher.store import CAS_ATTEMPTS
 
 ALL_SIZES = "all"

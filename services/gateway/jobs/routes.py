@@ -36,7 +36,7 @@ from services.common.http.problem import (
     problem_responses,
     unprocessable,
 )
-from services.common.nats.kv import kv_create
+from services.common.nats.kv_writes import kv_create
 from services.common.observability.metrics import JOBS_CREATED
 from services.gateway.deps import JobsRead, JobsWrite, StateDep
 from services.gateway.jobs.artifacts import events_token, signed_artifacts

@@ -17,7 +17,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from contracts.session_feed import H_SEQ
 from services.common.http.problem import ProblemError, field_error, unprocessable
-from services.common.nats.kv import IN_FLIGHT_TRIES, in_flight_pause_s
+from services.common.nats.kv_writes import IN_FLIGHT_TRIES, in_flight_pause_s
 from services.common.nats.publish import (
     DUPLICATE_IN_PROCESS,
     EXPECTED_LAST,

@@ -7,7 +7,7 @@ subject's last frame again and takes the next. The numbers are unique, in the or
 stored, and without a gap (a publish that fails takes no number). One request per frame: this process
 keeps each session's last (seq, stream sequence) and reads the stream only when it is not known or
 went stale. A publish refused while another of the subject is in flight (10164: a leader that lost its
-quorum keeps a timed-out frame so) is sent again after a wait, as :func:`~services.common.nats.kv.kv_update`
+quorum keeps a timed-out frame so) is sent again after a wait, as :func:`~services.common.nats.kv_writes.kv_update`
 sends a KV write, and is a 503 when it stays refused; once that frame is applied, the fence refuses the
 seq and the numbering reads it.
 
@@ -44,7 +44,7 @@ from contracts.session_feed import H_SEQ
 from contracts.streams import FRAMES
 from services.common.http.problem import ProblemError
 from services.common.nats.connection import log_failure
-from services.common.nats.kv import IN_FLIGHT_TRIES, WriteInFlight, in_flight_pause_s, kv_create, kv_update
+from services.common.nats.kv_writes import IN_FLIGHT_TRIES, WriteInFlight, in_flight_pause_s, kv_create, kv_update
 from services.common.nats.publish import EXPECTED_LAST, MSG_ID, WRONG_LAST_SEQUENCE
 from services.gateway.sessions.frame_keys import IN_FLIGHT, stored_as, stored_seq, unrecorded
 from services.gateway.sessions.lru import Lru

@@ -20,7 +20,7 @@ from contracts.api.uploads import UploadRecord, UploadStatus
 from contracts.ids import tenant_key
 from services.common.auth.apikeys import Principal
 from services.common.http.problem import ProblemError
-from services.common.nats.kv import kv_update
+from services.common.nats.kv_writes import kv_update
 from services.common.storage import ObjectChangedError, ObjectNotFoundError, check_sealed
 from services.gateway.state import GatewayState
 

@@ -40,7 +40,7 @@ from contracts.ids import ID_PATTERN, new_id, tenant_key
 from services.common.auth.apikeys import Principal
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
 from services.common.nats.connection import log_failure
-from services.common.nats.kv import kv_update
+from services.common.nats.kv_writes import kv_update
 from services.common.storage import upload_key
 from services.common.storage.base import MAX_EXPIRES_S
 from services.gateway.deps import StateDep, UploadsWrite

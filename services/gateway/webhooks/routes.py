@@ -29,7 +29,8 @@ from contracts.api.webhooks import (
 )
 from contracts.ids import ID_PATTERN, InvalidIdError, new_id, tenant_key, tenant_key_filter
 from services.common.http.problem import ProblemError, field_error, problem_responses, unprocessable
-from services.common.nats.kv import kv_entries, kv_update
+from services.common.nats.kv import kv_entries
+from services.common.nats.kv_writes import kv_update
 from services.common.ssrf import SsrfError, check_url
 from services.gateway.deps import KeyDep, StateDep
 from services.gateway.state import GatewayState

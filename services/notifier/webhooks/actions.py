@@ -17,7 +17,7 @@ from contracts.events.registry import EventType, make_event
 from contracts.events.webhooks import WebhookDeadLetteredPayload
 from contracts.ids import tenant_key
 from contracts.subjects import Subjects
-from services.common.nats.kv import kv_update
+from services.common.nats.kv_writes import kv_update
 from services.common.nats.publish import publish_event
 from services.notifier.webhooks.sender import AttemptResult
 

@@ -44,7 +44,8 @@ from nats.js.kv import KeyValue
 from contracts.streams import KV_NOTIFIER_LEASES
 from contracts.subjects import Namespace
 from services.common.nats.connection import cancel_and_wait, cancel_requested
-from services.common.nats.kv import kv_create, kv_delete, kv_last, kv_update
+from services.common.nats.kv import kv_last
+from services.common.nats.kv_writes import kv_create, kv_delete, kv_update
 
 log = logging.getLogger(__name__)
 BUCKET = KV_NOTIFIER_LEASES

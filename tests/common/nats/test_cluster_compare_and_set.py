@@ -32,7 +32,7 @@ from contracts.job_record import JobRecord
 from contracts.specs.jobs import parse_job_spec
 from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects, event_token
-from services.common.nats.kv import WriteInFlight, kv_create, kv_write
+from services.common.nats.kv_writes import WriteInFlight, kv_create, kv_write
 from services.dispatcher.scheduling.queue import QueueEntry, QueueIndex
 from services.dispatcher.store import JobEvents
 from tests.support.dispatcher import POSE

@@ -8,7 +8,7 @@ gateway answers with 503 and ``Retry-After``; once the quorum is back, the entry
 
 The same for a frame: sent again while its first try's publish is in flight, it was refused, read the
 stream again and was refused again, 20 times at once, then a 503 "contended". It waits between tries
-now, as a KV write does (:data:`~services.common.nats.kv.IN_FLIGHT_TRIES` publishes, then a 503), and
+now, as a KV write does (:data:`~services.common.nats.kv_writes.IN_FLIGHT_TRIES` publishes, then a 503), and
 once the first try is applied the numbering reads that frame and goes on after it. A frame sent again
 with its ``Idempotency-Key`` is that first try once it is applied (its seq), not a second frame.
 """
@@ -38,7 +38,7 @@ from contracts.streams import FRAMES, declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.http.problem import ProblemError
 from services.common.nats.declarations import apply_declarations
-from services.common.nats.kv import IN_FLIGHT_TRIES, WriteInFlight
+from services.common.nats.kv_writes import IN_FLIGHT_TRIES, WriteInFlight
 from services.common.nats.server.cluster import NatsCluster
 from services.common.nats.server.embedded import EmbeddedNats
 from services.gateway.sessions import numbering as numbering_module

@@ -26,7 +26,7 @@ TTL_S = 0.6
 
 
 class CancelSwallowingKv:
-    """KV whose compare-and-set (:func:`~services.common.nats.kv.kv_update`'s publish on its JetStream
+    """KV whose compare-and-set (:func:`~services.common.nats.kv_writes.kv_update`'s publish on its JetStream
     context) keeps going when cancelled mid-way (as 3.11's ``wait_for`` may)."""
 
     def __init__(self, kv: KeyValue) -> None:
