@@ -19,7 +19,7 @@ from nats.js import JetStreamContext
 from contracts.job_record import JobRecord
 from services.common.observability import metrics
 from services.dispatcher.running.local_pool import LocalPool
-from services.dispatcher.store import Ticket
+from services.dispatcher.running.tickets import Ticket
 
 
 def queue_wait_s(ticket: Ticket, msg: Msg, now: float) -> float:

@@ -66,6 +66,7 @@ from services.dispatcher.fold.reactions import Reactions
 from services.dispatcher.fold.records import route_pricing
 from services.dispatcher.fold.refold import Refolds
 from services.dispatcher.fold.serial import EventConsumer
+from services.dispatcher.job_events import JobEvents
 from services.dispatcher.kv_writes import WriteLog
 from services.dispatcher.observe import start_sampling
 from services.dispatcher.retention import Retention
@@ -86,7 +87,7 @@ from services.dispatcher.scheduling.stale_claims import StaleClaims
 from services.dispatcher.scheduling.sweeper import CreatedSweeper
 from services.dispatcher.scheduling.tallies import Tallies
 from services.dispatcher.settings import DispatcherSettings
-from services.dispatcher.store import DISPATCH_STREAM, JobEvents, JobStore, declare_dispatch
+from services.dispatcher.store import JobStore
 from services.dispatcher.subscribers import bound_and_watch
 from services.dispatcher.sweeps import every
 
@@ -147,7 +148,7 @@ class Dispatcher:
         self.nats_watch = watch = StuckServerWatch(nc, ns.stream(streams.JOBS))
         js = nc.jetstream()
         await declare_all(js, s)
-        waits, dispatch_stream = await declare_dispatch(js, ns)
+        waits, dispatch_stream = await bind_bucket(js, ns.bucket(streams.KV_DISPATCHER_WAITS)), self.dispatch_stream
         jobs_kv = await bind_bucket(js, ns.bucket(streams.KV_JOBS))
         uploads_kv = await bind_bucket(js, ns.bucket(streams.KV_UPLOADS))
         prices = {kind: route.price_per_gpu_hour for kind, route in self.routes.items()}
@@ -301,7 +302,7 @@ class Dispatcher:
     @property
     def dispatch_stream(self) -> str:
         """The name of the ticket stream."""
-        return self.settings.ns.stream(DISPATCH_STREAM)
+        return self.settings.ns.stream(streams.DISPATCH)
 
 
 async def _nothing() -> None:

@@ -20,7 +20,7 @@ from contracts.job_parts import JobError
 from contracts.job_record import JobRecord
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.publish import fence_headers, publish_event
-from services.dispatcher.store import JobEvents
+from services.dispatcher.job_events import JobEvents
 from tests.support.attempts import dispatched
 from tests.support.dispatcher import read_record
 from tests.support.gateway import Tenant, presign, stored

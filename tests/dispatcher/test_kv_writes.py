@@ -16,9 +16,10 @@ from contracts.specs.jobs import parse_job_spec
 from contracts.streams import KV_JOBS
 from contracts.subjects import Namespace
 from services.dispatcher.fold.audit import FoldAudit
+from services.dispatcher.job_events import JobEvents
 from services.dispatcher.kv_writes import WriteLog, read_writes
 from services.dispatcher.scheduling.sweeper import CreatedSweeper
-from services.dispatcher.store import JobEvents, JobStore
+from services.dispatcher.store import JobStore
 
 URL = "https://example.com/v.mp4"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -26,8 +26,8 @@ from contracts.subjects import Namespace, Subjects
 from services.dispatcher.__main__ import health_app
 from services.dispatcher.consumers import ConsumerGuard
 from services.dispatcher.fold.partitions import fold_durable, fold_settled
+from services.dispatcher.running.tickets import dispatch_subject
 from services.dispatcher.service import Dispatcher
-from services.dispatcher.store import dispatch_subject
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, local_route, submit, wait_record
 

@@ -11,7 +11,7 @@ from contracts.events.jobs import JobRetryingPayload, JobSucceededPayload
 from contracts.events.registry import EventType, make_event
 from contracts.subjects import Namespace, Subjects, event_token
 from services.common.nats.publish import publish_event
-from services.dispatcher.store import JobEvents
+from services.dispatcher.job_events import JobEvents
 from tests.support.dispatcher import read_record
 from tests.support.gateway import Tenant, presign
 

@@ -17,7 +17,7 @@ from contracts.job_record import JobRecord
 from contracts.specs.jobs import parse_job_spec
 from contracts.streams import JOBS, Declarations
 from contracts.subjects import Namespace, Subjects
-from services.dispatcher.store import JobEvents
+from services.dispatcher.job_events import JobEvents
 from tests.support.dispatcher import POSE
 from tests.support.gateway import stored
 

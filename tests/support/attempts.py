@@ -14,7 +14,7 @@ from contracts.job_record import JobRecord
 from contracts.specs.jobs import parse_job_spec
 from contracts.subjects import Subjects
 from services.common.nats.publish import fence_headers, publish_event
-from services.dispatcher.store import JobEvents
+from services.dispatcher.job_events import JobEvents
 from tests.support.lap import TENANT, lap_request
 
 
@@ -32,7 +32,7 @@ async def dispatcher_event(
 
 async def dispatched(js: JetStreamContext, subjects: Subjects, job_id: str, attempt: int) -> int:
     """Publish ``attempt``'s ``job.dispatched`` (local pool) with the dispatcher's own
-    :meth:`~services.dispatcher.store.JobEvents.publish_dispatched` (following the job's last one); its JOBS
+    :meth:`~services.dispatcher.job_events.JobEvents.publish_dispatched` (following the job's last one); its JOBS
     sequence, the worker's fence."""
     record = JobRecord.new(job_id, TENANT, parse_job_spec(lap_request({"video": "upl_x"}).spec), utc_now())
     payload = JobDispatchedPayload(backend="local", function="quick")

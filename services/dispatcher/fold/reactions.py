@@ -47,10 +47,11 @@ from contracts.route_table import Route
 from services.common.nats.kv import kv_scan
 from services.common.observability import tracing
 from services.dispatcher.consumers import PoisonMessage
+from services.dispatcher.job_events import JobEvents
 from services.dispatcher.observe import observe_folded
 from services.dispatcher.scheduling.positions import Positions
 from services.dispatcher.scheduling.queue import QueueEntry, QueueIndex, entry_key, new_entry
-from services.dispatcher.store import JobEvents, JobStore
+from services.dispatcher.store import JobStore
 
 log = logging.getLogger(__name__)
 _S = JobStatus

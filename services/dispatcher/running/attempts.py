@@ -34,16 +34,18 @@ from contracts.route_table import Route
 from services.common.nats.connection import cancel_and_wait, log_failure
 from services.common.observability import tracing
 from services.dispatcher.consumers import PoisonMessage
+from services.dispatcher.job_events import JobEvents
 from services.dispatcher.observe import observe_attempt, observe_launch
 from services.dispatcher.running.backends import Backend
 from services.dispatcher.running.hearing import Hearing, since_stamp
 from services.dispatcher.running.held_records import Follower, HeldRecords
 from services.dispatcher.running.runner import Runner
 from services.dispatcher.running.supervision import Held
+from services.dispatcher.running.tickets import Ticket
 from services.dispatcher.scheduling.queue import entry_key
 from services.dispatcher.scheduling.scheduler import Decision, Scheduler
 from services.dispatcher.settings import DispatcherSettings
-from services.dispatcher.store import JobEvents, JobStore, Ticket
+from services.dispatcher.store import JobStore
 
 log = logging.getLogger(__name__)
 _S = JobStatus

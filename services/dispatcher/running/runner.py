@@ -23,11 +23,11 @@ from contracts.job_parts import Artifact, JobError, StageStatus
 from contracts.runs import RunRequest, StagePlan
 from services.common.nats.connection import log_failure
 from services.common.observability import tracing
+from services.dispatcher.job_events import JobEvents
 from services.dispatcher.running.backends import Backend, BackendUnavailableError, Launch, LaunchedElsewhereError
 from services.dispatcher.running.hearing import Hearing
 from services.dispatcher.running.supervision import Held, Verdict, ended_as, wait_for_verdict
 from services.dispatcher.settings import DispatcherSettings
-from services.dispatcher.store import JobEvents
 
 log = logging.getLogger(__name__)
 

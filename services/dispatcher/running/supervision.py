@@ -28,7 +28,7 @@ from services.dispatcher.running.backends import Launch
 from services.dispatcher.running.hearing import Hearing
 from services.dispatcher.running.held_records import Follower
 from services.dispatcher.running.local_pool import WorkerLostError
-from services.dispatcher.store import Ticket
+from services.dispatcher.running.tickets import Ticket
 
 log = logging.getLogger(__name__)
 

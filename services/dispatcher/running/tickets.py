@@ -1,4 +1,9 @@
-"""A kind's dispatch tickets, pulled one at a time with nats-py.
+"""A kind's dispatch tickets: what one is, and its consumer, pulled one at a time with nats-py.
+
+A :class:`Ticket` asks for one attempt of a job to run: one message on ``dispatch.{kind}`` in the
+dispatcher's own ``DISPATCH`` work-queue stream (published by
+:class:`~services.dispatcher.job_events.JobEvents`), un-acked while its attempt runs, so queued jobs
+simply wait in the stream.
 
 Each kind has one durable pull consumer ``dispatch-{kind}`` on ``dispatch.{kind}`` (stream
 ``DISPATCH``) with ``max_ack_pending`` = the route's concurrency, shared by every replica: the
@@ -23,18 +28,42 @@ from dataclasses import dataclass, field
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.ids import ResourceId, TenantId, tenant_key
+from contracts.subjects import Namespace
 from services.common.http.nats_failover import unwatched
 from services.common.observability.metrics import EVENTS_CONSUMED
 from services.common.observability.tracing import consumer_span
 from services.dispatcher.consumers import ConsumerGuard, Redelivery, span_attributes
 from services.dispatcher.pull_loop import pull_one_at_a_time
 from services.dispatcher.settings import DispatcherSettings
-from services.dispatcher.store import dispatch_subject
 from services.dispatcher.subscribers import TICKET, Consumer
 
 log = logging.getLogger(__name__)
 OnTicket = Callable[[bytes, Msg], Awaitable[object]]
+
+
+class Ticket(BaseModel):
+    """Run ``attempt`` of a job, not before ``not_before`` (Unix seconds)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant: TenantId
+    job_id: ResourceId
+    kind: str
+    attempt: int = Field(ge=1)
+    not_before: float = 0.0
+
+    @property
+    def key(self) -> str:
+        """The job's KV key."""
+        return tenant_key(self.tenant, self.job_id)
+
+
+def dispatch_subject(ns: Namespace, kind: str) -> str:
+    """``dispatch.{kind}``: the tickets of one kind."""
+    return ns.subject(f"dispatch.{kind}")
 
 
 @dataclass

@@ -34,9 +34,9 @@ from services.common.nats.connection import log_failure
 from services.common.nats.kv import kv_entries
 from services.common.nats.kv_writes import kv_create, kv_delete, kv_update
 from services.common.nats.quiet_watch import watch_keys
+from services.dispatcher.running.tickets import Ticket
 from services.dispatcher.scheduling.fair import DEFAULT_PRIORITY, Candidate
 from services.dispatcher.scheduling.lines import Order, WaitingLines, line_order
-from services.dispatcher.store import Ticket
 
 log = logging.getLogger(__name__)
 WATCH_LAG_S = 0.25

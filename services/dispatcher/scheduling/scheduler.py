@@ -39,11 +39,11 @@ from typing import cast
 from nats.js import JetStreamContext
 
 from services.common.quotas import QuotaBook
+from services.dispatcher.job_events import JobEvents
 from services.dispatcher.scheduling.fair import Candidate, pick, pick_oldest
 from services.dispatcher.scheduling.fair_clock import FairClocks
 from services.dispatcher.scheduling.queue import QueueEntry, QueueIndex
 from services.dispatcher.scheduling.tallies import Tallies
-from services.dispatcher.store import JobEvents
 
 
 def _key_full(candidate: Candidate, per_key: Counter[tuple[str, str]], limit: int) -> bool:

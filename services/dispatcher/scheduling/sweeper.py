@@ -32,8 +32,9 @@ from contracts.ids import tenant_key
 from contracts.job_parts import JobStatus
 from contracts.job_record import JobRecord
 from contracts.record_repair import UnreadableRecordError
+from services.dispatcher.job_events import JobEvents
 from services.dispatcher.kv_writes import WriteLog
-from services.dispatcher.store import JobEvents, JobStore
+from services.dispatcher.store import JobStore
 
 log = logging.getLogger(__name__)
 CREATED = b'"status":"created"'

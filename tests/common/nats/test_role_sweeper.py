@@ -29,8 +29,9 @@ from services.common.nats.identity import identity_options, identity_settings
 from services.common.nats.permissions import Role
 from services.common.nats.server.auth import render_authorization
 from services.common.nats.server.embedded import EmbeddedNats
+from services.dispatcher.job_events import JobEvents
 from services.dispatcher.scheduling.sweeper import CreatedSweeper
-from services.dispatcher.store import JobEvents, JobStore
+from services.dispatcher.store import JobStore
 from tests.support.dispatcher import POSE
 from tests.support.nats_deploy import role_passwords
 

@@ -28,9 +28,10 @@ from services.dispatcher.fold.partition_pulls import PIN_MARGIN_S
 from services.dispatcher.fold.partitions import fold_durable, fold_settled, partition_filters
 from services.dispatcher.fold.pinned.consumer import PinnedConsumer
 from services.dispatcher.fold.reactions import Reactions
+from services.dispatcher.job_events import JobEvents
 from services.dispatcher.scheduling.queue import QueueEntry, entry_key
 from services.dispatcher.settings import DispatcherSettings
-from services.dispatcher.store import JobEvents, JobStore
+from services.dispatcher.store import JobStore
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, local_route, read_record, request_cancel, submit, wait_record
 

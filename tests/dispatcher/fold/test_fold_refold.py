@@ -44,7 +44,8 @@ from services.dispatcher.fold.history import job_history
 from services.dispatcher.fold.reactions import Reactions
 from services.dispatcher.fold.records import fold
 from services.dispatcher.fold.refold import Refolds
-from services.dispatcher.store import JobEvents, JobStore
+from services.dispatcher.job_events import JobEvents
+from services.dispatcher.store import JobStore
 from tests.support.dispatcher import POSE, read_record, submit
 
 E = EventType

@@ -20,7 +20,7 @@ from contracts.subjects import Subjects
 from services.dispatcher.running import hearing as hearing_module
 from services.dispatcher.running.hearing import INTERVAL_S, Hearing
 from services.dispatcher.running.supervision import Held, wait_for_verdict
-from services.dispatcher.store import Ticket
+from services.dispatcher.running.tickets import Ticket
 from tests.contracts.examples import T0, spec
 from tests.support.dispatcher import SteppedClock, local_route
 

@@ -24,7 +24,7 @@ from services.common.processes import is_running
 from services.dispatcher.running.backends import LocalBackend
 from services.dispatcher.running.local_pool import EXIT_GRACE_S
 from services.dispatcher.running.supervision import Held, Verdict
-from services.dispatcher.store import Ticket
+from services.dispatcher.running.tickets import Ticket
 from tests.dispatcher.conftest import StartDispatcher
 from tests.dispatcher.running.test_attempts import worker_pid
 from tests.support.dispatcher import POSE, EventLog, local_route, read_record, submit, wait_record

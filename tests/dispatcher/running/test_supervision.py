@@ -17,7 +17,7 @@ from contracts.runs import Outcome
 from services.dispatcher.running import supervision
 from services.dispatcher.running.backends import Launch
 from services.dispatcher.running.supervision import Held, ended_as, wait_for_verdict
-from services.dispatcher.store import Ticket
+from services.dispatcher.running.tickets import Ticket
 from tests.contracts.examples import T0, spec
 from tests.support.dispatcher import SteppedClock, local_route
 

@@ -15,8 +15,9 @@ from contracts.job_parts import JobStatus
 from contracts.job_record import JobRecord
 from contracts.specs.jobs import parse_job_spec
 from contracts.subjects import Namespace, Subjects
+from services.dispatcher.job_events import JobEvents
 from services.dispatcher.scheduling.sweeper import CreatedSweeper
-from services.dispatcher.store import JobEvents, JobStore
+from services.dispatcher.store import JobStore
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, local_route, read_record, submit, wait_record
 

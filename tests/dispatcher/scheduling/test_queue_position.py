@@ -17,7 +17,7 @@ from contracts import streams
 from contracts.subjects import Namespace, Subjects
 from services.common.auth.apikeys import ApiKeyStore
 from services.common.nats.server.embedded import EmbeddedNats
-from services.dispatcher.store import dispatch_subject
+from services.dispatcher.running.tickets import dispatch_subject
 from services.notifier.app import create_app
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, EventLog, local_route, submit, wait_record
