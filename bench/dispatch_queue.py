@@ -35,7 +35,8 @@ from services.common.quotas import QuotaBook
 from services.dispatcher.scheduling.fair import FairState, pick
 from services.dispatcher.scheduling.fair_clock import FairClocks
 from services.dispatcher.scheduling.lines import line_order
-from services.dispatcher.scheduling.queue import QueueEntry, QueueIndex
+from services.dispatcher.scheduling.queue import QueueIndex
+from services.dispatcher.scheduling.queue_entries import QueueEntry
 from services.dispatcher.scheduling.run_times import RunTimes
 from services.dispatcher.scheduling.scheduler import Scheduler
 from services.dispatcher.scheduling.tallies import Tallies

@@ -50,7 +50,8 @@ from services.dispatcher.consumers import PoisonMessage
 from services.dispatcher.job_events import JobEvents
 from services.dispatcher.observe import observe_folded
 from services.dispatcher.scheduling.positions import Positions
-from services.dispatcher.scheduling.queue import QueueEntry, QueueIndex, entry_key, new_entry
+from services.dispatcher.scheduling.queue import QueueIndex
+from services.dispatcher.scheduling.queue_entries import QueueEntry, entry_key, new_entry
 from services.dispatcher.store import JobStore
 
 log = logging.getLogger(__name__)

@@ -42,7 +42,7 @@ from services.dispatcher.running.held_records import Follower, HeldRecords
 from services.dispatcher.running.runner import Runner
 from services.dispatcher.running.supervision import Held
 from services.dispatcher.running.tickets import Ticket
-from services.dispatcher.scheduling.queue import entry_key
+from services.dispatcher.scheduling.queue_entries import entry_key
 from services.dispatcher.scheduling.scheduler import Decision, Scheduler
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.store import JobStore

@@ -18,7 +18,7 @@ from services.dispatcher.scheduling.fair import ageing_order
 
 
 class Lined(Protocol):
-    """What a line needs of a queue entry (:class:`services.dispatcher.scheduling.queue.QueueEntry`)."""
+    """What a line needs of a queue entry (:class:`services.dispatcher.scheduling.queue_entries.QueueEntry`)."""
 
     @property
     def key(self) -> str: ...

@@ -40,7 +40,8 @@ from contracts.events.registry import EventType, make_event
 from contracts.subjects import Namespace, Subjects
 from services.common.nats.connection import cancel_and_wait, log_failure
 from services.common.nats.publish import publish_event
-from services.dispatcher.scheduling.queue import QueueEntry, QueueIndex
+from services.dispatcher.scheduling.queue import QueueIndex
+from services.dispatcher.scheduling.queue_entries import QueueEntry
 from services.dispatcher.scheduling.run_times import RunTimes, size_class
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The queue index: one KV ``dispatch_queue`` entry per attempt waiting for (or holding) a slot.
 
-Key ``{kind}.{tenant}.{job_id}.{attempt}``; value a :class:`QueueEntry`. The fold's reaction to
+An entry is a :class:`~services.dispatcher.scheduling.queue_entries.QueueEntry`. The fold's reaction to
 ``job.queued`` / ``job.retrying`` creates the entry (``create``: a redelivered event changes
 nothing), then publishes the attempt's dispatch ticket. A ticket is a *slot token*: whoever holds
 one claims an entry by compare-and-set (``claimed_by`` = the ticket's stream sequence), so every
@@ -27,77 +27,17 @@ from collections import defaultdict
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
-from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.job_record import JobRecord
 from services.common.nats.connection import log_failure
 from services.common.nats.kv import kv_entries
 from services.common.nats.kv_writes import kv_create, kv_delete, kv_update
 from services.common.nats.quiet_watch import watch_keys
-from services.dispatcher.running.tickets import Ticket
-from services.dispatcher.scheduling.fair import DEFAULT_PRIORITY, Candidate
 from services.dispatcher.scheduling.lines import Order, WaitingLines, line_order
+from services.dispatcher.scheduling.queue_entries import QueueEntry
 
 log = logging.getLogger(__name__)
 WATCH_LAG_S = 0.25
 """How long a re-read waits for the watch to bring the writes the bucket held, before it lists the kind."""
-
-
-class QueueEntry(BaseModel):
-    """One attempt of a job in its kind's queue."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    tenant: str
-    job_id: str
-    kind: str
-    attempt: int = Field(ge=1)
-    priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=9)
-    enqueued_at: float
-    not_before: float = 0.0
-    claimed_by: int | None = Field(default=None, description="The stream sequence of the token holding it.")
-    input_bytes: int | None = Field(default=None, ge=0, description="The inputs' size, when known (uploads).")
-    concurrency_key: str | None = None
-    subject: str | None = Field(default=None, description="The end user whose token submitted the job.")
-
-    @property
-    def key(self) -> str:
-        """Its KV key."""
-        return entry_key(self.kind, self.tenant, self.job_id, self.attempt)
-
-    def candidate(self) -> Candidate:
-        """As the fair-share pick sees it (``extra``: the entry)."""
-        return Candidate(self.key, self.tenant, self.priority, self.enqueued_at, self)
-
-    def ticket(self) -> Ticket:
-        """The attempt to run."""
-        return Ticket(tenant=self.tenant, job_id=self.job_id, kind=self.kind, attempt=self.attempt)
-
-
-def entry_key(kind: str, tenant: str, job_id: str, attempt: int) -> str:
-    """``{kind}.{tenant}.{job_id}.{attempt}``."""
-    return f"{kind}.{tenant}.{job_id}.{attempt}"
-
-
-def new_entry(record: JobRecord, attempt: int, delay_s: float = 0.0, input_bytes: int | None = None) -> QueueEntry:
-    """The entry of ``attempt`` of ``record``, ordered by the job's submission (``created_at``, the
-    gateway's clock): the fold runs in partitions, so jobs submitted together are queued in any
-    order, and a retry keeps its place."""
-    queued = record.created_at
-    due = record.spec.due_at(record.created_at) if attempt == 1 else None
-    not_before = max(time.time() + delay_s if delay_s > 0 else 0.0, due.timestamp() if due else 0.0)
-    return QueueEntry(
-        tenant=record.tenant,
-        job_id=record.id,
-        kind=str(record.kind),
-        attempt=attempt,
-        priority=getattr(record.spec, "priority", DEFAULT_PRIORITY),
-        enqueued_at=queued.timestamp(),
-        not_before=not_before,
-        input_bytes=input_bytes,
-        concurrency_key=getattr(record.spec, "concurrency_key", None),
-        subject=record.subject,
-    )
 
 
 class QueueIndex:

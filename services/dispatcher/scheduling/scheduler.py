@@ -42,7 +42,8 @@ from services.common.quotas import QuotaBook
 from services.dispatcher.job_events import JobEvents
 from services.dispatcher.scheduling.fair import Candidate, pick, pick_oldest
 from services.dispatcher.scheduling.fair_clock import FairClocks
-from services.dispatcher.scheduling.queue import QueueEntry, QueueIndex
+from services.dispatcher.scheduling.queue import QueueIndex
+from services.dispatcher.scheduling.queue_entries import QueueEntry
 from services.dispatcher.scheduling.tallies import Tallies
 
 

@@ -22,7 +22,7 @@ from collections import defaultdict
 from contracts.quotas import subject_usage_key, usage_key
 from services.common.nats.connection import log_failure
 from services.common.quotas import QuotaBook
-from services.dispatcher.scheduling.queue import QueueEntry
+from services.dispatcher.scheduling.queue_entries import QueueEntry
 from services.dispatcher.scheduling.run_times import RunTimes, size_class
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,8 @@ from contracts.streams import JOBS
 from contracts.subjects import Namespace, Subjects, event_token
 from services.common.nats.kv_writes import WriteInFlight, kv_create, kv_write
 from services.dispatcher.job_events import JobEvents
-from services.dispatcher.scheduling.queue import QueueEntry, QueueIndex
+from services.dispatcher.scheduling.queue import QueueIndex
+from services.dispatcher.scheduling.queue_entries import QueueEntry
 from tests.support.dispatcher import POSE
 from tests.support.stopping import jobs_leader, on_bucket_leader, once_available, pausable_cluster, quorum_lost
 

@@ -29,7 +29,7 @@ from services.dispatcher.fold.partitions import fold_durable, fold_settled, part
 from services.dispatcher.fold.pinned.consumer import PinnedConsumer
 from services.dispatcher.fold.reactions import Reactions
 from services.dispatcher.job_events import JobEvents
-from services.dispatcher.scheduling.queue import QueueEntry, entry_key
+from services.dispatcher.scheduling.queue_entries import QueueEntry, entry_key
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.store import JobStore
 from tests.dispatcher.conftest import StartDispatcher

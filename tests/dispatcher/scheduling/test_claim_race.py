@@ -21,7 +21,8 @@ from services.common.nats.connection import cancel_and_wait
 from services.common.quotas import QuotaBook
 from services.dispatcher.scheduling import queue as queue_module
 from services.dispatcher.scheduling.fair_clock import FairClocks
-from services.dispatcher.scheduling.queue import QueueEntry, QueueIndex
+from services.dispatcher.scheduling.queue import QueueIndex
+from services.dispatcher.scheduling.queue_entries import QueueEntry
 from services.dispatcher.scheduling.run_times import RunTimes
 from services.dispatcher.scheduling.scheduler import Scheduler
 from services.dispatcher.scheduling.tallies import Tallies

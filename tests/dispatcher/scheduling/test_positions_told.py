@@ -18,7 +18,8 @@ from contracts.streams import Declarations
 from contracts.subjects import Namespace
 from services.dispatcher.scheduling import positions as positions_module
 from services.dispatcher.scheduling.positions import Positions
-from services.dispatcher.scheduling.queue import QueueEntry, QueueIndex
+from services.dispatcher.scheduling.queue import QueueIndex
+from services.dispatcher.scheduling.queue_entries import QueueEntry
 from services.dispatcher.scheduling.run_times import RunTimes
 from tests.support.dispatcher import EventLog
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from services.dispatcher.scheduling.queue import QueueEntry, QueueIndex
+from services.dispatcher.scheduling.queue import QueueIndex
+from services.dispatcher.scheduling.queue_entries import QueueEntry
 
 
 def _entry(not_before: float = 0.0, claimed_by: int | None = None) -> QueueEntry:

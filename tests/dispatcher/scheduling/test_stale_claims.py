@@ -17,7 +17,8 @@ from contracts.ids import new_id
 from contracts.job_parts import JobStatus
 from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
-from services.dispatcher.scheduling.queue import QueueEntry, QueueIndex
+from services.dispatcher.scheduling.queue import QueueIndex
+from services.dispatcher.scheduling.queue_entries import QueueEntry
 from services.dispatcher.scheduling.stale_claims import StaleClaims
 from tests.dispatcher.conftest import StartDispatcher
 from tests.support.dispatcher import POSE, local_route, submit, wait_record

@@ -17,7 +17,7 @@ from contracts.quotas import TenantQuota, TenantUsage, usage_key
 from contracts.streams import Declarations
 from contracts.subjects import Namespace, Subjects
 from services.common.quotas import QuotaBook
-from services.dispatcher.scheduling.queue import QueueEntry
+from services.dispatcher.scheduling.queue_entries import QueueEntry
 from services.dispatcher.scheduling.run_times import RunTimes, RunTimesDoc, size_class
 from services.dispatcher.scheduling.tallies import Tallies
 from tests.dispatcher.conftest import StartDispatcher

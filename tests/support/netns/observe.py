@@ -28,7 +28,7 @@ from contracts.streams import DISPATCH, KV_DISPATCH_QUEUE, KV_FOLD_REFOLDS, KV_J
 from services.common.nats.kv import kv_entries, kv_scan
 from services.dispatcher.fold.partitions import fold_pending
 from services.dispatcher.fold.records import fold
-from services.dispatcher.scheduling.queue import QueueEntry
+from services.dispatcher.scheduling.queue_entries import QueueEntry
 from services.dispatcher.settings import DispatcherSettings
 from tests.support.netns.checker import Observed
 from tests.support.netns.history import History
