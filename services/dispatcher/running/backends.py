@@ -20,7 +20,8 @@ from typing import Any, Protocol
 
 from contracts.route_table import Route, Stage
 from contracts.runs import Outcome, RunRequest
-from services.dispatcher.running.local_pool import LocalPool, PoolProcess, kill_group
+from services.dispatcher.running.local_pool import LocalPool
+from services.dispatcher.running.pool_process import PoolProcess, kill_group
 
 Announce = Callable[[str, str | None], Awaitable[int]]
 """``announce(call_id, gpu)``: publish ``job.dispatched`` for the run; its JOBS sequence (the worker's

@@ -9,14 +9,14 @@ and without the dispatcher's main module (see :func:`~services.common.processes.
 The dispatcher :meth:`LocalPool.acquire`\\ s an idle process, :meth:`LocalPool.run`\\ s a request on it,
 and gets its outcome back over the pipe.
 
-A crash is seen at once: :meth:`LocalPool.run` waits on the pipe *and* the process sentinel with
-the event loop's readers, so a non-zero exit or a SIGKILL raises :class:`WorkerLostError` as soon
-as the kernel reports it (no polling). :meth:`LocalPool.kill` ends the process group; every dead
-process is replaced in the background. With ``local_workers_die_with_dispatcher`` (``gpurelay
-dev``) the processes die with this one however it ends; otherwise a busy one finishes its attempt
-and reports straight to NATS (unless the attempt is dispatched again meanwhile: it then stops, and ends
-itself ``local_worker_superseded_grace_s`` later if its workload does not), and an idle one exits when
-its pipe closes.
+A crash is seen at once: :meth:`LocalPool.run` waits on the pipe *and* the process sentinel
+(:meth:`~services.dispatcher.running.pool_process.PoolProcess.receive`), so a non-zero exit or a SIGKILL
+raises :class:`~services.dispatcher.running.pool_process.WorkerLostError` as soon as the kernel reports
+it. :meth:`LocalPool.kill` ends the process group; every dead process is replaced in the background.
+With ``local_workers_die_with_dispatcher`` (``gpurelay dev``) the processes die with this one however
+it ends; otherwise a busy one finishes its attempt and reports straight to NATS (unless the attempt is
+dispatched again meanwhile: it then stops, and ends itself ``local_worker_superseded_grace_s`` later if
+its workload does not), and an idle one exits when its pipe closes.
 """
 
 from __future__ import annotations
@@ -26,16 +26,12 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import signal
-from dataclasses import dataclass
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
-from typing import Any
 
 from contracts.runs import Outcome, RunRequest
 from modal_workers.runtime.local_host import worker_main
 from services.common.nats.identity import as_identity
 from services.common.processes import spawning_without_main
+from services.dispatcher.running.pool_process import PoolProcess, WorkerLostError, kill_group
 from services.dispatcher.running.scratch import PoolScratch
 from services.dispatcher.settings import DispatcherSettings
 
@@ -53,30 +49,6 @@ PRELOAD = [
 """What the fork server imports before it forks a pool process: what :func:`worker_main` imports."""
 EXIT_GRACE_S = 3.0
 """How long a stopping pool waits for a process to exit before it kills its group (and again after)."""
-
-
-class WorkerLostError(Exception):
-    """A pool process ended without an outcome (crash, kill, non-zero exit)."""
-
-    def __init__(self, pid: int, exitcode: int | None) -> None:
-        super().__init__(f"worker process {pid} ended with exit code {exitcode}")
-        self.pid, self.exitcode = pid, exitcode
-
-
-@dataclass(eq=False)
-class PoolProcess:
-    """One warm worker process and the parent's end of its pipe."""
-
-    process: BaseProcess
-    conn: Connection
-    running: tuple[str, int] | None = None
-    """The job id and attempt of the run it is on, ``None`` while idle."""
-
-    @property
-    def pid(self) -> int:
-        """The process id, which is also its process group id."""
-        assert self.process.pid is not None
-        return self.process.pid
 
 
 class LocalPool:
@@ -115,7 +87,7 @@ class LocalPool:
         proc = PoolProcess(process, parent)
         self._all.add(proc)
         try:
-            message = await asyncio.wait_for(self._receive(proc), READY_TIMEOUT_S)
+            message = await asyncio.wait_for(proc.receive(), READY_TIMEOUT_S)
         except (WorkerLostError, TimeoutError):
             log.exception("local worker did not start")
             self.kill(proc)  # one that never answered must not linger
@@ -128,31 +100,6 @@ class LocalPool:
             return
         log.debug("local worker ready", extra={"pid": message})
         self._idle.put_nowait(proc)
-
-    async def _receive(self, proc: PoolProcess) -> Any:
-        """The next message from ``proc``; :class:`WorkerLostError` as soon as it dies instead."""
-        loop = asyncio.get_running_loop()
-        woke: asyncio.Future[None] = loop.create_future()
-
-        def wake() -> None:
-            if not woke.done():
-                woke.set_result(None)
-
-        fds = (proc.conn.fileno(), proc.process.sentinel)
-        for fd in fds:
-            loop.add_reader(fd, wake)
-        try:
-            await woke
-        finally:
-            for fd in fds:
-                loop.remove_reader(fd)
-        try:
-            if proc.conn.poll():
-                return proc.conn.recv()
-        except (EOFError, OSError):
-            pass
-        await asyncio.to_thread(proc.process.join, 5)
-        raise WorkerLostError(proc.pid, proc.process.exitcode)
 
     async def acquire(self) -> PoolProcess:
         """An idle process (waits while all are busy). One that died while idle (killed, out of
@@ -177,7 +124,7 @@ class LocalPool:
         proc.running = (request.job_id, request.attempt)
         try:
             proc.conn.send(request.model_dump(mode="json"))
-            return Outcome.model_validate(await self._receive(proc))
+            return Outcome.model_validate(await proc.receive())
         except (WorkerLostError, OSError) as exc:
             self._replace(proc)
             if isinstance(exc, WorkerLostError):
@@ -258,9 +205,3 @@ class LocalPool:
     def pids(self) -> list[int]:
         """The pids of the live pool processes."""
         return [p.pid for p in self._all if p.process.is_alive()]
-
-
-def kill_group(pgid: int) -> None:
-    """SIGKILL a process group (a worker and everything it started); a gone group is fine."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)

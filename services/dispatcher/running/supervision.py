@@ -27,7 +27,7 @@ from contracts.runs import Outcome
 from services.dispatcher.running.backends import Launch
 from services.dispatcher.running.hearing import Hearing
 from services.dispatcher.running.held_records import Follower
-from services.dispatcher.running.local_pool import WorkerLostError
+from services.dispatcher.running.pool_process import WorkerLostError
 from services.dispatcher.running.tickets import Ticket
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,8 @@ from nats.js import JetStreamContext
 
 from contracts.events.registry import EventType
 from contracts.subjects import Subjects
-from services.dispatcher.running.local_pool import LocalPool, WorkerLostError
+from services.dispatcher.running.local_pool import LocalPool
+from services.dispatcher.running.pool_process import WorkerLostError
 from services.dispatcher.settings import DispatcherSettings
 from tests.support.attempts import dispatched
 from tests.support.dispatcher import EventLog, W
