@@ -121,7 +121,7 @@ async def one_policy(url: str, data_dir: Path, policy: str) -> tuple[float, list
         kv = await js.key_value(ns.bucket(streams.KV_JOBS))
         for _ in range(JOBS_PER_TENANT):
             await asyncio.gather(*(_submit(js, kv, subjects, f"t{t:03d}") for t in range(TENANTS)))
-        queue = dispatcher.queue
+        queue = dispatcher.books.queue
         assert queue is not None
         async with asyncio.timeout(TIMEOUT_S):
             while len(queue.entries("pose")) < total:

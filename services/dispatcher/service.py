@@ -1,26 +1,8 @@
 """The dispatcher service: consumers on JetStream wired to the fold, tickets and backends.
 
-Consumers (every one a durable pull consumer shared by all replicas, with an explicit ack policy, read
-by a nats-py pull loop on the replica's one watched connection, :mod:`services.dispatcher.subscribers`):
-
-* ``dispatcher-fold-{p}`` on JOBS' slots ``jobs.*.*.*.{slot}`` of partition ``p``, one per partition of
-  the job events by job id (:mod:`services.dispatcher.fold.partitions`): folds each event into KV ``jobs`` and reacts
-  (:mod:`services.dispatcher.fold.reactions`). Each partition is pinned to one replica at a time, which
-  folds a batch of up to ``fold_batch`` events (:mod:`services.dispatcher.fold.serial`), so each
-  job's record is folded in stream order by one writer and KV equals
-  :func:`~services.dispatcher.fold.records.fold` of the stream, while partitions fold in parallel.
-  ``fold_partitions=0``: the serial ``dispatcher-jobs`` on ``jobs.>`` (JOBS) instead, one event
-  in flight (``max_ack_pending=1``).
-* ``dispatcher-uploads`` on ``uploads.>`` (JOBS): releases jobs waiting on the upload (one event at a
-  time, as the serial fold: :class:`~services.dispatcher.fold.serial.EventConsumer`).
-* ``dispatch-{kind}`` on ``dispatch.{kind}`` (DISPATCH), one per routed kind, ``max_ack_pending`` =
-  the route's concurrency (:mod:`services.dispatcher.running.tickets`):
-  :class:`~services.dispatcher.running.attempts.Attempts` holds each ticket until its attempt ends: the ack
-  *is* the release of the concurrency slot.
-
-Every handler runs through :class:`~services.dispatcher.consumers.ConsumerGuard` (``MANUAL`` ack
-policy): a failure is logged and redelivered at most ``event_max_deliver`` (``ticket_max_deliver``)
-times, then dead-lettered, so a poison message never wedges a consumer.
+Its consumers, their order and their guard: :mod:`services.dispatcher.replica_consumers`; the
+scheduling state it keeps (queue index, fair clocks, run times, quotas, tallies):
+:mod:`services.dispatcher.scheduling.books`.
 
 Metrics (:mod:`services.dispatcher.observe`): its consumers' lag and the pool are sampled on each
 scrape of ``/metrics`` (served by ``gpurelay dispatcher`` beside ``/healthz``, or by the gateway's
@@ -53,22 +35,18 @@ from services.common.http.nats_failover import StuckServerWatch
 from services.common.nats.connection import cancel_and_wait, connect
 from services.common.nats.declarations import declare_all
 from services.common.nats.kv import bind_bucket
-from services.common.nats.publish import until_answered
 from services.common.observability import metrics
 from services.common.observability.stop_clock import StopClock
-from services.common.quotas import QuotaBook
 from services.common.storage import Storage, make_storage
 from services.dispatcher.consumers import ConsumerGuard
 from services.dispatcher.fold.audit import FoldAudit
-from services.dispatcher.fold.partition import fold_consumers
-from services.dispatcher.fold.partitions import partitions_made, retire_fold_copy, retire_other_partitions
 from services.dispatcher.fold.reactions import Reactions
 from services.dispatcher.fold.records import route_pricing
 from services.dispatcher.fold.refold import Refolds
-from services.dispatcher.fold.serial import EventConsumer
 from services.dispatcher.job_events import JobEvents
 from services.dispatcher.kv_writes import WriteLog
 from services.dispatcher.observe import start_sampling
+from services.dispatcher.replica_consumers import start_consumers
 from services.dispatcher.retention import Retention
 from services.dispatcher.running.attempts import Attempts
 from services.dispatcher.running.backends import Backend, LocalBackend, UnroutedBackend
@@ -76,16 +54,9 @@ from services.dispatcher.running.hearing import Hearing
 from services.dispatcher.running.held_records import HeldRecords
 from services.dispatcher.running.local_pool import LocalPool
 from services.dispatcher.running.modal_backend import ModalBackend, ModalClient
-from services.dispatcher.running.tickets import TicketConsumer
-from services.dispatcher.scheduling.fair_clock import FairClocks
-from services.dispatcher.scheduling.lines import line_order
-from services.dispatcher.scheduling.positions import Positions
-from services.dispatcher.scheduling.queue import QueueIndex
-from services.dispatcher.scheduling.run_times import RunTimes
-from services.dispatcher.scheduling.scheduler import Scheduler
+from services.dispatcher.scheduling.books import SchedulingBooks
 from services.dispatcher.scheduling.stale_claims import StaleClaims
 from services.dispatcher.scheduling.sweeper import CreatedSweeper
-from services.dispatcher.scheduling.tallies import Tallies
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.store import JobStore
 from services.dispatcher.subscribers import bound_and_watch
@@ -119,12 +90,7 @@ class Dispatcher:
         self.storage = storage
         self.modal_client = modal_client
         self.extra_backends = backends or {}
-        self.queue: QueueIndex | None = None
-        self.positions: Positions | None = None
-        self.clocks: FairClocks | None = None
-        self.tallies: Tallies | None = None
-        self.quotas: QuotaBook | None = None
-        self.runtimes: RunTimes | None = None
+        self.books = SchedulingBooks(settings)
         self._top_up: Callable[[], Awaitable[object]] = _nothing
         self.pool: LocalPool | None = None
         self.nc: NatsClient | None = None
@@ -162,30 +128,9 @@ class Dispatcher:
         if any(r.backend == "modal" for r in self.routes.values()):
             backends["modal"] = ModalBackend(s, self.modal_client)
         backends |= self.extra_backends
-        order = line_order(s.scheduling_policy, s.priority_ageing_s)
-        self.queue = queue = QueueIndex(await bind_bucket(js, ns.bucket(streams.KV_DISPATCH_QUEUE)), order)
-        self.clocks = clocks = FairClocks(await bind_bucket(js, ns.bucket(streams.KV_DISPATCH_FAIR)))
-        await clocks.start()
-        runtimes = RunTimes(await bind_bucket(js, ns.bucket(streams.KV_DISPATCH_RUNTIMES)), s.eta_window)
-        self.runtimes = runtimes
-        await runtimes.start()
-        quotas = QuotaBook(
-            await bind_bucket(js, ns.bucket(streams.KV_QUOTAS)),
-            await bind_bucket(js, ns.bucket(streams.KV_TENANT_USAGE)),
-            s.quota_defaults, s.quota_cache_s,
-        )  # fmt: skip
-        self.quotas = quotas
-        await quotas.start()
-        self.tallies = tallies = Tallies(quotas, runtimes)
-        scheduler = Scheduler(
-            queue, clocks, s.tenant_weights, s.tenant_weight_default, s.priority_ageing_s, quotas, tallies,
-            s.scheduling_policy,
-        )  # fmt: skip
         concurrency = {kind: route.concurrency for kind, route in self.routes.items()}
-        self.positions = positions = Positions(
-            js, ns, queue, runtimes, concurrency, scheduler.weight, s.queue_position_top, s.queue_position_interval_s,
-        )  # fmt: skip
-        scheduler.on_start = positions.moved
+        scheduler, positions = await self.books.open(js, concurrency)
+        queue, tallies = scheduler.queue, scheduler.tallies
         records = HeldRecords(nc, s.subjects, store)
         hearing = Hearing(nc, s.subjects)
         self.attempts = Attempts(s, self.routes, backends, store, events, scheduler, records, hearing)
@@ -205,25 +150,12 @@ class Dispatcher:
         marks = await bind_bucket(js, ns.bucket(streams.KV_FOLD_REFOLDS))
         self.refolds = Refolds(reactions, s.fold_audit_max_events, s.fold_refolds_waiting, watch.failed, marks,
                                s.fold_refold_marks_every_s)  # fmt: skip
-        made = await until_answered(lambda: partitions_made(nc, ns), "list the fold's consumers")
-        folds = await fold_consumers(nc, s, guard, reactions, made, watch.failed, self.refolds.add)
-        uploads = EventConsumer(js, s, guard, ns.stream(streams.JOBS), ns.subject("uploads.>"), "dispatcher-uploads",
-                                reactions.on_upload_completed, watch.failed)  # fmt: skip
-        takers = [TicketConsumer(js, s, guard, dispatch_stream, kind, route.concurrency, self.attempts.on_ticket,
-                                 watch.failed) for kind, route in self.routes.items()]  # fmt: skip
-        consumers = [*(fold.consumer for fold in folds), uploads.consumer, *(taker.consumer for taker in takers)]
-        await until_answered(uploads.start, "make the uploads consumer")  # each step asked again while JetStream
-        for fold in folds:  # answers late: a loaded cluster left one unanswered, and the start failed
-            await until_answered(fold.start, f"make {fold.consumer.durable}")
-        if s.fold_partitions:  # an upgrade: the partitions' consumers on JOBS start after what it held
-            await until_answered(lambda: retire_fold_copy(js, ns), "retire the fold's copy of JOBS")
-        await until_answered(lambda: retire_other_partitions(js, ns, s.fold_partitions, made), "retire old partitions")
-        for taker in takers:
-            await until_answered(taker.start, f"make {taker.consumer.durable}")
-        self._advisories = await bound_and_watch(nc, js, guard, consumers)
+        consumers = await start_consumers(nc, js, s, guard, reactions, self.routes, dispatch_stream,
+                                          self.attempts.on_ticket, watch.failed, self.refolds.add)  # fmt: skip
+        self._advisories = await bound_and_watch(nc, js, guard, consumers.consumers)
         if s.metrics_enabled:
             metrics.register("dispatcher")
-            self._stop_sampling = start_sampling(js, [(c.stream, c.durable) for c in consumers], self.pool)
+            self._stop_sampling = start_sampling(js, [(c.stream, c.durable) for c in consumers.consumers], self.pool)
 
         def sweeping(name: str, interval_s: float, sweep: Callable[[], Awaitable[object]], first: bool = False) -> Task:
             return asyncio.create_task(every(interval_s, sweep, first=first, failed=watch.failed), name=name)
@@ -238,10 +170,8 @@ class Dispatcher:
             asyncio.create_task(self.refolds.run(), name="fold-refolds"),
             sweeping("queue-top-up", s.queue_sweep_interval_s, self._top_up),
             sweeping("stale-claims", s.claim_check_interval_s, self.stale_claims.sweep),
-            sweeping("tally-flush", s.tally_flush_interval_s, self.tallies.flush),
-            *(asyncio.create_task(fold.run(), name=fold.durable) for fold in folds),
-            asyncio.create_task(uploads.run(), name=uploads.durable),
-            *(asyncio.create_task(taker.run(), name=taker.durable) for taker in takers),
+            sweeping("tally-flush", s.tally_flush_interval_s, tallies.flush),
+            *consumers.run(),
         ]
         log.info("dispatcher started", extra={"kinds": sorted(self.routes)})
 
@@ -278,7 +208,7 @@ class Dispatcher:
             if self.attempts is not None:
                 await self.attempts.stop()
         with clock.part("tallies and clocks"):
-            await self._stop_books()
+            await self.books.stop()
         with clock.part("pool"):
             if self.pool is not None:
                 await self.pool.stop()
@@ -290,14 +220,6 @@ class Dispatcher:
             with contextlib.suppress(Exception):
                 await self.storage.aclose()
         clock.report()
-
-    async def _stop_books(self) -> None:
-        if self.tallies is not None:
-            with contextlib.suppress(Exception):
-                await self.tallies.flush()
-        for book in (self.quotas, self.runtimes, self.positions, self.clocks):
-            if book is not None:
-                await book.stop()
 
     @property
     def dispatch_stream(self) -> str:

@@ -116,7 +116,7 @@ async def entries_queued(
 ) -> None:
     """Until the dispatcher's queue index mirrors ``count`` entries of ``kind``, ``claimed`` of them held
     by a running attempt (its KV watch)."""
-    queue = dispatcher.queue
+    queue = dispatcher.books.queue
     assert queue is not None
 
     def held() -> int:
