@@ -8,12 +8,9 @@ first fold partition's and its first ticket consumer; then a job runs through it
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import nats
 import pytest
@@ -29,6 +26,7 @@ from services.dispatcher.running.tickets import TicketConsumer
 from services.dispatcher.service import Dispatcher
 from tests.support.dispatcher import POSE, dispatcher_settings, local_route, submit, wait_record
 from tests.support.scheduling import InstantBackend
+from tests.support.stopping import stalled_at_first_call
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 PAUSE_S = 6.0
@@ -43,19 +41,8 @@ async def test_a_dispatcher_started_while_jetstream_answers_late_starts_and_runs
     pid = server.pid
     assert pid is not None
     paused: list[str] = []
-
-    def paused_once(name: str, start: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        async def start_after_a_pause(*args: Any) -> Any:
-            if name not in paused:  # the first call only: the one made again must find the server back
-                paused.append(name)
-                os.kill(pid, signal.SIGSTOP)
-                asyncio.get_running_loop().call_later(PAUSE_S, os.kill, pid, signal.SIGCONT)
-            return await start(*args)
-
-        return start_after_a_pause
-
     for cls, name in ((EventConsumer, "uploads"), (PartitionFold, "fold"), (TicketConsumer, "tickets")):
-        monkeypatch.setattr(cls, "start", paused_once(name, cls.start))
+        monkeypatch.setattr(cls, "start", stalled_at_first_call(pid, PAUSE_S, name, cls.start, paused))
     settings = dispatcher_settings(server.url, ns, tmp_path / "data")
     nc = await nats.connect(server.url)
     dispatcher: Dispatcher | None = None

@@ -7,12 +7,9 @@ again as it makes its fan-out consumer."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import nats
 import pytest
@@ -26,6 +23,7 @@ from services.notifier.sse.hub import Hub
 from services.notifier.webhooks.delivery_loops import DeliveryLoops
 from services.notifier.webhooks.fanout import FANOUT_DURABLE, FanOut
 from tests.support.notifier import notifier_settings
+from tests.support.stopping import stalled_at_first_call
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 PAUSE_S = 6.0
@@ -35,34 +33,21 @@ PAUSE_S = 6.0
 async def test_a_notifier_started_while_jetstream_answers_late_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    namespace = Namespace("late")
-    server = EmbeddedNats(tmp_path / "nats").start()
-    pid = server.pid
-    assert pid is not None
-    paused: list[str] = []
-
-    def paused_first(name: str, step: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        async def step_after_a_pause(*args: Any) -> Any:
-            os.kill(pid, signal.SIGSTOP)
-            asyncio.get_running_loop().call_later(PAUSE_S, os.kill, pid, signal.SIGCONT)
-            paused.append(name)
-            return await step(*args)
-
-        return step_after_a_pause
-
-    monkeypatch.setattr(Hub, "start", paused_first("hub", Hub.start))
-    monkeypatch.setattr(DeliveryLoops, "resume_all", paused_first("resume_all", DeliveryLoops.resume_all))
-    monkeypatch.setattr(FanOut, "declare", paused_first("declare", FanOut.declare))
-    try:
-        nc = await nats.connect(server.url)
+    namespace, stalled = Namespace("late"), list[str]()
+    with EmbeddedNats(tmp_path / "nats") as server:
+        pid = server.pid
+        assert pid is not None
+        for cls, name in ((Hub, "start"), (DeliveryLoops, "resume_all"), (FanOut, "declare")):
+            monkeypatch.setattr(cls, name, stalled_at_first_call(pid, PAUSE_S, name, getattr(cls, name), stalled))
         try:
-            await apply_declarations(nc.jetstream(timeout=10), declarations(namespace))
+            nc = await nats.connect(server.url)
+            try:
+                await apply_declarations(nc.jetstream(timeout=10), declarations(namespace))
+            finally:
+                await nc.close()
+            async with running(notifier_settings(server.url, namespace, tmp_path / "data")) as state:
+                assert stalled == ["start", "resume_all", "declare"]
+                fanout = await state.js.consumer_info(namespace.stream(JOBS), FANOUT_DURABLE)
+                assert fanout.config.durable_name == FANOUT_DURABLE
         finally:
-            await nc.close()
-        async with running(notifier_settings(server.url, namespace, tmp_path / "data")) as state:
-            assert paused == ["hub", "resume_all", "declare"]
-            fanout = await state.js.consumer_info(namespace.stream(JOBS), FANOUT_DURABLE)
-            assert fanout.config.durable_name == FANOUT_DURABLE
-    finally:
-        os.kill(pid, signal.SIGCONT)
-        server.stop()
+            os.kill(pid, signal.SIGCONT)

@@ -184,3 +184,20 @@ async def through_a_stall(
     finally:
         os.kill(pid, signal.SIGCONT)  # also when the stop did not take hold in time (it may yet)
     return await asyncio.wait_for(made, within_s)
+
+
+def stalled_at_first_call(
+    pid: int, stall_s: float, name: str, step: Callable[..., Awaitable[T]], stalled: list[str]
+) -> Callable[..., Awaitable[T]]:
+    """``step`` (a method, to patch in) whose first call stops the server ``pid`` for ``stall_s`` (SIGSTOP,
+    taken hold) before it goes on, ``name`` appended to ``stalled``: a start-up step meeting a server that
+    answers late. A later call (the step made again) finds the server back. The caller resumes it at the end."""
+
+    async def after_a_stall(*args: Any) -> T:
+        if name not in stalled:
+            stalled.append(name)
+            sigstop(pid)
+            asyncio.get_running_loop().call_later(stall_s, os.kill, pid, signal.SIGCONT)
+        return await step(*args)
+
+    return after_a_stall

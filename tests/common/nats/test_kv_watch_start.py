@@ -6,48 +6,30 @@ stopped (SIGSTOP) while the watch starts, with a short timeout, and goes on a mo
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
 from pathlib import Path
 
-import nats
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
 from bench.harness.waiting import wait_for
 from services.common.nats.kv_watch import KvWatch
-from services.common.nats.server.embedded import EmbeddedNats
-
-PAUSE_S = 1.5
-"""How long the server answers nothing: three of the context's time-outs."""
+from tests.support.stopping import stallable_server, through_a_stall
 
 
 async def test_a_watch_started_while_jetstream_answers_late_is_made_again_and_reads_its_snapshot(
     tmp_path: Path,
 ) -> None:
-    server = EmbeddedNats(tmp_path / "nats").start()
-    assert server.pid is not None
-    nc = await nats.connect(server.url)
-    try:
-        js = nc.jetstream(timeout=0.5)
+    async with stallable_server(tmp_path / "nats") as (pid, js):
         kv: KeyValue = await js.create_key_value(KeyValueConfig(bucket="clocks", storage=StorageType.MEMORY))
         await kv.put("pose", b"1")
         seen: list[tuple[str, bool]] = []
         watch = KvWatch(kv, lambda entry, initial: seen.append((entry.key, initial)), name="clocks-watch")
-        os.kill(server.pid, signal.SIGSTOP)
-        resumed = asyncio.get_running_loop().call_later(PAUSE_S, os.kill, server.pid, signal.SIGCONT)
         try:
-            await watch.start(snapshot_timeout_s=15)
+            await through_a_stall(pid, lambda: watch.start(snapshot_timeout_s=15))
             assert watch.watching
             assert seen == [("pose", True)]
             await kv.put("pose", b"2")
             await wait_for(lambda: len(seen) == 2, timeout_s=10, what="the write after the snapshot")
             assert seen[1] == ("pose", False)
         finally:
-            resumed.cancel()
-            os.kill(server.pid, signal.SIGCONT)
             await watch.stop()
-    finally:
-        await nc.close()
-        server.stop()
